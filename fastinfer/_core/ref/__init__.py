@@ -1,0 +1,2 @@
+"""Pure-Python references for the compiled core: slow, obvious, and the
+oracle the tests compare the Cython structures against."""

@@ -1,0 +1,437 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""SSE (Server-Sent Events) parser and writer, compiled: runs on every streamed
+byte of every provider stream.
+
+Owns: the WHATWG event-stream interpretation
+(https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation)
+of a byte stream fed in arbitrary pieces (``SSEParser``, ``Event``), and the
+encoding of events into that format (``encode_event``, ``encode_data``).
+
+Must not touch: HTTP, asyncio, JSON. It sees bytes and returns ``Event``
+objects; what a ``data`` payload means (JSON, ``[DONE]``) is the caller's
+business.
+
+Same API and behaviour as the reference ``fastinfer._core.ref.sse`` (see its
+docstring for the details beyond the spec text). How it is fast: the parser
+scans each chunk in place with C pointers (``memchr`` for CR and LF, each
+searched at most once per position), copies only a partial line at the end of
+a chunk into a small carry buffer, accumulates ``data`` values in a C buffer,
+and creates Python objects only per dispatched event (the data ``bytes``, the
+``Event``; the event type ``str`` is cached, the id ``str`` made per ``id``
+line).
+"""
+cimport cython
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_CheckExact,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdlib cimport free, realloc
+from libc.string cimport memchr, memcmp, memcpy
+
+__all__ = ["Event", "SSEParser", "encode_event", "encode_data"]
+
+cdef enum:
+    NUL = 0
+    LF = 10
+    CR = 13
+    SPACE = 32
+    COLON = 58
+    DIGIT_0 = 48
+    DIGIT_9 = 57
+
+cdef const unsigned char* _BOM = b"\xef\xbb\xbf"
+cdef str _MESSAGE = "message"
+
+
+# ---------------------------------------------------------------- byte buffer
+
+cdef struct Buf:
+    char* p
+    Py_ssize_t n
+    Py_ssize_t cap
+
+
+cdef int _buf_grow(Buf* b, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t need = b.n + extra
+    cdef Py_ssize_t cap = b.cap if b.cap else 256
+    cdef char* np
+    while cap < need:
+        cap *= 2
+    np = <char*>realloc(b.p, <size_t>cap)
+    if np == NULL:
+        raise MemoryError()
+    b.p = np
+    b.cap = cap
+    return 0
+
+
+cdef inline int _buf_append(Buf* b, const char* s, Py_ssize_t k) except -1:
+    if b.n + k > b.cap:
+        _buf_grow(b, k)
+    if k:
+        memcpy(b.p + b.n, s, <size_t>k)
+        b.n += k
+    return 0
+
+
+# ---------------------------------------------------------------------- event
+
+@cython.final
+@cython.freelist(64)
+cdef class Event:
+    """One dispatched event: ``event`` type, ``data`` bytes, ``id`` (last event
+    ID in effect, or None), ``retry`` (set by this event's block, or None)."""
+
+    cdef readonly str event
+    cdef readonly bytes data
+    cdef readonly object id
+    cdef readonly object retry
+
+    def __init__(self, str event not None="message", bytes data not None=b"",
+                 id=None, retry=None):
+        self.event = event
+        self.data = data
+        self.id = id
+        self.retry = retry
+
+    def __repr__(self):
+        return (f"Event(event={self.event!r}, data={self.data!r}, "
+                f"id={self.id!r}, retry={self.retry!r})")
+
+    def __eq__(self, other):
+        if type(other) is not Event:
+            return NotImplemented
+        cdef Event o = <Event>other
+        return (self.event == o.event and self.data == o.data
+                and self.id == o.id and self.retry == o.retry)
+
+    def __hash__(self):
+        return hash((self.event, self.data, self.id, self.retry))
+
+
+# --------------------------------------------------------------------- parser
+
+@cython.final
+cdef class SSEParser:
+    """Incremental WHATWG event-stream parser; feed it bytes, get events."""
+
+    cdef Buf _carry          # bytes of an unfinished line
+    cdef Buf _data           # data buffer (each value followed by LF)
+    cdef Buf _etype          # event type buffer
+    cdef bint _skip_lf       # previous chunk ended with CR: a leading LF belongs to it
+    cdef int _bom            # 0..2: BOM bytes matched at stream start; 3: decided
+    cdef object _id_buffer   # str, or None if no valid id field in this stream
+    cdef object _block_retry # int or None: valid retry of the current block
+    cdef bytes _etype_cache_b
+    cdef str _etype_cache_s
+    cdef readonly str last_event_id
+    cdef readonly object reconnection_time
+
+    def __cinit__(self):
+        self._carry.p = NULL
+        self._carry.n = self._carry.cap = 0
+        self._data.p = NULL
+        self._data.n = self._data.cap = 0
+        self._etype.p = NULL
+        self._etype.n = self._etype.cap = 0
+
+    def __dealloc__(self):
+        free(self._carry.p)
+        free(self._data.p)
+        free(self._etype.p)
+
+    def __init__(self):
+        self.last_event_id = ""
+        self.reconnection_time = None
+        self._new_stream()
+
+    cdef void _new_stream(self):
+        self._carry.n = 0
+        self._data.n = 0
+        self._etype.n = 0
+        self._skip_lf = False
+        self._bom = 0
+        self._id_buffer = None
+        self._block_retry = None
+
+    def feed(self, chunk) -> list:
+        """Parse ``chunk``; return the events it completed, in order."""
+        cdef bytes b
+        cdef list out = []
+        cdef const char* p
+        cdef Py_ssize_t n, i = 0, k
+        if PyBytes_CheckExact(chunk):
+            b = <bytes>chunk
+        else:
+            b = bytes(memoryview(chunk))
+        p = PyBytes_AS_STRING(b)
+        n = PyBytes_GET_SIZE(b)
+        if self._bom < 3:
+            while self._bom < 3:
+                if i == n:
+                    return out  # could still become a BOM
+                if <unsigned char>p[i] == _BOM[self._bom]:
+                    self._bom += 1
+                    i += 1
+                else:
+                    # not a BOM: the bytes matched so far were data
+                    k = self._bom
+                    self._bom = 3
+                    if k:
+                        self._parse(<const char*>_BOM, k, out)
+            p += i
+            n -= i
+        self._parse(p, n, out)
+        return out
+
+    def close(self) -> list:
+        """End of stream: a pending partial line or event is discarded."""
+        self._new_stream()
+        return []
+
+    cdef int _parse(self, const char* p, Py_ssize_t n, list out) except -1:
+        cdef Py_ssize_t pos = 0, end, lf = -1, cr = -1
+        cdef const char* q
+        if n == 0:
+            return 0
+        if self._skip_lf:
+            self._skip_lf = False
+            if p[0] == LF:
+                pos = 1
+        while pos < n:
+            if lf < pos:
+                q = <const char*>memchr(p + pos, LF, <size_t>(n - pos))
+                lf = q - p if q != NULL else n
+            if cr < pos:
+                q = <const char*>memchr(p + pos, CR, <size_t>(n - pos))
+                cr = q - p if q != NULL else n
+            end = lf if lf < cr else cr
+            if end == n:
+                _buf_append(&self._carry, p + pos, n - pos)
+                return 0
+            if self._carry.n:
+                _buf_append(&self._carry, p + pos, end - pos)
+                self._line(self._carry.p, self._carry.n, out)
+                self._carry.n = 0
+            else:
+                self._line(p + pos, end - pos, out)
+            if p[end] == CR:
+                if end + 1 == n:
+                    self._skip_lf = True
+                    return 0
+                pos = end + 2 if p[end + 1] == LF else end + 1
+            else:
+                pos = end + 1
+        return 0
+
+    cdef int _line(self, const char* p, Py_ssize_t n, list out) except -1:
+        cdef const char* v
+        cdef Py_ssize_t flen, vlen
+        if n == 0:
+            return self._dispatch(out)
+        if p[0] == COLON:
+            return 0  # comment
+        v = <const char*>memchr(p, COLON, <size_t>n)
+        if v != NULL:
+            flen = v - p
+            v += 1
+            vlen = n - flen - 1
+            if vlen and v[0] == SPACE:
+                v += 1
+                vlen -= 1
+        else:
+            flen = n
+            v = p + n
+            vlen = 0
+        if flen == 4:
+            if memcmp(p, b"data", 4) == 0:
+                if self._data.n + vlen + 1 > self._data.cap:
+                    _buf_grow(&self._data, vlen + 1)
+                if vlen:
+                    memcpy(self._data.p + self._data.n, v, <size_t>vlen)
+                self._data.p[self._data.n + vlen] = LF
+                self._data.n += vlen + 1
+        elif flen == 5:
+            if memcmp(p, b"event", 5) == 0:
+                self._etype.n = 0
+                _buf_append(&self._etype, v, vlen)
+            elif memcmp(p, b"retry", 5) == 0:
+                self._retry(v, vlen)
+        elif flen == 2:
+            if p[0] == c'i' and p[1] == c'd':
+                if vlen == 0 or memchr(v, NUL, <size_t>vlen) == NULL:
+                    self._id_buffer = PyUnicode_DecodeUTF8(v, vlen, "replace")
+        return 0
+
+    cdef int _retry(self, const char* v, Py_ssize_t n) except -1:
+        cdef Py_ssize_t i
+        cdef long long x = 0
+        cdef object value
+        if n == 0:
+            return 0
+        for i in range(n):
+            if v[i] < DIGIT_0 or v[i] > DIGIT_9:
+                return 0
+        if n <= 18:
+            for i in range(n):
+                x = x * 10 + (v[i] - DIGIT_0)
+            value = x
+        else:
+            try:
+                value = int(PyBytes_FromStringAndSize(v, n))
+            except ValueError:  # longer than sys.get_int_max_str_digits()
+                return 0
+        self._block_retry = value
+        self.reconnection_time = value
+        return 0
+
+    cdef str _event_type(self):
+        cdef bytes cb = self._etype_cache_b
+        cdef Py_ssize_t n = self._etype.n
+        if (cb is not None and PyBytes_GET_SIZE(cb) == n
+                and memcmp(PyBytes_AS_STRING(cb), self._etype.p, <size_t>n) == 0):
+            return self._etype_cache_s
+        s = PyUnicode_DecodeUTF8(self._etype.p, n, "replace")
+        self._etype_cache_b = PyBytes_FromStringAndSize(self._etype.p, n)
+        self._etype_cache_s = s
+        return s
+
+    cdef int _dispatch(self, list out) except -1:
+        cdef Event ev
+        cdef object retry = self._block_retry
+        self._block_retry = None
+        self.last_event_id = self._id_buffer if self._id_buffer is not None else ""
+        if self._data.n == 0:
+            self._etype.n = 0
+            return 0
+        ev = Event.__new__(Event)
+        # the data buffer always ends with the LF appended after the last value
+        ev.data = PyBytes_FromStringAndSize(self._data.p, self._data.n - 1)
+        self._data.n = 0
+        if self._etype.n:
+            ev.event = self._event_type()
+            self._etype.n = 0
+        else:
+            ev.event = _MESSAGE
+        ev.id = self._id_buffer
+        ev.retry = retry
+        out.append(ev)
+        return 0
+
+
+# --------------------------------------------------------------------- writer
+
+cdef bytes _check_field(str name, object value):
+    if type(value) is not bytes and not isinstance(value, bytes):
+        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+    cdef bytes b = <bytes>value
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
+    cdef const char* p = PyBytes_AS_STRING(b)
+    if memchr(p, LF, <size_t>n) != NULL or memchr(p, CR, <size_t>n) != NULL:
+        raise ValueError(f"{name} must not contain a line break")
+    return b
+
+
+cdef inline char* _put(char* w, const char* s, Py_ssize_t k) noexcept:
+    memcpy(w, s, <size_t>k)
+    return w + k
+
+
+cdef bytes _encode(bytes data, bytes event, bytes id):
+    cdef const char* d = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t lines = 1, termbytes = 0, i = 0, j, size = 0
+    cdef bint breaks
+    cdef bytes res
+    cdef char* w
+    breaks = memchr(d, LF, <size_t>n) != NULL or memchr(d, CR, <size_t>n) != NULL
+    if breaks:
+        while i < n:
+            if d[i] == CR:
+                lines += 1
+                if i + 1 < n and d[i + 1] == LF:
+                    termbytes += 2
+                    i += 2
+                    continue
+                termbytes += 1
+            elif d[i] == LF:
+                lines += 1
+                termbytes += 1
+            i += 1
+    if event is not None:
+        size += 8 + PyBytes_GET_SIZE(event)           # "event: " x "\n"
+    if id is not None:
+        size += 5 + PyBytes_GET_SIZE(id)              # "id: " x "\n"
+    size += n - termbytes + 7 * lines + 1             # "data: " line "\n" ... "\n"
+    res = PyBytes_FromStringAndSize(NULL, size)
+    w = PyBytes_AS_STRING(res)
+    if event is not None:
+        w = _put(w, "event: ", 7)
+        w = _put(w, PyBytes_AS_STRING(event), PyBytes_GET_SIZE(event))
+        w[0] = LF
+        w += 1
+    if id is not None:
+        w = _put(w, "id: ", 4)
+        w = _put(w, PyBytes_AS_STRING(id), PyBytes_GET_SIZE(id))
+        w[0] = LF
+        w += 1
+    if not breaks:
+        w = _put(w, "data: ", 6)
+        w = _put(w, d, n)
+        w[0] = LF
+        w += 1
+    else:
+        i = 0
+        while True:
+            j = i
+            while j < n and d[j] != LF and d[j] != CR:
+                j += 1
+            w = _put(w, "data: ", 6)
+            w = _put(w, d + i, j - i)
+            w[0] = LF
+            w += 1
+            if j == n:
+                break
+            i = j + 2 if (d[j] == CR and j + 1 < n and d[j + 1] == LF) else j + 1
+    w[0] = LF
+    return res
+
+
+def encode_event(data, event=None, id=None) -> bytes:
+    """Encode one event: optional ``event:`` and ``id:`` lines, one ``data:``
+    line per line of ``data`` (split on LF, CRLF and CR), then a blank line."""
+    if not isinstance(data, bytes):
+        raise TypeError(f"data must be bytes, not {type(data).__name__}")
+    cdef bytes ev = None, ib = None
+    if event is not None:
+        ev = _check_field("event", event)
+    if id is not None:
+        ib = _check_field("id", id)
+        if memchr(PyBytes_AS_STRING(ib), NUL, <size_t>PyBytes_GET_SIZE(ib)) != NULL:
+            raise ValueError("id must not contain NUL")
+    return _encode(<bytes>data, ev, ib)
+
+
+def encode_data(data) -> bytes:
+    """Encode a data-only event (the common streaming case):
+    ``b"data: " + data + b"\\n\\n"`` when ``data`` has no line break."""
+    cdef const char* d
+    cdef Py_ssize_t n
+    cdef bytes res
+    cdef char* w
+    if not isinstance(data, bytes):
+        raise TypeError(f"data must be bytes, not {type(data).__name__}")
+    d = PyBytes_AS_STRING(data)
+    n = PyBytes_GET_SIZE(data)
+    if memchr(d, LF, <size_t>n) != NULL or memchr(d, CR, <size_t>n) != NULL:
+        return _encode(<bytes>data, None, None)
+    res = PyBytes_FromStringAndSize(NULL, n + 8)
+    w = PyBytes_AS_STRING(res)
+    memcpy(w, "data: ", 6)
+    memcpy(w + 6, d, <size_t>n)
+    w[n + 6] = LF
+    w[n + 7] = LF
+    return res

@@ -1,0 +1,170 @@
+"""The command line: ``serve``, ``check-config``, ``mock-upstream``, ``bench``.
+
+Exit codes: 0 success, 2 bad config or bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from dataclasses import fields
+
+from .config import Config, ConfigError, default_config, load_config
+
+EXIT_CONFIG = 2
+
+
+def _load(path: str | None) -> Config:
+    config = load_config(path) if path else default_config()
+    _check_providers(config)
+    return config
+
+
+def _check_providers(config: Config) -> None:
+    from .providers import make_provider
+    problems = []
+    for i, d in enumerate(config.deployments):
+        try:
+            make_provider(d)
+        except NotImplementedError as e:
+            problems.append(f"deployments[{i}].provider: {e}")
+    if problems:
+        raise ConfigError(problems, config.source)
+
+
+def _report_config_error(e: ConfigError) -> int:
+    for problem in e.problems:
+        print(f"{e.source}: {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+
+
+# ------------------------------------------------------------------ commands
+
+def cmd_serve(args) -> int:
+    try:
+        config = _load(args.config)
+    except ConfigError as e:
+        return _report_config_error(e)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers),
+                                   ("log_level", args.log_level)) if v is not None}
+    if overrides:
+        config = dataclasses.replace(config, server=dataclasses.replace(config.server, **overrides))
+    _setup_logging(config.server.log_level)
+    from .process import Supervisor
+    workers = config.server.workers or os.cpu_count() or 1
+    return Supervisor(config, workers).run()
+
+
+def cmd_check_config(args) -> int:
+    try:
+        config = _load(args.path)
+    except ConfigError as e:
+        return _report_config_error(e)
+    print(describe_config(config))
+    return 0
+
+
+def describe_config(config: Config) -> str:
+    """The resolved config, every secret shown by its source only."""
+    s = config.server
+    lines = [f"{config.source}: OK",
+             f"server: {s.host}:{s.port} workers={s.workers or 'per-cpu'} max_body_bytes={s.max_body_bytes} "
+             f"admin_key={s.admin_key.describe() if s.admin_key else 'unset (admin API disabled)'}"]
+    for k in config.keys:
+        lines.append(f"key {k.name}: sha256={k.key_sha256[:8]}… rpm={k.rpm} tpm={k.tpm} priority={k.priority}")
+    if config.cluster:
+        lines.append(f"cluster: node {config.cluster.node_id} via {_mask_url(config.cluster.redis_url)}")
+    for d in config.deployments:
+        lines.append(
+            f"deployment {d.name}: provider={d.provider} model={d.upstream_model} routing={d.routing} "
+            f"max_concurrency={d.max_concurrency} queue_capacity={d.queue_capacity} "
+            f"on_capacity_exhausted={d.on_capacity_exhausted} fallbacks={d.fallbacks or '[]'}")
+        for r in d.replicas:
+            cred = r.credential.describe() if r.credential else "none"
+            lines.append(f"  replica {r.name}: {r.base_url} credential={cred} weight={r.weight}")
+    return "\n".join(lines)
+
+
+def _mask_url(url: str) -> str:
+    """redis://user:password@host -> redis://user:****@host"""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:****@{host}"
+
+
+def cmd_mock_upstream(args) -> int:
+    import uvloop
+
+    from .mock_upstream import Chaos, serve
+    chaos = Chaos(**{f.name: getattr(args, f.name) for f in fields(Chaos)})
+    uvloop.install()
+    try:
+        asyncio.run(serve(args.host, args.port, chaos))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_bench(args) -> int:
+    try:
+        from bench.run import main as bench_main
+    except ImportError:
+        print("the benchmark suite lives in bench/ of the source tree: run this from a checkout",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    return bench_main(args.bench_args)
+
+
+# -------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastinfer", description="An LLM inference gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="TOML (or YAML) config; default: the built-in echo deployment")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="worker processes; 0 = one per CPU")
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a config and print it with secrets masked")
+    check.add_argument("path")
+    check.set_defaults(func=cmd_check_config)
+
+    from .mock_upstream import Chaos
+    mock = sub.add_parser("mock-upstream", help="run a fake OpenAI-compatible provider")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=9000)
+    for f in fields(Chaos):
+        flag = "--" + f.name.replace("_", "-")
+        kind = {"float": float, "int": int}.get(str(f.type).split(" ")[0], None)
+        if f.name == "api_key":
+            mock.add_argument(flag, default=None)
+        elif f.name == "seed":
+            mock.add_argument(flag, type=int, default=None)
+        else:
+            mock.add_argument(flag, type=kind or float, default=f.default)
+    mock.set_defaults(func=cmd_mock_upstream)
+
+    bench = sub.add_parser("bench", help="run the benchmark suite (see bench/README.md)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

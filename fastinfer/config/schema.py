@@ -1,0 +1,401 @@
+"""The configuration schema and its validator.
+
+Each section is a frozen dataclass; a field's ``metadata`` carries its
+constraints (``min``, ``max``, ``choices``). One generic builder walks the raw
+TOML tables against the dataclasses, so every section is validated the same
+way and every error names the full key path (``deployments[2].retry.base_ms``).
+All errors are collected before the config is rejected.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .secrets import SOURCES, Secret
+
+PRIORITIES = ("critical", "high", "normal", "background")
+PROVIDERS = ("openai", "azure_openai", "anthropic", "gemini", "openai_compatible", "mock")
+ROUTINGS = ("round_robin", "least_loaded", "power_of_two", "latency", "prefix", "sticky")
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+}
+
+
+class ConfigError(Exception):
+    """Raised with every problem found; ``problems`` holds ``key.path: what`` lines."""
+
+    def __init__(self, problems: list[str], source: str = "<config>"):
+        self.problems = problems
+        self.source = source
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def _c(default: Any = dataclasses.MISSING, **constraints: Any) -> Any:
+    """A field with constraints; mutable defaults are copied per instance."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=constraints)
+    return field(default=default, metadata=constraints)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = _c(8000, min=0, max=65535)
+    workers: int = _c(0, min=0, max=512)
+    max_body_bytes: int = _c(8 * 1024 * 1024, min=1024)
+    admin_key: Secret | None = None
+    drain_grace_s: float = _c(30.0, min=0)
+    client_header_timeout_s: float = _c(10.0, min=0.1)
+    client_body_timeout_s: float = _c(30.0, min=0.1)
+    keepalive_timeout_s: float = _c(75.0, min=0.1)
+    log_level: str = _c("info", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class GatewayKeyConfig:
+    name: str
+    key_sha256: str = _c(hexdigest=True)
+    rpm: int | None = _c(None, min=1)
+    tpm: int | None = _c(None, min=1)
+    priority: str = _c("normal", choices=PRIORITIES)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    redis_url: str
+    node_id: str = "gw-1"
+    sync_interval_ms: int = _c(100, min=5, max=60_000)
+
+
+@dataclass(frozen=True)
+class PriceConfig:
+    input_per_mtok: float = _c(0.0, min=0)
+    output_per_mtok: float = _c(0.0, min=0)
+    cached_input_per_mtok: float | None = _c(None, min=0)
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    rpm: int | None = _c(None, min=1)
+    tpm: int | None = _c(None, min=1)
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class CircuitBreakerConfig:
+    failure_threshold: int = _c(5, min=1, max=1_000_000)
+    open_s: float = _c(30.0, min=0.001)
+    max_open_s: float = _c(300.0, min=0.001)
+    half_open_probes: int = _c(1, min=1, max=1000)
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int = _c(3, min=1, max=20)
+    base_ms: int = _c(200, min=0)
+    max_ms: int = _c(8000, min=0)
+    jitter: str = _c("full", choices=("none", "equal", "full"))
+    respect_retry_after: bool = True
+
+
+@dataclass(frozen=True)
+class TimeoutsConfig:
+    connect_s: float = _c(5.0, min=0.001)
+    first_byte_s: float = _c(60.0, min=0.001)
+    idle_s: float = _c(30.0, min=0.001)
+    total_s: float = _c(600.0, min=0.001)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    affinity_ttl_s: float = _c(300.0, min=0)
+    backend_sessions: bool = False
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    """Knobs of the built-in ``mock`` provider (no network involved)."""
+
+    tokens: int = _c(16, min=0, max=1_000_000)
+    ttft_ms: float = _c(0.0, min=0)
+    itl_ms: float = _c(0.0, min=0)
+    text: str = "echo"  # "echo": repeat the last user message; anything else: that text
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    base_url: str | None = None
+    credential: Secret | None = None
+    weight: int = _c(1, min=1, max=1000)
+    name: str | None = None
+    api_version: str | None = None  # azure_openai
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    name: str
+    provider: str = _c(choices=PROVIDERS)
+    model: str | None = None
+    routing: str = _c("least_loaded", choices=ROUTINGS)
+    max_concurrency: int = _c(64, min=1, max=1_000_000)
+    queue_capacity: int = _c(1024, min=0, max=1_000_000)
+    on_capacity_exhausted: str = _c("queue", choices=("queue", "reject", "fallback"))
+    queue_timeout_s: float = _c(30.0, min=0)
+    fallbacks: list[str] = _c([])
+    context_window_fallbacks: list[str] = _c([])
+    price: PriceConfig = field(default_factory=PriceConfig)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    circuit_breaker: CircuitBreakerConfig = field(default_factory=CircuitBreakerConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    mock: MockConfig = field(default_factory=MockConfig)
+    default_max_tokens: int = _c(4096, min=1)  # anthropic requires max_tokens
+    replicas: list[ReplicaConfig] = _c([])
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.name
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    keys: list[GatewayKeyConfig] = _c([])
+    cluster: ClusterConfig | None = None
+    deployments: list[DeploymentConfig] = _c([])
+    source: str = field(default="<builtin>", metadata={"internal": True})
+
+    def deployment(self, name: str) -> DeploymentConfig | None:
+        for d in self.deployments:
+            if d.name == name:
+                return d
+        return None
+
+
+# ---------------------------------------------------------------- the builder
+
+class _Problems(list):
+    def add(self, path: str, what: str) -> None:
+        self.append(f"{path}: {what}")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is Secret:
+        return "credential table ({env|file|command|value = ...})"
+    if dataclasses.is_dataclass(tp):
+        return "table"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+
+
+def _build_secret(raw: Any, path: str, problems: _Problems) -> Secret | None:
+    if isinstance(raw, str):
+        return Secret("value", raw)
+    if not isinstance(raw, dict):
+        problems.add(path, "expected a credential table like { env = \"NAME\" }")
+        return None
+    given = [s for s in SOURCES if s in raw]
+    extra = set(raw) - set(SOURCES) - {"ttl_s"}
+    for k in sorted(extra):
+        problems.add(f"{path}.{k}", "unknown key")
+    if len(given) != 1:
+        problems.add(path, f"exactly one of {', '.join(SOURCES)} is required")
+        return None
+    source = given[0]
+    ref = raw[source]
+    ttl = raw.get("ttl_s", 300.0)
+    if "ttl_s" in raw and source != "command":
+        problems.add(f"{path}.ttl_s", "only applies to a command credential")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl < 0:
+        problems.add(f"{path}.ttl_s", "expected a number >= 0")
+        return None
+    if source == "command":
+        if isinstance(ref, str):
+            ref = [ref]
+        if not (isinstance(ref, list) and ref and all(isinstance(a, str) for a in ref)):
+            problems.add(f"{path}.command", "expected a non-empty list of strings")
+            return None
+        return Secret("command", tuple(ref), float(ttl))
+    if not isinstance(ref, str) or not ref:
+        problems.add(f"{path}.{source}", "expected a non-empty string")
+        return None
+    return Secret(source, ref)
+
+
+def _build_value(tp: Any, raw: Any, path: str, meta: dict, problems: _Problems) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if raw is None:
+            return None
+        return _build_value(args[0], raw, path, meta, problems)
+    if tp is Secret:
+        return _build_secret(raw, path, problems)
+    if dataclasses.is_dataclass(tp):
+        return _build_dataclass(tp, raw, path, problems)
+    if origin is list:
+        if not isinstance(raw, list):
+            problems.add(path, f"expected {_type_name(tp)}, got {type(raw).__name__}")
+            return []
+        (item_tp,) = typing.get_args(tp)
+        return [_build_value(item_tp, item, f"{path}[{i}]", {}, problems) for i, item in enumerate(raw)]
+    ok = (
+        (tp is bool and isinstance(raw, bool))
+        or (tp is int and isinstance(raw, int) and not isinstance(raw, bool))
+        or (tp is float and isinstance(raw, (int, float)) and not isinstance(raw, bool))
+        or (tp is str and isinstance(raw, str))
+    )
+    if not ok:
+        problems.add(path, f"expected {_type_name(tp)}, got {type(raw).__name__} {raw!r}")
+        return None
+    value = float(raw) if tp is float else raw
+    if "min" in meta and value < meta["min"]:
+        problems.add(path, f"must be >= {meta['min']}, got {raw!r}")
+    if "max" in meta and value > meta["max"]:
+        problems.add(path, f"must be <= {meta['max']}, got {raw!r}")
+    if "choices" in meta and value not in meta["choices"]:
+        problems.add(path, f"must be one of {', '.join(meta['choices'])}, got {raw!r}")
+    if meta.get("hexdigest") and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value.lower())):
+        problems.add(path, "expected a 64-character hex SHA-256 digest")
+    return value
+
+
+def _build_dataclass(cls: type, raw: Any, path: str, problems: _Problems) -> Any:
+    if not isinstance(raw, dict):
+        problems.add(path or "<root>", f"expected a table, got {type(raw).__name__}")
+        raw = {}
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in raw:
+        if key not in fields:
+            problems.add(f"{path}.{key}" if path else key, "unknown key")
+    kwargs = {}
+    for name, f in fields.items():
+        key_path = f"{path}.{name}" if path else name
+        if name in raw:
+            value = _build_value(hints[name], raw[name], key_path, dict(f.metadata), problems)
+            if value is not None or raw[name] is None:
+                kwargs[name] = value
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.add(key_path, "is required")
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return None  # a required field was missing; already reported
+
+
+# ------------------------------------------------------------ cross-checks
+
+def _check_references(cfg: Config, problems: _Problems) -> None:
+    names = [d.name for d in cfg.deployments]
+    seen: set[str] = set()
+    for i, d in enumerate(cfg.deployments):
+        path = f"deployments[{i}]"
+        if d.name in seen:
+            problems.add(f"{path}.name", f"duplicate deployment name {d.name!r}")
+        seen.add(d.name)
+        for key in ("fallbacks", "context_window_fallbacks"):
+            for j, target in enumerate(getattr(d, key)):
+                if target not in names:
+                    problems.add(f"{path}.{key}[{j}]", f"names no deployment: {target!r}")
+                elif target == d.name:
+                    problems.add(f"{path}.{key}[{j}]", "a deployment cannot fall back to itself")
+        if d.circuit_breaker.max_open_s < d.circuit_breaker.open_s:
+            problems.add(f"{path}.circuit_breaker.max_open_s", "must be >= open_s")
+        if d.retry.max_ms < d.retry.base_ms:
+            problems.add(f"{path}.retry.max_ms", "must be >= base_ms")
+        if d.provider != "mock" and not d.replicas:
+            if d.provider in DEFAULT_BASE_URLS:
+                continue  # a default replica on the official endpoint is added below
+            problems.add(f"{path}.replicas", f"provider {d.provider} needs at least one replica with base_url")
+        replica_names: set[str] = set()
+        for j, r in enumerate(d.replicas):
+            rpath = f"{path}.replicas[{j}]"
+            if r.base_url is None and d.provider not in DEFAULT_BASE_URLS and d.provider != "mock":
+                problems.add(f"{rpath}.base_url", "is required for this provider")
+            if r.base_url is not None and not r.base_url.startswith(("http://", "https://")):
+                problems.add(f"{rpath}.base_url", f"must start with http:// or https://, got {r.base_url!r}")
+            if r.name in replica_names:
+                problems.add(f"{rpath}.name", f"duplicate replica name {r.name!r}")
+            replica_names.add(r.name)
+            if d.provider == "azure_openai" and not r.api_version:
+                problems.add(f"{rpath}.api_version", "is required for azure_openai")
+    key_names = [k.name for k in cfg.keys]
+    if len(set(key_names)) != len(key_names):
+        problems.add("keys", "key names must be unique")
+
+
+def _with_replica_defaults(d: DeploymentConfig) -> DeploymentConfig:
+    """Give every replica a stable name and a base_url; add the official endpoint if none."""
+    replicas = list(d.replicas) or [ReplicaConfig()]
+    named = []
+    for j, r in enumerate(replicas):
+        base_url = r.base_url or DEFAULT_BASE_URLS.get(d.provider) or "mock://local"
+        named.append(dataclasses.replace(r, base_url=base_url.rstrip("/"), name=r.name or f"r{j}"))
+    return dataclasses.replace(d, replicas=named)
+
+
+def parse_config(raw: dict, source: str = "<config>") -> Config:
+    problems = _Problems()
+    cfg = _build_dataclass(Config, raw, "", problems)
+    if cfg is not None and not problems:
+        _check_references(cfg, problems)
+    if problems:
+        raise ConfigError(list(problems), source)
+    cfg = dataclasses.replace(
+        cfg, source=source, deployments=[_with_replica_defaults(d) for d in cfg.deployments]
+    )
+    if not cfg.deployments:
+        raise ConfigError(["deployments: at least one deployment is required"], source)
+    return cfg
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except OSError as e:
+        raise ConfigError([f"cannot read file: {e.strerror}"], str(p)) from None
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError(["YAML config needs PyYAML: pip install 'fastinfer[yaml]'"], str(p)) from None
+            raw = yaml.safe_load(text) or {}
+        else:
+            raw = tomllib.loads(text.decode("utf-8"))
+    except ConfigError:
+        raise
+    except Exception as e:  # tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError
+        raise ConfigError([f"not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'TOML'}: {e}"], str(p)) from None
+    return parse_config(raw, str(p))
+
+
+def default_config() -> Config:
+    """What ``serve`` offers with no --config: the echo mock, plus real providers whose keys are set."""
+    deployments: list[dict] = [{"name": "echo", "provider": "mock"}]
+    if os.environ.get("OPENAI_API_KEY"):
+        deployments.append({
+            "name": "gpt-4o-mini", "provider": "openai",
+            "replicas": [{"credential": {"env": "OPENAI_API_KEY"}}],
+        })
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        deployments.append({
+            "name": "claude-3-5-haiku", "provider": "anthropic", "model": "claude-3-5-haiku-latest",
+            "replicas": [{"credential": {"env": "ANTHROPIC_API_KEY"}}],
+        })
+    return parse_config({"deployments": deployments}, "<builtin>")

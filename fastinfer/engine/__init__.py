@@ -1,0 +1,11 @@
+"""The engine: admission, routing, the attempt loop, and the stream back.
+
+Owns: turning a ``GatewayRequest`` into an ``EngineResult`` — choosing a
+replica, calling the provider, retrying and falling back, relaying the
+stream. Must not touch: aiohttp server objects or the client's socket; it
+hands back bytes and never writes them.
+"""
+from .engine import Engine
+from .request import PRIORITY_LEVELS, EngineResult, GatewayRequest
+
+__all__ = ["Engine", "EngineResult", "GatewayRequest", "PRIORITY_LEVELS"]

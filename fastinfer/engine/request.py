@@ -1,0 +1,36 @@
+"""The request as the engine sees it, and the result it hands back to the gateway."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+PRIORITY_LEVELS = {"critical": 0, "high": 1, "normal": 2, "background": 3}
+
+
+@dataclass(slots=True)
+class GatewayRequest:
+    """A parsed, validated client request; the gateway builds it, the engine consumes it."""
+
+    api: str                      # the caller's API: "openai" | "anthropic"
+    model: str                    # the deployment name the client asked for
+    body: dict                    # the client's body (gateway-only fields removed)
+    stream: bool
+    request_id: str
+    received_at: float            # loop.time() when the request arrived
+    priority: int = 2             # PRIORITY_LEVELS value
+    session_id: str | None = None
+    deadline: float | None = None  # loop.time() by which the whole request must end
+    client_wants_usage: bool = False
+
+
+@dataclass(slots=True)
+class EngineResult:
+    """What the gateway writes back: a whole body or a stream of caller-format bytes."""
+
+    status: int
+    body: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
+    replica: str | None = None
+    attempts: int = 0
+    upstream_s: float = 0.0       # time spent waiting on the upstream before the head / body
+    headers: dict = field(default_factory=dict)

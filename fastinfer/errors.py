@@ -1,0 +1,60 @@
+"""Typed gateway errors: what went wrong, independent of any wire format.
+
+Every failure the gateway reports is a ``GatewayError`` carrying an HTTP status,
+an error type and code; the gateway renders it in the caller's API shape
+(OpenAI or Anthropic). Nothing here knows about HTTP servers or providers.
+"""
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "api_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, status: int | None = None, type: str | None = None,
+                 code: str | None = None, param: str | None = None, retry_after: float | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.retry_after = retry_after
+        self.headers = headers or {}
+
+
+class BadRequest(GatewayError):
+    status, type = 400, "invalid_request_error"
+
+
+class Unauthorized(GatewayError):
+    status, type, code = 401, "authentication_error", "invalid_api_key"
+
+
+class UnknownModel(GatewayError):
+    status, type, code = 404, "invalid_request_error", "model_not_found"
+
+
+class BodyTooLarge(GatewayError):
+    status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+
+class UpstreamFailure(GatewayError):
+    status, type, code = 502, "api_error", "upstream_error"
+
+
+class Overloaded(GatewayError):
+    status, type, code = 503, "overloaded_error", "overloaded"
+
+
+class UpstreamTimeout(GatewayError):
+    status, type, code = 504, "timeout_error", "upstream_timeout"

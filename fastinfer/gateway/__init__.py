@@ -1,0 +1,10 @@
+"""The gateway: the HTTP listener side of fastinfer (aiohttp).
+
+Owns: routes, reading and validating client bodies, request ids, body limits,
+client timeouts, rendering errors in the caller's API shape, writing results
+and streams back. Must not touch: replicas, providers, retries — it hands a
+``GatewayRequest`` to the engine and writes what comes back.
+"""
+from .app import Gateway
+
+__all__ = ["Gateway"]

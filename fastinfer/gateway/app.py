@@ -1,0 +1,148 @@
+"""The aiohttp application: routes, request bodies in, engine results out.
+
+The gateway is the listener side: it reads and validates the client's
+request, hands a ``GatewayRequest`` to the engine, and writes the
+``EngineResult`` back (a body, or a stream written chunk by chunk as the
+engine yields it). It knows nothing of replicas or providers.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+
+import orjson
+from aiohttp import web
+
+from ..engine import Engine, EngineResult
+from ..errors import BadRequest, BodyTooLarge, GatewayError
+from .errors import JSON, error_response
+from .openai_api import chat_request
+
+_REQUEST_ID_MAX = 128
+log = logging.getLogger("fastinfer.gateway")
+
+
+class Gateway:
+    def __init__(self, engine: Engine, *, max_body_bytes: int, body_timeout_s: float):
+        self.engine = engine
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.draining = False
+        self._id_prefix = os.urandom(6).hex()
+        self._id_counter = itertools.count(1)
+        self._models_body = orjson.dumps({"object": "list", "data": [
+            {"id": name, "object": "model", "created": int(time.time()), "owned_by": d.config.provider}
+            for name, d in engine.deployments.items()]})
+
+    def app(self) -> web.Application:
+        # client_max_size is a backstop; the handler checks the limit itself to answer in the API's shape
+        app = web.Application(client_max_size=self.max_body_bytes + 1, handler_args={})
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_route("*", "/{tail:.*}", self.not_found)
+        return app
+
+    # --------------------------------------------------------------- helpers
+
+    def _request_id(self, request: web.Request) -> str:
+        given = request.headers.get("x-request-id")
+        if given and len(given) <= _REQUEST_ID_MAX and given.isprintable():
+            return given
+        return f"{self._id_prefix}-{next(self._id_counter)}"
+
+    async def _read_json(self, request: web.Request):
+        length = request.content_length
+        if length is not None and length > self.max_body_bytes:
+            raise BodyTooLarge(f"Request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes.")
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise BodyTooLarge(f"Request body exceeds the limit of {self.max_body_bytes} bytes.") from None
+        except TimeoutError:
+            raise GatewayError("The request body did not arrive in time.", status=408,
+                               type="invalid_request_error", code="request_timeout") from None
+        if len(raw) > self.max_body_bytes:
+            raise BodyTooLarge(f"Request body exceeds the limit of {self.max_body_bytes} bytes.")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise BadRequest(f"The request body is not valid JSON: {e}") from None
+
+    # --------------------------------------------------------------- routes
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        request_id = self._request_id(request)
+        try:
+            req = chat_request(await self._read_json(request), request.headers, request_id, now)
+            timeout_ms = request.headers.get("x-timeout-ms")
+            if timeout_ms is not None:
+                req.deadline = now + _parse_timeout_ms(timeout_ms)
+            result = await self.engine.chat(req)
+        except GatewayError as e:
+            return error_response(e, "openai", request_id)
+        except Exception:
+            log.exception("request %s failed inside the gateway", request_id)
+            return error_response(GatewayError("Internal gateway error."), "openai", request_id)
+        return await self._respond(request, result, request_id, now)
+
+    async def _respond(self, request: web.Request, result: EngineResult, request_id: str,
+                       received_at: float) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        overhead_ms = (loop.time() - received_at - result.upstream_s) * 1000
+        headers = {
+            "x-request-id": request_id,
+            "x-fastinfer-replica": result.replica or "",
+            "x-fastinfer-attempts": str(result.attempts),
+            "x-fastinfer-overhead-ms": f"{overhead_ms:.3f}",
+        }
+        if result.stream is None:
+            return web.Response(status=result.status, body=result.body, content_type=JSON, headers=headers)
+        headers["Content-Type"] = "text/event-stream"
+        headers["Cache-Control"] = "no-cache"
+        response = web.StreamResponse(status=result.status, headers=headers)
+        stream = result.stream
+        try:
+            await response.prepare(request)
+            async for chunk in stream:
+                await response.write(chunk)
+        except (ConnectionResetError, ConnectionError):
+            pass  # the client left; closing the stream below closes the upstream
+        finally:
+            await stream.aclose()
+        return response
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._models_body, content_type=JSON,
+                            headers={"x-request-id": self._request_id(request)})
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        err = GatewayError(f"No route for {request.method} {request.path}.", status=404,
+                           type="invalid_request_error", code="unknown_url")
+        return error_response(err, "openai", self._request_id(request))
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok"}', content_type=JSON)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.Response(status=503, body=b'{"status":"draining"}', content_type=JSON)
+        return web.Response(body=b'{"status":"ready"}', content_type=JSON)
+
+
+def _parse_timeout_ms(value: str) -> float:
+    try:
+        ms = int(value)
+    except ValueError:
+        ms = -1
+    if ms <= 0:
+        raise BadRequest(f"x-timeout-ms must be a positive integer of milliseconds; got {value!r}",
+                         param="x-timeout-ms")
+    return ms / 1000

@@ -1,0 +1,65 @@
+"""The OpenAI client API: validating bodies into ``GatewayRequest``s."""
+from __future__ import annotations
+
+from ..engine import PRIORITY_LEVELS, GatewayRequest
+from ..errors import BadRequest
+
+_OPTIONAL_TYPES = {
+    "stream": bool,
+    "stream_options": dict,
+    "max_tokens": int,
+    "max_completion_tokens": int,
+    "n": int,
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "stop": (str, list),
+    "tools": list,
+    "user": str,
+    "response_format": dict,
+}
+_TYPE_NAMES = {bool: "a boolean", dict: "an object", int: "an integer", list: "an array", str: "a string"}
+
+
+def _type_name(tp) -> str:
+    if isinstance(tp, tuple):
+        return " or ".join("a number" if t is float else _TYPE_NAMES[t] for t in tp if t is not int or float not in tp)
+    return _TYPE_NAMES[tp]
+
+
+def parse_priority(value, param: str) -> int:
+    if value is None:
+        return PRIORITY_LEVELS["normal"]
+    level = PRIORITY_LEVELS.get(value.lower()) if isinstance(value, str) else None
+    if level is None:
+        raise BadRequest(f"{param} must be one of critical, high, normal, background; got {value!r}", param=param)
+    return level
+
+
+def chat_request(body, headers, request_id: str, now: float) -> GatewayRequest:
+    """Validate an OpenAI chat-completions body; raise ``BadRequest`` naming the bad field."""
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required and must be a string.", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' is required and must be a non-empty array.", param="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise BadRequest(f"messages[{i}] must be an object with a string 'role'.", param=f"messages[{i}]")
+    for key, tp in _OPTIONAL_TYPES.items():
+        value = body.get(key)
+        if value is not None and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+            raise BadRequest(f"'{key}' must be {_type_name(tp)}; got {type(value).__name__}.", param=key)
+    priority = parse_priority(headers.get("x-priority") or body.pop("priority", None), "priority")
+    body.pop("priority", None)
+    stream = bool(body.get("stream"))
+    options = body.get("stream_options")
+    if options is not None and not stream:
+        raise BadRequest("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
+    return GatewayRequest(
+        api="openai", model=model, body=body, stream=stream, request_id=request_id, received_at=now,
+        priority=priority, session_id=headers.get("x-session-id"),
+        client_wants_usage=bool(options and options.get("include_usage")),
+    )

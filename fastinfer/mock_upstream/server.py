@@ -1,0 +1,290 @@
+"""A fake LLM provider on 127.0.0.1: the upstream of the tests, demos and benches.
+
+Owns: an OpenAI-compatible HTTP server (chat completions streaming and not,
+completions, embeddings, models) with chaos knobs (latency, error rate,
+429 + Retry-After, hangs, mid-stream cuts), scripted answers, and a record
+of what it received, exposed at ``/_mock/*`` for tests to inspect and steer.
+
+Must not touch: anything of the gateway. It imports nothing from fastinfer
+but the shared token-splitting helper, so it behaves like a foreign server.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field, fields
+
+import orjson
+from aiohttp import web
+
+from ..providers.mock import completion_words, count_prompt_tokens
+
+JSON = "application/json"
+
+
+@dataclass
+class Chaos:
+    """Behaviour knobs; every field is also a CLI flag and settable at POST /_mock/config."""
+
+    latency_ms: float = 0.0          # before the response head (non-stream) / first chunk (stream)
+    itl_ms: float = 0.0              # between streamed chunks
+    tokens: int = 16                 # completion tokens (= content chunks when streaming)
+    error_rate: float = 0.0          # fraction answered with error_status
+    error_status: int = 500
+    rate_limit_rate: float = 0.0     # fraction answered 429 with Retry-After
+    retry_after_s: float = 1.0
+    hang_rate: float = 0.0           # fraction never answered (until the client leaves)
+    cut_rate: float = 0.0            # fraction of streams cut after cut_after chunks
+    cut_after: int = 3
+    api_key: str | None = None       # when set, requests must carry it (Bearer / x-api-key)
+    seed: int | None = None
+
+
+@dataclass
+class Stats:
+    in_flight: int = 0
+    max_in_flight: int = 0
+    requests: int = 0
+    disconnects: int = 0
+    received: deque = field(default_factory=lambda: deque(maxlen=2000))
+
+    def as_dict(self) -> dict:
+        return {
+            "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
+            "requests": self.requests, "disconnects": self.disconnects,
+            "received": list(self.received),
+        }
+
+
+class MockUpstream:
+    def __init__(self, chaos: Chaos | None = None):
+        self.chaos = chaos or Chaos()
+        self.stats = Stats()
+        self.script: deque[dict] = deque()   # queued one-shot answers, consumed in order
+        self.rng = random.Random(self.chaos.seed)
+        self._created = int(time.time())
+
+    # ----------------------------------------------------------------- app
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/_mock/stats", self.get_stats)
+        app.router.add_post("/_mock/reset", self.reset)
+        app.router.add_post("/_mock/config", self.set_config)
+        app.router.add_post("/_mock/script", self.push_script)
+        return app
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats.as_dict(), dumps=lambda o: orjson.dumps(o).decode())
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.stats = Stats()
+        self.script.clear()
+        return web.json_response({"ok": True})
+
+    async def set_config(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        known = {f.name for f in fields(Chaos)}
+        for k, v in body.items():
+            if k not in known:
+                return web.json_response({"error": f"unknown knob {k}"}, status=400)
+            setattr(self.chaos, k, v)
+        if "seed" in body:
+            self.rng = random.Random(self.chaos.seed)
+        return web.json_response({"ok": True})
+
+    async def push_script(self, request: web.Request) -> web.Response:
+        """Queue answers: [{"status": 500}, {"status": 429, "headers": {...}}, {"hang": true}, {"cut_after": 2}, {}]."""
+        steps = orjson.loads(await request.read())
+        self.script.extend(steps if isinstance(steps, list) else [steps])
+        return web.json_response({"queued": len(self.script)})
+
+    # ------------------------------------------------------------- helpers
+
+    def _record(self, request: web.Request, body: dict | None) -> None:
+        self.stats.requests += 1
+        self.stats.in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        self.stats.received.append({
+            "t": time.monotonic(), "path": request.path,
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": body,
+        })
+
+    def _next_behaviour(self) -> dict:
+        if self.script:
+            return self.script.popleft()
+        c, r = self.chaos, self.rng.random
+        if c.hang_rate and r() < c.hang_rate:
+            return {"hang": True}
+        if c.rate_limit_rate and r() < c.rate_limit_rate:
+            return {"status": 429, "headers": {"Retry-After": f"{c.retry_after_s:g}"}}
+        if c.error_rate and r() < c.error_rate:
+            return {"status": c.error_status}
+        if c.cut_rate and r() < c.cut_rate:
+            return {"cut_after": c.cut_after}
+        return {}
+
+    def _unauthorized(self, request: web.Request) -> web.Response | None:
+        if not self.chaos.api_key:
+            return None
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:] if auth.startswith("Bearer ") else request.headers.get("x-api-key", "")
+        if given == self.chaos.api_key:
+            return None
+        return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+
+    async def _admit(self, request: web.Request) -> tuple[dict | None, dict, web.Response | None]:
+        """Parse, record, apply auth and the scripted/chaos behaviour before any answer."""
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self._record(request, None)
+            return None, {}, _error(400, "We could not parse the JSON body of your request.")
+        self._record(request, body)
+        denied = self._unauthorized(request)
+        if denied is not None:
+            return body, {}, denied
+        behaviour = self._next_behaviour()
+        if behaviour.get("hang"):
+            await asyncio.sleep(3600)
+        delay = behaviour.get("latency_ms", self.chaos.latency_ms)
+        if delay:
+            await asyncio.sleep(delay / 1000)
+        status = behaviour.get("status", 200)
+        if status != 200:
+            resp = _error(status, behaviour.get("message", f"mock upstream error {status}"),
+                          "rate_limit_error" if status == 429 else "server_error" if status >= 500 else "invalid_request_error",
+                          behaviour.get("code"))
+            resp.headers.update(behaviour.get("headers", {}))
+            return body, behaviour, resp
+        if "body" in behaviour:  # garbage or a hand-written answer
+            return body, behaviour, web.Response(body=behaviour["body"].encode(), content_type=JSON)
+        return body, behaviour, None
+
+    async def _handle(self, request: web.Request, answer) -> web.StreamResponse:
+        try:
+            body, behaviour, early = await self._admit(request)
+            if early is not None:
+                return early
+            return await answer(request, body, behaviour)
+        except asyncio.CancelledError:
+            self.stats.disconnects += 1
+            raise
+        except (ConnectionResetError, ConnectionError):
+            self.stats.disconnects += 1
+            raise
+        finally:
+            self.stats.in_flight -= 1
+
+    # ----------------------------------------------------------- endpoints
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, self._chat_answer)
+
+    async def _chat_answer(self, request, body, behaviour) -> web.StreamResponse:
+        if not isinstance(body.get("messages"), list):
+            return _error(400, "'messages' is a required property", param="messages")
+        model = body.get("model", "mock")
+        n_tokens = behaviour.get("tokens", body.get("max_tokens") or self.chaos.tokens)
+        n_tokens = min(n_tokens, body.get("max_tokens") or n_tokens)
+        words = completion_words(body, n_tokens)
+        usage = {"prompt_tokens": count_prompt_tokens(body), "completion_tokens": len(words)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if body.get("stream"):
+            return await self._stream_chat(request, body, model, words, usage, behaviour)
+        answer = {
+            "id": f"chatcmpl-mock{self.stats.requests}", "object": "chat.completion",
+            "created": self._created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words)},
+                         "finish_reason": "length" if body.get("max_tokens") == len(words) else "stop"}],
+            "usage": usage,
+        }
+        return web.Response(body=orjson.dumps(answer), content_type=JSON)
+
+    async def _stream_chat(self, request, body, model, words, usage, behaviour) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        head = {"id": f"chatcmpl-mock{self.stats.requests}", "object": "chat.completion.chunk",
+                "created": self._created, "model": model}
+        extra = {"usage": None} if include_usage else {}
+        itl = behaviour.get("itl_ms", self.chaos.itl_ms) / 1000
+        cut_after = behaviour.get("cut_after")
+        frames = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                        "finish_reason": None}], **extra}]
+        frames += [{**head, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}], **extra}
+                   for w in words]
+        frames.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **extra})
+        if include_usage:
+            frames.append({**head, "choices": [], "usage": usage})
+        for i, frame in enumerate(frames):
+            if cut_after is not None and i >= cut_after:
+                request.transport.close()  # vanish mid-stream: no terminator, no [DONE]
+                return resp
+            if "garbage_at" in behaviour and i == behaviour["garbage_at"]:
+                await resp.write(b"data: {not json at all\n\n")
+                continue
+            await resp.write(b"data: " + orjson.dumps(frame) + b"\n\n")
+            if itl and i < len(frames) - 1:
+                await asyncio.sleep(itl)
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        async def answer(request, body, behaviour):
+            words = completion_words({"messages": [{"content": str(body.get("prompt", ""))}]},
+                                     body.get("max_tokens") or self.chaos.tokens)
+            return web.Response(body=orjson.dumps({
+                "id": "cmpl-mock", "object": "text_completion", "created": self._created,
+                "model": body.get("model"), "choices": [{"index": 0, "text": "".join(words), "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": len(words), "total_tokens": 1 + len(words)},
+            }), content_type=JSON)
+        return await self._handle(request, answer)
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        async def answer(request, body, behaviour):
+            inputs = body.get("input", "")
+            inputs = inputs if isinstance(inputs, list) else [inputs]
+            data = [{"object": "embedding", "index": i,
+                     "embedding": [((hash(str(x)) >> s) & 0xFF) / 255 for s in range(0, 64, 8)]}
+                    for i, x in enumerate(inputs)]
+            return web.Response(body=orjson.dumps({
+                "object": "list", "data": data, "model": body.get("model"),
+                "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+            }), content_type=JSON)
+        return await self._handle(request, answer)
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps({"object": "list", "data": [
+            {"id": "mock-model", "object": "model", "created": self._created, "owned_by": "mock"}]}),
+            content_type=JSON)
+
+
+def _error(status: int, message: str, type_: str = "invalid_request_error",
+           code: str | None = None, param: str | None = None) -> web.Response:
+    return web.Response(status=status, content_type=JSON, body=orjson.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}))
+
+
+async def serve(host: str, port: int, chaos: Chaos, ready: asyncio.Event | None = None) -> None:
+    upstream = MockUpstream(chaos)
+    runner = web.AppRunner(upstream.app(), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+    await site.start()
+    print(f"mock-upstream listening on http://{host}:{port}/v1", flush=True)
+    if ready is not None:
+        ready.set()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,76 @@
+"""One worker process: a uvloop event loop running the gateway and the engine.
+
+The worker inherits the listening socket from the supervisor, accepts on it,
+and on SIGTERM/SIGINT drains: it stops accepting, lets requests and streams
+in flight finish within the grace period, then exits 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+
+import uvloop
+from aiohttp import web
+
+from ..config import Config
+from ..engine import Engine
+from ..gateway import Gateway
+from ..session import SessionRegistry
+
+log = logging.getLogger("fastinfer.worker")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGTERM us if the supervisor vanishes (no orphan workers)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def run_worker(index: int, config: Config, sock: socket.socket) -> int:
+    """Entry point in the forked child; returns the exit status."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    uvloop.install()
+    try:
+        asyncio.run(_serve(index, config, sock))
+    except Exception:
+        log.exception("worker %d crashed", index)
+        return 1
+    return 0
+
+
+async def _serve(index: int, config: Config, sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sessions = await SessionRegistry.open(config)
+    engine = Engine(config, sessions)
+    server = config.server
+    gateway = Gateway(engine, max_body_bytes=server.max_body_bytes, body_timeout_s=server.client_body_timeout_s)
+    runner = web.AppRunner(
+        gateway.app(),
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=server.keepalive_timeout_s,
+        shutdown_timeout=server.drain_grace_s,
+        handler_cancellation=True,
+    )
+    await runner.setup()
+    site = web.SockSite(runner, sock, shutdown_timeout=server.drain_grace_s)
+    await site.start()
+    log.debug("worker %d (pid %d) serving", index, os.getpid())
+    await stop.wait()
+    log.info("worker %d draining (grace %.0fs)", index, server.drain_grace_s)
+    gateway.draining = True
+    await runner.cleanup()  # stops accepting, waits for in-flight handlers up to the grace period
+    await sessions.close()
