@@ -281,7 +281,8 @@ async def serve(host: str, port: int, chaos: Chaos, ready: asyncio.Event | None 
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     await site.start()
-    print(f"mock-upstream listening on http://{host}:{port}/v1", flush=True)
+    bound_port = runner.addresses[0][1]  # the real port, also with --port 0
+    print(f"mock-upstream listening on http://{host}:{bound_port}/v1", flush=True)
     if ready is not None:
         ready.set()
     try:

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+from procs import Proc, http_json, write_config
+
+
+def pytest_configure(config):
+    # the compiled core must be importable: a test run on a bare source tree would test nothing real
+    import fastinfer._core.sse  # noqa: F401
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return tmp_path
+
+
+@pytest.fixture
+def mock_upstream(workdir):
+    """A fresh mock upstream; ``.control(knobs)`` and ``.stats()`` steer and inspect it."""
+    proc = Proc(["mock-upstream", "--port", "0"], workdir)
+    proc.control = lambda **knobs: http_json("POST", proc.base + "/_mock/config", knobs)
+    proc.script = lambda steps: http_json("POST", proc.base + "/_mock/script", steps)
+    proc.stats = lambda: http_json("GET", proc.base + "/_mock/stats")[2]
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture
+def start_gateway(workdir):
+    """Start ``fastinfer serve`` with a TOML config text; stopped at teardown."""
+    started: list[Proc] = []
+
+    def start(config_text: str | None = None, workers: int = 2, env: dict | None = None) -> Proc:
+        args = ["serve", "--port", "0", "--workers", str(workers), "--log-level", "warning"]
+        if config_text is not None:
+            args += ["--config", str(write_config(workdir, textwrap.dedent(config_text)))]
+        proc = Proc(args, workdir, env=env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        try:
+            proc.terminate(timeout=20)
+        finally:
+            proc.kill()
+
+
+def upstream_config(upstream_base: str, **deployment) -> str:
+    """A config with deployment ``m`` on one openai_compatible replica at the mock upstream."""
+    extra = "\n".join(f"{k} = {v}" for k, v in deployment.items())
+    return f"""
+        [server]
+        max_body_bytes = 65536
+        drain_grace_s = 10
+
+        [[deployments]]
+        name = "m"
+        provider = "openai_compatible"
+        model = "mock-model"
+        {extra}
+
+        [[deployments.replicas]]
+        base_url = "{upstream_base}/v1"
+        credential = {{ value = "sk-replica-secret" }}
+    """
+
+
+@pytest.fixture
+def shm_entries():
+    def entries() -> set[str]:
+        return {e for e in os.listdir("/dev/shm") if "fastinfer" in e}
+    return entries

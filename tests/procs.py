@@ -1,0 +1,114 @@
+"""Real processes for the tests: ``fastinfer serve`` and ``fastinfer mock-upstream``.
+
+Every process runs from a temporary working directory, so it imports the
+installed fastinfer (with its compiled core), never the bare source tree.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+_LISTEN_RE = re.compile(rb"http://([\d.]+):(\d+)")
+
+
+class Proc:
+    """A child process whose first stdout line announces its address."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict | None = None, ready_timeout: float = 20.0):
+        self.args = args
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastinfer", *args], cwd=cwd, env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )
+        self.stderr_lines: list[bytes] = []
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_thread.start()
+        self.port = self._wait_ready(ready_timeout)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def _drain_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line)
+
+    def _wait_ready(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        line = b""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line and self.proc.poll() is not None:
+                break
+            m = _LISTEN_RE.search(line)
+            if m:
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+                return int(m.group(2))
+        self.kill()
+        raise RuntimeError(f"{self.args[0]} did not start: {line!r} {b''.join(self.stderr_lines)[-2000:]!r}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stderr(self) -> str:
+        return b"".join(self.stderr_lines).decode(errors="replace")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid``, read from /proc."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if int(fields[1]) == pid:
+            kids.append(int(entry))
+    return kids
+
+
+def http_json(method: str, url: str, body=None, headers: dict | None = None, timeout: float = 10.0):
+    """(status, headers, parsed body) with the standard library, for non-SDK checks."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read() or b"null")
+
+
+def write_config(directory: Path, text: str) -> Path:
+    fd, path = tempfile.mkstemp(suffix=".toml", dir=directory)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return Path(path)
