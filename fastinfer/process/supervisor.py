@@ -20,6 +20,7 @@ from .worker import run_worker
 log = logging.getLogger("fastinfer.supervisor")
 _RESTART_BACKOFF_S = 0.1   # a crash loop must not spin the CPU
 _POLL_S = 0.05
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -65,13 +66,20 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        # a stop signal landing between fork and the worker's own handlers would hit the
+        # supervisor's handler in the child and be lost: hold signals across the fork
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                for sig in _STOP_SIGNALS:
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
                 code = run_worker(index, self.config, self.sock)
             finally:
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         self.workers[pid] = index
         log.debug("worker %d started as pid %d", index, pid)
 

@@ -37,8 +37,6 @@ def _die_with_parent() -> None:
 def run_worker(index: int, config: Config, sock: socket.socket) -> int:
     """Entry point in the forked child; returns the exit status."""
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     uvloop.install()
     try:
         asyncio.run(_serve(index, config, sock))
