@@ -328,9 +328,10 @@ def _check_references(cfg: Config, problems: _Problems) -> None:
                 problems.add(f"{rpath}.base_url", "is required for this provider")
             if r.base_url is not None and not r.base_url.startswith(("http://", "https://")):
                 problems.add(f"{rpath}.base_url", f"must start with http:// or https://, got {r.base_url!r}")
-            if r.name in replica_names:
-                problems.add(f"{rpath}.name", f"duplicate replica name {r.name!r}")
-            replica_names.add(r.name)
+            if r.name is not None:
+                if r.name in replica_names:
+                    problems.add(f"{rpath}.name", f"duplicate replica name {r.name!r}")
+                replica_names.add(r.name)
             if d.provider == "azure_openai" and not r.api_version:
                 problems.add(f"{rpath}.api_version", "is required for azure_openai")
     key_names = [k.name for k in cfg.keys]

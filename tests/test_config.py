@@ -1,0 +1,148 @@
+"""Config validation and ``check-config``: every error names its key, secrets never show."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from fastinfer.config import ConfigError, load_config, parse_config
+from procs import write_config
+
+
+def check_config(workdir, text: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    path = write_config(workdir, textwrap.dedent(text))
+    import os
+    return subprocess.run([sys.executable, "-m", "fastinfer", "check-config", str(path)], cwd=workdir,
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+
+
+GOOD = """
+    [server]
+    port = 8100
+    admin_key = { value = "admin-very-secret" }
+
+    [[deployments]]
+    name = "gpt-4o"
+    provider = "openai"
+    model = "gpt-4o-2024-08-06"
+    fallbacks = ["local"]
+
+    [[deployments.replicas]]
+    credential = { env = "FI_TEST_OPENAI_KEY" }
+
+    [[deployments.replicas]]
+    base_url = "https://other.example/v1"
+    credential = { value = "sk-inline-secret-value" }
+
+    [[deployments]]
+    name = "local"
+    provider = "openai_compatible"
+
+    [[deployments.replicas]]
+    base_url = "http://127.0.0.1:8001/v1"
+    credential = { file = "/run/secrets/local-key" }
+"""
+
+
+def test_check_config_prints_resolved_deployments_with_secrets_masked(workdir):
+    out = check_config(workdir, GOOD, env={"FI_TEST_OPENAI_KEY": "sk-env-secret-value"})
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "deployment gpt-4o: provider=openai model=gpt-4o-2024-08-06" in text
+    assert "replica r0: https://api.openai.com/v1 credential=env:FI_TEST_OPENAI_KEY" in text
+    assert "replica r1: https://other.example/v1 credential=value:****" in text
+    assert "credential=file:/run/secrets/local-key" in text
+    for secret in ("sk-env-secret-value", "sk-inline-secret-value", "admin-very-secret"):
+        assert secret not in text + out.stderr
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("""
+        [server]
+        prot = 8000
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+     """, "server.prot: unknown key"),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+        max_concurrency = "lots"
+     """, "deployments[0].max_concurrency: expected integer"),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+        retry = { max_attempts = 0 }
+     """, "deployments[0].retry.max_attempts: must be >= 1"),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+        fallbacks = ["nowhere"]
+     """, "deployments[0].fallbacks[0]: names no deployment: 'nowhere'"),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "telepathy"
+     """, "deployments[0].provider: must be one of"),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "openai_compatible"
+     """, "deployments[0].replicas: provider openai_compatible needs at least one replica"),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "openai"
+        [[deployments.replicas]]
+        base_url = "ftp://x"
+        credential = { value = "sk-do-not-print-me", env = "X" }
+     """, "deployments[0].replicas[0].credential: exactly one of"),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+        circuit_breaker = { open_s = 60, max_open_s = 10 }
+     """, "deployments[0].circuit_breaker.max_open_s: must be >= open_s"),
+    ("this is = = not toml", "not valid TOML"),
+])
+def test_bad_config_names_the_key_and_exits_2(workdir, text, expected):
+    out = check_config(workdir, text)
+    assert out.returncode == 2
+    assert expected in out.stderr
+    assert out.stderr.startswith(str(workdir))  # "file: key.path: what is wrong"
+    assert "sk-do-not-print-me" not in out.stderr + out.stdout
+
+
+def test_serve_refuses_a_bad_config_before_starting(workdir):
+    path = write_config(workdir, '[[deployments]]\nname = "a"\nprovider = "mock"\nbogus = 1\n')
+    out = subprocess.run([sys.executable, "-m", "fastinfer", "serve", "--config", str(path), "--port", "0"],
+                         cwd=workdir, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "deployments[0].bogus: unknown key" in out.stderr
+    assert "serving" not in out.stdout
+
+
+def test_all_problems_are_reported_at_once():
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"server": {"port": -1, "workers": "two"},
+                      "deployments": [{"name": "a", "provider": "mock", "queue_timeout_s": -5}]})
+    paths = [p.split(":")[0] for p in exc.value.problems]
+    assert paths == ["server.port", "server.workers", "deployments[0].queue_timeout_s"]
+
+
+def test_secret_repr_never_holds_the_value():
+    cfg = parse_config({"deployments": [{"name": "a", "provider": "openai",
+                                         "replicas": [{"credential": {"value": "sk-hidden"}}]}]})
+    assert "sk-hidden" not in repr(cfg)
+    assert cfg.deployments[0].replicas[0].credential.read() == "sk-hidden"
+
+
+def test_yaml_config(workdir):
+    path = workdir / "c.yaml"
+    path.write_text("deployments:\n  - name: a\n    provider: mock\n    mock: {tokens: 3}\n")
+    assert load_config(path).deployments[0].mock.tokens == 3

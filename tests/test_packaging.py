@@ -1,0 +1,53 @@
+"""The built wheel installs and runs from outside the source tree."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from procs import http_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_wheel_builds_installs_and_serves_outside_the_tree(tmp_path):
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(wheels)], check=True, cwd=tmp_path, timeout=540)
+    (wheel,) = wheels.glob("fastinfer-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("fastinfer/_core/sse.") and n.endswith(".so") for n in names)
+    assert not any(n.startswith(("tests/", "bench/")) for n in names)
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # --ignore-installed: the fastinfer the tests run with is visible through the system site-packages
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", str(wheel)],
+                   check=True, timeout=120, env=env)
+
+    run_dir = tmp_path / "elsewhere"
+    run_dir.mkdir()
+    where = subprocess.run([str(python), "-c", "import fastinfer._core.sse, fastinfer; print(fastinfer.__file__)"],
+                           cwd=run_dir, env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.startswith(str(venv))
+
+    serve = subprocess.Popen([str(venv / "bin" / "fastinfer"), "serve", "--port", "0", "--workers", "1"],
+                             cwd=run_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = serve.stdout.readline().decode()
+        port = int(line.rsplit(":", 1)[1].split()[0])
+        status, _, body = http_json("POST", f"http://127.0.0.1:{port}/v1/chat/completions",
+                                    {"model": "echo", "messages": [{"role": "user", "content": "wheel"}]})
+        assert status == 200
+        assert body["choices"][0]["message"]["content"].startswith("wheel wheel")
+    finally:
+        serve.terminate()
+        assert serve.wait(30) == 0
