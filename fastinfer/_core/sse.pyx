@@ -41,6 +41,7 @@ cdef enum:
     COLON = 58
     DIGIT_0 = 48
     DIGIT_9 = 57
+    _KEEP_CAP = 65536   # buffers larger than this are freed when a stream ends
 
 cdef const unsigned char* _BOM = b"\xef\xbb\xbf"
 cdef str _MESSAGE = "message"
@@ -77,13 +78,26 @@ cdef inline int _buf_append(Buf* b, const char* s, Py_ssize_t k) except -1:
     return 0
 
 
+cdef inline void _buf_reset(Buf* b) noexcept:
+    b.n = 0
+    if b.cap > _KEEP_CAP:
+        free(b.p)
+        b.p = NULL
+        b.cap = 0
+
+
 # ---------------------------------------------------------------------- event
 
 @cython.final
+@cython.no_gc
 @cython.freelist(64)
 cdef class Event:
     """One dispatched event: ``event`` type, ``data`` bytes, ``id`` (last event
-    ID in effect, or None), ``retry`` (set by this event's block, or None)."""
+    ID in effect, or None), ``retry`` (set by this event's block, or None).
+
+    Not tracked by the cyclic GC (its fields are str, bytes, int or None, so it
+    cannot be part of a cycle): allocating one per event never triggers a
+    collection."""
 
     cdef readonly str event
     cdef readonly bytes data
@@ -92,6 +106,10 @@ cdef class Event:
 
     def __init__(self, str event not None="message", bytes data not None=b"",
                  id=None, retry=None):
+        if id is not None and not isinstance(id, str):
+            raise TypeError(f"id must be str or None, not {type(id).__name__}")
+        if retry is not None and not isinstance(retry, int):
+            raise TypeError(f"retry must be int or None, not {type(retry).__name__}")
         self.event = event
         self.data = data
         self.id = id
@@ -149,9 +167,10 @@ cdef class SSEParser:
         self._new_stream()
 
     cdef void _new_stream(self):
-        self._carry.n = 0
-        self._data.n = 0
-        self._etype.n = 0
+        # a huge line or event must not pin its buffer for the parser's lifetime
+        _buf_reset(&self._carry)
+        _buf_reset(&self._data)
+        _buf_reset(&self._etype)
         self._skip_lf = False
         self._bom = 0
         self._id_buffer = None

@@ -12,7 +12,8 @@ business.
 
 Behaviour, beyond the spec text:
 
-* Works on bytes. ``data`` stays bytes (UTF-8 as sent); ``event`` and ``id``
+* Works on bytes. ``data`` stays bytes, passed through as sent (not validated
+  as UTF-8, no replacement characters); ``event`` and ``id``
   values are decoded to ``str`` with ``errors="replace"``.
 * ``Event.id`` is the last event ID buffer at dispatch time, or ``None`` if no
   valid ``id`` field was seen in this stream. ``SSEParser.last_event_id`` is the
@@ -46,6 +47,16 @@ class Event:
     data: bytes = b""
     id: str | None = None
     retry: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.event, str):
+            raise TypeError(f"event must be str, not {type(self.event).__name__}")
+        if not isinstance(self.data, bytes):
+            raise TypeError(f"data must be bytes, not {type(self.data).__name__}")
+        if self.id is not None and not isinstance(self.id, str):
+            raise TypeError(f"id must be str or None, not {type(self.id).__name__}")
+        if self.retry is not None and not isinstance(self.retry, int):
+            raise TypeError(f"retry must be int or None, not {type(self.retry).__name__}")
 
 
 def _as_bytes(chunk) -> bytes:
@@ -99,7 +110,7 @@ class SSEParser:
                 self._pending = buf  # could still become a BOM
                 return []
             if buf.startswith(_BOM):
-                pass
+                buf = buf[len(_BOM):]
             self._bom_checked = True
         events: list[Event] = []
         pos = 0
