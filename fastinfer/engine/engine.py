@@ -68,7 +68,7 @@ class Engine:
             dep.picker.started(index)
             started = loop.time()
             try:
-                reply = await dep.provider.send_chat(session, dict(req.body), req.stream, cfg.timeouts)
+                reply = await dep.provider.send(session, req, cfg.timeouts)
                 if reply.status == 200 and req.stream:
                     first = await _first_chunk(reply)
             except GatewayError as e:
@@ -89,7 +89,8 @@ class Engine:
             replica = session.replica.name
             if not req.stream:
                 dep.picker.finished(index, loop.time() - started)
-                return EngineResult(200, body=reply.body, replica=replica, attempts=attempt, upstream_s=upstream_s)
+                body = dep.provider.reply_body(reply.body, req)
+                return EngineResult(200, body=body, replica=replica, attempts=attempt, upstream_s=upstream_s)
             stream = self._relay(dep, index, reply, first, req, started)
             return EngineResult(200, stream=stream, replica=replica, attempts=attempt, upstream_s=upstream_s)
         assert last_error is not None
@@ -114,7 +115,7 @@ class Engine:
     async def _relay(self, dep: Deployment, index: int, reply: UpstreamReply, first: bytes,
                      req: GatewayRequest, started: float) -> AsyncIterator[bytes]:
         """Upstream bytes -> caller bytes, one write per upstream read; closes the upstream on exit."""
-        relay = dep.provider.stream_relay(req.client_wants_usage)
+        relay = dep.provider.stream_relay(req)
         chunks = reply.chunks
         try:
             out = relay.feed(first)

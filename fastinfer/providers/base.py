@@ -40,17 +40,31 @@ class UpstreamReply:
 
 
 class Provider:
-    """Base of all providers; one instance per deployment."""
+    """Base of all providers; one instance per deployment.
+
+    ``req`` is the engine's ``GatewayRequest``: ``req.api`` names the caller's API
+    ("openai" or "anthropic") and ``req.body`` is in that API's shape. A provider
+    whose wire format equals the caller's passes bodies and streams through;
+    otherwise it translates in both directions.
+    """
+
+    #: client APIs this provider can serve
+    apis: tuple[str, ...] = ("openai",)
 
     def __init__(self, deployment: DeploymentConfig):
         self.deployment = deployment
 
-    async def send_chat(self, session, body: dict, stream: bool, timeouts) -> UpstreamReply:
+    async def send(self, session, req, timeouts) -> UpstreamReply:
+        """Make one upstream call for ``req`` on ``session``'s replica."""
         raise NotImplementedError
 
-    def stream_relay(self, include_usage: bool) -> "StreamRelay":
-        from .openai import OpenAIStreamRelay
-        return OpenAIStreamRelay(include_usage)
+    def reply_body(self, body: bytes, req) -> bytes:
+        """A successful non-streamed upstream body, in the caller's format."""
+        return body
+
+    def stream_relay(self, req) -> "StreamRelay":
+        """A fresh relay turning this upstream's stream into the caller's stream."""
+        raise NotImplementedError
 
 
 class StreamRelay:

@@ -16,7 +16,7 @@ from typing import AsyncIterator
 import orjson
 
 from ..config import DeploymentConfig
-from .base import Provider, UpstreamReply
+from .base import Provider, StreamRelay, UpstreamReply
 
 
 def _text_of(content) -> str:
@@ -54,7 +54,8 @@ class MockProvider(Provider):
         super().__init__(deployment)
         self.knobs = deployment.mock
 
-    async def send_chat(self, session, body: dict, stream: bool, timeouts) -> UpstreamReply:
+    async def send(self, session, req, timeouts) -> UpstreamReply:
+        body, stream = req.body, req.stream
         knobs = self.knobs
         n = knobs.tokens
         if isinstance(body.get("max_tokens"), int):
@@ -87,3 +88,7 @@ class MockProvider(Provider):
             {"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n"
         yield b"data: " + orjson.dumps({**head, "choices": [], "usage": usage}) + b"\n\n"
         yield b"data: [DONE]\n\n"
+
+    def stream_relay(self, req) -> StreamRelay:
+        from .openai import OpenAIStreamRelay
+        return OpenAIStreamRelay(req.client_wants_usage)

@@ -32,7 +32,9 @@ class OpenAIProvider(Provider):
             headers["Authorization"] = f"Bearer {credential}"
         return f"{replica.base_url}/chat/completions", headers
 
-    async def send_chat(self, session, body: dict, stream: bool, timeouts) -> UpstreamReply:
+    async def send(self, session, req, timeouts) -> UpstreamReply:
+        body = dict(req.body)
+        stream = req.stream
         body["model"] = self.deployment.upstream_model
         if stream:
             # always ask for usage: accounting needs it even when the client did not
@@ -40,6 +42,9 @@ class OpenAIProvider(Provider):
             body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
         url, headers = self._url_and_headers(session.replica, session.credential)
         return await post(session, url, headers, orjson.dumps(body), stream, timeouts)
+
+    def stream_relay(self, req) -> StreamRelay:
+        return OpenAIStreamRelay(req.client_wants_usage)
 
 
 def _last_event_end(buf: bytes) -> int:
