@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import AsyncIterator
+from typing import Protocol
 
 import orjson
 
 from ..config import Config, DeploymentConfig
 from ..errors import GatewayError, RateLimited, UnknownModel, UpstreamFailure
-from ..providers import Provider, UpstreamReply, make_provider
+from ..providers import Provider, StreamRelay, UpstreamReply, make_provider
 from ..routing import ReplicaPicker
 from ..session import SessionRegistry
 from .request import EngineResult, GatewayRequest
@@ -69,8 +69,6 @@ class Engine:
             started = loop.time()
             try:
                 reply = await dep.provider.send(session, req, cfg.timeouts)
-                if reply.status == 200 and req.stream:
-                    first = await _first_chunk(reply)
             except GatewayError as e:
                 dep.picker.finished(index, None)
                 upstream_s += loop.time() - started
@@ -91,7 +89,8 @@ class Engine:
                 dep.picker.finished(index, loop.time() - started)
                 body = dep.provider.reply_body(reply.body, req)
                 return EngineResult(200, body=body, replica=replica, attempts=attempt, upstream_s=upstream_s)
-            stream = self._relay(dep, index, reply, first, req, started)
+            stream = RelayedStream(reply, dep.provider.stream_relay(req),
+                                   lambda: dep.picker.finished(index, loop.time() - started))
             return EngineResult(200, stream=stream, replica=replica, attempts=attempt, upstream_s=upstream_s)
         assert last_error is not None
         last_error.headers["x-fastinfer-attempts"] = str(attempt)
@@ -112,40 +111,69 @@ class Engine:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def _relay(self, dep: Deployment, index: int, reply: UpstreamReply, first: bytes,
-                     req: GatewayRequest, started: float) -> AsyncIterator[bytes]:
-        """Upstream bytes -> caller bytes, one write per upstream read; closes the upstream on exit."""
-        relay = dep.provider.stream_relay(req)
-        chunks = reply.chunks
+
+class ClientWriter(Protocol):
+    """The gateway's side of a stream: synchronous, non-blocking writes."""
+
+    def write(self, data: bytes) -> bool:
+        """Queue ``data`` for the client; False when its buffer is full (pause the upstream)."""
+
+    async def drain(self) -> None:
+        """Wait until the client has taken enough of what was written."""
+
+
+class RelayedStream:
+    """An upstream stream on its way to the client, relayed chunk by chunk by callback.
+
+    Each upstream read goes through the provider's relay (translation, usage)
+    and straight to the client writer, with no task switch per chunk. A stream
+    that fails after its first byte ends with the relay's error event.
+    """
+
+    __slots__ = ("reply", "relay", "_on_done", "_client", "_done", "_resumer")
+
+    def __init__(self, reply: UpstreamReply, relay: StreamRelay, on_done):
+        self.reply = reply
+        self.relay = relay
+        self._on_done = on_done
+        self._client: ClientWriter | None = None
+        self._done: asyncio.Future | None = None
+        self._resumer: asyncio.Task | None = None
+
+    async def pump(self, client: ClientWriter) -> None:
+        """Relay the whole stream to ``client``; returns when it has ended either way."""
+        self._client = client
+        self._done = asyncio.get_running_loop().create_future()
         try:
-            out = relay.feed(first)
-            if out:
-                yield out
-            try:
-                async for chunk in chunks:
-                    out = relay.feed(chunk)
-                    if out:
-                        yield out
-            except GatewayError as e:
-                yield relay.error_event(e)
-                return
-            if not relay.finished and relay.error is None:
-                yield relay.error_event(UpstreamFailure("upstream ended the stream before it was complete"))
+            self._on_chunk(self.reply.first)
+            self.reply.stream.start(self._on_chunk, self._on_end)
+            await self._done
         finally:
-            dep.picker.finished(index, asyncio.get_running_loop().time() - started)
-            reply.close()
+            self.reply.close()  # aborts the upstream if the client left first
+            if self._resumer is not None:
+                self._resumer.cancel()
+            self._on_done()
 
+    def _on_chunk(self, chunk: bytes) -> None:
+        out = self.relay.feed(chunk)
+        if out and not self._client.write(out) and self._resumer is None:
+            self.reply.stream.pause()
+            self._resumer = asyncio.get_running_loop().create_task(self._resume_when_drained())
 
-async def _first_chunk(reply: UpstreamReply) -> bytes:
-    """Wait for the first body bytes so a failure before them can still be retried."""
-    try:
-        return await reply.chunks.__anext__()
-    except StopAsyncIteration:
-        reply.close()
-        raise UpstreamFailure("upstream ended the stream before sending anything") from None
-    except GatewayError:
-        reply.close()
-        raise
+    async def _resume_when_drained(self) -> None:
+        await self._client.drain()
+        self._resumer = None
+        self.reply.stream.resume()
+
+    def _on_end(self, error: GatewayError | None) -> None:
+        relay = self.relay
+        if error is not None:
+            self._client.write(relay.error_event(error))
+        elif not relay.finished and relay.error is None:
+            self._client.write(relay.error_event(
+                UpstreamFailure("upstream ended the stream before it was complete")))
+        if not self._done.done():
+            self._done.set_result(None)
 
 
 def _upstream_error(reply: UpstreamReply) -> GatewayError:

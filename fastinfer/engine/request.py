@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import Any
 
 PRIORITY_LEVELS = {"critical": 0, "high": 1, "normal": 2, "background": 3}
 
@@ -29,7 +29,7 @@ class EngineResult:
 
     status: int
     body: bytes | None = None
-    stream: AsyncIterator[bytes] | None = None
+    stream: Any = None            # engine.RelayedStream: ``await stream.pump(client_writer)``
     replica: str | None = None
     attempts: int = 0
     upstream_s: float = 0.0       # time spent waiting on the upstream before the head / body

@@ -108,15 +108,13 @@ class Gateway:
         headers["Content-Type"] = "text/event-stream"
         headers["Cache-Control"] = "no-cache"
         response = web.StreamResponse(status=result.status, headers=headers)
-        stream = result.stream
+        await response.prepare(request)
+        client = _ClientStream(request.writer, request.transport)
         try:
-            await response.prepare(request)
-            async for chunk in stream:
-                await response.write(chunk)
+            await result.stream.pump(client)
+            await response.write_eof()
         except (ConnectionResetError, ConnectionError):
-            pass  # the client left; closing the stream below closes the upstream
-        finally:
-            await stream.aclose()
+            pass  # the client left; the pump has already closed the upstream
         return response
 
     async def models(self, request: web.Request) -> web.Response:
@@ -146,3 +144,30 @@ def _parse_timeout_ms(value: str) -> float:
         raise BadRequest(f"x-timeout-ms must be a positive integer of milliseconds; got {value!r}",
                          param="x-timeout-ms")
     return ms / 1000
+
+
+class _ClientStream:
+    """The client side of a relayed stream: synchronous writes straight to the socket.
+
+    aiohttp's ``response.write`` is a coroutine per chunk; a relayed chunk is
+    written from the upstream's ``data_received`` instead, framed here.
+    """
+
+    __slots__ = ("writer", "transport", "chunked")
+    HIGH_WATER = 256 * 1024
+
+    def __init__(self, writer, transport):
+        self.writer = writer
+        self.transport = transport
+        self.chunked = writer.chunked
+        writer.send_headers()
+
+    def write(self, data: bytes) -> bool:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return True  # the client is gone; aiohttp cancels the handler, which stops the pump
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+        return transport.get_write_buffer_size() <= self.HIGH_WATER
+
+    async def drain(self) -> None:
+        await self.writer.drain()

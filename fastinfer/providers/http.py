@@ -1,65 +1,110 @@
-"""One upstream HTTP exchange over a replica's pooled keep-alive connections.
+"""One upstream HTTP exchange on a replica's keep-alive pool.
 
-Owns: turning aiohttp's client outcomes into an ``UpstreamReply`` or a typed
-``GatewayError`` (connect failure, timeout before the first byte). Knows
+Owns: framing the request, waiting for the answer (whole body, or for a 200
+stream its first bytes), and handing a live stream on by callback. Knows
 nothing of which replica or why: the caller passes the session and URL.
 """
 from __future__ import annotations
 
 import asyncio
 
-import aiohttp
+from ..errors import GatewayError, UpstreamFailure
+from .base import UpstreamReply, UpstreamStream
+from .h1 import H1Connection, build_request
 
-from ..errors import UpstreamFailure, UpstreamTimeout
-from .base import UpstreamReply
+
+class _Exchange(UpstreamStream):
+    """The sink of one response: buffers until the caller has what it waits for."""
+
+    __slots__ = ("conn", "want_stream", "status", "headers", "parts", "ready", "on_chunk", "on_end_cb",
+                 "ended", "end_error", "streaming")
+
+    def __init__(self, conn: H1Connection, want_stream: bool):
+        self.conn = conn
+        self.want_stream = want_stream
+        self.status = 0
+        self.headers: dict = {}
+        self.parts: list[bytes] = []
+        self.ready = asyncio.get_running_loop().create_future()
+        self.on_chunk = None
+        self.on_end_cb = None
+        self.ended = False
+        self.end_error: GatewayError | None = None
+        self.streaming = False
+
+    # ------------------------------------------------------------ sink side
+
+    def on_head(self, status: int, headers: dict) -> None:
+        self.status = status
+        self.headers = headers
+        self.streaming = self.want_stream and status == 200
+
+    def on_data(self, data: bytes) -> None:
+        if self.on_chunk is not None:
+            self.on_chunk(data)
+            return
+        self.parts.append(data)
+        if self.streaming and not self.ready.done():
+            self.ready.set_result(None)
+
+    def on_end(self, error: GatewayError | None) -> None:
+        self.ended = True
+        self.end_error = error
+        if self.on_end_cb is not None:
+            self.on_end_cb(error)
+        elif not self.ready.done():
+            if error is not None:
+                self.ready.set_exception(error)
+            elif self.streaming and not self.parts:
+                self.ready.set_exception(UpstreamFailure("upstream ended the stream before sending anything"))
+            else:
+                self.ready.set_result(None)
+
+    # ---------------------------------------------------------- stream side
+
+    def start(self, on_chunk, on_end) -> None:
+        # bytes that came with or right after the first read are delivered first
+        pending, self.parts = self.parts, []
+        for data in pending:
+            on_chunk(data)
+        if self.ended:
+            on_end(self.end_error)
+            return
+        self.on_chunk = on_chunk
+        self.on_end_cb = on_end
+
+    def pause(self) -> None:
+        self.conn.pause()
+
+    def resume(self) -> None:
+        self.conn.resume()
+
+    def close(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.conn.abort()
 
 
 async def post(session, url: str, headers: dict, body: bytes, stream: bool, timeouts) -> UpstreamReply:
-    """POST ``body``; for a successful stream, hand back the live byte iterator.
-
-    The response head must arrive within ``first_byte_s``; after it, a stream
-    may go silent for at most ``idle_s`` between reads.
-    """
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.first_byte_s)
-    try:
-        resp = await session.http.post(url, data=body, headers=headers, timeout=timeout)
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-        raise UpstreamTimeout(f"upstream did not answer within {timeouts.first_byte_s:g}s") from None
-    except aiohttp.ClientConnectorError as e:
-        raise UpstreamFailure(f"cannot connect to upstream: {e.os_error.strerror or type(e.os_error).__name__}") from None
-    except aiohttp.ClientError as e:
-        raise UpstreamFailure(f"upstream connection failed: {type(e).__name__}") from None
-    if stream and resp.status == 200:
-        protocol = resp.connection.protocol if resp.connection is not None else None
-        if protocol is not None:
-            protocol.read_timeout = timeouts.idle_s
-        return UpstreamReply.streaming(200, _chunks(resp, timeouts), resp.headers, release=resp.close)
-    try:
-        data = await resp.read()
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-        resp.close()
-        raise UpstreamTimeout(f"upstream did not finish its answer within {timeouts.first_byte_s:g}s") from None
-    except aiohttp.ClientError as e:
-        resp.close()
-        raise UpstreamFailure(f"upstream connection failed: {type(e).__name__}") from None
-    resp.release()
-    return UpstreamReply.complete(resp.status, data, resp.headers)
-
-
-async def _chunks(resp: aiohttp.ClientResponse, timeouts):
-    """The raw stream; read errors become typed errors the relay can report in-stream."""
-    content = resp.content
-    try:
-        while True:
-            chunk = await content.readany()
-            if not chunk:
-                break
-            yield chunk
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-        raise UpstreamTimeout(f"upstream stream idle for more than {timeouts.idle_s:g}s") from None
-    except aiohttp.ClientPayloadError:
-        raise UpstreamFailure("upstream cut the stream") from None
-    except aiohttp.ClientError as e:
-        raise UpstreamFailure(f"upstream stream failed: {type(e).__name__}") from None
-    finally:
-        resp.release()
+    """POST ``body``; a whole reply, or for a 200 stream its first bytes and the live rest."""
+    pool = session.pool
+    request = build_request("POST", pool.path_of(url), pool.host_header, headers, body)
+    for _ in range(2):
+        conn = await pool.acquire(timeouts.connect_s)
+        exchange = _Exchange(conn, stream)
+        conn.send(request, exchange, timeouts)
+        try:
+            await exchange.ready
+            break
+        except UpstreamFailure:
+            # a kept-alive connection the upstream closed as we reused it: one fresh try
+            if conn.reused and not conn._got_bytes:
+                continue
+            raise
+        except asyncio.CancelledError:
+            exchange.close()
+            raise
+    if exchange.streaming:
+        first = exchange.parts.pop(0)
+        return UpstreamReply.streaming(first, exchange, exchange.headers)
+    return UpstreamReply.complete(exchange.status, b"".join(exchange.parts), exchange.headers)

@@ -16,7 +16,7 @@ from typing import AsyncIterator
 import orjson
 
 from ..config import DeploymentConfig
-from .base import Provider, StreamRelay, UpstreamReply
+from .base import IteratorStream, Provider, StreamRelay, UpstreamReply
 
 
 def _text_of(content) -> str:
@@ -73,7 +73,7 @@ class MockProvider(Provider):
                                    "finish_reason": "stop"}],
                       "usage": usage}
             return UpstreamReply.complete(200, orjson.dumps(answer))
-        return UpstreamReply.streaming(200, self._chunks(head, words, usage, knobs.itl_ms / 1000))
+        return await IteratorStream.open(self._chunks(head, words, usage, knobs.itl_ms / 1000))
 
     async def _chunks(self, head: dict, words: list[str], usage: dict, itl: float) -> AsyncIterator[bytes]:
         head = {**head, "object": "chat.completion.chunk"}

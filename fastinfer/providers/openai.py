@@ -62,6 +62,16 @@ def _last_event_end(buf: bytes) -> int:
     return end
 
 
+def _needs_attention(events: bytes) -> bool:
+    """Could these whole events hold the end marker, a usage object or an error?
+
+    A few C-speed substring scans: ``out`` always ends on an event boundary, so
+    the parser holds no partial state when a chunk skips it.
+    """
+    return (b"[DONE]" in events or b'"usage":{' in events or b'"usage": {' in events
+            or b'"error"' in events)
+
+
 class OpenAIStreamRelay(StreamRelay):
     """OpenAI upstream stream -> OpenAI client stream, as bytes."""
 
@@ -85,6 +95,8 @@ class OpenAIStreamRelay(StreamRelay):
             out, self._carry = buf, b""
         else:
             out, self._carry = buf[:end], buf[end:]
+        if not _needs_attention(out):
+            return out  # the common token chunk: forwarded untouched, never parsed
         events = self._parser.feed(out)
         drop = None
         for i, event in enumerate(events):

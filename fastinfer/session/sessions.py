@@ -4,10 +4,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
-
 from ..config import Config, ReplicaConfig
 from ..config.secrets import SecretUnavailable
+from ..providers.h1 import Pool
 
 log = logging.getLogger("fastinfer.session")
 
@@ -15,12 +14,12 @@ log = logging.getLogger("fastinfer.session")
 class ReplicaSession:
     """An immutable snapshot: (replica, credential, connection pool)."""
 
-    __slots__ = ("replica", "credential", "http")
+    __slots__ = ("replica", "credential", "pool")
 
-    def __init__(self, replica: ReplicaConfig, credential: str | None, http: aiohttp.ClientSession | None):
+    def __init__(self, replica: ReplicaConfig, credential: str | None, pool: Pool | None):
         self.replica = replica
         self.credential = credential
-        self.http = http
+        self.pool = pool
 
     @classmethod
     async def open(cls, replica: ReplicaConfig) -> "ReplicaSession":
@@ -32,16 +31,14 @@ class ReplicaSession:
                 # serve anyway: the upstream will answer 401 and the operator sees why in the log
                 log.warning("replica %s: credential %s unavailable: %s",
                             replica.name, replica.credential.describe(), e)
-        http = None
+        pool = None
         if replica.base_url and replica.base_url.startswith(("http://", "https://")):
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=True)
-            http = aiohttp.ClientSession(connector=connector, auto_decompress=True,
-                                         skip_auto_headers=("User-Agent",))
-        return cls(replica, credential, http)
+            pool = Pool(replica.base_url)
+        return cls(replica, credential, pool)
 
     async def close(self) -> None:
-        if self.http is not None:
-            await self.http.close()
+        if self.pool is not None:
+            self.pool.close()
 
 
 class SessionRegistry:
