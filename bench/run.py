@@ -1,0 +1,244 @@
+"""``python -m fastinfer bench``: the gateway's cost, measured against direct-to-upstream.
+
+In one invocation it starts ``mock-upstream`` and ``fastinfer serve`` in front
+of it, then runs the same scenarios (a) against the mock directly and (b)
+through the gateway: non-streaming at concurrency 1, 16 and 64; streaming
+(64 chunks) at concurrency 16. Besides req/s and latency percentiles it reads
+the CPU time of the gateway's processes from /proc — supervisor and workers —
+and reports CPU per request and per streamed chunk: the figure that survives
+a noisy, shared machine. It writes JSON and Markdown to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .loadgen import LoadResult, run_asyncio, run_wrk, wrk_available
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PORT_RE = re.compile(rb"http://[\d.]+:(\d+)")
+STREAM_CHUNKS = 64   # data events per stream the client receives (role + content + finish)
+
+
+# ----------------------------------------------------------------- processes
+
+class Service:
+    """A ``python -m fastinfer`` child announcing its port on stdout."""
+
+    def __init__(self, args: list[str], cwd: str):
+        # run the same fastinfer this process imported (a checkout or the installed copy)
+        import fastinfer
+        env = {**os.environ, "PYTHONPATH": str(Path(fastinfer.__file__).resolve().parents[1])}
+        self.proc = subprocess.Popen([sys.executable, "-m", "fastinfer", *args], cwd=cwd, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            m = _PORT_RE.search(line)
+            if m:
+                self.port = int(m.group(1))
+                return
+            if not line and self.proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError(f"{args[0]} did not start")
+
+    def pids(self) -> list[int]:
+        """This process and its children (the gateway's workers)."""
+        pids = [self.proc.pid]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_bytes()
+                except OSError:
+                    continue
+                if int(stat[stat.rindex(b")") + 2:].split()[1]) == self.proc.pid:
+                    pids.append(int(entry))
+        return pids
+
+    def cpu_seconds(self) -> float:
+        """user + system CPU time of this process and its live children."""
+        total = 0
+        for pid in self.pids():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_bytes()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(b")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])   # utime, stime
+        return total / _CLK_TCK
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+# ----------------------------------------------------------------- scenarios
+
+def _body(stream: bool) -> bytes:
+    return json.dumps({"model": "bench", "stream": stream,
+                       "messages": [{"role": "user", "content": "benchmark the gateway please"}]}).encode()
+
+
+def run_scenario(name: str, target: Service, measured: Service, *, stream: bool, concurrency: int,
+                 duration_s: float, max_requests: int, use_wrk: bool) -> dict:
+    body = _body(stream)
+    path = "/v1/chat/completions"
+    # a short warm-up: connections, pools, caches
+    asyncio.run(run_asyncio("127.0.0.1", target.port, path, body, concurrency, 0.5, 10_000, stream))
+    cpu0 = measured.cpu_seconds()
+    if use_wrk and not stream:
+        result: LoadResult = run_wrk("127.0.0.1", target.port, path, body, concurrency, duration_s)
+    else:
+        result = asyncio.run(run_asyncio("127.0.0.1", target.port, path, body, concurrency, duration_s,
+                                         max_requests, stream))
+    cpu = measured.cpu_seconds() - cpu0
+    out = {"scenario": name, "stream": stream, "concurrency": concurrency, **result.summary()}
+    if getattr(result, "wrk_percentiles_ms", None):
+        out["p50_ms"] = result.wrk_percentiles_ms.get("50", out["p50_ms"])
+        out["p99_ms"] = result.wrk_percentiles_ms.get("99", out["p99_ms"])
+    out["cpu_s"] = round(cpu, 3)
+    out["cpu_us_per_request"] = round(cpu / result.requests * 1e6, 1) if result.requests else None
+    if stream and result.chunks:
+        out["cpu_us_per_chunk"] = round(cpu / result.chunks * 1e6, 2)
+    return out
+
+
+def run_all(args) -> dict:
+    use_wrk = wrk_available() and not args.no_wrk
+    workdir = tempfile.mkdtemp(prefix="fastinfer-bench-")
+    upstream = Service(["mock-upstream", "--port", "0", "--tokens", str(STREAM_CHUNKS - 2),
+                        "--itl-ms", str(args.itl_ms)], workdir)
+    config = Path(workdir, "bench.toml")
+    config.write_text(f"""
+[server]
+log_level = "warning"
+
+[[deployments]]
+name = "bench"
+provider = "openai_compatible"
+model = "mock-model"
+max_concurrency = 100000
+retry = {{ max_attempts = 1 }}
+
+[[deployments.replicas]]
+base_url = "http://127.0.0.1:{upstream.port}/v1"
+credential = {{ value = "sk-bench" }}
+""")
+    gateway = Service(["serve", "--config", str(config), "--port", "0", "--workers", str(args.workers)], workdir)
+    rows = []
+    try:
+        plan = [(f"nonstream c{c}", False, c) for c in args.concurrency] + [
+            (f"stream c{c}", True, c) for c in args.stream_concurrency]
+        for name, stream, c in plan:
+            for label, target, measured in (("direct", upstream, upstream), ("gateway", gateway, gateway)):
+                row = run_scenario(f"{name} {label}", target, measured, stream=stream, concurrency=c,
+                                   duration_s=args.duration, max_requests=args.max_requests, use_wrk=use_wrk)
+                row["path"] = label
+                rows.append(row)
+                print(f"  {row['scenario']:<26} {row['rps']:>9} req/s  p50 {row['p50_ms']:>8} ms  "
+                      f"p99 {row['p99_ms']:>8} ms  cpu/req {row['cpu_us_per_request']} us", flush=True)
+    finally:
+        gateway.stop()
+        upstream.stop()
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": args.workers, "duration_s": args.duration,
+        "itl_ms": args.itl_ms, "load_tool": "wrk (non-streaming) + asyncio (streaming)" if use_wrk else "asyncio",
+        "cpus": os.cpu_count(), "rows": rows, "summary": summarize(rows),
+    }
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Gateway vs direct, per scenario: the ratios that hold on a noisy machine."""
+    by_name = {r["scenario"]: r for r in rows}
+    summary = {}
+    for r in rows:
+        if r["path"] != "gateway":
+            continue
+        base = r["scenario"].rsplit(" ", 1)[0]
+        d = by_name.get(base + " direct")
+        if not d:
+            continue
+        entry = {
+            "gateway_cpu_us_per_request": r["cpu_us_per_request"],
+            "upstream_cpu_us_per_request": d["cpu_us_per_request"],
+            "cpu_ratio_gateway_to_upstream": _ratio(r["cpu_us_per_request"], d["cpu_us_per_request"]),
+            "rps_ratio": _ratio(r["rps"], d["rps"]),
+            "p50_added_ms": round(r["p50_ms"] - d["p50_ms"], 3),
+            "p99_added_ms": round(r["p99_ms"] - d["p99_ms"], 3),
+        }
+        if r["stream"]:
+            entry["gateway_cpu_us_per_chunk"] = r.get("cpu_us_per_chunk")
+            entry["ttfc_added_ms"] = round(r.get("ttfc_p50_ms", 0) - d.get("ttfc_p50_ms", 0), 3)
+        summary[base] = entry
+    return summary
+
+
+def _ratio(a, b):
+    return round(a / b, 2) if a and b else None
+
+
+def to_markdown(report: dict) -> str:
+    lines = [f"# fastinfer bench — {report['when']}", "",
+             f"gateway workers: {report['workers']}, scenario duration: {report['duration_s']} s, "
+             f"stream: {STREAM_CHUNKS} chunks with {report['itl_ms']} ms between upstream chunks, "
+             f"load: {report['load_tool']}, CPUs: {report['cpus']}", "",
+             "| scenario | req/s | p50 ms | p99 ms | TTFC p50 ms | chunks/s | CPU µs/req | CPU µs/chunk | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['scenario']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r.get('ttfc_p50_ms', '')} "
+                     f"| {r.get('chunks_per_s', '')} | {r['cpu_us_per_request']} | {r.get('cpu_us_per_chunk', '')} "
+                     f"| {r['errors']} |")
+    lines += ["", "Gateway against direct-to-upstream (same run):", "",
+              "| scenario | gateway CPU µs/req | upstream CPU µs/req | CPU ratio | req/s ratio | p50 added ms "
+              "| p99 added ms | gateway CPU µs/chunk |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, s in report["summary"].items():
+        lines.append(f"| {name} | {s['gateway_cpu_us_per_request']} | {s['upstream_cpu_us_per_request']} "
+                     f"| {s['cpu_ratio_gateway_to_upstream']} | {s['rps_ratio']} | {s['p50_added_ms']} "
+                     f"| {s['p99_added_ms']} | {s.get('gateway_cpu_us_per_chunk', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fastinfer bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario (default 5)")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="bound per scenario")
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (default 1)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--stream-concurrency", type=int, nargs="+", default=[16])
+    parser.add_argument("--itl-ms", type=float, default=1.0, help="mock upstream delay between stream chunks")
+    parser.add_argument("--no-wrk", action="store_true", help="use the asyncio client even if wrk is installed")
+    parser.add_argument("--out", default="bench/results", help="directory for the JSON and Markdown reports")
+    args = parser.parse_args(argv)
+    t0 = time.monotonic()
+    report = run_all(args)
+    report["wall_s"] = round(time.monotonic() - t0, 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2))
+    markdown = to_markdown(report)
+    (out / f"bench-{stamp}.md").write_text(markdown)
+    print()
+    print(markdown)
+    print(f"written: {out / f'bench-{stamp}.json'} and .md ({report['wall_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
