@@ -1,0 +1,178 @@
+"""Micro-benchmarks of the shared-memory core (compiled vs the pure-Python reference).
+
+Run:  python -m pytest bench/micro/test_bench_shm.py --benchmark-enable -p no:cacheprovider -s
+
+pytest-benchmark times the compiled call (for try_acquire+release through a small
+Python function, so its figure includes one extra frame); the same run also times compiled and
+reference with an identical timeit loop, and stores per-call ns and the ratio in
+``benchmark.extra_info`` (the loop's own ~15 ns per iteration is included in both).
+With ``--benchmark-disable`` (the default in pyproject) every test runs once, quickly.
+"""
+import os
+import select
+import statistics
+import timeit
+import uuid
+
+import pytest
+
+from fastinfer._core import shm as compiled
+from fastinfer._core.ref import shm as reference
+
+LAYOUT_ARGS = (2, [(4, 16, 1)], 8, 2, [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+
+
+@pytest.fixture
+def segs():
+    out = {}
+    for impl in (compiled, reference):
+        out[impl] = impl.Segment.create(f"fi-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+                                        impl.Layout(*LAYOUT_ARGS))
+    yield out
+    for s in out.values():
+        s.unlink()
+        s.close()
+
+
+def per_call_ns(stmt, env, number):
+    best = min(timeit.repeat(stmt, globals=env, number=number, repeat=5))
+    return best / number * 1e9
+
+
+def bench(benchmark, fn, *args):
+    """pytest-benchmark with fixed batches (its auto-calibration is coarse at ~30 ns)."""
+    return benchmark.pedantic(fn, args=args, iterations=20_000, rounds=30, warmup_rounds=1)
+
+
+def compare(benchmark, name, stmt, env_c, env_r, target_ns=None):
+    n = 2000 if benchmark.disabled else 200_000
+    c_ns = per_call_ns(stmt, env_c, n)
+    r_ns = per_call_ns(stmt, env_r, max(n // 10, 200))
+    benchmark.extra_info.update({
+        "compiled_ns": round(c_ns, 1), "reference_ns": round(r_ns, 1),
+        "speedup_vs_reference": round(r_ns / c_ns, 1), "target_ns": target_ns,
+    })
+    print(f"\n{name:<28} compiled {c_ns:8.1f} ns   reference {r_ns:8.1f} ns   "
+          f"ratio x{r_ns / c_ns:5.1f}   target <= {target_ns} ns")
+    return c_ns
+
+
+def test_bench_breaker_check_closed(benchmark, segs):
+    envs = {impl: {"b": s.breaker(0, 0)} for impl, s in segs.items()}
+    compare(benchmark, "breaker.check (closed)", "b.check(0)", envs[compiled], envs[reference], 100)
+    b = envs[compiled]["b"]
+    assert bench(benchmark, b.check, 0) == 0
+
+
+def test_bench_try_acquire_release(benchmark, segs):
+    envs = {impl: {"a": s.admission(0)} for impl, s in segs.items()}
+    stmt = "a.try_acquire(0); a.release(0)"
+    compare(benchmark, "try_acquire + release", stmt, envs[compiled], envs[reference], 300)
+    a = envs[compiled]["a"]
+
+    def cycle():
+        a.try_acquire(0)
+        a.release(0)
+
+    bench(benchmark, cycle)
+    assert a.in_flight == 0
+
+
+def test_bench_counter_add(benchmark, segs):
+    envs = {impl: {"c": s.counters} for impl, s in segs.items()}
+    compare(benchmark, "counters.add", "c.add(3, 1)", envs[compiled], envs[reference])
+    bench(benchmark, envs[compiled]["c"].add, 3, 1)
+
+
+def test_bench_histogram_observe(benchmark, segs):
+    envs = {impl: {"h": s.histograms} for impl, s in segs.items()}
+    compare(benchmark, "histograms.observe", "h.observe(1, 0.0375)", envs[compiled], envs[reference])
+    bench(benchmark, envs[compiled]["h"].observe, 1, 0.0375)
+
+
+# ---------------------------------------------------------------- cross-process handoff
+def _handoff_child(seg, efd, cmd_r, res_w, rounds):
+    """Worker 1: enqueue, tell A, wait on the eventfd (epoll), take the grant,
+    report perf_counter_ns at wakeup, release."""
+    import time
+    a = seg.admission(0)
+    ep = select.epoll()
+    ep.register(efd, select.EPOLLIN)
+    for _ in range(rounds):
+        if os.read(cmd_r, 1) != b"e":
+            break
+        t = a.enqueue(1, 2)
+        assert t >= 0
+        os.write(res_w, b"q" + bytes(8))
+        while True:
+            if not ep.poll(5.0):
+                raise TimeoutError("no wake")
+            os.eventfd_read(efd)
+            got = a.take_granted(1)
+            if got:
+                t1 = time.perf_counter_ns()
+                break
+        assert got == [t]
+        a.release(1)
+        os.write(res_w, b"w" + t1.to_bytes(8, "little"))
+
+
+def test_bench_cross_process_handoff(benchmark):
+    """A holds the only slot; B enqueued and sleeps in epoll on its eventfd;
+    A releases; B's wakeup time minus A's release timestamp (CLOCK_MONOTONIC)."""
+    import time
+    rounds = 200 if benchmark.disabled else 2000
+    seg = compiled.Segment.create(f"fi-bench-ho-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+                                  compiled.Layout(2, [(1, 4, 0)], 0, 0, []))
+    efd = os.eventfd(0, os.EFD_NONBLOCK)
+    cmd_r, cmd_w = os.pipe()
+    res_r, res_w = os.pipe()
+    seg.register_worker(1, 0, efd)
+    a = seg.admission(0)
+    lat = []
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _handoff_child(seg, efd, cmd_r, res_w, rounds)
+            code = 0
+        finally:
+            os._exit(code)
+
+    def read_msg():
+        buf = b""
+        while len(buf) < 9:
+            if not select.select([res_r], [], [], 10)[0]:
+                raise TimeoutError("child silent")
+            buf += os.read(res_r, 9 - len(buf))
+        return buf[:1], int.from_bytes(buf[1:], "little")
+
+    def run():
+        for _ in range(rounds):
+            assert a.try_acquire(0)
+            os.write(cmd_w, b"e")
+            assert read_msg()[0] == b"q"
+            time.sleep(0.0002)                # let B reach epoll_wait
+            t0 = time.perf_counter_ns()
+            assert a.release(0) == 1
+            kind, t1 = read_msg()
+            assert kind == b"w"
+            lat.append((t1 - t0) / 1000)
+
+    try:
+        benchmark.pedantic(run, rounds=1, iterations=1)
+    finally:
+        os.write(cmd_w, b"x")
+        os.waitpid(pid, 0)
+        for fd in (efd, cmd_r, cmd_w, res_r, res_w):
+            os.close(fd)
+        seg.unlink()
+        seg.close()
+    lat.sort()
+    med = statistics.median(lat)
+    p99 = lat[int(len(lat) * 0.99) - 1]
+    benchmark.extra_info.update({"handoff_median_us": round(med, 1), "handoff_p99_us": round(p99, 1),
+                                 "rounds": rounds, "target_median_us": 50})
+    print(f"\ncross-process handoff        median {med:6.1f} us   p99 {p99:7.1f} us   "
+          f"({rounds} rounds, target median <= 50 us)")
+    assert len(lat) == rounds

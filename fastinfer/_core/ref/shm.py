@@ -1,0 +1,577 @@
+"""Pure-Python reference for ``fastinfer._core.shm``: same API, same semantics.
+
+Owns: an obvious, in-process model of the host-wide structures (admission
+slots + priority queue, circuit breakers, counters, histograms), guarded by
+one ``threading.RLock`` per segment. It is the oracle the tests compare the
+compiled module against; production never imports it.
+
+Must not touch: configuration parsing, HTTP, asyncio. Plain ints and floats
+in and out. "Segments" live in a module-level dict (no /dev/shm, no fork
+sharing): ``attach`` finds a segment created earlier in the same process.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from bisect import bisect_left
+
+import numpy
+
+__all__ = [
+    "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError",
+    "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
+    "CRITICAL", "HIGH", "NORMAL", "BACKGROUND",
+]
+
+GRANTED_NOW = -2          # enqueue(): a slot was free, the caller owns it now
+QUEUE_FULL = -1           # enqueue(): queue at capacity
+CLOSED, OPEN, HALF_OPEN = 0, 1, 2          # Breaker.state
+ALLOWED, REJECTED, PROBE = 0, 1, 2         # Breaker.check()
+CRITICAL, HIGH, NORMAL, BACKGROUND = 0, 1, 2, 3
+
+_MAX_POOL = (1 << 24) - 1
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+_SUM_CLAMP = 9.0e18
+
+
+class SegmentError(ValueError):
+    """A segment is missing, foreign, of another layout version, or closed."""
+
+
+def _wrap64(v: int) -> int:
+    return ((v - _I64_MIN) & 0xFFFFFFFFFFFFFFFF) + _I64_MIN
+
+
+def _check_i64(v: int) -> int:
+    v = int(v)
+    if not _I64_MIN <= v <= _I64_MAX:
+        raise OverflowError("value out of int64 range")
+    return v
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9 + 0.5)
+
+
+def _sum_ns(value: float) -> int:
+    x = value * 1e9
+    if x > _SUM_CLAMP:
+        x = _SUM_CLAMP
+    elif x < -_SUM_CLAMP:
+        x = -_SUM_CLAMP
+    return int(math.floor(x + 0.5))
+
+
+class Layout:
+    """Sizes of a segment. Plain, picklable, comparable."""
+
+    def __init__(self, n_workers, deployments, n_counters, n_histograms, bucket_bounds):
+        self.n_workers = int(n_workers)
+        self.deployments = [tuple(int(x) for x in d) for d in deployments]
+        self.n_counters = int(n_counters)
+        self.n_histograms = int(n_histograms)
+        self.bucket_bounds = [float(b) for b in bucket_bounds]
+        if not 1 <= self.n_workers <= 4096:
+            raise ValueError("n_workers must be in 1..4096")
+        for i, d in enumerate(self.deployments):
+            if len(d) != 3:
+                raise ValueError(f"deployments[{i}]: expected (max_concurrency, queue_capacity, n_replicas)")
+            mc, qc, nr = d
+            if mc < 1 or qc < 0 or nr < 0 or mc + qc > _MAX_POOL or mc >= 1 << 31 or qc >= 1 << 31:
+                raise ValueError(f"deployments[{i}]: need max_concurrency >= 1, queue_capacity >= 0, "
+                                 f"n_replicas >= 0, max_concurrency + queue_capacity < 2**24")
+        if self.n_counters < 0 or self.n_histograms < 0:
+            raise ValueError("n_counters and n_histograms must be >= 0")
+        for i, b in enumerate(self.bucket_bounds):
+            if not math.isfinite(b):
+                raise ValueError("bucket_bounds must be finite (+Inf is implicit)")
+            if i and b <= self.bucket_bounds[i - 1]:
+                raise ValueError("bucket_bounds must be strictly ascending")
+
+    def __eq__(self, other):
+        return isinstance(other, Layout) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(repr(self._key()))
+
+    def _key(self):
+        return (self.n_workers, self.deployments, self.n_counters, self.n_histograms, self.bucket_bounds)
+
+    def __repr__(self):
+        return (f"Layout(n_workers={self.n_workers}, deployments={self.deployments}, "
+                f"n_counters={self.n_counters}, n_histograms={self.n_histograms}, "
+                f"bucket_bounds={self.bucket_bounds})")
+
+
+class _State:
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.lock = threading.RLock()
+        self.workers = [[0, -1, False] for _ in range(layout.n_workers)]  # pid, fd, registered
+        self.admissions = []
+        self.breakers = []
+        for d, (mc, qc, nr) in enumerate(layout.deployments):
+            self.admissions.append(Admission(self, d, mc, qc))
+            self.breakers.append([Breaker(self) for _ in range(nr)])
+        self.counters = Counters(self, layout.n_counters)
+        self.histograms = Histograms(self, layout.n_histograms, layout.bucket_bounds)
+        self.closed = False
+
+
+_REGISTRY: dict[str, _State] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _clean_name(name: str) -> str:
+    name = name[1:] if name.startswith("/") else name
+    if not name or "/" in name or "\0" in name:
+        raise ValueError(f"bad segment name {name!r}")
+    return name
+
+
+def _wake_fds(fds):
+    one = (1).to_bytes(8, "little")
+    for fd in fds:
+        if fd >= 0:
+            try:
+                os.write(fd, one)
+            except OSError:
+                pass
+
+
+class Segment:
+    """In-process stand-in for the shared segment."""
+
+    def __init__(self, name, state):
+        self.name = name
+        self._st = state
+        self.layout = state.layout
+        self.counters = state.counters
+        self.histograms = state.histograms
+
+    @staticmethod
+    def create(name, layout):
+        name = _clean_name(name)
+        with _REGISTRY_LOCK:
+            if name in _REGISTRY:
+                raise FileExistsError(f"shared-memory segment {name!r} already exists")
+            st = _REGISTRY[name] = _State(layout)
+        return Segment(name, st)
+
+    @staticmethod
+    def attach(name):
+        name = _clean_name(name)
+        with _REGISTRY_LOCK:
+            st = _REGISTRY.get(name)
+        if st is None:
+            raise FileNotFoundError(f"shared-memory segment {name!r} does not exist")
+        return Segment(name, st)
+
+    def close(self):
+        self._closed = True
+
+    @property
+    def closed(self):
+        return getattr(self, "_closed", False)
+
+    def unlink(self):
+        with _REGISTRY_LOCK:
+            if _REGISTRY.get(self.name) is self._st:
+                del _REGISTRY[self.name]
+
+    def register_worker(self, worker, pid, wake_fd):
+        st = self._st
+        _check_worker(st, worker)
+        with st.lock:
+            st.workers[worker] = [int(pid), int(wake_fd), True]
+
+    def reclaim_worker(self, worker):
+        st = self._st
+        _check_worker(st, worker)
+        slots = tickets = probes = 0
+        wake = []
+        with st.lock:
+            for adm in st.admissions:
+                s, t, w = adm._reclaim(worker)
+                slots += s
+                tickets += t
+                wake.extend(w)
+            for reps in st.breakers:
+                for b in reps:
+                    n = b._owner.pop(worker, 0)
+                    b._probes -= n
+                    probes += n
+            st.workers[worker][0] = 0
+        _wake_fds(wake)
+        return {"slots": slots, "tickets": tickets, "probes": probes}
+
+    def admission(self, deployment):
+        if not 0 <= deployment < len(self._st.admissions):
+            raise IndexError("deployment index out of range")
+        return self._st.admissions[deployment]
+
+    def breaker(self, deployment, replica):
+        if not 0 <= deployment < len(self._st.breakers):
+            raise IndexError("deployment index out of range")
+        reps = self._st.breakers[deployment]
+        if not 0 <= replica < len(reps):
+            raise IndexError("replica index out of range")
+        return reps[replica]
+
+
+def _check_worker(st, worker):
+    if not 0 <= worker < st.layout.n_workers:
+        raise IndexError("worker index out of range")
+
+
+class _Entry:
+    __slots__ = ("worker", "prio", "seq", "granted")
+
+    def __init__(self, worker, prio, seq):
+        self.worker, self.prio, self.seq, self.granted = worker, prio, seq, False
+
+
+class Admission:
+    def __init__(self, st, d, max_concurrency, queue_capacity):
+        self._st = st
+        self.max_concurrency = max_concurrency
+        self.queue_capacity = queue_capacity
+        self._in_flight = 0
+        self._waiting: dict[int, _Entry] = {}     # ticket -> entry
+        self._granted: dict[int, dict[int, _Entry]] = {}   # worker -> {ticket: entry} (grant order)
+        self._held: dict[int, int] = {}
+        self._seq = 0
+        self._next_ticket = 0
+
+    # -- helpers (lock held)
+    def _best(self):
+        return min(self._waiting.items(), key=lambda kv: (kv[1].prio, kv[1].seq))
+
+    def _hand_off(self):
+        """A slot is free and someone waits: grant it. Returns the wake fd."""
+        t, e = self._best()
+        del self._waiting[t]
+        e.granted = True
+        self._granted.setdefault(e.worker, {})[t] = e
+        return e.worker
+
+    def try_acquire(self, worker):
+        _check_worker(self._st, worker)
+        with self._st.lock:
+            if self._waiting or self._in_flight >= self.max_concurrency:
+                return False
+            self._in_flight += 1
+            self._held[worker] = self._held.get(worker, 0) + 1
+            return True
+
+    def enqueue(self, worker, priority):
+        _check_worker(self._st, worker)
+        if not 0 <= priority <= 3:
+            raise ValueError("priority must be 0 (critical) .. 3 (background)")
+        with self._st.lock:
+            if not self._waiting and self._in_flight < self.max_concurrency:
+                self._in_flight += 1
+                self._held[worker] = self._held.get(worker, 0) + 1
+                return GRANTED_NOW
+            if len(self._waiting) >= self.queue_capacity:
+                return QUEUE_FULL
+            t = self._next_ticket
+            self._next_ticket += 1
+            self._waiting[t] = _Entry(worker, priority, self._seq)
+            self._seq += 1
+            return t
+
+    def take_granted(self, worker):
+        _check_worker(self._st, worker)
+        with self._st.lock:
+            g = self._granted.pop(worker, None)
+            if not g:
+                return []
+            self._held[worker] = self._held.get(worker, 0) + len(g)
+            return list(g)
+
+    def cancel(self, ticket):
+        with self._st.lock:
+            e = self._waiting.pop(ticket, None)
+            if e is not None:
+                return True
+            for w, g in self._granted.items():
+                if ticket in g:
+                    del g[ticket]
+                    self._held[w] = self._held.get(w, 0) + 1
+                    return False
+            raise ValueError(f"unknown or stale ticket {ticket}")
+
+    def release(self, worker):
+        _check_worker(self._st, worker)
+        fd = -1
+        with self._st.lock:
+            if self._held.get(worker, 0) <= 0:
+                raise RuntimeError(f"worker {worker} holds no slot of this deployment")
+            self._held[worker] -= 1
+            if self._waiting:
+                woken = self._hand_off()
+                fd = self._st.workers[woken][1]
+            else:
+                self._in_flight -= 1
+                woken = -1
+        _wake_fds([fd])
+        return woken
+
+    def _reclaim(self, worker):
+        tickets = 0
+        for t in [t for t, e in self._waiting.items() if e.worker == worker]:
+            del self._waiting[t]
+            tickets += 1
+        g = self._granted.pop(worker, {})
+        tickets += len(g)
+        slots = len(g) + self._held.pop(worker, 0)
+        wake = []
+        for _ in range(slots):
+            if self._waiting:
+                wake.append(self._st.workers[self._hand_off()][1])
+            else:
+                self._in_flight -= 1
+        return slots, tickets, wake
+
+    @property
+    def in_flight(self):
+        return self._in_flight
+
+    @property
+    def queue_depth(self):
+        return len(self._waiting)
+
+    def counts(self):
+        """(in_flight, queue_depth) as one consistent pair."""
+        with self._st.lock:
+            return (self._in_flight, len(self._waiting))
+
+    def held_by(self, worker):
+        """Slots ``worker`` owns (taken, not counting granted-untaken tickets)."""
+        _check_worker(self._st, worker)
+        return self._held.get(worker, 0)
+
+    def queue_depth_by_priority(self):
+        with self._st.lock:
+            n = [0, 0, 0, 0]
+            for e in self._waiting.values():
+                n[e.prio] += 1
+            return tuple(n)
+
+
+class Breaker:
+    def __init__(self, st):
+        self._st = st
+        self._lock = st.lock
+        self._state = CLOSED           # CLOSED or OPEN (half-open is derived from time)
+        self._until = 0
+        self._threshold = 5
+        self._open_ns = _ns(30.0)
+        self._max_open_ns = _ns(300.0)
+        self._max_probes = 1
+        self._failures = 0
+        self._probes = 0
+        self._cur_open_ns = self._open_ns
+        self._half_marker = 0
+        self._trans = [0, 0, 0]
+        self._owner: dict[int, int] = {}
+
+    def configure(self, failure_threshold, open_s, max_open_s, half_open_probes):
+        if failure_threshold < 1 or half_open_probes < 1:
+            raise ValueError("failure_threshold and half_open_probes must be >= 1")
+        if not (0 <= open_s <= max_open_s) or not math.isfinite(max_open_s):
+            raise ValueError("need 0 <= open_s <= max_open_s (finite)")
+        with self._lock:
+            self._threshold = int(failure_threshold)
+            self._open_ns = _ns(open_s)
+            self._max_open_ns = _ns(max_open_s)
+            self._max_probes = int(half_open_probes)
+            self._cur_open_ns = self._open_ns
+
+    def _half_open_now(self, now):
+        return self._state == OPEN and now >= self._until
+
+    def _mark_half(self):
+        if self._half_marker != self._until:
+            self._half_marker = self._until
+            self._trans[2] += 1
+
+    def check(self, worker):
+        _check_worker(self._st, worker)
+        with self._lock:
+            if self._state == CLOSED:
+                return ALLOWED
+            now = time.monotonic_ns()
+            if now < self._until:
+                return REJECTED
+            self._mark_half()
+            if self._probes >= self._max_probes:
+                return REJECTED
+            self._probes += 1
+            self._owner[worker] = self._owner.get(worker, 0) + 1
+            return PROBE
+
+    def _drop_probe(self, worker):
+        n = self._owner.get(worker, 0)
+        if n > 0:
+            self._owner[worker] = n - 1
+            self._probes -= 1
+
+    def record_success(self, worker, probe=False):
+        _check_worker(self._st, worker)
+        with self._lock:
+            if not probe:
+                if self._state == CLOSED:
+                    self._failures = 0
+                return
+            self._drop_probe(worker)
+            if self._half_open_now(time.monotonic_ns()):
+                self._state = CLOSED
+                self._failures = 0
+                self._cur_open_ns = self._open_ns
+                self._trans[0] += 1
+
+    def record_failure(self, worker, probe=False):
+        _check_worker(self._st, worker)
+        with self._lock:
+            if not probe:
+                if self._state == CLOSED:
+                    self._failures += 1
+                    if self._failures >= self._threshold:
+                        self._cur_open_ns = self._open_ns
+                        self._state = OPEN
+                        self._until = time.monotonic_ns() + self._open_ns
+                        self._trans[1] += 1
+                return
+            self._drop_probe(worker)
+            now = time.monotonic_ns()
+            if self._half_open_now(now):
+                new = min(self._cur_open_ns * 2, self._max_open_ns)
+                self._cur_open_ns = new
+                self._until = now + new
+                self._trans[1] += 1
+
+    def release_probe(self, worker):
+        _check_worker(self._st, worker)
+        with self._lock:
+            self._drop_probe(worker)
+
+    def force_open(self, duration_s):
+        if not (duration_s >= 0) or not math.isfinite(duration_s):
+            raise ValueError("duration_s must be finite and >= 0")
+        with self._lock:
+            now = time.monotonic_ns()
+            was_open = self._state == OPEN and now < self._until
+            self._state = OPEN
+            self._until = now + _ns(duration_s)
+            if not was_open:
+                self._trans[1] += 1
+
+    def reset(self):
+        with self._lock:
+            if self._state != CLOSED:
+                self._trans[0] += 1
+            self._state = CLOSED
+            self._failures = 0
+            self._cur_open_ns = self._open_ns
+
+    @property
+    def state(self):
+        with self._lock:
+            if self._state == CLOSED:
+                return CLOSED
+            if time.monotonic_ns() < self._until:
+                return OPEN
+            self._mark_half()
+            return HALF_OPEN
+
+    @property
+    def retry_after_s(self):
+        with self._lock:
+            if self._state == CLOSED:
+                return 0.0
+            left = self._until - time.monotonic_ns()
+            return left / 1e9 if left > 0 else 0.0
+
+    @property
+    def transitions(self):
+        return tuple(self._trans)
+
+    @property
+    def consecutive_failures(self):
+        return self._failures
+
+    @property
+    def probes_in_flight(self):
+        return self._probes
+
+
+class Counters:
+    def __init__(self, st, n):
+        self._st = st
+        self._v = [0] * n
+        self.n = n
+
+    def _idx(self, index):
+        if not 0 <= index < self.n:
+            raise IndexError("counter index out of range")
+        return index
+
+    def add(self, index, delta=1):
+        i = self._idx(index)
+        delta = _check_i64(delta)
+        with self._st.lock:
+            self._v[i] = _wrap64(self._v[i] + delta)
+
+    def get(self, index):
+        return self._v[self._idx(index)]
+
+    def set(self, index, value):
+        i = self._idx(index)
+        self._v[i] = _check_i64(value)
+
+    def snapshot(self):
+        with self._st.lock:
+            return numpy.array(self._v, dtype=numpy.int64)
+
+    def __len__(self):
+        return self.n
+
+
+class Histograms:
+    def __init__(self, st, n, bounds):
+        self._st = st
+        self.n = n
+        self.bucket_bounds = list(bounds)
+        self._counts = [[0] * (len(bounds) + 1) for _ in range(n)]
+        self._sum = [0] * n
+
+    def _idx(self, index):
+        if not 0 <= index < self.n:
+            raise IndexError("histogram index out of range")
+        return index
+
+    def observe(self, index, value):
+        i = self._idx(index)
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError("histogram observation must be finite")
+        b = bisect_left(self.bucket_bounds, value)      # first bound >= value: Prometheus `le`
+        with self._st.lock:
+            self._counts[i][b] += 1
+            self._sum[i] = _wrap64(self._sum[i] + _sum_ns(value))
+
+    def snapshot(self, index):
+        i = self._idx(index)
+        with self._st.lock:
+            cum, acc = [], 0
+            for c in self._counts[i]:
+                acc += c
+                cum.append(acc)
+            return cum, acc, self._sum[i] / 1e9
+
+    def __len__(self):
+        return self.n

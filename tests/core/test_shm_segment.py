@@ -1,0 +1,148 @@
+"""Lifecycle of the compiled segment: /dev/shm entry, attach validation,
+double create, close/unlink idempotence, layout round trip."""
+import os
+import struct
+import uuid
+
+import pytest
+
+from fastinfer._core import shm
+
+LAYOUT = shm.Layout(3, [(4, 16, 2), (1, 0, 1)], 5, 2, [0.01, 0.1, 1.0])
+
+
+@pytest.fixture
+def name():
+    n = f"fi-seg-{os.getpid()}-{uuid.uuid4().hex[:10]}"
+    yield n
+    try:
+        os.unlink(f"/dev/shm/{n}")
+    except FileNotFoundError:
+        pass
+
+
+def test_create_attach_unlink(name):
+    seg = shm.Segment.create(name, LAYOUT)
+    path = f"/dev/shm/{name}"
+    assert os.path.exists(path) and seg.path == path
+    assert os.stat(path).st_size == seg.nbytes
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    other = shm.Segment.attach("/" + name)                 # "/name" spelling accepted too
+    assert other.layout == LAYOUT and other.nbytes == seg.nbytes
+    other.breaker(1, 0).force_open(5.0)
+    assert seg.breaker(1, 0).state == shm.OPEN
+    seg.unlink()
+    assert not os.path.exists(path)
+    seg.unlink()                                           # idempotent
+    other.unlink()
+    assert seg.breaker(1, 0).state == shm.OPEN             # mappings outlive the name
+    seg.close()
+    seg.close()                                            # idempotent
+    assert seg.closed and not other.closed
+    other.close()
+    with pytest.raises(FileNotFoundError):
+        shm.Segment.attach(name)
+
+
+def test_closed_segment_objects_raise(name):
+    seg = shm.Segment.create(name, LAYOUT)
+    a, b, c, h = seg.admission(0), seg.breaker(0, 1), seg.counters, seg.histograms
+    seg.unlink()
+    seg.close()
+    for call in (lambda: a.try_acquire(0), lambda: a.release(0), lambda: a.in_flight,
+                 lambda: b.check(0), lambda: b.state, lambda: c.add(0), lambda: c.snapshot(),
+                 lambda: h.observe(0, 1.0), lambda: seg.admission(0), lambda: seg.reclaim_worker(0)):
+        with pytest.raises(shm.SegmentError, match="closed"):
+            call()
+
+
+def test_double_create_fails_cleanly(name):
+    seg = shm.Segment.create(name, LAYOUT)
+    try:
+        seg.counters.set(0, 99)
+        with pytest.raises(FileExistsError, match="already exists"):
+            shm.Segment.create(name, shm.Layout(1, [], 1, 0, []))
+        assert seg.counters.get(0) == 99
+        assert shm.Segment.attach(name).layout == LAYOUT
+    finally:
+        seg.unlink()
+        seg.close()
+
+
+def test_attach_garbage_raises_clear_error(name):
+    with open(f"/dev/shm/{name}", "wb") as f:
+        f.write(os.urandom(4096))
+    with pytest.raises(shm.SegmentError, match="not a fastinfer shared-memory segment"):
+        shm.Segment.attach(name)
+
+
+def test_attach_too_small_raises(name):
+    with open(f"/dev/shm/{name}", "wb") as f:
+        f.write(b"x" * 10)
+    with pytest.raises(shm.SegmentError, match="too small"):
+        shm.Segment.attach(name)
+
+
+def test_attach_wrong_version_raises(name):
+    seg = shm.Segment.create(name, LAYOUT)
+    seg.close()
+    with open(f"/dev/shm/{name}", "r+b") as f:        # header: u64 magic, i64 version, ...
+        f.seek(8)
+        f.write(struct.pack("<q", shm.LAYOUT_VERSION + 1))
+    with pytest.raises(shm.SegmentError, match=f"version {shm.LAYOUT_VERSION + 1}.*expects {shm.LAYOUT_VERSION}"):
+        shm.Segment.attach(name)
+
+
+def test_attach_truncated_segment_raises(name):
+    seg = shm.Segment.create(name, LAYOUT)
+    size = seg.nbytes
+    seg.close()
+    os.truncate(f"/dev/shm/{name}", size - 64)
+    with pytest.raises(shm.SegmentError, match="header says"):
+        shm.Segment.attach(name)
+
+
+def test_bad_names_and_layouts():
+    with pytest.raises(ValueError):
+        shm.Segment.create("a/b", LAYOUT)
+    with pytest.raises(ValueError):
+        shm.Segment.create("", LAYOUT)
+    with pytest.raises(TypeError):
+        shm.Segment.create("x", object())
+
+
+def test_out_of_range_indices(name):
+    seg = shm.Segment.create(name, LAYOUT)
+    try:
+        with pytest.raises(IndexError):
+            seg.admission(2)
+        with pytest.raises(IndexError):
+            seg.breaker(1, 1)
+        with pytest.raises(IndexError):
+            seg.breaker(0, -1)
+        with pytest.raises(IndexError):
+            seg.register_worker(3, 1, -1)
+        with pytest.raises(IndexError):
+            seg.breaker(0, 0).check(-1)
+        with pytest.raises(ValueError):
+            seg.admission(1).cancel(-5)
+    finally:
+        seg.unlink()
+        seg.close()
+
+
+def test_large_layout(name):
+    # (cache-line placement of the hot words is checked at compile time: atomics.h _Static_assert)
+    lay = shm.Layout(64, [(64, 1024, 4)] * 50, 4096, 300, [0.005 * 2 ** i for i in range(16)])
+    seg = shm.Segment.create(name, lay)
+    try:
+        assert seg.nbytes % 64 == 0 and seg.nbytes < 64 * 1024 * 1024
+        a = seg.admission(49)
+        assert all(a.try_acquire(w) for w in range(64))
+        assert a.enqueue(5, 1) >= 0 and a.queue_depth == 1
+        seg.counters.add(4095, 3)
+        seg.histograms.observe(299, 100.0)
+        assert seg.histograms.snapshot(299)[0][-1] == 1 and seg.counters.get(4095) == 3
+    finally:
+        seg.unlink()
+        seg.close()
