@@ -1,9 +1,11 @@
 """The engine: admission, route, attempt loop, and the stream back.
 
-Data flows one way: the gateway hands a ``GatewayRequest`` in, the engine
-picks a replica, makes attempts through the deployment's provider, and hands
-an ``EngineResult`` out. The engine never touches the client connection; the
-stream it returns is an async iterator the gateway writes out.
+Data flows one way: the gateway hands a ``GatewayRequest`` in; the engine
+admits it (host-wide slots and priority queue), picks a replica whose
+circuit admits it, makes attempts through the deployment's provider, falls
+back to other deployments when this one cannot serve, and hands an
+``EngineResult`` out. The engine never touches the client connection: a
+stream leaves as a ``RelayedStream`` the gateway pumps into its writer.
 """
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from typing import Protocol
 
 import orjson
 
+from ..breaker import PROBE, REJECTED, DeploymentBreakers
 from ..config import Config, DeploymentConfig
-from ..errors import GatewayError, RateLimited, UnknownModel, UpstreamFailure
+from ..errors import GatewayError, Overloaded, RateLimited, UnknownModel, UpstreamFailure, UpstreamTimeout
+from ..limits import AdmissionControl, CapacityExhausted
 from ..providers import Provider, StreamRelay, UpstreamReply, make_provider
 from ..routing import ReplicaPicker
 from ..session import SessionRegistry
@@ -26,22 +30,32 @@ log = logging.getLogger("fastinfer.engine")
 _RETRYABLE_STATUS = frozenset((408, 409, 429, 500, 502, 503, 504, 529))
 
 
+class AllCircuitsOpen(Overloaded):
+    """Every replica of the deployment has an open circuit."""
+
+
 class Deployment:
     """Everything the engine holds for one deployment in this worker."""
 
-    __slots__ = ("config", "provider", "picker")
+    __slots__ = ("index", "config", "provider", "picker", "breakers")
 
-    def __init__(self, config: DeploymentConfig):
+    def __init__(self, index: int, config: DeploymentConfig, breakers: DeploymentBreakers | None):
+        self.index = index
         self.config = config
         self.provider: Provider = make_provider(config)
         self.picker = ReplicaPicker(config)
+        self.breakers = breakers
 
 
 class Engine:
-    def __init__(self, config: Config, sessions: SessionRegistry):
+    def __init__(self, config: Config, sessions: SessionRegistry, *, admission: AdmissionControl | None = None,
+                 breakers: list[DeploymentBreakers] | None = None, metrics=None):
         self.config = config
         self.sessions = sessions
-        self.deployments = {d.name: Deployment(d) for d in config.deployments}
+        self.admission = admission
+        self.metrics = metrics
+        self.deployments = {d.name: Deployment(i, d, breakers[i] if breakers else None)
+                            for i, d in enumerate(config.deployments)}
         self._rng = random.SystemRandom()
 
     def deployment(self, name: str) -> Deployment:
@@ -52,19 +66,88 @@ class Engine:
         return dep
 
     async def chat(self, req: GatewayRequest) -> EngineResult:
+        """Serve ``req`` from its deployment, or from its fallbacks in order when it cannot."""
         dep = self.deployment(req.model)
+        chain = [dep] + [self.deployments[name] for name in dep.config.fallbacks]
+        for position, candidate in enumerate(chain):
+            last = position == len(chain) - 1
+            try:
+                result = await self._serve(candidate, req)
+            except GatewayError as e:
+                if last or not _can_fall_back(e):
+                    raise
+                if self.metrics is not None:
+                    self.metrics.fallback(dep.config.name, chain[position + 1].config.name)
+                log.debug("deployment %s cannot serve (%s); falling back to %s",
+                          candidate.config.name, e.message, chain[position + 1].config.name)
+                continue
+            if position:
+                result.headers["x-fastinfer-deployment"] = candidate.config.name
+            return result
+        raise AssertionError("unreachable")
+
+    async def _serve(self, dep: Deployment, req: GatewayRequest) -> EngineResult:
+        """Admission, then the attempt loop; the slot is held until the answer (or stream) ends."""
+        cfg = dep.config
+        metrics = self.metrics
+        if dep.breakers is not None and all(b.state == 1 for b in dep.breakers.breakers):
+            if metrics is not None:
+                metrics.rejected(cfg.name, "circuit_open")
+            raise AllCircuitsOpen("Every replica of this deployment is failing; try again later.",
+                                  retry_after=dep.breakers.retry_after_s())
+        if self.admission is not None:
+            loop = asyncio.get_running_loop()
+            timeout = cfg.queue_timeout_s
+            if req.deadline is not None:
+                timeout = min(timeout, max(0.0, req.deadline - loop.time()))
+            try:
+                await self.admission.acquire(dep.index, req.priority, cfg.on_capacity_exhausted, timeout)
+            except CapacityExhausted as e:
+                if metrics is not None:
+                    metrics.rejected(cfg.name, e.reason)
+                raise
+            except asyncio.CancelledError:
+                if metrics is not None:
+                    metrics.rejected(cfg.name, "client_gone")
+                raise
+        try:
+            result = await self._attempts(dep, req)
+        except BaseException:
+            self._release(dep)
+            raise
+        if result.stream is None:
+            self._release(dep)
+        else:
+            result.stream.also_on_done(lambda: self._release(dep))
+        return result
+
+    def _release(self, dep: Deployment) -> None:
+        if self.admission is not None:
+            self.admission.release(dep.index)
+
+    async def _attempts(self, dep: Deployment, req: GatewayRequest) -> EngineResult:
         cfg = dep.config
         loop = asyncio.get_running_loop()
+        metrics = self.metrics
         tried: set[int] = set()
         last_error: GatewayError | None = None
         upstream_s = 0.0
-        for attempt in range(1, cfg.retry.max_attempts + 1):
-            index = dep.picker.pick(tried)
-            if index is None:  # every replica tried once: start over
-                tried.clear()
-                index = dep.picker.pick(tried)
+        attempt = 0
+        while attempt < cfg.retry.max_attempts:
+            index, probe = self._choose_replica(dep, tried)
+            if index is None:
+                if last_error is None or isinstance(last_error, AllCircuitsOpen):
+                    if metrics is not None:
+                        metrics.rejected(cfg.name, "circuit_open")
+                    last_error = AllCircuitsOpen("Every replica of this deployment is failing; try again later.",
+                                                 retry_after=dep.breakers.retry_after_s())
+                break
+            attempt += 1
+            if attempt > 1 and metrics is not None:
+                metrics.retry(cfg.name)
             tried.add(index)
             session = self.sessions.get(cfg.name, index)
+            replica = session.replica.name
             dep.picker.started(index)
             started = loop.time()
             try:
@@ -72,19 +155,26 @@ class Engine:
             except GatewayError as e:
                 dep.picker.finished(index, None)
                 upstream_s += loop.time() - started
+                self._verdict(dep, index, replica, probe, "timeout" if isinstance(e, UpstreamTimeout)
+                              else "network_error")
                 last_error = e
                 if attempt < cfg.retry.max_attempts:
                     await self._backoff(cfg, attempt, None)
                 continue
+            except asyncio.CancelledError:
+                dep.picker.finished(index, None)
+                self._verdict(dep, index, replica, probe, None)
+                raise
             upstream_s += loop.time() - started
             if reply.status != 200:
                 dep.picker.finished(index, None)
                 last_error = _upstream_error(reply)
+                self._verdict(dep, index, replica, probe, _outcome_of_status(reply.status))
                 if reply.status in _RETRYABLE_STATUS and attempt < cfg.retry.max_attempts:
                     await self._backoff(cfg, attempt, last_error.retry_after)
                     continue
                 break
-            replica = session.replica.name
+            self._verdict(dep, index, replica, probe, "success")
             if not req.stream:
                 dep.picker.finished(index, loop.time() - started)
                 body = dep.provider.reply_body(reply.body, req)
@@ -95,6 +185,29 @@ class Engine:
         assert last_error is not None
         last_error.headers["x-fastinfer-attempts"] = str(attempt)
         raise last_error
+
+    def _choose_replica(self, dep: Deployment, tried: set[int]) -> tuple[int | None, bool]:
+        """A replica whose circuit admits an attempt, preferring ones not yet tried."""
+        avoid = set(tried)
+        for _ in range(2):
+            while True:
+                index = dep.picker.pick(avoid)
+                if index is None:
+                    break
+                verdict = dep.breakers.check(index) if dep.breakers is not None else 0
+                if verdict != REJECTED:
+                    return index, verdict == PROBE
+                avoid.add(index)
+            avoid -= tried  # every untried replica is open: a tried one may still serve a retry
+        return None, False
+
+    def _verdict(self, dep: Deployment, index: int, replica: str, probe: bool, outcome: str | None) -> None:
+        """Tell the breaker and the metrics how an attempt went."""
+        if dep.breakers is not None:
+            failed = None if outcome in (None, "rate_limited") else outcome in _BREAKER_FAILURES
+            dep.breakers.record(index, probe, failed)
+        if outcome is not None and self.metrics is not None:
+            self.metrics.upstream(dep.config.name, replica, outcome)
 
     async def _backoff(self, cfg: DeploymentConfig, attempt: int, retry_after: float | None) -> None:
         retry = cfg.retry
@@ -135,7 +248,7 @@ class RelayedStream:
     def __init__(self, reply: UpstreamReply, relay: StreamRelay, on_done):
         self.reply = reply
         self.relay = relay
-        self._on_done = on_done
+        self._on_done = [on_done]
         self._client: ClientWriter | None = None
         self._done: asyncio.Future | None = None
         self._resumer: asyncio.Task | None = None
@@ -152,7 +265,12 @@ class RelayedStream:
             self.reply.close()  # aborts the upstream if the client left first
             if self._resumer is not None:
                 self._resumer.cancel()
-            self._on_done()
+            for callback in self._on_done:
+                callback()
+
+    def also_on_done(self, callback) -> None:
+        """Run ``callback`` when the stream has ended, however it ended."""
+        self._on_done.append(callback)
 
     def _on_chunk(self, chunk: bytes) -> None:
         out = self.relay.feed(chunk)
@@ -206,3 +324,21 @@ def _retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
 
+
+
+_BREAKER_FAILURES = frozenset(("server_error", "timeout", "network_error"))
+
+
+def _outcome_of_status(status: int) -> str:
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    return "client_error"
+
+
+def _can_fall_back(err: GatewayError) -> bool:
+    """Errors that mean "this deployment cannot serve now", not "this request is bad"."""
+    if isinstance(err, CapacityExhausted):
+        return err.fallback or err.reason == "queue_full"
+    return isinstance(err, (AllCircuitsOpen, RateLimited, UpstreamFailure, UpstreamTimeout)) or err.status >= 500

@@ -33,4 +33,6 @@ class EngineResult:
     replica: str | None = None
     attempts: int = 0
     upstream_s: float = 0.0       # time spent waiting on the upstream before the head / body
+    overhead_s: float = 0.0       # time in the gateway itself, set when the answer starts
+    ttft_s: float | None = None   # streams: time until the first byte went to the client
     headers: dict = field(default_factory=dict)

@@ -44,6 +44,7 @@ class Gateway:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
         return app
 
@@ -80,6 +81,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         now = loop.time()
         request_id = self._request_id(request)
+        req = None
         try:
             req = chat_request(await self._read_json(request), request.headers, request_id, now)
             timeout_ms = request.headers.get("x-timeout-ms")
@@ -87,21 +89,40 @@ class Gateway:
                 req.deadline = now + _parse_timeout_ms(timeout_ms)
             result = await self.engine.chat(req)
         except GatewayError as e:
+            self._account(req.model if req is not None else None, e.status, now)
             return error_response(e, "openai", request_id)
         except Exception:
             log.exception("request %s failed inside the gateway", request_id)
             return error_response(GatewayError("Internal gateway error."), "openai", request_id)
-        return await self._respond(request, result, request_id, now)
+        response = await self._respond(request, result, request_id, now)
+        self._account(req.model, result.status, now, result)
+        return response
+
+    def _account(self, deployment: str | None, status: int, received_at: float,
+                 result: EngineResult | None = None) -> None:
+        """Count the request once it is answered: code, duration, gateway overhead."""
+        metrics = self.engine.metrics
+        if metrics is None:
+            return
+        name = deployment or ""
+        metrics.request(name, status)
+        duration = asyncio.get_running_loop().time() - received_at
+        metrics.observe("request_duration_seconds", name, duration)
+        if result is not None:
+            metrics.observe("overhead_seconds", name, result.overhead_s)
+            if result.ttft_s is not None:
+                metrics.observe("ttft_seconds", name, result.ttft_s)
 
     async def _respond(self, request: web.Request, result: EngineResult, request_id: str,
                        received_at: float) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
-        overhead_ms = (loop.time() - received_at - result.upstream_s) * 1000
+        result.overhead_s = max(0.0, loop.time() - received_at - result.upstream_s)
         headers = {
             "x-request-id": request_id,
             "x-fastinfer-replica": result.replica or "",
             "x-fastinfer-attempts": str(result.attempts),
-            "x-fastinfer-overhead-ms": f"{overhead_ms:.3f}",
+            "x-fastinfer-overhead-ms": f"{result.overhead_s * 1000:.3f}",
+            **result.headers,
         }
         if result.stream is None:
             return web.Response(status=result.status, body=result.body, content_type=JSON, headers=headers)
@@ -110,6 +131,7 @@ class Gateway:
         response = web.StreamResponse(status=result.status, headers=headers)
         await response.prepare(request)
         client = _ClientStream(request.writer, request.transport)
+        result.ttft_s = loop.time() - received_at
         try:
             await result.stream.pump(client)
             await response.write_eof()
@@ -125,6 +147,12 @@ class Gateway:
         err = GatewayError(f"No route for {request.method} {request.path}.", status=404,
                            type="invalid_request_error", code="unknown_url")
         return error_response(err, "openai", self._request_id(request))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        if self.engine.metrics is None:
+            return web.Response(status=404)
+        return web.Response(body=self.engine.metrics.render(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(body=b'{"status":"ok"}', content_type=JSON)

@@ -15,6 +15,7 @@ import sys
 import time
 
 from ..config import Config
+from .hostwide import HostState
 from .worker import run_worker
 
 log = logging.getLogger("fastinfer.supervisor")
@@ -39,6 +40,7 @@ class Supervisor:
         self.config = config
         self.n_workers = n_workers
         self.sock: socket.socket | None = None
+        self.host: HostState | None = None
         self.workers: dict[int, int] = {}   # pid -> worker index
         self._stopping = False
         self._reload = False
@@ -49,6 +51,7 @@ class Supervisor:
         host, port = self.sock.getsockname()[:2]
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
+        self.host = HostState.create(self.config, self.n_workers)
         try:
             for index in range(self.n_workers):
                 self._spawn(index)
@@ -59,6 +62,7 @@ class Supervisor:
             return self._drain()
         finally:
             self.sock.close()
+            self.host.close()
 
     def _on_stop(self, signum, frame) -> None:
         self._stopping = True
@@ -76,7 +80,7 @@ class Supervisor:
                 for sig in _STOP_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
-                code = run_worker(index, self.config, self.sock)
+                code = run_worker(index, self.config, self.sock, self.host)
             finally:
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
@@ -101,7 +105,9 @@ class Supervisor:
     def _watch(self) -> None:
         while not self._stopping:
             for pid, index, status in self._reap():
-                log.warning("worker %d (pid %d) died (%s); replacing it", index, pid, _describe(status))
+                reclaimed = self.host.reclaim(index)
+                log.warning("worker %d (pid %d) died (%s); reclaimed %s; replacing it",
+                            index, pid, _describe(status), reclaimed)
                 time.sleep(_RESTART_BACKOFF_S)
                 if not self._stopping:
                     self._spawn(index)

@@ -16,8 +16,12 @@ import socket
 import uvloop
 from aiohttp import web
 
+from ..breaker import DeploymentBreakers
 from ..config import Config
 from ..engine import Engine
+from ..limits import AdmissionControl
+from ..metrics import Metrics
+from .hostwide import HostState
 from ..gateway import Gateway
 from ..session import SessionRegistry
 
@@ -34,25 +38,33 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_worker(index: int, config: Config, sock: socket.socket) -> int:
+def run_worker(index: int, config: Config, sock: socket.socket, host: HostState) -> int:
     """Entry point in the forked child; returns the exit status."""
     _die_with_parent()
     uvloop.install()
     try:
-        asyncio.run(_serve(index, config, sock))
+        asyncio.run(_serve(index, config, sock, host))
     except Exception:
         log.exception("worker %d crashed", index)
         return 1
     return 0
 
 
-async def _serve(index: int, config: Config, sock: socket.socket) -> None:
+async def _serve(index: int, config: Config, sock: socket.socket, host: HostState) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    segment = host.segment
+    segment.register_worker(index, os.getpid(), host.wake_fds[index])
+    admission = AdmissionControl(segment, index, host.wake_fds[index], len(config.deployments))
+    admission.start(loop)
     sessions = await SessionRegistry.open(config)
-    engine = Engine(config, sessions)
+    breakers = [DeploymentBreakers(segment, i, d, index) for i, d in enumerate(config.deployments)]
+    metrics = Metrics(host.metrics_layout, segment,
+                      admissions={d.name: a for d, a in zip(config.deployments, admission.admissions)},
+                      breakers={d.name: b.breakers for d, b in zip(config.deployments, breakers)})
+    engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics)
     server = config.server
     gateway = Gateway(engine, max_body_bytes=server.max_body_bytes, body_timeout_s=server.client_body_timeout_s)
     runner = web.AppRunner(
@@ -71,4 +83,5 @@ async def _serve(index: int, config: Config, sock: socket.socket) -> None:
     log.info("worker %d draining (grace %.0fs)", index, server.drain_grace_s)
     gateway.draining = True
     await runner.cleanup()  # stops accepting, waits for in-flight handlers up to the grace period
+    admission.stop(loop)
     await sessions.close()

@@ -1,0 +1,175 @@
+"""Series layout, recording and Prometheus rendering over the shared segment."""
+from __future__ import annotations
+
+import itertools
+
+from ..config import Config
+
+# one bucket set for every histogram: 100 µs (gateway overhead) up to 5 min (long streams)
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+           1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+CODES = ("200", "400", "401", "403", "404", "408", "413", "422", "429", "499",
+         "500", "502", "503", "504", "other")
+OUTCOMES = ("success", "client_error", "rate_limited", "server_error", "timeout", "network_error")
+REJECT_REASONS = ("queue_full", "queue_timeout", "capacity", "circuit_open", "rate_limited", "client_gone")
+TOKEN_DIRECTIONS = ("input", "output", "cached")
+REBUILD_CAUSES = ("auth", "admin", "reload", "file_changed")
+HISTOGRAMS = ("request_duration_seconds", "ttft_seconds", "overhead_seconds")
+UNKNOWN_DEPLOYMENT = ""   # requests naming no deployment share one label value
+_COST_SCALE = 1e9         # cost is counted in nano-dollars: integer atomics, no float drift
+
+
+class MetricsLayout:
+    """Which slot each series lives in; identical in every process for one config."""
+
+    def __init__(self, config: Config):
+        deployments = [UNKNOWN_DEPLOYMENT] + [d.name for d in config.deployments]
+        self.deployments = deployments
+        self.replicas = {d.name: [r.name for r in d.replicas] for d in config.deployments}
+        self.fallback_pairs = [(d.name, t) for d in config.deployments
+                               for t in dict.fromkeys(d.fallbacks + d.context_window_fallbacks)]
+        keys = []
+        keys += [("requests_total", (d, c)) for d in deployments for c in CODES]
+        keys += [("upstream_requests_total", (d, r, o)) for d in self.replicas
+                 for r in self.replicas[d] for o in OUTCOMES]
+        keys += [("retries_total", (d,)) for d in self.replicas]
+        keys += [("fallbacks_total", pair) for pair in self.fallback_pairs]
+        keys += [("rejected_total", (d, r)) for d in self.replicas for r in REJECT_REASONS]
+        keys += [("tokens_total", (d, t)) for d in self.replicas for t in TOKEN_DIRECTIONS]
+        keys += [("cost_usd_total", (d,)) for d in self.replicas]
+        keys += [("session_rebuilds_total", (d, c)) for d in self.replicas for c in REBUILD_CAUSES]
+        self.counter_keys = keys
+        self.counter_index = {k: i for i, k in enumerate(keys)}
+        self.histogram_keys = [(h, d) for h in HISTOGRAMS for d in deployments]
+        self.histogram_index = {k: i for i, k in enumerate(self.histogram_keys)}
+
+    @property
+    def n_counters(self) -> int:
+        return len(self.counter_keys)
+
+    @property
+    def n_histograms(self) -> int:
+        return len(self.histogram_keys)
+
+
+class Metrics:
+    """Recording calls for the request path; each is a dict lookup and one atomic add."""
+
+    def __init__(self, layout: MetricsLayout, segment, admissions: dict | None = None,
+                 breakers: dict | None = None):
+        self.layout = layout
+        self.counters = segment.counters
+        self.histograms = segment.histograms
+        self._admissions = admissions or {}   # deployment name -> shm Admission
+        self._breakers = breakers or {}       # deployment name -> [shm Breaker per replica]
+        self._c = layout.counter_index
+        self._h = layout.histogram_index
+
+    def _add(self, key, n: int = 1) -> None:
+        index = self._c.get(key)
+        if index is not None:
+            self.counters.add(index, n)
+
+    def request(self, deployment: str, status: int) -> None:
+        code = str(status)
+        if deployment not in self.layout.replicas:
+            deployment = UNKNOWN_DEPLOYMENT
+        key = ("requests_total", (deployment, code))
+        self._add(key if key in self._c else ("requests_total", (deployment, "other")))
+
+    def observe(self, histogram: str, deployment: str, seconds: float) -> None:
+        index = self._h.get((histogram, deployment))
+        if index is not None and seconds >= 0:
+            self.histograms.observe(index, seconds)
+
+    def upstream(self, deployment: str, replica: str, outcome: str) -> None:
+        self._add(("upstream_requests_total", (deployment, replica, outcome)))
+
+    def retry(self, deployment: str) -> None:
+        self._add(("retries_total", (deployment,)))
+
+    def fallback(self, deployment: str, to: str) -> None:
+        self._add(("fallbacks_total", (deployment, to)))
+
+    def rejected(self, deployment: str, reason: str) -> None:
+        self._add(("rejected_total", (deployment, reason)))
+
+    def session_rebuild(self, deployment: str, cause: str) -> None:
+        self._add(("session_rebuilds_total", (deployment, cause)))
+
+    def usage(self, deployment: str, prompt: int, completion: int, cached: int, cost_usd: float) -> None:
+        self._add(("tokens_total", (deployment, "input")), prompt)
+        self._add(("tokens_total", (deployment, "output")), completion)
+        if cached:
+            self._add(("tokens_total", (deployment, "cached")), cached)
+        if cost_usd:
+            self._add(("cost_usd_total", (deployment,)), round(cost_usd * _COST_SCALE))
+
+    # ---------------------------------------------------------------- render
+
+    def render(self) -> bytes:
+        """Prometheus text exposition (version 0.0.4) of the host's totals."""
+        values = self.counters.snapshot()
+        out: list[str] = []
+        by_metric = itertools.groupby(enumerate(self.layout.counter_keys), key=lambda e: e[1][0])
+        for metric, entries in by_metric:
+            name = f"fastinfer_{metric}"
+            out.append(f"# TYPE {name} counter")
+            labels = _LABELS[metric]
+            for index, (_, values_of_labels) in entries:
+                value = int(values[index])
+                if metric == "cost_usd_total":
+                    text = repr(value / _COST_SCALE)
+                else:
+                    text = str(value)
+                out.append(f"{name}{{{_label_text(labels, values_of_labels)}}} {text}")
+        self._render_gauges(out)
+        self._render_histograms(out)
+        return ("\n".join(out) + "\n").encode()
+
+    def _render_gauges(self, out: list[str]) -> None:
+        out.append("# TYPE fastinfer_queue_depth gauge")
+        out += [f'fastinfer_queue_depth{{deployment="{_esc(d)}"}} {a.queue_depth}'
+                for d, a in self._admissions.items()]
+        out.append("# TYPE fastinfer_in_flight gauge")
+        out += [f'fastinfer_in_flight{{deployment="{_esc(d)}"}} {a.in_flight}'
+                for d, a in self._admissions.items()]
+        out.append("# TYPE fastinfer_circuit_state gauge")
+        for d, breakers in self._breakers.items():
+            for replica, b in zip(self.layout.replicas[d], breakers):
+                out.append(f'fastinfer_circuit_state{{deployment="{_esc(d)}",replica="{_esc(replica)}"}} {b.state}')
+
+    def _render_histograms(self, out: list[str]) -> None:
+        for histogram in HISTOGRAMS:
+            name = f"fastinfer_{histogram}"
+            out.append(f"# TYPE {name} histogram")
+            for d in self.layout.deployments:
+                if d == UNKNOWN_DEPLOYMENT:
+                    continue
+                cumulative, count, total = self.histograms.snapshot(self._h[(histogram, d)])
+                label = f'deployment="{_esc(d)}"'
+                for bound, c in zip(BUCKETS, cumulative):
+                    out.append(f'{name}_bucket{{{label},le="{bound:g}"}} {c}')
+                out.append(f'{name}_bucket{{{label},le="+Inf"}} {count}')
+                out.append(f"{name}_sum{{{label}}} {total!r}")
+                out.append(f"{name}_count{{{label}}} {count}")
+
+
+_LABELS = {
+    "requests_total": ("deployment", "code"),
+    "upstream_requests_total": ("deployment", "replica", "outcome"),
+    "retries_total": ("deployment",),
+    "fallbacks_total": ("deployment", "to"),
+    "rejected_total": ("deployment", "reason"),
+    "tokens_total": ("deployment", "direction"),
+    "cost_usd_total": ("deployment",),
+    "session_rebuilds_total": ("deployment", "cause"),
+}
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _label_text(names, values) -> str:
+    return ",".join(f'{n}="{_esc(v)}"' for n, v in zip(names, values))
