@@ -1,0 +1,188 @@
+"""Host-wide limits, priority, breakers and metrics: 2 workers, one mock upstream.
+
+The mock upstream records its maximum concurrency and the order requests
+arrived in; the gateway's two workers must together behave as one gateway.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import upstream_config
+from procs import children_of, http_json
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def chat(base: str, headers: dict | None = None, timeout: float = 20, **body):
+    payload = {"model": "m", "messages": MESSAGES, **body}
+    return http_json("POST", base + "/v1/chat/completions", payload,
+                     headers={"connection": "close", **(headers or {})}, timeout=timeout)
+
+
+def in_parallel(n: int, fn) -> list:
+    results: list = [None] * n
+
+    def run(i):
+        results[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def scrape(base: str) -> str:
+    import urllib.request
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
+        return resp.read().decode()
+
+
+def value(text: str, series: str) -> float:
+    m = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
+    assert m, f"{series} not in /metrics"
+    return float(m.group(1))
+
+
+def test_concurrency_limit_holds_across_workers(start_gateway, mock_upstream):
+    mock_upstream.control(latency_ms=300)
+    gw = start_gateway(upstream_config(mock_upstream.base, max_concurrency=2))
+    statuses = in_parallel(8, lambda i: chat(gw.base)[0])
+    assert statuses == [200] * 8
+    assert mock_upstream.stats()["max_in_flight"] == 2
+
+
+def test_queue_capacity_rejects_the_overflow_and_counts_it(start_gateway, mock_upstream):
+    mock_upstream.control(latency_ms=800)
+    gw = start_gateway(upstream_config(mock_upstream.base, max_concurrency=1, queue_capacity=2,
+                                       queue_timeout_s=30))
+    answers = in_parallel(6, lambda i: chat(gw.base))
+    statuses = sorted(a[0] for a in answers)
+    assert statuses == [200, 200, 200, 503, 503, 503]
+    rejected = [a for a in answers if a[0] == 503]
+    assert all(a[1].get("Retry-After") or a[1].get("retry-after") for a in rejected)
+    assert all(a[2]["error"]["type"] == "overloaded_error" for a in rejected)
+    text = scrape(gw.base)
+    assert value(text, 'fastinfer_rejected_total{deployment="m",reason="queue_full"}') == 3
+    assert value(text, 'fastinfer_requests_total{deployment="m",code="503"}') == 3
+    assert value(text, 'fastinfer_requests_total{deployment="m",code="200"}') == 3
+    assert value(text, 'fastinfer_in_flight{deployment="m"}') == 0
+    assert value(text, 'fastinfer_queue_depth{deployment="m"}') == 0
+
+
+def test_reject_policy_answers_503_at_once(start_gateway, mock_upstream):
+    mock_upstream.control(latency_ms=1000)
+    gw = start_gateway(upstream_config(mock_upstream.base, max_concurrency=1,
+                                       on_capacity_exhausted='"reject"'))
+    holder = threading.Thread(target=chat, args=(gw.base,))
+    holder.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    status, _, body = chat(gw.base)
+    assert status == 503 and time.monotonic() - t0 < 0.8
+    holder.join(10)
+    assert value(scrape(gw.base), 'fastinfer_rejected_total{deployment="m",reason="capacity"}') == 1
+
+
+def test_priority_order_is_host_wide(start_gateway, mock_upstream):
+    """One slot; while it is held, requests of each class queue up from both workers."""
+    mock_upstream.control(latency_ms=150)
+    mock_upstream.script([{"latency_ms": 1500}])   # the first request holds the slot
+    gw = start_gateway(upstream_config(mock_upstream.base, max_concurrency=1, queue_capacity=16))
+    order = ["background", "normal", "high", "critical", "background", "critical", "normal", "high"]
+    threads = [threading.Thread(target=chat, args=(gw.base,), kwargs={"user": "holder"})]
+    threads[0].start()
+    time.sleep(0.4)
+    for i, prio in enumerate(order):
+        t = threading.Thread(target=chat, args=(gw.base, {"x-priority": prio}), kwargs={"user": f"{prio}-{i}"})
+        t.start()
+        threads.append(t)
+        time.sleep(0.05)  # a known arrival order within each class
+    for t in threads:
+        t.join(30)
+    served = [r["body"]["user"] for r in mock_upstream.stats()["received"]]
+    assert served[0] == "holder"
+    assert served[1:] == ["critical-3", "critical-5", "high-2", "high-7", "normal-1", "normal-6",
+                          "background-0", "background-4"]
+
+
+def test_queue_timeout_is_503(start_gateway, mock_upstream):
+    mock_upstream.control(latency_ms=1500)
+    gw = start_gateway(upstream_config(mock_upstream.base, max_concurrency=1, queue_timeout_s=0.3))
+    holder = threading.Thread(target=chat, args=(gw.base,))
+    holder.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    status, _, body = chat(gw.base)
+    waited = time.monotonic() - t0
+    holder.join(10)
+    assert status == 503
+    assert 0.25 <= waited < 1.2
+    assert "queue" in body["error"]["message"]
+    assert value(scrape(gw.base), 'fastinfer_rejected_total{deployment="m",reason="queue_timeout"}') == 1
+
+
+def test_breaker_opens_after_exactly_n_failures_probes_once_and_closes(start_gateway, mock_upstream):
+    gw = start_gateway(upstream_config(
+        mock_upstream.base, retry="{ max_attempts = 1 }",
+        circuit_breaker="{ failure_threshold = 3, open_s = 1, max_open_s = 10, half_open_probes = 1 }"))
+    mock_upstream.script([{"status": 500}] * 3)
+    for _ in range(3):
+        assert chat(gw.base)[0] == 502
+    seen = mock_upstream.stats()["requests"]
+    status, headers, body = chat(gw.base)
+    assert status == 503
+    assert int(headers.get("retry-after") or headers.get("Retry-After")) >= 1
+    assert mock_upstream.stats()["requests"] == seen   # an open circuit sends nothing upstream
+    text = scrape(gw.base)
+    assert value(text, 'fastinfer_circuit_state{deployment="m",replica="r0"}') == 1
+    assert value(text, 'fastinfer_upstream_requests_total{deployment="m",replica="r0",outcome="server_error"}') == 3
+    time.sleep(1.1)
+    # half-open: of several concurrent requests from both workers exactly one probe reaches the upstream
+    mock_upstream.control(latency_ms=300)
+    statuses = in_parallel(6, lambda i: chat(gw.base)[0])
+    assert sorted(statuses).count(200) == 1
+    assert mock_upstream.stats()["requests"] == seen + 1
+    assert value(scrape(gw.base), 'fastinfer_circuit_state{deployment="m",replica="r0"}') == 0
+    mock_upstream.control(latency_ms=0)
+    assert chat(gw.base)[0] == 200
+
+
+def test_metrics_are_host_totals_from_any_worker(start_gateway, mock_upstream):
+    gw = start_gateway(upstream_config(mock_upstream.base))
+    in_parallel(10, lambda i: chat(gw.base))
+    # each scrape lands on whichever worker accepts it; every one must report all 10
+    for _ in range(6):
+        assert value(scrape(gw.base), 'fastinfer_requests_total{deployment="m",code="200"}') == 10
+
+
+def test_a_killed_workers_slot_is_reclaimed(start_gateway, mock_upstream):
+    mock_upstream.control(latency_ms=5000)
+    gw = start_gateway(upstream_config(mock_upstream.base, max_concurrency=1, queue_timeout_s=30))
+
+    def hold():
+        try:
+            chat(gw.base)
+        except OSError:
+            pass  # its worker is killed under it, as intended
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.5)
+    assert value(scrape(gw.base), 'fastinfer_in_flight{deployment="m"}') == 1
+    for pid in children_of(gw.pid):
+        os.kill(pid, signal.SIGKILL)   # whichever worker held the slot dies with it
+    holder.join(10)
+    deadline = time.monotonic() + 5
+    while len(children_of(gw.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert value(scrape(gw.base), 'fastinfer_in_flight{deployment="m"}') == 0
+    mock_upstream.control(latency_ms=0)
+    assert chat(gw.base, timeout=5)[0] == 200
