@@ -94,6 +94,13 @@ def _body(stream: bool) -> bytes:
                        "messages": [{"role": "user", "content": "benchmark the gateway please"}]}).encode()
 
 
+def set_upstream_itl(upstream: Service, itl_ms: float) -> None:
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{upstream.port}/_mock/config",
+                                 data=json.dumps({"itl_ms": itl_ms}).encode(), method="POST")
+    urllib.request.urlopen(req, timeout=10).read()
+
+
 def run_scenario(name: str, target: Service, measured: Service, *, stream: bool, concurrency: int,
                  duration_s: float, max_requests: int, use_wrk: bool) -> dict:
     body = _body(stream)
@@ -121,8 +128,7 @@ def run_scenario(name: str, target: Service, measured: Service, *, stream: bool,
 def run_all(args) -> dict:
     use_wrk = wrk_available() and not args.no_wrk
     workdir = tempfile.mkdtemp(prefix="fastinfer-bench-")
-    upstream = Service(["mock-upstream", "--port", "0", "--tokens", str(STREAM_CHUNKS - 2),
-                        "--itl-ms", str(args.itl_ms)], workdir)
+    upstream = Service(["mock-upstream", "--port", "0", "--tokens", str(STREAM_CHUNKS - 2)], workdir)
     config = Path(workdir, "bench.toml")
     config.write_text(f"""
 [server]
@@ -142,9 +148,12 @@ credential = {{ value = "sk-bench" }}
     gateway = Service(["serve", "--config", str(config), "--port", "0", "--workers", str(args.workers)], workdir)
     rows = []
     try:
-        plan = [(f"nonstream c{c}", False, c) for c in args.concurrency] + [
-            (f"stream c{c}", True, c) for c in args.stream_concurrency]
-        for name, stream, c in plan:
+        plan = [(f"nonstream c{c}", False, c, 0.0) for c in args.concurrency]
+        plan += [(f"stream c{c}", True, c, 0.0) for c in args.stream_concurrency]
+        if args.paced_itl_ms > 0:
+            plan += [(f"stream c{c} paced", True, c, args.paced_itl_ms) for c in args.stream_concurrency]
+        for name, stream, c, itl_ms in plan:
+            set_upstream_itl(upstream, itl_ms)
             for label, target, measured in (("direct", upstream, upstream), ("gateway", gateway, gateway)):
                 row = run_scenario(f"{name} {label}", target, measured, stream=stream, concurrency=c,
                                    duration_s=args.duration, max_requests=args.max_requests, use_wrk=use_wrk)
@@ -157,7 +166,7 @@ credential = {{ value = "sk-bench" }}
         upstream.stop()
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": args.workers, "duration_s": args.duration,
-        "itl_ms": args.itl_ms, "load_tool": "wrk (non-streaming) + asyncio (streaming)" if use_wrk else "asyncio",
+        "paced_itl_ms": args.paced_itl_ms, "load_tool": "wrk (non-streaming) + asyncio (streaming)" if use_wrk else "asyncio",
         "cpus": os.cpu_count(), "rows": rows, "summary": summarize(rows),
     }
 
@@ -195,7 +204,8 @@ def _ratio(a, b):
 def to_markdown(report: dict) -> str:
     lines = [f"# fastinfer bench — {report['when']}", "",
              f"gateway workers: {report['workers']}, scenario duration: {report['duration_s']} s, "
-             f"stream: {STREAM_CHUNKS} chunks with {report['itl_ms']} ms between upstream chunks, "
+             f"stream: {STREAM_CHUNKS} chunks, sent back to back ('stream') or {report['paced_itl_ms']} ms "
+             f"apart ('paced'), "
              f"load: {report['load_tool']}, CPUs: {report['cpus']}", "",
              "| scenario | req/s | p50 ms | p99 ms | TTFC p50 ms | chunks/s | CPU µs/req | CPU µs/chunk | errors |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -221,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (default 1)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--stream-concurrency", type=int, nargs="+", default=[16])
-    parser.add_argument("--itl-ms", type=float, default=1.0, help="mock upstream delay between stream chunks")
+    parser.add_argument("--paced-itl-ms", type=float, default=1.0,
+                        help="also run the streams with this delay between upstream chunks, so every "
+                             "chunk is its own read and write (0 = skip)")
     parser.add_argument("--no-wrk", action="store_true", help="use the asyncio client even if wrk is installed")
     parser.add_argument("--out", default="bench/results", help="directory for the JSON and Markdown reports")
     args = parser.parse_args(argv)

@@ -1,0 +1,30 @@
+"""The load suite runs end to end and reports what it promises (tiny durations: not a measurement)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_writes_json_and_markdown_reports(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "fastinfer", "bench", "--duration", "0.5", "--concurrency", "1", "4",
+         "--stream-concurrency", "2", "--no-wrk", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (report_path,) = tmp_path.glob("bench-*.json")
+    report = json.loads(report_path.read_text())
+    scenarios = {r["scenario"] for r in report["rows"]}
+    assert scenarios == {f"{s} {p}" for s in ("nonstream c1", "nonstream c4", "stream c2", "stream c2 paced")
+                         for p in ("direct", "gateway")}
+    for row in report["rows"]:
+        assert row["requests"] > 0 and row["errors"] == 0
+        assert row["cpu_us_per_request"] > 0
+        if row["stream"]:
+            assert row["chunks"] == 64 * row["requests"]
+            assert row["cpu_us_per_chunk"] > 0
+    assert set(report["summary"]) == {"nonstream c1", "nonstream c4", "stream c2", "stream c2 paced"}
+    assert (report_path.with_suffix(".md")).read_text().startswith("# fastinfer bench")
