@@ -14,7 +14,10 @@ extensions = [
     Extension(
         f"fastinfer._core.{pyx.stem}",
         [str(pyx)],
-        extra_compile_args=["-O3"],
+        # -pthread: the shared-memory core uses process-shared robust mutexes, which live
+        # in libpthread on glibc older than 2.34
+        extra_compile_args=["-O3", "-pthread"],
+        extra_link_args=["-pthread"],
     )
     for pyx in sorted(CORE.glob("*.pyx"))
 ]
