@@ -17,18 +17,18 @@ import os as _os
 
 def _find_compiled_modules() -> None:
     """Run from a source checkout after ``pip install .``, the compiled modules are not
-    next to this file but in the installed copy: look for them there too. (The
-    checkout's directory comes first on ``sys.path`` with ``python -m fastinfer``.)"""
-    here = _os.path.dirname(__file__)
+    next to this file but in the installed copy, which the checkout shadows on
+    ``sys.path`` (``python -m fastinfer`` puts the working directory first): look
+    for them there too."""
+    here = _os.path.realpath(_os.path.dirname(__file__))
     if _glob.glob(_os.path.join(here, "sse.*.so")):
         return
-    try:
-        from importlib.metadata import PackageNotFoundError, distribution
-        installed = str(distribution("fastinfer").locate_file("fastinfer/_core"))
-    except (ImportError, PackageNotFoundError):
-        return
-    if _os.path.isdir(installed) and _os.path.realpath(installed) != _os.path.realpath(here):
-        __path__.append(installed)
+    import sys
+    for entry in sys.path:
+        candidate = _os.path.realpath(_os.path.join(entry or _os.getcwd(), "fastinfer", "_core"))
+        if candidate != here and _glob.glob(_os.path.join(candidate, "sse.*.so")):
+            __path__.append(candidate)
+            return
 
 
 _find_compiled_modules()
