@@ -17,7 +17,9 @@ import orjson
 from aiohttp import web
 
 from ..engine import Engine, EngineResult
+from ..engine.engine import is_ready
 from ..errors import BadRequest, BodyTooLarge, GatewayError
+from .admin import AdminApi
 from .errors import JSON, error_response
 from .openai_api import chat_request
 
@@ -26,8 +28,10 @@ log = logging.getLogger("fastinfer.gateway")
 
 
 class Gateway:
-    def __init__(self, engine: Engine, *, max_body_bytes: int, body_timeout_s: float):
+    def __init__(self, engine: Engine, *, max_body_bytes: int, body_timeout_s: float,
+                 admin_key: str | None = None):
         self.engine = engine
+        self.admin = AdminApi(engine, admin_key)
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self.draining = False
@@ -45,6 +49,7 @@ class Gateway:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        self.admin.register(app)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
         return app
 
@@ -160,6 +165,9 @@ class Gateway:
     async def readyz(self, request: web.Request) -> web.Response:
         if self.draining:
             return web.Response(status=503, body=b'{"status":"draining"}', content_type=JSON)
+        if not is_ready(self.engine):
+            return web.Response(status=503, body=b'{"status":"all circuits of a deployment are open"}',
+                                content_type=JSON)
         return web.Response(body=b'{"status":"ready"}', content_type=JSON)
 
 

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..breaker import DeploymentBreakers
 from ..config import Config
+from ..config.secrets import SecretUnavailable
 from ..engine import Engine
 from ..limits import AdmissionControl
 from ..metrics import Metrics
@@ -50,6 +51,17 @@ def run_worker(index: int, config: Config, sock: socket.socket, host: HostState)
     return 0
 
 
+async def _admin_key(server) -> str | None:
+    if server.admin_key is None:
+        return None
+    try:
+        return await asyncio.to_thread(server.admin_key.read)
+    except SecretUnavailable as e:
+        log.warning("admin key %s unavailable (%s): the admin API stays disabled",
+                    server.admin_key.describe(), e)
+        return None
+
+
 async def _serve(index: int, config: Config, sock: socket.socket, host: HostState) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -66,7 +78,8 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
                       breakers={d.name: b.breakers for d, b in zip(config.deployments, breakers)})
     engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics)
     server = config.server
-    gateway = Gateway(engine, max_body_bytes=server.max_body_bytes, body_timeout_s=server.client_body_timeout_s)
+    gateway = Gateway(engine, max_body_bytes=server.max_body_bytes, body_timeout_s=server.client_body_timeout_s,
+                      admin_key=await _admin_key(server))
     runner = web.AppRunner(
         gateway.app(),
         handle_signals=False,
