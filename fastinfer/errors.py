@@ -11,6 +11,8 @@ class GatewayError(Exception):
     status = 500
     type = "api_error"
     code: str | None = None
+    fallback = False          # another deployment in ``fallbacks`` may serve this request
+    context_window = False    # only ``context_window_fallbacks`` may serve it (prompt too long)
 
     def __init__(self, message: str, *, status: int | None = None, type: str | None = None,
                  code: str | None = None, param: str | None = None, retry_after: float | None = None,

@@ -18,20 +18,21 @@ import orjson
 
 from ..breaker import PROBE, REJECTED, DeploymentBreakers
 from ..config import Config, DeploymentConfig
-from ..errors import GatewayError, Overloaded, RateLimited, UnknownModel, UpstreamFailure, UpstreamTimeout
+from ..errors import GatewayError, Overloaded, UnknownModel, UpstreamFailure
 from ..limits import AdmissionControl, CapacityExhausted
 from ..providers import Provider, StreamRelay, UpstreamReply, make_provider
 from ..routing import ReplicaPicker
 from ..session import SessionRegistry
+from .backoff import delay_s
+from .classify import Verdict, classify_exception, classify_reply
 from .request import EngineResult, GatewayRequest
 
 log = logging.getLogger("fastinfer.engine")
 
-_RETRYABLE_STATUS = frozenset((408, 409, 429, 500, 502, 503, 504, 529))
-
-
 class AllCircuitsOpen(Overloaded):
     """Every replica of the deployment has an open circuit."""
+
+    fallback = True
 
 
 class Deployment:
@@ -66,25 +67,33 @@ class Engine:
         return dep
 
     async def chat(self, req: GatewayRequest) -> EngineResult:
-        """Serve ``req`` from its deployment, or from its fallbacks in order when it cannot."""
-        dep = self.deployment(req.model)
-        chain = [dep] + [self.deployments[name] for name in dep.config.fallbacks]
-        for position, candidate in enumerate(chain):
-            last = position == len(chain) - 1
+        """Serve ``req`` from its deployment, or from its fallbacks in order when it cannot.
+
+        An error whose ``context_window`` is set may only go to the deployment's
+        ``context_window_fallbacks``; one whose ``fallback`` is set to its
+        ``fallbacks``; any other error is the answer.
+        """
+        primary = self.deployment(req.model)
+        candidate, used = primary, {primary.config.name}
+        while True:
             try:
                 result = await self._serve(candidate, req)
             except GatewayError as e:
-                if last or not _can_fall_back(e):
+                options = (primary.config.context_window_fallbacks if e.context_window
+                           else primary.config.fallbacks if e.fallback else ())
+                following = next((name for name in options if name not in used), None)
+                if following is None:
                     raise
                 if self.metrics is not None:
-                    self.metrics.fallback(dep.config.name, chain[position + 1].config.name)
+                    self.metrics.fallback(primary.config.name, following)
                 log.debug("deployment %s cannot serve (%s); falling back to %s",
-                          candidate.config.name, e.message, chain[position + 1].config.name)
+                          candidate.config.name, e.message, following)
+                used.add(following)
+                candidate = self.deployments[following]
                 continue
-            if position:
+            if candidate is not primary:
                 result.headers["x-fastinfer-deployment"] = candidate.config.name
             return result
-        raise AssertionError("unreachable")
 
     async def _serve(self, dep: Deployment, req: GatewayRequest) -> EngineResult:
         """Admission, then the attempt loop; the slot is held until the answer (or stream) ends."""
@@ -126,21 +135,23 @@ class Engine:
             self.admission.release(dep.index)
 
     async def _attempts(self, dep: Deployment, req: GatewayRequest) -> EngineResult:
+        """Attempts on the deployment's replicas until one answers, the verdict says stop,
+        the retry budget is spent, or the deadline leaves no time for another."""
         cfg = dep.config
         loop = asyncio.get_running_loop()
         metrics = self.metrics
         tried: set[int] = set()
-        last_error: GatewayError | None = None
+        verdict: Verdict | None = None
         upstream_s = 0.0
         attempt = 0
         while attempt < cfg.retry.max_attempts:
             index, probe = self._choose_replica(dep, tried)
             if index is None:
-                if last_error is None or isinstance(last_error, AllCircuitsOpen):
+                if verdict is None:
                     if metrics is not None:
                         metrics.rejected(cfg.name, "circuit_open")
-                    last_error = AllCircuitsOpen("Every replica of this deployment is failing; try again later.",
-                                                 retry_after=dep.breakers.retry_after_s())
+                    raise AllCircuitsOpen("Every replica of this deployment is failing; try again later.",
+                                          retry_after=dep.breakers.retry_after_s())
                 break
             attempt += 1
             if attempt > 1 and metrics is not None:
@@ -148,43 +159,50 @@ class Engine:
             tried.add(index)
             session = self.sessions.get(cfg.name, index)
             replica = session.replica.name
+            timeouts = _attempt_timeouts(cfg.timeouts, req.deadline, loop.time())
             dep.picker.started(index)
             started = loop.time()
             try:
-                reply = await dep.provider.send(session, req, cfg.timeouts)
+                reply = await dep.provider.send(session, req, timeouts)
             except GatewayError as e:
-                dep.picker.finished(index, None)
-                upstream_s += loop.time() - started
-                self._verdict(dep, index, replica, probe, "timeout" if isinstance(e, UpstreamTimeout)
-                              else "network_error")
-                last_error = e
-                if attempt < cfg.retry.max_attempts:
-                    await self._backoff(cfg, attempt, None)
-                continue
+                verdict = classify_exception(e)
             except asyncio.CancelledError:
                 dep.picker.finished(index, None)
-                self._verdict(dep, index, replica, probe, None)
+                self._verdict(dep, index, replica, probe, None, None)  # the client left: no verdict
                 raise
+            else:
+                if reply.status == 200:
+                    upstream_s += loop.time() - started
+                    self._verdict(dep, index, replica, probe, "success", False)
+                    return self._result(dep, index, req, reply, replica, attempt, upstream_s, started)
+                verdict = classify_reply(reply.status, reply.headers, reply.body, cfg.provider)
             upstream_s += loop.time() - started
-            if reply.status != 200:
-                dep.picker.finished(index, None)
-                last_error = _upstream_error(reply)
-                self._verdict(dep, index, replica, probe, _outcome_of_status(reply.status))
-                if reply.status in _RETRYABLE_STATUS and attempt < cfg.retry.max_attempts:
-                    await self._backoff(cfg, attempt, last_error.retry_after)
-                    continue
+            dep.picker.finished(index, None)
+            self._verdict(dep, index, replica, probe, verdict.outcome, verdict.breaker)
+            if not verdict.retry or attempt >= cfg.retry.max_attempts:
                 break
-            self._verdict(dep, index, replica, probe, "success")
-            if not req.stream:
-                dep.picker.finished(index, loop.time() - started)
-                body = dep.provider.reply_body(reply.body, req)
-                return EngineResult(200, body=body, replica=replica, attempts=attempt, upstream_s=upstream_s)
-            stream = RelayedStream(reply, dep.provider.stream_relay(req),
-                                   lambda: dep.picker.finished(index, loop.time() - started))
-            return EngineResult(200, stream=stream, replica=replica, attempts=attempt, upstream_s=upstream_s)
-        assert last_error is not None
-        last_error.headers["x-fastinfer-attempts"] = str(attempt)
-        raise last_error
+            remaining = None if req.deadline is None else req.deadline - loop.time()
+            wait = delay_s(attempt, cfg.retry, verdict.retry_after_s, self._rng, remaining_s=remaining)
+            if wait is None:
+                break
+            if wait > 0:
+                await asyncio.sleep(wait)
+        error = verdict.error
+        error.fallback = verdict.fallback
+        error.context_window = verdict.context_window
+        error.headers["x-fastinfer-attempts"] = str(attempt)
+        raise error
+
+    def _result(self, dep: Deployment, index: int, req: GatewayRequest, reply: UpstreamReply, replica: str,
+                attempt: int, upstream_s: float, started: float) -> EngineResult:
+        loop = asyncio.get_running_loop()
+        if not req.stream:
+            dep.picker.finished(index, loop.time() - started)
+            body = dep.provider.reply_body(reply.body, req)
+            return EngineResult(200, body=body, replica=replica, attempts=attempt, upstream_s=upstream_s)
+        stream = RelayedStream(reply, dep.provider.stream_relay(req),
+                               lambda: dep.picker.finished(index, loop.time() - started))
+        return EngineResult(200, stream=stream, replica=replica, attempts=attempt, upstream_s=upstream_s)
 
     def _choose_replica(self, dep: Deployment, tried: set[int]) -> tuple[int | None, bool]:
         """A replica whose circuit admits an attempt, preferring ones not yet tried."""
@@ -201,28 +219,13 @@ class Engine:
             avoid -= tried  # every untried replica is open: a tried one may still serve a retry
         return None, False
 
-    def _verdict(self, dep: Deployment, index: int, replica: str, probe: bool, outcome: str | None) -> None:
-        """Tell the breaker and the metrics how an attempt went."""
+    def _verdict(self, dep: Deployment, index: int, replica: str, probe: bool, outcome: str | None,
+                 failed: bool | None) -> None:
+        """Tell the breaker (failed: True, False, or None for no verdict) and the metrics."""
         if dep.breakers is not None:
-            failed = None if outcome in (None, "rate_limited") else outcome in _BREAKER_FAILURES
             dep.breakers.record(index, probe, failed)
         if outcome is not None and self.metrics is not None:
             self.metrics.upstream(dep.config.name, replica, outcome)
-
-    async def _backoff(self, cfg: DeploymentConfig, attempt: int, retry_after: float | None) -> None:
-        retry = cfg.retry
-        if retry_after is not None and retry.respect_retry_after:
-            delay = retry_after
-        else:
-            cap = min(retry.max_ms, retry.base_ms * (2 ** (attempt - 1))) / 1000
-            if retry.jitter == "full":
-                delay = self._rng.uniform(0, cap)
-            elif retry.jitter == "equal":
-                delay = cap / 2 + self._rng.uniform(0, cap / 2)
-            else:
-                delay = cap
-        if delay > 0:
-            await asyncio.sleep(delay)
 
 
 class ClientWriter(Protocol):
@@ -294,56 +297,6 @@ class RelayedStream:
             self._done.set_result(None)
 
 
-def _upstream_error(reply: UpstreamReply) -> GatewayError:
-    """An upstream's non-200 answer as a typed error, keeping its message."""
-    status = reply.status
-    message = f"upstream answered {status}"
-    code = None
-    try:
-        err = orjson.loads(reply.body or b"{}").get("error")
-        if isinstance(err, dict):
-            message = err.get("message") or message
-            code = err.get("code")
-        elif isinstance(err, str):
-            message = err
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
-    retry_after = _retry_after(reply.headers.get("retry-after") if reply.headers else None)
-    if status == 429:
-        return RateLimited(message, retry_after=retry_after)
-    if status >= 500:
-        return UpstreamFailure(f"upstream failure: {message}", retry_after=retry_after)
-    return GatewayError(message, status=status, type="invalid_request_error", code=code)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-
-_BREAKER_FAILURES = frozenset(("server_error", "timeout", "network_error"))
-
-
-def _outcome_of_status(status: int) -> str:
-    if status == 429:
-        return "rate_limited"
-    if status >= 500:
-        return "server_error"
-    return "client_error"
-
-
-def _can_fall_back(err: GatewayError) -> bool:
-    """Errors that mean "this deployment cannot serve now", not "this request is bad"."""
-    if isinstance(err, CapacityExhausted):
-        return err.fallback or err.reason == "queue_full"
-    return isinstance(err, (AllCircuitsOpen, RateLimited, UpstreamFailure, UpstreamTimeout)) or err.status >= 500
-
-
 def describe_state(engine: "Engine") -> dict:
     """What /admin/state shows: per deployment, its load and each replica's circuit (no secrets)."""
     out = []
@@ -378,3 +331,24 @@ def is_ready(engine: "Engine") -> bool:
     """Every deployment has at least one replica whose circuit is not open."""
     return all(dep.breakers is None or any(b.state != 1 for b in dep.breakers.breakers)
                for dep in engine.deployments.values())
+
+
+class _Timeouts:
+    """One attempt's timeouts when the client set a deadline (``x-timeout-ms``)."""
+
+    __slots__ = ("connect_s", "first_byte_s", "idle_s", "total_s")
+
+    def __init__(self, connect_s: float, first_byte_s: float, idle_s: float, total_s: float):
+        self.connect_s = connect_s
+        self.first_byte_s = first_byte_s
+        self.idle_s = idle_s
+        self.total_s = total_s
+
+
+def _attempt_timeouts(configured, deadline: float | None, now: float):
+    """The deployment's timeouts, each capped by what is left of the client's deadline."""
+    if deadline is None:
+        return configured
+    left = max(0.001, deadline - now)
+    return _Timeouts(min(configured.connect_s, left), min(configured.first_byte_s, left),
+                     min(configured.idle_s, left), min(configured.total_s, left))

@@ -28,7 +28,8 @@ class CapacityExhausted(Overloaded):
     def __init__(self, message: str, reason: str, fallback: bool = False):
         super().__init__(message)
         self.reason = reason
-        self.fallback = fallback
+        # "fallback" policy sends the request on at once; a full queue may be served elsewhere too
+        self.fallback = fallback or reason == "queue_full"
 
 
 class AdmissionControl:

@@ -10,7 +10,8 @@ BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
            1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 CODES = ("200", "400", "401", "403", "404", "408", "413", "422", "429", "499",
          "500", "502", "503", "504", "other")
-OUTCOMES = ("success", "client_error", "rate_limited", "server_error", "timeout", "network_error")
+OUTCOMES = ("success", "client_error", "rate_limited", "server_error", "timeout", "network_error",
+            "auth_error", "content_filter", "context_window")
 REJECT_REASONS = ("queue_full", "queue_timeout", "capacity", "circuit_open", "rate_limited", "client_gone")
 TOKEN_DIRECTIONS = ("input", "output", "cached")
 REBUILD_CAUSES = ("auth", "admin", "reload", "file_changed")
