@@ -1,0 +1,189 @@
+"""The attempt loop against a misbehaving upstream, with the openai SDK as the client."""
+from __future__ import annotations
+
+import textwrap
+import time
+
+import urllib.request
+import openai
+import pytest
+
+from procs import Proc, http_json
+
+MESSAGES = [{"role": "user", "content": "hello world"}]
+
+
+def deployment(name: str, base: str, *, replicas: int = 1, **options) -> str:
+    extra = "\n".join(f"{k} = {v}" for k, v in options.items())
+    text = f"""
+        [[deployments]]
+        name = "{name}"
+        provider = "openai_compatible"
+        model = "mock-model"
+        {extra}
+    """
+    for _ in range(replicas):
+        text += f"""
+        [[deployments.replicas]]
+        base_url = "{base}/v1"
+        """
+    return textwrap.dedent(text)
+
+
+def sdk(gw, **kw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.base + "/v1", api_key="x", max_retries=0, timeout=kw.pop("timeout", 20))
+
+
+FAST_RETRY = 'retry = { max_attempts = 3, base_ms = 10, max_ms = 50, jitter = "full" }'
+
+
+def test_500_500_200_is_answered_200_after_3_attempts(start_gateway, mock_upstream):
+    gw = start_gateway(deployment("m", mock_upstream.base, retry=FAST_RETRY.split("= ", 1)[1]))
+    mock_upstream.script([{"status": 500}, {"status": 500}])
+    raw = sdk(gw).chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-fastinfer-attempts"] == "3"
+    assert raw.parse().choices[0].message.content
+    assert mock_upstream.stats()["requests"] == 3
+
+
+def test_429_retry_after_is_waited(start_gateway, mock_upstream):
+    gw = start_gateway(deployment("m", mock_upstream.base, retry=FAST_RETRY.split("= ", 1)[1]))
+    mock_upstream.script([{"status": 429, "headers": {"Retry-After": "1"}}])
+    t0 = time.monotonic()
+    raw = sdk(gw).chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    assert time.monotonic() - t0 >= 1.0
+    assert raw.headers["x-fastinfer-attempts"] == "2"
+    received = mock_upstream.stats()["received"]
+    assert received[1]["t"] - received[0]["t"] >= 1.0
+
+
+def test_400_is_passed_on_unretried_with_the_upstream_message(start_gateway, mock_upstream):
+    gw = start_gateway(deployment("m", mock_upstream.base, retry=FAST_RETRY.split("= ", 1)[1]))
+    mock_upstream.script([{"status": 400, "message": "temperature must be <= 2"}])
+    with pytest.raises(openai.BadRequestError) as exc:
+        sdk(gw).chat.completions.create(model="m", messages=MESSAGES)
+    assert "temperature must be <= 2" in exc.value.message
+    assert mock_upstream.stats()["requests"] == 1
+
+
+def test_a_failing_replica_is_skipped(start_gateway, mock_upstream, workdir):
+    """Replica r0 points at a port nobody listens on; every request still succeeds on r1."""
+    import socket
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()
+    config = deployment("m", mock_upstream.base, routing='"round_robin"', retry=FAST_RETRY.split("= ", 1)[1],
+                        circuit_breaker="{ failure_threshold = 2, open_s = 60 }")
+    config = config.replace(f'base_url = "{mock_upstream.base}/v1"',
+                            f'base_url = "http://127.0.0.1:{dead_port}/v1"', 1)
+    config += f'\n[[deployments.replicas]]\nbase_url = "{mock_upstream.base}/v1"\n'
+    gw = start_gateway(config)
+    client = sdk(gw)
+    for _ in range(12):
+        assert client.chat.completions.create(model="m", messages=MESSAGES).choices
+    text = open_metrics(gw)
+    # the dead replica failed until its circuit opened (2 failures per worker at most), then was skipped
+    failures = metric_value(text, 'fastinfer_upstream_requests_total{deployment="m",replica="r0",outcome="network_error"}')
+    assert 2 <= failures <= 4
+    assert metric_value(text, 'fastinfer_circuit_state{deployment="m",replica="r0"}') == 1
+    assert metric_value(text, 'fastinfer_upstream_requests_total{deployment="m",replica="r1",outcome="success"}') == 12
+
+
+def open_metrics(gw) -> str:
+    import urllib.request
+    with urllib.request.urlopen(gw.base + "/metrics", timeout=10) as resp:
+        return resp.read().decode()
+
+
+def metric_value(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{series} missing")
+
+
+def test_fallback_is_used_when_the_deployment_cannot_serve(start_gateway, mock_upstream):
+    config = deployment("primary", mock_upstream.base, retry="{ max_attempts = 2, base_ms = 10, max_ms = 20 }",
+                        fallbacks='["backup"]') + deployment("backup", mock_upstream.base)
+    gw = start_gateway(config)
+    mock_upstream.script([{"status": 503}, {"status": 503}])
+    raw = sdk(gw).chat.completions.with_raw_response.create(model="primary", messages=MESSAGES)
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-fastinfer-deployment"] == "backup"
+    assert metric_value(open_metrics(gw), 'fastinfer_fallbacks_total{deployment="primary",to="backup"}') == 1
+
+
+def test_context_window_errors_go_only_to_context_window_fallbacks(start_gateway, mock_upstream):
+    config = deployment("small", mock_upstream.base, fallbacks='["other"]',
+                        context_window_fallbacks='["large"]') \
+        + deployment("other", mock_upstream.base) + deployment("large", mock_upstream.base)
+    gw = start_gateway(config)
+    mock_upstream.script([{"status": 400, "code": "context_length_exceeded",
+                           "message": "This model's maximum context length is 8192 tokens."}])
+    raw = sdk(gw).chat.completions.with_raw_response.create(model="small", messages=MESSAGES)
+    assert raw.headers["x-fastinfer-deployment"] == "large"
+
+
+def test_content_filter_never_falls_back(start_gateway, mock_upstream):
+    config = deployment("m", mock_upstream.base, fallbacks='["other"]') + deployment("other", mock_upstream.base)
+    gw = start_gateway(config)
+    mock_upstream.script([{"status": 400, "code": "content_filter", "message": "flagged by the content filter"}])
+    with pytest.raises(openai.BadRequestError) as exc:
+        sdk(gw).chat.completions.create(model="m", messages=MESSAGES)
+    assert "content filter" in exc.value.message
+    assert mock_upstream.stats()["requests"] == 1
+
+
+def test_a_cut_stream_raises_in_the_sdk_and_is_not_retried(start_gateway, mock_upstream):
+    gw = start_gateway(deployment("m", mock_upstream.base, retry=FAST_RETRY.split("= ", 1)[1]))
+    mock_upstream.script([{"cut_after": 3}])
+    stream = sdk(gw).chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    got = []
+    with pytest.raises(Exception) as exc:
+        for chunk in stream:
+            got.append(chunk)
+    assert isinstance(exc.value, openai.APIError) or "incomplete" in repr(exc.value).lower() \
+        or "closed" in repr(exc.value).lower(), repr(exc.value)
+    assert 1 <= len(got) <= 3
+    assert mock_upstream.stats()["requests"] == 1
+
+
+def test_a_cut_mid_stream_ends_with_an_error_event_and_no_done(start_gateway, mock_upstream):
+    gw = start_gateway(deployment("m", mock_upstream.base))
+    mock_upstream.script([{"cut_after": 4}])
+    request = urllib.request.Request(gw.base + "/v1/chat/completions", method="POST",
+                                     data=b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"}]}',
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=20) as resp:
+        body = resp.read()
+    events = [e for e in body.split(b"\n\n") if e]
+    assert b"[DONE]" not in body
+    assert events[-1].startswith(b'data: {"error"')
+    assert b"upstream" in events[-1]
+
+
+def test_a_hanging_upstream_is_504_at_the_first_byte_timeout(start_gateway, mock_upstream):
+    gw = start_gateway(deployment("m", mock_upstream.base, retry="{ max_attempts = 1 }",
+                                  timeouts="{ first_byte_s = 0.5 }"))
+    mock_upstream.script([{"hang": True}])
+    t0 = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as exc:
+        sdk(gw).chat.completions.create(model="m", messages=MESSAGES)
+    assert exc.value.status_code == 504
+    assert 0.45 <= time.monotonic() - t0 < 3
+
+
+def test_x_timeout_ms_is_honoured(start_gateway, mock_upstream):
+    gw = start_gateway(deployment("m", mock_upstream.base, retry=FAST_RETRY.split("= ", 1)[1]))
+    mock_upstream.control(latency_ms=2000)
+    t0 = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as exc:
+        sdk(gw).chat.completions.create(model="m", messages=MESSAGES, extra_headers={"x-timeout-ms": "400"})
+    elapsed = time.monotonic() - t0
+    assert exc.value.status_code == 504
+    assert 0.35 <= elapsed < 1.5   # not 3 attempts of 2 s
+    status, _, body = http_json("POST", gw.base + "/v1/chat/completions",
+                                {"model": "m", "messages": MESSAGES}, headers={"x-timeout-ms": "soon"})
+    assert status == 400 and body["error"]["param"] == "x-timeout-ms"
