@@ -38,7 +38,7 @@ class AllCircuitsOpen(Overloaded):
 class Deployment:
     """Everything the engine holds for one deployment in this worker."""
 
-    __slots__ = ("index", "config", "provider", "picker", "breakers")
+    __slots__ = ("index", "config", "provider", "picker", "breakers", "session_generation", "rebuilding")
 
     def __init__(self, index: int, config: DeploymentConfig, breakers: DeploymentBreakers | None):
         self.index = index
@@ -46,6 +46,8 @@ class Deployment:
         self.provider: Provider = make_provider(config)
         self.picker = ReplicaPicker(config)
         self.breakers = breakers
+        self.session_generation = 0              # the host-wide generation our sessions match
+        self.rebuilding: asyncio.Task | None = None
 
 
 class Engine:
@@ -99,6 +101,8 @@ class Engine:
         """Admission, then the attempt loop; the slot is held until the answer (or stream) ends."""
         cfg = dep.config
         metrics = self.metrics
+        if metrics is not None and metrics.session_generation(cfg.name) != dep.session_generation:
+            await self.sync_sessions(dep)
         if dep.breakers is not None and all(b.state == 1 for b in dep.breakers.breakers):
             if metrics is not None:
                 metrics.rejected(cfg.name, "circuit_open")
@@ -130,6 +134,27 @@ class Engine:
             result.stream.also_on_done(lambda: self._release(dep))
         return result
 
+    async def sync_sessions(self, dep: Deployment) -> None:
+        """Rebuild this worker's sessions of ``dep`` if another worker was asked to (admin rebuild)."""
+        if dep.rebuilding is None:
+            async def rebuild(target: int) -> None:
+                try:
+                    await self.sessions.rebuild(dep.config.name, "admin")
+                    dep.session_generation = target
+                finally:
+                    dep.rebuilding = None
+            dep.rebuilding = asyncio.get_running_loop().create_task(
+                rebuild(self.metrics.session_generation(dep.config.name)))
+        await asyncio.shield(dep.rebuilding)
+
+    async def request_rebuild(self, name: str) -> int:
+        """Ask every worker to rebuild ``name``'s sessions; this one does it before answering."""
+        dep = self.deployment(name)
+        self.metrics.bump_session_generation(name)
+        self.metrics.session_rebuild(name, "admin")
+        await self.sync_sessions(dep)
+        return dep.session_generation
+
     def _release(self, dep: Deployment) -> None:
         if self.admission is not None:
             self.admission.release(dep.index)
@@ -144,7 +169,8 @@ class Engine:
         verdict: Verdict | None = None
         upstream_s = 0.0
         attempt = 0
-        while attempt < cfg.retry.max_attempts:
+        reauthed = False   # one extra attempt after re-reading a refused credential
+        while attempt < cfg.retry.max_attempts + reauthed:
             index, probe = self._choose_replica(dep, tried)
             if index is None:
                 if verdict is None:
@@ -159,6 +185,7 @@ class Engine:
             tried.add(index)
             session = self.sessions.get(cfg.name, index)
             replica = session.replica.name
+            credential_version = session.source.version
             timeouts = _attempt_timeouts(cfg.timeouts, req.deadline, loop.time())
             dep.picker.started(index)
             started = loop.time()
@@ -179,7 +206,15 @@ class Engine:
             upstream_s += loop.time() - started
             dep.picker.finished(index, None)
             self._verdict(dep, index, replica, probe, verdict.outcome, verdict.breaker)
-            if not verdict.retry or attempt >= cfg.retry.max_attempts:
+            if verdict.reauth and not reauthed and await session.source.refresh(
+                    "auth", seen_version=credential_version):
+                # the key was rotated under us: the same replica, once more, with the new one
+                reauthed = True
+                tried.discard(index)
+                if metrics is not None:
+                    metrics.session_rebuild(cfg.name, "auth")
+                continue
+            if not verdict.retry or attempt >= cfg.retry.max_attempts + reauthed:
                 break
             remaining = None if req.deadline is None else req.deadline - loop.time()
             wait = delay_s(attempt, cfg.retry, verdict.retry_after_s, self._rng, remaining_s=remaining)

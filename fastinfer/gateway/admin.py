@@ -24,6 +24,7 @@ class AdminApi:
     def register(self, app: web.Application) -> None:
         app.router.add_get("/admin/state", self.state)
         app.router.add_post("/admin/circuits/{deployment}/{replica}", self.circuit)
+        app.router.add_post("/admin/sessions/{deployment}/rebuild", self.rebuild_sessions)
 
     def _authorize(self, request: web.Request) -> None:
         if self._key is None:
@@ -70,4 +71,15 @@ class AdminApi:
             return error_response(e, "openai", request.headers.get("x-request-id", ""))
         return web.Response(body=orjson.dumps({"deployment": dep.config.name, "replica": replica,
                                                "state": ("closed", "open", "half_open")[breaker.state]}),
+                            content_type=JSON)
+
+    async def rebuild_sessions(self, request: web.Request) -> web.Response:
+        """Re-read credentials and rebuild pools, in every worker; in-flight requests finish on the old ones."""
+        try:
+            self._authorize(request)
+            name = request.match_info["deployment"]
+            generation = await self.engine.request_rebuild(name)
+        except GatewayError as e:
+            return error_response(e, "openai", request.headers.get("x-request-id", ""))
+        return web.Response(body=orjson.dumps({"deployment": name, "generation": generation}),
                             content_type=JSON)

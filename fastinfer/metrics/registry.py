@@ -39,6 +39,8 @@ class MetricsLayout:
         keys += [("tokens_total", (d, t)) for d in self.replicas for t in TOKEN_DIRECTIONS]
         keys += [("cost_usd_total", (d,)) for d in self.replicas]
         keys += [("session_rebuilds_total", (d, c)) for d in self.replicas for c in REBUILD_CAUSES]
+        # control words, not metrics: bumped by an admin request, watched by every worker
+        keys += [("_session_generation", (d,)) for d in self.replicas]
         self.counter_keys = keys
         self.counter_index = {k: i for i, k in enumerate(keys)}
         self.histogram_keys = [(h, d) for h in HISTOGRAMS for d in deployments]
@@ -98,6 +100,13 @@ class Metrics:
     def session_rebuild(self, deployment: str, cause: str) -> None:
         self._add(("session_rebuilds_total", (deployment, cause)))
 
+    def session_generation(self, deployment: str) -> int:
+        """Host-wide count of rebuilds asked for ``deployment`` (workers compare it to their own)."""
+        return self.counters.get(self._c[("_session_generation", (deployment,))])
+
+    def bump_session_generation(self, deployment: str) -> None:
+        self._add(("_session_generation", (deployment,)))
+
     def usage(self, deployment: str, prompt: int, completion: int, cached: int, cost_usd: float) -> None:
         self._add(("tokens_total", (deployment, "input")), prompt)
         self._add(("tokens_total", (deployment, "output")), completion)
@@ -114,6 +123,8 @@ class Metrics:
         out: list[str] = []
         by_metric = itertools.groupby(enumerate(self.layout.counter_keys), key=lambda e: e[1][0])
         for metric, entries in by_metric:
+            if metric.startswith("_"):
+                continue
             name = f"fastinfer_{metric}"
             out.append(f"# TYPE {name} counter")
             labels = _LABELS[metric]

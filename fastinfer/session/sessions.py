@@ -1,44 +1,40 @@
-"""Replica sessions and the per-worker registry of them."""
+"""Replica sessions and the per-worker registry of them.
+
+A ``ReplicaSession`` is an immutable pairing of a replica's live credential
+source and its connection pool. A rebuild swaps in a new session (one list
+slot assignment, atomic for every reader): requests already running keep the
+session, and the pool, they started with; the old pool closes its idle
+connections at once and the busy ones as they come back.
+"""
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from ..config import Config, ReplicaConfig
-from ..config.secrets import SecretUnavailable
 from ..providers.h1 import Pool
+from .credentials import CredentialSource, open_credential_source
 
 log = logging.getLogger("fastinfer.session")
 
 
 class ReplicaSession:
-    """An immutable snapshot: (replica, credential, connection pool)."""
+    __slots__ = ("replica", "source", "pool")
 
-    __slots__ = ("replica", "credential", "pool")
-
-    def __init__(self, replica: ReplicaConfig, credential: str | None, pool: Pool | None):
+    def __init__(self, replica: ReplicaConfig, source: CredentialSource, pool: Pool | None):
         self.replica = replica
-        self.credential = credential
+        self.source = source
         self.pool = pool
 
-    @classmethod
-    async def open(cls, replica: ReplicaConfig) -> "ReplicaSession":
-        credential = None
-        if replica.credential is not None:
-            try:
-                credential = await asyncio.to_thread(replica.credential.read)
-            except SecretUnavailable as e:
-                # serve anyway: the upstream will answer 401 and the operator sees why in the log
-                log.warning("replica %s: credential %s unavailable: %s",
-                            replica.name, replica.credential.describe(), e)
-        pool = None
-        if replica.base_url and replica.base_url.startswith(("http://", "https://")):
-            pool = Pool(replica.base_url)
-        return cls(replica, credential, pool)
+    @property
+    def credential(self) -> str | None:
+        """The credential now: a rotated file or refreshed command is used by the next attempt."""
+        return self.source.current()
 
-    async def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
+    @staticmethod
+    def new_pool(replica: ReplicaConfig) -> Pool | None:
+        if replica.base_url and replica.base_url.startswith(("http://", "https://")):
+            return Pool(replica.base_url)
+        return None
 
 
 class SessionRegistry:
@@ -51,13 +47,29 @@ class SessionRegistry:
     async def open(cls, config: Config) -> "SessionRegistry":
         registry = cls()
         for d in config.deployments:
-            registry._sessions[d.name] = [await ReplicaSession.open(r) for r in d.replicas]
+            sessions = []
+            for r in d.replicas:
+                source = await open_credential_source(r.credential, name=f"{d.name}/{r.name}")
+                sessions.append(ReplicaSession(r, source, ReplicaSession.new_pool(r)))
+            registry._sessions[d.name] = sessions
         return registry
 
     def get(self, deployment: str, replica_index: int) -> ReplicaSession:
         return self._sessions[deployment][replica_index]
 
+    async def rebuild(self, deployment: str, cause: str) -> None:
+        """Re-read every credential of ``deployment`` and give each replica a fresh pool."""
+        sessions = self._sessions[deployment]
+        for i, old in enumerate(sessions):
+            await old.source.refresh(cause, force=True)
+            sessions[i] = ReplicaSession(old.replica, old.source, ReplicaSession.new_pool(old.replica))
+            if old.pool is not None:
+                old.pool.close()  # idle connections now; busy ones when their exchange ends
+        log.info("sessions of %s rebuilt (%s)", deployment, cause)
+
     async def close(self) -> None:
         for sessions in self._sessions.values():
             for s in sessions:
-                await s.close()
+                await s.source.close()
+                if s.pool is not None:
+                    s.pool.close()
