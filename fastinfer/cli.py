@@ -59,8 +59,16 @@ def cmd_serve(args) -> int:
         config = dataclasses.replace(config, server=dataclasses.replace(config.server, **overrides))
     _setup_logging(config.server.log_level)
     from .process import Supervisor
+
+    def reload_config() -> Config:
+        fresh = _load(args.config)
+        # the socket stays bound and the worker count fixed across reloads
+        return dataclasses.replace(fresh, server=dataclasses.replace(
+            fresh.server, host=config.server.host, port=config.server.port, workers=config.server.workers,
+            **{k: v for k, v in overrides.items() if k == "log_level"}))
+
     workers = config.server.workers or os.cpu_count() or 1
-    return Supervisor(config, workers).run()
+    return Supervisor(config, workers, reload_config).run()
 
 
 def cmd_check_config(args) -> int:
@@ -153,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         kind = {"float": float, "int": int}.get(str(f.type).split(" ")[0], None)
         if f.name == "api_key":
             mock.add_argument(flag, default=None)
+        elif f.name == "api_keys":
+            mock.add_argument(flag, nargs="+", default=None, metavar="KEY")
         elif f.name == "seed":
             mock.add_argument(flag, type=int, default=None)
         else:

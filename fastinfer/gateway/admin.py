@@ -6,11 +6,15 @@ engine calls. Must not touch: request routing or providers directly.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
+import os
+import signal
 
 import orjson
 from aiohttp import web
 
+from ..config import ConfigError, load_config
 from ..engine.engine import describe_state
 from ..errors import BadRequest, GatewayError
 from .errors import JSON, error_response
@@ -25,6 +29,7 @@ class AdminApi:
         app.router.add_get("/admin/state", self.state)
         app.router.add_post("/admin/circuits/{deployment}/{replica}", self.circuit)
         app.router.add_post("/admin/sessions/{deployment}/rebuild", self.rebuild_sessions)
+        app.router.add_post("/admin/reload", self.reload)
 
     def _authorize(self, request: web.Request) -> None:
         if self._key is None:
@@ -83,3 +88,19 @@ class AdminApi:
             return error_response(e, "openai", request.headers.get("x-request-id", ""))
         return web.Response(body=orjson.dumps({"deployment": name, "generation": generation}),
                             content_type=JSON)
+
+    async def reload(self, request: web.Request) -> web.Response:
+        """Check the config file now (errors answer 400), then have the supervisor roll onto it."""
+        try:
+            self._authorize(request)
+            source = self.engine.config.source
+            if not source.startswith("<"):
+                try:
+                    await asyncio.to_thread(load_config, source)
+                except ConfigError as e:
+                    raise BadRequest("The config file is invalid; the running config stays: "
+                                     + "; ".join(e.problems)) from None
+        except GatewayError as e:
+            return error_response(e, "openai", request.headers.get("x-request-id", ""))
+        os.kill(os.getppid(), signal.SIGHUP)
+        return web.Response(status=202, body=b'{"status":"reloading"}', content_type=JSON)

@@ -45,7 +45,28 @@ class HostState:
             pass
         return reclaimed
 
+    def carry_counters_from(self, old: "HostState", since=None):
+        """Add the counters ``old`` gathered (since the ``since`` snapshot) to the series both
+        configs share, so totals survive a reload. Returns the snapshot taken now: at the
+        end of the old generation's drain, call again with it to carry what the drain counted."""
+        values = old.segment.counters.snapshot()
+        delta = values if since is None else values - since
+        new_index = self.metrics_layout.counter_index
+        for key, i in old.metrics_layout.counter_index.items():
+            j = new_index.get(key)
+            if j is not None and not key[0].startswith("_") and delta[i]:
+                self.segment.counters.add(j, int(delta[i]))
+        return values
+
+    def count_reload(self) -> None:
+        """A reload gives every deployment fresh sessions: count it once per deployment."""
+        for key, i in self.metrics_layout.counter_index.items():
+            if key[0] == "session_rebuilds_total" and key[1][1] == "reload":
+                self.segment.counters.add(i, 1)
+
     def close(self) -> None:
+        if self.segment.closed:
+            return
         for fd in self.wake_fds:
             os.close(fd)
         self.wake_fds = []

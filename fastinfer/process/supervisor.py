@@ -3,7 +3,11 @@
 It runs no event loop and serves no request. It binds the one listening
 socket, forks N workers that inherit it, replaces a worker that dies, and on
 SIGTERM/SIGINT forwards the drain to every worker, waits for them within the
-grace period (then kills stragglers) and removes what it created.
+grace period (then kills stragglers) and removes what it created. On SIGHUP
+(or ``POST /admin/reload``, which a worker turns into a SIGHUP) it re-reads
+the config and rolls: a new generation of workers with their own host state
+starts on the same socket, then the old generation drains. Counters carry
+over; histograms and circuit states start afresh with the new generation.
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ import socket
 import sys
 import time
 
-from ..config import Config
+from typing import Callable
+
+from ..config import Config, ConfigError
 from .hostwide import HostState
 from .worker import run_worker
 
@@ -35,13 +41,27 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class Generation:
+    """Workers started from one config, sharing one host state."""
+
+    def __init__(self, number: int, config: Config, host: HostState):
+        self.number = number
+        self.config = config
+        self.host = host
+        self.pids: dict[int, int] = {}   # pid -> worker index
+        self.carried = None              # counters already carried to the next generation
+
+
 class Supervisor:
-    def __init__(self, config: Config, n_workers: int):
+    """Forks, watches and drains workers; on SIGHUP rolls them onto a re-read config."""
+
+    def __init__(self, config: Config, n_workers: int, reload_config: Callable[[], Config] | None = None):
         self.config = config
         self.n_workers = n_workers
+        self.reload_config = reload_config
         self.sock: socket.socket | None = None
-        self.host: HostState | None = None
-        self.workers: dict[int, int] = {}   # pid -> worker index
+        self.current: Generation | None = None
+        self.retiring: list[Generation] = []
         self._stopping = False
         self._reload = False
 
@@ -51,10 +71,11 @@ class Supervisor:
         host, port = self.sock.getsockname()[:2]
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
-        self.host = HostState.create(self.config, self.n_workers)
+        signal.signal(signal.SIGHUP, self._on_reload)
+        self.current = Generation(0, self.config, HostState.create(self.config, self.n_workers))
         try:
             for index in range(self.n_workers):
-                self._spawn(index)
+                self._spawn(self.current, index)
             # the line scripts and tests wait for: the port is real even with --port 0
             print(f"fastinfer serving on http://{host}:{port} with {self.n_workers} workers "
                   f"(pid {os.getpid()})", flush=True)
@@ -62,12 +83,16 @@ class Supervisor:
             return self._drain()
         finally:
             self.sock.close()
-            self.host.close()
+            for generation in [self.current, *self.retiring]:
+                generation.host.close()
 
     def _on_stop(self, signum, frame) -> None:
         self._stopping = True
 
-    def _spawn(self, index: int) -> None:
+    def _on_reload(self, signum, frame) -> None:
+        self._reload = True
+
+    def _spawn(self, generation: Generation, index: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         # a stop signal landing between fork and the worker's own handlers would hit the
@@ -80,52 +105,90 @@ class Supervisor:
                 for sig in _STOP_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
-                code = run_worker(index, self.config, self.sock, self.host)
+                code = run_worker(index, generation.config, self.sock, generation.host)
             finally:
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        self.workers[pid] = index
-        log.debug("worker %d started as pid %d", index, pid)
+        generation.pids[pid] = index
+        log.debug("worker %d of generation %d started as pid %d", index, generation.number, pid)
 
-    def _reap(self) -> list[tuple[int, int, int]]:
-        """(pid, index, status) of every worker that has exited since the last call."""
+    def _all_generations(self) -> list[Generation]:
+        return [self.current, *self.retiring]
+
+    def _reap(self) -> list[tuple[Generation, int, int, int]]:
+        """(generation, pid, index, status) of every worker that has exited since the last call."""
         dead = []
-        while self.workers:
+        while any(g.pids for g in self._all_generations()):
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
-            index = self.workers.pop(pid, None)
-            if index is not None:
-                dead.append((pid, index, status))
+            for generation in self._all_generations():
+                index = generation.pids.pop(pid, None)
+                if index is not None:
+                    dead.append((generation, pid, index, status))
+                    break
+        for generation in list(self.retiring):
+            if not generation.pids:  # every retired worker has drained: its state can go
+                self.current.host.carry_counters_from(generation.host, since=generation.carried)
+                generation.host.close()
+                self.retiring.remove(generation)
         return dead
 
     def _watch(self) -> None:
         while not self._stopping:
-            for pid, index, status in self._reap():
-                reclaimed = self.host.reclaim(index)
+            for generation, pid, index, status in self._reap():
+                if generation is not self.current:
+                    continue  # a retired worker that finished draining
+                reclaimed = generation.host.reclaim(index)
                 log.warning("worker %d (pid %d) died (%s); reclaimed %s; replacing it",
                             index, pid, _describe(status), reclaimed)
                 time.sleep(_RESTART_BACKOFF_S)
                 if not self._stopping:
-                    self._spawn(index)
+                    self._spawn(generation, index)
+            if self._reload and not self._stopping:
+                self._reload = False
+                self._roll()
             time.sleep(_POLL_S)
+
+    def _roll(self) -> None:
+        """Start workers on the re-read config, then drain the old ones: no request is dropped."""
+        try:
+            config = self.reload_config() if self.reload_config else self.config
+        except ConfigError as e:
+            log.error("reload refused, the running config stays: %s", e)
+            return
+        old = self.current
+        host = HostState.create(config, self.n_workers)
+        old.carried = host.carry_counters_from(old.host)
+        host.count_reload()
+        self.current = Generation(old.number + 1, config, host)
+        self.config = config
+        for index in range(self.n_workers):
+            self._spawn(self.current, index)
+        for pid in old.pids:
+            _signal(pid, signal.SIGTERM)
+        self.retiring.append(old)
+        log.info("config reloaded: generation %d serving, generation %d draining",
+                 self.current.number, old.number)
 
     def _drain(self) -> int:
         grace = self.config.server.drain_grace_s
-        log.info("draining %d workers (grace %.0fs)", len(self.workers), grace)
-        for pid in list(self.workers):
+        pids = [pid for g in self._all_generations() for pid in g.pids]
+        log.info("draining %d workers (grace %.0fs)", len(pids), grace)
+        for pid in pids:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace + 5
-        while self.workers and time.monotonic() < deadline:
+        while any(g.pids for g in self._all_generations()) and time.monotonic() < deadline:
             self._reap()
             time.sleep(_POLL_S)
-        for pid in list(self.workers):
-            log.warning("worker pid %d did not drain in time; killing it", pid)
-            _signal(pid, signal.SIGKILL)
-        while self.workers:
+        for g in self._all_generations():
+            for pid in g.pids:
+                log.warning("worker pid %d did not drain in time; killing it", pid)
+                _signal(pid, signal.SIGKILL)
+        while any(g.pids for g in self._all_generations()):
             self._reap()
             time.sleep(_POLL_S)
         return 0
