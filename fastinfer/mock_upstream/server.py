@@ -39,6 +39,7 @@ class Chaos:
     cut_rate: float = 0.0            # fraction of streams cut after cut_after chunks
     cut_after: int = 3
     api_key: str | None = None       # when set, requests must carry it (Bearer / x-api-key)
+    api_keys: list | None = None     # also accepted (rotation: set the new list, the old key gets 401)
     seed: int | None = None
 
 
@@ -48,6 +49,9 @@ class Stats:
     max_in_flight: int = 0
     requests: int = 0
     disconnects: int = 0
+    # one entry per request: t (arrival), path, headers, body; and when it ended: closed_at
+    # (time.monotonic(), comparable across processes on the host), end ("answered" | "client_gone"
+    # | "cut" | "stream_error"), client_gone
     received: deque = field(default_factory=lambda: deque(maxlen=2000))
 
     def as_dict(self) -> dict:
@@ -100,7 +104,15 @@ class MockUpstream:
         return web.json_response({"ok": True})
 
     async def push_script(self, request: web.Request) -> web.Response:
-        """Queue answers: [{"status": 500}, {"status": 429, "headers": {...}}, {"hang": true}, {"cut_after": 2}, {}]."""
+        """Queue answers, one per request, in order.
+
+        Keys: ``status`` (+ ``message``, ``code``), ``headers`` (on any answer), ``hang``,
+        ``latency_ms``, ``itl_ms``, ``tokens``, ``body`` (raw answer text); streams also
+        ``cut_after: n`` (close the connection before chunk n), ``garbage_at: n``,
+        ``stream_error_at: n`` (an in-stream error event at chunk n — ``stream_error`` sets its
+        payload — then the body ends without [DONE]) and ``idle_after: n`` (n chunks, then stall
+        with the connection open). E.g. [{"status": 500}, {"hang": true}, {"idle_after": 2}, {}].
+        """
         steps = orjson.loads(await request.read())
         self.script.extend(steps if isinstance(steps, list) else [steps])
         return web.json_response({"queued": len(self.script)})
@@ -111,11 +123,21 @@ class MockUpstream:
         self.stats.requests += 1
         self.stats.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
-        self.stats.received.append({
-            "t": time.monotonic(), "path": request.path,
+        entry = {
+            "id": self.stats.requests, "t": time.monotonic(), "path": request.path,
             "headers": {k.lower(): v for k, v in request.headers.items()},
-            "body": body,
-        })
+            "body": body, "closed_at": None, "end": None, "client_gone": False,
+        }
+        request["mock_entry"] = entry
+        self.stats.received.append(entry)
+
+    @staticmethod
+    def _ended(request: web.Request, end: str) -> None:
+        entry = request.get("mock_entry")
+        if entry is not None and entry["closed_at"] is None:
+            entry["closed_at"] = time.monotonic()
+            entry["end"] = end
+            entry["client_gone"] = end == "client_gone"
 
     def _next_behaviour(self) -> dict:
         if self.script:
@@ -132,11 +154,14 @@ class MockUpstream:
         return {}
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
-        if not self.chaos.api_key:
+        accepted = set(self.chaos.api_keys or ())
+        if self.chaos.api_key:
+            accepted.add(self.chaos.api_key)
+        if not accepted:
             return None
         auth = request.headers.get("Authorization", "")
         given = auth[7:] if auth.startswith("Bearer ") else request.headers.get("x-api-key", "")
-        if given == self.chaos.api_key:
+        if given in accepted:
             return None
         return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
 
@@ -172,17 +197,21 @@ class MockUpstream:
     async def _handle(self, request: web.Request, answer) -> web.StreamResponse:
         try:
             body, behaviour, early = await self._admit(request)
-            if early is not None:
-                return early
-            return await answer(request, body, behaviour)
+            resp = early if early is not None else await answer(request, body, behaviour)
+            if behaviour.get("headers") and not resp.prepared:
+                resp.headers.update(behaviour["headers"])
+            return resp
         except asyncio.CancelledError:
             self.stats.disconnects += 1
+            self._ended(request, "client_gone")
             raise
         except (ConnectionResetError, ConnectionError):
             self.stats.disconnects += 1
+            self._ended(request, "client_gone")
             raise
         finally:
             self.stats.in_flight -= 1
+            self._ended(request, "answered")
 
     # ----------------------------------------------------------- endpoints
 
@@ -210,7 +239,8 @@ class MockUpstream:
         return web.Response(body=orjson.dumps(answer), content_type=JSON)
 
     async def _stream_chat(self, request, body, model, words, usage, behaviour) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           **behaviour.get("headers", {})})
         await resp.prepare(request)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         head = {"id": f"chatcmpl-mock{self.stats.requests}", "object": "chat.completion.chunk",
@@ -227,8 +257,19 @@ class MockUpstream:
             frames.append({**head, "choices": [], "usage": usage})
         for i, frame in enumerate(frames):
             if cut_after is not None and i >= cut_after:
+                self._ended(request, "cut")
                 request.transport.close()  # vanish mid-stream: no terminator, no [DONE]
                 return resp
+            if i == behaviour.get("stream_error_at"):
+                # an in-stream error event, then a clean end of the body without [DONE]
+                error = behaviour.get("stream_error") or {"error": {
+                    "message": "mock upstream stream error", "type": "server_error", "param": None, "code": None}}
+                await resp.write(b"data: " + orjson.dumps(error) + b"\n\n")
+                self._ended(request, "stream_error")
+                await resp.write_eof()
+                return resp
+            if i == behaviour.get("idle_after"):
+                await asyncio.sleep(3600)  # stall: connection open, nothing more (until the client leaves)
             if "garbage_at" in behaviour and i == behaviour["garbage_at"]:
                 await resp.write(b"data: {not json at all\n\n")
                 continue
