@@ -21,6 +21,7 @@ class GatewayRequest:
     session_id: str | None = None
     deadline: float | None = None  # loop.time() by which the whole request must end
     client_wants_usage: bool = False
+    endpoint: str = "chat"        # OpenAI endpoint: "chat" | "completions" | "embeddings"
 
 
 @dataclass(slots=True)

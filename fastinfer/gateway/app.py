@@ -21,7 +21,8 @@ from ..engine.engine import is_ready
 from ..errors import BadRequest, BodyTooLarge, GatewayError
 from .admin import AdminApi
 from .errors import JSON, error_response
-from .openai_api import chat_request
+from .anthropic_api import messages_request
+from .openai_api import chat_request, passthrough_request
 
 _REQUEST_ID_MAX = 128
 log = logging.getLogger("fastinfer.gateway")
@@ -45,6 +46,9 @@ class Gateway:
         # client_max_size is a backstop; the handler checks the limit itself to answer in the API's shape
         app = web.Application(client_max_size=self.max_body_bytes + 1, handler_args={})
         app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -83,22 +87,37 @@ class Gateway:
     # --------------------------------------------------------------- routes
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, chat_request, "openai")
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, messages_request, "anthropic")
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, _passthrough("completions"), "openai")
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, _passthrough("embeddings"), "openai")
+
+    async def _serve(self, request: web.Request, parse, api: str) -> web.StreamResponse:
+        """One data route: ``parse`` validates the body into a request; errors in ``api``'s shape."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         request_id = self._request_id(request)
         req = None
         try:
-            req = chat_request(await self._read_json(request), request.headers, request_id, now)
+            req = parse(await self._read_json(request), request.headers, request_id, now)
+            if req.endpoint != "chat" and req.endpoint not in self.engine.deployment(req.model).provider.endpoints:
+                raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
             timeout_ms = request.headers.get("x-timeout-ms")
             if timeout_ms is not None:
                 req.deadline = now + _parse_timeout_ms(timeout_ms)
             result = await self.engine.chat(req)
         except GatewayError as e:
             self._account(req.model if req is not None else None, e.status, now)
-            return error_response(e, "openai", request_id)
+            return error_response(e, api, request_id)
         except Exception:
             log.exception("request %s failed inside the gateway", request_id)
-            return error_response(GatewayError("Internal gateway error."), "openai", request_id)
+            return error_response(GatewayError("Internal gateway error."), api, request_id)
         response = await self._respond(request, result, request_id, now)
         self._account(req.model, result.status, now, result)
         return response
@@ -169,6 +188,12 @@ class Gateway:
             return web.Response(status=503, body=b'{"status":"all circuits of a deployment are open"}',
                                 content_type=JSON)
         return web.Response(body=b'{"status":"ready"}', content_type=JSON)
+
+
+def _passthrough(endpoint: str):
+    def parse(body, headers, request_id: str, now: float):
+        return passthrough_request(body, headers, request_id, now, endpoint)
+    return parse
 
 
 def _parse_timeout_ms(value: str) -> float:

@@ -63,3 +63,26 @@ def chat_request(body, headers, request_id: str, now: float) -> GatewayRequest:
         priority=priority, session_id=headers.get("x-session-id"),
         client_wants_usage=bool(options and options.get("include_usage")),
     )
+
+
+def passthrough_request(body, headers, request_id: str, now: float, endpoint: str) -> GatewayRequest:
+    """Validate an OpenAI ``/v1/completions`` or ``/v1/embeddings`` body (forwarded as is)."""
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required and must be a string.", param="model")
+    field = "prompt" if endpoint == "completions" else "input"
+    if body.get(field) is None:
+        raise BadRequest(f"'{field}' is required.", param=field)
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequest("'stream' must be a boolean.", param="stream")
+    priority = parse_priority(headers.get("x-priority") or body.get("priority"), "priority")
+    body.pop("priority", None)
+    options = body.get("stream_options")
+    return GatewayRequest(
+        api="openai", model=model, body=body, stream=bool(stream) and endpoint == "completions",
+        request_id=request_id, received_at=now, priority=priority, session_id=headers.get("x-session-id"),
+        client_wants_usage=bool(isinstance(options, dict) and options.get("include_usage")), endpoint=endpoint,
+    )

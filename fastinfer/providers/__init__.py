@@ -6,7 +6,9 @@ retries, admission, the client connection. Given a replica session, a
 provider makes exactly one upstream call.
 """
 from ..config import DeploymentConfig
+from .anthropic import AnthropicProvider
 from .base import Provider, StreamRelay, UpstreamReply
+from .gemini import GeminiProvider
 from .mock import MockProvider
 from .openai import OpenAIProvider
 
@@ -15,6 +17,8 @@ _BY_NAME = {
     "openai": OpenAIProvider,
     "azure_openai": OpenAIProvider,
     "openai_compatible": OpenAIProvider,
+    "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
 }
 
 

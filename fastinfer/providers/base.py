@@ -102,12 +102,17 @@ class Provider:
 
     ``req`` is the engine's ``GatewayRequest``: ``req.api`` names the caller's API
     ("openai" or "anthropic") and ``req.body`` is in that API's shape. A provider
-    whose wire format equals the caller's passes bodies and streams through;
-    otherwise it translates in both directions.
+    whose wire format (``wire``) equals the caller's passes bodies and streams
+    through; otherwise the defaults below translate in both directions
+    (``translate.dispatch``), so a provider only says how to reach its upstream.
     """
 
     #: client APIs this provider can serve
-    apis: tuple[str, ...] = ("openai",)
+    apis: tuple[str, ...] = ("openai", "anthropic")
+    #: the upstream's wire format: "openai" | "anthropic" | "gemini"
+    wire: str = "openai"
+    #: OpenAI endpoints this provider has ("chat", and for OpenAI-shaped upstreams "completions", "embeddings")
+    endpoints: tuple[str, ...] = ("chat",)
 
     def __init__(self, deployment: DeploymentConfig):
         self.deployment = deployment
@@ -116,13 +121,28 @@ class Provider:
         """Make one upstream call for ``req`` on ``session``'s replica."""
         raise NotImplementedError
 
+    def upstream_body(self, req) -> dict:
+        """``req.body`` in this upstream's wire format, for its upstream model."""
+        from .translate import dispatch
+        return dispatch.translate_request(self.wire, req, self.deployment)
+
     def reply_body(self, body: bytes, req) -> bytes:
         """A successful non-streamed upstream body, in the caller's format."""
-        return body
+        if req.api == self.wire:
+            return body
+        from .translate import dispatch
+        return dispatch.convert_reply(self.wire, body, req, self.deployment.upstream_model)
+
+    def reply_usage(self, body: bytes, req) -> dict | None:
+        """Normalized usage of a successful non-streamed upstream body (see ``translate.common``):
+        prompt/completion/total tokens, cached/reasoning when known, ``usage_estimated`` when guessed."""
+        from .translate import dispatch
+        return dispatch.reply_usage(self.wire, body, req)
 
     def stream_relay(self, req) -> "StreamRelay":
         """A fresh relay turning this upstream's stream into the caller's stream."""
-        raise NotImplementedError
+        from .translate import dispatch
+        return dispatch.make_relay(self.wire, req, self.deployment.upstream_model)
 
 
 class StreamRelay:
@@ -130,7 +150,9 @@ class StreamRelay:
 
     ``feed`` returns what may be written to the client now (only whole events,
     so an error event can always be appended cleanly); ``finished`` tells if
-    the upstream ended the stream properly; ``usage`` is the upstream's count.
+    the upstream ended the stream properly; ``usage`` is the upstream's count,
+    normalized (``translate.common``), or an estimate flagged ``usage_estimated``
+    when the upstream sent none.
     """
 
     finished: bool = False
@@ -143,3 +165,18 @@ class StreamRelay:
     def error_event(self, err) -> bytes:
         """The caller-format event that ends a stream which failed after its first byte."""
         raise NotImplementedError
+
+
+def last_event_end(buf: bytes) -> int:
+    """Offset just past the last complete SSE event in ``buf`` (0 if none)."""
+    if buf.endswith(b"\n\n"):
+        return len(buf)
+    end = buf.rfind(b"\n\n")
+    end = end + 2 if end >= 0 else 0
+    crlf = buf.rfind(b"\r\n\r\n")
+    if crlf >= 0 and crlf + 4 > end:
+        end = crlf + 4
+    cr = buf.rfind(b"\r\r")
+    if cr >= 0 and cr + 2 > end:
+        end = cr + 2
+    return end

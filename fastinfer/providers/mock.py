@@ -16,7 +16,7 @@ from typing import AsyncIterator
 import orjson
 
 from ..config import DeploymentConfig
-from .base import IteratorStream, Provider, StreamRelay, UpstreamReply
+from .base import IteratorStream, Provider, UpstreamReply
 
 
 def _text_of(content) -> str:
@@ -88,7 +88,3 @@ class MockProvider(Provider):
             {"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n"
         yield b"data: " + orjson.dumps({**head, "choices": [], "usage": usage}) + b"\n\n"
         yield b"data: [DONE]\n\n"
-
-    def stream_relay(self, req) -> StreamRelay:
-        from .openai import OpenAIStreamRelay
-        return OpenAIStreamRelay(req.client_wants_usage)

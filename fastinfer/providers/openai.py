@@ -4,14 +4,19 @@ Owns: the request these upstreams expect (URL, auth header, upstream model id,
 usage requested on streams) and relaying their SSE streams to OpenAI clients
 as bytes, touching only what the gateway must: it drops the usage-only chunk
 the gateway asked for on the client's behalf, and forwards only whole events.
+Also ``/v1/completions`` and ``/v1/embeddings`` (``req.endpoint``), passed through.
+Anthropic callers are translated by the ``Provider`` defaults (``translate``).
+Compatible servers' quirks are tolerated: no usage chunk (usage is then
+estimated), ``reasoning_content`` deltas, missing ``created``.
 """
 from __future__ import annotations
 
 import orjson
 
 from .._core.sse import SSEParser, encode_data
-from .base import Provider, StreamRelay, UpstreamReply
+from .base import Provider, StreamRelay, UpstreamReply, last_event_end as _last_event_end
 from .http import post
+from .translate.common import estimated_usage, make_usage, usage_from_openai
 
 _USAGE_KEY = b'"usage"'
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
@@ -20,46 +25,31 @@ _NULL_USAGE = (b'"usage":null', b'"usage": null')
 class OpenAIProvider(Provider):
     """``openai``, ``openai_compatible`` and ``azure_openai`` deployments."""
 
-    def _url_and_headers(self, replica, credential: str | None) -> tuple[str, dict]:
+    endpoints = ("chat", "completions", "embeddings")
+    _PATHS = {"chat": "chat/completions", "completions": "completions", "embeddings": "embeddings"}
+
+    def _url_and_headers(self, replica, credential: str | None, endpoint: str = "chat") -> tuple[str, dict]:
         headers = {"Content-Type": "application/json"}
+        path = self._PATHS[endpoint]
         if self.deployment.provider == "azure_openai":
             url = (f"{replica.base_url}/openai/deployments/{self.deployment.upstream_model}"
-                   f"/chat/completions?api-version={replica.api_version}")
+                   f"/{path}?api-version={replica.api_version}")
             if credential:
                 headers["api-key"] = credential
             return url, headers
         if credential:
             headers["Authorization"] = f"Bearer {credential}"
-        return f"{replica.base_url}/chat/completions", headers
+        return f"{replica.base_url}/{path}", headers
 
     async def send(self, session, req, timeouts) -> UpstreamReply:
-        body = dict(req.body)
+        body = self.upstream_body(req) if req.api != "openai" else {**req.body, "model": self.deployment.upstream_model}
         stream = req.stream
-        body["model"] = self.deployment.upstream_model
         if stream:
             # always ask for usage: accounting needs it even when the client did not
             options = body.get("stream_options")
             body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
-        url, headers = self._url_and_headers(session.replica, session.credential)
+        url, headers = self._url_and_headers(session.replica, session.credential, req.endpoint)
         return await post(session, url, headers, orjson.dumps(body), stream, timeouts)
-
-    def stream_relay(self, req) -> StreamRelay:
-        return OpenAIStreamRelay(req.client_wants_usage)
-
-
-def _last_event_end(buf: bytes) -> int:
-    """Offset just past the last complete SSE event in ``buf`` (0 if none)."""
-    if buf.endswith(b"\n\n"):
-        return len(buf)
-    end = buf.rfind(b"\n\n")
-    end = end + 2 if end >= 0 else 0
-    crlf = buf.rfind(b"\r\n\r\n")
-    if crlf >= 0 and crlf + 4 > end:
-        end = crlf + 4
-    cr = buf.rfind(b"\r\r")
-    if cr >= 0 and cr + 2 > end:
-        end = cr + 2
-    return end
 
 
 def _needs_attention(events: bytes) -> bool:
@@ -73,17 +63,32 @@ def _needs_attention(events: bytes) -> bool:
 
 
 class OpenAIStreamRelay(StreamRelay):
-    """OpenAI upstream stream -> OpenAI client stream, as bytes."""
+    """OpenAI upstream stream -> OpenAI client stream, as bytes.
 
-    __slots__ = ("_parser", "_carry", "_client_wants_usage", "finished", "usage", "error")
+    ``usage`` is normalized; a server that sends no usage chunk gets an
+    estimate: one token per forwarded event (compatible servers stream about a
+    token per chunk), the prompt from the request's text length.
+    """
 
-    def __init__(self, client_wants_usage: bool):
+    __slots__ = ("_parser", "_carry", "_client_wants_usage", "_usage", "_events", "_request_body",
+                 "finished", "error")
+
+    def __init__(self, client_wants_usage: bool, request_body: dict | None = None):
         self._parser = SSEParser()
         self._carry = b""
         self._client_wants_usage = client_wants_usage
+        self._usage = None
+        self._events = 0
+        self._request_body = request_body
         self.finished = False
-        self.usage = None
         self.error = None
+
+    @property
+    def usage(self) -> dict | None:
+        if self._usage is not None:
+            return self._usage
+        prompt = estimated_usage(self._request_body or {}, 0)["prompt_tokens"]
+        return make_usage(prompt, max(0, self._events - 2), estimated=True)  # minus role and finish chunks
 
     def feed(self, chunk: bytes) -> bytes:
         buf = self._carry + chunk if self._carry else chunk
@@ -96,16 +101,18 @@ class OpenAIStreamRelay(StreamRelay):
         else:
             out, self._carry = buf[:end], buf[end:]
         if not _needs_attention(out):
+            self._events += out.count(b"data:")
             return out  # the common token chunk: forwarded untouched, never parsed
         events = self._parser.feed(out)
         drop = None
+        self._events += len(events)
         for i, event in enumerate(events):
             data = event.data
             if data == b"[DONE]":
                 self.finished = True
             elif _USAGE_KEY in data and not any(n in data for n in _NULL_USAGE):
                 frame = orjson.loads(data)
-                self.usage = frame.get("usage")
+                self._usage = usage_from_openai(frame.get("usage"))
                 if not self._client_wants_usage and not frame.get("choices"):
                     drop = i
             elif data.startswith(b'{"error"'):

@@ -1,0 +1,484 @@
+"""OpenAI Chat Completions <-> Anthropic Messages: requests, whole replies, streams.
+
+Owns: both directions of the mapping (system prompt, content parts and images,
+tools / tool calls / tool results, stop sequences, max tokens, sampling,
+usage, stop reasons) and the two incremental stream translators.
+Must not touch: I/O, SSE bytes (the relay parses and writes), config objects.
+"""
+from __future__ import annotations
+
+import time
+
+from .common import (ANTHROPIC_STOP_TO_OPENAI, DONE, ERROR, OPENAI_FINISH_TO_ANTHROPIC, anthropic_usage,
+                     data_url, dumps, estimate_tokens, make_usage, new_id, openai_usage, parse_arguments,
+                     parse_data_url, text_of, usage_from_anthropic, usage_from_openai)
+
+# ================================================================ requests
+
+def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int) -> dict:
+    """An OpenAI chat body as an Anthropic Messages body for ``model``."""
+    system: list[str] = []
+    messages: list[dict] = []
+    for m in body.get("messages") or ():
+        role = m.get("role")
+        if role in ("system", "developer"):
+            system.append(text_of(m.get("content")))
+        elif role == "user":
+            _append(messages, "user", _openai_parts_to_anthropic(m.get("content")))
+        elif role == "assistant":
+            _append(messages, "assistant", _openai_assistant_to_anthropic(m))
+        elif role in ("tool", "function"):
+            _append(messages, "user", [{
+                "type": "tool_result", "tool_use_id": m.get("tool_call_id") or m.get("name") or "",
+                "content": text_of(m.get("content"))}])
+    out: dict = {"model": model, "messages": messages}
+    if system:
+        out["system"] = "\n\n".join(s for s in system if s)
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    out["max_tokens"] = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else default_max_tokens
+    stop = body.get("stop")
+    if stop:
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if body.get("temperature") is not None:
+        out["temperature"] = min(1.0, body["temperature"])  # Anthropic's range is 0..1
+    if body.get("top_p") is not None:
+        out["top_p"] = body["top_p"]
+    tools = [_openai_tool_to_anthropic(t) for t in body.get("tools") or () if t.get("type", "function") == "function"]
+    if tools:
+        out["tools"] = tools
+        choice = _openai_tool_choice_to_anthropic(body.get("tool_choice"))
+        if body.get("parallel_tool_calls") is False:
+            choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+        if choice is not None:
+            out["tool_choice"] = choice
+    if isinstance(body.get("user"), str):
+        out["metadata"] = {"user_id": body["user"]}
+    if body.get("stream"):
+        out["stream"] = True
+    return out
+
+
+def _append(messages: list[dict], role: str, blocks: list[dict]) -> None:
+    """Anthropic wants alternating roles: consecutive same-role turns are merged."""
+    if not blocks:
+        return
+    if messages and messages[-1]["role"] == role:
+        messages[-1]["content"].extend(blocks)
+    else:
+        messages.append({"role": role, "content": blocks})
+
+
+def _openai_parts_to_anthropic(content) -> list[dict]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks = []
+    for part in content or ():
+        kind = part.get("type")
+        if kind == "text":
+            blocks.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "image_url":
+            url = part["image_url"]["url"] if isinstance(part.get("image_url"), dict) else part.get("image_url", "")
+            inline = parse_data_url(url)
+            source = ({"type": "base64", "media_type": inline[0], "data": inline[1]} if inline
+                      else {"type": "url", "url": url})
+            blocks.append({"type": "image", "source": source})
+        elif kind == "file" and isinstance(part.get("file"), dict):
+            inline = parse_data_url(part["file"].get("file_data", ""))
+            if inline:
+                blocks.append({"type": "document", "source": {"type": "base64", "media_type": inline[0],
+                                                              "data": inline[1]}})
+    return blocks
+
+
+def _openai_assistant_to_anthropic(m: dict) -> list[dict]:
+    blocks = _openai_parts_to_anthropic(m.get("content"))
+    for call in m.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        blocks.append({"type": "tool_use", "id": call.get("id") or new_id("toolu_"), "name": fn.get("name", ""),
+                       "input": parse_arguments(fn.get("arguments"))})
+    return blocks
+
+
+def _openai_tool_to_anthropic(tool: dict) -> dict:
+    fn = tool.get("function") or {}
+    out = {"name": fn.get("name", ""),
+           "input_schema": fn.get("parameters") or {"type": "object", "properties": {}}}
+    if fn.get("description"):
+        out["description"] = fn["description"]
+    return out
+
+
+def _openai_tool_choice_to_anthropic(choice) -> dict | None:
+    if choice is None:
+        return None
+    if choice == "auto":
+        return {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        return {"type": "tool", "name": choice["function"].get("name", "")}
+    return None
+
+
+def anthropic_to_openai_request(body: dict, model: str) -> dict:
+    """An Anthropic Messages body as an OpenAI chat body for ``model``."""
+    messages: list[dict] = []
+    system = body.get("system")
+    if system:
+        messages.append({"role": "system", "content": text_of(system)})
+    for m in body.get("messages") or ():
+        content = m.get("content")
+        if m.get("role") == "assistant":
+            messages.append(_anthropic_assistant_to_openai(content))
+        else:
+            messages.extend(_anthropic_user_to_openai(content))
+    out: dict = {"model": model, "messages": messages}
+    if body.get("max_tokens") is not None:
+        out["max_tokens"] = body["max_tokens"]
+    for src, dst in (("temperature", "temperature"), ("top_p", "top_p"), ("stop_sequences", "stop")):
+        if body.get(src) is not None:
+            out[dst] = body[src]
+    tools = [_anthropic_tool_to_openai(t) for t in body.get("tools") or () if "input_schema" in t]
+    if tools:
+        out["tools"] = tools
+        choice = body.get("tool_choice") or {}
+        mapped = {"auto": "auto", "any": "required", "none": "none"}.get(choice.get("type"))
+        if choice.get("type") == "tool":
+            mapped = {"type": "function", "function": {"name": choice.get("name", "")}}
+        if mapped is not None:
+            out["tool_choice"] = mapped
+        if choice.get("disable_parallel_tool_use"):
+            out["parallel_tool_calls"] = False
+    user = (body.get("metadata") or {}).get("user_id")
+    if isinstance(user, str):
+        out["user"] = user
+    if body.get("stream"):
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+def _anthropic_image_to_openai(block: dict) -> dict | None:
+    source = block.get("source") or {}
+    if source.get("type") == "base64":
+        return {"type": "image_url", "image_url": {"url": data_url(source.get("media_type", "image/png"),
+                                                                   source.get("data", ""))}}
+    if source.get("type") == "url":
+        return {"type": "image_url", "image_url": {"url": source.get("url", "")}}
+    return None
+
+
+def _anthropic_user_to_openai(content) -> list[dict]:
+    """One Anthropic user turn: tool results become ``tool`` messages, placed first as OpenAI requires."""
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    tool_messages, parts = [], []
+    for block in content or ():
+        kind = block.get("type")
+        if kind == "tool_result":
+            result = block.get("content")
+            text = text_of(result)
+            if block.get("is_error") and text:
+                text = f"Error: {text}"
+            tool_messages.append({"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text})
+        elif kind == "text":
+            parts.append({"type": "text", "text": block.get("text", "")})
+        elif kind == "image":
+            image = _anthropic_image_to_openai(block)
+            if image is not None:
+                parts.append(image)
+        elif kind == "document":
+            source = block.get("source") or {}
+            if source.get("type") == "base64":
+                parts.append({"type": "file", "file": {"file_data": data_url(source.get("media_type", ""),
+                                                                            source.get("data", ""))}})
+            elif source.get("type") == "text":
+                parts.append({"type": "text", "text": source.get("data", "")})
+    out = tool_messages
+    if parts:
+        simple = all(p["type"] == "text" for p in parts)
+        out.append({"role": "user", "content": "".join(p["text"] for p in parts) if simple else parts})
+    return out
+
+
+def _anthropic_assistant_to_openai(content) -> dict:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    text, calls = [], []
+    for block in content or ():
+        kind = block.get("type")
+        if kind == "text":
+            text.append(block.get("text", ""))
+        elif kind == "tool_use":
+            calls.append({"id": block.get("id", ""), "type": "function",
+                          "function": {"name": block.get("name", ""), "arguments": dumps(block.get("input") or {})}})
+    message: dict = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _anthropic_tool_to_openai(tool: dict) -> dict:
+    fn = {"name": tool.get("name", ""), "parameters": tool.get("input_schema") or {"type": "object"}}
+    if tool.get("description"):
+        fn["description"] = tool["description"]
+    return {"type": "function", "function": fn}
+
+
+# ================================================================= replies
+
+def anthropic_to_openai_reply(reply: dict, created: int | None = None) -> dict:
+    """A whole Anthropic message as an OpenAI ``chat.completion``."""
+    text, reasoning, calls = [], [], []
+    for block in reply.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            text.append(block.get("text", ""))
+        elif kind == "thinking":
+            reasoning.append(block.get("thinking", ""))
+        elif kind == "tool_use":
+            calls.append({"id": block.get("id", ""), "type": "function",
+                          "function": {"name": block.get("name", ""), "arguments": dumps(block.get("input") or {})}})
+    message: dict = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if calls:
+        message["tool_calls"] = calls
+    usage = usage_from_anthropic(reply.get("usage")) or make_usage(0, 0)
+    return {
+        "id": reply.get("id") or new_id("chatcmpl-"), "object": "chat.completion",
+        "created": created or int(time.time()), "model": reply.get("model", ""),
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": ANTHROPIC_STOP_TO_OPENAI.get(reply.get("stop_reason"), "stop")}],
+        "usage": openai_usage(usage),
+    }
+
+
+def openai_to_anthropic_reply(reply: dict, usage: dict | None = None) -> dict:
+    """A whole OpenAI ``chat.completion`` as an Anthropic message (choice 0)."""
+    choices = reply.get("choices") or [{}]
+    choice = choices[0]
+    message = choice.get("message") or {}
+    content = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    text = text_of(message.get("content"))
+    if text:
+        content.append({"type": "text", "text": text})
+    for call in message.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id") or new_id("toolu_"), "name": fn.get("name", ""),
+                        "input": parse_arguments(fn.get("arguments"))})
+    if usage is None:
+        usage = usage_from_openai(reply.get("usage")) or make_usage(0, 0)
+    finish = choice.get("finish_reason")
+    if message.get("tool_calls") and finish in (None, "stop"):
+        finish = "tool_calls"  # some compatible servers say "stop" after a tool call
+    return {
+        "id": _message_id(reply.get("id")), "type": "message", "role": "assistant",
+        "model": reply.get("model", ""), "content": content,
+        "stop_reason": OPENAI_FINISH_TO_ANTHROPIC.get(finish, "end_turn"), "stop_sequence": None,
+        "usage": anthropic_usage(usage),
+    }
+
+
+def _message_id(upstream_id) -> str:
+    return upstream_id if isinstance(upstream_id, str) and upstream_id.startswith("msg_") else new_id("msg_")
+
+
+# ================================================================= streams
+
+class AnthropicToOpenAIStream:
+    """Anthropic stream events -> OpenAI ``chat.completion.chunk`` items, event by event.
+
+    ``push(event, data)`` returns the items to send now. The ``[DONE]`` item is
+    produced only on ``message_stop``; ``include_usage`` adds the usage-only
+    chunk before it. ``usage`` (normalized) and ``finished`` are kept up to date.
+    """
+
+    def __init__(self, include_usage: bool, estimate=None):
+        self.include_usage = include_usage
+        self.estimate = estimate         # callable(completion_chars) -> usage dict, or None
+        self.usage: dict | None = None
+        self.finished = False
+        self.chars = 0                 # text sent, for an estimate when no usage comes
+        self._head: dict = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk",
+                            "created": int(time.time()), "model": ""}
+        self._tools: dict[int, int] = {}   # Anthropic block index -> OpenAI tool_calls index
+        self._input: dict = {}
+
+    def _chunk(self, delta: dict, finish=None) -> tuple[None, dict]:
+        return None, {**self._head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    def push(self, event: str | None, data) -> list:
+        kind = data.get("type", event) if isinstance(data, dict) else event
+        if event == ERROR or kind == "error":
+            err = data.get("error") if isinstance(data.get("error"), dict) else data
+            return [(ERROR, {"message": err.get("message", "upstream error"), "type": err.get("type", "api_error")})]
+        if kind == "content_block_delta":
+            delta = data.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                self.chars += len(delta.get("text", ""))
+                return [self._chunk({"content": delta.get("text", "")})]
+            if dtype == "input_json_delta":
+                at = self._tools.get(data.get("index"))
+                if at is None:
+                    return []
+                self.chars += len(delta.get("partial_json", ""))
+                return [self._chunk({"tool_calls": [{"index": at, "function": {
+                    "arguments": delta.get("partial_json", "")}}]})]
+            if dtype == "thinking_delta":
+                self.chars += len(delta.get("thinking", ""))
+                return [self._chunk({"reasoning_content": delta.get("thinking", "")})]
+            return []
+        if kind == "message_start":
+            message = data.get("message") or {}
+            if message.get("id"):
+                self._head["id"] = message["id"]
+            self._head["model"] = message.get("model", "")
+            self._input = message.get("usage") or {}
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if kind == "content_block_start":
+            block = data.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                at = self._tools[data.get("index")] = len(self._tools)
+                return [self._chunk({"tool_calls": [{"index": at, "id": block.get("id", ""), "type": "function",
+                                                     "function": {"name": block.get("name", ""), "arguments": ""}}]})]
+            if block.get("type") == "text" and block.get("text"):
+                return [self._chunk({"content": block["text"]})]
+            return []
+        if kind == "message_delta":
+            self.usage = usage_from_anthropic({**self._input, **{k: v for k, v in (data.get("usage") or {}).items()
+                                                                 if v is not None}})
+            stop = (data.get("delta") or {}).get("stop_reason")
+            return [self._chunk({}, ANTHROPIC_STOP_TO_OPENAI.get(stop, "stop"))]
+        if kind == "message_stop":
+            self.finished = True
+            out = []
+            if self.include_usage:
+                usage = self.usage or (self.estimate(self.chars) if self.estimate is not None
+                                       else make_usage(0, estimate_tokens(self.chars), estimated=True))
+                out.append((None, {**self._head, "choices": [], "usage": openai_usage(usage)}))
+            out.append((None, DONE))
+            return out
+        return []  # ping, content_block_stop, unknown events
+
+
+class OpenAIToAnthropicStream:
+    """OpenAI chunk items -> Anthropic stream events, chunk by chunk.
+
+    Opens a content block per kind of delta (``thinking`` for
+    ``reasoning_content``, ``text``, one ``tool_use`` per tool call) and closes
+    it when another starts. ``message_delta`` (stop reason, usage) and
+    ``message_stop`` wait for ``[DONE]``, since OpenAI sends usage after the
+    finish reason. ``estimate`` gives the usage when the upstream sent none.
+    """
+
+    def __init__(self, model: str, estimate=None):
+        self.model = model
+        self.estimate = estimate         # callable(completion_chars) -> usage dict, or None
+        self.usage: dict | None = None
+        self.finished = False
+        self.chars = 0
+        self._started = False
+        self._block = -1                 # index of the open block, -1 when none
+        self._block_kind: str | None = None
+        self._blocks = 0
+        self._tools: dict[int, int] = {}  # OpenAI tool_calls index -> Anthropic block index
+        self._finish: str | None = None
+        self._saw_tools = False
+
+    def _start(self, message_id) -> list:
+        self._started = True
+        return [("message_start", {"type": "message_start", "message": {
+            "id": _message_id(message_id), "type": "message", "role": "assistant", "model": self.model,
+            "content": [], "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+            ("ping", {"type": "ping"})]
+
+    def _close(self) -> list:
+        if self._block_kind is None:
+            return []
+        self._block_kind = None
+        return [("content_block_stop", {"type": "content_block_stop", "index": self._block})]
+
+    def _open(self, block: dict) -> list:
+        out = self._close()
+        self._block = self._blocks
+        self._blocks += 1
+        self._block_kind = block["type"]
+        out.append(("content_block_start", {"type": "content_block_start", "index": self._block,
+                                            "content_block": block}))
+        return out
+
+    def _delta(self, delta: dict) -> tuple[str, dict]:
+        return "content_block_delta", {"type": "content_block_delta", "index": self._block, "delta": delta}
+
+    def push(self, event: str | None, data) -> list:
+        if event == ERROR:
+            return [(ERROR, data)]
+        if data == DONE:
+            return self._end()
+        if "error" in data and "choices" not in data:
+            err = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
+            return [(ERROR, {"message": err.get("message", "upstream error"),
+                             "type": err.get("type") or "api_error"})]
+        out = [] if self._started else self._start(data.get("id"))
+        if data.get("usage"):
+            self.usage = usage_from_openai(data["usage"])
+        for choice in data.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                if self._block_kind != "thinking":
+                    out += self._open({"type": "thinking", "thinking": "", "signature": ""})
+                self.chars += len(reasoning)
+                out.append(self._delta({"type": "thinking_delta", "thinking": reasoning}))
+            text = delta.get("content")
+            if text:
+                if self._block_kind != "text":
+                    out += self._open({"type": "text", "text": ""})
+                self.chars += len(text)
+                out.append(self._delta({"type": "text_delta", "text": text}))
+            for position, call in enumerate(delta.get("tool_calls") or ()):
+                at = call.get("index", position)
+                fn = call.get("function") or {}
+                if at not in self._tools:
+                    self._saw_tools = True
+                    out += self._open({"type": "tool_use", "id": call.get("id") or new_id("toolu_"),
+                                       "name": fn.get("name", ""), "input": {}})
+                    self._tools[at] = self._block
+                arguments = fn.get("arguments")
+                if arguments:
+                    if self._tools[at] != self._block:
+                        continue  # arguments of an earlier, closed call: cannot be reopened
+                    self.chars += len(arguments)
+                    out.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+                out += self._close()
+        return out
+
+    def _end(self) -> list:
+        out = [] if self._started else self._start(None)
+        out += self._close()
+        self.finished = True
+        if self.usage is None:
+            self.usage = (self.estimate(self.chars) if self.estimate is not None
+                          else make_usage(0, estimate_tokens(self.chars), estimated=True))
+        finish = self._finish
+        if self._saw_tools and finish in (None, "stop"):
+            finish = "tool_calls"
+        usage = anthropic_usage(self.usage)
+        out.append(("message_delta", {"type": "message_delta",
+                                      "delta": {"stop_reason": OPENAI_FINISH_TO_ANTHROPIC.get(finish, "end_turn"),
+                                                "stop_sequence": None},
+                                      "usage": usage}))
+        out.append(("message_stop", {"type": "message_stop"}))
+        return out

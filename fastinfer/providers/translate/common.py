@@ -1,0 +1,214 @@
+"""Pieces every translator shares: usage, finish reasons, images, ids, stream items.
+
+Must not touch: anything format-specific beyond these small mappings; no I/O.
+
+Stream translators exchange *items*: ``(event, payload)`` pairs. OpenAI and
+Gemini chunks have ``event`` ``None`` and a dict payload; Anthropic events carry
+their event name. ``DONE`` is the OpenAI end marker, and ``(ERROR, {"message",
+"type"})`` an upstream in-stream error, passed through every stage unchanged.
+
+Usage is normalized to OpenAI names: ``prompt_tokens`` (all input, cached
+included), ``completion_tokens`` (all output, reasoning included),
+``total_tokens``, and when known ``cached_tokens`` / ``reasoning_tokens``;
+``usage_estimated`` is True when the upstream sent no count and it was
+estimated from text length (~4 characters per token).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import os
+
+import orjson
+
+DONE = "[DONE]"       # payload of the OpenAI end-of-stream marker
+ERROR = "error"       # event name of an upstream in-stream error item
+
+_ids = itertools.count(1)
+_prefix = os.urandom(4).hex()
+
+
+def new_id(prefix: str) -> str:
+    """A process-unique id such as ``msg_<hex>`` / ``call_<hex>`` / ``chatcmpl-<hex>``."""
+    return f"{prefix}{_prefix}{next(_ids):08x}"
+
+
+# ------------------------------------------------------------------ usage
+
+def make_usage(prompt: int, completion: int, cached: int | None = None, reasoning: int | None = None,
+               estimated: bool = False) -> dict:
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    if cached:
+        usage["cached_tokens"] = cached
+    if reasoning:
+        usage["reasoning_tokens"] = reasoning
+    if estimated:
+        usage["usage_estimated"] = True
+    return usage
+
+
+def _int(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def usage_from_openai(u) -> dict | None:
+    if not isinstance(u, dict):
+        return None
+    prompt_details = u.get("prompt_tokens_details") or {}
+    completion_details = u.get("completion_tokens_details") or {}
+    return make_usage(_int(u.get("prompt_tokens")), _int(u.get("completion_tokens")),
+                      _int(prompt_details.get("cached_tokens")), _int(completion_details.get("reasoning_tokens")))
+
+
+def usage_from_anthropic(u) -> dict | None:
+    """Anthropic's ``input_tokens`` excludes cache reads and writes; ours includes them."""
+    if not isinstance(u, dict):
+        return None
+    cached = _int(u.get("cache_read_input_tokens"))
+    prompt = _int(u.get("input_tokens")) + cached + _int(u.get("cache_creation_input_tokens"))
+    return make_usage(prompt, _int(u.get("output_tokens")), cached)
+
+
+def usage_from_gemini(u) -> dict | None:
+    """Gemini counts thoughts apart from candidates; ours counts them in the completion."""
+    if not isinstance(u, dict):
+        return None
+    reasoning = _int(u.get("thoughtsTokenCount"))
+    return make_usage(_int(u.get("promptTokenCount")), _int(u.get("candidatesTokenCount")) + reasoning,
+                      _int(u.get("cachedContentTokenCount")), reasoning)
+
+
+def openai_usage(usage: dict) -> dict:
+    """A normalized usage in the OpenAI wire shape."""
+    out = {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
+           "total_tokens": usage["total_tokens"]}
+    if usage.get("cached_tokens"):
+        out["prompt_tokens_details"] = {"cached_tokens": usage["cached_tokens"]}
+    if usage.get("reasoning_tokens"):
+        out["completion_tokens_details"] = {"reasoning_tokens": usage["reasoning_tokens"]}
+    return out
+
+
+def anthropic_usage(usage: dict) -> dict:
+    """A normalized usage in the Anthropic wire shape (``input_tokens`` without cache reads)."""
+    cached = usage.get("cached_tokens", 0)
+    out = {"input_tokens": max(0, usage["prompt_tokens"] - cached), "output_tokens": usage["completion_tokens"]}
+    if cached:
+        out["cache_read_input_tokens"] = cached
+    return out
+
+
+def estimate_tokens(chars: int) -> int:
+    return (chars + 3) // 4
+
+
+def prompt_chars(body: dict) -> int:
+    """Characters of a request's text (any format): what a token estimate is based on."""
+    total = 0
+    for key in ("system", "messages", "contents", "systemInstruction", "prompt", "input"):
+        value = body.get(key)
+        if isinstance(value, str):
+            total += len(value)
+        elif value is not None:
+            total += len(_texts(value))
+    return total
+
+
+def _texts(value) -> str:
+    """Every string leaf under ``text`` / ``content`` keys (or bare list items), joined."""
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            for k in ("text", "content", "parts", "thinking"):
+                if k in v:
+                    stack.append(v[k])
+    return "".join(out)
+
+
+def estimated_usage(request_body: dict, completion_chars: int) -> dict:
+    return make_usage(estimate_tokens(prompt_chars(request_body)), estimate_tokens(completion_chars),
+                      estimated=True)
+
+
+# ---------------------------------------------------------- finish reasons
+
+ANTHROPIC_STOP_TO_OPENAI = {
+    "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+    "pause_turn": "stop", "refusal": "content_filter", "model_context_window_exceeded": "length",
+}
+OPENAI_FINISH_TO_ANTHROPIC = {
+    "stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+GEMINI_FINISH_TO_OPENAI = {
+    "STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter", "LANGUAGE": "content_filter",
+}
+
+
+# ------------------------------------------------------------------ content
+
+def text_of(content) -> str:
+    """The text of an OpenAI / Anthropic content value (a string or a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content
+                       if isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text"), str))
+    return "" if content is None else str(content)
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``data:image/png;base64,AAAA`` -> ("image/png", "AAAA"); None for anything else."""
+    if not url.startswith("data:"):
+        return None
+    head, sep, data = url[5:].partition(",")
+    if not sep or not head.endswith(";base64"):
+        return None
+    return head[:-7] or "application/octet-stream", data
+
+
+def data_url(media_type: str, data: str) -> str:
+    return f"data:{media_type};base64,{data}"
+
+
+_MEDIA_BY_EXT = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
+                 "webp": "image/webp", "pdf": "application/pdf"}
+
+
+def guess_media_type(url: str) -> str:
+    ext = url.rsplit("?", 1)[0].rsplit(".", 1)[-1].lower()
+    return _MEDIA_BY_EXT.get(ext, "image/jpeg")
+
+
+def is_base64(data: str) -> bool:
+    try:
+        base64.b64decode(data, validate=True)
+        return True
+    except (binascii.Error, ValueError):
+        return False
+
+
+def parse_arguments(arguments) -> dict:
+    """OpenAI tool-call ``arguments`` (a JSON string) as an object; ``{}`` when empty or not an object."""
+    if isinstance(arguments, dict):
+        return arguments
+    if not arguments:
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return {"_raw": arguments}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def dumps(value) -> str:
+    return orjson.dumps(value).decode()
