@@ -1,0 +1,173 @@
+"""Credential rotation, session rebuilds, and clients that leave — with 2 workers."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+
+import openai
+
+from procs import http_json
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+ADMIN = {"Authorization": "Bearer adm"}
+
+
+def config(upstream_base: str, credential: str, **options) -> str:
+    extra = "\n".join(f"{k} = {v}" for k, v in options.items())
+    return textwrap.dedent(f"""
+        [server]
+        admin_key = {{ value = "adm" }}
+
+        [[deployments]]
+        name = "m"
+        provider = "openai_compatible"
+        model = "mock-model"
+        retry = {{ max_attempts = 2, base_ms = 10, max_ms = 20 }}
+        {extra}
+
+        [[deployments.replicas]]
+        base_url = "{upstream_base}/v1"
+        credential = {credential}
+    """)
+
+
+def replace_file(path, text: str) -> None:
+    tmp = f"{path}.new"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def keys_seen(mock_upstream, since: int = 0) -> list[str]:
+    return [r["headers"].get("authorization") for r in mock_upstream.stats()["received"][since:]]
+
+
+def test_file_credential_rotated_under_steady_traffic_loses_no_request(start_gateway, mock_upstream, workdir):
+    key_file = workdir / "key"
+    key_file.write_text("sk-old\n")
+    mock_upstream.control(api_keys=["sk-old"])
+    gw = start_gateway(config(mock_upstream.base, f'{{ file = "{key_file}" }}'))
+    failures, successes = [], [0]
+    stop = threading.Event()
+
+    def traffic():
+        client = openai.OpenAI(base_url=gw.base + "/v1", api_key="x", max_retries=0, timeout=10)
+        while not stop.is_set():
+            try:
+                client.chat.completions.create(model="m", messages=MESSAGES)
+                successes[0] += 1
+            except openai.APIError as e:
+                failures.append(e)
+
+    threads = [threading.Thread(target=traffic) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.7)
+    # the provider issues a new key and revokes the old one at once; the gateway's file follows
+    replace_file(key_file, "sk-new\n")
+    mock_upstream.control(api_keys=["sk-new"])
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join(15)
+    assert not failures, failures[:3]
+    assert successes[0] > 20
+    seen = keys_seen(mock_upstream)
+    assert seen[0] == "Bearer sk-old" and seen[-1] == "Bearer sk-new"
+
+
+def test_admin_rebuild_reaches_every_worker(start_gateway, mock_upstream, workdir):
+    key_file = workdir / "key"
+    key_file.write_text("sk-one")
+    helper = [sys.executable, "-c", f"print(open({str(key_file)!r}).read())"]
+    mock_upstream.control(api_keys=["sk-one", "sk-two"])
+    # a JSON array of strings is a TOML array too
+    gw = start_gateway(config(mock_upstream.base, f"{{ command = {json.dumps(helper)}, ttl_s = 3600 }}"))
+    for _ in range(4):
+        assert http_json("POST", gw.base + "/v1/chat/completions", {"model": "m", "messages": MESSAGES},
+                         headers={"connection": "close"})[0] == 200
+    key_file.write_text("sk-two")
+    seen_before = len(mock_upstream.stats()["received"])
+    status, _, body = http_json("POST", gw.base + "/admin/sessions/m/rebuild", b"", headers=ADMIN)
+    assert status == 200 and body["generation"] == 1
+    for _ in range(10):  # connection: close spreads these over both workers
+        assert http_json("POST", gw.base + "/v1/chat/completions", {"model": "m", "messages": MESSAGES},
+                         headers={"connection": "close"})[0] == 200
+    assert set(keys_seen(mock_upstream, seen_before)) == {"Bearer sk-two"}
+    with urllib.request.urlopen(gw.base + "/metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
+    assert 'fastinfer_session_rebuilds_total{deployment="m",cause="admin"} 1' in metrics
+    assert "sk-two" not in metrics and "sk-one" not in metrics
+
+
+def _raw_request(port: int, body: dict) -> socket.socket:
+    data = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+    return sock
+
+
+def _state(gw) -> dict:
+    return http_json("GET", gw.base + "/admin/state", headers=ADMIN)[2]["deployments"][0]
+
+
+def test_client_leaving_before_the_first_byte_closes_the_upstream_at_once(start_gateway, mock_upstream):
+    mock_upstream.control(latency_ms=5000)
+    gw = start_gateway(config(mock_upstream.base, '{ value = "k" }'))
+    sock = _raw_request(gw.port, {"model": "m", "messages": MESSAGES})
+    deadline = time.monotonic() + 5
+    while mock_upstream.stats()["in_flight"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    left_at = time.monotonic()
+    sock.close()
+    time.sleep(0.5)
+    (entry,) = mock_upstream.stats()["received"]
+    assert entry["client_gone"] is True
+    assert entry["closed_at"] - left_at < 0.1
+    state = _state(gw)
+    assert state["in_flight"] == 0
+    assert state["replicas"][0]["circuit"]["consecutive_failures"] == 0  # a client leaving is no failure
+
+
+def test_client_leaving_mid_stream_closes_the_upstream_at_once(start_gateway, mock_upstream):
+    mock_upstream.control(tokens=50, itl_ms=100)
+    gw = start_gateway(config(mock_upstream.base, '{ value = "k" }'))
+    sock = _raw_request(gw.port, {"model": "m", "messages": MESSAGES, "stream": True})
+    got = b""
+    while got.count(b"data: ") < 3:
+        got += sock.recv(65536)
+    left_at = time.monotonic()
+    sock.close()
+    time.sleep(0.5)
+    (entry,) = mock_upstream.stats()["received"]
+    assert entry["client_gone"] is True
+    assert entry["closed_at"] - left_at < 0.1
+    assert _state(gw)["in_flight"] == 0
+
+
+def test_client_leaving_the_queue_frees_its_place_at_once(start_gateway, mock_upstream):
+    mock_upstream.control(latency_ms=1500)
+    gw = start_gateway(config(mock_upstream.base, '{ value = "k" }', max_concurrency=1, queue_capacity=4))
+    holder = _raw_request(gw.port, {"model": "m", "messages": MESSAGES})
+    time.sleep(0.3)
+    queued = _raw_request(gw.port, {"model": "m", "messages": MESSAGES})
+    deadline = time.monotonic() + 5
+    while _state(gw)["queue_depth"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _state(gw)["queue_depth"] == 1
+    queued.close()
+    time.sleep(0.2)
+    assert _state(gw)["queue_depth"] == 0
+    holder.settimeout(5)
+    assert holder.recv(100).startswith(b"HTTP/1.1 200")
+    holder.close()
+    time.sleep(0.2)
+    assert mock_upstream.stats()["requests"] == 1   # the one that left never reached the upstream
+    assert _state(gw)["in_flight"] == 0
