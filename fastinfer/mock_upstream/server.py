@@ -20,6 +20,8 @@ import orjson
 from aiohttp import web
 
 from ..providers.mock import completion_words, count_prompt_tokens
+from . import anthropic, gemini
+from .plan import openai_tool_answer, openai_view, wants_tools
 
 JSON = "application/json"
 
@@ -78,6 +80,8 @@ class MockUpstream:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/messages", anthropic.handler(self))
+        app.router.add_post("/v1beta/models/{target}", gemini.handler(self))
         app.router.add_get("/_mock/stats", self.get_stats)
         app.router.add_post("/_mock/reset", self.reset)
         app.router.add_post("/_mock/config", self.set_config)
@@ -221,6 +225,8 @@ class MockUpstream:
     async def _chat_answer(self, request, body, behaviour) -> web.StreamResponse:
         if not isinstance(body.get("messages"), list):
             return _error(400, "'messages' is a required property", param="messages")
+        if wants_tools(openai_view(body)):
+            return await openai_tool_answer(self, request, body, behaviour)
         model = body.get("model", "mock")
         n_tokens = behaviour.get("tokens", body.get("max_tokens") or self.chaos.tokens)
         n_tokens = min(n_tokens, body.get("max_tokens") or n_tokens)
