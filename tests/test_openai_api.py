@@ -157,3 +157,20 @@ def test_upstream_client_error_passes_through(client, mock_upstream):
     with pytest.raises(openai.BadRequestError) as exc:
         client.chat.completions.create(model="m", messages=MESSAGES)
     assert "context too long for mock" in exc.value.body["message"]
+
+
+def test_tokens_and_cost_are_counted(start_gateway, mock_upstream):
+    config = upstream_config(mock_upstream.base,
+                             price="{ input_per_mtok = 2.0, output_per_mtok = 10.0 }")
+    gw = start_gateway(config)
+    client = openai.OpenAI(base_url=gw.base + "/v1", api_key="x", max_retries=0, timeout=20)
+    mock_upstream.control(tokens=6)
+    client.chat.completions.create(model="m", messages=MESSAGES)                 # 5 in, 6 out
+    list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))  # 5 in, 6 out
+    import urllib.request
+    with urllib.request.urlopen(gw.base + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    assert 'fastinfer_tokens_total{deployment="m",direction="input"} 10' in text
+    assert 'fastinfer_tokens_total{deployment="m",direction="output"} 12' in text
+    cost = float(text.split('fastinfer_cost_usd_total{deployment="m"} ')[1].split()[0])
+    assert cost == pytest.approx((10 * 2.0 + 12 * 10.0) / 1e6)

@@ -234,10 +234,30 @@ class Engine:
         if not req.stream:
             dep.picker.finished(index, loop.time() - started)
             body = dep.provider.reply_body(reply.body, req)
+            self._account_usage(dep, dep.provider.reply_usage(reply.body, req))
             return EngineResult(200, body=body, replica=replica, attempts=attempt, upstream_s=upstream_s)
-        stream = RelayedStream(reply, dep.provider.stream_relay(req),
-                               lambda: dep.picker.finished(index, loop.time() - started))
-        return EngineResult(200, stream=stream, replica=replica, attempts=attempt, upstream_s=upstream_s)
+        relay = dep.provider.stream_relay(req)
+
+        def stream_done() -> None:
+            dep.picker.finished(index, loop.time() - started)
+            self._account_usage(dep, relay.usage)
+
+        return EngineResult(200, stream=RelayedStream(reply, relay, stream_done), replica=replica,
+                            attempts=attempt, upstream_s=upstream_s)
+
+    def _account_usage(self, dep: Deployment, usage: dict | None) -> None:
+        """Tokens and cost of one answer, into the host-wide counters."""
+        if self.metrics is None or not usage:
+            return
+        prompt = usage.get("prompt_tokens") or 0
+        completion = usage.get("completion_tokens") or 0
+        cached = usage.get("cached_tokens") or 0
+        price = dep.config.price
+        cached_price = price.input_per_mtok if price.cached_input_per_mtok is None else price.cached_input_per_mtok
+        cost = ((prompt - cached) * price.input_per_mtok + cached * cached_price
+                + completion * price.output_per_mtok) / 1e6
+        self.metrics.usage(dep.config.name, prompt, completion, cached, cost,
+                           estimated=bool(usage.get("usage_estimated")))
 
     def _choose_replica(self, dep: Deployment, tried: set[int]) -> tuple[int | None, bool]:
         """A replica whose circuit admits an attempt, preferring ones not yet tried."""

@@ -38,6 +38,7 @@ class MetricsLayout:
         keys += [("rejected_total", (d, r)) for d in self.replicas for r in REJECT_REASONS]
         keys += [("tokens_total", (d, t)) for d in self.replicas for t in TOKEN_DIRECTIONS]
         keys += [("cost_usd_total", (d,)) for d in self.replicas]
+        keys += [("usage_estimated_total", (d,)) for d in self.replicas]
         keys += [("session_rebuilds_total", (d, c)) for d in self.replicas for c in REBUILD_CAUSES]
         # control words, not metrics: bumped by an admin request, watched by every worker
         keys += [("_session_generation", (d,)) for d in self.replicas]
@@ -107,7 +108,10 @@ class Metrics:
     def bump_session_generation(self, deployment: str) -> None:
         self._add(("_session_generation", (deployment,)))
 
-    def usage(self, deployment: str, prompt: int, completion: int, cached: int, cost_usd: float) -> None:
+    def usage(self, deployment: str, prompt: int, completion: int, cached: int, cost_usd: float,
+              estimated: bool = False) -> None:
+        if estimated:
+            self._add(("usage_estimated_total", (deployment,)))
         self._add(("tokens_total", (deployment, "input")), prompt)
         self._add(("tokens_total", (deployment, "output")), completion)
         if cached:
@@ -175,6 +179,7 @@ _LABELS = {
     "rejected_total": ("deployment", "reason"),
     "tokens_total": ("deployment", "direction"),
     "cost_usd_total": ("deployment",),
+    "usage_estimated_total": ("deployment",),
     "session_rebuilds_total": ("deployment", "cause"),
 }
 
