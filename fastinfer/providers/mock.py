@@ -55,7 +55,8 @@ class MockProvider(Provider):
         self.knobs = deployment.mock
 
     async def send(self, session, req, timeouts) -> UpstreamReply:
-        body, stream = req.body, req.stream
+        body = req.body if req.api == "openai" else self.upstream_body(req)
+        stream = req.stream
         knobs = self.knobs
         n = knobs.tokens
         if isinstance(body.get("max_tokens"), int):
