@@ -187,3 +187,45 @@ def test_x_timeout_ms_is_honoured(start_gateway, mock_upstream):
     status, _, body = http_json("POST", gw.base + "/v1/chat/completions",
                                 {"model": "m", "messages": MESSAGES}, headers={"x-timeout-ms": "soon"})
     assert status == 400 and body["error"]["param"] == "x-timeout-ms"
+
+
+def _raw_stream(gw) -> bytes:
+    request = urllib.request.Request(gw.base + "/v1/chat/completions", method="POST",
+                                     data=b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"}]}',
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=20) as resp:
+        return resp.read()
+
+
+def test_garbage_mid_stream_ends_with_an_error_event(start_gateway, mock_upstream):
+    gw = start_gateway(deployment("m", mock_upstream.base))
+    mock_upstream.script([{"garbage_at": 3}])
+    body = _raw_stream(gw)
+    events = [e for e in body.split(b"\n\n") if e]
+    assert len(events) == 4  # role + 2 tokens, then the error event instead of the garbage
+    assert b"not json" not in body and b"[DONE]" not in body
+    assert events[-1].startswith(b'data: {"error"') and b"malformed" in events[-1]
+    with pytest.raises(openai.APIError):  # and the SDK raises on it
+        mock_upstream.script([{"garbage_at": 3}])
+        list(sdk(gw).chat.completions.create(model="m", messages=MESSAGES, stream=True))
+
+
+def test_an_idle_stream_ends_with_an_error_event_at_the_idle_timeout(start_gateway, mock_upstream):
+    gw = start_gateway(deployment("m", mock_upstream.base, timeouts="{ idle_s = 0.5 }"))
+    mock_upstream.script([{"idle_after": 2}])
+    t0 = time.monotonic()
+    body = _raw_stream(gw)
+    assert 0.45 <= time.monotonic() - t0 < 3
+    assert b"[DONE]" not in body
+    assert body.rstrip().split(b"\n\n")[-1].startswith(b'data: {"error"')
+    assert b"idle" in body
+
+
+def test_an_in_stream_upstream_error_reaches_the_sdk_without_done(start_gateway, mock_upstream):
+    gw = start_gateway(deployment("m", mock_upstream.base))
+    mock_upstream.script([{"stream_error_at": 2, "stream_error": {"error": {
+        "message": "model overloaded mid-stream", "type": "server_error", "code": None}}}])
+    with pytest.raises(openai.APIError) as exc:
+        list(sdk(gw).chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    assert "overloaded mid-stream" in str(exc.value)
+    assert mock_upstream.stats()["requests"] == 1   # after the first byte: never retried

@@ -331,7 +331,14 @@ class RelayedStream:
         self._on_done.append(callback)
 
     def _on_chunk(self, chunk: bytes) -> None:
-        out = self.relay.feed(chunk)
+        relay = self.relay
+        out = relay.feed(chunk)
+        if relay.failure is not None:
+            if out:
+                self._client.write(out)
+            self.reply.close()
+            self._on_end(relay.failure)
+            return
         if out and not self._client.write(out) and self._resumer is None:
             self.reply.stream.pause()
             self._resumer = asyncio.get_running_loop().create_task(self._resume_when_drained())
@@ -342,6 +349,8 @@ class RelayedStream:
         self.reply.stream.resume()
 
     def _on_end(self, error: GatewayError | None) -> None:
+        if self._done.done():
+            return
         relay = self.relay
         if error is not None:
             self._client.write(relay.error_event(error))

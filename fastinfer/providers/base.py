@@ -158,6 +158,7 @@ class StreamRelay:
     finished: bool = False
     usage: dict | None = None
     error: bytes | None = None    # an error event the upstream sent in-stream
+    failure = None                # a GatewayError: the upstream stream became unusable (garbage)
 
     def feed(self, chunk: bytes) -> bytes:
         raise NotImplementedError

@@ -104,7 +104,9 @@ class H1Connection(asyncio.Protocol):
         self._last_io = now
         self._timeouts = timeouts
         self._deadline = now + timeouts.total_s
-        self._timer = loop.call_at(now + min(timeouts.first_byte_s, timeouts.total_s), self._watchdog)
+        # armed for the shortest limit: it re-arms itself for whichever phase the exchange is in
+        self._timer = loop.call_at(now + min(timeouts.first_byte_s, timeouts.idle_s, timeouts.total_s),
+                                   self._watchdog)
         self.transport.write(request)
 
     def pause(self) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import orjson
 
+from ..errors import UpstreamFailure
+
 from .._core.sse import SSEParser, encode_data
 from .base import Provider, StreamRelay, UpstreamReply, last_event_end as _last_event_end
 from .http import post
@@ -59,7 +61,7 @@ def _needs_attention(events: bytes) -> bool:
     the parser holds no partial state when a chunk skips it.
     """
     return (b"[DONE]" in events or b'"usage":{' in events or b'"usage": {' in events
-            or b'"error"' in events)
+            or b'"error"' in events or not events.endswith(b"}\n\n"))
 
 
 class OpenAIStreamRelay(StreamRelay):
@@ -71,7 +73,7 @@ class OpenAIStreamRelay(StreamRelay):
     """
 
     __slots__ = ("_parser", "_carry", "_client_wants_usage", "_usage", "_events", "_request_body",
-                 "finished", "error")
+                 "finished", "error", "failure")
 
     def __init__(self, client_wants_usage: bool, request_body: dict | None = None):
         self._parser = SSEParser()
@@ -82,6 +84,7 @@ class OpenAIStreamRelay(StreamRelay):
         self._request_body = request_body
         self.finished = False
         self.error = None
+        self.failure = None
 
     @property
     def usage(self) -> dict | None:
@@ -110,13 +113,21 @@ class OpenAIStreamRelay(StreamRelay):
             data = event.data
             if data == b"[DONE]":
                 self.finished = True
-            elif _USAGE_KEY in data and not any(n in data for n in _NULL_USAGE):
+                continue
+            try:
                 frame = orjson.loads(data)
-                self._usage = usage_from_openai(frame.get("usage"))
+            except orjson.JSONDecodeError:
+                frame = None
+            if not isinstance(frame, dict):
+                # garbage: forward what came before it, then the stream ends with an error event
+                self.failure = UpstreamFailure("upstream sent a malformed stream event")
+                return b"".join(encode_data(e.data) for j, e in enumerate(events[:i]) if j != drop)
+            if "error" in frame:
+                self.error = data
+            elif frame.get("usage"):
+                self._usage = usage_from_openai(frame["usage"])
                 if not self._client_wants_usage and not frame.get("choices"):
                     drop = i
-            elif data.startswith(b'{"error"'):
-                self.error = data
         if drop is None:
             return out
         return b"".join(encode_data(e.data) for j, e in enumerate(events) if j != drop)
