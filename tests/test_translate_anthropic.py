@@ -1,0 +1,201 @@
+"""OpenAI <-> Anthropic translation, as pure functions: requests, replies, stream translators."""
+from __future__ import annotations
+
+import json
+
+from fastinfer.providers.translate.anthropic import (AnthropicToOpenAIStream, OpenAIToAnthropicStream,
+                                                     anthropic_to_openai_reply, anthropic_to_openai_request,
+                                                     openai_to_anthropic_reply, openai_to_anthropic_request)
+from fastinfer.providers.translate.common import DONE, ERROR
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+
+
+def test_openai_request_to_anthropic_merges_roles_and_maps_tools():
+    body = {
+        "model": "x", "stream": True, "max_completion_tokens": 77, "stop": "END", "temperature": 0.3, "user": "u1",
+        "parallel_tool_calls": False, "tool_choice": "required",
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        "messages": [
+            {"role": "system", "content": "one"},
+            {"role": "developer", "content": [{"type": "text", "text": "two"}]},
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": "checking", "tool_calls": [CALL, {**CALL, "id": "call_2"}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "rainy"}]},
+            {"role": "user", "content": "thanks"},
+        ]}
+    out = openai_to_anthropic_request(body, "claude", 1000)
+    assert out["model"] == "claude" and out["system"] == "one\n\ntwo"
+    assert out["max_tokens"] == 77 and out["stop_sequences"] == ["END"] and out["stream"] is True
+    assert out["metadata"] == {"user_id": "u1"}
+    assert out["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    assert out["tools"] == [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    roles = [m["role"] for m in out["messages"]]
+    assert roles == ["user", "assistant", "user"]   # both tool results and "thanks" share one user turn
+    assistant = out["messages"][1]["content"]
+    assert assistant[0] == {"type": "text", "text": "checking"}
+    assert assistant[1] == {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}}
+    last = out["messages"][2]["content"]
+    assert last == [{"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"},
+                    {"type": "tool_result", "tool_use_id": "call_2", "content": "rainy"},
+                    {"type": "text", "text": "thanks"}]
+
+
+def test_openai_request_default_max_tokens_and_no_system():
+    out = openai_to_anthropic_request({"messages": [{"role": "user", "content": "hi"}]}, "c", 4096)
+    assert out["max_tokens"] == 4096 and "system" not in out and "tools" not in out
+
+
+def test_anthropic_request_to_openai_orders_tool_results_first():
+    body = {
+        "model": "x", "max_tokens": 10, "system": [{"type": "text", "text": "sys"}], "stop_sequences": ["S"],
+        "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}},
+                  {"type": "web_search_20250305", "name": "web_search"}],   # server tool: not forwardable
+        "tool_choice": {"type": "tool", "name": "f", "disable_parallel_tool_use": True},
+        "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "s"},
+                                              {"type": "tool_use", "id": "tu1", "name": "f", "input": {"a": 1}}]},
+            {"role": "user", "content": [{"type": "text", "text": "and also"},
+                                         {"type": "tool_result", "tool_use_id": "tu1", "is_error": True,
+                                          "content": [{"type": "text", "text": "boom"}]}]},
+        ]}
+    out = anthropic_to_openai_request(body, "gpt")
+    assert out["messages"][0] == {"role": "system", "content": "sys"}
+    assert out["messages"][2] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "tu1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}]}
+    assert out["messages"][3] == {"role": "tool", "tool_call_id": "tu1", "content": "Error: boom"}
+    assert out["messages"][4] == {"role": "user", "content": "and also"}
+    assert [t["function"]["name"] for t in out["tools"]] == ["f"]
+    assert out["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert out["parallel_tool_calls"] is False and out["stop"] == ["S"] and out["max_tokens"] == 10
+
+
+def test_request_round_trip_keeps_a_tool_conversation():
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
+                {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "r"}]
+    back = anthropic_to_openai_request(openai_to_anthropic_request({"messages": messages}, "c", 5), "g")
+    assert back["messages"][:2] == messages[:2] and back["messages"][3] == messages[3]
+    assert json.loads(back["messages"][2]["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
+
+
+def test_anthropic_reply_to_openai_with_cache_and_thinking():
+    reply = {"id": "msg_1", "model": "claude", "stop_reason": "tool_use",
+             "content": [{"type": "thinking", "thinking": "let me see"}, {"type": "text", "text": "ok"},
+                         {"type": "tool_use", "id": "tu", "name": "f", "input": {"x": 2}}],
+             "usage": {"input_tokens": 10, "cache_read_input_tokens": 90, "output_tokens": 7}}
+    out = anthropic_to_openai_reply(reply)
+    message = out["choices"][0]["message"]
+    assert message["content"] == "ok" and message["reasoning_content"] == "let me see"
+    assert message["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"x":2}'}
+    assert out["choices"][0]["finish_reason"] == "tool_calls"
+    assert out["usage"] == {"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107,
+                            "prompt_tokens_details": {"cached_tokens": 90}}
+
+
+def test_openai_reply_to_anthropic():
+    reply = {"id": "chatcmpl-1", "model": "m", "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": "hi", "reasoning_content": "think", "tool_calls": [CALL]}}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23,
+                  "prompt_tokens_details": {"cached_tokens": 5}}}
+    out = openai_to_anthropic_reply(reply)
+    assert out["type"] == "message" and out["id"].startswith("msg_")
+    assert [b["type"] for b in out["content"]] == ["thinking", "text", "tool_use"]
+    assert out["content"][2]["input"] == {"city": "Paris"}
+    assert out["stop_reason"] == "tool_use"   # a compatible server said "stop" after a tool call
+    assert out["usage"] == {"input_tokens": 15, "output_tokens": 3, "cache_read_input_tokens": 5}
+
+
+def _run(translator, items):
+    out = []
+    for event, data in items:
+        out += translator.push(event, data)
+    return out
+
+
+def test_anthropic_stream_to_openai_chunks():
+    events = [
+        ("message_start", {"type": "message_start", "message": {"id": "msg_9", "model": "claude",
+                                                                "usage": {"input_tokens": 11, "output_tokens": 1}}}),
+        ("ping", {"type": "ping"}),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("content_block_start", {"type": "content_block_start", "index": 1,
+                                 "content_block": {"type": "tool_use", "id": "tu", "name": "f", "input": {}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "input_json_delta", "partial_json": '{"a"'}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "input_json_delta", "partial_json": ': 1}'}}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    t = AnthropicToOpenAIStream(include_usage=True)
+    out = _run(t, events)
+    chunks = [d for _, d in out if d is not DONE]
+    assert out[-1] == (None, DONE) and t.finished
+    assert chunks[0]["id"] == "msg_9" and chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert deltas[1] == {"content": "Hi"}
+    assert deltas[2]["tool_calls"][0] == {"index": 0, "id": "tu", "type": "function",
+                                          "function": {"name": "f", "arguments": ""}}
+    args = "".join(d["tool_calls"][0]["function"]["arguments"] for d in deltas[3:5])
+    assert json.loads(args) == {"a": 1}
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 9
+    assert t.usage == {"prompt_tokens": 11, "completion_tokens": 9, "total_tokens": 20}
+
+
+def test_anthropic_stream_error_and_unfinished():
+    t = AnthropicToOpenAIStream(include_usage=False)
+    assert t.push("error", {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}) == [
+        (ERROR, {"message": "busy", "type": "overloaded_error"})]
+    assert not t.finished
+
+
+def _chunk(delta=None, finish=None, **extra):
+    return None, {"id": "c", "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}], **extra}
+
+
+def test_openai_chunks_to_anthropic_events_with_reasoning_and_parallel_tools():
+    t = OpenAIToAnthropicStream("m")
+    out = _run(t, [
+        _chunk({"role": "assistant", "content": ""}),
+        _chunk({"reasoning_content": "hmm"}),
+        _chunk({"content": "Sure"}),
+        _chunk({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "f", "arguments": '{"x"'}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}),
+        _chunk({"tool_calls": [{"index": 1, "id": "b", "function": {"name": "g", "arguments": "{}"}}]}),
+        _chunk(finish="tool_calls"),
+        (None, {"id": "c", "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}}),
+        (None, DONE),
+    ])
+    names = [e for e, _ in out]
+    assert names[:2] == ["message_start", "ping"] and names[-2:] == ["message_delta", "message_stop"]
+    starts = [d["content_block"]["type"] for e, d in out if e == "content_block_start"]
+    assert starts == ["thinking", "text", "tool_use", "tool_use"]
+    assert names.count("content_block_stop") == 4
+    json_parts = [d["delta"]["partial_json"] for e, d in out
+                  if e == "content_block_delta" and d["delta"]["type"] == "input_json_delta"]
+    assert json_parts == ['{"x"', ": 1}", "{}"]
+    delta = out[-2][1]
+    assert delta["delta"]["stop_reason"] == "tool_use" and delta["usage"] == {"input_tokens": 4, "output_tokens": 6}
+    assert t.finished
+
+
+def test_openai_chunks_without_usage_are_estimated_and_need_done():
+    t = OpenAIToAnthropicStream("m", estimate=lambda chars: {"prompt_tokens": 2, "completion_tokens": chars // 4,
+                                                             "total_tokens": 2 + chars // 4, "usage_estimated": True})
+    out = _run(t, [_chunk({"content": "12345678"}), _chunk(finish="stop")])
+    assert not t.finished and out[-1][0] == "content_block_stop"   # no message_stop before [DONE]
+    out = t.push(None, DONE)
+    assert out[-2][1]["usage"] == {"input_tokens": 2, "output_tokens": 2}
+    assert out[-2][1]["delta"]["stop_reason"] == "end_turn" and t.usage["usage_estimated"]
+
+
+def test_openai_error_chunk_becomes_error_item():
+    t = OpenAIToAnthropicStream("m")
+    assert t.push(None, {"error": {"message": "bad", "type": "server_error"}}) == [
+        (ERROR, {"message": "bad", "type": "server_error"})]

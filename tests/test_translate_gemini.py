@@ -1,0 +1,96 @@
+"""OpenAI <-> Gemini translation, as pure functions: request, reply, stream translator."""
+from __future__ import annotations
+
+import json
+
+from fastinfer.providers.translate.common import DONE, ERROR
+from fastinfer.providers.translate.gemini import (GeminiToOpenAIStream, gemini_to_openai_reply,
+                                                  openai_to_gemini_request)
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+
+
+def test_openai_request_to_gemini():
+    body = {
+        "model": "x", "max_tokens": 50, "temperature": 0.1, "stop": ["Z"], "n": 2, "seed": 7,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {
+            "type": "object", "additionalProperties": False, "properties": {"a": {"type": "string", "default": "q"}}}}},
+        "tools": [{"type": "function", "function": {"name": "get_weather", "description": "w", "parameters": {
+            "type": "object", "additionalProperties": False, "properties": {"city": {"type": "string"}}}}},
+                  {"type": "function", "function": {"name": "now", "parameters": {"type": "object", "properties": {}}}}],
+        "tool_choice": {"type": "function", "function": {"name": "now"}},
+        "messages": [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": [{"type": "text", "text": "hi"},
+                                         {"type": "image_url", "image_url": {"url": "data:image/webp;base64,QUJD"}}]},
+            {"role": "assistant", "content": None, "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
+            {"role": "tool", "tool_call_id": "call_x", "name": "other", "content": "plain"},
+        ]}
+    out = openai_to_gemini_request(body)
+    assert out["systemInstruction"] == {"parts": [{"text": "sys"}]}
+    assert out["contents"][0] == {"role": "user", "parts": [{"text": "hi"},
+                                                            {"inlineData": {"mimeType": "image/webp", "data": "QUJD"}}]}
+    assert out["contents"][1] == {"role": "model", "parts": [{"functionCall": {"name": "get_weather",
+                                                                                "args": {"city": "Paris"}}}]}
+    # both function responses in one user turn; names recovered from the tool call ids
+    assert out["contents"][2] == {"role": "user", "parts": [
+        {"functionResponse": {"name": "get_weather", "response": {"temp": 21}}},
+        {"functionResponse": {"name": "other", "response": {"content": "plain"}}}]}
+    config = out["generationConfig"]
+    assert config["maxOutputTokens"] == 50 and config["stopSequences"] == ["Z"] and config["candidateCount"] == 2
+    assert config["responseMimeType"] == "application/json"
+    assert config["responseSchema"] == {"type": "object", "properties": {"a": {"type": "string"}}}
+    decls = out["tools"][0]["functionDeclarations"]
+    assert decls[0] == {"name": "get_weather", "description": "w",
+                        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    assert decls[1] == {"name": "now"}   # Gemini rejects an empty object schema
+    assert out["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["now"]}}
+
+
+def test_gemini_reply_to_openai():
+    reply = {"responseId": "r1", "modelVersion": "gemini-x", "candidates": [{"index": 0, "finishReason": "STOP",
+             "content": {"role": "model", "parts": [{"text": "plan", "thought": True}, {"text": "Hello"},
+                                                    {"functionCall": {"name": "f", "args": {"k": [1]}}}]}}],
+             "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 4, "thoughtsTokenCount": 6,
+                               "cachedContentTokenCount": 2, "totalTokenCount": 18}}
+    out = gemini_to_openai_reply(reply, "fallback-name")
+    choice = out["choices"][0]
+    assert out["id"] == "r1" and out["model"] == "gemini-x"
+    assert choice["message"]["content"] == "Hello" and choice["message"]["reasoning_content"] == "plan"
+    assert json.loads(choice["message"]["tool_calls"][0]["function"]["arguments"]) == {"k": [1]}
+    assert choice["finish_reason"] == "tool_calls"
+    assert out["usage"] == {"prompt_tokens": 8, "completion_tokens": 10, "total_tokens": 18,
+                            "prompt_tokens_details": {"cached_tokens": 2},
+                            "completion_tokens_details": {"reasoning_tokens": 6}}
+
+
+def test_gemini_blocked_prompt_and_safety():
+    out = gemini_to_openai_reply({"promptFeedback": {"blockReason": "SAFETY"}}, "m")
+    assert out["choices"][0]["finish_reason"] == "content_filter"
+    out = gemini_to_openai_reply({"candidates": [{"finishReason": "MAX_TOKENS",
+                                                  "content": {"parts": [{"text": "a"}]}}]}, "m")
+    assert out["choices"][0]["finish_reason"] == "length"
+
+
+def test_gemini_stream_to_openai():
+    t = GeminiToOpenAIStream("gem", include_usage=True)
+    first = t.push(None, {"responseId": "r", "candidates": [{"content": {"parts": [{"text": "Hel"}]}}]})
+    assert [d["choices"][0]["delta"] for _, d in first] == [{"role": "assistant", "content": ""}, {"content": "Hel"}]
+    assert not t.finished
+    call = t.push(None, {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {"a": 1}}}]}}]})
+    tc = call[0][1]["choices"][0]["delta"]["tool_calls"][0]
+    assert tc["index"] == 0 and tc["function"] == {"name": "f", "arguments": '{"a":1}'} and tc["id"].startswith("call_")
+    last = t.push(None, {"candidates": [{"content": {"parts": [{"text": "lo"}]}, "finishReason": "STOP"}],
+                         "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5}})
+    assert last[0][1]["choices"][0]["delta"] == {"content": "lo"}
+    assert last[1][1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert last[2][1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert last[3] == (None, DONE) and t.finished
+    assert all(d["id"] == "r" for _, d in first + call + last[:3])
+
+
+def test_gemini_stream_error():
+    t = GeminiToOpenAIStream("gem", include_usage=False)
+    assert t.push(None, {"error": {"code": 400, "message": "bad key", "status": "INVALID_ARGUMENT"}}) == [
+        (ERROR, {"message": "bad key", "type": "invalid_request_error"})]

@@ -1,0 +1,200 @@
+"""Stream relays over real SSE bytes: every (upstream, caller) pair, fed whole and re-chunked.
+
+A relay must produce the same events however the upstream's bytes are split,
+hand out only whole events, end the caller's stream only when the upstream
+ended properly, and report usage (estimated when the upstream sent none).
+"""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from fastinfer._core.sse import SSEParser
+from fastinfer.errors import UpstreamFailure
+from fastinfer.providers.translate.dispatch import convert_reply, make_relay, reply_usage
+
+BODY = {"messages": [{"role": "user", "content": "x" * 40}]}   # ~10 prompt tokens when estimated
+
+
+def req(api: str, usage: bool = False):
+    return SimpleNamespace(api=api, body=BODY, client_wants_usage=usage, model="dep", endpoint="chat")
+
+
+def sse(*events, crlf: bool = False) -> bytes:
+    end = b"\r\n\r\n" if crlf else b"\n\n"
+    out = b""
+    for e in events:
+        name, data = e if isinstance(e, tuple) else (None, e)
+        head = b"event: " + name.encode() + b"\n" if name else b""
+        out += head + b"data: " + (data if isinstance(data, bytes) else orjson.dumps(data)) + end
+    return out
+
+
+OPENAI_STREAM = sse(
+    {"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
+    {"id": "c1", "choices": [{"index": 0, "delta": {"content": "Bonjour "}, "finish_reason": None}]},
+    {"id": "c1", "choices": [{"index": 0, "delta": {"content": "à tous"}, "finish_reason": None}]},
+    {"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"q":'}}]},
+        "finish_reason": None}]},
+    {"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ' "é"}'}}]},
+                              "finish_reason": None}]},
+    {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    {"id": "c1", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
+                                          "prompt_tokens_details": {"cached_tokens": 4}}},
+    b"[DONE]")
+
+ANTHROPIC_STREAM = sse(
+    ("message_start", {"type": "message_start", "message": {"id": "msg_1", "model": "c", "content": [],
+                                                            "usage": {"input_tokens": 8, "cache_read_input_tokens": 4,
+                                                                      "output_tokens": 1}}}),
+    ("ping", {"type": "ping"}),
+    ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                             "delta": {"type": "text_delta", "text": "Bonjour "}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                             "delta": {"type": "text_delta", "text": "à tous"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}}),
+    ("message_stop", {"type": "message_stop"}))
+
+GEMINI_STREAM = sse(
+    {"candidates": [{"content": {"role": "model", "parts": [{"text": "Bonjour "}]}, "index": 0}]},
+    {"candidates": [{"content": {"role": "model", "parts": [{"text": "à tous"}]}, "index": 0, "finishReason": "STOP"}],
+     "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 5, "totalTokenCount": 17}},
+    crlf=True)
+
+STREAMS = {"openai": OPENAI_STREAM, "anthropic": ANTHROPIC_STREAM, "gemini": GEMINI_STREAM}
+PAIRS = [(w, a) for w in STREAMS for a in ("openai", "anthropic")]
+
+
+def events_of(out: bytes) -> list[tuple[str, object]]:
+    """Parsed output events, without the ids and timestamps that differ between relays."""
+    result = []
+    for e in SSEParser().feed(out):
+        data = e.data if e.data == b"[DONE]" else orjson.loads(e.data)
+        if isinstance(data, dict):
+            data.pop("id", None)
+            data.pop("created", None)
+            (data.get("message") or {}).pop("id", None)
+            if (data.get("content_block") or {}).get("type") == "tool_use":
+                data["content_block"].pop("id", None)
+        result.append((e.event, data))
+    return result
+
+
+def feed(relay, raw: bytes, size: int) -> list[bytes]:
+    return [relay.feed(raw[i:i + size]) for i in range(0, len(raw), size)]
+
+
+@pytest.mark.parametrize("wire, api", PAIRS)
+def test_rechunked_streams_translate_identically(wire, api):
+    raw = STREAMS[wire]
+    whole = make_relay(wire, req(api, usage=True), "up-model")
+    reference = whole.feed(raw)
+    assert whole.finished and whole.error is None
+    for size in (1, 2, 3, 7, 64):
+        relay = make_relay(wire, req(api, usage=True), "up-model")
+        pieces = feed(relay, raw, size)
+        assert all(p == b"" or p.endswith(b"\n\n") for p in pieces), "only whole events go out"
+        assert events_of(b"".join(pieces)) == events_of(reference)
+        assert relay.finished
+        assert relay.usage == whole.usage
+
+
+@pytest.mark.parametrize("wire, api", PAIRS)
+def test_text_and_terminator_in_callers_format(wire, api):
+    relay = make_relay(wire, req(api), "up-model")
+    events = events_of(relay.feed(STREAMS[wire]))
+    if api == "openai":
+        text = "".join((d["choices"][0]["delta"].get("content") or "") for _, d in events
+                       if isinstance(d, dict) and d.get("choices"))
+        assert events[-1] == ("message", b"[DONE]")
+    else:
+        text = "".join(d["delta"].get("text", "") for n, d in events if n == "content_block_delta")
+        assert [n for n, _ in events][-2:] == ["message_delta", "message_stop"]
+        assert events[0][0] == "message_start"
+    assert text == "Bonjour à tous"
+    assert relay.usage["prompt_tokens"] == 12 and relay.usage["completion_tokens"] == 5
+    assert not relay.usage.get("usage_estimated")
+
+
+def test_same_format_streams_pass_through_as_bytes():
+    for wire in ("openai", "anthropic"):
+        relay = make_relay(wire, req(wire, usage=True), "m")
+        assert b"".join(feed(relay, STREAMS[wire], 5)) == STREAMS[wire]
+        assert relay.finished
+    relay = make_relay("anthropic", req("anthropic"), "m")
+    relay.feed(ANTHROPIC_STREAM)
+    assert relay.usage == {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17, "cached_tokens": 4}
+
+
+def test_openai_usage_chunk_dropped_when_client_did_not_ask_and_normalized():
+    relay = make_relay("openai", req("openai", usage=False), "m")
+    out = relay.feed(OPENAI_STREAM)
+    assert b'"usage"' not in out and out.endswith(b"data: [DONE]\n\n")
+    assert relay.usage == {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17, "cached_tokens": 4}
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_cut_stream_is_not_finished_and_ends_with_callers_error_event(api):
+    relay = make_relay("gemini", req(api), "m")
+    out = relay.feed(GEMINI_STREAM[:GEMINI_STREAM.index(b"\r\n\r\n") + 4])
+    assert out and not relay.finished
+    end = events_of(relay.error_event(UpstreamFailure("upstream closed the connection mid-stream")))
+    if api == "anthropic":
+        assert end == [("error", {"type": "error", "error": {"type": "api_error",
+                                                             "message": "upstream closed the connection mid-stream"}})]
+        assert b"message_stop" not in out
+    else:
+        assert end[0][1]["error"]["code"] == "upstream_error" and b"[DONE]" not in out
+    assert relay.usage["usage_estimated"] and relay.usage["prompt_tokens"] == 10
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_upstream_in_stream_error_and_garbage_stop_the_stream(api):
+    relay = make_relay("anthropic", req(api), "m")
+    start = ANTHROPIC_STREAM[:ANTHROPIC_STREAM.index(b"event: ping")]
+    err = sse(("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+    out = relay.feed(start + err)
+    assert relay.error is not None and not relay.finished
+    last = events_of(out)[-1]
+    assert relay.error and "Overloaded" in json.dumps(last[1])
+    assert (b"event: error\n" in out) == (api == "anthropic")
+    if api == "openai":
+        assert relay.feed(ANTHROPIC_STREAM) == b""   # a translated stream sends nothing after an error
+    relay = make_relay("openai", req("anthropic"), "m")
+    assert b"malformed" in relay.feed(b"data: {not json\n\n") and relay.error
+
+
+def test_openai_compatible_quirks_no_usage_no_created_reasoning():
+    raw = sse({"choices": [{"index": 0, "delta": {"reasoning_content": "think "}}]},
+              {"choices": [{"index": 0, "delta": {"content": "answer"}}]},
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, b"[DONE]")
+    relay = make_relay("openai", req("anthropic"), "m")
+    events = events_of(relay.feed(raw))
+    kinds = [d["content_block"]["type"] for n, d in events if n == "content_block_start"]
+    assert kinds == ["thinking", "text"] and relay.finished
+    assert relay.usage["usage_estimated"] and relay.usage["completion_tokens"] == 3   # 12 chars / 4
+    passthrough = make_relay("openai", req("openai"), "m")
+    assert passthrough.feed(raw) == raw
+    assert passthrough.usage == {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12,
+                                 "usage_estimated": True}   # one token per content event
+
+
+def test_whole_replies_and_their_usage():
+    gemini = orjson.dumps({"candidates": [{"content": {"parts": [{"text": "hey"}]}, "finishReason": "STOP"}],
+                           "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1, "totalTokenCount": 4}})
+    as_anthropic = json.loads(convert_reply("gemini", gemini, req("anthropic"), "gem"))
+    assert as_anthropic["content"] == [{"type": "text", "text": "hey"}] and as_anthropic["stop_reason"] == "end_turn"
+    assert as_anthropic["usage"] == {"input_tokens": 3, "output_tokens": 1}
+    assert reply_usage("gemini", gemini, req("openai")) == {"prompt_tokens": 3, "completion_tokens": 1,
+                                                            "total_tokens": 4}
+    bare = orjson.dumps({"choices": [{"message": {"content": "x" * 20}, "finish_reason": "stop"}]})
+    assert reply_usage("openai", bare, req("openai")) == {"prompt_tokens": 10, "completion_tokens": 5,
+                                                          "total_tokens": 15, "usage_estimated": True}
+    with pytest.raises(UpstreamFailure):
+        convert_reply("anthropic", b"<html>oops</html>", req("openai"), "m")
