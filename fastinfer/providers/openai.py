@@ -55,13 +55,14 @@ class OpenAIProvider(Provider):
 
 
 def _needs_attention(events: bytes) -> bool:
-    """Could these whole events hold the end marker, a usage object or an error?
+    """Could these whole events hold the end marker, a usage object, an error, or an
+    event that is not a JSON object (every event must end in ``}``)?
 
     A few C-speed substring scans: ``out`` always ends on an event boundary, so
     the parser holds no partial state when a chunk skips it.
     """
     return (b"[DONE]" in events or b'"usage":{' in events or b'"usage": {' in events
-            or b'"error"' in events or not events.endswith(b"}\n\n"))
+            or b'"error"' in events or events.count(b"\n\n") != events.count(b"}\n\n"))
 
 
 class OpenAIStreamRelay(StreamRelay):
