@@ -15,8 +15,6 @@ estimated from text length (~4 characters per token).
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
 import os
 
@@ -187,14 +185,6 @@ _MEDIA_BY_EXT = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", 
 def guess_media_type(url: str) -> str:
     ext = url.rsplit("?", 1)[0].rsplit(".", 1)[-1].lower()
     return _MEDIA_BY_EXT.get(ext, "image/jpeg")
-
-
-def is_base64(data: str) -> bool:
-    try:
-        base64.b64decode(data, validate=True)
-        return True
-    except (binascii.Error, ValueError):
-        return False
 
 
 def parse_arguments(arguments) -> dict:

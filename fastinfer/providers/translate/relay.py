@@ -13,7 +13,7 @@ import orjson
 
 from ..._core.sse import SSEParser, encode_data, encode_event
 from ..base import StreamRelay, last_event_end
-from .common import DONE, ERROR, estimate_tokens, estimated_usage, make_usage, usage_from_anthropic
+from .common import DONE, ERROR, estimated_usage, make_usage, usage_from_anthropic
 
 _DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -168,4 +168,4 @@ class AnthropicStreamRelay(StreamRelay):
 
 
 __all__ = ["AnthropicStreamRelay", "TranslatingRelay", "anthropic_error_event", "error_event_for",
-           "estimate_tokens", "openai_error_event"]
+           "openai_error_event"]
