@@ -404,9 +404,10 @@ def test_anthropic_translated_stream_is_not_buffered(ant, upstream, dep):
     assert arrivals[-1] - arrivals[0] >= 0.45
 
 
-@pytest.mark.parametrize("dep", ["oa", "ge"])
-def test_anthropic_cut_stream_ends_with_error_not_stop(ant, upstream, dep):
-    upstream.script([{"tokens": 10, "cut_after": 4}])
+@pytest.mark.parametrize("step", [{"cut_after": 4}, {"garbage_at": 3}], ids=["cut", "garbage"])
+@pytest.mark.parametrize("dep", ["oa", "an", "ge"])
+def test_anthropic_broken_stream_ends_with_error_not_stop(ant, upstream, dep, step):
+    upstream.script([{"tokens": 10, **step}])
     with pytest.raises(anthropic.APIStatusError):
         with ant.messages.stream(model=dep, max_tokens=50, messages=[{"role": "user", "content": ASK}]) as s:
             for _ in s:

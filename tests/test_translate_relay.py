@@ -166,8 +166,18 @@ def test_upstream_in_stream_error_and_garbage_stop_the_stream(api):
     assert (b"event: error\n" in out) == (api == "anthropic")
     if api == "openai":
         assert relay.feed(ANTHROPIC_STREAM) == b""   # a translated stream sends nothing after an error
-    relay = make_relay("openai", req("anthropic"), "m")
-    assert b"malformed" in relay.feed(b"data: {not json\n\n") and relay.error
+
+
+@pytest.mark.parametrize("wire, api", PAIRS)
+def test_garbage_forwards_what_came_before_and_fails_the_stream(wire, api):
+    raw = STREAMS[wire]
+    sep = b"\r\n\r\n" if wire == "gemini" else b"\n\n"
+    first = raw.index(sep) + len(sep)
+    relay = make_relay(wire, req(api), "m")
+    out = relay.feed(raw[:first] + b"data: {not json\n\n" + raw[first:])
+    assert isinstance(relay.failure, UpstreamFailure) and "malformed" in relay.failure.message
+    assert not relay.finished and out.endswith(b"\n\n")
+    assert b"not json" not in out and b"[DONE]" not in out and b"message_stop" not in out
 
 
 def test_openai_compatible_quirks_no_usage_no_created_reasoning():

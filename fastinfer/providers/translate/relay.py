@@ -12,6 +12,7 @@ from __future__ import annotations
 import orjson
 
 from ..._core.sse import SSEParser, encode_data, encode_event
+from ...errors import UpstreamFailure
 from ..base import StreamRelay, last_event_end
 from .common import DONE, ERROR, estimated_usage, make_usage, usage_from_anthropic
 
@@ -42,14 +43,15 @@ class TranslatingRelay(StreamRelay):
     normalized, or an estimate (``usage_estimated``) when it sent none.
     """
 
-    __slots__ = ("_parser", "_stages", "_api", "_request_body", "error")
+    __slots__ = ("_parser", "_stages", "_api", "_request_body", "error", "failure")
 
     def __init__(self, stages: list, api: str, request_body: dict):
         self._parser = SSEParser()
         self._stages = stages
         self._api = api
         self._request_body = request_body
-        self.error: bytes | None = None
+        self.error: bytes | None = None     # the caller-format error event of an upstream in-stream error
+        self.failure = None                 # set when the upstream sent garbage: the engine ends the stream
 
     @property
     def finished(self) -> bool:
@@ -61,7 +63,7 @@ class TranslatingRelay(StreamRelay):
         return first.usage or estimated_usage(self._request_body, first.chars)
 
     def feed(self, chunk: bytes) -> bytes:
-        if self.error is not None or self._stages[0].finished:
+        if self.error is not None or self.failure is not None or self._stages[0].finished:
             return b""  # nothing may follow an error or the end
         out: list[bytes] = []
         for event in self._parser.feed(chunk):
@@ -76,9 +78,9 @@ class TranslatingRelay(StreamRelay):
                 except orjson.JSONDecodeError:
                     payload = None
                 if not isinstance(payload, dict):
-                    items = [(ERROR, {"message": "upstream sent a malformed stream event", "type": "api_error"})]
-                else:
-                    items = [(event.event if event.event != "message" else None, payload)]
+                    self.failure = UpstreamFailure("upstream sent a malformed stream event")
+                    return b"".join(out)
+                items = [(event.event if event.event != "message" else None, payload)]
             for stage in self._stages:
                 items = [produced for item in items for produced in stage.push(*item)]
             for name, payload in items:
@@ -106,8 +108,10 @@ class TranslatingRelay(StreamRelay):
 
 
 def _needs_attention(events: bytes) -> bool:
-    """Could these whole Anthropic events be a start, delta-with-usage, stop or error?"""
-    return b"message_" in events or b"error" in events
+    """Could these whole Anthropic events be a start, delta-with-usage, stop, error, or not
+    JSON at all (every event must end in ``}``)?"""
+    return (b"message_" in events or b"error" in events
+            or events.count(b"\n\n") != events.count(b"}\n\n"))
 
 
 class AnthropicStreamRelay(StreamRelay):
@@ -117,7 +121,8 @@ class AnthropicStreamRelay(StreamRelay):
     common ``content_block_delta`` chunk is forwarded untouched.
     """
 
-    __slots__ = ("_parser", "_carry", "_input", "_usage", "_deltas", "_request_body", "finished", "error")
+    __slots__ = ("_parser", "_carry", "_input", "_usage", "_deltas", "_request_body", "finished", "error",
+                 "failure")
 
     def __init__(self, request_body: dict):
         self._parser = SSEParser()
@@ -128,6 +133,7 @@ class AnthropicStreamRelay(StreamRelay):
         self._request_body = request_body
         self.finished = False
         self.error: bytes | None = None
+        self.failure = None
 
     @property
     def usage(self) -> dict | None:
@@ -147,14 +153,23 @@ class AnthropicStreamRelay(StreamRelay):
         if not _needs_attention(out):
             self._deltas += out.count(b"content_block_delta") >> 1  # "event:" line and "type" field
             return out
-        for event in self._parser.feed(out):
+        events = self._parser.feed(out)
+        for i, event in enumerate(events):
+            try:
+                data = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                data = None
+            if not isinstance(data, dict):
+                # garbage: forward what came before it; the engine ends the stream with an error event
+                self.failure = UpstreamFailure("upstream sent a malformed stream event")
+                return b"".join(encode_event(e.data, event=e.event.encode()) for e in events[:i])
             name = event.event
             if name == "content_block_delta":
                 self._deltas += 1
             elif name == "message_start":
-                self._input = (orjson.loads(event.data).get("message") or {}).get("usage") or {}
+                self._input = (data.get("message") or {}).get("usage") or {}
             elif name == "message_delta":
-                given = orjson.loads(event.data).get("usage") or {}
+                given = data.get("usage") or {}
                 self._usage = usage_from_anthropic({**self._input, **{k: v for k, v in given.items()
                                                                       if v is not None}})
             elif name == "message_stop":
