@@ -229,3 +229,19 @@ def test_an_in_stream_upstream_error_reaches_the_sdk_without_done(start_gateway,
         list(sdk(gw).chat.completions.create(model="m", messages=MESSAGES, stream=True))
     assert "overloaded mid-stream" in str(exc.value)
     assert mock_upstream.stats()["requests"] == 1   # after the first byte: never retried
+
+
+def test_a_retry_prefers_another_replica(start_gateway, mock_upstream):
+    """Two replicas on one mock, told apart by their credentials: the retry goes to the other one."""
+    config = deployment("m", mock_upstream.base, replicas=2, routing='"round_robin"',
+                        retry="{ max_attempts = 2, base_ms = 10, max_ms = 20 }")
+    parts = config.split("[[deployments.replicas]]")
+    config = parts[0] + "".join(f'[[deployments.replicas]]\ncredential = {{ value = "key-{i}" }}{p}'
+                                for i, p in enumerate(parts[1:]))
+    gw = start_gateway(config, workers=1)
+    for _ in range(4):
+        mock_upstream.script([{"status": 502}])
+        raw = sdk(gw).chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+        assert raw.headers["x-fastinfer-attempts"] == "2"
+        first, second = [r["headers"]["authorization"] for r in mock_upstream.stats()["received"][-2:]]
+        assert first != second

@@ -217,12 +217,12 @@ def test_file_refresh_reads_now_and_subscribers_hear_of_it(tmp_path):
 
     async def main():
         src = await open_credential_source(Secret("file", str(path)), clock=FakeClock())
-        src.subscribe(lambda s: seen.append((s.version, s.current())))
+        src.subscribe(lambda s, cause: seen.append((s.version, s.current(), cause)))
         write_atomic(path, "b")
         assert await src.refresh("upstream_401") is True     # no wait for the check interval
         assert src.current() == "b"
         assert await src.refresh("upstream_401") is False
-        assert seen == [(2, "b")]
+        assert seen == [(2, "b", "upstream_401")]
     run(main())
 
 

@@ -80,6 +80,26 @@ def test_file_credential_rotated_under_steady_traffic_loses_no_request(start_gat
     assert successes[0] > 20
     seen = keys_seen(mock_upstream)
     assert seen[0] == "Bearer sk-old" and seen[-1] == "Bearer sk-new"
+    with urllib.request.urlopen(gw.base + "/metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
+    # each worker saw the new file (or had the key refused first and re-read it)
+    rotations = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                    if line.startswith('fastinfer_session_rebuilds_total{deployment="m",cause='))
+    assert 1 <= rotations <= 4
+
+
+def test_a_stream_in_flight_finishes_on_the_old_session_during_a_rebuild(start_gateway, mock_upstream):
+    mock_upstream.control(tokens=8, itl_ms=100)
+    gw = start_gateway(config(mock_upstream.base, '{ value = "k" }'))
+    client = openai.OpenAI(base_url=gw.base + "/v1", api_key="x", max_retries=0, timeout=20)
+    stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    next(iter(stream))
+    assert http_json("POST", gw.base + "/admin/sessions/m/rebuild", b"", headers=ADMIN)[0] == 200
+    rest = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in rest if c.choices) == "hello " * 8
+    assert rest[-1].choices[0].finish_reason == "stop"
+    (entry,) = mock_upstream.stats()["received"]
+    assert entry["end"] == "answered"
 
 
 def test_admin_rebuild_reaches_every_worker(start_gateway, mock_upstream, workdir):

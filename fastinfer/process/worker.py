@@ -71,11 +71,16 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     segment.register_worker(index, os.getpid(), host.wake_fds[index])
     admission = AdmissionControl(segment, index, host.wake_fds[index], len(config.deployments))
     admission.start(loop)
-    sessions = await SessionRegistry.open(config)
     breakers = [DeploymentBreakers(segment, i, d, index) for i, d in enumerate(config.deployments)]
     metrics = Metrics(host.metrics_layout, segment,
                       admissions={d.name: a for d, a in zip(config.deployments, admission.admissions)},
                       breakers={d.name: b.breakers for d, b in zip(config.deployments, breakers)})
+
+    def on_rotate(deployment: str, cause: str) -> None:
+        if cause == "file_changed":  # auth, admin and reload rebuilds are counted where they happen
+            metrics.session_rebuild(deployment, cause)
+
+    sessions = await SessionRegistry.open(config, on_rotate)
     engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics)
     server = config.server
     gateway = Gateway(engine, max_body_bytes=server.max_body_bytes, body_timeout_s=server.client_body_timeout_s,

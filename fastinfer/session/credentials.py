@@ -23,7 +23,7 @@ API:
   value is no longer the one of that version (a concurrent refresh already
   rotated it). Concurrent calls share one read; commands are not re-run
   within ``min_refresh_interval_s`` of the last run unless ``force``.
-- ``subscribe(callback)``: ``callback(source)`` runs on the loop thread after
+- ``subscribe(callback)``: ``callback(source, cause)`` runs on the loop thread after
   every change (keep it cheap: swap a snapshot, bump a metric).
 
 Wiring into ``ReplicaSession`` (the lead's side; nothing here imports it).
@@ -33,7 +33,7 @@ snapshot they started with. Either
 1. read through: the session holds ``source`` and ``credential`` becomes
    ``self.source.current()`` (a property), so a rotated file is used by the
    next attempt with no swap at all; or
-2. swap: ``source.subscribe(lambda s: registry.replace(dep, i, ReplicaSession(
+2. swap: ``source.subscribe(lambda s, cause: registry.replace(dep, i, ReplicaSession(
    replica, s.current(), pool)))`` — one list-slot assignment on the loop
    thread, atomic for every reader.
 
@@ -80,7 +80,7 @@ class CredentialSource:
         self._clock = clock
         self._min_refresh_interval_s = min_refresh_interval_s
         self._inflight: asyncio.Future | None = None
-        self._subscribers: list[Callable[[CredentialSource], None]] = []
+        self._subscribers: list[Callable[[CredentialSource, str], None]] = []
 
     # ------------------------------------------------------------ hot path
 
@@ -113,7 +113,7 @@ class CredentialSource:
         if self._inflight is not None and not self._inflight.done():
             self._inflight.cancel()
 
-    def subscribe(self, callback: Callable[["CredentialSource"], None]) -> None:
+    def subscribe(self, callback: Callable[["CredentialSource", str], None]) -> None:
         self._subscribers.append(callback)
 
     # ------------------------------------------------------------ display
@@ -173,7 +173,7 @@ class CredentialSource:
                      self.name, self.describe(), cause, self.version)
         for callback in self._subscribers:
             try:
-                callback(self)
+                callback(self, cause)
             except Exception:
                 log.exception("replica %s: credential change callback failed", self.name)
         return True

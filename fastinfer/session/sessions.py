@@ -9,6 +9,7 @@ connections at once and the busy ones as they come back.
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from ..config import Config, ReplicaConfig
 from ..providers.h1 import Pool
@@ -44,12 +45,15 @@ class SessionRegistry:
         self._sessions: dict[str, list[ReplicaSession]] = {}
 
     @classmethod
-    async def open(cls, config: Config) -> "SessionRegistry":
+    async def open(cls, config: Config, on_rotate: Callable[[str, str], None] | None = None) -> "SessionRegistry":
+        """Sessions for every replica; ``on_rotate(deployment, cause)`` hears each credential change."""
         registry = cls()
         for d in config.deployments:
             sessions = []
             for r in d.replicas:
                 source = await open_credential_source(r.credential, name=f"{d.name}/{r.name}")
+                if on_rotate is not None:
+                    source.subscribe(lambda _source, cause, name=d.name: on_rotate(name, cause))
                 sessions.append(ReplicaSession(r, source, ReplicaSession.new_pool(r)))
             registry._sessions[d.name] = sessions
         return registry
