@@ -421,6 +421,15 @@ def test_layout_validation_and_pickle(impl):
             impl.Layout(**kw)
 
 
+def test_one_layout_for_both_implementations():
+    # one class, so a Layout made for either module is equal to, and hashes like, the other's
+    assert compiled.Layout is reference.Layout
+    a = compiled.Layout(2, [(4, 16, 2)], 1, 1, [1.0])
+    b = reference.Layout(2, [(4, 16, 2)], 1, 1, [1.0])
+    assert a == b and hash(a) == hash(b) and repr(a) == repr(b)
+    assert a != compiled.Layout(3, [(4, 16, 2)], 1, 1, [1.0])
+
+
 def test_create_attach_share_state(make, impl):
     seg = make(deployments=[(2, 4, 1)])
     other = impl.Segment.attach(seg.name)
