@@ -27,6 +27,7 @@ from .loadgen import LoadResult, run_asyncio, run_wrk, wrk_available
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PORT_RE = re.compile(rb"http://[\d.]+:(\d+)")
 STREAM_CHUNKS = 64   # data events per stream the client receives (role + content + finish)
+SHORT_CHUNKS = 8     # the short variant: per-stream cost vs per-chunk cost by difference
 
 
 # ----------------------------------------------------------------- processes
@@ -94,10 +95,11 @@ def _body(stream: bool) -> bytes:
                        "messages": [{"role": "user", "content": "benchmark the gateway please"}]}).encode()
 
 
-def set_upstream_itl(upstream: Service, itl_ms: float) -> None:
+def configure_upstream(upstream: Service, itl_ms: float, chunks: int) -> None:
+    """Delay between stream chunks, and chunks per stream (role + content + finish)."""
     import urllib.request
-    req = urllib.request.Request(f"http://127.0.0.1:{upstream.port}/_mock/config",
-                                 data=json.dumps({"itl_ms": itl_ms}).encode(), method="POST")
+    req = urllib.request.Request(f"http://127.0.0.1:{upstream.port}/_mock/config", method="POST",
+                                 data=json.dumps({"itl_ms": itl_ms, "tokens": chunks - 2}).encode())
     urllib.request.urlopen(req, timeout=10).read()
 
 
@@ -148,12 +150,15 @@ credential = {{ value = "sk-bench" }}
     gateway = Service(["serve", "--config", str(config), "--port", "0", "--workers", str(args.workers)], workdir)
     rows = []
     try:
-        plan = [(f"nonstream c{c}", False, c, 0.0) for c in args.concurrency]
-        plan += [(f"stream c{c}", True, c, 0.0) for c in args.stream_concurrency]
-        if args.paced_itl_ms > 0:
-            plan += [(f"stream c{c} paced", True, c, args.paced_itl_ms) for c in args.stream_concurrency]
-        for name, stream, c, itl_ms in plan:
-            set_upstream_itl(upstream, itl_ms)
+        plan = [(f"nonstream c{c}", False, c, 0.0, STREAM_CHUNKS) for c in args.concurrency]
+        paces = [("", 0.0)] + ([(" paced", args.paced_itl_ms)] if args.paced_itl_ms > 0 else [])
+        for c in args.stream_concurrency:
+            for suffix, itl in paces:
+                # the same streams at two lengths: the difference is the cost of the extra chunks alone
+                plan.append((f"stream c{c}{suffix}", True, c, itl, STREAM_CHUNKS))
+                plan.append((f"stream c{c}{suffix} short", True, c, itl, SHORT_CHUNKS))
+        for name, stream, c, itl_ms, chunks in plan:
+            configure_upstream(upstream, itl_ms, chunks)
             for label, target, measured in (("direct", upstream, upstream), ("gateway", gateway, gateway)):
                 row = run_scenario(f"{name} {label}", target, measured, stream=stream, concurrency=c,
                                    duration_s=args.duration, max_requests=args.max_requests, use_wrk=use_wrk)
@@ -193,6 +198,14 @@ def summarize(rows: list[dict]) -> dict:
         if r["stream"]:
             entry["gateway_cpu_us_per_chunk"] = r.get("cpu_us_per_chunk")
             entry["ttfc_added_ms"] = round(r.get("ttfc_p50_ms", 0) - d.get("ttfc_p50_ms", 0), 3)
+            short = by_name.get(base + " short gateway")
+            if short and short["cpu_us_per_request"] and r["cpu_us_per_request"]:
+                # CPU per stream = per-stream part + chunks x per-chunk part; two lengths give both
+                per_chunk = ((r["cpu_us_per_request"] - short["cpu_us_per_request"])
+                             / (STREAM_CHUNKS - SHORT_CHUNKS))
+                entry["gateway_cpu_us_per_extra_chunk"] = round(per_chunk, 2)
+                entry["gateway_cpu_us_per_stream_setup"] = round(
+                    short["cpu_us_per_request"] - SHORT_CHUNKS * per_chunk, 1)
         summary[base] = entry
     return summary
 
@@ -215,12 +228,14 @@ def to_markdown(report: dict) -> str:
                      f"| {r['errors']} |")
     lines += ["", "Gateway against direct-to-upstream (same run):", "",
               "| scenario | gateway CPU µs/req | upstream CPU µs/req | CPU ratio | req/s ratio | p50 added ms "
-              "| p99 added ms | gateway CPU µs/chunk |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| p99 added ms | gateway CPU µs/chunk (all CPU / chunks) | gateway CPU µs per extra chunk "
+              "| gateway CPU µs per stream set-up |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, s in report["summary"].items():
         lines.append(f"| {name} | {s['gateway_cpu_us_per_request']} | {s['upstream_cpu_us_per_request']} "
                      f"| {s['cpu_ratio_gateway_to_upstream']} | {s['rps_ratio']} | {s['p50_added_ms']} "
-                     f"| {s['p99_added_ms']} | {s.get('gateway_cpu_us_per_chunk', '')} |")
+                     f"| {s['p99_added_ms']} | {s.get('gateway_cpu_us_per_chunk', '')} "
+                     f"| {s.get('gateway_cpu_us_per_extra_chunk', '')} | {s.get('gateway_cpu_us_per_stream_setup', '')} |")
     return "\n".join(lines) + "\n"
 
 

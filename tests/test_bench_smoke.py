@@ -17,14 +17,16 @@ def test_bench_writes_json_and_markdown_reports(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     (report_path,) = tmp_path.glob("bench-*.json")
     report = json.loads(report_path.read_text())
+    names = ("nonstream c1", "nonstream c4", "stream c2", "stream c2 short", "stream c2 paced",
+             "stream c2 paced short")
     scenarios = {r["scenario"] for r in report["rows"]}
-    assert scenarios == {f"{s} {p}" for s in ("nonstream c1", "nonstream c4", "stream c2", "stream c2 paced")
-                         for p in ("direct", "gateway")}
+    assert scenarios == {f"{s} {p}" for s in names for p in ("direct", "gateway")}
     for row in report["rows"]:
         assert row["requests"] > 0 and row["errors"] == 0
         assert row["cpu_us_per_request"] > 0
         if row["stream"]:
-            assert row["chunks"] == 64 * row["requests"]
+            assert row["chunks"] == (8 if "short" in row["scenario"] else 64) * row["requests"]
             assert row["cpu_us_per_chunk"] > 0
-    assert set(report["summary"]) == {"nonstream c1", "nonstream c4", "stream c2", "stream c2 paced"}
+    assert set(report["summary"]) == set(names)
+    assert "gateway_cpu_us_per_extra_chunk" in report["summary"]["stream c2"]
     assert (report_path.with_suffix(".md")).read_text().startswith("# fastinfer bench")

@@ -31,6 +31,13 @@ class DeploymentBreakers:
         else:
             b.record_success(self.worker, probe)
 
+    def all_open(self) -> bool:
+        """Every replica's circuit is open (and not yet due for a probe)."""
+        for b in self.breakers:
+            if b.state != 1:
+                return False
+        return True
+
     def retry_after_s(self) -> float:
         """Seconds until the first open replica admits a probe again."""
         waits = [b.retry_after_s for b in self.breakers if b.state != 0]

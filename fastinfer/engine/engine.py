@@ -103,7 +103,7 @@ class Engine:
         metrics = self.metrics
         if metrics is not None and metrics.session_generation(cfg.name) != dep.session_generation:
             await self.sync_sessions(dep)
-        if dep.breakers is not None and all(b.state == 1 for b in dep.breakers.breakers):
+        if dep.breakers is not None and dep.breakers.all_open():
             if metrics is not None:
                 metrics.rejected(cfg.name, "circuit_open")
             raise AllCircuitsOpen("Every replica of this deployment is failing; try again later.",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ from ..session import SessionRegistry
 
 log = logging.getLogger("fastinfer.worker")
 _PR_SET_PDEATHSIG = 1
+_GC_THRESHOLDS = (20_000, 20, 20)
 
 
 def _die_with_parent() -> None:
@@ -96,6 +98,12 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     await runner.setup()
     site = web.SockSite(runner, sock, shutdown_timeout=server.drain_grace_s)
     await site.start()
+    # Everything built so far lives as long as the worker: move it out of the collector's
+    # sight, and collect the young generation less often. The cyclic GC otherwise walked the
+    # whole heap of aiohttp and friends every few hundred requests (8% of a streaming worker).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
     log.debug("worker %d (pid %d) serving", index, os.getpid())
     await stop.wait()
     log.info("worker %d draining (grace %.0fs)", index, server.drain_grace_s)
