@@ -174,3 +174,28 @@ def test_tokens_and_cost_are_counted(start_gateway, mock_upstream):
     assert 'fastinfer_tokens_total{deployment="m",direction="output"} 12' in text
     cost = float(text.split('fastinfer_cost_usd_total{deployment="m"} ')[1].split()[0])
     assert cost == pytest.approx((10 * 2.0 + 12 * 10.0) / 1e6)
+
+
+def test_azure_openai_deployment_url_version_and_api_key(start_gateway, mock_upstream):
+    config = f"""
+        [[deployments]]
+        name = "az"
+        provider = "azure_openai"
+        model = "gpt4o-prod"
+
+        [[deployments.replicas]]
+        base_url = "{mock_upstream.base}"
+        api_version = "2024-06-01"
+        credential = {{ value = "azure-key" }}
+    """
+    mock_upstream.control(api_keys=["azure-key"])
+    gw = start_gateway(config)
+    client = openai.OpenAI(base_url=gw.base + "/v1", api_key="client-key", max_retries=0, timeout=20)
+    assert client.chat.completions.create(model="az", messages=MESSAGES).choices[0].message.content
+    assert "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="az", messages=MESSAGES, stream=True) if c.choices)
+    for received in mock_upstream.stats()["received"]:
+        assert received["path"] == "/openai/deployments/gpt4o-prod/chat/completions"
+        assert received["query"] == {"api-version": "2024-06-01"}
+        assert received["headers"]["api-key"] == "azure-key"
+        assert "authorization" not in received["headers"]

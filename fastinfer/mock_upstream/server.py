@@ -77,6 +77,8 @@ class MockUpstream:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
+        # Azure OpenAI: the deployment is in the path, the version in the query, the key in api-key
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.chat_completions)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
@@ -129,6 +131,7 @@ class MockUpstream:
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
         entry = {
             "id": self.stats.requests, "t": time.monotonic(), "path": request.path,
+            "query": dict(request.query),
             "headers": {k.lower(): v for k, v in request.headers.items()},
             "body": body, "closed_at": None, "end": None, "client_gone": False,
         }
@@ -164,7 +167,8 @@ class MockUpstream:
         if not accepted:
             return None
         auth = request.headers.get("Authorization", "")
-        given = auth[7:] if auth.startswith("Bearer ") else request.headers.get("x-api-key", "")
+        given = auth[7:] if auth.startswith("Bearer ") else (
+            request.headers.get("x-api-key") or request.headers.get("api-key", ""))
         if given in accepted:
             return None
         return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
