@@ -118,6 +118,14 @@ cdef inline int64_t _up(int64_t x):
     return (x + 63) & ~(<int64_t>63)
 
 
+cdef inline int64_t _take(int64_t *off, int64_t nbytes):
+    """Place a region of ``nbytes`` at ``off[0]``; advance ``off[0]`` past it to the
+    next 64-byte boundary, so that no two regions share a cache line."""
+    cdef int64_t start = off[0]
+    off[0] = _up(start + nbytes)
+    return start
+
+
 cdef inline int64_t _ns(double seconds):
     return <int64_t>(seconds * 1e9 + 0.5)
 
@@ -157,26 +165,17 @@ cdef void _plan(fi_header *h, object layout):
     h.n_histograms = layout.n_histograms
     h.n_buckets = len(layout.bucket_bounds)
     h.n_breakers = nb
-    off = _up(sizeof(fi_header))
-    h.off_workers = off
-    off = _up(off + nw * sizeof(fi_worker))
-    h.off_adm = off
-    off = _up(off + nd * sizeof(fi_admission))
-    h.off_wd = off
-    off = _up(off + nw * nd * sizeof(fi_wd))
-    h.off_entries = off
-    off = _up(off + pool * sizeof(fi_entry))
-    h.off_breakers = off
-    off = _up(off + nb * sizeof(fi_breaker))
-    h.off_probe_owner = off
-    off = _up(off + nw * nb * sizeof(int64_t))
-    h.off_counters = off
-    off = _up(off + h.n_counters * sizeof(int64_t))
-    h.off_bounds = off
-    off = _up(off + h.n_buckets * sizeof(double))
     h.hist_stride = _up((h.n_buckets + 2) * sizeof(int64_t))   # buckets incl. +Inf, then sum_ns
-    h.off_hist = off
-    off = _up(off + h.n_histograms * h.hist_stride)
+    off = _up(sizeof(fi_header))
+    h.off_workers = _take(&off, nw * sizeof(fi_worker))
+    h.off_adm = _take(&off, nd * sizeof(fi_admission))
+    h.off_wd = _take(&off, nw * nd * sizeof(fi_wd))
+    h.off_entries = _take(&off, pool * sizeof(fi_entry))
+    h.off_breakers = _take(&off, nb * sizeof(fi_breaker))
+    h.off_probe_owner = _take(&off, nw * nb * sizeof(int64_t))
+    h.off_counters = _take(&off, h.n_counters * sizeof(int64_t))
+    h.off_bounds = _take(&off, h.n_buckets * sizeof(double))
+    h.off_hist = _take(&off, h.n_histograms * h.hist_stride)
     h.total_size = off
 
 
@@ -485,6 +484,17 @@ cdef class Segment:
         return f"<Segment {self.path} {self.nbytes} bytes{' closed' if self.base == NULL else ''}>"
 
 
+cdef inline int _enter(Segment seg, int64_t worker, int64_t n_workers) except -1:
+    """Raise unless ``seg`` is still mapped and ``0 <= worker < n_workers``: the
+    first step of every Admission and Breaker call that names a worker. A
+    module-level inline function, so the hot paths pay no method dispatch."""
+    if seg.base == NULL:
+        _closed()
+    if <uint64_t>worker >= <uint64_t>n_workers:
+        raise IndexError("worker index out of range")
+    return 0
+
+
 cdef class Admission:
     """Host-wide slots + bounded priority queue of one deployment."""
     cdef Segment seg
@@ -495,13 +505,6 @@ cdef class Admission:
     cdef int64_t n_workers, n_dep, d, maxc
 
     # ------------------------------------------------------------ helpers
-    cdef inline int _enter(self, int64_t worker) except -1:
-        if self.seg.base == NULL:
-            _closed()
-        if <uint64_t>worker >= <uint64_t>self.n_workers:
-            raise IndexError("worker index out of range")
-        return 0
-
     cdef inline fi_wd *_rec(self, int64_t worker):
         return &self.wd[worker * self.n_dep + self.d]
 
@@ -605,10 +608,7 @@ cdef class Admission:
     # ------------------------------------------------------------ API
     def try_acquire(self, int64_t worker):
         """Take a free slot if nobody waits: one CAS on the admission word."""
-        if self.seg.base == NULL:
-            _closed()
-        if <uint64_t>worker >= <uint64_t>self.n_workers:
-            raise IndexError("worker index out of range")
+        _enter(self.seg, worker, self.n_workers)
         cdef int64_t w = fi_load(&self.a.word)
         while True:
             if (w >> 32) != 0 or (w & LOW_MASK) >= self.maxc:
@@ -621,7 +621,7 @@ cdef class Admission:
     def enqueue(self, int64_t worker, int64_t priority):
         """Queue a request; returns a ticket >= 0, QUEUE_FULL (-1), or
         GRANTED_NOW (-2) when a slot was free (the caller owns it)."""
-        self._enter(worker)
+        _enter(self.seg, worker, self.n_workers)
         if <uint64_t>priority > 3:
             raise ValueError("priority must be 0 (critical) .. 3 (background)")
         cdef int64_t w, i
@@ -658,7 +658,7 @@ cdef class Admission:
     def take_granted(self, int64_t worker):
         """Tickets of ``worker`` granted a slot since the last call (grant order);
         the worker now owns one slot per ticket."""
-        self._enter(worker)
+        _enter(self.seg, worker, self.n_workers)
         cdef fi_wd *r = self._rec(worker)
         cdef int64_t i, nxt, n = 0
         if fi_load(&r.g_count) == 0:
@@ -710,10 +710,7 @@ cdef class Admission:
     def release(self, int64_t worker):
         """Free a slot of ``worker``. With waiters it passes directly to the best
         one host-wide, whose wake fd is written. Returns the woken worker or -1."""
-        if self.seg.base == NULL:
-            _closed()
-        if <uint64_t>worker >= <uint64_t>self.n_workers:
-            raise IndexError("worker index out of range")
+        _enter(self.seg, worker, self.n_workers)
         cdef int64_t *held = &self.wd[worker * self.n_dep + self.d].held
         cdef int64_t h = fi_load(held), w, woken = -1
         while True:
@@ -875,7 +872,7 @@ cdef class Admission:
 
     def held_by(self, int64_t worker):
         """Slots ``worker`` owns (taken, not counting granted-untaken tickets)."""
-        self._enter(worker)
+        _enter(self.seg, worker, self.n_workers)
         return fi_load(&self._rec(worker).held)
 
 
@@ -909,10 +906,7 @@ cdef class Breaker:
 
     def check(self, int64_t worker):
         """0 allowed (closed), 1 rejected (open), 2 allowed as a half-open probe."""
-        if self.seg.base == NULL:
-            _closed()
-        if <uint64_t>worker >= <uint64_t>self.n_workers:
-            raise IndexError("worker index out of range")
+        _enter(self.seg, worker, self.n_workers)
         cdef int64_t w = fi_load(&self.b.word)
         if (w & 3) == 0:
             return 0
@@ -933,13 +927,6 @@ cdef class Breaker:
         fi_fetch_add(&self.owner[worker * self.n_breakers], 1)
         return 2
 
-    cdef inline int _enter(self, int64_t worker) except -1:
-        if self.seg.base == NULL:
-            _closed()
-        if <uint64_t>worker >= <uint64_t>self.n_workers:
-            raise IndexError("worker index out of range")
-        return 0
-
     cdef void _drop_probe(self, int64_t worker):
         cdef int64_t *o = &self.owner[worker * self.n_breakers]
         cdef int64_t n = fi_load(o)
@@ -949,7 +936,7 @@ cdef class Breaker:
                 return
 
     def record_success(self, int64_t worker, bint probe=False):
-        self._enter(worker)
+        _enter(self.seg, worker, self.n_workers)
         cdef int64_t w
         if not probe:
             w = fi_load(&self.b.word)
@@ -965,7 +952,7 @@ cdef class Breaker:
                 fi_fetch_add(&self.b.trans[0], 1)
 
     def record_failure(self, int64_t worker, bint probe=False):
-        self._enter(worker)
+        _enter(self.seg, worker, self.n_workers)
         cdef int64_t w, n, now, open_ns, new
         if not probe:
             w = fi_load(&self.b.word)
@@ -992,7 +979,7 @@ cdef class Breaker:
 
     def release_probe(self, int64_t worker):
         """A probe ended without a verdict (client left): give it back."""
-        self._enter(worker)
+        _enter(self.seg, worker, self.n_workers)
         self._drop_probe(worker)
 
     def force_open(self, double duration_s):
