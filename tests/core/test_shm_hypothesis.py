@@ -1,13 +1,13 @@
 """Random operation sequences: the compiled shared-memory core and the
 pure-Python reference must give the same observable results (single process)."""
 import os
-import uuid
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastinfer._core import shm as compiled
 from fastinfer._core.ref import shm as reference
+from shm_helpers import segment_name
 
 N_WORKERS = 3
 DEPLOYMENTS = [(2, 3, 2), (1, 2, 1)]      # (max_concurrency, queue_capacity, n_replicas)
@@ -47,7 +47,7 @@ ops = st.one_of(
 class Harness:
     def __init__(self, impl):
         self.impl = impl
-        self.seg = impl.Segment.create(f"fi-hyp-{os.getpid()}-{uuid.uuid4().hex[:10]}",
+        self.seg = impl.Segment.create(segment_name("fi-hyp"),
                                        impl.Layout(N_WORKERS, DEPLOYMENTS, 3, 2, BOUNDS))
         self.pipes = []
         for w in range(N_WORKERS):
@@ -177,7 +177,7 @@ def test_compiled_matches_reference(seq):
 def test_queue_drains_in_priority_then_fifo_order(enqueues):
     """Both implementations grant in (priority, arrival) order, whatever the mix of workers."""
     for impl in (compiled, reference):
-        seg = impl.Segment.create(f"fi-hyp-{os.getpid()}-{uuid.uuid4().hex[:10]}",
+        seg = impl.Segment.create(segment_name("fi-hyp"),
                                   impl.Layout(3, [(1, 64, 0)], 0, 0, []))
         try:
             a = seg.admission(0)

@@ -5,17 +5,18 @@ come back through reclaim_worker, a lock holder's death is survived (robust
 mutex), and concurrent counters are exact.
 
 Every wait is bounded: a bug fails a test rather than hanging it."""
+import functools
 import os
 import random
 import select
 import signal
 import time
 import traceback
-import uuid
 
 import pytest
 
 from fastinfer._core import shm
+from shm_helpers import SegmentMaker
 
 CRIT, HIGH, NORM, BG = 0, 1, 2, 3
 WAIT_S = 10.0
@@ -23,18 +24,9 @@ WAIT_S = 10.0
 
 @pytest.fixture
 def make():
-    made = []
-
-    def _make(n_workers, deployments, n_counters=8, n_histograms=1, bounds=(0.001, 0.01, 0.1)):
-        seg = shm.Segment.create(f"fi-mp-{os.getpid()}-{uuid.uuid4().hex[:10]}",
-                                 shm.Layout(n_workers, deployments, n_counters, n_histograms, list(bounds)))
-        made.append(seg)
-        return seg
-
-    yield _make
-    for seg in made:
-        seg.unlink()
-        seg.close()
+    maker = SegmentMaker(shm, "fi-mp")
+    yield functools.partial(maker, n_counters=8, n_histograms=1, bounds=(0.001, 0.01, 0.1))
+    maker.cleanup()
 
 
 def fork(fn, *args):

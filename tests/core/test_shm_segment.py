@@ -2,18 +2,18 @@
 double create, close/unlink idempotence, layout round trip."""
 import os
 import struct
-import uuid
 
 import pytest
 
 from fastinfer._core import shm
+from shm_helpers import segment_name
 
 LAYOUT = shm.Layout(3, [(4, 16, 2), (1, 0, 1)], 5, 2, [0.01, 0.1, 1.0])
 
 
 @pytest.fixture
 def name():
-    n = f"fi-seg-{os.getpid()}-{uuid.uuid4().hex[:10]}"
+    n = segment_name("fi-seg")
     yield n
     try:
         os.unlink(f"/dev/shm/{n}")

@@ -1,17 +1,18 @@
 """Behaviour of the shared-memory core, the same cases driven against the
 compiled module (fastinfer._core.shm) and the pure-Python reference."""
+import functools
 import math
 import os
 import pickle
 import select
 import time
-import uuid
 
 import numpy
 import pytest
 
 from fastinfer._core import shm as compiled
 from fastinfer._core.ref import shm as reference
+from shm_helpers import SegmentMaker, segment_name
 
 IMPLS = [pytest.param(compiled, id="compiled"), pytest.param(reference, id="ref")]
 CRIT, HIGH, NORM, BG = 0, 1, 2, 3
@@ -24,20 +25,10 @@ def impl(request):
 
 @pytest.fixture
 def make(impl):
-    made = []
-
-    def _make(n_workers=4, deployments=((2, 8, 2),), n_counters=4, n_histograms=2,
-              bounds=(0.1, 0.5, 1.0)):
-        seg = impl.Segment.create(f"fi-test-{os.getpid()}-{uuid.uuid4().hex[:10]}",
-                                  impl.Layout(n_workers, list(deployments), n_counters,
-                                              n_histograms, list(bounds)))
-        made.append(seg)
-        return seg
-
-    yield _make
-    for seg in made:
-        seg.unlink()
-        seg.close()
+    maker = SegmentMaker(impl, "fi-test")
+    yield functools.partial(maker, n_workers=4, deployments=((2, 8, 2),), n_counters=4,
+                            n_histograms=2, bounds=(0.1, 0.5, 1.0))
+    maker.cleanup()
 
 
 def readable(fd, timeout=0.0):
@@ -445,4 +436,4 @@ def test_create_attach_share_state(make, impl):
     finally:
         other.close()
     with pytest.raises(FileNotFoundError):
-        impl.Segment.attach(f"fi-test-missing-{uuid.uuid4().hex}")
+        impl.Segment.attach(segment_name("fi-test-missing"))
