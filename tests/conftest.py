@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import os
-import textwrap
 
 import pytest
 
-from procs import Proc, http_json, write_config
+from procs import Proc, start_gateway_proc, start_mock
 
 
 def pytest_configure(config):
@@ -21,10 +20,7 @@ def workdir(tmp_path):
 @pytest.fixture
 def mock_upstream(workdir):
     """A fresh mock upstream; ``.control(knobs)`` and ``.stats()`` steer and inspect it."""
-    proc = Proc(["mock-upstream", "--port", "0"], workdir)
-    proc.control = lambda **knobs: http_json("POST", proc.base + "/_mock/config", knobs)
-    proc.script = lambda steps: http_json("POST", proc.base + "/_mock/script", steps)
-    proc.stats = lambda: http_json("GET", proc.base + "/_mock/stats")[2]
+    proc = start_mock(workdir)
     yield proc
     proc.kill()
 
@@ -35,19 +31,13 @@ def start_gateway(workdir):
     started: list[Proc] = []
 
     def start(config_text: str | None = None, workers: int = 2, env: dict | None = None) -> Proc:
-        args = ["serve", "--port", "0", "--workers", str(workers), "--log-level", "warning"]
-        if config_text is not None:
-            args += ["--config", str(write_config(workdir, textwrap.dedent(config_text)))]
-        proc = Proc(args, workdir, env=env)
+        proc = start_gateway_proc(workdir, config_text, workers, env)
         started.append(proc)
         return proc
 
     yield start
     for proc in started:
-        try:
-            proc.terminate(timeout=20)
-        finally:
-            proc.kill()
+        proc.stop(timeout=20)
 
 
 def upstream_config(upstream_base: str, **deployment) -> str:

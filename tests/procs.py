@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import urllib.request
@@ -76,6 +77,51 @@ class Proc:
             except ProcessLookupError:
                 pass
             self.proc.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM and wait up to ``timeout`` for the drain (raising if it takes
+        longer), and in any case leave no process behind."""
+        try:
+            self.terminate(timeout=timeout)
+        finally:
+            self.kill()
+
+
+class MockUpstream(Proc):
+    """``fastinfer mock-upstream`` with its control API as methods."""
+
+    def __init__(self, workdir: Path, *args: str):
+        super().__init__(["mock-upstream", "--port", "0", *args], workdir)
+
+    def control(self, **knobs):
+        return http_json("POST", self.base + "/_mock/config", knobs)
+
+    def script(self, steps: list):
+        return http_json("POST", self.base + "/_mock/script", steps)
+
+    def reset(self):
+        return http_json("POST", self.base + "/_mock/reset", {})
+
+    def stats(self) -> dict:
+        return http_json("GET", self.base + "/_mock/stats")[2]
+
+    def received(self) -> list:
+        return self.stats()["received"]
+
+
+def start_mock(workdir: Path, *args: str) -> MockUpstream:
+    """A fresh mock upstream on a free port; the caller kills it."""
+    return MockUpstream(workdir, *args)
+
+
+def start_gateway_proc(workdir: Path, config_text: str | None = None, workers: int = 2,
+                       env: dict | None = None) -> Proc:
+    """``fastinfer serve`` on a free port with a TOML config text (dedented, written
+    into ``workdir``); the caller stops it with ``Proc.stop``."""
+    args = ["serve", "--port", "0", "--workers", str(workers), "--log-level", "warning"]
+    if config_text is not None:
+        args += ["--config", str(write_config(workdir, textwrap.dedent(config_text)))]
+    return Proc(args, workdir, env=env)
 
 
 def children_of(pid: int) -> list[int]:

@@ -16,7 +16,7 @@ import anthropic
 import openai
 import pytest
 
-from procs import Proc, http_json, write_config
+from procs import http_json, start_gateway_proc, start_mock
 
 UPSTREAMS = ("oa", "an", "ge")
 ALL = UPSTREAMS + ("mk",)
@@ -74,29 +74,21 @@ def _config(base: str) -> str:
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory):
-    proc = Proc(["mock-upstream", "--port", "0"], tmp_path_factory.mktemp("upstream"))
-    proc.control = lambda **knobs: http_json("POST", proc.base + "/_mock/config", knobs)
-    proc.script = lambda steps: http_json("POST", proc.base + "/_mock/script", steps)
-    proc.received = lambda: http_json("GET", proc.base + "/_mock/stats")[2]["received"]
+    proc = start_mock(tmp_path_factory.mktemp("upstream"))
     yield proc
     proc.kill()
 
 
 @pytest.fixture(scope="module")
 def gateway(upstream, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("gateway")
-    path = write_config(workdir, _config(upstream.base))
-    proc = Proc(["serve", "--port", "0", "--workers", "1", "--log-level", "warning", "--config", str(path)], workdir)
+    proc = start_gateway_proc(tmp_path_factory.mktemp("gateway"), _config(upstream.base), workers=1)
     yield proc
-    try:
-        proc.terminate(timeout=20)
-    finally:
-        proc.kill()
+    proc.stop(timeout=20)
 
 
 @pytest.fixture(autouse=True)
 def fresh_upstream(upstream):
-    http_json("POST", upstream.base + "/_mock/reset", {})
+    upstream.reset()
     upstream.control(tokens=5, itl_ms=0, latency_ms=0)
 
 
