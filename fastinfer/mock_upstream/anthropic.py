@@ -103,10 +103,3 @@ async def messages(upstream, request: web.Request) -> web.StreamResponse:
                                       _STREAM_ERROR)
         return web.Response(body=orjson.dumps(message_of(result, message_id, model)), content_type="application/json")
     return reshape_error(await upstream._handle(request, answer), error_body)
-
-
-def handler(upstream):
-    """The aiohttp handler serving this endpoint for ``upstream`` (a ``MockUpstream``)."""
-    async def handle(request: web.Request) -> web.StreamResponse:
-        return await messages(upstream, request)
-    return handle

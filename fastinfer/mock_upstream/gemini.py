@@ -99,10 +99,3 @@ async def generate(upstream, request: web.Request) -> web.StreamResponse:
                                       _STREAM_ERROR)
         return web.Response(body=orjson.dumps(reply_of(result, model, response_id)), content_type="application/json")
     return reshape_error(await upstream._handle(request, answer), error_body)
-
-
-def handler(upstream):
-    """The aiohttp handler serving this endpoint for ``upstream`` (a ``MockUpstream``)."""
-    async def handle(request: web.Request) -> web.StreamResponse:
-        return await generate(upstream, request)
-    return handle

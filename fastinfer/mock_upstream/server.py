@@ -11,6 +11,7 @@ but the shared token-splitting helper, so it behaves like a foreign server.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections import deque
@@ -82,8 +83,8 @@ class MockUpstream:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
-        app.router.add_post("/v1/messages", anthropic.handler(self))
-        app.router.add_post("/v1beta/models/{target}", gemini.handler(self))
+        app.router.add_post("/v1/messages", functools.partial(anthropic.messages, self))
+        app.router.add_post("/v1beta/models/{target}", functools.partial(gemini.generate, self))
         app.router.add_get("/_mock/stats", self.get_stats)
         app.router.add_post("/_mock/reset", self.reset)
         app.router.add_post("/_mock/config", self.set_config)
