@@ -153,6 +153,19 @@ def http_json(method: str, url: str, body=None, headers: dict | None = None, tim
         return e.code, dict(e.headers), json.loads(e.read() or b"null")
 
 
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    """Call ``predicate`` every ``interval`` seconds until it returns something true, for at
+    most ``timeout`` seconds; returns that value, or else the value of one last call after
+    the deadline (so ``assert wait_for(...)`` asserts what the predicate checks)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
 def write_config(directory: Path, text: str) -> Path:
     fd, path = tempfile.mkstemp(suffix=".toml", dir=directory)
     with os.fdopen(fd, "w") as f:

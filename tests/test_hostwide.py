@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import upstream_config
-from procs import children_of, http_json
+from procs import children_of, http_json, wait_for
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -180,9 +180,7 @@ def test_a_killed_workers_slot_is_reclaimed(start_gateway, mock_upstream):
     for pid in children_of(gw.pid):
         os.kill(pid, signal.SIGKILL)   # whichever worker held the slot dies with it
     holder.join(10)
-    deadline = time.monotonic() + 5
-    while len(children_of(gw.pid)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: len(children_of(gw.pid)) >= 2, timeout=5)   # the replacement worker
     assert value(scrape(gw.base), 'fastinfer_in_flight{deployment="m"}') == 0
     mock_upstream.control(latency_ms=0)
     assert chat(gw.base, timeout=5)[0] == 200

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from procs import http_json
+from procs import http_json, wait_for
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "alpha beta gamma"}]}
 
@@ -59,13 +59,12 @@ class RawStream:
 
 
 def entry_when_closed(mock, request_id: int, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for e in mock.stats()["received"]:
-            if e["id"] == request_id and e["closed_at"] is not None:
-                return e
-        time.sleep(0.02)
-    raise AssertionError(f"request {request_id} never recorded as closed")
+    def closed():
+        return next((e for e in mock.received() if e["id"] == request_id and e["closed_at"] is not None), None)
+    entry = wait_for(closed, timeout)
+    if entry is None:
+        raise AssertionError(f"request {request_id} never recorded as closed")
+    return entry
 
 
 # ------------------------------------------------------------------ keys

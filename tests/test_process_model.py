@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from conftest import upstream_config
-from procs import children_of, http_json
+from procs import children_of, http_json, wait_for
 
 MESSAGES = [{"role": "user", "content": "ping"}]
 
@@ -21,16 +21,6 @@ def _worker_prefix(base: str) -> str:
     """The generated request id starts with a per-worker random prefix."""
     _, headers, _ = http_json("GET", base + "/v1/models", headers={"connection": "close"})
     return headers["x-request-id"].split("-")[0]
-
-
-def _wait_for(predicate, timeout: float, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def test_two_workers_both_serve(start_gateway):
@@ -78,8 +68,8 @@ def test_killed_worker_is_replaced_and_others_keep_serving(start_gateway):
     time.sleep(0.3)
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
-    replaced = _wait_for(lambda: len(set(children_of(gw.pid)) - before) == 1 and len(children_of(gw.pid)) == 2,
-                         timeout=2.0)
+    replaced = wait_for(lambda: len(set(children_of(gw.pid)) - before) == 1 and len(children_of(gw.pid)) == 2,
+                        timeout=2.0)
     replaced_after = time.monotonic() - killed_at
     time.sleep(0.3)
     stop.set()

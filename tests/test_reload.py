@@ -8,7 +8,7 @@ import time
 import openai
 
 from conftest import upstream_config
-from procs import http_json, write_config
+from procs import http_json, wait_for, write_config
 
 ADMIN = {"Authorization": "Bearer adm"}
 
@@ -19,15 +19,6 @@ def with_admin(text: str) -> str:
 
 def models(gw) -> list[str]:
     return [m["id"] for m in http_json("GET", gw.base + "/v1/models", headers={"connection": "close"})[2]["data"]]
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_reload_adds_a_deployment_and_finishes_streams_in_flight(start_gateway, mock_upstream, workdir):
