@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..engine import GatewayRequest
 from ..errors import BadRequest
 from .openai_api import parse_priority
+from .validate import check_optional_types
 
 _OPTIONAL_TYPES = {
     "stream": (bool,),
@@ -23,8 +24,6 @@ _OPTIONAL_TYPES = {
     "tool_choice": (dict,),
     "metadata": (dict,),
 }
-_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
-          dict: "an object"}
 
 
 def _check_content(content, where: str) -> None:
@@ -52,13 +51,7 @@ def messages_request(body, headers, request_id: str, now: float) -> GatewayReque
         if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
             raise BadRequest(f"messages.{i}.role must be 'user' or 'assistant'.", param=f"messages.{i}.role")
         _check_content(m.get("content"), f"messages.{i}")
-    for key, types in _OPTIONAL_TYPES.items():
-        value = body.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
-            wanted = " or ".join(_NAMES[t] for t in types if not (t is int and float in types))
-            raise BadRequest(f"{key}: must be {wanted}; got {type(value).__name__}.", param=key)
+    check_optional_types(body, _OPTIONAL_TYPES, "{key}: must be {wanted}; got {got}.")
     if body.get("max_tokens") is not None and body["max_tokens"] < 1:
         raise BadRequest("max_tokens: must be at least 1.", param="max_tokens")
     priority = parse_priority(headers.get("x-priority") or body.get("priority"), "priority")

@@ -3,27 +3,21 @@ from __future__ import annotations
 
 from ..engine import PRIORITY_LEVELS, GatewayRequest
 from ..errors import BadRequest
+from .validate import check_optional_types
 
 _OPTIONAL_TYPES = {
-    "stream": bool,
-    "stream_options": dict,
-    "max_tokens": int,
-    "max_completion_tokens": int,
-    "n": int,
+    "stream": (bool,),
+    "stream_options": (dict,),
+    "max_tokens": (int,),
+    "max_completion_tokens": (int,),
+    "n": (int,),
     "temperature": (int, float),
     "top_p": (int, float),
     "stop": (str, list),
-    "tools": list,
-    "user": str,
-    "response_format": dict,
+    "tools": (list,),
+    "user": (str,),
+    "response_format": (dict,),
 }
-_TYPE_NAMES = {bool: "a boolean", dict: "an object", int: "an integer", list: "an array", str: "a string"}
-
-
-def _type_name(tp) -> str:
-    if isinstance(tp, tuple):
-        return " or ".join("a number" if t is float else _TYPE_NAMES[t] for t in tp if t is not int or float not in tp)
-    return _TYPE_NAMES[tp]
 
 
 def parse_priority(value, param: str) -> int:
@@ -48,10 +42,7 @@ def chat_request(body, headers, request_id: str, now: float) -> GatewayRequest:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise BadRequest(f"messages[{i}] must be an object with a string 'role'.", param=f"messages[{i}]")
-    for key, tp in _OPTIONAL_TYPES.items():
-        value = body.get(key)
-        if value is not None and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
-            raise BadRequest(f"'{key}' must be {_type_name(tp)}; got {type(value).__name__}.", param=key)
+    check_optional_types(body, _OPTIONAL_TYPES, "'{key}' must be {wanted}; got {got}.")
     priority = parse_priority(headers.get("x-priority") or body.pop("priority", None), "priority")
     body.pop("priority", None)
     stream = bool(body.get("stream"))
