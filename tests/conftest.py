@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -36,8 +37,9 @@ def start_gateway(workdir):
         return proc
 
     yield start
-    for proc in started:
-        proc.stop(timeout=20)
+    with contextlib.ExitStack() as stack:   # every gateway is stopped even when one fails to drain
+        for proc in reversed(started):        # callbacks run last-in first-out
+            stack.callback(proc.stop, timeout=20)
 
 
 def upstream_config(upstream_base: str, **deployment) -> str:

@@ -166,7 +166,9 @@ def test_client_leaving_mid_stream_closes_the_upstream_at_once(start_gateway, mo
     sock = _raw_request(gw.port, {"model": "m", "messages": MESSAGES, "stream": True})
     got = b""
     while got.count(b"data: ") < 3:
-        got += sock.recv(65536)
+        chunk = sock.recv(65536)
+        assert chunk, f"the gateway closed the stream early: {got!r}"
+        got += chunk
     assert_upstream_closed_when_client_leaves(sock, mock_upstream)
     assert _state(gw)["in_flight"] == 0
 
