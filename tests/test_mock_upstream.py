@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from procs import http_json, wait_for
+from procs import http_json, start_mock, wait_for
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "alpha beta gamma"}]}
 
@@ -91,8 +91,7 @@ def test_api_keys_rotation(mock_upstream):
 
 
 def test_api_keys_from_the_command_line(workdir):
-    from procs import Proc
-    proc = Proc(["mock-upstream", "--port", "0", "--api-keys", "cli-a", "cli-b"], workdir)
+    proc = start_mock(workdir, "--api-keys", "cli-a", "cli-b")
     try:
         assert chat(proc, "cli-b")[0] == 200
         assert chat(proc, "cli-c")[0] == 401
