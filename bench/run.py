@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,12 +105,40 @@ def configure_upstream(upstream: Service, itl_ms: float, chunks: int) -> None:
     urllib.request.urlopen(req, timeout=10).read()
 
 
+def start_profiler(service: Service, duration_s: float, out: Path):
+    """py-spy on the service's first worker for the scenario, when py-spy is installed."""
+    workers = service.pids()[1:]
+    if not workers or shutil.which("py-spy") is None:
+        return None
+    return subprocess.Popen(["py-spy", "record", "-p", str(workers[0]), "-d", str(max(1, int(duration_s) - 1)),
+                             "-r", "500", "-f", "raw", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize_profile(raw: Path, top: int = 25) -> str:
+    """Where the sampled time went: share of samples per function, inclusive and self."""
+    inclusive, own, total = collections.Counter(), collections.Counter(), 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    lines = [f"{total} samples", "", "inclusive:"]
+    lines += [f"{c / total * 100:5.1f}%  {f}" for f, c in inclusive.most_common(top)]
+    lines += ["", "self:"] + [f"{c / total * 100:5.1f}%  {f}" for f, c in own.most_common(top)]
+    return "\n".join(lines) + "\n"
+
+
 def run_scenario(name: str, target: Service, measured: Service, *, stream: bool, concurrency: int,
-                 duration_s: float, max_requests: int, use_wrk: bool) -> dict:
+                 duration_s: float, max_requests: int, use_wrk: bool, profile_to: Path | None = None) -> dict:
     body = _body(stream)
     path = "/v1/chat/completions"
     # a short warm-up: connections, pools, caches
     asyncio.run(run_asyncio("127.0.0.1", target.port, path, body, concurrency, 0.5, 10_000, stream))
+    profiler = start_profiler(measured, duration_s, profile_to) if profile_to else None
     cpu0 = measured.cpu_seconds()
     if use_wrk and not stream:
         result: LoadResult = run_wrk("127.0.0.1", target.port, path, body, concurrency, duration_s)
@@ -117,6 +147,12 @@ def run_scenario(name: str, target: Service, measured: Service, *, stream: bool,
                                          max_requests, stream))
     cpu = measured.cpu_seconds() - cpu0
     out = {"scenario": name, "stream": stream, "concurrency": concurrency, **result.summary()}
+    if profiler is not None:
+        profiler.wait(duration_s + 30)
+        if profile_to.exists():
+            summary = profile_to.with_suffix(".txt")
+            summary.write_text(summarize_profile(profile_to))
+            out["profile"] = str(summary)
     if getattr(result, "wrk_percentiles_ms", None):
         out["p50_ms"] = result.wrk_percentiles_ms.get("50", out["p50_ms"])
         out["p99_ms"] = result.wrk_percentiles_ms.get("99", out["p99_ms"])
@@ -157,11 +193,19 @@ credential = {{ value = "sk-bench" }}
                 # the same streams at two lengths: the difference is the cost of the extra chunks alone
                 plan.append((f"stream c{c}{suffix}", True, c, itl, STREAM_CHUNKS))
                 plan.append((f"stream c{c}{suffix} short", True, c, itl, SHORT_CHUNKS))
+        # profile one non-streaming scenario under concurrency and the first back-to-back stream one
+        busy = [c for c in args.concurrency if c > 1] or args.concurrency
+        profiled = {f"nonstream c{busy[0]}", f"stream c{args.stream_concurrency[0]}"}
         for name, stream, c, itl_ms, chunks in plan:
             configure_upstream(upstream, itl_ms, chunks)
             for label, target, measured in (("direct", upstream, upstream), ("gateway", gateway, gateway)):
+                profile_to = None
+                if args.profile and label == "gateway" and name in profiled:
+                    profile_to = Path(args.out, f"profile-{name.replace(' ', '-')}.raw")
+                    profile_to.parent.mkdir(parents=True, exist_ok=True)
                 row = run_scenario(f"{name} {label}", target, measured, stream=stream, concurrency=c,
-                                   duration_s=args.duration, max_requests=args.max_requests, use_wrk=use_wrk)
+                                   duration_s=args.duration, max_requests=args.max_requests, use_wrk=use_wrk,
+                                   profile_to=profile_to)
                 row["path"] = label
                 rows.append(row)
                 print(f"  {row['scenario']:<26} {row['rps']:>9} req/s  p50 {row['p50_ms']:>8} ms  "
@@ -245,11 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-requests", type=int, default=200_000, help="bound per scenario")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (default 1)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--stream-concurrency", type=int, nargs="+", default=[16])
+    parser.add_argument("--stream-concurrency", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--paced-itl-ms", type=float, default=1.0,
                         help="also run the streams with this delay between upstream chunks, so every "
                              "chunk is its own read and write (0 = skip)")
     parser.add_argument("--no-wrk", action="store_true", help="use the asyncio client even if wrk is installed")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy a gateway worker during one non-streaming and one streaming "
+                             "scenario (needs py-spy); summaries next to the report")
     parser.add_argument("--out", default="bench/results", help="directory for the JSON and Markdown reports")
     args = parser.parse_args(argv)
     t0 = time.monotonic()

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_writes_json_and_markdown_reports(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "fastinfer", "bench", "--duration", "0.5", "--concurrency", "1", "4",
-         "--stream-concurrency", "2", "--no-wrk", "--out", str(tmp_path)],
+         "--stream-concurrency", "2", "--no-wrk", "--profile", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     (report_path,) = tmp_path.glob("bench-*.json")
@@ -30,3 +30,8 @@ def test_bench_writes_json_and_markdown_reports(tmp_path):
     assert set(report["summary"]) == set(names)
     assert "gateway_cpu_us_per_extra_chunk" in report["summary"]["stream c2"]
     assert (report_path.with_suffix(".md")).read_text().startswith("# fastinfer bench")
+    # --profile: where a gateway worker's time went, in the two scenarios it sampled
+    for scenario in ("nonstream-c4", "stream-c2"):
+        summary = (tmp_path / f"profile-{scenario}.txt").read_text()
+        assert "samples" in summary.splitlines()[0]
+        assert "fastinfer/gateway/app.py" in summary
