@@ -158,6 +158,7 @@ def test_client_leaving_before_the_first_byte_closes_the_upstream_at_once(start_
     state = _state(gw)
     assert state["in_flight"] == 0
     assert state["replicas"][0]["circuit"]["consecutive_failures"] == 0  # a client leaving is no failure
+    assert _client_closed_count(gw) == 1
 
 
 def test_client_leaving_mid_stream_closes_the_upstream_at_once(start_gateway, mock_upstream):
@@ -171,6 +172,16 @@ def test_client_leaving_mid_stream_closes_the_upstream_at_once(start_gateway, mo
         got += chunk
     assert_upstream_closed_when_client_leaves(sock, mock_upstream)
     assert _state(gw)["in_flight"] == 0
+    assert _client_closed_count(gw) == 1
+
+
+def _client_closed_count(gw) -> float:
+    """Requests counted with code 499: the client went away before its answer was complete."""
+    with urllib.request.urlopen(gw.base + "/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith('fastinfer_requests_total{deployment="m",code="499"} '):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no 499 series")
 
 
 def test_client_leaving_the_queue_frees_its_place_at_once(start_gateway, mock_upstream):
@@ -189,3 +200,4 @@ def test_client_leaving_the_queue_frees_its_place_at_once(start_gateway, mock_up
     time.sleep(0.2)
     assert mock_upstream.stats()["requests"] == 1   # the one that left never reached the upstream
     assert _state(gw)["in_flight"] == 0
+    assert _client_closed_count(gw) == 1

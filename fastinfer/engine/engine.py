@@ -14,8 +14,6 @@ import logging
 import random
 from typing import Protocol
 
-import orjson
-
 from ..breaker import PROBE, REJECTED, DeploymentBreakers
 from ..config import Config, DeploymentConfig
 from ..errors import GatewayError, Overloaded, UnknownModel, UpstreamFailure
@@ -28,6 +26,7 @@ from .classify import Verdict, classify_exception, classify_reply
 from .request import EngineResult, GatewayRequest
 
 log = logging.getLogger("fastinfer.engine")
+
 
 class AllCircuitsOpen(Overloaded):
     """Every replica of the deployment has an open circuit."""
@@ -301,7 +300,7 @@ class RelayedStream:
     that fails after its first byte ends with the relay's error event.
     """
 
-    __slots__ = ("reply", "relay", "_on_done", "_client", "_done", "_resumer")
+    __slots__ = ("reply", "relay", "_on_done", "_client", "_done", "_resumer", "_closed")
 
     def __init__(self, reply: UpstreamReply, relay: StreamRelay, on_done):
         self.reply = reply
@@ -310,6 +309,7 @@ class RelayedStream:
         self._client: ClientWriter | None = None
         self._done: asyncio.Future | None = None
         self._resumer: asyncio.Task | None = None
+        self._closed = False
 
     async def pump(self, client: ClientWriter) -> None:
         """Relay the whole stream to ``client``; returns when it has ended either way."""
@@ -320,11 +320,22 @@ class RelayedStream:
             self.reply.stream.start(self._on_chunk, self._on_end)
             await self._done
         finally:
-            self.reply.close()  # aborts the upstream if the client left first
-            if self._resumer is not None:
-                self._resumer.cancel()
-            for callback in self._on_done:
-                callback()
+            self.close()
+
+    def close(self) -> None:
+        """End the stream's life: abort the upstream if unfinished, release what it holds.
+
+        Idempotent; the gateway calls it too, so a stream it never got to pump
+        (the client left before the response head went out) leaks nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.reply.close()
+        if self._resumer is not None:
+            self._resumer.cancel()
+        for callback in self._on_done:
+            callback()
 
     def also_on_done(self, callback) -> None:
         """Run ``callback`` when the stream has ended, however it ended."""

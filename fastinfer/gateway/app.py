@@ -25,6 +25,7 @@ from .anthropic_api import messages_request
 from .openai_api import chat_request, passthrough_request
 
 _REQUEST_ID_MAX = 128
+_CLIENT_CLOSED = 499   # the client went away before its answer was complete (nginx's code)
 log = logging.getLogger("fastinfer.gateway")
 
 
@@ -115,10 +116,17 @@ class Gateway:
         except GatewayError as e:
             self._account(req.model if req is not None else None, e.status, now)
             return error_response(e, api, request_id)
+        except asyncio.CancelledError:
+            self._account(req.model if req is not None else None, _CLIENT_CLOSED, now)
+            raise
         except Exception:
             log.exception("request %s failed inside the gateway", request_id)
             return error_response(GatewayError("Internal gateway error."), api, request_id)
-        response = await self._respond(request, result, request_id, now)
+        try:
+            response = await self._respond(request, result, request_id, now)
+        except asyncio.CancelledError:
+            self._account(req.model, _CLIENT_CLOSED, now, result)
+            raise
         self._account(req.model, result.status, now, result)
         return response
 
@@ -153,14 +161,16 @@ class Gateway:
         headers["Content-Type"] = "text/event-stream"
         headers["Cache-Control"] = "no-cache"
         response = web.StreamResponse(status=result.status, headers=headers)
-        await response.prepare(request)
-        client = _ClientStream(request.writer, request.transport)
-        result.ttft_s = loop.time() - received_at
         try:
+            await response.prepare(request)
+            client = _ClientStream(request.writer, request.transport)
+            result.ttft_s = loop.time() - received_at
             await result.stream.pump(client)
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
-            pass  # the client left; the pump has already closed the upstream
+            pass  # the client left; closing the stream closes the upstream
+        finally:
+            result.stream.close()
         return response
 
     async def models(self, request: web.Request) -> web.Response:
