@@ -18,7 +18,7 @@ from ..errors import UpstreamFailure
 from .._core.sse import SSEParser, encode_data
 from .base import Provider, StreamRelay, UpstreamReply, last_event_end as _last_event_end
 from .http import post
-from .translate.common import estimated_usage, make_usage, usage_from_openai
+from .translate.common import estimated_usage, json_object, make_usage, usage_from_openai
 
 _USAGE_KEY = b'"usage"'
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
@@ -115,11 +115,8 @@ class OpenAIStreamRelay(StreamRelay):
             if data == b"[DONE]":
                 self.finished = True
                 continue
-            try:
-                frame = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                frame = None
-            if not isinstance(frame, dict):
+            frame = json_object(data)
+            if frame is None:
                 # garbage: forward what came before it, then the stream ends with an error event
                 self.failure = UpstreamFailure("upstream sent a malformed stream event")
                 return b"".join(encode_data(e.data) for j, e in enumerate(events[:i]) if j != drop)

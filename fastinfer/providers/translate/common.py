@@ -187,6 +187,15 @@ def guess_media_type(url: str) -> str:
     return _MEDIA_BY_EXT.get(ext, "image/jpeg")
 
 
+def json_object(data: bytes | str) -> dict | None:
+    """``data`` parsed as a JSON object, or None when it is not one (garbage, or another JSON type)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def parse_arguments(arguments) -> dict:
     """OpenAI tool-call ``arguments`` (a JSON string) as an object; ``{}`` when empty or not an object."""
     if isinstance(arguments, dict):

@@ -12,7 +12,7 @@ import orjson
 from ...errors import UpstreamFailure
 from .anthropic import (AnthropicToOpenAIStream, OpenAIToAnthropicStream, anthropic_to_openai_reply,
                         anthropic_to_openai_request, openai_to_anthropic_reply, openai_to_anthropic_request)
-from .common import (estimate_tokens, estimated_usage, make_usage, prompt_chars, text_of, usage_from_anthropic,
+from .common import (estimate_tokens, estimated_usage, json_object, make_usage, prompt_chars, text_of, usage_from_anthropic,
                      usage_from_gemini, usage_from_openai)
 from .gemini import GeminiToOpenAIStream, gemini_to_openai_reply, openai_to_gemini_request
 from .relay import AnthropicStreamRelay, TranslatingRelay
@@ -34,11 +34,8 @@ def translate_request(wire: str, req, deployment) -> dict:
 
 
 def _loads(body: bytes) -> dict:
-    try:
-        reply = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        reply = None
-    if not isinstance(reply, dict):
+    reply = json_object(body)
+    if reply is None:
         raise UpstreamFailure("upstream sent a reply that is not a JSON object")
     return reply
 
@@ -88,11 +85,8 @@ def _reply_text(wire: str, reply: dict) -> str:
 
 def reply_usage(wire: str, body: bytes, req) -> dict | None:
     """Normalized usage of a whole upstream reply; estimated when it carries none."""
-    try:
-        reply = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(reply, dict):
+    reply = json_object(body)
+    if reply is None:
         return None
     if getattr(req, "endpoint", "chat") == "embeddings":
         usage = usage_from_openai(reply.get("usage"))

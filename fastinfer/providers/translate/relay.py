@@ -14,7 +14,7 @@ import orjson
 from ..._core.sse import SSEParser, encode_data, encode_event
 from ...errors import UpstreamFailure
 from ..base import StreamRelay, last_event_end
-from .common import DONE, ERROR, estimated_usage, make_usage, usage_from_anthropic
+from .common import DONE, ERROR, estimated_usage, json_object, make_usage, usage_from_anthropic
 
 _DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -73,11 +73,8 @@ class TranslatingRelay(StreamRelay):
             if data == b"[DONE]":
                 items = [(None, DONE)]
             else:
-                try:
-                    payload = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    payload = None
-                if not isinstance(payload, dict):
+                payload = json_object(data)
+                if payload is None:
                     self.failure = UpstreamFailure("upstream sent a malformed stream event")
                     return b"".join(out)
                 items = [(event.event if event.event != "message" else None, payload)]
@@ -155,11 +152,8 @@ class AnthropicStreamRelay(StreamRelay):
             return out
         events = self._parser.feed(out)
         for i, event in enumerate(events):
-            try:
-                data = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                data = None
-            if not isinstance(data, dict):
+            data = json_object(event.data)
+            if data is None:
                 # garbage: forward what came before it; the engine ends the stream with an error event
                 self.failure = UpstreamFailure("upstream sent a malformed stream event")
                 return b"".join(encode_event(e.data, event=e.event.encode()) for e in events[:i])
