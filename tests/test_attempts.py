@@ -245,3 +245,16 @@ def test_a_retry_prefers_another_replica(start_gateway, mock_upstream):
         assert raw.headers["x-fastinfer-attempts"] == "2"
         first, second = [r["headers"]["authorization"] for r in mock_upstream.stats()["received"][-2:]]
         assert first != second
+
+
+def test_garbage_under_a_200_is_a_failed_attempt(start_gateway, mock_upstream):
+    gw = start_gateway(deployment("m", mock_upstream.base, retry=FAST_RETRY.split("= ", 1)[1]))
+    mock_upstream.script([{"body": "<html>502 Bad Gateway</html>"}])
+    raw = sdk(gw).chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    assert raw.headers["x-fastinfer-attempts"] == "2"
+    assert raw.parse().choices[0].message.content
+    mock_upstream.script([{"body": "not json"}] * 3)
+    with pytest.raises(openai.APIStatusError) as exc:
+        sdk(gw).chat.completions.create(model="m", messages=MESSAGES)
+    assert exc.value.status_code == 502
+    assert "JSON" in exc.value.message

@@ -197,11 +197,18 @@ class Engine:
                 self._verdict(dep, index, replica, probe, None, None)  # the client left: no verdict
                 raise
             else:
-                if reply.status == 200:
-                    upstream_s += loop.time() - started
-                    self._verdict(dep, index, replica, probe, "success", False)
-                    return self._result(dep, index, req, reply, replica, attempt, upstream_s, started)
-                verdict = classify_reply(reply.status, reply.headers, reply.body, cfg.provider)
+                if reply.status != 200:
+                    verdict = classify_reply(reply.status, reply.headers, reply.body, cfg.provider)
+                else:
+                    try:
+                        # a whole answer is parsed once, here: garbage under a 200 is a failed attempt
+                        usage = None if req.stream else dep.provider.reply_usage(reply.body, req)
+                    except GatewayError as e:
+                        verdict = classify_exception(e)
+                    else:
+                        upstream_s += loop.time() - started
+                        self._verdict(dep, index, replica, probe, "success", False)
+                        return self._result(dep, index, req, reply, replica, attempt, upstream_s, started, usage)
             upstream_s += loop.time() - started
             dep.picker.finished(index, None)
             self._verdict(dep, index, replica, probe, verdict.outcome, verdict.breaker)
@@ -228,12 +235,12 @@ class Engine:
         raise error
 
     def _result(self, dep: Deployment, index: int, req: GatewayRequest, reply: UpstreamReply, replica: str,
-                attempt: int, upstream_s: float, started: float) -> EngineResult:
+                attempt: int, upstream_s: float, started: float, usage: dict | None) -> EngineResult:
         loop = asyncio.get_running_loop()
         if not req.stream:
             dep.picker.finished(index, loop.time() - started)
             body = dep.provider.reply_body(reply.body, req)
-            self._account_usage(dep, dep.provider.reply_usage(reply.body, req))
+            self._account_usage(dep, usage)
             return EngineResult(200, body=body, replica=replica, attempts=attempt, upstream_s=upstream_s)
         relay = dep.provider.stream_relay(req)
 

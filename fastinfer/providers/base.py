@@ -133,9 +133,10 @@ class Provider:
         from .translate import dispatch
         return dispatch.convert_reply(self.wire, body, req, self.deployment.upstream_model)
 
-    def reply_usage(self, body: bytes, req) -> dict | None:
+    def reply_usage(self, body: bytes, req) -> dict:
         """Normalized usage of a successful non-streamed upstream body (see ``translate.common``):
-        prompt/completion/total tokens, cached/reasoning when known, ``usage_estimated`` when guessed."""
+        prompt/completion/total tokens, cached/reasoning when known, ``usage_estimated`` when guessed.
+        Raises ``UpstreamFailure`` when the body is not a JSON object."""
         from .translate import dispatch
         return dispatch.reply_usage(self.wire, body, req)
 

@@ -83,11 +83,13 @@ def _reply_text(wire: str, reply: dict) -> str:
                    for c in reply.get("choices") or ())
 
 
-def reply_usage(wire: str, body: bytes, req) -> dict | None:
-    """Normalized usage of a whole upstream reply; estimated when it carries none."""
-    reply = json_object(body)
-    if reply is None:
-        return None
+def reply_usage(wire: str, body: bytes, req) -> dict:
+    """Normalized usage of a whole upstream reply; estimated when it carries none.
+
+    Raises ``UpstreamFailure`` when the body is not a JSON object: a 200 with garbage is
+    an upstream failure, and this is the one parse every successful reply goes through.
+    """
+    reply = _loads(body)
     if getattr(req, "endpoint", "chat") == "embeddings":
         usage = usage_from_openai(reply.get("usage"))
         return usage if usage is not None else make_usage(estimate_tokens(prompt_chars(req.body)), 0, estimated=True)
