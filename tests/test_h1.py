@@ -1,0 +1,192 @@
+"""The upstream HTTP/1.1 client: response parsing under any split of the bytes, pooling, timeouts."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastinfer.errors import UpstreamFailure, UpstreamTimeout
+from fastinfer.providers.h1 import H1Connection, Pool, build_request
+
+
+class FakeTransport:
+    def __init__(self):
+        self.written = []
+        self.closed = self.aborted = self.paused = False
+
+    def write(self, data):
+        self.written.append(data)
+
+    def is_closing(self):
+        return self.closed or self.aborted
+
+    def close(self):
+        self.closed = True
+
+    def abort(self):
+        self.aborted = True
+
+    def pause_reading(self):
+        self.paused = True
+
+    def resume_reading(self):
+        self.paused = False
+
+
+class Sink:
+    def __init__(self):
+        self.status = None
+        self.headers = None
+        self.data = []
+        self.ended = []
+
+    def on_head(self, status, headers):
+        self.status, self.headers = status, headers
+
+    def on_data(self, data):
+        assert not self.ended
+        self.data.append(data)
+
+    def on_end(self, error):
+        self.ended.append(error)
+
+
+class Timeouts:
+    connect_s = first_byte_s = idle_s = total_s = 30.0
+
+
+def exchange(pieces: list[bytes]):
+    """Feed a response to a fresh connection in ``pieces``; (sink, connection, pool)."""
+    pool = Pool("http://127.0.0.1:1/v1")
+    conn = H1Connection(pool)
+    conn.connection_made(FakeTransport())
+    sink = Sink()
+    conn.send(b"GET / HTTP/1.1\r\n\r\n", sink, Timeouts)
+    for piece in pieces:
+        conn.data_received(piece)
+    return sink, conn, pool
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in zip(points, points[1:]) if b > a]
+
+
+CHUNKED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n"
+           b"7\r\ndata: a\r\n5;ext=1\r\n\n\ndat\r\n0b\r\na: [DONE]\n\n\r\n0\r\nX-Trailer: t\r\n\r\n")
+CHUNKED_BODY = b"data: a\n\ndata: [DONE]\n\n"
+LENGTH = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\nX-Thing:  spaced \r\n\r\n{\"error\":1}"
+
+
+async def in_loop(fn):
+    return fn()
+
+
+def run(fn):
+    return asyncio.run(in_loop(fn))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=400), max_size=12))
+def test_chunked_body_survives_any_split(cuts):
+    sink, conn, pool = run(lambda: exchange(split(CHUNKED, cuts)))
+    assert sink.status == 200
+    assert b"".join(sink.data) == CHUNKED_BODY
+    assert sink.ended == [None]
+    assert pool._idle == [conn]  # the whole body was read: the connection goes back to the pool
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=200), max_size=8))
+def test_content_length_body_survives_any_split(cuts):
+    sink, conn, pool = run(lambda: exchange(split(LENGTH, cuts)))
+    assert sink.status == 400
+    assert sink.headers["x-thing"] == "spaced"
+    assert b"".join(sink.data) == b'{"error":1}'
+    assert sink.ended == [None]
+
+
+def test_connection_close_is_not_reused_and_interim_answers_are_skipped():
+    response = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\n"
+                b"Content-Length: 2\r\n\r\nok")
+    sink, conn, pool = run(lambda: exchange([response]))
+    assert sink.status == 200 and b"".join(sink.data) == b"ok" and sink.ended == [None]
+    assert pool._idle == [] and conn.transport is None or conn.transport.closed
+
+
+def test_body_until_close():
+    def go():
+        sink, conn, pool = exchange([b"HTTP/1.1 200 OK\r\n\r\nsome", b" bytes"])
+        conn.connection_lost(None)
+        return sink
+    sink = run(go)
+    assert b"".join(sink.data) == b"some bytes" and sink.ended == [None]
+
+
+@pytest.mark.parametrize("response, message", [
+    (b"SSH-2.0-OpenSSH\r\n\r\n", "malformed HTTP response"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed chunked"),
+    (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000, "oversized response head"),
+])
+def test_garbage_from_the_upstream_is_an_upstream_failure(response, message):
+    sink, conn, _ = run(lambda: exchange([response]))
+    (error,) = sink.ended
+    assert isinstance(error, UpstreamFailure) and message in error.message
+    assert conn.transport.aborted
+
+
+def test_a_connection_lost_mid_body_is_reported_as_cut():
+    def go():
+        sink, conn, _ = exchange([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"])
+        conn.connection_lost(ConnectionResetError())
+        return sink
+    sink = run(go)
+    (error,) = sink.ended
+    assert isinstance(error, UpstreamFailure) and "mid-stream" in error.message
+
+
+def test_build_request_frames_headers_and_body():
+    raw = build_request("POST", "/v1/chat/completions", "api.example:443", {"Authorization": "Bearer k"}, b"{}")
+    head, body = raw.split(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /v1/chat/completions HTTP/1.1"
+    assert b"Host: api.example:443" in lines and b"Content-Length: 2" in lines
+    assert b"Authorization: Bearer k" in lines and body == b"{}"
+
+
+def test_pool_paths_and_origin():
+    pool = Pool("https://user:pw@api.example/v1/")
+    assert (pool.host, pool.port, pool.tls, pool.host_header) == ("api.example", 443, True, "api.example")
+    assert pool.path_of("https://user:pw@api.example/v1/chat/completions") == "/v1/chat/completions"
+
+
+def test_first_byte_and_idle_watchdog():
+    async def go():
+        pool = Pool("http://127.0.0.1:1/v1")
+        conn = H1Connection(pool)
+        conn.connection_made(FakeTransport())
+        sink = Sink()
+
+        class Short:
+            connect_s, first_byte_s, idle_s, total_s = 1.0, 0.05, 0.08, 5.0
+
+        conn.send(b"x", sink, Short)
+        await asyncio.sleep(0.12)
+        first = sink.ended[:]
+        conn2 = H1Connection(pool)
+        conn2.connection_made(FakeTransport())
+        sink2 = Sink()
+        conn2.send(b"x", sink2, Short)
+        conn2.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        for _ in range(4):           # keep it busy past the first-byte limit
+            await asyncio.sleep(0.03)
+            conn2.data_received(b"1\r\nx\r\n")
+        assert sink2.ended == []
+        await asyncio.sleep(0.2)     # then silence past idle_s
+        return first, sink2.ended, conn2.transport.aborted
+    first, second, aborted = asyncio.run(go())
+    assert len(first) == 1 and isinstance(first[0], UpstreamTimeout) and "did not answer" in first[0].message
+    assert len(second) == 1 and isinstance(second[0], UpstreamTimeout) and "idle" in second[0].message
+    assert aborted
