@@ -35,6 +35,24 @@ def _check_providers(config: Config) -> None:
         raise ConfigError(problems, config.source)
 
 
+def not_yet_enforced(config: Config) -> list[str]:
+    """Settings of the contract this version accepts but does not act on yet: say so, loudly."""
+    notes = []
+    if config.keys:
+        notes.append("keys: gateway keys are not checked yet; the gateway is open")
+    if config.cluster is not None:
+        notes.append("cluster: Redis cluster sync is not built yet; limits hold per host")
+    for i, d in enumerate(config.deployments):
+        path = f"deployments[{i}]"
+        if d.rate_limit.rpm or d.rate_limit.tpm:
+            notes.append(f"{path}.rate_limit: RPM/TPM budgets are not enforced yet")
+        if d.routing in ("sticky", "prefix"):
+            notes.append(f"{path}.routing: {d.routing} routing is not built yet; round robin is used")
+        if d.session.backend_sessions:
+            notes.append(f"{path}.session.backend_sessions: backend sessions are not built yet")
+    return notes
+
+
 def _report_config_error(e: ConfigError) -> int:
     for problem in e.problems:
         print(f"{e.source}: {problem}", file=sys.stderr)
@@ -58,6 +76,8 @@ def cmd_serve(args) -> int:
     if overrides:
         config = dataclasses.replace(config, server=dataclasses.replace(config.server, **overrides))
     _setup_logging(config.server.log_level)
+    for note in not_yet_enforced(config):
+        logging.getLogger("fastinfer").warning("%s: %s", config.source, note)
     from .process import Supervisor
 
     def reload_config() -> Config:
@@ -98,6 +118,7 @@ def describe_config(config: Config) -> str:
         for r in d.replicas:
             cred = r.credential.describe() if r.credential else "none"
             lines.append(f"  replica {r.name}: {r.base_url} credential={cred} weight={r.weight}")
+    lines += [f"warning: {note}" for note in not_yet_enforced(config)]
     return "\n".join(lines)
 
 

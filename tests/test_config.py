@@ -146,3 +146,25 @@ def test_yaml_config(workdir):
     path = workdir / "c.yaml"
     path.write_text("deployments:\n  - name: a\n    provider: mock\n    mock: {tokens: 3}\n")
     assert load_config(path).deployments[0].mock.tokens == 3
+
+
+def test_settings_not_enforced_yet_are_called_out(workdir):
+    out = check_config(workdir, """
+        [[keys]]
+        name = "team-a"
+        key_sha256 = "a3f1c2d4e5b6a7980f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6e5f4a3b2"
+
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+        routing = "sticky"
+        rate_limit = { rpm = 10 }
+    """)
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stdout.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: keys: gateway keys are not checked yet; the gateway is open",
+        "warning: deployments[0].rate_limit: RPM/TPM budgets are not enforced yet",
+        "warning: deployments[0].routing: sticky routing is not built yet; round robin is used",
+    ]
+    assert "warning" not in check_config(workdir, GOOD, env={"FI_TEST_OPENAI_KEY": "x"}).stdout
