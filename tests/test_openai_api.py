@@ -199,3 +199,11 @@ def test_azure_openai_deployment_url_version_and_api_key(start_gateway, mock_ups
         assert received["query"] == {"api-version": "2024-06-01"}
         assert received["headers"]["api-key"] == "azure-key"
         assert "authorization" not in received["headers"]
+
+
+def test_priority_body_field_is_read_and_never_forwarded(client, mock_upstream, gateway):
+    client.chat.completions.create(model="m", messages=MESSAGES, extra_body={"priority": "high"})
+    assert "priority" not in mock_upstream.stats()["received"][-1]["body"]
+    status, _, body = http_json("POST", gateway.base + "/v1/chat/completions",
+                                {"model": "m", "messages": MESSAGES, "priority": "urgent"})
+    assert status == 400 and body["error"]["param"] == "priority"
