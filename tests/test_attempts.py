@@ -8,7 +8,7 @@ import urllib.request
 import openai
 import pytest
 
-from procs import Proc, http_json
+from procs import http_json
 
 MESSAGES = [{"role": "user", "content": "hello world"}]
 

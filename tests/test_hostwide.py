@@ -11,7 +11,6 @@ import signal
 import threading
 import time
 
-import pytest
 
 from conftest import upstream_config
 from procs import children_of, http_json, wait_for

@@ -8,7 +8,7 @@ import time
 import openai
 
 from conftest import upstream_config
-from procs import http_json, wait_for, write_config
+from procs import http_json, wait_for
 
 ADMIN = {"Authorization": "Bearer adm"}
 
