@@ -12,18 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import Protocol
-
 from ..breaker import PROBE, REJECTED, DeploymentBreakers
 from ..config import Config, DeploymentConfig
-from ..errors import GatewayError, Overloaded, UnknownModel, UpstreamFailure
+from ..errors import GatewayError, Overloaded, UnknownModel
 from ..limits import AdmissionControl, CapacityExhausted
-from ..providers import Provider, StreamRelay, UpstreamReply, make_provider
+from ..providers import Provider, UpstreamReply, make_provider
 from ..routing import ReplicaPicker
 from ..session import SessionRegistry
 from .backoff import delay_s
 from .classify import Verdict, classify_exception, classify_reply
 from .request import EngineResult, GatewayRequest
+from .stream import RelayedStream
 
 log = logging.getLogger("fastinfer.engine")
 
@@ -287,132 +286,6 @@ class Engine:
             dep.breakers.record(index, probe, failed)
         if outcome is not None and self.metrics is not None:
             self.metrics.upstream(dep.config.name, replica, outcome)
-
-
-class ClientWriter(Protocol):
-    """The gateway's side of a stream: synchronous, non-blocking writes."""
-
-    def write(self, data: bytes) -> bool:
-        """Queue ``data`` for the client; False when its buffer is full (pause the upstream)."""
-
-    async def drain(self) -> None:
-        """Wait until the client has taken enough of what was written."""
-
-
-class RelayedStream:
-    """An upstream stream on its way to the client, relayed chunk by chunk by callback.
-
-    Each upstream read goes through the provider's relay (translation, usage)
-    and straight to the client writer, with no task switch per chunk. A stream
-    that fails after its first byte ends with the relay's error event.
-    """
-
-    __slots__ = ("reply", "relay", "_on_done", "_client", "_done", "_resumer", "_closed")
-
-    def __init__(self, reply: UpstreamReply, relay: StreamRelay, on_done):
-        self.reply = reply
-        self.relay = relay
-        self._on_done = [on_done]
-        self._client: ClientWriter | None = None
-        self._done: asyncio.Future | None = None
-        self._resumer: asyncio.Task | None = None
-        self._closed = False
-
-    async def pump(self, client: ClientWriter) -> None:
-        """Relay the whole stream to ``client``; returns when it has ended either way."""
-        self._client = client
-        self._done = asyncio.get_running_loop().create_future()
-        try:
-            self._on_chunk(self.reply.first)
-            self.reply.stream.start(self._on_chunk, self._on_end)
-            await self._done
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """End the stream's life: abort the upstream if unfinished, release what it holds.
-
-        Idempotent; the gateway calls it too, so a stream it never got to pump
-        (the client left before the response head went out) leaks nothing.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        self.reply.close()
-        if self._resumer is not None:
-            self._resumer.cancel()
-        for callback in self._on_done:
-            callback()
-
-    def also_on_done(self, callback) -> None:
-        """Run ``callback`` when the stream has ended, however it ended."""
-        self._on_done.append(callback)
-
-    def _on_chunk(self, chunk: bytes) -> None:
-        relay = self.relay
-        out = relay.feed(chunk)
-        if relay.failure is not None:
-            if out:
-                self._client.write(out)
-            self.reply.close()
-            self._on_end(relay.failure)
-            return
-        if out and not self._client.write(out) and self._resumer is None:
-            self.reply.stream.pause()
-            self._resumer = asyncio.get_running_loop().create_task(self._resume_when_drained())
-
-    async def _resume_when_drained(self) -> None:
-        await self._client.drain()
-        self._resumer = None
-        self.reply.stream.resume()
-
-    def _on_end(self, error: GatewayError | None) -> None:
-        if self._done.done():
-            return
-        relay = self.relay
-        if error is not None:
-            self._client.write(relay.error_event(error))
-        elif not relay.finished and relay.error is None:
-            self._client.write(relay.error_event(
-                UpstreamFailure("upstream ended the stream before it was complete")))
-        if not self._done.done():
-            self._done.set_result(None)
-
-
-def describe_state(engine: "Engine") -> dict:
-    """What /admin/state shows: per deployment, its load and each replica's circuit (no secrets)."""
-    out = []
-    for dep in engine.deployments.values():
-        cfg = dep.config
-        entry = {"name": cfg.name, "provider": cfg.provider, "model": cfg.upstream_model,
-                 "routing": cfg.routing, "max_concurrency": cfg.max_concurrency,
-                 "queue_capacity": cfg.queue_capacity, "on_capacity_exhausted": cfg.on_capacity_exhausted,
-                 "fallbacks": cfg.fallbacks, "replicas": []}
-        if engine.admission is not None:
-            admission = engine.admission.admissions[dep.index]
-            in_flight, depth = admission.counts()
-            entry.update(in_flight=in_flight, queue_depth=depth,
-                         queue_by_priority=dict(zip(("critical", "high", "normal", "background"),
-                                                    admission.queue_depth_by_priority())))
-        for i, replica in enumerate(cfg.replicas):
-            r = {"name": replica.name, "base_url": replica.base_url, "weight": replica.weight,
-                 "credential": replica.credential.describe() if replica.credential else None,
-                 "in_flight_here": dep.picker.in_flight[i]}
-            if dep.breakers is not None:
-                b = dep.breakers.breakers[i]
-                r["circuit"] = {"state": ("closed", "open", "half_open")[b.state],
-                                "retry_after_s": round(b.retry_after_s, 3),
-                                "consecutive_failures": b.consecutive_failures,
-                                "transitions": dict(zip(("closed", "open", "half_open"), b.transitions))}
-            entry["replicas"].append(r)
-        out.append(entry)
-    return {"deployments": out}
-
-
-def is_ready(engine: "Engine") -> bool:
-    """Every deployment has at least one replica whose circuit is not open."""
-    return all(dep.breakers is None or any(b.state != 1 for b in dep.breakers.breakers)
-               for dep in engine.deployments.values())
 
 
 class _Timeouts:

@@ -30,7 +30,7 @@ class EngineResult:
 
     status: int
     body: bytes | None = None
-    stream: Any = None            # engine.RelayedStream: ``await stream.pump(client_writer)``
+    stream: Any = None            # engine.stream.RelayedStream: ``await stream.pump(client_writer)``
     replica: str | None = None
     attempts: int = 0
     upstream_s: float = 0.0       # time spent waiting on the upstream before the head / body

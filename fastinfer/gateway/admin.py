@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from ..config import ConfigError, load_config
-from ..engine.engine import describe_state
+from ..engine.state import describe_state
 from ..errors import BadRequest, GatewayError
 from .errors import JSON, error_response
 

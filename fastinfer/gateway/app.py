@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from ..engine import Engine, EngineResult
-from ..engine.engine import is_ready
+from ..engine.state import is_ready
 from ..errors import BadRequest, BodyTooLarge, GatewayError
 from .admin import AdminApi
 from .errors import JSON, error_response

@@ -1,0 +1,43 @@
+"""What the operator sees of the engine: /admin/state and readiness. Reads only; never a secret."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+def describe_state(engine: "Engine") -> dict:
+    """What /admin/state shows: per deployment, its load and each replica's circuit (no secrets)."""
+    out = []
+    for dep in engine.deployments.values():
+        cfg = dep.config
+        entry = {"name": cfg.name, "provider": cfg.provider, "model": cfg.upstream_model,
+                 "routing": cfg.routing, "max_concurrency": cfg.max_concurrency,
+                 "queue_capacity": cfg.queue_capacity, "on_capacity_exhausted": cfg.on_capacity_exhausted,
+                 "fallbacks": cfg.fallbacks, "replicas": []}
+        if engine.admission is not None:
+            admission = engine.admission.admissions[dep.index]
+            in_flight, depth = admission.counts()
+            entry.update(in_flight=in_flight, queue_depth=depth,
+                         queue_by_priority=dict(zip(("critical", "high", "normal", "background"),
+                                                    admission.queue_depth_by_priority())))
+        for i, replica in enumerate(cfg.replicas):
+            r = {"name": replica.name, "base_url": replica.base_url, "weight": replica.weight,
+                 "credential": replica.credential.describe() if replica.credential else None,
+                 "in_flight_here": dep.picker.in_flight[i]}
+            if dep.breakers is not None:
+                b = dep.breakers.breakers[i]
+                r["circuit"] = {"state": ("closed", "open", "half_open")[b.state],
+                                "retry_after_s": round(b.retry_after_s, 3),
+                                "consecutive_failures": b.consecutive_failures,
+                                "transitions": dict(zip(("closed", "open", "half_open"), b.transitions))}
+            entry["replicas"].append(r)
+        out.append(entry)
+    return {"deployments": out}
+
+
+def is_ready(engine: "Engine") -> bool:
+    """Every deployment has at least one replica whose circuit is not open."""
+    return all(dep.breakers is None or any(b.state != 1 for b in dep.breakers.breakers)
+               for dep in engine.deployments.values())
