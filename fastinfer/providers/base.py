@@ -169,6 +169,18 @@ class StreamRelay:
         raise NotImplementedError
 
 
+def whole_events(carry: bytes, chunk: bytes) -> tuple[bytes, bytes]:
+    """Split what has arrived into (the whole SSE events, the partial one to carry to the next read).
+
+    Relays forward only whole events, so that an error event can always be appended cleanly.
+    """
+    buf = carry + chunk if carry else chunk
+    end = last_event_end(buf)
+    if end == len(buf):
+        return buf, b""
+    return buf[:end], buf[end:]
+
+
 def last_event_end(buf: bytes) -> int:
     """Offset just past the last complete SSE event in ``buf`` (0 if none)."""
     if buf.endswith(b"\n\n"):

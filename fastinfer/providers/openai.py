@@ -16,7 +16,7 @@ import orjson
 from ..errors import UpstreamFailure
 
 from .._core.sse import SSEParser, encode_data
-from .base import Provider, StreamRelay, UpstreamReply, last_event_end as _last_event_end
+from .base import Provider, StreamRelay, UpstreamReply, whole_events
 from .http import post
 from .translate.common import estimated_usage, json_object, make_usage, usage_from_openai
 
@@ -95,15 +95,9 @@ class OpenAIStreamRelay(StreamRelay):
         return make_usage(prompt, max(0, self._events - 2), estimated=True)  # minus role and finish chunks
 
     def feed(self, chunk: bytes) -> bytes:
-        buf = self._carry + chunk if self._carry else chunk
-        end = _last_event_end(buf)
-        if end == 0:
-            self._carry = buf
+        out, self._carry = whole_events(self._carry, chunk)
+        if not out:
             return b""
-        if end == len(buf):
-            out, self._carry = buf, b""
-        else:
-            out, self._carry = buf[:end], buf[end:]
         if not _needs_attention(out):
             self._events += out.count(b"data:")
             return out  # the common token chunk: forwarded untouched, never parsed

@@ -13,7 +13,7 @@ import orjson
 
 from ..._core.sse import SSEParser, encode_data, encode_event
 from ...errors import UpstreamFailure
-from ..base import StreamRelay, last_event_end
+from ..base import StreamRelay, whole_events
 from .common import DONE, ERROR, estimated_usage, json_object, make_usage, usage_from_anthropic
 
 _DONE_EVENT = b"data: [DONE]\n\n"
@@ -141,12 +141,9 @@ class AnthropicStreamRelay(StreamRelay):
         return make_usage(estimated_usage(self._request_body, 0)["prompt_tokens"], self._deltas, estimated=True)
 
     def feed(self, chunk: bytes) -> bytes:
-        buf = self._carry + chunk if self._carry else chunk
-        end = last_event_end(buf)
-        if end == 0:
-            self._carry = buf
+        out, self._carry = whole_events(self._carry, chunk)
+        if not out:
             return b""
-        out, self._carry = (buf, b"") if end == len(buf) else (buf[:end], buf[end:])
         if not _needs_attention(out):
             self._deltas += out.count(b"content_block_delta") >> 1  # "event:" line and "type" field
             return out
