@@ -258,3 +258,46 @@ def test_garbage_under_a_200_is_a_failed_attempt(start_gateway, mock_upstream):
         sdk(gw).chat.completions.create(model="m", messages=MESSAGES)
     assert exc.value.status_code == 502
     assert "JSON" in exc.value.message
+
+
+def test_an_upstream_that_never_accepts_is_504_at_the_connect_timeout(start_gateway, mock_upstream):
+    """A listener whose accept queue is full drops new SYNs: the connect hangs until connect_s."""
+    import socket
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    try:
+        config = deployment("m", mock_upstream.base, retry="{ max_attempts = 1 }",
+                            timeouts="{ connect_s = 0.4 }").replace(
+            f"{mock_upstream.base}/v1", f"http://127.0.0.1:{port}/v1")
+        gw = start_gateway(config)
+        t0 = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as exc:
+            sdk(gw).chat.completions.create(model="m", messages=MESSAGES)
+        assert exc.value.status_code == 504
+        assert "connect" in exc.value.message
+        assert 0.35 <= time.monotonic() - t0 < 3
+    finally:
+        for s in fillers + [listener]:
+            s.close()
+
+
+def test_a_stream_past_its_total_timeout_ends_with_an_error_event(start_gateway, mock_upstream):
+    gw = start_gateway(deployment("m", mock_upstream.base, timeouts="{ total_s = 0.6 }"))
+    mock_upstream.script([{"tokens": 40, "itl_ms": 50}])   # a 2 s stream, chunks well within idle_s
+    t0 = time.monotonic()
+    body = _raw_stream(gw)
+    assert 0.55 <= time.monotonic() - t0 < 2
+    assert b"[DONE]" not in body
+    last = body.rstrip().split(b"\n\n")[-1]
+    assert last.startswith(b'data: {"error"') and b"total timeout" in last
