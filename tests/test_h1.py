@@ -154,6 +154,7 @@ def test_build_request_frames_headers_and_body():
     assert lines[0] == b"POST /v1/chat/completions HTTP/1.1"
     assert b"Host: api.example:443" in lines and b"Content-Length: 2" in lines
     assert b"Authorization: Bearer k" in lines and body == b"{}"
+    assert b"Accept-Encoding: identity" in lines  # relayed bodies must not arrive compressed
 
 
 def test_pool_paths_and_origin():

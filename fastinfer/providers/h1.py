@@ -363,6 +363,8 @@ class Pool:
 
 
 def build_request(method: str, target: str, host: str, headers: dict, body: bytes) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    # identity: bodies are relayed as they come, so they must not arrive compressed
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}",
+             "Accept-Encoding: identity"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
