@@ -180,14 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(Chaos):
         flag = "--" + f.name.replace("_", "-")
         kind = {"float": float, "int": int}.get(str(f.type).split(" ")[0], None)
+        text = f.metadata["help"]
         if f.name == "api_key":
-            mock.add_argument(flag, default=None)
+            mock.add_argument(flag, default=None, help=text)
         elif f.name == "api_keys":
-            mock.add_argument(flag, nargs="+", default=None, metavar="KEY")
+            mock.add_argument(flag, nargs="+", default=None, metavar="KEY", help=text)
         elif f.name == "seed":
-            mock.add_argument(flag, type=int, default=None)
+            mock.add_argument(flag, type=int, default=None, help=text)
         else:
-            mock.add_argument(flag, type=kind or float, default=f.default)
+            mock.add_argument(flag, type=kind or float, default=f.default, help=f"{text} (default {f.default})")
     mock.set_defaults(func=cmd_mock_upstream)
 
     # listed for --help; its arguments are the bench's own (main() hands them over untouched)

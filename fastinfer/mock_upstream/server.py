@@ -27,23 +27,27 @@ from .plan import openai_tool_answer, openai_view, wants_tools
 JSON = "application/json"
 
 
+def _knob(default, help_text: str):
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass
 class Chaos:
     """Behaviour knobs; every field is also a CLI flag and settable at POST /_mock/config."""
 
-    latency_ms: float = 0.0          # before the response head (non-stream) / first chunk (stream)
-    itl_ms: float = 0.0              # between streamed chunks
-    tokens: int = 16                 # completion tokens (= content chunks when streaming)
-    error_rate: float = 0.0          # fraction answered with error_status
-    error_status: int = 500
-    rate_limit_rate: float = 0.0     # fraction answered 429 with Retry-After
-    retry_after_s: float = 1.0
-    hang_rate: float = 0.0           # fraction never answered (until the client leaves)
-    cut_rate: float = 0.0            # fraction of streams cut after cut_after chunks
-    cut_after: int = 3
-    api_key: str | None = None       # when set, requests must carry it (Bearer / x-api-key)
-    api_keys: list | None = None     # also accepted (rotation: set the new list, the old key gets 401)
-    seed: int | None = None
+    latency_ms: float = _knob(0.0, "ms before the response head (non-stream) or the first chunk (stream)")
+    itl_ms: float = _knob(0.0, "ms between streamed chunks")
+    tokens: int = _knob(16, "completion tokens (= content chunks when streaming)")
+    error_rate: float = _knob(0.0, "fraction of requests answered with --error-status")
+    error_status: int = _knob(500, "status of those error answers")
+    rate_limit_rate: float = _knob(0.0, "fraction answered 429 with Retry-After")
+    retry_after_s: float = _knob(1.0, "the Retry-After of those 429s, seconds")
+    hang_rate: float = _knob(0.0, "fraction never answered (until the client leaves)")
+    cut_rate: float = _knob(0.0, "fraction of streams cut after --cut-after chunks")
+    cut_after: int = _knob(3, "chunks sent before a cut")
+    api_key: str | None = _knob(None, "when set, requests must carry it (Bearer / x-api-key / api-key)")
+    api_keys: list | None = _knob(None, "keys also accepted (rotation: set a new list, the old key gets 401)")
+    seed: int | None = _knob(None, "seed of the chaos dice, for repeatable runs")
 
 
 @dataclass
