@@ -163,10 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="TOML (or YAML) config; default: the built-in echo deployment")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int, help="worker processes; 0 = one per CPU")
-    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--host", help="address to listen on (overrides server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (overrides server.port)")
+    serve.add_argument("--workers", type=int, help="worker processes; 0 = one per CPU (overrides server.workers)")
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                       help="overrides server.log_level")
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate a config and print it with secrets masked")
@@ -175,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .mock_upstream import Chaos
     mock = sub.add_parser("mock-upstream", help="run a fake OpenAI-compatible provider")
-    mock.add_argument("--host", default="127.0.0.1")
-    mock.add_argument("--port", type=int, default=9000)
+    mock.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    mock.add_argument("--port", type=int, default=9000, help="port; 0 picks a free one (default 9000)")
     for f in fields(Chaos):
         flag = "--" + f.name.replace("_", "-")
         kind = {"float": float, "int": int}.get(str(f.type).split(" ")[0], None)
