@@ -58,6 +58,8 @@ class Engine:
         self.deployments = {d.name: Deployment(i, d, breakers[i] if breakers else None)
                             for i, d in enumerate(config.deployments)}
         self._rng = random.SystemRandom()
+        # built inside the worker's loop; on Python 3.11 every get_running_loop() is a getpid() syscall
+        self._loop = asyncio.get_running_loop()
 
     def deployment(self, name: str) -> Deployment:
         dep = self.deployments.get(name)
@@ -107,7 +109,7 @@ class Engine:
             raise AllCircuitsOpen("Every replica of this deployment is failing; try again later.",
                                   retry_after=dep.breakers.retry_after_s())
         if self.admission is not None:
-            loop = asyncio.get_running_loop()
+            loop = self._loop
             timeout = cfg.queue_timeout_s
             if req.deadline is not None:
                 timeout = min(timeout, max(0.0, req.deadline - loop.time()))
@@ -141,7 +143,7 @@ class Engine:
                     dep.session_generation = target
                 finally:
                     dep.rebuilding = None
-            dep.rebuilding = asyncio.get_running_loop().create_task(
+            dep.rebuilding = self._loop.create_task(
                 rebuild(self.metrics.session_generation(dep.config.name)))
         await asyncio.shield(dep.rebuilding)
 
@@ -161,7 +163,7 @@ class Engine:
         """Attempts on the deployment's replicas until one answers, the verdict says stop,
         the retry budget is spent, or the deadline leaves no time for another."""
         cfg = dep.config
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         metrics = self.metrics
         tried: set[int] = set()
         verdict: Verdict | None = None
@@ -235,7 +237,7 @@ class Engine:
 
     def _result(self, dep: Deployment, index: int, req: GatewayRequest, reply: UpstreamReply, replica: str,
                 attempt: int, upstream_s: float, started: float, usage: dict | None) -> EngineResult:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         if not req.stream:
             dep.picker.finished(index, loop.time() - started)
             body = dep.provider.reply_body(reply.body, req)

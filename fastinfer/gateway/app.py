@@ -34,6 +34,8 @@ class Gateway:
                  admin_key: str | None = None):
         self.engine = engine
         self.admin = AdminApi(engine, admin_key)
+        # built inside the worker's loop; on Python 3.11 every get_running_loop() is a getpid() syscall
+        self._loop = asyncio.get_running_loop()
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self.draining = False
@@ -101,8 +103,7 @@ class Gateway:
 
     async def _serve(self, request: web.Request, parse, api: str) -> web.StreamResponse:
         """One data route: ``parse`` validates the body into a request; errors in ``api``'s shape."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self._loop.time()
         request_id = self._request_id(request)
         req = None
         try:
@@ -138,7 +139,7 @@ class Gateway:
             return
         name = deployment or ""
         metrics.request(name, status)
-        duration = asyncio.get_running_loop().time() - received_at
+        duration = self._loop.time() - received_at
         metrics.observe("request_duration_seconds", name, duration)
         if result is not None:
             metrics.observe("overhead_seconds", name, result.overhead_s)
@@ -147,7 +148,7 @@ class Gateway:
 
     async def _respond(self, request: web.Request, result: EngineResult, request_id: str,
                        received_at: float) -> web.StreamResponse:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         result.overhead_s = max(0.0, loop.time() - received_at - result.upstream_s)
         headers = {
             "x-request-id": request_id,
