@@ -9,7 +9,9 @@ All errors are collected before the config is rejected.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .envvars import expand_env
 from .secrets import SOURCES, Secret
 
 PRIORITIES = ("critical", "high", "normal", "background")
@@ -47,8 +50,11 @@ def _c(default: Any = dataclasses.MISSING, **constraints: Any) -> Any:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
+    host: str = _c("127.0.0.1", listen_host=True)
     port: int = _c(8000, min=0, max=65535)
+    # a separate listener for /admin/*, /dashboard and /metrics (gone from the public one)
+    admin_host: str | None = _c(None, listen_host=True)
+    admin_port: int | None = _c(None, min=0, max=65535)
     workers: int = _c(0, min=0, max=512)
     max_body_bytes: int = _c(8 * 1024 * 1024, min=1024)
     admin_key: Secret | None = None
@@ -269,6 +275,8 @@ def _build_value(tp: Any, raw: Any, path: str, meta: dict, problems: _Problems) 
         problems.add(path, f"must be <= {meta['max']}, got {raw!r}")
     if "choices" in meta and value not in meta["choices"]:
         problems.add(path, f"must be one of {', '.join(meta['choices'])}, got {raw!r}")
+    if meta.get("listen_host") and not is_listen_host(value):
+        problems.add(path, f"expected an IP address or a host name to listen on, got {raw!r}")
     if meta.get("hexdigest") and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value.lower())):
         problems.add(path, "expected a 64-character hex SHA-256 digest")
     return value
@@ -296,6 +304,29 @@ def _build_dataclass(cls: type, raw: Any, path: str, problems: _Problems) -> Any
         return cls(**kwargs)
     except TypeError:
         return None  # a required field was missing; already reported
+
+
+def is_listen_host(host: str) -> bool:
+    """An IPv4/IPv6 literal or a DNS name: what a listening socket can be bound to."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    return 0 < len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def check_field(cls: type, name: str, value: Any, label: str) -> list[str]:
+    """``label: problem`` lines for ``value`` as field ``name`` of ``cls`` (e.g. a CLI flag
+    overriding ``ServerConfig.port``): the same type and range checks as the config file."""
+    problems = _Problems()
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    _build_value(typing.get_type_hints(cls)[name], value, label, dict(f.metadata), problems)
+    return list(problems)
 
 
 # ------------------------------------------------------------ cross-checks
@@ -335,6 +366,12 @@ def _check_references(cfg: Config, problems: _Problems) -> None:
                 replica_names.add(r.name)
             if d.provider == "azure_openai" and not r.api_version:
                 problems.add(f"{rpath}.api_version", "is required for azure_openai")
+    server = cfg.server
+    if server.admin_host is not None and server.admin_port is None:
+        problems.add("server.admin_host", "needs server.admin_port (the admin listener's port)")
+    if (server.admin_port is not None and server.admin_port == server.port != 0
+            and (server.admin_host or "127.0.0.1") == server.host):
+        problems.add("server.admin_port", "must differ from server.port: the admin listener is a separate socket")
     key_names = [k.name for k in cfg.keys]
     if len(set(key_names)) != len(key_names):
         problems.add("keys", "key names must be unique")
@@ -350,8 +387,10 @@ def _with_replica_defaults(d: DeploymentConfig) -> DeploymentConfig:
     return dataclasses.replace(d, replicas=named)
 
 
-def parse_config(raw: dict, source: str = "<config>") -> Config:
-    problems = _Problems()
+def parse_config(raw: dict, source: str = "<config>", environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Validate a raw config tree; strings may hold ``${VAR}`` / ``${VAR:-default}`` from ``environ``."""
+    raw, unset = expand_env(raw, os.environ if environ is None else environ)
+    problems = _Problems(unset)
     cfg = _build_dataclass(Config, raw, "", problems)
     if cfg is not None and not problems:
         _check_references(cfg, problems)
