@@ -12,9 +12,15 @@ import os
 import sys
 from dataclasses import fields
 
-from .config import Config, ConfigError, default_config, load_config
+from . import __version__
+from .config import Config, ConfigError, Secret, ServerConfig, default_config, load_config
+from .config.schema import check_field
 
 EXIT_CONFIG = 2
+# serve's flags and the server.* keys they override (checked by the same rules as the file)
+_SERVER_FLAGS = {"host": "--host", "port": "--port", "workers": "--workers", "log_level": "--log-level"}
+# fixed for the life of a run: a reload keeps the sockets, the workers and the one-time token
+_FIXED_ACROSS_RELOAD = ("host", "port", "workers", "admin_host", "admin_port")
 
 
 def _load(path: str | None) -> Config:
@@ -66,29 +72,52 @@ def _setup_logging(level: str) -> None:
 
 # ------------------------------------------------------------------ commands
 
+def _server_overrides(args) -> dict:
+    """serve's flags as server.* values, refused (ConfigError) when the config would refuse them."""
+    overrides = {key: getattr(args, key) for key in _SERVER_FLAGS if getattr(args, key) is not None}
+    problems = [p for key, value in overrides.items()
+                for p in check_field(ServerConfig, key, value, _SERVER_FLAGS[key])]
+    if problems:
+        raise ConfigError(problems, "command line")
+    return overrides
+
+
+def _with_server(config: Config, **values) -> Config:
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, **values))
+
+
 def cmd_serve(args) -> int:
     try:
+        overrides = _server_overrides(args)
         config = _load(args.config)
     except ConfigError as e:
         return _report_config_error(e)
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers),
-                                   ("log_level", args.log_level)) if v is not None}
-    if overrides:
-        config = dataclasses.replace(config, server=dataclasses.replace(config.server, **overrides))
+    config = _with_server(config, **overrides)
     _setup_logging(config.server.log_level)
     for note in not_yet_enforced(config):
         logging.getLogger("fastinfer").warning("%s: %s", config.source, note)
-    from .process import Supervisor
+    from .ops import one_time_token
+    from .process import ListenError, Supervisor
+
+    token = None
+    if config.server.admin_key is None:
+        token = one_time_token()
+        config = _with_server(config, admin_key=Secret("value", token))
 
     def reload_config() -> Config:
         fresh = _load(args.config)
-        # the socket stays bound and the worker count fixed across reloads
-        return dataclasses.replace(fresh, server=dataclasses.replace(
-            fresh.server, host=config.server.host, port=config.server.port, workers=config.server.workers,
-            **{k: v for k, v in overrides.items() if k == "log_level"}))
+        fixed = {k: getattr(config.server, k) for k in _FIXED_ACROSS_RELOAD}
+        if fresh.server.admin_key is None:
+            fixed["admin_key"] = config.server.admin_key     # this run's one-time token
+        return _with_server(fresh, **fixed, **{k: v for k, v in overrides.items() if k == "log_level"})
 
     workers = config.server.workers or os.cpu_count() or 1
-    return Supervisor(config, workers, reload_config).run()
+    try:
+        return Supervisor(config, workers, reload_config, one_time_token=token).run()
+    except ListenError as e:
+        print(f"fastinfer: {e} (see --host/--port, server.host/port, server.admin_host/admin_port)",
+              file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def cmd_check_config(args) -> int:
@@ -105,7 +134,10 @@ def describe_config(config: Config) -> str:
     s = config.server
     lines = [f"{config.source}: OK",
              f"server: {s.host}:{s.port} workers={s.workers or 'per-cpu'} max_body_bytes={s.max_body_bytes} "
-             f"admin_key={s.admin_key.describe() if s.admin_key else 'unset (admin API disabled)'}"]
+             f"admin_key={s.admin_key.describe() if s.admin_key else 'unset (serve prints a one-time token)'}"]
+    if s.admin_port is not None:
+        lines.append(f"admin listener: {s.admin_host or '127.0.0.1'}:{s.admin_port} "
+                     "(admin API, dashboard and metrics; not on the public listener)")
     for k in config.keys:
         lines.append(f"key {k.name}: sha256={k.key_sha256[:8]}… rpm={k.rpm} tpm={k.tpm} priority={k.priority}")
     if config.cluster:
@@ -159,13 +191,15 @@ def cmd_bench(bench_args: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastinfer", description="An LLM inference gateway.")
+    parser.add_argument("--version", action="version", version=f"fastinfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="TOML (or YAML) config; default: the built-in echo deployment")
     serve.add_argument("--host", help="address to listen on (overrides server.host)")
     serve.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (overrides server.port)")
-    serve.add_argument("--workers", type=int, help="worker processes; 0 = one per CPU (overrides server.workers)")
+    serve.add_argument("--workers", type=int,
+                       help="worker processes, 0 to 512; 0 = one per CPU (overrides server.workers)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                        help="overrides server.log_level")
     serve.set_defaults(func=cmd_serve)

@@ -31,10 +31,18 @@ class Proc:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )
         self.stderr_lines: list[bytes] = []
+        self.stdout_lines: list[bytes] = []   # what the process printed, from the address line on
         self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
         self._stderr_thread.start()
         self.port = self._wait_ready(ready_timeout)
         self.base = f"http://127.0.0.1:{self.port}"
+
+    def _drain_stdout(self) -> None:
+        for line in self.proc.stdout:
+            self.stdout_lines.append(line)
+
+    def stdout(self) -> str:
+        return b"".join(self.stdout_lines).decode(errors="replace")
 
     def _drain_stderr(self) -> None:
         for line in self.proc.stderr:
@@ -49,7 +57,8 @@ class Proc:
                 break
             m = _LISTEN_RE.search(line)
             if m:
-                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+                self.stdout_lines.append(line)
+                threading.Thread(target=self._drain_stdout, daemon=True).start()
                 return int(m.group(2))
         self.kill()
         raise RuntimeError(f"{self.args[0]} did not start: {line!r} {b''.join(self.stderr_lines)[-2000:]!r}")

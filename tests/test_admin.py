@@ -33,10 +33,13 @@ def test_admin_needs_the_key(gw):
     assert status == 401 and body["error"]["code"] == "invalid_admin_key"
 
 
-def test_admin_disabled_without_a_key(start_gateway, mock_upstream):
-    gw = start_gateway(upstream_config(mock_upstream.base))
+def test_admin_disabled_when_the_configured_key_cannot_be_read(start_gateway, mock_upstream):
+    config = upstream_config(mock_upstream.base).replace(
+        "drain_grace_s = 10", 'drain_grace_s = 10\nadmin_key = { env = "FI_TEST_UNSET_ADMIN_KEY" }')
+    gw = start_gateway(config, env={"FI_TEST_UNSET_ADMIN_KEY": ""})
     status, _, body = http_json("GET", gw.base + "/admin/state", headers=ADMIN)
     assert status == 404 and body["error"]["code"] == "admin_disabled"
+    assert "token=" not in gw.stdout()      # a configured key is never replaced by a one-time token
 
 
 def test_state_shows_deployments_and_circuits_without_secrets(gw):

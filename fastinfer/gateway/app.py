@@ -31,9 +31,9 @@ log = logging.getLogger("fastinfer.gateway")
 
 class Gateway:
     def __init__(self, engine: Engine, *, max_body_bytes: int, body_timeout_s: float,
-                 admin_key: str | None = None):
+                 admin_key: str | None = None, admin_throttle=None):
         self.engine = engine
-        self.admin = AdminApi(engine, admin_key)
+        self.admin = AdminApi(engine, admin_key, admin_throttle)
         # built inside the worker's loop; on Python 3.11 every get_running_loop() is a getpid() syscall
         self._loop = asyncio.get_running_loop()
         self.max_body_bytes = max_body_bytes
@@ -45,7 +45,8 @@ class Gateway:
             {"id": name, "object": "model", "created": int(time.time()), "owned_by": d.config.provider}
             for name, d in engine.deployments.items()]})
 
-    def app(self) -> web.Application:
+    def app(self, *, operator_routes: bool = True) -> web.Application:
+        """The public listener's app; ``operator_routes=False`` when a separate admin listener has them."""
         # client_max_size is a backstop; the handler checks the limit itself to answer in the API's shape
         app = web.Application(client_max_size=self.max_body_bytes + 1, handler_args={})
         app.router.add_post("/v1/chat/completions", self.chat_completions)
@@ -55,10 +56,23 @@ class Gateway:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics)
-        self.admin.register(app)
+        if operator_routes:
+            self._add_operator_routes(app)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
         return app
+
+    def operator_app(self) -> web.Application:
+        """The admin listener's app (``server.admin_port``): metrics, admin API, dashboard, health."""
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        self._add_operator_routes(app)
+        app.router.add_route("*", "/{tail:.*}", self.not_found)
+        return app
+
+    def _add_operator_routes(self, app: web.Application) -> None:
+        app.router.add_get("/metrics", self.metrics)
+        self.admin.register(app)
 
     # --------------------------------------------------------------- helpers
 

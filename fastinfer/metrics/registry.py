@@ -16,8 +16,10 @@ REJECT_REASONS = ("queue_full", "queue_timeout", "capacity", "circuit_open", "ra
 TOKEN_DIRECTIONS = ("input", "output", "cached")
 REBUILD_CAUSES = ("auth", "admin", "reload", "file_changed")
 HISTOGRAMS = ("request_duration_seconds", "ttft_seconds", "overhead_seconds")
+ADMIN_AUTH_SLOTS = 256    # control words for throttling failed admin authentications
 UNKNOWN_DEPLOYMENT = ""   # requests naming no deployment share one label value
 _COST_SCALE = 1e9         # cost is counted in nano-dollars: integer atomics, no float drift
+COST_SCALE = _COST_SCALE  # (public: readers of the raw counters, e.g. /admin/stats)
 
 
 class MetricsLayout:
@@ -42,6 +44,8 @@ class MetricsLayout:
         keys += [("session_rebuilds_total", (d, c)) for d in self.replicas for c in REBUILD_CAUSES]
         # control words, not metrics: bumped by an admin request, watched by every worker
         keys += [("_session_generation", (d,)) for d in self.replicas]
+        # failed admin authentications per client-address slot (ops.auth.FailureThrottle)
+        keys += [("_admin_auth_failures", (str(i),)) for i in range(ADMIN_AUTH_SLOTS)]
         self.counter_keys = keys
         self.counter_index = {k: i for i, k in enumerate(keys)}
         self.histogram_keys = [(h, d) for h in HISTOGRAMS for d in deployments]
@@ -68,6 +72,14 @@ class Metrics:
         self._breakers = breakers or {}       # deployment name -> [shm Breaker per replica]
         self._c = layout.counter_index
         self._h = layout.histogram_index
+
+    def admission(self, deployment: str):
+        """The host-wide admission structure of ``deployment`` (in_flight, queue_depth), or None."""
+        return self._admissions.get(deployment)
+
+    def breakers(self, deployment: str) -> list:
+        """The host-wide circuit breakers of ``deployment``'s replicas, in config order."""
+        return self._breakers.get(deployment, [])
 
     def _add(self, key, n: int = 1) -> None:
         index = self._c.get(key)

@@ -4,6 +4,6 @@ Owns: binding, forking, restarting, draining, and creating/removing the
 host-wide resources (shared-memory segment) around the workers' lives.
 Must not touch: request handling — that is the workers' gateway and engine.
 """
-from .supervisor import Supervisor, bind_socket
+from .supervisor import ListenError, Supervisor, bind_socket
 
-__all__ = ["Supervisor", "bind_socket"]
+__all__ = ["ListenError", "Supervisor", "bind_socket"]

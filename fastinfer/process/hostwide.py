@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._core import shm
 from ..config import Config
@@ -22,6 +22,8 @@ class HostState:
     segment: "shm.Segment"
     metrics_layout: MetricsLayout
     wake_fds: list[int]
+    # keys the admin-auth throttle's hash of client addresses; made before the fork, so shared
+    auth_salt: bytes = field(default_factory=lambda: secrets.token_bytes(16))
 
     @classmethod
     def create(cls, config: Config, n_workers: int) -> "HostState":

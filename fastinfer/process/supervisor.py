@@ -30,11 +30,19 @@ _POLL_S = 0.05
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+class ListenError(Exception):
+    """A listening socket could not be bound (port in use, address not on this host, ...)."""
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as e:  # socket.gaierror too: a host name that does not resolve
+        sock.close()
+        raise ListenError(f"cannot listen on {_url_host(host)}:{port}: {e.strerror or e}") from None
     sock.listen(4096)
     sock.setblocking(False)
     sock.set_inheritable(True)
@@ -55,11 +63,14 @@ class Generation:
 class Supervisor:
     """Forks, watches and drains workers; on SIGHUP rolls them onto a re-read config."""
 
-    def __init__(self, config: Config, n_workers: int, reload_config: Callable[[], Config] | None = None):
+    def __init__(self, config: Config, n_workers: int, reload_config: Callable[[], Config] | None = None,
+                 one_time_token: str | None = None):
         self.config = config
         self.n_workers = n_workers
         self.reload_config = reload_config
+        self.one_time_token = one_time_token     # the admin key of this run when none is configured
         self.sock: socket.socket | None = None
+        self.admin_sock: socket.socket | None = None   # server.admin_port: the operator's own listener
         self.current: Generation | None = None
         self.retiring: list[Generation] = []
         self._stopping = False
@@ -68,7 +79,12 @@ class Supervisor:
     def run(self) -> int:
         server = self.config.server
         self.sock = bind_socket(server.host, server.port)
-        host, port = self.sock.getsockname()[:2]
+        if server.admin_port is not None:
+            try:
+                self.admin_sock = bind_socket(server.admin_host or "127.0.0.1", server.admin_port)
+            except ListenError:
+                self.sock.close()
+                raise
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
@@ -76,15 +92,34 @@ class Supervisor:
         try:
             for index in range(self.n_workers):
                 self._spawn(self.current, index)
-            # the line scripts and tests wait for: the port is real even with --port 0
-            print(f"fastinfer serving on http://{host}:{port} with {self.n_workers} workers "
-                  f"(pid {os.getpid()})", flush=True)
+            print(self._announcement(), flush=True)
             self._watch()
             return self._drain()
         finally:
             self.sock.close()
+            if self.admin_sock is not None:
+                self.admin_sock.close()
             for generation in [self.current, *self.retiring]:
                 generation.host.close()
+
+    def _announcement(self) -> str:
+        """What ``serve`` prints once listening. The first line is the one scripts and tests wait
+        for (its port is real even with --port 0); the one-time admin token is printed here
+        and nowhere else."""
+        host, port = self.sock.getsockname()[:2]
+        lines = [f"fastinfer serving on http://{_url_host(host)}:{port} with {self.n_workers} workers "
+                 f"(pid {os.getpid()})"]
+        operator = f"http://{_browsable(host)}:{port}"
+        if self.admin_sock is not None:
+            admin_host, admin_port = self.admin_sock.getsockname()[:2]
+            operator = f"http://{_browsable(admin_host)}:{admin_port}"
+            lines.append(f"admin API, dashboard and metrics on {operator} (not on the public listener)")
+        if self.one_time_token:
+            lines.append(f"dashboard: {operator}/dashboard#token={self.one_time_token} "
+                         "(a one-time admin token for this run; set server.admin_key to choose one)")
+        else:
+            lines.append(f"dashboard: {operator}/dashboard (admin key: server.admin_key)")
+        return "\n".join(lines)
 
     def _on_stop(self, signum, frame) -> None:
         self._stopping = True
@@ -105,7 +140,7 @@ class Supervisor:
                 for sig in _STOP_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
-                code = run_worker(index, generation.config, self.sock, generation.host)
+                code = run_worker(index, generation.config, self.sock, generation.host, self.admin_sock)
             finally:
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
@@ -192,6 +227,15 @@ class Supervisor:
             self._reap()
             time.sleep(_POLL_S)
         return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _browsable(host: str) -> str:
+    """An address a browser on this machine can open: the loopback one for a wildcard."""
+    return {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host) or _url_host(host)
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -23,6 +23,7 @@ from ..config.secrets import SecretUnavailable
 from ..engine import Engine
 from ..limits import AdmissionControl
 from ..metrics import Metrics
+from ..ops import FailureThrottle
 from .hostwide import HostState
 from ..gateway import Gateway
 from ..session import SessionRegistry
@@ -41,12 +42,14 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_worker(index: int, config: Config, sock: socket.socket, host: HostState) -> int:
-    """Entry point in the forked child; returns the exit status."""
+def run_worker(index: int, config: Config, sock: socket.socket, host: HostState,
+               admin_sock: socket.socket | None = None) -> int:
+    """Entry point in the forked child; returns the exit status. With ``admin_sock``, the
+    operator's routes (admin API, dashboard, metrics) are served there and not on ``sock``."""
     _die_with_parent()
     uvloop.install()
     try:
-        asyncio.run(_serve(index, config, sock, host))
+        asyncio.run(_serve(index, config, sock, host, admin_sock))
     except Exception:
         log.exception("worker %d crashed", index)
         return 1
@@ -64,7 +67,22 @@ async def _admin_key(server) -> str | None:
         return None
 
 
-async def _serve(index: int, config: Config, sock: socket.socket, host: HostState) -> None:
+async def _start_site(app: web.Application, sock: socket.socket, server) -> web.AppRunner:
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=server.keepalive_timeout_s,
+        shutdown_timeout=server.drain_grace_s,
+        handler_cancellation=True,
+    )
+    await runner.setup()
+    await web.SockSite(runner, sock, shutdown_timeout=server.drain_grace_s).start()
+    return runner
+
+
+async def _serve(index: int, config: Config, sock: socket.socket, host: HostState,
+                 admin_sock: socket.socket | None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -86,18 +104,11 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics)
     server = config.server
     gateway = Gateway(engine, max_body_bytes=server.max_body_bytes, body_timeout_s=server.client_body_timeout_s,
-                      admin_key=await _admin_key(server))
-    runner = web.AppRunner(
-        gateway.app(),
-        handle_signals=False,
-        access_log=None,
-        keepalive_timeout=server.keepalive_timeout_s,
-        shutdown_timeout=server.drain_grace_s,
-        handler_cancellation=True,
-    )
-    await runner.setup()
-    site = web.SockSite(runner, sock, shutdown_timeout=server.drain_grace_s)
-    await site.start()
+                      admin_key=await _admin_key(server),
+                      admin_throttle=FailureThrottle.in_segment(metrics, host.auth_salt))
+    runners = [await _start_site(gateway.app(operator_routes=admin_sock is None), sock, server)]
+    if admin_sock is not None:
+        runners.append(await _start_site(gateway.operator_app(), admin_sock, server))
     # Everything built so far lives as long as the worker: move it out of the collector's
     # sight, and collect the young generation less often. The cyclic GC otherwise walked the
     # whole heap of aiohttp and friends every few hundred requests (8% of a streaming worker).
@@ -108,6 +119,7 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     await stop.wait()
     log.info("worker %d draining (grace %.0fs)", index, server.drain_grace_s)
     gateway.draining = True
-    await runner.cleanup()  # stops accepting, waits for in-flight handlers up to the grace period
+    # each stops accepting and waits for its in-flight handlers up to the grace period
+    await asyncio.gather(*(runner.cleanup() for runner in runners))
     admission.stop(loop)
     await sessions.close()

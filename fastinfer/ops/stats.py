@@ -1,0 +1,129 @@
+"""``GET /admin/stats``: the host's totals as JSON, for the dashboard and for scripts.
+
+Owns: reading every counter, histogram and gauge of the shared segment through
+``Metrics`` (whichever worker answers, the numbers are the whole host's) and
+shaping them per deployment, per replica and per key. The dashboard reads only
+this; it never parses Prometheus text.
+
+Shape (every count is a host total since start, carried over reloads where
+``/metrics`` carries it; rates are the reader's deltas between snapshots)::
+
+    {"ts": unix seconds, "pid": answering worker,
+     "buckets": [histogram upper bounds, ascending; +Inf implicit],
+     "deployments": [{
+        "name", "provider", "model", "routing", "max_concurrency", "queue_capacity",
+        "on_capacity_exhausted", "fallbacks": [names],
+        "in_flight", "queue_depth",                      # host-wide gauges
+        "requests": {"total": n, "by_code": {"200": n, ...}},   # non-zero codes only
+        "retries": n, "fallbacks_taken": {"to-name": n}, "rejected": {"reason": n},
+        "tokens": {"input": n, "output": n, "cached": n}, "cost_usd": x, "usage_estimated": n,
+        "session_rebuilds": {"cause": n},
+        "histograms": {"request_duration_seconds" | "ttft_seconds" | "overhead_seconds":
+                       {"cumulative": [n per bucket, then +Inf], "count": n, "sum": seconds}},
+        "limits": [],                                    # {"name", "kind", "limit", "remaining"} when enforced
+        "replicas": [{"name", "base_url", "weight",
+                      "circuit": {"state": "closed|open|half_open", "retry_after_s", "consecutive_failures"},
+                      "upstream": {"outcome": n},        # non-zero outcomes only
+                      "in_flight": null, "healthy": null}]}],   # null: not measured per replica yet
+     "unrouted": {"404": n, ...},                        # answers that named no deployment
+     "keys": []}                                         # per gateway key, when keys exist
+
+Sections that do not exist yet (``keys``, ``limits``, per-replica ``in_flight``
+and ``healthy``) are present and empty or null, so the page shows "none
+configured" and their owners fill them in here.
+
+Must not touch: configuration files, the engine's request path. Reads only.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from ..config import Config
+from ..metrics.registry import BUCKETS, COST_SCALE, HISTOGRAMS, TOKEN_DIRECTIONS, UNKNOWN_DEPLOYMENT
+
+_STATES = ("closed", "open", "half_open")
+
+
+def host_stats(metrics, config: Config) -> dict:
+    """The JSON document above, from one snapshot of the host's counters."""
+    deployments = {d.name: _deployment(d, metrics) for d in config.deployments}
+    unrouted: dict[str, int] = {}
+    values = metrics.counters.snapshot()
+    for (metric, labels), value in zip(metrics.layout.counter_keys, values.tolist()):
+        if metric.startswith("_"):
+            continue
+        if metric == "requests_total" and labels[0] == UNKNOWN_DEPLOYMENT:
+            if value:
+                unrouted[labels[1]] = value
+            continue
+        entry = deployments.get(labels[0])
+        if entry is not None:
+            _count(entry, metric, labels, value)
+    for name, entry in deployments.items():
+        entry["requests"]["total"] = sum(entry["requests"]["by_code"].values())
+        entry["histograms"] = _histograms(metrics, name)
+    return {"ts": time.time(), "pid": os.getpid(), "buckets": list(BUCKETS),
+            "deployments": list(deployments.values()), "unrouted": unrouted, "keys": []}
+
+
+def _deployment(d, metrics) -> dict:
+    admission = metrics.admission(d.name)
+    in_flight, queue_depth = admission.counts() if admission is not None else (0, 0)
+    breakers = metrics.breakers(d.name)
+    replicas = []
+    for i, r in enumerate(d.replicas):
+        replica = {"name": r.name, "base_url": r.base_url, "weight": r.weight, "circuit": None,
+                   "upstream": {}, "in_flight": None, "healthy": None}
+        if i < len(breakers):
+            b = breakers[i]
+            replica["circuit"] = {"state": _STATES[b.state], "retry_after_s": round(b.retry_after_s, 3),
+                                  "consecutive_failures": b.consecutive_failures}
+        replicas.append(replica)
+    return {
+        "name": d.name, "provider": d.provider, "model": d.upstream_model, "routing": d.routing,
+        "max_concurrency": d.max_concurrency, "queue_capacity": d.queue_capacity,
+        "on_capacity_exhausted": d.on_capacity_exhausted, "fallbacks": list(d.fallbacks),
+        "in_flight": in_flight, "queue_depth": queue_depth,
+        "requests": {"total": 0, "by_code": {}}, "retries": 0, "fallbacks_taken": {}, "rejected": {},
+        "tokens": dict.fromkeys(TOKEN_DIRECTIONS, 0), "cost_usd": 0.0, "usage_estimated": 0,
+        "session_rebuilds": {}, "histograms": {}, "limits": [], "replicas": replicas,
+    }
+
+
+def _count(entry: dict, metric: str, labels: tuple, value: int) -> None:
+    """Put one counter's value where it belongs in its deployment's entry."""
+    if metric == "requests_total":
+        if value:
+            entry["requests"]["by_code"][labels[1]] = value
+    elif metric == "upstream_requests_total":
+        if value:
+            replica = next(r for r in entry["replicas"] if r["name"] == labels[1])
+            replica["upstream"][labels[2]] = value
+    elif metric == "retries_total":
+        entry["retries"] = value
+    elif metric == "fallbacks_total":
+        entry["fallbacks_taken"][labels[1]] = value
+    elif metric == "rejected_total":
+        if value:
+            entry["rejected"][labels[1]] = value
+    elif metric == "tokens_total":
+        entry["tokens"][labels[1]] = value
+    elif metric == "cost_usd_total":
+        entry["cost_usd"] = value / COST_SCALE
+    elif metric == "usage_estimated_total":
+        entry["usage_estimated"] = value
+    elif metric == "session_rebuilds_total":
+        if value:
+            entry["session_rebuilds"][labels[1]] = value
+
+
+def _histograms(metrics, deployment: str) -> dict:
+    out = {}
+    for histogram in HISTOGRAMS:
+        index = metrics.layout.histogram_index.get((histogram, deployment))
+        if index is None:
+            continue
+        cumulative, count, total = metrics.histograms.snapshot(index)
+        out[histogram] = {"cumulative": [int(c) for c in cumulative], "count": int(count), "sum": float(total)}
+    return out
