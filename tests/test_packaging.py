@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -24,6 +25,8 @@ def test_wheel_builds_installs_and_serves_outside_the_tree(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("fastinfer/_core/sse.") and n.endswith(".so") for n in names)
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
+    for asset in ("index.html", "dashboard.css", "dashboard.js"):
+        assert f"fastinfer/ops/dashboard/{asset}" in names
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
@@ -48,6 +51,8 @@ def test_wheel_builds_installs_and_serves_outside_the_tree(tmp_path):
                                     {"model": "echo", "messages": [{"role": "user", "content": "wheel"}]})
         assert status == 200
         assert body["choices"][0]["message"]["content"].startswith("wheel wheel")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard/dashboard.js", timeout=10) as page:
+            assert b"/admin/stats" in page.read()   # the installed copy serves its dashboard
     finally:
         serve.terminate()
         assert serve.wait(30) == 0

@@ -1,0 +1,91 @@
+"""GET /admin/stats: the host's numbers as JSON, the same numbers /metrics shows."""
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+
+from conftest import upstream_config
+from procs import http_json
+
+KEY = "adm-secret-key"
+ADMIN = {"Authorization": f"Bearer {KEY}"}
+_SAMPLE = re.compile(r'^(\w+)\{(.*)\} (\S+)$')
+
+
+def prometheus(base: str) -> dict:
+    """{(name, frozenset(labels)): value} from /metrics."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m:
+            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+            out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def sample(prom: dict, name: str, **labels) -> float:
+    return prom.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_stats_are_the_host_totals_metrics_shows(start_gateway, mock_upstream):
+    config = upstream_config(mock_upstream.base, price="{ input_per_mtok = 2.5, output_per_mtok = 10.0 }")
+    gw = start_gateway(config.replace("drain_grace_s = 10", f'drain_grace_s = 10\nadmin_key = {{ value = "{KEY}" }}'))
+    chat = {"model": "m", "messages": [{"role": "user", "content": "count these tokens please"}]}
+    for _ in range(3):   # fresh connections: both workers count into the same segment
+        assert http_json("POST", gw.base + "/v1/chat/completions", chat, headers={"connection": "close"})[0] == 200
+    stream = urllib.request.Request(gw.base + "/v1/chat/completions", data=json.dumps({**chat, "stream": True}).encode(),
+                                    headers={"content-type": "application/json"})
+    with urllib.request.urlopen(stream, timeout=10) as r:
+        assert b"[DONE]" in r.read()
+    assert http_json("POST", gw.base + "/v1/chat/completions", {**chat, "model": "nope"})[0] == 404
+    assert http_json("POST", gw.base + "/v1/chat/completions", {**chat, "messages": "not a list"})[0] == 400
+
+    status, headers, stats = http_json("GET", gw.base + "/admin/stats", headers=ADMIN)
+    assert status == 200 and headers["Cache-Control"] == "no-store"
+    prom = prometheus(gw.base)
+    (m,) = stats["deployments"]
+    assert m["name"] == "m" and m["provider"] == "openai_compatible" and m["model"] == "mock-model"
+    assert m["requests"]["by_code"] == {"200": 4}
+    assert m["requests"]["total"] == 4
+    for code, n in m["requests"]["by_code"].items():
+        assert sample(prom, "fastinfer_requests_total", deployment="m", code=code) == n
+    assert stats["unrouted"] == {"400": 1, "404": 1}    # refused before a deployment was known
+
+    assert m["tokens"]["input"] > 0 and m["tokens"]["output"] > 0
+    for direction, n in m["tokens"].items():
+        assert sample(prom, "fastinfer_tokens_total", deployment="m", direction=direction) == n
+    assert m["cost_usd"] > 0
+    assert m["cost_usd"] == sample(prom, "fastinfer_cost_usd_total", deployment="m")
+
+    assert stats["buckets"][0] == 0.0001 and stats["buckets"] == sorted(stats["buckets"])
+    duration = m["histograms"]["request_duration_seconds"]
+    assert duration["count"] == 4 == sample(prom, "fastinfer_request_duration_seconds_count", deployment="m")
+    assert len(duration["cumulative"]) == len(stats["buckets"]) + 1 and duration["cumulative"][-1] == 4
+    assert duration["cumulative"] == sorted(duration["cumulative"])
+    assert m["histograms"]["ttft_seconds"]["count"] == 1        # one stream
+
+    (replica,) = m["replicas"]
+    assert replica["name"] == "r0" and replica["circuit"]["state"] == "closed"
+    assert replica["upstream"] == {"success": 4}
+    assert sample(prom, "fastinfer_upstream_requests_total", deployment="m", replica="r0", outcome="success") == 4
+    assert m["in_flight"] == 0 and m["queue_depth"] == 0 and m["max_concurrency"] == 64
+    # sections their owners fill in later are there, empty
+    assert stats["keys"] == [] and m["limits"] == [] and replica["healthy"] is None
+
+    text = json.dumps(stats)
+    assert "sk-replica-secret" not in text and KEY not in text
+
+
+def test_stats_follow_a_forced_circuit(start_gateway, mock_upstream):
+    gw = start_gateway(upstream_config(mock_upstream.base).replace(
+        "drain_grace_s = 10", f'drain_grace_s = 10\nadmin_key = {{ value = "{KEY}" }}'))
+    assert http_json("POST", gw.base + "/admin/circuits/m/r0", {"action": "force_open", "duration_s": 30},
+                     headers=ADMIN)[0] == 200
+    circuit = http_json("GET", gw.base + "/admin/stats", headers=ADMIN)[2]["deployments"][0]["replicas"][0]["circuit"]
+    assert circuit["state"] == "open" and 25 < circuit["retry_after_s"] <= 30
+    for bad in (0, -1, 1e9, "60", True, None):
+        assert http_json("POST", gw.base + "/admin/circuits/m/r0", {"action": "force_open", "duration_s": bad},
+                         headers=ADMIN)[0] == 400, bad

@@ -1,0 +1,183 @@
+"""The dashboard in headless Chromium, against a real gateway (2 workers) and the mock upstream."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from browser import Page
+from procs import http_json, wait_for
+
+
+CONFIG = """
+    [server]
+    drain_grace_s = 5
+
+    [[deployments]]
+    name = "m"
+    provider = "openai_compatible"
+    model = "mock-model"
+    price = {{ input_per_mtok = 2.5, output_per_mtok = 10.0 }}
+
+    [[deployments.replicas]]
+    name = "east"
+    base_url = "{base}/v1"
+
+    [[deployments.replicas]]
+    name = "west"
+    base_url = "{base}/v1"
+
+    [[deployments]]
+    name = "n"
+    provider = "openai_compatible"
+
+    [[deployments.replicas]]
+    base_url = "{base}/v1"
+"""
+
+
+def dashboard_url(gw) -> str:
+    """The URL ``serve`` printed, one-time token and all."""
+    line = wait_for(lambda: re.search(r"dashboard: (http://\S+/dashboard#token=\S+)", gw.stdout()), timeout=10)
+    assert line, gw.stdout()
+    return line.group(1)
+
+
+def chat(base: str, model: str):
+    status, _, _ = http_json("POST", base + "/v1/chat/completions",
+                             {"model": model, "messages": [{"role": "user", "content": "hello"}]},
+                             headers={"connection": "close"})
+    assert status == 200
+
+
+def circuit_state(base: str, token: str, deployment: str, replica: str) -> str:
+    status, _, state = http_json("GET", base + "/admin/state", headers={"Authorization": f"Bearer {token}"})
+    assert status == 200
+    dep = next(d for d in state["deployments"] if d["name"] == deployment)
+    return next(r for r in dep["replicas"] if r["name"] == replica)["circuit"]["state"]
+
+
+def js_select(selector: str) -> str:
+    return f"document.querySelector({json.dumps(selector)})"
+
+
+def shown_requests(page: Page, deployment: str) -> int:
+    text = page.evaluate(js_select(f'[data-deployment="{deployment}"] [data-metric="requests"]') + ".textContent")
+    return int(re.sub(r"\D", "", text) or -1)
+
+
+def replica_state(deployment: str, replica: str) -> str:
+    return js_select(f'[data-deployment="{deployment}"] [data-replica="{replica}"]') + ".dataset.state"
+
+
+@pytest.fixture
+def gateway(start_gateway, mock_upstream):
+    return start_gateway(CONFIG.format(base=mock_upstream.base))
+
+
+@pytest.fixture
+def page(workdir):
+    page = Page(workdir)
+    yield page
+    page.close()
+
+
+def test_live_view_and_circuit_buttons(gateway, page, workdir):
+    url = dashboard_url(gateway)
+    token = url.split("#token=", 1)[1]
+    page.goto(url)
+
+    # every deployment and every replica, each circuit closed
+    assert page.wait_for("document.querySelectorAll('[data-deployment]').length === 2")
+    layout = page.evaluate("""[...document.querySelectorAll('[data-deployment]')].map(d =>
+        [d.dataset.deployment, [...d.querySelectorAll('[data-replica]')].map(r => [r.dataset.replica, r.dataset.state])])""")
+    assert layout == [["m", [["east", "closed"], ["west", "closed"]]], ["n", [["r0", "closed"]]]]
+    for d, r in (("m", "east"), ("m", "west"), ("n", "r0")):
+        for action in ("force_open", "reset"):
+            assert page.evaluate(js_select(f'[data-deployment="{d}"] [data-replica="{r}"] [data-action="{action}"]')
+                                 + " !== null")
+
+    # the key left the address bar and lives in this tab's sessionStorage only
+    assert page.evaluate("location.hash") == ""
+    assert page.evaluate("sessionStorage.getItem('fastinfer.adminKey')") == token
+    assert token not in page.evaluate("JSON.stringify(localStorage)")
+
+    # traffic moves the counter and draws the charts
+    before = shown_requests(page, "m")
+    for _ in range(6):
+        chat(gateway.base, "m")
+    assert wait_for(lambda: shown_requests(page, "m") >= before + 6, timeout=10), shown_requests(page, "m")
+    assert page.wait_for("document.querySelectorAll('[data-chart=\"rate\"] path.series').length > 0")
+
+    # force_open from the page: that replica alone turns open, and the host agrees
+    page.click('[data-deployment="m"] [data-replica="east"] [data-action="force_open"]')
+    assert page.wait_for(replica_state("m", "east") + " === 'open'")
+    assert circuit_state(gateway.base, token, "m", "east") == "open"
+    assert page.evaluate(replica_state("m", "west")) == "closed"
+
+    # a circuit opened elsewhere (the API) shows up through the page's polling
+    assert http_json("POST", gateway.base + "/admin/circuits/n/r0", {"action": "force_open", "duration_s": 60},
+                     headers={"Authorization": f"Bearer {token}"})[0] == 200
+    assert page.wait_for(replica_state("n", "r0") + " === 'open'")
+
+    # reset turns it back
+    page.click('[data-deployment="m"] [data-replica="east"] [data-action="reset"]')
+    assert page.wait_for(replica_state("m", "east") + " === 'closed'")
+    assert circuit_state(gateway.base, token, "m", "east") == "closed"
+
+    shot = page.screenshot(workdir / "dashboard.png")
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    assert page.problems == []
+
+
+def test_key_form_refuses_a_wrong_key_then_opens(gateway, page):
+    token = dashboard_url(gateway).split("#token=", 1)[1]
+    page.goto(gateway.base + "/dashboard")
+    assert page.wait_for(js_select("#login") + ".hidden === false")
+    assert page.evaluate(js_select("#board") + ".hidden") is True
+
+    page.click("#token")
+    page.type_text("not-the-key")
+    page.click('#login-form button[type="submit"]')
+    assert page.wait_for(js_select("#login-error") + ".textContent.includes('refused')")
+    assert page.evaluate("sessionStorage.getItem('fastinfer.adminKey')") is None
+
+    page.click("#token")
+    page.type_text(token)
+    page.click('#login-form button[type="submit"]')
+    assert page.wait_for(js_select("#board") + ".hidden === false")
+    assert page.wait_for("document.querySelectorAll('[data-replica]').length === 3")
+    # the only complaint the browser logged is the refused key's 401
+    assert all("401" in p for p in page.problems), page.problems
+
+
+def test_dark_and_light(gateway, page):
+    page.prefer_color_scheme("dark")
+    page.goto(dashboard_url(gateway))
+    background = "getComputedStyle(document.body).backgroundColor"
+    assert page.wait_for("document.documentElement.dataset.theme === 'dark'")
+    dark = page.evaluate(background)
+    page.click("#theme")
+    assert page.wait_for("document.documentElement.dataset.theme === 'light'")
+    assert page.evaluate(background) != dark
+    page.goto(gateway.base + "/dashboard")      # the choice outlives a reload; the key is still in the tab
+    assert page.wait_for("document.documentElement.dataset.theme === 'light'")
+    assert page.wait_for("document.querySelectorAll('[data-deployment]').length === 2")
+    assert page.problems == []
+
+
+def test_narrow_screen_keeps_every_replica_and_button_reachable(gateway, workdir):
+    page = Page(workdir, width=390, height=844)
+    try:
+        page.goto(dashboard_url(gateway))
+        assert page.wait_for("document.querySelectorAll('[data-replica]').length === 3")
+        # nothing wider than the screen but the replica tables, which scroll inside their card
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0
+        page.click('[data-deployment="n"] [data-replica="r0"] [data-action="force_open"]')
+        assert page.wait_for(replica_state("n", "r0") + " === 'open'")
+        assert page.problems == []
+    finally:
+        page.close()
