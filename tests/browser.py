@@ -11,9 +11,7 @@ import asyncio
 import base64
 import itertools
 import json
-import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -21,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+
+from procs import kill_group
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -187,12 +187,7 @@ class Page:
                 self._call(self._close_ws(), timeout=10)
         except Exception:
             pass
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(10)
+        kill_group(self.proc)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 

@@ -80,12 +80,7 @@ class Proc:
             raise
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(10)
+        kill_group(self.proc)
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM and wait up to ``timeout`` for the drain (raising if it takes
@@ -131,6 +126,16 @@ def start_gateway_proc(workdir: Path, config_text: str | None = None, workers: i
     if config_text is not None:
         args += ["--config", str(write_config(workdir, textwrap.dedent(config_text)))]
     return Proc(args, workdir, env=env)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a child started with ``start_new_session=True`` and everything it started; reap it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
 
 
 def children_of(pid: int) -> list[int]:

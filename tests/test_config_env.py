@@ -85,19 +85,19 @@ def test_check_config_shows_expanded_values_and_never_the_secret(workdir):
         base_url = "http://${FI_TEST_UPSTREAM}/v1"
         credential = { value = "${FI_TEST_SECRET}" }
     """))
-    env = {"FI_TEST_UPSTREAM": "127.0.0.1:9100", "FI_TEST_SECRET": "sk-very-secret-from-env", "PATH": "/usr/bin"}
-    out = subprocess.run([sys.executable, "-m", "fastinfer", "check-config", str(path)], cwd=workdir,
-                         capture_output=True, text=True, timeout=60,
-                         env={**env, "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+
+    def check_config(**env) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **env}
+        return subprocess.run([sys.executable, "-m", "fastinfer", "check-config", str(path)], cwd=workdir,
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    out = check_config(FI_TEST_UPSTREAM="127.0.0.1:9100", FI_TEST_SECRET="sk-very-secret-from-env")
     assert out.returncode == 0, out.stderr
     assert "model=fallback-model" in out.stdout
     assert "replica r0: http://127.0.0.1:9100/v1 credential=value:****" in out.stdout
     assert "sk-very-secret-from-env" not in out.stdout + out.stderr
 
-    del env["FI_TEST_UPSTREAM"]
-    out = subprocess.run([sys.executable, "-m", "fastinfer", "check-config", str(path)], cwd=workdir,
-                         capture_output=True, text=True, timeout=60,
-                         env={**env, "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+    out = check_config(FI_TEST_SECRET="sk-very-secret-from-env")
     assert out.returncode == 2
     assert (f"{path}: deployments[0].replicas[0].base_url: environment variable FI_TEST_UPSTREAM is not set"
             in out.stderr)

@@ -389,14 +389,14 @@
         w && w.errorPct >= 5 ? "bad" : w && w.errorPct >= 1 ? "warn" : null);
     put("latency", w ? secondsPair(w.p50, w.p99) : "–", span);
     put("ttft", w ? secondsPair(w.ttft50, w.ttft99) : "–", "streams only");
-    let inFlight = 0, queued = 0, capacity = 0, cost = 0, requests = 0;
+    let inFlight = 0, queued = 0, capacity = 0, cost = 0;
     for (const d of stats.deployments) {
       inFlight += d.in_flight; queued += d.queue_depth; capacity += d.max_concurrency;
-      cost += d.cost_usd; requests += d.requests.total;
+      cost += d.cost_usd;
     }
     put("in_flight", pair(fmtInt(inFlight), fmtInt(queued)), `of ${fmtInt(capacity)} slots`);
-    put("tokens", w ? pair(fmtCompact(w.tokensIn), fmtCompact(w.tokensOut)) : "–", span);
-    put("cost", fmtUsd(cost), `${fmtInt(requests)} requests`);
+    put("tokens", w ? pair(fmtCompact(w.tokensIn), fmtCompact(w.tokensOut)) : "–",
+        `${fmtUsd(cost)} spent since start`);
   }
 
   function buildDeployments(stats) {
@@ -440,7 +440,7 @@
       metric("rejected", "Rejected"),
       metric("fallbacks", "Fell back"));
     const rows = d.replicas.map((r) => el("tr", { "data-replica": r.name, "data-state": "closed" },
-      el("td", { class: "replica" }, el("strong", { text: r.name }), el("small", { text: r.base_url })),
+      el("td", {}, el("strong", { text: r.name }), el("small", { class: "url", text: r.base_url, title: r.base_url })),
       el("td", {}, el("span", { class: "state", "data-field": "state", text: "closed" }),
         el("small", { "data-field": "circuit-detail" })),
       el("td", { "data-field": "health", text: "–" }),
@@ -452,7 +452,7 @@
         el("button", { type: "button", "data-action": "reset", title: "Close the circuit now", text: "Reset" }))));
     const table = el("div", { class: "table-wrap" }, el("table", {},
       el("thead", {}, el("tr", {},
-        ...["Replica", "Circuit", "Health", "In flight", "Upstream ok · failed", ""].map((h) => el("th", { text: h })))),
+        ...["Replica", "Circuit", "Health", "In flight", "Attempts ok · failed", ""].map((h) => el("th", { text: h })))),
       el("tbody", {}, ...rows)));
     const limits = el("div", { class: "limits", "data-field": "limits" });
     return el("article", { class: "card deployment", "data-deployment": d.name }, head, kv, table, limits);
@@ -592,7 +592,7 @@
   function niceMax(value) {
     if (!(value > 0)) return 1;
     const power = Math.pow(10, Math.floor(Math.log10(value)));
-    for (const step of [1, 2, 2.5, 5, 10]) if (value <= step * power) return step * power;
+    for (const step of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (value <= step * power) return step * power;
     return 10 * power;
   }
 
@@ -618,7 +618,7 @@
     const start = now - HISTORY_S;
     let max = 0;
     for (const line of lines) for (const [, v] of line.points) if (v != null && v > max) max = v;
-    const top = niceMax(max);
+    const top = niceMax(max * 1.08);   // headroom: a line at the top edge reads as clipped
     const x = (t) => pad.left + ((t - start) / HISTORY_S) * plotW;
     const y = (v) => pad.top + plotH - (v / top) * plotH;
     const nodes = [];
@@ -629,9 +629,11 @@
       label.textContent = format(v);
       nodes.push(label);
     }
-    for (let m = 0; m <= HISTORY_S / 60; m += 1) {
+    const minutes = HISTORY_S / 60;
+    const every = plotW < 420 ? 2 : 1;            // narrow charts: fewer labels, none overlapping
+    for (let m = 0; m <= minutes; m += every) {
       const label = svg("text", { class: "axis", x: x(now - m * 60), y: height - 4,
-        "text-anchor": m === 0 ? "end" : m === HISTORY_S / 60 ? "start" : "middle" });
+        "text-anchor": m === 0 ? "end" : m === minutes ? "start" : "middle" });
       label.textContent = m === 0 ? "now" : `−${m} min`;
       nodes.push(label);
     }
