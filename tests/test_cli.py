@@ -106,3 +106,17 @@ def test_the_admin_listener_needs_its_own_port(workdir, server, expected):
         provider = "mock"
     """))
     assert expected in refused(fastinfer_cli(workdir, "check-config", str(config)))
+
+
+def test_check_config_shows_the_admin_listener_and_the_one_time_token_default(workdir):
+    config = write_config(workdir, textwrap.dedent("""
+        [server]
+        admin_port = 8101
+        [[deployments]]
+        name = "echo"
+        provider = "mock"
+    """))
+    out = fastinfer_cli(workdir, "check-config", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "admin_key=unset (serve prints a one-time token)" in out.stdout
+    assert "admin listener: 127.0.0.1:8101 (admin API, dashboard and metrics; not on the public listener)" in out.stdout

@@ -181,3 +181,35 @@ def test_narrow_screen_keeps_every_replica_and_button_reachable(gateway, workdir
         assert page.problems == []
     finally:
         page.close()
+
+
+def test_rebuild_and_reload_buttons(gateway, page):
+    token = dashboard_url(gateway).split("#token=", 1)[1]
+    admin = {"Authorization": f"Bearer {token}"}
+    page.goto(dashboard_url(gateway))
+    assert page.wait_for("document.querySelectorAll('[data-deployment]').length === 2")
+
+    page.click('[data-deployment="n"] [data-action="rebuild_sessions"]')
+    assert page.wait_for(js_select("#toast") + ".textContent.includes('Rebuild sessions of n')")
+
+    def rebuilds(name: str) -> dict:
+        stats = http_json("GET", gateway.base + "/admin/stats", headers=admin)[2]
+        return next(d for d in stats["deployments"] if d["name"] == name)["session_rebuilds"]
+    assert wait_for(lambda: rebuilds("n").get("admin") == 1)
+    assert rebuilds("m") == {}
+
+    old_pids = {http_json("GET", gateway.base + "/admin/stats", headers={**admin, "connection": "close"})[2]["pid"]
+                for _ in range(10)}
+    page.click('button[data-action="reload"]')
+    assert page.wait_for(js_select("#toast") + ".textContent.includes('Config reload')")
+
+    def new_generation_serves() -> bool:
+        status, _, body = http_json("GET", gateway.base + "/admin/stats", headers={**admin, "connection": "close"})
+        return status == 200 and body["pid"] not in old_pids
+    assert wait_for(new_generation_serves, timeout=20)
+    # the page lives through the roll: still polling, still showing every replica
+    before = page.evaluate(js_select("#updated") + ".textContent")
+    assert page.wait_for(f"{js_select('#updated')}.textContent !== {json.dumps(before)}")
+    assert page.evaluate("document.querySelectorAll('[data-replica]').length") == 3
+    assert page.evaluate(js_select("#live") + ".dataset.status") == "live"
+    assert not [p for p in page.problems if p.startswith(("exception", "console"))], page.problems

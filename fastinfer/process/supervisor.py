@@ -1,7 +1,8 @@
 """The supervisor: binds the socket, forks the workers, keeps them alive, drains.
 
-It runs no event loop and serves no request. It binds the one listening
-socket, forks N workers that inherit it, replaces a worker that dies, and on
+It runs no event loop and serves no request. It binds the listening socket
+(and the admin listener's, with ``server.admin_port``), forks N workers that
+inherit them, replaces a worker that dies, and on
 SIGTERM/SIGINT forwards the drain to every worker, waits for them within the
 grace period (then kills stragglers) and removes what it created. On SIGHUP
 (or ``POST /admin/reload``, which a worker turns into a SIGHUP) it re-reads
