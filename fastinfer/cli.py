@@ -12,7 +12,8 @@ import os
 import sys
 from dataclasses import fields
 
-from .config import Config, ConfigError, default_config, load_config
+from .config import Config, ConfigError, default_config, load_config, missing_credentials
+from .redact import mask_url
 
 EXIT_CONFIG = 2
 
@@ -53,6 +54,12 @@ def not_yet_enforced(config: Config) -> list[str]:
     return notes
 
 
+def config_warnings(config: Config) -> list[str]:
+    """What an operator hears before serving: settings not enforced yet, and replicas of
+    hosted APIs with no credential (never replicas that need none: mock, self-hosted)."""
+    return not_yet_enforced(config) + missing_credentials(config)
+
+
 def _report_config_error(e: ConfigError) -> int:
     for problem in e.problems:
         print(f"{e.source}: {problem}", file=sys.stderr)
@@ -76,7 +83,7 @@ def cmd_serve(args) -> int:
     if overrides:
         config = dataclasses.replace(config, server=dataclasses.replace(config.server, **overrides))
     _setup_logging(config.server.log_level)
-    for note in not_yet_enforced(config):
+    for note in config_warnings(config):
         logging.getLogger("fastinfer").warning("%s: %s", config.source, note)
     from .process import Supervisor
 
@@ -109,7 +116,7 @@ def describe_config(config: Config) -> str:
     for k in config.keys:
         lines.append(f"key {k.name}: sha256={k.key_sha256[:8]}… rpm={k.rpm} tpm={k.tpm} priority={k.priority}")
     if config.cluster:
-        lines.append(f"cluster: node {config.cluster.node_id} via {_mask_url(config.cluster.redis_url)}")
+        lines.append(f"cluster: node {config.cluster.node_id} via {mask_url(config.cluster.redis_url)}")
     for d in config.deployments:
         lines.append(
             f"deployment {d.name}: provider={d.provider} model={d.upstream_model} routing={d.routing} "
@@ -117,19 +124,9 @@ def describe_config(config: Config) -> str:
             f"on_capacity_exhausted={d.on_capacity_exhausted} fallbacks={d.fallbacks or '[]'}")
         for r in d.replicas:
             cred = r.credential.describe() if r.credential else "none"
-            lines.append(f"  replica {r.name}: {r.base_url} credential={cred} weight={r.weight}")
-    lines += [f"warning: {note}" for note in not_yet_enforced(config)]
+            lines.append(f"  replica {r.name}: {mask_url(r.base_url)} credential={cred} weight={r.weight}")
+    lines += [f"warning: {note}" for note in config_warnings(config)]
     return "\n".join(lines)
-
-
-def _mask_url(url: str) -> str:
-    """redis://user:password@host -> redis://user:****@host"""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:****@{host}"
 
 
 def cmd_mock_upstream(args) -> int:
