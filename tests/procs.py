@@ -61,6 +61,12 @@ class Proc:
     def stderr(self) -> str:
         return b"".join(self.stderr_lines).decode(errors="replace")
 
+    def stderr_when_stopped(self, timeout: float = 20.0) -> str:
+        """Stop the process and return all it wrote to stderr (nothing can still be on its way)."""
+        self.stop(timeout)
+        self._stderr_thread.join(timeout)
+        return self.stderr()
+
     def terminate(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -180,3 +180,16 @@ def test_force_open_duration_outside_the_contract_is_400(gw, duration):
     assert status == 400 and answer["error"]["param"] == "duration_s"
     state = http_json("GET", gw.base + "/admin/state", headers=ADMIN)[2]
     assert state["deployments"][0]["replicas"][0]["circuit"]["state"] == "closed"
+
+
+def test_the_builtin_mock_gives_every_answer_its_own_id(gw):
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)   # one worker: addresses get reused
+    ids = set()
+    for stream in (False, True) * 4:
+        conn.request("POST", "/v1/chat/completions", json.dumps({**CHAT, "stream": stream}),
+                     {"content-type": "application/json"})
+        raw = conn.getresponse().read()
+        first = raw.split(b"\n\n")[0].removeprefix(b"data: ") if stream else raw
+        ids.add(json.loads(first)["id"])
+    conn.close()
+    assert len(ids) == 8

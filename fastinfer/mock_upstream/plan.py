@@ -127,6 +127,12 @@ async def write_stream(upstream, request: web.Request, frames: list[bytes], beha
 
 # ------------------------------------------------------------------- errors
 
+def stream_error_message(behaviour: dict, default: str) -> str:
+    """The message of a scripted ``stream_error`` payload (OpenAI-shaped), for formats that re-shape it."""
+    error = (behaviour.get("stream_error") or {}).get("error")
+    return error.get("message", default) if isinstance(error, dict) else default
+
+
 def reshape_error(resp: web.StreamResponse, render) -> web.StreamResponse:
     """The mock's OpenAI-shaped early error answer, re-rendered by ``render(status, message)``."""
     if resp.status == 200 or not isinstance(resp, web.Response) or resp.prepared:

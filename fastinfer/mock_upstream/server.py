@@ -137,7 +137,8 @@ class MockUpstream:
         a refused key do. Streams also
         ``cut_after: n`` (close the connection before chunk n), ``garbage_at: n``,
         ``stream_error_at: n`` (an in-stream error event at chunk n — ``stream_error`` sets its
-        payload — then the body ends without [DONE]) and ``idle_after: n`` (n chunks, then stall
+        OpenAI payload, whose message Anthropic and Gemini streams carry — then the body ends
+        without [DONE]) and ``idle_after: n`` (n chunks, then stall
         with the connection open). E.g. [{"status": 500}, {"hang": true}, {"idle_after": 2}, {}].
         """
         steps = orjson.loads(await request.read())
