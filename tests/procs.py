@@ -108,6 +108,14 @@ class MockUpstream(Proc):
     def reset(self):
         return http_json("POST", self.base + "/_mock/reset", {})
 
+    def release(self, hold: str):
+        """Let the requests held by a ``{"hold": hold}`` script step go on."""
+        return http_json("POST", self.base + "/_mock/release", {"hold": hold})
+
+    def wait_in_flight(self, n: int, timeout: float = 10.0) -> bool:
+        """Wait until exactly ``n`` requests are inside the mock (held, or answering)."""
+        return wait_for(lambda: self.stats()["in_flight"] == n, timeout=timeout)
+
     def stats(self) -> dict:
         return http_json("GET", self.base + "/_mock/stats")[2]
 
