@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -11,6 +15,28 @@ from procs import Proc, start_gateway_proc, start_mock
 def pytest_configure(config):
     # the compiled core must be importable: a test run on a bare source tree would test nothing real
     import fastinfer._core.sse  # noqa: F401
+    # tools the test extra installs (ruff, py-spy) sit beside this interpreter: a virtualenv's bin
+    # directory is on PATH only when it is activated, and `v/bin/pytest` runs without that
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+@functools.cache
+def py_spy_cannot_sample() -> str | None:
+    """Why py-spy cannot profile a process here (not installed, or ptrace not permitted), or None."""
+    if shutil.which("py-spy") is None:
+        return "py-spy is not installed (it is in the test extra)"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        out = subprocess.run(["py-spy", "dump", "--pid", str(child.pid)], capture_output=True, text=True,
+                             timeout=30)
+    finally:
+        child.kill()
+        child.wait()
+    if out.returncode != 0:
+        return f"py-spy cannot attach to a process here: {(out.stderr or out.stdout).strip()[:200]}"
+    return None
 
 
 @pytest.fixture
