@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -86,6 +87,52 @@ def upstream_config(upstream_base: str, **deployment) -> str:
         base_url = "{upstream_base}/v1"
         credential = {{ value = "sk-replica-secret" }}
     """
+
+
+#: (deployment, provider, upstream model, path under the mock, extra keys, its own credential)
+_UPSTREAM_FORMATS = (
+    ("oa", "openai_compatible", "mock-model", "/v1", "", "sk-oa-secret"),
+    ("an", "anthropic", "claude-mock", "/v1", "default_max_tokens = 300", "sk-ant-secret"),
+    ("ge", "gemini", "gemini-mock", "/v1beta", "", "goog-secret"),
+)
+
+
+def every_format_config(base: str, server: str = "", credential: str | None = None,
+                        oa_base: str | None = None) -> str:
+    """Deployments on every upstream format: ``oa`` (openai_compatible), ``an`` (anthropic), ``ge``
+    (gemini) at the mock upstream ``base``, and ``mk`` (the built-in mock). One attempt each and
+    breakers that never open, so every answer shows its own cause. ``credential`` replaces each
+    replica's own; ``oa_base`` the openai_compatible replica's URL; ``server`` is the [server] table."""
+    blocks = [f"""
+        [[deployments]]
+        name = "{name}"
+        provider = "{provider}"
+        model = "{model}"
+        {extra}
+        retry = {{ max_attempts = 1 }}
+        circuit_breaker = {{ failure_threshold = 1000000 }}
+        [[deployments.replicas]]
+        base_url = "{(oa_base if name == "oa" else None) or base + path}"
+        credential = {{ value = "{credential or own}" }}
+    """ for name, provider, model, path, extra, own in _UPSTREAM_FORMATS]
+    mock = """
+        [[deployments]]
+        name = "mk"
+        provider = "mock"
+        mock = { tokens = 5 }
+    """
+    return textwrap.dedent(f"""
+        [server]
+        {server}
+    """) + "".join(textwrap.dedent(block) for block in [*blocks, mock])
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    """One mock upstream for a whole test module (``mock_upstream`` is a fresh one per test)."""
+    proc = start_mock(tmp_path_factory.mktemp("upstream"))
+    yield proc
+    proc.kill()
 
 
 @pytest.fixture

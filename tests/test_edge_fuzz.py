@@ -15,51 +15,19 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from conftest import every_format_config
 from fuzz_bodies import ROUTES, with_model, wrong_bodies
 from procs import start_gateway_proc, start_mock
 
 MODELS = ("oa", "an", "ge", "mk")
 EXAMPLES = int(os.environ.get("FASTINFER_FUZZ_EXAMPLES", "60"))
-# one attempt and a breaker that never opens: a failure must show as itself, not as a 503 after it
-ROBUST = 'retry = { max_attempts = 1 }\ncircuit_breaker = { failure_threshold = 1000000 }'
 
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("fuzz")
     upstream = start_mock(workdir)
-    base = f"http://127.0.0.1:{upstream.port}"
-    gateway = start_gateway_proc(workdir, f"""
-        [server]
-        max_body_bytes = 65536
-
-        [[deployments]]
-        name = "oa"
-        provider = "openai_compatible"
-        {ROBUST}
-        [[deployments.replicas]]
-        base_url = "{base}/v1"
-
-        [[deployments]]
-        name = "an"
-        provider = "anthropic"
-        {ROBUST}
-        [[deployments.replicas]]
-        base_url = "{base}/v1"
-        credential = {{ value = "sk-ant-fuzz-credential" }}
-
-        [[deployments]]
-        name = "ge"
-        provider = "gemini"
-        {ROBUST}
-        [[deployments.replicas]]
-        base_url = "{base}/v1beta"
-        credential = {{ value = "AIzaFuzzCredential-0123456789" }}
-
-        [[deployments]]
-        name = "mk"
-        provider = "mock"
-    """)
+    gateway = start_gateway_proc(workdir, every_format_config(upstream.base, server="max_body_bytes = 65536"))
     yield gateway, upstream
     gateway.stop()
     upstream.kill()

@@ -10,14 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-import textwrap
 import time
 
 import anthropic
 import openai
 import pytest
 
-from procs import http_json, start_gateway_proc, start_mock
+from conftest import every_format_config
+from procs import http_json, start_gateway_proc
 
 UPSTREAMS = ("oa", "an", "ge")
 ALL = UPSTREAMS + ("mk",)
@@ -32,57 +32,9 @@ ASK = "alpha beta gamma"
 MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ASK}]
 
 
-def _config(base: str) -> str:
-    common = """
-        retry = { max_attempts = 1 }
-        circuit_breaker = { failure_threshold = 1000000 }
-    """
-    return textwrap.dedent(f"""
-        [[deployments]]
-        name = "oa"
-        provider = "openai_compatible"
-        model = "mock-model"
-        {common}
-        [[deployments.replicas]]
-        base_url = "{base}/v1"
-        credential = {{ value = "sk-oa-secret" }}
-
-        [[deployments]]
-        name = "an"
-        provider = "anthropic"
-        model = "claude-mock"
-        default_max_tokens = 300
-        {common}
-        [[deployments.replicas]]
-        base_url = "{base}/v1"
-        credential = {{ value = "sk-ant-secret" }}
-
-        [[deployments]]
-        name = "ge"
-        provider = "gemini"
-        model = "gemini-mock"
-        {common}
-        [[deployments.replicas]]
-        base_url = "{base}/v1beta"
-        credential = {{ value = "goog-secret" }}
-
-        [[deployments]]
-        name = "mk"
-        provider = "mock"
-        mock = {{ tokens = 5 }}
-    """)
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
-    proc = start_mock(tmp_path_factory.mktemp("upstream"))
-    yield proc
-    proc.kill()
-
-
 @pytest.fixture(scope="module")
 def gateway(upstream, tmp_path_factory):
-    proc = start_gateway_proc(tmp_path_factory.mktemp("gateway"), _config(upstream.base), workers=1)
+    proc = start_gateway_proc(tmp_path_factory.mktemp("gateway"), every_format_config(upstream.base), workers=1)
     yield proc
     proc.stop(timeout=20)
 

@@ -11,7 +11,8 @@ import urllib.request
 import pytest
 
 from fastinfer.redact import mask_url, redact, remember
-from procs import http_json, start_gateway_proc, start_mock, write_config
+from conftest import every_format_config
+from procs import http_json, start_gateway_proc, write_config
 
 CREDENTIAL = "sk-replica-echoed-credential-42"
 
@@ -52,41 +53,11 @@ def test_mask_url(url, shown):
 # ------------------------------------------------- end to end: client and logs
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
-    proc = start_mock(tmp_path_factory.mktemp("redact"))
-    yield proc
-    proc.kill()
-
-
-@pytest.fixture(scope="module")
 def echoing(upstream, tmp_path_factory):
     """Deployments on every upstream format, each replica with CREDENTIAL; the mock echoes the key."""
-    base, port = upstream.base, upstream.port
-    gw = start_gateway_proc(tmp_path_factory.mktemp("redact-gw"), f"""
-        [server]
-        admin_key = {{ value = "adm-redact" }}
-        [[deployments]]
-        name = "oa"
-        provider = "openai_compatible"
-        retry = {{ max_attempts = 1 }}
-        [[deployments.replicas]]
-        base_url = "http://user:url-password-77@127.0.0.1:{port}/v1"
-        credential = {{ value = "{CREDENTIAL}" }}
-        [[deployments]]
-        name = "an"
-        provider = "anthropic"
-        retry = {{ max_attempts = 1 }}
-        [[deployments.replicas]]
-        base_url = "{base}/v1"
-        credential = {{ value = "{CREDENTIAL}" }}
-        [[deployments]]
-        name = "ge"
-        provider = "gemini"
-        retry = {{ max_attempts = 1 }}
-        [[deployments.replicas]]
-        base_url = "{base}/v1beta"
-        credential = {{ value = "{CREDENTIAL}" }}
-    """)
+    gw = start_gateway_proc(tmp_path_factory.mktemp("redact-gw"), every_format_config(
+        upstream.base, server='admin_key = { value = "adm-redact" }', credential=CREDENTIAL,
+        oa_base=f"http://user:url-password-77@127.0.0.1:{upstream.port}/v1"))
     yield gw
     gw.stop()
 

@@ -141,13 +141,8 @@ class Arr(Shape):
             raise Invalid("must not be empty" if self.min_items == 1 else f"must have at least {self.min_items} items")
         item, leaf = self.item, self.item.leaf
         for i, element in enumerate(value):
-            if type(element) in leaf:
-                continue
-            try:
-                item.check(element)
-            except Invalid as e:
-                e.path.append(i)
-                raise
+            if type(element) not in leaf:
+                _check_field(item, element, i)
 
 
 class Obj(Shape):
@@ -172,13 +167,8 @@ class Obj(Shape):
                 e = Invalid("is required")
                 e.path.append(key)
                 raise e
-            if type(field) in leaf:
-                continue
-            try:
-                shape.check(field)
-            except Invalid as e:
-                e.path.append(key)
-                raise
+            if type(field) not in leaf:
+                _check_field(shape, field, key)
         optional = self.optional
         if len(value) <= len(optional):   # walk the smaller of the two
             for key, field in value.items():
@@ -193,6 +183,7 @@ class Obj(Shape):
 
 
 def _check_field(shape: Shape, field, key) -> None:
+    """``shape.check(field)``; when it fails, ``key`` (a name or an index) joins the path."""
     try:
         shape.check(field)
     except Invalid as e:
