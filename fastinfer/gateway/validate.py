@@ -141,8 +141,13 @@ class Arr(Shape):
             raise Invalid("must not be empty" if self.min_items == 1 else f"must have at least {self.min_items} items")
         item, leaf = self.item, self.item.leaf
         for i, element in enumerate(value):
-            if type(element) not in leaf:
-                _check_field(item, element, i)
+            if type(element) in leaf:
+                continue
+            try:
+                item.check(element)
+            except Invalid as e:
+                e.path.append(i)
+                raise
 
 
 class Obj(Shape):
@@ -167,28 +172,25 @@ class Obj(Shape):
                 e = Invalid("is required")
                 e.path.append(key)
                 raise e
-            if type(field) not in leaf:
-                _check_field(shape, field, key)
+            if type(field) in leaf:
+                continue
+            try:
+                shape.check(field)
+            except Invalid as e:
+                e.path.append(key)
+                raise
         optional = self.optional
-        if len(value) <= len(optional):   # walk the smaller of the two
-            for key, field in value.items():
-                shape = optional.get(key)
-                if shape is not None and field is not None and type(field) not in shape.leaf:
-                    _check_field(shape, field, key)
-        else:
-            for key, shape in optional.items():
-                field = value.get(key)
-                if field is not None and type(field) not in shape.leaf:
-                    _check_field(shape, field, key)
-
-
-def _check_field(shape: Shape, field, key) -> None:
-    """``shape.check(field)``; when it fails, ``key`` (a name or an index) joins the path."""
-    try:
-        shape.check(field)
-    except Invalid as e:
-        e.path.append(key)
-        raise
+        if not optional:
+            return
+        for key, field in value.items():   # a body's keys are few; unknown ones cost one lookup
+            shape = optional.get(key)
+            if shape is None or field is None or type(field) in shape.leaf:
+                continue
+            try:
+                shape.check(field)
+            except Invalid as e:
+                e.path.append(key)
+                raise
 
 
 #: any object: its keys are not the gateway's business (a JSON schema, tool input, metadata)
