@@ -62,20 +62,20 @@ class Gateway:
     # --------------------------------------------------------------- routes
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, chat_request, "openai")
+        return await self._serve(request, chat_request)
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, messages_request, "anthropic")
+        return await self._serve(request, messages_request)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, _passthrough("completions"), "openai")
+        return await self._serve(request, _passthrough("completions"))
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, _passthrough("embeddings"), "openai")
+        return await self._serve(request, _passthrough("embeddings"))
 
-    async def _serve(self, request: web.Request, parse, api: str) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, parse) -> web.StreamResponse:
         """One data route: ``parse`` checks the body into a request. Errors are raised: the
-        middleware renders them in ``api``'s shape and counts them (``_count_error``)."""
+        middleware renders them in the route's API shape and counts them (``_count_error``)."""
         now = self._loop.time()
         request_id = request[REQUEST_ID]
         request[DATA_ROUTE] = route = [None, now]     # the deployment, once known
