@@ -16,8 +16,9 @@ The rules, the same at every depth:
 
 The walk costs one method call per checked value and allocates nothing unless the
 body is wrong: the path is collected only while an ``Invalid`` unwinds. The containers'
-loops repeat their few lines of try/except on purpose: a shared helper was one more call
-per field, a third of the walk (bench/micro/test_bench_validate.py).
+loops repeat their few lines of try/except on purpose: a shared helper is one more call
+per field (with it, the walk of a long body took about twice as long; see
+bench/micro/test_bench_validate.py).
 """
 from __future__ import annotations
 
