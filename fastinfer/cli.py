@@ -13,8 +13,9 @@ import sys
 from dataclasses import fields
 
 from . import __version__
-from .config import Config, ConfigError, Secret, ServerConfig, default_config, load_config
+from .config import Config, ConfigError, Secret, ServerConfig, default_config, load_config, missing_credentials
 from .config.schema import check_field
+from .redact import mask_url
 
 EXIT_CONFIG = 2
 # serve's flags and the server.* keys they override (checked by the same rules as the file)
@@ -59,6 +60,12 @@ def not_yet_enforced(config: Config) -> list[str]:
     return notes
 
 
+def config_warnings(config: Config) -> list[str]:
+    """What an operator hears before serving: settings not enforced yet, and replicas of
+    hosted APIs with no credential (never replicas that need none: mock, self-hosted)."""
+    return not_yet_enforced(config) + missing_credentials(config)
+
+
 def _report_config_error(e: ConfigError) -> int:
     for problem in e.problems:
         print(f"{e.source}: {problem}", file=sys.stderr)
@@ -94,7 +101,7 @@ def cmd_serve(args) -> int:
         return _report_config_error(e)
     config = _with_server(config, **overrides)
     _setup_logging(config.server.log_level)
-    for note in not_yet_enforced(config):
+    for note in config_warnings(config):
         logging.getLogger("fastinfer").warning("%s: %s", config.source, note)
     from .ops import one_time_token
     from .process import ListenError, Supervisor
@@ -141,7 +148,7 @@ def describe_config(config: Config) -> str:
     for k in config.keys:
         lines.append(f"key {k.name}: sha256={k.key_sha256[:8]}… rpm={k.rpm} tpm={k.tpm} priority={k.priority}")
     if config.cluster:
-        lines.append(f"cluster: node {config.cluster.node_id} via {_mask_url(config.cluster.redis_url)}")
+        lines.append(f"cluster: node {config.cluster.node_id} via {mask_url(config.cluster.redis_url)}")
     for d in config.deployments:
         lines.append(
             f"deployment {d.name}: provider={d.provider} model={d.upstream_model} routing={d.routing} "
@@ -149,19 +156,9 @@ def describe_config(config: Config) -> str:
             f"on_capacity_exhausted={d.on_capacity_exhausted} fallbacks={d.fallbacks or '[]'}")
         for r in d.replicas:
             cred = r.credential.describe() if r.credential else "none"
-            lines.append(f"  replica {r.name}: {r.base_url} credential={cred} weight={r.weight}")
-    lines += [f"warning: {note}" for note in not_yet_enforced(config)]
+            lines.append(f"  replica {r.name}: {mask_url(r.base_url)} credential={cred} weight={r.weight}")
+    lines += [f"warning: {note}" for note in config_warnings(config)]
     return "\n".join(lines)
-
-
-def _mask_url(url: str) -> str:
-    """redis://user:password@host -> redis://user:****@host"""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:****@{host}"
 
 
 def cmd_mock_upstream(args) -> int:

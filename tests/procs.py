@@ -70,6 +70,12 @@ class Proc:
     def stderr(self) -> str:
         return b"".join(self.stderr_lines).decode(errors="replace")
 
+    def stderr_when_stopped(self, timeout: float = 20.0) -> str:
+        """Stop the process and return all it wrote to stderr (nothing can still be on its way)."""
+        self.stop(timeout)
+        self._stderr_thread.join(timeout)
+        return self.stderr()
+
     def terminate(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -105,6 +111,14 @@ class MockUpstream(Proc):
 
     def reset(self):
         return http_json("POST", self.base + "/_mock/reset", {})
+
+    def release(self, hold: str):
+        """Let the requests held by a ``{"hold": hold}`` script step go on."""
+        return http_json("POST", self.base + "/_mock/release", {"hold": hold})
+
+    def wait_in_flight(self, n: int, timeout: float = 10.0) -> bool:
+        """Wait until exactly ``n`` requests are inside the mock (held, or answering)."""
+        return wait_for(lambda: self.stats()["in_flight"] == n, timeout=timeout)
 
     def stats(self) -> dict:
         return http_json("GET", self.base + "/_mock/stats")[2]

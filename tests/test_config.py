@@ -1,6 +1,7 @@
 """Config validation and ``check-config``: every error names its key, secrets never show."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -8,7 +9,7 @@ import textwrap
 import pytest
 
 from fastinfer.config import ConfigError, load_config, parse_config
-from procs import write_config
+from procs import http_json, write_config
 
 
 def check_config(workdir, text: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -168,3 +169,54 @@ def test_settings_not_enforced_yet_are_called_out(workdir):
         "warning: deployments[0].routing: sticky routing is not built yet; round robin is used",
     ]
     assert "warning" not in check_config(workdir, GOOD, env={"FI_TEST_OPENAI_KEY": "x"}).stdout
+
+
+@pytest.mark.parametrize("base_url, problem", [
+    ("ftp://x", "must start with http:// or https://"),
+    ("http://h:99999/v1", "has a port that is not a number from 1 to 65535"),
+    ("http://h:0/v1", "has a port that is not a number from 1 to 65535"),
+    ("http://h:port/v1", "has a port that is not a number from 1 to 65535"),
+    ("http:///v1", "has no host"),
+    ("http://h/v 1", "must not contain spaces or control characters"),
+    ("http://h/v1\t", "must not contain spaces or control characters"),
+    ("http://h/v1?key=1", "must not have a query or fragment"),
+])
+def test_a_bad_base_url_exits_2_naming_the_key(workdir, base_url, problem):
+    out = check_config(workdir, f"""
+        [[deployments]]
+        name = "a"
+        provider = "openai_compatible"
+        [[deployments.replicas]]
+        base_url = "http://127.0.0.1:8001/v1"
+        [[deployments.replicas]]
+        base_url = {json.dumps(base_url)}
+    """)
+    assert out.returncode == 2
+    assert f"deployments[0].replicas[1].base_url: {problem}" in out.stderr
+
+
+def test_only_replicas_that_need_a_credential_are_warned_about(workdir, start_gateway):
+    text = """
+        [[deployments]]
+        name = "local"
+        provider = "openai_compatible"
+        [[deployments.replicas]]
+        base_url = "http://127.0.0.1:8001/v1"
+
+        [[deployments]]
+        name = "echo"
+        provider = "mock"
+    """
+    out = check_config(workdir, text)
+    assert out.returncode == 0 and "warning" not in out.stdout + out.stderr
+    gw = start_gateway(text, workers=1)   # answering means its replicas' credentials were read
+    assert http_json("GET", gw.base + "/healthz")[0] == 200
+    assert "credential" not in gw.stderr_when_stopped()
+    hosted = check_config(workdir, text + """
+        [[deployments]]
+        name = "claude"
+        provider = "anthropic"
+    """)
+    assert hosted.returncode == 0
+    assert ("warning: deployments[2].replicas[0].credential: none set; anthropic upstreams refuse requests "
+            "without one") in hosted.stdout

@@ -50,19 +50,46 @@ def value(text: str, series: str) -> float:
     return float(m.group(1))
 
 
+def in_background(fn) -> tuple[threading.Thread, list]:
+    """Run ``fn`` in a thread; its result lands in the returned list."""
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(fn()))
+    thread.start()
+    return thread, result
+
+
+def queue_depth(gw) -> float:
+    return value(scrape(gw.base), 'fastinfer_queue_depth{deployment="m"}')
+
+
 def test_concurrency_limit_holds_across_workers(start_gateway, mock_upstream):
-    mock_upstream.control(latency_ms=300)
+    mock_upstream.script([{"hold": "slots"}, {"hold": "slots"}])   # the first two stay until released
     gw = start_gateway(upstream_config(mock_upstream.base, max_concurrency=2))
-    statuses = in_parallel(8, lambda i: chat(gw.base)[0])
-    assert statuses == [200] * 8
+    threads = [in_background(lambda: chat(gw.base)[0]) for _ in range(8)]
+    assert mock_upstream.wait_in_flight(2)
+    assert wait_for(lambda: queue_depth(gw) == 6)      # the rest wait in the gateway, from both workers
+    assert mock_upstream.stats()["requests"] == 2
+    mock_upstream.release("slots")
+    for thread, _ in threads:
+        thread.join(30)
+    assert [result for _, result in threads] == [[200]] * 8
     assert mock_upstream.stats()["max_in_flight"] == 2
 
 
 def test_queue_capacity_rejects_the_overflow_and_counts_it(start_gateway, mock_upstream):
-    mock_upstream.control(latency_ms=800)
+    mock_upstream.script([{"hold": "slot"}])
     gw = start_gateway(upstream_config(mock_upstream.base, max_concurrency=1, queue_capacity=2,
                                        queue_timeout_s=30))
-    answers = in_parallel(6, lambda i: chat(gw.base))
+    holder = in_background(lambda: chat(gw.base))
+    assert mock_upstream.wait_in_flight(1)
+    queued = [in_background(lambda: chat(gw.base)) for _ in range(2)]
+    assert wait_for(lambda: queue_depth(gw) == 2)
+    overflow = in_parallel(3, lambda i: chat(gw.base))    # answered while the slot is still held
+    assert mock_upstream.stats()["in_flight"] == 1
+    mock_upstream.release("slot")
+    for thread, _ in [holder, *queued]:
+        thread.join(30)
+    answers = [holder[1][0], *(q[1][0] for q in queued), *overflow]
     statuses = sorted(a[0] for a in answers)
     assert statuses == [200, 200, 200, 503, 503, 503]
     rejected = [a for a in answers if a[0] == 503]
@@ -77,33 +104,34 @@ def test_queue_capacity_rejects_the_overflow_and_counts_it(start_gateway, mock_u
 
 
 def test_reject_policy_answers_503_at_once(start_gateway, mock_upstream):
-    mock_upstream.control(latency_ms=1000)
+    mock_upstream.script([{"hold": "slot"}])
     gw = start_gateway(upstream_config(mock_upstream.base, max_concurrency=1,
                                        on_capacity_exhausted='"reject"'))
-    holder = threading.Thread(target=chat, args=(gw.base,))
-    holder.start()
-    time.sleep(0.3)
-    t0 = time.monotonic()
+    holder = in_background(lambda: chat(gw.base)[0])
+    assert mock_upstream.wait_in_flight(1)
     status, _, body = chat(gw.base)
-    assert status == 503 and time.monotonic() - t0 < 0.8
-    holder.join(10)
+    assert status == 503
+    assert mock_upstream.stats()["in_flight"] == 1   # "at once": the slot was still held when it answered
+    mock_upstream.release("slot")
+    holder[0].join(10)
+    assert holder[1] == [200]
     assert value(scrape(gw.base), 'fastinfer_rejected_total{deployment="m",reason="capacity"}') == 1
 
 
 def test_priority_order_is_host_wide(start_gateway, mock_upstream):
     """One slot; while it is held, requests of each class queue up from both workers."""
-    mock_upstream.control(latency_ms=150)
-    mock_upstream.script([{"latency_ms": 1500}])   # the first request holds the slot
+    mock_upstream.script([{"hold": "slot"}])   # the first request holds the slot
     gw = start_gateway(upstream_config(mock_upstream.base, max_concurrency=1, queue_capacity=16))
     order = ["background", "normal", "high", "critical", "background", "critical", "normal", "high"]
     threads = [threading.Thread(target=chat, args=(gw.base,), kwargs={"user": "holder"})]
     threads[0].start()
-    time.sleep(0.4)
+    assert mock_upstream.wait_in_flight(1)
     for i, prio in enumerate(order):
         t = threading.Thread(target=chat, args=(gw.base, {"x-priority": prio}), kwargs={"user": f"{prio}-{i}"})
         t.start()
         threads.append(t)
-        time.sleep(0.05)  # a known arrival order within each class
+        assert wait_for(lambda: queue_depth(gw) == i + 1)   # a known arrival order within each class
+    mock_upstream.release("slot")
     for t in threads:
         t.join(30)
     served = [r["body"]["user"] for r in mock_upstream.stats()["received"]]
@@ -113,17 +141,18 @@ def test_priority_order_is_host_wide(start_gateway, mock_upstream):
 
 
 def test_queue_timeout_is_503(start_gateway, mock_upstream):
-    mock_upstream.control(latency_ms=1500)
+    mock_upstream.script([{"hold": "slot"}])
     gw = start_gateway(upstream_config(mock_upstream.base, max_concurrency=1, queue_timeout_s=0.3))
-    holder = threading.Thread(target=chat, args=(gw.base,))
-    holder.start()
-    time.sleep(0.3)
+    holder = in_background(lambda: chat(gw.base)[0])
+    assert mock_upstream.wait_in_flight(1)
     t0 = time.monotonic()
     status, _, body = chat(gw.base)
     waited = time.monotonic() - t0
-    holder.join(10)
-    assert status == 503
-    assert 0.25 <= waited < 1.2
+    assert mock_upstream.stats()["in_flight"] == 1    # the slot never freed: the queue timeout answered
+    mock_upstream.release("slot")
+    holder[0].join(10)
+    assert status == 503 and holder[1] == [200]
+    assert waited >= 0.3
     assert "queue" in body["error"]["message"]
     assert value(scrape(gw.base), 'fastinfer_rejected_total{deployment="m",reason="queue_timeout"}') == 1
 
@@ -143,14 +172,18 @@ def test_breaker_opens_after_exactly_n_failures_probes_once_and_closes(start_gat
     text = scrape(gw.base)
     assert value(text, 'fastinfer_circuit_state{deployment="m",replica="r0"}') == 1
     assert value(text, 'fastinfer_upstream_requests_total{deployment="m",replica="r0",outcome="server_error"}') == 3
-    time.sleep(1.1)
-    # half-open: of several concurrent requests from both workers exactly one probe reaches the upstream
-    mock_upstream.control(latency_ms=300)
-    statuses = in_parallel(6, lambda i: chat(gw.base)[0])
-    assert sorted(statuses).count(200) == 1
+    assert wait_for(lambda: value(scrape(gw.base), 'fastinfer_circuit_state{deployment="m",replica="r0"}') == 2,
+                    timeout=5)   # open_s has passed: half-open
+    # the probe is held at the upstream; every other request, whichever worker takes it, is refused
+    mock_upstream.script([{"hold": "probe"}])
+    probe = in_background(lambda: chat(gw.base)[0])
+    assert mock_upstream.wait_in_flight(1)
+    assert [chat(gw.base)[0] for _ in range(6)] == [503] * 6
     assert mock_upstream.stats()["requests"] == seen + 1
+    mock_upstream.release("probe")
+    probe[0].join(10)
+    assert probe[1] == [200]
     assert value(scrape(gw.base), 'fastinfer_circuit_state{deployment="m",replica="r0"}') == 0
-    mock_upstream.control(latency_ms=0)
     assert chat(gw.base)[0] == 200
 
 
@@ -163,7 +196,7 @@ def test_metrics_are_host_totals_from_any_worker(start_gateway, mock_upstream):
 
 
 def test_a_killed_workers_slot_is_reclaimed(start_gateway, mock_upstream):
-    mock_upstream.control(latency_ms=5000)
+    mock_upstream.script([{"hold": "slot"}])
     gw = start_gateway(upstream_config(mock_upstream.base, max_concurrency=1, queue_timeout_s=30))
 
     def hold():
@@ -174,12 +207,12 @@ def test_a_killed_workers_slot_is_reclaimed(start_gateway, mock_upstream):
 
     holder = threading.Thread(target=hold)
     holder.start()
-    time.sleep(0.5)
+    assert mock_upstream.wait_in_flight(1)
     assert value(scrape(gw.base), 'fastinfer_in_flight{deployment="m"}') == 1
     for pid in children_of(gw.pid):
         os.kill(pid, signal.SIGKILL)   # whichever worker held the slot dies with it
     holder.join(10)
     wait_for(lambda: len(children_of(gw.pid)) >= 2, timeout=5)   # the replacement worker
     assert value(scrape(gw.base), 'fastinfer_in_flight{deployment="m"}') == 0
-    mock_upstream.control(latency_ms=0)
+    mock_upstream.release("slot")
     assert chat(gw.base, timeout=5)[0] == 200

@@ -193,3 +193,106 @@ def test_plain_streams_still_end_with_done(mock_upstream, step):
     s.close()
     assert b"data: [DONE]" in raw
     assert (b"{not json" in raw) == ("garbage_at" in step)
+
+
+# ------------------------------------------------------ one truth per answer
+
+_FORMATS = {   # path, body with max_tokens, how to read (finish, id) from a whole answer and from a stream
+    "openai": ("/v1/chat/completions", {**CHAT, "max_tokens": 3}),
+    "anthropic": ("/v1/messages", {**CHAT, "max_tokens": 3}),
+    "gemini": ("/v1beta/models/g:generateContent", {"contents": [{"role": "user", "parts": [{"text": "a b c"}]}],
+                                                    "generationConfig": {"maxOutputTokens": 3}}),
+}
+
+
+def _whole(mock, fmt: str, body: dict) -> tuple[str, str]:
+    path, _ = _FORMATS[fmt]
+    status, _, answer = http_json("POST", mock.base + path, body, {"anthropic-version": "2023-06-01"})
+    assert status == 200, answer
+    if fmt == "openai":
+        return answer["choices"][0]["finish_reason"], answer["id"]
+    if fmt == "anthropic":
+        return answer["stop_reason"], answer["id"]
+    return answer["candidates"][0]["finishReason"], answer["responseId"]
+
+
+def _streamed(mock, fmt: str, body: dict) -> tuple[str, str]:
+    path, _ = _FORMATS[fmt]
+    if fmt == "gemini":
+        path = path.replace(":generateContent", ":streamGenerateContent?alt=sse")
+    else:
+        body = {**body, "stream": True}
+    status, _, raw = _raw_post(mock, path, body)
+    events = [json.loads(line[5:]) for line in raw.splitlines() if line.startswith(b"data:") and line[5:].strip()
+              != b"[DONE]"]
+    if fmt == "openai":
+        finish = next(e["choices"][0]["finish_reason"] for e in events if e["choices"][0]["finish_reason"])
+        return finish, events[0]["id"]
+    if fmt == "anthropic":
+        finish = next(e["delta"]["stop_reason"] for e in events if e["type"] == "message_delta")
+        return finish, events[0]["message"]["id"]
+    return events[-1]["candidates"][0]["finishReason"], events[0]["responseId"]
+
+
+def _raw_post(mock, path: str, body: dict):
+    import urllib.request
+    req = urllib.request.Request(mock.base + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.status, dict(resp.headers), resp.read()
+
+
+@pytest.mark.parametrize("fmt", _FORMATS)
+@pytest.mark.parametrize("tokens, cut", [(8, True), (3, False), (2, False)])
+def test_finish_reason_is_the_same_streamed_or_not(mock_upstream, fmt, tokens, cut):
+    """An answer of ``tokens`` under max_tokens=3 ends for "length" exactly when it was cut short."""
+    mock_upstream.control(tokens=tokens)
+    _, body = _FORMATS[fmt]
+    whole, streamed = _whole(mock_upstream, fmt, body)[0], _streamed(mock_upstream, fmt, body)[0]
+    assert whole == streamed
+    assert whole == {"openai": "length", "anthropic": "max_tokens", "gemini": "MAX_TOKENS"}[fmt] if cut else \
+        whole == {"openai": "stop", "anthropic": "end_turn", "gemini": "STOP"}[fmt]
+
+
+@pytest.mark.parametrize("fmt", _FORMATS)
+def test_ids_are_never_reused_even_after_a_reset(mock_upstream, fmt):
+    _, body = _FORMATS[fmt]
+    ids = [_whole(mock_upstream, fmt, body)[1], _streamed(mock_upstream, fmt, body)[1]]
+    mock_upstream.reset()
+    ids += [_whole(mock_upstream, fmt, body)[1], _streamed(mock_upstream, fmt, body)[1]]
+    assert len(set(ids)) == 4
+
+
+def test_a_huge_max_tokens_is_capped_by_tokens(mock_upstream):
+    mock_upstream.control(tokens=4)
+    status, _, body = chat(mock_upstream, max_tokens=2**31 - 1)
+    assert status == 200 and body["usage"]["completion_tokens"] == 4
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("path, body", [   # each of these made the mock answer 500 with a traceback
+    ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "weather"}], "tools": [7]}),
+    ("/v1/messages", {"model": "m", "max_tokens": 3, "messages": [{"role": "user", "content": "x"}], "tools": ["s"]}),
+    ("/v1beta/models/g:generateContent", {"contents": [{"parts": [{"text": "x"}]}], "tools": [5]}),
+])
+def test_a_body_the_mock_cannot_read_is_a_400_like_a_real_api(mock_upstream, path, body):
+    status, _, answer = http_json("POST", mock_upstream.base + path, body, {"anthropic-version": "2023-06-01"})
+    assert status == 400, answer
+    assert "could not read" in json.dumps(answer)
+    assert "Traceback" not in mock_upstream.stderr()
+
+
+def test_hold_waits_until_released(mock_upstream):
+    mock_upstream.script([{"hold": "gate"}])
+    s = RawStream(mock_upstream, CHAT)
+    assert wait_for(lambda: mock_upstream.stats()["in_flight"] == 1, timeout=5)
+    assert s.nothing_more_for(0.2)
+    assert http_json("POST", mock_upstream.base + "/_mock/release", {"hold": "gate"})[2] == {"released": True}
+    assert b"chat.completion" in s.read_until(lambda b: b.endswith(b"}"))
+    s.close()
+
+
+def test_an_error_message_can_echo_the_key_it_was_sent(mock_upstream):
+    mock_upstream.script([{"status": 401, "message": "Incorrect API key provided: {api_key}"}])
+    status, _, body = chat(mock_upstream, "sk-sent-by-the-caller")
+    assert status == 401 and body["error"]["message"] == "Incorrect API key provided: sk-sent-by-the-caller"

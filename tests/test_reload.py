@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import openai
 
@@ -58,7 +57,7 @@ def test_a_bad_config_is_refused_and_the_old_one_keeps_serving(start_gateway, mo
     assert "deployments[1].max_concurrency" in body["error"]["message"]
     # SIGHUP with the same bad file: the supervisor refuses too and keeps its workers
     os.kill(gw.pid, signal.SIGHUP)
-    time.sleep(0.5)
+    assert wait_for(lambda: "reload refused" in gw.stderr())
     assert models(gw) == ["m"]
     assert http_json("POST", gw.base + "/v1/chat/completions",
                      {"model": "m", "messages": [{"role": "user", "content": "x"}]})[0] == 200

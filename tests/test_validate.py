@@ -1,10 +1,14 @@
-"""The optional-field type checks of both client APIs, in process: same rule
-(JSON true/false is never a number), each API's own wording."""
+"""The body checks of both client APIs, in process: same rules (JSON true/false is never a
+number, null is absent, required is required), each API's own wording and path notation;
+and the JSON depth limit counted on the bytes."""
 from __future__ import annotations
 
+import orjson
 import pytest
+from hypothesis import given, strategies as st
 
 from fastinfer.errors import BadRequest
+from fastinfer.gateway.body import json_depth_exceeds
 from fastinfer.gateway.anthropic_api import messages_request
 from fastinfer.gateway.openai_api import chat_request
 
@@ -46,3 +50,107 @@ def test_anthropic_wrong_types(field, value, message):
 def test_right_types_and_nulls_pass(validate, base):
     req = validate({**base, "temperature": 0, "top_p": 0.5, "stream": False, "tools": None}, {}, "req-1", 0.0)
     assert req.model == "m" and req.stream is False
+
+
+# ------------------------------------------------------------- nested fields, both notations
+
+@pytest.mark.parametrize("fields, param, message", [
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                {"type": "image_url", "image_url": {"url": 5}}]}]},
+     "messages[0].content[1].image_url.url", "must be a string; got int"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+     "messages[0].content[0].image_url", "is required"),
+    ({"messages": [{"role": "user", "content": [5]}]}, "messages[0].content[0]", "must be an object; got int"),
+    ({"messages": [{"role": "user", "content": [{"text": "no type"}]}]}, "messages[0].content[0]",
+     "must be an object with a string 'type'"),
+    ({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}]},
+     "messages[0].tool_calls[0].function.arguments", "must be a string; got dict"),
+    ({"messages": [{"role": "tool", "content": "r"}]}, "messages[0].tool_call_id", "is required"),
+    ({"tools": ["s"]}, "tools[0]", "must be an object; got str"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]},
+     "tools[0].function.parameters", "must be an object; got list"),
+    ({"tool_choice": "sometimes"}, "tool_choice", "must be one of 'none', 'auto', 'required'; got 'sometimes'"),
+    ({"tool_choice": {"type": "function", "function": 5}}, "tool_choice.function", "must be an object; got int"),
+    ({"stop": ["a", None]}, "stop[1]", "must be a string; got null"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": "s"}}},
+     "response_format.json_schema.schema", "must be an object; got str"),
+    ({"n": 129}, "n", "must be between 1 and 128; got 129"),
+    ({"max_completion_tokens": 2**31}, "max_completion_tokens", "must be between 1 and 2147483647; got 2147483648"),
+    ({"stream_options": {"include_usage": "yes"}, "stream": True}, "stream_options.include_usage",
+     "must be a boolean; got str"),
+])
+def test_openai_nested_fields_are_named_by_path(fields, param, message):
+    err = _error(chat_request, OPENAI, **fields)
+    assert err.param == param
+    assert str(err) == f"'{param}' {message}."
+
+
+@pytest.mark.parametrize("fields, path, message", [
+    ({"messages": [{"role": "user", "content": [5]}]}, "messages.0.content.0", "must be an object; got int"),
+    ({"messages": [{"role": "user", "content": [{"type": "image", "source": 5}]}]},
+     "messages.0.content.0.source", "must be an object; got int"),
+    ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "x"}}]}]},
+     "messages.0.content.0.source.media_type", "is required"),
+    ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [7]}]}]},
+     "messages.0.content.0.content.0", "must be an object; got int"),
+    ({"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": []}]}]},
+     "messages.0.content.0.input", "must be an object; got list"),
+    ({"system": [{"type": "image"}]}, "system.0.type", "must be one of 'text'; got 'image'"),
+    ({"tools": [{"name": "f", "input_schema": "s"}]}, "tools.0.input_schema", "must be an object; got str"),
+    ({"tool_choice": {"type": ["auto"]}}, "tool_choice", "must be an object with a string 'type'"),
+    ({"tool_choice": {"type": "tool"}}, "tool_choice.name", "is required"),
+    ({"stop_sequences": [1]}, "stop_sequences.0", "must be a string; got int"),
+    ({"max_tokens": 0}, "max_tokens", "must be between 1 and 2147483647; got 0"),
+])
+def test_anthropic_nested_fields_are_named_by_path(fields, path, message):
+    err = _error(messages_request, ANTHROPIC, **fields)
+    assert str(err) == f"{path}: {message}."
+
+
+@pytest.mark.parametrize("body", [
+    {"model": "m", "messages": [{"role": "assistant", "content": None,
+                                 "tool_calls": [{"id": "c", "type": "function",
+                                                 "function": {"name": "f", "arguments": "{}"}}]},
+                                {"role": "tool", "tool_call_id": "c", "content": [{"type": "text", "text": "r"}]},
+                                {"role": "ipython", "content": "a compatible server's own role"},
+                                {"role": "user", "content": [{"type": "image_url", "image_url": "https://x/y.png"},
+                                                             {"type": "video_url", "video_url": {"url": "v"}}]}],
+     "tools": [{"type": "custom", "custom": {"name": "c"}}], "tool_choice": {"type": "allowed_tools"},
+     "stop": None, "n": 128, "max_tokens": 2**31 - 1, "seed": -1, "logit_bias": {"50256": -100}},
+])
+def test_openai_bodies_the_apis_accept_pass(body):
+    assert chat_request(body, {}, "req-1", 0.0).model == "m"
+
+
+def test_anthropic_bodies_the_api_accepts_pass():
+    body = {"model": "m", "max_tokens": 1, "system": [{"type": "text", "text": "s", "cache_control": {"type": "x"}}],
+            "messages": [{"role": "user", "content": [
+                {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "d"}},
+                {"type": "tool_result", "tool_use_id": "t", "content": "r", "is_error": True},
+                {"type": "search_result", "anything": [1, 2]}]}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}, {"type": "web_search_20250305", "name": "w"}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": True}, "metadata": {"user_id": "u"}}
+    assert messages_request(body, {}, "req-1", 0.0).model == "m"
+
+
+# ------------------------------------------------------------------------- depth
+
+def _depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+_tricky_strings = st.text(alphabet='[]{}"\\ax', max_size=8)
+_json = st.recursive(st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), _tricky_strings),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_tricky_strings, inner, max_size=3),
+                     max_leaves=40)
+
+
+@given(value=_json, limit=st.integers(0, 8))
+def test_json_depth_on_bytes_matches_the_parsed_depth(value, limit):
+    """Brackets and escaped quotes inside strings never count; the byte count equals the tree's."""
+    assert json_depth_exceeds(orjson.dumps(value), limit) == (_depth(value) > limit)

@@ -23,6 +23,7 @@ from .schema import (
     TimeoutsConfig,
     default_config,
     load_config,
+    missing_credentials,
     parse_config,
 )
 from .secrets import Secret
@@ -31,5 +32,5 @@ __all__ = [
     "CircuitBreakerConfig", "ClusterConfig", "Config", "ConfigError", "DeploymentConfig",
     "GatewayKeyConfig", "MockConfig", "PriceConfig", "RateLimitConfig", "ReplicaConfig",
     "RetryConfig", "Secret", "ServerConfig", "SessionConfig", "TimeoutsConfig",
-    "default_config", "load_config", "parse_config",
+    "default_config", "load_config", "missing_credentials", "parse_config",
 ]

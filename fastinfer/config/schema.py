@@ -18,8 +18,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .envvars import expand_env
+from ..redact import mask_url
 from .secrets import SOURCES, Secret
 
 PRIORITIES = ("critical", "high", "normal", "background")
@@ -30,6 +32,8 @@ DEFAULT_BASE_URLS = {
     "anthropic": "https://api.anthropic.com/v1",
     "gemini": "https://generativelanguage.googleapis.com/v1beta",
 }
+#: hosted APIs refuse every request without a key; self-hosted servers (openai_compatible) often need none
+NEEDS_CREDENTIAL = ("openai", "azure_openai", "anthropic", "gemini")
 
 
 class ConfigError(Exception):
@@ -358,8 +362,10 @@ def _check_references(cfg: Config, problems: _Problems) -> None:
             rpath = f"{path}.replicas[{j}]"
             if r.base_url is None and d.provider not in DEFAULT_BASE_URLS and d.provider != "mock":
                 problems.add(f"{rpath}.base_url", "is required for this provider")
-            if r.base_url is not None and not r.base_url.startswith(("http://", "https://")):
-                problems.add(f"{rpath}.base_url", f"must start with http:// or https://, got {r.base_url!r}")
+            if r.base_url is not None:
+                problem = base_url_problem(r.base_url)
+                if problem:
+                    problems.add(f"{rpath}.base_url", problem)
             if r.name is not None:
                 if r.name in replica_names:
                     problems.add(f"{rpath}.name", f"duplicate replica name {r.name!r}")
@@ -375,6 +381,35 @@ def _check_references(cfg: Config, problems: _Problems) -> None:
     key_names = [k.name for k in cfg.keys]
     if len(set(key_names)) != len(key_names):
         problems.add("keys", "key names must be unique")
+
+
+def base_url_problem(url: str) -> str | None:
+    """What is wrong with a replica's ``base_url``, or None: http(s), a host, a port in range,
+    no spaces or control characters, no query or fragment (paths are appended to it)."""
+    shown = repr(mask_url(url))
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return f"must not contain spaces or control characters, got {shown}"
+    if not url.startswith(("http://", "https://")):
+        return f"must start with http:// or https://, got {shown}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"has a port that is not a number from 1 to 65535, got {shown}"
+    if not parts.hostname:
+        return f"has no host, got {shown}"
+    if port == 0:
+        return f"has a port that is not a number from 1 to 65535, got {shown}"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return f"must not have a query or fragment (request paths are appended to it), got {shown}"
+    return None
+
+
+def missing_credentials(cfg: Config) -> list[str]:
+    """Replicas of hosted APIs configured without a credential: every request to them will be refused."""
+    return [f"deployments[{i}].replicas[{j}].credential: none set; {d.provider} upstreams refuse requests without one"
+            for i, d in enumerate(cfg.deployments) if d.provider in NEEDS_CREDENTIAL
+            for j, r in enumerate(d.replicas) if r.credential is None]
 
 
 def _with_replica_defaults(d: DeploymentConfig) -> DeploymentConfig:

@@ -60,6 +60,7 @@ import orjson
 
 from ..errors import (BadRequest, BodyTooLarge, GatewayError, Overloaded, RateLimited, UnknownModel,
                       UpstreamFailure, UpstreamTimeout)
+from ..redact import redact
 from .backoff import parse_duration, parse_retry_after
 
 __all__ = ["Verdict", "Rule", "STATUS_RULES", "classify_reply", "classify_exception", "classify_stream_error",
@@ -194,7 +195,15 @@ class _Parsed:
 
 
 def _parse_error_body(body: bytes | None) -> _Parsed:
-    """Message, code, type from an OpenAI / Anthropic / Gemini error body; tolerant of anything else."""
+    """Message, code, type from an OpenAI / Anthropic / Gemini error body; tolerant of anything else.
+    The message is redacted: it reaches the client, and upstreams echo keys they refuse."""
+    p = _parse_error_fields(body)
+    if p.message:
+        p.message = redact(p.message)
+    return p
+
+
+def _parse_error_fields(body: bytes | None) -> _Parsed:
     p = _Parsed()
     if not body:
         return p

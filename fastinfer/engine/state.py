@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..redact import mask_url
+
 if TYPE_CHECKING:
     from .engine import Engine
 
@@ -23,7 +25,7 @@ def describe_state(engine: "Engine") -> dict:
                          queue_by_priority=dict(zip(("critical", "high", "normal", "background"),
                                                     admission.queue_depth_by_priority())))
         for i, replica in enumerate(cfg.replicas):
-            r = {"name": replica.name, "base_url": replica.base_url, "weight": replica.weight,
+            r = {"name": replica.name, "base_url": mask_url(replica.base_url), "weight": replica.weight,
                  "credential": replica.credential.describe() if replica.credential else None,
                  "in_flight_here": dep.picker.in_flight[i]}
             if dep.breakers is not None:

@@ -21,7 +21,7 @@ from ..engine.state import describe_state
 from ..errors import BadRequest, GatewayError
 from ..ops import AdminAuth, host_stats
 from ..ops.dashboard import PAGE, load_assets
-from .errors import JSON, error_response
+from .errors import JSON
 
 _MAX_FORCE_OPEN_S = 1e9
 _NO_STORE = {"Cache-Control": "no-store"}   # admin answers describe the live system: never cached
@@ -32,15 +32,12 @@ def _json(body, status: int = 200) -> web.Response:
 
 
 def _admin_route(handler):
-    """Authenticate first; render any ``GatewayError`` (auth or the handler's own) as an OpenAI error."""
+    """Authenticate first; a ``GatewayError`` (auth or the handler's own) goes to the gateway's
+    error middleware, which renders it in OpenAI's shape with the request id."""
     @functools.wraps(handler)
     async def route(self: "AdminApi", request: web.Request) -> web.StreamResponse:
-        try:
-            self.auth.check(request.headers.get("Authorization"), request.remote,
-                            f"{request.method} {request.path}")
-            return await handler(self, request)
-        except GatewayError as e:
-            return error_response(e, "openai", request.headers.get("x-request-id", ""))
+        self.auth.check(request.headers.get("Authorization"), request.remote, f"{request.method} {request.path}")
+        return await handler(self, request)
     return route
 
 

@@ -1,62 +1,69 @@
-"""The Anthropic Messages client API: validating bodies into ``GatewayRequest``s.
+"""The Anthropic Messages client API: checking bodies into ``GatewayRequest``s.
 
-Owns: the checks an Anthropic Messages body must pass before it reaches the
-engine; failures are ``BadRequest`` naming the field (the gateway renders
-them in Anthropic's error shape). Must not touch: translation (providers do
-it), the engine, HTTP objects.
+Owns: the shape of every field the translators read from an Anthropic Messages
+body (system blocks, content blocks: text, images and their sources, documents,
+tool use and tool results, thinking; tools, tool_choice, stop sequences, the
+numeric limits of the contract). A wrong field is a ``BadRequest`` naming its path
+as Anthropic does, ``messages.0.content.1.source.data`` (the gateway renders it in
+Anthropic's error shape). Must not touch: translation (providers do it), the
+engine, HTTP objects.
 """
 from __future__ import annotations
 
 from ..engine import GatewayRequest
-from ..errors import BadRequest
-from .openai_api import parse_priority
-from .validate import check_optional_types
+from .openai_api import MAX_TOKENS, parse_priority
+from .validate import ANY_OBJECT, INT32_MAX, Arr, Bool, Int, Num, Obj, OneOf, Str, Tagged, anthropic_path, check_body
 
-_OPTIONAL_TYPES = {
-    "stream": (bool,),
-    "max_tokens": (int,),
-    "system": (str, list),
-    "temperature": (int, float),
-    "top_p": (int, float),
-    "top_k": (int,),
-    "stop_sequences": (list,),
-    "tools": (list,),
-    "tool_choice": (dict,),
-    "metadata": (dict,),
-}
+_TEXT = Obj(required={"text": Str()}, optional={"cache_control": ANY_OBJECT})
+_BASE64 = Obj(required={"media_type": Str(), "data": Str()})
+_URL = Obj(required={"url": Str()})
+_IMAGE = Obj(required={"source": Tagged("type", {"base64": _BASE64, "url": _URL}, other=ANY_OBJECT)})
+_DOCUMENT = Obj(required={"source": Tagged("type", {
+    "base64": _BASE64, "url": _URL, "text": Obj(required={"data": Str()}, optional={"media_type": Str()}),
+}, other=ANY_OBJECT)}, optional={"title": Str(), "context": Str()})
+_RESULT_CONTENT = OneOf(Str(), Arr(Tagged("type", {"text": _TEXT, "image": _IMAGE, "document": _DOCUMENT},
+                                          other=ANY_OBJECT)))
+_BLOCK = Tagged("type", {
+    "text": _TEXT,
+    "image": _IMAGE,
+    "document": _DOCUMENT,
+    "tool_use": Obj(required={"id": Str(), "name": Str(), "input": ANY_OBJECT}),
+    "tool_result": Obj(required={"tool_use_id": Str()}, optional={"content": _RESULT_CONTENT, "is_error": Bool()}),
+    "thinking": Obj(required={"thinking": Str()}, optional={"signature": Str()}),
+    "redacted_thinking": Obj(required={"data": Str()}),
+}, other=ANY_OBJECT)
+_MESSAGE = Obj(required={"role": Str(choices=("user", "assistant")), "content": OneOf(Str(), Arr(_BLOCK))})
+_TOOL = Obj(required={"name": Str()}, optional={"description": Str(), "input_schema": ANY_OBJECT, "type": Str()})
+_CHOICE_FLAGS = {"disable_parallel_tool_use": Bool()}
+_TOOL_CHOICE = Tagged("type", {
+    "auto": Obj(optional=_CHOICE_FLAGS), "any": Obj(optional=_CHOICE_FLAGS), "none": Obj(),
+    "tool": Obj(required={"name": Str()}, optional=_CHOICE_FLAGS),
+})
 
+MESSAGES = Obj(required={"model": Str(nonempty=True), "messages": Arr(_MESSAGE, min_items=1)}, optional={
+    "max_tokens": MAX_TOKENS,
+    "system": OneOf(Str(), Arr(Tagged("type", {"text": _TEXT}))),
+    "stream": Bool(),
+    "temperature": Num(),
+    "top_p": Num(),
+    "top_k": Int(0, INT32_MAX),
+    "stop_sequences": Arr(Str()),
+    "tools": Arr(_TOOL),
+    "tool_choice": _TOOL_CHOICE,
+    "metadata": Obj(optional={"user_id": Str()}),
+    "thinking": Obj(required={"type": Str()}, optional={"budget_tokens": Int(0, INT32_MAX)}),
+    "priority": Str(),
+})
 
-def _check_content(content, where: str) -> None:
-    if isinstance(content, str):
-        return
-    if not isinstance(content, list):
-        raise BadRequest(f"{where}.content must be a string or an array of content blocks.", param=f"{where}.content")
-    for j, block in enumerate(content):
-        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise BadRequest(f"{where}.content.{j} must be an object with a string 'type'.",
-                             param=f"{where}.content.{j}")
+_MESSAGE_FORMAT = "{path}: {what}."
 
 
 def messages_request(body, headers, request_id: str, now: float) -> GatewayRequest:
-    """Validate an Anthropic Messages body; raise ``BadRequest`` naming the bad field."""
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("model: Field required and must be a string.", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages: Field required and must be a non-empty array.", param="messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-            raise BadRequest(f"messages.{i}.role must be 'user' or 'assistant'.", param=f"messages.{i}.role")
-        _check_content(m.get("content"), f"messages.{i}")
-    check_optional_types(body, _OPTIONAL_TYPES, "{key}: must be {wanted}; got {got}.")
-    if body.get("max_tokens") is not None and body["max_tokens"] < 1:
-        raise BadRequest("max_tokens: must be at least 1.", param="max_tokens")
+    """Check an Anthropic Messages body; raise ``BadRequest`` naming the bad field."""
+    check_body(MESSAGES, body, anthropic_path, _MESSAGE_FORMAT)
     priority = parse_priority(headers.get("x-priority") or body.get("priority"), "priority")
     body.pop("priority", None)
     return GatewayRequest(
-        api="anthropic", model=model, body=body, stream=bool(body.get("stream")), request_id=request_id,
+        api="anthropic", model=body["model"], body=body, stream=bool(body.get("stream")), request_id=request_id,
         received_at=now, priority=priority, session_id=headers.get("x-session-id"), client_wants_usage=True,
     )

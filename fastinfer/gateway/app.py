@@ -8,9 +8,7 @@ engine yields it). It knows nothing of replicas or providers.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
 import time
 
 import orjson
@@ -18,14 +16,16 @@ from aiohttp import web
 
 from ..engine import Engine, EngineResult
 from ..engine.state import is_ready
-from ..errors import BadRequest, BodyTooLarge, GatewayError
+from ..errors import BadRequest
 from .admin import AdminApi
-from .errors import JSON, error_response
 from .anthropic_api import messages_request
+from .body import read_json
+from .errors import JSON
+from .middleware import DATA_ROUTE, REQUEST_ID, RateLimitedLog, RequestIds, error_middleware
 from .openai_api import chat_request, passthrough_request
 
-_REQUEST_ID_MAX = 128
 _CLIENT_CLOSED = 499   # the client went away before its answer was complete (nginx's code)
+_TIMEOUT_MS_MAX = 2**31 - 1
 log = logging.getLogger("fastinfer.gateway")
 
 
@@ -39,8 +39,9 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self.draining = False
-        self._id_prefix = os.urandom(6).hex()
-        self._id_counter = itertools.count(1)
+        self.internal_errors = RateLimitedLog(log, self._loop)
+        # one middleware instance (one request-id sequence) for the public and the admin listener
+        self._error_middleware = error_middleware(RequestIds(), self.internal_errors, self._count_error)
         self._models_body = orjson.dumps({"object": "list", "data": [
             {"id": name, "object": "model", "created": int(time.time()), "owned_by": d.config.provider}
             for name, d in engine.deployments.items()]})
@@ -48,7 +49,8 @@ class Gateway:
     def app(self, *, operator_routes: bool = True) -> web.Application:
         """The public listener's app; ``operator_routes=False`` when a separate admin listener has them."""
         # client_max_size is a backstop; the handler checks the limit itself to answer in the API's shape
-        app = web.Application(client_max_size=self.max_body_bytes + 1, handler_args={})
+        app = web.Application(client_max_size=self.max_body_bytes + 1, handler_args={},
+                              middlewares=[self._error_middleware])
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/completions", self.completions)
@@ -57,86 +59,54 @@ class Gateway:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         if operator_routes:
-            self._add_operator_routes(app)
-        app.router.add_route("*", "/{tail:.*}", self.not_found)
+            self._add_operator_routes(app)   # unknown paths are the router's 404, wrong methods its 405
         return app
 
     def operator_app(self) -> web.Application:
         """The admin listener's app (``server.admin_port``): metrics, admin API, dashboard, health."""
-        app = web.Application(client_max_size=1 << 20)
+        app = web.Application(client_max_size=1 << 20, middlewares=[self._error_middleware])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         self._add_operator_routes(app)
-        app.router.add_route("*", "/{tail:.*}", self.not_found)
         return app
 
     def _add_operator_routes(self, app: web.Application) -> None:
         app.router.add_get("/metrics", self.metrics)
         self.admin.register(app)
 
-    # --------------------------------------------------------------- helpers
-
-    def _request_id(self, request: web.Request) -> str:
-        given = request.headers.get("x-request-id")
-        if given and len(given) <= _REQUEST_ID_MAX and given.isprintable():
-            return given
-        return f"{self._id_prefix}-{next(self._id_counter)}"
-
-    async def _read_json(self, request: web.Request):
-        length = request.content_length
-        if length is not None and length > self.max_body_bytes:
-            raise BodyTooLarge(f"Request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes.")
-        try:
-            async with asyncio.timeout(self.body_timeout_s):
-                raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise BodyTooLarge(f"Request body exceeds the limit of {self.max_body_bytes} bytes.") from None
-        except TimeoutError:
-            raise GatewayError("The request body did not arrive in time.", status=408,
-                               type="invalid_request_error", code="request_timeout") from None
-        if len(raw) > self.max_body_bytes:
-            raise BodyTooLarge(f"Request body exceeds the limit of {self.max_body_bytes} bytes.")
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise BadRequest(f"The request body is not valid JSON: {e}") from None
-
     # --------------------------------------------------------------- routes
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, chat_request, "openai")
+        return await self._serve(request, chat_request)
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, messages_request, "anthropic")
+        return await self._serve(request, messages_request)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, _passthrough("completions"), "openai")
+        return await self._serve(request, _passthrough("completions"))
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, _passthrough("embeddings"), "openai")
+        return await self._serve(request, _passthrough("embeddings"))
 
-    async def _serve(self, request: web.Request, parse, api: str) -> web.StreamResponse:
-        """One data route: ``parse`` validates the body into a request; errors in ``api``'s shape."""
+    async def _serve(self, request: web.Request, parse) -> web.StreamResponse:
+        """One data route: ``parse`` checks the body into a request. Errors are raised: the
+        middleware renders them in the route's API shape and counts them (``_count_error``)."""
         now = self._loop.time()
-        request_id = self._request_id(request)
-        req = None
+        request_id = request[REQUEST_ID]
+        request[DATA_ROUTE] = route = [None, now]     # the deployment, once known
         try:
-            req = parse(await self._read_json(request), request.headers, request_id, now)
+            timeout_ms = request.headers.get("x-timeout-ms")
+            deadline = None if timeout_ms is None else now + _parse_timeout_ms(timeout_ms)
+            req = parse(await read_json(request, self.max_body_bytes, self.body_timeout_s),
+                        request.headers, request_id, now)
+            route[0] = req.model
             if req.endpoint != "chat" and req.endpoint not in self.engine.deployment(req.model).provider.endpoints:
                 raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
-            timeout_ms = request.headers.get("x-timeout-ms")
-            if timeout_ms is not None:
-                req.deadline = now + _parse_timeout_ms(timeout_ms)
+            req.deadline = deadline
             result = await self.engine.chat(req)
-        except GatewayError as e:
-            self._account(req.model if req is not None else None, e.status, now)
-            return error_response(e, api, request_id)
         except asyncio.CancelledError:
-            self._account(req.model if req is not None else None, _CLIENT_CLOSED, now)
+            self._account(route[0], _CLIENT_CLOSED, now)
             raise
-        except Exception:
-            log.exception("request %s failed inside the gateway", request_id)
-            return error_response(GatewayError("Internal gateway error."), api, request_id)
         try:
             response = await self._respond(request, result, request_id, now)
         except asyncio.CancelledError:
@@ -145,7 +115,15 @@ class Gateway:
         self._account(req.model, result.status, now, result)
         return response
 
-    def _account(self, deployment: str | None, status: int, received_at: float,
+    def _count_error(self, request: web.Request, status: int) -> None:
+        """An error answer, counted: every answer of a data route, and an internal error of any route."""
+        route = request.get(DATA_ROUTE)
+        if route is not None:
+            self._account(route[0], status, route[1])
+        elif status >= 500:
+            self._account(None, status, None)
+
+    def _account(self, deployment: str | None, status: int, received_at: float | None,
                  result: EngineResult | None = None) -> None:
         """Count the request once it is answered: code, duration, gateway overhead."""
         metrics = self.engine.metrics
@@ -153,6 +131,8 @@ class Gateway:
             return
         name = deployment or ""
         metrics.request(name, status)
+        if received_at is None:
+            return
         duration = self._loop.time() - received_at
         metrics.observe("request_duration_seconds", name, duration)
         if result is not None:
@@ -184,18 +164,19 @@ class Gateway:
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
             pass  # the client left; closing the stream closes the upstream
+        except Exception as e:
+            # the head went out: no error answer is possible any more. Cut the connection so the
+            # stream cannot look finished, and count and log it like any internal error.
+            self.internal_errors.exception(f"request {request_id}: stream failed inside the gateway", e)
+            result.status = 500
+            if request.transport is not None:
+                request.transport.close()
         finally:
             result.stream.close()
         return response
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._models_body, content_type=JSON,
-                            headers={"x-request-id": self._request_id(request)})
-
-    async def not_found(self, request: web.Request) -> web.Response:
-        err = GatewayError(f"No route for {request.method} {request.path}.", status=404,
-                           type="invalid_request_error", code="unknown_url")
-        return error_response(err, "openai", self._request_id(request))
+        return web.Response(body=self._models_body, content_type=JSON)
 
     async def metrics(self, request: web.Request) -> web.Response:
         if self.engine.metrics is None:
@@ -222,14 +203,12 @@ def _passthrough(endpoint: str):
 
 
 def _parse_timeout_ms(value: str) -> float:
-    try:
-        ms = int(value)
-    except ValueError:
-        ms = -1
-    if ms <= 0:
-        raise BadRequest(f"x-timeout-ms must be a positive integer of milliseconds; got {value!r}",
-                         param="x-timeout-ms")
-    return ms / 1000
+    """The contract's ``x-timeout-ms``: an ASCII integer from 1 to 2^31-1 milliseconds, in seconds."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 10 and 1 <= int(value) <= _TIMEOUT_MS_MAX):
+        shown = value if len(value) <= 24 else value[:21] + "..."
+        raise BadRequest(f"x-timeout-ms must be an integer from 1 to {_TIMEOUT_MS_MAX} (milliseconds); "
+                         f"got {shown!r}", param="x-timeout-ms")
+    return int(value) / 1000
 
 
 class _ClientStream:

@@ -1,23 +1,85 @@
-"""The OpenAI client API: validating bodies into ``GatewayRequest``s."""
+"""The OpenAI client API: checking chat-completions, completions and embeddings bodies.
+
+Owns: the shape of every field the translators and providers read from an OpenAI
+body (content parts, images, files, tool calls, tools, tool_choice, stop,
+response_format, the numeric limits of the contract) and turning a body into a
+``GatewayRequest``. A wrong field is a ``BadRequest`` whose ``param`` is its path,
+``messages[0].content[1].image_url.url``. Must not touch: translation, the engine,
+HTTP objects.
+"""
 from __future__ import annotations
 
 from ..engine import PRIORITY_LEVELS, GatewayRequest
 from ..errors import BadRequest
-from .validate import check_optional_types
+from .validate import ANY_OBJECT, INT32_MAX, Arr, Bool, Int, Num, Obj, OneOf, Str, Tagged, check_body, openai_path
 
-_OPTIONAL_TYPES = {
-    "stream": (bool,),
-    "stream_options": (dict,),
-    "max_tokens": (int,),
-    "max_completion_tokens": (int,),
-    "n": (int,),
-    "temperature": (int, float),
-    "top_p": (int, float),
-    "stop": (str, list),
-    "tools": (list,),
-    "user": (str,),
-    "response_format": (dict,),
-}
+#: the contract's limits, shared with the Anthropic API
+MAX_TOKENS = Int(1, INT32_MAX)
+CHOICES = Int(1, 128)
+STOP = OneOf(Str(), Arr(Str()))
+
+_TEXT = Obj(required={"text": Str()})
+_PART = Tagged("type", {
+    "text": _TEXT,
+    "image_url": Obj(required={"image_url": OneOf(
+        Str(), Obj(required={"url": Str()}, optional={"detail": Str()}))}),
+    "file": Obj(required={"file": Obj(optional={"file_data": Str(), "file_id": Str(), "filename": Str()})}),
+    "input_audio": Obj(required={"input_audio": Obj(required={"data": Str(), "format": Str()})}),
+    "refusal": Obj(required={"refusal": Str()}),
+}, other=ANY_OBJECT)
+_CONTENT = OneOf(Str(), Arr(_PART))
+_TOOL_CALL = Obj(required={"function": Obj(required={"name": Str()}, optional={"arguments": Str()})},
+                 optional={"id": Str(), "type": Str()})
+_SPEAKER = Obj(required={"content": _CONTENT}, optional={"name": Str()})
+_MESSAGE = Tagged("role", {
+    "system": _SPEAKER,
+    "developer": _SPEAKER,
+    "user": _SPEAKER,
+    "assistant": Obj(optional={"content": _CONTENT, "tool_calls": Arr(_TOOL_CALL), "name": Str(), "refusal": Str(),
+                               "function_call": Obj(optional={"name": Str(), "arguments": Str()}),
+                               "reasoning_content": Str()}),
+    "tool": Obj(required={"content": _CONTENT, "tool_call_id": Str()}),
+    "function": Obj(required={"name": Str()}, optional={"content": Str()}),
+}, other=Obj(optional={"content": _CONTENT, "name": Str()}))   # compatible servers' own roles
+_TOOL = Tagged("type", {
+    "function": Obj(required={"function": Obj(required={"name": Str()},
+                                              optional={"description": Str(), "parameters": ANY_OBJECT,
+                                                        "strict": Bool()})}),
+}, other=ANY_OBJECT, default="function")
+_TOOL_CHOICE = OneOf(Str(choices=("none", "auto", "required")),
+                     Obj(optional={"type": Str(), "function": Obj(required={"name": Str()})}))
+_RESPONSE_FORMAT = Obj(required={"type": Str()}, optional={"json_schema": Obj(optional={
+    "name": Str(), "description": Str(), "schema": ANY_OBJECT, "strict": Bool()})})
+_STREAM_OPTIONS = Obj(optional={"include_usage": Bool()})
+_SAMPLING = {"temperature": Num(), "top_p": Num(), "presence_penalty": Num(), "frequency_penalty": Num(),
+             "seed": Int(), "stop": STOP, "user": Str(), "logit_bias": ANY_OBJECT, "priority": Str(),
+             "n": CHOICES, "max_tokens": MAX_TOKENS, "stream": Bool(), "stream_options": _STREAM_OPTIONS}
+
+CHAT = Obj(required={"model": Str(nonempty=True), "messages": Arr(_MESSAGE, min_items=1)}, optional={
+    **_SAMPLING,
+    "max_completion_tokens": MAX_TOKENS,
+    "tools": Arr(_TOOL),
+    "tool_choice": _TOOL_CHOICE,
+    "parallel_tool_calls": Bool(),
+    "response_format": _RESPONSE_FORMAT,
+    "logprobs": Bool(),
+    "top_logprobs": Int(0),
+    "metadata": ANY_OBJECT,
+})
+_PROMPT = OneOf(Str(), Arr(OneOf(Str(), Int(), Arr(Int()))))
+COMPLETIONS = Obj(required={"model": Str(nonempty=True), "prompt": _PROMPT}, optional={
+    **_SAMPLING, "echo": Bool(), "suffix": Str(), "logprobs": Int(0), "best_of": Int(1)})
+EMBEDDINGS = Obj(required={"model": Str(nonempty=True), "input": _PROMPT}, optional={
+    "dimensions": Int(1, INT32_MAX), "encoding_format": Str(choices=("float", "base64")), "user": Str(),
+    "priority": Str()})
+_PASSTHROUGH = {"completions": COMPLETIONS, "embeddings": EMBEDDINGS}
+
+_MESSAGE_FORMAT = "'{path}' {what}."
+
+
+def check(shape, body) -> None:
+    """Raise ``BadRequest`` (OpenAI's wording, ``param`` = the path) for the first wrong field."""
+    check_body(shape, body, openai_path, _MESSAGE_FORMAT)
 
 
 def parse_priority(value, param: str) -> int:
@@ -30,50 +92,29 @@ def parse_priority(value, param: str) -> int:
 
 
 def chat_request(body, headers, request_id: str, now: float) -> GatewayRequest:
-    """Validate an OpenAI chat-completions body; raise ``BadRequest`` naming the bad field."""
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a string.", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' is required and must be a non-empty array.", param="messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise BadRequest(f"messages[{i}] must be an object with a string 'role'.", param=f"messages[{i}]")
-    check_optional_types(body, _OPTIONAL_TYPES, "'{key}' must be {wanted}; got {got}.")
-    priority = parse_priority(headers.get("x-priority") or body.pop("priority", None), "priority")
+    """Check an OpenAI chat-completions body; raise ``BadRequest`` naming the bad field."""
+    check(CHAT, body)
+    priority = parse_priority(headers.get("x-priority") or body.get("priority"), "priority")
     body.pop("priority", None)
     stream = bool(body.get("stream"))
     options = body.get("stream_options")
     if options is not None and not stream:
         raise BadRequest("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
     return GatewayRequest(
-        api="openai", model=model, body=body, stream=stream, request_id=request_id, received_at=now,
+        api="openai", model=body["model"], body=body, stream=stream, request_id=request_id, received_at=now,
         priority=priority, session_id=headers.get("x-session-id"),
         client_wants_usage=bool(options and options.get("include_usage")),
     )
 
 
 def passthrough_request(body, headers, request_id: str, now: float, endpoint: str) -> GatewayRequest:
-    """Validate an OpenAI ``/v1/completions`` or ``/v1/embeddings`` body (forwarded as is)."""
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a string.", param="model")
-    field = "prompt" if endpoint == "completions" else "input"
-    if body.get(field) is None:
-        raise BadRequest(f"'{field}' is required.", param=field)
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise BadRequest("'stream' must be a boolean.", param="stream")
+    """Check an OpenAI ``/v1/completions`` or ``/v1/embeddings`` body (forwarded as is)."""
+    check(_PASSTHROUGH[endpoint], body)
     priority = parse_priority(headers.get("x-priority") or body.get("priority"), "priority")
     body.pop("priority", None)
     options = body.get("stream_options")
     return GatewayRequest(
-        api="openai", model=model, body=body, stream=bool(stream) and endpoint == "completions",
+        api="openai", model=body["model"], body=body, stream=bool(body.get("stream")) and endpoint == "completions",
         request_id=request_id, received_at=now, priority=priority, session_id=headers.get("x-session-id"),
-        client_wants_usage=bool(isinstance(options, dict) and options.get("include_usage")), endpoint=endpoint,
+        client_wants_usage=bool(options and options.get("include_usage")), endpoint=endpoint,
     )

@@ -13,7 +13,8 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from .plan import TOOL_ARGS, TOOL_ARGS_PIECES, Answer, View, count_words, plan, reshape_error, write_stream
+from .plan import (TOOL_ARGS, TOOL_ARGS_PIECES, Answer, View, count_words, new_id, plan, reshape_error,
+                   stream_error_message, write_stream)
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
@@ -84,9 +85,6 @@ def message_of(answer: Answer, message_id: str, model: str) -> dict:
             "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": answer.completion_tokens}}
 
 
-_STREAM_ERROR = _event("error", error_body(529, "Overloaded"))
-
-
 async def messages(upstream, request: web.Request) -> web.StreamResponse:
     async def answer(request, body, behaviour):
         if not isinstance(body.get("messages"), list):
@@ -96,10 +94,10 @@ async def messages(upstream, request: web.Request) -> web.StreamResponse:
         if not request.headers.get("anthropic-version"):
             return _error(400, "anthropic-version: header is required")
         result = plan(view_of(body), upstream.chaos.tokens, behaviour)
-        message_id = f"msg_mock{upstream.stats.requests}"
+        message_id = new_id("msg_")
         model = body.get("model", "mock")
         if body.get("stream"):
-            return await write_stream(upstream, request, frames_of(result, message_id, model), behaviour,
-                                      _STREAM_ERROR)
+            error = _event("error", error_body(529, stream_error_message(behaviour, "Overloaded")))
+            return await write_stream(upstream, request, frames_of(result, message_id, model), behaviour, error)
         return web.Response(body=orjson.dumps(message_of(result, message_id, model)), content_type="application/json")
     return reshape_error(await upstream._handle(request, answer), error_body)

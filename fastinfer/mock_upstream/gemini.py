@@ -12,7 +12,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from .plan import TOOL_ARGS, Answer, View, count_words, plan, reshape_error, write_stream
+from .plan import TOOL_ARGS, Answer, View, count_words, new_id, plan, reshape_error, stream_error_message, write_stream
 
 STATUSES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
             429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
@@ -76,9 +76,6 @@ def frames_of(answer: Answer, model: str, response_id: str) -> list[bytes]:
     return frames
 
 
-_STREAM_ERROR = b"data: " + orjson.dumps(error_body(500, "mock upstream stream error")) + b"\r\n\r\n"
-
-
 async def generate(upstream, request: web.Request) -> web.StreamResponse:
     model, _, action = request.match_info["target"].partition(":")
     if action not in ("generateContent", "streamGenerateContent"):
@@ -93,9 +90,10 @@ async def generate(upstream, request: web.Request) -> web.StreamResponse:
         if not isinstance(body.get("contents"), list) or not body["contents"]:
             return _error(400, "contents is required")
         result = plan(view_of(body), upstream.chaos.tokens, behaviour)
-        response_id = f"mockresp{upstream.stats.requests}"
+        response_id = new_id("resp")
         if action == "streamGenerateContent":
+            error = error_body(500, stream_error_message(behaviour, "mock upstream stream error"))
             return await write_stream(upstream, request, frames_of(result, model, response_id), behaviour,
-                                      _STREAM_ERROR)
+                                      b"data: " + orjson.dumps(error) + b"\r\n\r\n")
         return web.Response(body=orjson.dumps(reply_of(result, model, response_id)), content_type="application/json")
     return reshape_error(await upstream._handle(request, answer), error_body)

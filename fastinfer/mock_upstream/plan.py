@@ -12,6 +12,8 @@ token-splitting helpers, so the mock behaves like a foreign server.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 from dataclasses import dataclass, field
 
 import orjson
@@ -21,6 +23,26 @@ from ..providers.mock import completion_words
 
 TOOL_ARGS = {"city": "Paris"}
 TOOL_ARGS_PIECES = ('{"city": ', '"Paris"}')  # streamed as two argument deltas
+
+# ids unique across requests, resets and mock processes (a client may key on them)
+_ids = itertools.count(1)
+_id_prefix = os.urandom(4).hex()
+
+
+def new_id(prefix: str) -> str:
+    """``chatcmpl-mock<random><n>``, ``msg_mock…``: never repeated, not even after /_mock/reset."""
+    return f"{prefix}mock{_id_prefix}{next(_ids)}"
+
+
+def length_and_finish(natural: int, max_tokens) -> tuple[int, str]:
+    """How long an answer of ``natural`` tokens is under ``max_tokens``, and why it ended.
+
+    One rule for every format, streamed or not: an answer cut short by
+    ``max_tokens`` ends with "length"; one that fits (exactly, too) with "stop".
+    """
+    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and 0 <= max_tokens < natural:
+        return max_tokens, "length"
+    return natural, "stop"
 
 
 @dataclass
@@ -60,11 +82,8 @@ def plan(view: View, default_tokens: int, behaviour: dict) -> Answer:
         return Answer(words, None, "stop", view.prompt_tokens)
     if wants_tools(view):
         return Answer([], view.tools[0], "tool", view.prompt_tokens)
-    n = behaviour.get("tokens", default_tokens)
-    if view.max_tokens:
-        n = min(n, view.max_tokens)
+    n, finish = length_and_finish(behaviour.get("tokens", default_tokens), view.max_tokens)
     words = completion_words({"messages": [{"content": view.last_text}]}, n)
-    finish = "length" if view.max_tokens is not None and len(words) == view.max_tokens else "stop"
     return Answer(words, None, finish, view.prompt_tokens)
 
 
@@ -80,6 +99,7 @@ async def write_stream(upstream, request: web.Request, frames: list[bytes], beha
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        **(headers or {}), **behaviour.get("headers", {})})
     await resp.prepare(request)
+    request["mock_streaming"] = True   # from here an error cannot become a 400 answer
     itl = behaviour.get("itl_ms", upstream.chaos.itl_ms) / 1000
     cut_after = behaviour.get("cut_after")
     ended = getattr(upstream, "_ended", None) or (lambda request, end: None)
@@ -106,6 +126,12 @@ async def write_stream(upstream, request: web.Request, frames: list[bytes], beha
 
 
 # ------------------------------------------------------------------- errors
+
+def stream_error_message(behaviour: dict, default: str) -> str:
+    """The message of a scripted ``stream_error`` payload (OpenAI-shaped), for formats that re-shape it."""
+    error = (behaviour.get("stream_error") or {}).get("error")
+    return error.get("message", default) if isinstance(error, dict) else default
+
 
 def reshape_error(resp: web.StreamResponse, render) -> web.StreamResponse:
     """The mock's OpenAI-shaped early error answer, re-rendered by ``render(status, message)``."""
@@ -150,11 +176,10 @@ def _openai_text(content) -> str:
 async def openai_tool_answer(upstream, request: web.Request, body: dict, behaviour: dict) -> web.StreamResponse:
     """An OpenAI chat answer for a tool-calling conversation (text or ``tool_calls``)."""
     answer = plan(openai_view(body), upstream.chaos.tokens, behaviour)
-    n = upstream.stats.requests
-    head = {"id": f"chatcmpl-mock{n}", "created": upstream._created, "model": body.get("model", "mock")}
+    head = {"id": new_id("chatcmpl-"), "created": upstream._created, "model": body.get("model", "mock")}
     usage = {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
              "total_tokens": answer.prompt_tokens + answer.completion_tokens}
-    call = {"id": f"call_mock{n}", "type": "function",
+    call = {"id": new_id("call_"), "type": "function",
             "function": {"name": answer.tool, "arguments": "".join(TOOL_ARGS_PIECES)}}
     finish = {"tool": "tool_calls"}.get(answer.finish, answer.finish)
     if not body.get("stream"):

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from ..providers.mock import completion_words, count_prompt_tokens
 from . import anthropic, gemini
-from .plan import openai_tool_answer, openai_view, wants_tools
+from .plan import length_and_finish, new_id, openai_tool_answer, openai_view, wants_tools
 
 JSON = "application/json"
 
@@ -76,6 +76,7 @@ class MockUpstream:
         self.script: deque[dict] = deque()   # queued one-shot answers, consumed in order
         self.rng = random.Random(self.chaos.seed)
         self._created = int(time.time())
+        self.holds: dict[str, asyncio.Event] = {}   # script step "hold": name -> released by /_mock/release
 
     # ----------------------------------------------------------------- app
 
@@ -93,6 +94,7 @@ class MockUpstream:
         app.router.add_post("/_mock/reset", self.reset)
         app.router.add_post("/_mock/config", self.set_config)
         app.router.add_post("/_mock/script", self.push_script)
+        app.router.add_post("/_mock/release", self.release)
         return app
 
     async def get_stats(self, request: web.Request) -> web.Response:
@@ -101,7 +103,18 @@ class MockUpstream:
     async def reset(self, request: web.Request) -> web.Response:
         self.stats = Stats()
         self.script.clear()
+        for event in self.holds.values():
+            event.set()
+        self.holds.clear()
         return web.json_response({"ok": True})
+
+    async def release(self, request: web.Request) -> web.Response:
+        """``{"hold": name}``: let the requests held by a ``hold`` step of that name go on."""
+        name = orjson.loads(await request.read()).get("hold")
+        event = self.holds.pop(name, None)
+        if event is not None:
+            event.set()
+        return web.json_response({"released": event is not None})
 
     async def set_config(self, request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
@@ -118,10 +131,14 @@ class MockUpstream:
         """Queue answers, one per request, in order.
 
         Keys: ``status`` (+ ``message``, ``code``), ``headers`` (on any answer), ``hang``,
-        ``latency_ms``, ``itl_ms``, ``tokens``, ``body`` (raw answer text); streams also
+        ``hold: name`` (wait until POST /_mock/release {"hold": name}), ``latency_ms``, ``itl_ms``,
+        ``tokens``, ``body`` (raw answer text). ``{api_key}`` in a ``message`` or a
+        ``stream_error`` is replaced by the key the request carried, as upstreams that echo
+        a refused key do. Streams also
         ``cut_after: n`` (close the connection before chunk n), ``garbage_at: n``,
         ``stream_error_at: n`` (an in-stream error event at chunk n — ``stream_error`` sets its
-        payload — then the body ends without [DONE]) and ``idle_after: n`` (n chunks, then stall
+        OpenAI payload, whose message Anthropic and Gemini streams carry — then the body ends
+        without [DONE]) and ``idle_after: n`` (n chunks, then stall
         with the connection open). E.g. [{"status": 500}, {"hang": true}, {"idle_after": 2}, {}].
         """
         steps = orjson.loads(await request.read())
@@ -165,16 +182,20 @@ class MockUpstream:
             return {"cut_after": c.cut_after}
         return {}
 
+    @staticmethod
+    def given_key(request: web.Request) -> str:
+        """The API key a request carries: Bearer, x-api-key (Anthropic, Gemini) or api-key (Azure)."""
+        auth = request.headers.get("Authorization", "")
+        return auth[7:] if auth.startswith("Bearer ") else (
+            request.headers.get("x-api-key") or request.headers.get("api-key", ""))
+
     def _unauthorized(self, request: web.Request) -> web.Response | None:
         accepted = set(self.chaos.api_keys or ())
         if self.chaos.api_key:
             accepted.add(self.chaos.api_key)
         if not accepted:
             return None
-        auth = request.headers.get("Authorization", "")
-        given = auth[7:] if auth.startswith("Bearer ") else (
-            request.headers.get("x-api-key") or request.headers.get("api-key", ""))
-        if given in accepted:
+        if self.given_key(request) in accepted:
             return None
         return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
 
@@ -191,8 +212,13 @@ class MockUpstream:
         if denied is not None:
             return body, {}, denied
         behaviour = self._next_behaviour()
+        if "{api_key}" in orjson.dumps(behaviour).decode():
+            key = self.given_key(request)
+            behaviour = orjson.loads(orjson.dumps(behaviour).decode().replace("{api_key}", key))
         if behaviour.get("hang"):
             await asyncio.sleep(3600)
+        if behaviour.get("hold"):
+            await self.holds.setdefault(behaviour["hold"], asyncio.Event()).wait()
         delay = behaviour.get("latency_ms", self.chaos.latency_ms)
         if delay:
             await asyncio.sleep(delay / 1000)
@@ -210,7 +236,13 @@ class MockUpstream:
     async def _handle(self, request: web.Request, answer) -> web.StreamResponse:
         try:
             body, behaviour, early = await self._admit(request)
-            resp = early if early is not None else await answer(request, body, behaviour)
+            try:
+                resp = early if early is not None else await answer(request, body, behaviour)
+            except (TypeError, AttributeError, KeyError, ValueError) as e:
+                if request.get("mock_streaming"):
+                    raise
+                # a body of the right JSON type but the wrong shape inside: a real API says 400
+                resp = _error(400, f"The mock could not read this request: {type(e).__name__}: {e}")
             if behaviour.get("headers") and not resp.prepared:
                 resp.headers.update(behaviour["headers"])
             return resp
@@ -234,31 +266,31 @@ class MockUpstream:
     async def _chat_answer(self, request, body, behaviour) -> web.StreamResponse:
         if not isinstance(body.get("messages"), list):
             return _error(400, "'messages' is a required property", param="messages")
-        if wants_tools(openai_view(body)):
+        view = openai_view(body)
+        if wants_tools(view):
             return await openai_tool_answer(self, request, body, behaviour)
         model = body.get("model", "mock")
-        n_tokens = behaviour.get("tokens", body.get("max_tokens") or self.chaos.tokens)
-        n_tokens = min(n_tokens, body.get("max_tokens") or n_tokens)
+        n_tokens, finish = length_and_finish(behaviour.get("tokens", self.chaos.tokens), view.max_tokens)
         words = completion_words(body, n_tokens)
         usage = {"prompt_tokens": count_prompt_tokens(body), "completion_tokens": len(words)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if body.get("stream"):
-            return await self._stream_chat(request, body, model, words, usage, behaviour)
+            return await self._stream_chat(request, body, model, words, usage, finish, behaviour)
         answer = {
-            "id": f"chatcmpl-mock{self.stats.requests}", "object": "chat.completion",
-            "created": self._created, "model": model,
+            "id": new_id("chatcmpl-"), "object": "chat.completion", "created": self._created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words)},
-                         "finish_reason": "length" if body.get("max_tokens") == len(words) else "stop"}],
+                         "finish_reason": finish}],
             "usage": usage,
         }
         return web.Response(body=orjson.dumps(answer), content_type=JSON)
 
-    async def _stream_chat(self, request, body, model, words, usage, behaviour) -> web.StreamResponse:
+    async def _stream_chat(self, request, body, model, words, usage, finish, behaviour) -> web.StreamResponse:
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            **behaviour.get("headers", {})})
         await resp.prepare(request)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        head = {"id": f"chatcmpl-mock{self.stats.requests}", "object": "chat.completion.chunk",
+        request["mock_streaming"] = True
+        head = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk",
                 "created": self._created, "model": model}
         extra = {"usage": None} if include_usage else {}
         itl = behaviour.get("itl_ms", self.chaos.itl_ms) / 1000
@@ -267,7 +299,7 @@ class MockUpstream:
                                         "finish_reason": None}], **extra}]
         frames += [{**head, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}], **extra}
                    for w in words]
-        frames.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **extra})
+        frames.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], **extra})
         if include_usage:
             frames.append({**head, "choices": [], "usage": usage})
         for i, frame in enumerate(frames):
@@ -297,11 +329,11 @@ class MockUpstream:
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         async def answer(request, body, behaviour):
-            words = completion_words({"messages": [{"content": str(body.get("prompt", ""))}]},
-                                     body.get("max_tokens") or self.chaos.tokens)
+            n_tokens, finish = length_and_finish(behaviour.get("tokens", self.chaos.tokens), body.get("max_tokens"))
+            words = completion_words({"messages": [{"content": str(body.get("prompt", ""))}]}, n_tokens)
             return web.Response(body=orjson.dumps({
-                "id": "cmpl-mock", "object": "text_completion", "created": self._created,
-                "model": body.get("model"), "choices": [{"index": 0, "text": "".join(words), "finish_reason": "stop"}],
+                "id": new_id("cmpl-"), "object": "text_completion", "created": self._created,
+                "model": body.get("model"), "choices": [{"index": 0, "text": "".join(words), "finish_reason": finish}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": len(words), "total_tokens": 1 + len(words)},
             }), content_type=JSON)
         return await self._handle(request, answer)

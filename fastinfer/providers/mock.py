@@ -17,13 +17,14 @@ import orjson
 
 from ..config import DeploymentConfig
 from .base import IteratorStream, Provider, UpstreamReply
+from .translate.common import new_id
 
 
 def _text_of(content) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return ""
 
 
@@ -65,7 +66,7 @@ class MockProvider(Provider):
         usage = {"prompt_tokens": count_prompt_tokens(body), "completion_tokens": len(words)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         created = int(time.time())
-        head = {"id": f"chatcmpl-{id(body):x}", "created": created, "model": self.deployment.upstream_model}
+        head = {"id": new_id("chatcmpl-"), "created": created, "model": self.deployment.upstream_model}
         if knobs.ttft_ms:
             await asyncio.sleep(knobs.ttft_ms / 1000)
         if not stream:

@@ -16,6 +16,7 @@ import orjson
 from ..errors import UpstreamFailure
 
 from .._core.sse import SSEParser, encode_data
+from ..redact import redact_bytes
 from .base import Provider, StreamRelay, UpstreamReply, whole_events
 from .http import post
 from .translate.common import estimated_usage, json_object, make_usage, usage_from_openai
@@ -103,6 +104,7 @@ class OpenAIStreamRelay(StreamRelay):
             return out  # the common token chunk: forwarded untouched, never parsed
         events = self._parser.feed(out)
         drop = None
+        redacted: dict[int, bytes] = {}   # error events whose text had to be cleaned
         self._events += len(events)
         for i, event in enumerate(events):
             data = event.data
@@ -115,14 +117,16 @@ class OpenAIStreamRelay(StreamRelay):
                 self.failure = UpstreamFailure("upstream sent a malformed stream event")
                 return b"".join(encode_data(e.data) for j, e in enumerate(events[:i]) if j != drop)
             if "error" in frame:
-                self.error = data
+                self.error = redact_bytes(data)
+                if self.error is not data:
+                    redacted[i] = self.error
             elif frame.get("usage"):
                 self._usage = usage_from_openai(frame["usage"])
                 if not self._client_wants_usage and not frame.get("choices"):
                     drop = i
-        if drop is None:
+        if drop is None and not redacted:
             return out
-        return b"".join(encode_data(e.data) for j, e in enumerate(events) if j != drop)
+        return b"".join(encode_data(redacted.get(j, e.data)) for j, e in enumerate(events) if j != drop)
 
     def error_event(self, err) -> bytes:
         return encode_data(orjson.dumps({"error": {"message": err.message, "type": err.type, "code": err.code}}))

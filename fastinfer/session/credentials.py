@@ -55,6 +55,7 @@ import time
 from typing import Callable
 
 from ..config.secrets import Secret, SecretUnavailable
+from ..redact import remember
 
 log = logging.getLogger("fastinfer.session")
 
@@ -92,7 +93,7 @@ class CredentialSource:
     async def start(self) -> None:
         """The first read; a source that yields nothing now still starts (the upstream will say 401)."""
         await self.refresh("start", force=True)
-        if self._value is None:
+        if self._value is None and self.secret is not None:   # a replica with no credential needs none
             log.warning("replica %s: credential %s unavailable: %s", self.name, self.describe(), self.last_error)
 
     async def refresh(self, cause: str = "manual", *, seen_version: int | None = None, force: bool = False) -> bool:
@@ -166,6 +167,7 @@ class CredentialSource:
         if not value or value == self._value:
             return False
         first = self._value is None
+        remember(value)   # error texts and logs never show it (``redact``)
         self._value = value
         self.version += 1
         if not first:

@@ -22,8 +22,9 @@ _SCHEMA_DROP = frozenset(("additionalProperties", "$schema", "strict", "$id", "e
 def _clean_schema(schema):
     """JSON Schema -> the OpenAPI subset Gemini's ``parameters`` accepts (drops unsupported keys)."""
     if isinstance(schema, dict):
-        return {k: _clean_schema(v) if k != "properties" else {p: _clean_schema(s) for p, s in v.items()}
-                for k, v in schema.items() if k not in _SCHEMA_DROP}
+        # "properties" maps names to schemas; any other value (enum data, a wrong schema) is cleaned as is
+        return {k: {p: _clean_schema(s) for p, s in v.items()} if k == "properties" and isinstance(v, dict)
+                else _clean_schema(v) for k, v in schema.items() if k not in _SCHEMA_DROP}
     if isinstance(schema, list):
         return [_clean_schema(s) for s in schema]
     return schema

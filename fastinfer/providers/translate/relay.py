@@ -13,6 +13,7 @@ import orjson
 
 from ..._core.sse import SSEParser, encode_data, encode_event
 from ...errors import UpstreamFailure
+from ...redact import redact, redact_bytes
 from ..base import StreamRelay, whole_events
 from .common import DONE, ERROR, estimated_usage, json_object, make_usage, usage_from_anthropic
 
@@ -82,7 +83,7 @@ class TranslatingRelay(StreamRelay):
                 items = [produced for item in items for produced in stage.push(*item)]
             for name, payload in items:
                 if name == ERROR:
-                    self.error = self._error_bytes(payload["message"], payload.get("type") or "api_error")
+                    self.error = self._error_bytes(redact(str(payload["message"])), payload.get("type") or "api_error")
                     out.append(self.error)
                     return b"".join(out)
                 out.append(self._encode(name, payload))
@@ -166,7 +167,10 @@ class AnthropicStreamRelay(StreamRelay):
             elif name == "message_stop":
                 self.finished = True
             elif name == "error":
-                self.error = event.data
+                self.error = redact_bytes(event.data)
+                if self.error is not event.data:   # the upstream's text quoted a key: re-encode without it
+                    return b"".join(encode_event(e.data if e is not event else self.error, event=e.event.encode())
+                                    for e in events)
         return out
 
     def error_event(self, err) -> bytes:

@@ -1,0 +1,83 @@
+"""Reading a client's JSON body: the limits that hold before anything parses or translates it.
+
+Owns: the body-size limit (413, from ``Content-Length`` before a byte is read and
+again on what arrived, after any ``Content-Encoding`` is decoded), the body timeout
+(408), an undecodable ``gzip``/``deflate`` body (400), the JSON parse (400), and the
+nesting limit ``MAX_JSON_DEPTH`` (400). Must not touch: what the body means (the API
+modules check its fields), the engine.
+
+Why a depth limit: orjson parses 1,024 levels but encodes only 255, and translators
+recurse into JSON schemas. A body nested deeper than any real request (tool schemas
+run to a dozen levels) is refused here, well below both, so that no later stage can
+fail on it.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from aiohttp import web
+
+from ..errors import BadRequest, BodyTooLarge, GatewayError
+
+MAX_JSON_DEPTH = 64
+
+# every byte but quotes and brackets deleted, braces made brackets: the structure is what is left
+_BRACKETS_ONLY = bytes.maketrans(b"{}", b"[]")
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+
+async def read_json(request: web.Request, max_bytes: int, timeout_s: float):
+    """The request's body, parsed; ``GatewayError`` (413, 408, 400) when it breaks a limit."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise BodyTooLarge(f"Request body of {length} bytes exceeds the limit of {max_bytes} bytes.")
+    try:
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes.") from None
+    except TimeoutError:
+        raise GatewayError("The request body did not arrive in time.", status=408,
+                           type="invalid_request_error", code="request_timeout") from None
+    except web.RequestPayloadError as e:   # e.g. a Content-Encoding: gzip body that is not gzip
+        raise BadRequest(f"The request body could not be decoded: {_first_line(e)}") from None
+    if len(raw) > max_bytes:
+        raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"The request body is not valid JSON: {e}") from None
+    if json_depth_exceeds(raw, MAX_JSON_DEPTH):
+        raise BadRequest(f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.")
+    return body
+
+
+def json_depth_exceeds(raw: bytes, limit: int) -> bool:
+    """Does this (valid) JSON text nest arrays and objects more than ``limit`` deep?
+
+    Counted on the bytes with C-speed bytes methods, about the cost of parsing them:
+    escaped backslashes and quotes go first (left to right, as JSON pairs them), so every
+    quote left opens or closes a string; then all but quotes and brackets. A text with
+    at most ``limit`` opening brackets cannot be too deep. Else the brackets inside
+    strings are cut out (empty strings first: dropping two adjacent quotes keeps every
+    other quote's parity), and innermost pairs are removed ``limit`` times, each pass
+    peeling one level everywhere; anything left is deeper than the limit.
+    """
+    if len(raw) <= 4096 and raw.count(b"[") + raw.count(b"{") <= limit:
+        return False   # the common small body: two counts are cheaper than what follows
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = raw.translate(_BRACKETS_ONLY, _NOT_STRUCTURE)
+    if structure.count(b"[") <= limit:
+        return False
+    structure = structure.replace(b'""', b"")
+    if b'"' in structure:   # some strings hold brackets
+        structure = b"".join(structure.split(b'"')[::2])
+    for _ in range(limit):
+        if not structure:
+            return False
+        structure = structure.replace(b"[]", b"")
+    return bool(structure)
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[-1].strip() or type(error).__name__

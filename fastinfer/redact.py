@@ -1,0 +1,76 @@
+"""Redaction: what must never leave the process in an error message, a log line or an admin page.
+
+Owns: ``redact(text)``, which every upstream error text passed to a client or a log
+goes through: it removes every credential this process has read (``remember`` is
+called where a credential value is installed) and anything shaped like an API key
+(``sk-…``, ``sk-ant-…``, ``AIza…``, ``Bearer …``), and masks URL passwords;
+``mask_url(url)``, for every place a configured URL is shown (``check-config``,
+``/admin/state``, logs, errors). Must not touch: anything else — it is a pure
+text filter (plus the set of remembered secrets), called on error paths only.
+"""
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+MASK = "****"
+_MIN_SECRET = 6          # shorter values would mangle ordinary words; no real key is that short
+_MAX_REMEMBERED = 4096   # rotations add values; the oldest are forgotten first
+
+_KEY_SHAPES = re.compile(
+    r"\bsk-[A-Za-z0-9_\-]{6,}"               # OpenAI (sk-, sk-proj-), Anthropic (sk-ant-), most compatibles
+    r"|\bAIza[0-9A-Za-z_\-]{20,}"             # Google API keys
+    r"|(?i:\bbearer\s+)[A-Za-z0-9._~+/=\-]{4,}"   # an Authorization header echoed back
+)
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/:@]*:)[^\s/@]+@")
+
+_secrets: dict[str, None] = {}     # insertion-ordered set
+_secret_pattern: re.Pattern | None = None
+
+
+def remember(secret: str | None) -> None:
+    """Add a credential value to what ``redact`` removes (values shorter than 6 are not)."""
+    global _secret_pattern
+    if not secret or len(secret) < _MIN_SECRET or secret in _secrets:
+        return
+    _secrets[secret] = None
+    while len(_secrets) > _MAX_REMEMBERED:
+        del _secrets[next(iter(_secrets))]
+    # longest first, so a key that contains another is removed whole
+    _secret_pattern = re.compile("|".join(re.escape(s) for s in sorted(_secrets, key=len, reverse=True)))
+
+
+def redact(text: str) -> str:
+    """``text`` without remembered credentials, key-shaped tokens or URL passwords."""
+    if not text:
+        return text
+    if _secret_pattern is not None:
+        text = _secret_pattern.sub(MASK, text)
+    text = _KEY_SHAPES.sub(_mask_key, text)
+    return _URL_PASSWORD.sub(r"\1" + MASK + "@", text)
+
+
+def redact_bytes(data: bytes) -> bytes:
+    """``redact`` for UTF-8 bytes (an upstream's error event); the same object when nothing changed."""
+    text = data.decode("utf-8", "surrogateescape")
+    clean = redact(text)
+    return data if clean == text else clean.encode("utf-8", "surrogateescape")
+
+
+def _mask_key(match: re.Match) -> str:
+    token = match.group(0)
+    if token[:1] in "Bb":
+        return token.split(None, 1)[0] + " " + MASK
+    return token[:3] + MASK if token.startswith("sk-") else MASK
+
+
+def mask_url(url: str) -> str:
+    """``https://user:secret@host/v1`` -> ``https://user:****@host/v1``; other URLs unchanged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}"))

@@ -1,0 +1,127 @@
+"""Secrets never leave: an upstream that echoes the replica's credential reaches neither the
+client nor the logs; URL passwords are masked by check-config and /admin/state."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import urllib.request
+
+import pytest
+
+from fastinfer.redact import mask_url, redact, remember
+from conftest import every_format_config
+from procs import http_json, start_gateway_proc, write_config
+
+CREDENTIAL = "sk-replica-echoed-credential-42"
+
+
+# ---------------------------------------------------------------- the function
+
+@pytest.mark.parametrize("text, leaked", [
+    ("Incorrect API key provided: sk-proj-abcdefghijklmnop1234.", "abcdefghijklmnop1234"),
+    ("invalid x-api-key sk-ant-api03-AbCdEf_GhIj-KlMn", "AbCdEf_GhIj-KlMn"),
+    ("API key not valid: AIzaSyA1234567890abcdefghijklmnopqrs", "AIzaSyA1234567890abcdefghijklmnopqrs"),
+    ("got header Authorization: Bearer eyJhbGciOi.J9.xyz", "eyJhbGciOi.J9.xyz"),
+    ("proxy https://bob:hunter2pass@proxy.local:3128 refused", "hunter2pass"),
+])
+def test_key_shaped_tokens_are_removed(text, leaked):
+    clean = redact(text)
+    assert leaked not in clean and "****" in clean
+
+
+def test_remembered_credentials_are_removed_whatever_their_shape():
+    remember("plain-credential-without-a-prefix")
+    remember("abc")   # too short to be a key: would mangle words
+    assert redact("echo: plain-credential-without-a-prefix!") == "echo: ****!"
+    assert redact("abc def") == "abc def"
+    assert redact("no secrets, no keys, task-force risk-free") == "no secrets, no keys, task-force risk-free"
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://user:s3cret@host.example:8443/v1", "https://user:****@host.example:8443/v1"),
+    ("http://:onlypass@10.0.0.1/v1", "http://:****@10.0.0.1/v1"),
+    ("redis://default:pw@127.0.0.1:6379/0", "redis://default:****@127.0.0.1:6379/0"),
+    ("https://api.openai.com/v1", "https://api.openai.com/v1"),
+    ("http://user@host/v1", "http://user@host/v1"),
+])
+def test_mask_url(url, shown):
+    assert mask_url(url) == shown
+
+
+# ------------------------------------------------- end to end: client and logs
+
+@pytest.fixture(scope="module")
+def echoing(upstream, tmp_path_factory):
+    """Deployments on every upstream format, each replica with CREDENTIAL; the mock echoes the key."""
+    gw = start_gateway_proc(tmp_path_factory.mktemp("redact-gw"), every_format_config(
+        upstream.base, server='admin_key = { value = "adm-redact" }', credential=CREDENTIAL,
+        oa_base=f"http://user:url-password-77@127.0.0.1:{upstream.port}/v1"))
+    yield gw
+    gw.stop()
+
+
+def _post(gw, path: str, body: dict) -> tuple[int, bytes]:
+    req = urllib.request.Request(gw.base + path, data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+STEPS = [
+    {"status": 400, "message": "bad request from key {api_key}"},
+    {"status": 500, "message": "internal error, your key was {api_key}"},
+    {"status": 429, "message": "slow down, {api_key}", "headers": {"retry-after": "0"}},
+    {"stream_error_at": 1, "message": "x",
+     "stream_error": {"error": {"message": "stream broke for {api_key}", "type": "server_error"}}},
+]
+
+
+@pytest.mark.parametrize("model", ["oa", "an", "ge"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+@pytest.mark.parametrize("step", STEPS, ids=["400", "500", "429", "in-stream"])
+def test_an_upstream_echoing_the_credential_never_reaches_the_client(echoing, upstream, model, path, step):
+    upstream.script([step])
+    body = {"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
+            "stream": "stream_error" in step}
+    status, raw = _post(echoing, path, body)
+    received = upstream.received()[-1]["headers"]
+    assert CREDENTIAL in (received.get("authorization", "") + received.get("x-api-key", "")
+                          + received.get("x-goog-api-key", ""))   # the upstream had it to echo
+    assert status >= 400 or b"error" in raw, raw
+    assert CREDENTIAL not in raw.decode()
+    assert "****" in raw.decode()    # the message is there, without the key
+    assert CREDENTIAL not in echoing.stderr()
+
+
+def test_admin_state_and_check_config_mask_a_base_url_password(echoing, workdir):
+    status, _, state = http_json("GET", echoing.base + "/admin/state", headers={"Authorization": "Bearer adm-redact"})
+    assert status == 200
+    text = json.dumps(state)
+    assert "url-password-77" not in text and CREDENTIAL not in text
+    assert "http://user:****@127.0.0.1:" in state["deployments"][0]["replicas"][0]["base_url"]
+    config = echoing.args[echoing.args.index("--config") + 1]
+    out = subprocess.run([sys.executable, "-m", "fastinfer", "check-config", config], cwd=workdir,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "replica r0: http://user:****@127.0.0.1:" in out.stdout
+    assert "url-password-77" not in out.stdout + out.stderr and CREDENTIAL not in out.stdout + out.stderr
+
+
+def test_a_bad_base_url_error_masks_its_password(workdir):
+    path = write_config(workdir, textwrap.dedent("""
+        [[deployments]]
+        name = "a"
+        provider = "openai_compatible"
+        [[deployments.replicas]]
+        base_url = "http://u:pass-in-a-bad-url@host:99999/v1"
+    """))
+    out = subprocess.run([sys.executable, "-m", "fastinfer", "check-config", str(path)], cwd=workdir,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "deployments[0].replicas[0].base_url: has a port that is not a number from 1 to 65535" in out.stderr
+    assert "pass-in-a-bad-url" not in out.stderr
