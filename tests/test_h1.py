@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastinfer.errors import UpstreamFailure, UpstreamTimeout
-from fastinfer.providers.h1 import H1Connection, Pool, build_request
+from fastinfer.transport.h1 import H1Connection, Pool, build_request
 
 
 class FakeTransport:

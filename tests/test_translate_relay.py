@@ -14,7 +14,7 @@ import pytest
 
 from fastinfer._core.sse import SSEParser
 from fastinfer.errors import UpstreamFailure
-from fastinfer.providers.translate.dispatch import convert_reply, make_relay, reply_usage
+from fastinfer.formats.pivot import convert_reply, make_relay, reply_usage
 
 BODY = {"messages": [{"role": "user", "content": "x" * 40}]}   # ~10 prompt tokens when estimated
 

@@ -16,7 +16,8 @@ from ..breaker import PROBE, REJECTED, DeploymentBreakers
 from ..config import Config, DeploymentConfig
 from ..errors import GatewayError, Overloaded, UnknownModel
 from ..limits import AdmissionControl, CapacityExhausted
-from ..providers import Provider, UpstreamReply, make_provider
+from ..providers import Provider, make_provider
+from ..transport import UpstreamReply
 from ..routing import ReplicaPicker
 from ..session import SessionRegistry
 from .backoff import delay_s

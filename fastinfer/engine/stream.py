@@ -13,7 +13,8 @@ import asyncio
 from typing import Protocol
 
 from ..errors import GatewayError, UpstreamFailure
-from ..providers import StreamRelay, UpstreamReply
+from ..formats.base import StreamRelay
+from ..transport import UpstreamReply
 
 
 class ClientWriter(Protocol):

@@ -7,7 +7,7 @@ provider makes exactly one upstream call.
 """
 from ..config import DeploymentConfig
 from .anthropic import AnthropicProvider
-from .base import Provider, StreamRelay, UpstreamReply
+from .base import Provider
 from .gemini import GeminiProvider
 from .mock import MockProvider
 from .openai import OpenAIProvider
@@ -29,4 +29,4 @@ def make_provider(deployment: DeploymentConfig) -> Provider:
         raise NotImplementedError(f"provider {deployment.provider!r} is not available yet") from None
 
 
-__all__ = ["Provider", "StreamRelay", "UpstreamReply", "make_provider"]
+__all__ = ["Provider", "make_provider"]

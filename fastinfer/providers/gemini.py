@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import orjson
 
-from .base import Provider, UpstreamReply
-from .http import post
+from ..transport import UpstreamReply
+from .base import Provider
+from ..transport.exchange import post
 
 
 class GeminiProvider(Provider):

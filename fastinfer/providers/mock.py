@@ -16,7 +16,8 @@ from typing import AsyncIterator
 import orjson
 
 from ..config import DeploymentConfig
-from .base import IteratorStream, Provider, UpstreamReply
+from ..transport import IteratorStream, UpstreamReply
+from .base import Provider
 
 
 def _text_of(content) -> str:

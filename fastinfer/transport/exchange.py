@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from ..errors import GatewayError, UpstreamFailure
-from .base import UpstreamReply, UpstreamStream
+from .reply import UpstreamReply, UpstreamStream
 from .h1 import H1Connection, build_request
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 
-from ...errors import UpstreamFailure
+from ..errors import UpstreamFailure
 from .anthropic import (AnthropicToOpenAIStream, OpenAIToAnthropicStream, anthropic_to_openai_reply,
                         anthropic_to_openai_request, openai_to_anthropic_reply, openai_to_anthropic_request)
 from .common import (estimate_tokens, estimated_usage, json_object, make_usage, prompt_chars, text_of, usage_from_anthropic,
@@ -102,7 +102,7 @@ def make_relay(wire: str, req, model: str):
     if wire == api:
         if wire == "anthropic":
             return AnthropicStreamRelay(req.body)
-        from ..openai import OpenAIStreamRelay
+        from .openai import OpenAIStreamRelay
         return OpenAIStreamRelay(req.client_wants_usage, req.body)
     def estimate(chars: int) -> dict:
         return estimated_usage(req.body, chars)

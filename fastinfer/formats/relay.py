@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import orjson
 
-from ..._core.sse import SSEParser, encode_data, encode_event
-from ...errors import UpstreamFailure
-from ..base import StreamRelay, whole_events
+from .._core.sse import SSEParser, encode_data, encode_event
+from ..errors import UpstreamFailure
+from .base import StreamRelay, whole_events
 from .common import DONE, ERROR, estimated_usage, json_object, make_usage, usage_from_anthropic
 
 _DONE_EVENT = b"data: [DONE]\n\n"

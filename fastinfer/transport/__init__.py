@@ -1,0 +1,10 @@
+"""Transport: connection pools and the HTTP/1.1 upstream client.
+
+Owns: connections, keep-alive pools, request framing, response framing,
+connect / first-byte / idle / total timeouts, and handing a live body on by
+callback. Must not touch: what the bytes mean (``formats``), which replica
+(``routing``), retries (``engine``).
+"""
+from .reply import IteratorStream, UpstreamReply, UpstreamStream
+
+__all__ = ["IteratorStream", "UpstreamReply", "UpstreamStream"]
