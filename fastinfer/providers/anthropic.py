@@ -26,4 +26,4 @@ class AnthropicProvider(Provider):
         if session.credential:
             headers["x-api-key"] = session.credential
         body = orjson.dumps(self.upstream_body(req))
-        return await post(session, f"{session.replica.base_url}/messages", headers, body, req.stream, timeouts)
+        return await post(session.pool, f"{session.replica.base_url}/messages", headers, body, req.stream, timeouts)

@@ -24,4 +24,4 @@ class GeminiProvider(Provider):
         model = self.deployment.upstream_model.removeprefix("models/")
         action = "streamGenerateContent?alt=sse" if req.stream else "generateContent"
         url = f"{session.replica.base_url}/models/{model}:{action}"
-        return await post(session, url, headers, orjson.dumps(self.upstream_body(req)), req.stream, timeouts)
+        return await post(session.pool, url, headers, orjson.dumps(self.upstream_body(req)), req.stream, timeouts)

@@ -41,4 +41,4 @@ class OpenAIProvider(Provider):
             options = body.get("stream_options")
             body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
         url, headers = self._url_and_headers(session.replica, session.credential, req.endpoint)
-        return await post(session, url, headers, orjson.dumps(body), stream, timeouts)
+        return await post(session.pool, url, headers, orjson.dumps(body), stream, timeouts)

@@ -1,8 +1,8 @@
-"""One upstream HTTP exchange on a replica's keep-alive pool.
+"""One upstream HTTP exchange on a keep-alive pool.
 
 Owns: framing the request, waiting for the answer (whole body, or for a 200
 stream its first bytes), and handing a live stream on by callback. Knows
-nothing of which replica or why: the caller passes the session and URL.
+nothing of which replica or why: the caller passes the pool and URL.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import asyncio
 from ..errors import GatewayError, UpstreamFailure
 from .reply import UpstreamReply, UpstreamStream
 from .h1 import H1Connection, build_request
+from .pool import Pool
 
 
 class _Exchange(UpstreamStream):
@@ -25,7 +26,7 @@ class _Exchange(UpstreamStream):
         self.status = 0
         self.headers: dict = {}
         self.parts: list[bytes] = []
-        self.ready = asyncio.get_running_loop().create_future()
+        self.ready = conn._loop.create_future()
         self.on_chunk = None
         self.on_end_cb = None
         self.ended = False
@@ -72,6 +73,7 @@ class _Exchange(UpstreamStream):
             return
         self.on_chunk = on_chunk
         self.on_end_cb = on_end
+        self.conn.deliver_to(on_chunk)
 
     def pause(self) -> None:
         self.conn.pause()
@@ -85,9 +87,8 @@ class _Exchange(UpstreamStream):
             self.conn.abort()
 
 
-async def post(session, url: str, headers: dict, body: bytes, stream: bool, timeouts) -> UpstreamReply:
+async def post(pool: Pool, url: str, headers: dict, body: bytes, stream: bool, timeouts) -> UpstreamReply:
     """POST ``body``; a whole reply, or for a 200 stream its first bytes and the live rest."""
-    pool = session.pool
     request = build_request("POST", pool.path_of(url), pool.host_header, headers, body)
     for _ in range(2):
         conn = await pool.acquire(timeouts.connect_s)
@@ -98,7 +99,7 @@ async def post(session, url: str, headers: dict, body: bytes, stream: bool, time
             break
         except UpstreamFailure:
             # a kept-alive connection the upstream closed as we reused it: one fresh try
-            if conn.reused and not conn._got_bytes:
+            if conn.reused and not conn.got_bytes:
                 continue
             raise
         except asyncio.CancelledError:

@@ -1,29 +1,40 @@
-"""A lean HTTP/1.1 client for upstream calls: keep-alive pools and callback-driven bodies.
+"""A lean HTTP/1.1 client connection for upstream calls: llhttp framing, callback-driven bodies.
 
 Why not aiohttp's client: a streamed token costs aiohttp a StreamReader feed,
-a future, a task wake-up and a timer reschedule per chunk. Here the body is
-decoded inside ``data_received`` and handed to a sink synchronously, so a
-relayed stream chunk goes socket -> sink -> client socket with no task switch.
-Timeouts use one lazy watchdog timer per exchange: it is armed once and only
-re-armed when it fires early, so a chunk costs a ``loop.time()`` read, not a
-timer reschedule.
+a future, a task wake-up and a timer reschedule per chunk. Here the response
+is framed by llhttp (``httptools.HttpResponseParser``, as uvicorn and aiohttp
+use it) inside ``data_received``, and the body that one read brought is handed
+to the sink synchronously, as one piece, so a relayed stream chunk goes
+socket -> sink -> client socket with no task switch. Timeouts use one lazy
+watchdog timer per exchange: it is armed once and only re-armed when it fires
+early, so a chunk costs a ``loop.time()`` read, not a timer reschedule.
 
-Owns: connections, pooling, request framing, response parsing (content-length,
-chunked, until-close), connect / first-byte / idle / total timeouts.
-Must not touch: what the body means; providers and the engine decide that.
+Nothing raises out of ``data_received``: malformed bytes (a bad
+``Content-Length``, an overlong chunk-size line, a broken head), a protocol
+switch, even a sink that raises, end that exchange with an ``UpstreamFailure``
+and drop the connection.
+
+Owns: one connection's exchanges (request framing, response framing, reuse),
+connect / first-byte / idle / total timeouts. The connection's states are the
+named constants of ``states``. Must not touch: what the body means
+(``formats`` and the engine decide), which connection (``pool``).
 """
 from __future__ import annotations
 
 import asyncio
-import ssl as ssl_module
-from typing import Protocol
-from urllib.parse import urlsplit
+import logging
+from typing import Callable, Protocol
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from ..errors import GatewayError, UpstreamFailure, UpstreamTimeout
+from .states import (AWAITING_HEAD, CHUNKED, DONE, END, FAIL, HEAD, IDLE, LENGTH, RECEIVING_BODY, RELEASE, SEND,
+                     UNTIL_CLOSE, next_state)
 
-_MAX_HEAD = 64 * 1024
-_HEAD_END = b"\r\n\r\n"
-_MODE_LENGTH, _MODE_CHUNKED, _MODE_CLOSE = 0, 1, 2
+log = logging.getLogger("fastinfer.transport")
+
+MAX_HEAD = 64 * 1024        # bytes of response head (status line and headers, 1xx answers included)
+MAX_FRAMING = 8 * 1024      # bytes between two pieces of body: a chunk-size line with its extensions, trailers
 
 
 class Sink(Protocol):
@@ -41,66 +52,53 @@ class Timeouts(Protocol):
     total_s: float
 
 
-class H1Connection(asyncio.Protocol):
-    __slots__ = ("pool", "transport", "sink", "reused", "_loop", "_buf", "_in_head", "_mode", "_remaining",
-                 "_chunk_state", "_keep_alive", "_got_bytes", "_last_io", "_deadline", "_timeouts", "_timer",
-                 "_idle_since")
+class Owner(Protocol):
+    """Whoever keeps the connection (the ``Pool``): told when an exchange ends and when the socket goes."""
 
-    def __init__(self, pool: "Pool"):
+    def release(self, conn: "H1Connection", reusable: bool) -> None: ...
+    def forget(self, conn: "H1Connection") -> None: ...
+
+
+class _AfterTheEnd(Exception):
+    """Raised from a parser callback to stop parsing: bytes came after the final response ended."""
+
+
+class H1Connection(asyncio.Protocol):
+    __slots__ = ("pool", "transport", "sink", "reused", "state", "got_bytes", "_loop", "_parser", "_on_data",
+                 "_status", "_headers", "_head_ready", "_framing", "_keep_alive", "_piece", "_pieces", "_unframed",
+                 "_last_io", "_deadline", "_timeouts", "_timer", "_idle_since")
+
+    def __init__(self, pool: Owner, loop: asyncio.AbstractEventLoop):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.sink: Sink | None = None
         self.reused = False
-        self._loop = asyncio.get_running_loop()
-        self._buf = b""
+        self.state = IDLE
+        self.got_bytes = False            # any byte of the current exchange's answer arrived
+        self._loop = loop
+        self._on_data: Callable[[bytes], None] | None = None
+        self._headers: dict[str, str] = {}
+        self._head_ready = False
+        self._piece: bytes | None = None  # the body one read brought: one piece, or ...
+        self._pieces: list[bytes] | None = None  # ... several, joined before they go to the sink
         self._timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
-
-    # ------------------------------------------------------------ protocol
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def connection_lost(self, exc) -> None:
-        self.transport = None
-        self.pool.forget(self)
-        if self.sink is not None:
-            if not self._in_head and self._mode == _MODE_CLOSE:
-                self._finish(reusable=False)
-            else:
-                self._fail(UpstreamFailure("upstream closed the connection"
-                                           + (" mid-stream" if self._got_bytes else "")))
-
-    def eof_received(self) -> bool:
-        return False  # close our side too; connection_lost reports the outcome
-
-    def data_received(self, data: bytes) -> None:
-        if self.sink is None:
-            return  # bytes on an idle connection: it will be dropped on next use
-        self._last_io = self._loop.time()
-        self._got_bytes = True
-        if self._in_head:
-            self._read_head(data)
-        elif self._mode == _MODE_CHUNKED:
-            self._read_chunked(data)
-        elif self._mode == _MODE_LENGTH:
-            self._read_length(data)
-        else:
-            self.sink.on_data(data)
+        # one parser for the connection's life: llhttp starts afresh after each complete response
+        self._parser = HttpResponseParser(self)
 
     # ------------------------------------------------------------ exchange
 
     def send(self, request: bytes, sink: Sink, timeouts: Timeouts) -> None:
+        """Write ``request`` (head and body, one write) and deliver its response to ``sink``."""
         loop = self._loop
         now = loop.time()
+        self.state = next_state(self.state, SEND)
         self.sink = sink
-        self._buf = b""
-        self._in_head = True
-        self._mode = _MODE_CLOSE
-        self._remaining = 0
-        self._chunk_state = 0
+        self._on_data = sink.on_data
+        self.got_bytes = False
+        self._head_ready = False
         self._keep_alive = True
-        self._got_bytes = False
+        self._unframed = 0
         self._last_io = now
         self._timeouts = timeouts
         self._deadline = now + timeouts.total_s
@@ -108,6 +106,10 @@ class H1Connection(asyncio.Protocol):
         self._timer = loop.call_at(now + min(timeouts.first_byte_s, timeouts.idle_s, timeouts.total_s),
                                    self._watchdog)
         self.transport.write(request)
+
+    def deliver_to(self, on_data: Callable[[bytes], None]) -> None:
+        """Send the rest of the body straight to ``on_data`` (one call less per read than via the sink)."""
+        self._on_data = on_data
 
     def pause(self) -> None:
         if self.transport is not None:
@@ -120,9 +122,130 @@ class H1Connection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the exchange now: the upstream sees the connection close."""
         self.sink = None
+        self.state = next_state(self.state, FAIL)
         self._cancel_timer()
         if self.transport is not None:
             self.transport.abort()
+
+    # ------------------------------------------------------------ protocol
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        self.pool.forget(self)
+        if self.sink is None:
+            self.state = next_state(self.state, FAIL)
+        elif self.state is RECEIVING_BODY and self._framing is UNTIL_CLOSE:
+            self.state = next_state(self.state, END)   # the close is this body's end
+            self._finish()
+        else:
+            self._fail(UpstreamFailure("upstream closed the connection" + (" mid-stream" if self.got_bytes else "")))
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost reports the outcome
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is None:
+            # bytes on a connection with no exchange: the upstream is out of step, never reuse it
+            self.state = next_state(self.state, FAIL)
+            self.transport.abort()
+            return
+        self._last_io = self._loop.time()
+        self.got_bytes = True
+        self._unframed += len(data)
+        error = None
+        try:
+            try:
+                self._parser.feed_data(data)
+            except (_AfterTheEnd, HttpParserError, HttpParserUpgrade) as e:
+                error = self._parse_error(e)
+            if self._head_ready:
+                self._head_ready = False
+                sink.on_head(self._status, self._headers)
+                if self.sink is None:
+                    return  # the sink aborted on the head
+            piece = self._piece
+            if piece is not None:
+                if self._pieces is not None:
+                    piece = b"".join(self._pieces)
+                    self._pieces = None
+                self._piece = None
+                self._on_data(piece)
+                if self.sink is None:
+                    return  # the sink aborted on the data
+            if error is not None:
+                self._fail(UpstreamFailure(error))
+            elif self.state is DONE:
+                self._finish()
+            elif self._unframed > (MAX_HEAD if self.state is AWAITING_HEAD else MAX_FRAMING):
+                self._fail(UpstreamFailure("upstream sent an oversized response head" if self.state is AWAITING_HEAD
+                                           else "upstream sent an overlong chunk-size line or trailer"))
+        except Exception:
+            # a sink that raised: the exchange cannot go on, but the event loop must not see it
+            log.exception("reading an upstream answer failed")
+            self._piece = self._pieces = None
+            if self.sink is not None:
+                self._fail(UpstreamFailure("the gateway could not read the upstream's answer"))
+
+    def _parse_error(self, e: Exception) -> str | None:
+        """What a stop of the parser means; None when the answer was complete before it."""
+        if self.state is DONE:
+            self._keep_alive = False  # bytes after the end of the answer: done, but never reused
+            return None
+        if isinstance(e, HttpParserUpgrade):
+            return "upstream switched protocols"
+        if self.state is RECEIVING_BODY and self._framing is CHUNKED:
+            return f"upstream sent malformed chunked encoding ({e})"
+        return f"upstream sent a malformed HTTP response ({e})"
+
+    # ------------------------------------------------------- llhttp callbacks
+
+    def on_message_begin(self) -> None:
+        if self.state is not AWAITING_HEAD:
+            raise _AfterTheEnd
+        self._headers = {}
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.state is AWAITING_HEAD:  # trailers (after the body) are read and dropped
+            self._headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            return  # an interim answer (100 Continue): the real head follows
+        headers = self._headers
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self._framing = CHUNKED
+        elif "content-length" in headers or status in (204, 304):
+            self._framing = LENGTH
+        else:
+            self._framing = UNTIL_CLOSE
+            self._keep_alive = False
+        self._status = status
+        self._head_ready = True
+        self._unframed = 0
+        self.state = next_state(self.state, HEAD)
+
+    def on_body(self, body: bytes) -> None:
+        self._unframed = 0
+        if self._piece is None:
+            self._piece = body
+        elif self._pieces is None:
+            self._pieces = [self._piece, body]
+        else:
+            self._pieces.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.state is AWAITING_HEAD:
+            return  # the end of an interim answer
+        if not self._parser.should_keep_alive():
+            self._keep_alive = False
+        self.state = next_state(self.state, END)
+
+    # ------------------------------------------------------------- endings
 
     def _watchdog(self) -> None:
         self._timer = None
@@ -132,7 +255,7 @@ class H1Connection(asyncio.Protocol):
         t = self._timeouts
         if now >= self._deadline:
             return self._timed_out(f"upstream exceeded the total timeout of {t.total_s:g}s")
-        if self._got_bytes and not self._in_head:
+        if self.state is RECEIVING_BODY:
             limit, what = t.idle_s, f"upstream stream idle for more than {t.idle_s:g}s"
         else:
             limit, what = t.first_byte_s, f"upstream did not answer within {t.first_byte_s:g}s"
@@ -151,220 +274,42 @@ class H1Connection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
-    def _finish(self, reusable: bool) -> None:
+    def _finish(self) -> None:
         sink, self.sink = self.sink, None
+        self._on_data = None
         self._cancel_timer()
-        self.pool.release(self, reusable and self._keep_alive)
+        self.pool.release(self, self._keep_alive)
         sink.on_end(None)
 
     def _fail(self, error: GatewayError) -> None:
         sink, self.sink = self.sink, None
+        self._on_data = None
+        self.state = next_state(self.state, FAIL)
         self._cancel_timer()
         if self.transport is not None:
             self.transport.abort()
         sink.on_end(error)
 
-    # ------------------------------------------------------------- parsing
+    def released(self, now: float) -> None:
+        """Back in the pool after a complete exchange (called by the pool)."""
+        self.state = next_state(self.state, RELEASE)
+        self._idle_since = now
 
-    def _read_head(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        end = buf.find(_HEAD_END)
-        if end < 0:
-            if len(buf) > _MAX_HEAD:
-                return self._fail(UpstreamFailure("upstream sent an oversized response head"))
-            self._buf = buf
-            return
-        self._buf = b""
-        try:
-            status, headers = _parse_head(buf[:end])
-        except ValueError:
-            return self._fail(UpstreamFailure("upstream sent a malformed HTTP response"))
-        rest = buf[end + 4:]
-        if 100 <= status < 200:  # interim answer: the real head follows
-            return self._read_head(rest) if rest else None
-        self._in_head = False
-        if headers.get("connection", "").lower() == "close":
-            self._keep_alive = False
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            self._mode = _MODE_CHUNKED
-        elif "content-length" in headers:
-            self._mode = _MODE_LENGTH
-            self._remaining = int(headers["content-length"])
-        elif status in (204, 304):
-            self._mode, self._remaining = _MODE_LENGTH, 0
-        else:
-            self._mode = _MODE_CLOSE
-            self._keep_alive = False
-        self.sink.on_head(status, headers)
-        if self.sink is None:
-            return  # the sink aborted on the head
-        if self._mode == _MODE_LENGTH and self._remaining == 0:
-            return self._finish(reusable=not rest)
-        if rest:
-            self.data_received(rest)
+    def idle_for(self, now: float) -> float:
+        return now - self._idle_since
 
-    def _read_length(self, data: bytes) -> None:
-        n = len(data)
-        if n >= self._remaining:
-            if n > self._remaining:
-                self._keep_alive = False  # the upstream sent more than it announced
-                data = data[:self._remaining]
-            self._remaining = 0
-            self.sink.on_data(data)
-            if self.sink is not None:
-                self._finish(reusable=True)
-        else:
-            self._remaining -= n
-            self.sink.on_data(data)
-
-    def _read_chunked(self, data: bytes) -> None:
-        """Chunked transfer decoding; hands the sink one joined piece per read."""
-        if not self._buf and self._chunk_state == 0:
-            # fast path: a read holding exactly one whole chunk (a streamed token, typically)
-            eol = data.find(b"\r\n", 0, 20)
-            if eol > 0:
-                try:
-                    size = int(data[:eol], 16)
-                except ValueError:
-                    size = 0
-                end = eol + 2 + size
-                if size and len(data) == end + 2 and data.endswith(b"\r\n"):
-                    self.sink.on_data(data[eol + 2:end])
-                    return
-        buf = self._buf + data if self._buf else data
-        pos, n = 0, len(buf)
-        out = []
-        while pos < n:
-            if self._chunk_state == 0:              # chunk-size line
-                eol = buf.find(b"\r\n", pos)
-                if eol < 0:
-                    break
-                try:
-                    size = int(buf[pos:eol].split(b";", 1)[0], 16)
-                except ValueError:
-                    return self._fail(UpstreamFailure("upstream sent malformed chunked encoding"))
-                pos = eol + 2
-                if size == 0:
-                    self._chunk_state = 3
-                else:
-                    self._remaining = size
-                    self._chunk_state = 1
-            elif self._chunk_state == 1:            # chunk data
-                take = min(self._remaining, n - pos)
-                out.append(buf[pos:pos + take])
-                pos += take
-                self._remaining -= take
-                if self._remaining == 0:
-                    self._chunk_state = 2
-            elif self._chunk_state == 2:            # CRLF after data
-                if n - pos < 2:
-                    break
-                pos += 2
-                self._chunk_state = 0
-            else:                                   # trailers, up to an empty line
-                eol = buf.find(b"\r\n", pos)
-                if eol < 0:
-                    break
-                if eol == pos:
-                    pos += 2
-                    self._buf = b""
-                    if out:
-                        self.sink.on_data(out[0] if len(out) == 1 else b"".join(out))
-                    if self.sink is not None:
-                        self._finish(reusable=pos == n)
-                    return
-                pos = eol + 2
-        self._buf = buf[pos:] if pos < n else b""
-        if out:
-            self.sink.on_data(out[0] if len(out) == 1 else b"".join(out))
-
-
-def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    if not version.startswith("HTTP/1."):
-        raise ValueError(lines[0])
-    status = int(rest[:3])
-    headers = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise ValueError(line)
-        headers[name.strip().lower()] = value.strip()
-    return status, headers
-
-
-class Pool:
-    """Keep-alive connections to one origin (scheme, host, port)."""
-
-    def __init__(self, base_url: str, max_idle: int = 256, idle_timeout_s: float = 30.0):
-        parts = urlsplit(base_url)
-        self.tls = parts.scheme == "https"
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or (443 if self.tls else 80)
-        self.host_header = parts.netloc.rsplit("@", 1)[-1]
-        self.base_path = parts.path.rstrip("/")
-        self.base_url = base_url.rstrip("/")
-        self.max_idle = max_idle
-        self.idle_timeout_s = idle_timeout_s
-        self._ssl = ssl_module.create_default_context() if self.tls else None
-        self._idle: list[H1Connection] = []
-        self._closed = False
-
-    def path_of(self, url: str) -> str:
-        """The request target for ``url``, which starts with this pool's base URL."""
-        if url.startswith(self.base_url):
-            return self.base_path + url[len(self.base_url):]
-        parts = urlsplit(url)
-        return parts.path + ("?" + parts.query if parts.query else "")
-
-    async def acquire(self, connect_s: float) -> H1Connection:
-        now = asyncio.get_running_loop().time()
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.transport is not None and not conn.transport.is_closing() \
-                    and now - conn._idle_since < self.idle_timeout_s:
-                conn.reused = True
-                return conn
-            if conn.transport is not None:
-                conn.transport.close()
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(connect_s):
-                _, conn = await loop.create_connection(
-                    lambda: H1Connection(self), self.host, self.port, ssl=self._ssl,
-                    server_hostname=self.host if self.tls else None)
-        except TimeoutError:
-            raise UpstreamTimeout(f"could not connect to the upstream within {connect_s:g}s") from None
-        except OSError as e:
-            raise UpstreamFailure(f"cannot connect to upstream: {e.strerror or type(e).__name__}") from None
-        conn.reused = False
-        return conn
-
-    def release(self, conn: H1Connection, reusable: bool) -> None:
-        if reusable and not self._closed and conn.transport is not None and len(self._idle) < self.max_idle:
-            conn._idle_since = conn._loop.time()
-            self._idle.append(conn)
-        elif conn.transport is not None:
-            conn.transport.close()
-
-    def forget(self, conn: H1Connection) -> None:
-        try:
-            self._idle.remove(conn)
-        except ValueError:
-            pass
-
-    def close(self) -> None:
-        self._closed = True
-        for conn in self._idle:
-            if conn.transport is not None:
-                conn.transport.close()
-        self._idle.clear()
+    @property
+    def reusable(self) -> bool:
+        return self.state is IDLE and self.transport is not None and not self.transport.is_closing()
 
 
 def build_request(method: str, target: str, host: str, headers: dict, body: bytes) -> bytes:
+    """The request head and body as one bytes object, so it goes out in one write."""
     # identity: bodies are relayed as they come, so they must not arrive compressed
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}",
              "Accept-Encoding: identity"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+__all__ = ["H1Connection", "MAX_FRAMING", "MAX_HEAD", "Sink", "Timeouts", "build_request"]
