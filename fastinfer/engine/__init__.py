@@ -6,6 +6,6 @@ stream. Must not touch: aiohttp server objects or the client's socket; it
 hands back bytes and never writes them.
 """
 from .engine import Engine
-from .request import PRIORITY_LEVELS, EngineResult, GatewayRequest
+from .request import PRIORITY_LEVELS, EngineResult, GatewayRequest, clock
 
-__all__ = ["Engine", "EngineResult", "GatewayRequest", "PRIORITY_LEVELS"]
+__all__ = ["Engine", "EngineResult", "GatewayRequest", "PRIORITY_LEVELS", "clock"]

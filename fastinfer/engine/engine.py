@@ -22,7 +22,7 @@ from ..routing import ReplicaPicker
 from ..session import SessionRegistry
 from .backoff import delay_s
 from .classify import Verdict, classify_exception, classify_reply
-from .request import EngineResult, GatewayRequest
+from .request import EngineResult, GatewayRequest, clock
 from .stream import RelayedStream
 
 log = logging.getLogger("fastinfer.engine")
@@ -189,7 +189,7 @@ class Engine:
             credential_version = session.source.version
             timeouts = _attempt_timeouts(cfg.timeouts, req.deadline, loop.time())
             dep.picker.started(index)
-            started = loop.time()
+            started = clock()
             try:
                 reply = await dep.provider.send(session, req, timeouts)
             except GatewayError as e:
@@ -208,10 +208,10 @@ class Engine:
                     except GatewayError as e:
                         verdict = classify_exception(e)
                     else:
-                        upstream_s += loop.time() - started
+                        upstream_s += clock() - started
                         self._verdict(dep, index, replica, probe, "success", False)
                         return self._result(dep, index, req, reply, replica, attempt, upstream_s, started, usage)
-            upstream_s += loop.time() - started
+            upstream_s += clock() - started
             dep.picker.finished(index, None)
             self._verdict(dep, index, replica, probe, verdict.outcome, verdict.breaker)
             if verdict.reauth and not reauthed and await session.source.refresh(
@@ -238,16 +238,15 @@ class Engine:
 
     def _result(self, dep: Deployment, index: int, req: GatewayRequest, reply: UpstreamReply, replica: str,
                 attempt: int, upstream_s: float, started: float, usage: dict | None) -> EngineResult:
-        loop = self._loop
         if not req.stream:
-            dep.picker.finished(index, loop.time() - started)
+            dep.picker.finished(index, clock() - started)
             body = dep.provider.reply_body(reply.body, req)
             self._account_usage(dep, usage)
             return EngineResult(200, body=body, replica=replica, attempts=attempt, upstream_s=upstream_s)
         relay = dep.provider.stream_relay(req)
 
         def stream_done() -> None:
-            dep.picker.finished(index, loop.time() - started)
+            dep.picker.finished(index, clock() - started)
             self._account_usage(dep, relay.usage)
 
         return EngineResult(200, stream=RelayedStream(reply, relay, stream_done), replica=replica,

@@ -16,7 +16,7 @@ import time
 import orjson
 from aiohttp import web
 
-from ..engine import Engine, EngineResult
+from ..engine import Engine, EngineResult, clock
 from ..engine.state import is_ready
 from ..errors import BadRequest, BodyTooLarge, GatewayError
 from .admin import AdminApi
@@ -103,6 +103,7 @@ class Gateway:
 
     async def _serve(self, request: web.Request, parse, api: str) -> web.StreamResponse:
         """One data route: ``parse`` validates the body into a request; errors in ``api``'s shape."""
+        started = clock()   # the overhead clock (µs); now, on the loop's clock, is for the deadline
         now = self._loop.time()
         request_id = self._request_id(request)
         req = None
@@ -115,20 +116,20 @@ class Gateway:
                 req.deadline = now + _parse_timeout_ms(timeout_ms)
             result = await self.engine.chat(req)
         except GatewayError as e:
-            self._account(req.model if req is not None else None, e.status, now)
+            self._account(req.model if req is not None else None, e.status, started)
             return error_response(e, api, request_id)
         except asyncio.CancelledError:
-            self._account(req.model if req is not None else None, _CLIENT_CLOSED, now)
+            self._account(req.model if req is not None else None, _CLIENT_CLOSED, started)
             raise
         except Exception:
             log.exception("request %s failed inside the gateway", request_id)
             return error_response(GatewayError("Internal gateway error."), api, request_id)
         try:
-            response = await self._respond(request, result, request_id, now)
+            response = await self._respond(request, result, request_id, started)
         except asyncio.CancelledError:
-            self._account(req.model, _CLIENT_CLOSED, now, result)
+            self._account(req.model, _CLIENT_CLOSED, started, result)
             raise
-        self._account(req.model, result.status, now, result)
+        self._account(req.model, result.status, started, result)
         return response
 
     def _account(self, deployment: str | None, status: int, received_at: float,
@@ -139,7 +140,7 @@ class Gateway:
             return
         name = deployment or ""
         metrics.request(name, status)
-        duration = self._loop.time() - received_at
+        duration = clock() - received_at
         metrics.observe("request_duration_seconds", name, duration)
         if result is not None:
             metrics.observe("overhead_seconds", name, result.overhead_s)
@@ -148,8 +149,7 @@ class Gateway:
 
     async def _respond(self, request: web.Request, result: EngineResult, request_id: str,
                        received_at: float) -> web.StreamResponse:
-        loop = self._loop
-        result.overhead_s = max(0.0, loop.time() - received_at - result.upstream_s)
+        result.overhead_s = max(0.0, clock() - received_at - result.upstream_s)
         headers = {
             "x-request-id": request_id,
             "x-fastinfer-replica": result.replica or "",
@@ -165,7 +165,7 @@ class Gateway:
         try:
             await response.prepare(request)
             client = _ClientStream(request.writer, request.transport)
-            result.ttft_s = loop.time() - received_at
+            result.ttft_s = clock() - received_at
             await result.stream.pump(client)
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
