@@ -2,7 +2,7 @@
 
 Owns: turning a ``GatewayRequest`` into an ``EngineResult`` — choosing a
 replica, calling the provider, retrying and falling back, relaying the
-stream. Must not touch: aiohttp server objects or the client's socket; it
+stream — and giving back what each attempt holds (``attempt``). Must not touch: aiohttp server objects or the client's socket; it
 hands back bytes and never writes them.
 """
 from .engine import Engine

@@ -1,18 +1,23 @@
-"""Translation between the wire formats: OpenAI Chat Completions, Anthropic Messages, Gemini.
+"""Formats: one module per wire format, and the registry of them.
 
-Owns: pure functions that turn request bodies, whole replies and stream events
-of one format into another, the normalized usage dict, and the relay that
-runs stream translators over the compiled SSE parser. OpenAI chat is the pivot:
-Anthropic and Gemini each translate to and from it, and a pair without a
-direct translator (Anthropic caller, Gemini upstream) is composed through it.
+Owns: how each wire format's requests, whole replies, usage, streams, error
+bodies and error events look, and the translation between formats through
+OpenAI chat (the pivot): ``openai`` (Chat Completions; completions and
+embeddings passed through), ``anthropic`` (Messages), ``gemini``
+(``generateContent``), each a ``Format`` (``base``); ``relay`` (the stream
+relays); ``common`` (usage, finish reasons, images, ids). ``FORMATS`` names
+them: a caller's API (``GatewayRequest.api``) is the name of its format.
 
-Must not touch: HTTP, sockets, asyncio, configuration objects, routing. Every
-function takes plain dicts / bytes and returns plain dicts / bytes, so every
-translation is unit-testable without a server.
-
-Modules: ``common`` (usage, finish reasons, images, ids), ``anthropic``
-(OpenAI <-> Anthropic), ``gemini`` (OpenAI <-> Gemini), ``relay`` (stream
-relays, caller-format error events), ``dispatch`` (which translation a
-(upstream wire format, caller API) pair takes). Nothing is imported here, so
-providers can import ``common`` without pulling the relays in.
+Must not touch: HTTP, sockets, asyncio, routing, configuration beyond a
+deployment's upstream model and ``default_max_tokens``. Every translation is a
+pure function of dicts and bytes, unit-testable without a server.
 """
+from .anthropic import ANTHROPIC
+from .base import Format
+from .gemini import GEMINI
+from .openai import OPENAI
+from .relay import StreamRelay
+
+FORMATS: dict[str, Format] = {f.name: f for f in (OPENAI, ANTHROPIC, GEMINI)}
+
+__all__ = ["ANTHROPIC", "FORMATS", "Format", "GEMINI", "OPENAI", "StreamRelay"]

@@ -1,57 +1,72 @@
-"""What every provider offers the engine.
+"""A provider: where a deployment's upstream is, how it authenticates, and which wire format it speaks.
 
-A provider turns a gateway request into one upstream call on a replica
-session it is given, and hands back an ``UpstreamReply`` (``transport``). It
-never chooses replicas, retries or touches the client connection.
+A ``ProviderKind`` is what the config's ``provider = "..."`` names: the URL of
+each endpoint under a replica's ``base_url``, the header that carries the
+replica's credential, headers every request carries, the wire format (a
+``formats.Format``), and what the config must give it (a default
+``base_url``, required replica settings). A ``Provider`` is a kind bound to
+one deployment: ``send`` makes exactly one upstream call for a request, on the
+replica session it is given, and hands back the ``transport``'s
+``UpstreamReply``. It never chooses replicas, retries, reads replies or touches
+the client connection.
 """
 from __future__ import annotations
 
-from ..config import DeploymentConfig
-from ..formats import pivot
-from ..formats.base import StreamRelay
-from ..transport import UpstreamReply
+from dataclasses import dataclass
+from typing import Callable
+
+import orjson
+
+from ..formats import Format
+from ..transport import UpstreamReply, post
+
+#: (replica, upstream model, endpoint, stream) -> the URL of that call
+UrlOf = Callable[[object, str, str, bool], str]
 
 
 class Provider:
-    """Base of all providers; one instance per deployment.
+    """One deployment's upstream calls, over HTTP."""
 
-    ``req`` is the engine's ``GatewayRequest``: ``req.api`` names the caller's API
-    ("openai" or "anthropic") and ``req.body`` is in that API's shape. A provider
-    whose wire format (``wire``) equals the caller's passes bodies and streams
-    through; otherwise the defaults below translate in both directions
-    (``formats.pivot``), so a provider only says how to reach its upstream.
-    """
+    __slots__ = ("deployment", "kind", "format")
 
-    #: client APIs this provider can serve
-    apis: tuple[str, ...] = ("openai", "anthropic")
-    #: the upstream's wire format: "openai" | "anthropic" | "gemini"
-    wire: str = "openai"
-    #: OpenAI endpoints this provider has ("chat", and for OpenAI-shaped upstreams "completions", "embeddings")
-    endpoints: tuple[str, ...] = ("chat",)
-
-    def __init__(self, deployment: DeploymentConfig):
+    def __init__(self, deployment, kind: "ProviderKind"):
         self.deployment = deployment
+        self.kind = kind
+        self.format: Format = kind.format
 
-    async def send(self, session, req, timeouts) -> UpstreamReply:
-        """Make one upstream call for ``req`` on ``session``'s replica."""
-        raise NotImplementedError
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The OpenAI endpoints this upstream has ("chat", and for OpenAI-shaped ones "completions", "embeddings")."""
+        return self.format.endpoints
 
-    def upstream_body(self, req) -> dict:
-        """``req.body`` in this upstream's wire format, for its upstream model."""
-        return pivot.translate_request(self.wire, req, self.deployment)
+    async def send(self, session, req, caller: Format, timeouts) -> UpstreamReply:
+        """One upstream call for ``req`` (in ``caller``'s format) on ``session``'s replica."""
+        deployment = self.deployment
+        body = orjson.dumps(self.format.upstream_body(req, caller, deployment))
+        url = self.kind.url(session.replica, deployment.upstream_model, req.endpoint, req.stream)
+        return await post(session.pool, url, self.kind.request_headers(session.credential), body, req.stream,
+                          timeouts)
 
-    def reply_body(self, body: bytes, req) -> bytes:
-        """A successful non-streamed upstream body, in the caller's format."""
-        if req.api == self.wire:
-            return body
-        return pivot.convert_reply(self.wire, body, req, self.deployment.upstream_model)
 
-    def reply_usage(self, body: bytes, req) -> dict:
-        """Normalized usage of a successful non-streamed upstream body (see ``formats.common``):
-        prompt/completion/total tokens, cached/reasoning when known, ``usage_estimated`` when guessed.
-        Raises ``UpstreamFailure`` when the body is not a JSON object."""
-        return pivot.reply_usage(self.wire, body, req)
+@dataclass(frozen=True, slots=True)
+class ProviderKind:
+    """What makes a provider; the registry (``providers``) holds one per config name."""
 
-    def stream_relay(self, req) -> "StreamRelay":
-        """A fresh relay turning this upstream's stream into the caller's stream."""
-        return pivot.make_relay(self.wire, req, self.deployment.upstream_model)
+    format: Format
+    url: UrlOf | None                        # None: answered in-process, no network
+    auth_header: str | None = None           # the header carrying the replica's credential
+    auth_prefix: str = ""                    # what goes before the credential in it ("Bearer ")
+    headers: tuple[tuple[str, str], ...] = ()   # sent with every request (API versions)
+    default_base_url: str | None = None      # where a replica goes when the config names none
+    replica_requires: tuple[str, ...] = ()   # replica settings this provider cannot do without
+    provider: type[Provider] = Provider      # in-process providers bring their own
+
+    @property
+    def in_process(self) -> bool:
+        return self.url is None
+
+    def request_headers(self, credential: str | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", **dict(self.headers)}
+        if credential and self.auth_header:
+            headers[self.auth_header] = self.auth_prefix + credential
+        return headers

@@ -15,10 +15,14 @@ from .pool import Pool
 
 
 class _Exchange(UpstreamStream):
-    """The sink of one response: buffers until the caller has what it waits for."""
+    """The sink of one response: buffers until the caller has what it waits for.
 
-    __slots__ = ("conn", "want_stream", "status", "headers", "parts", "ready", "on_chunk", "on_end_cb",
-                 "ended", "end_error", "streaming")
+    Once a stream is started, the connection hands the body straight to the
+    stream's callback (``H1Connection.deliver_to``); only the end comes here.
+    """
+
+    __slots__ = ("conn", "want_stream", "status", "headers", "parts", "ready", "on_end_cb", "ended", "closed",
+                 "end_error", "streaming")
 
     def __init__(self, conn: H1Connection, want_stream: bool):
         self.conn = conn
@@ -27,9 +31,9 @@ class _Exchange(UpstreamStream):
         self.headers: dict = {}
         self.parts: list[bytes] = []
         self.ready = conn._loop.create_future()
-        self.on_chunk = None
         self.on_end_cb = None
         self.ended = False
+        self.closed = False
         self.end_error: GatewayError | None = None
         self.streaming = False
 
@@ -41,9 +45,6 @@ class _Exchange(UpstreamStream):
         self.streaming = self.want_stream and status == 200
 
     def on_data(self, data: bytes) -> None:
-        if self.on_chunk is not None:
-            self.on_chunk(data)
-            return
         self.parts.append(data)
         if self.streaming and not self.ready.done():
             self.ready.set_result(None)
@@ -67,11 +68,12 @@ class _Exchange(UpstreamStream):
         # bytes that came with or right after the first read are delivered first
         pending, self.parts = self.parts, []
         for data in pending:
+            if self.closed:
+                return  # the consumer closed the stream on what it was given
             on_chunk(data)
         if self.ended:
             on_end(self.end_error)
             return
-        self.on_chunk = on_chunk
         self.on_end_cb = on_end
         self.conn.deliver_to(on_chunk)
 
@@ -82,6 +84,7 @@ class _Exchange(UpstreamStream):
         self.conn.resume()
 
     def close(self) -> None:
+        self.closed = True
         if not self.ended:
             self.ended = True
             self.conn.abort()
