@@ -219,7 +219,11 @@ class Engine:
             current.end(SUCCESS)
             self._account_usage(dep, usage)
             return EngineResult(200, body=body, replica=current.replica, attempts=attempt, upstream_s=upstream_s)
-        relay = fmt.relay(req, caller, model)
+        try:
+            relay = fmt.relay(req, caller, model)
+        except BaseException:
+            reply.close()   # nobody will own the live upstream exchange: abort it now
+            raise
         stream = RelayedStream(reply, relay, current, dep.config.provider)
         stream.also_on_done(lambda: self._account_usage(dep, relay.usage))
         return EngineResult(200, stream=stream, replica=current.replica, attempts=attempt, upstream_s=upstream_s)
