@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -211,18 +212,23 @@ credential = {{ value = "sk-bench" }}
         profiled = {f"nonstream c{busy[0]}", f"stream c{args.stream_concurrency[0]}"}
         for name, stream, c, itl_ms, chunks in plan:
             configure_upstream(upstream, itl_ms, chunks)
-            for label, target in paths:
-                profile_to = None
-                if args.profile and label == "gateway" and name in profiled:
-                    profile_to = Path(args.out, f"profile-{name.replace(' ', '-')}.raw")
-                    profile_to.parent.mkdir(parents=True, exist_ok=True)
-                row = run_scenario(f"{name} {label}", target, target, stream=stream, concurrency=c,
-                                   duration_s=args.duration, max_requests=args.max_requests, use_wrk=use_wrk,
-                                   profile_to=profile_to)
-                row["path"] = label
-                rows.append(row)
-                print(f"  {row['scenario']:<26} {row['rps']:>9} req/s  p50 {row['p50_ms']:>8} ms  "
-                      f"p99 {row['p99_ms']:>8} ms  cpu/req {row['cpu_us_per_request']} us", flush=True)
+            for round_no in range(args.rounds):
+                # every other round the gateways swap places, so a drift of the machine's load
+                # falls on both alike
+                order = paths if round_no % 2 == 0 else paths[:1] + paths[:0:-1]
+                for label, target in order:
+                    profile_to = None
+                    if args.profile and label == "gateway" and name in profiled and round_no == 0:
+                        profile_to = Path(args.out, f"profile-{name.replace(' ', '-')}.raw")
+                        profile_to.parent.mkdir(parents=True, exist_ok=True)
+                    row = run_scenario(f"{name} {label}", target, target, stream=stream, concurrency=c,
+                                       duration_s=args.duration, max_requests=args.max_requests, use_wrk=use_wrk,
+                                       profile_to=profile_to)
+                    row["path"] = label
+                    rows.append(row)
+                    print(f"  {row['scenario']:<26} {row['rps']:>9} req/s  p50 {row['p50_ms']:>8} ms  "
+                          f"p99 {row['p99_ms']:>8} ms  cpu/req {row['cpu_us_per_request']} us", flush=True)
+        rows = merge_rounds(rows)
     finally:
         gateway.stop()
         if baseline is not None:
@@ -230,6 +236,7 @@ credential = {{ value = "sk-bench" }}
         upstream.stop()
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": args.workers, "duration_s": args.duration,
+        "rounds": args.rounds,
         "paced_itl_ms": args.paced_itl_ms, "load_tool": "wrk (non-streaming) + asyncio (streaming)" if use_wrk else "asyncio",
         "cpus": os.cpu_count(), "rows": rows, "summary": summarize(rows),
     }
@@ -238,6 +245,35 @@ credential = {{ value = "sk-bench" }}
         report["baseline_summary"] = summarize(rows, "baseline")
         report["against_baseline"] = against_baseline(report["summary"], report["baseline_summary"])
     return report
+
+
+def merge_rounds(rows: list[dict]) -> list[dict]:
+    """One row per scenario from its rounds: counts and CPU summed (so CPU per request is over all
+    of them), latencies the median of the rounds'. ``cpu_us_per_request_rounds`` keeps the spread."""
+    by_name: dict[str, list[dict]] = {}
+    for r in rows:
+        by_name.setdefault(r["scenario"], []).append(r)
+    merged = []
+    for runs in by_name.values():
+        if len(runs) == 1:
+            merged.append(runs[0])
+            continue
+        row = dict(runs[0])
+        for key in ("requests", "errors", "chunks", "cpu_s", "elapsed_s"):
+            if key in row:
+                row[key] = round(sum(r[key] for r in runs), 3)
+        for key in ("p50_ms", "p99_ms", "ttfc_p50_ms", "ttfc_p99_ms"):
+            if key in row:
+                row[key] = round(statistics.median(r[key] for r in runs), 3)
+        row["rps"] = round(row["requests"] / row["elapsed_s"], 1) if row["elapsed_s"] else 0.0
+        row["cpu_us_per_request"] = round(row["cpu_s"] / row["requests"] * 1e6, 1) if row["requests"] else None
+        if row.get("chunks"):
+            row["chunks_per_s"] = round(row["chunks"] / row["elapsed_s"], 1)
+            row["cpu_us_per_chunk"] = round(row["cpu_s"] / row["chunks"] * 1e6, 2)
+        row["rounds"] = len(runs)
+        row["cpu_us_per_request_rounds"] = [r["cpu_us_per_request"] for r in runs]
+        merged.append(row)
+    return merged
 
 
 def summarize(rows: list[dict], path: str = "gateway") -> dict:
@@ -302,7 +338,8 @@ def against_baseline(summary: dict, baseline: dict) -> dict:
 
 def to_markdown(report: dict) -> str:
     lines = [f"# fastinfer bench — {report['when']}", "",
-             f"gateway workers: {report['workers']}, scenario duration: {report['duration_s']} s, "
+             f"gateway workers: {report['workers']}, scenario duration: {report['duration_s']} s "
+             f"x {report['rounds']} round(s), "
              f"stream: {STREAM_CHUNKS} chunks, sent back to back ('stream') or {report['paced_itl_ms']} ms "
              f"apart ('paced'), "
              f"load: {report['load_tool']}, CPUs: {report['cpus']}", "",
@@ -356,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="py-spy a gateway worker during one non-streaming and one streaming "
                              "scenario (needs py-spy); summaries next to the report")
     parser.add_argument("--out", default="bench/results", help="directory for the JSON and Markdown reports")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every scenario this many times, the gateways in alternating order, and "
+                             "report the sums (default 1)")
     parser.add_argument("--baseline-tree", metavar="PATH",
                         help="also run every scenario through a gateway started from this source tree (its "
                              "compiled core built in place), and report this tree against it")
