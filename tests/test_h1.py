@@ -278,3 +278,23 @@ def test_a_sink_that_raises_ends_the_exchange_with_an_upstream_failure():
     sink, conn = asyncio.run(go())
     (error,) = sink.ended
     assert isinstance(error, UpstreamFailure) and conn.transport.aborted and conn.state is CLOSED
+
+
+def test_a_sink_whose_end_raises_does_not_reach_the_event_loop():
+    class Exploding(Sink):
+        def on_end(self, error):
+            super().on_end(error)
+            raise RuntimeError("an engine bug")
+
+    async def go():
+        pool = Pool("http://127.0.0.1:1/v1")
+        conn = H1Connection(pool, asyncio.get_running_loop())
+        conn.connection_made(FakeTransport())
+        sink = Exploding()
+        conn.send(b"GET / HTTP/1.1\r\n\r\n", sink, Timeouts)
+        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+        conn.connection_lost(None)     # must not raise
+        return sink
+    sink = asyncio.run(go())
+    (error,) = sink.ended
+    assert isinstance(error, UpstreamFailure) and "mid-stream" in error.message

@@ -18,7 +18,7 @@ PRIORITY_LEVELS = {"critical": 0, "high": 1, "normal": 2, "background": 3}
 class GatewayRequest:
     """A parsed, validated client request; the gateway builds it, the engine consumes it."""
 
-    api: str                      # the caller's API: "openai" | "anthropic"
+    api: str                      # the caller's API: "openai" | "anthropic" (its format in formats.FORMATS)
     model: str                    # the deployment name the client asked for
     body: dict                    # the client's body (gateway-only fields removed)
     stream: bool

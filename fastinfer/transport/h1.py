@@ -267,7 +267,7 @@ class H1Connection(asyncio.Protocol):
     def _timed_out(self, message: str) -> None:
         sink = self.sink
         self.abort()
-        sink.on_end(UpstreamTimeout(message))
+        _tell_end(sink, UpstreamTimeout(message))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -279,7 +279,7 @@ class H1Connection(asyncio.Protocol):
         self._on_data = None
         self._cancel_timer()
         self.pool.release(self, self._keep_alive)
-        sink.on_end(None)
+        _tell_end(sink, None)
 
     def _fail(self, error: GatewayError) -> None:
         sink, self.sink = self.sink, None
@@ -288,7 +288,7 @@ class H1Connection(asyncio.Protocol):
         self._cancel_timer()
         if self.transport is not None:
             self.transport.abort()
-        sink.on_end(error)
+        _tell_end(sink, error)
 
     def released(self, now: float) -> None:
         """Back in the pool after a complete exchange (called by the pool)."""
@@ -301,6 +301,15 @@ class H1Connection(asyncio.Protocol):
     @property
     def reusable(self) -> bool:
         return self.state is IDLE and self.transport is not None and not self.transport.is_closing()
+
+
+def _tell_end(sink: Sink, error: GatewayError | None) -> None:
+    """The exchange's end, to its sink; the end also comes from timers and ``connection_lost``,
+    where a sink that raised would reach the event loop."""
+    try:
+        sink.on_end(error)
+    except Exception:
+        log.exception("ending an upstream exchange failed")
 
 
 def build_request(method: str, target: str, host: str, headers: dict, body: bytes) -> bytes:
