@@ -59,12 +59,12 @@ class Timeouts:
     connect_s = first_byte_s = idle_s = total_s = 30.0
 
 
-def exchange(pieces: list[bytes]):
+def exchange(pieces: list[bytes], sink: Sink | None = None):
     """Feed a response to a fresh connection in ``pieces``; (sink, connection, pool)."""
     pool = Pool("http://127.0.0.1:1/v1")
     conn = H1Connection(pool, asyncio.get_running_loop())
     conn.connection_made(FakeTransport())
-    sink = Sink()
+    sink = sink or Sink()
     conn.send(b"GET / HTTP/1.1\r\n\r\n", sink, Timeouts)
     for piece in pieces:
         conn.data_received(piece)
@@ -267,15 +267,9 @@ def test_a_sink_that_raises_ends_the_exchange_with_an_upstream_failure():
         def on_data(self, data):
             raise KeyError("a relay bug")
 
-    async def go():
-        pool = Pool("http://127.0.0.1:1/v1")
-        conn = H1Connection(pool, asyncio.get_running_loop())
-        conn.connection_made(FakeTransport())
-        sink = Exploding()
-        conn.send(b"GET / HTTP/1.1\r\n\r\n", sink, Timeouts)
-        conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")  # must not raise
-        return sink, conn
-    sink, conn = asyncio.run(go())
+    # data_received must not raise
+    sink, conn, _ = run(lambda: exchange([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n"],
+                                         Exploding()))
     (error,) = sink.ended
     assert isinstance(error, UpstreamFailure) and conn.transport.aborted and conn.state is CLOSED
 
@@ -286,15 +280,10 @@ def test_a_sink_whose_end_raises_does_not_reach_the_event_loop():
             super().on_end(error)
             raise RuntimeError("an engine bug")
 
-    async def go():
-        pool = Pool("http://127.0.0.1:1/v1")
-        conn = H1Connection(pool, asyncio.get_running_loop())
-        conn.connection_made(FakeTransport())
-        sink = Exploding()
-        conn.send(b"GET / HTTP/1.1\r\n\r\n", sink, Timeouts)
-        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+    def go():
+        sink, conn, _ = exchange([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart"], Exploding())
         conn.connection_lost(None)     # must not raise
         return sink
-    sink = asyncio.run(go())
+    sink = run(go)
     (error,) = sink.ended
     assert isinstance(error, UpstreamFailure) and "mid-stream" in error.message
