@@ -36,17 +36,18 @@ def _gemini_url(replica, model: str, endpoint: str, stream: bool) -> str:
     return f"{replica.base_url}/models/{model.removeprefix('models/')}:{action}"
 
 
+# in the order the config's documentation lists them (config/schema.py takes its choices from here)
 PROVIDERS: dict[str, ProviderKind] = {
     "openai": ProviderKind(OPENAI, _openai_url, "Authorization", "Bearer ",
                            default_base_url="https://api.openai.com/v1"),
-    # vLLM, SGLang, llama.cpp, Ollama, ...: OpenAI's API at a base_url the config gives
-    "openai_compatible": ProviderKind(OPENAI, _openai_url, "Authorization", "Bearer "),
     "azure_openai": ProviderKind(OPENAI, _azure_url, "api-key", replica_requires=("api_version",)),
     "anthropic": ProviderKind(ANTHROPIC, _anthropic_url, "x-api-key",
                               headers=(("anthropic-version", ANTHROPIC_VERSION),),
                               default_base_url="https://api.anthropic.com/v1"),
     "gemini": ProviderKind(GEMINI, _gemini_url, "x-goog-api-key",
                            default_base_url="https://generativelanguage.googleapis.com/v1beta"),
+    # vLLM, SGLang, llama.cpp, Ollama, ...: OpenAI's API at a base_url the config gives
+    "openai_compatible": ProviderKind(OPENAI, _openai_url, "Authorization", "Bearer "),
     # answers in-process, so a new user gets a streamed answer with no upstream at all
     "mock": ProviderKind(OPENAI, None, provider=MockProvider),
 }
