@@ -7,6 +7,11 @@ through the gateway: non-streaming at concurrency 1, 16 and 64; streaming
 the CPU time of the gateway's processes from /proc — supervisor and workers —
 and reports CPU per request and per streamed chunk: the figure that survives
 a noisy, shared machine. It writes JSON and Markdown to ``--out``.
+
+``--baseline-tree PATH`` starts a second gateway from another source tree (a
+checkout with its compiled core built in place, e.g. ``git worktree add`` of
+main) on the same mock, runs every scenario through it too, and reports this
+tree against it as ratios: a before/after measured in one run.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,10 +43,12 @@ SHORT_CHUNKS = 8     # the short variant: per-stream cost vs per-chunk cost by d
 class Service:
     """A ``python -m fastinfer`` child announcing its port on stdout."""
 
-    def __init__(self, args: list[str], cwd: str):
-        # run the same fastinfer this process imported (a checkout or the installed copy)
+    def __init__(self, args: list[str], cwd: str, tree: Path | None = None):
+        # run the same fastinfer this process imported (a checkout or the installed copy), or the
+        # one in ``tree`` (a source tree whose compiled core is built in place)
         import fastinfer
-        env = {**os.environ, "PYTHONPATH": str(Path(fastinfer.__file__).resolve().parents[1])}
+        tree = tree or Path(fastinfer.__file__).resolve().parents[1]
+        env = {**os.environ, "PYTHONPATH": str(tree)}
         self.proc = subprocess.Popen([sys.executable, "-m", "fastinfer", *args], cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 30
@@ -183,7 +191,13 @@ retry = {{ max_attempts = 1 }}
 base_url = "http://127.0.0.1:{upstream.port}/v1"
 credential = {{ value = "sk-bench" }}
 """)
-    gateway = Service(["serve", "--config", str(config), "--port", "0", "--workers", str(args.workers)], workdir)
+    serve = ["serve", "--config", str(config), "--port", "0", "--workers", str(args.workers)]
+    gateway = Service(serve, workdir)
+    paths = [("direct", upstream), ("gateway", gateway)]
+    baseline = None
+    if args.baseline_tree:
+        baseline = Service(serve, workdir, tree=Path(args.baseline_tree).resolve())
+        paths.insert(1, ("baseline", baseline))
     rows = []
     try:
         plan = [(f"nonstream c{c}", False, c, 0.0, STREAM_CHUNKS) for c in args.concurrency]
@@ -198,34 +212,77 @@ credential = {{ value = "sk-bench" }}
         profiled = {f"nonstream c{busy[0]}", f"stream c{args.stream_concurrency[0]}"}
         for name, stream, c, itl_ms, chunks in plan:
             configure_upstream(upstream, itl_ms, chunks)
-            for label, target, measured in (("direct", upstream, upstream), ("gateway", gateway, gateway)):
-                profile_to = None
-                if args.profile and label == "gateway" and name in profiled:
-                    profile_to = Path(args.out, f"profile-{name.replace(' ', '-')}.raw")
-                    profile_to.parent.mkdir(parents=True, exist_ok=True)
-                row = run_scenario(f"{name} {label}", target, measured, stream=stream, concurrency=c,
-                                   duration_s=args.duration, max_requests=args.max_requests, use_wrk=use_wrk,
-                                   profile_to=profile_to)
-                row["path"] = label
-                rows.append(row)
-                print(f"  {row['scenario']:<26} {row['rps']:>9} req/s  p50 {row['p50_ms']:>8} ms  "
-                      f"p99 {row['p99_ms']:>8} ms  cpu/req {row['cpu_us_per_request']} us", flush=True)
+            for round_no in range(args.rounds):
+                # every other round the gateways swap places, so a drift of the machine's load
+                # falls on both alike
+                order = paths if round_no % 2 == 0 else paths[:1] + paths[:0:-1]
+                for label, target in order:
+                    profile_to = None
+                    if args.profile and label == "gateway" and name in profiled and round_no == 0:
+                        profile_to = Path(args.out, f"profile-{name.replace(' ', '-')}.raw")
+                        profile_to.parent.mkdir(parents=True, exist_ok=True)
+                    row = run_scenario(f"{name} {label}", target, target, stream=stream, concurrency=c,
+                                       duration_s=args.duration, max_requests=args.max_requests, use_wrk=use_wrk,
+                                       profile_to=profile_to)
+                    row["path"] = label
+                    rows.append(row)
+                    print(f"  {row['scenario']:<26} {row['rps']:>9} req/s  p50 {row['p50_ms']:>8} ms  "
+                          f"p99 {row['p99_ms']:>8} ms  cpu/req {row['cpu_us_per_request']} us", flush=True)
+        rows = merge_rounds(rows)
     finally:
         gateway.stop()
+        if baseline is not None:
+            baseline.stop()
         upstream.stop()
-    return {
+    report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": args.workers, "duration_s": args.duration,
+        "rounds": args.rounds,
         "paced_itl_ms": args.paced_itl_ms, "load_tool": "wrk (non-streaming) + asyncio (streaming)" if use_wrk else "asyncio",
         "cpus": os.cpu_count(), "rows": rows, "summary": summarize(rows),
     }
+    if baseline is not None:
+        report["baseline_tree"] = str(Path(args.baseline_tree).resolve())
+        report["baseline_summary"] = summarize(rows, "baseline")
+        report["against_baseline"] = against_baseline(report["summary"], report["baseline_summary"])
+    return report
 
 
-def summarize(rows: list[dict]) -> dict:
-    """Gateway vs direct, per scenario: the ratios that hold on a noisy machine."""
+def merge_rounds(rows: list[dict]) -> list[dict]:
+    """One row per scenario from its rounds: counts and CPU summed (so CPU per request is over all
+    of them), latencies the median of the rounds'. ``cpu_us_per_request_rounds`` keeps the spread."""
+    by_name: dict[str, list[dict]] = {}
+    for r in rows:
+        by_name.setdefault(r["scenario"], []).append(r)
+    merged = []
+    for runs in by_name.values():
+        if len(runs) == 1:
+            merged.append(runs[0])
+            continue
+        row = dict(runs[0])
+        for key in ("requests", "errors", "chunks", "cpu_s", "elapsed_s"):
+            if key in row:
+                row[key] = round(sum(r[key] for r in runs), 3)
+        for key in ("p50_ms", "p99_ms", "ttfc_p50_ms", "ttfc_p99_ms"):
+            if key in row:
+                row[key] = round(statistics.median(r[key] for r in runs), 3)
+        row["rps"] = round(row["requests"] / row["elapsed_s"], 1) if row["elapsed_s"] else 0.0
+        row["cpu_us_per_request"] = round(row["cpu_s"] / row["requests"] * 1e6, 1) if row["requests"] else None
+        if row.get("chunks"):
+            row["chunks_per_s"] = round(row["chunks"] / row["elapsed_s"], 1)
+            row["cpu_us_per_chunk"] = round(row["cpu_s"] / row["chunks"] * 1e6, 2)
+        row["rounds"] = len(runs)
+        row["cpu_us_per_request_rounds"] = [r["cpu_us_per_request"] for r in runs]
+        merged.append(row)
+    return merged
+
+
+def summarize(rows: list[dict], path: str = "gateway") -> dict:
+    """A gateway (``path``: this tree's, or the baseline's) vs direct, per scenario: the ratios
+    that hold on a noisy machine."""
     by_name = {r["scenario"]: r for r in rows}
     summary = {}
     for r in rows:
-        if r["path"] != "gateway":
+        if r["path"] != path:
             continue
         base = r["scenario"].rsplit(" ", 1)[0]
         d = by_name.get(base + " direct")
@@ -242,7 +299,7 @@ def summarize(rows: list[dict]) -> dict:
         if r["stream"]:
             entry["gateway_cpu_us_per_chunk"] = r.get("cpu_us_per_chunk")
             entry["ttfc_added_ms"] = round(r.get("ttfc_p50_ms", 0) - d.get("ttfc_p50_ms", 0), 3)
-            short = by_name.get(base + " short gateway")
+            short = by_name.get(f"{base} short {path}")
             if short and short["cpu_us_per_request"] and r["cpu_us_per_request"]:
                 # CPU per stream = per-stream part + chunks x per-chunk part; two lengths give both
                 per_chunk = ((r["cpu_us_per_request"] - short["cpu_us_per_request"])
@@ -258,9 +315,31 @@ def _ratio(a, b):
     return round(a / b, 2) if a and b else None
 
 
+#: what the before/after comparison sets side by side (this tree's figure, the baseline's, their ratio)
+COMPARED = ("gateway_cpu_us_per_request", "gateway_cpu_us_per_chunk", "gateway_cpu_us_per_extra_chunk",
+            "gateway_cpu_us_per_stream_setup", "p99_added_ms")
+
+
+def against_baseline(summary: dict, baseline: dict) -> dict:
+    """This tree against the baseline tree, per scenario: each figure of both, and this / baseline."""
+    out = {}
+    for name, now in summary.items():
+        before = baseline.get(name)
+        if not before:
+            continue
+        entry = {}
+        for key in COMPARED:
+            if now.get(key) is not None and before.get(key) is not None:
+                entry[key] = {"this": now[key], "baseline": before[key], "ratio": _ratio(now[key], before[key])}
+        entry["rps_ratio_this_to_baseline"] = _ratio(now["rps_ratio"], before["rps_ratio"])
+        out[name] = entry
+    return out
+
+
 def to_markdown(report: dict) -> str:
     lines = [f"# fastinfer bench — {report['when']}", "",
-             f"gateway workers: {report['workers']}, scenario duration: {report['duration_s']} s, "
+             f"gateway workers: {report['workers']}, scenario duration: {report['duration_s']} s "
+             f"x {report['rounds']} round(s), "
              f"stream: {STREAM_CHUNKS} chunks, sent back to back ('stream') or {report['paced_itl_ms']} ms "
              f"apart ('paced'), "
              f"load: {report['load_tool']}, CPUs: {report['cpus']}", "",
@@ -280,6 +359,22 @@ def to_markdown(report: dict) -> str:
                      f"| {s['cpu_ratio_gateway_to_upstream']} | {s['rps_ratio']} | {s['p50_added_ms']} "
                      f"| {s['p99_added_ms']} | {s.get('gateway_cpu_us_per_chunk', '')} "
                      f"| {s.get('gateway_cpu_us_per_extra_chunk', '')} | {s.get('gateway_cpu_us_per_stream_setup', '')} |")
+    if "against_baseline" in report:
+        lines += ["", f"This tree against the baseline tree `{report['baseline_tree']}` (same run, same mock; "
+                  "ratio = this / baseline, below 1 is cheaper):", "",
+                  "| scenario | CPU µs/req this | baseline | ratio | CPU µs/chunk this | baseline | ratio "
+                  "| µs per extra chunk this | baseline | ratio | p99 added ms this | baseline |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, c in report["against_baseline"].items():
+            def cells(key, ratio=True):
+                v = c.get(key)
+                if v is None:
+                    return ["", "", ""] if ratio else ["", ""]
+                return [str(v["this"]), str(v["baseline"])] + ([str(v["ratio"])] if ratio else [])
+            lines.append("| " + " | ".join([name, *cells("gateway_cpu_us_per_request"),
+                                             *cells("gateway_cpu_us_per_chunk"),
+                                             *cells("gateway_cpu_us_per_extra_chunk"),
+                                             *cells("p99_added_ms", ratio=False)]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -298,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="py-spy a gateway worker during one non-streaming and one streaming "
                              "scenario (needs py-spy); summaries next to the report")
     parser.add_argument("--out", default="bench/results", help="directory for the JSON and Markdown reports")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every scenario this many times, the gateways in alternating order, and "
+                             "report the sums (default 1)")
+    parser.add_argument("--baseline-tree", metavar="PATH",
+                        help="also run every scenario through a gateway started from this source tree (its "
+                             "compiled core built in place), and report this tree against it")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     report = run_all(args)

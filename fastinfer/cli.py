@@ -25,21 +25,7 @@ _FIXED_ACROSS_RELOAD = ("host", "port", "workers", "admin_host", "admin_port")
 
 
 def _load(path: str | None) -> Config:
-    config = load_config(path) if path else default_config()
-    _check_providers(config)
-    return config
-
-
-def _check_providers(config: Config) -> None:
-    from .providers import make_provider
-    problems = []
-    for i, d in enumerate(config.deployments):
-        try:
-            make_provider(d)
-        except NotImplementedError as e:
-            problems.append(f"deployments[{i}].provider: {e}")
-    if problems:
-        raise ConfigError(problems, config.source)
+    return load_config(path) if path else default_config()
 
 
 def not_yet_enforced(config: Config) -> list[str]:

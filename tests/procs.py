@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -199,3 +200,25 @@ def write_config(directory: Path, text: str) -> Path:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     return Path(path)
+
+
+def raw_post(port: int, body: dict, path: str = "/v1/chat/completions") -> socket.socket:
+    """Send a POST with a plain socket and hand the socket back: the caller reads, or leaves."""
+    data = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(data), data))
+    return sock
+
+
+def metrics_text(gw) -> str:
+    with urllib.request.urlopen(gw.base + "/metrics", timeout=10) as resp:
+        return resp.read().decode()
+
+
+def metric_value(text: str, series: str) -> float:
+    """The value of one series (``name{labels}``) in a /metrics text; an AssertionError if absent."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{series} missing")

@@ -8,7 +8,7 @@ import urllib.request
 import openai
 import pytest
 
-from procs import http_json
+from procs import http_json, metric_value, metrics_text
 
 MESSAGES = [{"role": "user", "content": "hello world"}]
 
@@ -83,25 +83,12 @@ def test_a_failing_replica_is_skipped(start_gateway, mock_upstream, workdir):
     client = sdk(gw)
     for _ in range(12):
         assert client.chat.completions.create(model="m", messages=MESSAGES).choices
-    text = open_metrics(gw)
+    text = metrics_text(gw)
     # the dead replica failed until its circuit opened (2 failures per worker at most), then was skipped
     failures = metric_value(text, 'fastinfer_upstream_requests_total{deployment="m",replica="r0",outcome="network_error"}')
     assert 2 <= failures <= 4
     assert metric_value(text, 'fastinfer_circuit_state{deployment="m",replica="r0"}') == 1
     assert metric_value(text, 'fastinfer_upstream_requests_total{deployment="m",replica="r1",outcome="success"}') == 12
-
-
-def open_metrics(gw) -> str:
-    import urllib.request
-    with urllib.request.urlopen(gw.base + "/metrics", timeout=10) as resp:
-        return resp.read().decode()
-
-
-def metric_value(text: str, series: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{series} missing")
 
 
 def test_fallback_is_used_when_the_deployment_cannot_serve(start_gateway, mock_upstream):
@@ -112,7 +99,7 @@ def test_fallback_is_used_when_the_deployment_cannot_serve(start_gateway, mock_u
     raw = sdk(gw).chat.completions.with_raw_response.create(model="primary", messages=MESSAGES)
     assert raw.http_response.status_code == 200
     assert raw.headers["x-fastinfer-deployment"] == "backup"
-    assert metric_value(open_metrics(gw), 'fastinfer_fallbacks_total{deployment="primary",to="backup"}') == 1
+    assert metric_value(metrics_text(gw), 'fastinfer_fallbacks_total{deployment="primary",to="backup"}') == 1
 
 
 def test_context_window_errors_go_only_to_context_window_fallbacks(start_gateway, mock_upstream):

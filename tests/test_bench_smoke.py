@@ -46,3 +46,33 @@ def test_bench_writes_json_and_markdown_reports(tmp_path):
         summary = (tmp_path / f"profile-{scenario}.txt").read_text()
         assert "samples" in summary.splitlines()[0]
         assert "fastinfer/gateway/app.py" in summary
+
+
+def test_bench_runs_a_baseline_tree_beside_this_one_and_reports_both(tmp_path):
+    """--baseline-tree: a second gateway from another source tree (here: this one again) on the same
+    mock, every scenario through both, and this tree against the baseline as ratios; --rounds: each
+    scenario run again with the gateways' order swapped, the rounds summed."""
+    out = subprocess.run(
+        [sys.executable, "-m", "fastinfer", "bench", "--duration", "0.3", "--concurrency", "2",
+         "--stream-concurrency", "2", "--paced-itl-ms", "0", "--no-wrk", "--baseline-tree", str(ROOT), "--rounds", "2",
+         "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (report_path,) = tmp_path.glob("bench-*.json")
+    report = json.loads(report_path.read_text())
+    names = ("nonstream c2", "stream c2", "stream c2 short")
+    assert {r["scenario"] for r in report["rows"]} == {f"{s} {p}" for s in names
+                                                       for p in ("direct", "baseline", "gateway")}
+    for row in report["rows"]:
+        assert row["requests"] > 0 and row["errors"] == 0 and row["rounds"] == 2
+        rounds = row["cpu_us_per_request_rounds"]
+        assert len(rounds) == 2 and min(rounds) - 0.1 <= row["cpu_us_per_request"] <= max(rounds) + 0.1
+    assert report["baseline_tree"] == str(ROOT)
+    compared = report["against_baseline"]
+    assert set(compared) == set(names)
+    per_request = compared["nonstream c2"]["gateway_cpu_us_per_request"]
+    assert per_request["this"] == report["summary"]["nonstream c2"]["gateway_cpu_us_per_request"]
+    assert per_request["baseline"] == report["baseline_summary"]["nonstream c2"]["gateway_cpu_us_per_request"]
+    assert per_request["ratio"] == round(per_request["this"] / per_request["baseline"], 2)
+    assert "gateway_cpu_us_per_extra_chunk" in compared["stream c2"]
+    assert "This tree against the baseline tree" in report_path.with_suffix(".md").read_text()

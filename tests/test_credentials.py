@@ -55,7 +55,7 @@ def helper(tmp_path):
         if [ -f "$d/fail" ]; then echo "sk-LEAKED-IN-STDERR" >&2; exit 3; fi
         n=$(cat "$d/count" 2>/dev/null || echo 0)
         n=$((n+1))
-        echo $n > "$d/count"
+        echo $n > "$d/count.new" && mv "$d/count.new" "$d/count"   # atomic: the test reads it meanwhile
         echo "key-$n"
         """))
     script.chmod(script.stat().st_mode | stat.S_IXUSR)

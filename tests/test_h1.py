@@ -1,4 +1,4 @@
-"""The upstream HTTP/1.1 client: response parsing under any split of the bytes, pooling, timeouts."""
+"""The upstream HTTP/1.1 client: response framing under any split of the bytes, malformed answers, pooling, timeouts."""
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastinfer.errors import UpstreamFailure, UpstreamTimeout
-from fastinfer.providers.h1 import H1Connection, Pool, build_request
+from fastinfer.transport.h1 import MAX_FRAMING, H1Connection, build_request
+from fastinfer.transport.pool import Pool
+from fastinfer.transport.states import CLOSED, IDLE
 
 
 class FakeTransport:
@@ -57,12 +59,12 @@ class Timeouts:
     connect_s = first_byte_s = idle_s = total_s = 30.0
 
 
-def exchange(pieces: list[bytes]):
+def exchange(pieces: list[bytes], sink: Sink | None = None):
     """Feed a response to a fresh connection in ``pieces``; (sink, connection, pool)."""
     pool = Pool("http://127.0.0.1:1/v1")
-    conn = H1Connection(pool)
+    conn = H1Connection(pool, asyncio.get_running_loop())
     conn.connection_made(FakeTransport())
-    sink = Sink()
+    sink = sink or Sink()
     conn.send(b"GET / HTTP/1.1\r\n\r\n", sink, Timeouts)
     for piece in pieces:
         conn.data_received(piece)
@@ -166,7 +168,7 @@ def test_pool_paths_and_origin():
 def test_first_byte_and_idle_watchdog():
     async def go():
         pool = Pool("http://127.0.0.1:1/v1")
-        conn = H1Connection(pool)
+        conn = H1Connection(pool, asyncio.get_running_loop())
         conn.connection_made(FakeTransport())
         sink = Sink()
 
@@ -176,7 +178,7 @@ def test_first_byte_and_idle_watchdog():
         conn.send(b"x", sink, Short)
         await asyncio.sleep(0.12)
         first = sink.ended[:]
-        conn2 = H1Connection(pool)
+        conn2 = H1Connection(pool, asyncio.get_running_loop())
         conn2.connection_made(FakeTransport())
         sink2 = Sink()
         conn2.send(b"x", sink2, Short)
@@ -191,3 +193,97 @@ def test_first_byte_and_idle_watchdog():
     assert len(first) == 1 and isinstance(first[0], UpstreamTimeout) and "did not answer" in first[0].message
     assert len(second) == 1 and isinstance(second[0], UpstreamTimeout) and "idle" in second[0].message
     assert aborted
+
+
+@pytest.mark.parametrize("response, message", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 12x\r\n\r\n{}", "malformed HTTP response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", "malformed HTTP response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n", "malformed HTTP response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+     "malformed HTTP response"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n\x00\x00", "switched protocols"),
+], ids=["content-length-not-a-number", "two-content-lengths", "content-length-overflow",
+        "content-length-and-chunked", "protocol-switch"])
+def test_a_malformed_answer_fails_the_exchange_and_never_raises(response, message):
+    for pieces in ([response], split(response, list(range(0, len(response), 997)))):
+        sink, conn, pool = run(lambda: exchange(pieces))   # data_received raising would fail here
+        (error,) = sink.ended
+        assert isinstance(error, UpstreamFailure) and message in error.message, error.message
+        assert conn.transport.aborted and conn.state is CLOSED and pool._idle == []
+
+
+@pytest.mark.parametrize("line_start, filler", [(b"", b"0"), (b"5;ext=", b"x")], ids=["zeros", "extension"])
+def test_an_endless_chunk_size_line_fails_while_it_is_still_arriving(line_start, filler):
+    """llhttp keeps no buffer, but a line that never ends must not hold the exchange: the bytes
+    between two pieces of body are limited (counted per read, so at most one read goes unseen)."""
+    def go():
+        sink, conn, _ = exchange([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ndata\r\n" + line_start])
+        reads = 0
+        while not sink.ended and reads < 1000:
+            conn.data_received(filler * 512)   # a number (or an extension) that never ends
+            reads += 1
+        return sink, conn, reads
+    sink, conn, reads = run(go)
+    assert b"".join(sink.data) == b"data"
+    (error,) = sink.ended
+    assert isinstance(error, UpstreamFailure) and "overlong chunk-size line" in error.message
+    assert reads * 512 <= MAX_FRAMING + 512 and conn.transport.aborted and conn.state is CLOSED
+
+
+def test_what_one_read_brought_goes_to_the_sink_as_one_piece():
+    events = b"".join(b"%x\r\ndata: %d\n\n\r\n" % (len(b"data: %d\n\n" % i), i) for i in range(5))
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    sink, conn, _ = run(lambda: exchange([head, events]))
+    assert sink.data == [b"".join(b"data: %d\n\n" % i for i in range(5))]
+    assert sink.ended == []
+
+
+def test_bytes_after_the_end_of_the_answer_keep_the_answer_but_not_the_connection():
+    sink, conn, pool = run(lambda: exchange([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"]))
+    assert b"".join(sink.data) == b"ok" and sink.ended == [None]
+    assert pool._idle == [] and conn.transport.closed
+
+
+def test_http_1_0_answers_are_not_reused_and_complete_ones_are():
+    sink, conn, pool = run(lambda: exchange([b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"]))
+    assert sink.ended == [None] and pool._idle == [] and conn.transport.closed
+    sink, conn, pool = run(lambda: exchange([b"HTTP/1.1 204 No Content\r\n\r\n"]))
+    assert sink.status == 204 and sink.data == [] and sink.ended == [None]
+    assert pool._idle == [conn] and conn.state is IDLE and conn.reusable
+
+
+def test_bytes_on_an_idle_connection_drop_it():
+    def go():
+        sink, conn, pool = exchange([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+        assert pool._idle == [conn]
+        conn.data_received(b"HTTP/1.1 200 OK\r\n")   # nobody asked
+        return conn
+    conn = run(go)
+    assert conn.transport.aborted and not conn.reusable and conn.state is CLOSED
+
+
+def test_a_sink_that_raises_ends_the_exchange_with_an_upstream_failure():
+    class Exploding(Sink):
+        def on_data(self, data):
+            raise KeyError("a relay bug")
+
+    # data_received must not raise
+    sink, conn, _ = run(lambda: exchange([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n"],
+                                         Exploding()))
+    (error,) = sink.ended
+    assert isinstance(error, UpstreamFailure) and conn.transport.aborted and conn.state is CLOSED
+
+
+def test_a_sink_whose_end_raises_does_not_reach_the_event_loop():
+    class Exploding(Sink):
+        def on_end(self, error):
+            super().on_end(error)
+            raise RuntimeError("an engine bug")
+
+    def go():
+        sink, conn, _ = exchange([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart"], Exploding())
+        conn.connection_lost(None)     # must not raise
+        return sink
+    sink = run(go)
+    (error,) = sink.ended
+    assert isinstance(error, UpstreamFailure) and "mid-stream" in error.message

@@ -4,7 +4,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from fastinfer.providers.openai import OpenAIStreamRelay
+from fastinfer.formats.openai import OpenAIStreamRelay
 
 
 def event(payload) -> bytes:

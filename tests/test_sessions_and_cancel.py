@@ -12,7 +12,7 @@ import urllib.request
 
 import openai
 
-from procs import http_json, wait_for
+from procs import http_json, raw_post, wait_for
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 ADMIN = {"Authorization": "Bearer adm"}
@@ -127,14 +127,6 @@ def test_admin_rebuild_reaches_every_worker(start_gateway, mock_upstream, workdi
     assert "sk-two" not in metrics and "sk-one" not in metrics
 
 
-def _raw_request(port: int, body: dict) -> socket.socket:
-    data = json.dumps(body).encode()
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
-    return sock
-
-
 def _state(gw) -> dict:
     return http_json("GET", gw.base + "/admin/state", headers=ADMIN)[2]["deployments"][0]
 
@@ -153,7 +145,7 @@ def assert_upstream_closed_when_client_leaves(sock: socket.socket, mock_upstream
 def test_client_leaving_before_the_first_byte_closes_the_upstream_at_once(start_gateway, mock_upstream):
     mock_upstream.control(latency_ms=5000)
     gw = start_gateway(config(mock_upstream.base, '{ value = "k" }'))
-    sock = _raw_request(gw.port, {"model": "m", "messages": MESSAGES})
+    sock = raw_post(gw.port, {"model": "m", "messages": MESSAGES})
     wait_for(lambda: mock_upstream.stats()["in_flight"] != 0, timeout=5, interval=0.01)
     assert_upstream_closed_when_client_leaves(sock, mock_upstream)
     state = _state(gw)
@@ -165,7 +157,7 @@ def test_client_leaving_before_the_first_byte_closes_the_upstream_at_once(start_
 def test_client_leaving_mid_stream_closes_the_upstream_at_once(start_gateway, mock_upstream):
     mock_upstream.control(tokens=50, itl_ms=100)
     gw = start_gateway(config(mock_upstream.base, '{ value = "k" }'))
-    sock = _raw_request(gw.port, {"model": "m", "messages": MESSAGES, "stream": True})
+    sock = raw_post(gw.port, {"model": "m", "messages": MESSAGES, "stream": True})
     got = b""
     while got.count(b"data: ") < 3:
         chunk = sock.recv(65536)
@@ -188,9 +180,9 @@ def _client_closed_count(gw) -> float:
 def test_client_leaving_the_queue_frees_its_place_at_once(start_gateway, mock_upstream):
     mock_upstream.script([{"hold": "slot"}])
     gw = start_gateway(config(mock_upstream.base, '{ value = "k" }', max_concurrency=1, queue_capacity=4))
-    holder = _raw_request(gw.port, {"model": "m", "messages": MESSAGES})
+    holder = raw_post(gw.port, {"model": "m", "messages": MESSAGES})
     assert mock_upstream.wait_in_flight(1)
-    queued = _raw_request(gw.port, {"model": "m", "messages": MESSAGES})
+    queued = raw_post(gw.port, {"model": "m", "messages": MESSAGES})
     assert wait_for(lambda: _state(gw)["queue_depth"] == 1, timeout=5)
     queued.close()
     assert wait_for(lambda: _state(gw)["queue_depth"] == 0, timeout=5)

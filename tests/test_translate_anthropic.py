@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 
-from fastinfer.providers.translate.anthropic import (AnthropicToOpenAIStream, OpenAIToAnthropicStream,
+from fastinfer.formats.anthropic import (AnthropicToOpenAIStream, OpenAIToAnthropicStream,
                                                      anthropic_to_openai_reply, anthropic_to_openai_request,
                                                      openai_to_anthropic_reply, openai_to_anthropic_request)
-from fastinfer.providers.translate.common import DONE, ERROR
+from fastinfer.formats.common import DONE, ERROR
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from fastinfer.providers.translate.common import DONE, ERROR
-from fastinfer.providers.translate.gemini import (GeminiToOpenAIStream, gemini_to_openai_reply,
+from fastinfer.formats.common import DONE, ERROR
+from fastinfer.formats.gemini import (GeminiToOpenAIStream, gemini_to_openai_reply,
                                                   openai_to_gemini_request)
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}

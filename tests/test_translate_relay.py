@@ -14,13 +14,26 @@ import pytest
 
 from fastinfer._core.sse import SSEParser
 from fastinfer.errors import UpstreamFailure
-from fastinfer.providers.translate.dispatch import convert_reply, make_relay, reply_usage
+from fastinfer.formats import FORMATS
 
 BODY = {"messages": [{"role": "user", "content": "x" * 40}]}   # ~10 prompt tokens when estimated
 
 
 def req(api: str, usage: bool = False):
     return SimpleNamespace(api=api, body=BODY, client_wants_usage=usage, model="dep", endpoint="chat")
+
+
+def make_relay(wire: str, request, model: str):
+    """The relay from an upstream speaking ``wire`` to ``request``'s caller."""
+    return FORMATS[wire].relay(request, FORMATS[request.api], model)
+
+
+def convert_reply(wire: str, body: bytes, request, model: str) -> bytes:
+    return FORMATS[wire].reply(body, request, FORMATS[request.api], model)[0]
+
+
+def reply_usage(wire: str, body: bytes, request) -> dict:
+    return FORMATS[wire].reply(body, request, FORMATS[request.api], "m")[1]
 
 
 def sse(*events, crlf: bool = False) -> bytes:

@@ -21,19 +21,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .envvars import expand_env
+from ..providers import PROVIDERS as PROVIDER_KINDS
 from ..redact import mask_url
 from .secrets import SOURCES, Secret
 
 PRIORITIES = ("critical", "high", "normal", "background")
-PROVIDERS = ("openai", "azure_openai", "anthropic", "gemini", "openai_compatible", "mock")
+# the provider table is the providers package's: adding a provider does not touch the config
+PROVIDERS = tuple(PROVIDER_KINDS)
 ROUTINGS = ("round_robin", "least_loaded", "power_of_two", "latency", "prefix", "sticky")
-DEFAULT_BASE_URLS = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com/v1",
-    "gemini": "https://generativelanguage.googleapis.com/v1beta",
-}
-#: hosted APIs refuse every request without a key; self-hosted servers (openai_compatible) often need none
-NEEDS_CREDENTIAL = ("openai", "azure_openai", "anthropic", "gemini")
+DEFAULT_BASE_URLS = {name: kind.default_base_url for name, kind in PROVIDER_KINDS.items() if kind.default_base_url}
+NEEDS_CREDENTIAL = tuple(name for name, kind in PROVIDER_KINDS.items() if kind.needs_credential)
 
 
 class ConfigError(Exception):
@@ -353,14 +350,15 @@ def _check_references(cfg: Config, problems: _Problems) -> None:
             problems.add(f"{path}.circuit_breaker.max_open_s", "must be >= open_s")
         if d.retry.max_ms < d.retry.base_ms:
             problems.add(f"{path}.retry.max_ms", "must be >= base_ms")
-        if d.provider != "mock" and not d.replicas:
+        kind = PROVIDER_KINDS[d.provider]
+        if not kind.in_process and not d.replicas:
             if d.provider in DEFAULT_BASE_URLS:
                 continue  # a default replica on the official endpoint is added below
             problems.add(f"{path}.replicas", f"provider {d.provider} needs at least one replica with base_url")
         replica_names: set[str] = set()
         for j, r in enumerate(d.replicas):
             rpath = f"{path}.replicas[{j}]"
-            if r.base_url is None and d.provider not in DEFAULT_BASE_URLS and d.provider != "mock":
+            if r.base_url is None and d.provider not in DEFAULT_BASE_URLS and not kind.in_process:
                 problems.add(f"{rpath}.base_url", "is required for this provider")
             if r.base_url is not None:
                 problem = base_url_problem(r.base_url)
@@ -370,8 +368,9 @@ def _check_references(cfg: Config, problems: _Problems) -> None:
                 if r.name in replica_names:
                     problems.add(f"{rpath}.name", f"duplicate replica name {r.name!r}")
                 replica_names.add(r.name)
-            if d.provider == "azure_openai" and not r.api_version:
-                problems.add(f"{rpath}.api_version", "is required for azure_openai")
+            for setting in kind.replica_requires:
+                if not getattr(r, setting):
+                    problems.add(f"{rpath}.{setting}", f"is required for {d.provider}")
     server = cfg.server
     if server.admin_host is not None and server.admin_port is None:
         problems.add("server.admin_host", "needs server.admin_port (the admin listener's port)")

@@ -2,10 +2,10 @@
 
 Owns: turning a ``GatewayRequest`` into an ``EngineResult`` — choosing a
 replica, calling the provider, retrying and falling back, relaying the
-stream. Must not touch: aiohttp server objects or the client's socket; it
+stream — and giving back what each attempt holds (``attempt``). Must not touch: aiohttp server objects or the client's socket; it
 hands back bytes and never writes them.
 """
 from .engine import Engine
-from .request import PRIORITY_LEVELS, EngineResult, GatewayRequest
+from .request import PRIORITY_LEVELS, EngineResult, GatewayRequest, clock
 
-__all__ = ["Engine", "EngineResult", "GatewayRequest", "PRIORITY_LEVELS"]
+__all__ = ["Engine", "EngineResult", "GatewayRequest", "PRIORITY_LEVELS", "clock"]

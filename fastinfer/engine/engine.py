@@ -6,21 +6,28 @@ circuit admits it, makes attempts through the deployment's provider, falls
 back to other deployments when this one cannot serve, and hands an
 ``EngineResult`` out. The engine never touches the client connection: a
 stream leaves as a ``RelayedStream`` the gateway pumps into its writer.
+What an attempt and an admitted request hold is given back by ``attempt``'s
+``with`` blocks, whatever happens in them.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+
 from ..breaker import PROBE, REJECTED, DeploymentBreakers
 from ..config import Config, DeploymentConfig
 from ..errors import GatewayError, Overloaded, UnknownModel
+from ..formats import FORMATS
 from ..limits import AdmissionControl, CapacityExhausted
-from ..providers import Provider, UpstreamReply, make_provider
+from ..metrics import Metrics
+from ..providers import Provider, make_provider
 from ..routing import ReplicaPicker
 from ..session import SessionRegistry
+from ..transport import UpstreamReply
+from .attempt import SUCCESS, Attempt, Slot
 from .backoff import delay_s
-from .classify import Verdict, classify_exception, classify_reply
+from .classify import Verdict, classify_reply
 from .request import EngineResult, GatewayRequest
 from .stream import RelayedStream
 
@@ -38,7 +45,7 @@ class Deployment:
 
     __slots__ = ("index", "config", "provider", "picker", "breakers", "session_generation", "rebuilding")
 
-    def __init__(self, index: int, config: DeploymentConfig, breakers: DeploymentBreakers | None):
+    def __init__(self, index: int, config: DeploymentConfig, breakers: DeploymentBreakers):
         self.index = index
         self.config = config
         self.provider: Provider = make_provider(config)
@@ -49,14 +56,13 @@ class Deployment:
 
 
 class Engine:
-    def __init__(self, config: Config, sessions: SessionRegistry, *, admission: AdmissionControl | None = None,
-                 breakers: list[DeploymentBreakers] | None = None, metrics=None):
+    def __init__(self, config: Config, sessions: SessionRegistry, *, admission: AdmissionControl,
+                 breakers: list[DeploymentBreakers], metrics: Metrics):
         self.config = config
         self.sessions = sessions
         self.admission = admission
         self.metrics = metrics
-        self.deployments = {d.name: Deployment(i, d, breakers[i] if breakers else None)
-                            for i, d in enumerate(config.deployments)}
+        self.deployments = {d.name: Deployment(i, d, breakers[i]) for i, d in enumerate(config.deployments)}
         self._rng = random.SystemRandom()
         # built inside the worker's loop; on Python 3.11 every get_running_loop() is a getpid() syscall
         self._loop = asyncio.get_running_loop()
@@ -86,8 +92,7 @@ class Engine:
                 following = next((name for name in options if name not in used), None)
                 if following is None:
                     raise
-                if self.metrics is not None:
-                    self.metrics.fallback(primary.config.name, following)
+                self.metrics.fallback(primary.config.name, following)
                 log.debug("deployment %s cannot serve (%s); falling back to %s",
                           candidate.config.name, e.message, following)
                 used.add(following)
@@ -101,38 +106,28 @@ class Engine:
         """Admission, then the attempt loop; the slot is held until the answer (or stream) ends."""
         cfg = dep.config
         metrics = self.metrics
-        if metrics is not None and metrics.session_generation(cfg.name) != dep.session_generation:
+        if metrics.session_generation(cfg.name) != dep.session_generation:
             await self.sync_sessions(dep)
-        if dep.breakers is not None and dep.breakers.all_open():
-            if metrics is not None:
-                metrics.rejected(cfg.name, "circuit_open")
+        if dep.breakers.all_open():
+            metrics.rejected(cfg.name, "circuit_open")
             raise AllCircuitsOpen("Every replica of this deployment is failing; try again later.",
                                   retry_after=dep.breakers.retry_after_s())
-        if self.admission is not None:
-            loop = self._loop
-            timeout = cfg.queue_timeout_s
-            if req.deadline is not None:
-                timeout = min(timeout, max(0.0, req.deadline - loop.time()))
-            try:
-                await self.admission.acquire(dep.index, req.priority, cfg.on_capacity_exhausted, timeout)
-            except CapacityExhausted as e:
-                if metrics is not None:
-                    metrics.rejected(cfg.name, e.reason)
-                raise
-            except asyncio.CancelledError:
-                if metrics is not None:
-                    metrics.rejected(cfg.name, "client_gone")
-                raise
+        timeout = cfg.queue_timeout_s
+        if req.deadline is not None:
+            timeout = min(timeout, max(0.0, req.deadline - self._loop.time()))
         try:
-            result = await self._attempts(dep, req)
-        except BaseException:
-            self._release(dep)
+            await self.admission.acquire(dep.index, req.priority, cfg.on_capacity_exhausted, timeout)
+        except CapacityExhausted as e:
+            metrics.rejected(cfg.name, e.reason)
             raise
-        if result.stream is None:
-            self._release(dep)
-        else:
-            result.stream.also_on_done(lambda: self._release(dep))
-        return result
+        except asyncio.CancelledError:
+            metrics.rejected(cfg.name, "client_gone")
+            raise
+        with Slot(self.admission, dep.index) as slot:
+            result = await self._attempts(dep, req)
+            if result.stream is not None:
+                result.stream.also_on_done(slot.hand_over())
+            return result
 
     async def sync_sessions(self, dep: Deployment) -> None:
         """Rebuild this worker's sessions of ``dep`` if another worker was asked to (admin rebuild)."""
@@ -155,16 +150,13 @@ class Engine:
         await self.sync_sessions(dep)
         return dep.session_generation
 
-    def _release(self, dep: Deployment) -> None:
-        if self.admission is not None:
-            self.admission.release(dep.index)
-
     async def _attempts(self, dep: Deployment, req: GatewayRequest) -> EngineResult:
         """Attempts on the deployment's replicas until one answers, the verdict says stop,
         the retry budget is spent, or the deadline leaves no time for another."""
         cfg = dep.config
         loop = self._loop
         metrics = self.metrics
+        caller = FORMATS[req.api]
         tried: set[int] = set()
         verdict: Verdict | None = None
         upstream_s = 0.0
@@ -174,52 +166,33 @@ class Engine:
             index, probe = self._choose_replica(dep, tried)
             if index is None:
                 if verdict is None:
-                    if metrics is not None:
-                        metrics.rejected(cfg.name, "circuit_open")
+                    metrics.rejected(cfg.name, "circuit_open")
                     raise AllCircuitsOpen("Every replica of this deployment is failing; try again later.",
                                           retry_after=dep.breakers.retry_after_s())
                 break
             attempt += 1
-            if attempt > 1 and metrics is not None:
+            if attempt > 1:
                 metrics.retry(cfg.name)
             tried.add(index)
             session = self.sessions.get(cfg.name, index)
-            replica = session.replica.name
             credential_version = session.source.version
             timeouts = _attempt_timeouts(cfg.timeouts, req.deadline, loop.time())
-            dep.picker.started(index)
-            started = loop.time()
-            try:
-                reply = await dep.provider.send(session, req, timeouts)
-            except GatewayError as e:
-                verdict = classify_exception(e)
-            except asyncio.CancelledError:
-                dep.picker.finished(index, None)
-                self._verdict(dep, index, replica, probe, None, None)  # the client left: no verdict
-                raise
-            else:
+            with Attempt(dep, index, probe, session.replica.name, metrics) as current:
+                reply = await dep.provider.send(session, req, caller, timeouts)
+                current.answered()
                 if reply.status != 200:
-                    verdict = classify_reply(reply.status, reply.headers, reply.body, cfg.provider)
+                    current.verdict = classify_reply(reply.status, reply.headers, reply.body, cfg.provider)
                 else:
-                    try:
-                        # a whole answer is parsed once, here: garbage under a 200 is a failed attempt
-                        usage = None if req.stream else dep.provider.reply_usage(reply.body, req)
-                    except GatewayError as e:
-                        verdict = classify_exception(e)
-                    else:
-                        upstream_s += loop.time() - started
-                        self._verdict(dep, index, replica, probe, "success", False)
-                        return self._result(dep, index, req, reply, replica, attempt, upstream_s, started, usage)
-            upstream_s += loop.time() - started
-            dep.picker.finished(index, None)
-            self._verdict(dep, index, replica, probe, verdict.outcome, verdict.breaker)
+                    return self._answer(dep, req, caller, reply, current, attempt, upstream_s + current.upstream_s)
+            # the attempt failed (its exit recorded the verdict); an unexpected error did not get here
+            upstream_s += current.upstream_s
+            verdict = current.verdict
             if verdict.reauth and not reauthed and await session.source.refresh(
                     "auth", seen_version=credential_version):
                 # the key was rotated under us: the same replica, once more, with the new one
                 reauthed = True
                 tried.discard(index)
-                if metrics is not None:
-                    metrics.session_rebuild(cfg.name, "auth")
+                metrics.session_rebuild(cfg.name, "auth")
                 continue
             if not verdict.retry or attempt >= cfg.retry.max_attempts + reauthed:
                 break
@@ -235,26 +208,29 @@ class Engine:
         error.headers["x-fastinfer-attempts"] = str(attempt)
         raise error
 
-    def _result(self, dep: Deployment, index: int, req: GatewayRequest, reply: UpstreamReply, replica: str,
-                attempt: int, upstream_s: float, started: float, usage: dict | None) -> EngineResult:
-        loop = self._loop
+    def _answer(self, dep: Deployment, req: GatewayRequest, caller, reply: UpstreamReply, current: Attempt,
+                attempt: int, upstream_s: float) -> EngineResult:
+        """The answer of a 200: read whole (a reply that cannot be read fails the attempt), or a stream
+        that takes the attempt over."""
+        fmt = dep.provider.format
+        model = dep.config.upstream_model
         if not req.stream:
-            dep.picker.finished(index, loop.time() - started)
-            body = dep.provider.reply_body(reply.body, req)
+            body, usage = fmt.reply(reply.body, req, caller, model)
+            current.end(SUCCESS)
             self._account_usage(dep, usage)
-            return EngineResult(200, body=body, replica=replica, attempts=attempt, upstream_s=upstream_s)
-        relay = dep.provider.stream_relay(req)
-
-        def stream_done() -> None:
-            dep.picker.finished(index, loop.time() - started)
-            self._account_usage(dep, relay.usage)
-
-        return EngineResult(200, stream=RelayedStream(reply, relay, stream_done), replica=replica,
-                            attempts=attempt, upstream_s=upstream_s)
+            return EngineResult(200, body=body, replica=current.replica, attempts=attempt, upstream_s=upstream_s)
+        try:
+            relay = fmt.relay(req, caller, model)
+        except BaseException:
+            reply.close()   # nobody will own the live upstream exchange: abort it now
+            raise
+        stream = RelayedStream(reply, relay, current, dep.config.provider)
+        stream.also_on_done(lambda: self._account_usage(dep, relay.usage))
+        return EngineResult(200, stream=stream, replica=current.replica, attempts=attempt, upstream_s=upstream_s)
 
     def _account_usage(self, dep: Deployment, usage: dict | None) -> None:
         """Tokens and cost of one answer, into the host-wide counters."""
-        if self.metrics is None or not usage:
+        if not usage:
             return
         prompt = usage.get("prompt_tokens") or 0
         completion = usage.get("completion_tokens") or 0
@@ -274,20 +250,12 @@ class Engine:
                 index = dep.picker.pick(avoid)
                 if index is None:
                     break
-                verdict = dep.breakers.check(index) if dep.breakers is not None else 0
+                verdict = dep.breakers.check(index)
                 if verdict != REJECTED:
                     return index, verdict == PROBE
                 avoid.add(index)
             avoid -= tried  # every untried replica is open: a tried one may still serve a retry
         return None, False
-
-    def _verdict(self, dep: Deployment, index: int, replica: str, probe: bool, outcome: str | None,
-                 failed: bool | None) -> None:
-        """Tell the breaker (failed: True, False, or None for no verdict) and the metrics."""
-        if dep.breakers is not None:
-            dep.breakers.record(index, probe, failed)
-        if outcome is not None and self.metrics is not None:
-            self.metrics.upstream(dep.config.name, replica, outcome)
 
 
 class _Timeouts:

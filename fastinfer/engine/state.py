@@ -18,22 +18,21 @@ def describe_state(engine: "Engine") -> dict:
                  "routing": cfg.routing, "max_concurrency": cfg.max_concurrency,
                  "queue_capacity": cfg.queue_capacity, "on_capacity_exhausted": cfg.on_capacity_exhausted,
                  "fallbacks": cfg.fallbacks, "replicas": []}
-        if engine.admission is not None:
-            admission = engine.admission.admissions[dep.index]
-            in_flight, depth = admission.counts()
-            entry.update(in_flight=in_flight, queue_depth=depth,
-                         queue_by_priority=dict(zip(("critical", "high", "normal", "background"),
-                                                    admission.queue_depth_by_priority())))
+        admission = engine.admission.admissions[dep.index]
+        in_flight, depth = admission.counts()
+        entry.update(in_flight=in_flight, queue_depth=depth,
+                     queue_by_priority=dict(zip(("critical", "high", "normal", "background"),
+                                                admission.queue_depth_by_priority())))
         for i, replica in enumerate(cfg.replicas):
             r = {"name": replica.name, "base_url": mask_url(replica.base_url), "weight": replica.weight,
                  "credential": replica.credential.describe() if replica.credential else None,
                  "in_flight_here": dep.picker.in_flight[i]}
-            if dep.breakers is not None:
-                b = dep.breakers.breakers[i]
-                r["circuit"] = {"state": ("closed", "open", "half_open")[b.state],
-                                "retry_after_s": round(b.retry_after_s, 3),
-                                "consecutive_failures": b.consecutive_failures,
-                                "transitions": dict(zip(("closed", "open", "half_open"), b.transitions))}
+            b = dep.breakers.breakers[i]
+            r["circuit"] = {"state": ("closed", "open", "half_open")[b.state],
+                            "retry_after_s": round(b.retry_after_s, 3),
+                            "consecutive_failures": b.consecutive_failures,
+                            "probes_in_flight": b.probes_in_flight,
+                            "transitions": dict(zip(("closed", "open", "half_open"), b.transitions))}
             entry["replicas"].append(r)
         out.append(entry)
     return {"deployments": out}
@@ -41,5 +40,4 @@ def describe_state(engine: "Engine") -> dict:
 
 def is_ready(engine: "Engine") -> bool:
     """Every deployment has at least one replica whose circuit is not open."""
-    return all(dep.breakers is None or any(b.state != 1 for b in dep.breakers.breakers)
-               for dep in engine.deployments.values())
+    return all(any(b.state != 1 for b in dep.breakers.breakers) for dep in engine.deployments.values())

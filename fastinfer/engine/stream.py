@@ -1,11 +1,15 @@
-"""A relayed stream: upstream bytes through the provider's relay into the client writer.
+"""A relayed stream: upstream bytes through the format's relay into the client writer.
 
 Owns: the per-chunk path of a streamed answer after the attempt loop chose it —
 feeding each upstream read through the relay (translation, usage), writing the
 result to the client without a task switch, pausing the upstream while the
-client is slow, ending a failed stream with the caller's error event, and
-releasing what the stream holds exactly once. Must not touch: aiohttp objects
-(the gateway passes a ``ClientWriter``), retries, routing.
+client is slow, ending a failed stream with the caller's error event — and the
+end of the stream's attempt: how the stream ended (complete, cut, idle,
+garbage, an upstream error event) is its attempt's verdict, recorded into the
+breaker and the outcome metric before the client sees the end; a stream the
+client left gets none. What the stream holds is given back exactly once.
+Must not touch: aiohttp objects (the gateway passes a ``ClientWriter``),
+retries, routing.
 """
 from __future__ import annotations
 
@@ -13,7 +17,10 @@ import asyncio
 from typing import Protocol
 
 from ..errors import GatewayError, UpstreamFailure
-from ..providers import StreamRelay, UpstreamReply
+from ..formats import StreamRelay
+from ..transport import UpstreamReply
+from .attempt import SUCCESS, Attempt, log_unexpected
+from .classify import classify_exception, classify_stream_error
 
 
 class ClientWriter(Protocol):
@@ -29,17 +36,20 @@ class ClientWriter(Protocol):
 class RelayedStream:
     """An upstream stream on its way to the client, relayed chunk by chunk by callback.
 
-    Each upstream read goes through the provider's relay (translation, usage)
+    Each upstream read goes through the format's relay (translation, usage)
     and straight to the client writer, with no task switch per chunk. A stream
     that fails after its first byte ends with the relay's error event.
+    ``attempt`` is the attempt the stream came from: the stream ends it.
     """
 
-    __slots__ = ("reply", "relay", "_on_done", "_client", "_done", "_resumer", "_closed")
+    __slots__ = ("reply", "relay", "attempt", "provider", "_on_done", "_client", "_done", "_resumer", "_closed")
 
-    def __init__(self, reply: UpstreamReply, relay: StreamRelay, on_done):
+    def __init__(self, reply: UpstreamReply, relay: StreamRelay, attempt: Attempt, provider: str):
         self.reply = reply
         self.relay = relay
-        self._on_done = [on_done]
+        self.attempt = attempt.hand_over()
+        self.provider = provider            # the upstream kind, for classifying its error events
+        self._on_done: list = []
         self._client: ClientWriter | None = None
         self._done: asyncio.Future | None = None
         self._resumer: asyncio.Task | None = None
@@ -51,16 +61,19 @@ class RelayedStream:
         self._done = asyncio.get_running_loop().create_future()
         try:
             self._on_chunk(self.reply.first)
-            self.reply.stream.start(self._on_chunk, self._on_end)
+            if not self._done.done():
+                self.reply.stream.start(self._on_chunk, self._on_end)
             await self._done
         finally:
             self.close()
 
     def close(self) -> None:
-        """End the stream's life: abort the upstream if unfinished, release what it holds.
+        """End the stream's life: abort the upstream if unfinished, give back what it holds.
 
         Idempotent; the gateway calls it too, so a stream it never got to pump
-        (the client left before the response head went out) leaks nothing.
+        (the client left before the response head went out) leaks nothing. A
+        stream closed before the upstream ended it was left by the client: its
+        attempt gets no verdict.
         """
         if self._closed:
             return
@@ -68,21 +81,34 @@ class RelayedStream:
         self.reply.close()
         if self._resumer is not None:
             self._resumer.cancel()
-        for callback in self._on_done:
-            callback()
+        self._finish(None)
 
     def also_on_done(self, callback) -> None:
-        """Run ``callback`` when the stream has ended, however it ended."""
+        """Run ``callback`` when the stream has ended, however it ended (before its last bytes go out)."""
         self._on_done.append(callback)
+
+    def _finish(self, verdict) -> None:
+        """The attempt's verdict, then the rest of what the stream holds; once (``Attempt.end`` is once too)."""
+        self.attempt.end(verdict)
+        callbacks, self._on_done = self._on_done, []
+        for callback in callbacks:
+            callback()
 
     def _on_chunk(self, chunk: bytes) -> None:
         relay = self.relay
-        out = relay.feed(chunk)
-        if relay.failure is not None:
+        try:
+            out = relay.feed(chunk)
+        except Exception:
+            # a stream event of a shape the relay cannot read: the stream cannot go on
+            log_unexpected("relaying an upstream stream failed")
+            out, failure = b"", UpstreamFailure("the upstream's stream could not be read")
+        else:
+            failure = relay.failure
+        if failure is not None:
             if out:
                 self._client.write(out)
             self.reply.close()
-            self._on_end(relay.failure)
+            self._on_end(failure)
             return
         if out and not self._client.write(out) and self._resumer is None:
             self.reply.stream.pause()
@@ -94,13 +120,24 @@ class RelayedStream:
         self.reply.stream.resume()
 
     def _on_end(self, error: GatewayError | None) -> None:
+        """The upstream side ended: ``error`` is why, None when the upstream closed it (properly or not)."""
         if self._done.done():
             return
         relay = self.relay
-        if error is not None:
-            self._client.write(relay.error_event(error))
-        elif not relay.finished and relay.error is None:
-            self._client.write(relay.error_event(
-                UpstreamFailure("upstream ended the stream before it was complete")))
-        if not self._done.done():
-            self._done.set_result(None)
+        tail = None
+        if relay.error is not None:
+            # the upstream's own error event, already passed on in the caller's format
+            verdict = classify_stream_error(relay.error, self.provider)
+        else:
+            if error is None and not relay.finished:
+                error = UpstreamFailure("upstream ended the stream before it was complete")
+            if error is None:
+                verdict = SUCCESS
+            else:
+                verdict = classify_exception(error)
+                tail = relay.error_event(error)
+        # accounting is complete before the client sees the end of its stream
+        self._finish(verdict)
+        if tail is not None:
+            self._client.write(tail)
+        self._done.set_result(None)

@@ -14,7 +14,7 @@ import time
 import orjson
 from aiohttp import web
 
-from ..engine import Engine, EngineResult
+from ..engine import Engine, EngineResult, clock
 from ..engine.state import is_ready
 from ..errors import BadRequest
 from .admin import AdminApi
@@ -91,9 +91,10 @@ class Gateway:
     async def _serve(self, request: web.Request, parse) -> web.StreamResponse:
         """One data route: ``parse`` checks the body into a request. Errors are raised: the
         middleware renders them in the route's API shape and counts them (``_count_error``)."""
+        started = clock()   # the overhead clock (µs); now, on the loop's clock, is for the deadline
         now = self._loop.time()
         request_id = request[REQUEST_ID]
-        request[DATA_ROUTE] = route = [None, now]     # the deployment, once known
+        request[DATA_ROUTE] = route = [None, started]     # the deployment, once known
         try:
             timeout_ms = request.headers.get("x-timeout-ms")
             deadline = None if timeout_ms is None else now + _parse_timeout_ms(timeout_ms)
@@ -105,14 +106,14 @@ class Gateway:
             req.deadline = deadline
             result = await self.engine.chat(req)
         except asyncio.CancelledError:
-            self._account(route[0], _CLIENT_CLOSED, now)
+            self._account(route[0], _CLIENT_CLOSED, started)
             raise
         try:
-            response = await self._respond(request, result, request_id, now)
+            response = await self._respond(request, result, request_id, started)
         except asyncio.CancelledError:
-            self._account(req.model, _CLIENT_CLOSED, now, result)
+            self._account(req.model, _CLIENT_CLOSED, started, result)
             raise
-        self._account(req.model, result.status, now, result)
+        self._account(req.model, result.status, started, result)
         return response
 
     def _count_error(self, request: web.Request, status: int) -> None:
@@ -127,13 +128,11 @@ class Gateway:
                  result: EngineResult | None = None) -> None:
         """Count the request once it is answered: code, duration, gateway overhead."""
         metrics = self.engine.metrics
-        if metrics is None:
-            return
         name = deployment or ""
         metrics.request(name, status)
         if received_at is None:
             return
-        duration = self._loop.time() - received_at
+        duration = clock() - received_at
         metrics.observe("request_duration_seconds", name, duration)
         if result is not None:
             metrics.observe("overhead_seconds", name, result.overhead_s)
@@ -142,8 +141,7 @@ class Gateway:
 
     async def _respond(self, request: web.Request, result: EngineResult, request_id: str,
                        received_at: float) -> web.StreamResponse:
-        loop = self._loop
-        result.overhead_s = max(0.0, loop.time() - received_at - result.upstream_s)
+        result.overhead_s = max(0.0, clock() - received_at - result.upstream_s)
         headers = {
             "x-request-id": request_id,
             "x-fastinfer-replica": result.replica or "",
@@ -159,7 +157,7 @@ class Gateway:
         try:
             await response.prepare(request)
             client = _ClientStream(request.writer, request.transport)
-            result.ttft_s = loop.time() - received_at
+            result.ttft_s = clock() - received_at
             await result.stream.pump(client)
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
@@ -179,8 +177,6 @@ class Gateway:
         return web.Response(body=self._models_body, content_type=JSON)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        if self.engine.metrics is None:
-            return web.Response(status=404)
         return web.Response(body=self.engine.metrics.render(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 

@@ -1,25 +1,14 @@
-"""Rendering typed errors in the caller's API shape."""
+"""Rendering typed errors in the caller's API shape (the body itself is the caller's format's: ``formats``)."""
 from __future__ import annotations
 
 import math
 
-import orjson
 from aiohttp import web
 
 from ..errors import GatewayError
+from ..formats import FORMATS
 
 JSON = "application/json"
-
-
-def openai_error_body(err: GatewayError) -> bytes:
-    return orjson.dumps({"error": {"message": err.message, "type": err.type, "code": err.code, "param": err.param}})
-
-
-def anthropic_error_body(err: GatewayError) -> bytes:
-    return orjson.dumps({"type": "error", "error": {"type": err.type, "message": err.message}})
-
-
-_RENDERERS = {"openai": openai_error_body, "anthropic": anthropic_error_body}
 
 
 def error_response(err: GatewayError, api: str, request_id: str) -> web.Response:
@@ -28,4 +17,4 @@ def error_response(err: GatewayError, api: str, request_id: str) -> web.Response
         headers["retry-after"] = str(max(1, math.ceil(err.retry_after)))
     elif err.status in (429, 503):
         headers["retry-after"] = "1"
-    return web.Response(status=err.status, body=_RENDERERS[api](err), content_type=JSON, headers=headers)
+    return web.Response(status=err.status, body=FORMATS[api].error_body(err), content_type=JSON, headers=headers)

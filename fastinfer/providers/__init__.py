@@ -1,32 +1,64 @@
-"""Providers: how to talk to each kind of upstream.
+"""Providers: a provider is URL + auth + a wire format, and this is the one table of them.
 
-Owns: building upstream requests (URL, auth, body), and turning upstream
-replies and streams into the caller's format. Must not touch: routing,
-retries, admission, the client connection. Given a replica session, a
-provider makes exactly one upstream call.
+Owns: ``PROVIDERS``, every provider the config may name, each a ``ProviderKind``
+(``base``): ``openai``, ``openai_compatible`` and ``azure_openai`` (OpenAI
+format), ``anthropic``, ``gemini`` (AI Studio), and the in-process ``mock``.
+Adding a provider is one entry here (and a ``formats`` module if it speaks a
+new wire format); the config's choices, default base URLs and required replica
+settings are read from this table. Must not touch: routing, retries,
+admission, reading replies (``formats``), the client connection.
 """
-from ..config import DeploymentConfig
-from .anthropic import AnthropicProvider
-from .base import Provider, StreamRelay, UpstreamReply
-from .gemini import GeminiProvider
-from .mock import MockProvider
-from .openai import OpenAIProvider
+from __future__ import annotations
 
-_BY_NAME = {
-    "mock": MockProvider,
-    "openai": OpenAIProvider,
-    "azure_openai": OpenAIProvider,
-    "openai_compatible": OpenAIProvider,
-    "anthropic": AnthropicProvider,
-    "gemini": GeminiProvider,
+from ..formats import ANTHROPIC, GEMINI, OPENAI
+from .base import Provider, ProviderKind
+from .mock import MockProvider
+
+ANTHROPIC_VERSION = "2023-06-01"
+_OPENAI_PATHS = {"chat": "chat/completions", "completions": "completions", "embeddings": "embeddings"}
+
+
+def _openai_url(replica, model: str, endpoint: str, stream: bool) -> str:
+    return f"{replica.base_url}/{_OPENAI_PATHS[endpoint]}"
+
+
+def _azure_url(replica, model: str, endpoint: str, stream: bool) -> str:
+    return (f"{replica.base_url}/openai/deployments/{model}/{_OPENAI_PATHS[endpoint]}"
+            f"?api-version={replica.api_version}")
+
+
+def _anthropic_url(replica, model: str, endpoint: str, stream: bool) -> str:
+    return f"{replica.base_url}/messages"
+
+
+def _gemini_url(replica, model: str, endpoint: str, stream: bool) -> str:
+    action = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    return f"{replica.base_url}/models/{model.removeprefix('models/')}:{action}"
+
+
+# in the order the config's documentation lists them (config/schema.py takes its choices from here)
+PROVIDERS: dict[str, ProviderKind] = {
+    "openai": ProviderKind(OPENAI, _openai_url, "Authorization", "Bearer ",
+                           default_base_url="https://api.openai.com/v1", needs_credential=True),
+    "azure_openai": ProviderKind(OPENAI, _azure_url, "api-key", replica_requires=("api_version",),
+                                 needs_credential=True),
+    "anthropic": ProviderKind(ANTHROPIC, _anthropic_url, "x-api-key",
+                              headers=(("anthropic-version", ANTHROPIC_VERSION),),
+                              default_base_url="https://api.anthropic.com/v1", needs_credential=True),
+    "gemini": ProviderKind(GEMINI, _gemini_url, "x-goog-api-key",
+                           default_base_url="https://generativelanguage.googleapis.com/v1beta",
+                           needs_credential=True),
+    # vLLM, SGLang, llama.cpp, Ollama, ...: OpenAI's API at a base_url the config gives
+    "openai_compatible": ProviderKind(OPENAI, _openai_url, "Authorization", "Bearer "),
+    # answers in-process, so a new user gets a streamed answer with no upstream at all
+    "mock": ProviderKind(OPENAI, None, provider=MockProvider),
 }
 
 
-def make_provider(deployment: DeploymentConfig) -> Provider:
-    try:
-        return _BY_NAME[deployment.provider](deployment)
-    except KeyError:
-        raise NotImplementedError(f"provider {deployment.provider!r} is not available yet") from None
+def make_provider(deployment) -> Provider:
+    """The provider of ``deployment`` (whose ``provider`` the config checked against ``PROVIDERS``)."""
+    kind = PROVIDERS[deployment.provider]
+    return kind.provider(deployment, kind)
 
 
-__all__ = ["Provider", "StreamRelay", "UpstreamReply", "make_provider"]
+__all__ = ["PROVIDERS", "Provider", "ProviderKind", "make_provider"]

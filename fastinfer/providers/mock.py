@@ -2,8 +2,9 @@
 
 Owns: generating OpenAI-shaped completions and chunk streams with configurable
 token count, time to first token and inter-token delay, so that a new user
-gets a streamed answer from ``fastinfer serve`` with no upstream at all.
-Also the word/token helpers shared with ``mock-upstream``.
+gets a streamed answer from ``fastinfer serve`` with no upstream at all. Its
+format is OpenAI's, so callers of any API get it translated like any
+OpenAI-shaped upstream's. Also the word/token helpers shared with ``mock-upstream``.
 
 Must not touch: routing, admission, HTTP server objects.
 """
@@ -15,9 +16,9 @@ from typing import AsyncIterator
 
 import orjson
 
-from ..config import DeploymentConfig
-from .base import IteratorStream, Provider, UpstreamReply
-from .translate.common import new_id
+from ..formats.common import new_id
+from ..transport import IteratorStream, UpstreamReply
+from .base import Provider
 
 
 def _text_of(content) -> str:
@@ -51,12 +52,14 @@ def completion_words(body: dict, n_tokens: int, text: str = "echo") -> list[str]
 class MockProvider(Provider):
     """Echo provider: behaves like an OpenAI upstream answering from memory."""
 
-    def __init__(self, deployment: DeploymentConfig):
-        super().__init__(deployment)
+    __slots__ = ("knobs",)
+
+    def __init__(self, deployment, kind):
+        super().__init__(deployment, kind)
         self.knobs = deployment.mock
 
-    async def send(self, session, req, timeouts) -> UpstreamReply:
-        body = req.body if req.api == "openai" else self.upstream_body(req)
+    async def send(self, session, req, caller, timeouts) -> UpstreamReply:
+        body = self.format.upstream_body(req, caller, self.deployment)
         stream = req.stream
         knobs = self.knobs
         n = knobs.tokens

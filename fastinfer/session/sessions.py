@@ -12,7 +12,7 @@ import logging
 from typing import Callable
 
 from ..config import Config, ReplicaConfig
-from ..providers.h1 import Pool
+from ..transport import Pool
 from .credentials import CredentialSource, open_credential_source
 
 log = logging.getLogger("fastinfer.session")

@@ -1,23 +1,28 @@
-"""One upstream HTTP exchange on a replica's keep-alive pool.
+"""One upstream HTTP exchange on a keep-alive pool.
 
 Owns: framing the request, waiting for the answer (whole body, or for a 200
 stream its first bytes), and handing a live stream on by callback. Knows
-nothing of which replica or why: the caller passes the session and URL.
+nothing of which replica or why: the caller passes the pool and URL.
 """
 from __future__ import annotations
 
 import asyncio
 
 from ..errors import GatewayError, UpstreamFailure
-from .base import UpstreamReply, UpstreamStream
+from .reply import UpstreamReply, UpstreamStream
 from .h1 import H1Connection, build_request
+from .pool import Pool
 
 
 class _Exchange(UpstreamStream):
-    """The sink of one response: buffers until the caller has what it waits for."""
+    """The sink of one response: buffers until the caller has what it waits for.
 
-    __slots__ = ("conn", "want_stream", "status", "headers", "parts", "ready", "on_chunk", "on_end_cb",
-                 "ended", "end_error", "streaming")
+    Once a stream is started, the connection hands the body straight to the
+    stream's callback (``H1Connection.deliver_to``); only the end comes here.
+    """
+
+    __slots__ = ("conn", "want_stream", "status", "headers", "parts", "ready", "on_end_cb", "ended", "closed",
+                 "end_error", "streaming")
 
     def __init__(self, conn: H1Connection, want_stream: bool):
         self.conn = conn
@@ -25,10 +30,10 @@ class _Exchange(UpstreamStream):
         self.status = 0
         self.headers: dict = {}
         self.parts: list[bytes] = []
-        self.ready = asyncio.get_running_loop().create_future()
-        self.on_chunk = None
+        self.ready = conn._loop.create_future()
         self.on_end_cb = None
         self.ended = False
+        self.closed = False
         self.end_error: GatewayError | None = None
         self.streaming = False
 
@@ -40,9 +45,6 @@ class _Exchange(UpstreamStream):
         self.streaming = self.want_stream and status == 200
 
     def on_data(self, data: bytes) -> None:
-        if self.on_chunk is not None:
-            self.on_chunk(data)
-            return
         self.parts.append(data)
         if self.streaming and not self.ready.done():
             self.ready.set_result(None)
@@ -66,12 +68,14 @@ class _Exchange(UpstreamStream):
         # bytes that came with or right after the first read are delivered first
         pending, self.parts = self.parts, []
         for data in pending:
+            if self.closed:
+                return  # the consumer closed the stream on what it was given
             on_chunk(data)
         if self.ended:
             on_end(self.end_error)
             return
-        self.on_chunk = on_chunk
         self.on_end_cb = on_end
+        self.conn.deliver_to(on_chunk)
 
     def pause(self) -> None:
         self.conn.pause()
@@ -80,14 +84,14 @@ class _Exchange(UpstreamStream):
         self.conn.resume()
 
     def close(self) -> None:
+        self.closed = True
         if not self.ended:
             self.ended = True
             self.conn.abort()
 
 
-async def post(session, url: str, headers: dict, body: bytes, stream: bool, timeouts) -> UpstreamReply:
+async def post(pool: Pool, url: str, headers: dict, body: bytes, stream: bool, timeouts) -> UpstreamReply:
     """POST ``body``; a whole reply, or for a 200 stream its first bytes and the live rest."""
-    pool = session.pool
     request = build_request("POST", pool.path_of(url), pool.host_header, headers, body)
     for _ in range(2):
         conn = await pool.acquire(timeouts.connect_s)
@@ -98,7 +102,7 @@ async def post(session, url: str, headers: dict, body: bytes, stream: bool, time
             break
         except UpstreamFailure:
             # a kept-alive connection the upstream closed as we reused it: one fresh try
-            if conn.reused and not conn._got_bytes:
+            if conn.reused and not conn.got_bytes:
                 continue
             raise
         except asyncio.CancelledError:

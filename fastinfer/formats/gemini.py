@@ -1,16 +1,22 @@
-"""OpenAI Chat Completions <-> Gemini ``generateContent``: requests, whole replies, streams.
+"""The Gemini ``generateContent`` wire format, and its translation to and from OpenAI chat.
 
 Owns: OpenAI chat body -> Gemini body (system instruction, parts with inline /
 file images, function declarations, function calls and responses, generation
-config incl. JSON response format), Gemini reply -> OpenAI completion, and the
-incremental Gemini chunk -> OpenAI chunk translator. Anthropic callers reach
-Gemini through the OpenAI pivot (see ``relay``).
+config incl. JSON response format), Gemini reply -> OpenAI completion, the
+incremental Gemini chunk -> OpenAI chunk translator, and ``GEMINI``, the
+``Format``. Gemini is an upstream format only: no client speaks it to the
+gateway, so Anthropic callers reach Gemini through the OpenAI pivot.
 Must not touch: I/O, SSE bytes, config objects.
 """
 from __future__ import annotations
 
 import time
 
+import orjson
+
+from .._core.sse import encode_data
+from ..errors import GatewayError
+from .base import Format
 from .common import (DONE, ERROR, GEMINI_FINISH_TO_OPENAI, dumps, guess_media_type, make_usage, new_id,
                      openai_usage, parse_arguments, parse_data_url, text_of, usage_from_gemini)
 
@@ -241,3 +247,41 @@ class GeminiToOpenAIStream:
             out.append((None, {**self._head, "choices": [], "usage": openai_usage(usage)}))
         out.append((None, DONE))
         return out
+
+
+# ================================================================= format
+
+#: HTTP status -> the google.rpc.Code name Gemini's error bodies carry
+_STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 408: "DEADLINE_EXCEEDED", 409: "ABORTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
+                 499: "CANCELLED", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+class GeminiFormat(Format):
+    name = "gemini"
+
+    def request_from_pivot(self, body: dict, deployment, stream: bool) -> dict:
+        return openai_to_gemini_request(body)
+
+    def reply_to_pivot(self, reply: dict, model: str) -> dict:
+        return gemini_to_openai_reply(reply, model)
+
+    def reply_usage(self, reply: dict) -> dict | None:
+        return usage_from_gemini(reply.get("usageMetadata"))
+
+    def reply_text(self, reply: dict) -> str:
+        return "".join(p.get("text", "") for c in reply.get("candidates") or ()
+                       for p in (c.get("content") or {}).get("parts") or ())
+
+    def stream_to_pivot(self, model: str, include_usage: bool, estimate):
+        return GeminiToOpenAIStream(model, include_usage, estimate)
+
+    def error_body(self, err: GatewayError) -> bytes:
+        return orjson.dumps({"error": {"code": err.status, "message": err.message,
+                                       "status": _STATUS_NAMES.get(err.status, "INTERNAL")}})
+
+    def error_event(self, err: GatewayError) -> bytes:
+        return encode_data(self.error_body(err))
+
+
+GEMINI = GeminiFormat()

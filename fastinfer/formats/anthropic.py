@@ -1,17 +1,30 @@
-"""OpenAI Chat Completions <-> Anthropic Messages: requests, whole replies, streams.
+"""The Anthropic Messages wire format, and its translation to and from OpenAI chat.
 
 Owns: both directions of the mapping (system prompt, content parts and images,
 tools / tool calls / tool results, stop sequences, max tokens, sampling,
-usage, stop reasons) and the two incremental stream translators.
-Must not touch: I/O, SSE bytes (the relay parses and writes), config objects.
+usage, stop reasons), the two incremental stream translators,
+``AnthropicStreamRelay`` (Anthropic upstream to Anthropic caller, forwarded as
+bytes), and ``ANTHROPIC``, the ``Format``: an upstream body always has a
+``max_tokens`` (required there; the deployment's ``default_max_tokens`` when
+the caller gave none), and the Anthropic error body and event are built here.
+Must not touch: I/O, the engine, config objects beyond the deployment's model
+and ``default_max_tokens``.
 """
 from __future__ import annotations
 
 import time
 
+import orjson
+
+from .._core.sse import SSEParser, encode_event
+from ..errors import GatewayError, UpstreamFailure
+from ..redact import redact_bytes
+from .base import Format
 from .common import (ANTHROPIC_STOP_TO_OPENAI, DONE, ERROR, OPENAI_FINISH_TO_ANTHROPIC, anthropic_usage,
                      data_url, dumps, estimate_tokens, make_usage, new_id, openai_usage, parse_arguments,
                      parse_data_url, text_of, usage_from_anthropic, usage_from_openai)
+from .common import estimated_usage, json_object
+from .relay import StreamRelay, whole_events
 
 # ================================================================ requests
 
@@ -482,3 +495,124 @@ class OpenAIToAnthropicStream:
                                       "usage": usage}))
         out.append(("message_stop", {"type": "message_stop"}))
         return out
+
+
+# ============================================================ passthrough
+
+def _needs_attention(events: bytes) -> bool:
+    """Could these whole Anthropic events be a start, delta-with-usage, stop, error, or not
+    JSON at all (every event must end in ``}``)?"""
+    return (b"message_" in events or b"error" in events
+            or events.count(b"\n\n") != events.count(b"}\n\n"))
+
+
+class AnthropicStreamRelay(StreamRelay):
+    """Anthropic upstream -> Anthropic caller: whole events forwarded as bytes.
+
+    Only events that may carry usage, the end or an error are parsed; the
+    common ``content_block_delta`` chunk is forwarded untouched.
+    """
+
+    __slots__ = ("_parser", "_carry", "_input", "_usage", "_deltas", "_request_body", "finished", "error",
+                 "failure")
+
+    def __init__(self, request_body: dict):
+        self._parser = SSEParser()
+        self._carry = b""
+        self._input: dict = {}
+        self._usage: dict | None = None
+        self._deltas = 0
+        self._request_body = request_body
+        self.finished = False
+        self.error: bytes | None = None
+        self.failure = None
+
+    @property
+    def usage(self) -> dict | None:
+        if self._usage is not None:
+            return self._usage
+        if self._input:
+            return usage_from_anthropic(self._input)
+        return make_usage(estimated_usage(self._request_body, 0)["prompt_tokens"], self._deltas, estimated=True)
+
+    def feed(self, chunk: bytes) -> bytes:
+        out, self._carry = whole_events(self._carry, chunk)
+        if not out:
+            return b""
+        if not _needs_attention(out):
+            self._deltas += out.count(b"content_block_delta") >> 1  # "event:" line and "type" field
+            return out
+        events = self._parser.feed(out)
+        for i, event in enumerate(events):
+            data = json_object(event.data)
+            if data is None:
+                # garbage: forward what came before it; the engine ends the stream with an error event
+                self.failure = UpstreamFailure("upstream sent a malformed stream event")
+                return b"".join(encode_event(e.data, event=e.event.encode()) for e in events[:i])
+            name = event.event
+            if name == "content_block_delta":
+                self._deltas += 1
+            elif name == "message_start":
+                self._input = (data.get("message") or {}).get("usage") or {}
+            elif name == "message_delta":
+                given = data.get("usage") or {}
+                self._usage = usage_from_anthropic({**self._input, **{k: v for k, v in given.items()
+                                                                      if v is not None}})
+            elif name == "message_stop":
+                self.finished = True
+            elif name == "error":
+                self.error = redact_bytes(event.data)
+                if self.error is not event.data:   # the upstream's text quoted a key: re-encode without it
+                    return b"".join(encode_event(e.data if e is not event else self.error, event=e.event.encode())
+                                    for e in events)
+        return out
+
+    def error_event(self, err) -> bytes:
+        return ANTHROPIC.error_event(err)
+
+
+# ================================================================= format
+
+class AnthropicFormat(Format):
+    name = "anthropic"
+
+    def request_to_pivot(self, body: dict, model: str) -> dict:
+        return anthropic_to_openai_request(body, model)
+
+    def request_from_pivot(self, body: dict, deployment, stream: bool) -> dict:
+        return openai_to_anthropic_request(body, deployment.upstream_model, deployment.default_max_tokens)
+
+    def passthrough_request(self, body: dict, deployment, stream: bool) -> dict:
+        out = {**body, "model": deployment.upstream_model}
+        out.setdefault("max_tokens", deployment.default_max_tokens)
+        return out
+
+    def reply_to_pivot(self, reply: dict, model: str) -> dict:
+        return anthropic_to_openai_reply(reply)
+
+    def reply_from_pivot(self, reply: dict, usage: dict) -> dict:
+        return openai_to_anthropic_reply(reply, usage)
+
+    def reply_usage(self, reply: dict) -> dict | None:
+        return usage_from_anthropic(reply.get("usage"))
+
+    def reply_text(self, reply: dict) -> str:
+        return text_of(reply.get("content"))
+
+    def stream_to_pivot(self, model: str, include_usage: bool, estimate):
+        return AnthropicToOpenAIStream(include_usage, estimate)
+
+    def stream_from_pivot(self, model: str, estimate):
+        return OpenAIToAnthropicStream(model, estimate)
+
+    def passthrough_relay(self, req) -> StreamRelay:
+        return AnthropicStreamRelay(req.body)
+
+    def error_body(self, err: GatewayError) -> bytes:
+        return orjson.dumps({"type": "error", "error": {"type": err.type, "message": err.message}})
+
+    def error_event(self, err: GatewayError) -> bytes:
+        return encode_event(self.error_body(err), event=b"error")
+
+
+ANTHROPIC = AnthropicFormat()

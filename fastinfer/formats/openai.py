@@ -1,58 +1,26 @@
-"""OpenAI and OpenAI-compatible upstreams (vLLM, SGLang, llama.cpp, Ollama, Azure OpenAI).
+"""The OpenAI wire format: Chat Completions (the pivot), and ``/v1/completions`` and
+``/v1/embeddings`` passed through. Upstreams: OpenAI and OpenAI-compatible servers
+(vLLM, SGLang, llama.cpp, Ollama, Azure OpenAI).
 
-Owns: the request these upstreams expect (URL, auth header, upstream model id,
-usage requested on streams) and relaying their SSE streams to OpenAI clients
-as bytes, touching only what the gateway must: it drops the usage-only chunk
-the gateway asked for on the client's behalf, and forwards only whole events.
-Also ``/v1/completions`` and ``/v1/embeddings`` (``req.endpoint``), passed through.
-Anthropic callers are translated by the ``Provider`` defaults (``translate``).
-Compatible servers' quirks are tolerated: no usage chunk (usage is then
-estimated), ``reasoning_content`` deltas, missing ``created``.
+Owns: ``OPENAI``, the ``Format`` (the request asks for usage on every stream,
+since accounting needs it even when the client did not; the OpenAI error body,
+built here and nowhere else), and ``OpenAIStreamRelay``, which relays an OpenAI
+stream to an OpenAI client as bytes, touching only what the gateway must: it
+drops the usage-only chunk the gateway asked for on the client's behalf, and
+forwards only whole events. Compatible servers' quirks are tolerated: no usage
+chunk (usage is then estimated), ``reasoning_content`` deltas, missing ``created``.
+Must not touch: HTTP, the engine.
 """
 from __future__ import annotations
 
 import orjson
 
-from ..errors import UpstreamFailure
-
 from .._core.sse import SSEParser, encode_data
+from ..errors import GatewayError, UpstreamFailure
 from ..redact import redact_bytes
-from .base import Provider, StreamRelay, UpstreamReply, whole_events
-from .http import post
-from .translate.common import estimated_usage, json_object, make_usage, usage_from_openai
-
-_USAGE_KEY = b'"usage"'
-_NULL_USAGE = (b'"usage":null', b'"usage": null')
-
-
-class OpenAIProvider(Provider):
-    """``openai``, ``openai_compatible`` and ``azure_openai`` deployments."""
-
-    endpoints = ("chat", "completions", "embeddings")
-    _PATHS = {"chat": "chat/completions", "completions": "completions", "embeddings": "embeddings"}
-
-    def _url_and_headers(self, replica, credential: str | None, endpoint: str = "chat") -> tuple[str, dict]:
-        headers = {"Content-Type": "application/json"}
-        path = self._PATHS[endpoint]
-        if self.deployment.provider == "azure_openai":
-            url = (f"{replica.base_url}/openai/deployments/{self.deployment.upstream_model}"
-                   f"/{path}?api-version={replica.api_version}")
-            if credential:
-                headers["api-key"] = credential
-            return url, headers
-        if credential:
-            headers["Authorization"] = f"Bearer {credential}"
-        return f"{replica.base_url}/{path}", headers
-
-    async def send(self, session, req, timeouts) -> UpstreamReply:
-        body = self.upstream_body(req) if req.api != "openai" else {**req.body, "model": self.deployment.upstream_model}
-        stream = req.stream
-        if stream:
-            # always ask for usage: accounting needs it even when the client did not
-            options = body.get("stream_options")
-            body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
-        url, headers = self._url_and_headers(session.replica, session.credential, req.endpoint)
-        return await post(session, url, headers, orjson.dumps(body), stream, timeouts)
+from .base import Format
+from .common import estimated_usage, json_object, make_usage, text_of, usage_from_openai
+from .relay import StreamRelay, whole_events
 
 
 def _needs_attention(events: bytes) -> bool:
@@ -129,4 +97,52 @@ class OpenAIStreamRelay(StreamRelay):
         return b"".join(encode_data(redacted.get(j, e.data)) for j, e in enumerate(events) if j != drop)
 
     def error_event(self, err) -> bytes:
-        return encode_data(orjson.dumps({"error": {"message": err.message, "type": err.type, "code": err.code}}))
+        return OPENAI.error_event(err)
+
+
+class OpenAIFormat(Format):
+    name = "openai"
+    endpoints = ("chat", "completions", "embeddings")
+
+    def request_to_pivot(self, body: dict, model: str) -> dict:
+        return {**body, "model": model}
+
+    def request_from_pivot(self, body: dict, deployment, stream: bool) -> dict:
+        if stream:
+            # always ask for usage: accounting needs it even when the client did not
+            options = body.get("stream_options")
+            body["stream_options"] = ({**options, "include_usage": True} if isinstance(options, dict)
+                                      else {"include_usage": True})
+        return body
+
+    def reply_to_pivot(self, reply: dict, model: str) -> dict:
+        return reply
+
+    def reply_from_pivot(self, reply: dict, usage: dict) -> dict:
+        return reply
+
+    def reply_usage(self, reply: dict) -> dict | None:
+        return usage_from_openai(reply.get("usage"))
+
+    def reply_text(self, reply: dict) -> str:
+        return "".join(text_of((c.get("message") or {}).get("content")) or c.get("text") or ""
+                       for c in reply.get("choices") or ())
+
+    def stream_to_pivot(self, model: str, include_usage: bool, estimate):
+        return None
+
+    def stream_from_pivot(self, model: str, estimate):
+        return None
+
+    def passthrough_relay(self, req) -> StreamRelay:
+        return OpenAIStreamRelay(req.client_wants_usage, req.body)
+
+    def error_body(self, err: GatewayError) -> bytes:
+        return orjson.dumps({"error": {"message": err.message, "type": err.type, "code": err.code,
+                                       "param": err.param}})
+
+    def error_event(self, err: GatewayError) -> bytes:
+        return encode_data(self.error_body(err))
+
+
+OPENAI = OpenAIFormat()

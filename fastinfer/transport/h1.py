@@ -1,0 +1,324 @@
+"""A lean HTTP/1.1 client connection for upstream calls: llhttp framing, callback-driven bodies.
+
+Why not aiohttp's client: a streamed token costs aiohttp a StreamReader feed,
+a future, a task wake-up and a timer reschedule per chunk. Here the response
+is framed by llhttp (``httptools.HttpResponseParser``, as uvicorn and aiohttp
+use it) inside ``data_received``, and the body that one read brought is handed
+to the sink synchronously, as one piece, so a relayed stream chunk goes
+socket -> sink -> client socket with no task switch. Timeouts use one lazy
+watchdog timer per exchange: it is armed once and only re-armed when it fires
+early, so a chunk costs a ``loop.time()`` read, not a timer reschedule.
+
+Nothing raises out of ``data_received``: malformed bytes (a bad
+``Content-Length``, an overlong chunk-size line, a broken head), a protocol
+switch, even a sink that raises, end that exchange with an ``UpstreamFailure``
+and drop the connection.
+
+Owns: one connection's exchanges (request framing, response framing, reuse),
+connect / first-byte / idle / total timeouts. The connection's states are the
+named constants of ``states``. Must not touch: what the body means
+(``formats`` and the engine decide), which connection (``pool``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, Protocol
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+from ..errors import GatewayError, UpstreamFailure, UpstreamTimeout
+from .states import (AWAITING_HEAD, CHUNKED, DONE, END, FAIL, HEAD, IDLE, LENGTH, RECEIVING_BODY, RELEASE, SEND,
+                     UNTIL_CLOSE, next_state)
+
+log = logging.getLogger("fastinfer.transport")
+
+MAX_HEAD = 64 * 1024        # bytes of response head (status line and headers, 1xx answers included)
+MAX_FRAMING = 8 * 1024      # bytes between two pieces of body: a chunk-size line with its extensions, trailers
+
+
+class Sink(Protocol):
+    """Receives one response. Calls arrive in order: head, data*, end (exactly once)."""
+
+    def on_head(self, status: int, headers: dict[str, str]) -> None: ...
+    def on_data(self, data: bytes) -> None: ...
+    def on_end(self, error: GatewayError | None) -> None: ...
+
+
+class Timeouts(Protocol):
+    connect_s: float
+    first_byte_s: float
+    idle_s: float
+    total_s: float
+
+
+class Owner(Protocol):
+    """Whoever keeps the connection (the ``Pool``): told when an exchange ends and when the socket goes."""
+
+    def release(self, conn: "H1Connection", reusable: bool) -> None: ...
+    def forget(self, conn: "H1Connection") -> None: ...
+
+
+class _AfterTheEnd(Exception):
+    """Raised from a parser callback to stop parsing: bytes came after the final response ended."""
+
+
+class H1Connection(asyncio.Protocol):
+    __slots__ = ("pool", "transport", "sink", "reused", "state", "got_bytes", "_loop", "_parser", "_on_data",
+                 "_status", "_headers", "_head_ready", "_framing", "_keep_alive", "_piece", "_pieces", "_unframed",
+                 "_last_io", "_deadline", "_timeouts", "_timer", "_idle_since")
+
+    def __init__(self, pool: Owner, loop: asyncio.AbstractEventLoop):
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.sink: Sink | None = None
+        self.reused = False
+        self.state = IDLE
+        self.got_bytes = False            # any byte of the current exchange's answer arrived
+        self._loop = loop
+        self._on_data: Callable[[bytes], None] | None = None
+        self._headers: dict[str, str] = {}
+        self._head_ready = False
+        self._piece: bytes | None = None  # the body one read brought: one piece, or ...
+        self._pieces: list[bytes] | None = None  # ... several, joined before they go to the sink
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
+        # one parser for the connection's life: llhttp starts afresh after each complete response
+        self._parser = HttpResponseParser(self)
+
+    # ------------------------------------------------------------ exchange
+
+    def send(self, request: bytes, sink: Sink, timeouts: Timeouts) -> None:
+        """Write ``request`` (head and body, one write) and deliver its response to ``sink``."""
+        loop = self._loop
+        now = loop.time()
+        self.state = next_state(self.state, SEND)
+        self.sink = sink
+        self._on_data = sink.on_data
+        self.got_bytes = False
+        self._head_ready = False
+        self._keep_alive = True
+        self._unframed = 0
+        self._last_io = now
+        self._timeouts = timeouts
+        self._deadline = now + timeouts.total_s
+        # armed for the shortest limit: it re-arms itself for whichever phase the exchange is in
+        self._timer = loop.call_at(now + min(timeouts.first_byte_s, timeouts.idle_s, timeouts.total_s),
+                                   self._watchdog)
+        self.transport.write(request)
+
+    def deliver_to(self, on_data: Callable[[bytes], None]) -> None:
+        """Send the rest of the body straight to ``on_data`` (one call less per read than via the sink)."""
+        self._on_data = on_data
+
+    def pause(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        """Drop the exchange now: the upstream sees the connection close."""
+        self.sink = None
+        self.state = next_state(self.state, FAIL)
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
+
+    # ------------------------------------------------------------ protocol
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        self.pool.forget(self)
+        if self.sink is None:
+            self.state = next_state(self.state, FAIL)
+        elif self.state is RECEIVING_BODY and self._framing is UNTIL_CLOSE:
+            self.state = next_state(self.state, END)   # the close is this body's end
+            self._finish()
+        else:
+            self._fail(UpstreamFailure("upstream closed the connection" + (" mid-stream" if self.got_bytes else "")))
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost reports the outcome
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is None:
+            # bytes on a connection with no exchange: the upstream is out of step, never reuse it
+            self.state = next_state(self.state, FAIL)
+            self.transport.abort()
+            return
+        self._last_io = self._loop.time()
+        self.got_bytes = True
+        self._unframed += len(data)
+        error = None
+        try:
+            try:
+                self._parser.feed_data(data)
+            except (_AfterTheEnd, HttpParserError, HttpParserUpgrade) as e:
+                error = self._parse_error(e)
+            if self._head_ready:
+                self._head_ready = False
+                sink.on_head(self._status, self._headers)
+                if self.sink is None:
+                    return  # the sink aborted on the head
+            piece = self._piece
+            if piece is not None:
+                if self._pieces is not None:
+                    piece = b"".join(self._pieces)
+                    self._pieces = None
+                self._piece = None
+                self._on_data(piece)
+                if self.sink is None:
+                    return  # the sink aborted on the data
+            if error is not None:
+                self._fail(UpstreamFailure(error))
+            elif self.state is DONE:
+                self._finish()
+            elif self._unframed > (MAX_HEAD if self.state is AWAITING_HEAD else MAX_FRAMING):
+                self._fail(UpstreamFailure("upstream sent an oversized response head" if self.state is AWAITING_HEAD
+                                           else "upstream sent an overlong chunk-size line or trailer"))
+        except Exception:
+            # a sink that raised: the exchange cannot go on, but the event loop must not see it
+            log.exception("reading an upstream answer failed")
+            self._piece = self._pieces = None
+            if self.sink is not None:
+                self._fail(UpstreamFailure("the gateway could not read the upstream's answer"))
+
+    def _parse_error(self, e: Exception) -> str | None:
+        """What a stop of the parser means; None when the answer was complete before it."""
+        if self.state is DONE:
+            self._keep_alive = False  # bytes after the end of the answer: done, but never reused
+            return None
+        if isinstance(e, HttpParserUpgrade):
+            return "upstream switched protocols"
+        if self.state is RECEIVING_BODY and self._framing is CHUNKED:
+            return f"upstream sent malformed chunked encoding ({e})"
+        return f"upstream sent a malformed HTTP response ({e})"
+
+    # ------------------------------------------------------- llhttp callbacks
+
+    def on_message_begin(self) -> None:
+        if self.state is not AWAITING_HEAD:
+            raise _AfterTheEnd
+        self._headers = {}
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.state is AWAITING_HEAD:  # trailers (after the body) are read and dropped
+            self._headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            return  # an interim answer (100 Continue): the real head follows
+        headers = self._headers
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self._framing = CHUNKED
+        elif "content-length" in headers or status in (204, 304):
+            self._framing = LENGTH
+        else:
+            self._framing = UNTIL_CLOSE
+            self._keep_alive = False
+        self._status = status
+        self._head_ready = True
+        self._unframed = 0
+        self.state = next_state(self.state, HEAD)
+
+    def on_body(self, body: bytes) -> None:
+        self._unframed = 0
+        if self._piece is None:
+            self._piece = body
+        elif self._pieces is None:
+            self._pieces = [self._piece, body]
+        else:
+            self._pieces.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.state is AWAITING_HEAD:
+            return  # the end of an interim answer
+        if not self._parser.should_keep_alive():
+            self._keep_alive = False
+        self.state = next_state(self.state, END)
+
+    # ------------------------------------------------------------- endings
+
+    def _watchdog(self) -> None:
+        self._timer = None
+        if self.sink is None:
+            return
+        now = self._loop.time()
+        t = self._timeouts
+        if now >= self._deadline:
+            return self._timed_out(f"upstream exceeded the total timeout of {t.total_s:g}s")
+        if self.state is RECEIVING_BODY:
+            limit, what = t.idle_s, f"upstream stream idle for more than {t.idle_s:g}s"
+        else:
+            limit, what = t.first_byte_s, f"upstream did not answer within {t.first_byte_s:g}s"
+        due = self._last_io + limit
+        if now >= due:
+            return self._timed_out(what)
+        self._timer = self._loop.call_at(min(due, self._deadline), self._watchdog)
+
+    def _timed_out(self, message: str) -> None:
+        sink = self.sink
+        self.abort()
+        _tell_end(sink, UpstreamTimeout(message))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _finish(self) -> None:
+        sink, self.sink = self.sink, None
+        self._on_data = None
+        self._cancel_timer()
+        self.pool.release(self, self._keep_alive)
+        _tell_end(sink, None)
+
+    def _fail(self, error: GatewayError) -> None:
+        sink, self.sink = self.sink, None
+        self._on_data = None
+        self.state = next_state(self.state, FAIL)
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
+        _tell_end(sink, error)
+
+    def released(self, now: float) -> None:
+        """Back in the pool after a complete exchange (called by the pool)."""
+        self.state = next_state(self.state, RELEASE)
+        self._idle_since = now
+
+    def idle_for(self, now: float) -> float:
+        return now - self._idle_since
+
+    @property
+    def reusable(self) -> bool:
+        return self.state is IDLE and self.transport is not None and not self.transport.is_closing()
+
+
+def _tell_end(sink: Sink, error: GatewayError | None) -> None:
+    """The exchange's end, to its sink; the end also comes from timers and ``connection_lost``,
+    where a sink that raised would reach the event loop."""
+    try:
+        sink.on_end(error)
+    except Exception:
+        log.exception("ending an upstream exchange failed")
+
+
+def build_request(method: str, target: str, host: str, headers: dict, body: bytes) -> bytes:
+    """The request head and body as one bytes object, so it goes out in one write."""
+    # identity: bodies are relayed as they come, so they must not arrive compressed
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}",
+             "Accept-Encoding: identity"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+__all__ = ["H1Connection", "MAX_FRAMING", "MAX_HEAD", "Sink", "Timeouts", "build_request"]

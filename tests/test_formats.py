@@ -1,0 +1,102 @@
+"""Formats and providers without a server: the registry, error bodies and events, upstream bodies,
+and what each provider puts on the wire (URL, auth, fixed headers)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from fastinfer._core.sse import SSEParser
+from fastinfer.config import ConfigError, parse_config
+from fastinfer.errors import BadRequest, UpstreamTimeout
+from fastinfer.formats import ANTHROPIC, FORMATS, GEMINI, OPENAI
+from fastinfer.providers import PROVIDERS, make_provider
+
+DEPLOYMENT = SimpleNamespace(upstream_model="up-model", default_max_tokens=321)
+
+
+def req(api: str, body: dict, stream: bool = False):
+    return SimpleNamespace(api=api, body=body, stream=stream, client_wants_usage=False, endpoint="chat")
+
+
+def test_the_registry_names_each_format_by_its_caller_api():
+    assert FORMATS == {"openai": OPENAI, "anthropic": ANTHROPIC, "gemini": GEMINI}
+    assert OPENAI.endpoints == ("chat", "completions", "embeddings")
+    assert ANTHROPIC.endpoints == GEMINI.endpoints == ("chat",)
+
+
+def test_error_bodies_and_events_in_each_format():
+    err = BadRequest("max_tokens: must be at least 1.", param="max_tokens")
+    assert orjson.loads(OPENAI.error_body(err)) == {"error": {
+        "message": "max_tokens: must be at least 1.", "type": "invalid_request_error", "code": None,
+        "param": "max_tokens"}}
+    assert orjson.loads(ANTHROPIC.error_body(err)) == {"type": "error", "error": {
+        "type": "invalid_request_error", "message": "max_tokens: must be at least 1."}}
+    timeout = UpstreamTimeout("upstream did not answer within 2s")
+    assert orjson.loads(GEMINI.error_body(timeout)) == {"error": {
+        "code": 504, "message": "upstream did not answer within 2s", "status": "DEADLINE_EXCEEDED"}}
+    for fmt, event_name in ((OPENAI, "message"), (ANTHROPIC, "error"), (GEMINI, "message")):
+        (event,) = SSEParser().feed(fmt.error_event(err))
+        # the event carries the very body the whole answer would: built in one place per format
+        assert event.event == event_name and event.data == fmt.error_body(err)
+
+
+@pytest.mark.parametrize("caller, upstream", [(c, u) for c in ("openai", "anthropic")
+                                              for u in ("openai", "anthropic", "gemini")])
+def test_upstream_bodies_for_every_caller(caller, upstream):
+    messages = [{"role": "user", "content": "hello"}]
+    body = {"model": "client-name", "messages": messages, "stream": True}
+    if caller == "anthropic":
+        body["max_tokens"] = 50
+    out = FORMATS[upstream].upstream_body(req(caller, dict(body), stream=True), FORMATS[caller], DEPLOYMENT)
+    if upstream == "gemini":
+        assert out["contents"] == [{"role": "user", "parts": [{"text": "hello"}]}] and "model" not in out
+        return
+    assert out["model"] == "up-model" and out["stream"] is True
+    if upstream == "openai":
+        assert out["stream_options"] == {"include_usage": True}   # accounting needs usage on every stream
+    else:
+        assert out["max_tokens"] == (50 if caller == "anthropic" else 321)   # required by Anthropic
+
+
+def test_an_anthropic_callers_body_passes_through_to_anthropic_with_a_default_max_tokens():
+    body = {"model": "x", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            "top_k": 5}
+    out = ANTHROPIC.upstream_body(req("anthropic", body), ANTHROPIC, DEPLOYMENT)
+    assert out == {**body, "model": "up-model", "max_tokens": 321} and "max_tokens" not in body
+
+
+@pytest.mark.parametrize("name, endpoint, stream, url, headers", [
+    ("openai", "chat", False, "https://u.example/v1/chat/completions", {"Authorization": "Bearer K"}),
+    ("openai_compatible", "embeddings", False, "https://u.example/v1/embeddings", {"Authorization": "Bearer K"}),
+    ("azure_openai", "completions", True,
+     "https://u.example/v1/openai/deployments/up-model/completions?api-version=2024-06-01", {"api-key": "K"}),
+    ("anthropic", "chat", True, "https://u.example/v1/messages",
+     {"x-api-key": "K", "anthropic-version": "2023-06-01"}),
+    ("gemini", "chat", True, "https://u.example/v1/models/up-model:streamGenerateContent?alt=sse",
+     {"x-goog-api-key": "K"}),
+    ("gemini", "chat", False, "https://u.example/v1/models/up-model:generateContent", {"x-goog-api-key": "K"}),
+])
+def test_each_provider_is_a_url_an_auth_header_and_a_format(name, endpoint, stream, url, headers):
+    kind = PROVIDERS[name]
+    replica = SimpleNamespace(base_url="https://u.example/v1", api_version="2024-06-01")
+    assert kind.url(replica, "up-model", endpoint, stream) == url
+    assert kind.request_headers("K") == {"Content-Type": "application/json", **headers}
+    assert "api-key" not in str(kind.request_headers(None)).lower()     # no credential, no auth header
+    assert kind.format is (GEMINI if name == "gemini" else ANTHROPIC if name == "anthropic" else OPENAI)
+
+
+def test_the_config_takes_providers_and_their_needs_from_the_provider_table():
+    def deployment(provider: str, **replica) -> dict:
+        return {"deployments": [{"name": "d", "provider": provider, "model": "m", "replicas": [replica]}]}
+    assert set(PROVIDERS) == {"openai", "openai_compatible", "azure_openai", "anthropic", "gemini", "mock"}
+    for name, kind in PROVIDERS.items():
+        if kind.default_base_url:   # the official endpoint when the config names no replica
+            config = parse_config({"deployments": [{"name": "d", "provider": name, "model": "m"}]})
+            assert config.deployments[0].replicas[0].base_url == kind.default_base_url
+    with pytest.raises(ConfigError) as e:
+        parse_config(deployment("azure_openai", base_url="https://a.example"))
+    assert e.value.problems == ["deployments[0].replicas[0].api_version: is required for azure_openai"]
+    config = parse_config({"deployments": [{"name": "d", "provider": "mock"}]})
+    assert PROVIDERS["mock"].in_process and make_provider(config.deployments[0]).format is OPENAI
