@@ -14,10 +14,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from fastinfer.breaker import DeploymentBreakers
 from fastinfer.config import default_config
 from fastinfer.engine import Engine
 from fastinfer.gateway import Gateway
 from fastinfer.gateway.middleware import RateLimitedLog
+from fastinfer.limits import AdmissionControl
 from fastinfer.metrics import Metrics
 from fastinfer.process.hostwide import HostState
 from fastinfer.redact import remember
@@ -40,7 +42,10 @@ async def _serve_gateway(fault: Exception | None):
     config = default_config()
     host = HostState.create(config, 1)
     metrics = Metrics(host.metrics_layout, host.segment)
-    engine = Engine(config, await SessionRegistry.open(config), metrics=metrics)
+    admission = AdmissionControl(host.segment, 0, host.wake_fds[0], len(config.deployments))
+    breakers = [DeploymentBreakers(host.segment, i, d, 0) for i, d in enumerate(config.deployments)]
+    engine = Engine(config, await SessionRegistry.open(config), admission=admission, breakers=breakers,
+                    metrics=metrics)
     if fault is not None:
         async def broken(req):
             raise fault
