@@ -1,33 +1,57 @@
-"""Sizes of a host-wide shared-memory segment: the one ``Layout`` that the
-compiled core (``fastinfer._core.shm``) and its pure-Python reference
+"""Sizes and configuration of a host-wide shared-memory segment: the one ``Layout``
+that the compiled core (``fastinfer._core.shm``) and its pure-Python reference
 (``fastinfer._core.ref.shm``) both use and re-export.
 
-Owns: validating the sizes a segment is created with, and a plain value that
+Owns: validating what a segment is created with, and a plain value that
 pickles, compares and hashes. It is built once per segment (supervisor start,
-``Segment.attach``), never per request, so it stays plain Python.
+reload, ``Segment.attach``), never per request, so it stays plain Python.
+Everything configuration-like that the core needs (breaker thresholds, ...) is
+in it, so the segment is configured once, when it is created, and never by the
+workers.
 
-Must not touch: shared memory, configuration parsing. Only ints and floats.
+Must not touch: shared memory, configuration parsing. Only ints, floats and
+lists of them; names (of deployments, keys, ...) live with the caller
+(``process.hostwide``), which maps them to the indices used here.
 """
 from __future__ import annotations
 
 import math
 
-__all__ = ["Layout", "MAX_POOL"]
+from .constants import MAX_POOL, MAX_REPLICAS, MAX_WORKERS
 
-MAX_POOL = (1 << 24) - 1   # max_concurrency + queue_capacity of one deployment: 24-bit entry indices
+__all__ = ["Layout", "MAX_POOL", "DEFAULT_BREAKER"]
+
+# (failure_threshold, open_s, max_open_s, half_open_probes) of a deployment that names none
+DEFAULT_BREAKER = (5, 30.0, 300.0, 1)
 
 
 class Layout:
-    """Sizes of a segment. Plain, picklable, comparable."""
+    """What a segment holds. Plain, picklable, comparable.
 
-    def __init__(self, n_workers, deployments, n_counters, n_histograms, bucket_bounds):
+    Positional (as since the first segment):
+      n_workers       worker slots (1..4096)
+      deployments     [(max_concurrency, queue_capacity, n_replicas)] per deployment
+      n_counters, n_histograms, bucket_bounds   metrics (histogram upper bounds, ascending)
+    Keyword (each defaults to "nothing" or the contract's default):
+      breakers        [(failure_threshold, open_s, max_open_s, half_open_probes)] per
+                      deployment, written into every replica's breaker at creation
+    """
+
+    def __init__(self, n_workers, deployments, n_counters, n_histograms, bucket_bounds, *,
+                 breakers=None):
         self.n_workers = int(n_workers)
         self.deployments = [tuple(int(x) for x in d) for d in deployments]
         self.n_counters = int(n_counters)
         self.n_histograms = int(n_histograms)
         self.bucket_bounds = [float(b) for b in bucket_bounds]
-        if not 1 <= self.n_workers <= 4096:
-            raise ValueError("n_workers must be in 1..4096")
+        nd = len(self.deployments)
+        self.breakers = _per_deployment(breakers, nd, DEFAULT_BREAKER, "breakers",
+                                        lambda b: (int(b[0]), float(b[1]), float(b[2]), int(b[3])))
+        self._validate()
+
+    def _validate(self):
+        if not 1 <= self.n_workers <= MAX_WORKERS:
+            raise ValueError(f"n_workers must be in 1..{MAX_WORKERS}")
         for i, d in enumerate(self.deployments):
             if len(d) != 3:
                 raise ValueError(f"deployments[{i}]: expected (max_concurrency, queue_capacity, n_replicas)")
@@ -35,6 +59,8 @@ class Layout:
             if mc < 1 or qc < 0 or nr < 0 or mc + qc > MAX_POOL or mc >= 1 << 31 or qc >= 1 << 31:
                 raise ValueError(f"deployments[{i}]: need max_concurrency >= 1, queue_capacity >= 0, "
                                  f"n_replicas >= 0, max_concurrency + queue_capacity < 2**24")
+            if nr > MAX_REPLICAS:
+                raise ValueError(f"deployments[{i}]: at most {MAX_REPLICAS} replicas per deployment")
         if self.n_counters < 0 or self.n_histograms < 0:
             raise ValueError("n_counters and n_histograms must be >= 0")
         for i, b in enumerate(self.bucket_bounds):
@@ -42,6 +68,11 @@ class Layout:
                 raise ValueError("bucket_bounds must be finite (+Inf is implicit)")
             if i and b <= self.bucket_bounds[i - 1]:
                 raise ValueError("bucket_bounds must be strictly ascending")
+        for i, (threshold, open_s, max_open_s, probes) in enumerate(self.breakers):
+            if threshold < 1 or probes < 1:
+                raise ValueError(f"breakers[{i}]: failure_threshold and half_open_probes must be >= 1")
+            if not (0 <= open_s <= max_open_s) or not math.isfinite(max_open_s):
+                raise ValueError(f"breakers[{i}]: need 0 <= open_s <= max_open_s (finite)")
 
     def __eq__(self, other):
         return isinstance(other, Layout) and self._key() == other._key()
@@ -50,9 +81,17 @@ class Layout:
         return hash(repr(self._key()))
 
     def _key(self):
-        return (self.n_workers, self.deployments, self.n_counters, self.n_histograms, self.bucket_bounds)
+        return tuple(self.__dict__.items())
 
     def __repr__(self):
-        return (f"Layout(n_workers={self.n_workers}, deployments={self.deployments}, "
-                f"n_counters={self.n_counters}, n_histograms={self.n_histograms}, "
-                f"bucket_bounds={self.bucket_bounds})")
+        return "Layout(" + ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items()) + ")"
+
+
+def _per_deployment(values, n, default, name, convert):
+    """One value per deployment: ``default`` for each when ``values`` is None."""
+    if values is None:
+        return [default] * n
+    values = [convert(v) for v in values]
+    if len(values) != n:
+        raise ValueError(f"{name}: one entry per deployment expected ({n}), got {len(values)}")
+    return values

@@ -30,6 +30,7 @@ class HostState:
             n_workers,
             [(d.max_concurrency, d.queue_capacity, len(d.replicas)) for d in config.deployments],
             metrics_layout.n_counters, metrics_layout.n_histograms, BUCKETS,
+            breakers=[_breaker_config(d) for d in config.deployments],
         )
         segment = shm.Segment.create(f"fastinfer-{os.getpid()}-{secrets.token_hex(4)}", layout)
         segment.unlink()
@@ -71,3 +72,8 @@ class HostState:
             os.close(fd)
         self.wake_fds = []
         self.segment.close()
+
+
+def _breaker_config(deployment) -> tuple:
+    cb = deployment.circuit_breaker
+    return (cb.failure_threshold, cb.open_s, cb.max_open_s, cb.half_open_probes)

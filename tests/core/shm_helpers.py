@@ -3,6 +3,9 @@ the pure-Python reference alike."""
 from __future__ import annotations
 
 import os
+import signal
+import time
+import traceback
 import uuid
 
 
@@ -21,10 +24,10 @@ class SegmentMaker:
         self.prefix = prefix
         self.made = []
 
-    def __call__(self, n_workers, deployments, n_counters, n_histograms, bounds):
+    def __call__(self, n_workers, deployments, n_counters, n_histograms, bounds, **layout):
         seg = self.impl.Segment.create(
             segment_name(self.prefix),
-            self.impl.Layout(n_workers, list(deployments), n_counters, n_histograms, list(bounds)))
+            self.impl.Layout(n_workers, list(deployments), n_counters, n_histograms, list(bounds), **layout))
         self.made.append(seg)
         return seg
 
@@ -32,3 +35,42 @@ class SegmentMaker:
         for seg in self.made:
             seg.unlink()
             seg.close()
+
+
+def fork(fn, *args):
+    """Run fn(*args) in a child process; exit status 0 on success, 1 on exception."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fn(*args)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def wait_all(pids, timeout=60.0):
+    """Exit codes of pids (negative: killed by that signal); kills (and reports
+    "timeout" for) stragglers, so a bug fails a test instead of hanging it."""
+    deadline = time.monotonic() + timeout
+    codes = {}
+    while len(codes) < len(pids):
+        for pid in pids:
+            if pid in codes:
+                continue
+            got, status = os.waitpid(pid, os.WNOHANG)
+            if got:
+                codes[pid] = os.waitstatus_to_exitcode(status)
+        if len(codes) < len(pids):
+            if time.monotonic() > deadline:
+                for pid in pids:
+                    if pid not in codes:
+                        os.kill(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
+                        codes[pid] = "timeout"
+                break
+            time.sleep(0.005)
+    return [codes[p] for p in pids]

@@ -11,12 +11,11 @@ import random
 import select
 import signal
 import time
-import traceback
 
 import pytest
 
 from fastinfer._core import shm
-from shm_helpers import SegmentMaker
+from shm_helpers import SegmentMaker, fork, wait_all
 
 CRIT, HIGH, NORM, BG = 0, 1, 2, 3
 WAIT_S = 10.0
@@ -27,44 +26,6 @@ def make():
     maker = SegmentMaker(shm, "fi-mp")
     yield functools.partial(maker, n_counters=8, n_histograms=1, bounds=(0.001, 0.01, 0.1))
     maker.cleanup()
-
-
-def fork(fn, *args):
-    """Run fn(*args) in a child; exit status 0 on success, 1 on exception."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            fn(*args)
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return pid
-
-
-def wait_all(pids, timeout=60.0):
-    """Exit codes of pids; kills (and fails on) stragglers."""
-    deadline = time.monotonic() + timeout
-    codes = {}
-    while len(codes) < len(pids):
-        for pid in pids:
-            if pid in codes:
-                continue
-            got, status = os.waitpid(pid, os.WNOHANG)
-            if got:
-                codes[pid] = os.waitstatus_to_exitcode(status)
-        if len(codes) < len(pids):
-            if time.monotonic() > deadline:
-                for pid in pids:
-                    if pid not in codes:
-                        os.kill(pid, signal.SIGKILL)
-                        os.waitpid(pid, 0)
-                        codes[pid] = "timeout"
-                break
-            time.sleep(0.005)
-    return [codes[p] for p in pids]
 
 
 def wait_for_grant(adm, worker, efd, ticket):
@@ -296,6 +257,34 @@ def test_lock_holder_death_is_survived_robust_mutex(make):
     assert wait_all([fork(_die_holding_lock, seg, False)], 10) == [-signal.SIGKILL]
     assert a.enqueue(1, NORM) == shm.GRANTED_NOW
     assert a.release(1) == -1 and a.in_flight == 0
+
+
+def test_a_failed_repair_never_leaves_the_mutex_held(make):
+    """_lock used to raise with the mutex held when the repair after EOWNERDEAD failed:
+    every later call on the deployment then hung. Now the repair failure is raised with
+    the mutex released and the structure still marked dirty, and the next call repairs."""
+    seg = make(3, [(1, 4, 0)])
+    a = seg.admission(0)
+    assert a.try_acquire(0)
+    t = a.enqueue(2, NORM)
+    assert wait_all([fork(_die_holding_lock, seg, True)], 10) == [-signal.SIGKILL]
+    shm._inject_repair_failures(1)
+    with pytest.raises(RuntimeError, match="injected repair failure"):
+        a.release(0)
+    assert not a._debug_is_locked()
+    assert a.held_by(0) == 1 and a.in_flight == 1           # not released: worker 0 still owns it
+    assert wait_all([fork(_enqueue_in_child, seg)], 10) == [0]   # another process can lock ...
+    # ... and repaired it: the phantom waiter is gone; the real one and the child's wait
+    assert a.queue_depth == 2 and a.queue_depth_by_priority() == (0, 0, 2, 0)
+    assert a.release(0) == 2
+    assert a.take_granted(2) == [t]
+    assert a.release(2) == 1
+    assert len(a.take_granted(1)) == 1 and a.release(1) == -1
+    assert a.in_flight == 0 and a.queue_depth == 0
+
+
+def _enqueue_in_child(seg):
+    assert seg.admission(0).enqueue(1, NORM) >= 0
 
 
 # ---------------------------------------------------------------- breaker across processes

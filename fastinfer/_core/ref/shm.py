@@ -19,6 +19,10 @@ from bisect import bisect_left
 
 import numpy
 
+from ..constants import (
+    ALLOWED, BACKGROUND, CLOSED, CRITICAL, GRANTED_NOW, HALF_OPEN, HIGH, MAX_SPAN_NS, NORMAL, OPEN,
+    PROBE, QUEUE_FULL, REJECTED,
+)
 from ..layout import Layout
 
 __all__ = [
@@ -27,14 +31,9 @@ __all__ = [
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND",
 ]
 
-GRANTED_NOW = -2          # enqueue(): a slot was free, the caller owns it now
-QUEUE_FULL = -1           # enqueue(): queue at capacity
-CLOSED, OPEN, HALF_OPEN = 0, 1, 2          # Breaker.state
-ALLOWED, REJECTED, PROBE = 0, 1, 2         # Breaker.check()
-CRITICAL, HIGH, NORMAL, BACKGROUND = 0, 1, 2, 3
-
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 _SUM_CLAMP = 9.0e18
+_BRK_MAX_UNTIL = _I64_MAX >> 2     # what the compiled breaker's state word can hold
 
 
 class SegmentError(ValueError):
@@ -52,8 +51,14 @@ def _check_i64(v: int) -> int:
     return v
 
 
-def _ns(seconds: float) -> int:
-    return int(seconds * 1e9 + 0.5)
+def span_ns(seconds: float) -> int:
+    """A duration as ns, clamped to [0, MAX_SPAN_NS] (NaN counts as 0), as atomics.h does."""
+    ns = seconds * 1e9 + 0.5
+    if not ns > 0.0:
+        return 0
+    if ns >= float(MAX_SPAN_NS):
+        return MAX_SPAN_NS
+    return int(ns)
 
 
 def _sum_ns(value: float) -> int:
@@ -70,14 +75,18 @@ class _State:
         self.layout = layout
         self.lock = threading.RLock()
         self.workers = [[0, -1, False] for _ in range(layout.n_workers)]  # pid, fd, registered
+        self.test_clock_ns = 0
         self.admissions = []
         self.breakers = []
         for d, (mc, qc, nr) in enumerate(layout.deployments):
             self.admissions.append(Admission(self, d, mc, qc))
-            self.breakers.append([Breaker(self) for _ in range(nr)])
+            self.breakers.append([Breaker(self, layout.breakers[d]) for _ in range(nr)])
         self.counters = Counters(self, layout.n_counters)
         self.histograms = Histograms(self, layout.n_histograms, layout.bucket_bounds)
         self.closed = False
+
+    def now_ns(self) -> int:
+        return self.test_clock_ns or time.monotonic_ns()
 
 
 _REGISTRY: dict[str, _State] = {}
@@ -140,6 +149,12 @@ class Segment:
         with _REGISTRY_LOCK:
             if _REGISTRY.get(self.name) is self._st:
                 del _REGISTRY[self.name]
+
+    def set_test_clock(self, now_ns):
+        """TESTS ONLY: read ``now_ns`` as the monotonic clock from now on; 0: the real clock."""
+        if now_ns < 0:
+            raise ValueError("now_ns must be >= 0")
+        self._st.test_clock_ns = int(now_ns)
 
     def register_worker(self, worker, pid, wake_fd):
         st = self._st
@@ -323,15 +338,16 @@ class Admission:
 
 
 class Breaker:
-    def __init__(self, st):
+    def __init__(self, st, config):
+        threshold, open_s, max_open_s, probes = config
         self._st = st
         self._lock = st.lock
         self._state = CLOSED           # CLOSED or OPEN (half-open is derived from time)
         self._until = 0
-        self._threshold = 5
-        self._open_ns = _ns(30.0)
-        self._max_open_ns = _ns(300.0)
-        self._max_probes = 1
+        self._threshold = threshold
+        self._open_ns = span_ns(open_s)
+        self._max_open_ns = span_ns(max_open_s)
+        self._max_probes = probes
         self._failures = 0
         self._probes = 0
         self._cur_open_ns = self._open_ns
@@ -346,10 +362,14 @@ class Breaker:
             raise ValueError("need 0 <= open_s <= max_open_s (finite)")
         with self._lock:
             self._threshold = int(failure_threshold)
-            self._open_ns = _ns(open_s)
-            self._max_open_ns = _ns(max_open_s)
+            self._open_ns = span_ns(open_s)
+            self._max_open_ns = span_ns(max_open_s)
             self._max_probes = int(half_open_probes)
-            self._cur_open_ns = self._open_ns
+            self._cur_open_ns = min(max(self._cur_open_ns, self._open_ns), self._max_open_ns)
+
+    @property
+    def config(self):
+        return (self._threshold, self._open_ns / 1e9, self._max_open_ns / 1e9, self._max_probes)
 
     def _half_open_now(self, now):
         return self._state == OPEN and now >= self._until
@@ -364,7 +384,7 @@ class Breaker:
         with self._lock:
             if self._state == CLOSED:
                 return ALLOWED
-            now = time.monotonic_ns()
+            now = self._st.now_ns()
             if now < self._until:
                 return REJECTED
             self._mark_half()
@@ -388,7 +408,7 @@ class Breaker:
                     self._failures = 0
                 return
             self._drop_probe(worker)
-            if self._half_open_now(time.monotonic_ns()):
+            if self._half_open_now(self._st.now_ns()):
                 self._state = CLOSED
                 self._failures = 0
                 self._cur_open_ns = self._open_ns
@@ -403,15 +423,15 @@ class Breaker:
                     if self._failures >= self._threshold:
                         self._cur_open_ns = self._open_ns
                         self._state = OPEN
-                        self._until = time.monotonic_ns() + self._open_ns
+                        self._until = min(self._st.now_ns() + self._open_ns, _BRK_MAX_UNTIL)
                         self._trans[1] += 1
                 return
             self._drop_probe(worker)
-            now = time.monotonic_ns()
+            now = self._st.now_ns()
             if self._half_open_now(now):
                 new = min(self._cur_open_ns * 2, self._max_open_ns)
                 self._cur_open_ns = new
-                self._until = now + new
+                self._until = min(now + new, _BRK_MAX_UNTIL)
                 self._trans[1] += 1
 
     def release_probe(self, worker):
@@ -420,13 +440,13 @@ class Breaker:
             self._drop_probe(worker)
 
     def force_open(self, duration_s):
-        if not (duration_s >= 0) or not math.isfinite(duration_s):
-            raise ValueError("duration_s must be finite and >= 0")
+        if not (duration_s >= 0):
+            raise ValueError("duration_s must be >= 0")
         with self._lock:
-            now = time.monotonic_ns()
+            now = self._st.now_ns()
             was_open = self._state == OPEN and now < self._until
             self._state = OPEN
-            self._until = now + _ns(duration_s)
+            self._until = min(now + span_ns(duration_s), _BRK_MAX_UNTIL)
             if not was_open:
                 self._trans[1] += 1
 
@@ -443,7 +463,7 @@ class Breaker:
         with self._lock:
             if self._state == CLOSED:
                 return CLOSED
-            if time.monotonic_ns() < self._until:
+            if self._st.now_ns() < self._until:
                 return OPEN
             self._mark_half()
             return HALF_OPEN
@@ -453,7 +473,7 @@ class Breaker:
         with self._lock:
             if self._state == CLOSED:
                 return 0.0
-            left = self._until - time.monotonic_ns()
+            left = self._until - self._st.now_ns()
             return left / 1e9 if left > 0 else 0.0
 
     @property
