@@ -20,6 +20,7 @@ from fastinfer._core import shm as compiled
 from fastinfer._core.ref import shm as reference
 
 LAYOUT_ARGS = (2, [(4, 16, 1)], 8, 2, [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+LAYOUT_KW = dict(token_buckets=[(600.0, 10**9), (200_000.0, 10**9)])
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def segs():
     out = {}
     for impl in (compiled, reference):
         out[impl] = impl.Segment.create(f"fi-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}",
-                                        impl.Layout(*LAYOUT_ARGS))
+                                        impl.Layout(*LAYOUT_ARGS, **LAYOUT_KW))
     yield out
     for s in out.values():
         s.unlink()
@@ -76,6 +77,27 @@ def test_bench_try_acquire_release(benchmark, segs):
 
     bench(benchmark, cycle)
     assert a.in_flight == 0
+
+
+def test_bench_bucket_take_refund(benchmark, segs):
+    """A request's RPM token taken and given back (the issue 8 bar: <= 200 ns)."""
+    envs = {impl: {"b": s.bucket(0)} for impl, s in segs.items()}
+    compare(benchmark, "bucket take + refund", "b.take(1); b.refund(1)", envs[compiled], envs[reference], 200)
+    b = envs[compiled]["b"]
+
+    def cycle():
+        b.take(1)
+        b.refund(1)
+
+    bench(benchmark, cycle)
+    assert b.available() == b.capacity
+
+
+def test_bench_take_all(benchmark, segs):
+    """A request under a key RPM + TPM and a deployment RPM: three buckets, all or none."""
+    envs = {impl: {"s": s} for impl, s in segs.items()}
+    compare(benchmark, "take_all (2 buckets)", "s.take_all((0, 1), (1, 700))", envs[compiled], envs[reference])
+    bench(benchmark, envs[compiled]["s"].take_all, (0, 1), (1, 700))
 
 
 def test_bench_counter_add(benchmark, segs):

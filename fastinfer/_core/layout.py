@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from .constants import MAX_POOL, MAX_REPLICAS, MAX_WORKERS
+from .constants import MAX_POOL, MAX_REPLICAS, MAX_SPAN_NS, MAX_WORKERS
 
 __all__ = ["Layout", "MAX_POOL", "DEFAULT_BREAKER"]
 
@@ -35,10 +35,12 @@ class Layout:
     Keyword (each defaults to "nothing" or the contract's default):
       breakers        [(failure_threshold, open_s, max_open_s, half_open_probes)] per
                       deployment, written into every replica's breaker at creation
+      token_buckets   [(per_minute, burst)]: one token bucket each (``Segment.bucket(i)``),
+                      refilled at per_minute/60 per second, holding at most ``burst``
     """
 
     def __init__(self, n_workers, deployments, n_counters, n_histograms, bucket_bounds, *,
-                 breakers=None):
+                 breakers=None, token_buckets=()):
         self.n_workers = int(n_workers)
         self.deployments = [tuple(int(x) for x in d) for d in deployments]
         self.n_counters = int(n_counters)
@@ -47,6 +49,7 @@ class Layout:
         nd = len(self.deployments)
         self.breakers = _per_deployment(breakers, nd, DEFAULT_BREAKER, "breakers",
                                         lambda b: (int(b[0]), float(b[1]), float(b[2]), int(b[3])))
+        self.token_buckets = [(float(r), int(b)) for r, b in token_buckets]
         self._validate()
 
     def _validate(self):
@@ -73,6 +76,13 @@ class Layout:
                 raise ValueError(f"breakers[{i}]: failure_threshold and half_open_probes must be >= 1")
             if not (0 <= open_s <= max_open_s) or not math.isfinite(max_open_s):
                 raise ValueError(f"breakers[{i}]: need 0 <= open_s <= max_open_s (finite)")
+
+        for i, (per_minute, burst) in enumerate(self.token_buckets):
+            if not (0 < per_minute <= 6e10):
+                raise ValueError(f"token_buckets[{i}]: per_minute must be in (0, 6e10]")
+            if burst < 1 or burst * (60e9 / per_minute) > MAX_SPAN_NS:
+                raise ValueError(f"token_buckets[{i}]: burst must be >= 1 and take at most "
+                                 f"~36 years to refill")
 
     def __eq__(self, other):
         return isinstance(other, Layout) and self._key() == other._key()

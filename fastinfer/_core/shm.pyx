@@ -14,6 +14,8 @@ supervisor before it forks the workers, and everything that lives in it:
   closed state, the clock only when open. Configured from the ``Layout`` when
   the segment is created, never by the workers.
 * ``Counters`` (int64) and ``Histograms`` (fixed buckets, Prometheus ``le``).
+* ``TokenBucket``s (GCRA: one CAS per take/refund/charge) for the RPM/TPM limits
+  of gateway keys and deployments, and ``Segment.take_all`` (all or none).
 * Owner records (what each worker holds) so that ``Segment.reclaim_worker``
   gives back everything a dead worker held.
 
@@ -47,7 +49,7 @@ from .layout import Layout   # one pure-Python Layout, shared with the reference
 include "shm_decl.pxi"
 
 __all__ = [
-    "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError",
+    "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND", "LAYOUT_VERSION",
 ]
@@ -187,6 +189,8 @@ cdef void _plan(fi_header *h, object layout):
     h.off_bounds = _take(&off, h.n_buckets * sizeof(double))
     h.off_hist = _take(&off, h.n_histograms * h.hist_stride)
     h.off_deployments = _take(&off, nd * sizeof(fi_deployment))
+    h.n_token_buckets = len(layout.token_buckets)
+    h.off_token_buckets = _take(&off, h.n_token_buckets * sizeof(fi_bucket))
     h.total_size = off
 
 
@@ -203,6 +207,7 @@ cdef class Segment:
     cdef readonly Histograms histograms
     cdef list _adm
     cdef list _brk
+    cdef list _buckets
 
     def __cinit__(self):
         self.base = NULL
@@ -321,6 +326,8 @@ cdef class Segment:
         bounds = <double *>(self.base + h.off_bounds)
         for i, x in enumerate(layout.bucket_bounds):
             bounds[i] = x
+        for i, (per_minute, burst) in enumerate(layout.token_buckets):
+            _init_bucket(<fi_bucket *>(self.base + h.off_token_buckets) + i, per_minute, burst)
         fi_store(<int64_t *>&h.magic, <int64_t>FI_SHM_MAGIC)   # publish last
         return 0
 
@@ -352,8 +359,10 @@ cdef class Segment:
             dep = self._dep(d)
             deps.append((a.max_concurrency, a.queue_capacity, a.n_replicas))
             breakers.append((dep.brk_threshold, dep.brk_open_s, dep.brk_max_open_s, dep.brk_probes))
+        cdef fi_bucket *tb = <fi_bucket *>(self.base + h.off_token_buckets)
         return Layout(h.n_workers, deps, h.n_counters, h.n_histograms,
-                      [bounds[i] for i in range(h.n_buckets)], breakers=breakers)
+                      [bounds[i] for i in range(h.n_buckets)], breakers=breakers,
+                      token_buckets=[(tb[i].per_minute, tb[i].burst) for i in range(h.n_token_buckets)])
 
     cdef _bind(self, object layout):
         cdef fi_header *h = self.hdr
@@ -368,6 +377,7 @@ cdef class Segment:
             self._brk.append([_bind_breaker(self, dep.replica_base + rr) for rr in range(dep.n_replicas)])
         self.counters = _bind_counters(self)
         self.histograms = _bind_histograms(self, layout.bucket_bounds)
+        self._buckets = [_bind_bucket(self, i) for i in range(h.n_token_buckets)]
 
     def close(self):
         """Unmap (idempotent). Objects obtained from this segment then raise SegmentError."""
@@ -443,6 +453,21 @@ cdef class Segment:
             raise IndexError("replica index out of range")
         return reps[replica]
 
+    def bucket(self, Py_ssize_t index):
+        """The token bucket ``index`` (the Layout's ``token_buckets[index]``)."""
+        if self.base == NULL:
+            _closed()
+        if <size_t>index >= <size_t>len(self._buckets):
+            raise IndexError("token bucket index out of range")
+        return self._buckets[index]
+
+    def take_all(self, ids, amounts):
+        """Take ``amounts[k]`` tokens from bucket ``ids[k]`` for every k, or none at all (what
+        was taken before a bucket refused is given back). Returns ``(True, 0.0)``, or
+        ``(False, wait_s)``: seconds until every bucket could hold its amount (inf when an
+        amount exceeds its bucket's capacity)."""
+        return _take_all(self, ids, amounts)
+
     def __repr__(self):
         return f"<Segment {self.path} {self.nbytes} bytes{' closed' if self.base == NULL else ''}>"
 
@@ -461,3 +486,4 @@ cdef inline int _enter(Segment seg, int64_t worker, int64_t n_workers) except -1
 include "shm_admission.pxi"
 include "shm_breaker.pxi"
 include "shm_metrics.pxi"
+include "shm_limits.pxi"

@@ -24,9 +24,10 @@ from ..constants import (
     PROBE, QUEUE_FULL, REJECTED,
 )
 from ..layout import Layout
+from .limits import TokenBucket, take_all
 
 __all__ = [
-    "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError",
+    "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND",
 ]
@@ -83,6 +84,7 @@ class _State:
             self.breakers.append([Breaker(self, layout.breakers[d]) for _ in range(nr)])
         self.counters = Counters(self, layout.n_counters)
         self.histograms = Histograms(self, layout.n_histograms, layout.bucket_bounds)
+        self.buckets = [TokenBucket(self, r, b) for r, b in layout.token_buckets]
         self.closed = False
 
     def now_ns(self) -> int:
@@ -186,6 +188,14 @@ class Segment:
         if not 0 <= deployment < len(self._st.admissions):
             raise IndexError("deployment index out of range")
         return self._st.admissions[deployment]
+
+    def bucket(self, index):
+        if not 0 <= index < len(self._st.buckets):
+            raise IndexError("token bucket index out of range")
+        return self._st.buckets[index]
+
+    def take_all(self, ids, amounts):
+        return take_all(self._st, self._st.buckets, ids, amounts)
 
     def breaker(self, deployment, replica):
         if not 0 <= deployment < len(self._st.breakers):

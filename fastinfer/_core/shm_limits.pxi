@@ -1,0 +1,193 @@
+# Rate limits (included by shm.pyx): token buckets as GCRA.
+#
+# A bucket's whole state is one word, the theoretical arrival time (tat, ns):
+# the bucket is full when tat <= now and holds (tau - (tat - now)) / interval
+# tokens otherwise, negative when in debt. take/refund/charge are one CAS on it,
+# lock-free and exact across processes: a CAS that loses re-reads tat and
+# decides again. A process whose clock read is a little older than another's
+# acts as if it ran at that earlier time: it sees less refill, so it can only
+# refuse more, never admit more than the bucket held.
+
+cdef inline int64_t _bucket_cost(fi_bucket *b, double n) noexcept:
+    """ns of refill that ``n`` tokens are worth, clamped to FI_MAX_SPAN_NS."""
+    cdef double c = n * b.interval_ns + 0.5
+    if not (c > 0.0):
+        return 0
+    if c >= <double>FI_MAX_SPAN_NS:
+        return FI_MAX_SPAN_NS
+    return <int64_t>c
+
+
+cdef inline bint _bucket_take(fi_bucket *b, int64_t n, int64_t now) noexcept:
+    cdef int64_t c = _bucket_cost(b, <double>n), t = fi_load(&b.tat), new
+    while True:
+        new = (t if t > now else now) + c
+        if new - now > b.tau_ns:
+            return False
+        if fi_cas(&b.tat, &t, new):
+            break
+    fi_fetch_add(&b.consumed, n)
+    return True
+
+
+cdef inline void _bucket_refund(fi_bucket *b, int64_t n, int64_t now) noexcept:
+    cdef int64_t c = _bucket_cost(b, <double>n), t = fi_load(&b.tat), new
+    while True:
+        new = t - c
+        if new < now:               # never fuller than full
+            new = now
+        if fi_cas(&b.tat, &t, new):
+            break
+    fi_fetch_add(&b.consumed, -n)
+
+
+cdef inline double _bucket_wait_s(fi_bucket *b, int64_t n, int64_t now) noexcept:
+    cdef int64_t c = _bucket_cost(b, <double>n), t = fi_load(&b.tat), late
+    if c > b.tau_ns:
+        return float("inf")
+    late = (t if t > now else now) + c - now - b.tau_ns
+    return late / 1e9 if late > 0 else 0.0
+
+
+cdef void _init_bucket(fi_bucket *b, double per_minute, int64_t burst) noexcept:
+    b.tat = 0
+    b.consumed = 0
+    b.per_minute = per_minute
+    b.burst = burst
+    b.interval_ns = 60e9 / per_minute
+    b.tau_ns = _bucket_cost(b, <double>burst)
+
+
+cdef TokenBucket _bind_bucket(Segment seg, int64_t i):
+    cdef TokenBucket tb = TokenBucket.__new__(TokenBucket)
+    tb.seg = seg
+    tb.hdr = seg.hdr
+    tb.b = <fi_bucket *>(seg.base + seg.hdr.off_token_buckets) + i
+    return tb
+
+
+cdef class TokenBucket:
+    """A token bucket shared by every process of the host (GCRA, lock-free).
+
+    Capacity ``capacity`` (the burst) tokens, refilled continuously at ``per_minute / 60``
+    tokens per second; it starts full. ``take`` admits only what the bucket holds;
+    ``charge`` takes without asking and may leave the bucket in debt (a negative level,
+    repaid by the refill); ``refund`` gives tokens back (never above capacity).
+    Amounts are whole tokens (requests or LLM tokens), >= 0.
+    """
+    cdef Segment seg
+    cdef fi_header *hdr
+    cdef fi_bucket *b
+
+    def take(self, int64_t n=1):
+        """Take ``n`` tokens if the bucket holds at least ``n`` now; True when taken."""
+        if self.seg.base == NULL:
+            _closed()
+        if n < 0:
+            raise ValueError("token amounts must be >= 0")
+        return _bucket_take(self.b, n, _now(self.hdr))
+
+    def refund(self, int64_t n):
+        """Give back ``n`` tokens taken or charged earlier (the bucket never exceeds capacity)."""
+        if self.seg.base == NULL:
+            _closed()
+        if n < 0:
+            raise ValueError("token amounts must be >= 0")
+        _bucket_refund(self.b, n, _now(self.hdr))
+
+    def charge(self, int64_t n):
+        """Take ``n`` tokens without checking: may go below zero (debt). For corrections
+        (a request's real token usage) and tokens other hosts spent."""
+        if self.seg.base == NULL:
+            _closed()
+        if n < 0:
+            raise ValueError("token amounts must be >= 0")
+        cdef int64_t now = _now(self.hdr), c = _bucket_cost(self.b, <double>n)
+        cdef int64_t t = fi_load(&self.b.tat), new
+        while True:
+            new = min((t if t > now else now) + c, now + self.b.tau_ns + FI_MAX_SPAN_NS)
+            if fi_cas(&self.b.tat, &t, new):
+                break
+        fi_fetch_add(&self.b.consumed, n)
+
+    def available(self):
+        """Tokens in the bucket now (a float: it refills continuously); negative in debt."""
+        if self.seg.base == NULL:
+            _closed()
+        cdef int64_t now = _now(self.hdr), t = fi_load(&self.b.tat)
+        return (self.b.tau_ns - ((t if t > now else now) - now)) / self.b.interval_ns
+
+    def wait_s(self, int64_t n=1):
+        """Seconds until ``take(n)`` could succeed (0.0: now); inf when ``n > capacity``."""
+        if self.seg.base == NULL:
+            _closed()
+        if n < 0:
+            raise ValueError("token amounts must be >= 0")
+        return _bucket_wait_s(self.b, n, _now(self.hdr))
+
+    def set_available(self, double tokens):
+        """Import a level exported by ``available()`` (persistence, reload): the bucket
+        holds ``tokens`` now, at most its capacity; negative means debt."""
+        if self.seg.base == NULL:
+            _closed()
+        if tokens != tokens:
+            raise ValueError("tokens must be a number")
+        if tokens > self.b.burst:
+            tokens = self.b.burst
+        cdef int64_t behind = _bucket_cost(self.b, self.b.burst - tokens)
+        fi_store(&self.b.tat, _now(self.hdr) + min(behind, self.b.tau_ns + FI_MAX_SPAN_NS))
+
+    @property
+    def capacity(self):
+        """The burst: most tokens the bucket holds."""
+        return self.b.burst
+
+    @property
+    def per_minute(self):
+        return self.b.per_minute
+
+    @property
+    def rate_per_s(self):
+        """Refill rate, tokens per second."""
+        return self.b.per_minute / 60.0
+
+    @property
+    def consumed(self):
+        """Tokens taken and charged minus those refunded since creation (for carrying what a
+        draining generation spent into its successor's bucket)."""
+        if self.seg.base == NULL:
+            _closed()
+        return fi_load(&self.b.consumed)
+
+
+def _take_all(Segment seg, ids, amounts):
+    """Segment.take_all's body (see there)."""
+    if seg.base == NULL:
+        _closed()
+    cdef Py_ssize_t m = len(ids), k, j
+    cdef int64_t nb = seg.hdr.n_token_buckets, i, n, now
+    cdef double wait = 0.0, w
+    cdef fi_bucket *base = <fi_bucket *>(seg.base + seg.hdr.off_token_buckets)
+    if len(amounts) != m:
+        raise ValueError("take_all: one amount per bucket id")
+    for k in range(m):
+        if <uint64_t>(<int64_t>ids[k]) >= <uint64_t>nb:
+            raise IndexError("token bucket index out of range")
+        if <int64_t>amounts[k] < 0:
+            raise ValueError("token amounts must be >= 0")
+    now = _now(seg.hdr)
+    for k in range(m):
+        if not _bucket_take(base + <int64_t>ids[k], <int64_t>amounts[k], now):
+            for j in range(k - 1, -1, -1):           # all or none: give back what was taken
+                _bucket_refund(base + <int64_t>ids[j], <int64_t>amounts[j], now)
+            for j in range(m):                        # a bucket named twice needs both amounts
+                i = <int64_t>ids[j]
+                n = 0
+                for k in range(m):
+                    if <int64_t>ids[k] == i:
+                        n += <int64_t>amounts[k]
+                w = _bucket_wait_s(base + i, n, now)
+                if w > wait:
+                    wait = w
+            return False, wait
+    return True, 0.0
