@@ -20,7 +20,7 @@ from fastinfer._core import shm as compiled
 from fastinfer._core.ref import shm as reference
 
 LAYOUT_ARGS = (2, [(4, 16, 1)], 8, 2, [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
-LAYOUT_KW = dict(token_buckets=[(600.0, 10**9), (200_000.0, 10**9)])
+LAYOUT_KW = dict(token_buckets=[(600.0, 10**9), (200_000.0, 10**9)], key_max_concurrency=[16])
 
 
 @pytest.fixture
@@ -98,6 +98,26 @@ def test_bench_take_all(benchmark, segs):
     envs = {impl: {"s": s} for impl, s in segs.items()}
     compare(benchmark, "take_all (2 buckets)", "s.take_all((0, 1), (1, 700))", envs[compiled], envs[reference])
     bench(benchmark, envs[compiled]["s"].take_all, (0, 1), (1, 700))
+
+
+def test_bench_key_concurrency(benchmark, segs):
+    envs = {impl: {"k": s.key_concurrency(0)} for impl, s in segs.items()}
+    compare(benchmark, "key try_acquire + release", "k.try_acquire(0); k.release(0)",
+            envs[compiled], envs[reference])
+    k = envs[compiled]["k"]
+
+    def cycle():
+        k.try_acquire(0)
+        k.release(0)
+
+    bench(benchmark, cycle)
+    assert k.in_flight == 0
+
+
+def test_bench_key_spend(benchmark, segs):
+    envs = {impl: {"s": s.key_spend(0)} for impl, s in segs.items()}
+    compare(benchmark, "key spend add", "s.add(20000, 1)", envs[compiled], envs[reference])
+    bench(benchmark, envs[compiled]["s"].add, 20000, 1)
 
 
 def test_bench_counter_add(benchmark, segs):

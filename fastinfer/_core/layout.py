@@ -37,10 +37,13 @@ class Layout:
                       deployment, written into every replica's breaker at creation
       token_buckets   [(per_minute, burst)]: one token bucket each (``Segment.bucket(i)``),
                       refilled at per_minute/60 per second, holding at most ``burst``
+      key_max_concurrency  [max_concurrency] per gateway key (0 = not limited): the keys'
+                      concurrency counters and spend words (``Segment.key_concurrency(k)``,
+                      ``Segment.key_spend(k)``)
     """
 
     def __init__(self, n_workers, deployments, n_counters, n_histograms, bucket_bounds, *,
-                 breakers=None, token_buckets=()):
+                 breakers=None, token_buckets=(), key_max_concurrency=()):
         self.n_workers = int(n_workers)
         self.deployments = [tuple(int(x) for x in d) for d in deployments]
         self.n_counters = int(n_counters)
@@ -50,6 +53,7 @@ class Layout:
         self.breakers = _per_deployment(breakers, nd, DEFAULT_BREAKER, "breakers",
                                         lambda b: (int(b[0]), float(b[1]), float(b[2]), int(b[3])))
         self.token_buckets = [(float(r), int(b)) for r, b in token_buckets]
+        self.key_max_concurrency = [int(c) for c in key_max_concurrency]
         self._validate()
 
     def _validate(self):
@@ -83,6 +87,9 @@ class Layout:
             if burst < 1 or burst * (60e9 / per_minute) > MAX_SPAN_NS:
                 raise ValueError(f"token_buckets[{i}]: burst must be >= 1 and take at most "
                                  f"~36 years to refill")
+
+        if any(not 0 <= c < 1 << 62 for c in self.key_max_concurrency):
+            raise ValueError("key_max_concurrency: each must be >= 0 (0 = not limited)")
 
     def __eq__(self, other):
         return isinstance(other, Layout) and self._key() == other._key()

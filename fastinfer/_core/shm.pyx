@@ -16,6 +16,8 @@ supervisor before it forks the workers, and everything that lives in it:
 * ``Counters`` (int64) and ``Histograms`` (fixed buckets, Prometheus ``le``).
 * ``TokenBucket``s (GCRA: one CAS per take/refund/charge) for the RPM/TPM limits
   of gateway keys and deployments, and ``Segment.take_all`` (all or none).
+* ``KeyConcurrency`` (requests in flight per gateway key, host-wide) and
+  ``KeySpend`` (micro-USD per key in its budget period, one word with the period).
 * Owner records (what each worker holds) so that ``Segment.reclaim_worker``
   gives back everything a dead worker held.
 
@@ -50,6 +52,7 @@ include "shm_decl.pxi"
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
+    "KeyConcurrency", "KeySpend",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND", "LAYOUT_VERSION",
 ]
@@ -191,6 +194,10 @@ cdef void _plan(fi_header *h, object layout):
     h.off_deployments = _take(&off, nd * sizeof(fi_deployment))
     h.n_token_buckets = len(layout.token_buckets)
     h.off_token_buckets = _take(&off, h.n_token_buckets * sizeof(fi_bucket))
+    h.n_keys = len(layout.key_max_concurrency)
+    h.key_stride = _up(h.n_keys * sizeof(int64_t)) // sizeof(int64_t)   # one row of lines per worker
+    h.off_keys = _take(&off, h.n_keys * sizeof(fi_key))
+    h.off_key_held = _take(&off, nw * h.key_stride * sizeof(int64_t))
     h.total_size = off
 
 
@@ -208,6 +215,8 @@ cdef class Segment:
     cdef list _adm
     cdef list _brk
     cdef list _buckets
+    cdef list _key_conc
+    cdef list _key_spend
 
     def __cinit__(self):
         self.base = NULL
@@ -328,6 +337,8 @@ cdef class Segment:
             bounds[i] = x
         for i, (per_minute, burst) in enumerate(layout.token_buckets):
             _init_bucket(<fi_bucket *>(self.base + h.off_token_buckets) + i, per_minute, burst)
+        for i, limit in enumerate(layout.key_max_concurrency):
+            (<fi_key *>(self.base + h.off_keys) + i).limit = limit
         fi_store(<int64_t *>&h.magic, <int64_t>FI_SHM_MAGIC)   # publish last
         return 0
 
@@ -362,7 +373,9 @@ cdef class Segment:
         cdef fi_bucket *tb = <fi_bucket *>(self.base + h.off_token_buckets)
         return Layout(h.n_workers, deps, h.n_counters, h.n_histograms,
                       [bounds[i] for i in range(h.n_buckets)], breakers=breakers,
-                      token_buckets=[(tb[i].per_minute, tb[i].burst) for i in range(h.n_token_buckets)])
+                      token_buckets=[(tb[i].per_minute, tb[i].burst) for i in range(h.n_token_buckets)],
+                      key_max_concurrency=[(<fi_key *>(self.base + h.off_keys) + i).limit
+                                           for i in range(h.n_keys)])
 
     cdef _bind(self, object layout):
         cdef fi_header *h = self.hdr
@@ -378,6 +391,8 @@ cdef class Segment:
         self.counters = _bind_counters(self)
         self.histograms = _bind_histograms(self, layout.bucket_bounds)
         self._buckets = [_bind_bucket(self, i) for i in range(h.n_token_buckets)]
+        self._key_conc = [_bind_key_concurrency(self, i) for i in range(h.n_keys)]
+        self._key_spend = [_bind_key_spend(self, i) for i in range(h.n_keys)]
 
     def close(self):
         """Unmap (idempotent). Objects obtained from this segment then raise SegmentError."""
@@ -433,8 +448,9 @@ cdef class Segment:
             slots += s
             tickets += t
         probes = _reclaim_probes(self, worker)
+        key_slots = _reclaim_key_slots(self, worker)
         fi_store(&(<fi_worker *>(self.base + self.hdr.off_workers) + worker).pid, 0)
-        return {"slots": slots, "tickets": tickets, "probes": probes}
+        return {"slots": slots, "tickets": tickets, "probes": probes, "key_slots": key_slots}
 
     def admission(self, Py_ssize_t deployment):
         if self.base == NULL:
@@ -460,6 +476,22 @@ cdef class Segment:
         if <size_t>index >= <size_t>len(self._buckets):
             raise IndexError("token bucket index out of range")
         return self._buckets[index]
+
+    def key_concurrency(self, Py_ssize_t key):
+        """Gateway key ``key``'s requests in flight (the Layout's ``key_max_concurrency[key]``)."""
+        if self.base == NULL:
+            _closed()
+        if <size_t>key >= <size_t>len(self._key_conc):
+            raise IndexError("key index out of range")
+        return self._key_conc[key]
+
+    def key_spend(self, Py_ssize_t key):
+        """Gateway key ``key``'s spend in its current budget period."""
+        if self.base == NULL:
+            _closed()
+        if <size_t>key >= <size_t>len(self._key_spend):
+            raise IndexError("key index out of range")
+        return self._key_spend[key]
 
     def take_all(self, ids, amounts):
         """Take ``amounts[k]`` tokens from bucket ``ids[k]`` for every k, or none at all (what

@@ -191,3 +191,169 @@ def _take_all(Segment seg, ids, amounts):
                     wait = w
             return False, wait
     return True, 0.0
+
+
+# ---------------------------------------------------------------- gateway keys
+# Per key: requests in flight host-wide (a CAS against max_concurrency, owner-
+# tracked per worker for reclaim) and spend in the current budget period, one
+# word: (period << FI_SPEND_BITS) | micro-USD, so a new period starts from zero
+# in the same CAS that records its first spend.
+
+cdef inline int64_t _spend_word(uint64_t period, int64_t micro) noexcept:
+    return <int64_t>((period << FI_SPEND_BITS) | <uint64_t>micro)
+
+
+cdef inline uint64_t _spend_period(int64_t word) noexcept:
+    return (<uint64_t>word) >> FI_SPEND_BITS
+
+
+cdef inline int64_t _spend_micro(int64_t word) noexcept:
+    return word & FI_MAX_SPEND
+
+
+cdef int _check_period(int64_t period) except -1:
+    if <uint64_t>period > <uint64_t>FI_MAX_PERIOD:
+        raise ValueError(f"budget period must be in 0..{FI_MAX_PERIOD}")
+    return 0
+
+
+cdef int64_t _reclaim_key_slots(Segment seg, int64_t worker):
+    """Give back the key slots ``worker`` held."""
+    cdef fi_header *h = seg.hdr
+    cdef int64_t *held = <int64_t *>(seg.base + h.off_key_held) + worker * h.key_stride
+    cdef int64_t k, n, total = 0
+    for k in range(h.n_keys):
+        n = fi_xchg(&held[k], 0)
+        if n:
+            fi_fetch_add(&(<fi_key *>(seg.base + h.off_keys) + k).in_flight, -n)
+            total += n
+    return total
+
+
+cdef class KeyConcurrency:
+    """Requests of one gateway key in flight on the whole host, against its
+    ``max_concurrency`` (``limit``; 0 = not limited, only counted)."""
+    cdef Segment seg
+    cdef fi_key *k
+    cdef int64_t *held          # held[worker * stride]
+    cdef int64_t stride, n_workers
+
+    def try_acquire(self, int64_t worker):
+        """Count one more request of this key for ``worker``; False (nothing counted) when
+        the key already has ``limit`` in flight."""
+        _enter(self.seg, worker, self.n_workers)
+        cdef int64_t limit = self.k.limit, v
+        if limit == 0:
+            fi_fetch_add(&self.k.in_flight, 1)
+        else:
+            v = fi_load(&self.k.in_flight)
+            while True:
+                if v >= limit:
+                    return False
+                if fi_cas(&self.k.in_flight, &v, v + 1):
+                    break
+        fi_fetch_add(&self.held[worker * self.stride], 1)
+        return True
+
+    def release(self, int64_t worker):
+        """The request ``worker`` counted has ended."""
+        _enter(self.seg, worker, self.n_workers)
+        cdef int64_t *h = &self.held[worker * self.stride]
+        cdef int64_t n = fi_load(h)
+        while True:
+            if n <= 0:
+                raise RuntimeError(f"worker {worker} holds no slot of this key")
+            if fi_cas(h, &n, n - 1):
+                break
+        fi_fetch_add(&self.k.in_flight, -1)
+
+    @property
+    def in_flight(self):
+        if self.seg.base == NULL:
+            _closed()
+        return fi_load(&self.k.in_flight)
+
+    @property
+    def limit(self):
+        return self.k.limit
+
+    def held_by(self, int64_t worker):
+        _enter(self.seg, worker, self.n_workers)
+        return fi_load(&self.held[worker * self.stride])
+
+
+cdef class KeySpend:
+    """What one gateway key spent in its current budget period, in micro-USD, host-wide.
+
+    ``period`` is the caller's id of the calendar period (0..65535, growing with time:
+    e.g. days since 1970 for ``day``, 0 for ``total``). The first ``add`` of a later period
+    starts it from zero, atomically; an ``add`` naming an earlier period (a request that
+    began before midnight) is counted in the current one. Saturates at ~$281M per period.
+    """
+    cdef Segment seg
+    cdef fi_key *k
+
+    def add(self, int64_t period, int64_t micro_usd):
+        """Record spend (negative: a correction; the total never goes below 0). Returns the
+        period's total after it."""
+        if self.seg.base == NULL:
+            _closed()
+        _check_period(period)
+        cdef int64_t w = fi_load(&self.k.spend), base, total
+        cdef uint64_t p
+        while True:
+            p = _spend_period(w)
+            if <uint64_t>period > p:
+                p = period
+                base = 0
+            else:
+                base = _spend_micro(w)
+            if micro_usd > FI_MAX_SPEND - base:
+                total = FI_MAX_SPEND
+            elif micro_usd < -base:
+                total = 0
+            else:
+                total = base + micro_usd
+            if fi_cas(&self.k.spend, &w, _spend_word(p, total)):
+                return total
+
+    def spent(self, int64_t period):
+        """micro-USD spent in ``period`` (0 when it has not begun, or is over)."""
+        if self.seg.base == NULL:
+            _closed()
+        _check_period(period)
+        cdef int64_t w = fi_load(&self.k.spend)
+        return _spend_micro(w) if _spend_period(w) == <uint64_t>period else 0
+
+    def export(self):
+        """(period, micro_usd) as stored, for persistence and reload."""
+        if self.seg.base == NULL:
+            _closed()
+        cdef int64_t w = fi_load(&self.k.spend)
+        return (<int64_t>_spend_period(w), _spend_micro(w))
+
+    def restore(self, int64_t period, int64_t micro_usd):
+        """Set what ``export`` gave (at start-up or reload, before requests spend)."""
+        if self.seg.base == NULL:
+            _closed()
+        _check_period(period)
+        if not 0 <= micro_usd <= FI_MAX_SPEND:
+            raise ValueError(f"micro_usd must be in 0..{FI_MAX_SPEND}")
+        fi_store(&self.k.spend, _spend_word(period, micro_usd))
+
+
+cdef KeyConcurrency _bind_key_concurrency(Segment seg, int64_t i):
+    cdef KeyConcurrency kc = KeyConcurrency.__new__(KeyConcurrency)
+    kc.seg = seg
+    kc.k = <fi_key *>(seg.base + seg.hdr.off_keys) + i
+    kc.held = <int64_t *>(seg.base + seg.hdr.off_key_held) + i
+    kc.stride = seg.hdr.key_stride
+    kc.n_workers = seg.hdr.n_workers
+    return kc
+
+
+cdef KeySpend _bind_key_spend(Segment seg, int64_t i):
+    cdef KeySpend ks = KeySpend.__new__(KeySpend)
+    ks.seg = seg
+    ks.k = <fi_key *>(seg.base + seg.hdr.off_keys) + i
+    return ks

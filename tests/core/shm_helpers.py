@@ -74,3 +74,9 @@ def wait_all(pids, timeout=60.0):
                 break
             time.sleep(0.005)
     return [codes[p] for p in pids]
+
+
+def gave_back(reclaimed: dict, **expected) -> bool:
+    """``reclaim_worker``'s answer holds ``expected`` and zero for every other kind of holding."""
+    assert set(expected) <= set(reclaimed), set(expected) - set(reclaimed)
+    return reclaimed == {kind: expected.get(kind, 0) for kind in reclaimed}

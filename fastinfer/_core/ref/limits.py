@@ -1,5 +1,5 @@
 """Pure-Python reference of the limit structures of ``fastinfer._core.shm``:
-token buckets (GCRA). Same API and the same integer arithmetic as the compiled
+token buckets (GCRA), gateway keys' concurrency and spend. Same API and the same integer arithmetic as the compiled
 ones, so the tests can compare them result for result.
 
 Must not touch: configuration, HTTP. Guarded by the segment's one lock.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..constants import MAX_SPAN_NS
+from ..constants import MAX_PERIOD, MAX_SPAN_NS, MAX_SPEND
 
 
 def _cost(interval_ns: float, n: float) -> int:
@@ -125,3 +125,74 @@ def take_all(st, buckets: list, ids, amounts):
                     need[j] = need.get(j, 0) + int(a)
                 return False, max([0.0] + [buckets[j]._wait_s(n, now) for j, n in need.items()])
         return True, 0.0
+
+
+class KeyConcurrency:
+    def __init__(self, st, limit: int):
+        self._st = st
+        self.limit = limit
+        self.in_flight = 0
+        self._held: dict[int, int] = {}
+
+    def try_acquire(self, worker):
+        self._st.check_worker(worker)
+        with self._st.lock:
+            if self.limit and self.in_flight >= self.limit:
+                return False
+            self.in_flight += 1
+            self._held[worker] = self._held.get(worker, 0) + 1
+            return True
+
+    def release(self, worker):
+        self._st.check_worker(worker)
+        with self._st.lock:
+            if self._held.get(worker, 0) <= 0:
+                raise RuntimeError(f"worker {worker} holds no slot of this key")
+            self._held[worker] -= 1
+            self.in_flight -= 1
+
+    def held_by(self, worker):
+        self._st.check_worker(worker)
+        return self._held.get(worker, 0)
+
+    def _reclaim(self, worker) -> int:
+        n = self._held.pop(worker, 0)
+        self.in_flight -= n
+        return n
+
+
+def _check_period(period) -> int:
+    period = int(period)
+    if not 0 <= period <= MAX_PERIOD:
+        raise ValueError(f"budget period must be in 0..{MAX_PERIOD}")
+    return period
+
+
+class KeySpend:
+    def __init__(self, st):
+        self._st = st
+        self._period = 0
+        self._micro = 0
+
+    def add(self, period, micro_usd):
+        period = _check_period(period)
+        micro_usd = int(micro_usd)
+        with self._st.lock:
+            if period > self._period:
+                self._period, self._micro = period, 0
+            self._micro = min(max(self._micro + micro_usd, 0), MAX_SPEND)
+            return self._micro
+
+    def spent(self, period):
+        period = _check_period(period)
+        return self._micro if period == self._period else 0
+
+    def export(self):
+        return (self._period, self._micro)
+
+    def restore(self, period, micro_usd):
+        period = _check_period(period)
+        if not 0 <= micro_usd <= MAX_SPEND:
+            raise ValueError(f"micro_usd must be in 0..{MAX_SPEND}")
+        with self._st.lock:
+            self._period, self._micro = period, int(micro_usd)

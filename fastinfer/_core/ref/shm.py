@@ -24,10 +24,11 @@ from ..constants import (
     PROBE, QUEUE_FULL, REJECTED,
 )
 from ..layout import Layout
-from .limits import TokenBucket, take_all
+from .limits import KeyConcurrency, KeySpend, TokenBucket, take_all
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
+    "KeyConcurrency", "KeySpend",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND",
 ]
@@ -85,10 +86,15 @@ class _State:
         self.counters = Counters(self, layout.n_counters)
         self.histograms = Histograms(self, layout.n_histograms, layout.bucket_bounds)
         self.buckets = [TokenBucket(self, r, b) for r, b in layout.token_buckets]
+        self.key_concurrency = [KeyConcurrency(self, c) for c in layout.key_max_concurrency]
+        self.key_spend = [KeySpend(self) for _ in layout.key_max_concurrency]
         self.closed = False
 
     def now_ns(self) -> int:
         return self.test_clock_ns or time.monotonic_ns()
+
+    def check_worker(self, worker):
+        _check_worker(self, worker)
 
 
 _REGISTRY: dict[str, _State] = {}
@@ -180,9 +186,10 @@ class Segment:
                     n = b._owner.pop(worker, 0)
                     b._probes -= n
                     probes += n
+            key_slots = sum(k._reclaim(worker) for k in st.key_concurrency)
             st.workers[worker][0] = 0
         _wake_fds(wake)
-        return {"slots": slots, "tickets": tickets, "probes": probes}
+        return {"slots": slots, "tickets": tickets, "probes": probes, "key_slots": key_slots}
 
     def admission(self, deployment):
         if not 0 <= deployment < len(self._st.admissions):
@@ -193,6 +200,16 @@ class Segment:
         if not 0 <= index < len(self._st.buckets):
             raise IndexError("token bucket index out of range")
         return self._st.buckets[index]
+
+    def key_concurrency(self, key):
+        if not 0 <= key < len(self._st.key_concurrency):
+            raise IndexError("key index out of range")
+        return self._st.key_concurrency[key]
+
+    def key_spend(self, key):
+        if not 0 <= key < len(self._st.key_spend):
+            raise IndexError("key index out of range")
+        return self._st.key_spend[key]
 
     def take_all(self, ids, amounts):
         return take_all(self._st, self._st.buckets, ids, amounts)
