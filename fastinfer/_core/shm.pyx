@@ -18,6 +18,7 @@ supervisor before it forks the workers, and everything that lives in it:
   of gateway keys and deployments, and ``Segment.take_all`` (all or none).
 * ``KeyConcurrency`` (requests in flight per gateway key, host-wide) and
   ``KeySpend`` (micro-USD per key in its budget period, one word with the period).
+* ``Lease``s: per-host background work runs in exactly one worker at a time.
 * Owner records (what each worker holds) so that ``Segment.reclaim_worker``
   gives back everything a dead worker held.
 
@@ -52,7 +53,7 @@ include "shm_decl.pxi"
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "KeyConcurrency", "KeySpend",
+    "KeyConcurrency", "KeySpend", "Lease",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND", "LAYOUT_VERSION",
 ]
@@ -198,6 +199,8 @@ cdef void _plan(fi_header *h, object layout):
     h.key_stride = _up(h.n_keys * sizeof(int64_t)) // sizeof(int64_t)   # one row of lines per worker
     h.off_keys = _take(&off, h.n_keys * sizeof(fi_key))
     h.off_key_held = _take(&off, nw * h.key_stride * sizeof(int64_t))
+    h.n_leases = FI_N_LEASES
+    h.off_leases = _take(&off, h.n_leases * sizeof(fi_lease))
     h.total_size = off
 
 
@@ -217,6 +220,7 @@ cdef class Segment:
     cdef list _buckets
     cdef list _key_conc
     cdef list _key_spend
+    cdef list _leases
 
     def __cinit__(self):
         self.base = NULL
@@ -393,6 +397,7 @@ cdef class Segment:
         self._buckets = [_bind_bucket(self, i) for i in range(h.n_token_buckets)]
         self._key_conc = [_bind_key_concurrency(self, i) for i in range(h.n_keys)]
         self._key_spend = [_bind_key_spend(self, i) for i in range(h.n_keys)]
+        self._leases = [_bind_lease(self, i) for i in range(h.n_leases)]
 
     def close(self):
         """Unmap (idempotent). Objects obtained from this segment then raise SegmentError."""
@@ -449,8 +454,10 @@ cdef class Segment:
             tickets += t
         probes = _reclaim_probes(self, worker)
         key_slots = _reclaim_key_slots(self, worker)
+        leases = _reclaim_leases(self, worker)
         fi_store(&(<fi_worker *>(self.base + self.hdr.off_workers) + worker).pid, 0)
-        return {"slots": slots, "tickets": tickets, "probes": probes, "key_slots": key_slots}
+        return {"slots": slots, "tickets": tickets, "probes": probes, "key_slots": key_slots,
+                "leases": leases}
 
     def admission(self, Py_ssize_t deployment):
         if self.base == NULL:
@@ -493,6 +500,14 @@ cdef class Segment:
             raise IndexError("key index out of range")
         return self._key_spend[key]
 
+    def lease(self, Py_ssize_t index):
+        """Host lease ``index`` (``constants.LEASE_*``; N_LEASES of them in every segment)."""
+        if self.base == NULL:
+            _closed()
+        if <size_t>index >= <size_t>len(self._leases):
+            raise IndexError("lease index out of range")
+        return self._leases[index]
+
     def take_all(self, ids, amounts):
         """Take ``amounts[k]`` tokens from bucket ``ids[k]`` for every k, or none at all (what
         was taken before a bucket refused is given back). Returns ``(True, 0.0)``, or
@@ -519,3 +534,4 @@ include "shm_admission.pxi"
 include "shm_breaker.pxi"
 include "shm_metrics.pxi"
 include "shm_limits.pxi"
+include "shm_leases.pxi"

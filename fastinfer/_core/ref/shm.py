@@ -20,15 +20,16 @@ from bisect import bisect_left
 import numpy
 
 from ..constants import (
-    ALLOWED, BACKGROUND, CLOSED, CRITICAL, GRANTED_NOW, HALF_OPEN, HIGH, MAX_SPAN_NS, NORMAL, OPEN,
-    PROBE, QUEUE_FULL, REJECTED,
+    ALLOWED, BACKGROUND, CLOSED, CRITICAL, GRANTED_NOW, HALF_OPEN, HIGH, MAX_SPAN_NS, N_LEASES, NORMAL,
+    OPEN, PROBE, QUEUE_FULL, REJECTED,
 )
 from ..layout import Layout
+from .leases import Lease
 from .limits import KeyConcurrency, KeySpend, TokenBucket, take_all
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "KeyConcurrency", "KeySpend",
+    "KeyConcurrency", "KeySpend", "Lease",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND",
 ]
@@ -88,6 +89,7 @@ class _State:
         self.buckets = [TokenBucket(self, r, b) for r, b in layout.token_buckets]
         self.key_concurrency = [KeyConcurrency(self, c) for c in layout.key_max_concurrency]
         self.key_spend = [KeySpend(self) for _ in layout.key_max_concurrency]
+        self.leases = [Lease(self) for _ in range(N_LEASES)]
         self.closed = False
 
     def now_ns(self) -> int:
@@ -187,9 +189,11 @@ class Segment:
                     b._probes -= n
                     probes += n
             key_slots = sum(k._reclaim(worker) for k in st.key_concurrency)
+            leases = sum(lease._reclaim(worker) for lease in st.leases)
             st.workers[worker][0] = 0
         _wake_fds(wake)
-        return {"slots": slots, "tickets": tickets, "probes": probes, "key_slots": key_slots}
+        return {"slots": slots, "tickets": tickets, "probes": probes, "key_slots": key_slots,
+                "leases": leases}
 
     def admission(self, deployment):
         if not 0 <= deployment < len(self._st.admissions):
@@ -210,6 +214,11 @@ class Segment:
         if not 0 <= key < len(self._st.key_spend):
             raise IndexError("key index out of range")
         return self._st.key_spend[key]
+
+    def lease(self, index):
+        if not 0 <= index < len(self._st.leases):
+            raise IndexError("lease index out of range")
+        return self._st.leases[index]
 
     def take_all(self, ids, amounts):
         return take_all(self._st, self._st.buckets, ids, amounts)
