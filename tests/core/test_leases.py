@@ -1,6 +1,5 @@
 """Host leases: per-host background work (session reaper, health prober, cluster sync, state
 flush) runs in exactly one worker of the host at a time, taken over when its holder dies."""
-import functools
 import os
 import signal
 import time
