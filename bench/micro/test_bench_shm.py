@@ -19,7 +19,7 @@ import pytest
 from fastinfer._core import shm as compiled
 from fastinfer._core.ref import shm as reference
 
-LAYOUT_ARGS = (2, [(4, 16, 1)], 8, 2, [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+LAYOUT_ARGS = (2, [(4, 16, 1), (4, 16, 4)], 8, 2, [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 LAYOUT_KW = dict(token_buckets=[(600.0, 10**9), (200_000.0, 10**9)], key_max_concurrency=[16])
 
 
@@ -118,6 +118,20 @@ def test_bench_key_spend(benchmark, segs):
     envs = {impl: {"s": s.key_spend(0)} for impl, s in segs.items()}
     compare(benchmark, "key spend add", "s.add(20000, 1)", envs[compiled], envs[reference])
     bench(benchmark, envs[compiled]["s"].add, 20000, 1)
+
+
+def test_bench_pick_and_finish(benchmark, segs):
+    """least_loaded over 4 replicas, host-wide: pick (one CAS) and finish with a latency."""
+    envs = {impl: {"r": s.replicas(1)} for impl, s in segs.items()}
+    stmt = "r.finish(0, r.pick_and_start(0, 1), 0.05)"
+    compare(benchmark, "pick_and_start + finish", stmt, envs[compiled], envs[reference])
+    r = envs[compiled]["r"]
+
+    def cycle():
+        r.finish(0, r.pick_and_start(0, 1), 0.05)
+
+    bench(benchmark, cycle)
+    assert sum(r.in_flight(i) for i in range(4)) == 0
 
 
 def test_bench_counter_add(benchmark, segs):

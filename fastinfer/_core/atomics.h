@@ -92,6 +92,7 @@
 #define FI_POWER_OF_TWO 2
 #define FI_LATENCY      3
 #define FI_NO_REPLICA   (-1)
+#define FI_EWMA_ALPHA   0.2       /* weight of a new latency sample */
 
 #define FI_N_LEASES     8
 #define FI_MAX_WORKERS  4096

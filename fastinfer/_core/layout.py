@@ -35,6 +35,8 @@ class Layout:
     Keyword (each defaults to "nothing" or the contract's default):
       breakers        [(failure_threshold, open_s, max_open_s, half_open_probes)] per
                       deployment, written into every replica's breaker at creation
+      replica_weights [[weight per replica]] per deployment (1..1e6, default 1): routing
+                      load is in_flight / weight (``Segment.replicas(d)``)
       token_buckets   [(per_minute, burst)]: one token bucket each (``Segment.bucket(i)``),
                       refilled at per_minute/60 per second, holding at most ``burst``
       key_max_concurrency  [max_concurrency] per gateway key (0 = not limited): the keys'
@@ -43,7 +45,7 @@ class Layout:
     """
 
     def __init__(self, n_workers, deployments, n_counters, n_histograms, bucket_bounds, *,
-                 breakers=None, token_buckets=(), key_max_concurrency=()):
+                 breakers=None, replica_weights=None, token_buckets=(), key_max_concurrency=()):
         self.n_workers = int(n_workers)
         self.deployments = [tuple(int(x) for x in d) for d in deployments]
         self.n_counters = int(n_counters)
@@ -52,6 +54,10 @@ class Layout:
         nd = len(self.deployments)
         self.breakers = _per_deployment(breakers, nd, DEFAULT_BREAKER, "breakers",
                                         lambda b: (int(b[0]), float(b[1]), float(b[2]), int(b[3])))
+        if replica_weights is None:
+            replica_weights = [[1] * d[2] if len(d) == 3 else [] for d in self.deployments]
+        self.replica_weights = _per_deployment(replica_weights, nd, None, "replica_weights",
+                                               lambda ws: [int(w) for w in ws])
         self.token_buckets = [(float(r), int(b)) for r, b in token_buckets]
         self.key_max_concurrency = [int(c) for c in key_max_concurrency]
         self._validate()
@@ -81,6 +87,9 @@ class Layout:
             if not (0 <= open_s <= max_open_s) or not math.isfinite(max_open_s):
                 raise ValueError(f"breakers[{i}]: need 0 <= open_s <= max_open_s (finite)")
 
+        for i, (weights, d) in enumerate(zip(self.replica_weights, self.deployments)):
+            if len(weights) != d[2] or any(not 1 <= w <= 1_000_000 for w in weights):
+                raise ValueError(f"replica_weights[{i}]: one weight in 1..1000000 per replica")
         for i, (per_minute, burst) in enumerate(self.token_buckets):
             if not (0 < per_minute <= 6e10):
                 raise ValueError(f"token_buckets[{i}]: per_minute must be in (0, 6e10]")

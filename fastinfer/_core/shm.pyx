@@ -19,6 +19,9 @@ supervisor before it forks the workers, and everything that lives in it:
 * ``KeyConcurrency`` (requests in flight per gateway key, host-wide) and
   ``KeySpend`` (micro-USD per key in its budget period, one word with the period).
 * ``Lease``s: per-host background work runs in exactly one worker at a time.
+* ``ReplicaLoad`` per deployment: in-flight count and latency EWMA per replica,
+  health bits and a round-robin counter; ``pick_and_start`` chooses and counts
+  in one atomic step host-wide.
 * Owner records (what each worker holds) so that ``Segment.reclaim_worker``
   gives back everything a dead worker held.
 
@@ -53,7 +56,7 @@ include "shm_decl.pxi"
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "KeyConcurrency", "KeySpend", "Lease",
+    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND", "LAYOUT_VERSION",
 ]
@@ -73,6 +76,7 @@ def _c_constants():
         "SESSION_OPEN": FI_SESSION_OPEN, "SESSION_CLOSING": FI_SESSION_CLOSING,
         "ROUND_ROBIN": FI_ROUND_ROBIN, "LEAST_LOADED": FI_LEAST_LOADED,
         "POWER_OF_TWO": FI_POWER_OF_TWO, "LATENCY": FI_LATENCY, "NO_REPLICA": FI_NO_REPLICA,
+        "EWMA_ALPHA": FI_EWMA_ALPHA,
         "N_LEASES": FI_N_LEASES, "MAX_WORKERS": FI_MAX_WORKERS, "MAX_REPLICAS": FI_MAX_REPLICAS,
         "MAX_POOL": FI_MAX_POOL, "MAX_SPAN_NS": FI_MAX_SPAN_NS, "SPEND_BITS": FI_SPEND_BITS,
         "MAX_SPEND": FI_MAX_SPEND, "MAX_PERIOD": FI_MAX_PERIOD,
@@ -193,6 +197,9 @@ cdef void _plan(fi_header *h, object layout):
     h.off_bounds = _take(&off, h.n_buckets * sizeof(double))
     h.off_hist = _take(&off, h.n_histograms * h.hist_stride)
     h.off_deployments = _take(&off, nd * sizeof(fi_deployment))
+    h.off_replicas = _take(&off, nb * sizeof(fi_replica))
+    h.replica_stride = _up(nb * sizeof(int64_t)) // sizeof(int64_t)   # one row of lines per worker
+    h.off_replica_held = _take(&off, nw * h.replica_stride * sizeof(int64_t))
     h.n_token_buckets = len(layout.token_buckets)
     h.off_token_buckets = _take(&off, h.n_token_buckets * sizeof(fi_bucket))
     h.n_keys = len(layout.key_max_concurrency)
@@ -221,6 +228,7 @@ cdef class Segment:
     cdef list _key_conc
     cdef list _key_spend
     cdef list _leases
+    cdef list _replicas
 
     def __cinit__(self):
         self.base = NULL
@@ -301,7 +309,7 @@ cdef class Segment:
         seg.path = path
         return seg
 
-    cdef inline fi_deployment *_dep(self, int64_t d) noexcept:
+    cdef fi_deployment *_dep(self, int64_t d) noexcept:
         return <fi_deployment *>(self.base + self.hdr.off_deployments) + d
 
     cdef int _init(self, fi_header *plan, object layout) except -1:
@@ -333,8 +341,9 @@ cdef class Segment:
             dep.brk_open_s = open_s
             dep.brk_max_open_s = max_open_s
             _init_admission(self, d, mc, qc, nr, bb)
-            for i in range(bb, bb + nr):
-                _init_breaker(<fi_breaker *>(self.base + h.off_breakers) + i, dep)
+            for i in range(nr):
+                _init_breaker(<fi_breaker *>(self.base + h.off_breakers) + bb + i, dep)
+                (<fi_replica *>(self.base + h.off_replicas) + bb + i).weight = layout.replica_weights[d][i]
             bb += nr
         bounds = <double *>(self.base + h.off_bounds)
         for i, x in enumerate(layout.bucket_bounds):
@@ -369,14 +378,17 @@ cdef class Segment:
         cdef int64_t d, i
         deps = []
         breakers = []
+        weights = []
+        cdef fi_replica *reps = <fi_replica *>(self.base + h.off_replicas)
         for d in range(h.n_deployments):
             a = <fi_admission *>(self.base + h.off_adm) + d
             dep = self._dep(d)
             deps.append((a.max_concurrency, a.queue_capacity, a.n_replicas))
             breakers.append((dep.brk_threshold, dep.brk_open_s, dep.brk_max_open_s, dep.brk_probes))
+            weights.append([reps[dep.replica_base + i].weight for i in range(dep.n_replicas)])
         cdef fi_bucket *tb = <fi_bucket *>(self.base + h.off_token_buckets)
         return Layout(h.n_workers, deps, h.n_counters, h.n_histograms,
-                      [bounds[i] for i in range(h.n_buckets)], breakers=breakers,
+                      [bounds[i] for i in range(h.n_buckets)], breakers=breakers, replica_weights=weights,
                       token_buckets=[(tb[i].per_minute, tb[i].burst) for i in range(h.n_token_buckets)],
                       key_max_concurrency=[(<fi_key *>(self.base + h.off_keys) + i).limit
                                            for i in range(h.n_keys)])
@@ -388,9 +400,11 @@ cdef class Segment:
         self.layout = layout
         self._adm = []
         self._brk = []
+        self._replicas = []
         for d in range(h.n_deployments):
             dep = self._dep(d)
             self._adm.append(_bind_admission(self, d))
+            self._replicas.append(_bind_replica_load(self, d))
             self._brk.append([_bind_breaker(self, dep.replica_base + rr) for rr in range(dep.n_replicas)])
         self.counters = _bind_counters(self)
         self.histograms = _bind_histograms(self, layout.bucket_bounds)
@@ -455,9 +469,10 @@ cdef class Segment:
         probes = _reclaim_probes(self, worker)
         key_slots = _reclaim_key_slots(self, worker)
         leases = _reclaim_leases(self, worker)
+        replica_load = _reclaim_replica_load(self, worker)
         fi_store(&(<fi_worker *>(self.base + self.hdr.off_workers) + worker).pid, 0)
         return {"slots": slots, "tickets": tickets, "probes": probes, "key_slots": key_slots,
-                "leases": leases}
+                "leases": leases, "replica_in_flight": replica_load}
 
     def admission(self, Py_ssize_t deployment):
         if self.base == NULL:
@@ -475,6 +490,14 @@ cdef class Segment:
         if <size_t>replica >= <size_t>len(reps):
             raise IndexError("replica index out of range")
         return reps[replica]
+
+    def replicas(self, Py_ssize_t deployment):
+        """The host-wide load, health and round-robin turn of ``deployment``'s replicas."""
+        if self.base == NULL:
+            _closed()
+        if <size_t>deployment >= <size_t>len(self._replicas):
+            raise IndexError("deployment index out of range")
+        return self._replicas[deployment]
 
     def bucket(self, Py_ssize_t index):
         """The token bucket ``index`` (the Layout's ``token_buckets[index]``)."""
@@ -535,3 +558,4 @@ include "shm_breaker.pxi"
 include "shm_metrics.pxi"
 include "shm_limits.pxi"
 include "shm_leases.pxi"
+include "shm_routing.pxi"

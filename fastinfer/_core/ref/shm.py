@@ -26,10 +26,11 @@ from ..constants import (
 from ..layout import Layout
 from .leases import Lease
 from .limits import KeyConcurrency, KeySpend, TokenBucket, take_all
+from .routing import ReplicaLoad
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "KeyConcurrency", "KeySpend", "Lease",
+    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND",
 ]
@@ -90,6 +91,7 @@ class _State:
         self.key_concurrency = [KeyConcurrency(self, c) for c in layout.key_max_concurrency]
         self.key_spend = [KeySpend(self) for _ in layout.key_max_concurrency]
         self.leases = [Lease(self) for _ in range(N_LEASES)]
+        self.replicas = [ReplicaLoad(self, w) for w in layout.replica_weights]
         self.closed = False
 
     def now_ns(self) -> int:
@@ -190,15 +192,21 @@ class Segment:
                     probes += n
             key_slots = sum(k._reclaim(worker) for k in st.key_concurrency)
             leases = sum(lease._reclaim(worker) for lease in st.leases)
+            replica_load = sum(r._reclaim(worker) for r in st.replicas)
             st.workers[worker][0] = 0
         _wake_fds(wake)
         return {"slots": slots, "tickets": tickets, "probes": probes, "key_slots": key_slots,
-                "leases": leases}
+                "leases": leases, "replica_in_flight": replica_load}
 
     def admission(self, deployment):
         if not 0 <= deployment < len(self._st.admissions):
             raise IndexError("deployment index out of range")
         return self._st.admissions[deployment]
+
+    def replicas(self, deployment):
+        if not 0 <= deployment < len(self._st.replicas):
+            raise IndexError("deployment index out of range")
+        return self._st.replicas[deployment]
 
     def bucket(self, index):
         if not 0 <= index < len(self._st.buckets):
