@@ -1,6 +1,7 @@
 """The compiled shared-memory core across REAL processes (os.fork): slots are
 never over-granted, waiters are woken through their eventfd (no polling),
-priority order holds host-wide, a SIGKILLed worker's slots / tickets / probes
+priority order holds host-wide, a SIGKILLed worker's slots / tickets / probes (and its
+key slots, replica in-flight counts and leases)
 come back through reclaim_worker, a lock holder's death is survived (robust
 mutex), and concurrent counters are exact.
 
@@ -233,6 +234,47 @@ def test_sigkilled_worker_is_reclaimed(make):
         assert b.state == 0
     finally:
         close_all(efds + [ready_r, ready_w, res_r, res_w])
+
+
+def _doomed_holder(seg, w, ready_w):
+    """Holds one of everything a worker can hold, then waits to be killed."""
+    assert seg.admission(0).try_acquire(w)
+    k = seg.key_concurrency(0)
+    assert k.try_acquire(w) and k.try_acquire(w)
+    assert seg.key_concurrency(1).try_acquire(w)
+    r = seg.replicas(0)
+    assert r.pick_and_start(w, 1) >= 0 and r.pick_and_start(w, 1) >= 0
+    r.start(w, 2)
+    assert seg.lease(0).try_hold(w, 3600.0) and seg.lease(3).try_hold(w, 3600.0)
+    os.write(ready_w, b"r")
+    time.sleep(60)
+
+
+def test_sigkilled_worker_gives_back_keys_replica_load_and_leases(make):
+    seg = make(3, [(4, 4, 3)], key_max_concurrency=[2, 0])
+    k0, k1, r = seg.key_concurrency(0), seg.key_concurrency(1), seg.replicas(0)
+    assert k1.try_acquire(0)                                # the survivors' holdings
+    r.start(2, 1)
+    assert seg.lease(1).try_hold(2, 3600.0)
+    ready_r, ready_w = os.pipe()
+    try:
+        doomed = fork(_doomed_holder, seg, 1, ready_w)
+        assert select.select([ready_r], [], [], WAIT_S)[0] and os.read(ready_r, 1) == b"r"
+        os.kill(doomed, signal.SIGKILL)
+        assert wait_all([doomed], 10) == [-signal.SIGKILL]
+    finally:
+        close_all([ready_r, ready_w])
+    assert not k0.try_acquire(0)                            # its key is still full ...
+    assert not seg.lease(0).try_hold(0, 1.0)                # ... its lease still held
+    assert sum(r.in_flight(i) for i in range(3)) == 4
+    got = seg.reclaim_worker(1)
+    assert gave_back(got, slots=1, key_slots=3, replica_in_flight=3, leases=2)
+    assert (k0.in_flight, k1.in_flight) == (0, 1) and k1.held_by(0) == 1
+    assert [r.in_flight(i) for i in range(3)] == [0, 1, 0] and r.held_by(2, 1) == 1
+    assert seg.lease(1).holder == 2                         # another worker's lease is untouched
+    assert seg.lease(0).try_hold(0, 1.0) and seg.lease(3).holder == -1
+    assert k0.try_acquire(0) and k0.try_acquire(2) and not k0.try_acquire(2)
+    assert seg.admission(0).in_flight == 0
 
 
 def _die_holding_lock(seg, corrupt):
