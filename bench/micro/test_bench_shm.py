@@ -8,6 +8,7 @@ reference with an identical timeit loop, and stores per-call ns and the ratio in
 ``benchmark.extra_info`` (the loop's own ~15 ns per iteration is included in both).
 With ``--benchmark-disable`` (the default in pyproject) every test runs once, quickly.
 """
+import hashlib
 import os
 import select
 import statistics
@@ -20,7 +21,8 @@ from fastinfer._core import shm as compiled
 from fastinfer._core.ref import shm as reference
 
 LAYOUT_ARGS = (2, [(4, 16, 1), (4, 16, 4)], 8, 2, [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
-LAYOUT_KW = dict(token_buckets=[(600.0, 10**9), (200_000.0, 10**9)], key_max_concurrency=[16])
+LAYOUT_KW = dict(token_buckets=[(600.0, 10**9), (200_000.0, 10**9)], key_max_concurrency=[16],
+                 max_sessions=65536)
 
 
 @pytest.fixture
@@ -132,6 +134,20 @@ def test_bench_pick_and_finish(benchmark, segs):
 
     bench(benchmark, cycle)
     assert sum(r.in_flight(i) for i in range(4)) == 0
+
+
+def test_bench_session_touch(benchmark, segs):
+    """A sticky request's lookup + touch in a table holding 50,000 of 65,536 bindings
+    (issue 9 bar: <= 300 ns)."""
+    keys = [hashlib.blake2b(b"tenant/dep/%d" % i, digest_size=16).digest() for i in range(50_000)]
+    for s in segs.values():
+        for i, k in enumerate(keys):
+            s.sessions.bind(k, 1, i % 4, 3600.0)
+    envs = {impl: {"t": s.sessions, "k": keys[12345]} for impl, s in segs.items()}
+    compare(benchmark, "session touch (lookup+touch)", "t.touch(k)", envs[compiled], envs[reference], 300)
+    t = envs[compiled]["t"]
+    assert bench(benchmark, t.touch, keys[12345]) == 12345 % 4
+    assert t.evictions == 0
 
 
 def test_bench_counter_add(benchmark, segs):

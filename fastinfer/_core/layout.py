@@ -21,6 +21,8 @@ from .constants import MAX_POOL, MAX_REPLICAS, MAX_SPAN_NS, MAX_WORKERS
 
 __all__ = ["Layout", "MAX_POOL", "DEFAULT_BREAKER"]
 
+MAX_SESSIONS = 1 << 26    # 4 GiB of session slots: far beyond any host's need
+
 # (failure_threshold, open_s, max_open_s, half_open_probes) of a deployment that names none
 DEFAULT_BREAKER = (5, 30.0, 300.0, 1)
 
@@ -42,10 +44,13 @@ class Layout:
       key_max_concurrency  [max_concurrency] per gateway key (0 = not limited): the keys'
                       concurrency counters and spend words (``Segment.key_concurrency(k)``,
                       ``Segment.key_spend(k)``)
+      max_sessions    session affinity bindings (``Segment.sessions``; 1.5 slots each, in
+                      stripes of 64); 0 = no table
     """
 
     def __init__(self, n_workers, deployments, n_counters, n_histograms, bucket_bounds, *,
-                 breakers=None, replica_weights=None, token_buckets=(), key_max_concurrency=()):
+                 breakers=None, replica_weights=None, token_buckets=(), key_max_concurrency=(),
+                 max_sessions=0):
         self.n_workers = int(n_workers)
         self.deployments = [tuple(int(x) for x in d) for d in deployments]
         self.n_counters = int(n_counters)
@@ -60,6 +65,7 @@ class Layout:
                                                lambda ws: [int(w) for w in ws])
         self.token_buckets = [(float(r), int(b)) for r, b in token_buckets]
         self.key_max_concurrency = [int(c) for c in key_max_concurrency]
+        self.max_sessions = int(max_sessions)
         self._validate()
 
     def _validate(self):
@@ -97,6 +103,8 @@ class Layout:
                 raise ValueError(f"token_buckets[{i}]: burst must be >= 1 and take at most "
                                  f"~36 years to refill")
 
+        if not 0 <= self.max_sessions <= MAX_SESSIONS:
+            raise ValueError(f"max_sessions must be in 0..{MAX_SESSIONS}")
         if any(not 0 <= c < 1 << 62 for c in self.key_max_concurrency):
             raise ValueError("key_max_concurrency: each must be >= 0 (0 = not limited)")
 

@@ -22,6 +22,8 @@ supervisor before it forks the workers, and everything that lives in it:
 * ``ReplicaLoad`` per deployment: in-flight count and latency EWMA per replica,
   health bits and a round-robin counter; ``pick_and_start`` chooses and counts
   in one atomic step host-wide.
+* ``SessionTable``: session key -> replica affinity with idle TTL and backend
+  session state, in stripes of 64 slots under robust mutexes (LRU within a stripe).
 * Owner records (what each worker holds) so that ``Segment.reclaim_worker``
   gives back everything a dead worker held.
 
@@ -56,7 +58,7 @@ include "shm_decl.pxi"
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad",
+    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND", "LAYOUT_VERSION",
 ]
@@ -208,7 +210,18 @@ cdef void _plan(fi_header *h, object layout):
     h.off_key_held = _take(&off, nw * h.key_stride * sizeof(int64_t))
     h.n_leases = FI_N_LEASES
     h.off_leases = _take(&off, h.n_leases * sizeof(fi_lease))
+    h.max_sessions = layout.max_sessions
+    h.n_stripes = _session_stripes(layout.max_sessions)
+    h.off_sessions_hdr = _take(&off, sizeof(fi_sessions))
+    h.off_stripes = _take(&off, h.n_stripes * sizeof(fi_stripe))
+    h.off_sessions = _take(&off, h.n_stripes * FI_SESSION_STRIPE * sizeof(fi_session))
     h.total_size = off
+
+
+cdef int64_t _session_stripes(int64_t max_sessions) noexcept:
+    """Stripes for ``max_sessions`` bindings: 1.5 slots per binding, so that a table holding
+    max_sessions rarely finds one of its stripes full (keys spread binomially over stripes)."""
+    return (max_sessions * 3 // 2 + FI_SESSION_STRIPE - 1) // FI_SESSION_STRIPE
 
 
 cdef class Segment:
@@ -222,6 +235,7 @@ cdef class Segment:
     cdef readonly str path
     cdef readonly Counters counters
     cdef readonly Histograms histograms
+    cdef readonly SessionTable sessions
     cdef list _adm
     cdef list _brk
     cdef list _buckets
@@ -352,6 +366,7 @@ cdef class Segment:
             _init_bucket(<fi_bucket *>(self.base + h.off_token_buckets) + i, per_minute, burst)
         for i, limit in enumerate(layout.key_max_concurrency):
             (<fi_key *>(self.base + h.off_keys) + i).limit = limit
+        _init_sessions(self)
         fi_store(<int64_t *>&h.magic, <int64_t>FI_SHM_MAGIC)   # publish last
         return 0
 
@@ -391,7 +406,8 @@ cdef class Segment:
                       [bounds[i] for i in range(h.n_buckets)], breakers=breakers, replica_weights=weights,
                       token_buckets=[(tb[i].per_minute, tb[i].burst) for i in range(h.n_token_buckets)],
                       key_max_concurrency=[(<fi_key *>(self.base + h.off_keys) + i).limit
-                                           for i in range(h.n_keys)])
+                                           for i in range(h.n_keys)],
+                      max_sessions=h.max_sessions)
 
     cdef _bind(self, object layout):
         cdef fi_header *h = self.hdr
@@ -412,6 +428,7 @@ cdef class Segment:
         self._key_conc = [_bind_key_concurrency(self, i) for i in range(h.n_keys)]
         self._key_spend = [_bind_key_spend(self, i) for i in range(h.n_keys)]
         self._leases = [_bind_lease(self, i) for i in range(h.n_leases)]
+        self.sessions = _bind_sessions(self)
 
     def close(self):
         """Unmap (idempotent). Objects obtained from this segment then raise SegmentError."""
@@ -559,3 +576,4 @@ include "shm_metrics.pxi"
 include "shm_limits.pxi"
 include "shm_leases.pxi"
 include "shm_routing.pxi"
+include "shm_sessions.pxi"

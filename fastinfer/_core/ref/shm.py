@@ -24,13 +24,15 @@ from ..constants import (
     OPEN, PROBE, QUEUE_FULL, REJECTED,
 )
 from ..layout import Layout
+from ..records import SessionInfo
 from .leases import Lease
 from .limits import KeyConcurrency, KeySpend, TokenBucket, take_all
 from .routing import ReplicaLoad
+from .sessions import SessionTable
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad",
+    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND",
 ]
@@ -92,6 +94,7 @@ class _State:
         self.key_spend = [KeySpend(self) for _ in layout.key_max_concurrency]
         self.leases = [Lease(self) for _ in range(N_LEASES)]
         self.replicas = [ReplicaLoad(self, w) for w in layout.replica_weights]
+        self.sessions = SessionTable(self, layout.max_sessions, [d[2] for d in layout.deployments])
         self.closed = False
 
     def now_ns(self) -> int:
@@ -131,6 +134,7 @@ class Segment:
         self.layout = state.layout
         self.counters = state.counters
         self.histograms = state.histograms
+        self.sessions = state.sessions
 
     @staticmethod
     def create(name, layout):

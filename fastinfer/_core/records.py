@@ -1,0 +1,24 @@
+"""Plain records the shared-memory core returns (the compiled module and its reference alike).
+
+Owns: value types with names, so callers read ``info.replica`` rather than ``info[2]``.
+Must not touch: shared memory; they are copies, made when a call returns.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class SessionInfo(NamedTuple):
+    """A session binding as it was when the call returned (``SessionTable``)."""
+
+    key: bytes             # the caller's 16-byte session key
+    deployment: int        # deployment index the binding belongs to
+    replica: int           # replica requests of the session go to
+    backend_state: int     # constants.SESSION_NONE / OPENING / OPEN / CLOSING
+    backend_replica: int   # replica the backend session is open (opening, closing) on; -1: none
+    idle_s: float          # seconds since the binding was last used
+    ttl_s: float           # idle time after which it expires
+
+    @property
+    def expired(self) -> bool:
+        return self.idle_s >= self.ttl_s
