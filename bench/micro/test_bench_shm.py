@@ -22,7 +22,7 @@ from fastinfer._core.ref import shm as reference
 
 LAYOUT_ARGS = (2, [(4, 16, 1), (4, 16, 4)], 8, 2, [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 LAYOUT_KW = dict(token_buckets=[(600.0, 10**9), (200_000.0, 10**9)], key_max_concurrency=[16],
-                 max_sessions=65536)
+                 max_sessions=65536, prefix_capacity=[0, 65536])
 
 
 @pytest.fixture
@@ -148,6 +148,31 @@ def test_bench_session_touch(benchmark, segs):
     t = envs[compiled]["t"]
     assert bench(benchmark, t.touch, keys[12345]) == 12345 % 4
     assert t.evictions == 0
+
+
+def test_bench_prefix_match(benchmark, segs):
+    """Prefix routing on an 8 KB prompt: 32 block hashes matched against 4 replicas, in an
+    index holding 40,000 other blocks."""
+    import numpy
+    rng = numpy.random.default_rng(1)
+    other = rng.integers(0, 2**63, 40_000, dtype=numpy.uint64)
+    prompt = rng.integers(0, 2**63, 32, dtype=numpy.uint64)
+    for s in segs.values():
+        for r in range(4):
+            s.prefix(1).insert(0, other[r::4], r)
+        s.prefix(1).insert(0, prompt, 2)
+        s.prefix(1).insert(0, prompt[:20], 1)
+    envs = {impl: {"p": s.prefix(1), "h": prompt} for impl, s in segs.items()}
+    compare(benchmark, "prefix match (32 blocks)", "p.match(h)", envs[compiled], envs[reference])
+    assert bench(benchmark, envs[compiled]["p"].match, prompt) == [0, 20, 32, 0]
+
+
+def test_bench_prefix_insert(benchmark, segs):
+    import numpy
+    prompt = numpy.arange(1000, 1032, dtype=numpy.uint64)
+    envs = {impl: {"p": s.prefix(1), "h": prompt} for impl, s in segs.items()}
+    compare(benchmark, "prefix insert (32 blocks)", "p.insert(0, h, 3)", envs[compiled], envs[reference])
+    bench(benchmark, envs[compiled]["p"].insert, 0, prompt, 3)
 
 
 def test_bench_counter_add(benchmark, segs):

@@ -22,6 +22,7 @@ from .constants import MAX_POOL, MAX_REPLICAS, MAX_SPAN_NS, MAX_WORKERS
 __all__ = ["Layout", "MAX_POOL", "DEFAULT_BREAKER"]
 
 MAX_SESSIONS = 1 << 26    # 4 GiB of session slots: far beyond any host's need
+MAX_PREFIX = 1 << 26      # 2 GiB of prefix entries per deployment, likewise
 
 # (failure_threshold, open_s, max_open_s, half_open_probes) of a deployment that names none
 DEFAULT_BREAKER = (5, 30.0, 300.0, 1)
@@ -44,13 +45,15 @@ class Layout:
       key_max_concurrency  [max_concurrency] per gateway key (0 = not limited): the keys'
                       concurrency counters and spend words (``Segment.key_concurrency(k)``,
                       ``Segment.key_spend(k)``)
+      prefix_capacity [entries] per deployment (default 0 = no prefix index): block-chain
+                      hashes -> replicas (``Segment.prefix(d)``), rounded up to sets of 8
       max_sessions    session affinity bindings (``Segment.sessions``; 1.5 slots each, in
                       stripes of 64); 0 = no table
     """
 
     def __init__(self, n_workers, deployments, n_counters, n_histograms, bucket_bounds, *,
                  breakers=None, replica_weights=None, token_buckets=(), key_max_concurrency=(),
-                 max_sessions=0):
+                 prefix_capacity=None, max_sessions=0):
         self.n_workers = int(n_workers)
         self.deployments = [tuple(int(x) for x in d) for d in deployments]
         self.n_counters = int(n_counters)
@@ -63,6 +66,7 @@ class Layout:
             replica_weights = [[1] * d[2] if len(d) == 3 else [] for d in self.deployments]
         self.replica_weights = _per_deployment(replica_weights, nd, None, "replica_weights",
                                                lambda ws: [int(w) for w in ws])
+        self.prefix_capacity = _per_deployment(prefix_capacity, nd, 0, "prefix_capacity", int)
         self.token_buckets = [(float(r), int(b)) for r, b in token_buckets]
         self.key_max_concurrency = [int(c) for c in key_max_concurrency]
         self.max_sessions = int(max_sessions)
@@ -103,6 +107,8 @@ class Layout:
                 raise ValueError(f"token_buckets[{i}]: burst must be >= 1 and take at most "
                                  f"~36 years to refill")
 
+        if any(not 0 <= c <= MAX_PREFIX for c in self.prefix_capacity):
+            raise ValueError(f"prefix_capacity: each must be in 0..{MAX_PREFIX}")
         if not 0 <= self.max_sessions <= MAX_SESSIONS:
             raise ValueError(f"max_sessions must be in 0..{MAX_SESSIONS}")
         if any(not 0 <= c < 1 << 62 for c in self.key_max_concurrency):

@@ -24,6 +24,8 @@ supervisor before it forks the workers, and everything that lives in it:
   in one atomic step host-wide.
 * ``SessionTable``: session key -> replica affinity with idle TTL and backend
   session state, in stripes of 64 slots under robust mutexes (LRU within a stripe).
+* ``PrefixIndex`` per deployment: block-chain hash -> replicas that served it,
+  set-associative, read lock-free under per-entry sequence words.
 * Owner records (what each worker holds) so that ``Segment.reclaim_worker``
   gives back everything a dead worker held.
 
@@ -58,7 +60,7 @@ include "shm_decl.pxi"
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo",
+    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND", "LAYOUT_VERSION",
 ]
@@ -215,6 +217,10 @@ cdef void _plan(fi_header *h, object layout):
     h.off_sessions_hdr = _take(&off, sizeof(fi_sessions))
     h.off_stripes = _take(&off, h.n_stripes * sizeof(fi_stripe))
     h.off_sessions = _take(&off, h.n_stripes * FI_SESSION_STRIPE * sizeof(fi_session))
+    h.prefix_total = 0
+    for cap in layout.prefix_capacity:
+        h.prefix_total += _prefix_sets(cap) * FI_PREFIX_WAYS
+    h.off_prefix = _take(&off, h.prefix_total * sizeof(fi_prefix))
     h.total_size = off
 
 
@@ -222,6 +228,10 @@ cdef int64_t _session_stripes(int64_t max_sessions) noexcept:
     """Stripes for ``max_sessions`` bindings: 1.5 slots per binding, so that a table holding
     max_sessions rarely finds one of its stripes full (keys spread binomially over stripes)."""
     return (max_sessions * 3 // 2 + FI_SESSION_STRIPE - 1) // FI_SESSION_STRIPE
+
+
+cdef int64_t _prefix_sets(int64_t capacity) noexcept:
+    return (capacity + FI_PREFIX_WAYS - 1) // FI_PREFIX_WAYS
 
 
 cdef class Segment:
@@ -243,6 +253,7 @@ cdef class Segment:
     cdef list _key_spend
     cdef list _leases
     cdef list _replicas
+    cdef list _prefix
 
     def __cinit__(self):
         self.base = NULL
@@ -328,13 +339,14 @@ cdef class Segment:
 
     cdef int _init(self, fi_header *plan, object layout) except -1:
         cdef fi_header *h = self.hdr
-        cdef int64_t i, d, bb = 0
+        cdef int64_t i, d, bb = 0, off_prefix
         cdef fi_worker *w
         cdef fi_wd *r
         cdef fi_deployment *dep
         cdef double *bounds
         h[0] = plan[0]
         h.magic = 0
+        off_prefix = h.off_prefix
         for i in range(h.n_workers):
             w = <fi_worker *>(self.base + h.off_workers) + i
             w.pid = 0
@@ -354,6 +366,10 @@ cdef class Segment:
             dep.brk_probes = probes
             dep.brk_open_s = open_s
             dep.brk_max_open_s = max_open_s
+            dep.prefix_capacity = layout.prefix_capacity[d]
+            dep.prefix_sets = _prefix_sets(dep.prefix_capacity)
+            dep.off_prefix = off_prefix
+            off_prefix += dep.prefix_sets * FI_PREFIX_WAYS * sizeof(fi_prefix)
             _init_admission(self, d, mc, qc, nr, bb)
             for i in range(nr):
                 _init_breaker(<fi_breaker *>(self.base + h.off_breakers) + bb + i, dep)
@@ -394,6 +410,7 @@ cdef class Segment:
         deps = []
         breakers = []
         weights = []
+        prefix = []
         cdef fi_replica *reps = <fi_replica *>(self.base + h.off_replicas)
         for d in range(h.n_deployments):
             a = <fi_admission *>(self.base + h.off_adm) + d
@@ -401,13 +418,14 @@ cdef class Segment:
             deps.append((a.max_concurrency, a.queue_capacity, a.n_replicas))
             breakers.append((dep.brk_threshold, dep.brk_open_s, dep.brk_max_open_s, dep.brk_probes))
             weights.append([reps[dep.replica_base + i].weight for i in range(dep.n_replicas)])
+            prefix.append(dep.prefix_capacity)
         cdef fi_bucket *tb = <fi_bucket *>(self.base + h.off_token_buckets)
         return Layout(h.n_workers, deps, h.n_counters, h.n_histograms,
                       [bounds[i] for i in range(h.n_buckets)], breakers=breakers, replica_weights=weights,
                       token_buckets=[(tb[i].per_minute, tb[i].burst) for i in range(h.n_token_buckets)],
                       key_max_concurrency=[(<fi_key *>(self.base + h.off_keys) + i).limit
                                            for i in range(h.n_keys)],
-                      max_sessions=h.max_sessions)
+                      prefix_capacity=prefix, max_sessions=h.max_sessions)
 
     cdef _bind(self, object layout):
         cdef fi_header *h = self.hdr
@@ -417,10 +435,12 @@ cdef class Segment:
         self._adm = []
         self._brk = []
         self._replicas = []
+        self._prefix = []
         for d in range(h.n_deployments):
             dep = self._dep(d)
             self._adm.append(_bind_admission(self, d))
             self._replicas.append(_bind_replica_load(self, d))
+            self._prefix.append(_bind_prefix(self, d))
             self._brk.append([_bind_breaker(self, dep.replica_base + rr) for rr in range(dep.n_replicas)])
         self.counters = _bind_counters(self)
         self.histograms = _bind_histograms(self, layout.bucket_bounds)
@@ -487,9 +507,10 @@ cdef class Segment:
         key_slots = _reclaim_key_slots(self, worker)
         leases = _reclaim_leases(self, worker)
         replica_load = _reclaim_replica_load(self, worker)
+        prefix_entries = _reclaim_prefix(self, worker)
         fi_store(&(<fi_worker *>(self.base + self.hdr.off_workers) + worker).pid, 0)
         return {"slots": slots, "tickets": tickets, "probes": probes, "key_slots": key_slots,
-                "leases": leases, "replica_in_flight": replica_load}
+                "leases": leases, "replica_in_flight": replica_load, "prefix_entries": prefix_entries}
 
     def admission(self, Py_ssize_t deployment):
         if self.base == NULL:
@@ -515,6 +536,14 @@ cdef class Segment:
         if <size_t>deployment >= <size_t>len(self._replicas):
             raise IndexError("deployment index out of range")
         return self._replicas[deployment]
+
+    def prefix(self, Py_ssize_t deployment):
+        """``deployment``'s prefix index (capacity 0 when the Layout gave it none)."""
+        if self.base == NULL:
+            _closed()
+        if <size_t>deployment >= <size_t>len(self._prefix):
+            raise IndexError("deployment index out of range")
+        return self._prefix[deployment]
 
     def bucket(self, Py_ssize_t index):
         """The token bucket ``index`` (the Layout's ``token_buckets[index]``)."""
@@ -577,3 +606,4 @@ include "shm_limits.pxi"
 include "shm_leases.pxi"
 include "shm_routing.pxi"
 include "shm_sessions.pxi"
+include "shm_prefix.pxi"

@@ -27,12 +27,13 @@ from ..layout import Layout
 from ..records import SessionInfo
 from .leases import Lease
 from .limits import KeyConcurrency, KeySpend, TokenBucket, take_all
+from .prefix import PrefixIndex
 from .routing import ReplicaLoad
 from .sessions import SessionTable
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo",
+    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND",
 ]
@@ -95,6 +96,7 @@ class _State:
         self.leases = [Lease(self) for _ in range(N_LEASES)]
         self.replicas = [ReplicaLoad(self, w) for w in layout.replica_weights]
         self.sessions = SessionTable(self, layout.max_sessions, [d[2] for d in layout.deployments])
+        self.prefix = [PrefixIndex(self, cap, d[2]) for cap, d in zip(layout.prefix_capacity, layout.deployments)]
         self.closed = False
 
     def now_ns(self) -> int:
@@ -200,7 +202,8 @@ class Segment:
             st.workers[worker][0] = 0
         _wake_fds(wake)
         return {"slots": slots, "tickets": tickets, "probes": probes, "key_slots": key_slots,
-                "leases": leases, "replica_in_flight": replica_load}
+                "leases": leases, "replica_in_flight": replica_load,
+                "prefix_entries": 0}   # one lock: no writer is ever left holding an entry
 
     def admission(self, deployment):
         if not 0 <= deployment < len(self._st.admissions):
@@ -211,6 +214,11 @@ class Segment:
         if not 0 <= deployment < len(self._st.replicas):
             raise IndexError("deployment index out of range")
         return self._st.replicas[deployment]
+
+    def prefix(self, deployment):
+        if not 0 <= deployment < len(self._st.prefix):
+            raise IndexError("deployment index out of range")
+        return self._st.prefix[deployment]
 
     def bucket(self, index):
         if not 0 <= index < len(self._st.buckets):
