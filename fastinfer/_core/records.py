@@ -22,3 +22,13 @@ class SessionInfo(NamedTuple):
     @property
     def expired(self) -> bool:
         return self.idle_s >= self.ttl_s
+
+
+class BreakerState(NamedTuple):
+    """What a breaker carries into a new segment (``Breaker.export`` / ``restore``). Times
+    are durations, not clock readings, so the record means the same in any segment."""
+
+    state: int             # constants.CLOSED / OPEN / HALF_OPEN when exported
+    open_left_s: float     # seconds until it admits a probe (0.0 closed or half-open)
+    cur_open_s: float      # the open time it has grown to (doubles on each failed probe)
+    failures: int          # consecutive failures counted while closed

@@ -215,6 +215,34 @@ cdef class Breaker:
         left = _brk_until(w) - _now(self.hdr)
         return left / 1e9 if left > 0 else 0.0
 
+    def export(self):
+        """The breaker's state as a BreakerState, to carry it into a new segment (reload)."""
+        if self.seg.base == NULL:
+            _closed()
+        cdef int64_t w = fi_load(&self.b.word), left = 0
+        state = FI_CLOSED
+        if _brk_is_open(w):
+            left = max(_brk_until(w) - _now(self.hdr), 0)
+            state = FI_OPEN if left > 0 else FI_HALF_OPEN
+        return BreakerState(state, left / 1e9, fi_load(&self.b.cur_open_ns) / 1e9, fi_load(&self.b.failures))
+
+    def restore(self, state):
+        """Take on an exported BreakerState (open for what it had left, or half-open). The
+        grown open time is kept within this breaker's configured bounds; probes in flight are
+        not carried (their verdicts go to the segment they were taken from)."""
+        if self.seg.base == NULL:
+            _closed()
+        kind, open_left_s, cur_open_s, failures = state
+        if kind not in (FI_CLOSED, FI_OPEN, FI_HALF_OPEN) or not (open_left_s >= 0) or not (cur_open_s >= 0):
+            raise ValueError("not a breaker state")
+        fi_store(&self.b.failures, max(<int64_t>failures, 0))
+        fi_store(&self.b.cur_open_ns, min(max(fi_span_ns(cur_open_s), fi_load(&self.b.open_ns)),
+                                          fi_load(&self.b.max_open_ns)))
+        if kind == FI_CLOSED:
+            fi_store(&self.b.word, 0)
+        else:
+            fi_store(&self.b.word, _brk_word(_now(self.hdr) + fi_span_ns(open_left_s)))
+
     @property
     def transitions(self):
         """(into closed, into open, into half-open) since the segment was created."""

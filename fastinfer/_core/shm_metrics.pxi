@@ -105,5 +105,31 @@ cdef class Histograms:
             cum.append(acc)
         return cum, acc, fi_load_relaxed(&c[self.nb + 1]) / 1e9
 
+    def raw(self, Py_ssize_t index):
+        """(count per bucket incl. +Inf, not cumulative; sum in ns): for carrying a
+        histogram into a new segment with ``add_raw``."""
+        if self.seg.base == NULL:
+            _closed()
+        if <size_t>index >= <size_t>self.n:
+            raise IndexError("histogram index out of range")
+        cdef int64_t *c = <int64_t *>(self.base + index * self.stride)
+        return [fi_load_relaxed(&c[i]) for i in range(self.nb + 1)], fi_load_relaxed(&c[self.nb + 1])
+
+    def add_raw(self, Py_ssize_t index, counts, int64_t sum_ns):
+        """Add what ``raw`` gave (of a histogram with the same bounds)."""
+        if self.seg.base == NULL:
+            _closed()
+        if <size_t>index >= <size_t>self.n:
+            raise IndexError("histogram index out of range")
+        if len(counts) != self.nb + 1:
+            raise ValueError("counts must have one entry per bucket, +Inf included")
+        cdef int64_t *c = <int64_t *>(self.base + index * self.stride)
+        cdef Py_ssize_t i
+        for i in range(self.nb + 1):
+            if counts[i]:
+                fi_fetch_add(&c[i], <int64_t>counts[i])
+        if sum_ns:
+            fi_fetch_add(&c[self.nb + 1], sum_ns)
+
     def __len__(self):
         return self.n

@@ -24,7 +24,7 @@ from ..constants import (
     OPEN, PROBE, QUEUE_FULL, REJECTED,
 )
 from ..layout import Layout
-from ..records import SessionInfo
+from ..records import BreakerState, SessionInfo
 from .leases import Lease
 from .limits import KeyConcurrency, KeySpend, TokenBucket, take_all
 from .prefix import PrefixIndex
@@ -33,7 +33,7 @@ from .sessions import SessionTable
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex",
+    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex", "BreakerState",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND",
 ]
@@ -532,6 +532,27 @@ class Breaker:
             left = self._until - self._st.now_ns()
             return left / 1e9 if left > 0 else 0.0
 
+    def export(self):
+        with self._lock:
+            state, left = CLOSED, 0
+            if self._state == OPEN:
+                left = max(self._until - self._st.now_ns(), 0)
+                state = OPEN if left > 0 else HALF_OPEN
+            return BreakerState(state, left / 1e9, self._cur_open_ns / 1e9, self._failures)
+
+    def restore(self, state):
+        kind, open_left_s, cur_open_s, failures = state
+        if kind not in (CLOSED, OPEN, HALF_OPEN) or not open_left_s >= 0 or not cur_open_s >= 0:
+            raise ValueError("not a breaker state")
+        with self._lock:
+            self._failures = max(int(failures), 0)
+            self._cur_open_ns = min(max(span_ns(cur_open_s), self._open_ns), self._max_open_ns)
+            if kind == CLOSED:
+                self._state = CLOSED
+            else:
+                self._state = OPEN
+                self._until = min(self._st.now_ns() + span_ns(open_left_s), _BRK_MAX_UNTIL)
+
     @property
     def transitions(self):
         return tuple(self._trans)
@@ -599,6 +620,20 @@ class Histograms:
         with self._st.lock:
             self._counts[i][b] += 1
             self._sum[i] = _wrap64(self._sum[i] + _sum_ns(value))
+
+    def raw(self, index):
+        i = self._idx(index)
+        with self._st.lock:
+            return list(self._counts[i]), self._sum[i]
+
+    def add_raw(self, index, counts, sum_ns):
+        i = self._idx(index)
+        if len(counts) != len(self.bucket_bounds) + 1:
+            raise ValueError("counts must have one entry per bucket, +Inf included")
+        with self._st.lock:
+            for b, n in enumerate(counts):
+                self._counts[i][b] += int(n)
+            self._sum[i] = _wrap64(self._sum[i] + _check_i64(sum_ns))
 
     def snapshot(self, index):
         i = self._idx(index)
