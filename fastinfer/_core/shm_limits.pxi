@@ -63,6 +63,8 @@ cdef TokenBucket _bind_bucket(Segment seg, int64_t i):
     tb.seg = seg
     tb.hdr = seg.hdr
     tb.b = <fi_bucket *>(seg.base + seg.hdr.off_token_buckets) + i
+    tb.capacity = tb.b.burst
+    tb.per_minute = tb.b.per_minute
     return tb
 
 
@@ -78,6 +80,8 @@ cdef class TokenBucket:
     cdef Segment seg
     cdef fi_header *hdr
     cdef fi_bucket *b
+    cdef readonly int64_t capacity      # the burst: most tokens the bucket holds
+    cdef readonly double per_minute     # refill rate as configured
 
     def take(self, int64_t n=1):
         """Take ``n`` tokens if the bucket holds at least ``n`` now; True when taken."""
@@ -132,24 +136,15 @@ cdef class TokenBucket:
             _closed()
         if tokens != tokens:
             raise ValueError("tokens must be a number")
-        if tokens > self.b.burst:
-            tokens = self.b.burst
+        if tokens > self.capacity:
+            tokens = self.capacity
         cdef int64_t behind = _bucket_cost(self.b, self.b.burst - tokens)
         fi_store(&self.b.tat, _now(self.hdr) + min(behind, self.b.tau_ns + FI_MAX_SPAN_NS))
 
     @property
-    def capacity(self):
-        """The burst: most tokens the bucket holds."""
-        return self.b.burst
-
-    @property
-    def per_minute(self):
-        return self.b.per_minute
-
-    @property
     def rate_per_s(self):
         """Refill rate, tokens per second."""
-        return self.b.per_minute / 60.0
+        return self.per_minute / 60.0
 
     @property
     def consumed(self):
@@ -237,12 +232,13 @@ cdef class KeyConcurrency:
     cdef fi_key *k
     cdef int64_t *held          # held[worker * stride]
     cdef int64_t stride, n_workers
+    cdef readonly int64_t limit     # max_concurrency; 0 = not limited
 
     def try_acquire(self, int64_t worker):
         """Count one more request of this key for ``worker``; False (nothing counted) when
         the key already has ``limit`` in flight."""
         _enter(self.seg, worker, self.n_workers)
-        cdef int64_t limit = self.k.limit, v
+        cdef int64_t limit = self.limit, v
         if limit == 0:
             fi_fetch_add(&self.k.in_flight, 1)
         else:
@@ -272,10 +268,6 @@ cdef class KeyConcurrency:
         if self.seg.base == NULL:
             _closed()
         return fi_load(&self.k.in_flight)
-
-    @property
-    def limit(self):
-        return self.k.limit
 
     def held_by(self, int64_t worker):
         _enter(self.seg, worker, self.n_workers)
@@ -349,6 +341,7 @@ cdef KeyConcurrency _bind_key_concurrency(Segment seg, int64_t i):
     kc.held = <int64_t *>(seg.base + seg.hdr.off_key_held) + i
     kc.stride = seg.hdr.key_stride
     kc.n_workers = seg.hdr.n_workers
+    kc.limit = kc.k.limit
     return kc
 
 

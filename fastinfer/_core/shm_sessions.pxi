@@ -77,7 +77,7 @@ cdef class SessionTable:
     cdef fi_sessions *tab
     cdef fi_stripe *stripes
     cdef fi_session *slots
-    cdef int64_t n_stripes
+    cdef int64_t n_stripes, n_max
 
     # ---------------------------------------------------------------- locking
     cdef fi_stripe *_lock(self, uint64_t h) except NULL:
@@ -448,7 +448,7 @@ cdef class SessionTable:
 
     @property
     def max_sessions(self):
-        return self.hdr.max_sessions
+        return self.n_max
 
     # ---------------------------------------------------------------- tests only
     def _debug_die_mid_bind(self, bytes key not None, int64_t deployment, int64_t replica):
@@ -512,6 +512,7 @@ cdef SessionTable _bind_sessions(Segment seg):
     t.stripes = <fi_stripe *>(seg.base + h.off_stripes)
     t.slots = <fi_session *>(seg.base + h.off_sessions)
     t.n_stripes = h.n_stripes
+    t.n_max = h.max_sessions
     return t
 
 

@@ -80,3 +80,44 @@ def gave_back(reclaimed: dict, **expected) -> bool:
     """``reclaim_worker``'s answer holds ``expected`` and zero for every other kind of holding."""
     assert set(expected) <= set(reclaimed), set(expected) - set(reclaimed)
     return reclaimed == {kind: expected.get(kind, 0) for kind in reclaimed}
+
+
+T0 = 10**15     # where the tests' clocks start (ns): far from 0, which means "the real clock"
+
+
+def replay(layout, seq, run, observe=None, at_end=None):
+    """Drive a compiled segment and a reference one, both made from ``layout`` and on the same
+    test clock, with the operations ``seq``: ``run(segment, op)`` must answer the same on both
+    (an exception counts as its type's name), and so must ``observe(segment)`` after each.
+    ``("tick", ms)`` advances both clocks. ``at_end(compiled, reference)`` checks the end."""
+    from fastinfer._core import shm as compiled
+    from fastinfer._core.ref import shm as reference
+    segs = [impl.Segment.create(segment_name("fi-replay"), layout) for impl in (compiled, reference)]
+    now = T0
+    try:
+        for seg in segs:
+            seg.set_test_clock(now)
+        for i, op in enumerate(seq):
+            if op[0] == "tick":
+                now += op[1] * 1_000_000
+                for seg in segs:
+                    seg.set_test_clock(now)
+                continue
+            c, r = (_answer(run, seg, op) for seg in segs)
+            assert c == r, f"step {i} {op}: compiled {c!r}, reference {r!r}"
+            if observe is not None:
+                c, r = (observe(seg) for seg in segs)
+                assert c == r, f"step {i} {op}: compiled {c!r}, reference {r!r}"
+        if at_end is not None:
+            at_end(*segs)
+    finally:
+        for seg in segs:
+            seg.unlink()
+            seg.close()
+
+
+def _answer(run, seg, op):
+    try:
+        return run(seg, op)
+    except Exception as e:        # same error type on both sides
+        return type(e).__name__

@@ -6,27 +6,17 @@ import math
 
 import pytest
 
-from fastinfer._core import shm as compiled
 from fastinfer._core.constants import CLOSED, HALF_OPEN, MAX_SPAN_NS, OPEN, PROBE, REJECTED
-from fastinfer._core.ref import shm as reference
 from fastinfer.breaker import DeploymentBreakers
 from fastinfer.config import parse_config
-from shm_helpers import SegmentMaker
+from shm_helpers import T0
 
-T0 = 10**15     # test clock start (ns)
 S = 10**9
 
 
-@pytest.fixture(params=[compiled, reference], ids=["compiled", "ref"])
-def impl(request):
-    return request.param
-
-
 @pytest.fixture
-def make(impl):
-    maker = SegmentMaker(impl, "fi-brk")
-    yield functools.partial(maker, n_workers=2, n_counters=0, n_histograms=0, bounds=())
-    maker.cleanup()
+def make(segments):
+    return functools.partial(segments, n_workers=2, n_counters=0, n_histograms=0, bounds=())
 
 
 def test_breakers_take_their_deployments_configuration_at_creation(make):

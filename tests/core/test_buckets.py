@@ -3,7 +3,6 @@ refilled continuously at rpm/60 per second, exact across every worker process; a
 may take a bucket below zero"), the compiled core against its reference, and real processes."""
 import functools
 import math
-import os
 import time
 
 import pytest
@@ -11,23 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastinfer._core import shm as compiled
-from fastinfer._core.ref import shm as reference
-from shm_helpers import SegmentMaker, fork, wait_all
+from shm_helpers import T0, SegmentMaker, fork, replay, wait_all
 
-T0 = 10**15
 S = 10**9
 
 
-@pytest.fixture(params=[compiled, reference], ids=["compiled", "ref"])
-def impl(request):
-    return request.param
-
-
 @pytest.fixture
-def make(impl):
-    maker = SegmentMaker(impl, "fi-tb")
-    yield functools.partial(maker, n_workers=2, deployments=[], n_counters=0, n_histograms=0, bounds=())
-    maker.cleanup()
+def make(segments):
+    return functools.partial(segments, n_workers=2, deployments=[], n_counters=0, n_histograms=0, bounds=())
 
 
 def clocked(make, buckets):
@@ -178,41 +168,21 @@ ops = st.one_of(
 )
 
 
-class Harness:
-    def __init__(self, impl):
-        self.seg = impl.Segment.create(f"fi-tb-hyp-{os.getpid()}-{id(self)}",
-                                       impl.Layout(1, [], 0, 0, [], token_buckets=BUCKETS))
-        self.now = T0
-        self.seg.set_test_clock(self.now)
+def run(seg, op):
+    kind, *args = op
+    if kind == "take_all":
+        return seg.take_all([i for i, _ in args[0]], [n for _, n in args[0]])
+    return getattr(seg.bucket(args[0]), kind)(args[1])
 
-    def close(self):
-        self.seg.unlink()
-        self.seg.close()
 
-    def run(self, op):
-        kind, *args = op
-        if kind == "tick":
-            self.now += args[0] * 1_000_000
-            return self.seg.set_test_clock(self.now)
-        if kind == "take_all":
-            return self.seg.take_all([i for i, _ in args[0]], [n for _, n in args[0]])
-        return getattr(self.seg.bucket(args[0]), kind)(args[1])
-
-    def observe(self):
-        return [(b.available(), b.wait_s(1), b.consumed) for b in map(self.seg.bucket, range(N_BUCKETS))]
+def observe(seg):
+    return [(b.available(), b.wait_s(1), b.consumed) for b in map(seg.bucket, range(N_BUCKETS))]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=1, max_size=60))
 def test_compiled_matches_reference(seq):
-    c, r = Harness(compiled), Harness(reference)
-    try:
-        for i, op in enumerate(seq):
-            assert c.run(op) == r.run(op), f"step {i} {op}"
-            assert c.observe() == r.observe(), f"step {i} {op}"
-    finally:
-        c.close()
-        r.close()
+    replay(compiled.Layout(1, [], 0, 0, [], token_buckets=BUCKETS), seq, run, observe)
 
 
 # ---------------------------------------------------------------- real processes

@@ -8,13 +8,10 @@ import functools
 import numpy
 import pytest
 
-from fastinfer._core import shm as compiled
 from fastinfer._core.carry import StateMap, carry_state
 from fastinfer._core.constants import CLOSED, HALF_OPEN, OPEN, SESSION_NONE, SESSION_OPEN
-from fastinfer._core.ref import shm as reference
-from shm_helpers import SegmentMaker
+from shm_helpers import T0
 
-T0 = 10**15
 S = 10**9
 BOUNDS = (0.1, 1.0)
 
@@ -23,16 +20,9 @@ def key(i):
     return i.to_bytes(16, "little")
 
 
-@pytest.fixture(params=[compiled, reference], ids=["compiled", "ref"])
-def impl(request):
-    return request.param
-
-
 @pytest.fixture
-def make(impl):
-    maker = SegmentMaker(impl, "fi-carry")
-    yield functools.partial(maker, n_workers=2, n_histograms=3, bounds=BOUNDS)
-    maker.cleanup()
+def make(segments):
+    return functools.partial(segments, n_workers=2, n_histograms=3, bounds=BOUNDS)
 
 
 def old_and_new(make):

@@ -11,20 +11,12 @@ from hypothesis import strategies as st
 
 from fastinfer._core import shm as compiled
 from fastinfer._core.constants import MAX_PERIOD, MAX_SPEND
-from fastinfer._core.ref import shm as reference
-from shm_helpers import SegmentMaker, fork, gave_back, wait_all
-
-
-@pytest.fixture(params=[compiled, reference], ids=["compiled", "ref"])
-def impl(request):
-    return request.param
+from shm_helpers import SegmentMaker, fork, gave_back, replay, wait_all
 
 
 @pytest.fixture
-def make(impl):
-    maker = SegmentMaker(impl, "fi-keys")
-    yield functools.partial(maker, n_workers=3, deployments=[], n_counters=4, n_histograms=0, bounds=())
-    maker.cleanup()
+def make(segments):
+    return functools.partial(segments, n_workers=3, deployments=[], n_counters=4, n_histograms=0, bounds=())
 
 
 # ---------------------------------------------------------------- concurrency
@@ -126,20 +118,17 @@ ops = st.one_of(
 
 def run(seg, op):
     kind, *a = op
-    try:
-        if kind == "acquire":
-            return seg.key_concurrency(a[0]).try_acquire(a[1])
-        if kind == "release":
-            return seg.key_concurrency(a[0]).release(a[1])
-        if kind == "reclaim":
-            return seg.reclaim_worker(a[0])
-        if kind == "add":
-            return seg.key_spend(a[0]).add(a[1], a[2])
-        if kind == "spent":
-            return seg.key_spend(a[0]).spent(a[1])
-        return seg.key_spend(a[0]).restore(a[1], a[2])
-    except Exception as e:
-        return type(e).__name__
+    if kind == "acquire":
+        return seg.key_concurrency(a[0]).try_acquire(a[1])
+    if kind == "release":
+        return seg.key_concurrency(a[0]).release(a[1])
+    if kind == "reclaim":
+        return seg.reclaim_worker(a[0])
+    if kind == "add":
+        return seg.key_spend(a[0]).add(a[1], a[2])
+    if kind == "spent":
+        return seg.key_spend(a[0]).spent(a[1])
+    return seg.key_spend(a[0]).restore(a[1], a[2])
 
 
 def observe(seg):
@@ -150,17 +139,7 @@ def observe(seg):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=1, max_size=50))
 def test_compiled_matches_reference(seq):
-    segs = [impl.Segment.create(f"fi-keys-hyp-{os.getpid()}-{i}",
-                                impl.Layout(3, [], 0, 0, [], key_max_concurrency=[2, 0]))
-            for i, impl in enumerate((compiled, reference))]
-    try:
-        for i, op in enumerate(seq):
-            assert run(segs[0], op) == run(segs[1], op), f"step {i} {op}"
-            assert observe(segs[0]) == observe(segs[1]), f"step {i} {op}"
-    finally:
-        for seg in segs:
-            seg.unlink()
-            seg.close()
+    replay(compiled.Layout(3, [], 0, 0, [], key_max_concurrency=[2, 0]), seq, run, observe)
 
 
 # ---------------------------------------------------------------- real processes

@@ -10,25 +10,16 @@ from hypothesis import strategies as st
 
 from fastinfer._core import shm as compiled
 from fastinfer._core.constants import LEASE_HEALTH_PROBER, LEASE_SESSION_REAPER, N_LEASES
-from fastinfer._core.ref import shm as reference
-from shm_helpers import SegmentMaker, fork, gave_back, wait_all
+from shm_helpers import T0, SegmentMaker, fork, gave_back, replay, wait_all
 
-T0 = 10**15
 MS = 10**6
 
 
-@pytest.fixture(params=[compiled, reference], ids=["compiled", "ref"])
-def impl(request):
-    return request.param
-
-
 @pytest.fixture
-def seg(impl):
-    maker = SegmentMaker(impl, "fi-lease")
-    seg = maker(3, [], 2, 0, [])
+def seg(segments):
+    seg = segments(3, [], 2, 0, [])
     seg.set_test_clock(T0)
-    yield seg
-    maker.cleanup()
+    return seg
 
 
 def test_one_holder_renews_others_wait(seg):
@@ -78,6 +69,15 @@ ops = st.one_of(
 )
 
 
+def run(seg, op):
+    kind, *a = op
+    if kind == "hold":
+        return seg.lease(a[0]).try_hold(a[1], a[2])
+    if kind == "release":
+        return seg.lease(a[0]).release(a[1])
+    return seg.reclaim_worker(a[0])
+
+
 def observe(seg):
     return [(seg.lease(j).holder, seg.lease(j).expires_in_s) for j in range(3)]
 
@@ -85,35 +85,7 @@ def observe(seg):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=1, max_size=40))
 def test_compiled_matches_reference(seq):
-    segs = [impl.Segment.create(f"fi-lease-hyp-{os.getpid()}-{i}", impl.Layout(3, [], 0, 0, []))
-            for i, impl in enumerate((compiled, reference))]
-    now = T0
-
-    def run(seg, op):
-        kind, *a = op
-        try:
-            if kind == "hold":
-                return seg.lease(a[0]).try_hold(a[1], a[2])
-            if kind == "release":
-                return seg.lease(a[0]).release(a[1])
-            if kind == "reclaim":
-                return seg.reclaim_worker(a[0])
-            return seg.set_test_clock(now)
-        except Exception as e:
-            return type(e).__name__
-
-    try:
-        for seg in segs:
-            seg.set_test_clock(now)
-        for i, op in enumerate(seq):
-            if op[0] == "tick":
-                now += op[1] * MS
-            assert run(segs[0], op) == run(segs[1], op), f"step {i} {op}"
-            assert observe(segs[0]) == observe(segs[1]), f"step {i} {op}"
-    finally:
-        for seg in segs:
-            seg.unlink()
-            seg.close()
+    replay(compiled.Layout(3, [], 0, 0, []), seq, run, observe)
 
 
 # ---------------------------------------------------------------- real processes

@@ -13,28 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastinfer._core import shm as compiled
-from fastinfer._core.ref import shm as reference
-from fastinfer._core.ref.sessions import mix64
-from shm_helpers import SegmentMaker, fork, gave_back, segment_name, wait_all
-
-T0 = 10**15
+from fastinfer._core.ref._arith import mix64
+from shm_helpers import T0, SegmentMaker, fork, gave_back, replay, wait_all
 
 
 def u64(*hashes):
     return numpy.array(hashes, dtype=numpy.uint64)
 
 
-@pytest.fixture(params=[compiled, reference], ids=["compiled", "ref"])
-def impl(request):
-    return request.param
-
-
 @pytest.fixture
-def make(impl):
-    maker = SegmentMaker(impl, "fi-prefix")
-    yield functools.partial(maker, n_workers=2, deployments=[(1, 0, 3), (1, 0, 2), (1, 0, 1)],
-                            n_counters=0, n_histograms=0, bounds=())
-    maker.cleanup()
+def make(segments):
+    return functools.partial(segments, n_workers=2, deployments=[(1, 0, 3), (1, 0, 2), (1, 0, 1)],
+                             n_counters=0, n_histograms=0, bounds=())
 
 
 def index(make, capacity=1000):
@@ -134,8 +124,9 @@ ops = st.one_of(
 )
 
 
-def run(p, op):
+def run(seg, op):
     kind, *a = op
+    p = seg.prefix(0)
     if kind == "insert":
         return p.insert(0, u64(*a[0]), a[1])
     if kind == "match":
@@ -143,30 +134,15 @@ def run(p, op):
     return p.forget_replica(1, a[0])
 
 
+def same_entries(c, r):
+    assert sorted(c.prefix(0).entries()) == sorted(r.prefix(0).entries())
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=1, max_size=60))
 def test_compiled_matches_reference(seq):
-    segs = [impl.Segment.create(segment_name("fi-prefix-hyp"),
-                                impl.Layout(2, [(1, 0, 3)], 0, 0, [], prefix_capacity=[16]))
-            for impl in (compiled, reference)]
-    now = T0
-    try:
-        for seg in segs:
-            seg.set_test_clock(now)
-        for i, op in enumerate(seq):
-            if op[0] == "tick":
-                now += op[1]
-                for seg in segs:
-                    seg.set_test_clock(now)
-                continue
-            c, r = (run(seg.prefix(0), op) for seg in segs)
-            assert c == r, f"step {i} {op}"
-            assert segs[0].prefix(0).occupancy == segs[1].prefix(0).occupancy
-        assert sorted(segs[0].prefix(0).entries()) == sorted(segs[1].prefix(0).entries())
-    finally:
-        for seg in segs:
-            seg.unlink()
-            seg.close()
+    replay(compiled.Layout(2, [(1, 0, 3)], 0, 0, [], prefix_capacity=[16]), seq, run,
+           lambda seg: seg.prefix(0).occupancy, same_entries)
 
 
 # ---------------------------------------------------------------- real processes

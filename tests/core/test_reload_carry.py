@@ -8,7 +8,6 @@ from fastinfer._core.constants import OPEN, SESSION_NONE, SESSION_OPEN
 from fastinfer.config import parse_config
 from fastinfer.process.hostwide import HostState
 
-from conftest import upstream_config
 from procs import http_json, wait_for
 
 HASH = "ab" * 32
@@ -92,12 +91,23 @@ def value(text, series):
 
 
 def test_a_reload_keeps_circuit_states_and_histograms(start_gateway, mock_upstream):
-    text = upstream_config(mock_upstream.base).replace(
-        "drain_grace_s = 10", 'drain_grace_s = 10\nadmin_key = { value = "adm" }')
-    text = text.replace('credential = { value = "sk-replica-secret" }',
-                        'credential = { value = "sk-replica-secret" }\nname = "r0"\n\n'
-                        f'[[deployments.replicas]]\nbase_url = "{mock_upstream.base}/v1"\nname = "r1"')
-    gw = start_gateway(text)
+    gw = start_gateway(f"""
+        [server]
+        drain_grace_s = 10
+        admin_key = {{ value = "adm" }}
+
+        [[deployments]]
+        name = "m"
+        provider = "openai_compatible"
+
+        [[deployments.replicas]]
+        name = "r0"
+        base_url = "{mock_upstream.base}/v1"
+
+        [[deployments.replicas]]
+        name = "r1"
+        base_url = "{mock_upstream.base}/v1"
+    """)
     for _ in range(4):
         assert http_json("POST", gw.base + "/v1/chat/completions",
                          {"model": "m", "messages": [{"role": "user", "content": "x"}]})[0] == 200

@@ -14,20 +14,12 @@ from fastinfer._core import shm as compiled
 from fastinfer._core.constants import (
     LATENCY, LEAST_LOADED, MAX_REPLICAS, NO_REPLICA, POWER_OF_TWO, ROUND_ROBIN, ROUTING_POLICIES,
 )
-from fastinfer._core.ref import shm as reference
-from shm_helpers import SegmentMaker, fork, gave_back, wait_all
-
-
-@pytest.fixture(params=[compiled, reference], ids=["compiled", "ref"])
-def impl(request):
-    return request.param
+from shm_helpers import SegmentMaker, fork, gave_back, replay, wait_all
 
 
 @pytest.fixture
-def make(impl):
-    maker = SegmentMaker(impl, "fi-rep")
-    yield functools.partial(maker, n_workers=3, n_counters=0, n_histograms=0, bounds=())
-    maker.cleanup()
+def make(segments):
+    return functools.partial(segments, n_workers=3, n_counters=0, n_histograms=0, bounds=())
 
 
 def load(make, n=3, weights=None):
@@ -162,19 +154,16 @@ ops = st.one_of(
 
 def run(seg, op):
     kind, *a = op
-    try:
-        if kind == "reclaim":
-            return seg.reclaim_worker(a[0])
-        r = seg.replicas(a[0])
-        if kind == "pick":
-            return r.pick_and_start(*a[1:])
-        if kind == "start":
-            return r.start(*a[1:])
-        if kind == "finish":
-            return r.finish(*a[1:])
-        return r.set_healthy(*a[1:])
-    except Exception as e:
-        return type(e).__name__
+    if kind == "reclaim":
+        return seg.reclaim_worker(a[0])
+    r = seg.replicas(a[0])
+    if kind == "pick":
+        return r.pick_and_start(*a[1:])
+    if kind == "start":
+        return r.start(*a[1:])
+    if kind == "finish":
+        return r.finish(*a[1:])
+    return r.set_healthy(*a[1:])
 
 
 def observe(seg):
@@ -189,17 +178,7 @@ def observe(seg):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=1, max_size=60))
 def test_compiled_matches_reference(seq):
-    segs = [impl.Segment.create(f"fi-rep-hyp-{os.getpid()}-{i}",
-                                impl.Layout(3, [(1, 0, 4), (1, 0, 1)], 0, 0, [], replica_weights=WEIGHTS))
-            for i, impl in enumerate((compiled, reference))]
-    try:
-        for i, op in enumerate(seq):
-            assert run(segs[0], op) == run(segs[1], op), f"step {i} {op}"
-            assert observe(segs[0]) == observe(segs[1]), f"step {i} {op}"
-    finally:
-        for seg in segs:
-            seg.unlink()
-            seg.close()
+    replay(compiled.Layout(3, [(1, 0, 4), (1, 0, 1)], 0, 0, [], replica_weights=WEIGHTS), seq, run, observe)
 
 
 # ---------------------------------------------------------------- real processes

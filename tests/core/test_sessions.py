@@ -15,10 +15,8 @@ from hypothesis import strategies as st
 
 from fastinfer._core import shm as compiled
 from fastinfer._core.constants import SESSION_CLOSING, SESSION_NONE, SESSION_OPEN, SESSION_OPENING
-from fastinfer._core.ref import shm as reference
-from shm_helpers import SegmentMaker, fork, segment_name, wait_all
+from shm_helpers import T0, SegmentMaker, fork, replay, wait_all
 
-T0 = 10**15
 S = 10**9
 
 
@@ -26,17 +24,10 @@ def key(i: int) -> bytes:
     return i.to_bytes(16, "little") if i >= 0 else (-i).to_bytes(16, "big")
 
 
-@pytest.fixture(params=[compiled, reference], ids=["compiled", "ref"])
-def impl(request):
-    return request.param
-
-
 @pytest.fixture
-def make(impl):
-    maker = SegmentMaker(impl, "fi-sess")
-    yield functools.partial(maker, n_workers=2, deployments=[(1, 0, 3), (1, 0, 2)], n_counters=0,
-                            n_histograms=0, bounds=())
-    maker.cleanup()
+def make(segments):
+    return functools.partial(segments, n_workers=2, deployments=[(1, 0, 3), (1, 0, 2)], n_counters=0,
+                             n_histograms=0, bounds=())
 
 
 def table(make, max_sessions=256):
@@ -215,53 +206,40 @@ ops = st.one_of(
 )
 
 
-def run(t, op):
+def run(seg, op):
     kind, *a = op
-    try:
-        if kind in ("touch", "remove", "get"):
-            return getattr(t, kind)(key(a[0]))
-        if kind == "bind":
-            return t.bind(key(a[0]), *a[1:])
-        if kind == "rebind":
-            return t.rebind(key(a[0]), *a[1:])
-        if kind == "backend":
-            return t.backend_transition(key(a[0]), *a[1:])
-        if kind == "fill":
-            return [t.bind(key(a[0] + j), 0, j % 3, a[2]) for j in range(a[1])]
-        return t.expire(*a)
-    except Exception as e:
-        return type(e).__name__
+    t = seg.sessions
+    if kind in ("touch", "remove", "get"):
+        return getattr(t, kind)(key(a[0]))
+    if kind == "bind":
+        return t.bind(key(a[0]), *a[1:])
+    if kind == "rebind":
+        return t.rebind(key(a[0]), *a[1:])
+    if kind == "backend":
+        return t.backend_transition(key(a[0]), *a[1:])
+    if kind == "fill":
+        return [t.bind(key(a[0] + j), 0, j % 3, a[2]) for j in range(a[1])]
+    reaped = t.expire(*a)
+    if reaped:
+        event("reaped some")
+    return reaped
+
+
+def observe(seg):
+    return seg.sessions.occupancy, seg.sessions.evictions
+
+
+def same_bindings(c, r):
+    assert sorted(c.sessions.entries()) == sorted(r.sessions.entries())
+    assert c.sessions._debug_check() == []
+    event(f"evictions: {min(c.sessions.evictions, 1)}")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=10, max_size=100))
 def test_compiled_matches_reference(seq):
-    segs = [impl.Segment.create(segment_name("fi-sess-hyp"),
-                                impl.Layout(1, [(1, 0, 3), (1, 0, 2)], 0, 0, [], max_sessions=85))
-            for impl in (compiled, reference)]
-    now = T0
-    try:
-        for seg in segs:
-            seg.set_test_clock(now)
-        for i, op in enumerate(seq):
-            if op[0] == "tick":
-                now += op[1] * 10**6
-                for seg in segs:
-                    seg.set_test_clock(now)
-                continue
-            c, r = (run(seg.sessions, op) for seg in segs)
-            assert c == r, f"step {i} {op}"
-            if op[0] == "expire" and c:
-                event("reaped some")
-            tc, tr = (seg.sessions for seg in segs)
-            assert (tc.occupancy, tc.evictions) == (tr.occupancy, tr.evictions), f"step {i} {op}"
-        assert sorted(segs[0].sessions.entries()) == sorted(segs[1].sessions.entries())
-        assert segs[0].sessions._debug_check() == []
-        event(f"evictions: {min(segs[0].sessions.evictions, 1)}")
-    finally:
-        for seg in segs:
-            seg.unlink()
-            seg.close()
+    replay(compiled.Layout(1, [(1, 0, 3), (1, 0, 2)], 0, 0, [], max_sessions=85), seq, run, observe,
+           same_bindings)
 
 
 # ---------------------------------------------------------------- real processes

@@ -12,23 +12,15 @@ import pytest
 
 from fastinfer._core import shm as compiled
 from fastinfer._core.ref import shm as reference
-from shm_helpers import SegmentMaker, gave_back, segment_name
+from shm_helpers import gave_back, segment_name
 
-IMPLS = [pytest.param(compiled, id="compiled"), pytest.param(reference, id="ref")]
 CRIT, HIGH, NORM, BG = 0, 1, 2, 3
 
 
-@pytest.fixture(params=IMPLS)
-def impl(request):
-    return request.param
-
-
 @pytest.fixture
-def make(impl):
-    maker = SegmentMaker(impl, "fi-test")
-    yield functools.partial(maker, n_workers=4, deployments=((2, 8, 2),), n_counters=4,
-                            n_histograms=2, bounds=(0.1, 0.5, 1.0))
-    maker.cleanup()
+def make(segments):
+    return functools.partial(segments, n_workers=4, deployments=((2, 8, 2),), n_counters=4,
+                             n_histograms=2, bounds=(0.1, 0.5, 1.0))
 
 
 def readable(fd, timeout=0.0):

@@ -2,12 +2,7 @@
 arithmetic. Guarded by the segment's one lock."""
 from __future__ import annotations
 
-from ..constants import MAX_SPAN_NS
-
-
-def _span_ms(seconds: float) -> int:
-    ns = seconds * 1e9 + 0.5
-    return (MAX_SPAN_NS if ns >= float(MAX_SPAN_NS) else int(ns)) // 1_000_000
+from ._arith import span_ns
 
 
 class Lease:
@@ -30,7 +25,7 @@ class Lease:
             now_ms = self._now_ms()
             if self._holder(now_ms) not in (-1, worker):
                 return False
-            self._worker, self._expires_ms = worker, now_ms + _span_ms(ttl_s)
+            self._worker, self._expires_ms = worker, now_ms + span_ns(ttl_s) // 1_000_000
             return True
 
     def release(self, worker):

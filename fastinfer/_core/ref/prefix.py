@@ -6,7 +6,7 @@ from __future__ import annotations
 import array
 
 from ..constants import PREFIX_WAYS
-from .sessions import _span_ns, mix64
+from ._arith import mix64, span_ns
 
 _M64 = (1 << 64) - 1
 
@@ -114,7 +114,7 @@ class PrefixIndex:
         if not self._n_sets or not mask:
             return
         with self._st.lock:
-            then = self._st.now_ns() - _span_ns(idle_s)
+            then = self._st.now_ns() - span_ns(idle_s)
             while mask:
                 self._insert_one(int(hash) & _M64, mask & -mask, then)
                 mask &= mask - 1

@@ -5,14 +5,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from ..constants import EWMA_ALPHA, LATENCY, LEAST_LOADED, MAX_SPAN_NS, NO_REPLICA, POWER_OF_TWO, ROUND_ROBIN
-
-
-def _span_ns(seconds: float) -> int:
-    ns = seconds * 1e9 + 0.5
-    if not ns > 0.0:
-        return 0
-    return MAX_SPAN_NS if ns >= float(MAX_SPAN_NS) else int(ns)
+from ..constants import EWMA_ALPHA, LATENCY, LEAST_LOADED, NO_REPLICA, POWER_OF_TWO, ROUND_ROBIN
+from ._arith import span_ns
 
 
 class ReplicaLoad:
@@ -82,7 +76,7 @@ class ReplicaLoad:
             self._held[(worker, replica)] -= 1
             self._in_flight[replica] -= 1
             if latency_s >= 0:
-                x = max(_span_ns(latency_s), 1)
+                x = max(span_ns(latency_s), 1)
                 old = self._ewma[replica]
                 self._ewma[replica] = x if old == 0 else max(int(old + EWMA_ALPHA * (x - old) + 0.5), 1)
 

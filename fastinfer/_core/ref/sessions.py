@@ -7,27 +7,11 @@ by the segment's one lock instead of a mutex per stripe.
 """
 from __future__ import annotations
 
-from ..constants import MAX_SPAN_NS, SESSION_CLOSING, SESSION_NONE, SESSION_STRIPE
+from ..constants import SESSION_CLOSING, SESSION_NONE, SESSION_STRIPE
 from ..records import SessionInfo
+from ._arith import mix64, span_ns
 
-_M64 = (1 << 64) - 1
 EMPTY, LIVE, TOMB = 0, 1, 2
-
-
-def mix64(x: int) -> int:
-    """splitmix64's finaliser, as atomics.h's fi_mix64."""
-    x ^= x >> 30
-    x = (x * 0xBF58476D1CE4E5B9) & _M64
-    x ^= x >> 27
-    x = (x * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
-
-
-def _span_ns(seconds: float) -> int:
-    ns = seconds * 1e9 + 0.5
-    if not ns > 0.0:
-        return 0
-    return MAX_SPAN_NS if ns >= float(MAX_SPAN_NS) else int(ns)
 
 
 def _unpack(key) -> tuple[int, int]:
@@ -163,9 +147,9 @@ class SessionTable:
                 return slots[p].replica, None
             if p >= 0:
                 displaced = slots[p].info(now)
-                self._write(slots[p], hi, lo, deployment, replica, _span_ns(ttl_s), now, SESSION_NONE, -1)
+                self._write(slots[p], hi, lo, deployment, replica, span_ns(ttl_s), now, SESSION_NONE, -1)
                 return replica, displaced
-            return replica, self._place(s, slots, path, hi, lo, deployment, replica, _span_ns(ttl_s), now,
+            return replica, self._place(s, slots, path, hi, lo, deployment, replica, span_ns(ttl_s), now,
                                         SESSION_NONE, -1, now)
 
     def rebind(self, key, from_replica, to_replica):
@@ -249,10 +233,10 @@ class SessionTable:
             hi, lo, s, slots, path = self._locate(key)
             now = self._st.now_ns()
             p = self._find(slots, path, hi, lo)
-            last_use = now - _span_ns(idle_s)
+            last_use = now - span_ns(idle_s)
             if p >= 0:
                 displaced = slots[p].info(now)
-                self._write(slots[p], hi, lo, deployment, replica, _span_ns(ttl_s), last_use, bstate, brep)
+                self._write(slots[p], hi, lo, deployment, replica, span_ns(ttl_s), last_use, bstate, brep)
                 return displaced
-            return self._place(s, slots, path, hi, lo, deployment, replica, _span_ns(ttl_s), last_use,
+            return self._place(s, slots, path, hi, lo, deployment, replica, span_ns(ttl_s), last_use,
                                bstate, brep, now)

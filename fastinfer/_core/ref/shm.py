@@ -20,10 +20,11 @@ from bisect import bisect_left
 import numpy
 
 from ..constants import (
-    ALLOWED, BACKGROUND, CLOSED, CRITICAL, GRANTED_NOW, HALF_OPEN, HIGH, MAX_SPAN_NS, N_LEASES, NORMAL,
+    ALLOWED, BACKGROUND, CLOSED, CRITICAL, GRANTED_NOW, HALF_OPEN, HIGH, N_LEASES, NORMAL,
     OPEN, PROBE, QUEUE_FULL, REJECTED,
 )
 from ..layout import Layout
+from ._arith import item, span_ns
 from ..records import BreakerState, SessionInfo
 from .leases import Lease
 from .limits import KeyConcurrency, KeySpend, TokenBucket, take_all
@@ -56,16 +57,6 @@ def _check_i64(v: int) -> int:
     if not _I64_MIN <= v <= _I64_MAX:
         raise OverflowError("value out of int64 range")
     return v
-
-
-def span_ns(seconds: float) -> int:
-    """A duration as ns, clamped to [0, MAX_SPAN_NS] (NaN counts as 0), as atomics.h does."""
-    ns = seconds * 1e9 + 0.5
-    if not ns > 0.0:
-        return 0
-    if ns >= float(MAX_SPAN_NS):
-        return MAX_SPAN_NS
-    return int(ns)
 
 
 def _sum_ns(value: float) -> int:
@@ -206,50 +197,31 @@ class Segment:
                 "prefix_entries": 0}   # one lock: no writer is ever left holding an entry
 
     def admission(self, deployment):
-        if not 0 <= deployment < len(self._st.admissions):
-            raise IndexError("deployment index out of range")
-        return self._st.admissions[deployment]
+        return item(self._st.admissions, deployment, "deployment")
 
     def replicas(self, deployment):
-        if not 0 <= deployment < len(self._st.replicas):
-            raise IndexError("deployment index out of range")
-        return self._st.replicas[deployment]
+        return item(self._st.replicas, deployment, "deployment")
 
     def prefix(self, deployment):
-        if not 0 <= deployment < len(self._st.prefix):
-            raise IndexError("deployment index out of range")
-        return self._st.prefix[deployment]
+        return item(self._st.prefix, deployment, "deployment")
 
     def bucket(self, index):
-        if not 0 <= index < len(self._st.buckets):
-            raise IndexError("token bucket index out of range")
-        return self._st.buckets[index]
+        return item(self._st.buckets, index, "token bucket")
 
     def key_concurrency(self, key):
-        if not 0 <= key < len(self._st.key_concurrency):
-            raise IndexError("key index out of range")
-        return self._st.key_concurrency[key]
+        return item(self._st.key_concurrency, key, "key")
 
     def key_spend(self, key):
-        if not 0 <= key < len(self._st.key_spend):
-            raise IndexError("key index out of range")
-        return self._st.key_spend[key]
+        return item(self._st.key_spend, key, "key")
 
     def lease(self, index):
-        if not 0 <= index < len(self._st.leases):
-            raise IndexError("lease index out of range")
-        return self._st.leases[index]
+        return item(self._st.leases, index, "lease")
 
     def take_all(self, ids, amounts):
         return take_all(self._st, self._st.buckets, ids, amounts)
 
     def breaker(self, deployment, replica):
-        if not 0 <= deployment < len(self._st.breakers):
-            raise IndexError("deployment index out of range")
-        reps = self._st.breakers[deployment]
-        if not 0 <= replica < len(reps):
-            raise IndexError("replica index out of range")
-        return reps[replica]
+        return item(item(self._st.breakers, deployment, "deployment"), replica, "replica")
 
 
 def _check_worker(st, worker):
