@@ -113,7 +113,7 @@ class HostState:
         segment = shm.Segment.create(f"fastinfer-{os.getpid()}-{secrets.token_hex(4)}", layout)
         segment.unlink()
         wake_fds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(n_workers)]
-        return cls(segment, metrics_layout, wake_fds, index)
+        return cls(segment=segment, metrics_layout=metrics_layout, wake_fds=wake_fds, index=index)
 
     def reclaim(self, worker: int) -> dict:
         """Give back what a dead worker held: slots, queue tickets, breaker probes, key slots,

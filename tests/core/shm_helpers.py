@@ -8,6 +8,8 @@ import time
 import traceback
 import uuid
 
+import pytest
+
 
 def segment_name(prefix: str) -> str:
     """A segment name no other test, worker or concurrent run uses."""
@@ -121,3 +123,23 @@ def _answer(run, seg, op):
         return run(seg, op)
     except Exception as e:        # same error type on both sides
         return type(e).__name__
+
+
+# ---------------------------------------------------------------- fixtures
+# (import them into a test module -- ``from shm_helpers import impl, segments`` -- rather than
+# from a tests/core/conftest.py, which would shadow tests/conftest.py for ``from conftest import``)
+@pytest.fixture(params=["compiled", "ref"])
+def impl(request):
+    """The compiled core, then its pure-Python reference: a test that uses it runs on both."""
+    from fastinfer._core import shm as compiled
+    from fastinfer._core.ref import shm as reference
+    return compiled if request.param == "compiled" else reference
+
+
+@pytest.fixture
+def segments(impl):
+    """Makes segments of ``impl`` (``segments(n_workers, deployments, ..., **layout)``) and
+    removes every one of them after the test."""
+    maker = SegmentMaker(impl, "fi-core")
+    yield maker
+    maker.cleanup()

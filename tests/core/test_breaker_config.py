@@ -9,7 +9,10 @@ import pytest
 from fastinfer._core.constants import CLOSED, HALF_OPEN, MAX_SPAN_NS, OPEN, PROBE, REJECTED
 from fastinfer.breaker import DeploymentBreakers
 from fastinfer.config import parse_config
+import shm_helpers
 from shm_helpers import T0
+
+impl, segments = shm_helpers.impl, shm_helpers.segments   # fixtures: both implementations
 
 S = 10**9
 

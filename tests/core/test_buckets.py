@@ -10,7 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastinfer._core import shm as compiled
+import shm_helpers
 from shm_helpers import T0, SegmentMaker, fork, replay, wait_all
+
+impl, segments = shm_helpers.impl, shm_helpers.segments   # fixtures: both implementations
 
 S = 10**9
 

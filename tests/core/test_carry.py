@@ -10,7 +10,10 @@ import pytest
 
 from fastinfer._core.carry import StateMap, carry_state
 from fastinfer._core.constants import CLOSED, HALF_OPEN, OPEN, SESSION_NONE, SESSION_OPEN
+import shm_helpers
 from shm_helpers import T0
+
+impl, segments = shm_helpers.impl, shm_helpers.segments   # fixtures: both implementations
 
 S = 10**9
 BOUNDS = (0.1, 1.0)

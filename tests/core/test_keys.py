@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 
 from fastinfer._core import shm as compiled
 from fastinfer._core.constants import MAX_PERIOD, MAX_SPEND
+import shm_helpers
 from shm_helpers import SegmentMaker, fork, gave_back, replay, wait_all
+
+impl, segments = shm_helpers.impl, shm_helpers.segments   # fixtures: both implementations
 
 
 @pytest.fixture

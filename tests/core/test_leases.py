@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 
 from fastinfer._core import shm as compiled
 from fastinfer._core.constants import LEASE_HEALTH_PROBER, LEASE_SESSION_REAPER, N_LEASES
+import shm_helpers
 from shm_helpers import T0, SegmentMaker, fork, gave_back, replay, wait_all
+
+impl, segments = shm_helpers.impl, shm_helpers.segments   # fixtures: both implementations
 
 MS = 10**6
 

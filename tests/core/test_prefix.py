@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 
 from fastinfer._core import shm as compiled
 from fastinfer._core.ref._arith import mix64
+import shm_helpers
 from shm_helpers import T0, SegmentMaker, fork, gave_back, replay, wait_all
+
+impl, segments = shm_helpers.impl, shm_helpers.segments   # fixtures: both implementations
 
 
 def u64(*hashes):

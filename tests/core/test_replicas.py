@@ -14,7 +14,10 @@ from fastinfer._core import shm as compiled
 from fastinfer._core.constants import (
     LATENCY, LEAST_LOADED, MAX_REPLICAS, NO_REPLICA, POWER_OF_TWO, ROUND_ROBIN, ROUTING_POLICIES,
 )
+import shm_helpers
 from shm_helpers import SegmentMaker, fork, gave_back, replay, wait_all
+
+impl, segments = shm_helpers.impl, shm_helpers.segments   # fixtures: both implementations
 
 
 @pytest.fixture

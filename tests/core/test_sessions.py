@@ -15,7 +15,10 @@ from hypothesis import strategies as st
 
 from fastinfer._core import shm as compiled
 from fastinfer._core.constants import SESSION_CLOSING, SESSION_NONE, SESSION_OPEN, SESSION_OPENING
+import shm_helpers
 from shm_helpers import T0, SegmentMaker, fork, replay, wait_all
+
+impl, segments = shm_helpers.impl, shm_helpers.segments   # fixtures: both implementations
 
 S = 10**9
 

@@ -12,7 +12,10 @@ import pytest
 
 from fastinfer._core import shm as compiled
 from fastinfer._core.ref import shm as reference
+import shm_helpers
 from shm_helpers import gave_back, segment_name
+
+impl, segments = shm_helpers.impl, shm_helpers.segments   # fixtures: both implementations
 
 CRIT, HIGH, NORM, BG = 0, 1, 2, 3
 
