@@ -83,7 +83,7 @@ def test_bench_bucket_take_refund(benchmark, segs):
 
 def test_bench_take_all(benchmark, segs):
     """A request under a key RPM and a key TPM limit: two buckets, all or none."""
-    assert measure(benchmark, segs, "take_all (2 buckets)", "s.take_all((0, 1), (1, 700))",
+    assert measure(benchmark, segs, "take_all (2 buckets)", "s.take_all((0, 1), (1, 70))",
                    lambda s: {"s": s}) == (True, 0.0)
 
 
