@@ -1,6 +1,7 @@
 """Lifecycle of the compiled segment: /dev/shm entry, attach validation,
 double create, close/unlink idempotence, layout round trip."""
 import os
+import pickle
 import struct
 
 import pytest
@@ -159,6 +160,7 @@ def test_every_region_round_trips_through_attach(full):
     seg = full
     other = shm.Segment.attach(seg.name)
     assert other.layout == FULL and other.nbytes == seg.nbytes
+    assert pickle.loads(pickle.dumps(FULL)) == FULL and hash(other.layout) == hash(FULL)
     assert other.breaker(0, 1).config == (3, 1.5, 20.0, 2) and other.replicas(0).weight(1) == 5
     seg.bucket(0).take(7)
     seg.key_concurrency(2).try_acquire(1)
