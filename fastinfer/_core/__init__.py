@@ -1,8 +1,12 @@
 """The compiled core: what runs per request or per streamed chunk.
 
 Owns: the SSE parser and writer (``sse``), and the host-wide shared-memory
-structures with atomic counters (``shm``: segment, admission slots and priority
-queue, circuit breakers, metric counters and histograms).
+structures (``shm``: segment, admission slots and priority queue, circuit
+breakers, metric counters and histograms, token buckets, gateway keys'
+concurrency and spend, host leases, replica load, the session affinity table,
+prefix indexes), their named constants (``constants``), their ``Layout``, the
+records they return (``records``) and carrying their state across a reload
+(``carry``). docs/architecture-core.md describes every region.
 
 Must not touch: configuration, HTTP, asyncio policy. Callers hand in plain
 integers and bytes; policy lives in the Python packages around it.

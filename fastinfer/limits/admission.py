@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 
+from .._core.constants import GRANTED_NOW, QUEUE_FULL
 from ..errors import Overloaded
-
-_GRANTED_NOW = -2
-_QUEUE_FULL = -1
 
 
 class CapacityExhausted(Overloaded):
@@ -72,9 +70,9 @@ class AdmissionControl:
             raise CapacityExhausted("All capacity of this deployment is in use.", "capacity",
                                     fallback=policy == "fallback")
         ticket = admission.enqueue(self.worker, priority)
-        if ticket == _GRANTED_NOW:
+        if ticket == GRANTED_NOW:
             return
-        if ticket == _QUEUE_FULL:
+        if ticket == QUEUE_FULL:
             raise CapacityExhausted("The deployment's queue is full.", "queue_full")
         future = asyncio.get_running_loop().create_future()
         waiting = self._waiting[index]

@@ -1,10 +1,18 @@
 """The host-wide state the supervisor creates before any worker starts.
 
-One shared-memory segment sized from the config (admission slots and queues,
-breakers, metric counters and histograms) and one eventfd per worker slot to
-wake that worker when another process hands it a slot. The segment's name is
-unlinked as soon as it is mapped: forked workers inherit the mapping, so
-nothing can be left in /dev/shm, even if the supervisor is killed.
+One shared-memory segment sized and configured from the config (admission slots
+and queues, breakers, metric counters and histograms, token buckets, gateway
+keys, replica load, the session table, prefix indexes, host leases) and one
+eventfd per worker slot to wake that worker when another process hands it a
+slot. The segment's name is unlinked as soon as it is mapped: forked workers
+inherit the mapping, so nothing can be left in /dev/shm, even if the supervisor
+is killed.
+
+``HostIndex`` is the map from the config's names to the segment's indices:
+callers find their structures through it (``host.index.buckets[("key", name,
+"requests")]``), and a reload carries state from one segment to the next by
+matching names, so deployments, replicas and keys may be added, removed or
+reordered by the new config.
 """
 from __future__ import annotations
 
@@ -13,8 +21,82 @@ import secrets
 from dataclasses import dataclass, field
 
 from .._core import shm
+from .._core.carry import Carried, StateMap, carry_state
 from ..config import Config
 from ..metrics import BUCKETS, MetricsLayout
+
+DEFAULT_MAX_SESSIONS = 65_536      # the contract's server.max_sessions default
+PREFIX_INDEX_ENTRIES = 65_536      # per deployment routed by prefix (32 bytes each)
+
+# a token bucket's name: (scope "key" | "deployment", key or deployment name, kind "requests" | "tokens"),
+# the labels of fastinfer_ratelimit_remaining{scope,name,kind}
+BucketName = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class HostIndex:
+    """The config's names -> the segment's indices (one per segment, the same in every worker)."""
+
+    deployments: dict[str, int] = field(default_factory=dict)
+    replicas: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)   # (dep, replica)
+    keys: dict[str, int] = field(default_factory=dict)
+    buckets: dict[BucketName, int] = field(default_factory=dict)
+
+    def state_map(self, old: "HostIndex") -> StateMap:
+        """old index -> this index, for every name both have."""
+        def common(mine: dict, theirs: dict) -> dict:
+            return {theirs[name]: mine[name] for name in theirs if name in mine}
+        return StateMap(deployments=common(self.deployments, old.deployments),
+                        replicas=common(self.replicas, old.replicas),
+                        buckets=common(self.buckets, old.buckets),
+                        keys=common(self.keys, old.keys))
+
+
+def plan(config: Config, n_workers: int, metrics_layout: MetricsLayout) -> tuple["shm.Layout", HostIndex]:
+    """The segment's Layout for ``config``, and the index of its names.
+
+    Token buckets: a key's ``rpm`` / ``tpm`` and a deployment's ``rate_limit.rpm`` / ``tpm``,
+    each refilled at its per-minute rate, holding a minute's worth -- or, for a deployment's
+    requests, ``rate_limit.burst`` when the config has one.
+    """
+    deployments = config.deployments
+    buckets: dict[BucketName, int] = {}
+    bucket_specs: list[tuple[float, int]] = []
+
+    def bucket(name: BucketName, per_minute: int | None, burst: int | None = None) -> None:
+        if per_minute:
+            buckets[name] = len(bucket_specs)
+            bucket_specs.append((float(per_minute), int(burst or per_minute)))
+
+    for k in config.keys:
+        bucket(("key", k.name, "requests"), k.rpm)
+        bucket(("key", k.name, "tokens"), k.tpm)
+    for d in deployments:
+        bucket(("deployment", d.name, "requests"), d.rate_limit.rpm, getattr(d.rate_limit, "burst", None))
+        bucket(("deployment", d.name, "tokens"), d.rate_limit.tpm)
+    layout = shm.Layout(
+        n_workers,
+        [(d.max_concurrency, d.queue_capacity, len(d.replicas)) for d in deployments],
+        metrics_layout.n_counters, metrics_layout.n_histograms, BUCKETS,
+        breakers=[_breaker_config(d) for d in deployments],
+        replica_weights=[[r.weight for r in d.replicas] for d in deployments],
+        prefix_capacity=[PREFIX_INDEX_ENTRIES if d.routing == "prefix" else 0 for d in deployments],
+        token_buckets=bucket_specs,
+        key_max_concurrency=[getattr(k, "max_concurrency", None) or 0 for k in config.keys],
+        max_sessions=getattr(config.server, "max_sessions", DEFAULT_MAX_SESSIONS),
+    )
+    index = HostIndex(
+        deployments={d.name: i for i, d in enumerate(deployments)},
+        replicas={(d.name, r.name): (i, j) for i, d in enumerate(deployments) for j, r in enumerate(d.replicas)},
+        keys={k.name: i for i, k in enumerate(config.keys)},
+        buckets=buckets,
+    )
+    return layout, index
+
+
+def _breaker_config(deployment) -> tuple:
+    cb = deployment.circuit_breaker
+    return (cb.failure_threshold, cb.open_s, cb.max_open_s, cb.half_open_probes)
 
 
 @dataclass
@@ -24,22 +106,20 @@ class HostState:
     wake_fds: list[int]
     # keys the admin-auth throttle's hash of client addresses; made before the fork, so shared
     auth_salt: bytes = field(default_factory=lambda: secrets.token_bytes(16))
+    index: HostIndex = field(default_factory=HostIndex)
 
     @classmethod
     def create(cls, config: Config, n_workers: int) -> "HostState":
         metrics_layout = MetricsLayout(config)
-        layout = shm.Layout(
-            n_workers,
-            [(d.max_concurrency, d.queue_capacity, len(d.replicas)) for d in config.deployments],
-            metrics_layout.n_counters, metrics_layout.n_histograms, BUCKETS,
-        )
+        layout, index = plan(config, n_workers, metrics_layout)
         segment = shm.Segment.create(f"fastinfer-{os.getpid()}-{secrets.token_hex(4)}", layout)
         segment.unlink()
         wake_fds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(n_workers)]
-        return cls(segment, metrics_layout, wake_fds)
+        return cls(segment=segment, metrics_layout=metrics_layout, wake_fds=wake_fds, index=index)
 
     def reclaim(self, worker: int) -> dict:
-        """Give back what a dead worker held: slots, queue tickets, breaker probes."""
+        """Give back what a dead worker held: slots, queue tickets, breaker probes, key slots,
+        replica in-flight counts, leases and prefix entries it was writing."""
         reclaimed = self.segment.reclaim_worker(worker)
         try:
             os.eventfd_read(self.wake_fds[worker])  # a wake meant for the dead worker
@@ -47,18 +127,21 @@ class HostState:
             pass
         return reclaimed
 
-    def carry_counters_from(self, old: "HostState", since=None):
-        """Add the counters ``old`` gathered (since the ``since`` snapshot) to the series both
-        configs share, so totals survive a reload. Returns the snapshot taken now: at the
-        end of the old generation's drain, call again with it to carry what the drain counted."""
-        values = old.segment.counters.snapshot()
-        delta = values if since is None else values - since
-        new_index = self.metrics_layout.counter_index
-        for key, i in old.metrics_layout.counter_index.items():
-            j = new_index.get(key)
-            if j is not None and not key[0].startswith("_") and delta[i]:
-                self.segment.counters.add(j, int(delta[i]))
-        return values
+    def carry_state_from(self, old: "HostState", since: Carried | None = None) -> Carried:
+        """Carry ``old``'s state into this (newer) host state by name: counters, histograms,
+        bucket levels, spend, circuit states and open times, replica health, session bindings
+        and prefix entries. Returns what it carried: at the end of the old generation's drain,
+        call again with it to add what the drain counted, spent and consumed."""
+        m = self.index.state_map(old.index)
+        new_counters, new_histograms = self.metrics_layout.counter_index, self.metrics_layout.histogram_index
+        m.counters = {i: new_counters[key] for key, i in old.metrics_layout.counter_index.items()
+                      if key in new_counters and not key[0].startswith("_")}   # "_": control words
+        m.histograms = {i: new_histograms[key] for key, i in old.metrics_layout.histogram_index.items()
+                        if key in new_histograms}
+        return carry_state(old.segment, self.segment, m, since)
+
+    # the supervisor's name for it, from when only counters were carried
+    carry_counters_from = carry_state_from
 
     def count_reload(self) -> None:
         """A reload gives every deployment fresh sessions: count it once per deployment."""

@@ -7,8 +7,10 @@ SIGTERM/SIGINT forwards the drain to every worker, waits for them within the
 grace period (then kills stragglers) and removes what it created. On SIGHUP
 (or ``POST /admin/reload``, which a worker turns into a SIGHUP) it re-reads
 the config and rolls: a new generation of workers with their own host state
-starts on the same socket, then the old generation drains. Counters carry
-over; histograms and circuit states start afresh with the new generation.
+starts on the same socket, then the old generation drains. The host's state
+(counters, histograms, circuit states, bucket levels, spend, session bindings)
+carries over by name (``HostState.carry_counters_from``), at the roll and again
+with what the old generation did while it drained.
 """
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ N_WORKERS = 3
 DEPLOYMENTS = [(2, 3, 2), (1, 2, 1)]      # (max_concurrency, queue_capacity, n_replicas)
 BREAKERS = [(0, 0), (0, 1), (1, 0)]
 BOUNDS = [0.1, 0.5, 1.0]
+BREAKER_CONFIG = [(2, 0.5, 2.0, 1), (1, 0.25, 1.0, 2)]     # per deployment, from the Layout
+T0 = 10**15                               # both segments run on the same test clock
 
 w_ = st.sampled_from([0, 0, 1, 1, 2, 2, N_WORKERS])   # N_WORKERS is out of range on purpose
 d_ = st.integers(0, len(DEPLOYMENTS) - 1)
@@ -33,7 +35,8 @@ ops = st.one_of(
     st.tuples(st.just("b_success"), b_, w_, st.booleans()),
     st.tuples(st.just("b_failure"), b_, w_, st.booleans()),
     st.tuples(st.just("b_release_probe"), b_, w_),
-    st.tuples(st.just("b_force"), b_, st.sampled_from([0.0, 1000.0])),
+    st.tuples(st.just("b_force"), b_, st.sampled_from([0.0, 0.3, 1000.0, 1e300, float("inf"), -1.0])),
+    st.tuples(st.just("tick"), st.sampled_from([1, 100, 250, 600, 2500])),   # ms
     st.tuples(st.just("b_reset"), b_),
     st.tuples(st.just("b_configure"), b_, st.integers(1, 3), st.sampled_from([0.0, 1000.0]),
               st.sampled_from([1000.0, 3000.0]), st.integers(1, 2)),
@@ -48,7 +51,10 @@ class Harness:
     def __init__(self, impl):
         self.impl = impl
         self.seg = impl.Segment.create(segment_name("fi-hyp"),
-                                       impl.Layout(N_WORKERS, DEPLOYMENTS, 3, 2, BOUNDS))
+                                       impl.Layout(N_WORKERS, DEPLOYMENTS, 3, 2, BOUNDS,
+                                                   breakers=BREAKER_CONFIG))
+        self.now = T0
+        self.seg.set_test_clock(self.now)
         self.pipes = []
         for w in range(N_WORKERS):
             r, wr = os.pipe()
@@ -98,6 +104,9 @@ class Harness:
             return seg.admission(args[0]).release(args[1])
         if kind == "reclaim":
             return seg.reclaim_worker(args[0])
+        if kind == "tick":
+            self.now += args[0] * 1_000_000
+            return seg.set_test_clock(self.now)
         if kind.startswith("b_"):
             b = seg.breaker(*BREAKERS[args[0]])
             rest = args[1:]
@@ -130,7 +139,7 @@ class Harness:
         for d, r in BREAKERS:
             b = seg.breaker(d, r)
             brk.append((b.state, b.transitions, b.consecutive_failures, b.probes_in_flight,
-                        b.retry_after_s > 0))
+                        b.retry_after_s, b.config))
         return {
             "admission": adm,
             "breakers": brk,

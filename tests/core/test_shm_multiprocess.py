@@ -1,6 +1,7 @@
 """The compiled shared-memory core across REAL processes (os.fork): slots are
 never over-granted, waiters are woken through their eventfd (no polling),
-priority order holds host-wide, a SIGKILLed worker's slots / tickets / probes
+priority order holds host-wide, a SIGKILLed worker's slots / tickets / probes (and its
+key slots, replica in-flight counts and leases)
 come back through reclaim_worker, a lock holder's death is survived (robust
 mutex), and concurrent counters are exact.
 
@@ -11,12 +12,11 @@ import random
 import select
 import signal
 import time
-import traceback
 
 import pytest
 
 from fastinfer._core import shm
-from shm_helpers import SegmentMaker
+from shm_helpers import SegmentMaker, fork, gave_back, wait_all
 
 CRIT, HIGH, NORM, BG = 0, 1, 2, 3
 WAIT_S = 10.0
@@ -27,44 +27,6 @@ def make():
     maker = SegmentMaker(shm, "fi-mp")
     yield functools.partial(maker, n_counters=8, n_histograms=1, bounds=(0.001, 0.01, 0.1))
     maker.cleanup()
-
-
-def fork(fn, *args):
-    """Run fn(*args) in a child; exit status 0 on success, 1 on exception."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            fn(*args)
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return pid
-
-
-def wait_all(pids, timeout=60.0):
-    """Exit codes of pids; kills (and fails on) stragglers."""
-    deadline = time.monotonic() + timeout
-    codes = {}
-    while len(codes) < len(pids):
-        for pid in pids:
-            if pid in codes:
-                continue
-            got, status = os.waitpid(pid, os.WNOHANG)
-            if got:
-                codes[pid] = os.waitstatus_to_exitcode(status)
-        if len(codes) < len(pids):
-            if time.monotonic() > deadline:
-                for pid in pids:
-                    if pid not in codes:
-                        os.kill(pid, signal.SIGKILL)
-                        os.waitpid(pid, 0)
-                        codes[pid] = "timeout"
-                break
-            time.sleep(0.005)
-    return [codes[p] for p in pids]
 
 
 def wait_for_grant(adm, worker, efd, ticket):
@@ -255,7 +217,7 @@ def test_sigkilled_worker_is_reclaimed(make):
         assert wait_all([doomed], 10) == [-signal.SIGKILL]
         assert a.queue_depth == 4                           # nothing moves by itself...
         got = seg.reclaim_worker(1)                         # ... until the supervisor reclaims
-        assert got == {"slots": 2, "tickets": 2, "probes": 1}
+        assert gave_back(got, slots=2, tickets=2, probes=1)
 
         # the two freed slots went to the two remaining waiters, best first
         assert select.select([res_r], [], [], WAIT_S)[0] and os.read(res_r, 1) == b"G"
@@ -272,6 +234,47 @@ def test_sigkilled_worker_is_reclaimed(make):
         assert b.state == 0
     finally:
         close_all(efds + [ready_r, ready_w, res_r, res_w])
+
+
+def _doomed_holder(seg, w, ready_w):
+    """Holds one of everything a worker can hold, then waits to be killed."""
+    assert seg.admission(0).try_acquire(w)
+    k = seg.key_concurrency(0)
+    assert k.try_acquire(w) and k.try_acquire(w)
+    assert seg.key_concurrency(1).try_acquire(w)
+    r = seg.replicas(0)
+    assert r.pick_and_start(w, 1) >= 0 and r.pick_and_start(w, 1) >= 0
+    r.start(w, 2)
+    assert seg.lease(0).try_hold(w, 3600.0) and seg.lease(3).try_hold(w, 3600.0)
+    os.write(ready_w, b"r")
+    time.sleep(60)
+
+
+def test_sigkilled_worker_gives_back_keys_replica_load_and_leases(make):
+    seg = make(3, [(4, 4, 3)], key_max_concurrency=[2, 0])
+    k0, k1, r = seg.key_concurrency(0), seg.key_concurrency(1), seg.replicas(0)
+    assert k1.try_acquire(0)                                # the survivors' holdings
+    r.start(2, 1)
+    assert seg.lease(1).try_hold(2, 3600.0)
+    ready_r, ready_w = os.pipe()
+    try:
+        doomed = fork(_doomed_holder, seg, 1, ready_w)
+        assert select.select([ready_r], [], [], WAIT_S)[0] and os.read(ready_r, 1) == b"r"
+        os.kill(doomed, signal.SIGKILL)
+        assert wait_all([doomed], 10) == [-signal.SIGKILL]
+    finally:
+        close_all([ready_r, ready_w])
+    assert not k0.try_acquire(0)                            # its key is still full ...
+    assert not seg.lease(0).try_hold(0, 1.0)                # ... its lease still held
+    assert sum(r.in_flight(i) for i in range(3)) == 4
+    got = seg.reclaim_worker(1)
+    assert gave_back(got, slots=1, key_slots=3, replica_in_flight=3, leases=2)
+    assert (k0.in_flight, k1.in_flight) == (0, 1) and k1.held_by(0) == 1
+    assert [r.in_flight(i) for i in range(3)] == [0, 1, 0] and r.held_by(2, 1) == 1
+    assert seg.lease(1).holder == 2                         # another worker's lease is untouched
+    assert seg.lease(0).try_hold(0, 1.0) and seg.lease(3).holder == -1
+    assert k0.try_acquire(0) and k0.try_acquire(2) and not k0.try_acquire(2)
+    assert seg.admission(0).in_flight == 0
 
 
 def _die_holding_lock(seg, corrupt):
@@ -296,6 +299,34 @@ def test_lock_holder_death_is_survived_robust_mutex(make):
     assert wait_all([fork(_die_holding_lock, seg, False)], 10) == [-signal.SIGKILL]
     assert a.enqueue(1, NORM) == shm.GRANTED_NOW
     assert a.release(1) == -1 and a.in_flight == 0
+
+
+def test_a_failed_repair_never_leaves_the_mutex_held(make):
+    """_lock used to raise with the mutex held when the repair after EOWNERDEAD failed:
+    every later call on the deployment then hung. Now the repair failure is raised with
+    the mutex released and the structure still marked dirty, and the next call repairs."""
+    seg = make(3, [(1, 4, 0)])
+    a = seg.admission(0)
+    assert a.try_acquire(0)
+    t = a.enqueue(2, NORM)
+    assert wait_all([fork(_die_holding_lock, seg, True)], 10) == [-signal.SIGKILL]
+    shm._inject_repair_failures(1)
+    with pytest.raises(RuntimeError, match="injected repair failure"):
+        a.release(0)
+    assert not a._debug_is_locked()
+    assert a.held_by(0) == 1 and a.in_flight == 1           # not released: worker 0 still owns it
+    assert wait_all([fork(_enqueue_in_child, seg)], 10) == [0]   # another process can lock ...
+    # ... and repaired it: the phantom waiter is gone; the real one and the child's wait
+    assert a.queue_depth == 2 and a.queue_depth_by_priority() == (0, 0, 2, 0)
+    assert a.release(0) == 2
+    assert a.take_granted(2) == [t]
+    assert a.release(2) == 1
+    assert len(a.take_granted(1)) == 1 and a.release(1) == -1
+    assert a.in_flight == 0 and a.queue_depth == 0
+
+
+def _enqueue_in_child(seg):
+    assert seg.admission(0).enqueue(1, NORM) >= 0
 
 
 # ---------------------------------------------------------------- breaker across processes

@@ -1,6 +1,7 @@
 """Lifecycle of the compiled segment: /dev/shm entry, attach validation,
 double create, close/unlink idempotence, layout round trip."""
 import os
+import pickle
 import struct
 
 import pytest
@@ -9,6 +10,10 @@ from fastinfer._core import shm
 from shm_helpers import segment_name
 
 LAYOUT = shm.Layout(3, [(4, 16, 2), (1, 0, 1)], 5, 2, [0.01, 0.1, 1.0])
+FULL = shm.Layout(3, [(4, 16, 2), (1, 0, 1)], 5, 2, [0.01, 0.1, 1.0],
+                  breakers=[(3, 1.5, 20.0, 2), (1, 0.5, 0.5, 1)], replica_weights=[[2, 5], [1]],
+                  prefix_capacity=[100, 0], token_buckets=[(500.0, 50), (250_000.0, 300_000)],
+                  key_max_concurrency=[16, 0, 3], max_sessions=1000)
 
 
 @pytest.fixture
@@ -45,15 +50,27 @@ def test_create_attach_unlink(name):
 
 
 def test_closed_segment_objects_raise(name):
-    seg = shm.Segment.create(name, LAYOUT)
+    seg = shm.Segment.create(name, FULL)
     a, b, c, h = seg.admission(0), seg.breaker(0, 1), seg.counters, seg.histograms
+    tb, kc, ks, lease = seg.bucket(1), seg.key_concurrency(0), seg.key_spend(0), seg.lease(0)
+    rl, t, p = seg.replicas(0), seg.sessions, seg.prefix(0)
     seg.unlink()
     seg.close()
     for call in (lambda: a.try_acquire(0), lambda: a.release(0), lambda: a.in_flight,
-                 lambda: b.check(0), lambda: b.state, lambda: c.add(0), lambda: c.snapshot(),
-                 lambda: h.observe(0, 1.0), lambda: seg.admission(0), lambda: seg.reclaim_worker(0)):
+                 lambda: b.check(0), lambda: b.state, lambda: b.export(), lambda: c.add(0),
+                 lambda: c.snapshot(), lambda: h.observe(0, 1.0), lambda: h.raw(0),
+                 lambda: seg.admission(0), lambda: seg.reclaim_worker(0),
+                 lambda: tb.take(1), lambda: tb.available(), lambda: seg.take_all([0], [1]),
+                 lambda: kc.try_acquire(0), lambda: kc.in_flight, lambda: ks.add(1, 1),
+                 lambda: lease.try_hold(0, 1.0), lambda: lease.holder,
+                 lambda: rl.pick_and_start(0, 1), lambda: rl.finish(0, 0), lambda: rl.healthy_mask,
+                 lambda: t.touch(b"k" * 16), lambda: t.expire(), lambda: t.occupancy,
+                 lambda: p.match(b""), lambda: p.insert(0, b"", 0), lambda: p.occupancy,
+                 lambda: seg.set_test_clock(1)):
         with pytest.raises(shm.SegmentError, match="closed"):
             call()
+    # configuration stays readable: it was copied when the objects were made
+    assert (tb.capacity, tb.per_minute, kc.limit, t.max_sessions, p.capacity) == (300_000, 250_000.0, 16, 1000, 104)
 
 
 def test_double_create_fails_cleanly(name):
@@ -129,6 +146,56 @@ def test_out_of_range_indices(name):
     finally:
         seg.unlink()
         seg.close()
+
+
+@pytest.fixture
+def full(name):
+    seg = shm.Segment.create(name, FULL)
+    yield seg
+    seg.unlink()
+    seg.close()
+
+
+def test_every_region_round_trips_through_attach(full):
+    seg = full
+    other = shm.Segment.attach(seg.name)
+    assert other.layout == FULL and other.nbytes == seg.nbytes
+    assert pickle.loads(pickle.dumps(FULL)) == FULL and hash(other.layout) == hash(FULL)
+    assert other.breaker(0, 1).config == (3, 1.5, 20.0, 2) and other.replicas(0).weight(1) == 5
+    seg.bucket(0).take(7)
+    seg.key_concurrency(2).try_acquire(1)
+    seg.sessions.bind(b"k" * 16, 1, 0, 60.0)
+    seg.prefix(0).insert(0, b"\x01" * 8, 1)
+    seg.lease(2).try_hold(1, 60.0)
+    assert other.bucket(0).available() < 44 and other.key_concurrency(2).in_flight == 1
+    assert other.sessions.touch(b"k" * 16) == 0 and other.prefix(0).match(b"\x01" * 8) == [0, 1]
+    assert other.lease(2).holder == 1
+    other.close()
+
+
+def test_regions_do_not_overlap(full):
+    """Filling every region to the brim leaves every other one as it was."""
+    seg = full
+    seg.set_test_clock(10**15)
+    for i in range(5):
+        seg.counters.set(i, -1)
+    for k in range(3):
+        seg.key_spend(k).restore(65535, 2**48 - 1)
+    for i in range(2):
+        seg.bucket(i).charge(10**9)
+    for j in range(2000):
+        seg.sessions.bind(j.to_bytes(16, "little"), j % 2, 0, 1e9)
+    seg.prefix(0).insert(0, b"".join(j.to_bytes(8, "little") for j in range(500)), 1)
+    for lease in range(8):
+        assert seg.lease(lease).try_hold(2, 1e9)
+    assert seg.counters.snapshot().tolist() == [-1] * 5
+    assert [seg.key_spend(k).export() for k in range(3)] == [(65535, 2**48 - 1)] * 3
+    assert seg.breaker(0, 0).state == shm.CLOSED and seg.breaker(1, 0).config == (1, 0.5, 0.5, 1)
+    assert seg.admission(0).counts() == (0, 0) and seg.admission(1).max_concurrency == 1
+    assert seg.replicas(0).healthy_mask == 0b11 and seg.replicas(0).in_flight(1) == 0
+    assert seg.sessions._debug_check() == [] and seg.prefix(0).occupancy == 104
+    assert seg.prefix(1).capacity == 0 and seg.layout == FULL
+    assert shm.Segment.attach(seg.name).layout == FULL
 
 
 def test_large_layout(name):

@@ -12,23 +12,18 @@ import pytest
 
 from fastinfer._core import shm as compiled
 from fastinfer._core.ref import shm as reference
-from shm_helpers import SegmentMaker, segment_name
+import shm_helpers
+from shm_helpers import gave_back, segment_name
 
-IMPLS = [pytest.param(compiled, id="compiled"), pytest.param(reference, id="ref")]
+impl, segments = shm_helpers.impl, shm_helpers.segments   # fixtures: both implementations
+
 CRIT, HIGH, NORM, BG = 0, 1, 2, 3
 
 
-@pytest.fixture(params=IMPLS)
-def impl(request):
-    return request.param
-
-
 @pytest.fixture
-def make(impl):
-    maker = SegmentMaker(impl, "fi-test")
-    yield functools.partial(maker, n_workers=4, deployments=((2, 8, 2),), n_counters=4,
-                            n_histograms=2, bounds=(0.1, 0.5, 1.0))
-    maker.cleanup()
+def make(segments):
+    return functools.partial(segments, n_workers=4, deployments=((2, 8, 2),), n_counters=4,
+                             n_histograms=2, bounds=(0.1, 0.5, 1.0))
 
 
 def readable(fd, timeout=0.0):
@@ -233,7 +228,7 @@ def test_reclaim_worker_single_process(make):
     assert a.queue_depth == 2 and a.in_flight == 2
     got = seg.reclaim_worker(1)
     # slots: 1 held + 1 granted-untaken in dep 0, 1 in dep 1; tickets: 1 granted + 1 waiting
-    assert got == {"slots": 3, "tickets": 2, "probes": 1}
+    assert gave_back(got, slots=3, tickets=2, probes=1)
     assert a.take_granted(2) == [t_other]
     assert a.in_flight == 1 and a.queue_depth == 0 and a.held_by(1) == 0
     assert a2.in_flight == 0
@@ -242,7 +237,7 @@ def test_reclaim_worker_single_process(make):
     with pytest.raises(ValueError):
         a.cancel(t_dead_granted)
     assert b.probes_in_flight == 0
-    assert seg.reclaim_worker(1) == {"slots": 0, "tickets": 0, "probes": 0}
+    assert gave_back(seg.reclaim_worker(1))
 
 
 # ---------------------------------------------------------------- breaker

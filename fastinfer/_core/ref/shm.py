@@ -19,22 +19,29 @@ from bisect import bisect_left
 
 import numpy
 
+from ..constants import (
+    ALLOWED, BACKGROUND, CLOSED, CRITICAL, GRANTED_NOW, HALF_OPEN, HIGH, N_LEASES, NORMAL,
+    OPEN, PROBE, QUEUE_FULL, REJECTED,
+)
 from ..layout import Layout
+from ._arith import item, span_ns
+from ..records import BreakerState, SessionInfo
+from .leases import Lease
+from .limits import KeyConcurrency, KeySpend, TokenBucket, take_all
+from .prefix import PrefixIndex
+from .routing import ReplicaLoad
+from .sessions import SessionTable
 
 __all__ = [
-    "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError",
+    "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
+    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex", "BreakerState",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND",
 ]
 
-GRANTED_NOW = -2          # enqueue(): a slot was free, the caller owns it now
-QUEUE_FULL = -1           # enqueue(): queue at capacity
-CLOSED, OPEN, HALF_OPEN = 0, 1, 2          # Breaker.state
-ALLOWED, REJECTED, PROBE = 0, 1, 2         # Breaker.check()
-CRITICAL, HIGH, NORMAL, BACKGROUND = 0, 1, 2, 3
-
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 _SUM_CLAMP = 9.0e18
+_BRK_MAX_UNTIL = _I64_MAX >> 2     # what the compiled breaker's state word can hold
 
 
 class SegmentError(ValueError):
@@ -52,10 +59,6 @@ def _check_i64(v: int) -> int:
     return v
 
 
-def _ns(seconds: float) -> int:
-    return int(seconds * 1e9 + 0.5)
-
-
 def _sum_ns(value: float) -> int:
     x = value * 1e9
     if x > _SUM_CLAMP:
@@ -70,14 +73,28 @@ class _State:
         self.layout = layout
         self.lock = threading.RLock()
         self.workers = [[0, -1, False] for _ in range(layout.n_workers)]  # pid, fd, registered
+        self.test_clock_ns = 0
         self.admissions = []
         self.breakers = []
         for d, (mc, qc, nr) in enumerate(layout.deployments):
             self.admissions.append(Admission(self, d, mc, qc))
-            self.breakers.append([Breaker(self) for _ in range(nr)])
+            self.breakers.append([Breaker(self, layout.breakers[d]) for _ in range(nr)])
         self.counters = Counters(self, layout.n_counters)
         self.histograms = Histograms(self, layout.n_histograms, layout.bucket_bounds)
+        self.buckets = [TokenBucket(self, r, b) for r, b in layout.token_buckets]
+        self.key_concurrency = [KeyConcurrency(self, c) for c in layout.key_max_concurrency]
+        self.key_spend = [KeySpend(self) for _ in layout.key_max_concurrency]
+        self.leases = [Lease(self) for _ in range(N_LEASES)]
+        self.replicas = [ReplicaLoad(self, w) for w in layout.replica_weights]
+        self.sessions = SessionTable(self, layout.max_sessions, [d[2] for d in layout.deployments])
+        self.prefix = [PrefixIndex(self, cap, d[2]) for cap, d in zip(layout.prefix_capacity, layout.deployments)]
         self.closed = False
+
+    def now_ns(self) -> int:
+        return self.test_clock_ns or time.monotonic_ns()
+
+    def check_worker(self, worker):
+        _check_worker(self, worker)
 
 
 _REGISTRY: dict[str, _State] = {}
@@ -110,6 +127,7 @@ class Segment:
         self.layout = state.layout
         self.counters = state.counters
         self.histograms = state.histograms
+        self.sessions = state.sessions
 
     @staticmethod
     def create(name, layout):
@@ -141,6 +159,12 @@ class Segment:
             if _REGISTRY.get(self.name) is self._st:
                 del _REGISTRY[self.name]
 
+    def set_test_clock(self, now_ns):
+        """TESTS ONLY: read ``now_ns`` as the monotonic clock from now on; 0: the real clock."""
+        if now_ns < 0:
+            raise ValueError("now_ns must be >= 0")
+        self._st.test_clock_ns = int(now_ns)
+
     def register_worker(self, worker, pid, wake_fd):
         st = self._st
         _check_worker(st, worker)
@@ -163,22 +187,41 @@ class Segment:
                     n = b._owner.pop(worker, 0)
                     b._probes -= n
                     probes += n
+            key_slots = sum(k._reclaim(worker) for k in st.key_concurrency)
+            leases = sum(lease._reclaim(worker) for lease in st.leases)
+            replica_load = sum(r._reclaim(worker) for r in st.replicas)
             st.workers[worker][0] = 0
         _wake_fds(wake)
-        return {"slots": slots, "tickets": tickets, "probes": probes}
+        return {"slots": slots, "tickets": tickets, "probes": probes, "key_slots": key_slots,
+                "leases": leases, "replica_in_flight": replica_load,
+                "prefix_entries": 0}   # one lock: no writer is ever left holding an entry
 
     def admission(self, deployment):
-        if not 0 <= deployment < len(self._st.admissions):
-            raise IndexError("deployment index out of range")
-        return self._st.admissions[deployment]
+        return item(self._st.admissions, deployment, "deployment")
+
+    def replicas(self, deployment):
+        return item(self._st.replicas, deployment, "deployment")
+
+    def prefix(self, deployment):
+        return item(self._st.prefix, deployment, "deployment")
+
+    def bucket(self, index):
+        return item(self._st.buckets, index, "token bucket")
+
+    def key_concurrency(self, key):
+        return item(self._st.key_concurrency, key, "key")
+
+    def key_spend(self, key):
+        return item(self._st.key_spend, key, "key")
+
+    def lease(self, index):
+        return item(self._st.leases, index, "lease")
+
+    def take_all(self, ids, amounts):
+        return take_all(self._st, self._st.buckets, ids, amounts)
 
     def breaker(self, deployment, replica):
-        if not 0 <= deployment < len(self._st.breakers):
-            raise IndexError("deployment index out of range")
-        reps = self._st.breakers[deployment]
-        if not 0 <= replica < len(reps):
-            raise IndexError("replica index out of range")
-        return reps[replica]
+        return item(item(self._st.breakers, deployment, "deployment"), replica, "replica")
 
 
 def _check_worker(st, worker):
@@ -323,15 +366,16 @@ class Admission:
 
 
 class Breaker:
-    def __init__(self, st):
+    def __init__(self, st, config):
+        threshold, open_s, max_open_s, probes = config
         self._st = st
         self._lock = st.lock
         self._state = CLOSED           # CLOSED or OPEN (half-open is derived from time)
         self._until = 0
-        self._threshold = 5
-        self._open_ns = _ns(30.0)
-        self._max_open_ns = _ns(300.0)
-        self._max_probes = 1
+        self._threshold = threshold
+        self._open_ns = span_ns(open_s)
+        self._max_open_ns = span_ns(max_open_s)
+        self._max_probes = probes
         self._failures = 0
         self._probes = 0
         self._cur_open_ns = self._open_ns
@@ -346,10 +390,14 @@ class Breaker:
             raise ValueError("need 0 <= open_s <= max_open_s (finite)")
         with self._lock:
             self._threshold = int(failure_threshold)
-            self._open_ns = _ns(open_s)
-            self._max_open_ns = _ns(max_open_s)
+            self._open_ns = span_ns(open_s)
+            self._max_open_ns = span_ns(max_open_s)
             self._max_probes = int(half_open_probes)
-            self._cur_open_ns = self._open_ns
+            self._cur_open_ns = min(max(self._cur_open_ns, self._open_ns), self._max_open_ns)
+
+    @property
+    def config(self):
+        return (self._threshold, self._open_ns / 1e9, self._max_open_ns / 1e9, self._max_probes)
 
     def _half_open_now(self, now):
         return self._state == OPEN and now >= self._until
@@ -364,7 +412,7 @@ class Breaker:
         with self._lock:
             if self._state == CLOSED:
                 return ALLOWED
-            now = time.monotonic_ns()
+            now = self._st.now_ns()
             if now < self._until:
                 return REJECTED
             self._mark_half()
@@ -388,7 +436,7 @@ class Breaker:
                     self._failures = 0
                 return
             self._drop_probe(worker)
-            if self._half_open_now(time.monotonic_ns()):
+            if self._half_open_now(self._st.now_ns()):
                 self._state = CLOSED
                 self._failures = 0
                 self._cur_open_ns = self._open_ns
@@ -403,15 +451,15 @@ class Breaker:
                     if self._failures >= self._threshold:
                         self._cur_open_ns = self._open_ns
                         self._state = OPEN
-                        self._until = time.monotonic_ns() + self._open_ns
+                        self._until = min(self._st.now_ns() + self._open_ns, _BRK_MAX_UNTIL)
                         self._trans[1] += 1
                 return
             self._drop_probe(worker)
-            now = time.monotonic_ns()
+            now = self._st.now_ns()
             if self._half_open_now(now):
                 new = min(self._cur_open_ns * 2, self._max_open_ns)
                 self._cur_open_ns = new
-                self._until = now + new
+                self._until = min(now + new, _BRK_MAX_UNTIL)
                 self._trans[1] += 1
 
     def release_probe(self, worker):
@@ -420,13 +468,13 @@ class Breaker:
             self._drop_probe(worker)
 
     def force_open(self, duration_s):
-        if not (duration_s >= 0) or not math.isfinite(duration_s):
-            raise ValueError("duration_s must be finite and >= 0")
+        if not (duration_s >= 0):
+            raise ValueError("duration_s must be >= 0")
         with self._lock:
-            now = time.monotonic_ns()
+            now = self._st.now_ns()
             was_open = self._state == OPEN and now < self._until
             self._state = OPEN
-            self._until = now + _ns(duration_s)
+            self._until = min(now + span_ns(duration_s), _BRK_MAX_UNTIL)
             if not was_open:
                 self._trans[1] += 1
 
@@ -443,7 +491,7 @@ class Breaker:
         with self._lock:
             if self._state == CLOSED:
                 return CLOSED
-            if time.monotonic_ns() < self._until:
+            if self._st.now_ns() < self._until:
                 return OPEN
             self._mark_half()
             return HALF_OPEN
@@ -453,8 +501,29 @@ class Breaker:
         with self._lock:
             if self._state == CLOSED:
                 return 0.0
-            left = self._until - time.monotonic_ns()
+            left = self._until - self._st.now_ns()
             return left / 1e9 if left > 0 else 0.0
+
+    def export(self):
+        with self._lock:
+            state, left = CLOSED, 0
+            if self._state == OPEN:
+                left = max(self._until - self._st.now_ns(), 0)
+                state = OPEN if left > 0 else HALF_OPEN
+            return BreakerState(state, left / 1e9, self._cur_open_ns / 1e9, self._failures)
+
+    def restore(self, state):
+        kind, open_left_s, cur_open_s, failures = state
+        if kind not in (CLOSED, OPEN, HALF_OPEN) or not open_left_s >= 0 or not cur_open_s >= 0:
+            raise ValueError("not a breaker state")
+        with self._lock:
+            self._failures = max(int(failures), 0)
+            self._cur_open_ns = min(max(span_ns(cur_open_s), self._open_ns), self._max_open_ns)
+            if kind == CLOSED:
+                self._state = CLOSED
+            else:
+                self._state = OPEN
+                self._until = min(self._st.now_ns() + span_ns(open_left_s), _BRK_MAX_UNTIL)
 
     @property
     def transitions(self):
@@ -523,6 +592,20 @@ class Histograms:
         with self._st.lock:
             self._counts[i][b] += 1
             self._sum[i] = _wrap64(self._sum[i] + _sum_ns(value))
+
+    def raw(self, index):
+        i = self._idx(index)
+        with self._st.lock:
+            return list(self._counts[i]), self._sum[i]
+
+    def add_raw(self, index, counts, sum_ns):
+        i = self._idx(index)
+        if len(counts) != len(self.bucket_bounds) + 1:
+            raise ValueError("counts must have one entry per bucket, +Inf included")
+        with self._st.lock:
+            for b, n in enumerate(counts):
+                self._counts[i][b] += int(n)
+            self._sum[i] = _wrap64(self._sum[i] + _check_i64(sum_ns))
 
     def snapshot(self, index):
         i = self._idx(index)

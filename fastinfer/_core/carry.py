@@ -1,0 +1,131 @@
+"""Carrying host state from one segment into the next (config reload).
+
+Owns: copying, by index mapping, what must survive a reload from the old
+generation's segment into the new one -- counters, histograms, token bucket
+levels, key spend, circuit states and open times, replica health, session
+bindings and prefix entries -- and, when the old generation has drained, what
+it counted, spent and consumed in the meantime (a second call with the
+snapshot the first one returned).
+
+Works on the compiled segment and on the reference alike (it uses their public
+API only). Must not touch: names and configuration; the caller
+(``process.hostwide``) maps names to indices and hands in a ``StateMap``.
+Not carried: what is in flight (admission slots, key and replica in-flight
+counts, probes, leases): the old generation's requests finish in, and give
+back to, the old segment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["StateMap", "Carried", "carry_state"]
+
+
+@dataclass
+class StateMap:
+    """old index -> new index, for what both segments have (a removed thing has no entry)."""
+
+    deployments: dict[int, int] = field(default_factory=dict)
+    replicas: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)   # (dep, replica)
+    buckets: dict[int, int] = field(default_factory=dict)
+    keys: dict[int, int] = field(default_factory=dict)
+    counters: dict[int, int] = field(default_factory=dict)
+    histograms: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class Carried:
+    """What the old segment held when it was carried: the baseline for carrying, later, what
+    the old generation did while it drained. ``dropped_sessions`` are bindings the new config
+    cannot hold (their deployment or replica is gone): close their backend sessions."""
+
+    counters: object
+    histograms: dict[int, tuple[list[int], int]]
+    consumed: dict[int, int]
+    spend: dict[int, tuple[int, int]]
+    dropped_sessions: list = field(default_factory=list)
+
+
+def carry_state(old, new, m: StateMap, since: Carried | None = None) -> Carried:
+    """Carry ``old``'s state into ``new``. The first call (``since`` None, at the roll)
+    copies everything; a later call with its result adds what ``old`` counted, spent and
+    consumed since (at the end of the old generation's drain)."""
+    now = Carried(old.counters.snapshot(), {i: old.histograms.raw(i) for i in m.histograms},
+                  {i: old.bucket(i).consumed for i in m.buckets},
+                  {k: old.key_spend(k).export() for k in m.keys})
+    _carry_counts(old, new, m, now, since)
+    if since is None:
+        for i, j in m.buckets.items():
+            new.bucket(j).set_available(old.bucket(i).available())
+        for k, j in m.keys.items():
+            new.key_spend(j).restore(*now.spend[k])
+        _carry_replicas(old, new, m)
+        now.dropped_sessions = _carry_sessions(old, new, m)
+        _carry_prefixes(old, new, m)
+        return now
+    for i, j in m.buckets.items():
+        used = now.consumed[i] - since.consumed[i]
+        if used > 0:
+            new.bucket(j).charge(used)
+        elif used < 0:
+            new.bucket(j).refund(-used)     # corrections of requests admitted before the roll
+    for k, j in m.keys.items():
+        (p1, s1), (p0, s0) = now.spend[k], since.spend[k]
+        spent = s1 - (s0 if p1 == p0 else 0)
+        if spent:
+            new.key_spend(j).add(p1, spent)
+    return now
+
+
+def _carry_counts(old, new, m, now, since) -> None:
+    """Counters and histograms are sums: add what old has (since the snapshot)."""
+    delta = now.counters if since is None else now.counters - since.counters
+    for i, j in m.counters.items():
+        if delta[i]:
+            new.counters.add(j, int(delta[i]))
+    for i, j in m.histograms.items():
+        counts, sum_ns = now.histograms[i]
+        if since is not None:
+            before, before_sum = since.histograms[i]
+            counts, sum_ns = [a - b for a, b in zip(counts, before)], sum_ns - before_sum
+        if any(counts) or sum_ns:
+            new.histograms.add_raw(j, counts, sum_ns)
+
+
+def _carry_replicas(old, new, m) -> None:
+    for (od, orr), (nd, nr) in m.replicas.items():
+        new.breaker(nd, nr).restore(old.breaker(od, orr).export())
+        if not old.replicas(od).healthy(orr):
+            new.replicas(nd).set_healthy(nr, False)
+
+
+def _carry_sessions(old, new, m) -> list:
+    dropped = []
+    if not new.sessions.capacity:
+        return old.sessions.entries() if old.sessions.capacity else []
+    for info in (old.sessions.entries() if old.sessions.capacity else []):
+        d = m.deployments.get(info.deployment)
+        replica = m.replicas.get((info.deployment, info.replica))
+        backend = m.replicas.get((info.deployment, info.backend_replica)) if info.backend_replica >= 0 else (d, -1)
+        if d is None or replica is None or backend is None:
+            dropped.append(info)
+            continue
+        displaced = new.sessions.restore(info._replace(deployment=d, replica=replica[1], backend_replica=backend[1]))
+        if displaced is not None:
+            dropped.append(displaced)
+    return dropped
+
+
+def _carry_prefixes(old, new, m) -> None:
+    for od, nd in m.deployments.items():
+        src, dst = old.prefix(od), new.prefix(nd)
+        if not src.capacity or not dst.capacity:
+            continue
+        bits = {orr: nr for (d, orr), (_, nr) in m.replicas.items() if d == od}
+        for h, mask, idle_s in src.entries():
+            moved = 0
+            for orr, nr in bits.items():
+                if mask >> orr & 1:
+                    moved |= 1 << nr
+            if moved:
+                dst.restore(0, h, moved, idle_s)
