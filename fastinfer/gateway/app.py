@@ -20,6 +20,7 @@ from ..engine import Engine, EngineResult
 from ..engine.state import is_ready
 from ..errors import BadRequest, BodyTooLarge, GatewayError
 from .admin import AdminApi
+from .drain import GatewayDrain, ShuttingDown
 from .errors import JSON, error_response
 from .anthropic_api import messages_request
 from .openai_api import chat_request, passthrough_request
@@ -38,7 +39,7 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
-        self.draining = False
+        self.drain = GatewayDrain(self._loop)    # driven by the worker's drain (process.drain)
         self._id_prefix = os.urandom(6).hex()
         self._id_counter = itertools.count(1)
         self._models_body = orjson.dumps({"object": "list", "data": [
@@ -54,8 +55,7 @@ class Gateway:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
+        self._add_probe_routes(app)
         if operator_routes:
             self._add_operator_routes(app)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
@@ -64,15 +64,35 @@ class Gateway:
     def operator_app(self) -> web.Application:
         """The admin listener's app (``server.admin_port``): metrics, admin API, dashboard, health."""
         app = web.Application(client_max_size=1 << 20)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
+        self._add_probe_routes(app)
         self._add_operator_routes(app)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
         return app
 
+    def _add_probe_routes(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self._counted("healthz", self.healthz))
+        app.router.add_get("/readyz", self._counted("readyz", self.readyz))
+
     def _add_operator_routes(self, app: web.Application) -> None:
-        app.router.add_get("/metrics", self.metrics)
-        self.admin.register(app)
+        app.router.add_get("/metrics", self._counted("metrics", self.metrics))
+        self.admin.register(app, counted=self._counted)
+
+    def _counted(self, route: str, handler):
+        """``handler`` with each answer counted in ``fastinfer_operator_requests_total{route}``:
+        probes, scrapes and the operator's calls are not client traffic."""
+        metrics = self.engine.metrics
+        if metrics is None:
+            return handler
+
+        async def counted(request: web.Request) -> web.StreamResponse:
+            try:
+                response = await handler(request)
+            except web.HTTPException as e:
+                metrics.operator_request(route, e.status)
+                raise
+            metrics.operator_request(route, response.status)
+            return response
+        return counted
 
     # --------------------------------------------------------------- helpers
 
@@ -116,7 +136,18 @@ class Gateway:
         return await self._serve(request, _passthrough("embeddings"), "openai")
 
     async def _serve(self, request: web.Request, parse, api: str) -> web.StreamResponse:
-        """One data route: ``parse`` validates the body into a request; errors in ``api``'s shape."""
+        """One data route, in flight for the drain's ``cut`` until it is answered."""
+        in_flight = self.drain.in_flight
+        key = id(request)
+        in_flight[key] = request
+        try:
+            response = await self._answer(request, parse, api)
+        finally:
+            del in_flight[key]
+        return self.drain.closing(response) if self.drain.active else response
+
+    async def _answer(self, request: web.Request, parse, api: str) -> web.StreamResponse:
+        """``parse`` validates the body into a request; errors in ``api``'s shape."""
         now = self._loop.time()
         request_id = self._request_id(request)
         req = None
@@ -132,8 +163,12 @@ class Gateway:
             self._account(req.model if req is not None else None, e.status, now)
             return error_response(e, api, request_id)
         except asyncio.CancelledError:
-            self._account(req.model if req is not None else None, _CLIENT_CLOSED, now)
-            raise
+            if not self.drain.cut_short():
+                self._account(req.model if req is not None else None, _CLIENT_CLOSED, now)
+                raise
+            err = ShuttingDown()
+            self._account(req.model if req is not None else None, err.status, now)
+            return error_response(err, api, request_id)
         except Exception:
             log.exception("request %s failed inside the gateway", request_id)
             return error_response(GatewayError("Internal gateway error."), api, request_id)
@@ -175,12 +210,19 @@ class Gateway:
             return web.Response(status=result.status, body=result.body, content_type=JSON, headers=headers)
         headers["Content-Type"] = "text/event-stream"
         headers["Cache-Control"] = "no-cache"
-        response = web.StreamResponse(status=result.status, headers=headers)
+        response = self.drain.closing(web.StreamResponse(status=result.status, headers=headers))
         try:
             await response.prepare(request)
             client = _ClientStream(request.writer, request.transport)
             result.ttft_s = loop.time() - received_at
-            await result.stream.pump(client)
+            try:
+                await result.stream.pump(client)
+            except asyncio.CancelledError:
+                if not self.drain.cut_short():
+                    raise
+                # the drain's grace period ended mid-stream: end it as a failed stream, never as a
+                # finished one (the upstream is already aborted: pump closed the stream)
+                client.write(result.stream.relay.error_event(ShuttingDown()))
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
             pass  # the client left; closing the stream closes the upstream
@@ -189,13 +231,20 @@ class Gateway:
         return response
 
     async def models(self, request: web.Request) -> web.Response:
+        self._count_unrouted(200)
         return web.Response(body=self._models_body, content_type=JSON,
                             headers={"x-request-id": self._request_id(request)})
 
     async def not_found(self, request: web.Request) -> web.Response:
         err = GatewayError(f"No route for {request.method} {request.path}.", status=404,
                            type="invalid_request_error", code="unknown_url")
+        self._count_unrouted(err.status)
         return error_response(err, "openai", self._request_id(request))
+
+    def _count_unrouted(self, status: int) -> None:
+        """A client API answer that concerns no deployment (``deployment=""``)."""
+        if self.engine.metrics is not None:
+            self.engine.metrics.request("", status)
 
     async def metrics(self, request: web.Request) -> web.Response:
         if self.engine.metrics is None:
@@ -207,7 +256,7 @@ class Gateway:
         return web.Response(body=b'{"status":"ok"}', content_type=JSON)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if self.draining:
+        if self.drain.stopping:
             return web.Response(status=503, body=b'{"status":"draining"}', content_type=JSON)
         if not is_ready(self.engine):
             return web.Response(status=503, body=b'{"status":"all circuits of a deployment are open"}',

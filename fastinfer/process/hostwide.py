@@ -27,7 +27,7 @@ class HostState:
 
     @classmethod
     def create(cls, config: Config, n_workers: int) -> "HostState":
-        metrics_layout = MetricsLayout(config)
+        metrics_layout = MetricsLayout(config, n_workers)
         layout = shm.Layout(
             n_workers,
             [(d.max_concurrency, d.queue_capacity, len(d.replicas)) for d in config.deployments],
@@ -56,7 +56,7 @@ class HostState:
         new_index = self.metrics_layout.counter_index
         for key, i in old.metrics_layout.counter_index.items():
             j = new_index.get(key)
-            if j is not None and not key[0].startswith("_") and delta[i]:
+            if j is not None and MetricsLayout.carried(key) and delta[i]:
                 self.segment.counters.add(j, int(delta[i]))
         return values
 
