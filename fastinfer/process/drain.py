@@ -96,6 +96,7 @@ class WorkerDrain:
                     connection.force_close()
         for runner in runners:
             await runner.cleanup()
+        log.debug("drained")
 
 
 def _open_connections(runners: list[web.AppRunner]) -> int:

@@ -273,6 +273,7 @@ class Supervisor:
         while any(g.pids for g in self._all_generations()):
             self._reap()
             time.sleep(_POLL_S)
+        log.debug("every worker has exited")
         return 0
 
 

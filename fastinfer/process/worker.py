@@ -131,3 +131,4 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     probe.stop()
     admission.stop(loop)
     await sessions.close()
+    log.debug("worker %d closed", index)
