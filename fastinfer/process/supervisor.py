@@ -70,6 +70,7 @@ class Generation:
         self.carried = None              # counters already carried to the next generation
         self.started_at = time.monotonic()
         self.kill_at: float | None = None  # once retired: when workers still draining are killed
+        self.overdue_logged = False
 
     def serving(self) -> int:
         """How many of this generation's workers accept connections (each counts itself)."""
@@ -242,6 +243,10 @@ class Supervisor:
         serving = self.current.serving()
         waited = time.monotonic() - self.current.started_at
         if serving < self.n_workers and not (serving and waited > _NEW_GENERATION_WAIT_S):
+            if not serving and waited > _NEW_GENERATION_WAIT_S and not self.current.overdue_logged:
+                self.current.overdue_logged = True
+                log.warning("no worker of generation %d serves after %gs: the previous generation keeps "
+                            "serving until one does", self.current.number, _NEW_GENERATION_WAIT_S)
             return
         for generation in waiting:
             generation.signal_all(RETIRE_SIGNAL)
