@@ -96,6 +96,11 @@ def slow_stream_config(grace_s: float, delay_s: float = 0.0, tokens: int = 20, i
         name = "slow"
         provider = "mock"
         mock = {{ tokens = {tokens}, itl_ms = {itl_ms} }}
+
+        [[deployments]]
+        name = "hang"                   # a non-streamed answer that takes ten minutes to start
+        provider = "mock"
+        mock = {{ ttft_ms = 600000 }}
     """
 
 
@@ -207,6 +212,10 @@ def test_sigterm_drains_in_order_and_cuts_streams_with_an_error_event(start_gate
     idle = socket.create_connection(("127.0.0.1", gw.port))
     idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert b" 200 " in idle.recv(4096).split(b"\r\n")[0] + b" "
+    # and a non-streamed request whose answer would take ten minutes
+    waiting = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    waiting.request("POST", "/v1/chat/completions", json.dumps({"model": "hang", "messages": MESSAGES}),
+                    {"content-type": "application/json"})
 
     t0 = time.monotonic()
     os.kill(gw.pid, signal.SIGTERM)
@@ -230,6 +239,9 @@ def test_sigterm_drains_in_order_and_cuts_streams_with_an_error_event(start_gate
     openai_rest = openai_stream.read()
     anthropic_rest = anthropic_stream.read()
     ended = time.monotonic() - t0
+    unanswered = waiting.getresponse()
+    assert unanswered.status == 503 and unanswered.getheader("connection") == "close"
+    assert json.loads(unanswered.read())["error"]["code"] == "shutting_down"
     idle.settimeout(delay + grace + 5)
     assert idle.recv(1) == b""          # closed by the server, at the end of the grace
     closed = time.monotonic() - t0
@@ -249,7 +261,7 @@ def test_sigterm_drains_in_order_and_cuts_streams_with_an_error_event(start_gate
     assert delay + grace - 0.25 <= ended <= delay + grace + 1
     assert delay + grace - 0.25 <= closed <= delay + grace + 1
     assert exited <= delay + grace + 1
-    for conn in (openai_conn, anthropic_conn, reused):
+    for conn in (openai_conn, anthropic_conn, reused, waiting):
         conn.close()
     idle.close()
 
