@@ -179,7 +179,7 @@ def test_generations_rolled_back_to_back_drop_nothing(start_gateway):
     assert [f for s in streams for f in s.failures] == []
     assert most_workers >= 4          # generations really did overlap
     status, _, body = http_json("GET", gw.base + "/v1/models", headers={"connection": "close"})
-    assert [m["id"] for m in body["data"]] == ["echo", "slow", "added"]
+    assert [m["id"] for m in body["data"]] == ["echo", "slow", "hang", "added"]
 
 
 # ------------------------------------------------------------------ stop
