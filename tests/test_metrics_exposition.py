@@ -117,7 +117,18 @@ def rss_of(pid: int) -> int:
 
 def test_per_worker_series_for_two_workers(start_gateway):
     gw = start_gateway(CONFIG, workers=2)
-    families = scrape(gw)
+    sent = 0   # every request this test sends the gateway: no worker can have received more
+
+    def scraped() -> dict:
+        nonlocal sent
+        sent += 1
+        return scrape(gw)
+    def published() -> dict | None:
+        """A scrape once both workers have published (each does as it starts serving)."""
+        families = scraped()
+        memory = families["fastinfer_worker_resident_memory_bytes"].by("worker").values()
+        return families if all(memory) else None
+    families = wait_for(published, timeout=10)
     for name in WORKER_FAMILIES:
         assert set(families[name].by("worker")) == {"0", "1"}, name
     # memory and descriptors are the workers' own (published once a second: compare loosely)
@@ -131,11 +142,12 @@ def test_per_worker_series_for_two_workers(start_gateway):
 
     # connections held open show up, and go away again
     def connections() -> float:
-        return sum(scrape(gw)["fastinfer_worker_connections"].by("worker").values())
+        return sum(scraped()["fastinfer_worker_connections"].by("worker").values())
     held = []
     for _ in range(6):
         s = socket.create_connection(("127.0.0.1", gw.port))
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sent += 1
         assert s.recv(4096).startswith(b"HTTP/1.1 200")
         held.append(s)
     assert wait_for(lambda: connections() >= 6, timeout=10)
@@ -143,23 +155,20 @@ def test_per_worker_series_for_two_workers(start_gateway):
         s.close()
     assert wait_for(lambda: connections() <= 1, timeout=10)   # the scrape's own, at most
 
-    # requests: every one a worker received, the scrapes and malformed ones included
+    # requests: every one a worker received, the scrapes and malformed ones included, once
     def received() -> float:
-        return sum(scrape(gw)["fastinfer_worker_requests_total"].by("worker").values())
+        return sum(scraped()["fastinfer_worker_requests_total"].by("worker").values())
     start = received()
     for _ in range(20):
         assert http_json("POST", gw.base + "/v1/chat/completions", CHAT)[0] == 200
+        sent += 1
     bad = socket.create_connection(("127.0.0.1", gw.port))
     bad.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+    sent += 1
     assert b" 400 Bad Request" in bad.recv(4096)
     bad.close()
-    scrapes = [0]
-
-    def counted_all() -> bool:
-        scrapes[0] += 1
-        return received() >= start + 21 + scrapes[0]
-    assert wait_for(counted_all, timeout=10)
-    assert received() <= start + 21 + scrapes[0] + 2
+    assert wait_for(lambda: received() >= start + 21, timeout=10)
+    assert received() <= sent
 
     # a reload: the counters carry on from where they were, the gauges are the new workers'
     total = received()
@@ -167,14 +176,16 @@ def test_per_worker_series_for_two_workers(start_gateway):
     assert wait_for(lambda: not set(children_of(gw.pid)) & set(pids) and len(children_of(gw.pid)) == 2,
                     timeout=20)
     new_pids = children_of(gw.pid)
-    assert received() >= total
-    memory = scrape(gw)["fastinfer_worker_resident_memory_bytes"].by("worker")
+    assert total <= received() <= sent
+    memory = scraped()["fastinfer_worker_resident_memory_bytes"].by("worker")
     assert set(memory) == {"0", "1"}
     assert all(any(0.7 <= rss / rss_of(pid) <= 1.3 for pid in new_pids) for rss in memory.values())
 
 
 def test_event_loop_lag_of_a_stalled_worker_is_seen_from_the_other(start_gateway):
     gw = start_gateway(CONFIG, workers=2)
+    # both workers serve, so both probe their loops (each starts as it starts serving)
+    assert wait_for(lambda: all(scrape(gw)["fastinfer_worker_resident_memory_bytes"].by("worker").values()))
     victim = children_of(gw.pid)[0]
 
     def worst_lag() -> float:
