@@ -12,9 +12,12 @@ Must not touch: the measured figures (profiles are taken in a pass of their own,
 from __future__ import annotations
 
 import collections
+import functools
+import linecache
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 #: area -> file-path fragments of the innermost Python frame, first match wins
@@ -32,8 +35,13 @@ AREAS = [
     ("JSON (orjson, json)", ("orjson", "json/")),
 ]
 _LIBC = re.compile(r"\((libc\.so[^)]*|libpthread[^)]*)\)$")
-_PY_FRAME = re.compile(r"\(([^()]*\.py):\d+\)$")
+_PY_FRAME = re.compile(r"\(([^()]*\.py):(\d+)\)$")
 _LINE = re.compile(r":\d+\)$")
+#: frames every sample of a worker runs under (the process's start and the loop's run)
+_STARTUP = ("<frozen runpy>", "fastinfer/__main__.py", "fastinfer/cli.py", "fastinfer/process/", "asyncio/runners.py")
+#: a source line that hands bytes to the event loop's transport: uvloop sends them at once (the
+#: send syscall runs inside this line)
+_SOCKET_WRITE = re.compile(r"\btransport\.(write|writelines)\(|\.sendall?\(|\.sendto\(")
 
 
 def start_profiler(root_pid: int, duration_s: float, out: Path, native: bool = False,
@@ -61,9 +69,27 @@ def area_of(frames: list[str]) -> str:
     return "native only (no Python frame)"
 
 
+@functools.lru_cache(maxsize=4096)
+def _source_line(path: str, line: int) -> str:
+    """The text of a sampled line, found on sys.path as py-spy shortens it ("aiohttp/web.py")."""
+    for root in sys.path:
+        try:
+            return linecache.getline(str(Path(root or ".", path)), line)
+        except OSError:
+            continue
+    return ""
+
+
+def is_socket_write(frame: str) -> bool:
+    """The innermost Python frame is a line that writes to a socket through the loop's transport."""
+    m = _PY_FRAME.search(frame)
+    return bool(m) and bool(_SOCKET_WRITE.search(_source_line(m.group(1), int(m.group(2)))))
+
+
 def summarize_profile(raw: Path, top: int = 25) -> str:
     """The summary of a py-spy raw file: areas, workers, top functions and lines."""
     areas, workers, libc = collections.Counter(), collections.Counter(), collections.Counter()
+    writes = collections.Counter()
     inclusive, own, own_lines = collections.Counter(), collections.Counter(), collections.Counter()
     total = 0
     for line in raw.read_text().splitlines():
@@ -80,6 +106,9 @@ def summarize_profile(raw: Path, top: int = 25) -> str:
         areas[area] += n
         if _LIBC.search(frames[-1]):
             libc[area] += n
+        python_frames = [f for f in frames if _PY_FRAME.search(f)]
+        if python_frames and is_socket_write(python_frames[-1]):
+            writes[python_frames[-1]] += n
         own_lines[frames[-1]] += n
         functions = [_LINE.sub(")", f) for f in frames]
         own[functions[-1]] += n
@@ -95,8 +124,12 @@ def summarize_profile(raw: Path, top: int = 25) -> str:
               for a, c in areas.most_common()]
     if libc:
         lines.append(f"{pct(sum(libc.values()))}  in libc, all areas (syscalls)")
+    lines += ["", f"{pct(sum(writes.values()))}  in lines that write to a socket (transport.write/writelines: "
+                  "uvloop sends at once, so this is mostly the send syscall), by line:"]
+    lines += [f"{pct(c)}  {f}" for f, c in writes.most_common(10)]
     lines += ["", "by process (the gateway's workers):"] + [f"{pct(c)}  {w}" for w, c in workers.most_common()]
-    lines += ["", "inclusive:"] + [f"{pct(c)}  {f}" for f, c in inclusive.most_common(top)]
+    inclusive_top = [(f, c) for f, c in inclusive.most_common() if not any(s in f for s in _STARTUP)][:top]
+    lines += ["", "inclusive (below the worker's start-up frames):"] + [f"{pct(c)}  {f}" for f, c in inclusive_top]
     lines += ["", "self:"] + [f"{pct(c)}  {f}" for f, c in own.most_common(top)]
     lines += ["", "self, by line:"] + [f"{pct(c)}  {f}" for f, c in own_lines.most_common(top)]
     return "\n".join(lines) + "\n"
