@@ -74,7 +74,8 @@ def run_scenario(name: str, target, measured, *, stream: bool, concurrency: int,
     cpu = measured.cpu_seconds() - cpu0
     mock_cpu = upstream.cpu_seconds() - mock0 if upstream is not None else None
     split = worker_split(workers0, measured.worker_cpu())
-    out = {"scenario": name, "stream": stream, "concurrency": concurrency, **result.summary()}
+    out = {"scenario": name, "stream": stream, "concurrency": concurrency, **result.summary(),
+           "loadavg": os.getloadavg()[0]}   # the machine's 1-minute load: how noisy the figure is
     if profiler is not None:
         profiler.wait(duration_s + 30)
         if profile_to.exists():
@@ -183,7 +184,10 @@ def run_all(args) -> dict:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": args.workers, "duration_s": args.duration,
         "rounds": args.rounds,
         "paced_itl_ms": args.paced_itl_ms, "load_tool": "wrk (non-streaming) + asyncio (streaming)" if use_wrk else "asyncio",
-        "cpus": os.cpu_count(), "loadavg_at_start": args.loadavg_at_start, "cpu_layout": layout.describe(),
+        "cpus": os.cpu_count(), "loadavg_at_start": args.loadavg_at_start,
+        "loadavg_range": [min(la for r in rows for la in r["loadavg_rounds"]),
+                          max(la for r in rows for la in r["loadavg_rounds"])] if rows else None,
+        "cpu_layout": layout.describe(),
         "mock": upstream.kind, "targets": [label for label, _ in paths], "skipped": skipped,
         "workers_of": info["workers"], "features": info.get("features", {}), "memory": memory,
         "rows": rows, "summary": summarize(rows),
@@ -247,6 +251,8 @@ def merge_rounds(rows: list[dict]) -> list[dict]:
             row["cpu_us_per_chunk"] = round(row["cpu_s"] / row["chunks"] * 1e6, 2)
         row["rounds"] = len(runs)
         row["cpu_us_per_request_rounds"] = [r["cpu_us_per_request"] for r in runs]
+        row["loadavg_rounds"] = [r["loadavg"] for r in runs]
+        del row["loadavg"]
         if row.get("chunks"):
             row["cpu_us_per_chunk_rounds"] = [r.get("cpu_us_per_chunk") for r in runs]
         if "worker_split" in row:
@@ -324,7 +330,8 @@ def to_markdown(report: dict) -> str:
              f"stream: {STREAM_CHUNKS} chunks, sent back to back ('stream') or {report['paced_itl_ms']} ms "
              f"apart ('paced'), "
              f"load: {report['load_tool']}, CPUs: {report['cpus']}, mock upstream: {report['mock']}, "
-             f"{report['cpu_layout']}", "",
+             f"{report['cpu_layout']}; the machine's load average (1 min) at start {report['loadavg_at_start']:.2f}, "
+             f"over the scenarios {report['loadavg_range'][0]:.2f}–{report['loadavg_range'][1]:.2f}", "",
              peer_table.to_markdown(report), "## Every scenario", "",
              "| scenario | req/s | p50 ms | p99 ms | TTFC p50 ms | chunks/s | CPU µs/req | CPU µs/chunk | errors |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
