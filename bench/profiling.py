@@ -73,10 +73,9 @@ def area_of(frames: list[str]) -> str:
 def _source_line(path: str, line: int) -> str:
     """The text of a sampled line, found on sys.path as py-spy shortens it ("aiohttp/web.py")."""
     for root in sys.path:
-        try:
-            return linecache.getline(str(Path(root or ".", path)), line)
-        except OSError:
-            continue
+        candidate = Path(root or ".", path)
+        if candidate.is_file():
+            return linecache.getline(str(candidate), line)
     return ""
 
 
