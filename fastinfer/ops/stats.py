@@ -21,7 +21,7 @@ Shape (every count is a host total since start, carried over reloads where
         "histograms": {"request_duration_seconds" | "ttft_seconds" | "overhead_seconds":
                        {"cumulative": [n per bucket, then +Inf], "count": n, "sum": seconds}},
         "limits": [],                                    # {"name", "kind", "limit", "remaining"} when enforced
-        "replicas": [{"name", "base_url", "weight",
+        "replicas": [{"name", "base_url" (password masked), "weight",
                       "circuit": {"state": "closed|open|half_open", "retry_after_s", "consecutive_failures"},
                       "upstream": {"outcome": n},        # non-zero outcomes only
                       "in_flight": null, "healthy": null}]}],   # null: not measured per replica yet
@@ -41,6 +41,7 @@ import time
 
 from ..config import Config
 from ..metrics.registry import BUCKETS, COST_SCALE, HISTOGRAMS, TOKEN_DIRECTIONS, UNKNOWN_DEPLOYMENT
+from ..redact import mask_url
 
 _STATES = ("closed", "open", "half_open")
 
@@ -73,7 +74,7 @@ def _deployment(d, metrics) -> dict:
     breakers = metrics.breakers(d.name)
     replicas = []
     for i, r in enumerate(d.replicas):
-        replica = {"name": r.name, "base_url": r.base_url, "weight": r.weight, "circuit": None,
+        replica = {"name": r.name, "base_url": mask_url(r.base_url), "weight": r.weight, "circuit": None,
                    "upstream": {}, "in_flight": None, "healthy": None}
         if i < len(breakers):
             b = breakers[i]
