@@ -39,11 +39,10 @@ from __future__ import annotations
 import os
 import time
 
+from .._core.constants import BREAKER_STATE_NAMES
 from ..config import Config
 from ..metrics.registry import BUCKETS, COST_SCALE, HISTOGRAMS, TOKEN_DIRECTIONS, UNKNOWN_DEPLOYMENT
 from ..redact import mask_url
-
-_STATES = ("closed", "open", "half_open")
 
 
 def host_stats(metrics, config: Config) -> dict:
@@ -78,7 +77,7 @@ def _deployment(d, metrics) -> dict:
                    "upstream": {}, "in_flight": None, "healthy": None}
         if i < len(breakers):
             b = breakers[i]
-            replica["circuit"] = {"state": _STATES[b.state], "retry_after_s": round(b.retry_after_s, 3),
+            replica["circuit"] = {"state": BREAKER_STATE_NAMES[b.state], "retry_after_s": round(b.retry_after_s, 3),
                                   "consecutive_failures": b.consecutive_failures}
         replicas.append(replica)
     return {
