@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._core.constants import PRIORITY_NAMES
 from .envvars import expand_env
 from ..providers import PROVIDERS as PROVIDER_KINDS
 from ..redact import mask_url
 from .secrets import SOURCES, Secret
 
-PRIORITIES = ("critical", "high", "normal", "background")
+PRIORITIES = PRIORITY_NAMES
 # the provider table is the providers package's: adding a provider does not touch the config
 PROVIDERS = tuple(PROVIDER_KINDS)
 ROUTINGS = ("round_robin", "least_loaded", "power_of_two", "latency", "prefix", "sticky")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._core.constants import BREAKER_STATE_NAMES, OPEN, PRIORITY_NAMES
 from ..redact import mask_url
 
 if TYPE_CHECKING:
@@ -21,18 +22,18 @@ def describe_state(engine: "Engine") -> dict:
         admission = engine.admission.admissions[dep.index]
         in_flight, depth = admission.counts()
         entry.update(in_flight=in_flight, queue_depth=depth,
-                     queue_by_priority=dict(zip(("critical", "high", "normal", "background"),
+                     queue_by_priority=dict(zip(PRIORITY_NAMES,
                                                 admission.queue_depth_by_priority())))
         for i, replica in enumerate(cfg.replicas):
             r = {"name": replica.name, "base_url": mask_url(replica.base_url), "weight": replica.weight,
                  "credential": replica.credential.describe() if replica.credential else None,
                  "in_flight_here": dep.picker.in_flight[i]}
             b = dep.breakers.breakers[i]
-            r["circuit"] = {"state": ("closed", "open", "half_open")[b.state],
+            r["circuit"] = {"state": BREAKER_STATE_NAMES[b.state],
                             "retry_after_s": round(b.retry_after_s, 3),
                             "consecutive_failures": b.consecutive_failures,
                             "probes_in_flight": b.probes_in_flight,
-                            "transitions": dict(zip(("closed", "open", "half_open"), b.transitions))}
+                            "transitions": dict(zip(BREAKER_STATE_NAMES, b.transitions))}
             entry["replicas"].append(r)
         out.append(entry)
     return {"deployments": out}
@@ -40,4 +41,4 @@ def describe_state(engine: "Engine") -> dict:
 
 def is_ready(engine: "Engine") -> bool:
     """Every deployment has at least one replica whose circuit is not open."""
-    return all(any(b.state != 1 for b in dep.breakers.breakers) for dep in engine.deployments.values())
+    return all(any(b.state != OPEN for b in dep.breakers.breakers) for dep in engine.deployments.values())

@@ -87,7 +87,7 @@ def parse_priority(value, param: str) -> int:
         return PRIORITY_LEVELS["normal"]
     level = PRIORITY_LEVELS.get(value.lower()) if isinstance(value, str) else None
     if level is None:
-        raise BadRequest(f"{param} must be one of critical, high, normal, background; got {value!r}", param=param)
+        raise BadRequest(f"{param} must be one of {', '.join(PRIORITY_LEVELS)}; got {value!r}", param=param)
     return level
 
 

@@ -21,7 +21,7 @@ Shape (every count is a host total since start, carried over reloads where
         "histograms": {"request_duration_seconds" | "ttft_seconds" | "overhead_seconds":
                        {"cumulative": [n per bucket, then +Inf], "count": n, "sum": seconds}},
         "limits": [],                                    # {"name", "kind", "limit", "remaining"} when enforced
-        "replicas": [{"name", "base_url", "weight",
+        "replicas": [{"name", "base_url" (password masked), "weight",
                       "circuit": {"state": "closed|open|half_open", "retry_after_s", "consecutive_failures"},
                       "upstream": {"outcome": n},        # non-zero outcomes only
                       "in_flight": null, "healthy": null}]}],   # null: not measured per replica yet
@@ -39,10 +39,10 @@ from __future__ import annotations
 import os
 import time
 
+from .._core.constants import BREAKER_STATE_NAMES
 from ..config import Config
 from ..metrics.registry import BUCKETS, COST_SCALE, HISTOGRAMS, TOKEN_DIRECTIONS, UNKNOWN_DEPLOYMENT
-
-_STATES = ("closed", "open", "half_open")
+from ..redact import mask_url
 
 
 def host_stats(metrics, config: Config) -> dict:
@@ -73,11 +73,11 @@ def _deployment(d, metrics) -> dict:
     breakers = metrics.breakers(d.name)
     replicas = []
     for i, r in enumerate(d.replicas):
-        replica = {"name": r.name, "base_url": r.base_url, "weight": r.weight, "circuit": None,
+        replica = {"name": r.name, "base_url": mask_url(r.base_url), "weight": r.weight, "circuit": None,
                    "upstream": {}, "in_flight": None, "healthy": None}
         if i < len(breakers):
             b = breakers[i]
-            replica["circuit"] = {"state": _STATES[b.state], "retry_after_s": round(b.retry_after_s, 3),
+            replica["circuit"] = {"state": BREAKER_STATE_NAMES[b.state], "retry_after_s": round(b.retry_after_s, 3),
                                   "consecutive_failures": b.consecutive_failures}
         replicas.append(replica)
     return {

@@ -27,6 +27,7 @@ from ..metrics import Metrics
 from ..ops import FailureThrottle
 from ..gateway import Gateway
 from ..gateway.drain import GatewayDrain
+from ..gateway.protocol import EdgeAppRunner
 from .drain import CLEANUP_TIMEOUT_S, WorkerDrain
 from .hostwide import HostState
 from .probe import WorkerProbe
@@ -71,8 +72,8 @@ async def _admin_key(server) -> str | None:
         return None
 
 
-async def _start_site(app: web.Application, sock: socket.socket, server, drain: GatewayDrain) -> web.AppRunner:
-    runner = web.AppRunner(
+async def _start_site(app: web.Application, sock: socket.socket, server, drain: GatewayDrain) -> EdgeAppRunner:
+    runner = EdgeAppRunner(     # aiohttp's own 400s in the caller's shape, with a request id
         app,
         handle_signals=False,
         access_log=None,
