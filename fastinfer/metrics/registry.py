@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 from ..config import Config
 
@@ -12,7 +13,9 @@ CODES = ("200", "400", "401", "403", "404", "408", "413", "422", "429", "499",
          "500", "502", "503", "504", "other")
 OUTCOMES = ("success", "client_error", "rate_limited", "server_error", "timeout", "network_error",
             "auth_error", "content_filter", "context_window")
-REJECT_REASONS = ("queue_full", "queue_timeout", "capacity", "circuit_open", "rate_limited", "client_gone")
+# rate_limited: a deployment's rate_limit; key_*, budget_exceeded: a gateway key's own limits
+REJECT_REASONS = ("queue_full", "queue_timeout", "capacity", "circuit_open", "rate_limited", "client_gone",
+                  "key_rate_limited", "key_concurrency", "budget_exceeded")
 TOKEN_DIRECTIONS = ("input", "output", "cached")
 REBUILD_CAUSES = ("auth", "admin", "reload", "file_changed")
 HISTOGRAMS = ("request_duration_seconds", "ttft_seconds", "overhead_seconds")
@@ -42,6 +45,10 @@ class MetricsLayout:
         keys += [("cost_usd_total", (d,)) for d in self.replicas]
         keys += [("usage_estimated_total", (d,)) for d in self.replicas]
         keys += [("session_rebuilds_total", (d, c)) for d in self.replicas for c in REBUILD_CAUSES]
+        self.keys = [k.name for k in config.keys]
+        keys += [("key_requests_total", (k, c)) for k in self.keys for c in CODES]
+        keys += [("key_tokens_total", (k, t)) for k in self.keys for t in TOKEN_DIRECTIONS]
+        keys += [("key_cost_usd_total", (k,)) for k in self.keys]
         # control words, not metrics: bumped by an admin request, watched by every worker
         keys += [("_session_generation", (d,)) for d in self.replicas]
         # failed admin authentications per client-address slot (ops.auth.FailureThrottle)
@@ -64,12 +71,13 @@ class Metrics:
     """Recording calls for the request path; each is a dict lookup and one atomic add."""
 
     def __init__(self, layout: MetricsLayout, segment, admissions: dict | None = None,
-                 breakers: dict | None = None):
+                 breakers: dict | None = None, buckets: dict | None = None):
         self.layout = layout
         self.counters = segment.counters
         self.histograms = segment.histograms
         self._admissions = admissions or {}   # deployment name -> shm Admission
         self._breakers = breakers or {}       # deployment name -> [shm Breaker per replica]
+        self._buckets = buckets or {}         # (scope, name, kind) -> shm TokenBucket
         self._c = layout.counter_index
         self._h = layout.histogram_index
 
@@ -120,6 +128,18 @@ class Metrics:
     def bump_session_generation(self, deployment: str) -> None:
         self._add(("_session_generation", (deployment,)))
 
+    def key_request(self, key: str, status: int) -> None:
+        key_code = ("key_requests_total", (key, str(status)))
+        self._add(key_code if key_code in self._c else ("key_requests_total", (key, "other")))
+
+    def key_usage(self, key: str, prompt: int, completion: int, cached: int, cost_usd: float) -> None:
+        self._add(("key_tokens_total", (key, "input")), prompt)
+        self._add(("key_tokens_total", (key, "output")), completion)
+        if cached:
+            self._add(("key_tokens_total", (key, "cached")), cached)
+        if cost_usd:
+            self._add(("key_cost_usd_total", (key,)), round(cost_usd * _COST_SCALE))
+
     def usage(self, deployment: str, prompt: int, completion: int, cached: int, cost_usd: float,
               estimated: bool = False) -> None:
         if estimated:
@@ -146,7 +166,7 @@ class Metrics:
             labels = _LABELS[metric]
             for index, (_, values_of_labels) in entries:
                 value = int(values[index])
-                if metric == "cost_usd_total":
+                if metric in _COST_METRICS:
                     text = repr(value / _COST_SCALE)
                 else:
                     text = str(value)
@@ -166,6 +186,10 @@ class Metrics:
         for d, breakers in self._breakers.items():
             for replica, b in zip(self.layout.replicas[d], breakers):
                 out.append(f'fastinfer_circuit_state{{deployment="{_esc(d)}",replica="{_esc(replica)}"}} {b.state}')
+        # whole tokens (or requests) left in each limit's bucket now; negative: in debt
+        out.append("# TYPE fastinfer_ratelimit_remaining gauge")
+        out += [f'fastinfer_ratelimit_remaining{{{_label_text(("scope", "name", "kind"), name)}}} '
+                f'{math.floor(bucket.available())}' for name, bucket in self._buckets.items()]
 
     def _render_histograms(self, out: list[str]) -> None:
         for histogram in HISTOGRAMS:
@@ -193,7 +217,11 @@ _LABELS = {
     "cost_usd_total": ("deployment",),
     "usage_estimated_total": ("deployment",),
     "session_rebuilds_total": ("deployment", "cause"),
+    "key_requests_total": ("key", "code"),
+    "key_tokens_total": ("key", "direction"),
+    "key_cost_usd_total": ("key",),
 }
+_COST_METRICS = ("cost_usd_total", "key_cost_usd_total")
 
 
 def _esc(value: str) -> str:
