@@ -12,6 +12,11 @@ a noisy, shared machine. It writes JSON and Markdown to ``--out``.
 checkout with its compiled core built in place, e.g. ``git worktree add`` of
 main) on the same mock, runs every scenario through it too, and reports this
 tree against it as ratios: a before/after measured in one run.
+
+``--limits`` starts one more gateway from this tree with the same deployment
+plus a gateway key, that key's RPM/TPM and concurrency limits and a budget, and
+a rate limit on the deployment — all too large to ever bind — and reports what
+they cost per request against the gateway without them, in the same run.
 """
 from __future__ import annotations
 
@@ -171,26 +176,44 @@ def run_scenario(name: str, target: Service, measured: Service, *, stream: bool,
     return out
 
 
-def run_all(args) -> dict:
-    use_wrk = wrk_available() and not args.no_wrk
-    workdir = tempfile.mkdtemp(prefix="fastinfer-bench-")
-    upstream = Service(["mock-upstream", "--port", "0", "--tokens", str(STREAM_CHUNKS - 2)], workdir)
-    config = Path(workdir, "bench.toml")
-    config.write_text(f"""
+#: the --limits gateway: every limit on, none ever binding (the load client sends ``Bearer bench``)
+LIMITS_CONFIG = """
+[[keys]]
+name = "bench"
+key = { value = "bench" }
+rpm = 100_000_000
+tpm = 10_000_000_000
+max_concurrency = 1_000_000
+budget = { usd = 1_000_000.0, period = "month" }
+"""
+LIMITED_DEPLOYMENT = "rate_limit = { rpm = 100_000_000, tpm = 10_000_000_000 }\nprice = { input_per_mtok = 1.0, output_per_mtok = 2.0 }"
+
+
+def bench_config(upstream_port: int, limits: bool = False) -> str:
+    return f"""
 [server]
 log_level = "warning"
-
+{LIMITS_CONFIG if limits else ""}
 [[deployments]]
 name = "bench"
 provider = "openai_compatible"
 model = "mock-model"
 max_concurrency = 100000
 retry = {{ max_attempts = 1 }}
+{LIMITED_DEPLOYMENT if limits else ""}
 
 [[deployments.replicas]]
-base_url = "http://127.0.0.1:{upstream.port}/v1"
+base_url = "http://127.0.0.1:{upstream_port}/v1"
 credential = {{ value = "sk-bench" }}
-""")
+"""
+
+
+def run_all(args) -> dict:
+    use_wrk = wrk_available() and not args.no_wrk
+    workdir = tempfile.mkdtemp(prefix="fastinfer-bench-")
+    upstream = Service(["mock-upstream", "--port", "0", "--tokens", str(STREAM_CHUNKS - 2)], workdir)
+    config = Path(workdir, "bench.toml")
+    config.write_text(bench_config(upstream.port))
     serve = ["serve", "--config", str(config), "--port", "0", "--workers", str(args.workers)]
     gateway = Service(serve, workdir)
     paths = [("direct", upstream), ("gateway", gateway)]
@@ -198,6 +221,13 @@ credential = {{ value = "sk-bench" }}
     if args.baseline_tree:
         baseline = Service(serve, workdir, tree=Path(args.baseline_tree).resolve())
         paths.insert(1, ("baseline", baseline))
+    limited = None
+    if args.limits:
+        limited_config = Path(workdir, "bench-limits.toml")
+        limited_config.write_text(bench_config(upstream.port, limits=True))
+        limited = Service(["serve", "--config", str(limited_config), "--port", "0", "--workers", str(args.workers)],
+                          workdir)
+        paths.append(("limits", limited))
     rows = []
     try:
         plan = [(f"nonstream c{c}", False, c, 0.0, STREAM_CHUNKS) for c in args.concurrency]
@@ -233,6 +263,8 @@ credential = {{ value = "sk-bench" }}
         gateway.stop()
         if baseline is not None:
             baseline.stop()
+        if limited is not None:
+            limited.stop()
         upstream.stop()
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": args.workers, "duration_s": args.duration,
@@ -244,7 +276,24 @@ credential = {{ value = "sk-bench" }}
         report["baseline_tree"] = str(Path(args.baseline_tree).resolve())
         report["baseline_summary"] = summarize(rows, "baseline")
         report["against_baseline"] = against_baseline(report["summary"], report["baseline_summary"])
+    if limited is not None:
+        report["limits_cost"] = limits_cost(report["summary"], summarize(rows, "limits"))
     return report
+
+
+def limits_cost(summary: dict, limited: dict) -> dict:
+    """Per scenario: the gateway with every limit on against the one without, CPU per request."""
+    out = {}
+    for name, plain in summary.items():
+        with_limits = limited.get(name)
+        if not with_limits or not plain["gateway_cpu_us_per_request"] or not with_limits["gateway_cpu_us_per_request"]:
+            continue
+        out[name] = {"cpu_us_per_request": plain["gateway_cpu_us_per_request"],
+                     "cpu_us_per_request_with_limits": with_limits["gateway_cpu_us_per_request"],
+                     "added_us_per_request": round(with_limits["gateway_cpu_us_per_request"]
+                                                   - plain["gateway_cpu_us_per_request"], 1),
+                     "ratio": _ratio(with_limits["gateway_cpu_us_per_request"], plain["gateway_cpu_us_per_request"])}
+    return out
 
 
 def merge_rounds(rows: list[dict]) -> list[dict]:
@@ -375,6 +424,13 @@ def to_markdown(report: dict) -> str:
                                              *cells("gateway_cpu_us_per_chunk"),
                                              *cells("gateway_cpu_us_per_extra_chunk"),
                                              *cells("p99_added_ms", ratio=False)]) + " |")
+    if "limits_cost" in report:
+        lines += ["", "Every limit on (a gateway key, its RPM/TPM and concurrency limits and budget, a deployment "
+                  "rate limit; none binding) against none (same run, same mock; gateway CPU per request):", "",
+                  "| scenario | CPU µs/req without | with limits | added µs/req | ratio |", "|---|---:|---:|---:|---:|"]
+        for name, c in report["limits_cost"].items():
+            lines.append(f"| {name} | {c['cpu_us_per_request']} | {c['cpu_us_per_request_with_limits']} "
+                         f"| {c['added_us_per_request']} | {c['ratio']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -399,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-tree", metavar="PATH",
                         help="also run every scenario through a gateway started from this source tree (its "
                              "compiled core built in place), and report this tree against it")
+    parser.add_argument("--limits", action="store_true",
+                        help="also run every scenario through a gateway with a key, its limits and a deployment "
+                             "rate limit on (never binding), and report what they cost per request")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     report = run_all(args)

@@ -118,6 +118,8 @@ class KeyRing:
 def _presented_key(headers) -> str:
     authorization = headers.get("Authorization")
     if authorization is not None:
+        if authorization.startswith("Bearer ") and " " not in authorization[7:]:
+            return authorization[7:]               # the usual form, with no surrounding space to strip
         scheme, _, key = authorization.strip().partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:

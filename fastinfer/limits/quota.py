@@ -65,18 +65,53 @@ def reset_duration(seconds: float) -> str:
     return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
 
 
-class KeyLimits:
+class Bucket:
+    """One limit's bucket as the request path reads it: its id in the store, and what its
+    ``x-ratelimit-*`` headers need, computed once."""
+
+    __slots__ = ("id", "level", "capacity", "capacity_text", "seconds_per_token")
+
+    def __init__(self, store: LimitStore, bucket: int):
+        self.id = bucket
+        self.level = store.level_reader(bucket)        # tokens now, negative in debt
+        self.capacity = store.capacity(bucket)
+        self.capacity_text = str(self.capacity)
+        self.seconds_per_token = 1.0 / store.rate_per_s(bucket)
+
+
+def _buckets(store: LimitStore, buckets: dict, scope: str, name: str) -> tuple[Bucket | None, Bucket | None]:
+    return tuple(Bucket(store, buckets[(scope, name, kind)]) if (scope, name, kind) in buckets else None
+                 for kind in ("requests", "tokens"))
+
+
+class _Draw:
+    """The buckets one key or deployment draws on: ids and how much of each a request takes."""
+
+    __slots__ = ("requests", "tokens", "ids")
+
+    def __init__(self, requests: Bucket | None, tokens: Bucket | None):
+        self.requests = requests
+        self.tokens = tokens
+        self.ids = [b.id for b in (requests, tokens) if b is not None]
+
+    def amounts(self, grant: "Grant") -> list[int]:
+        if self.tokens is None:
+            return _ONE
+        return [1, grant.tokens] if self.requests is not None else [grant.tokens]
+
+
+class KeyLimits(_Draw):
     """One gateway key's limits, as this worker reaches them."""
 
-    __slots__ = ("name", "index", "requests", "tokens", "concurrency", "budget_micro", "budget_usd",
-                 "period_kind", "period", "config")
+    __slots__ = ("name", "index", "concurrency", "budget_micro", "budget_usd", "period_kind", "period", "config",
+                 "spent")
 
-    def __init__(self, config, index: int, buckets: dict, concurrency):
+    def __init__(self, config, index: int, store: LimitStore, buckets: dict, concurrency):
+        super().__init__(*_buckets(store, buckets, "key", config.name))
         self.config = config
         self.name = config.name
         self.index = index
-        self.requests = buckets.get(("key", config.name, "requests"))    # bucket id or None
-        self.tokens = buckets.get(("key", config.name, "tokens"))
+        self.spent = store.spent_reader(index)              # micro-USD spent in a period
         self.concurrency = concurrency                      # shm KeyConcurrency (limit 0: counted only)
         budget = config.budget
         self.budget_usd = budget.usd if budget is not None else None
@@ -86,22 +121,17 @@ class KeyLimits:
         self.period = PeriodClock(self.period_kind)
 
 
-class DeploymentLimits:
+class DeploymentLimits(_Draw):
     """One deployment's ``rate_limit`` buckets and, under ``queue``, its rate queue."""
 
-    __slots__ = ("name", "requests", "tokens", "gate_index", "gate", "policy", "ids")
+    __slots__ = ("name", "gate_index", "gate", "policy")
 
-    def __init__(self, config, buckets: dict, gate_index: int | None, gate):
+    def __init__(self, config, store: LimitStore, buckets: dict, gate_index: int | None, gate):
+        super().__init__(*_buckets(store, buckets, "deployment", config.name))
         self.name = config.name
-        self.requests = buckets.get(("deployment", config.name, "requests"))
-        self.tokens = buckets.get(("deployment", config.name, "tokens"))
         self.gate_index = gate_index          # admission index of the rate queue (policy queue only)
         self.gate = gate
         self.policy = config.on_capacity_exhausted
-        self.ids = [i for i in (self.requests, self.tokens) if i is not None]
-
-    def amounts(self, tokens: int) -> list[int]:
-        return [1 if i == self.requests else tokens for i in self.ids]
 
 
 class Limits:
@@ -118,13 +148,13 @@ class Limits:
         self.metrics = metrics
         self.admission = admission
         gates = gates or {}
-        self.keys = {k.name: KeyLimits(k, keys[k.name], buckets, key_concurrency[keys[k.name]])
+        self.keys = {k.name: KeyLimits(k, keys[k.name], store, buckets, key_concurrency[keys[k.name]])
                      for k in config.keys}
         self.deployments: list[DeploymentLimits | None] = []
         for d in config.deployments:
             gate_index = gates.get(d.name)
             gate = admission.admissions[gate_index] if gate_index is not None and admission else None
-            limits = DeploymentLimits(d, buckets, gate_index, gate)
+            limits = DeploymentLimits(d, store, buckets, gate_index, gate)
             self.deployments.append(limits if limits.ids else None)
         self.wall_time = time.time   # wall clock: budget periods are calendar periods
         # nothing to do per request when nothing is limited and no key is configured
@@ -164,15 +194,14 @@ class Limits:
 
     def _admit_key(self, grant: "Grant", key: KeyLimits, req) -> None:
         if key.budget_micro is not None:
-            period = key.period.current(self.wall_time())
-            if self.store.spent(key.index, period) >= key.budget_micro:
+            if key.spent(key.period.current(self.wall_time())) >= key.budget_micro:
                 self._reject(req, "budget_exceeded")
-                resets_in = key.period.ends_at - self.wall_time()
+                total = key.period_kind == "total"
                 raise BudgetExceeded(
                     f"Key {key.name} has spent its budget of ${key.budget_usd:g} for this "
-                    + (f"{key.period_kind}; it resets at the start of the next one (UTC)."
-                       if key.period_kind != "total" else "key (a total budget: it does not reset)."),
-                    retry_after=resets_in if key.period_kind != "total" else math.inf,
+                    + ("key (a total budget: it does not reset)." if total else
+                       f"{key.period_kind}; it resets at the start of the next one (UTC)."),
+                    retry_after=math.inf if total else key.period.ends_at - self.wall_time(),
                     headers=grant.rate_headers())
         if not key.concurrency.try_acquire(self.worker):
             self._reject(req, "key_concurrency")
@@ -180,13 +209,12 @@ class Limits:
                               "(its max_concurrency); retry when one has finished.",
                               retry_after=1.0, headers=grant.rate_headers())
         grant.key_slot = True
-        ids = [i for i in (key.requests, key.tokens) if i is not None]
-        if not ids:
+        if not key.ids:
             return
-        amounts = [1 if i == key.requests else grant.tokens for i in ids]
-        ok, wait = self.store.take(ids, amounts)
+        ok, wait = self.store.take(key.ids, key.amounts(grant))
         if ok:
-            grant.key_tokens = grant.tokens if key.tokens is not None else None
+            if key.tokens is not None:
+                grant.key_tokens = grant._tokens
             return
         grant.release()
         self._reject(req, "key_rate_limited")
@@ -207,7 +235,7 @@ class Limits:
         dep = self.deployments[index]
         if dep is None:
             return None
-        amounts = dep.amounts(grant.tokens if dep.tokens is not None else 0)
+        amounts = dep.amounts(grant)
         gate = dep.gate
         if gate is None or gate.counts() == _IDLE:
             ok, wait = self.store.take(dep.ids, amounts)
@@ -265,11 +293,12 @@ class Limits:
         if self.metrics is not None:
             self.metrics.rejected(deployment or req.model, reason)
 
-    def _unmeetable(self, what: str, bucket: int | None, tokens: int) -> str:
+    @staticmethod
+    def _unmeetable(what: str, bucket: Bucket | None, tokens: int) -> str:
         if bucket is None:
             return f"This request can never fit the limits of {what}."
         return (f"This request needs {tokens} tokens (its prompt and max_tokens) but {what} holds at most "
-                f"{self.store.capacity(bucket)} (its tokens-per-minute limit): it can never be admitted. "
+                f"{bucket.capacity} (its tokens-per-minute limit): it can never be admitted. "
                 "Lower max_tokens or shorten the prompt.")
 
     @staticmethod
@@ -282,9 +311,14 @@ class Limits:
     def period_of(self, key: KeyLimits) -> int:
         return key.period.current(self.wall_time())
 
-    def remaining(self, bucket: int) -> int:
+    @staticmethod
+    def remaining(bucket: Bucket) -> int:
         """Whole tokens left (0 in debt)."""
-        return max(0, math.floor(self.store.level(bucket)))
+        return max(0, math.floor(bucket.level()))
+
+
+_ONE = [1]           # a request's draw on a requests-only bucket (read, never changed)
+_IDLE = (0, 0)       # a rate queue nobody holds or waits in
 
 
 def _deployment_limited(message: str, retry_after: float, *, fallback: bool, headers: dict) -> RateLimited:
@@ -296,16 +330,16 @@ def _deployment_limited(message: str, retry_after: float, *, fallback: bool, hea
 class Grant:
     """What one request took from the limits, given back or corrected exactly once (``settle``)."""
 
-    __slots__ = ("limits", "key", "req", "key_slot", "key_tokens", "charges", "seen", "_tokens", "settled")
+    __slots__ = ("limits", "key", "req", "key_slot", "key_tokens", "seen", "_tokens", "settled")
 
     def __init__(self, limits: Limits, key: KeyLimits | None, req):
         self.limits = limits
         self.key = key
         self.req = req
-        self.key_slot = False          # holds one of the key's concurrency slots
-        self.key_tokens: int | None = None   # the estimate charged to the key's tokens bucket
-        self.charges: list[tuple[DeploymentLimits, int]] = []   # (deployment, tokens charged)
-        self.seen: list[DeploymentLimits] = []                  # deployments whose limits applied
+        self.key_slot = False                  # holds one of the key's concurrency slots
+        self.key_tokens: int | None = None     # the estimate charged to the key's tokens bucket
+        # deployments whose limits applied: (deployment, tokens charged to it; -1 when it refused)
+        self.seen: list[tuple[DeploymentLimits, int]] = []
         self._tokens = -1
         self.settled = False
 
@@ -317,11 +351,10 @@ class Grant:
         return self._tokens
 
     def charged(self, dep: DeploymentLimits) -> None:
-        self.charges.append((dep, self._tokens if dep.tokens is not None else 0))
-        self.seen.append(dep)
+        self.seen.append((dep, self._tokens if dep.tokens is not None else 0))
 
     def refused(self, dep: DeploymentLimits) -> None:
-        self.seen.append(dep)
+        self.seen.append((dep, -1))
 
     def release(self) -> None:
         """Give back the key's concurrency slot (once)."""
@@ -340,14 +373,15 @@ class Grant:
         store = limits.store
         usage = self.req.usage if served is not None else None
         used = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0) if usage else 0
-        served_by = limits.deployments[served] if served is not None else None
-        for dep, charged in self.charges:
-            if dep.tokens is not None:
-                store.adjust(dep.tokens, (used if dep is served_by else 0) - charged)
+        if self.seen:
+            served_by = limits.deployments[served] if served is not None else None
+            for dep, charged in self.seen:
+                if charged >= 0 and dep.tokens is not None:
+                    store.adjust(dep.tokens.id, (used if dep is served_by else 0) - charged)
         key = self.key
         if key is not None:
             if self.key_tokens is not None:
-                store.adjust(key.tokens, used - self.key_tokens)
+                store.adjust(key.tokens.id, used - self.key_tokens)
             if usage:
                 cost = self.req.cost_usd
                 if cost:
@@ -355,32 +389,40 @@ class Grant:
                 if limits.metrics is not None:
                     limits.metrics.key_usage(key.name, usage.get("prompt_tokens", 0),
                                              usage.get("completion_tokens", 0), usage.get("cached_tokens", 0), cost)
-        self.release()
+            self.release()
 
     def rate_headers(self) -> dict:
         """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left."""
-        limits = self.limits
+        requests = tokens = None
+        requests_left = tokens_left = 0.0
         key = self.key
-        requests = [key.requests] if key is not None and key.requests is not None else []
-        tokens = [key.tokens] if key is not None and key.tokens is not None else []
-        for dep in self.seen:
-            if dep.requests is not None:
-                requests.append(dep.requests)
-            if dep.tokens is not None:
-                tokens.append(dep.tokens)
+        if key is not None:
+            if key.requests is not None:
+                requests, requests_left = key.requests, key.requests.level()
+            if key.tokens is not None:
+                tokens, tokens_left = key.tokens, key.tokens.level()
+        for dep, _ in self.seen:
+            bucket = dep.requests
+            if bucket is not None:
+                left = bucket.level()
+                if requests is None or left < requests_left:
+                    requests, requests_left = bucket, left
+            bucket = dep.tokens
+            if bucket is not None:
+                left = bucket.level()
+                if tokens is None or left < tokens_left:
+                    tokens, tokens_left = bucket, left
         headers = {}
-        for kind, ids in (("requests", requests), ("tokens", tokens)):
-            if ids:
-                _limit_headers(limits.store, kind, ids, headers)
+        if requests is not None:
+            headers["x-ratelimit-limit-requests"] = requests.capacity_text
+            headers["x-ratelimit-remaining-requests"] = str(int(requests_left)) if requests_left > 0 else "0"
+            headers["x-ratelimit-reset-requests"] = reset_duration(
+                (requests.capacity - requests_left) * requests.seconds_per_token)
+        if tokens is not None:
+            headers["x-ratelimit-limit-tokens"] = tokens.capacity_text
+            headers["x-ratelimit-remaining-tokens"] = str(int(tokens_left)) if tokens_left > 0 else "0"
+            headers["x-ratelimit-reset-tokens"] = reset_duration((tokens.capacity - tokens_left) * tokens.seconds_per_token)
         return headers
-
-
-def _limit_headers(store: LimitStore, kind: str, ids: list[int], out: dict) -> None:
-    level, bucket = min((store.level(i), i) for i in ids)
-    capacity = store.capacity(bucket)
-    out[f"x-ratelimit-limit-{kind}"] = str(capacity)
-    out[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(level)))
-    out[f"x-ratelimit-reset-{kind}"] = reset_duration((capacity - level) / store.rate_per_s(bucket))
 
 
 def budget_state(limits: Limits, key: KeyLimits) -> dict | None:

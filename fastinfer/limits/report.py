@@ -12,9 +12,8 @@ from .quota import DeploymentLimits, KeyLimits, Limits, budget_state
 _MICRO = 1_000_000
 
 
-def _bucket_limit(limits: Limits, name: str, kind: str, bucket: int) -> dict:
-    return {"name": name, "kind": kind, "limit": limits.store.capacity(bucket),
-            "remaining": limits.remaining(bucket)}
+def _bucket_limit(limits: Limits, name: str, kind: str, bucket) -> dict:
+    return {"name": name, "kind": kind, "limit": bucket.capacity, "remaining": limits.remaining(bucket)}
 
 
 def key_limit_list(limits: Limits, key: KeyLimits) -> list[dict]:

@@ -60,6 +60,10 @@ class LimitStore:
         """Tokens in the bucket now (negative: debt)."""
         raise NotImplementedError
 
+    def level_reader(self, bucket: int):
+        """A function of no argument returning ``level(bucket)`` (the request path keeps one per bucket)."""
+        return lambda: self.level(bucket)
+
     def capacity(self, bucket: int) -> int:
         raise NotImplementedError
 
@@ -73,6 +77,10 @@ class LimitStore:
     def spent(self, key: int, period: int) -> int:
         """micro-USD the key spent in ``period`` (0 when another period is current)."""
         raise NotImplementedError
+
+    def spent_reader(self, key: int):
+        """A function of ``period`` returning ``spent(key, period)`` (kept per key by the request path)."""
+        return lambda period: self.spent(key, period)
 
     def export_spend(self, key: int) -> tuple[int, int]:
         """(period id, micro-USD) as stored."""
@@ -89,12 +97,15 @@ class LocalStore(LimitStore):
     """The host's shared segment: GCRA buckets and spend words, one CAS per call."""
 
     def __init__(self, segment, n_buckets: int, n_keys: int):
-        self._take_all = segment.take_all
+        self.take = segment.take_all        # the compiled call itself: no hop on the request path
         self.buckets = [segment.bucket(i) for i in range(n_buckets)]
         self.spend = [segment.key_spend(k) for k in range(n_keys)]
 
-    def take(self, ids, amounts) -> tuple[bool, float]:
-        return self._take_all(ids, amounts)
+    def level_reader(self, bucket: int):
+        return self.buckets[bucket].available
+
+    def spent_reader(self, key: int):
+        return self.spend[key].spent
 
     def adjust(self, bucket: int, delta: int) -> None:
         if delta > 0:

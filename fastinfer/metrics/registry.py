@@ -78,6 +78,8 @@ class Metrics:
         self._admissions = admissions or {}   # deployment name -> shm Admission
         self._breakers = breakers or {}       # deployment name -> [shm Breaker per replica]
         self._buckets = buckets or {}         # (scope, name, kind) -> shm TokenBucket
+        self._key_codes: dict[str, dict[int, int | None]] = {}   # key -> status -> counter (request path)
+        self._key_usage: dict[str, tuple] = {}                   # key -> its usage counters
         self._c = layout.counter_index
         self._h = layout.histogram_index
 
@@ -129,16 +131,32 @@ class Metrics:
         self._add(("_session_generation", (deployment,)))
 
     def key_request(self, key: str, status: int) -> None:
-        key_code = ("key_requests_total", (key, str(status)))
-        self._add(key_code if key_code in self._c else ("key_requests_total", (key, "other")))
+        codes = self._key_codes.get(key)
+        if codes is None:
+            codes = self._key_codes[key] = {}
+        index = codes.get(status)
+        if index is None:
+            index = codes[status] = self._c.get(("key_requests_total", (key, str(status))),
+                                                self._c.get(("key_requests_total", (key, "other"))))
+        if index is not None:
+            self.counters.add(index, 1)
 
     def key_usage(self, key: str, prompt: int, completion: int, cached: int, cost_usd: float) -> None:
-        self._add(("key_tokens_total", (key, "input")), prompt)
-        self._add(("key_tokens_total", (key, "output")), completion)
+        series = self._key_usage.get(key)
+        if series is None:
+            series = self._key_usage[key] = tuple(self._c.get(k) for k in (
+                ("key_tokens_total", (key, "input")), ("key_tokens_total", (key, "output")),
+                ("key_tokens_total", (key, "cached")), ("key_cost_usd_total", (key,))))
+        add = self.counters.add
+        tokens_in, tokens_out, tokens_cached, cost = series
+        if tokens_in is None:
+            return      # not a configured key
+        add(tokens_in, prompt)
+        add(tokens_out, completion)
         if cached:
-            self._add(("key_tokens_total", (key, "cached")), cached)
+            add(tokens_cached, cached)
         if cost_usd:
-            self._add(("key_cost_usd_total", (key,)), round(cost_usd * _COST_SCALE))
+            add(cost, round(cost_usd * _COST_SCALE))
 
     def usage(self, deployment: str, prompt: int, completion: int, cached: int, cost_usd: float,
               estimated: bool = False) -> None:
