@@ -120,7 +120,7 @@ def cmd_serve(args) -> int:
             return EXIT_CONFIG
     workers = config.server.workers or os.cpu_count() or 1
     try:
-        return Supervisor(config, workers, reload_config, one_time_token=token, state_dir=state_dir).run()
+        code = Supervisor(config, workers, reload_config, one_time_token=token, state_dir=state_dir).run()
     except ListenError as e:
         print(f"fastinfer: {e} (see --host/--port, server.host/port, server.admin_host/admin_port)",
               file=sys.stderr)
@@ -128,6 +128,13 @@ def cmd_serve(args) -> int:
     finally:
         if state_dir is not None:
             state_dir.close()
+    # Every worker has exited and the supervisor has removed what it created (and saved the state
+    # dir). Skip the interpreter's teardown of every imported module (a few hundred milliseconds):
+    # a stop ends when its drain does (drain_delay_s + drain_grace_s), not noticeably later.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_check_config(args) -> int:
