@@ -164,12 +164,19 @@ def describe_config(config: Config) -> str:
         lines.append(
             f"deployment {d.name}: provider={d.provider} model={d.upstream_model} routing={d.routing} "
             f"max_concurrency={d.max_concurrency} queue_capacity={d.queue_capacity} "
-            f"on_capacity_exhausted={d.on_capacity_exhausted} fallbacks={d.fallbacks or '[]'}")
+            f"on_capacity_exhausted={d.on_capacity_exhausted} fallbacks={d.fallbacks or '[]'}"
+            f"{describe_rate_limit(d.rate_limit)}")
         for r in d.replicas:
             cred = r.credential.describe() if r.credential else "none"
             lines.append(f"  replica {r.name}: {mask_url(r.base_url)} credential={cred} weight={r.weight}")
     lines += [f"warning: {note}" for note in config_warnings(config)]
     return "\n".join(lines)
+
+
+def describe_rate_limit(r) -> str:
+    """A deployment's upstream quota as check-config shows it ("" when it has none)."""
+    limits = [f"{name}={value}" for name, value in (("rpm", r.rpm), ("tpm", r.tpm), ("burst", r.burst)) if value]
+    return f" rate_limit={' '.join(limits)}" if limits else ""
 
 
 def describe_key(k) -> str:

@@ -127,6 +127,22 @@ def stream_chat(gw):
     return 200, headers, None
 
 
+def test_a_failed_request_gives_its_tokens_back(start_gateway, mock_upstream):
+    """The upstream fails: the estimate charged at admission (the prompt and max_tokens 400) goes
+    back to the key's and the deployment's token buckets before the error is answered; the
+    request itself stays counted."""
+    gw = start_gateway(keys_config(mock_upstream.base, key_block(rpm=10, tpm=600), rate_limit="{ tpm = 1000 }",
+                                   retry="{ max_attempts = 1 }"))
+    mock_upstream.script([{"status": 500}])
+    status, headers, _ = chat(gw, max_tokens=400)
+    assert status >= 500
+    assert headers["x-ratelimit-remaining-tokens"] == "600"         # full again (the least left of both)
+    assert headers["x-ratelimit-remaining-requests"] == "9"
+    text = scrape(gw)
+    assert series(text, 'fastinfer_ratelimit_remaining{scope="deployment",name="m",kind="tokens"}') == 1000
+    assert series(text, 'fastinfer_ratelimit_remaining{scope="key",name="team",kind="tokens"}') == 600
+
+
 def test_the_queue_paces_requests_at_the_buckets_rate(start_gateway, mock_upstream):
     """rpm 120 with a burst of 1: one request every 0.5 s, the rest wait in the rate queue."""
     gw = start_gateway(keys_config(mock_upstream.base, "", rate_limit="{ rpm = 120, burst = 1 }"))

@@ -9,10 +9,17 @@ segment: lock-free, exact across the host's worker processes, no I/O.
 The seam for a cluster (``[cluster]``):
 
 - ``approximate``: keep ``LocalStore`` on the request path and sync in the
-  background (one worker per host, under ``LEASE_CLUSTER_SYNC``): publish what
-  this host consumed (``TokenBucket.consumed`` deltas per bucket, spend deltas
-  per key) and ``charge`` / ``add_spend`` what other hosts did. Nothing in Redis
-  runs on the request path.
+  background (one worker per host, under ``LEASE_CLUSTER_SYNC``). Per bucket,
+  ``own_usage(bucket)`` is this host's per-node counter (tokens it took and was
+  charged, minus refunds, since the segment was made; monotonic apart from
+  refunds, carried across a reload) — publish its deltas; ``add_remote_usage``
+  charges a bucket for what other hosts used (it may go into debt) without
+  counting it in ``own_usage``, so the published counter never echoes remote
+  use back. Per key, spend this host adds goes through ``add_spend``; what other
+  hosts spent is added with ``add_remote_spend`` (the budget check reads the
+  sum through ``spent``). The host's own cost per key, monotonic, is the
+  ``fastinfer_key_cost_usd_total`` counter (``Metrics``). Nothing in Redis runs
+  on the request path.
 - ``strict``: a store whose ``synchronous`` is False; its ``take_async`` is one
   Redis script (EVALSHA) taking every bucket all or none, and ``adjust`` /
   ``add_spend`` go to Redis too. Callers await ``take_async`` when
@@ -74,6 +81,18 @@ class LimitStore:
         """Add to a key's spend in ``period``; returns the period's total (micro-USD)."""
         raise NotImplementedError
 
+    def add_remote_spend(self, key: int, period: int, micro_usd: int) -> int:
+        """What other hosts spent, added to the key's spend in ``period`` (cluster sync)."""
+        return self.add_spend(key, period, micro_usd)
+
+    def own_usage(self, bucket: int) -> int:
+        """This host's own use of a bucket since start, as a per-node counter (cluster sync)."""
+        raise NotImplementedError
+
+    def add_remote_usage(self, bucket: int, tokens: int) -> None:
+        """Charge a bucket for what other hosts used, kept out of ``own_usage`` (cluster sync)."""
+        raise NotImplementedError
+
     def spent(self, key: int, period: int) -> int:
         """micro-USD the key spent in ``period`` (0 when another period is current)."""
         raise NotImplementedError
@@ -115,6 +134,12 @@ class LocalStore(LimitStore):
 
     def level(self, bucket: int) -> float:
         return self.buckets[bucket].available()
+
+    def own_usage(self, bucket: int) -> int:
+        return self.buckets[bucket].consumed
+
+    def add_remote_usage(self, bucket: int, tokens: int) -> None:
+        self.buckets[bucket].charge_remote(tokens)
 
     def capacity(self, bucket: int) -> int:
         return self.buckets[bucket].capacity
