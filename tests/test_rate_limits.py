@@ -15,7 +15,7 @@ import anthropic
 import openai
 import pytest
 
-from procs import http_json, wait_for
+from procs import http_json, in_parallel, wait_for
 from test_gateway_keys import ADMIN, keys_config
 
 KEY = "sk-limits-test-key"
@@ -37,22 +37,6 @@ def chat(gw, content: str = "a b c d e", headers: dict | None = None, **body):
     payload = {"model": "m", "messages": [{"role": "user", "content": content}], **body}
     return http_json("POST", gw.base + "/v1/chat/completions", payload,
                      headers={"connection": "close", **AUTH, **(headers or {})}, timeout=60)
-
-
-def in_parallel(n: int, fn) -> list:
-    results: list = [None] * n
-    barrier = threading.Barrier(n)
-
-    def run(i):
-        barrier.wait()
-        results[i] = fn(i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
 
 
 def scrape(gw) -> str:
