@@ -199,8 +199,23 @@ def run_all(args) -> dict:
         report["baseline_tree"] = str(Path(args.baseline_tree).resolve())
         report["baseline_summary"] = report["summaries"]["baseline"]
         report["against_baseline"] = against_baseline(report["summary"], report["baseline_summary"])
+    if "gateway" in report["summaries"] and "gateway-limits" in report["summaries"]:
+        report["limits_cost"] = limits_cost(report["summaries"]["gateway"], report["summaries"]["gateway-limits"])
     report["peer_table"] = peer_table.build(report)
     return report
+
+
+def limits_cost(plain_summary: dict, limited_summary: dict) -> dict:
+    """Per scenario: the gateway with a key and every limit on against the bare one, CPU per request."""
+    out = {}
+    for name, plain in plain_summary.items():
+        limited = limited_summary.get(name)
+        without, with_ = plain["gateway_cpu_us_per_request"], limited and limited["gateway_cpu_us_per_request"]
+        if not without or not with_:
+            continue
+        out[name] = {"cpu_us_per_request": without, "cpu_us_per_request_with_limits": with_,
+                     "added_us_per_request": round(with_ - without, 1), "ratio": _ratio(with_, without)}
+    return out
 
 
 def profile_pass(args, plan, paths, upstream, use_wrk) -> dict[str, str]:
@@ -367,6 +382,14 @@ def to_markdown(report: dict) -> str:
                                              *cells("gateway_cpu_us_per_chunk"),
                                              *cells("gateway_cpu_us_per_extra_chunk"),
                                              *cells("p99_added_ms", ratio=False)]) + " |")
+    if "limits_cost" in report:
+        lines += ["", "A gateway key with its RPM/TPM, concurrency and budget, and a deployment rate limit, all "
+                  "on and none binding (`gateway-limits`), against none (`gateway`); same run, same mock, "
+                  "gateway CPU per request:", "",
+                  "| scenario | CPU µs/req without | with limits | added µs/req | ratio |", "|---|---:|---:|---:|---:|"]
+        for name, c in report["limits_cost"].items():
+            lines.append(f"| {name} | {c['cpu_us_per_request']} | {c['cpu_us_per_request_with_limits']} "
+                         f"| {c['added_us_per_request']} | {c['ratio']} |")
     return "\n".join(lines) + "\n"
 
 

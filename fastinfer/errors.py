@@ -38,6 +38,12 @@ class Unauthorized(GatewayError):
     status, type, code = 401, "authentication_error", "invalid_api_key"
 
 
+class PermissionDenied(GatewayError):
+    """A gateway key asked for a deployment outside its ``models``."""
+
+    status, type, code = 403, "permission_error", "model_not_allowed"
+
+
 class UnknownModel(GatewayError):
     status, type, code = 404, "invalid_request_error", "model_not_found"
 
@@ -48,6 +54,12 @@ class BodyTooLarge(GatewayError):
 
 class RateLimited(GatewayError):
     status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+
+class BudgetExceeded(RateLimited):
+    """A gateway key has spent its budget for the period (``retry_after`` inf: it never resets)."""
+
+    code = "budget_exceeded"
 
 
 class UpstreamFailure(GatewayError):

@@ -109,14 +109,16 @@ def test_bench_with_the_python_mock_paces_streams_and_runs_a_baseline_tree_besid
     """--mock python: the project's own mock, which paces streams; --baseline-tree: a second gateway
     from another source tree (here: this one again) on the same mock, every scenario through both,
     and this tree against the baseline as ratios; --rounds: each scenario run again with the paths'
-    order swapped, the rounds summed."""
-    report = _bench(tmp_path, "--mock", "python", "--targets", "direct", "gateway", "--duration", "0.3",
+    order swapped, the rounds summed; gateway-limits: a key and every limit on (none refusing: no
+    errors), its CPU per request against the bare gateway's."""
+    report = _bench(tmp_path, "--mock", "python", "--targets", "direct", "gateway", "gateway-limits",
+                    "--duration", "0.3",
                     "--concurrency", "2", "--stream-concurrency", "2", "--no-wrk", "--baseline-tree", str(ROOT),
                     "--rounds", "2")
     assert report["mock"] == "python" and report["paced_itl_ms"] == 1.0
     names = ("nonstream c2", "stream c2", "stream c2 short", "stream c2 paced", "stream c2 paced short")
     assert {r["scenario"] for r in report["rows"]} == {f"{s} {p}" for s in names
-                                                       for p in ("direct", "baseline", "gateway")}
+                                                       for p in ("direct", "baseline", "gateway", "gateway-limits")}
     for row in report["rows"]:
         assert row["requests"] > 0 and row["errors"] == 0 and row["rounds"] == 2
         rounds = row["cpu_us_per_request_rounds"]
@@ -130,6 +132,12 @@ def test_bench_with_the_python_mock_paces_streams_and_runs_a_baseline_tree_besid
     assert per_request["ratio"] == round(per_request["this"] / per_request["baseline"], 2)
     assert "gateway_cpu_us_per_extra_chunk" in compared["stream c2"]
     assert "This tree against the baseline tree" in report["_markdown"]
+    assert set(report["limits_cost"]) == set(names)
+    cost = report["limits_cost"]["nonstream c2"]
+    assert cost["cpu_us_per_request_with_limits"] == report["summaries"]["gateway-limits"]["nonstream c2"][
+        "gateway_cpu_us_per_request"]
+    assert cost["added_us_per_request"] == round(cost["cpu_us_per_request_with_limits"] - cost["cpu_us_per_request"], 1)
+    assert "none binding (`gateway-limits`)" in report["_markdown"]
     assert set(report["skipped"]) == {"gateway-full", "nginx", "vllm-router"}
 
 

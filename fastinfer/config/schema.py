@@ -9,6 +9,7 @@ All errors are collected before the config is rejected.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import ipaddress
 import os
 import re
@@ -68,15 +69,31 @@ class ServerConfig:
     # complete request head in this time (a slow or half-open client cannot hold a socket)
     keepalive_timeout_s: float = _c(75.0, min=0.1)
     log_level: str = _c("info", choices=("debug", "info", "warning", "error"))
+    # spend and bucket levels kept across restarts (SQLite; one server per directory); unset: none kept
+    state_dir: str | None = None
+
+
+BUDGET_PERIODS = ("day", "week", "month", "total")
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    usd: float = _c(min=0)
+    period: str = _c("month", choices=BUDGET_PERIODS)
 
 
 @dataclass(frozen=True)
 class GatewayKeyConfig:
     name: str
-    key_sha256: str = _c(hexdigest=True)
+    key: Secret | None = None                       # the raw key's source; or key_sha256 (exactly one)
+    key_sha256: str | None = _c(None, hexdigest=True)
+    models: list[str] = _c([])                      # globs of deployment names; empty: every deployment
     rpm: int | None = _c(None, min=1)
     tpm: int | None = _c(None, min=1)
+    max_concurrency: int | None = _c(None, min=1, max=1_000_000)
     priority: str = _c("normal", choices=PRIORITIES)
+    max_priority: str = _c("critical", choices=PRIORITIES)
+    budget: BudgetConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,7 @@ class PriceConfig:
 class RateLimitConfig:
     rpm: int | None = _c(None, min=1)
     tpm: int | None = _c(None, min=1)
+    burst: int | None = _c(None, min=1)     # capacity of the requests bucket; default rpm
     strict: bool = False
 
 
@@ -162,7 +180,7 @@ class DeploymentConfig:
     queue_timeout_s: float = _c(30.0, min=0)
     fallbacks: list[str] = _c([])
     context_window_fallbacks: list[str] = _c([])
-    price: PriceConfig = field(default_factory=PriceConfig)
+    price: PriceConfig | None = None    # unset: the package's price table for public models, else free
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     circuit_breaker: CircuitBreakerConfig = field(default_factory=CircuitBreakerConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
@@ -380,9 +398,34 @@ def _check_references(cfg: Config, problems: _Problems) -> None:
     if (server.admin_port is not None and server.admin_port == server.port != 0
             and (server.admin_host or "127.0.0.1") == server.host):
         problems.add("server.admin_port", "must differ from server.port: the admin listener is a separate socket")
-    key_names = [k.name for k in cfg.keys]
-    if len(set(key_names)) != len(key_names):
-        problems.add("keys", "key names must be unique")
+    _check_keys(cfg, problems)
+
+
+def _check_keys(cfg: Config, problems: _Problems) -> None:
+    """Gateway keys: unique names and hashes, one key source each, globs that match something."""
+    names = [d.name for d in cfg.deployments]
+    seen_names: set[str] = set()
+    seen_hashes: dict[str, str] = {}
+    for i, k in enumerate(cfg.keys):
+        path = f"keys[{i}]"
+        if k.name in seen_names:
+            problems.add(f"{path}.name", f"duplicate key name {k.name!r}")
+        seen_names.add(k.name)
+        if (k.key is None) == (k.key_sha256 is None):
+            problems.add(path, "exactly one of key (a secret source) or key_sha256 is required")
+        elif k.key_sha256 is not None:
+            digest = k.key_sha256.lower()
+            if digest in seen_hashes:
+                problems.add(f"{path}.key_sha256", f"the same key as key {seen_hashes[digest]!r}")
+            seen_hashes.setdefault(digest, k.name)
+        for j, pattern in enumerate(k.models):
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                problems.add(f"{path}.models[{j}]", f"{pattern!r} matches no deployment")
+        if PRIORITIES.index(k.priority) < PRIORITIES.index(k.max_priority):
+            problems.add(f"{path}.priority", f"{k.priority!r} is above max_priority {k.max_priority!r}")
+    for i, d in enumerate(cfg.deployments):
+        if d.rate_limit.burst is not None and d.rate_limit.rpm is None:
+            problems.add(f"deployments[{i}].rate_limit.burst", "needs rpm (burst is the requests bucket's size)")
 
 
 def base_url_problem(url: str) -> str | None:

@@ -19,7 +19,7 @@ from ..breaker import PROBE, REJECTED, DeploymentBreakers
 from ..config import Config, DeploymentConfig
 from ..errors import GatewayError, Overloaded, UnknownModel
 from ..formats import FORMATS
-from ..limits import AdmissionControl, CapacityExhausted
+from ..limits import AdmissionControl, CapacityExhausted, Limits, price_of
 from ..metrics import Metrics
 from ..providers import Provider, make_provider
 from ..routing import ReplicaPicker
@@ -43,11 +43,12 @@ class AllCircuitsOpen(Overloaded):
 class Deployment:
     """Everything the engine holds for one deployment in this worker."""
 
-    __slots__ = ("index", "config", "provider", "picker", "breakers", "session_generation", "rebuilding")
+    __slots__ = ("index", "config", "provider", "picker", "breakers", "session_generation", "rebuilding", "price")
 
     def __init__(self, index: int, config: DeploymentConfig, breakers: DeploymentBreakers):
         self.index = index
         self.config = config
+        self.price = price_of(config)            # its own price, or the package's table's
         self.provider: Provider = make_provider(config)
         self.picker = ReplicaPicker(config)
         self.breakers = breakers
@@ -57,11 +58,14 @@ class Deployment:
 
 class Engine:
     def __init__(self, config: Config, sessions: SessionRegistry, *, admission: AdmissionControl,
-                 breakers: list[DeploymentBreakers], metrics: Metrics):
+                 breakers: list[DeploymentBreakers], metrics: Metrics, limits: Limits | None = None):
         self.config = config
         self.sessions = sessions
         self.admission = admission
         self.metrics = metrics
+        self.limits = limits
+        # None when no key is configured and no deployment is rate-limited: nothing to do per request
+        self._limits = limits if limits is not None and limits.active else None
         self.deployments = {d.name: Deployment(i, d, breakers[i]) for i, d in enumerate(config.deployments)}
         self._rng = random.SystemRandom()
         # built inside the worker's loop; on Python 3.11 every get_running_loop() is a getpid() syscall
@@ -77,15 +81,41 @@ class Engine:
     async def chat(self, req: GatewayRequest) -> EngineResult:
         """Serve ``req`` from its deployment, or from its fallbacks in order when it cannot.
 
+        With limits, the request's key limits are taken first (429 when short), each
+        deployment's rate limit before its slot, and everything is settled — tokens
+        corrected to the usage, spend added — before the answer's last byte is sent.
+        """
+        primary = self.deployment(req.model)
+        if self._limits is None:
+            return (await self._route(primary, req, None))[0]
+        grant = self._limits.admit(req)
+        try:
+            result, served = await self._route(primary, req, grant)
+        except GatewayError as e:
+            grant.settle()
+            e.headers.update(grant.rate_headers())
+            raise
+        except BaseException:
+            grant.settle()
+            raise
+        if result.stream is None:
+            grant.settle(served.index)
+        else:
+            result.stream.also_before_end(lambda: grant.settle(served.index))
+        result.headers.update(grant.rate_headers())
+        return result
+
+    async def _route(self, primary: Deployment, req: GatewayRequest, grant) -> tuple[EngineResult, Deployment]:
+        """The answer and the deployment that gave it.
+
         An error whose ``context_window`` is set may only go to the deployment's
         ``context_window_fallbacks``; one whose ``fallback`` is set to its
         ``fallbacks``; any other error is the answer.
         """
-        primary = self.deployment(req.model)
         candidate, used = primary, {primary.config.name}
         while True:
             try:
-                result = await self._serve(candidate, req)
+                result = await self._serve(candidate, req, grant)
             except GatewayError as e:
                 options = (primary.config.context_window_fallbacks if e.context_window
                            else primary.config.fallbacks if e.fallback else ())
@@ -100,10 +130,11 @@ class Engine:
                 continue
             if candidate is not primary:
                 result.headers["x-fastinfer-deployment"] = candidate.config.name
-            return result
+            return result, candidate
 
-    async def _serve(self, dep: Deployment, req: GatewayRequest) -> EngineResult:
-        """Admission, then the attempt loop; the slot is held until the answer (or stream) ends."""
+    async def _serve(self, dep: Deployment, req: GatewayRequest, grant) -> EngineResult:
+        """Admission (the deployment's rate limit, then a slot), then the attempt loop; the slot is
+        held until the answer (or stream) ends."""
         cfg = dep.config
         metrics = self.metrics
         if metrics.session_generation(cfg.name) != dep.session_generation:
@@ -116,6 +147,12 @@ class Engine:
         if req.deadline is not None:
             timeout = min(timeout, max(0.0, req.deadline - self._loop.time()))
         try:
+            if grant is not None:
+                waiting = self._limits.take_deployment(grant, dep.index, req, timeout)
+                if waiting is not None:     # in the deployment's rate queue
+                    waited_from = self._loop.time()
+                    await waiting
+                    timeout = max(0.0, timeout - (self._loop.time() - waited_from))
             await self.admission.acquire(dep.index, req.priority, cfg.on_capacity_exhausted, timeout)
         except CapacityExhausted as e:
             metrics.rejected(cfg.name, e.reason)
@@ -217,7 +254,7 @@ class Engine:
         if not req.stream:
             body, usage = fmt.reply(reply.body, req, caller, model)
             current.end(SUCCESS)
-            self._account_usage(dep, usage)
+            self._account_usage(dep, req, usage)
             return EngineResult(200, body=body, replica=current.replica, attempts=attempt, upstream_s=upstream_s)
         try:
             relay = fmt.relay(req, caller, model)
@@ -225,20 +262,20 @@ class Engine:
             reply.close()   # nobody will own the live upstream exchange: abort it now
             raise
         stream = RelayedStream(reply, relay, current, dep.config.provider)
-        stream.also_on_done(lambda: self._account_usage(dep, relay.usage))
+        stream.also_before_end(lambda: self._account_usage(dep, req, relay.usage))
         return EngineResult(200, stream=stream, replica=current.replica, attempts=attempt, upstream_s=upstream_s)
 
-    def _account_usage(self, dep: Deployment, usage: dict | None) -> None:
-        """Tokens and cost of one answer, into the host-wide counters."""
+    def _account_usage(self, dep: Deployment, req: GatewayRequest, usage: dict | None) -> None:
+        """Tokens and cost of one answer, into the host-wide counters, and left on the request
+        (``req.usage``, ``req.cost_usd``) for whoever reads it after (limits, logs, traces)."""
         if not usage:
             return
         prompt = usage.get("prompt_tokens") or 0
         completion = usage.get("completion_tokens") or 0
         cached = usage.get("cached_tokens") or 0
-        price = dep.config.price
-        cached_price = price.input_per_mtok if price.cached_input_per_mtok is None else price.cached_input_per_mtok
-        cost = ((prompt - cached) * price.input_per_mtok + cached * cached_price
-                + completion * price.output_per_mtok) / 1e6
+        cost = dep.price.cost_usd(prompt, completion, cached)
+        req.usage = usage
+        req.cost_usd = cost
         self.metrics.usage(dep.config.name, prompt, completion, cached, cost,
                            estimated=bool(usage.get("usage_estimated")))
 

@@ -32,6 +32,9 @@ class GatewayRequest:
     deadline: float | None = None  # loop.time() by which the whole request must end
     client_wants_usage: bool = False
     endpoint: str = "chat"        # OpenAI endpoint: "chat" | "completions" | "embeddings"
+    key: str | None = None        # the gateway key's name (never the key), set by the gateway's auth
+    usage: dict | None = None     # the answer's normalized usage, once the engine accounted it
+    cost_usd: float = 0.0         # and its cost
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from ..engine.state import is_ready
 from ..errors import BadRequest, GatewayError
 from .admin import AdminApi
 from .anthropic_api import messages_request
+from .auth import KeyRing
 from .body import read_json
 from .drain import GatewayDrain, ShuttingDown
 from .errors import JSON
@@ -47,6 +48,8 @@ class Gateway:
         self._models_body = orjson.dumps({"object": "list", "data": [
             {"id": name, "object": "model", "created": int(time.time()), "owned_by": d.config.provider}
             for name, d in engine.deployments.items()]})
+        # gateway keys: with any configured, every data route needs one (None: an open gateway)
+        self.keys = KeyRing(engine.config) if engine.config.keys else None
 
     def app(self, *, operator_routes: bool = True) -> web.Application:
         """The public listener's app; ``operator_routes=False`` when a separate admin listener has them."""
@@ -128,13 +131,22 @@ class Gateway:
         started = clock()   # the overhead clock (µs); now, on the loop's clock, is for the deadline
         now = self._loop.time()
         request_id = request[REQUEST_ID]
-        request[DATA_ROUTE] = route = [None, started]     # the deployment, once known
+        request[DATA_ROUTE] = route = [None, started, None]     # the deployment and the key, once known
         try:
+            key = None
+            if self.keys is not None:
+                key = self.keys.authenticate(request.headers)    # before the body is read
+                route[2] = key.name
             timeout_ms = request.headers.get("x-timeout-ms")
             deadline = None if timeout_ms is None else now + _parse_timeout_ms(timeout_ms)
-            req = parse(await read_json(request, self.max_body_bytes, self.body_timeout_s),
-                        request.headers, request_id, now)
+            body = await read_json(request, self.max_body_bytes, self.body_timeout_s)
+            asked_priority = key is not None and _asks_priority(request.headers, body)
+            req = parse(body, request.headers, request_id, now)
             route[0] = req.model
+            if key is not None:
+                key.check_model(req.model)
+                req.key = key.name
+                req.priority = key.priority_of(req.priority if asked_priority else None)
             if req.endpoint != "chat" and req.endpoint not in self.engine.deployment(req.model).provider.endpoints:
                 raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
             req.deadline = deadline
@@ -142,14 +154,14 @@ class Gateway:
         except asyncio.CancelledError:
             if self.drain.cut_short():
                 raise ShuttingDown() from None   # the drain's grace period is over: a 503 (middleware)
-            self._account(route[0], _CLIENT_CLOSED, started)
+            self._account(route[0], _CLIENT_CLOSED, started, key=route[2])
             raise
         try:
             response = await self._respond(request, result, request_id, started)
         except asyncio.CancelledError:
-            self._account(req.model, _CLIENT_CLOSED, started, result)
+            self._account(req.model, _CLIENT_CLOSED, started, result, req.key)
             raise
-        self._account(req.model, result.status, started, result)
+        self._account(req.model, result.status, started, result, req.key)
         return response
 
     def _count_error(self, request: web.Request, status: int) -> None:
@@ -158,16 +170,19 @@ class Gateway:
         count their own (``_counted``)."""
         route = request.get(DATA_ROUTE)
         if route is not None:
-            self._account(route[0], status, route[1])
+            self._account(route[0], status, route[1], key=route[2])
         elif OPERATOR_ROUTE not in request:
             self._account(None, status, None)
 
     def _account(self, deployment: str | None, status: int, received_at: float | None,
-                 result: EngineResult | None = None) -> None:
-        """Count the request once it is answered: code, duration, gateway overhead."""
+                 result: EngineResult | None = None, key: str | None = None) -> None:
+        """Count the request once it is answered: code (per deployment and per gateway key),
+        duration, gateway overhead."""
         metrics = self.engine.metrics
         name = deployment or ""
         metrics.request(name, status)
+        if key is not None:
+            metrics.key_request(key, status)
         if received_at is None:
             return
         duration = clock() - received_at
@@ -219,8 +234,11 @@ class Gateway:
         return response
 
     async def models(self, request: web.Request) -> web.Response:
+        body = self._models_body
+        if self.keys is not None:
+            body = self.keys.authenticate(request.headers).models_body
         self.engine.metrics.request("", 200)     # a client API answer that concerns no deployment
-        return web.Response(body=self._models_body, content_type=JSON)
+        return web.Response(body=body, content_type=JSON)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.engine.metrics.render(),
@@ -236,6 +254,11 @@ class Gateway:
             return web.Response(status=503, body=b'{"status":"all circuits of a deployment are open"}',
                                 content_type=JSON)
         return web.Response(body=b'{"status":"ready"}', content_type=JSON)
+
+
+def _asks_priority(headers, body) -> bool:
+    """Did the client name a priority (``x-priority`` or the body's ``priority``)? If not, its key's applies."""
+    return headers.get("x-priority") is not None or (type(body) is dict and body.get("priority") is not None)
 
 
 def _passthrough(endpoint: str):

@@ -8,6 +8,7 @@ structures at scrape time.
 from __future__ import annotations
 
 import itertools
+import math
 
 from ..config import Config
 
@@ -18,7 +19,9 @@ CODES = ("200", "202", "304", "400", "401", "403", "404", "405", "408", "413", "
          "500", "502", "503", "504", "other")
 OUTCOMES = ("success", "client_error", "rate_limited", "server_error", "timeout", "network_error",
             "auth_error", "content_filter", "context_window")
-REJECT_REASONS = ("queue_full", "queue_timeout", "capacity", "circuit_open", "rate_limited", "client_gone")
+# rate_limited: a deployment's rate_limit; key_*, budget_exceeded: a gateway key's own limits
+REJECT_REASONS = ("queue_full", "queue_timeout", "capacity", "circuit_open", "rate_limited", "client_gone",
+                  "key_rate_limited", "key_concurrency", "budget_exceeded")
 TOKEN_DIRECTIONS = ("input", "output", "cached")
 REBUILD_CAUSES = ("auth", "admin", "reload", "file_changed")
 HISTOGRAMS = ("request_duration_seconds", "ttft_seconds", "overhead_seconds")
@@ -54,6 +57,10 @@ class MetricsLayout:
         keys += [("cost_usd_total", (d,)) for d in self.replicas]
         keys += [("usage_estimated_total", (d,)) for d in self.replicas]
         keys += [("session_rebuilds_total", (d, c)) for d in self.replicas for c in REBUILD_CAUSES]
+        self.keys = [k.name for k in config.keys]
+        keys += [("key_requests_total", (k, c)) for k in self.keys for c in CODES]
+        keys += [("key_tokens_total", (k, t)) for k in self.keys for t in TOKEN_DIRECTIONS]
+        keys += [("key_cost_usd_total", (k,)) for k in self.keys]
         keys += [("operator_requests_total", (r, c)) for r in OPERATOR_ROUTES for c in CODES]
         self.workers = [str(i) for i in range(n_workers)]
         keys += [("worker_requests_total", (w,)) for w in self.workers]
@@ -89,12 +96,15 @@ class Metrics:
     """Recording calls for the request path; each is a dict lookup and one atomic add."""
 
     def __init__(self, layout: MetricsLayout, segment, admissions: dict | None = None,
-                 breakers: dict | None = None):
+                 breakers: dict | None = None, buckets: dict | None = None):
         self.layout = layout
         self.counters = segment.counters
         self.histograms = segment.histograms
         self._admissions = admissions or {}   # deployment name -> shm Admission
         self._breakers = breakers or {}       # deployment name -> [shm Breaker per replica]
+        self._buckets = buckets or {}         # (scope, name, kind) -> shm TokenBucket
+        self._key_codes: dict[str, dict[int, int | None]] = {}   # key -> status -> counter (request path)
+        self._key_usage: dict[str, tuple] = {}                   # key -> its usage counters
         self._c = layout.counter_index
         self._h = layout.histogram_index
 
@@ -158,6 +168,34 @@ class Metrics:
     def bump_session_generation(self, deployment: str) -> None:
         self._add(("_session_generation", (deployment,)))
 
+    def key_request(self, key: str, status: int) -> None:
+        codes = self._key_codes.get(key)
+        if codes is None:
+            codes = self._key_codes[key] = {}
+        index = codes.get(status)
+        if index is None:
+            index = codes[status] = self._c.get(("key_requests_total", (key, str(status))),
+                                                self._c.get(("key_requests_total", (key, "other"))))
+        if index is not None:
+            self.counters.add(index, 1)
+
+    def key_usage(self, key: str, prompt: int, completion: int, cached: int, cost_usd: float) -> None:
+        series = self._key_usage.get(key)
+        if series is None:
+            series = self._key_usage[key] = tuple(self._c.get(k) for k in (
+                ("key_tokens_total", (key, "input")), ("key_tokens_total", (key, "output")),
+                ("key_tokens_total", (key, "cached")), ("key_cost_usd_total", (key,))))
+        add = self.counters.add
+        tokens_in, tokens_out, tokens_cached, cost = series
+        if tokens_in is None:
+            return      # not a configured key
+        add(tokens_in, prompt)
+        add(tokens_out, completion)
+        if cached:
+            add(tokens_cached, cached)
+        if cost_usd:
+            add(cost, round(cost_usd * _COST_SCALE))
+
     def usage(self, deployment: str, prompt: int, completion: int, cached: int, cost_usd: float,
               estimated: bool = False) -> None:
         if estimated:
@@ -182,7 +220,7 @@ class Metrics:
             name = f"fastinfer_{metric}"
             _family(out, name, "gauge" if metric in WORKER_GAUGES else "counter")
             labels = _LABELS[metric]
-            scale = _GAUGE_SCALE.get(metric, _COST_SCALE if metric == "cost_usd_total" else None)
+            scale = _GAUGE_SCALE.get(metric, _COST_SCALE if metric in _COST_METRICS else None)
             for index, (_, values_of_labels) in entries:
                 value = int(values[index])
                 text = str(value) if scale is None else repr(value / scale)
@@ -202,6 +240,10 @@ class Metrics:
         for d, breakers in self._breakers.items():
             for replica, b in zip(self.layout.replicas[d], breakers):
                 out.append(f'fastinfer_circuit_state{{deployment="{_esc(d)}",replica="{_esc(replica)}"}} {b.state}')
+        # whole tokens (or requests) left in each limit's bucket now; negative: in debt
+        _family(out, "fastinfer_ratelimit_remaining", "gauge")
+        out += [f'fastinfer_ratelimit_remaining{{{_label_text(("scope", "name", "kind"), name)}}} '
+                f'{math.floor(bucket.available())}' for name, bucket in self._buckets.items()]
 
     def _render_histograms(self, out: list[str]) -> None:
         for histogram in HISTOGRAMS:
@@ -261,10 +303,14 @@ _LABELS = {
     "cost_usd_total": ("deployment",),
     "usage_estimated_total": ("deployment",),
     "session_rebuilds_total": ("deployment", "cause"),
+    "key_requests_total": ("key", "code"),
+    "key_tokens_total": ("key", "direction"),
+    "key_cost_usd_total": ("key",),
     "operator_requests_total": ("route", "code"),
     "worker_requests_total": ("worker",),
     **{g: ("worker",) for g in WORKER_GAUGES},
 }
+_COST_METRICS = ("cost_usd_total", "key_cost_usd_total")
 
 # every family /metrics renders, with its # HELP line
 HELP = {
@@ -287,7 +333,11 @@ HELP = {
     "fastinfer_worker_open_fds": "Open file descriptors of each worker process.",
     "fastinfer_worker_event_loop_lag_seconds": "Longest delay of each worker's event loop behind its timers "
                                                "over the last second.",
-    "fastinfer_queue_depth": "Requests waiting for a slot, host-wide.",
+    "fastinfer_key_requests_total": "Answers to a gateway key's requests, by HTTP status.",
+    "fastinfer_key_tokens_total": "A gateway key's tokens as the upstream reported them (cached is part of input).",
+    "fastinfer_key_cost_usd_total": "A gateway key's cost in US dollars since start.",
+    "fastinfer_ratelimit_remaining": "Whole requests or tokens left in a limit's bucket now (negative: in debt).",
+    "fastinfer_queue_depth": "Requests waiting for a slot or a deployment's rate limit, host-wide.",
     "fastinfer_in_flight": "Requests holding a slot, host-wide.",
     "fastinfer_circuit_state": "Circuit state per replica: 0 closed, 1 open, 2 half-open.",
     "fastinfer_request_duration_seconds": "From request received to answer complete (streams: to the last byte).",

@@ -16,8 +16,10 @@ reordered by the new config.
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import sqlite3
 from dataclasses import dataclass, field
 
 from .._core import shm
@@ -25,6 +27,7 @@ from .._core.carry import Carried, StateMap, carry_state
 from ..config import Config
 from ..metrics import BUCKETS, MetricsLayout
 
+log = logging.getLogger("fastinfer.supervisor")
 DEFAULT_MAX_SESSIONS = 65_536      # the contract's server.max_sessions default
 PREFIX_INDEX_ENTRIES = 65_536      # per deployment routed by prefix (32 bytes each)
 
@@ -41,6 +44,8 @@ class HostIndex:
     replicas: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)   # (dep, replica)
     keys: dict[str, int] = field(default_factory=dict)
     buckets: dict[BucketName, int] = field(default_factory=dict)
+    # deployment name -> admission index of its rate queue (rate-limited deployments that queue)
+    rate_gates: dict[str, int] = field(default_factory=dict)
 
     def state_map(self, old: "HostIndex") -> StateMap:
         """old index -> this index, for every name both have."""
@@ -58,6 +63,11 @@ def plan(config: Config, n_workers: int, metrics_layout: MetricsLayout) -> tuple
     Token buckets: a key's ``rpm`` / ``tpm`` and a deployment's ``rate_limit.rpm`` / ``tpm``,
     each refilled at its per-minute rate, holding a minute's worth -- or, for a deployment's
     requests, ``rate_limit.burst`` when the config has one.
+
+    Rate queues: a rate-limited deployment whose ``on_capacity_exhausted`` is ``queue`` gets
+    one more admission structure after the deployments' own, with one slot and the
+    deployment's queue capacity: requests wait there, in priority order, for the bucket
+    (``limits.quota``). It has no replicas and no name in ``index.deployments``.
     """
     deployments = config.deployments
     buckets: dict[BucketName, int] = {}
@@ -72,17 +82,21 @@ def plan(config: Config, n_workers: int, metrics_layout: MetricsLayout) -> tuple
         bucket(("key", k.name, "requests"), k.rpm)
         bucket(("key", k.name, "tokens"), k.tpm)
     for d in deployments:
-        bucket(("deployment", d.name, "requests"), d.rate_limit.rpm, getattr(d.rate_limit, "burst", None))
+        bucket(("deployment", d.name, "requests"), d.rate_limit.rpm, d.rate_limit.burst)
         bucket(("deployment", d.name, "tokens"), d.rate_limit.tpm)
+    gated = [d for d in deployments
+             if (d.rate_limit.rpm or d.rate_limit.tpm) and d.on_capacity_exhausted == "queue"]
+    rate_gates = {d.name: len(deployments) + i for i, d in enumerate(gated)}
+    admissions = [(d.max_concurrency, d.queue_capacity, len(d.replicas)) for d in deployments]
+    admissions += [(1, d.queue_capacity, 0) for d in gated]
     layout = shm.Layout(
-        n_workers,
-        [(d.max_concurrency, d.queue_capacity, len(d.replicas)) for d in deployments],
+        n_workers, admissions,
         metrics_layout.n_counters, metrics_layout.n_histograms, BUCKETS,
-        breakers=[_breaker_config(d) for d in deployments],
-        replica_weights=[[r.weight for r in d.replicas] for d in deployments],
-        prefix_capacity=[PREFIX_INDEX_ENTRIES if d.routing == "prefix" else 0 for d in deployments],
+        breakers=[_breaker_config(d) for d in deployments] + [_breaker_config(d) for d in gated],
+        replica_weights=[[r.weight for r in d.replicas] for d in deployments] + [[] for _ in gated],
+        prefix_capacity=[PREFIX_INDEX_ENTRIES if d.routing == "prefix" else 0 for d in deployments] + [0] * len(gated),
         token_buckets=bucket_specs,
-        key_max_concurrency=[getattr(k, "max_concurrency", None) or 0 for k in config.keys],
+        key_max_concurrency=[k.max_concurrency or 0 for k in config.keys],
         max_sessions=getattr(config.server, "max_sessions", DEFAULT_MAX_SESSIONS),
     )
     index = HostIndex(
@@ -90,6 +104,7 @@ def plan(config: Config, n_workers: int, metrics_layout: MetricsLayout) -> tuple
         replicas={(d.name, r.name): (i, j) for i, d in enumerate(deployments) for j, r in enumerate(d.replicas)},
         keys={k.name: i for i, k in enumerate(config.keys)},
         buckets=buckets,
+        rate_gates=rate_gates,
     )
     return layout, index
 
@@ -107,15 +122,31 @@ class HostState:
     # keys the admin-auth throttle's hash of client addresses; made before the fork, so shared
     auth_salt: bytes = field(default_factory=lambda: secrets.token_bytes(16))
     index: HostIndex = field(default_factory=HostIndex)
+    # server.state_dir, opened and locked by serve (limits.StateDir); the workers save into it
+    state_dir: object = None
 
     @classmethod
-    def create(cls, config: Config, n_workers: int) -> "HostState":
+    def create(cls, config: Config, n_workers: int, state_dir=None) -> "HostState":
         metrics_layout = MetricsLayout(config, n_workers)
         layout, index = plan(config, n_workers, metrics_layout)
         segment = shm.Segment.create(f"fastinfer-{os.getpid()}-{secrets.token_hex(4)}", layout)
         segment.unlink()
         wake_fds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(n_workers)]
-        return cls(segment=segment, metrics_layout=metrics_layout, wake_fds=wake_fds, index=index)
+        return cls(segment=segment, metrics_layout=metrics_layout, wake_fds=wake_fds, index=index,
+                   state_dir=state_dir)
+
+    def restore_limits(self, config: Config) -> None:
+        """Bucket levels and spend saved under ``server.state_dir``, into this (fresh) segment."""
+        if self.state_dir is not None:
+            self.state_dir.restore(self.segment, self.index.buckets, self.index.keys, config)
+
+    def save_limits(self, config: Config) -> None:
+        """This segment's bucket levels and spend, saved under ``server.state_dir``."""
+        if self.state_dir is not None:
+            try:
+                self.state_dir.save_segment(self.segment, self.index.buckets, self.index.keys, config)
+            except (OSError, sqlite3.Error) as e:
+                log.error("cannot save limit state to %s: %s", self.state_dir.db, e)
 
     def reclaim(self, worker: int) -> dict:
         """Give back what a dead worker held: slots, queue tickets, breaker probes, key slots,

@@ -22,7 +22,7 @@ from ..breaker import DeploymentBreakers
 from ..config import Config
 from ..config.secrets import SecretUnavailable
 from ..engine import Engine
-from ..limits import AdmissionControl
+from ..limits import AdmissionControl, Limits
 from ..metrics import Metrics
 from ..ops import FailureThrottle
 from ..gateway import Gateway
@@ -96,22 +96,26 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     drain.listen_for_signals()   # first: a signal during start-up is kept for when serving begins
     segment = host.segment
     segment.register_worker(index, os.getpid(), host.wake_fds[index])
-    admission = AdmissionControl(segment, index, host.wake_fds[index], len(config.deployments))
+    # the deployments' admission structures, then their rate queues (process.hostwide.plan)
+    admission = AdmissionControl(segment, index, host.wake_fds[index], len(segment.layout.deployments))
     admission.start(loop)
     breakers = [DeploymentBreakers(segment, i, d, index) for i, d in enumerate(config.deployments)]
     metrics = Metrics(host.metrics_layout, segment,
-                      admissions={d.name: a for d, a in zip(config.deployments, admission.admissions)},
-                      breakers={d.name: b.breakers for d, b in zip(config.deployments, breakers)})
+                      admissions=admission.views(config.deployments, host.index.rate_gates),
+                      breakers={d.name: b.breakers for d, b in zip(config.deployments, breakers)},
+                      buckets={name: segment.bucket(i) for name, i in host.index.buckets.items()})
+    limits = Limits.for_worker(config, host, index, admission, metrics)
 
     def on_rotate(deployment: str, cause: str) -> None:
         if cause == "file_changed":  # auth, admin and reload rebuilds are counted where they happen
             metrics.session_rebuild(deployment, cause)
 
     sessions = await SessionRegistry.open(config, on_rotate)
-    engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics)
+    engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics, limits=limits)
     gateway = Gateway(engine, max_body_bytes=server.max_body_bytes, body_timeout_s=server.client_body_timeout_s,
                       admin_key=await _admin_key(server),
                       admin_throttle=FailureThrottle.in_segment(metrics, host.auth_salt))
+    limits.start(loop)
     runners = [await _start_site(gateway.app(operator_routes=admin_sock is None), sock, server, gateway.drain)]
     if admin_sock is not None:
         runners.append(await _start_site(gateway.operator_app(), admin_sock, server, gateway.drain))
@@ -128,6 +132,7 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     log.debug("worker %d (pid %d) serving", index, os.getpid())
     await drain.wait()
     log.info("worker %d draining (%s)", index, "stop" if drain.stopping else "reload")
+    await limits.stop()       # the supervisor saves the final limit state once every worker is gone
     await drain.run(gateway.drain, runners)
     probe.stop()
     admission.stop(loop)
