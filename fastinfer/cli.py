@@ -39,10 +39,6 @@ def not_yet_enforced(config: Config) -> list[str]:
         path = f"deployments[{i}]"
         if d.rate_limit.rpm or d.rate_limit.tpm:
             notes.append(f"{path}.rate_limit: RPM/TPM budgets are not enforced yet")
-        if d.routing in ("sticky", "prefix"):
-            notes.append(f"{path}.routing: {d.routing} routing is not built yet; round robin is used")
-        if d.session.backend_sessions:
-            notes.append(f"{path}.session.backend_sessions: backend sessions are not built yet")
     return notes
 
 
@@ -205,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
             mock.add_argument(flag, nargs="+", default=None, metavar="KEY", help=text)
         elif f.name == "seed":
             mock.add_argument(flag, type=int, default=None, help=text)
+        elif f.type == "bool":
+            mock.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=text)
         else:
             mock.add_argument(flag, type=kind or float, default=f.default, help=f"{text} (default {f.default})")
     mock.set_defaults(func=cmd_mock_upstream)

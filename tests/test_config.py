@@ -166,7 +166,6 @@ def test_settings_not_enforced_yet_are_called_out(workdir):
     assert warnings == [
         "warning: keys: gateway keys are not checked yet; the gateway is open",
         "warning: deployments[0].rate_limit: RPM/TPM budgets are not enforced yet",
-        "warning: deployments[0].routing: sticky routing is not built yet; round robin is used",
     ]
     assert "warning" not in check_config(workdir, GOOD, env={"FI_TEST_OPENAI_KEY": "x"}).stdout
 

@@ -16,12 +16,13 @@ from aiohttp import web
 
 from ..engine import Engine, EngineResult, clock
 from ..engine.state import is_ready
-from ..errors import BadRequest
+from ..routing import session_id_problem
+from ..errors import BadRequest, GatewayError
 from .admin import AdminApi
 from .anthropic_api import messages_request
 from .body import read_json
 from .errors import JSON
-from .middleware import DATA_ROUTE, REQUEST_ID, RateLimitedLog, RequestIds, error_middleware
+from .middleware import DATA_ROUTE, KEY_NAME, REQUEST_ID, RateLimitedLog, RequestIds, error_middleware
 from .openai_api import chat_request, passthrough_request
 
 _CLIENT_CLOSED = 499   # the client went away before its answer was complete (nginx's code)
@@ -42,9 +43,10 @@ class Gateway:
         self.internal_errors = RateLimitedLog(log, self._loop)
         # one middleware instance (one request-id sequence) for the public and the admin listener
         self._error_middleware = error_middleware(RequestIds(), self.internal_errors, self._count_error)
+        created = int(time.time())
         self._models_body = orjson.dumps({"object": "list", "data": [
-            {"id": name, "object": "model", "created": int(time.time()), "owned_by": d.config.provider}
-            for name, d in engine.deployments.items()]})
+            {"id": name, "object": "model", "created": created, "owned_by": d.config.provider}
+            for d in engine.deployments.values() for name in (d.config.name, *d.config.aliases)]})
 
     def app(self, *, operator_routes: bool = True) -> web.Application:
         """The public listener's app; ``operator_routes=False`` when a separate admin listener has them."""
@@ -56,6 +58,7 @@ class Gateway:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_delete("/v1/sessions/{session_id}", self.end_session)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         if operator_routes:
@@ -172,6 +175,20 @@ class Gateway:
         finally:
             result.stream.close()
         return response
+
+    async def end_session(self, request: web.Request) -> web.Response:
+        """``DELETE /v1/sessions/{id}``: end a sticky session now (its backend session closed), in
+        every deployment it is bound in, within the caller's gateway key's namespace."""
+        session_id = request.match_info["session_id"]
+        problem = session_id_problem(session_id)
+        if problem is not None:
+            raise BadRequest(f"The session id {problem}.", param="session_id")
+        ended = await self.engine.end_session(request.get(KEY_NAME) or "", session_id)
+        if not ended:
+            raise GatewayError(f"No live session {session_id!r}.", status=404, type="invalid_request_error",
+                               code="session_not_found")
+        return web.Response(body=orjson.dumps({"id": session_id, "object": "session", "deleted": True,
+                                               "deployments": ended}), content_type=JSON)
 
     async def models(self, request: web.Request) -> web.Response:
         return web.Response(body=self._models_body, content_type=JSON)

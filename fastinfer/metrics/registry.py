@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 
+from .._core.constants import OPEN
 from ..config import Config
 
 # one bucket set for every histogram: 100 µs (gateway overhead) up to 5 min (long streams)
@@ -15,6 +16,10 @@ OUTCOMES = ("success", "client_error", "rate_limited", "server_error", "timeout"
 REJECT_REASONS = ("queue_full", "queue_timeout", "capacity", "circuit_open", "rate_limited", "client_gone")
 TOKEN_DIRECTIONS = ("input", "output", "cached")
 REBUILD_CAUSES = ("auth", "admin", "reload", "file_changed")
+BACKEND_SESSION_CALLS = ("open", "close")
+CALL_RESULTS = ("ok", "failed")
+# counter words that are gauges: moved up and down, rendered as gauges, carried over a reload
+GAUGE_WORDS = ("backend_sessions",)
 HISTOGRAMS = ("request_duration_seconds", "ttft_seconds", "overhead_seconds")
 ADMIN_AUTH_SLOTS = 256    # control words for throttling failed admin authentications
 UNKNOWN_DEPLOYMENT = ""   # requests naming no deployment share one label value
@@ -42,6 +47,11 @@ class MetricsLayout:
         keys += [("cost_usd_total", (d,)) for d in self.replicas]
         keys += [("usage_estimated_total", (d,)) for d in self.replicas]
         keys += [("session_rebuilds_total", (d, c)) for d in self.replicas for c in REBUILD_CAUSES]
+        keys += [("session_repins_total", (d,)) for d in self.replicas]
+        keys += [("session_evictions_total", (d,)) for d in self.replicas]
+        keys += [("backend_sessions", (d,)) for d in self.replicas]
+        keys += [("backend_session_calls_total", (d, c, r)) for d in self.replicas
+                 for c in BACKEND_SESSION_CALLS for r in CALL_RESULTS]
         # control words, not metrics: bumped by an admin request, watched by every worker
         keys += [("_session_generation", (d,)) for d in self.replicas]
         # failed admin authentications per client-address slot (ops.auth.FailureThrottle)
@@ -66,6 +76,7 @@ class Metrics:
     def __init__(self, layout: MetricsLayout, segment, admissions: dict | None = None,
                  breakers: dict | None = None):
         self.layout = layout
+        self.segment = segment
         self.counters = segment.counters
         self.histograms = segment.histograms
         self._admissions = admissions or {}   # deployment name -> shm Admission
@@ -120,6 +131,27 @@ class Metrics:
     def bump_session_generation(self, deployment: str) -> None:
         self._add(("_session_generation", (deployment,)))
 
+    def session_repin(self, deployment: str) -> None:
+        self._add(("session_repins_total", (deployment,)))
+
+    def session_evicted(self, deployment: str) -> None:
+        self._add(("session_evictions_total", (deployment,)))
+
+    def backend_session_call(self, deployment: str, call: str, ok: bool) -> None:
+        """An ``open_session`` / ``close_session`` call and whether it succeeded; a session opened
+        or closed moves the ``backend_sessions`` gauge."""
+        self._add(("backend_session_calls_total", (deployment, call, "ok" if ok else "failed")))
+        if call == "open" and ok:
+            self._add(("backend_sessions", (deployment,)))
+
+    def backend_session_gone(self, deployment: str) -> None:
+        """An open backend session was closed (or given up on after its close failed)."""
+        self._add(("backend_sessions", (deployment,)), -1)
+
+    def backend_sessions_open(self, deployment: str) -> int:
+        index = self._c.get(("backend_sessions", (deployment,)))
+        return 0 if index is None else self.counters.get(index)
+
     def usage(self, deployment: str, prompt: int, completion: int, cached: int, cost_usd: float,
               estimated: bool = False) -> None:
         if estimated:
@@ -142,7 +174,7 @@ class Metrics:
             if metric.startswith("_"):
                 continue
             name = f"fastinfer_{metric}"
-            out.append(f"# TYPE {name} counter")
+            out.append(f"# TYPE {name} {'gauge' if metric in GAUGE_WORDS else 'counter'}")
             labels = _LABELS[metric]
             for index, (_, values_of_labels) in entries:
                 value = int(values[index])
@@ -152,6 +184,7 @@ class Metrics:
                     text = str(value)
                 out.append(f"{name}{{{_label_text(labels, values_of_labels)}}} {text}")
         self._render_gauges(out)
+        self._render_routing_gauges(out)
         self._render_histograms(out)
         return ("\n".join(out) + "\n").encode()
 
@@ -166,6 +199,34 @@ class Metrics:
         for d, breakers in self._breakers.items():
             for replica, b in zip(self.layout.replicas[d], breakers):
                 out.append(f'fastinfer_circuit_state{{deployment="{_esc(d)}",replica="{_esc(replica)}"}} {b.state}')
+
+    def replica_load(self, deployment: str):
+        """The host-wide load and health of ``deployment``'s replicas (``ReplicaLoad``)."""
+        return self.segment.replicas(self.layout.deployments.index(deployment) - 1)
+
+    def replica_healthy(self, deployment: str, replica: int, load) -> bool:
+        """The replica may get traffic: its health checks pass (or none run) and its circuit is not open."""
+        breakers = self._breakers.get(deployment)
+        return load.healthy(replica) and not (breakers and breakers[replica].state == OPEN)
+
+    def _render_routing_gauges(self, out: list[str]) -> None:
+        healthy, in_flight, index_bytes, index_entries = [], [], [], []
+        for i, d in enumerate(self.layout.deployments[1:]):   # [0] is the unknown deployment's label
+            load = self.segment.replicas(i)
+            label = f'deployment="{_esc(d)}"'
+            for r, name in enumerate(self.layout.replicas[d]):
+                replica = f'{label},replica="{_esc(name)}"'
+                healthy.append(f"fastinfer_replica_healthy{{{replica}}} {int(self.replica_healthy(d, r, load))}")
+                in_flight.append(f"fastinfer_replica_in_flight{{{replica}}} {load.in_flight(r)}")
+            prefix = self.segment.prefix(i)
+            index_bytes.append(f"fastinfer_prefix_index_bytes{{{label}}} {prefix.nbytes}")
+            index_entries.append(f"fastinfer_prefix_index_entries{{{label}}} {prefix.occupancy if prefix.capacity else 0}")
+        out += ["# TYPE fastinfer_replica_healthy gauge", *healthy, "# TYPE fastinfer_replica_in_flight gauge",
+                *in_flight, "# TYPE fastinfer_prefix_index_bytes gauge", *index_bytes,
+                "# TYPE fastinfer_prefix_index_entries gauge", *index_entries]
+        table = self.segment.sessions
+        out += ["# TYPE fastinfer_session_bindings gauge", f"fastinfer_session_bindings {table.occupancy}",
+                "# TYPE fastinfer_session_capacity gauge", f"fastinfer_session_capacity {table.max_sessions}"]
 
     def _render_histograms(self, out: list[str]) -> None:
         for histogram in HISTOGRAMS:
@@ -193,6 +254,10 @@ _LABELS = {
     "cost_usd_total": ("deployment",),
     "usage_estimated_total": ("deployment",),
     "session_rebuilds_total": ("deployment", "cause"),
+    "session_repins_total": ("deployment",),
+    "session_evictions_total": ("deployment",),
+    "backend_sessions": ("deployment",),
+    "backend_session_calls_total": ("deployment", "call", "result"),
 }
 
 

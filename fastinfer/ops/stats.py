@@ -24,13 +24,13 @@ Shape (every count is a host total since start, carried over reloads where
         "replicas": [{"name", "base_url", "weight",
                       "circuit": {"state": "closed|open|half_open", "retry_after_s", "consecutive_failures"},
                       "upstream": {"outcome": n},        # non-zero outcomes only
-                      "in_flight": null, "healthy": null}]}],   # null: not measured per replica yet
+                      "in_flight": n,                    # host-wide, every worker's attempts
+                      "healthy": bool}]}],               # health checks pass (or none) and circuit not open
      "unrouted": {"404": n, ...},                        # answers that named no deployment
      "keys": []}                                         # per gateway key, when keys exist
 
-Sections that do not exist yet (``keys``, ``limits``, per-replica ``in_flight``
-and ``healthy``) are present and empty or null, so the page shows "none
-configured" and their owners fill them in here.
+Sections that do not exist yet (``keys``, ``limits``) are present and empty, so
+the page shows "none configured" and their owners fill them in here.
 
 Must not touch: configuration files, the engine's request path. Reads only.
 """
@@ -71,10 +71,11 @@ def _deployment(d, metrics) -> dict:
     admission = metrics.admission(d.name)
     in_flight, queue_depth = admission.counts() if admission is not None else (0, 0)
     breakers = metrics.breakers(d.name)
+    load = metrics.replica_load(d.name)
     replicas = []
     for i, r in enumerate(d.replicas):
-        replica = {"name": r.name, "base_url": r.base_url, "weight": r.weight, "circuit": None,
-                   "upstream": {}, "in_flight": None, "healthy": None}
+        replica = {"name": r.name, "base_url": r.base_url, "weight": r.weight, "circuit": None, "upstream": {},
+                   "in_flight": load.in_flight(i), "healthy": metrics.replica_healthy(d.name, i, load)}
         if i < len(breakers):
             b = breakers[i]
             replica["circuit"] = {"state": _STATES[b.state], "retry_after_s": round(b.retry_after_s, 3),

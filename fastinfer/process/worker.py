@@ -101,7 +101,8 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
             metrics.session_rebuild(deployment, cause)
 
     sessions = await SessionRegistry.open(config, on_rotate)
-    engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics)
+    engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics, segment=segment)
+    engine.start()
     server = config.server
     gateway = Gateway(engine, max_body_bytes=server.max_body_bytes, body_timeout_s=server.client_body_timeout_s,
                       admin_key=await _admin_key(server),
@@ -121,5 +122,6 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     gateway.draining = True
     # each stops accepting and waits for its in-flight handlers up to the grace period
     await asyncio.gather(*(runner.cleanup() for runner in runners))
+    await engine.drain()      # backend sessions this generation still holds open are closed
     admission.stop(loop)
     await sessions.close()
