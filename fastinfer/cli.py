@@ -132,10 +132,20 @@ def describe_config(config: Config) -> str:
     if config.cluster:
         lines.append(f"cluster: node {config.cluster.node_id} via {mask_url(config.cluster.redis_url)}")
     for d in config.deployments:
+        model = f"<the request's, after {d.wildcard_prefix}>" if d.wildcard_prefix else d.upstream_model
         lines.append(
-            f"deployment {d.name}: provider={d.provider} model={d.upstream_model} routing={d.routing} "
+            f"deployment {d.name}: provider={d.provider} model={model} routing={d.routing} "
             f"max_concurrency={d.max_concurrency} queue_capacity={d.queue_capacity} "
             f"on_capacity_exhausted={d.on_capacity_exhausted} fallbacks={d.fallbacks or '[]'}")
+        if d.aliases:
+            lines.append(f"  aliases: {', '.join(d.aliases)}")
+        if d.routing == "sticky":
+            lines.append(f"  sessions: affinity_ttl_s={d.session.affinity_ttl_s:g} "
+                         f"backend_sessions={str(d.session.backend_sessions).lower()} capacity={d.session.capacity}")
+        if d.health_check:
+            c = d.health_check
+            lines.append(f"  health_check: GET {c.path} every {c.interval_s:g}s (timeout {c.timeout_s:g}s, unhealthy "
+                         f"after {c.unhealthy_after} failures, healthy after {c.healthy_after} successes)")
         for r in d.replicas:
             cred = r.credential.describe() if r.credential else "none"
             lines.append(f"  replica {r.name}: {mask_url(r.base_url)} credential={cred} weight={r.weight}")

@@ -49,6 +49,10 @@ class ReplicaControl:
     def replica_name(self, replica: int) -> str:
         return self.sessions.get(self.deployment, replica).replica.name
 
+    def retry_after_s(self, replica: int) -> float:
+        """Seconds until ``replica``'s open circuit lets a probe through (0: it is not open)."""
+        return self.breakers.breakers[replica].retry_after_s
+
     async def call(self, replica: int, method: str, path: str, body: dict | None, timeouts, *,
                    breaker: bool = True) -> Outcome:
         """``method {server root}{path}`` on ``replica`` with ``body`` as JSON."""

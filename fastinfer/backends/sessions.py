@@ -14,8 +14,9 @@ Owns, for the deployments with ``session.backend_sessions = true``:
   host's reaper, ``reap_expired``), a re-pin (the old replica), a binding evicted
   from a full table, the request carrying ``x-session-close: true`` (after its
   generation), ``DELETE /v1/sessions/{id}``, and drain (``close_all``). A close
-  that fails is retried ``CLOSE_ATTEMPTS`` times with backoff and then logged;
-  closes run in the background and never hold a request up.
+  that fails is retried ``CLOSE_ATTEMPTS`` times with backoff and then logged
+  (a replica whose circuit is open is waited for, up to the backend's own
+  timeout); closes run in the background and never hold a request up.
 
 Exactly once comes from the session table: a binding's backend state moves
 only by compare-and-set (NONE -> OPENING -> OPEN -> CLOSING), and a binding
@@ -172,20 +173,32 @@ class BackendSessions:
         task.add_done_callback(self._closes.discard)
 
     async def _close(self, dep: _Deployment, replica: int, key: bytes, counted: bool = True) -> None:
-        """``close_session``, retried with backoff; given up on (and logged) after CLOSE_ATTEMPTS."""
+        """``close_session``, retried with backoff; given up on (and logged) after CLOSE_ATTEMPTS
+        failed calls. While the replica's circuit is open the close waits for it to let a probe
+        through -- those waits are not attempts -- but never past the backend's own timeout, after
+        which there is nothing left to close."""
         body = {"session_id": key.hex()}
+        give_up_at = self._loop.time() + dep.session.affinity_ttl_s + BACKEND_TIMEOUT_MARGIN_S
+        failures = 0
         try:
-            for attempt in range(CLOSE_ATTEMPTS):
+            while failures < CLOSE_ATTEMPTS:
                 outcome = await dep.control.call(replica, "POST", CLOSE_PATH, body, dep.timeouts)
+                if outcome.outcome == "circuit_open":
+                    wait = min(max(dep.control.retry_after_s(replica), _WAIT_STEP_S), give_up_at - self._loop.time())
+                    if wait <= 0:
+                        break
+                    await asyncio.sleep(wait)
+                    continue
                 self.metrics.backend_session_call(dep.name, "close", outcome.ok)
                 # a 4xx will not change on a retry: the backend does not have the session (any more)
                 if outcome.ok or outcome.outcome == "client_error":
                     return
-                if attempt + 1 < CLOSE_ATTEMPTS:
-                    await asyncio.sleep(CLOSE_BACKOFF_S * 2 ** attempt)
-            log.warning("closing backend session %s on %s/%s failed %d times (%s); the backend's own timeout "
-                        "will end it", key.hex(), dep.name, dep.control.replica_name(replica), CLOSE_ATTEMPTS,
-                        outcome.detail)
+                failures += 1
+                if failures < CLOSE_ATTEMPTS:
+                    await asyncio.sleep(CLOSE_BACKOFF_S * 2 ** (failures - 1))
+            log.warning("closing backend session %s on %s/%s failed (%s, %d failed calls); the backend's own "
+                        "timeout will end it", key.hex(), dep.name, dep.control.replica_name(replica),
+                        outcome.detail, failures)
         finally:
             if counted:
                 self.metrics.backend_session_gone(dep.name)

@@ -103,8 +103,9 @@ class Gateway:
             deadline = None if timeout_ms is None else now + _parse_timeout_ms(timeout_ms)
             req = parse(await read_json(request, self.max_body_bytes, self.body_timeout_s),
                         request.headers, request_id, now)
-            route[0] = req.model
-            if req.endpoint != "chat" and req.endpoint not in self.engine.deployment(req.model).provider.endpoints:
+            dep = self.engine.deployment(req.model)   # a name, an alias, or PROVIDER/<model>; else 404
+            route[0] = dep.config.name
+            if req.endpoint != "chat" and req.endpoint not in dep.provider.endpoints:
                 raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
             req.deadline = deadline
             result = await self.engine.chat(req)
@@ -114,9 +115,9 @@ class Gateway:
         try:
             response = await self._respond(request, result, request_id, started)
         except asyncio.CancelledError:
-            self._account(req.model, _CLIENT_CLOSED, started, result)
+            self._account(route[0], _CLIENT_CLOSED, started, result)
             raise
-        self._account(req.model, result.status, started, result)
+        self._account(route[0], result.status, started, result)
         return response
 
     def _count_error(self, request: web.Request, status: int) -> None:
