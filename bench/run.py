@@ -379,6 +379,9 @@ def to_markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--routing" in (sys.argv[1:] if argv is None else argv):
+        from .routing_load import main as routing_main   # the routing policies' own suite
+        return routing_main(argv)
     parser = argparse.ArgumentParser(prog="fastinfer bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario (default 5)")
     parser.add_argument("--max-requests", type=int, default=200_000, help="bound per scenario")
@@ -396,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every scenario this many times, the gateways in alternating order, and "
                              "report the sums (default 1)")
+    parser.add_argument("--routing", action="store_true",
+                        help="instead: the CPU sticky and prefix routing add per request against round_robin "
+                             "(bench/routing_load.py; its own options)")
     parser.add_argument("--baseline-tree", metavar="PATH",
                         help="also run every scenario through a gateway started from this source tree (its "
                              "compiled core built in place), and report this tree against it")

@@ -34,7 +34,7 @@ from .._core.constants import LEAST_LOADED, NO_REPLICA
 BLOCK_TOKENS = 64
 CHARS_PER_TOKEN = 4
 BLOCK_BYTES = BLOCK_TOKENS * CHARS_PER_TOKEN
-DECODE_BLOCKS = 8       # what one request in flight costs a replica, in blocks of prefill
+DECODE_BLOCKS = 2       # what one request in flight costs a replica, in blocks of prefill (tuned on bench/routing_sim.py)
 BALANCE_ABS = 8         # SGLang's balance_abs_threshold: requests in flight beyond the idlest replica
 BALANCE_REL = 1.5       # SGLang's balance_rel_threshold: ... and this many times its load
 _EPSILON = 1e-9
@@ -73,19 +73,20 @@ class PrefixRoute:
         router = self.router
         load = router.load
         usable = router.all_mask & ~avoid & load.healthy_mask
-        replicas = [r for r in range(len(router.names)) if usable >> r & 1]
-        if len(replicas) < 2:
-            return usable
-        busy = {r: load.in_flight(r) / load.weight(r) for r in replicas}
-        idlest, busiest = min(busy.values()), max(busy.values())
+        if not usable & (usable - 1):
+            return usable   # none or one: nothing to weigh
+        in_flight = load.in_flight
+        busy = [in_flight(r) / w if usable >> r & 1 else -1.0 for r, w in enumerate(router.weights)]
+        loads = [b for b in busy if b >= 0]
+        idlest, busiest = min(loads), max(loads)
         if busiest - idlest > BALANCE_ABS and busiest > BALANCE_REL * idlest:
             return usable   # overloaded: least loaded decides, whatever is cached where
-        blocks = len(self.hashes) // 8
-        held = router.prefix.match(self.hashes)
-        cost = {r: blocks - held[r] + DECODE_BLOCKS * busy[r] for r in replicas}
-        least = min(cost.values())
+        blocks = len(self.hashes) >> 3
+        cost = [blocks - held + DECODE_BLOCKS * b if b >= 0 else float("inf")
+                for held, b in zip(router.prefix.match(self.hashes), busy)]
+        least = min(cost) + _EPSILON
         mask = 0
-        for r, c in cost.items():
-            if c <= least + _EPSILON:
+        for r, c in enumerate(cost):
+            if c <= least:
                 mask |= 1 << r
         return mask

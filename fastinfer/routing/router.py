@@ -54,8 +54,8 @@ class _NoEvents:
 class DeploymentRouter:
     """Replica choice for one deployment, in one worker, over the host's shared state."""
 
-    __slots__ = ("name", "index", "worker", "load", "policy", "routing", "names", "all_mask", "table", "ttl_s",
-                 "prefix", "events", "directory", "_random")
+    __slots__ = ("name", "index", "worker", "load", "policy", "routing", "names", "weights", "all_mask", "table",
+                 "ttl_s", "prefix", "events", "directory", "_random")
 
     #: the route of the load policies is the router itself: it carries no session
     session_key = None
@@ -71,6 +71,7 @@ class DeploymentRouter:
         # sticky and prefix choose by load where they have nothing better to go on
         self.policy = ROUTING_POLICIES.get(config.routing, LEAST_LOADED)
         self.names = [r.name for r in config.replicas]
+        self.weights = [r.weight for r in config.replicas]
         self.all_mask = (1 << len(self.names)) - 1
         self.table = segment.sessions if config.routing == "sticky" else None
         self.ttl_s = config.session.affinity_ttl_s
