@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from .loadgen import http_request, run_asyncio
-from .run import Service
+from .services import Service
 
 POLICIES = {"rr": "round_robin", "sticky": "sticky", "prefix": "prefix"}
 BARS_US = {"sticky": 15.0, "prefix": 40.0}
