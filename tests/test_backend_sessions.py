@@ -10,6 +10,7 @@ from __future__ import annotations
 import textwrap
 import time
 
+from fastinfer.routing import session_key
 from procs import http_json, metric_value, metrics_text, wait_for
 from replicas import (ADMIN, NAMES, chat, force_open, replicas, replicas_config, served, three_replicas)
 
@@ -196,3 +197,31 @@ def test_a_reload_keeps_sessions_and_closes_those_whose_replica_left(start_gatew
     opens = [c for m in replicas[:2] for c, _ in calls(m)]
     assert opens.count("open") == len(kept) + len(gone) and "close" not in opens
     assert metric_value(metrics_text(gw), 'fastinfer_session_repins_total{deployment="m"}') == len(gone)
+
+
+def test_a_full_table_evicts_the_least_recently_used_session_and_closes_its_backend_session(
+        start_gateway, replicas):
+    """``server.max_sessions = 1`` is one stripe of 64 bindings, where the victim is exactly the
+    least recently used: the 65th session evicts it (counted), is served, and only the evicted
+    session's backend session is closed."""
+    gw = start_gateway(config(replicas, server="max_sessions = 1"))
+    bound = {f"e{i}": chat(gw.base, session=f"e{i}") for i in range(64)}
+    assert all(status == 200 for status, _, _ in bound.values())
+    assert chat(gw.base, session="e0")[1] == bound["e0"][1]           # e0 used again: e1 is now the oldest
+    status, _, _ = chat(gw.base, session="e64")
+    assert status == 200                                               # a full table never refuses
+    text = metrics_text(gw)
+    assert metric_value(text, 'fastinfer_session_evictions_total{deployment="m"}') == 1
+    assert metric_value(text, "fastinfer_session_bindings") == 64
+    evicted = session_key("", "m", "e1").hex()
+    closes = lambda: [(m, sid) for m in replicas for call, sid in calls(m) if call == "close"]   # noqa: E731
+    assert wait_for(lambda: closes() != [])
+    assert closes() == [(mock_of(replicas, bound["e1"][1]), evicted)]
+    assert wait_for(lambda: gauge(gw) == 64)
+    # e0 kept its binding and its backend session; e1 comes back as a new session
+    opens = sum(len(calls(m)) for m in replicas)
+    assert chat(gw.base, session="e0")[1] == bound["e0"][1]
+    assert sum(len(calls(m)) for m in replicas) == opens
+    assert chat(gw.base, session="e1")[0] == 200
+    assert sum(calls(m).count(("open", evicted)) for m in replicas) == 2
+    assert metric_value(metrics_text(gw), 'fastinfer_session_evictions_total{deployment="m"}') == 2

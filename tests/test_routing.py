@@ -88,6 +88,10 @@ def test_sessions_stay_on_one_replica_across_workers_and_move_when_its_circuit_o
     victim = bound[sessions[0]]
     moving = [s for s in sessions if bound[s] == victim]
     assert force_open(gw, victim)[0] == 200
+    # the passive view (the breaker) shows like the active one: no traffic for it
+    healthy = 'fastinfer_replica_healthy{deployment="m",replica="%s"}'
+    assert metric_value(metrics_text(gw), healthy % victim) == 0
+    assert admin_state(gw)["deployments"][0]["replicas"][NAMES.index(victim)]["healthy"] is False
     moved = {s: {chat(gw.base, "after", session=s)[1] for _ in range(3)} for s in sessions}
     for s in sessions:
         assert len(moved[s]) == 1
@@ -98,6 +102,7 @@ def test_sessions_stay_on_one_replica_across_workers_and_move_when_its_circuit_o
     assert metric_value(metrics_text(gw), 'fastinfer_session_repins_total{deployment="m"}') == len(moving)
     # the circuit closes again: the moved sessions stay where they were re-pinned
     assert reset_circuit(gw, victim)[0] == 200
+    assert metric_value(metrics_text(gw), healthy % victim) == 1
     for s in moving:
         assert {chat(gw.base, "back", session=s)[1]} == moved[s]
     assert metric_value(metrics_text(gw), 'fastinfer_session_repins_total{deployment="m"}') == len(moving)

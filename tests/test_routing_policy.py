@@ -189,6 +189,20 @@ def test_sessions_are_namespaced_by_gateway_key_and_deployment():
     assert len(session_key("", "m", "x")) == 16
 
 
+def test_two_keys_using_one_session_id_get_two_bindings(make_router):
+    """The router reads the request's gateway key name: tenants' sessions never share a binding."""
+    router, seg = make_router("sticky")
+    a = router.route(request("chat", key="team-a")).choose(0)
+    router.finish(a)
+    b = router.route(request("chat", key="team-b")).choose(0)
+    router.finish(b)
+    assert a != b                                                # the second is a new session: least loaded
+    assert seg.sessions.occupancy == 2
+    assert seg.sessions.touch(session_key("team-a", "m", "chat")) == a
+    assert seg.sessions.touch(session_key("team-b", "m", "chat")) == b
+    assert seg.sessions.touch(session_key("", "m", "chat")) == -1    # no key: yet another namespace
+
+
 def test_a_full_table_evicts_the_least_recently_used_binding_and_says_so(make_router):
     events = Events()
     router, seg = make_router("sticky", events=events, max_sessions=64)

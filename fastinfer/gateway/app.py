@@ -23,8 +23,7 @@ from .anthropic_api import messages_request
 from .body import read_json
 from .drain import GatewayDrain, ShuttingDown
 from .errors import JSON
-from .middleware import (DATA_ROUTE, KEY_NAME, OPERATOR_ROUTE, REQUEST_ID, RateLimitedLog, RequestIds,
-                         error_middleware)
+from .middleware import DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RateLimitedLog, RequestIds, error_middleware
 from .openai_api import chat_request, passthrough_request
 
 _CLIENT_CLOSED = 499   # the client went away before its answer was complete (nginx's code)
@@ -230,12 +229,19 @@ class Gateway:
         problem = session_id_problem(session_id)
         if problem is not None:
             raise BadRequest(f"The session id {problem}.", param="session_id")
-        ended = await self.engine.end_session(request.get(KEY_NAME) or "", session_id)
+        ended = await self.engine.end_session(self._key_name(request), session_id)
         if not ended:
             raise GatewayError(f"No live session {session_id!r}.", status=404, type="invalid_request_error",
                                code="session_not_found")
         return web.Response(body=orjson.dumps({"id": session_id, "object": "session", "deleted": True,
                                                "deployments": ended}), content_type=JSON)
+
+    def _key_name(self, request: web.Request) -> str:
+        """The name of the gateway key ``request`` authenticates with, "" on an open gateway: the
+        namespace of its sessions. Key authentication (``self.keys``, issue 8) answers it, and
+        refuses a request without a valid key as it does on every data route."""
+        keys = getattr(self, "keys", None)
+        return keys.authenticate(request.headers).name if keys is not None else ""
 
     async def models(self, request: web.Request) -> web.Response:
         self.engine.metrics.request("", 200)     # a client API answer that concerns no deployment

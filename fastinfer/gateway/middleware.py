@@ -23,9 +23,6 @@ from .errors import error_response
 
 REQUEST_ID = web.RequestKey("fastinfer.request_id", str)     # the id every answer carries
 DATA_ROUTE = web.RequestKey("fastinfer.data_route", list)    # [deployment or None, received_at], for accounting
-# the name of the gateway key a data request authenticated with (set by key authentication);
-# absent on an open gateway. Sessions are namespaced by it (DELETE /v1/sessions/{id} reads it).
-KEY_NAME = web.RequestKey("fastinfer.key_name", str)
 OPERATOR_ROUTE = web.RequestKey("fastinfer.operator_route", str)  # health, metrics, admin: counted apart
 
 _REQUEST_ID_MAX = 128
