@@ -38,7 +38,7 @@ def replicas(three_replicas):
     """The three mocks, each reset (stats, scripts, sessions) and with default knobs."""
     for mock in three_replicas:
         mock.reset()
-        mock.control(latency_ms=0, open_session_status=200, close_session_status=200, close_session_failures=0,
+        mock.control(latency_ms=0, open_session_status=200, open_session_latency_ms=0, close_session_status=200, close_session_failures=0,
                      health_status=200, strict_sessions=True)
     return three_replicas
 

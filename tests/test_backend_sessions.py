@@ -7,11 +7,14 @@ request, for each cause: x-session-close, idle expiry, a re-pin, DELETE, drain a
 """
 from __future__ import annotations
 
+import os
+import signal
 import textwrap
+import threading
 import time
 
 from fastinfer.routing import session_key
-from procs import http_json, metric_value, metrics_text, wait_for
+from procs import children_of, http_json, metric_value, metrics_text, wait_for
 from replicas import (ADMIN, NAMES, chat, force_open, replicas, replicas_config, served, three_replicas)
 
 __all__ = ["replicas", "three_replicas"]
@@ -225,3 +228,38 @@ def test_a_full_table_evicts_the_least_recently_used_session_and_closes_its_back
     assert chat(gw.base, session="e1")[0] == 200
     assert sum(calls(m).count(("open", evicted)) for m in replicas) == 2
     assert metric_value(metrics_text(gw), 'fastinfer_session_evictions_total{deployment="m"}') == 2
+
+
+def test_a_worker_killed_while_opening_leaves_no_session_stuck(start_gateway, replicas):
+    """The worker opening a session's backend session is killed in the call: the session's next
+    request waits out what a call may take, takes the state over and opens it afresh."""
+    gw = start_gateway(replicas_config(replicas, "sticky", deployment=SESSIONS % 300 + """
+        timeouts = { connect_s = 0.5, first_byte_s = 3 }"""))
+    for mock in replicas:
+        mock.control(open_session_latency_ms=60_000)
+    opener = threading.Thread(target=lambda: _ignore_os_errors(chat, gw.base, session="stuck"))
+    opener.start()
+    assert wait_for(lambda: sum(len(calls(m)) for m in replicas) == 1)
+    workers = children_of(gw.pid)
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)     # whichever worker was opening dies in the call
+    opener.join(10)
+    assert wait_for(lambda: len(set(children_of(gw.pid)) - set(workers)) >= 2, timeout=10)
+    for mock in replicas:
+        mock.control(open_session_latency_ms=0)
+    (mock,) = [m for m in replicas if calls(m)]
+    status, replica, _ = chat(gw.base, session="stuck")
+    assert status == 200 and mock_of(replicas, replica) is mock      # the binding survived, on its replica
+    sid = session_key("", "m", "stuck").hex()
+    assert calls(mock) == [("open", sid), ("open", sid)]
+    assert generations(mock)[-1]["body"]["session_params"] == {"id": sid}
+    assert chat(gw.base, session="stuck")[0] == 200                  # open now: no third open
+    assert calls(mock) == [("open", sid), ("open", sid)]
+    assert "its worker is gone" in gw.stderr_when_stopped()
+
+
+def _ignore_os_errors(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except OSError:
+        pass    # its worker is killed under it, as intended

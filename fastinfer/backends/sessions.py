@@ -23,7 +23,9 @@ only by compare-and-set (NONE -> OPENING -> OPEN -> CLOSING), and a binding
 taken out of the table (removed, expired, re-pinned, evicted) is handed, with
 its state, to exactly one caller. That caller closes an OPEN session; an
 OPENING one is closed by its opener, whose OPENING -> OPEN then fails; a
-CLOSING one by whoever set CLOSING. An explicit end (x-session-close, DELETE,
+CLOSING one by whoever set CLOSING (a worker killed in the middle of an open or a close leaves
+its OPENING / CLOSING behind: the next request of the session, having waited longer than any
+call may take, takes the state over and opens afresh). An explicit end (x-session-close, DELETE,
 drain) sets CLOSING while the binding stays, so a request of the same session
 arriving meanwhile waits for the close before it opens a new one.
 
@@ -47,6 +49,8 @@ CLOSE_ATTEMPTS = 3
 CLOSE_BACKOFF_S = 0.5              # doubled after each failed close
 _WAIT_STEP_S = 0.005               # polling another request's open or close of the same session
 _EXPIRE_BATCH = 256
+_STALE_MARGIN_S = 1.0              # beyond a call's timeouts: an OPENING / CLOSING this old has no owner left
+_STATE_NAMES = {SESSION_OPENING: "opening", SESSION_CLOSING: "closing"}
 
 
 class _Deployment:
@@ -90,8 +94,9 @@ class BackendSessions:
         """
         dep = self._deployments[index]
         table = self.table
-        deadline = self._loop.time() + timeouts.connect_s + timeouts.first_byte_s
+        deadline = self._loop.time() + timeouts.connect_s + timeouts.first_byte_s + _STALE_MARGIN_S
         params = {"session_params": {"id": key.hex()}}
+        took_over = False
         while True:
             info = table.get(key)
             if info is None or info.expired:
@@ -110,6 +115,14 @@ class BackendSessions:
             if state not in (SESSION_NONE, SESSION_OPENING, SESSION_CLOSING):
                 return None, False    # open elsewhere under a binding here: cannot happen, never guess
             if self._loop.time() >= deadline:
+                if not took_over and table.backend_transition(key, state, SESSION_NONE):
+                    # an open or close takes at most one call's timeouts, and we waited longer: the
+                    # process that began it died in it (a killed worker). Its state is ours now.
+                    log.warning("backend session %s stayed %s past a call's timeouts: its worker is gone; "
+                                "opening it afresh", key.hex(), _STATE_NAMES[state])
+                    took_over = True
+                    deadline = self._loop.time() + timeouts.connect_s + timeouts.first_byte_s
+                    continue
                 raise BackendSessionFailed("The session's backend session is still being opened or closed by "
                                            "another request.", outcome="timeout")
             await asyncio.sleep(_WAIT_STEP_S)

@@ -27,6 +27,16 @@ from .plan import length_and_finish, new_id, openai_tool_answer, openai_view, wa
 JSON = "application/json"
 
 
+async def _client_stays(request: web.Request, seconds: float) -> bool:
+    """Wait ``seconds``; False as soon as the client's connection closes."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if request.transport is None or request.transport.is_closing():
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
 def _knob(default, help_text: str):
     return field(default=default, metadata={"help": help_text})
 
@@ -49,6 +59,7 @@ class Chaos:
     api_keys: list | None = _knob(None, "keys also accepted (rotation: set a new list, the old key gets 401)")
     seed: int | None = _knob(None, "seed of the chaos dice, for repeatable runs")
     open_session_status: int = _knob(200, "status of POST /open_session (SGLang's backend sessions)")
+    open_session_latency_ms: float = _knob(0.0, "ms before POST /open_session answers")
     close_session_status: int = _knob(200, "status of POST /close_session")
     close_session_failures: int = _knob(0, "the next N POST /close_session answer 503 (then --close-session-status)")
     health_status: int = _knob(200, "status of GET /health")
@@ -137,6 +148,9 @@ class MockUpstream:
     async def open_session(self, request: web.Request) -> web.Response:
         """SGLang's ``open_session``: ``{"session_id", "capacity_of_str_len", "timeout"}`` -> the id."""
         body = await self._session_call(request, "open", self.chaos.open_session_status)
+        if self.chaos.open_session_latency_ms and not await _client_stays(
+                request, self.chaos.open_session_latency_ms / 1000):
+            return web.Response(status=499)    # the caller left mid-open: nothing opened
         if body is None:
             return _error(self.chaos.open_session_status, "mock open_session failure", "server_error")
         self.stats.open_sessions.add(body.get("session_id"))
