@@ -10,9 +10,11 @@ last block is left out.
 Must not touch: what the bytes are (``routing.prefix`` serializes the prompt),
 the prefix index. Same results as ``fastinfer._core.ref.blocks``.
 
-The hash: one 64-bit state, for each little-endian 8-byte word w:
-``h = (h ^ w) * K; h ^= h >> 29``; after each block the state's splitmix64
-finaliser is that block's hash (0 is never produced: it reads as 1). Not
+The hash: four 64-bit lanes (word j of a block goes to lane j % 4, so the CPU
+runs four independent multiply chains at once), for each little-endian 8-byte
+word w: ``h = (h ^ w) * K; h ^= h >> 29``. The lanes run on across blocks;
+after each block the splitmix64 finaliser of ``h0 ^ rotl(h1, 16) ^ rotl(h2, 32)
+^ rotl(h3, 48)`` is that block's hash (0 is never produced: it reads as 1). Not
 cryptographic: the index is advisory, a collision costs a cache miss.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -36,6 +38,17 @@ cdef inline uint64_t _mix64(uint64_t x) noexcept:
     return x ^ (x >> 31)
 
 
+cdef inline uint64_t _rotl(uint64_t x, int r) noexcept:
+    return (x << r) | (x >> (64 - r))
+
+
+cdef inline uint64_t _step(uint64_t h, const char *p) noexcept:
+    cdef uint64_t w
+    memcpy(&w, p, 8)       # unaligned-safe; little-endian hosts only (x86-64, arm64)
+    h = (h ^ w) * _K
+    return h ^ (h >> 29)
+
+
 def chain_hashes(bytes data not None, Py_ssize_t block_bytes):
     """The chained hash of each whole ``block_bytes`` block of ``data``, as bytes holding
     little-endian uint64 values (a buffer ``PrefixIndex.match`` and ``insert`` take)."""
@@ -46,13 +59,27 @@ def chain_hashes(bytes data not None, Py_ssize_t block_bytes):
     cdef const char *p = PyBytes_AS_STRING(data)
     out = PyBytes_FromStringAndSize(NULL, n * 8)
     cdef uint64_t *o = <uint64_t *>PyBytes_AS_STRING(out)
-    cdef uint64_t h = _SEED, w, v
+    cdef uint64_t h0 = _SEED, h1 = _rotl(_SEED, 16), h2 = _rotl(_SEED, 32), h3 = _rotl(_SEED, 48), v
     for k in range(n):
-        for j in range(words):
-            memcpy(&w, p, 8)       # unaligned-safe; little-endian hosts only (x86-64, arm64)
+        j = 0
+        while j + 4 <= words:
+            h0 = _step(h0, p)
+            h1 = _step(h1, p + 8)
+            h2 = _step(h2, p + 16)
+            h3 = _step(h3, p + 24)
+            p += 32
+            j += 4
+        if j < words:
+            h0 = _step(h0, p)
             p += 8
-            h = (h ^ w) * _K
-            h ^= h >> 29
-        v = _mix64(h)
+            j += 1
+        if j < words:
+            h1 = _step(h1, p)
+            p += 8
+            j += 1
+        if j < words:
+            h2 = _step(h2, p)
+            p += 8
+        v = _mix64(h0 ^ _rotl(h1, 16) ^ _rotl(h2, 32) ^ _rotl(h3, 48))
         o[k] = v if v else 1
     return out

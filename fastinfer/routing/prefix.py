@@ -76,17 +76,17 @@ class PrefixRoute:
         if not usable & (usable - 1):
             return usable   # none or one: nothing to weigh
         in_flight = load.in_flight
-        busy = [in_flight(r) / w if usable >> r & 1 else -1.0 for r, w in enumerate(router.weights)]
-        loads = [b for b in busy if b >= 0]
+        busy = [(r, in_flight(r) / w) for r, w in enumerate(router.weights) if usable >> r & 1]
+        loads = [b for _, b in busy]
         idlest, busiest = min(loads), max(loads)
         if busiest - idlest > BALANCE_ABS and busiest > BALANCE_REL * idlest:
             return usable   # overloaded: least loaded decides, whatever is cached where
-        blocks = len(self.hashes) >> 3
-        cost = [blocks - held + DECODE_BLOCKS * b if b >= 0 else float("inf")
-                for held, b in zip(router.prefix.match(self.hashes), busy)]
-        least = min(cost) + _EPSILON
+        held = router.prefix.match(self.hashes)
+        # Dynamo's cost, less the blocks every replica has to prefill alike: decode load minus cached blocks
+        cost = [(DECODE_BLOCKS * b - held[r], r) for r, b in busy]
+        least = min(cost)[0] + _EPSILON
         mask = 0
-        for r, c in enumerate(cost):
+        for c, r in cost:
             if c <= least:
                 mask |= 1 << r
         return mask
