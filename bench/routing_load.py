@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .loadgen import http_request, run_asyncio
+from .run import write_report
 from .services import Service
 
 POLICIES = {"rr": "round_robin", "sticky": "sticky", "prefix": "prefix"}
@@ -126,12 +127,5 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench/results", help="directory for the JSON and Markdown reports")
     args = parser.parse_args(argv)
     report = run_routing(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"routing-{stamp}.json").write_text(json.dumps(report, indent=2))
-    markdown = to_markdown(report)
-    (out / f"routing-{stamp}.md").write_text(markdown)
-    print()
-    print(markdown)
+    write_report(args.out, "routing", report, to_markdown(report))
     return 0

@@ -429,16 +429,22 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     report = run_all(args)
     report["wall_s"] = round(time.monotonic() - t0, 1)
-    out = Path(args.out)
+    path = write_report(args.out, "bench", report, to_markdown(report))
+    print(f"written: {path} and .md ({report['wall_s']} s)")
+    return 0
+
+
+def write_report(directory: str, name: str, report: dict, markdown: str) -> Path:
+    """``{directory}/{name}-{time}.json`` and ``.md``, the Markdown printed too; the JSON's path."""
+    out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2))
-    markdown = to_markdown(report)
-    (out / f"bench-{stamp}.md").write_text(markdown)
+    path = out / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    path.with_suffix(".md").write_text(markdown)
     print()
     print(markdown)
-    print(f"written: {out / f'bench-{stamp}.json'} and .md ({report['wall_s']} s)")
-    return 0
+    return path
 
 
 if __name__ == "__main__":

@@ -9,25 +9,11 @@ from __future__ import annotations
 
 import threading
 
-from procs import http_json, metric_value, metrics_text, wait_for
+from procs import http_json, in_parallel, metric_value, metrics_text, wait_for
 from replicas import (ADMIN, NAMES, admin_state, chat, force_open, replicas, replicas_config, reset_circuit,
                       served, three_replicas)
 
 __all__ = ["replicas", "three_replicas"]   # the fixtures, imported for pytest to find
-
-
-def in_threads(n: int, fn) -> list:
-    results: list = [None] * n
-
-    def run(i):
-        results[i] = fn(i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 def test_nine_slow_requests_from_two_workers_land_three_per_replica(start_gateway, replicas):
@@ -73,7 +59,7 @@ def test_sessions_stay_on_one_replica_across_workers_and_move_when_its_circuit_o
     def five_turns(i):
         return [chat(gw.base, f"turn {turn}", session=sessions[i]) for turn in range(5)]
 
-    runs = in_threads(8, five_turns)
+    runs = in_parallel(8, five_turns)
     bound = {}
     for session, run in zip(sessions, runs):
         assert [status for status, _, _ in run] == [200] * 5
