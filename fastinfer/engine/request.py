@@ -28,7 +28,8 @@ class GatewayRequest:
     request_id: str
     received_at: float            # loop.time() when the request arrived
     priority: int = NORMAL        # PRIORITY_LEVELS value
-    session_id: str | None = None
+    session_id: str | None = None  # x-session-id, checked (routing.session_id_problem)
+    session_close: bool = False   # x-session-close: true: end the session once this request's generation is over
     deadline: float | None = None  # loop.time() by which the whole request must end
     client_wants_usage: bool = False
     endpoint: str = "chat"        # OpenAI endpoint: "chat" | "completions" | "embeddings"

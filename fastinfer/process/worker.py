@@ -111,7 +111,9 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
             metrics.session_rebuild(deployment, cause)
 
     sessions = await SessionRegistry.open(config, on_rotate)
-    engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics, limits=limits)
+    engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics, limits=limits,
+                    segment=segment)
+    engine.start()
     gateway = Gateway(engine, max_body_bytes=server.max_body_bytes, body_timeout_s=server.client_body_timeout_s,
                       admin_key=await _admin_key(server),
                       admin_throttle=FailureThrottle.in_segment(metrics, host.auth_salt))
@@ -135,6 +137,7 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     await limits.stop()       # the supervisor saves the final limit state once every worker is gone
     await drain.run(gateway.drain, runners)
     probe.stop()
+    await engine.drain()      # backend sessions this generation still holds open are closed
     admission.stop(loop)
     await sessions.close()
     log.debug("worker %d closed", index)
