@@ -98,8 +98,16 @@ class Engine:
         self._rng = random.SystemRandom()
 
     def deployment(self, name: str) -> Deployment:
+        """The deployment a client's model name means (``find``), else ``UnknownModel`` (404)."""
+        dep = self.find(name)
+        if dep is None:
+            raise UnknownModel(f"The model `{name}` does not exist or you do not have access to it.",
+                               param="model")
+        return dep
+
+    def find(self, name: str) -> Deployment | None:
         """The deployment a client's model name means: a name, an alias, or ``PROVIDER/<model>`` under
-        a ``PROVIDER/*`` deployment."""
+        a ``PROVIDER/*`` deployment; None for none."""
         dep = self.deployments.get(name) or self._aliases.get(name) or self._wildcard_models.get(name)
         if dep is None:
             for prefix, wildcard in self._wildcards:
@@ -108,9 +116,6 @@ class Engine:
                         self._wildcard_models.clear()
                     dep = self._wildcard_models[name] = wildcard.serving(name[len(prefix):])
                     break
-            else:
-                raise UnknownModel(f"The model `{name}` does not exist or you do not have access to it.",
-                                   param="model")
         return dep
 
     def start(self) -> None:

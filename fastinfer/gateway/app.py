@@ -146,10 +146,13 @@ class Gateway:
             asked_priority = key is not None and _asks_priority(request.headers, body)
             req = parse(body, request.headers, request_id, now)
             route[0] = req.model
+            if key is not None:
+                # before the 404: a model outside the key's globs is 403 whether or not it exists
+                found = self.engine.find(req.model)
+                key.check_model(req.model, found.config.name if found is not None else None)
             dep = self.engine.deployment(req.model)   # a name, an alias, or PROVIDER/<model>; else 404
             route[0] = dep.config.name
             if key is not None:
-                key.check_model(req.model, dep.config.name)
                 req.key = key.name
                 req.priority = key.priority_of(req.priority if asked_priority else None)
             if req.endpoint != "chat" and req.endpoint not in dep.provider.endpoints:

@@ -86,10 +86,10 @@ class GatewayKey:
                 self._allowed[model] = allowed
         return allowed
 
-    def check_model(self, model: str, deployment: str) -> None:
+    def check_model(self, model: str, deployment: str | None) -> None:
         """``model`` as the client named it (an alias, ``PROVIDER/<model>``) or the ``deployment`` it
-        resolved to matches one of the key's globs."""
-        if not (self.may_use(model) or self.may_use(deployment)):
+        resolves to (None: none) matches one of the key's globs."""
+        if not (self.may_use(model) or (deployment is not None and self.may_use(deployment))):
             raise PermissionDenied(f"The key {self.name} may not use the model `{model}`.", param="model")
 
     def priority_of(self, asked: int | None) -> int:
