@@ -17,6 +17,7 @@ with what the old generation did while it drained.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -32,7 +33,6 @@ from ..metrics import Metrics
 from .drain import RETIRE_SIGNAL, STOP_SIGNALS
 from .hostwide import HostState
 from .listeners import ListenError, bind_slots, bind_socket, keep_only, url_host
-from .worker import run_worker
 
 log = logging.getLogger("fastinfer.supervisor")
 _RESTART_BACKOFF_S = 0.1   # a crash loop must not spin the CPU
@@ -143,6 +143,9 @@ class Supervisor:
         # a stop signal landing between fork and the worker's own handlers would hit the
         # supervisor's handler in the child and be lost: hold signals across the fork
         held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        # what the supervisor built is never collected in a worker: keep the collector off its
+        # pages, which would otherwise be copied into every worker the first time it runs
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -150,6 +153,9 @@ class Supervisor:
                 for sig in STOP_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                # imported here, not by the supervisor: it needs no aiohttp, gateway or engine, and
+                # a module imported before the fork is resident in every process of the tree
+                from .worker import run_worker
                 code = run_worker(index, generation.config, keep_only(self.slots, index), generation.host,
                                   self.admin_sock)
             finally:
