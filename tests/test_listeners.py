@@ -6,6 +6,7 @@ them, never how fast.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -86,9 +87,24 @@ def worker_gauges(base: str, name: str) -> dict[str, float]:
             for m in re.finditer(rf'^fastinfer_{name}{{worker="(\d+)"}} (\S+)$', text, re.M)}
 
 
-def signal_all(pids, sig: int) -> None:
+def workers_of(gw) -> list[int]:
+    assert wait_for(lambda: len(children_of(gw.pid)) == 2)
+    return sorted(children_of(gw.pid))
+
+
+@contextlib.contextmanager
+def stopped(pids):
+    """The processes held (SIGSTOP) for the block; those still alive resume after it."""
     for pid in pids:
-        os.kill(pid, sig)
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
 
 def test_kept_alive_connections_spread_over_both_workers_and_metrics_show_it(start_gateway):
@@ -118,35 +134,25 @@ def test_a_reload_serves_connections_queued_on_the_old_generation(start_gateway)
     """The old generation is stopped (SIGSTOP) while connections queue: the new generation accepts
     them from the same sockets, while the old one still holds them and never accepts again."""
     gw = start_gateway(ECHO, workers=2)
-    assert wait_for(lambda: len(children_of(gw.pid)) == 2)
-    old = set(children_of(gw.pid))
-    signal_all(old, signal.SIGSTOP)
-    try:
+    old = workers_of(gw)
+    with stopped(old):
         queued = QueuedRequests(gw.port, 32)
         os.kill(gw.pid, signal.SIGHUP)
         assert wait_for(lambda: queued.answered() == 32, timeout=30), (queued.answered(), queued.errors)
-    finally:
-        signal_all(old, signal.SIGCONT)
-    assert queued.errors == []
-    assert queued.ok() == 32
-    assert wait_for(lambda: not set(children_of(gw.pid)) & old and len(children_of(gw.pid)) == 2, timeout=20)
+    assert queued.errors == [] and queued.ok() == 32
+    assert wait_for(lambda: not set(children_of(gw.pid)) & set(old) and len(children_of(gw.pid)) == 2, timeout=20)
 
 
 def test_a_dead_workers_queued_connections_are_served_by_its_replacement(start_gateway):
     """Both workers stopped while connections queue on their sockets; one is killed: its replacement
     accepts what queued on its slot (nothing is reset), and the other slot's wait for their own worker."""
     gw = start_gateway(ECHO, workers=2)
-    assert wait_for(lambda: len(children_of(gw.pid)) == 2)
-    workers = sorted(children_of(gw.pid))
-    signal_all(workers, signal.SIGSTOP)
-    try:
+    workers = workers_of(gw)
+    with stopped(workers):
         queued = QueuedRequests(gw.port, 32)
         os.kill(workers[0], signal.SIGKILL)
         # 32 connections all on the surviving (stopped) worker's slot: odds of 2**-32
         assert wait_for(lambda: queued.answered() > 0, timeout=30), queued.errors
         assert queued.answered() < 32       # the stopped worker's share is still queued, not moved
-    finally:
-        os.kill(workers[1], signal.SIGCONT)
     assert wait_for(lambda: queued.answered() == 32, timeout=30), queued.errors
-    assert queued.errors == []
-    assert queued.ok() == 32
+    assert queued.errors == [] and queued.ok() == 32
