@@ -177,7 +177,9 @@ class Engine:
             session = self.sessions.get(cfg.name, index)
             credential_version = session.source.version
             timeouts = _attempt_timeouts(cfg.timeouts, req.deadline, loop.time())
-            with Attempt(dep, index, probe, session.replica.name, metrics) as current:
+            req.attempts += 1
+            req.replica = session.replica.name
+            with Attempt(dep, index, probe, session.replica.name, metrics, req.trace) as current:
                 reply = await dep.provider.send(session, req, caller, timeouts)
                 current.answered()
                 if reply.status != 200:
@@ -217,7 +219,7 @@ class Engine:
         if not req.stream:
             body, usage = fmt.reply(reply.body, req, caller, model)
             current.end(SUCCESS)
-            self._account_usage(dep, usage)
+            self._account_usage(dep, req, usage)
             return EngineResult(200, body=body, replica=current.replica, attempts=attempt, upstream_s=upstream_s)
         try:
             relay = fmt.relay(req, caller, model)
@@ -225,11 +227,11 @@ class Engine:
             reply.close()   # nobody will own the live upstream exchange: abort it now
             raise
         stream = RelayedStream(reply, relay, current, dep.config.provider)
-        stream.also_on_done(lambda: self._account_usage(dep, relay.usage))
+        stream.also_on_done(lambda: self._account_usage(dep, req, relay.usage))
         return EngineResult(200, stream=stream, replica=current.replica, attempts=attempt, upstream_s=upstream_s)
 
-    def _account_usage(self, dep: Deployment, usage: dict | None) -> None:
-        """Tokens and cost of one answer, into the host-wide counters."""
+    def _account_usage(self, dep: Deployment, req: GatewayRequest, usage: dict | None) -> None:
+        """Tokens and cost of one answer, into the host-wide counters and onto the request."""
         if not usage:
             return
         prompt = usage.get("prompt_tokens") or 0
@@ -241,6 +243,8 @@ class Engine:
                 + completion * price.output_per_mtok) / 1e6
         self.metrics.usage(dep.config.name, prompt, completion, cached, cost,
                            estimated=bool(usage.get("usage_estimated")))
+        req.usage = usage
+        req.cost_usd = cost
 
     def _choose_replica(self, dep: Deployment, tried: set[int]) -> tuple[int | None, bool]:
         """A replica whose circuit admits an attempt, preferring ones not yet tried."""

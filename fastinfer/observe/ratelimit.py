@@ -1,0 +1,129 @@
+"""The one way fastinfer writes error lines that outside input can trigger: rate-limited, redacted.
+
+Owns: ``RateLimitedLog``, a budget of ``burst`` lines per ``interval_s`` (past it,
+lines are counted, and one line says how many were held back when the interval
+ends), and ``bug``, for an exception nobody expected: its traceback is written
+the first time that bug (the exception type and the lines it was raised through)
+is seen in this process, a one-line summary each later time, both within the
+budget. ``ERRORS`` is the process's budget for internal errors; a concern with its
+own voice (the admin authentication failures) makes its own instance.
+
+A client sending garbage, or an upstream answering it, therefore cannot flood the
+log, and a recurring bug leaves one traceback, not one per request.
+
+Must not touch: anything the request path decides. Every call here is on an
+error path; nothing on the hot path calls it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import traceback
+
+from ..redact import redact
+
+_MAX_KNOWN_BUGS = 1024     # bug sites remembered (their traceback is not written again)
+
+
+class RateLimitedLog:
+    """At most ``burst`` lines per ``interval_s`` through ``logger``; past that, a count of what was held back.
+
+    The count is written when the interval ends (by a timer on the running loop, or
+    by the next line when there is no loop), so it is written even if nothing follows.
+    Safe to call from any thread.
+    """
+
+    def __init__(self, logger: logging.Logger, *, burst: int = 10, interval_s: float = 10.0,
+                 level: int = logging.ERROR, what: str = "error lines", clock=time.monotonic):
+        self.logger = logger
+        self.burst = burst
+        self.interval_s = interval_s
+        self.level = level
+        self.what = what                  # how the held-back line names what it counts
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._window_start = -float("inf")
+        self._written = 0
+        self.suppressed = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._known_bugs: dict[tuple, None] = {}
+
+    def log(self, message: str, *, logger: logging.Logger | None = None) -> bool:
+        """Write ``message`` (redacted) if the budget allows; True when it was written."""
+        with self._lock:
+            now = self._clock()
+            if now - self._window_start >= self.interval_s:
+                self._flush_locked()
+                self._window_start = now
+                self._written = 0
+            if self._written >= self.burst:
+                self.suppressed += 1
+                if self._timer is None:
+                    self._arm_timer(self._window_start + self.interval_s - now)
+                return False
+            self._written += 1
+        (logger or self.logger).log(self.level, "%s", redact(message))
+        return True
+
+    def bug(self, what: str, error: BaseException, *, logger: logging.Logger | None = None) -> bool:
+        """An exception nobody expected: ``what`` with its traceback the first time this bug is seen
+        in this process, a one-line summary after that; within the budget either way."""
+        # the same bug is the same exception type raised through the same lines; ``what`` may name
+        # the request or the replica, which change every time
+        site = (type(error), *((f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)))
+        with self._lock:
+            first = site not in self._known_bugs
+            if first:
+                self._known_bugs[site] = None
+                if len(self._known_bugs) > _MAX_KNOWN_BUGS:
+                    del self._known_bugs[next(iter(self._known_bugs))]
+        if first:
+            text = "".join(traceback.format_exception(error)).rstrip()
+            message = f"{what}:\n{text}"
+        else:
+            message = f"{what}: {type(error).__name__}: {error} (its traceback was logged when first seen)"
+        written = self.log(message, logger=logger)
+        if first and not written:
+            with self._lock:       # held back: the traceback is still owed to the log
+                self._known_bugs.pop(site, None)
+        return written
+
+    def flush(self) -> None:
+        """Write the count of held-back lines now, if any."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.suppressed:
+            self.logger.log(self.level, "%d more %s in the last %g s were not logged (rate limit)",
+                            self.suppressed, self.what, self.interval_s)
+            self.suppressed = 0
+
+    def _arm_timer(self, delay_s: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return      # no loop in this thread: the next line writes the count
+        self._timer = loop.call_later(max(0.0, delay_s), self._on_timer)
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._clock() - self._window_start >= self.interval_s:
+                self._flush_locked()
+            elif self.suppressed:
+                self._arm_timer(self._window_start + self.interval_s - self._clock())
+
+
+#: the process's budget for internal errors: bugs, upstream answers that could not be read
+ERRORS = RateLimitedLog(logging.getLogger("fastinfer"), what="error lines")
+
+
+def log_bug(logger: logging.Logger, what: str, error: BaseException) -> bool:
+    """``ERRORS.bug`` through ``logger``: the usual way to report an exception nobody expected."""
+    return ERRORS.bug(what, error, logger=logger)
