@@ -12,6 +12,12 @@ a noisy, shared machine. It writes JSON and Markdown to ``--out``.
 checkout with its compiled core built in place, e.g. ``git worktree add`` of
 main) on the same mock, runs every scenario through it too, and reports this
 tree against it as ratios: a before/after measured in one run.
+
+``--variant LABEL=TOML`` starts one more gateway of this tree whose config has
+``TOML`` in front of the bench's own (e.g. ``logging = { format = "json" }``),
+runs every scenario through it too, and reports it against this tree's gateway
+(whose own config ``--gateway-config`` sets) as ratios: what a feature costs,
+measured in one run.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 from .loadgen import LoadResult, run_asyncio, run_wrk, wrk_available
@@ -43,14 +50,17 @@ SHORT_CHUNKS = 8     # the short variant: per-stream cost vs per-chunk cost by d
 class Service:
     """A ``python -m fastinfer`` child announcing its port on stdout."""
 
-    def __init__(self, args: list[str], cwd: str, tree: Path | None = None):
+    def __init__(self, args: list[str], cwd: str, tree: Path | None = None, log: Path | None = None):
         # run the same fastinfer this process imported (a checkout or the installed copy), or the
-        # one in ``tree`` (a source tree whose compiled core is built in place)
+        # one in ``tree`` (a source tree whose compiled core is built in place); its standard error
+        # (the gateway's logs, access log included) goes to the file ``log``, as a deployment's would
         import fastinfer
         tree = tree or Path(fastinfer.__file__).resolve().parents[1]
         env = {**os.environ, "PYTHONPATH": str(tree)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "fastinfer", *args], cwd=cwd, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.log = log
+        with open(log or os.devnull, "ab") as stderr:
+            self.proc = subprocess.Popen([sys.executable, "-m", "fastinfer", *args], cwd=cwd, env=env,
+                                         stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
@@ -171,14 +181,10 @@ def run_scenario(name: str, target: Service, measured: Service, *, stream: bool,
     return out
 
 
-def run_all(args) -> dict:
-    use_wrk = wrk_available() and not args.no_wrk
-    workdir = tempfile.mkdtemp(prefix="fastinfer-bench-")
-    upstream = Service(["mock-upstream", "--port", "0", "--tokens", str(STREAM_CHUNKS - 2)], workdir)
-    config = Path(workdir, "bench.toml")
-    config.write_text(f"""
-[server]
-log_level = "warning"
+def gateway_config(upstream_port: int, variant: str = "") -> str:
+    """The bench's gateway config (the defaults but for one deployment on the mock), with ``variant``
+    in front of it: top-level keys and tables before the first table header belong to the config itself."""
+    return f"""{variant}
 
 [[deployments]]
 name = "bench"
@@ -188,16 +194,68 @@ max_concurrency = 100000
 retry = {{ max_attempts = 1 }}
 
 [[deployments.replicas]]
-base_url = "http://127.0.0.1:{upstream.port}/v1"
+base_url = "http://127.0.0.1:{upstream_port}/v1"
 credential = {{ value = "sk-bench" }}
-""")
-    serve = ["serve", "--config", str(config), "--port", "0", "--workers", str(args.workers)]
-    gateway = Service(serve, workdir)
+"""
+
+
+def parse_variant(text: str) -> tuple[str, str]:
+    """``LABEL=TOML`` -> (label, toml), refused (ValueError) when either is unusable."""
+    label, sep, toml = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", label) or label in ("direct", "gateway", "baseline"):
+        raise ValueError(f"--variant {text!r}: expected LABEL=TOML, LABEL of letters, digits, '-', '_', '.' "
+                         "and not direct, gateway or baseline")
+    try:
+        tomllib.loads(toml)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"--variant {label}: not TOML: {e}") from None
+    return label, toml
+
+
+def _toml(text: str) -> str:
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not TOML: {e}") from None
+    return text
+
+
+def _variant(text: str) -> tuple[str, str]:
+    try:
+        return parse_variant(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def run_all(args) -> dict:
+    use_wrk = wrk_available() and not args.no_wrk
+    workdir = tempfile.mkdtemp(prefix="fastinfer-bench-")
+    upstream = Service(["mock-upstream", "--port", "0", "--tokens", str(STREAM_CHUNKS - 2)], workdir)
+
+    def serve_args(label: str, variant: str = "") -> list[str]:
+        config = Path(workdir, f"{label}.toml")
+        config.write_text(gateway_config(upstream.port, variant))
+        return ["serve", "--config", str(config), "--port", "0", "--workers", str(args.workers)]
+
+    logs = Path(workdir, "logs")
+    logs.mkdir()
+    gateway = Service(serve_args("gateway", args.gateway_config), workdir, log=logs / "gateway.log")
     paths = [("direct", upstream), ("gateway", gateway)]
     baseline = None
     if args.baseline_tree:
-        baseline = Service(serve, workdir, tree=Path(args.baseline_tree).resolve())
+        baseline = Service(serve_args("baseline"), workdir, tree=Path(args.baseline_tree).resolve(),
+                           log=logs / "baseline.log")
         paths.insert(1, ("baseline", baseline))
+    variants = {}
+    try:
+        for label, toml in args.variant:
+            variants[label] = Service(serve_args(label, toml), workdir, log=logs / f"{label}.log")
+            paths.append((label, variants[label]))
+    except BaseException:
+        for service in [gateway, baseline, *variants.values(), upstream]:
+            if service is not None:
+                service.stop()
+        raise
     rows = []
     try:
         plan = [(f"nonstream c{c}", False, c, 0.0, STREAM_CHUNKS) for c in args.concurrency]
@@ -233,9 +291,15 @@ credential = {{ value = "sk-bench" }}
         gateway.stop()
         if baseline is not None:
             baseline.stop()
+        for service in variants.values():
+            service.stop()
         upstream.stop()
+    # what each gateway wrote to its standard error over the run (the access log, when it is on)
+    log_bytes = {label: service.log.stat().st_size for label, service in paths if getattr(service, "log", None)}
+    shutil.rmtree(workdir, ignore_errors=True)
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": args.workers, "duration_s": args.duration,
+        "gateway_config": args.gateway_config,
         "rounds": args.rounds,
         "paced_itl_ms": args.paced_itl_ms, "load_tool": "wrk (non-streaming) + asyncio (streaming)" if use_wrk else "asyncio",
         "cpus": os.cpu_count(), "rows": rows, "summary": summarize(rows),
@@ -244,6 +308,13 @@ credential = {{ value = "sk-bench" }}
         report["baseline_tree"] = str(Path(args.baseline_tree).resolve())
         report["baseline_summary"] = summarize(rows, "baseline")
         report["against_baseline"] = against_baseline(report["summary"], report["baseline_summary"])
+    report["log_bytes"] = log_bytes
+    if variants:
+        report["variants"] = {}
+        for label, toml in args.variant:
+            summary = summarize(rows, label)
+            report["variants"][label] = {"config": toml, "summary": summary,
+                                         "against_gateway": against_baseline(summary, report["summary"])}
     return report
 
 
@@ -342,7 +413,9 @@ def to_markdown(report: dict) -> str:
              f"x {report['rounds']} round(s), "
              f"stream: {STREAM_CHUNKS} chunks, sent back to back ('stream') or {report['paced_itl_ms']} ms "
              f"apart ('paced'), "
-             f"load: {report['load_tool']}, CPUs: {report['cpus']}", "",
+             f"load: {report['load_tool']}, CPUs: {report['cpus']}"
+             + (f", gateway config adds `{' '.join(report['gateway_config'].split())}`"
+                if report.get("gateway_config") else ""), "",
              "| scenario | req/s | p50 ms | p99 ms | TTFC p50 ms | chunks/s | CPU µs/req | CPU µs/chunk | errors |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
@@ -361,21 +434,31 @@ def to_markdown(report: dict) -> str:
                      f"| {s.get('gateway_cpu_us_per_extra_chunk', '')} | {s.get('gateway_cpu_us_per_stream_setup', '')} |")
     if "against_baseline" in report:
         lines += ["", f"This tree against the baseline tree `{report['baseline_tree']}` (same run, same mock; "
-                  "ratio = this / baseline, below 1 is cheaper):", "",
-                  "| scenario | CPU µs/req this | baseline | ratio | CPU µs/chunk this | baseline | ratio "
-                  "| µs per extra chunk this | baseline | ratio | p99 added ms this | baseline |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for name, c in report["against_baseline"].items():
-            def cells(key, ratio=True):
-                v = c.get(key)
-                if v is None:
-                    return ["", "", ""] if ratio else ["", ""]
-                return [str(v["this"]), str(v["baseline"])] + ([str(v["ratio"])] if ratio else [])
-            lines.append("| " + " | ".join([name, *cells("gateway_cpu_us_per_request"),
-                                             *cells("gateway_cpu_us_per_chunk"),
-                                             *cells("gateway_cpu_us_per_extra_chunk"),
-                                             *cells("p99_added_ms", ratio=False)]) + " |")
+                  "ratio = this / baseline, below 1 is cheaper):", ""]
+        lines += comparison_table(report["against_baseline"], "this", "baseline")
+    for label, variant in report.get("variants", {}).items():
+        lines += ["", f"Variant `{label}` against the gateway (same run, same mock; its config adds "
+                  f"`{' '.join(variant['config'].split())}`; ratio = {label} / gateway, above 1 costs more):", ""]
+        lines += comparison_table(variant["against_gateway"], label, "gateway")
     return "\n".join(lines) + "\n"
+
+
+def comparison_table(compared: dict, this: str, baseline: str) -> list[str]:
+    """Markdown rows of ``against_baseline``'s figures: ``this`` and ``baseline`` side by side, and their ratio."""
+    lines = [f"| scenario | CPU µs/req {this} | {baseline} | ratio | CPU µs/chunk {this} | {baseline} | ratio "
+             f"| µs per extra chunk {this} | {baseline} | ratio | p99 added ms {this} | {baseline} |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, c in compared.items():
+        def cells(key, ratio=True):
+            v = c.get(key)
+            if v is None:
+                return ["", "", ""] if ratio else ["", ""]
+            return [str(v["this"]), str(v["baseline"])] + ([str(v["ratio"])] if ratio else [])
+        lines.append("| " + " | ".join([name, *cells("gateway_cpu_us_per_request"),
+                                         *cells("gateway_cpu_us_per_chunk"),
+                                         *cells("gateway_cpu_us_per_extra_chunk"),
+                                         *cells("p99_added_ms", ratio=False)]) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,6 +479,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every scenario this many times, the gateways in alternating order, and "
                              "report the sums (default 1)")
+    parser.add_argument("--gateway-config", metavar="TOML", default="", type=_toml,
+                        help="TOML in front of the bench's config for this tree's gateway (not the baseline "
+                             "tree's): the reference the variants are measured against")
+    parser.add_argument("--variant", metavar="LABEL=TOML", action="append", default=[], type=_variant,
+                        help="also run every scenario through a gateway of this tree whose config has TOML in "
+                             "front of the bench's own (e.g. 'json-log=logging = { format = \"json\" }'), and "
+                             "report it against the plain gateway; repeatable")
     parser.add_argument("--baseline-tree", metavar="PATH",
                         help="also run every scenario through a gateway started from this source tree (its "
                              "compiled core built in place), and report this tree against it")

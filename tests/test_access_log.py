@@ -272,16 +272,21 @@ def test_access_log_off(start_gateway, upstream):
 
 
 def test_a_flood_of_bad_requests_gives_a_bounded_number_of_lines_and_a_count(start_gateway, upstream):
-    """40 refused admin keys from 8 addresses (the throttle answers 429 after 5 per address): each
-    worker writes one line, then one line counting the rest when its 10 s window ends."""
+    """Refused admin keys from 8 addresses, 6 each (the throttle answers 429 after 5 failures per
+    address, or fewer when two addresses share its slot): each worker writes one line, then one line
+    counting the rest when its 10 s window ends."""
     upstream.reset()
     gw = start_gateway(config(upstream.base, 'format = "json"').replace(
         "drain_grace_s = 5", 'drain_grace_s = 5\nadmin_key = { value = "the-admin-key" }'))
+    refused = 0
+    started = time.monotonic()
     for i in range(8):
         for _ in range(6):
             status = get_from(f"127.0.0.{i + 2}", gw.port, "/admin/state",
                               {"Authorization": "Bearer flood-guess"})[0]
             assert status in (401, 429)
+            refused += status == 401
+    windows = 1 + int((time.monotonic() - started) // 10)    # a slow machine may need more than one
 
     def logged():
         lines = [json.loads(x) for x in gw.stderr().splitlines()]
@@ -290,7 +295,8 @@ def test_a_flood_of_bad_requests_gives_a_bounded_number_of_lines_and_a_count(sta
                   for e in lines if "more admin authentication failures" in e.get("msg", "")]
         return failures, counts
 
-    assert wait_for(lambda: sum(logged()[1]) + len(logged()[0]) == 40, timeout=25), logged()
+    assert refused >= 20
+    assert wait_for(lambda: sum(logged()[1]) + len(logged()[0]) == refused, timeout=25), logged()
     failures, counts = logged()
-    assert 1 <= len(failures) <= 2 and 1 <= len(counts) <= 2     # one of each per worker at most
+    assert 1 <= len(failures) <= 2 * windows and 1 <= len(counts) <= 2 * windows   # per worker and window
     assert all(e["level"] == "warning" for e in failures) and "flood-guess" not in gw.stderr()
