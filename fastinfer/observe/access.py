@@ -25,10 +25,6 @@ FIELDS = ("request_id", "key", "deployment", "replica", "status", "attempts", "s
 _SHOWN_MAX = 256        # characters of a client-chosen string (an unknown model's name, a path) that are shown
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 3)
-
-
 def _shown(text: str | None) -> str | None:
     """A client-chosen string as the log shows it: capped and redacted."""
     if text is None:
@@ -36,6 +32,19 @@ def _shown(text: str | None) -> str | None:
     if len(text) > _SHOWN_MAX:
         text = text[:_SHOWN_MAX] + "..."
     return redact(text)
+
+
+class _ShownPaths(dict):
+    """``_shown`` of request paths, remembered: the API's few routes are redacted once, not per line."""
+
+    def __missing__(self, path: str) -> str:
+        if len(self) >= 1024:     # a client inventing paths cannot grow this
+            self.clear()
+        shown = self[path] = _shown(path)
+        return shown
+
+
+_shown_paths = _ShownPaths()
 
 
 class AccessLine(StructuredMessage):
@@ -54,9 +63,11 @@ class AccessLine(StructuredMessage):
             "request_id": request_id, "key": key,
             "deployment": deployment if self.known_deployment else _shown(deployment),
             "replica": replica, "status": status, "attempts": attempts, "stream": stream,
-            "duration_ms": _ms(duration_s), "ttft_ms": _ms(ttft_s), "overhead_ms": _ms(overhead_s),
+            "duration_ms": None if duration_s is None else round(duration_s * 1000, 3),
+            "ttft_ms": None if ttft_s is None else round(ttft_s * 1000, 3),
+            "overhead_ms": None if overhead_s is None else round(overhead_s * 1000, 3),
             "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost_usd,
-            "error": None if error is None else redact(error), "method": method, "path": _shown(path),
+            "error": None if error is None else redact(error), "method": method, "path": _shown_paths[path],
         }
 
 

@@ -98,6 +98,10 @@ class TextFormatter(logging.Formatter):
         return f"{line}\n{detail}" if detail else line
 
 
+_LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error",
+                logging.CRITICAL: "critical"}
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``ts``, ``level``, ``logger``, ``pid``, then ``msg`` (and ``exc`` with a
     traceback) — or, for an access record, its fields."""
@@ -105,8 +109,9 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         msg = record.msg
         if isinstance(msg, StructuredMessage):
-            out = {"ts": iso_time(record.created), "level": record.levelname.lower(), "logger": record.name,
-                   "pid": record.process, **msg.fields()}
+            out = {"ts": iso_time(record.created), "level": _LEVEL_NAMES.get(record.levelno, "info"),
+                   "logger": record.name, "pid": record.process}
+            out.update(msg.fields())
         else:
             out = {"ts": iso_time(record.created), "level": record.levelname.lower(), "logger": record.name,
                    "pid": record.process, "msg": redact(record.getMessage())}
