@@ -8,7 +8,7 @@ one handler, writing to standard error: a line at once, or the lines of a
 lines of at most ``PIPE_BUF`` bytes, so the workers sharing one pipe never
 interleave inside a line. Every line is redacted (``fastinfer.redact``) as it is
 formatted, but for a ``StructuredMessage`` (an access line), whose maker makes its
-fields safe.
+fields safe; other libraries' warnings and errors take from a budget (``ratelimit``).
 
 Must not touch: what is logged, or when (callers decide); the access log's fields
 (``access``).
@@ -25,6 +25,7 @@ import time
 import orjson
 
 from ..redact import redact
+from .ratelimit import LIBRARY_LINES, LibraryLines
 
 ACCESS_LOGGER = "fastinfer.access"
 
@@ -217,6 +218,7 @@ def setup_logging(level: str = "info", format: str = "text") -> LineHandler:
         _handler = LineHandler(fd)
         for old in list(root.handlers):
             root.removeHandler(old)
+        _handler.addFilter(LibraryLines(LIBRARY_LINES))
         root.addHandler(_handler)
         logging.captureWarnings(True)
         # fields no formatter of ours shows: not worth their cost on every record

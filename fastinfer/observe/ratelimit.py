@@ -6,7 +6,8 @@ ends), and ``bug``, for an exception nobody expected: its traceback is written
 the first time that bug (the exception type and the lines it was raised through)
 is seen in this process, a one-line summary each later time, both within the
 budget. ``ERRORS`` is the process's budget for internal errors; a concern with its
-own voice (the admin authentication failures) makes its own instance.
+own voice (the admin authentication failures) makes its own instance; ``LibraryLines``
+holds other libraries' warning and error lines to a budget of their own.
 
 A client sending garbage, or an upstream answering it, therefore cannot flood the
 log, and a recurring bug leaves one traceback, not one per request.
@@ -52,6 +53,13 @@ class RateLimitedLog:
 
     def log(self, message: str, *, logger: logging.Logger | None = None) -> bool:
         """Write ``message`` (redacted) if the budget allows; True when it was written."""
+        if not self.admit():
+            return False
+        (logger or self.logger).log(self.level, "%s", redact(message))
+        return True
+
+    def admit(self) -> bool:
+        """Take one line from the budget: True when it may be written, else it is counted."""
         with self._lock:
             now = self._clock()
             if now - self._window_start >= self.interval_s:
@@ -64,8 +72,7 @@ class RateLimitedLog:
                     self._arm_timer(self._window_start + self.interval_s - now)
                 return False
             self._written += 1
-        (logger or self.logger).log(self.level, "%s", redact(message))
-        return True
+            return True
 
     def bug(self, what: str, error: BaseException, *, logger: logging.Logger | None = None) -> bool:
         """An exception nobody expected: ``what`` with its traceback the first time this bug is seen
@@ -120,8 +127,26 @@ class RateLimitedLog:
                 self._arm_timer(self._window_start + self.interval_s - self._clock())
 
 
+class LibraryLines(logging.Filter):
+    """The lines other libraries (aiohttp, asyncio, OpenTelemetry's exporter) write at warning or above
+    take from a budget too: a client or a collector misbehaving cannot flood the log through them.
+    fastinfer's own lines are limited where they are written (``RateLimitedLog``) and pass."""
+
+    def __init__(self, budget: RateLimitedLog):
+        super().__init__()
+        self.budget = budget
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or record.name.startswith("fastinfer"):
+            return True
+        return self.budget.admit()
+
+
 #: the process's budget for internal errors: bugs, upstream answers that could not be read
 ERRORS = RateLimitedLog(logging.getLogger("fastinfer"), what="error lines")
+#: the budget of other libraries' warning and error lines (``LibraryLines``)
+LIBRARY_LINES = RateLimitedLog(logging.getLogger("fastinfer"), level=logging.WARNING,
+                               what="warning and error lines of other libraries")
 
 
 def log_bug(logger: logging.Logger, what: str, error: BaseException) -> bool:
