@@ -201,8 +201,10 @@ def test_setup_logging_puts_every_logger_through_one_handler(monkeypatch, fmt, f
         assert access_logger.handlers.count(handler) == 1
         assert logs.setup_logging("error", fmt) is handler and root.level == logging.ERROR
     finally:
-        logging.getLogger(logs.ACCESS_LOGGER).handlers.clear()
-        logging.getLogger(logs.ACCESS_LOGGER).propagate = True
+        access_logger = logging.getLogger(logs.ACCESS_LOGGER)
+        access_logger.handlers.clear()
+        access_logger.propagate = True
+        access_logger.setLevel(logging.NOTSET)
         root.handlers[:], logging._srcfile = saved[0], saved[2]
         root.setLevel(saved[1])
         logging.captureWarnings(False)
