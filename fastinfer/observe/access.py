@@ -3,8 +3,8 @@
 Owns: ``AccessLog.add`` (called by the gateway once per answer, streams when they
 end), which only keeps the values — no formatting, no record, no write on the
 request's path — and the flush, a timer every ``FLUSH_S`` that turns what was kept
-into records of the standard ``fastinfer.access`` logger (made from a per-process
-template, not through ``Logger.info``'s caller lookup); the handler (``logs``)
+into records of the standard ``fastinfer.access`` logger (``_AccessRecord``: the
+attributes they share are its class's, no caller lookup); the handler (``logs``)
 formats them as text or JSON and writes them in a few whole-line writes.
 ``AccessLine`` is such a record's message: its fields for the JSON formatter, or
 ``key=value`` pairs for the text one. Error texts and unknown model names are
@@ -71,6 +71,25 @@ class AccessLine(StructuredMessage):
         }
 
 
+class _AccessRecord(logging.LogRecord):
+    """An access record: what every one shares is the class's, an instance holds its time, message and pid.
+    (``LogRecord.__init__`` — thread, process, caller — costs more than the rest of the line together.)"""
+
+    name = ACCESS_LOGGER
+    levelno = logging.INFO
+    levelname = "INFO"
+    pathname = filename = module = ""
+    lineno = 0
+    funcName = exc_info = exc_text = stack_info = thread = threadName = processName = taskName = None
+    args = ()
+    msecs = relativeCreated = 0.0
+
+    def __init__(self, created: float, msg: AccessLine, process: int):  # noqa: the base's is not wanted
+        self.created = created
+        self.msg = msg
+        self.process = process
+
+
 class AccessLog:
     """The access log of one worker. ``add`` on the request's path keeps a tuple; a timer writes."""
 
@@ -84,10 +103,7 @@ class AccessLog:
         self._timer = None
         self._closed = False            # closed: every line is written as it comes
         self._known = frozenset(known_deployments)
-        # every access record is this one with its time and message: LogRecord's own __init__
-        # (thread, process, caller) costs more than the rest of the line together
-        self._template = logging.LogRecord(ACCESS_LOGGER, logging.INFO, "", 0, "", None, None).__dict__.copy()
-        self._template["process"] = os.getpid()
+        self._pid = os.getpid()
 
     def add(self, ts: float, request_id: str, key: str | None, deployment: str | None, replica: str | None,
             status: int, attempts: int, stream: bool, duration_s: float | None, ttft_s: float | None,
@@ -111,17 +127,11 @@ class AccessLog:
         logger = self._logger
         if not pending or not logger.isEnabledFor(logging.INFO):
             return
-        template = self._template
         known = self._known
-        new = logging.LogRecord.__new__
+        pid = self._pid
         with batched_writes():
             for ts, values in pending:
-                record = new(logging.LogRecord)
-                attributes = record.__dict__
-                attributes.update(template)
-                attributes["created"] = ts
-                attributes["msg"] = AccessLine(values, values[2] in known)
-                logger.handle(record)
+                logger.handle(_AccessRecord(ts, AccessLine(values, values[2] in known), pid))
 
     def close(self) -> None:
         """Write what is kept; from now on each line as it comes (the worker is draining: its loop
