@@ -84,7 +84,7 @@ class _AccessRecord(logging.LogRecord):
     args = ()
     msecs = relativeCreated = 0.0
 
-    def __init__(self, created: float, msg: AccessLine, process: int):  # noqa: the base's is not wanted
+    def __init__(self, created: float, msg: AccessLine, process: int):   # not the base's: see above
         self.created = created
         self.msg = msg
         self.process = process
