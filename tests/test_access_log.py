@@ -8,7 +8,9 @@ flood of bad requests can cause.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import time
 from datetime import datetime, timezone
@@ -300,3 +302,22 @@ def test_a_flood_of_bad_requests_gives_a_bounded_number_of_lines_and_a_count(sta
     failures, counts = logged()
     assert 1 <= len(failures) <= 2 * windows and 1 <= len(counts) <= 2 * windows   # per worker and window
     assert all(e["level"] == "warning" for e in failures) and "flood-guess" not in gw.stderr()
+
+
+def test_a_reload_applies_a_changed_logging_table(start_gateway, upstream):
+    """text, then SIGHUP with format = "json": the new generation of workers writes JSON lines."""
+    upstream.reset()
+    gw = start_gateway(config(upstream.base, 'format = "text"'))
+    assert post(gw, CHAT, "al-before")[0] == 200
+    assert wait_for(lambda: "INFO fastinfer.access" in gw.stderr() and "request_id=al-before" in gw.stderr())
+    config_path = gw.args[gw.args.index("--config") + 1]
+    with open(config_path) as f:
+        text = f.read()
+    with open(config_path, "w") as f:
+        f.write(text.replace('format = "text"', 'format = "json"'))
+    os.kill(gw.pid, signal.SIGHUP)
+
+    def json_line_after_reload():      # the old generation drains: soon every answer is a new worker's
+        post(gw, CHAT, "al-after")
+        return any(line.startswith("{") and '"request_id":"al-after"' in line for line in gw.stderr().splitlines())
+    assert wait_for(json_line_after_reload, timeout=20, interval=0.2), gw.stderr()[-3000:]
