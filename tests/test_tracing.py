@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -250,3 +251,27 @@ def test_traces_without_the_otel_packages_exit_2_with_the_install_hint(tmp_path,
     assert f"{path}: telemetry: traces need the OpenTelemetry SDK" in out.stderr
     assert "pip install 'fastinfer[otel]'" in out.stderr
     assert "serving on" not in out.stdout
+
+
+def test_without_telemetry_nothing_of_opentelemetry_is_imported(tmp_path):
+    """Tracing off costs nothing: serving a request through the gateway and the engine never imports it."""
+    script = textwrap.dedent("""
+        import asyncio, sys
+        from test_gateway_errors import CHAT, _serve_gateway
+        import aiohttp
+
+        async def main():
+            gateway, metrics, runner, base = await _serve_gateway(None)
+            async with aiohttp.ClientSession() as client:
+                async with client.post(base + "/v1/chat/completions", json={**CHAT, "stream": True}) as resp:
+                    assert resp.status == 200 and b"[DONE]" in await resp.read()
+            await runner.cleanup()
+            assert gateway.tracing is None
+        asyncio.run(main())
+        loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
+        print("loaded:", loaded)
+        sys.exit(1 if loaded else 0)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -85,7 +85,7 @@ class RequestTrace:
         self._tracing = tracing
         self.span = span
         self._parent = None
-        self.traceparent = traceparent_of(span)   # until an attempt starts: the request's own
+        self.traceparent = ""         # the attempt in progress's, set when it starts
 
     def attempt_started(self, deployment: str, replica: str):
         """A child span for an upstream attempt; its ``traceparent`` goes upstream with the attempt."""
