@@ -1,10 +1,14 @@
 """The load suite runs end to end and reports what it promises (tiny durations: not a measurement)."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,62 +16,107 @@ import pytest
 from conftest import py_spy_cannot_sample
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.gateway_configs import (FEATURES, accepted_config, bare_config, feature_states, features_config,  # noqa: E402
+                                   to_toml, with_settings)
+from bench.proctree import ProcessTree, descendants, worker_split  # noqa: E402
 
 
-def test_bench_writes_json_and_markdown_reports(tmp_path):
-    no_profiler = py_spy_cannot_sample()
-    out = subprocess.run(
-        [sys.executable, "-m", "fastinfer", "bench", "--duration", "0.5", "--concurrency", "1", "4",
-         "--stream-concurrency", "2", *([] if no_profiler else ["--profile"]), "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
+def _vllm_router() -> str | None:
+    """vllm-router when installed: ``$VLLM_ROUTER`` (e.g. /tmp/vr/bin/vllm-router) or on PATH."""
+    return os.environ.get("VLLM_ROUTER") or shutil.which("vllm-router")
+
+
+def _bench(tmp_path, *args) -> dict:
+    out = subprocess.run([sys.executable, "-m", "fastinfer", "bench", *args, "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
     (report_path,) = tmp_path.glob("bench-*.json")
     report = json.loads(report_path.read_text())
+    report["_markdown"] = report_path.with_suffix(".md").read_text()
+    return report
+
+
+def test_bench_runs_every_path_side_by_side_and_reports_the_peer_table(tmp_path):
+    """The default run: direct, fastinfer bare and with its features on, and each installed peer
+    (nginx, vllm-router), all in front of one mock; the peer table, ratios, bars, memory, the
+    per-worker split, the load side's cost; and --profile's summaries of the fastinfer paths."""
+    no_profiler = py_spy_cannot_sample()
+    router = _vllm_router()
+    report = _bench(tmp_path, "--duration", "0.5", "--concurrency", "4", "1", "--stream-concurrency", "2",
+                    *(["--vllm-router", router] if router else []), *([] if no_profiler else ["--profile"]))
+    has_nginx = shutil.which("nginx") is not None or os.access("/usr/sbin/nginx", os.X_OK)
+    paths = ["direct", "gateway", "gateway-full"] + (["nginx"] if has_nginx else []) + (
+        ["vllm-router"] if router else [])
+    assert sorted(report["targets"]) == sorted(paths)
+    assert report["mock"] == ("nginx" if has_nginx else "python")
+    assert report["workers"] == 2
     # non-streaming load comes from wrk when it is installed (CI installs it), else the asyncio client
     tools = {r["tool"] for r in report["rows"] if not r["stream"]}
     assert tools == ({"wrk"} if shutil.which("wrk") else {"asyncio"})
-    names = ("nonstream c1", "nonstream c4", "stream c2", "stream c2 short", "stream c2 paced",
-             "stream c2 paced short")
-    scenarios = {r["scenario"] for r in report["rows"]}
-    assert scenarios == {f"{s} {p}" for s in names for p in ("direct", "gateway")}
+    names = ["nonstream c4", "nonstream c1", "stream c2", "stream c2 short"]
+    if not has_nginx:   # the Python mock paces streams by default
+        names += ["stream c2 paced", "stream c2 paced short"]
+    assert {r["scenario"] for r in report["rows"]} == {f"{s} {p}" for s in names for p in paths}
     for row in report["rows"]:
-        assert row["requests"] > 0 and row["errors"] == 0
-        assert row["cpu_us_per_request"] > 0
+        assert row["requests"] > 0 and row["errors"] == 0, row
+        assert row["cpu_us_per_request"] > 0 and row["loadgen_cpu_s"] > 0
+        if row["path"] != "direct":
+            assert row["mock_cpu_s"] > 0   # the mock behind the path did the answering
         if row["stream"]:
             assert row["chunks"] == (8 if "short" in row["scenario"] else 64) * row["requests"]
             assert row["cpu_us_per_chunk"] > 0
-    assert set(report["summary"]) == set(names)
-    assert "gateway_cpu_us_per_extra_chunk" in report["summary"]["stream c2"]
-    assert (report_path.with_suffix(".md")).read_text().startswith("# fastinfer bench")
+        if row["path"] in ("gateway", "gateway-full") and not row["stream"]:
+            (split,) = row["worker_split_rounds"]
+            assert split["workers"] == 2 and abs(sum(split["shares"]) - 1) < 0.01
+    assert set(report["summaries"]) == set(paths) - {"direct"}
+
+    table = report["peer_table"]
+    assert set(table["figures"]) == set(paths)
+    for label in paths:
+        f = table["figures"][label]
+        assert set(f["cpu_us_per_request"]) == {"4", "1"} or set(f["cpu_us_per_request"]) == {4, 1}
+        assert f["rps"] > 0 and f["cpu_us_per_chunk"] > 0
+        memory = report["memory"][label]
+        for when in ("idle", "after"):
+            assert memory[when]["rss_mib"] >= memory[when]["pss_mib"] > 0
+        if label != "direct":
+            assert f["rps_over_direct"] > 0 and f["p50_added_ms"] is not None
+    pairs = {f"{mine} / {peer}" for mine in ("gateway", "gateway-full") for peer in ("nginx", "vllm-router")
+             if peer in paths}
+    assert set(table["ratios"]) == pairs
+    for ratios in table["ratios"].values():
+        assert ratios["cpu_us_per_request c4"] > 0 and ratios["cpu_us_per_chunk"] > 0
+    bars = {b["bar"]: b for b in table["bars"]}
+    assert any("each worker's CPU share" in b for b in bars) and any("RSS" in b for b in bars)
+    assert table["load_side"]["mock_headroom"] > 0
+    # every feature is reported: on, or why not (this tree's check-config decides)
+    assert set(report["features"]) == set(FEATURES)
+    assert "Side by side" in report["_markdown"] and "Bars of issue 12" in report["_markdown"]
+    if router:
+        assert "tokio runtime threads" in report["workers_of"]["vllm-router"]
     if no_profiler:
         pytest.skip(f"the reports were checked; --profile was not: {no_profiler}")
-    # --profile: where a gateway worker's time went, in the two scenarios it sampled
+    # --profile: where the fastinfer paths' workers spent their time, in the two scenarios sampled
     for scenario in ("nonstream-c4", "stream-c2"):
-        summary = (tmp_path / f"profile-{scenario}.txt").read_text()
-        assert "samples" in summary.splitlines()[0]
-        assert "fastinfer/gateway/app.py" in summary
+        for label in ("gateway", "gateway-full"):
+            summary = (tmp_path / f"profile-{scenario}-{label}.txt").read_text()
+            assert "samples" in summary.splitlines()[0]
+            assert "by area" in summary and "fastinfer/gateway/app.py" in summary
 
 
-SMALL_SCENARIOS = ("nonstream c2", "stream c2", "stream c2 short")
-
-
-def small_bench(tmp_path, *args: str) -> tuple[dict, Path]:
-    """The bench with tiny scenarios (``SMALL_SCENARIOS``, 0.3 s each) and ``args``: its report and where it is."""
-    out = subprocess.run(
-        [sys.executable, "-m", "fastinfer", "bench", "--duration", "0.3", "--concurrency", "2",
-         "--stream-concurrency", "2", "--paced-itl-ms", "0", "--no-wrk", "--out", str(tmp_path), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    (report_path,) = tmp_path.glob("bench-*.json")
-    return json.loads(report_path.read_text()), report_path
-
-
-def test_bench_runs_a_baseline_tree_beside_this_one_and_reports_both(tmp_path):
-    """--baseline-tree: a second gateway from another source tree (here: this one again) on the same
-    mock, every scenario through both, and this tree against the baseline as ratios; --rounds: each
-    scenario run again with the gateways' order swapped, the rounds summed."""
-    report, report_path = small_bench(tmp_path, "--baseline-tree", str(ROOT), "--rounds", "2")
-    assert {r["scenario"] for r in report["rows"]} == {f"{s} {p}" for s in SMALL_SCENARIOS
+def test_bench_with_the_python_mock_paces_streams_and_runs_a_baseline_tree_beside_this_one(tmp_path):
+    """--mock python: the project's own mock, which paces streams; --baseline-tree: a second gateway
+    from another source tree (here: this one again) on the same mock, every scenario through both,
+    and this tree against the baseline as ratios; --rounds: each scenario run again with the paths'
+    order swapped, the rounds summed."""
+    report = _bench(tmp_path, "--mock", "python", "--targets", "direct", "gateway", "--duration", "0.3",
+                    "--concurrency", "2", "--stream-concurrency", "2", "--no-wrk", "--baseline-tree", str(ROOT),
+                    "--rounds", "2")
+    assert report["mock"] == "python" and report["paced_itl_ms"] == 1.0
+    names = ("nonstream c2", "stream c2", "stream c2 short", "stream c2 paced", "stream c2 paced short")
+    assert {r["scenario"] for r in report["rows"]} == {f"{s} {p}" for s in names
                                                        for p in ("direct", "baseline", "gateway")}
     for row in report["rows"]:
         assert row["requests"] > 0 and row["errors"] == 0 and row["rounds"] == 2
@@ -75,38 +124,153 @@ def test_bench_runs_a_baseline_tree_beside_this_one_and_reports_both(tmp_path):
         assert len(rounds) == 2 and min(rounds) - 0.1 <= row["cpu_us_per_request"] <= max(rounds) + 0.1
     assert report["baseline_tree"] == str(ROOT)
     compared = report["against_baseline"]
-    assert set(compared) == set(SMALL_SCENARIOS)
+    assert set(compared) == set(names)
     per_request = compared["nonstream c2"]["gateway_cpu_us_per_request"]
     assert per_request["this"] == report["summary"]["nonstream c2"]["gateway_cpu_us_per_request"]
     assert per_request["baseline"] == report["baseline_summary"]["nonstream c2"]["gateway_cpu_us_per_request"]
     assert per_request["ratio"] == round(per_request["this"] / per_request["baseline"], 2)
     assert "gateway_cpu_us_per_extra_chunk" in compared["stream c2"]
-    assert "This tree against the baseline tree" in report_path.with_suffix(".md").read_text()
+    assert "This tree against the baseline tree" in report["_markdown"]
+    assert set(report["skipped"]) == {"gateway-full", "nginx", "vllm-router"}
 
 
 def test_bench_runs_config_variants_beside_the_gateway_and_reports_them_against_it(tmp_path):
-    """--variant: a gateway of this tree with more config (here the JSON access log) on the same mock, every
-    scenario through it too, reported against the gateway (here with the access log off: --gateway-config)."""
-    report, report_path = small_bench(tmp_path, "--gateway-config", "logging = { access_log = false }",
-                                      "--variant", 'json-log=logging = { format = "json", access_log = true }')
-    assert {r["scenario"] for r in report["rows"]} == {f"{s} {p}" for s in SMALL_SCENARIOS
-                                                       for p in ("direct", "gateway", "json-log")}
+    """--variant: more paths of this tree, the bare config with the variant's settings, every scenario
+    through each, reported against the gateway path, whose own settings --gateway-config gives."""
+    report = _bench(tmp_path, "--targets", "direct", "gateway", "--workers", "1", "--duration", "0.3",
+                    "--concurrency", "2", "--stream-concurrency", "2", "--no-wrk", "--paced-itl-ms", "0",
+                    "--mock", "python",
+                    "--gateway-config", "logging = { access_log = true }",
+                    "--variant", 'json-log=logging = { format = "json", access_log = true }',
+                    "--variant", "quiet=server = { max_body_bytes = 100000 }")
+    assert report["targets"] == ["direct", "gateway", "json-log", "quiet"]
+    names = {r["scenario"].rsplit(" ", 1)[0] for r in report["rows"]}
+    assert names == {"nonstream c2", "stream c2", "stream c2 short"}
+    assert {r["scenario"] for r in report["rows"]} == {f"{s} {p}" for s in names for p in report["targets"]}
     assert all(row["requests"] > 0 and row["errors"] == 0 for row in report["rows"])
-    variant = report["variants"]["json-log"]
-    assert variant["config"] == 'logging = { format = "json", access_log = true }'
-    per_request = variant["against_gateway"]["nonstream c2"]["gateway_cpu_us_per_request"]
-    assert per_request["this"] == variant["summary"]["nonstream c2"]["gateway_cpu_us_per_request"]
-    assert per_request["baseline"] == report["summary"]["nonstream c2"]["gateway_cpu_us_per_request"]
-    assert per_request["ratio"] == round(per_request["this"] / per_request["baseline"], 2)
-    # each gateway ran its own config: only the variant wrote an access line per request
-    served = sum(r["requests"] for r in report["rows"] if r["path"] == "json-log")
-    assert report["log_bytes"]["json-log"] > 200 * served > report["log_bytes"]["gateway"]
-    assert "Variant `json-log` against the gateway" in report_path.with_suffix(".md").read_text()
+    assert report["gateway_config"] == "logging = { access_log = true }"
+    for label in ("json-log", "quiet"):
+        variant = report["variants"][label]
+        assert variant["summary"] == report["summaries"][label]
+        per_request = variant["against_gateway"]["nonstream c2"]["gateway_cpu_us_per_request"]
+        assert per_request["this"] == variant["summary"]["nonstream c2"]["gateway_cpu_us_per_request"]
+        assert per_request["baseline"] == report["summary"]["nonstream c2"]["gateway_cpu_us_per_request"]
+        assert per_request["ratio"] == round(per_request["this"] / per_request["baseline"], 2)
+        assert f"Variant `{label}` against the gateway" in report["_markdown"]
+    assert report["variants"]["json-log"]["config"] == 'logging = { format = "json", access_log = true }'
+    # each path ran its own config: the gateway (--gateway-config) and json-log wrote an access line
+    # per request, quiet (the bare config: no access log, warnings only) next to nothing
+    served = {label: sum(r["requests"] for r in report["rows"] if r["path"] == label) for label in report["targets"]}
+    sizes = report["log_bytes"]
+    assert sizes["gateway"] > 100 * served["gateway"] and sizes["json-log"] > 100 * served["json-log"]
+    assert sizes["quiet"] < 10 * served["quiet"]
 
 
-@pytest.mark.parametrize("variant", ["gateway=logging = {}", "no-equals-sign", "x=logging = {"])
+@pytest.mark.parametrize("variant", ["gateway=logging = {}", "gateway-full=logging = {}", "no-equals-sign",
+                                     "x=logging = {", "a b=logging = {}"])
 def test_a_bad_variant_is_refused_before_anything_starts(tmp_path, variant):
     out = subprocess.run([sys.executable, "-m", "fastinfer", "bench", "--variant", variant, "--out", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--variant" in out.stderr and "Traceback" not in out.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_variant_setting_check_config_refuses_stops_the_run_and_says_which(tmp_path):
+    """The features config drops what a tree refuses; a variant is what the user asked for: never dropped."""
+    out = subprocess.run([sys.executable, "-m", "fastinfer", "bench", "--mock", "python", "--targets", "direct",
+                          "gateway", "--variant", "odd=server = { no_such_setting = 1 }", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "--variant odd: fastinfer check-config refuses server.no_such_setting" in out.stderr
+    assert not list(tmp_path.glob("bench-*"))
+
+
+def test_settings_merge_into_the_bare_config_table_by_table():
+    bare = bare_config(9)
+    merged = with_settings(bare, {"logging": {"format": "json"}, "server": {"max_body_bytes": 5}})
+    assert merged["logging"] == {**bare["logging"], "format": "json"}
+    assert merged["server"] == {**bare["server"], "max_body_bytes": 5}
+    assert merged["deployments"] == bare["deployments"] and bare["logging"].get("format") is None
+    replaced = with_settings(bare, {"deployments": [{"name": "other"}]})
+    assert replaced["deployments"] == [{"name": "other"}]
+
+
+def test_features_config_keeps_what_check_config_accepts_and_says_why_a_feature_is_off(tmp_path):
+    """A setting this tree's check-config refuses is dropped and reported against its feature; the
+    rest is written as TOML that reads back to the same config."""
+    config = features_config(9)
+    config["server"]["no_such_setting"] = 1   # refused by every tree, part of no feature
+    config["keys"][0]["rpm"] = 0              # refused by every tree (limits are >= 1): the key's limit
+    path = tmp_path / "full.toml"
+    kept, refused, warnings = accepted_config(config, path, ROOT)
+    assert any(r.startswith("server.no_such_setting: ") for r in refused)
+    assert any(r.startswith("keys[0].rpm: ") for r in refused)
+    assert "no_such_setting" not in kept["server"] and "rpm" not in kept["keys"][0]
+    assert tomllib.loads(path.read_text()) == kept
+    assert kept["keys"][0]["key_sha256"] == hashlib.sha256(b"bench").hexdigest()
+    states = feature_states(kept, refused, warnings)
+    assert set(states) == set(FEATURES)
+    assert "refused: keys[0].rpm" in states["key rpm/tpm limit"]
+    # a refusal counts against its own feature only
+    assert not any("keys[0].rpm" in states[f] or "no_such_setting" in states[f]
+                   for f in FEATURES if f != "key rpm/tpm limit")
+
+
+def test_toml_of_nested_tables_reads_back():
+    config = {"server": {"port": 1}, "deployments": [{"name": "a", "retry": {"max_attempts": 1},
+                                                      "replicas": [{"base_url": "http://x", "weight": 2}]}],
+              "keys": [{"name": "k", "models": ["a", "b*"]}]}
+    assert tomllib.loads(to_toml(config)) == config
+
+
+_BUSY_WORKER = """
+import os, time
+if os.fork() == 0:          # a process below the worker: part of the tree, not a worker
+    time.sleep(30)
+time.sleep(0.3)
+t = time.process_time()
+while time.process_time() - t < 0.4:
+    pass
+time.sleep(30)
+"""
+_SUPERVISOR = f"""
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", {_BUSY_WORKER!r}])
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+time.sleep(30)
+"""
+
+
+def test_a_process_trees_cpu_memory_and_its_workers_split():
+    """A supervisor with a busy and an idle worker: the tree is found to its grandchild, its CPU
+    and memory are read from /proc, and the busy worker's share of the workers' CPU is near all."""
+    root = subprocess.Popen([sys.executable, "-c", _SUPERVISOR])
+    tree = ProcessTree()
+    tree.proc = root
+    try:
+        deadline = time.monotonic() + 20
+        while len(descendants(root.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pids = descendants(root.pid)
+        assert len(pids) == 4 and pids[0] == root.pid
+        before = tree.worker_cpu()
+        assert len(before) == 2    # the two children; the grandchild is no worker
+        cpu0 = tree.cpu_seconds()
+        while tree.cpu_seconds() - cpu0 < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tree.cpu_seconds() - cpu0 >= 0.3
+        split = worker_split(before, tree.worker_cpu())
+        assert split["workers"] == 2 and split["max_share"] > 0.8
+        memory = tree.memory_mib()
+        assert memory["rss_mib"] >= memory["pss_mib"] > 0
+    finally:
+        for pid in reversed(descendants(root.pid)):
+            os.kill(pid, 9)
+        root.wait()
+
+
+def test_worker_split_shares():
+    split = worker_split({"a": 1.0, "b": 1.0, "gone": 0.0}, {"a": 4.0, "b": 2.0, "new": 9.0})
+    assert split["workers"] == 2 and split["shares"] == [0.75, 0.25]
+    assert (split["min_share"], split["max_share"]) == (0.25, 0.75)
+    assert worker_split({"a": 1.0}, {"a": 1.0})["shares"] == []

@@ -23,8 +23,9 @@ from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
 from .anthropic_api import messages_request
 from .body import read_json
+from .drain import GatewayDrain, ShuttingDown
 from .errors import JSON
-from .middleware import DATA_ROUTE, REQUEST_ID, RequestIds, error_middleware
+from .middleware import DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RequestIds, error_middleware
 from .openai_api import chat_request, passthrough_request
 
 _CLIENT_CLOSED = 499   # the client went away before its answer was complete (nginx's code)
@@ -36,7 +37,7 @@ log = logging.getLogger("fastinfer.gateway")
 class DataRequest:
     """What the gateway knows of a data request as it goes, read once when it is answered."""
 
-    __slots__ = ("received_at", "deployment", "req", "result", "trace")
+    __slots__ = ("received_at", "deployment", "req", "result", "trace", "cut")
 
     def __init__(self, received_at: float, trace: RequestTrace | None):
         self.received_at = received_at      # ``clock()``
@@ -44,6 +45,7 @@ class DataRequest:
         self.req: GatewayRequest | None = None
         self.result: EngineResult | None = None
         self.trace = trace
+        self.cut: GatewayError | None = None  # why the gateway ended its stream early (a drain's end)
 
 
 class Gateway:
@@ -55,14 +57,14 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
-        self.draining = False
+        self.drain = GatewayDrain(self._loop)    # driven by the worker's drain (process.drain)
         config = engine.config
         self.access_log = AccessLog(self._loop, engine.deployments) if config.logging.access_log else None
         telemetry = config.telemetry
         self.tracing = None if telemetry is None else Tracing(telemetry.otlp_endpoint, telemetry.service_name,
                                                               telemetry.sample_ratio)
         # one middleware instance (one request-id sequence) for the public and the admin listener
-        self._error_middleware = error_middleware(RequestIds(), self._error_answered)
+        self._error_middleware = error_middleware(RequestIds(), self._error_answered, self.drain)
         self._models_body = orjson.dumps({"object": "list", "data": [
             {"id": name, "object": "model", "created": int(time.time()), "owned_by": d.config.provider}
             for name, d in engine.deployments.items()]})
@@ -77,24 +79,46 @@ class Gateway:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
+        self._add_probe_routes(app)
         if operator_routes:
             self._add_operator_routes(app)   # unknown paths are the router's 404, wrong methods its 405
-        app.on_cleanup.append(self._close_observers)   # the data routes are this app's: it ends last
+        app.on_cleanup.append(self._close_observers)   # the data routes are this app's: its runner ends first
         return app
 
     def operator_app(self) -> web.Application:
         """The admin listener's app (``server.admin_port``): metrics, admin API, dashboard, health."""
         app = web.Application(client_max_size=1 << 20, middlewares=[self._error_middleware])
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
+        self._add_probe_routes(app)
         self._add_operator_routes(app)
         return app
 
+    def _add_probe_routes(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self._counted("healthz", self.healthz))
+        app.router.add_get("/readyz", self._counted("readyz", self.readyz))
+
     def _add_operator_routes(self, app: web.Application) -> None:
-        app.router.add_get("/metrics", self.metrics)
-        self.admin.register(app)
+        app.router.add_get("/metrics", self._counted("metrics", self.metrics))
+        self.admin.register(app, counted=self._counted)
+
+    def _counted(self, route: str, handler):
+        """``handler`` with each answer counted in ``fastinfer_operator_requests_total{route}``:
+        probes, scrapes and the operator's calls are not client traffic. (An error it raises is
+        counted here too; ``OPERATOR_ROUTE`` tells the middleware's accounting to leave it.)"""
+        metrics = self.engine.metrics
+
+        async def counted(request: web.Request) -> web.StreamResponse:
+            request[OPERATOR_ROUTE] = route
+            try:
+                response = await handler(request)
+            except (web.HTTPException, GatewayError) as e:
+                metrics.operator_request(route, e.status)
+                raise
+            except Exception:
+                metrics.operator_request(route, 500)
+                raise
+            metrics.operator_request(route, response.status)
+            return response
+        return counted
 
     # --------------------------------------------------------------- routes
 
@@ -111,8 +135,18 @@ class Gateway:
         return await self._serve(request, _passthrough("embeddings"))
 
     async def _serve(self, request: web.Request, parse) -> web.StreamResponse:
-        """One data route: ``parse`` checks the body into a request. Errors are raised: the
-        middleware renders them in the route's API shape and tells ``_error_answered``."""
+        """One data route, in flight for the drain's ``cut`` until it is answered."""
+        in_flight = self.drain.in_flight
+        key = id(request)
+        in_flight[key] = request
+        try:
+            return await self._answer(request, parse)
+        finally:
+            del in_flight[key]
+
+    async def _answer(self, request: web.Request, parse) -> web.StreamResponse:
+        """``parse`` checks the body into a request. Errors are raised: the middleware renders
+        them in the route's API shape and tells ``_error_answered``."""
         started = clock()   # the overhead clock (µs); now, on the loop's clock, is for the deadline
         now = self._loop.time()
         request_id = request[REQUEST_ID]
@@ -131,10 +165,12 @@ class Gateway:
             req.deadline = deadline
             result = data.result = await self.engine.chat(req)
         except asyncio.CancelledError:
+            if self.drain.cut_short():
+                raise ShuttingDown() from None   # the drain's grace period is over: a 503 (middleware)
             self._answered(request, data, _CLIENT_CLOSED)
             raise
         try:
-            response = await self._respond(request, result, request_id, started)
+            response = await self._respond(request, data, request_id)
         except asyncio.CancelledError:
             self._answered(request, data, _CLIENT_CLOSED)
             raise
@@ -142,13 +178,14 @@ class Gateway:
         return response
 
     def _error_answered(self, request: web.Request, status: int, error: GatewayError) -> None:
-        """An error answer from the middleware: every one of a data route; of any other route, counted
-        when it is a 5xx and access-logged whatever it is (a 404 for an unknown path, a refused admin key)."""
+        """An error answer from the middleware: every one of a data route; of any other route,
+        access-logged whatever it is (a 404 for an unknown path, a refused admin key) and counted
+        under ``deployment=""``, unless it is an operator route's (those count their own: ``_counted``)."""
         data = request.get(DATA_ROUTE)
         if data is not None:
             self._answered(request, data, status, error)
             return
-        if status >= 500:
+        if OPERATOR_ROUTE not in request:
             self.engine.metrics.request("", status)
         if self.access_log is not None:
             self.access_log.add(
@@ -177,6 +214,8 @@ class Gateway:
             error_text = error.message
         elif status == _CLIENT_CLOSED:
             error_text = _CLIENT_CLOSED_ERROR
+        elif data.cut is not None:
+            error_text = data.cut.message
         elif result is not None and result.stream is not None and result.stream.failure is not None:
             error_text = result.stream.failure.message     # a 200 whose stream ended with an error event
         else:
@@ -208,8 +247,8 @@ class Gateway:
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)
 
-    async def _respond(self, request: web.Request, result: EngineResult, request_id: str,
-                       received_at: float) -> web.StreamResponse:
+    async def _respond(self, request: web.Request, data: DataRequest, request_id: str) -> web.StreamResponse:
+        result, received_at = data.result, data.received_at
         result.overhead_s = max(0.0, clock() - received_at - result.upstream_s)
         headers = {
             "x-request-id": request_id,
@@ -222,12 +261,20 @@ class Gateway:
             return web.Response(status=result.status, body=result.body, content_type=JSON, headers=headers)
         headers["Content-Type"] = "text/event-stream"
         headers["Cache-Control"] = "no-cache"
-        response = web.StreamResponse(status=result.status, headers=headers)
+        response = self.drain.closing(web.StreamResponse(status=result.status, headers=headers))
         try:
             await response.prepare(request)
             client = _ClientStream(request.writer, request.transport)
             result.ttft_s = clock() - received_at
-            await result.stream.pump(client)
+            try:
+                await result.stream.pump(client)
+            except asyncio.CancelledError:
+                if not self.drain.cut_short():
+                    raise
+                # the drain's grace period ended mid-stream: end it as a failed stream, never as a
+                # finished one (the upstream is already aborted: pump closed the stream)
+                data.cut = ShuttingDown()
+                client.write(result.stream.relay.error_event(data.cut))
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
             result.status = _CLIENT_CLOSED  # the client left; closing the stream closes the upstream
@@ -243,6 +290,7 @@ class Gateway:
         return response
 
     async def models(self, request: web.Request) -> web.Response:
+        self.engine.metrics.request("", 200)     # a client API answer that concerns no deployment
         return web.Response(body=self._models_body, content_type=JSON)
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -253,7 +301,7 @@ class Gateway:
         return web.Response(body=b'{"status":"ok"}', content_type=JSON)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if self.draining:
+        if self.drain.stopping:
             return web.Response(status=503, body=b'{"status":"draining"}', content_type=JSON)
         if not is_ready(self.engine):
             return web.Response(status=503, body=b'{"status":"all circuits of a deployment are open"}',

@@ -22,6 +22,7 @@ from .errors import error_response
 
 REQUEST_ID = web.RequestKey("fastinfer.request_id", str)     # the id every answer carries
 DATA_ROUTE = web.RequestKey("fastinfer.data_route", object)  # the gateway's record of a data request
+OPERATOR_ROUTE = web.RequestKey("fastinfer.operator_route", str)  # health, metrics, admin: counted apart
 
 _REQUEST_ID_MAX = 128
 log = logging.getLogger("fastinfer.gateway")
@@ -46,8 +47,9 @@ class RequestIds:
         return f"{self._prefix}-{next(self._counter)}"
 
 
-def error_middleware(ids: RequestIds, answered):
-    """The middleware. ``answered(request, status, error)`` accounts an error answer (see ``Gateway``)."""
+def error_middleware(ids: RequestIds, answered, drain):
+    """The middleware. ``answered(request, status, error)`` accounts an error answer (see ``Gateway``);
+    while ``drain.active`` (the worker drains) every answer it passes on says ``Connection: close``."""
 
     @web.middleware
     async def middleware(request: web.Request, handler):
@@ -68,6 +70,8 @@ def error_middleware(ids: RequestIds, answered):
             response = error_response(error, api_of(request.path), request_id)
         if not response.prepared:
             response.headers.setdefault("x-request-id", request_id)
+            if drain.active:
+                response.force_close()
         return response
 
     return middleware
