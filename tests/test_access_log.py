@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from procs import http_json, raw_post, wait_for
+from procs import http_json, metric_value, metrics_text, raw_post, wait_for
 from test_admin_access import get_from
 
 CLIENT_KEY = "sk-client-own-key-0123456789"
@@ -321,3 +321,76 @@ def test_a_reload_applies_a_changed_logging_table(start_gateway, upstream):
         post(gw, CHAT, "al-after")
         return any(line.startswith("{") and '"request_id":"al-after"' in line for line in gw.stderr().splitlines())
     assert wait_for(json_line_after_reload, timeout=20, interval=0.2), gw.stderr()[-3000:]
+
+
+def test_a_key_shaped_request_id_is_redacted(gw):
+    chosen = "sk-chosen-as-request-id-0123456789"
+    assert post(gw, CHAT, chosen)[0] == 200
+    entry = wait_for(lambda: next((e for e in access_lines(gw).values() if e["request_id"].startswith("sk-")), None))
+    assert entry and entry["request_id"] == "sk-****" and chosen not in gw.stderr()
+
+
+_NOT_HTTP = [b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+             b"GET / HTTP/1.1\r\nAuthorization " + CLIENT_KEY.encode() + b"\r\n\r\n",
+             b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"]
+
+
+def test_requests_that_are_not_http_leave_warning_lines_without_tracebacks(start_gateway, upstream):
+    """aiohttp answers them 400 and logs each with a traceback: here each is one warning line, within the
+    library lines' budget, and the bytes the client sent are not quoted."""
+    gw = start_gateway(config(upstream.base, 'format = "json"'), workers=1)
+    for _ in range(4):
+        for garbage in _NOT_HTTP:
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+                sock.sendall(garbage)
+                assert b" 400 " in sock.recv(100).split(b"\r\n", 1)[0]
+    text = gw.stderr_when_stopped()
+    lines = [json.loads(line) for line in text.splitlines()]
+    refused = [e for e in lines if "malformed HTTP request" in e.get("msg", "")]
+    assert refused and len(refused) <= 10          # the budget: 10 lines per 10 s
+    assert all(e["level"] == "warning" and e["logger"] == "aiohttp.server" and "exc" not in e for e in refused)
+    assert "Traceback" not in text and CLIENT_KEY not in text and "aaaaaaaa" not in text
+
+
+def test_the_drains_end_leaves_its_error_on_the_lines_it_cut(start_gateway):
+    """SIGTERM with a short grace: a stream still running is a 200 ended by the drain, a request still
+    waiting for its answer a 503; both lines say why."""
+    gw = start_gateway("""
+        [server]
+        drain_grace_s = 1
+
+        [logging]
+        format = "json"
+
+        [[deployments]]
+        name = "slow"
+        provider = "mock"
+        mock = { tokens = 400, itl_ms = 50 }
+
+        [[deployments]]
+        name = "hang"
+        provider = "mock"
+        mock = { ttft_ms = 600000 }
+    """, workers=1)
+    messages = [{"role": "user", "content": "hi"}]
+    stream = raw_post(gw.port, {"model": "slow", "stream": True, "messages": messages})
+    waiting = raw_post(gw.port, {"model": "hang", "messages": messages})
+    try:
+        stream.settimeout(10)
+        head = b""
+        while b"data: " not in head:        # the head and the first event are out: the stream runs
+            data = stream.recv(65536)
+            assert data
+            head += data
+        assert b" 200 " in head.split(b"\r\n", 1)[0]
+        assert wait_for(lambda: metric_value(metrics_text(gw), 'fastinfer_in_flight{deployment="hang"}') == 1)
+        os.kill(gw.pid, signal.SIGTERM)
+        text = gw.stderr_when_stopped()
+    finally:
+        stream.close()
+        waiting.close()
+    lines = [json.loads(line) for line in text.splitlines() if '"fastinfer.access"' in line]
+    by_model = {e["deployment"]: e for e in lines}
+    cut, unanswered = by_model["slow"], by_model["hang"]
+    assert cut["status"] == 200 and cut["stream"] is True and "shutting down" in cut["error"]
+    assert unanswered["status"] == 503 and "shutting down" in unanswered["error"]

@@ -208,3 +208,46 @@ def test_setup_logging_puts_every_logger_through_one_handler(monkeypatch, fmt, f
         root.handlers[:], logging._srcfile = saved[0], saved[2]
         root.setLevel(saved[1])
         logging.captureWarnings(False)
+
+
+def _aiohttp_refusal():
+    """What aiohttp's server logs when a client sends something that is not HTTP: its parser's error."""
+    from aiohttp.http_exceptions import BadHttpMessage
+    try:
+        raise BadHttpMessage(f"Invalid header token:\n\n    b'Authorization {SECRET}'\n  ^")
+    except BadHttpMessage:
+        return sys.exc_info()
+
+
+def test_a_clients_malformed_request_is_one_warning_line_without_a_traceback():
+    budget = ratelimit.RateLimitedLog(logging.getLogger("test.observe.malformed"), burst=10, interval_s=10,
+                                      level=logging.WARNING, clock=Clock())
+    limiter = ratelimit.LibraryLines(budget)
+    line = record("Error handling request from %s", "127.0.0.1", name="aiohttp.server", exc_info=_aiohttp_refusal())
+    assert limiter.filter(line)
+    assert line.levelno == logging.WARNING and line.exc_info is None and line.exc_text is None
+    assert line.getMessage() == ("Error handling request from 127.0.0.1: malformed HTTP request (answered 400): "
+                                 "Invalid header token")
+    for formatter in (logs.TextFormatter(), logs.JsonFormatter()):
+        text = formatter.format(line)
+        assert "\n" not in text and "Traceback" not in text and SECRET not in text
+
+
+def test_a_librarys_traceback_is_written_once_per_bug():
+    budget = ratelimit.RateLimitedLog(logging.getLogger("test.observe.libbug"), burst=100, interval_s=10,
+                                      level=logging.WARNING, clock=Clock())
+    limiter = ratelimit.LibraryLines(budget)
+
+    def library_bug():
+        try:
+            {}["missing"]
+        except KeyError:
+            return record("Exception in callback", name="asyncio", exc_info=sys.exc_info())
+
+    first, second = library_bug(), library_bug()
+    other = record("Task exception was never retrieved", name="asyncio", exc_info=raised())
+    assert limiter.filter(first) and limiter.filter(second) and limiter.filter(other)
+    assert first.exc_info is not None and "Traceback" in logs.TextFormatter().format(first)
+    assert second.exc_info is None and second.levelno == logging.ERROR
+    assert second.getMessage() == "Exception in callback: KeyError: 'missing' (its traceback was logged when first seen)"
+    assert other.exc_info is not None          # another bug: its own traceback

@@ -219,6 +219,22 @@ def test_a_request_refused_before_any_attempt_has_its_span(traced, collector):
     assert not [s for s in collector.spans if s["parent"] == request["span_id"]]
 
 
+def test_a_client_chosen_secret_never_reaches_a_span(traced, collector, upstream):
+    """An unknown model's name and a request id are the client's to choose: key-shaped, they are redacted."""
+    upstream.reset()
+    secret_model = "sk-pasted-as-model-0123456789"
+    status, _, _ = http_json("POST", traced.base + "/v1/chat/completions", {**CHAT, "model": secret_model},
+                             headers={"x-request-id": "tr-secret"})
+    assert status == 404
+    request, _ = collector.trace("tr-secret", 0)
+    assert request["attributes"]["fastinfer.deployment"] == "sk-****"
+    status, _, _ = http_json("POST", traced.base + "/v1/chat/completions", CHAT,
+                             headers={"x-request-id": "sk-pasted-as-request-id-0123456789"})
+    assert status == 200
+    request, _ = collector.trace("sk-****", 1)
+    assert "sk-pasted" not in repr(collector.spans)
+
+
 _BLOCK_OTEL = """
 import sys
 class Blocked:

@@ -7,8 +7,8 @@ into records of the standard ``fastinfer.access`` logger (``_AccessRecord``: the
 attributes they share are its class's, no caller lookup); the handler (``logs``)
 formats them as text or JSON and writes them in a few whole-line writes.
 ``AccessLine`` is such a record's message: its fields for the JSON formatter, or
-``key=value`` pairs for the text one. Error texts and unknown model names are
-redacted when written; keys appear by name only.
+``key=value`` pairs for the text one. Error texts, request ids (a client may choose
+its own) and unknown model names are redacted when written; keys appear by name only.
 
 Must not touch: what a request does, its metrics, its status. It is told what happened.
 """
@@ -60,7 +60,7 @@ class AccessLine(StructuredMessage):
         (request_id, key, deployment, replica, status, attempts, stream, duration_s, ttft_s, overhead_s,
          prompt_tokens, completion_tokens, cost_usd, error, method, path) = self.values
         return {
-            "request_id": request_id, "key": key,
+            "request_id": redact(request_id), "key": key,
             "deployment": deployment if self.known_deployment else _shown(deployment),
             "replica": replica, "status": status, "attempts": attempts, "stream": stream,
             "duration_ms": None if duration_s is None else round(duration_s * 1000, 3),

@@ -7,7 +7,9 @@ the first time that bug (the exception type and the lines it was raised through)
 is seen in this process, a one-line summary each later time, both within the
 budget. ``ERRORS`` is the process's budget for internal errors; a concern with its
 own voice (the admin authentication failures) makes its own instance; ``LibraryLines``
-holds other libraries' warning and error lines to a budget of their own.
+holds other libraries' warning and error lines to a budget of their own, and to the same
+rule: what a client caused (a request that is not HTTP, which aiohttp's server logs with a
+traceback) is one warning line, and a library's traceback is written once per bug.
 
 A client sending garbage, or an upstream answering it, therefore cannot flood the
 log, and a recurring bug leaves one traceback, not one per request.
@@ -22,6 +24,8 @@ import logging
 import threading
 import time
 import traceback
+
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..redact import redact
 
@@ -77,25 +81,28 @@ class RateLimitedLog:
     def bug(self, what: str, error: BaseException, *, logger: logging.Logger | None = None) -> bool:
         """An exception nobody expected: ``what`` with its traceback the first time this bug is seen
         in this process, a one-line summary after that; within the budget either way."""
-        # the same bug is the same exception type raised through the same lines; ``what`` may name
-        # the request or the replica, which change every time
-        site = (type(error), *((f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)))
-        with self._lock:
-            first = site not in self._known_bugs
-            if first:
-                self._known_bugs[site] = None
-                if len(self._known_bugs) > _MAX_KNOWN_BUGS:
-                    del self._known_bugs[next(iter(self._known_bugs))]
+        site = _site(error)
+        first = self.first_sighting(site)
         if first:
             text = "".join(traceback.format_exception(error)).rstrip()
             message = f"{what}:\n{text}"
         else:
-            message = f"{what}: {type(error).__name__}: {error} (its traceback was logged when first seen)"
+            message = f"{what}: {_summary(error)}"
         written = self.log(message, logger=logger)
         if first and not written:
             with self._lock:       # held back: the traceback is still owed to the log
                 self._known_bugs.pop(site, None)
         return written
+
+    def first_sighting(self, site: tuple) -> bool:
+        """Whether the bug at ``site`` (``_site``) is seen for the first time; it is known from now on."""
+        with self._lock:
+            if site in self._known_bugs:
+                return False
+            self._known_bugs[site] = None
+            if len(self._known_bugs) > _MAX_KNOWN_BUGS:
+                del self._known_bugs[next(iter(self._known_bugs))]
+            return True
 
     def flush(self) -> None:
         """Write the count of held-back lines now, if any."""
@@ -127,9 +134,22 @@ class RateLimitedLog:
                 self._arm_timer(self._window_start + self.interval_s - self._clock())
 
 
+def _site(error: BaseException) -> tuple:
+    """What makes two exceptions the same bug: the type and the lines it was raised through (a
+    message may name the request or the replica, which change every time)."""
+    return (type(error), *((f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)))
+
+
+def _summary(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error} (its traceback was logged when first seen)"
+
+
 class LibraryLines(logging.Filter):
     """The lines other libraries (aiohttp, asyncio, OpenTelemetry's exporter) write at warning or above
     take from a budget too: a client or a collector misbehaving cannot flood the log through them.
+    A request that is not HTTP (aiohttp's parser refused it; the client was answered 400) is the
+    client's doing, not a bug: its line becomes one warning, without the traceback aiohttp attaches.
+    Any other traceback is written the first time its bug is seen, a one-line summary after that.
     fastinfer's own lines are limited where they are written (``RateLimitedLog``) and pass."""
 
     def __init__(self, budget: RateLimitedLog):
@@ -139,7 +159,29 @@ class LibraryLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or record.name.startswith("fastinfer"):
             return True
-        return self.budget.admit()
+        if not self.budget.admit():
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            _without_traceback(record, f"malformed HTTP request (answered {error.code}): {_first_line(error)}",
+                               logging.WARNING)
+        elif error is not None and not self.budget.first_sighting(_site(error)):
+            _without_traceback(record, _summary(error), record.levelno)
+        return True
+
+
+def _first_line(error: HttpProcessingError) -> str:
+    """The parser's complaint without the client's bytes it quotes (after a colon, or on the next lines)."""
+    lines = (error.message or "").strip().splitlines()
+    return (lines[0].split(": ", 1)[0].rstrip(":") if lines else type(error).__name__)[:200]
+
+
+def _without_traceback(record: logging.LogRecord, detail: str, level: int) -> None:
+    """``record`` as one line: its message and ``detail``, at ``level``, no traceback."""
+    record.msg = f"{record.getMessage()}: {detail}"
+    record.args = ()
+    record.exc_info = record.exc_text = None
+    record.levelno, record.levelname = level, logging.getLevelName(level)
 
 
 #: the process's budget for internal errors: bugs, upstream answers that could not be read

@@ -108,12 +108,13 @@ class RequestTrace:
     def end(self, status: int, request_id: str, key: str | None, deployment: str | None, attempts: int,
             stream: bool, usage: dict | None, cost_usd: float | None, error: str | None) -> None:
         span = self.span
-        attributes = {"http.response.status_code": status, "fastinfer.request_id": request_id,
+        # the request id and an unknown model's name are the client's choice: redacted like the access log's
+        attributes = {"http.response.status_code": status, "fastinfer.request_id": redact(request_id),
                       "fastinfer.attempts": attempts, "fastinfer.stream": stream}
         if key is not None:
             attributes["fastinfer.key"] = key
         if deployment is not None:
-            attributes["fastinfer.deployment"] = deployment[:256]
+            attributes["fastinfer.deployment"] = redact(deployment[:256])
         if usage:
             attributes["gen_ai.usage.input_tokens"] = usage.get("prompt_tokens") or 0
             attributes["gen_ai.usage.output_tokens"] = usage.get("completion_tokens") or 0
