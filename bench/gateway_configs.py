@@ -71,6 +71,18 @@ def with_settings(config: dict, settings: dict) -> dict:
             out[key] = copy.deepcopy(value)
     return out
 
+def limits_config(upstream_port: int) -> dict:
+    """``bare_config`` plus a gateway key with rpm, tpm, max_concurrency and a budget, and the
+    deployment's rate_limit and price — every limit checked on every request, none binding, no access
+    log: what keys and limits alone cost (``--targets gateway gateway-limits``)."""
+    config = bare_config(upstream_port)
+    config["keys"] = [{"name": "bench", "key_sha256": hashlib.sha256(BENCH_KEY.encode()).hexdigest(),
+                       "rpm": _NEVER_BINDS, "tpm": _NEVER_BINDS, "max_concurrency": 1_000_000,
+                       "budget": {"usd": 1e9, "period": "month"}}]
+    config["deployments"][0]["rate_limit"] = {"rpm": _NEVER_BINDS, "tpm": _NEVER_BINDS}
+    config["deployments"][0]["price"] = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+    return config
+
 
 # ------------------------------------------------------------------ what the tree accepts
 

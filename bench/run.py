@@ -218,8 +218,23 @@ def run_all(args) -> dict:
                                       "against_gateway": against_baseline(report["summaries"][label],
                                                                           report["summary"])}
                               for label, toml in args.variant}
+    if "gateway" in report["summaries"] and "gateway-limits" in report["summaries"]:
+        report["limits_cost"] = limits_cost(report["summaries"]["gateway"], report["summaries"]["gateway-limits"])
     report["peer_table"] = peer_table.build(report)
     return report
+
+
+def limits_cost(plain_summary: dict, limited_summary: dict) -> dict:
+    """Per scenario: the gateway with a key and every limit on against the bare one, CPU per request."""
+    out = {}
+    for name, plain in plain_summary.items():
+        limited = limited_summary.get(name)
+        without, with_ = plain["gateway_cpu_us_per_request"], limited and limited["gateway_cpu_us_per_request"]
+        if not without or not with_:
+            continue
+        out[name] = {"cpu_us_per_request": without, "cpu_us_per_request_with_limits": with_,
+                     "added_us_per_request": round(with_ - without, 1), "ratio": _ratio(with_, without)}
+    return out
 
 
 def profile_pass(args, plan, paths, upstream, use_wrk) -> dict[str, str]:
@@ -383,6 +398,14 @@ def to_markdown(report: dict) -> str:
     if report.get("log_bytes"):
         lines += ["", "Bytes each fastinfer path wrote to its log (standard error) over the run: "
                   + ", ".join(f"{label} {size}" for label, size in report["log_bytes"].items())]
+    if "limits_cost" in report:
+        lines += ["", "A gateway key with its RPM/TPM, concurrency and budget, and a deployment rate limit, all "
+                  "on and none binding (`gateway-limits`), against none (`gateway`); same run, same mock, "
+                  "gateway CPU per request:", "",
+                  "| scenario | CPU µs/req without | with limits | added µs/req | ratio |", "|---|---:|---:|---:|---:|"]
+        for name, c in report["limits_cost"].items():
+            lines.append(f"| {name} | {c['cpu_us_per_request']} | {c['cpu_us_per_request_with_limits']} "
+                         f"| {c['added_us_per_request']} | {c['ratio']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -434,6 +457,9 @@ def _variant(text: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--routing" in (sys.argv[1:] if argv is None else argv):
+        from .routing_load import main as routing_main   # the routing policies' own suite
+        return routing_main(argv)
     parser = argparse.ArgumentParser(prog="fastinfer bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario (default 5)")
     parser.add_argument("--max-requests", type=int, default=200_000, help="bound per scenario")
@@ -472,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every scenario this many times, the gateways in alternating order, and "
                              "report the sums (default 1)")
+    parser.add_argument("--routing", action="store_true",
+                        help="instead: the CPU sticky and prefix routing add per request against round_robin "
+                             "(bench/routing_load.py; its own options)")
     parser.add_argument("--baseline-tree", metavar="PATH",
                         help="also run every scenario through a gateway started from this source tree (its "
                              "compiled core built in place), and report this tree against it")
@@ -498,16 +527,22 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     report = run_all(args)
     report["wall_s"] = round(time.monotonic() - t0, 1)
-    out = Path(args.out)
+    path = write_report(args.out, "bench", report, to_markdown(report))
+    print(f"written: {path} and .md ({report['wall_s']} s)")
+    return 0
+
+
+def write_report(directory: str, name: str, report: dict, markdown: str) -> Path:
+    """``{directory}/{name}-{time}.json`` and ``.md``, the Markdown printed too; the JSON's path."""
+    out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2))
-    markdown = to_markdown(report)
-    (out / f"bench-{stamp}.md").write_text(markdown)
+    path = out / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    path.with_suffix(".md").write_text(markdown)
     print()
     print(markdown)
-    print(f"written: {out / f'bench-{stamp}.json'} and .md ({report['wall_s']} s)")
-    return 0
+    return path
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ left out). The paths, by label:
 - ``direct``: the mock itself — the floor every other path is compared with;
 - ``gateway``: fastinfer bare (no keys, no limits, no access log), plus ``--gateway-config``'s settings;
 - ``gateway-full``: fastinfer with every feature on (``gateway_configs.FEATURES``);
+- ``gateway-limits``: fastinfer with a gateway key and every limit on, none binding, no access log
+  (``gateway_configs.limits_config``; only when ``--targets`` asks for it);
 - ``baseline``: fastinfer bare from another source tree (``--baseline-tree``);
 - a ``--variant``'s label: fastinfer bare of this tree plus the variant's settings, measured
   against ``gateway``;
@@ -19,14 +21,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gateway_configs import accepted_config, accepted_features_config, bare_config, with_settings
+from .gateway_configs import accepted_config, accepted_features_config, bare_config, limits_config, with_settings
 from .nginx import nginx_binary, start_nginx_proxy
 from .proctree import CpuLayout, threads_of
 from .services import Service, fastinfer_tree
 from .vllm_router import RUNTIME_THREADS, start_vllm_router
 
-ALL_TARGETS = ("direct", "gateway", "gateway-full", "nginx", "vllm-router")
-FASTINFER_TARGETS = ("gateway", "gateway-full", "baseline")
+ALL_TARGETS = ("direct", "gateway", "gateway-full", "gateway-limits", "nginx", "vllm-router")
+FASTINFER_TARGETS = ("gateway", "gateway-full", "gateway-limits", "baseline")
+OPT_IN_TARGETS = ("gateway-limits",)     # run only when --targets names them
 RESERVED_LABELS = ALL_TARGETS + ("baseline",)   # what a --variant may not be called
 
 
@@ -44,7 +47,7 @@ def wanted_targets(asked: list[str] | None, vllm_router: str | None) -> tuple[li
                 raise SystemExit(f"--targets {peer}: not installed (see bench/README.md)")
         labels = ["direct"] + [t for t in ALL_TARGETS if t in asked and t != "direct"]
     else:
-        labels = [t for t in ALL_TARGETS if available.get(t, True)]
+        labels = [t for t in ALL_TARGETS if available.get(t, True) and t not in OPT_IN_TARGETS]
     for t in ALL_TARGETS:
         if t not in labels:
             skipped[t] = "not installed" if not available.get(t, True) else "not in --targets"
@@ -69,6 +72,8 @@ def start_targets(labels: list[str], upstream, workdir: str, workers: int, layou
                 path = Path(workdir, f"{label}.toml")
                 if label == "gateway-full":
                     _, info["features"] = accepted_features_config(upstream.port, path, tree)
+                elif label == "gateway-limits":
+                    accepted_config(limits_config(upstream.port), path, tree)
                 elif label == "baseline":
                     accepted_config(bare_config(upstream.port), path, tree)
                 else:

@@ -22,7 +22,7 @@ EXIT_CONFIG = 2
 # serve's flags and the server.* keys they override (checked by the same rules as the file)
 _SERVER_FLAGS = {"host": "--host", "port": "--port", "workers": "--workers"}
 # fixed for the life of a run: a reload keeps the sockets, the workers and the one-time token
-_FIXED_ACROSS_RELOAD = ("host", "port", "workers", "admin_host", "admin_port")
+_FIXED_ACROSS_RELOAD = ("host", "port", "workers", "admin_host", "admin_port", "state_dir")
 
 
 def _load(path: str | None) -> Config:
@@ -38,25 +38,24 @@ def _load(path: str | None) -> Config:
 def not_yet_enforced(config: Config) -> list[str]:
     """Settings of the contract this version accepts but does not act on yet: say so, loudly."""
     notes = []
-    if config.keys:
-        notes.append("keys: gateway keys are not checked yet; the gateway is open")
     if config.cluster is not None:
         notes.append("cluster: Redis cluster sync is not built yet; limits hold per host")
-    for i, d in enumerate(config.deployments):
-        path = f"deployments[{i}]"
-        if d.rate_limit.rpm or d.rate_limit.tpm:
-            notes.append(f"{path}.rate_limit: RPM/TPM budgets are not enforced yet")
-        if d.routing in ("sticky", "prefix"):
-            notes.append(f"{path}.routing: {d.routing} routing is not built yet; round robin is used")
-        if d.session.backend_sessions:
-            notes.append(f"{path}.session.backend_sessions: backend sessions are not built yet")
     return notes
 
 
+def unkept_state(config: Config) -> list[str]:
+    """Budgets with nowhere to keep their spend: it starts from zero at every restart."""
+    if config.server.state_dir is not None:
+        return []
+    return [f"keys[{i}].budget: server.state_dir is not set, so spend starts from zero at every restart"
+            for i, k in enumerate(config.keys) if k.budget is not None]
+
+
 def config_warnings(config: Config) -> list[str]:
-    """What an operator hears before serving: settings not enforced yet, and replicas of
-    hosted APIs with no credential (never replicas that need none: mock, self-hosted)."""
-    return not_yet_enforced(config) + missing_credentials(config)
+    """What an operator hears before serving: settings not enforced yet, budgets that a restart
+    forgets, and replicas of hosted APIs with no credential (never replicas that need none:
+    mock, self-hosted)."""
+    return not_yet_enforced(config) + unkept_state(config) + missing_credentials(config)
 
 
 def _report_config_error(e: ConfigError) -> int:
@@ -95,9 +94,10 @@ def _setup_logging(config: Config) -> None:
 
 
 def cmd_serve(args) -> int:
+    from .gateway.auth import resolve_key_hashes
     try:
         overrides = _server_overrides(args)
-        config = _load(args.config)
+        config = resolve_key_hashes(_load(args.config))   # a key that cannot be read: exit 2
     except ConfigError as e:
         return _report_config_error(e)
     config = _with_log_level(_with_server(config, **overrides), args.log_level)
@@ -113,7 +113,7 @@ def cmd_serve(args) -> int:
         config = _with_server(config, admin_key=Secret("value", token))
 
     def reload_config() -> Config:
-        fresh = _load(args.config)
+        fresh = resolve_key_hashes(_load(args.config))
         fixed = {k: getattr(config.server, k) for k in _FIXED_ACROSS_RELOAD}
         if fresh.server.admin_key is None:
             fixed["admin_key"] = config.server.admin_key     # this run's one-time token
@@ -123,16 +123,27 @@ def cmd_serve(args) -> int:
         _setup_logging(fresh)
         return fresh
 
+    from .limits import StateDir, StateDirInUse
+    state_dir = None
+    if config.server.state_dir is not None:
+        try:
+            state_dir = StateDir(config.server.state_dir)
+        except StateDirInUse as e:
+            print(f"fastinfer: {e}", file=sys.stderr)
+            return EXIT_CONFIG
     workers = config.server.workers or os.cpu_count() or 1
     try:
-        code = Supervisor(config, workers, reload_config, one_time_token=token).run()
+        code = Supervisor(config, workers, reload_config, one_time_token=token, state_dir=state_dir).run()
     except ListenError as e:
         print(f"fastinfer: {e} (see --host/--port, server.host/port, server.admin_host/admin_port)",
               file=sys.stderr)
         return EXIT_CONFIG
-    # Every worker has exited and the supervisor has removed what it created. Skip the
-    # interpreter's teardown of every imported module (a few hundred milliseconds): a stop
-    # ends when its drain does (drain_delay_s + drain_grace_s), not noticeably later.
+    finally:
+        if state_dir is not None:
+            state_dir.close()
+    # Every worker has exited and the supervisor has removed what it created (and saved the state
+    # dir). Skip the interpreter's teardown of every imported module (a few hundred milliseconds):
+    # a stop ends when its drain does (drain_delay_s + drain_grace_s), not noticeably later.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -163,20 +174,48 @@ def describe_config(config: Config) -> str:
         t = config.telemetry
         lines.append(f"telemetry: traces to {mask_url(t.otlp_endpoint.rstrip('/'))}/v1/traces "
                      f"service_name={t.service_name} sample_ratio={t.sample_ratio:g}")
-    for k in config.keys:
-        lines.append(f"key {k.name}: sha256={k.key_sha256[:8]}… rpm={k.rpm} tpm={k.tpm} priority={k.priority}")
+    if s.state_dir is not None:
+        lines.append(f"state_dir: {s.state_dir} (limit levels and spend kept across restarts)")
+    lines += [describe_key(k) for k in config.keys]
     if config.cluster:
         lines.append(f"cluster: node {config.cluster.node_id} via {mask_url(config.cluster.redis_url)}")
     for d in config.deployments:
+        model = f"<the request's, after {d.wildcard_prefix}>" if d.wildcard_prefix else d.upstream_model
         lines.append(
-            f"deployment {d.name}: provider={d.provider} model={d.upstream_model} routing={d.routing} "
+            f"deployment {d.name}: provider={d.provider} model={model} routing={d.routing} "
             f"max_concurrency={d.max_concurrency} queue_capacity={d.queue_capacity} "
-            f"on_capacity_exhausted={d.on_capacity_exhausted} fallbacks={d.fallbacks or '[]'}")
+            f"on_capacity_exhausted={d.on_capacity_exhausted} fallbacks={d.fallbacks or '[]'}"
+            f"{describe_rate_limit(d.rate_limit)}")
+        if d.aliases:
+            lines.append(f"  aliases: {', '.join(d.aliases)}")
+        if d.routing == "sticky":
+            lines.append(f"  sessions: affinity_ttl_s={d.session.affinity_ttl_s:g} "
+                         f"backend_sessions={str(d.session.backend_sessions).lower()} capacity={d.session.capacity}")
+        if d.health_check:
+            c = d.health_check
+            lines.append(f"  health_check: GET {c.path} every {c.interval_s:g}s (timeout {c.timeout_s:g}s, unhealthy "
+                         f"after {c.unhealthy_after} failures, healthy after {c.healthy_after} successes)")
         for r in d.replicas:
             cred = r.credential.describe() if r.credential else "none"
             lines.append(f"  replica {r.name}: {mask_url(r.base_url)} credential={cred} weight={r.weight}")
     lines += [f"warning: {note}" for note in config_warnings(config)]
     return "\n".join(lines)
+
+
+def describe_rate_limit(r) -> str:
+    """A deployment's upstream quota as check-config shows it ("" when it has none)."""
+    limits = [f"{name}={value}" for name, value in (("rpm", r.rpm), ("tpm", r.tpm), ("burst", r.burst)) if value]
+    return f" rate_limit={' '.join(limits)}" if limits else ""
+
+
+def describe_key(k) -> str:
+    """One key's line: its name, where it comes from, what it may use and its limits; never the key or its hash."""
+    source = k.key.describe() if k.key is not None else "key_sha256"
+    limits = [f"{name}={value}" for name, value in (("rpm", k.rpm), ("tpm", k.tpm),
+                                                     ("max_concurrency", k.max_concurrency)) if value]
+    budget = f" budget=${k.budget.usd:g}/{k.budget.period}" if k.budget is not None else ""
+    return (f"key {k.name}: from {source} models={','.join(k.models) or '*'} "
+            f"limits={' '.join(limits) or 'none'}{budget} priority={k.priority} max_priority={k.max_priority}")
 
 
 def cmd_mock_upstream(args) -> int:
@@ -237,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
             mock.add_argument(flag, nargs="+", default=None, metavar="KEY", help=text)
         elif f.name == "seed":
             mock.add_argument(flag, type=int, default=None, help=text)
+        elif f.type == "bool":
+            mock.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=text)
         else:
             mock.add_argument(flag, type=kind or float, default=f.default, help=f"{text} (default {f.default})")
     mock.set_defaults(func=cmd_mock_upstream)

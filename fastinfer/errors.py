@@ -38,6 +38,12 @@ class Unauthorized(GatewayError):
     status, type, code = 401, "authentication_error", "invalid_api_key"
 
 
+class PermissionDenied(GatewayError):
+    """A gateway key asked for a deployment outside its ``models``."""
+
+    status, type, code = 403, "permission_error", "model_not_allowed"
+
+
 class UnknownModel(GatewayError):
     status, type, code = 404, "invalid_request_error", "model_not_found"
 
@@ -50,6 +56,12 @@ class RateLimited(GatewayError):
     status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
 
 
+class BudgetExceeded(RateLimited):
+    """A gateway key has spent its budget for the period (``retry_after`` inf: it never resets)."""
+
+    code = "budget_exceeded"
+
+
 class UpstreamFailure(GatewayError):
     status, type, code = 502, "api_error", "upstream_error"
 
@@ -60,3 +72,17 @@ class Overloaded(GatewayError):
 
 class UpstreamTimeout(GatewayError):
     status, type, code = 504, "timeout_error", "upstream_timeout"
+
+
+class BackendSessionFailed(GatewayError):
+    """A backend session could not be opened on the replica (SGLang ``open_session``): the
+    request fails with nothing generated, and is neither retried nor sent elsewhere.
+    ``outcome`` is the upstream outcome label; ``replica_failed`` whether it counts against
+    the replica's circuit breaker (a 5xx, a timeout, a network error)."""
+
+    status, type, code = 502, "api_error", "backend_session_failed"
+
+    def __init__(self, message: str, *, outcome: str = "server_error", replica_failed: bool = False):
+        super().__init__(message)
+        self.outcome = outcome
+        self.replica_failed = replica_failed

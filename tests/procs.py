@@ -188,6 +188,23 @@ def http_json(method: str, url: str, body=None, headers: dict | None = None, tim
         return e.code, dict(e.headers), json.loads(e.read() or b"null")
 
 
+def in_parallel(n: int, fn, timeout: float = 120.0) -> list:
+    """``fn(i)`` for i in 0..n-1 on n threads released together; their results in order."""
+    results: list = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(i):
+        barrier.wait()
+        results[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
     """Call ``predicate`` every ``interval`` seconds until it returns something true, for at
     most ``timeout`` seconds; returns that value, or else the value of one last call after

@@ -336,8 +336,9 @@ _NOT_HTTP = [b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
 
 
 def test_requests_that_are_not_http_leave_warning_lines_without_tracebacks(start_gateway, upstream):
-    """aiohttp answers them 400 and logs each with a traceback: here each is one warning line, within the
-    library lines' budget, and the bytes the client sent are not quoted."""
+    """aiohttp would answer them 400 in plain text and log each with a traceback: here each is a JSON 400
+    (gateway/protocol.py) and one warning line, within the malformed requests' budget, and the bytes
+    the client sent are not quoted."""
     gw = start_gateway(config(upstream.base, 'format = "json"'), workers=1)
     for _ in range(4):
         for garbage in _NOT_HTTP:
@@ -348,7 +349,7 @@ def test_requests_that_are_not_http_leave_warning_lines_without_tracebacks(start
     lines = [json.loads(line) for line in text.splitlines()]
     refused = [e for e in lines if "malformed HTTP request" in e.get("msg", "")]
     assert refused and len(refused) <= 10          # the budget: 10 lines per 10 s
-    assert all(e["level"] == "warning" and e["logger"] == "aiohttp.server" and "exc" not in e for e in refused)
+    assert all(e["level"] == "warning" and e["logger"] == "fastinfer.gateway" and "exc" not in e for e in refused)
     assert "Traceback" not in text and CLIENT_KEY not in text and "aaaaaaaa" not in text
 
 
@@ -394,3 +395,38 @@ def test_the_drains_end_leaves_its_error_on_the_lines_it_cut(start_gateway):
     cut, unanswered = by_model["slow"], by_model["hang"]
     assert cut["status"] == 200 and cut["stream"] is True and "shutting down" in cut["error"]
     assert unanswered["status"] == 503 and "shutting down" in unanswered["error"]
+
+
+def test_lines_name_the_gateway_key_and_the_resolved_deployment(start_gateway, upstream):
+    """With gateway keys: the key's name on its 200, 403 and 429 lines (none on a 401), the deployment by
+    its own name when the client named an alias, and DELETE /v1/sessions/{id} logged like a data route."""
+    key = "sk-team-key-0123456789abcdef"
+    gw = start_gateway(config(upstream.base, 'format = "json"').replace(
+        'name = "m"\n', 'name = "m"\n        aliases = ["alias-m"]\n', 1) + f"""
+        [[keys]]
+        name = "team"
+        key = {{ value = "{key}" }}
+        models = ["m"]
+        rpm = 1
+    """, workers=1)
+    auth = {"Authorization": f"Bearer {key}"}
+
+    def ask(request_id, model, headers):
+        return http_json("POST", gw.base + "/v1/chat/completions", {**CHAT, "model": model},
+                         headers={"x-request-id": request_id, **headers})[0]
+
+    assert ask("k-401", "m", {}) == 401
+    assert ask("k-403", "hosted", auth) == 403
+    assert ask("k-200", "alias-m", auth) == 200
+    assert ask("k-429", "m", auth) == 429
+    status, _, _ = http_json("DELETE", gw.base + "/v1/sessions/no-such-session",
+                             headers={"x-request-id": "k-del", **auth})
+    assert status == 404
+    lines = {rid: line_of(gw, rid) for rid in ("k-401", "k-403", "k-200", "k-429", "k-del")}
+    assert lines["k-401"]["key"] is None and lines["k-401"]["status"] == 401
+    assert [lines[r]["key"] for r in ("k-403", "k-200", "k-429", "k-del")] == ["team"] * 4
+    assert [lines[r]["status"] for r in ("k-403", "k-200", "k-429", "k-del")] == [403, 200, 429, 404]
+    assert lines["k-200"]["deployment"] == "m" and lines["k-429"]["deployment"] == "m"
+    assert lines["k-del"]["method"] == "DELETE" and lines["k-del"]["path"] == "/v1/sessions/no-such-session"
+    assert lines["k-del"]["deployment"] is None and lines["k-del"]["error"]
+    assert key not in gw.stderr_when_stopped()

@@ -110,14 +110,16 @@ def test_bench_with_the_python_mock_paces_streams_and_runs_a_baseline_tree_besid
     """--mock python: the project's own mock, which paces streams; --baseline-tree: a second gateway
     from another source tree (here: this one again) on the same mock, every scenario through both,
     and this tree against the baseline as ratios; --rounds: each scenario run again with the paths'
-    order swapped, the rounds summed."""
-    report = _bench(tmp_path, "--mock", "python", "--targets", "direct", "gateway", "--duration", "0.3",
+    order swapped, the rounds summed; gateway-limits: a key and every limit on (none refusing: no
+    errors), its CPU per request against the bare gateway's."""
+    report = _bench(tmp_path, "--mock", "python", "--targets", "direct", "gateway", "gateway-limits",
+                    "--duration", "0.3",
                     "--concurrency", "2", "--stream-concurrency", "2", "--no-wrk", "--baseline-tree", str(ROOT),
                     "--rounds", "2")
     assert report["mock"] == "python" and report["paced_itl_ms"] == 1.0
     names = ("nonstream c2", "stream c2", "stream c2 short", "stream c2 paced", "stream c2 paced short")
     assert {r["scenario"] for r in report["rows"]} == {f"{s} {p}" for s in names
-                                                       for p in ("direct", "baseline", "gateway")}
+                                                       for p in ("direct", "baseline", "gateway", "gateway-limits")}
     for row in report["rows"]:
         assert row["requests"] > 0 and row["errors"] == 0 and row["rounds"] == 2
         rounds = row["cpu_us_per_request_rounds"]
@@ -131,6 +133,12 @@ def test_bench_with_the_python_mock_paces_streams_and_runs_a_baseline_tree_besid
     assert per_request["ratio"] == round(per_request["this"] / per_request["baseline"], 2)
     assert "gateway_cpu_us_per_extra_chunk" in compared["stream c2"]
     assert "This tree against the baseline tree" in report["_markdown"]
+    assert set(report["limits_cost"]) == set(names)
+    cost = report["limits_cost"]["nonstream c2"]
+    assert cost["cpu_us_per_request_with_limits"] == report["summaries"]["gateway-limits"]["nonstream c2"][
+        "gateway_cpu_us_per_request"]
+    assert cost["added_us_per_request"] == round(cost["cpu_us_per_request_with_limits"] - cost["cpu_us_per_request"], 1)
+    assert "none binding (`gateway-limits`)" in report["_markdown"]
     assert set(report["skipped"]) == {"gateway-full", "nginx", "vllm-router"}
 
 
@@ -193,6 +201,40 @@ def test_settings_merge_into_the_bare_config_table_by_table():
     assert merged["deployments"] == bare["deployments"] and bare["logging"].get("format") is None
     replaced = with_settings(bare, {"deployments": [{"name": "other"}]})
     assert replaced["deployments"] == [{"name": "other"}]
+
+
+def test_the_routing_bench_sets_sticky_and_prefix_against_round_robin(tmp_path):
+    """``bench --routing``: every policy served, its CPU per request and what it adds to round robin."""
+    out = subprocess.run(
+        [sys.executable, "-m", "fastinfer", "bench", "--routing", "--duration", "0.3", "--rounds", "1",
+         "--concurrency", "2", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (report_path,) = tmp_path.glob("routing-*.json")
+    rows = json.loads(report_path.read_text())["rows"]
+    assert [r["routing"] for r in rows.values()] == ["round_robin", "sticky", "prefix"]
+    for row in rows.values():
+        assert row["requests"] > 0 and row["errors"] == 0 and row["cpu_us_per_request"] > 0
+    assert rows["rr"]["added_us_vs_round_robin"] == 0 and rows["prefix"]["bar_added_us"] == 40
+    assert report_path.with_suffix(".md").read_text().startswith("# fastinfer routing bench")
+
+
+def test_the_routing_simulation_drives_the_real_policies_over_a_cache_model():
+    """A small trace: keeping conversations on the replica that cached them (sticky, prefix) hits the
+    cache far more often than spreading them (round robin, least loaded)."""
+    from bench.routing_sim import main
+    import contextlib
+    import io
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        main(["--conversations", "60", "--apps", "60", "--arrivals-per-s", "4"])
+    rates = {}
+    for line in text.getvalue().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells and cells[0] in ("round_robin", "least_loaded", "sticky", "prefix"):
+            rates[cells[0]] = float(cells[2].rstrip("%"))
+    assert set(rates) == {"round_robin", "least_loaded", "sticky", "prefix"}
+    assert min(rates["sticky"], rates["prefix"]) > max(rates["round_robin"], rates["least_loaded"]) + 20
+
 
 
 def test_features_config_keeps_what_check_config_accepts_and_says_why_a_feature_is_off(tmp_path):

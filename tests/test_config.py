@@ -154,6 +154,8 @@ def test_settings_not_enforced_yet_are_called_out(workdir):
         [[keys]]
         name = "team-a"
         key_sha256 = "a3f1c2d4e5b6a7980f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6e5f4a3b2"
+        rpm = 10
+        budget = { usd = 5 }
 
         [[deployments]]
         name = "a"
@@ -163,10 +165,9 @@ def test_settings_not_enforced_yet_are_called_out(workdir):
     """)
     assert out.returncode == 0, out.stderr
     warnings = [line for line in out.stdout.splitlines() if line.startswith("warning: ")]
+    # keys and rate limits are enforced: no warning; a budget that a restart forgets is one
     assert warnings == [
-        "warning: keys: gateway keys are not checked yet; the gateway is open",
-        "warning: deployments[0].rate_limit: RPM/TPM budgets are not enforced yet",
-        "warning: deployments[0].routing: sticky routing is not built yet; round robin is used",
+        "warning: keys[0].budget: server.state_dir is not set, so spend starts from zero at every restart",
     ]
     assert "warning" not in check_config(workdir, GOOD, env={"FI_TEST_OPENAI_KEY": "x"}).stdout
 

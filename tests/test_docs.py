@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fastinfer._core.ref.shm import Layout, Segment
+from fastinfer._core.ref.shm import Segment
 from fastinfer.config import parse_config
 from fastinfer.config.reference import key_rows
-from fastinfer.metrics import BUCKETS, Metrics, MetricsLayout
+from fastinfer.metrics import Metrics, MetricsLayout
+from fastinfer.process.hostwide import plan
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -49,17 +50,19 @@ def test_the_documented_example_config_is_valid():
 
 
 def rendered_metric_names() -> set[str]:
-    """Every series family /metrics renders for a config with two deployments and a fallback."""
-    cfg = parse_config({"deployments": [
-        {"name": "a", "provider": "mock", "fallbacks": ["b"]}, {"name": "b", "provider": "mock"}]})
+    """Every series family /metrics renders for a config with two deployments and a fallback,
+    a gateway key and a rate limit."""
+    cfg = parse_config({"keys": [{"name": "k", "key": "sk-k", "rpm": 5}], "deployments": [
+        {"name": "a", "provider": "mock", "fallbacks": ["b"], "rate_limit": {"tpm": 1000}},
+        {"name": "b", "provider": "mock"}]})
     layout = MetricsLayout(cfg)
-    segment = Segment.create(f"docs-{uuid.uuid4().hex}", Layout(
-        1, [(d.max_concurrency, d.queue_capacity, len(d.replicas)) for d in cfg.deployments],
-        layout.n_counters, layout.n_histograms, BUCKETS))
+    shape, index = plan(cfg, 1, layout)
+    segment = Segment.create(f"docs-{uuid.uuid4().hex}", shape)
     try:
         metrics = Metrics(layout, segment,
                           admissions={d.name: segment.admission(i) for i, d in enumerate(cfg.deployments)},
-                          breakers={d.name: [segment.breaker(i, 0)] for i, d in enumerate(cfg.deployments)})
+                          breakers={d.name: [segment.breaker(i, 0)] for i, d in enumerate(cfg.deployments)},
+                          buckets={name: segment.bucket(i) for name, i in index.buckets.items()})
         text = metrics.render().decode()
     finally:
         segment.unlink()

@@ -7,6 +7,7 @@ Must not touch: sockets, processes, HTTP. Loading a config has no side effects
 beyond reading the file (secrets are resolved later, by the session package).
 """
 from .schema import (
+    BudgetConfig,
     CircuitBreakerConfig,
     ClusterConfig,
     Config,
@@ -29,7 +30,7 @@ from .schema import (
 from .secrets import Secret
 
 __all__ = [
-    "CircuitBreakerConfig", "ClusterConfig", "Config", "ConfigError", "DeploymentConfig",
+    "BudgetConfig", "CircuitBreakerConfig", "ClusterConfig", "Config", "ConfigError", "DeploymentConfig",
     "GatewayKeyConfig", "MockConfig", "PriceConfig", "RateLimitConfig", "ReplicaConfig",
     "RetryConfig", "Secret", "ServerConfig", "SessionConfig", "TimeoutsConfig",
     "default_config", "load_config", "missing_credentials", "parse_config",

@@ -46,7 +46,8 @@ class RelayedStream:
     ``attempt`` is the attempt the stream came from: the stream ends it.
     """
 
-    __slots__ = ("reply", "relay", "attempt", "provider", "_on_done", "_client", "_done", "_resumer", "_closed")
+    __slots__ = ("reply", "relay", "attempt", "provider", "_on_done", "_before_end", "_client", "_done", "_resumer",
+                 "_closed")
 
     def __init__(self, reply: UpstreamReply, relay: StreamRelay, attempt: Attempt, provider: str):
         self.reply = reply
@@ -54,6 +55,7 @@ class RelayedStream:
         self.attempt = attempt.hand_over()
         self.provider = provider            # the upstream kind, for classifying its error events
         self._on_done: list = []
+        self._before_end: list = []
         self._client: ClientWriter | None = None
         self._done: asyncio.Future | None = None
         self._resumer: asyncio.Task | None = None
@@ -98,8 +100,21 @@ class RelayedStream:
         """Run ``callback`` when the stream has ended, however it ended (before its last bytes go out)."""
         self._on_done.append(callback)
 
+    def also_before_end(self, callback) -> None:
+        """Run ``callback`` once, before the client can see the stream's end: before the event that
+        finishes it is written (the upstream's usage is known by then), or when it ends otherwise.
+        The accounting of a request (usage, cost, limits) is complete before its last byte is sent."""
+        self._before_end.append(callback)
+
+    def _run_before_end(self) -> None:
+        callbacks, self._before_end = self._before_end, []
+        for callback in callbacks:
+            callback()
+
     def _finish(self, verdict) -> None:
         """The attempt's verdict, then the rest of what the stream holds; once (``Attempt.end`` is once too)."""
+        if self._before_end:
+            self._run_before_end()
         self.attempt.end(verdict)
         callbacks, self._on_done = self._on_done, []
         for callback in callbacks:
@@ -121,6 +136,8 @@ class RelayedStream:
             self.reply.close()
             self._on_end(failure)
             return
+        if self._before_end and relay.finished:
+            self._run_before_end()     # the end is in ``out``: account before the client sees it
         if out and not self._client.write(out) and self._resumer is None:
             self.reply.stream.pause()
             self._resumer = asyncio.get_running_loop().create_task(self._resume_when_drained())

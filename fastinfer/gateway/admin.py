@@ -16,9 +16,11 @@ import signal
 import orjson
 from aiohttp import web
 
+from .._core.constants import BREAKER_STATE_NAMES
 from ..config import ConfigError, load_config
 from ..engine.state import describe_state
 from ..errors import BadRequest, GatewayError
+from ..limits.report import describe_keys
 from ..ops import AdminAuth, host_stats
 from ..ops.dashboard import PAGE, load_assets
 from .errors import JSON
@@ -51,6 +53,7 @@ class AdminApi:
         """Add the routes to ``app``; ``counted(route, handler)`` wraps each handler to count its answers."""
         app.router.add_get("/admin/state", counted("admin", self.state))
         app.router.add_get("/admin/stats", counted("admin", self.stats))
+        app.router.add_get("/admin/keys", counted("admin", self.keys))
         app.router.add_post("/admin/circuits/{deployment}/{replica}", counted("admin", self.circuit))
         app.router.add_post("/admin/sessions/{deployment}/rebuild", counted("admin", self.rebuild_sessions))
         app.router.add_post("/admin/reload", counted("admin", self.reload))
@@ -70,11 +73,18 @@ class AdminApi:
 
     @_admin_route
     async def state(self, request: web.Request) -> web.Response:
-        return _json(describe_state(self.engine))
+        state = describe_state(self.engine)
+        state["keys"] = describe_keys(self.engine.limits) if self.engine.limits is not None else []
+        return _json(state)
 
     @_admin_route
     async def stats(self, request: web.Request) -> web.Response:
-        return _json(host_stats(self.engine.metrics, self.engine.config))
+        return _json(host_stats(self.engine.metrics, self.engine.config, self.engine.limits))
+
+    @_admin_route
+    async def keys(self, request: web.Request) -> web.Response:
+        """Gateway keys by name: limits, what is left, spend, budget (never the key or its hash)."""
+        return _json({"keys": describe_keys(self.engine.limits) if self.engine.limits is not None else []})
 
     @_admin_route
     async def circuit(self, request: web.Request) -> web.Response:
@@ -102,7 +112,7 @@ class AdminApi:
         else:
             raise BadRequest('action must be "force_open" or "reset".', param="action")
         return _json({"deployment": dep.config.name, "replica": replica,
-                      "state": ("closed", "open", "half_open")[breaker.state]})
+                      "state": BREAKER_STATE_NAMES[breaker.state]})
 
     @_admin_route
     async def rebuild_sessions(self, request: web.Request) -> web.Response:

@@ -18,10 +18,12 @@ from aiohttp import web
 
 from ..engine import Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
+from ..routing import session_id_problem
 from ..errors import BadRequest, GatewayError
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
 from .anthropic_api import messages_request
+from .auth import KeyRing
 from .body import read_json
 from .drain import GatewayDrain, ShuttingDown
 from .errors import JSON
@@ -37,11 +39,13 @@ log = logging.getLogger("fastinfer.gateway")
 class DataRequest:
     """What the gateway knows of a data request as it goes, read once when it is answered."""
 
-    __slots__ = ("received_at", "deployment", "req", "result", "trace", "cut")
+    __slots__ = ("received_at", "deployment", "key", "req", "result", "trace", "cut")
 
     def __init__(self, received_at: float, trace: RequestTrace | None):
         self.received_at = received_at      # ``clock()``
-        self.deployment: str | None = None  # the model the client named, once read
+        # the model the client named, once read; the deployment's own name once resolved (an alias's too)
+        self.deployment: str | None = None
+        self.key: str | None = None         # the gateway key's name, once authenticated (never the key)
         self.req: GatewayRequest | None = None
         self.result: EngineResult | None = None
         self.trace = trace
@@ -65,9 +69,12 @@ class Gateway:
                                                               telemetry.sample_ratio)
         # one middleware instance (one request-id sequence) for the public and the admin listener
         self._error_middleware = error_middleware(RequestIds(), self._error_answered, self.drain)
+        created = int(time.time())
         self._models_body = orjson.dumps({"object": "list", "data": [
-            {"id": name, "object": "model", "created": int(time.time()), "owned_by": d.config.provider}
-            for name, d in engine.deployments.items()]})
+            {"id": name, "object": "model", "created": created, "owned_by": d.config.provider}
+            for d in engine.deployments.values() for name in (d.config.name, *d.config.aliases)]})
+        # gateway keys: with any configured, every data route needs one (None: an open gateway)
+        self.keys = KeyRing(engine.config) if engine.config.keys else None
 
     def app(self, *, operator_routes: bool = True) -> web.Application:
         """The public listener's app; ``operator_routes=False`` when a separate admin listener has them."""
@@ -79,6 +86,7 @@ class Gateway:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_delete("/v1/sessions/{session_id}", self.end_session)
         self._add_probe_routes(app)
         if operator_routes:
             self._add_operator_routes(app)   # unknown paths are the router's 404, wrong methods its 405
@@ -153,14 +161,28 @@ class Gateway:
         trace = None if self.tracing is None else self.tracing.start(request.method, request.path, request.headers)
         request[DATA_ROUTE] = data = DataRequest(started, trace)
         try:
+            key = None
+            if self.keys is not None:
+                key = self.keys.authenticate(request.headers)    # before the body is read
+                data.key = key.name
             timeout_ms = request.headers.get("x-timeout-ms")
             deadline = None if timeout_ms is None else now + _parse_timeout_ms(timeout_ms)
-            req = parse(await read_json(request, self.max_body_bytes, self.body_timeout_s),
-                        request.headers, request_id, now)
+            body = await read_json(request, self.max_body_bytes, self.body_timeout_s)
+            asked_priority = key is not None and _asks_priority(request.headers, body)
+            req = parse(body, request.headers, request_id, now)
             data.req = req
             data.deployment = req.model
             req.trace = trace
-            if req.endpoint != "chat" and req.endpoint not in self.engine.deployment(req.model).provider.endpoints:
+            if key is not None:
+                # before the 404: a model outside the key's globs is 403 whether or not it exists
+                found = self.engine.find(req.model)
+                key.check_model(req.model, found.config.name if found is not None else None)
+            dep = self.engine.deployment(req.model)   # a name, an alias, or PROVIDER/<model>; else 404
+            data.deployment = dep.config.name
+            if key is not None:
+                req.key = key.name
+                req.priority = key.priority_of(req.priority if asked_priority else None)
+            if req.endpoint != "chat" and req.endpoint not in dep.provider.endpoints:
                 raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
             req.deadline = deadline
             result = data.result = await self.engine.chat(req)
@@ -201,6 +223,8 @@ class Gateway:
         metrics = self.engine.metrics
         name = data.deployment or ""
         metrics.request(name, status)
+        if data.key is not None:
+            metrics.key_request(data.key, status)
         duration = clock() - data.received_at
         metrics.observe("request_duration_seconds", name, duration)
         result = data.result
@@ -221,12 +245,12 @@ class Gateway:
         else:
             error_text = "Internal gateway error." if status >= 500 else None
         req = data.req
+        key = data.key        # known from authentication on: a 403 or 429 has it, a 401 not
         if req is None:
-            key = replica = usage = cost = None
+            replica = usage = cost = None
             attempts, stream = 0, False
         else:
-            key, replica, usage, cost, attempts, stream = (req.key, req.replica, req.usage, req.cost_usd,
-                                                           req.attempts, req.stream)
+            replica, usage, cost, attempts, stream = req.replica, req.usage, req.cost_usd, req.attempts, req.stream
         if self.access_log is not None:
             self.access_log.add(
                 ts=time.time() - duration, request_id=request[REQUEST_ID], key=key, deployment=data.deployment,
@@ -289,9 +313,38 @@ class Gateway:
             result.stream.close()
         return response
 
+    async def end_session(self, request: web.Request) -> web.Response:
+        """``DELETE /v1/sessions/{id}``: end a sticky session now (its backend session closed), in
+        every deployment it is bound in, within the caller's gateway key's namespace."""
+        trace = None if self.tracing is None else self.tracing.start(request.method, request.path, request.headers)
+        # answered like a data route (counted under deployment "", access-logged, traced), errors included
+        request[DATA_ROUTE] = data = DataRequest(clock(), trace)
+        session_id = request.match_info["session_id"]
+        key_name = self._key_name(request)
+        data.key = key_name or None
+        problem = session_id_problem(session_id)
+        if problem is not None:
+            raise BadRequest(f"The session id {problem}.", param="session_id")
+        ended = await self.engine.end_session(key_name, session_id)
+        if not ended:
+            raise GatewayError(f"No live session {session_id!r}.", status=404, type="invalid_request_error",
+                               code="session_not_found")
+        self._answered(request, data, 200)
+        return web.Response(body=orjson.dumps({"id": session_id, "object": "session", "deleted": True,
+                                               "deployments": ended}), content_type=JSON)
+
+    def _key_name(self, request: web.Request) -> str:
+        """The name of the gateway key ``request`` authenticates with, "" on an open gateway: the
+        namespace of its sessions. Key authentication (``self.keys``, issue 8) answers it, and
+        refuses a request without a valid key as it does on every data route."""
+        return self.keys.authenticate(request.headers).name if self.keys is not None else ""
+
     async def models(self, request: web.Request) -> web.Response:
+        body = self._models_body
+        if self.keys is not None:
+            body = self.keys.authenticate(request.headers).models_body
         self.engine.metrics.request("", 200)     # a client API answer that concerns no deployment
-        return web.Response(body=self._models_body, content_type=JSON)
+        return web.Response(body=body, content_type=JSON)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.engine.metrics.render(),
@@ -307,6 +360,11 @@ class Gateway:
             return web.Response(status=503, body=b'{"status":"all circuits of a deployment are open"}',
                                 content_type=JSON)
         return web.Response(body=b'{"status":"ready"}', content_type=JSON)
+
+
+def _asks_priority(headers, body) -> bool:
+    """Did the client name a priority (``x-priority`` or the body's ``priority``)? If not, its key's applies."""
+    return headers.get("x-priority") is not None or (type(body) is dict and body.get("priority") is not None)
 
 
 def _passthrough(endpoint: str):

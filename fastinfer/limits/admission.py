@@ -92,3 +92,37 @@ class AdmissionControl:
 
     def release(self, index: int) -> None:
         self.admissions[index].release(self.worker)
+
+    def views(self, deployments, rate_gates: dict[str, int]) -> dict:
+        """deployment name -> its admission as gauges show it: with a rate queue
+        (``rate_gates``: name -> its admission index), the requests waiting there are queued too."""
+        return {d.name: (self.admissions[i] if d.name not in rate_gates
+                         else RateQueuedView(self.admissions[i], self.admissions[rate_gates[d.name]]))
+                for i, d in enumerate(deployments)}
+
+
+class RateQueuedView:
+    """A deployment's admission plus its rate queue (waiting for the bucket counts as queued)."""
+
+    __slots__ = ("admission", "rate_queue")
+
+    def __init__(self, admission, rate_queue):
+        self.admission = admission
+        self.rate_queue = rate_queue
+
+    @property
+    def in_flight(self) -> int:
+        return self.admission.in_flight
+
+    @property
+    def queue_depth(self) -> int:
+        return self.counts()[1]
+
+    def counts(self) -> tuple[int, int]:
+        in_flight, depth = self.admission.counts()
+        sleeping, waiting = self.rate_queue.counts()    # the rate queue's holder waits for tokens
+        return in_flight, depth + sleeping + waiting
+
+    def queue_depth_by_priority(self) -> list[int]:
+        return [a + b for a, b in zip(self.admission.queue_depth_by_priority(),
+                                      self.rate_queue.queue_depth_by_priority())]

@@ -8,7 +8,9 @@ structures at scrape time.
 from __future__ import annotations
 
 import itertools
+import math
 
+from .._core.constants import OPEN
 from ..config import Config
 
 # one bucket set for every histogram: 100 µs (gateway overhead) up to 5 min (long streams)
@@ -18,9 +20,15 @@ CODES = ("200", "202", "304", "400", "401", "403", "404", "405", "408", "413", "
          "500", "502", "503", "504", "other")
 OUTCOMES = ("success", "client_error", "rate_limited", "server_error", "timeout", "network_error",
             "auth_error", "content_filter", "context_window")
-REJECT_REASONS = ("queue_full", "queue_timeout", "capacity", "circuit_open", "rate_limited", "client_gone")
+# rate_limited: a deployment's rate_limit; key_*, budget_exceeded: a gateway key's own limits
+REJECT_REASONS = ("queue_full", "queue_timeout", "capacity", "circuit_open", "rate_limited", "client_gone",
+                  "key_rate_limited", "key_concurrency", "budget_exceeded")
 TOKEN_DIRECTIONS = ("input", "output", "cached")
 REBUILD_CAUSES = ("auth", "admin", "reload", "file_changed")
+BACKEND_SESSION_CALLS = ("open", "close")
+CALL_RESULTS = ("ok", "failed")
+# counter words that are gauges: moved up and down, rendered as gauges, carried over a reload
+GAUGE_WORDS = ("backend_sessions",)
 HISTOGRAMS = ("request_duration_seconds", "ttft_seconds", "overhead_seconds")
 # the operator's routes, counted apart from client traffic (fastinfer_operator_requests_total)
 OPERATOR_ROUTES = ("healthz", "readyz", "metrics", "admin", "dashboard")
@@ -54,6 +62,15 @@ class MetricsLayout:
         keys += [("cost_usd_total", (d,)) for d in self.replicas]
         keys += [("usage_estimated_total", (d,)) for d in self.replicas]
         keys += [("session_rebuilds_total", (d, c)) for d in self.replicas for c in REBUILD_CAUSES]
+        self.keys = [k.name for k in config.keys]
+        keys += [("key_requests_total", (k, c)) for k in self.keys for c in CODES]
+        keys += [("key_tokens_total", (k, t)) for k in self.keys for t in TOKEN_DIRECTIONS]
+        keys += [("key_cost_usd_total", (k,)) for k in self.keys]
+        keys += [("session_repins_total", (d,)) for d in self.replicas]
+        keys += [("session_evictions_total", (d,)) for d in self.replicas]
+        keys += [("backend_sessions", (d,)) for d in self.replicas]
+        keys += [("backend_session_calls_total", (d, c, r)) for d in self.replicas
+                 for c in BACKEND_SESSION_CALLS for r in CALL_RESULTS]
         keys += [("operator_requests_total", (r, c)) for r in OPERATOR_ROUTES for c in CODES]
         self.workers = [str(i) for i in range(n_workers)]
         keys += [("worker_requests_total", (w,)) for w in self.workers]
@@ -89,12 +106,16 @@ class Metrics:
     """Recording calls for the request path; each is a dict lookup and one atomic add."""
 
     def __init__(self, layout: MetricsLayout, segment, admissions: dict | None = None,
-                 breakers: dict | None = None):
+                 breakers: dict | None = None, buckets: dict | None = None):
         self.layout = layout
+        self.segment = segment
         self.counters = segment.counters
         self.histograms = segment.histograms
         self._admissions = admissions or {}   # deployment name -> shm Admission
         self._breakers = breakers or {}       # deployment name -> [shm Breaker per replica]
+        self._buckets = buckets or {}         # (scope, name, kind) -> shm TokenBucket
+        self._key_codes: dict[str, dict[int, int | None]] = {}   # key -> status -> counter (request path)
+        self._key_usage: dict[str, tuple] = {}                   # key -> its usage counters
         self._c = layout.counter_index
         self._h = layout.histogram_index
 
@@ -158,6 +179,54 @@ class Metrics:
     def bump_session_generation(self, deployment: str) -> None:
         self._add(("_session_generation", (deployment,)))
 
+    def key_request(self, key: str, status: int) -> None:
+        codes = self._key_codes.get(key)
+        if codes is None:
+            codes = self._key_codes[key] = {}
+        index = codes.get(status)
+        if index is None:
+            index = codes[status] = self._c.get(("key_requests_total", (key, str(status))),
+                                                self._c.get(("key_requests_total", (key, "other"))))
+        if index is not None:
+            self.counters.add(index, 1)
+
+    def key_usage(self, key: str, prompt: int, completion: int, cached: int, cost_usd: float) -> None:
+        series = self._key_usage.get(key)
+        if series is None:
+            series = self._key_usage[key] = tuple(self._c.get(k) for k in (
+                ("key_tokens_total", (key, "input")), ("key_tokens_total", (key, "output")),
+                ("key_tokens_total", (key, "cached")), ("key_cost_usd_total", (key,))))
+        add = self.counters.add
+        tokens_in, tokens_out, tokens_cached, cost = series
+        if tokens_in is None:
+            return      # not a configured key
+        add(tokens_in, prompt)
+        add(tokens_out, completion)
+        if cached:
+            add(tokens_cached, cached)
+        if cost_usd:
+            add(cost, round(cost_usd * _COST_SCALE))
+    def session_repin(self, deployment: str) -> None:
+        self._add(("session_repins_total", (deployment,)))
+
+    def session_evicted(self, deployment: str) -> None:
+        self._add(("session_evictions_total", (deployment,)))
+
+    def backend_session_call(self, deployment: str, call: str, ok: bool) -> None:
+        """An ``open_session`` / ``close_session`` call and whether it succeeded; a session opened
+        or closed moves the ``backend_sessions`` gauge."""
+        self._add(("backend_session_calls_total", (deployment, call, "ok" if ok else "failed")))
+        if call == "open" and ok:
+            self._add(("backend_sessions", (deployment,)))
+
+    def backend_session_gone(self, deployment: str) -> None:
+        """An open backend session was closed (or given up on after its close failed)."""
+        self._add(("backend_sessions", (deployment,)), -1)
+
+    def backend_sessions_open(self, deployment: str) -> int:
+        index = self._c.get(("backend_sessions", (deployment,)))
+        return 0 if index is None else self.counters.get(index)
+
     def usage(self, deployment: str, prompt: int, completion: int, cached: int, cost_usd: float,
               estimated: bool = False) -> None:
         if estimated:
@@ -180,14 +249,15 @@ class Metrics:
             if metric.startswith("_"):
                 continue
             name = f"fastinfer_{metric}"
-            _family(out, name, "gauge" if metric in WORKER_GAUGES else "counter")
+            _family(out, name, "gauge" if metric in WORKER_GAUGES or metric in GAUGE_WORDS else "counter")
             labels = _LABELS[metric]
-            scale = _GAUGE_SCALE.get(metric, _COST_SCALE if metric == "cost_usd_total" else None)
+            scale = _GAUGE_SCALE.get(metric, _COST_SCALE if metric in _COST_METRICS else None)
             for index, (_, values_of_labels) in entries:
                 value = int(values[index])
                 text = str(value) if scale is None else repr(value / scale)
                 out.append(f"{name}{{{_label_text(labels, values_of_labels)}}} {text}")
         self._render_gauges(out)
+        self._render_routing_gauges(out)
         self._render_histograms(out)
         return ("\n".join(out) + "\n").encode()
 
@@ -202,6 +272,39 @@ class Metrics:
         for d, breakers in self._breakers.items():
             for replica, b in zip(self.layout.replicas[d], breakers):
                 out.append(f'fastinfer_circuit_state{{deployment="{_esc(d)}",replica="{_esc(replica)}"}} {b.state}')
+        # whole tokens (or requests) left in each limit's bucket now; negative: in debt
+        _family(out, "fastinfer_ratelimit_remaining", "gauge")
+        out += [f'fastinfer_ratelimit_remaining{{{_label_text(("scope", "name", "kind"), name)}}} '
+                f'{math.floor(bucket.available())}' for name, bucket in self._buckets.items()]
+
+    def replica_load(self, deployment: str):
+        """The host-wide load and health of ``deployment``'s replicas (``ReplicaLoad``)."""
+        return self.segment.replicas(self.layout.deployments.index(deployment) - 1)
+
+    def replica_healthy(self, deployment: str, replica: int, load) -> bool:
+        """The replica may get traffic: its health checks pass (or none run) and its circuit is not open."""
+        breakers = self._breakers.get(deployment)
+        return load.healthy(replica) and not (breakers and breakers[replica].state == OPEN)
+
+    def _render_routing_gauges(self, out: list[str]) -> None:
+        healthy, in_flight, index_bytes, index_entries = [], [], [], []
+        for i, d in enumerate(self.layout.deployments[1:]):   # [0] is the unknown deployment's label
+            load = self.segment.replicas(i)
+            label = f'deployment="{_esc(d)}"'
+            for r, name in enumerate(self.layout.replicas[d]):
+                replica = f'{label},replica="{_esc(name)}"'
+                healthy.append(f"fastinfer_replica_healthy{{{replica}}} {int(self.replica_healthy(d, r, load))}")
+                in_flight.append(f"fastinfer_replica_in_flight{{{replica}}} {load.in_flight(r)}")
+            prefix = self.segment.prefix(i)
+            index_bytes.append(f"fastinfer_prefix_index_bytes{{{label}}} {prefix.nbytes}")
+            index_entries.append(f"fastinfer_prefix_index_entries{{{label}}} {prefix.occupancy if prefix.capacity else 0}")
+        table = self.segment.sessions
+        for name, lines in (("replica_healthy", healthy), ("replica_in_flight", in_flight),
+                            ("prefix_index_bytes", index_bytes), ("prefix_index_entries", index_entries),
+                            ("session_bindings", [f"fastinfer_session_bindings {table.occupancy}"]),
+                            ("session_capacity", [f"fastinfer_session_capacity {table.max_sessions}"])):
+            _family(out, f"fastinfer_{name}", "gauge")
+            out += lines
 
     def _render_histograms(self, out: list[str]) -> None:
         for histogram in HISTOGRAMS:
@@ -261,10 +364,18 @@ _LABELS = {
     "cost_usd_total": ("deployment",),
     "usage_estimated_total": ("deployment",),
     "session_rebuilds_total": ("deployment", "cause"),
+    "key_requests_total": ("key", "code"),
+    "key_tokens_total": ("key", "direction"),
+    "key_cost_usd_total": ("key",),
+    "session_repins_total": ("deployment",),
+    "session_evictions_total": ("deployment",),
+    "backend_sessions": ("deployment",),
+    "backend_session_calls_total": ("deployment", "call", "result"),
     "operator_requests_total": ("route", "code"),
     "worker_requests_total": ("worker",),
     **{g: ("worker",) for g in WORKER_GAUGES},
 }
+_COST_METRICS = ("cost_usd_total", "key_cost_usd_total")
 
 # every family /metrics renders, with its # HELP line
 HELP = {
@@ -278,6 +389,17 @@ HELP = {
     "fastinfer_cost_usd_total": "Cost in US dollars from the deployment's price.",
     "fastinfer_usage_estimated_total": "Answers whose token usage the upstream did not report (estimated).",
     "fastinfer_session_rebuilds_total": "Upstream sessions rebuilt, by cause.",
+    "fastinfer_session_repins_total": "Sticky sessions moved to another replica.",
+    "fastinfer_session_evictions_total": "Live session bindings evicted from a full affinity table.",
+    "fastinfer_backend_sessions": "Backend sessions (SGLang open_session) open now.",
+    "fastinfer_backend_session_calls_total": "Backend session open and close calls, by result.",
+    "fastinfer_replica_healthy": "1 when the replica gets traffic: health checks pass (or none run) and "
+                                 "its circuit is not open.",
+    "fastinfer_replica_in_flight": "Upstream attempts on the replica now, host-wide.",
+    "fastinfer_prefix_index_bytes": "Fixed size of the deployment's prefix index in shared memory.",
+    "fastinfer_prefix_index_entries": "Block chains the deployment's prefix index holds.",
+    "fastinfer_session_bindings": "Session bindings the host's affinity table holds now.",
+    "fastinfer_session_capacity": "Bindings the host's affinity table can hold (server.max_sessions).",
     "fastinfer_operator_requests_total": "Answers of the operator's routes (health, readiness, metrics, "
                                          "admin API, dashboard), by route and HTTP status.",
     "fastinfer_worker_requests_total": "HTTP requests each worker process received, every route and "
@@ -287,7 +409,11 @@ HELP = {
     "fastinfer_worker_open_fds": "Open file descriptors of each worker process.",
     "fastinfer_worker_event_loop_lag_seconds": "Longest delay of each worker's event loop behind its timers "
                                                "over the last second.",
-    "fastinfer_queue_depth": "Requests waiting for a slot, host-wide.",
+    "fastinfer_key_requests_total": "Answers to a gateway key's requests, by HTTP status.",
+    "fastinfer_key_tokens_total": "A gateway key's tokens as the upstream reported them (cached is part of input).",
+    "fastinfer_key_cost_usd_total": "A gateway key's cost in US dollars since start.",
+    "fastinfer_ratelimit_remaining": "Whole requests or tokens left in a limit's bucket now (negative: in debt).",
+    "fastinfer_queue_depth": "Requests waiting for a slot or a deployment's rate limit, host-wide.",
     "fastinfer_in_flight": "Requests holding a slot, host-wide.",
     "fastinfer_circuit_state": "Circuit state per replica: 0 closed, 1 open, 2 half-open.",
     "fastinfer_request_duration_seconds": "From request received to answer complete (streams: to the last byte).",

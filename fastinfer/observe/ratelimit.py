@@ -147,8 +147,9 @@ def _summary(error: BaseException) -> str:
 class LibraryLines(logging.Filter):
     """The lines other libraries (aiohttp, asyncio, OpenTelemetry's exporter) write at warning or above
     take from a budget too: a client or a collector misbehaving cannot flood the log through them.
-    A request that is not HTTP (aiohttp's parser refused it; the client was answered 400) is the
-    client's doing, not a bug: its line becomes one warning, without the traceback aiohttp attaches.
+    A request that is not HTTP is the client's doing, not a bug: the gateway's listener answers and
+    logs it itself (``gateway/protocol.py``, one warning line); should aiohttp still log one (another
+    listener, a later aiohttp), its line becomes one warning too, without the traceback it attaches.
     Any other traceback is written the first time its bug is seen, a one-line summary after that.
     fastinfer's own lines are limited where they are written (``RateLimitedLog``) and pass."""
 

@@ -20,17 +20,21 @@ Shape (every count is a host total since start, carried over reloads where
         "session_rebuilds": {"cause": n},
         "histograms": {"request_duration_seconds" | "ttft_seconds" | "overhead_seconds":
                        {"cumulative": [n per bucket, then +Inf], "count": n, "sum": seconds}},
-        "limits": [],                                    # {"name", "kind", "limit", "remaining"} when enforced
-        "replicas": [{"name", "base_url", "weight",
+        "limits": [{"name": "rpm" | "tpm", "kind": "requests" | "tokens", "limit", "remaining"}],
+        "replicas": [{"name", "base_url" (password masked), "weight",
                       "circuit": {"state": "closed|open|half_open", "retry_after_s", "consecutive_failures"},
                       "upstream": {"outcome": n},        # non-zero outcomes only
-                      "in_flight": null, "healthy": null}]}],   # null: not measured per replica yet
+                      "in_flight": n,                    # host-wide, every worker's attempts
+                      "healthy": bool}]}],               # health checks pass (or none) and circuit not open
      "unrouted": {"404": n, ...},                        # answers that named no deployment
-     "keys": []}                                         # per gateway key, when keys exist
+     "keys": [{"name", "requests": {"total", "by_code"}, "tokens": {"input", "output", "cached"},
+               "cost_usd": x,                              # since start, as the key_* metrics
+               "spend_usd": x,                             # in the current budget period
+               "limits": [{"name", "kind", "limit", "remaining"}],   # rpm, tpm, max_concurrency
+               "budget": {"usd", "period", "spent_usd", "remaining_usd", "resets_at"} | null}]}
 
-Sections that do not exist yet (``keys``, ``limits``, per-replica ``in_flight``
-and ``healthy``) are present and empty or null, so the page shows "none
-configured" and their owners fill them in here.
+``limits`` and ``keys`` are empty when nothing is limited and no key exists (the page
+shows "none configured").
 
 Must not touch: configuration files, the engine's request path. Reads only.
 """
@@ -39,19 +43,26 @@ from __future__ import annotations
 import os
 import time
 
+from .._core.constants import BREAKER_STATE_NAMES
 from ..config import Config
+from ..limits.quota import budget_state
+from ..limits.report import deployment_limit_list, key_limit_list, spend_usd
 from ..metrics.registry import BUCKETS, COST_SCALE, HISTOGRAMS, TOKEN_DIRECTIONS, UNKNOWN_DEPLOYMENT
+from ..redact import mask_url
 
-_STATES = ("closed", "open", "half_open")
 
-
-def host_stats(metrics, config: Config) -> dict:
-    """The JSON document above, from one snapshot of the host's counters."""
+def host_stats(metrics, config: Config, limits=None) -> dict:
+    """The JSON document above, from one snapshot of the host's counters (``limits``: the
+    worker's ``limits.Limits``, for what is left of each limit)."""
     deployments = {d.name: _deployment(d, metrics) for d in config.deployments}
+    keys = {k.name: _key(k.name) for k in config.keys}
     unrouted: dict[str, int] = {}
     values = metrics.counters.snapshot()
     for (metric, labels), value in zip(metrics.layout.counter_keys, values.tolist()):
         if metric.startswith("_"):
+            continue
+        if metric.startswith("key_"):
+            _count_key(keys[labels[0]], metric, labels, value)
             continue
         if metric == "requests_total" and labels[0] == UNKNOWN_DEPLOYMENT:
             if value:
@@ -60,24 +71,48 @@ def host_stats(metrics, config: Config) -> dict:
         entry = deployments.get(labels[0])
         if entry is not None:
             _count(entry, metric, labels, value)
-    for name, entry in deployments.items():
+    for i, (name, entry) in enumerate(deployments.items()):
         entry["requests"]["total"] = sum(entry["requests"]["by_code"].values())
         entry["histograms"] = _histograms(metrics, name)
+        if limits is not None:
+            entry["limits"] = deployment_limit_list(limits, limits.deployments[i])
+    for name, entry in keys.items():
+        entry["requests"]["total"] = sum(entry["requests"]["by_code"].values())
+        if limits is not None:
+            key = limits.keys[name]
+            entry.update(spend_usd=spend_usd(limits, key), limits=key_limit_list(limits, key),
+                         budget=budget_state(limits, key))
     return {"ts": time.time(), "pid": os.getpid(), "buckets": list(BUCKETS),
-            "deployments": list(deployments.values()), "unrouted": unrouted, "keys": []}
+            "deployments": list(deployments.values()), "unrouted": unrouted, "keys": list(keys.values())}
+
+
+def _key(name: str) -> dict:
+    return {"name": name, "requests": {"total": 0, "by_code": {}}, "tokens": dict.fromkeys(TOKEN_DIRECTIONS, 0),
+            "cost_usd": 0.0, "spend_usd": 0.0, "limits": [], "budget": None}
+
+
+def _count_key(entry: dict, metric: str, labels: tuple, value: int) -> None:
+    if metric == "key_requests_total":
+        if value:
+            entry["requests"]["by_code"][labels[1]] = value
+    elif metric == "key_tokens_total":
+        entry["tokens"][labels[1]] = value
+    elif metric == "key_cost_usd_total":
+        entry["cost_usd"] = value / COST_SCALE
 
 
 def _deployment(d, metrics) -> dict:
     admission = metrics.admission(d.name)
     in_flight, queue_depth = admission.counts() if admission is not None else (0, 0)
     breakers = metrics.breakers(d.name)
+    load = metrics.replica_load(d.name)
     replicas = []
     for i, r in enumerate(d.replicas):
-        replica = {"name": r.name, "base_url": r.base_url, "weight": r.weight, "circuit": None,
-                   "upstream": {}, "in_flight": None, "healthy": None}
+        replica = {"name": r.name, "base_url": mask_url(r.base_url), "weight": r.weight, "circuit": None,
+                   "upstream": {}, "in_flight": load.in_flight(i), "healthy": metrics.replica_healthy(d.name, i, load)}
         if i < len(breakers):
             b = breakers[i]
-            replica["circuit"] = {"state": _STATES[b.state], "retry_after_s": round(b.retry_after_s, 3),
+            replica["circuit"] = {"state": BREAKER_STATE_NAMES[b.state], "retry_after_s": round(b.retry_after_s, 3),
                                   "consecutive_failures": b.consecutive_failures}
         replicas.append(replica)
     return {

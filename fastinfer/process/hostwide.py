@@ -16,8 +16,10 @@ reordered by the new config.
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import sqlite3
 from dataclasses import dataclass, field
 
 from .._core import shm
@@ -25,7 +27,7 @@ from .._core.carry import Carried, StateMap, carry_state
 from ..config import Config
 from ..metrics import BUCKETS, MetricsLayout
 
-DEFAULT_MAX_SESSIONS = 65_536      # the contract's server.max_sessions default
+log = logging.getLogger("fastinfer.supervisor")
 PREFIX_INDEX_ENTRIES = 65_536      # per deployment routed by prefix (32 bytes each)
 
 # a token bucket's name: (scope "key" | "deployment", key or deployment name, kind "requests" | "tokens"),
@@ -41,6 +43,8 @@ class HostIndex:
     replicas: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)   # (dep, replica)
     keys: dict[str, int] = field(default_factory=dict)
     buckets: dict[BucketName, int] = field(default_factory=dict)
+    # deployment name -> admission index of its rate queue (rate-limited deployments that queue)
+    rate_gates: dict[str, int] = field(default_factory=dict)
 
     def state_map(self, old: "HostIndex") -> StateMap:
         """old index -> this index, for every name both have."""
@@ -58,6 +62,11 @@ def plan(config: Config, n_workers: int, metrics_layout: MetricsLayout) -> tuple
     Token buckets: a key's ``rpm`` / ``tpm`` and a deployment's ``rate_limit.rpm`` / ``tpm``,
     each refilled at its per-minute rate, holding a minute's worth -- or, for a deployment's
     requests, ``rate_limit.burst`` when the config has one.
+
+    Rate queues: a rate-limited deployment whose ``on_capacity_exhausted`` is ``queue`` gets
+    one more admission structure after the deployments' own, with one slot and the
+    deployment's queue capacity: requests wait there, in priority order, for the bucket
+    (``limits.quota``). It has no replicas and no name in ``index.deployments``.
     """
     deployments = config.deployments
     buckets: dict[BucketName, int] = {}
@@ -72,24 +81,30 @@ def plan(config: Config, n_workers: int, metrics_layout: MetricsLayout) -> tuple
         bucket(("key", k.name, "requests"), k.rpm)
         bucket(("key", k.name, "tokens"), k.tpm)
     for d in deployments:
-        bucket(("deployment", d.name, "requests"), d.rate_limit.rpm, getattr(d.rate_limit, "burst", None))
+        bucket(("deployment", d.name, "requests"), d.rate_limit.rpm, d.rate_limit.burst)
         bucket(("deployment", d.name, "tokens"), d.rate_limit.tpm)
+    gated = [d for d in deployments
+             if (d.rate_limit.rpm or d.rate_limit.tpm) and d.on_capacity_exhausted == "queue"]
+    rate_gates = {d.name: len(deployments) + i for i, d in enumerate(gated)}
+    admissions = [(d.max_concurrency, d.queue_capacity, len(d.replicas)) for d in deployments]
+    admissions += [(1, d.queue_capacity, 0) for d in gated]
     layout = shm.Layout(
-        n_workers,
-        [(d.max_concurrency, d.queue_capacity, len(d.replicas)) for d in deployments],
+        n_workers, admissions,
         metrics_layout.n_counters, metrics_layout.n_histograms, BUCKETS,
-        breakers=[_breaker_config(d) for d in deployments],
-        replica_weights=[[r.weight for r in d.replicas] for d in deployments],
-        prefix_capacity=[PREFIX_INDEX_ENTRIES if d.routing == "prefix" else 0 for d in deployments],
+        breakers=[_breaker_config(d) for d in deployments] + [_breaker_config(d) for d in gated],
+        replica_weights=[[r.weight for r in d.replicas] for d in deployments] + [[] for _ in gated],
+        prefix_capacity=[PREFIX_INDEX_ENTRIES if d.routing == "prefix" else 0 for d in deployments] + [0] * len(gated),
         token_buckets=bucket_specs,
-        key_max_concurrency=[getattr(k, "max_concurrency", None) or 0 for k in config.keys],
-        max_sessions=getattr(config.server, "max_sessions", DEFAULT_MAX_SESSIONS),
+        key_max_concurrency=[k.max_concurrency or 0 for k in config.keys],
+        # the affinity table takes ~100 bytes per binding: only for hosts that route by session
+        max_sessions=(config.server.max_sessions if any(d.routing == "sticky" for d in deployments) else 0),
     )
     index = HostIndex(
         deployments={d.name: i for i, d in enumerate(deployments)},
         replicas={(d.name, r.name): (i, j) for i, d in enumerate(deployments) for j, r in enumerate(d.replicas)},
         keys={k.name: i for i, k in enumerate(config.keys)},
         buckets=buckets,
+        rate_gates=rate_gates,
     )
     return layout, index
 
@@ -107,15 +122,31 @@ class HostState:
     # keys the admin-auth throttle's hash of client addresses; made before the fork, so shared
     auth_salt: bytes = field(default_factory=lambda: secrets.token_bytes(16))
     index: HostIndex = field(default_factory=HostIndex)
+    # server.state_dir, opened and locked by serve (limits.StateDir); the workers save into it
+    state_dir: object = None
 
     @classmethod
-    def create(cls, config: Config, n_workers: int) -> "HostState":
+    def create(cls, config: Config, n_workers: int, state_dir=None) -> "HostState":
         metrics_layout = MetricsLayout(config, n_workers)
         layout, index = plan(config, n_workers, metrics_layout)
         segment = shm.Segment.create(f"fastinfer-{os.getpid()}-{secrets.token_hex(4)}", layout)
         segment.unlink()
         wake_fds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(n_workers)]
-        return cls(segment=segment, metrics_layout=metrics_layout, wake_fds=wake_fds, index=index)
+        return cls(segment=segment, metrics_layout=metrics_layout, wake_fds=wake_fds, index=index,
+                   state_dir=state_dir)
+
+    def restore_limits(self, config: Config) -> None:
+        """Bucket levels and spend saved under ``server.state_dir``, into this (fresh) segment."""
+        if self.state_dir is not None:
+            self.state_dir.restore(self.segment, self.index.buckets, self.index.keys, config)
+
+    def save_limits(self, config: Config) -> None:
+        """This segment's bucket levels and spend, saved under ``server.state_dir``."""
+        if self.state_dir is not None:
+            try:
+                self.state_dir.save_segment(self.segment, self.index.buckets, self.index.keys, config)
+            except (OSError, sqlite3.Error) as e:
+                log.error("cannot save limit state to %s: %s", self.state_dir.db, e)
 
     def reclaim(self, worker: int) -> dict:
         """Give back what a dead worker held: slots, queue tickets, breaker probes, key slots,
@@ -138,7 +169,28 @@ class HostState:
                       if key in new_counters and MetricsLayout.carried(key)}
         m.histograms = {i: new_histograms[key] for key, i in old.metrics_layout.histogram_index.items()
                         if key in new_histograms}
-        return carry_state(old.segment, self.segment, m, since)
+        carried = carry_state(old.segment, self.segment, m, since)
+        if since is None:
+            self._hand_over_sessions(old, carried)
+        return carried
+
+    def _hand_over_sessions(self, old: "HostState", carried: Carried) -> None:
+        """The carried session bindings are the new generation's now: take them out of the old
+        segment, so the old generation, draining, closes only the backend sessions the new
+        configuration could not keep (a removed deployment or replica). A binding whose replica
+        left the configuration is re-pinned at its next request: count it now."""
+        if not (old.segment.sessions.capacity and self.segment.sessions.capacity):
+            return
+        for info in old.segment.sessions.entries():
+            if self.segment.sessions.get(info.key) is not None:
+                old.segment.sessions.remove(info.key)
+        old_names = list(old.index.deployments)
+        repins = self.metrics_layout.counter_index
+        for info in carried.dropped_sessions:
+            name = old_names[info.deployment] if info.deployment < len(old_names) else None
+            index = repins.get(("session_repins_total", (name,)))
+            if index is not None:
+                self.segment.counters.add(index, 1)
 
     def count_reload(self) -> None:
         """A reload gives every deployment fresh sessions: count it once per deployment."""

@@ -87,8 +87,9 @@ class Supervisor:
     """Forks, watches and drains workers; on SIGHUP rolls them onto a re-read config."""
 
     def __init__(self, config: Config, n_workers: int, reload_config: Callable[[], Config] | None = None,
-                 one_time_token: str | None = None):
+                 one_time_token: str | None = None, state_dir=None):
         self.config = config
+        self.state_dir = state_dir               # limits.StateDir (locked) when server.state_dir is set
         self.n_workers = n_workers
         self.reload_config = reload_config
         self.one_time_token = one_time_token     # the admin key of this run when none is configured
@@ -111,13 +112,16 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        self.current = Generation(0, self.config, HostState.create(self.config, self.n_workers))
+        self.current = Generation(0, self.config, HostState.create(self.config, self.n_workers, self.state_dir))
+        self.current.host.restore_limits(self.config)
         try:
             for index in range(self.n_workers):
                 self._spawn(self.current, index)
             print(self._announcement(), flush=True)
             self._watch()
-            return self._drain()
+            code = self._drain()
+            self.current.host.save_limits(self.config)   # every worker is gone: the final state
+            return code
         finally:
             self._close_sockets()
             for generation in [self.current, *self.retiring]:
@@ -225,7 +229,7 @@ class Supervisor:
             log.error("reload refused, the running config stays: %s", e)
             return
         old = self.current
-        host = HostState.create(config, self.n_workers)
+        host = HostState.create(config, self.n_workers, self.state_dir)
         old.carried = host.carry_state_from(old.host)
         host.count_reload()
         self.current = Generation(old.number + 1, config, host)

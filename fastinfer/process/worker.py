@@ -22,11 +22,12 @@ from ..breaker import DeploymentBreakers
 from ..config import Config
 from ..config.secrets import SecretUnavailable
 from ..engine import Engine
-from ..limits import AdmissionControl
+from ..limits import AdmissionControl, Limits
 from ..metrics import Metrics
 from ..ops import FailureThrottle
 from ..gateway import Gateway
 from ..gateway.drain import GatewayDrain
+from ..gateway.protocol import EdgeAppRunner
 from .drain import CLEANUP_TIMEOUT_S, WorkerDrain
 from .hostwide import HostState
 from .probe import WorkerProbe
@@ -71,8 +72,8 @@ async def _admin_key(server) -> str | None:
         return None
 
 
-async def _start_site(app: web.Application, sock: socket.socket, server, drain: GatewayDrain) -> web.AppRunner:
-    runner = web.AppRunner(
+async def _start_site(app: web.Application, sock: socket.socket, server, drain: GatewayDrain) -> EdgeAppRunner:
+    runner = EdgeAppRunner(     # aiohttp's own 400s in the caller's shape, with a request id
         app,
         handle_signals=False,
         access_log=None,
@@ -95,22 +96,28 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     drain.listen_for_signals()   # first: a signal during start-up is kept for when serving begins
     segment = host.segment
     segment.register_worker(index, os.getpid(), host.wake_fds[index])
-    admission = AdmissionControl(segment, index, host.wake_fds[index], len(config.deployments))
+    # the deployments' admission structures, then their rate queues (process.hostwide.plan)
+    admission = AdmissionControl(segment, index, host.wake_fds[index], len(segment.layout.deployments))
     admission.start(loop)
     breakers = [DeploymentBreakers(segment, i, d, index) for i, d in enumerate(config.deployments)]
     metrics = Metrics(host.metrics_layout, segment,
-                      admissions={d.name: a for d, a in zip(config.deployments, admission.admissions)},
-                      breakers={d.name: b.breakers for d, b in zip(config.deployments, breakers)})
+                      admissions=admission.views(config.deployments, host.index.rate_gates),
+                      breakers={d.name: b.breakers for d, b in zip(config.deployments, breakers)},
+                      buckets={name: segment.bucket(i) for name, i in host.index.buckets.items()})
+    limits = Limits.for_worker(config, host, index, admission, metrics)
 
     def on_rotate(deployment: str, cause: str) -> None:
         if cause == "file_changed":  # auth, admin and reload rebuilds are counted where they happen
             metrics.session_rebuild(deployment, cause)
 
     sessions = await SessionRegistry.open(config, on_rotate)
-    engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics)
+    engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics, limits=limits,
+                    segment=segment)
+    engine.start()
     gateway = Gateway(engine, max_body_bytes=server.max_body_bytes, body_timeout_s=server.client_body_timeout_s,
                       admin_key=await _admin_key(server),
                       admin_throttle=FailureThrottle.in_segment(metrics, host.auth_salt))
+    limits.start(loop)
     runners = [await _start_site(gateway.app(operator_routes=admin_sock is None), sock, server, gateway.drain)]
     if admin_sock is not None:
         runners.append(await _start_site(gateway.operator_app(), admin_sock, server, gateway.drain))
@@ -127,8 +134,10 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     log.debug("worker %d (pid %d) serving", index, os.getpid())
     await drain.wait()
     log.info("worker %d draining (%s)", index, "stop" if drain.stopping else "reload")
+    await limits.stop()       # the supervisor saves the final limit state once every worker is gone
     await drain.run(gateway.drain, runners)
     probe.stop()
+    await engine.drain()      # backend sessions this generation still holds open are closed
     admission.stop(loop)
     await sessions.close()
     log.debug("worker %d closed", index)

@@ -1,0 +1,437 @@
+"""Keys' and deployments' limits on the request path: RPM/TPM buckets, key concurrency, budgets.
+
+Owns: what a request draws on and gives back —
+
+- per gateway key: its budget (spend in the current UTC period), its
+  ``max_concurrency`` slots, its ``rpm`` and ``tpm`` buckets. Any of them short
+  is a 429 (``rate_limit_exceeded`` / ``budget_exceeded``) at once;
+- per deployment: its ``rate_limit`` buckets (the upstream's quota), short:
+  ``on_capacity_exhausted`` — ``queue`` waits in the deployment's rate queue (the
+  host-wide priority queue, one slot: its holder sleeps until the bucket's tokens
+  are due, everyone else waits their turn in priority order, woken through their
+  worker's eventfd), ``reject`` answers 429, ``fallback`` goes to the first
+  usable fallback;
+- the ``Grant`` a request holds from admission to its end: tokens are charged
+  as an estimate (prompt + ``max_tokens``) and corrected to the upstream's usage
+  when the request ends (a failed request gives back every token it did not
+  use); spend is added; the key's slot is given back. Exactly once.
+- the ``x-ratelimit-*`` headers of every answer under a limit.
+
+Storage is the ``LimitStore`` (``store``): the host's segment here, a cluster later.
+Must not touch: HTTP objects (errors are raised, the gateway renders them),
+routing, providers, configuration files.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from ..errors import BudgetExceeded, RateLimited
+from ..formats.common import estimate_tokens, prompt_chars
+from .admission import AdmissionControl, CapacityExhausted
+from .periods import PeriodClock, period_at
+from .persist import StateFlusher
+from .store import LimitStore, LocalStore
+
+_IDLE = (0, 0)
+
+_MICRO = 1_000_000
+
+
+def estimated_tokens(body: dict) -> int:
+    """A request's charge at admission: its prompt (about 4 characters a token) and, when it sets
+    one, ``max_tokens`` for every choice it asks for."""
+    tokens = estimate_tokens(prompt_chars(body))
+    most = body.get("max_tokens") or body.get("max_completion_tokens")
+    if type(most) is int:
+        n = body.get("n")
+        tokens += most * (n if type(n) is int and n > 1 else 1)
+    return tokens
+
+
+def reset_duration(seconds: float) -> str:
+    """A wait as OpenAI writes it in ``x-ratelimit-reset-*``: ``20ms``, ``1s``, ``1.5s``, ``6m0s``, ``1h2m3s``."""
+    if seconds <= 0:
+        return "0s"
+    ms = math.ceil(seconds * 1000)
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    total = math.ceil(ms / 1000)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
+
+
+class Bucket:
+    """One limit's bucket as the request path reads it: its id in the store, and what its
+    ``x-ratelimit-*`` headers need, computed once."""
+
+    __slots__ = ("id", "level", "capacity", "capacity_text", "seconds_per_token")
+
+    def __init__(self, store: LimitStore, bucket: int):
+        self.id = bucket
+        self.level = store.level_reader(bucket)        # tokens now, negative in debt
+        self.capacity = store.capacity(bucket)
+        self.capacity_text = str(self.capacity)
+        self.seconds_per_token = 1.0 / store.rate_per_s(bucket)
+
+
+def _buckets(store: LimitStore, buckets: dict, scope: str, name: str) -> tuple[Bucket | None, Bucket | None]:
+    return tuple(Bucket(store, buckets[(scope, name, kind)]) if (scope, name, kind) in buckets else None
+                 for kind in ("requests", "tokens"))
+
+
+class _Draw:
+    """The buckets one key or deployment draws on: ids and how much of each a request takes."""
+
+    __slots__ = ("requests", "tokens", "ids")
+
+    def __init__(self, requests: Bucket | None, tokens: Bucket | None):
+        self.requests = requests
+        self.tokens = tokens
+        self.ids = [b.id for b in (requests, tokens) if b is not None]
+
+    def amounts(self, grant: "Grant") -> list[int]:
+        if self.tokens is None:
+            return _ONE
+        return [1, grant.tokens] if self.requests is not None else [grant.tokens]
+
+
+class KeyLimits(_Draw):
+    """One gateway key's limits, as this worker reaches them."""
+
+    __slots__ = ("name", "index", "concurrency", "budget_micro", "budget_usd", "period_kind", "period", "config",
+                 "spent")
+
+    def __init__(self, config, index: int, store: LimitStore, buckets: dict, concurrency):
+        super().__init__(*_buckets(store, buckets, "key", config.name))
+        self.config = config
+        self.name = config.name
+        self.index = index
+        self.spent = store.spent_reader(index)              # micro-USD spent in a period
+        self.concurrency = concurrency                      # shm KeyConcurrency (limit 0: counted only)
+        budget = config.budget
+        self.budget_usd = budget.usd if budget is not None else None
+        self.budget_micro = round(budget.usd * _MICRO) if budget is not None else None
+        # spend is kept per budget period; a key without a budget keeps its total
+        self.period_kind = budget.period if budget is not None else "total"
+        self.period = PeriodClock(self.period_kind)
+
+
+class DeploymentLimits(_Draw):
+    """One deployment's ``rate_limit`` buckets and, under ``queue``, its rate queue."""
+
+    __slots__ = ("name", "gate_index", "gate", "policy")
+
+    def __init__(self, config, store: LimitStore, buckets: dict, gate_index: int | None, gate):
+        super().__init__(*_buckets(store, buckets, "deployment", config.name))
+        self.name = config.name
+        self.gate_index = gate_index          # admission index of the rate queue (policy queue only)
+        self.gate = gate
+        self.policy = config.on_capacity_exhausted
+
+
+class Limits:
+    """This worker's side of every key's and deployment's limits."""
+
+    def __init__(self, config, store: LimitStore, *, worker: int, keys: dict, buckets: dict,
+                 key_concurrency: list, admission: AdmissionControl | None = None, gates: dict | None = None,
+                 metrics=None):
+        """``keys``: key name -> index; ``buckets``: (scope, name, kind) -> bucket id;
+        ``key_concurrency``: shm ``KeyConcurrency`` per key index; ``gates``: deployment name ->
+        admission index of its rate queue."""
+        self.store = store
+        self.worker = worker
+        self.metrics = metrics
+        self.admission = admission
+        gates = gates or {}
+        self.keys = {k.name: KeyLimits(k, keys[k.name], store, buckets, key_concurrency[keys[k.name]])
+                     for k in config.keys}
+        self.deployments: list[DeploymentLimits | None] = []
+        for d in config.deployments:
+            gate_index = gates.get(d.name)
+            gate = admission.admissions[gate_index] if gate_index is not None and admission else None
+            limits = DeploymentLimits(d, store, buckets, gate_index, gate)
+            self.deployments.append(limits if limits.ids else None)
+        self.wall_time = time.time   # wall clock: budget periods are calendar periods
+        # nothing to do per request when nothing is limited and no key is configured
+        self.active = bool(self.keys) or any(self.deployments)
+        self.flusher = None
+
+    @classmethod
+    def for_worker(cls, config, host, worker: int, admission: AdmissionControl, metrics) -> "Limits":
+        """This worker's limits over the host's segment (``host``: ``process.hostwide.HostState``),
+        saving the host's state under ``server.state_dir`` when this worker holds the lease."""
+        segment, index = host.segment, host.index
+        store = LocalStore(segment, len(index.buckets), len(index.keys))
+        limits = cls(config, store, worker=worker, keys=index.keys, buckets=index.buckets,
+                     key_concurrency=[segment.key_concurrency(k) for k in range(len(index.keys))],
+                     admission=admission, gates=index.rate_gates, metrics=metrics)
+        if host.state_dir is not None:
+            limits.flusher = StateFlusher(host.state_dir, segment, store, index.buckets, index.keys, config, worker)
+        return limits
+
+    def start(self, loop) -> None:
+        if self.flusher is not None:
+            self.flusher.start(loop)
+
+    async def stop(self) -> None:
+        if self.flusher is not None:
+            await self.flusher.stop()
+
+    # ------------------------------------------------------------ admission
+
+    def admit(self, req) -> "Grant":
+        """The request's grant; with a key, its limits are taken now or a 429 is raised."""
+        key = self.keys.get(req.key) if req.key is not None else None
+        grant = Grant(self, key, req)
+        if key is not None:
+            self._admit_key(grant, key, req)
+        return grant
+
+    def _admit_key(self, grant: "Grant", key: KeyLimits, req) -> None:
+        if key.budget_micro is not None:
+            if key.spent(key.period.current(self.wall_time())) >= key.budget_micro:
+                self._reject(req, "budget_exceeded")
+                total = key.period_kind == "total"
+                raise BudgetExceeded(
+                    f"Key {key.name} has spent its budget of ${key.budget_usd:g} for this "
+                    + ("key (a total budget: it does not reset)." if total else
+                       f"{key.period_kind}; it resets at the start of the next one (UTC)."),
+                    retry_after=math.inf if total else key.period.ends_at - self.wall_time(),
+                    headers=grant.rate_headers())
+        if not key.concurrency.try_acquire(self.worker):
+            self._reject(req, "key_concurrency")
+            raise RateLimited(f"Key {key.name} already has {key.concurrency.limit} requests in flight "
+                              "(its max_concurrency); retry when one has finished.",
+                              retry_after=1.0, headers=grant.rate_headers())
+        grant.key_slot = True
+        if not key.ids:
+            return
+        ok, wait = self.store.take(key.ids, key.amounts(grant))
+        if ok:
+            if key.tokens is not None:
+                grant.key_tokens = grant._tokens
+            return
+        grant.release()
+        self._reject(req, "key_rate_limited")
+        if wait == math.inf:
+            raise RateLimited(self._unmeetable(f"key {key.name}", key.tokens, grant.tokens),
+                              retry_after=math.inf, headers=grant.rate_headers())
+        raise RateLimited(f"Key {key.name} is over its rate limit ({self._limits_text(key.config)}); "
+                          f"retry in {max(1, math.ceil(wait))}s.", retry_after=wait, headers=grant.rate_headers())
+
+    def take_deployment(self, grant: "Grant", index: int, req, timeout_s: float):
+        """Take from deployment ``index``'s rate buckets, or raise per its ``on_capacity_exhausted``.
+
+        Returns None when taken (or the deployment has no rate limit), or, under ``queue`` when
+        the bucket is short or others wait, a coroutine to await: it waits in the deployment's
+        rate queue up to ``timeout_s`` (then 503). The fast path skips the queue only when nobody
+        waits in it, so waiters keep their order.
+        """
+        dep = self.deployments[index]
+        if dep is None:
+            return None
+        amounts = dep.amounts(grant)
+        gate = dep.gate
+        if gate is None or gate.counts() == _IDLE:
+            ok, wait = self.store.take(dep.ids, amounts)
+            if ok:
+                grant.charged(dep)
+                return None
+            if wait == math.inf or gate is None:
+                grant.refused(dep)
+                self._reject(req, "rate_limited", dep.name)
+                if wait == math.inf:
+                    raise _deployment_limited(self._unmeetable(f"deployment {dep.name}", dep.tokens, grant.tokens),
+                                              math.inf, fallback=True, headers=grant.rate_headers())
+                raise _deployment_limited(f"Deployment {dep.name} is over its upstream's rate limit; "
+                                          f"retry in {max(1, math.ceil(wait))}s.", wait,
+                                          fallback=dep.policy == "fallback", headers=grant.rate_headers())
+        return self._wait_in_rate_queue(grant, dep, amounts, req.priority, timeout_s)
+
+    async def _wait_in_rate_queue(self, grant: "Grant", dep: DeploymentLimits, amounts: list[int],
+                                  priority: int, timeout_s: float) -> None:
+        """Hold the rate queue's one slot (waiting for it in priority order), then sleep until the
+        bucket's tokens are due and take them; give the slot to the next waiter either way."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            await self.admission.acquire(dep.gate_index, priority, "queue", timeout_s)
+        except CapacityExhausted as e:
+            grant.refused(dep)
+            e.headers.update(grant.rate_headers())
+            raise
+        try:
+            while True:
+                ok, wait = self.store.take(dep.ids, amounts)
+                if ok:
+                    grant.charged(dep)
+                    return
+                left = deadline - loop.time()
+                if wait == math.inf or wait > left:
+                    # a charge corrected upwards can push the wait past the timeout: say so now
+                    grant.refused(dep)
+                    if wait == math.inf:
+                        raise _deployment_limited(self._unmeetable(f"deployment {dep.name}", dep.tokens,
+                                                                   grant.tokens),
+                                                  math.inf, fallback=True, headers=grant.rate_headers())
+                    error = CapacityExhausted(f"Waited {timeout_s:g}s in the queue for the rate limit of "
+                                              f"deployment {dep.name}; it admits this request in {wait:.1f}s.",
+                                              "queue_timeout")
+                    error.retry_after = wait
+                    error.headers.update(grant.rate_headers())
+                    raise error
+                await asyncio.sleep(wait)
+        finally:
+            self.admission.release(dep.gate_index)
+
+    def _reject(self, req, reason: str, deployment: str | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected(deployment or req.model, reason)
+
+    @staticmethod
+    def _unmeetable(what: str, bucket: Bucket | None, tokens: int) -> str:
+        if bucket is None:
+            return f"This request can never fit the limits of {what}."
+        return (f"This request needs {tokens} tokens (its prompt and max_tokens) but {what} holds at most "
+                f"{bucket.capacity} (its tokens-per-minute limit): it can never be admitted. "
+                "Lower max_tokens or shorten the prompt.")
+
+    @staticmethod
+    def _limits_text(config) -> str:
+        parts = [f"{v} {unit}" for v, unit in ((config.rpm, "requests"), (config.tpm, "tokens")) if v]
+        return " and ".join(parts) + " per minute"
+
+    # ------------------------------------------------------------ reading
+
+    def period_of(self, key: KeyLimits) -> int:
+        return key.period.current(self.wall_time())
+
+    @staticmethod
+    def remaining(bucket: Bucket) -> int:
+        """Whole tokens left (0 in debt)."""
+        return max(0, math.floor(bucket.level()))
+
+
+_ONE = [1]           # a request's draw on a requests-only bucket (read, never changed)
+_IDLE = (0, 0)       # a rate queue nobody holds or waits in
+
+
+def _deployment_limited(message: str, retry_after: float, *, fallback: bool, headers: dict) -> RateLimited:
+    error = RateLimited(message, retry_after=retry_after, headers=headers)
+    error.fallback = fallback
+    return error
+
+
+class Grant:
+    """What one request took from the limits, given back or corrected exactly once (``settle``)."""
+
+    __slots__ = ("limits", "key", "req", "key_slot", "key_tokens", "seen", "_tokens", "settled")
+
+    def __init__(self, limits: Limits, key: KeyLimits | None, req):
+        self.limits = limits
+        self.key = key
+        self.req = req
+        self.key_slot = False                  # holds one of the key's concurrency slots
+        self.key_tokens: int | None = None     # the estimate charged to the key's tokens bucket
+        # deployments whose limits applied: (deployment, tokens charged to it; -1 when it refused)
+        self.seen: list[tuple[DeploymentLimits, int]] = []
+        self._tokens = -1
+        self.settled = False
+
+    @property
+    def tokens(self) -> int:
+        """The request's estimated tokens (computed once, only when a tokens bucket needs it)."""
+        if self._tokens < 0:
+            self._tokens = estimated_tokens(self.req.body)
+        return self._tokens
+
+    def charged(self, dep: DeploymentLimits) -> None:
+        self.seen.append((dep, self._tokens if dep.tokens is not None else 0))
+
+    def refused(self, dep: DeploymentLimits) -> None:
+        self.seen.append((dep, -1))
+
+    def release(self) -> None:
+        """Give back the key's concurrency slot (once)."""
+        if self.key_slot:
+            self.key_slot = False
+            self.key.concurrency.release(self.limits.worker)
+
+    def settle(self, served: int | None = None) -> None:
+        """The request has ended: correct every tokens bucket to the usage of the deployment
+        that served it (``served``, its index; None: nothing was served, every token goes back),
+        add the spend, give back the key's slot. Once; reads ``req.usage`` and ``req.cost_usd``."""
+        if self.settled:
+            return
+        self.settled = True
+        limits = self.limits
+        store = limits.store
+        usage = self.req.usage if served is not None else None
+        used = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0) if usage else 0
+        if self.seen:
+            served_by = limits.deployments[served] if served is not None else None
+            for dep, charged in self.seen:
+                if charged >= 0 and dep.tokens is not None:
+                    store.adjust(dep.tokens.id, (used if dep is served_by else 0) - charged)
+        key = self.key
+        if key is not None:
+            if self.key_tokens is not None:
+                store.adjust(key.tokens.id, used - self.key_tokens)
+            if usage:
+                cost = self.req.cost_usd
+                if cost:
+                    store.add_spend(key.index, limits.period_of(key), round(cost * _MICRO))
+                if limits.metrics is not None:
+                    limits.metrics.key_usage(key.name, usage.get("prompt_tokens", 0),
+                                             usage.get("completion_tokens", 0), usage.get("cached_tokens", 0), cost)
+            self.release()
+
+    def rate_headers(self) -> dict:
+        """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left."""
+        requests = tokens = None
+        requests_left = tokens_left = 0.0
+        key = self.key
+        if key is not None:
+            if key.requests is not None:
+                requests, requests_left = key.requests, key.requests.level()
+            if key.tokens is not None:
+                tokens, tokens_left = key.tokens, key.tokens.level()
+        for dep, _ in self.seen:
+            bucket = dep.requests
+            if bucket is not None:
+                left = bucket.level()
+                if requests is None or left < requests_left:
+                    requests, requests_left = bucket, left
+            bucket = dep.tokens
+            if bucket is not None:
+                left = bucket.level()
+                if tokens is None or left < tokens_left:
+                    tokens, tokens_left = bucket, left
+        headers = {}
+        if requests is not None:
+            headers["x-ratelimit-limit-requests"] = requests.capacity_text
+            headers["x-ratelimit-remaining-requests"] = str(int(requests_left)) if requests_left > 0 else "0"
+            headers["x-ratelimit-reset-requests"] = reset_duration(
+                (requests.capacity - requests_left) * requests.seconds_per_token)
+        if tokens is not None:
+            headers["x-ratelimit-limit-tokens"] = tokens.capacity_text
+            headers["x-ratelimit-remaining-tokens"] = str(int(tokens_left)) if tokens_left > 0 else "0"
+            headers["x-ratelimit-reset-tokens"] = reset_duration((tokens.capacity - tokens_left) * tokens.seconds_per_token)
+        return headers
+
+
+def budget_state(limits: Limits, key: KeyLimits) -> dict | None:
+    """A key's budget as the admin API shows it, or None without one."""
+    if key.budget_micro is None:
+        return None
+    period = limits.period_of(key)
+    spent = limits.store.spent(key.index, period) / _MICRO
+    _, ends = period_at(key.period_kind, limits.wall_time())
+    return {"usd": key.budget_usd, "period": key.period_kind, "spent_usd": spent,
+            "remaining_usd": max(0.0, key.budget_usd - spent),
+            "resets_at": None if ends == math.inf else ends}

@@ -1,0 +1,163 @@
+"""Where limit state and spend are kept and shared: the seam between the limits and their storage.
+
+Owns: ``LimitStore``, the only object the rest of ``limits`` asks to take from a
+token bucket, correct a bucket, read a level, or add and read a key's spend;
+and ``LimitSnapshot``, the state by name (bucket levels, spend) that persistence
+writes and restores. ``LocalStore`` keeps everything in the host's shared
+segment: lock-free, exact across the host's worker processes, no I/O.
+
+The seam for a cluster (``[cluster]``):
+
+- ``approximate``: keep ``LocalStore`` on the request path and sync in the
+  background (one worker per host, under ``LEASE_CLUSTER_SYNC``). Per bucket,
+  ``own_usage(bucket)`` is this host's per-node counter (tokens it took and was
+  charged, minus refunds, since the segment was made; monotonic apart from
+  refunds, carried across a reload) — publish its deltas; ``add_remote_usage``
+  charges a bucket for what other hosts used (it may go into debt) without
+  counting it in ``own_usage``, so the published counter never echoes remote
+  use back. Per key, spend this host adds goes through ``add_spend``; what other
+  hosts spent is added with ``add_remote_spend`` (the budget check reads the
+  sum through ``spent``). The host's own cost per key, monotonic, is the
+  ``fastinfer_key_cost_usd_total`` counter (``Metrics``). Nothing in Redis runs
+  on the request path.
+- ``strict``: a store whose ``synchronous`` is False; its ``take_async`` is one
+  Redis script (EVALSHA) taking every bucket all or none, and ``adjust`` /
+  ``add_spend`` go to Redis too. Callers await ``take_async`` when
+  ``synchronous`` is False and call ``take`` otherwise (the local path stays a
+  plain call: no coroutine per request).
+
+Must not touch: HTTP, configuration, policies (which bucket a request draws on
+and what happens when it is short are ``quota``'s).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BucketName = tuple[str, str, str]       # (scope "key" | "deployment", name, kind "requests" | "tokens")
+
+
+@dataclass
+class LimitSnapshot:
+    """Limit state by name, for persistence and sync: levels are tokens now (negative: debt);
+    spend is (period kind, period id, micro-USD) per key."""
+
+    buckets: dict[BucketName, float] = field(default_factory=dict)
+    spend: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+
+
+class LimitStore:
+    """What the limits read and change; ``LocalStore`` is the host's segment."""
+
+    synchronous = True
+
+    def take(self, ids, amounts) -> tuple[bool, float]:
+        """Take ``amounts[i]`` from bucket ``ids[i]``, all or none: (True, 0.0), or (False, seconds
+        until they could all be taken; inf when one amount is more than its bucket holds)."""
+        raise NotImplementedError
+
+    async def take_async(self, ids, amounts) -> tuple[bool, float]:
+        """``take`` for stores that must ask another process (strict cluster mode)."""
+        return self.take(ids, amounts)
+
+    def adjust(self, bucket: int, delta: int) -> None:
+        """Correct a bucket after the fact: ``delta`` > 0 more was used (may go into debt), < 0 less."""
+        raise NotImplementedError
+
+    def level(self, bucket: int) -> float:
+        """Tokens in the bucket now (negative: debt)."""
+        raise NotImplementedError
+
+    def level_reader(self, bucket: int):
+        """A function of no argument returning ``level(bucket)`` (the request path keeps one per bucket)."""
+        return lambda: self.level(bucket)
+
+    def capacity(self, bucket: int) -> int:
+        raise NotImplementedError
+
+    def rate_per_s(self, bucket: int) -> float:
+        raise NotImplementedError
+
+    def add_spend(self, key: int, period: int, micro_usd: int) -> int:
+        """Add to a key's spend in ``period``; returns the period's total (micro-USD)."""
+        raise NotImplementedError
+
+    def add_remote_spend(self, key: int, period: int, micro_usd: int) -> int:
+        """What other hosts spent, added to the key's spend in ``period`` (cluster sync)."""
+        return self.add_spend(key, period, micro_usd)
+
+    def own_usage(self, bucket: int) -> int:
+        """This host's own use of a bucket since start, as a per-node counter (cluster sync)."""
+        raise NotImplementedError
+
+    def add_remote_usage(self, bucket: int, tokens: int) -> None:
+        """Charge a bucket for what other hosts used, kept out of ``own_usage`` (cluster sync)."""
+        raise NotImplementedError
+
+    def spent(self, key: int, period: int) -> int:
+        """micro-USD the key spent in ``period`` (0 when another period is current)."""
+        raise NotImplementedError
+
+    def spent_reader(self, key: int):
+        """A function of ``period`` returning ``spent(key, period)`` (kept per key by the request path)."""
+        return lambda period: self.spent(key, period)
+
+    def export_spend(self, key: int) -> tuple[int, int]:
+        """(period id, micro-USD) as stored."""
+        raise NotImplementedError
+
+    def restore_spend(self, key: int, period: int, micro_usd: int) -> None:
+        raise NotImplementedError
+
+    def set_level(self, bucket: int, tokens: float) -> None:
+        raise NotImplementedError
+
+
+class LocalStore(LimitStore):
+    """The host's shared segment: GCRA buckets and spend words, one CAS per call."""
+
+    def __init__(self, segment, n_buckets: int, n_keys: int):
+        self.take = segment.take_all        # the compiled call itself: no hop on the request path
+        self.buckets = [segment.bucket(i) for i in range(n_buckets)]
+        self.spend = [segment.key_spend(k) for k in range(n_keys)]
+
+    def level_reader(self, bucket: int):
+        return self.buckets[bucket].available
+
+    def spent_reader(self, key: int):
+        return self.spend[key].spent
+
+    def adjust(self, bucket: int, delta: int) -> None:
+        if delta > 0:
+            self.buckets[bucket].charge(delta)
+        elif delta < 0:
+            self.buckets[bucket].refund(-delta)
+
+    def level(self, bucket: int) -> float:
+        return self.buckets[bucket].available()
+
+    def own_usage(self, bucket: int) -> int:
+        return self.buckets[bucket].consumed
+
+    def add_remote_usage(self, bucket: int, tokens: int) -> None:
+        self.buckets[bucket].charge_remote(tokens)
+
+    def capacity(self, bucket: int) -> int:
+        return self.buckets[bucket].capacity
+
+    def rate_per_s(self, bucket: int) -> float:
+        return self.buckets[bucket].rate_per_s
+
+    def add_spend(self, key: int, period: int, micro_usd: int) -> int:
+        return self.spend[key].add(period, micro_usd)
+
+    def spent(self, key: int, period: int) -> int:
+        return self.spend[key].spent(period)
+
+    def export_spend(self, key: int) -> tuple[int, int]:
+        return self.spend[key].export()
+
+    def restore_spend(self, key: int, period: int, micro_usd: int) -> None:
+        self.spend[key].restore(period, micro_usd)
+
+    def set_level(self, bucket: int, tokens: float) -> None:
+        self.buckets[bucket].set_available(tokens)
