@@ -1,6 +1,7 @@
-"""The fastinfer configs a bench run serves: bare, and with every feature on.
+"""The fastinfer configs a bench run serves: bare, with every feature on, and the user's variants.
 
-Owns: both configs, and finding which of the features this source tree supports. The features
+Owns: the configs (``with_settings`` puts a ``--gateway-config`` or ``--variant`` on the bare one),
+and finding which of the features this source tree supports. The features
 config asks for everything a production gateway would run with — a gateway key (the load generator
 sends ``Authorization: Bearer bench``), the key's rpm/tpm limits and the deployment's upstream
 ``rate_limit`` (all far above anything a bench sends, so they are checked on every request and
@@ -35,10 +36,11 @@ FEATURES = {
 
 
 def bare_config(upstream_port: int) -> dict:
-    """One deployment on the mock; no keys, no limits, no access log (where the tree has one)."""
+    """One deployment on the mock; no keys, no limits, no access log (where the tree has one); warnings
+    and errors only (``server.log_level`` or ``logging.level``, whichever the tree has)."""
     return {
         "server": {"log_level": "warning"},
-        "logging": {"access_log": False},
+        "logging": {"level": "warning", "access_log": False},
         "deployments": [{
             "name": "bench", "provider": "openai_compatible", "model": "mock-model",
             "max_concurrency": 100000, "retry": {"max_attempts": 1},
@@ -57,6 +59,17 @@ def features_config(upstream_port: int) -> dict:
     config["deployments"][0]["rate_limit"] = {"rpm": _NEVER_BINDS, "tpm": _NEVER_BINDS}
     return config
 
+
+def with_settings(config: dict, settings: dict) -> dict:
+    """``config`` with ``settings`` (a parsed ``--gateway-config`` or ``--variant``) laid over it: a
+    table merges into the table of the same name, any other value (an array of tables too) replaces."""
+    out = copy.deepcopy(config)
+    for key, value in settings.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = with_settings(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 def limits_config(upstream_port: int) -> dict:
     """``bare_config`` plus a gateway key with rpm, tpm, max_concurrency and a budget, and the

@@ -35,7 +35,7 @@ def config(upstream_port: int) -> str:
 name = "r{i}"
 base_url = "http://127.0.0.1:{upstream_port}/v1"
 """ for i in range(3))
-    return "[server]\nlog_level = \"warning\"\n" + "".join(f"""
+    return "[logging]\nlevel = \"warning\"\naccess_log = false\n" + "".join(f"""
 [[deployments]]
 name = "{name}"
 provider = "openai_compatible"

@@ -17,6 +17,12 @@ fastinfer's figures as ratios to each peer's. It writes JSON and Markdown to
 checkout with its compiled core built in place, e.g. ``git worktree add`` of
 main) on the same mock, runs every scenario through it too, and reports this
 tree against it as ratios: a before/after measured in one run.
+
+``--variant LABEL=TOML`` starts one more fastinfer path of this tree, the bare
+config with ``TOML``'s settings on it (e.g. ``logging = { format = "json",
+access_log = true }``), runs every scenario through it too, and reports it
+against the ``gateway`` path (whose own settings ``--gateway-config`` gives) as
+ratios: what a feature costs, measured in one run.
 """
 from __future__ import annotations
 
@@ -24,10 +30,12 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -36,7 +44,7 @@ from .nginx import nginx_binary
 from .loadgen import LoadResult, run_asyncio, run_wrk, wrk_available
 from .proctree import CpuLayout, parse_cpus, worker_split
 from .profiling import start_profiler, summarize_profile
-from .targets import ALL_TARGETS, start_targets, wanted_targets
+from .targets import ALL_TARGETS, RESERVED_LABELS, start_targets, wanted_targets
 from .upstream import start_upstream
 from .vllm_router import find_vllm_router
 STREAM_CHUNKS = 64   # data events per stream the client receives (role + content + finish)
@@ -151,7 +159,9 @@ def run_all(args) -> dict:
     rows, profiles, memory = [], {}, {}
     try:
         paths, info = start_targets(labels, upstream, workdir, args.workers, layout, vllm_router,
-                                    Path(args.baseline_tree).resolve() if args.baseline_tree else None)
+                                    Path(args.baseline_tree).resolve() if args.baseline_tree else None,
+                                    tomllib.loads(args.gateway_config),
+                                    {label: tomllib.loads(toml) for label, toml in args.variant})
     except BaseException:
         upstream.stop()
         raise
@@ -190,6 +200,10 @@ def run_all(args) -> dict:
         "cpu_layout": layout.describe(),
         "mock": upstream.kind, "targets": [label for label, _ in paths], "skipped": skipped,
         "workers_of": info["workers"], "features": info.get("features", {}), "memory": memory,
+        "gateway_config": args.gateway_config,
+        # what each fastinfer path wrote to its standard error over the run (the access log, when on)
+        "log_bytes": {label: service.log.stat().st_size for label, service in paths
+                      if getattr(service, "log", None) and service.log.exists()},
         "rows": rows, "summary": summarize(rows),
         "summaries": {label: summarize(rows, label) for label, _ in paths[1:]},
     }
@@ -199,6 +213,11 @@ def run_all(args) -> dict:
         report["baseline_tree"] = str(Path(args.baseline_tree).resolve())
         report["baseline_summary"] = report["summaries"]["baseline"]
         report["against_baseline"] = against_baseline(report["summary"], report["baseline_summary"])
+    if args.variant:
+        report["variants"] = {label: {"config": toml, "summary": report["summaries"][label],
+                                      "against_gateway": against_baseline(report["summaries"][label],
+                                                                          report["summary"])}
+                              for label, toml in args.variant}
     if "gateway" in report["summaries"] and "gateway-limits" in report["summaries"]:
         report["limits_cost"] = limits_cost(report["summaries"]["gateway"], report["summaries"]["gateway-limits"])
     report["peer_table"] = peer_table.build(report)
@@ -346,7 +365,9 @@ def to_markdown(report: dict) -> str:
              f"apart ('paced'), "
              f"load: {report['load_tool']}, CPUs: {report['cpus']}, mock upstream: {report['mock']}, "
              f"{report['cpu_layout']}; the machine's load average (1 min) at start {report['loadavg_at_start']:.2f}, "
-             f"over the scenarios {report['loadavg_range'][0]:.2f}–{report['loadavg_range'][1]:.2f}", "",
+             f"over the scenarios {report['loadavg_range'][0]:.2f}–{report['loadavg_range'][1]:.2f}"
+             + (f"; the gateway's config adds `{_one_line(report['gateway_config'])}`"
+                if report.get("gateway_config") else ""), "",
              peer_table.to_markdown(report), "## Every scenario", "",
              "| scenario | req/s | p50 ms | p99 ms | TTFC p50 ms | chunks/s | CPU µs/req | CPU µs/chunk | errors |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -368,20 +389,15 @@ def to_markdown(report: dict) -> str:
                          f"| {s.get('gateway_cpu_us_per_stream_setup', '')} |")
     if "against_baseline" in report:
         lines += ["", f"This tree against the baseline tree `{report['baseline_tree']}` (same run, same mock; "
-                  "ratio = this / baseline, below 1 is cheaper):", "",
-                  "| scenario | CPU µs/req this | baseline | ratio | CPU µs/chunk this | baseline | ratio "
-                  "| µs per extra chunk this | baseline | ratio | p99 added ms this | baseline |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for name, c in report["against_baseline"].items():
-            def cells(key, ratio=True):
-                v = c.get(key)
-                if v is None:
-                    return ["", "", ""] if ratio else ["", ""]
-                return [str(v["this"]), str(v["baseline"])] + ([str(v["ratio"])] if ratio else [])
-            lines.append("| " + " | ".join([name, *cells("gateway_cpu_us_per_request"),
-                                             *cells("gateway_cpu_us_per_chunk"),
-                                             *cells("gateway_cpu_us_per_extra_chunk"),
-                                             *cells("p99_added_ms", ratio=False)]) + " |")
+                  "ratio = this / baseline, below 1 is cheaper):", ""]
+        lines += comparison_table(report["against_baseline"], "this", "baseline")
+    for label, variant in report.get("variants", {}).items():
+        lines += ["", f"Variant `{label}` against the gateway (same run, same mock; its config adds "
+                  f"`{_one_line(variant['config'])}`; ratio = {label} / gateway, above 1 costs more):", ""]
+        lines += comparison_table(variant["against_gateway"], label, "gateway")
+    if report.get("log_bytes"):
+        lines += ["", "Bytes each fastinfer path wrote to its log (standard error) over the run: "
+                  + ", ".join(f"{label} {size}" for label, size in report["log_bytes"].items())]
     if "limits_cost" in report:
         lines += ["", "A gateway key with its RPM/TPM, concurrency and budget, and a deployment rate limit, all "
                   "on and none binding (`gateway-limits`), against none (`gateway`); same run, same mock, "
@@ -391,6 +407,53 @@ def to_markdown(report: dict) -> str:
             lines.append(f"| {name} | {c['cpu_us_per_request']} | {c['cpu_us_per_request_with_limits']} "
                          f"| {c['added_us_per_request']} | {c['ratio']} |")
     return "\n".join(lines) + "\n"
+
+
+def comparison_table(compared: dict, this: str, baseline: str) -> list[str]:
+    """Markdown rows of ``against_baseline``'s figures: ``this`` and ``baseline`` side by side, and their ratio."""
+    lines = [f"| scenario | CPU µs/req {this} | {baseline} | ratio | CPU µs/chunk {this} | {baseline} | ratio "
+             f"| µs per extra chunk {this} | {baseline} | ratio | p99 added ms {this} | {baseline} |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, c in compared.items():
+        def cells(key, ratio=True):
+            v = c.get(key)
+            if v is None:
+                return ["", "", ""] if ratio else ["", ""]
+            return [str(v["this"]), str(v["baseline"])] + ([str(v["ratio"])] if ratio else [])
+        lines.append("| " + " | ".join([name, *cells("gateway_cpu_us_per_request"),
+                                         *cells("gateway_cpu_us_per_chunk"),
+                                         *cells("gateway_cpu_us_per_extra_chunk"),
+                                         *cells("p99_added_ms", ratio=False)]) + " |")
+    return lines
+
+
+def _one_line(toml: str) -> str:
+    return " ".join(toml.split())
+
+
+def parse_variant(text: str) -> tuple[str, str]:
+    """``LABEL=TOML`` -> (label, toml), refused (ValueError) when either is unusable."""
+    label, sep, toml = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", label) or label in RESERVED_LABELS:
+        raise ValueError(f"--variant {text!r}: expected LABEL=TOML, LABEL of letters, digits, '-', '_', '.' "
+                         f"and none of {', '.join(RESERVED_LABELS)}")
+    _toml(toml, f"--variant {label}")
+    return label, toml
+
+
+def _toml(text: str, option: str = "--gateway-config") -> str:
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{option}: not TOML: {e}") from None
+    return text
+
+
+def _variant(text: str) -> tuple[str, str]:
+    try:
+        return parse_variant(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,7 +504,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-tree", metavar="PATH",
                         help="also run every scenario through a gateway started from this source tree (its "
                              "compiled core built in place), and report this tree against it")
+    parser.add_argument("--gateway-config", metavar="TOML", default="", type=_toml,
+                        help="settings laid over the gateway path's bare config (not the baseline tree's "
+                             "nor gateway-full's): the reference the variants are measured against")
+    parser.add_argument("--variant", metavar="LABEL=TOML", action="append", default=[], type=_variant,
+                        help="one more path: a gateway of this tree, its bare config with TOML's settings "
+                             "(e.g. 'json-log=logging = { format = \"json\", access_log = true }'), every scenario "
+                             "through it too, reported against the gateway path; repeatable")
     args = parser.parse_args(argv)
+    labels = [label for label, _ in args.variant]
+    if len(set(labels)) != len(labels):
+        parser.error(f"--variant: each label once (got {', '.join(labels)})")
+    if args.variant and args.targets and "gateway" not in args.targets:
+        parser.error("--variant is measured against the gateway path: keep gateway in --targets")
     args.loadavg_at_start = os.getloadavg()[0]
     if args.mock == "auto":
         args.mock = "nginx" if nginx_binary() else "python"

@@ -77,6 +77,7 @@ class Service(ProcessTree):
         # one in ``tree`` (a source tree whose compiled core is built in place)
         tree = tree or fastinfer_tree()
         env = {**os.environ, "PYTHONPATH": str(tree)}
+        self.log = log
         err = open(log, "ab") if log else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "fastinfer", *args], cwd=cwd, env=env,

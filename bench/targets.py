@@ -5,11 +5,13 @@ what the run should know about each (its config, its features, how many workers,
 left out). The paths, by label:
 
 - ``direct``: the mock itself — the floor every other path is compared with;
-- ``gateway``: fastinfer bare (no keys, no limits, no access log);
+- ``gateway``: fastinfer bare (no keys, no limits, no access log), plus ``--gateway-config``'s settings;
 - ``gateway-full``: fastinfer with every feature on (``gateway_configs.FEATURES``);
 - ``gateway-limits``: fastinfer with a gateway key and every limit on, none binding, no access log
   (``gateway_configs.limits_config``; only when ``--targets`` asks for it);
 - ``baseline``: fastinfer bare from another source tree (``--baseline-tree``);
+- a ``--variant``'s label: fastinfer bare of this tree plus the variant's settings, measured
+  against ``gateway``;
 - ``nginx``: Debian's nginx as a plain keep-alive reverse proxy — the proxy floor;
 - ``vllm-router``: the Rust router from PyPI, round robin over the one mock.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gateway_configs import accepted_config, accepted_features_config, bare_config, limits_config
+from .gateway_configs import accepted_config, accepted_features_config, bare_config, limits_config, with_settings
 from .nginx import nginx_binary, start_nginx_proxy
 from .proctree import CpuLayout, threads_of
 from .services import Service, fastinfer_tree
@@ -28,6 +30,7 @@ from .vllm_router import RUNTIME_THREADS, start_vllm_router
 ALL_TARGETS = ("direct", "gateway", "gateway-full", "gateway-limits", "nginx", "vllm-router")
 FASTINFER_TARGETS = ("gateway", "gateway-full", "gateway-limits", "baseline")
 OPT_IN_TARGETS = ("gateway-limits",)     # run only when --targets names them
+RESERVED_LABELS = ALL_TARGETS + ("baseline",)   # what a --variant may not be called
 
 
 def wanted_targets(asked: list[str] | None, vllm_router: str | None) -> tuple[list[str], dict[str, str]]:
@@ -52,23 +55,30 @@ def wanted_targets(asked: list[str] | None, vllm_router: str | None) -> tuple[li
 
 
 def start_targets(labels: list[str], upstream, workdir: str, workers: int, layout: CpuLayout,
-                  vllm_router: str | None, baseline_tree: Path | None) -> tuple[list[tuple[str, object]], dict]:
+                  vllm_router: str | None, baseline_tree: Path | None, gateway_settings: dict | None = None,
+                  variants: dict[str, dict] | None = None) -> tuple[list[tuple[str, object]], dict]:
     """Start every path; (label, service) in run order, and what the report says about them.
-    On failure the ones already started are stopped."""
+    ``gateway_settings`` go on the ``gateway`` path's bare config, each of ``variants`` (label ->
+    settings) is one more path: this tree's bare config with its settings. On failure the ones
+    already started are stopped."""
     started: list[tuple[str, object]] = [("direct", upstream)]
     info: dict = {"workers": {}}
     preexec = layout.gateway_preexec()
+    variants = variants or {}
     try:
-        for label in labels[1:] + (["baseline"] if baseline_tree else []):
-            if label in FASTINFER_TARGETS:
+        for label in labels[1:] + (["baseline"] if baseline_tree else []) + list(variants):
+            if label in FASTINFER_TARGETS or label in variants:
                 tree = baseline_tree if label == "baseline" else fastinfer_tree()
                 path = Path(workdir, f"{label}.toml")
                 if label == "gateway-full":
                     _, info["features"] = accepted_features_config(upstream.port, path, tree)
                 elif label == "gateway-limits":
                     accepted_config(limits_config(upstream.port), path, tree)
-                else:
+                elif label == "baseline":
                     accepted_config(bare_config(upstream.port), path, tree)
+                else:
+                    settings = gateway_settings if label == "gateway" else variants[label]
+                    _settings_config(label, settings or {}, upstream.port, path, tree)
                 service = Service(["serve", "--config", str(path), "--port", "0", "--workers", str(workers)],
                                   workdir, tree=tree, preexec=preexec, log=Path(workdir, f"{label}.log"))
                 service.metrics_path = "/metrics"
@@ -91,5 +101,17 @@ def start_targets(labels: list[str], upstream, workdir: str, workers: int, layou
         raise
     # the baseline runs right after direct, as before: the order alternates round by round
     if baseline_tree:
-        started.insert(1, started.pop())
+        started.insert(1, started.pop(len(started) - len(variants) - 1))
     return started, info
+
+
+def _settings_config(label: str, settings: dict, upstream_port: int, path: Path, tree: Path) -> None:
+    """This tree's bare config with ``settings`` on it, written to ``path``. Unlike the features
+    config nothing the user asked for is dropped: a setting check-config refuses stops the run."""
+    bare, _, _ = accepted_config(bare_config(upstream_port), path, tree)
+    if not settings:
+        return
+    _, refused, _ = accepted_config(with_settings(bare, settings), path, tree)
+    if refused:
+        option = "--gateway-config" if label == "gateway" else f"--variant {label}"
+        raise SystemExit(f"{option}: fastinfer check-config refuses " + "; ".join(refused))

@@ -14,18 +14,25 @@ from dataclasses import fields
 
 from . import __version__
 from .config import Config, ConfigError, Secret, ServerConfig, default_config, load_config, missing_credentials
-from .config.schema import check_field
+from .config.schema import LoggingConfig, check_field
+from .observe import setup_logging, tracing_unavailable
 from .redact import mask_url
 
 EXIT_CONFIG = 2
 # serve's flags and the server.* keys they override (checked by the same rules as the file)
-_SERVER_FLAGS = {"host": "--host", "port": "--port", "workers": "--workers", "log_level": "--log-level"}
+_SERVER_FLAGS = {"host": "--host", "port": "--port", "workers": "--workers"}
 # fixed for the life of a run: a reload keeps the sockets, the workers and the one-time token
 _FIXED_ACROSS_RELOAD = ("host", "port", "workers", "admin_host", "admin_port", "state_dir")
 
 
 def _load(path: str | None) -> Config:
-    return load_config(path) if path else default_config()
+    """The config to serve, refused (ConfigError) when this installation cannot do what it asks."""
+    config = load_config(path) if path else default_config()
+    if config.telemetry is not None:
+        why = tracing_unavailable()
+        if why:
+            raise ConfigError([f"telemetry: {why}"], config.source)
+    return config
 
 
 def not_yet_enforced(config: Config) -> list[str]:
@@ -57,11 +64,6 @@ def _report_config_error(e: ConfigError) -> int:
     return EXIT_CONFIG
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-
-
 # ------------------------------------------------------------------ commands
 
 def _server_overrides(args) -> dict:
@@ -69,6 +71,8 @@ def _server_overrides(args) -> dict:
     overrides = {key: getattr(args, key) for key in _SERVER_FLAGS if getattr(args, key) is not None}
     problems = [p for key, value in overrides.items()
                 for p in check_field(ServerConfig, key, value, _SERVER_FLAGS[key])]
+    if args.log_level is not None:
+        problems += check_field(LoggingConfig, "level", args.log_level, "--log-level")
     if problems:
         raise ConfigError(problems, "command line")
     return overrides
@@ -78,6 +82,17 @@ def _with_server(config: Config, **values) -> Config:
     return dataclasses.replace(config, server=dataclasses.replace(config.server, **values))
 
 
+def _with_log_level(config: Config, level: str | None) -> Config:
+    """``--log-level`` over ``logging.level``; it holds across reloads too."""
+    if level is None:
+        return config
+    return dataclasses.replace(config, logging=dataclasses.replace(config.logging, level=level))
+
+
+def _setup_logging(config: Config) -> None:
+    setup_logging(config.logging.level, config.logging.format)
+
+
 def cmd_serve(args) -> int:
     from .gateway.auth import resolve_key_hashes
     try:
@@ -85,8 +100,8 @@ def cmd_serve(args) -> int:
         config = resolve_key_hashes(_load(args.config))   # a key that cannot be read: exit 2
     except ConfigError as e:
         return _report_config_error(e)
-    config = _with_server(config, **overrides)
-    _setup_logging(config.server.log_level)
+    config = _with_log_level(_with_server(config, **overrides), args.log_level)
+    _setup_logging(config)
     for note in config_warnings(config):
         logging.getLogger("fastinfer").warning("%s: %s", config.source, note)
     from .ops import one_time_token
@@ -102,7 +117,11 @@ def cmd_serve(args) -> int:
         fixed = {k: getattr(config.server, k) for k in _FIXED_ACROSS_RELOAD}
         if fresh.server.admin_key is None:
             fixed["admin_key"] = config.server.admin_key     # this run's one-time token
-        return _with_server(fresh, **fixed, **{k: v for k, v in overrides.items() if k == "log_level"})
+        fresh = _with_log_level(_with_server(fresh, **fixed), args.log_level)
+        # the workers of the new generation are forked with the new [logging], and so is every
+        # later line of the supervisor
+        _setup_logging(fresh)
+        return fresh
 
     from .limits import StateDir, StateDirInUse
     state_dir = None
@@ -149,6 +168,12 @@ def describe_config(config: Config) -> str:
     if s.admin_port is not None:
         lines.append(f"admin listener: {s.admin_host or '127.0.0.1'}:{s.admin_port} "
                      "(admin API, dashboard and metrics; not on the public listener)")
+    log = config.logging
+    lines.append(f"logging: level={log.level} format={log.format} access_log={str(log.access_log).lower()}")
+    if config.telemetry is not None:
+        t = config.telemetry
+        lines.append(f"telemetry: traces to {mask_url(t.otlp_endpoint.rstrip('/'))}/v1/traces "
+                     f"service_name={t.service_name} sample_ratio={t.sample_ratio:g}")
     if s.state_dir is not None:
         lines.append(f"state_dir: {s.state_dir} (limit levels and spend kept across restarts)")
     lines += [describe_key(k) for k in config.keys]
@@ -230,7 +255,7 @@ def build_parser(with_mock_flags: bool = True) -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int,
                        help="worker processes, 0 to 512; 0 = one per CPU (overrides server.workers)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                       help="overrides server.log_level")
+                       help="overrides logging.level")
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate a config and print it with secrets masked")

@@ -18,7 +18,8 @@ from conftest import py_spy_cannot_sample
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gateway_configs import FEATURES, accepted_config, feature_states, features_config, to_toml  # noqa: E402
+from bench.gateway_configs import (FEATURES, accepted_config, bare_config, feature_states, features_config,  # noqa: E402
+                                   to_toml, with_settings)
 from bench.proctree import ProcessTree, descendants, worker_split  # noqa: E402
 
 
@@ -139,6 +140,67 @@ def test_bench_with_the_python_mock_paces_streams_and_runs_a_baseline_tree_besid
     assert cost["added_us_per_request"] == round(cost["cpu_us_per_request_with_limits"] - cost["cpu_us_per_request"], 1)
     assert "none binding (`gateway-limits`)" in report["_markdown"]
     assert set(report["skipped"]) == {"gateway-full", "nginx", "vllm-router"}
+
+
+def test_bench_runs_config_variants_beside_the_gateway_and_reports_them_against_it(tmp_path):
+    """--variant: more paths of this tree, the bare config with the variant's settings, every scenario
+    through each, reported against the gateway path, whose own settings --gateway-config gives."""
+    report = _bench(tmp_path, "--targets", "direct", "gateway", "--workers", "1", "--duration", "0.3",
+                    "--concurrency", "2", "--stream-concurrency", "2", "--no-wrk", "--paced-itl-ms", "0",
+                    "--mock", "python",
+                    "--gateway-config", "logging = { access_log = true }",
+                    "--variant", 'json-log=logging = { format = "json", access_log = true }',
+                    "--variant", "quiet=server = { max_body_bytes = 100000 }")
+    assert report["targets"] == ["direct", "gateway", "json-log", "quiet"]
+    names = {r["scenario"].rsplit(" ", 1)[0] for r in report["rows"]}
+    assert names == {"nonstream c2", "stream c2", "stream c2 short"}
+    assert {r["scenario"] for r in report["rows"]} == {f"{s} {p}" for s in names for p in report["targets"]}
+    assert all(row["requests"] > 0 and row["errors"] == 0 for row in report["rows"])
+    assert report["gateway_config"] == "logging = { access_log = true }"
+    for label in ("json-log", "quiet"):
+        variant = report["variants"][label]
+        assert variant["summary"] == report["summaries"][label]
+        per_request = variant["against_gateway"]["nonstream c2"]["gateway_cpu_us_per_request"]
+        assert per_request["this"] == variant["summary"]["nonstream c2"]["gateway_cpu_us_per_request"]
+        assert per_request["baseline"] == report["summary"]["nonstream c2"]["gateway_cpu_us_per_request"]
+        assert per_request["ratio"] == round(per_request["this"] / per_request["baseline"], 2)
+        assert f"Variant `{label}` against the gateway" in report["_markdown"]
+    assert report["variants"]["json-log"]["config"] == 'logging = { format = "json", access_log = true }'
+    # each path ran its own config: the gateway (--gateway-config) and json-log wrote an access line
+    # per request, quiet (the bare config: no access log, warnings only) next to nothing
+    served = {label: sum(r["requests"] for r in report["rows"] if r["path"] == label) for label in report["targets"]}
+    sizes = report["log_bytes"]
+    assert sizes["gateway"] > 100 * served["gateway"] and sizes["json-log"] > 100 * served["json-log"]
+    assert sizes["quiet"] < 10 * served["quiet"]
+
+
+@pytest.mark.parametrize("variant", ["gateway=logging = {}", "gateway-full=logging = {}", "no-equals-sign",
+                                     "x=logging = {", "a b=logging = {}"])
+def test_a_bad_variant_is_refused_before_anything_starts(tmp_path, variant):
+    out = subprocess.run([sys.executable, "-m", "fastinfer", "bench", "--variant", variant, "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--variant" in out.stderr and "Traceback" not in out.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_variant_setting_check_config_refuses_stops_the_run_and_says_which(tmp_path):
+    """The features config drops what a tree refuses; a variant is what the user asked for: never dropped."""
+    out = subprocess.run([sys.executable, "-m", "fastinfer", "bench", "--mock", "python", "--targets", "direct",
+                          "gateway", "--variant", "odd=server = { no_such_setting = 1 }", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "--variant odd: fastinfer check-config refuses server.no_such_setting" in out.stderr
+    assert not list(tmp_path.glob("bench-*"))
+
+
+def test_settings_merge_into_the_bare_config_table_by_table():
+    bare = bare_config(9)
+    merged = with_settings(bare, {"logging": {"format": "json"}, "server": {"max_body_bytes": 5}})
+    assert merged["logging"] == {**bare["logging"], "format": "json"}
+    assert merged["server"] == {**bare["server"], "max_body_bytes": 5}
+    assert merged["deployments"] == bare["deployments"] and bare["logging"].get("format") is None
+    replaced = with_settings(bare, {"deployments": [{"name": "other"}]})
+    assert replaced["deployments"] == [{"name": "other"}]
 
 
 def test_the_routing_bench_sets_sticky_and_prefix_against_round_robin(tmp_path):

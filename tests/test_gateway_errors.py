@@ -1,6 +1,6 @@
 """The gateway's error middleware, in process over real HTTP: an unexpected exception answers 500
-in the caller's shape, is counted in ``fastinfer_requests_total``, and is logged with its
-traceback through a rate limiter, redacted.
+in the caller's shape, is counted in ``fastinfer_requests_total``, and is logged through the one
+rate limiter (``observe.ratelimit``), redacted, with its traceback once.
 
 No input is known to raise inside the gateway any more (``test_edge_fuzz``), so the fault is
 injected: the real engine's ``chat`` is replaced by one that raises.
@@ -18,9 +18,9 @@ from fastinfer.breaker import DeploymentBreakers
 from fastinfer.config import default_config
 from fastinfer.engine import Engine
 from fastinfer.gateway import Gateway
-from fastinfer.gateway.middleware import RateLimitedLog
 from fastinfer.limits import AdmissionControl
 from fastinfer.metrics import Metrics
+from fastinfer.observe import RateLimitedLog, ratelimit
 from fastinfer.process.hostwide import HostState
 from fastinfer.redact import remember
 from fastinfer.session import SessionRegistry
@@ -48,7 +48,7 @@ async def _serve_gateway(fault: Exception | None):
                     metrics=metrics, segment=host.segment)
     if fault is not None:
         async def broken(req):
-            raise fault
+            raise type(fault)(*fault.args)     # a fresh one each time, as a real bug raises
         engine.chat = broken
     gateway = Gateway(engine, max_body_bytes=65536, body_timeout_s=5)
     runner = web.AppRunner(gateway.app(), access_log=None)
@@ -66,12 +66,23 @@ def _count(metrics, code: str) -> float:
     return 0.0
 
 
-def test_an_unexpected_exception_is_a_counted_500_in_the_callers_shape():
+@pytest.fixture
+def errors(monkeypatch):
+    """A fresh process budget for internal errors (no bug already seen), recorded."""
+    budget = RateLimitedLog(logging.getLogger("fastinfer"))
+    monkeypatch.setattr(ratelimit, "ERRORS", budget)
+    records = Recorder()
+    logging.getLogger("fastinfer").addHandler(records)
+    yield budget, records
+    logging.getLogger("fastinfer").removeHandler(records)
+
+
+def test_an_unexpected_exception_is_a_counted_500_in_the_callers_shape(errors):
+    _, records = errors
+
     async def scenario():
         remember(LEAKED)
         gateway, metrics, runner, base = await _serve_gateway(RuntimeError(f"bug holding {LEAKED}"))
-        records = Recorder()
-        logging.getLogger("fastinfer.gateway").addHandler(records)
         try:
             async with aiohttp.ClientSession() as client:
                 async with client.post(base + "/v1/chat/completions", json=CHAT,
@@ -84,62 +95,66 @@ def test_an_unexpected_exception_is_a_counted_500_in_the_callers_shape():
                     body = await resp.json()
                     assert body["type"] == "error" and body["error"]["type"] == "api_error"
                     assert LEAKED not in str(body)
-            assert _count(metrics, "500") == 2
+                async with client.post(base + "/v1/chat/completions", json=CHAT,
+                                       headers={"x-request-id": "r-again"}) as resp:
+                    assert resp.status == 500
+            assert _count(metrics, "500") == 3
         finally:
-            logging.getLogger("fastinfer.gateway").removeHandler(records)
             await runner.cleanup()
-        tracebacks = [m for m in records.messages if "Traceback" in m]
-        assert len(tracebacks) == 2
-        assert "r-openai" in tracebacks[0] and "RuntimeError: bug holding ****" in tracebacks[0]
-        assert all(LEAKED not in m for m in records.messages)
     asyncio.run(scenario())
+    # a bug is the exception raised through the same lines: the two routes are two, the third request
+    # the first one again, which gets one line naming the request, not a second traceback
+    tracebacks = [m for m in records.messages if "Traceback" in m]
+    assert len(tracebacks) == 2
+    assert "r-openai" in tracebacks[0] and "RuntimeError: bug holding ****" in tracebacks[0]
+    (again,) = [m for m in records.messages if "r-again" in m]
+    assert "Traceback" not in again and again.endswith(
+        "RuntimeError: bug holding **** (its traceback was logged when first seen)")
+    assert all(LEAKED not in m for m in records.messages)
 
 
-def test_internal_errors_are_logged_at_most_burst_times_per_interval_then_counted():
+def test_internal_errors_are_logged_at_most_burst_times_per_interval_then_counted(errors):
+    budget, records = errors
+    budget.burst, budget.interval_s = 3, 0.5
+
     async def scenario():
         gateway, metrics, runner, base = await _serve_gateway(ValueError("always"))
-        gateway.internal_errors.burst, gateway.internal_errors.interval_s = 3, 0.5
-        records = Recorder()
-        logging.getLogger("fastinfer.gateway").addHandler(records)
         try:
             async with aiohttp.ClientSession() as client:
                 for _ in range(20):
                     async with client.post(base + "/v1/chat/completions", json=CHAT) as resp:
                         assert resp.status == 500
             assert _count(metrics, "500") == 20    # every one is counted, logged or not
-            assert sum("Traceback" in m for m in records.messages) == 3
+            assert len(records.messages) == 3
             for _ in range(200):                   # the interval ends: one line says what was left out
                 if any("not logged" in m for m in records.messages):
                     break
                 await asyncio.sleep(0.01)
         finally:
-            logging.getLogger("fastinfer.gateway").removeHandler(records)
             await runner.cleanup()
-        summaries = [m for m in records.messages if "not logged" in m]
-        assert summaries == ["17 more internal errors in the last 0.5 s were not logged (rate limit)"]
     asyncio.run(scenario())
+    assert sum("Traceback" in m for m in records.messages) == 1     # the bug's traceback, once
+    summaries = [m for m in records.messages if "not logged" in m]
+    assert summaries == ["17 more error lines in the last 0.5 s were not logged (rate limit)"]
 
 
 def test_the_rate_limited_log_opens_a_new_window_after_the_interval():
-    class Clock:    # the loop's time() and call_at(); the timer is never due, the next window flushes
+    class Clock:
         now = 100.0
 
-        def time(self):
+        def __call__(self):
             return self.now
-
-        def call_at(self, when, callback):
-            return asyncio.TimerHandle(when, callback, (), asyncio.new_event_loop())
 
     log = logging.getLogger("test.ratelimited")
     handler = Recorder()
     log.addHandler(handler)
     log.propagate = False
     clock = Clock()
-    limited = RateLimitedLog(log, clock, burst=2, interval_s=10)
-    written = [limited.error(f"e{i}") for i in range(5)]
+    limited = RateLimitedLog(log, burst=2, interval_s=10, what="internal errors", clock=clock)
+    written = [limited.log(f"e{i}") for i in range(5)]     # no loop running: no timer, the next line flushes
     assert written == [True, True, False, False, False] and limited.suppressed == 3
     clock.now += 10
-    assert limited.error("later") is True
+    assert limited.log("later") is True
     assert handler.messages == ["e0", "e1", "3 more internal errors in the last 10 s were not logged (rate limit)",
                                 "later"]
 

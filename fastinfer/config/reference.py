@@ -100,6 +100,10 @@ def _range(meta: dict) -> str:
         return "64 hex digits"
     if meta.get("listen_host"):
         return "IP address or host name"
+    if meta.get("url"):
+        return "http(s) URL"
+    if meta.get("nonempty"):
+        return "not empty"
     return ""
 
 

@@ -68,11 +68,26 @@ class ServerConfig:
     # an idle keep-alive connection closes after this, and so does one that has not sent a
     # complete request head in this time (a slow or half-open client cannot hold a socket)
     keepalive_timeout_s: float = _c(75.0, min=0.1)
-    log_level: str = _c("info", choices=("debug", "info", "warning", "error"))
     # session affinity bindings the host keeps (sticky routing), least recently used evicted first
     max_sessions: int = _c(65_536, min=1, max=1 << 26)
     # spend and bucket levels kept across restarts (SQLite; one server per directory); unset: none kept
     state_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = _c("info", choices=("debug", "info", "warning", "error"))
+    format: str = _c("text", choices=("text", "json"))
+    access_log: bool = True           # one line per answered request, whatever ``level`` says
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """OpenTelemetry traces over OTLP/HTTP; the table's presence turns them on."""
+
+    otlp_endpoint: str = _c("http://127.0.0.1:4318", url=True)   # the collector's base URL
+    service_name: str = _c("fastinfer", nonempty=True)
+    sample_ratio: float = _c(1.0, min=0, max=1)
 
 
 BUDGET_PERIODS = ("day", "week", "month", "total")
@@ -219,6 +234,8 @@ class DeploymentConfig:
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    telemetry: TelemetryConfig | None = None
     keys: list[GatewayKeyConfig] = _c([])
     cluster: ClusterConfig | None = None
     deployments: list[DeploymentConfig] = _c([])
@@ -320,6 +337,10 @@ def _build_value(tp: Any, raw: Any, path: str, meta: dict, problems: _Problems) 
         problems.add(path, f"must be one of {', '.join(meta['choices'])}, got {raw!r}")
     if meta.get("listen_host") and not is_listen_host(value):
         problems.add(path, f"expected an IP address or a host name to listen on, got {raw!r}")
+    if meta.get("url") and (problem := base_url_problem(value)):
+        problems.add(path, problem)
+    if meta.get("nonempty") and not value.strip():
+        problems.add(path, "must not be empty")
     if meta.get("hexdigest") and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value.lower())):
         problems.add(path, "expected a 64-character hex SHA-256 digest")
     return value

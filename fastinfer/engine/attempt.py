@@ -15,9 +15,9 @@ Must not touch: choosing replicas, retrying, HTTP. The verdicts come from
 from __future__ import annotations
 
 import logging
-import time
 
 from ..errors import GatewayError, UpstreamFailure
+from ..observe import log_bug
 from .classify import Verdict, classify_exception
 from .request import clock
 
@@ -25,21 +25,6 @@ log = logging.getLogger("fastinfer.engine")
 
 #: an attempt whose answer was used
 SUCCESS = Verdict(error=None, outcome="success", retry=False, counts_for_breaker=False, fallback=False)
-
-_LOG_EVERY_S = 10.0
-_last_logged: dict[str, float] = {}
-
-
-def log_unexpected(what: str) -> None:
-    """Log the exception being handled: with its traceback at most once per 10 s per ``what``,
-    so that an upstream which keeps sending what trips a bug cannot flood the log."""
-    now = time.monotonic()
-    if now - _last_logged.get(what, -_LOG_EVERY_S) >= _LOG_EVERY_S:
-        _last_logged[what] = now
-        log.exception("%s (logged at most every %gs)", what, _LOG_EVERY_S)
-    else:
-        log.debug("%s", what, exc_info=True)
-
 
 class Attempt:
     """One upstream attempt on one replica of a deployment.
@@ -62,14 +47,16 @@ class Attempt:
     """
 
     __slots__ = ("dep", "index", "probe", "replica", "metrics", "verdict", "started", "answered_at", "left_at",
-                 "_ended", "_handed_over")
+                 "_ended", "_handed_over", "trace", "span")
 
-    def __init__(self, dep, index: int, probe: bool, replica: str, metrics):
+    def __init__(self, dep, index: int, probe: bool, replica: str, metrics, trace=None):
         self.dep = dep
         self.index = index
         self.probe = probe
         self.replica = replica
         self.metrics = metrics
+        self.trace = trace            # the request's observe.RequestTrace, None when tracing is off
+        self.span = None
         self.verdict: Verdict | None = None
         self.answered_at = 0.0
         self.left_at = 0.0
@@ -79,6 +66,8 @@ class Attempt:
     def __enter__(self) -> "Attempt":
         # the route counted the attempt on the replica when it chose it; ``end`` gives it back
         self.started = clock()
+        if self.trace is not None:
+            self.span = self.trace.attempt_started(self.dep.config.name, self.replica)
         return self
 
     def answered(self) -> None:
@@ -106,6 +95,8 @@ class Attempt:
         dep.breakers.record(self.index, self.probe, None if verdict is None else verdict.breaker)
         if verdict is not None:
             self.metrics.upstream(dep.config.name, self.replica, verdict.outcome)
+        if self.span is not None:
+            self.trace.attempt_ended(self.span, None if verdict is None else verdict.outcome)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.left_at = clock()
@@ -117,7 +108,7 @@ class Attempt:
             self.end(classify_exception(exc))
             return True
         if isinstance(exc, Exception) and self.answered_at:
-            log_unexpected("reading an upstream answer failed")
+            log_bug(log, f"{self.dep.config.name}/{self.replica}: reading an upstream answer failed", exc)
             self.end(classify_exception(UpstreamFailure(
                 f"the upstream's answer could not be read ({type(exc).__name__})")))
             return True

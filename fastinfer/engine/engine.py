@@ -286,9 +286,11 @@ class Engine:
                                           retry_after=dep.breakers.retry_after_s())
                 break
             # the replica is counted on: from here, the attempt's with block gives the count back
-            with Attempt(dep, index, probe, dep.router.names[index], metrics) as current:
+            with Attempt(dep, index, probe, dep.router.names[index], metrics, req.trace) as current:
                 session = self.sessions.get(cfg.name, index)
                 attempt += 1
+                req.attempts += 1
+                req.replica = current.replica
                 if attempt > 1:
                     metrics.retry(cfg.name)
                 tried |= 1 << index

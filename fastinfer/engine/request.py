@@ -33,9 +33,13 @@ class GatewayRequest:
     deadline: float | None = None  # loop.time() by which the whole request must end
     client_wants_usage: bool = False
     endpoint: str = "chat"        # OpenAI endpoint: "chat" | "completions" | "embeddings"
-    key: str | None = None        # the gateway key's name (never the key), set by the gateway's auth
-    usage: dict | None = None     # the answer's normalized usage, once the engine accounted it
-    cost_usd: float = 0.0         # and its cost
+    key: str | None = None        # the gateway key's name (never the key), set by authentication
+    # filled in as the request goes; the access log, traces and budgets read them at its end
+    usage: dict | None = None     # the answer's normalized usage (``Engine._account_usage``)
+    cost_usd: float | None = None
+    attempts: int = 0             # upstream attempts made, fallback deployments' included
+    replica: str | None = None    # the replica of the latest attempt
+    trace: Any = None             # observe.RequestTrace when tracing is on; None costs nothing
 
 
 @dataclass(slots=True)

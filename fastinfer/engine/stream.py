@@ -14,13 +14,17 @@ retries, routing.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
 
 from ..errors import GatewayError, UpstreamFailure
 from ..formats import StreamRelay
+from ..observe import log_bug
 from ..transport import UpstreamReply
-from .attempt import SUCCESS, Attempt, log_unexpected
+from .attempt import SUCCESS, Attempt
 from .classify import classify_exception, classify_stream_error
+
+log = logging.getLogger("fastinfer.engine")
 
 
 class ClientWriter(Protocol):
@@ -85,6 +89,13 @@ class RelayedStream:
             self._resumer.cancel()
         self._finish(None)
 
+    @property
+    def failure(self) -> GatewayError | None:
+        """Why the stream ended before it was complete (its attempt's error); None when it was
+        complete, or is still running, or the client left."""
+        verdict = self.attempt.verdict
+        return None if verdict is None else verdict.error
+
     def also_on_done(self, callback) -> None:
         """Run ``callback`` when the stream has ended, however it ended (before its last bytes go out)."""
         self._on_done.append(callback)
@@ -113,9 +124,9 @@ class RelayedStream:
         relay = self.relay
         try:
             out = relay.feed(chunk)
-        except Exception:
+        except Exception as e:
             # a stream event of a shape the relay cannot read: the stream cannot go on
-            log_unexpected("relaying an upstream stream failed")
+            log_bug(log, "relaying an upstream stream failed", e)
             out, failure = b"", UpstreamFailure("the upstream's stream could not be read")
         else:
             failure = relay.failure

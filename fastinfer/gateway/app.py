@@ -3,7 +3,9 @@
 The gateway is the listener side: it reads and validates the client's
 request, hands a ``GatewayRequest`` to the engine, and writes the
 ``EngineResult`` back (a body, or a stream written chunk by chunk as the
-engine yields it). It knows nothing of replicas or providers.
+engine yields it). When a request is answered (a stream: when it ends) it
+counts it and tells ``observe`` (the access log, the request's trace) in one
+place, ``_answered``. It knows nothing of replicas or providers.
 """
 from __future__ import annotations
 
@@ -14,22 +16,40 @@ import time
 import orjson
 from aiohttp import web
 
-from ..engine import Engine, EngineResult, clock
+from ..engine import Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
 from ..routing import session_id_problem
 from ..errors import BadRequest, GatewayError
+from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
 from .anthropic_api import messages_request
 from .auth import KeyRing
 from .body import read_json
 from .drain import GatewayDrain, ShuttingDown
 from .errors import JSON
-from .middleware import DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RateLimitedLog, RequestIds, error_middleware
+from .middleware import DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RequestIds, error_middleware
 from .openai_api import chat_request, passthrough_request
 
 _CLIENT_CLOSED = 499   # the client went away before its answer was complete (nginx's code)
+_CLIENT_CLOSED_ERROR = "the client closed the connection before the answer was complete"
 _TIMEOUT_MS_MAX = 2**31 - 1
 log = logging.getLogger("fastinfer.gateway")
+
+
+class DataRequest:
+    """What the gateway knows of a data request as it goes, read once when it is answered."""
+
+    __slots__ = ("received_at", "deployment", "key", "req", "result", "trace", "cut")
+
+    def __init__(self, received_at: float, trace: RequestTrace | None):
+        self.received_at = received_at      # ``clock()``
+        # the model the client named, once read; the deployment's own name once resolved (an alias's too)
+        self.deployment: str | None = None
+        self.key: str | None = None         # the gateway key's name, once authenticated (never the key)
+        self.req: GatewayRequest | None = None
+        self.result: EngineResult | None = None
+        self.trace = trace
+        self.cut: GatewayError | None = None  # why the gateway ended its stream early (a drain's end)
 
 
 class Gateway:
@@ -42,10 +62,13 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self.drain = GatewayDrain(self._loop)    # driven by the worker's drain (process.drain)
-        self.internal_errors = RateLimitedLog(log, self._loop)
+        config = engine.config
+        self.access_log = AccessLog(self._loop, engine.deployments) if config.logging.access_log else None
+        telemetry = config.telemetry
+        self.tracing = None if telemetry is None else Tracing(telemetry.otlp_endpoint, telemetry.service_name,
+                                                              telemetry.sample_ratio)
         # one middleware instance (one request-id sequence) for the public and the admin listener
-        self._error_middleware = error_middleware(RequestIds(), self.internal_errors, self._count_error,
-                                                  self.drain)
+        self._error_middleware = error_middleware(RequestIds(), self._error_answered, self.drain)
         created = int(time.time())
         self._models_body = orjson.dumps({"object": "list", "data": [
             {"id": name, "object": "model", "created": created, "owned_by": d.config.provider}
@@ -67,6 +90,7 @@ class Gateway:
         self._add_probe_routes(app)
         if operator_routes:
             self._add_operator_routes(app)   # unknown paths are the router's 404, wrong methods its 405
+        app.on_cleanup.append(self._close_observers)   # the data routes are this app's: its runner ends first
         return app
 
     def operator_app(self) -> web.Application:
@@ -130,78 +154,125 @@ class Gateway:
 
     async def _answer(self, request: web.Request, parse) -> web.StreamResponse:
         """``parse`` checks the body into a request. Errors are raised: the middleware renders
-        them in the route's API shape and counts them (``_count_error``)."""
+        them in the route's API shape and tells ``_error_answered``."""
         started = clock()   # the overhead clock (µs); now, on the loop's clock, is for the deadline
         now = self._loop.time()
         request_id = request[REQUEST_ID]
-        request[DATA_ROUTE] = route = [None, started, None]     # the deployment and the key, once known
+        trace = None if self.tracing is None else self.tracing.start(request.method, request.path, request.headers)
+        request[DATA_ROUTE] = data = DataRequest(started, trace)
         try:
             key = None
             if self.keys is not None:
                 key = self.keys.authenticate(request.headers)    # before the body is read
-                route[2] = key.name
+                data.key = key.name
             timeout_ms = request.headers.get("x-timeout-ms")
             deadline = None if timeout_ms is None else now + _parse_timeout_ms(timeout_ms)
             body = await read_json(request, self.max_body_bytes, self.body_timeout_s)
             asked_priority = key is not None and _asks_priority(request.headers, body)
             req = parse(body, request.headers, request_id, now)
-            route[0] = req.model
+            data.req = req
+            data.deployment = req.model
+            req.trace = trace
             if key is not None:
                 # before the 404: a model outside the key's globs is 403 whether or not it exists
                 found = self.engine.find(req.model)
                 key.check_model(req.model, found.config.name if found is not None else None)
             dep = self.engine.deployment(req.model)   # a name, an alias, or PROVIDER/<model>; else 404
-            route[0] = dep.config.name
+            data.deployment = dep.config.name
             if key is not None:
                 req.key = key.name
                 req.priority = key.priority_of(req.priority if asked_priority else None)
             if req.endpoint != "chat" and req.endpoint not in dep.provider.endpoints:
                 raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
             req.deadline = deadline
-            result = await self.engine.chat(req)
+            result = data.result = await self.engine.chat(req)
         except asyncio.CancelledError:
             if self.drain.cut_short():
                 raise ShuttingDown() from None   # the drain's grace period is over: a 503 (middleware)
-            self._account(route[0], _CLIENT_CLOSED, started, key=route[2])
+            self._answered(request, data, _CLIENT_CLOSED)
             raise
         try:
-            response = await self._respond(request, result, request_id, started)
+            response = await self._respond(request, data, request_id)
         except asyncio.CancelledError:
-            self._account(route[0], _CLIENT_CLOSED, started, result, req.key)
+            self._answered(request, data, _CLIENT_CLOSED)
             raise
-        self._account(route[0], result.status, started, result, req.key)
+        self._answered(request, data, result.status)
         return response
 
-    def _count_error(self, request: web.Request, status: int) -> None:
-        """An error answer, counted: a data route's under its deployment; an unknown path's, a
-        wrong method's or another client route's under ``deployment=""``. The operator's routes
-        count their own (``_counted``)."""
-        route = request.get(DATA_ROUTE)
-        if route is not None:
-            self._account(route[0], status, route[1], key=route[2])
-        elif OPERATOR_ROUTE not in request:
-            self._account(None, status, None)
-
-    def _account(self, deployment: str | None, status: int, received_at: float | None,
-                 result: EngineResult | None = None, key: str | None = None) -> None:
-        """Count the request once it is answered: code (per deployment and per gateway key),
-        duration, gateway overhead."""
-        metrics = self.engine.metrics
-        name = deployment or ""
-        metrics.request(name, status)
-        if key is not None:
-            metrics.key_request(key, status)
-        if received_at is None:
+    def _error_answered(self, request: web.Request, status: int, error: GatewayError) -> None:
+        """An error answer from the middleware: every one of a data route; of any other route,
+        access-logged whatever it is (a 404 for an unknown path, a refused admin key) and counted
+        under ``deployment=""``, unless it is an operator route's (those count their own: ``_counted``)."""
+        data = request.get(DATA_ROUTE)
+        if data is not None:
+            self._answered(request, data, status, error)
             return
-        duration = clock() - received_at
+        if OPERATOR_ROUTE not in request:
+            self.engine.metrics.request("", status)
+        if self.access_log is not None:
+            self.access_log.add(
+                ts=time.time(), request_id=request[REQUEST_ID], key=None, deployment=None, replica=None,
+                status=status, attempts=0, stream=False, duration_s=None, ttft_s=None, overhead_s=None,
+                prompt_tokens=None, completion_tokens=None, cost_usd=None, error=error.message,
+                method=request.method, path=request.path)
+
+    def _answered(self, request: web.Request, data: DataRequest, status: int,
+                  error: GatewayError | None = None) -> None:
+        """A data request is answered (a stream: it has ended): counted (code, duration, gateway
+        overhead, time to first byte), access-logged, its trace ended. Once per request."""
+        metrics = self.engine.metrics
+        name = data.deployment or ""
+        metrics.request(name, status)
+        if data.key is not None:
+            metrics.key_request(data.key, status)
+        duration = clock() - data.received_at
         metrics.observe("request_duration_seconds", name, duration)
+        result = data.result
         if result is not None:
             metrics.observe("overhead_seconds", name, result.overhead_s)
             if result.ttft_s is not None:
                 metrics.observe("ttft_seconds", name, result.ttft_s)
+        if self.access_log is None and data.trace is None:
+            return
+        if error is not None:
+            error_text = error.message
+        elif status == _CLIENT_CLOSED:
+            error_text = _CLIENT_CLOSED_ERROR
+        elif data.cut is not None:
+            error_text = data.cut.message
+        elif result is not None and result.stream is not None and result.stream.failure is not None:
+            error_text = result.stream.failure.message     # a 200 whose stream ended with an error event
+        else:
+            error_text = "Internal gateway error." if status >= 500 else None
+        req = data.req
+        key = data.key        # known from authentication on: a 403 or 429 has it, a 401 not
+        if req is None:
+            replica = usage = cost = None
+            attempts, stream = 0, False
+        else:
+            replica, usage, cost, attempts, stream = req.replica, req.usage, req.cost_usd, req.attempts, req.stream
+        if self.access_log is not None:
+            self.access_log.add(
+                ts=time.time() - duration, request_id=request[REQUEST_ID], key=key, deployment=data.deployment,
+                replica=replica, status=status, attempts=attempts, stream=stream, duration_s=duration,
+                ttft_s=None if result is None else result.ttft_s,
+                overhead_s=None if result is None else result.overhead_s,
+                prompt_tokens=None if usage is None else usage.get("prompt_tokens"),
+                completion_tokens=None if usage is None else usage.get("completion_tokens"),
+                cost_usd=cost, error=error_text, method=request.method, path=request.path)
+        if data.trace is not None:
+            data.trace.end(status, request[REQUEST_ID], key, data.deployment, attempts, stream, usage, cost,
+                           error_text)
 
-    async def _respond(self, request: web.Request, result: EngineResult, request_id: str,
-                       received_at: float) -> web.StreamResponse:
+    async def _close_observers(self, app: web.Application) -> None:
+        """The worker is draining: write the access lines kept, export the spans pending."""
+        if self.access_log is not None:
+            self.access_log.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
+
+    async def _respond(self, request: web.Request, data: DataRequest, request_id: str) -> web.StreamResponse:
+        result, received_at = data.result, data.received_at
         result.overhead_s = max(0.0, clock() - received_at - result.upstream_s)
         headers = {
             "x-request-id": request_id,
@@ -226,14 +297,15 @@ class Gateway:
                     raise
                 # the drain's grace period ended mid-stream: end it as a failed stream, never as a
                 # finished one (the upstream is already aborted: pump closed the stream)
-                client.write(result.stream.relay.error_event(ShuttingDown()))
+                data.cut = ShuttingDown()
+                client.write(result.stream.relay.error_event(data.cut))
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
-            pass  # the client left; closing the stream closes the upstream
+            result.status = _CLIENT_CLOSED  # the client left; closing the stream closes the upstream
         except Exception as e:
             # the head went out: no error answer is possible any more. Cut the connection so the
             # stream cannot look finished, and count and log it like any internal error.
-            self.internal_errors.exception(f"request {request_id}: stream failed inside the gateway", e)
+            log_bug(log, f"request {request_id}: stream failed inside the gateway", e)
             result.status = 500
             if request.transport is not None:
                 request.transport.close()
@@ -244,14 +316,20 @@ class Gateway:
     async def end_session(self, request: web.Request) -> web.Response:
         """``DELETE /v1/sessions/{id}``: end a sticky session now (its backend session closed), in
         every deployment it is bound in, within the caller's gateway key's namespace."""
+        trace = None if self.tracing is None else self.tracing.start(request.method, request.path, request.headers)
+        # answered like a data route (counted under deployment "", access-logged, traced), errors included
+        request[DATA_ROUTE] = data = DataRequest(clock(), trace)
         session_id = request.match_info["session_id"]
+        key_name = self._key_name(request)
+        data.key = key_name or None
         problem = session_id_problem(session_id)
         if problem is not None:
             raise BadRequest(f"The session id {problem}.", param="session_id")
-        ended = await self.engine.end_session(self._key_name(request), session_id)
+        ended = await self.engine.end_session(key_name, session_id)
         if not ended:
             raise GatewayError(f"No live session {session_id!r}.", status=404, type="invalid_request_error",
                                code="session_not_found")
+        self._answered(request, data, 200)
         return web.Response(body=orjson.dumps({"id": session_id, "object": "session", "deleted": True,
                                                "deployments": ended}), content_type=JSON)
 
@@ -259,8 +337,7 @@ class Gateway:
         """The name of the gateway key ``request`` authenticates with, "" on an open gateway: the
         namespace of its sessions. Key authentication (``self.keys``, issue 8) answers it, and
         refuses a request without a valid key as it does on every data route."""
-        keys = getattr(self, "keys", None)
-        return keys.authenticate(request.headers).name if keys is not None else ""
+        return self.keys.authenticate(request.headers).name if self.keys is not None else ""
 
     async def models(self, request: web.Request) -> web.Response:
         body = self._models_body

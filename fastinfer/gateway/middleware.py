@@ -2,10 +2,10 @@
 
 Owns: the request id (kept from ``x-request-id`` or generated) on every answer, the
 rendering of every error — the router's 404 and 405 (with ``Allow``), a
-``GatewayError`` from any handler, and any other exception (500, counted in
-``fastinfer_requests_total``, logged once with its traceback through a rate limiter,
-redacted) — in the API shape of the route (``/v1/messages`` answers as Anthropic,
-everything else as OpenAI). Must not touch: what handlers do; it only sees what
+``GatewayError`` from any handler, and any other exception (500, its traceback
+logged once through ``observe``'s rate limiter, redacted) — in the API shape of the
+route (``/v1/messages`` answers as Anthropic, everything else as OpenAI), each one
+told to the gateway (``answered``: counted, access-logged). Must not touch: what handlers do; it only sees what
 they raise.
 """
 from __future__ import annotations
@@ -13,16 +13,15 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import traceback
 
 from aiohttp import web
 
 from ..errors import GatewayError
-from ..redact import redact
+from ..observe import log_bug
 from .errors import error_response
 
 REQUEST_ID = web.RequestKey("fastinfer.request_id", str)     # the id every answer carries
-DATA_ROUTE = web.RequestKey("fastinfer.data_route", list)    # [deployment or None, received_at], for accounting
+DATA_ROUTE = web.RequestKey("fastinfer.data_route", object)  # the gateway's record of a data request
 OPERATOR_ROUTE = web.RequestKey("fastinfer.operator_route", str)  # health, metrics, admin: counted apart
 
 _REQUEST_ID_MAX = 128
@@ -48,55 +47,8 @@ class RequestIds:
         return f"{self._prefix}-{next(self._counter)}"
 
 
-class RateLimitedLog:
-    """At most ``burst`` error records per ``interval_s``; past that, one line saying how many were not written.
-
-    A client sending garbage cannot flood the log: the count of what was suppressed is
-    written when the interval ends (by a timer, so it is written even if nothing follows).
-    """
-
-    def __init__(self, logger: logging.Logger, loop, burst: int = 10, interval_s: float = 10.0):
-        self.logger = logger
-        self.loop = loop
-        self.burst = burst
-        self.interval_s = interval_s
-        self._window_start = -interval_s
-        self._written = 0
-        self.suppressed = 0
-        self._timer = None
-
-    def error(self, message: str) -> bool:
-        """Write ``message`` if the budget allows; True when it was written."""
-        now = self.loop.time()
-        if now - self._window_start >= self.interval_s:
-            self.flush()
-            self._window_start = now
-            self._written = 0
-        if self._written < self.burst:
-            self._written += 1
-            self.logger.error("%s", message)
-            return True
-        self.suppressed += 1
-        if self._timer is None:
-            self._timer = self.loop.call_at(self._window_start + self.interval_s, self.flush)
-        return False
-
-    def exception(self, context: str, error: BaseException) -> bool:
-        """``context`` and ``error``'s traceback, redacted (a message may quote an upstream), if allowed."""
-        return self.error(redact(f"{context}:\n" + "".join(traceback.format_exception(error)).rstrip()))
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self.suppressed:
-            self.logger.error("%d more internal errors in the last %g s were not logged (rate limit)",
-                              self.suppressed, self.interval_s)
-            self.suppressed = 0
-
-
-def error_middleware(ids: RequestIds, internal_errors: RateLimitedLog, count, drain):
-    """The middleware. ``count(request, status)`` accounts an error answer (see ``Gateway``);
+def error_middleware(ids: RequestIds, answered, drain):
+    """The middleware. ``answered(request, status, error)`` accounts an error answer (see ``Gateway``);
     while ``drain.active`` (the worker drains) every answer it passes on says ``Connection: close``."""
 
     @web.middleware
@@ -105,16 +57,17 @@ def error_middleware(ids: RequestIds, internal_errors: RateLimitedLog, count, dr
         try:
             response = await handler(request)
         except web.HTTPException as e:          # the router: unknown path (404), wrong method (405)
-            count(request, e.status)
-            response = error_response(_routing_error(request, e), api_of(request.path), request_id)
+            error = _routing_error(request, e)
+            answered(request, error.status, error)
+            response = error_response(error, api_of(request.path), request_id)
         except GatewayError as e:
-            count(request, e.status)
+            answered(request, e.status, e)
             response = error_response(e, api_of(request.path), request_id)
         except Exception as e:
-            count(request, 500)
-            internal_errors.exception(f"request {request_id} ({request.method} {request.path}) failed inside "
-                                      "the gateway", e)
-            response = error_response(GatewayError("Internal gateway error."), api_of(request.path), request_id)
+            log_bug(log, f"request {request_id} ({request.method} {request.path}) failed inside the gateway", e)
+            error = GatewayError("Internal gateway error.")
+            answered(request, 500, error)
+            response = error_response(error, api_of(request.path), request_id)
         if not response.prepared:
             response.headers.setdefault("x-request-id", request_id)
             if drain.active:

@@ -18,12 +18,15 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from ..errors import GatewayError
+from ..observe import RateLimitedLog
 from ..redact import redact
 from .errors import error_response
 from .middleware import RequestIds, api_of
 
 log = logging.getLogger("fastinfer.gateway")
 _MAX_REASON = 200
+# one warning line per malformed request, without the client's bytes, within a budget of its own
+MALFORMED_REQUESTS = RateLimitedLog(log, level=logging.WARNING, what="malformed request lines")
 _QUOTED_BYTES = re.compile(r":\s*(?:bytearray\()?b['\"].*$")   # aiohttp's message quotes the client's bytes
 
 
@@ -40,10 +43,11 @@ class EdgeRequestHandler(RequestHandler):
             self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
             error = GatewayError("Internal gateway error.", status=status)
         else:
-            # a client's malformed bytes are the client's problem: never a traceback per request
-            log.debug("refused a malformed request from %s: %s", request.remote, message)
-            error = GatewayError(f"Malformed HTTP request: {_reason(message)}", status=status,
-                                 type="invalid_request_error")
+            # a client's malformed bytes are the client's problem: one line, never a traceback
+            reason = _reason(message)
+            MALFORMED_REQUESTS.log(f"refused a malformed HTTP request from {request.remote} "
+                                   f"(answered {status}): {reason}")
+            error = GatewayError(f"Malformed HTTP request: {reason}", status=status, type="invalid_request_error")
         response = error_response(error, api_of(request.path), self.ids.of(request))
         response.force_close()    # the parser cannot find the next request's start after bad bytes
         return response

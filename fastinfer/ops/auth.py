@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import math
 import secrets
 import time
 
 from ..errors import GatewayError
 from ..metrics.registry import ADMIN_AUTH_SLOTS
+from ..observe import RateLimitedLog
 
 log = logging.getLogger("fastinfer.admin")
 
@@ -98,10 +98,9 @@ class AdminAuth:
     def __init__(self, key: str | None, throttle: FailureThrottle | None = None, *, clock=time.monotonic):
         self._key = key.encode() if key else None
         self.throttle = throttle
-        self._clock = clock
-        self._last_line = -math.inf
-        self._suppressed = 0
-        self._suppressed_from: set[str] = set()
+        # one line now and then; the failures in between are counted into a line of their own
+        self._failures_log = RateLimitedLog(log, burst=1, interval_s=_LOG_EVERY_S, level=logging.WARNING,
+                                            what="admin authentication failures", clock=clock)
 
     def check(self, authorization: str | None, address: str | None, what: str) -> None:
         """Return when ``authorization`` (the header's value) carries the admin key, else raise.
@@ -131,21 +130,8 @@ class AdminAuth:
                            code="invalid_admin_key")
 
     def _log_failure(self, address: str, what: str, failures: int) -> None:
-        """One line now and then; failures in between are counted into the next line."""
-        now = self._clock()
-        if now - self._last_line < _LOG_EVERY_S:
-            self._suppressed += 1
-            self._suppressed_from.add(address)
-            return
         throttled = ""
         if self.throttle is not None and failures >= self.throttle.limit:
             throttled = f"; {address} is now refused until its window of {self.throttle.window_s:g}s ends"
-        earlier = ""
-        if self._suppressed:
-            earlier = (f"; {self._suppressed} more failures from {len(self._suppressed_from)} "
-                       f"address(es) since the last such line")
         count = f" ({failures} in this window)" if failures else ""
-        log.warning("admin authentication failed from %s for %s%s%s%s", address, what, count, throttled, earlier)
-        self._last_line = now
-        self._suppressed = 0
-        self._suppressed_from.clear()
+        self._failures_log.log(f"admin authentication failed from {address} for {what}{count}{throttled}")

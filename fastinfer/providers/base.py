@@ -48,8 +48,10 @@ class Provider:
             body.update(extra)
         body = orjson.dumps(body)
         url = self.kind.url(session.replica, deployment.upstream_model, req.endpoint, req.stream)
-        return await post(session.pool, url, self.kind.request_headers(session.credential), body, req.stream,
-                          timeouts)
+        headers = self.kind.request_headers(session.credential)
+        if req.trace is not None:       # this attempt's span is the upstream's parent (W3C trace context)
+            headers["traceparent"] = req.trace.traceparent
+        return await post(session.pool, url, headers, body, req.stream, timeouts)
 
 
 @dataclass(frozen=True, slots=True)

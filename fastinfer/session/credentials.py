@@ -55,6 +55,7 @@ import time
 from typing import Callable
 
 from ..config.secrets import Secret, SecretUnavailable
+from ..observe import log_bug
 from ..redact import remember
 
 log = logging.getLogger("fastinfer.session")
@@ -176,8 +177,8 @@ class CredentialSource:
         for callback in self._subscribers:
             try:
                 callback(self, cause)
-            except Exception:
-                log.exception("replica %s: credential change callback failed", self.name)
+            except Exception as e:
+                log_bug(log, f"replica {self.name}: credential change callback failed", e)
         return True
 
 

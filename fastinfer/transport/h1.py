@@ -28,6 +28,7 @@ from typing import Callable, Protocol
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from ..errors import GatewayError, UpstreamFailure, UpstreamTimeout
+from ..observe import log_bug
 from .states import (AWAITING_HEAD, CHUNKED, DONE, END, FAIL, HEAD, IDLE, LENGTH, RECEIVING_BODY, RELEASE, SEND,
                      UNTIL_CLOSE, next_state)
 
@@ -196,9 +197,9 @@ class H1Connection(asyncio.Protocol):
             elif self._unframed > (MAX_HEAD if self.state is AWAITING_HEAD else MAX_FRAMING):
                 self._fail(UpstreamFailure("upstream sent an oversized response head" if self.state is AWAITING_HEAD
                                            else "upstream sent an overlong chunk-size line or trailer"))
-        except Exception:
+        except Exception as e:
             # a sink that raised: the exchange cannot go on, but the event loop must not see it
-            log.exception("reading an upstream answer failed")
+            log_bug(log, "reading an upstream answer failed", e)
             self._piece = self._pieces = None
             if self.sink is not None:
                 self._fail(UpstreamFailure("the gateway could not read the upstream's answer"))
@@ -321,8 +322,8 @@ def _tell_end(sink: Sink, error: GatewayError | None) -> None:
     where a sink that raised would reach the event loop."""
     try:
         sink.on_end(error)
-    except Exception:
-        log.exception("ending an upstream exchange failed")
+    except Exception as e:
+        log_bug(log, "ending an upstream exchange failed", e)
 
 
 # request heads up to their Content-Length value, by (method, target, host, headers): a pool sends the

@@ -1,0 +1,140 @@
+"""The access log: one line per answered request, built at its end and written after it.
+
+Owns: ``AccessLog.add`` (called by the gateway once per answer, streams when they
+end), which only keeps the values — no formatting, no record, no write on the
+request's path — and the flush, a timer every ``FLUSH_S`` that turns what was kept
+into records of the standard ``fastinfer.access`` logger (``_AccessRecord``: the
+attributes they share are its class's, no caller lookup); the handler (``logs``)
+formats them as text or JSON and writes them in a few whole-line writes.
+``AccessLine`` is such a record's message: its fields for the JSON formatter, or
+``key=value`` pairs for the text one. Error texts, request ids (a client may choose
+its own) and unknown model names are redacted when written; keys appear by name only.
+
+Must not touch: what a request does, its metrics, its status. It is told what happened.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from ..redact import redact
+from .logs import ACCESS_LOGGER, StructuredMessage, batched_writes
+#: an access line's fields after ``ts``, in order (the JSON object's keys, the text line's pairs)
+FIELDS = ("request_id", "key", "deployment", "replica", "status", "attempts", "stream", "duration_ms", "ttft_ms",
+          "overhead_ms", "prompt_tokens", "completion_tokens", "cost_usd", "error", "method", "path")
+_SHOWN_MAX = 256        # characters of a client-chosen string (an unknown model's name, a path) that are shown
+
+
+def _shown(text: str | None) -> str | None:
+    """A client-chosen string as the log shows it: capped and redacted."""
+    if text is None:
+        return None
+    if len(text) > _SHOWN_MAX:
+        text = text[:_SHOWN_MAX] + "..."
+    return redact(text)
+
+
+class _ShownPaths(dict):
+    """``_shown`` of request paths, remembered: the API's few routes are redacted once, not per line."""
+
+    def __missing__(self, path: str) -> str:
+        if len(self) >= 1024:     # a client inventing paths cannot grow this
+            self.clear()
+        shown = self[path] = _shown(path)
+        return shown
+
+
+_shown_paths = _ShownPaths()
+
+
+class AccessLine(StructuredMessage):
+    """The message of one access record: the raw values ``AccessLog.add`` kept, rendered on demand."""
+
+    __slots__ = ("values", "known_deployment")
+
+    def __init__(self, values: tuple, known_deployment: bool):
+        self.values = values
+        self.known_deployment = known_deployment
+
+    def fields(self) -> dict:
+        (request_id, key, deployment, replica, status, attempts, stream, duration_s, ttft_s, overhead_s,
+         prompt_tokens, completion_tokens, cost_usd, error, method, path) = self.values
+        return {
+            "request_id": redact(request_id), "key": key,
+            "deployment": deployment if self.known_deployment else _shown(deployment),
+            "replica": replica, "status": status, "attempts": attempts, "stream": stream,
+            "duration_ms": None if duration_s is None else round(duration_s * 1000, 3),
+            "ttft_ms": None if ttft_s is None else round(ttft_s * 1000, 3),
+            "overhead_ms": None if overhead_s is None else round(overhead_s * 1000, 3),
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost_usd,
+            "error": None if error is None else redact(error), "method": method, "path": _shown_paths[path],
+        }
+
+
+class _AccessRecord(logging.LogRecord):
+    """An access record: what every one shares is the class's, an instance holds its time, message and pid.
+    (``LogRecord.__init__`` — thread, process, caller — costs more than the rest of the line together.)"""
+
+    name = ACCESS_LOGGER
+    levelno = logging.INFO
+    levelname = "INFO"
+    pathname = filename = module = ""
+    lineno = 0
+    funcName = exc_info = exc_text = stack_info = thread = threadName = processName = taskName = None
+    args = ()
+    msecs = relativeCreated = 0.0
+
+    def __init__(self, created: float, msg: AccessLine, process: int):   # not the base's: see above
+        self.created = created
+        self.msg = msg
+        self.process = process
+
+
+class AccessLog:
+    """The access log of one worker. ``add`` on the request's path keeps a tuple; a timer writes."""
+
+    FLUSH_S = 0.05          # how long a line may wait to be written
+    MAX_PENDING = 4096      # written at once when this many are waiting
+
+    def __init__(self, loop, known_deployments=()):
+        self._loop = loop
+        self._logger = logging.getLogger(ACCESS_LOGGER)
+        self._pending: list[tuple] = []
+        self._timer = None
+        self._closed = False            # closed: every line is written as it comes
+        self._known = frozenset(known_deployments)
+        self._pid = os.getpid()
+
+    def add(self, ts: float, request_id: str, key: str | None, deployment: str | None, replica: str | None,
+            status: int, attempts: int, stream: bool, duration_s: float | None, ttft_s: float | None,
+            overhead_s: float | None, prompt_tokens: int | None, completion_tokens: int | None,
+            cost_usd: float | None, error: str | None, method: str, path: str) -> None:
+        """One answered request (``ts``: when it arrived, wall clock). Kept, written within ``FLUSH_S``."""
+        pending = self._pending
+        pending.append((ts, (request_id, key, deployment, replica, status, attempts, stream, duration_s, ttft_s,
+                             overhead_s, prompt_tokens, completion_tokens, cost_usd, error, method, path)))
+        if self._timer is None and not self._closed:
+            self._timer = self._loop.call_later(self.FLUSH_S, self.flush)
+        elif len(pending) >= self.MAX_PENDING or self._closed:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand what is kept to the ``fastinfer.access`` logger now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, []
+        logger = self._logger
+        if not pending or not logger.isEnabledFor(logging.INFO):
+            return
+        known = self._known
+        pid = self._pid
+        with batched_writes():
+            for ts, values in pending:
+                logger.handle(_AccessRecord(ts, AccessLine(values, values[2] in known), pid))
+
+    def close(self) -> None:
+        """Write what is kept; from now on each line as it comes (the worker is draining: its loop
+        may end before a timer would fire)."""
+        self._closed = True
+        self.flush()

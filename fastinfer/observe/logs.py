@@ -1,0 +1,246 @@
+"""Log set-up: every line of every process through the standard ``logging`` module, as text or JSON.
+
+Owns: ``setup_logging`` (``[logging]`` ``level`` and ``format``), the two formatters
+(``text``: ``ts LEVEL logger[pid]: message``; ``json``: one object per line with
+``ts``, ``level``, ``logger``, ``pid``, ``msg`` and ``exc``), and ``LineHandler``, the
+one handler, writing to standard error: a line at once, or the lines of a
+``batched_writes()`` block together (the access log's flush). Writes are whole
+lines of at most ``PIPE_BUF`` bytes, so the workers sharing one pipe never
+interleave inside a line. Every line is redacted (``fastinfer.redact``) as it is
+formatted, but for a ``StructuredMessage`` (an access line), whose maker makes its
+fields safe; other libraries' warnings and errors take from a budget (``ratelimit``).
+
+Must not touch: what is logged, or when (callers decide); the access log's fields
+(``access``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import sys
+import time
+
+import orjson
+
+from ..redact import redact
+from .ratelimit import LIBRARY_LINES, LibraryLines
+
+ACCESS_LOGGER = "fastinfer.access"
+
+_PIPE_BUF = 4096      # writes up to this size to a pipe are never interleaved with another process's
+
+
+class _Timestamps:
+    """ISO 8601 UTC timestamps with milliseconds; the part up to the second is formatted once a second."""
+
+    __slots__ = ("_second", "_prefix")
+
+    def __init__(self):
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, t: float) -> str:
+        second = int(t)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((t - second) * 1000):03d}Z"
+
+
+iso_time = _Timestamps()
+
+
+class StructuredMessage:
+    """A record's message that is fields, not a sentence (an access line): the JSON formatter puts
+    ``fields()`` in the line's object, the text one writes ``logfmt()``. Its fields are shown as
+    they are, unredacted: whoever builds one makes them safe."""
+
+    __slots__ = ()
+
+    def fields(self) -> dict:
+        raise NotImplementedError
+
+    def logfmt(self) -> str:
+        """``name=value`` pairs; strings with other than ``[A-Za-z0-9-_./:@+]`` quoted, ``-`` for absent."""
+        return " ".join(f"{name}={_logfmt_value(value)}" for name, value in self.fields().items())
+
+    def __str__(self) -> str:
+        return self.logfmt()
+
+
+def _logfmt_value(value) -> str:
+    if value is None:
+        return "-"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        if value and all(c.isalnum() or c in "-_./:@+" for c in value):
+            return value
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+class TextFormatter(logging.Formatter):
+    """``2024-05-01T12:00:00.123Z WARNING fastinfer.worker[4242]: message``, a traceback on the next lines.
+    An access line's message is its fields as ``key=value`` pairs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.msg
+        if isinstance(msg, StructuredMessage):
+            message = msg.logfmt()
+        else:
+            message = redact(record.getMessage())
+        line = f"{iso_time(record.created)} {record.levelname} {record.name}[{record.process}]: {message}"
+        detail = _exception_text(self, record)
+        return f"{line}\n{detail}" if detail else line
+
+
+_LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error",
+                logging.CRITICAL: "critical"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``pid``, then ``msg`` (and ``exc`` with a
+    traceback) — or, for an access record, its fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.msg
+        if isinstance(msg, StructuredMessage):
+            out = {"ts": iso_time(record.created), "level": _LEVEL_NAMES.get(record.levelno, "info"),
+                   "logger": record.name, "pid": record.process}
+            out.update(msg.fields())
+        else:
+            out = {"ts": iso_time(record.created), "level": record.levelname.lower(), "logger": record.name,
+                   "pid": record.process, "msg": redact(record.getMessage())}
+            detail = _exception_text(self, record)
+            if detail:
+                out["exc"] = detail
+        return orjson.dumps(out).decode()
+
+
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    """The record's traceback and stack, redacted (an exception's message may quote an upstream)."""
+    parts = []
+    if record.exc_info:
+        if not record.exc_text:
+            record.exc_text = formatter.formatException(record.exc_info)
+        parts.append(record.exc_text)
+    if record.stack_info:
+        parts.append(formatter.formatStack(record.stack_info))
+    return redact("\n".join(parts)) if parts else ""
+
+
+class LineHandler(logging.Handler):
+    """Formatted lines to a file descriptor (standard error): written at once, or, inside
+    ``batch()``, together when the batch ends."""
+
+    def __init__(self, fd: int = 2):
+        super().__init__()
+        self.fd = fd
+        self._lines: list[str] = []
+        self._batching = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        if not self._batching:
+            self._write()
+
+    @contextlib.contextmanager
+    def batch(self):
+        """The lines emitted inside go out in as few writes as whole lines allow."""
+        with self.lock:
+            self._batching += 1
+            try:
+                yield
+            finally:
+                self._batching -= 1
+                if not self._batching:
+                    self._write()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._write()
+
+    def _write(self) -> None:
+        """The buffered lines, in writes of whole lines of at most PIPE_BUF bytes (longer lines alone)."""
+        if not self._lines:
+            return
+        lines, self._lines = self._lines, []
+        chunk: list[bytes] = []
+        size = 0
+        for line in lines:
+            data = line.encode("utf-8", "backslashreplace") + b"\n"
+            if chunk and size + len(data) > _PIPE_BUF:
+                self._write_all(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(data)
+            size += len(data)
+        self._write_all(b"".join(chunk))
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.fd, view)
+            except BlockingIOError:
+                # a non-blocking descriptor handed to us: wait a little, never spin, never raise
+                if not select.select([], [self.fd], [], 1.0)[1]:
+                    return
+                continue
+            except OSError:
+                return    # standard error is gone: nothing to write to
+            view = view[n:]
+
+
+_handler: LineHandler | None = None
+
+
+def setup_logging(level: str = "info", format: str = "text") -> LineHandler:
+    """Every logger of the process through one ``LineHandler`` on standard error, at ``level``, in
+    ``format``. Called again (a reload), it changes the level and format of the same handler.
+    The access logger writes whatever ``level`` says: ``logging.access_log`` switches it."""
+    global _handler
+    root = logging.getLogger()
+    if _handler is None:
+        try:
+            fd = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):   # standard error replaced by something in memory
+            fd = 2
+        _handler = LineHandler(fd)
+        for old in list(root.handlers):
+            root.removeHandler(old)
+        _handler.addFilter(LibraryLines(LIBRARY_LINES))
+        root.addHandler(_handler)
+        logging.captureWarnings(True)
+        # fields no formatter of ours shows: not worth their cost on every record
+        logging.logThreads = False
+        logging.logMultiprocessing = False
+        # the caller's file and line: our lines name their logger instead, and findCaller walks frames
+        logging._srcfile = None
+    _handler.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
+    root.setLevel(level.upper())
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+    if _handler not in access.handlers:
+        access.addHandler(_handler)
+    return _handler
+
+
+@contextlib.contextmanager
+def batched_writes():
+    """Log lines emitted inside are written together at the end (the access log's flush)."""
+    if _handler is None:
+        yield
+        return
+    with _handler.batch():
+        yield
