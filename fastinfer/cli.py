@@ -94,7 +94,7 @@ def _setup_logging(config: Config) -> None:
 
 
 def cmd_serve(args) -> int:
-    from .gateway.auth import resolve_key_hashes
+    from .config.keys import resolve_key_hashes
     try:
         overrides = _server_overrides(args)
         config = resolve_key_hashes(_load(args.config))   # a key that cannot be read: exit 2

@@ -5,15 +5,13 @@ Owns: finding the key a request carries (``Authorization: Bearer K``, else
 SDK does), looking it up by its SHA-256 digest (one hash and one dict lookup,
 whatever the number of keys; the digests are then compared in constant time),
 each key's ``models`` globs, priority default and ceiling, and its filtered
-``/v1/models`` body. Also ``resolve_key_hashes``: a key given by a secret
-source is read once at start (and at every reload) and only its digest is kept.
+``/v1/models`` body.
 
 Must not touch: limits (``limits.quota``), the engine. The key itself is never
 stored, logged, forwarded or shown: only its name leaves this module.
 """
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import hashlib
 import hmac
@@ -21,44 +19,12 @@ import time
 
 import orjson
 
-from ..config import Config, ConfigError
-from ..config.secrets import SecretUnavailable
+from ..config import Config
+from ..config.keys import key_digest, resolve_key_hashes  # noqa: F401 (re-exported)
 from ..engine import PRIORITY_LEVELS
 from ..errors import PermissionDenied, Unauthorized
 
 _MODEL_CACHE_MAX = 1024   # answers cached per key for model names (deployment names and aliases)
-
-
-def key_digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
-
-
-def resolve_key_hashes(config: Config) -> Config:
-    """``config`` with every key given by a source (``key = { env | file | command | value }``)
-    replaced by its SHA-256 (``key_sha256``); the raw key is dropped. A source that yields no key,
-    or two keys that are the same, is a ``ConfigError`` naming the key's path."""
-    problems: list[str] = []
-    keys = []
-    seen: dict[str, str] = {}
-    for i, k in enumerate(config.keys):
-        digest = k.key_sha256.lower() if k.key_sha256 else None
-        if k.key is not None:
-            try:
-                raw = k.key.read()
-            except SecretUnavailable as e:
-                problems.append(f"keys[{i}].key: {e}")
-                continue
-            if not raw:
-                problems.append(f"keys[{i}].key: {k.key.describe()} gave an empty key")
-                continue
-            digest = key_digest(raw).hex()
-        if digest in seen:
-            problems.append(f"keys[{i}].key: the same key as key {seen[digest]!r}")
-        seen.setdefault(digest, k.name)
-        keys.append(dataclasses.replace(k, key_sha256=digest))
-    if problems:
-        raise ConfigError(problems, config.source)
-    return dataclasses.replace(config, keys=keys)
 
 
 class GatewayKey:

@@ -22,10 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import sys
 import time
 import traceback
-
-from aiohttp.http_exceptions import HttpProcessingError
 
 from ..redact import redact
 
@@ -163,7 +162,7 @@ class LibraryLines(logging.Filter):
         if not self.budget.admit():
             return False
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
+        if _is_malformed_http(error):
             _without_traceback(record, f"malformed HTTP request (answered {error.code}): {_first_line(error)}",
                                logging.WARNING)
         elif error is not None and not self.budget.first_sighting(_site(error)):
@@ -171,7 +170,14 @@ class LibraryLines(logging.Filter):
         return True
 
 
-def _first_line(error: HttpProcessingError) -> str:
+def _is_malformed_http(error: BaseException | None) -> bool:
+    """aiohttp's parser refused the request. Looked up, not imported: the supervisor, which logs through
+    this filter too, never loads aiohttp (and so never meets such an error)."""
+    module = sys.modules.get("aiohttp.http_exceptions")
+    return module is not None and isinstance(error, module.HttpProcessingError)
+
+
+def _first_line(error) -> str:
     """The parser's complaint without the client's bytes it quotes (after a colon, or on the next lines)."""
     lines = (error.message or "").strip().splitlines()
     return (lines[0].split(": ", 1)[0].rstrip(":") if lines else type(error).__name__)[:200]
