@@ -15,7 +15,6 @@ import time
 import pytest
 
 from procs import http_json, start_gateway_proc, wait_for
-from redis_server import redis_server  # noqa: F401  (fixture)
 from test_gateway_keys import keys_config
 from test_rate_limits import in_parallel, scrape
 

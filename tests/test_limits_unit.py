@@ -11,7 +11,7 @@ import uuid
 import pytest
 from multidict import CIMultiDict
 
-from fastinfer._core.ref.shm import Layout, Segment
+from fastinfer._core.ref.shm import Segment
 from fastinfer.config import parse_config
 from fastinfer.engine import GatewayRequest
 from fastinfer.errors import BudgetExceeded, PermissionDenied, RateLimited, Unauthorized
@@ -20,7 +20,7 @@ from fastinfer.limits import Limits, LocalStore, price_of
 from fastinfer.limits.periods import PeriodClock, period_at
 from fastinfer.limits.prices import PRICE_TABLE, Price, table_price
 from fastinfer.limits.quota import estimated_tokens, reset_duration
-from fastinfer.metrics import BUCKETS, MetricsLayout
+from fastinfer.metrics import MetricsLayout
 from fastinfer.process.hostwide import plan
 
 

@@ -165,15 +165,14 @@ class Limits:
         self.synchronous = store.synchronous
 
     @classmethod
-    def for_worker(cls, config, host, worker: int, admission: AdmissionControl, metrics) -> "Limits":
+    def for_worker(cls, config, host, worker: int, admission: AdmissionControl, metrics, *,
+                   store: LimitStore | None = None, cluster=None) -> "Limits":
         """This worker's limits over the host's segment (``host``: ``process.hostwide.HostState``),
-        saving the host's state under ``server.state_dir`` when this worker holds the lease."""
+        saving the host's state under ``server.state_dir`` when this worker holds the lease.
+        With ``[cluster]``: the cluster's ``store`` and its background ``cluster`` sync (started
+        and stopped with the limits)."""
         segment, index = host.segment, host.index
-        cluster = None
-        if config.cluster is not None:
-            from ..cluster.attach import attach_cluster     # redis is imported only by clustered hosts
-            store, cluster = attach_cluster(config, host, worker)
-        else:
+        if store is None:
             store = LocalStore(segment, len(index.buckets), len(index.keys))
         limits = cls(config, store, worker=worker, keys=index.keys, buckets=index.buckets,
                      key_concurrency=[segment.key_concurrency(k) for k in range(len(index.keys))],

@@ -18,6 +18,7 @@ import uvloop
 from aiohttp import web
 
 from ..breaker import DeploymentBreakers
+from ..cluster.attach import attach_cluster
 from ..config import Config
 from ..config.secrets import SecretUnavailable
 from ..engine import Engine
@@ -97,7 +98,10 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
                       admissions=admission.views(config.deployments, host.index.rate_gates),
                       breakers={d.name: b.breakers for d, b in zip(config.deployments, breakers)},
                       buckets={name: segment.bucket(i) for name, i in host.index.buckets.items()})
-    limits = Limits.for_worker(config, host, index, admission, metrics)
+    store = cluster = None
+    if config.cluster is not None:     # this worker's Redis pool and its part in the host's sync
+        store, cluster = attach_cluster(config, host, index)
+    limits = Limits.for_worker(config, host, index, admission, metrics, store=store, cluster=cluster)
 
     def on_rotate(deployment: str, cause: str) -> None:
         if cause == "file_changed":  # auth, admin and reload rebuilds are counted where they happen
