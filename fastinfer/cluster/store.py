@@ -21,7 +21,7 @@ import logging
 from ..errors import Overloaded
 from ..limits.store import LocalStore
 from .client import REDIS_DOWN
-from .state import UP
+from .state import DOWN, UP
 
 log = logging.getLogger("fastinfer.cluster")
 _ALWAYS = (True, 0.0)
@@ -51,8 +51,10 @@ class ClusterStore(LocalStore):
         if strict is not None or cluster.on_redis_down != "local_share":
             self.take = self._take_checked
 
-    def _redis_up(self) -> bool:
-        return self._counters.get(self._state_word) == UP
+    def _redis_down(self) -> bool:
+        """Down since the sync last failed; before its first exchange (a second at most) Redis is
+        presumed up: strict mode asks it, the others count locally."""
+        return self._counters.get(self._state_word) == DOWN
 
     def _take_down(self, ids, amounts) -> tuple[bool, float]:
         """Redis is away: per ``on_redis_down``."""
@@ -66,12 +68,12 @@ class ClusterStore(LocalStore):
         return self._local_take(ids, amounts)
 
     def _take_checked(self, ids, amounts) -> tuple[bool, float]:
-        if self._redis_up():
-            return self._local_take(ids, amounts)
-        return self._take_down(ids, amounts)
+        if self._redis_down():
+            return self._take_down(ids, amounts)
+        return self._local_take(ids, amounts)
 
     async def take_async(self, ids, amounts) -> tuple[bool, float]:
-        if self.strict is None or not self._redis_up():
+        if self.strict is None or self._redis_down():
             return self.take(ids, amounts)
         try:
             result = await self.strict.take(ids, amounts)
@@ -85,7 +87,7 @@ class ClusterStore(LocalStore):
 
     def adjust(self, bucket: int, delta: int) -> None:
         super().adjust(bucket, delta)
-        if self.strict is not None and delta and self._redis_up():
+        if self.strict is not None and delta and self._counters.get(self._state_word) == UP:
             task = asyncio.get_running_loop().create_task(self._adjust_in_redis(bucket, delta))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
