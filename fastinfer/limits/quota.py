@@ -17,7 +17,7 @@ Owns: what a request draws on and gives back —
   use); spend is added; the key's slot is given back. Exactly once.
 - the ``x-ratelimit-*`` headers of every answer under a limit.
 
-Storage is the ``LimitStore`` (``store``): the host's segment here, a cluster later.
+Storage is the ``LimitStore`` (``store``): the host's segment, or with ``[cluster]`` the cluster's.
 Must not touch: HTTP objects (errors are raised, the gateway renders them),
 routing, providers, configuration files.
 """

@@ -6,18 +6,12 @@ and ``LimitSnapshot``, the state by name (bucket levels, spend) that persistence
 writes and restores. ``LocalStore`` keeps everything in the host's shared
 segment: lock-free, exact across the host's worker processes, no I/O.
 
-The seam for a cluster (``[cluster]``):
-
-- ``approximate``: keep ``LocalStore`` on the request path and sync in the
-  background (one worker per host, under ``LEASE_CLUSTER_SYNC``): publish what
-  this host consumed (``TokenBucket.consumed`` deltas per bucket, spend deltas
-  per key) and ``charge`` / ``add_spend`` what other hosts did. Nothing in Redis
-  runs on the request path.
-- ``strict``: a store whose ``synchronous`` is False; its ``take_async`` is one
-  Redis script (EVALSHA) taking every bucket all or none, and ``adjust`` /
-  ``add_spend`` go to Redis too. Callers await ``take_async`` when
-  ``synchronous`` is False and call ``take`` otherwise (the local path stays a
-  plain call: no coroutine per request).
+With ``[cluster]`` the store is ``cluster.store.ClusterStore`` (a ``LocalStore``
+shared through Redis): in ``approximate`` mode its ``take`` is still the
+segment's call and a background sync keeps the buckets at what the cluster
+left; in ``strict`` mode ``synchronous`` is False and callers await
+``take_async`` (one Redis script). The local path stays a plain call: no
+coroutine per request.
 
 Must not touch: HTTP, configuration, policies (which bucket a request draws on
 and what happens when it is short are ``quota``'s).
