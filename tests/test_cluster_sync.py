@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from fastinfer._core.ref.shm import Segment
-from fastinfer.cluster.attach import attach_cluster
+from fastinfer.cluster.attach import attach_cluster, session_directory
 from fastinfer.cluster.state import DOWN, UP
 from fastinfer.cluster.store import ClusterUnavailable
 from fastinfer.config import parse_config
@@ -159,3 +159,35 @@ def test_what_a_request_gets_from_a_host_without_redis(policy):
     finally:
         host.segment.unlink()
         host.segment.close()
+
+
+def test_two_hosts_agree_on_every_sessions_replica_through_the_directory(hosts, redis_server):
+    async def run():
+        a, b = hosts("a"), hosts("b")
+        da, db = session_directory(a.sync), session_directory(b.sync)
+        sessions = [uuid.uuid4().bytes for _ in range(8)]
+        replicas = ["r0", "r1", "r2"]
+        for i, key in enumerate(sessions):       # a binds first; b proposes another replica and is told a's
+            assert await da.claim(key, "d", replicas[i % 3], 30) == replicas[i % 3]
+            assert await db.claim(key, "d", replicas[(i + 1) % 3], 30) == replicas[i % 3]
+        # a re-pins session 0; b follows it
+        da.moved(sessions[0], "d", "r2", 30)
+        # session 1 is used again with a longer idle TTL (batched refresh)
+        da.touched(sessions[1], 600)
+        # session 2 ends on b; a later claim binds it afresh
+        db.ended(sessions[2])
+        await da.close()
+        await db.close()
+        assert await db.claim(sessions[0], "d", "r0", 30) == "r2"
+        pttl = int(redis_server.command("PTTL", f"fastinfer:session:{sessions[1].hex()}")[1:])
+        assert 30_000 < pttl <= 600_000
+        assert await da.claim(sessions[2], "d", "r1", 30) == "r1"
+        # Redis away: a binds on its own at once, and nothing is sent
+        redis_server.kill()
+        await a.sync.tick(0.0)
+        assert await da.claim(uuid.uuid4().bytes, "d", "r1", 30) == "r1"
+        da.touched(sessions[3], 30)
+        await da.close()
+        for h in (a, b):
+            await h.sync.client.aclose()
+    asyncio.run(run())

@@ -1,4 +1,4 @@
-"""A worker joins the cluster: its Redis client, its store, and the host's sync.
+"""A worker joins the cluster: its Redis client, its store, the host's sync, its session directory.
 
 Owns: putting ``client``, ``state``, ``strict``, ``store`` and ``sync`` together
 for one worker (``limits.Limits.for_worker`` calls it when the config has a
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..limits.persist import spend_periods
 from .client import Keys, connect
+from .sessions import RedisSessionDirectory
 from .state import ClusterState
 from .store import ClusterStore
 from .strict import StrictBuckets
@@ -28,3 +29,9 @@ def attach_cluster(config, host, worker: int) -> tuple[ClusterStore, ClusterSync
     sync = ClusterSync(cluster, client, state, store, segment=segment, worker=worker, buckets=index.buckets,
                        keys=index.keys, periods=spend_periods(config), strict=strict)
     return store, sync
+
+
+def session_directory(sync: ClusterSync) -> RedisSessionDirectory:
+    """This worker's shared session directory (routing's ``SessionDirectory`` seam), on the same
+    Redis pool and host state as its limits."""
+    return RedisSessionDirectory(sync.client, sync.redis_keys, sync.state)

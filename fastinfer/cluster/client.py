@@ -49,6 +49,10 @@ class Keys:
         """Strict mode: a limit's theoretical arrival time (µs, Redis clock)."""
         return f"{self.prefix}:tat:{':'.join(name)}"
 
+    def session(self, key: bytes) -> str:
+        """A sticky session's binding (value: the replica's name), with the session's idle TTL."""
+        return f"{self.prefix}:session:{key.hex()}"
+
     def spend(self, key: str, period_kind: str, period: int) -> str:
         """Hash of a key's spend in one period (field: node id, value micro-USD)."""
         return f"{self.prefix}:spend:{key}:{period_kind}:{period}"
