@@ -75,14 +75,13 @@ class ClusterSync:
         self._task = loop.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        """Stop exchanging (a draining worker); another worker, or the next start, takes over."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         self.lease.release(self.worker)
+        await self.store.close()
         await self.client.aclose()
 
     async def _run(self) -> None:
