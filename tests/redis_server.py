@@ -57,11 +57,13 @@ class RedisServer:
         self.proc = None
 
     def command(self, *args: str) -> str:
-        """One command over a plain socket (RESP), its reply's first line: no client library needed."""
+        """One command over a plain socket (RESP): a simple reply's line (``+OK``, ``:2``), or a bulk
+        string's value. No client library needed."""
         payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
             s.sendall(payload.encode())
-            return s.recv(65536).decode().split("\r\n", 1)[0]
+            lines = s.recv(65536).decode().split("\r\n")
+        return lines[1] if lines[0].startswith("$") and lines[0] != "$-1" else lines[0]
 
 
 @pytest.fixture

@@ -98,7 +98,7 @@ def test_each_host_charges_what_the_others_consumed_through_restarts_of_a_node_a
     asyncio.run(run())
 
 
-def test_spend_is_shared_and_a_restarted_node_takes_its_own_back(hosts):
+def test_spend_is_shared_and_a_restarted_node_takes_its_own_back(hosts, redis_server):
     async def run():
         a, b = hosts("a"), hosts("b")
         a.store.add_spend(0, 0, 2_500_000)            # $2.50 on a ("total": period 0)
@@ -112,7 +112,14 @@ def test_spend_is_shared_and_a_restarted_node_takes_its_own_back(hosts):
         a2 = hosts("a")                               # a restarts with nothing in memory
         await a2.sync.tick(0.0)
         assert a2.store.spent(0, 0) == 3_500_000      # its own $2.50 from Redis, and b's $1
-        for h in (a, a2, b):
+        # a restarts again, its state_dir (or a reload) carrying the total, b's $1 included
+        a3 = hosts("a")
+        a3.store.restore_spend(0, 0, 3_500_000)
+        await a3.sync.tick(0.0)
+        await b.sync.tick(0.0)
+        assert a3.store.spent(0, 0) == 3_500_000 and b.store.spent(0, 0) == 3_500_000   # nothing twice
+        assert redis_server.command("HGET", "fastinfer:spend:k:total:0", "a") == "2500000"
+        for h in (a, a2, a3, b):
             await h.sync.client.aclose()
     asyncio.run(run())
 

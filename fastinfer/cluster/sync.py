@@ -112,34 +112,44 @@ class ClusterSync:
     # ------------------------------------------------------------ up
 
     async def _rejoin(self) -> None:
-        """(Re)connected: take back this node's own spend from Redis (a restart keeps it), and undo
+        """(Re)connected. A fresh segment (this host started, or a reload made a new one) settles
+        its spend with Redis first (``_settle_spend``); a host coming back from an outage undoes
         the local share's assumptions (the real counts follow)."""
+        was = self.state.state
+        if was != DOWN:
+            await self._settle_spend()
+        for j, i in enumerate(self.bucket_ids):
+            if self._assumed[j]:
+                self.store.buckets[i].refund(self._assumed[j])
+                self.state.add_applied(self.names[j], -self._assumed[j])
+                self._assumed[j] = 0
+        self.state.set_state(UP)
+        if was == DOWN:
+            log.warning("cluster: Redis at %s is back; limits shared with %d live node(s) again",
+                        mask_url(self.cluster.redis_url), self.state.nodes)
+        else:
+            log.info("cluster: node %s connected to Redis at %s (%s mode)", self.node,
+                     mask_url(self.cluster.redis_url), self.cluster.mode)
+
+    async def _settle_spend(self) -> None:
+        """Make each key's local spend this node's own plus the others', with the others' counted
+        as applied. This node's own is the larger of its field in Redis (a restart kept it there)
+        and what the segment holds beyond the others' (a reload or ``state_dir`` carried a total
+        that includes them)."""
         now = time.time()
         pipe = self.client.pipeline(transaction=False)
         periods = []
         for key in self.keys:
             period = period_at(self.periods[key], now)[0]
             periods.append(period)
-            pipe.hget(self.redis_keys.spend(key, self.periods[key], period), self.node)
-        own_in_redis = await pipe.execute()
-        for (key, k), period, saved in zip(self.keys.items(), periods, own_in_redis):
-            missing = int(saved or 0) - self._own_spend(key, k, period)
-            if missing > 0:
-                self.store.add_spend(k, period, missing)
-        for j, i in enumerate(self.bucket_ids):
-            if self._assumed[j]:
-                self.store.buckets[i].refund(self._assumed[j])
-                self.state.add_applied(self.names[j], -self._assumed[j])
-                self._assumed[j] = 0
-        was = self.state.state
-        self.state.set_state(UP)
-        n = self.state.nodes
-        if was == DOWN:
-            log.warning("cluster: Redis at %s is back; limits shared with %d live node(s) again",
-                        mask_url(self.cluster.redis_url), n)
-        else:
-            log.info("cluster: node %s connected to Redis at %s (%s mode)", self.node,
-                     mask_url(self.cluster.redis_url), self.cluster.mode)
+            pipe.hgetall(self.redis_keys.spend(key, self.periods[key], period))
+        for (key, k), period, fields in zip(self.keys.items(), periods, await pipe.execute()):
+            others = sum(_int(v) for node, v in fields.items() if node != self.node)
+            local = self.store.spent(k, period)
+            own = max(_int(fields.get(self.node, 0)), local - others)
+            if own + others != local:
+                self.store.add_spend(k, period, own + others - local)
+            self.state.set_spend_applied(key, period, others)
 
     def _own_spend(self, key: str, k: int, period: int) -> int:
         return self.store.spent(k, period) - self.state.spend_applied(key, period)
@@ -198,7 +208,7 @@ class ClusterSync:
             if other == self.node:
                 continue
             epoch, _, net = value.partition(":")
-            net = int(net)
+            net = _int(net)
             seen = self._seen.get((name, other))
             self._seen[(name, other)] = (epoch, net)
             if seen is None:
@@ -212,7 +222,7 @@ class ClusterSync:
             self.state.add_applied(name, delta)
 
     def _apply_spend(self, key: str, k: int, period: int, spends: dict) -> None:
-        others = sum(int(v) for node, v in spends.items() if node != self.node)
+        others = sum(_int(v) for node, v in spends.items() if node != self.node)
         applied = self.state.spend_applied(key, period)
         if others != applied:
             self.store.add_spend(k, period, others - applied)
@@ -253,3 +263,11 @@ class ClusterSync:
             self.store.buckets[i].charge(n)
             self.state.add_applied(self.names[j], n)
             self._assumed[j] += n
+
+
+def _int(value) -> int:
+    """A counter read from Redis; 0 for anything that is not one (a foreign or damaged field)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
