@@ -198,3 +198,22 @@ def test_two_hosts_agree_on_every_sessions_replica_through_the_directory(hosts, 
         for h in (a, b):
             await h.sync.client.aclose()
     asyncio.run(run())
+
+
+def test_strict_takes_in_redis_survives_a_script_flush_and_a_redis_restarted_empty(hosts, redis_server):
+    async def run():
+        a, b = hosts("a", mode="strict"), hosts("b", mode="strict")
+        bucket = [a.index.buckets[BUCKET]]
+        assert await a.store.take_async(bucket, [60]) == (True, 0.0)
+        ok, wait = await b.store.take_async(bucket, [60])      # the same bucket, in Redis: 40 left
+        assert not ok and 0 < wait <= 20 / (100 / 60) + 1       # 20 tokens short, at 100 a minute
+        assert redis_server.command("SCRIPT", "FLUSH") == "+OK"  # EVALSHA answers NOSCRIPT: loaded again
+        assert await b.store.take_async(bucket, [30]) == (True, 0.0)
+        await b.sync.tick(0.0)                       # b's mirror follows Redis (10 left, plus refill)
+        assert 9 <= b.level() < 13
+        assert redis_server.command("FLUSHALL") == "+OK"          # Redis restarted empty
+        await b.sync.tick(0.0)                       # seeds the lost bucket from b's mirror
+        assert not (await a.store.take_async(bucket, [20]))[0]    # not a fresh bucket of 100
+        for h in (a, b):
+            await h.sync.client.aclose()
+    asyncio.run(run())
