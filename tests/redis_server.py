@@ -7,6 +7,7 @@ Redis without persistence does in production.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -55,6 +56,10 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
+
+    def freeze(self, frozen: bool = True) -> None:
+        """SIGSTOP / SIGCONT: a Redis that accepts connections and never answers (slow, or stuck)."""
+        self.proc.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def command(self, *args: str) -> str:
         """One command over a plain socket (RESP): a simple reply's line (``+OK``, ``:2``), or a bulk

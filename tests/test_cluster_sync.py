@@ -217,3 +217,21 @@ def test_strict_takes_in_redis_survives_a_script_flush_and_a_redis_restarted_emp
         for h in (a, b):
             await h.sync.client.aclose()
     asyncio.run(run())
+
+
+def test_a_frozen_redis_counts_as_down_and_nothing_waits_for_it(hosts, redis_server):
+    async def run():
+        a = hosts("a", timeout_ms=100)
+        await a.sync.tick(0.0)
+        assert a.sync.state.state == UP
+        redis_server.freeze()
+        try:
+            await a.sync.tick(0.0)                   # times out (100 ms per call) instead of hanging
+            assert a.sync.state.state == DOWN
+            a.take(1)                                # the request path never asks Redis here
+        finally:
+            redis_server.freeze(False)
+        await a.sync.tick(0.0)
+        assert a.sync.state.state == UP
+        await a.sync.client.aclose()
+    asyncio.run(run())
