@@ -69,6 +69,7 @@ class ClusterSync:
         self._members: list[str] = [self.node]
         self._assumed = [0] * len(self.bucket_ids)     # local share charges while Redis is away
         self._holding = False
+        self._settled = False
         self._task: asyncio.Task | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -100,24 +101,26 @@ class ClusterSync:
 
     async def tick(self, elapsed: float) -> None:
         """One exchange; on failure, the state goes down and the local share applies for ``elapsed``."""
+        was = self.state.state
+        timeout = self.cluster.timeout_ms / 1000 * 4
         try:
-            if self.state.state != UP:
-                await asyncio.wait_for(self._rejoin(), self.cluster.timeout_ms / 1000 * 4)
-            await asyncio.wait_for(self._exchange(), self.cluster.timeout_ms / 1000 * 4)
+            if not self._settled:    # this host started, or a reload made a new segment
+                await asyncio.wait_for(self._settle_spend(), timeout)
+            await asyncio.wait_for(self._exchange(), timeout)
         except REDIS_DOWN as e:
             self._went_down(e)
             if self.cluster.on_redis_down == "local_share":
                 self._hold_share(elapsed)
+            return
+        if was != UP:
+            self._came_up(was)
 
     # ------------------------------------------------------------ up
 
-    async def _rejoin(self) -> None:
-        """(Re)connected. A fresh segment (this host started, or a reload made a new one) settles
-        its spend with Redis first (``_settle_spend``); a host coming back from an outage undoes
-        the local share's assumptions (the real counts follow)."""
-        was = self.state.state
-        if was != DOWN:
-            await self._settle_spend()
+    def _came_up(self, was: int) -> None:
+        """The first exchange that worked: from now on the counts are real. Coming back from an
+        outage, what the local share assumed the others used is given back (the exchange has
+        applied what they really used)."""
         for j, i in enumerate(self.bucket_ids):
             if self._assumed[j]:
                 self.store.buckets[i].refund(self._assumed[j])
@@ -135,7 +138,7 @@ class ClusterSync:
         """Make each key's local spend this node's own plus the others', with the others' counted
         as applied. This node's own is the larger of its field in Redis (a restart kept it there)
         and what the segment holds beyond the others' (a reload or ``state_dir`` carried a total
-        that includes them)."""
+        that includes them). Once, before this worker's first exchange."""
         now = time.time()
         pipe = self.client.pipeline(transaction=False)
         periods = []
@@ -150,6 +153,7 @@ class ClusterSync:
             if own + others != local:
                 self.store.add_spend(k, period, own + others - local)
             self.state.set_spend_applied(key, period, others)
+        self._settled = True
 
     def _own_spend(self, key: str, k: int, period: int) -> int:
         return self.store.spent(k, period) - self.state.spend_applied(key, period)
