@@ -28,6 +28,7 @@ class LoadResult:
     ttfc_s: list = field(default_factory=list)     # time to first chunk (streams)
     chunks: int = 0                                # data events received (streams)
     tool: str = "asyncio"
+    cpu_s: float = 0.0                             # CPU the load generator itself used
 
     def summary(self) -> dict:
         lat = np.array(self.latencies_s) * 1000 if self.latencies_s else np.array([np.nan])
@@ -35,6 +36,7 @@ class LoadResult:
             "tool": self.tool, "requests": self.requests, "errors": self.errors,
             "elapsed_s": round(self.elapsed_s, 3),
             "rps": round(self.requests / self.elapsed_s, 1) if self.elapsed_s else 0.0,
+            "loadgen_cpu_s": round(self.cpu_s, 3),
             "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3),
         }
         if self.chunks:
@@ -52,6 +54,9 @@ def http_request(host: str, port: int, path: str, body: bytes) -> bytes:
             f"Authorization: Bearer bench\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
+_CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
+
+
 async def _user(host, port, request: bytes, stream: bool, deadline: float, budget: list, result: LoadResult):
     reader, writer = await asyncio.open_connection(host, port)
     perf = time.perf_counter
@@ -62,9 +67,13 @@ async def _user(host, port, request: bytes, stream: bool, deadline: float, budge
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
-            if not stream or status != 200:
-                m = re.search(rb"(?i)content-length: *(\d+)", head)
-                await reader.readexactly(int(m.group(1)) if m else 0)
+            m = _CONTENT_LENGTH.search(head)
+            if not stream or status != 200 or m:
+                body = await reader.readexactly(int(m.group(1)) if m else 0)
+                if stream and status == 200:   # a stream sent with a length instead of chunked
+                    result.chunks += body.count(b"data: ")
+                    result.ttfc_s.append(perf() - t0)
+                    status = 200 if b"data: [DONE]" in body else 599
                 result.latencies_s.append(perf() - t0)
                 result.requests += 1
                 result.errors += status != 200
@@ -100,11 +109,13 @@ async def run_asyncio(host: str, port: int, path: str, body: bytes, concurrency:
     result = LoadResult()
     request = http_request(host, port, path, body)
     budget = [max_requests]
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     deadline = t0 + duration_s
     await asyncio.gather(*(_user(host, port, request, stream, deadline, budget, result)
                            for _ in range(concurrency)))
     result.elapsed_s = time.perf_counter() - t0
+    result.cpu_s = time.process_time() - cpu0
     if stream:
         result.chunks -= result.requests  # "data: [DONE]" is a terminator, not a chunk
     return result
@@ -119,17 +130,26 @@ wrk.body = [[%s]]
 
 
 def run_wrk(host: str, port: int, path: str, body: bytes, concurrency: int, duration_s: float) -> LoadResult:
+    """wrk with one thread per CPU this process may use (the bench pins its load side), at most
+    one per connection; its own CPU time is read from its rusage."""
+    threads = min(concurrency, len(os.sched_getaffinity(0)))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(_WRK_LUA % body.decode())
         script = f.name
     try:
-        out = subprocess.run(
-            ["wrk", "-t", str(min(concurrency, 2)), "-c", str(concurrency), "-d", f"{max(1, round(duration_s))}s",
-             "--latency", "-s", script, f"http://{host}:{port}{path}"],
-            capture_output=True, text=True, timeout=duration_s + 30, check=True).stdout
+        with tempfile.TemporaryFile("w+") as stdout:
+            proc = subprocess.Popen(
+                ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{max(1, round(duration_s))}s",
+                 "--latency", "-s", script, f"http://{host}:{port}{path}"],
+                stdout=stdout, stderr=subprocess.DEVNULL, text=True)
+            cpu_s = _wait_with_rusage(proc, duration_s + 30)
+            stdout.seek(0)
+            out = stdout.read()
     finally:
         os.unlink(script)
-    result = LoadResult(tool="wrk")
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk exited with {proc.returncode}: {out[-500:]}")
+    result = LoadResult(tool="wrk", cpu_s=cpu_s)
     m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
     result.requests = int(m.group(1))
     result.elapsed_s = float(m.group(2)) * {"s": 1, "ms": 1e-3, "m": 60}[m.group(3)]
@@ -139,6 +159,19 @@ def run_wrk(host: str, port: int, path: str, body: bytes, concurrency: int, dura
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
     result.wrk_percentiles_ms = {k: _wrk_ms(v) for k, v in percentiles.items()}
     return result
+
+
+def _wait_with_rusage(proc: subprocess.Popen, timeout_s: float) -> float:
+    """Reap ``proc`` (killing it past the timeout); the CPU seconds it used."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            proc.kill()
+        time.sleep(0.05)
 
 
 def _wrk_ms(value: str) -> float:

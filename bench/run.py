@@ -1,106 +1,46 @@
-"""``python -m fastinfer bench``: the gateway's cost, measured against direct-to-upstream.
+"""``python -m fastinfer bench``: the gateway's cost, measured against direct-to-upstream and its peers.
 
-In one invocation it starts ``mock-upstream`` and ``fastinfer serve`` in front
-of it, then runs the same scenarios (a) against the mock directly and (b)
-through the gateway: non-streaming at concurrency 1, 16 and 64; streaming
-(64 chunks) at concurrency 16. Besides req/s and latency percentiles it reads
-the CPU time of the gateway's processes from /proc — supervisor and workers —
-and reports CPU per request and per streamed chunk: the figure that survives
-a noisy, shared machine. It writes JSON and Markdown to ``--out``.
+In one invocation it starts a mock upstream (nginx serving canned answers, or
+``mock-upstream``) and, in front of that same mock, fastinfer bare, fastinfer
+with every feature on and — when installed — nginx (the proxy floor) and
+vllm-router (see ``targets.py``); then runs the same scenarios against the mock
+directly and through each: non-streaming at concurrency 64, 8 and 1; streaming
+(64 chunks, and 8 as a short variant) at concurrency 32. Besides req/s and
+latency percentiles it reads the CPU time of each path's whole process tree
+from /proc and reports CPU per request and per streamed chunk: the figure that
+survives a noisy, shared machine; and memory, the per-worker CPU split, the
+load side's own CPU. The headline is the peer table (``peer_table.py``):
+fastinfer's figures as ratios to each peer's. It writes JSON and Markdown to
+``--out``.
 
 ``--baseline-tree PATH`` starts a second gateway from another source tree (a
 checkout with its compiled core built in place, e.g. ``git worktree add`` of
 main) on the same mock, runs every scenario through it too, and reports this
 tree against it as ratios: a before/after measured in one run.
-
-``--limits`` starts one more gateway from this tree with the same deployment
-plus a gateway key, that key's RPM/TPM and concurrency limits and a budget, and
-a rate limit on the deployment — all too large to ever bind — and reports what
-they cost per request against the gateway without them, in the same run.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import json
 import os
-import re
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
+from . import peer_table
+from .nginx import nginx_binary
 from .loadgen import LoadResult, run_asyncio, run_wrk, wrk_available
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PORT_RE = re.compile(rb"http://[\d.]+:(\d+)")
+from .proctree import CpuLayout, parse_cpus, worker_split
+from .profiling import start_profiler, summarize_profile
+from .targets import ALL_TARGETS, start_targets, wanted_targets
+from .upstream import start_upstream
+from .vllm_router import find_vllm_router
 STREAM_CHUNKS = 64   # data events per stream the client receives (role + content + finish)
 SHORT_CHUNKS = 8     # the short variant: per-stream cost vs per-chunk cost by difference
-
-
-# ----------------------------------------------------------------- processes
-
-class Service:
-    """A ``python -m fastinfer`` child announcing its port on stdout."""
-
-    def __init__(self, args: list[str], cwd: str, tree: Path | None = None):
-        # run the same fastinfer this process imported (a checkout or the installed copy), or the
-        # one in ``tree`` (a source tree whose compiled core is built in place)
-        import fastinfer
-        tree = tree or Path(fastinfer.__file__).resolve().parents[1]
-        env = {**os.environ, "PYTHONPATH": str(tree)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "fastinfer", *args], cwd=cwd, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            m = _PORT_RE.search(line)
-            if m:
-                self.port = int(m.group(1))
-                return
-            if not line and self.proc.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError(f"{args[0]} did not start")
-
-    def pids(self) -> list[int]:
-        """This process and its children (the gateway's workers)."""
-        pids = [self.proc.pid]
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_bytes()
-                except OSError:
-                    continue
-                if int(stat[stat.rindex(b")") + 2:].split()[1]) == self.proc.pid:
-                    pids.append(int(entry))
-        return pids
-
-    def cpu_seconds(self) -> float:
-        """user + system CPU time of this process and its live children."""
-        total = 0
-        for pid in self.pids():
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_bytes()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(b")") + 2:].split()
-            total += int(fields[11]) + int(fields[12])   # utime, stime
-        return total / _CLK_TCK
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 # ----------------------------------------------------------------- scenarios
@@ -110,48 +50,21 @@ def _body(stream: bool) -> bytes:
                        "messages": [{"role": "user", "content": "benchmark the gateway please"}]}).encode()
 
 
-def configure_upstream(upstream: Service, itl_ms: float, chunks: int) -> None:
-    """Delay between stream chunks, and chunks per stream (role + content + finish)."""
-    import urllib.request
-    req = urllib.request.Request(f"http://127.0.0.1:{upstream.port}/_mock/config", method="POST",
-                                 data=json.dumps({"itl_ms": itl_ms, "tokens": chunks - 2}).encode())
-    urllib.request.urlopen(req, timeout=10).read()
-
-
-def start_profiler(service: Service, duration_s: float, out: Path):
-    """py-spy on the service's first worker for the scenario, when py-spy is installed."""
-    workers = service.pids()[1:]
-    if not workers or shutil.which("py-spy") is None:
-        return None
-    return subprocess.Popen(["py-spy", "record", "-p", str(workers[0]), "-d", str(max(1, int(duration_s) - 1)),
-                             "-r", "500", "-f", "raw", "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def summarize_profile(raw: Path, top: int = 25) -> str:
-    """Where the sampled time went: share of samples per function, inclusive and self."""
-    inclusive, own, total = collections.Counter(), collections.Counter(), 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        n = int(count)
-        total += n
-        frames = stack.split(";")
-        own[frames[-1]] += n
-        for frame in set(frames):
-            inclusive[frame] += n
-    lines = [f"{total} samples", "", "inclusive:"]
-    lines += [f"{c / total * 100:5.1f}%  {f}" for f, c in inclusive.most_common(top)]
-    lines += ["", "self:"] + [f"{c / total * 100:5.1f}%  {f}" for f, c in own.most_common(top)]
-    return "\n".join(lines) + "\n"
-
-
-def run_scenario(name: str, target: Service, measured: Service, *, stream: bool, concurrency: int,
-                 duration_s: float, max_requests: int, use_wrk: bool, profile_to: Path | None = None) -> dict:
+def run_scenario(name: str, target, measured, *, stream: bool, concurrency: int, duration_s: float,
+                 max_requests: int, use_wrk: bool, upstream=None, profile_to: Path | None = None,
+                 profile_native: bool = False) -> dict:
+    """One scenario on one path. ``measured``'s process tree is the one whose CPU is counted (the
+    target's); ``upstream``'s CPU is read too when it is another process (the mock behind a gateway)."""
     body = _body(stream)
     path = "/v1/chat/completions"
     # a short warm-up: connections, pools, caches
-    asyncio.run(run_asyncio("127.0.0.1", target.port, path, body, concurrency, 0.5, 10_000, stream))
-    profiler = start_profiler(measured, duration_s, profile_to) if profile_to else None
+    asyncio.run(run_asyncio("127.0.0.1", target.port, path, body, concurrency, min(0.5, duration_s), 10_000,
+                            stream))
+    metrics0 = scrape_worker_metrics(measured)
+    profiler = (start_profiler(measured.proc.pid, duration_s, profile_to, native=profile_native)
+                if profile_to else None)
+    workers0 = measured.worker_cpu()
+    mock0 = upstream.cpu_seconds() if upstream is not None else 0.0
     cpu0 = measured.cpu_seconds()
     if use_wrk and not stream:
         result: LoadResult = run_wrk("127.0.0.1", target.port, path, body, concurrency, duration_s)
@@ -159,7 +72,10 @@ def run_scenario(name: str, target: Service, measured: Service, *, stream: bool,
         result = asyncio.run(run_asyncio("127.0.0.1", target.port, path, body, concurrency, duration_s,
                                          max_requests, stream))
     cpu = measured.cpu_seconds() - cpu0
-    out = {"scenario": name, "stream": stream, "concurrency": concurrency, **result.summary()}
+    mock_cpu = upstream.cpu_seconds() - mock0 if upstream is not None else None
+    split = worker_split(workers0, measured.worker_cpu())
+    out = {"scenario": name, "stream": stream, "concurrency": concurrency, **result.summary(),
+           "loadavg": os.getloadavg()[0]}   # the machine's 1-minute load: how noisy the figure is
     if profiler is not None:
         profiler.wait(duration_s + 30)
         if profile_to.exists():
@@ -173,142 +89,171 @@ def run_scenario(name: str, target: Service, measured: Service, *, stream: bool,
     out["cpu_us_per_request"] = round(cpu / result.requests * 1e6, 1) if result.requests else None
     if stream and result.chunks:
         out["cpu_us_per_chunk"] = round(cpu / result.chunks * 1e6, 2)
+    if mock_cpu is not None:
+        out["mock_cpu_s"] = round(mock_cpu, 3)
+    if split["workers"] > 1:
+        out["worker_split"] = split
+    metrics = _delta(metrics0, scrape_worker_metrics(measured))
+    if metrics:
+        out["worker_metrics"] = metrics
     return out
 
 
-#: the --limits gateway: every limit on, none ever binding (the load client sends ``Bearer bench``)
-LIMITS_CONFIG = """
-[[keys]]
-name = "bench"
-key = { value = "bench" }
-rpm = 100_000_000
-tpm = 10_000_000_000
-max_concurrency = 1_000_000
-budget = { usd = 1_000_000.0, period = "month" }
-"""
-LIMITED_DEPLOYMENT = "rate_limit = { rpm = 100_000_000, tpm = 10_000_000_000 }\nprice = { input_per_mtok = 1.0, output_per_mtok = 2.0 }"
+def scrape_worker_metrics(service) -> dict[str, float]:
+    """The ``fastinfer_worker_*`` series of a fastinfer path's /metrics (empty where it has none)."""
+    path = getattr(service, "metrics_path", None)
+    if not path:
+        return {}
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{service.port}{path}", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    series = {}
+    for line in text.splitlines():
+        if line.startswith("fastinfer_worker_"):
+            name, _, value = line.rpartition(" ")
+            try:
+                series[name] = float(value)
+            except ValueError:
+                pass
+    return series
 
 
-def bench_config(upstream_port: int, limits: bool = False) -> str:
-    return f"""
-[server]
-log_level = "warning"
-{LIMITS_CONFIG if limits else ""}
-[[deployments]]
-name = "bench"
-provider = "openai_compatible"
-model = "mock-model"
-max_concurrency = 100000
-retry = {{ max_attempts = 1 }}
-{LIMITED_DEPLOYMENT if limits else ""}
+def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, dict]:
+    """Each series after the scenario, and its change over it (for counters: what the scenario did)."""
+    return {k: {"after": v, "delta": round(v - before.get(k, 0.0), 3)} for k, v in after.items()}
 
-[[deployments.replicas]]
-base_url = "http://127.0.0.1:{upstream_port}/v1"
-credential = {{ value = "sk-bench" }}
-"""
+
+def scenario_plan(args) -> list[tuple[str, bool, int, float, int]]:
+    """(name, stream, concurrency, itl_ms, chunks) in run order."""
+    plan = [(f"nonstream c{c}", False, c, 0.0, STREAM_CHUNKS) for c in args.concurrency]
+    paces = [("", 0.0)] + ([(" paced", args.paced_itl_ms)] if args.paced_itl_ms > 0 else [])
+    for c in args.stream_concurrency:
+        for suffix, itl in paces:
+            # the same streams at two lengths: the difference is the cost of the extra chunks alone
+            plan.append((f"stream c{c}{suffix}", True, c, itl, STREAM_CHUNKS))
+            plan.append((f"stream c{c}{suffix} short", True, c, itl, SHORT_CHUNKS))
+    return plan
 
 
 def run_all(args) -> dict:
     use_wrk = wrk_available() and not args.no_wrk
+    layout = CpuLayout.default() if args.load_cpus is None and args.gateway_cpus is None else \
+        CpuLayout(parse_cpus(args.load_cpus), parse_cpus(args.gateway_cpus))
+    layout.pin_load_side()
+    vllm_router = find_vllm_router(args.vllm_router)
+    labels, skipped = wanted_targets(args.targets, vllm_router)
     workdir = tempfile.mkdtemp(prefix="fastinfer-bench-")
-    upstream = Service(["mock-upstream", "--port", "0", "--tokens", str(STREAM_CHUNKS - 2)], workdir)
-    config = Path(workdir, "bench.toml")
-    config.write_text(bench_config(upstream.port))
-    serve = ["serve", "--config", str(config), "--port", "0", "--workers", str(args.workers)]
-    gateway = Service(serve, workdir)
-    paths = [("direct", upstream), ("gateway", gateway)]
-    baseline = None
-    if args.baseline_tree:
-        baseline = Service(serve, workdir, tree=Path(args.baseline_tree).resolve())
-        paths.insert(1, ("baseline", baseline))
-    limited = None
-    if args.limits:
-        limited_config = Path(workdir, "bench-limits.toml")
-        limited_config.write_text(bench_config(upstream.port, limits=True))
-        limited = Service(["serve", "--config", str(limited_config), "--port", "0", "--workers", str(args.workers)],
-                          workdir)
-        paths.append(("limits", limited))
-    rows = []
+    plan = scenario_plan(args)
+    upstream = start_upstream(args.mock, workdir, {(stream, chunks) for _, stream, _, _, chunks in plan}, _body,
+                              STREAM_CHUNKS)
+    rows, profiles, memory = [], {}, {}
     try:
-        plan = [(f"nonstream c{c}", False, c, 0.0, STREAM_CHUNKS) for c in args.concurrency]
-        paces = [("", 0.0)] + ([(" paced", args.paced_itl_ms)] if args.paced_itl_ms > 0 else [])
-        for c in args.stream_concurrency:
-            for suffix, itl in paces:
-                # the same streams at two lengths: the difference is the cost of the extra chunks alone
-                plan.append((f"stream c{c}{suffix}", True, c, itl, STREAM_CHUNKS))
-                plan.append((f"stream c{c}{suffix} short", True, c, itl, SHORT_CHUNKS))
-        # profile one non-streaming scenario under concurrency and the first back-to-back stream one
-        busy = [c for c in args.concurrency if c > 1] or args.concurrency
-        profiled = {f"nonstream c{busy[0]}", f"stream c{args.stream_concurrency[0]}"}
+        paths, info = start_targets(labels, upstream, workdir, args.workers, layout, vllm_router,
+                                    Path(args.baseline_tree).resolve() if args.baseline_tree else None)
+    except BaseException:
+        upstream.stop()
+        raise
+    try:
+        memory = {label: {"idle": service.memory_mib()} for label, service in paths}
         for name, stream, c, itl_ms, chunks in plan:
-            configure_upstream(upstream, itl_ms, chunks)
+            upstream.configure(stream, chunks, itl_ms)
             for round_no in range(args.rounds):
-                # every other round the gateways swap places, so a drift of the machine's load
-                # falls on both alike
+                # every other round the paths after direct swap places, so a drift of the machine's
+                # load falls on all alike
                 order = paths if round_no % 2 == 0 else paths[:1] + paths[:0:-1]
                 for label, target in order:
-                    profile_to = None
-                    if args.profile and label == "gateway" and name in profiled and round_no == 0:
-                        profile_to = Path(args.out, f"profile-{name.replace(' ', '-')}.raw")
-                        profile_to.parent.mkdir(parents=True, exist_ok=True)
                     row = run_scenario(f"{name} {label}", target, target, stream=stream, concurrency=c,
                                        duration_s=args.duration, max_requests=args.max_requests, use_wrk=use_wrk,
-                                       profile_to=profile_to)
+                                       upstream=upstream if target is not upstream else None)
                     row["path"] = label
                     rows.append(row)
-                    print(f"  {row['scenario']:<26} {row['rps']:>9} req/s  p50 {row['p50_ms']:>8} ms  "
+                    print(f"  {row['scenario']:<30} {row['rps']:>9} req/s  p50 {row['p50_ms']:>8} ms  "
                           f"p99 {row['p99_ms']:>8} ms  cpu/req {row['cpu_us_per_request']} us", flush=True)
+        for label, service in paths:
+            memory[label]["after"] = service.memory_mib()
+        if args.profile:
+            profiles = profile_pass(args, plan, paths, upstream, use_wrk)
         rows = merge_rounds(rows)
     finally:
-        gateway.stop()
-        if baseline is not None:
-            baseline.stop()
-        if limited is not None:
-            limited.stop()
+        for _, service in paths[1:]:
+            service.stop()
         upstream.stop()
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": args.workers, "duration_s": args.duration,
         "rounds": args.rounds,
         "paced_itl_ms": args.paced_itl_ms, "load_tool": "wrk (non-streaming) + asyncio (streaming)" if use_wrk else "asyncio",
-        "cpus": os.cpu_count(), "rows": rows, "summary": summarize(rows),
+        "cpus": os.cpu_count(), "loadavg_at_start": args.loadavg_at_start,
+        "loadavg_range": [min(la for r in rows for la in r["loadavg_rounds"]),
+                          max(la for r in rows for la in r["loadavg_rounds"])] if rows else None,
+        "cpu_layout": layout.describe(),
+        "mock": upstream.kind, "targets": [label for label, _ in paths], "skipped": skipped,
+        "workers_of": info["workers"], "features": info.get("features", {}), "memory": memory,
+        "rows": rows, "summary": summarize(rows),
+        "summaries": {label: summarize(rows, label) for label, _ in paths[1:]},
     }
-    if baseline is not None:
+    if profiles:
+        report["profiles"] = profiles
+    if args.baseline_tree:
         report["baseline_tree"] = str(Path(args.baseline_tree).resolve())
-        report["baseline_summary"] = summarize(rows, "baseline")
+        report["baseline_summary"] = report["summaries"]["baseline"]
         report["against_baseline"] = against_baseline(report["summary"], report["baseline_summary"])
-    if limited is not None:
-        report["limits_cost"] = limits_cost(report["summary"], summarize(rows, "limits"))
+    if "gateway" in report["summaries"] and "gateway-limits" in report["summaries"]:
+        report["limits_cost"] = limits_cost(report["summaries"]["gateway"], report["summaries"]["gateway-limits"])
+    report["peer_table"] = peer_table.build(report)
     return report
 
 
-def limits_cost(summary: dict, limited: dict) -> dict:
-    """Per scenario: the gateway with every limit on against the one without, CPU per request."""
+def limits_cost(plain_summary: dict, limited_summary: dict) -> dict:
+    """Per scenario: the gateway with a key and every limit on against the bare one, CPU per request."""
     out = {}
-    for name, plain in summary.items():
-        with_limits = limited.get(name)
-        if not with_limits or not plain["gateway_cpu_us_per_request"] or not with_limits["gateway_cpu_us_per_request"]:
+    for name, plain in plain_summary.items():
+        limited = limited_summary.get(name)
+        without, with_ = plain["gateway_cpu_us_per_request"], limited and limited["gateway_cpu_us_per_request"]
+        if not without or not with_:
             continue
-        out[name] = {"cpu_us_per_request": plain["gateway_cpu_us_per_request"],
-                     "cpu_us_per_request_with_limits": with_limits["gateway_cpu_us_per_request"],
-                     "added_us_per_request": round(with_limits["gateway_cpu_us_per_request"]
-                                                   - plain["gateway_cpu_us_per_request"], 1),
-                     "ratio": _ratio(with_limits["gateway_cpu_us_per_request"], plain["gateway_cpu_us_per_request"])}
+        out[name] = {"cpu_us_per_request": without, "cpu_us_per_request_with_limits": with_,
+                     "added_us_per_request": round(with_ - without, 1), "ratio": _ratio(with_, without)}
     return out
+
+
+def profile_pass(args, plan, paths, upstream, use_wrk) -> dict[str, str]:
+    """py-spy on each fastinfer path in the busiest non-streaming scenario and the first streaming
+    one, in a pass of its own after the measured rounds (sampling slows a process: its figures are
+    not counted). Returns {"scenario path": summary file}."""
+    busiest = f"nonstream c{max(args.concurrency)}"
+    first_stream = f"stream c{args.stream_concurrency[0]}" if args.stream_concurrency else None
+    profiles = {}
+    for name, stream, c, itl_ms, chunks in plan:
+        if name not in (busiest, first_stream):
+            continue
+        upstream.configure(stream, chunks, itl_ms)
+        for label, target in paths:
+            if not hasattr(target, "metrics_path"):   # fastinfer paths only
+                continue
+            raw = Path(args.out, f"profile-{name.replace(' ', '-')}-{label}.raw")
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            row = run_scenario(f"{name} {label}", target, target, stream=stream, concurrency=c,
+                               duration_s=args.duration, max_requests=args.max_requests, use_wrk=use_wrk,
+                               profile_to=raw, profile_native=args.profile_native)
+            if "profile" in row:
+                profiles[f"{name} {label}"] = row["profile"]
+                print(f"  profiled {name} {label}: {row['profile']}", flush=True)
+    return profiles
 
 
 def merge_rounds(rows: list[dict]) -> list[dict]:
     """One row per scenario from its rounds: counts and CPU summed (so CPU per request is over all
-    of them), latencies the median of the rounds'. ``cpu_us_per_request_rounds`` keeps the spread."""
+    of them), latencies the median of the rounds'. ``*_rounds`` keep each round's figure: the spread,
+    and each round's per-worker CPU split."""
     by_name: dict[str, list[dict]] = {}
     for r in rows:
         by_name.setdefault(r["scenario"], []).append(r)
     merged = []
     for runs in by_name.values():
-        if len(runs) == 1:
-            merged.append(runs[0])
-            continue
         row = dict(runs[0])
-        for key in ("requests", "errors", "chunks", "cpu_s", "elapsed_s"):
+        for key in ("requests", "errors", "chunks", "cpu_s", "elapsed_s", "mock_cpu_s", "loadgen_cpu_s"):
             if key in row:
                 row[key] = round(sum(r[key] for r in runs), 3)
         for key in ("p50_ms", "p99_ms", "ttfc_p50_ms", "ttfc_p99_ms"):
@@ -321,6 +266,14 @@ def merge_rounds(rows: list[dict]) -> list[dict]:
             row["cpu_us_per_chunk"] = round(row["cpu_s"] / row["chunks"] * 1e6, 2)
         row["rounds"] = len(runs)
         row["cpu_us_per_request_rounds"] = [r["cpu_us_per_request"] for r in runs]
+        row["loadavg_rounds"] = [r["loadavg"] for r in runs]
+        del row["loadavg"]
+        if row.get("chunks"):
+            row["cpu_us_per_chunk_rounds"] = [r.get("cpu_us_per_chunk") for r in runs]
+        if "worker_split" in row:
+            # connections land anew every round: each round's split is its own finding
+            row["worker_split_rounds"] = [r.get("worker_split") for r in runs]
+            del row["worker_split"]
         merged.append(row)
     return merged
 
@@ -391,23 +344,28 @@ def to_markdown(report: dict) -> str:
              f"x {report['rounds']} round(s), "
              f"stream: {STREAM_CHUNKS} chunks, sent back to back ('stream') or {report['paced_itl_ms']} ms "
              f"apart ('paced'), "
-             f"load: {report['load_tool']}, CPUs: {report['cpus']}", "",
+             f"load: {report['load_tool']}, CPUs: {report['cpus']}, mock upstream: {report['mock']}, "
+             f"{report['cpu_layout']}; the machine's load average (1 min) at start {report['loadavg_at_start']:.2f}, "
+             f"over the scenarios {report['loadavg_range'][0]:.2f}–{report['loadavg_range'][1]:.2f}", "",
+             peer_table.to_markdown(report), "## Every scenario", "",
              "| scenario | req/s | p50 ms | p99 ms | TTFC p50 ms | chunks/s | CPU µs/req | CPU µs/chunk | errors |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         lines.append(f"| {r['scenario']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r.get('ttfc_p50_ms', '')} "
                      f"| {r.get('chunks_per_s', '')} | {r['cpu_us_per_request']} | {r.get('cpu_us_per_chunk', '')} "
                      f"| {r['errors']} |")
-    lines += ["", "Gateway against direct-to-upstream (same run):", "",
-              "| scenario | gateway CPU µs/req | upstream CPU µs/req | CPU ratio | req/s ratio | p50 added ms "
-              "| p99 added ms | gateway CPU µs/chunk (all CPU / chunks) | gateway CPU µs per extra chunk "
-              "| gateway CPU µs per stream set-up |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, s in report["summary"].items():
-        lines.append(f"| {name} | {s['gateway_cpu_us_per_request']} | {s['upstream_cpu_us_per_request']} "
-                     f"| {s['cpu_ratio_gateway_to_upstream']} | {s['rps_ratio']} | {s['p50_added_ms']} "
-                     f"| {s['p99_added_ms']} | {s.get('gateway_cpu_us_per_chunk', '')} "
-                     f"| {s.get('gateway_cpu_us_per_extra_chunk', '')} | {s.get('gateway_cpu_us_per_stream_setup', '')} |")
+    lines += ["", "Each path against direct-to-upstream (same run):", "",
+              "| scenario | path | path CPU µs/req | upstream CPU µs/req | CPU ratio | req/s ratio | p50 added ms "
+              "| p99 added ms | path CPU µs/chunk (all CPU / chunks) | path CPU µs per extra chunk "
+              "| path CPU µs per stream set-up |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, summary in report["summaries"].items():
+        for name, s in summary.items():
+            lines.append(f"| {name} | {label} | {s['gateway_cpu_us_per_request']} | {s['upstream_cpu_us_per_request']} "
+                         f"| {s['cpu_ratio_gateway_to_upstream']} | {s['rps_ratio']} | {s['p50_added_ms']} "
+                         f"| {s['p99_added_ms']} | {s.get('gateway_cpu_us_per_chunk', '')} "
+                         f"| {s.get('gateway_cpu_us_per_extra_chunk', '')} "
+                         f"| {s.get('gateway_cpu_us_per_stream_setup', '')} |")
     if "against_baseline" in report:
         lines += ["", f"This tree against the baseline tree `{report['baseline_tree']}` (same run, same mock; "
                   "ratio = this / baseline, below 1 is cheaper):", "",
@@ -425,8 +383,9 @@ def to_markdown(report: dict) -> str:
                                              *cells("gateway_cpu_us_per_extra_chunk"),
                                              *cells("p99_added_ms", ratio=False)]) + " |")
     if "limits_cost" in report:
-        lines += ["", "Every limit on (a gateway key, its RPM/TPM and concurrency limits and budget, a deployment "
-                  "rate limit; none binding) against none (same run, same mock; gateway CPU per request):", "",
+        lines += ["", "A gateway key with its RPM/TPM, concurrency and budget, and a deployment rate limit, all "
+                  "on and none binding (`gateway-limits`), against none (`gateway`); same run, same mock, "
+                  "gateway CPU per request:", "",
                   "| scenario | CPU µs/req without | with limits | added µs/req | ratio |", "|---|---:|---:|---:|---:|"]
         for name, c in report["limits_cost"].items():
             lines.append(f"| {name} | {c['cpu_us_per_request']} | {c['cpu_us_per_request_with_limits']} "
@@ -438,16 +397,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastinfer bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario (default 5)")
     parser.add_argument("--max-requests", type=int, default=200_000, help="bound per scenario")
-    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (default 1)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--stream-concurrency", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--paced-itl-ms", type=float, default=1.0,
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes of each gateway: fastinfer and nginx (default 2)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 8, 1],
+                        help="connections of the non-streaming scenarios (default 64 8 1)")
+    parser.add_argument("--stream-concurrency", type=int, nargs="+", default=[32],
+                        help="concurrent streams of the streaming scenarios (default 32)")
+    parser.add_argument("--paced-itl-ms", type=float, default=None,
                         help="also run the streams with this delay between upstream chunks, so every "
-                             "chunk is its own read and write (0 = skip)")
+                             "chunk is its own read and write (0 = skip; needs --mock python; default: 1 "
+                             "with the Python mock, else 0)")
     parser.add_argument("--no-wrk", action="store_true", help="use the asyncio client even if wrk is installed")
     parser.add_argument("--profile", action="store_true",
-                        help="py-spy a gateway worker during one non-streaming and one streaming "
-                             "scenario (needs py-spy); summaries next to the report")
+                        help="after the measured rounds, py-spy each fastinfer path's workers during the busiest "
+                             "non-streaming and the first streaming scenario (needs py-spy); summaries next "
+                             "to the report")
+    parser.add_argument("--profile-native", action="store_true",
+                        help="with --profile: sample C frames too (uvloop, libc syscalls); slows the gateway "
+                             "several-fold while sampled")
+    parser.add_argument("--targets", nargs="+", metavar="PATH",
+                        help=f"the paths to measure, of {', '.join(ALL_TARGETS)} (direct always runs; default: "
+                             "all, each peer when installed)")
+    parser.add_argument("--mock", choices=("auto", "nginx", "python"), default="auto",
+                        help="the upstream: nginx serving the Python mock's answers (fast enough for any peer), "
+                             "or the Python mock-upstream (can pace streams); auto = nginx when installed")
+    parser.add_argument("--vllm-router", metavar="PATH",
+                        help="the vllm-router executable (default: vllm-router on PATH)")
+    parser.add_argument("--load-cpus", metavar="LIST",
+                        help="CPUs of the load generator and the mock, e.g. 1 ('' = not pinned; default: the "
+                             "last CPU)")
+    parser.add_argument("--gateway-cpus", metavar="LIST",
+                        help="CPUs of the paths under test, e.g. 0-1 or all ('' = not pinned; default: all)")
     parser.add_argument("--out", default="bench/results", help="directory for the JSON and Markdown reports")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every scenario this many times, the gateways in alternating order, and "
@@ -455,10 +435,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-tree", metavar="PATH",
                         help="also run every scenario through a gateway started from this source tree (its "
                              "compiled core built in place), and report this tree against it")
-    parser.add_argument("--limits", action="store_true",
-                        help="also run every scenario through a gateway with a key, its limits and a deployment "
-                             "rate limit on (never binding), and report what they cost per request")
     args = parser.parse_args(argv)
+    args.loadavg_at_start = os.getloadavg()[0]
+    if args.mock == "auto":
+        args.mock = "nginx" if nginx_binary() else "python"
+    if args.paced_itl_ms is None:
+        args.paced_itl_ms = 1.0 if args.mock == "python" else 0.0
+    if args.paced_itl_ms > 0 and args.mock != "python":
+        parser.error("--paced-itl-ms needs --mock python (nginx sends a stream at once)")
     t0 = time.monotonic()
     report = run_all(args)
     report["wall_s"] = round(time.monotonic() - t0, 1)

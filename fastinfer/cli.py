@@ -118,7 +118,7 @@ def cmd_serve(args) -> int:
             return EXIT_CONFIG
     workers = config.server.workers or os.cpu_count() or 1
     try:
-        return Supervisor(config, workers, reload_config, one_time_token=token, state_dir=state_dir).run()
+        code = Supervisor(config, workers, reload_config, one_time_token=token, state_dir=state_dir).run()
     except ListenError as e:
         print(f"fastinfer: {e} (see --host/--port, server.host/port, server.admin_host/admin_port)",
               file=sys.stderr)
@@ -126,6 +126,13 @@ def cmd_serve(args) -> int:
     finally:
         if state_dir is not None:
             state_dir.close()
+    # Every worker has exited and the supervisor has removed what it created (and saved the state
+    # dir). Skip the interpreter's teardown of every imported module (a few hundred milliseconds):
+    # a stop ends when its drain does (drain_delay_s + drain_grace_s), not noticeably later.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_check_config(args) -> int:
@@ -157,12 +164,19 @@ def describe_config(config: Config) -> str:
         lines.append(
             f"deployment {d.name}: provider={d.provider} model={d.upstream_model} routing={d.routing} "
             f"max_concurrency={d.max_concurrency} queue_capacity={d.queue_capacity} "
-            f"on_capacity_exhausted={d.on_capacity_exhausted} fallbacks={d.fallbacks or '[]'}")
+            f"on_capacity_exhausted={d.on_capacity_exhausted} fallbacks={d.fallbacks or '[]'}"
+            f"{describe_rate_limit(d.rate_limit)}")
         for r in d.replicas:
             cred = r.credential.describe() if r.credential else "none"
             lines.append(f"  replica {r.name}: {mask_url(r.base_url)} credential={cred} weight={r.weight}")
     lines += [f"warning: {note}" for note in config_warnings(config)]
     return "\n".join(lines)
+
+
+def describe_rate_limit(r) -> str:
+    """A deployment's upstream quota as check-config shows it ("" when it has none)."""
+    limits = [f"{name}={value}" for name, value in (("rpm", r.rpm), ("tpm", r.tpm), ("burst", r.burst)) if value]
+    return f" rate_limit={' '.join(limits)}" if limits else ""
 
 
 def describe_key(k) -> str:

@@ -1,10 +1,14 @@
 """The load suite runs end to end and reports what it promises (tiny durations: not a measurement)."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,57 +16,109 @@ import pytest
 from conftest import py_spy_cannot_sample
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.gateway_configs import FEATURES, accepted_config, feature_states, features_config, to_toml  # noqa: E402
+from bench.proctree import ProcessTree, descendants, worker_split  # noqa: E402
 
 
-def test_bench_writes_json_and_markdown_reports(tmp_path):
-    no_profiler = py_spy_cannot_sample()
-    out = subprocess.run(
-        [sys.executable, "-m", "fastinfer", "bench", "--duration", "0.5", "--concurrency", "1", "4",
-         "--stream-concurrency", "2", *([] if no_profiler else ["--profile"]), "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
+def _vllm_router() -> str | None:
+    """vllm-router when installed: ``$VLLM_ROUTER`` (e.g. /tmp/vr/bin/vllm-router) or on PATH."""
+    return os.environ.get("VLLM_ROUTER") or shutil.which("vllm-router")
+
+
+def _bench(tmp_path, *args) -> dict:
+    out = subprocess.run([sys.executable, "-m", "fastinfer", "bench", *args, "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
     (report_path,) = tmp_path.glob("bench-*.json")
     report = json.loads(report_path.read_text())
+    report["_markdown"] = report_path.with_suffix(".md").read_text()
+    return report
+
+
+def test_bench_runs_every_path_side_by_side_and_reports_the_peer_table(tmp_path):
+    """The default run: direct, fastinfer bare and with its features on, and each installed peer
+    (nginx, vllm-router), all in front of one mock; the peer table, ratios, bars, memory, the
+    per-worker split, the load side's cost; and --profile's summaries of the fastinfer paths."""
+    no_profiler = py_spy_cannot_sample()
+    router = _vllm_router()
+    report = _bench(tmp_path, "--duration", "0.5", "--concurrency", "4", "1", "--stream-concurrency", "2",
+                    *(["--vllm-router", router] if router else []), *([] if no_profiler else ["--profile"]))
+    has_nginx = shutil.which("nginx") is not None or os.access("/usr/sbin/nginx", os.X_OK)
+    paths = ["direct", "gateway", "gateway-full"] + (["nginx"] if has_nginx else []) + (
+        ["vllm-router"] if router else [])
+    assert sorted(report["targets"]) == sorted(paths)
+    assert report["mock"] == ("nginx" if has_nginx else "python")
+    assert report["workers"] == 2
     # non-streaming load comes from wrk when it is installed (CI installs it), else the asyncio client
     tools = {r["tool"] for r in report["rows"] if not r["stream"]}
     assert tools == ({"wrk"} if shutil.which("wrk") else {"asyncio"})
-    names = ("nonstream c1", "nonstream c4", "stream c2", "stream c2 short", "stream c2 paced",
-             "stream c2 paced short")
-    scenarios = {r["scenario"] for r in report["rows"]}
-    assert scenarios == {f"{s} {p}" for s in names for p in ("direct", "gateway")}
+    names = ["nonstream c4", "nonstream c1", "stream c2", "stream c2 short"]
+    if not has_nginx:   # the Python mock paces streams by default
+        names += ["stream c2 paced", "stream c2 paced short"]
+    assert {r["scenario"] for r in report["rows"]} == {f"{s} {p}" for s in names for p in paths}
     for row in report["rows"]:
-        assert row["requests"] > 0 and row["errors"] == 0
-        assert row["cpu_us_per_request"] > 0
+        assert row["requests"] > 0 and row["errors"] == 0, row
+        assert row["cpu_us_per_request"] > 0 and row["loadgen_cpu_s"] > 0
+        if row["path"] != "direct":
+            assert row["mock_cpu_s"] > 0   # the mock behind the path did the answering
         if row["stream"]:
             assert row["chunks"] == (8 if "short" in row["scenario"] else 64) * row["requests"]
             assert row["cpu_us_per_chunk"] > 0
-    assert set(report["summary"]) == set(names)
-    assert "gateway_cpu_us_per_extra_chunk" in report["summary"]["stream c2"]
-    assert (report_path.with_suffix(".md")).read_text().startswith("# fastinfer bench")
+        if row["path"] in ("gateway", "gateway-full") and not row["stream"]:
+            (split,) = row["worker_split_rounds"]
+            assert split["workers"] == 2 and abs(sum(split["shares"]) - 1) < 0.01
+    assert set(report["summaries"]) == set(paths) - {"direct"}
+
+    table = report["peer_table"]
+    assert set(table["figures"]) == set(paths)
+    for label in paths:
+        f = table["figures"][label]
+        assert set(f["cpu_us_per_request"]) == {"4", "1"} or set(f["cpu_us_per_request"]) == {4, 1}
+        assert f["rps"] > 0 and f["cpu_us_per_chunk"] > 0
+        memory = report["memory"][label]
+        for when in ("idle", "after"):
+            assert memory[when]["rss_mib"] >= memory[when]["pss_mib"] > 0
+        if label != "direct":
+            assert f["rps_over_direct"] > 0 and f["p50_added_ms"] is not None
+    pairs = {f"{mine} / {peer}" for mine in ("gateway", "gateway-full") for peer in ("nginx", "vllm-router")
+             if peer in paths}
+    assert set(table["ratios"]) == pairs
+    for ratios in table["ratios"].values():
+        assert ratios["cpu_us_per_request c4"] > 0 and ratios["cpu_us_per_chunk"] > 0
+    bars = {b["bar"]: b for b in table["bars"]}
+    assert any("each worker's CPU share" in b for b in bars) and any("RSS" in b for b in bars)
+    assert table["load_side"]["mock_headroom"] > 0
+    # every feature is reported: on, or why not (this tree's check-config decides)
+    assert set(report["features"]) == set(FEATURES)
+    assert "Side by side" in report["_markdown"] and "Bars of issue 12" in report["_markdown"]
+    if router:
+        assert "tokio runtime threads" in report["workers_of"]["vllm-router"]
     if no_profiler:
         pytest.skip(f"the reports were checked; --profile was not: {no_profiler}")
-    # --profile: where a gateway worker's time went, in the two scenarios it sampled
+    # --profile: where the fastinfer paths' workers spent their time, in the two scenarios sampled
     for scenario in ("nonstream-c4", "stream-c2"):
-        summary = (tmp_path / f"profile-{scenario}.txt").read_text()
-        assert "samples" in summary.splitlines()[0]
-        assert "fastinfer/gateway/app.py" in summary
+        for label in ("gateway", "gateway-full"):
+            summary = (tmp_path / f"profile-{scenario}-{label}.txt").read_text()
+            assert "samples" in summary.splitlines()[0]
+            assert "by area" in summary and "fastinfer/gateway/app.py" in summary
 
 
-def test_bench_runs_a_baseline_tree_beside_this_one_and_reports_both(tmp_path):
-    """--baseline-tree: a second gateway from another source tree (here: this one again) on the same
-    mock, every scenario through both, and this tree against the baseline as ratios; --rounds: each
-    scenario run again with the gateways' order swapped, the rounds summed."""
-    out = subprocess.run(
-        [sys.executable, "-m", "fastinfer", "bench", "--duration", "0.3", "--concurrency", "2",
-         "--stream-concurrency", "2", "--paced-itl-ms", "0", "--no-wrk", "--baseline-tree", str(ROOT), "--rounds", "2",
-         "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    (report_path,) = tmp_path.glob("bench-*.json")
-    report = json.loads(report_path.read_text())
-    names = ("nonstream c2", "stream c2", "stream c2 short")
+def test_bench_with_the_python_mock_paces_streams_and_runs_a_baseline_tree_beside_this_one(tmp_path):
+    """--mock python: the project's own mock, which paces streams; --baseline-tree: a second gateway
+    from another source tree (here: this one again) on the same mock, every scenario through both,
+    and this tree against the baseline as ratios; --rounds: each scenario run again with the paths'
+    order swapped, the rounds summed; gateway-limits: a key and every limit on (none refusing: no
+    errors), its CPU per request against the bare gateway's."""
+    report = _bench(tmp_path, "--mock", "python", "--targets", "direct", "gateway", "gateway-limits",
+                    "--duration", "0.3",
+                    "--concurrency", "2", "--stream-concurrency", "2", "--no-wrk", "--baseline-tree", str(ROOT),
+                    "--rounds", "2")
+    assert report["mock"] == "python" and report["paced_itl_ms"] == 1.0
+    names = ("nonstream c2", "stream c2", "stream c2 short", "stream c2 paced", "stream c2 paced short")
     assert {r["scenario"] for r in report["rows"]} == {f"{s} {p}" for s in names
-                                                       for p in ("direct", "baseline", "gateway")}
+                                                       for p in ("direct", "baseline", "gateway", "gateway-limits")}
     for row in report["rows"]:
         assert row["requests"] > 0 and row["errors"] == 0 and row["rounds"] == 2
         rounds = row["cpu_us_per_request_rounds"]
@@ -75,4 +131,92 @@ def test_bench_runs_a_baseline_tree_beside_this_one_and_reports_both(tmp_path):
     assert per_request["baseline"] == report["baseline_summary"]["nonstream c2"]["gateway_cpu_us_per_request"]
     assert per_request["ratio"] == round(per_request["this"] / per_request["baseline"], 2)
     assert "gateway_cpu_us_per_extra_chunk" in compared["stream c2"]
-    assert "This tree against the baseline tree" in report_path.with_suffix(".md").read_text()
+    assert "This tree against the baseline tree" in report["_markdown"]
+    assert set(report["limits_cost"]) == set(names)
+    cost = report["limits_cost"]["nonstream c2"]
+    assert cost["cpu_us_per_request_with_limits"] == report["summaries"]["gateway-limits"]["nonstream c2"][
+        "gateway_cpu_us_per_request"]
+    assert cost["added_us_per_request"] == round(cost["cpu_us_per_request_with_limits"] - cost["cpu_us_per_request"], 1)
+    assert "none binding (`gateway-limits`)" in report["_markdown"]
+    assert set(report["skipped"]) == {"gateway-full", "nginx", "vllm-router"}
+
+
+def test_features_config_keeps_what_check_config_accepts_and_says_why_a_feature_is_off(tmp_path):
+    """A setting this tree's check-config refuses is dropped and reported against its feature; the
+    rest is written as TOML that reads back to the same config."""
+    config = features_config(9)
+    config["server"]["no_such_setting"] = 1   # refused by every tree, part of no feature
+    config["keys"][0]["rpm"] = 0              # refused by every tree (limits are >= 1): the key's limit
+    path = tmp_path / "full.toml"
+    kept, refused, warnings = accepted_config(config, path, ROOT)
+    assert any(r.startswith("server.no_such_setting: ") for r in refused)
+    assert any(r.startswith("keys[0].rpm: ") for r in refused)
+    assert "no_such_setting" not in kept["server"] and "rpm" not in kept["keys"][0]
+    assert tomllib.loads(path.read_text()) == kept
+    assert kept["keys"][0]["key_sha256"] == hashlib.sha256(b"bench").hexdigest()
+    states = feature_states(kept, refused, warnings)
+    assert set(states) == set(FEATURES)
+    assert "refused: keys[0].rpm" in states["key rpm/tpm limit"]
+    # a refusal counts against its own feature only
+    assert not any("keys[0].rpm" in states[f] or "no_such_setting" in states[f]
+                   for f in FEATURES if f != "key rpm/tpm limit")
+
+
+def test_toml_of_nested_tables_reads_back():
+    config = {"server": {"port": 1}, "deployments": [{"name": "a", "retry": {"max_attempts": 1},
+                                                      "replicas": [{"base_url": "http://x", "weight": 2}]}],
+              "keys": [{"name": "k", "models": ["a", "b*"]}]}
+    assert tomllib.loads(to_toml(config)) == config
+
+
+_BUSY_WORKER = """
+import os, time
+if os.fork() == 0:          # a process below the worker: part of the tree, not a worker
+    time.sleep(30)
+time.sleep(0.3)
+t = time.process_time()
+while time.process_time() - t < 0.4:
+    pass
+time.sleep(30)
+"""
+_SUPERVISOR = f"""
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", {_BUSY_WORKER!r}])
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+time.sleep(30)
+"""
+
+
+def test_a_process_trees_cpu_memory_and_its_workers_split():
+    """A supervisor with a busy and an idle worker: the tree is found to its grandchild, its CPU
+    and memory are read from /proc, and the busy worker's share of the workers' CPU is near all."""
+    root = subprocess.Popen([sys.executable, "-c", _SUPERVISOR])
+    tree = ProcessTree()
+    tree.proc = root
+    try:
+        deadline = time.monotonic() + 20
+        while len(descendants(root.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pids = descendants(root.pid)
+        assert len(pids) == 4 and pids[0] == root.pid
+        before = tree.worker_cpu()
+        assert len(before) == 2    # the two children; the grandchild is no worker
+        cpu0 = tree.cpu_seconds()
+        while tree.cpu_seconds() - cpu0 < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tree.cpu_seconds() - cpu0 >= 0.3
+        split = worker_split(before, tree.worker_cpu())
+        assert split["workers"] == 2 and split["max_share"] > 0.8
+        memory = tree.memory_mib()
+        assert memory["rss_mib"] >= memory["pss_mib"] > 0
+    finally:
+        for pid in reversed(descendants(root.pid)):
+            os.kill(pid, 9)
+        root.wait()
+
+
+def test_worker_split_shares():
+    split = worker_split({"a": 1.0, "b": 1.0, "gone": 0.0}, {"a": 4.0, "b": 2.0, "new": 9.0})
+    assert split["workers"] == 2 and split["shares"] == [0.75, 0.25]
+    assert (split["min_share"], split["max_share"]) == (0.25, 0.75)
+    assert worker_split({"a": 1.0}, {"a": 1.0})["shares"] == []

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from procs import http_json, start_gateway_proc, wait_for
+from procs import http_json, in_parallel, start_gateway_proc, wait_for
 from test_gateway_keys import keys_config
 from test_budgets import spend_usd
-from test_rate_limits import in_parallel, scrape
+from test_rate_limits import scrape
 
 import tomllib
 

@@ -30,6 +30,9 @@ def edge(tmp_path_factory):
     upstream = start_mock(workdir)
     gateway = start_gateway_proc(workdir, every_format_config(upstream.base, server="max_body_bytes = 65536"))
     yield gateway, upstream
+    for client in _clients.values():   # a draining gateway keeps idle connections until drain_grace_s ends
+        client.conn.close()
+    _clients.clear()
     gateway.stop()
     upstream.kill()
     # neither side wrote a traceback: nothing failed inside, even where the answer looked fine

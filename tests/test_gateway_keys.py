@@ -17,6 +17,7 @@ import anthropic
 import openai
 import pytest
 
+from conftest import upstream_config
 from procs import http_json, wait_for, write_config
 
 KEY_A, KEY_B = "sk-gw-team-a-4f9c1e", "sk-gw-team-b-77d2aa"
@@ -24,21 +25,11 @@ ADMIN = "admin-secret-for-tests"
 
 
 def keys_config(upstream_base: str, keys: str = "", **deployment) -> str:
-    extra = "\n".join(f"{k} = {v}" for k, v in deployment.items())
-    return textwrap.dedent(f"""
-        [server]
-        admin_key = "{ADMIN}"
-        drain_grace_s = 10
-        """) + textwrap.dedent(keys) + textwrap.dedent(f"""
-        [[deployments]]
-        name = "m"
-        provider = "openai_compatible"
-        model = "mock-model"
-        {extra}
-        [[deployments.replicas]]
-        base_url = "{upstream_base}/v1"
-        credential = {{ value = "sk-replica-secret" }}
-
+    """conftest's one-deployment config (``m``) with an admin key, ``keys`` and a second deployment."""
+    config = textwrap.dedent(upstream_config(upstream_base, **deployment))
+    config = config.replace("[server]\n", f'[server]\nadmin_key = "{ADMIN}"\n', 1)
+    config = config.replace("[[deployments]]", textwrap.dedent(keys) + "\n[[deployments]]", 1)
+    return config + textwrap.dedent(f"""
         [[deployments]]
         name = "claude-mock"
         provider = "anthropic"

@@ -13,7 +13,7 @@ import time
 
 
 from conftest import upstream_config
-from procs import children_of, http_json, wait_for
+from procs import children_of, http_json, in_parallel, wait_for
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -22,20 +22,6 @@ def chat(base: str, headers: dict | None = None, timeout: float = 20, **body):
     payload = {"model": "m", "messages": MESSAGES, **body}
     return http_json("POST", base + "/v1/chat/completions", payload,
                      headers={"connection": "close", **(headers or {})}, timeout=timeout)
-
-
-def in_parallel(n: int, fn) -> list:
-    results: list = [None] * n
-
-    def run(i):
-        results[i] = fn(i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 def scrape(base: str) -> str:

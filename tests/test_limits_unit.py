@@ -254,3 +254,34 @@ def test_a_spent_budget_refuses_until_the_period_ends(limits):
         lim.admit(request())
     assert refused.value.code == "budget_exceeded" and refused.value.retry_after == math.inf   # total
     assert lim.keys["k"].concurrency.in_flight == 0
+
+
+def test_the_cluster_seam_keeps_this_hosts_usage_apart_from_other_hosts(limits):
+    """What a cluster sync reads (own_usage: this host's per-node counter) and adds (other hosts'
+    use and spend): remote use makes this host refuse, and never shows in its own counter."""
+    lim, index = limits
+    store, key_tokens = lim.store, index.buckets[("key", "k", "tokens")]
+    req = request(max_tokens=20)
+    grant = lim.admit(req)
+    req.usage, req.cost_usd = {"prompt_tokens": 12, "completion_tokens": 50}, 0.25
+    grant.settle(0)
+    assert store.own_usage(key_tokens) == 62                       # the corrected use, not the estimate
+    store.add_remote_usage(key_tokens, 60)                         # other hosts left 100 - 62 - 60 < 0
+    assert store.own_usage(key_tokens) == 62 and store.level(key_tokens) == pytest.approx(-22)
+    with pytest.raises(RateLimited):
+        lim.admit(request())
+    store.add_remote_spend(0, 0, 750_000)                          # with this host's 0.25: the $1 budget
+    assert store.spent(0, 0) == 1_000_000
+
+
+def test_check_config_shows_every_limit_and_never_the_key():
+    from fastinfer.cli import describe_config
+    cfg = parse_config({"keys": [{"name": "team", "key": "sk-never-shown", "models": ["d"], "rpm": 60, "tpm": 9000,
+                                  "max_concurrency": 4, "budget": {"usd": 5, "period": "week"}}],
+                        "deployments": [{"name": "d", "provider": "mock",
+                                         "rate_limit": {"rpm": 500, "tpm": 300_000, "burst": 50}}]})
+    text = describe_config(cfg)
+    assert ("key team: from value:**** models=d limits=rpm=60 tpm=9000 max_concurrency=4 budget=$5/week "
+            "priority=normal max_priority=critical") in text
+    assert "rate_limit=rpm=500 tpm=300000 burst=50" in text
+    assert "sk-never-shown" not in text

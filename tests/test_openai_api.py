@@ -20,7 +20,9 @@ def gateway(start_gateway, mock_upstream):
 
 @pytest.fixture
 def client(gateway):
-    return openai.OpenAI(base_url=gateway.base + "/v1", api_key="sk-client-key", max_retries=0, timeout=20)
+    # closed before the gateway stops: a draining gateway keeps idle connections until drain_grace_s ends
+    with openai.OpenAI(base_url=gateway.base + "/v1", api_key="sk-client-key", max_retries=0, timeout=20) as c:
+        yield c
 
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "alpha beta gamma"}]

@@ -45,14 +45,17 @@ def fresh_upstream(upstream):
     upstream.control(tokens=5, itl_ms=0, latency_ms=0)
 
 
+# the clients close before the gateway stops: a draining gateway keeps idle connections until drain_grace_s ends
 @pytest.fixture(scope="module")
 def oai(gateway):
-    return openai.OpenAI(base_url=gateway.base + "/v1", api_key="sk-client", max_retries=0, timeout=20)
+    with openai.OpenAI(base_url=gateway.base + "/v1", api_key="sk-client", max_retries=0, timeout=20) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
 def ant(gateway):
-    return anthropic.Anthropic(base_url=gateway.base, api_key="sk-client", max_retries=0, timeout=20)
+    with anthropic.Anthropic(base_url=gateway.base, api_key="sk-client", max_retries=0, timeout=20) as c:
+        yield c
 
 
 def _tokens(upstream, dep: str, n: int) -> None:

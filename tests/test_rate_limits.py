@@ -15,7 +15,7 @@ import anthropic
 import openai
 import pytest
 
-from procs import http_json, wait_for
+from procs import http_json, in_parallel, wait_for
 from test_gateway_keys import ADMIN, keys_config
 
 KEY = "sk-limits-test-key"
@@ -37,22 +37,6 @@ def chat(gw, content: str = "a b c d e", headers: dict | None = None, **body):
     payload = {"model": "m", "messages": [{"role": "user", "content": content}], **body}
     return http_json("POST", gw.base + "/v1/chat/completions", payload,
                      headers={"connection": "close", **AUTH, **(headers or {})}, timeout=60)
-
-
-def in_parallel(n: int, fn) -> list:
-    results: list = [None] * n
-    barrier = threading.Barrier(n)
-
-    def run(i):
-        barrier.wait()
-        results[i] = fn(i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
 
 
 def scrape(gw) -> str:
@@ -125,6 +109,22 @@ def stream_chat(gw):
         chunks = list(response.parse())
     assert chunks
     return 200, headers, None
+
+
+def test_a_failed_request_gives_its_tokens_back(start_gateway, mock_upstream):
+    """The upstream fails: the estimate charged at admission (the prompt and max_tokens 400) goes
+    back to the key's and the deployment's token buckets before the error is answered; the
+    request itself stays counted."""
+    gw = start_gateway(keys_config(mock_upstream.base, key_block(rpm=10, tpm=600), rate_limit="{ tpm = 1000 }",
+                                   retry="{ max_attempts = 1 }"))
+    mock_upstream.script([{"status": 500}])
+    status, headers, _ = chat(gw, max_tokens=400)
+    assert status >= 500
+    assert headers["x-ratelimit-remaining-tokens"] == "600"         # full again (the least left of both)
+    assert headers["x-ratelimit-remaining-requests"] == "9"
+    text = scrape(gw)
+    assert series(text, 'fastinfer_ratelimit_remaining{scope="deployment",name="m",kind="tokens"}') == 1000
+    assert series(text, 'fastinfer_ratelimit_remaining{scope="key",name="team",kind="tokens"}') == 600
 
 
 def test_the_queue_paces_requests_at_the_buckets_rate(start_gateway, mock_upstream):

@@ -149,6 +149,7 @@ typedef struct {                /* token bucket as GCRA: one CAS per take */
     int64_t tau_ns;             /* burst * interval_ns: how far tat may run ahead of now */
     int64_t burst;              /* capacity in tokens (config) */
     double per_minute;          /* refill rate as configured */
+    int64_t remote;             /* tokens charged for other hosts (cluster sync); not in consumed */
 } fi_bucket;
 
 typedef struct {                /* per gateway key */

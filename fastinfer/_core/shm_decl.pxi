@@ -110,6 +110,7 @@ cdef extern from "segment.h" nogil:
         double interval_ns
         int64_t tau_ns, burst
         double per_minute
+        int64_t remote
 
     ctypedef struct fi_key:
         int64_t in_flight, limit, spend

@@ -41,6 +41,15 @@ cdef inline void _bucket_refund(fi_bucket *b, int64_t n, int64_t now) noexcept:
     fi_fetch_add(&b.consumed, -n)
 
 
+cdef inline void _bucket_charge(fi_bucket *b, int64_t n, int64_t now) noexcept:
+    """Take ``n`` without checking (debt allowed, bounded so tat cannot overflow)."""
+    cdef int64_t c = _bucket_cost(b, <double>n), t = fi_load(&b.tat), new
+    while True:
+        new = min((t if t > now else now) + c, now + b.tau_ns + FI_MAX_SPAN_NS)
+        if fi_cas(&b.tat, &t, new):
+            break
+
+
 cdef inline double _bucket_wait_s(fi_bucket *b, int64_t n, int64_t now) noexcept:
     cdef int64_t c = _bucket_cost(b, <double>n), t = fi_load(&b.tat), late
     if c > b.tau_ns:
@@ -52,6 +61,7 @@ cdef inline double _bucket_wait_s(fi_bucket *b, int64_t n, int64_t now) noexcept
 cdef void _init_bucket(fi_bucket *b, double per_minute, int64_t burst) noexcept:
     b.tat = 0
     b.consumed = 0
+    b.remote = 0
     b.per_minute = per_minute
     b.burst = burst
     b.interval_ns = 60e9 / per_minute
@@ -106,13 +116,18 @@ cdef class TokenBucket:
             _closed()
         if n < 0:
             raise ValueError("token amounts must be >= 0")
-        cdef int64_t now = _now(self.hdr), c = _bucket_cost(self.b, <double>n)
-        cdef int64_t t = fi_load(&self.b.tat), new
-        while True:
-            new = min((t if t > now else now) + c, now + self.b.tau_ns + FI_MAX_SPAN_NS)
-            if fi_cas(&self.b.tat, &t, new):
-                break
+        _bucket_charge(self.b, n, _now(self.hdr))
         fi_fetch_add(&self.b.consumed, n)
+
+    def charge_remote(self, int64_t n):
+        """``charge`` for tokens other hosts used (a cluster sync adding what it read): counted in
+        ``remote``, not in ``consumed``, so ``consumed`` stays this host's own use to publish."""
+        if self.seg.base == NULL:
+            _closed()
+        if n < 0:
+            raise ValueError("token amounts must be >= 0")
+        _bucket_charge(self.b, n, _now(self.hdr))
+        fi_fetch_add(&self.b.remote, n)
 
     def available(self):
         """Tokens in the bucket now (a float: it refills continuously); negative in debt."""
@@ -153,6 +168,13 @@ cdef class TokenBucket:
         if self.seg.base == NULL:
             _closed()
         return fi_load(&self.b.consumed)
+
+    @property
+    def remote(self):
+        """Tokens charged with ``charge_remote`` since creation (what other hosts used here)."""
+        if self.seg.base == NULL:
+            _closed()
+        return fi_load(&self.b.remote)
 
 
 def _take_all(Segment seg, ids, amounts):

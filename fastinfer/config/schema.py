@@ -61,6 +61,8 @@ class ServerConfig:
     max_body_bytes: int = _c(8 * 1024 * 1024, min=1024)
     admin_key: Secret | None = None
     drain_grace_s: float = _c(30.0, min=0)
+    # on a stop, keep serving this long with /readyz at 503 before the listener closes
+    drain_delay_s: float = _c(0.0, min=0)
     client_body_timeout_s: float = _c(30.0, min=0.1)    # the request body must arrive within this (408)
     # an idle keep-alive connection closes after this, and so does one that has not sent a
     # complete request head in this time (a slow or half-open client cannot hold a socket)

@@ -48,16 +48,18 @@ class AdminApi:
         self.auth = AdminAuth(admin_key, throttle)
         self.assets = load_assets()
 
-    def register(self, app: web.Application) -> None:
-        app.router.add_get("/admin/state", self.state)
-        app.router.add_get("/admin/stats", self.stats)
-        app.router.add_get("/admin/keys", self.keys)
-        app.router.add_post("/admin/circuits/{deployment}/{replica}", self.circuit)
-        app.router.add_post("/admin/sessions/{deployment}/rebuild", self.rebuild_sessions)
-        app.router.add_post("/admin/reload", self.reload)
-        app.router.add_get("/dashboard", self.dashboard)
-        app.router.add_get("/dashboard/", self.dashboard)
-        app.router.add_get("/dashboard/{name}", self.dashboard)
+    def register(self, app: web.Application, counted=lambda route, handler: handler) -> None:
+        """Add the routes to ``app``; ``counted(route, handler)`` wraps each handler to count its answers."""
+        app.router.add_get("/admin/state", counted("admin", self.state))
+        app.router.add_get("/admin/stats", counted("admin", self.stats))
+        app.router.add_get("/admin/keys", counted("admin", self.keys))
+        app.router.add_post("/admin/circuits/{deployment}/{replica}", counted("admin", self.circuit))
+        app.router.add_post("/admin/sessions/{deployment}/rebuild", counted("admin", self.rebuild_sessions))
+        app.router.add_post("/admin/reload", counted("admin", self.reload))
+        dashboard = counted("dashboard", self.dashboard)
+        app.router.add_get("/dashboard", dashboard)
+        app.router.add_get("/dashboard/", dashboard)
+        app.router.add_get("/dashboard/{name}", dashboard)
 
     async def dashboard(self, request: web.Request) -> web.Response:
         """The page and its files: public (the data behind them needs the admin key)."""

@@ -16,13 +16,14 @@ from aiohttp import web
 
 from ..engine import Engine, EngineResult, clock
 from ..engine.state import is_ready
-from ..errors import BadRequest
+from ..errors import BadRequest, GatewayError
 from .admin import AdminApi
 from .anthropic_api import messages_request
 from .auth import KeyRing
 from .body import read_json
+from .drain import GatewayDrain, ShuttingDown
 from .errors import JSON
-from .middleware import DATA_ROUTE, REQUEST_ID, RateLimitedLog, RequestIds, error_middleware
+from .middleware import DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RateLimitedLog, RequestIds, error_middleware
 from .openai_api import chat_request, passthrough_request
 
 _CLIENT_CLOSED = 499   # the client went away before its answer was complete (nginx's code)
@@ -39,10 +40,11 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
-        self.draining = False
+        self.drain = GatewayDrain(self._loop)    # driven by the worker's drain (process.drain)
         self.internal_errors = RateLimitedLog(log, self._loop)
         # one middleware instance (one request-id sequence) for the public and the admin listener
-        self._error_middleware = error_middleware(RequestIds(), self.internal_errors, self._count_error)
+        self._error_middleware = error_middleware(RequestIds(), self.internal_errors, self._count_error,
+                                                  self.drain)
         self._models_body = orjson.dumps({"object": "list", "data": [
             {"id": name, "object": "model", "created": int(time.time()), "owned_by": d.config.provider}
             for name, d in engine.deployments.items()]})
@@ -59,8 +61,7 @@ class Gateway:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
+        self._add_probe_routes(app)
         if operator_routes:
             self._add_operator_routes(app)   # unknown paths are the router's 404, wrong methods its 405
         return app
@@ -68,14 +69,37 @@ class Gateway:
     def operator_app(self) -> web.Application:
         """The admin listener's app (``server.admin_port``): metrics, admin API, dashboard, health."""
         app = web.Application(client_max_size=1 << 20, middlewares=[self._error_middleware])
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
+        self._add_probe_routes(app)
         self._add_operator_routes(app)
         return app
 
+    def _add_probe_routes(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self._counted("healthz", self.healthz))
+        app.router.add_get("/readyz", self._counted("readyz", self.readyz))
+
     def _add_operator_routes(self, app: web.Application) -> None:
-        app.router.add_get("/metrics", self.metrics)
-        self.admin.register(app)
+        app.router.add_get("/metrics", self._counted("metrics", self.metrics))
+        self.admin.register(app, counted=self._counted)
+
+    def _counted(self, route: str, handler):
+        """``handler`` with each answer counted in ``fastinfer_operator_requests_total{route}``:
+        probes, scrapes and the operator's calls are not client traffic. (An error it raises is
+        counted here too; ``OPERATOR_ROUTE`` tells the middleware's accounting to leave it.)"""
+        metrics = self.engine.metrics
+
+        async def counted(request: web.Request) -> web.StreamResponse:
+            request[OPERATOR_ROUTE] = route
+            try:
+                response = await handler(request)
+            except (web.HTTPException, GatewayError) as e:
+                metrics.operator_request(route, e.status)
+                raise
+            except Exception:
+                metrics.operator_request(route, 500)
+                raise
+            metrics.operator_request(route, response.status)
+            return response
+        return counted
 
     # --------------------------------------------------------------- routes
 
@@ -92,8 +116,18 @@ class Gateway:
         return await self._serve(request, _passthrough("embeddings"))
 
     async def _serve(self, request: web.Request, parse) -> web.StreamResponse:
-        """One data route: ``parse`` checks the body into a request. Errors are raised: the
-        middleware renders them in the route's API shape and counts them (``_count_error``)."""
+        """One data route, in flight for the drain's ``cut`` until it is answered."""
+        in_flight = self.drain.in_flight
+        key = id(request)
+        in_flight[key] = request
+        try:
+            return await self._answer(request, parse)
+        finally:
+            del in_flight[key]
+
+    async def _answer(self, request: web.Request, parse) -> web.StreamResponse:
+        """``parse`` checks the body into a request. Errors are raised: the middleware renders
+        them in the route's API shape and counts them (``_count_error``)."""
         started = clock()   # the overhead clock (µs); now, on the loop's clock, is for the deadline
         now = self._loop.time()
         request_id = request[REQUEST_ID]
@@ -118,6 +152,8 @@ class Gateway:
             req.deadline = deadline
             result = await self.engine.chat(req)
         except asyncio.CancelledError:
+            if self.drain.cut_short():
+                raise ShuttingDown() from None   # the drain's grace period is over: a 503 (middleware)
             self._account(route[0], _CLIENT_CLOSED, started, key=route[2])
             raise
         try:
@@ -129,11 +165,13 @@ class Gateway:
         return response
 
     def _count_error(self, request: web.Request, status: int) -> None:
-        """An error answer, counted: every answer of a data route, and an internal error of any route."""
+        """An error answer, counted: a data route's under its deployment; an unknown path's, a
+        wrong method's or another client route's under ``deployment=""``. The operator's routes
+        count their own (``_counted``)."""
         route = request.get(DATA_ROUTE)
         if route is not None:
             self._account(route[0], status, route[1], key=route[2])
-        elif status >= 500:
+        elif OPERATOR_ROUTE not in request:
             self._account(None, status, None)
 
     def _account(self, deployment: str | None, status: int, received_at: float | None,
@@ -168,12 +206,19 @@ class Gateway:
             return web.Response(status=result.status, body=result.body, content_type=JSON, headers=headers)
         headers["Content-Type"] = "text/event-stream"
         headers["Cache-Control"] = "no-cache"
-        response = web.StreamResponse(status=result.status, headers=headers)
+        response = self.drain.closing(web.StreamResponse(status=result.status, headers=headers))
         try:
             await response.prepare(request)
             client = _ClientStream(request.writer, request.transport)
             result.ttft_s = clock() - received_at
-            await result.stream.pump(client)
+            try:
+                await result.stream.pump(client)
+            except asyncio.CancelledError:
+                if not self.drain.cut_short():
+                    raise
+                # the drain's grace period ended mid-stream: end it as a failed stream, never as a
+                # finished one (the upstream is already aborted: pump closed the stream)
+                client.write(result.stream.relay.error_event(ShuttingDown()))
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
             pass  # the client left; closing the stream closes the upstream
@@ -189,9 +234,11 @@ class Gateway:
         return response
 
     async def models(self, request: web.Request) -> web.Response:
+        body = self._models_body
         if self.keys is not None:
-            return web.Response(body=self.keys.authenticate(request.headers).models_body, content_type=JSON)
-        return web.Response(body=self._models_body, content_type=JSON)
+            body = self.keys.authenticate(request.headers).models_body
+        self.engine.metrics.request("", 200)     # a client API answer that concerns no deployment
+        return web.Response(body=body, content_type=JSON)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.engine.metrics.render(),
@@ -201,7 +248,7 @@ class Gateway:
         return web.Response(body=b'{"status":"ok"}', content_type=JSON)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if self.draining:
+        if self.drain.stopping:
             return web.Response(status=503, body=b'{"status":"draining"}', content_type=JSON)
         if not is_ready(self.engine):
             return web.Response(status=503, body=b'{"status":"all circuits of a deployment are open"}',

@@ -23,6 +23,7 @@ from .errors import error_response
 
 REQUEST_ID = web.RequestKey("fastinfer.request_id", str)     # the id every answer carries
 DATA_ROUTE = web.RequestKey("fastinfer.data_route", list)    # [deployment or None, received_at], for accounting
+OPERATOR_ROUTE = web.RequestKey("fastinfer.operator_route", str)  # health, metrics, admin: counted apart
 
 _REQUEST_ID_MAX = 128
 log = logging.getLogger("fastinfer.gateway")
@@ -94,8 +95,9 @@ class RateLimitedLog:
             self.suppressed = 0
 
 
-def error_middleware(ids: RequestIds, internal_errors: RateLimitedLog, count):
-    """The middleware. ``count(request, status)`` accounts an error answer (see ``Gateway``)."""
+def error_middleware(ids: RequestIds, internal_errors: RateLimitedLog, count, drain):
+    """The middleware. ``count(request, status)`` accounts an error answer (see ``Gateway``);
+    while ``drain.active`` (the worker drains) every answer it passes on says ``Connection: close``."""
 
     @web.middleware
     async def middleware(request: web.Request, handler):
@@ -103,6 +105,7 @@ def error_middleware(ids: RequestIds, internal_errors: RateLimitedLog, count):
         try:
             response = await handler(request)
         except web.HTTPException as e:          # the router: unknown path (404), wrong method (405)
+            count(request, e.status)
             response = error_response(_routing_error(request, e), api_of(request.path), request_id)
         except GatewayError as e:
             count(request, e.status)
@@ -114,6 +117,8 @@ def error_middleware(ids: RequestIds, internal_errors: RateLimitedLog, count):
             response = error_response(GatewayError("Internal gateway error."), api_of(request.path), request_id)
         if not response.prepared:
             response.headers.setdefault("x-request-id", request_id)
+            if drain.active:
+                response.force_close()
         return response
 
     return middleware

@@ -13,6 +13,10 @@ left; in ``strict`` mode ``synchronous`` is False and callers await
 ``take_async`` (one Redis script). The local path stays a plain call: no
 coroutine per request.
 
+(``own_usage`` / ``add_remote_usage`` / ``add_remote_spend`` are a second
+seam for a sync that keeps remote use apart in the segment; the cluster's
+sync keeps it apart in control words of its own: ``cluster.state``.)
+
 Must not touch: HTTP, configuration, policies (which bucket a request draws on
 and what happens when it is short are ``quota``'s).
 """
@@ -68,6 +72,18 @@ class LimitStore:
         """Add to a key's spend in ``period``; returns the period's total (micro-USD)."""
         raise NotImplementedError
 
+    def add_remote_spend(self, key: int, period: int, micro_usd: int) -> int:
+        """What other hosts spent, added to the key's spend in ``period`` (cluster sync)."""
+        return self.add_spend(key, period, micro_usd)
+
+    def own_usage(self, bucket: int) -> int:
+        """This host's own use of a bucket since start, as a per-node counter (cluster sync)."""
+        raise NotImplementedError
+
+    def add_remote_usage(self, bucket: int, tokens: int) -> None:
+        """Charge a bucket for what other hosts used, kept out of ``own_usage`` (cluster sync)."""
+        raise NotImplementedError
+
     def spent(self, key: int, period: int) -> int:
         """micro-USD the key spent in ``period`` (0 when another period is current)."""
         raise NotImplementedError
@@ -109,6 +125,12 @@ class LocalStore(LimitStore):
 
     def level(self, bucket: int) -> float:
         return self.buckets[bucket].available()
+
+    def own_usage(self, bucket: int) -> int:
+        return self.buckets[bucket].consumed
+
+    def add_remote_usage(self, bucket: int, tokens: int) -> None:
+        self.buckets[bucket].charge_remote(tokens)
 
     def capacity(self, bucket: int) -> int:
         return self.buckets[bucket].capacity

@@ -1,4 +1,10 @@
-"""Series layout, recording and Prometheus rendering over the shared segment."""
+"""Series layout, recording and Prometheus rendering over the shared segment.
+
+Counters and the per-worker gauges live in the segment's counter words (a gauge is a
+word its one writer sets, a counter one every process adds to), histograms in its
+histogram slots; the host-wide gauges of admission and breakers are read from those
+structures at scrape time.
+"""
 from __future__ import annotations
 
 import itertools
@@ -10,7 +16,7 @@ from ..config import Config
 # one bucket set for every histogram: 100 µs (gateway overhead) up to 5 min (long streams)
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
            1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-CODES = ("200", "400", "401", "403", "404", "408", "413", "422", "429", "499",
+CODES = ("200", "202", "304", "400", "401", "403", "404", "405", "408", "413", "422", "429", "499",
          "500", "502", "503", "504", "other")
 OUTCOMES = ("success", "client_error", "rate_limited", "server_error", "timeout", "network_error",
             "auth_error", "content_filter", "context_window")
@@ -20,6 +26,12 @@ REJECT_REASONS = ("queue_full", "queue_timeout", "capacity", "circuit_open", "ra
 TOKEN_DIRECTIONS = ("input", "output", "cached")
 REBUILD_CAUSES = ("auth", "admin", "reload", "file_changed")
 HISTOGRAMS = ("request_duration_seconds", "ttft_seconds", "overhead_seconds")
+# the operator's routes, counted apart from client traffic (fastinfer_operator_requests_total)
+OPERATOR_ROUTES = ("healthz", "readyz", "metrics", "admin", "dashboard")
+# per worker process: gauges each worker sets for itself (worker_probe), and its request counter
+WORKER_GAUGES = ("worker_connections", "worker_resident_memory_bytes", "worker_open_fds",
+                 "worker_event_loop_lag_seconds")
+_GAUGE_SCALE = {"worker_event_loop_lag_seconds": 1e6}   # kept in whole microseconds
 ADMIN_AUTH_SLOTS = 256    # control words for throttling failed admin authentications
 UNKNOWN_DEPLOYMENT = ""   # requests naming no deployment share one label value
 _COST_SCALE = 1e9         # cost is counted in nano-dollars: integer atomics, no float drift
@@ -29,7 +41,7 @@ COST_SCALE = _COST_SCALE  # (public: readers of the raw counters, e.g. /admin/st
 class MetricsLayout:
     """Which slot each series lives in; identical in every process for one config."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, n_workers: int = 1):
         deployments = [UNKNOWN_DEPLOYMENT] + [d.name for d in config.deployments]
         self.deployments = deployments
         self.replicas = {d.name: [r.name for r in d.replicas] for d in config.deployments}
@@ -50,6 +62,13 @@ class MetricsLayout:
         keys += [("key_requests_total", (k, c)) for k in self.keys for c in CODES]
         keys += [("key_tokens_total", (k, t)) for k in self.keys for t in TOKEN_DIRECTIONS]
         keys += [("key_cost_usd_total", (k,)) for k in self.keys]
+        keys += [("operator_requests_total", (r, c)) for r in OPERATOR_ROUTES for c in CODES]
+        self.workers = [str(i) for i in range(n_workers)]
+        keys += [("worker_requests_total", (w,)) for w in self.workers]
+        keys += [(g, (w,)) for g in WORKER_GAUGES for w in self.workers]
+        # control words: 1 while that worker of this segment accepts connections (a reload
+        # retires the old generation only once the new one is up)
+        keys += [("_worker_serving", (w,)) for w in self.workers]
         # control words, not metrics: bumped by an admin request, watched by every worker
         keys += [("_session_generation", (d,)) for d in self.replicas]
         # failed admin authentications per client-address slot (ops.auth.FailureThrottle)
@@ -60,6 +79,12 @@ class MetricsLayout:
         self.counter_index = {k: i for i, k in enumerate(keys)}
         self.histogram_keys = [(h, d) for h in HISTOGRAMS for d in deployments]
         self.histogram_index = {k: i for i, k in enumerate(self.histogram_keys)}
+
+    @staticmethod
+    def carried(key) -> bool:
+        """Whether a reload adds this word of the old segment into the new one: the counters'
+        totals do; control words and gauges (each worker sets its own) do not."""
+        return not key[0].startswith("_") and key[0] not in WORKER_GAUGES
 
     @property
     def n_counters(self) -> int:
@@ -105,6 +130,19 @@ class Metrics:
             deployment = UNKNOWN_DEPLOYMENT
         key = ("requests_total", (deployment, code))
         self._add(key if key in self._c else ("requests_total", (deployment, "other")))
+
+    def operator_request(self, route: str, status: int) -> None:
+        """An answer of an operator route (``OPERATOR_ROUTES``): probes, scrapes, admin, dashboard."""
+        key = ("operator_requests_total", (route, str(status)))
+        self._add(key if key in self._c else ("operator_requests_total", (route, "other")))
+
+    def worker(self, index: int) -> "WorkerSeries":
+        """The series worker ``index`` writes about itself."""
+        return WorkerSeries(self, str(index))
+
+    def workers_serving(self) -> int:
+        """How many workers of this segment accept connections (see ``WorkerSeries.serving``)."""
+        return sum(self.counters.get(self._c[("_worker_serving", (w,))]) for w in self.layout.workers)
 
     def observe(self, histogram: str, deployment: str, seconds: float) -> None:
         index = self._h.get((histogram, deployment))
@@ -183,32 +221,30 @@ class Metrics:
             if metric.startswith("_"):
                 continue
             name = f"fastinfer_{metric}"
-            out.append(f"# TYPE {name} counter")
+            _family(out, name, "gauge" if metric in WORKER_GAUGES else "counter")
             labels = _LABELS[metric]
+            scale = _GAUGE_SCALE.get(metric, _COST_SCALE if metric in _COST_METRICS else None)
             for index, (_, values_of_labels) in entries:
                 value = int(values[index])
-                if metric in _COST_METRICS:
-                    text = repr(value / _COST_SCALE)
-                else:
-                    text = str(value)
+                text = str(value) if scale is None else repr(value / scale)
                 out.append(f"{name}{{{_label_text(labels, values_of_labels)}}} {text}")
         self._render_gauges(out)
         self._render_histograms(out)
         return ("\n".join(out) + "\n").encode()
 
     def _render_gauges(self, out: list[str]) -> None:
-        out.append("# TYPE fastinfer_queue_depth gauge")
+        _family(out, "fastinfer_queue_depth", "gauge")
         out += [f'fastinfer_queue_depth{{deployment="{_esc(d)}"}} {a.queue_depth}'
                 for d, a in self._admissions.items()]
-        out.append("# TYPE fastinfer_in_flight gauge")
+        _family(out, "fastinfer_in_flight", "gauge")
         out += [f'fastinfer_in_flight{{deployment="{_esc(d)}"}} {a.in_flight}'
                 for d, a in self._admissions.items()]
-        out.append("# TYPE fastinfer_circuit_state gauge")
+        _family(out, "fastinfer_circuit_state", "gauge")
         for d, breakers in self._breakers.items():
             for replica, b in zip(self.layout.replicas[d], breakers):
                 out.append(f'fastinfer_circuit_state{{deployment="{_esc(d)}",replica="{_esc(replica)}"}} {b.state}')
         # whole tokens (or requests) left in each limit's bucket now; negative: in debt
-        out.append("# TYPE fastinfer_ratelimit_remaining gauge")
+        _family(out, "fastinfer_ratelimit_remaining", "gauge")
         out += [f'fastinfer_ratelimit_remaining{{{_label_text(("scope", "name", "kind"), name)}}} '
                 f'{math.floor(bucket.available())}' for name, bucket in self._buckets.items()]
         render_cluster(self.counters, self._c, out)
@@ -216,7 +252,7 @@ class Metrics:
     def _render_histograms(self, out: list[str]) -> None:
         for histogram in HISTOGRAMS:
             name = f"fastinfer_{histogram}"
-            out.append(f"# TYPE {name} histogram")
+            _family(out, name, "histogram")
             for d in self.layout.deployments:
                 if d == UNKNOWN_DEPLOYMENT:
                     continue
@@ -227,6 +263,38 @@ class Metrics:
                 out.append(f'{name}_bucket{{{label},le="+Inf"}} {count}')
                 out.append(f"{name}_sum{{{label}}} {total!r}")
                 out.append(f"{name}_count{{{label}}} {count}")
+
+
+class WorkerSeries:
+    """One worker's own series: it alone writes them, so its gauges are plain stores."""
+
+    __slots__ = ("_counters", "_requests", "_serving", "_gauges")
+
+    def __init__(self, metrics: Metrics, worker: str):
+        index = metrics.layout.counter_index
+        self._counters = metrics.counters
+        self._requests = index[("worker_requests_total", (worker,))]
+        self._serving = index[("_worker_serving", (worker,))]
+        self._gauges = {g: (index[(g, (worker,))], _GAUGE_SCALE.get(g, 1)) for g in WORKER_GAUGES}
+
+    def serving(self) -> None:
+        """This worker accepts connections now."""
+        self._counters.set(self._serving, 1)
+
+    def set(self, gauge: str, value: float) -> None:
+        """Set ``gauge`` (one of ``WORKER_GAUGES``, in its unit: bytes, seconds, a count)."""
+        word, scale = self._gauges[gauge]
+        self._counters.set(word, round(value * scale))
+
+    def add_requests(self, n: int) -> None:
+        if n:
+            self._counters.add(self._requests, n)
+
+    def clear(self) -> None:
+        """A worker that is gone: not serving; no connections, memory or lag."""
+        self._counters.set(self._serving, 0)
+        for word, _ in self._gauges.values():
+            self._counters.set(word, 0)
 
 
 _LABELS = {
@@ -242,8 +310,49 @@ _LABELS = {
     "key_requests_total": ("key", "code"),
     "key_tokens_total": ("key", "direction"),
     "key_cost_usd_total": ("key",),
+    "operator_requests_total": ("route", "code"),
+    "worker_requests_total": ("worker",),
+    **{g: ("worker",) for g in WORKER_GAUGES},
 }
 _COST_METRICS = ("cost_usd_total", "key_cost_usd_total")
+
+# every family /metrics renders, with its # HELP line
+HELP = {
+    "fastinfer_requests_total": "Answers to client API requests (/v1/* and unknown paths), by deployment and "
+                                "HTTP status (499: the client left first).",
+    "fastinfer_upstream_requests_total": "Upstream attempts by replica and outcome.",
+    "fastinfer_retries_total": "Upstream attempts after the first.",
+    "fastinfer_fallbacks_total": "Requests sent on to a fallback deployment.",
+    "fastinfer_rejected_total": "Requests refused before an upstream attempt, by reason.",
+    "fastinfer_tokens_total": "Tokens as the upstream reported them (cached is part of input).",
+    "fastinfer_cost_usd_total": "Cost in US dollars from the deployment's price.",
+    "fastinfer_usage_estimated_total": "Answers whose token usage the upstream did not report (estimated).",
+    "fastinfer_session_rebuilds_total": "Upstream sessions rebuilt, by cause.",
+    "fastinfer_operator_requests_total": "Answers of the operator's routes (health, readiness, metrics, "
+                                         "admin API, dashboard), by route and HTTP status.",
+    "fastinfer_worker_requests_total": "HTTP requests each worker process received, every route and "
+                                       "malformed ones included.",
+    "fastinfer_worker_connections": "Client connections each worker process holds open now.",
+    "fastinfer_worker_resident_memory_bytes": "Resident memory of each worker process.",
+    "fastinfer_worker_open_fds": "Open file descriptors of each worker process.",
+    "fastinfer_worker_event_loop_lag_seconds": "Longest delay of each worker's event loop behind its timers "
+                                               "over the last second.",
+    "fastinfer_key_requests_total": "Answers to a gateway key's requests, by HTTP status.",
+    "fastinfer_key_tokens_total": "A gateway key's tokens as the upstream reported them (cached is part of input).",
+    "fastinfer_key_cost_usd_total": "A gateway key's cost in US dollars since start.",
+    "fastinfer_ratelimit_remaining": "Whole requests or tokens left in a limit's bucket now (negative: in debt).",
+    "fastinfer_queue_depth": "Requests waiting for a slot or a deployment's rate limit, host-wide.",
+    "fastinfer_in_flight": "Requests holding a slot, host-wide.",
+    "fastinfer_circuit_state": "Circuit state per replica: 0 closed, 1 open, 2 half-open.",
+    "fastinfer_request_duration_seconds": "From request received to answer complete (streams: to the last byte).",
+    "fastinfer_ttft_seconds": "Time to the first byte of a streamed answer.",
+    "fastinfer_overhead_seconds": "Time spent in the gateway, upstream time excluded.",
+}
+
+
+def _family(out: list[str], name: str, kind: str) -> None:
+    out.append(f"# HELP {name} {HELP[name]}")
+    out.append(f"# TYPE {name} {kind}")
 
 
 def _esc(value: str) -> str:

@@ -1,7 +1,9 @@
 """The process model: one supervisor, N uvloop workers sharing one socket.
 
-Owns: binding, forking, restarting, draining, and creating/removing the
-host-wide resources (shared-memory segment) around the workers' lives.
+Owns: binding, forking, restarting, draining (``drain``: the order a worker lets
+go of its listener and connections), each worker's process metrics (``probe``),
+and creating/removing the host-wide resources (shared-memory segment) around
+the workers' lives.
 Must not touch: request handling — that is the workers' gateway and engine.
 """
 from .supervisor import ListenError, Supervisor, bind_socket

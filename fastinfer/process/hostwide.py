@@ -127,7 +127,7 @@ class HostState:
 
     @classmethod
     def create(cls, config: Config, n_workers: int, state_dir=None) -> "HostState":
-        metrics_layout = MetricsLayout(config)
+        metrics_layout = MetricsLayout(config, n_workers)
         layout, index = plan(config, n_workers, metrics_layout)
         segment = shm.Segment.create(f"fastinfer-{os.getpid()}-{secrets.token_hex(4)}", layout)
         segment.unlink()
@@ -166,13 +166,10 @@ class HostState:
         m = self.index.state_map(old.index)
         new_counters, new_histograms = self.metrics_layout.counter_index, self.metrics_layout.histogram_index
         m.counters = {i: new_counters[key] for key, i in old.metrics_layout.counter_index.items()
-                      if key in new_counters and not key[0].startswith("_")}   # "_": control words
+                      if key in new_counters and MetricsLayout.carried(key)}
         m.histograms = {i: new_histograms[key] for key, i in old.metrics_layout.histogram_index.items()
                         if key in new_histograms}
         return carry_state(old.segment, self.segment, m, since)
-
-    # the supervisor's name for it, from when only counters were carried
-    carry_counters_from = carry_state_from
 
     def count_reload(self) -> None:
         """A reload gives every deployment fresh sessions: count it once per deployment."""

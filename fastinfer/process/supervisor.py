@@ -2,19 +2,22 @@
 
 It runs no event loop and serves no request. It binds the listening socket
 (and the admin listener's, with ``server.admin_port``), forks N workers that
-inherit them, replaces a worker that dies, and on
-SIGTERM/SIGINT forwards the drain to every worker, waits for them within the
-grace period (then kills stragglers) and removes what it created. On SIGHUP
-(or ``POST /admin/reload``, which a worker turns into a SIGHUP) it re-reads
-the config and rolls: a new generation of workers with their own host state
-starts on the same socket, then the old generation drains. The host's state
+inherit them, replaces a worker that dies, and on SIGTERM/SIGINT forwards the
+stop to every worker, lets go of its own copy of the sockets, waits for the
+workers' drains (``process.drain``: ``drain_delay_s`` then ``drain_grace_s``;
+a worker still alive shortly after that is killed) and removes what it
+created. On SIGHUP (or ``POST /admin/reload``, which a worker turns into a
+SIGHUP) it re-reads the config and rolls: a new generation of workers with
+their own host state starts on the same socket and, once it serves, the old
+generation is retired (SIGUSR1: it drains without delay). The host's state
 (counters, histograms, circuit states, bucket levels, spend, session bindings)
-carries over by name (``HostState.carry_counters_from``), at the roll and again
+carries over by name (``HostState.carry_state_from``), at the roll and again
 with what the old generation did while it drained.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -24,13 +27,19 @@ import time
 from typing import Callable
 
 from ..config import Config, ConfigError
+from ..metrics import Metrics
+from .drain import RETIRE_SIGNAL, STOP_SIGNALS
 from .hostwide import HostState
 from .worker import run_worker
 
 log = logging.getLogger("fastinfer.supervisor")
 _RESTART_BACKOFF_S = 0.1   # a crash loop must not spin the CPU
 _POLL_S = 0.05
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# a worker past its drain (drain_delay_s + drain_grace_s) has this long to close up before it is killed;
+# it needs a few milliseconds (process.drain: WRAP_UP_S and aiohttp's cleanup, then exit)
+_KILL_MARGIN_S = 0.7
+# a reload retires the old generation once every new worker serves, or after this with at least one
+_NEW_GENERATION_WAIT_S = 10.0
 
 
 class ListenError(Exception):
@@ -61,6 +70,17 @@ class Generation:
         self.host = host
         self.pids: dict[int, int] = {}   # pid -> worker index
         self.carried = None              # counters already carried to the next generation
+        self.started_at = time.monotonic()
+        self.kill_at: float | None = None  # once retired: when workers still draining are killed
+        self.overdue_logged = False
+
+    def serving(self) -> int:
+        """How many of this generation's workers accept connections (each counts itself)."""
+        return Metrics(self.host.metrics_layout, self.host.segment).workers_serving()
+
+    def signal_all(self, sig: int) -> None:
+        for pid in self.pids:
+            _signal(pid, sig)
 
 
 class Supervisor:
@@ -76,7 +96,7 @@ class Supervisor:
         self.sock: socket.socket | None = None
         self.admin_sock: socket.socket | None = None   # server.admin_port: the operator's own listener
         self.current: Generation | None = None
-        self.retiring: list[Generation] = []
+        self.retiring: list[Generation] = []     # replaced by a reload: draining, or waiting to be retired
         self._stopping = False
         self._reload = False
 
@@ -103,11 +123,14 @@ class Supervisor:
             self.current.host.save_limits(self.config)   # every worker is gone: the final state
             return code
         finally:
-            self.sock.close()
-            if self.admin_sock is not None:
-                self.admin_sock.close()
+            self._close_sockets()
             for generation in [self.current, *self.retiring]:
                 generation.host.close()
+
+    def _close_sockets(self) -> None:
+        self.sock.close()
+        if self.admin_sock is not None:
+            self.admin_sock.close()
 
     def _announcement(self) -> str:
         """What ``serve`` prints once listening. The first line is the one scripts and tests wait
@@ -139,12 +162,12 @@ class Supervisor:
         sys.stderr.flush()
         # a stop signal landing between fork and the worker's own handlers would hit the
         # supervisor's handler in the child and be lost: hold signals across the fork
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                for sig in _STOP_SIGNALS:
+                for sig in STOP_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
                 code = run_worker(index, generation.config, self.sock, generation.host, self.admin_sock)
@@ -174,7 +197,7 @@ class Supervisor:
                     break
         for generation in list(self.retiring):
             if not generation.pids:  # every retired worker has drained: its state can go
-                self.current.host.carry_counters_from(generation.host, since=generation.carried)
+                self.current.host.carry_state_from(generation.host, since=generation.carried)
                 generation.host.close()
                 self.retiring.remove(generation)
         return dead
@@ -185,6 +208,7 @@ class Supervisor:
                 if generation is not self.current:
                     continue  # a retired worker that finished draining
                 reclaimed = generation.host.reclaim(index)
+                Metrics(generation.host.metrics_layout, generation.host.segment).worker(index).clear()
                 log.warning("worker %d (pid %d) died (%s); reclaimed %s; replacing it",
                             index, pid, _describe(status), reclaimed)
                 time.sleep(_RESTART_BACKOFF_S)
@@ -193,10 +217,12 @@ class Supervisor:
             if self._reload and not self._stopping:
                 self._reload = False
                 self._roll()
+            self._retire_when_replaced()
+            self._kill_overdue()
             time.sleep(_POLL_S)
 
     def _roll(self) -> None:
-        """Start workers on the re-read config, then drain the old ones: no request is dropped."""
+        """Start workers on the re-read config; the old ones are retired once these serve."""
         try:
             config = self.reload_config() if self.reload_config else self.config
         except ConfigError as e:
@@ -204,36 +230,68 @@ class Supervisor:
             return
         old = self.current
         host = HostState.create(config, self.n_workers, self.state_dir)
-        old.carried = host.carry_counters_from(old.host)
+        old.carried = host.carry_state_from(old.host)
         host.count_reload()
         self.current = Generation(old.number + 1, config, host)
         self.config = config
         for index in range(self.n_workers):
             self._spawn(self.current, index)
-        for pid in old.pids:
-            _signal(pid, signal.SIGTERM)
         self.retiring.append(old)
-        log.info("config reloaded: generation %d serving, generation %d draining",
+        log.info("config reloaded: generation %d starting, generation %d retired once it serves",
                  self.current.number, old.number)
 
+    def _retire_when_replaced(self) -> None:
+        """Retire (SIGUSR1: drain now, no delay) the generations a reload replaced, once the current
+        one accepts: until then they keep serving, so no connection waits on a listener nobody takes."""
+        waiting = [g for g in self.retiring if g.kill_at is None]
+        if not waiting:
+            return
+        serving = self.current.serving()
+        waited = time.monotonic() - self.current.started_at
+        if serving < self.n_workers and not (serving and waited > _NEW_GENERATION_WAIT_S):
+            if not serving and waited > _NEW_GENERATION_WAIT_S and not self.current.overdue_logged:
+                self.current.overdue_logged = True
+                log.warning("no worker of generation %d serves after %gs: the previous generation keeps "
+                            "serving until one does", self.current.number, _NEW_GENERATION_WAIT_S)
+            return
+        for generation in waiting:
+            generation.signal_all(RETIRE_SIGNAL)
+            generation.kill_at = time.monotonic() + generation.config.server.drain_grace_s + _KILL_MARGIN_S
+            log.info("generation %d serving; generation %d draining", self.current.number, generation.number)
+
+    def _kill_overdue(self) -> None:
+        now = time.monotonic()
+        for generation in self.retiring:
+            if generation.kill_at is not None and now > generation.kill_at:
+                _kill_stragglers(generation)
+                generation.kill_at = math.inf   # once
+
     def _drain(self) -> int:
-        grace = self.config.server.drain_grace_s
+        server = self.config.server
         pids = [pid for g in self._all_generations() for pid in g.pids]
-        log.info("draining %d workers (grace %.0fs)", len(pids), grace)
-        for pid in pids:
-            _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace + 5
+        log.info("stopping: draining %d workers (delay %gs, grace %gs)", len(pids), server.drain_delay_s,
+                 server.drain_grace_s)
+        for generation in self._all_generations():
+            generation.signal_all(signal.SIGTERM)
+        # the listeners close when the last worker stops accepting (after drain_delay_s), not before
+        self._close_sockets()
+        deadline = time.monotonic() + server.drain_delay_s + server.drain_grace_s + _KILL_MARGIN_S
         while any(g.pids for g in self._all_generations()) and time.monotonic() < deadline:
             self._reap()
-            time.sleep(_POLL_S)
+            time.sleep(_POLL_S / 5)
         for g in self._all_generations():
-            for pid in g.pids:
-                log.warning("worker pid %d did not drain in time; killing it", pid)
-                _signal(pid, signal.SIGKILL)
+            _kill_stragglers(g)
         while any(g.pids for g in self._all_generations()):
             self._reap()
             time.sleep(_POLL_S)
+        log.debug("every worker has exited")
         return 0
+
+
+def _kill_stragglers(generation: Generation) -> None:
+    for pid in generation.pids:
+        log.warning("worker pid %d of generation %d did not drain in time; killing it", pid, generation.number)
+        _signal(pid, signal.SIGKILL)
 
 
 def _url_host(host: str) -> str:

@@ -1,8 +1,9 @@
 """One worker process: a uvloop event loop running the gateway and the engine.
 
-The worker inherits the listening socket from the supervisor, accepts on it,
-and on SIGTERM/SIGINT drains: it stops accepting, lets requests and streams
-in flight finish within the grace period, then exits 0.
+The worker inherits the listening socket from the supervisor and accepts on
+it. On SIGTERM/SIGINT (the host stops) or SIGUSR1 (a reload retires its
+generation) it drains (``process.drain``), then exits 0. It publishes its own
+process metrics (``process.probe``) while it lives.
 """
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ from ..engine import Engine
 from ..limits import AdmissionControl, Limits
 from ..metrics import Metrics
 from ..ops import FailureThrottle
-from .hostwide import HostState
 from ..gateway import Gateway
+from ..gateway.drain import GatewayDrain
+from .drain import CLEANUP_TIMEOUT_S, WorkerDrain
+from .hostwide import HostState
+from .probe import WorkerProbe
 from ..session import SessionRegistry
 
 log = logging.getLogger("fastinfer.worker")
@@ -68,26 +72,28 @@ async def _admin_key(server) -> str | None:
         return None
 
 
-async def _start_site(app: web.Application, sock: socket.socket, server) -> web.AppRunner:
+async def _start_site(app: web.Application, sock: socket.socket, server, drain: GatewayDrain) -> web.AppRunner:
     runner = web.AppRunner(
         app,
         handle_signals=False,
         access_log=None,
         keepalive_timeout=server.keepalive_timeout_s,
-        shutdown_timeout=server.drain_grace_s,
+        # the drain (process.drain) closes every connection before the runner's cleanup runs
+        shutdown_timeout=CLEANUP_TIMEOUT_S,
         handler_cancellation=True,
     )
     await runner.setup()
-    await web.SockSite(runner, sock, shutdown_timeout=server.drain_grace_s).start()
+    drain.watch(runner.server)
+    await web.SockSite(runner, sock).start()
     return runner
 
 
 async def _serve(index: int, config: Config, sock: socket.socket, host: HostState,
                  admin_sock: socket.socket | None) -> None:
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    server = config.server
+    drain = WorkerDrain(loop, delay_s=server.drain_delay_s, grace_s=server.drain_grace_s)
+    drain.listen_for_signals()   # first: a signal during start-up is kept for when serving begins
     segment = host.segment
     segment.register_worker(index, os.getpid(), host.wake_fds[index])
     # the deployments' admission structures, then their rate queues (process.hostwide.plan)
@@ -109,14 +115,17 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
 
     sessions = await SessionRegistry.open(config, on_rotate)
     engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics, limits=limits)
-    server = config.server
     gateway = Gateway(engine, max_body_bytes=server.max_body_bytes, body_timeout_s=server.client_body_timeout_s,
                       admin_key=await _admin_key(server),
                       admin_throttle=FailureThrottle.in_segment(metrics, host.auth_salt))
     limits.start(loop)
-    runners = [await _start_site(gateway.app(operator_routes=admin_sock is None), sock, server)]
+    runners = [await _start_site(gateway.app(operator_routes=admin_sock is None), sock, server, gateway.drain)]
     if admin_sock is not None:
-        runners.append(await _start_site(gateway.operator_app(), admin_sock, server))
+        runners.append(await _start_site(gateway.operator_app(), admin_sock, server, gateway.drain))
+    series = metrics.worker(index)
+    probe = WorkerProbe(loop, series, [runner.server for runner in runners])
+    probe.start()
+    series.serving()
     # Everything built so far lives as long as the worker: move it out of the collector's
     # sight, and collect the young generation less often. The cyclic GC otherwise walked the
     # whole heap of aiohttp and friends every few hundred requests (8% of a streaming worker).
@@ -124,11 +133,11 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     gc.freeze()
     gc.set_threshold(*_GC_THRESHOLDS)
     log.debug("worker %d (pid %d) serving", index, os.getpid())
-    await stop.wait()
-    log.info("worker %d draining (grace %.0fs)", index, server.drain_grace_s)
-    gateway.draining = True
+    await drain.wait()
+    log.info("worker %d draining (%s)", index, "stop" if drain.stopping else "reload")
     await limits.stop()       # the supervisor saves the final limit state once every worker is gone
-    # each stops accepting and waits for its in-flight handlers up to the grace period
-    await asyncio.gather(*(runner.cleanup() for runner in runners))
+    await drain.run(gateway.drain, runners)
+    probe.stop()
     admission.stop(loop)
     await sessions.close()
+    log.debug("worker %d closed", index)

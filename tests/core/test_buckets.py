@@ -105,6 +105,20 @@ def test_consumed_counts_takes_and_charges_minus_refunds(make):
     assert b.consumed == 5
 
 
+def test_remote_charges_draw_on_the_bucket_but_not_on_consumed(make):
+    """The cluster seam: what other hosts used is charged (the level drops, into debt too) but kept
+    apart from this host's own ``consumed``, which a sync publishes as its per-node counter."""
+    seg = clocked(make, [(60, 5)])
+    b = seg.bucket(0)
+    b.take(2)
+    b.charge_remote(4)
+    assert b.available() == -1.0 and not b.take(0)
+    assert (b.consumed, b.remote) == (2, 4)
+    seg.set_test_clock(T0 + 2 * S)                 # 1 token a second: debt repaid, one token back
+    assert b.available() == 1.0 and b.take(1)
+    assert (b.consumed, b.remote) == (3, 4)
+
+
 def test_take_all_is_all_or_none(make):
     seg = clocked(make, [(60, 10), (60, 3), (6000, 100)])
     assert seg.take_all([0, 1, 2], [2, 2, 50]) == (True, 0.0)
@@ -127,7 +141,7 @@ def test_take_all_is_all_or_none(make):
 def test_bad_arguments(make):
     seg = clocked(make, [(60, 5)])
     b = seg.bucket(0)
-    for call in (b.take, b.refund, b.charge, b.wait_s):
+    for call in (b.take, b.refund, b.charge, b.charge_remote, b.wait_s):
         with pytest.raises(ValueError):
             call(-1)
     with pytest.raises(IndexError):
@@ -164,6 +178,7 @@ ops = st.one_of(
     st.tuples(st.just("take"), i_, n_),
     st.tuples(st.just("refund"), i_, n_),
     st.tuples(st.just("charge"), i_, n_),
+    st.tuples(st.just("charge_remote"), i_, n_),
     st.tuples(st.just("wait_s"), i_, n_),
     st.tuples(st.just("set_available"), i_, st.sampled_from([-7.5, 0.0, 1.25, 4.0, 1000.0])),
     st.tuples(st.just("take_all"), st.lists(st.tuples(i_, n_), max_size=4)),
@@ -179,7 +194,7 @@ def run(seg, op):
 
 
 def observe(seg):
-    return [(b.available(), b.wait_s(1), b.consumed) for b in map(seg.bucket, range(N_BUCKETS))]
+    return [(b.available(), b.wait_s(1), b.consumed, b.remote) for b in map(seg.bucket, range(N_BUCKETS))]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

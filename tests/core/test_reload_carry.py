@@ -47,7 +47,7 @@ def test_host_state_carries_by_name_and_adds_the_drain():
         seg.counters.add(requests, 5)
         seg.histograms.observe(old.metrics_layout.histogram_index[("ttft_seconds", "m")], 0.2)
 
-        carried = new.carry_counters_from(old)                  # the supervisor's call at the roll
+        carried = new.carry_state_from(old)                  # the supervisor's call at the roll
 
         s2, ix2 = new.segment, new.index
         m2, a2, b2 = ix2.deployments["m"], ix2.replicas[("m", "a")], ix2.replicas[("m", "b")]
@@ -68,7 +68,7 @@ def test_host_state_carries_by_name_and_adds_the_drain():
         seg.counters.add(requests, 2)                            # the old generation drains
         seg.key_spend(ix.keys["k2"]).add(20_000, 800)
         seg.bucket(ix.buckets[("key", "k2", "tokens")]).charge(300)
-        new.carry_counters_from(old, since=carried)              # ... and has exited
+        new.carry_state_from(old, since=carried)              # ... and has exited
         assert s2.counters.get(new_requests) == 7
         assert s2.key_spend(ix2.keys["k2"]).spent(20_000) == 5_000
         assert 699 < s2.bucket(ix2.buckets[("key", "k2", "tokens")]).available() < 702

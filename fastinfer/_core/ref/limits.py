@@ -39,6 +39,7 @@ class TokenBucket:
         self._tau = _cost(self._interval, float(burst))
         self._tat = 0
         self._consumed = 0
+        self._remote = 0
 
     @property
     def rate_per_s(self):
@@ -47,6 +48,10 @@ class TokenBucket:
     @property
     def consumed(self):
         return self._consumed
+
+    @property
+    def remote(self):
+        return self._remote
 
     def _take(self, n: int, now: int) -> bool:
         new = max(self._tat, now) + _cost(self._interval, float(n))
@@ -77,13 +82,21 @@ class TokenBucket:
         with self._st.lock:
             self._refund(n, self._st.now_ns())
 
+    def _charge(self, n: int) -> None:
+        now = self._st.now_ns()
+        self._tat = min(max(self._tat, now) + _cost(self._interval, float(n)), now + self._tau + MAX_SPAN_NS)
+
     def charge(self, n):
         n = _amount(n)
         with self._st.lock:
-            now = self._st.now_ns()
-            self._tat = min(max(self._tat, now) + _cost(self._interval, float(n)),
-                            now + self._tau + MAX_SPAN_NS)
+            self._charge(n)
             self._consumed += n
+
+    def charge_remote(self, n):
+        n = _amount(n)
+        with self._st.lock:
+            self._charge(n)
+            self._remote += n
 
     def available(self):
         with self._st.lock:

@@ -1,0 +1,98 @@
+"""What a gateway key and every limit add to one request, in-process (the issue 8 bar: <= 10 µs).
+
+Run:  python -m pytest bench/micro/test_bench_limits.py --benchmark-enable -p no:cacheprovider -s
+
+One request's whole limits path as the gateway and the engine run it: the key found by its hash
+from the ``Authorization`` header and its model checked, its budget, concurrency slot, RPM and TPM
+buckets taken, the deployment's RPM/TPM buckets taken, the request settled from its usage (tokens
+corrected, spend added, the key's metrics counted, the slot given back) and the ``x-ratelimit-*``
+headers written. Timed over the compiled segment and over the pure-Python reference in the same
+run (the ratio), minus the cost of building the request, which a request pays with or without
+limits. The load bench (``--targets direct gateway gateway-limits``) measures the same on a
+running server.
+"""
+import timeit
+import uuid
+
+import pytest
+from multidict import CIMultiDict
+
+from fastinfer._core import shm as compiled
+from fastinfer._core.ref import shm as reference
+from fastinfer.config import parse_config
+from fastinfer.engine import GatewayRequest
+from fastinfer.gateway.auth import KeyRing, resolve_key_hashes
+from fastinfer.limits import Limits, LocalStore
+from fastinfer.metrics import Metrics, MetricsLayout
+from fastinfer.process.hostwide import plan
+
+NEVER = 10 ** 9
+CONFIG = {
+    "keys": [{"name": "team", "key": "sk-bench-key", "rpm": NEVER, "tpm": NEVER, "max_concurrency": 1_000_000,
+              "budget": {"usd": 1e9, "period": "month"}}],
+    "deployments": [{"name": "m", "provider": "mock", "rate_limit": {"rpm": NEVER, "tpm": NEVER},
+                     "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}],
+}
+BODY = {"model": "m", "messages": [{"role": "user", "content": "Say hello to the benchmark, briefly."}],
+        "max_tokens": 64}
+HEADERS = CIMultiDict({"Authorization": "Bearer sk-bench-key", "Content-Type": "application/json"})
+USAGE = {"prompt_tokens": 12, "completion_tokens": 40}
+
+
+def limits_over(impl):
+    cfg = resolve_key_hashes(parse_config(CONFIG))
+    layout = MetricsLayout(cfg)
+    shape, index = plan(cfg, 1, layout)
+    segment = impl.Segment.create(f"fi-bench-limits-{uuid.uuid4().hex[:8]}", shape)
+    metrics = Metrics(layout, segment, buckets={n: segment.bucket(i) for n, i in index.buckets.items()})
+    limits = Limits(cfg, LocalStore(segment, len(index.buckets), len(index.keys)), worker=0, keys=index.keys,
+                    buckets=index.buckets, key_concurrency=[segment.key_concurrency(0)], metrics=metrics)
+    return segment, KeyRing(cfg), limits
+
+
+def new_request():
+    return GatewayRequest(api="openai", model="m", body=BODY, stream=False, request_id="r", received_at=0.0)
+
+
+def one_request(ring, limits):
+    req = new_request()
+    key = ring.authenticate(HEADERS)
+    key.check_model(req.model)
+    req.key = key.name
+    grant = limits.admit(req)
+    limits.take_deployment(grant, 0, req, 30.0)
+    req.usage, req.cost_usd = USAGE, 0.0000925
+    grant.settle(0)
+    return grant.rate_headers()
+
+
+def per_call_us(fn, number):
+    return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+
+
+@pytest.fixture
+def paths():
+    made = {impl: limits_over(impl) for impl in (compiled, reference)}
+    yield made
+    for segment, _, _ in made.values():
+        segment.unlink()
+        segment.close()
+
+
+def test_bench_a_request_with_a_key_and_every_limit(benchmark, paths):
+    n = 500 if benchmark.disabled else 20_000
+    base_us = per_call_us(new_request, n)
+    added = {}
+    for impl, (_, ring, limits) in paths.items():
+        headers = one_request(ring, limits)
+        assert headers["x-ratelimit-limit-requests"] == str(NEVER)     # every limit really applied
+        added[impl] = per_call_us(lambda: one_request(ring, limits), n if impl is compiled else max(n // 5, 100)) \
+            - base_us
+    _, ring, limits = paths[compiled]
+    assert limits.store.spent(0, limits.period_of(limits.keys["team"])) > 0
+    c_us, r_us = added[compiled], added[reference]
+    benchmark.extra_info.update({"added_us_per_request": round(c_us, 2), "reference_us": round(r_us, 2),
+                                 "ratio_reference_to_compiled": round(r_us / c_us, 1), "target_us": 10})
+    print(f"\nkey + key rpm/tpm/concurrency/budget + deployment rpm/tpm, added per request: "
+          f"compiled core {c_us:.2f} µs   reference core {r_us:.2f} µs   ratio x{r_us / c_us:.1f}   target <= 10 µs")
+    benchmark.pedantic(one_request, args=(ring, limits), iterations=2000, rounds=20, warmup_rounds=1)

@@ -1,0 +1,95 @@
+"""The paths a bench run measures, all in front of the same mock upstream.
+
+Owns: which paths run (``--targets``), starting each on the CPUs the layout gives gateways, and
+what the run should know about each (its config, its features, how many workers, why a peer was
+left out). The paths, by label:
+
+- ``direct``: the mock itself — the floor every other path is compared with;
+- ``gateway``: fastinfer bare (no keys, no limits, no access log);
+- ``gateway-full``: fastinfer with every feature on (``gateway_configs.FEATURES``);
+- ``gateway-limits``: fastinfer with a gateway key and every limit on, none binding, no access log
+  (``gateway_configs.limits_config``; only when ``--targets`` asks for it);
+- ``baseline``: fastinfer bare from another source tree (``--baseline-tree``);
+- ``nginx``: Debian's nginx as a plain keep-alive reverse proxy — the proxy floor;
+- ``vllm-router``: the Rust router from PyPI, round robin over the one mock.
+
+Must not touch: the scenarios and their figures (``run.py``), the mock (``upstream.py``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .gateway_configs import accepted_config, accepted_features_config, bare_config, limits_config
+from .nginx import nginx_binary, start_nginx_proxy
+from .proctree import CpuLayout, threads_of
+from .services import Service, fastinfer_tree
+from .vllm_router import RUNTIME_THREADS, start_vllm_router
+
+ALL_TARGETS = ("direct", "gateway", "gateway-full", "gateway-limits", "nginx", "vllm-router")
+FASTINFER_TARGETS = ("gateway", "gateway-full", "gateway-limits", "baseline")
+OPT_IN_TARGETS = ("gateway-limits",)     # run only when --targets names them
+
+
+def wanted_targets(asked: list[str] | None, vllm_router: str | None) -> tuple[list[str], dict[str, str]]:
+    """The labels to run, in order, and why any of ``ALL_TARGETS`` is left out. Asked-for peers that
+    are not installed are an error; by default each peer runs when it is installed."""
+    skipped = {}
+    available = {"nginx": nginx_binary() is not None, "vllm-router": vllm_router is not None}
+    if asked:
+        unknown = set(asked) - set(ALL_TARGETS)
+        if unknown:
+            raise SystemExit(f"--targets: unknown {sorted(unknown)}; known: {', '.join(ALL_TARGETS)}")
+        for peer, ok in available.items():
+            if peer in asked and not ok:
+                raise SystemExit(f"--targets {peer}: not installed (see bench/README.md)")
+        labels = ["direct"] + [t for t in ALL_TARGETS if t in asked and t != "direct"]
+    else:
+        labels = [t for t in ALL_TARGETS if available.get(t, True) and t not in OPT_IN_TARGETS]
+    for t in ALL_TARGETS:
+        if t not in labels:
+            skipped[t] = "not installed" if not available.get(t, True) else "not in --targets"
+    return labels, skipped
+
+
+def start_targets(labels: list[str], upstream, workdir: str, workers: int, layout: CpuLayout,
+                  vllm_router: str | None, baseline_tree: Path | None) -> tuple[list[tuple[str, object]], dict]:
+    """Start every path; (label, service) in run order, and what the report says about them.
+    On failure the ones already started are stopped."""
+    started: list[tuple[str, object]] = [("direct", upstream)]
+    info: dict = {"workers": {}}
+    preexec = layout.gateway_preexec()
+    try:
+        for label in labels[1:] + (["baseline"] if baseline_tree else []):
+            if label in FASTINFER_TARGETS:
+                tree = baseline_tree if label == "baseline" else fastinfer_tree()
+                path = Path(workdir, f"{label}.toml")
+                if label == "gateway-full":
+                    _, info["features"] = accepted_features_config(upstream.port, path, tree)
+                elif label == "gateway-limits":
+                    accepted_config(limits_config(upstream.port), path, tree)
+                else:
+                    accepted_config(bare_config(upstream.port), path, tree)
+                service = Service(["serve", "--config", str(path), "--port", "0", "--workers", str(workers)],
+                                  workdir, tree=tree, preexec=preexec, log=Path(workdir, f"{label}.log"))
+                service.metrics_path = "/metrics"
+                info["workers"][label] = f"{workers} worker processes"
+            elif label == "nginx":
+                service = start_nginx_proxy(Path(workdir), upstream.port, workers, preexec=preexec)
+                info["workers"][label] = f"{workers} worker processes"
+            elif label == "vllm-router":
+                service = start_vllm_router(vllm_router, Path(workdir), upstream.port, upstream.health_path,
+                                            preexec=preexec)
+                runtime = [n for n in threads_of(service.proc.pid).values() if n.startswith(RUNTIME_THREADS)]
+                info["workers"][label] = (f"1 process, {len(runtime)} tokio runtime threads (its default: one per "
+                                          f"CPU it may use)")
+            else:
+                raise ValueError(label)
+            started.append((label, service))
+    except BaseException:
+        for label, service in started[1:]:
+            service.stop()
+        raise
+    # the baseline runs right after direct, as before: the order alternates round by round
+    if baseline_tree:
+        started.insert(1, started.pop())
+    return started, info

@@ -1,0 +1,103 @@
+"""A worker's drain: the order in which a worker told to stop, or retired by a reload, lets go.
+
+Owns the shutdown of one worker's listeners and client connections. aiohttp's
+``AppRunner.cleanup()`` is not used for it: it closes idle kept-alive connections at
+once, without an answer saying ``Connection: close`` (so a client that sends its next
+request at that moment meets a reset), and waits for busy ones up to its timeout twice.
+Here:
+
+1. the gateway's drain begins: every answer says ``Connection: close``; when the host
+   stops (not when a reload retires this generation) ``/readyz`` answers 503;
+2. stopping only: ``server.drain_delay_s`` of serving on, listener open, so that load
+   balancers see the 503 before connections are refused;
+3. the worker stops accepting (its copy of the listening socket is closed; the socket
+   itself closes when the last process holding it lets go);
+4. until ``server.drain_grace_s`` has passed or no connection is left: requests and
+   streams in flight finish, idle kept-alive connections stay open, and the next request
+   on each is served and answered with ``Connection: close``;
+5. when the grace period ends: streams still running end with the caller's error event,
+   data requests not yet answered get a 503, and every connection left is closed.
+
+Must not touch: request handling (the gateway decides what an answer says), the shared
+segment.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from ..gateway.drain import GatewayDrain
+
+log = logging.getLogger("fastinfer.worker")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)   # the host stops: drain_delay_s, then the drain
+RETIRE_SIGNAL = signal.SIGUSR1                    # a reload retires this generation: drain at once
+WRAP_UP_S = 0.2          # after the grace period: how long cut requests get to write their last event
+CLEANUP_TIMEOUT_S = 0.05  # aiohttp's own shutdown, once every connection is closed: nothing left to wait for
+_POLL_S = 0.05
+
+
+class WorkerDrain:
+    """Waits for a stop or retire signal, then runs the drain (see the module's docstring)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, delay_s: float, grace_s: float):
+        self._loop = loop
+        self.delay_s = delay_s
+        self.grace_s = grace_s
+        self.stopping = False
+        self._asked = asyncio.Event()
+        self._gateway: GatewayDrain | None = None
+
+    def listen_for_signals(self) -> None:
+        for sig in STOP_SIGNALS:
+            self._loop.add_signal_handler(sig, self.ask, True)
+        self._loop.add_signal_handler(RETIRE_SIGNAL, self.ask, False)
+
+    def ask(self, stopping: bool) -> None:
+        """A stop (the host goes away) or a retirement (a reload's new generation serves)."""
+        if stopping:
+            self.stopping = True
+            if self._gateway is not None:   # a stop while a reload drains this worker: not ready either
+                self._gateway.begin(stopping=True)
+        self._asked.set()
+
+    async def wait(self) -> None:
+        await self._asked.wait()
+
+    async def run(self, gateway: GatewayDrain, runners: list[web.AppRunner]) -> None:
+        loop = self._loop
+        self._gateway = gateway
+        gateway.begin(stopping=self.stopping)
+        if self.stopping and self.delay_s > 0:
+            log.info("draining: serving on for drain_delay_s=%g with /readyz at 503", self.delay_s)
+            await asyncio.sleep(self.delay_s)
+        for runner in runners:
+            for site in list(runner.sites):
+                await site.stop()
+        # a connection accepted just before the listener closed is set up on the next turns of
+        # the loop: let it register, so it is waited for like the others
+        for _ in range(3):
+            await asyncio.sleep(0)
+        deadline = loop.time() + self.grace_s
+        log.info("draining: %d connections open, grace %gs", _open_connections(runners), self.grace_s)
+        while _open_connections(runners) and loop.time() < deadline:
+            await asyncio.sleep(min(_POLL_S, max(0.0, deadline - loop.time())))
+        if _open_connections(runners):
+            cut = gateway.cut()
+            log.info("drain grace period over: ending %d requests in flight, closing %d connections",
+                     len(cut), _open_connections(runners))
+            if cut:
+                await asyncio.wait(cut, timeout=WRAP_UP_S)
+            for runner in runners:
+                for connection in runner.server.connections:
+                    connection.force_close()
+        for runner in runners:
+            await runner.cleanup()
+        log.debug("drained")
+
+
+def _open_connections(runners: list[web.AppRunner]) -> int:
+    return sum(len(runner.server.connections) for runner in runners)

@@ -1,0 +1,76 @@
+"""One worker's process metrics, published to the shared segment about once a second.
+
+Owns: measuring this worker's resident memory, open file descriptors, event-loop lag
+and open client connections, and counting the HTTP requests its servers received, into
+the worker's own series (``metrics.WorkerSeries``), which every worker's ``/metrics``
+shows. A timer on the worker's loop does it all: nothing runs per request.
+Must not touch: request handling.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+
+from aiohttp import web
+
+from ..metrics import WorkerSeries
+
+TICK_S = 0.1            # the loop's lag is sampled this often: a stall this long cannot hide between samples
+TICKS_PER_PUBLISH = 10  # and published, with the rest, every TICK_S * TICKS_PER_PUBLISH
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class WorkerProbe:
+    def __init__(self, loop: asyncio.AbstractEventLoop, series: WorkerSeries, servers: list[web.Server]):
+        self._loop = loop
+        self._series = series
+        self._servers = servers
+        self._statm = -1
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        self._ticks = 0
+        self._max_lag = 0.0
+        self._received = 0      # requests already added to the worker's counter
+
+    def start(self) -> None:
+        self._statm = os.open("/proc/self/statm", os.O_RDONLY)
+        self.publish()
+        self._schedule()
+
+    def stop(self) -> None:
+        """Publish a last time (what the drain served is counted) and stop."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._statm >= 0:
+            self.publish()
+            os.close(self._statm)
+            self._statm = -1
+
+    def _schedule(self) -> None:
+        self._due = self._loop.time() + TICK_S
+        self._handle = self._loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        # how late this timer ran is how long the loop was busy (or stopped) when it fell due
+        self._max_lag = max(self._max_lag, self._loop.time() - self._due)
+        self._ticks += 1
+        if self._ticks >= TICKS_PER_PUBLISH:
+            self.publish()
+        self._schedule()
+
+    def publish(self) -> None:
+        series = self._series
+        series.set("worker_event_loop_lag_seconds", self._max_lag)
+        self._max_lag = 0.0
+        self._ticks = 0
+        series.set("worker_resident_memory_bytes", self._resident_bytes())
+        series.set("worker_open_fds", len(os.listdir("/proc/self/fd")) - 1)   # less listdir's own
+        series.set("worker_connections", sum(len(s.connections) for s in self._servers))
+        received = sum(s.requests_count for s in self._servers)
+        series.add_requests(received - self._received)
+        self._received = received
+
+    def _resident_bytes(self) -> int:
+        # statm: size resident shared text lib data dt, in pages
+        return int(os.pread(self._statm, 256, 0).split()[1]) * _PAGE
