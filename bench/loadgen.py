@@ -49,9 +49,10 @@ class LoadResult:
         return out
 
 
-def http_request(host: str, port: int, path: str, body: bytes) -> bytes:
+def http_request(host: str, port: int, path: str, body: bytes, headers: dict | None = None) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     return (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer bench\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+            f"Authorization: Bearer bench\r\n{extra}Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
@@ -105,15 +106,18 @@ async def _read_chunked_stream(reader: asyncio.StreamReader, result: LoadResult)
 
 
 async def run_asyncio(host: str, port: int, path: str, body: bytes, concurrency: int, duration_s: float,
-                      max_requests: int, stream: bool) -> LoadResult:
+                      max_requests: int, stream: bool, requests: list[bytes] | None = None) -> LoadResult:
+    """``concurrency`` users on keep-alive connections sending ``body``; with ``requests``
+    (whole pre-encoded requests, ``http_request``), user i sends ``requests[i % len]`` instead
+    (its own session id, its own prompt)."""
     result = LoadResult()
-    request = http_request(host, port, path, body)
+    requests = requests or [http_request(host, port, path, body)]
     budget = [max_requests]
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     deadline = t0 + duration_s
-    await asyncio.gather(*(_user(host, port, request, stream, deadline, budget, result)
-                           for _ in range(concurrency)))
+    await asyncio.gather(*(_user(host, port, requests[i % len(requests)], stream, deadline, budget, result)
+                           for i in range(concurrency)))
     result.elapsed_s = time.perf_counter() - t0
     result.cpu_s = time.process_time() - cpu0
     if stream:

@@ -394,6 +394,9 @@ def to_markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--routing" in (sys.argv[1:] if argv is None else argv):
+        from .routing_load import main as routing_main   # the routing policies' own suite
+        return routing_main(argv)
     parser = argparse.ArgumentParser(prog="fastinfer bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario (default 5)")
     parser.add_argument("--max-requests", type=int, default=200_000, help="bound per scenario")
@@ -432,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every scenario this many times, the gateways in alternating order, and "
                              "report the sums (default 1)")
+    parser.add_argument("--routing", action="store_true",
+                        help="instead: the CPU sticky and prefix routing add per request against round_robin "
+                             "(bench/routing_load.py; its own options)")
     parser.add_argument("--baseline-tree", metavar="PATH",
                         help="also run every scenario through a gateway started from this source tree (its "
                              "compiled core built in place), and report this tree against it")
@@ -446,16 +452,22 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     report = run_all(args)
     report["wall_s"] = round(time.monotonic() - t0, 1)
-    out = Path(args.out)
+    path = write_report(args.out, "bench", report, to_markdown(report))
+    print(f"written: {path} and .md ({report['wall_s']} s)")
+    return 0
+
+
+def write_report(directory: str, name: str, report: dict, markdown: str) -> Path:
+    """``{directory}/{name}-{time}.json`` and ``.md``, the Markdown printed too; the JSON's path."""
+    out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2))
-    markdown = to_markdown(report)
-    (out / f"bench-{stamp}.md").write_text(markdown)
+    path = out / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    path.with_suffix(".md").write_text(markdown)
     print()
     print(markdown)
-    print(f"written: {out / f'bench-{stamp}.json'} and .md ({report['wall_s']} s)")
-    return 0
+    return path
 
 
 if __name__ == "__main__":

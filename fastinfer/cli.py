@@ -31,12 +31,6 @@ def _load(path: str | None) -> Config:
 def not_yet_enforced(config: Config) -> list[str]:
     """Settings of the contract this version accepts but does not act on yet: say so, loudly."""
     notes = []
-    for i, d in enumerate(config.deployments):
-        path = f"deployments[{i}]"
-        if d.routing in ("sticky", "prefix"):
-            notes.append(f"{path}.routing: {d.routing} routing is not built yet; round robin is used")
-        if d.session.backend_sessions:
-            notes.append(f"{path}.session.backend_sessions: backend sessions are not built yet")
     return notes
 
 
@@ -161,11 +155,21 @@ def describe_config(config: Config) -> str:
         lines.append(f"cluster: node {c.node_id} via {mask_url(c.redis_url)} mode={c.mode} "
                      f"sync_interval_ms={c.sync_interval_ms} on_redis_down={c.on_redis_down} timeout_ms={c.timeout_ms}")
     for d in config.deployments:
+        model = f"<the request's, after {d.wildcard_prefix}>" if d.wildcard_prefix else d.upstream_model
         lines.append(
-            f"deployment {d.name}: provider={d.provider} model={d.upstream_model} routing={d.routing} "
+            f"deployment {d.name}: provider={d.provider} model={model} routing={d.routing} "
             f"max_concurrency={d.max_concurrency} queue_capacity={d.queue_capacity} "
             f"on_capacity_exhausted={d.on_capacity_exhausted} fallbacks={d.fallbacks or '[]'}"
             f"{describe_rate_limit(d.rate_limit)}")
+        if d.aliases:
+            lines.append(f"  aliases: {', '.join(d.aliases)}")
+        if d.routing == "sticky":
+            lines.append(f"  sessions: affinity_ttl_s={d.session.affinity_ttl_s:g} "
+                         f"backend_sessions={str(d.session.backend_sessions).lower()} capacity={d.session.capacity}")
+        if d.health_check:
+            c = d.health_check
+            lines.append(f"  health_check: GET {c.path} every {c.interval_s:g}s (timeout {c.timeout_s:g}s, unhealthy "
+                         f"after {c.unhealthy_after} failures, healthy after {c.healthy_after} successes)")
         for r in d.replicas:
             cred = r.credential.describe() if r.credential else "none"
             lines.append(f"  replica {r.name}: {mask_url(r.base_url)} credential={cred} weight={r.weight}")
@@ -247,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
             mock.add_argument(flag, nargs="+", default=None, metavar="KEY", help=text)
         elif f.name == "seed":
             mock.add_argument(flag, type=int, default=None, help=text)
+        elif f.type == "bool":
+            mock.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=text)
         else:
             mock.add_argument(flag, type=kind or float, default=f.default, help=f"{text} (default {f.default})")
     mock.set_defaults(func=cmd_mock_upstream)

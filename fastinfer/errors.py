@@ -72,3 +72,17 @@ class Overloaded(GatewayError):
 
 class UpstreamTimeout(GatewayError):
     status, type, code = 504, "timeout_error", "upstream_timeout"
+
+
+class BackendSessionFailed(GatewayError):
+    """A backend session could not be opened on the replica (SGLang ``open_session``): the
+    request fails with nothing generated, and is neither retried nor sent elsewhere.
+    ``outcome`` is the upstream outcome label; ``replica_failed`` whether it counts against
+    the replica's circuit breaker (a 5xx, a timeout, a network error)."""
+
+    status, type, code = 502, "api_error", "backend_session_failed"
+
+    def __init__(self, message: str, *, outcome: str = "server_error", replica_failed: bool = False):
+        super().__init__(message)
+        self.outcome = outcome
+        self.replica_failed = replica_failed

@@ -73,7 +73,9 @@ def test_stats_are_the_host_totals_metrics_shows(start_gateway, mock_upstream):
     assert sample(prom, "fastinfer_upstream_requests_total", deployment="m", replica="r0", outcome="success") == 4
     assert m["in_flight"] == 0 and m["queue_depth"] == 0 and m["max_concurrency"] == 64
     # sections their owners fill in later are there, empty
-    assert stats["keys"] == [] and m["limits"] == [] and replica["healthy"] is None
+    assert stats["keys"] == [] and m["limits"] == []
+    # the replica's host-wide load and health: idle, and healthy (no check fails, circuit closed)
+    assert replica["in_flight"] == 0 and replica["healthy"] is True
 
     text = json.dumps(stats)
     assert "sk-replica-secret" not in text and KEY not in text

@@ -1,8 +1,8 @@
-"""``Attempt`` and ``Slot`` over the real shared segment, picker, breakers and metrics, in one process.
+"""``Attempt`` and ``Slot`` over the real shared segment, router, breakers and metrics, in one process.
 
 Every way out of an attempt's ``with`` block — its verdict, a ``GatewayError``,
 cancellation, an unexpected exception before or after the upstream answered —
-gives back the replica's in-flight count and the half-open probe, and tells the
+gives back the replica's in-flight count (taken when the route chose it) and the half-open probe, and tells the
 breaker and the outcome metric exactly once (nothing when the client left).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from fastinfer.errors import UpstreamTimeout
 from fastinfer.limits import AdmissionControl
 from fastinfer.metrics import Metrics
 from fastinfer.process.hostwide import HostState
-from fastinfer.routing import ReplicaPicker
+from fastinfer.routing import DeploymentRouter
 
 CONFIG = {"deployments": [{"name": "d", "provider": "openai_compatible", "model": "m",
                            "circuit_breaker": {"failure_threshold": 5, "open_s": 60, "max_open_s": 60},
@@ -34,7 +34,7 @@ def host():
     state = HostState.create(config, 1)
     state.segment.register_worker(0, os.getpid(), state.wake_fds[0])
     (deployment,) = config.deployments
-    dep = SimpleNamespace(config=deployment, picker=ReplicaPicker(deployment),
+    dep = SimpleNamespace(config=deployment, router=DeploymentRouter(state.segment, 0, 0, deployment),
                           breakers=DeploymentBreakers(state.segment, 0, deployment, 0))
     metrics = Metrics(state.metrics_layout, state.segment)
     admission = AdmissionControl(state.segment, 0, state.wake_fds[0], 1)
@@ -51,6 +51,8 @@ def outcomes(host) -> dict:
 
 
 def attempt(host, probe: bool = False) -> Attempt:
+    """An attempt on the replica the router chose (and counted on), as the engine makes one."""
+    assert host.dep.router.choose(0) == 0
     return Attempt(host.dep, 0, probe, "r0", host.metrics)
 
 
@@ -61,7 +63,7 @@ def take_probe(host) -> bool:
 
 
 def held(host) -> tuple[int, int]:
-    return host.dep.picker.in_flight[0], host.breaker.probes_in_flight
+    return host.segment.replicas(0).in_flight(0), host.breaker.probes_in_flight
 
 
 def test_the_verdict_set_in_the_block_is_recorded_once(host):

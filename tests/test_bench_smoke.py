@@ -141,6 +141,40 @@ def test_bench_with_the_python_mock_paces_streams_and_runs_a_baseline_tree_besid
     assert set(report["skipped"]) == {"gateway-full", "nginx", "vllm-router"}
 
 
+def test_the_routing_bench_sets_sticky_and_prefix_against_round_robin(tmp_path):
+    """``bench --routing``: every policy served, its CPU per request and what it adds to round robin."""
+    out = subprocess.run(
+        [sys.executable, "-m", "fastinfer", "bench", "--routing", "--duration", "0.3", "--rounds", "1",
+         "--concurrency", "2", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (report_path,) = tmp_path.glob("routing-*.json")
+    rows = json.loads(report_path.read_text())["rows"]
+    assert [r["routing"] for r in rows.values()] == ["round_robin", "sticky", "prefix"]
+    for row in rows.values():
+        assert row["requests"] > 0 and row["errors"] == 0 and row["cpu_us_per_request"] > 0
+    assert rows["rr"]["added_us_vs_round_robin"] == 0 and rows["prefix"]["bar_added_us"] == 40
+    assert report_path.with_suffix(".md").read_text().startswith("# fastinfer routing bench")
+
+
+def test_the_routing_simulation_drives_the_real_policies_over_a_cache_model():
+    """A small trace: keeping conversations on the replica that cached them (sticky, prefix) hits the
+    cache far more often than spreading them (round robin, least loaded)."""
+    from bench.routing_sim import main
+    import contextlib
+    import io
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        main(["--conversations", "60", "--apps", "60", "--arrivals-per-s", "4"])
+    rates = {}
+    for line in text.getvalue().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells and cells[0] in ("round_robin", "least_loaded", "sticky", "prefix"):
+            rates[cells[0]] = float(cells[2].rstrip("%"))
+    assert set(rates) == {"round_robin", "least_loaded", "sticky", "prefix"}
+    assert min(rates["sticky"], rates["prefix"]) > max(rates["round_robin"], rates["least_loaded"]) + 20
+
+
+
 def test_features_config_keeps_what_check_config_accepts_and_says_why_a_feature_is_off(tmp_path):
     """A setting this tree's check-config refuses is dropped and reported against its feature; the
     rest is written as TOML that reads back to the same config."""

@@ -167,7 +167,6 @@ def test_settings_not_enforced_yet_are_called_out(workdir):
     warnings = [line for line in out.stdout.splitlines() if line.startswith("warning: ")]
     # keys and rate limits are enforced: no warning; a budget that a restart forgets is one
     assert warnings == [
-        "warning: deployments[0].routing: sticky routing is not built yet; round robin is used",
         "warning: keys[0].budget: server.state_dir is not set, so spend starts from zero at every restart",
     ]
     assert "warning" not in check_config(workdir, GOOD, env={"FI_TEST_OPENAI_KEY": "x"}).stdout

@@ -45,7 +45,7 @@ async def _serve_gateway(fault: Exception | None):
     admission = AdmissionControl(host.segment, 0, host.wake_fds[0], len(config.deployments))
     breakers = [DeploymentBreakers(host.segment, i, d, 0) for i, d in enumerate(config.deployments)]
     engine = Engine(config, await SessionRegistry.open(config), admission=admission, breakers=breakers,
-                    metrics=metrics)
+                    metrics=metrics, segment=host.segment)
     if fault is not None:
         async def broken(req):
             raise fault

@@ -233,3 +233,16 @@ def test_a_bad_key_config_exits_2_naming_the_key(workdir, keys, problem):
 def test_burst_without_rpm_is_refused(workdir):
     stderr = serve_refuses(workdir, '[[deployments]]\nname = "m"\nprovider = "mock"\nrate_limit = { burst = 5 }\n')
     assert "deployments[0].rate_limit.burst: needs rpm" in stderr
+
+
+def test_a_key_may_use_a_deployment_by_its_alias(start_gateway, mock_upstream):
+    """A key's globs name deployments; a client may still call one by an alias (listed for the key too),
+    while an alias of a deployment outside the globs stays 403."""
+    gw = start_gateway(keys_config(mock_upstream.base, TWO_KEYS, aliases='["m-alias"]')
+                       .replace('model = "claude-mock"\n', 'model = "claude-mock"\naliases = ["claude-alias"]\n', 1))
+    assert chat(gw, {"x-api-key": KEY_A}, model="m-alias")[0] == 200
+    status, _, body = chat(gw, {"x-api-key": KEY_A}, model="claude-alias")
+    assert status == 403 and body["error"]["code"] == "model_not_allowed"
+    assert chat(gw, {"x-api-key": KEY_B}, model="claude-alias")[0] == 200    # the alias exists
+    listed = [m["id"] for m in http_json("GET", gw.base + "/v1/models", headers={"x-api-key": KEY_A})[2]["data"]]
+    assert listed == ["m", "m-alias"]

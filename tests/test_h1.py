@@ -287,3 +287,29 @@ def test_a_sink_whose_end_raises_does_not_reach_the_event_loop():
     sink = run(go)
     (error,) = sink.ended
     assert isinstance(error, UpstreamFailure) and "mid-stream" in error.message
+
+
+def test_a_kept_alive_connection_serves_exchange_after_exchange_and_refuses_a_send_mid_exchange():
+    """The connection follows the transition table: IDLE -> ... -> IDLE per exchange; a second
+    ``send`` while an answer is awaited is a ``ProtocolStateError`` and writes nothing."""
+    from fastinfer.transport.states import AWAITING_HEAD, ProtocolStateError
+
+    def go():
+        sink, conn, pool = exchange([LENGTH])
+        states = [conn.state]
+        for _ in range(2):      # the pool hands the same connection back for the next exchange
+            assert pool._idle == [conn]
+            pool._idle.remove(conn)
+            again = Sink()
+            conn.send(b"GET /again HTTP/1.1\r\n\r\n", again, Timeouts)
+            states.append(conn.state)
+            written = len(conn.transport.written)
+            with pytest.raises(ProtocolStateError):
+                conn.send(b"GET /twice HTTP/1.1\r\n\r\n", Sink(), Timeouts)
+            assert len(conn.transport.written) == written and conn.state is AWAITING_HEAD
+            conn.data_received(LENGTH)
+            assert again.status == 400 and again.ended == [None]
+            states.append(conn.state)
+        return states
+
+    assert run(go) == [IDLE, AWAITING_HEAD, IDLE, AWAITING_HEAD, IDLE]

@@ -144,22 +144,30 @@ def test_queue_timeout_is_503(start_gateway, mock_upstream):
 
 
 def test_breaker_opens_after_exactly_n_failures_probes_once_and_closes(start_gateway, mock_upstream):
+    # open_s is long, so the open phase is checked at leisure however slow the machine; then the
+    # admin API shortens the open period (force_open sets its end) and the breaker turns half-open
+    # by itself when that end passes
+    admin = {"Authorization": "Bearer adm-breaker"}
     gw = start_gateway(upstream_config(
         mock_upstream.base, retry="{ max_attempts = 1 }",
-        circuit_breaker="{ failure_threshold = 3, open_s = 1, max_open_s = 10, half_open_probes = 1 }"))
+        circuit_breaker="{ failure_threshold = 3, open_s = 60, max_open_s = 600, half_open_probes = 1 }",
+    ).replace("[server]", '[server]\n        admin_key = { value = "adm-breaker" }'))
     mock_upstream.script([{"status": 500}] * 3)
     for _ in range(3):
         assert chat(gw.base)[0] == 502
     seen = mock_upstream.stats()["requests"]
     status, headers, body = chat(gw.base)
     assert status == 503
-    assert int(headers.get("retry-after") or headers.get("Retry-After")) >= 1
+    assert 50 <= int(headers.get("retry-after") or headers.get("Retry-After")) <= 60   # open_s, counted down
     assert mock_upstream.stats()["requests"] == seen   # an open circuit sends nothing upstream
     text = scrape(gw.base)
     assert value(text, 'fastinfer_circuit_state{deployment="m",replica="r0"}') == 1
     assert value(text, 'fastinfer_upstream_requests_total{deployment="m",replica="r0",outcome="server_error"}') == 3
+    status, _, forced = http_json("POST", gw.base + "/admin/circuits/m/r0", {"action": "force_open", "duration_s": 0.2},
+                                  headers=admin)
+    assert status == 200 and forced["state"] == "open"
     assert wait_for(lambda: value(scrape(gw.base), 'fastinfer_circuit_state{deployment="m",replica="r0"}') == 2,
-                    timeout=5)   # open_s has passed: half-open
+                    timeout=10)   # the open period has passed: half-open
     # the probe is held at the upstream; every other request, whichever worker takes it, is refused
     mock_upstream.script([{"hold": "probe"}])
     probe = in_background(lambda: chat(gw.base)[0])
@@ -171,6 +179,9 @@ def test_breaker_opens_after_exactly_n_failures_probes_once_and_closes(start_gat
     assert probe[1] == [200]
     assert value(scrape(gw.base), 'fastinfer_circuit_state{deployment="m",replica="r0"}') == 0
     assert chat(gw.base)[0] == 200
+    _, _, state = http_json("GET", gw.base + "/admin/state", headers=admin)
+    transitions = state["deployments"][0]["replicas"][0]["circuit"]["transitions"]
+    assert transitions == {"closed": 1, "open": 1, "half_open": 1}   # the forced end was no new opening
 
 
 def test_metrics_are_host_totals_from_any_worker(start_gateway, mock_upstream):

@@ -98,12 +98,19 @@ def test_an_upstream_echoing_the_credential_never_reaches_the_client(echoing, up
     assert CREDENTIAL not in echoing.stderr()
 
 
-def test_admin_state_and_check_config_mask_a_base_url_password(echoing, workdir):
-    status, _, state = http_json("GET", echoing.base + "/admin/state", headers={"Authorization": "Bearer adm-redact"})
+@pytest.mark.parametrize("page", ["/admin/state", "/admin/stats"])
+def test_admin_pages_mask_a_base_url_password(echoing, page):
+    """/admin/stats is also what the dashboard prints: neither page shows the URL's password."""
+    status, _, doc = http_json("GET", echoing.base + page, headers={"Authorization": "Bearer adm-redact"})
     assert status == 200
-    text = json.dumps(state)
+    text = json.dumps(doc)
     assert "url-password-77" not in text and CREDENTIAL not in text
-    assert "http://user:****@127.0.0.1:" in state["deployments"][0]["replicas"][0]["base_url"]
+    oa = next(d for d in doc["deployments"] if d["name"] == "oa")
+    assert oa["replicas"][0]["base_url"].startswith("http://user:****@127.0.0.1:")
+    assert "url-password-77" not in echoing.stderr()     # nor the workers' logs
+
+
+def test_check_config_masks_a_base_url_password(echoing, workdir):
     config = echoing.args[echoing.args.index("--config") + 1]
     out = subprocess.run([sys.executable, "-m", "fastinfer", "check-config", config], cwd=workdir,
                          capture_output=True, text=True, timeout=60)

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._core.constants import MAX_REPLICAS, PRIORITY_NAMES
 from .envvars import expand_env
 from ..providers import PROVIDERS as PROVIDER_KINDS
 from ..redact import mask_url
 from .secrets import SOURCES, Secret
 
-PRIORITIES = ("critical", "high", "normal", "background")
+PRIORITIES = PRIORITY_NAMES
 # the provider table is the providers package's: adding a provider does not touch the config
 PROVIDERS = tuple(PROVIDER_KINDS)
 ROUTINGS = ("round_robin", "least_loaded", "power_of_two", "latency", "prefix", "sticky")
@@ -68,6 +69,8 @@ class ServerConfig:
     # complete request head in this time (a slow or half-open client cannot hold a socket)
     keepalive_timeout_s: float = _c(75.0, min=0.1)
     log_level: str = _c("info", choices=("debug", "info", "warning", "error"))
+    # session affinity bindings the host keeps (sticky routing), least recently used evicted first
+    max_sessions: int = _c(65_536, min=1, max=1 << 26)
     # spend and bucket levels kept across restarts (SQLite; one server per directory); unset: none kept
     state_dir: str | None = None
 
@@ -156,6 +159,18 @@ class TimeoutsConfig:
 class SessionConfig:
     affinity_ttl_s: float = _c(300.0, min=0)
     backend_sessions: bool = False
+    capacity: int = _c(65_536, min=1, max=2**31 - 1)   # the backend's capacity_of_str_len
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    """Active health checks: ``GET {server root}{path}``, one prober per host."""
+
+    path: str = "/health"
+    interval_s: float = _c(5.0, min=0.05, max=86_400)
+    timeout_s: float = _c(2.0, min=0.001)
+    unhealthy_after: int = _c(2, min=1, max=1000)
+    healthy_after: int = _c(1, min=1, max=1000)
 
 
 @dataclass(frozen=True)
@@ -195,6 +210,8 @@ class DeploymentConfig:
     retry: RetryConfig = field(default_factory=RetryConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
+    health_check: HealthCheckConfig | None = None
+    aliases: list[str] = _c([])
     mock: MockConfig = field(default_factory=MockConfig)
     default_max_tokens: int = _c(4096, min=1)  # anthropic requires max_tokens
     replicas: list[ReplicaConfig] = _c([])
@@ -202,6 +219,11 @@ class DeploymentConfig:
     @property
     def upstream_model(self) -> str:
         return self.model or self.name
+
+    @property
+    def wildcard_prefix(self) -> str | None:
+        """``"openai/"`` for a deployment named ``openai/*`` (it serves any ``openai/<model>``)."""
+        return self.name[:-1] if self.name.endswith("/*") else None
 
 
 @dataclass(frozen=True)
@@ -364,6 +386,7 @@ def check_field(cls: type, name: str, value: Any, label: str) -> list[str]:
 
 def _check_references(cfg: Config, problems: _Problems) -> None:
     names = [d.name for d in cfg.deployments]
+    wildcards = {d.name for d in cfg.deployments if d.wildcard_prefix}
     seen: set[str] = set()
     for i, d in enumerate(cfg.deployments):
         path = f"deployments[{i}]"
@@ -376,6 +399,10 @@ def _check_references(cfg: Config, problems: _Problems) -> None:
                     problems.add(f"{path}.{key}[{j}]", f"names no deployment: {target!r}")
                 elif target == d.name:
                     problems.add(f"{path}.{key}[{j}]", "a deployment cannot fall back to itself")
+                elif target in wildcards:
+                    problems.add(f"{path}.{key}[{j}]", f"{target!r} serves many models and none of its own: "
+                                                       "it cannot be a fallback")
+        _check_routing(d, path, problems)
         if d.circuit_breaker.max_open_s < d.circuit_breaker.open_s:
             problems.add(f"{path}.circuit_breaker.max_open_s", "must be >= open_s")
         if d.retry.max_ms < d.retry.base_ms:
@@ -408,6 +435,7 @@ def _check_references(cfg: Config, problems: _Problems) -> None:
             and (server.admin_host or "127.0.0.1") == server.host):
         problems.add("server.admin_port", "must differ from server.port: the admin listener is a separate socket")
     _check_keys(cfg, problems)
+    _check_model_names(cfg, problems)
 
 
 def _check_keys(cfg: Config, problems: _Problems) -> None:
@@ -467,6 +495,51 @@ def _check_cluster(cluster: ClusterConfig, problems: _Problems) -> None:
                      f"(it names this host's keys in Redis), got {cluster.node_id!r}")
     if not _NODE_ID.fullmatch(cluster.key_prefix):
         problems.add("cluster.key_prefix", f"must be 1 to 64 letters, digits or _ . : -, got {cluster.key_prefix!r}")
+
+
+def _check_model_names(cfg: Config, problems: _Problems) -> None:
+    """Every name a client may send resolves to one deployment: names, aliases and
+    ``PROVIDER/*`` wildcards never collide, and only wildcards hold a ``*``."""
+    owner: dict[str, str] = {d.name: f"deployments[{i}].name" for i, d in enumerate(cfg.deployments)}
+    for i, d in enumerate(cfg.deployments):
+        path = f"deployments[{i}]"
+        prefix = d.wildcard_prefix
+        if "*" in d.name and (prefix is None or "*" in prefix or prefix in ("/", "")):
+            problems.add(f"{path}.name", f"a wildcard deployment is named PROVIDER/* (e.g. \"openai/*\"), "
+                                         f"got {d.name!r}")
+        if prefix is not None and d.model is not None:
+            problems.add(f"{path}.model", "a PROVIDER/* deployment takes the upstream model from the request; "
+                                          "remove model")
+        if prefix is not None and d.aliases:
+            problems.add(f"{path}.aliases", "a PROVIDER/* deployment cannot have aliases")
+        for j, alias in enumerate(d.aliases):
+            apath = f"{path}.aliases[{j}]"
+            if not alias or "*" in alias or any(c.isspace() or not c.isprintable() for c in alias):
+                problems.add(apath, f"an alias is a model name without spaces, control characters or '*', "
+                                    f"got {alias!r}")
+            elif alias in owner:
+                problems.add(apath, f"{alias!r} is already taken by {owner[alias]}")
+            else:
+                owner[alias] = apath
+
+
+def _check_routing(d: DeploymentConfig, path: str, problems: _Problems) -> None:
+    """What replica choice, backend sessions and health checks need of a deployment."""
+    if len(d.replicas) > MAX_REPLICAS:
+        problems.add(f"{path}.replicas", f"at most {MAX_REPLICAS} replicas per deployment, got {len(d.replicas)}")
+    in_process = PROVIDER_KINDS[d.provider].in_process
+    if d.session.backend_sessions:
+        if d.routing != "sticky":
+            problems.add(f"{path}.session.backend_sessions", 'needs routing = "sticky": a backend session '
+                                                             "lives on the replica its session is bound to")
+        if in_process:
+            problems.add(f"{path}.session.backend_sessions", f"needs replicas on the network, not {d.provider}")
+    check = d.health_check
+    if check is not None:
+        if in_process:
+            problems.add(f"{path}.health_check", f"needs replicas on the network, not {d.provider}")
+        if not check.path.startswith("/") or any(c.isspace() or not c.isprintable() for c in check.path):
+            problems.add(f"{path}.health_check.path", f"a path starting with / without spaces, got {check.path!r}")
 
 
 def base_url_problem(url: str) -> str | None:

@@ -44,8 +44,8 @@ def log_unexpected(what: str) -> None:
 class Attempt:
     """One upstream attempt on one replica of a deployment.
 
-    Entering counts the attempt on the replica (routing's in-flight); ``end``
-    gives that back, gives back the half-open probe when the attempt was one,
+    The route counted the attempt on the replica (the host's in-flight) when it
+    chose it; ``end`` gives that back, gives back the half-open probe when the attempt was one,
     tells the breaker the verdict and counts its outcome — exactly once. The
     ``with`` block ends it on the way out, with the ``verdict`` the block set,
     or from what was raised:
@@ -77,7 +77,7 @@ class Attempt:
         self._handed_over = False
 
     def __enter__(self) -> "Attempt":
-        self.dep.picker.started(self.index)
+        # the route counted the attempt on the replica when it chose it; ``end`` gives it back
         self.started = clock()
         return self
 
@@ -102,7 +102,7 @@ class Attempt:
         self._ended = True
         self.verdict = verdict
         dep = self.dep
-        dep.picker.finished(self.index, clock() - self.started if verdict is SUCCESS else None)
+        dep.router.finish(self.index, clock() - self.started if verdict is SUCCESS else -1.0)
         dep.breakers.record(self.index, self.probe, None if verdict is None else verdict.breaker)
         if verdict is not None:
             self.metrics.upstream(dep.config.name, self.replica, verdict.outcome)

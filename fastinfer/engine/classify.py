@@ -58,8 +58,8 @@ from typing import Mapping
 
 import orjson
 
-from ..errors import (BadRequest, BodyTooLarge, GatewayError, Overloaded, RateLimited, UnknownModel,
-                      UpstreamFailure, UpstreamTimeout)
+from ..errors import (BackendSessionFailed, BadRequest, BodyTooLarge, GatewayError, Overloaded, RateLimited,
+                      UnknownModel, UpstreamFailure, UpstreamTimeout)
 from ..redact import redact
 from .backoff import parse_duration, parse_retry_after
 
@@ -319,6 +319,10 @@ def classify_exception(exc: BaseException) -> Verdict:
     Any other ``GatewayError`` (a provider refusing to build the request, for
     instance) is the client's to see as is: no retry, no breaker, no fallback.
     """
+    if isinstance(exc, BackendSessionFailed):
+        # the contract: an open that fails fails the request (502), nothing generated anywhere
+        return Verdict(error=exc, outcome=exc.outcome, retry=False, counts_for_breaker=exc.replica_failed,
+                       fallback=False)
     if isinstance(exc, UpstreamTimeout):
         return Verdict(error=exc, outcome="timeout", retry=True, counts_for_breaker=True, fallback=True)
     if isinstance(exc, UpstreamFailure):

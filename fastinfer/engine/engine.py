@@ -12,6 +12,7 @@ What an attempt and an admitted request hold is given back by ``attempt``'s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 
@@ -22,9 +23,10 @@ from ..formats import FORMATS
 from ..limits import AdmissionControl, CapacityExhausted, Limits, price_of
 from ..metrics import Metrics
 from ..providers import Provider, make_provider
-from ..routing import ReplicaPicker
+from ..routing import DeploymentRouter, SessionDirectory
 from ..session import SessionRegistry
-from ..transport import UpstreamReply
+from ..transport import FixedTimeouts, UpstreamReply
+from .affinity import Affinity
 from .attempt import SUCCESS, Attempt, Slot
 from .backoff import delay_s
 from .classify import Verdict, classify_reply
@@ -43,22 +45,35 @@ class AllCircuitsOpen(Overloaded):
 class Deployment:
     """Everything the engine holds for one deployment in this worker."""
 
-    __slots__ = ("index", "config", "provider", "picker", "breakers", "session_generation", "rebuilding", "price")
+    __slots__ = ("index", "config", "provider", "router", "breakers", "base", "session_generation", "rebuilding",
+                 "price")
 
-    def __init__(self, index: int, config: DeploymentConfig, breakers: DeploymentBreakers):
+    def __init__(self, index: int, config: DeploymentConfig, breakers: DeploymentBreakers, router: DeploymentRouter,
+                 base: "Deployment | None" = None):
         self.index = index
         self.config = config
         self.price = price_of(config)            # its own price, or the package's table's
         self.provider: Provider = make_provider(config)
-        self.picker = ReplicaPicker(config)
+        self.router = router
         self.breakers = breakers
+        self.base = base or self                 # a PROVIDER/* deployment serving one model: the wildcard's
         self.session_generation = 0              # the host-wide generation our sessions match
         self.rebuilding: asyncio.Task | None = None
+
+    def serving(self, model: str) -> "Deployment":
+        """This ``PROVIDER/*`` deployment serving ``model``: its own upstream model id, and the
+        wildcard's replicas, load, breakers, limits and metrics."""
+        return Deployment(self.index, dataclasses.replace(self.config, model=model), self.breakers, self.router,
+                          base=self)
+
+
+_MAX_WILDCARD_MODELS = 1024   # models a PROVIDER/* deployment keeps ready per worker (then starts afresh)
 
 
 class Engine:
     def __init__(self, config: Config, sessions: SessionRegistry, *, admission: AdmissionControl,
-                 breakers: list[DeploymentBreakers], metrics: Metrics, limits: Limits | None = None):
+                 breakers: list[DeploymentBreakers], metrics: Metrics, segment, limits: Limits | None = None,
+                 directory: SessionDirectory | None = None):
         self.config = config
         self.sessions = sessions
         self.admission = admission
@@ -66,17 +81,54 @@ class Engine:
         self.limits = limits
         # None when no key is configured and no deployment is rate-limited: nothing to do per request
         self._limits = limits if limits is not None and limits.active else None
-        self.deployments = {d.name: Deployment(i, d, breakers[i]) for i, d in enumerate(config.deployments)}
-        self._rng = random.SystemRandom()
         # built inside the worker's loop; on Python 3.11 every get_running_loop() is a getpid() syscall
         self._loop = asyncio.get_running_loop()
+        worker = admission.worker
+        self.affinity = Affinity(segment, worker, metrics, sessions, self._loop, directory)
+        self.deployments: dict[str, Deployment] = {}
+        for i, d in enumerate(config.deployments):
+            router = DeploymentRouter(segment, worker, i, d, events=self.affinity, directory=self.affinity.directory)
+            dep = self.deployments[d.name] = Deployment(i, d, breakers[i], router)
+            self.affinity.add(i, d, dep.provider, breakers[i])
+        self._aliases = {alias: dep for dep in self.deployments.values() for alias in dep.config.aliases}
+        # longest prefix first: "openai/azure/*" before "openai/*"
+        self._wildcards = sorted(((dep.config.wildcard_prefix, dep) for dep in self.deployments.values()
+                                  if dep.config.wildcard_prefix), key=lambda item: -len(item[0]))
+        self._wildcard_models: dict[str, Deployment] = {}
+        self._rng = random.SystemRandom()
 
     def deployment(self, name: str) -> Deployment:
-        dep = self.deployments.get(name)
+        """The deployment a client's model name means (``find``), else ``UnknownModel`` (404)."""
+        dep = self.find(name)
         if dep is None:
             raise UnknownModel(f"The model `{name}` does not exist or you do not have access to it.",
                                param="model")
         return dep
+
+    def find(self, name: str) -> Deployment | None:
+        """The deployment a client's model name means: a name, an alias, or ``PROVIDER/<model>`` under
+        a ``PROVIDER/*`` deployment; None for none."""
+        dep = self.deployments.get(name) or self._aliases.get(name) or self._wildcard_models.get(name)
+        if dep is None:
+            for prefix, wildcard in self._wildcards:
+                if name.startswith(prefix) and len(name) > len(prefix):
+                    if len(self._wildcard_models) >= _MAX_WILDCARD_MODELS:
+                        self._wildcard_models.clear()
+                    dep = self._wildcard_models[name] = wildcard.serving(name[len(prefix):])
+                    break
+        return dep
+
+    def start(self) -> None:
+        """Start the host work this worker may be asked to do (session reaper, health prober)."""
+        self.affinity.start()
+
+    async def drain(self) -> None:
+        """The worker stops: end the host work; close the backend sessions left open."""
+        await self.affinity.drain()
+
+    async def end_session(self, namespace: str, session_id: str) -> list[str]:
+        """``DELETE /v1/sessions/{id}``: the deployments where the session was bound, ended now."""
+        return await self.affinity.end(namespace, session_id)
 
     async def chat(self, req: GatewayRequest) -> EngineResult:
         """Serve ``req`` from its deployment, or from its fallbacks in order when it cannot.
@@ -138,8 +190,8 @@ class Engine:
         held until the answer (or stream) ends."""
         cfg = dep.config
         metrics = self.metrics
-        if metrics.session_generation(cfg.name) != dep.session_generation:
-            await self.sync_sessions(dep)
+        if metrics.session_generation(cfg.name) != dep.base.session_generation:
+            await self.sync_sessions(dep.base)
         if dep.breakers.all_open():
             metrics.rejected(cfg.name, "circuit_open")
             raise AllCircuitsOpen("Every replica of this deployment is failing; try again later.",
@@ -182,41 +234,71 @@ class Engine:
 
     async def request_rebuild(self, name: str) -> int:
         """Ask every worker to rebuild ``name``'s sessions; this one does it before answering."""
-        dep = self.deployment(name)
+        dep = self.deployment(name).base
+        name = dep.config.name
         self.metrics.bump_session_generation(name)
         self.metrics.session_rebuild(name, "admin")
         await self.sync_sessions(dep)
         return dep.session_generation
 
     async def _attempts(self, dep: Deployment, req: GatewayRequest) -> EngineResult:
+        """The request's route, then its attempts; a session the request ends (``x-session-close``)
+        is ended once the generation is over, however it went."""
+        route = dep.router.route(req)
+        if route.needs_claim:
+            await route.claim()
+        if route.session_key is None:
+            return await self._attempt_loop(dep, req, route, None)
+        after: list = []      # what runs when the generation is over: ending the session, an orphan's close
+        if req.session_close:
+            after.append(lambda: self.affinity.end_later(dep.index, route.session_key))
+        try:
+            result = await self._attempt_loop(dep, req, route, after)
+        except BaseException:
+            for callback in after:
+                callback()
+            raise
+        for callback in after:
+            if result.stream is not None:
+                result.stream.also_on_done(callback)
+            else:
+                callback()
+        return result
+
+    async def _attempt_loop(self, dep: Deployment, req: GatewayRequest, route, after: list | None) -> EngineResult:
         """Attempts on the deployment's replicas until one answers, the verdict says stop,
         the retry budget is spent, or the deadline leaves no time for another."""
         cfg = dep.config
         loop = self._loop
         metrics = self.metrics
         caller = FORMATS[req.api]
-        tried: set[int] = set()
+        backend_key = route.session_key if self.affinity.has_backend_sessions(dep.index) else None
+        tried = 0          # replicas tried, a bit mask
         verdict: Verdict | None = None
         upstream_s = 0.0
         attempt = 0
         reauthed = False   # one extra attempt after re-reading a refused credential
         while attempt < cfg.retry.max_attempts + reauthed:
-            index, probe = self._choose_replica(dep, tried)
-            if index is None:
+            index, probe = self._choose_replica(dep, route, tried)
+            if index < 0:
                 if verdict is None:
                     metrics.rejected(cfg.name, "circuit_open")
                     raise AllCircuitsOpen("Every replica of this deployment is failing; try again later.",
                                           retry_after=dep.breakers.retry_after_s())
                 break
-            attempt += 1
-            if attempt > 1:
-                metrics.retry(cfg.name)
-            tried.add(index)
-            session = self.sessions.get(cfg.name, index)
-            credential_version = session.source.version
-            timeouts = _attempt_timeouts(cfg.timeouts, req.deadline, loop.time())
-            with Attempt(dep, index, probe, session.replica.name, metrics) as current:
-                reply = await dep.provider.send(session, req, caller, timeouts)
+            # the replica is counted on: from here, the attempt's with block gives the count back
+            with Attempt(dep, index, probe, dep.router.names[index], metrics) as current:
+                session = self.sessions.get(cfg.name, index)
+                attempt += 1
+                if attempt > 1:
+                    metrics.retry(cfg.name)
+                tried |= 1 << index
+                credential_version = session.source.version
+                timeouts = _attempt_timeouts(cfg.timeouts, req.deadline, loop.time())
+                extra = None
+                if backend_key is not None:
+                    extra = await self.affinity.open_backend(dep.index, backend_key, index, timeouts, after)
+                reply = await dep.provider.send(session, req, caller, timeouts, extra)
                 current.answered()
                 if reply.status != 200:
                     current.verdict = classify_reply(reply.status, reply.headers, reply.body, cfg.provider)
@@ -229,7 +311,7 @@ class Engine:
                     "auth", seen_version=credential_version):
                 # the key was rotated under us: the same replica, once more, with the new one
                 reauthed = True
-                tried.discard(index)
+                tried &= ~(1 << index)
                 metrics.session_rebuild(cfg.name, "auth")
                 continue
             if not verdict.retry or attempt >= cfg.retry.max_attempts + reauthed:
@@ -280,32 +362,23 @@ class Engine:
         self.metrics.usage(dep.config.name, prompt, completion, cached, cost,
                            estimated=bool(usage.get("usage_estimated")))
 
-    def _choose_replica(self, dep: Deployment, tried: set[int]) -> tuple[int | None, bool]:
-        """A replica whose circuit admits an attempt, preferring ones not yet tried."""
-        avoid = set(tried)
+    def _choose_replica(self, dep: Deployment, route, tried: int) -> tuple[int, bool]:
+        """A replica whose circuit admits an attempt, preferring ones not yet tried (``tried``, a
+        bit mask), counted on by the route; (-1, False) when none admits one."""
+        avoid = tried
+        breakers = dep.breakers
         for _ in range(2):
             while True:
-                index = dep.picker.pick(avoid)
-                if index is None:
+                index = route.choose(avoid)
+                if index < 0:
                     break
-                verdict = dep.breakers.check(index)
+                verdict = breakers.check(index)
                 if verdict != REJECTED:
                     return index, verdict == PROBE
-                avoid.add(index)
-            avoid -= tried  # every untried replica is open: a tried one may still serve a retry
-        return None, False
-
-
-class _Timeouts:
-    """One attempt's timeouts when the client set a deadline (``x-timeout-ms``)."""
-
-    __slots__ = ("connect_s", "first_byte_s", "idle_s", "total_s")
-
-    def __init__(self, connect_s: float, first_byte_s: float, idle_s: float, total_s: float):
-        self.connect_s = connect_s
-        self.first_byte_s = first_byte_s
-        self.idle_s = idle_s
-        self.total_s = total_s
+                dep.router.release(index)
+                avoid |= 1 << index
+            avoid &= ~tried  # every untried replica is open: a tried one may still serve a retry
+        return -1, False
 
 
 def _attempt_timeouts(configured, deadline: float | None, now: float):
@@ -313,5 +386,5 @@ def _attempt_timeouts(configured, deadline: float | None, now: float):
     if deadline is None:
         return configured
     left = max(0.001, deadline - now)
-    return _Timeouts(min(configured.connect_s, left), min(configured.first_byte_s, left),
+    return FixedTimeouts(min(configured.connect_s, left), min(configured.first_byte_s, left),
                      min(configured.idle_s, left), min(configured.total_s, left))

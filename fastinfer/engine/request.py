@@ -6,12 +6,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._core.constants import NORMAL, PRIORITY_NAMES
+
 #: the overhead clock: monotonic with sub-microsecond resolution. uvloop's ``loop.time()`` is
 #: cached once per loop iteration with a millisecond resolution, so an overhead measured with
 #: it is 0 or a whole millisecond; ``upstream_s`` and ``overhead_s`` are measured with this.
 clock = time.perf_counter
 
-PRIORITY_LEVELS = {"critical": 0, "high": 1, "normal": 2, "background": 3}
+#: what a client may send as ``priority`` / ``x-priority``, and the admission queue's number for it
+PRIORITY_LEVELS = {name: level for level, name in enumerate(PRIORITY_NAMES)}
 
 
 @dataclass(slots=True)
@@ -24,8 +27,9 @@ class GatewayRequest:
     stream: bool
     request_id: str
     received_at: float            # loop.time() when the request arrived
-    priority: int = 2             # PRIORITY_LEVELS value
-    session_id: str | None = None
+    priority: int = NORMAL        # PRIORITY_LEVELS value
+    session_id: str | None = None  # x-session-id, checked (routing.session_id_problem)
+    session_close: bool = False   # x-session-close: true: end the session once this request's generation is over
     deadline: float | None = None  # loop.time() by which the whole request must end
     client_wants_usage: bool = False
     endpoint: str = "chat"        # OpenAI endpoint: "chat" | "completions" | "embeddings"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._core.constants import BREAKER_STATE_NAMES, OPEN, PRIORITY_NAMES
 from ..redact import mask_url
 
 if TYPE_CHECKING:
@@ -21,23 +22,43 @@ def describe_state(engine: "Engine") -> dict:
         admission = engine.admission.admissions[dep.index]
         in_flight, depth = admission.counts()
         entry.update(in_flight=in_flight, queue_depth=depth,
-                     queue_by_priority=dict(zip(("critical", "high", "normal", "background"),
+                     queue_by_priority=dict(zip(PRIORITY_NAMES,
                                                 admission.queue_depth_by_priority())))
+        entry.update(aliases=cfg.aliases, session=_session_state(engine, dep))
+        load = dep.router.load
         for i, replica in enumerate(cfg.replicas):
             r = {"name": replica.name, "base_url": mask_url(replica.base_url), "weight": replica.weight,
                  "credential": replica.credential.describe() if replica.credential else None,
-                 "in_flight_here": dep.picker.in_flight[i]}
+                 "in_flight": load.in_flight(i), "in_flight_here": load.held_by(dep.router.worker, i),
+                 "latency_ewma_s": round(load.latency_s(i), 6)}
             b = dep.breakers.breakers[i]
-            r["circuit"] = {"state": ("closed", "open", "half_open")[b.state],
+            r["circuit"] = {"state": BREAKER_STATE_NAMES[b.state],
                             "retry_after_s": round(b.retry_after_s, 3),
                             "consecutive_failures": b.consecutive_failures,
                             "probes_in_flight": b.probes_in_flight,
-                            "transitions": dict(zip(("closed", "open", "half_open"), b.transitions))}
+                            "transitions": dict(zip(BREAKER_STATE_NAMES, b.transitions))}
+            # the active view (health checks) beside the passive one (the circuit); both must allow traffic
+            r["health"] = {"checked": cfg.health_check is not None, "healthy": load.healthy(i)}
+            r["healthy"] = engine.metrics.replica_healthy(cfg.name, i, load)
             entry["replicas"].append(r)
         out.append(entry)
-    return {"deployments": out}
+    table = engine.affinity.segment.sessions
+    return {"deployments": out, "sessions": {"bindings": table.occupancy, "max_sessions": table.max_sessions,
+                                             "evictions": table.evictions}}
+
+
+def _session_state(engine: "Engine", dep) -> dict | None:
+    """A sticky or prefix deployment's affinity settings and state; None for the load policies."""
+    cfg = dep.config
+    if cfg.routing == "sticky":
+        return {"affinity_ttl_s": cfg.session.affinity_ttl_s, "backend_sessions": cfg.session.backend_sessions,
+                "backend_sessions_open": engine.metrics.backend_sessions_open(cfg.name)}
+    if cfg.routing == "prefix":
+        index = dep.router.prefix
+        return {"prefix_index": {"entries": index.occupancy, "capacity": index.capacity, "bytes": index.nbytes}}
+    return None
 
 
 def is_ready(engine: "Engine") -> bool:
     """Every deployment has at least one replica whose circuit is not open."""
-    return all(any(b.state != 1 for b in dep.breakers.breakers) for dep in engine.deployments.values())
+    return all(any(b.state != OPEN for b in dep.breakers.breakers) for dep in engine.deployments.values())

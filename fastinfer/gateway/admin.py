@@ -16,6 +16,7 @@ import signal
 import orjson
 from aiohttp import web
 
+from .._core.constants import BREAKER_STATE_NAMES
 from ..config import ConfigError, load_config
 from ..engine.state import describe_state
 from ..errors import BadRequest, GatewayError
@@ -111,7 +112,7 @@ class AdminApi:
         else:
             raise BadRequest('action must be "force_open" or "reset".', param="action")
         return _json({"deployment": dep.config.name, "replica": replica,
-                      "state": ("closed", "open", "half_open")[breaker.state]})
+                      "state": BREAKER_STATE_NAMES[breaker.state]})
 
     @_admin_route
     async def rebuild_sessions(self, request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ engine, HTTP objects.
 from __future__ import annotations
 
 from ..engine import GatewayRequest
-from .openai_api import MAX_TOKENS, parse_priority
+from .openai_api import MAX_TOKENS, parse_priority, parse_session
 from .validate import ANY_OBJECT, INT32_MAX, Arr, Bool, Int, Num, Obj, OneOf, Str, Tagged, anthropic_path, check_body
 
 _TEXT = Obj(required={"text": Str()}, optional={"cache_control": ANY_OBJECT})
@@ -63,7 +63,9 @@ def messages_request(body, headers, request_id: str, now: float) -> GatewayReque
     check_body(MESSAGES, body, anthropic_path, _MESSAGE_FORMAT)
     priority = parse_priority(headers.get("x-priority") or body.get("priority"), "priority")
     body.pop("priority", None)
+    session_id, session_close = parse_session(headers)
     return GatewayRequest(
         api="anthropic", model=body["model"], body=body, stream=bool(body.get("stream")), request_id=request_id,
-        received_at=now, priority=priority, session_id=headers.get("x-session-id"), client_wants_usage=True,
+        received_at=now, priority=priority, session_id=session_id, session_close=session_close,
+        client_wants_usage=True,
     )

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ..engine import Engine, EngineResult, clock
 from ..engine.state import is_ready
+from ..routing import session_id_problem
 from ..errors import BadRequest, GatewayError
 from .admin import AdminApi
 from .anthropic_api import messages_request
@@ -45,9 +46,10 @@ class Gateway:
         # one middleware instance (one request-id sequence) for the public and the admin listener
         self._error_middleware = error_middleware(RequestIds(), self.internal_errors, self._count_error,
                                                   self.drain)
+        created = int(time.time())
         self._models_body = orjson.dumps({"object": "list", "data": [
-            {"id": name, "object": "model", "created": int(time.time()), "owned_by": d.config.provider}
-            for name, d in engine.deployments.items()]})
+            {"id": name, "object": "model", "created": created, "owned_by": d.config.provider}
+            for d in engine.deployments.values() for name in (d.config.name, *d.config.aliases)]})
         # gateway keys: with any configured, every data route needs one (None: an open gateway)
         self.keys = KeyRing(engine.config) if engine.config.keys else None
 
@@ -61,6 +63,7 @@ class Gateway:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_delete("/v1/sessions/{session_id}", self.end_session)
         self._add_probe_routes(app)
         if operator_routes:
             self._add_operator_routes(app)   # unknown paths are the router's 404, wrong methods its 405
@@ -144,10 +147,15 @@ class Gateway:
             req = parse(body, request.headers, request_id, now)
             route[0] = req.model
             if key is not None:
-                key.check_model(req.model)
+                # before the 404: a model outside the key's globs is 403 whether or not it exists
+                found = self.engine.find(req.model)
+                key.check_model(req.model, found.config.name if found is not None else None)
+            dep = self.engine.deployment(req.model)   # a name, an alias, or PROVIDER/<model>; else 404
+            route[0] = dep.config.name
+            if key is not None:
                 req.key = key.name
                 req.priority = key.priority_of(req.priority if asked_priority else None)
-            if req.endpoint != "chat" and req.endpoint not in self.engine.deployment(req.model).provider.endpoints:
+            if req.endpoint != "chat" and req.endpoint not in dep.provider.endpoints:
                 raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
             req.deadline = deadline
             result = await self.engine.chat(req)
@@ -159,9 +167,9 @@ class Gateway:
         try:
             response = await self._respond(request, result, request_id, started)
         except asyncio.CancelledError:
-            self._account(req.model, _CLIENT_CLOSED, started, result, req.key)
+            self._account(route[0], _CLIENT_CLOSED, started, result, req.key)
             raise
-        self._account(req.model, result.status, started, result, req.key)
+        self._account(route[0], result.status, started, result, req.key)
         return response
 
     def _count_error(self, request: web.Request, status: int) -> None:
@@ -232,6 +240,27 @@ class Gateway:
         finally:
             result.stream.close()
         return response
+
+    async def end_session(self, request: web.Request) -> web.Response:
+        """``DELETE /v1/sessions/{id}``: end a sticky session now (its backend session closed), in
+        every deployment it is bound in, within the caller's gateway key's namespace."""
+        session_id = request.match_info["session_id"]
+        problem = session_id_problem(session_id)
+        if problem is not None:
+            raise BadRequest(f"The session id {problem}.", param="session_id")
+        ended = await self.engine.end_session(self._key_name(request), session_id)
+        if not ended:
+            raise GatewayError(f"No live session {session_id!r}.", status=404, type="invalid_request_error",
+                               code="session_not_found")
+        return web.Response(body=orjson.dumps({"id": session_id, "object": "session", "deleted": True,
+                                               "deployments": ended}), content_type=JSON)
+
+    def _key_name(self, request: web.Request) -> str:
+        """The name of the gateway key ``request`` authenticates with, "" on an open gateway: the
+        namespace of its sessions. Key authentication (``self.keys``, issue 8) answers it, and
+        refuses a request without a valid key as it does on every data route."""
+        keys = getattr(self, "keys", None)
+        return keys.authenticate(request.headers).name if keys is not None else ""
 
     async def models(self, request: web.Request) -> web.Response:
         body = self._models_body

@@ -74,8 +74,8 @@ class GatewayKey:
         self.max_priority = PRIORITY_LEVELS[config.max_priority]   # the highest class (lowest number)
         self._allowed: dict[str, bool] = {}
         self.models_body = orjson.dumps({"object": "list", "data": [
-            {"id": d.name, "object": "model", "created": created, "owned_by": d.provider}
-            for d in deployments if self.may_use(d.name)]})
+            {"id": name, "object": "model", "created": created, "owned_by": d.provider}
+            for d in deployments if self.may_use(d.name) for name in (d.name, *d.aliases)]})
 
     def may_use(self, model: str) -> bool:
         """``model`` matches one of the key's ``models`` globs (cached: one dict lookup per request)."""
@@ -86,8 +86,10 @@ class GatewayKey:
                 self._allowed[model] = allowed
         return allowed
 
-    def check_model(self, model: str) -> None:
-        if not self.may_use(model):
+    def check_model(self, model: str, deployment: str | None) -> None:
+        """``model`` as the client named it (an alias, ``PROVIDER/<model>``) or the ``deployment`` it
+        resolves to (None: none) matches one of the key's globs."""
+        if not (self.may_use(model) or (deployment is not None and self.may_use(deployment))):
             raise PermissionDenied(f"The key {self.name} may not use the model `{model}`.", param="model")
 
     def priority_of(self, asked: int | None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..engine import PRIORITY_LEVELS, GatewayRequest
 from ..errors import BadRequest
+from ..routing import session_id_problem
 from .validate import ANY_OBJECT, INT32_MAX, Arr, Bool, Int, Num, Obj, OneOf, Str, Tagged, check_body, openai_path
 
 #: the contract's limits, shared with the Anthropic API
@@ -87,8 +88,25 @@ def parse_priority(value, param: str) -> int:
         return PRIORITY_LEVELS["normal"]
     level = PRIORITY_LEVELS.get(value.lower()) if isinstance(value, str) else None
     if level is None:
-        raise BadRequest(f"{param} must be one of critical, high, normal, background; got {value!r}", param=param)
+        raise BadRequest(f"{param} must be one of {', '.join(PRIORITY_LEVELS)}; got {value!r}", param=param)
     return level
+
+
+def parse_session(headers) -> tuple[str | None, bool]:
+    """``x-session-id`` (at most 256 bytes, no control characters) and ``x-session-close``
+    (``true`` | ``false``), or ``BadRequest`` naming the header."""
+    session_id = headers.get("x-session-id") or None
+    if session_id is not None:
+        problem = session_id_problem(session_id)
+        if problem is not None:
+            raise BadRequest(f"x-session-id {problem}.", param="x-session-id")
+    close = headers.get("x-session-close")
+    if close is None:
+        return session_id, False
+    flag = close.strip().lower()
+    if flag not in ("true", "false"):
+        raise BadRequest(f"x-session-close must be true or false; got {close[:24]!r}", param="x-session-close")
+    return session_id, flag == "true"
 
 
 def chat_request(body, headers, request_id: str, now: float) -> GatewayRequest:
@@ -100,9 +118,10 @@ def chat_request(body, headers, request_id: str, now: float) -> GatewayRequest:
     options = body.get("stream_options")
     if options is not None and not stream:
         raise BadRequest("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
+    session_id, session_close = parse_session(headers)
     return GatewayRequest(
         api="openai", model=body["model"], body=body, stream=stream, request_id=request_id, received_at=now,
-        priority=priority, session_id=headers.get("x-session-id"),
+        priority=priority, session_id=session_id, session_close=session_close,
         client_wants_usage=bool(options and options.get("include_usage")),
     )
 
@@ -113,8 +132,10 @@ def passthrough_request(body, headers, request_id: str, now: float, endpoint: st
     priority = parse_priority(headers.get("x-priority") or body.get("priority"), "priority")
     body.pop("priority", None)
     options = body.get("stream_options")
+    session_id, session_close = parse_session(headers)
     return GatewayRequest(
         api="openai", model=body["model"], body=body, stream=bool(body.get("stream")) and endpoint == "completions",
-        request_id=request_id, received_at=now, priority=priority, session_id=headers.get("x-session-id"),
-        client_wants_usage=bool(options and options.get("include_usage")), endpoint=endpoint,
+        request_id=request_id, received_at=now, priority=priority, session_id=session_id,
+        session_close=session_close, client_wants_usage=bool(options and options.get("include_usage")),
+        endpoint=endpoint,
     )

@@ -11,6 +11,7 @@ import itertools
 import math
 
 from ..cluster.state import cluster_words, render_cluster
+from .._core.constants import OPEN
 from ..config import Config
 
 # one bucket set for every histogram: 100 µs (gateway overhead) up to 5 min (long streams)
@@ -25,6 +26,10 @@ REJECT_REASONS = ("queue_full", "queue_timeout", "capacity", "circuit_open", "ra
                   "key_rate_limited", "key_concurrency", "budget_exceeded")
 TOKEN_DIRECTIONS = ("input", "output", "cached")
 REBUILD_CAUSES = ("auth", "admin", "reload", "file_changed")
+BACKEND_SESSION_CALLS = ("open", "close")
+CALL_RESULTS = ("ok", "failed")
+# counter words that are gauges: moved up and down, rendered as gauges, carried over a reload
+GAUGE_WORDS = ("backend_sessions",)
 HISTOGRAMS = ("request_duration_seconds", "ttft_seconds", "overhead_seconds")
 # the operator's routes, counted apart from client traffic (fastinfer_operator_requests_total)
 OPERATOR_ROUTES = ("healthz", "readyz", "metrics", "admin", "dashboard")
@@ -62,6 +67,11 @@ class MetricsLayout:
         keys += [("key_requests_total", (k, c)) for k in self.keys for c in CODES]
         keys += [("key_tokens_total", (k, t)) for k in self.keys for t in TOKEN_DIRECTIONS]
         keys += [("key_cost_usd_total", (k,)) for k in self.keys]
+        keys += [("session_repins_total", (d,)) for d in self.replicas]
+        keys += [("session_evictions_total", (d,)) for d in self.replicas]
+        keys += [("backend_sessions", (d,)) for d in self.replicas]
+        keys += [("backend_session_calls_total", (d, c, r)) for d in self.replicas
+                 for c in BACKEND_SESSION_CALLS for r in CALL_RESULTS]
         keys += [("operator_requests_total", (r, c)) for r in OPERATOR_ROUTES for c in CODES]
         self.workers = [str(i) for i in range(n_workers)]
         keys += [("worker_requests_total", (w,)) for w in self.workers]
@@ -101,6 +111,7 @@ class Metrics:
     def __init__(self, layout: MetricsLayout, segment, admissions: dict | None = None,
                  breakers: dict | None = None, buckets: dict | None = None):
         self.layout = layout
+        self.segment = segment
         self.counters = segment.counters
         self.histograms = segment.histograms
         self._admissions = admissions or {}   # deployment name -> shm Admission
@@ -198,6 +209,26 @@ class Metrics:
             add(tokens_cached, cached)
         if cost_usd:
             add(cost, round(cost_usd * _COST_SCALE))
+    def session_repin(self, deployment: str) -> None:
+        self._add(("session_repins_total", (deployment,)))
+
+    def session_evicted(self, deployment: str) -> None:
+        self._add(("session_evictions_total", (deployment,)))
+
+    def backend_session_call(self, deployment: str, call: str, ok: bool) -> None:
+        """An ``open_session`` / ``close_session`` call and whether it succeeded; a session opened
+        or closed moves the ``backend_sessions`` gauge."""
+        self._add(("backend_session_calls_total", (deployment, call, "ok" if ok else "failed")))
+        if call == "open" and ok:
+            self._add(("backend_sessions", (deployment,)))
+
+    def backend_session_gone(self, deployment: str) -> None:
+        """An open backend session was closed (or given up on after its close failed)."""
+        self._add(("backend_sessions", (deployment,)), -1)
+
+    def backend_sessions_open(self, deployment: str) -> int:
+        index = self._c.get(("backend_sessions", (deployment,)))
+        return 0 if index is None else self.counters.get(index)
 
     def usage(self, deployment: str, prompt: int, completion: int, cached: int, cost_usd: float,
               estimated: bool = False) -> None:
@@ -221,7 +252,7 @@ class Metrics:
             if metric.startswith("_"):
                 continue
             name = f"fastinfer_{metric}"
-            _family(out, name, "gauge" if metric in WORKER_GAUGES else "counter")
+            _family(out, name, "gauge" if metric in WORKER_GAUGES or metric in GAUGE_WORDS else "counter")
             labels = _LABELS[metric]
             scale = _GAUGE_SCALE.get(metric, _COST_SCALE if metric in _COST_METRICS else None)
             for index, (_, values_of_labels) in entries:
@@ -229,6 +260,7 @@ class Metrics:
                 text = str(value) if scale is None else repr(value / scale)
                 out.append(f"{name}{{{_label_text(labels, values_of_labels)}}} {text}")
         self._render_gauges(out)
+        self._render_routing_gauges(out)
         self._render_histograms(out)
         return ("\n".join(out) + "\n").encode()
 
@@ -248,6 +280,35 @@ class Metrics:
         out += [f'fastinfer_ratelimit_remaining{{{_label_text(("scope", "name", "kind"), name)}}} '
                 f'{math.floor(bucket.available())}' for name, bucket in self._buckets.items()]
         render_cluster(self.counters, self._c, out)
+
+    def replica_load(self, deployment: str):
+        """The host-wide load and health of ``deployment``'s replicas (``ReplicaLoad``)."""
+        return self.segment.replicas(self.layout.deployments.index(deployment) - 1)
+
+    def replica_healthy(self, deployment: str, replica: int, load) -> bool:
+        """The replica may get traffic: its health checks pass (or none run) and its circuit is not open."""
+        breakers = self._breakers.get(deployment)
+        return load.healthy(replica) and not (breakers and breakers[replica].state == OPEN)
+
+    def _render_routing_gauges(self, out: list[str]) -> None:
+        healthy, in_flight, index_bytes, index_entries = [], [], [], []
+        for i, d in enumerate(self.layout.deployments[1:]):   # [0] is the unknown deployment's label
+            load = self.segment.replicas(i)
+            label = f'deployment="{_esc(d)}"'
+            for r, name in enumerate(self.layout.replicas[d]):
+                replica = f'{label},replica="{_esc(name)}"'
+                healthy.append(f"fastinfer_replica_healthy{{{replica}}} {int(self.replica_healthy(d, r, load))}")
+                in_flight.append(f"fastinfer_replica_in_flight{{{replica}}} {load.in_flight(r)}")
+            prefix = self.segment.prefix(i)
+            index_bytes.append(f"fastinfer_prefix_index_bytes{{{label}}} {prefix.nbytes}")
+            index_entries.append(f"fastinfer_prefix_index_entries{{{label}}} {prefix.occupancy if prefix.capacity else 0}")
+        table = self.segment.sessions
+        for name, lines in (("replica_healthy", healthy), ("replica_in_flight", in_flight),
+                            ("prefix_index_bytes", index_bytes), ("prefix_index_entries", index_entries),
+                            ("session_bindings", [f"fastinfer_session_bindings {table.occupancy}"]),
+                            ("session_capacity", [f"fastinfer_session_capacity {table.max_sessions}"])):
+            _family(out, f"fastinfer_{name}", "gauge")
+            out += lines
 
     def _render_histograms(self, out: list[str]) -> None:
         for histogram in HISTOGRAMS:
@@ -310,6 +371,10 @@ _LABELS = {
     "key_requests_total": ("key", "code"),
     "key_tokens_total": ("key", "direction"),
     "key_cost_usd_total": ("key",),
+    "session_repins_total": ("deployment",),
+    "session_evictions_total": ("deployment",),
+    "backend_sessions": ("deployment",),
+    "backend_session_calls_total": ("deployment", "call", "result"),
     "operator_requests_total": ("route", "code"),
     "worker_requests_total": ("worker",),
     **{g: ("worker",) for g in WORKER_GAUGES},
@@ -328,6 +393,17 @@ HELP = {
     "fastinfer_cost_usd_total": "Cost in US dollars from the deployment's price.",
     "fastinfer_usage_estimated_total": "Answers whose token usage the upstream did not report (estimated).",
     "fastinfer_session_rebuilds_total": "Upstream sessions rebuilt, by cause.",
+    "fastinfer_session_repins_total": "Sticky sessions moved to another replica.",
+    "fastinfer_session_evictions_total": "Live session bindings evicted from a full affinity table.",
+    "fastinfer_backend_sessions": "Backend sessions (SGLang open_session) open now.",
+    "fastinfer_backend_session_calls_total": "Backend session open and close calls, by result.",
+    "fastinfer_replica_healthy": "1 when the replica gets traffic: health checks pass (or none run) and "
+                                 "its circuit is not open.",
+    "fastinfer_replica_in_flight": "Upstream attempts on the replica now, host-wide.",
+    "fastinfer_prefix_index_bytes": "Fixed size of the deployment's prefix index in shared memory.",
+    "fastinfer_prefix_index_entries": "Block chains the deployment's prefix index holds.",
+    "fastinfer_session_bindings": "Session bindings the host's affinity table holds now.",
+    "fastinfer_session_capacity": "Bindings the host's affinity table can hold (server.max_sessions).",
     "fastinfer_operator_requests_total": "Answers of the operator's routes (health, readiness, metrics, "
                                          "admin API, dashboard), by route and HTTP status.",
     "fastinfer_worker_requests_total": "HTTP requests each worker process received, every route and "

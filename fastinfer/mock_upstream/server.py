@@ -27,6 +27,16 @@ from .plan import length_and_finish, new_id, openai_tool_answer, openai_view, wa
 JSON = "application/json"
 
 
+async def _client_stays(request: web.Request, seconds: float) -> bool:
+    """Wait ``seconds``; False as soon as the client's connection closes."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if request.transport is None or request.transport.is_closing():
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
 def _knob(default, help_text: str):
     return field(default=default, metadata={"help": help_text})
 
@@ -48,6 +58,13 @@ class Chaos:
     api_key: str | None = _knob(None, "when set, requests must carry it (Bearer / x-api-key / api-key)")
     api_keys: list | None = _knob(None, "keys also accepted (rotation: set a new list, the old key gets 401)")
     seed: int | None = _knob(None, "seed of the chaos dice, for repeatable runs")
+    open_session_status: int = _knob(200, "status of POST /open_session (SGLang's backend sessions)")
+    open_session_latency_ms: float = _knob(0.0, "ms before POST /open_session answers")
+    close_session_status: int = _knob(200, "status of POST /close_session")
+    close_session_failures: int = _knob(0, "the next N POST /close_session answer 503 (then --close-session-status)")
+    health_status: int = _knob(200, "status of GET /health")
+    strict_sessions: bool = _knob(True, "a request whose session_params.id names no open session gets 400, "
+                                        "as SGLang answers")
 
 
 @dataclass
@@ -60,12 +77,18 @@ class Stats:
     # (time.monotonic(), comparable across processes on the host), end ("answered" | "client_gone"
     # | "cut" | "stream_error"), client_gone
     received: deque = field(default_factory=lambda: deque(maxlen=2000))
+    # backend sessions: every open_session / close_session call in order ({"t", "call", "session_id",
+    # "status", "body"}), the sessions open now, and how many health checks came
+    session_calls: list = field(default_factory=list)
+    open_sessions: set = field(default_factory=set)
+    health_checks: int = 0
 
     def as_dict(self) -> dict:
         return {
             "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
             "requests": self.requests, "disconnects": self.disconnects,
-            "received": list(self.received),
+            "received": list(self.received), "session_calls": self.session_calls,
+            "open_sessions": sorted(self.open_sessions), "health_checks": self.health_checks,
         }
 
 
@@ -90,6 +113,10 @@ class MockUpstream:
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/messages", functools.partial(anthropic.messages, self))
         app.router.add_post("/v1beta/models/{target}", functools.partial(gemini.generate, self))
+        # SGLang's session control and a health route, at the server root (outside /v1)
+        app.router.add_post("/open_session", self.open_session)
+        app.router.add_post("/close_session", self.close_session)
+        app.router.add_get("/health", self.health)
         app.router.add_get("/_mock/stats", self.get_stats)
         app.router.add_post("/_mock/reset", self.reset)
         app.router.add_post("/_mock/config", self.set_config)
@@ -115,6 +142,48 @@ class MockUpstream:
         if event is not None:
             event.set()
         return web.json_response({"released": event is not None})
+
+    # ------------------------------------------------------- session control
+
+    async def open_session(self, request: web.Request) -> web.Response:
+        """SGLang's ``open_session``: ``{"session_id", "capacity_of_str_len", "timeout"}`` -> the id."""
+        body = await self._session_call(request, "open", self.chaos.open_session_status)
+        if self.chaos.open_session_latency_ms and not await _client_stays(
+                request, self.chaos.open_session_latency_ms / 1000):
+            return web.Response(status=499)    # the caller left mid-open: nothing opened
+        if body is None:
+            return _error(self.chaos.open_session_status, "mock open_session failure", "server_error")
+        self.stats.open_sessions.add(body.get("session_id"))
+        return web.json_response(body.get("session_id"))
+
+    async def close_session(self, request: web.Request) -> web.Response:
+        status = self.chaos.close_session_status
+        if self.chaos.close_session_failures > 0:
+            self.chaos.close_session_failures -= 1
+            status = 503
+        body = await self._session_call(request, "close", status)
+        if body is None:
+            return _error(status, "mock close_session failure", "server_error")
+        if body.get("session_id") not in self.stats.open_sessions:
+            return _error(400, f"session {body.get('session_id')!r} does not exist")
+        self.stats.open_sessions.discard(body.get("session_id"))
+        return web.Response(status=200)
+
+    async def _session_call(self, request: web.Request, call: str, status: int) -> dict | None:
+        """Record an open/close call; its body, or None when it is to fail with ``status``."""
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            body = {}
+        self.stats.session_calls.append({"t": time.monotonic(), "call": call, "session_id": body.get("session_id"),
+                                         "status": status, "body": body,
+                                         "authorization": request.headers.get("Authorization")})
+        return body if status == 200 else None
+
+    async def health(self, request: web.Request) -> web.Response:
+        self.stats.health_checks += 1
+        status = self.chaos.health_status
+        return web.json_response({"status": "ok" if status == 200 else "unhealthy"}, status=status)
 
     async def set_config(self, request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
@@ -189,6 +258,15 @@ class MockUpstream:
         return auth[7:] if auth.startswith("Bearer ") else (
             request.headers.get("x-api-key") or request.headers.get("api-key", ""))
 
+    def _unknown_session(self, body) -> web.Response | None:
+        """A request in a backend session that is not open here: SGLang refuses it."""
+        params = body.get("session_params") if isinstance(body, dict) else None
+        if not (self.chaos.strict_sessions and isinstance(params, dict)):
+            return None
+        if params.get("id") in self.stats.open_sessions:
+            return None
+        return _error(400, f"session {params.get('id')!r} is not open on this server")
+
     def _unauthorized(self, request: web.Request) -> web.Response | None:
         accepted = set(self.chaos.api_keys or ())
         if self.chaos.api_key:
@@ -211,6 +289,9 @@ class MockUpstream:
         denied = self._unauthorized(request)
         if denied is not None:
             return body, {}, denied
+        unknown = self._unknown_session(body)
+        if unknown is not None:
+            return body, {}, unknown
         behaviour = self._next_behaviour()
         if "{api_key}" in orjson.dumps(behaviour).decode():
             key = self.given_key(request)

@@ -21,10 +21,11 @@ Shape (every count is a host total since start, carried over reloads where
         "histograms": {"request_duration_seconds" | "ttft_seconds" | "overhead_seconds":
                        {"cumulative": [n per bucket, then +Inf], "count": n, "sum": seconds}},
         "limits": [{"name": "rpm" | "tpm", "kind": "requests" | "tokens", "limit", "remaining"}],
-        "replicas": [{"name", "base_url", "weight",
+        "replicas": [{"name", "base_url" (password masked), "weight",
                       "circuit": {"state": "closed|open|half_open", "retry_after_s", "consecutive_failures"},
                       "upstream": {"outcome": n},        # non-zero outcomes only
-                      "in_flight": null, "healthy": null}]}],   # null: not measured per replica yet
+                      "in_flight": n,                    # host-wide, every worker's attempts
+                      "healthy": bool}]}],               # health checks pass (or none) and circuit not open
      "unrouted": {"404": n, ...},                        # answers that named no deployment
      "keys": [{"name", "requests": {"total", "by_code"}, "tokens": {"input", "output", "cached"},
                "cost_usd": x,                              # since start, as the key_* metrics
@@ -33,8 +34,7 @@ Shape (every count is a host total since start, carried over reloads where
                "budget": {"usd", "period", "spent_usd", "remaining_usd", "resets_at"} | null}]}
 
 ``limits`` and ``keys`` are empty when nothing is limited and no key exists (the page
-shows "none configured"); per-replica ``in_flight`` and ``healthy`` are null until
-their owner fills them in here.
+shows "none configured").
 
 Must not touch: configuration files, the engine's request path. Reads only.
 """
@@ -43,12 +43,12 @@ from __future__ import annotations
 import os
 import time
 
+from .._core.constants import BREAKER_STATE_NAMES
 from ..config import Config
 from ..limits.quota import budget_state
 from ..limits.report import deployment_limit_list, key_limit_list, spend_usd
 from ..metrics.registry import BUCKETS, COST_SCALE, HISTOGRAMS, TOKEN_DIRECTIONS, UNKNOWN_DEPLOYMENT
-
-_STATES = ("closed", "open", "half_open")
+from ..redact import mask_url
 
 
 def host_stats(metrics, config: Config, limits=None) -> dict:
@@ -105,13 +105,14 @@ def _deployment(d, metrics) -> dict:
     admission = metrics.admission(d.name)
     in_flight, queue_depth = admission.counts() if admission is not None else (0, 0)
     breakers = metrics.breakers(d.name)
+    load = metrics.replica_load(d.name)
     replicas = []
     for i, r in enumerate(d.replicas):
-        replica = {"name": r.name, "base_url": r.base_url, "weight": r.weight, "circuit": None,
-                   "upstream": {}, "in_flight": None, "healthy": None}
+        replica = {"name": r.name, "base_url": mask_url(r.base_url), "weight": r.weight, "circuit": None,
+                   "upstream": {}, "in_flight": load.in_flight(i), "healthy": metrics.replica_healthy(d.name, i, load)}
         if i < len(breakers):
             b = breakers[i]
-            replica["circuit"] = {"state": _STATES[b.state], "retry_after_s": round(b.retry_after_s, 3),
+            replica["circuit"] = {"state": BREAKER_STATE_NAMES[b.state], "retry_after_s": round(b.retry_after_s, 3),
                                   "consecutive_failures": b.consecutive_failures}
         replicas.append(replica)
     return {

@@ -28,7 +28,6 @@ from ..config import Config
 from ..metrics import BUCKETS, MetricsLayout
 
 log = logging.getLogger("fastinfer.supervisor")
-DEFAULT_MAX_SESSIONS = 65_536      # the contract's server.max_sessions default
 PREFIX_INDEX_ENTRIES = 65_536      # per deployment routed by prefix (32 bytes each)
 
 # a token bucket's name: (scope "key" | "deployment", key or deployment name, kind "requests" | "tokens"),
@@ -97,7 +96,8 @@ def plan(config: Config, n_workers: int, metrics_layout: MetricsLayout) -> tuple
         prefix_capacity=[PREFIX_INDEX_ENTRIES if d.routing == "prefix" else 0 for d in deployments] + [0] * len(gated),
         token_buckets=bucket_specs,
         key_max_concurrency=[k.max_concurrency or 0 for k in config.keys],
-        max_sessions=getattr(config.server, "max_sessions", DEFAULT_MAX_SESSIONS),
+        # the affinity table takes ~100 bytes per binding: only for hosts that route by session
+        max_sessions=(config.server.max_sessions if any(d.routing == "sticky" for d in deployments) else 0),
     )
     index = HostIndex(
         deployments={d.name: i for i, d in enumerate(deployments)},
@@ -169,7 +169,28 @@ class HostState:
                       if key in new_counters and MetricsLayout.carried(key)}
         m.histograms = {i: new_histograms[key] for key, i in old.metrics_layout.histogram_index.items()
                         if key in new_histograms}
-        return carry_state(old.segment, self.segment, m, since)
+        carried = carry_state(old.segment, self.segment, m, since)
+        if since is None:
+            self._hand_over_sessions(old, carried)
+        return carried
+
+    def _hand_over_sessions(self, old: "HostState", carried: Carried) -> None:
+        """The carried session bindings are the new generation's now: take them out of the old
+        segment, so the old generation, draining, closes only the backend sessions the new
+        configuration could not keep (a removed deployment or replica). A binding whose replica
+        left the configuration is re-pinned at its next request: count it now."""
+        if not (old.segment.sessions.capacity and self.segment.sessions.capacity):
+            return
+        for info in old.segment.sessions.entries():
+            if self.segment.sessions.get(info.key) is not None:
+                old.segment.sessions.remove(info.key)
+        old_names = list(old.index.deployments)
+        repins = self.metrics_layout.counter_index
+        for info in carried.dropped_sessions:
+            name = old_names[info.deployment] if info.deployment < len(old_names) else None
+            index = repins.get(("session_repins_total", (name,)))
+            if index is not None:
+                self.segment.counters.add(index, 1)
 
     def count_reload(self) -> None:
         """A reload gives every deployment fresh sessions: count it once per deployment."""

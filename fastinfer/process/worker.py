@@ -28,6 +28,7 @@ from ..metrics import Metrics
 from ..ops import FailureThrottle
 from ..gateway import Gateway
 from ..gateway.drain import GatewayDrain
+from ..gateway.protocol import EdgeAppRunner
 from .drain import CLEANUP_TIMEOUT_S, WorkerDrain
 from .hostwide import HostState
 from .probe import WorkerProbe
@@ -72,8 +73,8 @@ async def _admin_key(server) -> str | None:
         return None
 
 
-async def _start_site(app: web.Application, sock: socket.socket, server, drain: GatewayDrain) -> web.AppRunner:
-    runner = web.AppRunner(
+async def _start_site(app: web.Application, sock: socket.socket, server, drain: GatewayDrain) -> EdgeAppRunner:
+    runner = EdgeAppRunner(     # aiohttp's own 400s in the caller's shape, with a request id
         app,
         handle_signals=False,
         access_log=None,
@@ -114,7 +115,9 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
             metrics.session_rebuild(deployment, cause)
 
     sessions = await SessionRegistry.open(config, on_rotate)
-    engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics, limits=limits)
+    engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics, limits=limits,
+                    segment=segment)
+    engine.start()
     gateway = Gateway(engine, max_body_bytes=server.max_body_bytes, body_timeout_s=server.client_body_timeout_s,
                       admin_key=await _admin_key(server),
                       admin_throttle=FailureThrottle.in_segment(metrics, host.auth_salt))
@@ -138,6 +141,7 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     await limits.stop()       # the supervisor saves the final limit state once every worker is gone
     await drain.run(gateway.drain, runners)
     probe.stop()
+    await engine.drain()      # backend sessions this generation still holds open are closed
     admission.stop(loop)
     await sessions.close()
     log.debug("worker %d closed", index)

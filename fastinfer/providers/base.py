@@ -39,10 +39,14 @@ class Provider:
         """The OpenAI endpoints this upstream has ("chat", and for OpenAI-shaped ones "completions", "embeddings")."""
         return self.format.endpoints
 
-    async def send(self, session, req, caller: Format, timeouts) -> UpstreamReply:
-        """One upstream call for ``req`` (in ``caller``'s format) on ``session``'s replica."""
+    async def send(self, session, req, caller: Format, timeouts, extra: dict | None = None) -> UpstreamReply:
+        """One upstream call for ``req`` (in ``caller``'s format) on ``session``'s replica;
+        ``extra`` fields are added to the upstream body (a backend session's ``session_params``)."""
         deployment = self.deployment
-        body = orjson.dumps(self.format.upstream_body(req, caller, deployment))
+        body = self.format.upstream_body(req, caller, deployment)
+        if extra:
+            body.update(extra)
+        body = orjson.dumps(body)
         url = self.kind.url(session.replica, deployment.upstream_model, req.endpoint, req.stream)
         return await post(session.pool, url, self.kind.request_headers(session.credential), body, req.stream,
                           timeouts)

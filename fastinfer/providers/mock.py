@@ -58,7 +58,7 @@ class MockProvider(Provider):
         super().__init__(deployment, kind)
         self.knobs = deployment.mock
 
-    async def send(self, session, req, caller, timeouts) -> UpstreamReply:
+    async def send(self, session, req, caller, timeouts, extra: dict | None = None) -> UpstreamReply:
         body = self.format.upstream_body(req, caller, self.deployment)
         stream = req.stream
         knobs = self.knobs

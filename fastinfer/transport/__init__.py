@@ -5,9 +5,9 @@ connect / first-byte / idle / total timeouts, and handing a live body on by
 callback. Must not touch: what the bytes mean (``formats``), which replica
 (``routing``), retries (``engine``).
 """
-from .exchange import post
-from .h1 import Timeouts
+from .exchange import post, request
+from .h1 import FixedTimeouts, Timeouts
 from .pool import Pool
 from .reply import IteratorStream, UpstreamReply, UpstreamStream
 
-__all__ = ["IteratorStream", "Pool", "Timeouts", "UpstreamReply", "UpstreamStream", "post"]
+__all__ = ["FixedTimeouts", "IteratorStream", "Pool", "Timeouts", "UpstreamReply", "UpstreamStream", "post", "request"]

@@ -90,13 +90,20 @@ class _Exchange(UpstreamStream):
             self.conn.abort()
 
 
-async def post(pool: Pool, url: str, headers: dict, body: bytes, stream: bool, timeouts) -> UpstreamReply:
-    """POST ``body``; a whole reply, or for a 200 stream its first bytes and the live rest."""
-    request = build_request("POST", pool.path_of(url), pool.host_header, headers, body)
+def post(pool: Pool, url: str, headers: dict, body: bytes, stream: bool, timeouts):
+    """POST ``body``; a whole reply, or for a 200 stream its first bytes and the live rest.
+    (Returns ``request``'s coroutine itself: no extra await on the hot path.)"""
+    return request(pool, "POST", url, headers, body, stream, timeouts)
+
+
+async def request(pool: Pool, method: str, url: str, headers: dict, body: bytes, stream: bool,
+                  timeouts) -> UpstreamReply:
+    """One exchange of any method (control calls: health probes, backend sessions, use it too)."""
+    framed = build_request(method, pool.path_of(url), pool.host_header, headers, body)
     for _ in range(2):
         conn = await pool.acquire(timeouts.connect_s)
         exchange = _Exchange(conn, stream)
-        conn.send(request, exchange, timeouts)
+        conn.send(framed, exchange, timeouts)
         try:
             await exchange.ready
             break

@@ -52,6 +52,19 @@ class Timeouts(Protocol):
     total_s: float
 
 
+class FixedTimeouts:
+    """A ``Timeouts`` of given values: an attempt's limits capped by the client's deadline, a
+    health probe's one limit."""
+
+    __slots__ = ("connect_s", "first_byte_s", "idle_s", "total_s")
+
+    def __init__(self, connect_s: float, first_byte_s: float, idle_s: float, total_s: float):
+        self.connect_s = connect_s
+        self.first_byte_s = first_byte_s
+        self.idle_s = idle_s
+        self.total_s = total_s
+
+
 class Owner(Protocol):
     """Whoever keeps the connection (the ``Pool``): told when an exchange ends and when the socket goes."""
 
@@ -321,4 +334,4 @@ def build_request(method: str, target: str, host: str, headers: dict, body: byte
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-__all__ = ["H1Connection", "MAX_FRAMING", "MAX_HEAD", "Sink", "Timeouts", "build_request"]
+__all__ = ["FixedTimeouts", "H1Connection", "MAX_FRAMING", "MAX_HEAD", "Sink", "Timeouts", "build_request"]

@@ -5,7 +5,6 @@ import math
 import os
 import pickle
 import select
-import time
 
 import numpy
 import pytest
@@ -264,13 +263,20 @@ def test_breaker_opens_after_exactly_threshold(make, impl):
     assert seg.breaker(0, 0).state == 0   # the other replica is untouched
 
 
+T0 = 10**15            # a test clock (ns): breaker timing is stepped exactly, never slept
+MS = 10**6
+
+
 def test_breaker_half_open_probes_and_close(make, impl):
     seg = make()
+    seg.set_test_clock(T0)
     b = seg.breaker(0, 0)
     b.configure(1, 0.05, 1.0, 2)
     b.record_failure(0)
-    assert b.check(0) == 1
-    time.sleep(0.08)
+    assert b.check(0) == 1 and b.retry_after_s == pytest.approx(0.05)
+    seg.set_test_clock(T0 + 50 * MS - 1)    # open until the last nanosecond of open_s
+    assert b.check(0) == 1 and b.state == impl.OPEN and b.retry_after_s > 0
+    seg.set_test_clock(T0 + 50 * MS)
     assert b.retry_after_s == 0.0
     assert b.state == impl.HALF_OPEN
     assert [b.check(w) for w in (0, 1, 2, 3)] == [2, 2, 1, 1]   # exactly half_open_probes
@@ -288,30 +294,28 @@ def test_breaker_half_open_probes_and_close(make, impl):
 
 def test_breaker_probe_failure_doubles_capped(make):
     seg = make()
+    now = T0
+    seg.set_test_clock(now)
     b = seg.breaker(0, 0)
     b.configure(2, 0.1, 0.3, 1)
     b.record_failure(0)
     b.record_failure(0)
-    assert 0.05 < b.retry_after_s <= 0.1
-    time.sleep(0.12)
-    assert b.check(0) == 2
-    b.record_failure(0, probe=True)    # re-open for 0.2 s
-    assert b.state == 1
-    assert 0.1 < b.retry_after_s <= 0.2
-    time.sleep(0.22)
-    assert b.check(1) == 2
-    b.record_failure(1, probe=True)    # 0.4 s capped at 0.3 s
-    assert 0.2 < b.retry_after_s <= 0.3
-    time.sleep(0.32)
-    assert b.check(0) == 2
-    b.record_failure(0, probe=True)    # stays capped
-    assert 0.2 < b.retry_after_s <= 0.3
+    assert b.retry_after_s == pytest.approx(0.1)
+    for open_ms in (100, 200, 300):         # each failed probe doubles the open time, capped at 0.3 s
+        seg.set_test_clock(now + open_ms * MS - 1)
+        assert b.check(0) == 1, open_ms     # still open a nanosecond before
+        now += open_ms * MS
+        seg.set_test_clock(now)
+        assert b.check(0) == 2, open_ms     # then one probe
+        b.record_failure(0, probe=True)
+        assert b.state == 1
+        assert b.retry_after_s == pytest.approx(min(2 * open_ms, 300) / 1000), open_ms
     assert b.transitions == (0, 4, 3)
     b.reset()
     assert b.state == 0 and b.transitions == (1, 4, 3)
     b.record_failure(0)
     b.record_failure(0)                # reopen uses open_s again, not the doubled time
-    assert 0.05 < b.retry_after_s <= 0.1
+    assert b.retry_after_s == pytest.approx(0.1)
 
 
 def test_breaker_force_open_and_reset(make, impl):

@@ -1,0 +1,71 @@
+"""Answers to what aiohttp refuses before any middleware runs: a malformed request line, a
+bad ``Content-Length``, an oversized header. aiohttp's own answer is plain text without
+``x-request-id``; these go out in the caller's error shape with a request id, like every other.
+
+Owns: ``EdgeAppRunner`` (an ``AppRunner`` whose server makes ``EdgeRequestHandler``
+connections) and ``EdgeRequestHandler.handle_error``. The request line may never have been
+read, so the path (and with it the caller's API) is known only when aiohttp parsed it;
+otherwise the answer takes the OpenAI shape, as every path but ``/v1/messages`` does.
+Must not touch: requests aiohttp parsed — those go through the app and its middleware; this
+adds nothing to their path.
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from ..errors import GatewayError
+from ..redact import redact
+from .errors import error_response
+from .middleware import RequestIds, api_of
+
+log = logging.getLogger("fastinfer.gateway")
+_MAX_REASON = 200
+_QUOTED_BYTES = re.compile(r":\s*(?:bytearray\()?b['\"].*$")   # aiohttp's message quotes the client's bytes
+
+
+class EdgeRequestHandler(RequestHandler):
+    """aiohttp's connection protocol, with its error answers in the gateway's shape."""
+
+    ids = RequestIds()
+
+    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:       # an answer has started: aiohttp only drops the connection
+            return super().handle_error(request, status, exc, message)
+        if status >= 500:
+            self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+            error = GatewayError("Internal gateway error.", status=status)
+        else:
+            # a client's malformed bytes are the client's problem: never a traceback per request
+            log.debug("refused a malformed request from %s: %s", request.remote, message)
+            error = GatewayError(f"Malformed HTTP request: {_reason(message)}", status=status,
+                                 type="invalid_request_error")
+        response = error_response(error, api_of(request.path), self.ids.of(request))
+        response.force_close()    # the parser cannot find the next request's start after bad bytes
+        return response
+
+
+def _reason(message: str | None) -> str:
+    """What aiohttp found wrong, without the client's bytes it quotes (the lines after the first,
+    or ``: b'...'`` at the end of it): redacted and short."""
+    first = (message or "").strip().split("\n", 1)[0]
+    first = _QUOTED_BYTES.sub("", first).rstrip(":. ").strip()
+    return redact(first[:_MAX_REASON]) or "bad request"
+
+
+class _EdgeServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class EdgeAppRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer protocol errors with ``EdgeRequestHandler``."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _EdgeServer     # the same object, built by aiohttp with all its settings
+        return server
