@@ -15,6 +15,7 @@ import time
 import pytest
 
 from procs import http_json, in_parallel, start_gateway_proc, wait_for
+from replicas import NAMES, chat as replica_chat, replicas, replicas_config, three_replicas
 from test_gateway_keys import keys_config
 from test_budgets import spend_usd
 from test_rate_limits import scrape
@@ -22,6 +23,9 @@ from test_rate_limits import scrape
 import tomllib
 
 from fastinfer.config import ConfigError, parse_config
+from fastinfer.routing.sticky import session_key
+
+__all__ = ["replicas", "three_replicas"]   # the fixtures, imported for pytest to find
 
 KEY = "sk-cluster-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -218,3 +222,40 @@ def test_redis_killed_and_restarted_mid_traffic(start_hosts, mock_upstream, redi
         log = host.stderr_when_stopped()
         assert len(re.findall(r"cluster: Redis at .* is unreachable", log)) == 1, log
         assert len(re.findall(r"cluster: Redis at .* is back", log)) == 1, log
+
+
+def test_two_hosts_send_every_session_to_one_replica(start_hosts, replicas, redis_server):
+    """Sticky sessions through the shared directory: 8 sessions, each first seen by one host or the
+    other, then alternating between them; each is served by one replica on both hosts, and its
+    binding is one Redis key with the idle TTL."""
+    ttl_s = 300
+    a, b = start_hosts([replicas_config(replicas, "sticky", deployment=f"session = {{ affinity_ttl_s = {ttl_s} }}")
+                        + f"""
+        [cluster]
+        redis_url = "{redis_server.url}"
+        node_id = "{node}"
+        sync_interval_ms = {SYNC_MS}
+    """ for node in ("host-a", "host-b")])
+    sessions = [f"conversation-{i}" for i in range(8)]
+    answered: dict[str, set] = {s: set() for s in sessions}
+    for turn in range(4):
+        for i, session in enumerate(sessions):
+            # the host a session starts on alternates too: neither host binds every session first
+            host = (a, b)[(i + turn) % 2]
+            status, replica, _ = replica_chat(host.base, f"{session} turn {turn}", session=session)
+            assert status == 200, (session, turn, replica)
+            answered[session].add(replica)
+    # what the replicas themselves received: each session's every turn on one of them
+    seen: dict[str, set] = {s: set() for s in sessions}
+    for name, mock in zip(NAMES, replicas):
+        for entry in mock.received():
+            if entry["path"].endswith("/chat/completions"):
+                seen[entry["body"]["messages"][0]["content"].split()[0]].add(name)
+    for session in sessions:
+        assert len(seen[session]) == 1 and seen[session] == answered[session], (session, seen, answered)
+    assert len({next(iter(r)) for r in seen.values()}) > 1          # bound least loaded: they spread
+    for session in sessions:
+        name = f"fastinfer:session:{session_key('', 'm', session).hex()}"
+        assert redis_server.command("GET", name) == next(iter(seen[session]))
+        assert 0 < int(redis_server.command("PTTL", name)[1:]) <= ttl_s * 1000
+

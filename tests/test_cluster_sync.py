@@ -200,6 +200,26 @@ def test_two_hosts_agree_on_every_sessions_replica_through_the_directory(hosts, 
     asyncio.run(run())
 
 
+def test_a_closed_directory_sends_nothing_and_its_bindings_expire_in_redis(hosts, redis_server):
+    """A draining worker closes its directory before the sync closes the Redis pool: what it queued
+    goes out, what comes later is dropped (no command on a closing pool), the binding stays."""
+    async def run():
+        a = hosts("a")
+        directory = session_directory(a.sync)
+        key = uuid.uuid4().bytes
+        name = f"fastinfer:session:{key.hex()}"
+        assert await directory.claim(key, "d", "r1", 30) == "r1"
+        directory.touched(key, 600)            # queued: sent by close
+        await directory.close()
+        assert 30_000 < int(redis_server.command("PTTL", name)[1:]) <= 600_000
+        directory.ended(key)
+        directory.moved(key, "d", "r2", 30)
+        await asyncio.sleep(0.05)
+        assert redis_server.command("GET", name) == "r1"
+        await a.sync.client.aclose()
+    asyncio.run(run())
+
+
 def test_strict_takes_in_redis_survives_a_script_flush_and_a_redis_restarted_empty(hosts, redis_server):
     async def run():
         a, b = hosts("a", mode="strict"), hosts("b", mode="strict")

@@ -53,6 +53,7 @@ class RedisSessionDirectory:
         self._touches: dict[str, int] = {}
         self._flush_due = False
         self._tasks: set[asyncio.Task] = set()
+        self._closed = False
 
     def _down(self) -> bool:
         return self.state.state == DOWN
@@ -91,8 +92,9 @@ class RedisSessionDirectory:
 
     def _send(self, command) -> None:
         """Run a Redis command in the background; when Redis is away it is dropped (the binding
-        then lives on this host only, and expires in Redis by itself)."""
-        if self._down():
+        then lives on this host only, and expires in Redis by itself). So is one sent after
+        ``close`` (a draining worker's Redis pool is closing)."""
+        if self._closed or self._down():
             command.close()
             return
         task = asyncio.get_running_loop().create_task(self._quietly(command))
@@ -107,6 +109,8 @@ class RedisSessionDirectory:
             pass
 
     async def close(self) -> None:
+        """Send what is queued and wait for it; later calls are dropped (the bindings expire in Redis)."""
         self._flush()
+        self._closed = True
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
