@@ -218,7 +218,7 @@ def cmd_bench(bench_args: list[str]) -> int:
 
 # -------------------------------------------------------------------- parser
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_mock_flags: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastinfer", description="An LLM inference gateway.")
     parser.add_argument("--version", action="version", version=f"fastinfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,8 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("path")
     check.set_defaults(func=cmd_check_config)
 
-    from .mock_upstream import Chaos
     mock = sub.add_parser("mock-upstream", help="run a fake OpenAI-compatible provider")
+    if with_mock_flags:
+        _add_mock_flags(mock)
+    mock.set_defaults(func=cmd_mock_upstream)
+
+    # listed for --help; its arguments are the bench's own (main() hands them over untouched)
+    sub.add_parser("bench", help="run the benchmark suite (see bench/README.md)", add_help=False)
+    return parser
+
+
+def _add_mock_flags(mock: argparse.ArgumentParser) -> None:
+    """The mock's flags, one per ``Chaos`` field. Only built for ``mock-upstream``: importing the mock
+    loads aiohttp, and ``serve``'s supervisor would carry it (into every worker's RSS too)."""
+    from .mock_upstream import Chaos
     mock.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     mock.add_argument("--port", type=int, default=9000, help="port; 0 picks a free one (default 9000)")
     for f in fields(Chaos):
@@ -255,16 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
             mock.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=text)
         else:
             mock.add_argument(flag, type=kind or float, default=f.default, help=f"{text} (default {f.default})")
-    mock.set_defaults(func=cmd_mock_upstream)
-
-    # listed for --help; its arguments are the bench's own (main() hands them over untouched)
-    sub.add_parser("bench", help="run the benchmark suite (see bench/README.md)", add_help=False)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
         return cmd_bench(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser(with_mock_flags="mock-upstream" in argv).parse_args(argv)
     return args.func(args)

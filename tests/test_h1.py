@@ -159,6 +159,19 @@ def test_build_request_frames_headers_and_body():
     assert b"Accept-Encoding: identity" in lines  # relayed bodies must not arrive compressed
 
 
+def test_build_request_reuses_a_head_only_for_the_same_endpoint_and_headers():
+    """Heads are kept by method, target, host and headers: the length is every request's own, and a
+    changed credential or path is never sent with an old head."""
+    first = build_request("POST", "/v1/chat/completions", "h:1", {"Authorization": "Bearer a"}, b"{}")
+    longer = build_request("POST", "/v1/chat/completions", "h:1", {"Authorization": "Bearer a"}, b"[1, 2]")
+    rotated = build_request("POST", "/v1/chat/completions", "h:1", {"Authorization": "Bearer b"}, b"{}")
+    other = build_request("POST", "/v1/embeddings", "h:1", {"Authorization": "Bearer a"}, b"{}")
+    assert first.endswith(b"Content-Length: 2\r\n\r\n{}")
+    assert longer.endswith(b"Content-Length: 6\r\n\r\n[1, 2]")
+    assert rotated == first.replace(b"Bearer a", b"Bearer b")
+    assert other.startswith(b"POST /v1/embeddings HTTP/1.1\r\n") and b"Bearer a" in other
+
+
 def test_pool_paths_and_origin():
     pool = Pool("https://user:pw@api.example/v1/")
     assert (pool.host, pool.port, pool.tls, pool.host_header) == ("api.example", 443, True, "api.example")

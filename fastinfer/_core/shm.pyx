@@ -47,8 +47,6 @@ from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAI
 
 import os
 
-import numpy
-
 from . import constants as _constants
 from .constants import (
     ALLOWED, BACKGROUND, CLOSED, CRITICAL, GRANTED_NOW, HALF_OPEN, HIGH, NORMAL, OPEN, PROBE,

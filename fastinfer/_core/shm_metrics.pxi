@@ -49,6 +49,9 @@ cdef class Counters:
         fi_store(&self.v[index], value)
 
     def snapshot(self):
+        # imported at the first scrape, not with the module: numpy adds ~12 MiB to every process
+        # of the tree, the supervisor included, which scrapes only on a reload
+        import numpy
         if self.seg.base == NULL:
             _closed()
         arr = numpy.empty(self.n, dtype=numpy.int64)

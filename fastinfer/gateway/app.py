@@ -214,7 +214,7 @@ class Gateway:
             return web.Response(status=result.status, body=result.body, content_type=JSON, headers=headers)
         headers["Content-Type"] = "text/event-stream"
         headers["Cache-Control"] = "no-cache"
-        response = self.drain.closing(web.StreamResponse(status=result.status, headers=headers))
+        response = self.drain.closing(_RelayedResponse(status=result.status, headers=headers))
         try:
             await response.prepare(request)
             client = _ClientStream(request.writer, request.transport)
@@ -305,27 +305,40 @@ def _parse_timeout_ms(value: str) -> float:
     return int(value) / 1000
 
 
+class _RelayedResponse(web.StreamResponse):
+    """A stream's response: ``prepare`` keeps the head in aiohttp's writer, and it goes out with the
+    stream's first bytes in one send (or with the end, for a stream that sends nothing)."""
+
+    _send_headers_immediately = False
+
+
 class _ClientStream:
     """The client side of a relayed stream: synchronous writes straight to the socket.
 
     aiohttp's ``response.write`` is a coroutine per chunk; a relayed chunk is
-    written from the upstream's ``data_received`` instead, framed here.
+    written from the upstream's ``data_received`` instead, framed here. The
+    first one goes through the writer's own path that sends the head with it.
     """
 
-    __slots__ = ("writer", "transport", "chunked")
+    __slots__ = ("writer", "transport", "chunked", "head_pending")
     HIGH_WATER = 256 * 1024
 
     def __init__(self, writer, transport):
         self.writer = writer
         self.transport = transport
         self.chunked = writer.chunked
-        writer.send_headers()
+        # the head still waits in the writer (an aiohttp that sends it in prepare leaves nothing here)
+        self.head_pending = bool(getattr(writer, "_headers_buf", None))
 
     def write(self, data: bytes) -> bool:
         transport = self.transport
         if transport is None or transport.is_closing():
             return True  # the client is gone; aiohttp cancels the handler, which stops the pump
-        transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+        if self.head_pending:
+            self.head_pending = False
+            self.writer._send_headers_with_payload(data, False)
+        else:
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
         return transport.get_write_buffer_size() <= self.HIGH_WATER
 
     async def drain(self) -> None:

@@ -86,7 +86,7 @@ class GatewayKey:
                 self._allowed[model] = allowed
         return allowed
 
-    def check_model(self, model: str, deployment: str | None) -> None:
+    def check_model(self, model: str, deployment: str | None = None) -> None:
         """``model`` as the client named it (an alias, ``PROVIDER/<model>``) or the ``deployment`` it
         resolves to (None: none) matches one of the key's globs."""
         if not (self.may_use(model) or (deployment is not None and self.may_use(deployment))):

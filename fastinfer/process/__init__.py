@@ -1,4 +1,4 @@
-"""The process model: one supervisor, N uvloop workers sharing one socket.
+"""The process model: one supervisor, N uvloop workers, a listening socket per worker slot.
 
 Owns: binding, forking, restarting, draining (``drain``: the order a worker lets
 go of its listener and connections), each worker's process metrics (``probe``),
@@ -6,6 +6,7 @@ and creating/removing the host-wide resources (shared-memory segment) around
 the workers' lives.
 Must not touch: request handling — that is the workers' gateway and engine.
 """
-from .supervisor import ListenError, Supervisor, bind_socket
+from .listeners import ListenError, bind_socket
+from .supervisor import Supervisor
 
 __all__ = ["ListenError", "Supervisor", "bind_socket"]

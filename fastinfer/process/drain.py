@@ -26,10 +26,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
-from aiohttp import web
+if TYPE_CHECKING:   # the supervisor imports this module for its signals: it stays without aiohttp
+    from aiohttp import web
 
-from ..gateway.drain import GatewayDrain
+    from ..gateway.drain import GatewayDrain
 
 log = logging.getLogger("fastinfer.worker")
 

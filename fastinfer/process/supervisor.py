@@ -1,8 +1,9 @@
-"""The supervisor: binds the socket, forks the workers, keeps them alive, drains.
+"""The supervisor: binds the sockets, forks the workers, keeps them alive, drains.
 
-It runs no event loop and serves no request. It binds the listening socket
-(and the admin listener's, with ``server.admin_port``), forks N workers that
-inherit them, replaces a worker that dies, and on SIGTERM/SIGINT forwards the
+It runs no event loop and serves no request. It binds the listening sockets (one
+per worker slot, ``process.listeners``: worker i of every generation accepts on
+slot i's; and the admin listener, with ``server.admin_port``), forks N workers
+that inherit them, replaces a worker that dies, and on SIGTERM/SIGINT forwards the
 stop to every worker, lets go of its own copy of the sockets, waits for the
 workers' drains (``process.drain``: ``drain_delay_s`` then ``drain_grace_s``;
 a worker still alive shortly after that is killed) and removes what it
@@ -16,6 +17,7 @@ with what the old generation did while it drained.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -30,7 +32,7 @@ from ..config import Config, ConfigError
 from ..metrics import Metrics
 from .drain import RETIRE_SIGNAL, STOP_SIGNALS
 from .hostwide import HostState
-from .worker import run_worker
+from .listeners import ListenError, bind_slots, bind_socket, keep_only, url_host
 
 log = logging.getLogger("fastinfer.supervisor")
 _RESTART_BACKOFF_S = 0.1   # a crash loop must not spin the CPU
@@ -40,25 +42,6 @@ _POLL_S = 0.05
 _KILL_MARGIN_S = 0.7
 # a reload retires the old generation once every new worker serves, or after this with at least one
 _NEW_GENERATION_WAIT_S = 10.0
-
-
-class ListenError(Exception):
-    """A listening socket could not be bound (port in use, address not on this host, ...)."""
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as e:  # socket.gaierror too: a host name that does not resolve
-        sock.close()
-        raise ListenError(f"cannot listen on {_url_host(host)}:{port}: {e.strerror or e}") from None
-    sock.listen(4096)
-    sock.setblocking(False)
-    sock.set_inheritable(True)
-    return sock
 
 
 class Generation:
@@ -93,7 +76,7 @@ class Supervisor:
         self.n_workers = n_workers
         self.reload_config = reload_config
         self.one_time_token = one_time_token     # the admin key of this run when none is configured
-        self.sock: socket.socket | None = None
+        self.slots: list[socket.socket] = []        # the public listener: one socket per worker slot
         self.admin_sock: socket.socket | None = None   # server.admin_port: the operator's own listener
         self.current: Generation | None = None
         self.retiring: list[Generation] = []     # replaced by a reload: draining, or waiting to be retired
@@ -102,12 +85,12 @@ class Supervisor:
 
     def run(self) -> int:
         server = self.config.server
-        self.sock = bind_socket(server.host, server.port)
+        self.slots = bind_slots(server.host, server.port, self.n_workers)
         if server.admin_port is not None:
             try:
                 self.admin_sock = bind_socket(server.admin_host or "127.0.0.1", server.admin_port)
             except ListenError:
-                self.sock.close()
+                self._close_sockets()
                 raise
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
@@ -128,7 +111,8 @@ class Supervisor:
                 generation.host.close()
 
     def _close_sockets(self) -> None:
-        self.sock.close()
+        for sock in self.slots:
+            sock.close()
         if self.admin_sock is not None:
             self.admin_sock.close()
 
@@ -136,8 +120,8 @@ class Supervisor:
         """What ``serve`` prints once listening. The first line is the one scripts and tests wait
         for (its port is real even with --port 0); the one-time admin token is printed here
         and nowhere else."""
-        host, port = self.sock.getsockname()[:2]
-        lines = [f"fastinfer serving on http://{_url_host(host)}:{port} with {self.n_workers} workers "
+        host, port = self.slots[0].getsockname()[:2]
+        lines = [f"fastinfer serving on http://{url_host(host)}:{port} with {self.n_workers} workers "
                  f"(pid {os.getpid()})"]
         operator = f"http://{_browsable(host)}:{port}"
         if self.admin_sock is not None:
@@ -163,6 +147,9 @@ class Supervisor:
         # a stop signal landing between fork and the worker's own handlers would hit the
         # supervisor's handler in the child and be lost: hold signals across the fork
         held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        # what the supervisor built is never collected in a worker: keep the collector off its
+        # pages, which would otherwise be copied into every worker the first time it runs
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -170,7 +157,11 @@ class Supervisor:
                 for sig in STOP_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
-                code = run_worker(index, generation.config, self.sock, generation.host, self.admin_sock)
+                # imported here, not by the supervisor: it needs no aiohttp, gateway or engine, and
+                # a module imported before the fork is resident in every process of the tree
+                from .worker import run_worker
+                code = run_worker(index, generation.config, keep_only(self.slots, index), generation.host,
+                                  self.admin_sock)
             finally:
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
@@ -294,13 +285,9 @@ def _kill_stragglers(generation: Generation) -> None:
         _signal(pid, signal.SIGKILL)
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def _browsable(host: str) -> str:
     """An address a browser on this machine can open: the loopback one for a wildcard."""
-    return {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host) or _url_host(host)
+    return {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host) or url_host(host)
 
 
 def _signal(pid: int, sig: int) -> None:

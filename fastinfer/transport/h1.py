@@ -325,13 +325,29 @@ def _tell_end(sink: Sink, error: GatewayError | None) -> None:
         log.exception("ending an upstream exchange failed")
 
 
+# request heads up to their Content-Length value, by (method, target, host, headers): a pool sends the
+# same few heads (one per endpoint and credential) over and over; bounded as credentials rotate
+_HEADS: dict[tuple, bytes] = {}
+_MAX_HEADS = 256
+
+
 def build_request(method: str, target: str, host: str, headers: dict, body: bytes) -> bytes:
     """The request head and body as one bytes object, so it goes out in one write."""
+    key = (method, target, host, *headers.items())
+    head = _HEADS.get(key)
+    if head is None:
+        head = _HEADS[key] = _format_head(method, target, host, headers)
+        if len(_HEADS) > _MAX_HEADS:
+            _HEADS.clear()
+    return b"%b%d\r\n\r\n%b" % (head, len(body), body)
+
+
+def _format_head(method: str, target: str, host: str, headers: dict) -> bytes:
     # identity: bodies are relayed as they come, so they must not arrive compressed
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}",
-             "Accept-Encoding: identity"]
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Accept-Encoding: identity"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    lines.append("Content-Length: ")
+    return "\r\n".join(lines).encode("latin-1")
 
 
 __all__ = ["FixedTimeouts", "H1Connection", "MAX_FRAMING", "MAX_HEAD", "Sink", "Timeouts", "build_request"]
