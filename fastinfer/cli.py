@@ -38,8 +38,6 @@ def _load(path: str | None) -> Config:
 def not_yet_enforced(config: Config) -> list[str]:
     """Settings of the contract this version accepts but does not act on yet: say so, loudly."""
     notes = []
-    if config.cluster is not None:
-        notes.append("cluster: Redis cluster sync is not built yet; limits hold per host")
     return notes
 
 
@@ -178,7 +176,9 @@ def describe_config(config: Config) -> str:
         lines.append(f"state_dir: {s.state_dir} (limit levels and spend kept across restarts)")
     lines += [describe_key(k) for k in config.keys]
     if config.cluster:
-        lines.append(f"cluster: node {config.cluster.node_id} via {mask_url(config.cluster.redis_url)}")
+        c = config.cluster
+        lines.append(f"cluster: node {c.node_id} via {mask_url(c.redis_url)} mode={c.mode} "
+                     f"sync_interval_ms={c.sync_interval_ms} on_redis_down={c.on_redis_down} timeout_ms={c.timeout_ms}")
     for d in config.deployments:
         model = f"<the request's, after {d.wildcard_prefix}>" if d.wildcard_prefix else d.upstream_model
         lines.append(

@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from procs import Proc, start_gateway_proc, start_mock
+from redis_server import redis_server  # noqa: F401  (a real redis-server for the cluster tests)
 
 
 def pytest_configure(config):

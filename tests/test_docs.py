@@ -51,8 +51,9 @@ def test_the_documented_example_config_is_valid():
 
 def rendered_metric_names() -> set[str]:
     """Every series family /metrics renders for a config with two deployments and a fallback,
-    a gateway key and a rate limit."""
-    cfg = parse_config({"keys": [{"name": "k", "key": "sk-k", "rpm": 5}], "deployments": [
+    a gateway key, a rate limit and a cluster."""
+    cfg = parse_config({"keys": [{"name": "k", "key": "sk-k", "rpm": 5}],
+                        "cluster": {"redis_url": "redis://127.0.0.1:6379/0"}, "deployments": [
         {"name": "a", "provider": "mock", "fallbacks": ["b"], "rate_limit": {"tpm": 1000}},
         {"name": "b", "provider": "mock"}]})
     layout = MetricsLayout(cfg)

@@ -113,11 +113,21 @@ class GatewayKeyConfig:
     budget: BudgetConfig | None = None
 
 
+CLUSTER_MODES = ("approximate", "strict")
+ON_REDIS_DOWN = ("local_share", "fail_open", "fail_closed")
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     redis_url: str
     node_id: str = "gw-1"
     sync_interval_ms: int = _c(100, min=5, max=60_000)
+    mode: str = _c("approximate", choices=CLUSTER_MODES)
+    on_redis_down: str = _c("local_share", choices=ON_REDIS_DOWN)
+    # a Redis call slower than this counts as Redis being down (never a request hanging on it)
+    timeout_ms: int = _c(250, min=10, max=10_000)
+    # prefix of every key this cluster writes: several clusters may share one Redis
+    key_prefix: str = "fastinfer"
 
 
 @dataclass(frozen=True)
@@ -474,6 +484,38 @@ def _check_keys(cfg: Config, problems: _Problems) -> None:
     for i, d in enumerate(cfg.deployments):
         if d.rate_limit.burst is not None and d.rate_limit.rpm is None:
             problems.add(f"deployments[{i}].rate_limit.burst", "needs rpm (burst is the requests bucket's size)")
+        if d.rate_limit.strict and (cfg.cluster is None or cfg.cluster.mode != "strict"):
+            problems.add(f"deployments[{i}].rate_limit.strict",
+                         'exact limits across hosts need [cluster] with mode = "strict"')
+    if cfg.cluster is not None:
+        _check_cluster(cfg.cluster, problems)
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _check_cluster(cluster: ClusterConfig, problems: _Problems) -> None:
+    """A Redis URL redis-py can open, a node id that is safe inside a Redis key."""
+    shown = repr(mask_url(cluster.redis_url))
+    try:
+        parts = urlsplit(cluster.redis_url)
+        parts.port
+    except ValueError:
+        problems.add("cluster.redis_url", f"has a port that is not a number from 1 to 65535, got {shown}")
+        return
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        problems.add("cluster.redis_url", f"must start with redis://, rediss:// or unix://, got {shown}")
+    elif parts.scheme != "unix" and not parts.hostname:
+        problems.add("cluster.redis_url", f"has no host, got {shown}")
+    elif parts.scheme == "unix" and not parts.path:
+        problems.add("cluster.redis_url", f"has no socket path, got {shown}")
+    elif parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        problems.add("cluster.redis_url", f"the path must be a database number (/0), got {shown}")
+    if not _NODE_ID.fullmatch(cluster.node_id):
+        problems.add("cluster.node_id", "must be 1 to 64 letters, digits or _ . : - "
+                     f"(it names this host's keys in Redis), got {cluster.node_id!r}")
+    if not _NODE_ID.fullmatch(cluster.key_prefix):
+        problems.add("cluster.key_prefix", f"must be 1 to 64 letters, digits or _ . : -, got {cluster.key_prefix!r}")
 
 
 def _check_model_names(cfg: Config, problems: _Problems) -> None:

@@ -140,7 +140,8 @@ class Engine:
         primary = self.deployment(req.model)
         if self._limits is None:
             return (await self._route(primary, req, None))[0]
-        grant = self._limits.admit(req)
+        # a strict cluster asks Redis: the only case where admission awaits
+        grant = self._limits.admit(req) if self._limits.synchronous else await self._limits.admit_async(req)
         try:
             result, served = await self._route(primary, req, grant)
         except GatewayError as e:

@@ -17,7 +17,7 @@ Owns: what a request draws on and gives back —
   use); spend is added; the key's slot is given back. Exactly once.
 - the ``x-ratelimit-*`` headers of every answer under a limit.
 
-Storage is the ``LimitStore`` (``store``): the host's segment here, a cluster later.
+Storage is the ``LimitStore`` (``store``): the host's segment, or with ``[cluster]`` the cluster's.
 Must not touch: HTTP objects (errors are raised, the gateway renders them),
 routing, providers, configuration files.
 """
@@ -160,16 +160,24 @@ class Limits:
         # nothing to do per request when nothing is limited and no key is configured
         self.active = bool(self.keys) or any(self.deployments)
         self.flusher = None
+        self.cluster = None          # cluster.ClusterSync with [cluster]
+        # False: the store must ask Redis (strict mode), callers await ``admit_async``
+        self.synchronous = store.synchronous
 
     @classmethod
-    def for_worker(cls, config, host, worker: int, admission: AdmissionControl, metrics) -> "Limits":
+    def for_worker(cls, config, host, worker: int, admission: AdmissionControl, metrics, *,
+                   store: LimitStore | None = None, cluster=None) -> "Limits":
         """This worker's limits over the host's segment (``host``: ``process.hostwide.HostState``),
-        saving the host's state under ``server.state_dir`` when this worker holds the lease."""
+        saving the host's state under ``server.state_dir`` when this worker holds the lease.
+        With ``[cluster]``: the cluster's ``store`` and its background ``cluster`` sync (started
+        and stopped with the limits)."""
         segment, index = host.segment, host.index
-        store = LocalStore(segment, len(index.buckets), len(index.keys))
+        if store is None:
+            store = LocalStore(segment, len(index.buckets), len(index.keys))
         limits = cls(config, store, worker=worker, keys=index.keys, buckets=index.buckets,
                      key_concurrency=[segment.key_concurrency(k) for k in range(len(index.keys))],
                      admission=admission, gates=index.rate_gates, metrics=metrics)
+        limits.cluster = cluster
         if host.state_dir is not None:
             limits.flusher = StateFlusher(host.state_dir, segment, store, index.buckets, index.keys, config, worker)
         return limits
@@ -177,10 +185,14 @@ class Limits:
     def start(self, loop) -> None:
         if self.flusher is not None:
             self.flusher.start(loop)
+        if self.cluster is not None:
+            self.cluster.start(loop)
 
     async def stop(self) -> None:
         if self.flusher is not None:
             await self.flusher.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
 
     # ------------------------------------------------------------ admission
 
@@ -188,11 +200,30 @@ class Limits:
         """The request's grant; with a key, its limits are taken now or a 429 is raised."""
         key = self.keys.get(req.key) if req.key is not None else None
         grant = Grant(self, key, req)
-        if key is not None:
-            self._admit_key(grant, key, req)
+        if key is not None and self._key_checks(grant, key, req):
+            try:
+                ok, wait = self.store.take(key.ids, key.amounts(grant))
+            except BaseException:         # a cluster without Redis under fail_closed (503)
+                grant.release()
+                raise
+            self._key_taken(grant, key, req, ok, wait)
         return grant
 
-    def _admit_key(self, grant: "Grant", key: KeyLimits, req) -> None:
+    async def admit_async(self, req) -> "Grant":
+        """``admit`` over a store that asks Redis (``synchronous`` False)."""
+        key = self.keys.get(req.key) if req.key is not None else None
+        grant = Grant(self, key, req)
+        if key is not None and self._key_checks(grant, key, req):
+            try:
+                ok, wait = await self.store.take_async(key.ids, key.amounts(grant))
+            except BaseException:
+                grant.release()
+                raise
+            self._key_taken(grant, key, req, ok, wait)
+        return grant
+
+    def _key_checks(self, grant: "Grant", key: KeyLimits, req) -> bool:
+        """Budget and concurrency (the slot is taken here); True when the key's buckets must be taken."""
         if key.budget_micro is not None:
             if key.spent(key.period.current(self.wall_time())) >= key.budget_micro:
                 self._reject(req, "budget_exceeded")
@@ -209,9 +240,10 @@ class Limits:
                               "(its max_concurrency); retry when one has finished.",
                               retry_after=1.0, headers=grant.rate_headers())
         grant.key_slot = True
-        if not key.ids:
-            return
-        ok, wait = self.store.take(key.ids, key.amounts(grant))
+        return bool(key.ids)
+
+    def _key_taken(self, grant: "Grant", key: KeyLimits, req, ok: bool, wait: float) -> None:
+        """The key's buckets were taken (``ok``), or raise 429."""
         if ok:
             if key.tokens is not None:
                 grant.key_tokens = grant._tokens
@@ -236,6 +268,8 @@ class Limits:
         if dep is None:
             return None
         amounts = dep.amounts(grant)
+        if not self.synchronous:
+            return self._take_deployment_async(grant, dep, amounts, req, timeout_s)
         gate = dep.gate
         if gate is None or gate.counts() == _IDLE:
             ok, wait = self.store.take(dep.ids, amounts)
@@ -243,15 +277,31 @@ class Limits:
                 grant.charged(dep)
                 return None
             if wait == math.inf or gate is None:
-                grant.refused(dep)
-                self._reject(req, "rate_limited", dep.name)
-                if wait == math.inf:
-                    raise _deployment_limited(self._unmeetable(f"deployment {dep.name}", dep.tokens, grant.tokens),
-                                              math.inf, fallback=True, headers=grant.rate_headers())
-                raise _deployment_limited(f"Deployment {dep.name} is over its upstream's rate limit; "
-                                          f"retry in {max(1, math.ceil(wait))}s.", wait,
-                                          fallback=dep.policy == "fallback", headers=grant.rate_headers())
+                self._deployment_short(grant, dep, req, wait)
         return self._wait_in_rate_queue(grant, dep, amounts, req.priority, timeout_s)
+
+    async def _take_deployment_async(self, grant: "Grant", dep: DeploymentLimits, amounts: list[int], req,
+                                     timeout_s: float) -> None:
+        """``take_deployment`` over a store that asks Redis."""
+        if dep.gate is None or dep.gate.counts() == _IDLE:
+            ok, wait = await self.store.take_async(dep.ids, amounts)
+            if ok:
+                grant.charged(dep)
+                return
+            if wait == math.inf or dep.gate is None:
+                self._deployment_short(grant, dep, req, wait)
+        await self._wait_in_rate_queue(grant, dep, amounts, req.priority, timeout_s)
+
+    def _deployment_short(self, grant: "Grant", dep: DeploymentLimits, req, wait: float):
+        """The deployment's bucket is short and the request will not wait: 429, or a fallback."""
+        grant.refused(dep)
+        self._reject(req, "rate_limited", dep.name)
+        if wait == math.inf:
+            raise _deployment_limited(self._unmeetable(f"deployment {dep.name}", dep.tokens, grant.tokens),
+                                      math.inf, fallback=True, headers=grant.rate_headers())
+        raise _deployment_limited(f"Deployment {dep.name} is over its upstream's rate limit; "
+                                  f"retry in {max(1, math.ceil(wait))}s.", wait,
+                                  fallback=dep.policy == "fallback", headers=grant.rate_headers())
 
     async def _wait_in_rate_queue(self, grant: "Grant", dep: DeploymentLimits, amounts: list[int],
                                   priority: int, timeout_s: float) -> None:
@@ -267,7 +317,8 @@ class Limits:
             raise
         try:
             while True:
-                ok, wait = self.store.take(dep.ids, amounts)
+                ok, wait = (self.store.take(dep.ids, amounts) if self.synchronous
+                            else await self.store.take_async(dep.ids, amounts))
                 if ok:
                     grant.charged(dep)
                     return

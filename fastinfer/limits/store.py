@@ -6,25 +6,16 @@ and ``LimitSnapshot``, the state by name (bucket levels, spend) that persistence
 writes and restores. ``LocalStore`` keeps everything in the host's shared
 segment: lock-free, exact across the host's worker processes, no I/O.
 
-The seam for a cluster (``[cluster]``):
+With ``[cluster]`` the store is ``cluster.store.ClusterStore`` (a ``LocalStore``
+shared through Redis): in ``approximate`` mode its ``take`` is still the
+segment's call and a background sync keeps the buckets at what the cluster
+left; in ``strict`` mode ``synchronous`` is False and callers await
+``take_async`` (one Redis script). The local path stays a plain call: no
+coroutine per request.
 
-- ``approximate``: keep ``LocalStore`` on the request path and sync in the
-  background (one worker per host, under ``LEASE_CLUSTER_SYNC``). Per bucket,
-  ``own_usage(bucket)`` is this host's per-node counter (tokens it took and was
-  charged, minus refunds, since the segment was made; monotonic apart from
-  refunds, carried across a reload) — publish its deltas; ``add_remote_usage``
-  charges a bucket for what other hosts used (it may go into debt) without
-  counting it in ``own_usage``, so the published counter never echoes remote
-  use back. Per key, spend this host adds goes through ``add_spend``; what other
-  hosts spent is added with ``add_remote_spend`` (the budget check reads the
-  sum through ``spent``). The host's own cost per key, monotonic, is the
-  ``fastinfer_key_cost_usd_total`` counter (``Metrics``). Nothing in Redis runs
-  on the request path.
-- ``strict``: a store whose ``synchronous`` is False; its ``take_async`` is one
-  Redis script (EVALSHA) taking every bucket all or none, and ``adjust`` /
-  ``add_spend`` go to Redis too. Callers await ``take_async`` when
-  ``synchronous`` is False and call ``take`` otherwise (the local path stays a
-  plain call: no coroutine per request).
+(``own_usage`` / ``add_remote_usage`` / ``add_remote_spend`` are a second
+seam for a sync that keeps remote use apart in the segment; the cluster's
+sync keeps it apart in control words of its own: ``cluster.state``.)
 
 Must not touch: HTTP, configuration, policies (which bucket a request draws on
 and what happens when it is short are ``quota``'s).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 
+from ..cluster.state import cluster_words, render_cluster
 from .._core.constants import OPEN
 from ..config import Config
 
@@ -82,6 +83,8 @@ class MetricsLayout:
         keys += [("_session_generation", (d,)) for d in self.replicas]
         # failed admin authentications per client-address slot (ops.auth.FailureThrottle)
         keys += [("_admin_auth_failures", (str(i),)) for i in range(ADMIN_AUTH_SLOTS)]
+        if config.cluster is not None:      # the host's view of the cluster (cluster.state)
+            keys += cluster_words(config)
         self.counter_keys = keys
         self.counter_index = {k: i for i, k in enumerate(keys)}
         self.histogram_keys = [(h, d) for h in HISTOGRAMS for d in deployments]
@@ -276,6 +279,7 @@ class Metrics:
         _family(out, "fastinfer_ratelimit_remaining", "gauge")
         out += [f'fastinfer_ratelimit_remaining{{{_label_text(("scope", "name", "kind"), name)}}} '
                 f'{math.floor(bucket.available())}' for name, bucket in self._buckets.items()]
+        render_cluster(self.counters, self._c, out)
 
     def replica_load(self, deployment: str):
         """The host-wide load and health of ``deployment``'s replicas (``ReplicaLoad``)."""

@@ -19,6 +19,7 @@ import uvloop
 from aiohttp import web
 
 from ..breaker import DeploymentBreakers
+from ..cluster.attach import attach_cluster, session_directory
 from ..config import Config
 from ..config.secrets import SecretUnavailable
 from ..engine import Engine
@@ -104,7 +105,11 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
                       admissions=admission.views(config.deployments, host.index.rate_gates),
                       breakers={d.name: b.breakers for d, b in zip(config.deployments, breakers)},
                       buckets={name: segment.bucket(i) for name, i in host.index.buckets.items()})
-    limits = Limits.for_worker(config, host, index, admission, metrics)
+    store = cluster = directory = None
+    if config.cluster is not None:     # this worker's Redis pool and its part in the host's sync
+        store, cluster = attach_cluster(config, host, index)
+        directory = session_directory(cluster)     # sticky sessions bound across hosts, same pool
+    limits = Limits.for_worker(config, host, index, admission, metrics, store=store, cluster=cluster)
 
     def on_rotate(deployment: str, cause: str) -> None:
         if cause == "file_changed":  # auth, admin and reload rebuilds are counted where they happen
@@ -112,7 +117,7 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
 
     sessions = await SessionRegistry.open(config, on_rotate)
     engine = Engine(config, sessions, admission=admission, breakers=breakers, metrics=metrics, limits=limits,
-                    segment=segment)
+                    segment=segment, directory=directory)
     engine.start()
     gateway = Gateway(engine, max_body_bytes=server.max_body_bytes, body_timeout_s=server.client_body_timeout_s,
                       admin_key=await _admin_key(server),
@@ -134,6 +139,8 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     log.debug("worker %d (pid %d) serving", index, os.getpid())
     await drain.wait()
     log.info("worker %d draining (%s)", index, "stop" if drain.stopping else "reload")
+    if directory is not None:  # its last touches go out before the sync closes the Redis pool
+        await directory.close()
     await limits.stop()       # the supervisor saves the final limit state once every worker is gone
     await drain.run(gateway.drain, runners)
     probe.stop()
