@@ -76,3 +76,20 @@ def test_protocol_errors_get_distinct_ids_and_write_no_traceback(gw):
     ids = {send_raw(gw.port, MALFORMED["content-length"])[1]["x-request-id"] for _ in range(3)}
     assert len(ids) == 3
     assert "Traceback" not in gw.stderr() and "Error handling request" not in gw.stderr()
+
+
+def _refused_400s(gw) -> float:
+    """``fastinfer_requests_total`` for 400s that named no deployment, from the gateway's /metrics."""
+    import urllib.request
+
+    from promtext import parse
+    with urllib.request.urlopen(gw.base + "/metrics", timeout=10) as resp:
+        family = parse(resp.read().decode())["fastinfer_requests_total"]
+    return sum(v for labels, v in family.series().items() if ("code", "400") in labels and ("deployment", "") in labels)
+
+
+def test_protocol_errors_are_counted_like_every_other_answer(gw):
+    before = _refused_400s(gw)
+    for _ in range(3):
+        assert send_raw(gw.port, MALFORMED["content-length"])[0] == 400
+    assert _refused_400s(gw) == before + 3

@@ -48,6 +48,9 @@ class EdgeRequestHandler(RequestHandler):
             MALFORMED_REQUESTS.log(f"refused a malformed HTTP request from {request.remote} "
                                    f"(answered {status}): {reason}")
             error = GatewayError(f"Malformed HTTP request: {reason}", status=status, type="invalid_request_error")
+        refused = getattr(self._manager, "on_refused", None)
+        if refused is not None:
+            refused(status)          # counted like every other answer (fastinfer_requests_total)
         response = error_response(error, api_of(request.path), self.ids.of(request))
         response.force_close()    # the parser cannot find the next request's start after bad bytes
         return response
@@ -67,9 +70,15 @@ class _EdgeServer(web.Server):
 
 
 class EdgeAppRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections answer protocol errors with ``EdgeRequestHandler``."""
+    """``web.AppRunner`` whose connections answer protocol errors with ``EdgeRequestHandler``;
+    ``on_refused(status)`` is told of each such answer (the metrics count it)."""
+
+    def __init__(self, app: web.Application, *, on_refused=None, **kwargs):
+        super().__init__(app, **kwargs)
+        self._on_refused = on_refused
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _EdgeServer     # the same object, built by aiohttp with all its settings
+        server.on_refused = self._on_refused
         return server

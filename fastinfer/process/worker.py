@@ -73,9 +73,11 @@ async def _admin_key(server) -> str | None:
         return None
 
 
-async def _start_site(app: web.Application, sock: socket.socket, server, drain: GatewayDrain) -> EdgeAppRunner:
+async def _start_site(app: web.Application, sock: socket.socket, server, drain: GatewayDrain,
+                      on_refused) -> EdgeAppRunner:
     runner = EdgeAppRunner(     # aiohttp's own 400s in the caller's shape, with a request id
         app,
+        on_refused=on_refused,
         handle_signals=False,
         access_log=None,
         keepalive_timeout=server.keepalive_timeout_s,
@@ -123,9 +125,13 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
                       admin_key=await _admin_key(server),
                       admin_throttle=FailureThrottle.in_segment(metrics, host.auth_salt))
     limits.start(loop)
-    runners = [await _start_site(gateway.app(operator_routes=admin_sock is None), sock, server, gateway.drain)]
+    def refused(status: int) -> None:
+        metrics.request("", status)      # bytes that were not HTTP named no deployment
+
+    runners = [await _start_site(gateway.app(operator_routes=admin_sock is None), sock, server, gateway.drain,
+                                 refused)]
     if admin_sock is not None:
-        runners.append(await _start_site(gateway.operator_app(), admin_sock, server, gateway.drain))
+        runners.append(await _start_site(gateway.operator_app(), admin_sock, server, gateway.drain, refused))
     series = metrics.worker(index)
     probe = WorkerProbe(loop, series, [runner.server for runner in runners])
     probe.start()
