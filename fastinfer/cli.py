@@ -35,12 +35,6 @@ def _load(path: str | None) -> Config:
     return config
 
 
-def not_yet_enforced(config: Config) -> list[str]:
-    """Settings of the contract this version accepts but does not act on yet: say so, loudly."""
-    notes = []
-    return notes
-
-
 def unkept_state(config: Config) -> list[str]:
     """Budgets with nowhere to keep their spend: it starts from zero at every restart."""
     if config.server.state_dir is not None:
@@ -50,10 +44,10 @@ def unkept_state(config: Config) -> list[str]:
 
 
 def config_warnings(config: Config) -> list[str]:
-    """What an operator hears before serving: settings not enforced yet, budgets that a restart
-    forgets, and replicas of hosted APIs with no credential (never replicas that need none:
-    mock, self-hosted)."""
-    return not_yet_enforced(config) + unkept_state(config) + missing_credentials(config)
+    """What an operator hears before serving: budgets that a restart forgets, and replicas of hosted
+    APIs with no credential (never replicas that need none: mock, self-hosted). Every setting of the
+    contract is enforced or refused at start-up, so none is warned about as ignored."""
+    return unkept_state(config) + missing_credentials(config)
 
 
 def _report_config_error(e: ConfigError) -> int:

@@ -149,7 +149,7 @@ def test_yaml_config(workdir):
     assert load_config(path).deployments[0].mock.tokens == 3
 
 
-def test_settings_not_enforced_yet_are_called_out(workdir):
+def test_enforced_settings_bring_no_warning_and_a_budget_without_state_dir_one(workdir):
     out = check_config(workdir, """
         [[keys]]
         name = "team-a"
@@ -165,7 +165,7 @@ def test_settings_not_enforced_yet_are_called_out(workdir):
     """)
     assert out.returncode == 0, out.stderr
     warnings = [line for line in out.stdout.splitlines() if line.startswith("warning: ")]
-    # keys and rate limits are enforced: no warning; a budget that a restart forgets is one
+    # keys, rate limits and sticky routing are enforced: no warning; a budget that a restart forgets is one
     assert warnings == [
         "warning: keys[0].budget: server.state_dir is not set, so spend starts from zero at every restart",
     ]
