@@ -173,11 +173,12 @@ class Gateway:
             data.req = req
             data.deployment = req.model
             req.trace = trace
+            dep = self.engine.find(req.model)         # a name, an alias, or PROVIDER/<model>
             if key is not None:
                 # before the 404: a model outside the key's globs is 403 whether or not it exists
-                found = self.engine.find(req.model)
-                key.check_model(req.model, found.config.name if found is not None else None)
-            dep = self.engine.deployment(req.model)   # a name, an alias, or PROVIDER/<model>; else 404
+                key.check_model(req.model, dep.config.name if dep is not None else None)
+            if dep is None:
+                dep = self.engine.deployment(req.model)   # raises the 404
             data.deployment = dep.config.name
             if key is not None:
                 req.key = key.name
