@@ -118,10 +118,9 @@ class ClusterSync:
         """One exchange; on failure, the state goes down and the local share applies for ``elapsed``."""
         was = self.state.state
         timeout = self.cluster.timeout_ms / 1000 * 4
-        levels = None
         try:
             if not self._settled:    # this host started, or a reload made a new segment
-                levels = await asyncio.wait_for(self._settle(), timeout)
+                await asyncio.wait_for(self._settle(), timeout)
             await asyncio.wait_for(self._exchange(), timeout)
         except REDIS_DOWN as e:
             self._went_down(e)
@@ -130,9 +129,6 @@ class ClusterSync:
             return
         if was != UP:
             self._came_up(was)
-        if levels is not None:
-            self._seed_levels(levels)
-            self._settled = True
 
     # ------------------------------------------------------------ up
 
@@ -152,10 +148,10 @@ class ClusterSync:
             log.info("cluster: node %s connected to Redis at %s (%s mode)", self.node,
                      mask_url(self.cluster.redis_url), self.cluster.mode)
 
-    async def _settle(self) -> list[dict] | None:
+    async def _settle(self) -> None:
         """Before this worker's first exchange: take back spend (``_settle_spend``) and, when the
-        segment is fresh (approximate mode), read the level records ``_seed_levels`` lowers the
-        buckets to, before this node's first exchange overwrites its own."""
+        segment is fresh (approximate mode), lower the buckets to the level records
+        (``_seed_levels``), before this node's first exchange overwrites its own."""
         pipe = self.client.pipeline(transaction=False)
         if self._fresh is None:          # (the first exchange makes the epoch: decided once)
             self._fresh = self.state.fresh
@@ -163,8 +159,11 @@ class ClusterSync:
         if seed:
             for name in self.names:
                 pipe.hgetall(self.redis_keys.level(name))
-        replies = await self._settle_spend(pipe)
-        return replies if seed else None
+        levels = await self._settle_spend(pipe)
+        if seed:
+            self._seed_levels(levels)
+            self._fresh = False
+        self._settled = True
 
     async def _settle_spend(self, pipe) -> list:
         """Make each key's local spend this node's own plus the others', with the others' counted
@@ -194,12 +193,13 @@ class ClusterSync:
         record has that). Records refill by themselves (they say when the bucket is full), so an
         old one, a dead node's, or this node's own from before the restart are read alike."""
         now_ms = time.time() * 1000
-        for i, fields in zip(self.bucket_ids, records):
+        for j, (i, fields) in enumerate(zip(self.bucket_ids, records)):
             bucket = self.store.buckets[i]
             lowest = min((_level_at(bucket, _int(full_at), now_ms) for full_at in fields.values()), default=None)
             if lowest is None:
                 continue
-            over = round(bucket.available() - (lowest - self.store.own_usage(i)))
+            # (what the local share assumed is given back when Redis is seen: not part of the level)
+            over = round(bucket.available() + self._assumed[j] - (lowest - self.store.own_usage(i)))
             if over > 0:
                 self.store.add_remote_usage(i, over)
 
