@@ -19,7 +19,7 @@ from fastinfer.cluster.state import DOWN, UP
 from fastinfer.cluster.store import ClusterUnavailable
 from fastinfer.config import parse_config
 from fastinfer.metrics import MetricsLayout
-from fastinfer.process.hostwide import plan
+from fastinfer.process.hostwide import HostState, plan
 
 BUCKET = ("key", "k", "requests")
 
@@ -254,4 +254,120 @@ def test_a_frozen_redis_counts_as_down_and_nothing_waits_for_it(hosts, redis_ser
         await a.sync.tick(0.0)
         assert a.sync.state.state == UP
         await a.sync.client.aclose()
+    asyncio.run(run())
+
+
+def published(redis_server, node: str) -> tuple[str, int]:
+    """(epoch, own use) that ``node`` last published for BUCKET."""
+    epoch, _, own = redis_server.command("HGET", "fastinfer:usage:" + ":".join(BUCKET), node).partition(":")
+    return epoch, int(own)
+
+
+def test_other_hosts_use_goes_through_the_remote_seam_and_is_never_published_as_own(hosts, redis_server):
+    """Net deltas both ways (a token correction lowers a node's counter) and the local share's
+    assumptions are remote use: they move the level, never ``consumed``, never the published field."""
+    async def run():
+        a, b = hosts("a"), hosts("b")
+        for _ in range(3):
+            for h in (a, b):
+                await h.sync.tick(0.0)
+        a.take(10)
+        await a.sync.tick(0.0)
+        await b.sync.tick(0.0)
+        assert b.level() == 90 and (b.bucket.consumed, b.bucket.remote) == (0, 10)
+        a.store.adjust(a.index.buckets[BUCKET], -4)       # a's request used less than it took
+        await a.sync.tick(0.0)
+        await b.sync.tick(0.0)
+        assert a.level() == 94 and b.level() == 94 and (b.bucket.consumed, b.bucket.remote) == (0, 6)
+        assert published(redis_server, "a")[1] == 6 and published(redis_server, "b")[1] == 0
+        b.take(2)
+        redis_server.kill()
+        await b.sync.tick(1.2)                            # local share: 1/2 of what is left, as remote
+        assert b.level() < 46 and b.bucket.consumed == 2 and b.bucket.remote > 6
+        redis_server.start()
+        await b.sync.tick(0.0)
+        assert b.level() == 92 and (b.bucket.consumed, b.bucket.remote) == (2, 6)   # assumptions given back
+        assert published(redis_server, "b")[1] == 2
+        await a.sync.tick(0.0)                            # a's pooled connection died with Redis ...
+        await a.sync.tick(0.0)                            # ... the next exchange works
+        assert a.level() == 92 and (a.bucket.consumed, a.bucket.remote) == (6, 2)
+        for h in (a, b):
+            await h.sync.client.aclose()
+    asyncio.run(run())
+
+
+def test_a_node_that_restarts_keeps_its_bucket_level_through_redis(hosts, redis_server):
+    """Approximate mode: a node restarted with an empty segment (no state_dir) lowers its buckets to
+    the lowest level any node recorded, its own record from before the restart included, less what it
+    used since; that lowering is remote use, so the other nodes do not count it again."""
+    async def run():
+        a = hosts("a")
+        await a.sync.tick(0.0)
+        a.take(60)
+        await a.sync.tick(0.0)
+        a_epoch = published(redis_server, "a")[0]
+        a2 = hosts("a")                                   # alone in the cluster: only its own record
+        a2.take(5)
+        await a2.sync.tick(0.0)
+        assert a2.level() == pytest.approx(35, abs=0.5)   # not a fresh 95: the 60 before the restart count
+        assert a2.bucket.consumed == 5 and published(redis_server, "a") != (a_epoch, 5)
+        assert published(redis_server, "a")[1] == 5
+        b = hosts("b")                                    # joins: seeded from a2's record
+        await b.sync.tick(0.0)
+        assert b.level() == pytest.approx(35, abs=0.5) and b.bucket.consumed == 0
+        a2.take(5)
+        await a2.sync.tick(0.0)
+        await b.sync.tick(0.0)
+        assert b.level() == pytest.approx(30, abs=0.5)    # a2's counter after its first sight: +5 only
+        a3 = hosts("a")                                   # restarts again: b's record and its own agree
+        await a3.sync.tick(0.0)
+        assert a3.level() == pytest.approx(30, abs=0.5)
+        await b.sync.tick(0.0)
+        assert b.level() == pytest.approx(30, abs=0.5)    # the seeding was not published as a3's use
+        for h in (a, a2, a3, b):
+            await h.sync.client.aclose()
+    asyncio.run(run())
+
+
+def test_a_reload_goes_on_with_the_nodes_counters_and_publishes_only_its_own_use(hosts, redis_server):
+    """A reload's new segment carries the epoch and both use counters (the supervisor's two calls):
+    what the old generation applied from other hosts, before and during its drain, stays remote, so
+    the new generation publishes this host's own use under the same epoch and nobody counts twice."""
+    config = host_config(redis_server.url, "a")
+
+    async def run():
+        old, b = HostState.create(config, 1), hosts("b")
+        new = None
+        try:
+            store, sync = attach_cluster(config, old, 0)
+            i = old.index.buckets[BUCKET]
+            for _ in range(2):
+                await sync.tick(0.0)
+                await b.sync.tick(0.0)
+            assert store.take([i], [10]) == (True, 0.0)
+            b.take(7)
+            await b.sync.tick(0.0)
+            await sync.tick(0.0)
+            epoch = published(redis_server, "a")[0]
+            new = HostState.create(config, 1)
+            carried = new.carry_state_from(old)            # the roll
+            b.take(3)
+            await b.sync.tick(0.0)
+            await sync.tick(0.0)                           # the old generation, not yet draining, applies b's 3
+            assert store.take([i], [2]) == (True, 0.0)     # ... and serves 2 more
+            new_store, new_sync = attach_cluster(config, new, 0)
+            await new_sync.tick(0.0)
+            new.carry_state_from(old, since=carried)       # the old generation has drained
+            await new_sync.tick(0.0)
+            j = new.index.buckets[BUCKET]
+            assert (new_store.buckets[j].consumed, new_store.buckets[j].remote) == (12, 10)
+            assert published(redis_server, "a") == (epoch, 12)
+            await b.sync.tick(0.0)
+            assert b.level() == 100 - 10 - 7 - 3 - 2 and b.bucket.remote == 12
+            for s in (sync, new_sync, b.sync):
+                await s.client.aclose()
+        finally:
+            old.close()
+            if new is not None:
+                new.close()
     asyncio.run(run())

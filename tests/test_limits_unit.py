@@ -270,6 +270,8 @@ def test_the_cluster_seam_keeps_this_hosts_usage_apart_from_other_hosts(limits):
     assert store.own_usage(key_tokens) == 62 and store.level(key_tokens) == pytest.approx(-22)
     with pytest.raises(RateLimited):
         lim.admit(request())
+    store.refund_remote_usage(key_tokens, 50)                      # their use corrected down: 50 back
+    assert store.own_usage(key_tokens) == 62 and store.level(key_tokens) == pytest.approx(28)
     store.add_remote_spend(0, 0, 750_000)                          # with this host's 0.25: the $1 budget
     assert store.spent(0, 0) == 1_000_000
 

@@ -2,7 +2,8 @@
 
 Owns: copying, by index mapping, what must survive a reload from the old
 generation's segment into the new one -- counters, histograms, token bucket
-levels, key spend, circuit states and open times, replica health, session
+levels and use counters (``consumed``, this host's own, apart from ``remote``,
+other hosts' charged by a cluster sync), key spend, circuit states and open times, replica health, session
 bindings and prefix entries -- and, when the old generation has drained, what
 it counted, spent and consumed in the meantime (a second call with the
 snapshot the first one returned).
@@ -42,6 +43,7 @@ class Carried:
     counters: object
     histograms: dict[int, tuple[list[int], int]]
     consumed: dict[int, int]
+    remote: dict[int, int]
     spend: dict[int, tuple[int, int]]
     dropped_sessions: list = field(default_factory=list)
 
@@ -51,30 +53,41 @@ def carry_state(old, new, m: StateMap, since: Carried | None = None) -> Carried:
     copies everything; a later call with its result adds what ``old`` counted, spent and
     consumed since (at the end of the old generation's drain)."""
     now = Carried(old.counters.snapshot(), {i: old.histograms.raw(i) for i in m.histograms},
-                  {i: old.bucket(i).consumed for i in m.buckets},
-                  {k: old.key_spend(k).export() for k in m.keys})
+                  consumed={i: old.bucket(i).consumed for i in m.buckets},
+                  remote={i: old.bucket(i).remote for i in m.buckets},
+                  spend={k: old.key_spend(k).export() for k in m.keys})
     _carry_counts(old, new, m, now, since)
     if since is None:
-        for i, j in m.buckets.items():
-            new.bucket(j).set_available(old.bucket(i).available())
+        for i, j in m.buckets.items():      # the use counters go on (a cluster publishes them) ...
+            _add_use(new.bucket(j), now.consumed[i], now.remote[i])
+            new.bucket(j).set_available(old.bucket(i).available())     # ... at the old level
         for k, j in m.keys.items():
             new.key_spend(j).restore(*now.spend[k])
         _carry_replicas(old, new, m)
         now.dropped_sessions = _carry_sessions(old, new, m)
         _carry_prefixes(old, new, m)
         return now
-    for i, j in m.buckets.items():
-        used = now.consumed[i] - since.consumed[i]
-        if used > 0:
-            new.bucket(j).charge(used)
-        elif used < 0:
-            new.bucket(j).refund(-used)     # corrections of requests admitted before the roll
+    for i, j in m.buckets.items():        # negative: corrections of requests admitted before the roll
+        _add_use(new.bucket(j), now.consumed[i] - since.consumed[i], now.remote[i] - since.remote[i])
     for k, j in m.keys.items():
         (p1, s1), (p0, s0) = now.spend[k], since.spend[k]
         spent = s1 - (s0 if p1 == p0 else 0)
         if spent:
             new.key_spend(j).add(p1, spent)
     return now
+
+
+def _add_use(bucket, own: int, remote: int) -> None:
+    """Charge (or give back) ``own`` as this host's use and ``remote`` as other hosts', each to
+    its own counter: a cluster sync publishes ``consumed`` as this host's, never ``remote``."""
+    if own > 0:
+        bucket.charge(own)
+    elif own < 0:
+        bucket.refund(-own)
+    if remote > 0:
+        bucket.charge_remote(remote)
+    elif remote < 0:
+        bucket.refund_remote(-remote)
 
 
 def _carry_counts(old, new, m, now, since) -> None:

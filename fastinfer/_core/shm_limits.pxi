@@ -30,7 +30,8 @@ cdef inline bint _bucket_take(fi_bucket *b, int64_t n, int64_t now) noexcept:
     return True
 
 
-cdef inline void _bucket_refund(fi_bucket *b, int64_t n, int64_t now) noexcept:
+cdef inline void _bucket_refill(fi_bucket *b, int64_t n, int64_t now) noexcept:
+    """Give ``n`` tokens' worth of refill back (never fuller than full); counts nothing."""
     cdef int64_t c = _bucket_cost(b, <double>n), t = fi_load(&b.tat), new
     while True:
         new = t - c
@@ -38,7 +39,18 @@ cdef inline void _bucket_refund(fi_bucket *b, int64_t n, int64_t now) noexcept:
             new = now
         if fi_cas(&b.tat, &t, new):
             break
+
+
+cdef inline void _bucket_refund(fi_bucket *b, int64_t n, int64_t now) noexcept:
+    _bucket_refill(b, n, now)
     fi_fetch_add(&b.consumed, -n)
+
+
+cdef inline void _bucket_refund_remote(fi_bucket *b, int64_t n, int64_t now) noexcept:
+    cdef int64_t r = fi_load(&b.remote)
+    _bucket_refill(b, n, now)
+    while not fi_cas(&b.remote, &r, r - n if r > n else 0):
+        pass
 
 
 cdef inline void _bucket_charge(fi_bucket *b, int64_t n, int64_t now) noexcept:
@@ -128,6 +140,17 @@ cdef class TokenBucket:
             raise ValueError("token amounts must be >= 0")
         _bucket_charge(self.b, n, _now(self.hdr))
         fi_fetch_add(&self.b.remote, n)
+
+    def refund_remote(self, int64_t n):
+        """Give back ``n`` tokens charged with ``charge_remote`` (another host's use corrected
+        down, or a share assumed while Redis was away): the bucket refills as with ``refund``
+        (never above capacity) and ``remote`` drops by ``n``, but never below 0 (a refund of
+        use charged to an earlier segment, before a reload, still refills the bucket)."""
+        if self.seg.base == NULL:
+            _closed()
+        if n < 0:
+            raise ValueError("token amounts must be >= 0")
+        _bucket_refund_remote(self.b, n, _now(self.hdr))
 
     def available(self):
         """Tokens in the bucket now (a float: it refills continuously); negative in debt."""

@@ -2,7 +2,8 @@
 
 Owns: the Redis client of each worker (``client``), the host's view of the
 cluster kept in the shared segment (``state``: Redis up or down, live nodes,
-what was applied from other hosts), the background exchange that runs once per
+the epoch, the spend applied from other hosts; their use of a bucket is the
+bucket's own ``remote``), the background exchange that runs once per
 host under ``LEASE_CLUSTER_SYNC`` (``sync``: heartbeats, per-node G-counters,
 shared spend, the local share while Redis is away), the exact admission of
 ``strict`` mode (``strict``: one Lua script per admission), and the

@@ -45,6 +45,11 @@ class Keys:
         """Hash of a limit's per-node counters (field: node id, value "epoch:net units")."""
         return f"{self.prefix}:usage:{':'.join(name)}"
 
+    def level(self, name: tuple[str, str, str]) -> str:
+        """Approximate mode: hash of a limit's per-node levels (field: node id, value: the wall-clock
+        ms at which that node's bucket is full again), read by a node that starts afresh."""
+        return f"{self.prefix}:level:{':'.join(name)}"
+
     def bucket(self, name: tuple[str, str, str]) -> str:
         """Strict mode: a limit's theoretical arrival time (µs, Redis clock)."""
         return f"{self.prefix}:tat:{':'.join(name)}"

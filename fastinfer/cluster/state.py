@@ -2,9 +2,11 @@
 
 Owns: whether Redis is up (``fastinfer_cluster_redis_up``), how many nodes were
 live when it was last seen (``fastinfer_cluster_nodes``), this host's epoch
-(changes when the segment is new, so other hosts know its counters restarted),
-and how much of each bucket's and key's consumption was applied *from other
-hosts* (so what this host itself consumed is ``consumed - applied``). Host-wide
+(made with a new segment, so other hosts know its counters restarted; a reload
+carries it, with the buckets' use counters: ``carry_epoch``), and how much of
+each key's spend was applied *from other hosts*. What other hosts used of a
+bucket is kept by the bucket itself (``remote``, apart from this host's own
+``consumed``: ``limits.store``'s remote seam), not here. Host-wide
 words, not per worker: the lease that runs the sync may move to another worker
 and the request path of every worker reads the state.
 
@@ -15,17 +17,23 @@ from __future__ import annotations
 import secrets
 
 UNKNOWN, UP, DOWN = 0, 1, 2
-_KINDS = ("requests", "tokens")
+_EPOCH = ("_cluster_epoch", ())
 
 
 def cluster_words(config) -> list[tuple[str, tuple]]:
     """The control words a ``[cluster]`` config needs (``metrics.MetricsLayout`` allocates them)."""
-    words = [("_cluster_state", ()), ("_cluster_nodes", ()), ("_cluster_epoch", ())]
-    names = [("key", k.name, kind) for k in config.keys for kind in _KINDS]
-    names += [("deployment", d.name, kind) for d in config.deployments for kind in _KINDS]
-    words += [("_cluster_applied", name) for name in names]
+    words = [("_cluster_state", ()), ("_cluster_nodes", ()), _EPOCH]
     words += [(word, (k.name,)) for k in config.keys for word in ("_cluster_spend_applied", "_cluster_spend_period")]
     return words
+
+
+def carry_epoch(old_counters, old_index: dict, new_counters, new_index: dict) -> None:
+    """A reload's new segment goes on with the old one's epoch (at the roll): the buckets' use
+    counters are carried too, so this node's per-node counters did not restart."""
+    if _EPOCH in old_index and _EPOCH in new_index:
+        epoch = old_counters.get(old_index[_EPOCH])
+        if epoch:
+            new_counters.set(new_index[_EPOCH], epoch)
 
 
 def render_cluster(counters, index: dict, out: list[str]) -> None:
@@ -46,7 +54,7 @@ class ClusterState:
         self.counters = counters
         self.state_word = index[("_cluster_state", ())]
         self._nodes = index[("_cluster_nodes", ())]
-        self._epoch = index[("_cluster_epoch", ())]
+        self._epoch = index[_EPOCH]
         self._index = index
 
     @property
@@ -65,6 +73,12 @@ class ClusterState:
         self.counters.set(self._nodes, n)
 
     @property
+    def fresh(self) -> bool:
+        """No epoch yet: this segment is new and carries nothing from a previous one (a reload
+        carries the epoch), so it has forgotten what this node used before it started."""
+        return self.counters.get(self._epoch) == 0
+
+    @property
     def epoch(self) -> int:
         """This segment's incarnation: made once, by the first holder of the sync lease."""
         epoch = self.counters.get(self._epoch)
@@ -72,12 +86,6 @@ class ClusterState:
             epoch = secrets.randbits(62) | 1
             self.counters.set(self._epoch, epoch)
         return epoch
-
-    def applied(self, name: tuple[str, str, str]) -> int:
-        return self.counters.get(self._index[("_cluster_applied", name)])
-
-    def add_applied(self, name: tuple[str, str, str], n: int) -> None:
-        self.counters.add(self._index[("_cluster_applied", name)], n)
 
     def spend_applied(self, key: str, period: int) -> int:
         """micro-USD of other hosts' spend already added to ``key``'s local spend in ``period``."""

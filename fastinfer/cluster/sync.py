@@ -8,9 +8,22 @@ every ``sync_interval_ms``:
 - approximate mode, per limit: a Redis hash (``{prefix}:usage:{scope}:{name}:{kind}``)
   with one field per node holding that node's own net consumption since its
   epoch (a G-counter per node: each node writes only its own field, so no write
-  is ever lost or merged). What another node consumed since the last exchange
-  is charged to the local bucket, so the host's buckets hold only what the
-  cluster left. The buckets refill continuously (GCRA): there is no window;
+  is ever lost or merged): the bucket's own use (``store.own_usage``). What
+  another node consumed since the last exchange (net: a token correction may
+  lower it) is charged to the local bucket through the store's remote seam
+  (``add_remote_usage`` / ``refund_remote_usage``), so the host's buckets hold
+  only what the cluster left and never publish another node's use as their
+  own. A reload carries the epoch and both use counters into the new segment,
+  so the node's counters go on. The buckets refill continuously (GCRA): there
+  is no window;
+- approximate mode, levels: a second hash per limit
+  (``{prefix}:level:{scope}:{name}:{kind}``), one field per node: the wall-clock
+  ms at which that node's bucket is full again (its level, refill included).
+  A node that starts with a new segment (a restart, not a reload) reads them
+  before its first exchange and lowers each bucket to the lowest level any
+  record shows now, less what it used since it started: what it and the others
+  used before the restart is not forgotten. The lowering is charged as remote
+  use (never published as this node's own);
 - strict mode: the local buckets are set to Redis's levels (the mirror the
   headers and the local share use; a bucket Redis lost is seeded from it);
 - spend: a hash per key and budget period, one field per node (its own spend
@@ -18,9 +31,9 @@ every ``sync_interval_ms``:
   (re)connection a node takes back its own field (its spend survives a restart);
 - Redis down: one log line, ``fastinfer_cluster_redis_up`` 0, and under
   ``local_share`` each bucket is held to 1/N of the limit (N: live nodes when
-  Redis was last seen) by charging it the refill the other N-1 are assumed to
-  use; when Redis is back, one log line and those assumptions are taken back
-  before the real counts are applied.
+  Redis was last seen) by charging it, as remote use, the refill the other N-1
+  are assumed to use; when Redis is back, one log line and those assumptions
+  are given back (``refund_remote_usage``) once the real counts are applied.
 
 Must not touch: the request path (nothing here runs per request), HTTP.
 """
@@ -65,11 +78,13 @@ class ClusterSync:
         self.interval_s = cluster.sync_interval_ms / 1000
         self.heartbeat_ms = max(5 * cluster.sync_interval_ms, 1500)
         # the other nodes' counters as last applied: (bucket name, node) -> (epoch, net)
+        # (per worker: a new holder of the lease sees each counter afresh and applies from there)
         self._seen: dict[tuple, tuple[str, int]] = {}
         self._members: list[str] = [self.node]
         self._assumed = [0] * len(self.bucket_ids)     # local share charges while Redis is away
         self._holding = False
         self._settled = False
+        self._fresh: bool | None = None      # the segment had no epoch at this worker's first settle
         self._task: asyncio.Task | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -105,7 +120,7 @@ class ClusterSync:
         timeout = self.cluster.timeout_ms / 1000 * 4
         try:
             if not self._settled:    # this host started, or a reload made a new segment
-                await asyncio.wait_for(self._settle_spend(), timeout)
+                await asyncio.wait_for(self._settle(), timeout)
             await asyncio.wait_for(self._exchange(), timeout)
         except REDIS_DOWN as e:
             self._went_down(e)
@@ -123,8 +138,7 @@ class ClusterSync:
         applied what they really used)."""
         for j, i in enumerate(self.bucket_ids):
             if self._assumed[j]:
-                self.store.buckets[i].refund(self._assumed[j])
-                self.state.add_applied(self.names[j], -self._assumed[j])
+                self.store.refund_remote_usage(i, self._assumed[j])
                 self._assumed[j] = 0
         self.state.set_state(UP)
         if was == DOWN:
@@ -134,26 +148,60 @@ class ClusterSync:
             log.info("cluster: node %s connected to Redis at %s (%s mode)", self.node,
                      mask_url(self.cluster.redis_url), self.cluster.mode)
 
-    async def _settle_spend(self) -> None:
+    async def _settle(self) -> None:
+        """Before this worker's first exchange: take back spend (``_settle_spend``) and, when the
+        segment is fresh (approximate mode), lower the buckets to the level records
+        (``_seed_levels``), before this node's first exchange overwrites its own."""
+        pipe = self.client.pipeline(transaction=False)
+        if self._fresh is None:          # (the first exchange makes the epoch: decided once)
+            self._fresh = self.state.fresh
+        seed = self.strict is None and self._fresh and self.bucket_ids
+        if seed:
+            for name in self.names:
+                pipe.hgetall(self.redis_keys.level(name))
+        levels = await self._settle_spend(pipe)
+        if seed:
+            self._seed_levels(levels)
+            self._fresh = False
+        self._settled = True
+
+    async def _settle_spend(self, pipe) -> list:
         """Make each key's local spend this node's own plus the others', with the others' counted
         as applied. This node's own is the larger of its field in Redis (a restart kept it there)
         and what the segment holds beyond the others' (a reload or ``state_dir`` carried a total
-        that includes them). Once, before this worker's first exchange."""
+        that includes them). Returns the replies queued in ``pipe`` before."""
         now = time.time()
-        pipe = self.client.pipeline(transaction=False)
+        before = len(pipe)
         periods = []
         for key in self.keys:
             period = period_at(self.periods[key], now)[0]
             periods.append(period)
             pipe.hgetall(self.redis_keys.spend(key, self.periods[key], period))
-        for (key, k), period, fields in zip(self.keys.items(), periods, await pipe.execute()):
+        replies = await pipe.execute()
+        for (key, k), period, fields in zip(self.keys.items(), periods, replies[before:]):
             others = sum(_int(v) for node, v in fields.items() if node != self.node)
             local = self.store.spent(k, period)
             own = max(_int(fields.get(self.node, 0)), local - others)
             if own + others != local:
                 self.store.add_spend(k, period, own + others - local)
             self.state.set_spend_applied(key, period, others)
-        self._settled = True
+        return replies[:before]
+
+    def _seed_levels(self, records: list[dict]) -> None:
+        """A fresh segment's buckets start full (or at ``state_dir``'s levels): lower each to the
+        lowest level a node's record shows now, less what this node used since it started (no
+        record has that). Records refill by themselves (they say when the bucket is full), so an
+        old one, a dead node's, or this node's own from before the restart are read alike."""
+        now_ms = time.time() * 1000
+        for j, (i, fields) in enumerate(zip(self.bucket_ids, records)):
+            bucket = self.store.buckets[i]
+            lowest = min((_level_at(bucket, _int(full_at), now_ms) for full_at in fields.values()), default=None)
+            if lowest is None:
+                continue
+            # (what the local share assumed is given back when Redis is seen: not part of the level)
+            over = round(bucket.available() + self._assumed[j] - (lowest - self.store.own_usage(i)))
+            if over > 0:
+                self.store.add_remote_usage(i, over)
 
     def _own_spend(self, key: str, k: int, period: int) -> int:
         return self.store.spent(k, period) - self.state.spend_applied(key, period)
@@ -168,12 +216,14 @@ class ClusterSync:
         pipe.smembers(rk.nodes)
         strict = self.strict is not None
         if not strict:
+            now_ms = time.time() * 1000
             for name, i in zip(self.names, self.bucket_ids):
-                own = self.store.buckets[i].consumed - self.state.applied(name)
-                usage = rk.usage(name)
-                pipe.hset(usage, node, f"{epoch}:{own}")
+                usage, level = rk.usage(name), rk.level(name)
+                pipe.hset(usage, node, f"{epoch}:{self.store.own_usage(i)}")
                 pipe.expire(usage, _USAGE_TTL_S)
                 pipe.hgetall(usage)
+                pipe.hset(level, node, _full_at(self.store.buckets[i], now_ms))
+                pipe.expire(level, _USAGE_TTL_S)
         now = time.time()
         spends = []
         for key, k in self.keys.items():
@@ -198,7 +248,7 @@ class ClusterSync:
         else:
             for name, i in zip(self.names, self.bucket_ids):
                 self._apply_usage(name, i, replies[at + 2])
-                at += 3
+                at += 5
         for key, k, period in spends:
             if self.periods[key] != "total":
                 at += 1
@@ -206,7 +256,8 @@ class ClusterSync:
             at += 2
 
     def _apply_usage(self, name: tuple, i: int, counters: dict) -> None:
-        """Charge the local bucket what the other nodes consumed since they were last seen."""
+        """Charge the local bucket what the other nodes consumed since they were last seen (net:
+        negative gives tokens back), as remote use."""
         delta = 0
         for other, value in counters.items():
             if other == self.node:
@@ -219,11 +270,9 @@ class ClusterSync:
                 continue           # first sight: what it consumed before now has refilled here too
             delta += net if seen[0] != epoch else net - seen[1]
         if delta > 0:
-            self.store.buckets[i].charge(delta)
+            self.store.add_remote_usage(i, delta)
         elif delta < 0:
-            self.store.buckets[i].refund(-delta)
-        if delta:
-            self.state.add_applied(name, delta)
+            self.store.refund_remote_usage(i, -delta)
 
     def _apply_spend(self, key: str, k: int, period: int, spends: dict) -> None:
         others = sum(_int(v) for node, v in spends.items() if node != self.node)
@@ -264,9 +313,19 @@ class ClusterSync:
 
     def _assume(self, j: int, i: int, n: int) -> None:
         if n > 0:
-            self.store.buckets[i].charge(n)
-            self.state.add_applied(self.names[j], n)
+            self.store.add_remote_usage(i, n)
             self._assumed[j] += n
+
+
+def _full_at(bucket, now_ms: float) -> int:
+    """The wall-clock ms at which ``bucket`` is full again: its level in a form that refills by
+    itself (any node reads it at any later time), as GCRA's arrival time does."""
+    return round(now_ms + (bucket.capacity - bucket.available()) / bucket.rate_per_s * 1000)
+
+
+def _level_at(bucket, full_at_ms: int, now_ms: float) -> float:
+    """The level a record written with ``_full_at`` shows at ``now_ms``, for ``bucket``'s size and rate."""
+    return bucket.capacity - max(0.0, full_at_ms - now_ms) / 1000 * bucket.rate_per_s
 
 
 def _int(value) -> int:

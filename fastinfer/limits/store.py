@@ -13,9 +13,9 @@ left; in ``strict`` mode ``synchronous`` is False and callers await
 ``take_async`` (one Redis script). The local path stays a plain call: no
 coroutine per request.
 
-(``own_usage`` / ``add_remote_usage`` / ``add_remote_spend`` are a second
-seam for a sync that keeps remote use apart in the segment; the cluster's
-sync keeps it apart in control words of its own: ``cluster.state``.)
+``own_usage`` / ``add_remote_usage`` / ``refund_remote_usage`` are the seam
+the cluster's sync uses: what other hosts used is charged to the bucket but
+kept apart from this host's own use, which the sync publishes.
 
 Must not touch: HTTP, configuration, policies (which bucket a request draws on
 and what happens when it is short are ``quota``'s).
@@ -84,6 +84,10 @@ class LimitStore:
         """Charge a bucket for what other hosts used, kept out of ``own_usage`` (cluster sync)."""
         raise NotImplementedError
 
+    def refund_remote_usage(self, bucket: int, tokens: int) -> None:
+        """Give back tokens charged by ``add_remote_usage`` (another host's use corrected down)."""
+        raise NotImplementedError
+
     def spent(self, key: int, period: int) -> int:
         """micro-USD the key spent in ``period`` (0 when another period is current)."""
         raise NotImplementedError
@@ -131,6 +135,9 @@ class LocalStore(LimitStore):
 
     def add_remote_usage(self, bucket: int, tokens: int) -> None:
         self.buckets[bucket].charge_remote(tokens)
+
+    def refund_remote_usage(self, bucket: int, tokens: int) -> None:
+        self.buckets[bucket].refund_remote(tokens)
 
     def capacity(self, bucket: int) -> int:
         return self.buckets[bucket].capacity

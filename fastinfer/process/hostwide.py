@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from .._core import shm
 from .._core.carry import Carried, StateMap, carry_state
+from ..cluster.state import carry_epoch
 from ..config import Config
 from ..metrics import BUCKETS, MetricsLayout
 
@@ -160,7 +161,7 @@ class HostState:
 
     def carry_state_from(self, old: "HostState", since: Carried | None = None) -> Carried:
         """Carry ``old``'s state into this (newer) host state by name: counters, histograms,
-        bucket levels, spend, circuit states and open times, replica health, session bindings
+        bucket levels and use, spend, the cluster epoch, circuit states and open times, replica health, session bindings
         and prefix entries. Returns what it carried: at the end of the old generation's drain,
         call again with it to add what the drain counted, spent and consumed."""
         m = self.index.state_map(old.index)
@@ -171,6 +172,8 @@ class HostState:
                         if key in new_histograms}
         carried = carry_state(old.segment, self.segment, m, since)
         if since is None:
+            carry_epoch(old.segment.counters, old.metrics_layout.counter_index,
+                        self.segment.counters, self.metrics_layout.counter_index)
             self._hand_over_sessions(old, carried)
         return carried
 

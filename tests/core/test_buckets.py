@@ -119,6 +119,25 @@ def test_remote_charges_draw_on_the_bucket_but_not_on_consumed(make):
     assert (b.consumed, b.remote) == (3, 4)
 
 
+def test_remote_refunds_refill_and_lower_remote_never_below_zero(make):
+    """A net correction from another host (or a local share taken back) gives tokens back through
+    the same seam: the bucket refills, ``remote`` drops, ``consumed`` (this host's own) is untouched;
+    a refund of more than ``remote`` holds (use charged to a segment before a reload) still refills,
+    and ``remote`` stops at 0."""
+    seg = clocked(make, [(60, 10)])
+    b = seg.bucket(0)
+    b.take(3)
+    b.charge_remote(6)
+    assert b.available() == 1.0
+    b.refund_remote(4)
+    assert b.available() == 5.0 and (b.consumed, b.remote) == (3, 2)
+    b.charge(4)                                    # own debt: the remote refund below refills it
+    b.refund_remote(5)
+    assert b.available() == 6.0 and (b.consumed, b.remote) == (7, 0)
+    b.refund_remote(100)                           # never fuller than full
+    assert b.available() == 10.0 and b.remote == 0
+
+
 def test_take_all_is_all_or_none(make):
     seg = clocked(make, [(60, 10), (60, 3), (6000, 100)])
     assert seg.take_all([0, 1, 2], [2, 2, 50]) == (True, 0.0)
@@ -141,7 +160,7 @@ def test_take_all_is_all_or_none(make):
 def test_bad_arguments(make):
     seg = clocked(make, [(60, 5)])
     b = seg.bucket(0)
-    for call in (b.take, b.refund, b.charge, b.charge_remote, b.wait_s):
+    for call in (b.take, b.refund, b.charge, b.charge_remote, b.refund_remote, b.wait_s):
         with pytest.raises(ValueError):
             call(-1)
     with pytest.raises(IndexError):
@@ -179,6 +198,7 @@ ops = st.one_of(
     st.tuples(st.just("refund"), i_, n_),
     st.tuples(st.just("charge"), i_, n_),
     st.tuples(st.just("charge_remote"), i_, n_),
+    st.tuples(st.just("refund_remote"), i_, n_),
     st.tuples(st.just("wait_s"), i_, n_),
     st.tuples(st.just("set_available"), i_, st.sampled_from([-7.5, 0.0, 1.25, 4.0, 1000.0])),
     st.tuples(st.just("take_all"), st.lists(st.tuples(i_, n_), max_size=4)),

@@ -132,6 +132,23 @@ def test_what_the_old_generation_did_while_draining_is_added_later(make):
     assert new.key_spend(0).export() == (100, 1040)
 
 
+def test_own_and_remote_use_are_carried_each_to_its_own_counter(make):
+    """A cluster sync publishes ``consumed`` as this host's own use: a reload carries it and
+    ``remote`` (other hosts' use) as totals, at the roll and after the drain, never one into the other."""
+    old, new, m = old_and_new(make)
+    assert old.bucket(1).take(5)
+    old.bucket(1).charge_remote(4)
+    carried = carry_state(old, new, m)
+    assert (new.bucket(1).consumed, new.bucket(1).remote) == (5, 4)
+    assert new.bucket(1).available() == 20 - 5 - 4                  # the level once, not twice
+    old.bucket(1).charge_remote(6)                                    # the drain: others' use ...
+    old.bucket(1).refund_remote(1)
+    old.bucket(1).charge(2)                                           # ... and its own
+    carry_state(old, new, m, since=carried)
+    assert (new.bucket(1).consumed, new.bucket(1).remote) == (7, 9)
+    assert new.bucket(1).available() == 20 - 7 - 9
+
+
 def test_spend_of_a_new_period_during_the_drain(make):
     old, new, m = old_and_new(make)
     old.key_spend(1).add(100, 500)

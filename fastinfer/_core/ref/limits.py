@@ -61,8 +61,11 @@ class TokenBucket:
         self._consumed += n
         return True
 
-    def _refund(self, n: int, now: int) -> None:
+    def _refill(self, n: int, now: int) -> None:
         self._tat = max(self._tat - _cost(self._interval, float(n)), now)
+
+    def _refund(self, n: int, now: int) -> None:
+        self._refill(n, now)
         self._consumed -= n
 
     def _wait_s(self, n: int, now: int) -> float:
@@ -97,6 +100,13 @@ class TokenBucket:
         with self._st.lock:
             self._charge(n)
             self._remote += n
+
+    def refund_remote(self, n):
+        """``refund`` of tokens charged with ``charge_remote``: ``remote`` never goes below 0."""
+        n = _amount(n)
+        with self._st.lock:
+            self._refill(n, self._st.now_ns())
+            self._remote = max(self._remote - n, 0)
 
     def available(self):
         with self._st.lock:
