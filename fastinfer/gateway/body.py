@@ -32,8 +32,11 @@ async def read_json(request: web.Request, max_bytes: int, timeout_s: float):
     if length is not None and length > max_bytes:
         raise BodyTooLarge(f"Request body of {length} bytes exceeds the limit of {max_bytes} bytes.")
     try:
-        async with asyncio.timeout(timeout_s):
+        if request.content.is_eof():   # the whole body came with the head: no wait, so no timer to arm
             raw = await request.read()
+        else:
+            async with asyncio.timeout(timeout_s):
+                raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes.") from None
     except TimeoutError:
