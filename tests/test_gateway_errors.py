@@ -18,6 +18,7 @@ from fastinfer.breaker import DeploymentBreakers
 from fastinfer.config import default_config
 from fastinfer.engine import Engine
 from fastinfer.gateway import Gateway
+from fastinfer.gateway.protocol import EdgeAppRunner
 from fastinfer.limits import AdmissionControl
 from fastinfer.metrics import Metrics
 from fastinfer.observe import RateLimitedLog, ratelimit
@@ -51,7 +52,7 @@ async def _serve_gateway(fault: Exception | None):
             raise type(fault)(*fault.args)     # a fresh one each time, as a real bug raises
         engine.chat = broken
     gateway = Gateway(engine, max_body_bytes=65536, body_timeout_s=5)
-    runner = web.AppRunner(gateway.app(), access_log=None)
+    runner = EdgeAppRunner(gateway.app(), access_log=None)    # the worker's: data routes go direct
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -159,7 +160,8 @@ def test_the_rate_limited_log_opens_a_new_window_after_the_interval():
                                 "later"]
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+# a query string takes the router and the middleware chain instead of the direct path: the same answer
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/chat/completions?via=router"])
 def test_a_healthy_request_is_untouched_by_the_middleware(path):
     async def scenario():
         _, metrics, runner, base = await _serve_gateway(None)

@@ -10,6 +10,7 @@ place, ``_answered``. It knows nothing of replicas or providers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -22,6 +23,7 @@ from ..routing import session_id_problem
 from ..errors import BadRequest, GatewayError
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
+from .answer import write_json
 from .anthropic_api import messages_request
 from .auth import KeyRing
 from .body import read_json
@@ -29,6 +31,7 @@ from .drain import GatewayDrain, ShuttingDown
 from .errors import JSON
 from .middleware import DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RequestIds, error_middleware
 from .openai_api import chat_request, passthrough_request
+from .protocol import DIRECT_ROUTES
 
 _CLIENT_CLOSED = 499   # the client went away before its answer was complete (nginx's code)
 _CLIENT_CLOSED_ERROR = "the client closed the connection before the answer was complete"
@@ -81,10 +84,12 @@ class Gateway:
         # client_max_size is a backstop; the handler checks the limit itself to answer in the API's shape
         app = web.Application(client_max_size=self.max_body_bytes + 1, handler_args={},
                               middlewares=[self._error_middleware])
-        app.router.add_post("/v1/chat/completions", self.chat_completions)
-        app.router.add_post("/v1/messages", self.messages)
-        app.router.add_post("/v1/completions", self.completions)
-        app.router.add_post("/v1/embeddings", self.embeddings)
+        # the data routes: in the router too (a query string or an Expect header takes the long way)
+        direct = app[DIRECT_ROUTES] = {}
+        for path, handler in (("/v1/chat/completions", self.chat_completions), ("/v1/messages", self.messages),
+                              ("/v1/completions", self.completions), ("/v1/embeddings", self.embeddings)):
+            app.router.add_post(path, handler)
+            direct[("POST", path)] = functools.partial(self._error_middleware, handler=handler)
         app.router.add_get("/v1/models", self.models)
         app.router.add_delete("/v1/sessions/{session_id}", self.end_session)
         self._add_probe_routes(app)
@@ -283,6 +288,10 @@ class Gateway:
             **result.headers,
         }
         if result.stream is None:
+            written = write_json(request, result.status, headers, result.body,
+                                 request.keep_alive and not self.drain.active)
+            if written is not None:
+                return written
             return web.Response(status=result.status, body=result.body, content_type=JSON, headers=headers)
         headers["Content-Type"] = "text/event-stream"
         headers["Cache-Control"] = "no-cache"

@@ -1,13 +1,23 @@
-"""Answers to what aiohttp refuses before any middleware runs: a malformed request line, a
-bad ``Content-Length``, an oversized header. aiohttp's own answer is plain text without
-``x-request-id``; these go out in the caller's error shape with a request id, like every other.
+"""The connection side of the gateway's listeners: what reaches a handler, and how directly.
+
+Two jobs, both on aiohttp's low-level server (``web.Server``) under the app:
+- answers to what aiohttp refuses before any middleware runs: a malformed request line, a
+  bad ``Content-Length``, an oversized header. aiohttp's own answer is plain text without
+  ``x-request-id``; these go out in the caller's error shape with a request id, like every
+  other. The request line may never have been read, so the path (and with it the caller's
+  API) is known only when aiohttp parsed it; otherwise the answer takes the OpenAI shape, as
+  every path but ``/v1/messages`` does;
+- the direct path: a request whose method and raw path match one of the app's
+  ``DIRECT_ROUTES`` exactly (the data routes) goes straight to its handler, skipping the
+  Application's router, its middleware chain and its per-request match info; every other
+  request (a query string, a trailing slash, a 404 or 405, an ``Expect`` header, the admin
+  and dashboard routes) goes through the full Application, router and middleware as before.
+  A direct route's handler is already wrapped in the gateway's error middleware, so its
+  answers are the same.
 
 Owns: ``EdgeAppRunner`` (an ``AppRunner`` whose server makes ``EdgeRequestHandler``
-connections) and ``EdgeRequestHandler.handle_error``. The request line may never have been
-read, so the path (and with it the caller's API) is known only when aiohttp parsed it;
-otherwise the answer takes the OpenAI shape, as every path but ``/v1/messages`` does.
-Must not touch: requests aiohttp parsed — those go through the app and its middleware; this
-adds nothing to their path.
+connections and dispatches the direct routes), ``EdgeRequestHandler.handle_error``,
+``DIRECT_ROUTES``. Must not touch: what the handlers do.
 """
 from __future__ import annotations
 
@@ -28,6 +38,8 @@ _MAX_REASON = 200
 # one warning line per malformed request, without the client's bytes, within a budget of its own
 MALFORMED_REQUESTS = RateLimitedLog(log, level=logging.WARNING, what="malformed request lines")
 _QUOTED_BYTES = re.compile(r":\s*(?:bytearray\()?b['\"].*$")   # aiohttp's message quotes the client's bytes
+# the app's direct routes: (method, raw path) -> a handler that renders its own errors (the middleware's job)
+DIRECT_ROUTES = web.AppKey("fastinfer.direct_routes", dict)
 
 
 class EdgeRequestHandler(RequestHandler):
@@ -69,9 +81,29 @@ class _EdgeServer(web.Server):
         return EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
+def direct_dispatch(app: web.Application):
+    """The server's request handler: an exact match of the app's ``DIRECT_ROUTES`` to its
+    handler, anything else to the app (router, middleware). A data request so skips the
+    router's resolve, the match info it builds and freezes, the middleware chain's wrappers
+    and the app's ``get_event_loop`` (a ``getpid`` syscall per request on Python 3.11)."""
+    full = app._handle
+    routes = app.get(DIRECT_ROUTES)
+    if not routes:
+        return full
+
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        route = routes.get((request.method, request.raw_path))
+        # 100-continue is the app's to answer (its expect handler); rare, so it takes the long way
+        if route is None or "Expect" in request.headers:
+            return await full(request)
+        return await route(request)
+    return dispatch
+
+
 class EdgeAppRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections answer protocol errors with ``EdgeRequestHandler``;
-    ``on_refused(status)`` is told of each such answer (the metrics count it)."""
+    """``web.AppRunner`` whose connections answer protocol errors with ``EdgeRequestHandler``
+    and whose server dispatches the app's ``DIRECT_ROUTES`` itself; ``on_refused(status)`` is
+    told of each protocol error answer (the metrics count it)."""
 
     def __init__(self, app: web.Application, *, on_refused=None, **kwargs):
         super().__init__(app, **kwargs)
@@ -81,4 +113,5 @@ class EdgeAppRunner(web.AppRunner):
         server = await super()._make_server()
         server.__class__ = _EdgeServer     # the same object, built by aiohttp with all its settings
         server.on_refused = self._on_refused
+        server.request_handler = direct_dispatch(self.app)   # each connection reads it when made
         return server

@@ -1,0 +1,168 @@
+"""The data routes' direct path, in process over real HTTP on 127.0.0.1.
+
+``protocol.direct_dispatch`` sends an exact (method, raw path) match of the app's
+``DIRECT_ROUTES`` straight to its handler and everything else through the Application
+(router, middleware); ``answer.write_json`` writes a whole JSON answer as the bytes aiohttp's
+``web.Response`` would. Both are checked against aiohttp's own behaviour on the same server.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from fastinfer.gateway.answer import write_json
+from fastinfer.gateway.protocol import DIRECT_ROUTES, EdgeAppRunner
+
+HEADERS = {"x-request-id": "rid-1", "x-fastinfer-replica": "r0", "x-fastinfer-attempts": "1"}
+BODY = b'{"ok":true}'
+
+
+async def _serve(app: web.Application):
+    runner = EdgeAppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, runner.addresses[0][1]
+
+
+async def _exchange(port: int, raw: bytes) -> bytes:
+    """``raw`` sent on a fresh connection; everything the server sends until it closes (or 1 s of quiet)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    chunks = []
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), 1.0):
+            chunks.append(chunk)
+    except TimeoutError:
+        pass
+    writer.close()
+    return b"".join(chunks)
+
+
+def _post(path: str, extra: str = "", version: str = "1.1") -> bytes:
+    return (f"POST {path} HTTP/{version}\r\nHost: t\r\nContent-Length: 2\r\n{extra}\r\n{{}}").encode()
+
+
+def _head_and_body(answer: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode().split("\r\n")
+    return status, {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}, body
+
+
+def test_an_exact_data_route_goes_direct_and_anything_else_through_the_app():
+    seen = []
+
+    def answering(how: str):
+        async def handler(request):
+            seen.append(how)
+            return web.Response(body=BODY, content_type="application/json")
+        return handler
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", answering("router"))
+        app[DIRECT_ROUTES] = {("POST", "/v1/chat/completions"): answering("direct")}
+        runner, port = await _serve(app)
+        try:
+            answers = [await _exchange(port, _post("/v1/chat/completions", "Connection: close\r\n")),
+                       await _exchange(port, _post("/v1/chat/completions?x=1", "Connection: close\r\n")),
+                       await _exchange(port, _post("/v1/chat/completions", "Expect: 100-continue\r\n"
+                                                   "Connection: close\r\n")),
+                       await _exchange(port, b"GET /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+                       await _exchange(port, _post("/v1/chat/completion", "Connection: close\r\n"))]
+        finally:
+            await runner.cleanup()
+        return answers
+
+    answers = asyncio.run(scenario())
+    statuses = [_head_and_body(a)[0] for a in answers]
+    assert statuses[:2] == ["HTTP/1.1 200 OK"] * 2
+    assert statuses[2] == "HTTP/1.1 100 Continue" and b"HTTP/1.1 200 OK\r\n" in answers[2]  # the app's expect handler
+    assert statuses[3].startswith("HTTP/1.1 405") and statuses[4].startswith("HTTP/1.1 404")
+    # the exact match skipped the router; the query string and Expect took it
+    assert seen == ["direct", "router", "router"]
+
+
+def test_a_written_answer_is_what_aiohttp_would_write():
+    async def written(request):
+        return write_json(request, 200, dict(HEADERS), BODY, request.keep_alive)
+
+    async def aiohttp_own(request):
+        return web.Response(status=200, body=BODY, content_type="application/json", headers=dict(HEADERS))
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_post("/written", written)
+        app.router.add_post("/aiohttp", aiohttp_own)
+        runner, port = await _serve(app)
+        try:
+            pairs = []
+            for extra in ("", "Connection: close\r\n"):
+                pairs.append([await _exchange(port, _post(path, extra)) for path in ("/written", "/aiohttp")])
+            # two requests on one kept-alive connection: both answered, in order
+            pipelined = await _exchange(port, _post("/written") + _post("/written", "Connection: close\r\n"))
+        finally:
+            await runner.cleanup()
+        return pairs, pipelined
+
+    pairs, pipelined = asyncio.run(scenario())
+    for ours, theirs in pairs:
+        ours, theirs = _head_and_body(ours), _head_and_body(theirs)
+        assert ours[0] == theirs[0] == "HTTP/1.1 200 OK"
+        assert {k: v for k, v in ours[1].items() if k != "date"} == {k: v for k, v in theirs[1].items() if k != "date"}
+        assert ours[2] == theirs[2] == BODY
+    assert "connection" not in _head_and_body(pairs[0][0])[1]
+    assert _head_and_body(pairs[1][0])[1]["connection"] == "close"
+    assert pipelined.count(b"HTTP/1.1 200 OK\r\n") == 2 and pipelined.endswith(BODY)
+
+
+def test_what_the_precomputed_head_cannot_say_is_left_to_aiohttp():
+    results = []
+
+    async def handler(request):
+        status = int(request.query["status"])
+        answer = write_json(request, status, dict(HEADERS), b"" if status == 204 else BODY, True)
+        results.append(answer is None)
+        return answer or web.Response(status=status, body=None if status == 204 else BODY,
+                                      content_type="application/json", headers=dict(HEADERS))
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_post("/answer", handler)
+        runner, port = await _serve(app)
+        try:
+            http10 = await _exchange(port, _post("/answer?status=200", "Connection: keep-alive\r\n", "1.0"))
+            no_content = await _exchange(port, _post("/answer?status=204", "Connection: close\r\n"))
+            unnamed = await _exchange(port, _post("/answer?status=299", "Connection: close\r\n"))
+        finally:
+            await runner.cleanup()
+        return http10, no_content, unnamed
+
+    http10, no_content, unnamed = asyncio.run(scenario())
+    assert results == [True, True, True]      # HTTP/1.0, a 204 and an unnamed status: aiohttp wrote them
+    status, headers, _ = _head_and_body(http10)
+    assert status == "HTTP/1.0 200 OK" and headers["connection"] == "keep-alive"
+    assert _head_and_body(no_content)[0] == "HTTP/1.1 204 No Content"
+    assert _head_and_body(unnamed)[0].startswith("HTTP/1.1 299")
+
+
+def test_a_header_with_a_line_break_is_refused_not_written():
+    async def handler(request):
+        try:
+            write_json(request, 200, {"x-bad": "a\r\nInjected: yes"}, BODY, True)
+        except ValueError:
+            return web.Response(status=500, text="refused")
+        return web.Response(text="written")
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_post("/bad", handler)
+        runner, port = await _serve(app)
+        try:
+            return await _exchange(port, _post("/bad", "Connection: close\r\n"))
+        finally:
+            await runner.cleanup()
+
+    answer = asyncio.run(scenario())
+    assert b"Injected" not in answer and answer.endswith(b"refused")
