@@ -19,7 +19,6 @@ import uvloop
 from aiohttp import web
 
 from ..breaker import DeploymentBreakers
-from ..cluster.attach import attach_cluster, session_directory
 from ..config import Config
 from ..config.secrets import SecretUnavailable
 from ..engine import Engine
@@ -109,6 +108,8 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
                       buckets={name: segment.bucket(i) for name, i in host.index.buckets.items()})
     store = cluster = directory = None
     if config.cluster is not None:     # this worker's Redis pool and its part in the host's sync
+        # imported only here: redis brings OpenTelemetry and cryptography with it, ~10 MiB a worker
+        from ..cluster.attach import attach_cluster, session_directory
         store, cluster = attach_cluster(config, host, index)
         directory = session_directory(cluster)     # sticky sessions bound across hosts, same pool
     limits = Limits.for_worker(config, host, index, admission, metrics, store=store, cluster=cluster)
