@@ -132,6 +132,16 @@ def test_what_the_old_generation_did_while_draining_is_added_later(make):
     assert new.key_spend(0).export() == (100, 1040)
 
 
+def test_a_counter_that_wraps_while_draining_carries_what_it_counted(make):
+    old, new, m = old_and_new(make)
+    old.counters.set(0, 2**63 - 1)
+    carried = carry_state(old, new, m)
+    new.counters.set(3, 0)
+    old.counters.add(0, 3)                            # int64 wraps, as the hardware's add does
+    carry_state(old, new, m, since=carried)
+    assert new.counters.get(3) == 3
+
+
 def test_spend_of_a_new_period_during_the_drain(make):
     old, new, m = old_and_new(make)
     old.key_spend(1).add(100, 500)
