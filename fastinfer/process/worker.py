@@ -38,7 +38,8 @@ _PR_SET_PDEATHSIG = 1
 # the young generation is collected every 2,000 net allocations (Python's default: 700): with the
 # start-up heap frozen a collection walks only what requests made since the last one. At 20,000
 # the reference cycles requests leave behind piled up between collections: each worker grew
-# ~4.5 MiB over its first 60,000 requests, and the bench found no CPU difference between the two
+# ~4.5 MiB over its first 60,000 requests. The collections cost ~0.5 µs a request (0.07 % of a
+# worker's CPU, timed with gc.callbacks over 36,000 requests a worker)
 _GC_THRESHOLDS = (2_000, 20, 20)
 
 
