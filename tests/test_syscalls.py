@@ -84,3 +84,23 @@ def test_a_streams_head_goes_out_with_its_first_event(start_gateway, mock_upstre
     assert all("data: " in c for c in heads), heads
     # and no call carries a head alone
     assert not [c for c in calls if "HTTP/1.1 200" in c and "data: " not in c and "event-stream" in c]
+
+
+def test_a_streams_last_event_goes_out_with_the_chunked_terminator(start_gateway):
+    # the in-process mock ends its stream right after its last event, as an upstream whose end
+    # comes in the same read; the pause between words makes every other event its own write
+    gw = start_gateway("""
+        [[deployments]]
+        name = "m"
+        provider = "mock"
+        mock = { tokens = 3, itl_ms = 20 }
+    """, workers=1)
+    assert wait_for(lambda: len(children_of(gw.pid)) == 1)
+    worker = children_of(gw.pid)[0]
+    calls = traced_writes(worker, gw.port, Requests(gw.port, {"model": "m", "messages": MESSAGES, "stream": True}))
+    streamed = [c for c in calls if "data: " in c]
+    ends = [c for c in calls if "0\\r\\n\\r\\n" in c]
+    assert len(ends) >= 3 and len(streamed) >= 3 * 4, calls
+    # the call that carries [DONE] ends the response too, and no call carries the terminator alone
+    assert all("[DONE]" in c for c in ends), ends
+    assert all(c in ends for c in streamed if "[DONE]" in c), streamed

@@ -92,10 +92,10 @@ def _add_use(bucket, own: int, remote: int) -> None:
 
 def _carry_counts(old, new, m, now, since) -> None:
     """Counters and histograms are sums: add what old has (since the snapshot)."""
-    delta = now.counters if since is None else now.counters - since.counters
     for i, j in m.counters.items():
-        if delta[i]:
-            new.counters.add(j, int(delta[i]))
+        delta = now.counters[i] if since is None else _int64(now.counters[i] - since.counters[i])
+        if delta:
+            new.counters.add(j, delta)
     for i, j in m.histograms.items():
         counts, sum_ns = now.histograms[i]
         if since is not None:
@@ -103,6 +103,11 @@ def _carry_counts(old, new, m, now, since) -> None:
             counts, sum_ns = [a - b for a, b in zip(counts, before)], sum_ns - before_sum
         if any(counts) or sum_ns:
             new.histograms.add_raw(j, counts, sum_ns)
+
+
+def _int64(x: int) -> int:
+    """``x`` wrapped to int64, as the counters' own adds wrap."""
+    return (x + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
 def _carry_replicas(old, new, m) -> None:

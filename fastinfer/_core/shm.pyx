@@ -40,11 +40,13 @@ floats and bytes in and out; no Python object ever lives in shared memory. The
 pure-Python oracle with the same API is ``fastinfer._core.ref.shm``; both take
 their ``Layout`` from ``fastinfer._core.layout``.
 """
+from cpython cimport array
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memset
 from libc.math cimport floor, isfinite
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 
+import array
 import os
 
 from . import constants as _constants

@@ -1,6 +1,9 @@
 # Counters and Histograms: the metrics of the whole host (included by shm.pyx).
 # One atomic add per observation; snapshots read with relaxed loads (rule 3).
 
+cdef array.array _INT64_ARRAY = array.array("q")   # the template ``Counters.snapshot`` clones
+
+
 cdef Counters _bind_counters(Segment seg):
     cdef Counters c = Counters.__new__(Counters)
     c.seg = seg
@@ -49,17 +52,16 @@ cdef class Counters:
         fi_store(&self.v[index], value)
 
     def snapshot(self):
-        # imported at the first scrape, not with the module: numpy adds ~12 MiB to every process
-        # of the tree, the supervisor included, which scrapes only on a reload
-        import numpy
+        """Every counter, read once each (relaxed: a scrape, not a transaction), as an
+        ``array.array('q')``: a plain buffer, so a scrape loads no numpy into the worker."""
         if self.seg.base == NULL:
             _closed()
-        arr = numpy.empty(self.n, dtype=numpy.int64)
-        cdef int64_t[::1] out = arr
+        cdef array.array out = array.clone(_INT64_ARRAY, self.n, zero=False)
+        cdef int64_t *dst = <int64_t *>out.data.as_voidptr
         cdef Py_ssize_t i
         for i in range(self.n):
-            out[i] = fi_load_relaxed(&self.v[i])
-        return arr
+            dst[i] = fi_load_relaxed(&self.v[i])
+        return out
 
     def __len__(self):
         return self.n

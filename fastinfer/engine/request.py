@@ -48,7 +48,9 @@ class EngineResult:
 
     status: int
     body: bytes | None = None
-    stream: Any = None            # engine.stream.RelayedStream: ``await stream.pump(client_writer)``
+    # engine.stream.RelayedStream: ``await stream.pump(client_writer)``, then ``stream.take_ending()``
+    # goes out with the response's end
+    stream: Any = None
     replica: str | None = None
     attempts: int = 0
     upstream_s: float = 0.0       # time spent waiting on the upstream before the head / body (``clock``)

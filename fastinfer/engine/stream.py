@@ -3,7 +3,9 @@
 Owns: the per-chunk path of a streamed answer after the attempt loop chose it —
 feeding each upstream read through the relay (translation, usage), writing the
 result to the client without a task switch, pausing the upstream while the
-client is slow, ending a failed stream with the caller's error event — and the
+client is slow, ending a failed stream with the caller's error event, holding
+the event that finishes a stream for the response's end (one write with the
+chunked terminator when the upstream's end came in the same read) — and the
 end of the stream's attempt: how the stream ended (complete, cut, idle,
 garbage, an upstream error event) is its attempt's verdict, recorded into the
 breaker and the outcome metric before the client sees the end; a stream the
@@ -44,10 +46,16 @@ class RelayedStream:
     and straight to the client writer, with no task switch per chunk. A stream
     that fails after its first byte ends with the relay's error event.
     ``attempt`` is the attempt the stream came from: the stream ends it.
+
+    The bytes that finish the stream are held back: when the upstream's end
+    follows in the same read (the usual case), the stream ends with them still
+    held and the gateway sends them with the response's end (``take_ending``),
+    one write instead of two; otherwise they go out on the next turn of the
+    loop, as any chunk would have.
     """
 
     __slots__ = ("reply", "relay", "attempt", "provider", "_on_done", "_before_end", "_client", "_done", "_resumer",
-                 "_closed")
+                 "_closed", "_ending")
 
     def __init__(self, reply: UpstreamReply, relay: StreamRelay, attempt: Attempt, provider: str):
         self.reply = reply
@@ -60,6 +68,7 @@ class RelayedStream:
         self._done: asyncio.Future | None = None
         self._resumer: asyncio.Task | None = None
         self._closed = False
+        self._ending = b""                  # the finishing bytes, held for the response's end
 
     async def pump(self, client: ClientWriter) -> None:
         """Relay the whole stream to ``client``; returns when it has ended either way."""
@@ -88,6 +97,12 @@ class RelayedStream:
         if self._resumer is not None:
             self._resumer.cancel()
         self._finish(None)
+
+    def take_ending(self) -> bytes:
+        """The bytes that finish the stream, still held once it has ended: the caller sends them
+        with the response's end, in one write (b"" when they went out already)."""
+        ending, self._ending = self._ending, b""
+        return ending
 
     @property
     def failure(self) -> GatewayError | None:
@@ -136,11 +151,31 @@ class RelayedStream:
             self.reply.close()
             self._on_end(failure)
             return
-        if self._before_end and relay.finished:
-            self._run_before_end()     # the end is in ``out``: account before the client sees it
+        if relay.finished:
+            if self._before_end:
+                self._run_before_end()     # the end is in ``out``: account before the client sees it
+            if out:
+                self._hold_ending(out)
+                return
+        if self._ending:
+            self._send_ending()        # more bytes after the end (a relay never makes them): in order
         if out and not self._client.write(out) and self._resumer is None:
             self.reply.stream.pause()
             self._resumer = asyncio.get_running_loop().create_task(self._resume_when_drained())
+
+    def _hold_ending(self, out: bytes) -> None:
+        self._ending += out
+        asyncio.get_running_loop().call_soon(self._send_ending_unless_ended)
+
+    def _send_ending_unless_ended(self) -> None:
+        """The upstream's end did not come with the finishing bytes: they go out alone."""
+        if not self._done.done():
+            self._send_ending()
+
+    def _send_ending(self) -> None:
+        ending, self._ending = self._ending, b""
+        if ending:
+            self._client.write(ending)
 
     async def _resume_when_drained(self) -> None:
         await self._client.drain()
@@ -167,5 +202,6 @@ class RelayedStream:
         # accounting is complete before the client sees the end of its stream
         self._finish(verdict)
         if tail is not None:
+            self._send_ending()     # what the relay finished with, then why the stream failed after it
             self._client.write(tail)
         self._done.set_result(None)

@@ -302,6 +302,7 @@ class Gateway:
             result.ttft_s = clock() - received_at
             try:
                 await result.stream.pump(client)
+                ending = result.stream.take_ending()    # the finishing event: one write with the end
             except asyncio.CancelledError:
                 if not self.drain.cut_short():
                     raise
@@ -309,7 +310,8 @@ class Gateway:
                 # finished one (the upstream is already aborted: pump closed the stream)
                 data.cut = ShuttingDown()
                 client.write(result.stream.relay.error_event(data.cut))
-            await response.write_eof()
+                ending = b""
+            await response.write_eof(ending)
         except (ConnectionResetError, ConnectionError):
             result.status = _CLIENT_CLOSED  # the client left; closing the stream closes the upstream
         except Exception as e:

@@ -256,7 +256,7 @@ class Metrics:
             labels = _LABELS[metric]
             scale = _GAUGE_SCALE.get(metric, _COST_SCALE if metric in _COST_METRICS else None)
             for index, (_, values_of_labels) in entries:
-                value = int(values[index])
+                value = values[index]
                 text = str(value) if scale is None else repr(value / scale)
                 out.append(f"{name}{{{_label_text(labels, values_of_labels)}}} {text}")
         self._render_gauges(out)

@@ -58,7 +58,7 @@ def host_stats(metrics, config: Config, limits=None) -> dict:
     keys = {k.name: _key(k.name) for k in config.keys}
     unrouted: dict[str, int] = {}
     values = metrics.counters.snapshot()
-    for (metric, labels), value in zip(metrics.layout.counter_keys, values.tolist()):
+    for (metric, labels), value in zip(metrics.layout.counter_keys, values):
         if metric.startswith("_"):
             continue
         if metric.startswith("key_"):

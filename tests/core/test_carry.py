@@ -149,6 +149,16 @@ def test_own_and_remote_use_are_carried_each_to_its_own_counter(make):
     assert new.bucket(1).available() == 20 - 7 - 9
 
 
+def test_a_counter_that_wraps_while_draining_carries_what_it_counted(make):
+    old, new, m = old_and_new(make)
+    old.counters.set(0, 2**63 - 1)
+    carried = carry_state(old, new, m)
+    new.counters.set(3, 0)
+    old.counters.add(0, 3)                            # int64 wraps, as the hardware's add does
+    carry_state(old, new, m, since=carried)
+    assert new.counters.get(3) == 3
+
+
 def test_spend_of_a_new_period_during_the_drain(make):
     old, new, m = old_and_new(make)
     old.key_spend(1).add(100, 500)

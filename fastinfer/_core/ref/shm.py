@@ -11,13 +11,12 @@ sharing): ``attach`` finds a segment created earlier in the same process.
 """
 from __future__ import annotations
 
+import array
 import math
 import os
 import threading
 import time
 from bisect import bisect_left
-
-import numpy
 
 from ..constants import (
     ALLOWED, BACKGROUND, CLOSED, CRITICAL, GRANTED_NOW, HALF_OPEN, HIGH, N_LEASES, NORMAL,
@@ -564,7 +563,7 @@ class Counters:
 
     def snapshot(self):
         with self._st.lock:
-            return numpy.array(self._v, dtype=numpy.int64)
+            return array.array("q", self._v)
 
     def __len__(self):
         return self.n
