@@ -69,18 +69,30 @@ class Bucket:
     """One limit's bucket as the request path reads it: its id in the store, and what its
     ``x-ratelimit-*`` headers need, computed once."""
 
-    __slots__ = ("id", "level", "capacity", "capacity_text", "seconds_per_token")
+    __slots__ = ("id", "level", "capacity", "capacity_text", "seconds_per_token", "header_names")
 
-    def __init__(self, store: LimitStore, bucket: int):
+    def __init__(self, store: LimitStore, bucket: int, kind: str):
         self.id = bucket
         self.level = store.level_reader(bucket)        # tokens now, negative in debt
         self.capacity = store.capacity(bucket)
         self.capacity_text = str(self.capacity)
         self.seconds_per_token = 1.0 / store.rate_per_s(bucket)
+        self.header_names = tuple(f"x-ratelimit-{what}-{kind}" for what in ("limit", "remaining", "reset"))
+
+    def put_headers(self, headers: dict, left: float) -> None:
+        """Its ``x-ratelimit-*`` headers with ``left`` tokens now."""
+        limit, remaining, reset = self.header_names
+        headers[limit] = self.capacity_text
+        if left >= self.capacity:       # full, as a limit that does not bind mostly is: nothing to format
+            headers[remaining] = self.capacity_text
+            headers[reset] = "0s"
+        else:
+            headers[remaining] = str(int(left)) if left > 0 else "0"
+            headers[reset] = reset_duration((self.capacity - left) * self.seconds_per_token)
 
 
 def _buckets(store: LimitStore, buckets: dict, scope: str, name: str) -> tuple[Bucket | None, Bucket | None]:
-    return tuple(Bucket(store, buckets[(scope, name, kind)]) if (scope, name, kind) in buckets else None
+    return tuple(Bucket(store, buckets[(scope, name, kind)], kind) if (scope, name, kind) in buckets else None
                  for kind in ("requests", "tokens"))
 
 
@@ -465,14 +477,9 @@ class Grant:
                     tokens, tokens_left = bucket, left
         headers = {}
         if requests is not None:
-            headers["x-ratelimit-limit-requests"] = requests.capacity_text
-            headers["x-ratelimit-remaining-requests"] = str(int(requests_left)) if requests_left > 0 else "0"
-            headers["x-ratelimit-reset-requests"] = reset_duration(
-                (requests.capacity - requests_left) * requests.seconds_per_token)
+            requests.put_headers(headers, requests_left)
         if tokens is not None:
-            headers["x-ratelimit-limit-tokens"] = tokens.capacity_text
-            headers["x-ratelimit-remaining-tokens"] = str(int(tokens_left)) if tokens_left > 0 else "0"
-            headers["x-ratelimit-reset-tokens"] = reset_duration((tokens.capacity - tokens_left) * tokens.seconds_per_token)
+            tokens.put_headers(headers, tokens_left)
         return headers
 
 
