@@ -435,24 +435,29 @@ class Grant:
         limits = self.limits
         store = limits.store
         usage = self.req.usage if served is not None else None
-        used = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0) if usage else 0
+        if usage:
+            prompt = usage.get("prompt_tokens", 0)
+            completion = usage.get("completion_tokens", 0)
+            used = prompt + completion
+        else:
+            used = 0
         if self.seen:
             served_by = limits.deployments[served] if served is not None else None
             for dep, charged in self.seen:
                 if charged >= 0 and dep.tokens is not None:
                     store.adjust(dep.tokens.id, (used if dep is served_by else 0) - charged)
         key = self.key
-        if key is not None:
-            if self.key_tokens is not None:
-                store.adjust(key.tokens.id, used - self.key_tokens)
-            if usage:
-                cost = self.req.cost_usd
-                if cost:
-                    store.add_spend(key.index, limits.period_of(key), round(cost * _MICRO))
-                if limits.metrics is not None:
-                    limits.metrics.key_usage(key.name, usage.get("prompt_tokens", 0),
-                                             usage.get("completion_tokens", 0), usage.get("cached_tokens", 0), cost)
-            self.release()
+        if key is None:
+            return
+        if self.key_tokens is not None:
+            store.adjust(key.tokens.id, used - self.key_tokens)
+        if usage:
+            cost = self.req.cost_usd
+            if cost:
+                store.add_spend(key.index, key.period.current(limits.wall_time()), round(cost * _MICRO))
+            if limits.metrics is not None:
+                limits.metrics.key_usage(key.name, prompt, completion, usage.get("cached_tokens", 0), cost)
+        self.release()
 
     def rate_headers(self) -> dict:
         """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left."""
