@@ -16,8 +16,10 @@ six extra response headers and the ``Authorization`` header, which only the load
 (``python -m fastinfer bench --targets direct gateway gateway-limits``: its ``limits_cost``).
 
 CPU time (``time.process_time``), not wall time, so another process holding the CPU is not
-counted; both paths are timed in alternating rounds and the figure is the median round's
-difference. The same over the pure-Python reference segment gives the ratio.
+counted; both paths are timed in alternating short rounds and the figure is the fastest round of
+one minus the fastest of the other: a busy sibling hyperthread still slows the CPU a process gets,
+so the median round's difference, printed next to it, is the figure under contention. The same
+over the pure-Python reference segment gives the ratio.
 """
 import statistics
 import time
@@ -80,17 +82,17 @@ def one_request(ring, limits):
     return answer_headers
 
 
-def added_us(ring, limits, number: int, rounds: int) -> float:
-    """Median over alternating rounds of (CPU per request with everything on - with nothing configured)."""
+def added_us(ring, limits, number: int, rounds: int) -> tuple[float, float]:
+    """CPU per request with everything on minus with nothing configured, timed in alternating
+    rounds: (least disturbed: the fastest round of each, the median round's difference)."""
     def with_limits():
         one_request(ring, limits)
 
-    differences = []
+    withouts, withs = [], []
     for _ in range(rounds):
-        without = timeit.timeit(new_request, number=number, timer=time.process_time)
-        with_ = timeit.timeit(with_limits, number=number, timer=time.process_time)
-        differences.append((with_ - without) / number * 1e6)
-    return statistics.median(differences)
+        withouts.append(timeit.timeit(new_request, number=number, timer=time.process_time) / number * 1e6)
+        withs.append(timeit.timeit(with_limits, number=number, timer=time.process_time) / number * 1e6)
+    return min(withs) - min(withouts), statistics.median(w - wo for w, wo in zip(withs, withouts))
 
 
 @pytest.fixture
@@ -103,19 +105,21 @@ def paths():
 
 
 def test_bench_a_request_with_a_key_and_every_limit(benchmark, paths):
-    n = 300 if benchmark.disabled else 5_000
-    added = {}
+    n = 300 if benchmark.disabled else 2_000
+    added, median = {}, {}
     for impl, (_, ring, limits) in paths.items():
         headers = one_request(ring, limits)
         assert headers["x-ratelimit-limit-requests"] == str(NEVER)     # every limit really applied
         assert headers["x-ratelimit-limit-tokens"] == str(NEVER)
-        added[impl] = added_us(ring, limits, n if impl is compiled else max(n // 5, 60), 3 if benchmark.disabled else 15)
+        added[impl], median[impl] = added_us(ring, limits, n if impl is compiled else max(n // 5, 60),
+                                             3 if benchmark.disabled else 30)
     _, ring, limits = paths[compiled]
     assert limits.store.spent(0, limits.period_of(limits.keys["team"])) > 0
     c_us, r_us = added[compiled], added[reference]
     benchmark.extra_info.update({"added_us_per_request": round(c_us, 2), "reference_us": round(r_us, 2),
+                                 "median_round_added_us": round(median[compiled], 2),
                                  "ratio_reference_to_compiled": round(r_us / c_us, 1), "target_us": 10})
-    print(f"\nkey + key rpm/tpm/concurrency/budget + deployment rpm/tpm, CPU added per request (median of rounds): "
-          f"compiled core {c_us:.2f} µs   reference core {r_us:.2f} µs   ratio x{r_us / c_us:.1f}   "
-          f"target <= 10 µs: {'met' if c_us <= 10 else 'NOT met'}")
+    print(f"\nkey + key rpm/tpm/concurrency/budget + deployment rpm/tpm, CPU added per request: "
+          f"compiled core {c_us:.2f} µs (median round {median[compiled]:.2f})   reference core {r_us:.2f} µs   "
+          f"ratio x{r_us / c_us:.1f}   target <= 10 µs: {'met' if c_us <= 10 else 'NOT met'}")
     benchmark.pedantic(one_request, args=(ring, limits), iterations=2000, rounds=20, warmup_rounds=1)
