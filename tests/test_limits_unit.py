@@ -9,11 +9,14 @@ import math
 import uuid
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from fastinfer._core.ref.shm import Segment
 from fastinfer.config import parse_config
 from fastinfer.engine import GatewayRequest
+from fastinfer.formats.common import prompt_chars, walked_prompt_chars
 from fastinfer.errors import BudgetExceeded, PermissionDenied, RateLimited, Unauthorized
 from fastinfer.gateway.auth import KeyRing, resolve_key_hashes
 from fastinfer.limits import Limits, LocalStore, price_of
@@ -115,6 +118,49 @@ def test_the_estimate_is_the_prompt_and_max_tokens_for_every_choice():
     assert estimated_tokens({**body, "max_completion_tokens": 100, "n": 3}) == 310
     assert estimated_tokens({"system": "y" * 8, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "x" * 8}]}], "max_tokens": 5}) == 9
+
+
+_TEXT = st.text(max_size=12)
+_VALUE = st.recursive(st.none() | _TEXT | st.integers(),
+                      lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.sampled_from(["text", "content", "parts", "type", "thinking"]), inner,
+                                        max_size=3), max_leaves=8)
+_MESSAGE = st.one_of(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": _TEXT | st.none()}),
+    st.dictionaries(st.sampled_from(["role", "content", "text", "parts", "thinking", "name", "tool_call_id"]),
+                    _TEXT | _VALUE, max_size=4),
+    _VALUE)
+_CONTENT = _TEXT | st.none() | _VALUE
+# a chat message: its role and content, maybe text under other keys too
+_CHAT_MESSAGE = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": _CONTENT}) \
+    | st.fixed_dictionaries({}, optional={"role": _TEXT, "content": _CONTENT, **dict.fromkeys(
+        ["text", "parts", "thinking", "name", "tool_call_id"], _TEXT)})
+_PROMPT_FIELDS = ["system", "contents", "systemInstruction", "prompt", "input"]
+_CHAT_BODY = st.fixed_dictionaries({"model": _TEXT, "messages": st.lists(_CHAT_MESSAGE, max_size=4)},
+                                   optional={"system": _TEXT})
+_BODY = st.one_of(
+    _CHAT_BODY,
+    st.tuples(_CHAT_BODY, st.sampled_from(_PROMPT_FIELDS), st.text(min_size=1) | _VALUE).map(lambda b: {**b[0], b[1]: b[2]}),
+    st.dictionaries(st.sampled_from(["messages", *_PROMPT_FIELDS, "model"]), st.lists(_MESSAGE, max_size=4) | _VALUE,
+                    max_size=4))
+
+
+_SAID = {"role": "user", "content": "hello"}
+
+
+@settings(max_examples=400, deadline=None)
+@given(_BODY)
+# the edges of the quick count's shape, each where the walk finds more text
+@example({"messages": [{"content": "a", "text": "bb"}]})
+@example({"messages": [_SAID, {"role": "user", "content": ["a", {"type": "text", "text": "bb"}]}]})
+@example({"messages": [_SAID, {"role": "assistant", "content": None, "thinking": "bb"}]})
+@example({"messages": [_SAID], "system": [{"type": "text", "text": "bb"}]})
+@example({"messages": [_SAID], "input": "bb"})
+@example({"messages": [_SAID, ["bb"]]})
+@example({"messages": {"content": "bb"}})
+def test_the_prompt_is_counted_the_same_whether_its_shape_is_common_or_not(body):
+    """The quick count of a chat body's ``messages`` is the count found by walking every text field."""
+    assert prompt_chars(body) == walked_prompt_chars(body)
 
 
 @pytest.mark.parametrize("seconds, text", [

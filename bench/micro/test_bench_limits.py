@@ -2,15 +2,27 @@
 
 Run:  python -m pytest bench/micro/test_bench_limits.py --benchmark-enable -p no:cacheprovider -s
 
-One request's whole limits path as the gateway and the engine run it: the key found by its hash
-from the ``Authorization`` header and its model checked, its budget, concurrency slot, RPM and TPM
-buckets taken, the deployment's RPM/TPM buckets taken, the request settled from its usage (tokens
-corrected, spend added, the key's metrics counted, the slot given back) and the ``x-ratelimit-*``
-headers written. Timed over the compiled segment and over the pure-Python reference in the same
-run (the ratio), minus the cost of building the request, which a request pays with or without
-limits. The load bench (``--targets direct gateway gateway-limits``) measures the same on a
-running server.
+Added cost = CPU per request with a key, the key's RPM/TPM, concurrency and budget, and the
+deployment's RPM/TPM all on, minus CPU per request with none configured, measured in the same run.
+With none configured the gateway builds the request and the engine calls no limits at all
+(``Engine._limits`` is None, no key is looked up), so that path is the request built (the same
+``GatewayRequest`` of the same body) and the difference is every call the limits add, in the order
+the gateway and the engine make them: the key found by its hash from the ``Authorization`` header,
+its model checked and its priority applied, its budget, concurrency slot, RPM and TPM buckets
+taken (the prompt estimated once), the deployment's RPM/TPM buckets taken, the request settled
+from its usage (tokens corrected, spend added, the key's metrics counted, the slot given back)
+and the ``x-ratelimit-*`` headers added to the answer's. Not in it: the web layer's work for the
+six extra response headers and the ``Authorization`` header, which only the load bench sees
+(``python -m fastinfer bench --targets direct gateway gateway-limits``: its ``limits_cost``).
+
+CPU time (``time.process_time``), not wall time, so another process holding the CPU is not
+counted; both paths are timed in alternating short rounds and the figure is the fastest round of
+one minus the fastest of the other: a busy sibling hyperthread still slows the CPU a process gets,
+so the median round's difference, printed next to it, is the figure under contention. The same
+over the pure-Python reference segment gives the ratio.
 """
+import statistics
+import time
 import timeit
 import uuid
 
@@ -55,19 +67,32 @@ def new_request():
 
 
 def one_request(ring, limits):
+    """The request with a key and every limit, as the gateway and the engine serve it."""
     req = new_request()
     key = ring.authenticate(HEADERS)
     key.check_model(req.model)
     req.key = key.name
+    req.priority = key.priority_of(None)
     grant = limits.admit(req)
     limits.take_deployment(grant, 0, req, 30.0)
     req.usage, req.cost_usd = USAGE, 0.0000925
     grant.settle(0)
-    return grant.rate_headers()
+    answer_headers = {}
+    answer_headers.update(grant.rate_headers())
+    return answer_headers
 
 
-def per_call_us(fn, number):
-    return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+def added_us(ring, limits, number: int, rounds: int) -> tuple[float, float]:
+    """CPU per request with everything on minus with nothing configured, timed in alternating
+    rounds: (least disturbed: the fastest round of each, the median round's difference)."""
+    def with_limits():
+        one_request(ring, limits)
+
+    withouts, withs = [], []
+    for _ in range(rounds):
+        withouts.append(timeit.timeit(new_request, number=number, timer=time.process_time) / number * 1e6)
+        withs.append(timeit.timeit(with_limits, number=number, timer=time.process_time) / number * 1e6)
+    return min(withs) - min(withouts), statistics.median(w - wo for w, wo in zip(withs, withouts))
 
 
 @pytest.fixture
@@ -80,19 +105,21 @@ def paths():
 
 
 def test_bench_a_request_with_a_key_and_every_limit(benchmark, paths):
-    n = 500 if benchmark.disabled else 20_000
-    base_us = per_call_us(new_request, n)
-    added = {}
+    n = 300 if benchmark.disabled else 2_000
+    added, median = {}, {}
     for impl, (_, ring, limits) in paths.items():
         headers = one_request(ring, limits)
         assert headers["x-ratelimit-limit-requests"] == str(NEVER)     # every limit really applied
-        added[impl] = per_call_us(lambda: one_request(ring, limits), n if impl is compiled else max(n // 5, 100)) \
-            - base_us
+        assert headers["x-ratelimit-limit-tokens"] == str(NEVER)
+        added[impl], median[impl] = added_us(ring, limits, n if impl is compiled else max(n // 5, 60),
+                                             3 if benchmark.disabled else 30)
     _, ring, limits = paths[compiled]
     assert limits.store.spent(0, limits.period_of(limits.keys["team"])) > 0
     c_us, r_us = added[compiled], added[reference]
     benchmark.extra_info.update({"added_us_per_request": round(c_us, 2), "reference_us": round(r_us, 2),
+                                 "median_round_added_us": round(median[compiled], 2),
                                  "ratio_reference_to_compiled": round(r_us / c_us, 1), "target_us": 10})
-    print(f"\nkey + key rpm/tpm/concurrency/budget + deployment rpm/tpm, added per request: "
-          f"compiled core {c_us:.2f} µs   reference core {r_us:.2f} µs   ratio x{r_us / c_us:.1f}   target <= 10 µs")
+    print(f"\nkey + key rpm/tpm/concurrency/budget + deployment rpm/tpm, CPU added per request: "
+          f"compiled core {c_us:.2f} µs (median round {median[compiled]:.2f})   reference core {r_us:.2f} µs   "
+          f"ratio x{r_us / c_us:.1f}   target <= 10 µs: {'met' if c_us <= 10 else 'NOT met'}")
     benchmark.pedantic(one_request, args=(ring, limits), iterations=2000, rounds=20, warmup_rounds=1)

@@ -18,6 +18,7 @@ import hmac
 import time
 
 import orjson
+from aiohttp import hdrs
 
 from ..config import Config
 from ..config.keys import key_digest, resolve_key_hashes  # noqa: F401 (re-exported)
@@ -84,7 +85,8 @@ class KeyRing:
 
 
 def _presented_key(headers) -> str:
-    authorization = headers.get("Authorization")
+    # aiohttp's name is case-folded once; a plain str is folded again by every lookup
+    authorization = headers.get(hdrs.AUTHORIZATION)
     if authorization is not None:
         if authorization.startswith("Bearer ") and " " not in authorization[7:]:
             return authorization[7:]               # the usual form, with no surrounding space to strip

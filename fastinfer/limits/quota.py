@@ -69,18 +69,30 @@ class Bucket:
     """One limit's bucket as the request path reads it: its id in the store, and what its
     ``x-ratelimit-*`` headers need, computed once."""
 
-    __slots__ = ("id", "level", "capacity", "capacity_text", "seconds_per_token")
+    __slots__ = ("id", "level", "capacity", "capacity_text", "seconds_per_token", "header_names")
 
-    def __init__(self, store: LimitStore, bucket: int):
+    def __init__(self, store: LimitStore, bucket: int, kind: str):
         self.id = bucket
         self.level = store.level_reader(bucket)        # tokens now, negative in debt
         self.capacity = store.capacity(bucket)
         self.capacity_text = str(self.capacity)
         self.seconds_per_token = 1.0 / store.rate_per_s(bucket)
+        self.header_names = tuple(f"x-ratelimit-{what}-{kind}" for what in ("limit", "remaining", "reset"))
+
+    def put_headers(self, headers: dict, left: float) -> None:
+        """Its ``x-ratelimit-*`` headers with ``left`` tokens now."""
+        limit, remaining, reset = self.header_names
+        headers[limit] = self.capacity_text
+        if left >= self.capacity:       # full, as a limit that does not bind mostly is: nothing to format
+            headers[remaining] = self.capacity_text
+            headers[reset] = "0s"
+        else:
+            headers[remaining] = str(int(left)) if left > 0 else "0"
+            headers[reset] = reset_duration((self.capacity - left) * self.seconds_per_token)
 
 
 def _buckets(store: LimitStore, buckets: dict, scope: str, name: str) -> tuple[Bucket | None, Bucket | None]:
-    return tuple(Bucket(store, buckets[(scope, name, kind)]) if (scope, name, kind) in buckets else None
+    return tuple(Bucket(store, buckets[(scope, name, kind)], kind) if (scope, name, kind) in buckets else None
                  for kind in ("requests", "tokens"))
 
 
@@ -423,24 +435,29 @@ class Grant:
         limits = self.limits
         store = limits.store
         usage = self.req.usage if served is not None else None
-        used = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0) if usage else 0
+        if usage:
+            prompt = usage.get("prompt_tokens", 0)
+            completion = usage.get("completion_tokens", 0)
+            used = prompt + completion
+        else:
+            used = 0
         if self.seen:
             served_by = limits.deployments[served] if served is not None else None
             for dep, charged in self.seen:
                 if charged >= 0 and dep.tokens is not None:
                     store.adjust(dep.tokens.id, (used if dep is served_by else 0) - charged)
         key = self.key
-        if key is not None:
-            if self.key_tokens is not None:
-                store.adjust(key.tokens.id, used - self.key_tokens)
-            if usage:
-                cost = self.req.cost_usd
-                if cost:
-                    store.add_spend(key.index, limits.period_of(key), round(cost * _MICRO))
-                if limits.metrics is not None:
-                    limits.metrics.key_usage(key.name, usage.get("prompt_tokens", 0),
-                                             usage.get("completion_tokens", 0), usage.get("cached_tokens", 0), cost)
-            self.release()
+        if key is None:
+            return
+        if self.key_tokens is not None:
+            store.adjust(key.tokens.id, used - self.key_tokens)
+        if usage:
+            cost = self.req.cost_usd
+            if cost:
+                store.add_spend(key.index, key.period.current(limits.wall_time()), round(cost * _MICRO))
+            if limits.metrics is not None:
+                limits.metrics.key_usage(key.name, prompt, completion, usage.get("cached_tokens", 0), cost)
+        self.release()
 
     def rate_headers(self) -> dict:
         """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left."""
@@ -465,14 +482,9 @@ class Grant:
                     tokens, tokens_left = bucket, left
         headers = {}
         if requests is not None:
-            headers["x-ratelimit-limit-requests"] = requests.capacity_text
-            headers["x-ratelimit-remaining-requests"] = str(int(requests_left)) if requests_left > 0 else "0"
-            headers["x-ratelimit-reset-requests"] = reset_duration(
-                (requests.capacity - requests_left) * requests.seconds_per_token)
+            requests.put_headers(headers, requests_left)
         if tokens is not None:
-            headers["x-ratelimit-limit-tokens"] = tokens.capacity_text
-            headers["x-ratelimit-remaining-tokens"] = str(int(tokens_left)) if tokens_left > 0 else "0"
-            headers["x-ratelimit-reset-tokens"] = reset_duration((tokens.capacity - tokens_left) * tokens.seconds_per_token)
+            tokens.put_headers(headers, tokens_left)
         return headers
 
 
