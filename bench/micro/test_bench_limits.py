@@ -2,8 +2,9 @@
 
 Run:  python -m pytest bench/micro/test_bench_limits.py --benchmark-enable -p no:cacheprovider -s
 
-Added cost = CPU per request with a key, the key's RPM/TPM, concurrency and budget, and the
-deployment's RPM/TPM all on, minus CPU per request with none configured, measured in the same run.
+Added cost = CPU per request with a key, the key's RPM/TPM and the deployment's RPM/TPM on (the
+issue's bar), and again with the key's concurrency and budget as well, minus CPU per request with
+none configured, measured in the same run.
 With none configured the gateway builds the request and the engine calls no limits at all
 (``Engine._limits`` is None, no key is looked up), so that path is the request built (the same
 ``GatewayRequest`` of the same body) and the difference is every call the limits add, in the order
@@ -39,20 +40,22 @@ from fastinfer.metrics import Metrics, MetricsLayout
 from fastinfer.process.hostwide import plan
 
 NEVER = 10 ** 9
-CONFIG = {
-    "keys": [{"name": "team", "key": "sk-bench-key", "rpm": NEVER, "tpm": NEVER, "max_concurrency": 1_000_000,
-              "budget": {"usd": 1e9, "period": "month"}}],
-    "deployments": [{"name": "m", "provider": "mock", "rate_limit": {"rpm": NEVER, "tpm": NEVER},
-                     "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}],
-}
+DEPLOYMENTS = [{"name": "m", "provider": "mock", "rate_limit": {"rpm": NEVER, "tpm": NEVER},
+                "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}]
+# the bar: a key, the key's RPM/TPM and the deployment's limit ...
+BAR = {"keys": [{"name": "team", "key": "sk-bench-key", "rpm": NEVER, "tpm": NEVER}], "deployments": DEPLOYMENTS}
+# ... and everything a key can carry besides: its concurrency and its budget (spend kept per request)
+EVERYTHING = {"keys": [{**BAR["keys"][0], "max_concurrency": 1_000_000, "budget": {"usd": 1e9, "period": "month"}}],
+              "deployments": DEPLOYMENTS}
+CONFIGS = {"key + rpm/tpm + deployment rpm/tpm": BAR, "... + key concurrency + budget": EVERYTHING}
 BODY = {"model": "m", "messages": [{"role": "user", "content": "Say hello to the benchmark, briefly."}],
         "max_tokens": 64}
 HEADERS = CIMultiDict({"Authorization": "Bearer sk-bench-key", "Content-Type": "application/json"})
 USAGE = {"prompt_tokens": 12, "completion_tokens": 40}
 
 
-def limits_over(impl):
-    cfg = resolve_key_hashes(parse_config(CONFIG))
+def limits_over(impl, config):
+    cfg = resolve_key_hashes(parse_config(config))
     layout = MetricsLayout(cfg)
     shape, index = plan(cfg, 1, layout)
     segment = impl.Segment.create(f"fi-bench-limits-{uuid.uuid4().hex[:8]}", shape)
@@ -95,16 +98,17 @@ def added_us(ring, limits, number: int, rounds: int) -> tuple[float, float]:
     return min(withs) - min(withouts), statistics.median(w - wo for w, wo in zip(withs, withouts))
 
 
-@pytest.fixture
-def paths():
-    made = {impl: limits_over(impl) for impl in (compiled, reference)}
-    yield made
+@pytest.fixture(params=list(CONFIGS))
+def paths(request):
+    made = {impl: limits_over(impl, CONFIGS[request.param]) for impl in (compiled, reference)}
+    yield request.param, made
     for segment, _, _ in made.values():
         segment.unlink()
         segment.close()
 
 
 def test_bench_a_request_with_a_key_and_every_limit(benchmark, paths):
+    what, paths = paths
     n = 300 if benchmark.disabled else 2_000
     added, median = {}, {}
     for impl, (_, ring, limits) in paths.items():
@@ -119,7 +123,7 @@ def test_bench_a_request_with_a_key_and_every_limit(benchmark, paths):
     benchmark.extra_info.update({"added_us_per_request": round(c_us, 2), "reference_us": round(r_us, 2),
                                  "median_round_added_us": round(median[compiled], 2),
                                  "ratio_reference_to_compiled": round(r_us / c_us, 1), "target_us": 10})
-    print(f"\nkey + key rpm/tpm/concurrency/budget + deployment rpm/tpm, CPU added per request: "
+    print(f"\n{what}, CPU added per request: "
           f"compiled core {c_us:.2f} µs (median round {median[compiled]:.2f})   reference core {r_us:.2f} µs   "
           f"ratio x{r_us / c_us:.1f}   target <= 10 µs: {'met' if c_us <= 10 else 'NOT met'}")
     benchmark.pedantic(one_request, args=(ring, limits), iterations=2000, rounds=20, warmup_rounds=1)
