@@ -30,7 +30,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .run import Service
+from .services import Service
 
 RPM = 600
 TARGET_RPS = 1000
@@ -58,8 +58,8 @@ def start_redis(workdir: str) -> tuple[subprocess.Popen, int]:
 
 def config(redis_port: int, node: str, prefix: str, mode: str, rpm: int) -> str:
     return f"""
-[server]
-log_level = "warning"
+[logging]
+level = "warning"
 
 [[keys]]
 name = "bench"

@@ -316,3 +316,16 @@ def test_worker_split_shares():
     assert split["workers"] == 2 and split["shares"] == [0.75, 0.25]
     assert (split["min_share"], split["max_share"]) == (0.25, 0.75)
     assert worker_split({"a": 1.0}, {"a": 1.0})["shares"] == []
+
+
+@pytest.mark.parametrize("mode", ["approximate", "strict"])
+def test_the_cluster_bench_config_is_one_this_tree_accepts(tmp_path, mode):
+    """``python -m bench.cluster`` starts its hosts from this config: a schema change that refuses it
+    must fail here, not in the next engineer's measurement."""
+    from bench.cluster import config
+    path = tmp_path / "host.toml"
+    path.write_text(config(6379, "node-0", "bench", mode, 600))
+    out = subprocess.run([sys.executable, "-m", "fastinfer", "check-config", str(path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"mode={mode}" in out.stdout
