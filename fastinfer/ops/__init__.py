@@ -10,6 +10,15 @@ Must not touch: routing, providers, the engine's attempt loop. HTTP handlers liv
 in ``gateway.admin``; this package gives them their answers.
 """
 from .auth import AdminAuth, FailureThrottle, one_time_token
-from .stats import host_stats
+
+
+def __getattr__(name: str):
+    # ``host_stats`` reads the limits (which bring asyncio): imported when a worker asks for it, not
+    # with the package, which the supervisor (no event loop) imports for ``one_time_token``
+    if name == "host_stats":
+        from .stats import host_stats
+        return host_stats
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["AdminAuth", "FailureThrottle", "host_stats", "one_time_token"]
