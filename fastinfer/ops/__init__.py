@@ -9,12 +9,15 @@ data request.
 Must not touch: routing, providers, the engine's attempt loop. HTTP handlers live
 in ``gateway.admin``; this package gives them their answers.
 """
-from .auth import AdminAuth, FailureThrottle, one_time_token
+from .token import one_time_token
 
 
 def __getattr__(name: str):
-    # ``host_stats`` reads the limits (which bring asyncio): imported when a worker asks for it, not
-    # with the package, which the supervisor (no event loop) imports for ``one_time_token``
+    # The supervisor imports this package for ``one_time_token`` only: what the workers use is imported
+    # when they ask for it, so the supervisor stays without the limits (asyncio) and hashlib (libcrypto)
+    if name in ("AdminAuth", "FailureThrottle"):
+        from . import auth
+        return getattr(auth, name)
     if name == "host_stats":
         from .stats import host_stats
         return host_stats
