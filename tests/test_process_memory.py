@@ -1,7 +1,7 @@
 """The tree stays small. The supervisor loads neither aiohttp (the workers' web layer) nor numpy, nor
-asyncio and ssl (it runs no event loop), which a fork would otherwise make resident in every process
-of the tree, and creating the shared segment leaves its admission pool's pages untouched (they
-are resident only where a queue reaches them); the workers load no numpy
+asyncio, ssl and hashlib (it runs no event loop and checks no key), which a fork would otherwise make
+resident in every process of the tree, and creating the shared segment leaves its admission pool's
+pages untouched (they are resident only where a queue reaches them); the workers load no numpy
 even to answer a metrics scrape, and no Redis client (nor what it brings: OpenTelemetry,
 cryptography) when no [cluster] is configured."""
 from __future__ import annotations
@@ -36,7 +36,7 @@ def shared_segment_rss_kb(pid: int) -> int:
     return rss
 
 
-def test_the_supervisor_runs_without_asyncio_and_leaves_the_admission_pool_unmapped(start_gateway):
+def test_the_supervisor_runs_without_asyncio_nor_openssl_and_leaves_the_admission_pool_unmapped(start_gateway):
     # max_concurrency 100 000: 6.4 MB of admission entries (64 bytes each) in the segment
     gw = start_gateway(upstream_config("http://127.0.0.1:9", max_concurrency=100000), workers=2)
     assert http_json("GET", gw.base + "/v1/models", headers={"connection": "close"})[0] == 200
@@ -46,6 +46,7 @@ def test_the_supervisor_runs_without_asyncio_and_leaves_the_admission_pool_unmap
     assert all(extension_loaded(files, "_asyncio") for files in workers)   # the check sees asyncio
     assert not extension_loaded(supervisor, "_asyncio")
     assert not extension_loaded(supervisor, "_ssl")
+    assert not extension_loaded(supervisor, "_hashlib")   # OpenSSL's libcrypto: the workers' to load
     assert 0 < shared_segment_rss_kb(gw.pid) < 1024
 
 
