@@ -20,6 +20,7 @@ Must not touch: what is logged, or when (callers decide); the access log's field
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -37,8 +38,12 @@ ACCESS_LOGGER = "fastinfer.access"
 _PIPE_BUF = 4096      # writes up to this size to a pipe are never interleaved with another process's
 
 
+_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
+
+
 class _Timestamps:
-    """ISO 8601 UTC timestamps with milliseconds; the part up to the second is formatted once a second."""
+    """ISO 8601 UTC timestamps with milliseconds; the part up to the second is formatted once a second,
+    the rest looked up."""
 
     __slots__ = ("_second", "_prefix")
 
@@ -51,7 +56,8 @@ class _Timestamps:
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((t - second) * 1000):03d}Z"
+        ms = int((t - second) * 1000)
+        return self._prefix + _MILLIS[ms] if ms >= 0 else f"{self._prefix}.{ms:03d}Z"   # < 0: before 1970
 
 
 iso_time = _Timestamps()
@@ -80,8 +86,8 @@ def logfmt(fields: dict) -> str:
     for name, value in fields.items():      # _logfmt_value inlined for the common types: per line
         if value is None:
             parts.append(f"{name}=-")
-        elif isinstance(value, str) and (value.isalnum() or _bare(value)):     # isalnum: most, at a tenth
-            parts.append(f"{name}={value}")
+        elif type(value) is str:
+            parts.append(f"{name}={value}" if value.isalnum() else f"{name}={_logfmt_str(value)}")
         elif type(value) is int:
             parts.append(f"{name}={value}")
         else:
@@ -92,6 +98,11 @@ def logfmt(fields: dict) -> str:
 _bare = re.compile(r"[\w\-./:@+]+").fullmatch    # \w: what str.isalnum() accepts, and "_"
 
 
+@functools.lru_cache(maxsize=1024)     # a line's paths, models, keys recur: checked once
+def _logfmt_str(value: str) -> str:
+    return value if _bare(value) else orjson.dumps(value).decode()
+
+
 def _logfmt_value(value) -> str:
     if value is None:
         return "-"
@@ -100,7 +111,7 @@ def _logfmt_value(value) -> str:
     if value is False:
         return "false"
     if isinstance(value, str):
-        return value if _bare(value) else orjson.dumps(value).decode()
+        return _logfmt_str(str(value))
     return str(value)
 
 
@@ -144,10 +155,28 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out).decode()
 
     def format_fields(self, created: float, levelno: int, name: str, pid: int, fields: dict) -> str:
-        """The line ``format`` makes of a record whose message is a ``StructuredMessage`` with ``fields``."""
-        out = {"ts": iso_time(created), "level": _LEVEL_NAMES.get(levelno, "info"), "logger": name, "pid": pid}
-        out.update(fields)
-        return orjson.dumps(out).decode()
+        """The line ``format`` makes of a record whose message is a ``StructuredMessage`` with ``fields``:
+        the object ``{"ts", "level", "logger", "pid", **fields}``, its constant middle serialized once."""
+        envelope = _ENVELOPES.get((levelno, name, pid))
+        if envelope is None:
+            envelope = _envelope(levelno, name, pid)
+        if not fields or "ts" in fields or "level" in fields or "logger" in fields or "pid" in fields:
+            out = {"ts": iso_time(created), "level": _LEVEL_NAMES.get(levelno, "info"), "logger": name, "pid": pid}
+            out.update(fields)
+            return orjson.dumps(out).decode()
+        return f'{{"ts":"{iso_time(created)}",{envelope},{orjson.dumps(fields).decode()[1:]}'
+
+
+_ENVELOPES: dict[tuple, str] = {}
+
+
+def _envelope(levelno: int, name: str, pid: int) -> str:
+    """``"level":…,"logger":…,"pid":…`` as orjson writes them inside the object."""
+    if len(_ENVELOPES) >= 64:       # a process has a few loggers; a pid changes by forking
+        _ENVELOPES.clear()
+    text = _ENVELOPES[levelno, name, pid] = orjson.dumps(
+        {"level": _LEVEL_NAMES.get(levelno, "info"), "logger": name, "pid": pid}).decode()[1:-1]
+    return text
 
 
 def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
