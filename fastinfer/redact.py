@@ -52,7 +52,12 @@ def remember(secret: str | None) -> None:
 def redact(text: str) -> str:
     """``text`` without remembered credentials, key-shaped tokens or URL passwords."""
     if not text or _anything.search(text) is None:
-        return text     # nothing any substitution below would change (the common case: one search)
+        return text     # nothing any substitution would change (the common case: one search)
+    return redact_unchecked(text)
+
+
+def redact_unchecked(text: str) -> str:
+    """``redact`` without the precheck: every substitution on ``text`` (what the precheck must agree with)."""
     if _secret_pattern is not None:
         text = _secret_pattern.sub(MASK, text)
     text = _KEY_SHAPES.sub(_mask_key, text)

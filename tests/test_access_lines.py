@@ -22,18 +22,10 @@ PID = os.getpid()
 
 
 def reference_value(value) -> str:
-    """``_logfmt_value`` as it was: a generator over the characters."""
-    if value is None:
-        return "-"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
+    """A value as logfmt showed it before: strings checked by a generator over their characters."""
     if isinstance(value, str):
-        if value and all(c.isalnum() or c in "-_./:@+" for c in value):
-            return value
-        return orjson.dumps(value).decode()
-    return str(value)
+        return value if value and all(c.isalnum() or c in "-_./:@+" for c in value) else orjson.dumps(value).decode()
+    return "-" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def reference_line(fmt: str, ts: float, values: tuple, known: bool) -> str:

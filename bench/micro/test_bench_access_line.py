@@ -13,8 +13,6 @@ With ``--benchmark-disable`` (the default in pyproject) every test runs once, qu
 """
 from __future__ import annotations
 
-import logging
-import os
 import time
 import timeit
 
@@ -23,33 +21,21 @@ import pytest
 
 from fastinfer import redact as redact_module
 from fastinfer.observe import access, logs
-from test_bench_access_log import FIELDS, _Loop, per_line_us
+from test_bench_access_log import FIELDS, _Loop, devnull_logger, per_line_us  # noqa: F401 (a fixture)
 
 REMEMBERED = ("sk-replica-credential-0001", "AIzaSyBenchBenchBenchBenchBench01", "plain-credential-value")
 
 
 def three_substitutions(text: str) -> str:
     """``redact`` before its precheck."""
-    if not text:
-        return text
-    if redact_module._secret_pattern is not None:
-        text = redact_module._secret_pattern.sub(redact_module.MASK, text)
-    text = redact_module._KEY_SHAPES.sub(redact_module._mask_key, text)
-    return redact_module._URL_PASSWORD.sub(r"\1" + redact_module.MASK + "@", text)
+    return redact_module.redact_unchecked(text) if text else text
 
 
 def _former_logfmt_value(value) -> str:
-    if value is None:
-        return "-"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
+    """A value as logfmt showed it before: strings checked by a generator over their characters."""
     if isinstance(value, str):
-        if value and all(c.isalnum() or c in "-_./:@+" for c in value):
-            return value
-        return orjson.dumps(value).decode()
-    return str(value)
+        return value if value and all(c.isalnum() or c in "-_./:@+" for c in value) else orjson.dumps(value).decode()
+    return "-" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class _FormerText(logs.TextFormatter):
@@ -65,24 +51,6 @@ class _FormerJson(logs.JsonFormatter):
         return orjson.dumps(out).decode()
 
 
-@pytest.fixture
-def devnull_access_logger(monkeypatch):
-    """The access logger alone on a ``LineHandler`` writing to /dev/null, as ``setup_logging`` leaves it."""
-    for secret in REMEMBERED:
-        redact_module.remember(secret)
-    fd = os.open(os.devnull, os.O_WRONLY)
-    handler = logs.LineHandler(fd)
-    monkeypatch.setattr(logs, "_handler", handler)
-    logger = logging.getLogger(logs.ACCESS_LOGGER)
-    saved = logger.handlers[:], logger.propagate, logger.level
-    logger.handlers[:] = [handler]
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    yield handler
-    logger.handlers[:], logger.propagate, logger.level = saved
-    os.close(fd)
-
-
 def _all_in_us(log: access.AccessLog, n: int) -> float:
     def add_and_flush():
         for _ in range(100):
@@ -91,21 +59,25 @@ def _all_in_us(log: access.AccessLog, n: int) -> float:
     return per_line_us(add_and_flush, max(n // 100, 5)) / 100
 
 
+@pytest.mark.usefixtures("devnull_logger")    # the access logger alone on a LineHandler writing to /dev/null
 @pytest.mark.parametrize("fmt", ["json", "text"])
-def test_access_line_against_the_record_way(benchmark, devnull_access_logger, monkeypatch, fmt):
-    handler = devnull_access_logger
+def test_access_line_against_the_record_way(benchmark, monkeypatch, fmt):
+    for secret in REMEMBERED:
+        redact_module.remember(secret)
+    handler = logs._handler
     n = 500 if benchmark.disabled else 50_000
     log = access.AccessLog(_Loop(), ["gpt-4o"])
 
-    handler.setFormatter(logs.JsonFormatter() if fmt == "json" else logs.TextFormatter())
-    assert logs.direct_handler(log._logger) is handler
-    new_us = _all_in_us(log, n)
-
-    with monkeypatch.context() as former:
-        handler.setFormatter(_FormerJson() if fmt == "json" else _FormerText())
-        former.setattr(access, "direct_handler", lambda logger: None)
-        former.setattr(access, "redact", three_substitutions)
-        old_us = _all_in_us(log, n)
+    new_us = old_us = float("inf")
+    for _ in range(3):      # alternated, the best of each: the machine's other load falls on both
+        handler.setFormatter(logs.JsonFormatter() if fmt == "json" else logs.TextFormatter())
+        assert logs.direct_handler(log._logger) is handler
+        new_us = min(new_us, _all_in_us(log, n))
+        with monkeypatch.context() as former:
+            handler.setFormatter(_FormerJson() if fmt == "json" else _FormerText())
+            former.setattr(access, "direct_handler", lambda logger: None)
+            former.setattr(access, "redact", three_substitutions)
+            old_us = min(old_us, _all_in_us(log, n))
 
     benchmark.extra_info.update({"format": fmt, "new_us": round(new_us, 3), "record_way_us": round(old_us, 3),
                                  "new_over_old": round(new_us / old_us, 3)})
