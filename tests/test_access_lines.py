@@ -72,7 +72,8 @@ class Piped:
         return data.decode("utf-8", "backslashreplace").splitlines()
 
     def close(self):
-        self.logger.handlers[:], self.logger.propagate, self.logger.level, self.logger.filters[:] = self.saved
+        self.logger.handlers[:], self.logger.propagate, level, self.logger.filters[:] = self.saved
+        self.logger.setLevel(level)     # not ``.level =``: the logger's cached isEnabledFor must go too
         os.close(self.handler.fd)
         os.close(self.read_end)
 
