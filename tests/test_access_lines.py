@@ -58,9 +58,18 @@ class Piped:
         self.handler.setFormatter(logs.JsonFormatter() if fmt == "json" else logs.TextFormatter())
         self.logger = logging.getLogger(logs.ACCESS_LOGGER)
         self.saved = self.logger.handlers[:], self.logger.propagate, self.logger.level, self.logger.filters[:]
-        self.logger.handlers[:] = [self.handler]
+        self.own()
         self.logger.propagate = False
         self.logger.setLevel(logging.INFO)
+
+    def own(self) -> None:
+        """Make the pipe's handler the logger's only one again.
+
+        pytest (9.2 on) attaches its capture handler to every non-propagating logger when a test's
+        call phase starts, after fixtures ran: a test body calls this first, as ``setup_logging``
+        leaves the logger in a served process.
+        """
+        self.logger.handlers[:] = [self.handler]
 
     def lines(self) -> list[str]:
         data = b""
@@ -107,6 +116,7 @@ TS = st.floats(min_value=1.6e9, max_value=2e9, allow_nan=False)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # drained
 @given(rows=st.lists(st.tuples(TS, VALUES), min_size=1, max_size=8))
 def test_each_line_is_the_line_records_made(piped, rows):
+    piped.own()
     remember(SECRET)
     # a lone surrogate makes orjson raise either way: ``test_a_line_orjson_refuses...`` covers it
     rows = [(ts, values) for ts, values in rows if not any(isinstance(v, str) and _has_surrogate(v) for v in values)]
@@ -129,20 +139,22 @@ ROW = (1_700_000_000.25, ("req-1", "team-a", "gpt-4o", "r0", 200, 1, True, 0.5, 
 
 
 def test_another_handler_or_a_filter_still_gets_records(piped):
+    piped.own()
     seen: list[logging.LogRecord] = []
 
     class Recorder(logging.Handler):
         def emit(self, record):
             seen.append(record)
 
-    piped.logger.addHandler(Recorder())
+    recorder = Recorder()
+    piped.logger.addHandler(recorder)
     assert logs.direct_handler(piped.logger) is None
     log = access.AccessLog(_Loop(), ["gpt-4o"])
     add_all(log, [ROW])
     log.flush()
     assert piped.lines() == [reference_line(piped.fmt, *ROW, True)]
     assert len(seen) == 1 and seen[0].name == logs.ACCESS_LOGGER and isinstance(seen[0].msg, access.AccessLine)
-    piped.logger.handlers.pop()
+    piped.logger.removeHandler(recorder)
     piped.logger.addFilter(lambda record: False)      # a filter dropping every record: nothing written
     add_all(log, [ROW])
     log.flush()
@@ -150,6 +162,7 @@ def test_another_handler_or_a_filter_still_gets_records(piped):
 
 
 def test_a_disabled_access_logger_writes_nothing(piped):
+    piped.own()
     piped.logger.setLevel(logging.WARNING)
     assert logs.direct_handler(piped.logger) is None
     log = access.AccessLog(_Loop(), ["gpt-4o"])
