@@ -5,7 +5,6 @@ Exit codes: 0 success, 2 bad config or bad arguments.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import os
@@ -115,9 +114,9 @@ def cmd_serve(args) -> int:
         _setup_logging(fresh)
         return fresh
 
-    from .limits import StateDir, StateDirInUse
     state_dir = None
     if config.server.state_dir is not None:
+        from .limits import StateDir, StateDirInUse     # only then: the limits package brings asyncio
         try:
             state_dir = StateDir(config.server.state_dir)
         except StateDirInUse as e:
@@ -213,6 +212,8 @@ def describe_key(k) -> str:
 
 
 def cmd_mock_upstream(args) -> int:
+    import asyncio   # here, not at the top: ``serve``'s supervisor runs no loop and stays without it
+
     import uvloop
 
     from .mock_upstream import Chaos, serve

@@ -168,7 +168,10 @@ def test_failed_admin_auth_is_throttled_per_address_host_wide_and_logged_without
     finally:
         first.close()
         second.close()
-    assert get_from("127.0.0.2", gw.port, "/admin/state", bearer(KEY))[0] == 200
+    # Addresses hash onto 256 slots with a salt only the host knows, so another address shares the
+    # held one's slot 1 time in 256: of 8 others, all but a rare one or two get through.
+    others = [get_from(f"127.0.0.{n}", gw.port, "/admin/state", bearer(KEY))[0] for n in range(2, 10)]
+    assert others.count(200) >= 6 and set(others) <= {200, 429}
     # data routes are not admin routes
     assert http_json("POST", gw.base + "/v1/chat/completions",
                      {"model": "m", "messages": [{"role": "user", "content": "hi"}]})[0] == 200

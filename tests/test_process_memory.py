@@ -1,9 +1,12 @@
-"""The tree stays small. The supervisor loads neither aiohttp (the workers' web layer) nor numpy,
-which a fork would otherwise make resident in every process of the tree; the workers load no numpy
+"""The tree stays small. The supervisor loads neither aiohttp (the workers' web layer) nor numpy, nor
+asyncio, ssl and hashlib (it runs no event loop and checks no key), which a fork would otherwise make
+resident in every process of the tree, and creating the shared segment leaves its admission pool's
+pages untouched (they are resident only where a queue reaches them); the workers load no numpy
 even to answer a metrics scrape, and no Redis client (nor what it brings: OpenTelemetry,
 cryptography) when no [cluster] is configured."""
 from __future__ import annotations
 
+from conftest import upstream_config
 from procs import children_of, http_json, metrics_text, wait_for
 
 
@@ -14,6 +17,37 @@ def mapped_files(pid: int) -> set[str]:
 
 def loaded(files: set[str], package: str) -> bool:
     return any(f"/{package}/" in path for path in files)
+
+
+def extension_loaded(files: set[str], module: str) -> bool:
+    """Whether the compiled module ``module`` (``_asyncio``, ``_ssl``) is mapped."""
+    return any(path.rsplit("/", 1)[-1].startswith(module + ".") for path in files)
+
+
+def shared_segment_rss_kb(pid: int) -> int:
+    """Resident kB of ``pid``'s mappings of a fastinfer shared segment (its name is unlinked: "(deleted)")."""
+    rss, inside = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            if "-" in line.split(" ", 1)[0]:        # a mapping's header line
+                inside = "/dev/shm/fastinfer-" in line
+            elif inside and line.startswith("Rss:"):
+                rss += int(line.split()[1])
+    return rss
+
+
+def test_the_supervisor_runs_without_asyncio_nor_openssl_and_leaves_the_admission_pool_unmapped(start_gateway):
+    # max_concurrency 100 000: 6.4 MB of admission entries (64 bytes each) in the segment
+    gw = start_gateway(upstream_config("http://127.0.0.1:9", max_concurrency=100000), workers=2)
+    assert http_json("GET", gw.base + "/v1/models", headers={"connection": "close"})[0] == 200
+    assert wait_for(lambda: len(children_of(gw.pid)) == 2)
+    supervisor = mapped_files(gw.pid)
+    workers = [mapped_files(pid) for pid in children_of(gw.pid)]
+    assert all(extension_loaded(files, "_asyncio") for files in workers)   # the check sees asyncio
+    assert not extension_loaded(supervisor, "_asyncio")
+    assert not extension_loaded(supervisor, "_ssl")
+    assert not extension_loaded(supervisor, "_hashlib")   # OpenSSL's libcrypto: the workers' to load
+    assert 0 < shared_segment_rss_kb(gw.pid) < 1024
 
 
 def test_the_supervisor_loads_no_web_layer_nor_numpy_and_its_workers_serve(start_gateway):

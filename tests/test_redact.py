@@ -9,8 +9,9 @@ import textwrap
 import urllib.request
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from fastinfer.redact import mask_url, redact, remember
+from fastinfer.redact import mask_url, redact, redact_unchecked, remember
 from conftest import every_format_config
 from procs import http_json, start_gateway_proc, write_config
 
@@ -37,6 +38,30 @@ def test_remembered_credentials_are_removed_whatever_their_shape():
     assert redact("echo: plain-credential-without-a-prefix!") == "echo: ****!"
     assert redact("abc def") == "abc def"
     assert redact("no secrets, no keys, task-force risk-free") == "no secrets, no keys, task-force risk-free"
+
+
+REMEMBERED = ["plain-credential-without-a-prefix", "Zq9!x(y)+[z]", "tok3n-\u00e9t\u00e9"]
+# pieces that come close to a match, or are one: the text is made of them and of anything
+PIECES = st.sampled_from(REMEMBERED + [
+    "sk-", "sk-proj-abcdef123", "sk-ab", "xsk-abcdefgh", "AIza", "AIzaSyA1234567890abcdefghijk", "Bearer ",
+    "BEARER\t", "bearer", "beArer  tok.en/=", "https://", "http://u:", "redis://:pw@h", "a://b:c@d", "://", ":",
+    "@", "/", " ", "\n", "-", "_", "plain-credential", "without-a-prefix", "\u017f", "\u212a"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(PIECES, st.text(max_size=12)), max_size=12))
+def test_the_precheck_changes_nothing_redact_returns(parts):
+    for secret in REMEMBERED:
+        remember(secret)
+    text = "".join(parts)
+    assert redact(text) == (redact_unchecked(text) if text else text)
+
+
+def test_text_with_nothing_to_remove_is_returned_as_it_is():
+    remember("plain-credential-without-a-prefix")
+    request_id = "0f3a9c1b2d4e5f60"
+    assert redact(request_id) is request_id
+    assert redact("id sk-abcdefgh") == "id sk-****"      # and the precheck still lets a key through to its mask
 
 
 @pytest.mark.parametrize("url, shown", [

@@ -54,7 +54,8 @@ def devnull_logger(monkeypatch):
     logger.propagate = False
     logger.setLevel(logging.INFO)
     yield fd
-    logger.handlers[:], logger.propagate, logger.level = saved
+    logger.handlers[:], logger.propagate = saved[:2]
+    logger.setLevel(saved[2])       # not ``.level =``: the logger's cached isEnabledFor must go too
     os.close(fd)
 
 

@@ -82,6 +82,9 @@ typedef struct {
     int64_t dirty;              /* 1: rebuild from the entry states before use (rule 7) */
     int64_t next_seq;           /* host-wide arrival sequence */
     int64_t free_head;          /* singly linked through entry.next */
+    /* entries [fresh, pool_size) were never used: still the zero-filled pages of the new segment
+     * (state FREE), on no list, not resident until a burst reaches them; taken after free_head's */
+    int64_t fresh;
     int64_t head[FI_N_PRIORITIES];
     int64_t tail[FI_N_PRIORITIES];
     int64_t n_by_prio[FI_N_PRIORITIES];   /* read without the lock (atomic loads) */

@@ -32,14 +32,12 @@ cdef int _init_admission(Segment seg, int64_t d, int64_t mc, int64_t qc, int64_t
         a.head[j] = -1
         a.tail[j] = -1
         a.n_by_prio[j] = 0
-    cdef fi_entry *e = <fi_entry *>(seg.base + off_e)
-    for j in range(a.pool_size):
-        e[j].state = FI_E_FREE
-        e[j].gen = 0
-        e[j].worker = -1
-        e[j].prev = -1
-        e[j].next = j + 1 if j + 1 < a.pool_size else -1
-    a.free_head = 0 if a.pool_size > 0 else -1
+    # The entries are not written: the segment is a new, ftruncated file, so they are zero (state
+    # FREE, gen 0) and ``fresh`` hands them out in index order. Writing them would make every page of
+    # the pool (64 bytes per max_concurrency + queue slot: 6 MiB at 100 000) resident in the process
+    # that creates the segment, however few requests ever queue.
+    a.free_head = -1
+    a.fresh = 0
     return 0
 
 
@@ -143,6 +141,16 @@ cdef class Admission:
         e.next = self.a.free_head
         self.a.free_head = i
 
+    cdef int64_t _take_entry(self):
+        """Lock held, one known to be there: a freed entry (last freed first), else a never-used one."""
+        cdef int64_t i = self.a.free_head
+        if i >= 0:
+            self.a.free_head = self.entries[i].next
+            return i
+        i = self.a.fresh
+        self.a.fresh = i + 1
+        return i
+
     cdef int64_t _grant_best(self):
         """Lock held, waiting > 0: pass the slot being freed to the best waiter.
         Returns the woken worker's wake fd (or -1)."""
@@ -194,13 +202,12 @@ cdef class Admission:
                     continue
                 if (w >> 32) >= self.a.queue_capacity:
                     return FI_QUEUE_FULL
-                if self.a.free_head < 0:
+                if self.a.free_head < 0 and self.a.fresh >= self.a.pool_size:
                     raise RuntimeError("admission entry pool exhausted (corrupt segment?)")
                 if fi_cas(&self.a.word, &w, w + WAIT_ONE):
                     break
-            i = self.a.free_head
+            i = self._take_entry()
             e = &self.entries[i]
-            self.a.free_head = e.next
             e.gen = (e.gen + 1) & 0xFFFFFFFF
             e.worker = worker
             e.prio = priority
@@ -307,7 +314,7 @@ cdef class Admission:
         fds = []
         self._lock()
         try:
-            for i in range(self.a.pool_size):
+            for i in range(min(self.a.fresh, self.a.pool_size)):    # the rest were never used
                 e = &self.entries[i]
                 if e.worker != worker:
                     continue
@@ -361,6 +368,7 @@ cdef class Admission:
             r.g_tail = -1
             fi_store(&r.g_count, 0)
         a.free_head = -1
+        a.fresh = a.pool_size       # every entry is read below, and every free one put on the list
         for i in range(a.pool_size - 1, -1, -1):
             e = &self.entries[i]
             if e.state == FI_E_WAITING and 0 <= e.worker < self.n_workers and 0 <= e.prio < FI_N_PRIORITIES:

@@ -80,7 +80,7 @@ cdef extern from "segment.h" nogil:
         int64_t word
         int64_t max_concurrency, queue_capacity, n_replicas, breaker_base, pool_size, off_entries
         pthread_mutex_t mutex
-        int64_t dirty, next_seq, free_head
+        int64_t dirty, next_seq, free_head, fresh
         int64_t head[4]
         int64_t tail[4]
         int64_t n_by_prio[4]

@@ -14,7 +14,6 @@ Must not touch: Redis (``sync``), the request path's decisions (``store``).
 """
 from __future__ import annotations
 
-import secrets
 
 UNKNOWN, UP, DOWN = 0, 1, 2
 _EPOCH = ("_cluster_epoch", ())
@@ -83,6 +82,7 @@ class ClusterState:
         """This segment's incarnation: made once, by the first holder of the sync lease."""
         epoch = self.counters.get(self._epoch)
         if epoch == 0:
+            import secrets      # here: the supervisor (metrics) imports this module, and secrets brings hashlib
             epoch = secrets.randbits(62) | 1
             self.counters.set(self._epoch, epoch)
         return epoch

@@ -8,13 +8,15 @@ forks and must not load the web layer) can use it. Must not touch: requests, the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 
 from .schema import Config, ConfigError
 from .secrets import SecretUnavailable
 
 
 def key_digest(key: str) -> bytes:
+    # hashlib (OpenSSL's libcrypto, ~3.5 MiB resident) is loaded only when a key comes from a source:
+    # the supervisor resolves keys at start-up and otherwise never needs it
+    import hashlib
     return hashlib.sha256(key.encode()).digest()
 
 

@@ -3,12 +3,15 @@
 Owns: ``AccessLog.add`` (called by the gateway once per answer, streams when they
 end), which only keeps the values — no formatting, no record, no write on the
 request's path — and the flush, a timer every ``FLUSH_S`` that turns what was kept
-into records of the standard ``fastinfer.access`` logger (``_AccessRecord``: the
-attributes they share are its class's, no caller lookup); the handler (``logs``)
-formats them as text or JSON and writes them in a few whole-line writes.
-``AccessLine`` is such a record's message: its fields for the JSON formatter, or
-``key=value`` pairs for the text one. Error texts, request ids (a client may choose
-its own) and unknown model names are redacted when written; keys appear by name only.
+into lines of the standard ``fastinfer.access`` logger: each line's fields
+(``access_fields``) formatted by the handler's formatter (``logs``: text or JSON)
+straight into the handler's few whole-line writes, no record between. When
+something else would see the records (another handler, a filter), they are records
+(``_AccessRecord``: the attributes they share are its class's, no caller lookup),
+whose message, ``AccessLine``, gives the same fields to the JSON formatter, or
+``key=value`` pairs to the text one — the same line either way. Error texts,
+request ids (a client may choose its own) and unknown model names are redacted when
+written; keys appear by name only.
 
 Must not touch: what a request does, its metrics, its status. It is told what happened.
 """
@@ -18,7 +21,7 @@ import logging
 import os
 
 from ..redact import redact
-from .logs import ACCESS_LOGGER, StructuredMessage, batched_writes
+from .logs import ACCESS_LOGGER, StructuredMessage, batched_writes, direct_handler
 #: an access line's fields after ``ts``, in order (the JSON object's keys, the text line's pairs)
 FIELDS = ("request_id", "key", "deployment", "replica", "status", "attempts", "stream", "duration_ms", "ttft_ms",
           "overhead_ms", "prompt_tokens", "completion_tokens", "cost_usd", "error", "method", "path")
@@ -47,6 +50,22 @@ class _ShownPaths(dict):
 _shown_paths = _ShownPaths()
 
 
+def access_fields(values: tuple, known_deployment: bool) -> dict:
+    """An access line's fields (``FIELDS``, in order) from the values ``AccessLog.add`` kept, made safe."""
+    (request_id, key, deployment, replica, status, attempts, stream, duration_s, ttft_s, overhead_s,
+     prompt_tokens, completion_tokens, cost_usd, error, method, path) = values
+    return {
+        "request_id": redact(request_id), "key": key,
+        "deployment": deployment if known_deployment else _shown(deployment),
+        "replica": replica, "status": status, "attempts": attempts, "stream": stream,
+        "duration_ms": None if duration_s is None else round(duration_s * 1000, 3),
+        "ttft_ms": None if ttft_s is None else round(ttft_s * 1000, 3),
+        "overhead_ms": None if overhead_s is None else round(overhead_s * 1000, 3),
+        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost_usd,
+        "error": None if error is None else redact(error), "method": method, "path": _shown_paths[path],
+    }
+
+
 class AccessLine(StructuredMessage):
     """The message of one access record: the raw values ``AccessLog.add`` kept, rendered on demand."""
 
@@ -57,18 +76,7 @@ class AccessLine(StructuredMessage):
         self.known_deployment = known_deployment
 
     def fields(self) -> dict:
-        (request_id, key, deployment, replica, status, attempts, stream, duration_s, ttft_s, overhead_s,
-         prompt_tokens, completion_tokens, cost_usd, error, method, path) = self.values
-        return {
-            "request_id": redact(request_id), "key": key,
-            "deployment": deployment if self.known_deployment else _shown(deployment),
-            "replica": replica, "status": status, "attempts": attempts, "stream": stream,
-            "duration_ms": None if duration_s is None else round(duration_s * 1000, 3),
-            "ttft_ms": None if ttft_s is None else round(ttft_s * 1000, 3),
-            "overhead_ms": None if overhead_s is None else round(overhead_s * 1000, 3),
-            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost_usd,
-            "error": None if error is None else redact(error), "method": method, "path": _shown_paths[path],
-        }
+        return access_fields(self.values, self.known_deployment)
 
 
 class _AccessRecord(logging.LogRecord):
@@ -119,7 +127,7 @@ class AccessLog:
             self.flush()
 
     def flush(self) -> None:
-        """Hand what is kept to the ``fastinfer.access`` logger now."""
+        """Write what is kept as lines of the ``fastinfer.access`` logger now."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -127,11 +135,35 @@ class AccessLog:
         logger = self._logger
         if not pending or not logger.isEnabledFor(logging.INFO):
             return
+        with batched_writes():
+            handler = direct_handler(logger)
+            if handler is None:
+                self._handle_records(pending)
+            else:
+                self._write_lines(handler, pending)
+
+    def _write_lines(self, handler, pending: list[tuple]) -> None:
+        """Each line formatted from its fields, no record; one that fails to format (a string orjson
+        refuses) goes the records' way, which reports it as the handler reports any line it cannot write."""
         known = self._known
         pid = self._pid
-        with batched_writes():
-            for ts, values in pending:
-                logger.handle(_AccessRecord(ts, AccessLine(values, values[2] in known), pid))
+        format_fields = handler.formatter.format_fields
+        lines = []
+        for ts, values in pending:
+            try:
+                lines.append(format_fields(ts, logging.INFO, ACCESS_LOGGER, pid, access_fields(values, values[2] in known)))
+            except Exception:
+                handler.add_lines(lines)        # the lines before it first: the order stays
+                lines = []
+                self._handle_records([(ts, values)])
+        handler.add_lines(lines)
+
+    def _handle_records(self, pending: list[tuple]) -> None:
+        known = self._known
+        pid = self._pid
+        logger = self._logger
+        for ts, values in pending:
+            logger.handle(_AccessRecord(ts, AccessLine(values, values[2] in known), pid))
 
     def close(self) -> None:
         """Write what is kept; from now on each line as it comes (the worker is draining: its loop

@@ -9,6 +9,10 @@ lines of at most ``PIPE_BUF`` bytes, so the workers sharing one pipe never
 interleave inside a line. Every line is redacted (``fastinfer.redact``) as it is
 formatted, but for a ``StructuredMessage`` (an access line), whose maker makes its
 fields safe; other libraries' warnings and errors take from a budget (``ratelimit``).
+Lines that are only fields need no record: ``direct_handler(logger)`` is the handler
+that would write a logger's info records when nothing else would look at them, and
+its formatter's ``format_fields`` makes the very line ``format`` would (the access
+log's flush writes its lines so, with ``add_lines``).
 
 Must not touch: what is logged, or when (callers decide); the access log's fields
 (``access``).
@@ -16,8 +20,10 @@ Must not touch: what is logged, or when (callers decide); the access log's field
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import re
 import select
 import sys
 import time
@@ -32,8 +38,12 @@ ACCESS_LOGGER = "fastinfer.access"
 _PIPE_BUF = 4096      # writes up to this size to a pipe are never interleaved with another process's
 
 
+_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
+
+
 class _Timestamps:
-    """ISO 8601 UTC timestamps with milliseconds; the part up to the second is formatted once a second."""
+    """ISO 8601 UTC timestamps with milliseconds; the part up to the second is formatted once a second,
+    the rest looked up."""
 
     __slots__ = ("_second", "_prefix")
 
@@ -46,7 +56,8 @@ class _Timestamps:
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((t - second) * 1000):03d}Z"
+        ms = int((t - second) * 1000)
+        return self._prefix + _MILLIS[ms] if ms >= 0 else f"{self._prefix}.{ms:03d}Z"   # < 0: before 1970
 
 
 iso_time = _Timestamps()
@@ -63,11 +74,33 @@ class StructuredMessage:
         raise NotImplementedError
 
     def logfmt(self) -> str:
-        """``name=value`` pairs; strings with other than ``[A-Za-z0-9-_./:@+]`` quoted, ``-`` for absent."""
-        return " ".join(f"{name}={_logfmt_value(value)}" for name, value in self.fields().items())
+        return logfmt(self.fields())
 
     def __str__(self) -> str:
         return self.logfmt()
+
+
+def logfmt(fields: dict) -> str:
+    """``name=value`` pairs; strings with other than letters, digits and ``-_./:@+`` quoted, ``-`` for absent."""
+    parts = []
+    for name, value in fields.items():      # _logfmt_value inlined for the common types: per line
+        if value is None:
+            parts.append(f"{name}=-")
+        elif type(value) is str:
+            parts.append(f"{name}={value}" if value.isalnum() else f"{name}={_logfmt_str(value)}")
+        elif type(value) is int:
+            parts.append(f"{name}={value}")
+        else:
+            parts.append(f"{name}={_logfmt_value(value)}")
+    return " ".join(parts)
+
+
+_bare = re.compile(r"[\w\-./:@+]+").fullmatch    # \w: what str.isalnum() accepts, and "_"
+
+
+@functools.lru_cache(maxsize=1024)     # a line's paths, models, keys recur: checked once
+def _logfmt_str(value: str) -> str:
+    return value if _bare(value) else orjson.dumps(value).decode()
 
 
 def _logfmt_value(value) -> str:
@@ -78,9 +111,7 @@ def _logfmt_value(value) -> str:
     if value is False:
         return "false"
     if isinstance(value, str):
-        if value and all(c.isalnum() or c in "-_./:@+" for c in value):
-            return value
-        return orjson.dumps(value).decode()
+        return _logfmt_str(str(value))
     return str(value)
 
 
@@ -98,6 +129,10 @@ class TextFormatter(logging.Formatter):
         detail = _exception_text(self, record)
         return f"{line}\n{detail}" if detail else line
 
+    def format_fields(self, created: float, levelno: int, name: str, pid: int, fields: dict) -> str:
+        """The line ``format`` makes of a record whose message is a ``StructuredMessage`` with ``fields``."""
+        return f"{iso_time(created)} {logging.getLevelName(levelno)} {name}[{pid}]: {logfmt(fields)}"
+
 
 _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error",
                 logging.CRITICAL: "critical"}
@@ -110,9 +145,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         msg = record.msg
         if isinstance(msg, StructuredMessage):
-            out = {"ts": iso_time(record.created), "level": _LEVEL_NAMES.get(record.levelno, "info"),
-                   "logger": record.name, "pid": record.process}
-            out.update(msg.fields())
+            return self.format_fields(record.created, record.levelno, record.name, record.process, msg.fields())
         else:
             out = {"ts": iso_time(record.created), "level": record.levelname.lower(), "logger": record.name,
                    "pid": record.process, "msg": redact(record.getMessage())}
@@ -120,6 +153,30 @@ class JsonFormatter(logging.Formatter):
             if detail:
                 out["exc"] = detail
         return orjson.dumps(out).decode()
+
+    def format_fields(self, created: float, levelno: int, name: str, pid: int, fields: dict) -> str:
+        """The line ``format`` makes of a record whose message is a ``StructuredMessage`` with ``fields``:
+        the object ``{"ts", "level", "logger", "pid", **fields}``, its constant middle serialized once."""
+        envelope = _ENVELOPES.get((levelno, name, pid))
+        if envelope is None:
+            envelope = _envelope(levelno, name, pid)
+        if not fields or "ts" in fields or "level" in fields or "logger" in fields or "pid" in fields:
+            out = {"ts": iso_time(created), "level": _LEVEL_NAMES.get(levelno, "info"), "logger": name, "pid": pid}
+            out.update(fields)
+            return orjson.dumps(out).decode()
+        return f'{{"ts":"{iso_time(created)}",{envelope},{orjson.dumps(fields).decode()[1:]}'
+
+
+_ENVELOPES: dict[tuple, str] = {}
+
+
+def _envelope(levelno: int, name: str, pid: int) -> str:
+    """``"level":…,"logger":…,"pid":…`` as orjson writes them inside the object."""
+    if len(_ENVELOPES) >= 64:       # a process has a few loggers; a pid changes by forking
+        _ENVELOPES.clear()
+    text = _ENVELOPES[levelno, name, pid] = orjson.dumps(
+        {"level": _LEVEL_NAMES.get(levelno, "info"), "logger": name, "pid": pid}).decode()[1:-1]
+    return text
 
 
 def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
@@ -153,6 +210,13 @@ class LineHandler(logging.Handler):
         self._lines.append(line)
         if not self._batching:
             self._write()
+
+    def add_lines(self, lines: list[str]) -> None:
+        """Lines formatted without a record (``format_fields``): written as ``emit`` writes its lines."""
+        with self.lock:
+            self._lines += lines
+            if not self._batching:
+                self._write()
 
     @contextlib.contextmanager
     def batch(self):
@@ -202,6 +266,19 @@ class LineHandler(logging.Handler):
 
 
 _handler: LineHandler | None = None
+
+
+def direct_handler(logger: logging.Logger) -> LineHandler | None:
+    """The ``LineHandler`` that alone writes ``logger``'s info records when no filter (but ``LibraryLines``,
+    which passes them) would look at them and its formatter has ``format_fields``; else None (records then)."""
+    if not logger.isEnabledFor(logging.INFO) or logger.filters or logger.propagate or len(logger.handlers) != 1:
+        return None
+    handler = logger.handlers[0]
+    if (type(handler) is not LineHandler or handler.level > logging.INFO
+            or not hasattr(handler.formatter, "format_fields")
+            or any(type(f) is not LibraryLines for f in handler.filters)):
+        return None
+    return handler
 
 
 def setup_logging(level: str = "info", format: str = "text") -> LineHandler:

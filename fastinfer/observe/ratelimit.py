@@ -19,7 +19,6 @@ error path; nothing on the hot path calls it.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import sys
@@ -51,7 +50,7 @@ class RateLimitedLog:
         self._window_start = -float("inf")
         self._written = 0
         self.suppressed = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = None      # an asyncio.TimerHandle while a count is due
         self._known_bugs: dict[tuple, None] = {}
 
     def log(self, message: str, *, logger: logging.Logger | None = None) -> bool:
@@ -118,9 +117,13 @@ class RateLimitedLog:
             self.suppressed = 0
 
     def _arm_timer(self, delay_s: float) -> None:
+        # asyncio is not imported here: a process that never loaded it (the supervisor) runs no loop
+        asyncio = sys.modules.get("asyncio")
         try:
-            loop = asyncio.get_running_loop()
+            loop = asyncio.get_running_loop() if asyncio is not None else None
         except RuntimeError:
+            loop = None
+        if loop is None:
             return      # no loop in this thread: the next line writes the count
         self._timer = loop.call_later(max(0.0, delay_s), self._on_timer)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import secrets
 import time
 
 from ..errors import GatewayError
@@ -27,11 +26,6 @@ FAILURE_WINDOW_S = 60.0
 _COUNT_BITS = 16              # a word is (window number << 16) | failures in that window
 _COUNT_MASK = (1 << _COUNT_BITS) - 1
 _LOG_EVERY_S = 10.0           # at most one failure line per worker this often; the rest are counted
-
-
-def one_time_token() -> str:
-    """A fresh admin token for one run of ``serve`` (256 bits, URL-safe: it travels in a URL fragment)."""
-    return secrets.token_urlsafe(32)
 
 
 class FailureThrottle:

@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:   # the supervisor imports this module for its signals: it stays without aiohttp
+from .signals import RETIRE_SIGNAL, STOP_SIGNALS
+
+if TYPE_CHECKING:   # only the workers import this module: its types from the web layer are for reading
     from aiohttp import web
 
     from ..gateway.drain import GatewayDrain
 
 log = logging.getLogger("fastinfer.worker")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)   # the host stops: drain_delay_s, then the drain
-RETIRE_SIGNAL = signal.SIGUSR1                    # a reload retires this generation: drain at once
 WRAP_UP_S = 0.2          # after the grace period: how long cut requests get to write their last event
 CLEANUP_TIMEOUT_S = 0.05  # aiohttp's own shutdown, once every connection is closed: nothing left to wait for
 _POLL_S = 0.05

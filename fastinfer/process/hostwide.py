@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import sqlite3
 from dataclasses import dataclass, field
 
@@ -121,7 +120,7 @@ class HostState:
     metrics_layout: MetricsLayout
     wake_fds: list[int]
     # keys the admin-auth throttle's hash of client addresses; made before the fork, so shared
-    auth_salt: bytes = field(default_factory=lambda: secrets.token_bytes(16))
+    auth_salt: bytes = field(default_factory=lambda: os.urandom(16))
     index: HostIndex = field(default_factory=HostIndex)
     # server.state_dir, opened and locked by serve (limits.StateDir); the workers save into it
     state_dir: object = None
@@ -130,7 +129,7 @@ class HostState:
     def create(cls, config: Config, n_workers: int, state_dir=None) -> "HostState":
         metrics_layout = MetricsLayout(config, n_workers)
         layout, index = plan(config, n_workers, metrics_layout)
-        segment = shm.Segment.create(f"fastinfer-{os.getpid()}-{secrets.token_hex(4)}", layout)
+        segment = shm.Segment.create(f"fastinfer-{os.getpid()}-{os.urandom(4).hex()}", layout)
         segment.unlink()
         wake_fds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(n_workers)]
         return cls(segment=segment, metrics_layout=metrics_layout, wake_fds=wake_fds, index=index,

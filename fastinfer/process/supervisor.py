@@ -30,9 +30,9 @@ from typing import Callable
 
 from ..config import Config, ConfigError
 from ..metrics import Metrics
-from .drain import RETIRE_SIGNAL, STOP_SIGNALS
 from .hostwide import HostState
 from .listeners import ListenError, bind_slots, bind_socket, keep_only, url_host
+from .signals import RETIRE_SIGNAL, STOP_SIGNALS
 
 log = logging.getLogger("fastinfer.supervisor")
 _RESTART_BACKOFF_S = 0.1   # a crash loop must not spin the CPU

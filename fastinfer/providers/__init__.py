@@ -1,7 +1,7 @@
 """Providers: a provider is URL + auth + a wire format, and this is the one table of them.
 
 Owns: ``PROVIDERS``, every provider the config may name, each a ``ProviderKind``
-(``base``): ``openai``, ``openai_compatible`` and ``azure_openai`` (OpenAI
+(``kinds``, plain data: the config reads this table without loading the transport): ``openai``, ``openai_compatible`` and ``azure_openai`` (OpenAI
 format), ``anthropic``, ``gemini`` (AI Studio), and the in-process ``mock``.
 Adding a provider is one entry here (and a ``formats`` module if it speaks a
 new wire format); the config's choices, default base URLs and required replica
@@ -10,9 +10,13 @@ admission, reading replies (``formats``), the client connection.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..formats import ANTHROPIC, GEMINI, OPENAI
-from .base import Provider, ProviderKind
-from .mock import MockProvider
+from .kinds import ProviderKind
+
+if TYPE_CHECKING:
+    from .base import Provider
 
 ANTHROPIC_VERSION = "2023-06-01"
 _OPENAI_PATHS = {"chat": "chat/completions", "completions": "completions", "embeddings": "embeddings"}
@@ -51,14 +55,32 @@ PROVIDERS: dict[str, ProviderKind] = {
     # vLLM, SGLang, llama.cpp, Ollama, ...: OpenAI's API at a base_url the config gives
     "openai_compatible": ProviderKind(OPENAI, _openai_url, "Authorization", "Bearer "),
     # answers in-process, so a new user gets a streamed answer with no upstream at all
-    "mock": ProviderKind(OPENAI, None, provider=MockProvider),
+    "mock": ProviderKind(OPENAI, None, implementation="mock"),
 }
 
 
 def make_provider(deployment) -> Provider:
     """The provider of ``deployment`` (whose ``provider`` the config checked against ``PROVIDERS``)."""
     kind = PROVIDERS[deployment.provider]
-    return kind.provider(deployment, kind)
+    return _implementation(kind.implementation)(deployment, kind)
+
+
+def _implementation(name: str) -> type[Provider]:
+    """The class a kind's ``implementation`` names. Imported here, in the worker that makes the calls,
+    not with the table: the supervisor reads the table (through the config) and needs no transport."""
+    if name == "mock":
+        from .mock import MockProvider
+        return MockProvider
+    from .base import Provider
+    return Provider
+
+
+def __getattr__(name: str):
+    # ``Provider`` (the engine's annotation) without loading the transport for whoever reads the table
+    if name == "Provider":
+        from .base import Provider
+        return Provider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["PROVIDERS", "Provider", "ProviderKind", "make_provider"]

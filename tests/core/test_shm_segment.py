@@ -213,3 +213,51 @@ def test_large_layout(name):
     finally:
         seg.unlink()
         seg.close()
+
+
+def _mapping_rss_kb(path: str) -> int:
+    """Resident kB of this process's mappings of ``path`` (from /proc/self/smaps)."""
+    rss, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if "-" in line.split(" ", 1)[0]:       # a mapping's header line
+                inside = line.rstrip().endswith(path)
+            elif inside and line.startswith("Rss:"):
+                rss += int(line.split()[1])
+    return rss
+
+
+def test_creating_a_segment_leaves_the_admission_pool_untouched(name):
+    # 64 bytes an entry, one per max_concurrency + queue slot: 25.6 MB of pool for these two
+    layout = shm.Layout(2, [(200_000, 200_000, 1)], 1, 1, [1.0])
+    seg = shm.Segment.create(name, layout)
+    try:
+        assert seg.nbytes > 25_000_000
+        assert _mapping_rss_kb(seg.path) < 1024            # the pool's pages stay zero-filled and unmapped
+        adm = seg.admission(0)
+        assert adm.enqueue(0, 1) == shm.GRANTED_NOW       # the pool is still usable: a burst reaches it
+        assert _mapping_rss_kb(seg.path) < 1024
+    finally:
+        seg.unlink()
+        seg.close()
+
+
+def test_the_pool_hands_out_every_entry_once_and_reuses_freed_ones(name):
+    seg = shm.Segment.create(name, shm.Layout(1, [(1, 3, 0)], 1, 1, [1.0]))
+    try:
+        adm = seg.admission(0)
+        assert adm.try_acquire(0)
+        tickets = [adm.enqueue(0, 2) for _ in range(3)]
+        assert len({t & 0xFFFFFF for t in tickets}) == 3 and min(tickets) >= 0
+        assert adm.enqueue(0, 2) == shm.QUEUE_FULL
+        assert adm.cancel(tickets[1]) is True
+        again = adm.enqueue(0, 0)                         # the freed entry, under a new generation
+        assert again >= 0 and again != tickets[1]
+        granted = []
+        for _ in range(3):          # each release hands the slot to the best waiter, whose slot it then is
+            adm.release(0)
+            granted += adm.take_granted(0)
+        assert granted == [again, tickets[0], tickets[2]]  # priority, then arrival
+    finally:
+        seg.unlink()
+        seg.close()

@@ -1,0 +1,46 @@
+"""What the config's ``provider = "..."`` names: a ``ProviderKind``, plain data.
+
+A kind is the URL of each endpoint under a replica's ``base_url``, the header
+that carries the replica's credential, headers every request carries, the wire
+format (a ``formats.Format``), what the config must give it (a default
+``base_url``, required replica settings) and which class makes its calls (named,
+not imported). Must not touch: the transport (it is the config's to read, and
+the supervisor reads the config without loading HTTP client code), routing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..formats import Format
+
+#: (replica, upstream model, endpoint, stream) -> the URL of that call
+UrlOf = Callable[[object, str, str, bool], str]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderKind:
+    """What makes a provider; the registry (``providers``) holds one per config name."""
+
+    format: Format
+    url: UrlOf | None                        # None: answered in-process, no network
+    auth_header: str | None = None           # the header carrying the replica's credential
+    auth_prefix: str = ""                    # what goes before the credential in it ("Bearer ")
+    headers: tuple[tuple[str, str], ...] = ()   # sent with every request (API versions)
+    default_base_url: str | None = None      # where a replica goes when the config names none
+    replica_requires: tuple[str, ...] = ()   # replica settings this provider cannot do without
+    # hosted APIs refuse every request without a key; self-hosted servers often need none
+    needs_credential: bool = False
+    # which class makes the calls ("http": ``base.Provider``; in-process ones name theirs), imported by
+    # ``make_provider`` only: reading the table (the config does) loads no transport, asyncio or ssl
+    implementation: str = "http"
+
+    @property
+    def in_process(self) -> bool:
+        return self.url is None
+
+    def request_headers(self, credential: str | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", **dict(self.headers)}
+        if credential and self.auth_header:
+            headers[self.auth_header] = self.auth_prefix + credential
+        return headers
