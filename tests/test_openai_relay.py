@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings, strategies as st
 
+from fastinfer._core.sse import SSEParser
 from fastinfer.formats.openai import OpenAIStreamRelay
 
 
@@ -62,3 +64,51 @@ def test_no_usage_from_the_upstream_is_estimated_and_marked():
     relay.feed(event(TOKEN) * 5 + event(b"[DONE]"))
     assert relay.usage["usage_estimated"] is True
     assert relay.usage["prompt_tokens"] >= 10
+
+
+def test_token_events_read_with_the_end_are_not_parsed(monkeypatch):
+    """A short stream comes in one read with its usage and ``[DONE]``: only the usage event is decoded."""
+    from fastinfer.formats import openai as openai_format
+    decoded: list[bytes] = []
+    real = openai_format.json_object
+    monkeypatch.setattr(openai_format, "json_object", lambda data: decoded.append(data) or real(data))
+    relay = OpenAIStreamRelay(client_wants_usage=False)
+    stream = event(TOKEN) * 64 + event(USAGE) + event(b"[DONE]")
+    assert relay.feed(stream) == event(TOKEN) * 64 + event(b"[DONE]")
+    assert decoded == [orjson.dumps(USAGE)]
+    assert relay.usage["completion_tokens"] == 2 and relay.finished
+
+
+GARBAGE = b"data: {not json at all\n\n"
+
+
+def sse_events(stream: bytes) -> list[tuple[str, bytes]]:
+    """What a client's SSE parser sees (a read re-encoded to drop a usage event ends lines in LF
+    and leaves comments out)."""
+    return [(e.event, e.data) for e in SSEParser().feed(stream)]
+ERROR = event({"error": {"message": "overloaded", "type": "server_error"}})
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(st.sampled_from([event(TOKEN), event(USAGE), ERROR, GARBAGE, event(b"[DONE]"),
+                                        event(TOKEN).replace(b"\n\n", b"\r\n\r\n"), b": keep-alive\n\n",
+                                        event({**TOKEN, "usage": None, "choices": [{"delta": {"content": "[DONE]"}}]})]),
+                       min_size=1, max_size=12),
+       wants_usage=st.booleans())
+def test_one_read_or_one_read_per_event_relay_the_same(pieces, wants_usage):
+    """Skipping token events inside a read that needs attention changes nothing a client or the
+    accounting sees: the same bytes, usage, end, error and failure as reading event by event."""
+    whole = OpenAIStreamRelay(client_wants_usage=wants_usage)
+    apart = OpenAIStreamRelay(client_wants_usage=wants_usage)
+    out_whole = whole.feed(b"".join(pieces))
+    out_apart = b""
+    for piece in pieces:
+        out_apart += apart.feed(piece)
+        if apart.failure is not None:
+            break
+    assert sse_events(out_whole) == sse_events(out_apart)
+    if wants_usage and whole.failure is None:      # nothing dropped or cut, nothing re-encoded: the very bytes
+        assert out_whole == out_apart
+    assert (whole.finished, whole.error, whole.failure is None) == (apart.finished, apart.error, apart.failure is None)
+    if whole.failure is None:      # after garbage the engine reads no more: an estimate may differ
+        assert whole.usage == apart.usage

@@ -5,7 +5,9 @@ byte of every provider stream.
 Owns: the WHATWG event-stream interpretation
 (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation)
 of a byte stream fed in arbitrary pieces (``SSEParser``, ``Event``), and the
-encoding of events into that format (``encode_event``, ``encode_data``).
+encoding of events into that format (``encode_event``, ``encode_data``), and
+``plain_prefix``: how far a read of whole events can be forwarded without
+parsing, so a relay splits into events only what it must read.
 
 Must not touch: HTTP, asyncio, JSON. It sees bytes and returns ``Event``
 objects; what a ``data`` payload means (JSON, ``[DONE]``) is the caller's
@@ -31,7 +33,11 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdlib cimport free, realloc
 from libc.string cimport memchr, memcmp, memcpy
 
-__all__ = ["Event", "SSEParser", "encode_event", "encode_data"]
+
+cdef extern from "string.h" nogil:
+    void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
+
+__all__ = ["Event", "SSEParser", "encode_event", "encode_data", "plain_prefix"]
 
 cdef enum:
     NUL = 0
@@ -454,3 +460,41 @@ def encode_data(data) -> bytes:
     w[n + 6] = LF
     w[n + 7] = LF
     return res
+
+
+def plain_prefix(bytes events, tuple markers) -> tuple:
+    """``(end, data_lines)``: ``end`` is the offset just past the leading events of ``events`` that
+    a relay may forward unparsed: each ends in ``"}\\n\\n"`` (a JSON object's end, then the
+    blank line) and holds none of ``markers`` (non-empty bytes); ``data_lines`` counts ``data:``
+    in ``events[:end]``. One pass with ``memmem``, where the same checks in Python are a scan of
+    the whole read per marker and per count.
+    """
+    cdef const char* s = PyBytes_AS_STRING(events)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(events)
+    cdef Py_ssize_t end = 0, stop, lines = 0
+    cdef const char* hit
+    cdef const char* at
+    cdef object marker
+    for marker in markers:
+        if not PyBytes_CheckExact(marker) or PyBytes_GET_SIZE(marker) == 0:
+            raise TypeError("markers must be non-empty bytes")
+    while end < n:
+        hit = <const char*>memmem(s + end, <size_t>(n - end), b"\n\n", 2)
+        if hit == NULL:
+            break
+        stop = hit - s
+        if stop == end or s[stop - 1] != b"}":
+            break
+        for marker in markers:
+            if memmem(s + end, <size_t>(stop - end), PyBytes_AS_STRING(marker),
+                      <size_t>PyBytes_GET_SIZE(marker)) != NULL:
+                return end, lines
+        at = s + end
+        while True:
+            at = <const char*>memmem(at, <size_t>(hit - at), b"data:", 5)
+            if at == NULL:
+                break
+            lines += 1
+            at += 5
+        end = stop + 2
+    return end, lines

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import orjson
 
-from .._core.sse import SSEParser, encode_data
+from .._core.sse import SSEParser, encode_data, plain_prefix
 from ..errors import GatewayError, UpstreamFailure
 from ..redact import redact_bytes
 from .base import Format
@@ -23,15 +23,14 @@ from .common import estimated_usage, json_object, make_usage, text_of, usage_fro
 from .relay import StreamRelay, whole_events
 
 
-def _needs_attention(events: bytes) -> bool:
-    """Could these whole events hold the end marker, a usage object, an error, or an
-    event that is not a JSON object (every event must end in ``}``)?
+# what makes an event need reading: the end, a usage object, an error (and not ending like a JSON object)
+_MARKERS = (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"')
 
-    A few C-speed substring scans: ``out`` always ends on an event boundary, so
-    the parser holds no partial state when a chunk skips it.
-    """
-    return (b"[DONE]" in events or b'"usage":{' in events or b'"usage": {' in events
-            or b'"error"' in events or events.count(b"\n\n") != events.count(b"}\n\n"))
+
+def _event_needs_parsing(data: bytes) -> bool:
+    """``plain_prefix``'s test for one parsed event's data (not the end marker): a token event after
+    the first that needs reading is skipped as it would have been in a read of its own."""
+    return data[-1:] != b"}" or b'"usage":{' in data or b'"usage": {' in data or b'"error"' in data
 
 
 class OpenAIStreamRelay(StreamRelay):
@@ -67,11 +66,20 @@ class OpenAIStreamRelay(StreamRelay):
         out, self._carry = whole_events(self._carry, chunk)
         if not out:
             return b""
-        if not _needs_attention(out):
-            self._events += out.count(b"data:")
-            return out  # the common token chunk: forwarded untouched, never parsed
+        # the token events up to the first that needs reading go out untouched, never parsed:
+        # usually a whole read, or a fast upstream's whole short stream but its usage and end
+        plain, lines = plain_prefix(out, _MARKERS)
+        self._events += lines
+        if plain == len(out):
+            return out
+        if not plain:
+            return self._read(out)
+        return out[:plain] + self._read(out[plain:])
+
+    def _read(self, out: bytes) -> bytes:
+        """Whole events that may need attention, parsed: what of them goes to the client."""
         events = self._parser.feed(out)
-        drop = None
+        drop: set[int] = set()         # usage-only events the client did not ask for
         redacted: dict[int, bytes] = {}   # error events whose text had to be cleaned
         self._events += len(events)
         for i, event in enumerate(events):
@@ -79,11 +87,13 @@ class OpenAIStreamRelay(StreamRelay):
             if data == b"[DONE]":
                 self.finished = True
                 continue
+            if not _event_needs_parsing(data):
+                continue      # a token event read with the end (one read for a whole short stream)
             frame = json_object(data)
             if frame is None:
                 # garbage: forward what came before it, then the stream ends with an error event
                 self.failure = UpstreamFailure("upstream sent a malformed stream event")
-                return b"".join(encode_data(e.data) for j, e in enumerate(events[:i]) if j != drop)
+                return b"".join(encode_data(e.data) for j, e in enumerate(events[:i]) if j not in drop)
             if "error" in frame:
                 self.error = redact_bytes(data)
                 if self.error is not data:
@@ -91,10 +101,10 @@ class OpenAIStreamRelay(StreamRelay):
             elif frame.get("usage"):
                 self._usage = usage_from_openai(frame["usage"])
                 if not self._client_wants_usage and not frame.get("choices"):
-                    drop = i
-        if drop is None and not redacted:
+                    drop.add(i)
+        if not drop and not redacted:
             return out
-        return b"".join(encode_data(redacted.get(j, e.data)) for j, e in enumerate(events) if j != drop)
+        return b"".join(encode_data(redacted.get(j, e.data)) for j, e in enumerate(events) if j not in drop)
 
     def error_event(self, err) -> bytes:
         return OPENAI.error_event(err)

@@ -681,3 +681,40 @@ def test_property_encode_round_trip(items, data):
         assert enc == [mod.encode_event(p) for p, _, _ in items]
         assert _run(mod, [b"".join(enc)])[0] == [
             ("message", _normalize(p), None, None) for p, _, _ in items]
+
+
+# ------------------------------------------------------------ plain_prefix
+
+RELAY_MARKERS = (b"[DONE]", b'"usage":{', b'"error"')
+PIECES = [b'data: {"c":"hi"}\n\n', b'data: {"c":"two\\nlines"}\r\n\r\n', b"data: [DONE]\n\n", b": keep-alive\n\n",
+          b'data: {"usage":{"t":1}}\n\n', b'data: {"error":{}}\n\n', b"data: {not json\n\n", b"\n\n", b"\n",
+          b'event: x\ndata: {"a":1}\ndata: {"b":2}\n\n', b'data: {"c":"data: inside"}\n\n', b"}", b"data:"]
+
+
+@pytest.mark.parametrize("events,end,lines", [
+    (b'data: {"c":"hi"}\n\n' * 3 + b"data: [DONE]\n\n", 54, 3),
+    (b"data: [DONE]\n\n", 0, 0),
+    (b'data: {"c":"hi"}\n\n: keep-alive\n\ndata: {"c":"hi"}\n\n', 18, 1),
+    (b'event: x\ndata: {"a":1}\ndata: {"b":2}\n\n', 38, 2),
+    (b'data: {"c":"hi"}\r\n\r\n', 0, 0),          # no LF LF: read by the parser
+    (b"", 0, 0),
+])
+def test_plain_prefix_stops_at_the_first_event_to_read(m, events, end, lines):
+    assert m.plain_prefix(events, RELAY_MARKERS) == (end, lines)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES) | st.binary(max_size=12), max_size=20))
+def test_plain_prefix_compiled_equals_reference(pieces):
+    events = b"".join(pieces)
+    got = compiled.plain_prefix(events, RELAY_MARKERS)
+    assert got == reference.plain_prefix(events, RELAY_MARKERS)
+    end = got[0]
+    assert end == 0 or events[end - 3:end] == b"}\n\n"
+    assert not any(marker in events[:end] for marker in RELAY_MARKERS)
+
+
+def test_plain_prefix_refuses_empty_or_non_bytes_markers(m):
+    for markers in [(b"",), ("[DONE]",)]:
+        with pytest.raises(TypeError):
+            m.plain_prefix(b"data: {}\n\n", markers)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Event", "SSEParser", "encode_event", "encode_data"]
+__all__ = ["Event", "SSEParser", "encode_event", "encode_data", "plain_prefix"]
 
 _BOM = b"\xef\xbb\xbf"
 _LINE_END = re.compile(rb"[\r\n]")
@@ -213,3 +213,17 @@ def encode_event(data: bytes, event: bytes | None = None, id: bytes | None = Non
 def encode_data(data: bytes) -> bytes:
     """Encode a data-only event (the common streaming case)."""
     return encode_event(data)
+
+
+def plain_prefix(events: bytes, markers: tuple) -> tuple[int, int]:
+    """``(end, data_lines)``: the leading events a relay may forward unparsed (each ends in
+    ``"}\\n\\n"`` and holds no marker), and the ``data:`` lines among them."""
+    if not all(type(m) is bytes and m for m in markers):
+        raise TypeError("markers must be non-empty bytes")
+    end = 0
+    while (stop := events.find(b"\n\n", end)) >= 0:
+        event = events[end:stop]
+        if not event.endswith(b"}") or any(m in event for m in markers):
+            break
+        end = stop + 2
+    return end, events.count(b"data:", 0, end)
