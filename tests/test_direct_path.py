@@ -3,7 +3,8 @@
 ``protocol.direct_dispatch`` sends an exact (method, raw path) match of the app's
 ``DIRECT_ROUTES`` straight to its handler and everything else through the Application
 (router, middleware); ``answer.write_json`` writes a whole JSON answer as the bytes aiohttp's
-``web.Response`` would. Both are checked against aiohttp's own behaviour on the same server.
+``web.Response`` would, and ``answer.stream_head`` with ``ClientStream`` a relayed stream as its
+``StreamResponse`` would. All are checked against aiohttp's own behaviour on the same server.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import asyncio
 
 from aiohttp import web
 
-from fastinfer.gateway.answer import write_json
+from fastinfer.gateway.answer import ClientStream, WrittenAnswer, stream_head, write_json
 from fastinfer.gateway.protocol import DIRECT_ROUTES, EdgeAppRunner
 
 HEADERS = {"x-request-id": "rid-1", "x-fastinfer-replica": "r0", "x-fastinfer-attempts": "1"}
@@ -115,6 +116,67 @@ def test_a_written_answer_is_what_aiohttp_would_write():
     assert "connection" not in _head_and_body(pairs[0][0])[1]
     assert _head_and_body(pairs[1][0])[1]["connection"] == "close"
     assert pipelined.count(b"HTTP/1.1 200 OK\r\n") == 2 and pipelined.endswith(BODY)
+
+
+CHUNKS = [b'data: {"n":1}\n\n', b'data: {"n":2}\n\n']
+
+
+def test_a_stream_with_its_own_head_is_what_aiohttp_would_write():
+    """``stream_head`` + ``ClientStream`` against aiohttp's ``StreamResponse`` with the same headers:
+    the same head (but its date) and the same chunked body, events and the ending; kept alive."""
+    async def own(request):
+        chunks = CHUNKS[:int(request.query["n"])]
+        keep_alive = request.keep_alive
+        client = ClientStream(request.writer, request.transport,
+                              stream_head(request, 200, dict(HEADERS), keep_alive))
+        for chunk in chunks:
+            client.write(chunk)
+        client.end(b"data: [DONE]\n\n" if chunks else b"")
+        return WrittenAnswer(200, keep_alive, request.writer)
+
+    async def aiohttp_own(request):
+        chunks = CHUNKS[:int(request.query["n"])]
+        response = web.StreamResponse(status=200, headers={**HEADERS, "Content-Type": "text/event-stream",
+                                                           "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof(b"data: [DONE]\n\n" if chunks else b"")
+        return response
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_post("/own", own)
+        app.router.add_post("/aiohttp", aiohttp_own)
+        runner, port = await _serve(app)
+        try:
+            pairs = [[await _exchange(port, _post(f"{path}?n={n}", extra)) for path in ("/own", "/aiohttp")]
+                     for n, extra in ((2, ""), (0, "Connection: close\r\n"))]
+            kept = await _exchange(port, _post("/own?n=2") + _post("/own?n=1", "Connection: close\r\n"))
+        finally:
+            await runner.cleanup()
+        return pairs, kept
+
+    pairs, kept = asyncio.run(scenario())
+    for ours, theirs in pairs:
+        ours, theirs = _head_and_body(ours), _head_and_body(theirs)
+        assert ours[0] == theirs[0] == "HTTP/1.1 200 OK"
+        assert {k: v for k, v in ours[1].items() if k != "date"} == {k: v for k, v in theirs[1].items() if k != "date"}
+        assert ours[1]["transfer-encoding"] == "chunked" and ours[1]["content-type"] == "text/event-stream"
+        assert ours[2] == theirs[2] and ours[2].endswith(b"0\r\n\r\n")
+    assert b"".join(CHUNKS) in _decode_chunked(_head_and_body(pairs[0][0])[2])
+    assert _head_and_body(pairs[1][0])[2] == b"0\r\n\r\n"        # nothing streamed: the head, the last chunk
+    assert kept.count(b"HTTP/1.1 200 OK\r\n") == 2 and kept.endswith(b"0\r\n\r\n")
+
+
+def _decode_chunked(body: bytes) -> bytes:
+    out = b""
+    while True:
+        size, _, rest = body.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            return out
+        out, body = out + rest[:n], rest[n + 2:]
 
 
 def test_what_the_precomputed_head_cannot_say_is_left_to_aiohttp():

@@ -1,4 +1,5 @@
-"""A whole (non-streamed) JSON answer written to the client in one send, its head built from bytes.
+"""Answers the gateway writes itself, their heads built from bytes: a whole (non-streamed) JSON
+answer in one send, and a relayed stream's head with its first bytes.
 
 aiohttp's ``web.Response`` builds a header multidict, then ``prepare`` walks it to add
 ``Content-Length``, ``Date``, ``Server`` and ``Connection``, serializes it, and ``write_eof``
@@ -9,8 +10,12 @@ same bytes aiohttp would — status line, the given headers, ``Content-Type``,
 one ``str.join`` and one write, and hands aiohttp's connection a ``WrittenAnswer`` that only
 says whether it stays open.
 
-Owns: that write. Must not touch: what the headers say (the gateway decides), errors
-(``errors.error_response``), streams (``app._RelayedResponse``).
+A relayed stream's head (``stream_head``) is built the same way, with ``Transfer-Encoding:
+chunked``, and ``ClientStream`` sends it with the stream's first bytes and ends the stream with
+its last chunk, so a stream costs no ``StreamResponse``, ``prepare`` or ``write_eof``.
+
+Owns: those writes. Must not touch: what the headers say (the gateway decides), errors
+(``errors.error_response``), what a stream carries (the engine's relay).
 """
 from __future__ import annotations
 
@@ -23,7 +28,10 @@ from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 
 # what aiohttp's header serializer refuses (header injection): control characters but tab
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_TAIL = f"Content-Type: application/json\r\nServer: {SERVER_SOFTWARE}\r\nDate: "
+_JSON_TAIL = f"Content-Type: application/json\r\nServer: {SERVER_SOFTWARE}\r\nDate: "
+_STREAM_TAIL = (f"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
+                f"Server: {SERVER_SOFTWARE}\r\nDate: ")
+_LAST_CHUNK = b"0\r\n\r\n"
 _status_lines: dict[int, str] = {}
 
 
@@ -57,10 +65,9 @@ class WrittenAnswer:
         await self._writer.drain()     # as aiohttp's own write_eof: wait while the client reads slowly
 
 
-def write_json(request: web.BaseRequest, status: int, headers: dict[str, str], body: bytes,
-               keep_alive: bool) -> WrittenAnswer | None:
-    """Write ``body`` with ``headers`` as the answer to ``request``; ``keep_alive`` False adds
-    ``Connection: close``. ``None`` (nothing written) when aiohttp must write it instead: an
+def _head(request: web.BaseRequest, status: int, headers: dict[str, str], tail: str, length: int | None,
+          keep_alive: bool) -> bytes | None:
+    """The answer's head as aiohttp would write it; ``None`` when aiohttp must write it instead: an
     HTTP/1.0 request (its keep-alive header), a status without a body or without a name."""
     if request.version != HttpVersion11 or status < 200 or status in (204, 304):
         return None
@@ -70,11 +77,78 @@ def write_json(request: web.BaseRequest, status: int, headers: dict[str, str], b
     if _FORBIDDEN.search("".join(headers) + "".join(headers.values())) is not None:
         raise ValueError("Forbidden control character in an answer's headers")   # as aiohttp refuses it
     fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    length_field = "" if length is None else f"Content-Length: {length}\r\n"
     connection = "" if keep_alive else "Connection: close\r\n"
-    head = f"{line}{fields}{_TAIL}{rfc822_formatted_time()}\r\nContent-Length: {len(body)}\r\n{connection}\r\n"
+    return f"{line}{fields}{tail}{rfc822_formatted_time()}\r\n{length_field}{connection}\r\n".encode()
+
+
+def write_json(request: web.BaseRequest, status: int, headers: dict[str, str], body: bytes,
+               keep_alive: bool) -> WrittenAnswer | None:
+    """Write ``body`` with ``headers`` as the answer to ``request``; ``keep_alive`` False adds
+    ``Connection: close``. ``None`` (nothing written) when aiohttp must write it instead (``_head``)."""
+    head = _head(request, status, headers, _JSON_TAIL, len(body), keep_alive)
+    if head is None:
+        return None
     writer = request.writer
     try:
-        writer._writelines((head.encode(), body))   # the writer's own send: it counts output_size
+        writer._writelines((head, body))   # the writer's own send: it counts output_size
     except ConnectionError:     # the client has gone: aiohttp drops the connection, as after its own write
         keep_alive = False
     return WrittenAnswer(status, keep_alive, writer)
+
+
+def stream_head(request: web.BaseRequest, status: int, headers: dict[str, str], keep_alive: bool) -> bytes | None:
+    """The head of a relayed event stream (chunked), to go out with its first bytes; ``None`` when
+    aiohttp must write it (``_head``)."""
+    return _head(request, status, headers, _STREAM_TAIL, None, keep_alive)
+
+
+class ClientStream:
+    """The client side of a relayed stream: synchronous, chunk-framed writes straight to the socket.
+
+    aiohttp's ``response.write`` is a coroutine per chunk; a relayed chunk is written from the
+    upstream's ``data_received`` instead, framed here. The head goes out with the first write: ours
+    (``stream_head``) through the writer's own send, so it counts the answer as started; or, when
+    aiohttp wrote the head (``head`` None), the one its prepared response left waiting in the writer.
+    """
+
+    __slots__ = ("writer", "transport", "chunked", "head", "aiohttp_head")
+    HIGH_WATER = 256 * 1024
+
+    def __init__(self, writer, transport, head: bytes | None):
+        self.writer = writer
+        self.transport = transport
+        self.head = head
+        self.chunked = head is not None or writer.chunked
+        # aiohttp's head still waits in the writer (an aiohttp that sends it in prepare leaves nothing)
+        self.aiohttp_head = head is None and bool(getattr(writer, "_headers_buf", None))
+
+    def write(self, data: bytes) -> bool:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return True  # the client is gone; aiohttp cancels the handler, which stops the pump
+        if self.head is not None:
+            head, self.head = self.head, None
+            self.writer._writelines((head, b"%x\r\n%b\r\n" % (len(data), data)))
+        elif self.aiohttp_head:
+            self.aiohttp_head = False
+            self.writer._send_headers_with_payload(data, False)
+        else:
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+        return transport.get_write_buffer_size() <= self.HIGH_WATER
+
+    def end(self, ending: bytes) -> None:
+        """Our head's stream is over: ``ending`` (may be empty) and the last chunk in one send (with
+        the head, for a stream that sent nothing)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        last = b"%x\r\n%b\r\n%b" % (len(ending), ending, _LAST_CHUNK) if ending else _LAST_CHUNK
+        if self.head is not None:
+            head, self.head = self.head, None
+            self.writer._writelines((head, last))
+        else:
+            transport.write(last)
+
+    async def drain(self) -> None:
+        await self.writer.drain()

@@ -23,7 +23,7 @@ from ..routing import session_id_problem
 from ..errors import BadRequest, GatewayError
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
-from .answer import write_json
+from .answer import ClientStream, WrittenAnswer, stream_head, write_json
 from .anthropic_api import messages_request
 from .auth import KeyRing
 from .body import read_json
@@ -287,18 +287,23 @@ class Gateway:
             "x-fastinfer-overhead-ms": f"{result.overhead_s * 1000:.3f}",
             **result.headers,
         }
+        keep_alive = request.keep_alive and not self.drain.active
         if result.stream is None:
-            written = write_json(request, result.status, headers, result.body,
-                                 request.keep_alive and not self.drain.active)
+            written = write_json(request, result.status, headers, result.body, keep_alive)
             if written is not None:
                 return written
             return web.Response(status=result.status, body=result.body, content_type=JSON, headers=headers)
-        headers["Content-Type"] = "text/event-stream"
-        headers["Cache-Control"] = "no-cache"
-        response = self.drain.closing(_RelayedResponse(status=result.status, headers=headers))
+        head = stream_head(request, result.status, headers, keep_alive)
+        if head is not None:
+            response = WrittenAnswer(result.status, keep_alive, request.writer)
+        else:       # aiohttp writes this one's head (an HTTP/1.0 client)
+            headers["Content-Type"] = "text/event-stream"
+            headers["Cache-Control"] = "no-cache"
+            response = self.drain.closing(_RelayedResponse(status=result.status, headers=headers))
         try:
-            await response.prepare(request)
-            client = _ClientStream(request.writer, request.transport)
+            if head is None:
+                await response.prepare(request)
+            client = ClientStream(request.writer, request.transport, head)
             result.ttft_s = clock() - received_at
             try:
                 await result.stream.pump(client)
@@ -311,14 +316,21 @@ class Gateway:
                 data.cut = ShuttingDown()
                 client.write(result.stream.relay.error_event(data.cut))
                 ending = b""
-            await response.write_eof(ending)
+            if head is not None:
+                client.end(ending)
+            else:
+                await response.write_eof(ending)
         except (ConnectionResetError, ConnectionError):
             result.status = _CLIENT_CLOSED  # the client left; closing the stream closes the upstream
+            if head is not None:
+                response.keep_alive = False
         except Exception as e:
             # the head went out: no error answer is possible any more. Cut the connection so the
             # stream cannot look finished, and count and log it like any internal error.
             log_bug(log, f"request {request_id}: stream failed inside the gateway", e)
             result.status = 500
+            if head is not None:
+                response.keep_alive = False
             if request.transport is not None:
                 request.transport.close()
         finally:
@@ -399,36 +411,3 @@ class _RelayedResponse(web.StreamResponse):
     stream's first bytes in one send (or with the end, for a stream that sends nothing)."""
 
     _send_headers_immediately = False
-
-
-class _ClientStream:
-    """The client side of a relayed stream: synchronous writes straight to the socket.
-
-    aiohttp's ``response.write`` is a coroutine per chunk; a relayed chunk is
-    written from the upstream's ``data_received`` instead, framed here. The
-    first one goes through the writer's own path that sends the head with it.
-    """
-
-    __slots__ = ("writer", "transport", "chunked", "head_pending")
-    HIGH_WATER = 256 * 1024
-
-    def __init__(self, writer, transport):
-        self.writer = writer
-        self.transport = transport
-        self.chunked = writer.chunked
-        # the head still waits in the writer (an aiohttp that sends it in prepare leaves nothing here)
-        self.head_pending = bool(getattr(writer, "_headers_buf", None))
-
-    def write(self, data: bytes) -> bool:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return True  # the client is gone; aiohttp cancels the handler, which stops the pump
-        if self.head_pending:
-            self.head_pending = False
-            self.writer._send_headers_with_payload(data, False)
-        else:
-            transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
-        return transport.get_write_buffer_size() <= self.HIGH_WATER
-
-    async def drain(self) -> None:
-        await self.writer.drain()
