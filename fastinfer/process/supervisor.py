@@ -28,6 +28,7 @@ import time
 
 from typing import Callable
 
+from .._core.proc import release_free_memory
 from ..config import Config, ConfigError
 from ..metrics import Metrics
 from .hostwide import HostState
@@ -150,6 +151,9 @@ class Supervisor:
         # what the supervisor built is never collected in a worker: keep the collector off its
         # pages, which would otherwise be copied into every worker the first time it runs
         gc.freeze()
+        # and the heap's free pages go back before the fork: resident here, they would be resident
+        # (and counted) in every worker too
+        release_free_memory()
         pid = os.fork()
         if pid == 0:
             code = 1

@@ -8,7 +8,6 @@ process metrics (``process.probe``) while it lives.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import logging
 import os
@@ -18,6 +17,7 @@ import socket
 import uvloop
 from aiohttp import web
 
+from .._core.proc import die_with_parent, release_free_memory
 from ..breaker import DeploymentBreakers
 from ..config import Config
 from ..config.secrets import SecretUnavailable
@@ -34,7 +34,6 @@ from .probe import WorkerProbe
 from ..session import SessionRegistry
 
 log = logging.getLogger("fastinfer.worker")
-_PR_SET_PDEATHSIG = 1
 # the young generation is collected every 2,000 net allocations (Python's default: 700): with the
 # start-up heap frozen a collection walks only what requests made since the last one. At 20,000
 # the reference cycles requests leave behind piled up between collections: each worker grew
@@ -43,20 +42,11 @@ _PR_SET_PDEATHSIG = 1
 _GC_THRESHOLDS = (2_000, 20, 20)
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGTERM us if the supervisor vanishes (no orphan workers)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
 def run_worker(index: int, config: Config, sock: socket.socket, host: HostState,
                admin_sock: socket.socket | None = None) -> int:
     """Entry point in the forked child; returns the exit status. With ``admin_sock``, the
     operator's routes (admin API, dashboard, metrics) are served there and not on ``sock``."""
-    _die_with_parent()
+    die_with_parent(signal.SIGTERM)     # the supervisor gone, no orphan worker stays
     uvloop.install()
     try:
         asyncio.run(_serve(index, config, sock, host, admin_sock))
@@ -148,6 +138,7 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     gc.collect()
     gc.freeze()
     gc.set_threshold(*_GC_THRESHOLDS)
+    release_free_memory()     # what start-up freed inside the heap stops counting as resident
     log.debug("worker %d (pid %d) serving", index, os.getpid())
     await drain.wait()
     log.info("worker %d draining (%s)", index, "stop" if drain.stopping else "reload")
