@@ -144,7 +144,7 @@ def _bars(figures: dict, ratios: dict, sat, low) -> list[dict]:
     rss = full.get("rss_mib_after")
     bars.append({"bar": f"RSS of the process tree ≤ {RSS_BAR_MIB} MiB (issue: after 1 M requests, flat over a "
                         f"10-minute soak)", "measured": rss, "holds": None if rss is None else rss <= RSS_BAR_MIB,
-                 "note": f"after {full['requests_served']} measured requests; no soak in this run"})
+                 "note": f"after {full['requests_served']} measured requests; the soak is `bench --soak 600`"})
     return bars
 
 
@@ -213,12 +213,7 @@ def to_markdown(report: dict) -> str:
             lines.append(f"| {titles[key]} | " + " | ".join(_num(table['ratios'][p].get(key)) for p in pairs) + " |")
 
     if table["bars"]:
-        lines += ["", "## Bars of issue 12 (fastinfer with its features on)", "", "| bar | measured | holds |",
-                  "|---|---:|---|"]
-        for bar in table["bars"]:
-            holds = {True: "yes", False: "**no**", None: "n/a"}[bar["holds"]]
-            note = f" ({bar['note']})" if bar["note"] else ""
-            lines.append(f"| {bar['bar']} | {_num(bar['measured'])} | {holds}{note} |")
+        lines += ["", *bars_markdown(table["bars"])]
 
     features = report.get("features")
     if features:
@@ -244,6 +239,17 @@ def to_markdown(report: dict) -> str:
 def _pair_title(pair: str) -> str:
     mine, peer = pair.split(" / ")
     return f"{dict(COLUMNS)[mine]} ÷ {peer}"
+
+
+def bars_markdown(bars: list[dict], title: str = "fastinfer with its features on") -> list[str]:
+    """The "Bars of issue 12" section: each bar (``{bar, measured, holds, note}``), its figure and
+    whether it holds (yes, **no**, or n/a when it could not be measured)."""
+    lines = [f"## Bars of issue 12 ({title})", "", "| bar | measured | holds |", "|---|---:|---|"]
+    for bar in bars:
+        holds = {True: "yes", False: "**no**", None: "n/a"}[bar["holds"]]
+        note = f" ({bar['note']})" if bar["note"] else ""
+        lines.append(f"| {bar['bar']} | {_num(bar['measured'])} | {holds}{note} |")
+    return lines
 
 
 def _num(v, digits: int = 2) -> str:

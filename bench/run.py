@@ -460,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--routing" in (sys.argv[1:] if argv is None else argv):
         from .routing_load import main as routing_main   # the routing policies' own suite
         return routing_main(argv)
+    if any(a == "--soak" or a.startswith("--soak=") for a in (sys.argv[1:] if argv is None else argv)):
+        from .soak import main as soak_main   # issue 12's memory soak: its own options
+        return soak_main(argv)
     parser = argparse.ArgumentParser(prog="fastinfer bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario (default 5)")
     parser.add_argument("--max-requests", type=int, default=200_000, help="bound per scenario")
@@ -501,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--routing", action="store_true",
                         help="instead: the CPU sticky and prefix routing add per request against round_robin "
                              "(bench/routing_load.py; its own options)")
+    parser.add_argument("--soak", metavar="SECONDS",
+                        help="instead: fastinfer with its features on under load for SECONDS, its RSS sampled "
+                             "every 10 s against issue 12's memory bar (bench/soak.py; its own options)")
     parser.add_argument("--baseline-tree", metavar="PATH",
                         help="also run every scenario through a gateway started from this source tree (its "
                              "compiled core built in place), and report this tree against it")
@@ -524,10 +530,16 @@ def main(argv: list[str] | None = None) -> int:
         args.paced_itl_ms = 1.0 if args.mock == "python" else 0.0
     if args.paced_itl_ms > 0 and args.mock != "python":
         parser.error("--paced-itl-ms needs --mock python (nginx sends a stream at once)")
+    return run_and_report(args, "bench", run_all, to_markdown)
+
+
+def run_and_report(args, name: str, run, markdown) -> int:
+    """``run(args)``'s report with its wall time, written to ``--out`` as ``{name}-{time}`` (``markdown``
+    renders it); the exit status."""
     t0 = time.monotonic()
-    report = run_all(args)
+    report = run(args)
     report["wall_s"] = round(time.monotonic() - t0, 1)
-    path = write_report(args.out, "bench", report, to_markdown(report))
+    path = write_report(args.out, name, report, markdown(report))
     print(f"written: {path} and .md ({report['wall_s']} s)")
     return 0
 
