@@ -101,12 +101,10 @@ class ProcessTree:
         return sum(cpu_seconds_of(pid) for pid in self.pids())
 
     def memory_mib(self) -> dict:
-        """RSS and PSS of the whole tree, MiB."""
-        rss = pss = 0
-        for pid in self.pids():
-            r, p = _memory_kib(pid)
-            rss, pss = rss + r, pss + p
-        return {"rss_mib": round(rss / 1024, 1), "pss_mib": round(pss / 1024, 1)}
+        """RSS and PSS of the whole tree, MiB, and each process's RSS (the root first)."""
+        each = [_memory_kib(pid) for pid in self.pids()]
+        return {"rss_mib": round(sum(r for r, _ in each) / 1024, 1), "pss_mib": round(sum(p for _, p in each) / 1024, 1),
+                "rss_each_mib": [round(r / 1024, 1) for r, _ in each]}
 
     def worker_cpu(self) -> dict[str, float]:
         """CPU seconds per worker: the root's direct child processes when it has any (fastinfer's

@@ -98,7 +98,8 @@ def soak(gateway, upstream, args, use_wrk: bool) -> tuple[list[dict], bool]:
         samples.append(sample)
         slice_no += 1
         print(f"  {sample['elapsed_s']:>7.1f} s  {sample['requests']:>9} requests  {sample['errors']} errors  "
-              f"RSS {sample['rss_mib']:>6.1f} MiB  PSS {sample['pss_mib']:>6.1f} MiB"
+              f"RSS {sample['rss_mib']:>6.1f} MiB ({' + '.join(map(str, sample['rss_each_mib']))})  "
+              f"PSS {sample['pss_mib']:>6.1f} MiB"
               + ("  (streams)" if stream else ""), flush=True)
     return samples, set(gateway.pids()) != pids0
 
@@ -186,12 +187,13 @@ def to_markdown(report: dict) -> str:
     if report["features"]:
         lines += ["Features, as this tree's `check-config` took them:", ""]
         lines += [f"- {name}: {state}" for name, state in report["features"].items()] + [""]
-    lines += ["## Samples", "", "| elapsed s | requests so far | errors | RSS MiB | PSS MiB | processes | CPU s "
-              "| slice |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines += ["## Samples", "", "| elapsed s | requests so far | errors | RSS MiB | RSS of each process (supervisor "
+              "first) | PSS MiB | processes | CPU s | slice |", "|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for s in report["samples"]:
         kind = "" if not s["elapsed_s"] else "streams" if s["streams"] else "non-streamed"
         warm = " (warm-up)" if s["elapsed_s"] and s["elapsed_s"] < report["warmup_s"] else ""
-        lines.append(f"| {s['elapsed_s']} | {s['requests']:,} | {s['errors']} | {s['rss_mib']} | {s['pss_mib']} "
+        lines.append(f"| {s['elapsed_s']} | {s['requests']:,} | {s['errors']} | {s['rss_mib']} "
+                     f"| {' + '.join(map(str, s.get('rss_each_mib', [])))} | {s['pss_mib']} "
                      f"| {s['processes']} | {s['cpu_s']} | {kind or 'idle'}{warm} |")
     lines += ["", f"The gateway's log (the JSON access log) grew to {report['log_bytes']:,} bytes."]
     return "\n".join(lines) + "\n"

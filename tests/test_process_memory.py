@@ -3,8 +3,11 @@ asyncio, ssl and hashlib (it runs no event loop and checks no key), which a fork
 resident in every process of the tree, and creating the shared segment leaves its admission pool's
 pages untouched (they are resident only where a queue reaches them); the workers load no numpy
 even to answer a metrics scrape, and no Redis client (nor what it brings: OpenTelemetry,
-cryptography) when no [cluster] is configured."""
+cryptography) when no [cluster] is configured; nor does any process load SQLite without a state_dir,
+or ctypes, and a worker runs one thread."""
 from __future__ import annotations
+
+import os
 
 from conftest import upstream_config
 from procs import children_of, http_json, metrics_text, wait_for
@@ -72,3 +75,19 @@ def test_workers_scraped_for_metrics_load_neither_numpy_nor_redis_without_a_clus
     assert all(loaded(files, "aiohttp") for files in workers)   # the check sees what a worker loads
     assert not any(loaded(files, "numpy") for files in workers)
     assert not any(loaded(files, "hiredis") or loaded(files, "cryptography") for files in workers)
+
+
+def test_no_process_loads_sqlite_without_a_state_dir_nor_ctypes_nor_starts_a_thread(start_gateway, tmp_path):
+    gw = start_gateway(workers=2)
+    assert http_json("GET", gw.base + "/v1/models", headers={"connection": "close"})[0] == 200
+    assert wait_for(lambda: len(children_of(gw.pid)) == 2)
+    tree = [mapped_files(gw.pid)] + [mapped_files(pid) for pid in children_of(gw.pid)]
+    assert all(extension_loaded(files, "orjson") for files in tree)    # the check sees extensions
+    assert not any(extension_loaded(files, "_sqlite3") for files in tree)
+    assert not any(extension_loaded(files, "_ctypes") for files in tree)   # prctl comes from _core.proc
+    # the admin key (this run's one-time token) is read in place: no executor thread for it
+    assert all(len(os.listdir(f"/proc/{pid}/task")) == 1 for pid in children_of(gw.pid))
+    with_state = start_gateway(upstream_config("http://127.0.0.1:9").replace(
+        "[server]", f'[server]\n        state_dir = "{tmp_path}"', 1), workers=1)
+    assert wait_for(lambda: len(children_of(with_state.pid)) == 1)
+    assert extension_loaded(mapped_files(with_state.pid), "_sqlite3")   # it saves the limits there

@@ -36,6 +36,11 @@ class Secret:
             return f"command:{self.ref[0]} (ttl {self.ttl_s:g}s)"
         return "value:****"
 
+    @property
+    def may_block(self) -> bool:
+        """Whether ``read`` may block (a file, a command): an event loop reads those in a thread."""
+        return self.source in ("file", "command")
+
     def read(self) -> str:
         """Fetch the current value from its source (may block: files, commands)."""
         if self.source == "value":

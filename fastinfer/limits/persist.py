@@ -19,12 +19,15 @@ import asyncio
 import fcntl
 import logging
 import os
-import sqlite3
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._core.constants import LEASE_STATE_FLUSH
 from .store import LimitSnapshot, LimitStore, LocalStore
+
+if TYPE_CHECKING:
+    import sqlite3
 
 log = logging.getLogger("fastinfer.limits")
 
@@ -77,11 +80,16 @@ class StateDir:
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
         self.db = self.path / "state.sqlite3"
+        # imported only with a state_dir: without one, no process of the tree holds SQLite (a MiB
+        # resident between the library and the module, counted in the supervisor and every worker)
+        import sqlite3
+        self._sqlite3 = sqlite3
+        self.Error = sqlite3.Error      # what a failed save raises, besides OSError
         with self._connect():
             pass
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.db, timeout=10, isolation_level=None)
+        db = self._sqlite3.connect(self.db, timeout=10, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
         return db
@@ -170,7 +178,7 @@ class StateFlusher:
                 continue
             try:
                 await asyncio.to_thread(self.state_dir.save, snapshot)
-            except (OSError, sqlite3.Error) as e:
+            except (OSError, self.state_dir.Error) as e:
                 if not failing:   # one line when saving starts failing, one when it works again
                     log.error("cannot save limit state to %s: %s", self.state_dir.db, e)
                 failing = True

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 from dataclasses import dataclass, field
 
 from .._core import shm
@@ -145,7 +144,7 @@ class HostState:
         if self.state_dir is not None:
             try:
                 self.state_dir.save_segment(self.segment, self.index.buckets, self.index.keys, config)
-            except (OSError, sqlite3.Error) as e:
+            except (OSError, self.state_dir.Error) as e:
                 log.error("cannot save limit state to %s: %s", self.state_dir.db, e)
 
     def reclaim(self, worker: int) -> dict:

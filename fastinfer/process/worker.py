@@ -60,6 +60,8 @@ async def _admin_key(server) -> str | None:
     if server.admin_key is None:
         return None
     try:
+        if not server.admin_key.may_block:      # a value or the one-time token: no thread for it
+            return server.admin_key.read()
         return await asyncio.to_thread(server.admin_key.read)
     except SecretUnavailable as e:
         log.warning("admin key %s unavailable (%s): the admin API stays disabled",
