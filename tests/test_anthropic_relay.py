@@ -5,6 +5,7 @@ import orjson
 from hypothesis import given, settings, strategies as st
 
 from fastinfer.formats.anthropic import AnthropicStreamRelay
+from relays import fed_whole_and_apart
 
 
 def event(name: str, payload) -> bytes:
@@ -31,14 +32,5 @@ BODY = {"messages": [{"role": "user", "content": "x" * 40}]}
                        min_size=1, max_size=12))
 def test_one_read_or_one_read_per_event_relay_the_same(pieces):
     """A fast upstream's whole stream in one read relays as it does event by event."""
-    whole, apart = AnthropicStreamRelay(BODY), AnthropicStreamRelay(BODY)
-    out_whole = whole.feed(b"".join(pieces))
-    out_apart = b""
-    for piece in pieces:
-        out_apart += apart.feed(piece)
-        if apart.failure is not None:
-            break
+    out_whole, out_apart = fed_whole_and_apart(lambda: AnthropicStreamRelay(BODY), pieces)
     assert out_whole == out_apart
-    assert (whole.finished, whole.error, whole.failure is None) == (apart.finished, apart.error, apart.failure is None)
-    if whole.failure is None:
-        assert whole.usage == apart.usage

@@ -54,6 +54,36 @@ def _head_and_body(answer: bytes) -> tuple[str, dict[str, str], bytes]:
     return status, {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}, body
 
 
+def _side_by_side(ours, theirs, requests: list[tuple[str, str]], kept: bytes) -> tuple[list[list[bytes]], bytes]:
+    """``ours`` served at ``/ours`` and ``theirs`` (aiohttp's own way) at ``/aiohttp``: each (query, extra
+    headers) of ``requests`` asked of both, each on a new connection; then the raw requests ``kept``
+    on one connection. Returns the answer pairs and what came back on that connection."""
+    async def scenario():
+        app = web.Application()
+        app.router.add_post("/ours", ours)
+        app.router.add_post("/aiohttp", theirs)
+        runner, port = await _serve(app)
+        try:
+            pairs = [[await _exchange(port, _post(path + query, extra)) for path in ("/ours", "/aiohttp")]
+                     for query, extra in requests]
+            return pairs, await _exchange(port, kept)
+        finally:
+            await runner.cleanup()
+    return asyncio.run(scenario())
+
+
+def _same_answers(pairs: list[list[bytes]]) -> list[tuple[str, dict[str, str], bytes]]:
+    """Each (ours, aiohttp's) pair of answers is the same 200 but for the date; ours, parsed."""
+    parsed = []
+    for ours, theirs in pairs:
+        ours, theirs = _head_and_body(ours), _head_and_body(theirs)
+        assert ours[0] == theirs[0] == "HTTP/1.1 200 OK"
+        assert {k: v for k, v in ours[1].items() if k != "date"} == {k: v for k, v in theirs[1].items() if k != "date"}
+        assert ours[2] == theirs[2]
+        parsed.append(ours)
+    return parsed
+
+
 def test_an_exact_data_route_goes_direct_and_anything_else_through_the_app():
     seen = []
 
@@ -95,27 +125,11 @@ def test_a_written_answer_is_what_aiohttp_would_write():
     async def aiohttp_own(request):
         return web.Response(status=200, body=BODY, content_type="application/json", headers=dict(HEADERS))
 
-    async def scenario():
-        app = web.Application()
-        app.router.add_post("/written", written)
-        app.router.add_post("/aiohttp", aiohttp_own)
-        runner, port = await _serve(app)
-        try:
-            pairs = []
-            for extra in ("", "Connection: close\r\n"):
-                pairs.append([await _exchange(port, _post(path, extra)) for path in ("/written", "/aiohttp")])
-            # two requests on one kept-alive connection: both answered, in order
-            pipelined = await _exchange(port, _post("/written") + _post("/written", "Connection: close\r\n"))
-        finally:
-            await runner.cleanup()
-        return pairs, pipelined
-
-    pairs, pipelined = asyncio.run(scenario())
-    for ours, theirs in pairs:
-        ours, theirs = _head_and_body(ours), _head_and_body(theirs)
-        assert ours[0] == theirs[0] == "HTTP/1.1 200 OK"
-        assert {k: v for k, v in ours[1].items() if k != "date"} == {k: v for k, v in theirs[1].items() if k != "date"}
-        assert ours[2] == theirs[2] == BODY
+    # and two requests on one kept-alive connection: both answered, in order
+    pairs, pipelined = _side_by_side(written, aiohttp_own, [("", ""), ("", "Connection: close\r\n")],
+                                     _post("/ours") + _post("/ours", "Connection: close\r\n"))
+    for ours in _same_answers(pairs):
+        assert ours[2] == BODY
     assert "connection" not in _head_and_body(pairs[0][0])[1]
     assert _head_and_body(pairs[1][0])[1]["connection"] == "close"
     assert pipelined.count(b"HTTP/1.1 200 OK\r\n") == 2 and pipelined.endswith(BODY)
@@ -147,26 +161,11 @@ def test_a_stream_with_its_own_head_is_what_aiohttp_would_write():
         await response.write_eof(b"data: [DONE]\n\n" if chunks else b"")
         return response
 
-    async def scenario():
-        app = web.Application()
-        app.router.add_post("/own", own)
-        app.router.add_post("/aiohttp", aiohttp_own)
-        runner, port = await _serve(app)
-        try:
-            pairs = [[await _exchange(port, _post(f"{path}?n={n}", extra)) for path in ("/own", "/aiohttp")]
-                     for n, extra in ((2, ""), (0, "Connection: close\r\n"))]
-            kept = await _exchange(port, _post("/own?n=2") + _post("/own?n=1", "Connection: close\r\n"))
-        finally:
-            await runner.cleanup()
-        return pairs, kept
-
-    pairs, kept = asyncio.run(scenario())
-    for ours, theirs in pairs:
-        ours, theirs = _head_and_body(ours), _head_and_body(theirs)
-        assert ours[0] == theirs[0] == "HTTP/1.1 200 OK"
-        assert {k: v for k, v in ours[1].items() if k != "date"} == {k: v for k, v in theirs[1].items() if k != "date"}
+    pairs, kept = _side_by_side(own, aiohttp_own, [("?n=2", ""), ("?n=0", "Connection: close\r\n")],
+                                _post("/ours?n=2") + _post("/ours?n=1", "Connection: close\r\n"))
+    for ours in _same_answers(pairs):
         assert ours[1]["transfer-encoding"] == "chunked" and ours[1]["content-type"] == "text/event-stream"
-        assert ours[2] == theirs[2] and ours[2].endswith(b"0\r\n\r\n")
+        assert ours[2].endswith(b"0\r\n\r\n")
     assert b"".join(CHUNKS) in _decode_chunked(_head_and_body(pairs[0][0])[2])
     assert _head_and_body(pairs[1][0])[2] == b"0\r\n\r\n"        # nothing streamed: the head, the last chunk
     assert kept.count(b"HTTP/1.1 200 OK\r\n") == 2 and kept.endswith(b"0\r\n\r\n")
