@@ -159,7 +159,8 @@ def test_a_hanging_upstream_is_504_at_the_first_byte_timeout(start_gateway, mock
     with pytest.raises(openai.APIStatusError) as exc:
         sdk(gw).chat.completions.create(model="m", messages=MESSAGES)
     assert exc.value.status_code == 504
-    assert 0.45 <= time.monotonic() - t0 < 3
+    assert "did not answer within 0.5s" in exc.value.message    # the first-byte limit, no other
+    assert time.monotonic() - t0 >= 0.45
 
 
 def test_x_timeout_ms_is_honoured(start_gateway, mock_upstream):
@@ -274,8 +275,8 @@ def test_an_upstream_that_never_accepts_is_504_at_the_connect_timeout(start_gate
         with pytest.raises(openai.APIStatusError) as exc:
             sdk(gw).chat.completions.create(model="m", messages=MESSAGES)
         assert exc.value.status_code == 504
-        assert "connect" in exc.value.message
-        assert 0.35 <= time.monotonic() - t0 < 3
+        assert "within 0.4s" in exc.value.message and "connect" in exc.value.message   # that limit, no other
+        assert time.monotonic() - t0 >= 0.35
     finally:
         for s in fillers + [listener]:
             s.close()
