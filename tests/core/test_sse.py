@@ -714,7 +714,10 @@ def test_plain_prefix_compiled_equals_reference(pieces):
     assert not any(marker in events[:end] for marker in RELAY_MARKERS)
 
 
-def test_plain_prefix_refuses_empty_or_non_bytes_markers(m):
+def test_plain_prefix_refuses_markers_it_cannot_look_for(m):
     for markers in [(b"",), ("[DONE]",)]:
         with pytest.raises(TypeError):
+            m.plain_prefix(b"data: {}\n\n", markers)
+    for markers in [(b"a\nb",), (b"x",) * 9]:     # a line feed could straddle the blank line; a fixed table
+        with pytest.raises(ValueError):
             m.plain_prefix(b"data: {}\n\n", markers)

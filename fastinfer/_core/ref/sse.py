@@ -217,9 +217,14 @@ def encode_data(data: bytes) -> bytes:
 
 def plain_prefix(events: bytes, markers: tuple) -> tuple[int, int]:
     """``(end, data_lines)``: the leading events a relay may forward unparsed (each ends in
-    ``"}\\n\\n"`` and holds no marker), and the ``data:`` lines among them."""
+    ``"}\\n\\n"`` and holds no marker: at most 8, non-empty, without a line feed), and the ``data:``
+    lines among them."""
+    if len(markers) > 8:
+        raise ValueError("at most 8 markers")
     if not all(type(m) is bytes and m for m in markers):
         raise TypeError("markers must be non-empty bytes")
+    if any(b"\n" in m for m in markers):
+        raise ValueError("a marker must not hold a line feed")
     end = 0
     while (stop := events.find(b"\n\n", end)) >= 0:
         event = events[end:stop]
