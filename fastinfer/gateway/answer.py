@@ -64,6 +64,10 @@ class WrittenAnswer:
     async def write_eof(self, data: bytes = b"") -> None:
         await self._writer.drain()     # as aiohttp's own write_eof: wait while the client reads slowly
 
+    def force_close(self) -> None:
+        """The connection ends after this answer (as ``StreamResponse.force_close``)."""
+        self.keep_alive = False
+
 
 def _head(request: web.BaseRequest, status: int, headers: dict[str, str], tail: str, length: int | None,
           keep_alive: bool) -> bytes | None:

@@ -322,15 +322,13 @@ class Gateway:
                 await response.write_eof(ending)
         except (ConnectionResetError, ConnectionError):
             result.status = _CLIENT_CLOSED  # the client left; closing the stream closes the upstream
-            if head is not None:
-                response.keep_alive = False
+            response.force_close()
         except Exception as e:
             # the head went out: no error answer is possible any more. Cut the connection so the
             # stream cannot look finished, and count and log it like any internal error.
             log_bug(log, f"request {request_id}: stream failed inside the gateway", e)
             result.status = 500
-            if head is not None:
-                response.keep_alive = False
+            response.force_close()
             if request.transport is not None:
                 request.transport.close()
         finally:
