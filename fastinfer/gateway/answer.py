@@ -32,17 +32,17 @@ _JSON_TAIL = f"Content-Type: application/json\r\nServer: {SERVER_SOFTWARE}\r\nDa
 _STREAM_TAIL = (f"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
                 f"Server: {SERVER_SOFTWARE}\r\nDate: ")
 _LAST_CHUNK = b"0\r\n\r\n"
-_status_lines: dict[int, str] = {}
+_status_lines: dict[int, bytes] = {}
 
 
-def _status_line(status: int) -> str | None:
+def _status_line(status: int) -> bytes | None:
     line = _status_lines.get(status)
     if line is None:
         try:
             reason = HTTPStatus(status).phrase
         except ValueError:
             return None        # a status aiohttp would have to name: it writes that answer
-        line = _status_lines[status] = f"HTTP/1.1 {status} {reason}\r\n"
+        line = _status_lines[status] = f"HTTP/1.1 {status} {reason}\r\n".encode()
     return line
 
 
@@ -84,7 +84,7 @@ def _head(request: web.BaseRequest, status: int, headers: dict[str, str], tail: 
         raise ValueError("Forbidden control character in an answer's headers")   # as aiohttp refuses it
     length_field = "" if length is None else f"Content-Length: {length}\r\n"
     connection = "" if keep_alive else "Connection: close\r\n"
-    return b"%s%s%s" % (line.encode(), fields,
+    return b"%s%s%s" % (line, fields,
                         f"{tail}{rfc822_formatted_time()}\r\n{length_field}{connection}\r\n".encode())
 
 
