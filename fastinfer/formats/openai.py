@@ -30,7 +30,7 @@ _MARKERS = (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"')
 def _event_needs_parsing(data: bytes) -> bool:
     """``plain_prefix``'s test for one parsed event's data (not the end marker): a token event after
     the first that needs reading is skipped as it would have been in a read of its own."""
-    return data[-1:] != b"}" or b'"usage":{' in data or b'"usage": {' in data or b'"error"' in data
+    return data[-1:] != b"}" or any(marker in data for marker in _MARKERS)
 
 
 class OpenAIStreamRelay(StreamRelay):
