@@ -80,16 +80,16 @@ class StateDir:
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
         self.db = self.path / "state.sqlite3"
+        with self._connect():
+            pass
+        import sqlite3      # _connect loaded it
+        self.Error = sqlite3.Error      # what a failed save raises, besides OSError
+
+    def _connect(self) -> sqlite3.Connection:
         # imported only with a state_dir: without one, no process of the tree holds SQLite (a MiB
         # resident between the library and the module, counted in the supervisor and every worker)
         import sqlite3
-        self._sqlite3 = sqlite3
-        self.Error = sqlite3.Error      # what a failed save raises, besides OSError
-        with self._connect():
-            pass
-
-    def _connect(self) -> sqlite3.Connection:
-        db = self._sqlite3.connect(self.db, timeout=10, isolation_level=None)
+        db = sqlite3.connect(self.db, timeout=10, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
         return db
