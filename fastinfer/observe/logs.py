@@ -157,13 +157,13 @@ class JsonFormatter(logging.Formatter):
     def format_fields(self, created: float, levelno: int, name: str, pid: int, fields: dict) -> str:
         """The line ``format`` makes of a record whose message is a ``StructuredMessage`` with ``fields``:
         the object ``{"ts", "level", "logger", "pid", **fields}``, its constant middle serialized once."""
-        envelope = _ENVELOPES.get((levelno, name, pid))
-        if envelope is None:
-            envelope = _envelope(levelno, name, pid)
         if not fields or "ts" in fields or "level" in fields or "logger" in fields or "pid" in fields:
             out = {"ts": iso_time(created), "level": _LEVEL_NAMES.get(levelno, "info"), "logger": name, "pid": pid}
             out.update(fields)
             return orjson.dumps(out).decode()
+        envelope = _ENVELOPES.get((levelno, name, pid))
+        if envelope is None:
+            envelope = _envelope(levelno, name, pid)
         return f'{{"ts":"{iso_time(created)}",{envelope},{orjson.dumps(fields).decode()[1:]}'
 
 
