@@ -53,7 +53,7 @@ SHORT_CHUNKS = 8     # the short variant: per-stream cost vs per-chunk cost by d
 
 # ----------------------------------------------------------------- scenarios
 
-def _body(stream: bool) -> bytes:
+def request_body(stream: bool) -> bytes:
     return json.dumps({"model": "bench", "stream": stream,
                        "messages": [{"role": "user", "content": "benchmark the gateway please"}]}).encode()
 
@@ -63,7 +63,7 @@ def run_scenario(name: str, target, measured, *, stream: bool, concurrency: int,
                  profile_native: bool = False) -> dict:
     """One scenario on one path. ``measured``'s process tree is the one whose CPU is counted (the
     target's); ``upstream``'s CPU is read too when it is another process (the mock behind a gateway)."""
-    body = _body(stream)
+    body = request_body(stream)
     path = "/v1/chat/completions"
     # a short warm-up: connections, pools, caches
     asyncio.run(run_asyncio("127.0.0.1", target.port, path, body, concurrency, min(0.5, duration_s), 10_000,
@@ -154,7 +154,7 @@ def run_all(args) -> dict:
     labels, skipped = wanted_targets(args.targets, vllm_router)
     workdir = tempfile.mkdtemp(prefix="fastinfer-bench-")
     plan = scenario_plan(args)
-    upstream = start_upstream(args.mock, workdir, {(stream, chunks) for _, stream, _, _, chunks in plan}, _body,
+    upstream = start_upstream(args.mock, workdir, {(stream, chunks) for _, stream, _, _, chunks in plan}, request_body,
                               STREAM_CHUNKS)
     rows, profiles, memory = [], {}, {}
     try:

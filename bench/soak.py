@@ -30,7 +30,7 @@ import time
 from .loadgen import LoadResult, run_asyncio, run_wrk, wrk_available
 from .peer_table import RSS_BAR_MIB, bars_markdown
 from .proctree import CpuLayout
-from .run import STREAM_CHUNKS, _body, run_and_report
+from .run import STREAM_CHUNKS, request_body, run_and_report
 from .targets import start_targets
 from .upstream import start_upstream
 
@@ -50,7 +50,7 @@ def run_soak(args) -> dict:
     modes = {(False, STREAM_CHUNKS)} | ({(True, STREAM_CHUNKS)} if args.soak_stream_every else set())
     started = []   # stopped in reverse, whatever happens
     try:
-        upstream = start_upstream(args.mock, workdir, modes, _body, STREAM_CHUNKS)
+        upstream = start_upstream(args.mock, workdir, modes, request_body, STREAM_CHUNKS)
         started.append(upstream)
         paths, info = start_targets(["direct", "gateway-full"], upstream, workdir, args.workers, layout, None, None)
         gateway = paths[1][1]
@@ -107,7 +107,7 @@ def soak(gateway, upstream, args, use_wrk: bool) -> tuple[list[dict], bool]:
 def _load_slice(port: int, stream: bool, args, duration_s: float, use_wrk: bool) -> LoadResult:
     """One slice of keep-alive load at ``args.concurrency`` connections (bounded in time, and the
     asyncio client in count too)."""
-    body = _body(stream)
+    body = request_body(stream)
     if use_wrk and not stream:
         return run_wrk("127.0.0.1", port, PATH, body, args.concurrency, duration_s)
     return asyncio.run(run_asyncio("127.0.0.1", port, PATH, body, args.concurrency, duration_s,
