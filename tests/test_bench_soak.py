@@ -66,6 +66,8 @@ def test_the_soak_samples_the_gateways_memory_under_load_and_judges_the_bars(tmp
     assert [s["elapsed_s"] for s in samples] == sorted(s["elapsed_s"] for s in samples)
     assert report["errors"] == 0 and all(s["processes"] == 3 for s in samples)
     assert all(s["rss_mib"] >= s["pss_mib"] > 0 for s in samples)
+    # each process's RSS, the supervisor first: three of them, summing to the tree's
+    assert all(len(s["rss_each_mib"]) == 3 and abs(sum(s["rss_each_mib"]) - s["rss_mib"]) <= 0.2 for s in samples)
     assert loaded[-1]["cpu_s"] > 0 and report["cpu_us_per_request"] > 0
     # the report's RSS is the tree's: of the order of what this test read from /proc
     assert live, "never saw the gateway's tree while the soak ran"
