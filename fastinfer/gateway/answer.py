@@ -28,20 +28,21 @@ from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 # what aiohttp's header serializer refuses (header injection): control characters but tab. UTF-8
 # writes a character outside ASCII as bytes 0x80 and up, so the check runs on the encoded fields.
 _CONTROL = bytes(range(0x00, 0x09)) + bytes(range(0x0a, 0x20)) + b"\x7f"
-_JSON_TAIL = f"Content-Type: application/json\r\nServer: {SERVER_SOFTWARE}\r\nDate: "
-_STREAM_TAIL = (f"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
-                f"Server: {SERVER_SOFTWARE}\r\nDate: ")
+_SERVER_TAIL = f"Server: {SERVER_SOFTWARE}\r\nDate: "
+_JSON_TAIL = "Content-Type: application/json\r\n" + _SERVER_TAIL
+_STREAM_TAIL = ("Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
+                + _SERVER_TAIL)
 _LAST_CHUNK = b"0\r\n\r\n"
 _status_lines: dict[int, bytes] = {}
 
 
-def _status_line(status: int) -> bytes | None:
+def _status_line(status: int) -> bytes:
     line = _status_lines.get(status)
     if line is None:
         try:
             reason = HTTPStatus(status).phrase
         except ValueError:
-            return None        # a status aiohttp would have to name: it writes that answer
+            reason = ""        # as aiohttp writes a status it cannot name
         line = _status_lines[status] = f"HTTP/1.1 {status} {reason}\r\n".encode()
     return line
 
@@ -69,15 +70,19 @@ class WrittenAnswer:
         self.keep_alive = False
 
 
-def _head(request: web.BaseRequest, status: int, headers: dict[str, str], tail: str, length: int | None,
+def _head(request: web.BaseRequest, status: int, headers, tail: str, length: int | None,
           keep_alive: bool) -> bytes | None:
     """The answer's head as aiohttp would write it; ``None`` when aiohttp must write it instead: an
-    HTTP/1.0 request (its keep-alive header), a status without a body or without a name."""
+    HTTP/1.0 request (its keep-alive header), a status without a body."""
     if request.version != HttpVersion11 or status < 200 or status in (204, 304):
         return None
+    return _head_bytes(status, headers, tail, length, keep_alive)
+
+
+def _head_bytes(status: int, headers, tail: str, length: int | None, keep_alive: bool) -> bytes:
+    """An HTTP/1.1 head: the status line, ``headers`` (a mapping or a multidict), ``tail`` (fields
+    ending in ``Date: ``) and the date, ``Content-Length`` unless ``length`` is None, ``Connection``."""
     line = _status_line(status)
-    if line is None:
-        return None
     fields = ("\r\n".join(map(": ".join, headers.items())) + "\r\n").encode() if headers else b""
     # each field's own CR LF is the only control character allowed: one C pass counts them all
     if len(fields) - len(fields.translate(None, _CONTROL)) != 2 * len(headers):
@@ -86,6 +91,20 @@ def _head(request: web.BaseRequest, status: int, headers: dict[str, str], tail: 
     connection = "" if keep_alive else "Connection: close\r\n"
     return b"%s%s%s" % (line, fields,
                         f"{tail}{rfc822_formatted_time()}\r\n{length_field}{connection}\r\n".encode())
+
+
+def written_response(response: web.Response, keep_alive: bool) -> tuple[bytes, bytes]:
+    """An aiohttp ``Response`` not yet sent (an error's) as the bytes of an HTTP/1.1 answer: what
+    aiohttp's ``prepare`` and ``write_eof`` would send, for a connection that writes its own."""
+    status = response.status
+    headers = response.headers
+    if "Content-Length" in headers:
+        headers = headers.copy()
+        del headers["Content-Length"]
+    if status < 200 or status in (204, 304):
+        return _head_bytes(status, headers, _SERVER_TAIL, None, keep_alive), b""
+    body = response.body or b""
+    return _head_bytes(status, headers, _SERVER_TAIL, len(body), keep_alive), body
 
 
 def write_json(request: web.BaseRequest, status: int, headers: dict[str, str], body: bytes,

@@ -31,7 +31,7 @@ from .drain import GatewayDrain, ShuttingDown
 from .errors import JSON
 from .middleware import DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RequestIds, error_middleware
 from .openai_api import chat_request, passthrough_request
-from .protocol import DIRECT_ROUTES
+from .protocol import DIRECT_BODY_LIMIT, DIRECT_ROUTES
 
 _CLIENT_CLOSED = 499   # the client went away before its answer was complete (nginx's code)
 _CLIENT_CLOSED_ERROR = "the client closed the connection before the answer was complete"
@@ -86,6 +86,7 @@ class Gateway:
                               middlewares=[self._error_middleware])
         # the data routes: in the router too (a query string or an Expect header takes the long way)
         direct = app[DIRECT_ROUTES] = {}
+        app[DIRECT_BODY_LIMIT] = self.max_body_bytes
         for path, handler in (("/v1/chat/completions", self.chat_completions), ("/v1/messages", self.messages),
                               ("/v1/completions", self.completions), ("/v1/embeddings", self.embeddings)):
             app.router.add_post(path, handler)

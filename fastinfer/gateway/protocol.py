@@ -21,6 +21,7 @@ connections and dispatches the direct routes), ``EdgeRequestHandler.handle_error
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -30,6 +31,7 @@ from aiohttp.web_protocol import RequestHandler
 from ..errors import GatewayError
 from ..observe import RateLimitedLog
 from ..redact import redact
+from .connection import DirectConnection
 from .errors import error_response
 from .middleware import RequestIds, api_of
 
@@ -40,6 +42,7 @@ MALFORMED_REQUESTS = RateLimitedLog(log, level=logging.WARNING, what="malformed 
 _QUOTED_BYTES = re.compile(r":\s*(?:bytearray\()?b['\"].*$")   # aiohttp's message quotes the client's bytes
 # the app's direct routes: (method, raw path) -> a handler that renders its own errors (the middleware's job)
 DIRECT_ROUTES = web.AppKey("fastinfer.direct_routes", dict)
+DIRECT_BODY_LIMIT = web.AppKey("fastinfer.direct_body_limit", int)   # server.max_body_bytes
 
 
 class EdgeRequestHandler(RequestHandler):
@@ -77,7 +80,26 @@ def _reason(message: str | None) -> str:
 
 
 class _EdgeServer(web.Server):
-    def __call__(self) -> RequestHandler:
+    """Makes each connection: a ``DirectConnection`` where the app has direct routes (it hands
+    anything else to an ``EdgeRequestHandler``), else an ``EdgeRequestHandler``."""
+
+    direct_routes: dict = {}
+    max_body_bytes = 0
+    on_refused = None
+
+    @staticmethod
+    def draining() -> bool:      # GatewayDrain.watch replaces it
+        return False
+
+    def __call__(self) -> asyncio.Protocol:
+        if self.direct_routes:
+            return DirectConnection(self, self.direct_routes, self.aiohttp_handler,
+                                    max_body_bytes=self.max_body_bytes,
+                                    keepalive_timeout=self._kwargs.get("keepalive_timeout", 75.0),
+                                    draining=self.draining)
+        return self.aiohttp_handler()
+
+    def aiohttp_handler(self) -> RequestHandler:
         return EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
@@ -114,4 +136,7 @@ class EdgeAppRunner(web.AppRunner):
         server.__class__ = _EdgeServer     # the same object, built by aiohttp with all its settings
         server.on_refused = self._on_refused
         server.request_handler = direct_dispatch(self.app)   # each connection reads it when made
+        routes = self.app.get(DIRECT_ROUTES) or {}
+        server.direct_routes = {path: handler for (method, path), handler in routes.items() if method == "POST"}
+        server.max_body_bytes = self.app.get(DIRECT_BODY_LIMIT, 0)
         return server

@@ -1,0 +1,396 @@
+"""The data routes' own connection: an ``asyncio.Protocol`` that parses with httptools and calls
+the route's handler, handing any other connection to aiohttp.
+
+aiohttp's ``RequestHandler`` costs a data request about 45 µs of CPU before the gateway's code
+runs: its parser builds a ``RawRequestMessage`` with a ``URL``, a payload ``StreamReader``, a
+``BaseRequest`` and a ``StreamWriter``, and its per-connection coroutine arms and cancels timers
+around each message. ``DirectConnection`` does what a data request needs and no more: it frames
+each request itself (the head ends at the first empty line, the body is ``Content-Length`` bytes),
+checks the head with httptools (the same llhttp rules aiohttp's C parser applies), and runs the
+route's handler (already wrapped in the gateway's error middleware) in a task of its own with a
+``DirectRequest``: the headers, the body, and a writer that sends straight to the transport.
+
+Only the plain case takes this path: an HTTP/1.1 ``POST`` to one of the app's ``DIRECT_ROUTES``
+exactly, its body framed by ``Content-Length`` (or empty), no ``Transfer-Encoding``,
+``Content-Encoding``, ``Expect`` or ``Upgrade``. At the first request that is anything else (another
+route, a query string, HTTP/1.0, a chunked or compressed body, a head httptools refuses or one
+longer than aiohttp accepts) the connection becomes aiohttp's, from that request's first byte on:
+a new ``RequestHandler`` is given the transport and every byte not yet answered, and the
+connection stays its own until it closes. So every answer aiohttp gives (404, 405, its 400s for
+malformed bytes, 100-continue, the admin routes) is unchanged, and only the hot path is new.
+
+What the connection keeps of aiohttp's manners: it registers with the aiohttp ``Server`` (the
+drain counts and closes it, the worker probe counts it and its requests); a request's task is
+cancelled when the client goes (``handler_cancellation``); answers are sent one request at a
+time, pipelined requests waiting in the buffer; an idle connection closes after the keep-alive
+timeout (from its start too, like aiohttp); while the worker drains every answer says
+``Connection: close``; an answer given before its body arrived (413, 408) is followed by a
+lingering close, so the client reads the answer before the connection resets.
+
+Owns: ``DirectConnection``, ``DirectRequest``. Must not touch: what handlers do (``app``), how
+an answer's head is written (``answer``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import httptools
+from aiohttp import web
+from aiohttp.http import HttpVersion11
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ..observe import log_bug
+from .answer import written_response
+
+log = logging.getLogger("fastinfer.gateway")
+
+MAX_HEAD_BYTES = 8190      # aiohttp's max_line_size and max_field_size: a longer head takes its path
+LINGER_S = 2.0             # how long an answer given before its body arrived waits for that body
+# a head with one of these is aiohttp's to answer (its framing, decoding or 100-continue)
+_NOT_DIRECT = ("Transfer-Encoding", "Content-Encoding", "Expect", "Upgrade")
+_END_OF_HEAD = b"\r\n\r\n"
+
+
+class _Head:
+    """httptools' callbacks for one head: the target and the fields, kept as they arrive."""
+
+    __slots__ = ("url", "fields")
+
+    def __init__(self):
+        self.url = b""
+        self.fields: list[tuple[str, str]] = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+
+
+class _Body:
+    """A request's body as it arrives: complete when ``length`` bytes are in (what aiohttp's
+    ``StreamReader`` answers to ``read_json``: ``is_eof``, ``total_bytes``, ``read_nowait``)."""
+
+    __slots__ = ("length", "chunks", "total_bytes", "_keep", "_waiter")
+
+    def __init__(self, length: int, limit: int):
+        self.length = length
+        self.chunks: list[bytes] = []
+        self.total_bytes = 0
+        self._keep = length <= limit   # a body over the limit is answered 413 unread: dropped as it comes
+        self._waiter: asyncio.Future | None = None
+
+    def is_eof(self) -> bool:
+        return self.total_bytes >= self.length
+
+    def feed(self, data: bytes) -> bytes:
+        """Keeps what belongs to the body; returns the bytes past its end (the next request's)."""
+        missing = self.length - self.total_bytes
+        if len(data) > missing:
+            data, rest = data[:missing], data[missing:]
+        else:
+            rest = b""
+        if data:
+            if self._keep:
+                self.chunks.append(data)
+            self.total_bytes += len(data)
+            if self.total_bytes >= self.length and self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+        return rest
+
+    def read_nowait(self) -> bytes:
+        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+
+    async def read(self) -> bytes:
+        if not self.is_eof():
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self.read_nowait()
+
+
+class _Writer:
+    """What ``answer`` writes through: the transport's own send, counting what went out."""
+
+    __slots__ = ("_connection", "output_size")
+    chunked = False
+
+    def __init__(self, connection: DirectConnection):
+        self._connection = connection
+        self.output_size = 0
+
+    def _writelines(self, chunks) -> None:
+        transport = self._connection.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        self.output_size += sum(map(len, chunks))
+        transport.writelines(chunks)
+
+    async def drain(self) -> None:
+        await self._connection.drained()
+
+
+class DirectRequest:
+    """What a data route's handler reads of its request (the part of ``web.Request`` it uses)."""
+
+    __slots__ = ("method", "path", "raw_path", "headers", "keep_alive", "content_length", "content",
+                 "writer", "transport", "protocol", "task", "_state")
+    version = HttpVersion11
+
+    def __init__(self, path: str, headers: CIMultiDictProxy, keep_alive: bool, body: _Body,
+                 connection: DirectConnection):
+        self.method = "POST"
+        self.path = self.raw_path = path
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.content_length = body.length
+        self.content = body
+        self.writer = _Writer(connection)
+        self.transport = connection.transport
+        self.protocol = connection
+        self.task: asyncio.Task | None = None
+        self._state: dict = {}
+
+    async def read(self) -> bytes:
+        return await self.content.read()
+
+    @property
+    def remote(self) -> str | None:
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return peer[0] if isinstance(peer, tuple) else None
+
+    def __getitem__(self, key):
+        return self._state[key]
+
+    def __setitem__(self, key, value) -> None:
+        self._state[key] = value
+
+    def __contains__(self, key) -> bool:
+        return key in self._state
+
+    def get(self, key, default=None):
+        return self._state.get(key, default)
+
+
+class DirectConnection(asyncio.Protocol):
+    """One client connection on the public listener (see the module's docstring)."""
+
+    def __init__(self, server: web.Server, routes: dict, handoff, *, max_body_bytes: int,
+                 keepalive_timeout: float, draining) -> None:
+        self._server = server
+        self._routes = routes           # raw path -> handler (the app's POST DIRECT_ROUTES)
+        self._max_body_bytes = max_body_bytes
+        self._handoff = handoff         # () -> a new aiohttp RequestHandler for this server
+        self._keepalive_timeout = keepalive_timeout
+        self._draining = draining       # () -> True while the worker drains
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._buffer = b""              # bytes received and not yet framed: the next request's
+        self._request: DirectRequest | None = None
+        self._body: _Body | None = None  # the current request's, while it arrives
+        self._close_after = False       # ``close()``: no request after the current one
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future | None = None
+        self._idle_since = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
+        self._task_handler = None       # aiohttp's Server reads it when the connection is lost
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._server.connection_made(self, transport)
+        self._went_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            if self._body is None or self._body.feed(data) or self._body.is_eof():
+                self._close()
+            return
+        body = self._body
+        if body is not None:
+            data = body.feed(data)
+            if body.is_eof():
+                self._body = None
+            if not data:
+                return
+        self._buffer += data
+        if self._request is None:
+            self._next_request()
+        elif len(self._buffer) > MAX_HEAD_BYTES * 4:
+            self.transport.pause_reading()   # pipelined requests wait until this one is answered
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._server.connection_lost(self, exc)
+        self.transport = None
+        self._cancel_idle_timer()
+        request = self._request
+        if request is not None and request.task is not None and not request.task.done():
+            request.task.cancel()       # the client left: its handler answers 499 (handler_cancellation)
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("Connection lost"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drained(self) -> None:
+        """Returns when the client has read enough for more to be written."""
+        if self.transport is None:
+            raise ConnectionResetError("Connection lost")
+        if self._write_paused:
+            self._drain_waiter = self._loop.create_future()
+            await self._drain_waiter
+
+    # ------------------------------------------------------------ what aiohttp's Server calls
+
+    def close(self) -> None:
+        """No request after the one being answered (the drain's cut, aiohttp's ``pre_shutdown``)."""
+        self._close_after = True
+        if self._request is None:
+            self._close()
+
+    def force_close(self) -> None:
+        self._close()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        self._close()
+
+    # ------------------------------------------------------------ requests
+
+    def _next_request(self) -> None:
+        """Frames the request at the buffer's start: serves it, waits for the rest of its head,
+        or hands the connection to aiohttp."""
+        buffer = self._buffer
+        end = buffer.find(_END_OF_HEAD)
+        if end < 0:
+            if len(buffer) > MAX_HEAD_BYTES:
+                self._hand_off()
+            return
+        head_length = end + 4
+        if head_length > MAX_HEAD_BYTES:
+            self._hand_off()
+            return
+        head = _Head()
+        parser = httptools.HttpRequestParser(head)
+        try:
+            parser.feed_data(buffer[:head_length])
+        except httptools.HttpParserError:
+            self._hand_off()           # aiohttp answers malformed bytes in the gateway's shape
+            return
+        route = self._routes.get(head.url.decode("latin-1")) if parser.get_method() == b"POST" else None
+        if route is None or parser.get_http_version() != "1.1":
+            self._hand_off()
+            return
+        headers = CIMultiDict(head.fields)
+        for name in _NOT_DIRECT:
+            if name in headers:
+                self._hand_off()
+                return
+        # a bare LF ends a line for llhttp but not for the framing here: such a head is aiohttp's
+        if buffer.count(b"\n", 0, head_length) != buffer.count(b"\r\n", 0, head_length):
+            self._hand_off()
+            return
+        length = headers.get("Content-Length")
+        body = _Body(int(length) if length is not None else 0, self._max_body_bytes)
+        rest = body.feed(buffer[head_length:])
+        self._buffer = rest
+        self._body = None if body.is_eof() else body
+        keep_alive = parser.should_keep_alive() and not self._close_after and not self._draining()
+        request = self._request = DirectRequest(head.url.decode("latin-1"), CIMultiDictProxy(headers),
+                                                keep_alive, body, self)
+        self._server.requests_count += 1
+        request.task = self._loop.create_task(self._serve(request, route))
+
+    async def _serve(self, request: DirectRequest, route) -> None:
+        try:
+            response = await route(request)
+            # an answer given before its body arrived (413, 408) ends the connection: it says so
+            keep_alive = request.keep_alive and response.keep_alive is not False and request.content.is_eof()
+            if not response.prepared:      # an error's, or one ``answer`` left to aiohttp to write
+                request.writer._writelines(written_response(response, keep_alive))
+            await request.writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            self._close()
+            return
+        except Exception as e:
+            log_bug(log, f"{request.path}: answering on a direct connection failed", e)
+            self._close()
+            return
+        self._answered(keep_alive)
+
+    def _answered(self, keep_alive: bool) -> None:
+        """The current request's answer is out: on to the next one, or the connection closes."""
+        if self.transport is None:
+            return
+        body_missing = self._body is not None
+        self._request = None
+        if body_missing:
+            # answered before its body arrived (413, 408): read and drop the rest a while, so the
+            # client reads the answer before the close, which unread bytes would turn into a reset
+            self._lingering = True
+            self._loop.call_later(LINGER_S, self._close)
+            return
+        if not keep_alive or self._close_after:
+            self._close()
+            return
+        self.transport.resume_reading()
+        if self._buffer:
+            self._next_request()
+        else:
+            self._went_idle()
+
+    def _hand_off(self) -> None:
+        """From the request at the buffer's start on, the connection is aiohttp's."""
+        transport, buffer = self.transport, self._buffer
+        self._cancel_idle_timer()
+        self._server.connection_lost(self)      # the handler registers itself
+        self.transport = None
+        handler = self._handoff()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if self._write_paused:
+            handler.pause_writing()
+        transport.resume_reading()
+        if buffer:
+            handler.data_received(buffer)
+
+    # ------------------------------------------------------------ idle connections
+
+    def _went_idle(self) -> None:
+        if self._keepalive_timeout <= 0:
+            return
+        self._idle_since = self._loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self._loop.call_at(self._idle_since + self._keepalive_timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        # one timer per idle period, re-armed rather than cancelled and made again per request
+        self._idle_timer = None
+        if self.transport is None or self._request is not None:
+            return
+        close_at = self._idle_since + self._keepalive_timeout
+        if self._loop.time() >= close_at:
+            self._close()
+        else:
+            self._idle_timer = self._loop.call_at(close_at, self._idle_check)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
