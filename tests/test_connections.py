@@ -348,8 +348,6 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(conn, path):
     assert_chat(conn.ask(post()))
 
 
-@pytest.mark.xfail(strict=True, reason="main answers `HTTP/1.1 100 Continue` and then the 413: a client that "
-                                       "waited for 100 sends a body the server has already refused")
 def test_expect_100_continue_with_a_body_over_the_limit_gets_the_413_instead_of_100(conn):
     head, _ = head_and_body(post(body=b"x" * (MAX_BODY + 1), extra=b"Expect: 100-continue\r\n"))
     openai_error(conn.ask(head), 413)
@@ -416,9 +414,6 @@ def test_malformed_bytes_after_an_answered_request_get_a_json_400_and_a_close(gw
     serves(gw)
 
 
-@pytest.mark.xfail(strict=True, reason="main drops the good request when the malformed one arrives in the same "
-                                       "read: the only answer is the 400 (aiohttp discards the messages it parsed "
-                                       "before the error)")
 def test_a_good_request_pipelined_before_malformed_bytes_is_answered_before_the_400(conn):
     assert_chat(conn.ask(post() + NOT_HTTP))
     assert_malformed_400_then_closed(conn)

@@ -16,6 +16,7 @@ import time
 
 import orjson
 from aiohttp import web
+from aiohttp.web_urldispatcher import _default_expect_handler
 
 from ..engine import Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
@@ -89,7 +90,7 @@ class Gateway:
         app[DIRECT_BODY_LIMIT] = self.max_body_bytes
         for path, handler in (("/v1/chat/completions", self.chat_completions), ("/v1/messages", self.messages),
                               ("/v1/completions", self.completions), ("/v1/embeddings", self.embeddings)):
-            app.router.add_post(path, handler)
+            app.router.add_post(path, handler, expect_handler=self._continue_unless_too_large)
             direct[("POST", path)] = functools.partial(self._error_middleware, handler=handler)
         app.router.add_get("/v1/models", self.models)
         app.router.add_delete("/v1/sessions/{session_id}", self.end_session)
@@ -98,6 +99,14 @@ class Gateway:
             self._add_operator_routes(app)   # unknown paths are the router's 404, wrong methods its 405
         app.on_cleanup.append(self._close_observers)   # the data routes are this app's: its runner ends first
         return app
+
+    async def _continue_unless_too_large(self, request: web.Request) -> None:
+        """``Expect: 100-continue`` on a data route: a body announced over the limit gets its 413
+        at once (the handler refuses it from ``Content-Length``), not a 100 that asks for it."""
+        length = request.content_length
+        if length is not None and length > self.max_body_bytes and request.headers.get("Expect", "").lower() == "100-continue":
+            return None
+        return await _default_expect_handler(request)
 
     def operator_app(self) -> web.Application:
         """The admin listener's app (``server.admin_port``): metrics, admin API, dashboard, health."""
