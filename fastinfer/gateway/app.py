@@ -104,7 +104,8 @@ class Gateway:
         """``Expect: 100-continue`` on a data route: a body announced over the limit gets its 413
         at once (the handler refuses it from ``Content-Length``), not a 100 that asks for it."""
         length = request.content_length
-        if length is not None and length > self.max_body_bytes and request.headers.get("Expect", "").lower() == "100-continue":
+        too_large = length is not None and length > self.max_body_bytes
+        if too_large and request.headers.get("Expect", "").lower() == "100-continue":
             return None
         return await _default_expect_handler(request)
 
