@@ -12,7 +12,7 @@ import asyncio
 
 from aiohttp import web
 
-from fastinfer.gateway.connection import DirectConnection, DirectRequest
+from fastinfer.gateway.connection import MAX_HEAD_BYTES, DirectConnection, DirectRequest
 from fastinfer.gateway.protocol import DIRECT_BODY_LIMIT, DIRECT_ROUTES, EdgeAppRunner
 
 PATH = "/v1/chat/completions"
@@ -246,3 +246,31 @@ def test_connection_close_and_a_drain_close_after_the_answer():
 
     for (status, headers, _), closed in asyncio.run(scenario()):
         assert status == 200 and headers.get("connection") == "close" and closed
+
+
+def test_many_pipelined_requests_pause_reading_and_are_all_answered_in_order():
+    async def scenario():
+        gate = asyncio.Event()
+        handler = Recorder(wait=gate)
+        runner, port = await _serve(handler)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            # ~60 KB behind a request that waits: more than the connection buffers before it
+            # stops reading, so reading pauses and resumes as the queue is answered
+            pieces = [b"".join(_post(b'{"n":%d}' % i) for i in range(start, start + 50))
+                      for start in range(0, 600, 50)]
+            for piece in pieces:      # one read each, more or less
+                writer.write(piece)
+                await asyncio.sleep(0.02)
+            buffered = len(runner.server.connections[0]._buffer)
+            limit = MAX_HEAD_BYTES * 4 + max(map(len, pieces))
+            gate.set()
+            bodies = [(await _read_answer(reader))[2] for _ in range(600)]
+            writer.close()
+            return buffered, limit, sum(map(len, pieces)), bodies
+        finally:
+            await runner.cleanup()
+
+    buffered, limit, sent, bodies = asyncio.run(scenario())
+    assert buffered <= limit < sent      # reading paused: what was sent past the limit waited in the socket
+    assert bodies == [b'{"echo":{"n":%d}}' % i for i in range(600)]

@@ -191,6 +191,7 @@ class DirectConnection(asyncio.Protocol):
         self._body: _Body | None = None  # the current request's, while it arrives
         self._close_after = False       # ``close()``: no request after the current one
         self._write_paused = False
+        self._reading_paused = False
         self._drain_waiter: asyncio.Future | None = None
         self._idle_since = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -222,8 +223,9 @@ class DirectConnection(asyncio.Protocol):
         self._buffer += data
         if self._request is None:
             self._next_request()
-        elif len(self._buffer) > MAX_HEAD_BYTES * 4:
-            self.transport.pause_reading()   # pipelined requests wait until this one is answered
+        elif len(self._buffer) > MAX_HEAD_BYTES * 4 and not self._reading_paused:
+            self._reading_paused = True      # pipelined requests wait until this one is answered
+            self.transport.pause_reading()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._server.connection_lost(self, exc)
@@ -345,7 +347,9 @@ class DirectConnection(asyncio.Protocol):
         if not keep_alive or self._close_after:
             self._close()
             return
-        self.transport.resume_reading()
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
         if self._buffer:
             self._next_request()
         else:
@@ -362,7 +366,8 @@ class DirectConnection(asyncio.Protocol):
         handler.connection_made(transport)
         if self._write_paused:
             handler.pause_writing()
-        transport.resume_reading()
+        if self._reading_paused:
+            transport.resume_reading()
         if buffer:
             handler.data_received(buffer)
 
