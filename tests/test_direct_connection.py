@@ -73,6 +73,44 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str
     return int(status_line.split()[1]), headers, body
 
 
+class Scene:
+    """A server with a ``Recorder`` on its data route, and one client connection to it."""
+
+    def __init__(self, handler: Recorder, runner: web.AppRunner, port: int):
+        self.handler, self.runner, self.port = handler, runner, port
+        self.reader = self.writer = None
+
+    async def connect(self) -> Scene:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def answer(self) -> tuple[int, dict[str, str], bytes]:
+        return await _read_answer(self.reader)
+
+    async def closed(self, within: float = 5.0) -> bool:
+        return await _closed(self.reader, within)
+
+
+def _run(client, *, waits: bool = False, keepalive_timeout: float = 75.0):
+    """``client(scene)`` against a fresh server; what it returns. ``waits``: each handler call
+    waits for ``scene.handler.wait`` to be set before it answers."""
+    async def scenario():
+        handler = Recorder(wait=asyncio.Event() if waits else None)
+        runner, port = await _serve(handler, keepalive_timeout=keepalive_timeout)
+        scene = Scene(handler, runner, port)
+        try:
+            return await client(await scene.connect())
+        finally:
+            scene.writer.close()
+            await runner.cleanup()
+    return asyncio.run(scenario())
+
+
 async def _closed(reader: asyncio.StreamReader, within: float = 5.0) -> bool:
     try:
         return await asyncio.wait_for(reader.read(1), within) == b""
@@ -81,25 +119,17 @@ async def _closed(reader: asyncio.StreamReader, within: float = 5.0) -> bool:
 
 
 def test_a_plain_request_is_direct_and_the_first_other_one_hands_the_connection_to_aiohttp():
-    async def scenario():
-        handler = Recorder()
-        runner, port = await _serve(handler)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            # two direct requests, then one aiohttp must frame (a query string), then a plain one
-            # again: pipelined in one write, answered in order
-            writer.write(_post(b'{"a":1}') + _post(b'{"a":2}') + _post(b'{"a":3}', path=PATH + "?q=1")
-                         + _post(b'{"a":4}'))
-            answers = [await _read_answer(reader) for _ in range(4)]
-            connections = list(runner.server.connections)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-            health = await _read_answer(reader)
-            writer.close()
-            return handler.seen, answers, connections, health
-        finally:
-            await runner.cleanup()
+    async def client(scene: Scene):
+        # two direct requests, then one aiohttp must frame (a query string), then a plain one
+        # again: pipelined in one write, answered in order
+        scene.send(_post(b'{"a":1}') + _post(b'{"a":2}') + _post(b'{"a":3}', path=PATH + "?q=1")
+                   + _post(b'{"a":4}'))
+        answers = [await scene.answer() for _ in range(4)]
+        connections = list(scene.runner.server.connections)
+        scene.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        return scene.handler.seen, answers, connections, await scene.answer()
 
-    seen, answers, connections, health = asyncio.run(scenario())
+    seen, answers, connections, health = _run(client)
     assert [status for status, _, _ in answers] == [200] * 4
     assert [body for _, _, body in answers] == [b'{"echo":{"a":%d}}' % i for i in (1, 2, 3, 4)]
     # handed over at the query string, from its first byte; the connection stays aiohttp's after it
@@ -118,159 +148,106 @@ def test_what_the_direct_path_does_not_frame_goes_to_aiohttp():
         "plain": b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}",
     }
 
-    async def scenario():
-        handler = Recorder()
-        runner, port = await _serve(handler)
-        try:
-            kinds = {}
-            for name, raw in cases.items():
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(raw % PATH.encode())
-                await reader.readuntil(b"\r\n\r\n")
-                kinds[name] = handler.seen[-1] if handler.seen else None
-                writer.close()
-            return kinds
-        finally:
-            await runner.cleanup()
+    async def client(scene: Scene):
+        kinds = {}
+        for name, raw in cases.items():
+            await scene.connect()
+            scene.send(raw % PATH.encode())
+            await scene.reader.readuntil(b"\r\n\r\n")
+            kinds[name] = scene.handler.seen[-1] if scene.handler.seen else None
+        return kinds
 
-    kinds = asyncio.run(scenario())
+    kinds = _run(client)
     assert kinds.pop("plain") == ("direct", b"{}")
     assert kinds == {name: ("aiohttp", b"{}") for name in kinds}
 
 
 def test_a_body_in_pieces_is_awaited_and_the_next_request_waits_for_the_answer():
-    async def scenario():
-        handler = Recorder()
-        runner, port = await _serve(handler)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            raw = _post(b'{"split":"body"}')
-            for piece in (raw[:10], raw[10:-8], raw[-8:-3]):
-                writer.write(piece)
-                await asyncio.sleep(0.02)
-            assert handler.seen == []          # the head is in, the body is not: nothing answered yet
-            writer.write(raw[-3:] + _post(b'{"next":1}'))
-            first, second = await _read_answer(reader), await _read_answer(reader)
-            writer.close()
-            return handler.seen, first, second
-        finally:
-            await runner.cleanup()
+    async def client(scene: Scene):
+        raw = _post(b'{"split":"body"}')
+        for piece in (raw[:10], raw[10:-8], raw[-8:-3]):
+            scene.send(piece)
+            await asyncio.sleep(0.02)
+        early = list(scene.handler.seen)    # the head is in, the body is not: nothing answered yet
+        scene.send(raw[-3:] + _post(b'{"next":1}'))
+        return early, scene.handler.seen, await scene.answer(), await scene.answer()
 
-    seen, first, second = asyncio.run(scenario())
+    early, seen, first, second = _run(client)
+    assert early == []
     assert seen == [("direct", b'{"split":"body"}'), ("direct", b'{"next":1}')]
     assert first[2] == b'{"echo":{"split":"body"}}' and second[2] == b'{"echo":{"next":1}}'
 
 
 def test_a_client_that_goes_away_cancels_its_handler_and_the_server_forgets_the_connection():
-    async def scenario():
-        handler = Recorder(wait=asyncio.Event())
-        runner, port = await _serve(handler)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(_post())
-            while not handler.seen:
-                await asyncio.sleep(0.01)
-            registered = len(runner.server.connections)
-            writer.close()
-            for _ in range(200):
-                if handler.cancelled and not runner.server.connections:
-                    break
-                await asyncio.sleep(0.01)
-            return registered, handler.cancelled, len(runner.server.connections)
-        finally:
-            await runner.cleanup()
+    async def client(scene: Scene):
+        scene.send(_post())
+        while not scene.handler.seen:
+            await asyncio.sleep(0.01)
+        server = scene.runner.server
+        registered = len(server.connections)
+        scene.writer.close()
+        for _ in range(200):
+            if scene.handler.cancelled and not server.connections:
+                break
+            await asyncio.sleep(0.01)
+        return registered, scene.handler.cancelled, len(server.connections)
 
-    assert asyncio.run(scenario()) == (1, 1, 0)
+    assert _run(client, waits=True) == (1, 1, 0)
 
 
 def test_an_answer_before_the_body_is_read_whole_then_the_connection_closes():
-    async def scenario():
-        handler = Recorder()
-        runner, port = await _serve(handler)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            body = b"x" * 100_000        # over the limit of 64: answered 413 from the head alone
-            writer.write(_post(body)[:-50_000])
-            answer = await _read_answer(reader)
-            writer.write(body[-50_000:])  # the rest still arrives: read and dropped, no reset
-            await writer.drain()
-            closed = await _closed(reader)
-            writer.close()
-            return answer, closed, handler.seen
-        finally:
-            await runner.cleanup()
+    async def client(scene: Scene):
+        body = b"x" * 100_000        # over the limit of 64: answered 413 from the head alone
+        scene.send(_post(body)[:-50_000])
+        answer = await scene.answer()
+        scene.send(body[-50_000:])   # the rest still arrives: read and dropped, no reset
+        await scene.writer.drain()
+        return answer, await scene.closed(), scene.handler.seen
 
-    answer, closed, seen = asyncio.run(scenario())
+    answer, closed, seen = _run(client)
     assert answer[0] == 413 and answer[2] == b'{"error":"too large"}'
     assert answer[1].get("connection") == "close" and closed
     assert seen == [("direct", b"<too large>")]
 
 
 def test_an_idle_connection_closes_after_the_keepalive_timeout_but_not_during_a_request():
-    async def scenario():
-        gate = asyncio.Event()
-        handler = Recorder(wait=gate)
-        runner, port = await _serve(handler, keepalive_timeout=0.3)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(_post())
-            await asyncio.sleep(0.8)             # past the timeout while the handler still runs
-            gate.set()
-            answer = await _read_answer(reader)
-            closed_after_idle = await _closed(reader, within=3.0)
-            writer.close()
-            return answer[0], closed_after_idle
-        finally:
-            await runner.cleanup()
+    async def client(scene: Scene):
+        scene.send(_post())
+        await asyncio.sleep(0.8)             # past the timeout while the handler still runs
+        scene.handler.wait.set()
+        return (await scene.answer())[0], await scene.closed(within=3.0)
 
-    assert asyncio.run(scenario()) == (200, True)
+    assert _run(client, waits=True, keepalive_timeout=0.3) == (200, True)
 
 
 def test_connection_close_and_a_drain_close_after_the_answer():
-    async def scenario():
-        handler = Recorder()
-        runner, port = await _serve(handler)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(_post(extra="Connection: close\r\n"))
-            asked = await _read_answer(reader), await _closed(reader)
-            writer.close()
-            runner.server.draining = lambda: True
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(_post())
-            drained = await _read_answer(reader), await _closed(reader)
-            writer.close()
-            return asked, drained
-        finally:
-            await runner.cleanup()
+    async def client(scene: Scene):
+        scene.send(_post(extra="Connection: close\r\n"))
+        asked = await scene.answer(), await scene.closed()
+        scene.runner.server.draining = lambda: True
+        await scene.connect()
+        scene.send(_post())
+        return asked, (await scene.answer(), await scene.closed())
 
-    for (status, headers, _), closed in asyncio.run(scenario()):
+    for (status, headers, _), closed in _run(client):
         assert status == 200 and headers.get("connection") == "close" and closed
 
 
 def test_many_pipelined_requests_pause_reading_and_are_all_answered_in_order():
-    async def scenario():
-        gate = asyncio.Event()
-        handler = Recorder(wait=gate)
-        runner, port = await _serve(handler)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            # ~60 KB behind a request that waits: more than the connection buffers before it
-            # stops reading, so reading pauses and resumes as the queue is answered
-            pieces = [b"".join(_post(b'{"n":%d}' % i) for i in range(start, start + 50))
-                      for start in range(0, 600, 50)]
-            for piece in pieces:      # one read each, more or less
-                writer.write(piece)
-                await asyncio.sleep(0.02)
-            buffered = len(runner.server.connections[0]._buffer)
-            limit = MAX_HEAD_BYTES * 4 + max(map(len, pieces))
-            gate.set()
-            bodies = [(await _read_answer(reader))[2] for _ in range(600)]
-            writer.close()
-            return buffered, limit, sum(map(len, pieces)), bodies
-        finally:
-            await runner.cleanup()
+    async def client(scene: Scene):
+        # ~60 KB behind a request that waits: more than the connection buffers before it
+        # stops reading, so reading pauses and resumes as the queue is answered
+        pieces = [b"".join(_post(b'{"n":%d}' % i) for i in range(start, start + 50))
+                  for start in range(0, 600, 50)]
+        for piece in pieces:      # one read each, more or less
+            scene.send(piece)
+            await asyncio.sleep(0.02)
+        buffered = len(scene.runner.server.connections[0]._buffer)
+        limit = MAX_HEAD_BYTES * 4 + max(map(len, pieces))
+        scene.handler.wait.set()
+        bodies = [(await scene.answer())[2] for _ in range(600)]
+        return buffered, limit, sum(map(len, pieces)), bodies
 
-    buffered, limit, sent, bodies = asyncio.run(scenario())
+    buffered, limit, sent, bodies = _run(client, waits=True)
     assert buffered <= limit < sent      # reading paused: what was sent past the limit waited in the socket
     assert bodies == [b'{"echo":{"n":%d}}' % i for i in range(600)]
