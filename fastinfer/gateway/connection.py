@@ -222,7 +222,11 @@ class DirectConnection(asyncio.Protocol):
                 return
         self._buffer += data
         if self._request is None:
-            self._next_request()
+            try:
+                self._next_request()
+            except Exception as e:     # a bug here must cost this connection, not the worker's log
+                log_bug(log, "framing a request on a direct connection failed", e)
+                self._close()
         elif len(self._buffer) > MAX_HEAD_BYTES * 4 and not self._reading_paused:
             self._reading_paused = True      # pipelined requests wait until this one is answered
             self.transport.pause_reading()
