@@ -222,11 +222,7 @@ class DirectConnection(asyncio.Protocol):
                 return
         self._buffer += data
         if self._request is None:
-            try:
-                self._next_request()
-            except Exception as e:     # a bug here must cost this connection, not the worker's log
-                log_bug(log, "framing a request on a direct connection failed", e)
-                self._close()
+            self._next_request()
         elif len(self._buffer) > MAX_HEAD_BYTES * 4 and not self._reading_paused:
             self._reading_paused = True      # pipelined requests wait until this one is answered
             self.transport.pause_reading()
@@ -278,6 +274,13 @@ class DirectConnection(asyncio.Protocol):
     def _next_request(self) -> None:
         """Frames the request at the buffer's start: serves it, waits for the rest of its head,
         or hands the connection to aiohttp."""
+        try:
+            self._frame()
+        except Exception as e:     # a bug here must cost this connection, not the worker
+            log_bug(log, "framing a request on a direct connection failed", e)
+            self._close()
+
+    def _frame(self) -> None:
         buffer = self._buffer
         end = buffer.find(_END_OF_HEAD)
         if end < 0:
