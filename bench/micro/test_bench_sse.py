@@ -130,3 +130,28 @@ def test_bench_sse_encode_data(benchmark, name):
 
     out = benchmark(run)
     assert b"".join(out) == STREAM
+
+
+# a fast upstream's short stream in one read, as the OpenAI relay sees it: 64 token events, its usage, the end
+_ONE_READ = b"".join(e.data.join((b"data: ", b"\n\n")) for e in _parse_all(compiled)[:64]) + (
+    b'data: {"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":64}}\n\ndata: [DONE]\n\n')
+_RELAY_MARKERS = (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"')
+
+
+@pytest.mark.parametrize("name", list(IMPLS))  # reference first, so compiled can report the ratio
+def test_bench_plain_prefix_of_a_short_stream_in_one_read(benchmark, name):
+    mod = IMPLS[name]
+    benchmark.group = "sse-plain-prefix-one-read"
+    end, lines = benchmark(mod.plain_prefix, _ONE_READ, _RELAY_MARKERS)
+    assert (end, lines) == reference.plain_prefix(_ONE_READ, _RELAY_MARKERS)
+    assert lines == 64 and _ONE_READ[end:].startswith(b'data: {"choices":[],"usage"')
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:
+        return
+    _RESULTS[f"plain_prefix {name}"] = {"us": stats.stats.median * 1e6}
+    line = f"\nplain_prefix [{name}], {len(_ONE_READ)} B: {stats.stats.median * 1e6:.2f} us median"
+    if name == "compiled" and "plain_prefix reference" in _RESULTS:
+        ratio = stats.stats.median * 1e6 / _RESULTS["plain_prefix reference"]["us"]
+        benchmark.extra_info.update(ratio_vs_reference_median=ratio)
+        line += f"; compiled/reference = {ratio:.2f}"
+    print(line)

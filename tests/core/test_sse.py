@@ -698,6 +698,7 @@ PIECES = [b'data: {"c":"hi"}\n\n', b'data: {"c":"two\\nlines"}\r\n\r\n', b"data:
     (b'event: x\ndata: {"a":1}\ndata: {"b":2}\n\n', 38, 2),
     (b'data: {"c":"hi"}\r\n\r\n', 0, 0),          # no LF LF: read by the parser
     (b"", 0, 0),
+    (b'data: {"c":"data: inside"}\n\n', 28, 1),       # a data line, not every "data:" in it
 ])
 def test_plain_prefix_stops_at_the_first_event_to_read(m, events, end, lines):
     assert m.plain_prefix(events, RELAY_MARKERS) == (end, lines)

@@ -217,8 +217,8 @@ def encode_data(data: bytes) -> bytes:
 
 def plain_prefix(events: bytes, markers: tuple) -> tuple[int, int]:
     """``(end, data_lines)``: the leading events a relay may forward unparsed (each ends in
-    ``"}\\n\\n"`` and holds no marker: at most 8, non-empty, without a line feed), and the ``data:``
-    lines among them."""
+    ``"}\\n\\n"`` and holds no marker: at most 8, non-empty, without a line feed), and the lines
+    among them that start with ``data:``."""
     if len(markers) > 8:
         raise ValueError("at most 8 markers")
     if not all(type(m) is bytes and m for m in markers):
@@ -231,4 +231,4 @@ def plain_prefix(events: bytes, markers: tuple) -> tuple[int, int]:
         if not event.endswith(b"}") or any(m in event for m in markers):
             break
         end = stop + 2
-    return end, events.count(b"data:", 0, end)
+    return end, events.count(b"\ndata:", 0, end) + events.startswith(b"data:", 0, end)
