@@ -24,11 +24,12 @@ from pathlib import Path
 AREAS = [
     ("validation and body reading", ("fastinfer/gateway/validate.py", "fastinfer/gateway/body.py")),
     ("metrics", ("fastinfer/metrics/", "fastinfer/_core/")),
-    ("access log and logging", ("logging/", "fastinfer/ops/access")),
+    ("access log and logging", ("logging/", "fastinfer/observe/")),
     ("upstream client (transport)", ("fastinfer/transport/", "fastinfer/providers/")),
     ("engine, routing, limits", ("fastinfer/engine/", "fastinfer/routing/", "fastinfer/limits/", "fastinfer/breaker/",
                                  "fastinfer/session/", "fastinfer/ops/auth")),
     ("formats (request/response translation)", ("fastinfer/formats/",)),
+    ("client connections (framing, head parsing)", ("fastinfer/gateway/connection.py", "httptools/")),
     ("gateway handlers and middleware", ("fastinfer/gateway/", "fastinfer/ops/")),
     ("aiohttp web layer", ("aiohttp/", "multidict/", "yarl/")),
     ("event loop (uvloop, asyncio; its syscalls)", ("asyncio/", "uvloop/", "selectors.py")),
