@@ -208,6 +208,39 @@ def test_first_byte_and_idle_watchdog():
     assert aborted
 
 
+def test_the_watchdog_left_from_one_exchange_times_out_the_next_and_goes_with_the_connection():
+    """A timer left armed after an answer is kept by the next ``send`` (it fires no later than that
+    exchange's limit, checks and re-arms); the second exchange still times out at its own limit."""
+    class Short:
+        connect_s, first_byte_s, idle_s, total_s = 1.0, 0.1, 0.1, 5.0
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        pool = Pool("http://127.0.0.1:1/v1")
+        conn = H1Connection(pool, loop)
+        conn.connection_made(FakeTransport())
+        conn.send(b"x", Sink(), Short)
+        kept = conn._timer
+        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        pool._idle.remove(conn)
+        await asyncio.sleep(0.05)
+        sink = Sink()
+        sent_at = loop.time()
+        conn.send(b"x", sink, Short)          # the upstream never answers this one
+        same_timer = conn._timer is kept
+        while not sink.ended and loop.time() - sent_at < 2:
+            await asyncio.sleep(0.01)
+        waited = loop.time() - sent_at
+        conn.connection_lost(None)
+        return same_timer, sink.ended, waited, conn._timer
+
+    same_timer, ended, waited, timer_after = asyncio.run(go())
+    assert same_timer
+    assert len(ended) == 1 and isinstance(ended[0], UpstreamTimeout) and "did not answer" in ended[0].message
+    assert waited >= 0.1                     # its own limit, not the first exchange's earlier one
+    assert timer_after is None
+
+
 @pytest.mark.parametrize("response, message", [
     (b"HTTP/1.1 200 OK\r\nContent-Length: 12x\r\n\r\n{}", "malformed HTTP response"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", "malformed HTTP response"),

@@ -80,7 +80,7 @@ class _AfterTheEnd(Exception):
 class H1Connection(asyncio.Protocol):
     __slots__ = ("pool", "transport", "sink", "reused", "state", "got_bytes", "_loop", "_parser", "_on_data",
                  "_status", "_headers", "_head_ready", "_framing", "_keep_alive", "_piece", "_pieces", "_unframed",
-                 "_last_io", "_deadline", "_timeouts", "_timer", "_idle_since")
+                 "_last_io", "_deadline", "_timeouts", "_timer", "_timer_due", "_idle_since")
 
     def __init__(self, pool: Owner, loop: asyncio.AbstractEventLoop):
         self.pool = pool
@@ -96,6 +96,7 @@ class H1Connection(asyncio.Protocol):
         self._piece: bytes | None = None  # the body one read brought: one piece, or ...
         self._pieces: list[bytes] | None = None  # ... several, joined before they go to the sink
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
         self._idle_since = 0.0
         # one parser for the connection's life: llhttp starts afresh after each complete response
         self._parser = HttpResponseParser(self)
@@ -116,9 +117,14 @@ class H1Connection(asyncio.Protocol):
         self._last_io = now
         self._timeouts = timeouts
         self._deadline = now + timeouts.total_s
-        # armed for the shortest limit: it re-arms itself for whichever phase the exchange is in
-        self._timer = loop.call_at(now + min(timeouts.first_byte_s, timeouts.idle_s, timeouts.total_s),
-                                   self._watchdog)
+        # armed for the shortest limit: it re-arms itself for whichever phase the exchange is in. A
+        # timer left from the last exchange that fires no later is kept (it checks, and re-arms):
+        # on a busy connection a timer is made once per limit's length, not once per request
+        due = now + min(timeouts.first_byte_s, timeouts.idle_s, timeouts.total_s)
+        if self._timer is None or self._timer_due > due:
+            self._cancel_timer()
+            self._timer = loop.call_at(due, self._watchdog)
+            self._timer_due = due
         self.transport.write(request)
 
     def deliver_to(self, on_data: Callable[[bytes], None]) -> None:
@@ -148,6 +154,7 @@ class H1Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.transport = None
+        self._cancel_timer()        # an idle connection's watchdog would keep it alive until it fired
         self.pool.forget(self)
         if self.sink is None:
             self.state = next_state(self.state, FAIL)
@@ -276,7 +283,8 @@ class H1Connection(asyncio.Protocol):
         due = self._last_io + limit
         if now >= due:
             return self._timed_out(what)
-        self._timer = self._loop.call_at(min(due, self._deadline), self._watchdog)
+        self._timer_due = min(due, self._deadline)
+        self._timer = self._loop.call_at(self._timer_due, self._watchdog)
 
     def _timed_out(self, message: str) -> None:
         sink = self.sink
@@ -290,8 +298,7 @@ class H1Connection(asyncio.Protocol):
 
     def _finish(self) -> None:
         sink, self.sink = self.sink, None
-        self._on_data = None
-        self._cancel_timer()
+        self._on_data = None        # the watchdog stays armed for the next exchange (``send``)
         self.pool.release(self, self._keep_alive)
         _tell_end(sink, None)
 
