@@ -1,6 +1,7 @@
-"""The gateway: the HTTP listener side of fastinfer (aiohttp).
+"""The gateway: the HTTP listener side of fastinfer: the data routes' own connections
+(``connection``, httptools) and aiohttp for everything else (``protocol``, ``app``).
 
-Owns: routes, reading and validating client bodies, request ids, body limits,
+Owns: client connections, routes, reading and validating client bodies, request ids, body limits,
 client timeouts, rendering errors in the caller's API shape, writing results
 and streams back. Must not touch: replicas, providers, retries — it hands a
 ``GatewayRequest`` to the engine and writes what comes back.
