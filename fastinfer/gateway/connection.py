@@ -294,6 +294,8 @@ class DirectConnection(asyncio.Protocol):
         head = _Head()
         parser = httptools.HttpRequestParser(head)
         try:
+            # llhttp is strict: a bare LF anywhere is refused, so the first empty line found above
+            # is the head's end for it too
             parser.feed_data(buffer[:head_length])
         except httptools.HttpParserError:
             self._hand_off()           # aiohttp answers malformed bytes in the gateway's shape
@@ -307,10 +309,6 @@ class DirectConnection(asyncio.Protocol):
             if name in headers:
                 self._hand_off()
                 return
-        # a bare LF ends a line for llhttp but not for the framing here: such a head is aiohttp's
-        if buffer.count(b"\n", 0, head_length) != buffer.count(b"\r\n", 0, head_length):
-            self._hand_off()
-            return
         length = headers.get("Content-Length")
         body = _Body(int(length) if length is not None else 0, self._max_body_bytes)
         rest = body.feed(buffer[head_length:])
