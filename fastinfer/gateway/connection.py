@@ -300,7 +300,8 @@ class DirectConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._hand_off()           # aiohttp answers malformed bytes in the gateway's shape
             return
-        route = self._routes.get(head.url.decode("latin-1")) if parser.get_method() == b"POST" else None
+        path = head.url.decode("latin-1")
+        route = self._routes.get(path) if parser.get_method() == b"POST" else None
         if route is None or parser.get_http_version() != "1.1":
             self._hand_off()
             return
@@ -315,8 +316,7 @@ class DirectConnection(asyncio.Protocol):
         self._buffer = rest
         self._body = None if body.is_eof() else body
         keep_alive = parser.should_keep_alive() and not self._close_after and not self._draining()
-        request = self._request = DirectRequest(head.url.decode("latin-1"), CIMultiDictProxy(headers),
-                                                keep_alive, body, self)
+        request = self._request = DirectRequest(path, CIMultiDictProxy(headers), keep_alive, body, self)
         self._server.requests_count += 1
         request.task = self._loop.create_task(self._serve(request, route))
 
