@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from hypothesis import given, settings, strategies as st
 
 from fastinfer.gateway.connection import MAX_HEAD_BYTES, DirectConnection, DirectRequest
 from fastinfer.gateway.protocol import DIRECT_BODY_LIMIT, DIRECT_ROUTES, EdgeAppRunner
@@ -251,3 +252,35 @@ def test_many_pipelined_requests_pause_reading_and_are_all_answered_in_order():
     buffered, limit, sent, bodies = _run(client, waits=True)
     assert buffered <= limit < sent      # reading paused: what was sent past the limit waited in the socket
     assert bodies == [b'{"echo":{"n":%d}}' % i for i in range(600)]
+
+
+_KINDS = {
+    "direct": lambda i: _post(b'{"i":%d}' % i),
+    "query": lambda i: _post(b'{"i":%d}' % i, path=PATH + "?q=1"),
+    "chunked": lambda i: (f"POST {PATH} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                          + b"%x\r\n" % len(b'{"i":%d}' % i) + b'{"i":%d}' % i + b"\r\n0\r\n\r\n"),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(kinds=st.lists(st.sampled_from(sorted(_KINDS)), min_size=1, max_size=6),
+       cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=8))
+def test_pipelined_requests_of_any_kind_cut_anywhere_are_answered_in_order(kinds, cuts):
+    """However the bytes of a run of requests are split into reads, and wherever the connection goes
+    to aiohttp, every request is answered once, in order, with its own body."""
+    raw = b"".join(_KINDS[kind](i) for i, kind in enumerate(kinds))
+    points = sorted({c for c in cuts if c < len(raw)})
+    pieces = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)])]
+
+    async def client(scene: Scene):
+        for piece in pieces:
+            scene.send(piece)
+            await scene.writer.drain()
+            await asyncio.sleep(0)
+        return [await scene.answer() for _ in kinds], scene.handler.seen
+
+    answers, seen = _run(client)
+    assert [body for _, _, body in answers] == [b'{"echo":{"i":%d}}' % i for i in range(len(kinds))]
+    # direct until the first request aiohttp must frame, aiohttp's from there on
+    first_other = next((i for i, kind in enumerate(kinds) if kind != "direct"), len(kinds))
+    assert [kind for kind, _ in seen] == ["direct"] * first_other + ["aiohttp"] * (len(kinds) - first_other)
