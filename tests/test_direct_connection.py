@@ -9,6 +9,8 @@ away cancel its handler, reads a body it answered early before it closes, and cl
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 from aiohttp import web
 from hypothesis import given, settings, strategies as st
@@ -24,11 +26,13 @@ class Recorder:
 
     def __init__(self, wait: asyncio.Event | None = None):
         self.seen: list[tuple[str, bytes]] = []
+        self.requests: list[weakref.ref] = []
         self.cancelled = 0
         self.wait = wait
 
     async def __call__(self, request) -> web.Response:
         kind = "direct" if isinstance(request, DirectRequest) else "aiohttp"
+        self.requests.append(weakref.ref(request))
         if request.content_length is not None and request.content_length > 64:
             self.seen.append((kind, b"<too large>"))
             return web.Response(status=413, body=b'{"error":"too large"}', content_type="application/json")
@@ -191,9 +195,20 @@ def test_a_client_that_goes_away_cancels_its_handler_and_the_server_forgets_the_
             if scene.handler.cancelled and not server.connections:
                 break
             await asyncio.sleep(0.01)
-        return registered, scene.handler.cancelled, len(server.connections)
+        await asyncio.sleep(0.05)     # the cancelled task's last step
+        return registered, scene.handler.cancelled, len(server.connections), scene.handler.requests
 
-    assert _run(client, waits=True) == (1, 1, 0)
+    gc.disable()        # what is freed below is freed by reference counts alone: no cycle is left
+    try:
+        registered, cancelled, left, requests = _run(client, waits=True)
+        freed = [ref() is None for ref in requests]
+    finally:
+        gc.enable()
+    assert (registered, cancelled, left) == (1, 1, 0)
+    # the request (its transport, whose protocol is the connection) went with its task; a cycle
+    # through the connection kept such requests, with their upstream exchanges, until a full
+    # collection, and a worker's memory crept up by ~1 MiB per 500,000 requests under wrk
+    assert freed == [True]
 
 
 def test_an_answer_before_the_body_is_read_whole_then_the_connection_closes():

@@ -135,7 +135,7 @@ class DirectRequest:
     """What a data route's handler reads of its request (the part of ``web.Request`` it uses)."""
 
     __slots__ = ("method", "path", "raw_path", "headers", "keep_alive", "content_length", "content",
-                 "writer", "transport", "protocol", "task", "_state")
+                 "writer", "transport", "protocol", "task", "_state", "__weakref__")
     version = HttpVersion11
 
     def __init__(self, path: str, headers: CIMultiDictProxy, keep_alive: bool, body: _Body,
@@ -231,9 +231,11 @@ class DirectConnection(asyncio.Protocol):
         self._server.connection_lost(self, exc)
         self.transport = None
         self._cancel_idle_timer()
-        request = self._request
+        request, self._request, self._body = self._request, None, None
         if request is not None and request.task is not None and not request.task.done():
             request.task.cancel()       # the client left: its handler answers 499 (handler_cancellation)
+        # what a request in flight still holds (its transport, whose protocol is this connection,
+        # the upstream exchange) then goes when its task ends, not at the next full collection
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("Connection lost"))
