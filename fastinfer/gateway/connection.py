@@ -134,14 +134,14 @@ class _Writer:
 class DirectRequest:
     """What a data route's handler reads of its request (the part of ``web.Request`` it uses)."""
 
-    __slots__ = ("method", "path", "raw_path", "headers", "keep_alive", "content_length", "content",
+    __slots__ = ("method", "path", "headers", "keep_alive", "content_length", "content",
                  "writer", "transport", "protocol", "task", "_state", "__weakref__")
     version = HttpVersion11
 
     def __init__(self, path: str, headers: CIMultiDictProxy, keep_alive: bool, body: _Body,
                  connection: DirectConnection):
         self.method = "POST"
-        self.path = self.raw_path = path
+        self.path = path
         self.headers = headers
         self.keep_alive = keep_alive
         self.content_length = body.length
@@ -154,11 +154,6 @@ class DirectRequest:
 
     async def read(self) -> bytes:
         return await self.content.read()
-
-    @property
-    def remote(self) -> str | None:
-        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
-        return peer[0] if isinstance(peer, tuple) else None
 
     def __getitem__(self, key):
         return self._state[key]
