@@ -171,15 +171,15 @@ class DirectRequest:
 class DirectConnection(asyncio.Protocol):
     """One client connection on the public listener (see the module's docstring)."""
 
-    def __init__(self, server: web.Server, routes: dict, handoff, *, max_body_bytes: int,
-                 keepalive_timeout: float, draining) -> None:
+    def __init__(self, server: web.Server, routes: dict, handoff, *, loop: asyncio.AbstractEventLoop,
+                 max_body_bytes: int, keepalive_timeout: float, draining) -> None:
         self._server = server
         self._routes = routes           # raw path -> handler (the app's POST DIRECT_ROUTES)
         self._max_body_bytes = max_body_bytes
         self._handoff = handoff         # () -> a new aiohttp RequestHandler for this server
         self._keepalive_timeout = keepalive_timeout
         self._draining = draining       # () -> True while the worker drains
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop      # the server's: on Python 3.11 get_running_loop() is a getpid() syscall
         self.transport: asyncio.Transport | None = None
         self._buffer = b""              # bytes received and not yet framed: the next request's
         self._request: DirectRequest | None = None

@@ -93,7 +93,7 @@ class _EdgeServer(web.Server):
 
     def __call__(self) -> asyncio.Protocol:
         if self.direct_routes:
-            return DirectConnection(self, self.direct_routes, self.aiohttp_handler,
+            return DirectConnection(self, self.direct_routes, self.aiohttp_handler, loop=self._loop,
                                     max_body_bytes=self.max_body_bytes,
                                     keepalive_timeout=self._kwargs.get("keepalive_timeout", 75.0),
                                     draining=self.draining)
