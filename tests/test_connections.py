@@ -426,9 +426,12 @@ def test_a_body_shorter_than_its_content_length_is_408_after_the_body_timeout(gw
     shape, body = ERROR_SHAPE[path]
     request = post(path, body)
     started = time.monotonic()
-    error = shape(conn.ask(request[:-10]), 408)
+    answer = conn.ask(request[:-10])
+    error = shape(answer, 408)
     assert time.monotonic() - started >= BODY_TIMEOUT_S * 0.5    # the timeout, not an early refusal
     assert error["type"] == "invalid_request_error", error
+    # the body's rest may still come: the connection cannot carry another request, and says so
+    assert answer.headers.get("connection") == "close", answer
     serves(gw)
 
 
