@@ -6,8 +6,9 @@ runs: its parser builds a ``RawRequestMessage`` with a ``URL``, a payload ``Stre
 ``BaseRequest`` and a ``StreamWriter``, and its per-connection coroutine arms and cancels timers
 around each message. ``DirectConnection`` does what a data request needs and no more: it frames
 each request itself (the head ends at the first empty line, the body is ``Content-Length`` bytes),
-checks the head with httptools (the same llhttp rules aiohttp's C parser applies), and runs the
-route's handler (already wrapped in the gateway's error middleware) in a task of its own with a
+reads the head in one compiled pass when it has the plain shape (``_core.heads``: a strict subset of
+what llhttp accepts, read as llhttp reads it) and with httptools otherwise (the same llhttp rules
+aiohttp's C parser applies), and runs the route's handler (already wrapped in the gateway's error middleware) in a task of its own with a
 ``DirectRequest``: the headers, the body, and a writer that sends straight to the transport.
 
 Only the plain case takes this path: an HTTP/1.1 ``POST`` to one of the app's ``DIRECT_ROUTES``
@@ -41,6 +42,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from .._core.heads import plain_post
 from ..observe import log_bug
 from .answer import written_response
 
@@ -288,34 +290,47 @@ class DirectConnection(asyncio.Protocol):
         if head_length > MAX_HEAD_BYTES:
             self._hand_off()
             return
-        head = _Head()
-        parser = httptools.HttpRequestParser(head)
-        try:
-            # llhttp is strict: a bare LF anywhere is refused, so the first empty line found above
-            # is the head's end for it too
-            parser.feed_data(buffer[:head_length])
-        except httptools.HttpParserError:
-            self._hand_off()           # aiohttp answers malformed bytes in the gateway's shape
-            return
-        path = head.url.decode("latin-1")
-        route = self._routes.get(path) if parser.get_method() == b"POST" else None
-        if route is None or parser.get_http_version() != "1.1":
-            self._hand_off()
-            return
-        headers = CIMultiDict(head.fields)
-        for name in _NOT_DIRECT:
-            if name in headers:
+        plain = plain_post(buffer, head_length)
+        if plain is None:
+            plain = self._read_head(buffer[:head_length])     # not the plain shape: llhttp decides
+            if plain is None:
                 self._hand_off()
                 return
-        length = headers.get("Content-Length")
-        body = _Body(int(length) if length is not None else 0, self._max_body_bytes)
+        path, fields, length, keep_alive = plain
+        route = self._routes.get(path)
+        if route is None:
+            self._hand_off()
+            return
+        body = _Body(length, self._max_body_bytes)
         rest = body.feed(buffer[head_length:])
         self._buffer = rest
         self._body = None if body.is_eof() else body
-        keep_alive = parser.should_keep_alive() and not self._close_after and not self._draining()
-        request = self._request = DirectRequest(path, CIMultiDictProxy(headers), keep_alive, body, self)
+        keep_alive = keep_alive and not self._close_after and not self._draining()
+        request = self._request = DirectRequest(path, CIMultiDictProxy(CIMultiDict(fields)), keep_alive, body, self)
         self._server.requests_count += 1
         request.task = self._loop.create_task(self._serve(request, route))
+
+    @staticmethod
+    def _read_head(head: bytes) -> tuple[str, list, int, bool] | None:
+        """``plain_post``'s reading of a head outside its strict subset, by llhttp (a field with
+        UTF-8 in it, a ``Content-Length`` with spaces around): None when the request is not a plain
+        HTTP/1.1 ``POST`` or llhttp refuses its bytes (aiohttp then answers them in the gateway's shape)."""
+        fields = _Head()
+        parser = httptools.HttpRequestParser(fields)
+        try:
+            # llhttp is strict: a bare LF anywhere is refused, so the first empty line found is
+            # the head's end for it too
+            parser.feed_data(head)
+        except httptools.HttpParserError:
+            return None
+        if parser.get_method() != b"POST" or parser.get_http_version() != "1.1":
+            return None
+        headers = CIMultiDict(fields.fields)
+        if any(name in headers for name in _NOT_DIRECT):
+            return None
+        length = headers.get("Content-Length")
+        return (fields.url.decode("latin-1"), fields.fields, int(length) if length is not None else 0,
+                parser.should_keep_alive())
 
     async def _serve(self, request: DirectRequest, route) -> None:
         try:

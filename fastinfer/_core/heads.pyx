@@ -1,0 +1,147 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Request heads of the data path's plain shape, read in one C pass: runs once per client request.
+
+Owns: ``plain_post``, which reads a client's request head when it has the plain shape of a data
+request (an HTTP/1.1 ``POST``, every byte in a strict subset llhttp reads the same way) and says
+nothing (``None``) about any other, which the caller then reads with llhttp as before. The subset
+is spelled out in the reference, ``fastinfer._core.ref.heads``; the tests hold the two to the same
+answers, and every head this one reads to llhttp's reading of it.
+
+Why: llhttp through httptools calls back into Python once per field and once for the target, and
+each call decodes its bytes; here one pass over the head checks every byte against a table and
+makes only the strings the caller keeps.
+
+Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in, plain values out.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeASCII
+from libc.string cimport memcmp
+
+__all__ = ["plain_post"]
+
+cdef enum:
+    MAX_LENGTH_DIGITS = 18
+
+# the byte classes of the subset (see the reference): bit 1 a tchar, bit 2 a target byte,
+# bit 4 a field-value byte
+cdef unsigned char CLASS[256]
+
+
+cdef void _mark(bytes members, unsigned char bit):
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(members)
+    cdef Py_ssize_t i
+    for i in range(PyBytes_GET_SIZE(members)):
+        CLASS[p[i]] |= bit
+
+
+cdef int _init_classes() except -1:
+    cdef int c
+    for c in range(256):
+        CLASS[c] = 0
+    _mark(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 1)
+    _mark(b"/_.-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 2)
+    for c in range(0x20, 0x7F):
+        CLASS[c] |= 4
+    CLASS[0x09] |= 4
+    return 0
+
+
+_init_classes()
+
+
+cdef inline bint _is_ows(unsigned char c):
+    return c == 0x20 or c == 0x09
+
+
+cdef bint _name_is(const unsigned char *name, Py_ssize_t n, const char *lowered, Py_ssize_t size):
+    """``name`` equals ``lowered`` (ASCII lower case) in any case."""
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    if n != size:
+        return False
+    for i in range(n):
+        c = name[i]
+        if 0x41 <= c <= 0x5A:
+            c += 0x20
+        if c != <unsigned char>lowered[i]:
+            return False
+    return True
+
+
+def plain_post(bytes buffer not None, Py_ssize_t head_length):
+    """``(path, fields, content_length, keep_alive)`` of the head ``buffer[:head_length]`` (which
+    ends with its empty line) when it has the plain shape; ``None`` when it has not. ``fields`` is a
+    list of ``(name, value)`` strings in order; ``content_length`` is 0 without the field."""
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(buffer)
+    cdef Py_ssize_t end, i, target_end, name_start, name_end, value_start, value_end
+    cdef long long content_length = -1
+    cdef int keep_alive = -1       # -1: no Connection field yet
+    cdef unsigned char c
+    if head_length < 4 or head_length > PyBytes_GET_SIZE(buffer):
+        return None
+    end = head_length - 2          # the empty line's CR LF
+    if memcmp(p + end - 2, b"\r\n\r\n", 4) != 0:
+        return None
+    # request line: "POST /<target> HTTP/1.1\r\n"
+    if end < 6 or memcmp(p, b"POST /", 6) != 0:
+        return None
+    i = 5
+    while i < end and CLASS[p[i]] & 2:
+        i += 1
+    target_end = i
+    if end - i < 11 or memcmp(p + i, b" HTTP/1.1\r\n", 11) != 0:
+        return None
+    path = PyUnicode_DecodeASCII(<const char *>p + 5, target_end - 5, NULL)
+    i += 11
+    fields = []
+    while i < end:
+        name_start = i
+        while CLASS[p[i]] & 1:
+            i += 1
+        name_end = i
+        if name_end == name_start or p[i] != 0x3A:    # ':'
+            return None
+        i += 1
+        while _is_ows(p[i]):
+            i += 1
+        value_start = i
+        while CLASS[p[i]] & 4:
+            i += 1
+        if p[i] != 0x0D or p[i + 1] != 0x0A:           # a byte outside the subset, or a bare CR
+            return None
+        value_end = i                  # llhttp keeps the spaces after a value: so do we
+        i += 2
+        if not _plain_field(p + name_start, name_end - name_start, p + value_start, value_end - value_start,
+                            &content_length, &keep_alive):
+            return None
+        fields.append((PyUnicode_DecodeASCII(<const char *>p + name_start, name_end - name_start, NULL),
+                       PyUnicode_DecodeASCII(<const char *>p + value_start, value_end - value_start, NULL)))
+    return path, fields, content_length if content_length >= 0 else 0, keep_alive != 0
+
+
+cdef bint _plain_field(const unsigned char *name, Py_ssize_t n, const unsigned char *value, Py_ssize_t v,
+                       long long *content_length, int *keep_alive):
+    """The field leaves the head plain; reads ``Content-Length`` and ``Connection`` as it goes."""
+    cdef Py_ssize_t i
+    cdef long long length = 0
+    if _name_is(name, n, "content-length", 14):
+        if content_length[0] >= 0 or v == 0 or v > MAX_LENGTH_DIGITS:
+            return False
+        for i in range(v):
+            if not 0x30 <= value[i] <= 0x39:
+                return False
+            length = length * 10 + (value[i] - 0x30)
+        content_length[0] = length
+    elif _name_is(name, n, "connection", 10):
+        if keep_alive[0] >= 0:         # a second one: how llhttp weighs them is its business
+            return False
+        if _name_is(value, v, "close", 5):
+            keep_alive[0] = 0
+        elif _name_is(value, v, "keep-alive", 10):
+            keep_alive[0] = 1
+        else:
+            return False
+    elif (_name_is(name, n, "transfer-encoding", 17) or _name_is(name, n, "content-encoding", 16)
+          or _name_is(name, n, "expect", 6) or _name_is(name, n, "upgrade", 7)):
+        return False
+    return True

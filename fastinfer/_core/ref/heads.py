@@ -1,0 +1,72 @@
+"""Pure-Python reference of the request-head scanner (``fastinfer._core.heads``).
+
+Owns: ``plain_post``, which reads a client's request head when it has the plain shape of a data
+request (an HTTP/1.1 ``POST`` whose every byte is in the strict subset below) and says nothing
+(``None``) about any other head, which the caller then reads with llhttp as before. Same API and
+behaviour as the compiled module; written to be slow and obvious, because it is the oracle the
+tests compare the compiled scanner against.
+
+The subset, chosen so that every head it accepts is one llhttp accepts and reads the same way:
+
+* the request line is ``POST <target> HTTP/1.1`` with single spaces, the target a ``/`` followed by
+  letters, digits and ``/ _ . -`` only (the data routes' paths; anything else is not one of them);
+* every field line is ``<token>:<value>`` with CR LF: the name made of RFC 9110 ``tchar``, no space
+  before the colon, the value visible ASCII, spaces and tabs (no obs-text, no control character),
+  the spaces and tabs before it not part of it (those after it are, as llhttp reads them);
+* ``Content-Length`` appears at most once, 1 to 18 digits; ``Connection`` at most once, exactly
+  ``keep-alive`` or ``close`` (any case); no ``Transfer-Encoding``, ``Content-Encoding``, ``Expect``
+  or ``Upgrade`` (what the data path leaves to aiohttp).
+
+Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in, plain values out.
+"""
+from __future__ import annotations
+
+TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+TARGET = frozenset(b"/_.-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+VALUE = frozenset(range(0x20, 0x7F)) | {0x09}
+OWS = b" \t"
+#: fields whose presence leaves the request to the general path (llhttp, then aiohttp)
+NOT_PLAIN = frozenset((b"transfer-encoding", b"content-encoding", b"expect", b"upgrade"))
+MAX_LENGTH_DIGITS = 18
+
+
+def plain_post(buffer: bytes, head_length: int):
+    """``(path, fields, content_length, keep_alive)`` of the head ``buffer[:head_length]`` (which
+    ends with its empty line) when it has the plain shape; ``None`` when it has not. ``fields`` is a
+    list of ``(name, value)`` strings in order; ``content_length`` is 0 without the field."""
+    if head_length > len(buffer):
+        return None
+    head = buffer[:head_length]
+    if len(head) < 4 or not head.endswith(b"\r\n\r\n"):
+        return None
+    lines = head[:-4].split(b"\r\n")
+    request_line = lines[0]
+    if not (request_line.startswith(b"POST /") and request_line.endswith(b" HTTP/1.1")):
+        return None
+    target = request_line[5:-9]
+    if not target or any(c not in TARGET for c in target):
+        return None
+    fields = []
+    content_length = None
+    keep_alive = None
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or any(c not in TCHAR for c in name):
+            return None
+        if any(c not in VALUE for c in value):
+            return None
+        value = value.lstrip(OWS)       # llhttp keeps the spaces after a value, so they stay
+        lowered = name.lower()
+        if lowered in NOT_PLAIN:
+            return None
+        if lowered == b"content-length":
+            if content_length is not None or not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
+                return None
+            content_length = int(value)
+        elif lowered == b"connection":
+            token = value.lower()
+            if keep_alive is not None or token not in (b"keep-alive", b"close"):
+                return None
+            keep_alive = token == b"keep-alive"
+        fields.append((name.decode("ascii"), value.decode("ascii")))
+    return target.decode("ascii"), fields, content_length or 0, keep_alive is not False

@@ -1,0 +1,153 @@
+"""The request-head scanner (``fastinfer._core.heads``) and its pure-Python reference.
+
+Owns: that the compiled scanner and the reference give the same answer for any head, and that
+every head they read is one llhttp (httptools, what the general path and aiohttp use) reads the
+same way: the same target, fields, body length and keep-alive. A head outside the subset is
+``None``, which sends it down the general path.
+
+Must not touch: sockets, asyncio; ``tests/test_direct_connection.py`` drives the connection.
+"""
+from __future__ import annotations
+
+import httptools
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fastinfer._core import heads as compiled
+from fastinfer._core.ref import heads as reference
+
+
+@pytest.fixture(params=[compiled, reference], ids=["compiled", "reference"])
+def m(request):
+    return request.param
+
+
+def _head(*lines: str, request_line: str = "POST /v1/chat/completions HTTP/1.1") -> bytes:
+    return ("\r\n".join((request_line, *lines)) + "\r\n\r\n").encode("latin-1")
+
+
+def _read(m, head: bytes, rest: bytes = b""):
+    return m.plain_post(head + rest, len(head))
+
+
+def test_a_plain_head_is_read_in_order_with_its_length_and_keep_alive(m):
+    head = _head("Host: 127.0.0.1:8080", "Content-Type: application/json", "Authorization:  Bearer k \t",
+                 "Content-Length: 0042")
+    assert _read(m, head, b"{}") == ("/v1/chat/completions",
+                                     [("Host", "127.0.0.1:8080"), ("Content-Type", "application/json"),
+                                      ("Authorization", "Bearer k \t"), ("Content-Length", "0042")], 42, True)
+
+
+def test_no_fields_and_no_length_is_an_empty_body(m):
+    assert _read(m, _head()) == ("/v1/chat/completions", [], 0, True)
+
+
+@pytest.mark.parametrize("value, keep_alive", [("close", False), ("Keep-Alive", True), ("CLOSE", False)])
+def test_connection_keep_alive_or_close(m, value, keep_alive):
+    assert _read(m, _head(f"Connection: {value}"))[3] is keep_alive
+
+
+def test_a_second_connection_field_is_left_to_llhttp(m):
+    assert _read(m, _head("Connection: close", "Connection: keep-alive")) is None
+
+
+@pytest.mark.parametrize("head", [
+    _head(request_line="GET /v1/chat/completions HTTP/1.1"),
+    _head(request_line="POST /v1/chat/completions HTTP/1.0"),
+    _head(request_line="POST /v1/chat/completions?x=1 HTTP/1.1"),
+    _head(request_line="POST http://h/v1/chat/completions HTTP/1.1"),
+    _head(request_line="POST  /v1/chat/completions HTTP/1.1"),
+    _head("Transfer-Encoding: chunked"),
+    _head("content-encoding: gzip"),
+    _head("Expect: 100-continue"),
+    _head("Upgrade: websocket", "Connection: upgrade"),
+    _head("Connection: upgrade"),
+    _head("Connection: keep-alive, close"),
+    _head("Content-Length: 1", "Content-Length: 1"),
+    _head("Content-Length: -1"),
+    _head("Content-Length: 1 2"),
+    _head("Content-Length: 12 "),
+    _head("Connection: close "),
+    _head("Content-Length: "),
+    _head("Content-Length: 1234567890123456789"),
+    _head("Host : x"),
+    _head(" Host: x"),
+    _head("Ho\x7fst: x"),
+    _head(": x"),
+    _head("Host"),
+    _head("X-Name: caf\xe9"),
+    _head("X-Name: a\x00b"),
+    _head("X-Name: a\rb"),
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
+], ids=lambda h: repr(h)[:60])
+def test_a_head_outside_the_subset_is_left_to_llhttp(m, head):
+    assert _read(m, head) is None
+
+
+def test_a_head_length_that_does_not_end_at_an_empty_line_is_refused(m):
+    head = _head("Host: x")
+    assert m.plain_post(head, len(head) - 1) is None
+    assert m.plain_post(head, len(head) + 10) is None
+    assert m.plain_post(head, 3) is None
+
+
+def _llhttp(head: bytes):
+    """What llhttp reads of ``head``: (target, fields, length, keep-alive), method and version."""
+    class Fields:
+        def __init__(self):
+            self.url, self.fields = b"", []
+
+        def on_url(self, url):
+            self.url += url
+
+        def on_header(self, name, value):
+            self.fields.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    fields = Fields()
+    parser = httptools.HttpRequestParser(fields)
+    parser.feed_data(head)
+    length = [v for n, v in fields.fields if n.lower() == "content-length"]
+    assert parser.get_method() == b"POST" and parser.get_http_version() == "1.1"
+    return fields.url.decode(), fields.fields, int(length[0]) if length else 0, parser.should_keep_alive()
+
+
+_TCHAR = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_names = st.one_of(st.sampled_from(["Host", "Content-Type", "Content-Length", "content-length", "Connection",
+                                    "Authorization", "Transfer-Encoding", "Expect", "X-Request-Id"]),
+                   st.text(_TCHAR, min_size=1, max_size=12))
+_values = st.one_of(st.sampled_from(["0", "17", "close", "keep-alive", "Keep-Alive", "chunked", " 5 ", "", "\t"]),
+                    st.text(st.characters(min_codepoint=0, max_codepoint=0xFF), max_size=16))
+_targets = st.one_of(st.sampled_from(["/v1/chat/completions", "/v1/messages", "/", "/a?b", "/a b"]),
+                     st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20))
+_methods = st.sampled_from(["POST", "POST", "POST", "GET", "post"])
+_versions = st.sampled_from(["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"])
+_separators = st.sampled_from([": ", ":", ":  ", " : ", ":\t"])
+
+
+@st.composite
+def heads(draw) -> bytes:
+    lines = [f"{draw(_methods)} {draw(_targets)} {draw(_versions)}"]
+    for _ in range(draw(st.integers(0, 6))):
+        lines.append(f"{draw(_names)}{draw(_separators)}{draw(_values)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+@settings(max_examples=1500, deadline=None)
+@given(heads(), st.binary(max_size=8))
+def test_compiled_equals_reference_and_what_it_reads_llhttp_reads_alike(head, rest):
+    end = head.find(b"\r\n\r\n") + 4      # the first empty line, as the connection finds it
+    got = compiled.plain_post(head + rest, end)
+    assert got == reference.plain_post(head + rest, end)
+    if got is not None:
+        assert got == _llhttp(head[:end])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=64))
+def test_any_bytes_before_the_empty_line_agree(noise):
+    head = b"POST /v1/messages HTTP/1.1\r\n" + noise + b"\r\n\r\n"
+    end = head.find(b"\r\n\r\n") + 4
+    got = compiled.plain_post(head, end)
+    assert got == reference.plain_post(head, end)
+    if got is not None:
+        assert got == _llhttp(head[:end])
