@@ -6,7 +6,7 @@ breakers, metric counters and histograms, token buckets, gateway keys'
 concurrency and spend, host leases, replica load, the session affinity table,
 prefix indexes), their named constants (``constants``), their ``Layout``, the
 records they return (``records``) and carrying their state across a reload
-(``carry``); prompt block hashes (``blocks``); and calls on the process itself
+(``carry``); prompt block hashes (``blocks``); a data request's plain head, read in one pass (``heads``); and calls on the process itself
 (``proc``: parent-death signal, handing free heap pages back). docs/architecture-core.md
 describes every region.
 
