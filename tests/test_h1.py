@@ -359,3 +359,61 @@ def test_a_kept_alive_connection_serves_exchange_after_exchange_and_refuses_a_se
         return states
 
     assert run(go) == [IDLE, AWAITING_HEAD, IDLE, AWAITING_HEAD, IDLE]
+
+
+# ------------------------------------------------------------ an answer that came whole in one read
+
+_FIELDS = st.lists(st.tuples(st.sampled_from(["Content-Type", "content-length", "Connection", "X-Request-Id",
+                                              "Server", "Transfer-Encoding", "Date"]),
+                             st.sampled_from(["application/json", "2", "close", "keep-alive", " spaced ",
+                                              "chunked", "caf\xe9", ""])), max_size=5)
+
+
+def _outcome(sink: Sink, conn: H1Connection, pool: Pool):
+    return (sink.status, sink.headers, b"".join(sink.data), [type(e) for e in sink.ended],
+            pool._idle == [conn], conn.state)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([200, 201, 204, 304, 400, 429, 503]), _FIELDS, st.binary(max_size=4))
+def test_an_answer_read_whole_ends_as_the_same_answer_fed_to_llhttp_piece_by_piece(status, fields, body):
+    head = f"HTTP/1.1 {status} Reason\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields) + "\r\n"
+    response = head.encode("latin-1") + body
+    whole = run(lambda: exchange([response]))
+    pieces = run(lambda: exchange([response[:1], response[1:]]))    # llhttp alone: the first read is partial
+    assert _outcome(*whole) == _outcome(*pieces)
+
+
+def test_a_plain_answer_in_one_read_leaves_llhttp_untouched_and_the_connection_ready_for_the_next():
+    class NoParser:
+        def feed_data(self, data):
+            raise AssertionError("llhttp was fed a plain answer that came whole")
+
+    def go():
+        pool = Pool("http://127.0.0.1:1/v1")
+        conn = H1Connection(pool, asyncio.get_running_loop())
+        conn.connection_made(FakeTransport())
+        llhttp, conn._parser = conn._parser, NoParser()
+        first = Sink()
+        conn.send(b"POST / HTTP/1.1\r\n\r\n", first, Timeouts)
+        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        conn._parser = llhttp
+        pool._idle.remove(conn)         # as the pool hands it out
+        second = Sink()
+        conn.send(b"POST / HTTP/1.1\r\n\r\n", second, Timeouts)
+        conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+        return first, second, conn
+    first, second, conn = run(go)
+    assert (first.status, first.headers["content-type"], first.data, first.ended) == (
+        200, "application/json", [b"{}"], [None])
+    assert (second.status, second.data, second.ended) == (200, [b"hi"], [None]) and conn.reusable
+
+
+def test_a_sink_that_raises_on_an_answer_read_whole_ends_the_exchange_with_an_upstream_failure():
+    class Exploding(Sink):
+        def on_data(self, data):
+            raise KeyError("a format bug")
+
+    sink, conn, _ = run(lambda: exchange([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"], Exploding()))
+    (error,) = sink.ended
+    assert isinstance(error, UpstreamFailure) and conn.transport.aborted and conn.state is CLOSED

@@ -1,7 +1,10 @@
-"""Micro-benchmark of reading a data request's head: the compiled scanner (``_core.heads.plain_post``)
-against llhttp through httptools with a Python callback per field (``DirectConnection._read_head``,
-the way every head was read before, and still the way for a head outside the scanner's subset), and
-against the scanner's pure-Python reference, measured in the same run.
+"""Micro-benchmarks of reading heads, each against the way before, measured in the same run:
+
+- a data request's head: the compiled scanner (``_core.heads.plain_post``) against llhttp through
+  httptools with a Python callback per field (``DirectConnection._read_head``, still the way for a
+  head outside the scanner's subset), and against the scanner's pure-Python reference;
+- an upstream exchange whose answer comes whole in one read (``H1Connection``: send, read, the
+  sink's calls, back to the pool): read by ``_core.heads.whole_response`` against llhttp alone.
 
 Run:  python -m pytest bench/micro/test_bench_heads.py --benchmark-enable -p no:cacheprovider -s
 
@@ -46,3 +49,66 @@ def test_plain_head_against_llhttp_and_the_reference(benchmark):
           f"{llhttp_us:.3f} us (compiled/llhttp = {compiled_us / llhttp_us:.2f}); pure-Python reference "
           f"{reference_us:.3f} us (compiled/reference = {compiled_us / reference_us:.3f})")
     benchmark(heads.plain_post, HEAD, length)
+
+
+ANSWER = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 10:00:00 GMT\r\n"
+          b"Content-Type: application/json\r\nContent-Length: 240\r\nConnection: keep-alive\r\n"
+          b"x-request-id: 0f3a9c1b2d4e5f60a7b8\r\n\r\n" + b"x" * 240)
+
+
+def _exchanges_us(monkeypatch, whole: bool, number: int) -> float:
+    """One upstream exchange on a kept-alive ``H1Connection`` (send, the answer in one read, the
+    sink's calls, back to the pool): with ``whole_response``, or with llhttp alone."""
+    import asyncio
+
+    from fastinfer.transport import h1
+    from fastinfer.transport.pool import Pool
+
+    class Transport:
+        def write(self, data):
+            pass
+
+        def is_closing(self):
+            return False
+
+    class Sink:
+        def on_head(self, status, headers):
+            pass
+
+        def on_data(self, data):
+            pass
+
+        def on_end(self, error):
+            assert error is None
+
+    class Timeouts:
+        connect_s = first_byte_s = idle_s = total_s = 30.0
+
+    async def go():
+        pool = Pool("http://127.0.0.1:1/v1")
+        conn = h1.H1Connection(pool, asyncio.get_running_loop())
+        conn.connection_made(Transport())
+        sink = Sink()
+
+        def one():
+            conn.send(b"POST / HTTP/1.1\r\n\r\n", sink, Timeouts)
+            conn.data_received(ANSWER)
+            pool._idle.clear()
+        with monkeypatch.context() as patch:
+            if not whole:
+                patch.setattr(h1, "whole_response", lambda data: None)
+            return _us(one, number)
+    return asyncio.run(go())
+
+
+def test_a_whole_answer_against_llhttp_with_callbacks(benchmark, monkeypatch):
+    number = 500 if benchmark.disabled else 50_000
+    whole_us = llhttp_us = float("inf")
+    for _ in range(3):      # alternated, the best of each
+        whole_us = min(whole_us, _exchanges_us(monkeypatch, True, number))
+        llhttp_us = min(llhttp_us, _exchanges_us(monkeypatch, False, number))
+    benchmark.extra_info.update({"whole_response_us": round(whole_us, 3), "llhttp_us": round(llhttp_us, 3),
+                                 "whole_over_llhttp": round(whole_us / llhttp_us, 3)})
+    print(f"\nan upstream exchange, the answer ({len(ANSWER)} bytes, 6 fields) in one read: read whole "
+          f"{whole_us:.3f} us; by llhttp with callbacks {llhttp_us:.3f} us (whole/llhttp = {whole_us / llhttp_us:.2f})")
+    benchmark(heads.whole_response, ANSWER)

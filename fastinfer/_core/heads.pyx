@@ -3,12 +3,14 @@
 
 Owns: ``plain_post``, which reads a client's request head when it has the plain shape of a data
 request (an HTTP/1.1 ``POST``, every byte in a strict subset llhttp reads the same way) and says
-nothing (``None``) about any other, which the caller then reads with llhttp as before. The subset
+nothing (``None``) about any other, which the caller then reads with llhttp as before; and
+``whole_response``, the same for an upstream's answer that came whole in one read (a Content-Length
+body, no interim answer). The subset
 is spelled out in the reference, ``fastinfer._core.ref.heads``; the tests hold the two to the same
 answers, and every head this one reads to llhttp's reading of it.
 
-Why: llhttp through httptools calls back into Python once per field and once for the target, and
-each call decodes its bytes; here one pass over the head checks every byte against a table and
+Why: llhttp through httptools calls back into Python once per field, once for the target or the
+body, and each call decodes its bytes; here one pass over the head checks every byte against a table and
 makes only the strings the caller keeps.
 
 Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in, plain values out.
@@ -17,7 +19,11 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.string cimport memcmp
 
-__all__ = ["plain_post"]
+
+cdef extern from "string.h" nogil:
+    void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
+
+__all__ = ["plain_post", "whole_response"]
 
 cdef enum:
     MAX_LENGTH_DIGITS = 18
@@ -145,3 +151,74 @@ cdef bint _plain_field(const unsigned char *name, Py_ssize_t n, const unsigned c
           or _name_is(name, n, "expect", 6) or _name_is(name, n, "upgrade", 7)):
         return False
     return True
+
+
+def whole_response(bytes data not None):
+    """``(status, fields, body_start, keep_alive)`` when ``data`` is exactly one complete upstream
+    answer of the plain shape (see the reference), ``None`` for anything else, which the caller then
+    feeds to llhttp. ``fields`` maps each lower-cased name to its value without the spaces around it
+    (the last of a repeated name wins)."""
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t end, i, name_start, name_end, value_start, value_end
+    cdef long long content_length = -1
+    cdef int keep_alive = -1
+    cdef int status
+    cdef const unsigned char *found = <const unsigned char *>memmem(p, size, b"\r\n\r\n", 4)
+    if found == NULL:
+        return None
+    end = found - p + 2            # the empty line's CR LF
+    if end < 15 or memcmp(p, b"HTTP/1.1 ", 9) != 0 or p[12] != 0x20:
+        return None
+    for i in range(9, 12):
+        if not 0x30 <= p[i] <= 0x39:
+            return None
+    status = (p[9] - 0x30) * 100 + (p[10] - 0x30) * 10 + (p[11] - 0x30)
+    if status < 200 or status == 204 or status == 304:
+        return None
+    i = 13
+    while CLASS[p[i]] & 4:
+        i += 1
+    if p[i] != 0x0D or p[i + 1] != 0x0A:
+        return None
+    i += 2
+    fields = {}
+    while i < end:
+        name_start = i
+        while CLASS[p[i]] & 1:
+            i += 1
+        name_end = i
+        if name_end == name_start or p[i] != 0x3A:
+            return None
+        i += 1
+        while _is_ows(p[i]):
+            i += 1
+        value_start = i
+        while CLASS[p[i]] & 4:
+            i += 1
+        if p[i] != 0x0D or p[i + 1] != 0x0A:
+            return None
+        value_end = i
+        while value_end > value_start and _is_ows(p[value_end - 1]):
+            value_end -= 1
+        i += 2
+        if not _plain_field(p + name_start, name_end - name_start, p + value_start, value_end - value_start,
+                            &content_length, &keep_alive):
+            return None
+        fields[_lowered(p + name_start, name_end - name_start)] = PyUnicode_DecodeASCII(
+            <const char *>p + value_start, value_end - value_start, NULL)
+    if content_length < 0 or size - (end + 2) != content_length:
+        return None
+    return status, fields, end + 2, keep_alive != 0
+
+
+cdef str _lowered(const unsigned char *name, Py_ssize_t n):
+    """An ASCII field name in lower case (one small allocation; the common names are already so)."""
+    cdef bytearray out = bytearray(n)
+    cdef unsigned char *q = out
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    for i in range(n):
+        c = name[i]
+        q[i] = c + 0x20 if 0x41 <= c <= 0x5A else c
+    return PyUnicode_DecodeASCII(<const char *>q, n, NULL)

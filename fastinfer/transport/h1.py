@@ -9,6 +9,10 @@ socket -> sink -> client socket with no task switch. Timeouts use one lazy
 watchdog timer per exchange: it is armed once and only re-armed when it fires
 early, so a chunk costs a ``loop.time()`` read, not a timer reschedule.
 
+An answer that comes whole in one read with a plain head (the usual non-streamed answer) is read
+by ``_core.heads.whole_response`` in one compiled pass instead: llhttp's callbacks cost a Python
+call per field.
+
 Nothing raises out of ``data_received``: malformed bytes (a bad
 ``Content-Length``, an overlong chunk-size line, a broken head), a protocol
 switch, even a sink that raises, end that exchange with an ``UpstreamFailure``
@@ -27,6 +31,7 @@ from typing import Callable, Protocol
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from .._core.heads import whole_response
 from ..errors import GatewayError, UpstreamFailure, UpstreamTimeout
 from ..observe import log_bug
 from .states import (AWAITING_HEAD, CHUNKED, DONE, END, FAIL, HEAD, IDLE, LENGTH, RECEIVING_BODY, RELEASE, SEND,
@@ -179,6 +184,11 @@ class H1Connection(asyncio.Protocol):
         self._unframed += len(data)
         error = None
         try:
+            if self.state is AWAITING_HEAD and self._unframed == len(data):   # the answer's first read
+                whole = whole_response(data)
+                if whole is not None:
+                    self._take_whole(sink, data, *whole)
+                    return
             try:
                 self._parser.feed_data(data)
             except (_AfterTheEnd, HttpParserError, HttpParserUpgrade) as e:
@@ -210,6 +220,26 @@ class H1Connection(asyncio.Protocol):
             self._piece = self._pieces = None
             if self.sink is not None:
                 self._fail(UpstreamFailure("the gateway could not read the upstream's answer"))
+
+    def _take_whole(self, sink: Sink, data: bytes, status: int, headers: dict[str, str], body_start: int,
+                    keep_alive: bool) -> None:
+        """An answer that came whole in one read, read by ``whole_response`` instead of llhttp (which
+        has seen none of it, so it stays at a message's start): what llhttp's callbacks would do."""
+        self._headers = headers
+        self._framing = LENGTH
+        self._status = status
+        self.state = next_state(self.state, HEAD)
+        if not keep_alive:
+            self._keep_alive = False
+        sink.on_head(status, headers)
+        if self.sink is None:
+            return  # the sink aborted on the head
+        if body_start < len(data):
+            self._on_data(data[body_start:])
+            if self.sink is None:
+                return  # the sink aborted on the data
+        self.state = next_state(self.state, END)
+        self._finish()
 
     def _parse_error(self, e: Exception) -> str | None:
         """What a stop of the parser means; None when the answer was complete before it."""

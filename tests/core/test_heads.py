@@ -151,3 +151,56 @@ def test_any_bytes_before_the_empty_line_agree(noise):
     assert got == reference.plain_post(head, end)
     if got is not None:
         assert got == _llhttp(head[:end])
+
+
+# ------------------------------------------------------------ whole_response
+
+def test_a_whole_plain_answer_is_read_with_lowered_names_and_trimmed_values(m):
+    answer = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type:application/json\r\nX-Thing:  spaced \t\r\n"
+              b"Content-Length: 2\r\n\r\n{}")
+    assert m.whole_response(answer) == (200, {"server": "nginx", "content-type": "application/json",
+                                              "x-thing": "spaced", "content-length": "2"}, len(answer) - 2, True)
+    assert m.whole_response(answer.replace(b"Server: nginx", b"Connection: close"))[3] is False
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n{}",                 # the body not all here
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n{}",                 # more than the body
+    b"HTTP/1.1 200 OK\r\n\r\n{}",                                        # no length: until close
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 20x OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX: caf\xc3\xa9\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nUpgrade: h2c\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n folded\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0",
+], ids=lambda a: repr(a)[:50])
+def test_any_other_answer_is_left_to_llhttp(m, answer):
+    assert m.whole_response(answer) is None
+
+
+_answer_names = st.sampled_from(["Content-Type", "Content-Length", "content-length", "Connection", "Server",
+                                 "Transfer-Encoding", "Upgrade", "X-Request-Id", "Bad Name"])
+_answer_values = st.one_of(st.sampled_from(["0", "2", "close", "keep-alive", " 2 ", "", "chunked"]),
+                           st.text(st.characters(min_codepoint=0, max_codepoint=0xFF), max_size=10))
+
+
+@st.composite
+def answers(draw) -> bytes:
+    status = draw(st.sampled_from(["200", "204", "304", "429", "500", "101", "2000", "abc"]))
+    lines = [f"{draw(st.sampled_from(['HTTP/1.1', 'HTTP/1.0']))} {status} {draw(st.sampled_from(['OK', '', 'A b']))}"]
+    for _ in range(draw(st.integers(0, 5))):
+        lines.append(f"{draw(_answer_names)}{draw(_separators)}{draw(_answer_values)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + draw(st.binary(max_size=3))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(answers())
+def test_whole_response_compiled_equals_reference(answer):
+    assert compiled.whole_response(answer) == reference.whole_response(answer)

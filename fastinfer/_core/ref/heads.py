@@ -1,8 +1,9 @@
-"""Pure-Python reference of the request-head scanner (``fastinfer._core.heads``).
+"""Pure-Python reference of the head scanners (``fastinfer._core.heads``).
 
 Owns: ``plain_post``, which reads a client's request head when it has the plain shape of a data
 request (an HTTP/1.1 ``POST`` whose every byte is in the strict subset below) and says nothing
-(``None``) about any other head, which the caller then reads with llhttp as before. Same API and
+(``None``) about any other head, which the caller then reads with llhttp as before; and
+``whole_response``, the same for an upstream's answer that came whole in one read. Same API and
 behaviour as the compiled module; written to be slow and obvious, because it is the oracle the
 tests compare the compiled scanner against.
 
@@ -16,6 +17,9 @@ The subset, chosen so that every head it accepts is one llhttp accepts and reads
 * ``Content-Length`` appears at most once, 1 to 18 digits; ``Connection`` at most once, exactly
   ``keep-alive`` or ``close`` (any case); no ``Transfer-Encoding``, ``Content-Encoding``, ``Expect``
   or ``Upgrade`` (what the data path leaves to aiohttp).
+
+An answer's subset is the same for its fields; its status line is ``HTTP/1.1``, a three-digit code,
+a space and a reason of visible ASCII, spaces and tabs.
 
 Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in, plain values out.
 """
@@ -70,3 +74,48 @@ def plain_post(buffer: bytes, head_length: int):
             keep_alive = token == b"keep-alive"
         fields.append((name.decode("ascii"), value.decode("ascii")))
     return target.decode("ascii"), fields, content_length or 0, keep_alive is not False
+
+
+def whole_response(data: bytes):
+    """``(status, fields, body_start, keep_alive)`` when ``data`` is exactly one complete upstream
+    answer of the plain shape: ``HTTP/1.1 <200-999, not 204 or 304> <reason>``, fields as above,
+    and a body of exactly its ``Content-Length``;
+    ``None`` for anything else, which the caller then feeds to llhttp. ``fields`` maps each
+    lower-cased name to its value without the spaces around it (the last of a repeated name wins)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = data[:end].split(b"\r\n")
+    status_line = lines[0]
+    code = status_line[9:12]
+    if (not status_line.startswith(b"HTTP/1.1 ") or len(code) != 3 or not code.isdigit()
+            or status_line[12:13] != b" " or any(c not in VALUE for c in status_line[13:])):
+        return None
+    status = int(code)
+    if status < 200 or status in (204, 304):
+        return None
+    fields = {}
+    content_length = None
+    keep_alive = None
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or any(c not in TCHAR for c in name) or any(c not in VALUE for c in value):
+            return None
+        value = value.strip(OWS)
+        lowered = name.lower()
+        if lowered in NOT_PLAIN:
+            return None
+        if lowered == b"content-length":
+            if content_length is not None or not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
+                return None
+            content_length = int(value)
+        elif lowered == b"connection":
+            token = value.lower()
+            if keep_alive is not None or token not in (b"keep-alive", b"close"):
+                return None
+            keep_alive = token == b"keep-alive"
+        fields[lowered.decode("ascii")] = value.decode("ascii")
+    body_start = end + 4
+    if content_length is None or len(data) - body_start != content_length:
+        return None
+    return status, fields, body_start, keep_alive is not False
