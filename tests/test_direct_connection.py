@@ -12,6 +12,7 @@ import asyncio
 import gc
 import weakref
 
+import pytest
 from aiohttp import web
 from hypothesis import given, settings, strategies as st
 
@@ -247,6 +248,18 @@ def test_connection_close_and_a_drain_close_after_the_answer():
 
     for (status, headers, _), closed in _run(client):
         assert status == 200 and headers.get("connection") == "close" and closed
+
+
+@pytest.mark.parametrize("extra", ["Connection: close\r\n",
+                                   # outside the compiled reader's subset: llhttp reads this head
+                                   "X-Note: caf\u00e9\r\nConnection: close\r\n"])
+def test_a_request_without_a_body_that_says_close_is_answered_directly_and_closed(extra):
+    async def client(scene: Scene):
+        scene.send(_post(b"", extra=extra))
+        return await scene.answer(), await scene.closed()
+
+    (status, headers, _), closed = _run(client)
+    assert status == 200 and headers["x-kind"] == "direct" and headers.get("connection") == "close" and closed
 
 
 def test_many_pipelined_requests_pause_reading_and_are_all_answered_in_order():

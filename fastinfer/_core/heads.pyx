@@ -1,11 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Request heads of the data path's plain shape, read in one C pass: runs once per client request.
+"""HTTP/1.1 heads of the data path, read and written in one C pass: runs once per request.
 
 Owns: ``plain_post``, which reads a client's request head when it has the plain shape of a data
 request (an HTTP/1.1 ``POST``, every byte in a strict subset llhttp reads the same way) and says
 nothing (``None``) about any other, which the caller then reads with llhttp as before; and
 ``whole_response``, the same for an upstream's answer that came whole in one read (a Content-Length
-body, no interim answer). The subset
+body, no interim answer); and ``answer_head``, which writes the head of an answer the gateway sends
+in one allocation, checking its fields for control characters as it sizes them. The subset
 is spelled out in the reference, ``fastinfer._core.ref.heads``; the tests hold the two to the same
 answers, and every head this one reads to llhttp's reading of it.
 
@@ -15,15 +16,16 @@ makes only the strings the caller keeps.
 
 Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in, plain values out.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_DecodeASCII
-from libc.string cimport memcmp
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
+from libc.stdio cimport snprintf
+from libc.string cimport memcmp, memcpy
 
 
 cdef extern from "string.h" nogil:
     void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
 
-__all__ = ["plain_post", "whole_response"]
+__all__ = ["answer_head", "plain_post", "whole_response"]
 
 cdef enum:
     MAX_LENGTH_DIGITS = 18
@@ -222,3 +224,62 @@ cdef str _lowered(const unsigned char *name, Py_ssize_t n):
         c = name[i]
         q[i] = c + 0x20 if 0x41 <= c <= 0x5A else c
     return PyUnicode_DecodeASCII(<const char *>q, n, NULL)
+
+
+def answer_head(bytes status_line not None, headers, bytes tail not None, Py_ssize_t length, bint keep_alive):
+    """An HTTP/1.1 answer's head: ``status_line``, each of ``headers`` (a mapping or a multidict of
+    strings, UTF-8 encoded) as ``name: value``, ``tail`` (fields ending in CR LF), ``Content-Length``
+    unless ``length`` is negative, ``Connection: close`` unless ``keep_alive``, and the empty line.
+    A control character other than tab in a name or value is a ``ValueError`` (header injection),
+    as aiohttp refuses it."""
+    cdef list items = list(headers.items())
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(status_line) + PyBytes_GET_SIZE(tail) + 2
+    cdef Py_ssize_t n, i
+    cdef const char *s
+    cdef char number[24]
+    cdef int digits = 0
+    cdef char *out
+    for name, value in items:
+        size += _utf8_size(name) + _utf8_size(value) + 4
+    if length >= 0:
+        digits = snprintf(number, sizeof(number), "%zd", length)
+        size += 18 + digits          # "Content-Length: " and CR LF
+    if not keep_alive:
+        size += 19
+    head = PyBytes_FromStringAndSize(NULL, size)
+    out = PyBytes_AS_STRING(head)
+    out = _put(out, PyBytes_AS_STRING(status_line), PyBytes_GET_SIZE(status_line))
+    for name, value in items:
+        s = PyUnicode_AsUTF8AndSize(name, &n)
+        out = _put(out, s, n)
+        out = _put(out, ": ", 2)
+        s = PyUnicode_AsUTF8AndSize(value, &n)
+        out = _put(out, s, n)
+        out = _put(out, "\r\n", 2)
+    out = _put(out, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail))
+    if length >= 0:
+        out = _put(out, "Content-Length: ", 16)
+        out = _put(out, number, digits)
+        out = _put(out, "\r\n", 2)
+    if not keep_alive:
+        out = _put(out, "Connection: close\r\n", 19)
+    _put(out, "\r\n", 2)
+    return head
+
+
+cdef Py_ssize_t _utf8_size(object text) except -1:
+    """The UTF-8 size of a header's name or value, which must be a string without control characters."""
+    cdef Py_ssize_t n, i
+    cdef const unsigned char *s
+    if not isinstance(text, str):
+        raise TypeError(f"a header's name and value must be strings, not {type(text).__name__}")
+    s = <const unsigned char *>PyUnicode_AsUTF8AndSize(text, &n)
+    for i in range(n):
+        if (s[i] < 0x20 and s[i] != 0x09) or s[i] == 0x7F:
+            raise ValueError("Forbidden control character in an answer's headers")
+    return n
+
+
+cdef inline char *_put(char *out, const char *s, Py_ssize_t n):
+    memcpy(out, s, n)
+    return out + n

@@ -329,8 +329,11 @@ class DirectConnection(asyncio.Protocol):
         if any(name in headers for name in _NOT_DIRECT):
             return None
         length = headers.get("Content-Length")
-        return (fields.url.decode("latin-1"), fields.fields, int(length) if length is not None else 0,
-                parser.should_keep_alive())
+        # not parser.should_keep_alive(): once a request without a body is complete, llhttp has
+        # forgotten its Connection field and says keep-alive
+        keep_alive = not any(token.strip().lower() == "close"
+                             for value in headers.getall("Connection", ()) for token in value.split(","))
+        return fields.url.decode("latin-1"), fields.fields, int(length) if length is not None else 0, keep_alive
 
     async def _serve(self, request: DirectRequest, route) -> None:
         try:

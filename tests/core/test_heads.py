@@ -95,7 +95,7 @@ def _llhttp(head: bytes):
     """What llhttp reads of ``head``: (target, fields, length, keep-alive), method and version."""
     class Fields:
         def __init__(self):
-            self.url, self.fields = b"", []
+            self.url, self.fields, self.keep_alive = b"", [], None
 
         def on_url(self, url):
             self.url += url
@@ -103,12 +103,16 @@ def _llhttp(head: bytes):
         def on_header(self, name, value):
             self.fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
+        def on_headers_complete(self):
+            # asked here: once a request without a body is complete, llhttp says keep-alive whatever it said
+            self.keep_alive = parser.should_keep_alive()
+
     fields = Fields()
     parser = httptools.HttpRequestParser(fields)
     parser.feed_data(head)
     length = [v for n, v in fields.fields if n.lower() == "content-length"]
     assert parser.get_method() == b"POST" and parser.get_http_version() == "1.1"
-    return fields.url.decode(), fields.fields, int(length[0]) if length else 0, parser.should_keep_alive()
+    return fields.url.decode(), fields.fields, int(length[0]) if length else 0, fields.keep_alive
 
 
 _TCHAR = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -204,3 +208,45 @@ def answers(draw) -> bytes:
 @given(answers())
 def test_whole_response_compiled_equals_reference(answer):
     assert compiled.whole_response(answer) == reference.whole_response(answer)
+
+
+# ------------------------------------------------------------ answer_head
+
+def test_an_answer_head_has_its_fields_in_order_then_the_tail_length_and_connection(m):
+    head = m.answer_head(b"HTTP/1.1 200 OK\r\n", {"x-request-id": "r1", "x-note": "caf\xe9\tok"},
+                         b"Server: s\r\nDate: d\r\n", 12, False)
+    assert head == (b"HTTP/1.1 200 OK\r\nx-request-id: r1\r\nx-note: caf\xc3\xa9\tok\r\nServer: s\r\nDate: d\r\n"
+                    b"Content-Length: 12\r\nConnection: close\r\n\r\n")
+    assert m.answer_head(b"HTTP/1.1 204 No Content\r\n", {}, b"", -1, True) == b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+@pytest.mark.parametrize("headers", [{"x-id": "a\r\nSet-Cookie: x"}, {"x-id\n": "a"}, {"x-id": "a\x00"},
+                                     {"x-id": "\x7f"}])
+def test_a_control_character_in_an_answer_field_is_refused(m, headers):
+    with pytest.raises(ValueError, match="Forbidden control character"):
+        m.answer_head(b"HTTP/1.1 200 OK\r\n", headers, b"", 0, True)
+
+
+def test_an_answer_head_takes_a_multidict_of_istr_names_as_aiohttp_responses_have(m):
+    from multidict import CIMultiDict, istr
+    headers = CIMultiDict([(istr("Retry-After"), "3"), ("x-a", "1"), ("x-a", "2")])
+    assert m.answer_head(b"HTTP/1.1 429 Too Many Requests\r\n", headers, b"", 0, True) == (
+        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nx-a: 1\r\nx-a: 2\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_a_field_that_is_not_a_string_is_refused(m):
+    with pytest.raises(TypeError):
+        m.answer_head(b"HTTP/1.1 200 OK\r\n", {"x-attempts": 1}, b"", 0, True)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), st.text(max_size=12), max_size=6), st.integers(-1, 10**12),
+       st.booleans())
+def test_answer_head_compiled_equals_reference(headers, length, keep_alive):
+    def head(module):
+        try:
+            return module.answer_head(b"HTTP/1.1 429 Too Many Requests\r\n", headers, b"Date: d\r\n", length,
+                                      keep_alive)
+        except (ValueError, UnicodeEncodeError) as e:
+            return type(e)
+    assert head(compiled) == head(reference)

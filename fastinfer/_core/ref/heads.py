@@ -2,8 +2,9 @@
 
 Owns: ``plain_post``, which reads a client's request head when it has the plain shape of a data
 request (an HTTP/1.1 ``POST`` whose every byte is in the strict subset below) and says nothing
-(``None``) about any other head, which the caller then reads with llhttp as before; and
-``whole_response``, the same for an upstream's answer that came whole in one read. Same API and
+(``None``) about any other head, which the caller then reads with llhttp as before;
+``whole_response``, the same for an upstream's answer that came whole in one read; and
+``answer_head``, which writes the head of an answer the gateway sends. Same API and
 behaviour as the compiled module; written to be slow and obvious, because it is the oracle the
 tests compare the compiled scanner against.
 
@@ -119,3 +120,29 @@ def whole_response(data: bytes):
     if content_length is None or len(data) - body_start != content_length:
         return None
     return status, fields, body_start, keep_alive is not False
+
+
+_CONTROL = frozenset(range(0x20)) - {0x09} | {0x7F}
+
+
+def answer_head(status_line: bytes, headers, tail: bytes, length: int, keep_alive: bool) -> bytes:
+    """An HTTP/1.1 answer's head: ``status_line``, each of ``headers`` (a mapping or a multidict of
+    strings, UTF-8 encoded) as ``name: value``, ``tail`` (fields ending in CR LF), ``Content-Length``
+    unless ``length`` is negative, ``Connection: close`` unless ``keep_alive``, and the empty line.
+    A control character other than tab in a name or value is a ``ValueError`` (header injection),
+    as aiohttp refuses it."""
+    out = [status_line]
+    for name, value in headers.items():
+        for text in (name, value):
+            if not isinstance(text, str):
+                raise TypeError(f"a header's name and value must be strings, not {type(text).__name__}")
+            if any(c in _CONTROL for c in text.encode()):
+                raise ValueError("Forbidden control character in an answer's headers")
+        out.append(name.encode() + b": " + value.encode() + b"\r\n")
+    out.append(tail)
+    if length >= 0:
+        out.append(b"Content-Length: %d\r\n" % length)
+    if not keep_alive:
+        out.append(b"Connection: close\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
