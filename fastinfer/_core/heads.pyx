@@ -103,28 +103,40 @@ def plain_post(bytes buffer not None, Py_ssize_t head_length):
     i += 11
     fields = []
     while i < end:
-        name_start = i
-        while CLASS[p[i]] & 1:
-            i += 1
-        name_end = i
-        if name_end == name_start or p[i] != 0x3A:    # ':'
+        i = _field(p, i, &name_start, &name_end, &value_start, &value_end, &content_length, &keep_alive)
+        if i < 0:
             return None
-        i += 1
-        while _is_ows(p[i]):
-            i += 1
-        value_start = i
-        while CLASS[p[i]] & 4:
-            i += 1
-        if p[i] != 0x0D or p[i + 1] != 0x0A:           # a byte outside the subset, or a bare CR
-            return None
-        value_end = i                  # llhttp keeps the spaces after a value: so do we
-        i += 2
-        if not _plain_field(p + name_start, name_end - name_start, p + value_start, value_end - value_start,
-                            &content_length, &keep_alive):
-            return None
+        # llhttp keeps the spaces after a value: so do we
         fields.append((PyUnicode_DecodeASCII(<const char *>p + name_start, name_end - name_start, NULL),
                        PyUnicode_DecodeASCII(<const char *>p + value_start, value_end - value_start, NULL)))
     return path, fields, content_length if content_length >= 0 else 0, keep_alive != 0
+
+
+cdef Py_ssize_t _field(const unsigned char *p, Py_ssize_t i, Py_ssize_t *name_start, Py_ssize_t *name_end,
+                       Py_ssize_t *value_start, Py_ssize_t *value_end, long long *content_length,
+                       int *keep_alive):
+    """The field line at ``p[i]``: its name and value (the spaces before the value left out, those
+    after it kept) and where the next line starts; -1 when it is outside the subset. The head's
+    empty line ends every scan: each stops at a CR."""
+    name_start[0] = i
+    while CLASS[p[i]] & 1:
+        i += 1
+    name_end[0] = i
+    if i == name_start[0] or p[i] != 0x3A:       # ':'
+        return -1
+    i += 1
+    while _is_ows(p[i]):
+        i += 1
+    value_start[0] = i
+    while CLASS[p[i]] & 4:
+        i += 1
+    if p[i] != 0x0D or p[i + 1] != 0x0A:           # a byte outside the subset, or a bare CR
+        return -1
+    value_end[0] = i
+    if not _plain_field(p + name_start[0], name_end[0] - name_start[0], p + value_start[0], i - value_start[0],
+                        content_length, keep_alive):
+        return -1
+    return i + 2
 
 
 cdef bint _plain_field(const unsigned char *name, Py_ssize_t n, const unsigned char *value, Py_ssize_t v,
@@ -186,27 +198,11 @@ def whole_response(bytes data not None):
     i += 2
     fields = {}
     while i < end:
-        name_start = i
-        while CLASS[p[i]] & 1:
-            i += 1
-        name_end = i
-        if name_end == name_start or p[i] != 0x3A:
+        i = _field(p, i, &name_start, &name_end, &value_start, &value_end, &content_length, &keep_alive)
+        if i < 0:
             return None
-        i += 1
-        while _is_ows(p[i]):
-            i += 1
-        value_start = i
-        while CLASS[p[i]] & 4:
-            i += 1
-        if p[i] != 0x0D or p[i + 1] != 0x0A:
-            return None
-        value_end = i
         while value_end > value_start and _is_ows(p[value_end - 1]):
             value_end -= 1
-        i += 2
-        if not _plain_field(p + name_start, name_end - name_start, p + value_start, value_end - value_start,
-                            &content_length, &keep_alive):
-            return None
         fields[_lowered(p + name_start, name_end - name_start)] = PyUnicode_DecodeASCII(
             <const char *>p + value_start, value_end - value_start, NULL)
     if content_length < 0 or size - (end + 2) != content_length:

@@ -51,16 +51,26 @@ def plain_post(buffer: bytes, head_length: int):
     target = request_line[5:-9]
     if not target or any(c not in TARGET for c in target):
         return None
+    read = _read_fields(lines[1:])
+    if read is None:
+        return None
+    fields, content_length, keep_alive = read
+    return (target.decode("ascii"), [(name.decode("ascii"), value.decode("ascii")) for name, value in fields],
+            content_length or 0, keep_alive)
+
+
+def _read_fields(lines: list[bytes]):
+    """``(fields, content_length, keep_alive)`` of a head's field lines in the subset, else None;
+    ``fields`` are ``(name, value)`` bytes, the spaces before a value left out, those after it kept
+    (as llhttp reads them); ``content_length`` None without the field."""
     fields = []
     content_length = None
     keep_alive = None
-    for line in lines[1:]:
+    for line in lines:
         name, colon, value = line.partition(b":")
-        if not colon or not name or any(c not in TCHAR for c in name):
+        if not colon or not name or any(c not in TCHAR for c in name) or any(c not in VALUE for c in value):
             return None
-        if any(c not in VALUE for c in value):
-            return None
-        value = value.lstrip(OWS)       # llhttp keeps the spaces after a value, so they stay
+        value = value.lstrip(OWS)
         lowered = name.lower()
         if lowered in NOT_PLAIN:
             return None
@@ -73,8 +83,8 @@ def plain_post(buffer: bytes, head_length: int):
             if keep_alive is not None or token not in (b"keep-alive", b"close"):
                 return None
             keep_alive = token == b"keep-alive"
-        fields.append((name.decode("ascii"), value.decode("ascii")))
-    return target.decode("ascii"), fields, content_length or 0, keep_alive is not False
+        fields.append((name, value))
+    return fields, content_length, keep_alive is not False
 
 
 def whole_response(data: bytes):
@@ -82,7 +92,8 @@ def whole_response(data: bytes):
     answer of the plain shape: ``HTTP/1.1 <200-999, not 204 or 304> <reason>``, fields as above,
     and a body of exactly its ``Content-Length``;
     ``None`` for anything else, which the caller then feeds to llhttp. ``fields`` maps each
-    lower-cased name to its value without the spaces around it (the last of a repeated name wins)."""
+    lower-cased name to its value without the spaces around it (the last of a repeated name wins);
+    ``Content-Length`` and ``Connection`` are read as in a request, the spaces after them kept."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -95,31 +106,15 @@ def whole_response(data: bytes):
     status = int(code)
     if status < 200 or status in (204, 304):
         return None
-    fields = {}
-    content_length = None
-    keep_alive = None
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or any(c not in TCHAR for c in name) or any(c not in VALUE for c in value):
-            return None
-        value = value.strip(OWS)
-        lowered = name.lower()
-        if lowered in NOT_PLAIN:
-            return None
-        if lowered == b"content-length":
-            if content_length is not None or not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
-                return None
-            content_length = int(value)
-        elif lowered == b"connection":
-            token = value.lower()
-            if keep_alive is not None or token not in (b"keep-alive", b"close"):
-                return None
-            keep_alive = token == b"keep-alive"
-        fields[lowered.decode("ascii")] = value.decode("ascii")
+    read = _read_fields(lines[1:])
+    if read is None:
+        return None
+    pairs, content_length, keep_alive = read
+    fields = {name.lower().decode("ascii"): value.rstrip(OWS).decode("ascii") for name, value in pairs}
     body_start = end + 4
     if content_length is None or len(data) - body_start != content_length:
         return None
-    return status, fields, body_start, keep_alive is not False
+    return status, fields, body_start, keep_alive
 
 
 _CONTROL = frozenset(range(0x20)) - {0x09} | {0x7F}
