@@ -70,3 +70,45 @@ def test_bench_body_checks(benchmark, name, what):
             benchmark.extra_info["check_over_parse"] = ratio
             print(f"\n{name}: {len(raw)} bytes, parse {pair['parse'] * 1e6:.2f} us, "
                   f"check {pair['check'] * 1e6:.2f} us = x{ratio:.2f} of the parse")
+
+
+def _chat_shape_of(shapes) -> object:
+    """``openai_api.CHAT`` built from ``shapes``' classes: the module's source run again with them."""
+    import importlib.util
+
+    from fastinfer.gateway import openai_api, validate
+    names = ("Arr", "Bool", "Int", "Num", "Obj", "OneOf", "Str", "Tagged")
+    saved = {name: getattr(validate, name) for name in names + ("ANY_OBJECT",)}
+    try:
+        for name in names:
+            setattr(validate, name, getattr(shapes, name))
+        validate.ANY_OBJECT = shapes.Obj()
+        spec = importlib.util.spec_from_file_location("fastinfer.gateway._openai_api_again", openai_api.__file__)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.CHAT
+    finally:
+        for name, value in saved.items():
+            setattr(validate, name, value)
+
+
+@pytest.mark.parametrize("name", ["openai small", "openai long"])
+def test_bench_compiled_walk_against_the_reference(benchmark, name):
+    """The walk alone (``CHAT.check``), compiled (``_core.shapes``) against its pure-Python twin, same run."""
+    import timeit
+
+    from fastinfer._core import shapes
+    from fastinfer._core.ref import shapes as reference
+    _, body = BODIES[name]
+    compiled_chat, reference_chat = _chat_shape_of(shapes), _chat_shape_of(reference)
+    assert type(compiled_chat) is shapes.Obj and type(reference_chat) is reference.Obj
+    compiled_chat.check(body)
+    reference_chat.check(body)
+    number = 20 if benchmark.disabled else (20_000 if name.endswith("small") else 1_000)
+    compiled_us = min(timeit.repeat(lambda: compiled_chat.check(body), number=number, repeat=5)) / number * 1e6
+    reference_us = min(timeit.repeat(lambda: reference_chat.check(body), number=number, repeat=5)) / number * 1e6
+    benchmark.extra_info.update({"compiled_us": round(compiled_us, 3), "reference_us": round(reference_us, 3),
+                                 "compiled_over_reference": round(compiled_us / reference_us, 3)})
+    print(f"\n{name}: the walk compiled {compiled_us:.2f} us, the pure-Python reference {reference_us:.2f} us "
+          f"(compiled/reference = {compiled_us / reference_us:.2f})")
+    benchmark(compiled_chat.check, body)

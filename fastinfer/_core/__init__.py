@@ -6,12 +6,13 @@ breakers, metric counters and histograms, token buckets, gateway keys'
 concurrency and spend, host leases, replica load, the session affinity table,
 prefix indexes), their named constants (``constants``), their ``Layout``, the
 records they return (``records``) and carrying their state across a reload
-(``carry``); prompt block hashes (``blocks``); a data request's plain head, read in one pass (``heads``); and calls on the process itself
+(``carry``); prompt block hashes (``blocks``); HTTP/1.1 heads read and written in one pass (``heads``); the check of a client's
+parsed JSON body against its API's shapes (``shapes``); and calls on the process itself
 (``proc``: parent-death signal, handing free heap pages back). docs/architecture-core.md
 describes every region.
 
-Must not touch: configuration, HTTP, asyncio policy. Callers hand in plain
-integers and bytes; policy lives in the Python packages around it.
+Must not touch: configuration, HTTP semantics, asyncio policy. Callers hand in plain
+integers, bytes and parsed JSON values; policy lives in the Python packages around it.
 
 Every compiled structure has a pure-Python reference in ``fastinfer._core.ref``
 with the same behaviour; the tests drive both with the same cases.
