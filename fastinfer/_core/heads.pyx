@@ -11,8 +11,8 @@ is spelled out in the reference, ``fastinfer._core.ref.heads``; the tests hold t
 answers, and every head this one reads to llhttp's reading of it.
 
 Why: llhttp through httptools calls back into Python once per field, once for the target or the
-body, and each call decodes its bytes; here one pass over the head checks every byte against a table and
-makes only the strings the caller keeps.
+body, and each call decodes its bytes; here one pass over the head checks every byte against a
+table and makes only the strings the caller keeps.
 
 Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in, plain values out.
 """
@@ -84,7 +84,6 @@ def plain_post(bytes buffer not None, Py_ssize_t head_length):
     cdef Py_ssize_t end, i, target_end, name_start, name_end, value_start, value_end
     cdef long long content_length = -1
     cdef int keep_alive = -1       # -1: no Connection field yet
-    cdef unsigned char c
     if head_length < 4 or head_length > PyBytes_GET_SIZE(buffer):
         return None
     end = head_length - 2          # the empty line's CR LF
@@ -230,7 +229,7 @@ def answer_head(bytes status_line not None, headers, bytes tail not None, Py_ssi
     as aiohttp refuses it."""
     cdef list items = list(headers.items())
     cdef Py_ssize_t size = PyBytes_GET_SIZE(status_line) + PyBytes_GET_SIZE(tail) + 2
-    cdef Py_ssize_t n, i
+    cdef Py_ssize_t n
     cdef const char *s
     cdef char number[24]
     cdef int digits = 0

@@ -7,8 +7,8 @@ sends head and body: several coroutines and objects per answer. A data route's a
 a known shape (a status, a few ``x-`` headers, a JSON body), so ``write_json`` writes the
 same bytes aiohttp would — status line, the given headers, ``Content-Type``,
 ``Content-Length``, ``Date``, ``Server``, ``Connection: close`` when the connection ends — in
-one compiled pass (``_core.heads.answer_head``) and one write, and hands aiohttp's connection a ``WrittenAnswer`` that only
-says whether it stays open.
+one compiled pass (``_core.heads.answer_head``) and one write, and hands aiohttp's connection a
+``WrittenAnswer`` that only says whether it stays open.
 
 A relayed stream's head (``stream_head``) is built the same way, with ``Transfer-Encoding:
 chunked``, and ``ClientStream`` sends it with the stream's first bytes and ends the stream with
@@ -83,7 +83,8 @@ def _head_bytes(status: int, headers, tail: str, length: int | None, keep_alive:
     """An HTTP/1.1 head: the status line, ``headers`` (a mapping or a multidict), ``tail`` (fields
     ending in ``Date: ``) and the date, ``Content-Length`` unless ``length`` is None, ``Connection``.
     A control character in a field is a ``ValueError``, as aiohttp refuses it (header injection)."""
-    return answer_head(_status_line(status), headers, _dated(tail), -1 if length is None else length, keep_alive)
+    return answer_head(_status_line(status), headers, _dated(tail), -1 if length is None else length,
+                       keep_alive)
 
 
 def _dated(tail: str) -> bytes:

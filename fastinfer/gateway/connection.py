@@ -8,8 +8,9 @@ around each message. ``DirectConnection`` does what a data request needs and no 
 each request itself (the head ends at the first empty line, the body is ``Content-Length`` bytes),
 reads the head in one compiled pass when it has the plain shape (``_core.heads``: a strict subset of
 what llhttp accepts, read as llhttp reads it) and with httptools otherwise (the same llhttp rules
-aiohttp's C parser applies), and runs the route's handler (already wrapped in the gateway's error middleware) in a task of its own with a
-``DirectRequest``: the headers, the body, and a writer that sends straight to the transport.
+aiohttp's C parser applies), and runs the route's handler (already wrapped in the gateway's error
+middleware) in a task of its own with a ``DirectRequest``: the headers, the body, and a writer that
+sends straight to the transport.
 
 Only the plain case takes this path: an HTTP/1.1 ``POST`` to one of the app's ``DIRECT_ROUTES``
 exactly, its body framed by ``Content-Length`` (or empty), no ``Transfer-Encoding``,
@@ -306,7 +307,8 @@ class DirectConnection(asyncio.Protocol):
         self._buffer = rest
         self._body = None if body.is_eof() else body
         keep_alive = keep_alive and not self._close_after and not self._draining()
-        request = self._request = DirectRequest(path, CIMultiDictProxy(CIMultiDict(fields)), keep_alive, body, self)
+        headers = CIMultiDictProxy(CIMultiDict(fields))
+        request = self._request = DirectRequest(path, headers, keep_alive, body, self)
         self._server.requests_count += 1
         request.task = self._loop.create_task(self._serve(request, route))
 
