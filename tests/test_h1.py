@@ -375,8 +375,10 @@ def _outcome(sink: Sink, conn: H1Connection, pool: Pool):
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.sampled_from([200, 201, 204, 304, 400, 429, 503]), _FIELDS, st.binary(max_size=4))
-def test_an_answer_read_whole_ends_as_the_same_answer_fed_to_llhttp_piece_by_piece(status, fields, body):
+@given(st.sampled_from([200, 201, 204, 304, 400, 429, 503]), _FIELDS, st.binary(max_size=4), st.booleans())
+def test_an_answer_read_whole_ends_as_the_same_answer_fed_to_llhttp_piece_by_piece(status, fields, body, framed):
+    if framed:      # half the answers carry their body's own length: most of those are read whole
+        fields = [*fields, ("Content-Length", str(len(body)))]
     head = f"HTTP/1.1 {status} Reason\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields) + "\r\n"
     response = head.encode("latin-1") + body
     whole = run(lambda: exchange([response]))
