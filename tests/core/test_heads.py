@@ -250,3 +250,27 @@ def test_answer_head_compiled_equals_reference(headers, length, keep_alive):
         except (ValueError, UnicodeEncodeError) as e:
             return type(e)
     assert head(compiled) == head(reference)
+
+
+@st.composite
+def plain_answers(draw) -> bytes:
+    """Answers in the subset: read whole by both, so the two are compared on what they return."""
+    status = draw(st.sampled_from(["200", "201", "400", "429", "500", "503"]))
+    lines = [f"HTTP/1.1 {status} {draw(st.sampled_from(['OK', '', 'Too Many Requests']))}"]
+    for _ in range(draw(st.integers(0, 5))):
+        name = draw(st.sampled_from(["Content-Type", "Server", "X-Request-Id", "Date", "x-ratelimit-remaining"]))
+        value = draw(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12))
+        lines.append(f"{name}{draw(_separators.filter(lambda sep: sep != ' : '))}{value}")
+    if draw(st.booleans()):
+        lines.append(f"Connection: {draw(st.sampled_from(['close', 'keep-alive', 'Close']))}")
+    body = draw(st.binary(max_size=8))
+    lines.insert(draw(st.integers(1, len(lines))), f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+@settings(max_examples=500, deadline=None)
+@given(plain_answers())
+def test_a_plain_answer_is_read_whole_the_same_by_both(answer):
+    got = compiled.whole_response(answer)
+    assert got is not None and got == reference.whole_response(answer)
+    assert answer[got[2]:] == answer[answer.index(b"\r\n\r\n") + 4:]
