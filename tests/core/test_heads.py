@@ -146,6 +146,29 @@ def test_compiled_equals_reference_and_what_it_reads_llhttp_reads_alike(head, re
         assert got == _llhttp(head[:end])
 
 
+@st.composite
+def plain_heads(draw) -> bytes:
+    """Heads in the subset: read by the scanner, so all three readers are compared on what they return."""
+    lines = [f"POST {draw(st.sampled_from(['/v1/chat/completions', '/v1/messages', '/']))} HTTP/1.1"]
+    for _ in range(draw(st.integers(0, 6))):
+        name = draw(st.sampled_from(["Host", "Content-Type", "Authorization", "X-Request-Id", "User-Agent"]))
+        value = draw(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12))
+        lines.append(f"{name}{draw(_separators.filter(lambda sep: sep != ' : '))}{value}")
+    if draw(st.booleans()):
+        lines.append(f"Connection: {draw(st.sampled_from(['close', 'keep-alive', 'Keep-Alive']))}")
+    if draw(st.booleans()):
+        lines.insert(draw(st.integers(1, len(lines))), f"Content-Length: {draw(st.integers(0, 10**6))}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+@settings(max_examples=500, deadline=None)
+@given(plain_heads(), st.binary(max_size=8))
+def test_a_plain_head_is_read_the_same_by_the_scanner_its_twin_and_llhttp(head, rest):
+    got = compiled.plain_post(head + rest, len(head))
+    assert got is not None
+    assert got == reference.plain_post(head + rest, len(head)) == _llhttp(head)
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=64))
 def test_any_bytes_before_the_empty_line_agree(noise):
