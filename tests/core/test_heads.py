@@ -146,16 +146,22 @@ def test_compiled_equals_reference_and_what_it_reads_llhttp_reads_alike(head, re
         assert got == _llhttp(head[:end])
 
 
+def _plain_fields(draw, names: list[str]) -> list[str]:
+    """Field lines in the subset: ``names`` with visible-ASCII values, and maybe one ``Connection``."""
+    lines = []
+    for _ in range(draw(st.integers(0, 6))):
+        value = draw(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12))
+        lines.append(f"{draw(st.sampled_from(names))}{draw(_separators.filter(lambda sep: sep != ' : '))}{value}")
+    if draw(st.booleans()):
+        lines.append(f"Connection: {draw(st.sampled_from(['close', 'keep-alive', 'Keep-Alive']))}")
+    return lines
+
+
 @st.composite
 def plain_heads(draw) -> bytes:
     """Heads in the subset: read by the scanner, so all three readers are compared on what they return."""
     lines = [f"POST {draw(st.sampled_from(['/v1/chat/completions', '/v1/messages', '/']))} HTTP/1.1"]
-    for _ in range(draw(st.integers(0, 6))):
-        name = draw(st.sampled_from(["Host", "Content-Type", "Authorization", "X-Request-Id", "User-Agent"]))
-        value = draw(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12))
-        lines.append(f"{name}{draw(_separators.filter(lambda sep: sep != ' : '))}{value}")
-    if draw(st.booleans()):
-        lines.append(f"Connection: {draw(st.sampled_from(['close', 'keep-alive', 'Keep-Alive']))}")
+    lines += _plain_fields(draw, ["Host", "Content-Type", "Authorization", "X-Request-Id", "User-Agent"])
     if draw(st.booleans()):
         lines.insert(draw(st.integers(1, len(lines))), f"Content-Length: {draw(st.integers(0, 10**6))}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -280,12 +286,7 @@ def plain_answers(draw) -> bytes:
     """Answers in the subset: read whole by both, so the two are compared on what they return."""
     status = draw(st.sampled_from(["200", "201", "400", "429", "500", "503"]))
     lines = [f"HTTP/1.1 {status} {draw(st.sampled_from(['OK', '', 'Too Many Requests']))}"]
-    for _ in range(draw(st.integers(0, 5))):
-        name = draw(st.sampled_from(["Content-Type", "Server", "X-Request-Id", "Date", "x-ratelimit-remaining"]))
-        value = draw(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12))
-        lines.append(f"{name}{draw(_separators.filter(lambda sep: sep != ' : '))}{value}")
-    if draw(st.booleans()):
-        lines.append(f"Connection: {draw(st.sampled_from(['close', 'keep-alive', 'Close']))}")
+    lines += _plain_fields(draw, ["Content-Type", "Server", "X-Request-Id", "Date", "x-ratelimit-remaining"])
     body = draw(st.binary(max_size=8))
     lines.insert(draw(st.integers(1, len(lines))), f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
