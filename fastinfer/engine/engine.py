@@ -46,12 +46,13 @@ class Deployment:
     """Everything the engine holds for one deployment in this worker."""
 
     __slots__ = ("index", "config", "provider", "router", "breakers", "base", "session_generation", "rebuilding",
-                 "price")
+                 "price", "series")
 
     def __init__(self, index: int, config: DeploymentConfig, breakers: DeploymentBreakers, router: DeploymentRouter,
-                 base: "Deployment | None" = None):
+                 series, base: "Deployment | None" = None):
         self.index = index
         self.config = config
+        self.series = series                     # its metrics (``Metrics.series``)
         self.price = price_of(config)            # its own price, or the package's table's
         self.provider: Provider = make_provider(config)
         self.router = router
@@ -64,7 +65,7 @@ class Deployment:
         """This ``PROVIDER/*`` deployment serving ``model``: its own upstream model id, and the
         wildcard's replicas, load, breakers, limits and metrics."""
         return Deployment(self.index, dataclasses.replace(self.config, model=model), self.breakers, self.router,
-                          base=self)
+                          self.series, base=self)
 
 
 _MAX_WILDCARD_MODELS = 1024   # models a PROVIDER/* deployment keeps ready per worker (then starts afresh)
@@ -88,7 +89,7 @@ class Engine:
         self.deployments: dict[str, Deployment] = {}
         for i, d in enumerate(config.deployments):
             router = DeploymentRouter(segment, worker, i, d, events=self.affinity, directory=self.affinity.directory)
-            dep = self.deployments[d.name] = Deployment(i, d, breakers[i], router)
+            dep = self.deployments[d.name] = Deployment(i, d, breakers[i], router, metrics.series(d.name))
             self.affinity.add(i, d, dep.provider, breakers[i])
         self._aliases = {alias: dep for dep in self.deployments.values() for alias in dep.config.aliases}
         # longest prefix first: "openai/azure/*" before "openai/*"
@@ -190,7 +191,7 @@ class Engine:
         held until the answer (or stream) ends."""
         cfg = dep.config
         metrics = self.metrics
-        if metrics.session_generation(cfg.name) != dep.base.session_generation:
+        if dep.series.session_generation() != dep.base.session_generation:
             await self.sync_sessions(dep.base)
         if dep.breakers.all_open():
             metrics.rejected(cfg.name, "circuit_open")
@@ -361,8 +362,7 @@ class Engine:
         cost = dep.price.cost_usd(prompt, completion, cached)
         req.usage = usage
         req.cost_usd = cost
-        self.metrics.usage(dep.config.name, prompt, completion, cached, cost,
-                           estimated=bool(usage.get("usage_estimated")))
+        dep.series.usage(prompt, completion, cached, cost, bool(usage.get("usage_estimated")))
 
     def _choose_replica(self, dep: Deployment, route, tried: int) -> tuple[int, bool]:
         """A replica whose circuit admits an attempt, preferring ones not yet tried (``tried``, a

@@ -238,17 +238,14 @@ class Gateway:
         """A data request is answered (a stream: it has ended): counted (code, duration, gateway
         overhead, time to first byte), access-logged, its trace ended. Once per request."""
         metrics = self.engine.metrics
-        name = data.deployment or ""
-        metrics.request(name, status)
+        duration = clock() - data.received_at
+        result = data.result
+        if result is None:
+            metrics.series(data.deployment or "").answered(status, duration, None, None)
+        else:
+            metrics.series(data.deployment).answered(status, duration, result.overhead_s, result.ttft_s)
         if data.key is not None:
             metrics.key_request(data.key, status)
-        duration = clock() - data.received_at
-        metrics.observe("request_duration_seconds", name, duration)
-        result = data.result
-        if result is not None:
-            metrics.observe("overhead_seconds", name, result.overhead_s)
-            if result.ttft_s is not None:
-                metrics.observe("ttft_seconds", name, result.ttft_s)
         if self.access_log is None and data.trace is None:
             return
         if error is not None:

@@ -122,6 +122,14 @@ class Metrics:
         self._key_usage: dict[str, tuple] = {}                   # key -> its usage counters
         self._c = layout.counter_index
         self._h = layout.histogram_index
+        # one series per deployment ("": requests that name none); any other name is counted as ""
+        self._series = {d: DeploymentSeries(self, d) for d in layout.deployments}
+        self._unnamed = self._series[UNKNOWN_DEPLOYMENT]
+
+    def series(self, deployment: str) -> "DeploymentSeries":
+        """``deployment``'s series for the request path; a name the config does not have (a
+        client's unknown model) gets the one of ``""``, so client names cannot grow anything."""
+        return self._series.get(deployment, self._unnamed)
 
     def admission(self, deployment: str):
         """The host-wide admission structure of ``deployment`` (in_flight, queue_depth), or None."""
@@ -137,11 +145,7 @@ class Metrics:
             self.counters.add(index, n)
 
     def request(self, deployment: str, status: int) -> None:
-        code = str(status)
-        if deployment not in self.layout.replicas:
-            deployment = UNKNOWN_DEPLOYMENT
-        key = ("requests_total", (deployment, code))
-        self._add(key if key in self._c else ("requests_total", (deployment, "other")))
+        self.series(deployment).request(status)
 
     def operator_request(self, route: str, status: int) -> None:
         """An answer of an operator route (``OPERATOR_ROUTES``): probes, scrapes, admin, dashboard."""
@@ -162,7 +166,7 @@ class Metrics:
             self.histograms.observe(index, seconds)
 
     def upstream(self, deployment: str, replica: str, outcome: str) -> None:
-        self._add(("upstream_requests_total", (deployment, replica, outcome)))
+        self.series(deployment).upstream(replica, outcome)
 
     def retry(self, deployment: str) -> None:
         self._add(("retries_total", (deployment,)))
@@ -178,7 +182,7 @@ class Metrics:
 
     def session_generation(self, deployment: str) -> int:
         """Host-wide count of rebuilds asked for ``deployment`` (workers compare it to their own)."""
-        return self.counters.get(self._c[("_session_generation", (deployment,))])
+        return self._series[deployment].session_generation()
 
     def bump_session_generation(self, deployment: str) -> None:
         self._add(("_session_generation", (deployment,)))
@@ -233,14 +237,7 @@ class Metrics:
 
     def usage(self, deployment: str, prompt: int, completion: int, cached: int, cost_usd: float,
               estimated: bool = False) -> None:
-        if estimated:
-            self._add(("usage_estimated_total", (deployment,)))
-        self._add(("tokens_total", (deployment, "input")), prompt)
-        self._add(("tokens_total", (deployment, "output")), completion)
-        if cached:
-            self._add(("tokens_total", (deployment, "cached")), cached)
-        if cost_usd:
-            self._add(("cost_usd_total", (deployment,)), round(cost_usd * _COST_SCALE))
+        self.series(deployment).usage(prompt, completion, cached, cost_usd, estimated)
 
     # ---------------------------------------------------------------- render
 
@@ -325,6 +322,74 @@ class Metrics:
                 out.append(f'{name}_bucket{{{label},le="+Inf"}} {count}')
                 out.append(f"{name}_sum{{{label}}} {total!r}")
                 out.append(f"{name}_count{{{label}}} {count}")
+
+
+class DeploymentSeries:
+    """One deployment's series as the request path records them, each slot looked up once.
+
+    ``Metrics`` finds a series by building its key (``("requests_total", (name, "200"))``) and
+    looking it up, which costs more than the atomic add it leads to; a request records about ten.
+    Here the slots are resolved when the metrics are made, and a record is a lookup by status or
+    outcome and one add. The series of ``""`` (requests that name no deployment) has request codes
+    and histograms only."""
+
+    __slots__ = ("_counters", "_histograms", "_codes", "_other", "_duration", "_overhead", "_ttft", "_upstream",
+                 "_input", "_output", "_cached", "_cost", "_estimated", "_generation")
+
+    def __init__(self, metrics: Metrics, deployment: str):
+        counter, histogram = metrics._c, metrics._h
+        self._counters = metrics.counters
+        self._histograms = metrics.histograms
+        self._codes = {int(code): counter[("requests_total", (deployment, code))] for code in CODES
+                       if code != "other"}
+        self._other = counter[("requests_total", (deployment, "other"))]
+        self._duration = histogram[("request_duration_seconds", deployment)]
+        self._overhead = histogram[("overhead_seconds", deployment)]
+        self._ttft = histogram[("ttft_seconds", deployment)]
+        self._upstream = {(replica, outcome): counter[("upstream_requests_total", (deployment, replica, outcome))]
+                          for replica in metrics.layout.replicas.get(deployment, ()) for outcome in OUTCOMES}
+        self._input, self._output, self._cached, self._cost, self._estimated, self._generation = (
+            counter.get(key) for key in (("tokens_total", (deployment, "input")),
+                                         ("tokens_total", (deployment, "output")),
+                                         ("tokens_total", (deployment, "cached")), ("cost_usd_total", (deployment,)),
+                                         ("usage_estimated_total", (deployment,)),
+                                         ("_session_generation", (deployment,))))
+
+    def request(self, status: int) -> None:
+        self._counters.add(self._codes.get(status, self._other), 1)
+
+    def answered(self, status: int, duration_s: float, overhead_s: float | None, ttft_s: float | None) -> None:
+        """A request answered: its code, its duration, and (once it reached the engine) the gateway's
+        overhead and, for a stream, the time to its first byte."""
+        self._counters.add(self._codes.get(status, self._other), 1)
+        histograms = self._histograms
+        if duration_s >= 0:
+            histograms.observe(self._duration, duration_s)
+        if overhead_s is not None and overhead_s >= 0:
+            histograms.observe(self._overhead, overhead_s)
+        if ttft_s is not None and ttft_s >= 0:
+            histograms.observe(self._ttft, ttft_s)
+
+    def upstream(self, replica: str, outcome: str) -> None:
+        slot = self._upstream.get((replica, outcome))
+        if slot is not None:
+            self._counters.add(slot, 1)
+
+    def usage(self, prompt: int, completion: int, cached: int, cost_usd: float, estimated: bool = False) -> None:
+        if self._input is None:
+            return      # the series of "": no deployment, no tokens
+        add = self._counters.add
+        if estimated:
+            add(self._estimated, 1)
+        add(self._input, prompt)
+        add(self._output, completion)
+        if cached:
+            add(self._cached, cached)
+        if cost_usd:
+            add(self._cost, round(cost_usd * _COST_SCALE))
+
+    def session_generation(self) -> int:
+        return self._counters.get(self._generation)
 
 
 class WorkerSeries:
