@@ -266,6 +266,28 @@ def test_sigterm_drains_in_order_and_cuts_streams_with_an_error_event(start_gate
     idle.close()
 
 
+def test_a_stop_while_the_worker_starts_answers_what_its_listener_holds(start_gateway):
+    """A request sent before the stop, while the worker is still starting (its listener already
+    queues connections): the worker drains it like any other, a 503 at the end of the grace
+    counted from the stop, instead of dying at the signal and its listener resetting the
+    connection. One worker, so the request cannot land on another that already serves."""
+    delay, grace = 0.5, 2.0
+    gw = start_gateway(slow_stream_config(grace_s=grace, delay_s=delay), workers=1)
+    waiting = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    waiting.request("POST", "/v1/chat/completions", json.dumps({"model": "hang", "messages": MESSAGES}),
+                    {"content-type": "application/json"})
+    t0 = time.monotonic()
+    os.kill(gw.pid, signal.SIGTERM)     # the worker is importing: it serves ~a second after its fork
+    answer = waiting.getresponse()
+    answered = time.monotonic() - t0
+    assert answer.status == 503 and answer.getheader("connection") == "close"
+    assert json.loads(answer.read())["error"]["code"] == "shutting_down"
+    assert gw.proc.wait(delay + grace + 5) == 0
+    # the drain's clock starts at the stop, as the supervisor's deadline does, not once serving
+    assert delay + grace - 0.25 <= answered <= delay + grace + 1
+    waiting.close()
+
+
 def accepts(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -18,6 +18,11 @@ Here:
 5. when the grace period ends: streams still running end with the caller's error event,
    data requests not yet answered get a 503, and every connection left is closed.
 
+The delay and the grace count from the signal's arrival, as the supervisor's kill deadline
+does. A worker stopped while it was still starting (the signal was kept, ``listen_for_signals``)
+begins late: it serves what is left of the delay, or at least one turn of the loop, so the
+connections its listener queued before the stop are accepted and drained, not reset.
+
 Must not touch: request handling (the gateway decides what an answer says), the shared
 segment.
 """
@@ -25,11 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from .signals import RETIRE_SIGNAL, STOP_SIGNALS
 
 if TYPE_CHECKING:   # only the workers import this module: its types from the web layer are for reading
+    from collections.abc import Sequence
+
     from aiohttp import web
 
     from ..gateway.drain import GatewayDrain
@@ -50,15 +58,22 @@ class WorkerDrain:
         self.grace_s = grace_s
         self.stopping = False
         self._asked = asyncio.Event()
+        self._asked_at: float | None = None   # time.monotonic() of the first signal: the drain's clock
         self._gateway: GatewayDrain | None = None
 
-    def listen_for_signals(self) -> None:
+    def listen_for_signals(self, stops: Sequence[float] = ()) -> None:
+        """``stops``: when stop signals came before these handlers (the child's first ones keep
+        them, ``Supervisor._spawn``); such a stop is asked now, timed from its arrival."""
         for sig in STOP_SIGNALS:
             self._loop.add_signal_handler(sig, self.ask, True)
         self._loop.add_signal_handler(RETIRE_SIGNAL, self.ask, False)
+        if stops:
+            self.ask(True, at=stops[0])
 
-    def ask(self, stopping: bool) -> None:
+    def ask(self, stopping: bool, at: float | None = None) -> None:
         """A stop (the host goes away) or a retirement (a reload's new generation serves)."""
+        if self._asked_at is None:
+            self._asked_at = time.monotonic() if at is None else at
         if stopping:
             self.stopping = True
             if self._gateway is not None:   # a stop while a reload drains this worker: not ready either
@@ -72,9 +87,12 @@ class WorkerDrain:
         loop = self._loop
         self._gateway = gateway
         gateway.begin(stopping=self.stopping)
-        if self.stopping and self.delay_s > 0:
-            log.info("draining: serving on for drain_delay_s=%g with /readyz at 503", self.delay_s)
-            await asyncio.sleep(self.delay_s)
+        delay = self.delay_s if self.stopping else 0.0
+        if delay > 0:
+            log.info("draining: serving on for drain_delay_s=%g with /readyz at 503", delay)
+        # what is left of the delay (see the module's docstring); at least one turn of the loop,
+        # in which a worker that was starting accepts the connections queued for it
+        await asyncio.sleep(max(0.0, self._asked_at + delay - time.monotonic()))
         for runner in runners:
             for site in list(runner.sites):
                 await site.stop()
@@ -82,7 +100,7 @@ class WorkerDrain:
         # the loop: let it register, so it is waited for like the others
         for _ in range(3):
             await asyncio.sleep(0)
-        deadline = loop.time() + self.grace_s
+        deadline = loop.time() + max(0.0, self._asked_at + delay + self.grace_s - time.monotonic())
         log.info("draining: %d connections open, grace %gs", _open_connections(runners), self.grace_s)
         while _open_connections(runners) and loop.time() < deadline:
             await asyncio.sleep(min(_POLL_S, max(0.0, deadline - loop.time())))

@@ -158,14 +158,18 @@ class Supervisor:
         if pid == 0:
             code = 1
             try:
+                # nor may a stop kill the worker while it starts (SIG_DFL did): its slot's queue
+                # already holds connections, which the socket's close would reset. It is kept, with
+                # when it came, and the worker drains once it serves (process.drain)
+                stops: list[float] = []
                 for sig in STOP_SIGNALS:
-                    signal.signal(sig, signal.SIG_DFL)
+                    signal.signal(sig, lambda signum, frame: stops.append(time.monotonic()))
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
                 # imported here, not by the supervisor: it needs no aiohttp, gateway or engine, and
                 # a module imported before the fork is resident in every process of the tree
                 from .worker import run_worker
                 code = run_worker(index, generation.config, keep_only(self.slots, index), generation.host,
-                                  self.admin_sock)
+                                  self.admin_sock, stops)
             finally:
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, held)

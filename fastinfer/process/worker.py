@@ -43,13 +43,14 @@ _GC_THRESHOLDS = (2_000, 20, 20)
 
 
 def run_worker(index: int, config: Config, sock: socket.socket, host: HostState,
-               admin_sock: socket.socket | None = None) -> int:
+               admin_sock: socket.socket | None = None, stops: list[float] | None = None) -> int:
     """Entry point in the forked child; returns the exit status. With ``admin_sock``, the
-    operator's routes (admin API, dashboard, metrics) are served there and not on ``sock``."""
+    operator's routes (admin API, dashboard, metrics) are served there and not on ``sock``.
+    ``stops``: when stop signals came (``time.monotonic()``) before the worker's own handlers."""
     die_with_parent(signal.SIGTERM)     # the supervisor gone, no orphan worker stays
     uvloop.install()
     try:
-        asyncio.run(_serve(index, config, sock, host, admin_sock))
+        asyncio.run(_serve(index, config, sock, host, admin_sock, stops or []))
     except Exception:
         log.exception("worker %d crashed", index)
         return 1
@@ -88,11 +89,11 @@ async def _start_site(app: web.Application, sock: socket.socket, server, drain: 
 
 
 async def _serve(index: int, config: Config, sock: socket.socket, host: HostState,
-                 admin_sock: socket.socket | None) -> None:
+                 admin_sock: socket.socket | None, stops: list[float]) -> None:
     loop = asyncio.get_running_loop()
     server = config.server
     drain = WorkerDrain(loop, delay_s=server.drain_delay_s, grace_s=server.drain_grace_s)
-    drain.listen_for_signals()   # first: a signal during start-up is kept for when serving begins
+    drain.listen_for_signals(stops)  # first: a signal during start-up is kept for when serving begins
     segment = host.segment
     segment.register_worker(index, os.getpid(), host.wake_fds[index])
     # the deployments' admission structures, then their rate queues (process.hostwide.plan)
