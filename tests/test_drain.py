@@ -271,7 +271,9 @@ def test_a_stop_while_the_worker_starts_answers_what_its_listener_holds(start_ga
     queues connections): the worker drains it like any other, a 503 at the end of the grace
     counted from the stop, instead of dying at the signal and its listener resetting the
     connection. One worker, so the request cannot land on another that already serves."""
-    delay, grace = 0.5, 2.0
+    # a grace well past a worker's start-up (1-2 s on a loaded machine): the supervisor kills a
+    # worker at delay + grace + 0.7 s after the stop, served or not
+    delay, grace = 0.5, 4.0
     gw = start_gateway(slow_stream_config(grace_s=grace, delay_s=delay), workers=1)
     waiting = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
     waiting.request("POST", "/v1/chat/completions", json.dumps({"model": "hang", "messages": MESSAGES}),
