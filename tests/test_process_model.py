@@ -115,6 +115,35 @@ def test_sigint_stops_cleanly(start_gateway):
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
 
 
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_supervisor_killed_while_its_workers_start_leaves_no_worker_behind(start_gateway):
+    """The workers are still importing (a second or two after the announcement) when the supervisor
+    dies: each still hears of it (the kernel's parent-death signal, asked before the imports) and
+    stops once it can, instead of serving on as an orphan nobody will stop."""
+    gw = start_gateway("""
+        [server]
+        drain_delay_s = 0
+        drain_grace_s = 1
+
+        [[deployments]]
+        name = "m"
+        provider = "mock"
+    """, workers=2)
+    workers = children_of(gw.pid)
+    assert len(workers) == 2
+    os.kill(gw.pid, signal.SIGKILL)
+    gw.proc.wait(10)
+    assert wait_for(lambda: not any(_running(pid) for pid in workers), timeout=20), \
+        [pid for pid in workers if _running(pid)]
+
+
 def test_drain_is_bounded_by_the_grace_period(start_gateway, mock_upstream):
     mock_upstream.control(tokens=100, itl_ms=100)  # a 10 s stream, grace is 1 s
     config = upstream_config(mock_upstream.base).replace("drain_grace_s = 10", "drain_grace_s = 1")

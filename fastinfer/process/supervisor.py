@@ -28,7 +28,7 @@ import time
 
 from typing import Callable
 
-from .._core.proc import release_free_memory
+from .._core.proc import die_with_parent, release_free_memory
 from ..config import Config, ConfigError
 from ..metrics import Metrics
 from .hostwide import HostState
@@ -154,10 +154,16 @@ class Supervisor:
         # and the heap's free pages go back before the fork: resident here, they would be resident
         # (and counted) in every worker too
         release_free_memory()
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                # before the imports (a second or two): a supervisor that dies meanwhile leaves no
+                # orphan. Asked after a death already happened, the kernel would never send it
+                die_with_parent(signal.SIGTERM)
+                if os.getppid() != supervisor:
+                    return
                 # nor may a stop kill the worker while it starts (SIG_DFL did): its slot's queue
                 # already holds connections, which the socket's close would reset. It is kept, with
                 # when it came, and the worker drains once it serves (process.drain)

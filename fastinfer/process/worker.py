@@ -11,13 +11,12 @@ import asyncio
 import gc
 import logging
 import os
-import signal
 import socket
 
 import uvloop
 from aiohttp import web
 
-from .._core.proc import die_with_parent, release_free_memory
+from .._core.proc import release_free_memory
 from ..breaker import DeploymentBreakers
 from ..config import Config
 from ..config.secrets import SecretUnavailable
@@ -47,7 +46,6 @@ def run_worker(index: int, config: Config, sock: socket.socket, host: HostState,
     """Entry point in the forked child; returns the exit status. With ``admin_sock``, the
     operator's routes (admin API, dashboard, metrics) are served there and not on ``sock``.
     ``stops``: when stop signals came (``time.monotonic()``) before the worker's own handlers."""
-    die_with_parent(signal.SIGTERM)     # the supervisor gone, no orphan worker stays
     uvloop.install()
     try:
         asyncio.run(_serve(index, config, sock, host, admin_sock, stops or []))
