@@ -4,6 +4,13 @@ A ``Provider`` is a kind bound to one deployment: ``send`` makes exactly one ups
 replica session it is given, and hands back the ``transport``'s
 ``UpstreamReply``. It never chooses replicas, retries, reads replies or touches
 the client connection.
+
+A request's head (its URL, the kind's headers, the credential) is the same for every request to
+one replica with one credential, endpoint and stream flag: it is built once and kept
+(``_heads``), and each request's body is framed with it. A credential that rotates, or a pool a
+rebuild replaces, is a new key; the few heads a deployment has are all kept until there are
+``_MAX_HEADS``, then built afresh. A traced request's head carries its own ``traceparent`` and is
+not kept.
 """
 from __future__ import annotations
 
@@ -12,21 +19,25 @@ from typing import TYPE_CHECKING
 import orjson
 
 from ..formats import Format
-from ..transport import UpstreamReply, post
+from ..transport import UpstreamReply, exchange, framed, request_head
 
 if TYPE_CHECKING:
     from .kinds import ProviderKind
 
 
+_MAX_HEADS = 64   # heads kept per deployment: (replica, credential, endpoint, stream) combinations
+
+
 class Provider:
     """One deployment's upstream calls, over HTTP."""
 
-    __slots__ = ("deployment", "kind", "format")
+    __slots__ = ("deployment", "kind", "format", "_heads")
 
     def __init__(self, deployment, kind: "ProviderKind"):
         self.deployment = deployment
         self.kind = kind
         self.format: Format = kind.format
+        self._heads: dict[tuple, bytes] = {}
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -41,8 +52,24 @@ class Provider:
         if extra:
             body.update(extra)
         body = orjson.dumps(body)
-        url = self.kind.url(session.replica, deployment.upstream_model, req.endpoint, req.stream)
-        headers = self.kind.request_headers(session.credential)
-        if req.trace is not None:       # this attempt's span is the upstream's parent (W3C trace context)
-            headers["traceparent"] = req.trace.traceparent
-        return await post(session.pool, url, headers, body, req.stream, timeouts)
+        return await exchange(session.pool, framed(self._head(session, req), body), req.stream, timeouts)
+
+    def _head(self, session, req) -> bytes:
+        """The head of ``req``'s upstream request on ``session``'s replica (kept: the module's docstring)."""
+        credential = session.credential
+        key = (session.pool, credential, req.endpoint, req.stream)
+        trace = req.trace
+        if trace is None:
+            head = self._heads.get(key)
+            if head is not None:
+                return head
+        pool = session.pool
+        url = self.kind.url(session.replica, self.deployment.upstream_model, req.endpoint, req.stream)
+        headers = self.kind.request_headers(credential)
+        if trace is not None:       # this attempt's span is the upstream's parent (W3C trace context)
+            headers["traceparent"] = trace.traceparent
+            return request_head("POST", pool.path_of(url), pool.host_header, headers)
+        if len(self._heads) >= _MAX_HEADS:
+            self._heads.clear()
+        head = self._heads[key] = request_head("POST", pool.path_of(url), pool.host_header, headers)
+        return head

@@ -92,20 +92,25 @@ class _Exchange(UpstreamStream):
 
 def post(pool: Pool, url: str, headers: dict, body: bytes, stream: bool, timeouts):
     """POST ``body``; a whole reply, or for a 200 stream its first bytes and the live rest.
-    (Returns ``request``'s coroutine itself: no extra await on the hot path.)"""
+    (Returns ``exchange``'s coroutine itself: no extra await on the hot path.)"""
     return request(pool, "POST", url, headers, body, stream, timeouts)
 
 
-async def request(pool: Pool, method: str, url: str, headers: dict, body: bytes, stream: bool,
-                  timeouts) -> UpstreamReply:
+def request(pool: Pool, method: str, url: str, headers: dict, body: bytes, stream: bool, timeouts):
     """One exchange of any method (control calls: health probes, backend sessions, use it too)."""
-    framed = build_request(method, pool.path_of(url), pool.host_header, headers, body)
+    return exchange(pool, build_request(method, pool.path_of(url), pool.host_header, headers, body), stream,
+                    timeouts)
+
+
+async def exchange(pool: Pool, framed: bytes, stream: bool, timeouts) -> UpstreamReply:
+    """Send ``framed`` (a whole request: ``h1.build_request``, or ``h1.framed`` with a head the
+    caller keeps) on one of ``pool``'s connections; the reply, as ``post`` says."""
     for _ in range(2):
         conn = await pool.acquire(timeouts.connect_s)
-        exchange = _Exchange(conn, stream)
-        conn.send(framed, exchange, timeouts)
+        sink = _Exchange(conn, stream)
+        conn.send(framed, sink, timeouts)
         try:
-            await exchange.ready
+            await sink.ready
             break
         except UpstreamFailure:
             # a kept-alive connection the upstream closed as we reused it: one fresh try
@@ -113,9 +118,9 @@ async def request(pool: Pool, method: str, url: str, headers: dict, body: bytes,
                 continue
             raise
         except asyncio.CancelledError:
-            exchange.close()
+            sink.close()
             raise
-    if exchange.streaming:
-        first = exchange.parts.pop(0)
-        return UpstreamReply.streaming(first, exchange, exchange.headers)
-    return UpstreamReply.complete(exchange.status, b"".join(exchange.parts), exchange.headers)
+    if sink.streaming:
+        first = sink.parts.pop(0)
+        return UpstreamReply.streaming(first, sink, sink.headers)
+    return UpstreamReply.complete(sink.status, b"".join(sink.parts), sink.headers)

@@ -374,13 +374,15 @@ def build_request(method: str, target: str, host: str, headers: dict, body: byte
     key = (method, target, host, *headers.items())
     head = _HEADS.get(key)
     if head is None:
-        head = _HEADS[key] = _format_head(method, target, host, headers)
+        head = _HEADS[key] = request_head(method, target, host, headers)
         if len(_HEADS) > _MAX_HEADS:
             _HEADS.clear()
-    return b"%b%d\r\n\r\n%b" % (head, len(body), body)
+    return framed(head, body)
 
 
-def _format_head(method: str, target: str, host: str, headers: dict) -> bytes:
+def request_head(method: str, target: str, host: str, headers: dict) -> bytes:
+    """A request's head up to its ``Content-Length`` value (``framed`` adds it and the body): a
+    caller that sends many requests with the same head keeps it and frames each body with it."""
     # identity: bodies are relayed as they come, so they must not arrive compressed
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Accept-Encoding: identity"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
@@ -388,4 +390,10 @@ def _format_head(method: str, target: str, host: str, headers: dict) -> bytes:
     return "\r\n".join(lines).encode("latin-1")
 
 
-__all__ = ["FixedTimeouts", "H1Connection", "MAX_FRAMING", "MAX_HEAD", "Sink", "Timeouts", "build_request"]
+def framed(head: bytes, body: bytes) -> bytes:
+    """``head`` (``request_head``) and ``body`` as one bytes object, so they go out in one write."""
+    return b"%b%d\r\n\r\n%b" % (head, len(body), body)
+
+
+__all__ = ["FixedTimeouts", "H1Connection", "MAX_FRAMING", "MAX_HEAD", "Sink", "Timeouts", "build_request", "framed",
+           "request_head"]
