@@ -205,6 +205,24 @@ def in_parallel(n: int, fn, timeout: float = 120.0) -> list:
     return results
 
 
+def worker_prefix(base: str) -> str:
+    """The worker that answered a request on a new connection: a generated request id starts with
+    a per-worker random prefix."""
+    _, headers, _ = http_json("GET", base + "/v1/models", headers={"connection": "close"})
+    return headers["x-request-id"].split("-")[0]
+
+
+def wait_workers_serving(base: str, n: int, timeout: float = 20.0) -> bool:
+    """Until ``n`` workers have each answered (the supervisor announces its listener before the
+    workers serve: a test that needs every worker up, not just queueing, waits for this)."""
+    seen: set[str] = set()
+
+    def all_seen() -> bool:
+        seen.add(worker_prefix(base))
+        return len(seen) >= n
+    return wait_for(all_seen, timeout=timeout, interval=0)
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
     """Call ``predicate`` every ``interval`` seconds until it returns something true, for at
     most ``timeout`` seconds; returns that value, or else the value of one last call after

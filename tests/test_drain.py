@@ -16,7 +16,7 @@ import time
 import pytest
 
 from keepalive_clients import KeptAliveClients
-from procs import children_of, http_json, wait_for
+from procs import children_of, http_json, wait_for, wait_workers_serving
 
 ADMIN = {"Authorization": "Bearer adm", "connection": "close"}
 ECHO = """
@@ -200,6 +200,9 @@ def sse_events(raw: bytes) -> list[bytes]:
 def test_sigterm_drains_in_order_and_cuts_streams_with_an_error_event(start_gateway):
     delay, grace = 1.5, 2.0
     gw = start_gateway(slow_stream_config(grace_s=grace, delay_s=delay, tokens=400, itl_ms=50), workers=2)
+    # both workers serving: the checks inside the delay below must not wait on one still starting
+    # (a stop during start-up has its own test)
+    assert wait_workers_serving(gw.base, 2)
     # two long streams (~20 s), one per client API, and two idle kept-alive connections
     openai_conn, openai_stream = open_stream(gw.port, "/v1/chat/completions",
                                              {"model": "slow", "stream": True, "messages": MESSAGES})

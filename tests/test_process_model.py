@@ -12,15 +12,9 @@ import openai
 import pytest
 
 from conftest import upstream_config
-from procs import children_of, http_json, wait_for
+from procs import children_of, http_json, wait_for, worker_prefix
 
 MESSAGES = [{"role": "user", "content": "ping"}]
-
-
-def _worker_prefix(base: str) -> str:
-    """The generated request id starts with a per-worker random prefix."""
-    _, headers, _ = http_json("GET", base + "/v1/models", headers={"connection": "close"})
-    return headers["x-request-id"].split("-")[0]
 
 
 def test_two_workers_both_serve(start_gateway):
@@ -31,7 +25,7 @@ def test_two_workers_both_serve(start_gateway):
 
     def hammer():
         for _ in range(60):
-            prefix = _worker_prefix(gw.base)
+            prefix = worker_prefix(gw.base)
             with lock:
                 seen.add(prefix)
                 if len(seen) >= 2:
