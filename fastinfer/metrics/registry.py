@@ -3,7 +3,8 @@
 Counters and the per-worker gauges live in the segment's counter words (a gauge is a
 word its one writer sets, a counter one every process adds to), histograms in its
 histogram slots; the host-wide gauges of admission and breakers are read from those
-structures at scrape time.
+structures at scrape time. The request path records through each deployment's
+``DeploymentSeries``, whose slots are looked up once, not per record.
 """
 from __future__ import annotations
 
