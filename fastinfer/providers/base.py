@@ -57,19 +57,20 @@ class Provider:
     def _head(self, session, req) -> bytes:
         """The head of ``req``'s upstream request on ``session``'s replica (kept: the module's docstring)."""
         credential = session.credential
+        if req.trace is not None:   # this attempt's span is the upstream's parent (W3C trace context)
+            return self._build_head(session, credential, req, {"traceparent": req.trace.traceparent})
         key = (session.pool, credential, req.endpoint, req.stream)
-        trace = req.trace
-        if trace is None:
-            head = self._heads.get(key)
-            if head is not None:
-                return head
-        pool = session.pool
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= _MAX_HEADS:
+                self._heads.clear()
+            head = self._heads[key] = self._build_head(session, credential, req, None)
+        return head
+
+    def _build_head(self, session, credential: str | None, req, extra: dict | None) -> bytes:
         url = self.kind.url(session.replica, self.deployment.upstream_model, req.endpoint, req.stream)
         headers = self.kind.request_headers(credential)
-        if trace is not None:       # this attempt's span is the upstream's parent (W3C trace context)
-            headers["traceparent"] = trace.traceparent
-            return request_head("POST", pool.path_of(url), pool.host_header, headers)
-        if len(self._heads) >= _MAX_HEADS:
-            self._heads.clear()
-        head = self._heads[key] = request_head("POST", pool.path_of(url), pool.host_header, headers)
-        return head
+        if extra:
+            headers.update(extra)
+        pool = session.pool
+        return request_head("POST", pool.path_of(url), pool.host_header, headers)
