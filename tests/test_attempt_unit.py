@@ -34,9 +34,9 @@ def host():
     state = HostState.create(config, 1)
     state.segment.register_worker(0, os.getpid(), state.wake_fds[0])
     (deployment,) = config.deployments
-    dep = SimpleNamespace(config=deployment, router=DeploymentRouter(state.segment, 0, 0, deployment),
-                          breakers=DeploymentBreakers(state.segment, 0, deployment, 0))
     metrics = Metrics(state.metrics_layout, state.segment)
+    dep = SimpleNamespace(config=deployment, router=DeploymentRouter(state.segment, 0, 0, deployment),
+                          breakers=DeploymentBreakers(state.segment, 0, deployment, 0), series=metrics.series("d"))
     admission = AdmissionControl(state.segment, 0, state.wake_fds[0], 1)
     yield SimpleNamespace(dep=dep, metrics=metrics, segment=state.segment, breaker=dep.breakers.breakers[0],
                           admission=admission)
@@ -53,7 +53,7 @@ def outcomes(host) -> dict:
 def attempt(host, probe: bool = False) -> Attempt:
     """An attempt on the replica the router chose (and counted on), as the engine makes one."""
     assert host.dep.router.choose(0) == 0
-    return Attempt(host.dep, 0, probe, "r0", host.metrics)
+    return Attempt(host.dep, 0, probe, "r0")
 
 
 def take_probe(host) -> bool:

@@ -46,15 +46,14 @@ class Attempt:
     A stream takes the attempt over (``hand_over``); it then ends when the stream does.
     """
 
-    __slots__ = ("dep", "index", "probe", "replica", "metrics", "verdict", "started", "answered_at", "left_at",
+    __slots__ = ("dep", "index", "probe", "replica", "verdict", "started", "answered_at", "left_at",
                  "_ended", "_handed_over", "trace", "span")
 
-    def __init__(self, dep, index: int, probe: bool, replica: str, metrics, trace=None):
+    def __init__(self, dep, index: int, probe: bool, replica: str, trace=None):
         self.dep = dep
         self.index = index
         self.probe = probe
         self.replica = replica
-        self.metrics = metrics
         self.trace = trace            # the request's observe.RequestTrace, None when tracing is off
         self.span = None
         self.verdict: Verdict | None = None
@@ -94,7 +93,7 @@ class Attempt:
         dep.router.finish(self.index, clock() - self.started if verdict is SUCCESS else -1.0)
         dep.breakers.record(self.index, self.probe, None if verdict is None else verdict.breaker)
         if verdict is not None:
-            self.metrics.upstream(dep.config.name, self.replica, verdict.outcome)
+            dep.series.upstream(self.replica, verdict.outcome)
         if self.span is not None:
             self.trace.attempt_ended(self.span, None if verdict is None else verdict.outcome)
 

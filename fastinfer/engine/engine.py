@@ -230,7 +230,7 @@ class Engine:
                 finally:
                     dep.rebuilding = None
             dep.rebuilding = self._loop.create_task(
-                rebuild(self.metrics.session_generation(dep.config.name)))
+                rebuild(dep.series.session_generation()))
         await asyncio.shield(dep.rebuilding)
 
     async def request_rebuild(self, name: str) -> int:
@@ -288,7 +288,7 @@ class Engine:
                                           retry_after=dep.breakers.retry_after_s())
                 break
             # the replica is counted on: from here, the attempt's with block gives the count back
-            with Attempt(dep, index, probe, dep.router.names[index], metrics, req.trace) as current:
+            with Attempt(dep, index, probe, dep.router.names[index], req.trace) as current:
                 session = self.sessions.get(cfg.name, index)
                 attempt += 1
                 req.attempts += 1

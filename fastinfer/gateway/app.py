@@ -240,10 +240,11 @@ class Gateway:
         metrics = self.engine.metrics
         duration = clock() - data.received_at
         result = data.result
-        if result is None:
-            metrics.series(data.deployment or "").answered(status, duration, None, None)
+        series = metrics.series(data.deployment or "")
+        if result is None:      # refused before the engine answered: no overhead, no first byte
+            series.answered(status, duration, None, None)
         else:
-            metrics.series(data.deployment).answered(status, duration, result.overhead_s, result.ttft_s)
+            series.answered(status, duration, result.overhead_s, result.ttft_s)
         if data.key is not None:
             metrics.key_request(data.key, status)
         if self.access_log is None and data.trace is None:

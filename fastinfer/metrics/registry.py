@@ -89,7 +89,8 @@ class MetricsLayout:
             keys += cluster_words(config)
         self.counter_keys = keys
         self.counter_index = {k: i for i, k in enumerate(keys)}
-        self.histogram_keys = [(h, d) for h in HISTOGRAMS for d in deployments]
+        # per configured deployment: a request that names none is counted, never rendered in a histogram
+        self.histogram_keys = [(h, d) for h in HISTOGRAMS for d in self.replicas]
         self.histogram_index = {k: i for i, k in enumerate(self.histogram_keys)}
 
     @staticmethod
@@ -166,9 +167,6 @@ class Metrics:
         if index is not None and seconds >= 0:
             self.histograms.observe(index, seconds)
 
-    def upstream(self, deployment: str, replica: str, outcome: str) -> None:
-        self.series(deployment).upstream(replica, outcome)
-
     def retry(self, deployment: str) -> None:
         self._add(("retries_total", (deployment,)))
 
@@ -180,10 +178,6 @@ class Metrics:
 
     def session_rebuild(self, deployment: str, cause: str) -> None:
         self._add(("session_rebuilds_total", (deployment, cause)))
-
-    def session_generation(self, deployment: str) -> int:
-        """Host-wide count of rebuilds asked for ``deployment`` (workers compare it to their own)."""
-        return self._series[deployment].session_generation()
 
     def bump_session_generation(self, deployment: str) -> None:
         self._add(("_session_generation", (deployment,)))
@@ -235,10 +229,6 @@ class Metrics:
     def backend_sessions_open(self, deployment: str) -> int:
         index = self._c.get(("backend_sessions", (deployment,)))
         return 0 if index is None else self.counters.get(index)
-
-    def usage(self, deployment: str, prompt: int, completion: int, cached: int, cost_usd: float,
-              estimated: bool = False) -> None:
-        self.series(deployment).usage(prompt, completion, cached, cost_usd, estimated)
 
     # ---------------------------------------------------------------- render
 
@@ -313,9 +303,7 @@ class Metrics:
         for histogram in HISTOGRAMS:
             name = f"fastinfer_{histogram}"
             _family(out, name, "histogram")
-            for d in self.layout.deployments:
-                if d == UNKNOWN_DEPLOYMENT:
-                    continue
+            for d in self.layout.replicas:
                 cumulative, count, total = self.histograms.snapshot(self._h[(histogram, d)])
                 label = f'deployment="{_esc(d)}"'
                 for bound, c in zip(BUCKETS, cumulative):
@@ -332,7 +320,7 @@ class DeploymentSeries:
     looking it up, which costs more than the atomic add it leads to; a request records about ten.
     Here the slots are resolved when the metrics are made, and a record is a lookup by status or
     outcome and one add. The series of ``""`` (requests that name no deployment) has request codes
-    and histograms only."""
+    only."""
 
     __slots__ = ("_counters", "_histograms", "_codes", "_other", "_duration", "_overhead", "_ttft", "_upstream",
                  "_input", "_output", "_cached", "_cost", "_estimated", "_generation")
@@ -344,9 +332,9 @@ class DeploymentSeries:
         self._codes = {int(code): counter[("requests_total", (deployment, code))] for code in CODES
                        if code != "other"}
         self._other = counter[("requests_total", (deployment, "other"))]
-        self._duration = histogram[("request_duration_seconds", deployment)]
-        self._overhead = histogram[("overhead_seconds", deployment)]
-        self._ttft = histogram[("ttft_seconds", deployment)]
+        self._duration = histogram.get(("request_duration_seconds", deployment))
+        self._overhead = histogram.get(("overhead_seconds", deployment))
+        self._ttft = histogram.get(("ttft_seconds", deployment))
         self._upstream = {(replica, outcome): counter[("upstream_requests_total", (deployment, replica, outcome))]
                           for replica in metrics.layout.replicas.get(deployment, ()) for outcome in OUTCOMES}
         self._input, self._output, self._cached, self._cost, self._estimated, self._generation = (
@@ -363,6 +351,8 @@ class DeploymentSeries:
         """A request answered: its code, its duration, and (once it reached the engine) the gateway's
         overhead and, for a stream, the time to its first byte."""
         self._counters.add(self._codes.get(status, self._other), 1)
+        if self._duration is None:
+            return      # the series of "": counted, not timed
         histograms = self._histograms
         if duration_s >= 0:
             histograms.observe(self._duration, duration_s)
@@ -390,6 +380,7 @@ class DeploymentSeries:
             add(self._cost, round(cost_usd * _COST_SCALE))
 
     def session_generation(self) -> int:
+        """Host-wide count of rebuilds asked for the deployment (workers compare it to their own)."""
         return self._counters.get(self._generation)
 
 
