@@ -159,9 +159,7 @@ def test_build_request_frames_headers_and_body():
     assert b"Accept-Encoding: identity" in lines  # relayed bodies must not arrive compressed
 
 
-def test_build_request_reuses_a_head_only_for_the_same_endpoint_and_headers():
-    """Heads are kept by method, target, host and headers: the length is every request's own, and a
-    changed credential or path is never sent with an old head."""
+def test_build_request_frames_each_request_with_its_own_length_credential_and_path():
     first = build_request("POST", "/v1/chat/completions", "h:1", {"Authorization": "Bearer a"}, b"{}")
     longer = build_request("POST", "/v1/chat/completions", "h:1", {"Authorization": "Bearer a"}, b"[1, 2]")
     rotated = build_request("POST", "/v1/chat/completions", "h:1", {"Authorization": "Bearer b"}, b"{}")

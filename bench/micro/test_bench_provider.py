@@ -15,9 +15,21 @@ from fastinfer.config import parse_config
 from fastinfer.engine import GatewayRequest
 from fastinfer.providers import make_provider
 from fastinfer.transport import Pool, framed
-from fastinfer.transport.h1 import build_request
+from fastinfer.transport.h1 import request_head
 
 BODY = b'{"model":"mock-model","messages":[{"role":"user","content":"hi"}],"max_tokens":8}'
+
+
+_FORMER_HEADS: dict[tuple, bytes] = {}
+
+
+def _former_build_request(method: str, target: str, host: str, headers: dict, body: bytes) -> bytes:
+    """``h1.build_request`` as the data path used it before: its head found by a key of every field."""
+    key = (method, target, host, *headers.items())
+    head = _FORMER_HEADS.get(key)
+    if head is None:
+        head = _FORMER_HEADS[key] = request_head(method, target, host, headers)
+    return framed(head, body)
 
 
 class _Session:
@@ -43,7 +55,7 @@ def test_kept_head_against_the_head_built_per_request(benchmark):
         url = kind.url(session.replica, model, req.endpoint, req.stream)
         headers = kind.request_headers(session.credential)
         pool = session.pool
-        return build_request("POST", pool.path_of(url), pool.host_header, headers, BODY)
+        return _former_build_request("POST", pool.path_of(url), pool.host_header, headers, BODY)
 
     assert kept() == per_request()
     n = 500 if benchmark.disabled else 200_000

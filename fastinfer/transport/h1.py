@@ -363,21 +363,10 @@ def _tell_end(sink: Sink, error: GatewayError | None) -> None:
         log_bug(log, "ending an upstream exchange failed", e)
 
 
-# request heads up to their Content-Length value, by (method, target, host, headers): a pool sends the
-# same few heads (one per endpoint and credential) over and over; bounded as credentials rotate
-_HEADS: dict[tuple, bytes] = {}
-_MAX_HEADS = 256
-
-
 def build_request(method: str, target: str, host: str, headers: dict, body: bytes) -> bytes:
-    """The request head and body as one bytes object, so it goes out in one write."""
-    key = (method, target, host, *headers.items())
-    head = _HEADS.get(key)
-    if head is None:
-        head = _HEADS[key] = request_head(method, target, host, headers)
-        if len(_HEADS) > _MAX_HEADS:
-            _HEADS.clear()
-    return framed(head, body)
+    """The request head and body as one bytes object, so it goes out in one write (the control
+    calls' way; a provider keeps its data requests' heads and only frames each body)."""
+    return framed(request_head(method, target, host, headers), body)
 
 
 def request_head(method: str, target: str, host: str, headers: dict) -> bytes:
