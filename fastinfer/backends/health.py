@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..aio import cancel_and_wait
 from ..transport import FixedTimeouts
 
 log = logging.getLogger("fastinfer.backends")
@@ -86,9 +87,7 @@ class HealthProber:
                     task.add_done_callback(self._probes.discard)
 
     async def stop(self) -> None:
-        for task in list(self._probes):
-            task.cancel()
-        await asyncio.gather(*self._probes, return_exceptions=True)
+        await cancel_and_wait(*self._probes)
 
     async def _probe(self, target: _Target, replica: _Replica) -> None:
         try:

@@ -44,6 +44,7 @@ import logging
 import time
 
 from .._core.constants import LEASE_CLUSTER_SYNC
+from ..aio import cancel_and_wait
 from ..limits.periods import period_at
 from ..redact import mask_url
 from .client import REDIS_DOWN, Keys
@@ -93,9 +94,7 @@ class ClusterSync:
     async def stop(self) -> None:
         """Stop exchanging (a draining worker); another worker, or the next start, takes over."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
         self.lease.release(self.worker)
         await self.store.close()
         await self.client.aclose()

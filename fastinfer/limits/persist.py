@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._core.constants import LEASE_STATE_FLUSH
+from ..aio import cancel_and_wait
 from .store import LimitSnapshot, LimitStore, LocalStore
 
 if TYPE_CHECKING:
@@ -190,11 +191,6 @@ class StateFlusher:
 
     async def stop(self) -> None:
         """Stop saving (a draining worker: the supervisor saves the final state)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         self.lease.release(self.worker)

@@ -54,6 +54,7 @@ import signal
 import time
 from typing import Callable
 
+from ..aio import cancel_and_wait
 from ..config.secrets import Secret, SecretUnavailable
 from ..observe import log_bug
 from ..redact import remember
@@ -321,13 +322,8 @@ class CommandSource(CredentialSource):
             self._task = asyncio.get_running_loop().create_task(self._refresher())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         await super().close()
 
     def _may_refresh(self) -> bool:
