@@ -14,7 +14,6 @@ import threading
 import time
 
 import pytest
-
 from keepalive_clients import KeptAliveClients
 from procs import children_of, http_json, wait_for, wait_workers_serving
 
@@ -179,6 +178,7 @@ def test_generations_rolled_back_to_back_drop_nothing(start_gateway):
     assert [f for s in streams for f in s.failures] == []
     assert most_workers >= 4          # generations really did overlap
     status, _, body = http_json("GET", gw.base + "/v1/models", headers={"connection": "close"})
+    assert status == 200
     assert [m["id"] for m in body["data"]] == ["echo", "slow", "hang", "added"]
 
 

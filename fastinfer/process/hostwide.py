@@ -45,7 +45,7 @@ class HostIndex:
     # deployment name -> admission index of its rate queue (rate-limited deployments that queue)
     rate_gates: dict[str, int] = field(default_factory=dict)
 
-    def state_map(self, old: "HostIndex") -> StateMap:
+    def state_map(self, old: HostIndex) -> StateMap:
         """old index -> this index, for every name both have."""
         def common(mine: dict, theirs: dict) -> dict:
             return {theirs[name]: mine[name] for name in theirs if name in mine}
@@ -55,7 +55,7 @@ class HostIndex:
                         keys=common(self.keys, old.keys))
 
 
-def plan(config: Config, n_workers: int, metrics_layout: MetricsLayout) -> tuple["shm.Layout", HostIndex]:
+def plan(config: Config, n_workers: int, metrics_layout: MetricsLayout) -> tuple[shm.Layout, HostIndex]:
     """The segment's Layout for ``config``, and the index of its names.
 
     Token buckets: a key's ``rpm`` / ``tpm`` and a deployment's ``rate_limit.rpm`` / ``tpm``,
@@ -115,7 +115,7 @@ def _breaker_config(deployment) -> tuple:
 
 @dataclass
 class HostState:
-    segment: "shm.Segment"
+    segment: shm.Segment
     metrics_layout: MetricsLayout
     wake_fds: list[int]
     # keys the admin-auth throttle's hash of client addresses; made before the fork, so shared
@@ -125,7 +125,7 @@ class HostState:
     state_dir: object = None
 
     @classmethod
-    def create(cls, config: Config, n_workers: int, state_dir=None) -> "HostState":
+    def create(cls, config: Config, n_workers: int, state_dir=None) -> HostState:
         metrics_layout = MetricsLayout(config, n_workers)
         layout, index = plan(config, n_workers, metrics_layout)
         segment = shm.Segment.create(f"fastinfer-{os.getpid()}-{os.urandom(4).hex()}", layout)
@@ -157,7 +157,7 @@ class HostState:
             pass
         return reclaimed
 
-    def carry_state_from(self, old: "HostState", since: Carried | None = None) -> Carried:
+    def carry_state_from(self, old: HostState, since: Carried | None = None) -> Carried:
         """Carry ``old``'s state into this (newer) host state by name: counters, histograms,
         bucket levels and use, spend, the cluster epoch, circuit states and open times, replica health, session bindings
         and prefix entries. Returns what it carried: at the end of the old generation's drain,
@@ -175,7 +175,7 @@ class HostState:
             self._hand_over_sessions(old, carried)
         return carried
 
-    def _hand_over_sessions(self, old: "HostState", carried: Carried) -> None:
+    def _hand_over_sessions(self, old: HostState, carried: Carried) -> None:
         """The carried session bindings are the new generation's now: take them out of the old
         segment, so the old generation, draining, closes only the backend sessions the new
         configuration could not keep (a removed deployment or replica). A binding whose replica

@@ -25,8 +25,7 @@ import signal
 import socket
 import sys
 import time
-
-from typing import Callable
+from collections.abc import Callable
 
 from .._core.proc import die_with_parent, release_free_memory
 from ..config import Config, ConfigError
@@ -122,8 +121,8 @@ class Supervisor:
         for (its port is real even with --port 0); the one-time admin token is printed here
         and nowhere else."""
         host, port = self.slots[0].getsockname()[:2]
-        lines = [f"fastinfer serving on http://{url_host(host)}:{port} with {self.n_workers} workers "
-                 f"(pid {os.getpid()})"]
+        lines = [(f"fastinfer serving on http://{url_host(host)}:{port} with {self.n_workers} workers "
+                  f"(pid {os.getpid()})")]
         operator = f"http://{_browsable(host)}:{port}"
         if self.admin_sock is not None:
             admin_host, admin_port = self.admin_sock.getsockname()[:2]

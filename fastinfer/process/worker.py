@@ -21,16 +21,16 @@ from ..breaker import DeploymentBreakers
 from ..config import Config
 from ..config.secrets import SecretUnavailable
 from ..engine import Engine
-from ..limits import AdmissionControl, Limits
-from ..metrics import Metrics
-from ..ops import FailureThrottle
 from ..gateway import Gateway
 from ..gateway.drain import GatewayDrain
 from ..gateway.protocol import EdgeAppRunner
+from ..limits import AdmissionControl, Limits
+from ..metrics import Metrics
+from ..ops import FailureThrottle
+from ..session import SessionRegistry
 from .drain import CLEANUP_TIMEOUT_S, WorkerDrain
 from .hostwide import HostState
 from .probe import WorkerProbe
-from ..session import SessionRegistry
 
 log = logging.getLogger("fastinfer.worker")
 # the young generation is collected every 2,000 net allocations (Python's default: 700): with the
