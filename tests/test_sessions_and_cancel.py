@@ -12,7 +12,7 @@ import urllib.request
 
 import openai
 
-from procs import http_json, raw_post, wait_for
+from procs import http_json, metric_value, metrics_text, raw_post, wait_for
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 ADMIN = {"Authorization": "Bearer adm"}
@@ -193,3 +193,21 @@ def test_client_leaving_the_queue_frees_its_place_at_once(start_gateway, mock_up
     assert wait_for(lambda: _state(gw)["in_flight"] == 0, timeout=5)
     assert mock_upstream.stats()["requests"] == 1   # the one that left never reached the upstream
     assert _client_closed_count(gw) == 1
+
+
+def test_a_client_closing_at_done_had_its_whole_stream(start_gateway, mock_upstream):
+    """The OpenAI SDK closes its connection as soon as it reads [DONE]. When the upstream's end of
+    the body comes in a later read than its [DONE] (the mock holds it back here; a busy host splits
+    them by chance), the gateway has sent the client its whole stream before that end: a client
+    leaving then left after its answer was complete. A 200 and a successful attempt, not a 499."""
+    mock_upstream.script([{"tokens": 3, "end_after_done_ms": 1000}])
+    gw = start_gateway(config(mock_upstream.base, '{ value = "k" }'))
+    client = openai.OpenAI(base_url=gw.base + "/v1", api_key="x", max_retries=0, timeout=20)
+    chunks = list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    # the upstream request closes when the gateway's handler has ended (its end never came)
+    assert wait_for(lambda: mock_upstream.stats()["received"][0]["closed_at"] is not None, timeout=5)
+    text = metrics_text(gw)
+    assert metric_value(text, 'fastinfer_requests_total{deployment="m",code="200"}') == 1
+    assert metric_value(text, 'fastinfer_requests_total{deployment="m",code="499"}') == 0
+    assert metric_value(text, 'fastinfer_upstream_requests_total{deployment="m",replica="r0",outcome="success"}') == 1

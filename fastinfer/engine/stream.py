@@ -9,7 +9,9 @@ chunked terminator when the upstream's end came in the same read) — and the
 end of the stream's attempt: how the stream ended (complete, cut, idle,
 garbage, an upstream error event) is its attempt's verdict, recorded into the
 breaker and the outcome metric before the client sees the end; a stream the
-client left gets none. What the stream holds is given back exactly once.
+client left gets none, unless it left after its finishing bytes went out ahead
+of the upstream's end (``delivered``: the OpenAI SDK closes at [DONE]), which
+ends as that end would have. What the stream holds is given back exactly once.
 Must not touch: aiohttp objects (the gateway passes a ``ClientWriter``),
 retries, routing.
 """
@@ -55,7 +57,7 @@ class RelayedStream:
     """
 
     __slots__ = ("reply", "relay", "attempt", "provider", "_on_done", "_before_end", "_client", "_done", "_resumer",
-                 "_closed", "_ending")
+                 "_closed", "_ending", "_end_sent")
 
     def __init__(self, reply: UpstreamReply, relay: StreamRelay, attempt: Attempt, provider: str):
         self.reply = reply
@@ -69,6 +71,7 @@ class RelayedStream:
         self._resumer: asyncio.Task | None = None
         self._closed = False
         self._ending = b""                  # the finishing bytes, held for the response's end
+        self._end_sent = False              # they went out alone, before the upstream's end came
 
     async def pump(self, client: ClientWriter) -> None:
         """Relay the whole stream to ``client``; returns when it has ended either way."""
@@ -88,7 +91,7 @@ class RelayedStream:
         Idempotent; the gateway calls it too, so a stream it never got to pump
         (the client left before the response head went out) leaks nothing. A
         stream closed before the upstream ended it was left by the client: its
-        attempt gets no verdict.
+        attempt gets no verdict, unless the client had the whole stream (``delivered``).
         """
         if self._closed:
             return
@@ -96,13 +99,22 @@ class RelayedStream:
         self.reply.close()
         if self._resumer is not None:
             self._resumer.cancel()
-        self._finish(None)
+        # a client that left after its whole stream (``delivered``) gets the verdict the upstream's
+        # end would have given; ``_finish`` is once: a stream that ended has its verdict already
+        self._finish(self._verdict(None)[0] if self._end_sent else None)
 
     def take_ending(self) -> bytes:
         """The bytes that finish the stream, still held once it has ended: the caller sends them
         with the response's end, in one write (b"" when they went out already)."""
         ending, self._ending = self._ending, b""
         return ending
+
+    @property
+    def delivered(self) -> bool:
+        """The client was sent the whole stream, its finishing bytes included, before the upstream's
+        end came: a client that leaves now (the OpenAI SDK closes its connection at [DONE]) left
+        after its answer was complete."""
+        return self._end_sent
 
     @property
     def failure(self) -> GatewayError | None:
@@ -171,6 +183,7 @@ class RelayedStream:
         """The upstream's end did not come with the finishing bytes: they go out alone."""
         if not self._done.done():
             self._send_ending()
+            self._end_sent = True
 
     def _send_ending(self) -> None:
         ending, self._ending = self._ending, b""
@@ -186,22 +199,23 @@ class RelayedStream:
         """The upstream side ended: ``error`` is why, None when the upstream closed it (properly or not)."""
         if self._done.done():
             return
-        relay = self.relay
-        tail = None
-        if relay.error is not None:
-            # the upstream's own error event, already passed on in the caller's format
-            verdict = classify_stream_error(relay.error, self.provider)
-        else:
-            if error is None and not relay.finished:
-                error = UpstreamFailure("upstream ended the stream before it was complete")
-            if error is None:
-                verdict = SUCCESS
-            else:
-                verdict = classify_exception(error)
-                tail = relay.error_event(error)
+        verdict, tail = self._verdict(error)
         # accounting is complete before the client sees the end of its stream
         self._finish(verdict)
         if tail is not None:
             self._send_ending()     # what the relay finished with, then why the stream failed after it
             self._client.write(tail)
         self._done.set_result(None)
+
+    def _verdict(self, error: GatewayError | None):
+        """The attempt's verdict for a stream whose upstream side ended (``error``: why, None when the
+        upstream closed it), and the event that tells the client why it failed (None if it did not)."""
+        relay = self.relay
+        if relay.error is not None:
+            # the upstream's own error event, already passed on in the caller's format
+            return classify_stream_error(relay.error, self.provider), None
+        if error is None and not relay.finished:
+            error = UpstreamFailure("upstream ended the stream before it was complete")
+        if error is None:
+            return SUCCESS, None
+        return classify_exception(error), relay.error_event(error)

@@ -211,7 +211,9 @@ class Gateway:
         try:
             response = await self._respond(request, data, request_id)
         except asyncio.CancelledError:
-            self._answered(request, data, _CLIENT_CLOSED)
+            # the client left: before its answer was complete, unless it had its whole stream
+            delivered = result.stream is not None and result.stream.delivered
+            self._answered(request, data, result.status if delivered else _CLIENT_CLOSED)
             raise
         self._answered(request, data, result.status)
         return response

@@ -207,8 +207,9 @@ class MockUpstream:
         ``cut_after: n`` (close the connection before chunk n), ``garbage_at: n``,
         ``stream_error_at: n`` (an in-stream error event at chunk n — ``stream_error`` sets its
         OpenAI payload, whose message Anthropic and Gemini streams carry — then the body ends
-        without [DONE]) and ``idle_after: n`` (n chunks, then stall
-        with the connection open). E.g. [{"status": 500}, {"hang": true}, {"idle_after": 2}, {}].
+        without [DONE]), ``idle_after: n`` (n chunks, then stall
+        with the connection open) and ``end_after_done_ms`` (chat streams: the body ends that long
+        after [DONE], in another read). E.g. [{"status": 500}, {"hang": true}, {"idle_after": 2}, {}].
         """
         steps = orjson.loads(await request.read())
         self.script.extend(steps if isinstance(steps, list) else [steps])
@@ -405,6 +406,8 @@ class MockUpstream:
             if itl and i < len(frames) - 1:
                 await asyncio.sleep(itl)
         await resp.write(b"data: [DONE]\n\n")
+        if behaviour.get("end_after_done_ms"):
+            await asyncio.sleep(behaviour["end_after_done_ms"] / 1000)  # [DONE] and the body's end apart
         await resp.write_eof()
         return resp
 
