@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
 from fastinfer.aio import cancel_and_wait
 
 
-def test_every_task_has_ended_when_it_returns_whatever_it_ended_with():
+def test_every_task_has_ended_when_it_returns_whatever_it_ended_with(caplog):
     async def main():
         ended = []
 
@@ -27,10 +28,15 @@ def test_every_task_has_ended_when_it_returns_whatever_it_ended_with():
                 raise RuntimeError("its own error, logged by itself")   # noqa: B012
 
         tasks = [asyncio.ensure_future(sleeper()), asyncio.ensure_future(failing())]
+        tasks[1].set_name("failing-task")
         await asyncio.sleep(0)
-        await cancel_and_wait(*tasks, None)
+        with caplog.at_level(logging.ERROR, logger="fastinfer.tasks"):
+            await cancel_and_wait(*tasks, None)
         assert all(task.done() for task in tasks)
         assert sorted(ended) == ["failing", "sleeper"]
+        # the error is not the stopper's, but it is not lost either: a bug is logged
+        logged = [r for r in caplog.records if r.name == "fastinfer.tasks"]
+        assert len(logged) == 1 and "failing-task" in logged[0].getMessage()
         await cancel_and_wait()
         await cancel_and_wait(None)
     asyncio.run(main())
