@@ -37,7 +37,7 @@ def request(endpoint: str = "chat", stream: bool = False, trace=None) -> Gateway
 
 
 def built_before(provider, session, req, extra_headers=()) -> bytes:
-    """The request as ``Provider.send`` framed it before heads were kept (``transport.post``)."""
+    """The request as ``Provider.send`` framed it before heads were kept (``h1.build_request``, as ``transport.post`` did)."""
     url = provider.kind.url(session.replica, provider.deployment.upstream_model, req.endpoint, req.stream)
     headers = provider.kind.request_headers(session.credential)
     headers.update(extra_headers)

@@ -5,10 +5,10 @@ connect / first-byte / idle / total timeouts, and handing a live body on by
 callback. Must not touch: what the bytes mean (``formats``), which replica
 (``routing``), retries (``engine``).
 """
-from .exchange import exchange, post, request
+from .exchange import exchange, request
 from .h1 import FixedTimeouts, Timeouts, framed, request_head
 from .pool import Pool
 from .reply import IteratorStream, UpstreamReply, UpstreamStream
 
 __all__ = ["FixedTimeouts", "IteratorStream", "Pool", "Timeouts", "UpstreamReply", "UpstreamStream", "exchange",
-           "framed", "post", "request", "request_head"]
+           "framed", "request", "request_head"]

@@ -90,21 +90,17 @@ class _Exchange(UpstreamStream):
             self.conn.abort()
 
 
-def post(pool: Pool, url: str, headers: dict, body: bytes, stream: bool, timeouts):
-    """POST ``body``; a whole reply, or for a 200 stream its first bytes and the live rest.
-    (Returns ``exchange``'s coroutine itself: no extra await on the hot path.)"""
-    return request(pool, "POST", url, headers, body, stream, timeouts)
-
-
 def request(pool: Pool, method: str, url: str, headers: dict, body: bytes, stream: bool, timeouts):
-    """One exchange of any method (control calls: health probes, backend sessions, use it too)."""
+    """One exchange of any method, its head built for this call: the control calls' way (health probes,
+    backend sessions). The data path keeps its heads (``Provider``) and calls ``exchange``."""
     return exchange(pool, build_request(method, pool.path_of(url), pool.host_header, headers, body), stream,
                     timeouts)
 
 
 async def exchange(pool: Pool, framed: bytes, stream: bool, timeouts) -> UpstreamReply:
     """Send ``framed`` (a whole request: ``h1.build_request``, or ``h1.framed`` with a head the
-    caller keeps) on one of ``pool``'s connections; the reply, as ``post`` says."""
+    caller keeps) on one of ``pool``'s connections: a whole reply, or for a 200 stream its first bytes
+    and the live rest."""
     for _ in range(2):
         conn = await pool.acquire(timeouts.connect_s)
         sink = _Exchange(conn, stream)
