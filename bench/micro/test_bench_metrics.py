@@ -50,6 +50,11 @@ class KeyedMetrics(Metrics):
     def upstream(self, deployment: str, replica: str, outcome: str) -> None:
         self._add(("upstream_requests_total", (deployment, replica, outcome)))
 
+    def observe(self, histogram: str, deployment: str, seconds: float) -> None:
+        index = self._h.get((histogram, deployment))
+        if index is not None and seconds >= 0:
+            self.histograms.observe(index, seconds)
+
     def session_generation(self, deployment: str) -> int:
         return self.counters.get(self._c[("_session_generation", (deployment,))])
 

@@ -162,11 +162,6 @@ class Metrics:
         """How many workers of this segment accept connections (see ``WorkerSeries.serving``)."""
         return sum(self.counters.get(self._c[("_worker_serving", (w,))]) for w in self.layout.workers)
 
-    def observe(self, histogram: str, deployment: str, seconds: float) -> None:
-        index = self._h.get((histogram, deployment))
-        if index is not None and seconds >= 0:
-            self.histograms.observe(index, seconds)
-
     def retry(self, deployment: str) -> None:
         self._add(("retries_total", (deployment,)))
 
