@@ -15,7 +15,8 @@ supervisor before it forks the workers, and everything that lives in it:
   the segment is created, never by the workers.
 * ``Counters`` (int64) and ``Histograms`` (fixed buckets, Prometheus ``le``).
 * ``TokenBucket``s (GCRA: one CAS per take/refund/charge) for the RPM/TPM limits
-  of gateway keys and deployments, and ``Segment.take_all`` (all or none).
+  of gateway keys and deployments, ``Segment.take_all`` (all or none), and a
+  ``BucketPair``: one limit's requests and tokens buckets as one request draws on them.
 * ``KeyConcurrency`` (requests in flight per gateway key, host-wide) and
   ``KeySpend`` (micro-USD per key in its budget period, one word with the period).
 * ``Lease``s: per-host background work runs in exactly one worker at a time.
@@ -61,7 +62,7 @@ include "shm_decl.pxi"
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex", "BreakerState",
+    "BucketPair", "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex", "BreakerState",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND", "LAYOUT_VERSION",
 ]
@@ -553,6 +554,18 @@ cdef class Segment:
         if <size_t>index >= <size_t>len(self._buckets):
             raise IndexError("token bucket index out of range")
         return self._buckets[index]
+
+    def bucket_pair(self, Py_ssize_t requests, Py_ssize_t tokens):
+        """A ``BucketPair`` of token buckets ``requests`` and ``tokens``; -1: that one is absent."""
+        if self.base == NULL:
+            _closed()
+        cdef Py_ssize_t i
+        for i in (requests, tokens):
+            if i < -1 or i >= self.hdr.n_token_buckets:
+                raise IndexError("token bucket index out of range")
+        if requests >= 0 and requests == tokens:
+            raise ValueError("a pair is two different buckets")
+        return _bind_pair(self, requests, tokens)
 
     def key_concurrency(self, Py_ssize_t key):
         """Gateway key ``key``'s requests in flight (the Layout's ``key_max_concurrency[key]``)."""

@@ -233,6 +233,74 @@ def _take_all(Segment seg, ids, amounts):
     return True, 0.0
 
 
+
+# ---------------------------------------------------------------- a request's draw on one limit
+# A key's or a deployment's rate limit is up to two buckets (rpm: requests, tpm: tokens); every
+# request takes one of the first and its estimate from the second, all or none, and corrects the
+# second when it ends. A pair does that in one call, without the lists take_all reads.
+
+_TAKEN = (True, 0.0)
+
+
+cdef BucketPair _bind_pair(Segment seg, int64_t requests, int64_t tokens):
+    cdef fi_bucket *base = <fi_bucket *>(seg.base + seg.hdr.off_token_buckets)
+    cdef BucketPair pair = BucketPair.__new__(BucketPair)
+    pair.seg = seg
+    pair.req = base + requests if requests >= 0 else NULL
+    pair.tok = base + tokens if tokens >= 0 else NULL
+    pair.has_requests = requests >= 0
+    pair.has_tokens = tokens >= 0
+    return pair
+
+
+cdef class BucketPair:
+    """One limit's requests and tokens buckets (either may be absent: -1 to ``Segment.bucket_pair``),
+    as one request draws on them: ``take`` one request and its tokens, ``adjust`` the tokens when
+    the real usage is known. The same as ``take_all([requests, tokens], [1, n])`` and the tokens
+    bucket's ``charge`` / ``refund``, in one call each."""
+    cdef Segment seg
+    cdef fi_bucket *req
+    cdef fi_bucket *tok
+    cdef readonly bint has_requests, has_tokens
+
+    def take(self, int64_t tokens):
+        """One request and ``tokens`` tokens, or neither: ``(True, 0.0)``, or ``(False, seconds
+        until both fit)`` (inf when ``tokens`` is more than the tokens bucket ever holds)."""
+        if self.seg.base == NULL:
+            _closed()
+        if tokens < 0:
+            raise ValueError("token amounts must be >= 0")
+        cdef int64_t now = _now(self.seg.hdr)
+        cdef double wait = 0.0, w
+        if self.req != NULL and not _bucket_take(self.req, 1, now):
+            pass
+        elif self.tok != NULL and not _bucket_take(self.tok, tokens, now):
+            if self.req != NULL:
+                _bucket_refund(self.req, 1, now)
+        else:
+            return _TAKEN
+        if self.req != NULL:
+            wait = _bucket_wait_s(self.req, 1, now)
+        if self.tok != NULL:
+            w = _bucket_wait_s(self.tok, tokens, now)
+            if w > wait:
+                wait = w
+        return False, wait
+
+    def adjust(self, int64_t delta):
+        """Correct the tokens bucket after the fact: ``delta`` > 0 more was used (it may go into
+        debt), < 0 less (never fuller than full). Nothing without a tokens bucket."""
+        if self.seg.base == NULL:
+            _closed()
+        if self.tok == NULL or delta == 0:
+            return
+        cdef int64_t now = _now(self.seg.hdr)
+        if delta > 0:
+            _bucket_charge(self.tok, delta, now)
+            fi_fetch_add(&self.tok.consumed, delta)
+        else:
+            _bucket_refund(self.tok, -delta, now)
+
 # ---------------------------------------------------------------- gateway keys
 # Per key: requests in flight host-wide (a CAS against max_concurrency, owner-
 # tracked per worker for reclaim) and spend in the current budget period, one

@@ -19,7 +19,7 @@ import asyncio
 import logging
 
 from ..errors import Overloaded
-from ..limits.store import LocalStore
+from ..limits.store import LimitStore, LocalStore
 from .client import REDIS_DOWN
 from .state import DOWN, UP
 
@@ -50,6 +50,9 @@ class ClusterStore(LocalStore):
             self.synchronous = False
         if strict is not None or cluster.on_redis_down != "local_share":
             self.take = self._take_checked
+
+    # the request path's pairs go through take and adjust below, not straight to the segment
+    bucket_pair = LimitStore.bucket_pair
 
     def _redis_down(self) -> bool:
         """Down since the sync last failed; before its first exchange (a second at most) Redis is

@@ -97,19 +97,21 @@ def _buckets(store: LimitStore, buckets: dict, scope: str, name: str) -> tuple[B
 
 
 class _Draw:
-    """The buckets one key or deployment draws on: ids and how much of each a request takes."""
+    """The buckets one key or deployment draws on (for headers and messages), and the store's
+    pair of them that a request takes from (None: no rate limit)."""
 
-    __slots__ = ("requests", "tokens", "ids")
+    __slots__ = ("requests", "tokens", "pair")
 
-    def __init__(self, requests: Bucket | None, tokens: Bucket | None):
+    def __init__(self, store: LimitStore, requests: Bucket | None, tokens: Bucket | None):
         self.requests = requests
         self.tokens = tokens
-        self.ids = [b.id for b in (requests, tokens) if b is not None]
+        self.pair = (store.bucket_pair(requests.id if requests is not None else -1,
+                                       tokens.id if tokens is not None else -1)
+                     if requests is not None or tokens is not None else None)
 
-    def amounts(self, grant: "Grant") -> list[int]:
-        if self.tokens is None:
-            return _ONE
-        return [1, grant.tokens] if self.requests is not None else [grant.tokens]
+    def tokens_of(self, grant: "Grant") -> int:
+        """What a request takes from the tokens bucket (estimated only when there is one)."""
+        return grant.tokens if self.tokens is not None else 0
 
 
 class KeyLimits(_Draw):
@@ -119,7 +121,7 @@ class KeyLimits(_Draw):
                  "spent")
 
     def __init__(self, config, index: int, store: LimitStore, buckets: dict, concurrency):
-        super().__init__(*_buckets(store, buckets, "key", config.name))
+        super().__init__(store, *_buckets(store, buckets, "key", config.name))
         self.config = config
         self.name = config.name
         self.index = index
@@ -139,7 +141,7 @@ class DeploymentLimits(_Draw):
     __slots__ = ("name", "gate_index", "gate", "policy")
 
     def __init__(self, config, store: LimitStore, buckets: dict, gate_index: int | None, gate):
-        super().__init__(*_buckets(store, buckets, "deployment", config.name))
+        super().__init__(store, *_buckets(store, buckets, "deployment", config.name))
         self.name = config.name
         self.gate_index = gate_index          # admission index of the rate queue (policy queue only)
         self.gate = gate
@@ -167,7 +169,7 @@ class Limits:
             gate_index = gates.get(d.name)
             gate = admission.admissions[gate_index] if gate_index is not None and admission else None
             limits = DeploymentLimits(d, store, buckets, gate_index, gate)
-            self.deployments.append(limits if limits.ids else None)
+            self.deployments.append(limits if limits.pair is not None else None)
         self.wall_time = time.time   # wall clock: budget periods are calendar periods
         # nothing to do per request when nothing is limited and no key is configured
         self.active = bool(self.keys) or any(self.deployments)
@@ -214,7 +216,7 @@ class Limits:
         grant = Grant(self, key, req)
         if key is not None and self._key_checks(grant, key, req):
             try:
-                ok, wait = self.store.take(key.ids, key.amounts(grant))
+                ok, wait = key.pair.take(key.tokens_of(grant))
             except BaseException:         # a cluster without Redis under fail_closed (503)
                 grant.release()
                 raise
@@ -227,7 +229,7 @@ class Limits:
         grant = Grant(self, key, req)
         if key is not None and self._key_checks(grant, key, req):
             try:
-                ok, wait = await self.store.take_async(key.ids, key.amounts(grant))
+                ok, wait = await key.pair.take_async(key.tokens_of(grant))
             except BaseException:
                 grant.release()
                 raise
@@ -252,7 +254,7 @@ class Limits:
                               "(its max_concurrency); retry when one has finished.",
                               retry_after=1.0, headers=grant.rate_headers())
         grant.key_slot = True
-        return bool(key.ids)
+        return key.pair is not None
 
     def _key_taken(self, grant: "Grant", key: KeyLimits, req, ok: bool, wait: float) -> None:
         """The key's buckets were taken (``ok``), or raise 429."""
@@ -279,30 +281,30 @@ class Limits:
         dep = self.deployments[index]
         if dep is None:
             return None
-        amounts = dep.amounts(grant)
+        tokens = dep.tokens_of(grant)
         if not self.synchronous:
-            return self._take_deployment_async(grant, dep, amounts, req, timeout_s)
+            return self._take_deployment_async(grant, dep, tokens, req, timeout_s)
         gate = dep.gate
         if gate is None or gate.counts() == _IDLE:
-            ok, wait = self.store.take(dep.ids, amounts)
+            ok, wait = dep.pair.take(tokens)
             if ok:
                 grant.charged(dep)
                 return None
             if wait == math.inf or gate is None:
                 self._deployment_short(grant, dep, req, wait)
-        return self._wait_in_rate_queue(grant, dep, amounts, req.priority, timeout_s)
+        return self._wait_in_rate_queue(grant, dep, tokens, req.priority, timeout_s)
 
-    async def _take_deployment_async(self, grant: "Grant", dep: DeploymentLimits, amounts: list[int], req,
+    async def _take_deployment_async(self, grant: "Grant", dep: DeploymentLimits, tokens: int, req,
                                      timeout_s: float) -> None:
         """``take_deployment`` over a store that asks Redis."""
         if dep.gate is None or dep.gate.counts() == _IDLE:
-            ok, wait = await self.store.take_async(dep.ids, amounts)
+            ok, wait = await dep.pair.take_async(tokens)
             if ok:
                 grant.charged(dep)
                 return
             if wait == math.inf or dep.gate is None:
                 self._deployment_short(grant, dep, req, wait)
-        await self._wait_in_rate_queue(grant, dep, amounts, req.priority, timeout_s)
+        await self._wait_in_rate_queue(grant, dep, tokens, req.priority, timeout_s)
 
     def _deployment_short(self, grant: "Grant", dep: DeploymentLimits, req, wait: float):
         """The deployment's bucket is short and the request will not wait: 429, or a fallback."""
@@ -315,7 +317,7 @@ class Limits:
                                   f"retry in {max(1, math.ceil(wait))}s.", wait,
                                   fallback=dep.policy == "fallback", headers=grant.rate_headers())
 
-    async def _wait_in_rate_queue(self, grant: "Grant", dep: DeploymentLimits, amounts: list[int],
+    async def _wait_in_rate_queue(self, grant: "Grant", dep: DeploymentLimits, tokens: int,
                                   priority: int, timeout_s: float) -> None:
         """Hold the rate queue's one slot (waiting for it in priority order), then sleep until the
         bucket's tokens are due and take them; give the slot to the next waiter either way."""
@@ -329,8 +331,7 @@ class Limits:
             raise
         try:
             while True:
-                ok, wait = (self.store.take(dep.ids, amounts) if self.synchronous
-                            else await self.store.take_async(dep.ids, amounts))
+                ok, wait = dep.pair.take(tokens) if self.synchronous else await dep.pair.take_async(tokens)
                 if ok:
                     grant.charged(dep)
                     return
@@ -380,7 +381,6 @@ class Limits:
         return max(0, math.floor(bucket.level()))
 
 
-_ONE = [1]           # a request's draw on a requests-only bucket (read, never changed)
 _IDLE = (0, 0)       # a rate queue nobody holds or waits in
 
 
@@ -445,12 +445,12 @@ class Grant:
             served_by = limits.deployments[served] if served is not None else None
             for dep, charged in self.seen:
                 if charged >= 0 and dep.tokens is not None:
-                    store.adjust(dep.tokens.id, (used if dep is served_by else 0) - charged)
+                    dep.pair.adjust((used if dep is served_by else 0) - charged)
         key = self.key
         if key is None:
             return
         if self.key_tokens is not None:
-            store.adjust(key.tokens.id, used - self.key_tokens)
+            key.pair.adjust(used - self.key_tokens)
         if usage:
             cost = self.req.cost_usd
             if cost:

@@ -1,7 +1,9 @@
 """Where limit state and spend are kept and shared: the seam between the limits and their storage.
 
 Owns: ``LimitStore``, the only object the rest of ``limits`` asks to take from a
-token bucket, correct a bucket, read a level, or add and read a key's spend;
+token bucket, correct a bucket, read a level, or add and read a key's spend, and
+the bucket pairs it hands out (one limit's requests and tokens buckets, as the
+request path draws on them: the segment's compiled ``BucketPair`` locally);
 and ``LimitSnapshot``, the state by name (bucket levels, spend) that persistence
 writes and restores. ``LocalStore`` keeps everything in the host's shared
 segment: lock-free, exact across the host's worker processes, no I/O.
@@ -58,6 +60,13 @@ class LimitStore:
         """Tokens in the bucket now (negative: debt)."""
         raise NotImplementedError
 
+    def bucket_pair(self, requests: int, tokens: int):
+        """One limit's requests and tokens buckets (-1: absent) as one request draws on them, the
+        form the request path calls: ``take(tokens)`` (one request and ``tokens``, all or none, as
+        ``take``), ``take_async(tokens)`` when the store is not ``synchronous``, ``adjust(delta)``
+        of the tokens bucket, ``has_requests`` / ``has_tokens``."""
+        return StorePair(self, requests, tokens)
+
     def level_reader(self, bucket: int):
         """A function of no argument returning ``level(bucket)`` (the request path keeps one per bucket)."""
         return lambda: self.level(bucket)
@@ -107,13 +116,47 @@ class LimitStore:
         raise NotImplementedError
 
 
+class StorePair:
+    """``LimitStore.bucket_pair`` through the store's ``take`` and ``adjust``, for a store whose
+    calls do more than the segment's (the cluster's)."""
+
+    __slots__ = ("store", "ids", "tokens_id", "has_requests", "has_tokens")
+
+    def __init__(self, store: LimitStore, requests: int, tokens: int):
+        self.store = store
+        self.ids = [i for i in (requests, tokens) if i >= 0]
+        self.tokens_id = tokens
+        self.has_requests = requests >= 0
+        self.has_tokens = tokens >= 0
+
+    def _amounts(self, tokens: int) -> list[int]:
+        amounts = [1] if self.has_requests else []
+        if self.has_tokens:
+            amounts.append(tokens)
+        return amounts
+
+    def take(self, tokens: int) -> tuple[bool, float]:
+        return self.store.take(self.ids, self._amounts(tokens))
+
+    async def take_async(self, tokens: int) -> tuple[bool, float]:
+        return await self.store.take_async(self.ids, self._amounts(tokens))
+
+    def adjust(self, delta: int) -> None:
+        if self.has_tokens and delta:
+            self.store.adjust(self.tokens_id, delta)
+
+
 class LocalStore(LimitStore):
     """The host's shared segment: GCRA buckets and spend words, one CAS per call."""
 
     def __init__(self, segment, n_buckets: int, n_keys: int):
+        self.segment = segment
         self.take = segment.take_all        # the compiled call itself: no hop on the request path
         self.buckets = [segment.bucket(i) for i in range(n_buckets)]
         self.spend = [segment.key_spend(k) for k in range(n_keys)]
+
+    def bucket_pair(self, requests: int, tokens: int):
+        return self.segment.bucket_pair(requests, tokens)     # the compiled pair: no Python per call
 
     def level_reader(self, bucket: int):
         return self.buckets[bucket].available

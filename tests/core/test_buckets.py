@@ -157,6 +157,65 @@ def test_take_all_is_all_or_none(make):
     assert [seg.bucket(i).available() for i in range(3)] == levels
 
 
+def test_a_pair_takes_one_request_and_its_tokens_or_neither(make):
+    seg = clocked(make, [(60, 2), (600, 100), (60, 5)])     # requests: burst 2; tokens: 100, 10 a second
+    pair = seg.bucket_pair(0, 1)
+    assert (pair.has_requests, pair.has_tokens) == (True, True)
+    assert pair.take(60) == (True, 0.0)
+    assert pair.take(50) == (False, 1.0)            # tokens short by 10: a second; the request is kept
+    assert seg.bucket(0).available() == 1.0 and seg.bucket(1).available() == 40.0
+    assert pair.take(40) == (True, 0.0)
+    assert pair.take(0) == (False, 1.0)             # requests empty: its refill (1 a second) decides
+    assert pair.take(101) == (False, math.inf)      # more than the tokens bucket ever holds
+    pair.adjust(30)                                 # the real usage was higher: into debt
+    assert seg.bucket(1).available() == -30.0 and seg.bucket(1).consumed == 130
+    pair.adjust(-500)                               # lower: given back, never above full
+    assert seg.bucket(1).available() == 100.0 and seg.bucket(1).consumed == -370
+    assert seg.bucket(0).available() == 0.0         # adjust never touches the requests bucket
+
+    tokens_only, requests_only = seg.bucket_pair(-1, 2), seg.bucket_pair(2, -1)
+    assert (tokens_only.has_requests, tokens_only.has_tokens) == (False, True)
+    assert tokens_only.take(5) == (True, 0.0) and tokens_only.take(1) == (False, 1.0)
+    requests_only.adjust(7)                         # no tokens bucket: nothing to correct
+    assert seg.bucket(2).available() == 0.0
+    assert requests_only.take(10**9) == (False, 1.0)   # the tokens amount means nothing without a bucket
+    assert seg.bucket_pair(-1, -1).take(3) == (True, 0.0)
+    for bad in ((0, 3), (-2, 0), (3, -1)):
+        with pytest.raises(IndexError):
+            seg.bucket_pair(*bad)
+    with pytest.raises(ValueError):
+        seg.bucket_pair(1, 1)
+    with pytest.raises(ValueError):
+        pair.take(-1)
+
+
+@pytest.mark.parametrize("ids", [(0, 1), (-1, 1), (0, -1)])
+def test_a_stores_pair_draws_as_the_segments_pair(ids):
+    """``StorePair`` (what the cluster's store hands out: ``take`` and ``adjust`` by bucket id)
+    and the segment's compiled pair leave the buckets the same for the same calls."""
+    from fastinfer.limits.store import LimitStore, LocalStore
+    maker = SegmentMaker(compiled, "fi-tb-pair")
+    try:
+        segs = [maker(1, [], 0, 0, [], token_buckets=[(60, 3), (600, 50)]) for _ in range(2)]
+        for seg in segs:
+            seg.set_test_clock(T0)
+        direct = segs[0].bucket_pair(*ids)
+        through_store = LimitStore.bucket_pair(LocalStore(segs[1], 2, 0), *ids)
+        assert type(through_store).__name__ == "StorePair"
+        for n, delta, tick in [(10, 5, 0), (30, -20, 0), (45, 0, 0), (20, 100, 500), (5, -3, 9000), (60, 0, 1)]:
+            got = [pair.take(n) for pair in (direct, through_store)]
+            assert got[0] == got[1], (n, got)
+            for pair in (direct, through_store):
+                pair.adjust(delta)
+            direct_state, store_state = ([(b.available(), b.consumed) for b in map(seg.bucket, (0, 1))]
+                                         for seg in segs)
+            assert direct_state == store_state, (n, delta)
+            for seg in segs:
+                seg.set_test_clock(T0 + tick * 1_000_000)
+    finally:
+        maker.cleanup()
+
+
 def test_bad_arguments(make):
     seg = clocked(make, [(60, 5)])
     b = seg.bucket(0)
@@ -192,6 +251,7 @@ def test_attach_sees_the_same_buckets():
 N_BUCKETS = 3
 BUCKETS = [(60, 5), (600, 100), (7, 3)]           # 7/min: a refill interval that is not whole ns
 i_ = st.integers(0, N_BUCKETS - 1)
+PAIRS = [(0, 1), (1, 0), (2, 1), (-1, 1), (0, -1), (-1, -1)]
 n_ = st.sampled_from([0, 1, 1, 2, 3, 5, 50, 101])
 ops = st.one_of(
     st.tuples(st.just("take"), i_, n_),
@@ -202,6 +262,8 @@ ops = st.one_of(
     st.tuples(st.just("wait_s"), i_, n_),
     st.tuples(st.just("set_available"), i_, st.sampled_from([-7.5, 0.0, 1.25, 4.0, 1000.0])),
     st.tuples(st.just("take_all"), st.lists(st.tuples(i_, n_), max_size=4)),
+    st.tuples(st.just("pair_take"), st.sampled_from(PAIRS), n_),
+    st.tuples(st.just("pair_adjust"), st.sampled_from(PAIRS), st.sampled_from([-60, -1, 0, 1, 7, 200])),
     st.tuples(st.just("tick"), st.sampled_from([1, 7, 100, 999, 8571, 60_000])),   # ms
 )
 
@@ -210,6 +272,10 @@ def run(seg, op):
     kind, *args = op
     if kind == "take_all":
         return seg.take_all([i for i, _ in args[0]], [n for _, n in args[0]])
+    if kind == "pair_take":
+        return seg.bucket_pair(*args[0]).take(args[1])
+    if kind == "pair_adjust":
+        return seg.bucket_pair(*args[0]).adjust(args[1])
     return getattr(seg.bucket(args[0]), kind)(args[1])
 
 

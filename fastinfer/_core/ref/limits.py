@@ -150,6 +150,40 @@ def take_all(st, buckets: list, ids, amounts):
         return True, 0.0
 
 
+
+class BucketPair:
+    """Segment.bucket_pair: one request and its tokens, all or none; the tokens corrected."""
+
+    def __init__(self, st, requests: TokenBucket | None, tokens: TokenBucket | None):
+        self._st = st
+        self._requests = requests
+        self._tokens = tokens
+        self.has_requests = requests is not None
+        self.has_tokens = tokens is not None
+
+    def take(self, tokens):
+        tokens = _amount(tokens)
+        req, tok = self._requests, self._tokens
+        with self._st.lock:
+            now = self._st.now_ns()
+            if req is not None and not req._take(1, now):
+                pass
+            elif tok is not None and not tok._take(tokens, now):
+                if req is not None:
+                    req._refund(1, now)
+            else:
+                return True, 0.0
+            return False, max([0.0] + [b._wait_s(n, now) for b, n in ((req, 1), (tok, tokens)) if b is not None])
+
+    def adjust(self, delta):
+        delta = int(delta)
+        if self._tokens is None or delta == 0:
+            return
+        if delta > 0:
+            self._tokens.charge(delta)
+        else:
+            self._tokens.refund(-delta)
+
 class KeyConcurrency:
     def __init__(self, st, limit: int):
         self._st = st

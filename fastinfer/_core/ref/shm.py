@@ -26,14 +26,14 @@ from ..layout import Layout
 from ._arith import item, span_ns
 from ..records import BreakerState, SessionInfo
 from .leases import Lease
-from .limits import KeyConcurrency, KeySpend, TokenBucket, take_all
+from .limits import BucketPair, KeyConcurrency, KeySpend, TokenBucket, take_all
 from .prefix import PrefixIndex
 from .routing import ReplicaLoad
 from .sessions import SessionTable
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex", "BreakerState",
+    "BucketPair", "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex", "BreakerState",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND",
 ]
@@ -206,6 +206,16 @@ class Segment:
 
     def bucket(self, index):
         return item(self._st.buckets, index, "token bucket")
+
+    def bucket_pair(self, requests, tokens):
+        for i in (requests, tokens):
+            if not -1 <= i < len(self._st.buckets):
+                raise IndexError("token bucket index out of range")
+        if requests >= 0 and requests == tokens:
+            raise ValueError("a pair is two different buckets")
+        buckets = self._st.buckets
+        return BucketPair(self._st, buckets[requests] if requests >= 0 else None,
+                          buckets[tokens] if tokens >= 0 else None)
 
     def key_concurrency(self, key):
         return item(self._st.key_concurrency, key, "key")
