@@ -72,7 +72,8 @@ class Service(ProcessTree):
     """A ``python -m fastinfer`` child announcing its port on stdout (its logs go to ``log``)."""
 
     def __init__(self, args: list[str], cwd: str, tree: Path | None = None, preexec=None,
-                 log: Path | None = None):
+                 log: Path | None = None, wrapper: tuple[str, ...] = (), start_timeout_s: float = 30.0):
+        """``wrapper``: a command the interpreter runs under (valgrind), with its arguments."""
         # run the same fastinfer this process imported (a checkout or the installed copy), or the
         # one in ``tree`` (a source tree whose compiled core is built in place)
         tree = tree or fastinfer_tree()
@@ -80,13 +81,13 @@ class Service(ProcessTree):
         self.log = log
         err = open(log, "ab") if log else subprocess.DEVNULL
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "fastinfer", *args], cwd=cwd, env=env,
+            self.proc = subprocess.Popen([*wrapper, sys.executable, "-m", "fastinfer", *args], cwd=cwd, env=env,
                                          stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                                          start_new_session=True, preexec_fn=preexec)
         finally:
             if log:
                 err.close()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + start_timeout_s
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             m = _PORT_RE.search(line)

@@ -70,15 +70,10 @@ def start_targets(labels: list[str], upstream, workdir: str, workers: int, layou
             if label in FASTINFER_TARGETS or label in variants:
                 tree = baseline_tree if label == "baseline" else fastinfer_tree()
                 path = Path(workdir, f"{label}.toml")
-                if label == "gateway-full":
-                    _, info["features"] = accepted_features_config(upstream.port, path, tree)
-                elif label == "gateway-limits":
-                    accepted_config(limits_config(upstream.port), path, tree)
-                elif label == "baseline":
-                    accepted_config(bare_config(upstream.port), path, tree)
-                else:
-                    settings = gateway_settings if label == "gateway" else variants[label]
-                    _settings_config(label, settings or {}, upstream.port, path, tree)
+                settings = gateway_settings if label == "gateway" else variants.get(label)
+                features = write_gateway_config(label, upstream.port, path, tree, settings)
+                if features is not None:
+                    info["features"] = features
                 service = Service(["serve", "--config", str(path), "--port", "0", "--workers", str(workers)],
                                   workdir, tree=tree, preexec=preexec, log=Path(workdir, f"{label}.log"))
                 service.metrics_path = "/metrics"
@@ -103,6 +98,22 @@ def start_targets(labels: list[str], upstream, workdir: str, workers: int, layou
     if baseline_tree:
         started.insert(1, started.pop(len(started) - len(variants) - 1))
     return started, info
+
+
+def write_gateway_config(label: str, upstream_port: int, path: Path, tree: Path,
+                         settings: dict | None = None) -> dict | None:
+    """The config of fastinfer path ``label`` (``gateway``, ``gateway-full``, ``gateway-limits``,
+    ``baseline`` or a variant with its ``settings``) written to ``path`` as ``tree``'s check-config
+    accepts it; for ``gateway-full``, which features are on and why any is off."""
+    if label == "gateway-full":
+        return accepted_features_config(upstream_port, path, tree)[1]
+    if label == "gateway-limits":
+        accepted_config(limits_config(upstream_port), path, tree)
+    elif label == "baseline":
+        accepted_config(bare_config(upstream_port), path, tree)
+    else:
+        _settings_config(label, settings or {}, upstream_port, path, tree)
+    return None
 
 
 def _settings_config(label: str, settings: dict, upstream_port: int, path: Path, tree: Path) -> None:

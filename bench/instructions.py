@@ -1,0 +1,150 @@
+"""``python -m bench.instructions``: instructions per request in situ, counted by valgrind.
+
+Why: the load bench reads CPU time, which moves 15–25 % between rounds on a shared machine, so a
+change worth a few percent of a request cannot show there; a micro-benchmark shows it but runs
+its piece hot and alone, and pieces cost 3–10× more in situ. An instruction count is what the
+gateway asked the CPU to do for a request, the whole request in a real worker, and it does not
+depend on what else the machine runs: two runs of the same tree agree to about 0.3 %.
+
+How, per path (``gateway``, ``gateway-limits``, ``gateway-full``: the load bench's configs; and
+``baseline``, the bare config of ``--baseline-tree``): the gateway starts with one worker under
+``valgrind --tool=cachegrind --cache-sim=no``, which follows the worker's fork and writes each
+process's count when it exits; one keep-alive client sends N sequential requests to the mock
+upstream through it, and the gateway stops. Done for two request counts, the worker's difference
+divided by the difference of the counts is one request's instructions: start-up, imports and
+the ready checks cancel out. The mock and the client run natively.
+
+What it is not: time. A system call counts as one instruction, cache misses and branch
+mispredictions as none, and the interpreter's instructions are not all equally dear. It ranks
+changes to the Python on the request path; the load bench remains the judge of syscalls, latency
+and the spread over workers. Timers (the loop-lag probe, the access log's flush) run per second
+of wall time, and the longer run lasts longer: their share is part of the ~0.3 %.
+
+Needs valgrind (Debian: ``apt-get install valgrind``). Takes about a minute per path. Prints a
+Markdown table; ``--out`` writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from .gateway_configs import BENCH_KEY
+from .services import Service, fastinfer_tree
+from .targets import write_gateway_config
+from .upstream import PythonMock
+
+PATHS = ("gateway", "gateway-limits", "gateway-full")
+_SUMMARY = re.compile(rb"^summary: (\d+)", re.M)
+_BODY = json.dumps({"model": "bench", "stream": False,
+                    "messages": [{"role": "user", "content": "benchmark the gateway please"}]}).encode()
+_HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_KEY}"}
+
+
+def valgrind_binary() -> str | None:
+    return shutil.which("valgrind")
+
+
+def send_requests(port: int, n: int) -> None:
+    """``n`` sequential chat completions on one keep-alive connection; each must answer 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        for _ in range(n):
+            conn.request("POST", "/v1/chat/completions", _BODY, _HEADERS)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"the gateway answered {resp.status} to a benchmark request")
+    finally:
+        conn.close()
+
+
+def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: int) -> int:
+    """Instructions the one worker of a gateway started with ``config`` ran, start-up and ``n``
+    requests included (its supervisor's are left out)."""
+    counts = workdir / f"cachegrind-{tag}"
+    counts.mkdir()
+    valgrind = (valgrind_binary(), "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={counts}/%p")
+    gateway = Service(["serve", "--config", str(config), "--port", "0", "--workers", "1"], str(workdir), tree=tree,
+                      log=workdir / f"{tag}.log", wrapper=valgrind, start_timeout_s=300.0)
+    try:
+        send_requests(gateway.port, n)
+    finally:
+        gateway.stop()
+    workers = {int(f.name): int(m.group(1)) for f in counts.iterdir()
+               if f.name != str(gateway.proc.pid) and (m := _SUMMARY.search(f.read_bytes()))}
+    if len(workers) != 1:
+        raise RuntimeError(f"expected one worker's count, found {len(workers)} in {counts}")
+    return next(iter(workers.values()))
+
+
+def per_request(label: str, upstream_port: int, tree: Path, workdir: Path, counts: tuple[int, int]) -> dict:
+    """One path's instructions per request, from runs of ``counts`` requests."""
+    config = workdir / f"{label}.toml"
+    write_gateway_config(label, upstream_port, config, tree)
+    low, high = (worker_instructions(config, tree, workdir, f"{label}-{n}", n) for n in counts)
+    return {"path": label, "requests": list(counts), "worker_instructions": [low, high],
+            "per_request": round((high - low) / (counts[1] - counts[0]))}
+
+
+def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, workdir: Path) -> dict:
+    mock = PythonMock(str(workdir), chunks=10)
+    try:
+        rows = [per_request(label, mock.port, fastinfer_tree(), workdir, counts) for label in paths]
+        if baseline_tree is not None:
+            rows.insert(0, per_request("baseline", mock.port, baseline_tree, workdir, counts))
+    finally:
+        mock.stop()
+    by_path = {row["path"]: row["per_request"] for row in rows}
+    for row in rows:
+        if "gateway" in by_path:
+            row["vs_gateway"] = round(row["per_request"] / by_path["gateway"], 3)
+        if "baseline" in by_path:
+            row["vs_baseline"] = round(row["per_request"] / by_path["baseline"], 3)
+    return {"rows": rows, "baseline_tree": str(baseline_tree) if baseline_tree else None}
+
+
+def to_markdown(report: dict) -> str:
+    columns = [c for c in ("vs_gateway", "vs_baseline") if any(c in row for row in report["rows"])]
+    lines = ["| path | instructions per request | " + " | ".join(c.replace("_", " ") + " (÷)" for c in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for row in report["rows"]:
+        lines.append(f"| {row['path']} | {row['per_request']:,} | "
+                     + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS,
+                        help="fastinfer paths to count (default: all three)")
+    parser.add_argument("--baseline-tree", type=Path,
+                        help="another source tree (its core built in place): its bare path is counted too")
+    parser.add_argument("--requests", nargs=2, type=int, default=(300, 1300), metavar=("FEWER", "MORE"),
+                        help="requests in the two runs whose difference is counted (default 300 1300)")
+    parser.add_argument("--out", help="write the report as JSON here")
+    args = parser.parse_args(argv)
+    if valgrind_binary() is None:
+        print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+    fewer, more = args.requests
+    if not 0 <= fewer < more:
+        parser.error("--requests: FEWER must be at least 0 and less than MORE")
+    workdir = Path(tempfile.mkdtemp(prefix="fastinfer-bench-instructions-"))
+    try:
+        report = run(args.paths, (fewer, more), args.baseline_tree, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(to_markdown(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
