@@ -7,7 +7,8 @@ gateway asked the CPU to do for a request, the whole request in a real worker, a
 depend on what else the machine runs: two runs of the same tree agree to about 0.3 %.
 
 How, per path (``gateway``, ``gateway-limits``, ``gateway-full``: the load bench's configs; and
-``baseline``, the bare config of ``--baseline-tree``): the gateway starts with one worker under
+``baseline``, the bare config of ``--baseline-tree``; a ``--variant LABEL=TOML``, the bare config
+with TOML's settings, as the load bench's): the gateway starts with one worker under
 ``valgrind --tool=cachegrind --cache-sim=no``, which follows the worker's fork and writes each
 process's count when it exits; one keep-alive client sends N sequential requests to the mock
 upstream through it, and the gateway stops. Done for two request counts, the worker's difference
@@ -32,9 +33,11 @@ import re
 import shutil
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 from .gateway_configs import BENCH_KEY
+from .run import variant_option
 from .services import Service, fastinfer_tree
 from .targets import write_gateway_config
 from .upstream import PythonMock
@@ -83,19 +86,24 @@ def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: in
     return next(iter(workers.values()))
 
 
-def per_request(label: str, upstream_port: int, tree: Path, workdir: Path, counts: tuple[int, int]) -> dict:
-    """One path's instructions per request, from runs of ``counts`` requests."""
+def per_request(label: str, upstream_port: int, tree: Path, workdir: Path, counts: tuple[int, int],
+                settings: dict | None = None) -> dict:
+    """One path's instructions per request, from runs of ``counts`` requests (a variant: the bare
+    config with ``settings``)."""
     config = workdir / f"{label}.toml"
-    write_gateway_config(label, upstream_port, config, tree)
+    write_gateway_config(label, upstream_port, config, tree, settings)
     low, high = (worker_instructions(config, tree, workdir, f"{label}-{n}", n) for n in counts)
     return {"path": label, "requests": list(counts), "worker_instructions": [low, high],
             "per_request": round((high - low) / (counts[1] - counts[0]))}
 
 
-def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, workdir: Path) -> dict:
+def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, workdir: Path,
+        variants: dict[str, dict] | None = None) -> dict:
     mock = PythonMock(str(workdir), chunks=10)
     try:
         rows = [per_request(label, mock.port, fastinfer_tree(), workdir, counts) for label in paths]
+        rows += [per_request(label, mock.port, fastinfer_tree(), workdir, counts, settings)
+                 for label, settings in (variants or {}).items()]
         if baseline_tree is not None:
             rows.insert(0, per_request("baseline", mock.port, baseline_tree, workdir, counts))
     finally:
@@ -121,14 +129,20 @@ def to_markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS,
+    parser.add_argument("--paths", nargs="*", default=list(PATHS), choices=PATHS,
                         help="fastinfer paths to count (default: all three)")
     parser.add_argument("--baseline-tree", type=Path,
                         help="another source tree (its core built in place): its bare path is counted too")
     parser.add_argument("--requests", nargs=2, type=int, default=(300, 1300), metavar=("FEWER", "MORE"),
                         help="requests in the two runs whose difference is counted (default 300 1300)")
+    parser.add_argument("--variant", metavar="LABEL=TOML", action="append", default=[], type=variant_option,
+                        help="one more path: the bare config with TOML's settings, as the load bench's "
+                             "--variant; repeatable")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
+    labels = [label for label, _ in args.variant]
+    if len(set(labels)) != len(labels):
+        parser.error(f"--variant: each label once (got {', '.join(labels)})")
     if valgrind_binary() is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
@@ -137,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--requests: FEWER must be at least 0 and less than MORE")
     workdir = Path(tempfile.mkdtemp(prefix="fastinfer-bench-instructions-"))
     try:
-        report = run(args.paths, (fewer, more), args.baseline_tree, workdir)
+        report = run(args.paths, (fewer, more), args.baseline_tree, workdir,
+                     {label: tomllib.loads(toml) for label, toml in args.variant})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(to_markdown(report))

@@ -449,7 +449,7 @@ def _toml(text: str, option: str = "--gateway-config") -> str:
     return text
 
 
-def _variant(text: str) -> tuple[str, str]:
+def variant_option(text: str) -> tuple[str, str]:
     try:
         return parse_variant(text)
     except ValueError as e:
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-config", metavar="TOML", default="", type=_toml,
                         help="settings laid over the gateway path's bare config (not the baseline tree's "
                              "nor gateway-full's): the reference the variants are measured against")
-    parser.add_argument("--variant", metavar="LABEL=TOML", action="append", default=[], type=_variant,
+    parser.add_argument("--variant", metavar="LABEL=TOML", action="append", default=[], type=variant_option,
                         help="one more path: a gateway of this tree, its bare config with TOML's settings "
                              "(e.g. 'json-log=logging = { format = \"json\", access_log = true }'), every scenario "
                              "through it too, reported against the gateway path; repeatable")
