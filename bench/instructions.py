@@ -18,8 +18,10 @@ the ready checks cancel out. The mock and the client run natively.
 What it is not: time. A system call counts as one instruction, cache misses and branch
 mispredictions as none, and the interpreter's instructions are not all equally dear. It ranks
 changes to the Python on the request path; the load bench remains the judge of syscalls, latency
-and the spread over workers. Timers (the loop-lag probe, the access log's flush) run per second
-of wall time, and the longer run lasts longer: their share is part of the ~0.3 %.
+and the spread over workers. Work batched by wall time is over-counted: valgrind runs the worker
+some 30 times slower, so the access log's flush (every 50 ms) writes a line or two instead of
+hundreds, and its per-flush cost (a timer, a batch, a write) lands on each line. Compare such a
+setting between trees, not against the bare path.
 
 Needs valgrind (Debian: ``apt-get install valgrind``). Takes about a minute per path. Prints a
 Markdown table; ``--out`` writes JSON.
@@ -98,11 +100,13 @@ def per_request(label: str, upstream_port: int, tree: Path, workdir: Path, count
 
 
 def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, workdir: Path,
-        variants: dict[str, dict] | None = None) -> dict:
+        variants: dict[str, dict] | None = None, tree: Path | None = None) -> dict:
+    """``tree``: the source tree the paths and variants run from (default: this one)."""
+    tree = tree or fastinfer_tree()
     mock = PythonMock(str(workdir), chunks=10)
     try:
-        rows = [per_request(label, mock.port, fastinfer_tree(), workdir, counts) for label in paths]
-        rows += [per_request(label, mock.port, fastinfer_tree(), workdir, counts, settings)
+        rows = [per_request(label, mock.port, tree, workdir, counts) for label in paths]
+        rows += [per_request(label, mock.port, tree, workdir, counts, settings)
                  for label, settings in (variants or {}).items()]
         if baseline_tree is not None:
             rows.insert(0, per_request("baseline", mock.port, baseline_tree, workdir, counts))
@@ -114,7 +118,7 @@ def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, w
             row["vs_gateway"] = round(row["per_request"] / by_path["gateway"], 3)
         if "baseline" in by_path:
             row["vs_baseline"] = round(row["per_request"] / by_path["baseline"], 3)
-    return {"rows": rows, "baseline_tree": str(baseline_tree) if baseline_tree else None}
+    return {"rows": rows, "tree": str(tree), "baseline_tree": str(baseline_tree) if baseline_tree else None}
 
 
 def to_markdown(report: dict) -> str:
@@ -131,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
     parser.add_argument("--paths", nargs="*", default=list(PATHS), choices=PATHS,
                         help="fastinfer paths to count (default: all three)")
+    parser.add_argument("--tree", type=Path,
+                        help="the source tree (its core built in place) whose paths are counted (default: this one)")
     parser.add_argument("--baseline-tree", type=Path,
                         help="another source tree (its core built in place): its bare path is counted too")
     parser.add_argument("--requests", nargs=2, type=int, default=(300, 1300), metavar=("FEWER", "MORE"),
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fastinfer-bench-instructions-"))
     try:
         report = run(args.paths, (fewer, more), args.baseline_tree, workdir,
-                     {label: tomllib.loads(toml) for label, toml in args.variant})
+                     {label: tomllib.loads(toml) for label, toml in args.variant}, args.tree)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(to_markdown(report))

@@ -31,7 +31,8 @@ _secret_pattern: re.Pattern | None = None
 # what every match of the substitutions contains (a remembered secret, or the literal start of a key
 # shape, or a URL's "://"): text it finds nothing in is returned as it is. Literals, not the patterns
 # themselves: the search is then a scan for their first characters, half the cost of the patterns'.
-_TRIGGERS = r"sk-|AIza|(?i:bearer)|://"
+# Those first characters as one class, the rest after it: a third less again than the alternation.
+_TRIGGERS = r"[sAbB:](?:k-|Iza|(?i:earer)|//)"
 _anything: re.Pattern = re.compile(_TRIGGERS)
 
 

@@ -140,11 +140,17 @@ class Engine:
         """
         primary = self.deployment(req.model)
         if self._limits is None:
-            return (await self._route(primary, req, None))[0]
+            try:
+                return await self._serve(primary, req, None)
+            except GatewayError as e:
+                return (await self._fall_back(primary, req, None, e))[0]
         # a strict cluster asks Redis: the only case where admission awaits
         grant = self._limits.admit(req) if self._limits.synchronous else await self._limits.admit_async(req)
         try:
-            result, served = await self._route(primary, req, grant)
+            try:
+                result, served = await self._serve(primary, req, grant), primary
+            except GatewayError as e:
+                result, served = await self._fall_back(primary, req, grant, e)
         except GatewayError as e:
             grant.settle()
             e.headers.update(grant.rate_headers())
@@ -159,31 +165,34 @@ class Engine:
         result.headers.update(grant.rate_headers())
         return result
 
-    async def _route(self, primary: Deployment, req: GatewayRequest, grant) -> tuple[EngineResult, Deployment]:
-        """The answer and the deployment that gave it.
+    async def _fall_back(self, primary: Deployment, req: GatewayRequest, grant,
+                         error: GatewayError) -> tuple[EngineResult, Deployment]:
+        """``primary`` refused ``req`` with ``error``: the answer of the first fallback that gives
+        one, and that deployment; else the last error is raised.
 
         An error whose ``context_window`` is set may only go to the deployment's
         ``context_window_fallbacks``; one whose ``fallback`` is set to its
-        ``fallbacks``; any other error is the answer.
+        ``fallbacks``; any other error is the answer. (Called only on an error, so a request
+        its deployment serves awaits one coroutine less.)
         """
         candidate, used = primary, {primary.config.name}
         while True:
+            options = (primary.config.context_window_fallbacks if error.context_window
+                       else primary.config.fallbacks if error.fallback else ())
+            following = next((name for name in options if name not in used), None)
+            if following is None:
+                raise error
+            self.metrics.fallback(primary.config.name, following)
+            log.debug("deployment %s cannot serve (%s); falling back to %s",
+                      candidate.config.name, error.message, following)
+            used.add(following)
+            candidate = self.deployments[following]
             try:
                 result = await self._serve(candidate, req, grant)
             except GatewayError as e:
-                options = (primary.config.context_window_fallbacks if e.context_window
-                           else primary.config.fallbacks if e.fallback else ())
-                following = next((name for name in options if name not in used), None)
-                if following is None:
-                    raise
-                self.metrics.fallback(primary.config.name, following)
-                log.debug("deployment %s cannot serve (%s); falling back to %s",
-                          candidate.config.name, e.message, following)
-                used.add(following)
-                candidate = self.deployments[following]
+                error = e
                 continue
-            if candidate is not primary:
-                result.headers["x-fastinfer-deployment"] = candidate.config.name
+            result.headers["x-fastinfer-deployment"] = candidate.config.name
             return result, candidate
 
     async def _serve(self, dep: Deployment, req: GatewayRequest, grant) -> EngineResult:
@@ -215,7 +224,13 @@ class Engine:
             metrics.rejected(cfg.name, "client_gone")
             raise
         with Slot(self.admission, dep.index) as slot:
-            result = await self._attempts(dep, req)
+            route = dep.router.route(req)
+            if route.needs_claim:
+                await route.claim()
+            if route.session_key is None:
+                result = await self._attempt_loop(dep, req, route, None)
+            else:
+                result = await self._session_attempts(dep, req, route)
             if result.stream is not None:
                 result.stream.also_on_done(slot.hand_over())
             return result
@@ -242,14 +257,9 @@ class Engine:
         await self.sync_sessions(dep)
         return dep.session_generation
 
-    async def _attempts(self, dep: Deployment, req: GatewayRequest) -> EngineResult:
-        """The request's route, then its attempts; a session the request ends (``x-session-close``)
+    async def _session_attempts(self, dep: Deployment, req: GatewayRequest, route) -> EngineResult:
+        """The attempts of a request in a session; a session the request ends (``x-session-close``)
         is ended once the generation is over, however it went."""
-        route = dep.router.route(req)
-        if route.needs_claim:
-            await route.claim()
-        if route.session_key is None:
-            return await self._attempt_loop(dep, req, route, None)
         after: list = []      # what runs when the generation is over: ending the session, an orphan's close
         if req.session_close:
             after.append(lambda: self.affinity.end_later(dep.index, route.session_key))

@@ -88,8 +88,9 @@ class Gateway:
         # the data routes: in the router too (a query string or an Expect header takes the long way)
         direct = app[DIRECT_ROUTES] = {}
         app[DIRECT_BODY_LIMIT] = self.max_body_bytes
-        for path, handler in (("/v1/chat/completions", self.chat_completions), ("/v1/messages", self.messages),
-                              ("/v1/completions", self.completions), ("/v1/embeddings", self.embeddings)):
+        for path, parse in _DATA_ROUTES:
+            # the handler is _serve itself, not a method awaiting it: one coroutine less a request
+            handler = functools.partial(self._serve, parse=parse)
             app.router.add_post(path, handler, expect_handler=self._continue_unless_too_large)
             direct[("POST", path)] = functools.partial(self._error_middleware, handler=handler)
         app.router.add_get("/v1/models", self.models)
@@ -146,77 +147,62 @@ class Gateway:
 
     # --------------------------------------------------------------- routes
 
-    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, chat_request)
-
-    async def messages(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, messages_request)
-
-    async def completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, _passthrough("completions"))
-
-    async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, _passthrough("embeddings"))
-
     async def _serve(self, request: web.Request, parse) -> web.StreamResponse:
-        """One data route, in flight for the drain's ``cut`` until it is answered."""
+        """One data route: ``parse`` checks the body into a request. Errors are raised: the middleware
+        renders them in the route's API shape and tells ``_error_answered``. In flight for the drain's
+        ``cut`` until it is answered."""
         in_flight = self.drain.in_flight
-        key = id(request)
-        in_flight[key] = request
+        in_flight_key = id(request)
+        in_flight[in_flight_key] = request
         try:
-            return await self._answer(request, parse)
+            started = clock()   # the overhead clock (µs); now, on the loop's clock, is for the deadline
+            now = self._loop.time()
+            request_id = request[REQUEST_ID]
+            trace = None if self.tracing is None else self.tracing.start(request.method, request.path, request.headers)
+            request[DATA_ROUTE] = data = DataRequest(started, trace)
+            try:
+                key = None
+                if self.keys is not None:
+                    key = self.keys.authenticate(request.headers)    # before the body is read
+                    data.key = key.name
+                timeout_ms = request.headers.get("x-timeout-ms")
+                deadline = None if timeout_ms is None else now + _parse_timeout_ms(timeout_ms)
+                body = await read_json(request, self.max_body_bytes, self.body_timeout_s)
+                asked_priority = key is not None and _asks_priority(request.headers, body)
+                req = parse(body, request.headers, request_id, now)
+                data.req = req
+                data.deployment = req.model
+                req.trace = trace
+                dep = self.engine.find(req.model)         # a name, an alias, or PROVIDER/<model>
+                if key is not None:
+                    # before the 404: a model outside the key's globs is 403 whether or not it exists
+                    key.check_model(req.model, dep.config.name if dep is not None else None)
+                if dep is None:
+                    dep = self.engine.deployment(req.model)   # raises the 404
+                data.deployment = dep.config.name
+                if key is not None:
+                    req.key = key.name
+                    req.priority = key.priority_of(req.priority if asked_priority else None)
+                if req.endpoint != "chat" and req.endpoint not in dep.provider.endpoints:
+                    raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
+                req.deadline = deadline
+                result = data.result = await self.engine.chat(req)
+            except asyncio.CancelledError:
+                if self.drain.cut_short():
+                    raise ShuttingDown() from None   # the drain's grace period is over: a 503 (middleware)
+                self._answered(request, data, _CLIENT_CLOSED)
+                raise
+            try:
+                response = await self._respond(request, data, request_id)
+            except asyncio.CancelledError:
+                # the client left: before its answer was complete, unless it had its whole stream
+                delivered = result.stream is not None and result.stream.delivered
+                self._answered(request, data, result.status if delivered else _CLIENT_CLOSED)
+                raise
+            self._answered(request, data, result.status)
+            return response
         finally:
-            del in_flight[key]
-
-    async def _answer(self, request: web.Request, parse) -> web.StreamResponse:
-        """``parse`` checks the body into a request. Errors are raised: the middleware renders
-        them in the route's API shape and tells ``_error_answered``."""
-        started = clock()   # the overhead clock (µs); now, on the loop's clock, is for the deadline
-        now = self._loop.time()
-        request_id = request[REQUEST_ID]
-        trace = None if self.tracing is None else self.tracing.start(request.method, request.path, request.headers)
-        request[DATA_ROUTE] = data = DataRequest(started, trace)
-        try:
-            key = None
-            if self.keys is not None:
-                key = self.keys.authenticate(request.headers)    # before the body is read
-                data.key = key.name
-            timeout_ms = request.headers.get("x-timeout-ms")
-            deadline = None if timeout_ms is None else now + _parse_timeout_ms(timeout_ms)
-            body = await read_json(request, self.max_body_bytes, self.body_timeout_s)
-            asked_priority = key is not None and _asks_priority(request.headers, body)
-            req = parse(body, request.headers, request_id, now)
-            data.req = req
-            data.deployment = req.model
-            req.trace = trace
-            dep = self.engine.find(req.model)         # a name, an alias, or PROVIDER/<model>
-            if key is not None:
-                # before the 404: a model outside the key's globs is 403 whether or not it exists
-                key.check_model(req.model, dep.config.name if dep is not None else None)
-            if dep is None:
-                dep = self.engine.deployment(req.model)   # raises the 404
-            data.deployment = dep.config.name
-            if key is not None:
-                req.key = key.name
-                req.priority = key.priority_of(req.priority if asked_priority else None)
-            if req.endpoint != "chat" and req.endpoint not in dep.provider.endpoints:
-                raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
-            req.deadline = deadline
-            result = data.result = await self.engine.chat(req)
-        except asyncio.CancelledError:
-            if self.drain.cut_short():
-                raise ShuttingDown() from None   # the drain's grace period is over: a 503 (middleware)
-            self._answered(request, data, _CLIENT_CLOSED)
-            raise
-        try:
-            response = await self._respond(request, data, request_id)
-        except asyncio.CancelledError:
-            # the client left: before its answer was complete, unless it had its whole stream
-            delivered = result.stream is not None and result.stream.delivered
-            self._answered(request, data, result.status if delivered else _CLIENT_CLOSED)
-            raise
-        self._answered(request, data, result.status)
-        return response
+            del in_flight[in_flight_key]
 
     def _error_answered(self, request: web.Request, status: int, error: GatewayError) -> None:
         """An error answer from the middleware: every one of a data route; of any other route,
@@ -404,6 +390,11 @@ def _passthrough(endpoint: str):
     def parse(body, headers, request_id: str, now: float):
         return passthrough_request(body, headers, request_id, now, endpoint)
     return parse
+
+
+# each data route's path and how its body becomes a request
+_DATA_ROUTES = (("/v1/chat/completions", chat_request), ("/v1/messages", messages_request),
+                ("/v1/completions", _passthrough("completions")), ("/v1/embeddings", _passthrough("embeddings")))
 
 
 def _parse_timeout_ms(value: str) -> float:

@@ -58,9 +58,10 @@ def access_fields(values: tuple, known_deployment: bool) -> dict:
         "request_id": redact(request_id), "key": key,
         "deployment": deployment if known_deployment else _shown(deployment),
         "replica": replica, "status": status, "attempts": attempts, "stream": stream,
-        "duration_ms": None if duration_s is None else round(duration_s * 1000, 3),
-        "ttft_ms": None if ttft_s is None else round(ttft_s * 1000, 3),
-        "overhead_ms": None if overhead_s is None else round(overhead_s * 1000, 3),
+        # milliseconds to 3 decimals: int() of microseconds costs a third of round(ms, 3)
+        "duration_ms": None if duration_s is None else int(duration_s * 1e6 + 0.5) / 1000,
+        "ttft_ms": None if ttft_s is None else int(ttft_s * 1e6 + 0.5) / 1000,
+        "overhead_ms": None if overhead_s is None else int(overhead_s * 1e6 + 0.5) / 1000,
         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost_usd,
         "error": None if error is None else redact(error), "method": method, "path": _shown_paths[path],
     }
