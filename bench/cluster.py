@@ -30,6 +30,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .output import finish
 from .services import Service
 
 RPM = 600
@@ -239,10 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         redis.kill()
         redis.wait()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(to_markdown(report))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
-    return 0
+    return finish(to_markdown(report), report, args.out)
 
 
 if __name__ == "__main__":

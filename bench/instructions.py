@@ -39,6 +39,7 @@ import tomllib
 from pathlib import Path
 
 from .gateway_configs import BENCH_KEY
+from .output import finish
 from .run import variant_option
 from .services import Service, fastinfer_tree
 from .targets import write_gateway_config
@@ -161,10 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                      {label: tomllib.loads(toml) for label, toml in args.variant}, args.tree)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(to_markdown(report))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
-    return 0
+    return finish(to_markdown(report), report, args.out)
 
 
 if __name__ == "__main__":
