@@ -150,7 +150,6 @@ def take_all(st, buckets: list, ids, amounts):
         return True, 0.0
 
 
-
 class BucketPair:
     """Segment.bucket_pair: one request and its tokens, all or none; the tokens corrected."""
 
@@ -183,6 +182,7 @@ class BucketPair:
             self._tokens.charge(delta)
         else:
             self._tokens.refund(-delta)
+
 
 class KeyConcurrency:
     def __init__(self, st, limit: int):
