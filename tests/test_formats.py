@@ -100,3 +100,20 @@ def test_the_config_takes_providers_and_their_needs_from_the_provider_table():
     assert e.value.problems == ["deployments[0].replicas[0].api_version: is required for azure_openai"]
     config = parse_config({"deployments": [{"name": "d", "provider": "mock"}]})
     assert PROVIDERS["mock"].in_process and make_provider(config.deployments[0]).format is OPENAI
+
+
+@pytest.mark.parametrize("usage, expected", [
+    ({"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20},
+     {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}),
+    ({"prompt_tokens": 12, "completion_tokens": 8, "prompt_tokens_details": {"cached_tokens": 4},
+      "completion_tokens_details": {"reasoning_tokens": 3}},
+     {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20, "cached_tokens": 4, "reasoning_tokens": 3}),
+    # what is not an integer counts 0: a bool, a float, a string; details that are not objects are none
+    ({"prompt_tokens": True, "completion_tokens": 2.5, "prompt_tokens_details": {"cached_tokens": "4"},
+      "completion_tokens_details": [1]},
+     {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}),
+    ({}, {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}),
+    (None, None), ([12, 8], None),
+])
+def test_openai_usage_is_normalized_and_anything_not_a_count_is_zero(usage, expected):
+    assert OPENAI.reply_usage({"usage": usage} if usage is not None else {}) == expected

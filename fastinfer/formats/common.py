@@ -51,12 +51,18 @@ def _int(value) -> int:
 
 
 def usage_from_openai(u) -> dict | None:
+    """OpenAI's ``usage``, normalized; a count that is not an integer is 0. Every OpenAI-shaped
+    answer goes through here, so the checks are inline: ``type(v) is int`` is ``_int``'s test
+    for the values a JSON parser makes."""
     if not isinstance(u, dict):
         return None
-    prompt_details = u.get("prompt_tokens_details") or {}
-    completion_details = u.get("completion_tokens_details") or {}
-    return make_usage(_int(u.get("prompt_tokens")), _int(u.get("completion_tokens")),
-                      _int(prompt_details.get("cached_tokens")), _int(completion_details.get("reasoning_tokens")))
+    prompt, completion = u.get("prompt_tokens"), u.get("completion_tokens")
+    details = u.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if type(details) is dict else None
+    details = u.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if type(details) is dict else None
+    return make_usage(prompt if type(prompt) is int else 0, completion if type(completion) is int else 0,
+                      cached if type(cached) is int else 0, reasoning if type(reasoning) is int else 0)
 
 
 def usage_from_anthropic(u) -> dict | None:
