@@ -3,8 +3,11 @@
 Why: the load bench reads CPU time, which moves 15–25 % between rounds on a shared machine, so a
 change worth a few percent of a request cannot show there; a micro-benchmark shows it but runs
 its piece hot and alone, and pieces cost 3–10× more in situ. An instruction count is what the
-gateway asked the CPU to do for a request, the whole request in a real worker, and it does not
-depend on what else the machine runs: two runs of the same tree agree to about 0.3 %.
+gateway asked the CPU to do for a request, the whole request in a real worker, and it hardly
+depends on what else the machine runs: paths counted in one run agree to about 0.3 % when their
+code is the same. Between runs the same tree's count drifts by up to ~1.5 %: the worker's timers
+fire per second of wall time, and valgrind's pace follows the machine's load. Compare trees in
+one run (``--baseline-tree``), not against a figure from another.
 
 How, per path (``gateway``, ``gateway-limits``, ``gateway-full``: the load bench's configs; and
 ``baseline``, the bare config of ``--baseline-tree``; a ``--variant LABEL=TOML``, the bare config
