@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import re
 import shutil
 import sys
@@ -43,15 +42,14 @@ from pathlib import Path
 
 from .gateway_configs import BENCH_KEY
 from .output import finish
-from .run import variant_option
+from .run import request_body, variant_option
 from .services import Service, fastinfer_tree
 from .targets import write_gateway_config
 from .upstream import PythonMock
 
 PATHS = ("gateway", "gateway-limits", "gateway-full")
 _SUMMARY = re.compile(rb"^summary: (\d+)", re.M)
-_BODY = json.dumps({"model": "bench", "stream": False,
-                    "messages": [{"role": "user", "content": "benchmark the gateway please"}]}).encode()
+_BODY = request_body(stream=False)     # the load bench's own request
 _HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_KEY}"}
 
 
