@@ -168,23 +168,7 @@ class Gateway:
                 timeout_ms = request.headers.get("x-timeout-ms")
                 deadline = None if timeout_ms is None else now + _parse_timeout_ms(timeout_ms)
                 body = await read_json(request, self.max_body_bytes, self.body_timeout_s)
-                asked_priority = key is not None and _asks_priority(request.headers, body)
-                req = parse(body, request.headers, request_id, now)
-                data.req = req
-                data.deployment = req.model
-                req.trace = trace
-                dep = self.engine.find(req.model)         # a name, an alias, or PROVIDER/<model>
-                if key is not None:
-                    # before the 404: a model outside the key's globs is 403 whether or not it exists
-                    key.check_model(req.model, dep.config.name if dep is not None else None)
-                if dep is None:
-                    dep = self.engine.deployment(req.model)   # raises the 404
-                data.deployment = dep.config.name
-                if key is not None:
-                    req.key = key.name
-                    req.priority = key.priority_of(req.priority if asked_priority else None)
-                if req.endpoint != "chat" and req.endpoint not in dep.provider.endpoints:
-                    raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
+                req = self._engine_request(request, parse, body, key, data, now)
                 req.deadline = deadline
                 result = data.result = await self.engine.chat(req)
             except asyncio.CancelledError:
@@ -203,6 +187,30 @@ class Gateway:
             return response
         finally:
             del in_flight[in_flight_key]
+
+    def _engine_request(self, request: web.Request, parse, body, key, data: DataRequest,
+                        now: float) -> GatewayRequest:
+        """The body checked into the engine's request (``parse``), for a deployment that exists, that
+        the key may use and that serves the route, in the key's priority; kept on ``data`` for the
+        accounting. (Not a coroutine: it awaits nothing, and a coroutine level costs every request.)"""
+        asked_priority = key is not None and _asks_priority(request.headers, body)
+        req = parse(body, request.headers, request[REQUEST_ID], now)
+        data.req = req
+        data.deployment = req.model
+        req.trace = data.trace
+        dep = self.engine.find(req.model)         # a name, an alias, or PROVIDER/<model>
+        if key is not None:
+            # before the 404: a model outside the key's globs is 403 whether or not it exists
+            key.check_model(req.model, dep.config.name if dep is not None else None)
+        if dep is None:
+            dep = self.engine.deployment(req.model)   # raises the 404
+        data.deployment = dep.config.name
+        if key is not None:
+            req.key = key.name
+            req.priority = key.priority_of(req.priority if asked_priority else None)
+        if req.endpoint != "chat" and req.endpoint not in dep.provider.endpoints:
+            raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
+        return req
 
     def _error_answered(self, request: web.Request, status: int, error: GatewayError) -> None:
         """An error answer from the middleware: every one of a data route; of any other route,
