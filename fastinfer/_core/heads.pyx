@@ -3,15 +3,17 @@
 
 Owns: ``plain_post``, which reads a client's request head when it has the plain shape of a data
 request (an HTTP/1.1 ``POST``, every byte in a strict subset llhttp reads the same way) and says
-nothing (``None``) about any other, which the caller then reads with llhttp as before; and
+nothing (``None``) about any other, which the caller then reads with llhttp as before;
 ``whole_response``, the same for an upstream's answer that came whole in one read (a Content-Length
-body, no interim answer); and ``answer_head``, which writes the head of an answer the gateway sends
+body, no interim answer); ``chunked_head``, the same for a chunked answer's head (a stream), whose
+body ``ChunkedBody`` then reads read by read, giving what each read completes as one bytes object;
+and ``answer_head``, which writes the head of an answer the gateway sends
 in one allocation, checking its fields for control characters as it sizes them. The subset
 is spelled out in the reference, ``fastinfer._core.ref.heads``; the tests hold the two to the same
 answers, and every head this one reads to llhttp's reading of it.
 
-Why: llhttp through httptools calls back into Python once per field, once for the target or the
-body, and each call decodes its bytes; here one pass over the head checks every byte against a
+Why: llhttp through httptools calls back into Python once per field, once for the target or each
+chunk of a body, and each call decodes its bytes; here one pass over the head checks every byte against a
 table and makes only the strings the caller keeps.
 
 Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in, plain values out.
@@ -19,16 +21,21 @@ Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in,
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
 from libc.stdio cimport snprintf
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
 
 
 cdef extern from "string.h" nogil:
     void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
 
-__all__ = ["answer_head", "plain_post", "whole_response"]
+__all__ = ["ChunkedBody", "answer_head", "chunked_head", "plain_post", "whole_response"]
 
 cdef enum:
     MAX_LENGTH_DIGITS = 18
+    NO_FIELD = -1           # Content-Length: not in the head
+    CHUNKED_BODY = -2       # ... Transfer-Encoding: chunked instead
+
+cdef long long MAX_CHUNK_SIZE = 1LL << 59
 
 # the byte classes of the subset (see the reference): bit 1 a tchar, bit 2 a target byte,
 # bit 4 a field-value byte
@@ -59,6 +66,13 @@ _init_classes()
 
 cdef inline bint _is_ows(unsigned char c):
     return c == 0x20 or c == 0x09
+
+
+cdef inline Py_ssize_t _trimmed(const unsigned char *value, Py_ssize_t v):
+    """The length of ``value`` without the spaces and tabs after it."""
+    while v > 0 and _is_ows(value[v - 1]):
+        v -= 1
+    return v
 
 
 cdef bint _name_is(const unsigned char *name, Py_ssize_t n, const char *lowered, Py_ssize_t size):
@@ -113,7 +127,7 @@ def plain_post(bytes buffer not None, Py_ssize_t head_length):
 
 cdef Py_ssize_t _field(const unsigned char *p, Py_ssize_t i, Py_ssize_t *name_start, Py_ssize_t *name_end,
                        Py_ssize_t *value_start, Py_ssize_t *value_end, long long *content_length,
-                       int *keep_alive):
+                       int *keep_alive, int *chunked=NULL):
     """The field line at ``p[i]``: its name and value (the spaces before the value left out, those
     after it kept) and where the next line starts; -1 when it is outside the subset. The head's
     empty line ends every scan: each stops at a CR."""
@@ -133,14 +147,15 @@ cdef Py_ssize_t _field(const unsigned char *p, Py_ssize_t i, Py_ssize_t *name_st
         return -1
     value_end[0] = i
     if not _plain_field(p + name_start[0], name_end[0] - name_start[0], p + value_start[0], i - value_start[0],
-                        content_length, keep_alive):
+                        content_length, keep_alive, chunked):
         return -1
     return i + 2
 
 
 cdef bint _plain_field(const unsigned char *name, Py_ssize_t n, const unsigned char *value, Py_ssize_t v,
-                       long long *content_length, int *keep_alive):
-    """The field leaves the head plain; reads ``Content-Length`` and ``Connection`` as it goes."""
+                       long long *content_length, int *keep_alive, int *chunked):
+    """The field leaves the head plain; reads ``Content-Length`` and ``Connection`` as it goes, and
+    with ``chunked`` (not NULL) one ``Transfer-Encoding: chunked``."""
     cdef Py_ssize_t i
     cdef long long length = 0
     if _name_is(name, n, "content-length", 14):
@@ -160,23 +175,25 @@ cdef bint _plain_field(const unsigned char *name, Py_ssize_t n, const unsigned c
             keep_alive[0] = 1
         else:
             return False
+    elif (chunked != NULL and chunked[0] == 0 and _name_is(name, n, "transfer-encoding", 17)
+          and _name_is(value, _trimmed(value, v), "chunked", 7)):
+        chunked[0] = 1
     elif (_name_is(name, n, "transfer-encoding", 17) or _name_is(name, n, "content-encoding", 16)
           or _name_is(name, n, "expect", 6) or _name_is(name, n, "upgrade", 7)):
         return False
     return True
 
 
-def whole_response(bytes data not None):
-    """``(status, fields, body_start, keep_alive)`` when ``data`` is exactly one complete upstream
-    answer of the plain shape (see the reference), ``None`` for anything else, which the caller then
-    feeds to llhttp. ``fields`` maps each lower-cased name to its value without the spaces around it
-    (the last of a repeated name wins)."""
+cdef dict _response_head(bytes data, bint chunked_ok, int *status, Py_ssize_t *body_start,
+                         long long *content_length, bint *keep_alive):
+    """The fields of the answer head ``data`` starts with, in the subset, and its status, where its
+    body starts, its ``content_length`` (NO_FIELD, or CHUNKED_BODY) and whether it keeps the
+    connection alive; None when it is not in the subset."""
     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
     cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
     cdef Py_ssize_t end, i, name_start, name_end, value_start, value_end
-    cdef long long content_length = -1
-    cdef int keep_alive = -1
-    cdef int status
+    cdef int connection = -1
+    cdef int chunked = 0
     cdef const unsigned char *found = <const unsigned char *>memmem(p, size, b"\r\n\r\n", 4)
     if found == NULL:
         return None
@@ -186,8 +203,8 @@ def whole_response(bytes data not None):
     for i in range(9, 12):
         if not 0x30 <= p[i] <= 0x39:
             return None
-    status = (p[9] - 0x30) * 100 + (p[10] - 0x30) * 10 + (p[11] - 0x30)
-    if status < 200 or status == 204 or status == 304:
+    status[0] = (p[9] - 0x30) * 100 + (p[10] - 0x30) * 10 + (p[11] - 0x30)
+    if status[0] < 200 or status[0] == 204 or status[0] == 304:
         return None
     i = 13
     while CLASS[p[i]] & 4:
@@ -195,18 +212,194 @@ def whole_response(bytes data not None):
     if p[i] != 0x0D or p[i + 1] != 0x0A:
         return None
     i += 2
+    content_length[0] = NO_FIELD
     fields = {}
     while i < end:
-        i = _field(p, i, &name_start, &name_end, &value_start, &value_end, &content_length, &keep_alive)
+        i = _field(p, i, &name_start, &name_end, &value_start, &value_end, content_length, &connection,
+                   &chunked if chunked_ok else NULL)
         if i < 0:
             return None
         while value_end > value_start and _is_ows(p[value_end - 1]):
             value_end -= 1
         fields[_lowered(p + name_start, name_end - name_start)] = PyUnicode_DecodeASCII(
             <const char *>p + value_start, value_end - value_start, NULL)
-    if content_length < 0 or size - (end + 2) != content_length:
+    if chunked:
+        if content_length[0] != NO_FIELD:
+            return None
+        content_length[0] = CHUNKED_BODY
+    body_start[0] = end + 2
+    keep_alive[0] = connection != 0
+    return fields
+
+
+def whole_response(bytes data not None):
+    """``(status, fields, body_start, keep_alive)`` when ``data`` is exactly one complete upstream
+    answer of the plain shape (see the reference), ``None`` for anything else, which the caller then
+    feeds to llhttp. ``fields`` maps each lower-cased name to its value without the spaces around it
+    (the last of a repeated name wins)."""
+    cdef int status
+    cdef Py_ssize_t body_start
+    cdef long long content_length
+    cdef bint keep_alive
+    fields = _response_head(data, False, &status, &body_start, &content_length, &keep_alive)
+    if fields is None or content_length < 0 or PyBytes_GET_SIZE(data) - body_start != content_length:
         return None
-    return status, fields, end + 2, keep_alive != 0
+    return status, fields, body_start, keep_alive
+
+
+def chunked_head(bytes data not None):
+    """``(status, fields, body_start, keep_alive)`` when ``data`` starts with a whole answer head of
+    the plain shape with ``Transfer-Encoding: chunked`` (see the reference): the body, from
+    ``body_start`` on, is the caller's to read with a ``ChunkedBody``. ``None`` for anything else,
+    which the caller then feeds to llhttp."""
+    cdef int status
+    cdef Py_ssize_t body_start
+    cdef long long content_length
+    cdef bint keep_alive
+    fields = _response_head(data, True, &status, &body_start, &content_length, &keep_alive)
+    if fields is None or content_length != CHUNKED_BODY:
+        return None
+    return status, fields, body_start, keep_alive
+
+
+# where in the chunked framing the next byte is (the reference's states)
+cdef enum ChunkState:
+    SIZE, EXTENSION, SIZE_LF, DATA, DATA_CR, DATA_LF, TRAILER, TRAILER_NAME, TRAILER_VALUE, TRAILER_LF, LAST_LF, END
+
+
+cdef class ChunkedBody:
+    """A chunked body, read by read (the reference says what it accepts): ``feed`` gives the data a
+    read completes as one bytes object (the read's own slice when it holds one piece, as a stream's
+    reads mostly do), ``done`` says the last chunk and its trailers have come, ``overflowed`` that
+    bytes came after them. Framing outside the subset, or more than ``max_framing`` bytes of it
+    between two pieces of data, is a ``ValueError``."""
+
+    cdef ChunkState state
+    cdef int digits
+    cdef long long size
+    cdef Py_ssize_t framing
+    cdef readonly Py_ssize_t max_framing
+    cdef readonly bint done
+    cdef readonly bint overflowed
+
+    def __cinit__(self, Py_ssize_t max_framing=8192):
+        self.max_framing = max_framing
+        self.state = SIZE
+
+    def feed(self, bytes data not None, Py_ssize_t start=0):
+        """The chunk data of ``data[start:]``, joined (``b""`` when it has none)."""
+        cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t i = start if start > 0 else 0
+        cdef Py_ssize_t take, first_at = 0, first_size = 0, total = 0
+        cdef char *joined = NULL       # made at a read's second piece: room for all the rest
+        if self.done:
+            if i < n:
+                self.overflowed = True
+            return b""
+        try:
+            while i < n:
+                if self.state == DATA:
+                    take = n - i if self.size > n - i else <Py_ssize_t>self.size
+                    if total == 0:
+                        first_at, first_size = i, take
+                    else:
+                        if joined == NULL:
+                            joined = <char *>malloc(n - start)
+                            if joined == NULL:
+                                raise MemoryError()
+                            memcpy(joined, p + first_at, first_size)
+                        memcpy(joined + total, p + i, take)
+                    total += take
+                    i += take
+                    self.size -= take
+                    self.framing = 0
+                    if self.size == 0:
+                        self.state = DATA_CR
+                    continue
+                if self.state == END:
+                    self.overflowed = True
+                    break
+                self.framing += 1
+                if self.framing > self.max_framing:
+                    raise ValueError("overlong chunk-size line or trailer")
+                self._step(p[i])
+                i += 1
+            self.done = self.state == END
+            if total == 0:
+                return b""
+            if joined == NULL:
+                return PyBytes_FromStringAndSize(<const char *>p + first_at, first_size)
+            return PyBytes_FromStringAndSize(joined, total)
+        finally:
+            free(joined)
+
+    cdef int _step(self, unsigned char c) except -1:
+        cdef ChunkState state = self.state
+        cdef int digit
+        if state == SIZE:
+            digit = _hex_digit(c)
+            if digit >= 0:
+                self.size = self.size * 16 + digit
+                self.digits += 1
+                if self.size >= MAX_CHUNK_SIZE:
+                    raise ValueError("chunk size overflow")
+            elif self.digits and c == 0x3B:     # ';'
+                self.state = EXTENSION
+            elif self.digits and c == 0x0D:
+                self.state = SIZE_LF
+            else:
+                raise ValueError("invalid character in chunk size")
+        elif state == EXTENSION:
+            if c == 0x0D:
+                self.state = SIZE_LF
+            elif not CLASS[c] & 4:
+                raise ValueError("invalid character in chunk extension")
+        elif state == SIZE_LF:
+            if c != 0x0A:
+                raise ValueError("expected LF after chunk size")
+            self.digits = 0
+            self.state = DATA if self.size else TRAILER
+        elif state == DATA_CR:
+            if c != 0x0D:
+                raise ValueError("expected CR LF after chunk data")
+            self.state = DATA_LF
+        elif state == DATA_LF:
+            if c != 0x0A:
+                raise ValueError("expected CR LF after chunk data")
+            self.state = SIZE
+        elif state == TRAILER:
+            if c == 0x0D:
+                self.state = LAST_LF
+            elif CLASS[c] & 1:
+                self.state = TRAILER_NAME
+            else:
+                raise ValueError("invalid trailer")
+        elif state == TRAILER_NAME:
+            if c == 0x3A:                       # ':'
+                self.state = TRAILER_VALUE
+            elif not CLASS[c] & 1:
+                raise ValueError("invalid trailer")
+        elif state == TRAILER_VALUE:
+            if c == 0x0D:
+                self.state = TRAILER_LF
+            elif not CLASS[c] & 4:
+                raise ValueError("invalid trailer")
+        elif state == TRAILER_LF or state == LAST_LF:
+            if c != 0x0A:
+                raise ValueError("expected LF after trailer")
+            self.state = TRAILER if state == TRAILER_LF else END
+        return 0
+
+
+cdef inline int _hex_digit(unsigned char c):
+    if 0x30 <= c <= 0x39:
+        return c - 0x30
+    if 0x61 <= c <= 0x66:
+        return c - 0x61 + 10
+    if 0x41 <= c <= 0x46:
+        return c - 0x41 + 10
+    return -1
 
 
 cdef str _lowered(const unsigned char *name, Py_ssize_t n):

@@ -298,3 +298,171 @@ def test_a_plain_answer_is_read_whole_the_same_by_both(answer):
     got = compiled.whole_response(answer)
     assert got is not None and got == reference.whole_response(answer)
     assert answer[got[2]:] == answer[answer.index(b"\r\n\r\n") + 4:]
+
+
+# ------------------------------------------------------------ chunked answers: the head, then the body
+
+def test_a_chunked_head_is_read_and_leaves_its_body_to_the_caller(m):
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding:  Chunked \r\n\r\n"
+              b"5\r\nhello\r\n")
+    assert m.chunked_head(answer) == (200, {"content-type": "text/event-stream", "transfer-encoding": "Chunked"},
+                                      answer.index(b"5\r\n"), True)
+    assert m.chunked_head(answer.replace(b"Content-Type: text/event-stream", b"Connection: close"))[3] is False
+    assert m.whole_response(answer) is None
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",                               # not chunked
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",   # both: llhttp refuses it
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked",                                  # the head not all here
+    b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nUpgrade: h2c\r\n\r\n",
+], ids=lambda a: repr(a)[:60])
+def test_any_other_head_is_left_to_llhttp(m, answer):
+    assert m.chunked_head(answer) is None
+
+
+class _LLHttpAnswer:
+    """What llhttp reads of an answer: its head, its body's pieces, whether it ended."""
+
+    def __init__(self):
+        self.headers, self.body, self.complete, self.keep_alive, self.parser = {}, [], False, None, None
+
+    def on_header(self, name, value):
+        self.headers[name.decode().lower()] = value.decode().strip(" \t")
+
+    def on_body(self, body):
+        self.body.append(bytes(body))
+
+    def on_message_complete(self):
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()    # asked now: llhttp forgets it after the end
+
+
+def _llhttp_answer(pieces):
+    """llhttp's reading of an answer fed in ``pieces``: (status, headers, keep-alive, body, complete),
+    or the error it stopped at."""
+    answer = _LLHttpAnswer()
+    parser = answer.parser = httptools.HttpResponseParser(answer)
+    try:
+        for piece in pieces:
+            parser.feed_data(piece)
+    except httptools.HttpParserError as e:
+        return "error", b"".join(answer.body), str(e)
+    return parser.get_status_code(), answer.headers, answer.keep_alive, b"".join(answer.body), answer.complete
+
+
+@settings(max_examples=1500, deadline=None)
+@given(answers())
+def test_chunked_head_compiled_equals_reference_and_llhttp_reads_what_it_reads_alike(answer):
+    got = compiled.chunked_head(answer)
+    assert got == reference.chunked_head(answer)
+    if got is not None:
+        status, fields, body_start, keep_alive = got
+        read = _llhttp_answer([answer[:body_start], b"2\r\nok\r\n0\r\n\r\n"])
+        assert read == (status, fields, keep_alive, b"ok", True)
+
+
+_extensions = st.sampled_from([b"", b"", b";x", b";name=value", b';q="a b"', b";a=1;b"])
+_trailers = st.lists(st.sampled_from([b"X-Trailer: t", b"Checksum:abc", b"E:"]), max_size=2)
+
+
+@st.composite
+def chunked_bodies(draw) -> tuple[bytes, bytes]:
+    """A chunked body in the subset (sizes in any case, leading zeros, extensions, trailers) and its data."""
+    data = [draw(st.binary(min_size=1, max_size=40)) for _ in range(draw(st.integers(0, 6)))]
+    framed = []
+    for piece in data:
+        size = draw(st.sampled_from(["%x", "%X", "00%x"])) % len(piece)
+        framed.append(size.encode() + draw(_extensions) + b"\r\n" + piece + b"\r\n")
+    framed.append(draw(st.sampled_from([b"0", b"000"])) + draw(_extensions) + b"\r\n")
+    framed += [line + b"\r\n" for line in draw(_trailers)]
+    framed.append(b"\r\n")
+    return b"".join(framed), b"".join(data)
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in zip(points, points[1:]) if b > a]
+
+
+def _decoded(module, pieces: list[bytes]):
+    """What a ``ChunkedBody`` gives for ``pieces``: each read's data, done, overflowed (or the error)."""
+    body = module.ChunkedBody()
+    out = []
+    try:
+        for piece in pieces:
+            out.append(body.feed(piece))
+    except ValueError as e:
+        return "error", b"".join(out), str(e)
+    return out, body.done, body.overflowed
+
+
+_CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(chunked_bodies(), st.lists(st.integers(0, 400), max_size=10), st.sampled_from([b"", b"", b"HTTP/1.1"]))
+def test_a_chunked_body_is_read_alike_by_both_and_by_llhttp_however_it_is_split(body, cuts, after):
+    framed, data = body
+    pieces = _split(framed + after, cuts)
+    got = _decoded(compiled, pieces)
+    assert got == _decoded(reference, pieces)
+    reads, done, overflowed = got
+    assert b"".join(reads) == data and done and overflowed == bool(after)
+    if not after:      # llhttp reads bytes after the end as the next answer's (and trailers as fields)
+        status, _, keep_alive, llhttp_data, complete = _llhttp_answer([_CHUNKED_HEAD, *pieces])
+        assert (status, keep_alive, llhttp_data, complete) == (200, True, data, True)
+
+
+def test_a_read_of_many_chunks_is_one_piece_and_a_body_in_progress_is_not_done(m):
+    body = m.ChunkedBody()
+    assert body.feed(b"xx3\r\nabc\r\n2\r\nde\r\n1\r\nf", 2) == b"abcdef"
+    assert body.feed(b"\r\n") == b"" and not body.done
+    assert body.feed(b"0\r\n\r\n") == b"" and body.done and not body.overflowed
+    assert body.feed(b"more") == b"" and body.overflowed
+
+
+@pytest.mark.parametrize("framed", [
+    b"5 \r\nhello\r\n0\r\n\r\n",          # a space after the size
+    b"0x5\r\nhello\r\n0\r\n\r\n",
+    b"\r\nhello\r\n0\r\n\r\n",            # no size
+    b"+5\r\nhello\r\n0\r\n\r\n",
+    b"5\nhello\r\n0\r\n\r\n",             # a bare LF after the size
+    b"5\r\r\nhello\r\n0\r\n\r\n",
+    b"5\r\nhelloXX0\r\n\r\n",             # no CR LF after the data
+    b"5\r\nhello\n0\r\n\r\n",
+    b"5;a\x01\r\nhello\r\n0\r\n\r\n",     # a control character in an extension
+    b"5\r\nhello\r\n0\r\nbad trailer\r\n\r\n",
+    b"5\r\nhello\r\n0\r\n\n",
+    b"5\r\nhello\r\n0\r\nX-T: 1\n\r\n",
+    b"fffffffffffffffff\r\n",            # a size past 64 bits
+], ids=lambda f: repr(f)[:40])
+def test_framing_llhttp_refuses_is_refused(m, framed):
+    assert _llhttp_answer([_CHUNKED_HEAD, framed])[0] == "error"
+    for pieces in ([framed], [framed[:i] for i in range(1, 2)] + [framed[1:]], [bytes([c]) for c in framed]):
+        assert _decoded(m, pieces)[0] == "error"
+
+
+@pytest.mark.parametrize("line_start, filler", [(b"", b"0"), (b"5;ext=", b"x"), (b"0\r\nX-Long: ", b"v")],
+                         ids=["size", "extension", "trailer"])
+def test_framing_that_never_ends_is_refused_once_it_passes_the_bound(m, line_start, filler):
+    body = m.ChunkedBody(1024)
+    assert body.feed(b"4\r\ndata\r\n" + line_start) == b"data"
+    fed = 2 + len(line_start)          # framing since the data: its CR LF, then the line
+    with pytest.raises(ValueError, match="overlong"):
+        while fed <= 4096:
+            fed += 100
+            body.feed(filler * 100)
+    assert 1024 < fed <= 1024 + 100
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.binary(max_size=40), st.lists(st.integers(0, 60), max_size=4))
+def test_any_bytes_are_read_alike_by_both(noise, cuts):
+    pieces = _split(noise, cuts)
+    assert _decoded(compiled, pieces) == _decoded(reference, pieces)

@@ -3,8 +3,9 @@
 Owns: ``plain_post``, which reads a client's request head when it has the plain shape of a data
 request (an HTTP/1.1 ``POST`` whose every byte is in the strict subset below) and says nothing
 (``None``) about any other head, which the caller then reads with llhttp as before;
-``whole_response``, the same for an upstream's answer that came whole in one read; and
-``answer_head``, which writes the head of an answer the gateway sends. Same API and
+``whole_response``, the same for an upstream's answer that came whole in one read;
+``chunked_head``, the same for the head of a chunked answer (a stream), whose body ``ChunkedBody``
+then reads read by read; and ``answer_head``, which writes the head of an answer the gateway sends. Same API and
 behaviour as the compiled module; written to be slow and obvious, because it is the oracle the
 tests compare the compiled scanner against.
 
@@ -20,7 +21,18 @@ The subset, chosen so that every head it accepts is one llhttp accepts and reads
   or ``Upgrade`` (what the data path leaves to aiohttp).
 
 An answer's subset is the same for its fields; its status line is ``HTTP/1.1``, a three-digit code,
-a space and a reason of visible ASCII, spaces and tabs.
+a space and a reason of visible ASCII, spaces and tabs. A chunked answer's head may (must) have one
+``Transfer-Encoding``, exactly ``chunked`` in any case (spaces and tabs around it aside), and no
+``Content-Length``.
+
+A chunked body (RFC 9112 7.1) in ``ChunkedBody``'s subset: a chunk-size line is hex digits (leading
+zeros allowed), then either CR LF or ``;`` and an extension of visible ASCII, spaces and tabs up to
+the CR LF (skipped); its data ends with CR LF; the last chunk (size 0) is followed by trailer lines
+in the field subset (read and dropped) and the empty line. Anything else is an error, as llhttp
+makes it one (a space after the size, a bare LF, a missing CR LF after the data); llhttp is
+stricter only about what an extension holds, which this subset skips. The bytes of framing between
+two pieces of data (a size line, an extension, the trailers) are bounded, so a line that never ends
+fails while it is still arriving.
 
 Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in, plain values out.
 """
@@ -59,19 +71,25 @@ def plain_post(buffer: bytes, head_length: int):
             content_length or 0, keep_alive)
 
 
-def _read_fields(lines: list[bytes]):
+def _read_fields(lines: list[bytes], chunked_ok: bool = False):
     """``(fields, content_length, keep_alive)`` of a head's field lines in the subset, else None;
     ``fields`` are ``(name, value)`` bytes, the spaces before a value left out, those after it kept
-    (as llhttp reads them); ``content_length`` None without the field."""
+    (as llhttp reads them); ``content_length`` None without the field. ``chunked_ok``: one
+    ``Transfer-Encoding: chunked`` is in the subset, and ``content_length`` is then -1 when it is there."""
     fields = []
     content_length = None
     keep_alive = None
+    chunked = False
     for line in lines:
         name, colon, value = line.partition(b":")
         if not colon or not name or any(c not in TCHAR for c in name) or any(c not in VALUE for c in value):
             return None
         value = value.lstrip(OWS)
         lowered = name.lower()
+        if lowered == b"transfer-encoding" and chunked_ok and not chunked and value.rstrip(OWS).lower() == b"chunked":
+            chunked = True
+            fields.append((name, value))
+            continue
         if lowered in NOT_PLAIN:
             return None
         if lowered == b"content-length":
@@ -84,16 +102,16 @@ def _read_fields(lines: list[bytes]):
                 return None
             keep_alive = token == b"keep-alive"
         fields.append((name, value))
+    if chunked:
+        if content_length is not None:
+            return None
+        content_length = -1
     return fields, content_length, keep_alive is not False
 
 
-def whole_response(data: bytes):
-    """``(status, fields, body_start, keep_alive)`` when ``data`` is exactly one complete upstream
-    answer of the plain shape: ``HTTP/1.1 <200-999, not 204 or 304> <reason>``, fields as above,
-    and a body of exactly its ``Content-Length``;
-    ``None`` for anything else, which the caller then feeds to llhttp. ``fields`` maps each
-    lower-cased name to its value without the spaces around it (the last of a repeated name wins);
-    ``Content-Length`` and ``Connection`` are read as in a request, the spaces after them kept."""
+def _response_head(data: bytes, chunked_ok: bool):
+    """``(status, fields, body_start, content_length, keep_alive)`` of the answer head ``data`` starts
+    with, in the subset (``content_length``: None without one, -1 chunked), else None."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -106,15 +124,146 @@ def whole_response(data: bytes):
     status = int(code)
     if status < 200 or status in (204, 304):
         return None
-    read = _read_fields(lines[1:])
+    read = _read_fields(lines[1:], chunked_ok)
     if read is None:
         return None
     pairs, content_length, keep_alive = read
     fields = {name.lower().decode("ascii"): value.rstrip(OWS).decode("ascii") for name, value in pairs}
-    body_start = end + 4
+    return status, fields, end + 4, content_length, keep_alive
+
+
+def chunked_head(data: bytes):
+    """``(status, fields, body_start, keep_alive)`` when ``data`` starts with a whole answer head of
+    the plain shape (as ``whole_response`` reads it) with ``Transfer-Encoding: chunked``: the body,
+    from ``body_start`` on, is the caller's to read with a ``ChunkedBody``. ``None`` for anything
+    else, which the caller then feeds to llhttp."""
+    head = _response_head(data, chunked_ok=True)
+    if head is None or head[3] != -1:
+        return None
+    status, fields, body_start, _, keep_alive = head
+    return status, fields, body_start, keep_alive
+
+
+def whole_response(data: bytes):
+    """``(status, fields, body_start, keep_alive)`` when ``data`` is exactly one complete upstream
+    answer of the plain shape: ``HTTP/1.1 <200-999, not 204 or 304> <reason>``, fields as above,
+    and a body of exactly its ``Content-Length``;
+    ``None`` for anything else, which the caller then feeds to llhttp. ``fields`` maps each
+    lower-cased name to its value without the spaces around it (the last of a repeated name wins);
+    ``Content-Length`` and ``Connection`` are read as in a request, the spaces after them kept."""
+    head = _response_head(data, chunked_ok=False)
+    if head is None:
+        return None
+    status, fields, body_start, content_length, keep_alive = head
     if content_length is None or len(data) - body_start != content_length:
         return None
     return status, fields, body_start, keep_alive
+
+
+# ChunkedBody's states: where in the chunked framing the next byte is
+SIZE, EXTENSION, SIZE_LF, DATA, DATA_CR, DATA_LF, TRAILER, TRAILER_NAME, TRAILER_VALUE, TRAILER_LF, LAST_LF, END = \
+    range(12)
+MAX_CHUNK_SIZE = 1 << 59     # far above any body; keeps the arithmetic in a signed 64-bit integer
+HEX = b"0123456789abcdefABCDEF"
+
+
+class ChunkedBody:
+    """A chunked body, read by read: ``feed`` gives the data the read completes, ``done`` says the
+    last chunk and its trailers have come, ``overflowed`` that bytes came after them (the connection
+    is out of step: not to be reused). Framing outside the subset, or more than ``max_framing``
+    bytes of it between two pieces of data, is a ``ValueError`` saying what was wrong; the body is
+    then unusable."""
+
+    def __init__(self, max_framing: int = 8192):
+        self.max_framing = max_framing
+        self.state = SIZE
+        self.digits = 0          # hex digits of the size line so far
+        self.size = 0            # the chunk's size; then what is left of its data
+        self.framing = 0         # bytes of framing since the last data
+        self.done = False
+        self.overflowed = False
+
+    def feed(self, data: bytes, start: int = 0) -> bytes:
+        """The chunk data of ``data[start:]``, joined (``b""`` when it has none)."""
+        if self.done:
+            if start < len(data):
+                self.overflowed = True
+            return b""
+        out = []
+        i = start
+        n = len(data)
+        while i < n:
+            state = self.state
+            if state == DATA:
+                take = min(self.size, n - i)
+                out.append(data[i:i + take])
+                i += take
+                self.size -= take
+                self.framing = 0
+                if self.size == 0:
+                    self.state = DATA_CR
+                continue
+            if state == END:
+                self.overflowed = True
+                break
+            c = data[i]
+            i += 1
+            self.framing += 1
+            if self.framing > self.max_framing:
+                raise ValueError("overlong chunk-size line or trailer")
+            self._step(c)
+        self.done = self.state == END
+        return b"".join(out)
+
+    def _step(self, c: int) -> None:
+        state = self.state
+        if state == SIZE:
+            if c in HEX:
+                self.size = self.size * 16 + int(chr(c), 16)
+                self.digits += 1
+                if self.size >= MAX_CHUNK_SIZE:
+                    raise ValueError("chunk size overflow")
+            elif self.digits and c == 0x3B:      # ';'
+                self.state = EXTENSION
+            elif self.digits and c == 0x0D:
+                self.state = SIZE_LF
+            else:
+                raise ValueError("invalid character in chunk size")
+        elif state == EXTENSION:
+            if c == 0x0D:
+                self.state = SIZE_LF
+            elif c not in VALUE:
+                raise ValueError("invalid character in chunk extension")
+        elif state == SIZE_LF:
+            if c != 0x0A:
+                raise ValueError("expected LF after chunk size")
+            self.digits = 0
+            self.state = DATA if self.size else TRAILER
+        elif state in (DATA_CR, DATA_LF):
+            if c != (0x0D if state == DATA_CR else 0x0A):
+                raise ValueError("expected CR LF after chunk data")
+            self.state = DATA_LF if state == DATA_CR else SIZE
+        elif state == TRAILER:
+            if c == 0x0D:
+                self.state = LAST_LF
+            elif c in TCHAR:
+                self.state = TRAILER_NAME
+            else:
+                raise ValueError("invalid trailer")
+        elif state == TRAILER_NAME:
+            if c == 0x3A:                        # ':'
+                self.state = TRAILER_VALUE
+            elif c not in TCHAR:
+                raise ValueError("invalid trailer")
+        elif state == TRAILER_VALUE:
+            if c == 0x0D:
+                self.state = TRAILER_LF
+            elif c not in VALUE:
+                raise ValueError("invalid trailer")
+        elif state in (TRAILER_LF, LAST_LF):
+            if c != 0x0A:
+                raise ValueError("expected LF after trailer")
+            self.state = TRAILER if state == TRAILER_LF else END
 
 
 _CONTROL = frozenset(range(0x20)) - {0x09} | {0x7F}
