@@ -11,7 +11,9 @@ early, so a chunk costs a ``loop.time()`` read, not a timer reschedule.
 
 An answer that comes whole in one read with a plain head (the usual non-streamed answer) is read
 by ``_core.heads.whole_response`` in one compiled pass instead: llhttp's callbacks cost a Python
-call per field.
+call per field. A chunked answer (a stream) whose plain head comes whole in its first read is read
+by ``_core.heads.chunked_head``, and its body by a ``ChunkedBody``: one compiled call per read
+gives the read's data as one piece, where llhttp calls back once per chunk.
 
 Nothing raises out of ``data_received``: malformed bytes (a bad
 ``Content-Length``, an overlong chunk-size line, a broken head), a protocol
@@ -31,7 +33,7 @@ from typing import Callable, Protocol
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from .._core.heads import whole_response
+from .._core.heads import ChunkedBody, chunked_head, whole_response
 from ..errors import GatewayError, UpstreamFailure, UpstreamTimeout
 from ..observe import log_bug
 from .states import (AWAITING_HEAD, CHUNKED, DONE, END, FAIL, HEAD, IDLE, LENGTH, RECEIVING_BODY, RELEASE, SEND,
@@ -85,7 +87,7 @@ class _AfterTheEnd(Exception):
 class H1Connection(asyncio.Protocol):
     __slots__ = ("pool", "transport", "sink", "reused", "state", "got_bytes", "_loop", "_parser", "_on_data",
                  "_status", "_headers", "_head_ready", "_framing", "_keep_alive", "_piece", "_pieces", "_unframed",
-                 "_last_io", "_deadline", "_timeouts", "_timer", "_timer_due", "_idle_since")
+                 "_chunks", "_last_io", "_deadline", "_timeouts", "_timer", "_timer_due", "_idle_since")
 
     def __init__(self, pool: Owner, loop: asyncio.AbstractEventLoop):
         self.pool = pool
@@ -100,6 +102,7 @@ class H1Connection(asyncio.Protocol):
         self._head_ready = False
         self._piece: bytes | None = None  # the body one read brought: one piece, or ...
         self._pieces: list[bytes] | None = None  # ... several, joined before they go to the sink
+        self._chunks: ChunkedBody | None = None  # the body being read without llhttp (``chunked_head``)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
         self._idle_since = 0.0
@@ -119,6 +122,7 @@ class H1Connection(asyncio.Protocol):
         self._head_ready = False
         self._keep_alive = True
         self._unframed = 0
+        self._chunks = None
         self._last_io = now
         self._timeouts = timeouts
         self._deadline = now + timeouts.total_s
@@ -184,10 +188,17 @@ class H1Connection(asyncio.Protocol):
         self._unframed += len(data)
         error = None
         try:
+            if self._chunks is not None:
+                self._take_chunks(data, 0)
+                return
             if self.state is AWAITING_HEAD and self._unframed == len(data):   # the answer's first read
                 whole = whole_response(data)
                 if whole is not None:
                     self._take_whole(sink, data, *whole)
+                    return
+                head = chunked_head(data)
+                if head is not None:
+                    self._take_chunked_head(sink, data, *head)
                     return
             try:
                 self._parser.feed_data(data)
@@ -240,6 +251,43 @@ class H1Connection(asyncio.Protocol):
                 return  # the sink aborted on the data
         self.state = next_state(self.state, END)
         self._finish()
+
+    def _take_chunked_head(self, sink: Sink, data: bytes, status: int, headers: dict[str, str], body_start: int,
+                           keep_alive: bool) -> None:
+        """A chunked answer's head, read by ``chunked_head`` (llhttp has seen none of it and never
+        will: the exchange's body is read by a ``ChunkedBody``), and what came of the body with it."""
+        self._headers = headers
+        self._framing = CHUNKED
+        self._status = status
+        self.state = next_state(self.state, HEAD)
+        if not keep_alive:
+            self._keep_alive = False
+        self._chunks = ChunkedBody(MAX_FRAMING)
+        sink.on_head(status, headers)
+        if self.sink is None:
+            return  # the sink aborted on the head
+        self._take_chunks(data, body_start)
+
+    def _take_chunks(self, data: bytes, start: int) -> None:
+        """A read of the chunked body, from ``start``: its data to the sink as one piece; the end."""
+        chunks = self._chunks
+        try:
+            piece = chunks.feed(data, start)
+        except ValueError as e:
+            message = str(e)
+            self._fail(UpstreamFailure("upstream sent an " + message if message.startswith("overlong")
+                                       else f"upstream sent malformed chunked encoding ({message})"))
+            return
+        if piece:
+            self._on_data(piece)
+            if self.sink is None:
+                return  # the sink aborted on the data
+        if chunks.done:
+            self._chunks = None
+            if chunks.overflowed:
+                self._keep_alive = False  # bytes after the end of the answer: done, but never reused
+            self.state = next_state(self.state, END)
+            self._finish()
 
     def _parse_error(self, e: Exception) -> str | None:
         """What a stop of the parser means; None when the answer was complete before it."""
