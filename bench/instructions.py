@@ -16,7 +16,8 @@ with TOML's settings, as the load bench's): the gateway starts with one worker u
 process's count when it exits; one keep-alive client sends N sequential requests to the mock
 upstream through it, and the gateway stops. Done for two request counts, the worker's difference
 divided by the difference of the counts is one request's instructions: start-up, imports and
-the ready checks cancel out. The mock and the client run natively.
+the ready checks cancel out. The mock and the client run natively. ``--stream N`` counts streamed
+requests instead: the mock answers each with N events, one chunk each, as a model server streams.
 
 What it is not: time. A system call counts as one instruction, cache misses and branch
 mispredictions as none, and the interpreter's instructions are not all equally dear. It ranks
@@ -49,7 +50,6 @@ from .upstream import PythonMock
 
 PATHS = ("gateway", "gateway-limits", "gateway-full")
 _SUMMARY = re.compile(rb"^summary: (\d+)", re.M)
-_BODY = request_body(stream=False)     # the load bench's own request
 _HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_KEY}"}
 
 
@@ -57,12 +57,14 @@ def valgrind_binary() -> str | None:
     return shutil.which("valgrind")
 
 
-def send_requests(port: int, n: int) -> None:
-    """``n`` sequential chat completions on one keep-alive connection; each must answer 200."""
+def send_requests(port: int, n: int, stream: bool) -> None:
+    """``n`` sequential chat completions (the load bench's own request) on one keep-alive connection;
+    each must answer 200."""
+    body = request_body(stream)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
         for _ in range(n):
-            conn.request("POST", "/v1/chat/completions", _BODY, _HEADERS)
+            conn.request("POST", "/v1/chat/completions", body, _HEADERS)
             resp = conn.getresponse()
             resp.read()
             if resp.status != 200:
@@ -71,7 +73,7 @@ def send_requests(port: int, n: int) -> None:
         conn.close()
 
 
-def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: int) -> int:
+def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: int, stream: bool) -> int:
     """Instructions the one worker of a gateway started with ``config`` ran, start-up and ``n``
     requests included (its supervisor's are left out)."""
     counts = workdir / f"cachegrind-{tag}"
@@ -80,7 +82,7 @@ def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: in
     gateway = Service(["serve", "--config", str(config), "--port", "0", "--workers", "1"], str(workdir), tree=tree,
                       log=workdir / f"{tag}.log", wrapper=valgrind, start_timeout_s=300.0)
     try:
-        send_requests(gateway.port, n)
+        send_requests(gateway.port, n, stream)
     finally:
         gateway.stop()
     workers = {int(f.name): int(m.group(1)) for f in counts.iterdir()
@@ -91,27 +93,29 @@ def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: in
 
 
 def per_request(label: str, upstream_port: int, tree: Path, workdir: Path, counts: tuple[int, int],
-                settings: dict | None = None) -> dict:
+                settings: dict | None = None, stream: bool = False) -> dict:
     """One path's instructions per request, from runs of ``counts`` requests (a variant: the bare
     config with ``settings``)."""
     config = workdir / f"{label}.toml"
     write_gateway_config(label, upstream_port, config, tree, settings)
-    low, high = (worker_instructions(config, tree, workdir, f"{label}-{n}", n) for n in counts)
+    low, high = (worker_instructions(config, tree, workdir, f"{label}-{n}", n, stream) for n in counts)
     return {"path": label, "requests": list(counts), "worker_instructions": [low, high],
             "per_request": round((high - low) / (counts[1] - counts[0]))}
 
 
 def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, workdir: Path,
-        variants: dict[str, dict] | None = None, tree: Path | None = None) -> dict:
-    """``tree``: the source tree the paths and variants run from (default: this one)."""
+        variants: dict[str, dict] | None = None, tree: Path | None = None, stream_chunks: int = 0) -> dict:
+    """``tree``: the source tree the paths and variants run from (default: this one);
+    ``stream_chunks``: stream every answer in this many events (0: whole answers)."""
     tree = tree or fastinfer_tree()
-    mock = PythonMock(str(workdir), chunks=10)
+    stream = stream_chunks > 0
+    mock = PythonMock(str(workdir), chunks=stream_chunks if stream else 10)
     try:
-        rows = [per_request(label, mock.port, tree, workdir, counts) for label in paths]
-        rows += [per_request(label, mock.port, tree, workdir, counts, settings)
+        rows = [per_request(label, mock.port, tree, workdir, counts, stream=stream) for label in paths]
+        rows += [per_request(label, mock.port, tree, workdir, counts, settings, stream)
                  for label, settings in (variants or {}).items()]
         if baseline_tree is not None:
-            rows.insert(0, per_request("baseline", mock.port, baseline_tree, workdir, counts))
+            rows.insert(0, per_request("baseline", mock.port, baseline_tree, workdir, counts, stream=stream))
     finally:
         mock.stop()
     by_path = {row["path"]: row["per_request"] for row in rows}
@@ -120,7 +124,8 @@ def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, w
             row["vs_gateway"] = round(row["per_request"] / by_path["gateway"], 3)
         if "baseline" in by_path:
             row["vs_baseline"] = round(row["per_request"] / by_path["baseline"], 3)
-    return {"rows": rows, "tree": str(tree), "baseline_tree": str(baseline_tree) if baseline_tree else None}
+    return {"rows": rows, "tree": str(tree), "baseline_tree": str(baseline_tree) if baseline_tree else None,
+            "stream_chunks": stream_chunks}
 
 
 def to_markdown(report: dict) -> str:
@@ -146,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", metavar="LABEL=TOML", action="append", default=[], type=variant_option,
                         help="one more path: the bare config with TOML's settings, as the load bench's "
                              "--variant; repeatable")
+    parser.add_argument("--stream", type=int, default=0, metavar="N",
+                        help="stream every answer in N events, one chunk each (default: whole answers)")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     labels = [label for label, _ in args.variant]
@@ -157,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     fewer, more = args.requests
     if not 0 <= fewer < more:
         parser.error("--requests: FEWER must be at least 0 and less than MORE")
+    if args.stream and args.stream < 3:
+        parser.error("--stream: at least 3 events (the role, a token, the finish)")
     workdir = Path(tempfile.mkdtemp(prefix="fastinfer-bench-instructions-"))
     try:
         report = run(args.paths, (fewer, more), args.baseline_tree, workdir,
-                     {label: tomllib.loads(toml) for label, toml in args.variant}, args.tree)
+                     {label: tomllib.loads(toml) for label, toml in args.variant}, args.tree, args.stream)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return finish(to_markdown(report), report, args.out)

@@ -5,6 +5,9 @@
   head outside the scanner's subset), and against the scanner's pure-Python reference;
 - an upstream exchange whose answer comes whole in one read (``H1Connection``: send, read, the
   sink's calls, back to the pool): read by ``_core.heads.whole_response`` against llhttp alone;
+- a streamed exchange (a chunked answer of 64 events), its chunks one read each as a model server
+  sends them, and all in one read: read by ``chunked_head`` and a ``ChunkedBody`` against llhttp
+  alone (a Python callback per chunk);
 - a JSON answer's head with a features-on answer's ten fields (``gateway.answer._head_bytes``, which
   calls ``_core.heads.answer_head``) against the way it was built before (a ``str.join`` of the
   fields, a ``bytes.translate`` count of the control characters, the tail formatted per answer).
@@ -59,9 +62,9 @@ ANSWER = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 10
           b"x-request-id: 0f3a9c1b2d4e5f60a7b8\r\n\r\n" + b"x" * 240)
 
 
-def _exchanges_us(monkeypatch, whole: bool, number: int) -> float:
-    """One upstream exchange on a kept-alive ``H1Connection`` (send, the answer in one read, the
-    sink's calls, back to the pool): with ``whole_response``, or with llhttp alone."""
+def _exchanges_us(monkeypatch, compiled: bool, number: int, reads: list[bytes] = (ANSWER,)) -> float:
+    """One upstream exchange on a kept-alive ``H1Connection`` (send, the answer in ``reads``, the
+    sink's calls, back to the pool): with the compiled readers, or with llhttp alone."""
     import asyncio
 
     from fastinfer.transport import h1
@@ -95,11 +98,14 @@ def _exchanges_us(monkeypatch, whole: bool, number: int) -> float:
 
         def one():
             conn.send(b"POST / HTTP/1.1\r\n\r\n", sink, Timeouts)
-            conn.data_received(ANSWER)
+            for data in reads:
+                conn.data_received(data)
+            assert pool._idle == [conn]
             pool._idle.clear()
         with monkeypatch.context() as patch:
-            if not whole:
+            if not compiled:
                 patch.setattr(h1, "whole_response", lambda data: None)
+                patch.setattr(h1, "chunked_head", lambda data: None)
             return _us(one, number)
     return asyncio.run(go())
 
@@ -115,6 +121,35 @@ def test_a_whole_answer_against_llhttp_with_callbacks(benchmark, monkeypatch):
     print(f"\nan upstream exchange, the answer ({len(ANSWER)} bytes, 6 fields) in one read: read whole "
           f"{whole_us:.3f} us; by llhttp with callbacks {llhttp_us:.3f} us (whole/llhttp = {whole_us / llhttp_us:.2f})")
     benchmark(heads.whole_response, ANSWER)
+
+
+STREAM_HEAD = (b"HTTP/1.1 200 OK\r\ndate: Tue, 01 Dec 2026 10:00:00 GMT\r\nserver: uvicorn\r\n"
+               b"content-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n")
+STREAM_EVENTS = [b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",'
+                 b'"choices":[{"index":0,"delta":{"content":"token %d"},"finish_reason":null}]}\n\n' % i
+                 for i in range(63)] + [b"data: [DONE]\n\n"]
+STREAM_CHUNKS = [b"%x\r\n%b\r\n" % (len(event), event) for event in STREAM_EVENTS] + [b"0\r\n\r\n"]
+
+
+def test_a_stream_against_llhttp_with_callbacks(benchmark, monkeypatch):
+    """64 events: a chunk a read (the head with the first), and all of them in one read."""
+    number = 20 if benchmark.disabled else 2_000
+    shapes = {"a chunk a read": [STREAM_HEAD + STREAM_CHUNKS[0], *STREAM_CHUNKS[1:-2],
+                                 STREAM_CHUNKS[-2] + STREAM_CHUNKS[-1]],
+              "one read": [STREAM_HEAD + b"".join(STREAM_CHUNKS)]}
+    for shape, reads in shapes.items():
+        compiled_us = llhttp_us = float("inf")
+        for _ in range(3):      # alternated, the best of each
+            compiled_us = min(compiled_us, _exchanges_us(monkeypatch, True, number, reads))
+            llhttp_us = min(llhttp_us, _exchanges_us(monkeypatch, False, number, reads))
+        key = shape.replace(" ", "_")
+        benchmark.extra_info.update({f"{key}_compiled_us": round(compiled_us, 3), f"{key}_llhttp_us": round(llhttp_us, 3),
+                                     f"{key}_compiled_over_llhttp": round(compiled_us / llhttp_us, 3)})
+        print(f"\na streamed exchange of {len(STREAM_EVENTS)} events, {shape} ({len(reads)} reads): compiled "
+              f"{compiled_us:.3f} us; llhttp with callbacks {llhttp_us:.3f} us "
+              f"(compiled/llhttp = {compiled_us / llhttp_us:.2f})")
+    body = b"".join(STREAM_CHUNKS)
+    benchmark(lambda: heads.ChunkedBody().feed(body))
 
 
 # a features-on answer's fields: the gateway's four and a key's and a deployment's x-ratelimit-*
