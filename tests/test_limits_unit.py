@@ -22,7 +22,7 @@ from fastinfer.gateway.auth import KeyRing, resolve_key_hashes
 from fastinfer.limits import Limits, LocalStore, price_of
 from fastinfer.limits.periods import PeriodClock, period_at
 from fastinfer.limits.prices import PRICE_TABLE, Price, table_price
-from fastinfer.limits.quota import estimated_tokens, reset_duration
+from fastinfer.limits.quota import estimated_tokens
 from fastinfer.metrics import MetricsLayout
 from fastinfer.process.hostwide import plan
 
@@ -161,14 +161,6 @@ _SAID = {"role": "user", "content": "hello"}
 def test_the_prompt_is_counted_the_same_whether_its_shape_is_common_or_not(body):
     """The quick count of a chat body's ``messages`` is the count found by walking every text field."""
     assert prompt_chars(body) == walked_prompt_chars(body)
-
-
-@pytest.mark.parametrize("seconds, text", [
-    (0, "0s"), (0.0171, "18ms"), (1, "1s"), (1.5, "1.5s"), (59.9991, "1m0s"), (59.5, "59.5s"), (60, "1m0s"), (360, "6m0s"),
-    (3723, "1h2m3s"),
-])
-def test_reset_durations_are_written_as_openai_writes_them(seconds, text):
-    assert reset_duration(seconds) == text
 
 
 # ---------------------------------------------------------------- the key ring

@@ -44,7 +44,9 @@ their ``Layout`` from ``fastinfer._core.layout``.
 from cpython cimport array
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memset
-from libc.math cimport floor, isfinite
+from libc.math cimport ceil, floor, isfinite
+from libc.stdio cimport snprintf
+from cpython.unicode cimport PyUnicode_DecodeASCII
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 
 import array
@@ -567,6 +569,12 @@ cdef class Segment:
         if requests >= 0 and requests == tokens:
             raise ValueError("a pair is two different buckets")
         return _bind_pair(self, requests, tokens)
+
+    def rate_headers(self, pairs):
+        """OpenAI's ``x-ratelimit-*`` headers of a request that drew on ``pairs`` (this segment's
+        ``BucketPair``s, the key's first, then each deployment's): per kind, from the bucket with the
+        least left now (the first of equals); none for a kind no pair has."""
+        return _rate_headers(pairs)
 
     def key_concurrency(self, Py_ssize_t key):
         """Gateway key ``key``'s requests in flight (the Layout's ``key_max_concurrency[key]``)."""

@@ -301,6 +301,90 @@ cdef class BucketPair:
         else:
             _bucket_refund(self.tok, -delta, now)
 
+cdef tuple _REQUEST_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                               "x-ratelimit-reset-requests")
+cdef tuple _TOKEN_HEADERS = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+
+
+cdef inline double _bucket_left(fi_bucket *b, int64_t now) noexcept:
+    """Tokens in the bucket now (``TokenBucket.available``)."""
+    cdef int64_t t = fi_load(&b.tat)
+    return (b.tau_ns - ((t if t > now else now) - now)) / b.interval_ns
+
+
+cdef dict _rate_headers(pairs):
+    """``Segment.rate_headers``: one call for what was a Python method per bucket."""
+    cdef BucketPair pair
+    cdef fi_bucket *req = NULL
+    cdef fi_bucket *tok = NULL
+    cdef double req_left = 0.0, tok_left = 0.0, left
+    cdef int64_t now
+    for item in pairs:
+        pair = <BucketPair?>item
+        if pair.seg.base == NULL:
+            _closed()
+        now = _now(pair.seg.hdr)
+        if pair.req != NULL:
+            left = _bucket_left(pair.req, now)
+            if req == NULL or left < req_left:
+                req, req_left = pair.req, left
+        if pair.tok != NULL:
+            left = _bucket_left(pair.tok, now)
+            if tok == NULL or left < tok_left:
+                tok, tok_left = pair.tok, left
+    headers = {}
+    if req != NULL:
+        _put_rate_headers(headers, req, req_left, _REQUEST_HEADERS)
+    if tok != NULL:
+        _put_rate_headers(headers, tok, tok_left, _TOKEN_HEADERS)
+    return headers
+
+
+cdef int _put_rate_headers(dict headers, fi_bucket *b, double left, tuple names) except -1:
+    cdef str capacity = _decimal(b.burst)
+    headers[names[0]] = capacity
+    if left >= b.burst:        # full, as a limit that does not bind mostly is: nothing to format
+        headers[names[1]] = capacity
+        headers[names[2]] = "0s"
+    else:
+        headers[names[1]] = _decimal(<int64_t>left) if left > 0 else "0"
+        headers[names[2]] = _reset_duration((b.burst - left) * (1.0 / (b.per_minute / 60.0)))
+    return 0
+
+
+cdef str _decimal(int64_t n):
+    cdef char text[24]
+    return PyUnicode_DecodeASCII(text, snprintf(text, sizeof(text), "%lld", <long long>n), NULL)
+
+
+cdef str _reset_duration(double seconds):
+    """A wait as OpenAI writes it (the reference's ``reset_duration``): 20ms, 1s, 1.5s, 6m0s, 1h2m3s."""
+    cdef char text[64]
+    cdef int n
+    cdef long long ms, total, frac
+    if not seconds > 0:
+        return "0s"
+    ms = <long long>ceil(seconds * 1000)
+    if ms < 1000:
+        n = snprintf(text, sizeof(text), "%lldms", ms)
+    elif ms < 60000:
+        frac = ms % 1000
+        if frac == 0:
+            n = snprintf(text, sizeof(text), "%llds", ms // 1000)
+        elif frac % 100 == 0:
+            n = snprintf(text, sizeof(text), "%lld.%llds", ms // 1000, frac // 100)
+        elif frac % 10 == 0:
+            n = snprintf(text, sizeof(text), "%lld.%02llds", ms // 1000, frac // 10)
+        else:
+            n = snprintf(text, sizeof(text), "%lld.%03llds", ms // 1000, frac)
+    else:
+        total = (ms + 999) // 1000
+        if total >= 3600:
+            n = snprintf(text, sizeof(text), "%lldh%lldm%llds", total // 3600, total % 3600 // 60, total % 60)
+        else:
+            n = snprintf(text, sizeof(text), "%lldm%llds", total // 60, total % 60)
+    return PyUnicode_DecodeASCII(text, n, NULL)
+
 # ---------------------------------------------------------------- gateway keys
 # Per key: requests in flight host-wide (a CAS against max_concurrency, owner-
 # tracked per worker for reclaim) and spend in the current budget period, one

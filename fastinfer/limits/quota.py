@@ -50,64 +50,37 @@ def estimated_tokens(body: dict) -> int:
     return tokens
 
 
-def reset_duration(seconds: float) -> str:
-    """A wait as OpenAI writes it in ``x-ratelimit-reset-*``: ``20ms``, ``1s``, ``1.5s``, ``6m0s``, ``1h2m3s``."""
-    if seconds <= 0:
-        return "0s"
-    ms = math.ceil(seconds * 1000)
-    if ms < 1000:
-        return f"{ms}ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.3f}".rstrip("0").rstrip(".") + "s"
-    total = math.ceil(ms / 1000)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
-
-
 class Bucket:
-    """One limit's bucket as the request path reads it: its id in the store, and what its
-    ``x-ratelimit-*`` headers need, computed once."""
+    """One limit's bucket as the admin API and the messages read it: its id in the store, its level
+    and capacity."""
 
-    __slots__ = ("id", "level", "capacity", "capacity_text", "seconds_per_token", "header_names")
+    __slots__ = ("id", "level", "capacity")
 
-    def __init__(self, store: LimitStore, bucket: int, kind: str):
+    def __init__(self, store: LimitStore, bucket: int):
         self.id = bucket
         self.level = store.level_reader(bucket)        # tokens now, negative in debt
         self.capacity = store.capacity(bucket)
-        self.capacity_text = str(self.capacity)
-        self.seconds_per_token = 1.0 / store.rate_per_s(bucket)
-        self.header_names = tuple(f"x-ratelimit-{what}-{kind}" for what in ("limit", "remaining", "reset"))
-
-    def put_headers(self, headers: dict, left: float) -> None:
-        """Its ``x-ratelimit-*`` headers with ``left`` tokens now."""
-        limit, remaining, reset = self.header_names
-        headers[limit] = self.capacity_text
-        if left >= self.capacity:       # full, as a limit that does not bind mostly is: nothing to format
-            headers[remaining] = self.capacity_text
-            headers[reset] = "0s"
-        else:
-            headers[remaining] = str(int(left)) if left > 0 else "0"
-            headers[reset] = reset_duration((self.capacity - left) * self.seconds_per_token)
 
 
 def _buckets(store: LimitStore, buckets: dict, scope: str, name: str) -> tuple[Bucket | None, Bucket | None]:
-    return tuple(Bucket(store, buckets[(scope, name, kind)], kind) if (scope, name, kind) in buckets else None
+    return tuple(Bucket(store, buckets[(scope, name, kind)]) if (scope, name, kind) in buckets else None
                  for kind in ("requests", "tokens"))
 
 
 class _Draw:
-    """The buckets one key or deployment draws on (for headers and messages), and the store's
-    pair of them that a request takes from (None: no rate limit)."""
+    """The buckets one key or deployment draws on (for messages), the store's pair of them that a
+    request takes from, and the pair its ``x-ratelimit-*`` headers read (both None: no rate limit)."""
 
-    __slots__ = ("requests", "tokens", "pair")
+    __slots__ = ("requests", "tokens", "pair", "levels")
 
     def __init__(self, store: LimitStore, requests: Bucket | None, tokens: Bucket | None):
         self.requests = requests
         self.tokens = tokens
-        self.pair = (store.bucket_pair(requests.id if requests is not None else -1,
-                                       tokens.id if tokens is not None else -1)
-                     if requests is not None or tokens is not None else None)
+        self.pair = self.levels = None
+        if requests is not None or tokens is not None:
+            ids = (requests.id if requests is not None else -1, tokens.id if tokens is not None else -1)
+            self.pair = store.bucket_pair(*ids)
+            self.levels = store.levels_pair(*ids)
 
     def tokens_of(self, grant: "Grant") -> int:
         """What a request takes from the tokens bucket (estimated only when there is one)."""
@@ -460,32 +433,16 @@ class Grant:
         self.release()
 
     def rate_headers(self) -> dict:
-        """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left."""
-        requests = tokens = None
-        requests_left = tokens_left = 0.0
+        """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left (the
+        key's, then each deployment's that applied: one compiled call over their buckets)."""
         key = self.key
-        if key is not None:
-            if key.requests is not None:
-                requests, requests_left = key.requests, key.requests.level()
-            if key.tokens is not None:
-                tokens, tokens_left = key.tokens, key.tokens.level()
-        for dep, _ in self.seen:
-            bucket = dep.requests
-            if bucket is not None:
-                left = bucket.level()
-                if requests is None or left < requests_left:
-                    requests, requests_left = bucket, left
-            bucket = dep.tokens
-            if bucket is not None:
-                left = bucket.level()
-                if tokens is None or left < tokens_left:
-                    tokens, tokens_left = bucket, left
-        headers = {}
-        if requests is not None:
-            requests.put_headers(headers, requests_left)
-        if tokens is not None:
-            tokens.put_headers(headers, tokens_left)
-        return headers
+        if key is not None and key.levels is not None:
+            pairs = [key.levels]
+            for dep, _ in self.seen:
+                pairs.append(dep.levels)
+        else:
+            pairs = [dep.levels for dep, _ in self.seen]
+        return self.limits.store.rate_headers(pairs)
 
 
 def budget_state(limits: Limits, key: KeyLimits) -> dict | None:

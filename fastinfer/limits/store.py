@@ -71,6 +71,15 @@ class LimitStore:
         """A function of no argument returning ``level(bucket)`` (the request path keeps one per bucket)."""
         return lambda: self.level(bucket)
 
+    def levels_pair(self, requests: int, tokens: int):
+        """The pair of buckets (-1: absent) whose levels a request's ``x-ratelimit-*`` headers show,
+        for ``rate_headers``."""
+        raise NotImplementedError
+
+    def rate_headers(self, pairs) -> dict:
+        """OpenAI's ``x-ratelimit-*`` headers over ``levels_pair``s (the segment's ``rate_headers``)."""
+        raise NotImplementedError
+
     def capacity(self, bucket: int) -> int:
         raise NotImplementedError
 
@@ -152,11 +161,16 @@ class LocalStore(LimitStore):
     def __init__(self, segment, n_buckets: int, n_keys: int):
         self.segment = segment
         self.take = segment.take_all        # the compiled call itself: no hop on the request path
+        self.rate_headers = segment.rate_headers
         self.buckets = [segment.bucket(i) for i in range(n_buckets)]
         self.spend = [segment.key_spend(k) for k in range(n_keys)]
 
     def bucket_pair(self, requests: int, tokens: int):
         return self.segment.bucket_pair(requests, tokens)     # the compiled pair: no Python per call
+
+    def levels_pair(self, requests: int, tokens: int):
+        # the levels are the segment's whatever the store (the cluster's mirrors into it)
+        return self.segment.bucket_pair(requests, tokens)
 
     def level_reader(self, bucket: int):
         return self.buckets[bucket].available

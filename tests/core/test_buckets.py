@@ -189,6 +189,45 @@ def test_a_pair_takes_one_request_and_its_tokens_or_neither(make):
         pair.take(-1)
 
 
+def test_rate_headers_show_per_kind_the_bucket_with_the_least_left(make):
+    """OpenAI's ``x-ratelimit-*``: the limit, what is left (whole tokens, 0 in debt) and when the
+    bucket is full again, per kind, from whichever of the request's buckets has the least left."""
+    seg = clocked(make, [(60, 10), (600, 1000), (120, 20), (6000, 500)])
+    key, deployment = seg.bucket_pair(0, 1), seg.bucket_pair(2, 3)
+    full = {"x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "10",
+            "x-ratelimit-reset-requests": "0s", "x-ratelimit-limit-tokens": "1000",
+            "x-ratelimit-remaining-tokens": "1000", "x-ratelimit-reset-tokens": "0s"}
+    assert seg.rate_headers([key]) == full
+    assert seg.rate_headers([]) == {}
+    assert seg.rate_headers([seg.bucket_pair(-1, 3)]) == {
+        "x-ratelimit-limit-tokens": "500", "x-ratelimit-remaining-tokens": "500", "x-ratelimit-reset-tokens": "0s"}
+    assert key.take(900) == (True, 0.0)          # the key: 9 requests, 100 tokens left
+    seg.bucket(1).take(99)                       # 1 token left; 999 tokens at 10 a second: 99.9 s
+    assert deployment.take(0) == (True, 0.0)     # the deployment: 19 of 20 requests left
+    assert seg.rate_headers([key, deployment]) == {
+        "x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "9",
+        "x-ratelimit-reset-requests": "1s", "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": "1", "x-ratelimit-reset-tokens": "1m40s"}
+    deployment.adjust(600)                       # the deployment's tokens into debt: -100
+    headers = seg.rate_headers([key, deployment])
+    assert (headers["x-ratelimit-limit-tokens"], headers["x-ratelimit-remaining-tokens"],
+            headers["x-ratelimit-reset-tokens"]) == ("500", "0", "6s")
+    assert seg.rate_headers([deployment, deployment])["x-ratelimit-remaining-requests"] == "19"
+    with pytest.raises(TypeError):
+        seg.rate_headers([object()])
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0s"), (0.0171, "18ms"), (0.9985, "999ms"), (1, "1s"), (1.5, "1.5s"), (1.25, "1.25s"),
+    (1.0005, "1.001s"), (59.9991, "1m0s"), (59.5, "59.5s"), (60, "1m0s"), (360, "6m0s"), (3723, "1h2m3s"),
+])
+def test_reset_durations_are_written_as_openai_writes_them(make, seconds, text):
+    """The reset of a tokens bucket ``seconds`` short of full, at a token a second."""
+    seg = clocked(make, [(60, 10_000)])
+    seg.bucket(0).set_available(10_000 - seconds)
+    assert seg.rate_headers([seg.bucket_pair(-1, 0)])["x-ratelimit-reset-tokens"] == text
+
+
 @pytest.mark.parametrize("ids", [(0, 1), (-1, 1), (0, -1)])
 def test_a_stores_pair_draws_as_the_segments_pair(ids):
     """``StorePair`` (what the cluster's store hands out: ``take`` and ``adjust`` by bucket id)
@@ -264,6 +303,7 @@ ops = st.one_of(
     st.tuples(st.just("take_all"), st.lists(st.tuples(i_, n_), max_size=4)),
     st.tuples(st.just("pair_take"), st.sampled_from(PAIRS), n_),
     st.tuples(st.just("pair_adjust"), st.sampled_from(PAIRS), st.sampled_from([-60, -1, 0, 1, 7, 200])),
+    st.tuples(st.just("rate_headers"), st.lists(st.sampled_from(PAIRS), max_size=3)),
     st.tuples(st.just("tick"), st.sampled_from([1, 7, 100, 999, 8571, 60_000])),   # ms
 )
 
@@ -276,6 +316,8 @@ def run(seg, op):
         return seg.bucket_pair(*args[0]).take(args[1])
     if kind == "pair_adjust":
         return seg.bucket_pair(*args[0]).adjust(args[1])
+    if kind == "rate_headers":
+        return seg.rate_headers([seg.bucket_pair(*ids) for ids in args[0]])
     return getattr(seg.bucket(args[0]), kind)(args[1])
 
 

@@ -1,5 +1,6 @@
 """Pure-Python reference of the limit structures of ``fastinfer._core.shm``:
-token buckets (GCRA), gateway keys' concurrency and spend. Same API and the same integer arithmetic as the compiled
+token buckets (GCRA), a request's pair of them and its ``x-ratelimit-*`` headers, gateway keys'
+concurrency and spend. Same API and the same integer arithmetic as the compiled
 ones, so the tests can compare them result for result.
 
 Must not touch: configuration, HTTP. Guarded by the segment's one lock.
@@ -182,6 +183,54 @@ class BucketPair:
             self._tokens.charge(delta)
         else:
             self._tokens.refund(-delta)
+
+
+#: OpenAI's x-ratelimit-* names per kind: the limit, what is left, when it is full again
+REQUEST_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
+TOKEN_HEADERS = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+
+
+def rate_headers(pairs) -> dict:
+    """OpenAI's ``x-ratelimit-*`` headers of a request that drew on ``pairs`` (``BucketPair``s, the
+    key's first, then each deployment's): per kind, from the bucket with the least left now (the
+    first of equals); none for a kind no pair has."""
+    least = {}
+    for pair in pairs:
+        if not isinstance(pair, BucketPair):
+            raise TypeError(f"expected a BucketPair, got {type(pair).__name__}")
+        for kind, bucket in ((REQUEST_HEADERS, pair._requests), (TOKEN_HEADERS, pair._tokens)):
+            if bucket is not None:
+                left = bucket.available()
+                if kind not in least or left < least[kind][1]:
+                    least[kind] = (bucket, left)
+    headers = {}
+    for names in (REQUEST_HEADERS, TOKEN_HEADERS):
+        if names in least:
+            bucket, left = least[names]
+            limit, remaining, reset = names
+            headers[limit] = str(bucket.capacity)
+            if left >= bucket.capacity:       # full, as a limit that does not bind mostly is
+                headers[remaining] = str(bucket.capacity)
+                headers[reset] = "0s"
+            else:
+                headers[remaining] = str(int(left)) if left > 0 else "0"
+                headers[reset] = reset_duration((bucket.capacity - left) * (1.0 / (bucket.per_minute / 60.0)))
+    return headers
+
+
+def reset_duration(seconds: float) -> str:
+    """A wait as OpenAI writes it in ``x-ratelimit-reset-*``: ``20ms``, ``1s``, ``1.5s``, ``6m0s``, ``1h2m3s``."""
+    if not seconds > 0:
+        return "0s"
+    ms = math.ceil(seconds * 1000)
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    total = (ms + 999) // 1000
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
 
 
 class KeyConcurrency:

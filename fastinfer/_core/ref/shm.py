@@ -26,7 +26,7 @@ from ..layout import Layout
 from ._arith import item, span_ns
 from ..records import BreakerState, SessionInfo
 from .leases import Lease
-from .limits import BucketPair, KeyConcurrency, KeySpend, TokenBucket, take_all
+from .limits import BucketPair, KeyConcurrency, KeySpend, TokenBucket, rate_headers, take_all
 from .prefix import PrefixIndex
 from .routing import ReplicaLoad
 from .sessions import SessionTable
@@ -217,6 +217,9 @@ class Segment:
         buckets = self._st.buckets
         return BucketPair(self._st, buckets[requests] if requests >= 0 else None,
                           buckets[tokens] if tokens >= 0 else None)
+
+    def rate_headers(self, pairs):
+        return rate_headers(pairs)
 
     def key_concurrency(self, key):
         return item(self._st.key_concurrency, key, "key")
