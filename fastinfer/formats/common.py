@@ -20,6 +20,8 @@ import os
 
 import orjson
 
+from .._core.prompt import chat_chars
+
 DONE = "[DONE]"       # payload of the OpenAI end-of-stream marker
 ERROR = "error"       # event name of an upstream in-stream error item
 
@@ -112,43 +114,14 @@ _TEXT_KEYS = ("text", "content", "parts", "thinking")
 
 
 def prompt_chars(body: dict) -> int:
-    """Characters of a request's text (any format): what a token estimate is based on."""
-    chars = _chat_chars(body)
+    """Characters of a request's text (any format): what a token estimate is based on. The
+    commonest chat body is counted in one compiled call (``_core.prompt.chat_chars``)."""
+    chars = chat_chars(body)
     return chars if chars >= 0 else walked_prompt_chars(body)
 
 
-def _chat_chars(body: dict) -> int:
-    """``prompt_chars`` of the commonest body without walking it: ``messages`` whose text is a
-    string ``content`` (or none), a string ``system`` at most; -1 for any other shape. Every
-    gateway key with a ``tpm`` pays this once per request."""
-    messages = body.get("messages")
-    if messages.__class__ is not list or "contents" in body or "prompt" in body or "input" in body \
-            or "systemInstruction" in body:
-        return -1
-    system = body.get("system")
-    if system is None:
-        total = 0
-    elif system.__class__ is str:
-        total = len(system)
-    else:
-        return -1
-    for message in messages:
-        if message.__class__ is not dict:
-            return -1
-        content = message.get("content")
-        # exactly {"role", "content"} has no other text to count; any other message is looked at
-        if not (len(message) == 2 and content is not None and "role" in message) \
-                and ("text" in message or "parts" in message or "thinking" in message):
-            return -1
-        if content.__class__ is str:
-            total += len(content)
-        elif content is not None:
-            return -1
-    return total
-
-
 def walked_prompt_chars(body: dict) -> int:
-    """``prompt_chars`` of any body, found by walking every text field (``_chat_chars`` must agree)."""
+    """``prompt_chars`` of any body, found by walking every text field (``chat_chars`` must agree)."""
     total = 0
     for key in _PROMPT_FIELDS:
         value = body.get(key)
