@@ -236,14 +236,7 @@ class H1Connection(asyncio.Protocol):
                     keep_alive: bool) -> None:
         """An answer that came whole in one read, read by ``whole_response`` instead of llhttp (which
         has seen none of it, so it stays at a message's start): what llhttp's callbacks would do."""
-        self._headers = headers
-        self._framing = LENGTH
-        self._status = status
-        self.state = next_state(self.state, HEAD)
-        if not keep_alive:
-            self._keep_alive = False
-        sink.on_head(status, headers)
-        if self.sink is None:
+        if not self._head_read(sink, status, headers, LENGTH, keep_alive):
             return  # the sink aborted on the head
         if body_start < len(data):
             self._on_data(data[body_start:])
@@ -256,17 +249,20 @@ class H1Connection(asyncio.Protocol):
                            keep_alive: bool) -> None:
         """A chunked answer's head, read by ``chunked_head`` (llhttp has seen none of it and never
         will: the exchange's body is read by a ``ChunkedBody``), and what came of the body with it."""
+        self._chunks = ChunkedBody(MAX_FRAMING)
+        if self._head_read(sink, status, headers, CHUNKED, keep_alive):
+            self._take_chunks(data, body_start)
+
+    def _head_read(self, sink: Sink, status: int, headers: dict[str, str], framing, keep_alive: bool) -> bool:
+        """A head read without llhttp, to the sink; False when the sink aborted on it."""
         self._headers = headers
-        self._framing = CHUNKED
+        self._framing = framing
         self._status = status
         self.state = next_state(self.state, HEAD)
         if not keep_alive:
             self._keep_alive = False
-        self._chunks = ChunkedBody(MAX_FRAMING)
         sink.on_head(status, headers)
-        if self.sink is None:
-            return  # the sink aborted on the head
-        self._take_chunks(data, body_start)
+        return self.sink is not None
 
     def _take_chunks(self, data: bytes, start: int) -> None:
         """A read of the chunked body, from ``start``: its data to the sink as one piece; the end."""
