@@ -6,7 +6,7 @@ breakers, metric counters and histograms, token buckets, gateway keys'
 concurrency and spend, host leases, replica load, the session affinity table,
 prefix indexes), their named constants (``constants``), their ``Layout``, the
 records they return (``records``) and carrying their state across a reload
-(``carry``); prompt block hashes (``blocks``); HTTP/1.1 heads read and written in one pass (``heads``); the characters of a chat body's prompt (``prompt``); the check of a client's
+(``carry``); prompt block hashes (``blocks``); HTTP/1.1 heads read and written in one pass (``heads``); what every request reads of a parsed body (``bodies``: its prompt's characters, an OpenAI usage); the check of a client's
 parsed JSON body against its API's shapes (``shapes``); and calls on the process itself
 (``proc``: parent-death signal, handing free heap pages back). docs/architecture-core.md
 describes every region.

@@ -20,7 +20,7 @@ import os
 
 import orjson
 
-from .._core.prompt import chat_chars
+from .._core.bodies import chat_chars, openai_usage
 
 DONE = "[DONE]"       # payload of the OpenAI end-of-stream marker
 ERROR = "error"       # event name of an upstream in-stream error item
@@ -52,19 +52,9 @@ def _int(value) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def usage_from_openai(u) -> dict | None:
-    """OpenAI's ``usage``, normalized; a count that is not an integer is 0. Every OpenAI-shaped
-    answer goes through here, so the checks are inline: ``type(v) is int`` is ``_int``'s test
-    for the values a JSON parser makes."""
-    if not isinstance(u, dict):
-        return None
-    prompt, completion = u.get("prompt_tokens"), u.get("completion_tokens")
-    details = u.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if type(details) is dict else None
-    details = u.get("completion_tokens_details")
-    reasoning = details.get("reasoning_tokens") if type(details) is dict else None
-    return make_usage(prompt if type(prompt) is int else 0, completion if type(completion) is int else 0,
-                      cached if type(cached) is int else 0, reasoning if type(reasoning) is int else 0)
+#: OpenAI's ``usage``, normalized; a count that is not an integer is 0 (compiled: every
+#: OpenAI-shaped answer goes through it; its reference is ``_core/ref/bodies.py``)
+usage_from_openai = openai_usage
 
 
 def usage_from_anthropic(u) -> dict | None:
@@ -115,7 +105,7 @@ _TEXT_KEYS = ("text", "content", "parts", "thinking")
 
 def prompt_chars(body: dict) -> int:
     """Characters of a request's text (any format): what a token estimate is based on. The
-    commonest chat body is counted in one compiled call (``_core.prompt.chat_chars``)."""
+    commonest chat body is counted in one compiled call (``_core.bodies.chat_chars``)."""
     chars = chat_chars(body)
     return chars if chars >= 0 else walked_prompt_chars(body)
 

@@ -1,0 +1,63 @@
+"""Pure-Python reference of ``fastinfer._core.bodies``: what every request reads of a parsed JSON body.
+
+Owns: ``chat_chars``, the count of the commonest body's text without walking it: ``messages``
+whose text is a string ``content`` (or none), a string ``system`` at most; -1 for any other
+shape, which the caller then counts by walking every text field
+(``formats.common.walked_prompt_chars``, which must agree wherever this one counts); and
+``openai_usage``, an OpenAI ``usage`` object normalized (``formats.common.make_usage``'s
+shape), any count that is not an integer read as 0. Same API and behaviour as the compiled
+module; the oracle the tests compare it against.
+
+Must not touch: what a token is (the caller divides), prices, HTTP.
+"""
+from __future__ import annotations
+
+
+def chat_chars(body: dict) -> int:
+    """Characters of ``body``'s prompt when it has the commonest shape, else -1."""
+    messages = body.get("messages")
+    if type(messages) is not list or "contents" in body or "prompt" in body or "input" in body \
+            or "systemInstruction" in body:
+        return -1
+    system = body.get("system")
+    if system is None:
+        total = 0
+    elif type(system) is str:
+        total = len(system)
+    else:
+        return -1
+    for message in messages:
+        if type(message) is not dict:
+            return -1
+        content = message.get("content")
+        # exactly {"role", "content"} has no other text to count; any other message is looked at
+        if not (len(message) == 2 and content is not None and "role" in message) \
+                and ("text" in message or "parts" in message or "thinking" in message):
+            return -1
+        if type(content) is str:
+            total += len(content)
+        elif content is not None:
+            return -1
+    return total
+
+
+def openai_usage(u) -> dict | None:
+    """OpenAI's ``usage``, normalized: ``prompt_tokens``, ``completion_tokens``, ``total_tokens``,
+    and ``cached_tokens`` / ``reasoning_tokens`` when not 0 (from ``*_tokens_details``); a count
+    that is not an integer (a bool neither) is 0, details that are not an object are none; None
+    when ``u`` is not an object."""
+    if type(u) is not dict:
+        return None
+    prompt, completion = _count(u.get("prompt_tokens")), _count(u.get("completion_tokens"))
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    for details, name, normalized in (("prompt_tokens_details", "cached_tokens", "cached_tokens"),
+                                      ("completion_tokens_details", "reasoning_tokens", "reasoning_tokens")):
+        value = u.get(details)
+        count = _count(value.get(name)) if type(value) is dict else 0
+        if count:
+            usage[normalized] = count
+    return usage
+
+
+def _count(value) -> int:
+    return value if type(value) is int else 0

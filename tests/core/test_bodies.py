@@ -1,0 +1,94 @@
+"""What every request reads of a body (``fastinfer._core.bodies``) and its pure-Python reference.
+
+Owns: that the compiled readers and the reference give the same answer for any body, and what
+that answer is on the edges: the prompt's quick count on the edges of the common shape
+(``tests/test_limits_unit.py`` holds the count to the walk of every text field), an OpenAI
+usage with counts and details of every type (``tests/test_formats.py`` holds the formats to it).
+Must not touch: limits, HTTP.
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fastinfer._core import bodies as compiled
+from fastinfer._core.ref import bodies as reference
+
+
+@pytest.fixture(params=[compiled, reference], ids=["compiled", "reference"])
+def m(request):
+    return request.param
+
+
+def test_the_common_shape_is_counted(m):
+    body = {"model": "m", "system": "be brief", "messages": [
+        {"role": "user", "content": "hello"}, {"role": "assistant", "content": None, "tool_calls": []},
+        {"role": "user", "content": "caf\xe9"}]}
+    assert m.chat_chars(body) == len("be brief") + len("hello") + len("caf\xe9")
+    assert m.chat_chars({"messages": []}) == 0
+    assert m.chat_chars({"messages": [], "system": None}) == 0
+
+
+@pytest.mark.parametrize("body", [
+    {},
+    {"messages": "hello"},
+    {"messages": [], "prompt": "x"},
+    {"messages": [], "input": "x"},
+    {"messages": [], "contents": []},
+    {"messages": [], "systemInstruction": {}},
+    {"messages": [], "system": [{"type": "text", "text": "x"}]},
+    {"messages": ["hello"]},
+    {"messages": [{"role": "user", "content": ["a"]}]},
+    {"messages": [{"role": "user", "content": 3}]},
+    {"messages": [{"content": "a", "text": "b"}]},
+    {"messages": [{"role": "assistant", "content": None, "thinking": "b"}]},
+    {"messages": [{"role": "user", "content": "a", "parts": []}]},
+], ids=repr)
+def test_any_other_shape_is_left_to_the_walk(m, body):
+    assert m.chat_chars(body) == -1
+
+
+_TEXT = st.text(max_size=8)
+_VALUE = st.one_of(st.none(), _TEXT, st.integers(), st.lists(_TEXT, max_size=2),
+                   st.dictionaries(st.sampled_from(["text", "type"]), _TEXT, max_size=2))
+_MESSAGE = st.one_of(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": st.one_of(_TEXT, st.none())}),
+    st.dictionaries(st.sampled_from(["role", "content", "text", "parts", "thinking", "name"]), _VALUE, max_size=4),
+    _VALUE)
+_BODY = st.dictionaries(
+    st.sampled_from(["messages", "messages", "system", "model", "prompt", "input", "contents", "systemInstruction"]),
+    st.one_of(st.lists(_MESSAGE, max_size=5), _VALUE), max_size=4)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_BODY)
+def test_compiled_equals_reference(body):
+    assert compiled.chat_chars(body) == reference.chat_chars(body)
+
+
+def test_an_openai_usage_is_normalized_and_anything_not_a_count_is_zero(m):
+    assert m.openai_usage({"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 99,
+                           "prompt_tokens_details": {"cached_tokens": 4},
+                           "completion_tokens_details": {"reasoning_tokens": 2}}) == {
+        "prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10, "cached_tokens": 4, "reasoning_tokens": 2}
+    assert m.openai_usage({"prompt_tokens": True, "completion_tokens": 2.0, "prompt_tokens_details": [4],
+                           "completion_tokens_details": {"reasoning_tokens": "2"}}) == {
+        "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    assert m.openai_usage({"prompt_tokens_details": {"cached_tokens": 0}}) == {
+        "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    for not_an_object in (None, [], "usage", 3):
+        assert m.openai_usage(not_an_object) is None
+
+
+_COUNT = st.one_of(st.integers(-5, 10**12), st.booleans(), st.floats(allow_nan=False), st.none(), _TEXT)
+_DETAILS = st.one_of(st.dictionaries(st.sampled_from(["cached_tokens", "reasoning_tokens", "audio_tokens"]), _COUNT,
+                                     max_size=2), _COUNT, st.lists(_COUNT, max_size=2))
+_USAGE = st.one_of(st.dictionaries(st.sampled_from(["prompt_tokens", "completion_tokens", "total_tokens",
+                                                    "prompt_tokens_details", "completion_tokens_details"]),
+                                   st.one_of(_COUNT, _DETAILS), max_size=5), _VALUE)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_USAGE)
+def test_openai_usage_compiled_equals_reference(u):
+    assert compiled.openai_usage(u) == reference.openai_usage(u)
