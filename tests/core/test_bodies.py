@@ -60,7 +60,7 @@ _BODY = st.dictionaries(
     st.one_of(st.lists(_MESSAGE, max_size=5), _VALUE), max_size=4)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(_BODY)
 def test_compiled_equals_reference(body):
     assert compiled.chat_chars(body) == reference.chat_chars(body)
@@ -88,7 +88,7 @@ _USAGE = st.one_of(st.dictionaries(st.sampled_from(["prompt_tokens", "completion
                                    st.one_of(_COUNT, _DETAILS), max_size=5), _VALUE)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(_USAGE)
 def test_openai_usage_compiled_equals_reference(u):
     assert compiled.openai_usage(u) == reference.openai_usage(u)

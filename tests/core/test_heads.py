@@ -356,7 +356,7 @@ def _llhttp_answer(pieces):
     return parser.get_status_code(), answer.headers, answer.keep_alive, b"".join(answer.body), answer.complete
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(answers())
 def test_chunked_head_compiled_equals_reference_and_llhttp_reads_what_it_reads_alike(answer):
     got = compiled.chunked_head(answer)
@@ -405,7 +405,7 @@ def _decoded(module, pieces: list[bytes]):
 _CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(chunked_bodies(), st.lists(st.integers(0, 400), max_size=10), st.sampled_from([b"", b"", b"HTTP/1.1"]))
 def test_a_chunked_body_is_read_alike_by_both_and_by_llhttp_however_it_is_split(body, cuts, after):
     framed, data = body
@@ -461,7 +461,7 @@ def test_framing_that_never_ends_is_refused_once_it_passes_the_bound(m, line_sta
     assert 1024 < fed <= 1024 + 100
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=40), st.lists(st.integers(0, 60), max_size=4))
 def test_any_bytes_are_read_alike_by_both(noise, cuts):
     pieces = _split(noise, cuts)
