@@ -136,7 +136,7 @@ def heads(draw) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(heads(), st.binary(max_size=8))
 def test_compiled_equals_reference_and_what_it_reads_llhttp_reads_alike(head, rest):
     end = head.find(b"\r\n\r\n") + 4      # the first empty line, as the connection finds it
@@ -233,7 +233,7 @@ def answers(draw) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + draw(st.binary(max_size=3))
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(answers())
 def test_whole_response_compiled_equals_reference(answer):
     assert compiled.whole_response(answer) == reference.whole_response(answer)
@@ -268,7 +268,7 @@ def test_a_field_that_is_not_a_string_is_refused(m):
         m.answer_head(b"HTTP/1.1 200 OK\r\n", {"x-attempts": 1}, b"", 0, True)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.dictionaries(st.text(max_size=8), st.text(max_size=12), max_size=6), st.integers(-1, 10**12),
        st.booleans())
 def test_answer_head_compiled_equals_reference(headers, length, keep_alive):
