@@ -186,51 +186,74 @@ class H1Connection(asyncio.Protocol):
         self._last_io = self._loop.time()
         self.got_bytes = True
         self._unframed += len(data)
-        error = None
         try:
-            if self._chunks is not None:
-                self._take_chunks(data, 0)
-                return
-            if self.state is AWAITING_HEAD and self._unframed == len(data):   # the answer's first read
-                whole = whole_response(data)
-                if whole is not None:
-                    self._take_whole(sink, data, *whole)
+            chunks, start = self._chunks, 0
+            if chunks is None:
+                if self.state is AWAITING_HEAD and self._unframed == len(data):   # the answer's first read
+                    whole = whole_response(data)
+                    if whole is not None:
+                        self._take_whole(sink, data, *whole)
+                        return
+                    head = chunked_head(data)
+                    if head is not None:    # a stream: llhttp never sees this exchange, a ChunkedBody reads it
+                        status, headers, start, keep_alive = head
+                        chunks = self._chunks = ChunkedBody(MAX_FRAMING)
+                        if not self._head_read(sink, status, headers, CHUNKED, keep_alive):
+                            return  # the sink aborted on the head
+                if chunks is None:
+                    self._read_by_llhttp(sink, data)
                     return
-                head = chunked_head(data)
-                if head is not None:
-                    self._take_chunked_head(sink, data, *head)
-                    return
+            # a chunked body read without llhttp, here rather than in a method: a stream's every read
             try:
-                self._parser.feed_data(data)
-            except (_AfterTheEnd, HttpParserError, HttpParserUpgrade) as e:
-                error = self._parse_error(e)
-            if self._head_ready:
-                self._head_ready = False
-                sink.on_head(self._status, self._headers)
-                if self.sink is None:
-                    return  # the sink aborted on the head
-            piece = self._piece
-            if piece is not None:
-                if self._pieces is not None:
-                    piece = b"".join(self._pieces)
-                    self._pieces = None
-                self._piece = None
+                piece = chunks.feed(data, start)
+            except ValueError as e:
+                self._fail(UpstreamFailure(_chunked_failure(str(e))))
+                return
+            if piece:
                 self._on_data(piece)
                 if self.sink is None:
                     return  # the sink aborted on the data
-            if error is not None:
-                self._fail(UpstreamFailure(error))
-            elif self.state is DONE:
+            if chunks.done:
+                self._chunks = None
+                if chunks.overflowed:
+                    self._keep_alive = False  # bytes after the end of the answer: done, but never reused
+                self.state = next_state(self.state, END)
                 self._finish()
-            elif self._unframed > (MAX_HEAD if self.state is AWAITING_HEAD else MAX_FRAMING):
-                self._fail(UpstreamFailure("upstream sent an oversized response head" if self.state is AWAITING_HEAD
-                                           else "upstream sent an overlong chunk-size line or trailer"))
         except Exception as e:
             # a sink that raised: the exchange cannot go on, but the event loop must not see it
             log_bug(log, "reading an upstream answer failed", e)
             self._piece = self._pieces = None
             if self.sink is not None:
                 self._fail(UpstreamFailure("the gateway could not read the upstream's answer"))
+
+    def _read_by_llhttp(self, sink: Sink, data: bytes) -> None:
+        """A read of an answer outside the compiled readers' subset, framed by llhttp's callbacks."""
+        error = None
+        try:
+            self._parser.feed_data(data)
+        except (_AfterTheEnd, HttpParserError, HttpParserUpgrade) as e:
+            error = self._parse_error(e)
+        if self._head_ready:
+            self._head_ready = False
+            sink.on_head(self._status, self._headers)
+            if self.sink is None:
+                return  # the sink aborted on the head
+        piece = self._piece
+        if piece is not None:
+            if self._pieces is not None:
+                piece = b"".join(self._pieces)
+                self._pieces = None
+            self._piece = None
+            self._on_data(piece)
+            if self.sink is None:
+                return  # the sink aborted on the data
+        if error is not None:
+            self._fail(UpstreamFailure(error))
+        elif self.state is DONE:
+            self._finish()
+        elif self._unframed > (MAX_HEAD if self.state is AWAITING_HEAD else MAX_FRAMING):
+            self._fail(UpstreamFailure("upstream sent an oversized response head" if self.state is AWAITING_HEAD
+                                       else "upstream sent an overlong chunk-size line or trailer"))
 
     def _take_whole(self, sink: Sink, data: bytes, status: int, headers: dict[str, str], body_start: int,
                     keep_alive: bool) -> None:
@@ -245,14 +268,6 @@ class H1Connection(asyncio.Protocol):
         self.state = next_state(self.state, END)
         self._finish()
 
-    def _take_chunked_head(self, sink: Sink, data: bytes, status: int, headers: dict[str, str], body_start: int,
-                           keep_alive: bool) -> None:
-        """A chunked answer's head, read by ``chunked_head`` (llhttp has seen none of it and never
-        will: the exchange's body is read by a ``ChunkedBody``), and what came of the body with it."""
-        self._chunks = ChunkedBody(MAX_FRAMING)
-        if self._head_read(sink, status, headers, CHUNKED, keep_alive):
-            self._take_chunks(data, body_start)
-
     def _head_read(self, sink: Sink, status: int, headers: dict[str, str], framing, keep_alive: bool) -> bool:
         """A head read without llhttp, to the sink; False when the sink aborted on it."""
         self._headers = headers
@@ -263,27 +278,6 @@ class H1Connection(asyncio.Protocol):
             self._keep_alive = False
         sink.on_head(status, headers)
         return self.sink is not None
-
-    def _take_chunks(self, data: bytes, start: int) -> None:
-        """A read of the chunked body, from ``start``: its data to the sink as one piece; the end."""
-        chunks = self._chunks
-        try:
-            piece = chunks.feed(data, start)
-        except ValueError as e:
-            message = str(e)
-            self._fail(UpstreamFailure("upstream sent an " + message if message.startswith("overlong")
-                                       else f"upstream sent malformed chunked encoding ({message})"))
-            return
-        if piece:
-            self._on_data(piece)
-            if self.sink is None:
-                return  # the sink aborted on the data
-        if chunks.done:
-            self._chunks = None
-            if chunks.overflowed:
-                self._keep_alive = False  # bytes after the end of the answer: done, but never reused
-            self.state = next_state(self.state, END)
-            self._finish()
 
     def _parse_error(self, e: Exception) -> str | None:
         """What a stop of the parser means; None when the answer was complete before it."""
@@ -396,6 +390,13 @@ class H1Connection(asyncio.Protocol):
     @property
     def reusable(self) -> bool:
         return self.state is IDLE and self.transport is not None and not self.transport.is_closing()
+
+
+def _chunked_failure(message: str) -> str:
+    """Why a ``ChunkedBody`` refused a read, as the exchange's failure says it (llhttp's words)."""
+    if message.startswith("overlong"):
+        return "upstream sent an " + message
+    return f"upstream sent malformed chunked encoding ({message})"
 
 
 def _tell_end(sink: Sink, error: GatewayError | None) -> None:
