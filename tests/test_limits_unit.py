@@ -148,7 +148,7 @@ _BODY = st.one_of(
 _SAID = {"role": "user", "content": "hello"}
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_BODY)
 # the edges of the quick count's shape, each where the walk finds more text
 @example({"messages": [{"content": "a", "text": "bb"}]})

@@ -268,7 +268,7 @@ def test_a_field_that_is_not_a_string_is_refused(m):
         m.answer_head(b"HTTP/1.1 200 OK\r\n", {"x-attempts": 1}, b"", 0, True)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.text(max_size=8), st.text(max_size=12), max_size=6), st.integers(-1, 10**12),
        st.booleans())
 def test_answer_head_compiled_equals_reference(headers, length, keep_alive):

@@ -83,7 +83,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers(-3, 12) | st.floats
                                           "meta", "other"]), inner, max_size=5), max_leaves=20)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.one_of(_json, st.fixed_dictionaries({"model": st.sampled_from(["m", ""]), "messages": _json}, optional={
     "n": _json, "stop": _json, "mode": _json, "temperature": _json})))
 def test_compiled_and_reference_give_the_same_verdict(value):

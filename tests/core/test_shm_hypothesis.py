@@ -165,7 +165,7 @@ def resolve(op, ref):
     return op
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=20, max_size=100))
 def test_compiled_matches_reference(seq):
     c, r = Harness(compiled), Harness(reference)

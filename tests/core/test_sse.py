@@ -523,7 +523,7 @@ def test_encode_rejects_bad_input(m):
 
 # ------------------------------------------------------------ property tests
 
-PROPS = settings(max_examples=250, deadline=None,
+PROPS = settings(max_examples=150, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 _value_chars = st.one_of(
