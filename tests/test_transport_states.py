@@ -52,3 +52,12 @@ def test_every_other_step_is_a_protocol_state_error_naming_it(state, event):
 def test_the_table_is_exactly_the_legal_steps():
     assert TRANSITIONS == LEGAL
     assert len(ALL_STATES) * len(ALL_EVENTS) - len(LEGAL) == 16   # the illegal steps tested above
+
+
+def test_a_states_moves_are_its_row_of_the_table_and_cannot_be_changed_apart_from_it():
+    for state in ALL_STATES:
+        assert dict(state.moves) == {event: after for (s, event), after in LEGAL.items() if s is state}
+    with pytest.raises(TypeError):
+        IDLE.moves[HEAD] = DONE
+    with pytest.raises(ProtocolStateError, match="^HEAD is not allowed in IDLE$"):
+        IDLE.moves[HEAD]

@@ -37,7 +37,7 @@ from .._core.heads import ChunkedBody, chunked_head, whole_response
 from ..errors import GatewayError, UpstreamFailure, UpstreamTimeout
 from ..observe import log_bug
 from .states import (AWAITING_HEAD, CHUNKED, DONE, END, FAIL, HEAD, IDLE, LENGTH, RECEIVING_BODY, RELEASE, SEND,
-                     UNTIL_CLOSE, next_state)
+                     UNTIL_CLOSE)
 
 log = logging.getLogger("fastinfer.transport")
 
@@ -115,7 +115,7 @@ class H1Connection(asyncio.Protocol):
         """Write ``request`` (head and body, one write) and deliver its response to ``sink``."""
         loop = self._loop
         now = loop.time()
-        self.state = next_state(self.state, SEND)
+        self.state = self.state.moves[SEND]
         self.sink = sink
         self._on_data = sink.on_data
         self.got_bytes = False
@@ -151,7 +151,7 @@ class H1Connection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the exchange now: the upstream sees the connection close."""
         self.sink = None
-        self.state = next_state(self.state, FAIL)
+        self.state = self.state.moves[FAIL]
         self._cancel_timer()
         if self.transport is not None:
             self.transport.abort()
@@ -166,9 +166,9 @@ class H1Connection(asyncio.Protocol):
         self._cancel_timer()        # an idle connection's watchdog would keep it alive until it fired
         self.pool.forget(self)
         if self.sink is None:
-            self.state = next_state(self.state, FAIL)
+            self.state = self.state.moves[FAIL]
         elif self.state is RECEIVING_BODY and self._framing is UNTIL_CLOSE:
-            self.state = next_state(self.state, END)   # the close is this body's end
+            self.state = self.state.moves[END]   # the close is this body's end
             self._finish()
         else:
             self._fail(UpstreamFailure("upstream closed the connection" + (" mid-stream" if self.got_bytes else "")))
@@ -180,7 +180,7 @@ class H1Connection(asyncio.Protocol):
         sink = self.sink
         if sink is None:
             # bytes on a connection with no exchange: the upstream is out of step, never reuse it
-            self.state = next_state(self.state, FAIL)
+            self.state = self.state.moves[FAIL]
             self.transport.abort()
             return
         self._last_io = self._loop.time()
@@ -217,7 +217,7 @@ class H1Connection(asyncio.Protocol):
                 self._chunks = None
                 if chunks.overflowed:
                     self._keep_alive = False  # bytes after the end of the answer: done, but never reused
-                self.state = next_state(self.state, END)
+                self.state = self.state.moves[END]
                 self._finish()
         except Exception as e:
             # a sink that raised: the exchange cannot go on, but the event loop must not see it
@@ -265,7 +265,7 @@ class H1Connection(asyncio.Protocol):
             self._on_data(data[body_start:])
             if self.sink is None:
                 return  # the sink aborted on the data
-        self.state = next_state(self.state, END)
+        self.state = self.state.moves[END]
         self._finish()
 
     def _head_read(self, sink: Sink, status: int, headers: dict[str, str], framing, keep_alive: bool) -> bool:
@@ -273,7 +273,7 @@ class H1Connection(asyncio.Protocol):
         self._headers = headers
         self._framing = framing
         self._status = status
-        self.state = next_state(self.state, HEAD)
+        self.state = self.state.moves[HEAD]
         if not keep_alive:
             self._keep_alive = False
         sink.on_head(status, headers)
@@ -316,7 +316,7 @@ class H1Connection(asyncio.Protocol):
         self._status = status
         self._head_ready = True
         self._unframed = 0
-        self.state = next_state(self.state, HEAD)
+        self.state = self.state.moves[HEAD]
 
     def on_body(self, body: bytes) -> None:
         self._unframed = 0
@@ -332,7 +332,7 @@ class H1Connection(asyncio.Protocol):
             return  # the end of an interim answer
         if not self._parser.should_keep_alive():
             self._keep_alive = False
-        self.state = next_state(self.state, END)
+        self.state = self.state.moves[END]
 
     # ------------------------------------------------------------- endings
 
@@ -373,7 +373,7 @@ class H1Connection(asyncio.Protocol):
     def _fail(self, error: GatewayError) -> None:
         sink, self.sink = self.sink, None
         self._on_data = None
-        self.state = next_state(self.state, FAIL)
+        self.state = self.state.moves[FAIL]
         self._cancel_timer()
         if self.transport is not None:
             self.transport.abort()
@@ -381,7 +381,7 @@ class H1Connection(asyncio.Protocol):
 
     def released(self, now: float) -> None:
         """Back in the pool after a complete exchange (called by the pool)."""
-        self.state = next_state(self.state, RELEASE)
+        self.state = self.state.moves[RELEASE]
         self._idle_since = now
 
     def idle_for(self, now: float) -> float:

@@ -3,8 +3,9 @@
 In the manner of h11's ``_state.py``: every state, event and body framing is a
 named constant (its ``repr`` is its name, so a failure says ``RECEIVING_BODY``,
 never ``1``), and ``TRANSITIONS`` is the only place that says which event
-moves the connection from which state to which. ``H1Connection`` asks ``next_state``
-at each step of an exchange (a handful per request, never per chunk).
+moves the connection from which state to which. ``H1Connection`` takes each step of an
+exchange (a handful per request, never per chunk) as ``state.moves[event]``: the table's row for
+that state, read without a function call, which raises what ``next_state`` raises.
 
 Owns: the states and the table. Must not touch: sockets, parsing.
 """
@@ -24,7 +25,27 @@ class _Name:
 
 
 class State(_Name):
-    __slots__ = ()
+    __slots__ = ("moves",)
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.moves = _Moves(self)   # filled from TRANSITIONS below
+
+
+class _Moves(dict):
+    """One state's row of ``TRANSITIONS``: event -> the state it leads to; any other event is refused."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: State):
+        super().__init__()
+        self.state = state
+
+    def __missing__(self, event: Event) -> State:
+        raise ProtocolStateError(f"{event!r} is not allowed in {self.state!r}")
+
+    def __setitem__(self, event, state):
+        raise TypeError("a state's moves are TRANSITIONS' own: change the table")
 
 
 class Event(_Name):
@@ -72,7 +93,9 @@ class ProtocolStateError(RuntimeError):
 
 
 def next_state(state: State, event: Event) -> State:
-    try:
-        return TRANSITIONS[state, event]
-    except KeyError:
-        raise ProtocolStateError(f"{event!r} is not allowed in {state!r}") from None
+    return state.moves[event]
+
+
+for (_state, _event), _after in TRANSITIONS.items():
+    dict.__setitem__(_state.moves, _event, _after)
+del _state, _event, _after
