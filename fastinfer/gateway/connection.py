@@ -9,8 +9,8 @@ each request itself (the head ends at the first empty line, the body is ``Conten
 reads the head in one compiled pass when it has the plain shape (``_core.heads``: a strict subset of
 what llhttp accepts, read as llhttp reads it) and with httptools otherwise (the same llhttp rules
 aiohttp's C parser applies), and runs the route's handler (already wrapped in the gateway's error
-middleware) in a task of its own with a ``DirectRequest``: the headers, the body, and a writer that
-sends straight to the transport.
+middleware) in a task of its own with a ``DirectRequest``: the headers, the body, and as its writer the
+connection itself, which sends straight to the transport.
 
 Only the plain case takes this path: an HTTP/1.1 ``POST`` to one of the app's ``DIRECT_ROUTES``
 exactly, its body framed by ``Content-Length`` (or empty), no ``Transfer-Encoding``,
@@ -73,20 +73,21 @@ class _Head:
 
 
 class _Body:
-    """A request's body as it arrives: complete when ``length`` bytes are in (what aiohttp's
+    """A request's body as it arrives: ``complete`` when ``length`` bytes are in (what aiohttp's
     ``StreamReader`` answers to ``read_json``: ``is_eof``, ``total_bytes``, ``read_nowait``)."""
 
-    __slots__ = ("length", "chunks", "total_bytes", "_keep", "_waiter")
+    __slots__ = ("length", "chunks", "total_bytes", "complete", "_keep", "_waiter")
 
     def __init__(self, length: int, limit: int):
         self.length = length
         self.chunks: list[bytes] = []
         self.total_bytes = 0
+        self.complete = length == 0     # an attribute, not only ``is_eof()``: read on every request
         self._keep = length <= limit   # a body over the limit is answered 413 unread: dropped as it comes
         self._waiter: asyncio.Future | None = None
 
     def is_eof(self) -> bool:
-        return self.total_bytes >= self.length
+        return self.complete
 
     def feed(self, data: bytes) -> bytes:
         """Keeps what belongs to the body; returns the bytes past its end (the next request's)."""
@@ -99,47 +100,34 @@ class _Body:
             if self._keep:
                 self.chunks.append(data)
             self.total_bytes += len(data)
-            if self.total_bytes >= self.length and self._waiter is not None and not self._waiter.done():
-                self._waiter.set_result(None)
+            if self.total_bytes >= self.length:
+                self.complete = True
+                if self._waiter is not None and not self._waiter.done():
+                    self._waiter.set_result(None)
         return rest
 
     def read_nowait(self) -> bytes:
         return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
 
     async def read(self) -> bytes:
-        if not self.is_eof():
+        if not self.complete:
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
         return self.read_nowait()
 
 
-class _Writer:
-    """What ``answer`` writes through: the transport's own send, counting what went out."""
-
-    __slots__ = ("_connection", "output_size")
-    chunked = False
-
-    def __init__(self, connection: DirectConnection):
-        self._connection = connection
-        self.output_size = 0
-
-    def _writelines(self, chunks) -> None:
-        transport = self._connection.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("Cannot write to closing transport")
-        self.output_size += sum(map(len, chunks))
-        transport.writelines(chunks)
-
-    async def drain(self) -> None:
-        await self._connection.drained()
-
-
-class DirectRequest:
-    """What a data route's handler reads of its request (the part of ``web.Request`` it uses)."""
+class DirectRequest(dict):
+    """What a data route's handler reads of its request (the part of ``web.Request`` it uses). The
+    request is itself the mapping aiohttp's request is (what the middleware and the handler keep on
+    it): a dict, so ``request[REQUEST_ID]`` is a lookup and not a method call."""
 
     __slots__ = ("method", "path", "headers", "keep_alive", "content_length", "content",
-                 "writer", "transport", "protocol", "task", "_state", "__weakref__")
+                 "writer", "transport", "protocol", "task", "__weakref__")
     version = HttpVersion11
+    # a request equals only itself and hashes by identity, as aiohttp's does, whatever it holds
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
 
     def __init__(self, path: str, headers: CIMultiDictProxy, keep_alive: bool, body: _Body,
                  connection: DirectConnection):
@@ -149,30 +137,20 @@ class DirectRequest:
         self.keep_alive = keep_alive
         self.content_length = body.length
         self.content = body
-        self.writer = _Writer(connection)
+        self.writer = connection        # it writes the answers, one request at a time
         self.transport = connection.transport
         self.protocol = connection
         self.task: asyncio.Task | None = None
-        self._state: dict = {}
 
     async def read(self) -> bytes:
         return await self.content.read()
 
-    def __getitem__(self, key):
-        return self._state[key]
-
-    def __setitem__(self, key, value) -> None:
-        self._state[key] = value
-
-    def __contains__(self, key) -> bool:
-        return key in self._state
-
-    def get(self, key, default=None):
-        return self._state.get(key, default)
-
 
 class DirectConnection(asyncio.Protocol):
-    """One client connection on the public listener (see the module's docstring)."""
+    """One client connection on the public listener (see the module's docstring). It is also its
+    current request's writer (``request.writer``: ``_writelines``, ``drain``, ``output_size``)."""
+
+    chunked = False
 
     def __init__(self, server: web.Server, routes: dict, handoff, *, loop: asyncio.AbstractEventLoop,
                  max_body_bytes: int, keepalive_timeout: float, draining) -> None:
@@ -195,6 +173,7 @@ class DirectConnection(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._lingering = False
         self._task_handler = None       # aiohttp's Server reads it when the connection is lost
+        self.output_size = 0            # bytes of the current request's answer written
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -208,13 +187,13 @@ class DirectConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
-            if self._body is None or self._body.feed(data) or self._body.is_eof():
+            if self._body is None or self._body.feed(data) or self._body.complete:
                 self._close()
             return
         body = self._body
         if body is not None:
             data = body.feed(data)
-            if body.is_eof():
+            if body.complete:
                 self._body = None
             if not data:
                 return
@@ -247,7 +226,17 @@ class DirectConnection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def drained(self) -> None:
+    # ------------------------------------------------------------ the current request's writer
+
+    def _writelines(self, chunks) -> None:
+        """What ``answer`` writes through: the transport's own send, counting what went out."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        self.output_size += sum(map(len, chunks))
+        transport.writelines(chunks)
+
+    async def drain(self) -> None:
         """Returns when the client has read enough for more to be written."""
         if self.transport is None:
             raise ConnectionResetError("Connection lost")
@@ -305,9 +294,10 @@ class DirectConnection(asyncio.Protocol):
         body = _Body(length, self._max_body_bytes)
         rest = body.feed(buffer[head_length:])
         self._buffer = rest
-        self._body = None if body.is_eof() else body
+        self._body = None if body.complete else body
         keep_alive = keep_alive and not self._close_after and not self._draining()
         headers = CIMultiDictProxy(CIMultiDict(fields))
+        self.output_size = 0
         request = self._request = DirectRequest(path, headers, keep_alive, body, self)
         self._server.requests_count += 1
         request.task = self._loop.create_task(self._serve(request, route))
@@ -341,10 +331,11 @@ class DirectConnection(asyncio.Protocol):
         try:
             response = await route(request)
             # an answer given before its body arrived (413, 408) ends the connection: it says so
-            keep_alive = request.keep_alive and response.keep_alive is not False and request.content.is_eof()
+            keep_alive = request.keep_alive and response.keep_alive is not False and request.content.complete
             if not response.prepared:      # an error's, or one ``answer`` left to aiohttp to write
-                request.writer._writelines(written_response(response, keep_alive))
-            await request.writer.drain()
+                self._writelines(written_response(response, keep_alive))
+            if self._write_paused or self.transport is None:   # else nothing to wait for: no coroutine
+                await self.drain()
         except (ConnectionError, asyncio.CancelledError):
             self._close()
             return
