@@ -48,7 +48,7 @@ async def _serve_gateway(fault: Exception | None):
     engine = Engine(config, await SessionRegistry.open(config), admission=admission, breakers=breakers,
                     metrics=metrics, segment=host.segment)
     if fault is not None:
-        async def broken(req):
+        async def broken(req, dep=None):
             raise type(fault)(*fault.args)     # a fresh one each time, as a real bug raises
         engine.chat = broken
     gateway = Gateway(engine, max_body_bytes=65536, body_timeout_s=5)

@@ -5,7 +5,7 @@ replica, calling the provider, retrying and falling back, relaying the
 stream — and giving back what each attempt holds (``attempt``). Must not touch: aiohttp server objects or the client's socket; it
 hands back bytes and never writes them.
 """
-from .engine import Engine
+from .engine import Deployment, Engine
 from .request import PRIORITY_LEVELS, EngineResult, GatewayRequest, clock
 
-__all__ = ["Engine", "EngineResult", "GatewayRequest", "PRIORITY_LEVELS", "clock"]
+__all__ = ["Deployment", "Engine", "EngineResult", "GatewayRequest", "PRIORITY_LEVELS", "clock"]

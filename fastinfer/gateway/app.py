@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 from aiohttp.web_urldispatcher import _default_expect_handler
 
-from ..engine import Engine, EngineResult, GatewayRequest, clock
+from ..engine import Deployment, Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
 from ..routing import session_id_problem
 from ..errors import BadRequest, GatewayError
@@ -168,9 +168,9 @@ class Gateway:
                 timeout_ms = request.headers.get("x-timeout-ms")
                 deadline = None if timeout_ms is None else now + _parse_timeout_ms(timeout_ms)
                 body = await read_json(request, self.max_body_bytes, self.body_timeout_s)
-                req = self._engine_request(request, parse, body, key, data, now)
+                req, dep = self._engine_request(request, parse, body, key, data, now)
                 req.deadline = deadline
-                result = data.result = await self.engine.chat(req)
+                result = data.result = await self.engine.chat(req, dep)
             except asyncio.CancelledError:
                 if self.drain.cut_short():
                     raise ShuttingDown() from None   # the drain's grace period is over: a 503 (middleware)
@@ -189,10 +189,10 @@ class Gateway:
             del in_flight[in_flight_key]
 
     def _engine_request(self, request: web.Request, parse, body, key, data: DataRequest,
-                        now: float) -> GatewayRequest:
+                        now: float) -> tuple[GatewayRequest, Deployment]:
         """The body checked into the engine's request (``parse``), for a deployment that exists, that
         the key may use and that serves the route, in the key's priority; kept on ``data`` for the
-        accounting. (Not a coroutine: it awaits nothing, and a coroutine level costs every request.)"""
+        accounting. Returned with that deployment (the engine need not look the name up again). (Not a coroutine: it awaits nothing, and a coroutine level costs every request.)"""
         asked_priority = key is not None and _asks_priority(request.headers, body)
         req = parse(body, request.headers, request[REQUEST_ID], now)
         data.req = req
@@ -210,7 +210,7 @@ class Gateway:
             req.priority = key.priority_of(req.priority if asked_priority else None)
         if req.endpoint != "chat" and req.endpoint not in dep.provider.endpoints:
             raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
-        return req
+        return req, dep
 
     def _error_answered(self, request: web.Request, status: int, error: GatewayError) -> None:
         """An error answer from the middleware: every one of a data route; of any other route,
