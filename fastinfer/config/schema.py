@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import ipaddress
 import os
 import re
@@ -231,7 +232,7 @@ class DeploymentConfig:
     default_max_tokens: int = _c(4096, min=1)  # anthropic requires max_tokens
     replicas: list[ReplicaConfig] = _c([])
 
-    @property
+    @functools.cached_property     # read on every request: a lookup after the first (the config is frozen)
     def upstream_model(self) -> str:
         return self.model or self.name
 

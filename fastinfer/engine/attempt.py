@@ -100,7 +100,7 @@ class Attempt:
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.left_at = clock()
         if exc is None:
-            if not self._handed_over:
+            if not (self._handed_over or self._ended):    # a success has ended it already
                 self.end(self.verdict)
             return False
         if isinstance(exc, GatewayError):

@@ -82,10 +82,6 @@ class _Draw:
             self.pair = store.bucket_pair(*ids)
             self.levels = store.levels_pair(*ids)
 
-    def tokens_of(self, grant: "Grant") -> int:
-        """What a request takes from the tokens bucket (estimated only when there is one)."""
-        return grant.tokens if self.tokens is not None else 0
-
 
 class KeyLimits(_Draw):
     """One gateway key's limits, as this worker reaches them."""
@@ -189,7 +185,7 @@ class Limits:
         grant = Grant(self, key, req)
         if key is not None and self._key_checks(grant, key, req):
             try:
-                ok, wait = key.pair.take(key.tokens_of(grant))
+                ok, wait = key.pair.take(grant.tokens if key.tokens is not None else 0)
             except BaseException:         # a cluster without Redis under fail_closed (503)
                 grant.release()
                 raise
@@ -202,7 +198,7 @@ class Limits:
         grant = Grant(self, key, req)
         if key is not None and self._key_checks(grant, key, req):
             try:
-                ok, wait = await key.pair.take_async(key.tokens_of(grant))
+                ok, wait = await key.pair.take_async(grant.tokens if key.tokens is not None else 0)
             except BaseException:
                 grant.release()
                 raise
@@ -254,7 +250,7 @@ class Limits:
         dep = self.deployments[index]
         if dep is None:
             return None
-        tokens = dep.tokens_of(grant)
+        tokens = grant.tokens if dep.tokens is not None else 0    # estimated only for a tokens bucket
         if not self.synchronous:
             return self._take_deployment_async(grant, dep, tokens, req, timeout_s)
         gate = dep.gate
