@@ -20,6 +20,7 @@ Owns: those writes. Must not touch: what the headers say (the gateway decides), 
 from __future__ import annotations
 
 from http import HTTPStatus
+from time import time
 
 from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
@@ -32,19 +33,22 @@ _JSON_TAIL = "Content-Type: application/json\r\n" + _SERVER_TAIL
 _STREAM_TAIL = ("Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
                 + _SERVER_TAIL)
 _LAST_CHUNK = b"0\r\n\r\n"
-_status_lines: dict[int, bytes] = {}
-_dated_tails: dict[str, tuple[str, bytes]] = {}    # a tail -> (the date, the tail and the date, encoded)
+_dated_tails: dict[str, tuple[int, bytes]] = {}    # a tail -> (its second, the tail and the date, encoded)
 
 
-def _status_line(status: int) -> bytes:
-    line = _status_lines.get(status)
-    if line is None:
+class _StatusLines(dict):
+    """status -> its status line, made at its first use (a lookup after, no call)."""
+
+    def __missing__(self, status: int) -> bytes:
         try:
             reason = HTTPStatus(status).phrase
         except ValueError:
             reason = ""        # as aiohttp writes a status it cannot name
-        line = _status_lines[status] = f"HTTP/1.1 {status} {reason}\r\n".encode()
-    return line
+        line = self[status] = f"HTTP/1.1 {status} {reason}\r\n".encode()
+        return line
+
+
+_STATUS_LINES = _StatusLines()
 
 
 class WrittenAnswer:
@@ -82,18 +86,14 @@ def _head(request: web.BaseRequest, status: int, headers, tail: str, length: int
 def _head_bytes(status: int, headers, tail: str, length: int | None, keep_alive: bool) -> bytes:
     """An HTTP/1.1 head: the status line, ``headers`` (a mapping or a multidict), ``tail`` (fields
     ending in ``Date: ``) and the date, ``Content-Length`` unless ``length`` is None, ``Connection``.
-    A control character in a field is a ``ValueError``, as aiohttp refuses it (header injection)."""
-    return answer_head(_status_line(status), headers, _dated(tail), -1 if length is None else length,
-                       keep_alive)
-
-
-def _dated(tail: str) -> bytes:
-    """``tail`` and the date (aiohttp's, formatted once a second), encoded once a second."""
-    date = rfc822_formatted_time()
+    A control character in a field is a ``ValueError``, as aiohttp refuses it (header injection).
+    The date is aiohttp's, and ``tail`` with it is encoded once a second (aiohttp's own second:
+    ``int(time.time())``)."""
+    second = int(time())
     dated = _dated_tails.get(tail)
-    if dated is None or dated[0] != date:
-        dated = _dated_tails[tail] = (date, f"{tail}{date}\r\n".encode())
-    return dated[1]
+    if dated is None or dated[0] != second:
+        dated = _dated_tails[tail] = (second, f"{tail}{rfc822_formatted_time()}\r\n".encode())
+    return answer_head(_STATUS_LINES[status], headers, dated[1], -1 if length is None else length, keep_alive)
 
 
 def written_response(response: web.Response, keep_alive: bool) -> tuple[bytes, bytes]:
