@@ -102,7 +102,7 @@ async def exchange(pool: Pool, framed: bytes, stream: bool, timeouts) -> Upstrea
     caller keeps) on one of ``pool``'s connections: a whole reply, or for a 200 stream its first bytes
     and the live rest."""
     for _ in range(2):
-        conn = await pool.acquire(timeouts.connect_s)
+        conn = pool.kept_alive() or await pool.connect(timeouts.connect_s)
         sink = _Exchange(conn, stream)
         conn.send(framed, sink, timeouts)
         try:

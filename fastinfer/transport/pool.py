@@ -42,8 +42,11 @@ class Pool:
         parts = urlsplit(url)
         return parts.path + ("?" + parts.query if parts.query else "")
 
-    async def acquire(self, connect_s: float) -> H1Connection:
-        """A connection ready for an exchange: a kept-alive one, or a new one within ``connect_s``."""
+    def kept_alive(self) -> H1Connection | None:
+        """A kept-alive connection ready for an exchange, or None: then ``connect``. (Not a coroutine:
+        nearly every exchange finds one, and a coroutine costs every exchange.)"""
+        if not self._idle:
+            return None
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -55,6 +58,13 @@ class Pool:
                 return conn
             if conn.transport is not None:
                 conn.transport.close()
+        return None
+
+    async def connect(self, connect_s: float) -> H1Connection:
+        """A new connection, within ``connect_s``."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_s):
                 _, conn = await loop.create_connection(
