@@ -4,7 +4,8 @@
 Run:  python -m pytest bench/micro/test_bench_access_line.py --benchmark-enable -p no:cacheprovider -s
 
 - new: what ``AccessLog.flush`` does now — each line formatted from its fields by the handler's
-  formatter (``format_fields``) and handed to the ``LineHandler`` in one go; ``redact`` with its precheck.
+  formatter (``encoded_line``: bytes with the newline) and handed to the ``LineHandler`` in one go;
+  ``redact`` with its precheck.
 - baseline (the record way): a ``LogRecord`` per line through ``logger.handle`` (filters, handler lock,
   ``emit``), the formatter's ``format`` with the former logfmt (a generator over each string's
   characters), and ``redact`` as three substitutions on every text.

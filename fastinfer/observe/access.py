@@ -148,11 +148,11 @@ class AccessLog:
         refuses) goes the records' way, which reports it as the handler reports any line it cannot write."""
         known = self._known
         pid = self._pid
-        format_fields = handler.formatter.format_fields
+        encoded_line = handler.formatter.encoded_line
         lines = []
         for ts, values in pending:
             try:
-                lines.append(format_fields(ts, logging.INFO, ACCESS_LOGGER, pid, access_fields(values, values[2] in known)))
+                lines.append(encoded_line(ts, logging.INFO, ACCESS_LOGGER, pid, access_fields(values, values[2] in known)))
             except Exception:
                 handler.add_lines(lines)        # the lines before it first: the order stays
                 lines = []

@@ -11,8 +11,8 @@ formatted, but for a ``StructuredMessage`` (an access line), whose maker makes i
 fields safe; other libraries' warnings and errors take from a budget (``ratelimit``).
 Lines that are only fields need no record: ``direct_handler(logger)`` is the handler
 that would write a logger's info records when nothing else would look at them, and
-its formatter's ``format_fields`` makes the very line ``format`` would (the access
-log's flush writes its lines so, with ``add_lines``).
+its formatter's ``encoded_line`` makes the very line ``format`` would, encoded with its
+newline (the access log's flush writes its lines so, with ``add_lines``: bytes end to end).
 
 Must not touch: what is logged, or when (callers decide); the access log's fields
 (``access``).
@@ -39,25 +39,38 @@ _PIPE_BUF = 4096      # writes up to this size to a pipe are never interleaved w
 
 
 _MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
+_MILLIS_ENCODED = [millis.encode() for millis in _MILLIS]
 
 
 class _Timestamps:
     """ISO 8601 UTC timestamps with milliseconds; the part up to the second is formatted once a second,
-    the rest looked up."""
+    the rest looked up; as text, or encoded (``encoded``: an access line's, bytes end to end)."""
 
-    __slots__ = ("_second", "_prefix")
+    __slots__ = ("_second", "_prefix", "_prefix_encoded")
 
     def __init__(self):
         self._second = -1
         self._prefix = ""
+        self._prefix_encoded = b""
 
     def __call__(self, t: float) -> str:
         second = int(t)
         if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._renew(second)
         ms = int((t - second) * 1000)
         return self._prefix + _MILLIS[ms] if ms >= 0 else f"{self._prefix}.{ms:03d}Z"   # < 0: before 1970
+
+    def encoded(self, t: float) -> bytes:
+        second = int(t)
+        if second != self._second:
+            self._renew(second)
+        ms = int((t - second) * 1000)
+        return self._prefix_encoded + _MILLIS_ENCODED[ms] if ms >= 0 else self(t).encode()
+
+    def _renew(self, second: int) -> None:
+        self._second = second
+        self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        self._prefix_encoded = self._prefix.encode()
 
 
 iso_time = _Timestamps()
@@ -129,9 +142,10 @@ class TextFormatter(logging.Formatter):
         detail = _exception_text(self, record)
         return f"{line}\n{detail}" if detail else line
 
-    def format_fields(self, created: float, levelno: int, name: str, pid: int, fields: dict) -> str:
-        """The line ``format`` makes of a record whose message is a ``StructuredMessage`` with ``fields``."""
-        return f"{iso_time(created)} {logging.getLevelName(levelno)} {name}[{pid}]: {logfmt(fields)}"
+    def encoded_line(self, created: float, levelno: int, name: str, pid: int, fields: dict) -> bytes:
+        """The line ``format`` makes of a record whose message is a ``StructuredMessage`` with ``fields``,
+        encoded as ``LineHandler`` writes it, with its newline."""
+        return _encoded(f"{iso_time(created)} {logging.getLevelName(levelno)} {name}[{pid}]: {logfmt(fields)}")
 
 
 _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error",
@@ -145,7 +159,8 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         msg = record.msg
         if isinstance(msg, StructuredMessage):
-            return self.format_fields(record.created, record.levelno, record.name, record.process, msg.fields())
+            return self.encoded_line(record.created, record.levelno, record.name, record.process,
+                                     msg.fields())[:-1].decode()
         else:
             out = {"ts": iso_time(record.created), "level": record.levelname.lower(), "logger": record.name,
                    "pid": record.process, "msg": redact(record.getMessage())}
@@ -154,29 +169,36 @@ class JsonFormatter(logging.Formatter):
                 out["exc"] = detail
         return orjson.dumps(out).decode()
 
-    def format_fields(self, created: float, levelno: int, name: str, pid: int, fields: dict) -> str:
+    def encoded_line(self, created: float, levelno: int, name: str, pid: int, fields: dict) -> bytes:
         """The line ``format`` makes of a record whose message is a ``StructuredMessage`` with ``fields``:
-        the object ``{"ts", "level", "logger", "pid", **fields}``, its constant middle serialized once."""
-        if not fields or "ts" in fields or "level" in fields or "logger" in fields or "pid" in fields:
+        the object ``{"ts", "level", "logger", "pid", **fields}`` and its newline, as ``LineHandler``
+        writes it; the constant middle serialized once, the rest by orjson straight to bytes."""
+        if not fields or not _ENVELOPE_KEYS.isdisjoint(fields):
             out = {"ts": iso_time(created), "level": _LEVEL_NAMES.get(levelno, "info"), "logger": name, "pid": pid}
             out.update(fields)
-            return orjson.dumps(out).decode()
+            return orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
         envelope = _ENVELOPES.get((levelno, name, pid))
         if envelope is None:
             envelope = _envelope(levelno, name, pid)
-        return f'{{"ts":"{iso_time(created)}",{envelope},{orjson.dumps(fields).decode()[1:]}'
+        return b'{"ts":"' + iso_time.encoded(created) + envelope + orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)[1:]
 
 
-_ENVELOPES: dict[tuple, str] = {}
+_ENVELOPE_KEYS = frozenset(("ts", "level", "logger", "pid"))
+_ENVELOPES: dict[tuple, bytes] = {}
 
 
-def _envelope(levelno: int, name: str, pid: int) -> str:
-    """``"level":…,"logger":…,"pid":…`` as orjson writes them inside the object."""
+def _envelope(levelno: int, name: str, pid: int) -> bytes:
+    """``","level":…,"logger":…,"pid":…,``: what follows the timestamp's value, as orjson writes it."""
     if len(_ENVELOPES) >= 64:       # a process has a few loggers; a pid changes by forking
         _ENVELOPES.clear()
-    text = _ENVELOPES[levelno, name, pid] = orjson.dumps(
-        {"level": _LEVEL_NAMES.get(levelno, "info"), "logger": name, "pid": pid}).decode()[1:-1]
-    return text
+    encoded = _ENVELOPES[levelno, name, pid] = b'",' + orjson.dumps(
+        {"level": _LEVEL_NAMES.get(levelno, "info"), "logger": name, "pid": pid})[1:-1] + b","
+    return encoded
+
+
+def _encoded(line: str) -> bytes:
+    """A formatted line as it is written: UTF-8 (what cannot be, escaped) and its newline."""
+    return line.encode("utf-8", "backslashreplace") + b"\n"
 
 
 def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
@@ -198,7 +220,7 @@ class LineHandler(logging.Handler):
     def __init__(self, fd: int = 2):
         super().__init__()
         self.fd = fd
-        self._lines: list[str] = []
+        self._lines: list[bytes] = []      # encoded, each with its newline
         self._batching = 0
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -207,12 +229,12 @@ class LineHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
-        self._lines.append(line)
+        self._lines.append(_encoded(line))
         if not self._batching:
             self._write()
 
-    def add_lines(self, lines: list[str]) -> None:
-        """Lines formatted without a record (``format_fields``): written as ``emit`` writes its lines."""
+    def add_lines(self, lines: list[bytes]) -> None:
+        """Lines formatted without a record (``encoded_line``): written as ``emit`` writes its lines."""
         with self.lock:
             self._lines += lines
             if not self._batching:
@@ -242,12 +264,11 @@ class LineHandler(logging.Handler):
         chunk: list[bytes] = []
         size = 0
         for line in lines:
-            data = line.encode("utf-8", "backslashreplace") + b"\n"
-            if chunk and size + len(data) > _PIPE_BUF:
+            if chunk and size + len(line) > _PIPE_BUF:
                 self._write_all(b"".join(chunk))
                 chunk, size = [], 0
-            chunk.append(data)
-            size += len(data)
+            chunk.append(line)
+            size += len(line)
         self._write_all(b"".join(chunk))
 
     def _write_all(self, data: bytes) -> None:
@@ -270,12 +291,12 @@ _handler: LineHandler | None = None
 
 def direct_handler(logger: logging.Logger) -> LineHandler | None:
     """The ``LineHandler`` that alone writes ``logger``'s info records when no filter (but ``LibraryLines``,
-    which passes them) would look at them and its formatter has ``format_fields``; else None (records then)."""
+    which passes them) would look at them and its formatter has ``encoded_line``; else None (records then)."""
     if not logger.isEnabledFor(logging.INFO) or logger.filters or logger.propagate or len(logger.handlers) != 1:
         return None
     handler = logger.handlers[0]
     if (type(handler) is not LineHandler or handler.level > logging.INFO
-            or not hasattr(handler.formatter, "format_fields")
+            or not hasattr(handler.formatter, "encoded_line")
             or any(type(f) is not LibraryLines for f in handler.filters)):
         return None
     return handler
