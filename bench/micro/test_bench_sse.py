@@ -145,13 +145,35 @@ def test_bench_plain_prefix_of_a_short_stream_in_one_read(benchmark, name):
     end, lines = benchmark(mod.plain_prefix, _ONE_READ, _RELAY_MARKERS)
     assert (end, lines) == reference.plain_prefix(_ONE_READ, _RELAY_MARKERS)
     assert lines == 64 and _ONE_READ[end:].startswith(b'data: {"choices":[],"usage"')
+    _report_call(benchmark, "plain_prefix", name, f"{len(_ONE_READ)} B")
+
+
+# a streaming upstream's reads: one token event each, or an event cut across two reads
+_EVENT = _parse_all(compiled)[1].data.join((b"data: ", b"\n\n"))
+_READS = [(b"", _EVENT), (b"", _EVENT[:40]), (_EVENT[:40], _EVENT[40:])]
+
+
+@pytest.mark.parametrize("name", list(IMPLS))  # reference first, so compiled can report the ratio
+def test_bench_whole_events_of_a_read(benchmark, name):
+    mod = IMPLS[name]
+    benchmark.group = "sse-whole-events-per-read"
+
+    def run():
+        return [mod.whole_events(carry, chunk) for carry, chunk in _READS]
+
+    assert benchmark(run) == [(_EVENT, b""), (b"", _EVENT[:40]), (_EVENT, b"")]
+    _report_call(benchmark, "whole_events", name, f"{len(_READS)} reads of {len(_EVENT)} B")
+
+
+def _report_call(benchmark, what: str, name: str, shape: str) -> None:
+    """Print (and keep) the median; for the compiled one, its ratio to the reference's of this run."""
     stats = getattr(benchmark, "stats", None)
     if stats is None:
         return
-    _RESULTS[f"plain_prefix {name}"] = {"us": stats.stats.median * 1e6}
-    line = f"\nplain_prefix [{name}], {len(_ONE_READ)} B: {stats.stats.median * 1e6:.2f} us median"
-    if name == "compiled" and "plain_prefix reference" in _RESULTS:
-        ratio = stats.stats.median * 1e6 / _RESULTS["plain_prefix reference"]["us"]
+    _RESULTS[f"{what} {name}"] = {"us": stats.stats.median * 1e6}
+    line = f"\n{what} [{name}], {shape}: {stats.stats.median * 1e6:.2f} us median"
+    if name == "compiled" and f"{what} reference" in _RESULTS:
+        ratio = stats.stats.median * 1e6 / _RESULTS[f"{what} reference"]["us"]
         benchmark.extra_info.update(ratio_vs_reference_median=ratio)
         line += f"; compiled/reference = {ratio:.2f}"
     print(line)

@@ -7,7 +7,9 @@ Owns: the WHATWG event-stream interpretation
 of a byte stream fed in arbitrary pieces (``SSEParser``, ``Event``), and the
 encoding of events into that format (``encode_event``, ``encode_data``), and
 ``plain_prefix``: how far a read of whole events can be forwarded without
-parsing, so a relay splits into events only what it must read.
+parsing, so a relay splits into events only what it must read; and
+``whole_events``: a read cut after its last whole event (a relay's first step
+on every read of a stream).
 
 Must not touch: HTTP, asyncio, JSON. It sees bytes and returns ``Event``
 objects; what a ``data`` payload means (JSON, ``[DONE]``) is the caller's
@@ -34,7 +36,7 @@ from libc.stdlib cimport free, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 
-__all__ = ["Event", "SSEParser", "encode_event", "encode_data", "plain_prefix"]
+__all__ = ["Event", "SSEParser", "encode_event", "encode_data", "plain_prefix", "whole_events"]
 
 cdef enum:
     NUL = 0
@@ -524,3 +526,36 @@ def plain_prefix(bytes events, tuple markers) -> tuple:
 
 cdef inline int _starts_data(const char* at, const char* end) noexcept nogil:
     return end - at >= 5 and memcmp(at, b"data:", 5) == 0
+
+
+# ------------------------------------------------------------ whole_events
+
+
+def whole_events(bytes carry, bytes chunk) -> tuple:
+    """``(events, rest)``: what has arrived (``carry``, then ``chunk``) split into its whole SSE
+    events and the partial one to carry to the next read. An event ends at the last ``"\\n\\n"``,
+    ``"\\r\\n\\r\\n"`` or ``"\\r\\r"``; relays forward only whole events, so that an error event
+    can always be appended cleanly. One call per read instead of two Python ones."""
+    cdef bytes buf = carry + chunk if PyBytes_GET_SIZE(carry) else chunk
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t end = _last_event_end(PyBytes_AS_STRING(buf), n)
+    if end == n:
+        return buf, b""
+    return buf[:end], buf[end:]
+
+
+cdef Py_ssize_t _last_event_end(const char* s, Py_ssize_t n) noexcept nogil:
+    """The offset just past the last blank line (0 if none): walked back from the end, the first
+    offset where ``LF LF``, ``CR CR`` or ``CR LF CR LF`` ends is the greatest (a read of whole
+    events ends with one: found at once)."""
+    cdef Py_ssize_t i = n
+    cdef char last, before
+    while i >= 2:
+        last = s[i - 1]
+        before = s[i - 2]
+        if last == before and (last == LF or last == CR):
+            return i
+        if last == LF and before == CR and i >= 4 and s[i - 3] == LF and s[i - 4] == CR:
+            return i
+        i -= 1
+    return 0

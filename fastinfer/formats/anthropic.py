@@ -16,7 +16,7 @@ import time
 
 import orjson
 
-from .._core.sse import SSEParser, encode_event
+from .._core.sse import SSEParser, encode_event, whole_events
 from ..errors import GatewayError, UpstreamFailure
 from ..redact import redact_bytes
 from .base import Format
@@ -24,7 +24,7 @@ from .common import (ANTHROPIC_STOP_TO_OPENAI, DONE, ERROR, OPENAI_FINISH_TO_ANT
                      data_url, dumps, estimate_tokens, make_usage, new_id, openai_usage, parse_arguments,
                      parse_data_url, text_of, usage_from_anthropic, usage_from_openai)
 from .common import estimated_usage, json_object
-from .relay import StreamRelay, whole_events
+from .relay import StreamRelay
 
 # ================================================================ requests
 

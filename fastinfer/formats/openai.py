@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import orjson
 
-from .._core.sse import SSEParser, encode_data, plain_prefix
+from .._core.sse import SSEParser, encode_data, plain_prefix, whole_events
 from ..errors import GatewayError, UpstreamFailure
 from ..redact import redact_bytes
 from .base import Format
 from .common import estimated_usage, json_object, make_usage, text_of, usage_from_openai
-from .relay import StreamRelay, whole_events
+from .relay import StreamRelay
 
 
 # what makes an event need reading: the end, a usage object, an error (and not ending like a JSON object)

@@ -1,12 +1,12 @@
 """Stream relays: upstream SSE bytes in, the caller's SSE bytes out, event by event.
 
-Owns: ``StreamRelay`` (what every relay offers the engine), ``whole_events``
-(the event splitting every passthrough relay shares), and ``TranslatingRelay``
+Owns: ``StreamRelay`` (what every relay offers the engine) and ``TranslatingRelay``
 (parses with the compiled SSE parser, runs a chain of pure stream translators,
 writes with the compiled SSE writer; nothing is buffered beyond a partial
 event). The passthrough relays live with their format (``openai``,
-``anthropic``). Must not touch: sockets, the engine, translation rules (those
-live in the format modules).
+``anthropic``) and cut each read after its last whole event with the compiled
+``_core.sse.whole_events``. Must not touch: sockets, the engine, translation rules
+(those live in the format modules).
 """
 from __future__ import annotations
 
@@ -43,33 +43,6 @@ class StreamRelay:
     def error_event(self, err) -> bytes:
         """The caller-format event that ends a stream which failed after its first byte."""
         raise NotImplementedError
-
-
-def whole_events(carry: bytes, chunk: bytes) -> tuple[bytes, bytes]:
-    """Split what has arrived into (the whole SSE events, the partial one to carry to the next read).
-
-    Relays forward only whole events, so that an error event can always be appended cleanly.
-    """
-    buf = carry + chunk if carry else chunk
-    end = last_event_end(buf)
-    if end == len(buf):
-        return buf, b""
-    return buf[:end], buf[end:]
-
-
-def last_event_end(buf: bytes) -> int:
-    """Offset just past the last complete SSE event in ``buf`` (0 if none)."""
-    if buf.endswith(b"\n\n"):
-        return len(buf)
-    end = buf.rfind(b"\n\n")
-    end = end + 2 if end >= 0 else 0
-    crlf = buf.rfind(b"\r\n\r\n")
-    if crlf >= 0 and crlf + 4 > end:
-        end = crlf + 4
-    cr = buf.rfind(b"\r\r")
-    if cr >= 0 and cr + 2 > end:
-        end = cr + 2
-    return end
 
 
 class TranslatingRelay(StreamRelay):

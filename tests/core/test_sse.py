@@ -722,3 +722,28 @@ def test_plain_prefix_refuses_markers_it_cannot_look_for(m):
     for markers in [(b"a\nb",), (b"x",) * 9]:     # a line feed could straddle the blank line; a fixed table
         with pytest.raises(ValueError):
             m.plain_prefix(b"data: {}\n\n", markers)
+
+
+# ------------------------------------------------------------ whole_events
+
+@pytest.mark.parametrize("carry,chunk,events,rest", [
+    (b"", b'data: {"a":1}\n\n', b'data: {"a":1}\n\n', b""),
+    (b"data: {", b'"a":1}\n\ndata: {"b"', b'data: {"a":1}\n\n', b'data: {"b"'),
+    (b"", b"data: x\r\n\r\ndata: y\r\r: z", b"data: x\r\n\r\ndata: y\r\r", b": z"),
+    (b"", b"data: partial", b"", b"data: partial"),
+    (b"", b"", b"", b""),
+    (b"data: x\n", b"\n", b"data: x\n\n", b""),        # the blank line split over two reads
+    (b"", b"data: x\n\r\ndata: y\r\n", b"", b"data: x\n\r\ndata: y\r\n"),   # LF CR LF: none of the three
+])
+def test_whole_events_cuts_after_the_last_blank_line(m, carry, chunk, events, rest):
+    assert m.whole_events(carry, chunk) == (events, rest)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=8), st.lists(st.sampled_from([b"\n", b"\r", b"\r\n", b"data: x", b"}"]) | st.binary(max_size=6),
+                                       max_size=16))
+def test_whole_events_compiled_equals_reference(carry, pieces):
+    chunk = b"".join(pieces)
+    got = compiled.whole_events(carry, chunk)
+    assert got == reference.whole_events(carry, chunk)
+    assert got[0] + got[1] == carry + chunk

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Event", "SSEParser", "encode_event", "encode_data", "plain_prefix"]
+__all__ = ["Event", "SSEParser", "encode_event", "encode_data", "plain_prefix", "whole_events"]
 
 _BOM = b"\xef\xbb\xbf"
 _LINE_END = re.compile(rb"[\r\n]")
@@ -232,3 +232,30 @@ def plain_prefix(events: bytes, markers: tuple) -> tuple[int, int]:
             break
         end = stop + 2
     return end, events.count(b"\ndata:", 0, end) + events.startswith(b"data:", 0, end)
+
+
+def whole_events(carry: bytes, chunk: bytes) -> tuple[bytes, bytes]:
+    """Split what has arrived into (the whole SSE events, the partial one to carry to the next read).
+
+    Relays forward only whole events, so that an error event can always be appended cleanly.
+    """
+    buf = carry + chunk if carry else chunk
+    end = last_event_end(buf)
+    if end == len(buf):
+        return buf, b""
+    return buf[:end], buf[end:]
+
+
+def last_event_end(buf: bytes) -> int:
+    """Offset just past the last complete SSE event in ``buf`` (0 if none)."""
+    if buf.endswith(b"\n\n"):
+        return len(buf)
+    end = buf.rfind(b"\n\n")
+    end = end + 2 if end >= 0 else 0
+    crlf = buf.rfind(b"\r\n\r\n")
+    if crlf >= 0 and crlf + 4 > end:
+        end = crlf + 4
+    cr = buf.rfind(b"\r\r")
+    if cr >= 0 and cr + 2 > end:
+        end = cr + 2
+    return end
