@@ -192,7 +192,8 @@ class Gateway:
                         now: float) -> tuple[GatewayRequest, Deployment]:
         """The body checked into the engine's request (``parse``), for a deployment that exists, that
         the key may use and that serves the route, in the key's priority; kept on ``data`` for the
-        accounting. Returned with that deployment (the engine need not look the name up again). (Not a coroutine: it awaits nothing, and a coroutine level costs every request.)"""
+        accounting. Returned with that deployment (the engine need not look the name up again).
+        (Not a coroutine: it awaits nothing, and a coroutine level costs every request.)"""
         asked_priority = key is not None and _asks_priority(request.headers, body)
         req = parse(body, request.headers, request[REQUEST_ID], now)
         data.req = req

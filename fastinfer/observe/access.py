@@ -152,7 +152,8 @@ class AccessLog:
         lines = []
         for ts, values in pending:
             try:
-                lines.append(encoded_line(ts, logging.INFO, ACCESS_LOGGER, pid, access_fields(values, values[2] in known)))
+                fields = access_fields(values, values[2] in known)
+                lines.append(encoded_line(ts, logging.INFO, ACCESS_LOGGER, pid, fields))
             except Exception:
                 handler.add_lines(lines)        # the lines before it first: the order stays
                 lines = []

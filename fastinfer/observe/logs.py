@@ -180,7 +180,8 @@ class JsonFormatter(logging.Formatter):
         envelope = _ENVELOPES.get((levelno, name, pid))
         if envelope is None:
             envelope = _envelope(levelno, name, pid)
-        return b'{"ts":"' + iso_time.encoded(created) + envelope + orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)[1:]
+        rest = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)     # {…}\n: its brace goes
+        return b'{"ts":"' + iso_time.encoded(created) + envelope + rest[1:]
 
 
 _ENVELOPE_KEYS = frozenset(("ts", "level", "logger", "pid"))
