@@ -119,4 +119,4 @@ async def exchange(pool: Pool, framed: bytes, stream: bool, timeouts) -> Upstrea
     if sink.streaming:
         first = sink.parts.pop(0)
         return UpstreamReply.streaming(first, sink, sink.headers)
-    return UpstreamReply.complete(sink.status, b"".join(sink.parts), sink.headers)
+    return UpstreamReply(sink.status, sink.headers, b"".join(sink.parts), None, None)

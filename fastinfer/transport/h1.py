@@ -87,7 +87,7 @@ class _AfterTheEnd(Exception):
 class H1Connection(asyncio.Protocol):
     __slots__ = ("pool", "transport", "sink", "reused", "state", "got_bytes", "_loop", "_parser", "_on_data",
                  "_status", "_headers", "_head_ready", "_framing", "_keep_alive", "_piece", "_pieces", "_unframed",
-                 "_chunks", "_last_io", "_deadline", "_timeouts", "_timer", "_timer_due", "_idle_since")
+                 "_chunks", "_last_io", "_deadline", "_timeouts", "_timer", "_timer_due", "idle_since")
 
     def __init__(self, pool: Owner, loop: asyncio.AbstractEventLoop):
         self.pool = pool
@@ -105,7 +105,7 @@ class H1Connection(asyncio.Protocol):
         self._chunks: ChunkedBody | None = None  # the body being read without llhttp (``chunked_head``)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
-        self._idle_since = 0.0
+        self.idle_since = 0.0         # when it went back to the pool (loop time): the pool's idle timeout
         # one parser for the connection's life: llhttp starts afresh after each complete response
         self._parser = HttpResponseParser(self)
 
@@ -382,10 +382,7 @@ class H1Connection(asyncio.Protocol):
     def released(self, now: float) -> None:
         """Back in the pool after a complete exchange (called by the pool)."""
         self.state = self.state.moves[RELEASE]
-        self._idle_since = now
-
-    def idle_for(self, now: float) -> float:
-        return now - self._idle_since
+        self.idle_since = now
 
     @property
     def reusable(self) -> bool:

@@ -53,7 +53,7 @@ class Pool:
         now = loop.time()
         while self._idle:
             conn = self._idle.pop()
-            if conn.reusable and conn.idle_for(now) < self.idle_timeout_s:
+            if conn.reusable and now - conn.idle_since < self.idle_timeout_s:
                 conn.reused = True
                 return conn
             if conn.transport is not None:
