@@ -20,10 +20,12 @@ Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in,
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
-from libc.stdio cimport snprintf
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
 
+
+cdef extern from "decimal.h" nogil:
+    int fi_decimal(char *out, long long n)
 
 cdef extern from "string.h" nogil:
     void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
@@ -430,7 +432,7 @@ def answer_head(bytes status_line not None, headers, bytes tail not None, Py_ssi
     for name, value in items:
         size += _utf8_size(name) + _utf8_size(value) + 4
     if length >= 0:
-        digits = snprintf(number, sizeof(number), "%zd", length)
+        digits = fi_decimal(number, length)
         size += 18 + digits          # "Content-Length: " and CR LF
     if not keep_alive:
         size += 19

@@ -1,5 +1,8 @@
 # The C side of shm.pyx (atomics.h, segment.h), declared once for every included part.
 
+cdef extern from "decimal.h" nogil:
+    int fi_decimal(char *out, long long n)
+
 cdef extern from "segment.h" nogil:
     ctypedef struct pthread_mutex_t:
         pass

@@ -354,7 +354,7 @@ cdef int _put_rate_headers(dict headers, fi_bucket *b, double left, tuple names)
 
 cdef str _decimal(int64_t n):
     cdef char text[24]
-    return PyUnicode_DecodeASCII(text, snprintf(text, sizeof(text), "%lld", <long long>n), NULL)
+    return PyUnicode_DecodeASCII(text, fi_decimal(text, n), NULL)
 
 
 cdef str _reset_duration(double seconds):

@@ -281,6 +281,12 @@ def test_answer_head_compiled_equals_reference(headers, length, keep_alive):
     assert head(compiled) == head(reference)
 
 
+@pytest.mark.parametrize("length", [0, 9, 10, 99, 100, 65535, 10**12, 2**63 - 1])
+def test_an_answer_heads_content_length_is_the_decimal_of_any_length(m, length):
+    head = m.answer_head(b"HTTP/1.1 200 OK\r\n", {}, b"", length, True)
+    assert head == b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length
+
+
 @st.composite
 def plain_answers(draw) -> bytes:
     """Answers in the subset: read whole by both, so the two are compared on what they return."""
