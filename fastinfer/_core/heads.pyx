@@ -20,6 +20,7 @@ Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in,
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
+from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
 
@@ -464,10 +465,32 @@ cdef Py_ssize_t _utf8_size(object text) except -1:
     if not isinstance(text, str):
         raise TypeError(f"a header's name and value must be strings, not {type(text).__name__}")
     s = <const unsigned char *>PyUnicode_AsUTF8AndSize(text, &n)
-    for i in range(n):
-        if (s[i] < 0x20 and s[i] != 0x09) or s[i] == 0x7F:
-            raise ValueError("Forbidden control character in an answer's headers")
+    if _may_hold_control(s, n):      # a tab, most likely: looked at byte by byte
+        for i in range(n):
+            if (s[i] < 0x20 and s[i] != 0x09) or s[i] == 0x7F:
+                raise ValueError("Forbidden control character in an answer's headers")
     return n
+
+
+cdef inline bint _may_hold_control(const unsigned char *s, Py_ssize_t n) noexcept nogil:
+    """Does ``s[:n]`` hold a byte below 0x20 (a tab among them) or 0x7F? Eight bytes a step (the
+    bit tricks of "has a byte less than" and "has a zero byte", exact for whether there is one),
+    where a byte loop cost ~8 instructions a byte of every answer's headers."""
+    cdef Py_ssize_t i = 0
+    cdef uint64_t word, below, deleted
+    while i + 8 <= n:
+        memcpy(&word, s + i, 8)
+        below = (word - 0x2020202020202020ULL) & ~word
+        deleted = (word ^ 0x7F7F7F7F7F7F7F7FULL)
+        deleted = (deleted - 0x0101010101010101ULL) & ~deleted
+        if (below | deleted) & 0x8080808080808080ULL:
+            return True
+        i += 8
+    while i < n:
+        if s[i] < 0x20 or s[i] == 0x7F:
+            return True
+        i += 1
+    return False
 
 
 cdef inline char *_put(char *out, const char *s, Py_ssize_t n):

@@ -281,6 +281,20 @@ def test_answer_head_compiled_equals_reference(headers, length, keep_alive):
     assert head(compiled) == head(reference)
 
 
+def test_an_answer_head_refuses_a_control_character_at_any_offset_of_a_long_value(m):
+    """The compiled check reads eight bytes a step: a control byte in the first, a middle or the
+    last word, or in the tail after the words, is found alike; a tab and UTF-8 are not refused."""
+    for code in [*range(0x20), 0x7F]:
+        for offset in (0, 7, 8, 15, 16, 18):
+            value = "a" * offset + chr(code) + "b" * (18 - offset)
+            if code == 0x09:
+                assert m.answer_head(b"HTTP/1.1 200 OK\r\n", {"x": value}, b"", -1, True).count(b"\t") == 1
+            else:
+                with pytest.raises(ValueError):
+                    m.answer_head(b"HTTP/1.1 200 OK\r\n", {"x": value}, b"", -1, True)
+    m.answer_head(b"HTTP/1.1 200 OK\r\n", {"x": "caf\xe9 \u65e5\u672c \U0001f389 ~"}, b"", -1, True)
+
+
 @pytest.mark.parametrize("length", [0, 9, 10, 99, 100, 65535, 10**12, 2**63 - 1])
 def test_an_answer_heads_content_length_is_the_decimal_of_any_length(m, length):
     head = m.answer_head(b"HTTP/1.1 200 OK\r\n", {}, b"", length, True)
