@@ -131,16 +131,14 @@ class Engine:
         """``DELETE /v1/sessions/{id}``: the deployments where the session was bound, ended now."""
         return await self.affinity.end(namespace, session_id)
 
-    async def chat(self, req: GatewayRequest, primary: Deployment | None = None) -> EngineResult:
-        """Serve ``req`` from its deployment (``primary``, when the caller has looked it up), or from
-        its fallbacks in order when it cannot.
+    async def chat(self, req: GatewayRequest, primary: Deployment) -> EngineResult:
+        """Serve ``req`` from ``primary``, the deployment its model names (``find``: the gateway has
+        looked it up), or from its fallbacks in order when it cannot.
 
         With limits, the request's key limits are taken first (429 when short), each
         deployment's rate limit before its slot, and everything is settled — tokens
         corrected to the usage, spend added — before the answer's last byte is sent.
         """
-        if primary is None:
-            primary = self.deployment(req.model)
         if self._limits is None:
             try:
                 return await self._serve(primary, req, None)
