@@ -8,7 +8,7 @@ import pytest
 
 from fastinfer.transport import states
 from fastinfer.transport.states import (AWAITING_HEAD, CLOSED, DONE, END, FAIL, HEAD, IDLE, RECEIVING_BODY,
-                                        RELEASE, SEND, TRANSITIONS, ProtocolStateError, next_state)
+                                        RELEASE, SEND, TRANSITIONS, ProtocolStateError)
 
 ALL_STATES = [v for v in vars(states).values() if isinstance(v, states.State)]
 ALL_EVENTS = [v for v in vars(states).values() if isinstance(v, states.Event)]
@@ -30,23 +30,23 @@ def test_a_keep_alive_connection_walks_the_exchange_path_again_and_again():
     state = IDLE
     for _ in range(3):
         for event, expected in ((SEND, AWAITING_HEAD), (HEAD, RECEIVING_BODY), (END, DONE), (RELEASE, IDLE)):
-            state = next_state(state, event)
+            state = state.moves[event]
             assert state is expected, (event, state)
 
 
 @pytest.mark.parametrize("state", [IDLE, AWAITING_HEAD, RECEIVING_BODY, DONE, CLOSED], ids=repr)
 def test_a_failure_closes_from_any_state_and_closed_is_final(state):
-    assert next_state(state, FAIL) is CLOSED
+    assert state.moves[FAIL] is CLOSED
     for event in (SEND, HEAD, END, RELEASE):
         with pytest.raises(ProtocolStateError):
-            next_state(CLOSED, event)
+            CLOSED.moves[event]
 
 
 @pytest.mark.parametrize("state, event", [(s, e) for s, e in itertools.product(ALL_STATES, ALL_EVENTS)
                                           if (s, e) not in LEGAL], ids=repr)
 def test_every_other_step_is_a_protocol_state_error_naming_it(state, event):
     with pytest.raises(ProtocolStateError, match=f"^{event.name} is not allowed in {state.name}$"):
-        next_state(state, event)
+        state.moves[event]
 
 
 def test_the_table_is_exactly_the_legal_steps():

@@ -5,7 +5,7 @@ named constant (its ``repr`` is its name, so a failure says ``RECEIVING_BODY``,
 never ``1``), and ``TRANSITIONS`` is the only place that says which event
 moves the connection from which state to which. ``H1Connection`` takes each step of an
 exchange (a handful per request, never per chunk) as ``state.moves[event]``: the table's row for
-that state, read without a function call, which raises what ``next_state`` raises.
+that state, read without a function call; an event the row lacks is a ``ProtocolStateError``.
 
 Owns: the states and the table. Must not touch: sockets, parsing.
 """
@@ -90,10 +90,6 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 
 class ProtocolStateError(RuntimeError):
     """An event the current state does not allow: a bug in the client, never the upstream's doing."""
-
-
-def next_state(state: State, event: Event) -> State:
-    return state.moves[event]
 
 
 for (_state, _event), _after in TRANSITIONS.items():
