@@ -47,10 +47,7 @@ class Pool:
         nearly every exchange finds one, and a coroutine costs every exchange.)"""
         if not self._idle:
             return None
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self._loop.time()     # set: a connection is idle only after ``connect`` made it
         while self._idle:
             conn = self._idle.pop()
             if conn.reusable and now - conn.idle_since < self.idle_timeout_s:
