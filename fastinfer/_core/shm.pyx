@@ -19,6 +19,9 @@ supervisor before it forks the workers, and everything that lives in it:
   ``BucketPair``: one limit's requests and tokens buckets as one request draws on them.
 * ``KeyConcurrency`` (requests in flight per gateway key, host-wide) and
   ``KeySpend`` (micro-USD per key in its budget period, one word with the period).
+* A request's ``Grant`` (made by this worker's ``Ledger``): the key's slot and each
+  ``LimitDraw``'s bucket pair it took, corrected to the usage and given back once. Per
+  request and per worker, not in the segment; here so it reaches the pairs without a call.
 * ``Lease``s: per-host background work runs in exactly one worker at a time.
 * ``ReplicaLoad`` per deployment: in-flight count and latency EWMA per replica,
   health bits and a round-robin counter; ``pick_and_start`` chooses and counts
@@ -64,7 +67,7 @@ include "shm_decl.pxi"
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "BucketPair", "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex",
+    "BucketPair", "KeyConcurrency", "KeySpend", "LimitDraw", "Ledger", "Grant", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex",
     "BreakerState",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND", "LAYOUT_VERSION",
@@ -576,6 +579,14 @@ cdef class Segment:
         least left now (the first of equals); none for a kind no pair has."""
         return _rate_headers(pairs)
 
+    def ledger(self, int64_t worker, estimate, add_spend, key_usage=None):
+        """Worker ``worker``'s ``Ledger``: the grants of its requests over this segment's pairs."""
+        if self.base == NULL:
+            _closed()
+        if <uint64_t>worker >= <uint64_t>self.hdr.n_workers:
+            raise IndexError("worker index out of range")
+        return Ledger(worker, estimate, add_spend, key_usage)
+
     def key_concurrency(self, Py_ssize_t key):
         """Gateway key ``key``'s requests in flight (the Layout's ``key_max_concurrency[key]``)."""
         if self.base == NULL:
@@ -626,6 +637,7 @@ include "shm_admission.pxi"
 include "shm_breaker.pxi"
 include "shm_metrics.pxi"
 include "shm_limits.pxi"
+include "shm_grants.pxi"
 include "shm_leases.pxi"
 include "shm_routing.pxi"
 include "shm_sessions.pxi"

@@ -266,40 +266,52 @@ cdef class BucketPair:
     def take(self, int64_t tokens):
         """One request and ``tokens`` tokens, or neither: ``(True, 0.0)``, or ``(False, seconds
         until both fit)`` (inf when ``tokens`` is more than the tokens bucket ever holds)."""
-        if self.seg.base == NULL:
-            _closed()
-        if tokens < 0:
-            raise ValueError("token amounts must be >= 0")
-        cdef int64_t now = _now(self.seg.hdr)
-        cdef double wait = 0.0, w
-        if self.req != NULL and not _bucket_take(self.req, 1, now):
-            pass
-        elif self.tok != NULL and not _bucket_take(self.tok, tokens, now):
-            if self.req != NULL:
-                _bucket_refund(self.req, 1, now)
-        else:
-            return _TAKEN
-        if self.req != NULL:
-            wait = _bucket_wait_s(self.req, 1, now)
-        if self.tok != NULL:
-            w = _bucket_wait_s(self.tok, tokens, now)
-            if w > wait:
-                wait = w
-        return False, wait
+        cdef double wait = _pair_take(self, tokens)
+        return _TAKEN if wait < 0.0 else (False, wait)
 
     def adjust(self, int64_t delta):
         """Correct the tokens bucket after the fact: ``delta`` > 0 more was used (it may go into
         debt), < 0 less (never fuller than full). Nothing without a tokens bucket."""
-        if self.seg.base == NULL:
-            _closed()
-        if self.tok == NULL or delta == 0:
-            return
-        cdef int64_t now = _now(self.seg.hdr)
-        if delta > 0:
-            _bucket_charge(self.tok, delta, now)
-            fi_fetch_add(&self.tok.consumed, delta)
-        else:
-            _bucket_refund(self.tok, -delta, now)
+        _pair_adjust(self, delta)
+
+
+cdef double _pair_take(BucketPair pair, int64_t tokens) except -2.0:
+    """``BucketPair.take`` for C callers: -1.0 when taken, else the seconds until both fit."""
+    if pair.seg.base == NULL:
+        _closed()
+    if tokens < 0:
+        raise ValueError("token amounts must be >= 0")
+    cdef int64_t now = _now(pair.seg.hdr)
+    cdef double wait = 0.0, w
+    if pair.req != NULL and not _bucket_take(pair.req, 1, now):
+        pass
+    elif pair.tok != NULL and not _bucket_take(pair.tok, tokens, now):
+        if pair.req != NULL:
+            _bucket_refund(pair.req, 1, now)
+    else:
+        return -1.0
+    if pair.req != NULL:
+        wait = _bucket_wait_s(pair.req, 1, now)
+    if pair.tok != NULL:
+        w = _bucket_wait_s(pair.tok, tokens, now)
+        if w > wait:
+            wait = w
+    return wait
+
+
+cdef int _pair_adjust(BucketPair pair, int64_t delta) except -1:
+    """``BucketPair.adjust`` for C callers."""
+    if pair.seg.base == NULL:
+        _closed()
+    if pair.tok == NULL or delta == 0:
+        return 0
+    cdef int64_t now = _now(pair.seg.hdr)
+    if delta > 0:
+        _bucket_charge(pair.tok, delta, now)
+        fi_fetch_add(&pair.tok.consumed, delta)
+    else:
+        _bucket_refund(pair.tok, -delta, now)
+    return 0
 
 cdef tuple _REQUEST_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
                                "x-ratelimit-reset-requests")
@@ -434,31 +446,11 @@ cdef class KeyConcurrency:
     def try_acquire(self, int64_t worker):
         """Count one more request of this key for ``worker``; False (nothing counted) when
         the key already has ``limit`` in flight."""
-        _enter(self.seg, worker, self.n_workers)
-        cdef int64_t limit = self.limit, v
-        if limit == 0:
-            fi_fetch_add(&self.k.in_flight, 1)
-        else:
-            v = fi_load(&self.k.in_flight)
-            while True:
-                if v >= limit:
-                    return False
-                if fi_cas(&self.k.in_flight, &v, v + 1):
-                    break
-        fi_fetch_add(&self.held[worker * self.stride], 1)
-        return True
+        return _slot_acquire(self, worker)
 
     def release(self, int64_t worker):
         """The request ``worker`` counted has ended."""
-        _enter(self.seg, worker, self.n_workers)
-        cdef int64_t *h = &self.held[worker * self.stride]
-        cdef int64_t n = fi_load(h)
-        while True:
-            if n <= 0:
-                raise RuntimeError(f"worker {worker} holds no slot of this key")
-            if fi_cas(h, &n, n - 1):
-                break
-        fi_fetch_add(&self.k.in_flight, -1)
+        _slot_release(self, worker)
 
     @property
     def in_flight(self):
@@ -469,6 +461,37 @@ cdef class KeyConcurrency:
     def held_by(self, int64_t worker):
         _enter(self.seg, worker, self.n_workers)
         return fi_load(&self.held[worker * self.stride])
+
+
+cdef bint _slot_acquire(KeyConcurrency kc, int64_t worker) except -1:
+    """``KeyConcurrency.try_acquire`` for C callers."""
+    _enter(kc.seg, worker, kc.n_workers)
+    cdef int64_t limit = kc.limit, v
+    if limit == 0:
+        fi_fetch_add(&kc.k.in_flight, 1)
+    else:
+        v = fi_load(&kc.k.in_flight)
+        while True:
+            if v >= limit:
+                return False
+            if fi_cas(&kc.k.in_flight, &v, v + 1):
+                break
+    fi_fetch_add(&kc.held[worker * kc.stride], 1)
+    return True
+
+
+cdef int _slot_release(KeyConcurrency kc, int64_t worker) except -1:
+    """``KeyConcurrency.release`` for C callers."""
+    _enter(kc.seg, worker, kc.n_workers)
+    cdef int64_t *h = &kc.held[worker * kc.stride]
+    cdef int64_t n = fi_load(h)
+    while True:
+        if n <= 0:
+            raise RuntimeError(f"worker {worker} holds no slot of this key")
+        if fi_cas(h, &n, n - 1):
+            break
+    fi_fetch_add(&kc.k.in_flight, -1)
+    return 0
 
 
 cdef class KeySpend:

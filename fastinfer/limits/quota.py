@@ -14,7 +14,10 @@ Owns: what a request draws on and gives back —
 - the ``Grant`` a request holds from admission to its end: tokens are charged
   as an estimate (prompt + ``max_tokens``) and corrected to the upstream's usage
   when the request ends (a failed request gives back every token it did not
-  use); spend is added; the key's slot is given back. Exactly once.
+  use); spend is added; the key's slot is given back. Exactly once. The grant
+  itself is the compiled core's (``_core.shm.Grant``, made by this worker's
+  ``Ledger``; reference ``_core/ref/grants.py``): this module decides what is
+  taken when, and words and raises what is refused.
 - the ``x-ratelimit-*`` headers of every answer under a limit.
 
 Storage is the ``LimitStore`` (``store``): the host's segment, or with ``[cluster]`` the cluster's.
@@ -29,12 +32,11 @@ import time
 
 from ..errors import BudgetExceeded, RateLimited
 from ..formats.common import estimate_tokens, prompt_chars
+from .._core.shm import Grant
 from .admission import AdmissionControl, CapacityExhausted
 from .periods import PeriodClock, period_at
 from .persist import StateFlusher
 from .store import LimitStore, LocalStore
-
-_IDLE = (0, 0)
 
 _MICRO = 1_000_000
 
@@ -84,13 +86,14 @@ class _Draw:
 
 
 class KeyLimits(_Draw):
-    """One gateway key's limits, as this worker reaches them."""
+    """One gateway key's limits, as this worker reaches them (``draw``: as a grant takes them)."""
 
     __slots__ = ("name", "index", "concurrency", "budget_micro", "budget_usd", "period_kind", "period", "config",
-                 "spent")
+                 "spent", "draw")
 
-    def __init__(self, config, index: int, store: LimitStore, buckets: dict, concurrency):
+    def __init__(self, config, index: int, store: LimitStore, buckets: dict, concurrency, ledger):
         super().__init__(store, *_buckets(store, buckets, "key", config.name))
+        self.draw = ledger.draw(self.pair, self.levels, concurrency)
         self.config = config
         self.name = config.name
         self.index = index
@@ -107,10 +110,11 @@ class KeyLimits(_Draw):
 class DeploymentLimits(_Draw):
     """One deployment's ``rate_limit`` buckets and, under ``queue``, its rate queue."""
 
-    __slots__ = ("name", "gate_index", "gate", "policy")
+    __slots__ = ("name", "gate_index", "gate", "policy", "draw")
 
-    def __init__(self, config, store: LimitStore, buckets: dict, gate_index: int | None, gate):
+    def __init__(self, config, store: LimitStore, buckets: dict, gate_index: int | None, gate, ledger):
         super().__init__(store, *_buckets(store, buckets, "deployment", config.name))
+        self.draw = ledger.draw(self.pair, self.levels) if self.pair is not None else None
         self.name = config.name
         self.gate_index = gate_index          # admission index of the rate queue (policy queue only)
         self.gate = gate
@@ -131,15 +135,19 @@ class Limits:
         self.metrics = metrics
         self.admission = admission
         gates = gates or {}
-        self.keys = {k.name: KeyLimits(k, keys[k.name], store, buckets, key_concurrency[keys[k.name]])
+        self.wall_time = time.time   # wall clock: budget periods are calendar periods
+        # what a request takes and gives back is the core's (one call each); this side words the 429s
+        self.ledger = store.ledger(worker, estimated_tokens, self._add_spend,
+                                   metrics.key_usage if metrics is not None else None)
+        self.keys = {k.name: KeyLimits(k, keys[k.name], store, buckets, key_concurrency[keys[k.name]], self.ledger)
                      for k in config.keys}
         self.deployments: list[DeploymentLimits | None] = []
         for d in config.deployments:
             gate_index = gates.get(d.name)
             gate = admission.admissions[gate_index] if gate_index is not None and admission else None
-            limits = DeploymentLimits(d, store, buckets, gate_index, gate)
+            limits = DeploymentLimits(d, store, buckets, gate_index, gate, self.ledger)
             self.deployments.append(limits if limits.pair is not None else None)
-        self.wall_time = time.time   # wall clock: budget periods are calendar periods
+        self.ledger.deployments = [d.draw if d is not None else None for d in self.deployments]
         # nothing to do per request when nothing is limited and no key is configured
         self.active = bool(self.keys) or any(self.deployments)
         self.flusher = None
@@ -179,34 +187,40 @@ class Limits:
 
     # ------------------------------------------------------------ admission
 
-    def admit(self, req) -> "Grant":
+    def admit(self, req) -> Grant:
         """The request's grant; with a key, its limits are taken now or a 429 is raised."""
         key = self.keys.get(req.key) if req.key is not None else None
-        grant = Grant(self, key, req)
-        if key is not None and self._key_checks(grant, key, req):
+        grant = self.ledger.grant(key, req)
+        if key is not None:
+            self._key_checks(grant, key, req)
             try:
-                ok, wait = key.pair.take(grant.tokens if key.tokens is not None else 0)
+                wait = grant.take_key()
             except BaseException:         # a cluster without Redis under fail_closed (503)
                 grant.release()
                 raise
-            self._key_taken(grant, key, req, ok, wait)
+            if wait is not None:
+                self._key_short(grant, key, req, wait)
         return grant
 
-    async def admit_async(self, req) -> "Grant":
+    async def admit_async(self, req) -> Grant:
         """``admit`` over a store that asks Redis (``synchronous`` False)."""
         key = self.keys.get(req.key) if req.key is not None else None
-        grant = Grant(self, key, req)
-        if key is not None and self._key_checks(grant, key, req):
-            try:
-                ok, wait = await key.pair.take_async(grant.tokens if key.tokens is not None else 0)
-            except BaseException:
-                grant.release()
-                raise
-            self._key_taken(grant, key, req, ok, wait)
+        grant = self.ledger.grant(key, req)
+        if key is not None:
+            self._key_checks(grant, key, req)
+            if key.pair is not None:
+                try:
+                    ok, wait = await key.pair.take_async(grant.key_amount())
+                except BaseException:
+                    grant.release()
+                    raise
+                if not ok:
+                    self._key_short(grant, key, req, wait)
+                grant.key_taken()
         return grant
 
-    def _key_checks(self, grant: "Grant", key: KeyLimits, req) -> bool:
-        """Budget and concurrency (the slot is taken here); True when the key's buckets must be taken."""
+    def _key_checks(self, grant: Grant, key: KeyLimits, req) -> None:
+        """Budget and concurrency (the slot is taken here), or raise 429."""
         if key.budget_micro is not None:
             if key.spent(key.period.current(self.wall_time())) >= key.budget_micro:
                 self._reject(req, "budget_exceeded")
@@ -217,20 +231,14 @@ class Limits:
                        f"{key.period_kind}; it resets at the start of the next one (UTC)."),
                     retry_after=math.inf if total else key.period.ends_at - self.wall_time(),
                     headers=grant.rate_headers())
-        if not key.concurrency.try_acquire(self.worker):
+        if not grant.acquire_slot():
             self._reject(req, "key_concurrency")
             raise RateLimited(f"Key {key.name} already has {key.concurrency.limit} requests in flight "
                               "(its max_concurrency); retry when one has finished.",
                               retry_after=1.0, headers=grant.rate_headers())
-        grant.key_slot = True
-        return key.pair is not None
 
-    def _key_taken(self, grant: "Grant", key: KeyLimits, req, ok: bool, wait: float) -> None:
-        """The key's buckets were taken (``ok``), or raise 429."""
-        if ok:
-            if key.tokens is not None:
-                grant.key_tokens = grant._tokens
-            return
+    def _key_short(self, grant: Grant, key: KeyLimits, req, wait: float) -> None:
+        """The key's buckets could not give what the request needs: its slot back, and a 429."""
         grant.release()
         self._reject(req, "key_rate_limited")
         if wait == math.inf:
@@ -239,7 +247,11 @@ class Limits:
         raise RateLimited(f"Key {key.name} is over its rate limit ({self._limits_text(key.config)}); "
                           f"retry in {max(1, math.ceil(wait))}s.", retry_after=wait, headers=grant.rate_headers())
 
-    def take_deployment(self, grant: "Grant", index: int, req, timeout_s: float):
+    def _add_spend(self, key: KeyLimits, cost_usd: float) -> None:
+        """A settled request's cost, into its key's spend for the current period."""
+        self.store.add_spend(key.index, key.period.current(self.wall_time()), round(cost_usd * _MICRO))
+
+    def take_deployment(self, grant: Grant, index: int, req, timeout_s: float):
         """Take from deployment ``index``'s rate buckets, or raise per its ``on_capacity_exhausted``.
 
         Returns None when taken (or the deployment has no rate limit), or, under ``queue`` when
@@ -250,34 +262,31 @@ class Limits:
         dep = self.deployments[index]
         if dep is None:
             return None
-        tokens = grant.tokens if dep.tokens is not None else 0    # estimated only for a tokens bucket
         if not self.synchronous:
-            return self._take_deployment_async(grant, dep, tokens, req, timeout_s)
+            return self._take_deployment_async(grant, dep, req, timeout_s)
         gate = dep.gate
         if gate is None or gate.counts() == _IDLE:
-            ok, wait = dep.pair.take(tokens)
-            if ok:
-                grant.charged(dep)
+            wait = grant.take(dep.draw)
+            if wait is None:
                 return None
             if wait == math.inf or gate is None:
                 self._deployment_short(grant, dep, req, wait)
-        return self._wait_in_rate_queue(grant, dep, tokens, req.priority, timeout_s)
+        return self._wait_in_rate_queue(grant, dep, req.priority, timeout_s)
 
-    async def _take_deployment_async(self, grant: "Grant", dep: DeploymentLimits, tokens: int, req,
-                                     timeout_s: float) -> None:
+    async def _take_deployment_async(self, grant: Grant, dep: DeploymentLimits, req, timeout_s: float) -> None:
         """``take_deployment`` over a store that asks Redis."""
         if dep.gate is None or dep.gate.counts() == _IDLE:
-            ok, wait = await dep.pair.take_async(tokens)
+            ok, wait = await dep.pair.take_async(grant.amount(dep.draw))
             if ok:
-                grant.charged(dep)
+                grant.charged(dep.draw)
                 return
             if wait == math.inf or dep.gate is None:
                 self._deployment_short(grant, dep, req, wait)
-        await self._wait_in_rate_queue(grant, dep, tokens, req.priority, timeout_s)
+        await self._wait_in_rate_queue(grant, dep, req.priority, timeout_s)
 
-    def _deployment_short(self, grant: "Grant", dep: DeploymentLimits, req, wait: float):
+    def _deployment_short(self, grant: Grant, dep: DeploymentLimits, req, wait: float):
         """The deployment's bucket is short and the request will not wait: 429, or a fallback."""
-        grant.refused(dep)
+        grant.refused(dep.draw)
         self._reject(req, "rate_limited", dep.name)
         if wait == math.inf:
             raise _deployment_limited(self._unmeetable(f"deployment {dep.name}", dep.tokens, grant.tokens),
@@ -286,28 +295,29 @@ class Limits:
                                   f"retry in {max(1, math.ceil(wait))}s.", wait,
                                   fallback=dep.policy == "fallback", headers=grant.rate_headers())
 
-    async def _wait_in_rate_queue(self, grant: "Grant", dep: DeploymentLimits, tokens: int,
-                                  priority: int, timeout_s: float) -> None:
+    async def _wait_in_rate_queue(self, grant: Grant, dep: DeploymentLimits, priority: int,
+                                  timeout_s: float) -> None:
         """Hold the rate queue's one slot (waiting for it in priority order), then sleep until the
         bucket's tokens are due and take them; give the slot to the next waiter either way."""
+        tokens = grant.amount(dep.draw)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
             await self.admission.acquire(dep.gate_index, priority, "queue", timeout_s)
         except CapacityExhausted as e:
-            grant.refused(dep)
+            grant.refused(dep.draw)
             e.headers.update(grant.rate_headers())
             raise
         try:
             while True:
                 ok, wait = dep.pair.take(tokens) if self.synchronous else await dep.pair.take_async(tokens)
                 if ok:
-                    grant.charged(dep)
+                    grant.charged(dep.draw)
                     return
                 left = deadline - loop.time()
                 if wait == math.inf or wait > left:
                     # a charge corrected upwards can push the wait past the timeout: say so now
-                    grant.refused(dep)
+                    grant.refused(dep.draw)
                     if wait == math.inf:
                         raise _deployment_limited(self._unmeetable(f"deployment {dep.name}", dep.tokens,
                                                                    grant.tokens),
@@ -357,88 +367,6 @@ def _deployment_limited(message: str, retry_after: float, *, fallback: bool, hea
     error = RateLimited(message, retry_after=retry_after, headers=headers)
     error.fallback = fallback
     return error
-
-
-class Grant:
-    """What one request took from the limits, given back or corrected exactly once (``settle``)."""
-
-    __slots__ = ("limits", "key", "req", "key_slot", "key_tokens", "seen", "_tokens", "settled")
-
-    def __init__(self, limits: Limits, key: KeyLimits | None, req):
-        self.limits = limits
-        self.key = key
-        self.req = req
-        self.key_slot = False                  # holds one of the key's concurrency slots
-        self.key_tokens: int | None = None     # the estimate charged to the key's tokens bucket
-        # deployments whose limits applied: (deployment, tokens charged to it; -1 when it refused)
-        self.seen: list[tuple[DeploymentLimits, int]] = []
-        self._tokens = -1
-        self.settled = False
-
-    @property
-    def tokens(self) -> int:
-        """The request's estimated tokens (computed once, only when a tokens bucket needs it)."""
-        if self._tokens < 0:
-            self._tokens = estimated_tokens(self.req.body)
-        return self._tokens
-
-    def charged(self, dep: DeploymentLimits) -> None:
-        self.seen.append((dep, self._tokens if dep.tokens is not None else 0))
-
-    def refused(self, dep: DeploymentLimits) -> None:
-        self.seen.append((dep, -1))
-
-    def release(self) -> None:
-        """Give back the key's concurrency slot (once)."""
-        if self.key_slot:
-            self.key_slot = False
-            self.key.concurrency.release(self.limits.worker)
-
-    def settle(self, served: int | None = None) -> None:
-        """The request has ended: correct every tokens bucket to the usage of the deployment
-        that served it (``served``, its index; None: nothing was served, every token goes back),
-        add the spend, give back the key's slot. Once; reads ``req.usage`` and ``req.cost_usd``."""
-        if self.settled:
-            return
-        self.settled = True
-        limits = self.limits
-        store = limits.store
-        usage = self.req.usage if served is not None else None
-        if usage:
-            prompt = usage.get("prompt_tokens", 0)
-            completion = usage.get("completion_tokens", 0)
-            used = prompt + completion
-        else:
-            used = 0
-        if self.seen:
-            served_by = limits.deployments[served] if served is not None else None
-            for dep, charged in self.seen:
-                if charged >= 0 and dep.tokens is not None:
-                    dep.pair.adjust((used if dep is served_by else 0) - charged)
-        key = self.key
-        if key is None:
-            return
-        if self.key_tokens is not None:
-            key.pair.adjust(used - self.key_tokens)
-        if usage:
-            cost = self.req.cost_usd
-            if cost:
-                store.add_spend(key.index, key.period.current(limits.wall_time()), round(cost * _MICRO))
-            if limits.metrics is not None:
-                limits.metrics.key_usage(key.name, prompt, completion, usage.get("cached_tokens", 0), cost)
-        self.release()
-
-    def rate_headers(self) -> dict:
-        """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left (the
-        key's, then each deployment's that applied: one compiled call over their buckets)."""
-        key = self.key
-        if key is not None and key.levels is not None:
-            pairs = [key.levels]
-            for dep, _ in self.seen:
-                pairs.append(dep.levels)
-        else:
-            pairs = [dep.levels for dep, _ in self.seen]
-        return self.limits.store.rate_headers(pairs)
 
 
 def budget_state(limits: Limits, key: KeyLimits) -> dict | None:

@@ -67,6 +67,10 @@ class LimitStore:
         of the tokens bucket, ``has_requests`` / ``has_tokens``."""
         return StorePair(self, requests, tokens)
 
+    def ledger(self, worker: int, estimate, add_spend, key_usage=None):
+        """Worker ``worker``'s grants over this store's pairs: the core's ``Ledger`` (see there)."""
+        raise NotImplementedError
+
     def level_reader(self, bucket: int):
         """A function of no argument returning ``level(bucket)`` (the request path keeps one per bucket)."""
         return lambda: self.level(bucket)
@@ -167,6 +171,9 @@ class LocalStore(LimitStore):
 
     def bucket_pair(self, requests: int, tokens: int):
         return self.segment.bucket_pair(requests, tokens)     # the compiled pair: no Python per call
+
+    def ledger(self, worker: int, estimate, add_spend, key_usage=None):
+        return self.segment.ledger(worker, estimate, add_spend, key_usage)
 
     def levels_pair(self, requests: int, tokens: int):
         # the levels are the segment's whatever the store (the cluster's mirrors into it)

@@ -25,6 +25,7 @@ from ..constants import (
 from ..layout import Layout
 from ._arith import item, span_ns
 from ..records import BreakerState, SessionInfo
+from .grants import Grant, Ledger, LimitDraw
 from .leases import Lease
 from .limits import BucketPair, KeyConcurrency, KeySpend, TokenBucket, rate_headers, take_all
 from .prefix import PrefixIndex
@@ -33,7 +34,7 @@ from .sessions import SessionTable
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "BucketPair", "KeyConcurrency", "KeySpend", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex",
+    "BucketPair", "KeyConcurrency", "KeySpend", "LimitDraw", "Ledger", "Grant", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex",
     "BreakerState",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND",
@@ -220,6 +221,10 @@ class Segment:
 
     def rate_headers(self, pairs):
         return rate_headers(pairs)
+
+    def ledger(self, worker, estimate, add_spend, key_usage=None):
+        _check_worker(self._st, worker)
+        return Ledger(worker, estimate, add_spend, key_usage)
 
     def key_concurrency(self, key):
         return item(self._st.key_concurrency, key, "key")

@@ -1,0 +1,231 @@
+# Grants (included by shm.pyx): what one request takes from the limits and gives back once.
+#
+# A keyed request holds one of its key's concurrency slots and takes one request and its estimated
+# tokens from the key's bucket pair and from each deployment's it is sent to; when it ends every
+# tokens bucket is corrected to what the upstream reported. These were a dozen Python calls a
+# request; here a grant keeps what it took in C fields and reaches this module's BucketPair and
+# KeyConcurrency without a method call. Nothing here lives in the segment: a grant is one worker's
+# and one request's. The reference is ``ref/grants.py``; ``limits.quota`` words the errors.
+
+
+cdef class LimitDraw:
+    """One key's or deployment's limits as a request draws on them: ``pair`` (taken and corrected:
+    this segment's ``BucketPair``, or a store's pair with its API), ``levels`` (the segment's pair
+    the ``x-ratelimit-*`` headers read) and, for a key, its concurrency ``slot``. A key without a
+    rate limit has neither pair (None)."""
+    cdef readonly object pair, levels, slot
+    cdef readonly bint has_tokens
+    cdef BucketPair _local          # pair when it is this module's: taken without a method call
+    cdef KeyConcurrency _slot       # slot when it is this module's
+
+    def __init__(self, pair, levels, slot=None):
+        if (pair is None) != (levels is None):
+            raise ValueError("a draw has both its pair and its levels, or neither")
+        if levels is not None and type(levels) is not BucketPair:
+            raise TypeError(f"levels: expected a BucketPair, got {type(levels).__name__}")
+        self.pair = pair
+        self.levels = levels
+        self.slot = slot
+        self.has_tokens = pair is not None and bool(pair.has_tokens)
+        self._local = pair if type(pair) is BucketPair else None
+        self._slot = slot if type(slot) is KeyConcurrency else None
+
+
+cdef double _draw_take(LimitDraw draw, int64_t tokens) except -2.0:
+    """-1.0 when the draw's pair gave one request and ``tokens``, else the seconds until they fit."""
+    if draw._local is not None:
+        return _pair_take(draw._local, tokens)
+    ok, wait = draw.pair.take(tokens)
+    return -1.0 if ok else wait
+
+
+cdef int _draw_adjust(LimitDraw draw, int64_t delta) except -1:
+    if draw._local is not None:
+        return _pair_adjust(draw._local, delta)
+    draw.pair.adjust(delta)
+    return 0
+
+
+cdef class Ledger:
+    """This worker's side of the grants: each deployment's draw by index (``deployments``; None
+    where a deployment has no rate limit), the worker's index (whose slots a key's concurrency
+    counts), ``estimate(body)`` (a request's tokens at admission), and what a key's usage is handed
+    to when a request ends: ``add_spend(key, cost_usd)`` when it cost something and
+    ``key_usage(name, prompt, completion, cached, cost_usd)`` (None: not counted)."""
+    cdef readonly int64_t worker
+    cdef readonly object estimate, add_spend, key_usage
+    cdef public list deployments
+
+    def __init__(self, int64_t worker, estimate, add_spend, key_usage=None):
+        self.worker = worker
+        self.estimate = estimate
+        self.add_spend = add_spend
+        self.key_usage = key_usage
+        self.deployments = []
+
+    def draw(self, pair, levels, slot=None):
+        """A key's or deployment's ``LimitDraw`` (see there)."""
+        return LimitDraw(pair, levels, slot)
+
+    def grant(self, key, req):
+        """A new request's grant (nothing taken yet). ``key``: its key's limits (an object with a
+        ``draw`` and a ``name``) or None; ``req``: its request (``body`` read for the estimate,
+        ``usage`` and ``cost_usd`` when it is settled)."""
+        cdef Grant grant = Grant.__new__(Grant)
+        grant.ledger = self
+        grant.key = key
+        grant.req = req
+        grant._key = key.draw if key is not None else None
+        grant._key_tokens = -1
+        grant._tokens = -1
+        grant._seen = []
+        grant._charged = []
+        return grant
+
+
+cdef class Grant:
+    """What one request took from the limits, given back or corrected exactly once (``settle``).
+    Made by ``Ledger.grant``."""
+    cdef readonly Ledger ledger
+    cdef readonly object key, req
+    cdef LimitDraw _key
+    cdef readonly bint key_slot, settled
+    cdef int64_t _key_tokens, _tokens
+    cdef list _seen             # LimitDraw of each deployment whose limits applied, in order
+    cdef list _charged          # tokens charged to each (-1: it refused)
+
+    def __init__(self):
+        raise TypeError("a Grant is made by Ledger.grant")
+
+    @property
+    def tokens(self):
+        """The request's estimated tokens (computed once, only when a tokens bucket needs it)."""
+        return self._estimated()
+
+    cdef int64_t _estimated(self) except -1:
+        if self._tokens < 0:
+            self._tokens = self.ledger.estimate(self.req.body)
+        return self._tokens
+
+    @property
+    def key_tokens(self):
+        return self._key_tokens if self._key_tokens >= 0 else None
+
+    @property
+    def seen(self):
+        """Each deployment whose limits applied, in order, and the tokens charged to it (-1: refused)."""
+        return list(zip(self._seen, self._charged))
+
+    def acquire_slot(self):
+        """One of the key's concurrency slots (every keyed request holds one; a key without
+        ``max_concurrency`` only counts them); False when the key is at its limit."""
+        cdef LimitDraw draw = self._key
+        cdef bint ok
+        if draw._slot is not None:
+            ok = _slot_acquire(draw._slot, self.ledger.worker)
+        else:
+            ok = draw.slot.try_acquire(self.ledger.worker)
+        if ok:
+            self.key_slot = True
+        return ok
+
+    def key_amount(self):
+        """What the key's pair is asked for besides the request: its estimate, or 0 without a tokens bucket."""
+        return self._estimated() if self._key.has_tokens else 0
+
+    def take_key(self):
+        """Take the request and its tokens from the key's pair: None when taken (or the key has no
+        rate limit), else the seconds until they fit (inf: never). All or none."""
+        cdef LimitDraw draw = self._key
+        if draw.pair is None:
+            return None
+        cdef double wait = _draw_take(draw, self._estimated() if draw.has_tokens else 0)
+        if wait >= 0.0:
+            return wait
+        if draw.has_tokens:
+            self._key_tokens = self._tokens
+        return None
+
+    def key_taken(self):
+        """The key's pair was taken by the caller (a store that must be awaited)."""
+        if self._key.has_tokens:
+            self._key_tokens = self._tokens
+
+    def amount(self, LimitDraw dep not None):
+        """What ``dep``'s pair is asked for besides the request."""
+        return self._estimated() if dep.has_tokens else 0
+
+    def take(self, LimitDraw dep not None):
+        """Take the request and its tokens from deployment ``dep``'s pair: None when taken (and
+        recorded), else the seconds until they fit (nothing recorded)."""
+        cdef double wait = _draw_take(dep, self._estimated() if dep.has_tokens else 0)
+        if wait >= 0.0:
+            return wait
+        self._seen.append(dep)
+        self._charged.append(self._tokens if dep.has_tokens else 0)
+        return None
+
+    def charged(self, LimitDraw dep not None):
+        self._seen.append(dep)
+        self._charged.append(self._tokens if dep.has_tokens else 0)
+
+    def refused(self, LimitDraw dep not None):
+        self._seen.append(dep)
+        self._charged.append(-1)
+
+    def release(self):
+        """Give back the key's concurrency slot (once)."""
+        self._release()
+
+    cdef int _release(self) except -1:
+        if not self.key_slot:
+            return 0
+        self.key_slot = False
+        if self._key._slot is not None:
+            return _slot_release(self._key._slot, self.ledger.worker)
+        self._key.slot.release(self.ledger.worker)
+        return 0
+
+    def settle(self, served=None):
+        """The request has ended: correct every tokens bucket to the usage of the deployment that
+        served it (``served``, its index; None: nothing was served, every token goes back), hand
+        the key's usage on, give back the key's slot. Once; reads ``req.usage`` and ``req.cost_usd``."""
+        if self.settled:
+            return
+        self.settled = True
+        cdef object usage = None, prompt = 0, completion = 0, cost
+        cdef object served_by = None
+        cdef int64_t used = 0, charged
+        cdef Py_ssize_t i
+        cdef LimitDraw dep
+        if served is not None:
+            usage = self.req.usage
+            served_by = self.ledger.deployments[served]
+        if usage:
+            prompt = usage.get("prompt_tokens", 0)
+            completion = usage.get("completion_tokens", 0)
+            used = prompt + completion
+        for i in range(len(self._seen)):
+            dep = <LimitDraw>self._seen[i]
+            charged = self._charged[i]
+            if charged >= 0 and dep.has_tokens:
+                _draw_adjust(dep, (used if dep is served_by else 0) - charged)
+        if self.key is None:
+            return
+        if self._key_tokens >= 0:
+            _draw_adjust(self._key, used - self._key_tokens)
+        if usage:
+            cost = self.req.cost_usd
+            if cost:
+                self.ledger.add_spend(self.key, cost)
+            if self.ledger.key_usage is not None:
+                self.ledger.key_usage(self.key.name, prompt, completion, usage.get("cached_tokens", 0), cost)
+        self._release()
+
+    def rate_headers(self):
+        """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left (the
+        key's, then each deployment's that applied)."""
+        cdef list pairs = [dep.levels for dep in self._seen]
+        if self._key is not None and self._key.levels is not None:
+            pairs.insert(0, self._key.levels)
+        return _rate_headers(pairs)
