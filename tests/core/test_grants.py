@@ -1,7 +1,6 @@
 """A request's grant on the limits (``Ledger``, ``LimitDraw``, ``Grant``): what it takes from its key's
 slot and bucket pair and from each deployment's, and how it gives back or corrects it exactly once,
 on the compiled core and its reference, and the two against each other on generated sequences."""
-import functools
 import math
 from types import SimpleNamespace
 
