@@ -252,7 +252,9 @@ def test_admin_keys_and_stats_show_what_is_left(start_gateway, mock_upstream):
     assert key["limits"] == {"rpm": 5, "tpm": None, "max_concurrency": 3}
     assert key["remaining"]["requests"] == 4 and key["remaining"]["concurrency"] == 3
     assert key["budget"] is None and key["spend_usd"] == 0
-    stats = http_json("GET", gw.base + "/admin/stats", headers=admin)[2]
+    # a request is counted just after its answer went out: another worker may serve the scrape first
+    stats = wait_for(lambda: (s := http_json("GET", gw.base + "/admin/stats", headers=admin)[2])
+                     ["keys"][0]["requests"]["total"] and s, timeout=5)
     (entry,) = stats["keys"]
     assert entry["requests"]["total"] == 1 and entry["tokens"]["output"] > 0
     assert {(x["name"], x["limit"]) for x in entry["limits"]} == {("rpm", 5), ("max_concurrency", 3)}
