@@ -4,7 +4,7 @@ Owns: ``AccessLog.add`` (called by the gateway once per answer, streams when the
 end), which only keeps the values — no formatting, no record, no write on the
 request's path — and the flush, a timer every ``FLUSH_S`` that turns what was kept
 into lines of the standard ``fastinfer.access`` logger: each line's fields
-(``access_fields``) formatted by the handler's formatter (``logs``: text or JSON)
+(``shown_values``) formatted by the handler's formatter (``logs``: text or JSON)
 straight into the handler's few whole-line writes, no record between. When
 something else would see the records (another handler, a filter), they are records
 (``_AccessRecord``: the attributes they share are its class's, no caller lookup),
@@ -21,10 +21,12 @@ import logging
 import os
 
 from ..redact import redact
-from .logs import ACCESS_LOGGER, StructuredMessage, batched_writes, direct_handler
+from .logs import ACCESS_LOGGER, StructuredMessage, batched_writes, direct_handler, fields_of
 #: an access line's fields after ``ts``, in order (the JSON object's keys, the text line's pairs)
 FIELDS = ("request_id", "key", "deployment", "replica", "status", "attempts", "stream", "duration_ms", "ttft_ms",
           "overhead_ms", "prompt_tokens", "completion_tokens", "cost_usd", "error", "method", "path")
+#: the fields that are kept in seconds and shown in milliseconds (``logs.fields_of``)
+MILLIS = sum(1 << FIELDS.index(name) for name in ("duration_ms", "ttft_ms", "overhead_ms"))
 _SHOWN_MAX = 256        # characters of a client-chosen string (an unknown model's name, a path) that are shown
 
 
@@ -50,21 +52,20 @@ class _ShownPaths(dict):
 _shown_paths = _ShownPaths()
 
 
-def access_fields(values: tuple, known_deployment: bool) -> dict:
-    """An access line's fields (``FIELDS``, in order) from the values ``AccessLog.add`` kept, made safe."""
+def shown_values(values: tuple, known_deployment: bool) -> tuple:
+    """An access line's values (``FIELDS``, in order; durations in seconds) from those ``AccessLog.add``
+    kept, made safe: client-chosen strings redacted, an unknown model's name capped."""
     (request_id, key, deployment, replica, status, attempts, stream, duration_s, ttft_s, overhead_s,
      prompt_tokens, completion_tokens, cost_usd, error, method, path) = values
-    return {
-        "request_id": redact(request_id), "key": key,
-        "deployment": deployment if known_deployment else _shown(deployment),
-        "replica": replica, "status": status, "attempts": attempts, "stream": stream,
-        # milliseconds to 3 decimals: int() of microseconds costs a third of round(ms, 3)
-        "duration_ms": None if duration_s is None else int(duration_s * 1e6 + 0.5) / 1000,
-        "ttft_ms": None if ttft_s is None else int(ttft_s * 1e6 + 0.5) / 1000,
-        "overhead_ms": None if overhead_s is None else int(overhead_s * 1e6 + 0.5) / 1000,
-        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost_usd,
-        "error": None if error is None else redact(error), "method": method, "path": _shown_paths[path],
-    }
+    return (redact(request_id), key, deployment if known_deployment else _shown(deployment), replica, status,
+            attempts, stream, duration_s, ttft_s, overhead_s, prompt_tokens, completion_tokens, cost_usd,
+            None if error is None else redact(error), method, _shown_paths[path])
+
+
+def access_fields(values: tuple, known_deployment: bool) -> dict:
+    """An access line's fields (``FIELDS``, in order, durations in milliseconds) from the values
+    ``AccessLog.add`` kept, made safe."""
+    return fields_of(FIELDS, shown_values(values, known_deployment), MILLIS)
 
 
 class AccessLine(StructuredMessage):
@@ -148,12 +149,12 @@ class AccessLog:
         refuses) goes the records' way, which reports it as the handler reports any line it cannot write."""
         known = self._known
         pid = self._pid
-        encoded_line = handler.formatter.encoded_line
+        encoded_line = handler.formatter.encoded_values_line
         lines = []
         for ts, values in pending:
             try:
-                fields = access_fields(values, values[2] in known)
-                lines.append(encoded_line(ts, logging.INFO, ACCESS_LOGGER, pid, fields))
+                lines.append(encoded_line(ts, logging.INFO, ACCESS_LOGGER, pid, FIELDS,
+                                          shown_values(values, values[2] in known), MILLIS))
             except Exception:
                 handler.add_lines(lines)        # the lines before it first: the order stays
                 lines = []

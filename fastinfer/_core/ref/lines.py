@@ -1,0 +1,29 @@
+"""Pure-Python reference of ``fastinfer._core.lines``: a JSON object line, orjson's rendering of each value.
+
+Must not touch: which fields a line has (``observe.access``), logging.
+"""
+from __future__ import annotations
+
+import orjson
+
+
+def json_line(head: bytes, keys: tuple, values: tuple, millis: int = 0) -> bytes:
+    """``head``, ``keys[i]`` and ``values[i]`` rendered by orjson for every i, then ``}`` and a newline;
+    a value whose bit is set in ``millis`` is seconds, written as ``int(s * 1e6 + 0.5) / 1000``."""
+    if len(values) != len(keys):
+        raise ValueError("json_line: one value per key")
+    parts = [head]
+    for i, (key, value) in enumerate(zip(keys, values)):
+        if value is not None and i < 64 and millis >> i & 1:
+            value = _millis(value)
+        elif not (value is None or type(value) in (str, float, bool) or isinstance(value, int)):
+            raise TypeError(f"json_line writes None, bool, int, float and str, not {type(value).__name__}")
+        parts.append((b"," if i else b"") + key + orjson.dumps(value))
+    parts.append(b"}\n")
+    return b"".join(parts)
+
+
+def _millis(seconds) -> float:
+    if type(seconds) is not float and (type(seconds) is bool or not isinstance(seconds, int)):
+        raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
+    return int(seconds * 1e6 + 0.5) / 1000      # NaN: ValueError; an infinity: OverflowError

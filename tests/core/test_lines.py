@@ -1,0 +1,75 @@
+"""``_core.lines.json_line``: a JSON object line written in one pass, byte for byte what orjson writes
+(its reference, ``_core.ref.lines``, is orjson itself), on chosen and generated values."""
+import math
+
+import orjson
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fastinfer._core import lines as compiled
+from fastinfer._core.ref import lines as reference
+
+HEAD = b'{"ts":"2026-12-02T01:02:03.004Z","pid":7,'
+
+
+def keys(n):
+    return tuple(orjson.dumps(f"k{i}") + b":" for i in range(n))
+
+
+def both(values, millis=0):
+    """The line from both, or the exception type each raised."""
+    out = []
+    for impl in (compiled, reference):
+        try:
+            out.append(impl.json_line(HEAD, keys(len(values)), tuple(values), millis))
+        except Exception as e:
+            out.append(type(e))
+    return out
+
+
+@pytest.mark.parametrize("value", [
+    None, True, False, 0, -1, 2**63 - 1, -2**63, 2**64 - 1, 12.345, 0.001, 1e-5, 1.5e-5, 9.99e-6, 1.5e-6, 1e-7,
+    1e15, 1e16, 1.2345678901234568e17, 5e-324, -0.0, 0.0, 100.0, math.nan, math.inf, -math.inf,
+    "", "plain", 'quote " and \\ backslash', "\x00\x01\x08\t\n\x0b\x0c\r\x1f\x7f", "é ü 中 \u2028 😀"])
+def test_each_value_is_written_as_orjson_writes_it(value):
+    line = compiled.json_line(HEAD, keys(1), (value,))
+    assert line == HEAD + b'"k0":' + orjson.dumps(value) + b"}\n"
+    assert orjson.loads(line) == {"ts": "2026-12-02T01:02:03.004Z", "pid": 7, "k0": orjson.loads(orjson.dumps(value))}
+    assert line == reference.json_line(HEAD, keys(1), (value,))
+
+
+@pytest.mark.parametrize("value", [2**64, -2**63 - 1, "lone \ud800 surrogate", b"bytes", [1], 1 + 2j, {"a": 1}])
+def test_what_orjson_would_refuse_or_render_its_own_way_raises(value):
+    with pytest.raises(Exception):
+        compiled.json_line(HEAD, keys(1), (value,))
+    with pytest.raises(Exception):
+        reference.json_line(HEAD, keys(1), (value,))
+
+
+def test_seconds_are_written_as_milliseconds_to_three_decimals():
+    values = (0.0123456, 2, None, 0.0123456, 1e-9, 0.0004995, 0.0004994)
+    line = compiled.json_line(HEAD, keys(7), values, millis=0b1110111)
+    assert orjson.loads(line) | {} == {"ts": "2026-12-02T01:02:03.004Z", "pid": 7, "k0": 12.346, "k1": 2000.0,
+                                        "k2": None, "k3": 0.0123456, "k4": 0.0, "k5": 0.5, "k6": 0.499}
+    assert line == reference.json_line(HEAD, keys(7), values, millis=0b1110111)
+    for bad in (math.nan, math.inf, True, "1"):
+        assert both((bad,), millis=1)[0] in (ValueError, OverflowError, TypeError)
+        assert both((bad,), millis=1)[0] is both((bad,), millis=1)[1]
+
+
+def test_keys_and_values_must_pair():
+    with pytest.raises(ValueError):
+        compiled.json_line(HEAD, keys(2), (1,))
+    with pytest.raises(TypeError):
+        compiled.json_line(HEAD, ("k0",), (1,))     # keys are encoded bytes
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**64, 2**65), st.floats(allow_nan=True),
+                    st.floats(min_value=-1e6, max_value=1e6), st.text(), st.text(alphabet=st.characters(max_codepoint=0x7f)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_VALUES, max_size=12), st.integers(0, 2**12 - 1))
+def test_compiled_lines_are_the_reference_lines(values, millis):
+    compiled_line, reference_line = both(values, millis)
+    assert compiled_line == reference_line
