@@ -1,5 +1,6 @@
-"""``DeploymentSeries``: what the request path records through its resolved slots lands in the series
-``/metrics`` names by key, for every deployment, code, replica and outcome, and nowhere else."""
+"""A deployment's and a key's series (the segment's ``RequestSeries``): what the request path records
+through its resolved slots lands in the series ``/metrics`` names by key, for every deployment, code,
+replica and outcome, and nowhere else."""
 from __future__ import annotations
 
 import pytest
@@ -102,3 +103,23 @@ def test_the_keyed_request_call_records_through_the_series(metrics):
     metrics.request("a", 502)
     metrics.request("nope", 200)
     assert changed(metrics, before) == {("requests_total", ("a", "502")): 1, ("requests_total", ("", "200")): 1}
+
+
+def test_a_keys_answers_tokens_and_cost_land_in_its_series_and_an_unknown_key_in_none():
+    config = dict(CONFIG, keys=[{"name": "team", "key": "sk-team-key-0001"}])
+    state = HostState.create(parse_config(config), 1)
+    try:
+        metrics = Metrics(state.metrics_layout, state.segment)
+        before = metrics.counters.snapshot()
+        metrics.key_request("team", 200)
+        metrics.key_request("team", 418)
+        metrics.key_request("stranger", 200)
+        metrics.key_usage("team", 12, 5, 3, 0.25)
+        metrics.key_usage("team", 1, 1, 0, 0)
+        metrics.key_usage("stranger", 7, 7, 7, 1.0)
+        assert changed(metrics, before) == {
+            ("key_requests_total", ("team", "200")): 1, ("key_requests_total", ("team", "other")): 1,
+            ("key_tokens_total", ("team", "input")): 13, ("key_tokens_total", ("team", "output")): 6,
+            ("key_tokens_total", ("team", "cached")): 3, ("key_cost_usd_total", ("team",)): int(0.25 * COST_SCALE)}
+    finally:
+        state.close()

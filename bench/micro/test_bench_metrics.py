@@ -1,5 +1,5 @@
 """What a request's metrics cost on its path: recorded through its deployment's resolved series
-(``DeploymentSeries``) against the keyed calls they replaced, in the same run.
+(the segment's ``RequestSeries``) against the keyed calls they replaced, in the same run.
 
 Run:  python -m pytest bench/micro/test_bench_metrics.py --benchmark-enable -p no:cacheprovider -s
 

@@ -13,7 +13,8 @@ supervisor before it forks the workers, and everything that lives in it:
 * ``Breaker`` per (deployment, replica): atomics only; one atomic load in the
   closed state, the clock only when open. Configured from the ``Layout`` when
   the segment is created, never by the workers.
-* ``Counters`` (int64) and ``Histograms`` (fixed buckets, Prometheus ``le``).
+* ``Counters`` (int64) and ``Histograms`` (fixed buckets, Prometheus ``le``), and a
+  ``RequestSeries``: one deployment's or key's words and slots as a request records them.
 * ``TokenBucket``s (GCRA: one CAS per take/refund/charge) for the RPM/TPM limits
   of gateway keys and deployments, ``Segment.take_all`` (all or none), and a
   ``BucketPair``: one limit's requests and tokens buckets as one request draws on them.
@@ -47,7 +48,7 @@ their ``Layout`` from ``fastinfer._core.layout``.
 from cpython cimport array
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memset
-from libc.math cimport ceil, floor, isfinite
+from libc.math cimport ceil, fabs, floor, isfinite, rint
 from libc.stdio cimport snprintf
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
@@ -67,7 +68,7 @@ include "shm_decl.pxi"
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "BucketPair", "KeyConcurrency", "KeySpend", "LimitDraw", "Ledger", "Grant", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex",
+    "BucketPair", "KeyConcurrency", "KeySpend", "LimitDraw", "Ledger", "Grant", "RequestSeries", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex",
     "BreakerState",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND", "LAYOUT_VERSION",
@@ -579,6 +580,18 @@ cdef class Segment:
         least left now (the first of equals); none for a kind no pair has."""
         return _rate_headers(pairs)
 
+    def request_series(self, codes, int64_t other, timed=(-1, -1, -1), tokens=(-1, -1, -1), int64_t cost=-1,
+                       int64_t estimated=-1, int64_t generation=-1, attempts=None):
+        """A ``RequestSeries`` over this segment's counter words and histogram slots: ``codes`` (status
+        -> word) and ``other`` (every other status), ``timed`` (the duration, overhead and
+        time-to-first-byte histograms), ``tokens`` (input, output, cached words), ``cost`` (nano-USD),
+        ``estimated`` (answers whose usage the gateway counted), ``generation`` (session rebuilds asked
+        for), ``attempts`` ((replica, outcome) -> word); -1 where the series has none."""
+        if self.base == NULL:
+            _closed()
+        return _bind_series(self, dict(codes), other, tuple(timed), tuple(tokens), cost, estimated, generation,
+                            dict(attempts or {}))
+
     def ledger(self, int64_t worker, estimate, add_spend, key_usage=None):
         """Worker ``worker``'s ``Ledger``: the grants of its requests over this segment's pairs."""
         if self.base == NULL:
@@ -636,6 +649,7 @@ cdef inline int _enter(Segment seg, int64_t worker, int64_t n_workers) except -1
 include "shm_admission.pxi"
 include "shm_breaker.pxi"
 include "shm_metrics.pxi"
+include "shm_series.pxi"
 include "shm_limits.pxi"
 include "shm_grants.pxi"
 include "shm_leases.pxi"

@@ -67,6 +67,27 @@ cdef class Counters:
         return self.n
 
 
+cdef int _observe(Histograms hs, Py_ssize_t index, double value) except -1:
+    """``Histograms.observe`` for C callers."""
+    if hs.seg.base == NULL:
+        _closed()
+    if <size_t>index >= <size_t>hs.n:
+        raise IndexError("histogram index out of range")
+    if not isfinite(value):
+        raise ValueError("histogram observation must be finite")
+    cdef int64_t lo = 0, hi = hs.nb, mid
+    while lo < hi:                       # first bound >= value: Prometheus `le`
+        mid = (lo + hi) >> 1
+        if hs.bounds[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    cdef int64_t *c = <int64_t *>(hs.base + index * hs.stride)
+    fi_fetch_add(&c[lo], 1)
+    fi_fetch_add(&c[hs.nb + 1], _sum_ns(value))
+    return 0
+
+
 cdef class Histograms:
     """``n`` fixed-bucket histograms sharing ``bucket_bounds`` (upper bounds,
     ascending, +Inf implicit). Sum kept as int64 nanoseconds."""
@@ -79,22 +100,7 @@ cdef class Histograms:
     cdef readonly list bucket_bounds
 
     def observe(self, Py_ssize_t index, double value):
-        if self.seg.base == NULL:
-            _closed()
-        if <size_t>index >= <size_t>self.n:
-            raise IndexError("histogram index out of range")
-        if not isfinite(value):
-            raise ValueError("histogram observation must be finite")
-        cdef int64_t lo = 0, hi = self.nb, mid
-        while lo < hi:                       # first bound >= value: Prometheus `le`
-            mid = (lo + hi) >> 1
-            if self.bounds[mid] < value:
-                lo = mid + 1
-            else:
-                hi = mid
-        cdef int64_t *c = <int64_t *>(self.base + index * self.stride)
-        fi_fetch_add(&c[lo], 1)
-        fi_fetch_add(&c[self.nb + 1], _sum_ns(value))
+        _observe(self, index, value)
 
     def snapshot(self, Py_ssize_t index):
         """(cumulative bucket counts incl. +Inf, count, sum seconds)."""

@@ -3,8 +3,8 @@
 Counters and the per-worker gauges live in the segment's counter words (a gauge is a
 word its one writer sets, a counter one every process adds to), histograms in its
 histogram slots; the host-wide gauges of admission and breakers are read from those
-structures at scrape time. The request path records through each deployment's
-``DeploymentSeries``, whose slots are looked up once, not per record.
+structures at scrape time. The request path records through each deployment's and key's
+series (the segment's ``RequestSeries``), whose slots are looked up once, not per record.
 """
 from __future__ import annotations
 
@@ -120,15 +120,14 @@ class Metrics:
         self._admissions = admissions or {}   # deployment name -> shm Admission
         self._breakers = breakers or {}       # deployment name -> [shm Breaker per replica]
         self._buckets = buckets or {}         # (scope, name, kind) -> shm TokenBucket
-        self._key_codes: dict[str, dict[int, int | None]] = {}   # key -> status -> counter (request path)
-        self._key_usage: dict[str, tuple] = {}                   # key -> its usage counters
         self._c = layout.counter_index
         self._h = layout.histogram_index
         # one series per deployment ("": requests that name none); any other name is counted as ""
-        self._series = {d: DeploymentSeries(self, d) for d in layout.deployments}
+        self._series = {d: deployment_series(self, d) for d in layout.deployments}
         self._unnamed = self._series[UNKNOWN_DEPLOYMENT]
+        self._keys = {k: key_series(self, k) for k in layout.keys}     # a name not configured: not counted
 
-    def series(self, deployment: str) -> "DeploymentSeries":
+    def series(self, deployment: str):
         """``deployment``'s series for the request path; a name the config does not have (a
         client's unknown model) gets the one of ``""``, so client names cannot grow anything."""
         return self._series.get(deployment, self._unnamed)
@@ -178,32 +177,15 @@ class Metrics:
         self._add(("_session_generation", (deployment,)))
 
     def key_request(self, key: str, status: int) -> None:
-        codes = self._key_codes.get(key)
-        if codes is None:
-            codes = self._key_codes[key] = {}
-        index = codes.get(status)
-        if index is None:
-            index = codes[status] = self._c.get(("key_requests_total", (key, str(status))),
-                                                self._c.get(("key_requests_total", (key, "other"))))
-        if index is not None:
-            self.counters.add(index, 1)
+        series = self._keys.get(key)
+        if series is not None:
+            series.request(status)
 
     def key_usage(self, key: str, prompt: int, completion: int, cached: int, cost_usd: float) -> None:
-        series = self._key_usage.get(key)
-        if series is None:
-            series = self._key_usage[key] = tuple(self._c.get(k) for k in (
-                ("key_tokens_total", (key, "input")), ("key_tokens_total", (key, "output")),
-                ("key_tokens_total", (key, "cached")), ("key_cost_usd_total", (key,))))
-        add = self.counters.add
-        tokens_in, tokens_out, tokens_cached, cost = series
-        if tokens_in is None:
-            return      # not a configured key
-        add(tokens_in, prompt)
-        add(tokens_out, completion)
-        if cached:
-            add(tokens_cached, cached)
-        if cost_usd:
-            add(cost, round(cost_usd * _COST_SCALE))
+        series = self._keys.get(key)
+        if series is not None:
+            series.usage(prompt, completion, cached, cost_usd)
+
     def session_repin(self, deployment: str) -> None:
         self._add(("session_repins_total", (deployment,)))
 
@@ -308,75 +290,36 @@ class Metrics:
                 out.append(f"{name}_count{{{label}}} {count}")
 
 
-class DeploymentSeries:
-    """One deployment's series as the request path records them, each slot looked up once.
+def deployment_series(metrics: "Metrics", deployment: str):
+    """``deployment``'s series for the request path, its words and slots looked up once: the segment's
+    ``RequestSeries`` (``request``, ``answered``, ``upstream``, ``usage``, ``session_generation``), a
+    record one compiled call. The series of ``""`` (requests that name no deployment) has request
+    codes only."""
+    counter, histogram = metrics._c, metrics._h
+    timed = tuple(histogram.get((h, deployment), -1) for h in ("request_duration_seconds", "overhead_seconds",
+                                                                "ttft_seconds"))
+    return metrics.segment.request_series(
+        _codes(counter, "requests_total", deployment), counter[("requests_total", (deployment, "other"))],
+        timed=timed,
+        tokens=tuple(counter.get(("tokens_total", (deployment, t)), -1) for t in TOKEN_DIRECTIONS),
+        cost=counter.get(("cost_usd_total", (deployment,)), -1),
+        estimated=counter.get(("usage_estimated_total", (deployment,)), -1),
+        generation=counter.get(("_session_generation", (deployment,)), -1),
+        attempts={(replica, outcome): counter[("upstream_requests_total", (deployment, replica, outcome))]
+                  for replica in metrics.layout.replicas.get(deployment, ()) for outcome in OUTCOMES})
 
-    ``Metrics`` finds a series by building its key (``("requests_total", (name, "200"))``) and
-    looking it up, which costs more than the atomic add it leads to; a request records about ten.
-    Here the slots are resolved when the metrics are made, and a record is a lookup by status or
-    outcome and one add. The series of ``""`` (requests that name no deployment) has request codes
-    only."""
 
-    __slots__ = ("_counters", "_histograms", "_codes", "_other", "_duration", "_overhead", "_ttft", "_upstream",
-                 "_input", "_output", "_cached", "_cost", "_estimated", "_generation")
+def key_series(metrics: "Metrics", key: str):
+    """A gateway key's series (its answers by code, its tokens and cost): the segment's ``RequestSeries``."""
+    counter = metrics._c
+    return metrics.segment.request_series(
+        _codes(counter, "key_requests_total", key), counter[("key_requests_total", (key, "other"))],
+        tokens=tuple(counter[("key_tokens_total", (key, t))] for t in TOKEN_DIRECTIONS),
+        cost=counter[("key_cost_usd_total", (key,))])
 
-    def __init__(self, metrics: Metrics, deployment: str):
-        counter, histogram = metrics._c, metrics._h
-        self._counters = metrics.counters
-        self._histograms = metrics.histograms
-        self._codes = {int(code): counter[("requests_total", (deployment, code))] for code in CODES
-                       if code != "other"}
-        self._other = counter[("requests_total", (deployment, "other"))]
-        self._duration = histogram.get(("request_duration_seconds", deployment))
-        self._overhead = histogram.get(("overhead_seconds", deployment))
-        self._ttft = histogram.get(("ttft_seconds", deployment))
-        self._upstream = {(replica, outcome): counter[("upstream_requests_total", (deployment, replica, outcome))]
-                          for replica in metrics.layout.replicas.get(deployment, ()) for outcome in OUTCOMES}
-        self._input, self._output, self._cached, self._cost, self._estimated, self._generation = (
-            counter.get(key) for key in (("tokens_total", (deployment, "input")),
-                                         ("tokens_total", (deployment, "output")),
-                                         ("tokens_total", (deployment, "cached")), ("cost_usd_total", (deployment,)),
-                                         ("usage_estimated_total", (deployment,)),
-                                         ("_session_generation", (deployment,))))
 
-    def request(self, status: int) -> None:
-        self._counters.add(self._codes.get(status, self._other), 1)
-
-    def answered(self, status: int, duration_s: float, overhead_s: float | None, ttft_s: float | None) -> None:
-        """A request answered: its code, its duration, and (once it reached the engine) the gateway's
-        overhead and, for a stream, the time to its first byte."""
-        self._counters.add(self._codes.get(status, self._other), 1)
-        if self._duration is None:
-            return      # the series of "": counted, not timed
-        histograms = self._histograms
-        if duration_s >= 0:
-            histograms.observe(self._duration, duration_s)
-        if overhead_s is not None and overhead_s >= 0:
-            histograms.observe(self._overhead, overhead_s)
-        if ttft_s is not None and ttft_s >= 0:
-            histograms.observe(self._ttft, ttft_s)
-
-    def upstream(self, replica: str, outcome: str) -> None:
-        slot = self._upstream.get((replica, outcome))
-        if slot is not None:
-            self._counters.add(slot, 1)
-
-    def usage(self, prompt: int, completion: int, cached: int, cost_usd: float, estimated: bool = False) -> None:
-        if self._input is None:
-            return      # the series of "": no deployment, no tokens
-        add = self._counters.add
-        if estimated:
-            add(self._estimated, 1)
-        add(self._input, prompt)
-        add(self._output, completion)
-        if cached:
-            add(self._cached, cached)
-        if cost_usd:
-            add(self._cost, round(cost_usd * _COST_SCALE))
-
-    def session_generation(self) -> int:
-        """Host-wide count of rebuilds asked for the deployment (workers compare it to their own)."""
-        return self._counters.get(self._generation)
+def _codes(counter: dict, name: str, label: str) -> dict[int, int]:
+    return {int(code): counter[(name, (label, code))] for code in CODES if code != "other"}
 
 
 class WorkerSeries:

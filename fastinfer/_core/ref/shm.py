@@ -27,6 +27,7 @@ from ._arith import item, span_ns
 from ..records import BreakerState, SessionInfo
 from .grants import Grant, Ledger, LimitDraw
 from .leases import Lease
+from .series import RequestSeries
 from .limits import BucketPair, KeyConcurrency, KeySpend, TokenBucket, rate_headers, take_all
 from .prefix import PrefixIndex
 from .routing import ReplicaLoad
@@ -34,7 +35,8 @@ from .sessions import SessionTable
 
 __all__ = [
     "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
-    "BucketPair", "KeyConcurrency", "KeySpend", "LimitDraw", "Ledger", "Grant", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex",
+    "BucketPair", "KeyConcurrency", "KeySpend", "LimitDraw", "Ledger", "Grant", "RequestSeries", "Lease",
+    "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex",
     "BreakerState",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
     "CRITICAL", "HIGH", "NORMAL", "BACKGROUND",
@@ -221,6 +223,11 @@ class Segment:
 
     def rate_headers(self, pairs):
         return rate_headers(pairs)
+
+    def request_series(self, codes, other, timed=(-1, -1, -1), tokens=(-1, -1, -1), cost=-1, estimated=-1,
+                       generation=-1, attempts=None):
+        return RequestSeries(self.counters, self.histograms, dict(codes), other, timed, tokens, cost, estimated,
+                             generation, attempts)
 
     def ledger(self, worker, estimate, add_spend, key_usage=None):
         _check_worker(self._st, worker)
