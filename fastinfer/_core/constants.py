@@ -57,6 +57,7 @@ MAX_SPAN_NS = 1 << 60     # longest duration the core stores (~36 years): longer
 SPEND_BITS = 48           # spend word: (period << 48) | micro-USD
 MAX_SPEND = (1 << SPEND_BITS) - 1      # micro-USD in one period (~$281M), saturating
 MAX_PERIOD = (1 << (64 - SPEND_BITS)) - 1
+COST_SCALE = 10 ** 9      # a cost counter word counts nano-USD: integer atomics, no float drift
 SESSION_STRIPE = 64       # session slots per stripe (one robust mutex each; LRU window)
 PREFIX_WAYS = 8           # prefix entries per set (eviction window)
 

@@ -46,7 +46,7 @@ cdef class RequestSeries:
             _count(self.counters, word, 1)
 
     def usage(self, int64_t prompt, int64_t completion, int64_t cached, cost_usd, bint estimated=False):
-        """An answer's tokens and cost (USD, counted in nano-dollars); ``estimated``: the upstream
+        """An answer's tokens and cost (USD, counted in nano-USD: ``COST_SCALE``); ``estimated``: the upstream
         reported none, the gateway counted them."""
         if self.tokens_in < 0:
             return          # a series without tokens
@@ -75,9 +75,12 @@ cdef inline int _count(Counters counters, int64_t word, int64_t n) except -1:
     return 0
 
 
+cdef double _COST_SCALE = _constants.COST_SCALE
+
+
 cdef int64_t _nano(cost_usd) except? -1:
-    """``round(cost_usd * 1e9)``: half to even, as Python's ``round``."""
-    cdef double scaled = (<double>cost_usd) * 1e9
+    """``round(cost_usd * COST_SCALE)``: half to even, as Python's ``round``."""
+    cdef double scaled = (<double>cost_usd) * _COST_SCALE
     if not isfinite(scaled) or fabs(scaled) >= 9.2e18:
         return round(scaled)    # Python's error (NaN, an infinity) or its int
     return <int64_t>rint(scaled)

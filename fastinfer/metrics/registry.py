@@ -12,7 +12,7 @@ import itertools
 import math
 
 from ..cluster.state import cluster_words, render_cluster
-from .._core.constants import OPEN
+from .._core.constants import COST_SCALE, OPEN
 from ..config import Config
 
 # one bucket set for every histogram: 25 µs (a direct-path gateway overhead is ~50 µs) up to 5 min
@@ -41,8 +41,6 @@ WORKER_GAUGES = ("worker_connections", "worker_resident_memory_bytes", "worker_o
 _GAUGE_SCALE = {"worker_event_loop_lag_seconds": 1e6}   # kept in whole microseconds
 ADMIN_AUTH_SLOTS = 256    # control words for throttling failed admin authentications
 UNKNOWN_DEPLOYMENT = ""   # requests naming no deployment share one label value
-_COST_SCALE = 1e9         # cost is counted in nano-dollars: integer atomics, no float drift
-COST_SCALE = _COST_SCALE  # (public: readers of the raw counters, e.g. /admin/stats)
 
 
 class MetricsLayout:
@@ -220,7 +218,7 @@ class Metrics:
             name = f"fastinfer_{metric}"
             _family(out, name, "gauge" if metric in WORKER_GAUGES or metric in GAUGE_WORDS else "counter")
             labels = _LABELS[metric]
-            scale = _GAUGE_SCALE.get(metric, _COST_SCALE if metric in _COST_METRICS else None)
+            scale = _GAUGE_SCALE.get(metric, COST_SCALE if metric in _COST_METRICS else None)
             for index, (_, values_of_labels) in entries:
                 value = values[index]
                 text = str(value) if scale is None else repr(value / scale)

@@ -5,6 +5,8 @@ Must not touch: which words a series has (``metrics.registry`` resolves them), r
 """
 from __future__ import annotations
 
+from ..constants import COST_SCALE
+
 
 class RequestSeries:
     def __init__(self, counters, histograms, codes: dict, other: int, timed=(-1, -1, -1), tokens=(-1, -1, -1),
@@ -59,7 +61,7 @@ class RequestSeries:
         if cached:
             add(self._cached, cached)
         if cost_usd:
-            add(self._cost, round(cost_usd * 1e9))
+            add(self._cost, round(cost_usd * COST_SCALE))
 
     def session_generation(self) -> int:
         if self._generation < 0:
