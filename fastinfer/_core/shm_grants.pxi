@@ -119,7 +119,7 @@ cdef class Grant:
     def acquire_slot(self):
         """One of the key's concurrency slots (every keyed request holds one; a key without
         ``max_concurrency`` only counts them); False when the key is at its limit."""
-        cdef LimitDraw draw = self._key
+        cdef LimitDraw draw = self._keyed()
         cdef bint ok
         if draw._slot is not None:
             ok = _slot_acquire(draw._slot, self.ledger.worker)
@@ -131,12 +131,12 @@ cdef class Grant:
 
     def key_amount(self):
         """What the key's pair is asked for besides the request: its estimate, or 0 without a tokens bucket."""
-        return self._estimated() if self._key.has_tokens else 0
+        return self._estimated() if self._keyed().has_tokens else 0
 
     def take_key(self):
         """Take the request and its tokens from the key's pair: None when taken (or the key has no
         rate limit), else the seconds until they fit (inf: never). All or none."""
-        cdef LimitDraw draw = self._key
+        cdef LimitDraw draw = self._keyed()
         if draw.pair is None:
             return None
         cdef double wait = _draw_take(draw, self._estimated() if draw.has_tokens else 0)
@@ -148,8 +148,13 @@ cdef class Grant:
 
     def key_taken(self):
         """The key's pair was taken by the caller (a store that must be awaited)."""
-        if self._key.has_tokens:
+        if self._keyed().has_tokens:
             self._key_tokens = self._tokens
+
+    cdef LimitDraw _keyed(self):
+        if self._key is None:
+            raise ValueError("this grant has no key")
+        return self._key
 
     def amount(self, LimitDraw dep not None):
         """What ``dep``'s pair is asked for besides the request."""

@@ -18,6 +18,9 @@ cdef class RequestSeries:
     cdef int64_t tokens_in, tokens_out, tokens_cached, cost, estimated, generation
     cdef dict attempts              # (replica, outcome) -> counter word
 
+    def __init__(self):
+        raise TypeError("a RequestSeries is made by Segment.request_series")
+
     def request(self, status):
         """An answer with ``status``, counted."""
         _count(self.counters, self._code_word(status), 1)

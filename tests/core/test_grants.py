@@ -162,6 +162,16 @@ def test_the_estimate_is_asked_for_only_when_a_tokens_bucket_needs_it(segments):
     assert grant.amount(book.deps[1]) == 10 and grant.tokens == 10 and book.estimates == 1
 
 
+def test_a_grant_without_a_key_has_no_slot_or_pair_of_its_own(book):
+    grant, _ = book.grant(keyed=False)
+    for call in (grant.acquire_slot, grant.take_key, grant.key_amount, grant.key_taken):
+        with pytest.raises(ValueError):
+            call()
+    assert grant.take(book.deps[0]) is None and not grant.key_slot
+    grant.settle(None)
+    assert book.levels() == [5, 100, 3, 80, 60]          # its tokens back, not its request
+
+
 def test_a_draw_has_both_pairs_or_neither(impl, segments):
     seg = segments(2, [], 0, 0, (), token_buckets=BUCKETS, key_max_concurrency=[0])
     ledger = seg.ledger(0, len, lambda *a: None)

@@ -89,19 +89,19 @@ class Grant:
     def acquire_slot(self) -> bool:
         """One of the key's concurrency slots (every keyed request holds one; a key without
         ``max_concurrency`` only counts them); False when the key is at its limit."""
-        if self._key.slot.try_acquire(self.ledger.worker):
+        if self._keyed().slot.try_acquire(self.ledger.worker):
             self.key_slot = True
             return True
         return False
 
     def key_amount(self) -> int:
         """What the key's pair is asked for besides the request: its estimate, or 0 without a tokens bucket."""
-        return self.tokens if self._key.has_tokens else 0
+        return self.tokens if self._keyed().has_tokens else 0
 
     def take_key(self):
         """Take the request and its tokens from the key's pair: None when taken (or the key has no
         rate limit), else the seconds until they fit (inf: never). All or none."""
-        draw = self._key
+        draw = self._keyed()
         if draw.pair is None:
             return None
         ok, wait = draw.pair.take(self.key_amount())
@@ -112,8 +112,13 @@ class Grant:
 
     def key_taken(self) -> None:
         """The key's pair was taken by the caller (a store that must be awaited)."""
-        if self._key.has_tokens:
+        if self._keyed().has_tokens:
             self._key_tokens = self._tokens
+
+    def _keyed(self) -> LimitDraw:
+        if self._key is None:
+            raise ValueError("this grant has no key")
+        return self._key
 
     def amount(self, dep: LimitDraw) -> int:
         """What ``dep``'s pair is asked for besides the request."""
