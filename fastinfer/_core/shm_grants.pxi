@@ -78,8 +78,6 @@ cdef class Ledger:
         grant._key = key.draw if key is not None else None
         grant._key_tokens = -1
         grant._tokens = -1
-        grant._seen = []
-        grant._charged = []
         return grant
 
 
@@ -91,8 +89,9 @@ cdef class Grant:
     cdef LimitDraw _key
     cdef readonly bint key_slot, settled
     cdef int64_t _key_tokens, _tokens
-    cdef list _seen             # LimitDraw of each deployment whose limits applied, in order
-    cdef list _charged          # tokens charged to each (-1: it refused)
+    # (LimitDraw, tokens charged; -1: it refused) of each deployment whose limits applied, in order;
+    # None until one did (a keyed request to a deployment without a rate limit allocates none)
+    cdef list _seen
 
     def __init__(self):
         raise TypeError("a Grant is made by Ledger.grant")
@@ -114,7 +113,7 @@ cdef class Grant:
     @property
     def seen(self):
         """Each deployment whose limits applied, in order, and the tokens charged to it (-1: refused)."""
-        return list(zip(self._seen, self._charged))
+        return list(self._seen or ())
 
     def acquire_slot(self):
         """One of the key's concurrency slots (every keyed request holds one; a key without
@@ -142,12 +141,11 @@ cdef class Grant:
         cdef double wait = _draw_take(draw, self._estimated() if draw.has_tokens else 0)
         if wait >= 0.0:
             return wait
-        if draw.has_tokens:
-            self._key_tokens = self._tokens
+        self.key_taken()
         return None
 
     def key_taken(self):
-        """The key's pair was taken by the caller (a store that must be awaited)."""
+        """The key's pair was taken (by ``take_key``, or by the caller from a store that must be awaited)."""
         if self._keyed().has_tokens:
             self._key_tokens = self._tokens
 
@@ -166,17 +164,20 @@ cdef class Grant:
         cdef double wait = _draw_take(dep, self._estimated() if dep.has_tokens else 0)
         if wait >= 0.0:
             return wait
-        self._seen.append(dep)
-        self._charged.append(self._tokens if dep.has_tokens else 0)
+        self._record(dep, self._tokens if dep.has_tokens else 0)
         return None
 
     def charged(self, LimitDraw dep not None):
-        self._seen.append(dep)
-        self._charged.append(self._tokens if dep.has_tokens else 0)
+        self._record(dep, self._tokens if dep.has_tokens else 0)
 
     def refused(self, LimitDraw dep not None):
-        self._seen.append(dep)
-        self._charged.append(-1)
+        self._record(dep, -1)
+
+    cdef int _record(self, LimitDraw dep, int64_t charged) except -1:
+        if self._seen is None:
+            self._seen = []
+        self._seen.append((dep, charged))
+        return 0
 
     def release(self):
         """Give back the key's concurrency slot (once)."""
@@ -201,7 +202,6 @@ cdef class Grant:
         cdef object usage = None, prompt = 0, completion = 0, cost
         cdef object served_by = None
         cdef int64_t used = 0, charged
-        cdef Py_ssize_t i
         cdef LimitDraw dep
         if served is not None:
             usage = self.req.usage
@@ -210,9 +210,7 @@ cdef class Grant:
             prompt = usage.get("prompt_tokens", 0)
             completion = usage.get("completion_tokens", 0)
             used = prompt + completion
-        for i in range(len(self._seen)):
-            dep = <LimitDraw>self._seen[i]
-            charged = self._charged[i]
+        for dep, charged in self._seen or ():
             if charged >= 0 and dep.has_tokens:
                 _draw_adjust(dep, (used if dep is served_by else 0) - charged)
         if self.key is None:
@@ -230,7 +228,8 @@ cdef class Grant:
     def rate_headers(self):
         """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left (the
         key's, then each deployment's that applied)."""
-        cdef list pairs = [dep.levels for dep in self._seen]
-        if self._key is not None and self._key.levels is not None:
-            pairs.insert(0, self._key.levels)
+        cdef list pairs = [self._key.levels] if self._key is not None and self._key.levels is not None else []
+        if self._seen is not None:
+            for dep, _ in self._seen:
+                pairs.append((<LimitDraw>dep).levels)
         return _rate_headers(pairs)

@@ -70,30 +70,31 @@ def _buckets(store: LimitStore, buckets: dict, scope: str, name: str) -> tuple[B
 
 
 class _Draw:
-    """The buckets one key or deployment draws on (for messages), the store's pair of them that a
-    request takes from, and the pair its ``x-ratelimit-*`` headers read (both None: no rate limit)."""
+    """The buckets one key or deployment draws on (for messages), and ``draw``, the core's
+    ``LimitDraw`` of them a grant takes: the store's pair a request takes from and the pair its
+    ``x-ratelimit-*`` headers read (``draw.pair`` None: no rate limit), and a key's slot."""
 
-    __slots__ = ("requests", "tokens", "pair", "levels")
+    __slots__ = ("requests", "tokens", "draw")
 
-    def __init__(self, store: LimitStore, requests: Bucket | None, tokens: Bucket | None):
+    def __init__(self, store: LimitStore, ledger, requests: Bucket | None, tokens: Bucket | None, slot=None):
         self.requests = requests
         self.tokens = tokens
-        self.pair = self.levels = None
+        pair = levels = None
         if requests is not None or tokens is not None:
             ids = (requests.id if requests is not None else -1, tokens.id if tokens is not None else -1)
-            self.pair = store.bucket_pair(*ids)
-            self.levels = store.levels_pair(*ids)
+            pair = store.bucket_pair(*ids)
+            levels = store.levels_pair(*ids)
+        self.draw = ledger.draw(pair, levels, slot)
 
 
 class KeyLimits(_Draw):
     """One gateway key's limits, as this worker reaches them (``draw``: as a grant takes them)."""
 
     __slots__ = ("name", "index", "concurrency", "budget_micro", "budget_usd", "period_kind", "period", "config",
-                 "spent", "draw")
+                 "spent")
 
     def __init__(self, config, index: int, store: LimitStore, buckets: dict, concurrency, ledger):
-        super().__init__(store, *_buckets(store, buckets, "key", config.name))
-        self.draw = ledger.draw(self.pair, self.levels, concurrency)
+        super().__init__(store, ledger, *_buckets(store, buckets, "key", config.name), slot=concurrency)
         self.config = config
         self.name = config.name
         self.index = index
@@ -110,11 +111,10 @@ class KeyLimits(_Draw):
 class DeploymentLimits(_Draw):
     """One deployment's ``rate_limit`` buckets and, under ``queue``, its rate queue."""
 
-    __slots__ = ("name", "gate_index", "gate", "policy", "draw")
+    __slots__ = ("name", "gate_index", "gate", "policy")
 
     def __init__(self, config, store: LimitStore, buckets: dict, gate_index: int | None, gate, ledger):
-        super().__init__(store, *_buckets(store, buckets, "deployment", config.name))
-        self.draw = ledger.draw(self.pair, self.levels) if self.pair is not None else None
+        super().__init__(store, ledger, *_buckets(store, buckets, "deployment", config.name))
         self.name = config.name
         self.gate_index = gate_index          # admission index of the rate queue (policy queue only)
         self.gate = gate
@@ -131,7 +131,6 @@ class Limits:
         ``key_concurrency``: shm ``KeyConcurrency`` per key index; ``gates``: deployment name ->
         admission index of its rate queue."""
         self.store = store
-        self.worker = worker
         self.metrics = metrics
         self.admission = admission
         gates = gates or {}
@@ -146,7 +145,7 @@ class Limits:
             gate_index = gates.get(d.name)
             gate = admission.admissions[gate_index] if gate_index is not None and admission else None
             limits = DeploymentLimits(d, store, buckets, gate_index, gate, self.ledger)
-            self.deployments.append(limits if limits.pair is not None else None)
+            self.deployments.append(limits if limits.draw.pair is not None else None)
         self.ledger.deployments = [d.draw if d is not None else None for d in self.deployments]
         # nothing to do per request when nothing is limited and no key is configured
         self.active = bool(self.keys) or any(self.deployments)
@@ -208,9 +207,9 @@ class Limits:
         grant = self.ledger.grant(key, req)
         if key is not None:
             self._key_checks(grant, key, req)
-            if key.pair is not None:
+            if key.draw.pair is not None:
                 try:
-                    ok, wait = await key.pair.take_async(grant.key_amount())
+                    ok, wait = await key.draw.pair.take_async(grant.key_amount())
                 except BaseException:
                     grant.release()
                     raise
@@ -276,7 +275,7 @@ class Limits:
     async def _take_deployment_async(self, grant: Grant, dep: DeploymentLimits, req, timeout_s: float) -> None:
         """``take_deployment`` over a store that asks Redis."""
         if dep.gate is None or dep.gate.counts() == _IDLE:
-            ok, wait = await dep.pair.take_async(grant.amount(dep.draw))
+            ok, wait = await dep.draw.pair.take_async(grant.amount(dep.draw))
             if ok:
                 grant.charged(dep.draw)
                 return
@@ -310,7 +309,8 @@ class Limits:
             raise
         try:
             while True:
-                ok, wait = dep.pair.take(tokens) if self.synchronous else await dep.pair.take_async(tokens)
+                pair = dep.draw.pair
+                ok, wait = pair.take(tokens) if self.synchronous else await pair.take_async(tokens)
                 if ok:
                     grant.charged(dep.draw)
                     return
