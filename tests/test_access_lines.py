@@ -184,3 +184,12 @@ def test_a_line_orjson_refuses_is_reported_and_the_others_keep_their_order(monke
         assert len(reported) == 1 and reported[0].msg.values[0] == "bad-\udcff-id"
     finally:
         p.close()
+
+
+@pytest.mark.parametrize("names, values", [((), ()), (("note", "ts"), ("x", 1.5)), (("duration_ms", "n"), (0.0123, 3))])
+def test_a_values_line_is_the_fields_line_with_no_field_or_a_field_named_as_the_envelope(names, values):
+    formatter = logs.JsonFormatter()
+    millis = 1 if names[:1] == ("duration_ms",) else 0
+    line = formatter.encoded_values_line(1.7e9, logging.INFO, "t", PID, names, values, millis)
+    assert line == formatter.encoded_line(1.7e9, logging.INFO, "t", PID, logs.fields_of(names, values, millis))
+    assert orjson.loads(line)["pid"] == PID

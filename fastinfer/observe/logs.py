@@ -184,11 +184,8 @@ class JsonFormatter(logging.Formatter):
             out = {"ts": iso_time(created), "level": _LEVEL_NAMES.get(levelno, "info"), "logger": name, "pid": pid}
             out.update(fields)
             return orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
-        envelope = _ENVELOPES.get((levelno, name, pid))
-        if envelope is None:
-            envelope = _envelope(levelno, name, pid)
         rest = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)     # {…}\n: its brace goes
-        return b'{"ts":"' + iso_time.encoded(created) + envelope + rest[1:]
+        return _head(created, levelno, name, pid) + rest[1:]
 
     def encoded_values_line(self, created: float, levelno: int, name: str, pid: int, names: tuple, values: tuple,
                             millis: int = 0) -> bytes:
@@ -197,12 +194,17 @@ class JsonFormatter(logging.Formatter):
         keys = _ENCODED_NAMES.get(names)
         if keys is None:
             keys = _encoded_names(names)
-            if keys is None:        # a field named as the envelope's: the line orjson makes of the dict
+            if keys is None:        # no field, or one named as the envelope's: the line orjson makes of the dict
                 return self.encoded_line(created, levelno, name, pid, fields_of(names, values, millis))
-        envelope = _ENVELOPES.get((levelno, name, pid))
-        if envelope is None:
-            envelope = _envelope(levelno, name, pid)
-        return json_line(b'{"ts":"' + iso_time.encoded(created) + envelope, keys, values, millis)
+        return json_line(_head(created, levelno, name, pid), keys, values, millis)
+
+
+def _head(created: float, levelno: int, name: str, pid: int) -> bytes:
+    """A JSON line up to its first field: ``{"ts":…,"level":…,"logger":…,"pid":…,``."""
+    envelope = _ENVELOPES.get((levelno, name, pid))
+    if envelope is None:
+        envelope = _envelope(levelno, name, pid)
+    return b'{"ts":"' + iso_time.encoded(created) + envelope
 
 
 _ENVELOPE_KEYS = frozenset(("ts", "level", "logger", "pid"))
@@ -211,8 +213,9 @@ _ENCODED_NAMES: dict[tuple, tuple] = {}
 
 
 def _encoded_names(names: tuple) -> tuple | None:
-    """Each name as a JSON object's key (``"name":``); None when one is the envelope's."""
-    if not _ENVELOPE_KEYS.isdisjoint(names):
+    """Each name as a JSON object's key (``"name":``); None for no name (the envelope's own object) or
+    when one is the envelope's."""
+    if not names or not _ENVELOPE_KEYS.isdisjoint(names):
         return None
     if len(_ENCODED_NAMES) >= 64:      # callers pass a few constant tuples
         _ENCODED_NAMES.clear()
