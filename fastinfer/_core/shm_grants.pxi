@@ -210,9 +210,13 @@ cdef class Grant:
             prompt = usage.get("prompt_tokens", 0)
             completion = usage.get("completion_tokens", 0)
             used = prompt + completion
-        for dep, charged in self._seen or ():
-            if charged >= 0 and dep.has_tokens:
-                _draw_adjust(dep, (used if dep is served_by else 0) - charged)
+        cdef tuple seen
+        if self._seen is not None:
+            for seen in self._seen:
+                dep = <LimitDraw>seen[0]
+                charged = seen[1]
+                if charged >= 0 and dep.has_tokens:
+                    _draw_adjust(dep, (used if dep is served_by else 0) - charged)
         if self.key is None:
             return
         if self._key_tokens >= 0:
@@ -229,7 +233,8 @@ cdef class Grant:
         """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left (the
         key's, then each deployment's that applied)."""
         cdef list pairs = [self._key.levels] if self._key is not None and self._key.levels is not None else []
+        cdef tuple seen
         if self._seen is not None:
-            for dep, _ in self._seen:
-                pairs.append((<LimitDraw>dep).levels)
+            for seen in self._seen:
+                pairs.append((<LimitDraw>seen[0]).levels)
         return _rate_headers(pairs)
