@@ -161,7 +161,33 @@ cdef char *_put_millis(char *out, value) except NULL:
         raise OverflowError(f"cannot write {value!r} seconds as milliseconds")
     if fabs(micro) >= 9.2e18:                   # past int64: as Python does it
         return _put_float(out, int(micro) / 1000)
-    return _put_float(out, <double>(<int64_t>micro) / 1000.0)
+    if fabs(micro) >= 1e15:
+        return _put_float(out, <double>(<int64_t>micro) / 1000.0)
+    return _put_thousandths(out, <int64_t>micro)
+
+
+cdef char *_put_thousandths(char *out, int64_t n) noexcept:
+    """``n / 1000`` as its shortest round trip, from the integer's digits (no float formatting): below
+    10**15 two numbers of at most three decimals are never the same double, so the shortest text of
+    ``n / 1000`` is ``n``'s digits with the point three from the end, its trailing zeros dropped
+    (``1.5``, ``0.001``, ``12.0``)."""
+    cdef int64_t whole, part
+    if n < 0:
+        out[0] = b'-'
+        out += 1
+        n = -n
+    whole = n // 1000
+    part = n % 1000
+    out += fi_decimal(out, whole)
+    out[0] = b'.'
+    out[1] = <char>(48 + part // 100)
+    if part % 100 == 0:
+        return out + 2
+    out[2] = <char>(48 + part // 10 % 10)
+    if part % 10 == 0:
+        return out + 3
+    out[3] = <char>(48 + part % 10)
+    return out + 4
 
 
 cdef char *_put_value(char *out, value, bint millis) except NULL:

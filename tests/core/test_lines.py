@@ -57,6 +57,16 @@ def test_seconds_are_written_as_milliseconds_to_three_decimals():
         assert both((bad,), millis=1)[0] is both((bad,), millis=1)[1]
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.integers(-10**16, 10**16), st.sampled_from([1.0, 1e-6, 1e-3]))
+def test_milliseconds_from_digits_are_the_shortest_round_trip(micro, unit):
+    """Below 10**15 µs a duration's milliseconds are written from the integer's digits, not formatted
+    as a float: the same text as orjson's of ``int(s * 1e6 + 0.5) / 1000`` on both sides of the switch."""
+    seconds = micro * unit / 1e6
+    line = compiled.json_line(HEAD, keys(1), (seconds,), millis=1)
+    assert line == HEAD + b'"k0":' + orjson.dumps(int(seconds * 1e6 + 0.5) / 1000) + b"}\n"
+
+
 def test_keys_and_values_must_pair():
     with pytest.raises(ValueError):
         compiled.json_line(HEAD, keys(2), (1,))
