@@ -77,7 +77,7 @@ def _exchanges_us(monkeypatch, compiled: bool, number: int, reads: list[bytes] =
         def is_closing(self):
             return False
 
-    class Sink:
+    class Sink(h1.Sink):
         def on_head(self, status, headers):
             pass
 
@@ -165,8 +165,8 @@ def _former_head_bytes(status: int, headers, tail: str, length: int | None, keep
     """``answer._head_bytes`` as it was before ``answer_head``."""
     from aiohttp.helpers import rfc822_formatted_time
 
-    from fastinfer.gateway.answer import _status_line
-    line = _status_line(status)
+    from fastinfer.gateway.answer import _STATUS_LINES
+    line = _STATUS_LINES[status]
     fields = ("\r\n".join(map(": ".join, headers.items())) + "\r\n").encode() if headers else b""
     if len(fields) - len(fields.translate(None, _CONTROL)) != 2 * len(headers):
         raise ValueError("Forbidden control character in an answer's headers")
