@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastinfer.errors import UpstreamFailure, UpstreamTimeout
-from fastinfer.transport.h1 import MAX_FRAMING, H1Connection, build_request
+from fastinfer.transport.h1 import MAX_FRAMING, H1Connection, Sink as SinkBase, build_request
 from fastinfer.transport.pool import Pool
 from fastinfer.transport.states import CLOSED, IDLE
 
@@ -37,7 +37,7 @@ class FakeTransport:
         self.paused = False
 
 
-class Sink:
+class Sink(SinkBase):
     def __init__(self):
         self.status = None
         self.headers = None
@@ -417,3 +417,50 @@ def test_a_sink_that_raises_on_an_answer_read_whole_ends_the_exchange_with_an_up
     sink, conn, _ = run(lambda: exchange([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"], Exploding()))
     (error,) = sink.ended
     assert isinstance(error, UpstreamFailure) and conn.transport.aborted and conn.state is CLOSED
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [200, 429])
+def test_an_answer_read_whole_reaches_the_caller_as_the_split_one_does(stream, status):
+    """An answer that comes whole in one read is told to the exchange in one call (``on_whole``): its
+    reply is the one the head-data-end calls made — a body, or for a 200 to a stream the first bytes
+    and an ended stream — and the connection goes back to the pool for the next request."""
+    from fastinfer.transport.exchange import exchange as upstream_exchange
+    body = b'{"id":"x","choices":[]}'
+    answer = b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        status, len(body), body)
+
+    async def go():
+        served = []
+
+        async def serve(reader, writer):
+            while await reader.readuntil(b"\r\n\r\n"):
+                served.append(1)
+                writer.write(answer)        # one write: one read on the other side
+                await writer.drain()
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        pool = Pool(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+        replies, ends = [], []
+        try:
+            for _ in range(2):
+                reply = await upstream_exchange(pool, build_request("POST", "/v1/x", pool.host_header, {}, b"{}"),
+                                                stream, Timeouts)
+                replies.append(reply)
+                if reply.stream is not None:
+                    chunks = []
+                    reply.stream.start(chunks.append, ends.append)
+                    replies.append(chunks)
+            return replies, ends, len(pool._idle), len(served)
+        finally:
+            pool.close()
+            server.close()
+    replies, ends, idle, served = asyncio.run(go())
+    assert served == 2 and idle == 1        # the second request reused the first one's connection
+    if stream and status == 200:
+        first, chunks, second, _ = replies
+        assert (first.status, first.first, first.body, chunks) == (200, body, None, [])
+        assert first.headers["content-type"] == "application/json" and ends == [None, None]
+    else:
+        for reply in replies:
+            assert (reply.status, reply.body, reply.stream) == (status, body, None)
+            assert reply.headers["content-length"] == str(len(body))

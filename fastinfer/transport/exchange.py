@@ -10,11 +10,11 @@ import asyncio
 
 from ..errors import GatewayError, UpstreamFailure
 from .reply import UpstreamReply, UpstreamStream
-from .h1 import H1Connection, build_request
+from .h1 import H1Connection, Sink, build_request
 from .pool import Pool
 
 
-class _Exchange(UpstreamStream):
+class _Exchange(UpstreamStream, Sink):
     """The sink of one response: buffers until the caller has what it waits for.
 
     Once a stream is started, the connection hands the body straight to the
@@ -47,6 +47,17 @@ class _Exchange(UpstreamStream):
     def on_data(self, data: bytes) -> None:
         self.parts.append(data)
         if self.streaming and not self.ready.done():
+            self.ready.set_result(None)
+
+    def on_whole(self, status: int, headers: dict, body: bytes) -> None:
+        if self.want_stream and status == 200:      # a stream asked for and answered whole
+            super().on_whole(status, headers, body)
+            return
+        self.status = status
+        self.headers = headers
+        self.parts.append(body)
+        self.ended = True
+        if not self.ready.done():
             self.ready.set_result(None)
 
     def on_end(self, error: GatewayError | None) -> None:

@@ -45,12 +45,25 @@ MAX_HEAD = 64 * 1024        # bytes of response head (status line and headers, 1
 MAX_FRAMING = 8 * 1024      # bytes between two pieces of body: a chunk-size line with its extensions, trailers
 
 
-class Sink(Protocol):
-    """Receives one response. Calls arrive in order: head, data*, end (exactly once)."""
+class Sink:
+    """Receives one response. Calls arrive in order: head, data*, end (exactly once); or, for an
+    answer that came whole in one read, ``on_whole`` alone (which is the three, unless a sink has a
+    shorter way: one call where the usual non-streamed answer made five)."""
 
-    def on_head(self, status: int, headers: dict[str, str]) -> None: ...
-    def on_data(self, data: bytes) -> None: ...
-    def on_end(self, error: GatewayError | None) -> None: ...
+    def on_head(self, status: int, headers: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def on_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_end(self, error: GatewayError | None) -> None:
+        raise NotImplementedError
+
+    def on_whole(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.on_head(status, headers)
+        if body:
+            self.on_data(body)
+        self.on_end(None)
 
 
 class Timeouts(Protocol):
@@ -258,15 +271,18 @@ class H1Connection(asyncio.Protocol):
     def _take_whole(self, sink: Sink, data: bytes, status: int, headers: dict[str, str], body_start: int,
                     keep_alive: bool) -> None:
         """An answer that came whole in one read, read by ``whole_response`` instead of llhttp (which
-        has seen none of it, so it stays at a message's start): what llhttp's callbacks would do."""
-        if not self._head_read(sink, status, headers, LENGTH, keep_alive):
-            return  # the sink aborted on the head
-        if body_start < len(data):
-            self._on_data(data[body_start:])
-            if self.sink is None:
-                return  # the sink aborted on the data
-        self.state = self.state.moves[END]
-        self._finish()
+        has seen none of it, so it stays at a message's start): the sink has all of it in one call,
+        then the connection goes back to the pool. (A sink that raises fails the exchange, as any
+        sink's data does; one that aborted keeps the connection from the pool.)"""
+        self.state = self.state.moves[HEAD].moves[END]
+        self._status = status
+        self._headers = headers
+        self._framing = LENGTH
+        sink.on_whole(status, headers, data[body_start:])
+        if self.sink is None:
+            return  # the sink aborted
+        self.sink = self._on_data = None
+        self.pool.release(self, keep_alive and self._keep_alive)
 
     def _head_read(self, sink: Sink, status: int, headers: dict[str, str], framing, keep_alive: bool) -> bool:
         """A head read without llhttp, to the sink; False when the sink aborted on it."""
