@@ -14,7 +14,7 @@ not kept.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable
 
 import orjson
 
@@ -44,15 +44,14 @@ class Provider:
         """The OpenAI endpoints this upstream has ("chat", and for OpenAI-shaped ones "completions", "embeddings")."""
         return self.format.endpoints
 
-    async def send(self, session, req, caller: Format, timeouts, extra: dict | None = None) -> UpstreamReply:
-        """One upstream call for ``req`` (in ``caller``'s format) on ``session``'s replica;
-        ``extra`` fields are added to the upstream body (a backend session's ``session_params``)."""
-        deployment = self.deployment
-        body = self.format.upstream_body(req, caller, deployment)
+    def send(self, session, req, caller: Format, timeouts, extra: dict | None = None) -> Awaitable[UpstreamReply]:
+        """One upstream call for ``req`` (in ``caller``'s format) on ``session``'s replica, to await;
+        ``extra`` fields are added to the upstream body (a backend session's ``session_params``).
+        (The exchange's own coroutine, not one awaiting it: a coroutine level costs every request.)"""
+        body = self.format.upstream_body(req, caller, self.deployment)
         if extra:
             body.update(extra)
-        body = orjson.dumps(body)
-        return await exchange(session.pool, framed(self._head(session, req), body), req.stream, timeouts)
+        return exchange(session.pool, framed(self._head(session, req), orjson.dumps(body)), req.stream, timeouts)
 
     def _head(self, session, req) -> bytes:
         """The head of ``req``'s upstream request on ``session``'s replica (kept: the module's docstring)."""
