@@ -7,6 +7,7 @@ flood of bad requests can cause.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -328,6 +329,30 @@ def test_a_key_shaped_request_id_is_redacted(gw):
     assert post(gw, CHAT, chosen)[0] == 200
     entry = wait_for(lambda: next((e for e in access_lines(gw).values() if e["request_id"].startswith("sk-")), None))
     assert entry and entry["request_id"] == "sk-****" and chosen not in gw.stderr()
+
+
+def test_a_request_id_made_by_the_gateway_is_logged_as_it_is_and_a_client_cannot_pass_for_one(gw):
+    """Ids the worker made are shown unredacted (no search a line); a client's id that starts like them
+    is not kept (on one connection: the same worker), so a key-shaped id cannot slip through as one."""
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {CLIENT_KEY}"}
+    try:
+        conn.request("POST", "/v1/chat/completions", json.dumps(CHAT), headers)
+        made = conn.getresponse()
+        made.read()
+        made_id = made.getheader("x-request-id")
+        prefix = made_id.rsplit("-", 1)[0] + "-"
+        posing = prefix + "sk-posing-as-made-0123456789"
+        conn.request("POST", "/v1/chat/completions", json.dumps(CHAT), {**headers, "x-request-id": posing})
+        answer = conn.getresponse()
+        answer.read()
+    finally:
+        conn.close()
+    assert made.status == answer.status == 200
+    given_id = answer.getheader("x-request-id")
+    assert given_id != posing and given_id.startswith(prefix) and given_id != made_id
+    assert line_of(gw, made_id)["request_id"] == made_id and line_of(gw, given_id)
+    assert "sk-posing" not in gw.stderr()
 
 
 _NOT_HTTP = [b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",

@@ -11,6 +11,11 @@ seconds written as milliseconds to 3 decimals (``int(s * 1e6 + 0.5) / 1000``). A
 type orjson would need its own rules for, a string that is not valid UTF-8, an integer past 64
 bits) raises, and the caller makes that line the other way.
 
+``stamped_line(created, envelope, keys, values, millis)``: the same line with its head written
+here — ``{"ts":"`` and ``created`` (Unix seconds) as ISO 8601 UTC with milliseconds, as
+``observe.logs`` writes every line's, then ``envelope`` (``",…,``, the rest of the head) — the part
+up to the second formatted once a second.
+
 Why: the access log's flush built a dict of sixteen fields per line and handed it to orjson; the
 dict's construction cost more than the line. Must not touch: which fields a line has or what they
 mean (``observe.access``), logging. The reference is ``ref/lines.py`` (orjson itself).
@@ -23,6 +28,17 @@ from libc.math cimport fabs, isfinite
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, strchr, strlen
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct tm:
+        int tm_sec
+        int tm_min
+        int tm_hour
+        int tm_mday
+        int tm_mon
+        int tm_year
+    tm *gmtime_r(const time_t *timep, tm *result)
 
 cdef extern from "decimal.h":
     int fi_decimal(char *out, long long n) nogil
@@ -215,7 +231,13 @@ cdef char *_put_value(char *out, value, bint millis) except NULL:
 
 def json_line(bytes head not None, tuple keys not None, tuple values not None, uint64_t millis=0):
     """``head``, then ``keys[i]`` and ``values[i]`` for every i, ``}`` and a newline (see the module)."""
-    cdef Py_ssize_t n = len(keys), i, most = PyBytes_GET_SIZE(head) + 2
+    return _line(PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head), NULL, 0, keys, values, millis)
+
+
+cdef bytes _line(const char *head, Py_ssize_t head_size, const char *more, Py_ssize_t more_size, tuple keys,
+                 tuple values, uint64_t millis):
+    """The line of ``json_line``, its head in two parts (``head``, then ``more``)."""
+    cdef Py_ssize_t n = len(keys), i, most = head_size + more_size + 2
     cdef bytes key
     cdef char *line
     cdef char *out
@@ -227,8 +249,9 @@ def json_line(bytes head not None, tuple keys not None, tuple values not None, u
     if line == NULL:
         raise MemoryError()
     try:
-        memcpy(line, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head))
-        out = line + PyBytes_GET_SIZE(head)
+        memcpy(line, head, head_size)
+        memcpy(line + head_size, more, more_size)
+        out = line + head_size + more_size
         for i in range(n):
             key = <bytes>keys[i]
             if i:
@@ -240,3 +263,58 @@ def json_line(bytes head not None, tuple keys not None, tuple values not None, u
         return PyBytes_FromStringAndSize(line, out + 2 - line)
     finally:
         free(line)
+
+
+# the timestamp's part up to the second, formatted once a second: "YYYY-MM-DDTHH:MM:SS"
+cdef long long _stamp_second = -1
+cdef char _stamp_prefix[19]
+cdef double _LAST_STAMPED = 253402300800.0     # 10000-01-01: four-digit years only
+
+
+cdef void _put_2(char *out, int n) noexcept:
+    out[0] = <char>(48 + n // 10)
+    out[1] = <char>(48 + n % 10)
+
+
+cdef int _renew_stamp(long long second) except -1:
+    global _stamp_second
+    cdef time_t t = <time_t>second
+    cdef tm parts
+    if gmtime_r(&t, &parts) == NULL:
+        raise ValueError(f"cannot write {second} as a timestamp")
+    _put_2(_stamp_prefix, (parts.tm_year + 1900) // 100)
+    _put_2(_stamp_prefix + 2, (parts.tm_year + 1900) % 100)
+    _stamp_prefix[4] = b'-'
+    _put_2(_stamp_prefix + 5, parts.tm_mon + 1)
+    _stamp_prefix[7] = b'-'
+    _put_2(_stamp_prefix + 8, parts.tm_mday)
+    _stamp_prefix[10] = b'T'
+    _put_2(_stamp_prefix + 11, parts.tm_hour)
+    _stamp_prefix[13] = b':'
+    _put_2(_stamp_prefix + 14, parts.tm_min)
+    _stamp_prefix[16] = b':'
+    _put_2(_stamp_prefix + 17, parts.tm_sec)
+    _stamp_second = second
+    return 0
+
+
+def stamped_line(double created, bytes envelope not None, tuple keys not None, tuple values not None,
+                 uint64_t millis=0):
+    """``json_line`` whose head is ``{"ts":"<created as 2026-12-02T04:12:06.123Z>`` and ``envelope``;
+    a time before 1970 or past 9999 raises (the caller makes that line the other way)."""
+    cdef long long second
+    cdef int ms
+    cdef char head[32]
+    if not 0.0 <= created < _LAST_STAMPED:
+        raise ValueError(f"cannot write {created!r} as a timestamp")
+    second = <long long>created
+    ms = <int>((created - second) * 1000)
+    if second != _stamp_second:
+        _renew_stamp(second)
+    memcpy(head, b'{"ts":"', 7)
+    memcpy(head + 7, _stamp_prefix, 19)
+    head[26] = b'.'
+    head[27] = <char>(48 + ms // 100)
+    _put_2(head + 28, ms % 100)
+    head[30] = b'Z'
+    return _line(head, 31, PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), keys, values, millis)

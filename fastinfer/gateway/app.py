@@ -72,7 +72,8 @@ class Gateway:
         self.tracing = None if telemetry is None else Tracing(telemetry.otlp_endpoint, telemetry.service_name,
                                                               telemetry.sample_ratio)
         # one middleware instance (one request-id sequence) for the public and the admin listener
-        self._error_middleware = error_middleware(RequestIds(), self._error_answered, self.drain)
+        self._ids = RequestIds()
+        self._error_middleware = error_middleware(self._ids, self._error_answered, self.drain)
         created = int(time.time())
         self._models_body = orjson.dumps({"object": "list", "data": [
             {"id": name, "object": "model", "created": created, "owned_by": d.config.provider}
@@ -225,7 +226,8 @@ class Gateway:
             self.engine.metrics.request("", status)
         if self.access_log is not None:
             self.access_log.add(
-                ts=time.time(), request_id=request[REQUEST_ID], key=None, deployment=None, replica=None,
+                ts=time.time(), request_id=self._ids.shown(request[REQUEST_ID]), key=None, deployment=None,
+                replica=None,
                 status=status, attempts=0, stream=False, duration_s=None, ttft_s=None, overhead_s=None,
                 prompt_tokens=None, completion_tokens=None, cost_usd=None, error=error.message,
                 method=request.method, path=request.path)
@@ -263,9 +265,10 @@ class Gateway:
             attempts, stream = 0, False
         else:
             replica, usage, cost, attempts, stream = req.replica, req.usage, req.cost_usd, req.attempts, req.stream
+        request_id = self._ids.shown(request[REQUEST_ID])
         if self.access_log is not None:
             self.access_log.add(
-                ts=time.time() - duration, request_id=request[REQUEST_ID], key=key, deployment=data.deployment,
+                ts=time.time() - duration, request_id=request_id, key=key, deployment=data.deployment,
                 replica=replica, status=status, attempts=attempts, stream=stream, duration_s=duration,
                 ttft_s=None if result is None else result.ttft_s,
                 overhead_s=None if result is None else result.overhead_s,
@@ -273,8 +276,7 @@ class Gateway:
                 completion_tokens=None if usage is None else usage.get("completion_tokens"),
                 cost_usd=cost, error=error_text, method=request.method, path=request.path)
         if data.trace is not None:
-            data.trace.end(status, request[REQUEST_ID], key, data.deployment, attempts, stream, usage, cost,
-                           error_text)
+            data.trace.end(status, request_id, key, data.deployment, attempts, stream, usage, cost, error_text)
 
     async def _close_observers(self, app: web.Application) -> None:
         """The worker is draining: write the access lines kept, export the spans pending."""

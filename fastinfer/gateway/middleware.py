@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..errors import GatewayError
 from ..observe import log_bug
+from ..redact import redact
 from .errors import error_response
 
 REQUEST_ID = web.RequestKey("fastinfer.request_id", str)     # the id every answer carries
@@ -34,17 +35,25 @@ def api_of(path: str) -> str:
 
 
 class RequestIds:
-    """``x-request-id`` kept when it is short and printable, else ``<random>-<n>``, unique per worker."""
+    """``x-request-id`` kept when it is short and printable, else ``<random>-<n>``, unique per worker.
+
+    Logs and traces show a client's id redacted (it may paste anything) and one made here as it is
+    (``shown``): what is made here starts with the worker's random prefix, which a client's id may
+    not (one that does is replaced), so the prefix alone tells them apart, without a search."""
 
     def __init__(self):
-        self._prefix = os.urandom(6).hex()
+        self._prefix = os.urandom(6).hex() + "-"
         self._counter = itertools.count(1)
 
     def of(self, request: web.Request) -> str:
         given = request.headers.get("x-request-id")
-        if given and len(given) <= _REQUEST_ID_MAX and given.isprintable():
+        if given and len(given) <= _REQUEST_ID_MAX and given.isprintable() and not given.startswith(self._prefix):
             return given
-        return f"{self._prefix}-{next(self._counter)}"
+        return f"{self._prefix}{next(self._counter)}"
+
+    def shown(self, request_id: str) -> str:
+        """``request_id`` as logs and traces show it."""
+        return request_id if request_id.startswith(self._prefix) else redact(request_id)
 
 
 def error_middleware(ids: RequestIds, answered, drain):

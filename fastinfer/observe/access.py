@@ -10,8 +10,8 @@ something else would see the records (another handler, a filter), they are recor
 (``_AccessRecord``: the attributes they share are its class's, no caller lookup),
 whose message, ``AccessLine``, gives the same fields to the JSON formatter, or
 ``key=value`` pairs to the text one — the same line either way. Error texts,
-request ids (a client may choose its own) and unknown model names are redacted when
-written; keys appear by name only.
+paths and unknown model names are redacted when written; request ids come as the
+gateway shows them (a client's redacted); keys appear by name only.
 
 Must not touch: what a request does, its metrics, its status. It is told what happened.
 """
@@ -54,10 +54,13 @@ _shown_paths = _ShownPaths()
 
 def shown_values(values: tuple, known_deployment: bool) -> tuple:
     """An access line's values (``FIELDS``, in order; durations in seconds) from those ``AccessLog.add``
-    kept, made safe: client-chosen strings redacted, an unknown model's name capped."""
+    kept, made safe: client-chosen strings redacted, an unknown model's name capped. A line with no
+    error, of a deployment that exists and a path shown as it is (nearly every line) is safe as kept."""
+    if known_deployment and values[13] is None and _shown_paths[values[15]] == values[15]:
+        return values
     (request_id, key, deployment, replica, status, attempts, stream, duration_s, ttft_s, overhead_s,
      prompt_tokens, completion_tokens, cost_usd, error, method, path) = values
-    return (redact(request_id), key, deployment if known_deployment else _shown(deployment), replica, status,
+    return (request_id, key, deployment if known_deployment else _shown(deployment), replica, status,
             attempts, stream, duration_s, ttft_s, overhead_s, prompt_tokens, completion_tokens, cost_usd,
             None if error is None else redact(error), method, _shown_paths[path])
 
@@ -119,7 +122,8 @@ class AccessLog:
             status: int, attempts: int, stream: bool, duration_s: float | None, ttft_s: float | None,
             overhead_s: float | None, prompt_tokens: int | None, completion_tokens: int | None,
             cost_usd: float | None, error: str | None, method: str, path: str) -> None:
-        """One answered request (``ts``: when it arrived, wall clock). Kept, written within ``FLUSH_S``."""
+        """One answered request (``ts``: when it arrived, wall clock; ``request_id`` as the gateway
+        shows it, a client's redacted). Kept, written within ``FLUSH_S``."""
         pending = self._pending
         pending.append((ts, (request_id, key, deployment, replica, status, attempts, stream, duration_s, ttft_s,
                              overhead_s, prompt_tokens, completion_tokens, cost_usd, error, method, path)))

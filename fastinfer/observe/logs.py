@@ -31,7 +31,7 @@ import time
 
 import orjson
 
-from .._core.lines import json_line
+from .._core.lines import stamped_line
 from ..redact import redact
 from .ratelimit import LIBRARY_LINES, LibraryLines
 
@@ -190,21 +190,18 @@ class JsonFormatter(logging.Formatter):
     def encoded_values_line(self, created: float, levelno: int, name: str, pid: int, names: tuple, values: tuple,
                             millis: int = 0) -> bytes:
         """``encoded_line`` of the fields ``names`` with ``values`` (``fields_of``), written in one compiled
-        pass (``_core.lines.json_line``: orjson's rendering, no dict between)."""
+        pass, its timestamp too (``_core.lines.stamped_line``: orjson's rendering, no dict between)."""
         keys = _ENCODED_NAMES.get(names)
         if keys is None:
             keys = _encoded_names(names)
             if keys is None:        # no field, or one named as the envelope's: the line orjson makes of the dict
                 return self.encoded_line(created, levelno, name, pid, fields_of(names, values, millis))
-        return json_line(_head(created, levelno, name, pid), keys, values, millis)
+        return stamped_line(created, _envelope(levelno, name, pid), keys, values, millis)
 
 
 def _head(created: float, levelno: int, name: str, pid: int) -> bytes:
     """A JSON line up to its first field: ``{"ts":…,"level":…,"logger":…,"pid":…,``."""
-    envelope = _ENVELOPES.get((levelno, name, pid))
-    if envelope is None:
-        envelope = _envelope(levelno, name, pid)
-    return b'{"ts":"' + iso_time.encoded(created) + envelope
+    return b'{"ts":"' + iso_time.encoded(created) + _envelope(levelno, name, pid)
 
 
 _ENVELOPE_KEYS = frozenset(("ts", "level", "logger", "pid"))
@@ -232,10 +229,12 @@ def fields_of(names: tuple, values: tuple, millis: int = 0) -> dict:
 
 def _envelope(levelno: int, name: str, pid: int) -> bytes:
     """``","level":…,"logger":…,"pid":…,``: what follows the timestamp's value, as orjson writes it."""
-    if len(_ENVELOPES) >= 64:       # a process has a few loggers; a pid changes by forking
-        _ENVELOPES.clear()
-    encoded = _ENVELOPES[levelno, name, pid] = b'",' + orjson.dumps(
-        {"level": _LEVEL_NAMES.get(levelno, "info"), "logger": name, "pid": pid})[1:-1] + b","
+    encoded = _ENVELOPES.get((levelno, name, pid))
+    if encoded is None:
+        if len(_ENVELOPES) >= 64:       # a process has a few loggers; a pid changes by forking
+            _ENVELOPES.clear()
+        encoded = _ENVELOPES[levelno, name, pid] = b'",' + orjson.dumps(
+            {"level": _LEVEL_NAMES.get(levelno, "info"), "logger": name, "pid": pid})[1:-1] + b","
     return encoded
 
 

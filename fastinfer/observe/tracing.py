@@ -107,9 +107,11 @@ class RequestTrace:
 
     def end(self, status: int, request_id: str, key: str | None, deployment: str | None, attempts: int,
             stream: bool, usage: dict | None, cost_usd: float | None, error: str | None) -> None:
+        """The request's span ends (``request_id`` as the gateway shows it: a client's redacted)."""
         span = self.span
-        # the request id and an unknown model's name are the client's choice: redacted like the access log's
-        attributes = {"http.response.status_code": status, "fastinfer.request_id": redact(request_id),
+        # an unknown model's name is the client's choice: redacted like the access log's (the request
+        # id comes shown: a client's redacted by the gateway)
+        attributes = {"http.response.status_code": status, "fastinfer.request_id": request_id,
                       "fastinfer.attempts": attempts, "fastinfer.stream": stream}
         if key is not None:
             attributes["fastinfer.key"] = key

@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from fastinfer._core import lines as compiled
 from fastinfer._core.ref import lines as reference
+from fastinfer.observe.logs import iso_time
 
 HEAD = b'{"ts":"2026-12-02T01:02:03.004Z","pid":7,'
 
@@ -65,6 +66,28 @@ def test_milliseconds_from_digits_are_the_shortest_round_trip(micro, unit):
     seconds = micro * unit / 1e6
     line = compiled.json_line(HEAD, keys(1), (seconds,), millis=1)
     assert line == HEAD + b'"k0":' + orjson.dumps(int(seconds * 1e6 + 0.5) / 1000) + b"}\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.floats(0, 253402300799.999), st.integers(0, 253402300799).map(float),
+                 st.sampled_from([0.0, 0.9995, 951782400.0, 1764648726.9999999, 4102444800.001])))
+def test_a_stamped_line_is_the_reference_line_and_the_logs_timestamp(created):
+    """The line's head: ``created`` as the logs write every timestamp, the part up to the second
+    formatted once a second (two lines a second apart, or in the same second, both right)."""
+    envelope = b'","level":"info","logger":"fastinfer.access","pid":7,'
+    for t in (created, created + 1.0, created):
+        if t >= 253402300800.0:
+            continue
+        line = compiled.stamped_line(t, envelope, keys(2), ("a", 0.0015), millis=0b10)
+        assert line == reference.stamped_line(t, envelope, keys(2), ("a", 0.0015), millis=0b10)
+        assert line.startswith(b'{"ts":"' + iso_time.encoded(t) + envelope)
+
+
+@pytest.mark.parametrize("created", [-0.5, -1e9, 253402300800.0, math.inf, math.nan])
+def test_a_time_a_stamp_cannot_show_raises_in_both(created):
+    for impl in (compiled, reference):
+        with pytest.raises(ValueError):
+            impl.stamped_line(created, b",", keys(1), (1,))
 
 
 def test_keys_and_values_must_pair():

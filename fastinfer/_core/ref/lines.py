@@ -4,6 +4,8 @@ Must not touch: which fields a line has (``observe.access``), logging.
 """
 from __future__ import annotations
 
+import time
+
 import orjson
 
 
@@ -27,3 +29,16 @@ def _millis(seconds) -> float:
     if type(seconds) is not float and (type(seconds) is bool or not isinstance(seconds, int)):
         raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
     return int(seconds * 1e6 + 0.5) / 1000      # NaN: ValueError; an infinity: OverflowError
+
+
+_LAST_STAMPED = 253402300800.0     # 10000-01-01: four-digit years only
+
+
+def stamped_line(created: float, envelope: bytes, keys: tuple, values: tuple, millis: int = 0) -> bytes:
+    """``json_line`` whose head is ``{"ts":"`` with ``created`` as ISO 8601 UTC with milliseconds, and
+    ``envelope``; a time before 1970 or past 9999 raises."""
+    if not 0.0 <= created < _LAST_STAMPED:
+        raise ValueError(f"cannot write {created!r} as a timestamp")
+    second = int(created)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{int((created - second) * 1000):03d}Z"
+    return json_line(b'{"ts":"' + stamp.encode() + envelope, keys, values, millis)
