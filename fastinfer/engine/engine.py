@@ -307,7 +307,8 @@ class Engine:
                     metrics.retry(cfg.name)
                 tried |= 1 << index
                 credential_version = session.source.version
-                timeouts = _attempt_timeouts(cfg.timeouts, req.deadline, loop.time())
+                timeouts = (cfg.timeouts if req.deadline is None
+                            else _attempt_timeouts(cfg.timeouts, req.deadline, loop.time()))
                 extra = None
                 if backend_key is not None:
                     extra = await self.affinity.open_backend(dep.index, backend_key, index, timeouts, after)
@@ -393,10 +394,8 @@ class Engine:
         return -1, False
 
 
-def _attempt_timeouts(configured, deadline: float | None, now: float):
+def _attempt_timeouts(configured, deadline: float, now: float):
     """The deployment's timeouts, each capped by what is left of the client's deadline."""
-    if deadline is None:
-        return configured
     left = max(0.001, deadline - now)
     return FixedTimeouts(min(configured.connect_s, left), min(configured.first_byte_s, left),
                      min(configured.idle_s, left), min(configured.total_s, left))

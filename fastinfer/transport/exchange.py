@@ -53,12 +53,9 @@ class _Exchange(UpstreamStream, Sink):
         if self.want_stream and status == 200:      # a stream asked for and answered whole
             super().on_whole(status, headers, body)
             return
-        self.status = status
-        self.headers = headers
-        self.parts.append(body)
         self.ended = True
-        if not self.ready.done():
-            self.ready.set_result(None)
+        if not self.ready.done():       # (cancelled: the caller left)
+            self.ready.set_result(UpstreamReply(status, headers, body, None, None))   # the reply itself
 
     def on_end(self, error: GatewayError | None) -> None:
         self.ended = True
@@ -117,7 +114,7 @@ async def exchange(pool: Pool, framed: bytes, stream: bool, timeouts) -> Upstrea
         sink = _Exchange(conn, stream)
         conn.send(framed, sink, timeouts)
         try:
-            await sink.ready
+            reply = await sink.ready
             break
         except UpstreamFailure:
             # a kept-alive connection the upstream closed as we reused it: one fresh try
@@ -127,6 +124,8 @@ async def exchange(pool: Pool, framed: bytes, stream: bool, timeouts) -> Upstrea
         except asyncio.CancelledError:
             sink.close()
             raise
+    if reply is not None:       # a whole answer (``on_whole``)
+        return reply
     if sink.streaming:
         first = sink.parts.pop(0)
         return UpstreamReply.streaming(first, sink, sink.headers)
