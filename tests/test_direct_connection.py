@@ -30,10 +30,12 @@ class Recorder:
         self.requests: list[weakref.ref] = []
         self.cancelled = 0
         self.wait = wait
+        self.tasks: list[asyncio.Task] = []     # the task each call ran in
 
     async def __call__(self, request) -> web.Response:
         kind = "direct" if isinstance(request, DirectRequest) else "aiohttp"
         self.requests.append(weakref.ref(request))
+        self.tasks.append(asyncio.current_task())
         if request.content_length is not None and request.content_length > 64:
             self.seen.append((kind, b"<too large>"))
             return web.Response(status=413, body=b'{"error":"too large"}', content_type="application/json")
@@ -312,3 +314,36 @@ def test_pipelined_requests_of_any_kind_cut_anywhere_are_answered_in_order(kinds
     # direct until the first request aiohttp must frame, aiohttp's from there on
     first_other = next((i for i, kind in enumerate(kinds) if kind != "direct"), len(kinds))
     assert [kind for kind, _ in seen] == ["direct"] * first_other + ["aiohttp"] * (len(kinds) - first_other)
+
+
+def test_a_connections_requests_run_in_one_task_that_ends_with_the_connection():
+    """One task a connection (not one a request): sequential and pipelined requests on one
+    connection share it, another connection has its own, and each ends when its connection
+    closes or becomes aiohttp's."""
+    async def client(scene: Scene):
+        scene.send(_post(b"1"))
+        await scene.answer()
+        scene.send(_post(b"2") + _post(b"3"))
+        await scene.answer()
+        await scene.answer()
+        first = scene.handler.tasks[0]
+        await asyncio.sleep(0)
+        gc.collect()
+        held = [ref() for ref in scene.handler.requests[:3]]    # the waiting task holds none of them
+        other = await Scene(scene.handler, scene.runner, scene.port).connect()
+        other.send(_post(b"4"))
+        await other.answer()
+        other.send(_post(b"5", path=PATH + "?q=1"))     # aiohttp's from here: the direct task ends
+        await other.answer()
+        second = scene.handler.tasks[3]
+        await asyncio.wait_for(asyncio.shield(second), 5)
+        assert not first.done()                          # its connection is open, waiting
+        scene.writer.close()
+        await asyncio.wait_for(asyncio.shield(first), 5)
+        other.writer.close()
+        return scene.handler.tasks, first, second, held
+    tasks, first, second, held = _run(client)
+    assert held == [None, None, None]
+    assert tasks[:3] == [first] * 3 and tasks[3] is second and second is not first
+    assert tasks[4] is not second       # aiohttp's request: its own task
+    assert first.done() and not first.cancelled() and second.done() and not second.cancelled()
