@@ -112,3 +112,35 @@ def test_bench_compiled_walk_against_the_reference(benchmark, name):
     print(f"\n{name}: the walk compiled {compiled_us:.2f} us, the pure-Python reference {reference_us:.2f} us "
           f"(compiled/reference = {compiled_us / reference_us:.2f})")
     benchmark(compiled_chat.check, body)
+
+
+_PROMPT = 'a prompt with "quoted" words and [brackets] in it, as prompts have. '
+DEPTH_BODIES = {
+    "openai small": orjson.dumps(BODIES["openai small"][1]),
+    "openai long": orjson.dumps(BODIES["openai long"][1]),
+    "prompt 4 KiB": orjson.dumps({"model": "m", "messages": [{"role": "user", "content": _PROMPT * 60}]}),
+    "prompt 128 KiB": orjson.dumps({"model": "m", "messages": [{"role": "user", "content": _PROMPT * 1900}]}),
+}
+
+
+@pytest.mark.parametrize("name", DEPTH_BODIES)
+def test_bench_depth_check_compiled_against_the_reference(benchmark, name):
+    """The JSON depth check of a client body: one compiled pass (``_core.bodies``) against the
+    reference's bytes methods (``_core/ref/bodies.py``, what ran before), same run."""
+    import timeit
+
+    from fastinfer._core import bodies
+    from fastinfer._core.ref import bodies as reference
+    raw = DEPTH_BODIES[name]
+    assert bodies.json_depth_exceeds(raw, MAX_JSON_DEPTH) is reference.json_depth_exceeds(raw, MAX_JSON_DEPTH) is False
+    number = 20 if benchmark.disabled else max(200, 2_000_000 // len(raw))
+    compiled_us = min(timeit.repeat(lambda: bodies.json_depth_exceeds(raw, MAX_JSON_DEPTH), number=number,
+                                    repeat=5)) / number * 1e6
+    reference_us = min(timeit.repeat(lambda: reference.json_depth_exceeds(raw, MAX_JSON_DEPTH), number=number,
+                                     repeat=5)) / number * 1e6
+    benchmark.extra_info.update({"bytes": len(raw), "compiled_us": round(compiled_us, 3),
+                                 "reference_us": round(reference_us, 3),
+                                 "compiled_over_reference": round(compiled_us / reference_us, 3)})
+    print(f"\n{name} ({len(raw)} bytes): depth check compiled {compiled_us:.3f} us, reference {reference_us:.3f} us "
+          f"(compiled/reference = {compiled_us / reference_us:.3f})")
+    benchmark(bodies.json_depth_exceeds, raw, MAX_JSON_DEPTH)

@@ -4,7 +4,9 @@
 Owns: ``chat_chars``, the count of the commonest body's prompt without walking it (``messages``
 whose text is a string ``content`` or none, a string ``system`` at most), -1 for any other
 shape: what a ``tpm`` limit's estimate starts from; and ``openai_usage``, an OpenAI answer's
-``usage`` normalized, which every OpenAI-shaped answer goes through. Same API and behaviour as
+``usage`` normalized, which every OpenAI-shaped answer goes through; and ``json_depth_exceeds``,
+whether a client's (valid) JSON body nests deeper than the gateway allows, in one pass over its
+bytes (the reference's bytes methods made two to six, each over the whole body). Same API and behaviour as
 the reference ``fastinfer._core.ref.bodies``, whose docstrings give the rules; the tests hold
 the two to the same answers on generated bodies.
 
@@ -13,10 +15,12 @@ here they are dict lookups in C.
 
 Must not touch: what a token is (the caller divides), prices, HTTP.
 """
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Contains, PyDict_GetItem
 from cpython.object cimport PyObject
+from libc.string cimport memchr
 
-__all__ = ["chat_chars", "openai_usage"]
+__all__ = ["chat_chars", "json_depth_exceeds", "openai_usage"]
 
 
 cpdef Py_ssize_t chat_chars(dict body) except -2:
@@ -82,3 +86,46 @@ def openai_usage(u):
     if reasoning:
         usage["reasoning_tokens"] = reasoning
     return usage
+
+
+cpdef bint json_depth_exceeds(bytes raw, Py_ssize_t limit) except -1:
+    """Does this (valid) JSON text nest arrays and objects more than ``limit`` deep? One pass: a
+    string is skipped whole (an escape's backslash takes the next byte with it), an opening bracket
+    is a level in, a closing one a level out."""
+    if raw is None:
+        raise TypeError("json_depth_exceeds: raw must be bytes")
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw), i = 0, depth = 0
+    cdef unsigned char c
+    while i < n:
+        c = p[i]
+        if c == 0x22:                   # '"': past the string's closing quote
+            i = _string_end(p, i + 1, n)
+            continue
+        elif c == 0x5B or c == 0x7B:    # '[' '{'
+            depth += 1
+            if depth > limit:
+                return True
+        elif c == 0x5D or c == 0x7D:    # ']' '}'
+            depth -= 1
+        i += 1
+    return False
+
+
+cdef inline Py_ssize_t _string_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n) noexcept:
+    """Where the string whose text starts at ``p[i]`` has ended (past its closing quote; ``n`` when it
+    does not close): the next quote found by ``memchr`` closes it unless an odd run of backslashes
+    (counted back to the text's start, or the last quote) escapes it. Prompts are mostly strings."""
+    cdef const unsigned char *quote
+    cdef Py_ssize_t j, k
+    while True:
+        quote = <const unsigned char *>memchr(p + i, 0x22, n - i)
+        if quote == NULL:
+            return n
+        j = quote - p
+        k = j
+        while k > i and p[k - 1] == 0x5C:
+            k -= 1
+        if (j - k) % 2 == 0:
+            return j + 1
+        i = j + 1

@@ -18,13 +18,11 @@ import asyncio
 import orjson
 from aiohttp import web
 
+from .._core.bodies import json_depth_exceeds
 from ..errors import BadRequest, BodyTooLarge, GatewayError
 
 MAX_JSON_DEPTH = 64
 
-# every byte but quotes and brackets deleted, braces made brackets: the structure is what is left
-_BRACKETS_ONLY = bytes.maketrans(b"{}", b"[]")
-_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 
 async def read_json(request: web.Request, max_bytes: int, timeout_s: float):
     """The request's body, parsed; ``GatewayError`` (413, 408, 400) when it breaks a limit."""
@@ -59,33 +57,6 @@ async def read_json(request: web.Request, max_bytes: int, timeout_s: float):
         raise BadRequest(f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.")
     return body
 
-
-def json_depth_exceeds(raw: bytes, limit: int) -> bool:
-    """Does this (valid) JSON text nest arrays and objects more than ``limit`` deep?
-
-    Counted on the bytes with C-speed bytes methods, about the cost of parsing them:
-    escaped backslashes and quotes go first (left to right, as JSON pairs them), so every
-    quote left opens or closes a string; then all but quotes and brackets. A text with
-    at most ``limit`` opening brackets cannot be too deep. Else the brackets inside
-    strings are cut out (empty strings first: dropping two adjacent quotes keeps every
-    other quote's parity), and innermost pairs are removed ``limit`` times, each pass
-    peeling one level everywhere; anything left is deeper than the limit.
-    """
-    if len(raw) <= 4096 and raw.count(b"[") + raw.count(b"{") <= limit:
-        return False   # the common small body: two counts are cheaper than what follows
-    if b"\\" in raw:
-        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    structure = raw.translate(_BRACKETS_ONLY, _NOT_STRUCTURE)
-    if structure.count(b"[") <= limit:
-        return False
-    structure = structure.replace(b'""', b"")
-    if b'"' in structure:   # some strings hold brackets
-        structure = b"".join(structure.split(b'"')[::2])
-    for _ in range(limit):
-        if not structure:
-            return False
-        structure = structure.replace(b"[]", b"")
-    return bool(structure)
 
 def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[-1].strip() or type(error).__name__

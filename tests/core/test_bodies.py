@@ -92,3 +92,41 @@ _USAGE = st.one_of(st.dictionaries(st.sampled_from(["prompt_tokens", "completion
 @given(_USAGE)
 def test_openai_usage_compiled_equals_reference(u):
     assert compiled.openai_usage(u) == reference.openai_usage(u)
+
+
+def _depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+# strings made of what could fool a byte count: brackets, quotes, backslashes (escaped in the text)
+_tricky = st.text(alphabet='[]{}"\\ax\u00e9', max_size=10)
+_json = st.recursive(st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), _tricky),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_tricky, inner, max_size=3),
+                     max_leaves=50)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_json, limit=st.integers(0, 10), indent=st.booleans())
+def test_the_depth_of_a_body_is_its_trees_in_both(value, limit, indent):
+    """One pass over the bytes (compiled) or the reference's bytes methods: brackets inside strings and
+    escaped quotes never count, whatever the spacing; both equal the parsed tree's depth check."""
+    import orjson
+    raw = orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0)
+    expected = _depth(value) > limit
+    assert compiled.json_depth_exceeds(raw, limit) == reference.json_depth_exceeds(raw, limit) == expected
+
+
+@pytest.mark.parametrize("raw", [b"", b'"', b'"\\', b'["\\"', b"[[[", b"]]]", b'{"a":"\\\\"}'])
+def test_the_depth_of_odd_bytes_is_read_without_reading_past_them(raw):
+    """Only valid JSON reaches the check (orjson parsed it first); other bytes still end the scan."""
+    assert compiled.json_depth_exceeds(raw, 2) in (True, False)
+
+
+def test_an_escaped_backslash_does_not_escape_the_quote_after_it():
+    # an escaped backslash does not escape the quote after it; three unclosed levels are three
+    assert compiled.json_depth_exceeds(b'{"a":"\\\\"}', 0) and not compiled.json_depth_exceeds(b'{"a":"\\\\"}', 1)
+    assert compiled.json_depth_exceeds(b"[[[", 2) and not compiled.json_depth_exceeds(b"[[[", 3)

@@ -5,7 +5,8 @@ whose text is a string ``content`` (or none), a string ``system`` at most; -1 fo
 shape, which the caller then counts by walking every text field
 (``formats.common.walked_prompt_chars``, which must agree wherever this one counts); and
 ``openai_usage``, an OpenAI ``usage`` object normalized (``formats.common.make_usage``'s
-shape), any count that is not an integer read as 0. Same API and behaviour as the compiled
+shape), any count that is not an integer read as 0; and ``json_depth_exceeds``, whether a valid
+JSON text nests arrays and objects deeper than a limit, read on its bytes. Same API and behaviour as the compiled
 module; the oracle the tests compare it against.
 
 Must not touch: what a token is (the caller divides), prices, HTTP.
@@ -61,3 +62,36 @@ def openai_usage(u) -> dict | None:
 
 def _count(value) -> int:
     return value if type(value) is int else 0
+
+
+# every byte but quotes and brackets deleted, braces made brackets: the structure is what is left
+_BRACKETS_ONLY = bytes.maketrans(b"{}", b"[]")
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+
+
+def json_depth_exceeds(raw: bytes, limit: int) -> bool:
+    """Does this (valid) JSON text nest arrays and objects more than ``limit`` deep?
+
+    Counted on the bytes with C-speed bytes methods, about the cost of parsing them:
+    escaped backslashes and quotes go first (left to right, as JSON pairs them), so every
+    quote left opens or closes a string; then all but quotes and brackets. A text with
+    at most ``limit`` opening brackets cannot be too deep. Else the brackets inside
+    strings are cut out (empty strings first: dropping two adjacent quotes keeps every
+    other quote's parity), and innermost pairs are removed ``limit`` times, each pass
+    peeling one level everywhere; anything left is deeper than the limit.
+    """
+    if len(raw) <= 4096 and raw.count(b"[") + raw.count(b"{") <= limit:
+        return False   # the common small body: two counts are cheaper than what follows
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = raw.translate(_BRACKETS_ONLY, _NOT_STRUCTURE)
+    if structure.count(b"[") <= limit:
+        return False
+    structure = structure.replace(b'""', b"")
+    if b'"' in structure:   # some strings hold brackets
+        structure = b"".join(structure.split(b'"')[::2])
+    for _ in range(limit):
+        if not structure:
+            return False
+        structure = structure.replace(b"[]", b"")
+    return bool(structure)
