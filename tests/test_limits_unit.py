@@ -16,7 +16,8 @@ from multidict import CIMultiDict
 from fastinfer._core.ref.shm import Segment
 from fastinfer.config import parse_config
 from fastinfer.engine import GatewayRequest
-from fastinfer.formats.common import prompt_chars, walked_prompt_chars
+from fastinfer._core.ref.bodies import walked_chars
+from fastinfer.formats.common import prompt_chars
 from fastinfer.errors import BudgetExceeded, PermissionDenied, RateLimited, Unauthorized
 from fastinfer.gateway.auth import KeyRing, resolve_key_hashes
 from fastinfer.limits import Limits, LocalStore, price_of
@@ -160,7 +161,7 @@ _SAID = {"role": "user", "content": "hello"}
 @example({"messages": {"content": "bb"}})
 def test_the_prompt_is_counted_the_same_whether_its_shape_is_common_or_not(body):
     """The quick count of a chat body's ``messages`` is the count found by walking every text field."""
-    assert prompt_chars(body) == walked_prompt_chars(body)
+    assert prompt_chars(body) == walked_chars(body)
 
 
 # ---------------------------------------------------------------- the key ring

@@ -144,3 +144,31 @@ def test_bench_depth_check_compiled_against_the_reference(benchmark, name):
     print(f"\n{name} ({len(raw)} bytes): depth check compiled {compiled_us:.3f} us, reference {reference_us:.3f} us "
           f"(compiled/reference = {compiled_us / reference_us:.3f})")
     benchmark(bodies.json_depth_exceeds, raw, MAX_JSON_DEPTH)
+
+
+WALKED_BODIES = {
+    "openai long": BODIES["openai long"][1],
+    "anthropic blocks": {"model": "claude", "max_tokens": 256, "system": [{"type": "text", "text": "be brief"}],
+                         "messages": [{"role": "user", "content": [{"type": "text", "text": _PROMPT * 4}]},
+                                      {"role": "assistant", "content": [{"type": "text", "text": "sure"}]}] * 8},
+}
+
+
+@pytest.mark.parametrize("name", WALKED_BODIES)
+def test_bench_prompt_walk_compiled_against_the_reference(benchmark, name):
+    """The prompt count of a body outside the quick count's shape (content parts, blocks): the compiled
+    walk (``_core.bodies.walked_chars``) against the reference's (what ran before), same run."""
+    import timeit
+
+    from fastinfer._core import bodies
+    from fastinfer._core.ref import bodies as reference
+    body = WALKED_BODIES[name]
+    assert bodies.chat_chars(body) == -1 and bodies.walked_chars(body) == reference.walked_chars(body) > 0
+    number = 20 if benchmark.disabled else 5_000
+    compiled_us = min(timeit.repeat(lambda: bodies.walked_chars(body), number=number, repeat=5)) / number * 1e6
+    reference_us = min(timeit.repeat(lambda: reference.walked_chars(body), number=number, repeat=5)) / number * 1e6
+    benchmark.extra_info.update({"compiled_us": round(compiled_us, 3), "reference_us": round(reference_us, 3),
+                                 "compiled_over_reference": round(compiled_us / reference_us, 3)})
+    print(f"\n{name}: prompt walk compiled {compiled_us:.3f} us, reference {reference_us:.3f} us "
+          f"(compiled/reference = {compiled_us / reference_us:.3f})")
+    benchmark(bodies.walked_chars, body)

@@ -3,7 +3,8 @@
 
 Owns: ``chat_chars``, the count of the commonest body's prompt without walking it (``messages``
 whose text is a string ``content`` or none, a string ``system`` at most), -1 for any other
-shape: what a ``tpm`` limit's estimate starts from; and ``openai_usage``, an OpenAI answer's
+shape: what a ``tpm`` limit's estimate starts from; ``walked_chars``, the count of any other
+body's prompt by walking every text field (content parts, Anthropic's blocks, Gemini's parts); and ``openai_usage``, an OpenAI answer's
 ``usage`` normalized, which every OpenAI-shaped answer goes through; and ``json_depth_exceeds``,
 whether a client's (valid) JSON body nests deeper than the gateway allows, in one pass over its
 bytes (the reference's bytes methods made two to six, each over the whole body). Same API and behaviour as
@@ -20,7 +21,7 @@ from cpython.dict cimport PyDict_Contains, PyDict_GetItem
 from cpython.object cimport PyObject
 from libc.string cimport memchr
 
-__all__ = ["chat_chars", "json_depth_exceeds", "openai_usage"]
+__all__ = ["chat_chars", "json_depth_exceeds", "openai_usage", "walked_chars"]
 
 
 cpdef Py_ssize_t chat_chars(dict body) except -2:
@@ -86,6 +87,48 @@ def openai_usage(u):
     if reasoning:
         usage["reasoning_tokens"] = reasoning
     return usage
+
+
+_PROMPT_FIELDS = ("system", "messages", "contents", "systemInstruction", "prompt", "input")
+_TEXT_KEYS = ("text", "content", "parts", "thinking")
+
+
+cpdef Py_ssize_t walked_chars(dict body) except -1:
+    """Characters of any body's prompt: every string under its prompt's fields, under ``text`` /
+    ``content`` / ``parts`` / ``thinking`` keys or in lists."""
+    cdef Py_ssize_t total = 0
+    cdef PyObject *found
+    for key in _PROMPT_FIELDS:
+        found = PyDict_GetItem(body, key)
+        if found == NULL or <object>found is None:
+            continue
+        if isinstance(<object>found, str):
+            total += len(<object>found)
+        else:
+            total += _text_chars(<object>found)
+    return total
+
+
+cdef Py_ssize_t _text_chars(object value) except -1:
+    cdef list stack = [value]
+    cdef Py_ssize_t total = 0
+    cdef PyObject *found
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            total += len(v)
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif type(v) is dict:
+            for k in _TEXT_KEYS:
+                found = PyDict_GetItem(v, k)
+                if found != NULL:
+                    stack.append(<object>found)
+        elif isinstance(v, dict):       # a subclass: its own lookups
+            for k in _TEXT_KEYS:
+                if k in v:
+                    stack.append(v[k])
+    return total
 
 
 cpdef bint json_depth_exceeds(bytes raw, Py_ssize_t limit) except -1:

@@ -20,7 +20,7 @@ import os
 
 import orjson
 
-from .._core.bodies import chat_chars, openai_usage
+from .._core.bodies import chat_chars, openai_usage, walked_chars
 
 DONE = "[DONE]"       # payload of the OpenAI end-of-stream marker
 ERROR = "error"       # event name of an upstream in-stream error item
@@ -99,44 +99,12 @@ def estimate_tokens(chars: int) -> int:
     return (chars + 3) // 4
 
 
-_PROMPT_FIELDS = ("system", "messages", "contents", "systemInstruction", "prompt", "input")
-_TEXT_KEYS = ("text", "content", "parts", "thinking")
-
-
 def prompt_chars(body: dict) -> int:
     """Characters of a request's text (any format): what a token estimate is based on. The
-    commonest chat body is counted in one compiled call (``_core.bodies.chat_chars``)."""
+    commonest chat body is counted in one compiled call (``_core.bodies.chat_chars``), any other
+    by the compiled walk of every text field (``walked_chars``)."""
     chars = chat_chars(body)
-    return chars if chars >= 0 else walked_prompt_chars(body)
-
-
-def walked_prompt_chars(body: dict) -> int:
-    """``prompt_chars`` of any body, found by walking every text field (``chat_chars`` must agree)."""
-    total = 0
-    for key in _PROMPT_FIELDS:
-        value = body.get(key)
-        if isinstance(value, str):
-            total += len(value)
-        elif value is not None:
-            total += len(_texts(value))
-    return total
-
-
-def _texts(value) -> str:
-    """Every string leaf under ``text`` / ``content`` keys (or bare list items), joined."""
-    out: list[str] = []
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            out.append(v)
-        elif isinstance(v, list):
-            stack.extend(v)
-        elif isinstance(v, dict):
-            for k in _TEXT_KEYS:
-                if k in v:
-                    stack.append(v[k])
-    return "".join(out)
+    return chars if chars >= 0 else walked_chars(body)
 
 
 def estimated_usage(request_body: dict, completion_chars: int) -> dict:

@@ -130,3 +130,26 @@ def test_an_escaped_backslash_does_not_escape_the_quote_after_it():
     # an escaped backslash does not escape the quote after it; three unclosed levels are three
     assert compiled.json_depth_exceeds(b'{"a":"\\\\"}', 0) and not compiled.json_depth_exceeds(b'{"a":"\\\\"}', 1)
     assert compiled.json_depth_exceeds(b"[[[", 2) and not compiled.json_depth_exceeds(b"[[[", 3)
+
+
+_leaf = st.one_of(st.none(), st.integers(-5, 5), st.text(max_size=6))
+_tree = st.recursive(_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.sampled_from(["text", "content", "parts", "thinking", "type", "role", "name"]), inner, max_size=3),
+    max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["system", "messages", "contents", "systemInstruction", "prompt", "input",
+                                        "model", "tools"]), _tree, max_size=5))
+def test_a_walked_prompt_counts_the_same_in_both(body):
+    """Every string under the prompt's fields, under text keys or in lists: the same count compiled
+    and in the reference (``test_limits_unit`` holds the quick count to the walk)."""
+    assert compiled.walked_chars(body) == reference.walked_chars(body)
+
+
+def test_a_walk_counts_text_parts_and_blocks_and_skips_the_rest():
+    body = {"system": [{"type": "text", "text": "be brief"}], "tools": [{"description": "not prompt"}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "h\xe9llo"},
+                                                      {"type": "image_url", "image_url": {"url": "x"}}]},
+                         {"role": "assistant", "content": None, "thinking": "hm", "parts": ["a", 3, None]}]}
+    assert compiled.walked_chars(body) == reference.walked_chars(body) == len("be brief") + 5 + 2 + 1

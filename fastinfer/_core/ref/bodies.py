@@ -2,8 +2,9 @@
 
 Owns: ``chat_chars``, the count of the commonest body's text without walking it: ``messages``
 whose text is a string ``content`` (or none), a string ``system`` at most; -1 for any other
-shape, which the caller then counts by walking every text field
-(``formats.common.walked_prompt_chars``, which must agree wherever this one counts); and
+shape, which the caller then counts by walking every text field (``walked_chars``, which must
+agree wherever this one counts); ``walked_chars``, that walk: every string under the prompt's
+fields, under ``text`` / ``content`` / ``parts`` / ``thinking`` keys or in lists; and
 ``openai_usage``, an OpenAI ``usage`` object normalized (``formats.common.make_usage``'s
 shape), any count that is not an integer read as 0; and ``json_depth_exceeds``, whether a valid
 JSON text nests arrays and objects deeper than a limit, read on its bytes. Same API and behaviour as the compiled
@@ -63,6 +64,40 @@ def openai_usage(u) -> dict | None:
 def _count(value) -> int:
     return value if type(value) is int else 0
 
+
+
+_PROMPT_FIELDS = ("system", "messages", "contents", "systemInstruction", "prompt", "input")
+_TEXT_KEYS = ("text", "content", "parts", "thinking")
+
+
+def walked_chars(body: dict) -> int:
+    """Characters of any body's prompt, found by walking every text field of its prompt's fields."""
+    total = 0
+    for key in _PROMPT_FIELDS:
+        value = body.get(key)
+        if isinstance(value, str):
+            total += len(value)
+        elif value is not None:
+            total += _text_chars(value)
+    return total
+
+
+def _text_chars(value) -> int:
+    """Characters of every string leaf under ``text`` / ``content`` / ``parts`` / ``thinking`` keys
+    (or bare list items)."""
+    total = 0
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            total += len(v)
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            for k in _TEXT_KEYS:
+                if k in v:
+                    stack.append(v[k])
+    return total
 
 # every byte but quotes and brackets deleted, braces made brackets: the structure is what is left
 _BRACKETS_ONLY = bytes.maketrans(b"{}", b"[]")
