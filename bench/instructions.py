@@ -18,6 +18,9 @@ upstream through it, and the gateway stops. Done for two request counts, the wor
 divided by the difference of the counts is one request's instructions: start-up, imports and
 the ready checks cancel out. The mock and the client run natively. ``--stream N`` counts streamed
 requests instead: the mock answers each with N events, one chunk each, as a model server streams.
+``--prompt-bytes N`` makes each request's prompt N bytes of words, quotes and brackets, as a real
+one: what the gateway does per byte of a body (its checks, its estimate) shows, which the load
+bench's few words hide.
 
 What it is not: time. A system call counts as one instruction, cache misses and branch
 mispredictions as none, and the interpreter's instructions are not all equally dear. It ranks
@@ -57,10 +60,10 @@ def valgrind_binary() -> str | None:
     return shutil.which("valgrind")
 
 
-def send_requests(port: int, n: int, stream: bool) -> None:
-    """``n`` sequential chat completions (the load bench's own request) on one keep-alive connection;
-    each must answer 200."""
-    body = request_body(stream)
+def send_requests(port: int, n: int, stream: bool, prompt_bytes: int = 0) -> None:
+    """``n`` sequential chat completions (the load bench's own request, its prompt ``prompt_bytes``
+    long when set) on one keep-alive connection; each must answer 200."""
+    body = request_body(stream, prompt_bytes)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
         for _ in range(n):
@@ -73,7 +76,8 @@ def send_requests(port: int, n: int, stream: bool) -> None:
         conn.close()
 
 
-def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: int, stream: bool) -> int:
+def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: int, stream: bool,
+                        prompt_bytes: int = 0) -> int:
     """Instructions the one worker of a gateway started with ``config`` ran, start-up and ``n``
     requests included (its supervisor's are left out)."""
     counts = workdir / f"cachegrind-{tag}"
@@ -82,7 +86,7 @@ def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: in
     gateway = Service(["serve", "--config", str(config), "--port", "0", "--workers", "1"], str(workdir), tree=tree,
                       log=workdir / f"{tag}.log", wrapper=valgrind, start_timeout_s=300.0)
     try:
-        send_requests(gateway.port, n, stream)
+        send_requests(gateway.port, n, stream, prompt_bytes)
     finally:
         gateway.stop()
     workers = {int(f.name): int(m.group(1)) for f in counts.iterdir()
@@ -93,29 +97,34 @@ def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: in
 
 
 def per_request(label: str, upstream_port: int, tree: Path, workdir: Path, counts: tuple[int, int],
-                settings: dict | None = None, stream: bool = False) -> dict:
+                settings: dict | None = None, stream: bool = False, prompt_bytes: int = 0) -> dict:
     """One path's instructions per request, from runs of ``counts`` requests (a variant: the bare
     config with ``settings``)."""
     config = workdir / f"{label}.toml"
     write_gateway_config(label, upstream_port, config, tree, settings)
-    low, high = (worker_instructions(config, tree, workdir, f"{label}-{n}", n, stream) for n in counts)
+    low, high = (worker_instructions(config, tree, workdir, f"{label}-{n}", n, stream, prompt_bytes)
+                 for n in counts)
     return {"path": label, "requests": list(counts), "worker_instructions": [low, high],
             "per_request": round((high - low) / (counts[1] - counts[0]))}
 
 
 def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, workdir: Path,
-        variants: dict[str, dict] | None = None, tree: Path | None = None, stream_chunks: int = 0) -> dict:
+        variants: dict[str, dict] | None = None, tree: Path | None = None, stream_chunks: int = 0,
+        prompt_bytes: int = 0) -> dict:
     """``tree``: the source tree the paths and variants run from (default: this one);
-    ``stream_chunks``: stream every answer in this many events (0: whole answers)."""
+    ``stream_chunks``: stream every answer in this many events (0: whole answers); ``prompt_bytes``:
+    each request's prompt this long (0: the load bench's few words)."""
     tree = tree or fastinfer_tree()
     stream = stream_chunks > 0
     mock = PythonMock(str(workdir), chunks=stream_chunks if stream else 10)
     try:
-        rows = [per_request(label, mock.port, tree, workdir, counts, stream=stream) for label in paths]
-        rows += [per_request(label, mock.port, tree, workdir, counts, settings, stream)
+        rows = [per_request(label, mock.port, tree, workdir, counts, stream=stream, prompt_bytes=prompt_bytes)
+                for label in paths]
+        rows += [per_request(label, mock.port, tree, workdir, counts, settings, stream, prompt_bytes)
                  for label, settings in (variants or {}).items()]
         if baseline_tree is not None:
-            rows.insert(0, per_request("baseline", mock.port, baseline_tree, workdir, counts, stream=stream))
+            rows.insert(0, per_request("baseline", mock.port, baseline_tree, workdir, counts, stream=stream,
+                                       prompt_bytes=prompt_bytes))
     finally:
         mock.stop()
     by_path = {row["path"]: row["per_request"] for row in rows}
@@ -125,7 +134,7 @@ def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, w
         if "baseline" in by_path:
             row["vs_baseline"] = round(row["per_request"] / by_path["baseline"], 3)
     return {"rows": rows, "tree": str(tree), "baseline_tree": str(baseline_tree) if baseline_tree else None,
-            "stream_chunks": stream_chunks}
+            "stream_chunks": stream_chunks, "prompt_bytes": prompt_bytes}
 
 
 def to_markdown(report: dict) -> str:
@@ -153,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                              "--variant; repeatable")
     parser.add_argument("--stream", type=int, default=0, metavar="N",
                         help="stream every answer in N events, one chunk each (default: whole answers)")
+    parser.add_argument("--prompt-bytes", type=int, default=0, metavar="N",
+                        help="each request's prompt N bytes long, words with quotes and brackets as a real "
+                             "one (default: the load bench's few words): what a request's size costs")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     labels = [label for label, _ in args.variant]
@@ -166,10 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--requests: FEWER must be at least 0 and less than MORE")
     if args.stream and args.stream < 3:
         parser.error("--stream: at least 3 events (the role, a token, the finish)")
+    if args.prompt_bytes < 0:
+        parser.error("--prompt-bytes: at least 0")
     workdir = Path(tempfile.mkdtemp(prefix="fastinfer-bench-instructions-"))
     try:
         report = run(args.paths, (fewer, more), args.baseline_tree, workdir,
-                     {label: tomllib.loads(toml) for label, toml in args.variant}, args.tree, args.stream)
+                     {label: tomllib.loads(toml) for label, toml in args.variant}, args.tree, args.stream,
+                     args.prompt_bytes)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return finish(to_markdown(report), report, args.out)

@@ -53,9 +53,15 @@ SHORT_CHUNKS = 8     # the short variant: per-stream cost vs per-chunk cost by d
 
 # ----------------------------------------------------------------- scenarios
 
-def request_body(stream: bool) -> bytes:
-    return json.dumps({"model": "bench", "stream": stream,
-                       "messages": [{"role": "user", "content": "benchmark the gateway please"}]}).encode()
+_PROMPT = 'Summarize the "quarterly report" [attached below] in three short bullet points, please. '
+
+
+def request_body(stream: bool, prompt_bytes: int = 0) -> bytes:
+    """The bench's chat request; ``prompt_bytes`` > 0: its prompt that long, as a real one (words,
+    quotes, brackets), where the default is a few words."""
+    prompt = (_PROMPT * (prompt_bytes // len(_PROMPT) + 1))[:prompt_bytes] if prompt_bytes else \
+        "benchmark the gateway please"
+    return json.dumps({"model": "bench", "stream": stream, "messages": [{"role": "user", "content": prompt}]}).encode()
 
 
 def run_scenario(name: str, target, measured, *, stream: bool, concurrency: int, duration_s: float,
