@@ -1,14 +1,11 @@
 """The body checks of both client APIs, in process: same rules (JSON true/false is never a
-number, null is absent, required is required), each API's own wording and path notation;
-and the JSON depth limit counted on the bytes."""
+number, null is absent, required is required), each API's own wording and path notation
+(the JSON depth limit counted on the bytes: ``tests/core/test_bodies.py``)."""
 from __future__ import annotations
 
-import orjson
 import pytest
-from hypothesis import given, strategies as st
 
 from fastinfer.errors import BadRequest
-from fastinfer.gateway.body import json_depth_exceeds
 from fastinfer.gateway.anthropic_api import messages_request
 from fastinfer.gateway.openai_api import chat_request
 
@@ -132,25 +129,3 @@ def test_anthropic_bodies_the_api_accepts_pass():
             "tools": [{"name": "f", "input_schema": {"type": "object"}}, {"type": "web_search_20250305", "name": "w"}],
             "tool_choice": {"type": "any", "disable_parallel_tool_use": True}, "metadata": {"user_id": "u"}}
     assert messages_request(body, {}, "req-1", 0.0).model == "m"
-
-
-# ------------------------------------------------------------------------- depth
-
-def _depth(value) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
-
-
-_tricky_strings = st.text(alphabet='[]{}"\\ax', max_size=8)
-_json = st.recursive(st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), _tricky_strings),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_tricky_strings, inner, max_size=3),
-                     max_leaves=40)
-
-
-@given(value=_json, limit=st.integers(0, 8))
-def test_json_depth_on_bytes_matches_the_parsed_depth(value, limit):
-    """Brackets and escaped quotes inside strings never count; the byte count equals the tree's."""
-    assert json_depth_exceeds(orjson.dumps(value), limit) == (_depth(value) > limit)

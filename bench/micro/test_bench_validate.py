@@ -92,11 +92,22 @@ def _chat_shape_of(shapes) -> object:
             setattr(validate, name, value)
 
 
+def _compiled_against_reference(benchmark, what: str, compiled, reference, number: int, **info) -> None:
+    """``compiled()`` and ``reference()`` timed in this run (the best of five), their ratio printed and
+    kept in ``benchmark.extra_info``; then ``compiled`` benchmarked."""
+    import timeit
+    compiled_us = min(timeit.repeat(compiled, number=number, repeat=5)) / number * 1e6
+    reference_us = min(timeit.repeat(reference, number=number, repeat=5)) / number * 1e6
+    benchmark.extra_info.update({**info, "compiled_us": round(compiled_us, 3), "reference_us": round(reference_us, 3),
+                                 "compiled_over_reference": round(compiled_us / reference_us, 3)})
+    print(f"\n{what}: compiled {compiled_us:.3f} us, the pure-Python reference {reference_us:.3f} us "
+          f"(compiled/reference = {compiled_us / reference_us:.3f})")
+    benchmark(compiled)
+
+
 @pytest.mark.parametrize("name", ["openai small", "openai long"])
 def test_bench_compiled_walk_against_the_reference(benchmark, name):
     """The walk alone (``CHAT.check``), compiled (``_core.shapes``) against its pure-Python twin, same run."""
-    import timeit
-
     from fastinfer._core import shapes
     from fastinfer._core.ref import shapes as reference
     _, body = BODIES[name]
@@ -105,13 +116,8 @@ def test_bench_compiled_walk_against_the_reference(benchmark, name):
     compiled_chat.check(body)
     reference_chat.check(body)
     number = 20 if benchmark.disabled else (20_000 if name.endswith("small") else 1_000)
-    compiled_us = min(timeit.repeat(lambda: compiled_chat.check(body), number=number, repeat=5)) / number * 1e6
-    reference_us = min(timeit.repeat(lambda: reference_chat.check(body), number=number, repeat=5)) / number * 1e6
-    benchmark.extra_info.update({"compiled_us": round(compiled_us, 3), "reference_us": round(reference_us, 3),
-                                 "compiled_over_reference": round(compiled_us / reference_us, 3)})
-    print(f"\n{name}: the walk compiled {compiled_us:.2f} us, the pure-Python reference {reference_us:.2f} us "
-          f"(compiled/reference = {compiled_us / reference_us:.2f})")
-    benchmark(compiled_chat.check, body)
+    _compiled_against_reference(benchmark, f"{name}: the walk", lambda: compiled_chat.check(body),
+                                lambda: reference_chat.check(body), number)
 
 
 _PROMPT = 'a prompt with "quoted" words and [brackets] in it, as prompts have. '
@@ -127,23 +133,14 @@ DEPTH_BODIES = {
 def test_bench_depth_check_compiled_against_the_reference(benchmark, name):
     """The JSON depth check of a client body: one compiled pass (``_core.bodies``) against the
     reference's bytes methods (``_core/ref/bodies.py``, what ran before), same run."""
-    import timeit
-
     from fastinfer._core import bodies
     from fastinfer._core.ref import bodies as reference
     raw = DEPTH_BODIES[name]
     assert bodies.json_depth_exceeds(raw, MAX_JSON_DEPTH) is reference.json_depth_exceeds(raw, MAX_JSON_DEPTH) is False
     number = 20 if benchmark.disabled else max(200, 2_000_000 // len(raw))
-    compiled_us = min(timeit.repeat(lambda: bodies.json_depth_exceeds(raw, MAX_JSON_DEPTH), number=number,
-                                    repeat=5)) / number * 1e6
-    reference_us = min(timeit.repeat(lambda: reference.json_depth_exceeds(raw, MAX_JSON_DEPTH), number=number,
-                                     repeat=5)) / number * 1e6
-    benchmark.extra_info.update({"bytes": len(raw), "compiled_us": round(compiled_us, 3),
-                                 "reference_us": round(reference_us, 3),
-                                 "compiled_over_reference": round(compiled_us / reference_us, 3)})
-    print(f"\n{name} ({len(raw)} bytes): depth check compiled {compiled_us:.3f} us, reference {reference_us:.3f} us "
-          f"(compiled/reference = {compiled_us / reference_us:.3f})")
-    benchmark(bodies.json_depth_exceeds, raw, MAX_JSON_DEPTH)
+    _compiled_against_reference(benchmark, f"{name} ({len(raw)} bytes): the depth check",
+                                lambda: bodies.json_depth_exceeds(raw, MAX_JSON_DEPTH),
+                                lambda: reference.json_depth_exceeds(raw, MAX_JSON_DEPTH), number, bytes=len(raw))
 
 
 WALKED_BODIES = {
@@ -158,17 +155,10 @@ WALKED_BODIES = {
 def test_bench_prompt_walk_compiled_against_the_reference(benchmark, name):
     """The prompt count of a body outside the quick count's shape (content parts, blocks): the compiled
     walk (``_core.bodies.walked_chars``) against the reference's (what ran before), same run."""
-    import timeit
-
     from fastinfer._core import bodies
     from fastinfer._core.ref import bodies as reference
     body = WALKED_BODIES[name]
     assert bodies.chat_chars(body) == -1 and bodies.walked_chars(body) == reference.walked_chars(body) > 0
     number = 20 if benchmark.disabled else 5_000
-    compiled_us = min(timeit.repeat(lambda: bodies.walked_chars(body), number=number, repeat=5)) / number * 1e6
-    reference_us = min(timeit.repeat(lambda: reference.walked_chars(body), number=number, repeat=5)) / number * 1e6
-    benchmark.extra_info.update({"compiled_us": round(compiled_us, 3), "reference_us": round(reference_us, 3),
-                                 "compiled_over_reference": round(compiled_us / reference_us, 3)})
-    print(f"\n{name}: prompt walk compiled {compiled_us:.3f} us, reference {reference_us:.3f} us "
-          f"(compiled/reference = {compiled_us / reference_us:.3f})")
-    benchmark(bodies.walked_chars, body)
+    _compiled_against_reference(benchmark, f"{name}: the prompt walk", lambda: bodies.walked_chars(body),
+                                lambda: reference.walked_chars(body), number)

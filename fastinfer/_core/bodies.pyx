@@ -110,24 +110,24 @@ cpdef Py_ssize_t walked_chars(dict body) except -1:
 
 
 cdef Py_ssize_t _text_chars(object value) except -1:
-    cdef list stack = [value]
+    """The characters under ``value``, depth first: a string's, each list item's, a dict's text keys'.
+    (Recursion is bounded: a body nests at most ``gateway.body.MAX_JSON_DEPTH`` levels.)"""
     cdef Py_ssize_t total = 0
     cdef PyObject *found
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            total += len(v)
-        elif isinstance(v, list):
-            stack.extend(v)
-        elif type(v) is dict:
-            for k in _TEXT_KEYS:
-                found = PyDict_GetItem(v, k)
-                if found != NULL:
-                    stack.append(<object>found)
-        elif isinstance(v, dict):       # a subclass: its own lookups
-            for k in _TEXT_KEYS:
-                if k in v:
-                    stack.append(v[k])
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        for item in <list>value:
+            total += _text_chars(item)
+    elif type(value) is dict:
+        for k in _TEXT_KEYS:
+            found = PyDict_GetItem(value, k)
+            if found != NULL:
+                total += _text_chars(<object>found)
+    elif isinstance(value, dict):       # a subclass: its own lookups
+        for k in _TEXT_KEYS:
+            if k in value:
+                total += _text_chars(value[k])
     return total
 
 
