@@ -180,10 +180,13 @@ def test_keys_are_found_by_their_hash_from_any_of_the_three_headers():
     ring = KeyRing(resolve_key_hashes(parse_config(KEYS_CONFIG)))
     assert ring.authenticate(CIMultiDict({"Authorization": "Bearer sk-team-a"})).name == "team-a"
     assert ring.authenticate(CIMultiDict({"authorization": "bearer   sk-team-b "})).name == "team-b"
+    assert ring.authenticate(CIMultiDict({"Authorization": "Bearer  sk-team-a"})).name == "team-a"
+    assert ring.authenticate(CIMultiDict({"Authorization": "Bearer sk-team-b "})).name == "team-b"
     assert ring.authenticate(CIMultiDict({"x-api-key": "sk-team-a"})).name == "team-a"
     assert ring.authenticate(CIMultiDict({"api-key": "sk-team-b"})).name == "team-b"
     for headers in ({}, {"Authorization": "Basic c2stdGVhbS1h"}, {"Authorization": "Bearer"},
-                    {"Authorization": "Bearer sk-team-c"}, {"x-api-key": ""}, {"x-api-key": "sk-team-"}):
+                    {"Authorization": "Bearer "}, {"Authorization": "Bearer sk-team-c"}, {"x-api-key": ""},
+                    {"x-api-key": "sk-team-"}):
         with pytest.raises(Unauthorized):
             ring.authenticate(CIMultiDict(headers))
 

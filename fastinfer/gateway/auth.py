@@ -75,21 +75,27 @@ class KeyRing:
 
     def authenticate(self, headers) -> GatewayKey:
         """The key ``headers`` carry, or ``Unauthorized`` (missing, malformed or unknown)."""
-        presented = _presented_key(headers)
-        digest = hashlib.sha256(presented.encode()).digest()
+        # aiohttp's name is case-folded once; a plain str is folded again by every lookup
+        authorization = headers.get(hdrs.AUTHORIZATION)
+        # the usual form, ``Bearer K`` with no space to strip, read here; any other by ``_presented_key``
+        presented = authorization[7:] if authorization is not None and authorization.startswith("Bearer ") else " "
+        if " " in presented:
+            presented = _presented_key(authorization, headers)
+        digest = _sha256(presented.encode()).digest()
         key = self._by_digest.get(digest)
         # the dict found it by hash equality; the constant-time comparison is what decides
-        if key is None or not hmac.compare_digest(key.digest, digest):
+        if key is None or not _compare_digest(key.digest, digest):
             raise Unauthorized("Invalid API key.")
         return key
 
 
-def _presented_key(headers) -> str:
-    # aiohttp's name is case-folded once; a plain str is folded again by every lookup
-    authorization = headers.get(hdrs.AUTHORIZATION)
+_sha256 = hashlib.sha256
+_compare_digest = hmac.compare_digest
+
+
+def _presented_key(authorization: str | None, headers) -> str:
+    """The key of any other form than ``Bearer K`` (``authenticate`` reads that one itself)."""
     if authorization is not None:
-        if authorization.startswith("Bearer ") and " " not in authorization[7:]:
-            return authorization[7:]               # the usual form, with no surrounding space to strip
         scheme, _, key = authorization.strip().partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
