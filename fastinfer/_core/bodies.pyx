@@ -23,6 +23,8 @@ from cpython.dict cimport PyDict_Contains, PyDict_GetItem
 from cpython.object cimport PyObject
 from libc.string cimport memchr
 
+from .constants import PROMPT_FIELDS, TEXT_KEYS
+
 __all__ = ["chat_chars", "json_depth_exceeds", "openai_usage", "walked_chars"]
 
 
@@ -91,16 +93,12 @@ def openai_usage(u):
     return usage
 
 
-_PROMPT_FIELDS = ("system", "messages", "contents", "systemInstruction", "prompt", "input")
-_TEXT_KEYS = ("text", "content", "parts", "thinking")
-
-
 cpdef Py_ssize_t walked_chars(dict body) except -1:
     """Characters of any body's prompt: every string under its prompt's fields, under ``text`` /
     ``content`` / ``parts`` / ``thinking`` keys or in lists."""
     cdef Py_ssize_t total = 0
     cdef PyObject *found
-    for key in _PROMPT_FIELDS:
+    for key in PROMPT_FIELDS:
         found = PyDict_GetItem(body, key)
         if found == NULL or <object>found is None:
             continue
@@ -122,12 +120,12 @@ cdef Py_ssize_t _text_chars(object value) except -1:
         for item in <list>value:
             total += _text_chars(item)
     elif type(value) is dict:
-        for k in _TEXT_KEYS:
+        for k in TEXT_KEYS:
             found = PyDict_GetItem(value, k)
             if found != NULL:
                 total += _text_chars(<object>found)
     elif isinstance(value, dict):       # a subclass: its own lookups
-        for k in _TEXT_KEYS:
+        for k in TEXT_KEYS:
             if k in value:
                 total += _text_chars(value[k])
     return total

@@ -4,7 +4,8 @@ Owns: every number that crosses the boundary between the compiled core
 (``shm.pyx`` + ``atomics.h``), its pure-Python reference (``ref/shm.py``) and
 the Python packages that call them (``limits``, ``breaker``, ``routing``, ...):
 priorities, admission results, breaker states and check results, backend
-session states, routing policies, lease ids and the hard limits of the layout.
+session states, routing policies, lease ids and the hard limits of the layout; and the
+fields the body readers (``bodies.pyx`` and ``ref/bodies.py``) walk for a prompt.
 
 ``atomics.h`` repeats the values C needs as ``FI_*`` macros (C cannot import
 Python). ``shm.pyx`` checks at import that the two agree and refuses to load
@@ -60,5 +61,9 @@ MAX_PERIOD = (1 << (64 - SPEND_BITS)) - 1
 COST_SCALE = 10 ** 9      # a cost counter word counts nano-USD: integer atomics, no float drift
 SESSION_STRIPE = 64       # session slots per stripe (one robust mutex each; LRU window)
 PREFIX_WAYS = 8           # prefix entries per set (eviction window)
+
+# ---------------------------------------------------------------- a prompt's text (``bodies.walked_chars``)
+PROMPT_FIELDS = ("system", "messages", "contents", "systemInstruction", "prompt", "input")   # of a body
+TEXT_KEYS = ("text", "content", "parts", "thinking")        # under which a part's text is
 
 __all__ = [name for name in dict(globals()) if name.isupper()]

@@ -6,13 +6,15 @@ shape, which the caller then counts by walking every text field (``walked_chars`
 agree wherever this one counts); ``walked_chars``, that walk: every string under the prompt's
 fields, under ``text`` / ``content`` / ``parts`` / ``thinking`` keys or in lists; and
 ``openai_usage``, an OpenAI ``usage`` object normalized (``formats.common.make_usage``'s
-shape), any count that is not an integer read as 0; and ``json_depth_exceeds``, whether a valid
-JSON text nests arrays and objects deeper than a limit, read on its bytes. Same API and behaviour as the compiled
-module; the oracle the tests compare it against.
+shape), any count that is not an integer read as 0; and ``json_depth_exceeds``, whether a
+valid JSON text nests arrays and objects deeper than a limit, read on its bytes. Same API and
+behaviour as the compiled module; the oracle the tests compare it against.
 
 Must not touch: what a token is (the caller divides), prices, HTTP.
 """
 from __future__ import annotations
+
+from ..constants import PROMPT_FIELDS, TEXT_KEYS
 
 
 def chat_chars(body: dict) -> int:
@@ -65,15 +67,10 @@ def _count(value) -> int:
     return value if type(value) is int else 0
 
 
-
-_PROMPT_FIELDS = ("system", "messages", "contents", "systemInstruction", "prompt", "input")
-_TEXT_KEYS = ("text", "content", "parts", "thinking")
-
-
 def walked_chars(body: dict) -> int:
     """Characters of any body's prompt, found by walking every text field of its prompt's fields."""
     total = 0
-    for key in _PROMPT_FIELDS:
+    for key in PROMPT_FIELDS:
         value = body.get(key)
         if isinstance(value, str):
             total += len(value)
@@ -94,10 +91,11 @@ def _text_chars(value) -> int:
         elif isinstance(v, list):
             stack.extend(v)
         elif isinstance(v, dict):
-            for k in _TEXT_KEYS:
+            for k in TEXT_KEYS:
                 if k in v:
                     stack.append(v[k])
     return total
+
 
 # every byte but quotes and brackets deleted, braces made brackets: the structure is what is left
 _BRACKETS_ONLY = bytes.maketrans(b"{}", b"[]")
