@@ -464,3 +464,40 @@ def test_an_answer_read_whole_reaches_the_caller_as_the_split_one_does(stream, s
         for reply in replies:
             assert (reply.status, reply.body, reply.stream) == (status, body, None)
             assert reply.headers["content-length"] == str(len(body))
+
+
+def test_a_request_whose_kept_alive_connection_was_stale_is_sent_once_more_on_a_new_one():
+    """The upstream closed its idle connections as they were reused: the request goes once more on a
+    new connection, not on the next kept-alive one (which may be as stale), and not a third time."""
+    from fastinfer.transport.exchange import exchange as upstream_exchange
+
+    class Conn:
+        def __init__(self, loop, reused, answer):
+            self._loop, self.reused, self.got_bytes, self.answer, self.sent = loop, reused, False, answer, 0
+
+        def send(self, framed, sink, timeouts):
+            self.sent += 1
+            self._loop.call_soon(self.answer, sink)
+
+    class StalePool:
+        def __init__(self, loop):
+            stale = lambda sink: sink.on_end(UpstreamFailure("upstream closed the connection"))  # noqa: E731
+            self.idle = [Conn(loop, True, stale), Conn(loop, True, stale)]
+            self.new = []
+            self.loop = loop
+
+        def kept_alive(self):
+            return self.idle.pop() if self.idle else None
+
+        async def connect(self, connect_s):
+            conn = Conn(self.loop, False, lambda sink: sink.on_whole(200, {}, b"{}"))
+            self.new.append(conn)
+            return conn
+
+    async def go():
+        pool = StalePool(asyncio.get_running_loop())
+        reply = await upstream_exchange(pool, b"POST / HTTP/1.1\r\n\r\n", False, Timeouts)
+        return reply, pool
+    reply, pool = asyncio.run(go())
+    assert (reply.status, reply.body) == (200, b"{}")
+    assert len(pool.idle) == 1 and [c.sent for c in pool.new] == [1]     # one stale one tried, then a new one

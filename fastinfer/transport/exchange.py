@@ -109,16 +109,20 @@ async def exchange(pool: Pool, framed: bytes, stream: bool, timeouts) -> Upstrea
     """Send ``framed`` (a whole request: ``h1.build_request``, or ``h1.framed`` with a head the
     caller keeps) on one of ``pool``'s connections: a whole reply, or for a 200 stream its first bytes
     and the live rest."""
-    for _ in range(2):
-        conn = pool.kept_alive() or await pool.connect(timeouts.connect_s)
+    conn = pool.kept_alive()
+    while True:
+        if conn is None:
+            conn = await pool.connect(timeouts.connect_s)
         sink = _Exchange(conn, stream)
         conn.send(framed, sink, timeouts)
         try:
             reply = await sink.ready
             break
         except UpstreamFailure:
-            # a kept-alive connection the upstream closed as we reused it: one fresh try
+            # a kept-alive connection the upstream closed as we reused it: once more, on a new one
+            # (another kept-alive one may be as stale; a new one is never ``reused``, so once)
             if conn.reused and not conn.got_bytes:
+                conn = None
                 continue
             raise
         except asyncio.CancelledError:
