@@ -120,16 +120,17 @@ def test_the_depth_of_a_body_is_its_trees_in_both(value, limit, indent):
     assert compiled.json_depth_exceeds(raw, limit) == reference.json_depth_exceeds(raw, limit) == expected
 
 
-@pytest.mark.parametrize("raw", [b"", b'"', b'"\\', b'["\\"', b"[[[", b"]]]", b'{"a":"\\\\"}'])
-def test_the_depth_of_odd_bytes_is_read_without_reading_past_them(raw):
-    """Only valid JSON reaches the check (orjson parsed it first); other bytes still end the scan."""
-    assert compiled.json_depth_exceeds(raw, 2) in (True, False)
-
-
-def test_an_escaped_backslash_does_not_escape_the_quote_after_it():
-    # an escaped backslash does not escape the quote after it; three unclosed levels are three
-    assert compiled.json_depth_exceeds(b'{"a":"\\\\"}', 0) and not compiled.json_depth_exceeds(b'{"a":"\\\\"}', 1)
-    assert compiled.json_depth_exceeds(b"[[[", 2) and not compiled.json_depth_exceeds(b"[[[", 3)
+@pytest.mark.parametrize("raw, limit, deeper", [
+    (b"", 0, False), (b'"', 0, False), (b'"\\', 0, False),       # a string that never closes ends the scan
+    (b'["\\"', 1, False), (b'["\\"', 0, True),                  # its escaped quote does not close it
+    (b"[[[", 2, True), (b"[[[", 3, False), (b"]]]", 0, False),
+    (b'{"a":"\\\\"}', 0, True), (b'{"a":"\\\\"}', 1, False),  # an escaped backslash does not escape the quote
+    (b'["[[[", "\\"[["]', 1, False),                            # brackets in strings never count
+])
+def test_the_depth_of_edge_bytes(raw, limit, deeper):
+    """Only valid JSON reaches the check (orjson parsed it first); bytes that are not still end the scan,
+    and each of these is read as its brackets outside strings say."""
+    assert compiled.json_depth_exceeds(raw, limit) is deeper
 
 
 _leaf = st.one_of(st.none(), st.integers(-5, 5), st.text(max_size=6))
