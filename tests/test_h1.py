@@ -1,4 +1,7 @@
-"""The upstream HTTP/1.1 client: response framing under any split of the bytes, malformed answers, pooling, timeouts."""
+"""The upstream HTTP/1.1 client: response framing under any split of the bytes, malformed answers, pooling, timeouts.
+
+Every test runs twice: over the compiled connection the gateway runs (``_core.upstream``) and over
+its plain-Python reference (``_core.ref.upstream``)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,9 +11,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastinfer.errors import UpstreamFailure, UpstreamTimeout
-from fastinfer.transport.h1 import MAX_FRAMING, H1Connection, Sink as SinkBase, build_request
+from fastinfer._core import upstream as compiled
+from fastinfer._core.ref import upstream as reference
+from fastinfer.transport.h1 import Sink as SinkBase, build_request
 from fastinfer.transport.pool import Pool
-from fastinfer.transport.states import CLOSED, IDLE
+from fastinfer._core.states import CLOSED, IDLE, MAX_FRAMING
+
+
+@pytest.fixture(autouse=True, scope="module", params=["compiled", "reference"])
+def core(request):
+    """The connections and kept-alive lists every pool of the test makes (``Pool.core``), and the
+    connections ``connection`` makes. Module-scoped: hypothesis's tests may not take a
+    function-scoped fixture."""
+    made = Pool.core
+    Pool.core = {"compiled": compiled, "reference": reference}[request.param]
+    yield Pool.core
+    Pool.core = made
+
+
+def connection(pool, loop: asyncio.AbstractEventLoop):
+    """A connection of the kind under test, not yet connected."""
+    return Pool.core.H1Connection(pool, loop)
 
 
 class FakeTransport:
@@ -62,7 +83,7 @@ class Timeouts:
 def exchange(pieces: list[bytes], sink: Sink | None = None):
     """Feed a response to a fresh connection in ``pieces``; (sink, connection, pool)."""
     pool = Pool("http://127.0.0.1:1/v1")
-    conn = H1Connection(pool, asyncio.get_running_loop())
+    conn = connection(pool, asyncio.get_running_loop())
     conn.connection_made(FakeTransport())
     sink = sink or Sink()
     conn.send(b"GET / HTTP/1.1\r\n\r\n", sink, Timeouts)
@@ -179,7 +200,7 @@ def test_pool_paths_and_origin():
 def test_first_byte_and_idle_watchdog():
     async def go():
         pool = Pool("http://127.0.0.1:1/v1")
-        conn = H1Connection(pool, asyncio.get_running_loop())
+        conn = connection(pool, asyncio.get_running_loop())
         conn.connection_made(FakeTransport())
         sink = Sink()
 
@@ -189,7 +210,7 @@ def test_first_byte_and_idle_watchdog():
         conn.send(b"x", sink, Short)
         await asyncio.sleep(0.12)
         first = sink.ended[:]
-        conn2 = H1Connection(pool, asyncio.get_running_loop())
+        conn2 = connection(pool, asyncio.get_running_loop())
         conn2.connection_made(FakeTransport())
         sink2 = Sink()
         conn2.send(b"x", sink2, Short)
@@ -215,7 +236,7 @@ def test_the_watchdog_left_from_one_exchange_times_out_the_next_and_goes_with_th
     async def go():
         loop = asyncio.get_running_loop()
         pool = Pool("http://127.0.0.1:1/v1")
-        conn = H1Connection(pool, loop)
+        conn = connection(pool, loop)
         conn.connection_made(FakeTransport())
         conn.send(b"x", Sink(), Short)
         kept = conn._timer
@@ -336,7 +357,7 @@ def test_a_sink_whose_end_raises_does_not_reach_the_event_loop():
 def test_a_kept_alive_connection_serves_exchange_after_exchange_and_refuses_a_send_mid_exchange():
     """The connection follows the transition table: IDLE -> ... -> IDLE per exchange; a second
     ``send`` while an answer is awaited is a ``ProtocolStateError`` and writes nothing."""
-    from fastinfer.transport.states import AWAITING_HEAD, ProtocolStateError
+    from fastinfer._core.states import AWAITING_HEAD, ProtocolStateError
 
     def go():
         sink, conn, pool = exchange([LENGTH])
@@ -367,7 +388,7 @@ _FIELDS = st.lists(st.tuples(st.sampled_from(["Content-Type", "content-length", 
                                               "chunked", "caf\xe9", ""])), max_size=5)
 
 
-def _outcome(sink: Sink, conn: H1Connection, pool: Pool):
+def _outcome(sink: Sink, conn, pool: Pool):
     return (sink.status, sink.headers, b"".join(sink.data), [type(e) for e in sink.ended],
             pool._idle == [conn], conn.state)
 
@@ -391,7 +412,7 @@ def test_a_plain_answer_in_one_read_leaves_llhttp_untouched_and_the_connection_r
 
     def go():
         pool = Pool("http://127.0.0.1:1/v1")
-        conn = H1Connection(pool, asyncio.get_running_loop())
+        conn = connection(pool, asyncio.get_running_loop())
         conn.connection_made(FakeTransport())
         llhttp, conn._parser = conn._parser, NoParser()
         first = Sink()
@@ -471,33 +492,52 @@ def test_a_request_whose_kept_alive_connection_was_stale_is_sent_once_more_on_a_
     new connection, not on the next kept-alive one (which may be as stale), and not a third time."""
     from fastinfer.transport.exchange import exchange as upstream_exchange
 
-    class Conn:
-        def __init__(self, loop, reused, answer):
-            self._loop, self.reused, self.got_bytes, self.answer, self.sent = loop, reused, False, answer, 0
+    class Answering(FakeTransport):
+        """Answers each write, soon, the way ``answer`` says."""
 
-        def send(self, framed, sink, timeouts):
-            self.sent += 1
-            self._loop.call_soon(self.answer, sink)
+        def __init__(self, conn, answer):
+            super().__init__()
+            self.conn, self.answer = conn, answer
+
+        def write(self, data):
+            super().write(data)
+            asyncio.get_running_loop().call_soon(self.answer, self.conn)
+
+    stale = lambda conn: conn.connection_lost(None)   # noqa: E731 (the upstream had closed it)
+    whole = lambda conn: conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")  # noqa: E731
 
     class StalePool:
         def __init__(self, loop):
-            stale = lambda sink: sink.on_end(UpstreamFailure("upstream closed the connection"))  # noqa: E731
-            self.idle = [Conn(loop, True, stale), Conn(loop, True, stale)]
-            self.new = []
             self.loop = loop
+            self.idle = [self._made(True, stale), self._made(True, stale)]
+            self.new = []
+
+        def _made(self, reused, answer):
+            conn = connection(self, self.loop)
+            conn.connection_made(Answering(conn, answer))
+            conn.reused = reused
+            return conn
 
         def kept_alive(self):
             return self.idle.pop() if self.idle else None
 
         async def connect(self, connect_s):
-            conn = Conn(self.loop, False, lambda sink: sink.on_whole(200, {}, b"{}"))
+            conn = self._made(False, whole)
             self.new.append(conn)
             return conn
+
+        def release(self, conn, reusable):
+            pass
+
+        def forget(self, conn):
+            pass
 
     async def go():
         pool = StalePool(asyncio.get_running_loop())
         reply = await upstream_exchange(pool, b"POST / HTTP/1.1\r\n\r\n", False, Timeouts)
+        for conn in pool.new + pool.idle:
+            conn.abort()        # their watchdogs
         return reply, pool
     reply, pool = asyncio.run(go())
     assert (reply.status, reply.body) == (200, b"{}")
-    assert len(pool.idle) == 1 and [c.sent for c in pool.new] == [1]     # one stale one tried, then a new one
+    assert len(pool.idle) == 1 and [len(c.transport.written) for c in pool.new] == [1]  # one stale, then a new one

@@ -1,4 +1,4 @@
-"""The upstream connection's transition table (transport/states.py): the only legal paths are a
+"""The upstream connection's transition table (_core/states.py): the only legal paths are a
 keep-alive exchange and a failure from anywhere; every other step is a ``ProtocolStateError``."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from fastinfer.transport import states
-from fastinfer.transport.states import (AWAITING_HEAD, CLOSED, DONE, END, FAIL, HEAD, IDLE, RECEIVING_BODY,
+from fastinfer._core import states
+from fastinfer._core.states import (AWAITING_HEAD, CLOSED, DONE, END, FAIL, HEAD, IDLE, RECEIVING_BODY,
                                         RELEASE, SEND, TRANSITIONS, ProtocolStateError)
 
 ALL_STATES = [v for v in vars(states).values() if isinstance(v, states.State)]

@@ -1,14 +1,16 @@
 """What an upstream exchange hands back: a status, headers, and a whole body or a live stream.
 
-Owns: ``UpstreamReply``, the ``UpstreamStream`` interface whose bytes arrive by
-callback, and ``IteratorStream`` (an ``UpstreamStream`` fed by an async iterator,
-for in-process upstreams). Must not touch: what the bytes mean.
+Owns: the ``UpstreamStream`` interface whose bytes arrive by callback, and ``IteratorStream`` (an
+``UpstreamStream`` fed by an async iterator, for in-process upstreams). ``UpstreamReply`` itself is
+compiled with the connection that makes nearly all of them (``_core.upstream``). Must not touch:
+what the bytes mean.
 """
 from __future__ import annotations
 
 import asyncio
 from typing import AsyncIterator, Callable
 
+from .._core.upstream import UpstreamReply
 from ..errors import GatewayError, UpstreamFailure
 
 
@@ -26,31 +28,6 @@ class UpstreamStream:
 
     def close(self) -> None:
         """Abandon the stream; an unfinished upstream exchange is aborted."""
-
-
-class UpstreamReply:
-    __slots__ = ("status", "headers", "body", "first", "stream")
-
-    def __init__(self, status: int, headers, body: bytes | None, first: bytes | None,
-                 stream: UpstreamStream | None):
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.first = first
-        self.stream = stream
-
-    @classmethod
-    def complete(cls, status: int, body: bytes, headers=None) -> "UpstreamReply":
-        return cls(status, headers or {}, body, None, None)
-
-    @classmethod
-    def streaming(cls, first: bytes, stream: UpstreamStream, headers=None) -> "UpstreamReply":
-        """A 200 stream whose first bytes have arrived (so failures before them can be retried)."""
-        return cls(200, headers or {}, None, first, stream)
-
-    def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
 
 
 class IteratorStream(UpstreamStream):

@@ -7,7 +7,10 @@ moves the connection from which state to which. ``H1Connection`` takes each step
 exchange (a handful per request, never per chunk) as ``state.moves[event]``: the table's row for
 that state, read without a function call; an event the row lacks is a ``ProtocolStateError``.
 
-Owns: the states and the table. Must not touch: sockets, parsing.
+Shared by the compiled connection (``_core.upstream``) and its reference (``_core.ref.upstream``),
+with the two limits on how much an answer may send before its framing says where it is.
+
+Owns: the states and the table, the framing limits. Must not touch: sockets, parsing.
 """
 from __future__ import annotations
 
@@ -70,7 +73,10 @@ END = Event("END")              # the response body ended where its framing says
 RELEASE = Event("RELEASE")      # a complete exchange handed the connection back for reuse
 FAIL = Event("FAIL")            # timeout, malformed bytes, the peer closed, or the caller aborted
 
-# ------------------------------------------------------ how a body is framed
+# ------------------------------------------------------ how a body is framed, and its limits
+MAX_HEAD = 64 * 1024        # bytes of response head (status line and headers, 1xx answers included)
+MAX_FRAMING = 8 * 1024      # bytes between two pieces of body: a chunk-size line with its extensions, trailers
+
 LENGTH = Framing("LENGTH")              # Content-Length (or a status that has no body)
 CHUNKED = Framing("CHUNKED")            # Transfer-Encoding: chunked
 UNTIL_CLOSE = Framing("UNTIL_CLOSE")    # neither: the body ends when the upstream closes
