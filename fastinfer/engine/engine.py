@@ -216,7 +216,8 @@ class Engine:
                     waited_from = self._loop.time()
                     await waiting
                     timeout = max(0.0, timeout - (self._loop.time() - waited_from))
-            await self.admission.acquire(dep.index, req.priority, cfg.on_capacity_exhausted, timeout)
+            if not self.admission.try_acquire(dep.index):
+                await self.admission.acquire(dep.index, req.priority, cfg.on_capacity_exhausted, timeout)
         except CapacityExhausted as e:
             metrics.rejected(cfg.name, e.reason)
             raise

@@ -27,7 +27,7 @@ from .admin import AdminApi
 from .answer import ClientStream, WrittenAnswer, stream_head, write_json
 from .anthropic_api import messages_request
 from .auth import KeyRing
-from .body import read_json
+from .body import NOT_ARRIVED, arrived_json, read_json
 from .drain import GatewayDrain, ShuttingDown
 from .errors import JSON
 from .middleware import DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RequestIds, error_middleware
@@ -168,7 +168,9 @@ class Gateway:
                     data.key = key.name
                 timeout_ms = request.headers.get("x-timeout-ms")
                 deadline = None if timeout_ms is None else now + _parse_timeout_ms(timeout_ms)
-                body = await read_json(request, self.max_body_bytes, self.body_timeout_s)
+                body = arrived_json(request, self.max_body_bytes)
+                if body is NOT_ARRIVED:
+                    body = await read_json(request, self.max_body_bytes, self.body_timeout_s)
                 req, dep = self._engine_request(request, parse, body, key, data, now)
                 req.deadline = deadline
                 result = data.result = await self.engine.chat(req, dep)

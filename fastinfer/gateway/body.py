@@ -24,29 +24,50 @@ from ..errors import BadRequest, BodyTooLarge, GatewayError
 MAX_JSON_DEPTH = 64
 
 
-async def read_json(request: web.Request, max_bytes: int, timeout_s: float):
-    """The request's body, parsed; ``GatewayError`` (413, 408, 400) when it breaks a limit."""
+#: ``arrived_json``'s answer for a body still arriving
+NOT_ARRIVED = object()
+
+
+def arrived_json(request: web.Request, max_bytes: int):
+    """The request's body parsed, when all of it has arrived (a small body nearly always comes with
+    its head), else ``NOT_ARRIVED``: then ``read_json`` waits for it. Not a coroutine: a coroutine
+    costs every request, and this one awaits nothing. ``GatewayError`` (413, 400) as ``read_json``."""
     length = request.content_length
     if length is not None and length > max_bytes:
         raise BodyTooLarge(f"Request body of {length} bytes exceeds the limit of {max_bytes} bytes.")
+    content = request.content
+    if not content.is_eof():
+        return NOT_ARRIVED
+    # taken as it lies, without a timer to arm or a read loop to await; its decoded size checked before the join
+    if content.total_bytes > max_bytes:
+        raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes.")
     try:
-        content = request.content
-        if content.is_eof():
-            # the whole body came with the head (a small body nearly always does): taken as it lies,
-            # without a timer to arm or a read loop to await; its decoded size checked before the join
-            if content.total_bytes > max_bytes:
-                raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=content.total_bytes)
-            raw = content.read_nowait()
-        else:
-            async with asyncio.timeout(timeout_s):
-                raw = await request.read()
+        raw = content.read_nowait()
+    except web.RequestPayloadError as e:
+        raise _undecodable(e) from None
+    return _parsed(raw, max_bytes)
+
+
+async def read_json(request: web.Request, max_bytes: int, timeout_s: float):
+    """The request's body, parsed; ``GatewayError`` (413, 408, 400) when it breaks a limit."""
+    body = arrived_json(request, max_bytes)
+    if body is not NOT_ARRIVED:
+        return body
+    try:
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes.") from None
     except TimeoutError:
         raise GatewayError("The request body did not arrive in time.", status=408,
                            type="invalid_request_error", code="request_timeout") from None
     except web.RequestPayloadError as e:   # e.g. a Content-Encoding: gzip body that is not gzip
-        raise BadRequest(f"The request body could not be decoded: {_first_line(e)}") from None
+        raise _undecodable(e) from None
+    return _parsed(raw, max_bytes)
+
+
+def _parsed(raw: bytes, max_bytes: int):
+    """``raw`` as JSON within the size and depth limits."""
     if len(raw) > max_bytes:
         raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes.")
     try:
@@ -56,6 +77,10 @@ async def read_json(request: web.Request, max_bytes: int, timeout_s: float):
     if json_depth_exceeds(raw, MAX_JSON_DEPTH):
         raise BadRequest(f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.")
     return body
+
+
+def _undecodable(error: Exception) -> BadRequest:
+    return BadRequest(f"The request body could not be decoded: {_first_line(error)}")
 
 
 def _first_line(error: Exception) -> str:

@@ -61,6 +61,11 @@ class AdmissionControl:
                 else:
                     future.set_result(None)
 
+    def try_acquire(self, index: int) -> bool:
+        """Take a free slot of deployment ``index`` now, if there is one (nearly always: then the
+        request awaits no ``acquire`` coroutine, which would cost it one for nothing)."""
+        return self.admissions[index].try_acquire(self.worker)
+
     async def acquire(self, index: int, priority: int, policy: str, timeout_s: float | None) -> None:
         """Return holding one slot of deployment ``index``, or raise ``CapacityExhausted``."""
         admission = self.admissions[index]
