@@ -22,7 +22,8 @@ Definitions (all from one run, the same mock behind every path):
 from __future__ import annotations
 
 COLUMNS = (("direct", "direct (mock)"), ("nginx", "nginx"), ("vllm-router", "vllm-router"),
-           ("gateway", "fastinfer"), ("gateway-full", "fastinfer, features on"), ("baseline", "fastinfer baseline"))
+           ("gateway", "fastinfer"), ("gateway-full", "fastinfer, features on"), ("baseline", "fastinfer baseline"),
+           ("baseline-full", "fastinfer baseline, features on"))
 FASTINFER = ("gateway", "gateway-full")
 PEERS = ("nginx", "vllm-router")
 SHARE_BAR = (0.35, 0.65)

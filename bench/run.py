@@ -16,7 +16,9 @@ fastinfer's figures as ratios to each peer's. It writes JSON and Markdown to
 ``--baseline-tree PATH`` starts a second gateway from another source tree (a
 checkout with its compiled core built in place, e.g. ``git worktree add`` of
 main) on the same mock, runs every scenario through it too, and reports this
-tree against it as ratios: a before/after measured in one run.
+tree against it as ratios: a before/after measured in one run. When ``gateway-full`` runs, the
+baseline tree runs with every feature on too (``baseline-full``), and the report sets the two
+features-on paths side by side as well.
 
 ``--variant LABEL=TOML`` starts one more fastinfer path of this tree, the bare
 config with ``TOML``'s settings on it (e.g. ``logging = { format = "json",
@@ -219,6 +221,9 @@ def run_all(args) -> dict:
         report["baseline_tree"] = str(Path(args.baseline_tree).resolve())
         report["baseline_summary"] = report["summaries"]["baseline"]
         report["against_baseline"] = against_baseline(report["summary"], report["baseline_summary"])
+        if "baseline-full" in report["summaries"]:
+            report["against_baseline_full"] = against_baseline(report["summaries"]["gateway-full"],
+                                                               report["summaries"]["baseline-full"])
     if args.variant:
         report["variants"] = {label: {"config": toml, "summary": report["summaries"][label],
                                       "against_gateway": against_baseline(report["summaries"][label],
@@ -397,6 +402,10 @@ def to_markdown(report: dict) -> str:
         lines += ["", f"This tree against the baseline tree `{report['baseline_tree']}` (same run, same mock; "
                   "ratio = this / baseline, below 1 is cheaper):", ""]
         lines += comparison_table(report["against_baseline"], "this", "baseline")
+    if "against_baseline_full" in report:
+        lines += ["", "With every feature on, this tree against the baseline tree (`gateway-full` / "
+                  "`baseline-full`, same run, same mock):", ""]
+        lines += comparison_table(report["against_baseline_full"], "this", "baseline")
     for label, variant in report.get("variants", {}).items():
         lines += ["", f"Variant `{label}` against the gateway (same run, same mock; its config adds "
                   f"`{_one_line(variant['config'])}`; ratio = {label} / gateway, above 1 costs more):", ""]

@@ -10,6 +10,7 @@ left out). The paths, by label:
 - ``gateway-limits``: fastinfer with a gateway key and every limit on, none binding, no access log
   (``gateway_configs.limits_config``; only when ``--targets`` asks for it);
 - ``baseline``: fastinfer bare from another source tree (``--baseline-tree``);
+- ``baseline-full``: fastinfer with every feature on from that tree, when ``gateway-full`` runs too;
 - a ``--variant``'s label: fastinfer bare of this tree plus the variant's settings, measured
   against ``gateway``;
 - ``nginx``: Debian's nginx as a plain keep-alive reverse proxy — the proxy floor;
@@ -28,9 +29,14 @@ from .services import Service, fastinfer_tree
 from .vllm_router import RUNTIME_THREADS, start_vllm_router
 
 ALL_TARGETS = ("direct", "gateway", "gateway-full", "gateway-limits", "nginx", "vllm-router")
-FASTINFER_TARGETS = ("gateway", "gateway-full", "gateway-limits", "baseline")
+FASTINFER_TARGETS = ("gateway", "gateway-full", "gateway-limits", "baseline", "baseline-full")
 OPT_IN_TARGETS = ("gateway-limits",)     # run only when --targets names them
-RESERVED_LABELS = ALL_TARGETS + ("baseline",)   # what a --variant may not be called
+RESERVED_LABELS = ALL_TARGETS + ("baseline", "baseline-full")   # what a --variant may not be called
+
+
+def baseline_labels(labels: list[str]) -> list[str]:
+    """The baseline tree's paths: bare, and with every feature on when this tree's runs so."""
+    return ["baseline"] + (["baseline-full"] if "gateway-full" in labels else [])
 
 
 def wanted_targets(asked: list[str] | None, vllm_router: str | None) -> tuple[list[str], dict[str, str]]:
@@ -65,10 +71,11 @@ def start_targets(labels: list[str], upstream, workdir: str, workers: int, layou
     info: dict = {"workers": {}}
     preexec = layout.gateway_preexec()
     variants = variants or {}
+    baselines = baseline_labels(labels) if baseline_tree else []
     try:
-        for label in labels[1:] + (["baseline"] if baseline_tree else []) + list(variants):
+        for label in labels[1:] + baselines + list(variants):
             if label in FASTINFER_TARGETS or label in variants:
-                tree = baseline_tree if label == "baseline" else fastinfer_tree()
+                tree = baseline_tree if label in baselines else fastinfer_tree()
                 path = Path(workdir, f"{label}.toml")
                 settings = gateway_settings if label == "gateway" else variants.get(label)
                 features = write_gateway_config(label, upstream.port, path, tree, settings)
@@ -94,8 +101,8 @@ def start_targets(labels: list[str], upstream, workdir: str, workers: int, layou
         for label, service in started[1:]:
             service.stop()
         raise
-    # the baseline runs right after direct, as before: the order alternates round by round
-    if baseline_tree:
+    # the baseline's paths run right after direct, as before: the order alternates round by round
+    for _ in baselines:
         started.insert(1, started.pop(len(started) - len(variants) - 1))
     return started, info
 
@@ -103,10 +110,13 @@ def start_targets(labels: list[str], upstream, workdir: str, workers: int, layou
 def write_gateway_config(label: str, upstream_port: int, path: Path, tree: Path,
                          settings: dict | None = None) -> dict | None:
     """The config of fastinfer path ``label`` (``gateway``, ``gateway-full``, ``gateway-limits``,
-    ``baseline`` or a variant with its ``settings``) written to ``path`` as ``tree``'s check-config
-    accepts it; for ``gateway-full``, which features are on and why any is off."""
+    ``baseline``, ``baseline-full`` or a variant with its ``settings``) written to ``path`` as
+    ``tree``'s check-config accepts it; for ``gateway-full``, which features are on and why any is off."""
     if label == "gateway-full":
         return accepted_features_config(upstream_port, path, tree)[1]
+    if label == "baseline-full":
+        accepted_features_config(upstream_port, path, tree)
+        return None
     if label == "gateway-limits":
         accepted_config(limits_config(upstream_port), path, tree)
     elif label == "baseline":

@@ -329,3 +329,25 @@ def test_the_cluster_bench_config_is_one_this_tree_accepts(tmp_path, mode):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"mode={mode}" in out.stdout
+
+
+def test_a_baseline_tree_runs_with_every_feature_on_too_when_the_features_path_runs(tmp_path):
+    """--baseline-tree with gateway-full: the baseline tree runs bare and with every feature on
+    (``baseline-full``, its own features config: it writes the access log), and the report sets
+    gateway-full against baseline-full as ratios of their own summaries."""
+    report = _bench(tmp_path, "--mock", "python", "--targets", "direct", "gateway", "gateway-full",
+                    "--workers", "1", "--duration", "0.3", "--concurrency", "2", "--stream-concurrency", "2",
+                    "--no-wrk", "--paced-itl-ms", "0", "--baseline-tree", str(ROOT))
+    assert report["targets"] == ["direct", "baseline", "baseline-full", "gateway", "gateway-full"]
+    assert all(row["requests"] > 0 and row["errors"] == 0 for row in report["rows"])
+    served = {label: sum(r["requests"] for r in report["rows"] if r["path"] == label) for label in report["targets"]}
+    sizes = report["log_bytes"]
+    assert sizes["baseline-full"] > 100 * served["baseline-full"] and sizes["baseline"] < 10 * served["baseline"]
+    compared = report["against_baseline_full"]
+    per_request = compared["nonstream c2"]["gateway_cpu_us_per_request"]
+    assert per_request["this"] == report["summaries"]["gateway-full"]["nonstream c2"]["gateway_cpu_us_per_request"]
+    assert per_request["baseline"] == report["summaries"]["baseline-full"]["nonstream c2"][
+        "gateway_cpu_us_per_request"]
+    assert per_request["ratio"] == round(per_request["this"] / per_request["baseline"], 2)
+    assert "With every feature on, this tree against the baseline tree" in report["_markdown"]
+    assert "fastinfer baseline, features on" in report["_markdown"]
