@@ -97,7 +97,7 @@ def piped(request):
 
 def add_all(log: access.AccessLog, rows):
     for ts, values in rows:
-        log.add(ts, *values)
+        log.add(ts, values)
 
 
 TEXT = st.text(max_size=40) | st.sampled_from(["0f3a9c1b2d4e5f60", "team a", "POST", "/v1/chat/completions", "",

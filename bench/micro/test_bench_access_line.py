@@ -22,7 +22,7 @@ import pytest
 
 from fastinfer import redact as redact_module
 from fastinfer.observe import access, logs
-from test_bench_access_log import FIELDS, _Loop, devnull_logger, per_line_us  # noqa: F401 (a fixture)
+from test_bench_access_log import VALUES, _Loop, devnull_logger, per_line_us  # noqa: F401 (a fixture)
 
 REMEMBERED = ("sk-replica-credential-0001", "AIzaSyBenchBenchBenchBenchBench01", "plain-credential-value")
 
@@ -55,7 +55,7 @@ class _FormerJson(logs.JsonFormatter):
 def _all_in_us(log: access.AccessLog, n: int) -> float:
     def add_and_flush():
         for _ in range(100):
-            log.add(time.time(), **FIELDS)
+            log.add(time.time(), VALUES)
         log.flush()
     return per_line_us(add_and_flush, max(n // 100, 5)) / 100
 

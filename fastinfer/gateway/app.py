@@ -227,12 +227,11 @@ class Gateway:
         if OPERATOR_ROUTE not in request:
             self.engine.metrics.request("", status)
         if self.access_log is not None:
-            self.access_log.add(
-                ts=time.time(), request_id=self._ids.shown(request[REQUEST_ID]), key=None, deployment=None,
-                replica=None,
-                status=status, attempts=0, stream=False, duration_s=None, ttft_s=None, overhead_s=None,
-                prompt_tokens=None, completion_tokens=None, cost_usd=None, error=error.message,
-                method=request.method, path=request.path)
+            # the values in ``access.FIELDS``' order: request_id, key, deployment, replica, status,
+            # attempts, stream, duration, ttft, overhead, prompt and completion tokens, cost, error, method, path
+            self.access_log.add(time.time(), (
+                self._ids.shown(request[REQUEST_ID]), None, None, None, status, 0, False, None, None, None,
+                None, None, None, error.message, request.method, request.path))
 
     def _answered(self, request: web.Request, data: DataRequest, status: int,
                   error: GatewayError | None = None) -> None:
@@ -269,14 +268,12 @@ class Gateway:
             replica, usage, cost, attempts, stream = req.replica, req.usage, req.cost_usd, req.attempts, req.stream
         request_id = self._ids.shown(request[REQUEST_ID])
         if self.access_log is not None:
-            self.access_log.add(
-                ts=time.time() - duration, request_id=request_id, key=key, deployment=data.deployment,
-                replica=replica, status=status, attempts=attempts, stream=stream, duration_s=duration,
-                ttft_s=None if result is None else result.ttft_s,
-                overhead_s=None if result is None else result.overhead_s,
-                prompt_tokens=None if usage is None else usage.get("prompt_tokens"),
-                completion_tokens=None if usage is None else usage.get("completion_tokens"),
-                cost_usd=cost, error=error_text, method=request.method, path=request.path)
+            self.access_log.add(time.time() - duration, (        # in ``access.FIELDS``' order
+                request_id, key, data.deployment, replica, status, attempts, stream, duration,
+                None if result is None else result.ttft_s, None if result is None else result.overhead_s,
+                None if usage is None else usage.get("prompt_tokens"),
+                None if usage is None else usage.get("completion_tokens"),
+                cost, error_text, request.method, request.path))
         if data.trace is not None:
             data.trace.end(status, request_id, key, data.deployment, attempts, stream, usage, cost, error_text)
 
