@@ -1,5 +1,9 @@
 """Build script: compiles the Cython core in fastinfer/_core.
 
+A compiled module's source is a ``.pyx``, or a ``.py`` with a ``.pxd`` beside it (Cython's
+pure-Python mode: the ``.pxd`` gives the types, and the ``.py`` is also the module's plain-Python
+reference, which the tests run uncompiled).
+
 Everything declarative lives in pyproject.toml; this file exists only because
 extension modules still need code to describe them.
 """
@@ -10,16 +14,22 @@ from setuptools import Extension, setup
 
 CORE = Path("fastinfer") / "_core"
 
+
+def _sources() -> list[Path]:
+    pure = [pxd.with_suffix(".py") for pxd in CORE.glob("*.pxd") if pxd.with_suffix(".py").exists()]
+    return sorted(CORE.glob("*.pyx")) + sorted(pure)
+
+
 extensions = [
     Extension(
-        f"fastinfer._core.{pyx.stem}",
-        [str(pyx)],
+        f"fastinfer._core.{source.stem}",
+        [str(source)],
         # -pthread: the shared-memory core uses process-shared robust mutexes, which live
         # in libpthread on glibc older than 2.34
         extra_compile_args=["-O3", "-pthread"],
         extra_link_args=["-pthread"],
     )
-    for pyx in sorted(CORE.glob("*.pyx"))
+    for source in _sources()
 ]
 
 setup(

@@ -31,7 +31,9 @@ def test_wheel_builds_installs_and_serves_outside_the_tree(tmp_path):
                     "-q", "-w", str(wheels)], check=True, cwd=tmp_path, timeout=540)
     (wheel,) = wheels.glob("fastinfer-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert any(n.startswith("fastinfer/_core/sse.") and n.endswith(".so") for n in names)
+    # a .pyx module and a pure-Python-mode one (a .py with its .pxd) are both compiled
+    for module in ("sse", "upstream"):
+        assert any(n.startswith(f"fastinfer/_core/{module}.") and n.endswith(".so") for n in names)
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
     for asset in ("index.html", "dashboard.css", "dashboard.js"):
         assert f"fastinfer/ops/dashboard/{asset}" in names
@@ -47,9 +49,12 @@ def test_wheel_builds_installs_and_serves_outside_the_tree(tmp_path):
 
     run_dir = tmp_path / "elsewhere"
     run_dir.mkdir()
-    where = subprocess.run([str(python), "-c", "import fastinfer._core.sse, fastinfer; print(fastinfer.__file__)"],
+    where = subprocess.run([str(python), "-c", "import fastinfer._core.upstream as u, fastinfer; "
+                            "print(fastinfer.__file__); print(u.__file__)"],
                            cwd=run_dir, env=env, capture_output=True, text=True, check=True)
-    assert where.stdout.startswith(str(venv))
+    package, upstream = where.stdout.split()
+    assert package.startswith(str(venv))
+    assert upstream.endswith(".so")     # the compiled module is what imports, not its source beside it
 
     serve = subprocess.Popen([str(venv / "bin" / "fastinfer"), "serve", "--port", "0", "--workers", "1"],
                              cwd=run_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
