@@ -4,7 +4,7 @@ resident in every process of the tree, and creating the shared segment leaves it
 pages untouched (they are resident only where a queue reaches them); the workers load no numpy
 even to answer a metrics scrape, and no Redis client (nor what it brings: OpenTelemetry,
 cryptography) when no [cluster] is configured; nor does any process load SQLite without a state_dir,
-or ctypes, and a worker runs one thread."""
+or ctypes, and a worker runs one thread and no C++ runtime."""
 from __future__ import annotations
 
 import os
@@ -91,3 +91,15 @@ def test_no_process_loads_sqlite_without_a_state_dir_nor_ctypes_nor_starts_a_thr
         "[server]", f'[server]\n        state_dir = "{tmp_path}"', 1), workers=1)
     assert wait_for(lambda: len(children_of(with_state.pid)) == 1)
     assert extension_loaded(mapped_files(with_state.pid), "_sqlite3")   # it saves the limits there
+
+
+def test_a_worker_loads_no_cpp_runtime_for_aiohttps_frozen_lists(start_gateway):
+    """frozenlist's compiled module is C++: it would map libstdc++ into each worker (~1 MiB resident)
+    for aiohttp's signal lists, which the data path never touches; the workers use its Python."""
+    gw = start_gateway(workers=2)
+    assert http_json("GET", gw.base + "/v1/models", headers={"connection": "close"})[0] == 200
+    assert wait_for(lambda: len(children_of(gw.pid)) == 2)
+    workers = [mapped_files(pid) for pid in children_of(gw.pid)]
+    assert all(loaded(files, "aiohttp") and loaded(files, "multidict") for files in workers)  # the check sees them
+    assert not any(extension_loaded(files, "_frozenlist") for files in workers)
+    assert not any("libstdc++" in path for files in workers for path in files)

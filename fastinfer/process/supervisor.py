@@ -172,6 +172,7 @@ class Supervisor:
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
                 # imported here, not by the supervisor: it needs no aiohttp, gateway or engine, and
                 # a module imported before the fork is resident in every process of the tree
+                _frozenlist_in_python()
                 from .worker import run_worker
                 code = run_worker(index, generation.config, keep_only(self.slots, index), generation.host,
                                   self.admin_sock, stops)
@@ -314,3 +315,10 @@ def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit {os.WEXITSTATUS(status)}"
+
+
+def _frozenlist_in_python() -> None:
+    """aiohttp's frozen lists (its signals: never touched on the data path) in frozenlist's pure
+    Python, unless the environment chose: its compiled module is C++ and loads ``libstdc++`` into the
+    worker, ~1 MiB resident that nothing else there needs (issue 12's memory bar)."""
+    os.environ.setdefault("FROZENLIST_NO_EXTENSIONS", "1")
