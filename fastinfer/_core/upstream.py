@@ -27,10 +27,11 @@ chunk-size line, a broken head), a protocol switch, even a sink that raises, end
 an ``UpstreamFailure`` and drop the connection.
 
 Owns: one connection's exchanges (request framing, response framing, reuse), connect / first-byte
-/ idle / total timeouts, and ``Exchange``, the sink that waits for what the caller waits for (a
-whole answer, or a stream's first bytes) and then hands the live stream on. The connection's states
-are the named constants of ``transport.states``. Must not touch: what the body means (``formats``
-and the engine decide), which connection (``transport.pool``).
+/ idle / total timeouts; ``Exchange``, the sink that waits for what the caller waits for (a whole
+answer, or a stream's first bytes) and then hands the live stream on; ``KeptAlive``, a pool's
+kept-alive connections; ``UpstreamReply``. The connection's states are the named constants of
+``_core.states``. Must not touch: what the body means (``formats`` and the engine decide), which
+pool or replica (``transport.pool``, ``session``).
 """
 from __future__ import annotations
 
