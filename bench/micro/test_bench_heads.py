@@ -67,7 +67,8 @@ def _exchanges_us(monkeypatch, compiled: bool, number: int, reads: list[bytes] =
     sink's calls, back to the pool): with the compiled readers, or with llhttp alone."""
     import asyncio
 
-    from fastinfer.transport import h1
+    from fastinfer._core import upstream
+    from fastinfer.transport.h1 import Sink as SinkBase
     from fastinfer.transport.pool import Pool
 
     class Transport:
@@ -77,7 +78,7 @@ def _exchanges_us(monkeypatch, compiled: bool, number: int, reads: list[bytes] =
         def is_closing(self):
             return False
 
-    class Sink(h1.Sink):
+    class Sink(SinkBase):
         def on_head(self, status, headers):
             pass
 
@@ -92,7 +93,7 @@ def _exchanges_us(monkeypatch, compiled: bool, number: int, reads: list[bytes] =
 
     async def go():
         pool = Pool("http://127.0.0.1:1/v1")
-        conn = h1.H1Connection(pool, asyncio.get_running_loop())
+        conn = upstream.H1Connection(pool, asyncio.get_running_loop())
         conn.connection_made(Transport())
         sink = Sink()
 
@@ -100,12 +101,12 @@ def _exchanges_us(monkeypatch, compiled: bool, number: int, reads: list[bytes] =
             conn.send(b"POST / HTTP/1.1\r\n\r\n", sink, Timeouts)
             for data in reads:
                 conn.data_received(data)
-            assert pool._idle == [conn]
-            pool._idle.clear()
+            assert pool._kept.idle == [conn]
+            pool._kept.idle.clear()
         with monkeypatch.context() as patch:
             if not compiled:
-                patch.setattr(h1, "whole_response", lambda data: None)
-                patch.setattr(h1, "chunked_head", lambda data: None)
+                patch.setattr(upstream, "whole_response", lambda data: None)
+                patch.setattr(upstream, "chunked_head", lambda data: None)
             return _us(one, number)
     return asyncio.run(go())
 
