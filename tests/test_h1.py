@@ -118,7 +118,7 @@ def test_chunked_body_survives_any_split(cuts):
     assert sink.status == 200
     assert b"".join(sink.data) == CHUNKED_BODY
     assert sink.ended == [None]
-    assert pool._idle == [conn]  # the whole body was read: the connection goes back to the pool
+    assert pool._kept.idle == [conn]  # the whole body was read: the connection goes back to the pool
 
 
 @settings(max_examples=200, deadline=None)
@@ -136,7 +136,7 @@ def test_connection_close_is_not_reused_and_interim_answers_are_skipped():
                 b"Content-Length: 2\r\n\r\nok")
     sink, conn, pool = run(lambda: exchange([response]))
     assert sink.status == 200 and b"".join(sink.data) == b"ok" and sink.ended == [None]
-    assert pool._idle == [] and conn.transport is None or conn.transport.closed
+    assert pool._kept.idle == [] and conn.transport is None or conn.transport.closed
 
 
 def test_body_until_close():
@@ -241,7 +241,7 @@ def test_the_watchdog_left_from_one_exchange_times_out_the_next_and_goes_with_th
         conn.send(b"x", Sink(), Short)
         kept = conn._timer
         conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-        pool._idle.remove(conn)
+        pool._kept.idle.remove(conn)
         await asyncio.sleep(0.05)
         sink = Sink()
         sent_at = loop.time()
@@ -274,7 +274,7 @@ def test_a_malformed_answer_fails_the_exchange_and_never_raises(response, messag
         sink, conn, pool = run(lambda: exchange(pieces))   # data_received raising would fail here
         (error,) = sink.ended
         assert isinstance(error, UpstreamFailure) and message in error.message, error.message
-        assert conn.transport.aborted and conn.state is CLOSED and pool._idle == []
+        assert conn.transport.aborted and conn.state is CLOSED and pool._kept.idle == []
 
 
 @pytest.mark.parametrize("line_start, filler", [(b"", b"0"), (b"5;ext=", b"x")], ids=["zeros", "extension"])
@@ -306,21 +306,21 @@ def test_what_one_read_brought_goes_to_the_sink_as_one_piece():
 def test_bytes_after_the_end_of_the_answer_keep_the_answer_but_not_the_connection():
     sink, conn, pool = run(lambda: exchange([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"]))
     assert b"".join(sink.data) == b"ok" and sink.ended == [None]
-    assert pool._idle == [] and conn.transport.closed
+    assert pool._kept.idle == [] and conn.transport.closed
 
 
 def test_http_1_0_answers_are_not_reused_and_complete_ones_are():
     sink, conn, pool = run(lambda: exchange([b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"]))
-    assert sink.ended == [None] and pool._idle == [] and conn.transport.closed
+    assert sink.ended == [None] and pool._kept.idle == [] and conn.transport.closed
     sink, conn, pool = run(lambda: exchange([b"HTTP/1.1 204 No Content\r\n\r\n"]))
     assert sink.status == 204 and sink.data == [] and sink.ended == [None]
-    assert pool._idle == [conn] and conn.state is IDLE and conn.reusable
+    assert pool._kept.idle == [conn] and conn.state is IDLE and conn.reusable
 
 
 def test_bytes_on_an_idle_connection_drop_it():
     def go():
         sink, conn, pool = exchange([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
-        assert pool._idle == [conn]
+        assert pool._kept.idle == [conn]
         conn.data_received(b"HTTP/1.1 200 OK\r\n")   # nobody asked
         return conn
     conn = run(go)
@@ -363,8 +363,8 @@ def test_a_kept_alive_connection_serves_exchange_after_exchange_and_refuses_a_se
         sink, conn, pool = exchange([LENGTH])
         states = [conn.state]
         for _ in range(2):      # the pool hands the same connection back for the next exchange
-            assert pool._idle == [conn]
-            pool._idle.remove(conn)
+            assert pool._kept.idle == [conn]
+            pool._kept.idle.remove(conn)
             again = Sink()
             conn.send(b"GET /again HTTP/1.1\r\n\r\n", again, Timeouts)
             states.append(conn.state)
@@ -390,7 +390,7 @@ _FIELDS = st.lists(st.tuples(st.sampled_from(["Content-Type", "content-length", 
 
 def _outcome(sink: Sink, conn, pool: Pool):
     return (sink.status, sink.headers, b"".join(sink.data), [type(e) for e in sink.ended],
-            pool._idle == [conn], conn.state)
+            pool._kept.idle == [conn], conn.state)
 
 
 @settings(max_examples=400, deadline=None)
@@ -419,7 +419,7 @@ def test_a_plain_answer_in_one_read_leaves_llhttp_untouched_and_the_connection_r
         conn.send(b"POST / HTTP/1.1\r\n\r\n", first, Timeouts)
         conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
         conn._parser = llhttp
-        pool._idle.remove(conn)         # as the pool hands it out
+        pool._kept.idle.remove(conn)         # as the pool hands it out
         second = Sink()
         conn.send(b"POST / HTTP/1.1\r\n\r\n", second, Timeouts)
         conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
@@ -471,7 +471,7 @@ def test_an_answer_read_whole_reaches_the_caller_as_the_split_one_does(stream, s
                     chunks = []
                     reply.stream.start(chunks.append, ends.append)
                     replies.append(chunks)
-            return replies, ends, len(pool._idle), len(served)
+            return replies, ends, len(pool._kept.idle), len(served)
         finally:
             pool.close()
             server.close()

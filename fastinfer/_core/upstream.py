@@ -448,11 +448,8 @@ class H1Connection:
             self.transport.abort()
         _tell_end(sink, error)
 
-    def released(self) -> None:
-        """Back in the pool after a complete exchange (called by the pool)."""
-        self._released()
-
     def _released(self) -> None:
+        """Back in the pool after a complete exchange (``KeptAlive.keep``)."""
         self.state = self.state.moves[RELEASE]
         self.idle_since = self._loop.time()
 

@@ -30,11 +30,8 @@ class Pool:
         self.host_header = parts.netloc.rsplit("@", 1)[-1]
         self.base_path = parts.path.rstrip("/")
         self.base_url = base_url.rstrip("/")
-        self.max_idle = max_idle
-        self.idle_timeout_s = idle_timeout_s
         self._ssl = ssl_module.create_default_context() if self.tls else None
         kept = self._kept = self.core.KeptAlive(max_idle, idle_timeout_s)
-        self._idle = kept.idle
         # every exchange takes a connection and gives it back: the calls go straight to the compiled
         # list, where a method of this class in between would cost each a Python frame.
         # ``kept_alive()``: a kept-alive connection ready for an exchange, or None (then ``connect``);
