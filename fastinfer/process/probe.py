@@ -6,8 +6,8 @@ the worker's own series (``metrics.WorkerSeries``), which every worker's ``/metr
 shows; and, just before the memory is read, handing the heap's free pages back to the kernel
 (``release_free_memory``: glibc's ``malloc_trim``). Without it what a burst freed stays resident:
 in the soak each slice of streams left a worker's RSS ~0.4 MiB higher for good, where trimmed it
-comes back down within the second (``python -m fastinfer bench --soak``); a trim of a fragmented
-50 MB heap takes ~0.2 ms. A timer on the worker's loop does it all: nothing runs per request.
+comes back down within the second (``python -m fastinfer bench --soak``), at no CPU a request that
+the soak's figure shows. A timer on the worker's loop does it all: nothing runs per request.
 Must not touch: request handling.
 """
 from __future__ import annotations
