@@ -29,7 +29,7 @@ AREAS = [
     ("engine, routing, limits", ("fastinfer/engine/", "fastinfer/routing/", "fastinfer/limits/", "fastinfer/breaker/",
                                  "fastinfer/session/", "fastinfer/ops/auth")),
     ("formats (request/response translation)", ("fastinfer/formats/",)),
-    ("client connections (framing, head parsing)", ("fastinfer/gateway/connection.py", "httptools/")),
+    ("client connections (framing, head parsing)", ("fastinfer/_core/client.py", "httptools/")),
     ("gateway handlers and middleware", ("fastinfer/gateway/", "fastinfer/ops/")),
     ("aiohttp web layer", ("aiohttp/", "multidict/", "yarl/")),
     ("event loop (uvloop, asyncio; its syscalls)", ("asyncio/", "uvloop/", "selectors.py")),

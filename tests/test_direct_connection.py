@@ -1,10 +1,13 @@
-"""``gateway.connection.DirectConnection``, in process over real sockets on 127.0.0.1.
+"""``_core.client.DirectConnection``, in process over real sockets on 127.0.0.1.
 
 A plain data request is served by the connection itself (its handler sees a ``DirectRequest``);
 anything else, from that request's first byte on, by aiohttp (a ``web.Request``), and the
 connection stays aiohttp's. The connection registers with aiohttp's server as aiohttp's own do,
 waits for a body that comes in pieces, answers one request at a time, lets a client that went
 away cancel its handler, reads a body it answered early before it closes, and closes when idle.
+
+Every test runs twice: over the compiled connection the gateway runs (``_core.client``) and over its
+plain-Python reference (``_core.ref.client``).
 """
 from __future__ import annotations
 
@@ -16,10 +19,21 @@ import pytest
 from aiohttp import web
 from hypothesis import given, settings, strategies as st
 
-from fastinfer.gateway.connection import MAX_HEAD_BYTES, DirectConnection, DirectRequest
-from fastinfer.gateway.protocol import DIRECT_BODY_LIMIT, DIRECT_ROUTES, EdgeAppRunner
+from fastinfer._core import client as compiled
+from fastinfer._core.client import MAX_HEAD_BYTES
+from fastinfer._core.ref import client as reference
+from fastinfer.gateway.protocol import DIRECT_BODY_LIMIT, DIRECT_ROUTES, EdgeAppRunner, _EdgeServer
 
 PATH = "/v1/chat/completions"
+
+
+@pytest.fixture(autouse=True, scope="module", params=["compiled", "reference"])
+def core(request):
+    """The module every server of the test makes its direct connections from (``_EdgeServer.core``)."""
+    made = _EdgeServer.core
+    _EdgeServer.core = {"compiled": compiled, "reference": reference}[request.param]
+    yield _EdgeServer.core
+    _EdgeServer.core = made
 
 
 class Recorder:
@@ -33,7 +47,7 @@ class Recorder:
         self.tasks: list[asyncio.Task] = []     # the task each call ran in
 
     async def __call__(self, request) -> web.Response:
-        kind = "direct" if isinstance(request, DirectRequest) else "aiohttp"
+        kind = "direct" if isinstance(request, _EdgeServer.core.DirectRequest) else "aiohttp"
         self.requests.append(weakref.ref(request))
         self.tasks.append(asyncio.current_task())
         if request.content_length is not None and request.content_length > 64:
@@ -143,7 +157,7 @@ def test_a_plain_request_is_direct_and_the_first_other_one_hands_the_connection_
     # handed over at the query string, from its first byte; the connection stays aiohttp's after it
     assert seen == [("direct", b'{"a":1}'), ("direct", b'{"a":2}'), ("aiohttp", b'{"a":3}'),
                     ("aiohttp", b'{"a":4}')]
-    assert len(connections) == 1 and not isinstance(connections[0], DirectConnection)
+    assert len(connections) == 1 and not isinstance(connections[0], _EdgeServer.core.DirectConnection)
     assert health[0] == 200 and health[2] == b"ok"
 
 

@@ -32,7 +32,7 @@ def test_wheel_builds_installs_and_serves_outside_the_tree(tmp_path):
     (wheel,) = wheels.glob("fastinfer-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     # a .pyx module and a pure-Python-mode one (a .py with its .pxd) are both compiled
-    for module in ("sse", "upstream"):
+    for module in ("sse", "upstream", "client"):
         assert any(n.startswith(f"fastinfer/_core/{module}.") and n.endswith(".so") for n in names)
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
     for asset in ("index.html", "dashboard.css", "dashboard.js"):
@@ -49,12 +49,13 @@ def test_wheel_builds_installs_and_serves_outside_the_tree(tmp_path):
 
     run_dir = tmp_path / "elsewhere"
     run_dir.mkdir()
-    where = subprocess.run([str(python), "-c", "import fastinfer._core.upstream as u, fastinfer; "
-                            "print(fastinfer.__file__); print(u.__file__)"],
+    where = subprocess.run([str(python), "-c", "import fastinfer._core.upstream as u, fastinfer._core.client as c, "
+                            "fastinfer; print(fastinfer.__file__); print(u.__file__); print(c.__file__)"],
                            cwd=run_dir, env=env, capture_output=True, text=True, check=True)
-    package, upstream = where.stdout.split()
+    package, *pure_mode = where.stdout.split()
     assert package.startswith(str(venv))
-    assert upstream.endswith(".so")     # the compiled module is what imports, not its source beside it
+    # the compiled modules are what imports, not their sources beside them
+    assert all(path.endswith(".so") for path in pure_mode)
 
     serve = subprocess.Popen([str(venv / "bin" / "fastinfer"), "serve", "--port", "0", "--workers", "1"],
                              cwd=run_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -1,7 +1,7 @@
 """Micro-benchmarks of reading heads, each against the way before, measured in the same run:
 
 - a data request's head: the compiled scanner (``_core.heads.plain_post``) against llhttp through
-  httptools with a Python callback per field (``DirectConnection._read_head``, still the way for a
+  httptools with a Python callback per field (``DirectConnection.read_head``, still the way for a
   head outside the scanner's subset), and against the scanner's pure-Python reference;
 - an upstream exchange whose answer comes whole in one read (``H1Connection``: send, read, the
   sink's calls, back to the pool): read by ``_core.heads.whole_response`` against llhttp alone;
@@ -23,7 +23,7 @@ import timeit
 
 from fastinfer._core import heads
 from fastinfer._core.ref import heads as reference
-from fastinfer.gateway.connection import DirectConnection
+from fastinfer._core.client import DirectConnection
 
 HEAD = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept-Encoding: gzip, deflate\r\n"
         b"Connection: keep-alive\r\nAccept: application/json\r\nContent-Type: application/json\r\n"
@@ -40,12 +40,12 @@ def _us(fn, number: int) -> float:
 def test_plain_head_against_llhttp_and_the_reference(benchmark):
     length = len(HEAD)
     compiled = heads.plain_post(HEAD, length)
-    llhttp = DirectConnection._read_head(HEAD)
+    llhttp = DirectConnection.read_head(HEAD)
     assert compiled == reference.plain_post(HEAD, length)
     assert compiled[0] == llhttp[0] and compiled[1] == llhttp[1] and compiled[2:] == llhttp[2:]
     number = 500 if benchmark.disabled else 50_000
     compiled_us = _us(lambda: heads.plain_post(HEAD, length), number)
-    llhttp_us = _us(lambda: DirectConnection._read_head(HEAD), number)
+    llhttp_us = _us(lambda: DirectConnection.read_head(HEAD), number)
     reference_us = _us(lambda: reference.plain_post(HEAD, length), max(number // 10, 50))
     benchmark.extra_info.update({"compiled_us": round(compiled_us, 3), "llhttp_us": round(llhttp_us, 3),
                                  "reference_us": round(reference_us, 3),

@@ -8,7 +8,9 @@ prefix indexes), their named constants (``constants``), their ``Layout``, the
 records they return (``records``) and carrying their state across a reload
 (``carry``); prompt block hashes (``blocks``); HTTP/1.1 heads read and written in one pass (``heads``); what every request reads of a parsed body (``bodies``: its prompt's characters, an OpenAI usage); the check of a client's
 parsed JSON body against its API's shapes (``shapes``); and calls on the process itself
-(``proc``: parent-death signal, handing free heap pages back). docs/architecture-core.md
+(``proc``: parent-death signal, handing free heap pages back); and the two connections a
+request crosses, compiled from Python source with the types of a ``.pxd`` (the upstream HTTP/1.1
+connection, ``upstream``; the data routes' client connection, ``client``). docs/architecture-core.md
 describes every region.
 
 Must not touch: configuration, HTTP semantics, asyncio policy. Callers hand in plain

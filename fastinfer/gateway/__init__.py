@@ -1,5 +1,5 @@
 """The gateway: the HTTP listener side of fastinfer: the data routes' own connections
-(``connection``, httptools) and aiohttp for everything else (``protocol``, ``app``).
+(``protocol`` makes them: ``_core.client``, compiled) and aiohttp for everything else (``app``).
 
 Owns: client connections, routes, reading and validating client bodies, request ids, body limits,
 client timeouts, rendering errors in the caller's API shape, writing results

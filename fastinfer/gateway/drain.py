@@ -59,7 +59,7 @@ class GatewayDrain:
             return make(message, *args)
 
         server.request_factory = request_factory
-        server.draining = lambda: self.active    # the direct connections' (gateway.connection) check
+        server.draining = lambda: self.active    # the direct connections' (_core.client) check
 
     def begin(self, *, stopping: bool) -> None:
         self.active = True

@@ -21,17 +21,17 @@ connections and dispatches the direct routes), ``EdgeRequestHandler.handle_error
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from .._core import client
 from ..errors import GatewayError
 from ..observe import RateLimitedLog
 from ..redact import redact
-from .connection import DirectConnection
+from .answer import written_response
 from .errors import error_response
 from .middleware import RequestIds, api_of
 
@@ -80,9 +80,10 @@ def _reason(message: str | None) -> str:
 
 
 class _EdgeServer(web.Server):
-    """Makes each connection: a ``DirectConnection`` where the app has direct routes (it hands
-    anything else to an ``EdgeRequestHandler``), else an ``EdgeRequestHandler``."""
+    """Makes each connection: a ``DirectConnection`` (``_core.client``) where the app has direct
+    routes (it hands anything else to an ``EdgeRequestHandler``), else an ``EdgeRequestHandler``."""
 
+    core = client       # the module the direct connections come from: the tests swap in its reference
     direct_routes: dict = {}
     max_body_bytes = 0
     on_refused = None
@@ -91,12 +92,12 @@ class _EdgeServer(web.Server):
     def draining() -> bool:      # GatewayDrain.watch replaces it
         return False
 
-    def __call__(self) -> asyncio.Protocol:
+    def __call__(self):
         if self.direct_routes:
-            return DirectConnection(self, self.direct_routes, self.aiohttp_handler, loop=self._loop,
-                                    max_body_bytes=self.max_body_bytes,
-                                    keepalive_timeout=self._kwargs.get("keepalive_timeout", 75.0),
-                                    draining=self.draining)
+            return self.core.DirectConnection(
+                self, self.direct_routes, self.aiohttp_handler, written_response, loop=self._loop,
+                max_body_bytes=self.max_body_bytes, keepalive_timeout=self._kwargs.get("keepalive_timeout", 75.0),
+                draining=self.draining)
         return self.aiohttp_handler()
 
     def aiohttp_handler(self) -> RequestHandler:

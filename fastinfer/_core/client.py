@@ -1,5 +1,11 @@
-"""The data routes' own connection: an ``asyncio.Protocol`` that parses with httptools and calls
-the route's handler, handing any other connection to aiohttp.
+# cython: language_level=3, annotation_typing=False
+"""The data routes' own connection: an asyncio protocol that parses with httptools and calls
+the route's handler, handing any other connection to aiohttp. Plain Python, and compiled as it is
+with the types of ``client.pxd`` (Cython's pure-Python mode), as ``upstream.py`` is: the gateway
+runs the compiled module; the tests run the connection's suite over it and over this source run as
+Python (``fastinfer._core.ref.client``). Compiled, the connection frames a request, fills its body
+and its ``DirectRequest`` and wakes its task in C calls and C fields, where each was a Python call
+(~470 interpreted instructions a request before).
 
 aiohttp's ``RequestHandler`` costs a data request about 45 µs of CPU before the gateway's code
 runs: its parser builds a ``RawRequestMessage`` with a ``URL``, a payload ``StreamReader``, a
@@ -27,14 +33,14 @@ malformed bytes, 100-continue, the admin routes) is unchanged, and only the hot 
 What the connection keeps of aiohttp's manners: it registers with the aiohttp ``Server`` (the
 drain counts and closes it, the worker probe counts it and its requests); a request's task is
 cancelled when the client goes (``handler_cancellation``: the connection's task, which then ends);
-answers are sent one request at a
-time, pipelined requests waiting in the buffer; an idle connection closes after the keep-alive
+answers are sent one request at a time, pipelined requests waiting in the buffer; an idle connection closes after the keep-alive
 timeout (from its start too, like aiohttp); while the worker drains every answer says
 ``Connection: close``; an answer given before its body arrived (413, 408) is followed by a
 lingering close, so the client reads the answer before the connection resets.
 
-Owns: ``DirectConnection``, ``DirectRequest``. Must not touch: what handlers do (``app``), how
-an answer's head is written (``answer``).
+Owns: ``DirectConnection``, ``DirectRequest``, ``RequestBody``. Must not touch: what handlers do
+(``gateway.app``), how an answer is written (``gateway.answer``: the server passes its
+``written_response`` in, since a ``_core`` module imports no gateway module).
 """
 from __future__ import annotations
 
@@ -43,13 +49,11 @@ import logging
 import socket
 
 import httptools
-from aiohttp import web
 from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .._core.heads import plain_post
 from ..observe import log_bug
-from .answer import written_response
+from .heads import plain_post
 
 log = logging.getLogger("fastinfer.gateway")
 
@@ -76,11 +80,9 @@ class _Head:
         self.fields.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
 
-class _Body:
+class RequestBody:
     """A request's body as it arrives: ``complete`` when ``length`` bytes are in (what aiohttp's
     ``StreamReader`` answers to ``read_json``: ``is_eof``, ``total_bytes``, ``read_nowait``)."""
-
-    __slots__ = ("length", "chunks", "total_bytes", "complete", "_keep", "_waiter")
 
     def __init__(self, length: int, limit: int):
         self.length = length
@@ -125,15 +127,19 @@ class DirectRequest(dict):
     request is itself the mapping aiohttp's request is (what the middleware and the handler keep on
     it): a dict, so ``request[REQUEST_ID]`` is a lookup and not a method call."""
 
-    __slots__ = ("method", "path", "headers", "keep_alive", "content_length", "content",
-                 "writer", "transport", "protocol", "task", "__weakref__")
     version = HttpVersion11
-    # a request equals only itself and hashes by identity, as aiohttp's does, whatever it holds
-    __hash__ = object.__hash__
-    __eq__ = object.__eq__
-    __ne__ = object.__ne__
 
-    def __init__(self, path: str, headers: CIMultiDictProxy, keep_alive: bool, body: _Body,
+    # a request equals only itself and hashes by identity, as aiohttp's does, whatever it holds
+    def __hash__(self) -> int:
+        return object.__hash__(self)
+
+    def __eq__(self, other) -> bool:
+        return self is other
+
+    def __ne__(self, other) -> bool:
+        return self is not other
+
+    def __init__(self, path: str, headers: CIMultiDictProxy, keep_alive: bool, body: RequestBody,
                  connection: DirectConnection):
         self.method = "POST"
         self.path = path
@@ -150,16 +156,23 @@ class DirectRequest(dict):
         return await self.content.read()
 
 
-class DirectConnection(asyncio.Protocol):
-    """One client connection on the public listener (see the module's docstring). It is also its
-    current request's writer (``request.writer``: ``_writelines``, ``drain``, ``output_size``)."""
+class DirectConnection:
+    """One client connection on the public listener (see the module's docstring): an asyncio
+    protocol (as such: a compiled class cannot inherit ``asyncio.Protocol``). It is also its current
+    request's writer (``request.writer``: ``_writelines``, ``drain``, ``output_size``).
+
+    ``server`` is aiohttp's ``web.Server`` the connection registers with; ``routes`` maps a raw
+    path to its handler; ``handoff()`` makes the aiohttp ``RequestHandler`` the connection becomes;
+    ``written_response(response, keep_alive)`` is the bytes of an answer ``answer`` did not write;
+    ``draining()`` is True while the worker drains."""
 
     chunked = False
 
-    def __init__(self, server: web.Server, routes: dict, handoff, *, loop: asyncio.AbstractEventLoop,
+    def __init__(self, server, routes: dict, handoff, written_response, *, loop: asyncio.AbstractEventLoop,
                  max_body_bytes: int, keepalive_timeout: float, draining) -> None:
         self._server = server
         self._routes = routes           # raw path -> handler (the app's POST DIRECT_ROUTES)
+        self._written_response = written_response
         self._max_body_bytes = max_body_bytes
         self._handoff = handoff         # () -> a new aiohttp RequestHandler for this server
         self._keepalive_timeout = keepalive_timeout
@@ -168,7 +181,7 @@ class DirectConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._buffer = b""              # bytes received and not yet framed: the next request's
         self._request: DirectRequest | None = None
-        self._body: _Body | None = None  # the current request's, while it arrives
+        self._body: RequestBody | None = None  # the current request's, while it arrives
         self._close_after = False       # ``close()``: no request after the current one
         self._write_paused = False
         self._reading_paused = False
@@ -290,7 +303,7 @@ class DirectConnection(asyncio.Protocol):
             return
         plain = plain_post(buffer, head_length)
         if plain is None:
-            plain = self._read_head(buffer[:head_length])     # not the plain shape: llhttp decides
+            plain = DirectConnection.read_head(buffer[:head_length])     # not the plain shape: llhttp decides
             if plain is None:
                 self._hand_off()
                 return
@@ -299,7 +312,7 @@ class DirectConnection(asyncio.Protocol):
         if route is None:
             self._hand_off()
             return
-        body = _Body(length, self._max_body_bytes)
+        body = RequestBody(length, self._max_body_bytes)
         rest = body.feed(buffer[head_length:])
         self._buffer = rest
         self._body = None if body.complete else body
@@ -316,7 +329,7 @@ class DirectConnection(asyncio.Protocol):
         request.task = self._task
 
     @staticmethod
-    def _read_head(head: bytes) -> tuple[str, list, int, bool] | None:
+    def read_head(head: bytes) -> tuple[str, list, int, bool] | None:
         """``plain_post``'s reading of a head outside its strict subset, by llhttp (a field with
         UTF-8 in it, a ``Content-Length`` with spaces around): None when the request is not a plain
         HTTP/1.1 ``POST`` or llhttp refuses its bytes (aiohttp then answers them in the gateway's shape)."""
@@ -364,7 +377,7 @@ class DirectConnection(asyncio.Protocol):
                     # an answer given before its body arrived (413, 408) ends the connection: it says so
                     keep_alive = request.keep_alive and response.keep_alive is not False and request.content.complete
                     if not response.prepared:      # an error's, or one ``answer`` left to aiohttp to write
-                        self._writelines(written_response(response, keep_alive))
+                        self._writelines(self._written_response(response, keep_alive))
                     if self._write_paused or self.transport is None:   # else nothing to wait for
                         await self.drain()
                 except (ConnectionError, asyncio.CancelledError):

@@ -1,0 +1,51 @@
+# The C types of client.py (Cython's pure-Python mode): the fields, and the methods called only
+# from inside the module, which compiled are C calls (and not callable from Python).
+cimport cython
+
+
+cdef class RequestBody:
+    cdef readonly Py_ssize_t length
+    cdef readonly list chunks
+    cdef readonly Py_ssize_t total_bytes
+    cdef readonly bint complete
+    cdef bint _keep
+    cdef object _waiter
+
+    @cython.locals(missing=Py_ssize_t, rest=bytes)
+    cpdef bytes feed(self, bytes data)
+    cpdef bytes read_nowait(self)
+
+
+cdef class DirectRequest(dict):
+    cdef public object method, path, headers, content_length, writer, transport, protocol, task
+    cdef public bint keep_alive
+    cdef public RequestBody content
+    cdef object __weakref__
+
+
+cdef class DirectConnection:
+    cdef public object transport, _task_handler
+    cdef public Py_ssize_t output_size
+    cdef object _server, _written_response, _handoff, _draining, _loop
+    cdef dict _routes
+    cdef Py_ssize_t _max_body_bytes
+    cdef double _keepalive_timeout, _idle_since
+    cdef readonly bytes _buffer      # read by the tests: what waits to be framed
+    cdef DirectRequest _request
+    cdef RequestBody _body
+    cdef bint _close_after, _write_paused, _reading_paused, _lingering
+    cdef object _drain_waiter, _idle_timer, _task, _waiter
+    cdef tuple _pending
+
+    cpdef _writelines(self, chunks)
+    cpdef _close(self)
+    cdef _next_request(self)
+    @cython.locals(end=Py_ssize_t, head_length=Py_ssize_t, body=RequestBody, request=DirectRequest,
+                   keep_alive=bint)
+    cdef _frame(self)
+    cdef _wake_task(self)
+    @cython.locals(body_missing=bint)
+    cdef _answered(self, bint keep_alive)
+    cdef _hand_off(self)
+    cdef _went_idle(self)
+    cdef _cancel_idle_timer(self)
