@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -25,7 +26,13 @@ _CALL = re.compile(r'^(?:\[pid +\d+\] )?(write|writev|sendto|sendmsg)\((\d+), (.
 
 def traced_writes(pid: int, port: int, run) -> list[str]:
     """The arguments of each write-family call ``pid`` (any thread) made while ``run()`` ran."""
-    tracer = subprocess.Popen(["strace", "-f", "-qq", "-s", "4096", "-e", "trace=write,writev,sendto,sendmsg",
+    return [m.group(3) for m in _CALL.finditer(traced(pid, port, run, "sendto,sendmsg"))]
+
+
+def traced(pid: int, port: int, run, calls: str) -> str:
+    """strace's lines for the system calls ``calls`` (its ``-e trace=`` list) ``pid`` (any thread) made
+    while ``run()`` ran, and its writes (how it knows it is attached)."""
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-s", "4096", "-e", f"trace=write,writev,{calls}",
                                "-p", str(pid)], stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(tracer.stderr), daemon=True)
@@ -37,22 +44,26 @@ def traced_writes(pid: int, port: int, run) -> list[str]:
 
     try:
         assert wait_for(poke), "strace never saw the worker write"
+        time.sleep(0.3)      # the probe's answer may still be ending: its calls are not the run's
         seen = len(lines)
         run()
     finally:
         tracer.send_signal(signal.SIGINT)
         tracer.wait(timeout=20)
         reader.join(20)
-    return [m.group(3) for m in _CALL.finditer("".join(lines[seen:]))]
+    return "".join(lines[seen:])
 
 
 class Requests:
-    def __init__(self, port: int, body: dict):
+    """``count`` requests with ``body``, each on a connection of its own."""
+
+    def __init__(self, port: int, body: dict, count: int = 3):
         self.port = port
         self.body = body
+        self.count = count
 
     def __call__(self) -> None:
-        for _ in range(3):
+        for _ in range(self.count):
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
             conn.request("POST", "/v1/chat/completions", json.dumps(self.body), {"content-type": "application/json"})
             resp = conn.getresponse()
@@ -104,3 +115,16 @@ def test_a_streams_last_event_goes_out_with_the_chunked_terminator(start_gateway
     # the call that carries [DONE] ends the response too, and no call carries the terminator alone
     assert all("[DONE]" in c for c in ends), ends
     assert all(c in ends for c in streamed if "[DONE]" in c), streamed
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_asks_the_kernel_for_no_process_id(start_gateway, mock_upstream, stream):
+    # on Python 3.11 each asyncio.get_running_loop() is a getpid() system call: the request path
+    # uses the loop it was given. (A timer of the worker's may still ask once in a while.)
+    gw = start_gateway(upstream_config(mock_upstream.base), workers=1)
+    assert wait_for(lambda: len(children_of(gw.pid)) == 1)
+    worker = children_of(gw.pid)[0]
+    body = {"model": "m", "messages": MESSAGES, "stream": stream}
+    Requests(gw.port, body, count=1)()     # the upstream connection's first connect may ask: not traced
+    lines = traced(worker, gw.port, Requests(gw.port, body, count=20), "getpid")
+    assert lines.count("getpid()") <= 2, lines

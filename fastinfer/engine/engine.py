@@ -359,7 +359,7 @@ class Engine:
         except BaseException:
             reply.close()   # nobody will own the live upstream exchange: abort it now
             raise
-        stream = RelayedStream(reply, relay, current, dep.config.provider)
+        stream = RelayedStream(reply, relay, current, dep.config.provider, self._loop)
         stream.also_before_end(lambda: self._account_usage(dep, req, relay.usage))
         return EngineResult(200, stream=stream, replica=current.replica, attempts=attempt, upstream_s=upstream_s)
 

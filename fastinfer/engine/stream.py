@@ -47,7 +47,8 @@ class RelayedStream:
     Each upstream read goes through the format's relay (translation, usage)
     and straight to the client writer, with no task switch per chunk. A stream
     that fails after its first byte ends with the relay's error event.
-    ``attempt`` is the attempt the stream came from: the stream ends it.
+    ``attempt`` is the attempt the stream came from: the stream ends it. ``loop`` is the worker's
+    (on Python 3.11 each ``asyncio.get_running_loop()`` is a ``getpid`` syscall: two a stream).
 
     The bytes that finish the stream are held back: when the upstream's end
     follows in the same read (the usual case), the stream ends with them still
@@ -56,11 +57,13 @@ class RelayedStream:
     loop, as any chunk would have.
     """
 
-    __slots__ = ("reply", "relay", "attempt", "provider", "_on_done", "_before_end", "_client", "_done", "_resumer",
-                 "_closed", "_ending", "_end_sent")
+    __slots__ = ("reply", "relay", "attempt", "provider", "_loop", "_on_done", "_before_end", "_client", "_done",
+                 "_resumer", "_closed", "_ending", "_end_sent")
 
-    def __init__(self, reply: UpstreamReply, relay: StreamRelay, attempt: Attempt, provider: str):
+    def __init__(self, reply: UpstreamReply, relay: StreamRelay, attempt: Attempt, provider: str,
+                 loop: asyncio.AbstractEventLoop):
         self.reply = reply
+        self._loop = loop
         self.relay = relay
         self.attempt = attempt.hand_over()
         self.provider = provider            # the upstream kind, for classifying its error events
@@ -76,7 +79,7 @@ class RelayedStream:
     async def pump(self, client: ClientWriter) -> None:
         """Relay the whole stream to ``client``; returns when it has ended either way."""
         self._client = client
-        self._done = asyncio.get_running_loop().create_future()
+        self._done = self._loop.create_future()
         try:
             self._on_chunk(self.reply.first)
             if not self._done.done():
@@ -173,11 +176,11 @@ class RelayedStream:
             self._send_ending()        # more bytes after the end (a relay never makes them): in order
         if out and not self._client.write(out) and self._resumer is None:
             self.reply.stream.pause()
-            self._resumer = asyncio.get_running_loop().create_task(self._resume_when_drained())
+            self._resumer = self._loop.create_task(self._resume_when_drained())
 
     def _hold_ending(self, out: bytes) -> None:
         self._ending += out
-        asyncio.get_running_loop().call_soon(self._send_ending_unless_ended)
+        self._loop.call_soon(self._send_ending_unless_ended)
 
     def _send_ending_unless_ended(self) -> None:
         """The upstream's end did not come with the finishing bytes: they go out alone."""
