@@ -4,6 +4,9 @@ Every way out of an attempt's ``with`` block — its verdict, a ``GatewayError``
 cancellation, an unexpected exception before or after the upstream answered —
 gives back the replica's in-flight count (taken when the route chose it) and the half-open probe, and tells the
 breaker and the outcome metric exactly once (nothing when the client left).
+
+Every test runs twice: over the compiled attempts the engine runs (``_core.attempts``) and over their
+plain-Python reference (``_core.ref.attempts``), each judging as the engine does.
 """
 from __future__ import annotations
 
@@ -15,8 +18,10 @@ import pytest
 
 from fastinfer.breaker import PROBE, DeploymentBreakers
 from fastinfer.config import parse_config
-from fastinfer.engine.attempt import SUCCESS, Attempt, Slot
-from fastinfer.engine.classify import classify_reply
+from fastinfer._core import attempts as compiled
+from fastinfer._core.ref import attempts as reference
+from fastinfer.engine.attempt import SUCCESS
+from fastinfer.engine.classify import classify_exception, classify_reply
 from fastinfer.errors import UpstreamTimeout
 from fastinfer.limits import AdmissionControl
 from fastinfer.metrics import Metrics
@@ -28,8 +33,15 @@ CONFIG = {"deployments": [{"name": "d", "provider": "openai_compatible", "model"
                            "replicas": [{"base_url": "http://127.0.0.1:9/v1"}]}]}
 
 
+@pytest.fixture(params=["compiled", "reference"])
+def core(request):
+    """The module the test's attempts and slots come from."""
+    reference.judged_by(classify_exception, SUCCESS)     # the engine's verdicts, as engine.attempt gives them
+    return {"compiled": compiled, "reference": reference}[request.param]
+
+
 @pytest.fixture
-def host():
+def host(core):
     config = parse_config(CONFIG)
     state = HostState.create(config, 1)
     state.segment.register_worker(0, os.getpid(), state.wake_fds[0])
@@ -39,7 +51,7 @@ def host():
                           breakers=DeploymentBreakers(state.segment, 0, deployment, 0), series=metrics.series("d"))
     admission = AdmissionControl(state.segment, 0, state.wake_fds[0], 1)
     yield SimpleNamespace(dep=dep, metrics=metrics, segment=state.segment, breaker=dep.breakers.breakers[0],
-                          admission=admission)
+                          admission=admission, core=core)
     state.close()
 
 
@@ -50,10 +62,10 @@ def outcomes(host) -> dict:
             if key[0] == "upstream_requests_total" and values[i]}
 
 
-def attempt(host, probe: bool = False) -> Attempt:
+def attempt(host, probe: bool = False):
     """An attempt on the replica the router chose (and counted on), as the engine makes one."""
     assert host.dep.router.choose(0) == 0
-    return Attempt(host.dep, 0, probe, "r0")
+    return host.core.Attempt(host.dep, 0, probe, "r0")
 
 
 def take_probe(host) -> bool:
@@ -121,11 +133,11 @@ def test_a_handed_over_attempt_ends_when_its_owner_ends_it(host):
 def test_a_slot_is_given_back_once_by_the_block_or_by_its_new_owner(host):
     shared = host.admission.admissions[0]
     assert shared.try_acquire(0)
-    with Slot(host.admission, 0):
+    with host.core.Slot(host.admission, 0):
         pass
     assert shared.in_flight == 0
     assert shared.try_acquire(0)
-    with Slot(host.admission, 0) as slot:
+    with host.core.Slot(host.admission, 0) as slot:
         release = slot.hand_over()
     assert shared.in_flight == 1                      # the stream holds it now
     release()
@@ -133,6 +145,6 @@ def test_a_slot_is_given_back_once_by_the_block_or_by_its_new_owner(host):
     assert shared.in_flight == 0
     assert shared.try_acquire(0)
     with pytest.raises(ZeroDivisionError):
-        with Slot(host.admission, 0):
+        with host.core.Slot(host.admission, 0):
             1 / 0
     assert shared.in_flight == 0
