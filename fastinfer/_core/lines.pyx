@@ -21,6 +21,7 @@ dict's construction cost more than the line. Must not touch: which fields a line
 mean (``observe.access``), logging. The reference is ``ref/lines.py`` (orjson itself).
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_Check, PyDict_GetItem
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.long cimport PyLong_Check
 from cpython.unicode cimport PyUnicode_CheckExact
@@ -318,3 +319,55 @@ def stamped_line(double created, bytes envelope not None, tuple keys not None, t
     _put_2(head + 28, ms % 100)
     head[30] = b'Z'
     return _line(head, 31, PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), keys, values, millis)
+
+
+def stamped_lines(list pending not None, Py_ssize_t start, bytes envelope not None, tuple keys not None,
+                  uint64_t millis, tuple kept_as_is not None, list out not None):
+    """``stamped_line`` of each ``(created, values)`` of ``pending`` from ``start`` on, appended to
+    ``out``, while its values may be written as they were kept; returns the index of the first that
+    may not, or that cannot be written so (``len(pending)`` when none): the caller makes that line
+    its own way, then calls again from the next.
+
+    ``kept_as_is`` is ``(known, shown, deployment_at, error_at, path_at)``: values may be written as
+    kept when ``values[deployment_at]`` is in the set ``known``, ``values[error_at]`` is None and
+    the dict ``shown`` maps ``values[path_at]`` to itself (which fields those are, and why, is the
+    caller's: ``observe.access``)."""
+    cdef frozenset known = <frozenset?>kept_as_is[0]
+    shown = kept_as_is[1]
+    if not PyDict_Check(shown):
+        raise TypeError("stamped_lines: kept_as_is[1] must be a dict")
+    cdef Py_ssize_t deployment_at = kept_as_is[2], error_at = kept_as_is[3], path_at = kept_as_is[4]
+    cdef Py_ssize_t i, n = len(pending)
+    cdef tuple item, values
+    for i in range(start, n):
+        item = <tuple?>pending[i]
+        values = <tuple?>item[1]
+        path = values[path_at]
+        shown_path = PyDict_GetItem(shown, path)      # borrowed; NULL for a path not shown yet
+        if (values[error_at] is not None or values[deployment_at] not in known
+                or shown_path is NULL or (<object>shown_path is not path and <object>shown_path != path)):
+            return i
+        try:
+            out.append(stamped_line(item[0], envelope, keys, values, millis))
+        except Exception:
+            return i
+    return n
+
+
+def pipe_pieces(list lines not None, Py_ssize_t limit):
+    """``lines`` (bytes) joined in order into pieces of at most ``limit`` bytes each, a longer line a
+    piece of its own: what one ``write`` to a pipe sends without another process's bytes between."""
+    cdef list pieces = [], piece = []
+    cdef Py_ssize_t size = 0, length
+    cdef bytes line
+    for line in lines:
+        length = len(line)
+        if piece and size + length > limit:
+            pieces.append(b"".join(piece) if len(piece) > 1 else piece[0])
+            piece = []
+            size = 0
+        piece.append(line)
+        size += length
+    if piece:
+        pieces.append(b"".join(piece) if len(piece) > 1 else piece[0])
+    return pieces

@@ -27,6 +27,8 @@ FIELDS = ("request_id", "key", "deployment", "replica", "status", "attempts", "s
           "overhead_ms", "prompt_tokens", "completion_tokens", "cost_usd", "error", "method", "path")
 #: the fields that are kept in seconds and shown in milliseconds (``logs.fields_of``)
 MILLIS = sum(1 << FIELDS.index(name) for name in ("duration_ms", "ttft_ms", "overhead_ms"))
+# the fields that decide whether a line's values are safe as kept (``shown_values``)
+_DEPLOYMENT, _ERROR, _PATH = FIELDS.index("deployment"), FIELDS.index("error"), FIELDS.index("path")
 _SHOWN_MAX = 256        # characters of a client-chosen string (an unknown model's name, a path) that are shown
 
 
@@ -56,7 +58,7 @@ def shown_values(values: tuple, known_deployment: bool) -> tuple:
     """An access line's values (``FIELDS``, in order; durations in seconds) from those ``AccessLog.add``
     kept, made safe: client-chosen strings redacted, an unknown model's name capped. A line with no
     error, of a deployment that exists and a path shown as it is (nearly every line) is safe as kept."""
-    if known_deployment and values[13] is None and _shown_paths[values[15]] == values[15]:
+    if known_deployment and values[_ERROR] is None and _shown_paths[values[_PATH]] == values[_PATH]:
         return values
     (request_id, key, deployment, replica, status, attempts, stream, duration_s, ttft_s, overhead_s,
      prompt_tokens, completion_tokens, cost_usd, error, method, path) = values
@@ -147,20 +149,32 @@ class AccessLog:
                 self._write_lines(handler, pending)
 
     def _write_lines(self, handler, pending: list[tuple]) -> None:
-        """Each line formatted from its fields, no record; one that fails to format (a string orjson
-        refuses) goes the records' way, which reports it as the handler reports any line it cannot write."""
+        """Each line formatted from its fields, no record: the lines whose values are safe as kept in
+        the formatter's compiled loop when it has one (JSON), every other here; one that fails to format
+        (a string orjson refuses) goes the records' way, which reports it as the handler reports any
+        line it cannot write."""
         known = self._known
         pid = self._pid
-        encoded_line = handler.formatter.encoded_values_line
+        formatter = handler.formatter
+        encoded_line = formatter.encoded_values_line
+        batch = getattr(formatter, "stamped_lines", None)
+        kept_as_is = (known, _shown_paths, _DEPLOYMENT, _ERROR, _PATH)
         lines = []
-        for ts, values in pending:
+        i, n = 0, len(pending)
+        while i < n:
+            if batch is not None:
+                i = batch(pending, i, logging.INFO, ACCESS_LOGGER, pid, FIELDS, MILLIS, kept_as_is, lines)
+                if i == n:
+                    break
+            ts, values = pending[i]
             try:
                 lines.append(encoded_line(ts, logging.INFO, ACCESS_LOGGER, pid, FIELDS,
-                                          shown_values(values, values[2] in known), MILLIS))
+                                          shown_values(values, values[_DEPLOYMENT] in known), MILLIS))
             except Exception:
                 handler.add_lines(lines)        # the lines before it first: the order stays
                 lines = []
                 self._handle_records([(ts, values)])
+            i += 1
         handler.add_lines(lines)
 
     def _handle_records(self, pending: list[tuple]) -> None:

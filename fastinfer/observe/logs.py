@@ -31,7 +31,7 @@ import time
 
 import orjson
 
-from .._core.lines import stamped_line
+from .._core.lines import pipe_pieces, stamped_line, stamped_lines
 from ..redact import redact
 from .ratelimit import LIBRARY_LINES, LibraryLines
 
@@ -198,6 +198,17 @@ class JsonFormatter(logging.Formatter):
                 return self.encoded_line(created, levelno, name, pid, fields_of(names, values, millis))
         return stamped_line(created, _envelope(levelno, name, pid), keys, values, millis)
 
+    def stamped_lines(self, pending: list, start: int, levelno: int, name: str, pid: int, names: tuple, millis: int,
+                      kept_as_is: tuple, out: list) -> int:
+        """``encoded_values_line`` of each ``(created, values)`` of ``pending`` from ``start`` on, appended to
+        ``out`` in one compiled loop (``_core.lines.stamped_lines``) while its values may be written as
+        kept (``kept_as_is``, as that function reads it); the index of the first line left to the
+        caller (``len(pending)``: none)."""
+        keys = _ENCODED_NAMES.get(names) or _encoded_names(names)
+        if keys is None:
+            return start
+        return stamped_lines(pending, start, _envelope(levelno, name, pid), keys, millis, kept_as_is, out)
+
 
 def _head(created: float, levelno: int, name: str, pid: int) -> bytes:
     """A JSON line up to its first field: ``{"ts":…,"level":…,"logger":…,"pid":…,``."""
@@ -303,15 +314,8 @@ class LineHandler(logging.Handler):
         if not self._lines:
             return
         lines, self._lines = self._lines, []
-        chunk: list[bytes] = []
-        size = 0
-        for line in lines:
-            if chunk and size + len(line) > _PIPE_BUF:
-                self._write_all(b"".join(chunk))
-                chunk, size = [], 0
-            chunk.append(line)
-            size += len(line)
-        self._write_all(b"".join(chunk))
+        for piece in pipe_pieces(lines, _PIPE_BUF):
+            self._write_all(piece)
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)

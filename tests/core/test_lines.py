@@ -106,3 +106,68 @@ _VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**64, 2**65), st.flo
 def test_compiled_lines_are_the_reference_lines(values, millis):
     compiled_line, reference_line = both(values, millis)
     assert compiled_line == reference_line
+
+
+# ---------------------------------------------------------------- a batch of lines, and pipe pieces
+
+_KNOWN = frozenset({"d"})
+_SHOWN = {"/v1/chat/completions": "/v1/chat/completions", "/v1/x?key=sk-1": "/v1/x?key=[REDACTED]"}
+_KEPT_AS_IS = (_KNOWN, _SHOWN, 0, 1, 2)      # deployment, error, path
+_ROW = st.tuples(st.floats(0, 4e9), st.tuples(st.sampled_from(["d", "unknown"]), st.sampled_from([None, "boom"]),
+                                                st.sampled_from(["/v1/chat/completions", "/v1/x?key=sk-1", "/new"]),
+                                                _VALUES))
+
+
+def _batch(impl, pending, start):
+    out = []
+    try:
+        stop = impl.stamped_lines(pending, start, b'","pid":1,', keys(4), 0, _KEPT_AS_IS, out)
+    except Exception as e:
+        return type(e)
+    return stop, out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ROW, max_size=8), st.integers(0, 8))
+def test_a_batch_of_lines_stops_where_the_reference_stops_with_the_same_lines(pending, start):
+    start = min(start, len(pending))
+    compiled_batch = _batch(compiled, pending, start)
+    assert compiled_batch == _batch(reference, pending, start)
+    stop, out = compiled_batch
+    # every line before the stop is written as kept; the one at the stop is the caller's
+    assert len(out) == stop - start
+    for (created, values), line in zip(pending[start:stop], out):
+        assert line == compiled.stamped_line(created, b'","pid":1,', keys(4), values)
+        assert values[0] in _KNOWN and values[1] is None and _SHOWN[values[2]] == values[2]
+    if stop < len(pending):
+        created, values = pending[stop]
+        safe = values[0] in _KNOWN and values[1] is None and _SHOWN.get(values[2]) == values[2]
+        if safe:      # stopped for a value the line cannot hold
+            with pytest.raises(Exception):
+                reference.stamped_line(created, b'","pid":1,', keys(4), values)
+
+
+def test_a_batch_stops_at_each_line_the_caller_must_make_safe():
+    line = (1.7e9, ("d", None, "/v1/chat/completions", 1))
+    pending = [line, (1.7e9, ("unknown", None, "/v1/chat/completions", 1)), line,
+               (1.7e9, ("d", "an error", "/v1/chat/completions", 1)), line, (1.7e9, ("d", None, "/new", 1)),
+               line, (1.7e9, ("d", None, "/v1/x?key=sk-1", 1)), line, (1.7e9, ("d", None, "/v1/chat/completions", {}))]
+    for impl in (compiled, reference):
+        stops, start, out = [], 0, []
+        while start < len(pending):
+            start = impl.stamped_lines(pending, start, b'","pid":1,', keys(4), 0, _KEPT_AS_IS, out)
+            stops.append(start)
+            start += 1
+        assert stops == [1, 3, 5, 7, 9] and len(out) == 5
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=60).map(lambda b: b + b"\n"), max_size=40), st.integers(1, 200))
+def test_pipe_pieces_keep_every_byte_in_order_within_the_limit(lines, limit):
+    pieces = compiled.pipe_pieces(lines, limit)
+    assert pieces == reference.pipe_pieces(lines, limit)
+    assert b"".join(pieces) == b"".join(lines)
+    # a piece over the limit is one line alone; no two neighbours would have fitted together
+    for piece in pieces:
+        assert len(piece) <= limit or piece in lines
+    assert all(len(a) + len(b) > limit for a, b in zip(pieces, pieces[1:]))

@@ -42,3 +42,35 @@ def stamped_line(created: float, envelope: bytes, keys: tuple, values: tuple, mi
     second = int(created)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{int((created - second) * 1000):03d}Z"
     return json_line(b'{"ts":"' + stamp.encode() + envelope, keys, values, millis)
+
+
+def stamped_lines(pending: list, start: int, envelope: bytes, keys: tuple, millis: int, kept_as_is: tuple,
+                  out: list) -> int:
+    """``stamped_line`` of each ``(created, values)`` of ``pending`` from ``start`` on, appended to ``out``,
+    while its values may be written as kept (``kept_as_is``: ``(known, shown, deployment_at, error_at,
+    path_at)``); the index of the first that may not or cannot be, else ``len(pending)``."""
+    known, shown, deployment_at, error_at, path_at = kept_as_is
+    for i in range(start, len(pending)):
+        created, values = pending[i]
+        path = values[path_at]
+        if values[error_at] is not None or values[deployment_at] not in known or shown.get(path) != path:
+            return i
+        try:
+            out.append(stamped_line(created, envelope, keys, values, millis))
+        except Exception:
+            return i
+    return len(pending)
+
+
+def pipe_pieces(lines: list, limit: int) -> list:
+    """``lines`` joined in order into pieces of at most ``limit`` bytes, a longer line alone."""
+    pieces, piece, size = [], [], 0
+    for line in lines:
+        if piece and size + len(line) > limit:
+            pieces.append(b"".join(piece))
+            piece, size = [], 0
+        piece.append(line)
+        size += len(line)
+    if piece:
+        pieces.append(b"".join(piece))
+    return pieces
