@@ -715,6 +715,35 @@ def test_plain_prefix_compiled_equals_reference(pieces):
     assert not any(marker in events[:end] for marker in RELAY_MARKERS)
 
 
+_TOKEN_EVENT = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"tok"}}]}\n\n'
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 40), st.integers(0, 70), st.sampled_from(RELAY_MARKERS + (b"ab", b"q")),
+       st.binary(max_size=40))
+def test_plain_prefix_finds_a_marker_at_any_offset_of_a_long_read(events_before, cut, marker, tail):
+    # the marker search steps 16 bytes at a time: a marker across a step's edge, in the last
+    # bytes of the read, half of it at the very end, or one byte long is found (or not) as the reference finds it
+    events = _TOKEN_EVENT * events_before
+    for read in (events[:len(events) - cut] + marker + tail, events + marker[:len(marker) // 2],
+                 events + b'data: {"x":"' + marker + b'"}\n\n' + events):
+        for markers in (RELAY_MARKERS, (marker,), (marker, b'"usage":{')):
+            assert compiled.plain_prefix(read, markers) == reference.plain_prefix(read, markers)
+
+
+@pytest.mark.parametrize("marker", RELAY_MARKERS)
+def test_plain_prefix_passes_what_differs_from_a_marker_in_one_byte(marker):
+    # the search compares a marker's two ends first, then the bytes between: a near miss in any of
+    # them, at any offset of a 16-byte step, is a plain event
+    for at in range(len(marker)):
+        near = marker[:at] + b"#" + marker[at + 1:]
+        for offset in range(17):
+            read = _TOKEN_EVENT + b'data: {"x":"' + b"y" * offset + near + b'"}\n\n' + _TOKEN_EVENT
+            assert compiled.plain_prefix(read, RELAY_MARKERS) == (len(read), 3), (near, offset)
+            hit = read.replace(near, marker)
+            assert compiled.plain_prefix(hit, RELAY_MARKERS) == (len(_TOKEN_EVENT), 1), (marker, offset)
+
+
 def test_plain_prefix_refuses_markers_it_cannot_look_for(m):
     for markers in [(b"",), ("[DONE]",)]:
         with pytest.raises(TypeError):
