@@ -21,7 +21,7 @@ from fastinfer.config import parse_config
 from fastinfer._core import attempts as compiled
 from fastinfer._core.ref import attempts as reference
 from fastinfer.engine.attempt import SUCCESS
-from fastinfer.engine.classify import classify_exception, classify_reply
+from fastinfer.engine.classify import classify_exception, classify_reply, classify_stream_error
 from fastinfer.errors import UpstreamTimeout
 from fastinfer.limits import AdmissionControl
 from fastinfer.metrics import Metrics
@@ -36,7 +36,7 @@ CONFIG = {"deployments": [{"name": "d", "provider": "openai_compatible", "model"
 @pytest.fixture(params=["compiled", "reference"])
 def core(request):
     """The module the test's attempts and slots come from."""
-    reference.judged_by(classify_exception, SUCCESS)     # the engine's verdicts, as engine.attempt gives them
+    reference.judged_by(classify_exception, classify_stream_error, SUCCESS)     # the engine's verdicts, as engine.attempt gives them
     return {"compiled": compiled, "reference": reference}[request.param]
 
 
@@ -148,3 +148,188 @@ def test_a_slot_is_given_back_once_by_the_block_or_by_its_new_owner(host):
         with host.core.Slot(host.admission, 0):
             1 / 0
     assert shared.in_flight == 0
+
+
+# ---------------------------------------------------------------- the stream that takes an attempt over
+
+class Upstream:
+    """The live rest of an upstream stream (``reply.stream``): the test feeds it."""
+
+    def __init__(self):
+        self.on_chunk = self.on_end = None
+        self.paused = self.closed = False
+
+    def start(self, on_chunk, on_end) -> None:
+        self.on_chunk, self.on_end = on_chunk, on_end
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Reply:
+    def __init__(self, first: bytes):
+        self.first = first
+        self.stream = Upstream()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+class Relay:
+    """Passes bytes on; ``[DONE]`` finishes the stream, ``garbage`` is a stream it cannot read, an
+    ``error`` event is the upstream's."""
+
+    def __init__(self):
+        self.finished = False
+        self.failure = self.error = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        if b"garbage" in chunk:
+            raise ValueError("a stream event of a shape the relay cannot read")
+        if b'"error"' in chunk:
+            self.error = chunk
+        self.finished = self.finished or b"[DONE]" in chunk
+        return chunk
+
+    def error_event(self, error) -> bytes:
+        return b"event: error: " + error.message.encode() + b"\n\n"
+
+
+class Client:
+    def __init__(self, room: bool = True):
+        self.written: list[bytes] = []
+        self.room = room
+        self.drained = asyncio.Event()
+
+    def write(self, data: bytes) -> bool:
+        self.written.append(data)
+        return self.room
+
+    async def drain(self) -> None:
+        await self.drained.wait()
+
+
+def relayed(host, first: bytes, script, *, client: Client | None = None, leave: bool = False):
+    """A stream over an attempt of the replica, pumped into ``client`` while ``script(upstream)``
+    drives the upstream side; (stream, client, what happened in order) once it has ended."""
+    client = client or Client()
+    happened: list[str] = []
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        with attempt(host) as a:
+            a.answered()
+            stream = host.core.RelayedStream(Reply(first), Relay(), a, "openai_compatible", loop)
+        stream.also_before_end(lambda: happened.append(f"accounted, {len(client.written)} writes out"))
+        stream.also_on_done(lambda: happened.append("done"))
+        pump = loop.create_task(stream.pump(client))
+        await asyncio.sleep(0)
+        await script(stream.reply.stream, client)
+        if leave:       # the client went: the gateway's handler, awaiting the pump, is cancelled
+            pump.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pump
+        else:
+            await asyncio.wait_for(pump, 5)
+        return stream
+
+    return asyncio.run(run()), client, happened
+
+
+async def _nothing(upstream, client):
+    pass
+
+
+async def _ends(upstream, client):
+    upstream.on_end(None)        # in the same read as the bytes before it
+
+
+def test_a_stream_whose_end_came_with_its_finishing_bytes_holds_them_for_the_response_end(host):
+    stream, client, happened = relayed(host, b"data: a\n\ndata: [DONE]\n\n", _ends)
+    # the finishing bytes stay held for the response's end (one write with the terminator)
+    assert client.written == [] and stream.take_ending() == b"data: a\n\ndata: [DONE]\n\n"
+    assert stream.take_ending() == b""
+    assert happened == ["accounted, 0 writes out", "done"]
+    assert stream.attempt.verdict is SUCCESS and stream.failure is None
+    assert held(host) == (0, 0) and outcomes(host) == {"success": 1}
+
+
+def test_chunks_go_to_the_client_as_they_come_and_the_end_is_the_attempts_verdict(host):
+    async def script(upstream, client):
+        upstream.on_chunk(b"data: b\n\n")
+        upstream.on_chunk(b"data: [DONE]\n\n")
+        upstream.on_end(None)
+
+    stream, client, happened = relayed(host, b"data: a\n\n", script)
+    assert client.written == [b"data: a\n\n", b"data: b\n\n"]
+    assert stream.take_ending() == b"data: [DONE]\n\n"
+    assert happened == ["accounted, 2 writes out", "done"] and stream.attempt.verdict is SUCCESS
+    assert held(host) == (0, 0) and outcomes(host) == {"success": 1}
+
+
+def test_a_stream_cut_before_its_end_fails_its_attempt_and_tells_the_client(host):
+    async def script(upstream, client):
+        upstream.on_end(None)
+
+    stream, client, _ = relayed(host, b"data: a\n\n", script)
+    assert client.written[0] == b"data: a\n\n"
+    assert client.written[1].startswith(b"event: error: upstream ended the stream before it was complete")
+    assert stream.failure is not None and stream.attempt.verdict.outcome == "network_error"
+    assert held(host) == (0, 0) and outcomes(host) == {"network_error": 1}
+
+
+def test_a_stream_the_relay_cannot_read_ends_with_an_error_and_aborts_the_upstream(host):
+    async def script(upstream, client):
+        upstream.on_chunk(b"data: garbage\n\n")
+
+    stream, client, _ = relayed(host, b"data: a\n\n", script)
+    assert stream.reply.stream.closed
+    assert client.written[-1] == b"event: error: the upstream's stream could not be read\n\n"
+    assert stream.attempt.verdict.outcome == "network_error" and outcomes(host) == {"network_error": 1}
+
+
+def test_an_upstream_error_event_is_the_verdict_and_the_client_has_it_already(host):
+    async def script(upstream, client):
+        upstream.on_chunk(b'data: {"error":{"type":"server_error","message":"boom"}}\n\n')
+        upstream.on_end(None)
+
+    stream, client, _ = relayed(host, b"data: a\n\n", script)
+    assert client.written == [b"data: a\n\n", b'data: {"error":{"type":"server_error","message":"boom"}}\n\n']
+    assert stream.attempt.verdict.outcome == "server_error" and outcomes(host) == {"server_error": 1}
+
+
+def test_a_slow_client_pauses_the_upstream_until_it_drained(host):
+    async def script(upstream, client):
+        upstream.on_chunk(b"data: b\n\n")
+        assert upstream.paused
+        client.drained.set()
+        await asyncio.sleep(0.01)
+        assert not upstream.paused
+        upstream.on_chunk(b"data: [DONE]\n\n")
+        upstream.on_end(None)
+
+    stream, client, _ = relayed(host, b"data: a\n\n", script, client=Client(room=False))
+    assert stream.attempt.verdict is SUCCESS and held(host) == (0, 0)
+
+
+def test_a_client_that_left_gives_everything_back_without_a_verdict(host):
+    stream, client, happened = relayed(host, b"data: a\n\n", _nothing, leave=True)
+    assert stream.reply.stream.closed and stream.attempt.verdict is None
+    assert happened == ["accounted, 1 writes out", "done"]
+    assert held(host) == (0, 0) and outcomes(host) == {}
+
+
+def test_a_client_that_left_after_its_whole_stream_went_out_ends_it_as_its_end_would_have(host):
+    async def script(upstream, client):
+        upstream.on_chunk(b"data: [DONE]\n\n")
+        await asyncio.sleep(0.01)         # the finishing bytes go out alone: no end came with them
+
+    stream, client, _ = relayed(host, b"data: a\n\n", script, leave=True)
+    assert client.written == [b"data: a\n\n", b"data: [DONE]\n\n"] and stream.delivered
+    assert stream.attempt.verdict is SUCCESS and outcomes(host) == {"success": 1} and held(host) == (0, 0)

@@ -17,3 +17,18 @@ cdef class Slot:
     cdef bint _held, _handed_over
 
     cpdef release(self)
+
+
+cdef class RelayedStream:
+    cdef public object reply, relay, provider
+    cdef public Attempt attempt
+    cdef object _loop, _client, _done, _resumer
+    cdef list _on_done, _before_end
+    cdef bint _closed, _end_sent
+    cdef bytes _ending
+
+    cdef _run_before_end(self)
+    cdef _finish(self, verdict)
+    cdef _hold_ending(self, bytes out)
+    cdef _send_ending(self)
+    cdef tuple _verdict(self, error)

@@ -1,23 +1,35 @@
 # cython: language_level=3, annotation_typing=False
-"""What an attempt and an admitted request hold, and the guarantee that they give it back: plain
-Python, and compiled as it is with the types of ``attempts.pxd`` (Cython's pure-Python mode), as
-``upstream.py`` is. The engine runs the compiled module; the tests run the attempts' suite over it
-and over this source run as Python (``fastinfer._core.ref.attempts``). Compiled, the two ``with``
-blocks every request enters and each one's ending are C calls on C fields: about ten Python calls
-a request before.
+"""What an attempt and an admitted request hold, the guarantee that they give it back, and the
+stream that takes an attempt over: plain Python, and compiled as it is with the types of
+``attempts.pxd`` (Cython's pure-Python mode), as ``upstream.py`` is. The engine runs the compiled
+module; the tests run its suite over it and over this source run as Python
+(``fastinfer._core.ref.attempts``). Compiled, the two ``with`` blocks every request enters, each
+one's ending, and a stream's chunks and end are C calls on C fields.
 
 ``Attempt`` is one upstream attempt on one replica from the pick to its verdict, and ``Slot`` a
 held admission slot. Both are ``with`` blocks whose exit cannot be skipped: whatever happens inside
 — a ``GatewayError``, the client leaving (cancellation), an exception nobody expected — the
 replica's in-flight count, the half-open probe and the slot are given back, and the breaker hears
 exactly one verdict (none when the client left). A streamed answer takes both over: its attempt
-ends, and its slot is given back, when the stream ends (``engine.stream.RelayedStream``).
+ends, and its slot is given back, when the stream ends.
+
+``RelayedStream`` is that stream: upstream bytes through the format's relay into the client writer.
+It feeds each upstream read through the relay (translation, usage) and writes the result to the
+client without a task switch, pauses the upstream while the client is slow, ends a failed stream
+with the caller's error event, and holds the event that finishes a stream for the response's end
+(one write with the chunked terminator when the upstream's end came in the same read). How the
+stream ended (complete, cut, idle, garbage, an upstream error event) is its attempt's verdict,
+recorded into the breaker and the outcome metric before the client sees the end; a stream the
+client left gets none, unless it left after its finishing bytes went out ahead of the upstream's
+end (``delivered``: the OpenAI SDK closes at [DONE]), which ends as that end would have. What the
+stream holds is given back exactly once.
 
 The verdicts are the engine's (``engine.classify``), which this module may not import (the engine
-imports it): the engine hands in, once, how an exception is judged and the verdict that means
-success (``judged_by``).
+imports it): the engine hands in, once, how an exception and a stream's error event are judged and
+the verdict that means success (``judged_by``).
 
-Owns: ``Attempt``, ``Slot``. Must not touch: choosing replicas, retrying, HTTP, what a verdict says.
+Owns: ``Attempt``, ``Slot``, ``RelayedStream``. Must not touch: choosing replicas, retrying, what a
+verdict says, aiohttp objects (the gateway passes a ``ClientWriter``, ``engine.stream``).
 """
 from __future__ import annotations
 
@@ -31,13 +43,16 @@ log = logging.getLogger("fastinfer.engine")
 clock = time.perf_counter       # the engine's overhead clock (``engine.request.clock``)
 
 _judge = None       # exception -> Verdict (``engine.classify.classify_exception``)
+_judge_event = None  # (an upstream's error event, its provider) -> Verdict (``classify_stream_error``)
 _success = None     # the verdict of an attempt whose answer was used (``engine.attempt.SUCCESS``)
 
 
-def judged_by(classify_exception, success) -> None:
-    """How an attempt's exception is judged, and the verdict of a success: the engine's, given once."""
-    global _judge, _success
+def judged_by(classify_exception, classify_stream_error, success) -> None:
+    """How an attempt's exception and a stream's error event are judged, and the verdict of a
+    success: the engine's, given once."""
+    global _judge, _judge_event, _success
     _judge = classify_exception
+    _judge_event = classify_stream_error
     _success = success
 
 
@@ -157,3 +172,182 @@ class Slot:
         if self._held:
             self._held = False
             self._admission.release(self._index)
+
+
+class RelayedStream:
+    """An upstream stream on its way to the client, relayed chunk by chunk by callback.
+
+    Each upstream read goes through the format's relay (translation, usage)
+    and straight to the client writer, with no task switch per chunk. A stream
+    that fails after its first byte ends with the relay's error event.
+    ``attempt`` is the attempt the stream came from: the stream ends it. ``loop`` is the worker's
+    (on Python 3.11 each ``asyncio.get_running_loop()`` is a ``getpid`` syscall: two a stream).
+
+    The bytes that finish the stream are held back: when the upstream's end
+    follows in the same read (the usual case), the stream ends with them still
+    held and the gateway sends them with the response's end (``take_ending``),
+    one write instead of two; otherwise they go out on the next turn of the
+    loop, as any chunk would have.
+    """
+
+    def __init__(self, reply, relay, attempt: Attempt, provider: str, loop):
+        self.reply = reply
+        self._loop = loop
+        self.relay = relay
+        self.attempt = attempt.hand_over()
+        self.provider = provider            # the upstream kind, for classifying its error events
+        self._on_done: list = []
+        self._before_end: list = []
+        self._client = None                 # the gateway's ``engine.stream.ClientWriter``
+        self._done = None
+        self._resumer = None
+        self._closed = False
+        self._ending = b""                  # the finishing bytes, held for the response's end
+        self._end_sent = False              # they went out alone, before the upstream's end came
+
+    async def pump(self, client) -> None:
+        """Relay the whole stream to ``client``; returns when it has ended either way."""
+        self._client = client
+        self._done = self._loop.create_future()
+        try:
+            self._on_chunk(self.reply.first)
+            if not self._done.done():
+                self.reply.stream.start(self._on_chunk, self._on_end)
+            await self._done
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End the stream's life: abort the upstream if unfinished, give back what it holds.
+
+        Idempotent; the gateway calls it too, so a stream it never got to pump
+        (the client left before the response head went out) leaks nothing. A
+        stream closed before the upstream ended it was left by the client: its
+        attempt gets no verdict, unless the client had the whole stream (``delivered``).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.reply.close()
+        if self._resumer is not None:
+            self._resumer.cancel()
+        # a client that left after its whole stream (``delivered``) gets the verdict the upstream's
+        # end would have given; ``_finish`` is once: a stream that ended has its verdict already
+        self._finish(self._verdict(None)[0] if self._end_sent else None)
+
+    def take_ending(self) -> bytes:
+        """The bytes that finish the stream, still held once it has ended: the caller sends them
+        with the response's end, in one write (b"" when they went out already)."""
+        ending, self._ending = self._ending, b""
+        return ending
+
+    @property
+    def delivered(self) -> bool:
+        """The client was sent the whole stream, its finishing bytes included, before the upstream's
+        end came: a client that leaves now (the OpenAI SDK closes its connection at [DONE]) left
+        after its answer was complete."""
+        return self._end_sent
+
+    @property
+    def failure(self):
+        """Why the stream ended before it was complete (its attempt's error); None when it was
+        complete, or is still running, or the client left."""
+        verdict = self.attempt.verdict
+        return None if verdict is None else verdict.error
+
+    def also_on_done(self, callback) -> None:
+        """Run ``callback`` when the stream has ended, however it ended (before its last bytes go out)."""
+        self._on_done.append(callback)
+
+    def also_before_end(self, callback) -> None:
+        """Run ``callback`` once, before the client can see the stream's end: before the event that
+        finishes it is written (the upstream's usage is known by then), or when it ends otherwise.
+        The accounting of a request (usage, cost, limits) is complete before its last byte is sent."""
+        self._before_end.append(callback)
+
+    def _run_before_end(self) -> None:
+        callbacks, self._before_end = self._before_end, []
+        for callback in callbacks:
+            callback()
+
+    def _finish(self, verdict) -> None:
+        """The attempt's verdict, then the rest of what the stream holds; once (``Attempt.end`` is once too)."""
+        if self._before_end:
+            self._run_before_end()
+        self.attempt.end(verdict)
+        callbacks, self._on_done = self._on_done, []
+        for callback in callbacks:
+            callback()
+
+    def _on_chunk(self, chunk: bytes) -> None:
+        relay = self.relay
+        try:
+            out = relay.feed(chunk)
+        except Exception as e:
+            # a stream event of a shape the relay cannot read: the stream cannot go on
+            log_bug(log, "relaying an upstream stream failed", e)
+            out, failure = b"", UpstreamFailure("the upstream's stream could not be read")
+        else:
+            failure = relay.failure
+        if failure is not None:
+            if out:
+                self._client.write(out)
+            self.reply.close()
+            self._on_end(failure)
+            return
+        if relay.finished:
+            if self._before_end:
+                self._run_before_end()     # the end is in ``out``: account before the client sees it
+            if out:
+                self._hold_ending(out)
+                return
+        if self._ending:
+            self._send_ending()        # more bytes after the end (a relay never makes them): in order
+        if out and not self._client.write(out) and self._resumer is None:
+            self.reply.stream.pause()
+            self._resumer = self._loop.create_task(self._resume_when_drained())
+
+    def _hold_ending(self, out: bytes) -> None:
+        self._ending += out
+        self._loop.call_soon(self._send_ending_unless_ended)
+
+    def _send_ending_unless_ended(self) -> None:
+        """The upstream's end did not come with the finishing bytes: they go out alone."""
+        if not self._done.done():
+            self._send_ending()
+            self._end_sent = True
+
+    def _send_ending(self) -> None:
+        ending, self._ending = self._ending, b""
+        if ending:
+            self._client.write(ending)
+
+    async def _resume_when_drained(self) -> None:
+        await self._client.drain()
+        self._resumer = None
+        self.reply.stream.resume()
+
+    def _on_end(self, error) -> None:
+        """The upstream side ended: ``error`` is why, None when the upstream closed it (properly or not)."""
+        if self._done.done():
+            return
+        verdict, tail = self._verdict(error)
+        # accounting is complete before the client sees the end of its stream
+        self._finish(verdict)
+        if tail is not None:
+            self._send_ending()     # what the relay finished with, then why the stream failed after it
+            self._client.write(tail)
+        self._done.set_result(None)
+
+    def _verdict(self, error):
+        """The attempt's verdict for a stream whose upstream side ended (``error``: why, None when the
+        upstream closed it), and the event that tells the client why it failed (None if it did not)."""
+        relay = self.relay
+        if relay.error is not None:
+            # the upstream's own error event, already passed on in the caller's format
+            return _judge_event(relay.error, self.provider), None
+        if error is None and not relay.finished:
+            error = UpstreamFailure("upstream ended the stream before it was complete")
+        if error is None:
+            return _success, None
+        return _judge(error), relay.error_event(error)

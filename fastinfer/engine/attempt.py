@@ -3,7 +3,7 @@
 ``Attempt`` (one upstream attempt on one replica, from the pick to its verdict) and ``Slot`` (a
 held admission slot) are ``with`` blocks whose exit cannot be skipped; they are compiled
 (``_core.attempts``, where their rules are written). This module gives them the engine's
-verdicts: how an exception is judged (``classify.classify_exception``) and ``SUCCESS``.
+verdicts: how an exception and a stream's error event are judged (``classify``) and ``SUCCESS``.
 
 Must not touch: choosing replicas, retrying, HTTP. The verdicts come from ``classify``.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from .._core import attempts
 from .._core.attempts import Attempt, Slot
-from .classify import Verdict, classify_exception
+from .classify import Verdict, classify_exception, classify_stream_error
 
 #: an attempt whose answer was used
 SUCCESS = Verdict(error=None, outcome="success", retry=False, counts_for_breaker=False, fallback=False)
 
-attempts.judged_by(classify_exception, SUCCESS)
+attempts.judged_by(classify_exception, classify_stream_error, SUCCESS)
 
 __all__ = ["SUCCESS", "Attempt", "Slot"]

@@ -9,7 +9,8 @@ from ._as_python import source_as_python
 _module = source_as_python("attempts")
 
 Attempt = _module.Attempt
+RelayedStream = _module.RelayedStream
 Slot = _module.Slot
 judged_by = _module.judged_by
 
-__all__ = ["Attempt", "Slot", "judged_by"]
+__all__ = ["Attempt", "RelayedStream", "Slot", "judged_by"]
