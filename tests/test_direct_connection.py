@@ -361,3 +361,18 @@ def test_a_connections_requests_run_in_one_task_that_ends_with_the_connection():
     assert tasks[:3] == [first] * 3 and tasks[3] is second and second is not first
     assert tasks[4] is not second       # aiohttp's request: its own task
     assert first.done() and not first.cancelled() and second.done() and not second.cancelled()
+
+
+def test_a_direct_request_equals_only_itself_whatever_it_holds(core):
+    # as aiohttp's request: a mapping the middleware and handlers keep things on, compared and
+    # hashed by identity (a dict would be equal to any other with the same items, and unhashable)
+    class Connection:
+        transport = None
+
+    body = core.RequestBody(0, 64)
+    first = core.DirectRequest(PATH, {}, True, body, Connection())
+    second = core.DirectRequest(PATH, {}, True, body, Connection())
+    first["id"] = second["id"] = "same"
+    assert first == first and first != second and not first == second
+    assert len({first, second}) == 2 and hash(first) == object.__hash__(first)
+    assert weakref.ref(first)() is first

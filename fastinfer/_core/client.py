@@ -33,9 +33,9 @@ malformed bytes, 100-continue, the admin routes) is unchanged, and only the hot 
 What the connection keeps of aiohttp's manners: it registers with the aiohttp ``Server`` (the
 drain counts and closes it, the worker probe counts it and its requests); a request's task is
 cancelled when the client goes (``handler_cancellation``: the connection's task, which then ends);
-answers are sent one request at a time, pipelined requests waiting in the buffer; an idle connection closes after the keep-alive
-timeout (from its start too, like aiohttp); while the worker drains every answer says
-``Connection: close``; an answer given before its body arrived (413, 408) is followed by a
+answers are sent one request at a time, pipelined requests waiting in the buffer; an idle
+connection closes after the keep-alive timeout (from its start too, like aiohttp); while the worker
+drains every answer says ``Connection: close``; an answer given before its body arrived (413, 408) is followed by a
 lingering close, so the client reads the answer before the connection resets.
 
 Owns: ``DirectConnection``, ``DirectRequest``, ``RequestBody``. Must not touch: what handlers do
