@@ -40,7 +40,11 @@ from ..errors import GatewayError, UpstreamFailure
 from ..observe import log_bug
 
 log = logging.getLogger("fastinfer.engine")
-clock = time.perf_counter       # the engine's overhead clock (``engine.request.clock``)
+#: the overhead clock the engine and the gateway measure with (``engine.request.clock`` is this one):
+#: monotonic with sub-microsecond resolution. uvloop's ``loop.time()`` is cached once per loop
+#: iteration with a millisecond resolution, so an overhead measured with it is 0 or a whole
+#: millisecond; ``upstream_s`` and ``overhead_s`` are measured with this.
+clock = time.perf_counter
 
 _judge = None       # exception -> Verdict (``engine.classify.classify_exception``)
 _judge_event = None  # (an upstream's error event, its provider) -> Verdict (``classify_stream_error``)

@@ -2,16 +2,14 @@
 both measure the gateway's own time with."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._core.attempts import clock
 from .._core.constants import NORMAL, PRIORITY_NAMES
 
-#: the overhead clock: monotonic with sub-microsecond resolution. uvloop's ``loop.time()`` is
-#: cached once per loop iteration with a millisecond resolution, so an overhead measured with
-#: it is 0 or a whole millisecond; ``upstream_s`` and ``overhead_s`` are measured with this.
-clock = time.perf_counter
+#: the overhead clock (``time.perf_counter``), defined once beside the attempts that read it (``_core.attempts``)
+__all__ = ["clock", "EngineResult", "GatewayRequest", "PRIORITY_LEVELS"]
 
 #: what a client may send as ``priority`` / ``x-priority``, and the admission queue's number for it
 PRIORITY_LEVELS = {name: level for level, name in enumerate(PRIORITY_NAMES)}

@@ -10,6 +10,5 @@ _module = source_as_python("client")
 DirectConnection = _module.DirectConnection
 DirectRequest = _module.DirectRequest
 RequestBody = _module.RequestBody
-MAX_HEAD_BYTES = _module.MAX_HEAD_BYTES
 
-__all__ = ["DirectConnection", "DirectRequest", "MAX_HEAD_BYTES", "RequestBody"]
+__all__ = ["DirectConnection", "DirectRequest", "RequestBody"]
