@@ -303,6 +303,11 @@ def stamped_line(double created, bytes envelope not None, tuple keys not None, t
                  uint64_t millis=0):
     """``json_line`` whose head is ``{"ts":"<created as 2026-12-02T04:12:06.123Z>`` and ``envelope``;
     a time before 1970 or past 9999 raises (the caller makes that line the other way)."""
+    return _stamped(created, envelope, keys, values, millis)
+
+
+cdef bytes _stamped(double created, bytes envelope, tuple keys, tuple values, uint64_t millis):
+    """``stamped_line``'s work, a C call for ``stamped_lines``' loop."""
     cdef long long second
     cdef int ms
     cdef char head[32]
@@ -348,7 +353,7 @@ def stamped_lines(list pending not None, Py_ssize_t start, bytes envelope not No
                 or shown_path is NULL or (<object>shown_path is not path and <object>shown_path != path)):
             return i
         try:
-            out.append(stamped_line(item[0], envelope, keys, values, millis))
+            out.append(_stamped(item[0], envelope, keys, values, millis))
         except Exception:
             return i
     return n
