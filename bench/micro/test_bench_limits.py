@@ -34,7 +34,7 @@ from fastinfer._core import shm as compiled
 from fastinfer._core.ref import shm as reference
 from fastinfer.config import parse_config
 from fastinfer.engine import GatewayRequest
-from fastinfer.gateway.auth import KeyRing, resolve_key_hashes
+from fastinfer.gateway.auth import key_ring, resolve_key_hashes
 from fastinfer.limits import Limits, LocalStore
 from fastinfer.metrics import Metrics, MetricsLayout
 from fastinfer.process.hostwide import plan
@@ -62,7 +62,7 @@ def limits_over(impl, config):
     metrics = Metrics(layout, segment, buckets={n: segment.bucket(i) for n, i in index.buckets.items()})
     limits = Limits(cfg, LocalStore(segment, len(index.buckets), len(index.keys)), worker=0, keys=index.keys,
                     buckets=index.buckets, key_concurrency=[segment.key_concurrency(0)], metrics=metrics)
-    return segment, KeyRing(cfg), limits
+    return segment, key_ring(cfg), limits
 
 
 def new_request():
@@ -72,10 +72,7 @@ def new_request():
 def one_request(ring, limits):
     """The request with a key and every limit, as the gateway and the engine serve it."""
     req = new_request()
-    key = ring.authenticate(HEADERS)
-    key.check_model(req.model)
-    req.key = key.name
-    req.priority = key.priority_of(None)
+    ring.authenticate(HEADERS).admit(req, req.model, HEADERS, BODY)
     grant = limits.admit(req)
     limits.take_deployment(grant, 0, req, 30.0)
     req.usage, req.cost_usd = USAGE, 0.0000925

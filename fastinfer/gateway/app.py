@@ -26,7 +26,7 @@ from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
 from .answer import ClientStream, WrittenAnswer, stream_head, write_json
 from .anthropic_api import messages_request
-from .auth import KeyRing
+from .auth import key_ring
 from .body import NOT_ARRIVED, arrived_json, read_json
 from .drain import GatewayDrain, ShuttingDown
 from .errors import JSON
@@ -79,7 +79,7 @@ class Gateway:
             {"id": name, "object": "model", "created": created, "owned_by": d.config.provider}
             for d in engine.deployments.values() for name in (d.config.name, *d.config.aliases)]})
         # gateway keys: with any configured, every data route needs one (None: an open gateway)
-        self.keys = KeyRing(engine.config) if engine.config.keys else None
+        self.keys = key_ring(engine.config) if engine.config.keys else None
 
     def app(self, *, operator_routes: bool = True) -> web.Application:
         """The public listener's app; ``operator_routes=False`` when a separate admin listener has them."""
@@ -197,21 +197,18 @@ class Gateway:
         the key may use and that serves the route, in the key's priority; kept on ``data`` for the
         accounting. Returned with that deployment (the engine need not look the name up again).
         (Not a coroutine: it awaits nothing, and a coroutine level costs every request.)"""
-        asked_priority = key is not None and _asks_priority(request.headers, body)
         req = parse(body, request.headers, request[REQUEST_ID], now)
         data.req = req
         data.deployment = req.model
         req.trace = data.trace
         dep = self.engine.find(req.model)         # a name, an alias, or PROVIDER/<model>
         if key is not None:
-            # before the 404: a model outside the key's globs is 403 whether or not it exists
-            key.check_model(req.model, dep.config.name if dep is not None else None)
+            # before the 404: a model outside the key's globs is 403 whether or not it exists;
+            # then the request runs as the key, in its priority
+            key.admit(req, dep.config.name if dep is not None else None, request.headers, body)
         if dep is None:
             dep = self.engine.deployment(req.model)   # raises the 404
         data.deployment = dep.config.name
-        if key is not None:
-            req.key = key.name
-            req.priority = key.priority_of(req.priority if asked_priority else None)
         if req.endpoint != "chat" and req.endpoint not in dep.provider.endpoints:
             raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
         return req, dep
@@ -389,11 +386,6 @@ class Gateway:
             return web.Response(status=503, body=b'{"status":"all circuits of a deployment are open"}',
                                 content_type=JSON)
         return web.Response(body=b'{"status":"ready"}', content_type=JSON)
-
-
-def _asks_priority(headers, body) -> bool:
-    """Did the client name a priority (``x-priority`` or the body's ``priority``)? If not, its key's applies."""
-    return headers.get("x-priority") is not None or (type(body) is dict and body.get("priority") is not None)
 
 
 def _passthrough(endpoint: str):

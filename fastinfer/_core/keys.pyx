@@ -1,0 +1,161 @@
+# cython: language_level=3
+"""Gateway keys on the request path: which key a request carries, and what that key may do.
+
+Owns: reading the key from the head's usual ``Authorization: Bearer K`` (any other form is
+``gateway.auth``'s, handed in), finding it by its SHA-256 digest (computed in C, ``sha256.h``:
+one hash and one dict lookup whatever the number of keys, then the digests compared in constant
+time), a key's ``models`` globs (answers cached) and its priority default and ceiling. Two calls a request: ``KeyRing.authenticate`` before the body is
+read, ``GatewayKey.admit`` once the model is known. Reference: ``ref/keys.py``, which the tests
+check this module against.
+
+Must not touch: the config (``gateway.auth`` builds the keys from it), limits, metrics. The key
+itself is never kept: only its digest, and only its name leaves this module.
+"""
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.string cimport memchr, memcmp
+
+import fnmatch
+
+from aiohttp import hdrs
+from multidict import istr
+
+from ..errors import PermissionDenied, Unauthorized
+
+cdef extern from "sha256.h":
+    void fi_sha256(const unsigned char *data, size_t length, unsigned char *out, int use_ni) nogil
+    int fi_sha256_has_ni() nogil
+    int fi_same(const unsigned char *a, const unsigned char *b, size_t n) nogil
+
+cdef enum:
+    DIGEST_BYTES = 32
+    MODEL_CACHE_MAX = 1024      # answers cached per key for model names (deployment names and aliases)
+
+# aiohttp's names are case-folded once; a plain str is folded again by every lookup
+cdef object _AUTHORIZATION = hdrs.AUTHORIZATION
+cdef object _PRIORITY_HEADER = istr("x-priority")
+
+# the SHA extensions, where the CPU has them (asked once)
+cdef int _use_ni = fi_sha256_has_ni()
+SHA_EXTENSIONS = bool(_use_ni)
+
+
+def digest_of(str key, bint portable=False):
+    """The SHA-256 digest of ``key``'s UTF-8 (``UnicodeEncodeError`` for a lone surrogate);
+    ``portable``: without the SHA extensions even where the CPU has them (for the tests)."""
+    cdef Py_ssize_t length
+    cdef const char *data = PyUnicode_AsUTF8AndSize(key, &length)
+    return _digest(data, length, 0 if portable else _use_ni)
+
+
+cdef bytes _digest(const char *data, Py_ssize_t length, int use_ni):
+    cdef unsigned char out[DIGEST_BYTES]
+    fi_sha256(<const unsigned char *>data, <size_t>length, out, use_ni)
+    return PyBytes_FromStringAndSize(<char *>out, DIGEST_BYTES)
+
+
+cdef class GatewayKey:
+    """One configured key as the request path checks it."""
+
+    cdef readonly str name
+    cdef readonly bytes digest
+    cdef readonly tuple globs
+    cdef readonly int priority          # the class a request runs in when it asks for none
+    cdef readonly int max_priority      # the highest class it may ask for (the lowest number)
+    cdef public bytes models_body       # ``/v1/models`` as this key sees it (``gateway.auth``)
+    cdef dict _allowed
+
+    def __init__(self, str name, bytes digest, tuple globs, int priority, int max_priority):
+        if len(digest) != DIGEST_BYTES:
+            raise ValueError(f"a key's digest is {DIGEST_BYTES} bytes (SHA-256), not {len(digest)}")
+        self.name = name
+        self.digest = digest
+        self.globs = globs or ("*",)
+        self.priority = priority
+        self.max_priority = max_priority
+        self.models_body = b""
+        self._allowed = {}
+
+    cpdef bint may_use(self, str model):
+        """``model`` matches one of the key's globs (cached: one dict lookup a request)."""
+        allowed = self._allowed.get(model)
+        if allowed is None:
+            allowed = False
+            for glob in self.globs:
+                if fnmatch.fnmatchcase(model, glob):
+                    allowed = True
+                    break
+            if len(self._allowed) < MODEL_CACHE_MAX:
+                self._allowed[model] = allowed
+        return allowed is True
+
+    def check_model(self, str model, deployment=None):
+        """``model`` as the client named it (an alias, ``PROVIDER/<model>``) or the ``deployment`` it
+        resolves to (None: none) matches one of the key's globs, else ``PermissionDenied``."""
+        if not (self.may_use(model) or (deployment is not None and self.may_use(deployment))):
+            raise PermissionDenied(f"The key {self.name} may not use the model `{model}`.", param="model")
+
+    cpdef int priority_of(self, asked):
+        """The class a request runs in: what it asked for (else the key's default), never above the ceiling."""
+        cdef int priority = self.priority if asked is None else asked
+        return priority if priority >= self.max_priority else self.max_priority
+
+    def admit(self, req, deployment, headers, body):
+        """``req`` (a ``GatewayRequest``) may use its model (``check_model`` with ``deployment``),
+        and runs as this key: in the class it asked for (``x-priority`` or the body's
+        ``priority``) within the key's ceiling, else in the key's default."""
+        self.check_model(req.model, deployment)
+        req.key = self.name
+        asked = headers.get(_PRIORITY_HEADER) is not None or (type(body) is dict and body.get("priority") is not None)
+        req.priority = self.priority_of(req.priority if asked else None)
+
+
+cdef class KeyRing:
+    """Every configured key, by digest."""
+
+    cdef readonly list keys
+    cdef dict _by_digest
+    cdef object _presented_key
+
+    def __init__(self, keys, presented_key):
+        """``presented_key(authorization, headers)``: the key of any other form than ``Bearer K``
+        (``gateway.auth``'s: the rare forms and their 401s are the gateway's to word)."""
+        self.keys = list(keys)
+        self._by_digest = {(<GatewayKey>k).digest: k for k in self.keys}
+        self._presented_key = presented_key
+
+    def authenticate(self, headers):
+        """The ``GatewayKey`` ``headers`` carry, or ``Unauthorized`` (missing, malformed or unknown)."""
+        cdef object authorization = headers.get(_AUTHORIZATION)
+        cdef const char *value
+        cdef Py_ssize_t length = 0
+        # the usual form, ``Bearer K`` with no space to strip, hashed where it lies in the header's
+        # UTF-8; any other as ``presented_key`` reads it
+        if type(authorization) is str:
+            value = _utf8(authorization, &length)
+            if (value != NULL and length >= 7 and memcmp(value, b"Bearer ", 7) == 0
+                    and memchr(value + 7, ord(" "), length - 7) == NULL):
+                return self._found(_digest(value + 7, length - 7, _use_ni))
+        value = _utf8(self._presented_key(authorization, headers), &length)
+        if value == NULL:
+            raise Unauthorized("Invalid API key.")
+        return self._found(_digest(value, length, _use_ni))
+
+    cdef GatewayKey _found(self, bytes digest):
+        cdef GatewayKey key = self._by_digest.get(digest)
+        # the dict found it by hash equality; the constant-time comparison is what decides
+        if key is None or not fi_same(<const unsigned char *><char *>key.digest,
+                                      <const unsigned char *><char *>digest, DIGEST_BYTES):
+            raise Unauthorized("Invalid API key.")
+        return key
+
+
+cdef const char *_utf8(str text, Py_ssize_t *length) except? NULL:
+    """``text``'s UTF-8 (kept by the str: no copy for ASCII); NULL for one that has none (a
+    surrogate, from a header's bytes that were not UTF-8): no configured key is such a string."""
+    cdef const char *value
+    try:
+        value = PyUnicode_AsUTF8AndSize(text, length)
+    except UnicodeEncodeError:
+        return NULL
+    return value
