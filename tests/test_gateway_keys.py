@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -81,6 +82,27 @@ def test_no_valid_key_is_401_in_the_callers_shape(gateway, mock_upstream, header
     assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
     assert says in body["error"]["message"]
     assert mock_upstream.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("value", [b"Bearer sk-gw-\xff\xfe", b"Bearer " + KEY_A.encode() + b"\xc3"])
+def test_a_key_that_is_not_utf8_is_401_and_the_gateway_keeps_serving(gateway, mock_upstream, value):
+    """Bytes that are not UTF-8 (a Latin-1 client, garbage) are no configured key: a 401 in the API's
+    shape, not an error of the gateway's own."""
+    body = json.dumps({"model": "m", "messages": MESSAGES}).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (value, len(body), body))
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            answer += piece
+    head, _, text = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 "), head
+    assert json.loads(text)["error"]["message"] == "Invalid API key."
+    assert chat(gateway, {"Authorization": f"Bearer {KEY_A}"})[0] == 200
+    assert mock_upstream.stats()["requests"] == 1
 
 
 def test_the_key_is_taken_from_any_of_its_headers_and_never_forwarded(gateway, mock_upstream):
