@@ -320,6 +320,20 @@ cdef class ChunkedBody:
                     if self.size == 0:
                         self.state = DATA_CR
                     continue
+                # the usual framing, whole in the read, in one go: a size line at its start, the
+                # CR LF after data; anything else (a line split across reads, an extension, an
+                # error) byte by byte, from where this left off
+                if self.state == SIZE and self.digits == 0:
+                    take = self._size_line(p, i, n)
+                    if take > 0:
+                        i += take
+                        continue
+                elif (self.state == DATA_CR and i + 1 < n and p[i] == 0x0D and p[i + 1] == 0x0A
+                        and self.framing + 2 <= self.max_framing):
+                    self.framing += 2
+                    self.state = SIZE
+                    i += 2
+                    continue
                 if self.state == END:
                     self.overflowed = True
                     break
@@ -336,6 +350,31 @@ cdef class ChunkedBody:
             return PyBytes_FromStringAndSize(joined, total)
         finally:
             free(joined)
+
+    cdef Py_ssize_t _size_line(self, const unsigned char *p, Py_ssize_t i, Py_ssize_t n) noexcept:
+        """At a size line's first byte: its length when the read holds it whole as hex digits, CR,
+        LF (read: the size taken, the state after the line), else 0 and nothing read. Only what
+        ``_step`` would accept byte by byte without an error is read here; the rest is left to it."""
+        cdef Py_ssize_t j = i
+        cdef long long size = 0
+        cdef int digit
+        while j < n:
+            digit = _hex_digit(p[j])
+            if digit < 0:
+                break
+            size = size * 16 + digit
+            if size >= MAX_CHUNK_SIZE:
+                return 0
+            j += 1
+        if j == i or j + 1 >= n or p[j] != 0x0D or p[j + 1] != 0x0A:
+            return 0
+        j += 2
+        if self.framing + (j - i) > self.max_framing:
+            return 0
+        self.framing += j - i
+        self.size = size
+        self.state = DATA if size else TRAILER
+        return j - i
 
     cdef int _step(self, unsigned char c) except -1:
         cdef ChunkState state = self.state

@@ -454,8 +454,11 @@ def test_a_read_of_many_chunks_is_one_piece_and_a_body_in_progress_is_not_done(m
     b"+5\r\nhello\r\n0\r\n\r\n",
     b"5\nhello\r\n0\r\n\r\n",             # a bare LF after the size
     b"5\r\r\nhello\r\n0\r\n\r\n",
+    b"5\rXhello\r\n0\r\n\r\n",             # a CR and no LF after the size
+    b"5\r\nhello\r\n3\r\rabc\r\n0\r\n\r\n",
     b"5\r\nhelloXX0\r\n\r\n",             # no CR LF after the data
     b"5\r\nhello\n0\r\n\r\n",
+    b"5\r\nhello\rX0\r\n\r\n",             # a CR and no LF after the data
     b"5;a\x01\r\nhello\r\n0\r\n\r\n",     # a control character in an extension
     b"5\r\nhello\r\n0\r\nbad trailer\r\n\r\n",
     b"5\r\nhello\r\n0\r\n\n",
@@ -479,6 +482,23 @@ def test_framing_that_never_ends_is_refused_once_it_passes_the_bound(m, line_sta
             fed += 100
             body.feed(filler * 100)
     assert 1024 < fed <= 1024 + 100
+
+
+@pytest.mark.parametrize("zeros", [8186, 8187, 8188, 9000])
+def test_a_size_line_read_whole_is_held_to_the_bound_as_when_read_byte_by_byte(zeros):
+    """Framing since the last data: its CR LF, ``zeros`` leading zeros, the digit, CR LF. Up to the
+    bound (8192) it is read, past it refused, the same whether the line comes in one read (which
+    reads it in one go) or a byte a read, compiled or not."""
+    framed = b"4\r\ndata\r\n" + b"0" * zeros + b"5\r\nhello\r\n0\r\n\r\n"
+
+    def read(module, pieces):
+        got = _decoded(module, pieces)
+        return ("error", got[2]) if got[0] == "error" else (b"".join(got[0]), *got[1:])
+
+    whole = read(compiled, [framed])
+    assert whole == read(compiled, [bytes([c]) for c in framed]) == read(reference, [framed])
+    assert whole == (("error", "overlong chunk-size line or trailer") if 2 + zeros + 3 > 8192
+                     else (b"datahello", True, False))
 
 
 @settings(max_examples=300, deadline=None)
