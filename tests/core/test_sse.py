@@ -744,6 +744,17 @@ def test_plain_prefix_passes_what_differs_from_a_marker_in_one_byte(marker):
             assert compiled.plain_prefix(hit, RELAY_MARKERS) == (len(_TOKEN_EVENT), 1), (marker, offset)
 
 
+@pytest.mark.parametrize("markers", [(b"[DONE]", b'"error"'), (b'"error"', b"[DONE]")], ids=["later-first", "in-order"])
+def test_plain_prefix_stops_at_the_earliest_of_two_markers_in_one_step(m, markers):
+    # the markers are looked for together, 16 positions a step: when two are found in one step,
+    # the earlier in the read decides, whichever comes first in the markers
+    for pad in range(17):
+        first = b'data: {"a":"' + b"1" * pad + b'"}\n\n'
+        read = first + b'data:"error"}\n\ndata:[DONE]}\n\n' + _TOKEN_EVENT
+        assert m.plain_prefix(read, markers) == (len(first), 1), pad
+        assert m.plain_prefix(read.replace(b'"error"', b'"err0r"'), markers) == (len(first) + 15, 2), pad
+
+
 def test_plain_prefix_refuses_markers_it_cannot_look_for(m):
     for markers in [(b"",), ("[DONE]",)]:
         with pytest.raises(TypeError):
