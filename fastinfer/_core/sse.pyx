@@ -462,7 +462,6 @@ def encode_data(data) -> bytes:
 
 
 cdef extern from "find.h" nogil:
-    const char *fi_find(const char *haystack, size_t haystacklen, const char *needle, size_t needlelen)
     const char *fi_find_any(const char *haystack, size_t haystacklen, const char *const *needles,
                             const size_t *lengths, int count)
 
