@@ -103,3 +103,12 @@ def test_one_read_or_one_read_per_event_relay_the_same(pieces, wants_usage):
     assert sse_events(out_whole) == sse_events(out_apart)
     if wants_usage and GARBAGE not in pieces:      # nothing dropped or cut, nothing re-encoded: the very bytes
         assert out_whole == out_apart
+
+
+def test_a_read_with_its_end_goes_out_without_a_copy_of_its_plain_events():
+    """A whole stream in one read: its token events go out unparsed; when the rest goes out as it came
+    (the client asked for usage), the read itself is what goes out, no copy of it; when the usage
+    event is dropped, the rest is joined to the token events once."""
+    stream = event(TOKEN) * 64 + event(USAGE) + event(b"[DONE]")
+    assert OpenAIStreamRelay(client_wants_usage=True).feed(stream) is stream
+    assert OpenAIStreamRelay(client_wants_usage=False).feed(stream) == event(TOKEN) * 64 + event(b"[DONE]")
