@@ -7,6 +7,7 @@ system's site-packages.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import site
 import subprocess
@@ -32,7 +33,7 @@ def test_wheel_builds_installs_and_serves_outside_the_tree(tmp_path):
     (wheel,) = wheels.glob("fastinfer-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     # a .pyx module and a pure-Python-mode one (a .py with its .pxd) are both compiled
-    for module in ("sse", "upstream", "client"):
+    for module in ("sse", "upstream", "client", "keys"):
         assert any(n.startswith(f"fastinfer/_core/{module}.") and n.endswith(".so") for n in names)
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
     for asset in ("index.html", "dashboard.css", "dashboard.js"):
@@ -50,9 +51,11 @@ def test_wheel_builds_installs_and_serves_outside_the_tree(tmp_path):
     run_dir = tmp_path / "elsewhere"
     run_dir.mkdir()
     where = subprocess.run([str(python), "-c", "import fastinfer._core.upstream as u, fastinfer._core.client as c, "
-                            "fastinfer; print(fastinfer.__file__); print(u.__file__); print(c.__file__)"],
+                            "fastinfer._core.keys as k, fastinfer; print(k.digest_of('sk-x').hex()); "
+                            "print(fastinfer.__file__); print(u.__file__); print(c.__file__)"],
                            cwd=run_dir, env=env, capture_output=True, text=True, check=True)
-    package, *pure_mode = where.stdout.split()
+    digest, package, *pure_mode = where.stdout.split()
+    assert digest == hashlib.sha256(b"sk-x").hexdigest()     # the key check's C digest, as installed
     assert package.startswith(str(venv))
     # the compiled modules are what imports, not their sources beside them
     assert all(path.endswith(".so") for path in pure_mode)
