@@ -39,6 +39,8 @@ cdef enum:
     CHUNKED_BODY = -2       # ... Transfer-Encoding: chunked instead
 
 cdef long long MAX_CHUNK_SIZE = 1LL << 59
+cdef enum:
+    PIECES_ON_STACK = 128   # a read's pieces of chunk data kept without a heap allocation
 
 # the byte classes of the subset (see the reference): bit 1 a tchar, bit 2 a target byte,
 # bit 4 a field-value byte
@@ -294,8 +296,13 @@ cdef class ChunkedBody:
         cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         cdef Py_ssize_t i = start if start > 0 else 0
-        cdef Py_ssize_t take, first_at = 0, first_size = 0, total = 0
-        cdef char *joined = NULL       # made at a read's second piece: room for all the rest
+        cdef Py_ssize_t take, total = 0
+        # where each piece of data lies in the read (offset, length), to be copied once, into the
+        # bytes that are returned, when all are known: the usual read has one (returned as its
+        # slice) or a few dozen (a fast upstream's stream), more grow the list on the heap
+        cdef Py_ssize_t on_stack[2 * PIECES_ON_STACK]
+        cdef Py_ssize_t *pieces = on_stack
+        cdef Py_ssize_t count = 0, room = PIECES_ON_STACK
         if self.done:
             if i < n:
                 self.overflowed = True
@@ -304,15 +311,12 @@ cdef class ChunkedBody:
             while i < n:
                 if self.state == DATA:
                     take = n - i if self.size > n - i else <Py_ssize_t>self.size
-                    if total == 0:
-                        first_at, first_size = i, take
-                    else:
-                        if joined == NULL:
-                            joined = <char *>malloc(n - start)
-                            if joined == NULL:
-                                raise MemoryError()
-                            memcpy(joined, p + first_at, first_size)
-                        memcpy(joined + total, p + i, take)
+                    if count == room:
+                        pieces = _more_room(pieces, on_stack, room)
+                        room *= 2
+                    pieces[2 * count] = i
+                    pieces[2 * count + 1] = take
+                    count += 1
                     total += take
                     i += take
                     self.size -= take
@@ -345,11 +349,12 @@ cdef class ChunkedBody:
             self.done = self.state == END
             if total == 0:
                 return b""
-            if joined == NULL:
-                return PyBytes_FromStringAndSize(<const char *>p + first_at, first_size)
-            return PyBytes_FromStringAndSize(joined, total)
+            if count == 1:
+                return PyBytes_FromStringAndSize(<const char *>p + pieces[0], pieces[1])
+            return _joined(p, pieces, count, total)
         finally:
-            free(joined)
+            if pieces != on_stack:
+                free(pieces)
 
     cdef Py_ssize_t _size_line(self, const unsigned char *p, Py_ssize_t i, Py_ssize_t n) noexcept:
         """At a size line's first byte: its length when the read holds it whole as hex digits, CR,
@@ -432,6 +437,28 @@ cdef class ChunkedBody:
                 raise ValueError("expected LF after trailer")
             self.state = TRAILER if state == TRAILER_LF else END
         return 0
+
+
+cdef Py_ssize_t *_more_room(Py_ssize_t *pieces, Py_ssize_t *on_stack, Py_ssize_t room) except NULL:
+    """Room for twice ``room`` pieces, the ones so far kept (``pieces`` freed unless on the stack)."""
+    cdef Py_ssize_t *more = <Py_ssize_t *>malloc(4 * room * sizeof(Py_ssize_t))
+    if more == NULL:
+        raise MemoryError()
+    memcpy(more, pieces, 2 * room * sizeof(Py_ssize_t))
+    if pieces != on_stack:
+        free(pieces)
+    return more
+
+
+cdef bytes _joined(const unsigned char *p, const Py_ssize_t *pieces, Py_ssize_t count, Py_ssize_t total):
+    """The ``count`` pieces of ``p`` (offset, length) one after another: ``total`` bytes, one copy."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef char *at = PyBytes_AS_STRING(out)
+    cdef Py_ssize_t k
+    for k in range(count):
+        memcpy(at, p + pieces[2 * k], pieces[2 * k + 1])
+        at += pieces[2 * k + 1]
+    return out
 
 
 cdef inline int _hex_digit(unsigned char c):

@@ -447,6 +447,16 @@ def test_a_read_of_many_chunks_is_one_piece_and_a_body_in_progress_is_not_done(m
     assert body.feed(b"more") == b"" and body.overflowed
 
 
+@pytest.mark.parametrize("chunks", [1, 2, 127, 128, 129, 1000])
+def test_a_read_of_any_number_of_chunks_is_their_data_in_order(m, chunks):
+    # a read's pieces are kept on the stack up to 128, then on the heap, growing: every piece
+    # comes out once, in order, whichever
+    pieces = [b"%d-" % k * (1 + k % 7) for k in range(chunks)]
+    framed = b"".join(b"%x\r\n%b\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+    body = m.ChunkedBody()
+    assert body.feed(b"xx" + framed, 2) == b"".join(pieces) and body.done and not body.overflowed
+
+
 @pytest.mark.parametrize("framed", [
     b"5 \r\nhello\r\n0\r\n\r\n",          # a space after the size
     b"0x5\r\nhello\r\n0\r\n\r\n",
