@@ -52,9 +52,10 @@ static inline const char *fi_find(const char *s, size_t n, const char *needle, s
 }
 
 /* fi_find_any: the first position where any of k (at most FI_MAX_NEEDLES) non-empty needles starts, or NULL.
- * One pass instead of one a needle: at each 16 positions every needle's first and last bytes are
- * compared and the masks ORed, so a relay's four markers cost one load of the read, not four
- * scans of it. The rest of a needle is compared, inline, only where its pair matched. */
+ * One pass instead of one a needle: at each step of positions (16 with SSE2, 32 with AVX2 where
+ * the CPU has it, asked once) every needle's first byte and one more are compared and the masks
+ * ORed, so a relay's four markers cost one load of the read, not four scans of it. The rest of a
+ * needle is compared, inline, only where its pair matched. */
 static inline int fi_same_rest(const char *at, const char *needle, size_t m)
 {
     size_t j;
@@ -64,67 +65,127 @@ static inline int fi_same_rest(const char *at, const char *needle, size_t m)
     return 1;
 }
 
-static inline const char *fi_find_any(const char *s, size_t n, const char *const *needles, const size_t *lengths,
-                                      int k)
-{
-    /* a needle's first byte, and the byte at[j] from it, at each of 16 positions */
-    __m128i first[FI_MAX_NEEDLES], last[FI_MAX_NEEDLES];
+/* what a screen compares of each needle: its first byte, and the one at[j] from it (the last,
+ * unless it is the first again: a quoted key's quote pairs that far apart are in every event;
+ * then the one before it); fewer than four needles are padded with the first, so the screen's
+ * test of a step is one shape, unrolled, with the bytes in registers */
+typedef struct {
+    const char *const *needles;
+    const size_t *lengths;
+    int k;
+    size_t longest;
+    char first[FI_MAX_NEEDLES], second[FI_MAX_NEEDLES];
     size_t at[FI_MAX_NEEDLES];
-    size_t longest = 0, i = 0;
+} fi_screen;
+
+/* the screen's loop over steps of WIDTH positions: the offset of the first whole needle, or
+ * (size_t)-1 with *stopped where the steps ended (the tail is the caller's) */
+#define FI_SCREEN(NAME, TARGET, VEC, WIDTH, LOADU, SET1, CMPEQ, AND, OR, MOVEMASK)                      \
+TARGET static size_t NAME(const char *s, size_t n, const fi_screen *sc, size_t *stopped)                 \
+{                                                                                                        \
+    VEC first[FI_MAX_NEEDLES], second[FI_MAX_NEEDLES];                                                   \
+    size_t i = 0;                                                                                        \
+    int j;                                                                                               \
+    for (j = 0; j < FI_MAX_NEEDLES; j++) {                                                               \
+        first[j] = SET1(sc->first[j]);                                                                   \
+        second[j] = SET1(sc->second[j]);                                                                 \
+    }                                                                                                    \
+    {                                                                                                    \
+        const VEC f0 = first[0], f1 = first[1], f2 = first[2], f3 = first[3];                            \
+        const VEC l0 = second[0], l1 = second[1], l2 = second[2], l3 = second[3];                        \
+        const size_t at0 = sc->at[0], at1 = sc->at[1], at2 = sc->at[2], at3 = sc->at[3];                 \
+        for (; i + sc->longest - 1 + WIDTH <= n; i += WIDTH) {                                           \
+            VEC a = LOADU((const VEC *)(s + i));                                                         \
+            VEC hits = OR(OR(AND(CMPEQ(a, f0), CMPEQ(LOADU((const VEC *)(s + i + at0)), l0)),            \
+                             AND(CMPEQ(a, f1), CMPEQ(LOADU((const VEC *)(s + i + at1)), l1))),           \
+                          OR(AND(CMPEQ(a, f2), CMPEQ(LOADU((const VEC *)(s + i + at2)), l2)),            \
+                             AND(CMPEQ(a, f3), CMPEQ(LOADU((const VEC *)(s + i + at3)), l3))));          \
+            unsigned earliest = WIDTH;                                                                   \
+            for (j = 4; j < sc->k; j++)                                                                  \
+                hits = OR(hits, AND(CMPEQ(a, first[j]),                                                  \
+                                    CMPEQ(LOADU((const VEC *)(s + i + sc->at[j])), second[j])));         \
+            if (!MOVEMASK(hits))                                                                         \
+                continue;                                                                                \
+            for (j = 0; j < sc->k; j++) {       /* a pair matched: which needle, and is it whole */      \
+                unsigned mask = (unsigned)MOVEMASK(AND(CMPEQ(a, first[j]),                               \
+                                                       CMPEQ(LOADU((const VEC *)(s + i + sc->at[j])),    \
+                                                             second[j])));                               \
+                while (mask) {                                                                           \
+                    unsigned bit = (unsigned)__builtin_ctz(mask);                                        \
+                    if (bit >= earliest)                                                                 \
+                        break;                                                                           \
+                    if (fi_same_rest(s + i + bit, sc->needles[j], sc->lengths[j])) {                     \
+                        earliest = bit;                                                                  \
+                        break;                                                                           \
+                    }                                                                                    \
+                    mask &= mask - 1;                                                                    \
+                }                                                                                        \
+            }                                                                                            \
+            if (earliest < WIDTH)                                                                        \
+                return i + earliest;                                                                     \
+        }                                                                                                \
+    }                                                                                                    \
+    *stopped = i;                                                                                        \
+    return (size_t)-1;                                                                                   \
+}
+
+FI_SCREEN(fi_screen_sse2, , __m128i, 16, _mm_loadu_si128, _mm_set1_epi8, _mm_cmpeq_epi8, _mm_and_si128,
+          _mm_or_si128, _mm_movemask_epi8)
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define FI_HAS_AVX2 1
+FI_SCREEN(fi_screen_avx2, __attribute__((target("avx2"))), __m256i, 32, _mm256_loadu_si256, _mm256_set1_epi8,
+          _mm256_cmpeq_epi8, _mm256_and_si256, _mm256_or_si256, _mm256_movemask_epi8)
+#else
+#define FI_HAS_AVX2 0
+#endif
+#undef FI_SCREEN
+
+/* 1 when the CPU has AVX2 (asked once) */
+static inline int fi_has_avx2(void)
+{
+#if FI_HAS_AVX2
+    static int avx2 = -1;
+    if (avx2 < 0)
+        avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    return avx2;
+#else
+    return 0;
+#endif
+}
+
+/* wide: the AVX2 screen (when the CPU has it: fi_has_avx2), else SSE2's; the tests ask for each */
+static inline const char *fi_find_any_using(const char *s, size_t n, const char *const *needles,
+                                            const size_t *lengths, int k, int wide)
+{
+    fi_screen sc;
+    size_t i = 0, found_at;
     const char *best = NULL, *found;
     int j;
     if (k <= 0 || k > FI_MAX_NEEDLES)
         return NULL;
-    for (j = 0; j < k; j++) {
-        size_t m = lengths[j];
-        if (m > longest)
-            longest = m;
-        /* the second byte compared: the last, unless it is the first again (a quoted key: quote
-           pairs that far apart are in every event), then the one before it */
-        at[j] = m >= 3 && needles[j][m - 1] == needles[j][0] ? m - 2 : m - 1;
-        first[j] = _mm_set1_epi8(needles[j][0]);
-        last[j] = _mm_set1_epi8(needles[j][at[j]]);
+    sc.needles = needles;
+    sc.lengths = lengths;
+    sc.k = k;
+    sc.longest = 0;
+    for (j = 0; j < FI_MAX_NEEDLES; j++) {
+        int from = j < k ? j : 0;
+        size_t m = lengths[from];
+        if (m > sc.longest)
+            sc.longest = m;
+        sc.at[j] = m >= 3 && needles[from][m - 1] == needles[from][0] ? m - 2 : m - 1;
+        sc.first[j] = needles[from][0];
+        sc.second[j] = needles[from][sc.at[j]];
     }
-    for (; j < 4; j++) {     /* fewer than four: the first again, so the screen below is one shape */
-        at[j] = at[0];
-        first[j] = first[0];
-        last[j] = last[0];
-    }
-    {
-        /* the first four needles' bytes in registers (a relay has four markers); any more looked
-           at in a loop */
-        const __m128i f0 = first[0], f1 = first[1], f2 = first[2], f3 = first[3];
-        const __m128i l0 = last[0], l1 = last[1], l2 = last[2], l3 = last[3];
-        const size_t at0 = at[0], at1 = at[1], at2 = at[2], at3 = at[3];
-#define FI_PAIR(f, l, o) _mm_and_si128(_mm_cmpeq_epi8(a, f), \
-                                       _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(s + i + (o))), l))
-        for (; i + longest - 1 + 16 <= n; i += 16) {
-            __m128i a = _mm_loadu_si128((const __m128i *)(s + i));
-            __m128i hits = _mm_or_si128(_mm_or_si128(FI_PAIR(f0, l0, at0), FI_PAIR(f1, l1, at1)),
-                                        _mm_or_si128(FI_PAIR(f2, l2, at2), FI_PAIR(f3, l3, at3)));
-            unsigned earliest = 16;
-            for (j = 4; j < k; j++)
-                hits = _mm_or_si128(hits, FI_PAIR(first[j], last[j], at[j]));
-            if (!_mm_movemask_epi8(hits))
-                continue;
-            for (j = 0; j < k; j++) {       /* a pair matched: which needle, and is it whole */
-                unsigned mask = (unsigned)_mm_movemask_epi8(FI_PAIR(first[j], last[j], at[j]));
-                while (mask) {
-                    unsigned bit = (unsigned)__builtin_ctz(mask);
-                    if (bit >= earliest)
-                        break;
-                    if (fi_same_rest(s + i + bit, needles[j], lengths[j])) {
-                        earliest = bit;
-                        break;
-                    }
-                    mask &= mask - 1;
-                }
-            }
-            if (earliest < 16)
-                return s + i + earliest;
-        }
-#undef FI_PAIR
-    }
+#if FI_HAS_AVX2
+    found_at = wide && fi_has_avx2() ? fi_screen_avx2(s, n, &sc, &i) : fi_screen_sse2(s, n, &sc, &i);
+#else
+    (void)wide;
+    found_at = fi_screen_sse2(s, n, &sc, &i);
+#endif
+    if (found_at != (size_t)-1)
+        return s + found_at;
     /* the last positions, fewer than a step before the longest needle's end: each needle alone */
     for (j = 0; j < k; j++) {
         found = fi_find(s + i, n - i, needles[j], lengths[j]);
@@ -134,12 +195,20 @@ static inline const char *fi_find_any(const char *s, size_t n, const char *const
     return best;
 }
 
+static inline const char *fi_find_any(const char *s, size_t n, const char *const *needles, const size_t *lengths,
+                                      int k)
+{
+    return fi_find_any_using(s, n, needles, lengths, k, 1);
+}
+
 #else
 
 static inline const char *fi_find(const char *s, size_t n, const char *needle, size_t m)
 {
     return (const char *)memmem(s, n, needle, m);
 }
+
+static inline int fi_has_avx2(void) { return 0; }
 
 static inline const char *fi_find_any(const char *s, size_t n, const char *const *needles, const size_t *lengths,
                                       int k)
@@ -153,6 +222,13 @@ static inline const char *fi_find_any(const char *s, size_t n, const char *const
             best = found;
     }
     return best;
+}
+
+static inline const char *fi_find_any_using(const char *s, size_t n, const char *const *needles,
+                                            const size_t *lengths, int k, int wide)
+{
+    (void)wide;
+    return fi_find_any(s, n, needles, lengths, k);
 }
 
 #endif

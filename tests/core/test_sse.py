@@ -755,6 +755,27 @@ def test_plain_prefix_stops_at_the_earliest_of_two_markers_in_one_step(m, marker
         assert m.plain_prefix(read.replace(b'"error"', b'"err0r"'), markers) == (len(first) + 15, 2), pad
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b'"', b"{", b"}", b"[", b"]", b":", b" ", b"a", b"e", b"r", b"o", b"u", b"s", b"g",
+                                 b"DONE", b'"usage"', b'"error"', b"[DONE]", b'"usage":{']), max_size=120),
+       st.lists(st.binary(min_size=1, max_size=12).filter(lambda m: b"\n" not in m), min_size=1, max_size=8))
+def test_the_first_marker_is_found_the_same_in_steps_of_32_16_and_by_find(pieces, extra):
+    """The search compares each marker's first byte and one more at every position of a step, 32
+    (AVX2) or 16 (SSE2) at a time, then the rest: whichever, the first marker of the read is where
+    bytes.find says, with the relay's markers or any others (a marker longer than the read, one
+    byte long, the same marker twice)."""
+    events = b"".join(pieces)
+    for markers in (RELAY_MARKERS, tuple(extra), (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"') + tuple(extra[:4])):
+        expected = reference.first_marker(events, markers)
+        assert compiled.first_marker(events, markers) == expected
+        assert compiled.first_marker(events, markers, wide=False) == expected
+
+
+def test_this_cpu_searches_in_steps_of_32_when_it_can():
+    """Where the CPU has AVX2 the wide search runs (so the test above ran both)."""
+    assert compiled.WIDE_MARKER_SEARCH == ("avx2" in open("/proc/cpuinfo").read().split())
+
+
 def test_plain_prefix_refuses_markers_it_cannot_look_for(m):
     for markers in [(b"",), ("[DONE]",)]:
         with pytest.raises(TypeError):

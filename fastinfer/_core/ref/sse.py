@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Event", "SSEParser", "encode_event", "encode_data", "plain_prefix", "whole_events"]
+__all__ = ["Event", "SSEParser", "encode_event", "encode_data", "first_marker", "plain_prefix", "whole_events"]
 
 _BOM = b"\xef\xbb\xbf"
 _LINE_END = re.compile(rb"[\r\n]")
@@ -215,16 +215,27 @@ def encode_data(data: bytes) -> bytes:
     return encode_event(data)
 
 
-def plain_prefix(events: bytes, markers: tuple) -> tuple[int, int]:
-    """``(end, data_lines)``: the leading events a relay may forward unparsed (each ends in
-    ``"}\\n\\n"`` and holds no marker: at most 8, non-empty, without a line feed), and the lines
-    among them that start with ``data:``."""
+def _check_markers(markers: tuple) -> None:
     if len(markers) > 8:
         raise ValueError("at most 8 markers")
     if not all(type(m) is bytes and m for m in markers):
         raise TypeError("markers must be non-empty bytes")
     if any(b"\n" in m for m in markers):
         raise ValueError("a marker must not hold a line feed")
+
+
+def first_marker(events: bytes, markers: tuple, wide: bool = True) -> int:
+    """Where the first of ``markers`` starts in ``events``, -1 for none (``wide``: the compiled
+    module's choice of search, the same answer)."""
+    _check_markers(markers)
+    return min((at for at in (events.find(m) for m in markers) if at >= 0), default=-1)
+
+
+def plain_prefix(events: bytes, markers: tuple) -> tuple[int, int]:
+    """``(end, data_lines)``: the leading events a relay may forward unparsed (each ends in
+    ``"}\\n\\n"`` and holds no marker: at most 8, non-empty, without a line feed), and the lines
+    among them that start with ``data:``."""
+    _check_markers(markers)
     end = 0
     while (stop := events.find(b"\n\n", end)) >= 0:
         event = events[end:stop]
