@@ -89,7 +89,7 @@ cdef class GatewayKey:
                 self._allowed[model] = allowed
         return allowed is True
 
-    def check_model(self, str model, deployment=None):
+    cpdef check_model(self, str model, deployment=None):
         """``model`` as the client named it (an alias, ``PROVIDER/<model>``) or the ``deployment`` it
         resolves to (None: none) matches one of the key's globs, else ``PermissionDenied``."""
         if not (self.may_use(model) or (deployment is not None and self.may_use(deployment))):
