@@ -13,6 +13,7 @@ for the data routes): they assert the bytes on the wire, never how they were pro
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 
@@ -394,6 +395,34 @@ def test_http_1_0_with_keep_alive_is_kept_alive(conn):
         answer = conn.ask(post(version=b"HTTP/1.0", extra=b"Connection: keep-alive\r\n"))
         assert_chat(answer)
         assert answer.headers.get("connection", "").lower() == "keep-alive", answer
+
+
+LEADING = ("x-request-id", "x-fastinfer-replica", "x-fastinfer-attempts", "x-fastinfer-overhead-ms")
+
+
+@pytest.mark.parametrize("version,stream", [(b"HTTP/1.1", False), (b"HTTP/1.1", True), (b"HTTP/1.0", False),
+                                            (b"HTTP/1.0", True)])
+def test_a_data_answer_leads_with_its_id_replica_attempts_and_overhead_once_each(gw, version, stream):
+    """The fields every data answer carries, written by the compiled head (HTTP/1.1) or by aiohttp
+    from the same values (HTTP/1.0): each once, the client's id kept, the overhead in milliseconds
+    with three decimals."""
+    body = {**CHAT, "stream": True} if stream else CHAT
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=TIMEOUT_S) as sock:
+        sock.sendall(post(body=body, version=version, extra=b"x-request-id: client-id-7\r\nConnection: close\r\n"))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == f"{version.decode()} 200 OK", answer[:500]
+    fields = [line.split(": ", 1) for line in lines[1:]]
+    names = [name.lower() for name, _ in fields]
+    assert [names.count(name) for name in LEADING] == [1, 1, 1, 1], head
+    values = {name.lower(): value for name, value in fields}
+    assert values["x-request-id"] == "client-id-7"
+    assert values["x-fastinfer-attempts"] == "1" and values["x-fastinfer-replica"] == "r0"
+    assert re.fullmatch(r"\d+\.\d{3}", values["x-fastinfer-overhead-ms"]), values
+    assert (b"data: [DONE]" in rest) if stream else json.loads(rest)["object"] == "chat.completion"
 
 
 # --- malformed bytes after a good request ----------------------------------------------------

@@ -245,7 +245,7 @@ def test_a_head_is_refused_exactly_when_a_field_holds_a_control_character_but_ta
     forbidden = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
     refused = any(forbidden.search(name) or forbidden.search(value) for name, value in headers.items())
     try:
-        head = _head(_Http11(), 200, headers, "Content-Type: application/json\r\nDate: ", 0, True)
+        head = _head(_Http11(), 200, headers, b"Content-Type: application/json\r\n", 0, True, (), ())
     except ValueError:
         assert refused
     else:

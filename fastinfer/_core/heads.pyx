@@ -19,14 +19,35 @@ table and makes only the strings the caller keeps.
 Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in, plain values out.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_CheckExact, PyUnicode_DecodeASCII
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, strlen
 
 
 cdef extern from "decimal.h" nogil:
     int fi_decimal(char *out, long long n)
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct tm:
+        int tm_sec
+        int tm_min
+        int tm_hour
+        int tm_mday
+        int tm_mon
+        int tm_year
+        int tm_wday
+    tm *gmtime_r(const time_t *timep, tm *result)
+    time_t time(time_t *t)
+
+cdef extern from "Python.h":
+    char *PyOS_double_to_string(double val, char format_code, int precision, int flags, int *ptype) except NULL
+    void PyMem_Free(void *p)
+    bint PyLong_CheckExact(object o)
+    bint PyFloat_CheckExact(object o)
+    double PyFloat_AS_DOUBLE(object o)
+    long long PyLong_AsLongLong(object o) except? -1
 
 cdef extern from "string.h" nogil:
     void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
@@ -483,21 +504,87 @@ cdef str _lowered(const unsigned char *name, Py_ssize_t n):
     return PyUnicode_DecodeASCII(<const char *>q, n, NULL)
 
 
-def answer_head(bytes status_line not None, headers, bytes tail not None, Py_ssize_t length, bint keep_alive):
-    """An HTTP/1.1 answer's head: ``status_line``, each of ``headers`` (a mapping or a multidict of
-    strings, UTF-8 encoded) as ``name: value``, ``tail`` (fields ending in CR LF), ``Content-Length``
-    unless ``length`` is negative, ``Connection: close`` unless ``keep_alive``, and the empty line.
-    A control character other than tab in a name or value is a ``ValueError`` (header injection),
-    as aiohttp refuses it."""
-    cdef list items = list(headers.items())
+# the Date field, written once a second: "Date: Wed, 02 Dec 2026 13:13:46 GMT" CR LF (aiohttp's format)
+cdef time_t _date_second = -1
+cdef char _date_field[37]
+cdef const char *_WEEKDAYS = b"SunMonTueWedThuFriSat"
+cdef const char *_MONTHS = b"JanFebMarAprMayJunJulAugSepOctNovDec"
+
+
+cdef void _put_2(char *out, int n) noexcept nogil:
+    out[0] = <char>(48 + n // 10)
+    out[1] = <char>(48 + n % 10)
+
+
+cdef const char *_date_now() except NULL:
+    """The Date field of now, as aiohttp writes it (``int(time.time())``'s second, UTC)."""
+    global _date_second
+    cdef time_t now = time(NULL)
+    cdef tm parts
+    if now == _date_second:
+        return _date_field
+    if gmtime_r(&now, &parts) == NULL or not 0 <= parts.tm_year + 1900 <= 9999:
+        raise ValueError(f"cannot write {now} as an HTTP date")
+    memcpy(_date_field, b"Date: ", 6)
+    memcpy(_date_field + 6, _WEEKDAYS + 3 * parts.tm_wday, 3)
+    memcpy(_date_field + 9, b", ", 2)
+    _put_2(_date_field + 11, parts.tm_mday)
+    _date_field[13] = b' '
+    memcpy(_date_field + 14, _MONTHS + 3 * parts.tm_mon, 3)
+    _date_field[17] = b' '
+    _put_2(_date_field + 18, (parts.tm_year + 1900) // 100)
+    _put_2(_date_field + 20, (parts.tm_year + 1900) % 100)
+    _date_field[22] = b' '
+    _put_2(_date_field + 23, parts.tm_hour)
+    _date_field[25] = b':'
+    _put_2(_date_field + 26, parts.tm_min)
+    _date_field[28] = b':'
+    _put_2(_date_field + 29, parts.tm_sec)
+    memcpy(_date_field + 31, b" GMT\r\n", 6)
+    _date_second = now
+    return _date_field
+
+
+cdef enum:
+    DATE_FIELD_SIZE = 37
+    MOST_LEADING = 8         # leading fields an answer may have
+    NUMBER_ROOM = 32         # a "%.3f" of a double below 1e20 in size, or an int's decimal
+
+
+def answer_head(bytes status_line not None, headers, bytes tail not None, Py_ssize_t length, bint keep_alive,
+                tuple names=(), tuple values=(), bint dated=False):
+    """An HTTP/1.1 answer's head: ``status_line``; each of ``names`` (encoded, its ``": "``
+    included; at most eight) with the value at the same index of ``values`` — a string (UTF-8),
+    an int (its decimal) or a float below 1e20 in size (three decimals, as ``f"{value:.3f}"``);
+    each of ``headers`` (a mapping or a multidict of strings, UTF-8 encoded) as ``name: value``;
+    ``tail`` (fields ending in CR LF); when ``dated``, ``Date`` (now, as aiohttp writes it, made
+    once a second); ``Content-Length`` unless ``length`` is negative; ``Connection: close`` unless
+    ``keep_alive``; the empty line. A control character other than tab in a name or value is a
+    ``ValueError`` (header injection), as aiohttp refuses it. The leading fields spare the caller
+    a dict and the formatting of its numbers on every answer; ``headers`` must not repeat their
+    names."""
+    cdef list items = list(headers.items()) if headers else None
     cdef Py_ssize_t size = PyBytes_GET_SIZE(status_line) + PyBytes_GET_SIZE(tail) + 2
-    cdef Py_ssize_t n
+    cdef Py_ssize_t n, i, count = len(names)
     cdef const char *s
     cdef char number[24]
+    cdef char numbers[MOST_LEADING][NUMBER_ROOM]   # each leading number's text, made while sizing
+    cdef Py_ssize_t number_sizes[MOST_LEADING]
     cdef int digits = 0
     cdef char *out
-    for name, value in items:
-        size += _utf8_size(name) + _utf8_size(value) + 4
+    if len(values) != count:
+        raise ValueError("answer_head: one value per leading name")
+    if count > MOST_LEADING:
+        raise ValueError(f"answer_head: at most {MOST_LEADING} leading fields")
+    for i in range(count):
+        size += _field_name_size(<bytes?>names[i]) + 2
+        number_sizes[i] = _number_text(values[i], numbers[i])
+        size += number_sizes[i] if number_sizes[i] >= 0 else _utf8_size(values[i])
+    if items is not None:
+        for name, value in items:
+            size += _utf8_size(name) + _utf8_size(value) + 4
+    if dated:
+        size += DATE_FIELD_SIZE
     if length >= 0:
         digits = fi_decimal(number, length)
         size += 18 + digits          # "Content-Length: " and CR LF
@@ -506,14 +593,26 @@ def answer_head(bytes status_line not None, headers, bytes tail not None, Py_ssi
     head = PyBytes_FromStringAndSize(NULL, size)
     out = PyBytes_AS_STRING(head)
     out = _put(out, PyBytes_AS_STRING(status_line), PyBytes_GET_SIZE(status_line))
-    for name, value in items:
-        s = PyUnicode_AsUTF8AndSize(name, &n)
-        out = _put(out, s, n)
-        out = _put(out, ": ", 2)
-        s = PyUnicode_AsUTF8AndSize(value, &n)
-        out = _put(out, s, n)
+    for i in range(count):
+        name = names[i]
+        out = _put(out, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+        if number_sizes[i] >= 0:
+            out = _put(out, numbers[i], number_sizes[i])
+        else:
+            s = PyUnicode_AsUTF8AndSize(values[i], &n)
+            out = _put(out, s, n)
         out = _put(out, "\r\n", 2)
+    if items is not None:
+        for name, value in items:
+            s = PyUnicode_AsUTF8AndSize(name, &n)
+            out = _put(out, s, n)
+            out = _put(out, ": ", 2)
+            s = PyUnicode_AsUTF8AndSize(value, &n)
+            out = _put(out, s, n)
+            out = _put(out, "\r\n", 2)
     out = _put(out, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail))
+    if dated:
+        out = _put(out, _date_now(), DATE_FIELD_SIZE)
     if length >= 0:
         out = _put(out, "Content-Length: ", 16)
         out = _put(out, number, digits)
@@ -522,6 +621,34 @@ def answer_head(bytes status_line not None, headers, bytes tail not None, Py_ssi
         out = _put(out, "Connection: close\r\n", 19)
     _put(out, "\r\n", 2)
     return head
+
+
+cdef Py_ssize_t _field_name_size(bytes name) except -1:
+    """The size of a leading field's name (``b"x-id: "``), which must hold no control character."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+    if _may_hold_control(<const unsigned char *>PyBytes_AS_STRING(name), n):
+        raise ValueError("Forbidden control character in an answer's headers")
+    return n
+
+
+cdef Py_ssize_t _number_text(object value, char *out) except -2:
+    """A leading value that is a number, written into ``out`` (``NUMBER_ROOM`` bytes): its size;
+    -1 for a string (written as it is); any other value is a ``TypeError``."""
+    cdef char *text
+    cdef Py_ssize_t n
+    if PyUnicode_CheckExact(value):
+        return -1
+    if PyLong_CheckExact(value):
+        return fi_decimal(out, PyLong_AsLongLong(value))      # an OverflowError past 64 bits
+    if PyFloat_CheckExact(value):
+        if not -1e20 < PyFloat_AS_DOUBLE(value) < 1e20:       # and not a NaN
+            raise ValueError("answer_head: a leading float is out of range")
+        text = PyOS_double_to_string(PyFloat_AS_DOUBLE(value), b'f', 3, 0, NULL)
+        n = strlen(text)
+        memcpy(out, text, n)
+        PyMem_Free(text)
+        return n
+    raise TypeError(f"a leading field's value must be a str, an int or a float, not {type(value).__name__}")
 
 
 cdef Py_ssize_t _utf8_size(object text) except -1:

@@ -20,20 +20,17 @@ Owns: those writes. Must not touch: what the headers say (the gateway decides), 
 from __future__ import annotations
 
 from http import HTTPStatus
-from time import time
 
 from aiohttp import web
-from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 
 from .._core.heads import answer_head
 
-_SERVER_TAIL = f"Server: {SERVER_SOFTWARE}\r\nDate: "
-_JSON_TAIL = "Content-Type: application/json\r\n" + _SERVER_TAIL
-_STREAM_TAIL = ("Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
+_SERVER_TAIL = f"Server: {SERVER_SOFTWARE}\r\n".encode()     # and the Date, written by ``answer_head``
+_JSON_TAIL = b"Content-Type: application/json\r\n" + _SERVER_TAIL
+_STREAM_TAIL = (b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
                 + _SERVER_TAIL)
 _LAST_CHUNK = b"0\r\n\r\n"
-_dated_tails: dict[str, tuple[int, bytes]] = {}    # a tail -> (its second, the tail and the date, encoded)
 
 
 class _StatusLines(dict):
@@ -74,26 +71,33 @@ class WrittenAnswer:
         self.keep_alive = False
 
 
-def _head(request: web.BaseRequest, status: int, headers, tail: str, length: int | None,
-          keep_alive: bool) -> bytes | None:
+def _head(request: web.BaseRequest, status: int, headers, tail: bytes, length: int | None,
+          keep_alive: bool, names: tuple, values: tuple) -> bytes | None:
     """The answer's head as aiohttp would write it; ``None`` when aiohttp must write it instead: an
     HTTP/1.0 request (its keep-alive header), a status without a body."""
     if request.version != HttpVersion11 or status < 200 or status in (204, 304):
         return None
-    return _head_bytes(status, headers, tail, length, keep_alive)
+    return _head_bytes(status, headers, tail, length, keep_alive, names, values)
 
 
-def _head_bytes(status: int, headers, tail: str, length: int | None, keep_alive: bool) -> bytes:
-    """An HTTP/1.1 head: the status line, ``headers`` (a mapping or a multidict), ``tail`` (fields
-    ending in ``Date: ``) and the date, ``Content-Length`` unless ``length`` is None, ``Connection``.
-    A control character in a field is a ``ValueError``, as aiohttp refuses it (header injection).
-    The date is aiohttp's, and ``tail`` with it is encoded once a second (aiohttp's own second:
-    ``int(time.time())``)."""
-    second = int(time())
-    dated = _dated_tails.get(tail)
-    if dated is None or dated[0] != second:
-        dated = _dated_tails[tail] = (second, f"{tail}{rfc822_formatted_time()}\r\n".encode())
-    return answer_head(_STATUS_LINES[status], headers, dated[1], -1 if length is None else length, keep_alive)
+def _head_bytes(status: int, headers, tail: bytes, length: int | None, keep_alive: bool,
+                names: tuple = (), values: tuple = ()) -> bytes:
+    """An HTTP/1.1 head: the status line, the leading ``names`` and ``values`` (``leading_headers``
+    says what they are), ``headers`` (a mapping or a multidict), ``tail`` (encoded fields), the
+    date, ``Content-Length`` unless ``length`` is None, ``Connection``. A control character in a
+    field is a ``ValueError``, as aiohttp refuses it (header injection). The date is aiohttp's
+    (``int(time.time())``'s second), made by ``answer_head`` once a second."""
+    return answer_head(_STATUS_LINES[status], headers, tail, -1 if length is None else length, keep_alive,
+                       names, values, True)
+
+
+def leading_headers(names: tuple, values: tuple, headers) -> dict[str, str]:
+    """The leading fields (``write_json``) and ``headers`` as one dict of strings, for an answer
+    aiohttp writes (``_head`` said None): the values as ``answer_head`` writes them."""
+    out = {name[:-2].decode(): value if type(value) is str else f"{value:.3f}" if type(value) is float
+           else str(value) for name, value in zip(names, values)}
+    out.update(headers)
+    return out
 
 
 def written_response(response: web.Response, keep_alive: bool) -> tuple[bytes, bytes]:
@@ -111,10 +115,13 @@ def written_response(response: web.Response, keep_alive: bool) -> tuple[bytes, b
 
 
 def write_json(request: web.BaseRequest, status: int, headers: dict[str, str], body: bytes,
-               keep_alive: bool) -> WrittenAnswer | None:
-    """Write ``body`` with ``headers`` as the answer to ``request``; ``keep_alive`` False adds
-    ``Connection: close``. ``None`` (nothing written) when aiohttp must write it instead (``_head``)."""
-    head = _head(request, status, headers, _JSON_TAIL, len(body), keep_alive)
+               keep_alive: bool, names: tuple = (), values: tuple = ()) -> WrittenAnswer | None:
+    """Write ``body`` with ``headers`` as the answer to ``request``, after the leading fields
+    ``names`` (encoded, with their ``": "``) and ``values`` (strings, ints, floats written with
+    three decimals: ``_core.heads.answer_head``), which ``headers`` must not repeat; ``keep_alive``
+    False adds ``Connection: close``. ``None`` (nothing written) when aiohttp must write it instead
+    (``_head``; ``leading_headers`` makes its headers)."""
+    head = _head(request, status, headers, _JSON_TAIL, len(body), keep_alive, names, values)
     if head is None:
         return None
     writer = request.writer
@@ -125,10 +132,11 @@ def write_json(request: web.BaseRequest, status: int, headers: dict[str, str], b
     return WrittenAnswer(status, keep_alive, writer)
 
 
-def stream_head(request: web.BaseRequest, status: int, headers: dict[str, str], keep_alive: bool) -> bytes | None:
-    """The head of a relayed event stream (chunked), to go out with its first bytes; ``None`` when
-    aiohttp must write it (``_head``)."""
-    return _head(request, status, headers, _STREAM_TAIL, None, keep_alive)
+def stream_head(request: web.BaseRequest, status: int, headers: dict[str, str], keep_alive: bool,
+                names: tuple = (), values: tuple = ()) -> bytes | None:
+    """The head of a relayed event stream (chunked), to go out with its first bytes, its leading
+    fields as ``write_json``'s; ``None`` when aiohttp must write it (``_head``)."""
+    return _head(request, status, headers, _STREAM_TAIL, None, keep_alive, names, values)
 
 
 class ClientStream:

@@ -24,7 +24,7 @@ from ..routing import session_id_problem
 from ..errors import BadRequest, GatewayError
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
-from .answer import ClientStream, WrittenAnswer, stream_head, write_json
+from .answer import ClientStream, WrittenAnswer, leading_headers, stream_head, write_json
 from .anthropic_api import messages_request
 from .auth import key_ring
 from .body import NOT_ARRIVED, arrived_json, read_json
@@ -37,6 +37,10 @@ from .protocol import DIRECT_BODY_LIMIT, DIRECT_ROUTES
 _CLIENT_CLOSED = 499   # the client went away before its answer was complete (nginx's code)
 _CLIENT_CLOSED_ERROR = "the client closed the connection before the answer was complete"
 _TIMEOUT_MS_MAX = 2**31 - 1
+# the fields a data answer leads with: its request id, the replica and the attempts that answered
+# it, the gateway's own time in milliseconds (``_respond``; the engine's headers never repeat them)
+_ANSWER_FIELDS = (b"x-request-id: ", b"x-fastinfer-replica: ", b"x-fastinfer-attempts: ",
+                  b"x-fastinfer-overhead-ms: ")
 log = logging.getLogger("fastinfer.gateway")
 
 
@@ -283,24 +287,22 @@ class Gateway:
 
     async def _respond(self, request: web.Request, data: DataRequest, request_id: str) -> web.StreamResponse:
         result, received_at = data.result, data.received_at
-        result.overhead_s = max(0.0, clock() - received_at - result.upstream_s)
-        headers = {
-            "x-request-id": request_id,
-            "x-fastinfer-replica": result.replica or "",
-            "x-fastinfer-attempts": str(result.attempts),
-            "x-fastinfer-overhead-ms": f"{result.overhead_s * 1000:.3f}",
-            **result.headers,
-        }
+        result.overhead_s = overhead_s = max(0.0, clock() - received_at - result.upstream_s)
+        # the fields every answer leads with (``_ANSWER_FIELDS``), written by the compiled head
+        values = (request_id, result.replica or "", result.attempts, overhead_s * 1000)
         keep_alive = request.keep_alive and not self.drain.active
         if result.stream is None:
-            written = write_json(request, result.status, headers, result.body, keep_alive)
+            written = write_json(request, result.status, result.headers, result.body, keep_alive, _ANSWER_FIELDS,
+                                 values)
             if written is not None:
                 return written
-            return web.Response(status=result.status, body=result.body, content_type=JSON, headers=headers)
-        head = stream_head(request, result.status, headers, keep_alive)
+            return web.Response(status=result.status, body=result.body, content_type=JSON,
+                                headers=leading_headers(_ANSWER_FIELDS, values, result.headers))
+        head = stream_head(request, result.status, result.headers, keep_alive, _ANSWER_FIELDS, values)
         if head is not None:
             response = WrittenAnswer(result.status, keep_alive, request.writer)
         else:       # aiohttp writes this one's head (an HTTP/1.0 client)
+            headers = leading_headers(_ANSWER_FIELDS, values, result.headers)
             headers["Content-Type"] = "text/event-stream"
             headers["Cache-Control"] = "no-cache"
             response = self.drain.closing(_RelayedResponse(status=result.status, headers=headers))

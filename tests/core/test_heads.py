@@ -301,6 +301,70 @@ def test_an_answer_heads_content_length_is_the_decimal_of_any_length(m, length):
     assert head == b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length
 
 
+OK_LINE = b"HTTP/1.1 200 OK\r\n"
+LEADING_NAMES = (b"x-request-id: ", b"x-attempts: ", b"x-overhead-ms: ")
+
+
+def test_leading_fields_come_first_as_text_an_int_and_a_float_with_three_decimals(m):
+    head = m.answer_head(OK_LINE, {"x-more": "m"}, b"Server: s\r\n", 2, True, LEADING_NAMES,
+                         ("caf\xe9-1", 12, 0.0625))
+    assert head == (OK_LINE + "x-request-id: caf\xe9-1\r\n".encode() + b"x-attempts: 12\r\nx-overhead-ms: 0.062\r\n"
+                    b"x-more: m\r\nServer: s\r\nContent-Length: 2\r\n\r\n")
+
+
+def test_a_dated_head_has_aiohttps_date_of_now_after_the_tail(m):
+    from aiohttp.helpers import rfc822_formatted_time
+    for _ in range(3):      # a second may turn between the two readings: then once more
+        before = rfc822_formatted_time()
+        head = m.answer_head(OK_LINE, {}, b"Server: s\r\n", 0, False, (), (), True)
+        if rfc822_formatted_time() == before:
+            break
+    assert head == OK_LINE + b"Server: s\r\nDate: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % (
+        before.encode())
+
+
+@pytest.mark.parametrize("names,values,error", [
+    ((b"x-a: ",), (True,), TypeError),                  # a bool is not written as a number
+    ((b"x-a: ",), (None,), TypeError),
+    ((b"x-a: ",), (b"bytes",), TypeError),
+    (("x-a: ",), ("v",), TypeError),                    # a name is bytes, encoded by the caller
+    ((b"x-a: ",), (float("nan"),), ValueError),
+    ((b"x-a: ",), (1e20,), ValueError),
+    ((b"x-a: ",), (-float("inf"),), ValueError),
+    ((b"x-a: ",), (2**63,), OverflowError),
+    ((b"x-a: ",), ("a\r\nInjected: 1",), ValueError),
+    ((b"x-a\r\nInjected: 1\r\nx-b: ",), ("v",), ValueError),
+    ((b"x-a: ", b"x-b: "), ("v",), ValueError),          # one value per name
+    ((b"x-a: ",) * 9, ("v",) * 9, ValueError),           # at most eight
+])
+def test_a_leading_field_that_cannot_be_written_as_said_is_refused(m, names, values, error):
+    with pytest.raises(error):
+        m.answer_head(OK_LINE, {}, b"", 0, True, names, values)
+
+
+_LEADING_VALUES = st.one_of(st.text(max_size=16), st.integers(-2**63, 2**63 - 1),
+                            st.floats(min_value=-1e19, max_value=1e19, allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_LEADING_VALUES, max_size=8), st.dictionaries(st.text(max_size=6), st.text(max_size=8), max_size=3),
+       st.booleans())
+def test_a_head_with_leading_fields_compiled_equals_reference(values, headers, keep_alive):
+    names = tuple(b"x-%d: " % i for i in range(len(values)))
+
+    def head(module):
+        try:
+            return module.answer_head(OK_LINE, headers, b"Server: s\r\n", 7, keep_alive, names, tuple(values))
+        except (ValueError, UnicodeEncodeError) as e:
+            return type(e)
+    written = head(compiled)
+    assert written == head(reference)
+    if isinstance(written, bytes):
+        for value in values:
+            if type(value) is float:
+                assert f"{value:.3f}".encode() in written
+
+
 @st.composite
 def plain_answers(draw) -> bytes:
     """Answers in the subset: read whole by both, so the two are compared on what they return."""

@@ -38,6 +38,9 @@ Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in,
 """
 from __future__ import annotations
 
+import time
+from email.utils import formatdate
+
 TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 TARGET = frozenset(b"/_.-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 VALUE = frozenset(range(0x20, 0x7F)) | {0x09}
@@ -269,24 +272,57 @@ class ChunkedBody:
 _CONTROL = frozenset(range(0x20)) - {0x09} | {0x7F}
 
 
-def answer_head(status_line: bytes, headers, tail: bytes, length: int, keep_alive: bool) -> bytes:
-    """An HTTP/1.1 answer's head: ``status_line``, each of ``headers`` (a mapping or a multidict of
-    strings, UTF-8 encoded) as ``name: value``, ``tail`` (fields ending in CR LF), ``Content-Length``
-    unless ``length`` is negative, ``Connection: close`` unless ``keep_alive``, and the empty line.
-    A control character other than tab in a name or value is a ``ValueError`` (header injection),
-    as aiohttp refuses it."""
+def answer_head(status_line: bytes, headers, tail: bytes, length: int, keep_alive: bool,
+                names: tuple = (), values: tuple = (), dated: bool = False) -> bytes:
+    """An HTTP/1.1 answer's head: ``status_line``; each of ``names`` (encoded, its ``": "``
+    included; at most eight) with the value at the same index of ``values`` — a string (UTF-8),
+    an int (its decimal) or a float below 1e20 in size (three decimals, as ``f"{value:.3f}"``);
+    each of ``headers`` (a mapping or a multidict of strings, UTF-8 encoded) as ``name: value``;
+    ``tail`` (fields ending in CR LF); when ``dated``, ``Date`` (now, as aiohttp writes it);
+    ``Content-Length`` unless ``length`` is negative; ``Connection: close`` unless
+    ``keep_alive``; the empty line. A control character other than tab in a name or value is a
+    ``ValueError`` (header injection), as aiohttp refuses it."""
+    if len(values) != len(names):
+        raise ValueError("answer_head: one value per leading name")
+    if len(names) > 8:
+        raise ValueError("answer_head: at most 8 leading fields")
     out = [status_line]
-    for name, value in headers.items():
-        for text in (name, value):
-            if not isinstance(text, str):
-                raise TypeError(f"a header's name and value must be strings, not {type(text).__name__}")
-            if any(c in _CONTROL for c in text.encode()):
-                raise ValueError("Forbidden control character in an answer's headers")
-        out.append(name.encode() + b": " + value.encode() + b"\r\n")
+    for name, value in zip(names, values):
+        if not isinstance(name, bytes):
+            raise TypeError(f"a leading field's name must be bytes, not {type(name).__name__}")
+        if any(c in _CONTROL for c in name):
+            raise ValueError("Forbidden control character in an answer's headers")
+        out.append(name + _leading_value(value) + b"\r\n")
+    for name, value in (headers.items() if headers else ()):
+        out.append(_checked(name).encode() + b": " + _checked(value).encode() + b"\r\n")
     out.append(tail)
+    if dated:
+        out.append(b"Date: %s\r\n" % formatdate(int(time.time()), usegmt=True).encode())
     if length >= 0:
         out.append(b"Content-Length: %d\r\n" % length)
     if not keep_alive:
         out.append(b"Connection: close\r\n")
     out.append(b"\r\n")
     return b"".join(out)
+
+
+def _checked(text):
+    if not isinstance(text, str):
+        raise TypeError(f"a header's name and value must be strings, not {type(text).__name__}")
+    if any(c in _CONTROL for c in text.encode()):
+        raise ValueError("Forbidden control character in an answer's headers")
+    return text
+
+
+def _leading_value(value) -> bytes:
+    if type(value) is str:
+        return _checked(value).encode()
+    if type(value) is int:
+        if not -2**63 <= value < 2**63:
+            raise OverflowError("a leading int does not fit in 64 bits")
+        return b"%d" % value
+    if type(value) is float:
+        if not -1e20 < value < 1e20:
+            raise ValueError("answer_head: a leading float is out of range")
+        return f"{value:.3f}".encode()
+    raise TypeError(f"a leading field's value must be a str, an int or a float, not {type(value).__name__}")
