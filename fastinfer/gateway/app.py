@@ -30,7 +30,7 @@ from .auth import key_ring
 from .body import NOT_ARRIVED, arrived_json, read_json
 from .drain import GatewayDrain, ShuttingDown
 from .errors import JSON
-from .middleware import DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RequestIds, error_middleware
+from .middleware import DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RequestIds, error_answer, error_middleware, finished
 from .openai_api import chat_request, passthrough_request
 from .protocol import DIRECT_BODY_LIMIT, DIRECT_ROUTES
 
@@ -97,7 +97,7 @@ class Gateway:
             # the handler is _serve itself, not a method awaiting it: one coroutine less a request
             handler = functools.partial(self._serve, parse=parse)
             app.router.add_post(path, handler, expect_handler=self._continue_unless_too_large)
-            direct[("POST", path)] = functools.partial(self._error_middleware, handler=handler)
+            direct[("POST", path)] = handler     # it renders its own errors, as the middleware would
         app.router.add_get("/v1/models", self.models)
         app.router.add_delete("/v1/sessions/{session_id}", self.end_session)
         self._add_probe_routes(app)
@@ -153,16 +153,20 @@ class Gateway:
     # --------------------------------------------------------------- routes
 
     async def _serve(self, request: web.Request, parse) -> web.StreamResponse:
-        """One data route: ``parse`` checks the body into a request. Errors are raised: the middleware
-        renders them in the route's API shape and tells ``_error_answered``. In flight for the drain's
-        ``cut`` until it is answered."""
+        """One data route: ``parse`` checks the body into a request. Its errors are rendered here as the
+        middleware renders them (``middleware.error_answer``: the route's API shape, told to
+        ``_error_answered``), so that the direct path can call this without the middleware (one
+        coroutine less a request) and answer alike. In flight for the drain's ``cut`` until it is
+        answered."""
+        request_id = request.get(REQUEST_ID)
+        if request_id is None:      # the direct path: no middleware gave the request its id
+            request_id = request[REQUEST_ID] = self._ids.of(request)
         in_flight = self.drain.in_flight
         in_flight_key = id(request)
         in_flight[in_flight_key] = request
         try:
             started = clock()   # the overhead clock (µs); now, on the loop's clock, is for the deadline
             now = self._loop.time()
-            request_id = request[REQUEST_ID]
             trace = None if self.tracing is None else self.tracing.start(request.method, request.path, request.headers)
             request[DATA_ROUTE] = data = DataRequest(started, trace)
             try:
@@ -180,20 +184,28 @@ class Gateway:
                 result = data.result = await self.engine.chat(req, dep)
             except asyncio.CancelledError:
                 if self.drain.cut_short():
-                    raise ShuttingDown() from None   # the drain's grace period is over: a 503 (middleware)
+                    raise ShuttingDown() from None   # the drain's grace period is over: a 503 (below)
                 self._answered(request, data, _CLIENT_CLOSED)
                 raise
-            try:
-                response = await self._respond(request, data, request_id)
-            except asyncio.CancelledError:
-                # the client left: before its answer was complete, unless it had its whole stream
-                delivered = result.stream is not None and result.stream.delivered
-                self._answered(request, data, result.status if delivered else _CLIENT_CLOSED)
-                raise
+            # the answer starts: the fields it leads with (``_ANSWER_FIELDS``), for the compiled head
+            result.overhead_s = overhead_s = max(0.0, clock() - started - result.upstream_s)
+            values = (request_id, result.replica or "", result.attempts, overhead_s * 1000)
+            keep_alive = request.keep_alive and not self.drain.active
+            if result.stream is None:
+                response = self._respond_whole(request, result, values, keep_alive)
+            else:
+                try:
+                    response = await self._respond_stream(request, data, values, keep_alive)
+                except asyncio.CancelledError:
+                    # the client left: before its answer was complete, unless it had its whole stream
+                    self._answered(request, data, result.status if result.stream.delivered else _CLIENT_CLOSED)
+                    raise
             self._answered(request, data, result.status)
-            return response
+        except Exception as e:
+            response = error_answer(request, e, request_id, self._error_answered)
         finally:
             del in_flight[in_flight_key]
+        return finished(response, request_id, self.drain)
 
     def _engine_request(self, request: web.Request, parse, body, key, data: DataRequest,
                         now: float) -> tuple[GatewayRequest, Deployment]:
@@ -285,32 +297,38 @@ class Gateway:
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)
 
-    async def _respond(self, request: web.Request, data: DataRequest, request_id: str) -> web.StreamResponse:
-        result, received_at = data.result, data.received_at
-        result.overhead_s = overhead_s = max(0.0, clock() - received_at - result.upstream_s)
-        # the fields every answer leads with (``_ANSWER_FIELDS``), written by the compiled head
-        values = (request_id, result.replica or "", result.attempts, overhead_s * 1000)
-        keep_alive = request.keep_alive and not self.drain.active
-        if result.stream is None:
-            written = write_json(request, result.status, result.headers, result.body, keep_alive, _ANSWER_FIELDS,
-                                 values)
-            if written is not None:
-                return written
-            return web.Response(status=result.status, body=result.body, content_type=JSON,
-                                headers=leading_headers(_ANSWER_FIELDS, values, result.headers))
-        head = stream_head(request, result.status, result.headers, keep_alive, _ANSWER_FIELDS, values)
-        if head is not None:
-            response = WrittenAnswer(result.status, keep_alive, request.writer)
-        else:       # aiohttp writes this one's head (an HTTP/1.0 client)
-            headers = leading_headers(_ANSWER_FIELDS, values, result.headers)
-            headers["Content-Type"] = "text/event-stream"
-            headers["Cache-Control"] = "no-cache"
-            response = self.drain.closing(_RelayedResponse(status=result.status, headers=headers))
+    @staticmethod
+    def _respond_whole(request: web.Request, result: EngineResult, values: tuple,
+                       keep_alive: bool) -> web.StreamResponse:
+        """A whole answer, written at once (not a coroutine: it awaits nothing)."""
+        written = write_json(request, result.status, result.headers, result.body, keep_alive, _ANSWER_FIELDS, values)
+        if written is not None:
+            return written
+        return web.Response(status=result.status, body=result.body, content_type=JSON,
+                            headers=leading_headers(_ANSWER_FIELDS, values, result.headers))
+
+    async def _respond_stream(self, request: web.Request, data: DataRequest, values: tuple,
+                              keep_alive: bool) -> web.StreamResponse:
+        """A relayed stream, pumped to its end (or the client's, or the drain's)."""
+        result = data.result
+        request_id = values[0]
+        try:
+            head = stream_head(request, result.status, result.headers, keep_alive, _ANSWER_FIELDS, values)
+            if head is not None:
+                response = WrittenAnswer(result.status, keep_alive, request.writer)
+            else:       # aiohttp writes this one's head (an HTTP/1.0 client)
+                headers = leading_headers(_ANSWER_FIELDS, values, result.headers)
+                headers["Content-Type"] = "text/event-stream"
+                headers["Cache-Control"] = "no-cache"
+                response = self.drain.closing(_RelayedResponse(status=result.status, headers=headers))
+        except BaseException:
+            result.stream.close()   # no head, no answer: what the stream holds is given back (a 500 follows)
+            raise
         try:
             if head is None:
                 await response.prepare(request)
             client = ClientStream(request.writer, request.transport, head)
-            result.ttft_s = clock() - received_at
+            result.ttft_s = clock() - data.received_at
             try:
                 await result.stream.pump(client)
                 ending = result.stream.take_ending()    # the finishing event: one write with the end

@@ -12,8 +12,8 @@ Two jobs, both on aiohttp's low-level server (``web.Server``) under the app:
   Application's router, its middleware chain and its per-request match info; every other
   request (a query string, a trailing slash, a 404 or 405, an ``Expect`` header, the admin
   and dashboard routes) goes through the full Application, router and middleware as before.
-  A direct route's handler is already wrapped in the gateway's error middleware, so its
-  answers are the same.
+  A direct route's handler renders its own errors as the gateway's error middleware does
+  (``middleware.error_answer``), so its answers are the same.
 
 Owns: ``EdgeAppRunner`` (an ``AppRunner`` whose server makes ``EdgeRequestHandler``
 connections and dispatches the direct routes), ``EdgeRequestHandler.handle_error``,
