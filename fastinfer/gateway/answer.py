@@ -71,13 +71,10 @@ class WrittenAnswer:
         self.keep_alive = False
 
 
-def _head(request: web.BaseRequest, status: int, headers, tail: bytes, length: int | None,
-          keep_alive: bool, names: tuple, values: tuple) -> bytes | None:
-    """The answer's head as aiohttp would write it; ``None`` when aiohttp must write it instead: an
-    HTTP/1.0 request (its keep-alive header), a status without a body."""
-    if request.version != HttpVersion11 or status < 200 or status in (204, 304):
-        return None
-    return _head_bytes(status, headers, tail, length, keep_alive, names, values)
+def _aiohttp_writes(request: web.BaseRequest, status: int) -> bool:
+    """Whether aiohttp must write this answer's head: for an HTTP/1.0 request (its keep-alive
+    header), or a status without a body. (Inlined where it is asked on every answer.)"""
+    return request.version != HttpVersion11 or status < 200 or status in (204, 304)
 
 
 def _head_bytes(status: int, headers, tail: bytes, length: int | None, keep_alive: bool,
@@ -120,10 +117,10 @@ def write_json(request: web.BaseRequest, status: int, headers: dict[str, str], b
     ``names`` (encoded, with their ``": "``) and ``values`` (strings, ints, floats written with
     three decimals: ``_core.heads.answer_head``), which ``headers`` must not repeat; ``keep_alive``
     False adds ``Connection: close``. ``None`` (nothing written) when aiohttp must write it instead
-    (``_head``; ``leading_headers`` makes its headers)."""
-    head = _head(request, status, headers, _JSON_TAIL, len(body), keep_alive, names, values)
-    if head is None:
+    (``_aiohttp_writes``; ``leading_headers`` makes its headers)."""
+    if request.version != HttpVersion11 or status < 200 or status in (204, 304):     # _aiohttp_writes
         return None
+    head = answer_head(_STATUS_LINES[status], headers, _JSON_TAIL, len(body), keep_alive, names, values, True)
     writer = request.writer
     try:
         writer._writelines((head, body))   # the writer's own send: it counts output_size
@@ -135,8 +132,10 @@ def write_json(request: web.BaseRequest, status: int, headers: dict[str, str], b
 def stream_head(request: web.BaseRequest, status: int, headers: dict[str, str], keep_alive: bool,
                 names: tuple = (), values: tuple = ()) -> bytes | None:
     """The head of a relayed event stream (chunked), to go out with its first bytes, its leading
-    fields as ``write_json``'s; ``None`` when aiohttp must write it (``_head``)."""
-    return _head(request, status, headers, _STREAM_TAIL, None, keep_alive, names, values)
+    fields as ``write_json``'s; ``None`` when aiohttp must write it (``_aiohttp_writes``)."""
+    if _aiohttp_writes(request, status):
+        return None
+    return answer_head(_STATUS_LINES[status], headers, _STREAM_TAIL, -1, keep_alive, names, values, True)
 
 
 class ClientStream:

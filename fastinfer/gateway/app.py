@@ -191,8 +191,11 @@ class Gateway:
             result.overhead_s = overhead_s = max(0.0, clock() - started - result.upstream_s)
             values = (request_id, result.replica or "", result.attempts, overhead_s * 1000)
             keep_alive = request.keep_alive and not self.drain.active
-            if result.stream is None:
-                response = self._respond_whole(request, result, values, keep_alive)
+            if result.stream is None:      # a whole answer: written at once (aiohttp writes an HTTP/1.0 one's)
+                response = (write_json(request, result.status, result.headers, result.body, keep_alive,
+                                       _ANSWER_FIELDS, values)
+                            or web.Response(status=result.status, body=result.body, content_type=JSON,
+                                            headers=leading_headers(_ANSWER_FIELDS, values, result.headers)))
             else:
                 try:
                     response = await self._respond_stream(request, data, values, keep_alive)
@@ -296,16 +299,6 @@ class Gateway:
             self.access_log.close()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)
-
-    @staticmethod
-    def _respond_whole(request: web.Request, result: EngineResult, values: tuple,
-                       keep_alive: bool) -> web.StreamResponse:
-        """A whole answer, written at once (not a coroutine: it awaits nothing)."""
-        written = write_json(request, result.status, result.headers, result.body, keep_alive, _ANSWER_FIELDS, values)
-        if written is not None:
-            return written
-        return web.Response(status=result.status, body=result.body, content_type=JSON,
-                            headers=leading_headers(_ANSWER_FIELDS, values, result.headers))
 
     async def _respond_stream(self, request: web.Request, data: DataRequest, values: tuple,
                               keep_alive: bool) -> web.StreamResponse:
