@@ -20,6 +20,7 @@ from aiohttp.web_urldispatcher import _default_expect_handler
 
 from ..engine import Deployment, Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
+from ..redact import redact
 from ..routing import session_id_problem
 from ..errors import BadRequest, GatewayError
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
@@ -47,12 +48,13 @@ log = logging.getLogger("fastinfer.gateway")
 class DataRequest:
     """What the gateway knows of a data request as it goes, read once when it is answered."""
 
-    __slots__ = ("received_at", "deployment", "key", "req", "result", "trace", "cut")
+    __slots__ = ("received_at", "deployment", "series", "key", "req", "result", "trace", "cut")
 
     def __init__(self, received_at: float, trace: RequestTrace | None):
         self.received_at = received_at      # ``clock()``
         # the model the client named, once read; the deployment's own name once resolved (an alias's too)
         self.deployment: str | None = None
+        self.series = None                  # the deployment's metrics series, once resolved
         self.key: str | None = None         # the gateway key's name, once authenticated (never the key)
         self.req: GatewayRequest | None = None
         self.result: EngineResult | None = None
@@ -228,6 +230,7 @@ class Gateway:
         if dep is None:
             dep = self.engine.deployment(req.model)   # raises the 404
         data.deployment = dep.config.name
+        data.series = dep.series
         if req.endpoint != "chat" and req.endpoint not in dep.provider.endpoints:
             raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
         return req, dep
@@ -256,7 +259,7 @@ class Gateway:
         metrics = self.engine.metrics
         duration = clock() - data.received_at
         result = data.result
-        series = metrics.series(data.deployment or "")
+        series = data.series if data.series is not None else metrics.series(data.deployment or "")
         if result is None:      # refused before the engine answered: no overhead, no first byte
             series.answered(status, duration, None, None)
         else:
@@ -282,7 +285,9 @@ class Gateway:
             attempts, stream = 0, False
         else:
             replica, usage, cost, attempts, stream = req.replica, req.usage, req.cost_usd, req.attempts, req.stream
-        request_id = self._ids.shown(request[REQUEST_ID])
+        request_id = request[REQUEST_ID]
+        if not request_id.startswith(self._ids.prefix):     # ``RequestIds.shown``, inlined: on every request
+            request_id = redact(request_id)
         if self.access_log is not None:
             self.access_log.add(time.time() - duration, (        # in ``access.FIELDS``' order
                 request_id, key, data.deployment, replica, status, attempts, stream, duration,

@@ -42,18 +42,18 @@ class RequestIds:
     not (one that does is replaced), so the prefix alone tells them apart, without a search."""
 
     def __init__(self):
-        self._prefix = os.urandom(6).hex() + "-"
+        self.prefix = os.urandom(6).hex() + "-"      # what every id made here starts with
         self._counter = itertools.count(1)
 
     def of(self, request: web.Request) -> str:
         given = request.headers.get("x-request-id")
-        if given and len(given) <= _REQUEST_ID_MAX and given.isprintable() and not given.startswith(self._prefix):
+        if given and len(given) <= _REQUEST_ID_MAX and given.isprintable() and not given.startswith(self.prefix):
             return given
-        return f"{self._prefix}{next(self._counter)}"
+        return f"{self.prefix}{next(self._counter)}"
 
     def shown(self, request_id: str) -> str:
         """``request_id`` as logs and traces show it."""
-        return request_id if request_id.startswith(self._prefix) else redact(request_id)
+        return request_id if request_id.startswith(self.prefix) else redact(request_id)
 
 
 def error_middleware(ids: RequestIds, answered, drain):
