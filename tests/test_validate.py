@@ -129,3 +129,30 @@ def test_anthropic_bodies_the_api_accepts_pass():
             "tools": [{"name": "f", "input_schema": {"type": "object"}}, {"type": "web_search_20250305", "name": "w"}],
             "tool_choice": {"type": "any", "disable_parallel_tool_use": True}, "metadata": {"user_id": "u"}}
     assert messages_request(body, {}, "req-1", 0.0).model == "m"
+
+
+def test_a_checked_body_becomes_a_request_with_every_field_where_it_belongs():
+    """The requests are made positionally (a class called with keywords makes a dict of them):
+    each field lands in its own slot, the ones not given at their defaults."""
+    from fastinfer.gateway.openai_api import passthrough_request
+    headers = {"x-priority": "high", "x-session-id": "s-1", "x-session-close": "true"}
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "stream_options": {"include_usage": True}}
+    req = chat_request(body, headers, "rid", 12.5)
+    assert (req.api, req.model, req.body, req.stream, req.request_id, req.received_at) == (
+        "openai", "m", body, True, "rid", 12.5)
+    assert (req.priority, req.session_id, req.session_close, req.deadline, req.client_wants_usage,
+            req.endpoint) == (1, "s-1", True, None, True, "chat")
+    assert (req.key, req.usage, req.cost_usd, req.attempts, req.replica, req.trace) == (None,) * 3 + (0, None, None)
+    plain = chat_request({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, {}, "r2", 1.0)
+    assert (plain.stream, plain.priority, plain.session_id, plain.session_close, plain.client_wants_usage) == (
+        False, 2, None, False, False)
+    completion = passthrough_request({"model": "m", "prompt": "hi", "stream": True}, {}, "r3", 2.0, "completions")
+    assert (completion.endpoint, completion.stream, completion.request_id, completion.client_wants_usage) == (
+        "completions", True, "r3", False)
+    embedding = passthrough_request({"model": "m", "input": "hi", "stream": True}, {}, "r4", 3.0, "embeddings")
+    assert (embedding.endpoint, embedding.stream) == ("embeddings", False)
+    message = messages_request({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+                               {"x-session-id": "s-2"}, "r5", 4.0)
+    assert (message.api, message.stream, message.session_id, message.client_wants_usage, message.endpoint) == (
+        "anthropic", False, "s-2", True, "chat")

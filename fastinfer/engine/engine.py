@@ -162,7 +162,10 @@ class Engine:
             grant.settle(served.index)
         else:
             result.stream.also_before_end(lambda: grant.settle(served.index))
-        result.headers.update(grant.rate_headers())
+        if result.headers:
+            result.headers.update(grant.rate_headers())
+        else:       # the common case: the grant's fresh dict is the result's, not merged into an empty one
+            result.headers = grant.rate_headers()
         return result
 
     async def _fall_back(self, primary: Deployment, req: GatewayRequest, grant,
@@ -353,7 +356,8 @@ class Engine:
             body, usage = fmt.reply(reply.body, req, caller, model)
             current.end(SUCCESS)
             self._account_usage(dep, req, usage)
-            return EngineResult(200, body=body, replica=current.replica, attempts=attempt, upstream_s=upstream_s)
+            # status, body, stream, replica, attempts, upstream_s: positional, as GatewayRequest (openai_api)
+            return EngineResult(200, body, None, current.replica, attempt, upstream_s)
         try:
             relay = fmt.relay(req, caller, model)
         except BaseException:
@@ -361,7 +365,7 @@ class Engine:
             raise
         stream = RelayedStream(reply, relay, current, dep.config.provider, self._loop)
         stream.also_before_end(lambda: self._account_usage(dep, req, relay.usage))
-        return EngineResult(200, stream=stream, replica=current.replica, attempts=attempt, upstream_s=upstream_s)
+        return EngineResult(200, None, stream, current.replica, attempt, upstream_s)
 
     def _account_usage(self, dep: Deployment, req: GatewayRequest, usage: dict | None) -> None:
         """Tokens and cost of one answer, into the host-wide counters, and left on the request

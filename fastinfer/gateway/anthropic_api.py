@@ -64,8 +64,6 @@ def messages_request(body, headers, request_id: str, now: float) -> GatewayReque
     priority = parse_priority(headers.get("x-priority") or body.get("priority"), "priority")
     body.pop("priority", None)
     session_id, session_close = parse_session(headers)
-    return GatewayRequest(
-        api="anthropic", model=body["model"], body=body, stream=bool(body.get("stream")), request_id=request_id,
-        received_at=now, priority=priority, session_id=session_id, session_close=session_close,
-        client_wants_usage=True,
-    )
+    # in the fields' order (``GatewayRequest``; see ``openai_api.chat_request``)
+    return GatewayRequest("anthropic", body["model"], body, bool(body.get("stream")), request_id, now, priority,
+                          session_id, session_close, None, True)

@@ -97,7 +97,8 @@ class Gateway:
         app[DIRECT_BODY_LIMIT] = self.max_body_bytes
         for path, parse in _DATA_ROUTES:
             # the handler is _serve itself, not a method awaiting it: one coroutine less a request
-            handler = functools.partial(self._serve, parse=parse)
+            # positional: a partial with keywords makes a dict of them on every call
+            handler = functools.partial(self._serve, parse)
             app.router.add_post(path, handler, expect_handler=self._continue_unless_too_large)
             direct[("POST", path)] = handler     # it renders its own errors, as the middleware would
         app.router.add_get("/v1/models", self.models)
@@ -154,7 +155,7 @@ class Gateway:
 
     # --------------------------------------------------------------- routes
 
-    async def _serve(self, request: web.Request, parse) -> web.StreamResponse:
+    async def _serve(self, parse, request: web.Request) -> web.StreamResponse:
         """One data route: ``parse`` checks the body into a request. Its errors are rendered here as the
         middleware renders them (``middleware.error_answer``: the route's API shape, told to
         ``_error_answered``), so that the direct path can call this without the middleware (one

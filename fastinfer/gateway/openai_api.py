@@ -119,11 +119,10 @@ def chat_request(body, headers, request_id: str, now: float) -> GatewayRequest:
     if options is not None and not stream:
         raise BadRequest("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
     session_id, session_close = parse_session(headers)
-    return GatewayRequest(
-        api="openai", model=body["model"], body=body, stream=stream, request_id=request_id, received_at=now,
-        priority=priority, session_id=session_id, session_close=session_close,
-        client_wants_usage=bool(options and options.get("include_usage")),
-    )
+    # api, model, body, stream, request_id, received_at, priority, session_id, session_close, deadline,
+    # client_wants_usage, in the fields' order: a class called with keywords (Python 3.11) makes a dict of them
+    return GatewayRequest("openai", body["model"], body, stream, request_id, now, priority, session_id,
+                          session_close, None, bool(options and options.get("include_usage")))
 
 
 def passthrough_request(body, headers, request_id: str, now: float, endpoint: str) -> GatewayRequest:
@@ -133,9 +132,7 @@ def passthrough_request(body, headers, request_id: str, now: float, endpoint: st
     body.pop("priority", None)
     options = body.get("stream_options")
     session_id, session_close = parse_session(headers)
-    return GatewayRequest(
-        api="openai", model=body["model"], body=body, stream=bool(body.get("stream")) and endpoint == "completions",
-        request_id=request_id, received_at=now, priority=priority, session_id=session_id,
-        session_close=session_close, client_wants_usage=bool(options and options.get("include_usage")),
-        endpoint=endpoint,
-    )
+    # in the fields' order (see ``chat_request``), and the endpoint
+    return GatewayRequest("openai", body["model"], body, bool(body.get("stream")) and endpoint == "completions",
+                          request_id, now, priority, session_id, session_close, None,
+                          bool(options and options.get("include_usage")), endpoint)
