@@ -53,7 +53,7 @@ from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..observe import log_bug
-from .heads import plain_post
+from .heads import Fields, plain_post
 
 log = logging.getLogger("fastinfer.gateway")
 
@@ -139,7 +139,7 @@ class DirectRequest(dict):
     def __ne__(self, other) -> bool:
         return self is not other
 
-    def __init__(self, path: str, headers: CIMultiDictProxy, keep_alive: bool, body: RequestBody,
+    def __init__(self, path: str, headers: "Fields | CIMultiDictProxy", keep_alive: bool, body: RequestBody,
                  connection: DirectConnection):
         self.method = "POST"
         self.path = path
@@ -317,7 +317,8 @@ class DirectConnection:
         self._buffer = rest
         self._body = None if body.complete else body
         keep_alive = keep_alive and not self._close_after and not self._draining()
-        headers = CIMultiDictProxy(CIMultiDict(fields))
+        # the plain shape's fields as they lie; llhttp's reading as aiohttp's requests have them
+        headers = fields if type(fields) is Fields else CIMultiDictProxy(CIMultiDict(fields))
         self.output_size = 0
         request = self._request = DirectRequest(path, headers, keep_alive, body, self)
         self._server.requests_count += 1

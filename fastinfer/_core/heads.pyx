@@ -20,7 +20,7 @@ Must not touch: sockets, asyncio, what the fields mean beyond framing. Bytes in,
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_CheckExact, PyUnicode_DecodeASCII
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, strlen
 
@@ -45,6 +45,7 @@ cdef extern from "Python.h":
     char *PyOS_double_to_string(double val, char format_code, int precision, int flags, int *ptype) except NULL
     void PyMem_Free(void *p)
     bint PyLong_CheckExact(object o)
+    bint PyUnicode_IS_ASCII(object o)
     bint PyFloat_CheckExact(object o)
     double PyFloat_AS_DOUBLE(object o)
     long long PyLong_AsLongLong(object o) except? -1
@@ -52,7 +53,7 @@ cdef extern from "Python.h":
 cdef extern from "string.h" nogil:
     void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
 
-__all__ = ["ChunkedBody", "answer_head", "chunked_head", "plain_post", "whole_response"]
+__all__ = ["ChunkedBody", "Fields", "answer_head", "chunked_head", "plain_post", "whole_response"]
 
 cdef enum:
     MAX_LENGTH_DIGITS = 18
@@ -62,6 +63,7 @@ cdef enum:
 cdef long long MAX_CHUNK_SIZE = 1LL << 59
 cdef enum:
     PIECES_ON_STACK = 128   # a read's pieces of chunk data kept without a heap allocation
+    SPANS_ON_STACK = 32     # a request head's fields kept without a heap allocation
 
 # the byte classes of the subset (see the reference): bit 1 a tchar, bit 2 a target byte,
 # bit 4 a field-value byte
@@ -118,9 +120,13 @@ cdef bint _name_is(const unsigned char *name, Py_ssize_t n, const char *lowered,
 
 def plain_post(bytes buffer not None, Py_ssize_t head_length):
     """``(path, fields, content_length, keep_alive)`` of the head ``buffer[:head_length]`` (which
-    ends with its empty line) when it has the plain shape; ``None`` when it has not. ``fields`` is a
-    list of ``(name, value)`` strings in order; ``content_length`` is 0 without the field."""
+    ends with its empty line) when it has the plain shape; ``None`` when it has not. ``fields`` are
+    the head's ``Fields`` (its ``(name, value)`` pairs in order, read as they are asked for);
+    ``content_length`` is 0 without the field."""
     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(buffer)
+    cdef int32_t on_stack[4 * SPANS_ON_STACK]
+    cdef int32_t *spans
+    cdef Py_ssize_t count = 0, room = SPANS_ON_STACK
     cdef Py_ssize_t end, i, target_end, name_start, name_end, value_start, value_end
     cdef long long content_length = -1
     cdef int keep_alive = -1       # -1: no Connection field yet
@@ -138,17 +144,159 @@ def plain_post(bytes buffer not None, Py_ssize_t head_length):
     target_end = i
     if end - i < 11 or memcmp(p + i, b" HTTP/1.1\r\n", 11) != 0:
         return None
-    path = PyUnicode_DecodeASCII(<const char *>p + 5, target_end - 5, NULL)
     i += 11
-    fields = []
-    while i < end:
-        i = _field(p, i, &name_start, &name_end, &value_start, &value_end, &content_length, &keep_alive)
+    spans = on_stack
+    try:
+        while i < end:
+            i = _field(p, i, &name_start, &name_end, &value_start, &value_end, &content_length, &keep_alive)
+            if i < 0:
+                return None
+            if count == room:
+                spans = _more_spans(spans, on_stack, room)
+                room *= 2
+            # llhttp keeps the spaces after a value: so do we
+            spans[4 * count] = <int32_t>name_start
+            spans[4 * count + 1] = <int32_t>name_end
+            spans[4 * count + 2] = <int32_t>value_start
+            spans[4 * count + 3] = <int32_t>value_end
+            count += 1
+        path = PyUnicode_DecodeASCII(<const char *>p + 5, target_end - 5, NULL)
+        return (path, _fields(PyBytes_FromStringAndSize(<const char *>p, head_length), spans, count),
+                content_length if content_length >= 0 else 0, keep_alive != 0)
+    finally:
+        if spans != on_stack:
+            free(spans)
+
+
+cdef int32_t *_more_spans(int32_t *spans, int32_t *on_stack, Py_ssize_t room) except NULL:
+    """Room for twice ``room`` fields' spans, the ones so far kept (``spans`` freed unless on the stack)."""
+    cdef int32_t *more = <int32_t *>malloc(8 * room * sizeof(int32_t))
+    if more == NULL:
+        raise MemoryError()
+    memcpy(more, spans, 4 * room * sizeof(int32_t))
+    if spans != on_stack:
+        free(spans)
+    return more
+
+
+cdef Fields _fields(bytes head, const int32_t *spans, Py_ssize_t count):
+    cdef Fields fields = Fields.__new__(Fields)
+    fields._head = head
+    fields._spans = PyBytes_FromStringAndSize(<const char *>spans, 4 * count * sizeof(int32_t))
+    fields._at = <const int32_t *>PyBytes_AS_STRING(fields._spans)
+    fields._count = count
+    return fields
+
+
+cdef object _NO_DEFAULT = object()     # before Fields: getall's default is made with the class
+
+
+cdef class Fields:
+    """A plain head's fields where they lie (``plain_post``'s): a case-insensitive, read-only
+    mapping of the field names to their values that makes a string only of what is asked for.
+    It answers the calls the gateway makes of a request's headers as a ``CIMultiDictProxy`` of
+    the same fields does (``get``, ``[]``, ``in``, ``getall``, ``items``...: the first field of a
+    name for one value, every one in order for ``getall``), without the two strings a field, the
+    list, the multidict and its proxy that a request's head used to cost. It equals a list of
+    ``(name, value)`` pairs, or anything whose ``items()`` gives them (another ``Fields``, its
+    twin's, a mapping), with the same pairs in the same order."""
+    cdef bytes _head
+    cdef bytes _spans               # four int32 a field: name start and end, value start and end
+    cdef const int32_t *_at
+    cdef Py_ssize_t _count
+
+    def __init__(self):
+        raise TypeError("Fields are made by plain_post")
+
+    cdef Py_ssize_t _find(self, key, Py_ssize_t start) except -2:
+        """The first field from ``start`` whose name is ``key`` in any case; -1 for none."""
+        cdef Py_ssize_t n, i, k, size
+        cdef const char *name
+        cdef const unsigned char *field
+        cdef const unsigned char *h = <const unsigned char *>PyBytes_AS_STRING(self._head)
+        cdef unsigned char a, b
+        if not isinstance(key, str):
+            raise TypeError("a field name must be a str")
+        if not PyUnicode_IS_ASCII(key):
+            return -1          # every name in the subset is ASCII
+        name = PyUnicode_AsUTF8AndSize(key, &n)
+        for i in range(start, self._count):
+            size = self._at[4 * i + 1] - self._at[4 * i]
+            if size != n:
+                continue
+            field = h + self._at[4 * i]
+            for k in range(n):
+                a = field[k]
+                b = <unsigned char>name[k]
+                if 0x41 <= a <= 0x5A:
+                    a += 0x20
+                if 0x41 <= b <= 0x5A:
+                    b += 0x20
+                if a != b:
+                    break
+            else:
+                return i
+        return -1
+
+    cdef str _name(self, Py_ssize_t i):
+        return PyUnicode_DecodeASCII(PyBytes_AS_STRING(self._head) + self._at[4 * i],
+                                     self._at[4 * i + 1] - self._at[4 * i], NULL)
+
+    cdef str _value(self, Py_ssize_t i):
+        return PyUnicode_DecodeASCII(PyBytes_AS_STRING(self._head) + self._at[4 * i + 2],
+                                     self._at[4 * i + 3] - self._at[4 * i + 2], NULL)
+
+    def get(self, key, default=None):
+        cdef Py_ssize_t i = self._find(key, 0)
+        return default if i < 0 else self._value(i)
+
+    def __getitem__(self, key):
+        cdef Py_ssize_t i = self._find(key, 0)
         if i < 0:
-            return None
-        # llhttp keeps the spaces after a value: so do we
-        fields.append((PyUnicode_DecodeASCII(<const char *>p + name_start, name_end - name_start, NULL),
-                       PyUnicode_DecodeASCII(<const char *>p + value_start, value_end - value_start, NULL)))
-    return path, fields, content_length if content_length >= 0 else 0, keep_alive != 0
+            raise KeyError(key)
+        return self._value(i)
+
+    def __contains__(self, key):
+        return isinstance(key, str) and self._find(key, 0) >= 0
+
+    def getall(self, key, default=_NO_DEFAULT):
+        cdef list values = []
+        cdef Py_ssize_t i = self._find(key, 0)
+        while i >= 0:
+            values.append(self._value(i))
+            i = self._find(key, i + 1)
+        if values:
+            return values
+        if default is _NO_DEFAULT:
+            raise KeyError(key)
+        return default
+
+    def __len__(self):
+        return self._count
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def keys(self):
+        return [self._name(i) for i in range(self._count)]
+
+    def values(self):
+        return [self._value(i) for i in range(self._count)]
+
+    def items(self):
+        return [(self._name(i), self._value(i)) for i in range(self._count)]
+
+    def __eq__(self, other):
+        if isinstance(other, (list, tuple)):
+            return self.items() == list(other)
+        items = getattr(other, "items", None)      # another Fields (its twin's too), a mapping
+        return NotImplemented if items is None else self.items() == list(items())
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"<Fields {self.items()!r}>"
+
 
 
 cdef Py_ssize_t _field(const unsigned char *p, Py_ssize_t i, Py_ssize_t *name_start, Py_ssize_t *name_end,

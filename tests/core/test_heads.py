@@ -580,3 +580,50 @@ def test_a_size_line_read_whole_is_held_to_the_bound_as_when_read_byte_by_byte(z
 def test_any_bytes_are_read_alike_by_both(noise, cuts):
     pieces = _split(noise, cuts)
     assert _decoded(compiled, pieces) == _decoded(reference, pieces)
+
+
+# ------------------------------------------------------------ Fields
+
+_FIELD_NAMES = ["Host", "x-a", "X-A", "Authorization", "x-priority", "X-Session-Id", "a", "Z"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_FIELD_NAMES), st.text("abc xyz\t-", max_size=6).map(str.strip)),
+                max_size=70),
+       st.lists(st.sampled_from(_FIELD_NAMES + ["x-missing", "HOST", "x-A", "\u0130", ""]), max_size=6))
+def test_a_heads_fields_answer_as_a_multidict_proxy_of_them(pairs, keys):
+    """Any number of fields (past the 32 kept on the stack too), any case, repeated names: each
+    lookup answers as aiohttp's ``CIMultiDictProxy`` of the same fields does, in both twins."""
+    from multidict import CIMultiDict, CIMultiDictProxy
+    head = ("POST /v1/chat/completions HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in pairs) + "\r\n").encode()
+    proxy = CIMultiDictProxy(CIMultiDict(pairs))
+    for module in (compiled, reference):
+        _check_fields(module.plain_post(head, len(head))[1], proxy, pairs, keys)
+
+
+def _check_fields(fields, proxy, pairs, keys):
+    assert len(fields) == len(proxy) and fields.items() == list(proxy.items()) and fields == pairs
+    assert fields.keys() == [n for n, _ in pairs] and fields.values() == [v for _, v in pairs]
+    for key in keys:
+        assert fields.get(key) == proxy.get(key) and fields.get(key, 7) == proxy.get(key, 7)
+        assert (key in fields) == (key in proxy)
+        assert fields.getall(key, None) == proxy.getall(key, None)
+        if key in proxy:
+            assert fields[key] == proxy[key]
+        else:
+            with pytest.raises(KeyError):
+                fields[key]
+            with pytest.raises(KeyError):
+                fields.getall(key)
+
+
+def test_fields_refuse_a_name_that_is_not_a_string_as_a_multidict_does(m):
+    head = b"POST /x HTTP/1.1\r\nHost: a\r\n\r\n"
+    _, fields, _, _ = m.plain_post(head, len(head))
+    for key in (1, b"Host", None):
+        with pytest.raises(TypeError):
+            fields.get(key)
+        assert key not in fields
+    assert list(fields) == ["Host"] and repr(fields) == "<Fields [('Host', 'a')]>"
+    with pytest.raises(TypeError):
+        hash(fields)

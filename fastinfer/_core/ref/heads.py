@@ -70,8 +70,77 @@ def plain_post(buffer: bytes, head_length: int):
     if read is None:
         return None
     fields, content_length, keep_alive = read
-    return (target.decode("ascii"), [(name.decode("ascii"), value.decode("ascii")) for name, value in fields],
+    return (target.decode("ascii"), Fields([(name.decode("ascii"), value.decode("ascii")) for name, value in fields]),
             content_length or 0, keep_alive)
+
+
+_NO_DEFAULT = object()
+
+
+class Fields:
+    """A plain head's fields: a case-insensitive, read-only mapping of the names to their values,
+    answering as a ``CIMultiDictProxy`` of the same fields (``get``, ``[]``, ``in``, ``getall``,
+    ``items``...: the first field of a name for one value, every one in order for ``getall``); it
+    equals a list of ``(name, value)`` pairs, or anything whose ``items()`` gives them (another
+    ``Fields``, its twin's, a mapping), with the same pairs in order."""
+
+    __hash__ = None
+
+    def __init__(self, pairs: list[tuple[str, str]]):
+        self._pairs = pairs
+
+    def _values(self, key) -> list[str]:
+        if not isinstance(key, str):
+            raise TypeError("a field name must be a str")
+        if not key.isascii():
+            return []
+        lowered = key.lower()
+        return [value for name, value in self._pairs if name.lower() == lowered]
+
+    def get(self, key, default=None):
+        values = self._values(key)
+        return values[0] if values else default
+
+    def __getitem__(self, key):
+        values = self._values(key)
+        if not values:
+            raise KeyError(key)
+        return values[0]
+
+    def __contains__(self, key) -> bool:
+        return isinstance(key, str) and bool(self._values(key))
+
+    def getall(self, key, default=_NO_DEFAULT):
+        values = self._values(key)
+        if values:
+            return values
+        if default is _NO_DEFAULT:
+            raise KeyError(key)
+        return default
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def keys(self) -> list[str]:
+        return [name for name, _ in self._pairs]
+
+    def values(self) -> list[str]:
+        return [value for _, value in self._pairs]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._pairs)
+
+    def __eq__(self, other):
+        if isinstance(other, (list, tuple)):
+            return self.items() == list(other)
+        items = getattr(other, "items", None)      # another Fields (its twin's too), a mapping
+        return NotImplemented if items is None else self.items() == list(items())
+
+    def __repr__(self) -> str:
+        return f"<Fields {self._pairs!r}>"
 
 
 def _read_fields(lines: list[bytes], chunked_ok: bool = False):
