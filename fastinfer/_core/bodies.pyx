@@ -16,16 +16,38 @@ or a dozen lookups and checks), here dict lookups in C; the walk and the depth c
 the body (a tool-heavy body's walk 16 µs, 3.5 µs here; a 4 KiB prompt's depth check, two to six
 bytes-method passes over it, 12.5 µs, 0.9 µs here: ``bench/micro/test_bench_validate.py``).
 
-Must not touch: what a token is (the caller divides), prices, HTTP.
+``request_tokens``: a request's charge at admission (its prompt at ``CHARS_PER_TOKEN``
+characters a token, and the completion it may ask for), which every request under a ``tpm``
+limit is charged.
+
+Must not touch: prices, HTTP. What a token is, before an upstream counts it, is
+``constants.CHARS_PER_TOKEN``.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Contains, PyDict_GetItem
 from cpython.object cimport PyObject
 from libc.string cimport memchr
 
-from .constants import PROMPT_FIELDS, TEXT_KEYS
+from .constants import CHARS_PER_TOKEN, PROMPT_FIELDS, TEXT_KEYS
 
-__all__ = ["chat_chars", "json_depth_exceeds", "openai_usage", "walked_chars"]
+__all__ = ["chat_chars", "json_depth_exceeds", "openai_usage", "request_tokens", "walked_chars"]
+
+cdef Py_ssize_t _CHARS_PER_TOKEN = CHARS_PER_TOKEN
+
+
+cpdef object request_tokens(dict body):
+    """A request's charge at admission: its prompt's characters in tokens (``CHARS_PER_TOKEN``
+    a token, rounded up) and, when it sets one, ``max_tokens`` (else ``max_completion_tokens``)
+    for every choice it asks for (``n``)."""
+    cdef Py_ssize_t chars = chat_chars(body)
+    if chars < 0:
+        chars = walked_chars(body)
+    tokens = (chars + _CHARS_PER_TOKEN - 1) // _CHARS_PER_TOKEN
+    most = body.get("max_tokens") or body.get("max_completion_tokens")
+    if type(most) is int:
+        n = body.get("n")
+        tokens += most * (n if type(n) is int and n > 1 else 1)
+    return tokens
 
 
 cpdef Py_ssize_t chat_chars(dict body) except -2:

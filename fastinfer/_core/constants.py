@@ -17,6 +17,9 @@ Must not touch: anything but plain ints and tuples.
 """
 from __future__ import annotations
 
+# ---------------------------------------------------------------- token estimates
+CHARS_PER_TOKEN = 4       # a prompt's estimate before the upstream counts it: four characters a token
+
 # ---------------------------------------------------------------- priorities (admission queue)
 CRITICAL, HIGH, NORMAL, BACKGROUND = 0, 1, 2, 3
 PRIORITY_NAMES = ("critical", "high", "normal", "background")   # index = priority

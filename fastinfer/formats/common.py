@@ -21,6 +21,7 @@ import os
 import orjson
 
 from .._core.bodies import chat_chars, openai_usage, walked_chars
+from .._core.constants import CHARS_PER_TOKEN
 
 DONE = "[DONE]"       # payload of the OpenAI end-of-stream marker
 ERROR = "error"       # event name of an upstream in-stream error item
@@ -96,7 +97,7 @@ def anthropic_usage(usage: dict) -> dict:
 
 
 def estimate_tokens(chars: int) -> int:
-    return (chars + 3) // 4
+    return (chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
 
 
 def prompt_chars(body: dict) -> int:

@@ -31,7 +31,7 @@ import math
 import time
 
 from ..errors import BudgetExceeded, RateLimited
-from ..formats.common import estimate_tokens, prompt_chars
+from .._core.bodies import request_tokens
 from .._core.shm import Grant
 from .admission import AdmissionControl, CapacityExhausted
 from .periods import PeriodClock, period_at
@@ -41,15 +41,9 @@ from .store import LimitStore, LocalStore
 _MICRO = 1_000_000
 
 
-def estimated_tokens(body: dict) -> int:
-    """A request's charge at admission: its prompt (about 4 characters a token) and, when it sets
-    one, ``max_tokens`` for every choice it asks for."""
-    tokens = estimate_tokens(prompt_chars(body))
-    most = body.get("max_tokens") or body.get("max_completion_tokens")
-    if type(most) is int:
-        n = body.get("n")
-        tokens += most * (n if type(n) is int and n > 1 else 1)
-    return tokens
+#: a request's charge at admission: its prompt (``CHARS_PER_TOKEN`` characters a token) and, when
+#: it sets one, ``max_tokens`` for every choice it asks for; one compiled call (the grant asks it)
+estimated_tokens = request_tokens
 
 
 class Bucket:

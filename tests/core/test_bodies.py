@@ -66,6 +66,28 @@ def test_compiled_equals_reference(body):
     assert compiled.chat_chars(body) == reference.chat_chars(body)
 
 
+def test_a_requests_charge_is_its_prompt_in_tokens_and_the_completion_it_may_ask_for(m):
+    body = {"messages": [{"role": "user", "content": "x" * 37}]}        # 37 characters: 10 tokens
+    assert m.request_tokens(body) == 10
+    assert m.request_tokens({**body, "max_tokens": 100}) == 110
+    assert m.request_tokens({**body, "max_completion_tokens": 100, "n": 3}) == 310
+    assert m.request_tokens({**body, "max_tokens": 0, "max_completion_tokens": 5}) == 15   # 0 is no limit
+    assert m.request_tokens({**body, "max_tokens": 7, "n": True}) == 17      # a bool n is one choice
+    assert m.request_tokens({**body, "max_tokens": True}) == 10              # a bool is not a count
+    assert m.request_tokens({**body, "max_tokens": 10**30, "n": 2}) == 10 + 2 * 10**30
+    walked = {"system": "y" * 8, "messages": [{"role": "user", "content": [{"type": "text", "text": "z" * 8}]}]}
+    assert m.request_tokens(walked) == 4
+    assert m.request_tokens({}) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(_BODY, st.one_of(st.none(), st.integers(-5, 10**6), st.booleans(), st.text(max_size=2)),
+       st.one_of(st.none(), st.integers(-2, 8), st.booleans()))
+def test_a_requests_charge_compiled_equals_reference(body, most, n):
+    body = {**body, "max_tokens": most, "n": n}
+    assert compiled.request_tokens(body) == reference.request_tokens(body)
+
+
 def test_an_openai_usage_is_normalized_and_anything_not_a_count_is_zero(m):
     assert m.openai_usage({"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 99,
                            "prompt_tokens_details": {"cached_tokens": 4},

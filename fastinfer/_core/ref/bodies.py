@@ -10,11 +10,29 @@ shape), any count that is not an integer read as 0; and ``json_depth_exceeds``, 
 valid JSON text nests arrays and objects deeper than a limit, read on its bytes. Same API and
 behaviour as the compiled module; the oracle the tests compare it against.
 
-Must not touch: what a token is (the caller divides), prices, HTTP.
+``request_tokens``, a request's charge at admission: its prompt's characters in tokens
+(``CHARS_PER_TOKEN`` a token, rounded up) and, when it sets one, ``max_tokens`` (else
+``max_completion_tokens``) for every choice it asks for (``n``).
+
+Must not touch: prices, HTTP. What a token is, before an upstream counts it, is
+``constants.CHARS_PER_TOKEN``.
 """
 from __future__ import annotations
 
-from ..constants import PROMPT_FIELDS, TEXT_KEYS
+from ..constants import CHARS_PER_TOKEN, PROMPT_FIELDS, TEXT_KEYS
+
+
+def request_tokens(body: dict) -> int:
+    """A request's charge at admission (see the module)."""
+    chars = chat_chars(body)
+    if chars < 0:
+        chars = walked_chars(body)
+    tokens = (chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+    most = body.get("max_tokens") or body.get("max_completion_tokens")
+    if type(most) is int:
+        n = body.get("n")
+        tokens += most * (n if type(n) is int and n > 1 else 1)
+    return tokens
 
 
 def chat_chars(body: dict) -> int:
