@@ -53,7 +53,7 @@ cdef extern from "Python.h":
 cdef extern from "string.h" nogil:
     void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
 
-__all__ = ["ChunkedBody", "Fields", "answer_head", "chunked_head", "plain_post", "whole_response"]
+__all__ = ["AnswerFields", "ChunkedBody", "Fields", "answer_head", "chunked_head", "plain_post", "whole_response"]
 
 cdef enum:
     MAX_LENGTH_DIGITS = 18
@@ -181,11 +181,16 @@ cdef int32_t *_more_spans(int32_t *spans, int32_t *on_stack, Py_ssize_t room) ex
 
 cdef Fields _fields(bytes head, const int32_t *spans, Py_ssize_t count):
     cdef Fields fields = Fields.__new__(Fields)
+    _keep_spans(fields, head, spans, count)
+    return fields
+
+
+cdef int _keep_spans(Fields fields, bytes head, const int32_t *spans, Py_ssize_t count) except -1:
     fields._head = head
     fields._spans = PyBytes_FromStringAndSize(<const char *>spans, 4 * count * sizeof(int32_t))
     fields._at = <const int32_t *>PyBytes_AS_STRING(fields._spans)
     fields._count = count
-    return fields
+    return 0
 
 
 cdef object _NO_DEFAULT = object()     # before Fields: getall's default is made with the class
@@ -295,7 +300,55 @@ cdef class Fields:
     __hash__ = None
 
     def __repr__(self):
-        return f"<Fields {self.items()!r}>"
+        return f"<{type(self).__name__} {self.items()!r}>"
+
+
+cdef class AnswerFields(Fields):
+    """An upstream answer head's fields where they lie (``whole_response``'s and
+    ``chunked_head``'s): read as the dict of its lower-cased names to their values (the spaces
+    around a value left out) that they were before, the last of a repeated name winning, and
+    equal to that dict; nothing is made of a field nobody asks for (on the usual 200, none:
+    only a failed answer's fields are read, by ``engine.classify``)."""
+
+    cdef Py_ssize_t _find_last(self, key) except -2:
+        cdef Py_ssize_t i = self._find(key, 0), last = -1
+        while i >= 0:
+            last = i
+            i = self._find(key, i + 1)
+        return last
+
+    def get(self, key, default=None):
+        cdef Py_ssize_t i = self._find_last(key)
+        return default if i < 0 else self._value(i)
+
+    def __getitem__(self, key):
+        cdef Py_ssize_t i = self._find_last(key)
+        if i < 0:
+            raise KeyError(key)
+        return self._value(i)
+
+    cdef dict _as_dict(self):
+        cdef dict out = {}
+        cdef Py_ssize_t i
+        for i in range(self._count):
+            out[self._name(i).lower()] = self._value(i)
+        return out
+
+    def __len__(self):
+        return len(self._as_dict())
+
+    def keys(self):
+        return list(self._as_dict())
+
+    def values(self):
+        return list(self._as_dict().values())
+
+    def items(self):
+        return list(self._as_dict().items())
+
+    def __eq__(self, other):
+        items = getattr(other, "items", None)       # a dict, another AnswerFields, its twin's
+        return NotImplemented if items is None else self._as_dict() == dict(items())
 
 
 
@@ -358,8 +411,8 @@ cdef bint _plain_field(const unsigned char *name, Py_ssize_t n, const unsigned c
     return True
 
 
-cdef dict _response_head(bytes data, bint chunked_ok, int *status, Py_ssize_t *body_start,
-                         long long *content_length, bint *keep_alive):
+cdef AnswerFields _response_head(bytes data, bint chunked_ok, int *status, Py_ssize_t *body_start,
+                                 long long *content_length, bint *keep_alive):
     """The fields of the answer head ``data`` starts with, in the subset, and its status, where its
     body starts, its ``content_length`` (NO_FIELD, or CHUNKED_BODY) and whether it keeps the
     connection alive; None when it is not in the subset."""
@@ -368,6 +421,10 @@ cdef dict _response_head(bytes data, bint chunked_ok, int *status, Py_ssize_t *b
     cdef Py_ssize_t end, i, name_start, name_end, value_start, value_end
     cdef int connection = -1
     cdef int chunked = 0
+    cdef int32_t on_stack[4 * SPANS_ON_STACK]
+    cdef int32_t *spans = on_stack
+    cdef Py_ssize_t count = 0, room = SPANS_ON_STACK
+    cdef AnswerFields fields
     cdef const unsigned char *found = <const unsigned char *>memmem(p, size, b"\r\n\r\n", 4)
     if found == NULL:
         return None
@@ -387,23 +444,34 @@ cdef dict _response_head(bytes data, bint chunked_ok, int *status, Py_ssize_t *b
         return None
     i += 2
     content_length[0] = NO_FIELD
-    fields = {}
-    while i < end:
-        i = _field(p, i, &name_start, &name_end, &value_start, &value_end, content_length, &connection,
-                   &chunked if chunked_ok else NULL)
-        if i < 0:
-            return None
-        while value_end > value_start and _is_ows(p[value_end - 1]):
-            value_end -= 1
-        fields[_lowered(p + name_start, name_end - name_start)] = PyUnicode_DecodeASCII(
-            <const char *>p + value_start, value_end - value_start, NULL)
-    if chunked:
-        if content_length[0] != NO_FIELD:
-            return None
-        content_length[0] = CHUNKED_BODY
-    body_start[0] = end + 2
-    keep_alive[0] = connection != 0
-    return fields
+    try:
+        while i < end:
+            i = _field(p, i, &name_start, &name_end, &value_start, &value_end, content_length, &connection,
+                       &chunked if chunked_ok else NULL)
+            if i < 0:
+                return None
+            while value_end > value_start and _is_ows(p[value_end - 1]):
+                value_end -= 1
+            if count == room:
+                spans = _more_spans(spans, on_stack, room)
+                room *= 2
+            spans[4 * count] = <int32_t>name_start
+            spans[4 * count + 1] = <int32_t>name_end
+            spans[4 * count + 2] = <int32_t>value_start
+            spans[4 * count + 3] = <int32_t>value_end
+            count += 1
+        if chunked:
+            if content_length[0] != NO_FIELD:
+                return None
+            content_length[0] = CHUNKED_BODY
+        body_start[0] = end + 2
+        keep_alive[0] = connection != 0
+        fields = AnswerFields.__new__(AnswerFields)
+        _keep_spans(fields, PyBytes_FromStringAndSize(<const char *>p, end), spans, count)
+        return fields
+    finally:
+        if spans != on_stack:
+            free(spans)
 
 
 def whole_response(bytes data not None):
@@ -638,18 +706,6 @@ cdef inline int _hex_digit(unsigned char c):
     if 0x41 <= c <= 0x46:
         return c - 0x41 + 10
     return -1
-
-
-cdef str _lowered(const unsigned char *name, Py_ssize_t n):
-    """An ASCII field name in lower case (one small allocation; the common names are already so)."""
-    cdef bytearray out = bytearray(n)
-    cdef unsigned char *q = out
-    cdef Py_ssize_t i
-    cdef unsigned char c
-    for i in range(n):
-        c = name[i]
-        q[i] = c + 0x20 if 0x41 <= c <= 0x5A else c
-    return PyUnicode_DecodeASCII(<const char *>q, n, NULL)
 
 
 # the Date field, written once a second: "Date: Wed, 02 Dec 2026 13:13:46 GMT" CR LF (aiohttp's format)

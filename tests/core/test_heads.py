@@ -627,3 +627,26 @@ def test_fields_refuse_a_name_that_is_not_a_string_as_a_multidict_does(m):
     assert list(fields) == ["Host"] and repr(fields) == "<Fields [('Host', 'a')]>"
     with pytest.raises(TypeError):
         hash(fields)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_FIELD_NAMES), st.text("abc xyz-", max_size=6).map(str.strip)),
+                max_size=70),
+       st.lists(st.sampled_from(_FIELD_NAMES + ["x-missing", "HOST", "retry-after"]), max_size=6))
+def test_an_answers_fields_read_as_the_dict_of_their_lowered_names_the_last_winning(pairs, keys):
+    """What ``whole_response`` and ``chunked_head`` give: the dict they were before (lower-cased
+    names, the last of a name winning), read only when asked; any number of fields, both twins."""
+    answer = ("HTTP/1.1 429 Too Many Requests\r\n" + "".join(f"{n}: {v}\r\n" for n, v in pairs)
+              + "Content-Length: 2\r\n\r\nok").encode()
+    expected = {n.lower(): v for n, v in [*pairs, ("Content-Length", "2")]}
+    for module in (compiled, reference):
+        fields = module.whole_response(answer)[1]
+        assert fields == expected and expected == fields and len(fields) == len(expected)
+        assert fields.items() == list(expected.items()) and fields.keys() == list(expected)
+        for key in keys:
+            assert fields.get(key) == expected.get(key.lower()) and (key in fields) == (key.lower() in expected)
+            if key.lower() in expected:
+                assert fields[key] == expected[key.lower()]
+            else:
+                with pytest.raises(KeyError):
+                    fields[key]

@@ -140,7 +140,41 @@ class Fields:
         return NotImplemented if items is None else self.items() == list(items())
 
     def __repr__(self) -> str:
-        return f"<Fields {self._pairs!r}>"
+        return f"<{type(self).__name__} {self.items()!r}>"
+
+
+class AnswerFields(Fields):
+    """An upstream answer head's fields: read as the dict of its lower-cased names to their values
+    (the last of a repeated name winning), and equal to that dict."""
+
+    def _as_dict(self) -> dict[str, str]:
+        return {name.lower(): value for name, value in self._pairs}
+
+    def get(self, key, default=None):
+        values = self._values(key)
+        return values[-1] if values else default
+
+    def __getitem__(self, key):
+        values = self._values(key)
+        if not values:
+            raise KeyError(key)
+        return values[-1]
+
+    def __len__(self) -> int:
+        return len(self._as_dict())
+
+    def keys(self) -> list[str]:
+        return list(self._as_dict())
+
+    def values(self) -> list[str]:
+        return list(self._as_dict().values())
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._as_dict().items())
+
+    def __eq__(self, other):
+        items = getattr(other, "items", None)       # a dict, another AnswerFields, its twin's
+        return NotImplemented if items is None else self._as_dict() == dict(items())
 
 
 def _read_fields(lines: list[bytes], chunked_ok: bool = False):
@@ -200,7 +234,7 @@ def _response_head(data: bytes, chunked_ok: bool):
     if read is None:
         return None
     pairs, content_length, keep_alive = read
-    fields = {name.lower().decode("ascii"): value.rstrip(OWS).decode("ascii") for name, value in pairs}
+    fields = AnswerFields([(name.decode("ascii"), value.rstrip(OWS).decode("ascii")) for name, value in pairs])
     return status, fields, end + 4, content_length, keep_alive
 
 
