@@ -62,6 +62,24 @@ cdef class RequestSeries:
         if cost_usd:
             _count(self.counters, self.cost, _nano(cost_usd))
 
+    def account(self, dict usage, price):
+        """An answer's normalized ``usage`` (``prompt_tokens``, ``completion_tokens``,
+        ``cached_tokens`` — part of the prompt —, ``usage_estimated``; a missing or falsy count is
+        0) counted as ``usage`` counts it, at ``price`` (``limits.prices.Price``: USD per million
+        input, output and cached input tokens, the last None for the input's); returns the cost,
+        as ``Price.cost_usd`` computes it. One call where the engine read four keys, priced them
+        and counted them in three."""
+        cdef int64_t prompt = _tokens(usage, "prompt_tokens")
+        cdef int64_t completion = _tokens(usage, "completion_tokens")
+        cdef int64_t cached = _tokens(usage, "cached_tokens")
+        cdef double input_price = <double>price[0]
+        cached_price = price[2]
+        cost = (((prompt - cached) * input_price
+                 + cached * (input_price if cached_price is None else <double>cached_price))
+                + completion * <double>price[1]) / 1e6
+        self.usage(prompt, completion, cached, cost, bool(usage.get("usage_estimated")))
+        return cost
+
     def session_generation(self):
         """The deployment's host-wide count of session rebuilds asked for."""
         if self.counters.seg.base == NULL:
@@ -76,6 +94,12 @@ cdef inline int _count(Counters counters, int64_t word, int64_t n) except -1:
         _closed()
     fi_fetch_add(&counters.v[word], n)
     return 0
+
+
+cdef inline int64_t _tokens(dict usage, str key) except? -1:
+    """``usage.get(key) or 0`` as a count."""
+    value = usage.get(key)
+    return value if value else 0
 
 
 cdef double _COST_SCALE = _constants.COST_SCALE

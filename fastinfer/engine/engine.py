@@ -370,15 +370,9 @@ class Engine:
     def _account_usage(self, dep: Deployment, req: GatewayRequest, usage: dict | None) -> None:
         """Tokens and cost of one answer, into the host-wide counters, and left on the request
         (``req.usage``, ``req.cost_usd``) for whoever reads it after (limits, logs, traces)."""
-        if not usage:
-            return
-        prompt = usage.get("prompt_tokens") or 0
-        completion = usage.get("completion_tokens") or 0
-        cached = usage.get("cached_tokens") or 0
-        cost = dep.price.cost_usd(prompt, completion, cached)
-        req.usage = usage
-        req.cost_usd = cost
-        dep.series.usage(prompt, completion, cached, cost, bool(usage.get("usage_estimated")))
+        if usage:
+            req.usage = usage
+            req.cost_usd = dep.series.account(usage, dep.price)     # counted and priced in one call
 
     def _choose_replica(self, dep: Deployment, route, tried: int) -> tuple[int, bool]:
         """A replica whose circuit admits an attempt, preferring ones not yet tried (``tried``, a

@@ -11,6 +11,11 @@ from shm_helpers import replay
 impl, segments = shm_helpers.impl, shm_helpers.segments   # fixtures: both implementations
 
 BOUNDS = (0.001, 0.01, 0.1, 1.0)
+
+
+def _price(input_usd, output_usd, cached_usd):
+    from fastinfer.limits.prices import Price
+    return Price(input_usd, output_usd, cached_usd)
 # words: 0..2 codes 200/429/other, 3..5 tokens, 6 cost, 7 estimated, 8 generation, 9..10 attempts
 CODES = {200: 0, 429: 1}
 FULL = dict(timed=(0, 1, 2), tokens=(3, 4, 5), cost=6, estimated=7, generation=8,
@@ -66,6 +71,17 @@ def test_an_observation_that_is_not_finite_is_refused(segments):
         series.answered(200, math.inf, None, None)
 
 
+def test_an_answers_usage_is_counted_and_priced_in_one_call(segments):
+    from fastinfer.limits.prices import Price
+    seg = _segment(segments)
+    series = seg.request_series(CODES, 2, **FULL)
+    price = Price(2.5, 10.0, 1.25)
+    usage = {"prompt_tokens": 1000, "completion_tokens": 200, "cached_tokens": 400, "usage_estimated": True}
+    assert series.account(usage, price) == price.cost_usd(1000, 200, 400) == 0.004
+    assert series.account({"prompt_tokens": 3, "completion_tokens": None}, Price(1.0, 2.0)) == 3e-6  # None: 0
+    assert list(seg.counters.snapshot())[3:8] == [1003, 200, 400, 4_000_000 + 3_000, 1]   # nano-USD
+
+
 _RECORDS = st.one_of(
     st.tuples(st.just("request"), st.sampled_from([200, 429, 500, 0])),
     st.tuples(st.just("answered"), st.sampled_from([200, 429, 504]), st.floats(-1, 400),
@@ -73,6 +89,12 @@ _RECORDS = st.one_of(
     st.tuples(st.just("upstream"), st.sampled_from(["r0", "r1"]), st.sampled_from(["success", "timeout", "x"])),
     st.tuples(st.just("usage"), st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**3),
               st.sampled_from([0, 0.0, 1e-9, 2.5e-9, 0.12345678912, 3.5]), st.booleans()),
+    st.tuples(st.just("account"),
+              st.fixed_dictionaries({}, optional={"prompt_tokens": st.integers(0, 10**6) | st.none(),
+                                                  "completion_tokens": st.integers(0, 10**6),
+                                                  "cached_tokens": st.integers(0, 10**3),
+                                                  "usage_estimated": st.booleans()}),
+              st.builds(_price, st.floats(0, 100), st.floats(0, 100), st.none() | st.floats(0, 100))),
 )
 
 

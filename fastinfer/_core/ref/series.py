@@ -63,6 +63,15 @@ class RequestSeries:
         if cost_usd:
             add(self._cost, round(cost_usd * COST_SCALE))
 
+    def account(self, usage: dict, price) -> float:
+        """An answer's normalized ``usage`` counted (as ``usage``) at ``price``; its cost returned."""
+        prompt = usage.get("prompt_tokens") or 0
+        completion = usage.get("completion_tokens") or 0
+        cached = usage.get("cached_tokens") or 0
+        cost = price.cost_usd(prompt, completion, cached)
+        self.usage(prompt, completion, cached, cost, bool(usage.get("usage_estimated")))
+        return cost
+
     def session_generation(self) -> int:
         if self._generation < 0:
             raise LookupError("this series has no session generation")
