@@ -23,23 +23,11 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_CheckExact, PyUn
 from libc.stdint cimport int32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, strlen
+from libc.time cimport gmtime_r, time, time_t, tm
 
 
 cdef extern from "decimal.h" nogil:
     int fi_decimal(char *out, long long n)
-
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct tm:
-        int tm_sec
-        int tm_min
-        int tm_hour
-        int tm_mday
-        int tm_mon
-        int tm_year
-        int tm_wday
-    tm *gmtime_r(const time_t *timep, tm *result)
-    time_t time(time_t *t)
 
 cdef extern from "Python.h":
     char *PyOS_double_to_string(double val, char format_code, int precision, int flags, int *ptype) except NULL
@@ -151,14 +139,8 @@ def plain_post(bytes buffer not None, Py_ssize_t head_length):
             i = _field(p, i, &name_start, &name_end, &value_start, &value_end, &content_length, &keep_alive)
             if i < 0:
                 return None
-            if count == room:
-                spans = _more_spans(spans, on_stack, room)
-                room *= 2
             # llhttp keeps the spaces after a value: so do we
-            spans[4 * count] = <int32_t>name_start
-            spans[4 * count + 1] = <int32_t>name_end
-            spans[4 * count + 2] = <int32_t>value_start
-            spans[4 * count + 3] = <int32_t>value_end
+            spans = _add_span(spans, on_stack, count, &room, name_start, name_end, value_start, value_end)
             count += 1
         path = PyUnicode_DecodeASCII(<const char *>p + 5, target_end - 5, NULL)
         return (path, _fields(PyBytes_FromStringAndSize(<const char *>p, head_length), spans, count),
@@ -168,15 +150,26 @@ def plain_post(bytes buffer not None, Py_ssize_t head_length):
             free(spans)
 
 
-cdef int32_t *_more_spans(int32_t *spans, int32_t *on_stack, Py_ssize_t room) except NULL:
-    """Room for twice ``room`` fields' spans, the ones so far kept (``spans`` freed unless on the stack)."""
-    cdef int32_t *more = <int32_t *>malloc(8 * room * sizeof(int32_t))
-    if more == NULL:
-        raise MemoryError()
-    memcpy(more, spans, 4 * room * sizeof(int32_t))
-    if spans != on_stack:
-        free(spans)
-    return more
+cdef int32_t *_add_span(int32_t *spans, int32_t *on_stack, Py_ssize_t count, Py_ssize_t *room,
+                        Py_ssize_t name_start, Py_ssize_t name_end, Py_ssize_t value_start,
+                        Py_ssize_t value_end) except NULL:
+    """Field ``count``'s span kept in ``spans`` (``room`` fields' worth; when full, twice that is
+    allocated, the spans so far copied, and ``spans`` freed unless it is ``on_stack``): the array."""
+    cdef int32_t *more
+    if count == room[0]:
+        more = <int32_t *>malloc(8 * room[0] * sizeof(int32_t))
+        if more == NULL:
+            raise MemoryError()
+        memcpy(more, spans, 4 * room[0] * sizeof(int32_t))
+        if spans != on_stack:
+            free(spans)
+        spans = more
+        room[0] *= 2
+    spans[4 * count] = <int32_t>name_start
+    spans[4 * count + 1] = <int32_t>name_end
+    spans[4 * count + 2] = <int32_t>value_start
+    spans[4 * count + 3] = <int32_t>value_end
+    return spans
 
 
 cdef Fields _fields(bytes head, const int32_t *spans, Py_ssize_t count):
@@ -452,13 +445,7 @@ cdef AnswerFields _response_head(bytes data, bint chunked_ok, int *status, Py_ss
                 return None
             while value_end > value_start and _is_ows(p[value_end - 1]):
                 value_end -= 1
-            if count == room:
-                spans = _more_spans(spans, on_stack, room)
-                room *= 2
-            spans[4 * count] = <int32_t>name_start
-            spans[4 * count + 1] = <int32_t>name_end
-            spans[4 * count + 2] = <int32_t>value_start
-            spans[4 * count + 3] = <int32_t>value_end
+            spans = _add_span(spans, on_stack, count, &room, name_start, name_end, value_start, value_end)
             count += 1
         if chunked:
             if content_length[0] != NO_FIELD:

@@ -29,17 +29,8 @@ from libc.math cimport fabs, isfinite
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, strchr, strlen
+from libc.time cimport gmtime_r, time_t, tm
 
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct tm:
-        int tm_sec
-        int tm_min
-        int tm_hour
-        int tm_mday
-        int tm_mon
-        int tm_year
-    tm *gmtime_r(const time_t *timep, tm *result)
 
 cdef extern from "decimal.h":
     int fi_decimal(char *out, long long n) nogil

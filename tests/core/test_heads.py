@@ -650,3 +650,16 @@ def test_an_answers_fields_read_as_the_dict_of_their_lowered_names_the_last_winn
             else:
                 with pytest.raises(KeyError):
                     fields[key]
+
+
+@pytest.mark.parametrize("count", [31, 32, 33, 64, 65, 300])
+def test_a_head_of_many_fields_keeps_every_one(m, count):
+    """Past the 32 fields kept on the stack, the spans move to the heap (twice the room each time):
+    every field is still where it was, in a request's head and in an answer's."""
+    pairs = [(f"x-field-{i}", f"value {i}") for i in range(count)]
+    lines = "".join(f"{n}: {v}\r\n" for n, v in pairs)
+    request = f"POST /v1/chat/completions HTTP/1.1\r\n{lines}\r\n".encode()
+    fields = m.plain_post(request, len(request))[1]
+    assert fields == pairs and [fields[n] for n, _ in pairs] == [v for _, v in pairs]
+    answer = f"HTTP/1.1 200 OK\r\n{lines}Content-Length: 0\r\n\r\n".encode()
+    assert m.whole_response(answer)[1] == {**dict(pairs), "content-length": "0"}
