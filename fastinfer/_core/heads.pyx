@@ -28,6 +28,9 @@ from libc.time cimport gmtime_r, time, time_t, tm
 
 cdef extern from "decimal.h" nogil:
     int fi_decimal(char *out, long long n)
+    void fi_two_digits(char *out, int n)
+    void fi_year(char *out, int year)
+    void fi_clock(char *out, int hour, int minute, int second)
 
 cdef extern from "Python.h":
     char *PyOS_double_to_string(double val, char format_code, int precision, int flags, int *ptype) except NULL
@@ -702,11 +705,6 @@ cdef const char *_WEEKDAYS = b"SunMonTueWedThuFriSat"
 cdef const char *_MONTHS = b"JanFebMarAprMayJunJulAugSepOctNovDec"
 
 
-cdef void _put_2(char *out, int n) noexcept nogil:
-    out[0] = <char>(48 + n // 10)
-    out[1] = <char>(48 + n % 10)
-
-
 cdef const char *_date_now() except NULL:
     """The Date field of now, as aiohttp writes it (``int(time.time())``'s second, UTC)."""
     global _date_second
@@ -719,18 +717,13 @@ cdef const char *_date_now() except NULL:
     memcpy(_date_field, b"Date: ", 6)
     memcpy(_date_field + 6, _WEEKDAYS + 3 * parts.tm_wday, 3)
     memcpy(_date_field + 9, b", ", 2)
-    _put_2(_date_field + 11, parts.tm_mday)
+    fi_two_digits(_date_field + 11, parts.tm_mday)
     _date_field[13] = b' '
     memcpy(_date_field + 14, _MONTHS + 3 * parts.tm_mon, 3)
     _date_field[17] = b' '
-    _put_2(_date_field + 18, (parts.tm_year + 1900) // 100)
-    _put_2(_date_field + 20, (parts.tm_year + 1900) % 100)
+    fi_year(_date_field + 18, parts.tm_year + 1900)
     _date_field[22] = b' '
-    _put_2(_date_field + 23, parts.tm_hour)
-    _date_field[25] = b':'
-    _put_2(_date_field + 26, parts.tm_min)
-    _date_field[28] = b':'
-    _put_2(_date_field + 29, parts.tm_sec)
+    fi_clock(_date_field + 23, parts.tm_hour, parts.tm_min, parts.tm_sec)
     memcpy(_date_field + 31, b" GMT\r\n", 6)
     _date_second = now
     return _date_field

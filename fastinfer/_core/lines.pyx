@@ -34,6 +34,9 @@ from libc.time cimport gmtime_r, time_t, tm
 
 cdef extern from "decimal.h":
     int fi_decimal(char *out, long long n) nogil
+    void fi_two_digits(char *out, int n) nogil
+    void fi_year(char *out, int year) nogil
+    void fi_clock(char *out, int hour, int minute, int second) nogil
 
 cdef extern from "Python.h":
     char *PyOS_double_to_string(double val, char format_code, int precision, int flags, int *ptype) except NULL
@@ -263,29 +266,19 @@ cdef char _stamp_prefix[19]
 cdef double _LAST_STAMPED = 253402300800.0     # 10000-01-01: four-digit years only
 
 
-cdef void _put_2(char *out, int n) noexcept:
-    out[0] = <char>(48 + n // 10)
-    out[1] = <char>(48 + n % 10)
-
-
 cdef int _renew_stamp(long long second) except -1:
     global _stamp_second
     cdef time_t t = <time_t>second
     cdef tm parts
     if gmtime_r(&t, &parts) == NULL:
         raise ValueError(f"cannot write {second} as a timestamp")
-    _put_2(_stamp_prefix, (parts.tm_year + 1900) // 100)
-    _put_2(_stamp_prefix + 2, (parts.tm_year + 1900) % 100)
+    fi_year(_stamp_prefix, parts.tm_year + 1900)
     _stamp_prefix[4] = b'-'
-    _put_2(_stamp_prefix + 5, parts.tm_mon + 1)
+    fi_two_digits(_stamp_prefix + 5, parts.tm_mon + 1)
     _stamp_prefix[7] = b'-'
-    _put_2(_stamp_prefix + 8, parts.tm_mday)
+    fi_two_digits(_stamp_prefix + 8, parts.tm_mday)
     _stamp_prefix[10] = b'T'
-    _put_2(_stamp_prefix + 11, parts.tm_hour)
-    _stamp_prefix[13] = b':'
-    _put_2(_stamp_prefix + 14, parts.tm_min)
-    _stamp_prefix[16] = b':'
-    _put_2(_stamp_prefix + 17, parts.tm_sec)
+    fi_clock(_stamp_prefix + 11, parts.tm_hour, parts.tm_min, parts.tm_sec)
     _stamp_second = second
     return 0
 
@@ -312,7 +305,7 @@ cdef bytes _stamped(double created, bytes envelope, tuple keys, tuple values, ui
     memcpy(head + 7, _stamp_prefix, 19)
     head[26] = b'.'
     head[27] = <char>(48 + ms // 100)
-    _put_2(head + 28, ms % 100)
+    fi_two_digits(head + 28, ms % 100)
     head[30] = b'Z'
     return _line(head, 31, PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), keys, values, millis)
 
