@@ -77,20 +77,18 @@ def _aiohttp_writes(request: web.BaseRequest, status: int) -> bool:
     return request.version != HttpVersion11 or status < 200 or status in (204, 304)
 
 
-def _head_bytes(status: int, headers, tail: bytes, length: int | None, keep_alive: bool,
-                names: tuple = (), values: tuple = ()) -> bytes:
-    """An HTTP/1.1 head: the status line, the leading ``names`` and ``values`` (``leading_headers``
-    says what they are), ``headers`` (a mapping or a multidict), ``tail`` (encoded fields), the
-    date, ``Content-Length`` unless ``length`` is None, ``Connection``. A control character in a
-    field is a ``ValueError``, as aiohttp refuses it (header injection). The date is aiohttp's
-    (``int(time.time())``'s second), made by ``answer_head`` once a second."""
+def _head_bytes(status: int, headers, tail: bytes, length: int | None, keep_alive: bool) -> bytes:
+    """An HTTP/1.1 head: the status line, ``headers`` (a mapping or a multidict), ``tail`` (encoded
+    fields), the date, ``Content-Length`` unless ``length`` is None, ``Connection``. A control
+    character in a field is a ``ValueError``, as aiohttp refuses it (header injection). The date is
+    aiohttp's (``int(time.time())``'s second), made by ``answer_head`` once a second."""
     return answer_head(_STATUS_LINES[status], headers, tail, -1 if length is None else length, keep_alive,
-                       names, values, True)
+                       (), (), True)
 
 
 def leading_headers(names: tuple, values: tuple, headers) -> dict[str, str]:
     """The leading fields (``write_json``) and ``headers`` as one dict of strings, for an answer
-    aiohttp writes (``_head`` said None): the values as ``answer_head`` writes them."""
+    aiohttp writes (``_aiohttp_writes``): the values as ``answer_head`` writes them."""
     out = {name[:-2].decode(): value if type(value) is str else f"{value:.3f}" if type(value) is float
            else str(value) for name, value in zip(names, values)}
     out.update(headers)

@@ -39,7 +39,7 @@ _CLIENT_CLOSED = 499   # the client went away before its answer was complete (ng
 _CLIENT_CLOSED_ERROR = "the client closed the connection before the answer was complete"
 _TIMEOUT_MS_MAX = 2**31 - 1
 # the fields a data answer leads with: its request id, the replica and the attempts that answered
-# it, the gateway's own time in milliseconds (``_respond``; the engine's headers never repeat them)
+# it, the gateway's own time in milliseconds (``_serve``; the engine's headers never repeat them)
 _ANSWER_FIELDS = (b"x-request-id: ", b"x-fastinfer-replica: ", b"x-fastinfer-attempts: ",
                   b"x-fastinfer-overhead-ms: ")
 log = logging.getLogger("fastinfer.gateway")
