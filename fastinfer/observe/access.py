@@ -108,7 +108,9 @@ class _AccessRecord(logging.LogRecord):
 class AccessLog:
     """The access log of one worker. ``add`` on the request's path keeps a tuple; a timer writes."""
 
-    FLUSH_S = 0.05          # how long a line may wait to be written
+    # how long a line may wait to be written: what a worker keeps meanwhile (~550 lines at 11k
+    # requests a second for 50 ms, then as many formatted lines) peaked the soak's RSS 1.3 MiB higher
+    FLUSH_S = 0.01
     MAX_PENDING = 4096      # written at once when this many are waiting
 
     def __init__(self, loop, known_deployments=()):
