@@ -36,6 +36,8 @@ from __future__ import annotations
 import logging
 import time
 
+import cython
+
 from ..errors import GatewayError, UpstreamFailure
 from ..observe import log_bug
 
@@ -355,3 +357,9 @@ class RelayedStream:
         if error is None:
             return _success, None
         return _judge(error), relay.error_event(error)
+
+
+if cython.compiled:     # the fields the engine reads, at the speed of a __slots__ field (``slots.h``)
+    from cython.cimports.fastinfer._core.slots import fi_readonly_slots
+    fi_readonly_slots(Attempt, ("dep", "replica", "trace", "span"))
+    fi_readonly_slots(RelayedStream, ("reply", "relay", "provider"))

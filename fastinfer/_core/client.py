@@ -48,6 +48,7 @@ import asyncio
 import logging
 import socket
 
+import cython
 import httptools
 from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -468,3 +469,9 @@ class DirectConnection:
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+if cython.compiled:     # what the gateway reads of a request, at the speed of a __slots__ field (``slots.h``)
+    from cython.cimports.fastinfer._core.slots import fi_readonly_slots
+    fi_readonly_slots(DirectRequest, ("method", "path", "headers", "content_length", "writer", "transport",
+                                      "protocol", "task"))
