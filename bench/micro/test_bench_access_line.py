@@ -9,6 +9,9 @@ Run:  python -m pytest bench/micro/test_bench_access_line.py --benchmark-enable 
 - baseline (the record way): a ``LogRecord`` per line through ``logger.handle`` (filters, handler lock,
   ``emit``), the formatter's ``format`` with the former logfmt (a generator over each string's
   characters), and ``redact`` as three substitutions on every text.
+- the text format's compiled lines (``TextFormatter.stamped_lines``, ``_core.lines``) against the
+  same formatter's Python lines (``encoded_values_line``: ``fields_of``, ``logfmt``, ``iso_time``), both
+  through ``AccessLog`` all-in; text is the default ``logging.format``.
 - ``redact`` alone on a request id, with a few credentials remembered: precheck against three substitutions.
 With ``--benchmark-disable`` (the default in pyproject) every test runs once, quickly.
 """
@@ -85,6 +88,31 @@ def test_access_line_against_the_record_way(benchmark, monkeypatch, fmt):
     print(f"\naccess line ({fmt}): {new_us:.3f} us per line all-in; the record way {old_us:.3f} us "
           f"(new/old = {new_us / old_us:.2f})")
     handler.setFormatter(logs.JsonFormatter() if fmt == "json" else logs.TextFormatter())
+    benchmark(lambda: _all_in_us(log, 500))
+
+
+class _PythonText(logs.TextFormatter):
+    """The text formatter without its compiled loop: every line made by ``encoded_values_line``."""
+
+    stamped_lines = None
+
+
+@pytest.mark.usefixtures("devnull_logger")
+def test_compiled_text_lines_against_the_text_formatters_python(benchmark):
+    handler = logs._handler
+    n = 500 if benchmark.disabled else 50_000
+    log = access.AccessLog(_Loop(), ["gpt-4o"])
+    compiled_us = python_us = float("inf")
+    for _ in range(3):      # alternated, the best of each
+        handler.setFormatter(logs.TextFormatter())
+        compiled_us = min(compiled_us, _all_in_us(log, n))
+        handler.setFormatter(_PythonText())
+        python_us = min(python_us, _all_in_us(log, n))
+    benchmark.extra_info.update({"compiled_us": round(compiled_us, 3), "python_us": round(python_us, 3),
+                                 "compiled_over_python": round(compiled_us / python_us, 3)})
+    print(f"\ntext access line: {compiled_us:.3f} us per line all-in compiled; {python_us:.3f} us in Python "
+          f"(compiled/python = {compiled_us / python_us:.2f})")
+    handler.setFormatter(logs.TextFormatter())
     benchmark(lambda: _all_in_us(log, 500))
 
 

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""A log line that is a JSON object of plain values, written in one pass: every access-log line.
+"""A log line of plain values, written in one pass: every access-log line, a JSON object or ``key=value`` pairs.
 
 Owns: ``json_line(head, keys, values, millis)``: ``head`` (the line up to its first field: the
 opening brace and the envelope, ``{"ts":…,"pid":…,``), then each ``keys[i]`` (an encoded
@@ -16,6 +16,15 @@ here — ``{"ts":"`` and ``created`` (Unix seconds) as ISO 8601 UTC with millise
 ``observe.logs`` writes every line's, then ``envelope`` (``",…,``, the rest of the head) — the part
 up to the second formatted once a second.
 
+``logfmt_line(head, keys, values, millis)``: the text format's line, as ``observe.logs.TextFormatter``
+writes it: ``head``, then ``keys[i]`` (an encoded ``name=``) with ``values[i]`` as ``logfmt`` renders
+it — ``-`` for None, ``true`` / ``false``, an integer's digits, a float's ``repr``, a string bare when it
+is one or more of ``A-Za-z0-9_-./:@+``, else quoted as orjson quotes it — the pairs separated by a
+space, then a newline. A string with a non-ASCII character (whose bareness is Unicode's ``\w``), an
+integer past 64 bits or a subclass of int or float raises: the caller makes that line the other way.
+``stamped_line`` and ``stamped_lines`` write it with ``text=True``: the head is then the bare
+timestamp, and ``envelope`` the rest (`` INFO fastinfer.access[4242]: ``).
+
 Why: the access log's flush built a dict of sixteen fields per line and handed it to orjson; the
 dict's construction cost more than the line. Must not touch: which fields a line has or what they
 mean (``observe.access``), logging. The reference is ``ref/lines.py`` (orjson itself).
@@ -23,7 +32,7 @@ mean (``observe.access``), logging. The reference is ``ref/lines.py`` (orjson it
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Check, PyDict_GetItem
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
-from cpython.long cimport PyLong_Check
+from cpython.long cimport PyLong_Check, PyLong_CheckExact
 from cpython.unicode cimport PyUnicode_CheckExact
 from libc.math cimport fabs, isfinite
 from libc.stdint cimport int64_t, uint64_t
@@ -52,6 +61,12 @@ cdef char *_HEX = b"0123456789abcdef"
 # the letter after the backslash of each control byte's escape (orjson's): u for \u00XX
 cdef char *_CONTROL_ESCAPES = b"uuuuuuuubtnufruuuuuuuuuuuuuuuuuu"
 cdef Py_ssize_t _MOST_FOR_A_NUMBER = 32     # a float's repr is at most 24 bytes, an int's 21
+# the ASCII bytes a logfmt string may have unquoted (``observe.logs._bare``: ``[\w\-./:@+]``)
+cdef bint _LOGFMT_BARE[128]
+cdef const unsigned char *_BARE_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./:@+"
+cdef Py_ssize_t _i
+for _i in range(strlen(<const char *>_BARE_BYTES)):
+    _LOGFMT_BARE[_BARE_BYTES[_i]] = True
 
 
 cdef Py_ssize_t _most_bytes(value) except -1:
@@ -201,6 +216,71 @@ cdef char *_put_thousandths(char *out, int64_t n) noexcept:
     return out + 4
 
 
+cdef char *_put_repr(char *out, double value) except NULL:
+    """A float as Python's ``str`` writes it (``repr``: ``1.5``, ``1e-05``, ``inf``, ``nan``)."""
+    cdef char *text = PyOS_double_to_string(value, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
+    cdef Py_ssize_t k = strlen(text)
+    memcpy(out, text, k)
+    PyMem_Free(text)
+    return out + k
+
+
+cdef char *_put_text_millis(char *out, value) except NULL:
+    """``_put_millis`` as the text format shows the float: its ``repr`` past where the digits are exact."""
+    cdef double micro = (<double>value) * 1e6 + 0.5
+    if micro != micro:
+        raise ValueError(f"cannot write {value!r} seconds as milliseconds")
+    if not isfinite(micro):
+        raise OverflowError(f"cannot write {value!r} seconds as milliseconds")
+    if fabs(micro) >= 9.2e18:
+        return _put_repr(out, int(micro) / 1000)
+    if fabs(micro) >= 1e15:
+        return _put_repr(out, <double>(<int64_t>micro) / 1000.0)
+    return _put_thousandths(out, <int64_t>micro)
+
+
+cdef char *_put_logfmt_str(char *out, str text) except NULL:
+    """A string as ``logfmt`` shows it: bare when it is all ``A-Za-z0-9_-./:@+`` (and not empty), else
+    quoted as orjson quotes it. Non-ASCII raises (bareness is then Unicode's ``\\w``: the caller's)."""
+    cdef Py_ssize_t n, i
+    cdef const unsigned char *s = <const unsigned char *>PyUnicode_AsUTF8AndSize(text, &n)
+    cdef bint bare = n > 0
+    cdef unsigned char c
+    for i in range(n):
+        c = s[i]
+        if c >= 0x80:
+            raise ValueError("logfmt_line: a non-ASCII string is the caller's to write")
+        if not _LOGFMT_BARE[c]:
+            bare = False
+    if not bare:
+        return _put_str(out, text)
+    memcpy(out, s, n)
+    return out + n
+
+
+cdef char *_put_logfmt(char *out, value, bint millis) except NULL:
+    if value is None:
+        out[0] = b'-'
+        return out + 1
+    if millis:
+        if PyFloat_CheckExact(value) or (PyLong_Check(value) and not PyBool_Check(value)):
+            return _put_text_millis(out, value)
+        raise TypeError(f"seconds must be a number, not {type(value).__name__}")
+    if PyUnicode_CheckExact(value):
+        return _put_logfmt_str(out, value)
+    if value is True:
+        memcpy(out, b"true", 4)
+        return out + 4
+    if value is False:
+        memcpy(out, b"false", 5)
+        return out + 5
+    if PyLong_CheckExact(value):
+        return _put_int(out, value)
+    if PyFloat_CheckExact(value):
+        return _put_repr(out, PyFloat_AS_DOUBLE(value))
+    raise TypeError(f"logfmt_line writes None, bool, int, float and str, not {type(value).__name__}")
+
+
 cdef char *_put_value(char *out, value, bint millis) except NULL:
     if value is None:
         memcpy(out, b"null", 4)
@@ -226,12 +306,18 @@ cdef char *_put_value(char *out, value, bint millis) except NULL:
 
 def json_line(bytes head not None, tuple keys not None, tuple values not None, uint64_t millis=0):
     """``head``, then ``keys[i]`` and ``values[i]`` for every i, ``}`` and a newline (see the module)."""
-    return _line(PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head), NULL, 0, keys, values, millis)
+    return _line(PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head), NULL, 0, keys, values, millis, False)
+
+
+def logfmt_line(bytes head not None, tuple keys not None, tuple values not None, uint64_t millis=0):
+    """``head``, then ``keys[i]`` and ``values[i]`` in ``logfmt``, space-separated, and a newline (the module)."""
+    return _line(PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head), NULL, 0, keys, values, millis, True)
 
 
 cdef bytes _line(const char *head, Py_ssize_t head_size, const char *more, Py_ssize_t more_size, tuple keys,
-                 tuple values, uint64_t millis):
-    """The line of ``json_line``, its head in two parts (``head``, then ``more``)."""
+                 tuple values, uint64_t millis, bint text):
+    """The line of ``json_line`` (``logfmt_line`` with ``text``), its head in two parts (``head``, then
+    ``more``)."""
     cdef Py_ssize_t n = len(keys), i, most = head_size + more_size + 2
     cdef bytes key
     cdef char *line
@@ -250,10 +336,17 @@ cdef bytes _line(const char *head, Py_ssize_t head_size, const char *more, Py_ss
         for i in range(n):
             key = <bytes>keys[i]
             if i:
-                out[0] = b','
+                out[0] = b' ' if text else b','
                 out += 1
             memcpy(out, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
-            out = _put_value(out + PyBytes_GET_SIZE(key), values[i], i < 64 and (millis >> i) & 1)
+            out += PyBytes_GET_SIZE(key)
+            if text:
+                out = _put_logfmt(out, values[i], i < 64 and (millis >> i) & 1)
+            else:
+                out = _put_value(out, values[i], i < 64 and (millis >> i) & 1)
+        if text:
+            out[0] = b'\n'
+            return PyBytes_FromStringAndSize(line, out + 1 - line)
         memcpy(out, b"}\n", 2)
         return PyBytes_FromStringAndSize(line, out + 2 - line)
     finally:
@@ -284,13 +377,14 @@ cdef int _renew_stamp(long long second) except -1:
 
 
 def stamped_line(double created, bytes envelope not None, tuple keys not None, tuple values not None,
-                 uint64_t millis=0):
+                 uint64_t millis=0, bint text=False):
     """``json_line`` whose head is ``{"ts":"<created as 2026-12-02T04:12:06.123Z>`` and ``envelope``;
-    a time before 1970 or past 9999 raises (the caller makes that line the other way)."""
-    return _stamped(created, envelope, keys, values, millis)
+    with ``text``, ``logfmt_line`` whose head is the bare timestamp and ``envelope``. A time before
+    1970 or past 9999 raises (the caller makes that line the other way)."""
+    return _stamped(created, envelope, keys, values, millis, text)
 
 
-cdef bytes _stamped(double created, bytes envelope, tuple keys, tuple values, uint64_t millis):
+cdef bytes _stamped(double created, bytes envelope, tuple keys, tuple values, uint64_t millis, bint text):
     """``stamped_line``'s work, a C call for ``stamped_lines``' loop."""
     cdef long long second
     cdef int ms
@@ -307,12 +401,15 @@ cdef bytes _stamped(double created, bytes envelope, tuple keys, tuple values, ui
     head[27] = <char>(48 + ms // 100)
     fi_two_digits(head + 28, ms % 100)
     head[30] = b'Z'
-    return _line(head, 31, PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), keys, values, millis)
+    if text:    # the timestamp alone: 2026-12-02T04:12:06.123Z
+        return _line(head + 7, 24, PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), keys, values, millis,
+                     True)
+    return _line(head, 31, PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), keys, values, millis, False)
 
 
 def stamped_lines(list pending not None, Py_ssize_t start, bytes envelope not None, tuple keys not None,
-                  uint64_t millis, tuple kept_as_is not None, list out not None):
-    """``stamped_line`` of each ``(created, values)`` of ``pending`` from ``start`` on, appended to
+                  uint64_t millis, tuple kept_as_is not None, list out not None, bint text=False):
+    """``stamped_line`` (with ``text``: its text line) of each ``(created, values)`` of ``pending`` from ``start`` on, appended to
     ``out``, while its values may be written as they were kept; returns the index of the first that
     may not, or that cannot be written so (``len(pending)`` when none): the caller makes that line
     its own way, then calls again from the next.
@@ -337,7 +434,7 @@ def stamped_lines(list pending not None, Py_ssize_t start, bytes envelope not No
                 or shown_path is NULL or (<object>shown_path is not path and <object>shown_path != path)):
             return i
         try:
-            out.append(_stamped(item[0], envelope, keys, values, millis))
+            out.append(_stamped(item[0], envelope, keys, values, millis, text))
         except Exception:
             return i
     return n

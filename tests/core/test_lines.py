@@ -171,3 +171,99 @@ def test_pipe_pieces_keep_every_byte_in_order_within_the_limit(lines, limit):
     for piece in pieces:
         assert len(piece) <= limit or piece in lines
     assert all(len(a) + len(b) > limit for a, b in zip(pieces, pieces[1:]))
+
+
+# ---------------------------------------------------------------- the text format's line (logfmt)
+
+TEXT_HEAD = b"2026-12-02T01:02:03.004Z INFO fastinfer.access[7]: "
+
+
+def text_keys(n):
+    return tuple(f"k{i}=".encode() for i in range(n))
+
+
+def both_text(values, millis=0):
+    out = []
+    for impl in (compiled, reference):
+        try:
+            out.append(impl.logfmt_line(TEXT_HEAD, text_keys(len(values)), tuple(values), millis))
+        except Exception as e:
+            out.append(type(e))
+    return out
+
+
+@pytest.mark.parametrize("value, shown", [
+    (None, "-"), (True, "true"), (False, "false"), (0, "0"), (-2**63, str(-2**63)), (2**64 - 1, str(2**64 - 1)),
+    (12.345, "12.345"), (1e-5, "1e-05"), (1e16, "1e+16"), (-0.0, "-0.0"), (100.0, "100.0"), (math.nan, "nan"),
+    (-math.inf, "-inf"), ("", '""'), ("plain", "plain"), ("a_b-c./:@+9", "a_b-c./:@+9"), ("two words", '"two words"'),
+    ('quote " \\', '"quote \\" \\\\"'), ("tab\there", '"tab\\there"'), ("key=value", '"key=value"')])
+def test_each_value_is_written_as_logfmt_writes_it(value, shown):
+    from fastinfer.observe.logs import logfmt
+    line = compiled.logfmt_line(TEXT_HEAD, text_keys(2), (value, 1))
+    assert line == TEXT_HEAD + f"k0={shown} k1=1\n".encode()
+    assert line == TEXT_HEAD + (logfmt({"k0": value, "k1": 1}) + "\n").encode()
+    assert line == reference.logfmt_line(TEXT_HEAD, text_keys(2), (value, 1))
+
+
+@pytest.mark.parametrize("value", ["é", "中文", "a\u2028b", 2**64, -2**63 - 1, b"bytes", [1], {"a": 1}])
+def test_what_the_text_line_leaves_to_the_caller_raises_in_both(value):
+    """A non-ASCII string (whose bareness is Unicode's), a wide integer, another type: the caller's."""
+    compiled_line, reference_line = both_text((value,))
+    assert isinstance(compiled_line, type) and issubclass(compiled_line, Exception)
+    assert compiled_line is reference_line
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_VALUES, max_size=12), st.integers(0, 2**12 - 1))
+def test_compiled_text_lines_are_the_reference_lines(values, millis):
+    compiled_line, reference_line = both_text(values, millis)
+    assert compiled_line == reference_line
+
+
+_ASCII_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(allow_nan=True),
+                          st.text(alphabet=st.characters(max_codepoint=0x7f)),
+                          st.text(alphabet="abcXYZ019_-./:@+ =\"\\"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(0, 4e9), st.lists(_ASCII_VALUES, max_size=10), st.integers(0, 2**10 - 1))
+def test_a_stamped_text_line_is_the_text_formatters_line(created, generated, millis):
+    """The compiled text line is the line ``observe.logs.TextFormatter`` makes in Python, byte for byte."""
+    from fastinfer.observe.logs import TextFormatter
+    values = ("d", None, "/p", *generated)      # a known deployment, no error, a path shown as it is
+    names = tuple(f"field_{i}" for i in range(len(values)))
+    millis = (millis << 3) & sum(1 << i for i, v in enumerate(values) if v is None or type(v) in (int, float))
+    formatter = TextFormatter()
+    out = []
+    stop = formatter.stamped_lines([(created, values)], 0, 20, "fastinfer.access", 7, names, millis,
+                                   (frozenset({"d"}), {"/p": "/p"}, 0, 1, 2), out)
+    try:
+        expected = formatter.encoded_values_line(created, 20, "fastinfer.access", 7, names, values, millis)
+    except (ValueError, OverflowError):     # NaN or an infinity as seconds: the records' way, which reports it
+        assert stop == 0 and out == []
+        return
+    assert stop == 1 and out == [expected]
+
+
+def test_a_flush_writes_the_text_lines_the_compiled_loop_cannot_in_python(tmp_path):
+    """A line with a non-ASCII value stops the compiled loop; the flush writes it as the formatter does,
+    between the others, in order."""
+    import logging
+    import os
+    from fastinfer.observe import access
+    from fastinfer.observe.logs import LineHandler, TextFormatter
+    path = tmp_path / "access.log"
+    handler = LineHandler(os.open(path, os.O_WRONLY | os.O_CREAT))
+    handler.setFormatter(TextFormatter())
+    log = access.AccessLog.__new__(access.AccessLog)
+    log._known, log._pid = frozenset({"d"}), 7
+    line = ("id-1", "team", "d", "r0", 200, 1, False, 0.5, None, 0.001, 3, 4, 0.25, None, "POST", "/v1/chat/completions")
+    unicode_key = ("id-2", "équipe", *line[2:])
+    pending = [(1.7e9, line), (1.7e9 + 0.5, unicode_key), (1.7e9 + 1, line)]
+    log._write_lines(handler, pending)
+    os.close(handler.fd)
+    written = path.read_bytes().splitlines(keepends=True)
+    formatter = TextFormatter()
+    assert written == [formatter.encoded_values_line(t, logging.INFO, "fastinfer.access", 7, access.FIELDS, v,
+                                                     access.MILLIS) for t, v in pending]
+    assert "key=équipe".encode() in written[1]
