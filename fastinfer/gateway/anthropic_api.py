@@ -11,7 +11,7 @@ engine, HTTP objects.
 from __future__ import annotations
 
 from ..engine import GatewayRequest
-from .openai_api import MAX_TOKENS, parse_priority, parse_session
+from .openai_api import MAX_TOKENS, request_options
 from .validate import ANY_OBJECT, INT32_MAX, Arr, Bool, Int, Num, Obj, OneOf, Str, Tagged, anthropic_path, check_body
 
 _TEXT = Obj(required={"text": Str()}, optional={"cache_control": ANY_OBJECT})
@@ -61,9 +61,7 @@ _MESSAGE_FORMAT = "{path}: {what}."
 def messages_request(body, headers, request_id: str, now: float) -> GatewayRequest:
     """Check an Anthropic Messages body; raise ``BadRequest`` naming the bad field."""
     check_body(MESSAGES, body, anthropic_path, _MESSAGE_FORMAT)
-    priority = parse_priority(headers.get("x-priority") or body.get("priority"), "priority")
-    body.pop("priority", None)
-    session_id, session_close = parse_session(headers)
+    priority, session_id, session_close = request_options(body, headers)
     # in the fields' order (``GatewayRequest``; see ``openai_api.chat_request``)
     return GatewayRequest("anthropic", body["model"], body, bool(body.get("stream")), request_id, now, priority,
                           session_id, session_close, None, True)

@@ -83,9 +83,25 @@ def check(shape, body) -> None:
     check_body(shape, body, openai_path, _MESSAGE_FORMAT)
 
 
+_NORMAL = PRIORITY_LEVELS["normal"]
+
+
+def request_options(body: dict, headers) -> tuple[int, str | None, bool]:
+    """What both APIs read besides the body's own fields: the priority (``x-priority`` over the body's
+    ``priority``, which is taken out of the body: it is the gateway's), ``x-session-id`` and
+    ``x-session-close``; ``BadRequest`` naming the field. (One call for the three: the common request
+    has none of them, and a call costs every request.)"""
+    in_body = body.pop("priority", None)
+    value = headers.get("x-priority") or in_body
+    priority = _NORMAL if value is None else parse_priority(value, "priority")
+    if "x-session-id" in headers or "x-session-close" in headers:
+        return (priority, *parse_session(headers))
+    return priority, None, False
+
+
 def parse_priority(value, param: str) -> int:
     if value is None:
-        return PRIORITY_LEVELS["normal"]
+        return _NORMAL
     level = PRIORITY_LEVELS.get(value.lower()) if isinstance(value, str) else None
     if level is None:
         raise BadRequest(f"{param} must be one of {', '.join(PRIORITY_LEVELS)}; got {value!r}", param=param)
@@ -111,14 +127,12 @@ def parse_session(headers) -> tuple[str | None, bool]:
 
 def chat_request(body, headers, request_id: str, now: float) -> GatewayRequest:
     """Check an OpenAI chat-completions body; raise ``BadRequest`` naming the bad field."""
-    check(CHAT, body)
-    priority = parse_priority(headers.get("x-priority") or body.get("priority"), "priority")
-    body.pop("priority", None)
+    check_body(CHAT, body, openai_path, _MESSAGE_FORMAT)
+    priority, session_id, session_close = request_options(body, headers)
     stream = bool(body.get("stream"))
     options = body.get("stream_options")
     if options is not None and not stream:
         raise BadRequest("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
-    session_id, session_close = parse_session(headers)
     # api, model, body, stream, request_id, received_at, priority, session_id, session_close, deadline,
     # client_wants_usage, in the fields' order: a class called with keywords (Python 3.11) makes a dict of them
     return GatewayRequest("openai", body["model"], body, stream, request_id, now, priority, session_id,
@@ -128,10 +142,8 @@ def chat_request(body, headers, request_id: str, now: float) -> GatewayRequest:
 def passthrough_request(body, headers, request_id: str, now: float, endpoint: str) -> GatewayRequest:
     """Check an OpenAI ``/v1/completions`` or ``/v1/embeddings`` body (forwarded as is)."""
     check(_PASSTHROUGH[endpoint], body)
-    priority = parse_priority(headers.get("x-priority") or body.get("priority"), "priority")
-    body.pop("priority", None)
+    priority, session_id, session_close = request_options(body, headers)
     options = body.get("stream_options")
-    session_id, session_close = parse_session(headers)
     # in the fields' order (see ``chat_request``), and the endpoint
     return GatewayRequest("openai", body["model"], body, bool(body.get("stream")) and endpoint == "completions",
                           request_id, now, priority, session_id, session_close, None,
