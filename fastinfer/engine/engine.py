@@ -287,7 +287,9 @@ class Engine:
         loop = self._loop
         metrics = self.metrics
         caller = FORMATS[req.api]
-        backend_key = route.session_key if self.affinity.has_backend_sessions(dep.index) else None
+        backend_key = route.session_key     # a session's, on a deployment with backend sessions
+        if backend_key is not None and not self.affinity.has_backend_sessions(dep.index):
+            backend_key = None
         tried = 0          # replicas tried, a bit mask
         verdict: Verdict | None = None
         upstream_s = 0.0
