@@ -53,7 +53,7 @@ Usage::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import orjson
@@ -78,15 +78,13 @@ class Verdict:
     context_window: bool = False  # the prompt is too long: only ``context_window_fallbacks`` may serve
     retry_after_s: float | None = None  # the upstream's wait hint, seconds
     reauth: bool = False         # the gateway's credential was refused: refresh it, retry once if it changed
+    # the value for ``DeploymentBreakers.record(..., failed)``: True failure, False success, None neutral;
+    # made once with the verdict (every attempt's end reads it: a property was a call each time)
+    breaker: bool | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def breaker(self) -> bool | None:
-        """The value for ``DeploymentBreakers.record(..., failed)``: True failure, False success, None neutral."""
-        if self.counts_for_breaker:
-            return True
-        if self.outcome == "rate_limited":
-            return None
-        return False
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "breaker", True if self.counts_for_breaker
+                           else None if self.outcome == "rate_limited" else False)
 
 
 @dataclass(frozen=True, slots=True)
