@@ -185,7 +185,10 @@ class Limits:
         key = self.keys.get(req.key) if req.key is not None else None
         grant = self.ledger.grant(key, req)
         if key is not None:
-            self._key_checks(grant, key, req)
+            if key.budget_micro is not None:
+                self._check_budget(grant, key, req)
+            if not grant.acquire_slot():
+                self._concurrency_refused(key, req, grant)
             try:
                 wait = grant.take_key()
             except BaseException:         # a cluster without Redis under fail_closed (503)
@@ -200,7 +203,10 @@ class Limits:
         key = self.keys.get(req.key) if req.key is not None else None
         grant = self.ledger.grant(key, req)
         if key is not None:
-            self._key_checks(grant, key, req)
+            if key.budget_micro is not None:
+                self._check_budget(grant, key, req)
+            if not grant.acquire_slot():
+                self._concurrency_refused(key, req, grant)
             if key.draw.pair is not None:
                 try:
                     ok, wait = await key.draw.pair.take_async(grant.key_amount())
@@ -212,23 +218,27 @@ class Limits:
                 grant.key_taken()
         return grant
 
-    def _key_checks(self, grant: Grant, key: KeyLimits, req) -> None:
-        """Budget and concurrency (the slot is taken here), or raise 429."""
-        if key.budget_micro is not None:
-            if key.spent(key.period.current(self.wall_time())) >= key.budget_micro:
-                self._reject(req, "budget_exceeded")
-                total = key.period_kind == "total"
-                raise BudgetExceeded(
-                    f"Key {key.name} has spent its budget of ${key.budget_usd:g} for this "
-                    + ("key (a total budget: it does not reset)." if total else
-                       f"{key.period_kind}; it resets at the start of the next one (UTC)."),
-                    retry_after=math.inf if total else key.period.ends_at - self.wall_time(),
-                    headers=grant.rate_headers())
-        if not grant.acquire_slot():
-            self._reject(req, "key_concurrency")
-            raise RateLimited(f"Key {key.name} already has {key.concurrency.limit} requests in flight "
-                              "(its max_concurrency); retry when one has finished.",
-                              retry_after=1.0, headers=grant.rate_headers())
+    # the key's checks before its buckets, in ``admit``: its budget (a key with one), then its concurrency
+    # slot, taken by ``grant.acquire_slot()``; these raise the 429s (a key without a budget: no call)
+
+    def _check_budget(self, grant: Grant, key: KeyLimits, req) -> None:
+        """The key's budget for this period is not spent, or a 429."""
+        if key.spent(key.period.current(self.wall_time())) >= key.budget_micro:
+            self._reject(req, "budget_exceeded")
+            total = key.period_kind == "total"
+            raise BudgetExceeded(
+                f"Key {key.name} has spent its budget of ${key.budget_usd:g} for this "
+                + ("key (a total budget: it does not reset)." if total else
+                   f"{key.period_kind}; it resets at the start of the next one (UTC)."),
+                retry_after=math.inf if total else key.period.ends_at - self.wall_time(),
+                headers=grant.rate_headers())
+
+    def _concurrency_refused(self, key: KeyLimits, req, grant: Grant):
+        """The key has ``max_concurrency`` requests in flight: a 429."""
+        self._reject(req, "key_concurrency")
+        raise RateLimited(f"Key {key.name} already has {key.concurrency.limit} requests in flight "
+                          "(its max_concurrency); retry when one has finished.",
+                          retry_after=1.0, headers=grant.rate_headers())
 
     def _key_short(self, grant: Grant, key: KeyLimits, req, wait: float) -> None:
         """The key's buckets could not give what the request needs: its slot back, and a 429."""
