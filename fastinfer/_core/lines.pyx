@@ -65,7 +65,7 @@ cdef Py_ssize_t _MOST_FOR_A_NUMBER = 32     # a float's repr is at most 24 bytes
 cdef bint _LOGFMT_BARE[128]
 cdef const unsigned char *_BARE_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./:@+"
 cdef Py_ssize_t _i
-for _i in range(strlen(<const char *>_BARE_BYTES)):
+for _i in range(<Py_ssize_t>strlen(<const char *>_BARE_BYTES)):
     _LOGFMT_BARE[_BARE_BYTES[_i]] = True
 
 
@@ -177,18 +177,19 @@ cdef char *_put_int(char *out, value) except NULL:
     return out
 
 
-cdef char *_put_millis(char *out, value) except NULL:
+cdef char *_put_millis(char *out, value, bint text) except NULL:
     """Seconds as milliseconds to 3 decimals, as ``int(s * 1e6 + 0.5) / 1000`` gives them (a double
-    divided by 1000 is correctly rounded either way: the int is the double's exact value)."""
+    divided by 1000 is correctly rounded either way: the int is the double's exact value); past where
+    the digits are exact, the float as orjson writes it, or with ``text`` as ``repr`` does."""
     cdef double micro = (<double>value) * 1e6 + 0.5
     if micro != micro:
         raise ValueError(f"cannot write {value!r} seconds as milliseconds")
     if not isfinite(micro):
         raise OverflowError(f"cannot write {value!r} seconds as milliseconds")
-    if fabs(micro) >= 9.2e18:                   # past int64: as Python does it
-        return _put_float(out, int(micro) / 1000)
     if fabs(micro) >= 1e15:
-        return _put_float(out, <double>(<int64_t>micro) / 1000.0)
+        # past int64 as Python does it
+        millis = int(micro) / 1000 if fabs(micro) >= 9.2e18 else <double>(<int64_t>micro) / 1000.0
+        return _put_repr(out, millis) if text else _put_float(out, millis)
     return _put_thousandths(out, <int64_t>micro)
 
 
@@ -225,20 +226,6 @@ cdef char *_put_repr(char *out, double value) except NULL:
     return out + k
 
 
-cdef char *_put_text_millis(char *out, value) except NULL:
-    """``_put_millis`` as the text format shows the float: its ``repr`` past where the digits are exact."""
-    cdef double micro = (<double>value) * 1e6 + 0.5
-    if micro != micro:
-        raise ValueError(f"cannot write {value!r} seconds as milliseconds")
-    if not isfinite(micro):
-        raise OverflowError(f"cannot write {value!r} seconds as milliseconds")
-    if fabs(micro) >= 9.2e18:
-        return _put_repr(out, int(micro) / 1000)
-    if fabs(micro) >= 1e15:
-        return _put_repr(out, <double>(<int64_t>micro) / 1000.0)
-    return _put_thousandths(out, <int64_t>micro)
-
-
 cdef char *_put_logfmt_str(char *out, str text) except NULL:
     """A string as ``logfmt`` shows it: bare when it is all ``A-Za-z0-9_-./:@+`` (and not empty), else
     quoted as orjson quotes it. Non-ASCII raises (bareness is then Unicode's ``\\w``: the caller's)."""
@@ -258,50 +245,32 @@ cdef char *_put_logfmt_str(char *out, str text) except NULL:
     return out + n
 
 
-cdef char *_put_logfmt(char *out, value, bint millis) except NULL:
+cdef char *_put_value(char *out, value, bint millis, bint text) except NULL:
+    """``value`` as orjson writes it, or with ``text`` as ``logfmt`` shows it (the module)."""
     if value is None:
-        out[0] = b'-'
-        return out + 1
-    if millis:
-        if PyFloat_CheckExact(value) or (PyLong_Check(value) and not PyBool_Check(value)):
-            return _put_text_millis(out, value)
-        raise TypeError(f"seconds must be a number, not {type(value).__name__}")
-    if PyUnicode_CheckExact(value):
-        return _put_logfmt_str(out, value)
-    if value is True:
-        memcpy(out, b"true", 4)
-        return out + 4
-    if value is False:
-        memcpy(out, b"false", 5)
-        return out + 5
-    if PyLong_CheckExact(value):
-        return _put_int(out, value)
-    if PyFloat_CheckExact(value):
-        return _put_repr(out, PyFloat_AS_DOUBLE(value))
-    raise TypeError(f"logfmt_line writes None, bool, int, float and str, not {type(value).__name__}")
-
-
-cdef char *_put_value(char *out, value, bint millis) except NULL:
-    if value is None:
+        if text:
+            out[0] = b'-'
+            return out + 1
         memcpy(out, b"null", 4)
         return out + 4
     if millis:
         if PyFloat_CheckExact(value) or (PyLong_Check(value) and not PyBool_Check(value)):
-            return _put_millis(out, value)
+            return _put_millis(out, value, text)
         raise TypeError(f"seconds must be a number, not {type(value).__name__}")
     if PyUnicode_CheckExact(value):
-        return _put_str(out, value)
+        return _put_logfmt_str(out, value) if text else _put_str(out, value)
     if value is True:
         memcpy(out, b"true", 4)
         return out + 4
     if value is False:
         memcpy(out, b"false", 5)
         return out + 5
-    if PyLong_Check(value):
+    if PyLong_CheckExact(value) or (PyLong_Check(value) and not text):   # str() of a subclass is its own
         return _put_int(out, value)
     if PyFloat_CheckExact(value):
-        return _put_float(out, PyFloat_AS_DOUBLE(value))
-    raise TypeError(f"json_line writes None, bool, int, float and str, not {type(value).__name__}")
+        return _put_repr(out, PyFloat_AS_DOUBLE(value)) if text else _put_float(out, PyFloat_AS_DOUBLE(value))
+    raise TypeError(f"{'logfmt_line' if text else 'json_line'} writes None, bool, int, float and str, "
+                    f"not {type(value).__name__}")
 
 
 def json_line(bytes head not None, tuple keys not None, tuple values not None, uint64_t millis=0):
@@ -340,10 +309,7 @@ cdef bytes _line(const char *head, Py_ssize_t head_size, const char *more, Py_ss
                 out += 1
             memcpy(out, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
             out += PyBytes_GET_SIZE(key)
-            if text:
-                out = _put_logfmt(out, values[i], i < 64 and (millis >> i) & 1)
-            else:
-                out = _put_value(out, values[i], i < 64 and (millis >> i) & 1)
+            out = _put_value(out, values[i], i < 64 and (millis >> i) & 1, text)
         if text:
             out[0] = b'\n'
             return PyBytes_FromStringAndSize(line, out + 1 - line)

@@ -11,18 +11,26 @@ from fastinfer._core.ref import lines as reference
 from fastinfer.observe.logs import iso_time
 
 HEAD = b'{"ts":"2026-12-02T01:02:03.004Z","pid":7,'
+TEXT_HEAD = b"2026-12-02T01:02:03.004Z INFO fastinfer.access[7]: "
 
 
 def keys(n):
     return tuple(orjson.dumps(f"k{i}") + b":" for i in range(n))
 
 
-def both(values, millis=0):
-    """The line from both, or the exception type each raised."""
+def text_keys(n):
+    return tuple(f"k{i}=".encode() for i in range(n))
+
+
+def both(values, millis=0, text=False):
+    """The line from both (with ``text``, the text format's), or the exception type each raised."""
     out = []
     for impl in (compiled, reference):
         try:
-            out.append(impl.json_line(HEAD, keys(len(values)), tuple(values), millis))
+            if text:
+                out.append(impl.logfmt_line(TEXT_HEAD, text_keys(len(values)), tuple(values), millis))
+            else:
+                out.append(impl.json_line(HEAD, keys(len(values)), tuple(values), millis))
         except Exception as e:
             out.append(type(e))
     return out
@@ -175,23 +183,6 @@ def test_pipe_pieces_keep_every_byte_in_order_within_the_limit(lines, limit):
 
 # ---------------------------------------------------------------- the text format's line (logfmt)
 
-TEXT_HEAD = b"2026-12-02T01:02:03.004Z INFO fastinfer.access[7]: "
-
-
-def text_keys(n):
-    return tuple(f"k{i}=".encode() for i in range(n))
-
-
-def both_text(values, millis=0):
-    out = []
-    for impl in (compiled, reference):
-        try:
-            out.append(impl.logfmt_line(TEXT_HEAD, text_keys(len(values)), tuple(values), millis))
-        except Exception as e:
-            out.append(type(e))
-    return out
-
-
 @pytest.mark.parametrize("value, shown", [
     (None, "-"), (True, "true"), (False, "false"), (0, "0"), (-2**63, str(-2**63)), (2**64 - 1, str(2**64 - 1)),
     (12.345, "12.345"), (1e-5, "1e-05"), (1e16, "1e+16"), (-0.0, "-0.0"), (100.0, "100.0"), (math.nan, "nan"),
@@ -208,7 +199,7 @@ def test_each_value_is_written_as_logfmt_writes_it(value, shown):
 @pytest.mark.parametrize("value", ["é", "中文", "a\u2028b", 2**64, -2**63 - 1, b"bytes", [1], {"a": 1}])
 def test_what_the_text_line_leaves_to_the_caller_raises_in_both(value):
     """A non-ASCII string (whose bareness is Unicode's), a wide integer, another type: the caller's."""
-    compiled_line, reference_line = both_text((value,))
+    compiled_line, reference_line = both((value,), text=True)
     assert isinstance(compiled_line, type) and issubclass(compiled_line, Exception)
     assert compiled_line is reference_line
 
@@ -216,7 +207,7 @@ def test_what_the_text_line_leaves_to_the_caller_raises_in_both(value):
 @settings(max_examples=500, deadline=None)
 @given(st.lists(_VALUES, max_size=12), st.integers(0, 2**12 - 1))
 def test_compiled_text_lines_are_the_reference_lines(values, millis):
-    compiled_line, reference_line = both_text(values, millis)
+    compiled_line, reference_line = both(values, millis, text=True)
     assert compiled_line == reference_line
 
 
