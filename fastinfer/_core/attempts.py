@@ -36,8 +36,6 @@ from __future__ import annotations
 import logging
 import time
 
-import cython
-
 from ..errors import GatewayError, UpstreamFailure
 from ..observe import log_bug
 
@@ -359,7 +357,9 @@ class RelayedStream:
         return _judge(error), relay.error_event(error)
 
 
-if cython.compiled:     # the fields the engine reads, at the speed of a __slots__ field (``slots.h``)
+# the fields the engine reads, at the speed of a __slots__ field (``slots.h``), compiled only (``cython.compiled`` would
+# import Cython at run time; run as Python, ``__file__`` is this .py)
+if not __file__.endswith(".py"):
     from cython.cimports.fastinfer._core.slots import fi_readonly_slots
     fi_readonly_slots(Attempt, ("dep", "replica", "trace", "span"))
     fi_readonly_slots(RelayedStream, ("reply", "relay", "provider"))

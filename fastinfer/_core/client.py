@@ -48,7 +48,6 @@ import asyncio
 import logging
 import socket
 
-import cython
 import httptools
 from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -471,7 +470,9 @@ class DirectConnection:
             self.transport.close()
 
 
-if cython.compiled:     # what the gateway reads of a request, at the speed of a __slots__ field (``slots.h``)
+# what the gateway reads of a request, at the speed of a __slots__ field (``slots.h``), compiled only (``cython.compiled`` would
+# import Cython at run time; run as Python, ``__file__`` is this .py)
+if not __file__.endswith(".py"):
     from cython.cimports.fastinfer._core.slots import fi_readonly_slots
     fi_readonly_slots(DirectRequest, ("method", "path", "headers", "content_length", "writer", "transport",
                                       "protocol", "task"))

@@ -39,7 +39,6 @@ import asyncio
 import logging
 from typing import Callable
 
-import cython
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from ..errors import GatewayError, UpstreamFailure, UpstreamTimeout
@@ -583,6 +582,8 @@ class Exchange:
 __all__ = ["Exchange", "H1Connection", "KeptAlive", "UpstreamReply"]
 
 
-if cython.compiled:     # what the engine reads of a reply, at the speed of a __slots__ field (``slots.h``)
+# what the engine reads of a reply, at the speed of a __slots__ field (``slots.h``), compiled only (``cython.compiled`` would
+# import Cython at run time; run as Python, ``__file__`` is this .py)
+if not __file__.endswith(".py"):
     from cython.cimports.fastinfer._core.slots import fi_readonly_slots
     fi_readonly_slots(UpstreamReply, ("status", "headers", "body", "first", "stream"))
