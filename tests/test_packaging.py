@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -59,6 +60,22 @@ def test_wheel_builds_installs_and_serves_outside_the_tree(tmp_path):
     assert package.startswith(str(venv))
     # the compiled modules are what imports, not their sources beside them
     assert all(path.endswith(".so") for path in pure_mode)
+
+    # run from a source checkout (the README's way: ``pip install .``, then ``python -m fastinfer``
+    # where the checkout comes first on sys.path): the installed compiled modules are found for the
+    # modules compiled from Python source too, not the checkout's .py; the rest is the checkout's
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT / "fastinfer", checkout / "fastinfer",
+                    ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__"))
+    where = subprocess.run([str(python), "-c", "import fastinfer._core.upstream as u, fastinfer._core.client as c, "
+                            "fastinfer._core.attempts as a, fastinfer._core.constants as k, fastinfer; "
+                            "print(fastinfer.__file__, u.__file__, c.__file__, a.__file__, k.__file__); "
+                            "from fastinfer._core.ref import attempts; print(attempts.Attempt.__module__)"],
+                           cwd=checkout, env=env, capture_output=True, text=True, check=True)
+    package, *compiled, constants, reference = where.stdout.split()
+    assert package.startswith(str(checkout)) and constants.startswith(str(checkout))
+    assert all(path.startswith(str(venv)) and path.endswith(".so") for path in compiled), compiled
+    assert reference == "fastinfer._core._attempts_as_python"   # the source, run as Python
 
     serve = subprocess.Popen([str(venv / "bin" / "fastinfer"), "serve", "--port", "0", "--workers", "1"],
                              cwd=run_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -29,7 +29,9 @@ def _find_compiled_modules() -> None:
     """Run from a source checkout after ``pip install .``, the compiled modules are not
     next to this file but in the installed copy, which the checkout shadows on
     ``sys.path`` (``python -m fastinfer`` puts the working directory first): look
-    for them there too."""
+    for them there too. A module compiled from Python source (a ``.py`` beside its
+    ``.pxd``) would still be found here first, as its plain-Python source: the installed
+    compiled one is imported in its place (``_CompiledFirst``)."""
     here = _os.path.realpath(_os.path.dirname(__file__))
     if _glob.glob(_os.path.join(here, "sse.*.so")):
         return
@@ -38,7 +40,31 @@ def _find_compiled_modules() -> None:
         candidate = _os.path.realpath(_os.path.join(entry or _os.getcwd(), "fastinfer", "_core"))
         if candidate != here and _glob.glob(_os.path.join(candidate, "sse.*.so")):
             __path__.append(candidate)
+            compiled = {}
+            for pxd in _glob.glob(_os.path.join(here, "*.pxd")):
+                stem = _os.path.basename(pxd)[:-len(".pxd")]
+                found = _glob.glob(_os.path.join(candidate, f"{stem}.*.so"))
+                if found and _os.path.exists(_os.path.join(here, f"{stem}.py")):
+                    compiled[f"{__name__}.{stem}"] = found[0]
+            if compiled:
+                sys.meta_path.insert(0, _CompiledFirst(compiled))
             return
+
+
+class _CompiledFirst:
+    """An import finder for the few ``fastinfer._core`` modules that are both a ``.py`` in the
+    checkout and compiled in the installed copy: the compiled one, when it is imported (no sooner:
+    the supervisor imports few of them)."""
+
+    def __init__(self, paths: dict):
+        self.paths = paths        # module name -> its compiled file
+
+    def find_spec(self, name, path=None, target=None):
+        compiled = self.paths.get(name)
+        if compiled is None:
+            return None
+        import importlib.util
+        return importlib.util.spec_from_file_location(name, compiled)
 
 
 _find_compiled_modules()
