@@ -182,13 +182,16 @@ cdef char *_put_millis(char *out, value, bint text) except NULL:
     divided by 1000 is correctly rounded either way: the int is the double's exact value); past where
     the digits are exact, the float as orjson writes it, or with ``text`` as ``repr`` does."""
     cdef double micro = (<double>value) * 1e6 + 0.5
+    cdef double millis
     if micro != micro:
         raise ValueError(f"cannot write {value!r} seconds as milliseconds")
     if not isfinite(micro):
         raise OverflowError(f"cannot write {value!r} seconds as milliseconds")
     if fabs(micro) >= 1e15:
-        # past int64 as Python does it
-        millis = int(micro) / 1000 if fabs(micro) >= 9.2e18 else <double>(<int64_t>micro) / 1000.0
+        if fabs(micro) >= 9.2e18:       # past int64: Python's int and its correctly rounded division
+            millis = int(micro) / 1000
+        else:
+            millis = <double>(<int64_t>micro) / 1000.0
         return _put_repr(out, millis) if text else _put_float(out, millis)
     return _put_thousandths(out, <int64_t>micro)
 
