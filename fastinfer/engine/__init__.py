@@ -6,6 +6,6 @@ stream — and giving back what each attempt holds (``attempt``). Must not touch
 hands back bytes and never writes them.
 """
 from .engine import Deployment, Engine
-from .request import PRIORITY_LEVELS, EngineResult, GatewayRequest, clock
+from .request import PRIORITY_LEVELS, EngineResult, GatewayRequest, clock, new_request
 
-__all__ = ["Deployment", "Engine", "EngineResult", "GatewayRequest", "PRIORITY_LEVELS", "clock"]
+__all__ = ["Deployment", "Engine", "EngineResult", "GatewayRequest", "PRIORITY_LEVELS", "clock", "new_request"]

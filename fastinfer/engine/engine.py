@@ -30,7 +30,7 @@ from .affinity import Affinity
 from .attempt import SUCCESS, Attempt, Slot
 from .backoff import delay_s
 from .classify import Verdict, classify_reply
-from .request import EngineResult, GatewayRequest
+from .request import EngineResult, GatewayRequest, new_result
 from .stream import RelayedStream
 
 log = logging.getLogger("fastinfer.engine")
@@ -358,8 +358,8 @@ class Engine:
             body, usage = fmt.reply(reply.body, req, caller, model)
             current.end(SUCCESS)
             self._account_usage(dep, req, usage)
-            # status, body, stream, replica, attempts, upstream_s: positional, as GatewayRequest (openai_api)
-            return EngineResult(200, body, None, current.replica, attempt, upstream_s)
+            # status, body, stream, replica, attempts, upstream_s: ``EngineResult``'s first fields in order
+            return new_result(200, body, None, current.replica, attempt, upstream_s)
         try:
             relay = fmt.relay(req, caller, model)
         except BaseException:
@@ -367,7 +367,7 @@ class Engine:
             raise
         stream = RelayedStream(reply, relay, current, dep.config.provider, self._loop)
         stream.also_before_end(lambda: self._account_usage(dep, req, relay.usage))
-        return EngineResult(200, None, stream, current.replica, attempt, upstream_s)
+        return new_result(200, None, stream, current.replica, attempt, upstream_s)
 
     def _account_usage(self, dep: Deployment, req: GatewayRequest, usage: dict | None) -> None:
         """Tokens and cost of one answer, into the host-wide counters, and left on the request

@@ -10,7 +10,7 @@ engine, HTTP objects.
 """
 from __future__ import annotations
 
-from ..engine import GatewayRequest
+from ..engine import GatewayRequest, new_request
 from .openai_api import MAX_TOKENS, request_options
 from .validate import ANY_OBJECT, INT32_MAX, Arr, Bool, Int, Num, Obj, OneOf, Str, Tagged, anthropic_path, check_body
 
@@ -63,5 +63,5 @@ def messages_request(body, headers, request_id: str, now: float) -> GatewayReque
     check_body(MESSAGES, body, anthropic_path, _MESSAGE_FORMAT)
     priority, session_id, session_close = request_options(body, headers)
     # in the fields' order (``GatewayRequest``; see ``openai_api.chat_request``)
-    return GatewayRequest("anthropic", body["model"], body, bool(body.get("stream")), request_id, now, priority,
-                          session_id, session_close, None, True)
+    return new_request("anthropic", body["model"], body, bool(body.get("stream")), request_id, now, priority,
+                       session_id, session_close, None, True)

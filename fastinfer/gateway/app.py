@@ -13,11 +13,14 @@ import asyncio
 import functools
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.web_urldispatcher import _default_expect_handler
 
+from .._core.slotted import record_maker
 from ..engine import Deployment, Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
 from ..redact import redact
@@ -45,21 +48,23 @@ _ANSWER_FIELDS = (b"x-request-id: ", b"x-fastinfer-replica: ", b"x-fastinfer-att
 log = logging.getLogger("fastinfer.gateway")
 
 
+@dataclass(slots=True)
 class DataRequest:
     """What the gateway knows of a data request as it goes, read once when it is answered."""
 
-    __slots__ = ("received_at", "deployment", "series", "key", "req", "result", "trace", "cut")
+    received_at: float                  # ``clock()``
+    trace: RequestTrace | None
+    # the model the client named, once read; the deployment's own name once resolved (an alias's too)
+    deployment: str | None = None
+    series: Any = None                  # the deployment's metrics series, once resolved
+    key: str | None = None              # the gateway key's name, once authenticated (never the key)
+    req: GatewayRequest | None = None
+    result: EngineResult | None = None
+    cut: GatewayError | None = None     # why the gateway ended its stream early (a drain's end)
 
-    def __init__(self, received_at: float, trace: RequestTrace | None):
-        self.received_at = received_at      # ``clock()``
-        # the model the client named, once read; the deployment's own name once resolved (an alias's too)
-        self.deployment: str | None = None
-        self.series = None                  # the deployment's metrics series, once resolved
-        self.key: str | None = None         # the gateway key's name, once authenticated (never the key)
-        self.req: GatewayRequest | None = None
-        self.result: EngineResult | None = None
-        self.trace = trace
-        self.cut: GatewayError | None = None  # why the gateway ended its stream early (a drain's end)
+
+# ``DataRequest(received_at, trace)`` on every data request, without the dataclass's ``__init__`` (``_core.slotted``)
+new_data_request = record_maker(DataRequest)
 
 
 class Gateway:
@@ -171,7 +176,7 @@ class Gateway:
             started = clock()   # the overhead clock (µs); now, on the loop's clock, is for the deadline
             now = self._loop.time()
             trace = None if self.tracing is None else self.tracing.start(request.method, request.path, request.headers)
-            request[DATA_ROUTE] = data = DataRequest(started, trace)
+            request[DATA_ROUTE] = data = new_data_request(started, trace)
             try:
                 key = None
                 if self.keys is not None:

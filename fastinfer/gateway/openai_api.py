@@ -9,7 +9,7 @@ HTTP objects.
 """
 from __future__ import annotations
 
-from ..engine import PRIORITY_LEVELS, GatewayRequest
+from ..engine import PRIORITY_LEVELS, GatewayRequest, new_request
 from ..errors import BadRequest
 from ..routing import session_id_problem
 from .validate import ANY_OBJECT, INT32_MAX, Arr, Bool, Int, Num, Obj, OneOf, Str, Tagged, check_body, openai_path
@@ -134,8 +134,8 @@ def chat_request(body, headers, request_id: str, now: float) -> GatewayRequest:
     if options is not None and not stream:
         raise BadRequest("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
     # api, model, body, stream, request_id, received_at, priority, session_id, session_close, deadline,
-    # client_wants_usage, in the fields' order: a class called with keywords (Python 3.11) makes a dict of them
-    return GatewayRequest("openai", body["model"], body, stream, request_id, now, priority, session_id,
+    # client_wants_usage: ``GatewayRequest``'s fields in order (``new_request`` takes them positionally)
+    return new_request("openai", body["model"], body, stream, request_id, now, priority, session_id,
                           session_close, None, bool(options and options.get("include_usage")))
 
 
@@ -145,6 +145,6 @@ def passthrough_request(body, headers, request_id: str, now: float, endpoint: st
     priority, session_id, session_close = request_options(body, headers)
     options = body.get("stream_options")
     # in the fields' order (see ``chat_request``), and the endpoint
-    return GatewayRequest("openai", body["model"], body, bool(body.get("stream")) and endpoint == "completions",
+    return new_request("openai", body["model"], body, bool(body.get("stream")) and endpoint == "completions",
                           request_id, now, priority, session_id, session_close, None,
                           bool(options and options.get("include_usage")), endpoint)

@@ -1,0 +1,131 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Records of the request path made in C: a ``__slots__`` dataclass's instance without its ``__init__``.
+
+Owns: ``record_maker(cls)``, for a ``@dataclass(slots=True)`` without ``__post_init__``: a
+``RecordMaker`` that, called with values for the first fields (positional, in the fields' order),
+returns a new ``cls`` holding them and every other field's default (a ``default_factory``'s fresh
+value) — what ``cls(*values)`` returns, made by writing the slots where the class keeps them
+(each field's member descriptor says where) instead of running the generated ``__init__``.
+
+Why: the engine's request and result, and the gateway's record of a data request, are made once
+a request each; their ``__init__``s are Python functions of one assignment per field, 120 opcodes
+and three frames a request between them, while the values are already at hand. The class stays the
+plain dataclass (its repr, equality, keyword construction for everyone else); only the request
+path's calls take the maker.
+
+Must not touch: what the fields mean (the class says); a class whose construction does more than
+assign (``__post_init__``, its own ``__new__`` or ``__init__``): refused. The reference is
+``ref/slotted.py``.
+"""
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from libc.string cimport memset
+
+import dataclasses
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+        int type
+        int flags
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+    PyTypeObject PyMemberDescr_Type
+    PyObject *PyType_GenericAlloc(PyTypeObject *cls, Py_ssize_t items) except NULL
+    int T_OBJECT_EX
+    int READONLY
+
+DEF MAX_FIELDS = 32
+
+
+cdef class RecordMaker:
+    """``cls`` made from positional values and its defaults (``record_maker``)."""
+
+    cdef type cls
+    cdef Py_ssize_t count, required
+    cdef Py_ssize_t offsets[MAX_FIELDS]
+    cdef tuple defaults             # per field: its default (None where a factory or nothing gives it)
+    cdef tuple factories            # per field: its default_factory, or None
+    cdef readonly tuple names
+
+    def __init__(self, type cls, tuple names, Py_ssize_t required, tuple defaults, tuple factories):
+        cdef object descr
+        cdef PyMemberDef *member
+        cdef Py_ssize_t i
+        if not (len(names) == len(defaults) == len(factories)) or not 0 <= required <= len(names):
+            raise ValueError("names, defaults and factories must be as long as each other")
+        if len(names) > MAX_FIELDS:
+            raise ValueError(f"{cls.__name__}: more than {MAX_FIELDS} fields")
+        if cls.__new__ is not object.__new__:
+            raise TypeError(f"{cls.__name__} has its own __new__: a record maker would bypass it")
+        if set(names) != set(_slots_of(cls)):
+            raise TypeError(f"{cls.__name__}: the fields {names} are not exactly its slots {_slots_of(cls)}")
+        memset(self.offsets, 0, sizeof(self.offsets))
+        for i, name in enumerate(names):
+            descr = cls.__dict__.get(name)
+            for base in cls.__mro__[1:]:
+                if descr is not None:
+                    break
+                descr = base.__dict__.get(name)
+            if descr is None or (<PyObject *>descr).ob_type != &PyMemberDescr_Type:
+                raise TypeError(f"{cls.__name__}.{name} is not a slot")
+            member = (<PyMemberDescrObject *>descr).d_member
+            if member.type != T_OBJECT_EX or member.flags & READONLY:
+                raise TypeError(f"{cls.__name__}.{name} is not a writable object slot")
+            self.offsets[i] = member.offset
+        self.cls = cls
+        self.names = names
+        self.count = len(names)
+        self.required = required
+        self.defaults = defaults
+        self.factories = factories
+
+    def __call__(self, *values):
+        cdef Py_ssize_t given = PyTuple_GET_SIZE(values), i
+        cdef PyTypeObject *cls = <PyTypeObject *>self.cls
+        cdef PyObject *made
+        cdef PyObject **slot
+        cdef object value
+        if given < self.required or given > self.count:
+            raise TypeError(f"{self.cls.__name__}: {given} values for {self.required} to {self.count} fields")
+        made = PyType_GenericAlloc(cls, 0)      # a dataclass's allocator (its __new__ is object's)
+        record = <object>made       # the reference tp_alloc returned: the record owns it from here
+        Py_XDECREF(made)            # (the <object> cast took one of its own)
+        for i in range(self.count):
+            if i < given:
+                value = <object>PyTuple_GET_ITEM(values, i)
+            else:
+                factory = <object>PyTuple_GET_ITEM(self.factories, i)
+                value = factory() if factory is not None else <object>PyTuple_GET_ITEM(self.defaults, i)
+            slot = <PyObject **>((<char *>made) + self.offsets[i])
+            Py_INCREF(value)
+            Py_XDECREF(slot[0])     # NULL in a fresh instance
+            slot[0] = <PyObject *>value
+        return record
+
+
+def _slots_of(type cls) -> tuple:
+    names = []
+    for klass in cls.__mro__:
+        names += [n for n in klass.__dict__.get("__slots__", ()) if n not in ("__weakref__", "__dict__")]
+    return tuple(names)
+
+
+def record_maker(cls) -> RecordMaker:
+    """The ``RecordMaker`` of ``cls``, a ``@dataclass(slots=True)`` without ``__post_init__``."""
+    if not dataclasses.is_dataclass(cls) or "__slots__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__} is not a dataclass with slots")
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} has a __post_init__: a record maker would bypass it")
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    if len(fields) != len(dataclasses.fields(cls)):
+        raise TypeError(f"{cls.__name__} has fields its __init__ does not take")
+    required = 0
+    while required < len(fields) and fields[required].default is dataclasses.MISSING \
+            and fields[required].default_factory is dataclasses.MISSING:
+        required += 1
+    return RecordMaker(cls, tuple(f.name for f in fields), required,
+                       tuple(None if f.default is dataclasses.MISSING else f.default for f in fields),
+                       tuple(None if f.default_factory is dataclasses.MISSING else f.default_factory
+                             for f in fields))

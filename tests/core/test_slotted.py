@@ -1,0 +1,120 @@
+"""``_core.slotted``: the request path's records made in C must be, field for field, what the class's
+own ``__init__`` makes (the reference, ``ref/slotted.py``), own exactly the references they hold, and
+refuse a class whose construction does more than assign."""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import sys
+
+import pytest
+
+from fastinfer._core import slotted
+from fastinfer._core.ref import slotted as ref
+from fastinfer.engine.request import EngineResult, GatewayRequest
+from fastinfer.gateway.app import DataRequest
+
+# distinct objects for every field, so a value written to the wrong slot shows
+_VALUES = {
+    GatewayRequest: ("anthropic", "model-a", {"model": "model-a"}, True, "req-1", 12.5, 3, "session-1", True, 99.0,
+                     True, "completions", "key-a", {"prompt_tokens": 1}, 0.25, 4, "replica-2", object()),
+    EngineResult: (429, b"body", object(), "replica-1", 2, 0.5, 0.125, 0.0625, {"x-a": "1"}),
+    DataRequest: (7.5, object(), "deployment-a", object(), "key-b", object(), object(), object()),
+}
+
+
+def _fields(record) -> tuple:
+    return tuple(getattr(record, f.name) for f in dataclasses.fields(record))
+
+
+@pytest.mark.parametrize("cls", list(_VALUES), ids=lambda cls: cls.__name__)
+def test_a_record_is_what_the_classs_init_makes_for_every_number_of_values(cls):
+    make, oracle = slotted.record_maker(cls), ref.record_maker(cls)
+    values = _VALUES[cls]
+    required = sum(1 for f in dataclasses.fields(cls)
+                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    for given in range(required, len(values) + 1):
+        made, expected = make(*values[:given]), oracle(*values[:given])
+        assert type(made) is cls
+        got, want = _fields(made), _fields(expected)
+        for name, a, b in zip(make.names, got, want):
+            assert a is b or (type(a) is dict and a == b), (given, name)
+
+
+def test_a_default_factory_gives_each_record_its_own_value():
+    make = slotted.record_maker(EngineResult)
+    first, second = make(200), make(200)
+    assert first.headers == {} and first.headers is not second.headers
+    first.headers["x"] = "1"
+    assert second.headers == {}
+
+
+@pytest.mark.parametrize("cls", list(_VALUES), ids=lambda cls: cls.__name__)
+def test_a_record_owns_one_reference_to_each_value_and_gives_it_back(cls):
+    make = slotted.record_maker(cls)
+    values = _VALUES[cls]
+    # the values only these tests hold (True, small ints and the like are everyone's: their counts move)
+    own = [i for i, v in enumerate(values) if sys.getrefcount(v) < 50]
+    assert len(own) >= 4
+    before = [sys.getrefcount(values[i]) for i in own]
+    records = [make(*values) for _ in range(10)]
+    assert [sys.getrefcount(values[i]) for i in own] == [b + 10 for b in before]
+    assert all(sys.getrefcount(r) == 3 for r in records)      # the list's, the loop's name, the argument
+    del records
+    gc.collect()
+    assert [sys.getrefcount(values[i]) for i in own] == before
+
+
+def test_fields_stay_writable_and_deletable_as_any_slot():
+    record = slotted.record_maker(GatewayRequest)("openai", "m", {}, False, "id", 1.0)
+    record.attempts += 1
+    record.replica = "r"
+    assert (record.attempts, record.replica) == (1, "r")
+    del record.trace
+    with pytest.raises(AttributeError):
+        record.trace
+
+
+def test_too_few_or_too_many_values_and_keywords_are_refused():
+    make = slotted.record_maker(GatewayRequest)
+    with pytest.raises(TypeError):
+        make("openai", "m", {}, False, "id")                 # received_at is required
+    with pytest.raises(TypeError):
+        make(*_VALUES[GatewayRequest], "one too many")
+    with pytest.raises(TypeError):
+        make("openai", "m", {}, False, "id", 1.0, priority=1)
+
+
+@dataclasses.dataclass(slots=True)
+class _Checked:
+    value: int
+
+    def __post_init__(self):
+        if self.value < 0:
+            raise ValueError("negative")
+
+
+@dataclasses.dataclass
+class _NoSlots:
+    value: int
+
+
+class _OwnNew:
+    __slots__ = ("value",)
+
+    def __new__(cls, *args):
+        return super().__new__(cls)
+
+
+@pytest.mark.parametrize("cls", [_Checked, _NoSlots, _OwnNew], ids=lambda cls: cls.__name__)
+def test_a_class_whose_construction_does_more_than_assign_is_refused(cls):
+    with pytest.raises(TypeError):
+        slotted.record_maker(cls)
+
+
+def test_a_maker_must_name_exactly_the_classs_slots():
+    with pytest.raises(TypeError):
+        slotted.RecordMaker(EngineResult, ("status",), 1, (None,), (None,))
+    names = tuple(f.name for f in dataclasses.fields(EngineResult))
+    with pytest.raises(ValueError):
+        slotted.RecordMaker(EngineResult, names, 1, (None,) * len(names), ())
