@@ -133,11 +133,11 @@ def test_a_handed_over_attempt_ends_when_its_owner_ends_it(host):
 def test_a_slot_is_given_back_once_by_the_block_or_by_its_new_owner(host):
     shared = host.admission.admissions[0]
     assert shared.try_acquire(0)
-    with host.core.Slot(host.admission, 0):
+    with host.core.Slot(shared, 0):
         pass
     assert shared.in_flight == 0
     assert shared.try_acquire(0)
-    with host.core.Slot(host.admission, 0) as slot:
+    with host.core.Slot(shared, 0) as slot:
         release = slot.hand_over()
     assert shared.in_flight == 1                      # the stream holds it now
     release()
@@ -145,7 +145,7 @@ def test_a_slot_is_given_back_once_by_the_block_or_by_its_new_owner(host):
     assert shared.in_flight == 0
     assert shared.try_acquire(0)
     with pytest.raises(ZeroDivisionError):
-        with host.core.Slot(host.admission, 0):
+        with host.core.Slot(shared, 0):
             1 / 0
     assert shared.in_flight == 0
 

@@ -13,7 +13,7 @@ cdef class Attempt:
 
 cdef class Slot:
     cdef object _admission
-    cdef Py_ssize_t _index
+    cdef Py_ssize_t _worker
     cdef bint _held, _handed_over
 
     cpdef release(self)

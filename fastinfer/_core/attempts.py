@@ -151,11 +151,13 @@ class Slot:
 
     The ``with`` block gives it back on the way out, whatever happened, unless
     a stream took it over (``hand_over``): then the stream's end does.
+    ``admission`` is the deployment's host-wide structure (``shm.Admission``), ``worker`` the
+    number of the worker that took the slot: the slot goes back to it in one compiled call.
     """
 
-    def __init__(self, admission, index: int):
+    def __init__(self, admission, worker: int):
         self._admission = admission
-        self._index = index
+        self._worker = worker
         self._held = True
         self._handed_over = False
 
@@ -175,7 +177,7 @@ class Slot:
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._admission.release(self._index)
+            self._admission.release(self._worker)
 
 
 class RelayedStream:

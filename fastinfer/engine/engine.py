@@ -84,7 +84,10 @@ class Engine:
         self._limits = limits if limits is not None and limits.active else None
         # built inside the worker's loop; on Python 3.11 every get_running_loop() is a getpid() syscall
         self._loop = asyncio.get_running_loop()
-        worker = admission.worker
+        worker = self._worker = admission.worker
+        # each deployment's host-wide slots, taken and given back by direct compiled calls on the request
+        # path (``AdmissionControl``'s are for the queue's waits)
+        self._admissions = admission.admissions
         self.affinity = Affinity(segment, worker, metrics, sessions, self._loop, directory)
         self.deployments: dict[str, Deployment] = {}
         for i, d in enumerate(config.deployments):
@@ -209,6 +212,7 @@ class Engine:
             metrics.rejected(cfg.name, "circuit_open")
             raise AllCircuitsOpen("Every replica of this deployment is failing; try again later.",
                                   retry_after=dep.breakers.retry_after_s())
+        shared = self._admissions[dep.index]
         timeout = cfg.queue_timeout_s
         if req.deadline is not None:
             timeout = min(timeout, max(0.0, req.deadline - self._loop.time()))
@@ -219,7 +223,7 @@ class Engine:
                     waited_from = self._loop.time()
                     await waiting
                     timeout = max(0.0, timeout - (self._loop.time() - waited_from))
-            if not self.admission.try_acquire(dep.index):
+            if not shared.try_acquire(self._worker):
                 await self.admission.acquire(dep.index, req.priority, cfg.on_capacity_exhausted, timeout)
         except CapacityExhausted as e:
             metrics.rejected(cfg.name, e.reason)
@@ -227,7 +231,7 @@ class Engine:
         except asyncio.CancelledError:
             metrics.rejected(cfg.name, "client_gone")
             raise
-        with Slot(self.admission, dep.index) as slot:
+        with Slot(shared, self._worker) as slot:
             route = dep.router.route(req)
             if route.needs_claim:
                 await route.claim()

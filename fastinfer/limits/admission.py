@@ -1,6 +1,7 @@
 """Waiting for a host-wide slot from asyncio.
 
-The fast path is the shared structure's one-CAS ``try_acquire``. Otherwise the
+The fast path is the shared structure's one-CAS ``try_acquire``, which the engine calls on it
+directly (and ``_core.attempts.Slot`` its ``release``). Otherwise the
 request takes a ticket in the host-wide priority queue and awaits a future;
 whichever process frees a slot hands it straight to the best ticket on the
 host and writes that ticket's worker's eventfd, which wakes this loop
@@ -60,11 +61,6 @@ class AdmissionControl:
                     self.admissions[index].release(self.worker)
                 else:
                     future.set_result(None)
-
-    def try_acquire(self, index: int) -> bool:
-        """Take a free slot of deployment ``index`` now, if there is one (nearly always: then the
-        request awaits no ``acquire`` coroutine, which would cost it one for nothing)."""
-        return self.admissions[index].try_acquire(self.worker)
 
     async def acquire(self, index: int, priority: int, policy: str, timeout_s: float | None) -> None:
         """Return holding one slot of deployment ``index``, or raise ``CapacityExhausted``."""
