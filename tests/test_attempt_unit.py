@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fastinfer.breaker import PROBE, DeploymentBreakers
+from fastinfer.breaker import PROBE, deployment_breakers
 from fastinfer.config import parse_config
 from fastinfer._core import attempts as compiled
 from fastinfer._core.ref import attempts as reference
@@ -48,7 +48,7 @@ def host(core):
     (deployment,) = config.deployments
     metrics = Metrics(state.metrics_layout, state.segment)
     dep = SimpleNamespace(config=deployment, router=DeploymentRouter(state.segment, 0, 0, deployment),
-                          breakers=DeploymentBreakers(state.segment, 0, deployment, 0), series=metrics.series("d"))
+                          breakers=deployment_breakers(state.segment, 0, deployment, 0), series=metrics.series("d"))
     admission = AdmissionControl(state.segment, 0, state.wake_fds[0], 1)
     yield SimpleNamespace(dep=dep, metrics=metrics, segment=state.segment, breaker=dep.breakers.breakers[0],
                           admission=admission, core=core)

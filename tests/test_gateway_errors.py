@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from fastinfer.breaker import DeploymentBreakers
+from fastinfer.breaker import deployment_breakers
 from fastinfer.config import default_config
 from fastinfer.engine import Engine
 from fastinfer.gateway import Gateway
@@ -44,7 +44,7 @@ async def _serve_gateway(fault: Exception | None):
     host = HostState.create(config, 1)
     metrics = Metrics(host.metrics_layout, host.segment)
     admission = AdmissionControl(host.segment, 0, host.wake_fds[0], len(config.deployments))
-    breakers = [DeploymentBreakers(host.segment, i, d, 0) for i, d in enumerate(config.deployments)]
+    breakers = [deployment_breakers(host.segment, i, d, 0) for i, d in enumerate(config.deployments)]
     engine = Engine(config, await SessionRegistry.open(config), admission=admission, breakers=breakers,
                     metrics=metrics, segment=host.segment)
     if fault is not None:

@@ -67,7 +67,7 @@ from .records import BreakerState
 include "shm_decl.pxi"
 
 __all__ = [
-    "Layout", "Segment", "Admission", "Breaker", "Counters", "Histograms", "SegmentError", "TokenBucket",
+    "Layout", "Segment", "Admission", "Breaker", "BreakerSet", "Counters", "Histograms", "SegmentError", "TokenBucket",
     "BucketPair", "KeyConcurrency", "KeySpend", "LimitDraw", "Ledger", "Grant", "RequestSeries", "Lease", "ReplicaLoad", "SessionTable", "SessionInfo", "PrefixIndex",
     "BreakerState",
     "GRANTED_NOW", "QUEUE_FULL", "CLOSED", "OPEN", "HALF_OPEN", "ALLOWED", "REJECTED", "PROBE",
@@ -537,6 +537,12 @@ cdef class Segment:
         if <size_t>replica >= <size_t>len(reps):
             raise IndexError("replica index out of range")
         return reps[replica]
+
+    def breaker_set(self, Py_ssize_t deployment, Py_ssize_t replicas, int64_t worker):
+        """Deployment ``deployment``'s first ``replicas`` breakers as worker ``worker`` uses them (``BreakerSet``)."""
+        if <uint64_t>worker >= <uint64_t>self.hdr.n_workers:
+            raise IndexError("worker index out of range")
+        return BreakerSet([self.breaker(deployment, r) for r in range(replicas)], worker)
 
     def replicas(self, Py_ssize_t deployment):
         """The host-wide load, health and round-robin turn of ``deployment``'s replicas."""

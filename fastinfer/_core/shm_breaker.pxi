@@ -95,7 +95,7 @@ cdef class Breaker:
                 fi_fetch_add(&self.b.trans[2], 1)
                 return
 
-    def check(self, int64_t worker):
+    cpdef check(self, int64_t worker):
         """ALLOWED (closed), REJECTED (open), or PROBE: allowed as a half-open probe,
         whose verdict the caller must report (record_* with probe=True, or release_probe)."""
         _enter(self.seg, worker, self.n_workers)
@@ -127,7 +127,7 @@ cdef class Breaker:
                 fi_fetch_add(&self.b.probes, -1)
                 return
 
-    def record_success(self, int64_t worker, bint probe=False):
+    cpdef record_success(self, int64_t worker, bint probe=False):
         _enter(self.seg, worker, self.n_workers)
         cdef int64_t w
         if not probe:
@@ -143,7 +143,7 @@ cdef class Breaker:
                 fi_store(&self.b.cur_open_ns, fi_load(&self.b.open_ns))
                 fi_fetch_add(&self.b.trans[0], 1)
 
-    def record_failure(self, int64_t worker, bint probe=False):
+    cpdef record_failure(self, int64_t worker, bint probe=False):
         _enter(self.seg, worker, self.n_workers)
         cdef int64_t w, n, now, open_ns, new
         if not probe:
@@ -167,7 +167,7 @@ cdef class Breaker:
                 fi_store(&self.b.cur_open_ns, new)
                 fi_fetch_add(&self.b.trans[1], 1)
 
-    def release_probe(self, int64_t worker):
+    cpdef release_probe(self, int64_t worker):
         """A probe ended without a verdict (client left): give it back."""
         _enter(self.seg, worker, self.n_workers)
         self._drop_probe(worker)
@@ -195,6 +195,9 @@ cdef class Breaker:
     @property
     def state(self):
         """CLOSED, OPEN or HALF_OPEN (open, and due for a probe)."""
+        return self._state()
+
+    cdef int _state(self) except -1:
         if self.seg.base == NULL:
             _closed()
         cdef int64_t w = fi_load(&self.b.word)
@@ -207,6 +210,9 @@ cdef class Breaker:
 
     @property
     def retry_after_s(self):
+        return self._retry_after_s()
+
+    cdef double _retry_after_s(self) except -1.0:
         if self.seg.base == NULL:
             _closed()
         cdef int64_t w = fi_load(&self.b.word), left
@@ -261,3 +267,52 @@ cdef class Breaker:
         if self.seg.base == NULL:
             _closed()
         return fi_load(&self.b.probes)
+
+
+cdef class BreakerSet:
+    """A deployment's replica breakers as one worker asks and tells them (``Segment.breaker_set``):
+    what the engine asks on every request, one compiled call each (``breaker.deployment_breakers``)."""
+
+    cdef readonly list breakers
+    cdef readonly int64_t worker
+
+    def __init__(self, breakers, int64_t worker):
+        self.breakers = [<Breaker?>b for b in breakers]
+        self.worker = worker
+
+    cdef Breaker _of(self, Py_ssize_t replica):
+        if <size_t>replica >= <size_t>len(self.breakers):
+            raise IndexError("replica index out of range")
+        return <Breaker>self.breakers[replica]
+
+    def check(self, Py_ssize_t replica):
+        """ALLOWED, REJECTED, or PROBE (a half-open trial the caller must report)."""
+        return self._of(replica).check(self.worker)
+
+    def record(self, Py_ssize_t replica, bint probe, failed):
+        """An attempt's verdict: True counted failure, False success, None no verdict (429, client gone)."""
+        cdef Breaker b = self._of(replica)
+        if failed is None:
+            if probe:
+                b.release_probe(self.worker)
+        elif failed:
+            b.record_failure(self.worker, probe)
+        else:
+            b.record_success(self.worker, probe)
+
+    def all_open(self):
+        """Every replica's circuit is open (and not yet due for a probe)."""
+        for b in self.breakers:
+            if (<Breaker>b)._state() != FI_OPEN:
+                return False
+        return True
+
+    def retry_after_s(self):
+        """Seconds until the first open replica admits a probe again (0 with none open)."""
+        cdef double least = -1.0, wait
+        for b in self.breakers:
+            if (<Breaker>b)._state() != FI_CLOSED:
+                wait = (<Breaker>b)._retry_after_s()
+                if least < 0 or wait < least:
+                    least = wait
+        return least if least >= 0 else 0.0

@@ -44,7 +44,7 @@ class ReplicaControl:
         self.deployment = deployment
         self.kind = kind              # providers.ProviderKind: the auth header and fixed headers
         self.sessions = sessions      # session.SessionRegistry: each replica's credential and pool now
-        self.breakers = breakers      # breaker.DeploymentBreakers
+        self.breakers = breakers      # breaker.BreakerSet
 
     def replica_name(self, replica: int) -> str:
         return self.sessions.get(self.deployment, replica).replica.name

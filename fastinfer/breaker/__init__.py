@@ -5,6 +5,6 @@ segment — configuring it from the deployment, asking it before an attempt,
 and telling it every attempt's outcome. Must not touch: HTTP, providers,
 which replica to prefer (routing asks, this answers).
 """
-from .breakers import ALLOWED, PROBE, REJECTED, DeploymentBreakers
+from .breakers import ALLOWED, PROBE, REJECTED, BreakerSet, deployment_breakers
 
-__all__ = ["ALLOWED", "PROBE", "REJECTED", "DeploymentBreakers"]
+__all__ = ["ALLOWED", "PROBE", "REJECTED", "BreakerSet", "deployment_breakers"]

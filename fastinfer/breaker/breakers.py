@@ -4,45 +4,22 @@ The breakers live in the host's segment and were configured from the
 deployment's ``circuit_breaker`` when the segment was created (supervisor start
 or reload): a worker that starts or restarts only looks them up, so it never
 resets the state or the grown open time the host's other workers have built.
+What the engine asks of them on every request (``check``, ``record``,
+``all_open``, ``retry_after_s``) is one compiled call each: the segment's
+``BreakerSet`` (``_core/shm_breaker.pxi``; reference ``_core/ref/shm.py``).
 """
 from __future__ import annotations
 
-from .._core.constants import ALLOWED, CLOSED, OPEN, PROBE, REJECTED
+from .._core.constants import ALLOWED, PROBE, REJECTED
+from .._core.shm import BreakerSet
 from ..config import DeploymentConfig
 
-__all__ = ["ALLOWED", "PROBE", "REJECTED", "DeploymentBreakers"]
+__all__ = ["ALLOWED", "PROBE", "REJECTED", "BreakerSet", "deployment_breakers"]
 
 
-class DeploymentBreakers:
-    __slots__ = ("breakers", "worker")
-
-    def __init__(self, segment, index: int, deployment: DeploymentConfig, worker: int):
-        self.worker = worker
-        self.breakers = [segment.breaker(index, r) for r in range(len(deployment.replicas))]
-
-    def check(self, replica: int) -> int:
-        """ALLOWED, REJECTED, or PROBE (a half-open trial the caller must report)."""
-        return self.breakers[replica].check(self.worker)
-
-    def record(self, replica: int, probe: bool, failed: bool | None) -> None:
-        """An attempt's verdict: True counted failure, False success, None no verdict (429, client gone)."""
-        b = self.breakers[replica]
-        if failed is None:
-            if probe:
-                b.release_probe(self.worker)
-        elif failed:
-            b.record_failure(self.worker, probe)
-        else:
-            b.record_success(self.worker, probe)
-
-    def all_open(self) -> bool:
-        """Every replica's circuit is open (and not yet due for a probe)."""
-        for b in self.breakers:
-            if b.state != OPEN:
-                return False
-        return True
-
-    def retry_after_s(self) -> float:
-        """Seconds until the first open replica admits a probe again."""
-        waits = [b.retry_after_s for b in self.breakers if b.state != CLOSED]
-        return min(waits) if waits else 0.0
+def deployment_breakers(segment, index: int, deployment: DeploymentConfig, worker: int) -> BreakerSet:
+    """Deployment ``index``'s breakers, one per replica, as worker ``worker`` asks and tells them:
+    ``check(replica)`` (ALLOWED, REJECTED, or PROBE: a half-open trial the caller must report),
+    ``record(replica, probe, failed)`` (True counted failure, False success, None no verdict),
+    ``all_open()``, ``retry_after_s()``."""
+    return segment.breaker_set(index, len(deployment.replicas), worker)

@@ -78,7 +78,7 @@ class Verdict:
     context_window: bool = False  # the prompt is too long: only ``context_window_fallbacks`` may serve
     retry_after_s: float | None = None  # the upstream's wait hint, seconds
     reauth: bool = False         # the gateway's credential was refused: refresh it, retry once if it changed
-    # the value for ``DeploymentBreakers.record(..., failed)``: True failure, False success, None neutral;
+    # the value for ``BreakerSet.record(..., failed)``: True failure, False success, None neutral;
     # made once with the verdict (every attempt's end reads it: a property was a call each time)
     breaker: bool | None = field(init=False, repr=False, compare=False)
 

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import random
 
-from ..breaker import PROBE, REJECTED, DeploymentBreakers
+from ..breaker import PROBE, REJECTED, BreakerSet
 from ..config import Config, DeploymentConfig
 from ..errors import GatewayError, Overloaded, UnknownModel
 from ..formats import FORMATS
@@ -48,7 +48,7 @@ class Deployment:
     __slots__ = ("index", "config", "provider", "router", "breakers", "base", "session_generation", "rebuilding",
                  "price", "series")
 
-    def __init__(self, index: int, config: DeploymentConfig, breakers: DeploymentBreakers, router: DeploymentRouter,
+    def __init__(self, index: int, config: DeploymentConfig, breakers: BreakerSet, router: DeploymentRouter,
                  series, base: "Deployment | None" = None):
         self.index = index
         self.config = config
@@ -73,7 +73,7 @@ _MAX_WILDCARD_MODELS = 1024   # models a PROVIDER/* deployment keeps ready per w
 
 class Engine:
     def __init__(self, config: Config, sessions: SessionRegistry, *, admission: AdmissionControl,
-                 breakers: list[DeploymentBreakers], metrics: Metrics, segment, limits: Limits | None = None,
+                 breakers: list[BreakerSet], metrics: Metrics, segment, limits: Limits | None = None,
                  directory: SessionDirectory | None = None):
         self.config = config
         self.sessions = sessions

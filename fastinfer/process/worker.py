@@ -17,7 +17,7 @@ import uvloop
 from aiohttp import web
 
 from .._core.proc import release_free_memory
-from ..breaker import DeploymentBreakers
+from ..breaker import deployment_breakers
 from ..config import Config
 from ..config.secrets import SecretUnavailable
 from ..engine import Engine
@@ -97,7 +97,7 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     # the deployments' admission structures, then their rate queues (process.hostwide.plan)
     admission = AdmissionControl(segment, index, host.wake_fds[index], len(segment.layout.deployments))
     admission.start(loop)
-    breakers = [DeploymentBreakers(segment, i, d, index) for i, d in enumerate(config.deployments)]
+    breakers = [deployment_breakers(segment, i, d, index) for i, d in enumerate(config.deployments)]
     metrics = Metrics(host.metrics_layout, segment,
                       admissions=admission.views(config.deployments, host.index.rate_gates),
                       breakers={d.name: b.breakers for d, b in zip(config.deployments, breakers)},

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from fastinfer._core.constants import CLOSED, HALF_OPEN, MAX_SPAN_NS, OPEN, PROBE, REJECTED
-from fastinfer.breaker import DeploymentBreakers
+from fastinfer.breaker import deployment_breakers
 from fastinfer.config import parse_config
 import shm_helpers
 from shm_helpers import T0
@@ -56,13 +56,13 @@ def test_a_worker_starting_later_keeps_the_hosts_grown_open_time(make):
     dep = _config().deployments[0]
     seg = make(deployments=[(1, 0, 2)], breakers=[(1, 1.0, 8.0, 1)])
     seg.set_test_clock(T0)
-    first = DeploymentBreakers(seg, 0, dep, worker=0)
+    first = deployment_breakers(seg, 0, dep, worker=0)
     first.record(0, probe=False, failed=True)             # open for 1 s
     seg.set_test_clock(T0 + 1 * S)
     assert first.check(0) == PROBE
     first.record(0, probe=True, failed=True)              # the probe fails: re-open for 2 s
     assert first.breakers[0].retry_after_s == 2.0
-    DeploymentBreakers(seg, 0, dep, worker=1)             # a worker (re)starts
+    deployment_breakers(seg, 0, dep, worker=1)             # a worker (re)starts
     assert first.breakers[0].retry_after_s == 2.0 and first.breakers[0].state == OPEN
     seg.set_test_clock(T0 + 3 * S)
     assert first.check(0) == PROBE
@@ -147,3 +147,34 @@ def test_host_state_configures_breakers_from_the_config():
         assert host.segment.breaker(0, 1).config == (4, 2.5, 9.0, 1)
     finally:
         host.close()
+
+
+def test_a_breaker_set_asks_and_tells_each_replicas_breaker_as_one_worker(make):
+    """The engine's four calls per request, on both implementations: a verdict goes to the right
+    replica, in the worker's name (its probe is its own), and the set answers for all of them."""
+    seg = make(deployments=[(1, 0, 2)], breakers=[(1, 1.0, 8.0, 1)])
+    seg.set_test_clock(T0)
+    worker1 = seg.breaker_set(0, 2, 1)
+    assert worker1.check(0) == worker1.check(1) == 0 and not worker1.all_open()
+    assert worker1.retry_after_s() == 0.0
+    worker1.record(1, probe=False, failed=True)                 # replica 1 opens for 1 s
+    assert seg.breaker(0, 1).state == OPEN and seg.breaker(0, 0).state == CLOSED
+    assert not worker1.all_open() and worker1.retry_after_s() == 1.0
+    seg.set_test_clock(T0 + S // 2)
+    worker1.record(0, probe=False, failed=True)                 # replica 0 opens for 1 s, later
+    assert worker1.all_open() and worker1.retry_after_s() == 0.5  # the first to admit a probe
+    assert worker1.check(0) == REJECTED
+    seg.set_test_clock(T0 + 2 * S)
+    assert not worker1.all_open()                               # both due: half-open
+    assert worker1.check(1) == PROBE and worker1.check(1) == REJECTED   # one probe at a time
+    worker1.record(1, probe=True, failed=None)                  # no verdict: the probe is given back
+    assert worker1.check(1) == PROBE
+    worker1.record(1, probe=True, failed=False)                 # it succeeded: closed
+    assert seg.breaker(0, 1).state == CLOSED
+    for bad in (2, -1):
+        with pytest.raises(IndexError):
+            worker1.check(bad)
+        with pytest.raises(IndexError):
+            worker1.record(bad, False, True)
+    with pytest.raises(IndexError):
+        seg.breaker_set(0, 2, 2)                                # no such worker

@@ -248,6 +248,10 @@ class Segment:
     def breaker(self, deployment, replica):
         return item(item(self._st.breakers, deployment, "deployment"), replica, "replica")
 
+    def breaker_set(self, deployment, replicas, worker):
+        _check_worker(self._st, worker)
+        return BreakerSet([self.breaker(deployment, r) for r in range(replicas)], worker)
+
 
 def _check_worker(st, worker):
     if not 0 <= worker < st.layout.n_workers:
@@ -388,6 +392,33 @@ class Admission:
             for e in self._waiting.values():
                 n[e.prio] += 1
             return tuple(n)
+
+
+class BreakerSet:
+    """A deployment's replica breakers as one worker asks and tells them."""
+
+    def __init__(self, breakers, worker):
+        self.breakers = list(breakers)
+        self.worker = worker
+
+    def check(self, replica):
+        return item(self.breakers, replica, "replica").check(self.worker)
+
+    def record(self, replica, probe, failed):
+        b = item(self.breakers, replica, "replica")
+        if failed is None:
+            if probe:
+                b.release_probe(self.worker)
+        elif failed:
+            b.record_failure(self.worker, probe)
+        else:
+            b.record_success(self.worker, probe)
+
+    def all_open(self):
+        return all(b.state == OPEN for b in self.breakers)
+
+    def retry_after_s(self):
+        return min((b.retry_after_s for b in self.breakers if b.state != CLOSED), default=0.0)
 
 
 class Breaker:
