@@ -14,6 +14,14 @@ generation is retired (SIGUSR1: it drains without delay). The host's state
 (counters, histograms, circuit states, bucket levels, spend, session bindings)
 carries over by name (``HostState.carry_state_from``), at the roll and again
 with what the old generation did while it drained.
+
+A worker that dies after it served is replaced at once; one that dies before it
+served (its start-up error is in the log) is replaced after a delay that doubles
+with each such death of its slot. When no worker of the current generation
+serves and its workers have died at start ``_GIVE_UP_AFTER`` times in a row, a
+reload is abandoned (the generation it was replacing stays current), and
+otherwise the supervisor stops and ``serve`` exits 1: a server none of whose
+workers can start closes its listeners rather than leave clients waiting.
 """
 from __future__ import annotations
 
@@ -36,6 +44,11 @@ from .signals import RETIRE_SIGNAL, STOP_SIGNALS
 
 log = logging.getLogger("fastinfer.supervisor")
 _RESTART_BACKOFF_S = 0.1   # a crash loop must not spin the CPU
+# a worker that died before it served is replaced after _RESTART_BACKOFF_S, doubled at each such death
+# of its slot up to this: a broken install or dependency fails the same way every time
+_MAX_START_BACKOFF_S = 3.2
+# deaths at start in a row, none of the generation serving, after which it is given up
+_GIVE_UP_AFTER = 5
 _POLL_S = 0.05
 # a worker past its drain (drain_delay_s + drain_grace_s) has this long to close up before it is killed;
 # it needs a few milliseconds (process.drain: WRAP_UP_S and aiohttp's cleanup, then exit)
@@ -56,10 +69,24 @@ class Generation:
         self.started_at = time.monotonic()
         self.kill_at: float | None = None  # once retired: when workers still draining are killed
         self.overdue_logged = False
+        self.respawn_at: dict[int, float] = {}     # worker index -> when its dead worker is replaced
+        self.failed_starts: dict[int, int] = {}    # worker index -> its deaths at start since one served
+        self.deaths_at_start = 0                   # of any slot, since a worker of this generation served
+        self.last_death = 0                        # the wait status of the last worker that died
+        self.abandoned = False                     # a reload given up: its state is not carried back
 
     def serving(self) -> int:
         """How many of this generation's workers accept connections (each counts itself)."""
         return Metrics(self.host.metrics_layout, self.host.segment).workers_serving()
+
+    def served(self, index: int) -> bool:
+        """Whether worker ``index`` got as far as serving (read before its series is cleared)."""
+        metrics = Metrics(self.host.metrics_layout, self.host.segment)
+        return bool(metrics.counters.get(metrics.layout.counter_index[("_worker_serving", (str(index),))]))
+
+    def cannot_start(self) -> bool:
+        """Its workers died at start too many times in a row, and none serves."""
+        return self.deaths_at_start >= _GIVE_UP_AFTER and not self.serving()
 
     def signal_all(self, sig: int) -> None:
         for pid in self.pids:
@@ -80,6 +107,7 @@ class Supervisor:
         self.admin_sock: socket.socket | None = None   # server.admin_port: the operator's own listener
         self.current: Generation | None = None
         self.retiring: list[Generation] = []     # replaced by a reload: draining, or waiting to be retired
+        self._generations = 0                     # numbers the generations (in the log)
         self._stopping = False
         self._reload = False
 
@@ -101,8 +129,8 @@ class Supervisor:
             for index in range(self.n_workers):
                 self._spawn(self.current, index)
             print(self._announcement(), flush=True)
-            self._watch()
-            code = self._drain()
+            code = self._watch()
+            self._drain()
             self.current.host.save_limits(self.config)   # every worker is gone: the final state
             return code
         finally:
@@ -176,6 +204,11 @@ class Supervisor:
                 from .worker import run_worker
                 code = run_worker(index, generation.config, keep_only(self.slots, index), generation.host,
                                   self.admin_sock, stops)
+            except Exception:
+                # raised before the worker's own handler (a dependency that fails to import): without
+                # this line the log would show only the supervisor's "died (exit 1)"
+                log.exception("worker %d (pid %d) could not start", index, os.getpid())
+                _flush_logs()
             finally:
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
@@ -202,29 +235,79 @@ class Supervisor:
                     break
         for generation in list(self.retiring):
             if not generation.pids:  # every retired worker has drained: its state can go
-                self.current.host.carry_state_from(generation.host, since=generation.carried)
+                if not generation.abandoned:
+                    self.current.host.carry_state_from(generation.host, since=generation.carried)
                 generation.host.close()
                 self.retiring.remove(generation)
         return dead
 
-    def _watch(self) -> None:
+    def _watch(self) -> int:
+        """Keep the workers alive until a stop (0), or until none of them can start (1)."""
         while not self._stopping:
             for generation, pid, index, status in self._reap():
-                if generation is not self.current:
-                    continue  # a retired worker that finished draining
-                reclaimed = generation.host.reclaim(index)
-                Metrics(generation.host.metrics_layout, generation.host.segment).worker(index).clear()
-                log.warning("worker %d (pid %d) died (%s); reclaimed %s; replacing it",
-                            index, pid, _describe(status), reclaimed)
-                time.sleep(_RESTART_BACKOFF_S)
-                if not self._stopping:
-                    self._spawn(generation, index)
+                if generation is self.current:   # else a retired worker that finished draining
+                    self._schedule_replacement(generation, pid, index, status)
+            if self.current.cannot_start() and not self._abandon_roll():
+                log.error("every worker died at start %d times in a row; the last one: %s; see its error "
+                          "above; stopping", self.current.deaths_at_start, _describe(self.current.last_death))
+                return 1
+            if not self._stopping:   # a stop that came meanwhile starts no worker
+                self._replace_due()
             if self._reload and not self._stopping:
                 self._reload = False
                 self._roll()
             self._retire_when_replaced()
             self._kill_overdue()
             time.sleep(_POLL_S)
+        return 0
+
+    def _schedule_replacement(self, generation: Generation, pid: int, index: int, status: int) -> None:
+        """A worker that served is replaced at once; one that died at start, later each time."""
+        served = generation.served(index)
+        reclaimed = generation.host.reclaim(index)
+        Metrics(generation.host.metrics_layout, generation.host.segment).worker(index).clear()
+        generation.last_death = status
+        if served:
+            generation.failed_starts[index] = 0
+            generation.deaths_at_start = 0
+            delay, when = _RESTART_BACKOFF_S, ""
+        else:
+            failures = generation.failed_starts[index] = generation.failed_starts.get(index, 0) + 1
+            generation.deaths_at_start += 1
+            delay = min(_RESTART_BACKOFF_S * 2 ** (failures - 1), _MAX_START_BACKOFF_S)
+            when = " at start"
+        log.warning("worker %d (pid %d) died%s (%s); reclaimed %s; replacing it in %gs",
+                    index, pid, when, _describe(status), reclaimed, delay)
+        generation.respawn_at[index] = time.monotonic() + delay
+
+    def _replace_due(self) -> None:
+        now = time.monotonic()
+        for index, when in list(self.current.respawn_at.items()):
+            if now >= when:
+                del self.current.respawn_at[index]
+                self._spawn(self.current, index)
+
+    def _abandon_roll(self) -> bool:
+        """Give up a reload whose workers cannot start: the generation it was replacing, still
+        serving, is current again. False when there is none (no reload, or it is already retired)."""
+        waiting = [g for g in self.retiring if g.kill_at is None]
+        if not waiting:
+            return False
+        failed, previous = self.current, waiting[-1]
+        log.error("reload failed: the new workers died at start %d times in a row (the last one: %s; see its "
+                  "error above); the running config stays", failed.deaths_at_start, _describe(failed.last_death))
+        failed.abandoned = True
+        failed.respawn_at.clear()
+        self._retire(failed)   # those still starting: the listeners they hold stay open in the old workers
+        self.retiring.remove(previous)
+        self.retiring.append(failed)
+        self.current, self.config = previous, previous.config
+        # a slot whose worker died while the roll went on was left empty (retired workers are not replaced)
+        running = set(previous.pids.values())
+        for index in range(self.n_workers):
+            if index not in running:
+                previous.respawn_at.setdefault(index, time.monotonic())
+        return True
 
     def _roll(self) -> None:
         """Start workers on the re-read config; the old ones are retired once these serve."""
@@ -237,7 +320,8 @@ class Supervisor:
         host = HostState.create(config, self.n_workers, self.state_dir)
         old.carried = host.carry_state_from(old.host)
         host.count_reload()
-        self.current = Generation(old.number + 1, config, host)
+        self._generations += 1
+        self.current = Generation(self._generations, config, host)
         self.config = config
         for index in range(self.n_workers):
             self._spawn(self.current, index)
@@ -260,9 +344,13 @@ class Supervisor:
                             "serving until one does", self.current.number, _NEW_GENERATION_WAIT_S)
             return
         for generation in waiting:
-            generation.signal_all(RETIRE_SIGNAL)
-            generation.kill_at = time.monotonic() + generation.config.server.drain_grace_s + _KILL_MARGIN_S
+            self._retire(generation)
             log.info("generation %d serving; generation %d draining", self.current.number, generation.number)
+
+    @staticmethod
+    def _retire(generation: Generation) -> None:
+        generation.signal_all(RETIRE_SIGNAL)
+        generation.kill_at = time.monotonic() + generation.config.server.drain_grace_s + _KILL_MARGIN_S
 
     def _kill_overdue(self) -> None:
         now = time.monotonic()
@@ -271,7 +359,7 @@ class Supervisor:
                 _kill_stragglers(generation)
                 generation.kill_at = math.inf   # once
 
-    def _drain(self) -> int:
+    def _drain(self) -> None:
         server = self.config.server
         pids = [pid for g in self._all_generations() for pid in g.pids]
         log.info("stopping: draining %d workers (delay %gs, grace %gs)", len(pids), server.drain_delay_s,
@@ -290,7 +378,6 @@ class Supervisor:
             self._reap()
             time.sleep(_POLL_S)
         log.debug("every worker has exited")
-        return 0
 
 
 def _kill_stragglers(generation: Generation) -> None:
@@ -309,6 +396,13 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def _flush_logs() -> None:
+    """What this process logged goes out now: ``os._exit`` flushes nothing."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
 
 
 def _describe(status: int) -> str:

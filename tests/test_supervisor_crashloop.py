@@ -1,0 +1,102 @@
+"""Workers that cannot start: their error in the log, replaced later each time, and given up.
+
+The breakage is a real one, not a hook: a ``uvloop`` that fails to import, first on the
+path. The supervisor never imports uvloop (the worker does, after the fork), so it starts
+and forks as usual, and each worker dies while it imports.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from datetime import datetime
+
+import pytest
+
+from procs import children_of, http_json, wait_for, wait_workers_serving
+
+BROKEN = "broken uvloop for the test"
+MESSAGES = [{"role": "user", "content": "ping"}]
+
+
+def break_uvloop(directory) -> None:
+    (directory / "uvloop.py").write_text(f"raise ImportError({BROKEN!r})\n")
+
+
+@pytest.fixture
+def site(workdir):
+    """A directory first on the server's import path, and the environment that puts it there."""
+    directory = workdir / "site"
+    directory.mkdir()
+    path = os.pathsep.join(p for p in [str(directory), os.environ.get("PYTHONPATH")] if p)
+    return directory, {"PYTHONPATH": path}
+
+
+def stopped_stderr(gw, timeout: float) -> tuple[int, float, str]:
+    """(exit status, seconds it took, stderr) of a server expected to stop by itself."""
+    started = time.monotonic()
+    code = gw.proc.wait(timeout)
+    return code, time.monotonic() - started, gw.stderr_when_stopped()
+
+
+def died_at(stderr: str, index: int) -> list[float]:
+    """When the supervisor saw worker ``index`` die at start (seconds, from its log lines)."""
+    stamps = re.findall(rf"^(\S+) WARNING fastinfer\.supervisor\[\d+\]: worker {index} \(pid \d+\) died at start",
+                        stderr, re.M)
+    return [datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() for s in stamps]
+
+
+def test_workers_that_cannot_start_stop_the_server_with_their_error(start_gateway, site):
+    directory, env = site
+    break_uvloop(directory)
+    gw = start_gateway(workers=2, env=env)
+    code, took, stderr = stopped_stderr(gw, timeout=15)
+    assert code == 1, stderr[-3000:]
+    assert took < 10
+    assert f"ImportError: {BROKEN}" in stderr              # the worker's own error, with its traceback
+    assert "could not start" in stderr and "Traceback" in stderr
+    assert "every worker died at start" in stderr and "the last one: exit 1" in stderr
+    assert len(died_at(stderr, 0)) + len(died_at(stderr, 1)) <= 2 * 5    # not a spin
+    with pytest.raises(ConnectionRefusedError):    # no client is left waiting in a listen queue
+        socket.create_connection(("127.0.0.1", gw.port), timeout=2).close()
+
+
+def test_a_worker_that_dies_at_start_is_replaced_later_each_time(start_gateway, site):
+    directory, env = site
+    break_uvloop(directory)
+    gw = start_gateway(workers=1, env=env)
+    code, _, stderr = stopped_stderr(gw, timeout=15)
+    assert code == 1, stderr[-3000:]
+    deaths = died_at(stderr, 0)
+    assert len(deaths) == 5
+    gaps = [b - a for a, b in zip(deaths, deaths[1:])]
+    # each replacement waits twice as long as the one before: 0.1, 0.2, 0.4, 0.8 s (plus its start)
+    assert [f"replacing it in {d}s" in stderr for d in ("0.1", "0.2", "0.4", "0.8")] == [True] * 4
+    assert all(gap >= delay - 0.02 for gap, delay in zip(gaps, [0.1, 0.2, 0.4, 0.8])), gaps
+
+
+def test_a_reload_whose_workers_cannot_start_keeps_the_running_generation(start_gateway, site):
+    directory, env = site
+    gw = start_gateway(workers=2, env=env)
+    assert wait_workers_serving(gw.base, 2)
+    serving = set(children_of(gw.pid))
+    # the install breaks under the running server (an upgrade gone wrong): only new workers import it
+    break_uvloop(directory)
+    os.kill(gw.pid, signal.SIGHUP)
+    assert wait_for(lambda: "reload failed" in gw.stderr(), timeout=10), gw.stderr()[-3000:]
+    stderr = gw.stderr()
+    assert f"ImportError: {BROKEN}" in stderr and "the running config stays" in stderr
+    assert wait_for(lambda: set(children_of(gw.pid)) == serving)    # the new workers are gone, the old ones stay
+    time.sleep(1.0)
+    assert gw.proc.poll() is None
+    assert set(children_of(gw.pid)) == serving                    # and nothing is started again
+    assert http_json("POST", gw.base + "/v1/chat/completions", {"model": "echo", "messages": MESSAGES})[0] == 200
+    # once repaired, a reload rolls as usual
+    (directory / "uvloop.py").unlink()
+    os.kill(gw.pid, signal.SIGHUP)
+    assert wait_for(lambda: len(children_of(gw.pid)) == 2 and not set(children_of(gw.pid)) & serving,
+                    timeout=15), gw.stderr()[-3000:]
+    assert http_json("POST", gw.base + "/v1/chat/completions", {"model": "echo", "messages": MESSAGES})[0] == 200
+    assert "every worker died at start" not in gw.stderr()
