@@ -108,11 +108,7 @@ def cmd_serve(args) -> int:
         fixed = {k: getattr(config.server, k) for k in _FIXED_ACROSS_RELOAD}
         if fresh.server.admin_key is None:
             fixed["admin_key"] = config.server.admin_key     # this run's one-time token
-        fresh = _with_log_level(_with_server(fresh, **fixed), args.log_level)
-        # the workers of the new generation are forked with the new [logging], and so is every
-        # later line of the supervisor
-        _setup_logging(fresh)
-        return fresh
+        return _with_log_level(_with_server(fresh, **fixed), args.log_level)
 
     state_dir = None
     if config.server.state_dir is not None:
@@ -124,7 +120,8 @@ def cmd_serve(args) -> int:
             return EXIT_CONFIG
     workers = config.server.workers or os.cpu_count() or 1
     try:
-        code = Supervisor(config, workers, reload_config, one_time_token=token, state_dir=state_dir).run()
+        code = Supervisor(config, workers, reload_config, one_time_token=token, state_dir=state_dir,
+                          apply_logging=_setup_logging).run()
     except ListenError as e:
         print(f"fastinfer: {e} (see --host/--port, server.host/port, server.admin_host/admin_port)",
               file=sys.stderr)

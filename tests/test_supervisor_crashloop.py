@@ -15,7 +15,10 @@ from datetime import datetime
 
 import pytest
 
-from procs import children_of, http_json, wait_for, wait_workers_serving
+from procs import children_of, http_json, metric_value, metrics_text, wait_for, wait_workers_serving
+from replicas import chat, replicas, replicas_config, three_replicas
+
+__all__ = ["replicas", "three_replicas"]
 
 BROKEN = "broken uvloop for the test"
 MESSAGES = [{"role": "user", "content": "ping"}]
@@ -100,3 +103,29 @@ def test_a_reload_whose_workers_cannot_start_keeps_the_running_generation(start_
                     timeout=15), gw.stderr()[-3000:]
     assert http_json("POST", gw.base + "/v1/chat/completions", {"model": "echo", "messages": MESSAGES})[0] == 200
     assert "every worker died at start" not in gw.stderr()
+
+
+def test_a_reload_given_up_leaves_the_sessions_bound_and_the_log_as_they_were(start_gateway, site, replicas):
+    """The roll hands the session bindings to the new generation and the supervisor logs with the
+    new [logging]: given up, both are the running generation's again."""
+    directory, env = site
+    sticky = replicas_config(replicas, "sticky", deployment="session = { affinity_ttl_s = 300 }")
+    gw = start_gateway(sticky, workers=2, env=env)
+    assert wait_workers_serving(gw.base, 2)
+    bound = {f"s{i}": chat(gw.base, session=f"s{i}")[1] for i in range(8)}
+    assert len(set(bound.values())) > 1
+    source = gw.args[gw.args.index("--config") + 1]
+    with open(source, "w") as f:
+        f.write(sticky + '\n[logging]\nformat = "json"\n')
+    break_uvloop(directory)
+    os.kill(gw.pid, signal.SIGHUP)
+    assert wait_for(lambda: "reload failed" in gw.stderr(), timeout=10), gw.stderr()[-3000:]
+    assert metric_value(metrics_text(gw), "fastinfer_session_bindings") == len(bound)
+    assert {s: chat(gw.base, session=s)[1] for s in bound} == bound
+    # the next line of the supervisor's (a worker killed, replaced) is in the running config's format
+    victim = children_of(gw.pid)[0]
+    seen = len(gw.stderr())
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: f"(pid {victim}) died" in gw.stderr()[seen:]), gw.stderr()[-3000:]
+    (line,) = [x for x in gw.stderr()[seen:].splitlines() if f"(pid {victim}) died" in x]
+    assert re.match(r"^\S+ WARNING fastinfer\.supervisor\[\d+\]: worker \d \(pid", line), line

@@ -117,11 +117,24 @@ def _carry_replicas(old, new, m) -> None:
             new.replicas(nd).set_healthy(nr, False)
 
 
-def _carry_sessions(old, new, m) -> list:
+def carry_sessions_back(failed, previous, m: StateMap) -> None:
+    """A reload given up: the session bindings its roll moved into ``failed``'s segment go back to
+    ``previous``'s (``m``: failed's indices -> previous's), but for the sessions bound there again
+    meanwhile (newer), and leave ``failed``'s: its workers, if one drains, close no backend session."""
+    if not (failed.sessions.capacity and previous.sessions.capacity):
+        return
+    _carry_sessions(failed, previous, m, keep_bound=True)
+    for info in failed.sessions.entries():
+        failed.sessions.remove(info.key)
+
+
+def _carry_sessions(old, new, m, keep_bound: bool = False) -> list:
     dropped = []
     if not new.sessions.capacity:
         return old.sessions.entries() if old.sessions.capacity else []
     for info in (old.sessions.entries() if old.sessions.capacity else []):
+        if keep_bound and new.sessions.get(info.key) is not None:
+            continue
         d = m.deployments.get(info.deployment)
         replica = m.replicas.get((info.deployment, info.replica))
         backend = m.replicas.get((info.deployment, info.backend_replica)) if info.backend_replica >= 0 else (d, -1)

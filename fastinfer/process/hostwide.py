@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 
 from .._core import shm
-from .._core.carry import Carried, StateMap, carry_state
+from .._core.carry import Carried, StateMap, carry_sessions_back, carry_state
 from ..cluster.state import carry_epoch
 from ..config import Config
 from ..metrics import BUCKETS, MetricsLayout
@@ -192,6 +192,11 @@ class HostState:
             index = repins.get(("session_repins_total", (name,)))
             if index is not None:
                 self.segment.counters.add(index, 1)
+
+    def take_back_sessions(self, failed: HostState) -> None:
+        """A reload of this generation's was given up (its workers could not start): the session
+        bindings ``carry_state_from`` handed to ``failed`` are this generation's again."""
+        carry_sessions_back(failed.segment, self.segment, self.index.state_map(failed.index))
 
     def count_reload(self) -> None:
         """A reload gives every deployment fresh sessions: count it once per deployment."""

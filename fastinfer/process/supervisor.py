@@ -97,11 +97,15 @@ class Supervisor:
     """Forks, watches and drains workers; on SIGHUP rolls them onto a re-read config."""
 
     def __init__(self, config: Config, n_workers: int, reload_config: Callable[[], Config] | None = None,
-                 one_time_token: str | None = None, state_dir=None):
+                 one_time_token: str | None = None, state_dir=None,
+                 apply_logging: Callable[[Config], None] | None = None):
         self.config = config
         self.state_dir = state_dir               # limits.StateDir (locked) when server.state_dir is set
         self.n_workers = n_workers
         self.reload_config = reload_config
+        # the config's [logging] made this process's: workers are forked with it (a reload's new
+        # config before its workers start; the running one again when that reload is abandoned)
+        self.apply_logging = apply_logging or (lambda config: None)
         self.one_time_token = one_time_token     # the admin key of this run when none is configured
         self.slots: list[socket.socket] = []        # the public listener: one socket per worker slot
         self.admin_sock: socket.socket | None = None   # server.admin_port: the operator's own listener
@@ -302,6 +306,8 @@ class Supervisor:
         self.retiring.remove(previous)
         self.retiring.append(failed)
         self.current, self.config = previous, previous.config
+        self.apply_logging(previous.config)
+        previous.host.take_back_sessions(failed.host)
         # a slot whose worker died while the roll went on was left empty (retired workers are not replaced)
         running = set(previous.pids.values())
         for index in range(self.n_workers):
@@ -317,6 +323,7 @@ class Supervisor:
             log.error("reload refused, the running config stays: %s", e)
             return
         old = self.current
+        self.apply_logging(config)
         host = HostState.create(config, self.n_workers, self.state_dir)
         old.carried = host.carry_state_from(old.host)
         host.count_reload()

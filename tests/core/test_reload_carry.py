@@ -79,6 +79,26 @@ def test_host_state_carries_by_name_and_adds_the_drain():
         new.close()
 
 
+def test_a_reload_given_up_gives_its_session_bindings_back_but_for_those_bound_again():
+    old, new = HostState.create(OLD, 2), HostState.create(NEW, 2)
+    try:
+        m, a, b = old.index.deployments["m"], old.index.replicas[("m", "a")], old.index.replicas[("m", "b")]
+        old.segment.sessions.bind(b"s" * 16, m, a[1], 300.0)
+        old.segment.sessions.bind(b"t" * 16, m, b[1], 300.0)
+        new.carry_state_from(old)                             # the roll: the bindings are the new segment's
+        assert old.segment.sessions.get(b"s" * 16) is None
+        old.segment.sessions.bind(b"t" * 16, m, a[1], 300.0)  # re-bound by the old workers meanwhile
+
+        old.take_back_sessions(new)                           # the roll given up
+
+        assert old.segment.sessions.get(b"s" * 16).replica == a[1]   # the index of old's, not new's
+        assert old.segment.sessions.get(b"t" * 16).replica == a[1]   # the newer binding stays
+        assert new.segment.sessions.entries() == []
+    finally:
+        old.close()
+        new.close()
+
+
 ADMIN = {"Authorization": "Bearer adm"}
 
 
