@@ -14,7 +14,7 @@ How, per path (``gateway``, ``gateway-limits``, ``gateway-full``: the load bench
 with TOML's settings, as the load bench's): the gateway starts with one worker under
 ``valgrind --tool=cachegrind --cache-sim=no``, which follows the worker's fork and writes each
 process's count when it exits; one keep-alive client sends N sequential requests to the mock
-upstream through it, and the gateway stops. Done for two request counts, the worker's difference
+upstream through it (each request in one write, as wrk sends it), and the gateway stops. Done for two request counts, the worker's difference
 divided by the difference of the counts is one request's instructions: start-up, imports and
 the ready checks cancel out. The mock and the client run natively. ``--stream N`` counts streamed
 requests instead: the mock answers each with N events, one chunk each, as a model server streams.
@@ -26,7 +26,7 @@ What it is not: time. A system call counts as one instruction, cache misses and 
 mispredictions as none, and the interpreter's instructions are not all equally dear. It ranks
 changes to the Python on the request path; the load bench remains the judge of syscalls, latency
 and the spread over workers. Work batched by wall time is over-counted: valgrind runs the worker
-some 30 times slower, so the access log's flush (every 50 ms) writes a line or two instead of
+some 30 times slower, so the access log's flush (every 10 ms) writes a line or two instead of
 hundreds, and its per-flush cost (a timer, a batch, a write) lands on each line. Compare such a
 setting between trees, not against the bare path.
 
@@ -39,6 +39,7 @@ import argparse
 import http.client
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import tomllib
@@ -62,18 +63,22 @@ def valgrind_binary() -> str | None:
 
 def send_requests(port: int, n: int, stream: bool, prompt_bytes: int = 0) -> None:
     """``n`` sequential chat completions (the load bench's own request, its prompt ``prompt_bytes``
-    long when set) on one keep-alive connection; each must answer 200."""
+    long when set) on one keep-alive connection, each in one write as wrk sends it; each must answer
+    200. (``http.client`` writes the head and the body apart: the body then came after the head was
+    read on some requests and not on others, and the count moved by ~3 % between runs.)"""
     body = request_body(stream, prompt_bytes)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    try:
+    fields = "".join(f"{name}: {value}\r\n" for name, value in _HEADERS.items())
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{fields}"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for _ in range(n):
-            conn.request("POST", "/v1/chat/completions", body, _HEADERS)
-            resp = conn.getresponse()
+            sock.sendall(request)
+            resp = http.client.HTTPResponse(sock)
+            resp.begin()
             resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"the gateway answered {resp.status} to a benchmark request")
-    finally:
-        conn.close()
 
 
 def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: int, stream: bool,
