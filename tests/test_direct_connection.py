@@ -369,10 +369,39 @@ def test_a_direct_request_equals_only_itself_whatever_it_holds(core):
     class Connection:
         transport = None
 
-    body = core.RequestBody(0, 64)
+    body = core.RequestBody(0, 64, None)
     first = core.DirectRequest(PATH, {}, True, body, Connection())
     second = core.DirectRequest(PATH, {}, True, body, Connection())
     first["id"] = second["id"] = "same"
     assert first == first and first != second and not first == second
     assert len({first, second}) == 2 and hash(first) == object.__hash__(first)
     assert weakref.ref(first)() is first
+
+
+def test_a_body_read_within_a_time_waits_for_its_rest_or_times_out(core):
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        body = core.RequestBody(6, 64, loop)
+        assert body.feed(b"abc") == b""
+        reading = loop.create_task(body.read_within(5.0))
+        await asyncio.sleep(0)
+        assert not reading.done()
+        assert body.feed(b"defNEXT") == b"NEXT"          # the rest, and the next request's first bytes
+        assert await reading == b"abcdef"
+        timers = [t for t in loop._scheduled if not t.cancelled()]
+
+        late = core.RequestBody(6, 64, loop)
+        late.feed(b"abc")
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await late.read_within(0.05)
+        assert loop.time() - started >= 0.04
+        late.feed(b"def")                                # what comes after the timeout is kept, not an error
+        assert late.complete
+        return timers
+
+    loop = asyncio.new_event_loop()     # asyncio's own: its timers are visible
+    try:
+        assert loop.run_until_complete(scenario()) == []   # the first read's timer was cancelled
+    finally:
+        loop.close()

@@ -9,7 +9,7 @@ cdef class RequestBody:
     cdef readonly Py_ssize_t total_bytes
     cdef readonly bint complete
     cdef bint _keep
-    cdef object _waiter
+    cdef object _waiter, _loop
 
     @cython.locals(missing=Py_ssize_t, rest=bytes)
     cpdef bytes feed(self, bytes data)

@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from .._core.bodies import json_depth_exceeds
+from .._core.client import RequestBody
 from ..errors import BadRequest, BodyTooLarge, GatewayError
 
 MAX_JSON_DEPTH = 64
@@ -54,8 +55,12 @@ async def read_json(request: web.Request, max_bytes: int, timeout_s: float):
     if body is not NOT_ARRIVED:
         return body
     try:
-        async with asyncio.timeout(timeout_s):
-            raw = await request.read()
+        content = request.content
+        if type(content) is RequestBody:      # the data routes' own connection: its own timer
+            raw = await content.read_within(timeout_s)
+        else:
+            async with asyncio.timeout(timeout_s):
+                raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes.") from None
     except TimeoutError:

@@ -26,7 +26,7 @@ class _Connection:
 
 def _made():
     """One instance of each class, every field a distinct object, made by its compiled code."""
-    body = client.RequestBody(7, 64)
+    body = client.RequestBody(7, 64, None)
     connection = _Connection()
     dep, trace, stream = object(), object(), object()
     return {
