@@ -20,7 +20,9 @@ the ready checks cancel out. The mock and the client run natively. ``--stream N`
 requests instead: the mock answers each with N events, one chunk each, as a model server streams.
 ``--prompt-bytes N`` makes each request's prompt N bytes of words, quotes and brackets, as a real
 one: what the gateway does per byte of a body (its checks, its estimate) shows, which the load
-bench's few words hide.
+bench's few words hide. ``--body-apart`` sends each request's head and body apart, the body 5 ms
+later, as httpx (so the OpenAI and Anthropic SDKs) writes them: the gateway reads the head and
+waits for the body, a path wrk's requests never take.
 
 What it is not: time. A system call counts as one instruction, cache misses and branch
 mispredictions as none, and the interpreter's instructions are not all equally dear. It ranks
@@ -42,7 +44,9 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 from .gateway_configs import BENCH_KEY
@@ -55,34 +59,48 @@ from .upstream import PythonMock
 PATHS = ("gateway", "gateway-limits", "gateway-full")
 _SUMMARY = re.compile(rb"^summary: (\d+)", re.M)
 _HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_KEY}"}
+_BODY_AFTER_S = 0.005      # with --body-apart: long enough that even under valgrind the head is read first
 
 
 def valgrind_binary() -> str | None:
     return shutil.which("valgrind")
 
 
-def send_requests(port: int, n: int, stream: bool, prompt_bytes: int = 0) -> None:
-    """``n`` sequential chat completions (the load bench's own request, its prompt ``prompt_bytes``
-    long when set) on one keep-alive connection, each in one write as wrk sends it; each must answer
-    200. (``http.client`` writes the head and the body apart: the body then came after the head was
-    read on some requests and not on others, and the count moved by ~3 % between runs.)"""
-    body = request_body(stream, prompt_bytes)
-    fields = "".join(f"{name}: {value}\r\n" for name, value in _HEADERS.items())
-    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{fields}"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(n):
-            sock.sendall(request)
-            resp = http.client.HTTPResponse(sock)
-            resp.begin()
-            resp.read()
-            if resp.status != 200:
-                raise RuntimeError(f"the gateway answered {resp.status} to a benchmark request")
+@dataclass(frozen=True)
+class Requests:
+    """What the client sends: the load bench's chat request (streamed or not; its prompt
+    ``prompt_bytes`` long when set), in one write as wrk sends it, or with ``body_apart`` its head
+    first and its body once the gateway has read the head (as httpx, so the OpenAI and Anthropic
+    SDKs, writes them; on an idle gateway the body then comes after the head was read)."""
+
+    stream: bool = False
+    prompt_bytes: int = 0
+    body_apart: bool = False
+
+    def send(self, port: int, n: int) -> None:
+        """``n`` of them in sequence on one keep-alive connection; each must answer 200. (Sent as
+        ``http.client`` sends, head and body apart with no pause, the body came after the head was
+        read on some requests and not on others, and a count moved by ~3 % between runs.)"""
+        body = request_body(self.stream, self.prompt_bytes)
+        fields = "".join(f"{name}: {value}\r\n" for name, value in _HEADERS.items())
+        head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{fields}"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        parts = (head, body) if self.body_apart else (head + body,)
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(n):
+                for i, part in enumerate(parts):
+                    if i:
+                        time.sleep(_BODY_AFTER_S)
+                    sock.sendall(part)
+                resp = http.client.HTTPResponse(sock)
+                resp.begin()
+                resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"the gateway answered {resp.status} to a benchmark request")
 
 
-def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: int, stream: bool,
-                        prompt_bytes: int = 0) -> int:
+def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: int, requests: Requests) -> int:
     """Instructions the one worker of a gateway started with ``config`` ran, start-up and ``n``
     requests included (its supervisor's are left out)."""
     counts = workdir / f"cachegrind-{tag}"
@@ -91,7 +109,7 @@ def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: in
     gateway = Service(["serve", "--config", str(config), "--port", "0", "--workers", "1"], str(workdir), tree=tree,
                       log=workdir / f"{tag}.log", wrapper=valgrind, start_timeout_s=300.0)
     try:
-        send_requests(gateway.port, n, stream, prompt_bytes)
+        requests.send(gateway.port, n)
     finally:
         gateway.stop()
     workers = {int(f.name): int(m.group(1)) for f in counts.iterdir()
@@ -102,34 +120,31 @@ def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: in
 
 
 def per_request(label: str, upstream_port: int, tree: Path, workdir: Path, counts: tuple[int, int],
-                settings: dict | None = None, stream: bool = False, prompt_bytes: int = 0) -> dict:
+                requests: Requests, settings: dict | None = None) -> dict:
     """One path's instructions per request, from runs of ``counts`` requests (a variant: the bare
     config with ``settings``)."""
     config = workdir / f"{label}.toml"
     write_gateway_config(label, upstream_port, config, tree, settings)
-    low, high = (worker_instructions(config, tree, workdir, f"{label}-{n}", n, stream, prompt_bytes)
-                 for n in counts)
+    low, high = (worker_instructions(config, tree, workdir, f"{label}-{n}", n, requests) for n in counts)
     return {"path": label, "requests": list(counts), "worker_instructions": [low, high],
             "per_request": round((high - low) / (counts[1] - counts[0]))}
 
 
 def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, workdir: Path,
         variants: dict[str, dict] | None = None, tree: Path | None = None, stream_chunks: int = 0,
-        prompt_bytes: int = 0) -> dict:
+        prompt_bytes: int = 0, body_apart: bool = False) -> dict:
     """``tree``: the source tree the paths and variants run from (default: this one);
-    ``stream_chunks``: stream every answer in this many events (0: whole answers); ``prompt_bytes``:
-    each request's prompt this long (0: the load bench's few words)."""
+    ``stream_chunks``: stream every answer in this many events (0: whole answers); ``prompt_bytes``
+    and ``body_apart``: as ``Requests``."""
     tree = tree or fastinfer_tree()
-    stream = stream_chunks > 0
-    mock = PythonMock(str(workdir), chunks=stream_chunks if stream else 10)
+    requests = Requests(stream_chunks > 0, prompt_bytes, body_apart)
+    mock = PythonMock(str(workdir), chunks=stream_chunks if requests.stream else 10)
     try:
-        rows = [per_request(label, mock.port, tree, workdir, counts, stream=stream, prompt_bytes=prompt_bytes)
-                for label in paths]
-        rows += [per_request(label, mock.port, tree, workdir, counts, settings, stream, prompt_bytes)
+        rows = [per_request(label, mock.port, tree, workdir, counts, requests) for label in paths]
+        rows += [per_request(label, mock.port, tree, workdir, counts, requests, settings)
                  for label, settings in (variants or {}).items()]
         if baseline_tree is not None:
-            rows.insert(0, per_request("baseline", mock.port, baseline_tree, workdir, counts, stream=stream,
-                                       prompt_bytes=prompt_bytes))
+            rows.insert(0, per_request("baseline", mock.port, baseline_tree, workdir, counts, requests))
     finally:
         mock.stop()
     by_path = {row["path"]: row["per_request"] for row in rows}
@@ -139,7 +154,7 @@ def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, w
         if "baseline" in by_path:
             row["vs_baseline"] = round(row["per_request"] / by_path["baseline"], 3)
     return {"rows": rows, "tree": str(tree), "baseline_tree": str(baseline_tree) if baseline_tree else None,
-            "stream_chunks": stream_chunks, "prompt_bytes": prompt_bytes}
+            "stream_chunks": stream_chunks, "prompt_bytes": prompt_bytes, "body_apart": body_apart}
 
 
 def to_markdown(report: dict) -> str:
@@ -170,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-bytes", type=int, default=0, metavar="N",
                         help="each request's prompt N bytes long, words with quotes and brackets as a real "
                              "one (default: the load bench's few words): what a request's size costs")
+    parser.add_argument("--body-apart", action="store_true",
+                        help="send each request's head and its body apart, the body 5 ms later, as httpx (the "
+                             "OpenAI and Anthropic SDKs) writes them: the gateway waits for the body")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     labels = [label for label, _ in args.variant]
@@ -189,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run(args.paths, (fewer, more), args.baseline_tree, workdir,
                      {label: tomllib.loads(toml) for label, toml in args.variant}, args.tree, args.stream,
-                     args.prompt_bytes)
+                     args.prompt_bytes, args.body_apart)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return finish(to_markdown(report), report, args.out)
