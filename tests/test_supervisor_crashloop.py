@@ -37,11 +37,17 @@ def site(workdir):
     return directory, {"PYTHONPATH": path}
 
 
-def stopped_stderr(gw, timeout: float) -> tuple[int, float, str]:
-    """(exit status, seconds it took, stderr) of a server expected to stop by itself."""
+def broken_server(start_gateway, site, workers: int):
+    """A server started on a broken install, once it has stopped by itself with exit 1: (the
+    server, seconds it took to stop, its stderr)."""
+    directory, env = site
+    break_uvloop(directory)
+    gw = start_gateway(workers=workers, env=env)
     started = time.monotonic()
-    code = gw.proc.wait(timeout)
-    return code, time.monotonic() - started, gw.stderr_when_stopped()
+    code = gw.proc.wait(15)
+    stderr = gw.stderr_when_stopped()
+    assert code == 1, stderr[-3000:]
+    return gw, time.monotonic() - started, stderr
 
 
 def died_at(stderr: str, index: int) -> list[float]:
@@ -52,11 +58,7 @@ def died_at(stderr: str, index: int) -> list[float]:
 
 
 def test_workers_that_cannot_start_stop_the_server_with_their_error(start_gateway, site):
-    directory, env = site
-    break_uvloop(directory)
-    gw = start_gateway(workers=2, env=env)
-    code, took, stderr = stopped_stderr(gw, timeout=15)
-    assert code == 1, stderr[-3000:]
+    gw, took, stderr = broken_server(start_gateway, site, workers=2)
     assert took < 10
     assert f"ImportError: {BROKEN}" in stderr              # the worker's own error, with its traceback
     assert "could not start" in stderr and "Traceback" in stderr
@@ -67,11 +69,7 @@ def test_workers_that_cannot_start_stop_the_server_with_their_error(start_gatewa
 
 
 def test_a_worker_that_dies_at_start_is_replaced_later_each_time(start_gateway, site):
-    directory, env = site
-    break_uvloop(directory)
-    gw = start_gateway(workers=1, env=env)
-    code, _, stderr = stopped_stderr(gw, timeout=15)
-    assert code == 1, stderr[-3000:]
+    _, _, stderr = broken_server(start_gateway, site, workers=1)
     deaths = died_at(stderr, 0)
     assert len(deaths) == 5
     gaps = [b - a for a, b in zip(deaths, deaths[1:])]
