@@ -23,6 +23,7 @@ from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.string cimport memset
 
 import dataclasses
+import inspect
 
 cdef extern from "Python.h":
     ctypedef struct PyMemberDef:
@@ -121,6 +122,11 @@ def record_maker(cls) -> RecordMaker:
     fields = [f for f in dataclasses.fields(cls) if f.init]
     if len(fields) != len(dataclasses.fields(cls)):
         raise TypeError(f"{cls.__name__} has fields its __init__ does not take")
+    # what its __init__ takes positionally must be the fields, in order: a keyword-only field or an
+    # InitVar (a parameter that is no field) would make the same values mean something else
+    taken = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    if [(p.name, p.kind) for p in taken] != [(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for f in fields]:
+        raise TypeError(f"{cls.__name__}'s __init__ takes other than its fields, positionally")
     required = 0
     while required < len(fields) and fields[required].default is dataclasses.MISSING \
             and fields[required].default_factory is dataclasses.MISSING:

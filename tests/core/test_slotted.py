@@ -106,7 +106,20 @@ class _OwnNew:
         return super().__new__(cls)
 
 
-@pytest.mark.parametrize("cls", [_Checked, _NoSlots, _OwnNew], ids=lambda cls: cls.__name__)
+@dataclasses.dataclass(slots=True)
+class _KeywordOnly:
+    value: int
+    later: int = dataclasses.field(default=0, kw_only=True)
+
+
+@dataclasses.dataclass(slots=True)
+class _WithInitVar:
+    value: int
+    scale: dataclasses.InitVar[int] = 1
+
+
+@pytest.mark.parametrize("cls", [_Checked, _NoSlots, _OwnNew, _KeywordOnly, _WithInitVar],
+                         ids=lambda cls: cls.__name__)
 def test_a_class_whose_construction_does_more_than_assign_is_refused(cls):
     with pytest.raises(TypeError):
         slotted.record_maker(cls)
