@@ -118,6 +118,8 @@ def test_a_reload_given_up_leaves_the_sessions_bound_and_the_log_as_they_were(st
     break_uvloop(directory)
     os.kill(gw.pid, signal.SIGHUP)
     assert wait_for(lambda: "reload failed" in gw.stderr(), timeout=10), gw.stderr()[-3000:]
+    (failed,) = [x for x in gw.stderr().splitlines() if "reload failed" in x]
+    assert re.match(r"^\S+ ERROR fastinfer\.supervisor\[\d+\]: reload failed", failed), failed   # text, not JSON
     assert metric_value(metrics_text(gw), "fastinfer_session_bindings") == len(bound)
     assert {s: chat(gw.base, session=s)[1] for s in bound} == bound
     # the next line of the supervisor's (a worker killed, replaced) is in the running config's format

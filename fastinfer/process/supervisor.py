@@ -298,6 +298,7 @@ class Supervisor:
         if not waiting:
             return False
         failed, previous = self.current, waiting[-1]
+        self.apply_logging(previous.config)    # this line and every later one as the running config says
         log.error("reload failed: the new workers died at start %d times in a row (the last one: %s; see its "
                   "error above); the running config stays", failed.deaths_at_start, _describe(failed.last_death))
         failed.abandoned = True
@@ -306,7 +307,6 @@ class Supervisor:
         self.retiring.remove(previous)
         self.retiring.append(failed)
         self.current, self.config = previous, previous.config
-        self.apply_logging(previous.config)
         previous.host.take_back_sessions(failed.host)
         # a slot whose worker died while the roll went on was left empty (retired workers are not replaced)
         running = set(previous.pids.values())
