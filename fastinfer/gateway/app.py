@@ -48,7 +48,7 @@ _ANSWER_FIELDS = (b"x-request-id: ", b"x-fastinfer-replica: ", b"x-fastinfer-att
 log = logging.getLogger("fastinfer.gateway")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)     # compared and hashed by identity, as a plain class is
 class DataRequest:
     """What the gateway knows of a data request as it goes, read once when it is answered."""
 
