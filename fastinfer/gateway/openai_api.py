@@ -136,7 +136,7 @@ def chat_request(body, headers, request_id: str, now: float) -> GatewayRequest:
     # api, model, body, stream, request_id, received_at, priority, session_id, session_close, deadline,
     # client_wants_usage: ``GatewayRequest``'s fields in order (``new_request`` takes them positionally)
     return new_request("openai", body["model"], body, stream, request_id, now, priority, session_id,
-                          session_close, None, bool(options and options.get("include_usage")))
+                       session_close, None, bool(options and options.get("include_usage")))
 
 
 def passthrough_request(body, headers, request_id: str, now: float, endpoint: str) -> GatewayRequest:
@@ -146,5 +146,5 @@ def passthrough_request(body, headers, request_id: str, now: float, endpoint: st
     options = body.get("stream_options")
     # in the fields' order (see ``chat_request``), and the endpoint
     return new_request("openai", body["model"], body, bool(body.get("stream")) and endpoint == "completions",
-                          request_id, now, priority, session_id, session_close, None,
-                          bool(options and options.get("include_usage")), endpoint)
+                       request_id, now, priority, session_id, session_close, None,
+                       bool(options and options.get("include_usage")), endpoint)
