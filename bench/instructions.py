@@ -10,7 +10,8 @@ fire per second of wall time, and valgrind's pace follows the machine's load. Co
 one run (``--baseline-tree``), not against a figure from another.
 
 How, per path (``gateway``, ``gateway-limits``, ``gateway-full``: the load bench's configs; and
-``baseline``, the bare config of ``--baseline-tree``; a ``--variant LABEL=TOML``, the bare config
+``baseline``, the bare config of ``--baseline-tree``, and ``baseline-full``, its features-on config
+when ``gateway-full`` is counted; a ``--variant LABEL=TOML``, the bare config
 with TOML's settings, as the load bench's): the gateway starts with one worker under
 ``valgrind --tool=cachegrind --cache-sim=no``, which follows the worker's fork and writes each
 process's count when it exits; one keep-alive client sends N sequential requests to the mock
@@ -145,6 +146,8 @@ def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, w
                  for label, settings in (variants or {}).items()]
         if baseline_tree is not None:
             rows.insert(0, per_request("baseline", mock.port, baseline_tree, workdir, counts, requests))
+            if "gateway-full" in paths:      # the features' cost compared in one run too, not across two
+                rows.insert(1, per_request("baseline-full", mock.port, baseline_tree, workdir, counts, requests))
     finally:
         mock.stop()
     by_path = {row["path"]: row["per_request"] for row in rows}
@@ -153,12 +156,14 @@ def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, w
             row["vs_gateway"] = round(row["per_request"] / by_path["gateway"], 3)
         if "baseline" in by_path:
             row["vs_baseline"] = round(row["per_request"] / by_path["baseline"], 3)
+        if row["path"] == "gateway-full" and "baseline-full" in by_path:
+            row["vs_baseline_full"] = round(row["per_request"] / by_path["baseline-full"], 3)
     return {"rows": rows, "tree": str(tree), "baseline_tree": str(baseline_tree) if baseline_tree else None,
             "stream_chunks": stream_chunks, "prompt_bytes": prompt_bytes, "body_apart": body_apart}
 
 
 def to_markdown(report: dict) -> str:
-    columns = [c for c in ("vs_gateway", "vs_baseline") if any(c in row for row in report["rows"])]
+    columns = [c for c in ("vs_gateway", "vs_baseline", "vs_baseline_full") if any(c in row for row in report["rows"])]
     lines = ["| path | instructions per request | " + " | ".join(c.replace("_", " ") + " (÷)" for c in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for row in report["rows"]:
