@@ -19,7 +19,6 @@ import orjson
 from aiohttp import web
 
 from .._core.bodies import json_depth_exceeds
-from .._core.client import RequestBody
 from ..errors import BadRequest, BodyTooLarge, GatewayError
 
 MAX_JSON_DEPTH = 64
@@ -55,9 +54,10 @@ async def read_json(request: web.Request, max_bytes: int, timeout_s: float):
     if body is not NOT_ARRIVED:
         return body
     try:
-        content = request.content
-        if type(content) is RequestBody:      # the data routes' own connection: its own timer
-            raw = await content.read_within(timeout_s)
+        # the data routes' own connection (``_core.client.RequestBody``) waits on a timer of its own
+        read_within = getattr(request.content, "read_within", None)
+        if read_within is not None:
+            raw = await read_within(timeout_s)
         else:
             async with asyncio.timeout(timeout_s):
                 raw = await request.read()
