@@ -15,8 +15,9 @@ when ``gateway-full`` is counted; a ``--variant LABEL=TOML``, the bare config
 with TOML's settings, as the load bench's): the gateway starts with one worker under
 ``valgrind --tool=cachegrind --cache-sim=no``, which follows the worker's fork and writes each
 process's count when it exits; one keep-alive client sends N sequential requests to the mock
-upstream through it (each request in one write, as wrk sends it), and the gateway stops. Done for two request counts, the worker's difference
-divided by the difference of the counts is one request's instructions: start-up, imports and
+upstream through it (each request in one write, as wrk sends it), and the gateway stops. Done for
+two request counts, the worker's difference divided by the difference of the counts is one
+request's instructions: start-up, imports and
 the ready checks cancel out. The mock and the client run natively. ``--stream N`` counts streamed
 requests instead: the mock answers each with N events, one chunk each, as a model server streams.
 ``--prompt-bytes N`` makes each request's prompt N bytes of words, quotes and brackets, as a real
@@ -71,8 +72,8 @@ def valgrind_binary() -> str | None:
 class Requests:
     """What the client sends: the load bench's chat request (streamed or not; its prompt
     ``prompt_bytes`` long when set), in one write as wrk sends it, or with ``body_apart`` its head
-    first and its body once the gateway has read the head (as httpx, so the OpenAI and Anthropic
-    SDKs, writes them; on an idle gateway the body then comes after the head was read)."""
+    first and its body ``_BODY_AFTER_S`` later (as httpx, so the OpenAI and Anthropic SDKs, writes
+    them apart; on an idle gateway the head is then read before the body comes)."""
 
     stream: bool = False
     prompt_bytes: int = 0
@@ -86,14 +87,15 @@ class Requests:
         fields = "".join(f"{name}: {value}\r\n" for name, value in _HEADERS.items())
         head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{fields}"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
-        parts = (head, body) if self.body_apart else (head + body,)
         with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for _ in range(n):
-                for i, part in enumerate(parts):
-                    if i:
-                        time.sleep(_BODY_AFTER_S)
-                    sock.sendall(part)
+                if self.body_apart:
+                    sock.sendall(head)
+                    time.sleep(_BODY_AFTER_S)
+                    sock.sendall(body)
+                else:
+                    sock.sendall(head + body)
                 resp = http.client.HTTPResponse(sock)
                 resp.begin()
                 resp.read()

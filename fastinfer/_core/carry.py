@@ -120,7 +120,8 @@ def _carry_replicas(old, new, m) -> None:
 def carry_sessions_back(failed, previous, m: StateMap) -> None:
     """A reload given up: the session bindings its roll moved into ``failed``'s segment go back to
     ``previous``'s (``m``: failed's indices -> previous's), but for the sessions bound there again
-    meanwhile (newer), and leave ``failed``'s: its workers, if one drains, close no backend session."""
+    meanwhile (newer); ``failed``'s table is emptied, so that none of its workers, if one drains,
+    closes a backend session the running generation still uses."""
     if not (failed.sessions.capacity and previous.sessions.capacity):
         return
     _carry_sessions(failed, previous, m, keep_bound=True)
