@@ -50,6 +50,14 @@ def broken_server(start_gateway, site, workers: int):
     return gw, time.monotonic() - started, stderr
 
 
+def restarts(gw, reason: str, index: int | None = None) -> int:
+    """``fastinfer_worker_restarts_total`` of worker ``index`` (None: of every worker) for ``reason``."""
+    text = metrics_text(gw)
+    indices = range(2) if index is None else [index]
+    return sum(int(metric_value(text, f'fastinfer_worker_restarts_total{{worker="{i}",reason="{reason}"}}'))
+               for i in indices)
+
+
 def died_at(stderr: str, index: int) -> list[float]:
     """When the supervisor saw worker ``index`` die at start (seconds, from its log lines)."""
     stamps = re.findall(rf"^(\S+) WARNING fastinfer\.supervisor\[\d+\]: worker {index} \(pid \d+\) died at start",
@@ -90,6 +98,10 @@ def test_a_reload_whose_workers_cannot_start_keeps_the_running_generation(start_
     stderr = gw.stderr()
     assert f"ImportError: {BROKEN}" in stderr and "the running config stays" in stderr
     assert wait_for(lambda: set(children_of(gw.pid)) == serving)    # the new workers are gone, the old ones stay
+    # their deaths are counted where an operator looks, though their generation's counters are gone
+    deaths = len(died_at(stderr, 0)) + len(died_at(stderr, 1))
+    assert deaths >= 5
+    assert restarts(gw, "failed_to_start") == deaths and restarts(gw, "died") == 0
     time.sleep(1.0)
     assert gw.proc.poll() is None
     assert set(children_of(gw.pid)) == serving                    # and nothing is started again
@@ -123,9 +135,45 @@ def test_a_reload_given_up_leaves_the_sessions_bound_and_the_log_as_they_were(st
     assert metric_value(metrics_text(gw), "fastinfer_session_bindings") == len(bound)
     assert {s: chat(gw.base, session=s)[1] for s in bound} == bound
     # the next line of the supervisor's (a worker killed, replaced) is in the running config's format
+    (directory / "uvloop.py").unlink()     # repaired first: its replacement serves what waits for it
     victim = children_of(gw.pid)[0]
     seen = len(gw.stderr())
     os.kill(victim, signal.SIGKILL)
     assert wait_for(lambda: f"(pid {victim}) died" in gw.stderr()[seen:]), gw.stderr()[-3000:]
     (line,) = [x for x in gw.stderr()[seen:].splitlines() if f"(pid {victim}) died" in x]
     assert re.match(r"^\S+ WARNING fastinfer\.supervisor\[\d+\]: worker \d \(pid", line), line
+    index = int(re.search(r"worker (\d) \(pid", line).group(1))
+    assert wait_for(lambda: restarts(gw, "died", index) == 1)
+
+
+# lets the first process that imports it through to the real uvloop; every later one fails
+FIRST_ONLY = f"""
+import os, sys
+here = os.path.dirname(os.path.abspath(__file__))
+try:
+    os.close(os.open(os.path.join(here, "taken"), os.O_CREAT | os.O_EXCL))
+except FileExistsError:
+    raise ImportError({BROKEN!r})
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+del sys.modules["uvloop"]
+import uvloop as real
+sys.modules["uvloop"] = real
+"""
+
+
+def test_a_slot_whose_worker_cannot_start_is_parked_retried_and_counted_while_the_others_serve(start_gateway, site):
+    directory, env = site
+    (directory / "uvloop.py").write_text(FIRST_ONLY)
+    gw = start_gateway(workers=2, env=env)
+    # one slot serves; the other's worker dies at start, is replaced 0.1 then 0.2 s later, and its
+    # slot is parked after the second death (before that, a connection hashed to it would wait)
+    assert wait_for(lambda: "parked" in gw.stderr(), timeout=15), gw.stderr()[-3000:]
+    (failing,) = {int(n) for n in re.findall(r"worker slot (\d) parked", gw.stderr())}
+    # every new connection is served: none lands in the slot nobody accepts from
+    for _ in range(20):
+        assert http_json("POST", gw.base + "/v1/chat/completions", {"model": "echo", "messages": MESSAGES})[0] == 200
+    assert wait_for(lambda: restarts(gw, "failed_to_start", failing) >= 3, timeout=15), gw.stderr()[-3000:]
+    assert restarts(gw, "failed_to_start", 1 - failing) == 0 and restarts(gw, "died") == 0
+    # the slot is retried still, and the server is not given up
+    assert len(died_at(gw.stderr(), failing)) >= 3 and gw.proc.poll() is None
+    assert "every worker died at start" not in gw.stderr()

@@ -39,6 +39,8 @@ OPERATOR_ROUTES = ("healthz", "readyz", "metrics", "admin", "dashboard")
 WORKER_GAUGES = ("worker_connections", "worker_resident_memory_bytes", "worker_open_fds",
                  "worker_event_loop_lag_seconds")
 _GAUGE_SCALE = {"worker_event_loop_lag_seconds": 1e6}   # kept in whole microseconds
+# why the supervisor replaced a worker: it died after it had served, or before it ever did
+RESTART_REASONS = ("died", "failed_to_start")
 ADMIN_AUTH_SLOTS = 256    # control words for throttling failed admin authentications
 UNKNOWN_DEPLOYMENT = ""   # requests naming no deployment share one label value
 
@@ -76,6 +78,7 @@ class MetricsLayout:
         self.workers = [str(i) for i in range(n_workers)]
         keys += [("worker_requests_total", (w,)) for w in self.workers]
         keys += [(g, (w,)) for g in WORKER_GAUGES for w in self.workers]
+        keys += [("worker_restarts_total", (w, r)) for w in self.workers for r in RESTART_REASONS]
         # control words: 1 while that worker of this segment accepts connections (a reload
         # retires the old generation only once the new one is up)
         keys += [("_worker_serving", (w,)) for w in self.workers]
@@ -154,6 +157,11 @@ class Metrics:
     def worker(self, index: int) -> "WorkerSeries":
         """The series worker ``index`` writes about itself."""
         return WorkerSeries(self, str(index))
+
+    def worker_restarted(self, index: int, served: bool, n: int = 1) -> None:
+        """The supervisor replaced worker ``index`` (``n`` times), which had served (``died``) or had
+        not (``failed_to_start``)."""
+        self._add(("worker_restarts_total", (str(index), RESTART_REASONS[0 if served else 1])), n)
 
     def workers_serving(self) -> int:
         """How many workers of this segment accept connections (see ``WorkerSeries.serving``)."""
@@ -371,6 +379,7 @@ _LABELS = {
     "backend_session_calls_total": ("deployment", "call", "result"),
     "operator_requests_total": ("route", "code"),
     "worker_requests_total": ("worker",),
+    "worker_restarts_total": ("worker", "reason"),
     **{g: ("worker",) for g in WORKER_GAUGES},
 }
 _COST_METRICS = ("cost_usd_total", "key_cost_usd_total")
@@ -402,6 +411,8 @@ HELP = {
                                          "admin API, dashboard), by route and HTTP status.",
     "fastinfer_worker_requests_total": "HTTP requests each worker process received, every route and "
                                        "malformed ones included.",
+    "fastinfer_worker_restarts_total": "Worker processes the supervisor replaced, by slot and reason (died: "
+                                       "after it had served; failed_to_start: before it ever served).",
     "fastinfer_worker_connections": "Client connections each worker process holds open now.",
     "fastinfer_worker_resident_memory_bytes": "Resident memory of each worker process.",
     "fastinfer_worker_open_fds": "Open file descriptors of each worker process.",

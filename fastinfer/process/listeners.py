@@ -14,10 +14,14 @@ slot's socket open for its whole life; worker ``i`` of every generation accepts 
 one), and a crashed worker's queued connections wait for its replacement instead of being
 reset. Only a stop closes the sockets, after the drain's ``drain_delay_s``, as before.
 
+A slot whose worker keeps dying at start while others serve would hold its share of new
+connections in a queue nobody accepts from: the supervisor parks it (``park_slot``), taking it
+out of the group until a worker of that slot serves again.
+
 Where the kernel has no ``SO_REUSEPORT``, every slot gets the same single socket (the old
 shared-socket model).
 
-Owns: binding and what each worker keeps of the listeners. Must not touch: accepting,
+Owns: binding, parking a slot, and what each worker keeps of the listeners. Must not touch: accepting,
 draining (``process.drain``).
 """
 from __future__ import annotations
@@ -31,7 +35,9 @@ class ListenError(Exception):
     """A listening socket could not be bound (port in use, address not on this host, ...)."""
 
 
-def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+def bind_socket(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+    """A socket bound to ``host:port``, listening unless ``listen`` is False (a parked slot's:
+    ``park_slot``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -42,7 +48,8 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
     except OSError as e:  # socket.gaierror too: a host name that does not resolve
         sock.close()
         raise ListenError(f"cannot listen on {url_host(host)}:{port}: {e.strerror or e}") from None
-    sock.listen(BACKLOG)
+    if listen:
+        sock.listen(BACKLOG)
     sock.setblocking(False)
     sock.set_inheritable(True)
     return sock
@@ -68,6 +75,26 @@ def bind_slots(host: str, port: int, n: int) -> list[socket.socket]:
             sock.close()
         raise
     return slots
+
+
+def park_slot(slots: list[socket.socket], index: int, host: str) -> bool:
+    """Take slot ``index`` out of the reuseport group until a worker serves on it: its socket is
+    closed and a fresh one bound in its place without listening. The kernel spreads connections
+    only over the group's listening sockets, so new ones go to the slots whose workers serve, and
+    the worker that next starts on this slot listens on it as it starts to accept (asyncio's and
+    uvloop's servers call ``listen`` on the socket they are given). What waited in the closed
+    socket's queue is reset: those clients retry, instead of waiting on a worker that cannot start.
+    False, and nothing changed, when the slot is not its own socket (one shared socket: no
+    SO_REUSEPORT, or one worker), is parked already, or cannot be bound again."""
+    sock = slots[index]
+    if len(slots) < 2 or slots.count(sock) > 1 or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        return False
+    try:
+        slots[index] = bind_socket(host, sock.getsockname()[1], reuse_port=True, listen=False)
+    except ListenError:
+        return False
+    sock.close()
+    return True
 
 
 def keep_only(slots: list[socket.socket], index: int) -> socket.socket:

@@ -33,13 +33,14 @@ import signal
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from .._core.proc import die_with_parent, release_free_memory
 from ..config import Config, ConfigError
 from ..metrics import Metrics
 from .hostwide import HostState
-from .listeners import ListenError, bind_slots, bind_socket, keep_only, url_host
+from .listeners import ListenError, bind_slots, bind_socket, keep_only, park_slot, url_host
 from .signals import RETIRE_SIGNAL, STOP_SIGNALS
 
 log = logging.getLogger("fastinfer.supervisor")
@@ -49,6 +50,10 @@ _RESTART_BACKOFF_S = 0.1   # a crash loop must not spin the CPU
 _MAX_START_BACKOFF_S = 3.2
 # deaths at start in a row, none of the generation serving, after which it is given up
 _GIVE_UP_AFTER = 5
+# a slot whose worker died at start this many times in a row, while another serves, is parked
+# (``listeners.park_slot``): its new connections go to the workers that serve. Not at the first
+# death: a replacement 0.1 s later would have served what waited in its queue
+_PARK_AFTER = 2
 _POLL_S = 0.05
 # a worker past its drain (drain_delay_s + drain_grace_s) has this long to close up before it is killed;
 # it needs a few milliseconds (process.drain: WRAP_UP_S and aiohttp's cleanup, then exit)
@@ -74,6 +79,7 @@ class Generation:
         self.deaths_at_start = 0                   # of any slot, since a worker of this generation served
         self.last_death = 0                        # the wait status of the last worker that died
         self.abandoned = False                     # a reload given up: its state is not carried back
+        self.restarts: Counter[tuple[int, bool]] = Counter()   # workers it replaced, by (index, had served)
 
     def serving(self) -> int:
         """How many of this generation's workers accept connections (each counts itself)."""
@@ -269,7 +275,10 @@ class Supervisor:
         """A worker that served is replaced at once; one that died at start, later each time."""
         served = generation.served(index)
         reclaimed = generation.host.reclaim(index)
-        Metrics(generation.host.metrics_layout, generation.host.segment).worker(index).clear()
+        metrics = Metrics(generation.host.metrics_layout, generation.host.segment)
+        metrics.worker(index).clear()
+        metrics.worker_restarted(index, served)     # what an operator alerts on: the log line says why
+        generation.restarts[index, served] += 1
         generation.last_death = status
         if served:
             generation.failed_starts[index] = 0
@@ -283,6 +292,17 @@ class Supervisor:
         log.warning("worker %d (pid %d) died%s (%s); reclaimed %s; replacing it in %gs",
                     index, pid, when, _describe(status), reclaimed, delay)
         generation.respawn_at[index] = time.monotonic() + delay
+        if not served and generation.failed_starts[index] >= _PARK_AFTER:
+            self._park_unless_rolling(generation, index)
+
+    def _park_unless_rolling(self, generation: Generation, index: int) -> None:
+        """Slot ``index``'s worker keeps dying at start: park the slot while another worker serves.
+        Not during a reload: a retiring worker may still accept on the slot's socket (its own copy)."""
+        if self.retiring or not generation.serving():
+            return
+        if park_slot(self.slots, index, self.config.server.host):
+            log.warning("worker slot %d parked: new connections go to the workers that serve until one "
+                        "starts on it", index)
 
     def _replace_due(self) -> None:
         now = time.monotonic()
@@ -308,6 +328,11 @@ class Supervisor:
         self.retiring.append(failed)
         self.current, self.config = previous, previous.config
         previous.host.take_back_sessions(failed.host)
+        # the given-up generation's segment goes, and its counts with it: its start failures are
+        # what an operator must see (fastinfer_worker_restarts_total), so they are the running one's
+        metrics = Metrics(previous.host.metrics_layout, previous.host.segment)
+        for (index, served), n in failed.restarts.items():
+            metrics.worker_restarted(index, served, n)
         # a slot whose worker died while the roll went on was left empty (retired workers are not replaced)
         running = set(previous.pids.values())
         for index in range(self.n_workers):
