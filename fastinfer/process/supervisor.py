@@ -21,7 +21,10 @@ with each such death of its slot. When no worker of the current generation
 serves and its workers have died at start ``_GIVE_UP_AFTER`` times in a row, a
 reload is abandoned (the generation it was replacing stays current), and
 otherwise the supervisor stops and ``serve`` exits 1: a server none of whose
-workers can start closes its listeners rather than leave clients waiting.
+workers can start closes its listeners rather than leave clients waiting. While another worker
+serves, a slot whose worker dies at start twice in a row is parked (``listeners.park_slot``): new
+connections go to the workers that serve. Every replacement is counted
+(``fastinfer_worker_restarts_total``).
 """
 from __future__ import annotations
 
