@@ -177,3 +177,21 @@ def test_a_slot_whose_worker_cannot_start_is_parked_retried_and_counted_while_th
     # the slot is retried still, and the server is not given up
     assert len(died_at(gw.stderr(), failing)) >= 3 and gw.proc.poll() is None
     assert "every worker died at start" not in gw.stderr()
+
+
+def test_a_reload_one_of_whose_workers_cannot_start_rolls_and_parks_that_slot(start_gateway, site):
+    """A partial roll: the new generation serves on the slots whose workers start; the old one is
+    retired after its wait, and then the slot that cannot start is parked, not left to queue."""
+    directory, env = site
+    gw = start_gateway(workers=2, env=env)
+    assert wait_workers_serving(gw.base, 2)
+    old = set(children_of(gw.pid))
+    (directory / "uvloop.py").write_text(FIRST_ONLY)     # only the first new worker gets through
+    os.kill(gw.pid, signal.SIGHUP)
+    assert wait_for(lambda: "parked" in gw.stderr(), timeout=30), gw.stderr()[-3000:]
+    assert not set(children_of(gw.pid)) & old      # the old generation is gone: retired after its wait
+    (failing,) = {int(n) for n in re.findall(r"worker slot (\d) parked", gw.stderr())}
+    for _ in range(20):
+        assert http_json("POST", gw.base + "/v1/chat/completions", {"model": "echo", "messages": MESSAGES})[0] == 200
+    assert restarts(gw, "failed_to_start", failing) >= 2 and restarts(gw, "failed_to_start", 1 - failing) == 0
+    assert "reload failed" not in gw.stderr() and gw.proc.poll() is None

@@ -300,8 +300,9 @@ class Supervisor:
 
     def _park_unless_rolling(self, generation: Generation, index: int) -> None:
         """Slot ``index``'s worker keeps dying at start: park the slot while another worker serves.
-        Not during a reload: a retiring worker may still accept on the slot's socket (its own copy)."""
-        if self.retiring or not generation.serving():
+        Not while a reload waits to retire the generation it replaces: its worker of the slot still
+        accepts on the slot's socket (its own copy). Once retired, it stops accepting at once."""
+        if any(g.kill_at is None for g in self.retiring) or not generation.serving():
             return
         if park_slot(self.slots, index, self.config.server.host):
             log.warning("worker slot %d parked: new connections go to the workers that serve until one "
