@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import urllib.request
 
 from conftest import upstream_config
-from procs import http_json
+from procs import children_of, http_json, wait_for, wait_workers_serving
 
 KEY = "adm-secret-key"
 ADMIN = {"Authorization": f"Bearer {KEY}"}
@@ -91,3 +93,31 @@ def test_stats_follow_a_forced_circuit(start_gateway, mock_upstream):
     for bad in (0, -1, 1e9, "60", True, None):
         assert http_json("POST", gw.base + "/admin/circuits/m/r0", {"action": "force_open", "duration_s": bad},
                          headers=ADMIN)[0] == 400, bad
+
+
+def test_stats_show_each_worker_and_the_restarts_of_its_slot(start_gateway, mock_upstream):
+    config = upstream_config(mock_upstream.base)
+    gw = start_gateway(config.replace("drain_grace_s = 10", f'drain_grace_s = 10\nadmin_key = {{ value = "{KEY}" }}'))
+    assert wait_workers_serving(gw.base, 2)
+
+    def workers() -> list[dict]:
+        status, _, stats = http_json("GET", gw.base + "/admin/stats", headers=ADMIN)
+        assert status == 200
+        return stats["workers"]
+
+    # each worker publishes its gauges and request count about once a second (wait_workers_serving
+    # reached both)
+    assert wait_for(lambda: all(w["resident_memory_bytes"] > 0 and w["requests"] > 0 for w in workers()), timeout=10)
+    shown, prom = workers(), prometheus(gw.base)
+    assert [w["worker"] for w in shown] == ["0", "1"] and all(w["serving"] for w in shown)
+    for w in shown:
+        assert w["restarts"] == {"died": 0, "failed_to_start": 0}
+        assert w["open_fds"] > 0 and w["event_loop_lag_seconds"] >= 0
+        assert w["requests"] <= sample(prom, "fastinfer_worker_requests_total", worker=w["worker"])
+    # a worker killed: its slot counts a restart, and its replacement serves
+    victim = children_of(gw.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: sum(w["restarts"]["died"] for w in workers()) == 1, timeout=10)
+    (slot,) = [w for w in workers() if w["restarts"]["died"]]
+    assert sample(prometheus(gw.base), "fastinfer_worker_restarts_total", worker=slot["worker"], reason="died") == 1
+    assert wait_for(lambda: all(w["serving"] for w in workers()), timeout=10)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 
 import pytest
 
 from browser import Page
-from procs import http_json, wait_for
+from procs import children_of, http_json, wait_for
 
 
 CONFIG = """
@@ -125,6 +127,14 @@ def test_live_view_and_circuit_buttons(gateway, page, workdir):
     page.click('[data-deployment="m"] [data-replica="east"] [data-action="reset"]')
     assert page.wait_for(replica_state("m", "east") + " === 'closed'")
     assert circuit_state(gateway.base, token, "m", "east") == "closed"
+
+    # one row per worker slot, each serving; a worker killed shows as a restart of its slot
+    rows = "[...document.querySelectorAll('#workers [data-worker]')]"
+    assert page.wait_for(f"{rows}.length === 2")
+    assert page.evaluate(f"{rows}.map(r => [r.dataset.worker, r.dataset.state])") == [["0", "serving"], ["1", "serving"]]
+    os.kill(children_of(gateway.pid)[0], signal.SIGKILL)
+    assert page.wait_for(f"{rows}.some(r => r.querySelector('[data-metric=restarts]').textContent === '1 · 0')")
+    assert page.wait_for(f"{rows}.every(r => r.dataset.state === 'serving')")
 
     shot = page.screenshot(workdir / "dashboard.png")
     data = shot.read_bytes()

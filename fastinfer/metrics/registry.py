@@ -38,7 +38,7 @@ OPERATOR_ROUTES = ("healthz", "readyz", "metrics", "admin", "dashboard")
 # per worker process: gauges each worker sets for itself (worker_probe), and its request counter
 WORKER_GAUGES = ("worker_connections", "worker_resident_memory_bytes", "worker_open_fds",
                  "worker_event_loop_lag_seconds")
-_GAUGE_SCALE = {"worker_event_loop_lag_seconds": 1e6}   # kept in whole microseconds
+GAUGE_SCALE = {"worker_event_loop_lag_seconds": 1e6}   # kept in whole microseconds
 # why the supervisor replaced a worker: it died after it had served, or before it ever did
 RESTART_REASONS = ("died", "failed_to_start")
 ADMIN_AUTH_SLOTS = 256    # control words for throttling failed admin authentications
@@ -226,7 +226,7 @@ class Metrics:
             name = f"fastinfer_{metric}"
             _family(out, name, "gauge" if metric in WORKER_GAUGES or metric in GAUGE_WORDS else "counter")
             labels = _LABELS[metric]
-            scale = _GAUGE_SCALE.get(metric, COST_SCALE if metric in _COST_METRICS else None)
+            scale = GAUGE_SCALE.get(metric, COST_SCALE if metric in _COST_METRICS else None)
             for index, (_, values_of_labels) in entries:
                 value = values[index]
                 text = str(value) if scale is None else repr(value / scale)
@@ -338,7 +338,7 @@ class WorkerSeries:
         self._counters = metrics.counters
         self._requests = index[("worker_requests_total", (worker,))]
         self._serving = index[("_worker_serving", (worker,))]
-        self._gauges = {g: (index[(g, (worker,))], _GAUGE_SCALE.get(g, 1)) for g in WORKER_GAUGES}
+        self._gauges = {g: (index[(g, (worker,))], GAUGE_SCALE.get(g, 1)) for g in WORKER_GAUGES}
 
     def serving(self) -> None:
         """This worker accepts connections now."""

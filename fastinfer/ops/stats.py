@@ -31,7 +31,12 @@ Shape (every count is a host total since start, carried over reloads where
                "cost_usd": x,                              # since start, as the key_* metrics
                "spend_usd": x,                             # in the current budget period
                "limits": [{"name", "kind", "limit", "remaining"}],   # rpm, tpm, max_concurrency
-               "budget": {"usd", "period", "spent_usd", "remaining_usd", "resets_at"} | null}]}
+               "budget": {"usd", "period", "spent_usd", "remaining_usd", "resets_at"} | null}],
+     "workers": [{"worker": "0", "serving": bool,          # its worker accepts connections now
+                  "requests": n,                           # HTTP requests it received, every route
+                  "connections": n, "resident_memory_bytes": n, "open_fds": n,
+                  "event_loop_lag_seconds": x,             # gauges its worker publishes each second
+                  "restarts": {"died": n, "failed_to_start": n}}]}   # workers replaced in its slot
 
 ``limits`` and ``keys`` are empty when nothing is limited and no key exists (the page
 shows "none configured").
@@ -47,7 +52,8 @@ from .._core.constants import BREAKER_STATE_NAMES
 from ..config import Config
 from ..limits.quota import budget_state
 from ..limits.report import deployment_limit_list, key_limit_list, spend_usd
-from ..metrics.registry import BUCKETS, COST_SCALE, HISTOGRAMS, TOKEN_DIRECTIONS, UNKNOWN_DEPLOYMENT
+from ..metrics.registry import (BUCKETS, COST_SCALE, GAUGE_SCALE, HISTOGRAMS, RESTART_REASONS, TOKEN_DIRECTIONS,
+                                UNKNOWN_DEPLOYMENT, WORKER_GAUGES)
 from ..redact import mask_url
 
 
@@ -57,8 +63,12 @@ def host_stats(metrics, config: Config, limits=None) -> dict:
     deployments = {d.name: _deployment(d, metrics) for d in config.deployments}
     keys = {k.name: _key(k.name) for k in config.keys}
     unrouted: dict[str, int] = {}
+    workers = {w: _worker(w) for w in metrics.layout.workers}
     values = metrics.counters.snapshot()
     for (metric, labels), value in zip(metrics.layout.counter_keys, values):
+        if metric.startswith(_WORKER_WORDS):
+            _count_worker(workers[labels[0]], metric, labels, value)
+            continue
         if metric.startswith("_"):
             continue
         if metric.startswith("key_"):
@@ -83,7 +93,30 @@ def host_stats(metrics, config: Config, limits=None) -> dict:
             entry.update(spend_usd=spend_usd(limits, key), limits=key_limit_list(limits, key),
                          budget=budget_state(limits, key))
     return {"ts": time.time(), "pid": os.getpid(), "buckets": list(BUCKETS),
-            "deployments": list(deployments.values()), "unrouted": unrouted, "keys": list(keys.values())}
+            "deployments": list(deployments.values()), "unrouted": unrouted, "keys": list(keys.values()),
+            "workers": list(workers.values())}
+
+
+def _worker(name: str) -> dict:
+    return {"worker": name, "serving": False, "requests": 0, **dict.fromkeys(_WORKER_GAUGES, 0),
+            "restarts": dict.fromkeys(RESTART_REASONS, 0)}
+
+
+def _count_worker(entry: dict, metric: str, labels: tuple, value: int) -> None:
+    if metric == "_worker_serving":
+        entry["serving"] = bool(value)
+    elif metric == "worker_requests_total":
+        entry["requests"] = value
+    elif metric == "worker_restarts_total":
+        entry["restarts"][labels[1]] = value
+    else:
+        gauge = metric[len("worker_"):]
+        entry[gauge] = value / GAUGE_SCALE[metric] if metric in GAUGE_SCALE else value
+
+
+# the per-worker words: its own series, its slot's restarts, and whether it serves
+_WORKER_WORDS = ("worker_", "_worker_serving")
+_WORKER_GAUGES = tuple(g[len("worker_"):] for g in WORKER_GAUGES)
 
 
 def _key(name: str) -> dict:

@@ -368,6 +368,7 @@
     for (const d of stats.deployments) updateDeployment(d, i);
     renderTiles(stats, i);
     renderKeys(stats.keys || []);
+    renderWorkers(stats.workers || []);
     renderUnrouted(stats.unrouted || {});
     drawCharts();
     setText($("#updated"), "updated " + new Date(stats.ts * 1000).toLocaleTimeString());
@@ -564,6 +565,32 @@
     root.replaceChildren(el("div", { class: "table-wrap" }, el("table", {},
       el("thead", {}, el("tr", {},
         ...["Key", "Requests", "Tokens in · out", "Cost", "Limits left", "Budget left"].map((h) => el("th", { text: h })))),
+      el("tbody", {}, ...rows))));
+  }
+
+  // workers: [{worker, serving, requests, connections, resident_memory_bytes, open_fds,
+  //            event_loop_lag_seconds, restarts: {died, failed_to_start}}]: one row per slot, the
+  //            requests' split over them, and a slot whose worker is down or cannot start marked
+  function renderWorkers(workers) {
+    const total = workers.reduce((sum, w) => sum + w.requests, 0);
+    const rows = workers.map((w) => {
+      const restarts = w.restarts || {};
+      const failing = (restarts.failed_to_start || 0) > 0;
+      const state = !w.serving ? "down" : failing ? "restarted" : "serving";
+      return el("tr", { "data-worker": w.worker, "data-state": state },
+        el("td", {}, el("strong", { text: w.worker })),
+        el("td", {}, el("span", { class: "state", text: w.serving ? "serving" : "not serving" })),
+        el("td", { text: `${fmtInt(w.requests)} (${fmtPct(total ? (100 * w.requests) / total : null)})` }),
+        el("td", { text: fmtInt(w.connections) }),
+        el("td", { text: fmtCompact(w.resident_memory_bytes / 1048576) + " MiB" }),
+        el("td", { text: fmtSeconds(w.event_loop_lag_seconds) }),
+        el("td", { "data-metric": "restarts",
+                   text: pair(fmtInt(restarts.died), fmtInt(restarts.failed_to_start)) }));
+    });
+    $("#workers").replaceChildren(el("div", { class: "table-wrap" }, el("table", {},
+      el("thead", {}, el("tr", {},
+        ...["Worker", "State", "Requests (share)", "Connections", "Memory", "Loop lag",
+            "Restarts: died · failed to start"].map((h) => el("th", { text: h })))),
       el("tbody", {}, ...rows))));
   }
 
