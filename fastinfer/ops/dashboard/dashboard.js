@@ -13,6 +13,7 @@
   const TOKEN_KEY = "fastinfer.adminKey";
   const THEME_KEY = "fastinfer.theme";
   const STALE_AFTER_MS = 5000;
+  const RESTART_SHOWN_S = 60;     // a worker slot restarted this recently is marked
   const COLORS = ["#1f77d0", "#e8890c", "#13a36e", "#c4489d", "#5ab4e6", "#d9480f", "#8a63d2", "#7f8c8d"];
   const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -27,6 +28,7 @@
     timer: null,
     lastOk: 0,
     latest: null,
+    restarts: new Map(),    // worker slot -> {count: its restarts, at: when this tab saw them go up}
   };
 
   // ------------------------------------------------------------------ formatting
@@ -368,7 +370,7 @@
     for (const d of stats.deployments) updateDeployment(d, i);
     renderTiles(stats, i);
     renderKeys(stats.keys || []);
-    renderWorkers(stats.workers || []);
+    renderWorkers(stats.workers || [], stats.ts);
     renderUnrouted(stats.unrouted || {});
     drawCharts();
     setText($("#updated"), "updated " + new Date(stats.ts * 1000).toLocaleTimeString());
@@ -570,16 +572,22 @@
 
   // workers: [{worker, serving, requests, connections, resident_memory_bytes, open_fds,
   //            event_loop_lag_seconds, restarts: {died, failed_to_start}}]: one row per slot, the
-  //            requests' split over them, and a slot whose worker is down or cannot start marked
-  function renderWorkers(workers) {
+  //            requests' split over them; a slot not serving, or restarted in the last
+  //            RESTART_SHOWN_S this tab has seen, is marked (restarts from before are only counted)
+  function renderWorkers(workers, now) {
     const total = workers.reduce((sum, w) => sum + w.requests, 0);
     const rows = workers.map((w) => {
       const restarts = w.restarts || {};
-      const failing = (restarts.failed_to_start || 0) > 0;
-      const state = !w.serving ? "down" : failing ? "restarted" : "serving";
+      const count = (restarts.died || 0) + (restarts.failed_to_start || 0);
+      const seen = app.restarts.get(w.worker);
+      if (!seen || count !== seen.count) {
+        app.restarts.set(w.worker, { count, at: seen && count > seen.count ? now : -Infinity });
+      }
+      const recent = now - app.restarts.get(w.worker).at < RESTART_SHOWN_S;
+      const state = !w.serving ? "down" : recent ? "restarted" : "serving";
       return el("tr", { "data-worker": w.worker, "data-state": state },
         el("td", {}, el("strong", { text: w.worker })),
-        el("td", {}, el("span", { class: "state", text: w.serving ? "serving" : "not serving" })),
+        el("td", {}, el("span", { class: "state", text: w.serving ? state : "not serving" })),
         el("td", { text: `${fmtInt(w.requests)} (${fmtPct(total ? (100 * w.requests) / total : null)})` }),
         el("td", { text: fmtInt(w.connections) }),
         el("td", { text: fmtCompact(w.resident_memory_bytes / 1048576) + " MiB" }),
