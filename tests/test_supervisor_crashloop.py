@@ -6,6 +6,7 @@ and forks as usual, and each worker dies while it imports.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import signal
@@ -179,19 +180,37 @@ def test_a_slot_whose_worker_cannot_start_is_parked_retried_and_counted_while_th
     assert "every worker died at start" not in gw.stderr()
 
 
-def test_a_reload_one_of_whose_workers_cannot_start_rolls_and_parks_that_slot(start_gateway, site):
+def test_a_reload_one_of_whose_workers_cannot_start_rolls_and_parks_that_slot(start_gateway, site, replicas):
     """A partial roll: the new generation serves on the slots whose workers start; the old one is
-    retired after its wait, and then the slot that cannot start is parked, not left to queue."""
+    retired after its wait, and then the slot that cannot start is parked, not left to queue --
+    at once, while the old generation still drains a request it holds."""
     directory, env = site
-    gw = start_gateway(workers=2, env=env)
+    gw = start_gateway(replicas_config(replicas).replace("drain_grace_s = 10", "drain_grace_s = 60"), workers=2, env=env)
     assert wait_workers_serving(gw.base, 2)
     old = set(children_of(gw.pid))
-    (directory / "uvloop.py").write_text(FIRST_ONLY)     # only the first new worker gets through
-    os.kill(gw.pid, signal.SIGHUP)
-    assert wait_for(lambda: "parked" in gw.stderr(), timeout=30), gw.stderr()[-3000:]
-    assert not set(children_of(gw.pid)) & old      # the old generation is gone: retired after its wait
-    (failing,) = {int(n) for n in re.findall(r"worker slot (\d) parked", gw.stderr())}
-    for _ in range(20):
-        assert http_json("POST", gw.base + "/v1/chat/completions", {"model": "echo", "messages": MESSAGES})[0] == 200
+    for mock in replicas:
+        mock.script([{"hold": "drain"}])
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(chat, gw.base, "held")        # in flight in an old worker: its drain waits
+        assert wait_for(lambda: sum(m.stats()["in_flight"] for m in replicas) == 1)
+        for mock in replicas:
+            if not mock.stats()["in_flight"]:
+                mock.reset()       # their hold step unused: the requests below are answered at once
+        (directory / "uvloop.py").write_text(FIRST_ONLY)     # only the first new worker gets through
+        rolled_at = time.time()
+        os.kill(gw.pid, signal.SIGHUP)
+        assert wait_for(lambda: "parked" in gw.stderr(), timeout=30), gw.stderr()[-3000:]
+        assert not held.done() and set(children_of(gw.pid)) & old    # the old generation still drains
+        # but was retired (it accepts no more) before the slot was parked: 10 s after the roll
+        # began (the new generation's wait), not at the failing worker's second death
+        (parked,) = re.findall(r"^(\S+) WARNING fastinfer\.supervisor\[\d+\]: worker slot \d parked", gw.stderr(), re.M)
+        assert datetime.fromisoformat(parked.replace("Z", "+00:00")).timestamp() - rolled_at > 9.5
+        (failing,) = {int(n) for n in re.findall(r"worker slot (\d) parked", gw.stderr())}
+        for _ in range(20):
+            assert chat(gw.base)[0] == 200
+        for mock in replicas:
+            mock.release("drain")
+        assert held.result(timeout=10)[0] == 200
+    assert wait_for(lambda: not set(children_of(gw.pid)) & old)     # the old generation is gone
     assert restarts(gw, "failed_to_start", failing) >= 2 and restarts(gw, "failed_to_start", 1 - failing) == 0
     assert "reload failed" not in gw.stderr() and gw.proc.poll() is None
