@@ -7,6 +7,7 @@ and forks as usual, and each worker dies while it imports.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import re
 import signal
@@ -162,13 +163,36 @@ sys.modules["uvloop"] = real
 """
 
 
+def sent_request(port: int) -> socket.socket:
+    """A connection with a chat request written on it, its answer not read yet."""
+    body = json.dumps({"model": "echo", "messages": MESSAGES}).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+                 b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    return sock
+
+
+def outcome(sock: socket.socket) -> str:
+    """``answered`` (a 200), ``reset`` (refused or closed unanswered); a hang raises recv's timeout."""
+    try:
+        head = sock.recv(12)
+    except ConnectionResetError:
+        return "reset"
+    finally:
+        sock.close()
+    return "answered" if head.startswith(b"HTTP/1.1 200") else "reset" if not head else repr(head)
+
+
 def test_a_slot_whose_worker_cannot_start_is_parked_retried_and_counted_while_the_others_serve(start_gateway, site):
     directory, env = site
     (directory / "uvloop.py").write_text(FIRST_ONLY)
     gw = start_gateway(workers=2, env=env)
+    early = [sent_request(gw.port) for _ in range(8)]   # some land in the slot nobody will accept from
     # one slot serves; the other's worker dies at start, is replaced 0.1 then 0.2 s later, and its
-    # slot is parked after the second death (before that, a connection hashed to it would wait)
+    # slot is parked after the second death
     assert wait_for(lambda: "parked" in gw.stderr(), timeout=15), gw.stderr()[-3000:]
+    # what waited in the parked slot's queue is reset, not left hanging (a hang is recv's timeout)
+    assert {outcome(s) for s in early} <= {"answered", "reset"}
     (failing,) = {int(n) for n in re.findall(r"worker slot (\d) parked", gw.stderr())}
     # every new connection is served: none lands in the slot nobody accepts from
     for _ in range(20):
