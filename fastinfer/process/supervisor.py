@@ -322,9 +322,7 @@ class Supervisor:
         if not waiting:
             return False
         failed, previous = self.current, waiting[-1]
-        self.apply_logging(previous.config)    # this line and every later one as the running config says
-        log.error("reload failed: the new workers died at start %d times in a row (the last one: %s; see its "
-                  "error above); the running config stays", failed.deaths_at_start, _describe(failed.last_death))
+        self.apply_logging(previous.config)    # the line below and every later one as the running config says
         failed.abandoned = True
         failed.respawn_at.clear()
         self._retire(failed)   # those still starting: the listeners they hold stay open in the old workers
@@ -342,6 +340,9 @@ class Supervisor:
         for index in range(self.n_workers):
             if index not in running:
                 previous.respawn_at.setdefault(index, time.monotonic())
+        # said once the running generation has its state back: what the line announces is done
+        log.error("reload failed: the new workers died at start %d times in a row (the last one: %s; see its "
+                  "error above); the running config stays", failed.deaths_at_start, _describe(failed.last_death))
         return True
 
     def _roll(self) -> None:
