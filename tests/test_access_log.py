@@ -454,4 +454,8 @@ def test_lines_name_the_gateway_key_and_the_resolved_deployment(start_gateway, u
     assert lines["k-200"]["deployment"] == "m" and lines["k-429"]["deployment"] == "m"
     assert lines["k-del"]["method"] == "DELETE" and lines["k-del"]["path"] == "/v1/sessions/no-such-session"
     assert lines["k-del"]["deployment"] is None and lines["k-del"]["error"]
+    # and each keyed answer, the DELETE's too, is counted in the key's series (the 401 has no key)
+    metrics = metrics_text(gw)
+    for code in (403, 200, 429, 404):
+        assert f'fastinfer_key_requests_total{{key="team",code="{code}"}} 1' in metrics, code
     assert key not in gw.stderr_when_stopped()

@@ -111,9 +111,9 @@ def test_a_keys_answers_tokens_and_cost_land_in_its_series_and_an_unknown_key_in
     try:
         metrics = Metrics(state.metrics_layout, state.segment)
         before = metrics.counters.snapshot()
-        metrics.key_request("team", 200)
-        metrics.key_request("team", 418)
-        metrics.key_request("stranger", 200)
+        metrics.key_series("team").request(200)
+        metrics.key_series("team").request(418)
+        assert metrics.key_series("stranger") is None       # a name the layout lacks: nothing counts it
         metrics.key_usage("team", 12, 5, 3, 0.25)
         metrics.key_usage("team", 1, 1, 0, 0)
         metrics.key_usage("stranger", 7, 7, 7, 1.0)

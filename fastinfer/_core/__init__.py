@@ -11,7 +11,7 @@ parsed JSON body against its API's shapes (``shapes``); and calls on the process
 (``proc``: parent-death signal, handing free heap pages back); and the two connections a
 request crosses, compiled from Python source with the types of a ``.pxd`` (the upstream HTTP/1.1
 connection, ``upstream``; the data routes' client connection, ``client``), and what an attempt
-and an admitted request hold (``attempts``). docs/architecture-core.md
+and an admitted request hold (``attempts``); an answered request's access line, kept (``access``). docs/architecture-core.md
 describes every region.
 
 Must not touch: configuration, HTTP semantics, asyncio policy. Callers hand in plain

@@ -63,6 +63,7 @@ cdef class GatewayKey:
     cdef readonly int priority          # the class a request runs in when it asks for none
     cdef readonly int max_priority      # the highest class it may ask for (the lowest number)
     cdef public bytes models_body       # ``/v1/models`` as this key sees it (``gateway.auth``)
+    cdef public object series           # its answers' metrics series (``gateway.app`` sets it; None: not counted)
     cdef dict _allowed
 
     def __init__(self, str name, bytes digest, tuple globs, int priority, int max_priority):
@@ -74,6 +75,7 @@ cdef class GatewayKey:
         self.priority = priority
         self.max_priority = max_priority
         self.models_body = b""
+        self.series = None
         self._allowed = {}
 
     cpdef bint may_use(self, str model):

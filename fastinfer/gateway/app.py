@@ -20,10 +20,10 @@ import orjson
 from aiohttp import web
 from aiohttp.web_urldispatcher import _default_expect_handler
 
+from .._core.access import CLIENT_CLOSED as _CLIENT_CLOSED, error_text
 from .._core.slotted import record_maker
 from ..engine import Deployment, Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
-from ..redact import redact
 from ..routing import session_id_problem
 from ..errors import BadRequest, GatewayError
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
@@ -38,8 +38,6 @@ from .middleware import DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RequestIds, erro
 from .openai_api import chat_request, passthrough_request
 from .protocol import DIRECT_BODY_LIMIT, DIRECT_ROUTES
 
-_CLIENT_CLOSED = 499   # the client went away before its answer was complete (nginx's code)
-_CLIENT_CLOSED_ERROR = "the client closed the connection before the answer was complete"
 _TIMEOUT_MS_MAX = 2**31 - 1
 # the fields a data answer leads with: its request id, the replica and the attempts that answered
 # it, the gateway's own time in milliseconds (``_serve``; the engine's headers never repeat them)
@@ -58,6 +56,7 @@ class DataRequest:
     deployment: str | None = None
     series: Any = None                  # the deployment's metrics series, once resolved
     key: str | None = None              # the gateway key's name, once authenticated (never the key)
+    key_series: Any = None              # then the key's metrics series (None: not counted)
     req: GatewayRequest | None = None
     result: EngineResult | None = None
     cut: GatewayError | None = None     # why the gateway ended its stream early (a drain's end)
@@ -78,12 +77,15 @@ class Gateway:
         self.body_timeout_s = body_timeout_s
         self.drain = GatewayDrain(self._loop)    # driven by the worker's drain (process.drain)
         config = engine.config
-        self.access_log = AccessLog(self._loop, engine.deployments) if config.logging.access_log else None
+        # one middleware instance (one request-id sequence) for the public and the admin listener
+        self._ids = RequestIds()
+        self.access_log = (AccessLog(self._loop, engine.deployments, self._ids.prefix)
+                           if config.logging.access_log else None)
+        # a data request's line, kept by one compiled call (``_core.access``); None: no access log
+        self._access_answered = None if self.access_log is None else self.access_log.answered
         telemetry = config.telemetry
         self.tracing = None if telemetry is None else Tracing(telemetry.otlp_endpoint, telemetry.service_name,
                                                               telemetry.sample_ratio)
-        # one middleware instance (one request-id sequence) for the public and the admin listener
-        self._ids = RequestIds()
         self._error_middleware = error_middleware(self._ids, self._error_answered, self.drain)
         created = int(time.time())
         self._models_body = orjson.dumps({"object": "list", "data": [
@@ -91,6 +93,8 @@ class Gateway:
             for d in engine.deployments.values() for name in (d.config.name, *d.config.aliases)]})
         # gateway keys: with any configured, every data route needs one (None: an open gateway)
         self.keys = key_ring(engine.config) if engine.config.keys else None
+        for key in self.keys.keys if self.keys is not None else ():
+            key.series = engine.metrics.key_series(key.name)    # a keyed answer is counted into it directly
 
     def app(self, *, operator_routes: bool = True) -> web.Application:
         """The public listener's app; ``operator_routes=False`` when a separate admin listener has them."""
@@ -182,6 +186,7 @@ class Gateway:
                 if self.keys is not None:
                     key = self.keys.authenticate(request.headers)    # before the body is read
                     data.key = key.name
+                    data.key_series = key.series
                 timeout_ms = request.headers.get("x-timeout-ms")
                 deadline = None if timeout_ms is None else now + _parse_timeout_ms(timeout_ms)
                 body = arrived_json(request, self.max_body_bytes)
@@ -270,39 +275,24 @@ class Gateway:
             series.answered(status, duration, None, None)
         else:
             series.answered(status, duration, result.overhead_s, result.ttft_s)
-        if data.key is not None:
-            metrics.key_request(data.key, status)
-        if self.access_log is None and data.trace is None:
-            return
-        if error is not None:
-            error_text = error.message
-        elif status == _CLIENT_CLOSED:
-            error_text = _CLIENT_CLOSED_ERROR
-        elif data.cut is not None:
-            error_text = data.cut.message
-        elif result is not None and result.stream is not None and result.stream.failure is not None:
-            error_text = result.stream.failure.message     # a 200 whose stream ended with an error event
-        else:
-            error_text = "Internal gateway error." if status >= 500 else None
+        if data.key_series is not None:
+            data.key_series.request(status)
+        if self._access_answered is not None:
+            self._access_answered(time.time() - duration, request[REQUEST_ID], data, status, error, duration,
+                                  request.method, request.path)
+        if data.trace is not None:
+            self._end_trace(request[REQUEST_ID], data, status, error)
+
+    def _end_trace(self, request_id: str, data: DataRequest, status: int, error: GatewayError | None) -> None:
+        """The request's span ends with what its access line says (``_core.access``)."""
         req = data.req
-        key = data.key        # known from authentication on: a 403 or 429 has it, a 401 not
         if req is None:
-            replica = usage = cost = None
+            usage = cost = None
             attempts, stream = 0, False
         else:
-            replica, usage, cost, attempts, stream = req.replica, req.usage, req.cost_usd, req.attempts, req.stream
-        request_id = request[REQUEST_ID]
-        if not request_id.startswith(self._ids.prefix):     # ``RequestIds.shown``, inlined: on every request
-            request_id = redact(request_id)
-        if self.access_log is not None:
-            self.access_log.add(time.time() - duration, (        # in ``access.FIELDS``' order
-                request_id, key, data.deployment, replica, status, attempts, stream, duration,
-                None if result is None else result.ttft_s, None if result is None else result.overhead_s,
-                None if usage is None else usage.get("prompt_tokens"),
-                None if usage is None else usage.get("completion_tokens"),
-                cost, error_text, request.method, request.path))
-        if data.trace is not None:
-            data.trace.end(status, request_id, key, data.deployment, attempts, stream, usage, cost, error_text)
+            usage, cost, attempts, stream = req.usage, req.cost_usd, req.attempts, req.stream
+        data.trace.end(status, self._ids.shown(request_id), data.key, data.deployment, attempts, stream, usage, cost,
+                       error_text(data, status, error))
 
     async def _close_observers(self, app: web.Application) -> None:
         """The worker is draining: write the access lines kept, export the spans pending."""
@@ -370,24 +360,19 @@ class Gateway:
         # answered like a data route (counted under deployment "", access-logged, traced), errors included
         request[DATA_ROUTE] = data = DataRequest(clock(), trace)
         session_id = request.match_info["session_id"]
-        key_name = self._key_name(request)
-        data.key = key_name or None
+        key = self.keys.authenticate(request.headers) if self.keys is not None else None
+        if key is not None:
+            data.key, data.key_series = key.name, key.series
         problem = session_id_problem(session_id)
         if problem is not None:
             raise BadRequest(f"The session id {problem}.", param="session_id")
-        ended = await self.engine.end_session(key_name, session_id)
+        ended = await self.engine.end_session(data.key or "", session_id)
         if not ended:
             raise GatewayError(f"No live session {session_id!r}.", status=404, type="invalid_request_error",
                                code="session_not_found")
         self._answered(request, data, 200)
         return web.Response(body=orjson.dumps({"id": session_id, "object": "session", "deleted": True,
                                                "deployments": ended}), content_type=JSON)
-
-    def _key_name(self, request: web.Request) -> str:
-        """The name of the gateway key ``request`` authenticates with, "" on an open gateway: the
-        namespace of its sessions. Key authentication (``self.keys``, issue 8) answers it, and
-        refuses a request without a valid key as it does on every data route."""
-        return self.keys.authenticate(request.headers).name if self.keys is not None else ""
 
     async def models(self, request: web.Request) -> web.Response:
         body = self._models_body

@@ -182,10 +182,10 @@ class Metrics:
     def bump_session_generation(self, deployment: str) -> None:
         self._add(("_session_generation", (deployment,)))
 
-    def key_request(self, key: str, status: int) -> None:
-        series = self._keys.get(key)
-        if series is not None:
-            series.request(status)
+    def key_series(self, key: str):
+        """Gateway key ``key``'s series (``RequestSeries``: its answers by code, its tokens and cost),
+        None for a name the layout does not have. The gateway counts a keyed answer into it directly."""
+        return self._keys.get(key)
 
     def key_usage(self, key: str, prompt: int, completion: int, cached: int, cost_usd: float) -> None:
         series = self._keys.get(key)

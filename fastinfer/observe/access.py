@@ -1,8 +1,8 @@
 """The access log: one line per answered request, built at its end and written after it.
 
-Owns: ``AccessLog.add`` (called by the gateway once per answer, streams when they
-end), which only keeps the values — no formatting, no record, no write on the
-request's path — and the flush, a timer every ``FLUSH_S`` that turns what was kept
+Owns: ``AccessLog.answered`` and ``add`` (called by the gateway once per answer, streams
+when they end), which only keep the values — no formatting, no record, no write on the
+request's path: the compiled ``_core.access`` — and the flush, a timer every ``FLUSH_S`` that turns what was kept
 into lines of the standard ``fastinfer.access`` logger: each line's fields
 (``shown_values``) formatted by the handler's formatter (``logs``: text or JSON)
 straight into the handler's few whole-line writes, no record between. When
@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 
+from .._core import access as compiled_access
 from ..redact import redact
 from .logs import ACCESS_LOGGER, StructuredMessage, batched_writes, direct_handler, fields_of
 #: an access line's fields after ``ts``, in order (the JSON object's keys, the text line's pairs)
@@ -106,40 +107,31 @@ class _AccessRecord(logging.LogRecord):
 
 
 class AccessLog:
-    """The access log of one worker. ``add`` on the request's path keeps a tuple; a timer writes."""
+    """The access log of one worker. What the request path calls keeps a tuple (``_core.access``:
+    ``answered`` for a data request, ``add`` for any other answer); a timer writes."""
 
     # how long a line may wait to be written: what a worker keeps meanwhile (~550 lines at 11k
     # requests a second for 50 ms, then as many formatted lines) peaked the soak's RSS 1.3 MiB higher
     FLUSH_S = 0.01
     MAX_PENDING = 4096      # written at once when this many are waiting
 
-    def __init__(self, loop, known_deployments=()):
-        self._loop = loop
+    def __init__(self, loop, known_deployments=(), id_prefix: str = "", core=compiled_access):
+        """``id_prefix``: what the gateway's own request ids start with (any other is a client's,
+        redacted); ``core``: ``_core.access`` (the tests pass its reference)."""
         self._logger = logging.getLogger(ACCESS_LOGGER)
-        self._pending: list[tuple] = []
-        self._timer = None
-        self._closed = False            # closed: every line is written as it comes
+        self._buffer = core.AccessBuffer(loop, self.flush, self.FLUSH_S, self.MAX_PENDING, id_prefix, redact)
+        # ``add(ts, values)``: an answer's ``ts`` (when it arrived, wall clock) and its line's values in
+        # ``FIELDS``' order (durations in seconds, the request id as the gateway shows it). One tuple, not
+        # seventeen keywords: matching keywords cost more than the rest. ``answered(ts, request_id, data,
+        # status, error, duration_s, method, path)``: a data request's, its values read from its record.
+        self.add = self._buffer.add
+        self.answered = self._buffer.answered
         self._known = frozenset(known_deployments)
         self._pid = os.getpid()
 
-    def add(self, ts: float, values: tuple) -> None:
-        """One answered request: ``ts``, when it arrived (wall clock), and its line's ``values`` in
-        ``FIELDS``' order (durations in seconds, the request id as the gateway shows it: a client's
-        redacted). Kept as they are, written within ``FLUSH_S``. (One tuple, not seventeen keywords:
-        the call is on every request's path, and matching keywords costs it more than the rest.)"""
-        pending = self._pending
-        pending.append((ts, values))
-        if self._timer is None and not self._closed:
-            self._timer = self._loop.call_later(self.FLUSH_S, self.flush)
-        elif len(pending) >= self.MAX_PENDING or self._closed:
-            self.flush()
-
     def flush(self) -> None:
         """Write what is kept as lines of the ``fastinfer.access`` logger now."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        pending, self._pending = self._pending, []
+        pending = self._buffer.take()
         logger = self._logger
         if not pending or not logger.isEnabledFor(logging.INFO):
             return
@@ -189,5 +181,5 @@ class AccessLog:
     def close(self) -> None:
         """Write what is kept; from now on each line as it comes (the worker is draining: its loop
         may end before a timer would fire)."""
-        self._closed = True
+        self._buffer.closed = True
         self.flush()

@@ -25,7 +25,7 @@ def digest_of(key: str, portable: bool = False) -> bytes:
 class GatewayKey:
     """One configured key as the request path checks it."""
 
-    __slots__ = ("name", "digest", "globs", "priority", "max_priority", "models_body", "_allowed")
+    __slots__ = ("name", "digest", "globs", "priority", "max_priority", "models_body", "series", "_allowed")
 
     def __init__(self, name: str, digest: bytes, globs: tuple, priority: int, max_priority: int):
         if len(digest) != _DIGEST_BYTES:
@@ -33,6 +33,7 @@ class GatewayKey:
         self.name, self.digest, self.globs = name, digest, globs or ("*",)
         self.priority, self.max_priority = priority, max_priority
         self.models_body = b""
+        self.series = None
         self._allowed: dict[str, bool] = {}
 
     def may_use(self, model: str) -> bool:
