@@ -1,6 +1,7 @@
 """The attempt loop against a misbehaving upstream, with the openai SDK as the client."""
 from __future__ import annotations
 
+import json
 import textwrap
 import time
 
@@ -248,6 +249,23 @@ def test_garbage_under_a_200_is_a_failed_attempt(start_gateway, mock_upstream):
         sdk(gw).chat.completions.create(model="m", messages=MESSAGES)
     assert exc.value.status_code == 502
     assert "JSON" in exc.value.message
+
+
+def test_a_200_that_is_json_but_no_object_fails_and_one_without_usage_is_passed_on_with_an_estimate(
+        start_gateway, mock_upstream):
+    gw = start_gateway(deployment("m", mock_upstream.base, retry=FAST_RETRY.split("= ", 1)[1]))
+    mock_upstream.script([{"body": "[1, 2]"}] * 3)
+    with pytest.raises(openai.APIStatusError) as exc:
+        sdk(gw).chat.completions.create(model="m", messages=MESSAGES)
+    assert exc.value.status_code == 502 and "JSON object" in exc.value.message
+    no_usage = '{"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "finish_reason": "stop", ' \
+               '"message": {"role": "assistant", "content": "eight characters"}}]}'
+    mock_upstream.script([{"body": no_usage}])
+    status, _, answer = http_json("POST", gw.base + "/v1/chat/completions", {"model": "m", "messages": MESSAGES})
+    assert status == 200 and answer == json.loads(no_usage)      # as it came: the estimate is the gateway's
+    text = metrics_text(gw)
+    assert metric_value(text, 'fastinfer_usage_estimated_total{deployment="m"}') == 1
+    assert metric_value(text, 'fastinfer_tokens_total{deployment="m",direction="output"}') == 4   # 16 chars / 4
 
 
 def test_an_upstream_that_never_accepts_is_504_at_the_connect_timeout(start_gateway, mock_upstream):

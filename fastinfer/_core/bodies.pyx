@@ -6,7 +6,7 @@ whose text is a string ``content`` or none, a string ``system`` at most), -1 for
 shape: what a ``tpm`` limit's estimate starts from; ``walked_chars``, the count of any other
 body's prompt by walking every text field (content parts, Anthropic's blocks, Gemini's parts);
 ``openai_usage``, an OpenAI answer's ``usage`` normalized, which every OpenAI-shaped answer goes
-through; and ``json_depth_exceeds``, whether a client's (valid) JSON body nests deeper than the
+through, and ``openai_reply_usage``, a whole OpenAI reply's, parsed and checked in one call; and ``json_depth_exceeds``, whether a client's (valid) JSON body nests deeper than the
 gateway allows, in one pass over its bytes. Same API and behaviour as the reference
 ``fastinfer._core.ref.bodies``, whose docstrings give the rules; the tests hold the two to the
 same answers on generated bodies.
@@ -27,6 +27,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Contains, PyDict_GetItem
 from cpython.object cimport PyObject
 from libc.string cimport memchr
+
+import orjson
 
 from .constants import CHARS_PER_TOKEN, PROMPT_FIELDS, TEXT_KEYS
 
@@ -94,6 +96,22 @@ cdef inline object _detail(dict u, str details, str name):
         return 0
     found = PyDict_GetItem(<dict>found, name)
     return _count(<object>found) if found != NULL else 0
+
+
+cdef object _loads = orjson.loads
+
+
+def openai_reply_usage(body):
+    """A whole OpenAI reply's normalized usage (see the reference); ``ValueError`` when it is not a
+    JSON object."""
+    reply = _loads(body)
+    if type(reply) is not dict:
+        raise ValueError("the reply is not a JSON object")
+    cdef PyObject *found = PyDict_GetItem(<dict>reply, "usage")
+    if found == NULL:
+        return None
+    usage = openai_usage(<object>found)
+    return usage if usage is not None and usage["total_tokens"] else None
 
 
 def openai_usage(u):

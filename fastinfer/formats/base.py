@@ -22,6 +22,9 @@ from ..errors import GatewayError, UpstreamFailure
 from .common import estimated_usage, json_object
 from .relay import StreamRelay, TranslatingRelay
 
+#: why a successful whole reply is refused: a 200 whose body is not a JSON object is an upstream failure
+NOT_AN_OBJECT = "upstream sent a reply that is not a JSON object"
+
 
 class Format:
     #: the format's name, and the caller API name for the formats clients speak
@@ -46,7 +49,7 @@ class Format:
         """
         reply = json_object(body)
         if reply is None:
-            raise UpstreamFailure("upstream sent a reply that is not a JSON object")
+            raise UpstreamFailure(NOT_AN_OBJECT)
         usage = self._usage(reply, req)
         if caller is self:
             return body, usage

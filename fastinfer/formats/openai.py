@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import orjson
 
+from .._core.bodies import openai_reply_usage
 from .._core.sse import SSEParser, encode_data, plain_prefix, whole_events
 from ..errors import GatewayError, UpstreamFailure
 from ..redact import redact_bytes
-from .base import Format
+from .base import NOT_AN_OBJECT, Format
 from .common import estimated_usage, json_object, make_usage, text_of, usage_from_openai
 from .relay import StreamRelay
 
@@ -132,6 +133,19 @@ class OpenAIFormat(Format):
             body["stream_options"] = ({**options, "include_usage": True} if isinstance(options, dict)
                                       else {"include_usage": True})
         return body
+
+    def reply(self, body: bytes, req, caller: Format, model: str) -> tuple[bytes, dict]:
+        """``Format.reply``; to an OpenAI caller (nearly every reply) the body goes as it came, its
+        usage read in one compiled call (``openai_reply_usage``: parse, check, normalize)."""
+        if caller is not self:
+            return Format.reply(self, body, req, caller, model)
+        try:
+            usage = openai_reply_usage(body)
+        except ValueError:
+            raise UpstreamFailure(NOT_AN_OBJECT) from None
+        if usage is None:       # no usage (a compatible server's quirk): estimated from the reply's text
+            usage = self._usage(json_object(body), req)
+        return body, usage
 
     def reply_to_pivot(self, reply: dict, model: str) -> dict:
         return reply

@@ -8,6 +8,7 @@ Must not touch: limits, HTTP.
 """
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -114,6 +115,35 @@ _USAGE = st.one_of(st.dictionaries(st.sampled_from(["prompt_tokens", "completion
 @given(_USAGE)
 def test_openai_usage_compiled_equals_reference(u):
     assert compiled.openai_usage(u) == reference.openai_usage(u)
+
+
+def test_a_whole_openai_replys_usage_is_read_from_its_bytes(m):
+    reply = {"id": "x", "choices": [{"message": {"content": "hi"}}],
+             "usage": {"prompt_tokens": 5, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 1}}}
+    assert m.openai_reply_usage(orjson.dumps(reply)) == {"prompt_tokens": 5, "completion_tokens": 2,
+                                                         "total_tokens": 7, "cached_tokens": 1}
+    # none, one that counts nothing, or one that is no object: None, for the caller to estimate
+    for usage in ({}, {"usage": None}, {"usage": {"prompt_tokens": 0}}, {"usage": [3]}):
+        assert m.openai_reply_usage(orjson.dumps({"choices": [], **usage})) is None
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"[1, 2]", b'"text"', b"null", b'{"usage": {}', b"\xff{}"])
+def test_a_whole_reply_that_is_not_a_json_object_is_a_value_error(m, body):
+    with pytest.raises(ValueError):
+        m.openai_reply_usage(body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(_USAGE, st.dictionaries(st.just("usage"), _USAGE, max_size=1)))
+def test_openai_reply_usage_compiled_equals_reference(value):
+    body = orjson.dumps(value)
+    answers = []
+    for m in (compiled, reference):
+        try:
+            answers.append(m.openai_reply_usage(body))
+        except ValueError:
+            answers.append(ValueError)
+    assert answers[0] == answers[1]
 
 
 def _depth(value) -> int:

@@ -19,6 +19,8 @@ Must not touch: prices, HTTP. What a token is, before an upstream counts it, is
 """
 from __future__ import annotations
 
+import orjson
+
 from ..constants import CHARS_PER_TOKEN, PROMPT_FIELDS, TEXT_KEYS
 
 
@@ -61,6 +63,17 @@ def chat_chars(body: dict) -> int:
         elif content is not None:
             return -1
     return total
+
+
+def openai_reply_usage(body: bytes) -> dict | None:
+    """A whole OpenAI reply (its bytes) parsed: its normalized ``usage`` (``openai_usage``), None when
+    it has none or it counts no token (the caller estimates one); ``ValueError`` (orjson's, or of its
+    own) when the body is not a JSON object."""
+    reply = orjson.loads(body)
+    if type(reply) is not dict:
+        raise ValueError("the reply is not a JSON object")
+    usage = openai_usage(reply.get("usage"))
+    return usage if usage is not None and usage["total_tokens"] else None
 
 
 def openai_usage(u) -> dict | None:
