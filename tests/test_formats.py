@@ -60,6 +60,17 @@ def test_upstream_bodies_for_every_caller(caller, upstream):
         assert out["max_tokens"] == (50 if caller == "anthropic" else 321)   # required by Anthropic
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_openai_callers_body_to_openai_is_a_copy_with_its_model_and_on_a_stream_usage_asked_for(stream):
+    body = {"model": "client-name", "messages": [{"role": "user", "content": "hi"}], "stream": stream,
+            "stream_options": {"include_usage": False, "other": 1}}
+    sent = {**body, "stream_options": dict(body["stream_options"])}
+    out = OPENAI.upstream_body(req("openai", body, stream=stream), OPENAI, DEPLOYMENT)
+    assert body == sent and out is not body                  # the client's body is not changed
+    assert out["model"] == "up-model" and out["messages"] == body["messages"]
+    assert out["stream_options"] == ({"include_usage": True, "other": 1} if stream else body["stream_options"])
+
+
 def test_an_anthropic_callers_body_passes_through_to_anthropic_with_a_default_max_tokens():
     body = {"model": "x", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
             "top_k": 5}

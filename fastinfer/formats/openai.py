@@ -115,6 +115,12 @@ class OpenAIStreamRelay(StreamRelay):
         return OPENAI.error_event(err)
 
 
+def _ask_for_usage(body: dict) -> None:
+    """A stream's upstream body always asks for usage: accounting needs it even when the client did not."""
+    options = body.get("stream_options")
+    body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+
+
 class OpenAIFormat(Format):
     name = "openai"
     endpoints = ("chat", "completions", "embeddings")
@@ -122,16 +128,19 @@ class OpenAIFormat(Format):
     def request_to_pivot(self, body: dict, model: str) -> dict:
         return {**body, "model": model}
 
-    def passthrough_request(self, body: dict, deployment, stream: bool) -> dict:
-        # every OpenAI request goes this way: the pivot is the body itself, a call less
-        return self.request_from_pivot({**body, "model": deployment.upstream_model}, deployment, stream)
+    def upstream_body(self, req, caller: Format, deployment) -> dict:
+        """``Format.upstream_body``; an OpenAI caller's body (nearly every request) is the upstream's
+        with its model and, for a stream, its usage asked for, made here: two calls less a request."""
+        if caller is not self:
+            return Format.upstream_body(self, req, caller, deployment)
+        body = {**req.body, "model": deployment.upstream_model}
+        if req.stream:
+            _ask_for_usage(body)
+        return body
 
     def request_from_pivot(self, body: dict, deployment, stream: bool) -> dict:
         if stream:
-            # always ask for usage: accounting needs it even when the client did not
-            options = body.get("stream_options")
-            body["stream_options"] = ({**options, "include_usage": True} if isinstance(options, dict)
-                                      else {"include_usage": True})
+            _ask_for_usage(body)
         return body
 
     def reply(self, body: bytes, req, caller: Format, model: str) -> tuple[bytes, dict]:
