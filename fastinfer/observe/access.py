@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 
-from .._core import access as compiled_access
 from ..redact import redact
 from .logs import ACCESS_LOGGER, StructuredMessage, batched_writes, direct_handler, fields_of
 #: an access line's fields after ``ts``, in order (the JSON object's keys, the text line's pairs)
@@ -115,9 +114,11 @@ class AccessLog:
     FLUSH_S = 0.01
     MAX_PENDING = 4096      # written at once when this many are waiting
 
-    def __init__(self, loop, known_deployments=(), id_prefix: str = "", core=compiled_access):
+    def __init__(self, loop, known_deployments=(), id_prefix: str = "", core=None):
         """``id_prefix``: what the gateway's own request ids start with (any other is a client's,
         redacted); ``core``: ``_core.access`` (the tests pass its reference)."""
+        if core is None:    # imported by the workers that keep lines, not by the supervisor: its RSS
+            from .._core import access as core
         self._logger = logging.getLogger(ACCESS_LOGGER)
         self._buffer = core.AccessBuffer(loop, self.flush, self.FLUSH_S, self.MAX_PENDING, id_prefix, redact)
         # ``add(ts, values)``: an answer's ``ts`` (when it arrived, wall clock) and its line's values in
