@@ -1,4 +1,5 @@
-"""The tree stays small. The supervisor loads neither aiohttp (the workers' web layer) nor numpy, nor
+"""The tree stays small. The supervisor loads neither aiohttp (the workers' web layer), the wire formats
+nor numpy, nor
 asyncio, ssl and hashlib (it runs no event loop and checks no key), which a fork would otherwise make
 resident in every process of the tree, and creating the shared segment leaves its admission pool's
 pages untouched (they are resident only where a queue reaches them); the workers load no numpy
@@ -64,6 +65,10 @@ def test_the_supervisor_loads_no_web_layer_nor_numpy_and_its_workers_serve(start
     assert not loaded(supervisor, "aiohttp")
     assert not loaded(supervisor, "numpy")
     assert loaded(supervisor, "_core")       # the shared segment's module: the check sees loaded code
+    # nor the wire formats (the SSE parser, the body readers, the access buffer): the workers' to load
+    for module in ("sse", "bodies", "access"):
+        assert all(extension_loaded(files, module) for files in workers), module
+        assert not extension_loaded(supervisor, module), module
 
 
 def test_workers_scraped_for_metrics_load_neither_numpy_nor_redis_without_a_cluster(start_gateway):

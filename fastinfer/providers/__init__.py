@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..formats import ANTHROPIC, GEMINI, OPENAI
 from .kinds import ProviderKind
 
 if TYPE_CHECKING:
@@ -42,20 +41,20 @@ def _gemini_url(replica, model: str, endpoint: str, stream: bool) -> str:
 
 # in the order the config's documentation lists them (config/schema.py takes its choices from here)
 PROVIDERS: dict[str, ProviderKind] = {
-    "openai": ProviderKind(OPENAI, _openai_url, "Authorization", "Bearer ",
+    "openai": ProviderKind("openai", _openai_url, "Authorization", "Bearer ",
                            default_base_url="https://api.openai.com/v1", needs_credential=True),
-    "azure_openai": ProviderKind(OPENAI, _azure_url, "api-key", replica_requires=("api_version",),
+    "azure_openai": ProviderKind("openai", _azure_url, "api-key", replica_requires=("api_version",),
                                  needs_credential=True),
-    "anthropic": ProviderKind(ANTHROPIC, _anthropic_url, "x-api-key",
+    "anthropic": ProviderKind("anthropic", _anthropic_url, "x-api-key",
                               headers=(("anthropic-version", ANTHROPIC_VERSION),),
                               default_base_url="https://api.anthropic.com/v1", needs_credential=True),
-    "gemini": ProviderKind(GEMINI, _gemini_url, "x-goog-api-key",
+    "gemini": ProviderKind("gemini", _gemini_url, "x-goog-api-key",
                            default_base_url="https://generativelanguage.googleapis.com/v1beta",
                            needs_credential=True),
     # vLLM, SGLang, llama.cpp, Ollama, ...: OpenAI's API at a base_url the config gives
-    "openai_compatible": ProviderKind(OPENAI, _openai_url, "Authorization", "Bearer "),
+    "openai_compatible": ProviderKind("openai", _openai_url, "Authorization", "Bearer "),
     # answers in-process, so a new user gets a streamed answer with no upstream at all
-    "mock": ProviderKind(OPENAI, None, implementation="mock"),
+    "mock": ProviderKind("openai", None, implementation="mock"),
 }
 
 

@@ -2,7 +2,7 @@
 
 A kind is the URL of each endpoint under a replica's ``base_url``, the header
 that carries the replica's credential, headers every request carries, the wire
-format (a ``formats.Format``), what the config must give it (a default
+format (named: its ``formats.Format`` is imported when a worker asks for it), what the config must give it (a default
 ``base_url``, required replica settings) and which class makes its calls (named,
 not imported). Must not touch: the transport (it is the config's to read, and
 the supervisor reads the config without loading HTTP client code), routing.
@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..formats import Format
-
 #: (replica, upstream model, endpoint, stream) -> the URL of that call
 UrlOf = Callable[[object, str, str, bool], str]
 
@@ -22,7 +20,7 @@ UrlOf = Callable[[object, str, str, bool], str]
 class ProviderKind:
     """What makes a provider; the registry (``providers``) holds one per config name."""
 
-    format: Format
+    wire: str                                # its wire format's name in ``formats.FORMATS``
     url: UrlOf | None                        # None: answered in-process, no network
     auth_header: str | None = None           # the header carrying the replica's credential
     auth_prefix: str = ""                    # what goes before the credential in it ("Bearer ")
@@ -34,6 +32,13 @@ class ProviderKind:
     # which class makes the calls ("http": ``base.Provider``; in-process ones name theirs), imported by
     # ``make_provider`` only: reading the table (the config does) loads no transport, asyncio or ssl
     implementation: str = "http"
+
+    @property
+    def format(self):
+        """The ``formats.Format`` it speaks; imported here, by the worker that makes the calls: the
+        supervisor reads the table through the config, and the formats are ~2 MiB of its RSS."""
+        from ..formats import FORMATS
+        return FORMATS[self.wire]
 
     @property
     def in_process(self) -> bool:
