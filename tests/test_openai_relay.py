@@ -112,3 +112,12 @@ def test_a_read_with_its_end_goes_out_without_a_copy_of_its_plain_events():
     stream = event(TOKEN) * 64 + event(USAGE) + event(b"[DONE]")
     assert OpenAIStreamRelay(client_wants_usage=True).feed(stream) is stream
     assert OpenAIStreamRelay(client_wants_usage=False).feed(stream) == event(TOKEN) * 64 + event(b"[DONE]")
+
+
+def test_an_event_needs_reading_when_it_holds_any_marker_the_plain_prefix_stops_at():
+    from fastinfer.formats.openai import _MARKERS, _event_needs_parsing
+    plain = b'{"choices":[{"delta":{"content":"hi"}}]}'
+    assert not _event_needs_parsing(plain)
+    assert _event_needs_parsing(plain[:-1])            # not ending like a JSON object
+    for marker in _MARKERS:                             # the spelled-out test follows the tuple
+        assert _event_needs_parsing(b'{"x":1,' + marker + b'}'), marker

@@ -30,8 +30,10 @@ _MARKERS = (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"')
 
 def _event_needs_parsing(data: bytes) -> bool:
     """``plain_prefix``'s test for one parsed event's data (not the end marker): a token event after
-    the first that needs reading is skipped as it would have been in a read of its own."""
-    return data[-1:] != b"}" or any(marker in data for marker in _MARKERS)
+    the first that needs reading is skipped as it would have been in a read of its own. (``_MARKERS``
+    spelled out: a generator over them cost every stream's last events ~30 opcodes.)"""
+    return (data[-1:] != b"}" or b'"usage":{' in data or b'"usage": {' in data or b'"error"' in data
+            or b"[DONE]" in data)
 
 
 class OpenAIStreamRelay(StreamRelay):
