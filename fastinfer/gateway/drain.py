@@ -16,6 +16,7 @@ closes and when connections go), the engine's internals.
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from aiohttp import web
 
@@ -59,7 +60,8 @@ class GatewayDrain:
             return make(message, *args)
 
         server.request_factory = request_factory
-        server.draining = lambda: self.active    # the direct connections' (_core.client) check
+        # the direct connections' (_core.client) check on every request: a C call, no Python frame
+        server.draining = functools.partial(getattr, self, "active")
 
     def begin(self, *, stopping: bool) -> None:
         self.active = True
