@@ -162,8 +162,8 @@ ANSWER_FIELDS = {"x-request-id": "0f3a9c1b2d4e5f60a7b8", "x-fastinfer-replica": 
 _CONTROL = bytes(range(0x00, 0x09)) + bytes(range(0x0a, 0x20)) + b"\x7f"
 
 
-def _former_head_bytes(status: int, headers, tail: str, length: int | None, keep_alive: bool) -> bytes:
-    """``answer._head_bytes`` as it was before ``answer_head``."""
+def _former_head_bytes(status: int, headers, tail: bytes, length: int | None, keep_alive: bool) -> bytes:
+    """``answer._head_bytes`` as it was before ``answer_head`` (its tail then ended with ``Date: ``)."""
     from aiohttp.helpers import rfc822_formatted_time
 
     from fastinfer.gateway.answer import _STATUS_LINES
@@ -174,7 +174,7 @@ def _former_head_bytes(status: int, headers, tail: str, length: int | None, keep
     length_field = "" if length is None else f"Content-Length: {length}\r\n"
     connection = "" if keep_alive else "Connection: close\r\n"
     return b"%s%s%s" % (line, fields,
-                        f"{tail}{rfc822_formatted_time()}\r\n{length_field}{connection}\r\n".encode())
+                        f"{tail.decode()}Date: {rfc822_formatted_time()}\r\n{length_field}{connection}\r\n".encode())
 
 
 def test_an_answer_head_against_the_join_it_replaced(benchmark):
