@@ -114,9 +114,8 @@ def test_a_keys_answers_tokens_and_cost_land_in_its_series_and_an_unknown_key_in
         metrics.key_series("team").request(200)
         metrics.key_series("team").request(418)
         assert metrics.key_series("stranger") is None       # a name the layout lacks: nothing counts it
-        metrics.key_usage("team", 12, 5, 3, 0.25)
-        metrics.key_usage("team", 1, 1, 0, 0)
-        metrics.key_usage("stranger", 7, 7, 7, 1.0)
+        metrics.key_series("team").usage(12, 5, 3, 0.25)
+        metrics.key_series("team").usage(1, 1, 0, 0)
         assert changed(metrics, before) == {
             ("key_requests_total", ("team", "200")): 1, ("key_requests_total", ("team", "other")): 1,
             ("key_tokens_total", ("team", "input")): 13, ("key_tokens_total", ("team", "output")): 6,

@@ -598,13 +598,13 @@ cdef class Segment:
         return _bind_series(self, dict(codes), other, tuple(timed), tuple(tokens), cost, estimated, generation,
                             dict(attempts or {}))
 
-    def ledger(self, int64_t worker, estimate, add_spend, key_usage=None):
+    def ledger(self, int64_t worker, estimate, add_spend):
         """Worker ``worker``'s ``Ledger``: the grants of its requests over this segment's pairs."""
         if self.base == NULL:
             _closed()
         if <uint64_t>worker >= <uint64_t>self.hdr.n_workers:
             raise IndexError("worker index out of range")
-        return Ledger(worker, estimate, add_spend, key_usage)
+        return Ledger(worker, estimate, add_spend)
 
     def key_concurrency(self, Py_ssize_t key):
         """Gateway key ``key``'s requests in flight (the Layout's ``key_max_concurrency[key]``)."""

@@ -49,18 +49,17 @@ cdef int _draw_adjust(LimitDraw draw, int64_t delta) except -1:
 cdef class Ledger:
     """This worker's side of the grants: each deployment's draw by index (``deployments``; None
     where a deployment has no rate limit), the worker's index (whose slots a key's concurrency
-    counts), ``estimate(body)`` (a request's tokens at admission), and what a key's usage is handed
-    to when a request ends: ``add_spend(key, cost_usd)`` when it cost something and
-    ``key_usage(name, prompt, completion, cached, cost_usd)`` (None: not counted)."""
+    counts), ``estimate(body)`` (a request's tokens at admission), and ``add_spend(key, cost_usd)``,
+    what a key's cost is handed to when a request that cost something ends (its tokens and cost are
+    counted into the key's ``series``)."""
     cdef readonly int64_t worker
-    cdef readonly object estimate, add_spend, key_usage
+    cdef readonly object estimate, add_spend
     cdef public list deployments
 
-    def __init__(self, int64_t worker, estimate, add_spend, key_usage=None):
+    def __init__(self, int64_t worker, estimate, add_spend):
         self.worker = worker
         self.estimate = estimate
         self.add_spend = add_spend
-        self.key_usage = key_usage
         self.deployments = []
 
     def draw(self, pair, levels, slot=None):
@@ -69,7 +68,8 @@ cdef class Ledger:
 
     def grant(self, key, req):
         """A new request's grant (nothing taken yet). ``key``: its key's limits (an object with a
-        ``draw`` and a ``name``) or None; ``req``: its request (``body`` read for the estimate,
+        ``draw``, a ``name`` and a ``series``: its ``RequestSeries``, or None: its usage is not counted)
+        or None; ``req``: its request (``body`` read for the estimate,
         ``usage`` and ``cost_usd`` when it is settled)."""
         cdef Grant grant = Grant.__new__(Grant)
         grant.ledger = self
@@ -80,6 +80,30 @@ cdef class Ledger:
         grant._tokens = -1
         return grant
 
+    def admit(self, key, req):
+        """A new request's grant with its key's limits taken (``grant`` and then its key's
+        ``acquire_slot`` and ``take_key``, in one call): ``refusal`` says what was short, None when
+        nothing was (or there is no key): ``"key_concurrency"`` (no slot), ``"key_rate_limited"``
+        (the pair; ``wait``: the seconds until it fits, inf: never; the slot is given back). A store
+        that raises gives the slot back before the error goes on."""
+        cdef Grant grant = self.grant(key, req)
+        if key is None:
+            return grant
+        if not grant._acquire_slot():
+            grant.refusal = "key_concurrency"
+            return grant
+        cdef double wait
+        try:
+            wait = grant._take_key()
+        except BaseException:
+            grant._release()
+            raise
+        if wait >= 0.0:
+            grant._release()
+            grant.refusal = "key_rate_limited"
+            grant.wait = wait
+        return grant
+
 
 cdef class Grant:
     """What one request took from the limits, given back or corrected exactly once (``settle``).
@@ -88,6 +112,9 @@ cdef class Grant:
     cdef readonly object key, req
     cdef LimitDraw _key
     cdef readonly bint key_slot, settled
+    # what ``Ledger.admit`` found short (None: nothing) and, for the key's pair, the seconds until it fits
+    cdef readonly object refusal
+    cdef readonly double wait
     cdef int64_t _key_tokens, _tokens
     # (LimitDraw, tokens charged; -1: it refused) of each deployment whose limits applied, in order;
     # None until one did (a keyed request to a deployment without a rate limit allocates none)
@@ -118,6 +145,9 @@ cdef class Grant:
     def acquire_slot(self):
         """One of the key's concurrency slots (every keyed request holds one; a key without
         ``max_concurrency`` only counts them); False when the key is at its limit."""
+        return self._acquire_slot()
+
+    cdef bint _acquire_slot(self) except -1:
         cdef LimitDraw draw = self._keyed()
         cdef bint ok
         if draw._slot is not None:
@@ -135,14 +165,20 @@ cdef class Grant:
     def take_key(self):
         """Take the request and its tokens from the key's pair: None when taken (or the key has no
         rate limit), else the seconds until they fit (inf: never). All or none."""
+        cdef double wait = self._take_key()
+        return wait if wait >= 0.0 else None
+
+    cdef double _take_key(self) except -2.0:
+        """-1.0 when taken (or the key has no rate limit), else the seconds until it fits."""
         cdef LimitDraw draw = self._keyed()
         if draw.pair is None:
-            return None
+            return -1.0
         cdef double wait = _draw_take(draw, self._estimated() if draw.has_tokens else 0)
         if wait >= 0.0:
             return wait
-        self.key_taken()
-        return None
+        if draw.has_tokens:
+            self._key_tokens = self._tokens
+        return -1.0
 
     def key_taken(self):
         """The key's pair was taken (by ``take_key``, or by the caller from a store that must be awaited)."""
@@ -221,12 +257,16 @@ cdef class Grant:
             return
         if self._key_tokens >= 0:
             _draw_adjust(self._key, used - self._key_tokens)
+        cdef object series
         if usage:
             cost = self.req.cost_usd
             if cost:
                 self.ledger.add_spend(self.key, cost)
-            if self.ledger.key_usage is not None:
-                self.ledger.key_usage(self.key.name, prompt, completion, usage.get("cached_tokens", 0), cost)
+            series = self.key.series
+            if type(series) is RequestSeries:
+                (<RequestSeries>series)._usage(prompt, completion, usage.get("cached_tokens", 0), cost, False)
+            elif series is not None:
+                series.usage(prompt, completion, usage.get("cached_tokens", 0), cost)
         self._release()
 
     def rate_headers(self):

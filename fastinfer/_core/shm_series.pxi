@@ -51,8 +51,11 @@ cdef class RequestSeries:
     def usage(self, int64_t prompt, int64_t completion, int64_t cached, cost_usd, bint estimated=False):
         """An answer's tokens and cost (USD, counted in nano-USD: ``COST_SCALE``); ``estimated``: the upstream
         reported none, the gateway counted them."""
+        self._usage(prompt, completion, cached, cost_usd, estimated)
+
+    cdef int _usage(self, int64_t prompt, int64_t completion, int64_t cached, cost_usd, bint estimated) except -1:
         if self.tokens_in < 0:
-            return          # a series without tokens
+            return 0        # a series without tokens
         if estimated and self.estimated >= 0:
             _count(self.counters, self.estimated, 1)
         _count(self.counters, self.tokens_in, prompt)
@@ -61,6 +64,7 @@ cdef class RequestSeries:
             _count(self.counters, self.tokens_cached, cached)
         if cost_usd:
             _count(self.counters, self.cost, _nano(cost_usd))
+        return 0
 
     def account(self, dict usage, price):
         """An answer's normalized ``usage`` (``prompt_tokens``, ``completion_tokens``,

@@ -85,12 +85,13 @@ class KeyLimits(_Draw):
     """One gateway key's limits, as this worker reaches them (``draw``: as a grant takes them)."""
 
     __slots__ = ("name", "index", "concurrency", "budget_micro", "budget_usd", "period_kind", "period", "config",
-                 "spent")
+                 "spent", "series")
 
-    def __init__(self, config, index: int, store: LimitStore, buckets: dict, concurrency, ledger):
+    def __init__(self, config, index: int, store: LimitStore, buckets: dict, concurrency, ledger, series=None):
         super().__init__(store, ledger, *_buckets(store, buckets, "key", config.name), slot=concurrency)
         self.config = config
         self.name = config.name
+        self.series = series      # the key's metrics series: a settled request's tokens and cost are counted in it
         self.index = index
         self.spent = store.spent_reader(index)              # micro-USD spent in a period
         self.concurrency = concurrency                      # shm KeyConcurrency (limit 0: counted only)
@@ -130,9 +131,9 @@ class Limits:
         gates = gates or {}
         self.wall_time = time.time   # wall clock: budget periods are calendar periods
         # what a request takes and gives back is the core's (one call each); this side words the 429s
-        self.ledger = store.ledger(worker, estimated_tokens, self._add_spend,
-                                   metrics.key_usage if metrics is not None else None)
-        self.keys = {k.name: KeyLimits(k, keys[k.name], store, buckets, key_concurrency[keys[k.name]], self.ledger)
+        self.ledger = store.ledger(worker, estimated_tokens, self._add_spend)
+        self.keys = {k.name: KeyLimits(k, keys[k.name], store, buckets, key_concurrency[keys[k.name]], self.ledger,
+                                       metrics.key_series(k.name) if metrics is not None else None)
                      for k in config.keys}
         self.deployments: list[DeploymentLimits | None] = []
         for d in config.deployments:
@@ -182,29 +183,21 @@ class Limits:
 
     def admit(self, req) -> Grant:
         """The request's grant; with a key, its limits are taken now or a 429 is raised."""
-        key = self.keys.get(req.key) if req.key is not None else None
-        grant = self.ledger.grant(key, req)
-        if key is not None:
-            if key.budget_micro is not None:
-                self._check_budget(grant, key, req)
-            if not grant.acquire_slot():
-                self._concurrency_refused(key, req, grant)
-            try:
-                wait = grant.take_key()
-            except BaseException:         # a cluster without Redis under fail_closed (503)
-                grant.release()
-                raise
-            if wait is not None:
-                self._key_short(grant, key, req, wait)
+        key = self.keys.get(req.key)          # None without a key (or with one the limits do not know)
+        if key is not None and key.budget_micro is not None:
+            self._check_budget(key, req)
+        grant = self.ledger.admit(key, req)   # the slot and the key's pair, in one call
+        if grant.refusal is not None:
+            self._key_refused(grant, key, req)
         return grant
 
     async def admit_async(self, req) -> Grant:
         """``admit`` over a store that asks Redis (``synchronous`` False)."""
-        key = self.keys.get(req.key) if req.key is not None else None
+        key = self.keys.get(req.key)
         grant = self.ledger.grant(key, req)
         if key is not None:
             if key.budget_micro is not None:
-                self._check_budget(grant, key, req)
+                self._check_budget(key, req)
             if not grant.acquire_slot():
                 self._concurrency_refused(key, req, grant)
             if key.draw.pair is not None:
@@ -214,14 +207,15 @@ class Limits:
                     grant.release()
                     raise
                 if not ok:
-                    self._key_short(grant, key, req, wait)
+                    grant.release()
+                    self._rate_refused(key, req, grant, wait)
                 grant.key_taken()
         return grant
 
-    # the key's checks before its buckets, in ``admit``: its budget (a key with one), then its concurrency
-    # slot, taken by ``grant.acquire_slot()``; these raise the 429s (a key without a budget: no call)
+    # the key's checks, in ``admit``: its budget (a key with one), then its concurrency slot and its
+    # buckets, taken by the ledger; these raise the 429s
 
-    def _check_budget(self, grant: Grant, key: KeyLimits, req) -> None:
+    def _check_budget(self, key: KeyLimits, req) -> None:
         """The key's budget for this period is not spent, or a 429."""
         if key.spent(key.period.current(self.wall_time())) >= key.budget_micro:
             self._reject(req, "budget_exceeded")
@@ -231,7 +225,13 @@ class Limits:
                 + ("key (a total budget: it does not reset)." if total else
                    f"{key.period_kind}; it resets at the start of the next one (UTC)."),
                 retry_after=math.inf if total else key.period.ends_at - self.wall_time(),
-                headers=grant.rate_headers())
+                headers=self.ledger.grant(key, req).rate_headers())
+
+    def _key_refused(self, grant: Grant, key: KeyLimits, req):
+        """What ``Ledger.admit`` found short, as its 429 (the slot is already given back)."""
+        if grant.refusal == "key_concurrency":
+            self._concurrency_refused(key, req, grant)
+        self._rate_refused(key, req, grant, grant.wait)
 
     def _concurrency_refused(self, key: KeyLimits, req, grant: Grant):
         """The key has ``max_concurrency`` requests in flight: a 429."""
@@ -240,9 +240,8 @@ class Limits:
                           "(its max_concurrency); retry when one has finished.",
                           retry_after=1.0, headers=grant.rate_headers())
 
-    def _key_short(self, grant: Grant, key: KeyLimits, req, wait: float) -> None:
-        """The key's buckets could not give what the request needs: its slot back, and a 429."""
-        grant.release()
+    def _rate_refused(self, key: KeyLimits, req, grant: Grant, wait: float):
+        """The key's buckets could not give what the request needs (its slot is back): a 429."""
         self._reject(req, "key_rate_limited")
         if wait == math.inf:
             raise RateLimited(self._unmeetable(f"key {key.name}", key.tokens, grant.tokens),

@@ -67,7 +67,7 @@ class LimitStore:
         of the tokens bucket, ``has_requests`` / ``has_tokens``."""
         return StorePair(self, requests, tokens)
 
-    def ledger(self, worker: int, estimate, add_spend, key_usage=None):
+    def ledger(self, worker: int, estimate, add_spend):
         """Worker ``worker``'s grants over this store's pairs: the core's ``Ledger`` (see there)."""
         raise NotImplementedError
 
@@ -172,8 +172,8 @@ class LocalStore(LimitStore):
     def bucket_pair(self, requests: int, tokens: int):
         return self.segment.bucket_pair(requests, tokens)     # the compiled pair: no Python per call
 
-    def ledger(self, worker: int, estimate, add_spend, key_usage=None):
-        return self.segment.ledger(worker, estimate, add_spend, key_usage)
+    def ledger(self, worker: int, estimate, add_spend):
+        return self.segment.ledger(worker, estimate, add_spend)
 
     def levels_pair(self, requests: int, tokens: int):
         # the levels are the segment's whatever the store (the cluster's mirrors into it)

@@ -184,13 +184,9 @@ class Metrics:
 
     def key_series(self, key: str):
         """Gateway key ``key``'s series (``RequestSeries``: its answers by code, its tokens and cost),
-        None for a name the layout does not have. The gateway counts a keyed answer into it directly."""
+        None for a name the layout does not have. The gateway counts a keyed answer into it directly, a grant
+        the answer's tokens and cost (``limits.quota.KeyLimits.series``)."""
         return self._keys.get(key)
-
-    def key_usage(self, key: str, prompt: int, completion: int, cached: int, cost_usd: float) -> None:
-        series = self._keys.get(key)
-        if series is not None:
-            series.usage(prompt, completion, cached, cost_usd)
 
     def session_repin(self, deployment: str) -> None:
         self._add(("session_repins_total", (deployment,)))

@@ -30,10 +30,10 @@ class Book:
         self.estimates = 0
         self.spent: list = []
         self.usage: list = []
-        self.ledger = seg.ledger(worker, self._estimate, lambda key, cost: self.spent.append((key.name, cost)),
-                                 lambda *a: self.usage.append(a))
+        self.ledger = seg.ledger(worker, self._estimate, lambda key, cost: self.spent.append((key.name, cost)))
         key_pair = seg.bucket_pair(0, 1)
-        self.key = SimpleNamespace(name="team", draw=self.ledger.draw(key_pair, key_pair, seg.key_concurrency(0)))
+        self.key = SimpleNamespace(name="team", draw=self.ledger.draw(key_pair, key_pair, seg.key_concurrency(0)),
+                                   series=SimpleNamespace(usage=lambda *a: self.usage.append(a)))
         self.deps = [self.ledger.draw(seg.bucket_pair(2, 3), seg.bucket_pair(2, 3)),
                      self.ledger.draw(seg.bucket_pair(-1, 4), seg.bucket_pair(-1, 4))]
         self.ledger.deployments = [self.deps[0], None, self.deps[1]]     # index 1: no rate limit
@@ -45,6 +45,10 @@ class Book:
     def grant(self, tokens=10, keyed=True):
         req = SimpleNamespace(body={"tokens": tokens}, usage=None, cost_usd=0.0)
         return self.ledger.grant(self.key if keyed else None, req), req
+
+    def admit(self, tokens=10, keyed=True):
+        req = SimpleNamespace(body={"tokens": tokens}, usage=None, cost_usd=0.0)
+        return self.ledger.admit(self.key if keyed else None, req), req
 
     def levels(self):
         return [round(self.seg.bucket(i).available(), 6) for i in range(len(BUCKETS))]
@@ -70,7 +74,7 @@ def test_a_keyed_request_takes_a_slot_and_its_estimate_then_is_corrected_to_its_
     assert book.levels() == [4, 83, 3, 63, 60]            # 17 used of the 30 charged
     assert book.seg.key_concurrency(0).in_flight == 0 and not grant.key_slot and grant.settled
     assert book.spent == [("team", 0.25)]
-    assert book.usage == [("team", 12, 5, 2, 0.25)]
+    assert book.usage == [(12, 5, 2, 0.25)]
     grant.settle(0)                                       # once
     assert book.levels() == [4, 83, 3, 63, 60] and len(book.usage) == 1
     assert book.estimates == 1
@@ -135,6 +139,63 @@ def test_the_key_slot_is_given_back_once_and_refused_at_the_limit(segments):
     assert second.acquire_slot()
     second.settle(None)
     assert seg.key_concurrency(0).in_flight == 0
+
+
+def test_admit_takes_the_slot_and_the_keys_pair_or_says_what_was_short(segments):
+    seg = segments(2, [], 0, 0, (), token_buckets=BUCKETS, key_max_concurrency=[2])
+    seg.set_test_clock(T0)
+    book = Book(seg)
+    keyless, _ = book.admit(tokens=30, keyed=False)
+    assert keyless.refusal is None and not keyless.key_slot and book.levels() == [5, 100, 4, 80, 60]
+    held, _ = book.admit(tokens=30)
+    assert held.refusal is None and held.key_slot and held.key_tokens == 30
+    assert book.levels()[:2] == [4, 70] and seg.key_concurrency(0).in_flight == 1
+    never, _ = book.admit(tokens=101)                     # more than the key's tokens bucket holds
+    assert never.refusal == "key_rate_limited" and never.wait == math.inf
+    assert not never.key_slot and seg.key_concurrency(0).in_flight == 1 and book.levels()[:2] == [4, 70]
+    second, _ = book.admit(tokens=1)
+    third, _ = book.admit(tokens=1)                       # two in flight: the key's max_concurrency
+    assert third.refusal == "key_concurrency" and not third.key_slot and book.levels()[:2] == [3, 69]
+    held.settle(None)
+    second.settle(None)
+    for _ in range(3):
+        assert book.admit(tokens=1)[0].settle(None) is None
+    late, _ = book.admit(tokens=1)                         # the sixth request this minute at 60 rpm
+    assert late.refusal == "key_rate_limited" and late.wait == pytest.approx(1.0)
+    assert seg.key_concurrency(0).in_flight == 0
+
+
+class _FailingPair:
+    """A cluster store's pair whose store is down under fail_closed: taking raises."""
+    has_tokens = True
+
+    def take(self, tokens):
+        raise ConnectionError("redis is down")
+
+
+def test_admit_gives_the_slot_back_when_the_store_raises(book):
+    book.key = SimpleNamespace(name="team", draw=book.ledger.draw(_FailingPair(), book.seg.bucket_pair(0, 1),
+                                                                  book.seg.key_concurrency(0)))
+    with pytest.raises(ConnectionError):
+        book.admit()
+    assert book.seg.key_concurrency(0).in_flight == 0
+
+
+def test_a_settled_grant_counts_its_keys_tokens_and_cost_into_the_keys_series(segments):
+    # words: 0 a code, 1..3 tokens in / out / cached, 4 cost (nano-USD); the compiled grant counts in C
+    seg = segments(2, [], 5, 0, (), token_buckets=BUCKETS, key_max_concurrency=[0])
+    seg.set_test_clock(T0)
+    book = Book(seg)
+    book.key.series = seg.request_series({200: 0}, 0, tokens=(1, 2, 3), cost=4)
+    grant, req = book.admit(tokens=30)
+    req.usage = {"prompt_tokens": 12, "completion_tokens": 5, "cached_tokens": 2}
+    req.cost_usd = 0.25
+    grant.settle(0)
+    unserved, req = book.admit(tokens=30)
+    req.usage = {"prompt_tokens": 99, "completion_tokens": 99}
+    unserved.settle(None)                                 # nothing served: nothing counted
+    assert list(seg.counters.snapshot()) == [0, 12, 5, 2, 250_000_000]
+    assert book.spent == [("team", 0.25)]
 
 
 def test_headers_come_from_the_limit_with_the_least_left(book):
@@ -213,6 +274,7 @@ def test_a_pair_that_is_not_the_segments_is_taken_and_corrected_through_its_meth
 
 _OPS = st.one_of(
     st.tuples(st.just("grant"), st.integers(0, 120), st.booleans()),
+    st.tuples(st.just("admit"), st.integers(0, 120), st.booleans()),
     st.tuples(st.just("slot"), st.integers(0, 1)),
     st.tuples(st.just("key"), st.integers(0, 1)),
     st.tuples(st.just("take"), st.integers(0, 1), st.integers(0, 1)),
@@ -236,6 +298,9 @@ def test_compiled_grants_answer_as_the_reference(seq, key_limit):
         if op[0] == "grant":
             grants.append(ledger.grant(tokens=op[1], keyed=op[2]))
             return len(grants)
+        if op[0] == "admit":
+            grants.append(ledger.admit(tokens=op[1], keyed=op[2]))
+            return grants[-1][0].refusal, grants[-1][0].wait, grants[-1][0].key_slot
         if not grants:
             return None
         grant, req = grants[-1 - op[1] % len(grants)]          # the latest grant or the one before

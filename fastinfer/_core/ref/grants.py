@@ -32,15 +32,14 @@ class LimitDraw:
 class Ledger:
     """This worker's side of the grants: each deployment's draw by index (``deployments``; None
     where a deployment has no rate limit), the worker's index (whose slots a key's concurrency
-    counts), ``estimate(body)`` (a request's tokens at admission), and what a key's usage is handed
-    to when a request ends: ``add_spend(key, cost_usd)`` when it cost something and
-    ``key_usage(name, prompt, completion, cached, cost_usd)`` (None: not counted)."""
+    counts), ``estimate(body)`` (a request's tokens at admission), and ``add_spend(key, cost_usd)``,
+    what a key's cost is handed to when a request that cost something ends (its tokens and cost are
+    counted into the key's ``series``)."""
 
-    def __init__(self, worker: int, estimate, add_spend, key_usage=None):
+    def __init__(self, worker: int, estimate, add_spend):
         self.worker = worker
         self.estimate = estimate
         self.add_spend = add_spend
-        self.key_usage = key_usage
         self.deployments: list[LimitDraw | None] = []
 
     def draw(self, pair, levels, slot=None):
@@ -49,15 +48,40 @@ class Ledger:
 
     def grant(self, key, req) -> "Grant":
         """A new request's grant (nothing taken yet). ``key``: its key's limits (an object with a
-        ``draw`` and a ``name``) or None; ``req``: its request (``body`` read for the estimate,
+        ``draw``, a ``name`` and a ``series``: its ``RequestSeries``, or None: its usage is not counted)
+        or None; ``req``: its request (``body`` read for the estimate,
         ``usage`` and ``cost_usd`` when it is settled)."""
         return Grant(self, key, req)
+
+    def admit(self, key, req) -> "Grant":
+        """A new request's grant with its key's limits taken (``grant`` and then its key's
+        ``acquire_slot`` and ``take_key``, in one call): ``refusal`` says what was short, None when
+        nothing was (or there is no key): ``"key_concurrency"`` (no slot), ``"key_rate_limited"``
+        (the pair; ``wait``: the seconds until it fits, inf: never; the slot is given back). A store
+        that raises gives the slot back before the error goes on."""
+        grant = self.grant(key, req)
+        if key is None:
+            return grant
+        if not grant.acquire_slot():
+            grant.refusal = "key_concurrency"
+            return grant
+        try:
+            wait = grant.take_key()
+        except BaseException:
+            grant.release()
+            raise
+        if wait is not None:
+            grant.release()
+            grant.refusal = "key_rate_limited"
+            grant.wait = wait
+        return grant
 
 
 class Grant:
     """What one request took from the limits, given back or corrected exactly once (``settle``)."""
 
-    __slots__ = ("ledger", "key", "req", "_key", "key_slot", "_key_tokens", "_seen", "_tokens", "settled")
+    __slots__ = ("ledger", "key", "req", "_key", "key_slot", "_key_tokens", "_seen", "_tokens", "settled",
+                 "refusal", "wait")
 
     def __init__(self, ledger: Ledger, key, req):
         self.ledger = ledger
@@ -69,6 +93,8 @@ class Grant:
         self._seen: list[tuple[LimitDraw, int]] = []   # (deployment, tokens charged; -1 refused)
         self._tokens = -1
         self.settled = False
+        self.refusal = None            # what ``Ledger.admit`` found short (None: nothing)
+        self.wait = 0.0                # for the key's pair: the seconds until it fits
 
     @property
     def tokens(self) -> int:
@@ -171,8 +197,8 @@ class Grant:
             cost = self.req.cost_usd
             if cost:
                 ledger.add_spend(self.key, cost)
-            if ledger.key_usage is not None:
-                ledger.key_usage(self.key.name, prompt, completion, usage.get("cached_tokens", 0), cost)
+            if self.key.series is not None:
+                self.key.series.usage(prompt, completion, usage.get("cached_tokens", 0), cost)
         self.release()
 
     def rate_headers(self) -> dict:

@@ -229,9 +229,9 @@ class Segment:
         return RequestSeries(self.counters, self.histograms, dict(codes), other, timed, tokens, cost, estimated,
                              generation, attempts)
 
-    def ledger(self, worker, estimate, add_spend, key_usage=None):
+    def ledger(self, worker, estimate, add_spend):
         _check_worker(self._st, worker)
-        return Ledger(worker, estimate, add_spend, key_usage)
+        return Ledger(worker, estimate, add_spend)
 
     def key_concurrency(self, key):
         return item(self._st.key_concurrency, key, "key")
