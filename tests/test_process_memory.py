@@ -58,16 +58,20 @@ def test_the_supervisor_loads_no_web_layer_nor_numpy_and_its_workers_serve(start
     gw = start_gateway(workers=2)
     assert http_json("GET", gw.base + "/v1/models", headers={"connection": "close"})[0] == 200
     assert wait_for(lambda: len(children_of(gw.pid)) == 2)
+    wire = ("sse", "bodies", "access")      # the wire formats: the SSE parser, the body readers, the access buffer
+
+    def workers_loaded() -> bool:
+        # one worker answered; the other may still be importing (slower in a fresh virtualenv, compiling .pyc)
+        return all(loaded(files, "aiohttp") and all(extension_loaded(files, m) for m in wire)
+                   for files in map(mapped_files, children_of(gw.pid)))
+
+    # the workers have the compiled parts of aiohttp and the wire formats mapped: what the supervisor must not have
+    assert wait_for(workers_loaded)
     supervisor = mapped_files(gw.pid)
-    workers = [mapped_files(pid) for pid in children_of(gw.pid)]
-    # the workers have the compiled parts of aiohttp mapped: what the supervisor must not have
-    assert all(loaded(files, "aiohttp") for files in workers)
     assert not loaded(supervisor, "aiohttp")
     assert not loaded(supervisor, "numpy")
     assert loaded(supervisor, "_core")       # the shared segment's module: the check sees loaded code
-    # nor the wire formats (the SSE parser, the body readers, the access buffer): the workers' to load
-    for module in ("sse", "bodies", "access"):
-        assert all(extension_loaded(files, module) for files in workers), module
+    for module in wire:
         assert not extension_loaded(supervisor, module), module
 
 
