@@ -11,14 +11,16 @@
 cdef class LimitDraw:
     """One key's or deployment's limits as a request draws on them: ``pair`` (taken and corrected:
     this segment's ``BucketPair``, or a store's pair with its API), ``levels`` (the segment's pair
-    the ``x-ratelimit-*`` headers read) and, for a key, its concurrency ``slot``. A key without a
-    rate limit has neither pair (None)."""
-    cdef readonly object pair, levels, slot
+    the ``x-ratelimit-*`` headers read) and, for a key, its concurrency ``slot``; for a deployment
+    whose requests wait for its rate limit, its rate queue's ``gate`` (an ``Admission``: taken from
+    only while nobody holds or waits in it). A key without a rate limit has neither pair (None)."""
+    cdef readonly object pair, levels, slot, gate
     cdef readonly bint has_tokens
     cdef BucketPair _local          # pair when it is this module's: taken without a method call
     cdef KeyConcurrency _slot       # slot when it is this module's
+    cdef Admission _gate            # gate when it is this module's
 
-    def __init__(self, pair, levels, slot=None):
+    def __init__(self, pair, levels, slot=None, gate=None):
         if (pair is None) != (levels is None):
             raise ValueError("a draw has both its pair and its levels, or neither")
         if levels is not None and type(levels) is not BucketPair:
@@ -29,6 +31,8 @@ cdef class LimitDraw:
         self.has_tokens = pair is not None and bool(pair.has_tokens)
         self._local = pair if type(pair) is BucketPair else None
         self._slot = slot if type(slot) is KeyConcurrency else None
+        self.gate = gate
+        self._gate = gate if type(gate) is Admission else None
 
 
 cdef double _draw_take(LimitDraw draw, int64_t tokens) except -2.0:
@@ -44,6 +48,11 @@ cdef int _draw_adjust(LimitDraw draw, int64_t delta) except -1:
         return _pair_adjust(draw._local, delta)
     draw.pair.adjust(delta)
     return 0
+
+
+cdef inline bint _gate_idle(Admission gate):
+    """Nobody holds or waits in this segment's rate queue ``gate`` (None, or its segment closed: not known)."""
+    return gate is not None and gate.seg.base != NULL and fi_load(&gate.a.word) == 0
 
 
 cdef class Ledger:
@@ -62,9 +71,9 @@ cdef class Ledger:
         self.add_spend = add_spend
         self.deployments = []
 
-    def draw(self, pair, levels, slot=None):
+    def draw(self, pair, levels, slot=None, gate=None):
         """A key's or deployment's ``LimitDraw`` (see there)."""
-        return LimitDraw(pair, levels, slot)
+        return LimitDraw(pair, levels, slot, gate)
 
     def grant(self, key, req):
         """A new request's grant (nothing taken yet). ``key``: its key's limits (an object with a
@@ -202,6 +211,25 @@ cdef class Grant:
             return wait
         self._record(dep, self._tokens if dep.has_tokens else 0)
         return None
+
+    def take_deployment(self, Py_ssize_t index):
+        """The common case of a deployment's rate limit, in one call: True when deployment ``index``
+        has none (its ``ledger.deployments`` entry is None) or its pair (this segment's, with its
+        rate queue idle if it has one) gave the request and its tokens (recorded). False when the
+        caller must decide: a store's pair, a queue someone holds or waits in, or a short pair
+        (nothing taken: the caller's ``take`` sees the same)."""
+        cdef list deployments = self.ledger.deployments
+        if <size_t>index >= <size_t>len(deployments):     # (the module does not check bounds)
+            raise IndexError("deployment index out of range")
+        cdef LimitDraw dep = deployments[index]
+        if dep is None:
+            return True
+        if dep._local is None or (dep.gate is not None and not _gate_idle(dep._gate)):
+            return False
+        if _pair_take(dep._local, self._estimated() if dep.has_tokens else 0) >= 0.0:
+            return False
+        self._record(dep, self._tokens if dep.has_tokens else 0)
+        return True
 
     def charged(self, LimitDraw dep not None):
         self._record(dep, self._tokens if dep.has_tokens else 0)

@@ -217,7 +217,8 @@ class Engine:
         if req.deadline is not None:
             timeout = min(timeout, max(0.0, req.deadline - self._loop.time()))
         try:
-            if grant is not None:
+            # the deployment's rate limit: taken in one compiled call, or decided by the limits
+            if grant is not None and not grant.take_deployment(dep.index):
                 waiting = self._limits.take_deployment(grant, dep.index, req, timeout)
                 if waiting is not None:     # in the deployment's rate queue
                     waited_from = self._loop.time()

@@ -70,7 +70,8 @@ class _Draw:
 
     __slots__ = ("requests", "tokens", "draw")
 
-    def __init__(self, store: LimitStore, ledger, requests: Bucket | None, tokens: Bucket | None, slot=None):
+    def __init__(self, store: LimitStore, ledger, requests: Bucket | None, tokens: Bucket | None, slot=None,
+                 gate=None):
         self.requests = requests
         self.tokens = tokens
         pair = levels = None
@@ -78,7 +79,7 @@ class _Draw:
             ids = (requests.id if requests is not None else -1, tokens.id if tokens is not None else -1)
             pair = store.bucket_pair(*ids)
             levels = store.levels_pair(*ids)
-        self.draw = ledger.draw(pair, levels, slot)
+        self.draw = ledger.draw(pair, levels, slot, gate)
 
 
 class KeyLimits(_Draw):
@@ -109,7 +110,7 @@ class DeploymentLimits(_Draw):
     __slots__ = ("name", "gate_index", "gate", "policy")
 
     def __init__(self, config, store: LimitStore, buckets: dict, gate_index: int | None, gate, ledger):
-        super().__init__(store, ledger, *_buckets(store, buckets, "deployment", config.name))
+        super().__init__(store, ledger, *_buckets(store, buckets, "deployment", config.name), gate=gate)
         self.name = config.name
         self.gate_index = gate_index          # admission index of the rate queue (policy queue only)
         self.gate = gate
@@ -259,7 +260,8 @@ class Limits:
         Returns None when taken (or the deployment has no rate limit), or, under ``queue`` when
         the bucket is short or others wait, a coroutine to await: it waits in the deployment's
         rate queue up to ``timeout_s`` (then 503). The fast path skips the queue only when nobody
-        waits in it, so waiters keep their order.
+        waits in it, so waiters keep their order. The common case is the grant's one call
+        (``grant.take_deployment``): the engine makes it first and calls this when it says False.
         """
         dep = self.deployments[index]
         if dep is None:

@@ -198,6 +198,30 @@ def test_a_settled_grant_counts_its_keys_tokens_and_cost_into_the_keys_series(se
     assert book.spent == [("team", 0.25)]
 
 
+def test_take_deployment_takes_the_common_case_and_leaves_the_rest_to_the_caller(segments):
+    seg = segments(2, [(1, 4, 1)], 0, 0, (), token_buckets=BUCKETS, key_max_concurrency=[0])
+    seg.set_test_clock(T0)
+    book = Book(seg)
+    gate = seg.admission(0)                               # deployment 0's rate queue
+    book.deps[0] = book.ledger.draw(seg.bucket_pair(2, 3), seg.bucket_pair(2, 3), gate=gate)
+    book.ledger.deployments[0] = book.deps[0]
+    grant, _ = book.grant(tokens=30)
+    assert grant.take_deployment(1) is True and grant.seen == []          # no rate limit: nothing to take
+    assert grant.take_deployment(0) is True and grant.seen == [(book.deps[0], 30)]
+    assert book.levels()[2:4] == [3, 50]
+    assert gate.try_acquire(1)                            # someone holds the queue: the caller decides
+    held, _ = book.grant(tokens=1)
+    assert held.take_deployment(0) is False and held.seen == [] and book.levels()[2:4] == [3, 50]
+    gate.release(1)
+    short, _ = book.grant(tokens=51)                      # 50 tokens left: short, nothing taken
+    assert short.take_deployment(0) is False and short.seen == [] and book.levels()[2:4] == [3, 50]
+    store_pair = _StorePair(seg.bucket_pair(-1, 4))       # a store's pair (the cluster's): the caller's
+    book.ledger.deployments[2] = book.ledger.draw(store_pair, seg.bucket_pair(-1, 4))
+    assert short.take_deployment(2) is False and store_pair.calls == []
+    with pytest.raises(IndexError):
+        grant.take_deployment(3)
+
+
 def test_headers_come_from_the_limit_with_the_least_left(book):
     grant, _ = book.grant(tokens=70)
     assert grant.rate_headers()["x-ratelimit-remaining-tokens"] == "100"     # the key's, full
@@ -278,6 +302,7 @@ _OPS = st.one_of(
     st.tuples(st.just("slot"), st.integers(0, 1)),
     st.tuples(st.just("key"), st.integers(0, 1)),
     st.tuples(st.just("take"), st.integers(0, 1), st.integers(0, 1)),
+    st.tuples(st.just("take_deployment"), st.integers(0, 1), st.integers(0, 2)),
     st.tuples(st.just("refused"), st.integers(0, 1), st.integers(0, 1)),
     st.tuples(st.just("settle"), st.integers(0, 1), st.sampled_from([None, 0, 1, 2]), st.integers(0, 150)),
     st.tuples(st.just("release"), st.integers(0, 1)),
@@ -308,6 +333,8 @@ def test_compiled_grants_answer_as_the_reference(seq, key_limit):
             return grant.acquire_slot() if grant.key is not None else None
         if op[0] == "key":
             return grant.take_key() if grant.key is not None else None
+        if op[0] == "take_deployment":
+            return grant.take_deployment(op[2])
         if op[0] in ("take", "refused"):
             dep = ledger.deps[op[2]]
             return grant.take(dep) if op[0] == "take" else grant.refused(dep)

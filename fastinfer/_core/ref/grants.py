@@ -9,23 +9,25 @@ and ``KeyConcurrency`` API; the headers read this module's segment's pairs.
 """
 from __future__ import annotations
 
-from .limits import rate_headers
+from .limits import BucketPair, rate_headers
 
 
 class LimitDraw:
     """One key's or deployment's limits as a request draws on them: ``pair`` (taken and corrected:
     the segment's ``BucketPair``, or a store's pair with its API), ``levels`` (the segment's pair
-    the ``x-ratelimit-*`` headers read) and, for a key, its concurrency ``slot``. A key without a
-    rate limit has neither pair (None)."""
+    the ``x-ratelimit-*`` headers read) and, for a key, its concurrency ``slot``; for a deployment
+    whose requests wait for its rate limit, its rate queue's ``gate`` (an ``Admission``: taken from
+    only while nobody holds or waits in it). A key without a rate limit has neither pair (None)."""
 
-    __slots__ = ("pair", "levels", "slot", "has_tokens")
+    __slots__ = ("pair", "levels", "slot", "gate", "has_tokens")
 
-    def __init__(self, pair, levels, slot=None):
+    def __init__(self, pair, levels, slot=None, gate=None):
         if (pair is None) != (levels is None):
             raise ValueError("a draw has both its pair and its levels, or neither")
         self.pair = pair
         self.levels = levels
         self.slot = slot
+        self.gate = gate
         self.has_tokens = pair is not None and bool(pair.has_tokens)
 
 
@@ -42,9 +44,9 @@ class Ledger:
         self.add_spend = add_spend
         self.deployments: list[LimitDraw | None] = []
 
-    def draw(self, pair, levels, slot=None):
+    def draw(self, pair, levels, slot=None, gate=None):
         """A key's or deployment's ``LimitDraw`` (see there)."""
-        return LimitDraw(pair, levels, slot)
+        return LimitDraw(pair, levels, slot, gate)
 
     def grant(self, key, req) -> "Grant":
         """A new request's grant (nothing taken yet). ``key``: its key's limits (an object with a
@@ -158,6 +160,23 @@ class Grant:
             return wait
         self.charged(dep)
         return None
+
+    def take_deployment(self, index: int) -> bool:
+        """The common case of a deployment's rate limit, in one call: True when deployment ``index``
+        has none (its ``ledger.deployments`` entry is None) or its pair (the segment's, with its
+        rate queue idle if it has one) gave the request and its tokens (recorded). False when the
+        caller must decide: a store's pair, a queue someone holds or waits in, or a short pair
+        (nothing taken: the caller's ``take`` sees the same)."""
+        from .shm import Admission        # (it imports this module)
+        if not 0 <= index < len(self.ledger.deployments):
+            raise IndexError("deployment index out of range")
+        dep = self.ledger.deployments[index]
+        if dep is None:
+            return True
+        if type(dep.pair) is not BucketPair or (dep.gate is not None and (
+                type(dep.gate) is not Admission or dep.gate.counts() != (0, 0))):
+            return False
+        return self.take(dep) is None
 
     def charged(self, dep: LimitDraw) -> None:
         self._seen.append((dep, self._tokens if dep.has_tokens else 0))
