@@ -50,9 +50,12 @@ cdef int _draw_adjust(LimitDraw draw, int64_t delta) except -1:
     return 0
 
 
-cdef inline bint _gate_idle(Admission gate):
-    """Nobody holds or waits in this segment's rate queue ``gate`` (None, or its segment closed: not known)."""
-    return gate is not None and gate.seg.base != NULL and fi_load(&gate.a.word) == 0
+cdef bint _gate_idle(LimitDraw dep) except -1:
+    """Nobody holds or waits in the deployment's rate queue (this segment's: one atomic load)."""
+    cdef Admission gate = dep._gate
+    if gate is not None and gate.seg.base != NULL:
+        return fi_load(&gate.a.word) == 0
+    return dep.gate.counts() == (0, 0)
 
 
 cdef class Ledger:
@@ -215,16 +218,16 @@ cdef class Grant:
     def take_deployment(self, Py_ssize_t index):
         """The common case of a deployment's rate limit, in one call: True when deployment ``index``
         has none (its ``ledger.deployments`` entry is None) or its pair (this segment's, with its
-        rate queue idle if it has one) gave the request and its tokens (recorded). False when the
-        caller must decide: a store's pair, a queue someone holds or waits in, or a short pair
-        (nothing taken: the caller's ``take`` sees the same)."""
+        rate queue idle if it has one: ``gate.counts()`` is (0, 0)) gave the request and its tokens
+        (recorded). False when the caller must decide: a store's pair, a queue someone holds or
+        waits in, or a short pair (nothing taken: the caller's ``take`` sees the same)."""
         cdef list deployments = self.ledger.deployments
         if <size_t>index >= <size_t>len(deployments):     # (the module does not check bounds)
             raise IndexError("deployment index out of range")
         cdef LimitDraw dep = deployments[index]
         if dep is None:
             return True
-        if dep._local is None or (dep.gate is not None and not _gate_idle(dep._gate)):
+        if dep._local is None or (dep.gate is not None and not _gate_idle(dep)):
             return False
         if _pair_take(dep._local, self._estimated() if dep.has_tokens else 0) >= 0.0:
             return False

@@ -218,6 +218,11 @@ def test_take_deployment_takes_the_common_case_and_leaves_the_rest_to_the_caller
     store_pair = _StorePair(seg.bucket_pair(-1, 4))       # a store's pair (the cluster's): the caller's
     book.ledger.deployments[2] = book.ledger.draw(store_pair, seg.bucket_pair(-1, 4))
     assert short.take_deployment(2) is False and store_pair.calls == []
+    busy = SimpleNamespace(counts=lambda: (0, 1))          # a gate that is not the segment's: asked
+    book.ledger.deployments[2] = book.ledger.draw(seg.bucket_pair(-1, 4), seg.bucket_pair(-1, 4), gate=busy)
+    assert short.take_deployment(2) is False
+    busy.counts = lambda: (0, 0)
+    assert short.take_deployment(2) is True and book.levels()[4] == 9    # 51 of its 60 tokens
     with pytest.raises(IndexError):
         grant.take_deployment(3)
 

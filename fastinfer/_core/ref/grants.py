@@ -164,17 +164,15 @@ class Grant:
     def take_deployment(self, index: int) -> bool:
         """The common case of a deployment's rate limit, in one call: True when deployment ``index``
         has none (its ``ledger.deployments`` entry is None) or its pair (the segment's, with its
-        rate queue idle if it has one) gave the request and its tokens (recorded). False when the
-        caller must decide: a store's pair, a queue someone holds or waits in, or a short pair
-        (nothing taken: the caller's ``take`` sees the same)."""
-        from .shm import Admission        # (it imports this module)
+        rate queue idle if it has one: ``gate.counts()`` is (0, 0)) gave the request and its tokens
+        (recorded). False when the caller must decide: a store's pair, a queue someone holds or
+        waits in, or a short pair (nothing taken: the caller's ``take`` sees the same)."""
         if not 0 <= index < len(self.ledger.deployments):
             raise IndexError("deployment index out of range")
         dep = self.ledger.deployments[index]
         if dep is None:
             return True
-        if type(dep.pair) is not BucketPair or (dep.gate is not None and (
-                type(dep.gate) is not Admission or dep.gate.counts() != (0, 0))):
+        if type(dep.pair) is not BucketPair or (dep.gate is not None and dep.gate.counts() != (0, 0)):
             return False
         return self.take(dep) is None
 
