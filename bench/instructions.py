@@ -34,12 +34,18 @@ some 30 times slower, so the access log's flush (every 10 ms) writes a line or t
 hundreds, and its per-flush cost (a timer, a batch, a write) lands on each line. Compare such a
 setting between trees, not against the bare path.
 
+``--functions N`` says where a path's instructions go: the N functions (of the interpreter, the
+compiled core, libc, ...) whose count grew most between the two runs, per request, from the
+worker's cachegrind file. Two paths' lists side by side show what a feature costs below Python
+(what an opcode counter cannot see: dict lookups, allocation, a hash, a header's encoding).
+
 Needs valgrind (Debian: ``apt-get install valgrind``). Takes about a minute per path. Prints a
 Markdown table; ``--out`` writes JSON.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import http.client
 import re
 import shutil
@@ -59,7 +65,7 @@ from .targets import write_gateway_config
 from .upstream import PythonMock
 
 PATHS = ("gateway", "gateway-limits", "gateway-full")
-_SUMMARY = re.compile(rb"^summary: (\d+)", re.M)
+_SUMMARY = re.compile(rb"^summary: (\d+)", re.MULTILINE)
 _HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_KEY}"}
 _BODY_AFTER_S = 0.005      # with --body-apart: long enough that even under valgrind the head is read first
 
@@ -103,9 +109,10 @@ class Requests:
                     raise RuntimeError(f"the gateway answered {resp.status} to a benchmark request")
 
 
-def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: int, requests: Requests) -> int:
+def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: int,
+                        requests: Requests) -> tuple[int, Path]:
     """Instructions the one worker of a gateway started with ``config`` ran, start-up and ``n``
-    requests included (its supervisor's are left out)."""
+    requests included (its supervisor's are left out), and the worker's cachegrind file."""
     counts = workdir / f"cachegrind-{tag}"
     counts.mkdir()
     valgrind = (valgrind_binary(), "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={counts}/%p")
@@ -115,41 +122,75 @@ def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: in
         requests.send(gateway.port, n)
     finally:
         gateway.stop()
-    workers = {int(f.name): int(m.group(1)) for f in counts.iterdir()
+    workers = {f: int(m.group(1)) for f in counts.iterdir()
                if f.name != str(gateway.proc.pid) and (m := _SUMMARY.search(f.read_bytes()))}
     if len(workers) != 1:
         raise RuntimeError(f"expected one worker's count, found {len(workers)} in {counts}")
-    return next(iter(workers.values()))
+    (file, instructions), = workers.items()
+    return instructions, file
+
+
+def function_instructions(text: str) -> collections.Counter:
+    """A cachegrind file's instructions by function: ``{(source file, function): count}`` (its
+    ``fl=`` and ``fn=`` lines name them; each line after is a source line and its count)."""
+    counts: collections.Counter = collections.Counter()
+    source = function = None
+    for line in text.splitlines():
+        if line.startswith("fl="):
+            source = line[3:]
+        elif line.startswith("fn="):
+            function = (source, line[3:])
+        elif function is not None and line[:1].isdigit():
+            fields = line.split()
+            if len(fields) >= 2:
+                counts[function] += int(fields[1])
+    return counts
+
+
+def costliest_functions(fewer: collections.Counter, more: collections.Counter, requests: int,
+                        most: int) -> list[dict]:
+    """The ``most`` functions whose count grew most from the run of ``fewer`` to that of ``more``
+    (``requests`` more requests), as instructions per request."""
+    grown = sorted(((count - fewer.get(key, 0), key) for key, count in more.items()), reverse=True)[:most]
+    return [{"function": function, "file": source, "per_request": round(count / requests)}
+            for count, (source, function) in grown if count > 0]
 
 
 def per_request(label: str, upstream_port: int, tree: Path, workdir: Path, counts: tuple[int, int],
-                requests: Requests, settings: dict | None = None) -> dict:
+                requests: Requests, settings: dict | None = None, functions: int = 0) -> dict:
     """One path's instructions per request, from runs of ``counts`` requests (a variant: the bare
-    config with ``settings``)."""
+    config with ``settings``); with ``functions``, that many of its costliest functions."""
     config = workdir / f"{label}.toml"
     write_gateway_config(label, upstream_port, config, tree, settings)
-    low, high = (worker_instructions(config, tree, workdir, f"{label}-{n}", n, requests) for n in counts)
-    return {"path": label, "requests": list(counts), "worker_instructions": [low, high],
-            "per_request": round((high - low) / (counts[1] - counts[0]))}
+    (low, low_file), (high, high_file) = (worker_instructions(config, tree, workdir, f"{label}-{n}", n, requests)
+                                          for n in counts)
+    row = {"path": label, "requests": list(counts), "worker_instructions": [low, high],
+           "per_request": round((high - low) / (counts[1] - counts[0]))}
+    if functions:
+        row["functions"] = costliest_functions(*(function_instructions(f.read_text(errors="replace"))
+                                                 for f in (low_file, high_file)), counts[1] - counts[0], functions)
+    return row
 
 
 def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, workdir: Path,
         variants: dict[str, dict] | None = None, tree: Path | None = None, stream_chunks: int = 0,
-        prompt_bytes: int = 0, body_apart: bool = False) -> dict:
+        prompt_bytes: int = 0, body_apart: bool = False, functions: int = 0) -> dict:
     """``tree``: the source tree the paths and variants run from (default: this one);
     ``stream_chunks``: stream every answer in this many events (0: whole answers); ``prompt_bytes``
-    and ``body_apart``: as ``Requests``."""
+    and ``body_apart``: as ``Requests``; ``functions``: each path's costliest functions, this many."""
     tree = tree or fastinfer_tree()
     requests = Requests(stream_chunks > 0, prompt_bytes, body_apart)
     mock = PythonMock(str(workdir), chunks=stream_chunks if requests.stream else 10)
     try:
-        rows = [per_request(label, mock.port, tree, workdir, counts, requests) for label in paths]
-        rows += [per_request(label, mock.port, tree, workdir, counts, requests, settings)
+        rows = [per_request(label, mock.port, tree, workdir, counts, requests, None, functions) for label in paths]
+        rows += [per_request(label, mock.port, tree, workdir, counts, requests, settings, functions)
                  for label, settings in (variants or {}).items()]
         if baseline_tree is not None:
-            rows.insert(0, per_request("baseline", mock.port, baseline_tree, workdir, counts, requests))
+            rows.insert(0, per_request("baseline", mock.port, baseline_tree, workdir, counts, requests, None,
+                                       functions))
             if "gateway-full" in paths:      # the features' cost compared in one run too, not across two
-                rows.insert(1, per_request("baseline-full", mock.port, baseline_tree, workdir, counts, requests))
+                rows.insert(1, per_request("baseline-full", mock.port, baseline_tree, workdir, counts, requests,
+                                           None, functions))
     finally:
         mock.stop()
     by_path = {row["path"]: row["per_request"] for row in rows}
@@ -171,6 +212,11 @@ def to_markdown(report: dict) -> str:
     for row in report["rows"]:
         lines.append(f"| {row['path']} | {row['per_request']:,} | "
                      + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    for row in report["rows"]:
+        if row.get("functions"):
+            lines += ["", f"Costliest functions of {row['path']} (instructions per request):", "",
+                      "| function | file | per request |", "|---|---|---|"]
+            lines += [f"| `{f['function']}` | {f['file']} | {f['per_request']:,} |" for f in row["functions"]]
     return "\n".join(lines) + "\n"
 
 
@@ -195,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--body-apart", action="store_true",
                         help="send each request's head and its body apart, the body 5 ms later, as httpx (the "
                              "OpenAI and Anthropic SDKs) writes them: the gateway waits for the body")
+    parser.add_argument("--functions", type=int, default=0, metavar="N",
+                        help="also list each path's N costliest functions, instructions per request (default 0)")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     labels = [label for label, _ in args.variant]
@@ -210,11 +258,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--stream: at least 3 events (the role, a token, the finish)")
     if args.prompt_bytes < 0:
         parser.error("--prompt-bytes: at least 0")
+    if args.functions < 0:
+        parser.error("--functions: at least 0")
     workdir = Path(tempfile.mkdtemp(prefix="fastinfer-bench-instructions-"))
     try:
         report = run(args.paths, (fewer, more), args.baseline_tree, workdir,
                      {label: tomllib.loads(toml) for label, toml in args.variant}, args.tree, args.stream,
-                     args.prompt_bytes, args.body_apart)
+                     args.prompt_bytes, args.body_apart, args.functions)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return finish(to_markdown(report), report, args.out)

@@ -1,0 +1,47 @@
+"""``python -m bench.instructions --functions``: a worker's cachegrind file read into instructions by
+function, and the functions whose count grew most between two runs, per request. (The counting
+itself needs valgrind, which the suite does not install; these read files in cachegrind's format.)"""
+import sys
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parent.parent))   # the bench package (after the installed fastinfer)
+from bench.instructions import costliest_functions, function_instructions, to_markdown
+
+
+def _cachegrind(*functions) -> str:
+    """A cachegrind output file: (source file, function, [(line, count), ...]) in order."""
+    lines = ["desc: I1 cache: 32768 B, 64 B, 8-way associative", "cmd: python -m fastinfer serve", "events: Ir"]
+    source = None
+    for file, function, counts in functions:
+        if file != source:
+            lines.append(f"fl={file}")
+            source = file
+        lines.append(f"fn={function}")
+        lines += [f"{line} {count}" for line, count in counts]
+    total = sum(count for *_, counts in functions for _, count in counts)
+    return "\n".join(lines + [f"summary: {total}", ""])
+
+
+def test_a_cachegrind_file_is_counted_by_function_and_source_file():
+    text = _cachegrind(("ceval.c", "_PyEval_EvalFrameDefault", [(10, 400), (11, 100)]),
+                       ("ceval.c", "initialize_locals", [(90, 7)]),
+                       ("sha256.h", "fi_sha256_block", [(3, 50)]),
+                       ("other.c", "_PyEval_EvalFrameDefault", [(1, 2)]))    # same name, another file
+    assert function_instructions(text) == {("ceval.c", "_PyEval_EvalFrameDefault"): 500,
+                                           ("ceval.c", "initialize_locals"): 7,
+                                           ("sha256.h", "fi_sha256_block"): 50,
+                                           ("other.c", "_PyEval_EvalFrameDefault"): 2}
+
+
+def test_the_costliest_functions_are_what_grew_between_the_runs_per_request():
+    fewer = function_instructions(_cachegrind(("ceval.c", "eval", [(1, 1000)]), ("lines.c", "_line", [(1, 0)]),
+                                              ("init.c", "start_up", [(1, 9999)])))
+    more = function_instructions(_cachegrind(("ceval.c", "eval", [(1, 5000)]), ("lines.c", "_line", [(1, 600)]),
+                                             ("init.c", "start_up", [(1, 9999)]),     # start-up: cancels out
+                                             ("sha256.h", "block", [(1, 2000)])))     # only in the longer run
+    top = costliest_functions(fewer, more, requests=100, most=2)
+    assert top == [{"function": "eval", "file": "ceval.c", "per_request": 40},
+                   {"function": "block", "file": "sha256.h", "per_request": 20}]
+    assert [f["function"] for f in costliest_functions(fewer, more, 100, 10)] == ["eval", "block", "_line"]
+    table = to_markdown({"rows": [{"path": "gateway-full", "per_request": 210_000, "functions": top}]})
+    assert "| `eval` | ceval.c | 40 |" in table and "Costliest functions of gateway-full" in table
