@@ -209,11 +209,15 @@ cdef class Grant:
     def take(self, LimitDraw dep not None):
         """Take the request and its tokens from deployment ``dep``'s pair: None when taken (and
         recorded), else the seconds until they fit (nothing recorded)."""
+        cdef double wait = self._take(dep)
+        return wait if wait >= 0.0 else None
+
+    cdef double _take(self, LimitDraw dep) except -2.0:
+        """-1.0 when ``dep``'s pair gave the request and its tokens (recorded), else the seconds until they fit."""
         cdef double wait = _draw_take(dep, self._estimated() if dep.has_tokens else 0)
-        if wait >= 0.0:
-            return wait
-        self._record(dep, self._tokens if dep.has_tokens else 0)
-        return None
+        if wait < 0.0:
+            self._record(dep, self._tokens if dep.has_tokens else 0)
+        return wait
 
     def take_deployment(self, Py_ssize_t index):
         """The common case of a deployment's rate limit, in one call: True when deployment ``index``
@@ -229,10 +233,7 @@ cdef class Grant:
             return True
         if dep._local is None or (dep.gate is not None and not _gate_idle(dep)):
             return False
-        if _pair_take(dep._local, self._estimated() if dep.has_tokens else 0) >= 0.0:
-            return False
-        self._record(dep, self._tokens if dep.has_tokens else 0)
-        return True
+        return self._take(dep) < 0.0
 
     def charged(self, LimitDraw dep not None):
         self._record(dep, self._tokens if dep.has_tokens else 0)

@@ -158,8 +158,10 @@ def test_admit_takes_the_slot_and_the_keys_pair_or_says_what_was_short(segments)
     assert third.refusal == "key_concurrency" and not third.key_slot and book.levels()[:2] == [3, 69]
     held.settle(None)
     second.settle(None)
-    for _ in range(3):
-        assert book.admit(tokens=1)[0].settle(None) is None
+    for _ in range(3):                                    # the third to fifth request this minute
+        fits, _ = book.admit(tokens=1)
+        assert fits.refusal is None
+        fits.settle(None)
     late, _ = book.admit(tokens=1)                         # the sixth request this minute at 60 rpm
     assert late.refusal == "key_rate_limited" and late.wait == pytest.approx(1.0)
     assert seg.key_concurrency(0).in_flight == 0
