@@ -107,13 +107,13 @@ class KeyLimits(_Draw):
 class DeploymentLimits(_Draw):
     """One deployment's ``rate_limit`` buckets and, under ``queue``, its rate queue."""
 
-    __slots__ = ("name", "gate_index", "gate", "policy")
+    __slots__ = ("name", "gate_index", "policy")
 
     def __init__(self, config, store: LimitStore, buckets: dict, gate_index: int | None, gate, ledger):
         super().__init__(store, ledger, *_buckets(store, buckets, "deployment", config.name), gate=gate)
         self.name = config.name
-        self.gate_index = gate_index          # admission index of the rate queue (policy queue only)
-        self.gate = gate
+        self.gate_index = gate_index          # admission index of the rate queue (policy queue only); its
+                                              # ``Admission`` is ``draw.gate``
         self.policy = config.on_capacity_exhausted
 
 
@@ -268,7 +268,7 @@ class Limits:
             return None
         if not self.synchronous:
             return self._take_deployment_async(grant, dep, req, timeout_s)
-        gate = dep.gate
+        gate = dep.draw.gate
         if gate is None or gate.counts() == _IDLE:
             wait = grant.take(dep.draw)
             if wait is None:
@@ -279,12 +279,13 @@ class Limits:
 
     async def _take_deployment_async(self, grant: Grant, dep: DeploymentLimits, req, timeout_s: float) -> None:
         """``take_deployment`` over a store that asks Redis."""
-        if dep.gate is None or dep.gate.counts() == _IDLE:
+        gate = dep.draw.gate
+        if gate is None or gate.counts() == _IDLE:
             ok, wait = await dep.draw.pair.take_async(grant.amount(dep.draw))
             if ok:
                 grant.charged(dep.draw)
                 return
-            if wait == math.inf or dep.gate is None:
+            if wait == math.inf or gate is None:
                 self._deployment_short(grant, dep, req, wait)
         await self._wait_in_rate_queue(grant, dep, req.priority, timeout_s)
 
