@@ -67,16 +67,15 @@ def test_no_usage_from_the_upstream_is_estimated_and_marked():
     assert relay.usage["prompt_tokens"] >= 10
 
 
-def test_token_events_read_with_the_end_are_not_parsed(monkeypatch):
-    """A short stream comes in one read with its usage and ``[DONE]``: only the usage event is decoded."""
-    from fastinfer.formats import openai as openai_format
-    decoded: list[bytes] = []
-    real = openai_format.json_object
-    monkeypatch.setattr(openai_format, "json_object", lambda data: decoded.append(data) or real(data))
+def test_token_events_read_with_the_end_are_not_parsed():
+    """A short stream comes in one read with its usage and ``[DONE]``: only the usage event is decoded.
+    Token events that would fail to decode (a brace-ended non-JSON text) show it: decoded, they would
+    end the stream as garbage."""
+    undecodable = event(b"{not json, but ends like an object}")
     relay = OpenAIStreamRelay(client_wants_usage=False)
-    stream = event(TOKEN) * 64 + event(USAGE) + event(b"[DONE]")
-    assert relay.feed(stream) == event(TOKEN) * 64 + event(b"[DONE]")
-    assert decoded == [orjson.dumps(USAGE)]
+    stream = undecodable * 64 + event(USAGE) + undecodable + event(b"[DONE]")
+    assert relay.feed(stream) == undecodable * 65 + event(b"[DONE]")
+    assert relay.failure is None
     assert relay.usage["completion_tokens"] == 2 and relay.finished
 
 
@@ -115,9 +114,46 @@ def test_a_read_with_its_end_goes_out_without_a_copy_of_its_plain_events():
 
 
 def test_an_event_needs_reading_when_it_holds_any_marker_the_plain_prefix_stops_at():
-    from fastinfer.formats.openai import _MARKERS, _event_needs_parsing
+    from fastinfer._core.relay import MARKERS as _MARKERS, needs_parsing as _event_needs_parsing
     plain = b'{"choices":[{"delta":{"content":"hi"}}]}'
     assert not _event_needs_parsing(plain)
     assert _event_needs_parsing(plain[:-1])            # not ending like a JSON object
     for marker in _MARKERS:                             # the spelled-out test follows the tuple
         assert _event_needs_parsing(b'{"x":1,' + marker + b'}'), marker
+
+
+REDACTABLE = event({"error": {"message": "bad key sk-abcdefghijklmnopqrstuvwxyz0123", "type": "auth"}})
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(st.sampled_from([event(TOKEN), event(USAGE), ERROR, REDACTABLE, GARBAGE, event(b"[DONE]"),
+                                        event(TOKEN).replace(b"\n\n", b"\r\n\r\n"), b": keep-alive\n\n",
+                                        event({**USAGE, "choices": [{"delta": {}}]}), event(b"{not json}")]),
+                       min_size=1, max_size=12),
+       cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=4),
+       wants_usage=st.booleans())
+def test_the_compiled_relay_reads_as_its_python_source(pieces, cuts, wants_usage):
+    """``_core.relay`` compiled and its ``.py`` run as Python (``_core.ref.relay``), fed the same bytes
+    cut at the same places: the same bytes out of every read, and the same end, usage, error, failure
+    and event count."""
+    from fastinfer._core import relay as compiled
+    from fastinfer._core.ref import relay as reference
+    assert compiled.__file__.endswith(".so"), "the core is not built"
+    stream = b"".join(pieces)
+    bounds = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    reads = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    relays = compiled.OpenAIPassthrough(wants_usage), reference.OpenAIPassthrough(wants_usage)
+    for read in reads:
+        outs = [r.feed(read) for r in relays]
+        assert outs[0] == outs[1]
+        if relays[1].failure is not None:
+            break
+    ends = [(r.finished, r.raw_usage, r.error, r.events, r.failure and r.failure.message) for r in relays]
+    assert ends[0] == ends[1]
+
+
+def test_an_error_event_goes_out_redacted_and_is_remembered_so():
+    relay = OpenAIStreamRelay(client_wants_usage=False)
+    out = relay.feed(event(TOKEN) + REDACTABLE + event(b"[DONE]"))
+    assert b"sk-abcdefghijklmnop" not in out and b"sk-abcdefghijklmnop" not in relay.error
+    assert out.startswith(event(TOKEN)) and out.endswith(event(b"[DONE]")) and relay.finished

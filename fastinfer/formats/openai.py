@@ -7,7 +7,7 @@ since accounting needs it even when the client did not; the OpenAI error body,
 built here and nowhere else), and ``OpenAIStreamRelay``, which relays an OpenAI
 stream to an OpenAI client as bytes, touching only what the gateway must: it
 drops the usage-only chunk the gateway asked for on the client's behalf, and
-forwards only whole events. Compatible servers' quirks are tolerated: no usage
+forwards only whole events (read by the compiled ``_core.relay``). Compatible servers' quirks are tolerated: no usage
 chunk (usage is then estimated), ``reasoning_content`` deltas, missing ``created``.
 Must not touch: HTTP, the engine.
 """
@@ -16,102 +16,36 @@ from __future__ import annotations
 import orjson
 
 from .._core.bodies import openai_reply_usage
-from .._core.sse import SSEParser, encode_data, plain_prefix, whole_events
+from .._core.relay import OpenAIPassthrough
+from .._core.sse import encode_data
 from ..errors import GatewayError, UpstreamFailure
-from ..redact import redact_bytes
 from .base import NOT_AN_OBJECT, Format
 from .common import estimated_usage, json_object, make_usage, text_of, usage_from_openai
 from .relay import StreamRelay
 
 
-# what makes an event need reading: the end, a usage object, an error (and not ending like a JSON object)
-_MARKERS = (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"')
-
-
-def _event_needs_parsing(data: bytes) -> bool:
-    """``plain_prefix``'s test for one parsed event's data (not the end marker): a token event after
-    the first that needs reading is skipped as it would have been in a read of its own. (``_MARKERS``
-    spelled out: a generator over them cost every stream's last events ~30 opcodes.)"""
-    return (data[-1:] != b"}" or b'"usage":{' in data or b'"usage": {' in data or b'"error"' in data
-            or b"[DONE]" in data)
-
-
-class OpenAIStreamRelay(StreamRelay):
-    """OpenAI upstream stream -> OpenAI client stream, as bytes.
+class OpenAIStreamRelay(OpenAIPassthrough, StreamRelay):
+    """OpenAI upstream stream -> OpenAI client stream, as bytes: read by the compiled
+    ``_core.relay.OpenAIPassthrough`` (what goes out, the end, the usage as it came, an error,
+    garbage); this adds what only a format knows.
 
     ``usage`` is normalized; a server that sends no usage chunk gets an
     estimate: one token per forwarded event (compatible servers stream about a
     token per chunk), the prompt from the request's text length.
     """
 
-    __slots__ = ("_parser", "_carry", "_client_wants_usage", "_usage", "_events", "_request_body",
-                 "finished", "error", "failure")
+    __slots__ = ("_request_body",)
 
     def __init__(self, client_wants_usage: bool, request_body: dict | None = None):
-        self._parser = SSEParser()
-        self._carry = b""
-        self._client_wants_usage = client_wants_usage
-        self._usage = None
-        self._events = 0
+        OpenAIPassthrough.__init__(self, client_wants_usage)
         self._request_body = request_body
-        self.finished = False
-        self.error = None
-        self.failure = None
 
     @property
     def usage(self) -> dict | None:
-        if self._usage is not None:
-            return self._usage
+        if self.raw_usage is not None:
+            return usage_from_openai(self.raw_usage)
         prompt = estimated_usage(self._request_body or {}, 0)["prompt_tokens"]
-        return make_usage(prompt, max(0, self._events - 2), estimated=True)  # minus role and finish chunks
-
-    def feed(self, chunk: bytes) -> bytes:
-        out, self._carry = whole_events(self._carry, chunk)
-        if not out:
-            return b""
-        # the token events up to the first that needs reading go out untouched, never parsed:
-        # usually a whole read, or a fast upstream's whole short stream but its usage and end
-        plain, lines = plain_prefix(out, _MARKERS)
-        self._events += lines
-        if plain == len(out):
-            return out
-        if not plain:
-            return self._read(out)
-        rest = out[plain:]
-        read = self._read(rest)
-        # the plain events are not copied twice (a slice, then the sum) to go out with the rest:
-        # not at all when the rest goes out as it came, else once (a 64-event read is ~11 KB)
-        return out if read is rest else b"".join((memoryview(out)[:plain], read))
-
-    def _read(self, out: bytes) -> bytes:
-        """Whole events that may need attention, parsed: what of them goes to the client."""
-        events = self._parser.feed(out)
-        drop: set[int] = set()         # usage-only events the client did not ask for
-        redacted: dict[int, bytes] = {}   # error events whose text had to be cleaned
-        self._events += len(events)
-        for i, event in enumerate(events):
-            data = event.data
-            if data == b"[DONE]":
-                self.finished = True
-                continue
-            if not _event_needs_parsing(data):
-                continue      # a token event read with the end (one read for a whole short stream)
-            frame = json_object(data)
-            if frame is None:
-                # garbage: forward what came before it, then the stream ends with an error event
-                self.failure = UpstreamFailure("upstream sent a malformed stream event")
-                return b"".join(encode_data(e.data) for j, e in enumerate(events[:i]) if j not in drop)
-            if "error" in frame:
-                self.error = redact_bytes(data)
-                if self.error is not data:
-                    redacted[i] = self.error
-            elif frame.get("usage"):
-                self._usage = usage_from_openai(frame["usage"])
-                if not self._client_wants_usage and not frame.get("choices"):
-                    drop.add(i)
-        if not drop and not redacted:
-            return out
-        return b"".join(encode_data(redacted.get(j, e.data)) for j, e in enumerate(events) if j not in drop)
+        return make_usage(prompt, max(0, self.events - 2), estimated=True)  # minus role and finish chunks
 
     def error_event(self, err) -> bytes:
         return OPENAI.error_event(err)

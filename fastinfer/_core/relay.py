@@ -1,0 +1,109 @@
+# cython: language_level=3, annotation_typing=False
+"""The OpenAI passthrough relay's reading of a stream, compiled: runs on every read of every
+OpenAI-to-OpenAI stream (nearly all of them).
+
+Owns: ``OpenAIPassthrough``, what of an OpenAI upstream's stream goes to an OpenAI client, read by
+read: only whole events; the token events before the first that needs reading go out untouched,
+never parsed (``sse.plain_prefix``: usually a whole read, or a short stream's all but its usage and
+end); the usage-only event the gateway asked for on the client's behalf is dropped; an error
+event's text is redacted; garbage ends the stream (``failure``). What it found: ``finished``,
+``raw_usage`` (the last usage object, as it came), ``error`` (an error event's data), ``failure``,
+``events`` (data lines forwarded, for an estimate when no usage came).
+
+Why: in Python, the stream's end (its usage event, ``[DONE]``) cost ~300 opcodes a stream (the
+read's split, an event loop, a generator re-encoding the events kept), about as much as the rest of
+the relay's path; compiled with ``relay.pxd``'s types (Cython's pure-Python mode, as ``access.py``)
+it is one call a read. The ``.py`` is its own reference: ``ref/relay.py`` loads it uncompiled and
+``tests/test_openai_relay.py`` holds the compiled one to it.
+
+Must not touch: usage normalization and estimates, error events' shape (``formats.openai``
+subclasses this with them), HTTP, the engine.
+"""
+from __future__ import annotations
+
+import orjson
+
+from ..errors import UpstreamFailure
+from ..redact import redact_bytes
+from .sse import SSEParser, encode_data, plain_prefix, whole_events
+
+#: what makes an event need reading: the end, a usage object, an error (and not ending like a JSON object)
+MARKERS = (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"')
+DONE = b"[DONE]"
+MALFORMED = "upstream sent a malformed stream event"
+
+
+def needs_parsing(data) -> bool:
+    """``plain_prefix``'s test for one parsed event's data (not the end marker): a token event after
+    the first that needs reading is skipped as it would have been in a read of its own."""
+    return (data[-1:] != b"}" or b'"usage":{' in data or b'"usage": {' in data or b'"error"' in data
+            or DONE in data)
+
+
+class OpenAIPassthrough:
+    """An OpenAI upstream's stream read for an OpenAI client (see the module)."""
+
+    def __init__(self, client_wants_usage):
+        self._parser = SSEParser()
+        self._carry = b""
+        self._client_wants_usage = client_wants_usage
+        self.raw_usage = None
+        self.events = 0
+        self.finished = False
+        self.error = None
+        self.failure = None
+
+    def feed(self, chunk):
+        """What of ``chunk`` (bytes of the upstream's stream, as read) goes to the client now."""
+        out, self._carry = whole_events(self._carry, chunk)
+        if not out:
+            return b""
+        plain, lines = plain_prefix(out, MARKERS)
+        self.events += lines
+        if plain == len(out):
+            return out
+        if not plain:
+            return self._read(out)
+        rest = out[plain:]
+        read = self._read(rest)
+        # the plain events are not copied twice (a slice, then the sum) to go out with the rest:
+        # not at all when the rest goes out as it came, else once (a 64-event read is ~11 KB)
+        return out if read is rest else b"".join((memoryview(out)[:plain], read))
+
+    def _read(self, out):
+        """Whole events that may need attention, parsed: what of them goes to the client."""
+        events = self._parser.feed(out)
+        kept = []           # each event's data as it goes out, when one is dropped or changed
+        changed = False
+        self.events += len(events)
+        for event in events:
+            data = event.data
+            if data == DONE:
+                self.finished = True
+            elif needs_parsing(data):
+                try:
+                    parsed = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    parsed = None
+                if not isinstance(parsed, dict):
+                    # garbage: what came before it goes out, then the stream ends with an error event
+                    self.failure = UpstreamFailure(MALFORMED)
+                    return b"".join([encode_data(d) for d in kept])
+                frame = parsed
+                if "error" in frame:
+                    self.error = redact_bytes(data)
+                    if self.error is not data:
+                        data = self.error
+                        changed = True
+                else:
+                    usage = frame.get("usage")
+                    if usage:
+                        self.raw_usage = usage
+                        if not self._client_wants_usage and not frame.get("choices"):
+                            changed = True
+                            continue        # the usage-only event the client did not ask for
+            kept.append(data)
+        if not changed:
+            return out
+        return b"".join([encode_data(d) for d in kept])
+
