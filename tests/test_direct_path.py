@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import re
 
+import pytest
 from aiohttp import web
 from hypothesis import given, settings, strategies as st
 
-from fastinfer.gateway.answer import ClientStream, WrittenAnswer, _head_bytes, stream_head, write_json
+from fastinfer._core import client as compiled_client
+from fastinfer._core.ref import client as reference_client
+from fastinfer.gateway.answer import WrittenAnswer, _head_bytes, stream_head, write_json
 from fastinfer.gateway.protocol import DIRECT_ROUTES, EdgeAppRunner
 
 HEADERS = {"x-request-id": "rid-1", "x-fastinfer-replica": "r0", "x-fastinfer-attempts": "1"}
@@ -137,9 +140,13 @@ def test_a_written_answer_is_what_aiohttp_would_write():
 CHUNKS = [b'data: {"n":1}\n\n', b'data: {"n":2}\n\n']
 
 
-def test_a_stream_with_its_own_head_is_what_aiohttp_would_write():
-    """``stream_head`` + ``ClientStream`` against aiohttp's ``StreamResponse`` with the same headers:
-    the same head (but its date) and the same chunked body, events and the ending; kept alive."""
+@pytest.mark.parametrize("core", [compiled_client, reference_client], ids=["compiled", "python"])
+def test_a_stream_with_its_own_head_is_what_aiohttp_would_write(core):
+    """``stream_head`` + ``ClientStream`` (compiled, and its source run as Python) against aiohttp's
+    ``StreamResponse`` with the same headers: the same head (but its date) and the same chunked body,
+    events and the ending; kept alive."""
+    ClientStream = core.ClientStream
+
     async def own(request):
         chunks = CHUNKS[:int(request.query["n"])]
         keep_alive = request.keep_alive

@@ -49,3 +49,11 @@ cdef class DirectConnection:
     cdef _hand_off(self)
     cdef _went_idle(self)
     cdef _cancel_idle_timer(self)
+
+
+cdef class ClientStream:
+    cdef public object writer, transport, head
+    cdef public bint chunked, aiohttp_head
+
+    cpdef bint write(self, bytes data) except -1
+    cpdef end(self, bytes ending)

@@ -38,6 +38,9 @@ connection closes after the keep-alive timeout (from its start too, like aiohttp
 drains every answer says ``Connection: close``; an answer given before its body arrived (413, 408) is followed by a
 lingering close, so the client reads the answer before the connection resets.
 
+And ``ClientStream``: a relayed stream's chunk-framed writes to its client, through this connection
+(or aiohttp's writer, on its path), the gateway's head with the first of them.
+
 Owns: ``DirectConnection``, ``DirectRequest``, ``RequestBody``. Must not touch: what handlers do
 (``gateway.app``), how an answer is written (``gateway.answer``: the server passes its
 ``written_response`` in, since a ``_core`` module imports no gateway module).
@@ -62,6 +65,8 @@ LINGER_S = 2.0             # how long an answer given before its body arrived wa
 # a head with one of these is aiohttp's to answer (its framing, decoding or 100-continue)
 _NOT_DIRECT = ("Transfer-Encoding", "Content-Encoding", "Expect", "Upgrade")
 _END_OF_HEAD = b"\r\n\r\n"
+LAST_CHUNK = b"0\r\n\r\n"          # a chunked body's end
+STREAM_HIGH_WATER = 256 * 1024     # a stream's bytes waiting for its client past which the upstream pauses
 
 
 class _Head:
@@ -489,6 +494,59 @@ class DirectConnection:
         if self.transport is not None:
             self.transport.close()
 
+
+
+class ClientStream:
+    """The client side of a relayed stream: synchronous, chunk-framed writes straight to the socket.
+
+    aiohttp's ``response.write`` is a coroutine per chunk; a relayed chunk is written from the
+    upstream's ``data_received`` instead, framed here. The head goes out with the first write: the
+    gateway's (``gateway.answer.stream_head``) through the writer's own send, so it counts the answer
+    as started; or, when aiohttp wrote the head (``head`` None), the one its prepared response left
+    waiting in the writer. ``writer`` is a ``DirectConnection`` or aiohttp's ``StreamWriter``.
+    (Compiled, a stream's writes and its end are C calls: in Python they were ~100 opcodes a stream.)
+    """
+
+    def __init__(self, writer, transport, head) -> None:
+        self.writer = writer
+        self.transport = transport
+        self.head = head
+        self.chunked = head is not None or writer.chunked
+        # aiohttp's head still waits in the writer (an aiohttp that sends it in prepare leaves nothing)
+        self.aiohttp_head = head is None and bool(getattr(writer, "_headers_buf", None))
+
+    def write(self, data: bytes) -> bool:
+        """``data`` queued for the client; False when its buffer is past ``STREAM_HIGH_WATER``."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return True  # the client is gone; aiohttp cancels the handler, which stops the pump
+        if self.head is not None:
+            head = self.head
+            self.head = None
+            self.writer._writelines((head, b"%x\r\n%b\r\n" % (len(data), data)))
+        elif self.aiohttp_head:
+            self.aiohttp_head = False
+            self.writer._send_headers_with_payload(data, False)
+        else:
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+        return transport.get_write_buffer_size() <= STREAM_HIGH_WATER
+
+    def end(self, ending: bytes) -> None:
+        """Our head's stream is over: ``ending`` (may be empty) and the last chunk in one send (with
+        the head, for a stream that sent nothing)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        last = b"%x\r\n%b\r\n%b" % (len(ending), ending, LAST_CHUNK) if ending else LAST_CHUNK
+        if self.head is not None:
+            head = self.head
+            self.head = None
+            self.writer._writelines((head, last))
+        else:
+            transport.write(last)
+
+    async def drain(self) -> None:
+        await self.writer.drain()
 
 # what the gateway reads of a request, at the speed of a __slots__ field (``slots.h``), compiled only (``cython.compiled`` would
 # import Cython at run time; run as Python, ``__file__`` is this .py)

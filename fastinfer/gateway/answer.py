@@ -11,8 +11,9 @@ one compiled pass (``_core.heads.answer_head``) and one write, and hands aiohttp
 ``WrittenAnswer`` that only says whether it stays open.
 
 A relayed stream's head (``stream_head``) is built the same way, with ``Transfer-Encoding:
-chunked``, and ``ClientStream`` sends it with the stream's first bytes and ends the stream with
-its last chunk, so a stream costs no ``StreamResponse``, ``prepare`` or ``write_eof``.
+chunked``, and the compiled ``_core.client.ClientStream`` sends it with the stream's first bytes and
+ends the stream with its last chunk, so a stream costs no ``StreamResponse``, ``prepare`` or
+``write_eof``.
 
 Owns: those writes. Must not touch: what the headers say (the gateway decides), errors
 (``errors.error_response``), what a stream carries (the engine's relay).
@@ -30,7 +31,6 @@ _SERVER_TAIL = f"Server: {SERVER_SOFTWARE}\r\n".encode()     # and the Date, wri
 _JSON_TAIL = b"Content-Type: application/json\r\n" + _SERVER_TAIL
 _STREAM_TAIL = (b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
                 + _SERVER_TAIL)
-_LAST_CHUNK = b"0\r\n\r\n"
 
 
 class _StatusLines(dict):
@@ -135,53 +135,3 @@ def stream_head(request: web.BaseRequest, status: int, headers: dict[str, str], 
         return None
     return answer_head(_STATUS_LINES[status], headers, _STREAM_TAIL, -1, keep_alive, names, values, True)
 
-
-class ClientStream:
-    """The client side of a relayed stream: synchronous, chunk-framed writes straight to the socket.
-
-    aiohttp's ``response.write`` is a coroutine per chunk; a relayed chunk is written from the
-    upstream's ``data_received`` instead, framed here. The head goes out with the first write: ours
-    (``stream_head``) through the writer's own send, so it counts the answer as started; or, when
-    aiohttp wrote the head (``head`` None), the one its prepared response left waiting in the writer.
-    """
-
-    __slots__ = ("writer", "transport", "chunked", "head", "aiohttp_head")
-    HIGH_WATER = 256 * 1024
-
-    def __init__(self, writer, transport, head: bytes | None):
-        self.writer = writer
-        self.transport = transport
-        self.head = head
-        self.chunked = head is not None or writer.chunked
-        # aiohttp's head still waits in the writer (an aiohttp that sends it in prepare leaves nothing)
-        self.aiohttp_head = head is None and bool(getattr(writer, "_headers_buf", None))
-
-    def write(self, data: bytes) -> bool:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return True  # the client is gone; aiohttp cancels the handler, which stops the pump
-        if self.head is not None:
-            head, self.head = self.head, None
-            self.writer._writelines((head, b"%x\r\n%b\r\n" % (len(data), data)))
-        elif self.aiohttp_head:
-            self.aiohttp_head = False
-            self.writer._send_headers_with_payload(data, False)
-        else:
-            transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
-        return transport.get_write_buffer_size() <= self.HIGH_WATER
-
-    def end(self, ending: bytes) -> None:
-        """Our head's stream is over: ``ending`` (may be empty) and the last chunk in one send (with
-        the head, for a stream that sent nothing)."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        last = b"%x\r\n%b\r\n%b" % (len(ending), ending, _LAST_CHUNK) if ending else _LAST_CHUNK
-        if self.head is not None:
-            head, self.head = self.head, None
-            self.writer._writelines((head, last))
-        else:
-            transport.write(last)
-
-    async def drain(self) -> None:
-        await self.writer.drain()

@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import _default_expect_handler
 
 from .._core.access import CLIENT_CLOSED as _CLIENT_CLOSED, error_text
+from .._core.client import ClientStream
 from .._core.slotted import record_maker
 from ..engine import Deployment, Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
@@ -28,7 +29,7 @@ from ..routing import session_id_problem
 from ..errors import BadRequest, GatewayError
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
-from .answer import ClientStream, WrittenAnswer, leading_headers, stream_head, write_json
+from .answer import WrittenAnswer, leading_headers, stream_head, write_json
 from .anthropic_api import messages_request
 from .auth import key_ring
 from .body import NOT_ARRIVED, arrived_json, read_json

@@ -7,8 +7,9 @@ from ._as_python import source_as_python
 
 _module = source_as_python("client")
 
+ClientStream = _module.ClientStream
 DirectConnection = _module.DirectConnection
 DirectRequest = _module.DirectRequest
 RequestBody = _module.RequestBody
 
-__all__ = ["DirectConnection", "DirectRequest", "RequestBody"]
+__all__ = ["ClientStream", "DirectConnection", "DirectRequest", "RequestBody"]
