@@ -56,6 +56,7 @@ def http_request(host: str, port: int, path: str, body: bytes, headers: dict | N
 
 
 _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
+_CLOSES = re.compile(rb"(?i)\r\nconnection: *close")
 
 
 async def _user(host, port, request: bytes, stream: bool, deadline: float, budget: list, result: LoadResult):
@@ -78,12 +79,15 @@ async def _user(host, port, request: bytes, stream: bool, deadline: float, budge
                 result.latencies_s.append(perf() - t0)
                 result.requests += 1
                 result.errors += status != 200
-                continue
-            ok, first = await _read_chunked_stream(reader, result)
-            result.ttfc_s.append(first - t0)
-            result.latencies_s.append(perf() - t0)
-            result.requests += 1
-            result.errors += not ok
+            else:
+                ok, first = await _read_chunked_stream(reader, result)
+                result.ttfc_s.append(first - t0)
+                result.latencies_s.append(perf() - t0)
+                result.requests += 1
+                result.errors += not ok
+            if _CLOSES.search(head):    # the server lets the connection go: the next request on a new one
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
     finally:
         writer.close()
 

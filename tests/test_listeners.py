@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import threading
+import time
 import urllib.request
 
 from procs import children_of, wait_for
@@ -156,3 +157,66 @@ def test_a_dead_workers_queued_connections_are_served_by_its_replacement(start_g
         assert queued.answered() < 32       # the stopped worker's share is still queued, not moved
     assert wait_for(lambda: queued.answered() == 32, timeout=30), queued.errors
     assert queued.errors == [] and queued.ok() == 32
+
+
+def _worker_of(answer: bytes) -> str:
+    """Which worker answered: the random prefix of the request ids it makes (one per worker)."""
+    return re.search(rb"(?i)\r\nx-request-id: *([0-9a-f]{12})-", answer).group(1).decode()
+
+
+def _closes(answer: bytes) -> bool:
+    return re.search(rb"(?i)\r\nconnection: *close", answer.partition(b"\r\n\r\n")[0]) is not None
+
+
+def test_a_worker_over_its_share_lets_the_surplus_go_and_the_clients_reconnect(start_gateway):
+    """Kept-alive connections made uneven on purpose (the client closes one worker's until it holds a
+    fifth of them): within a few publishes of the counts the busier worker answers some of its
+    requests with ``Connection: close``, the client connects again, the kernel places the new
+    connections anywhere, and the split evens out. Without the rebalancing it stays as it was made:
+    nothing would ever close."""
+    gw = start_gateway(ECHO, workers=2)
+    by_worker: dict[str, list[socket.socket]] = {}
+    opened = []
+    try:
+        # connections until one worker holds 24 (both do, about: the hash spreads them evenly)
+        while max((len(v) for v in by_worker.values()), default=0) < 24 and len(opened) < 200:
+            sock = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+            opened.append(sock)
+            sock.sendall(request(close=False))
+            answer = read_answer(sock)
+            if not _closes(answer):     # the gateway may let one go already: that one is not kept
+                by_worker.setdefault(_worker_of(answer), []).append(sock)
+        busy = max(by_worker, key=lambda w: len(by_worker[w]))
+        assert len(by_worker) == 2, "every connection landed on one worker"
+        (other,) = set(by_worker) - {busy}
+        for sock in by_worker[other][6:]:
+            sock.close()
+        conns = [(sock, busy) for sock in by_worker[busy][:24]] + [(sock, other) for sock in by_worker[other][:6]]
+        for sock in by_worker[busy][24:]:
+            sock.close()
+        closed_by_gateway = 0
+        split = {busy: 24, other: 6}
+        deadline = time.monotonic() + 30
+        while max(split.values()) - min(split.values()) > 4 and time.monotonic() < deadline:
+            for i, (sock, _) in enumerate(conns):
+                sock.sendall(request(close=False))
+                answer = read_answer(sock)
+                assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+                while _closes(answer):     # let go: the client connects again, as HTTP/1.1 clients do
+                    closed_by_gateway += 1
+                    sock.close()
+                    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+                    opened.append(sock)
+                    sock.sendall(request(close=False))
+                    answer = read_answer(sock)
+                conns[i] = (sock, _worker_of(answer))
+            split = {w: sum(1 for _, x in conns if x == w) for w in (busy, other)}
+            time.sleep(0.05)
+        assert max(split.values()) - min(split.values()) <= 4, split
+        assert closed_by_gateway >= 4
+        # and the let-go connections are counted (published about once a second)
+        assert wait_for(lambda: sum(worker_gauges(gw.base, "worker_connections_rebalanced_total").values())
+                        >= closed_by_gateway, timeout=10)
+    finally:
+        for sock in opened:
+            sock.close()

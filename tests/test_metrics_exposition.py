@@ -40,7 +40,7 @@ CONTRACT_FAMILIES = {
 WORKER_FAMILIES = {
     "fastinfer_worker_requests_total": "counter", "fastinfer_worker_connections": "gauge",
     "fastinfer_worker_resident_memory_bytes": "gauge", "fastinfer_worker_open_fds": "gauge",
-    "fastinfer_worker_event_loop_lag_seconds": "gauge",
+    "fastinfer_worker_event_loop_lag_seconds": "gauge", "fastinfer_worker_connections_rebalanced_total": "counter",
 }
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -1,6 +1,7 @@
 """What a draining worker's gateway does differently: answers that close, and a cut at the end.
 
-Owns the gateway's side of a drain (reload or stop):
+Owns the gateway's side of a drain (reload or stop), and of a worker letting some connections go
+to even out the workers' shares (``shed``, asked by ``process.balance``):
 - from the drain's start every answer says ``Connection: close``, so a client never
   sends a request on a connection the worker is about to close. Requests parsed from
   then on are marked before any handler sees them (``watch``); answers to data requests
@@ -36,10 +37,11 @@ class ShuttingDown(Overloaded):
 class GatewayDrain:
     """The drain state of one worker's gateway; the worker's drain drives it."""
 
-    __slots__ = ("active", "stopping", "grace_over", "in_flight", "_loop")
+    __slots__ = ("active", "shed_left", "stopping", "grace_over", "in_flight", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.active = False       # every answer from now on says Connection: close
+        self.shed_left = 0        # answers still to say Connection: close, to even out the workers (``shed``)
         self.stopping = False     # the host is going away: /readyz answers 503
         self.grace_over = False   # in-flight data requests were cut (see ``cut``)
         # the data requests being answered, by id (a request is not hashable): the gateway adds
@@ -62,6 +64,18 @@ class GatewayDrain:
         server.request_factory = request_factory
         # the direct connections' (_core.client) check on every request: a C call, no Python frame
         server.draining = functools.partial(getattr, self, "active")
+
+    def shed(self, n: int) -> None:
+        """The next ``n`` data answers that would keep their connection open close it instead: this
+        worker holds more than its share of the host's connections (``process.balance``), and the
+        clients' new connections land on any worker. Replaces what was left of the last ``shed``."""
+        self.shed_left = n
+
+    def let_one_go(self) -> bool:
+        """One of the connections ``shed`` asked for goes after this answer: returns the answer's
+        keep-alive (False)."""
+        self.shed_left -= 1
+        return False
 
     def begin(self, *, stopping: bool) -> None:
         self.active = True

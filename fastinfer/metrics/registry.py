@@ -77,6 +77,7 @@ class MetricsLayout:
         keys += [("operator_requests_total", (r, c)) for r in OPERATOR_ROUTES for c in CODES]
         self.workers = [str(i) for i in range(n_workers)]
         keys += [("worker_requests_total", (w,)) for w in self.workers]
+        keys += [("worker_connections_rebalanced_total", (w,)) for w in self.workers]
         keys += [(g, (w,)) for g in WORKER_GAUGES for w in self.workers]
         keys += [("worker_restarts_total", (w, r)) for w in self.workers for r in RESTART_REASONS]
         # control words: 1 while that worker of this segment accepts connections (a reload
@@ -166,6 +167,12 @@ class Metrics:
     def workers_serving(self) -> int:
         """How many workers of this segment accept connections (see ``WorkerSeries.serving``)."""
         return sum(self.counters.get(self._c[("_worker_serving", (w,))]) for w in self.layout.workers)
+
+    def serving_worker_connections(self) -> list[int]:
+        """The open client connections each worker that accepts connections last published."""
+        get, c = self.counters.get, self._c
+        return [get(c[("worker_connections", (w,))]) for w in self.layout.workers
+                if get(c[("_worker_serving", (w,))])]
 
     def retry(self, deployment: str) -> None:
         self._add(("retries_total", (deployment,)))
@@ -327,12 +334,13 @@ def _codes(counter: dict, name: str, label: str) -> dict[int, int]:
 class WorkerSeries:
     """One worker's own series: it alone writes them, so its gauges are plain stores."""
 
-    __slots__ = ("_counters", "_requests", "_serving", "_gauges")
+    __slots__ = ("_counters", "_requests", "_rebalanced", "_serving", "_gauges")
 
     def __init__(self, metrics: Metrics, worker: str):
         index = metrics.layout.counter_index
         self._counters = metrics.counters
         self._requests = index[("worker_requests_total", (worker,))]
+        self._rebalanced = index[("worker_connections_rebalanced_total", (worker,))]
         self._serving = index[("_worker_serving", (worker,))]
         self._gauges = {g: (index[(g, (worker,))], GAUGE_SCALE.get(g, 1)) for g in WORKER_GAUGES}
 
@@ -348,6 +356,11 @@ class WorkerSeries:
     def add_requests(self, n: int) -> None:
         if n:
             self._counters.add(self._requests, n)
+
+    def add_rebalanced(self, n: int) -> None:
+        """``n`` connections let go to even out the workers' shares (``process.balance``)."""
+        if n:
+            self._counters.add(self._rebalanced, n)
 
     def clear(self) -> None:
         """A worker that is gone: not serving; no connections, memory or lag."""
@@ -375,6 +388,7 @@ _LABELS = {
     "backend_session_calls_total": ("deployment", "call", "result"),
     "operator_requests_total": ("route", "code"),
     "worker_requests_total": ("worker",),
+    "worker_connections_rebalanced_total": ("worker",),
     "worker_restarts_total": ("worker", "reason"),
     **{g: ("worker",) for g in WORKER_GAUGES},
 }
@@ -410,6 +424,9 @@ HELP = {
     "fastinfer_worker_restarts_total": "Worker processes the supervisor replaced, by slot and reason (died: "
                                        "after it had served; failed_to_start: before it ever served).",
     "fastinfer_worker_connections": "Client connections each worker process holds open now.",
+    "fastinfer_worker_connections_rebalanced_total": "Client connections a worker let go after an answer "
+                                                     "(Connection: close) because it held more than its "
+                                                     "share of the host's; their clients reconnect to any worker.",
     "fastinfer_worker_resident_memory_bytes": "Resident memory of each worker process.",
     "fastinfer_worker_open_fds": "Open file descriptors of each worker process.",
     "fastinfer_worker_event_loop_lag_seconds": "Longest delay of each worker's event loop behind its timers "

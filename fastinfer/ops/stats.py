@@ -98,7 +98,8 @@ def host_stats(metrics, config: Config, limits=None) -> dict:
 
 
 def _worker(name: str) -> dict:
-    return {"worker": name, "serving": False, "requests": 0, **dict.fromkeys(_WORKER_GAUGES, 0),
+    return {"worker": name, "serving": False, "requests": 0, "connections_rebalanced": 0,
+            **dict.fromkeys(_WORKER_GAUGES, 0),
             "restarts": dict.fromkeys(RESTART_REASONS, 0)}
 
 
@@ -107,6 +108,8 @@ def _count_worker(entry: dict, metric: str, labels: tuple, value: int) -> None:
         entry["serving"] = bool(value)
     elif metric == "worker_requests_total":
         entry["requests"] = value
+    elif metric == "worker_connections_rebalanced_total":
+        entry["connections_rebalanced"] = value
     elif metric == "worker_restarts_total":
         entry["restarts"][labels[1]] = value
     else:

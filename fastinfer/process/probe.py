@@ -1,9 +1,9 @@
 """One worker's process metrics, published to the shared segment about once a second.
 
 Owns: measuring this worker's resident memory, open file descriptors, event-loop lag
-and open client connections, and counting the HTTP requests its servers received, into
-the worker's own series (``metrics.WorkerSeries``), which every worker's ``/metrics``
-shows; and, just before the memory is read, handing the heap's free pages back to the kernel
+and open client connections (told to ``balance``, which lets a surplus go), and counting the
+HTTP requests its servers received and the connections let go, into the worker's own series
+(``metrics.WorkerSeries``), which every worker's ``/metrics`` shows; and, just before the memory is read, handing the heap's free pages back to the kernel
 (``release_free_memory``: glibc's ``malloc_trim``). Without it what a burst freed stays resident:
 in the soak each slice of streams left a worker's RSS ~0.4 MiB higher for good, where trimmed it
 comes back down within the second (``python -m fastinfer bench --soak``), at no CPU a request that
@@ -19,6 +19,7 @@ from aiohttp import web
 
 from .._core.proc import release_free_memory
 from ..metrics import WorkerSeries
+from .balance import ConnectionBalance
 
 TICK_S = 0.1            # the loop's lag is sampled this often: a stall this long cannot hide between samples
 TICKS_PER_PUBLISH = 10  # and published, with the rest, every TICK_S * TICKS_PER_PUBLISH
@@ -26,10 +27,13 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class WorkerProbe:
-    def __init__(self, loop: asyncio.AbstractEventLoop, series: WorkerSeries, servers: list[web.Server]):
+    def __init__(self, loop: asyncio.AbstractEventLoop, series: WorkerSeries, servers: list[web.Server],
+                 balance: ConnectionBalance | None = None):
+        """``balance``: told this worker's open connections each time they are published."""
         self._loop = loop
         self._series = series
         self._servers = servers
+        self._balance = balance
         self._statm = -1
         self._handle: asyncio.TimerHandle | None = None
         self._due = 0.0
@@ -72,7 +76,10 @@ class WorkerProbe:
         self._ticks = 0
         series.set("worker_resident_memory_bytes", self._resident_bytes())
         series.set("worker_open_fds", len(os.listdir("/proc/self/fd")) - 1)   # less listdir's own
-        series.set("worker_connections", sum(len(s.connections) for s in self._servers))
+        connections = sum(len(s.connections) for s in self._servers)
+        series.set("worker_connections", connections)
+        if self._balance is not None:
+            series.add_rebalanced(self._balance.check(connections))
         received = sum(s.requests_count for s in self._servers)
         series.add_requests(received - self._received)
         self._received = received

@@ -28,6 +28,7 @@ from ..limits import AdmissionControl, Limits
 from ..metrics import Metrics
 from ..ops import FailureThrottle
 from ..session import SessionRegistry
+from .balance import ConnectionBalance
 from .drain import CLEANUP_TIMEOUT_S, WorkerDrain
 from .hostwide import HostState
 from .probe import WorkerProbe
@@ -130,7 +131,8 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     if admin_sock is not None:
         runners.append(await _start_site(gateway.operator_app(), admin_sock, server, gateway.drain, refused))
     series = metrics.worker(index)
-    probe = WorkerProbe(loop, series, [runner.server for runner in runners])
+    # the probe publishes the worker's connections; past its share of the host's, some are let go
+    probe = WorkerProbe(loop, series, [runner.server for runner in runners], ConnectionBalance(metrics, gateway.drain))
     probe.start()
     series.serving()
     # Everything built so far lives as long as the worker: move it out of the collector's
