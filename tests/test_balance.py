@@ -59,12 +59,17 @@ def test_the_drain_lets_the_asked_number_go_and_the_balance_counts_those_that_we
         drain = GatewayDrain(loop)
         metrics = _Metrics([41, 23])
         balance = ConnectionBalance(metrics, drain)
-        assert balance.check(41) == 0 and drain.shed_left == 8
+        assert balance.check(41) == 0 and drain.shed_left == 0      # a surplus seen once: nothing yet
+        assert balance.check(41) == 0 and drain.shed_left == 8      # seen twice: it goes
         for _ in range(3):
             assert drain.let_one_go() is False
         metrics.counts = [38, 26]
         assert balance.check(38) == 3              # three went since the last check
         assert drain.shed_left == 5                # 38 - 33, asked anew (what was left is replaced)
+        metrics.counts = [32, 32]
+        assert balance.check(32) == 0 and drain.shed_left == 0      # evened out: nothing more goes
+        metrics.counts = [38, 26]
+        assert balance.check(38) == 0 and drain.shed_left == 0      # once again seen once only
         drain.begin(stopping=False)
         assert balance.check(38) == 0 and drain.shed_left == 0    # a draining worker lets every one go anyway
     finally:

@@ -39,9 +39,12 @@ def surplus(mine: int, counts: list[int]) -> int:
 
 
 class ConnectionBalance:
-    """One worker's side of the rule: ``check(mine)`` each time its count is published."""
+    """One worker's side of the rule: ``check(mine)`` each time its count is published. A surplus is
+    acted on when two checks in a row saw one (the smaller of the two goes): the other workers'
+    counts are up to a publish old, and a burst of new connections makes a split that the next
+    second's counts no longer show; acting on it made two workers hand connections to each other."""
 
-    __slots__ = ("_metrics", "_drain", "_asked")
+    __slots__ = ("_metrics", "_drain", "_asked", "_seen")
 
     def __init__(self, metrics, drain):
         """``metrics``: the segment's ``Metrics`` (every worker's published count); ``drain``: the
@@ -49,12 +52,15 @@ class ConnectionBalance:
         self._metrics = metrics
         self._drain = drain
         self._asked = 0
+        self._seen = 0      # the surplus the last check saw
 
     def check(self, mine: int) -> int:
         """This worker holds ``mine`` open connections: the drain is told how many to let go now (none
         while it drains: then every one goes). Returns how many went since the last check."""
         drain = self._drain
         let_go = self._asked - drain.shed_left
-        self._asked = 0 if drain.active else surplus(mine, self._metrics.serving_worker_connections())
+        seen = 0 if drain.active else surplus(mine, self._metrics.serving_worker_connections())
+        self._asked = min(seen, self._seen)
+        self._seen = seen
         drain.shed(self._asked)
         return let_go
