@@ -1,7 +1,8 @@
 """The process model: one supervisor, N uvloop workers, a listening socket per worker slot.
 
 Owns: binding, forking, restarting, draining (``drain``: the order a worker lets
-go of its listener and connections), each worker's process metrics (``probe``),
+go of its listener and connections), each worker's process metrics (``probe``), the
+connections a worker past its share lets go (``balance``),
 and creating/removing the host-wide resources (shared-memory segment) around
 the workers' lives.
 Must not touch: request handling — that is the workers' gateway and engine.
