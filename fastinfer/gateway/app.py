@@ -21,7 +21,6 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import _default_expect_handler
 
 from .._core.access import CLIENT_CLOSED as _CLIENT_CLOSED, error_text
-from .._core.answers import AnswerRecorder
 from .._core.client import ClientStream
 from .._core.slotted import record_maker
 from ..engine import Deployment, Engine, EngineResult, GatewayRequest, clock
@@ -83,9 +82,8 @@ class Gateway:
         self._ids = RequestIds()
         self.access_log = (AccessLog(self._loop, engine.deployments, self._ids.prefix)
                            if config.logging.access_log else None)
-        # an answered data request's series, its key's and its access line, in one compiled call
-        self._record_answer = AnswerRecorder(clock, time.time, engine.metrics.series,
-                                             None if self.access_log is None else self.access_log.answered).answered
+        # a data request's line, kept by one compiled call (``_core.access``); None: no access log
+        self._access_answered = None if self.access_log is None else self.access_log.answered
         telemetry = config.telemetry
         self.tracing = None if telemetry is None else Tracing(telemetry.otlp_endpoint, telemetry.service_name,
                                                               telemetry.sample_ratio)
@@ -272,7 +270,19 @@ class Gateway:
                   error: GatewayError | None = None) -> None:
         """A data request is answered (a stream: it has ended): counted (code, duration, gateway
         overhead, time to first byte), access-logged, its trace ended. Once per request."""
-        self._record_answer(request[REQUEST_ID], request.method, request.path, data, status, error)
+        metrics = self.engine.metrics
+        duration = clock() - data.received_at
+        result = data.result
+        series = data.series if data.series is not None else metrics.series(data.deployment or "")
+        if result is None:      # refused before the engine answered: no overhead, no first byte
+            series.answered(status, duration, None, None)
+        else:
+            series.answered(status, duration, result.overhead_s, result.ttft_s)
+        if data.key_series is not None:
+            data.key_series.request(status)
+        if self._access_answered is not None:
+            self._access_answered(time.time() - duration, request[REQUEST_ID], data, status, error, duration,
+                                  request.method, request.path)
         if data.trace is not None:
             self._end_trace(request[REQUEST_ID], data, status, error)
 
