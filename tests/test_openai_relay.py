@@ -67,6 +67,16 @@ def test_no_usage_from_the_upstream_is_estimated_and_marked():
     assert relay.usage["prompt_tokens"] >= 10
 
 
+def test_a_usage_that_is_not_an_object_is_estimated_as_none_would_be():
+    """A compatible server's ``"usage": 7`` (read: the event ends in a space, not like an object) is
+    no count: the usage is estimated, as when no usage came."""
+    relay = OpenAIStreamRelay(client_wants_usage=False, request_body={"messages": [{"role": "user",
+                                                                                      "content": "x" * 40}]})
+    relay.feed(event(TOKEN) * 3 + b'data: {"choices":[],"usage":7} \n\n' + event(b"[DONE]"))
+    assert relay.finished and relay.failure is None
+    assert relay.usage["usage_estimated"] is True and relay.usage["prompt_tokens"] >= 10
+
+
 def test_token_events_read_with_the_end_are_not_parsed():
     """A short stream comes in one read with its usage and ``[DONE]``: only the usage event is decoded.
     Token events that would fail to decode (a brace-ended non-JSON text) show it: decoded, they would

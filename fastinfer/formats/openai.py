@@ -7,8 +7,9 @@ since accounting needs it even when the client did not; the OpenAI error body,
 built here and nowhere else), and ``OpenAIStreamRelay``, which relays an OpenAI
 stream to an OpenAI client as bytes, touching only what the gateway must: it
 drops the usage-only chunk the gateway asked for on the client's behalf, and
-forwards only whole events (read by the compiled ``_core.relay``). Compatible servers' quirks are tolerated: no usage
-chunk (usage is then estimated), ``reasoning_content`` deltas, missing ``created``.
+forwards only whole events (read by the compiled ``_core.relay``). Compatible
+servers' quirks are tolerated: no usage chunk, or one that is not an object
+(usage is then estimated), ``reasoning_content`` deltas, missing ``created``.
 Must not touch: HTTP, the engine.
 """
 from __future__ import annotations
@@ -42,8 +43,9 @@ class OpenAIStreamRelay(OpenAIPassthrough, StreamRelay):
 
     @property
     def usage(self) -> dict | None:
-        if self.raw_usage is not None:
-            return usage_from_openai(self.raw_usage)
+        usage = usage_from_openai(self.raw_usage)     # None: the upstream sent none, or not an object
+        if usage is not None:
+            return usage
         prompt = estimated_usage(self._request_body or {}, 0)["prompt_tokens"]
         return make_usage(prompt, max(0, self.events - 2), estimated=True)  # minus role and finish chunks
 
