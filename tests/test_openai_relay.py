@@ -167,3 +167,13 @@ def test_an_error_event_goes_out_redacted_and_is_remembered_so():
     out = relay.feed(event(TOKEN) + REDACTABLE + event(b"[DONE]"))
     assert b"sk-abcdefghijklmnop" not in out and b"sk-abcdefghijklmnop" not in relay.error
     assert out.startswith(event(TOKEN)) and out.endswith(event(b"[DONE]")) and relay.finished
+
+
+def test_an_error_event_before_garbage_in_one_read_goes_out_redacted():
+    """What goes out before garbage is what would have gone out without it: an error event's text
+    redacted (the Python relay re-encoded the events as they came)."""
+    relay = OpenAIStreamRelay(client_wants_usage=False)
+    out = relay.feed(event(TOKEN) + REDACTABLE + GARBAGE)
+    assert relay.failure is not None and relay.error is not None
+    assert b"sk-abcdefghijklmnop" not in out
+    assert sse_events(out)[0] == ("message", orjson.dumps(TOKEN)) and len(sse_events(out)) == 2
