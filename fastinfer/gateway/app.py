@@ -206,7 +206,8 @@ class Gateway:
             values = (request_id, result.replica or "", result.attempts, overhead_s * 1000)
             keep_alive = request.keep_alive and not self.drain.active
             if self.drain.shed_left and keep_alive:     # this worker holds more than its share
-                keep_alive = self.drain.let_one_go()
+                self.drain.let_one_go()
+                keep_alive = False
             if result.stream is None:      # a whole answer: written at once (aiohttp writes an HTTP/1.0 one's)
                 response = (write_json(request, result.status, result.headers, result.body, keep_alive,
                                        _ANSWER_FIELDS, values)

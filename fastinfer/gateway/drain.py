@@ -71,11 +71,9 @@ class GatewayDrain:
         clients' new connections land on any worker. Replaces what was left of the last ``shed``."""
         self.shed_left = n
 
-    def let_one_go(self) -> bool:
-        """One of the connections ``shed`` asked for goes after this answer: returns the answer's
-        keep-alive (False)."""
+    def let_one_go(self) -> None:
+        """One of the connections ``shed`` asked for goes after the answer being written."""
         self.shed_left -= 1
-        return False
 
     def begin(self, *, stopping: bool) -> None:
         self.active = True
