@@ -476,11 +476,12 @@ cdef enum:
     _MAX_MARKERS = 8
 
 
-def plain_prefix(bytes events, tuple markers) -> tuple:
-    """``(end, data_lines)``: ``end`` is the offset just past the leading events of ``events`` that
+def plain_prefix(bytes events, tuple markers, Py_ssize_t offset=0) -> tuple:
+    """``(end, data_lines)``: ``end`` is the offset just past the leading events of ``events[offset:]`` that
     a relay may forward unparsed: each ends in ``"}\\n\\n"`` (a JSON object's end, then the
     blank line) and holds none of ``markers`` (at most 8, non-empty bytes without a line feed);
-    ``data_lines`` counts the lines of ``events[:end]`` that start with ``data:``.
+    ``data_lines`` counts the lines of ``events[offset:end]`` that start with ``data:``. (``offset``, an
+    event's start, lets a relay go on past an event it read without copying the rest of the read.)
 
     The markers are looked for in one pass over the whole read (``find.h``'s ``fi_find_any``: at
     each step of 32 positions with AVX2, else 16, every marker's first byte and one more), not per
@@ -489,9 +490,11 @@ def plain_prefix(bytes events, tuple markers) -> tuple:
     line feed to line feed (``memchr``). (A byte loop that looked at every quote for a marker cost
     ~4 ns a byte: JSON is a fifth quotes.)
     """
-    cdef const char* s = PyBytes_AS_STRING(events)
-    cdef const char* end = s + PyBytes_GET_SIZE(events)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(events)
+    if offset < 0 or offset > PyBytes_GET_SIZE(events):
+        raise ValueError("offset out of range")
+    cdef const char* s = PyBytes_AS_STRING(events) + offset
+    cdef const char* end = PyBytes_AS_STRING(events) + PyBytes_GET_SIZE(events)
+    cdef Py_ssize_t n = end - s
     cdef Py_ssize_t count = len(markers), marker_at = n, start = 0, lines = 0, event_lines
     cdef const char* found
     cdef const char* at
@@ -519,7 +522,7 @@ def plain_prefix(bytes events, tuple markers) -> tuple:
         start = stop - s + 2
         at = s + start
         event_lines = _starts_data(at, end)
-    return start, lines
+    return offset + start, lines
 
 
 cdef int _markers(tuple markers, const char **needles, size_t *lengths) except -1:

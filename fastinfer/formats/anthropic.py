@@ -16,7 +16,7 @@ import time
 
 import orjson
 
-from .._core.sse import SSEParser, encode_event, whole_events
+from .._core.sse import SSEParser, encode_event, plain_prefix, whole_events
 from ..errors import GatewayError, UpstreamFailure
 from ..redact import redact_bytes
 from .base import Format
@@ -499,18 +499,21 @@ class OpenAIToAnthropicStream:
 
 # ============================================================ passthrough
 
-def _needs_attention(events: bytes) -> bool:
-    """Could these whole Anthropic events be a start, delta-with-usage, stop, error, or not
-    JSON at all (every event must end in ``}``)?"""
-    return (b"message_" in events or b"error" in events
-            or events.count(b"\n\n") != events.count(b"}\n\n"))
+#: what makes an Anthropic event need reading: its start or usage (``message_start``, ``message_delta``),
+#: its end (``message_stop``), an error (and not ending like a JSON object: ``plain_prefix``)
+_MARKERS = (b"message_", b"error")
+_DELTA = b"content_block_delta"     # twice an event: its ``event:`` line and its ``type`` field
 
 
 class AnthropicStreamRelay(StreamRelay):
     """Anthropic upstream -> Anthropic caller: whole events forwarded as bytes.
 
-    Only events that may carry usage, the end or an error are parsed; the
-    common ``content_block_delta`` chunk is forwarded untouched.
+    Only the events that may carry usage, the end or an error are parsed, one by one; the runs of
+    plain events around them (``content_block_delta`` and the like: ``_core.sse.plain_prefix``)
+    are forwarded untouched (their deltas counted for an estimate until a start brings the usage),
+    and the read goes out as it came unless an event in it
+    had to change (a redacted error) or garbage cut it short. (A fast upstream's whole stream comes
+    in one read, its start first: parsing every event of such a read cost ~15x the forwarding.)
     """
 
     __slots__ = ("_parser", "_carry", "_input", "_usage", "_deltas", "_request_body", "finished", "error",
@@ -539,16 +542,51 @@ class AnthropicStreamRelay(StreamRelay):
         out, self._carry = whole_events(self._carry, chunk)
         if not out:
             return b""
-        if not _needs_attention(out):
-            self._deltas += out.count(b"content_block_delta") >> 1  # "event:" line and "type" field
+        plain, _ = plain_prefix(out, _MARKERS)
+        if not self._input:         # the deltas are counted for an estimate, needed only without a start's usage
+            self._deltas += out.count(_DELTA, 0, plain) >> 1
+        if plain == len(out):
             return out
-        events = self._parser.feed(out)
-        for i, event in enumerate(events):
+        return self._read(out, plain)
+
+    def _read(self, out: bytes, at: int) -> bytes:
+        """``out`` from ``at``, an event that needs reading, on: each such event parsed (up to the
+        next blank line: the event, or with CR line ends the rest of the read), each plain run after
+        one counted. What of ``out`` goes to the client."""
+        pieces = None       # what goes out, once it is not ``out`` as it came
+        sent = 0            # out[sent:at] goes out as it came (not yet in ``pieces``)
+        n = len(out)
+        while at < n:
+            stop = out.find(b"\n\n", at)
+            end = n if stop < 0 else stop + 2
+            kept = self._attend(self._parser.feed(out[at:end]))
+            if kept is not None:        # the events went out changed, or garbage cut them short
+                pieces = [] if pieces is None else pieces
+                pieces.append(memoryview(out)[sent:at])
+                pieces += kept
+                sent = end
+                if self.failure is not None:
+                    return b"".join(pieces)
+            at, _ = plain_prefix(out, _MARKERS, end)
+            if not self._input:
+                self._deltas += out.count(_DELTA, end, at) >> 1
+        if pieces is None:
+            return out
+        pieces.append(memoryview(out)[sent:])
+        return b"".join(pieces)
+
+    def _attend(self, events: list) -> list | None:
+        """Parsed events read for the usage, the end and errors: None when they go out as they came,
+        else the encoded events that go out instead (a redacted error; up to garbage, which sets
+        ``failure``)."""
+        kept = []           # (data, event name) of each event as it goes out
+        changed = False
+        for event in events:
             data = json_object(event.data)
             if data is None:
                 # garbage: forward what came before it; the engine ends the stream with an error event
                 self.failure = UpstreamFailure("upstream sent a malformed stream event")
-                return b"".join(encode_event(e.data, event=e.event.encode()) for e in events[:i])
+                return [encode_event(d, event=name.encode()) for d, name in kept]
             name = event.event
             if name == "content_block_delta":
                 self._deltas += 1
@@ -562,10 +600,12 @@ class AnthropicStreamRelay(StreamRelay):
                 self.finished = True
             elif name == "error":
                 self.error = redact_bytes(event.data)
-                if self.error is not event.data:   # the upstream's text quoted a key: re-encode without it
-                    return b"".join(encode_event(e.data if e is not event else self.error, event=e.event.encode())
-                                    for e in events)
-        return out
+                if self.error is not event.data:   # the upstream's text quoted a key: re-encoded without it
+                    changed = True
+                    kept.append((self.error, name))
+                    continue
+            kept.append((event.data, name))
+        return [encode_event(d, event=name.encode()) for d, name in kept] if changed else None
 
     def error_event(self, err) -> bytes:
         return ANTHROPIC.error_event(err)

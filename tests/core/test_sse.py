@@ -715,6 +715,24 @@ def test_plain_prefix_compiled_equals_reference(pieces):
     assert not any(marker in events[:end] for marker in RELAY_MARKERS)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES) | st.binary(max_size=12), max_size=20), st.data())
+def test_plain_prefix_from_an_offset_reads_as_from_the_slice_there(pieces, data):
+    # a relay goes on past an event it read without copying the rest: the same answer as on the
+    # slice, its end counted from the read's start
+    events = b"".join(pieces)
+    offset = data.draw(st.integers(0, len(events)))
+    end, lines = reference.plain_prefix(events[offset:], RELAY_MARKERS)
+    for m in (compiled, reference):
+        assert m.plain_prefix(events, RELAY_MARKERS, offset) == (offset + end, lines)
+
+
+@pytest.mark.parametrize("offset", [-1, 6])
+def test_plain_prefix_refuses_an_offset_outside_the_read(m, offset):
+    with pytest.raises(ValueError):
+        m.plain_prefix(b"data:", RELAY_MARKERS, offset)
+
+
 _TOKEN_EVENT = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"tok"}}]}\n\n'
 
 

@@ -231,18 +231,20 @@ def first_marker(events: bytes, markers: tuple, wide: bool = True) -> int:
     return min((at for at in (events.find(m) for m in markers) if at >= 0), default=-1)
 
 
-def plain_prefix(events: bytes, markers: tuple) -> tuple[int, int]:
-    """``(end, data_lines)``: the leading events a relay may forward unparsed (each ends in
-    ``"}\\n\\n"`` and holds no marker: at most 8, non-empty, without a line feed), and the lines
-    among them that start with ``data:``."""
+def plain_prefix(events: bytes, markers: tuple, offset: int = 0) -> tuple[int, int]:
+    """``(end, data_lines)``: the leading events of ``events[offset:]`` a relay may forward unparsed
+    (each ends in ``"}\\n\\n"`` and holds no marker: at most 8, non-empty, without a line feed), and
+    the lines among them that start with ``data:``."""
     _check_markers(markers)
-    end = 0
+    if not 0 <= offset <= len(events):
+        raise ValueError("offset out of range")
+    end = offset
     while (stop := events.find(b"\n\n", end)) >= 0:
         event = events[end:stop]
         if not event.endswith(b"}") or any(m in event for m in markers):
             break
         end = stop + 2
-    return end, events.count(b"\ndata:", 0, end) + events.startswith(b"data:", 0, end)
+    return end, events.count(b"\ndata:", offset, end) + events.startswith(b"data:", offset, end)
 
 
 def whole_events(carry: bytes, chunk: bytes) -> tuple[bytes, bytes]:
