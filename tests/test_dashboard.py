@@ -132,6 +132,11 @@ def test_live_view_and_circuit_buttons(gateway, page, workdir):
     rows = "[...document.querySelectorAll('#workers [data-worker]')]"
     assert page.wait_for(f"{rows}.length === 2")
     assert page.evaluate(f"{rows}.map(r => [r.dataset.worker, r.dataset.state])") == [["0", "serving"], ["1", "serving"]]
+    # its connections: open · let go (the rebalancing's count), as /admin/stats has them
+    stats = http_json("GET", gateway.base + "/admin/stats", headers={"Authorization": f"Bearer {token}"})[2]
+    shown = page.evaluate(f"{rows}.map(r => r.querySelector('[data-metric=connections]').textContent)")
+    assert [re.fullmatch(r"(\d+) · (\d+)", text) is not None for text in shown] == [True, True], shown
+    assert [int(text.split(" · ")[1]) for text in shown] == [w["connections_rebalanced"] for w in stats["workers"]]
     os.kill(children_of(gateway.pid)[0], signal.SIGKILL)
     restarted = f"{rows}.filter(r => r.querySelector('[data-metric=restarts]').textContent === '1 · 0')"
     assert page.wait_for(f"{restarted}.length === 1")

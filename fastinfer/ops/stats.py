@@ -34,6 +34,7 @@ Shape (every count is a host total since start, carried over reloads where
                "budget": {"usd", "period", "spent_usd", "remaining_usd", "resets_at"} | null}],
      "workers": [{"worker": "0", "serving": bool,          # its worker accepts connections now
                   "requests": n,                           # HTTP requests it received, every route
+                  "connections_rebalanced": n,             # connections let go: it held more than its share
                   "connections": n, "resident_memory_bytes": n, "open_fds": n,
                   "event_loop_lag_seconds": x,             # gauges its worker publishes each second
                   "restarts": {"died": n, "failed_to_start": n}}]}   # workers replaced in its slot

@@ -570,9 +570,10 @@
       el("tbody", {}, ...rows))));
   }
 
-  // workers: [{worker, serving, requests, connections, resident_memory_bytes, open_fds,
-  //            event_loop_lag_seconds, restarts: {died, failed_to_start}}]: one row per slot, the
-  //            requests' split over them; a slot not serving, or restarted in the last
+  // workers: [{worker, serving, requests, connections, connections_rebalanced, resident_memory_bytes,
+  //            open_fds, event_loop_lag_seconds, restarts: {died, failed_to_start}}]: one row per slot,
+  //            the requests' split over them, its connections open and those it let go because it
+  //            held more than its share; a slot not serving, or restarted in the last
   //            RESTART_SHOWN_S this tab has seen, is marked (restarts from before are only counted)
   function renderWorkers(workers, now) {
     const total = workers.reduce((sum, w) => sum + w.requests, 0);
@@ -589,7 +590,8 @@
         el("td", {}, el("strong", { text: w.worker })),
         el("td", {}, el("span", { class: "state", text: w.serving ? state : "not serving" })),
         el("td", { text: `${fmtInt(w.requests)} (${fmtPct(total ? (100 * w.requests) / total : null)})` }),
-        el("td", { text: fmtInt(w.connections) }),
+        el("td", { "data-metric": "connections",
+                   text: pair(fmtInt(w.connections), fmtInt(w.connections_rebalanced)) }),
         el("td", { text: fmtCompact(w.resident_memory_bytes / 1048576) + " MiB" }),
         el("td", { text: fmtSeconds(w.event_loop_lag_seconds) }),
         el("td", { "data-metric": "restarts",
@@ -597,7 +599,7 @@
     });
     $("#workers").replaceChildren(el("div", { class: "table-wrap" }, el("table", {},
       el("thead", {}, el("tr", {},
-        ...["Worker", "State", "Requests (share)", "Connections", "Memory", "Loop lag",
+        ...["Worker", "State", "Requests (share)", "Connections: open · let go", "Memory", "Loop lag",
             "Restarts: died · failed to start"].map((h) => el("th", { text: h })))),
       el("tbody", {}, ...rows))));
   }
