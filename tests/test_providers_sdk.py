@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from conftest import every_format_config
-from procs import http_json, start_gateway_proc
+from procs import http_json, metric_value, metrics_text, start_gateway_proc
 
 UPSTREAMS = ("oa", "an", "ge")
 ALL = UPSTREAMS + ("mk",)
@@ -274,6 +274,7 @@ def test_anthropic_stream_passthrough_is_byte_identical(gateway, upstream):
     body = json.dumps({"model": "an", "max_tokens": 50, "stream": True,
                        "messages": [{"role": "user", "content": ASK}]}).encode()
     req = urllib.request.Request(gateway.base + "/v1/messages", data=body, headers={"content-type": "application/json"})
+    before = metrics_text(gateway)
     via_gateway = urllib.request.urlopen(req, timeout=10).read()
     direct_body = json.dumps({"model": "claude-mock", "max_tokens": 50, "stream": True,
                               "messages": [{"role": "user", "content": ASK}]}).encode()
@@ -283,6 +284,13 @@ def test_anthropic_stream_passthrough_is_byte_identical(gateway, upstream):
     def without_ids(raw: bytes) -> bytes:   # every message has its own id (toolu_ ids derive from it)
         return re.sub(rb"msg_mock[0-9a-f]+", b"ID", raw)
     assert b"msg_mock" in via_gateway and without_ids(via_gateway) == without_ids(straight)
+    # the usage counted is the stream's own (its start's input, its message_delta's output), not an estimate
+    after = metrics_text(gateway)
+    moved = {series: metric_value(after, series) - metric_value(before, series) for series in (
+        'fastinfer_tokens_total{deployment="an",direction="input"}',
+        'fastinfer_tokens_total{deployment="an",direction="output"}',
+        'fastinfer_usage_estimated_total{deployment="an"}')}
+    assert list(moved.values()) == [3, 5, 0], moved      # the mock counts the words: "alpha beta gamma"
 
 
 def test_anthropic_images_reach_openai_and_gemini(ant, upstream):
