@@ -351,3 +351,19 @@ def test_a_baseline_tree_runs_with_every_feature_on_too_when_the_features_path_r
     assert per_request["ratio"] == round(per_request["this"] / per_request["baseline"], 2)
     assert "With every feature on, this tree against the baseline tree" in report["_markdown"]
     assert "fastinfer baseline, features on" in report["_markdown"]
+
+
+def test_the_cpu_bars_show_each_rounds_ratio_beside_the_sum():
+    """At 1 connection one worker does all the work and the scheduler may run it beside the load
+    generator (its CPU a request moves up to 3x between rounds): the bar says each round's ratio."""
+    from bench.peer_table import _bars
+    figures = {"gateway-full": {"cpu_us_per_request_rounds": {64: [60.0, 66.0], 1: [75.0, 225.0]},
+                                "rss_mib_after": 100.0, "requests_served": 10},
+               "vllm-router": {"cpu_us_per_request_rounds": {64: [75.0, 75.0], 1: [150.0, 150.0]}}}
+    ratios = {"gateway-full / vllm-router": {"cpu_us_per_request c64": 0.84, "cpu_us_per_request c1": 1.0}}
+    bars = {b["bar"]: b for b in _bars(figures, ratios, 64, 1)}
+    assert bars["CPU per request at 64 connections ≤ 0.8 × vllm-router's"]["note"] == "rounds: 0.80, 0.88"
+    at_one = bars["CPU per request at 1 connection(s) ≤ 1.0 × vllm-router's"]
+    assert at_one["note"] == "rounds: 0.50, 1.50" and at_one["holds"] is True
+    del figures["vllm-router"], ratios["gateway-full / vllm-router"]
+    assert {b["note"] for b in _bars(figures, ratios, 64, 1)[:2]} == {"vllm-router did not run"}
