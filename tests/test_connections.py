@@ -44,7 +44,8 @@ CONFIG = f"""
     [[keys]]
     name = "team"
     key = {{ value = "{KEY}" }}
-""" + mock_deployment("echo", "tokens = 3") + mock_deployment("slow", "tokens = 40, itl_ms = 100")
+""" + mock_deployment("echo", "tokens = 3") + mock_deployment("slow", "tokens = 40, itl_ms = 100") + \
+    mock_deployment("big", "tokens = 5000")
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
 MESSAGES = {"model": "echo", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 ECHOED = "hi hi hi "        # the mock repeats the last user message, one word per token
@@ -202,7 +203,7 @@ def assert_message(answer: Answer) -> dict:
 
 def assert_models(answer: Answer) -> None:
     assert answer.status == 200, answer
-    assert {m["id"] for m in answer.json()["data"]} == {"echo", "slow"}, answer
+    assert {m["id"] for m in answer.json()["data"]} == {"echo", "slow", "big"}, answer
 
 
 def openai_error(answer: Answer, status: int) -> dict:
@@ -257,6 +258,15 @@ def test_one_connection_serves_many_requests_in_order(conn):
         ids.append(answer.headers["x-request-id"])
     ids.append(conn.ask(post()).headers["x-request-id"])
     assert len(set(ids)) == len(ids)        # each answer is its own request's
+
+
+def test_an_answer_too_large_to_join_into_one_write_and_the_next_arrive_whole_and_in_order(conn):
+    """A whole answer past what the connection joins into one write (``_core.client.JOIN_MAX``, 16 KiB)
+    goes out as head and body apart; the answer after it on the connection follows it whole."""
+    big = conn.ask(post("/v1/chat/completions", {"model": "big", "messages": [{"role": "user", "content": "word"}]}))
+    assert big.status == 200 and big.json()["choices"][0]["message"]["content"] == "word " * 5000, big
+    assert len(big.body) > 16 * 1024 and int(big.headers["content-length"]) == len(big.body)
+    assert_chat(conn.ask(post()))
 
 
 def test_two_pipelined_requests_are_both_answered_in_order(conn):

@@ -37,7 +37,8 @@ cdef class DirectConnection:
     cdef object _drain_waiter, _idle_timer, _task, _waiter
     cdef tuple _pending
 
-    cpdef _writelines(self, chunks)
+    @cython.locals(size=Py_ssize_t)
+    cpdef _writelines(self, tuple chunks)
     cpdef _close(self)
     cdef _next_request(self)
     @cython.locals(end=Py_ssize_t, head_length=Py_ssize_t, body=RequestBody, request=DirectRequest,

@@ -67,6 +67,7 @@ _NOT_DIRECT = ("Transfer-Encoding", "Content-Encoding", "Expect", "Upgrade")
 _END_OF_HEAD = b"\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"          # a chunked body's end
 STREAM_HIGH_WATER = 256 * 1024     # a stream's bytes waiting for its client past which the upstream pauses
+JOIN_MAX = 16 * 1024               # an answer up to this size is joined into one write (``_writelines``)
 
 
 class _Head:
@@ -275,12 +276,21 @@ class DirectConnection:
     # ------------------------------------------------------------ the current request's writer
 
     def _writelines(self, chunks) -> None:
-        """What ``answer`` writes through: the transport's own send, counting what went out."""
+        """What ``answer`` writes through: the transport's own send, counting what went out. ``chunks``
+        (a tuple of bytes: a head and a body) go out joined in one ``write`` up to ``JOIN_MAX`` bytes:
+        copying an answer's few hundred bytes costs less than the transport's ``writelines`` (~1,500
+        instructions in uvloop, the joining ~100), and both end in one send."""
         transport = self.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
-        self.output_size += sum(map(len, chunks))
-        transport.writelines(chunks)
+        size = 0
+        for chunk in chunks:
+            size += len(chunk)
+        self.output_size += size
+        if size <= JOIN_MAX:
+            transport.write(b"".join(chunks))
+        else:
+            transport.writelines(chunks)
 
     async def drain(self) -> None:
         """Returns when the client has read enough for more to be written."""
