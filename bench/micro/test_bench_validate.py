@@ -14,6 +14,7 @@ Run: ``pytest bench/micro/test_bench_validate.py --benchmark-enable -s``
 from __future__ import annotations
 
 import copy
+import timeit
 
 import orjson
 import pytest
@@ -95,7 +96,6 @@ def _chat_shape_of(shapes) -> object:
 def _compiled_against_reference(benchmark, what: str, compiled, reference, number: int, **info) -> None:
     """``compiled()`` and ``reference()`` timed in this run (the best of five), their ratio printed and
     kept in ``benchmark.extra_info``; then ``compiled`` benchmarked."""
-    import timeit
     compiled_us = min(timeit.repeat(compiled, number=number, repeat=5)) / number * 1e6
     reference_us = min(timeit.repeat(reference, number=number, repeat=5)) / number * 1e6
     benchmark.extra_info.update({**info, "compiled_us": round(compiled_us, 3), "reference_us": round(reference_us, 3),
@@ -162,3 +162,46 @@ def test_bench_prompt_walk_compiled_against_the_reference(benchmark, name):
     number = 20 if benchmark.disabled else 5_000
     _compiled_against_reference(benchmark, f"{name}: the prompt walk", lambda: bodies.walked_chars(body),
                                 lambda: reference.walked_chars(body), number)
+
+
+_REPLY = {"id": "chatcmpl-9xQ7bK2mLp4", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o-2024-08-06",
+          "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": None},
+                       "logprobs": None, "finish_reason": "stop"}],
+          "usage": {"prompt_tokens": 19, "completion_tokens": 57, "total_tokens": 76,
+                    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}},
+          "service_tier": "default", "system_fingerprint": "fp_f33667828e"}
+REPLIES = {
+    "reply small": orjson.dumps({**_REPLY, "choices": [{**_REPLY["choices"][0], "message": {
+        "role": "assistant", "content": "Paris is the capital of France."}}]}),
+    "reply 2 KiB": orjson.dumps({**_REPLY, "choices": [{**_REPLY["choices"][0], "message": {
+        "role": "assistant", "content": "A sentence of an answer, with \"quotes\" and a newline.\n" * 36}}]}),
+}
+
+
+@pytest.mark.parametrize("name", REPLIES)
+def test_bench_reply_usage_scanned_against_parsed(benchmark, name):
+    """A whole OpenAI reply's usage (``_core.bodies.openai_reply_usage``): scanned, its usage alone
+    parsed, against the whole reply parsed by orjson and its usage read (what ran before), same run."""
+    from fastinfer._core import bodies
+    body = REPLIES[name]
+    assert bodies.reply_usage_span(body) is not None        # the scan is sure of it: the fast way is measured
+
+    def parsed():
+        reply = orjson.loads(body)
+        return bodies.openai_usage(reply.get("usage"))
+
+    def scanned():
+        return bodies.openai_reply_usage(body)
+
+    assert scanned() == parsed()
+    number = 20 if benchmark.disabled else 50_000
+    scanned_us = parsed_us = float("inf")
+    for _ in range(3):      # alternated, the best of each
+        scanned_us = min(scanned_us, min(timeit.repeat(scanned, number=number, repeat=3)) / number * 1e6)
+        parsed_us = min(parsed_us, min(timeit.repeat(parsed, number=number, repeat=3)) / number * 1e6)
+    benchmark.extra_info.update({"bytes": len(body), "scanned_us": round(scanned_us, 3),
+                                 "parsed_us": round(parsed_us, 3), "scanned_over_parsed": round(scanned_us / parsed_us, 3)})
+    print(f"\n{name} ({len(body)} bytes): usage scanned {scanned_us:.3f} us, the reply parsed {parsed_us:.3f} us "
+          f"(scanned/parsed = {scanned_us / parsed_us:.3f})")
+    benchmark(scanned)

@@ -149,6 +149,84 @@ def test_openai_reply_usage_compiled_equals_reference(value):
     assert answers[0] == answers[1]
 
 
+# ---------------------------------------------------------------- the reply scan
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20)
+_REPLY = st.fixed_dictionaries({}, optional={"id": st.text(max_size=8), "choices": _JSON, "usage": _JSON | _USAGE,
+                                             "model": st.text(max_size=8)})
+
+
+def _written(value, ascii_only: bool, spaced: bool) -> bytes:
+    return json.dumps(value, ensure_ascii=ascii_only, separators=(", ", ": ") if spaced else (",", ":")).encode()
+
+
+def _scan_agrees_with_orjson(body: bytes) -> None:
+    """What the scan is sure of, orjson reads alike: a JSON object whose ``usage`` is the span's."""
+    span = compiled.reply_usage_span(body)
+    if span is None:
+        return
+    reply = orjson.loads(body)      # never raises when the scan was sure
+    assert type(reply) is dict
+    if span == (-1, -1):
+        assert "usage" not in reply
+    else:
+        assert orjson.loads(body[span[0]:span[1]]) == reply["usage"]
+
+
+# bytes that turn a valid reply into an invalid one, or into one outside the scan's subset
+_TRICKY = st.sampled_from([b"\x00", b"\x01", b"\x1f", b"\x7f", b"\x80", b"\xc3\xa9", b"\xff", b'"', b"\\",
+                           b"\\u", b"\\ud800", b"\\x", b"e", b"E9", b"e999", b"0", b"-", b".", b",", b":", b"}", b"]",
+                           b"{", b"[", b" ", b"\t", b"\v", b"true", b"nul", b'"usage":'])
+
+
+@settings(max_examples=600, deadline=None)
+@given(_REPLY | _JSON, st.booleans(), st.booleans(),
+       st.lists(st.tuples(st.floats(0, 1), _TRICKY | st.binary(max_size=3)), max_size=3))
+def test_what_the_reply_scan_is_sure_of_orjson_reads_alike(value, ascii_only, spaced, edits):
+    """The scan says "a JSON object, its usage here" only of bodies orjson reads so; of the rest it says
+    nothing (orjson decides): generated replies, written every way, and the same with bytes replaced
+    or inserted anywhere."""
+    body = _written(value, ascii_only, spaced)
+    _scan_agrees_with_orjson(body)
+    for where, inserted in edits:
+        at = int(where * len(body))
+        _scan_agrees_with_orjson(body[:at] + inserted + body[at + 1:])
+        _scan_agrees_with_orjson(body[:at] + inserted + body[at:])
+
+
+@pytest.mark.parametrize("body", [
+    rb'{"id":"c","choices":[{"message":{"content":"hi \\ \" \u00e9 \n"}}],"usage":{"prompt_tokens":3}}',
+    b' {\n "usage" : {"prompt_tokens": 1, "completion_tokens": 2} ,\n "n": [1.5e-3, -0, true, false, null]}\t',
+    b'{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2,"completion_tokens":1}}',   # the last one counts
+    b'{}',
+])
+def test_a_plain_reply_is_scanned_not_parsed(body):
+    # the fast way is taken for the replies upstreams send (ASCII, plain numbers): the scan is sure
+    assert compiled.reply_usage_span(body) is not None
+    _scan_agrees_with_orjson(body)
+    assert compiled.openai_reply_usage(body) == reference.openai_reply_usage(body)
+
+
+@pytest.mark.parametrize("body", [
+    '{"choices":[{"message":{"content":"caf\u00e9"}}]}'.encode(),     # UTF-8 past ASCII
+    rb'{"a":"\ud83d\ude00"}', b'{"a":123456789012345678901}', b'{"a":1e400}', rb'{"us\u0061ge":{"prompt_tokens":1}}',
+    b'[{"usage":{}}]', b'{"a":' * 70 + b'1' + b'}' * 70, b'{"a":1,}', b'{"a":01}', b'{"a":"\x01"}',
+])
+def test_what_the_scan_is_unsure_of_is_left_to_orjson(body):
+    assert compiled.reply_usage_span(body) is None
+    try:
+        expected = reference.openai_reply_usage(body)
+    except ValueError:
+        with pytest.raises(ValueError):
+            compiled.openai_reply_usage(body)
+    else:
+        assert compiled.openai_reply_usage(body) == expected
+
+
 def _depth(value) -> int:
     if isinstance(value, dict):
         return 1 + max((_depth(v) for v in value.values()), default=0)
