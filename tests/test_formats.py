@@ -128,3 +128,39 @@ def test_the_config_takes_providers_and_their_needs_from_the_provider_table():
 ])
 def test_openai_usage_is_normalized_and_anything_not_a_count_is_zero(usage, expected):
     assert OPENAI.reply_usage({"usage": usage} if usage is not None else {}) == expected
+
+
+_ANTHROPIC_REPLY = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+                    "content": [{"type": "text", "text": "hello there"}], "stop_reason": "end_turn",
+                    "usage": {"input_tokens": 7, "output_tokens": 3, "cache_read_input_tokens": 2}}
+
+
+@pytest.mark.parametrize("body", [
+    orjson.dumps(_ANTHROPIC_REPLY),                                                  # scanned: only its usage parsed
+    orjson.dumps({**_ANTHROPIC_REPLY, "content": [{"type": "text", "text": "caf\u00e9"}]}),  # past ASCII: parsed whole
+    orjson.dumps({k: v for k, v in _ANTHROPIC_REPLY.items() if k != "usage"}),      # no usage: the text estimated
+    orjson.dumps({**_ANTHROPIC_REPLY, "usage": {"input_tokens": 0, "output_tokens": 0}}),
+    orjson.dumps({**_ANTHROPIC_REPLY, "usage": "seven"}),
+])
+def test_an_anthropic_reply_to_an_anthropic_caller_reads_as_parsing_it_whole(body):
+    """The passthrough's usage, found by the compiled scan when it is sure, is what parsing the whole
+    reply gives (``Format.reply``), estimates included; the body goes as it came."""
+    from fastinfer.formats.base import Format
+    r = req("anthropic", {"messages": [{"role": "user", "content": "say hello"}], "max_tokens": 10})
+    assert ANTHROPIC.reply(body, r, ANTHROPIC, "claude") == Format.reply(ANTHROPIC, body, r, ANTHROPIC, "claude")
+    assert ANTHROPIC.reply(body, r, ANTHROPIC, "claude")[0] is body
+
+
+def test_a_plain_anthropic_reply_is_scanned_not_parsed():
+    from fastinfer._core.bodies import reply_usage_span
+    body = orjson.dumps(_ANTHROPIC_REPLY)
+    start, end = reply_usage_span(body)
+    assert orjson.loads(body[start:end]) == _ANTHROPIC_REPLY["usage"]
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"usage": {"input_tokens": 1}', b'{"a":1}x'])
+def test_an_anthropic_reply_that_is_not_a_json_object_fails_the_attempt(body):
+    from fastinfer.errors import UpstreamFailure
+    r = req("anthropic", {"messages": [], "max_tokens": 10})
+    with pytest.raises(UpstreamFailure):
+        ANTHROPIC.reply(body, r, ANTHROPIC, "claude")

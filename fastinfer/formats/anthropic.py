@@ -16,6 +16,7 @@ import time
 
 import orjson
 
+from .._core.bodies import reply_usage_span
 from .._core.sse import SSEParser, encode_event, plain_prefix, whole_events
 from ..errors import GatewayError, UpstreamFailure
 from ..redact import redact_bytes
@@ -626,6 +627,17 @@ class AnthropicFormat(Format):
         out = {**body, "model": deployment.upstream_model}
         out.setdefault("max_tokens", deployment.default_max_tokens)
         return out
+
+    def reply(self, body: bytes, req, caller: Format, model: str) -> tuple[bytes, dict]:
+        """``Format.reply``; to an Anthropic caller the body goes as it came, and when the compiled scan
+        is sure it is a JSON object (``_core.bodies.reply_usage_span``) only its usage is parsed."""
+        if caller is self and type(body) is bytes:
+            span = reply_usage_span(body)
+            if span is not None and span[0] >= 0:
+                usage = usage_from_anthropic(orjson.loads(body[span[0]:span[1]]))
+                if usage is not None and usage["total_tokens"]:
+                    return body, usage
+        return Format.reply(self, body, req, caller, model)     # parsed whole: orjson decides, text estimated
 
     def reply_to_pivot(self, reply: dict, model: str) -> dict:
         return anthropic_to_openai_reply(reply)
