@@ -388,24 +388,35 @@ cdef const unsigned char *_value(const unsigned char *p, const unsigned char *en
     return _number(p, end)
 
 
+cdef inline const unsigned char *_after_member(const unsigned char *p, const unsigned char *end,
+                                               unsigned char closer, bint *closed) noexcept nogil:
+    """After an array's item or an object's member: just past ``closer`` (``closed`` set), or past the
+    comma and the space after it; NULL for anything else."""
+    p = _ws(p, end)
+    if p >= end:
+        return NULL
+    if p[0] == closer:
+        closed[0] = True
+        return p + 1
+    if p[0] != 44:
+        return NULL
+    return _ws(p + 1, end)
+
+
 cdef const unsigned char *_array(const unsigned char *p, const unsigned char *end, int depth) noexcept nogil:
     if depth > _MOST_DEPTH:
         return NULL
     p = _ws(p + 1, end)
     if p < end and p[0] == 93:
         return p + 1
+    cdef bint closed = False
     while True:
         p = _value(p, end, depth)
         if p == NULL:
             return NULL
-        p = _ws(p, end)
-        if p >= end:
-            return NULL
-        if p[0] == 93:
-            return p + 1
-        if p[0] != 44:
-            return NULL
-        p = _ws(p + 1, end)
+        p = _after_member(p, end, 93, &closed)
+        if p == NULL or closed:
+            return p
 
 
 cdef const unsigned char *_object(const unsigned char *p, const unsigned char *end, int depth,
@@ -413,7 +424,7 @@ cdef const unsigned char *_object(const unsigned char *p, const unsigned char *e
     """An object from its ``{``; at the top level (``usage_at`` given) the last ``"usage"`` value's span."""
     cdef const unsigned char *key
     cdef const unsigned char *value
-    cdef bint escaped, is_usage
+    cdef bint escaped, is_usage, closed = False
     if depth > _MOST_DEPTH:
         return NULL
     p = _ws(p + 1, end)
@@ -438,14 +449,9 @@ cdef const unsigned char *_object(const unsigned char *p, const unsigned char *e
         if is_usage:
             usage_at[0] = value
             usage_end[0] = p
-        p = _ws(p, end)
-        if p >= end:
-            return NULL
-        if p[0] == 125:
-            return p + 1
-        if p[0] != 44:
-            return NULL
-        p = _ws(p + 1, end)
+        p = _after_member(p, end, 125, &closed)
+        if p == NULL or closed:
+            return p
 
 
 cdef bint _scan_reply(const unsigned char *s, Py_ssize_t n, const unsigned char **usage_at,
