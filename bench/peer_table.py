@@ -134,8 +134,8 @@ def _bars(figures: dict, ratios: dict, sat, low) -> list[dict]:
         work, and whether the scheduler runs it beside the load generator moves its CPU up to 3x."""
         mine = full["cpu_us_per_request_rounds"].get(c) or []
         peer = (figures.get("vllm-router") or {}).get("cpu_us_per_request_rounds", {}).get(c) or []
-        ratios = [_ratio(a, b) for a, b in zip(mine, peer)]
-        return "rounds: " + ", ".join(_num(r) for r in ratios) if len(ratios) > 1 else ""
+        each = [_ratio(a, b) for a, b in zip(mine, peer)]
+        return "rounds: " + ", ".join(_num(r) for r in each) if len(each) > 1 else ""
 
     against(f"CPU per request at {sat} connections ≤ 0.8 × vllm-router's", f"cpu_us_per_request c{sat}", 0.8,
             note=per_round(sat))

@@ -55,7 +55,9 @@ def sse_events(stream: bytes) -> list[tuple[str, bytes]]:
 
 class ParseEveryEvent:
     """The relay's meaning, read the slow way: every event of a read that holds a start, a usage, the
-    end, an error or garbage parsed and decoded (the relay as it was before it parsed only those)."""
+    end, an error or garbage parsed and decoded, as the relay did before it parsed only those. Each
+    event is read by the relay's own ``_attend`` (its rules have their own tests below): what this
+    checks is which events get read and what of the read goes out."""
 
     def __init__(self, request_body: dict):
         self.inner = AnthropicStreamRelay(request_body)

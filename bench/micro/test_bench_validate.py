@@ -4,7 +4,8 @@ Owns: what checking a client body costs per request — the field walk
 (``gateway.openai_api.chat_request``, ``gateway.anthropic_api.messages_request``) and
 the JSON depth check on the bytes (``gateway.body.json_depth_exceeds``) — set against
 ``orjson.loads`` of the same bytes, measured in the same run, for a small chat body and a
-long, tool-heavy one. Reports the ratio (printed, and in ``benchmark.extra_info``).
+long, tool-heavy one; and reading a whole upstream reply's usage (``_core.bodies.openai_reply_usage``,
+its scan) against parsing the reply. Reports the ratio (printed, and in ``benchmark.extra_info``).
 No wall-clock assertions: only that the bodies pass.
 
 Must not touch: HTTP, the engine.

@@ -468,7 +468,9 @@ cdef bint _scan_reply(const unsigned char *s, Py_ssize_t n, const unsigned char 
 
 def reply_usage_span(bytes body not None):
     """``(start, end)`` of the top-level ``usage`` value of a reply the scan is sure of (``(-1, -1)``: it
-    has none), or None when orjson must decide (outside the subset, or not JSON). For the tests."""
+    has none), or None when orjson must decide (outside the subset, or not JSON). What a format whose
+    usage is not OpenAI's reads a whole reply's usage with (``formats.anthropic``), and what the tests
+    hold to orjson."""
     cdef const unsigned char *s = <const unsigned char *>PyBytes_AS_STRING(body)
     cdef const unsigned char *usage_at = NULL
     cdef const unsigned char *usage_end = NULL
