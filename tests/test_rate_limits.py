@@ -6,7 +6,9 @@ ran, and that is what the bounds say).
 """
 from __future__ import annotations
 
+import json
 import re
+import socket
 import threading
 import time
 import urllib.request
@@ -239,8 +241,35 @@ def test_every_answer_under_a_limit_carries_the_headers(start_gateway, mock_upst
     assert all(h["x-ratelimit-limit-requests"] == "5" and h["x-ratelimit-limit-tokens"] == "10000" for h in seen)
     assert all(_DURATION.match(h["x-ratelimit-reset-requests"]) and _DURATION.match(h["x-ratelimit-reset-tokens"])
                for h in seen)
+    # a stream's head, and the answers aiohttp writes (HTTP/1.0), carry each of them once too
+    gw = start_gateway(keys_config(mock_upstream.base, key_block(rpm=50, tpm=10_000)))
+    for version, stream in ((b"HTTP/1.1", True), (b"HTTP/1.0", False), (b"HTTP/1.0", True)):
+        fields = raw_head_fields(gw, version, stream)
+        names = [name for name, _ in fields]
+        assert sorted(n for n in names if n.startswith("x-ratelimit")) == sorted(RATE_HEADERS), (version, fields)
+        values = dict(fields)
+        assert values["x-ratelimit-limit-requests"] == "50" and values["x-ratelimit-limit-tokens"] == "10000"
+        assert int(values["x-ratelimit-remaining-requests"]) < 50 and _DURATION.match(values["x-ratelimit-reset-tokens"])
     open_gw = start_gateway(keys_config(mock_upstream.base, ""))
     assert not any(k.startswith("x-ratelimit") for k in chat(open_gw)[1])     # no limit, no headers
+    assert not any(name.startswith("x-ratelimit") for name, _ in raw_head_fields(open_gw, b"HTTP/1.0", False))
+
+
+RATE_HEADERS = [f"x-ratelimit-{what}-{kind}" for kind in ("requests", "tokens") for what in ("limit", "remaining", "reset")]
+
+
+def raw_head_fields(gw, version: bytes, stream: bool) -> list[tuple[str, str]]:
+    """The head of a chat answer to a request sent as ``version`` (read to the close): its fields."""
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "a b"}], "stream": stream}).encode()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/chat/completions " + version + b"\r\nHost: t\r\nAuthorization: Bearer " + KEY.encode()
+                     + b"\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head = answer.partition(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert head[0].startswith(version.decode() + " 200"), answer[:300]
+    return [(name.lower(), value) for name, _, value in (line.partition(": ") for line in head[1:])]
 
 
 def test_admin_keys_and_stats_show_what_is_left(start_gateway, mock_upstream):

@@ -47,7 +47,7 @@ their ``Layout`` from ``fastinfer._core.layout``.
 """
 from cpython cimport array
 from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset, strlen
 from libc.math cimport ceil, fabs, floor, isfinite, rint
 from libc.stdio cimport snprintf
 from cpython.unicode cimport PyUnicode_DecodeASCII
@@ -585,6 +585,10 @@ cdef class Segment:
         ``BucketPair``s, the key's first, then each deployment's): per kind, from the bucket with the
         least left now (the first of equals); none for a kind no pair has."""
         return _rate_headers(pairs)
+
+    def rate_fields(self, pairs):
+        """``rate_headers`` encoded as an answer head's fields: ``name: value`` CR LF each, in order."""
+        return _rate_fields(pairs)
 
     def request_series(self, codes, int64_t other, timed=(-1, -1, -1), tokens=(-1, -1, -1), int64_t cost=-1,
                        int64_t estimated=-1, int64_t generation=-1, attempts=None):

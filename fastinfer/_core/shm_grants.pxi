@@ -304,9 +304,18 @@ cdef class Grant:
     def rate_headers(self):
         """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left (the
         key's, then each deployment's that applied)."""
+        return _rate_headers(self._levels())
+
+    def rate_fields(self):
+        """``rate_headers`` encoded for an answer's head (``name: value`` CR LF each, in the same
+        order): what a served answer carries, written as it is (no dict, no strings)."""
+        return _rate_fields(self._levels())
+
+    cdef list _levels(self):
+        """The pairs whose levels the headers show: the key's, then each deployment's that applied."""
         cdef list pairs = [self._key.levels] if self._key is not None and self._key.levels is not None else []
         cdef tuple seen
         if self._seen is not None:
             for seen in self._seen:
                 pairs.append((<LimitDraw>seen[0]).levels)
-        return _rate_headers(pairs)
+        return pairs

@@ -324,13 +324,18 @@ cdef inline double _bucket_left(fi_bucket *b, int64_t now) noexcept:
     return (b.tau_ns - ((t if t > now else now) - now)) / b.interval_ns
 
 
-cdef dict _rate_headers(pairs):
-    """``Segment.rate_headers``: one call for what was a Python method per bucket."""
+cdef enum:
+    RATE_VALUE_ROOM = 64        # a decimal of 64 bits, or a reset duration
+    RATE_FIELDS_ROOM = 2 * (3 * (32 + 4) + 3 * RATE_VALUE_ROOM)   # both kinds' three fields, at most
+
+
+cdef int _least_left(pairs, fi_bucket **req, double *req_left, fi_bucket **tok, double *tok_left) except -1:
+    """Per kind, the bucket of ``pairs`` with the least left now (the first of equals) and what it
+    has left; NULL for a kind no pair has."""
     cdef BucketPair pair
-    cdef fi_bucket *req = NULL
-    cdef fi_bucket *tok = NULL
-    cdef double req_left = 0.0, tok_left = 0.0, left
+    cdef double left
     cdef int64_t now
+    req[0] = tok[0] = NULL
     for item in pairs:
         pair = <BucketPair?>item
         if pair.seg.base == NULL:
@@ -338,12 +343,21 @@ cdef dict _rate_headers(pairs):
         now = _now(pair.seg.hdr)
         if pair.req != NULL:
             left = _bucket_left(pair.req, now)
-            if req == NULL or left < req_left:
-                req, req_left = pair.req, left
+            if req[0] == NULL or left < req_left[0]:
+                req[0], req_left[0] = pair.req, left
         if pair.tok != NULL:
             left = _bucket_left(pair.tok, now)
-            if tok == NULL or left < tok_left:
-                tok, tok_left = pair.tok, left
+            if tok[0] == NULL or left < tok_left[0]:
+                tok[0], tok_left[0] = pair.tok, left
+    return 0
+
+
+cdef dict _rate_headers(pairs):
+    """``Segment.rate_headers``: one call for what was a Python method per bucket."""
+    cdef fi_bucket *req
+    cdef fi_bucket *tok
+    cdef double req_left = 0.0, tok_left = 0.0
+    _least_left(pairs, &req, &req_left, &tok, &tok_left)
     headers = {}
     if req != NULL:
         _put_rate_headers(headers, req, req_left, _REQUEST_HEADERS)
@@ -353,6 +367,7 @@ cdef dict _rate_headers(pairs):
 
 
 cdef int _put_rate_headers(dict headers, fi_bucket *b, double left, tuple names) except -1:
+    cdef char text[RATE_VALUE_ROOM]
     cdef str capacity = _decimal(b.burst)
     headers[names[0]] = capacity
     if left >= b.burst:        # full, as a limit that does not bind mostly is: nothing to format
@@ -360,8 +375,61 @@ cdef int _put_rate_headers(dict headers, fi_bucket *b, double left, tuple names)
         headers[names[2]] = "0s"
     else:
         headers[names[1]] = _decimal(<int64_t>left) if left > 0 else "0"
-        headers[names[2]] = _reset_duration((b.burst - left) * (1.0 / (b.per_minute / 60.0)))
+        headers[names[2]] = PyUnicode_DecodeASCII(text, _reset_text(_refill_s(b, left), text), NULL)
     return 0
+
+
+cdef bytes _rate_fields(pairs):
+    """``_rate_headers`` as the answer head's encoded fields (``name: value`` CR LF each), the
+    same names and values in the same order: the answer writes them as they are, no dict between."""
+    cdef fi_bucket *req
+    cdef fi_bucket *tok
+    cdef double req_left = 0.0, tok_left = 0.0
+    cdef char out[RATE_FIELDS_ROOM]
+    cdef char *at = out
+    _least_left(pairs, &req, &req_left, &tok, &tok_left)
+    if req != NULL:
+        at = _put_rate_fields(at, req, req_left, _REQUEST_FIELDS)
+    if tok != NULL:
+        at = _put_rate_fields(at, tok, tok_left, _TOKEN_FIELDS)
+    return out[:at - out]
+
+
+# the names as ``_REQUEST_HEADERS`` and ``_TOKEN_HEADERS``, with their ": "
+cdef const char *_REQUEST_FIELDS[3]
+cdef const char *_TOKEN_FIELDS[3]
+_REQUEST_FIELDS[:] = [b"x-ratelimit-limit-requests: ", b"x-ratelimit-remaining-requests: ",
+                      b"x-ratelimit-reset-requests: "]
+_TOKEN_FIELDS[:] = [b"x-ratelimit-limit-tokens: ", b"x-ratelimit-remaining-tokens: ", b"x-ratelimit-reset-tokens: "]
+
+
+cdef char *_put_rate_fields(char *at, fi_bucket *b, double left, const char **names) noexcept:
+    """One kind's three fields at ``at`` (as ``_put_rate_headers`` writes them into the dict)."""
+    cdef char capacity[RATE_VALUE_ROOM]
+    cdef char text[RATE_VALUE_ROOM]
+    cdef int capacity_size = fi_decimal(capacity, b.burst)
+    at = _put_field(at, names[0], capacity, capacity_size)
+    if left >= b.burst:
+        at = _put_field(at, names[1], capacity, capacity_size)
+        return _put_field(at, names[2], "0s", 2)
+    if left > 0:
+        at = _put_field(at, names[1], text, fi_decimal(text, <int64_t>left))
+    else:
+        at = _put_field(at, names[1], "0", 1)
+    return _put_field(at, names[2], text, _reset_text(_refill_s(b, left), text))
+
+
+cdef inline char *_put_field(char *at, const char *name, const char *value, int size) noexcept:
+    cdef size_t n = strlen(name)
+    memcpy(at, name, n)
+    memcpy(at + n, value, size)
+    memcpy(at + n + size, b"\r\n", 2)
+    return at + n + size + 2
+
+
+cdef inline double _refill_s(fi_bucket *b, double left) noexcept:
+    """Seconds until a bucket with ``left`` is full again."""
+    return (b.burst - left) * (1.0 / (b.per_minute / 60.0))
 
 
 cdef str _decimal(int64_t n):
@@ -369,33 +437,34 @@ cdef str _decimal(int64_t n):
     return PyUnicode_DecodeASCII(text, fi_decimal(text, n), NULL)
 
 
-cdef str _reset_duration(double seconds):
-    """A wait as OpenAI writes it (the reference's ``reset_duration``): 20ms, 1s, 1.5s, 6m0s, 1h2m3s."""
-    cdef char text[64]
+cdef int _reset_text(double seconds, char *text) noexcept:
+    """A wait as OpenAI writes it (the reference's ``reset_duration``), into ``text``
+    (``RATE_VALUE_ROOM`` bytes): 20ms, 1s, 1.5s, 6m0s, 1h2m3s. Its size."""
     cdef int n
     cdef long long ms, total, frac
     if not seconds > 0:
-        return "0s"
+        memcpy(text, b"0s", 2)
+        return 2
     ms = <long long>ceil(seconds * 1000)
     if ms < 1000:
-        n = snprintf(text, sizeof(text), "%lldms", ms)
+        n = snprintf(text, RATE_VALUE_ROOM, "%lldms", ms)
     elif ms < 60000:
         frac = ms % 1000
         if frac == 0:
-            n = snprintf(text, sizeof(text), "%llds", ms // 1000)
+            n = snprintf(text, RATE_VALUE_ROOM, "%llds", ms // 1000)
         elif frac % 100 == 0:
-            n = snprintf(text, sizeof(text), "%lld.%llds", ms // 1000, frac // 100)
+            n = snprintf(text, RATE_VALUE_ROOM, "%lld.%llds", ms // 1000, frac // 100)
         elif frac % 10 == 0:
-            n = snprintf(text, sizeof(text), "%lld.%02llds", ms // 1000, frac // 10)
+            n = snprintf(text, RATE_VALUE_ROOM, "%lld.%02llds", ms // 1000, frac // 10)
         else:
-            n = snprintf(text, sizeof(text), "%lld.%03llds", ms // 1000, frac)
+            n = snprintf(text, RATE_VALUE_ROOM, "%lld.%03llds", ms // 1000, frac)
     else:
         total = (ms + 999) // 1000
         if total >= 3600:
-            n = snprintf(text, sizeof(text), "%lldh%lldm%llds", total // 3600, total % 3600 // 60, total % 60)
+            n = snprintf(text, RATE_VALUE_ROOM, "%lldh%lldm%llds", total // 3600, total % 3600 // 60, total % 60)
         else:
-            n = snprintf(text, sizeof(text), "%lldm%llds", total // 60, total % 60)
-    return PyUnicode_DecodeASCII(text, n, NULL)
+            n = snprintf(text, RATE_VALUE_ROOM, "%lldm%llds", total // 60, total % 60)
+    return n
 
 # ---------------------------------------------------------------- gateway keys
 # Per key: requests in flight host-wide (a CAS against max_concurrency, owner-

@@ -165,10 +165,7 @@ class Engine:
             grant.settle(served.index)
         else:
             result.stream.also_before_end(lambda: grant.settle(served.index))
-        if result.headers:
-            result.headers.update(grant.rate_headers())
-        else:       # the common case: the grant's fresh dict is the result's, not merged into an empty one
-            result.headers = grant.rate_headers()
+        result.rate_fields = grant.rate_fields()       # encoded once for the head: no dict of strings
         return result
 
     async def _fall_back(self, primary: Deployment, req: GatewayRequest, grant,

@@ -56,6 +56,9 @@ class EngineResult:
     overhead_s: float = 0.0       # time in the gateway itself, set when the answer starts (``clock``)
     ttft_s: float | None = None   # streams: time until the first byte went to the client
     headers: dict = field(default_factory=dict)
+    # the limits' x-ratelimit-* fields of a served answer, encoded for its head (``Grant.rate_fields``):
+    # written as they are, where a dict of them cost each answer its strings and its walk
+    rate_fields: bytes = b""
 
 
 # the request path makes both with these: ``cls(*values)``, without running the dataclass's ``__init__``

@@ -86,12 +86,16 @@ def _head_bytes(status: int, headers, tail: bytes, length: int | None, keep_aliv
                        (), (), True)
 
 
-def leading_headers(names: tuple, values: tuple, headers) -> dict[str, str]:
-    """The leading fields (``write_json``) and ``headers`` as one dict of strings, for an answer
-    aiohttp writes (``_aiohttp_writes``): the values as ``answer_head`` writes them."""
+def leading_headers(names: tuple, values: tuple, headers, fields: bytes = b"") -> dict[str, str]:
+    """The leading fields (``write_json``), ``headers`` and the encoded ``fields`` as one dict of
+    strings, for an answer aiohttp writes (``_aiohttp_writes``): the values as ``answer_head``
+    writes them."""
     out = {name[:-2].decode(): value if type(value) is str else f"{value:.3f}" if type(value) is float
            else str(value) for name, value in zip(names, values)}
     out.update(headers)
+    for line in fields.decode().split("\r\n")[:-1]:
+        name, _, value = line.partition(": ")
+        out[name] = value
     return out
 
 
@@ -110,15 +114,17 @@ def written_response(response: web.Response, keep_alive: bool) -> tuple[bytes, b
 
 
 def write_json(request: web.BaseRequest, status: int, headers: dict[str, str], body: bytes,
-               keep_alive: bool, names: tuple = (), values: tuple = ()) -> WrittenAnswer | None:
+               keep_alive: bool, names: tuple = (), values: tuple = (), fields: bytes = b"") -> WrittenAnswer | None:
     """Write ``body`` with ``headers`` as the answer to ``request``, after the leading fields
     ``names`` (encoded, with their ``": "``) and ``values`` (strings, ints, floats written with
-    three decimals: ``_core.heads.answer_head``), which ``headers`` must not repeat; ``keep_alive``
+    three decimals: ``_core.heads.answer_head``), which ``headers`` must not repeat, and before
+    ``fields`` (encoded, each ending in CR LF: made by the core, as the rate limits'); ``keep_alive``
     False adds ``Connection: close``. ``None`` (nothing written) when aiohttp must write it instead
     (``_aiohttp_writes``; ``leading_headers`` makes its headers)."""
     if request.version != HttpVersion11 or status < 200 or status in (204, 304):     # _aiohttp_writes
         return None
-    head = answer_head(_STATUS_LINES[status], headers, _JSON_TAIL, len(body), keep_alive, names, values, True)
+    head = answer_head(_STATUS_LINES[status], headers, fields + _JSON_TAIL if fields else _JSON_TAIL, len(body),
+                       keep_alive, names, values, True)
     writer = request.writer
     try:
         writer._writelines((head, body))   # the writer's own send: it counts output_size
@@ -128,10 +134,11 @@ def write_json(request: web.BaseRequest, status: int, headers: dict[str, str], b
 
 
 def stream_head(request: web.BaseRequest, status: int, headers: dict[str, str], keep_alive: bool,
-                names: tuple = (), values: tuple = ()) -> bytes | None:
+                names: tuple = (), values: tuple = (), fields: bytes = b"") -> bytes | None:
     """The head of a relayed event stream (chunked), to go out with its first bytes, its leading
-    fields as ``write_json``'s; ``None`` when aiohttp must write it (``_aiohttp_writes``)."""
+    fields and ``fields`` as ``write_json``'s; ``None`` when aiohttp must write it (``_aiohttp_writes``)."""
     if _aiohttp_writes(request, status):
         return None
-    return answer_head(_STATUS_LINES[status], headers, _STREAM_TAIL, -1, keep_alive, names, values, True)
+    return answer_head(_STATUS_LINES[status], headers, fields + _STREAM_TAIL if fields else _STREAM_TAIL, -1,
+                       keep_alive, names, values, True)
 

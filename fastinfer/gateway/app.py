@@ -210,9 +210,10 @@ class Gateway:
                 keep_alive = False
             if result.stream is None:      # a whole answer: written at once (aiohttp writes an HTTP/1.0 one's)
                 response = (write_json(request, result.status, result.headers, result.body, keep_alive,
-                                       _ANSWER_FIELDS, values)
+                                       _ANSWER_FIELDS, values, result.rate_fields)
                             or web.Response(status=result.status, body=result.body, content_type=JSON,
-                                            headers=leading_headers(_ANSWER_FIELDS, values, result.headers)))
+                                            headers=leading_headers(_ANSWER_FIELDS, values, result.headers,
+                                                                    result.rate_fields)))
             else:
                 try:
                     response = await self._respond_stream(request, data, values, keep_alive)
@@ -311,11 +312,12 @@ class Gateway:
         result = data.result
         request_id = values[0]
         try:
-            head = stream_head(request, result.status, result.headers, keep_alive, _ANSWER_FIELDS, values)
+            head = stream_head(request, result.status, result.headers, keep_alive, _ANSWER_FIELDS, values,
+                               result.rate_fields)
             if head is not None:
                 response = WrittenAnswer(result.status, keep_alive, request.writer)
             else:       # aiohttp writes this one's head (an HTTP/1.0 client)
-                headers = leading_headers(_ANSWER_FIELDS, values, result.headers)
+                headers = leading_headers(_ANSWER_FIELDS, values, result.headers, result.rate_fields)
                 headers["Content-Type"] = "text/event-stream"
                 headers["Cache-Control"] = "no-cache"
                 response = self.drain.closing(_RelayedResponse(status=result.status, headers=headers))

@@ -215,6 +215,27 @@ def test_rate_headers_show_per_kind_the_bucket_with_the_least_left(make):
     assert seg.rate_headers([deployment, deployment])["x-ratelimit-remaining-requests"] == "19"
     with pytest.raises(TypeError):
         seg.rate_headers([object()])
+    with pytest.raises(TypeError):
+        seg.rate_fields([object()])
+
+
+def test_rate_fields_are_the_rate_headers_encoded_for_a_head(make):
+    """What an answer's head carries (``rate_fields``) is ``rate_headers``, name by name in order,
+    whether full, partly drawn, in debt, or with one kind only."""
+    seg = clocked(make, [(60, 10), (600, 1000), (120, 20), (6000, 500)])
+    key, deployment, tokens_only = seg.bucket_pair(0, 1), seg.bucket_pair(2, 3), seg.bucket_pair(-1, 3)
+
+    def encoded(headers):
+        return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
+
+    states = [[], [key], [tokens_only], [key, deployment]]
+    for pairs in states:
+        assert seg.rate_fields(pairs) == encoded(seg.rate_headers(pairs))
+    key.take(900)
+    deployment.adjust(600)          # into debt
+    for pairs in states:
+        assert seg.rate_fields(pairs) == encoded(seg.rate_headers(pairs))
+    assert b"x-ratelimit-remaining-tokens: 0\r\n" in seg.rate_fields([deployment])
 
 
 @pytest.mark.parametrize("seconds, text", [
@@ -226,6 +247,7 @@ def test_reset_durations_are_written_as_openai_writes_them(make, seconds, text):
     seg = clocked(make, [(60, 10_000)])
     seg.bucket(0).set_available(10_000 - seconds)
     assert seg.rate_headers([seg.bucket_pair(-1, 0)])["x-ratelimit-reset-tokens"] == text
+    assert f"\r\nx-ratelimit-reset-tokens: {text}\r\n".encode() in seg.rate_fields([seg.bucket_pair(-1, 0)])
 
 
 @pytest.mark.parametrize("ids", [(0, 1), (-1, 1), (0, -1)])
@@ -304,6 +326,7 @@ ops = st.one_of(
     st.tuples(st.just("pair_take"), st.sampled_from(PAIRS), n_),
     st.tuples(st.just("pair_adjust"), st.sampled_from(PAIRS), st.sampled_from([-60, -1, 0, 1, 7, 200])),
     st.tuples(st.just("rate_headers"), st.lists(st.sampled_from(PAIRS), max_size=3)),
+    st.tuples(st.just("rate_fields"), st.lists(st.sampled_from(PAIRS), max_size=3)),
     st.tuples(st.just("tick"), st.sampled_from([1, 7, 100, 999, 8571, 60_000])),   # ms
 )
 
@@ -316,8 +339,8 @@ def run(seg, op):
         return seg.bucket_pair(*args[0]).take(args[1])
     if kind == "pair_adjust":
         return seg.bucket_pair(*args[0]).adjust(args[1])
-    if kind == "rate_headers":
-        return seg.rate_headers([seg.bucket_pair(*ids) for ids in args[0]])
+    if kind in ("rate_headers", "rate_fields"):
+        return getattr(seg, kind)([seg.bucket_pair(*ids) for ids in args[0]])
     return getattr(seg.bucket(args[0]), kind)(args[1])
 
 

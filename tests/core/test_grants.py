@@ -239,8 +239,9 @@ def test_headers_come_from_the_limit_with_the_least_left(book):
     assert headers["x-ratelimit-remaining-requests"] == "3"
     assert headers["x-ratelimit-limit-tokens"] == "80"   # deployment 0: 10 left of 80
     assert headers["x-ratelimit-remaining-tokens"] == "10"
+    assert grant.rate_fields() == "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
     keyless, _ = book.grant(keyed=False)
-    assert keyless.rate_headers() == {}
+    assert keyless.rate_headers() == {} and keyless.rate_fields() == b""
 
 
 def test_the_estimate_is_asked_for_only_when_a_tokens_bucket_needs_it(segments):
@@ -351,7 +352,7 @@ def test_compiled_grants_answer_as_the_reference(seq, key_limit):
             return grant.settled, grant.key_slot
         if op[0] == "release":
             return grant.release()
-        return grant.rate_headers()
+        return grant.rate_headers(), grant.rate_fields()
 
     def observe(seg):
         book, grants = books[id(seg)]

@@ -9,7 +9,7 @@ and ``KeyConcurrency`` API; the headers read this module's segment's pairs.
 """
 from __future__ import annotations
 
-from .limits import BucketPair, rate_headers
+from .limits import BucketPair, rate_fields, rate_headers
 
 
 class LimitDraw:
@@ -221,6 +221,13 @@ class Grant:
     def rate_headers(self) -> dict:
         """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left (the
         key's, then each deployment's that applied)."""
+        return rate_headers(self._levels())
+
+    def rate_fields(self) -> bytes:
+        """``rate_headers`` encoded for an answer's head (``name: value`` CR LF each, in order)."""
+        return rate_fields(self._levels())
+
+    def _levels(self) -> list:
         pairs = [self._key.levels] if self._key is not None and self._key.levels is not None else []
         pairs.extend(dep.levels for dep, _ in self._seen)
-        return rate_headers(pairs)
+        return pairs

@@ -218,6 +218,11 @@ def rate_headers(pairs) -> dict:
     return headers
 
 
+def rate_fields(pairs) -> bytes:
+    """``rate_headers`` encoded as an answer head's fields: ``name: value`` CR LF each, in order."""
+    return "".join(f"{name}: {value}\r\n" for name, value in rate_headers(pairs).items()).encode()
+
+
 def reset_duration(seconds: float) -> str:
     """A wait as OpenAI writes it in ``x-ratelimit-reset-*``: ``20ms``, ``1s``, ``1.5s``, ``6m0s``, ``1h2m3s``."""
     if not seconds > 0:

@@ -28,7 +28,7 @@ from ..records import BreakerState, SessionInfo
 from .grants import Grant, Ledger, LimitDraw
 from .leases import Lease
 from .series import RequestSeries
-from .limits import BucketPair, KeyConcurrency, KeySpend, TokenBucket, rate_headers, take_all
+from .limits import BucketPair, KeyConcurrency, KeySpend, TokenBucket, rate_fields, rate_headers, take_all
 from .prefix import PrefixIndex
 from .routing import ReplicaLoad
 from .sessions import SessionTable
@@ -223,6 +223,9 @@ class Segment:
 
     def rate_headers(self, pairs):
         return rate_headers(pairs)
+
+    def rate_fields(self, pairs):
+        return rate_fields(pairs)
 
     def request_series(self, codes, other, timed=(-1, -1, -1), tokens=(-1, -1, -1), cost=-1, estimated=-1,
                        generation=-1, attempts=None):
