@@ -118,6 +118,32 @@ def test_lines_are_written_whole_and_at_most_pipe_buf_bytes_at_a_time(monkeypatc
     assert lines[:100] == [f"{i:03d}" + "x" * 96 for i in range(100)] and lines[100:] == ["y" * 5000, "after"]
 
 
+def test_a_batch_goes_to_a_regular_file_in_one_write_and_to_a_pipe_in_pipe_buf_pieces(monkeypatch, tmp_path):
+    """A log file takes a flush's lines in one write (the file's lock keeps the workers' writes
+    apart, whatever their size); a pipe, in whole lines of at most PIPE_BUF bytes."""
+    writes: dict[int, list[bytes]] = {}
+    real_write = os.write
+
+    def recording_write(fd, data):
+        writes.setdefault(fd, []).append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(logs.os, "write", recording_write)
+    file_fd = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    read_end, pipe_fd = os.pipe()
+    expected = b"".join(f"{i:03d}{'x' * 96}\n".encode() for i in range(100))
+    for fd in (file_fd, pipe_fd):
+        handler = logs.LineHandler(fd)
+        handler.add_lines(expected.splitlines(keepends=True))
+        os.close(fd)
+    assert writes[file_fd] == [expected]
+    assert (tmp_path / "log").read_bytes() == expected
+    assert len(writes[pipe_fd]) == 3 and b"".join(writes[pipe_fd]) == expected
+    assert os.read(read_end, 65536) == expected
+    os.close(read_end)
+    assert logs.write_limit(-1) == 4096       # a descriptor that cannot be told: a pipe's
+
+
 def test_a_bug_leaves_its_traceback_once_then_one_line_each_time():
     logger = logging.getLogger("test.observe.bugs")
     recorder = Recorder()

@@ -5,8 +5,9 @@ Owns: ``setup_logging`` (``[logging]`` ``level`` and ``format``), the two format
 ``ts``, ``level``, ``logger``, ``pid``, ``msg`` and ``exc``), and ``LineHandler``, the
 one handler, writing to standard error: a line at once, or the lines of a
 ``batched_writes()`` block together (the access log's flush). Writes are whole
-lines of at most ``PIPE_BUF`` bytes, so the workers sharing one pipe never
-interleave inside a line. Every line is redacted (``fastinfer.redact``) as it is
+lines of at most ``PIPE_BUF`` bytes to a pipe, so the workers sharing one pipe never
+interleave inside a line; to a regular file, of up to 1 MiB (a file's write is one
+under its lock: a flush of hundreds of lines is one system call, not one per 4 KiB). Every line is redacted (``fastinfer.redact``) as it is
 formatted, but for a ``StructuredMessage`` (an access line), whose maker makes its
 fields safe; other libraries' warnings and errors take from a budget (``ratelimit``).
 Lines that are only fields need no record: ``direct_handler(logger)`` is the handler
@@ -26,6 +27,7 @@ import logging
 import os
 import re
 import select
+import stat
 import sys
 import time
 
@@ -38,6 +40,19 @@ from .ratelimit import LIBRARY_LINES, LibraryLines
 ACCESS_LOGGER = "fastinfer.access"
 
 _PIPE_BUF = 4096      # writes up to this size to a pipe are never interleaved with another process's
+# a regular file's write is one under its inode's lock, whatever its size: the workers' lines cannot
+# interleave, so a batch goes out in writes this large (a log file, as the bench's; a pipe to a
+# collector keeps PIPE_BUF)
+_FILE_WRITE = 1 << 20
+
+
+def write_limit(fd: int) -> int:
+    """The most a write of whole lines to ``fd`` may hold: ``_FILE_WRITE`` to a regular file,
+    ``_PIPE_BUF`` to anything else (a pipe, a terminal, a socket, or an ``fd`` that cannot be told)."""
+    try:
+        return _FILE_WRITE if stat.S_ISREG(os.fstat(fd).st_mode) else _PIPE_BUF
+    except OSError:
+        return _PIPE_BUF
 
 
 _MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
@@ -294,6 +309,7 @@ class LineHandler(logging.Handler):
     def __init__(self, fd: int = 2):
         super().__init__()
         self.fd = fd
+        self._write_limit = write_limit(fd)
         self._lines: list[bytes] = []      # encoded, each with its newline
         self._batching = 0
 
@@ -331,11 +347,11 @@ class LineHandler(logging.Handler):
             self._write()
 
     def _write(self) -> None:
-        """The buffered lines, in writes of whole lines of at most PIPE_BUF bytes (longer lines alone)."""
+        """The buffered lines, in writes of whole lines of at most ``write_limit`` bytes (longer lines alone)."""
         if not self._lines:
             return
         lines, self._lines = self._lines, []
-        for piece in pipe_pieces(lines, _PIPE_BUF):
+        for piece in pipe_pieces(lines, self._write_limit):
             self._write_all(piece)
 
     def _write_all(self, data: bytes) -> None:
