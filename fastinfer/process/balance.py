@@ -7,7 +7,7 @@ keep-alive keeps each where it landed. Many clients even it out; a few dozen con
 host do not: 64 landed 41/23 in a bench run, and the busier worker did 63 % of the work for as long
 as they lived. A pool of a handful of connections (a service's HTTP client) can sit on one worker
 for good. What nginx and Envoy leave to the hash, this corrects: each worker, when it publishes its
-connection count (``probe``, about once a second), reads every serving worker's from the shared
+connection count (``probe``, ten times a second), reads every serving worker's from the shared
 segment and, past its fair share, lets the surplus go. A client that honours ``Connection: close``
 (every HTTP/1.1 client) reconnects at once; only connections that send a data request are let go,
 after its answer, so no request is refused or cut.
@@ -42,7 +42,7 @@ class ConnectionBalance:
     """One worker's side of the rule: ``check(mine)`` each time its count is published. A surplus is
     acted on when two checks in a row saw one (the smaller of the two goes): the other workers'
     counts are up to a publish old, and a burst of new connections makes a split that the next
-    second's counts no longer show; acting on it made two workers hand connections to each other."""
+    count no longer shows; acting on it made two workers hand connections to each other."""
 
     __slots__ = ("_metrics", "_drain", "_asked", "_seen")
 

@@ -1,4 +1,5 @@
-"""One worker's process metrics, published to the shared segment about once a second.
+"""One worker's process metrics, published to the shared segment about once a second (its client
+connections and requests ten times a second).
 
 Owns: measuring this worker's resident memory, open file descriptors, event-loop lag
 and open client connections (told to ``balance``, which lets a surplus go), and counting the
@@ -66,6 +67,8 @@ class WorkerProbe:
         self._ticks += 1
         if self._ticks >= TICKS_PER_PUBLISH:
             self.publish()
+        else:
+            self._count_clients()
         self._schedule()
 
     def publish(self) -> None:
@@ -76,6 +79,15 @@ class WorkerProbe:
         self._ticks = 0
         series.set("worker_resident_memory_bytes", self._resident_bytes())
         series.set("worker_open_fds", len(os.listdir("/proc/self/fd")) - 1)   # less listdir's own
+        self._count_clients()
+
+    def _count_clients(self) -> None:
+        """This worker's open connections and the requests it received, published, and the
+        connections told to ``balance``: every tick, not every publish, so that a split evens out
+        within a second of the burst that made it (``balance`` acts when two checks in a row see a
+        surplus: 0.2 s). Published once a second, a 41/23 split of 64 connections took most of a
+        5-second bench round to even out, and the busier worker did up to 65 % of that round's work."""
+        series = self._series
         connections = sum(len(s.connections) for s in self._servers)
         series.set("worker_connections", connections)
         if self._balance is not None:
