@@ -83,6 +83,9 @@ cdef class Ledger:
         ``draw``, a ``name`` and a ``series``: its ``RequestSeries``, or None: its usage is not counted)
         or None; ``req``: its request (``body`` read for the estimate,
         ``usage`` and ``cost_usd`` when it is settled)."""
+        return self._grant(key, req)
+
+    cdef Grant _grant(self, key, req):
         cdef Grant grant = Grant.__new__(Grant)
         grant.ledger = self
         grant.key = key
@@ -98,7 +101,7 @@ cdef class Ledger:
         nothing was (or there is no key): ``"key_concurrency"`` (no slot), ``"key_rate_limited"``
         (the pair; ``wait``: the seconds until it fits, inf: never; the slot is given back). A store
         that raises gives the slot back before the error goes on."""
-        cdef Grant grant = self.grant(key, req)
+        cdef Grant grant = self._grant(key, req)     # the C method: a def one on self is a Python call
         if key is None:
             return grant
         if not grant._acquire_slot():

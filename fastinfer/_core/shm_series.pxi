@@ -81,7 +81,8 @@ cdef class RequestSeries:
         cost = (((prompt - cached) * input_price
                  + cached * (input_price if cached_price is None else <double>cached_price))
                 + completion * <double>price[1]) / 1e6
-        self.usage(prompt, completion, cached, cost, bool(usage.get("usage_estimated")))
+        # the C method, not ``usage``: a def method called on self is a Python call (~600 instructions)
+        self._usage(prompt, completion, cached, cost, bool(usage.get("usage_estimated")))
         return cost
 
     def session_generation(self):
