@@ -109,10 +109,13 @@ class AccessLog:
     """The access log of one worker. What the request path calls keeps a tuple (``_core.access``:
     ``answered`` for a data request, ``add`` for any other answer); a timer writes."""
 
-    # how long a line may wait to be written: what a worker keeps meanwhile (~550 lines at 11k
-    # requests a second for 50 ms, then as many formatted lines) peaked the soak's RSS 1.3 MiB higher
-    FLUSH_S = 0.01
-    MAX_PENDING = 4096      # written at once when this many are waiting
+    # how long a line may wait to be written, and how many may wait: lines are written when either
+    # is reached. Kept few: ~550 lines (11k requests a second for 50 ms, then as many formatted
+    # lines) peaked the soak's RSS 1.3 MiB higher; 128 is ~10 ms at that rate. Waited long: the
+    # timer's flush cost a worker at 1 connection ~12 µs a request at 10 ms and ~2.5 at 50 ms
+    # (``bench --concurrency 1 --gateway-cpus 0 --variant log=…``), ~50 at 1 ms.
+    FLUSH_S = 0.05
+    MAX_PENDING = 128
 
     def __init__(self, loop, known_deployments=(), id_prefix: str = "", core=None):
         """``id_prefix``: what the gateway's own request ids start with (any other is a client's,
