@@ -107,7 +107,7 @@ class _AccessRecord(logging.LogRecord):
 
 class AccessLog:
     """The access log of one worker. What the request path calls keeps a tuple (``_core.access``:
-    ``answered`` for a data request, ``add`` for any other answer); a timer writes."""
+    ``answered`` for a data request, ``add`` for any other answer); a timer, or the 128th line, writes."""
 
     # how long a line may wait to be written, and how many may wait: lines are written when either
     # is reached. Kept few: ~550 lines (11k requests a second for 50 ms, then as many formatted

@@ -7,7 +7,7 @@ one handler, writing to standard error: a line at once, or the lines of a
 ``batched_writes()`` block together (the access log's flush). Writes are whole
 lines of at most ``PIPE_BUF`` bytes to a pipe, so the workers sharing one pipe never
 interleave inside a line; to a regular file, of up to 64 KiB (a file's write is one
-under its lock: a flush of hundreds of lines is a system call or two, not one per 4 KiB). Every line is redacted (``fastinfer.redact``) as it is
+under its lock: the access log's flush is one system call, not one per 4 KiB). Every line is redacted (``fastinfer.redact``) as it is
 formatted, but for a ``StructuredMessage`` (an access line), whose maker makes its
 fields safe; other libraries' warnings and errors take from a budget (``ratelimit``).
 Lines that are only fields need no record: ``direct_handler(logger)`` is the handler
@@ -42,8 +42,8 @@ ACCESS_LOGGER = "fastinfer.access"
 _PIPE_BUF = 4096      # writes up to this size to a pipe are never interleaved with another process's
 # a regular file's write is one under its inode's lock, whatever its size: the workers' lines cannot
 # interleave, so a batch goes out in writes this large (a log file, as the bench's; a pipe to a
-# collector keeps PIPE_BUF). A flush at 15k answers a second a worker is ~70 KB: two writes, where
-# 4 KiB pieces made eighteen; and no piece is so large that joining it costs the heap a spike.
+# collector keeps PIPE_BUF). The access log's flush (at most 128 lines, ~60 KB) is one write, where
+# 4 KiB pieces made fifteen; and no piece is so large that joining it costs the heap a spike.
 _FILE_WRITE = 64 * 1024
 
 
