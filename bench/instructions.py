@@ -24,7 +24,10 @@ requests instead: the mock answers each with N events, one chunk each, as a mode
 one: what the gateway does per byte of a body (its checks, its estimate) shows, which the load
 bench's few words hide. ``--body-apart`` sends each request's head and body apart, the body 5 ms
 later, as httpx (so the OpenAI and Anthropic SDKs) writes them: the gateway reads the head and
-waits for the body, a path wrk's requests never take.
+waits for the body, a path wrk's requests never take. ``--at-once`` puts nginx in front instead of
+the Python mock, answering each request in one write as the load bench's mock does: with
+``--stream N``, each stream's N events then arrive in one read, the load bench's ``stream``
+scenario (where its "CPU per streamed chunk" is measured), rather than one read an event.
 
 What it is not: time. A system call counts as one instruction, cache misses and branch
 mispredictions as none, and the interpreter's instructions are not all equally dear. It ranks
@@ -58,11 +61,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .gateway_configs import BENCH_KEY
+from .nginx import nginx_binary
 from .output import finish
 from .run import request_body, variant_option
 from .services import Service, fastinfer_tree
 from .targets import write_gateway_config
-from .upstream import PythonMock
+from .upstream import PythonMock, start_upstream
 
 PATHS = ("gateway", "gateway-limits", "gateway-full")
 _SUMMARY = re.compile(rb"^summary: (\d+)", re.MULTILINE)
@@ -107,6 +111,19 @@ class Requests:
                 resp.read()
                 if resp.status != 200:
                     raise RuntimeError(f"the gateway answered {resp.status} to a benchmark request")
+
+
+def start_mock(workdir: Path, requests: Requests, chunks: int, at_once: bool):
+    """The upstream the counted requests go to, answering as ``requests`` ask (a stream: ``chunks``
+    events): the Python mock, which writes a stream event by event, or with ``at_once`` nginx
+    serving the Python mock's answer in one write, so a stream arrives in one read as in the load
+    bench's ``stream`` scenario (there, a stream's cost is mostly the path's, not its reads')."""
+    if not at_once:
+        return PythonMock(str(workdir), chunks=chunks)
+    mock = start_upstream("nginx", str(workdir), {(requests.stream, chunks)},
+                          lambda stream: request_body(stream, requests.prompt_bytes), chunks)
+    mock.configure(requests.stream, chunks, 0.0)
+    return mock
 
 
 def worker_instructions(config: Path, tree: Path, workdir: Path, tag: str, n: int,
@@ -174,13 +191,15 @@ def per_request(label: str, upstream_port: int, tree: Path, workdir: Path, count
 
 def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, workdir: Path,
         variants: dict[str, dict] | None = None, tree: Path | None = None, stream_chunks: int = 0,
-        prompt_bytes: int = 0, body_apart: bool = False, functions: int = 0) -> dict:
+        prompt_bytes: int = 0, body_apart: bool = False, functions: int = 0, at_once: bool = False) -> dict:
     """``tree``: the source tree the paths and variants run from (default: this one);
     ``stream_chunks``: stream every answer in this many events (0: whole answers); ``prompt_bytes``
-    and ``body_apart``: as ``Requests``; ``functions``: each path's costliest functions, this many."""
+    and ``body_apart``: as ``Requests``; ``functions``: each path's costliest functions, this many;
+    ``at_once``: the mock is nginx serving what the Python mock answers, each answer in one write
+    (a stream's events arrive in one read, as in the load bench's ``stream`` scenario)."""
     tree = tree or fastinfer_tree()
     requests = Requests(stream_chunks > 0, prompt_bytes, body_apart)
-    mock = PythonMock(str(workdir), chunks=stream_chunks if requests.stream else 10)
+    mock = start_mock(workdir, requests, stream_chunks if requests.stream else 10, at_once)
     try:
         rows = [per_request(label, mock.port, tree, workdir, counts, requests, None, functions) for label in paths]
         rows += [per_request(label, mock.port, tree, workdir, counts, requests, settings, functions)
@@ -202,7 +221,8 @@ def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, w
         if row["path"] == "gateway-full" and "baseline-full" in by_path:
             row["vs_baseline_full"] = round(row["per_request"] / by_path["baseline-full"], 3)
     return {"rows": rows, "tree": str(tree), "baseline_tree": str(baseline_tree) if baseline_tree else None,
-            "stream_chunks": stream_chunks, "prompt_bytes": prompt_bytes, "body_apart": body_apart}
+            "stream_chunks": stream_chunks, "prompt_bytes": prompt_bytes, "body_apart": body_apart,
+            "at_once": at_once}
 
 
 def to_markdown(report: dict) -> str:
@@ -241,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--body-apart", action="store_true",
                         help="send each request's head and its body apart, the body 5 ms later, as httpx (the "
                              "OpenAI and Anthropic SDKs) writes them: the gateway waits for the body")
+    parser.add_argument("--at-once", action="store_true",
+                        help="the mock is nginx, sending each answer in one write (a stream's events come in one "
+                             "read, as in the load bench's 'stream' scenario); default: the Python mock, one "
+                             "write per event. Needs nginx")
     parser.add_argument("--functions", type=int, default=0, metavar="N",
                         help="also list each path's N costliest functions, instructions per request (default 0)")
     parser.add_argument("--out", help="write the report as JSON here")
@@ -260,11 +284,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--prompt-bytes: at least 0")
     if args.functions < 0:
         parser.error("--functions: at least 0")
+    if args.at_once and nginx_binary() is None:
+        parser.error("--at-once needs nginx (Debian: apt-get install nginx)")
     workdir = Path(tempfile.mkdtemp(prefix="fastinfer-bench-instructions-"))
     try:
         report = run(args.paths, (fewer, more), args.baseline_tree, workdir,
                      {label: tomllib.loads(toml) for label, toml in args.variant}, args.tree, args.stream,
-                     args.prompt_bytes, args.body_apart, args.functions)
+                     args.prompt_bytes, args.body_apart, args.functions, args.at_once)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return finish(to_markdown(report), report, args.out)

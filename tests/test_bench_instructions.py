@@ -1,11 +1,21 @@
 """``python -m bench.instructions --functions``: a worker's cachegrind file read into instructions by
 function, and the functions whose count grew most between two runs, per request. (The counting
-itself needs valgrind, which the suite does not install; these read files in cachegrind's format.)"""
+itself needs valgrind, which the suite does not install; these read files in cachegrind's format.)
+And ``--at-once``'s mock: nginx answering with what the Python mock streams, in one piece."""
+import http.client
+import re
+import shutil
+import socket
 import sys
+import tempfile
 from pathlib import Path
 
+import pytest
+
 sys.path.append(str(Path(__file__).resolve().parent.parent))   # the bench package (after the installed fastinfer)
-from bench.instructions import costliest_functions, function_instructions, to_markdown
+from bench.instructions import Requests, costliest_functions, function_instructions, start_mock, to_markdown
+from bench.nginx import nginx_binary
+from bench.run import request_body
 
 
 def _cachegrind(*functions) -> str:
@@ -45,3 +55,43 @@ def test_the_costliest_functions_are_what_grew_between_the_runs_per_request():
     assert [f["function"] for f in costliest_functions(fewer, more, 100, 10)] == ["eval", "block", "_line"]
     table = to_markdown({"rows": [{"path": "gateway-full", "per_request": 210_000, "functions": top}]})
     assert "| `eval` | ceval.c | 40 |" in table and "Costliest functions of gateway-full" in table
+
+
+def _post(port: int, body: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        assert resp.status == 200
+        return resp.read()
+
+
+@pytest.mark.skipif(nginx_binary() is None, reason="needs nginx (.ci/run installs it)")
+def test_at_once_counts_against_nginx_serving_the_python_mocks_stream_in_one_piece():
+    requests = Requests(stream=True)
+    # nginx's workers run unprivileged: a directory straight under /tmp, as the bench's (pytest's
+    # tmp_path lies under a directory only root may enter)
+    tmp_path = Path(tempfile.mkdtemp(prefix="fastinfer-test-at-once-"))
+    (tmp_path / "python").mkdir()
+    paced = start_mock(tmp_path / "python", requests, 8, at_once=False)
+    try:
+        assert paced.kind == "python"
+        expected = _post(paced.port, request_body(True))
+    finally:
+        paced.stop()
+    at_once = start_mock(tmp_path, requests, 8, at_once=True)
+    try:
+        assert at_once.kind == "nginx"
+        answer = _post(at_once.port, request_body(True))
+    finally:
+        at_once.stop()
+        shutil.rmtree(tmp_path, ignore_errors=True)
+    # the same 8 events (role, 6 tokens, finish) and the end, as the Python mock streams them
+    assert answer.count(b"data: {") == 8 and answer.rstrip().endswith(b"data: [DONE]")
+    assert _without_ids(answer) == _without_ids(expected)
+
+
+def _without_ids(sse: bytes) -> bytes:
+    """The events with what differs between two answers (their id and creation time) blanked."""
+    return re.sub(rb'"(id|created)":("[^"]*"|\d+)', b'"\\1":_', sse)
