@@ -22,10 +22,10 @@ Definitions (all from one run, the same mock behind every path):
 from __future__ import annotations
 
 COLUMNS = (("direct", "direct (mock)"), ("nginx", "nginx"), ("vllm-router", "vllm-router"),
-           ("gateway", "fastinfer"), ("gateway-full", "fastinfer, features on"), ("baseline", "fastinfer baseline"),
+           ("uvloop-floor", "uvloop floor"), ("gateway", "fastinfer"), ("gateway-full", "fastinfer, features on"), ("baseline", "fastinfer baseline"),
            ("baseline-full", "fastinfer baseline, features on"))
 FASTINFER = ("gateway", "gateway-full")
-PEERS = ("nginx", "vllm-router")
+PEERS = ("nginx", "vllm-router", "uvloop-floor")
 SHARE_BAR = (0.35, 0.65)
 RSS_BAR_MIB = 110
 

@@ -124,3 +124,13 @@ def _tail(log: Path, n: int = 2000) -> str:
         return log.read_text(errors="replace")[-n:]
     except OSError:
         return ""
+
+
+def start_relay_floor(workdir: Path, upstream_port: int, ready_path: str, workers: int, preexec=None) -> Daemon:
+    """The ``uvloop-floor`` path (``relay_floor.py``, run by file: it needs nothing of the bench or
+    fastinfer); ready once the mock's ``ready_path`` answers through it."""
+    port = free_port()
+    argv = [sys.executable, str(Path(__file__).with_name("relay_floor.py")), str(port), str(upstream_port),
+            str(workers)]
+    return Daemon("uvloop-floor", argv, port, ready_path, Path(workdir, "uvloop-floor.log"), preexec=preexec,
+                  timeout_s=30)

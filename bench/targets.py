@@ -14,7 +14,10 @@ left out). The paths, by label:
 - a ``--variant``'s label: fastinfer bare of this tree plus the variant's settings, measured
   against ``gateway``;
 - ``nginx``: Debian's nginx as a plain keep-alive reverse proxy — the proxy floor;
-- ``vllm-router``: the Rust router from PyPI, round robin over the one mock.
+- ``vllm-router``: the Rust router from PyPI, round robin over the one mock;
+- ``uvloop-floor``: a relay on uvloop that passes bytes through untouched (``relay_floor.py``) —
+  what a Python gateway's event loop and the kernel cost before it does anything (only when
+  ``--targets`` asks for it).
 
 Must not touch: the scenarios and their figures (``run.py``), the mock (``upstream.py``).
 """
@@ -25,12 +28,12 @@ from pathlib import Path
 from .gateway_configs import accepted_config, accepted_features_config, bare_config, limits_config, with_settings
 from .nginx import nginx_binary, start_nginx_proxy
 from .proctree import CpuLayout, threads_of
-from .services import Service, fastinfer_tree
+from .services import Service, fastinfer_tree, start_relay_floor
 from .vllm_router import RUNTIME_THREADS, start_vllm_router
 
-ALL_TARGETS = ("direct", "gateway", "gateway-full", "gateway-limits", "nginx", "vllm-router")
+ALL_TARGETS = ("direct", "gateway", "gateway-full", "gateway-limits", "nginx", "vllm-router", "uvloop-floor")
 FASTINFER_TARGETS = ("gateway", "gateway-full", "gateway-limits", "baseline", "baseline-full")
-OPT_IN_TARGETS = ("gateway-limits",)     # run only when --targets names them
+OPT_IN_TARGETS = ("gateway-limits", "uvloop-floor")     # run only when --targets names them
 RESERVED_LABELS = ALL_TARGETS + ("baseline", "baseline-full")   # what a --variant may not be called
 
 
@@ -87,6 +90,10 @@ def start_targets(labels: list[str], upstream, workdir: str, workers: int, layou
                 info["workers"][label] = f"{workers} worker processes"
             elif label == "nginx":
                 service = start_nginx_proxy(Path(workdir), upstream.port, workers, preexec=preexec)
+                info["workers"][label] = f"{workers} worker processes"
+            elif label == "uvloop-floor":
+                service = start_relay_floor(Path(workdir), upstream.port, upstream.health_path, workers,
+                                            preexec=preexec)
                 info["workers"][label] = f"{workers} worker processes"
             elif label == "vllm-router":
                 service = start_vllm_router(vllm_router, Path(workdir), upstream.port, upstream.health_path,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,11 @@ def pytest_configure(config):
 
 
 @functools.cache
+def without_ids(body: bytes) -> bytes:
+    """A mock's answer with what differs between two of them (their ids and creation times) blanked."""
+    return re.sub(rb'"(id|created)":("[^"]*"|\d+)', b'"\\1":_', body)
+
+
 def py_spy_cannot_sample() -> str | None:
     """Why py-spy cannot profile a process here (not installed, or ptrace not permitted), or None."""
     if shutil.which("py-spy") is None:

@@ -3,7 +3,6 @@ function, and the functions whose count grew most between two runs, per request.
 itself needs valgrind, which the suite does not install; these read files in cachegrind's format.)
 And ``--at-once``'s mock: nginx answering with what the Python mock streams, in one piece."""
 import http.client
-import re
 import shutil
 import socket
 import sys
@@ -16,6 +15,7 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))   # the bench packa
 from bench.instructions import Requests, costliest_functions, function_instructions, start_mock, to_markdown
 from bench.nginx import nginx_binary
 from bench.run import request_body
+from conftest import without_ids
 
 
 def _cachegrind(*functions) -> str:
@@ -89,9 +89,4 @@ def test_at_once_counts_against_nginx_serving_the_python_mocks_stream_in_one_pie
         shutil.rmtree(tmp_path, ignore_errors=True)
     # the same 8 events (role, 6 tokens, finish) and the end, as the Python mock streams them
     assert answer.count(b"data: {") == 8 and answer.rstrip().endswith(b"data: [DONE]")
-    assert _without_ids(answer) == _without_ids(expected)
-
-
-def _without_ids(sse: bytes) -> bytes:
-    """The events with what differs between two answers (their id and creation time) blanked."""
-    return re.sub(rb'"(id|created)":("[^"]*"|\d+)', b'"\\1":_', sse)
+    assert without_ids(answer) == without_ids(expected)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import py_spy_cannot_sample
+from conftest import py_spy_cannot_sample, without_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -143,7 +144,7 @@ def test_bench_with_the_python_mock_paces_streams_and_runs_a_baseline_tree_besid
         "gateway_cpu_us_per_request"]
     assert cost["added_us_per_request"] == round(cost["cpu_us_per_request_with_limits"] - cost["cpu_us_per_request"], 1)
     assert "none binding (`gateway-limits`)" in report["_markdown"]
-    assert set(report["skipped"]) == {"gateway-full", "nginx", "vllm-router"}
+    assert set(report["skipped"]) == {"gateway-full", "nginx", "vllm-router", "uvloop-floor"}
 
 
 def test_bench_runs_config_variants_beside_the_gateway_and_reports_them_against_it(tmp_path):
@@ -371,3 +372,49 @@ def test_the_cpu_bars_show_each_rounds_ratio_beside_the_sum():
     assert at_one["note"] == "rounds: 0.50, 1.50" and at_one["holds"] is True
     del figures["vllm-router"], ratios["gateway-full / vllm-router"]
     assert {b["note"] for b in _bars(figures, ratios, 64, 1)[:2]} == {"vllm-router did not run"}
+
+
+def test_the_uvloop_floor_relays_the_mocks_answers_untouched_and_runs_as_a_peer(tmp_path):
+    """``uvloop-floor`` (opt-in): bytes through both ways, so a client gets exactly what the mock
+    sends, whole answers and streams alike; in a run it is a column and a peer fastinfer is a ratio of."""
+    from bench.run import request_body
+    from bench.services import start_relay_floor
+    from bench.upstream import PythonMock
+    mock = PythonMock(str(tmp_path), chunks=8)
+    try:
+        floor = start_relay_floor(tmp_path, mock.port, mock.health_path, 2)
+        try:
+            for stream in (False, True):
+                mock.configure(stream, 8, 0.0)
+                direct, relayed = (_answer(port, request_body(stream)) for port in (mock.port, floor.port))
+                assert _without_ids(relayed) == _without_ids(direct)
+                assert relayed[2].count(b"data: {") == (8 if stream else 0)
+            assert len(floor.worker_cpu()) == 2       # its workers, for the split
+        finally:
+            floor.stop()
+    finally:
+        mock.stop()
+    report = _bench(tmp_path / "run", "--mock", "python", "--targets", "direct", "gateway", "uvloop-floor",
+                    "--workers", "1", "--duration", "0.3", "--concurrency", "2", "--stream-concurrency", "2",
+                    "--no-wrk", "--paced-itl-ms", "0")
+    assert report["targets"] == ["direct", "gateway", "uvloop-floor"]
+    for row in report["rows"]:
+        assert row["requests"] > 0 and row["errors"] == 0
+    assert "gateway / uvloop-floor" in report["peer_table"]["ratios"]
+    assert "| uvloop floor |" in report["_markdown"] and "fastinfer ÷ uvloop-floor" in report["_markdown"]
+
+
+def _answer(port: int, body: bytes) -> tuple[int, list, bytes]:
+    """One chat request's answer on a new connection: status, header fields (but Date), body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, [(k, v) for k, v in resp.getheaders() if k.lower() != "date"], resp.read()
+    finally:
+        conn.close()
+
+
+def _without_ids(answer: tuple[int, list, bytes]) -> tuple[int, list, bytes]:
+    status, fields, body = answer
+    return status, fields, without_ids(body)
