@@ -31,7 +31,7 @@ def bucket(text: str, le: float) -> float:
     return metric_value(text, f'fastinfer_overhead_seconds_bucket{{deployment="mk",le="{le:g}"}}')
 
 
-SUB_MS_EDGES = (0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001)
+SUB_MS_EDGES = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001)
 
 
 def test_overhead_has_microsecond_resolution_and_fills_the_sub_millisecond_buckets(start_gateway):
