@@ -313,11 +313,6 @@ cdef int _pair_adjust(BucketPair pair, int64_t delta) except -1:
         _bucket_refund(pair.tok, -delta, now)
     return 0
 
-cdef tuple _REQUEST_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-                               "x-ratelimit-reset-requests")
-cdef tuple _TOKEN_HEADERS = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
-
-
 cdef inline double _bucket_left(fi_bucket *b, int64_t now) noexcept:
     """Tokens in the bucket now (``TokenBucket.available``)."""
     cdef int64_t t = fi_load(&b.tat)
@@ -353,35 +348,19 @@ cdef int _least_left(pairs, fi_bucket **req, double *req_left, fi_bucket **tok, 
 
 
 cdef dict _rate_headers(pairs):
-    """``Segment.rate_headers``: one call for what was a Python method per bucket."""
-    cdef fi_bucket *req
-    cdef fi_bucket *tok
-    cdef double req_left = 0.0, tok_left = 0.0
-    _least_left(pairs, &req, &req_left, &tok, &tok_left)
+    """``Segment.rate_headers``: ``_rate_fields`` as a dict of strings (an error answer's, which
+    aiohttp writes), so that the values are formatted in one place."""
     headers = {}
-    if req != NULL:
-        _put_rate_headers(headers, req, req_left, _REQUEST_HEADERS)
-    if tok != NULL:
-        _put_rate_headers(headers, tok, tok_left, _TOKEN_HEADERS)
+    for line in _rate_fields(pairs).decode("ascii").splitlines():
+        name, _, value = line.partition(": ")
+        headers[name] = value
     return headers
 
 
-cdef int _put_rate_headers(dict headers, fi_bucket *b, double left, tuple names) except -1:
-    cdef char text[RATE_VALUE_ROOM]
-    cdef str capacity = _decimal(b.burst)
-    headers[names[0]] = capacity
-    if left >= b.burst:        # full, as a limit that does not bind mostly is: nothing to format
-        headers[names[1]] = capacity
-        headers[names[2]] = "0s"
-    else:
-        headers[names[1]] = _decimal(<int64_t>left) if left > 0 else "0"
-        headers[names[2]] = PyUnicode_DecodeASCII(text, _reset_text(_refill_s(b, left), text), NULL)
-    return 0
-
-
 cdef bytes _rate_fields(pairs):
-    """``_rate_headers`` as the answer head's encoded fields (``name: value`` CR LF each), the
-    same names and values in the same order: the answer writes them as they are, no dict between."""
+    """``Segment.rate_fields``: per kind, the least-left bucket's three ``x-ratelimit-*`` fields as
+    the answer head's encoded lines (``name: value`` CR LF each): a served answer writes them as
+    they are, no dict between."""
     cdef fi_bucket *req
     cdef fi_bucket *tok
     cdef double req_left = 0.0, tok_left = 0.0
@@ -395,7 +374,7 @@ cdef bytes _rate_fields(pairs):
     return out[:at - out]
 
 
-# the names as ``_REQUEST_HEADERS`` and ``_TOKEN_HEADERS``, with their ": "
+# each kind's three names, with their ": "
 cdef const char *_REQUEST_FIELDS[3]
 cdef const char *_TOKEN_FIELDS[3]
 _REQUEST_FIELDS[:] = [b"x-ratelimit-limit-requests: ", b"x-ratelimit-remaining-requests: ",
@@ -404,7 +383,8 @@ _TOKEN_FIELDS[:] = [b"x-ratelimit-limit-tokens: ", b"x-ratelimit-remaining-token
 
 
 cdef char *_put_rate_fields(char *at, fi_bucket *b, double left, const char **names) noexcept:
-    """One kind's three fields at ``at`` (as ``_put_rate_headers`` writes them into the dict)."""
+    """One kind's three fields at ``at``: the limit, what is left (all of it when full, as a limit
+    that does not bind mostly is: nothing to format) and the wait until it is full again."""
     cdef char capacity[RATE_VALUE_ROOM]
     cdef char text[RATE_VALUE_ROOM]
     cdef int capacity_size = fi_decimal(capacity, b.burst)
@@ -430,11 +410,6 @@ cdef inline char *_put_field(char *at, const char *name, const char *value, int 
 cdef inline double _refill_s(fi_bucket *b, double left) noexcept:
     """Seconds until a bucket with ``left`` is full again."""
     return (b.burst - left) * (1.0 / (b.per_minute / 60.0))
-
-
-cdef str _decimal(int64_t n):
-    cdef char text[24]
-    return PyUnicode_DecodeASCII(text, fi_decimal(text, n), NULL)
 
 
 cdef int _reset_text(double seconds, char *text) noexcept:
