@@ -231,7 +231,16 @@ def test_rate_fields_are_the_rate_headers_encoded_for_a_head(make):
     states = [[], [key], [tokens_only], [key, deployment]]
     for pairs in states:
         assert seg.rate_fields(pairs) == encoded(seg.rate_headers(pairs))
+    # the values themselves, as OpenAI writes them: full (what is left is the limit, no wait) ...
+    assert seg.rate_fields([key]) == (b"x-ratelimit-limit-requests: 10\r\nx-ratelimit-remaining-requests: 10\r\n"
+                                      b"x-ratelimit-reset-requests: 0s\r\nx-ratelimit-limit-tokens: 1000\r\n"
+                                      b"x-ratelimit-remaining-tokens: 1000\r\nx-ratelimit-reset-tokens: 0s\r\n")
+    assert seg.rate_fields([]) == b""
     key.take(900)
+    # ... and drawn: 1 request (full again in 1 s at 1 a second), 900 tokens (90 s at 10 a second)
+    assert seg.rate_fields([key]) == (b"x-ratelimit-limit-requests: 10\r\nx-ratelimit-remaining-requests: 9\r\n"
+                                      b"x-ratelimit-reset-requests: 1s\r\nx-ratelimit-limit-tokens: 1000\r\n"
+                                      b"x-ratelimit-remaining-tokens: 100\r\nx-ratelimit-reset-tokens: 1m30s\r\n")
     deployment.adjust(600)          # into debt
     for pairs in states:
         assert seg.rate_fields(pairs) == encoded(seg.rate_headers(pairs))
