@@ -1,5 +1,8 @@
-# The C types of access.py (Cython's pure-Python mode): the buffer's fields, and the method called
-# only from inside the module, which compiled is a C call.
+# The C types of access.py (Cython's pure-Python mode): the buffer's fields, the method called
+# only from inside the module, which compiled is a C call, and ``answered``'s locals (a request id
+# is a str and a usage ``make_usage``'s dict: their reads are then C calls, not method lookups).
+cimport cython
+
 
 cdef class AccessBuffer:
     cdef public list pending
@@ -9,4 +12,6 @@ cdef class AccessBuffer:
     cdef Py_ssize_t _max_pending
     cdef str _id_prefix
 
+    @cython.locals(usage=dict)
+    cpdef answered(self, ts, str request_id, data, status, error, duration_s, method, path)
     cdef _keep(self, tuple line)

@@ -108,7 +108,7 @@ cdef class GatewayKey:
         ``priority``) within the key's ceiling, else in the key's default."""
         self.check_model(req.model, deployment)
         req.key = self.name
-        asked = headers.get(_PRIORITY_HEADER) is not None or (type(body) is dict and body.get("priority") is not None)
+        asked = headers.get(_PRIORITY_HEADER) is not None or (type(body) is dict and (<dict>body).get("priority") is not None)
         req.priority = self.priority_of(req.priority if asked else None)
 
 

@@ -270,16 +270,17 @@ cdef class Grant:
         if self.settled:
             return
         self.settled = True
-        cdef object usage = None, prompt = 0, completion = 0, cost
+        cdef dict usage = None          # ``make_usage``'s: a plain dict, read by C calls
+        cdef object cost
         cdef object served_by = None
-        cdef int64_t used = 0, charged
+        cdef int64_t used = 0, charged, prompt = 0, completion = 0
         cdef LimitDraw dep
         if served is not None:
             usage = self.req.usage
             served_by = self.ledger.deployments[served]
         if usage:
-            prompt = usage.get("prompt_tokens", 0)
-            completion = usage.get("completion_tokens", 0)
+            prompt = _tokens(usage, "prompt_tokens")
+            completion = _tokens(usage, "completion_tokens")
             used = prompt + completion
         cdef tuple seen
         if self._seen is not None:
@@ -299,9 +300,9 @@ cdef class Grant:
                 self.ledger.add_spend(self.key, cost)
             series = self.key.series
             if type(series) is RequestSeries:
-                (<RequestSeries>series)._usage(prompt, completion, usage.get("cached_tokens", 0), cost, False)
+                (<RequestSeries>series)._usage(prompt, completion, _tokens(usage, "cached_tokens"), cost, False)
             elif series is not None:
-                series.usage(prompt, completion, usage.get("cached_tokens", 0), cost)
+                series.usage(prompt, completion, _tokens(usage, "cached_tokens"), cost)
         self._release()
 
     def rate_headers(self):

@@ -149,6 +149,35 @@ def test_openai_reply_usage_compiled_equals_reference(value):
     assert answers[0] == answers[1]
 
 
+@pytest.mark.parametrize("body, expected", [
+    # a repeated key counts as a dict keeps it: the last one
+    (b'{"usage":{"prompt_tokens":1,"prompt_tokens":7,"completion_tokens":2}}', (7, 2, {})),
+    (b'{"usage":{"prompt_tokens":5,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":3},'
+     b'"prompt_tokens_details":{"audio_tokens":1}}}', (5, 2, {})),
+    (b'{"usage":{"prompt_tokens":5,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1,'
+     b'"cached_tokens":4}}}', (5, 2, {"cached_tokens": 4})),
+    # a key spelled with escapes is the same key once read
+    (b'{"usage":{"prompt\\u005ftokens":5,"completion_tokens":2}}', (5, 2, {})),
+    (b'{"usage":{"prompt_tokens":5,"completion_tokens":2,"prompt_tokens_details":{"c\\u0061ched_tokens":1}}}',
+     (5, 2, {"cached_tokens": 1})),
+    # a count that is no integer is 0; a longer or shorter name is another member
+    (b'{"usage":{"prompt_tokens":5.0,"completion_tokens":2,"completion_tokens_details":{"reasoning_tokens":1e2}}}',
+     (0, 2, {})),
+    (b'{"usage":{"prompt_tokens":true,"completion_tokens":-3,"completion_tokens_details":{"reasoning_tokens":2}}}',
+     (0, -3, {"reasoning_tokens": 2})),
+    (b'{"usage":{"prompt_tokens":5,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens_x":1,"cached":4,'
+     b'"n":[1,{"cached_tokens":9}]}}}', (5, 2, {})),
+    (b'{"usage" : { "prompt_tokens" : 5 , "completion_tokens" : 2 ,"x":{"y":[null,"}"]} } }', (5, 2, {})),
+    (b'{"usage":[1]}', None), (b'{"usage":{}}', None), (b'{"usage":{"prompt_tokens":2,"completion_tokens":-2}}', None),
+])
+def test_a_replys_usage_is_read_as_a_dict_of_it_would_be(m, body, expected):
+    """The compiled reader takes a reply's usage from its bytes where they lie: the cases a reading
+    of the bytes could get wrong, answered as the parsed dict (the reference) answers them."""
+    want = None if expected is None else {"prompt_tokens": expected[0], "completion_tokens": expected[1],
+                                          "total_tokens": expected[0] + expected[1], **expected[2]}
+    assert m.openai_reply_usage(body) == want
+
+
 # ---------------------------------------------------------------- the reply scan
 
 _JSON = st.recursive(
