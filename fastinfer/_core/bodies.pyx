@@ -7,8 +7,8 @@ shape: what a ``tpm`` limit's estimate starts from; ``walked_chars``, the count 
 body's prompt by walking every text field (content parts, Anthropic's blocks, Gemini's parts);
 ``openai_usage``, an OpenAI answer's ``usage`` normalized, which every OpenAI-shaped answer goes
 through, and ``openai_reply_usage``, a whole OpenAI reply's, checked and read in one call (a reply in
-the plain subset scanned without being parsed, only its usage parsed: ``reply_usage_span``; any
-other parsed whole); and ``json_depth_exceeds``, whether a client's (valid) JSON body nests deeper than the
+the plain subset scanned without being parsed, its usage's counts read where they lie, orjson only for
+a usage key spelled with escapes: ``reply_usage_span``; any other reply parsed whole); and ``json_depth_exceeds``, whether a client's (valid) JSON body nests deeper than the
 gateway allows, in one pass over its bytes. Same API and behaviour as the reference
 ``fastinfer._core.ref.bodies``, whose docstrings give the rules; the tests hold the two to the
 same answers on generated bodies.
@@ -107,8 +107,8 @@ cdef object _loads = orjson.loads
 
 def openai_reply_usage(body):
     """A whole OpenAI reply's normalized usage (see the reference); ``ValueError`` when it is not a
-    JSON object. A reply in the plain subset (``reply_usage_span``) is checked by the scan and only its
-    ``usage`` parsed; any other is parsed whole, and orjson decides."""
+    JSON object. A reply in the plain subset (``reply_usage_span``) is checked by the scan and its
+    ``usage`` read in place (``_span_usage``); any other is parsed whole, and orjson decides."""
     cdef const unsigned char *usage_at = NULL
     cdef const unsigned char *usage_end = NULL
     cdef const unsigned char *start
