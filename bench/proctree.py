@@ -164,6 +164,15 @@ class CpuLayout:
             return cls(None, None)
         return cls({cpus[-1]}, set(cpus))
 
+    @classmethod
+    def from_options(cls, load_cpus: str | None, gateway_cpus: str | None) -> "CpuLayout":
+        """The layout ``--load-cpus`` and ``--gateway-cpus`` ask for (``parse_cpus``' text; None: the
+        option was not given), each side not given keeping ``default``'s: ``--gateway-cpus 0`` alone
+        still pins the load side to the last CPU, as its help says."""
+        default = cls.default()
+        return cls(default.load if load_cpus is None else parse_cpus(load_cpus),
+                   default.gateway if gateway_cpus is None else parse_cpus(gateway_cpus))
+
     def pin_load_side(self) -> None:
         """Pin this process (the asyncio load generator; wrk and the mock inherit it)."""
         if self.load:

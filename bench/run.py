@@ -44,7 +44,7 @@ from pathlib import Path
 from . import peer_table
 from .nginx import nginx_binary
 from .loadgen import LoadResult, run_asyncio, run_wrk, wrk_available
-from .proctree import CpuLayout, parse_cpus, worker_split
+from .proctree import CpuLayout, worker_split
 from .profiling import start_profiler, summarize_profile
 from .targets import ALL_TARGETS, RESERVED_LABELS, start_targets, wanted_targets
 from .upstream import start_upstream
@@ -155,8 +155,7 @@ def scenario_plan(args) -> list[tuple[str, bool, int, float, int]]:
 
 def run_all(args) -> dict:
     use_wrk = wrk_available() and not args.no_wrk
-    layout = CpuLayout.default() if args.load_cpus is None and args.gateway_cpus is None else \
-        CpuLayout(parse_cpus(args.load_cpus), parse_cpus(args.gateway_cpus))
+    layout = CpuLayout.from_options(args.load_cpus, args.gateway_cpus)
     layout.pin_load_side()
     vllm_router = find_vllm_router(args.vllm_router)
     labels, skipped = wanted_targets(args.targets, vllm_router)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.gateway_configs import (FEATURES, accepted_config, bare_config, feature_states, features_config,  # noqa: E402
                                    to_toml, with_settings)
-from bench.proctree import ProcessTree, descendants, worker_split  # noqa: E402
+from bench.proctree import CpuLayout, ProcessTree, descendants, worker_split  # noqa: E402
 
 
 def _vllm_router() -> str | None:
@@ -314,6 +314,19 @@ def test_a_process_trees_cpu_memory_and_its_workers_split():
         for pid in reversed(descendants(root.pid)):
             os.kill(pid, 9)
         root.wait()
+
+
+def test_each_cpu_option_keeps_its_own_default_when_only_the_other_is_given():
+    """``--gateway-cpus 0`` alone used to unpin the load side too (both options fell back to 'not
+    pinned' once either was given), so a run meant to give the gateways a CPU of their own had the load
+    generator and the mock floating over every CPU instead."""
+    default = CpuLayout.default()
+    assert CpuLayout.from_options(None, None) == default
+    gateways_alone = CpuLayout.from_options(None, "0")
+    assert gateways_alone.gateway == {0} and gateways_alone.load == default.load
+    load_alone = CpuLayout.from_options("0", None)
+    assert load_alone.load == {0} and load_alone.gateway == default.gateway
+    assert CpuLayout.from_options("", "") == CpuLayout(None, None)       # '' = not pinned, as each help says
 
 
 def test_worker_split_shares():
