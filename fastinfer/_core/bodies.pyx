@@ -482,8 +482,9 @@ cdef object _span_usage(const unsigned char *p, const unsigned char *end):
     Why: parsing it built a dict (two more for the details) to read four counts, and called
     ``openai_usage`` through Python, on every whole answer (some 3,000 instructions)."""
     cdef int64_t prompt = 0, completion = 0, cached = 0, reasoning = 0
-    cdef const unsigned char *key
-    cdef bint escaped, closed = False
+    cdef const unsigned char *name
+    cdef Py_ssize_t size
+    cdef bint closed = False
     cdef int member
     if p >= end or p[0] != 123:
         return None                     # no object: no usage
@@ -491,24 +492,18 @@ cdef object _span_usage(const unsigned char *p, const unsigned char *end):
     if p < end and p[0] == 125:
         return None
     while True:
-        key = p
-        escaped = False
-        p = _string(p, end, &escaped)
-        if p == NULL or escaped:
+        p = _plain_key(p, end, &name, &size)
+        if p == NULL:
             return _UNSURE
-        member = _usage_member(key + 1, p - key - 2)
-        p = _ws(p, end)
-        if p >= end or p[0] != 58:
-            return _UNSURE
-        p = _ws(p + 1, end)
+        member = _usage_member(name, size)
         if member == _PROMPT:
             p = _count_at(p, end, &prompt)
         elif member == _COMPLETION:
             p = _count_at(p, end, &completion)
         elif member == _PROMPT_DETAILS:
-            p = _detail_at(p, end, b'"cached_tokens"', 15, &cached)
+            p = _detail_at(p, end, b"cached_tokens", 13, &cached)
         elif member == _COMPLETION_DETAILS:
-            p = _detail_at(p, end, b'"reasoning_tokens"', 18, &reasoning)
+            p = _detail_at(p, end, b"reasoning_tokens", 16, &reasoning)
         else:
             p = _value(p, end, 1)
         if p == NULL:
@@ -526,6 +521,24 @@ cdef object _span_usage(const unsigned char *p, const unsigned char *end):
     if reasoning:
         usage["reasoning_tokens"] = reasoning
     return usage
+
+
+cdef const unsigned char *_plain_key(const unsigned char *p, const unsigned char *end,
+                                     const unsigned char **name, Py_ssize_t *size) noexcept nogil:
+    """An object member's key at ``p`` (its opening quote) and its colon: the key without its quotes
+    in ``name`` and ``size``, and where the value starts; NULL for a key spelled with escapes (orjson
+    reads those) or for anything but a key and a colon."""
+    cdef bint escaped = False
+    cdef const unsigned char *key = p
+    p = _string(p, end, &escaped)
+    if p == NULL or escaped:
+        return NULL
+    name[0] = key + 1
+    size[0] = p - key - 2
+    p = _ws(p, end)
+    if p >= end or p[0] != 58:
+        return NULL
+    return _ws(p + 1, end)
 
 
 cdef enum:
@@ -573,10 +586,11 @@ cdef const unsigned char *_count_at(const unsigned char *p, const unsigned char 
 
 cdef const unsigned char *_detail_at(const unsigned char *p, const unsigned char *end, const char *name,
                                      Py_ssize_t size, int64_t *count) noexcept nogil:
-    """A ``*_tokens_details`` value: ``name``'s count (``name`` quoted, ``size`` bytes) when it is an
-    object, else 0; past the value, or NULL (NULL too for a key spelled with escapes)."""
+    """A ``*_tokens_details`` value: ``name``'s count (``size`` bytes) when it is an object, else 0;
+    past the value, or NULL (NULL too for a key spelled with escapes)."""
     cdef const unsigned char *key
-    cdef bint escaped, named, closed = False
+    cdef Py_ssize_t key_size
+    cdef bint closed = False
     count[0] = 0
     if p >= end or p[0] != 123:
         return _value(p, end, 1)
@@ -584,17 +598,10 @@ cdef const unsigned char *_detail_at(const unsigned char *p, const unsigned char
     if p < end and p[0] == 125:
         return p + 1
     while True:
-        key = p
-        escaped = False
-        p = _string(p, end, &escaped)
-        if p == NULL or escaped:
+        p = _plain_key(p, end, &key, &key_size)
+        if p == NULL:
             return NULL
-        named = p - key == size and memcmp(key, name, <size_t>size) == 0
-        p = _ws(p, end)
-        if p >= end or p[0] != 58:
-            return NULL
-        p = _ws(p + 1, end)
-        if named:
+        if key_size == size and memcmp(key, name, <size_t>size) == 0:
             p = _count_at(p, end, count)
         else:
             p = _value(p, end, 2)
