@@ -25,12 +25,12 @@ def pytest_configure(config):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
 
-@functools.cache
 def without_ids(body: bytes) -> bytes:
     """A mock's answer with what differs between two of them (their ids and creation times) blanked."""
     return re.sub(rb'"(id|created)":("[^"]*"|\d+)', b'"\\1":_', body)
 
 
+@functools.cache
 def py_spy_cannot_sample() -> str | None:
     """Why py-spy cannot profile a process here (not installed, or ptrace not permitted), or None."""
     if shutil.which("py-spy") is None:
