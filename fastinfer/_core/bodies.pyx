@@ -141,11 +141,16 @@ def openai_usage(u):
     prompt = _count(<object>found) if found != NULL else 0
     found = PyDict_GetItem(d, "completion_tokens")
     completion = _count(<object>found) if found != NULL else 0
+    return _normalized(prompt, completion, _detail(d, "prompt_tokens_details", "cached_tokens"),
+                       _detail(d, "completion_tokens_details", "reasoning_tokens"))
+
+
+cdef dict _normalized(prompt, completion, cached, reasoning):
+    """The normalized usage of these counts: the three totals, and the cached and reasoning counts
+    when not 0 (``openai_usage``'s, and ``_span_usage``'s from the bytes)."""
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-    cached = _detail(d, "prompt_tokens_details", "cached_tokens")
     if cached:
         usage["cached_tokens"] = cached
-    reasoning = _detail(d, "completion_tokens_details", "reasoning_tokens")
     if reasoning:
         usage["reasoning_tokens"] = reasoning
     return usage
@@ -472,6 +477,9 @@ cdef bint _scan_reply(const unsigned char *s, Py_ssize_t n, const unsigned char 
 # ---------------------------------------------------------------- the usage the scan spanned
 
 cdef object _UNSURE = object()      # a usage value this reader leaves to orjson
+# the depth the reader skips values at: the scan has already held the whole span within _MOST_DEPTH
+cdef enum:
+    _SPANNED = 1
 
 
 cdef object _span_usage(const unsigned char *p, const unsigned char *end):
@@ -505,7 +513,7 @@ cdef object _span_usage(const unsigned char *p, const unsigned char *end):
         elif member == _COMPLETION_DETAILS:
             p = _detail_at(p, end, b"reasoning_tokens", 16, &reasoning)
         else:
-            p = _value(p, end, 1)
+            p = _value(p, end, _SPANNED)
         if p == NULL:
             return _UNSURE
         p = _after_member(p, end, 125, &closed)
@@ -515,12 +523,7 @@ cdef object _span_usage(const unsigned char *p, const unsigned char *end):
             break
     if prompt + completion == 0:
         return None                     # counts no token: the caller estimates
-    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-    if cached:
-        usage["cached_tokens"] = cached
-    if reasoning:
-        usage["reasoning_tokens"] = reasoning
-    return usage
+    return _normalized(prompt, completion, cached, reasoning)
 
 
 cdef const unsigned char *_plain_key(const unsigned char *p, const unsigned char *end,
@@ -574,7 +577,7 @@ cdef const unsigned char *_count_at(const unsigned char *p, const unsigned char 
         negative = True
         q += 1
     if q >= end or not 48 <= q[0] <= 57:
-        return _value(p, end, 1)
+        return _value(p, end, _SPANNED)
     while q < end and 48 <= q[0] <= 57:
         n = n * 10 + (q[0] - 48)
         q += 1
@@ -593,7 +596,7 @@ cdef const unsigned char *_detail_at(const unsigned char *p, const unsigned char
     cdef bint closed = False
     count[0] = 0
     if p >= end or p[0] != 123:
-        return _value(p, end, 1)
+        return _value(p, end, _SPANNED)
     p = _ws(p + 1, end)
     if p < end and p[0] == 125:
         return p + 1
@@ -604,7 +607,7 @@ cdef const unsigned char *_detail_at(const unsigned char *p, const unsigned char
         if key_size == size and memcmp(key, name, <size_t>size) == 0:
             p = _count_at(p, end, count)
         else:
-            p = _value(p, end, 2)
+            p = _value(p, end, _SPANNED)
         if p == NULL:
             return NULL
         p = _after_member(p, end, 125, &closed)
