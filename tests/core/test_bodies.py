@@ -170,7 +170,7 @@ def test_openai_reply_usage_compiled_equals_reference(value):
     (b'{"usage" : { "prompt_tokens" : 5 , "completion_tokens" : 2 ,"x":{"y":[null,"}"]} } }', (5, 2, {})),
     (b'{"usage":[1]}', None), (b'{"usage":{}}', None), (b'{"usage":{"prompt_tokens":2,"completion_tokens":-2}}', None),
 ])
-def test_a_replys_usage_is_read_as_a_dict_of_it_would_be(m, body, expected):
+def test_a_replys_usage_read_from_its_bytes_is_what_its_parsed_dict_gives(m, body, expected):
     """The compiled reader takes a reply's usage from its bytes where they lie: the cases a reading
     of the bytes could get wrong, answered as the parsed dict (the reference) answers them."""
     want = None if expected is None else {"prompt_tokens": expected[0], "completion_tokens": expected[1],
