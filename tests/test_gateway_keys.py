@@ -61,8 +61,8 @@ def gateway(start_gateway, mock_upstream):
     return start_gateway(keys_config(mock_upstream.base, TWO_KEYS))
 
 
-def chat(gw, headers: dict, model: str = "m", path: str = "/v1/chat/completions"):
-    body = {"model": model, "messages": MESSAGES, "max_tokens": 5}
+def chat(gw, headers: dict, model: str = "m", path: str = "/v1/chat/completions", **fields):
+    body = {"model": model, "messages": MESSAGES, "max_tokens": 5, **fields}
     return http_json("POST", gw.base + path, body, headers=headers)
 
 
@@ -167,12 +167,14 @@ def test_the_keys_priority_is_the_default_and_its_ceiling_lowers_what_is_asked(s
         state = http_json("GET", gw.base + "/admin/state", headers={"Authorization": f"Bearer {ADMIN}"})[2]
         return next(d for d in state["deployments"] if d["name"] == "m")["queue_by_priority"]
 
-    for headers in ({"x-api-key": KEY_A},                          # none asked: the key's background
-                    {"x-api-key": KEY_A, "x-priority": "critical"},   # lowered to its ceiling, high
-                    {"x-api-key": KEY_B, "x-priority": "critical"}):  # no ceiling
-        threads.append(threading.Thread(target=chat, args=(gw, headers)))
+    for headers, fields in (({"x-api-key": KEY_A}, {}),                      # none asked: the key's background
+                            ({"x-api-key": KEY_A, "x-priority": "critical"}, {}),    # lowered to its ceiling, high
+                            ({"x-api-key": KEY_B, "x-priority": "critical"}, {}),    # no ceiling
+                            ({"x-api-key": KEY_A}, {"priority": "critical"}),        # the body's: lowered too
+                            ({"x-api-key": KEY_A}, {"priority": "normal"})):         # within the ceiling
+        threads.append(threading.Thread(target=chat, args=(gw, headers), kwargs=fields))
         threads[-1].start()
-    assert wait_for(lambda: queued() == {"critical": 1, "high": 1, "normal": 0, "background": 1})
+    assert wait_for(lambda: queued() == {"critical": 1, "high": 2, "normal": 1, "background": 1})
     mock_upstream.release("slot")
     for t in threads:
         t.join(30)

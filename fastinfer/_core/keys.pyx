@@ -18,7 +18,6 @@ from libc.string cimport memchr, memcmp
 import fnmatch
 
 from aiohttp import hdrs
-from multidict import istr
 
 from ..errors import PermissionDenied, Unauthorized
 
@@ -31,9 +30,8 @@ cdef enum:
     DIGEST_BYTES = 32
     MODEL_CACHE_MAX = 1024      # answers cached per key for model names (deployment names and aliases)
 
-# aiohttp's names are case-folded once; a plain str is folded again by every lookup
+# aiohttp's name is case-folded once; a plain str is folded again by every lookup
 cdef object _AUTHORIZATION = hdrs.AUTHORIZATION
-cdef object _PRIORITY_HEADER = istr("x-priority")
 
 # the SHA extensions, where the CPU has them (asked once)
 cdef int _use_ni = fi_sha256_has_ni()
@@ -102,14 +100,12 @@ cdef class GatewayKey:
         cdef int priority = self.priority if asked is None else asked
         return priority if priority >= self.max_priority else self.max_priority
 
-    def admit(self, req, deployment, headers, body):
+    def admit(self, req, deployment):
         """``req`` (a ``GatewayRequest``) may use its model (``check_model`` with ``deployment``),
-        and runs as this key: in the class it asked for (``x-priority`` or the body's
-        ``priority``) within the key's ceiling, else in the key's default."""
+        and runs as this key. (Its class is ``priority_of`` what it asked for, which the gateway
+        applies where it reads the ask: the body's ``priority`` is taken out of the body then.)"""
         self.check_model(req.model, deployment)
         req.key = self.name
-        asked = headers.get(_PRIORITY_HEADER) is not None or (type(body) is dict and (<dict>body).get("priority") is not None)
-        req.priority = self.priority_of(req.priority if asked else None)
 
 
 cdef class KeyRing:

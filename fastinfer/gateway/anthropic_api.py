@@ -58,10 +58,11 @@ MESSAGES = Obj(required={"model": Str(nonempty=True), "messages": Arr(_MESSAGE, 
 _MESSAGE_FORMAT = "{path}: {what}."
 
 
-def messages_request(body, headers, request_id: str, now: float) -> GatewayRequest:
-    """Check an Anthropic Messages body; raise ``BadRequest`` naming the bad field."""
+def messages_request(body, headers, request_id: str, now: float, key=None) -> GatewayRequest:
+    """Check an Anthropic Messages body; raise ``BadRequest`` naming the bad field. ``key``: the
+    gateway key the request carries, as ``openai_api.chat_request``'s."""
     check_body(MESSAGES, body, anthropic_path, _MESSAGE_FORMAT)
-    priority, session_id, session_close = request_options(body, headers)
+    priority, session_id, session_close = request_options(body, headers, key)
     # in the fields' order (``GatewayRequest``; see ``openai_api.chat_request``)
     return new_request("anthropic", body["model"], body, bool(body.get("stream")), request_id, now, priority,
                        session_id, session_close, None, True)

@@ -234,15 +234,14 @@ class Gateway:
         the key may use and that serves the route, in the key's priority; kept on ``data`` for the
         accounting. Returned with that deployment (the engine need not look the name up again).
         (Not a coroutine: it awaits nothing, and a coroutine level costs every request.)"""
-        req = parse(body, request.headers, request[REQUEST_ID], now)
+        req = parse(body, request.headers, request[REQUEST_ID], now, key)     # in the key's priority
         data.req = req
         data.deployment = req.model
         req.trace = data.trace
         dep = self.engine.find(req.model)         # a name, an alias, or PROVIDER/<model>
         if key is not None:
-            # before the 404: a model outside the key's globs is 403 whether or not it exists;
-            # then the request runs as the key, in its priority
-            key.admit(req, dep.config.name if dep is not None else None, request.headers, body)
+            # before the 404: a model outside the key's globs is 403 whether or not it exists
+            key.admit(req, dep.config.name if dep is not None else None)
         if dep is None:
             dep = self.engine.deployment(req.model)   # raises the 404
         data.deployment = dep.config.name
@@ -404,8 +403,8 @@ class Gateway:
 
 
 def _passthrough(endpoint: str):
-    def parse(body, headers, request_id: str, now: float):
-        return passthrough_request(body, headers, request_id, now, endpoint)
+    def parse(body, headers, request_id: str, now: float, key):
+        return passthrough_request(body, headers, request_id, now, endpoint, key)
     return parse
 
 

@@ -86,14 +86,20 @@ def check(shape, body) -> None:
 _NORMAL = PRIORITY_LEVELS["normal"]
 
 
-def request_options(body: dict, headers) -> tuple[int, str | None, bool]:
+def request_options(body: dict, headers, key=None) -> tuple[int, str | None, bool]:
     """What both APIs read besides the body's own fields: the priority (``x-priority`` over the body's
-    ``priority``, which is taken out of the body: it is the gateway's), ``x-session-id`` and
-    ``x-session-close``; ``BadRequest`` naming the field. (One call for the three: the common request
-    has none of them, and a call costs every request.)"""
+    ``priority``, which is taken out of the body: it is the gateway's), with a gateway ``key`` as the
+    key allows it (``GatewayKey.priority_of``: what was asked, else the key's default, never above its
+    ceiling), ``x-session-id`` and ``x-session-close``; ``BadRequest`` naming the field. (One call for
+    the three: the common request has none of them, and a call costs every request. The key's rule is
+    applied here because only here is it known whether a priority was asked: the body's is gone after.)"""
     in_body = body.pop("priority", None)
     value = headers.get("x-priority") or in_body
-    priority = _NORMAL if value is None else parse_priority(value, "priority")
+    asked = None if value is None else parse_priority(value, "priority")
+    if key is not None:
+        priority = key.priority_of(asked)
+    else:
+        priority = _NORMAL if asked is None else asked
     if "x-session-id" in headers or "x-session-close" in headers:
         return (priority, *parse_session(headers))
     return priority, None, False
@@ -125,10 +131,11 @@ def parse_session(headers) -> tuple[str | None, bool]:
     return session_id, flag == "true"
 
 
-def chat_request(body, headers, request_id: str, now: float) -> GatewayRequest:
-    """Check an OpenAI chat-completions body; raise ``BadRequest`` naming the bad field."""
+def chat_request(body, headers, request_id: str, now: float, key=None) -> GatewayRequest:
+    """Check an OpenAI chat-completions body; raise ``BadRequest`` naming the bad field. ``key``: the
+    gateway key the request carries (its priority rules: ``request_options``), None without keys."""
     check_body(CHAT, body, openai_path, _MESSAGE_FORMAT)
-    priority, session_id, session_close = request_options(body, headers)
+    priority, session_id, session_close = request_options(body, headers, key)
     stream = bool(body.get("stream"))
     options = body.get("stream_options")
     if options is not None and not stream:
@@ -139,10 +146,11 @@ def chat_request(body, headers, request_id: str, now: float) -> GatewayRequest:
                        session_close, None, bool(options and options.get("include_usage")))
 
 
-def passthrough_request(body, headers, request_id: str, now: float, endpoint: str) -> GatewayRequest:
-    """Check an OpenAI ``/v1/completions`` or ``/v1/embeddings`` body (forwarded as is)."""
+def passthrough_request(body, headers, request_id: str, now: float, endpoint: str, key=None) -> GatewayRequest:
+    """Check an OpenAI ``/v1/completions`` or ``/v1/embeddings`` body (forwarded as is); ``key`` as
+    ``chat_request``'s."""
     check(_PASSTHROUGH[endpoint], body)
-    priority, session_id, session_close = request_options(body, headers)
+    priority, session_id, session_close = request_options(body, headers, key)
     options = body.get("stream_options")
     # in the fields' order (see ``chat_request``), and the endpoint
     return new_request("openai", body["model"], body, bool(body.get("stream")) and endpoint == "completions",

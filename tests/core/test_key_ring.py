@@ -14,6 +14,7 @@ from fastinfer.config import parse_config
 from fastinfer.engine import PRIORITY_LEVELS, GatewayRequest
 from fastinfer.errors import PermissionDenied, Unauthorized
 from fastinfer.gateway.auth import key_ring, resolve_key_hashes
+from fastinfer.gateway.openai_api import chat_request
 
 KEYS_CONFIG = {
     "keys": [
@@ -147,22 +148,25 @@ def test_priority_default_and_ceiling(ring):
     assert b.priority_of(PRIORITY_LEVELS["critical"]) == PRIORITY_LEVELS["critical"]
 
 
-@pytest.mark.parametrize("asked_in", ["header", "body", "none"])
-def test_admit_runs_a_request_as_its_key_in_the_class_it_may_have(ring, asked_in):
+@pytest.mark.parametrize("asked_in", ["header", "body", "both", "none"])
+def test_a_keyed_request_runs_in_the_class_its_key_allows_whether_asked_in_the_head_or_the_body(ring, asked_in):
     a = ring.keys[0]
-    req = request("gpt-4o", PRIORITY_LEVELS["critical"] if asked_in != "none" else PRIORITY_LEVELS["normal"])
-    fields = headers(x_priority="critical") if asked_in == "header" else headers()
-    body = {"priority": "critical"} if asked_in == "body" else {"model": "gpt-4o"}
-    a.admit(req, "gpt-4o", fields, body)
-    assert req.key == "team-a"
-    # asked: critical, lowered to the key's ceiling; not asked: the key's default, not the parse's
+    fields = headers(x_priority="critical") if asked_in in ("header", "both") else headers()
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    if asked_in in ("body", "both"):
+        body["priority"] = "normal" if asked_in == "both" else "critical"   # the head's wins over the body's
+    req = chat_request(body, fields, "rid", 0.0, a)
+    a.admit(req, "gpt-4o")
+    assert req.key == "team-a" and "priority" not in req.body
+    # asked: critical, lowered to the key's ceiling; not asked: the key's default, not the gateway's normal
     assert req.priority == (PRIORITY_LEVELS["high"] if asked_in != "none" else PRIORITY_LEVELS["background"])
+    assert chat_request(dict(body, priority="normal"), headers(), "rid", 0.0, a).priority == PRIORITY_LEVELS["normal"]
 
 
 def test_admit_refuses_a_model_outside_the_globs_before_anything_is_set(ring):
     req = request("claude")
     with pytest.raises(PermissionDenied):
-        ring.keys[0].admit(req, "claude", headers(), {})
+        ring.keys[0].admit(req, "claude")
     assert req.key is None and req.priority == PRIORITY_LEVELS["normal"]
 
 

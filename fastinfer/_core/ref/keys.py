@@ -52,11 +52,9 @@ class GatewayKey:
         priority = self.priority if asked is None else asked
         return max(priority, self.max_priority)
 
-    def admit(self, req, deployment: str | None, headers, body) -> None:
+    def admit(self, req, deployment: str | None) -> None:
         self.check_model(req.model, deployment)
         req.key = self.name
-        asked = headers.get("x-priority") is not None or (type(body) is dict and body.get("priority") is not None)
-        req.priority = self.priority_of(req.priority if asked else None)
 
 
 class KeyRing:
