@@ -267,8 +267,17 @@ cdef class Grant:
         """The request has ended: correct every tokens bucket to the usage of the deployment that
         served it (``served``, its index; None: nothing was served, every token goes back), hand
         the key's usage on, give back the key's slot. Once; reads ``req.usage`` and ``req.cost_usd``."""
+        self._settle(served)
+
+    def settle_answered(self, served):
+        """``settle(served)`` and then ``rate_fields()``, in one call: a whole answer's end, whose
+        head shows the levels its own usage left."""
+        self._settle(served)
+        return _rate_fields(self._levels())
+
+    cdef int _settle(self, served) except -1:
         if self.settled:
-            return
+            return 0
         self.settled = True
         cdef dict usage = None          # ``make_usage``'s: a plain dict, read by C calls
         cdef object cost
@@ -290,7 +299,7 @@ cdef class Grant:
                 if charged >= 0 and dep.has_tokens:
                     _draw_adjust(dep, (used if dep is served_by else 0) - charged)
         if self.key is None:
-            return
+            return 0
         if self._key_tokens >= 0:
             _draw_adjust(self._key, used - self._key_tokens)
         cdef object series
@@ -304,6 +313,7 @@ cdef class Grant:
             elif series is not None:
                 series.usage(prompt, completion, _tokens(usage, "cached_tokens"), cost)
         self._release()
+        return 0
 
     def rate_headers(self):
         """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left (the

@@ -161,11 +161,13 @@ class Engine:
         except BaseException:
             grant.settle()
             raise
+        # the x-ratelimit-* fields encoded once for the head (no dict of strings); a whole answer's
+        # after its settling, a stream's as its head goes out (it settles before its last byte)
         if result.stream is None:
-            grant.settle(served.index)
+            result.rate_fields = grant.settle_answered(served.index)
         else:
             result.stream.also_before_end(lambda: grant.settle(served.index))
-        result.rate_fields = grant.rate_fields()       # encoded once for the head: no dict of strings
+            result.rate_fields = grant.rate_fields()
         return result
 
     async def _fall_back(self, primary: Deployment, req: GatewayRequest, grant,

@@ -226,7 +226,8 @@ class Gateway:
             response = error_answer(request, e, request_id, self._error_answered)
         finally:
             del in_flight[in_flight_key]
-        return finished(response, request_id, self.drain)
+        # an answer written here (the direct path's) has nothing left to finish: one call less a request
+        return response if response.prepared else finished(response, request_id, self.drain)
 
     def _engine_request(self, request: web.Request, parse, body, key, data: DataRequest,
                         now: float) -> tuple[GatewayRequest, Deployment]:

@@ -244,6 +244,19 @@ def test_headers_come_from_the_limit_with_the_least_left(book):
     assert keyless.rate_headers() == {} and keyless.rate_fields() == b""
 
 
+def test_a_whole_answers_fields_show_the_levels_its_own_usage_left(book):
+    grant, req = book.grant(tokens=70)
+    grant.take_key()
+    grant.take(book.deps[0])
+    before = grant.rate_fields()                             # 10 tokens left of deployment 0's 80
+    req.usage = {"prompt_tokens": 15, "completion_tokens": 5}
+    fields = grant.settle_answered(0)                         # 50 of the 70 charged come back
+    assert grant.settled and book.levels()[3] == 60
+    assert b"x-ratelimit-remaining-tokens: 60\r\n" in fields and b"remaining-tokens: 10\r\n" in before
+    assert fields == grant.rate_fields()
+    assert grant.settle_answered(0) == fields and book.levels()[3] == 60     # settled once
+
+
 def test_the_estimate_is_asked_for_only_when_a_tokens_bucket_needs_it(segments):
     seg = segments(2, [], 0, 0, (), token_buckets=BUCKETS, key_max_concurrency=[0])
     seg.set_test_clock(T0)
@@ -348,6 +361,8 @@ def test_compiled_grants_answer_as_the_reference(seq, key_limit):
             return grant.take(dep) if op[0] == "take" else grant.refused(dep)
         if op[0] == "settle":
             req.usage = {"prompt_tokens": op[3] // 2, "completion_tokens": op[3] - op[3] // 2}
+            if op[2] is not None and op[3] % 2:       # a whole answer's end: its fields after settling
+                return grant.settle_answered(op[2]), grant.settled, grant.key_slot
             grant.settle(op[2])
             return grant.settled, grant.key_slot
         if op[0] == "release":

@@ -218,6 +218,11 @@ class Grant:
                 self.key.series.usage(prompt, completion, usage.get("cached_tokens", 0), cost)
         self.release()
 
+    def settle_answered(self, served: int) -> bytes:
+        """``settle(served)`` and then ``rate_fields()``, in one call: a whole answer's end."""
+        self.settle(served)
+        return self.rate_fields()
+
     def rate_headers(self) -> dict:
         """OpenAI's ``x-ratelimit-*`` headers: per kind, from the limit with the least left (the
         key's, then each deployment's that applied)."""
