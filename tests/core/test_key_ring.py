@@ -14,6 +14,7 @@ from fastinfer.config import parse_config
 from fastinfer.engine import PRIORITY_LEVELS, GatewayRequest
 from fastinfer.errors import PermissionDenied, Unauthorized
 from fastinfer.gateway.auth import key_ring, resolve_key_hashes
+from fastinfer.gateway.anthropic_api import messages_request
 from fastinfer.gateway.openai_api import chat_request
 
 KEYS_CONFIG = {
@@ -161,6 +162,10 @@ def test_a_keyed_request_runs_in_the_class_its_key_allows_whether_asked_in_the_h
     # asked: critical, lowered to the key's ceiling; not asked: the key's default, not the gateway's normal
     assert req.priority == (PRIORITY_LEVELS["high"] if asked_in != "none" else PRIORITY_LEVELS["background"])
     assert chat_request(dict(body, priority="normal"), headers(), "rid", 0.0, a).priority == PRIORITY_LEVELS["normal"]
+    message = dict(body, max_tokens=5)
+    if asked_in != "none":
+        message["priority"] = "critical"
+    assert messages_request(message, headers(), "rid", 0.0, a).priority == req.priority    # the Anthropic API alike
 
 
 def test_admit_refuses_a_model_outside_the_globs_before_anything_is_set(ring):
