@@ -295,6 +295,8 @@ def merge_rounds(rows: list[dict]) -> list[dict]:
             row["cpu_us_per_chunk"] = round(row["cpu_s"] / row["chunks"] * 1e6, 2)
         row["rounds"] = len(runs)
         row["cpu_us_per_request_rounds"] = [r["cpu_us_per_request"] for r in runs]
+        if "p50_ms" in row:
+            row["p50_ms_rounds"] = [r["p50_ms"] for r in runs]
         row["loadavg_rounds"] = [r["loadavg"] for r in runs]
         del row["loadavg"]
         if row.get("chunks"):

@@ -125,6 +125,7 @@ def test_bench_with_the_python_mock_paces_streams_and_runs_a_baseline_tree_besid
         assert row["requests"] > 0 and row["errors"] == 0 and row["rounds"] == 2
         rounds = row["cpu_us_per_request_rounds"]
         assert len(rounds) == 2 and min(rounds) - 0.1 <= row["cpu_us_per_request"] <= max(rounds) + 0.1
+        assert len(row["p50_ms_rounds"]) == 2 and min(row["p50_ms_rounds"]) <= row["p50_ms"] <= max(row["p50_ms_rounds"])
     assert report["baseline_tree"] == str(ROOT)
     compared = report["against_baseline"]
     assert set(compared) == set(names)
@@ -371,18 +372,31 @@ def test_a_baseline_tree_runs_with_every_feature_on_too_when_the_features_path_r
     assert "fastinfer baseline, features on" in report["_markdown"]
 
 
-def test_the_cpu_bars_show_each_rounds_ratio_beside_the_sum():
+def test_the_cpu_latency_and_chunk_bars_show_each_rounds_ratio_beside_the_whole_runs():
     """At 1 connection one worker does all the work and the scheduler may run it beside the load
-    generator (its CPU a request moves up to 3x between rounds): the bar says each round's ratio."""
-    from bench.peer_table import _bars
+    generator (its CPU a request moves up to 3x between rounds, its latency with it): the bars say each
+    round's ratio, the added p50's each against direct's p50 of the same round."""
+    from bench.peer_table import _bars, build
     figures = {"gateway-full": {"cpu_us_per_request_rounds": {64: [60.0, 66.0], 1: [75.0, 225.0]},
+                                "p50_added_ms_rounds": [0.1, 0.3], "cpu_us_per_chunk_rounds": [0.8, 0.9],
                                 "rss_mib_after": 100.0, "requests_served": 10},
-               "vllm-router": {"cpu_us_per_request_rounds": {64: [75.0, 75.0], 1: [150.0, 150.0]}}}
-    ratios = {"gateway-full / vllm-router": {"cpu_us_per_request c64": 0.84, "cpu_us_per_request c1": 1.0}}
+               "vllm-router": {"cpu_us_per_request_rounds": {64: [75.0, 75.0], 1: [150.0, 150.0]},
+                               "p50_added_ms_rounds": [0.2, 0.2], "cpu_us_per_chunk_rounds": [1.0, 0.9]}}
+    ratios = {"gateway-full / vllm-router": {"cpu_us_per_request c64": 0.84, "cpu_us_per_request c1": 1.0,
+                                             "p50_added_ms": 1.0, "cpu_us_per_chunk": 0.9}}
     bars = {b["bar"]: b for b in _bars(figures, ratios, 64, 1)}
     assert bars["CPU per request at 64 connections ≤ 0.8 × vllm-router's"]["note"] == "rounds: 0.80, 0.88"
     at_one = bars["CPU per request at 1 connection(s) ≤ 1.0 × vllm-router's"]
     assert at_one["note"] == "rounds: 0.50, 1.50" and at_one["holds"] is True
+    assert bars["added p50 latency at 1 connection(s) ≤ vllm-router's"]["note"] == "rounds: 0.50, 1.50"
+    assert bars["CPU per streamed chunk ≤ 0.7 × vllm-router's"]["note"] == "rounds: 0.80, 1.00"
+    # the added p50 of each round, from the merged rows' rounds
+    rows = [{"scenario": f"nonstream c1 {path}", "path": path, "concurrency": 1, "stream": False, "requests": 1,
+             "rps": 1.0, "errors": 0, "cpu_s": 0.1, "elapsed_s": 1.0, "cpu_us_per_request": 1.0,
+             "p50_ms": p50[1], "p50_ms_rounds": p50}
+            for path, p50 in (("direct", [0.05, 0.06, 0.04]), ("gateway-full", [0.2, 0.25, 0.3]))]
+    added = build({"rows": rows, "targets": ["direct", "gateway-full"]})["figures"]["gateway-full"]
+    assert added["p50_added_ms_rounds"] == [0.15, 0.19, 0.26] and added["p50_added_ms"] == 0.19
     del figures["vllm-router"], ratios["gateway-full / vllm-router"]
     assert {b["note"] for b in _bars(figures, ratios, 64, 1)[:2]} == {"vllm-router did not run"}
 
