@@ -137,10 +137,10 @@ def _bars(figures: dict, ratios: dict, sat, low) -> list[dict]:
     def per_round(key, c=None):
         """The ratio round by round: at 1 connection one worker does all the work, and whether the
         scheduler runs it beside the load generator moves its CPU up to 3x and its latency with it."""
-        mine, theirs = full.get(key) or {}, peer.get(key) or {}
-        if c is not None:
-            mine, theirs = mine.get(c) or [], theirs.get(c) or []
-        each = [_ratio(a, b) for a, b in zip(mine, theirs)]
+        mine, theirs = full.get(key), peer.get(key)
+        if c is not None:       # kept per concurrency
+            mine, theirs = (mine or {}).get(c), (theirs or {}).get(c)
+        each = [_ratio(a, b) for a, b in zip(mine or (), theirs or ())]
         return "rounds: " + ", ".join(_num(r) for r in each) if len(each) > 1 else ""
 
     against(f"CPU per request at {sat} connections ≤ 0.8 × vllm-router's", f"cpu_us_per_request c{sat}", 0.8,
