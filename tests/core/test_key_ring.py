@@ -162,6 +162,9 @@ def test_a_keyed_request_runs_in_the_class_its_key_allows_whether_asked_in_the_h
     # asked: critical, lowered to the key's ceiling; not asked: the key's default, not the gateway's normal
     assert req.priority == (PRIORITY_LEVELS["high"] if asked_in != "none" else PRIORITY_LEVELS["background"])
     assert chat_request(dict(body, priority="normal"), headers(), "rid", 0.0, a).priority == PRIORITY_LEVELS["normal"]
+    # an empty x-priority asks for nothing: the body's when it has one, else the key's default
+    empty = chat_request({k: v for k, v in body.items() if k != "priority"}, headers(x_priority=""), "rid", 0.0, a)
+    assert empty.priority == PRIORITY_LEVELS["background"]
     message = dict(body, max_tokens=5)
     if asked_in != "none":
         message["priority"] = "critical"
