@@ -4,8 +4,9 @@
 Owns: reading the key from the head's usual ``Authorization: Bearer K`` (any other form is
 ``gateway.auth``'s, handed in), finding it by its SHA-256 digest (computed in C, ``sha256.h``:
 one hash and one dict lookup whatever the number of keys, then the digests compared in constant
-time), a key's ``models`` globs (answers cached) and its priority default and ceiling. Two calls a request: ``KeyRing.authenticate`` before the body is
-read, ``GatewayKey.admit`` once the model is known. Reference: ``ref/keys.py``, which the tests
+time), a key's ``models`` globs (answers cached) and its priority default and ceiling. Three calls
+a request: ``KeyRing.authenticate`` before the body is read, ``GatewayKey.priority_of`` as the body
+is checked (where the gateway reads the class asked for), ``GatewayKey.admit`` once the model is known. Reference: ``ref/keys.py``, which the tests
 check this module against.
 
 Must not touch: the config (``gateway.auth`` builds the keys from it), limits, metrics. The key
