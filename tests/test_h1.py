@@ -541,3 +541,55 @@ def test_a_request_whose_kept_alive_connection_was_stale_is_sent_once_more_on_a_
     reply, pool = asyncio.run(go())
     assert (reply.status, reply.body) == (200, b"{}")
     assert len(pool.idle) == 1 and [len(c.transport.written) for c in pool.new] == [1]  # one stale, then a new one
+
+
+@pytest.mark.parametrize("how", ["ended", "failed"])
+def test_a_stream_that_ended_is_freed_without_the_cyclic_gc(how):
+    """The stream's consumer holds its reply (so its exchange) and gives the exchange its own bound
+    method for the end: once the end is told, the exchange lets the callback go, and the consumer is
+    freed by its last reference, not left in a cycle for the collector (a stream's dozen objects,
+    every stream)."""
+    import gc
+    import weakref
+
+    class Consumer:
+        def __init__(self, reply):
+            self.reply = reply
+            self.chunks, self.ends = [], []
+
+        def on_chunk(self, data):
+            self.chunks.append(data)
+
+        def on_end(self, error):
+            self.ends.append(error)
+
+    def go():
+        pool = Pool("http://127.0.0.1:1/v1")
+        conn = connection(pool, asyncio.get_running_loop())
+        conn.connection_made(FakeTransport())
+        ex = Pool.core.Exchange(conn, True)
+        conn.send(b"GET / HTTP/1.1\r\n\r\n", ex, Timeouts)
+        conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\ndata: a\n\n\r\n")
+        assert ex.ready.done()
+        consumer = Consumer(ex.reply())
+        consumer.reply.stream.start(consumer.on_chunk, consumer.on_end)
+        if how == "ended":
+            conn.data_received(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+        else:
+            conn.connection_lost(None)      # cut mid-chunk-stream: an upstream failure
+        ended = (consumer.reply.first, consumer.chunks, consumer.ends)
+        gone = weakref.ref(consumer)
+        del consumer, ex
+        return gone, ended
+
+    gc.disable()
+    try:
+        gone, (first, chunks, ends) = run(go)
+        assert gone() is None
+    finally:
+        gc.enable()
+    assert len(ends) == 1
+    if how == "ended":
+        assert ends == [None] and (first, chunks) == (b"data: a\n\n", [b"data: [DONE]\n\n"])
+    else:
+        assert isinstance(ends[0], UpstreamFailure)

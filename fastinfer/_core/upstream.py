@@ -534,8 +534,11 @@ class Exchange:
     def _on_end(self, error: GatewayError | None) -> None:
         self.ended = True
         self.end_error = error
-        if self.on_end_cb is not None:
-            self.on_end_cb(error)
+        # told once, and let go: the callback is the stream's (a bound method), which holds the reply
+        # that holds this exchange; kept, the cycle would wait for the cyclic GC to free the stream
+        on_end, self.on_end_cb = self.on_end_cb, None
+        if on_end is not None:
+            on_end(error)
         elif not self.ready.done():
             if error is not None:
                 self.ready.set_exception(error)
