@@ -113,6 +113,8 @@ def test_stats_show_each_worker_and_the_restarts_of_its_slot(start_gateway, mock
     for w in shown:
         assert w["restarts"] == {"died": 0, "failed_to_start": 0}
         assert w["open_fds"] > 0 and w["event_loop_lag_seconds"] >= 0
+        for gc_field in ("gc_collections", "gc_collected_objects"):     # read before the scrape: never above it
+            assert w[gc_field] <= sample(prom, f"fastinfer_worker_{gc_field}_total", worker=w["worker"])
         assert w["requests"] <= sample(prom, "fastinfer_worker_requests_total", worker=w["worker"])
     # a worker killed: its slot counts a restart, and its replacement serves
     victim = children_of(gw.pid)[0]

@@ -41,6 +41,7 @@ WORKER_FAMILIES = {
     "fastinfer_worker_requests_total": "counter", "fastinfer_worker_connections": "gauge",
     "fastinfer_worker_resident_memory_bytes": "gauge", "fastinfer_worker_open_fds": "gauge",
     "fastinfer_worker_event_loop_lag_seconds": "gauge", "fastinfer_worker_connections_rebalanced_total": "counter",
+    "fastinfer_worker_gc_collections_total": "counter", "fastinfer_worker_gc_collected_objects_total": "counter",
 }
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from fastinfer.process import probe
 
@@ -17,6 +18,9 @@ class _Series:
 
     def add_requests(self, n):
         self.calls.append("requests")
+
+    def add_gc(self, collections, collected):
+        self.values["gc"] = [a + b for a, b in zip(self.values.get("gc", (0, 0)), (collections, collected))]
 
 
 def test_each_publish_hands_the_heaps_free_pages_back_before_it_reads_the_memory(monkeypatch):
@@ -35,3 +39,33 @@ def test_each_publish_hands_the_heaps_free_pages_back_before_it_reads_the_memory
     assert len(releases) == len(reads) == 3
     assert all(release < read for release, read in zip(releases, reads))
     assert series.values["worker_resident_memory_bytes"] > 0
+
+
+def test_each_publish_adds_the_collections_since_the_last_and_the_cycles_they_freed():
+    """What the cyclic GC did between two publishes is added (never what it did before the probe
+    started: start-up's collections are not the requests'), and every object a cycle held counts."""
+    series = _Series([])
+
+    class Node:
+        pass
+
+    async def go():
+        gc.collect()                    # before the start: not counted
+        worker = probe.WorkerProbe(asyncio.get_running_loop(), series, [])
+        worker.start()
+        counted_at_start = list(series.values["gc"])
+        for _ in range(50):             # 50 cycles of two objects (and their __dict__s)
+            a, b = Node(), Node()
+            a.other, b.other = b, a
+        del a, b
+        gc.collect()
+        worker.publish()
+        after = list(series.values["gc"])
+        worker.publish()                # nothing happened since: nothing added
+        worker.stop()
+        return counted_at_start, after, list(series.values["gc"])
+    at_start, after, last = asyncio.run(go())
+    assert at_start == [0, 0]
+    collections, collected = after
+    assert collections >= 1 and collected >= 100
+    assert last == after

@@ -10,8 +10,8 @@ itself; the host-wide gauges (queue depth, in flight, circuit state) are read
 from the admission and breaker structures at scrape time. Must not touch:
 HTTP, request handling.
 """
-from .registry import (BUCKETS, OPERATOR_ROUTES, OUTCOMES, REJECT_REASONS, WORKER_GAUGES, Metrics, MetricsLayout,
-                       WorkerSeries)
+from .registry import (BUCKETS, OPERATOR_ROUTES, OUTCOMES, REJECT_REASONS, WORKER_GAUGES, WORKER_GC_COUNTERS, Metrics,
+                       MetricsLayout, WorkerSeries)
 
 __all__ = ["BUCKETS", "Metrics", "MetricsLayout", "OPERATOR_ROUTES", "OUTCOMES", "REJECT_REASONS", "WORKER_GAUGES",
-           "WorkerSeries"]
+           "WORKER_GC_COUNTERS", "WorkerSeries"]

@@ -39,7 +39,10 @@ OPERATOR_ROUTES = ("healthz", "readyz", "metrics", "admin", "dashboard")
 # per worker process: gauges each worker sets for itself (worker_probe), and its request counter
 WORKER_GAUGES = ("worker_connections", "worker_resident_memory_bytes", "worker_open_fds",
                  "worker_event_loop_lag_seconds")
-GAUGE_SCALE = {"worker_event_loop_lag_seconds": 1e6}   # kept in whole microseconds
+GAUGE_SCALE = {"worker_event_loop_lag_seconds": 1e6}
+# per worker process: its cyclic garbage collector's runs, and the objects they freed (reference
+# cycles: a request path that leaves one behind shows here as a count that grows with the requests)
+WORKER_GC_COUNTERS = ("worker_gc_collections_total", "worker_gc_collected_objects_total")   # kept in whole microseconds
 # why the supervisor replaced a worker: it died after it had served, or before it ever did
 RESTART_REASONS = ("died", "failed_to_start")
 ADMIN_AUTH_SLOTS = 256    # control words for throttling failed admin authentications
@@ -79,6 +82,7 @@ class MetricsLayout:
         self.workers = [str(i) for i in range(n_workers)]
         keys += [("worker_requests_total", (w,)) for w in self.workers]
         keys += [("worker_connections_rebalanced_total", (w,)) for w in self.workers]
+        keys += [(c, (w,)) for c in WORKER_GC_COUNTERS for w in self.workers]
         keys += [(g, (w,)) for g in WORKER_GAUGES for w in self.workers]
         keys += [("worker_restarts_total", (w, r)) for w in self.workers for r in RESTART_REASONS]
         # control words: 1 while that worker of this segment accepts connections (a reload
@@ -335,7 +339,7 @@ def _codes(counter: dict, name: str, label: str) -> dict[int, int]:
 class WorkerSeries:
     """One worker's own series: it alone writes them, so its gauges are plain stores."""
 
-    __slots__ = ("_counters", "_requests", "_rebalanced", "_serving", "_gauges")
+    __slots__ = ("_counters", "_requests", "_rebalanced", "_serving", "_gauges", "_gc")
 
     def __init__(self, metrics: Metrics, worker: str):
         index = metrics.layout.counter_index
@@ -344,6 +348,7 @@ class WorkerSeries:
         self._rebalanced = index[("worker_connections_rebalanced_total", (worker,))]
         self._serving = index[("_worker_serving", (worker,))]
         self._gauges = {g: (index[(g, (worker,))], GAUGE_SCALE.get(g, 1)) for g in WORKER_GAUGES}
+        self._gc = tuple(index[(c, (worker,))] for c in WORKER_GC_COUNTERS)
 
     def serving(self) -> None:
         """This worker accepts connections now."""
@@ -362,6 +367,12 @@ class WorkerSeries:
         """``n`` connections let go to even out the workers' shares (``process.balance``)."""
         if n:
             self._counters.add(self._rebalanced, n)
+
+    def add_gc(self, collections: int, collected: int) -> None:
+        """The cyclic GC ran ``collections`` times since the last call and freed ``collected`` objects."""
+        for word, n in zip(self._gc, (collections, collected)):
+            if n:
+                self._counters.add(word, n)
 
     def clear(self) -> None:
         """A worker that is gone: not serving; no connections, memory or lag."""
@@ -390,6 +401,7 @@ _LABELS = {
     "operator_requests_total": ("route", "code"),
     "worker_requests_total": ("worker",),
     "worker_connections_rebalanced_total": ("worker",),
+    **{c: ("worker",) for c in WORKER_GC_COUNTERS},
     "worker_restarts_total": ("worker", "reason"),
     **{g: ("worker",) for g in WORKER_GAUGES},
 }
@@ -428,6 +440,11 @@ HELP = {
     "fastinfer_worker_connections_rebalanced_total": "Client connections a worker let go after an answer "
                                                      "(Connection: close) because it held more than its "
                                                      "share of the host's; their clients reconnect to any worker.",
+    "fastinfer_worker_gc_collections_total": "Runs of each worker process's cyclic garbage collector (every "
+                                             "generation) since it began serving.",
+    "fastinfer_worker_gc_collected_objects_total": "Objects each worker's cyclic garbage collector freed: reference "
+                                                   "cycles left behind (a count that grows with the requests is a leak "
+                                                   "the collector keeps up with).",
     "fastinfer_worker_resident_memory_bytes": "Resident memory of each worker process.",
     "fastinfer_worker_open_fds": "Open file descriptors of each worker process.",
     "fastinfer_worker_event_loop_lag_seconds": "Longest delay of each worker's event loop behind its timers "

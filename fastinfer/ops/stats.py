@@ -35,6 +35,7 @@ Shape (every count is a host total since start, carried over reloads where
      "workers": [{"worker": "0", "serving": bool,          # its worker accepts connections now
                   "requests": n,                           # HTTP requests it received, every route
                   "connections_rebalanced": n,             # connections let go: it held more than its share
+                  "gc_collections": n, "gc_collected_objects": n,   # its cyclic GC's runs, the cycles they freed
                   "connections": n, "resident_memory_bytes": n, "open_fds": n,
                   "event_loop_lag_seconds": x,             # gauges its worker publishes each second
                   "restarts": {"died": n, "failed_to_start": n}}]}   # workers replaced in its slot
@@ -54,7 +55,7 @@ from ..config import Config
 from ..limits.quota import budget_state
 from ..limits.report import deployment_limit_list, key_limit_list, spend_usd
 from ..metrics.registry import (BUCKETS, COST_SCALE, GAUGE_SCALE, HISTOGRAMS, RESTART_REASONS, TOKEN_DIRECTIONS,
-                                UNKNOWN_DEPLOYMENT, WORKER_GAUGES)
+                                UNKNOWN_DEPLOYMENT, WORKER_GAUGES, WORKER_GC_COUNTERS)
 from ..redact import mask_url
 
 
@@ -100,6 +101,7 @@ def host_stats(metrics, config: Config, limits=None) -> dict:
 
 def _worker(name: str) -> dict:
     return {"worker": name, "serving": False, "requests": 0, "connections_rebalanced": 0,
+            "gc_collections": 0, "gc_collected_objects": 0,
             **dict.fromkeys(_WORKER_GAUGES, 0),
             "restarts": dict.fromkeys(RESTART_REASONS, 0)}
 
@@ -111,6 +113,8 @@ def _count_worker(entry: dict, metric: str, labels: tuple, value: int) -> None:
         entry["requests"] = value
     elif metric == "worker_connections_rebalanced_total":
         entry["connections_rebalanced"] = value
+    elif metric in WORKER_GC_COUNTERS:
+        entry[metric[len("worker_"):-len("_total")]] = value
     elif metric == "worker_restarts_total":
         entry["restarts"][labels[1]] = value
     else:

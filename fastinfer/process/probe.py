@@ -1,10 +1,11 @@
 """One worker's process metrics, published to the shared segment about once a second (its client
 connections and requests ten times a second).
 
-Owns: measuring this worker's resident memory, open file descriptors, event-loop lag
-and open client connections (told to ``balance``, which lets a surplus go), and counting the
-HTTP requests its servers received and the connections let go, into the worker's own series
-(``metrics.WorkerSeries``), which every worker's ``/metrics`` shows; and, just before the memory is read, handing the heap's free pages back to the kernel
+Owns: measuring this worker's resident memory, open file descriptors, event-loop lag, cyclic
+garbage collections and open client connections (told to ``balance``, which lets a surplus go),
+and counting the HTTP requests its servers received and the connections let go, into the worker's
+own series (``metrics.WorkerSeries``), which every worker's ``/metrics`` shows; and, just before
+the memory is read, handing the heap's free pages back to the kernel
 (``release_free_memory``: glibc's ``malloc_trim``). Without it what a burst freed stays resident:
 in the soak each slice of streams left a worker's RSS ~0.4 MiB higher for good, where trimmed it
 comes back down within the second (``python -m fastinfer bench --soak``), at no CPU a request that
@@ -14,6 +15,7 @@ Must not touch: request handling.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 
 from aiohttp import web
@@ -41,9 +43,11 @@ class WorkerProbe:
         self._ticks = 0
         self._max_lag = 0.0
         self._received = 0      # requests already added to the worker's counter
+        self._gc_seen = (0, 0)  # the collector's runs and freed objects already added
 
     def start(self) -> None:
         self._statm = os.open("/proc/self/statm", os.O_RDONLY)
+        self._gc_seen = _gc_totals()      # start-up's collections are not the requests'
         self.publish()
         self._schedule()
 
@@ -79,7 +83,13 @@ class WorkerProbe:
         self._ticks = 0
         series.set("worker_resident_memory_bytes", self._resident_bytes())
         series.set("worker_open_fds", len(os.listdir("/proc/self/fd")) - 1)   # less listdir's own
+        self._count_gc()
         self._count_clients()
+
+    def _count_gc(self) -> None:
+        totals = _gc_totals()
+        self._series.add_gc(*(now - seen for now, seen in zip(totals, self._gc_seen)))
+        self._gc_seen = totals
 
     def _count_clients(self) -> None:
         """This worker's open connections and the requests it received, published, and the
@@ -99,3 +109,9 @@ class WorkerProbe:
     def _resident_bytes(self) -> int:
         # statm: size resident shared text lib data dt, in pages
         return int(os.pread(self._statm, 256, 0).split()[1]) * _PAGE
+
+
+def _gc_totals() -> tuple[int, int]:
+    """The cyclic collector's runs and freed objects since the process began, every generation."""
+    stats = gc.get_stats()
+    return sum(g["collections"] for g in stats), sum(g["collected"] for g in stats)

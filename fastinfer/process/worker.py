@@ -130,18 +130,19 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
                                  refused)]
     if admin_sock is not None:
         runners.append(await _start_site(gateway.operator_app(), admin_sock, server, gateway.drain, refused))
-    series = metrics.worker(index)
-    # the probe publishes the worker's connections; past its share of the host's, some are let go
-    probe = WorkerProbe(loop, series, [runner.server for runner in runners], ConnectionBalance(metrics, gateway.drain))
-    probe.start()
-    series.serving()
-    # Everything built so far lives as long as the worker: move it out of the collector's
+    # Everything built so far lives as long as the worker (nothing is served before the
+    # probe starts, so what its GC counters show is the requests' alone): move it out of the collector's
     # sight. The cyclic GC otherwise walked the whole heap of aiohttp and friends every few
     # hundred requests (8% of a streaming worker).
     gc.collect()
     gc.freeze()
     gc.set_threshold(*_GC_THRESHOLDS)
     release_free_memory()     # what start-up freed inside the heap stops counting as resident
+    series = metrics.worker(index)
+    # the probe publishes the worker's connections; past its share of the host's, some are let go
+    probe = WorkerProbe(loop, series, [runner.server for runner in runners], ConnectionBalance(metrics, gateway.drain))
+    probe.start()
+    series.serving()
     log.debug("worker %d (pid %d) serving", index, os.getpid())
     await drain.wait()
     log.info("worker %d draining (%s)", index, "stop" if drain.stopping else "reload")
