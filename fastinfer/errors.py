@@ -86,3 +86,20 @@ class BackendSessionFailed(GatewayError):
         super().__init__(message)
         self.outcome = outcome
         self.replica_failed = replica_failed
+
+
+def forget_tracebacks(error: BaseException) -> None:
+    """Drop the tracebacks of ``error`` and of the exceptions it was raised from or while handling,
+    once it has been answered or judged (a rendered answer, an attempt's verdict). A traceback holds
+    every frame it passed through, and those frames hold the error in their variables (``error =
+    e``, a verdict): kept, each failed request left that cycle, its request and answer objects with
+    it, for the cyclic garbage collector (some 20 objects an error)."""
+    seen = 0
+    pending = [error]
+    while pending and seen < 16:      # a chain is short; a loop in one (rare, legal) ends here
+        error = pending.pop()
+        if error is None:
+            continue
+        seen += 1
+        error.__traceback__ = None
+        pending += (error.__cause__, error.__context__)

@@ -70,3 +70,104 @@ def test_no_kind_of_request_leaves_a_reference_cycle_behind(start_gateway, mock_
         conn.close()
     # none expected; the bound (under one object a request) leaves room for a one-off cycle, not a per-request one
     assert freed < sent / 10, f"the cyclic GC freed {freed:.0f} objects over {sent} requests"
+
+
+CALM = {"error_rate": 0.0, "rate_limit_rate": 0.0, "cut_rate": 0.0}
+FAILURES = [   # (the mock's knobs, the statuses a request may get): an upstream that fails every way
+    ({"error_rate": 1.0, "error_status": 500}, {502, 500}),
+    ({"rate_limit_rate": 1.0, "retry_after_s": 0}, {429}),
+    ({"cut_rate": 1.0, "cut_after": 2, "tokens": 6}, {200, 502}),
+]
+
+
+def test_no_upstream_failure_leaves_a_reference_cycle_behind(start_gateway, mock_upstream):
+    """The same for answers that go wrong upstream: errors, 429s, streams cut short (each ends in
+    an error the gateway words, an exception raised and caught on the way)."""
+    gw = start_gateway(every_format_config(mock_upstream.base), workers=1)
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    shapes = [(route, body) for route, body, status in kinds() if status == 200 and b'"mk"' not in body]
+    try:
+        rounds = []
+        for knobs, statuses in FAILURES:
+            mock_upstream.control(**{**CALM, **knobs})
+            for route, body in shapes:
+                answered, raw = send(conn, route, body)
+                assert answered in statuses, (knobs, route, body, raw[:300])
+            rounds.append((knobs, statuses))
+        time.sleep(1.2)
+        before = collected(gw)
+        sent = 0
+        for knobs, statuses in rounds:
+            mock_upstream.control(**{**CALM, **knobs})
+            for route, body in shapes:
+                for _ in range(EACH):
+                    answered, raw = send(conn, route, body)
+                    assert answered in statuses, (knobs, route, body, raw[:300])
+                    sent += 1
+        time.sleep(1.2)
+        freed = collected(gw) - before
+    finally:
+        conn.close()
+    assert freed < sent / 10, f"the cyclic GC freed {freed:.0f} objects over {sent} requests"
+
+
+def test_a_retried_request_leaves_no_reference_cycle_behind(start_gateway, mock_upstream):
+    """An attempt that raised (a replica that refuses connections) and was retried on the next: its
+    verdict kept the error, whose traceback held the attempt loop's frame, which held the verdict;
+    and one answered by the upstream with an error status, retried too."""
+    gw = start_gateway(f"""
+        [[deployments]]
+        name = "m"
+        provider = "openai_compatible"
+        model = "mock-model"
+        retry = {{ max_attempts = 4, base_ms = 0, max_ms = 0 }}
+        circuit_breaker = {{ failure_threshold = 1000000 }}
+        [[deployments.replicas]]
+        base_url = "http://127.0.0.1:9/v1"
+        [[deployments.replicas]]
+        base_url = "{mock_upstream.base}/v1"
+    """, workers=1)
+    mock_upstream.control(error_rate=0.3, error_status=503, seed=7)
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    shapes = [json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}).encode()
+              for stream in (False, True)]
+    try:
+        for body in shapes:
+            send(conn, "/v1/chat/completions", body)
+        time.sleep(1.2)
+        before = collected(gw)
+        statuses = [send(conn, "/v1/chat/completions", body)[0] for body in shapes for _ in range(4 * EACH)]
+        time.sleep(1.2)
+        text = metrics_text(gw)
+        freed = collected(gw) - before
+    finally:
+        conn.close()
+    refused = metric_value(text, 'fastinfer_upstream_requests_total{deployment="m",replica="r0",outcome="network_error"}')
+    assert statuses.count(200) > len(statuses) * 0.75 and refused > len(statuses) // 4   # most succeed, after retries
+    assert freed < len(statuses) / 10, f"the cyclic GC freed {freed:.0f} objects over {len(statuses)} requests"
+
+
+def test_forget_tracebacks_clears_the_whole_chain_and_ends_on_a_loop():
+    from fastinfer.errors import GatewayError, forget_tracebacks
+
+    def raised(exc, cause=None):
+        try:
+            raise exc from cause
+        except BaseException as e:
+            return e
+    first = raised(ValueError("inner"))
+    try:
+        try:
+            raise first
+        except ValueError:
+            raise GatewayError("outer")       # __context__: first
+    except GatewayError as e:
+        outer = e
+    caused = raised(GatewayError("caused"), outer)
+    assert all(e.__traceback__ is not None for e in (first, outer, caused))
+    forget_tracebacks(caused)
+    assert all(e.__traceback__ is None for e in (first, outer, caused))
+    looped = raised(KeyError("a"))
+    looped.__context__ = looped                # legal, and must not hang
+    forget_tracebacks(looped)
+    assert looped.__traceback__ is None

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..errors import GatewayError, UpstreamFailure
+from ..errors import GatewayError, UpstreamFailure, forget_tracebacks
 from ..observe import log_bug
 
 log = logging.getLogger("fastinfer.engine")
@@ -137,6 +137,10 @@ class Attempt:
             return False
         if isinstance(exc, GatewayError):
             self.end(_judge(exc))
+            # the verdict keeps the error, whose traceback holds the attempt loop's frame (that holds
+            # the verdict): a cycle a retried request would leave behind. An expected error's
+            # traceback is never shown; raised again, it gets a new one
+            forget_tracebacks(exc)
             return True
         if isinstance(exc, Exception) and self.answered_at:
             log_bug(log, f"{self.dep.config.name}/{self.replica}: reading an upstream answer failed", exc)

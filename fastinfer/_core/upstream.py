@@ -150,8 +150,11 @@ class H1Connection:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
         self.idle_since = 0.0         # when it went back to the pool (loop time): the pool's idle timeout
-        # one parser for the connection's life: llhttp starts afresh after each complete response
-        self._parser = HttpResponseParser(self)
+        # llhttp's parser, made when an answer first needs it (most never do: ``whole_response``,
+        # ``chunked_head``), then kept for the connection's life (it starts afresh after each
+        # complete response). It holds this connection: made at once, every connection that never
+        # connected was a cycle for the GC
+        self._parser = None
 
     # ------------------------------------------------------------ exchange
 
@@ -227,6 +230,9 @@ class H1Connection:
             self._finish()
         else:
             self._fail(UpstreamFailure("upstream closed the connection" + (" mid-stream" if self.got_bytes else "")))
+        # llhttp's parser holds this connection (its callbacks): let it go with the connection, or
+        # every connection that ends (cut, refused, idle too long) waits for the cyclic GC
+        self._parser = None
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost reports the outcome
@@ -291,7 +297,10 @@ class H1Connection:
         """A read of an answer outside the compiled readers' subset, framed by llhttp's callbacks."""
         error = None
         try:
-            self._parser.feed_data(data)
+            parser = self._parser
+            if parser is None:
+                parser = self._parser = HttpResponseParser(self)
+            parser.feed_data(data)
         except (_AfterTheEnd, HttpParserError, HttpParserUpgrade) as e:
             error = self._parse_error(e)
         if self._head_ready:

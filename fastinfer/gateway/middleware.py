@@ -16,7 +16,7 @@ import os
 
 from aiohttp import web
 
-from ..errors import GatewayError
+from ..errors import GatewayError, forget_tracebacks
 from ..observe import log_bug
 from ..redact import redact
 from .errors import error_response
@@ -86,6 +86,7 @@ def error_answer(request: web.Request, e: Exception, request_id: str, answered) 
         log_bug(log, f"request {request_id} ({request.method} {request.path}) failed inside the gateway", e)
         error = GatewayError("Internal gateway error.")
     answered(request, error.status, error)
+    forget_tracebacks(e)      # answered: the frames it passed through are freed now, not by the cyclic GC
     return error_response(error, api_of(request.path), request_id)
 
 
