@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 
 from conftest import every_format_config
@@ -171,3 +172,51 @@ def test_forget_tracebacks_clears_the_whole_chain_and_ends_on_a_loop():
     looped.__context__ = looped                # legal, and must not hang
     forget_tracebacks(looped)
     assert looped.__traceback__ is None
+
+
+def test_timeouts_and_clients_that_leave_mid_stream_leave_no_reference_cycle_behind(start_gateway, mock_upstream):
+    """An upstream that does not answer in time (the connection aborted from this side), and a client
+    that leaves in the middle of its stream (the exchange closed by its consumer): each left the
+    upstream connection and its exchange (and, for a stream, the whole stream) in a cycle."""
+    gw = start_gateway(f"""
+        [[deployments]]
+        name = "m"
+        provider = "openai_compatible"
+        model = "mock-model"
+        retry = {{ max_attempts = 1 }}
+        timeouts = {{ first_byte_s = 0.01 }}
+        circuit_breaker = {{ failure_threshold = 1000000 }}
+        [[deployments.replicas]]
+        base_url = "{mock_upstream.base}/v1"
+    """, workers=1)
+
+    def timed_out(stream: bool) -> int:
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}).encode()
+        return send(conn, "/v1/chat/completions", body)[0]
+
+    def left_mid_stream() -> int:
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as client:
+            client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            head = client.recv(65536)       # the head and the first events, then gone
+        return int(head.split(b" ", 2)[1])
+
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    try:
+        mock_upstream.control(latency_ms=40, itl_ms=0)
+        assert {timed_out(False), timed_out(True)} == {504}
+        mock_upstream.control(latency_ms=0, itl_ms=5, tokens=200)     # a 1-second stream
+        assert left_mid_stream() == 200
+        time.sleep(1.2)
+        before = collected(gw)
+        mock_upstream.control(latency_ms=40, itl_ms=0)
+        statuses = [timed_out(stream) for stream in (False, True) for _ in range(EACH)]
+        mock_upstream.control(latency_ms=0, itl_ms=5, tokens=200)
+        statuses += [left_mid_stream() for _ in range(EACH)]
+        time.sleep(1.2)
+        freed = collected(gw) - before
+    finally:
+        conn.close()
+    assert statuses == [504] * (2 * EACH) + [200] * EACH
+    assert freed < len(statuses) / 10, f"the cyclic GC freed {freed:.0f} objects over {len(statuses)} requests"

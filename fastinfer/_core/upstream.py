@@ -209,6 +209,7 @@ class H1Connection:
     def abort(self) -> None:
         """Drop the exchange now: the upstream sees the connection close."""
         self.sink = None
+        self._on_data = None        # the sink's (or its stream's) bound method: it holds the exchange
         self.state = self.state.moves[FAIL]
         self._cancel_timer()
         if self.transport is not None:
@@ -586,6 +587,7 @@ class Exchange:
 
     def close(self) -> None:
         self.closed = True
+        self.on_end_cb = None       # closed by its consumer, which ends itself: no end is told
         if not self.ended:
             self.ended = True
             self.conn.abort()
