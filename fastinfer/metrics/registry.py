@@ -39,10 +39,10 @@ OPERATOR_ROUTES = ("healthz", "readyz", "metrics", "admin", "dashboard")
 # per worker process: gauges each worker sets for itself (worker_probe), and its request counter
 WORKER_GAUGES = ("worker_connections", "worker_resident_memory_bytes", "worker_open_fds",
                  "worker_event_loop_lag_seconds")
-GAUGE_SCALE = {"worker_event_loop_lag_seconds": 1e6}
+GAUGE_SCALE = {"worker_event_loop_lag_seconds": 1e6}   # kept in whole microseconds
 # per worker process: its cyclic garbage collector's runs, and the objects they freed (reference
 # cycles: a request path that leaves one behind shows here as a count that grows with the requests)
-WORKER_GC_COUNTERS = ("worker_gc_collections_total", "worker_gc_collected_objects_total")   # kept in whole microseconds
+WORKER_GC_COUNTERS = ("worker_gc_collections_total", "worker_gc_collected_objects_total")
 # why the supervisor replaced a worker: it died after it had served, or before it ever did
 RESTART_REASONS = ("died", "failed_to_start")
 ADMIN_AUTH_SLOTS = 256    # control words for throttling failed admin authentications

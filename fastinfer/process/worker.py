@@ -131,10 +131,10 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
                                  refused)]
     if admin_sock is not None:
         runners.append(await _start_site(gateway.operator_app(), admin_sock, server, gateway.drain, refused))
-    # Everything built so far lives as long as the worker (nothing is served before the
-    # probe starts, so what its GC counters show is the requests' alone): move it out of the collector's
+    # Everything built so far lives as long as the worker: move it out of the collector's
     # sight. The cyclic GC otherwise walked the whole heap of aiohttp and friends every few
-    # hundred requests (8% of a streaming worker).
+    # hundred requests (8% of a streaming worker). Before the probe starts: the collections it
+    # counts (fastinfer_worker_gc_*) are then the requests', not start-up's.
     gc.collect()
     gc.freeze()
     gc.set_threshold(*_GC_THRESHOLDS)
