@@ -10,6 +10,7 @@ callback): 600 streams here would show some 9,000.
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -27,6 +28,7 @@ REFUSED = [
     ("/v1/messages", b'{"model":"an","max_tokens":"x","messages":[]}', 400),
 ]
 COLLECTED = 'fastinfer_worker_gc_collected_objects_total{worker="0"}'
+PUBLISH_S = 1.2        # the worker publishes its counters once a second
 
 
 def kinds():
@@ -47,30 +49,43 @@ def send(conn: http.client.HTTPConnection, route: str, body: bytes) -> tuple[int
     return resp.status, resp.read()
 
 
-def collected(gw) -> float:
-    return metric_value(metrics_text(gw), COLLECTED)
+def chat(model: str, stream: bool) -> bytes:
+    return json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}).encode()
+
+
+def one_deployment(replicas: list[str], **settings: str) -> str:
+    """A config of deployment ``m`` (openai_compatible) on ``replicas``, whose breakers never open."""
+    lines = [f"{name} = {value}" for name, value in settings.items()]
+    blocks = [f'[[deployments.replicas]]\nbase_url = "{url}"' for url in replicas]
+    return "\n".join(['[[deployments]]', 'name = "m"', 'provider = "openai_compatible"', 'model = "mock-model"',
+                      'circuit_breaker = { failure_threshold = 1000000 }', *lines, *blocks]) + "\n"
+
+
+@contextlib.contextmanager
+def no_cycles_left(gw):
+    """Asserts that the worker's cyclic collector freed (next to) nothing while the block sent its
+    requests; the block says how many it sent in the list it is given."""
+    time.sleep(PUBLISH_S)
+    before = metric_value(metrics_text(gw), COLLECTED)
+    sent: list[int] = []
+    yield sent
+    time.sleep(PUBLISH_S)
+    freed = metric_value(metrics_text(gw), COLLECTED) - before
+    # none expected; under one object in ten requests leaves room for a one-off cycle, not a per-request one
+    assert freed < sum(sent) / 10, f"the cyclic GC freed {freed:.0f} objects over {sum(sent)} requests"
 
 
 def test_no_kind_of_request_leaves_a_reference_cycle_behind(start_gateway, mock_upstream):
     gw = start_gateway(every_format_config(mock_upstream.base), workers=1)
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
-    try:
+    with contextlib.closing(http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)) as conn:
         for route, body, status in kinds():      # warm: first-use caches are not the requests' garbage
             assert send(conn, route, body)[0] == status, (route, body)
-        time.sleep(1.2)                           # the worker publishes its counters once a second
-        before = collected(gw)
-        sent = 0
-        for route, body, status in kinds():
-            for _ in range(EACH):
-                answered, raw = send(conn, route, body)
-                assert answered == status, (route, body, raw[:300])
-                sent += 1
-        time.sleep(1.2)
-        freed = collected(gw) - before
-    finally:
-        conn.close()
-    # none expected; the bound (under one object a request) leaves room for a one-off cycle, not a per-request one
-    assert freed < sent / 10, f"the cyclic GC freed {freed:.0f} objects over {sent} requests"
+        with no_cycles_left(gw) as sent:
+            for route, body, status in kinds():
+                for _ in range(EACH):
+                    answered, raw = send(conn, route, body)
+                    assert answered == status, (route, body, raw[:300])
+                sent.append(EACH)
 
 
 CALM = {"error_rate": 0.0, "rate_limit_rate": 0.0, "cut_rate": 0.0}
@@ -85,67 +100,41 @@ def test_no_upstream_failure_leaves_a_reference_cycle_behind(start_gateway, mock
     """The same for answers that go wrong upstream: errors, 429s, streams cut short (each ends in
     an error the gateway words, an exception raised and caught on the way)."""
     gw = start_gateway(every_format_config(mock_upstream.base), workers=1)
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
     shapes = [(route, body) for route, body, status in kinds() if status == 200 and b'"mk"' not in body]
-    try:
-        rounds = []
-        for knobs, statuses in FAILURES:
-            mock_upstream.control(**{**CALM, **knobs})
-            for route, body in shapes:
+
+    def failing(knobs: dict, statuses: set, times: int) -> None:
+        mock_upstream.control(**{**CALM, **knobs})
+        for route, body in shapes:
+            for _ in range(times):
                 answered, raw = send(conn, route, body)
                 assert answered in statuses, (knobs, route, body, raw[:300])
-            rounds.append((knobs, statuses))
-        time.sleep(1.2)
-        before = collected(gw)
-        sent = 0
-        for knobs, statuses in rounds:
-            mock_upstream.control(**{**CALM, **knobs})
-            for route, body in shapes:
-                for _ in range(EACH):
-                    answered, raw = send(conn, route, body)
-                    assert answered in statuses, (knobs, route, body, raw[:300])
-                    sent += 1
-        time.sleep(1.2)
-        freed = collected(gw) - before
-    finally:
-        conn.close()
-    assert freed < sent / 10, f"the cyclic GC freed {freed:.0f} objects over {sent} requests"
+
+    with contextlib.closing(http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)) as conn:
+        for knobs, statuses in FAILURES:
+            failing(knobs, statuses, 1)
+        with no_cycles_left(gw) as sent:
+            for knobs, statuses in FAILURES:
+                failing(knobs, statuses, EACH)
+                sent.append(EACH * len(shapes))
 
 
 def test_a_retried_request_leaves_no_reference_cycle_behind(start_gateway, mock_upstream):
     """An attempt that raised (a replica that refuses connections) and was retried on the next: its
     verdict kept the error, whose traceback held the attempt loop's frame, which held the verdict;
     and one answered by the upstream with an error status, retried too."""
-    gw = start_gateway(f"""
-        [[deployments]]
-        name = "m"
-        provider = "openai_compatible"
-        model = "mock-model"
-        retry = {{ max_attempts = 4, base_ms = 0, max_ms = 0 }}
-        circuit_breaker = {{ failure_threshold = 1000000 }}
-        [[deployments.replicas]]
-        base_url = "http://127.0.0.1:9/v1"
-        [[deployments.replicas]]
-        base_url = "{mock_upstream.base}/v1"
-    """, workers=1)
+    gw = start_gateway(one_deployment(["http://127.0.0.1:9/v1", f"{mock_upstream.base}/v1"],
+                                      retry="{ max_attempts = 4, base_ms = 0, max_ms = 0 }"), workers=1)
     mock_upstream.control(error_rate=0.3, error_status=503, seed=7)
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
-    shapes = [json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}).encode()
-              for stream in (False, True)]
-    try:
+    shapes = [chat("m", stream) for stream in (False, True)]
+    with contextlib.closing(http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)) as conn:
         for body in shapes:
             send(conn, "/v1/chat/completions", body)
-        time.sleep(1.2)
-        before = collected(gw)
-        statuses = [send(conn, "/v1/chat/completions", body)[0] for body in shapes for _ in range(4 * EACH)]
-        time.sleep(1.2)
+        with no_cycles_left(gw) as sent:
+            statuses = [send(conn, "/v1/chat/completions", body)[0] for body in shapes for _ in range(4 * EACH)]
+            sent.append(len(statuses))
         text = metrics_text(gw)
-        freed = collected(gw) - before
-    finally:
-        conn.close()
     refused = metric_value(text, 'fastinfer_upstream_requests_total{deployment="m",replica="r0",outcome="network_error"}')
     assert statuses.count(200) > len(statuses) * 0.75 and refused > len(statuses) // 4   # most succeed, after retries
-    assert freed < len(statuses) / 10, f"the cyclic GC freed {freed:.0f} objects over {len(statuses)} requests"
 
 
 def test_forget_tracebacks_clears_the_whole_chain_and_ends_on_a_loop():
@@ -178,45 +167,28 @@ def test_timeouts_and_clients_that_leave_mid_stream_leave_no_reference_cycle_beh
     """An upstream that does not answer in time (the connection aborted from this side), and a client
     that leaves in the middle of its stream (the exchange closed by its consumer): each left the
     upstream connection and its exchange (and, for a stream, the whole stream) in a cycle."""
-    gw = start_gateway(f"""
-        [[deployments]]
-        name = "m"
-        provider = "openai_compatible"
-        model = "mock-model"
-        retry = {{ max_attempts = 1 }}
-        timeouts = {{ first_byte_s = 0.01 }}
-        circuit_breaker = {{ failure_threshold = 1000000 }}
-        [[deployments.replicas]]
-        base_url = "{mock_upstream.base}/v1"
-    """, workers=1)
-
-    def timed_out(stream: bool) -> int:
-        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}).encode()
-        return send(conn, "/v1/chat/completions", body)[0]
+    gw = start_gateway(one_deployment([f"{mock_upstream.base}/v1"], retry="{ max_attempts = 1 }",
+                                      timeouts="{ first_byte_s = 0.01 }"), workers=1)
 
     def left_mid_stream() -> int:
-        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+        body = chat("m", True)
         with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as client:
             client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
             head = client.recv(65536)       # the head and the first events, then gone
         return int(head.split(b" ", 2)[1])
 
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
-    try:
-        mock_upstream.control(latency_ms=40, itl_ms=0)
-        assert {timed_out(False), timed_out(True)} == {504}
-        mock_upstream.control(latency_ms=0, itl_ms=5, tokens=200)     # a 1-second stream
+    hanging, slow_stream = {"latency_ms": 40, "itl_ms": 0}, {"latency_ms": 0, "itl_ms": 5, "tokens": 200}  # 1 s
+    with contextlib.closing(http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)) as conn:
+        mock_upstream.control(**hanging)
+        assert {send(conn, "/v1/chat/completions", chat("m", stream))[0] for stream in (False, True)} == {504}
+        mock_upstream.control(**slow_stream)
         assert left_mid_stream() == 200
-        time.sleep(1.2)
-        before = collected(gw)
-        mock_upstream.control(latency_ms=40, itl_ms=0)
-        statuses = [timed_out(stream) for stream in (False, True) for _ in range(EACH)]
-        mock_upstream.control(latency_ms=0, itl_ms=5, tokens=200)
-        statuses += [left_mid_stream() for _ in range(EACH)]
-        time.sleep(1.2)
-        freed = collected(gw) - before
-    finally:
-        conn.close()
+        with no_cycles_left(gw) as sent:
+            mock_upstream.control(**hanging)
+            statuses = [send(conn, "/v1/chat/completions", chat("m", stream))[0]
+                        for stream in (False, True) for _ in range(EACH)]
+            mock_upstream.control(**slow_stream)
+            statuses += [left_mid_stream() for _ in range(EACH)]
+            sent.append(len(statuses))
     assert statuses == [504] * (2 * EACH) + [200] * EACH
-    assert freed < len(statuses) / 10, f"the cyclic GC freed {freed:.0f} objects over {len(statuses)} requests"
