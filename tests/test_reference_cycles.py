@@ -53,11 +53,11 @@ def chat(model: str, stream: bool) -> bytes:
     return json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}).encode()
 
 
-def one_deployment(replicas: list[str], **settings: str) -> str:
-    """A config of deployment ``m`` (openai_compatible) on ``replicas``, whose breakers never open."""
-    lines = [f"{name} = {value}" for name, value in settings.items()]
+def one_deployment(replicas: list[str], name: str = "m", **settings: str) -> str:
+    """A config of deployment ``name`` (openai_compatible) on ``replicas``, whose breakers never open."""
+    lines = [f"{setting} = {value}" for setting, value in settings.items()]
     blocks = [f'[[deployments.replicas]]\nbase_url = "{url}"' for url in replicas]
-    return "\n".join(['[[deployments]]', 'name = "m"', 'provider = "openai_compatible"', 'model = "mock-model"',
+    return "\n".join(['[[deployments]]', f'name = "{name}"', 'provider = "openai_compatible"', 'model = "mock-model"',
                       'circuit_breaker = { failure_threshold = 1000000 }', *lines, *blocks]) + "\n"
 
 
@@ -167,11 +167,14 @@ def test_timeouts_and_clients_that_leave_mid_stream_leave_no_reference_cycle_beh
     """An upstream that does not answer in time (the connection aborted from this side), and a client
     that leaves in the middle of its stream (the exchange closed by its consumer): each left the
     upstream connection and its exchange (and, for a stream, the whole stream) in a cycle."""
-    gw = start_gateway(one_deployment([f"{mock_upstream.base}/v1"], retry="{ max_attempts = 1 }",
-                                      timeouts="{ first_byte_s = 0.01 }"), workers=1)
+    # the timeouts on one deployment, the streams a client leaves on another: a busy machine's
+    # slow first byte must not time out a stream meant to be left
+    replica = [f"{mock_upstream.base}/v1"]
+    gw = start_gateway(one_deployment(replica, retry="{ max_attempts = 1 }", timeouts="{ first_byte_s = 0.01 }")
+                       + one_deployment(replica, name="s", retry="{ max_attempts = 1 }"), workers=1)
 
     def left_mid_stream() -> int:
-        body = chat("m", True)
+        body = chat("s", True)
         with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as client:
             client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
