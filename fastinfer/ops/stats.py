@@ -101,7 +101,7 @@ def host_stats(metrics, config: Config, limits=None) -> dict:
 
 def _worker(name: str) -> dict:
     return {"worker": name, "serving": False, "requests": 0, "connections_rebalanced": 0,
-            "gc_collections": 0, "gc_collected_objects": 0,
+            **dict.fromkeys(_WORKER_GC_FIELDS.values(), 0),
             **dict.fromkeys(_WORKER_GAUGES, 0),
             "restarts": dict.fromkeys(RESTART_REASONS, 0)}
 
@@ -113,8 +113,8 @@ def _count_worker(entry: dict, metric: str, labels: tuple, value: int) -> None:
         entry["requests"] = value
     elif metric == "worker_connections_rebalanced_total":
         entry["connections_rebalanced"] = value
-    elif metric in WORKER_GC_COUNTERS:
-        entry[metric[len("worker_"):-len("_total")]] = value
+    elif metric in _WORKER_GC_FIELDS:
+        entry[_WORKER_GC_FIELDS[metric]] = value
     elif metric == "worker_restarts_total":
         entry["restarts"][labels[1]] = value
     else:
@@ -125,6 +125,8 @@ def _count_worker(entry: dict, metric: str, labels: tuple, value: int) -> None:
 # the per-worker words: its own series, its slot's restarts, and whether it serves
 _WORKER_WORDS = ("worker_", "_worker_serving")
 _WORKER_GAUGES = tuple(g[len("worker_"):] for g in WORKER_GAUGES)
+# worker_gc_collections_total -> gc_collections: the counters' names in a worker's entry
+_WORKER_GC_FIELDS = {c: c[len("worker_"):-len("_total")] for c in WORKER_GC_COUNTERS}
 
 
 def _key(name: str) -> dict:
