@@ -6,8 +6,8 @@ Owns: reading the key from the head's usual ``Authorization: Bearer K`` (any oth
 one hash and one dict lookup whatever the number of keys, then the digests compared in constant
 time), a key's ``models`` globs (answers cached) and its priority default and ceiling. Three calls
 a request: ``KeyRing.authenticate`` before the body is read, ``GatewayKey.priority_of`` as the body
-is checked (where the gateway reads the class asked for), ``GatewayKey.admit`` once the model is known. Reference: ``ref/keys.py``, which the tests
-check this module against.
+is checked (where the gateway reads the class asked for), ``GatewayKey.admit`` once the model is
+known. Reference: ``ref/keys.py``, which the tests check this module against.
 
 Must not touch: the config (``gateway.auth`` builds the keys from it), limits, metrics. The key
 itself is never kept: only its digest, and only its name leaves this module.
