@@ -6,7 +6,7 @@ every route on every upstream format, whole and streamed, and answers refused be
 A cycle left by one kind of request adds its objects to the collector's young generation with each
 such request; past the worker's threshold (2,000 net allocations) a collection frees them and the
 counter shows it. A finished stream once left ~15 objects (its exchange kept the stream's end
-callback): 600 streams here would show some 9,000.
+callback): the first batch here showed 10,118 objects freed.
 """
 from __future__ import annotations
 
