@@ -137,6 +137,29 @@ def test_a_retried_request_leaves_no_reference_cycle_behind(start_gateway, mock_
     assert statuses.count(200) > len(statuses) * 0.75 and refused > len(statuses) // 4   # most succeed, after retries
 
 
+def test_unknown_paths_and_methods_leave_no_reference_cycle_behind(start_gateway, mock_upstream):
+    """The router's refusals (a scanner's traffic): aiohttp's route for them held its own bound
+    handler, ~7 objects a 404 or 405 (4,594 freed over this batch before ``_CycleFreeRouter``)."""
+    gw = start_gateway(one_deployment([f"{mock_upstream.base}/v1"]), workers=1)
+    refusals = [("GET", "/wp-login.php", 404), ("POST", "/v1/nope", 404), ("GET", "/v1/chat/completions", 405),
+                ("PUT", "/v1/messages", 405)]
+    with contextlib.closing(http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)) as conn:
+        def refuse(method: str, path: str, status: int) -> None:
+            conn.request(method, path, b"{}" if method != "GET" else None)
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            assert resp.status == status and body["error"]["type"] == "invalid_request_error", body
+            assert status == 404 or "POST" in resp.getheader("Allow"), resp.getheaders()
+
+        for refusal in refusals:
+            refuse(*refusal)
+        with no_cycles_left(gw) as sent:
+            for refusal in refusals:
+                for _ in range(EACH * 2):
+                    refuse(*refusal)
+                sent.append(EACH * 2)
+
+
 def test_forget_tracebacks_clears_the_whole_chain_and_ends_on_a_loop():
     from fastinfer.errors import GatewayError, forget_tracebacks
 

@@ -35,7 +35,8 @@ from .auth import key_ring
 from .body import NOT_ARRIVED, arrived_json, read_json
 from .drain import GatewayDrain, ShuttingDown
 from .errors import JSON
-from .middleware import DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RequestIds, error_answer, error_middleware, finished
+from .middleware import (DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RequestIds, error_answer, error_middleware,
+                         finished, refuse_without_cycles)
 from .openai_api import chat_request, passthrough_request
 from .protocol import DIRECT_BODY_LIMIT, DIRECT_ROUTES
 
@@ -100,8 +101,8 @@ class Gateway:
     def app(self, *, operator_routes: bool = True) -> web.Application:
         """The public listener's app; ``operator_routes=False`` when a separate admin listener has them."""
         # client_max_size is a backstop; the handler checks the limit itself to answer in the API's shape
-        app = web.Application(client_max_size=self.max_body_bytes + 1, handler_args={},
-                              middlewares=[self._error_middleware])
+        app = refuse_without_cycles(web.Application(client_max_size=self.max_body_bytes + 1, handler_args={},
+                                                    middlewares=[self._error_middleware]))
         # the data routes: in the router too (a query string or an Expect header takes the long way)
         direct = app[DIRECT_ROUTES] = {}
         app[DIRECT_BODY_LIMIT] = self.max_body_bytes
@@ -130,7 +131,7 @@ class Gateway:
 
     def operator_app(self) -> web.Application:
         """The admin listener's app (``server.admin_port``): metrics, admin API, dashboard, health."""
-        app = web.Application(client_max_size=1 << 20, middlewares=[self._error_middleware])
+        app = refuse_without_cycles(web.Application(client_max_size=1 << 20, middlewares=[self._error_middleware]))
         self._add_probe_routes(app)
         self._add_operator_routes(app)
         return app
