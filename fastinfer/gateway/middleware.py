@@ -97,7 +97,8 @@ class _CycleFreeRouter(web.UrlDispatcher):
     method (``MatchInfoError``) routes to a ``SystemRoute`` that holds its own bound handler: ~7
     objects for the cyclic GC per 404 or 405 (a scanner's traffic shows in
     ``fastinfer_worker_gc_collected_objects_total``). That handler is swapped for a function raising
-    the same refusal; the route is then freed as soon as its request is."""
+    the same refusal; the route is then freed as soon as its request is (the refusal's traceback,
+    which holds the request, is dropped once answered: ``error_answer``)."""
 
     async def resolve(self, request: web.Request):
         match = await super().resolve(request)
