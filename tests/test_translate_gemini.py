@@ -94,3 +94,15 @@ def test_gemini_stream_error():
     t = GeminiToOpenAIStream("gem", include_usage=False)
     assert t.push(None, {"error": {"code": 400, "message": "bad key", "status": "INVALID_ARGUMENT"}}) == [
         (ERROR, {"message": "bad key", "type": "invalid_request_error"})]
+
+
+def test_tools_of_other_types_are_left_out_of_gemini_declarations():
+    # validation lets a tool of an unknown type through as an opaque object (whatever its
+    # "function" holds); Gemini declares functions only, so it is dropped, not read
+    body = {"model": "x", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "", "function": True}, {"type": "web_search"},
+                      {"type": "function", "function": {"name": "now"}}]}
+    out = openai_to_gemini_request(body)
+    assert out["tools"] == [{"functionDeclarations": [{"name": "now"}]}]
+    body["tools"] = body["tools"][:2]
+    assert "tools" not in openai_to_gemini_request(body)

@@ -85,6 +85,8 @@ def openai_to_gemini_request(body: dict) -> dict:
         out["generationConfig"] = config
     declarations = []
     for tool in body.get("tools") or ():
+        if tool.get("type", "function") != "function":
+            continue   # Gemini declares functions only; other tool types were validated as opaque objects
         fn = tool.get("function") or {}
         decl = {"name": fn.get("name", "")}
         if fn.get("description"):
