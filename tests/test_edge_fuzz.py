@@ -117,3 +117,45 @@ def test_bodies_that_crashed_a_translator_are_answered(edge, case):
     status, headers, raw = Client(gateway.port).post(case["route"], case["body"])
     assert_answer_is_sound(case["route"], case["body"], status, headers, raw)
     assert status != 500
+
+
+#: (route, body, deployment, the refused part's param): content the deployment's format has no place
+#: for, which the gateway used to leave out of the upstream's request without a word
+UNCARRIED = [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "summarise"}, {"type": "file", "file": {"file_id": "file-abc"}}]}]},
+     "an", "messages[0].content[1]"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "UklGR", "format": "wav"}}]}]}, "an", "messages[1].content[0]"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_id": "file-abc"}}]}]}, "ge", "messages[0].content[0]"),
+    ("/v1/messages", {"max_tokens": 9, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "summarise"},
+        {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}]}]},
+     "oa", "messages.0.content.1"),
+    ("/v1/messages", {"max_tokens": 9, "messages": [{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "t1", "content": [
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/shot.png"}}]}]}]},
+     "ge", "messages.0.content.0.content.0"),
+]
+
+
+@pytest.mark.parametrize("route, body, model, param", UNCARRIED, ids=[f"{c[2]}-{c[3]}" for c in UNCARRIED])
+def test_content_a_format_cannot_carry_is_refused_in_the_callers_shape_before_any_upstream(
+        edge, route, body, model, param):
+    gateway, upstream = edge
+    before = len(upstream.received())
+    status, headers, raw = Client(gateway.port).post(route, {**body, "model": model})
+    assert status == 400, raw
+    answer = json.loads(raw)
+    error = answer["error"]
+    assert error["message"].startswith(param + ": ") and "cannot be sent" in error["message"], error
+    if route == "/v1/messages":      # Anthropic's shape: no code or param fields
+        assert answer["type"] == "error" and error["type"] == "invalid_request_error"
+    else:
+        assert error["param"] == param and error["code"] == "unsupported_content"
+    assert len(upstream.received()) == before     # refused, not sent with the part left out
+    # the same deployment still answers what it can carry
+    status, _, raw = Client(gateway.port).post(route, {**body, "model": model, "messages": [
+        {"role": "user", "content": "hi"}]})
+    assert status == 200, raw

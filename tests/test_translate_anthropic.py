@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fastinfer.formats.anthropic import (AnthropicToOpenAIStream, OpenAIToAnthropicStream,
                                                      anthropic_to_openai_reply, anthropic_to_openai_request,
                                                      openai_to_anthropic_reply, openai_to_anthropic_request)
+from fastinfer.errors import BadRequest
 from fastinfer.formats.common import DONE, ERROR
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
@@ -79,6 +82,62 @@ def test_request_round_trip_keeps_a_tool_conversation():
     back = anthropic_to_openai_request(openai_to_anthropic_request({"messages": messages}, "c", 5), "g")
     assert back["messages"][:2] == messages[:2] and back["messages"][3] == messages[3]
     assert json.loads(back["messages"][2]["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
+
+
+
+def _refusal(translate, body) -> BadRequest:
+    with pytest.raises(BadRequest) as refused:
+        translate(body)
+    assert refused.value.status == 400 and refused.value.code == "unsupported_content"
+    assert refused.value.message.startswith(refused.value.param + ": ")
+    return refused.value
+
+
+def test_what_anthropic_has_no_block_for_is_refused_not_dropped():
+    def translate(body):
+        return openai_to_anthropic_request(body, "m", 100)
+    hi = {"role": "user", "content": "hi"}
+    for part in ({"type": "file", "file": {"file_id": "file-abc"}}, {"type": "file", "file": {"file_data": "JVBE"}},
+                 {"type": "input_audio", "input_audio": {"data": "UklGR", "format": "wav"}}, {"type": "video_url"}):
+        # in a user turn and in an assistant's: the part's own path, in OpenAI's notation
+        for role in ("user", "assistant"):
+            error = _refusal(translate, {"messages": [hi, {"role": role, "content": [{"type": "text", "text": "a"},
+                                                                                      part]}]})
+            assert error.param == "messages[1].content[1]" and "Anthropic" in error.message, error.message
+    # what it has a block for is carried: a file's bytes, an assistant's refusal (what it said)
+    out = translate({"messages": [
+        {"role": "user", "content": [{"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE"}}]},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]}]})
+    assert out["messages"] == [
+        {"role": "user", "content": [{"type": "document", "source": {"type": "base64",
+                                                                      "media_type": "application/pdf", "data": "JVBE"}}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "No."}]}]
+
+
+def test_what_the_openai_format_has_no_part_for_is_refused_not_dropped():
+    def translate(body):
+        return anthropic_to_openai_request({"max_tokens": 5, **body}, "m")
+    hi = {"role": "user", "content": "hi"}
+    for block, where in (
+            ({"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}, ""),
+            ({"type": "document", "source": {"type": "file", "file_id": "file_1"}}, ""),
+            ({"type": "image", "source": {"type": "file", "file_id": "file_1"}}, ""),
+            ({"type": "search_result", "source": "s", "title": "t", "content": []}, ""),
+            ({"type": "tool_result", "tool_use_id": "t1", "content": [
+                {"type": "text", "text": "shot:"}, {"type": "image", "source": {"type": "url", "url": "u"}}]},
+             ".content.1")):
+        error = _refusal(translate, {"messages": [hi, {"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                                   block]}]})
+        assert error.param == "messages.1.content.1" + where, error.message
+        assert f"`{block['content'][1]['type'] if where else block['type']}`" in error.message
+    # carried: a text document, a tool result of text blocks; signed reasoning is left out
+    out = translate({"messages": [
+        {"role": "user", "content": [{"type": "document", "source": {"type": "text", "data": "doc"}},
+                                     {"type": "thinking", "thinking": "t", "signature": "s"}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                      "content": [{"type": "text", "text": "21"}]}]}]})
+    assert out["messages"] == [{"role": "user", "content": "doc"},
+                               {"role": "tool", "tool_call_id": "t1", "content": "21"}]
 
 
 def test_anthropic_reply_to_openai_with_cache_and_thinking():

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from fastinfer.errors import BadRequest
 from fastinfer.formats.common import DONE, ERROR
 from fastinfer.formats.gemini import (GeminiToOpenAIStream, gemini_to_openai_reply,
                                                   openai_to_gemini_request)
@@ -96,13 +99,33 @@ def test_gemini_stream_error():
         (ERROR, {"message": "bad key", "type": "invalid_request_error"})]
 
 
+
+def test_what_gemini_has_no_place_for_is_refused_not_dropped():
+    base = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
+    for part in ({"type": "file", "file": {"file_id": "file-abc"}}, {"type": "video_url", "video_url": "v"}):
+        body = {**base, "messages": [{"role": "system", "content": "s"},
+                                     {"role": "user", "content": [{"type": "text", "text": "t"}, part]}]}
+        with pytest.raises(BadRequest) as refused:
+            openai_to_gemini_request(body)
+        assert refused.value.param == "messages[1].content[1]", refused.value.message
+        assert refused.value.code == "unsupported_content" and "Gemini" in refused.value.message
+
+
 def test_tools_of_other_types_are_left_out_of_gemini_declarations():
-    # validation lets a tool of an unknown type through as an opaque object (whatever its
-    # "function" holds); Gemini declares functions only, so it is dropped, not read
+    # validation lets a tool of another type through as an opaque object, whatever its "function"
+    # holds; Gemini declares functions only, and a tool is an offer: the model answers without it
     body = {"model": "x", "messages": [{"role": "user", "content": "hi"}],
             "tools": [{"type": "", "function": True}, {"type": "web_search"},
                       {"type": "function", "function": {"name": "now"}}]}
-    out = openai_to_gemini_request(body)
-    assert out["tools"] == [{"functionDeclarations": [{"name": "now"}]}]
+    assert openai_to_gemini_request(body)["tools"] == [{"functionDeclarations": [{"name": "now"}]}]
     body["tools"] = body["tools"][:2]
     assert "tools" not in openai_to_gemini_request(body)
+
+
+def test_audio_and_refusals_are_carried_to_gemini():
+    body = {"model": "x", "messages": [
+        {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "UklGR", "format": "wav"}}]},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]}]}
+    contents = openai_to_gemini_request(body)["contents"]
+    assert contents == [{"role": "user", "parts": [{"inlineData": {"mimeType": "audio/wav", "data": "UklGR"}}]},
+                        {"role": "model", "parts": [{"text": "I can't."}]}]

@@ -24,23 +24,26 @@ from .base import Format
 from .common import (ANTHROPIC_STOP_TO_OPENAI, DONE, ERROR, OPENAI_FINISH_TO_ANTHROPIC, anthropic_usage,
                      data_url, dumps, estimate_tokens, make_usage, new_id, openai_usage, parse_arguments,
                      parse_data_url, text_of, usage_from_anthropic, usage_from_openai)
-from .common import estimated_usage, json_object
+from .common import cannot_carry, estimated_usage, file_part_bytes, json_object
 from .relay import StreamRelay
 
 # ================================================================ requests
+
+_ANTHROPIC = "speaks Anthropic's Messages API"
+_NOT_ANTHROPIC = "does not speak Anthropic's Messages API"   # reached through the OpenAI chat format
 
 def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int) -> dict:
     """An OpenAI chat body as an Anthropic Messages body for ``model``."""
     system: list[str] = []
     messages: list[dict] = []
-    for m in body.get("messages") or ():
+    for i, m in enumerate(body.get("messages") or ()):
         role = m.get("role")
         if role in ("system", "developer"):
             system.append(text_of(m.get("content")))
         elif role == "user":
-            _append(messages, "user", _openai_parts_to_anthropic(m.get("content")))
+            _append(messages, "user", _openai_parts_to_anthropic(m.get("content"), i))
         elif role == "assistant":
-            _append(messages, "assistant", _openai_assistant_to_anthropic(m))
+            _append(messages, "assistant", _openai_assistant_to_anthropic(m, i))
         elif role in ("tool", "function"):
             _append(messages, "user", [{
                 "type": "tool_result", "tool_use_id": m.get("tool_call_id") or m.get("name") or "",
@@ -82,30 +85,34 @@ def _append(messages: list[dict], role: str, blocks: list[dict]) -> None:
         messages.append({"role": role, "content": blocks})
 
 
-def _openai_parts_to_anthropic(content) -> list[dict]:
+def _openai_parts_to_anthropic(content, message: int) -> list[dict]:
+    """The content of OpenAI message ``message`` as Anthropic blocks; a part Anthropic has no
+    block for (audio, an OpenAI file id, another kind) is refused (``cannot_carry``)."""
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     blocks = []
-    for part in content or ():
+    for j, part in enumerate(content or ()):
         kind = part.get("type")
         if kind == "text":
             blocks.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "refusal":       # an assistant's past refusal is what it said
+            blocks.append({"type": "text", "text": part.get("refusal", "")})
         elif kind == "image_url":
             url = part["image_url"]["url"] if isinstance(part.get("image_url"), dict) else part.get("image_url", "")
             inline = parse_data_url(url)
             source = ({"type": "base64", "media_type": inline[0], "data": inline[1]} if inline
                       else {"type": "url", "url": url})
             blocks.append({"type": "image", "source": source})
-        elif kind == "file" and isinstance(part.get("file"), dict):
-            inline = parse_data_url(part["file"].get("file_data", ""))
-            if inline:
-                blocks.append({"type": "document", "source": {"type": "base64", "media_type": inline[0],
-                                                              "data": inline[1]}})
+        elif kind == "file":
+            media_type, data = file_part_bytes(part, f"messages[{message}].content[{j}]", _ANTHROPIC)
+            blocks.append({"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}})
+        else:
+            raise cannot_carry(f"messages[{message}].content[{j}]", f"a part of type `{kind}`", _ANTHROPIC)
     return blocks
 
 
-def _openai_assistant_to_anthropic(m: dict) -> list[dict]:
-    blocks = _openai_parts_to_anthropic(m.get("content"))
+def _openai_assistant_to_anthropic(m: dict, message: int) -> list[dict]:
+    blocks = _openai_parts_to_anthropic(m.get("content"), message)
     for call in m.get("tool_calls") or ():
         fn = call.get("function") or {}
         blocks.append({"type": "tool_use", "id": call.get("id") or new_id("toolu_"), "name": fn.get("name", ""),
@@ -142,18 +149,20 @@ def anthropic_to_openai_request(body: dict, model: str) -> dict:
     system = body.get("system")
     if system:
         messages.append({"role": "system", "content": text_of(system)})
-    for m in body.get("messages") or ():
+    for i, m in enumerate(body.get("messages") or ()):
         content = m.get("content")
         if m.get("role") == "assistant":
             messages.append(_anthropic_assistant_to_openai(content))
         else:
-            messages.extend(_anthropic_user_to_openai(content))
+            messages.extend(_anthropic_user_to_openai(content, i))
     out: dict = {"model": model, "messages": messages}
     if body.get("max_tokens") is not None:
         out["max_tokens"] = body["max_tokens"]
     for src, dst in (("temperature", "temperature"), ("top_p", "top_p"), ("stop_sequences", "stop")):
         if body.get(src) is not None:
             out[dst] = body[src]
+    # a tool is an offer, not content: one Anthropic runs itself (web search, code execution: no
+    # ``input_schema``) is left out, and the model answers without it
     tools = [_anthropic_tool_to_openai(t) for t in body.get("tools") or () if "input_schema" in t]
     if tools:
         out["tools"] = tools
@@ -174,42 +183,53 @@ def anthropic_to_openai_request(body: dict, model: str) -> dict:
     return out
 
 
-def _anthropic_image_to_openai(block: dict) -> dict | None:
-    source = block.get("source") or {}
-    if source.get("type") == "base64":
+def _anthropic_image_to_openai(block: dict, path: str) -> dict:
+    source = block["source"]
+    kind = source.get("type")
+    if kind == "base64":
         return {"type": "image_url", "image_url": {"url": data_url(source.get("media_type", "image/png"),
                                                                    source.get("data", ""))}}
-    if source.get("type") == "url":
+    if kind == "url":
         return {"type": "image_url", "image_url": {"url": source.get("url", "")}}
-    return None
+    raise cannot_carry(path, f"an `image` block whose source is `{kind}`", _NOT_ANTHROPIC,
+                       "; send it as base64 or a URL")
 
 
-def _anthropic_user_to_openai(content) -> list[dict]:
-    """One Anthropic user turn: tool results become ``tool`` messages, placed first as OpenAI requires."""
+def _anthropic_document_to_openai(block: dict, path: str) -> dict:
+    source = block["source"]
+    kind = source.get("type")
+    if kind == "base64":
+        return {"type": "file", "file": {"file_data": data_url(source.get("media_type", ""), source.get("data", ""))}}
+    if kind == "text":
+        return {"type": "text", "text": source.get("data", "")}
+    raise cannot_carry(path, f"a `document` block whose source is `{kind}`", _NOT_ANTHROPIC,
+                       "; send it as base64 or text")
+
+
+#: an earlier turn's reasoning, signed for Anthropic alone: no other format can take it back, and it is
+#: the model's own, not the caller's content, so it is left out (as every translating gateway does)
+_SIGNED_REASONING = ("thinking", "redacted_thinking")
+
+
+def _anthropic_user_to_openai(content, message: int) -> list[dict]:
+    """One Anthropic user turn (``messages.<message>``): tool results become ``tool`` messages, placed
+    first as OpenAI requires. A block the OpenAI format has no part for is refused (``cannot_carry``)."""
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     tool_messages, parts = [], []
-    for block in content or ():
+    for j, block in enumerate(content or ()):
         kind = block.get("type")
+        path = f"messages.{message}.content.{j}"
         if kind == "tool_result":
-            result = block.get("content")
-            text = text_of(result)
-            if block.get("is_error") and text:
-                text = f"Error: {text}"
-            tool_messages.append({"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text})
+            tool_messages.append(_anthropic_tool_result_to_openai(block, path))
         elif kind == "text":
             parts.append({"type": "text", "text": block.get("text", "")})
         elif kind == "image":
-            image = _anthropic_image_to_openai(block)
-            if image is not None:
-                parts.append(image)
+            parts.append(_anthropic_image_to_openai(block, path))
         elif kind == "document":
-            source = block.get("source") or {}
-            if source.get("type") == "base64":
-                parts.append({"type": "file", "file": {"file_data": data_url(source.get("media_type", ""),
-                                                                            source.get("data", ""))}})
-            elif source.get("type") == "text":
-                parts.append({"type": "text", "text": source.get("data", "")})
+            parts.append(_anthropic_document_to_openai(block, path))
+        elif kind not in _SIGNED_REASONING:
+            raise cannot_carry(path, f"a block of type `{kind}`", _NOT_ANTHROPIC)
     out = tool_messages
     if parts:
         simple = all(p["type"] == "text" for p in parts)
@@ -232,6 +252,20 @@ def _anthropic_assistant_to_openai(content) -> dict:
     if calls:
         message["tool_calls"] = calls
     return message
+
+
+def _anthropic_tool_result_to_openai(block: dict, path: str) -> dict:
+    """A ``tool_result`` block as an OpenAI ``tool`` message, whose content is text only."""
+    result = block.get("content")
+    if isinstance(result, list):
+        for k, item in enumerate(result):
+            if item.get("type", "text") != "text":
+                raise cannot_carry(f"{path}.content.{k}", f"a block of type `{item.get('type')}` in a tool result",
+                                   _NOT_ANTHROPIC, " (its tool results are text)")
+    text = text_of(result)
+    if block.get("is_error") and text:
+        text = f"Error: {text}"
+    return {"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text}
 
 
 def _anthropic_tool_to_openai(tool: dict) -> dict:

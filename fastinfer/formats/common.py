@@ -22,6 +22,7 @@ import orjson
 
 from .._core.bodies import chat_chars, openai_usage, walked_chars
 from .._core.constants import CHARS_PER_TOKEN
+from ..errors import BadRequest
 
 DONE = "[DONE]"       # payload of the OpenAI end-of-stream marker
 ERROR = "error"       # event name of an upstream in-stream error item
@@ -150,6 +151,25 @@ def parse_data_url(url: str) -> tuple[str, str] | None:
     if not sep or not head.endswith(";base64"):
         return None
     return head[:-7] or "application/octet-stream", data
+
+
+def cannot_carry(path: str, what: str, upstream: str, instead: str = "") -> BadRequest:
+    """The error for a part of the caller's body the upstream's format has no place for (``upstream``
+    says which format: "speaks Gemini's API"): the request is refused (400, ``param`` the part's
+    ``path`` in the caller's notation), never sent without the part, which would answer a question
+    the caller did not ask."""
+    return BadRequest(f"{path}: {what} cannot be sent to this model's upstream, which {upstream}{instead}.",
+                      param=path, code="unsupported_content")
+
+
+def file_part_bytes(part: dict, path: str, upstream: str) -> tuple[str, str]:
+    """An OpenAI ``file`` part's (media type, base64 data), from its ``file_data`` data URL; a part
+    without its bytes (a ``file_id``: OpenAI's own files) is refused, as no other API can read it."""
+    inline = parse_data_url(part["file"].get("file_data", ""))
+    if inline is None:
+        raise cannot_carry(path, "a `file` part without its bytes (`file_data`, a data URL)", upstream,
+                           " (OpenAI's file ids mean nothing to it)")
+    return inline
 
 
 def data_url(media_type: str, data: str) -> str:

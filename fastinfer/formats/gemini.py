@@ -17,8 +17,8 @@ import orjson
 from .._core.sse import encode_data
 from ..errors import GatewayError
 from .base import Format
-from .common import (DONE, ERROR, GEMINI_FINISH_TO_OPENAI, dumps, guess_media_type, make_usage, new_id,
-                     openai_usage, parse_arguments, parse_data_url, text_of, usage_from_gemini)
+from .common import (DONE, ERROR, GEMINI_FINISH_TO_OPENAI, cannot_carry, dumps, file_part_bytes, guess_media_type,
+                     make_usage, new_id, openai_usage, parse_arguments, parse_data_url, text_of, usage_from_gemini)
 
 # ================================================================ request
 
@@ -36,19 +36,22 @@ def _clean_schema(schema):
     return schema
 
 
+_GEMINI = "speaks Gemini's API"
+
+
 def openai_to_gemini_request(body: dict) -> dict:
     """An OpenAI chat body as a Gemini ``generateContent`` body (the model is in the URL)."""
     system: list[str] = []
     contents: list[dict] = []
     names: dict[str, str] = {}   # tool_call_id -> function name (Gemini answers by name)
-    for m in body.get("messages") or ():
+    for i, m in enumerate(body.get("messages") or ()):
         role = m.get("role")
         if role in ("system", "developer"):
             system.append(text_of(m.get("content")))
         elif role == "user":
-            _append(contents, "user", _openai_parts_to_gemini(m.get("content")))
+            _append(contents, "user", _openai_parts_to_gemini(m.get("content"), i))
         elif role == "assistant":
-            parts = _openai_parts_to_gemini(m.get("content"))
+            parts = _openai_parts_to_gemini(m.get("content"), i)
             for call in m.get("tool_calls") or ():
                 fn = call.get("function") or {}
                 names[call.get("id", "")] = fn.get("name", "")
@@ -86,7 +89,7 @@ def openai_to_gemini_request(body: dict) -> dict:
     declarations = []
     for tool in body.get("tools") or ():
         if tool.get("type", "function") != "function":
-            continue   # Gemini declares functions only; other tool types were validated as opaque objects
+            continue   # an offer of a tool Gemini cannot declare (validated as an opaque object): left out
         fn = tool.get("function") or {}
         decl = {"name": fn.get("name", "")}
         if fn.get("description"):
@@ -115,23 +118,31 @@ def _append(contents: list[dict], role: str, parts: list[dict]) -> None:
         contents.append({"role": role, "parts": parts})
 
 
-def _openai_parts_to_gemini(content) -> list[dict]:
+def _openai_parts_to_gemini(content, message: int) -> list[dict]:
+    """The content of OpenAI message ``message`` as Gemini parts; a part Gemini has no place for (an
+    OpenAI file id, another kind) is refused (``cannot_carry``)."""
     if isinstance(content, str):
         return [{"text": content}] if content else []
     parts = []
-    for part in content or ():
+    for j, part in enumerate(content or ()):
         kind = part.get("type")
         if kind == "text":
             parts.append({"text": part.get("text", "")})
+        elif kind == "refusal":       # an assistant's past refusal is what it said
+            parts.append({"text": part.get("refusal", "")})
+        elif kind == "input_audio":
+            audio = part["input_audio"]
+            parts.append({"inlineData": {"mimeType": f"audio/{audio['format']}", "data": audio["data"]}})
         elif kind == "image_url":
             url = part["image_url"]["url"] if isinstance(part.get("image_url"), dict) else part.get("image_url", "")
             inline = parse_data_url(url)
             parts.append({"inlineData": {"mimeType": inline[0], "data": inline[1]}} if inline
                          else {"fileData": {"mimeType": guess_media_type(url), "fileUri": url}})
-        elif kind == "file" and isinstance(part.get("file"), dict):
-            inline = parse_data_url(part["file"].get("file_data", ""))
-            if inline:
-                parts.append({"inlineData": {"mimeType": inline[0], "data": inline[1]}})
+        elif kind == "file":
+            media_type, data = file_part_bytes(part, f"messages[{message}].content[{j}]", _GEMINI)
+            parts.append({"inlineData": {"mimeType": media_type, "data": data}})
+        else:
+            raise cannot_carry(f"messages[{message}].content[{j}]", f"a part of type `{kind}`", _GEMINI)
     return parts
 
 
