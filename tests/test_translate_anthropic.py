@@ -104,6 +104,11 @@ def test_what_anthropic_has_no_block_for_is_refused_not_dropped():
             error = _refusal(translate, {"messages": [hi, {"role": role, "content": [{"type": "text", "text": "a"},
                                                                                       part]}]})
             assert error.param == "messages[1].content[1]" and "Anthropic" in error.message, error.message
+    # an answer of another shape than asked for: several choices, log probabilities
+    for ask, param in (({"n": 2}, "n"), ({"logprobs": True, "top_logprobs": 2}, "logprobs")):
+        assert _refusal(translate, {"messages": [hi], **ask}).param == param
+    assert translate({"messages": [hi], "n": 1, "logprobs": False})["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]}]
     # what it has a block for is carried: a file's bytes, an assistant's refusal (what it said)
     out = translate({"messages": [
         {"role": "user", "content": [{"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE"}}]},

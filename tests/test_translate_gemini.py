@@ -102,6 +102,10 @@ def test_gemini_stream_error():
 
 def test_what_gemini_has_no_place_for_is_refused_not_dropped():
     base = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(BadRequest) as refused:     # not translated: the reply would come without them
+        openai_to_gemini_request({**base, "logprobs": True})
+    assert refused.value.param == "logprobs"
+    assert openai_to_gemini_request({**base, "logprobs": False, "n": 3})["generationConfig"] == {"candidateCount": 3}
     for part in ({"type": "file", "file": {"file_id": "file-abc"}}, {"type": "video_url", "video_url": "v"}):
         body = {**base, "messages": [{"role": "system", "content": "s"},
                                      {"role": "user", "content": [{"type": "text", "text": "t"}, part]}]}

@@ -24,7 +24,7 @@ from .base import Format
 from .common import (ANTHROPIC_STOP_TO_OPENAI, DONE, ERROR, OPENAI_FINISH_TO_ANTHROPIC, anthropic_usage,
                      data_url, dumps, estimate_tokens, make_usage, new_id, openai_usage, parse_arguments,
                      parse_data_url, text_of, usage_from_anthropic, usage_from_openai)
-from .common import cannot_carry, estimated_usage, file_part_bytes, json_object
+from .common import cannot_carry, estimated_usage, file_part_bytes, json_object, refuse_answer_shapes
 from .relay import StreamRelay
 
 # ================================================================ requests
@@ -34,6 +34,7 @@ _NOT_ANTHROPIC = "does not speak Anthropic's Messages API"   # reached through t
 
 def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int) -> dict:
     """An OpenAI chat body as an Anthropic Messages body for ``model``."""
+    refuse_answer_shapes(body, _ANTHROPIC, several_choices=False)
     system: list[str] = []
     messages: list[dict] = []
     for i, m in enumerate(body.get("messages") or ()):

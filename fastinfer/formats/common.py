@@ -162,6 +162,17 @@ def cannot_carry(path: str, what: str, upstream: str, instead: str = "") -> BadR
                       param=path, code="unsupported_content")
 
 
+def refuse_answer_shapes(body: dict, upstream: str, several_choices: bool) -> None:
+    """Refuse what an OpenAI body asks of its answer's shape that the upstream's reply cannot give
+    (``cannot_carry``): several choices (``n``) unless ``several_choices``, log probabilities. Left
+    out, the client would read an answer of another shape than it asked for."""
+    n = body.get("n")
+    if not several_choices and n is not None and n > 1:
+        raise cannot_carry("n", f"asking for {n} choices", upstream, " (one choice an answer)")
+    if body.get("logprobs") is True:
+        raise cannot_carry("logprobs", "asking for log probabilities", upstream)
+
+
 def file_part_bytes(part: dict, path: str, upstream: str) -> tuple[str, str]:
     """An OpenAI ``file`` part's (media type, base64 data), from its ``file_data`` data URL; a part
     without its bytes (a ``file_id``: OpenAI's own files) is refused, as no other API can read it."""

@@ -18,7 +18,8 @@ from .._core.sse import encode_data
 from ..errors import GatewayError
 from .base import Format
 from .common import (DONE, ERROR, GEMINI_FINISH_TO_OPENAI, cannot_carry, dumps, file_part_bytes, guess_media_type,
-                     make_usage, new_id, openai_usage, parse_arguments, parse_data_url, text_of, usage_from_gemini)
+                     make_usage, new_id, openai_usage, parse_arguments, parse_data_url, refuse_answer_shapes, text_of,
+                     usage_from_gemini)
 
 # ================================================================ request
 
@@ -41,6 +42,7 @@ _GEMINI = "speaks Gemini's API"
 
 def openai_to_gemini_request(body: dict) -> dict:
     """An OpenAI chat body as a Gemini ``generateContent`` body (the model is in the URL)."""
+    refuse_answer_shapes(body, _GEMINI, several_choices=True)
     system: list[str] = []
     contents: list[dict] = []
     names: dict[str, str] = {}   # tool_call_id -> function name (Gemini answers by name)
