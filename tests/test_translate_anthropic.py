@@ -104,6 +104,18 @@ def test_what_anthropic_has_no_block_for_is_refused_not_dropped():
             error = _refusal(translate, {"messages": [hi, {"role": role, "content": [{"type": "text", "text": "a"},
                                                                                       part]}]})
             assert error.param == "messages[1].content[1]" and "Anthropic" in error.message, error.message
+    # a system prompt is text alone in Anthropic's API
+    error = _refusal(translate, {"messages": [{"role": "system", "content": [
+        {"type": "text", "text": "look:"}, {"type": "image_url", "image_url": "https://example.com/a.png"}]}, hi]})
+    assert error.param == "messages[0].content[1]" and "`image_url`" in error.message
+    # a tool's result may hold an image (a screenshot): carried as the result's blocks
+    out = translate({"messages": [hi, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                                  {"role": "tool", "tool_call_id": "call_1", "content": [
+                                      {"type": "text", "text": "shot:"},
+                                      {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]}]})
+    assert out["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "call_1", "content": [
+        {"type": "text", "text": "shot:"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}]}]
     # an answer of another shape than asked for: several choices, log probabilities
     for ask, param in (({"n": 2}, "n"), ({"logprobs": True, "top_logprobs": 2}, "logprobs")):
         assert _refusal(translate, {"messages": [hi], **ask}).param == param

@@ -106,6 +106,13 @@ def test_what_gemini_has_no_place_for_is_refused_not_dropped():
         openai_to_gemini_request({**base, "logprobs": True})
     assert refused.value.param == "logprobs"
     assert openai_to_gemini_request({**base, "logprobs": False, "n": 3})["generationConfig"] == {"candidateCount": 3}
+    # a system prompt and a function's response are text alone in Gemini's API
+    image = {"type": "image_url", "image_url": "https://example.com/a.png"}
+    for message in ({"role": "system", "content": [{"type": "text", "text": "s"}, image]},
+                    {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "s"}, image]}):
+        with pytest.raises(BadRequest) as refused:
+            openai_to_gemini_request({**base, "messages": [base["messages"][0], message]})
+        assert refused.value.param == "messages[1].content[1]" and "`image_url`" in refused.value.message
     for part in ({"type": "file", "file": {"file_id": "file-abc"}}, {"type": "video_url", "video_url": "v"}):
         body = {**base, "messages": [{"role": "system", "content": "s"},
                                      {"role": "user", "content": [{"type": "text", "text": "t"}, part]}]}

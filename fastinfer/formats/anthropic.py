@@ -24,7 +24,7 @@ from .base import Format
 from .common import (ANTHROPIC_STOP_TO_OPENAI, DONE, ERROR, OPENAI_FINISH_TO_ANTHROPIC, anthropic_usage,
                      data_url, dumps, estimate_tokens, make_usage, new_id, openai_usage, parse_arguments,
                      parse_data_url, text_of, usage_from_anthropic, usage_from_openai)
-from .common import cannot_carry, estimated_usage, file_part_bytes, json_object, refuse_answer_shapes
+from .common import cannot_carry, estimated_usage, file_part_bytes, json_object, refuse_answer_shapes, text_only
 from .relay import StreamRelay
 
 # ================================================================ requests
@@ -40,7 +40,7 @@ def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int)
     for i, m in enumerate(body.get("messages") or ()):
         role = m.get("role")
         if role in ("system", "developer"):
-            system.append(text_of(m.get("content")))
+            system.append(text_only(m.get("content"), f"messages[{i}].content", _ANTHROPIC))
         elif role == "user":
             _append(messages, "user", _openai_parts_to_anthropic(m.get("content"), i))
         elif role == "assistant":
@@ -48,7 +48,7 @@ def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int)
         elif role in ("tool", "function"):
             _append(messages, "user", [{
                 "type": "tool_result", "tool_use_id": m.get("tool_call_id") or m.get("name") or "",
-                "content": text_of(m.get("content"))}])
+                "content": _openai_tool_result_to_anthropic(m.get("content"), i)}])
     out: dict = {"model": model, "messages": messages}
     if system:
         out["system"] = "\n\n".join(s for s in system if s)
@@ -110,6 +110,13 @@ def _openai_parts_to_anthropic(content, message: int) -> list[dict]:
         else:
             raise cannot_carry(f"messages[{message}].content[{j}]", f"a part of type `{kind}`", _ANTHROPIC)
     return blocks
+
+
+def _openai_tool_result_to_anthropic(content, message: int):
+    """A tool's result: its text, or blocks when it holds more than text (a screenshot)."""
+    if isinstance(content, list) and any(part.get("type") != "text" for part in content):
+        return _openai_parts_to_anthropic(content, message)
+    return text_of(content)
 
 
 def _openai_assistant_to_anthropic(m: dict, message: int) -> list[dict]:

@@ -162,6 +162,17 @@ def cannot_carry(path: str, what: str, upstream: str, instead: str = "") -> BadR
                       param=path, code="unsupported_content")
 
 
+def text_only(content, path: str, upstream: str) -> str:
+    """The text of an OpenAI message whose place in the upstream's API holds text alone (a system
+    prompt; a Gemini function's response); a part of another type there is refused (``cannot_carry``)."""
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            if part.get("type") != "text":
+                raise cannot_carry(f"{path}[{j}]", f"a part of type `{part.get('type')}`", upstream,
+                                   ", which takes text alone there")
+    return text_of(content)
+
+
 def refuse_answer_shapes(body: dict, upstream: str, several_choices: bool) -> None:
     """Refuse what an OpenAI body asks of its answer's shape that the upstream's reply cannot give
     (``cannot_carry``): several choices (``n``) unless ``several_choices``, log probabilities. Left

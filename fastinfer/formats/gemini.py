@@ -18,7 +18,7 @@ from .._core.sse import encode_data
 from ..errors import GatewayError
 from .base import Format
 from .common import (DONE, ERROR, GEMINI_FINISH_TO_OPENAI, cannot_carry, dumps, file_part_bytes, guess_media_type,
-                     make_usage, new_id, openai_usage, parse_arguments, parse_data_url, refuse_answer_shapes, text_of,
+                     make_usage, new_id, openai_usage, parse_arguments, parse_data_url, refuse_answer_shapes, text_only,
                      usage_from_gemini)
 
 # ================================================================ request
@@ -49,7 +49,7 @@ def openai_to_gemini_request(body: dict) -> dict:
     for i, m in enumerate(body.get("messages") or ()):
         role = m.get("role")
         if role in ("system", "developer"):
-            system.append(text_of(m.get("content")))
+            system.append(text_only(m.get("content"), f"messages[{i}].content", _GEMINI))
         elif role == "user":
             _append(contents, "user", _openai_parts_to_gemini(m.get("content"), i))
         elif role == "assistant":
@@ -61,7 +61,7 @@ def openai_to_gemini_request(body: dict) -> dict:
             _append(contents, "model", parts)
         elif role in ("tool", "function"):
             name = names.get(m.get("tool_call_id", ""), m.get("name") or "")
-            text = text_of(m.get("content"))
+            text = text_only(m.get("content"), f"messages[{i}].content", _GEMINI)
             result = parse_arguments(text) if text.startswith("{") else {}
             if not result or "_raw" in result:
                 result = {"content": text}
