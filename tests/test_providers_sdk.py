@@ -188,6 +188,30 @@ def test_openai_tool_round_trip(oai, upstream, dep, stream):
         assert body["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_openai_json_schema_answer_from_anthropic(oai, upstream, stream):
+    # Anthropic has no response_format: the answer is asked for as a forced tool call, which comes
+    # back as the answer's text, a finished answer (the OpenAI SDK's parse() reads it)
+    schema = TOOLS_OPENAI[0]["function"]["parameters"]
+    response_format = {"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": True}}
+    if stream:
+        text, calls, finish = "", [], None
+        with oai.chat.completions.create(model="an", messages=MESSAGES, response_format=response_format,
+                                         stream=True) as chunks:
+            for chunk in chunks:
+                text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+                calls += chunk.choices[0].delta.tool_calls or [] if chunk.choices else []
+                finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
+    else:
+        message = oai.chat.completions.create(model="an", messages=MESSAGES, response_format=response_format)
+        text, calls, finish = message.choices[0].message.content, message.choices[0].message.tool_calls, \
+            message.choices[0].finish_reason
+    assert json.loads(text) == {"city": "Paris"} and not calls and finish == "stop"
+    body = upstream.received()[-1]["body"]
+    assert body["tool_choice"] == {"type": "tool", "name": body["tools"][0]["name"]}
+    assert body["tools"][0]["input_schema"] == schema and len(body["tools"]) == 1
+
+
 @pytest.mark.parametrize("dep", UPSTREAMS)
 @pytest.mark.parametrize("status, error", [(400, openai.BadRequestError), (429, openai.RateLimitError),
                                            (500, openai.InternalServerError)])

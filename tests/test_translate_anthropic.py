@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from fastinfer.formats.anthropic import (AnthropicToOpenAIStream, OpenAIToAnthropicStream,
+from fastinfer.formats.anthropic import (JSON_ANSWER_TOOL, AnthropicToOpenAIStream, OpenAIToAnthropicStream,
                                                      anthropic_to_openai_reply, anthropic_to_openai_request,
                                                      openai_to_anthropic_reply, openai_to_anthropic_request)
 from fastinfer.errors import BadRequest
@@ -275,3 +275,54 @@ def test_openai_error_chunk_becomes_error_item():
     t = OpenAIToAnthropicStream("m")
     assert t.push(None, {"error": {"message": "bad", "type": "server_error"}}) == [
         (ERROR, {"message": "bad", "type": "server_error"})]
+
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def test_a_json_answer_is_asked_of_anthropic_as_a_forced_tool_call():
+    hi = {"role": "user", "content": "where?"}
+
+    def translate(response_format, **more):
+        return openai_to_anthropic_request({"messages": [hi], "response_format": response_format, **more}, "m", 100)
+    out = translate({"type": "json_schema", "json_schema": {"name": "place", "schema": SCHEMA}})
+    assert [t["name"] for t in out["tools"]] == [JSON_ANSWER_TOOL] and out["tools"][0]["input_schema"] == SCHEMA
+    assert out["tool_choice"] == {"type": "tool", "name": JSON_ANSWER_TOOL}
+    assert translate({"type": "json_object"})["tools"][0]["input_schema"] == {"type": "object"}
+    assert "tools" not in translate({"type": "text"}) and "tool_choice" not in translate({"type": "text"})
+    # what a tool call cannot be asked for is refused, not sent as a plain text request
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    assert _refusal(lambda body: translate(**body), {"response_format": {"type": "json_object"},
+                                                     "tools": tools}).param == "response_format"
+    assert _refusal(lambda body: translate(**body), {"response_format": {"type": "json_schema", "json_schema": {
+        "name": "n", "schema": {"type": "array"}}}}).param == "response_format.json_schema.schema"
+
+
+def test_the_json_answers_tool_call_comes_back_as_the_answers_text():
+    reply = {"id": "msg_1", "model": "claude", "stop_reason": "tool_use", "usage": {"input_tokens": 3, "output_tokens": 4},
+             "content": [{"type": "tool_use", "id": "tu", "name": JSON_ANSWER_TOOL, "input": {"city": "Paris"}}]}
+    choice = anthropic_to_openai_reply(reply, answer_tool=JSON_ANSWER_TOOL)["choices"][0]
+    assert json.loads(choice["message"]["content"]) == {"city": "Paris"} and "tool_calls" not in choice["message"]
+    assert choice["finish_reason"] == "stop"
+    # a request that asked for no JSON answer: the same call is a tool call like any other
+    assert anthropic_to_openai_reply(reply)["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == JSON_ANSWER_TOOL
+
+    events = [
+        ("message_start", {"type": "message_start", "message": {"id": "msg_9", "model": "claude", "usage": {}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+            "type": "tool_use", "id": "tu", "name": JSON_ANSWER_TOOL, "input": {}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+            "type": "input_json_delta", "partial_json": '{"city": '}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+            "type": "input_json_delta", "partial_json": '"Paris"}'}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 4}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    chunks = [data for _, data in _run(AnthropicToOpenAIStream(False, answer_tool=JSON_ANSWER_TOOL), events)
+              if data is not DONE]
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert json.loads("".join(d.get("content", "") for d in deltas)) == {"city": "Paris"}
+    assert not any("tool_calls" in d for d in deltas) and chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    plain = [data for _, data in _run(AnthropicToOpenAIStream(False), events) if data is not DONE]
+    assert plain[-1]["choices"][0]["finish_reason"] == "tool_calls"

@@ -62,6 +62,14 @@ def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int)
     if body.get("top_p") is not None:
         out["top_p"] = body["top_p"]
     tools = [_openai_tool_to_anthropic(t) for t in body.get("tools") or () if t.get("type", "function") == "function"]
+    answer_schema = _json_answer_schema(body)
+    if answer_schema is not None:
+        if tools:
+            raise cannot_carry("response_format", "a JSON answer together with tools", _ANTHROPIC,
+                               " (the answer is asked for as a forced tool call)")
+        out["tools"] = [{"name": JSON_ANSWER_TOOL, "description": _JSON_ANSWER_DESCRIPTION,
+                         "input_schema": answer_schema}]
+        out["tool_choice"] = {"type": "tool", "name": JSON_ANSWER_TOOL}
     if tools:
         out["tools"] = tools
         choice = _openai_tool_choice_to_anthropic(body.get("tool_choice"))
@@ -74,6 +82,34 @@ def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int)
     if body.get("stream"):
         out["stream"] = True
     return out
+
+
+#: Anthropic has no ``response_format``: a JSON answer is asked for as the input of one tool the
+#: model must call, and that call comes back to the caller as the answer's text (as LiteLLM does)
+JSON_ANSWER_TOOL = "json_answer"
+_JSON_ANSWER_DESCRIPTION = "Give your whole answer as this tool's input: it is the reply, as JSON."
+
+
+def _json_answer_schema(body: dict) -> dict | None:
+    """The object schema of the JSON answer an OpenAI body asks for (``response_format``), or None
+    for a text answer. A schema whose top is not an object cannot be a tool's input: refused."""
+    fmt = body.get("response_format")
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind != "json_schema":
+        return None
+    schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
+    if schema.get("type") != "object":
+        raise cannot_carry("response_format.json_schema.schema", "a schema whose top is not an object",
+                           _ANTHROPIC, " (the answer is asked for as a tool's input, an object)")
+    return schema
+
+
+def answer_tool_of(body: dict) -> str | None:
+    """The tool whose call is the answer's text, for a request in OpenAI's format (``body``)."""
+    fmt = body.get("response_format")
+    return JSON_ANSWER_TOOL if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema") else None
 
 
 def _append(messages: list[dict], role: str, blocks: list[dict]) -> None:
@@ -285,15 +321,20 @@ def _anthropic_tool_to_openai(tool: dict) -> dict:
 
 # ================================================================= replies
 
-def anthropic_to_openai_reply(reply: dict, created: int | None = None) -> dict:
-    """A whole Anthropic message as an OpenAI ``chat.completion``."""
+def anthropic_to_openai_reply(reply: dict, created: int | None = None, answer_tool: str | None = None) -> dict:
+    """A whole Anthropic message as an OpenAI ``chat.completion``; a call of ``answer_tool`` (the
+    request's JSON answer, ``JSON_ANSWER_TOOL``) is the answer's text, and the answer a finished one."""
     text, reasoning, calls = [], [], []
+    stop = reply.get("stop_reason")
     for block in reply.get("content") or ():
         kind = block.get("type")
         if kind == "text":
             text.append(block.get("text", ""))
         elif kind == "thinking":
             reasoning.append(block.get("thinking", ""))
+        elif kind == "tool_use" and answer_tool is not None and block.get("name") == answer_tool:
+            text.append(dumps(block.get("input") or {}))
+            stop = "end_turn" if stop == "tool_use" else stop
         elif kind == "tool_use":
             calls.append({"id": block.get("id", ""), "type": "function",
                           "function": {"name": block.get("name", ""), "arguments": dumps(block.get("input") or {})}})
@@ -307,7 +348,7 @@ def anthropic_to_openai_reply(reply: dict, created: int | None = None) -> dict:
         "id": reply.get("id") or new_id("chatcmpl-"), "object": "chat.completion",
         "created": created or int(time.time()), "model": reply.get("model", ""),
         "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": ANTHROPIC_STOP_TO_OPENAI.get(reply.get("stop_reason"), "stop")}],
+                     "finish_reason": ANTHROPIC_STOP_TO_OPENAI.get(stop, "stop")}],
         "usage": openai_usage(usage),
     }
 
@@ -355,9 +396,11 @@ class AnthropicToOpenAIStream:
     chunk before it. ``usage`` (normalized) and ``finished`` are kept up to date.
     """
 
-    def __init__(self, include_usage: bool, estimate=None):
+    def __init__(self, include_usage: bool, estimate=None, answer_tool: str | None = None):
         self.include_usage = include_usage
         self.estimate = estimate         # callable(completion_chars) -> usage dict, or None
+        self.answer_tool = answer_tool   # its call is the answer's text (``anthropic_to_openai_reply``)
+        self._answer_block = None        # the Anthropic block index of that call
         self.usage: dict | None = None
         self.finished = False
         self.chars = 0                 # text sent, for an estimate when no usage comes
@@ -381,6 +424,9 @@ class AnthropicToOpenAIStream:
                 self.chars += len(delta.get("text", ""))
                 return [self._chunk({"content": delta.get("text", "")})]
             if dtype == "input_json_delta":
+                if self._answer_block is not None and data.get("index") == self._answer_block:
+                    self.chars += len(delta.get("partial_json", ""))
+                    return [self._chunk({"content": delta.get("partial_json", "")})]
                 at = self._tools.get(data.get("index"))
                 if at is None:
                     return []
@@ -400,6 +446,9 @@ class AnthropicToOpenAIStream:
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = data.get("content_block") or {}
+            if block.get("type") == "tool_use" and self.answer_tool is not None and block.get("name") == self.answer_tool:
+                self._answer_block = data.get("index")
+                return []
             if block.get("type") == "tool_use":
                 at = self._tools[data.get("index")] = len(self._tools)
                 return [self._chunk({"tool_calls": [{"index": at, "id": block.get("id", ""), "type": "function",
@@ -411,6 +460,8 @@ class AnthropicToOpenAIStream:
             self.usage = usage_from_anthropic({**self._input, **{k: v for k, v in (data.get("usage") or {}).items()
                                                                  if v is not None}})
             stop = (data.get("delta") or {}).get("stop_reason")
+            if stop == "tool_use" and self._answer_block is not None and not self._tools:
+                stop = "end_turn"        # the answer's own call ended it: a finished answer
             return [self._chunk({}, ANTHROPIC_STOP_TO_OPENAI.get(stop, "stop"))]
         if kind == "message_stop":
             self.finished = True
@@ -681,8 +732,8 @@ class AnthropicFormat(Format):
                     return body, usage
         return Format.reply(self, body, req, caller, model)     # parsed whole: orjson decides, text estimated
 
-    def reply_to_pivot(self, reply: dict, model: str) -> dict:
-        return anthropic_to_openai_reply(reply)
+    def reply_to_pivot(self, reply: dict, model: str, req) -> dict:
+        return anthropic_to_openai_reply(reply, answer_tool=answer_tool_of(req.body))
 
     def reply_from_pivot(self, reply: dict, usage: dict) -> dict:
         return openai_to_anthropic_reply(reply, usage)
@@ -693,8 +744,8 @@ class AnthropicFormat(Format):
     def reply_text(self, reply: dict) -> str:
         return text_of(reply.get("content"))
 
-    def stream_to_pivot(self, model: str, include_usage: bool, estimate):
-        return AnthropicToOpenAIStream(include_usage, estimate)
+    def stream_to_pivot(self, model: str, include_usage: bool, estimate, req):
+        return AnthropicToOpenAIStream(include_usage, estimate, answer_tool_of(req.body))
 
     def stream_from_pivot(self, model: str, estimate):
         return OpenAIToAnthropicStream(model, estimate)

@@ -53,7 +53,7 @@ class Format:
         usage = self._usage(reply, req)
         if caller is self:
             return body, usage
-        pivot = self.reply_to_pivot(reply, model)
+        pivot = self.reply_to_pivot(reply, model, req)
         return orjson.dumps(caller.reply_from_pivot(pivot, usage)), usage
 
     def relay(self, req, caller: "Format", model: str) -> StreamRelay:
@@ -66,7 +66,7 @@ class Format:
 
         to_caller = caller.stream_from_pivot(model, estimate)
         # a stage after the pivot reads the pivot's usage chunk, so it must be produced for it
-        from_upstream = self.stream_to_pivot(model, to_caller is not None or req.client_wants_usage, estimate)
+        from_upstream = self.stream_to_pivot(model, to_caller is not None or req.client_wants_usage, estimate, req)
         stages = [s for s in (from_upstream, to_caller) if s is not None]
         return TranslatingRelay(stages, caller, req.body)
 
@@ -92,8 +92,8 @@ class Format:
         """The caller's body, already in this format, as this upstream's body."""
         return self.request_from_pivot(self.request_to_pivot(body, deployment.upstream_model), deployment, stream)
 
-    def reply_to_pivot(self, reply: dict, model: str) -> dict:
-        """A whole reply of this upstream as an OpenAI ``chat.completion``."""
+    def reply_to_pivot(self, reply: dict, model: str, req) -> dict:
+        """A whole reply of this upstream to ``req`` as an OpenAI ``chat.completion``."""
         raise NotImplementedError
 
     def reply_from_pivot(self, reply: dict, usage: dict) -> dict:
@@ -108,8 +108,9 @@ class Format:
         """The text of a whole reply, for a usage estimate when it carries none."""
         raise NotImplementedError
 
-    def stream_to_pivot(self, model: str, include_usage: bool, estimate):
-        """A stream translator from this upstream's events to OpenAI chunks; None for OpenAI itself."""
+    def stream_to_pivot(self, model: str, include_usage: bool, estimate, req):
+        """A stream translator from this upstream's events (answering ``req``) to OpenAI chunks; None
+        for OpenAI itself."""
         raise NotImplementedError
 
     def stream_from_pivot(self, model: str, estimate):

@@ -278,7 +278,7 @@ class GeminiFormat(Format):
     def request_from_pivot(self, body: dict, deployment, stream: bool) -> dict:
         return openai_to_gemini_request(body)
 
-    def reply_to_pivot(self, reply: dict, model: str) -> dict:
+    def reply_to_pivot(self, reply: dict, model: str, req) -> dict:
         return gemini_to_openai_reply(reply, model)
 
     def reply_usage(self, reply: dict) -> dict | None:
@@ -288,7 +288,7 @@ class GeminiFormat(Format):
         return "".join(p.get("text", "") for c in reply.get("candidates") or ()
                        for p in (c.get("content") or {}).get("parts") or ())
 
-    def stream_to_pivot(self, model: str, include_usage: bool, estimate):
+    def stream_to_pivot(self, model: str, include_usage: bool, estimate, req):
         return GeminiToOpenAIStream(model, include_usage, estimate)
 
     def error_body(self, err: GatewayError) -> bytes:

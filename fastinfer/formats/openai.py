@@ -94,7 +94,7 @@ class OpenAIFormat(Format):
             usage = self._usage(json_object(body), req)
         return body, usage
 
-    def reply_to_pivot(self, reply: dict, model: str) -> dict:
+    def reply_to_pivot(self, reply: dict, model: str, req) -> dict:
         return reply
 
     def reply_from_pivot(self, reply: dict, usage: dict) -> dict:
@@ -107,7 +107,7 @@ class OpenAIFormat(Format):
         return "".join(text_of((c.get("message") or {}).get("content")) or c.get("text") or ""
                        for c in reply.get("choices") or ())
 
-    def stream_to_pivot(self, model: str, include_usage: bool, estimate):
+    def stream_to_pivot(self, model: str, include_usage: bool, estimate, req):
         return None
 
     def stream_from_pivot(self, model: str, estimate):

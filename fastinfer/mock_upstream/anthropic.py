@@ -43,10 +43,12 @@ def view_of(body: dict) -> View:
         if isinstance(last.get("content"), list) else []
     users = [m for m in messages if m.get("role") == "user" and _text(m.get("content")).strip()]
     system = body.get("system")
+    choice = body.get("tool_choice")
     return View(
         last_text=_text(users[-1].get("content")) if users else "",
         tool_result=" ".join(_text(b.get("content")) for b in results) if results else None,
         tools=[t.get("name", "") for t in body.get("tools") or ()],
+        forced_tool=choice.get("name") if isinstance(choice, dict) and choice.get("type") == "tool" else None,
         prompt_tokens=count_words(_text(system) if system else "", *(_text(m.get("content")) for m in messages)),
         max_tokens=body.get("max_tokens"),
     )

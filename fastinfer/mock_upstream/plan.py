@@ -1,9 +1,9 @@
 """What the fake model answers, whatever the wire format, and how a fake stream is paced.
 
 Owns: the format-neutral answer (text words, or a tool call), the tool rules
-(tools offered and the last user message mentions "weather": call the first
-tool with ``{"city": "Paris"}``; the last message is a tool result: answer with
-text quoting it), the OpenAI rendering of tool answers, the shared stream
+(a tool the request forces is called, and when tools are offered and the last
+user message mentions "weather" the first one, either with ``{"city": "Paris"}``;
+the last message is a tool result: answer with text quoting it), the OpenAI rendering of tool answers, the shared stream
 writer (``itl_ms``, ``cut_after``, ``garbage_at``, ``stream_error_at``,
 ``idle_after``), and re-shaping the mock's OpenAI error bodies for other formats.
 Must not touch: the gateway; it imports nothing from fastinfer but the
@@ -52,6 +52,7 @@ class View:
     last_text: str = ""
     tool_result: str | None = None   # the last message is a tool result with this content
     tools: list[str] = field(default_factory=list)
+    forced_tool: str | None = None   # the tool the request makes the model call (Anthropic's tool_choice)
     prompt_tokens: int = 1
     max_tokens: int | None = None
 
@@ -77,6 +78,8 @@ def wants_tools(view: View) -> bool:
 
 
 def plan(view: View, default_tokens: int, behaviour: dict) -> Answer:
+    if view.forced_tool is not None:
+        return Answer([], view.forced_tool, "tool", view.prompt_tokens)
     if view.tool_result is not None:
         words = [w + " " for w in f"The tool said: {view.tool_result}".split()]
         return Answer(words, None, "stop", view.prompt_tokens)
