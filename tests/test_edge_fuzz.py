@@ -1,5 +1,6 @@
 """Wrong-typed bodies, at every depth of the real shapes, through every data route and every
-upstream format: never a 5xx other than 502/503/504, always the caller's error shape.
+upstream format: never a 5xx other than 502/503/504, always the caller's error shape. Valid
+bodies: answered, or (translated) refused by a 400 naming a part they have.
 
 Topology: a raw HTTP client -> fastinfer serve (2 workers) -> mock-upstream, which speaks
 OpenAI chat, Anthropic messages and Gemini; one deployment per upstream format plus the
@@ -11,13 +12,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from conftest import every_format_config
-from fuzz_bodies import ROUTES, with_model, wrong_bodies
+from fuzz_bodies import ROUTES, valid_bodies, with_model, wrong_bodies
 from procs import start_gateway_proc, start_mock
 
 MODELS = ("oa", "an", "ge", "mk")
@@ -102,6 +104,44 @@ def test_wrong_typed_bodies_never_answer_500(edge, route):
     @given(body=wrong_bodies(route))
     def run(body):
         _fuzz(edge, route, body)
+    run()
+
+
+#: (route, deployment) pairs where the body goes as the client wrote it: a valid body is answered
+NATIVE = {("/v1/chat/completions", "oa"), ("/v1/chat/completions", "mk"), ("/v1/messages", "an"),
+          ("/v1/completions", "oa"), ("/v1/completions", "mk"), ("/v1/embeddings", "oa"), ("/v1/embeddings", "mk")}
+
+
+def _part_at(body, path: str):
+    """The node of ``body`` a refusal's ``param`` names (``messages[1].content[0]`` or ``messages.1.content.0``)."""
+    node = body
+    for step in re.findall(r"[^.\[\]]+", path):
+        node = node[int(step)] if isinstance(node, list) else node[step]
+    return node
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("route", ROUTES)
+def test_valid_bodies_are_answered_or_refused_by_name(edge, route):
+    """Valid bodies, in the full shape, to every deployment: answered where the body goes as it is;
+    where it is translated, answered or refused with a 400 that names a part the body has."""
+    gateway, _ = edge
+    client = _clients.setdefault(gateway.port, Client(gateway.port))
+
+    @_SETTINGS
+    @given(body=valid_bodies(route))
+    def run(body):
+        for model in MODELS:
+            sent = with_model(body, model)
+            status, headers, raw = client.post(route, sent)
+            assert_answer_is_sound(route, sent, status, headers, raw)
+            if (route, model) in NATIVE:
+                assert status == 200, f"{status} for {model} {json.dumps(sent)[:1000]}: {raw[:300]!r}"
+                continue
+            assert status in (200, 400), raw
+            message = json.loads(raw)["error"]["message"] if status == 400 else ""
+            if "cannot be sent to this model's upstream" in message:
+                _part_at(sent, message.split(": ", 1)[0])     # names a part the body has
     run()
 
 
