@@ -90,15 +90,20 @@ JSON_ANSWER_TOOL = "json_answer"
 _JSON_ANSWER_DESCRIPTION = "Give your whole answer as this tool's input: it is the reply, as JSON."
 
 
-def _json_answer_schema(body: dict) -> dict | None:
-    """The object schema of the JSON answer an OpenAI body asks for (``response_format``), or None
-    for a text answer. A schema whose top is not an object cannot be a tool's input: refused."""
+def _json_answer(body: dict) -> dict | None:
+    """The ``response_format`` of an OpenAI body that asks for a JSON answer, or None."""
     fmt = body.get("response_format")
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "json_object":
-        return {"type": "object"}
-    if kind != "json_schema":
+    return fmt if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema") else None
+
+
+def _json_answer_schema(body: dict) -> dict | None:
+    """The object schema of the JSON answer an OpenAI body asks for, or None for a text answer. A
+    schema whose top is not an object cannot be a tool's input: refused."""
+    fmt = _json_answer(body)
+    if fmt is None:
         return None
+    if fmt["type"] == "json_object":
+        return {"type": "object"}
     schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
     if schema.get("type") != "object":
         raise cannot_carry("response_format.json_schema.schema", "a schema whose top is not an object",
@@ -108,8 +113,7 @@ def _json_answer_schema(body: dict) -> dict | None:
 
 def answer_tool_of(body: dict) -> str | None:
     """The tool whose call is the answer's text, for a request in OpenAI's format (``body``)."""
-    fmt = body.get("response_format")
-    return JSON_ANSWER_TOOL if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema") else None
+    return None if _json_answer(body) is None else JSON_ANSWER_TOOL
 
 
 def _append(messages: list[dict], role: str, blocks: list[dict]) -> None:

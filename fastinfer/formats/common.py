@@ -169,7 +169,7 @@ def text_only(content, path: str, upstream: str) -> str:
         for j, part in enumerate(content):
             if part.get("type") != "text":
                 raise cannot_carry(f"{path}[{j}]", f"a part of type `{part.get('type')}`", upstream,
-                                   ", which takes text alone there")
+                                   " (text alone there)")
     return text_of(content)
 
 
