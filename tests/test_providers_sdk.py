@@ -188,6 +188,20 @@ def test_openai_tool_round_trip(oai, upstream, dep, stream):
         assert body["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
 
 
+def test_openai_reasoning_effort_reaches_anthropic_and_gemini_as_thinking(oai, upstream):
+    oai.chat.completions.create(model="an", messages=MESSAGES, reasoning_effort="medium")
+    body = upstream.received()[-1]["body"]
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert body["max_tokens"] == 300 + 2048      # the deployment's default, and the budget on top
+    oai.chat.completions.create(model="ge", messages=MESSAGES, reasoning_effort="low")
+    assert upstream.received()[-1]["body"]["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 1024}
+    oai.chat.completions.create(model="oa", messages=MESSAGES, reasoning_effort="low")
+    assert upstream.received()[-1]["body"]["reasoning_effort"] == "low"     # forwarded as written
+    with pytest.raises(openai.BadRequestError) as refused:   # Anthropic takes no thinking beside a temperature
+        oai.chat.completions.create(model="an", messages=MESSAGES, reasoning_effort="low", temperature=0.1)
+    assert refused.value.body["param"] == "reasoning_effort" and refused.value.body["code"] == "unsupported_content"
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_openai_json_schema_answer_from_anthropic(oai, upstream, stream):
     # Anthropic has no response_format: the answer is asked for as a forced tool call, which comes

@@ -326,3 +326,25 @@ def test_the_json_answers_tool_call_comes_back_as_the_answers_text():
     assert not any("tool_calls" in d for d in deltas) and chunks[-1]["choices"][0]["finish_reason"] == "stop"
     plain = [data for _, data in _run(AnthropicToOpenAIStream(False), events) if data is not DONE]
     assert plain[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_reasoning_effort_becomes_anthropic_thinking_inside_max_tokens():
+    hi = {"role": "user", "content": "think"}
+
+    def translate(**body):
+        return openai_to_anthropic_request({"messages": [hi], **body}, "m", 8000)
+    out = translate(reasoning_effort="high")
+    # no max_tokens of the caller's: the budget comes on top of the deployment's default (8000)
+    assert out["thinking"] == {"type": "enabled", "budget_tokens": 4096} and out["max_tokens"] == 8000 + 4096
+    assert translate(reasoning_effort="minimal")["thinking"]["budget_tokens"] == 1024   # Anthropic's least
+    # OpenAI counts reasoning in max_tokens: the budget leaves room for the text after it
+    assert translate(reasoning_effort="high", max_completion_tokens=3000)["thinking"]["budget_tokens"] == 2999
+    assert "thinking" not in translate(reasoning_effort="none") and "thinking" not in translate()
+    # what Anthropic refuses beside thinking is refused here, by name
+    for body in ({"reasoning_effort": "low", "temperature": 0.2}, {"reasoning_effort": "low", "top_p": 0.5},
+                 {"reasoning_effort": "low", "max_tokens": 900}, {"reasoning_effort": "extreme"},
+                 {"reasoning_effort": "low", "response_format": {"type": "json_object"}},
+                 {"reasoning_effort": "low", "tool_choice": "required",
+                  "tools": [{"type": "function", "function": {"name": "f"}}]}):
+        assert _refusal(lambda b: translate(**b), body).param == "reasoning_effort", body
+    assert translate(reasoning_effort="low", temperature=1.0)["thinking"]["budget_tokens"] == 1024

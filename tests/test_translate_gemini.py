@@ -140,3 +140,14 @@ def test_audio_and_refusals_are_carried_to_gemini():
     contents = openai_to_gemini_request(body)["contents"]
     assert contents == [{"role": "user", "parts": [{"inlineData": {"mimeType": "audio/wav", "data": "UklGR"}}]},
                         {"role": "model", "parts": [{"text": "I can't."}]}]
+
+
+def test_reasoning_effort_becomes_gemini_thinking_budget():
+    base = {"model": "x", "messages": [{"role": "user", "content": "think"}]}
+    for effort, budget in (("none", 0), ("minimal", 128), ("low", 1024), ("medium", 2048), ("high", 4096)):
+        config = openai_to_gemini_request({**base, "reasoning_effort": effort})["generationConfig"]
+        assert config == {"thinkingConfig": {"thinkingBudget": budget}}, effort
+    assert "generationConfig" not in openai_to_gemini_request(base)
+    with pytest.raises(BadRequest) as refused:
+        openai_to_gemini_request({**base, "reasoning_effort": "extreme"})
+    assert refused.value.param == "reasoning_effort" and "none, minimal, low, medium, high" in refused.value.message

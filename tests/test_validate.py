@@ -26,6 +26,7 @@ def _error(validate, base: dict, **fields) -> BadRequest:
     ("top_p", "high", "'top_p' must be a number; got str."),
     ("stop", 3, "'stop' must be a string or an array; got int."),
     ("stream", 1, "'stream' must be a boolean; got int."),
+    ("reasoning_effort", 2, "'reasoning_effort' must be a string; got int."),
 ])
 def test_openai_wrong_types(field, value, message):
     err = _error(chat_request, OPENAI, **{field: value})

@@ -24,7 +24,8 @@ from .base import Format
 from .common import (ANTHROPIC_STOP_TO_OPENAI, DONE, ERROR, OPENAI_FINISH_TO_ANTHROPIC, anthropic_usage,
                      data_url, dumps, estimate_tokens, make_usage, new_id, openai_usage, parse_arguments,
                      parse_data_url, text_of, usage_from_anthropic, usage_from_openai)
-from .common import cannot_carry, estimated_usage, file_part_bytes, json_object, refuse_answer_shapes, text_only
+from .common import (cannot_carry, estimated_usage, file_part_bytes, json_object, reasoning_budget,
+                     refuse_answer_shapes, text_only)
 from .relay import StreamRelay
 
 # ================================================================ requests
@@ -77,11 +78,43 @@ def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int)
             choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
         if choice is not None:
             out["tool_choice"] = choice
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        _ask_for_thinking(out, effort, out["max_tokens"] == max_tokens)
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
     if body.get("stream"):
         out["stream"] = True
     return out
+
+
+def _ask_for_thinking(out: dict, effort: str, callers_max: bool) -> None:
+    """OpenAI's ``reasoning_effort`` as Anthropic's extended thinking (``thinking.budget_tokens``, as
+    LiteLLM maps it): inside the caller's ``max_tokens`` (``callers_max``), as OpenAI counts
+    reasoning, or on top of the deployment's default. What Anthropic refuses beside thinking (a
+    ``temperature`` other than 1, ``top_p`` under 0.95, a forced tool call, no room for its least
+    budget) is refused here, naming both."""
+    budget = reasoning_budget(effort, _ANTHROPIC)
+    if not budget:
+        return
+    budget = max(budget, _LEAST_THINKING_BUDGET)
+    if not callers_max:
+        out["max_tokens"] += budget
+    if out.get("temperature", 1.0) != 1.0 or out.get("top_p", 1.0) < 0.95:
+        raise cannot_carry("reasoning_effort", "reasoning together with `temperature` other than 1 or `top_p` "
+                           "under 0.95", _ANTHROPIC)
+    if (out.get("tool_choice") or {}).get("type") in ("any", "tool"):
+        raise cannot_carry("reasoning_effort", "reasoning together with a forced tool call (`tool_choice`, or a "
+                           "JSON `response_format`)", _ANTHROPIC)
+    budget = min(budget, out["max_tokens"] - 1)
+    if budget < _LEAST_THINKING_BUDGET:
+        raise cannot_carry("reasoning_effort", f"reasoning within `max_tokens` {out['max_tokens']}", _ANTHROPIC,
+                           f" (its least thinking budget is {_LEAST_THINKING_BUDGET} tokens, and the answer's "
+                           "text needs room after it)")
+    out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+
+
+_LEAST_THINKING_BUDGET = 1024
 
 
 #: Anthropic has no ``response_format``: a JSON answer is asked for as the input of one tool the

@@ -173,6 +173,20 @@ def text_only(content, path: str, upstream: str) -> str:
     return text_of(content)
 
 
+#: OpenAI's ``reasoning_effort`` as a thinking budget in tokens (LiteLLM's for low to high; "minimal"
+#: the least Gemini's models all take; "none" thinks not at all)
+REASONING_BUDGETS = {"none": 0, "minimal": 128, "low": 1024, "medium": 2048, "high": 4096}
+
+
+def reasoning_budget(effort, upstream: str) -> int:
+    """The thinking budget ``reasoning_effort`` asks for; an effort not in ``REASONING_BUDGETS`` is refused."""
+    budget = REASONING_BUDGETS.get(effort)
+    if budget is None:
+        raise cannot_carry("reasoning_effort", f"the effort `{effort}`", upstream,
+                           f" (it knows {', '.join(REASONING_BUDGETS)})")
+    return budget
+
+
 def refuse_answer_shapes(body: dict, upstream: str, several_choices: bool) -> None:
     """Refuse what an OpenAI body asks of its answer's shape that the upstream's reply cannot give
     (``cannot_carry``): several choices (``n``) unless ``several_choices``, log probabilities. Left

@@ -18,8 +18,8 @@ from .._core.sse import encode_data
 from ..errors import GatewayError
 from .base import Format
 from .common import (DONE, ERROR, GEMINI_FINISH_TO_OPENAI, cannot_carry, dumps, file_part_bytes, guess_media_type,
-                     make_usage, new_id, openai_usage, parse_arguments, parse_data_url, refuse_answer_shapes, text_only,
-                     usage_from_gemini)
+                     make_usage, new_id, openai_usage, parse_arguments, parse_data_url, reasoning_budget,
+                     refuse_answer_shapes, text_only, usage_from_gemini)
 
 # ================================================================ request
 
@@ -86,6 +86,9 @@ def openai_to_gemini_request(body: dict) -> dict:
         schema = (fmt.get("json_schema") or {}).get("schema")
         if schema:
             config["responseSchema"] = _clean_schema(schema)
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        config["thinkingConfig"] = {"thinkingBudget": reasoning_budget(effort, _GEMINI)}
     if config:
         out["generationConfig"] = config
     declarations = []

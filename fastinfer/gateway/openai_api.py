@@ -65,6 +65,7 @@ CHAT = Obj(required={"model": Str(nonempty=True), "messages": Arr(_MESSAGE, min_
     "response_format": _RESPONSE_FORMAT,
     "logprobs": Bool(),
     "top_logprobs": Int(0),
+    "reasoning_effort": Str(),
     "metadata": ANY_OBJECT,
 })
 _PROMPT = OneOf(Str(), Arr(OneOf(Str(), Int(), Arr(Int()))))
