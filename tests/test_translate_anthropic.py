@@ -348,3 +348,10 @@ def test_reasoning_effort_becomes_anthropic_thinking_inside_max_tokens():
                   "tools": [{"type": "function", "function": {"name": "f"}}]}):
         assert _refusal(lambda b: translate(**b), body).param == "reasoning_effort", body
     assert translate(reasoning_effort="low", temperature=1.0)["thinking"]["budget_tokens"] == 1024
+    # inside a tool loop Anthropic wants the call's signed thinking block back, which an OpenAI
+    # client never has: that turn goes without thinking rather than fail
+    loop = [hi, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+    assert "thinking" not in openai_to_anthropic_request({"messages": loop, "reasoning_effort": "high"}, "m", 8000)
+    after = loop + [{"role": "assistant", "content": "It is sunny."}, {"role": "user", "content": "and tomorrow?"}]
+    assert "thinking" in openai_to_anthropic_request({"messages": after, "reasoning_effort": "high"}, "m", 8000)

@@ -95,7 +95,7 @@ def _ask_for_thinking(out: dict, effort: str, callers_max: bool) -> None:
     ``temperature`` other than 1, ``top_p`` under 0.95, a forced tool call, no room for its least
     budget) is refused here, naming both."""
     budget = reasoning_budget(effort, _ANTHROPIC)
-    if not budget:
+    if not budget or _in_a_tool_loop(out["messages"]):
         return
     budget = max(budget, _LEAST_THINKING_BUDGET)
     if not callers_max:
@@ -115,6 +115,16 @@ def _ask_for_thinking(out: dict, effort: str, callers_max: bool) -> None:
 
 
 _LEAST_THINKING_BUDGET = 1024
+
+
+def _in_a_tool_loop(messages: list[dict]) -> bool:
+    """Whether the last assistant turn called a tool. With thinking on, Anthropic wants that turn to
+    start with its signed thinking block, which an OpenAI client never has to send back: this turn
+    of the loop goes without thinking (the model answers the tool's result), as LiteLLM does."""
+    for message in reversed(messages):
+        if message["role"] == "assistant":
+            return any(block.get("type") == "tool_use" for block in message["content"])
+    return False
 
 
 #: Anthropic has no ``response_format``: a JSON answer is asked for as the input of one tool the
