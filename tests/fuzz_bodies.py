@@ -103,6 +103,7 @@ _openai_chat = st.fixed_dictionaries(
         "response_format": _response_format,
         "user": _text,
         "logprobs": st.booleans(),
+        "reasoning_effort": st.sampled_from(["none", "minimal", "low", "medium", "high"]),
         "metadata": st.dictionaries(_name, _text, max_size=2),
         "priority": st.sampled_from(["high", "normal", "background"]),
     })
