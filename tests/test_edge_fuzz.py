@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 
 from conftest import every_format_config
 from fuzz_bodies import ROUTES, valid_bodies, with_model, wrong_bodies
-from procs import start_gateway_proc, start_mock
+from procs import metrics_text, start_gateway_proc, start_mock
 
 MODELS = ("oa", "an", "ge", "mk")
 EXAMPLES = int(os.environ.get("FASTINFER_FUZZ_EXAMPLES", "60"))
@@ -181,11 +181,18 @@ UNCARRIED = [
 ]
 
 
+def _upstream_attempts(gateway, deployment: str) -> float:
+    """``fastinfer_upstream_requests_total`` of a deployment, every replica and outcome."""
+    prefix = f'fastinfer_upstream_requests_total{{deployment="{deployment}",'
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics_text(gateway).splitlines() if line.startswith(prefix))
+
+
 @pytest.mark.parametrize("route, body, model, param", UNCARRIED, ids=[f"{c[2]}-{c[3]}" for c in UNCARRIED])
 def test_content_a_format_cannot_carry_is_refused_in_the_callers_shape_before_any_upstream(
         edge, route, body, model, param):
     gateway, upstream = edge
     before = len(upstream.received())
+    attempts = _upstream_attempts(gateway, model)
     status, headers, raw = Client(gateway.port).post(route, {**body, "model": model})
     assert status == 400, raw
     answer = json.loads(raw)
@@ -196,6 +203,7 @@ def test_content_a_format_cannot_carry_is_refused_in_the_callers_shape_before_an
     else:
         assert error["param"] == param and error["code"] == "unsupported_content"
     assert len(upstream.received()) == before     # refused, not sent with the part left out
+    assert _upstream_attempts(gateway, model) == attempts     # and no upstream request counted
     # the same deployment still answers what it can carry
     asked = {key: value for key, value in body.items() if key != "n"}
     status, _, raw = Client(gateway.port).post(route, {**asked, "model": model, "messages": [

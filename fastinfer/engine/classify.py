@@ -43,7 +43,7 @@ The rules:
 Usage::
 
     try:
-        reply = await provider.send(session, req, timeouts)
+        reply = await provider.send(session, req, body, timeouts)
     except GatewayError as e:
         v = classify_exception(e)
     else:

@@ -291,6 +291,9 @@ class Engine:
         loop = self._loop
         metrics = self.metrics
         caller = FORMATS[req.api]
+        provider = dep.provider
+        # the upstream's body, once for every attempt: what its API cannot carry is refused before any
+        body = provider.format.upstream_body(req, caller, provider.deployment)
         backend_key = route.session_key     # a session's, on a deployment with backend sessions
         if backend_key is not None and not self.affinity.has_backend_sessions(dep.index):
             backend_key = None
@@ -322,7 +325,7 @@ class Engine:
                 extra = None
                 if backend_key is not None:
                     extra = await self.affinity.open_backend(dep.index, backend_key, index, timeouts, after)
-                reply = await dep.provider.send(session, req, caller, timeouts, extra)
+                reply = await provider.send(session, req, body, timeouts, extra)
                 current.answered()
                 if reply.status != 200:
                     current.verdict = classify_reply(reply.status, reply.headers, reply.body, cfg.provider)

@@ -44,13 +44,13 @@ class Provider:
         """The OpenAI endpoints this upstream has ("chat", and for OpenAI-shaped ones "completions", "embeddings")."""
         return self.format.endpoints
 
-    def send(self, session, req, caller: Format, timeouts, extra: dict | None = None) -> Awaitable[UpstreamReply]:
-        """One upstream call for ``req`` (in ``caller``'s format) on ``session``'s replica, to await;
-        ``extra`` fields are added to the upstream body (a backend session's ``session_params``).
-        (The exchange's own coroutine, not one awaiting it: a coroutine level costs every request.)"""
-        body = self.format.upstream_body(req, caller, self.deployment)
+    def send(self, session, req, body: dict, timeouts, extra: dict | None = None) -> Awaitable[UpstreamReply]:
+        """One upstream call for ``req`` with ``body`` (its body in this upstream's format, made once a
+        request by ``format.upstream_body``) on ``session``'s replica, to await; ``extra`` fields are
+        added to this call's body (a backend session's ``session_params``). (The exchange's own
+        coroutine, not one awaiting it: a coroutine level costs every request.)"""
         if extra:
-            body.update(extra)
+            body = {**body, **extra}
         return exchange(session.pool, framed(self._head(session, req), orjson.dumps(body)), req.stream, timeouts)
 
     def _head(self, session, req) -> bytes:

@@ -58,8 +58,7 @@ class MockProvider(Provider):
         super().__init__(deployment, kind)
         self.knobs = deployment.mock
 
-    async def send(self, session, req, caller, timeouts, extra: dict | None = None) -> UpstreamReply:
-        body = self.format.upstream_body(req, caller, self.deployment)
+    async def send(self, session, req, body: dict, timeouts, extra: dict | None = None) -> UpstreamReply:
         stream = req.stream
         knobs = self.knobs
         n = knobs.tokens
