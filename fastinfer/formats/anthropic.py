@@ -41,7 +41,7 @@ def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int)
     for i, m in enumerate(body.get("messages") or ()):
         role = m.get("role")
         if role in ("system", "developer"):
-            system.append(text_only(m.get("content"), f"messages[{i}].content", _ANTHROPIC))
+            system.append(text_only(m.get("content"), f"messages[{i}].content[{{}}]", _ANTHROPIC))
         elif role == "user":
             _append(messages, "user", _openai_parts_to_anthropic(m.get("content"), i))
         elif role == "assistant":
@@ -347,13 +347,7 @@ def _anthropic_assistant_to_openai(content) -> dict:
 
 def _anthropic_tool_result_to_openai(block: dict, path: str) -> dict:
     """A ``tool_result`` block as an OpenAI ``tool`` message, whose content is text only."""
-    result = block.get("content")
-    if isinstance(result, list):
-        for k, item in enumerate(result):
-            if item.get("type", "text") != "text":
-                raise cannot_carry(f"{path}.content.{k}", f"a block of type `{item.get('type')}` in a tool result",
-                                   _NOT_ANTHROPIC, " (its tool results are text)")
-    text = text_of(result)
+    text = text_only(block.get("content"), path + ".content.{}", _NOT_ANTHROPIC)
     if block.get("is_error") and text:
         text = f"Error: {text}"
     return {"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text}

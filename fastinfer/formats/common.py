@@ -162,14 +162,15 @@ def cannot_carry(path: str, what: str, upstream: str, instead: str = "") -> BadR
                       param=path, code="unsupported_content")
 
 
-def text_only(content, path: str, upstream: str) -> str:
-    """The text of an OpenAI message whose place in the upstream's API holds text alone (a system
-    prompt; a Gemini function's response); a part of another type there is refused (``cannot_carry``)."""
+def text_only(content, part_path: str, upstream: str) -> str:
+    """The text of ``content`` (``text_of``) where the upstream's API holds text alone (a system
+    prompt, a Gemini function's response, an OpenAI tool result); a part of another type there is
+    refused (``cannot_carry``), named by ``part_path`` with its index (``"messages[2].content[{}]"``)."""
     if isinstance(content, list):
         for j, part in enumerate(content):
-            if part.get("type") != "text":
-                raise cannot_carry(f"{path}[{j}]", f"a part of type `{part.get('type')}`", upstream,
-                                   " (text alone there)")
+            kind = part.get("type", "text")
+            if kind != "text":
+                raise cannot_carry(part_path.format(j), f"a part of type `{kind}`", upstream, " (text alone there)")
     return text_of(content)
 
 

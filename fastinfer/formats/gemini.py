@@ -49,7 +49,7 @@ def openai_to_gemini_request(body: dict) -> dict:
     for i, m in enumerate(body.get("messages") or ()):
         role = m.get("role")
         if role in ("system", "developer"):
-            system.append(text_only(m.get("content"), f"messages[{i}].content", _GEMINI))
+            system.append(text_only(m.get("content"), f"messages[{i}].content[{{}}]", _GEMINI))
         elif role == "user":
             _append(contents, "user", _openai_parts_to_gemini(m.get("content"), i))
         elif role == "assistant":
@@ -61,7 +61,7 @@ def openai_to_gemini_request(body: dict) -> dict:
             _append(contents, "model", parts)
         elif role in ("tool", "function"):
             name = names.get(m.get("tool_call_id", ""), m.get("name") or "")
-            text = text_only(m.get("content"), f"messages[{i}].content", _GEMINI)
+            text = text_only(m.get("content"), f"messages[{i}].content[{{}}]", _GEMINI)
             result = parse_arguments(text) if text.startswith("{") else {}
             if not result or "_raw" in result:
                 result = {"content": text}
