@@ -54,7 +54,8 @@ def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int)
     if system:
         out["system"] = "\n\n".join(s for s in system if s)
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    out["max_tokens"] = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else default_max_tokens
+    callers_max = isinstance(max_tokens, int) and max_tokens > 0
+    out["max_tokens"] = max_tokens if callers_max else default_max_tokens
     stop = body.get("stop")
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
@@ -80,7 +81,7 @@ def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int)
             out["tool_choice"] = choice
     effort = body.get("reasoning_effort")
     if effort is not None:
-        _ask_for_thinking(out, effort, out["max_tokens"] == max_tokens)
+        _ask_for_thinking(out, effort, callers_max)
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
     if body.get("stream"):
@@ -501,7 +502,7 @@ class AnthropicToOpenAIStream:
             self.usage = usage_from_anthropic({**self._input, **{k: v for k, v in (data.get("usage") or {}).items()
                                                                  if v is not None}})
             stop = (data.get("delta") or {}).get("stop_reason")
-            if stop == "tool_use" and self._answer_block is not None and not self._tools:
+            if stop == "tool_use" and self._answer_block is not None:
                 stop = "end_turn"        # the answer's own call ended it: a finished answer
             return [self._chunk({}, ANTHROPIC_STOP_TO_OPENAI.get(stop, "stop"))]
         if kind == "message_stop":
