@@ -309,3 +309,28 @@ def test_a_stream_past_its_total_timeout_ends_with_an_error_event(start_gateway,
     assert b"[DONE]" not in body and body.count(b'"content"') < 40
     last = body.rstrip().split(b"\n\n")[-1]
     assert last.startswith(b'data: {"error"') and b"total timeout" in last
+
+
+def test_a_retry_sends_the_body_translated_once(start_gateway, mock_upstream):
+    # an assistant tool call without an id gets a fresh one in each translation to Anthropic: a body
+    # made again for the retry would differ from the first attempt's
+    gw = start_gateway(textwrap.dedent(f"""
+        [[deployments]]
+        name = "an"
+        provider = "anthropic"
+        model = "claude-mock"
+        retry = {FAST_RETRY.split("= ", 1)[1]}
+        [[deployments.replicas]]
+        base_url = "{mock_upstream.base}/v1"
+        credential = {{ value = "sk-ant-secret" }}
+    """))
+    mock_upstream.script([{"status": 500}])
+    messages = [{"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+                {"role": "user", "content": "go on"}]
+    raw = sdk(gw).chat.completions.with_raw_response.create(model="an", messages=messages)
+    assert raw.http_response.status_code == 200 and raw.headers["x-fastinfer-attempts"] == "2"
+    first, second = (r["body"] for r in mock_upstream.stats()["received"])
+    assert first["messages"][1]["content"][0]["id"].startswith("toolu_")
+    assert first == second
