@@ -178,6 +178,9 @@ def describe_config(config: Config) -> str:
             f"{describe_rate_limit(d.rate_limit)}")
         if d.aliases:
             lines.append(f"  aliases: {', '.join(d.aliases)}")
+        if d.drop_params:
+            lines.append("  drop_params: parameters the upstream's API has no place for are left out of "
+                         "translated requests (not refused)")
         if d.routing == "sticky":
             lines.append(f"  sessions: affinity_ttl_s={d.session.affinity_ttl_s:g} "
                          f"backend_sessions={str(d.session.backend_sessions).lower()} capacity={d.session.capacity}")

@@ -96,6 +96,10 @@ _openai_chat = st.fixed_dictionaries(
         "seed": st.integers(0, 1000),
         "presence_penalty": st.floats(-2, 2),
         "frequency_penalty": st.floats(-2, 2),
+        "logit_bias": st.dictionaries(st.sampled_from(["9", "50256"]), st.integers(-100, 100), max_size=2),
+        "top_logprobs": st.integers(0, 3),
+        "top_k": st.integers(1, 50),          # a compatible server's (vLLM, SGLang)
+        "modalities": st.sampled_from([["text"], ["text", "audio"]]),
         "stop": st.one_of(_text, st.lists(_text, max_size=4)),
         "tools": st.lists(_openai_tool, max_size=3),
         "tool_choice": _openai_tool_choice,

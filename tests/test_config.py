@@ -57,6 +57,21 @@ def test_check_config_prints_resolved_deployments_with_secrets_masked(workdir):
     assert "credential=file:/run/secrets/local-key" in text
     for secret in ("sk-env-secret-value", "sk-inline-secret-value", "admin-very-secret"):
         assert secret not in text + out.stderr
+    assert "drop_params" not in text      # said only of a deployment that sets it
+
+
+def test_check_config_says_which_deployments_drop_parameters(workdir):
+    out = check_config(workdir, """
+        [[deployments]]
+        name = "claude"
+        provider = "anthropic"
+        drop_params = true
+        [[deployments.replicas]]
+        credential = { value = "sk-ant-x" }
+    """)
+    assert out.returncode == 0, out.stderr
+    assert "deployment claude: provider=anthropic" in out.stdout
+    assert "  drop_params: parameters the upstream's API has no place for are left out" in out.stdout
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -109,6 +124,14 @@ def test_check_config_prints_resolved_deployments_with_secrets_masked(workdir):
         provider = "mock"
         circuit_breaker = { open_s = 60, max_open_s = 10 }
      """, "deployments[0].circuit_breaker.max_open_s: must be >= open_s"),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "openai_compatible"
+        drop_params = true
+        [[deployments.replicas]]
+        base_url = "http://127.0.0.1:9/v1"
+     """, "deployments[0].drop_params: provider openai_compatible takes every parameter"),
     ("this is = = not toml", "not valid TOML"),
 ])
 def test_bad_config_names_the_key_and_exits_2(workdir, text, expected):

@@ -13,7 +13,7 @@ from fastinfer.errors import BadRequest, UpstreamTimeout
 from fastinfer.formats import ANTHROPIC, FORMATS, GEMINI, OPENAI
 from fastinfer.providers import PROVIDERS, make_provider
 
-DEPLOYMENT = SimpleNamespace(upstream_model="up-model", default_max_tokens=321)
+DEPLOYMENT = SimpleNamespace(upstream_model="up-model", default_max_tokens=321, drop_params=False, provider="mock")
 
 
 def req(api: str, body: dict, stream: bool = False):
@@ -164,3 +164,20 @@ def test_an_anthropic_reply_that_is_not_a_json_object_fails_the_attempt(body):
     r = req("anthropic", {"messages": [], "max_tokens": 10})
     with pytest.raises(UpstreamFailure):
         ANTHROPIC.reply(body, r, ANTHROPIC, "claude")
+
+
+@pytest.mark.parametrize("provider, drop, sent", [("openai", False, None), ("azure_openai", False, None),
+                                                  ("azure_openai", True, {}), ("openai_compatible", False, 5),
+                                                  ("mock", False, 5)])
+def test_an_anthropic_callers_top_k_to_an_openai_format_upstream(provider, drop, sent):
+    """OpenAI's own API (and Azure's) has no ``top_k``: refused by name, or left out with
+    ``drop_params``; a compatible server (vLLM, SGLang) and the mock take it."""
+    deployment = SimpleNamespace(upstream_model="m", default_max_tokens=1, drop_params=drop, provider=provider)
+    body = {"model": "x", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}], "top_k": 5}
+    if sent is None:
+        with pytest.raises(BadRequest) as refused:
+            OPENAI.upstream_body(req("anthropic", body), ANTHROPIC, deployment)
+        assert (refused.value.param, refused.value.code) == ("top_k", "unsupported_parameter")
+        return
+    out = OPENAI.upstream_body(req("anthropic", body), ANTHROPIC, deployment)
+    assert out.get("top_k", {}) == sent and body["top_k"] == 5     # the caller's body is not changed

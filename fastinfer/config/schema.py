@@ -230,6 +230,8 @@ class DeploymentConfig:
     aliases: list[str] = _c([])
     mock: MockConfig = field(default_factory=MockConfig)
     default_max_tokens: int = _c(4096, min=1)  # anthropic requires max_tokens
+    # a parameter the upstream's API has no place for is left out of a translated request, not refused
+    drop_params: bool = False
     replicas: list[ReplicaConfig] = _c([])
 
     @functools.cached_property     # read on every request: a lookup after the first (the config is frozen)
@@ -425,6 +427,7 @@ def _check_references(cfg: Config, problems: _Problems) -> None:
                     problems.add(f"{path}.{key}[{j}]", f"{target!r} serves many models and none of its own: "
                                                        "it cannot be a fallback")
         _check_routing(d, path, problems)
+        _check_drop_params(d, path, problems)
         if d.circuit_breaker.max_open_s < d.circuit_breaker.open_s:
             problems.add(f"{path}.circuit_breaker.max_open_s", "must be >= open_s")
         if d.retry.max_ms < d.retry.base_ms:
@@ -543,6 +546,16 @@ def _check_model_names(cfg: Config, problems: _Problems) -> None:
                 problems.add(apath, f"{alias!r} is already taken by {owner[alias]}")
             else:
                 owner[alias] = apath
+
+
+#: providers whose upstream takes every parameter a request carries (``drop_params`` has nothing to drop)
+_TAKE_EVERY_PARAM = frozenset(("openai_compatible", "mock"))
+
+
+def _check_drop_params(d: DeploymentConfig, path: str, problems: _Problems) -> None:
+    if d.drop_params and d.provider in _TAKE_EVERY_PARAM:
+        problems.add(f"{path}.drop_params", f"provider {d.provider} takes every parameter a request carries: "
+                                            "there is nothing to drop")
 
 
 def _check_routing(d: DeploymentConfig, path: str, problems: _Problems) -> None:

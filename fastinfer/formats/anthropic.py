@@ -24,13 +24,16 @@ from .base import Format
 from .common import (ANTHROPIC_STOP_TO_OPENAI, DONE, ERROR, OPENAI_FINISH_TO_ANTHROPIC, anthropic_usage,
                      data_url, dumps, estimate_tokens, make_usage, new_id, openai_usage, parse_arguments,
                      parse_data_url, text_of, usage_from_anthropic, usage_from_openai)
-from .common import (cannot_carry, estimated_usage, file_part_bytes, json_object, reasoning_budget,
-                     refuse_answer_shapes, text_only)
+from .common import (cannot_carry, estimated_usage, file_part_bytes, json_object, params_without_place,
+                     reasoning_budget, refuse_answer_shapes, text_only)
 from .relay import StreamRelay
 
 # ================================================================ requests
 
 _ANTHROPIC = "speaks Anthropic's Messages API"
+#: OpenAI's parameters the Messages API has no place for (``common.params_without_place``)
+_NO_PLACE_IN_ANTHROPIC = ("seed", "presence_penalty", "frequency_penalty", "logit_bias", "top_logprobs", "audio",
+                          "modalities")
 _NOT_ANTHROPIC = "does not speak Anthropic's Messages API"   # reached through the OpenAI chat format
 
 def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int) -> dict:
@@ -61,8 +64,9 @@ def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int)
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if body.get("temperature") is not None:
         out["temperature"] = min(1.0, body["temperature"])  # Anthropic's range is 0..1
-    if body.get("top_p") is not None:
-        out["top_p"] = body["top_p"]
+    for name in ("top_p", "top_k"):      # ``top_k``: a compatible server's, or an Anthropic caller's
+        if body.get(name) is not None:
+            out[name] = body[name]
     tools = [_openai_tool_to_anthropic(t) for t in body.get("tools") or () if t.get("type", "function") == "function"]
     answer_schema = _json_answer_schema(body)
     if answer_schema is not None:
@@ -250,7 +254,8 @@ def anthropic_to_openai_request(body: dict, model: str) -> dict:
     out: dict = {"model": model, "messages": messages}
     if body.get("max_tokens") is not None:
         out["max_tokens"] = body["max_tokens"]
-    for src, dst in (("temperature", "temperature"), ("top_p", "top_p"), ("stop_sequences", "stop")):
+    for src, dst in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"),
+                     ("stop_sequences", "stop")):
         if body.get(src) is not None:
             out[dst] = body[src]
     # a tool is an offer, not content: one Anthropic runs itself (web search, code execution: no
@@ -756,6 +761,7 @@ class AnthropicFormat(Format):
         return anthropic_to_openai_request(body, model)
 
     def request_from_pivot(self, body: dict, deployment, stream: bool) -> dict:
+        params_without_place(body, _NO_PLACE_IN_ANTHROPIC, _ANTHROPIC, deployment.drop_params)
         return openai_to_anthropic_request(body, deployment.upstream_model, deployment.default_max_tokens)
 
     def passthrough_request(self, body: dict, deployment, stream: bool) -> dict:

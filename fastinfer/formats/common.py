@@ -153,13 +153,14 @@ def parse_data_url(url: str) -> tuple[str, str] | None:
     return head[:-7] or "application/octet-stream", data
 
 
-def cannot_carry(path: str, what: str, upstream: str, instead: str = "") -> BadRequest:
+def cannot_carry(path: str, what: str, upstream: str, instead: str = "", code: str = "unsupported_content"
+                 ) -> BadRequest:
     """The error for a part of the caller's body the upstream's format has no place for (``upstream``
     says which format: "speaks Gemini's API"): the request is refused (400, ``param`` the part's
     ``path`` in the caller's notation), never sent without the part, which would answer a question
     the caller did not ask."""
     return BadRequest(f"{path}: {what} cannot be sent to this model's upstream, which {upstream}{instead}.",
-                      param=path, code="unsupported_content")
+                      param=path, code=code)
 
 
 def text_only(content, part_path: str, upstream: str) -> str:
@@ -172,6 +173,32 @@ def text_only(content, part_path: str, upstream: str) -> str:
             if kind != "text":
                 raise cannot_carry(part_path.format(j), f"a part of type `{kind}`", upstream, " (text alone there)")
     return text_of(content)
+
+
+#: OpenAI-shaped request parameters that some upstream API has no place for, each with the values
+#: that ask for nothing (the API's defaults): such a value is left out wherever it goes
+_ASKS_NOTHING = {"seed": (), "presence_penalty": (0,), "frequency_penalty": (0,), "logit_bias": ({},),
+                 "top_logprobs": (0,), "top_k": (), "audio": (), "modalities": (["text"],)}
+
+
+def params_without_place(body: dict, names: tuple[str, ...], upstream: str, drop: bool) -> None:
+    """Take the parameters ``names`` out of ``body`` (an OpenAI-shaped body of this call's own):
+    ``upstream``'s API has no place for them. One set to a value that asks for something is refused
+    (400, ``unsupported_parameter``, naming it) unless ``drop`` (the deployment's ``drop_params``)
+    says to leave it out: sampled without it, the answer would not be the one the caller asked for,
+    and only the operator may say that is good enough."""
+    for name in names:
+        value = body.pop(name, None)
+        if value is None or drop or value in _ASKS_NOTHING[name]:
+            continue
+        raise cannot_carry(name, f"a `{name}` of {_shown(value)}", upstream, "; send the request without it, or "
+                           "the operator may set `drop_params = true` on the deployment to have it left out",
+                           code="unsupported_parameter")
+
+
+def _shown(value) -> str:
+    text = dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 #: OpenAI's ``reasoning_effort`` as a thinking budget in tokens (LiteLLM's for low to high; "minimal"

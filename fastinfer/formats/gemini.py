@@ -18,8 +18,8 @@ from .._core.sse import encode_data
 from ..errors import GatewayError
 from .base import Format
 from .common import (DONE, ERROR, GEMINI_FINISH_TO_OPENAI, cannot_carry, dumps, file_part_bytes, guess_media_type,
-                     make_usage, new_id, openai_usage, parse_arguments, parse_data_url, reasoning_budget,
-                     refuse_answer_shapes, text_only, usage_from_gemini)
+                     make_usage, new_id, openai_usage, params_without_place, parse_arguments, parse_data_url,
+                     reasoning_budget, refuse_answer_shapes, text_only, usage_from_gemini)
 
 # ================================================================ request
 
@@ -38,6 +38,8 @@ def _clean_schema(schema):
 
 
 _GEMINI = "speaks Gemini's API"
+#: OpenAI's parameters Gemini's API has no place for (``common.params_without_place``)
+_NO_PLACE_IN_GEMINI = ("logit_bias", "top_logprobs", "audio", "modalities")
 
 
 def openai_to_gemini_request(body: dict) -> dict:
@@ -73,8 +75,8 @@ def openai_to_gemini_request(body: dict) -> dict:
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     if isinstance(max_tokens, int):
         config["maxOutputTokens"] = max_tokens
-    for src, dst in (("temperature", "temperature"), ("top_p", "topP"), ("n", "candidateCount"), ("seed", "seed"),
-                     ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
+    for src, dst in (("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK"), ("n", "candidateCount"),
+                     ("seed", "seed"), ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
         if body.get(src) is not None:
             config[dst] = body[src]
     stop = body.get("stop")
@@ -279,6 +281,7 @@ class GeminiFormat(Format):
     name = "gemini"
 
     def request_from_pivot(self, body: dict, deployment, stream: bool) -> dict:
+        params_without_place(body, _NO_PLACE_IN_GEMINI, _GEMINI, deployment.drop_params)
         return openai_to_gemini_request(body)
 
     def reply_to_pivot(self, reply: dict, model: str, req) -> dict:

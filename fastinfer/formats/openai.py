@@ -21,7 +21,7 @@ from .._core.relay import OpenAIPassthrough
 from .._core.sse import encode_data
 from ..errors import GatewayError, UpstreamFailure
 from .base import NOT_AN_OBJECT, Format
-from .common import estimated_usage, json_object, make_usage, text_of, usage_from_openai
+from .common import estimated_usage, json_object, make_usage, params_without_place, text_of, usage_from_openai
 from .relay import StreamRelay
 
 
@@ -59,6 +59,10 @@ def _ask_for_usage(body: dict) -> None:
     body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
 
 
+#: the providers that are OpenAI's own API, whose parameters are OpenAI's alone
+_OPENAI_ITSELF = frozenset(("openai", "azure_openai"))
+
+
 class OpenAIFormat(Format):
     name = "openai"
     endpoints = ("chat", "completions", "embeddings")
@@ -77,6 +81,8 @@ class OpenAIFormat(Format):
         return body
 
     def request_from_pivot(self, body: dict, deployment, stream: bool) -> dict:
+        if deployment.provider in _OPENAI_ITSELF:    # compatible servers (vLLM, SGLang...) take ``top_k``
+            params_without_place(body, ("top_k",), "speaks OpenAI's own API", deployment.drop_params)
         if stream:
             _ask_for_usage(body)
         return body
