@@ -9,8 +9,9 @@ relays); ``common`` (usage, finish reasons, images, ids). ``FORMATS`` names
 them: a caller's API (``GatewayRequest.api``) is the name of its format.
 
 Must not touch: HTTP, sockets, asyncio, routing, configuration beyond a
-deployment's upstream model and ``default_max_tokens``. Every translation is a
-pure function of dicts and bytes, unit-testable without a server.
+deployment's upstream model, provider, ``default_max_tokens`` and ``drop_params``.
+Every translation is a pure function of dicts and bytes, unit-testable without
+a server.
 """
 from .anthropic import ANTHROPIC
 from .base import Format

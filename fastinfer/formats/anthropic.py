@@ -7,8 +7,8 @@ usage, stop reasons), the two incremental stream translators,
 bytes), and ``ANTHROPIC``, the ``Format``: an upstream body always has a
 ``max_tokens`` (required there; the deployment's ``default_max_tokens`` when
 the caller gave none), and the Anthropic error body and event are built here.
-Must not touch: I/O, the engine, config objects beyond the deployment's model
-and ``default_max_tokens``.
+Must not touch: I/O, the engine, config objects beyond the deployment's model,
+``default_max_tokens`` and ``drop_params``.
 """
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ caller on a Gemini upstream goes Anthropic -> OpenAI -> Gemini and back. When
 the caller speaks the upstream's format, bodies and streams pass through.
 
 Must not touch: HTTP, sockets, the engine, configuration beyond the
-deployment's ``upstream_model`` and ``default_max_tokens``.
+deployment's ``upstream_model``, ``provider``, ``default_max_tokens`` and
+``drop_params`` (whether a parameter without a place is left out or refused).
 """
 from __future__ import annotations
 
