@@ -333,6 +333,10 @@ cdef class AnswerFields(Fields):
     def __len__(self):
         return len(self._as_dict())
 
+    def __bool__(self):
+        # without it, truth asks ``__len__``, which makes the whole dict (a stream's reply is tested)
+        return self._count > 0
+
     def keys(self):
         return list(self._as_dict())
 

@@ -63,12 +63,12 @@ class UpstreamReply:
 
     @staticmethod
     def complete(status: int, body: bytes, headers=None) -> "UpstreamReply":
-        return UpstreamReply(status, headers or {}, body, None, None)
+        return UpstreamReply(status, {} if headers is None else headers, body, None, None)
 
     @staticmethod
     def streaming(first: bytes, stream, headers=None) -> "UpstreamReply":
         """A 200 stream whose first bytes have arrived (so failures before them can be retried)."""
-        return UpstreamReply(200, headers or {}, None, first, stream)
+        return UpstreamReply(200, {} if headers is None else headers, None, first, stream)
 
     def close(self) -> None:
         if self.stream is not None:

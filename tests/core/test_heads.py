@@ -440,6 +440,17 @@ def _llhttp_answer(pieces):
     return parser.get_status_code(), answer.headers, answer.keep_alive, b"".join(answer.body), answer.complete
 
 
+@settings(max_examples=300, deadline=None)
+@given(answers())
+def test_an_answers_fields_are_true_when_they_hold_a_field_in_both(answer):
+    """Truth is asked of every stream's fields (``UpstreamReply``): it is the dict's they equal."""
+    for m in (compiled, reference):
+        for read in (m.whole_response(answer), m.chunked_head(answer)):
+            if read is not None:
+                fields = read[1]
+                assert bool(fields) is bool(dict(fields.items())) is (len(fields) > 0)
+
+
 @settings(max_examples=400, deadline=None)
 @given(answers())
 def test_chunked_head_compiled_equals_reference_and_llhttp_reads_what_it_reads_alike(answer):

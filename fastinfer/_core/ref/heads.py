@@ -163,6 +163,9 @@ class AnswerFields(Fields):
     def __len__(self) -> int:
         return len(self._as_dict())
 
+    def __bool__(self) -> bool:
+        return bool(self._pairs)
+
     def keys(self) -> list[str]:
         return list(self._as_dict())
 
