@@ -126,3 +126,13 @@ def test_an_anthropic_callers_top_k_goes_where_it_has_a_place(edge, model, carri
     [sent] = _sent_upstream(upstream, before)
     config = sent.get("generationConfig", sent)
     assert config[carried] == 5, json.dumps(sent)
+
+
+@pytest.mark.parametrize("asked, param", [({"n": 2}, "n"), ({"logprobs": True}, "logprobs")])
+def test_drop_params_never_drops_what_shapes_the_answer(edge, asked, param):
+    gateway, upstream = edge
+    before = len(upstream.received())
+    status, _, answer = _post(gateway, "/v1/chat/completions", _openai("an-drop", **asked))
+    assert status == 400, answer
+    assert (answer["error"]["param"], answer["error"]["code"]) == (param, "unsupported_content"), answer
+    assert _sent_upstream(upstream, before) == []
