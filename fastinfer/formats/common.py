@@ -109,6 +109,17 @@ def prompt_chars(body: dict) -> int:
     return chars if chars >= 0 else walked_chars(body)
 
 
+def counted_input_tokens(body: dict) -> int:
+    """A prompt's input tokens without the model's tokenizer (Anthropic's ``count_tokens``): its text
+    (``prompt_chars``) and its tools' definitions as they are sent (JSON, which the model reads),
+    ``CHARS_PER_TOKEN`` characters a token, as every estimate of the gateway."""
+    chars = prompt_chars(body)
+    tools = body.get("tools")
+    if tools:
+        chars += len(orjson.dumps(tools))
+    return estimate_tokens(chars)
+
+
 def estimated_usage(request_body: dict, completion_chars: int) -> dict:
     return make_usage(estimate_tokens(prompt_chars(request_body)), estimate_tokens(completion_chars),
                       estimated=True)

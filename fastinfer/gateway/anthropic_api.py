@@ -66,3 +66,10 @@ def messages_request(body, headers, request_id: str, now: float, key=None) -> Ga
     # in the fields' order (``GatewayRequest``; see ``openai_api.chat_request``)
     return new_request("anthropic", body["model"], body, bool(body.get("stream")), request_id, now, priority,
                        session_id, session_close, None, True)
+
+
+def count_tokens_model(body) -> str:
+    """Check an Anthropic ``count_tokens`` body (a Messages body, ``max_tokens`` not needed); raise
+    ``BadRequest`` naming the bad field; its model."""
+    check_body(MESSAGES, body, anthropic_path, _MESSAGE_FORMAT)
+    return body["model"]

@@ -27,10 +27,11 @@ from ..engine import Deployment, Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
 from ..routing import session_id_problem
 from ..errors import BadRequest, GatewayError
+from ..formats.common import counted_input_tokens
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
 from .answer import WrittenAnswer, leading_headers, stream_head, write_json
-from .anthropic_api import messages_request
+from .anthropic_api import count_tokens_model, messages_request
 from .auth import key_ring
 from .body import NOT_ARRIVED, arrived_json, read_json
 from .drain import GatewayDrain, ShuttingDown
@@ -113,6 +114,7 @@ class Gateway:
             app.router.add_post(path, handler, expect_handler=self._continue_unless_too_large)
             direct[("POST", path)] = handler     # it renders its own errors, as the middleware would
         app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         app.router.add_delete("/v1/sessions/{session_id}", self.end_session)
         self._add_probe_routes(app)
         if operator_routes:
@@ -360,16 +362,22 @@ class Gateway:
             result.stream.close()
         return response
 
-    async def end_session(self, request: web.Request) -> web.Response:
-        """``DELETE /v1/sessions/{id}``: end a sticky session now (its backend session closed), in
-        every deployment it is bound in, within the caller's gateway key's namespace."""
+    def _client_api_request(self, request: web.Request) -> tuple[DataRequest, Any]:
+        """A client API route that asks no upstream (``end_session``, ``count_tokens``), answered like a
+        data route (counted under deployment "", access-logged, traced), errors included, as the
+        caller's gateway key (None without keys; a missing or unknown one is the 401 here)."""
         trace = None if self.tracing is None else self.tracing.start(request.method, request.path, request.headers)
-        # answered like a data route (counted under deployment "", access-logged, traced), errors included
         request[DATA_ROUTE] = data = DataRequest(clock(), trace)
-        session_id = request.match_info["session_id"]
         key = self.keys.authenticate(request.headers) if self.keys is not None else None
         if key is not None:
             data.key, data.key_series = key.name, key.series
+        return data, key
+
+    async def end_session(self, request: web.Request) -> web.Response:
+        """``DELETE /v1/sessions/{id}``: end a sticky session now (its backend session closed), in
+        every deployment it is bound in, within the caller's gateway key's namespace."""
+        data, _ = self._client_api_request(request)
+        session_id = request.match_info["session_id"]
         problem = session_id_problem(session_id)
         if problem is not None:
             raise BadRequest(f"The session id {problem}.", param="session_id")
@@ -380,6 +388,27 @@ class Gateway:
         self._answered(request, data, 200)
         return web.Response(body=orjson.dumps({"id": session_id, "object": "session", "deleted": True,
                                                "deployments": ended}), content_type=JSON)
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        """``POST /v1/messages/count_tokens``, Anthropic's (Claude Code asks it every turn): the
+        prompt's input tokens as the gateway estimates them (``counted_input_tokens``), for a model
+        the caller's key may use. No upstream is asked and no limit drawn: answered like
+        ``/v1/models``, counted under ``deployment=""``, its access line naming the deployment."""
+        data, key = self._client_api_request(request)
+        body = arrived_json(request, self.max_body_bytes)
+        if body is NOT_ARRIVED:
+            body = await read_json(request, self.max_body_bytes, self.body_timeout_s)
+        model = count_tokens_model(body)
+        dep = self.engine.find(model)
+        if key is not None:         # as a data route: outside the key's globs is 403 whether or not it exists
+            key.check_model(model, dep.config.name if dep is not None else None)
+        if dep is None:
+            dep = self.engine.deployment(model)     # raises the 404
+        data.deployment = dep.config.name
+        data.series = self.engine.metrics.series("")
+        tokens = counted_input_tokens(body)
+        self._answered(request, data, 200)
+        return web.Response(body=orjson.dumps({"input_tokens": tokens}), content_type=JSON)
 
     async def models(self, request: web.Request) -> web.Response:
         body = self._models_body

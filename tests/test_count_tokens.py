@@ -1,0 +1,136 @@
+"""``POST /v1/messages/count_tokens`` (Anthropic's; Claude Code asks it every turn), end to end:
+a real gateway in front of the project's mock upstream, with a gateway key.
+
+The count is the gateway's estimate (the prompt's text and its tools' definitions, four characters
+a token), for any deployment; no upstream is asked, no limit drawn; counted under
+``deployment=""`` as ``/v1/models`` is; errors in Anthropic's shape (401, 403, 404, 400).
+"""
+from __future__ import annotations
+
+import json
+import textwrap
+import urllib.request
+
+import anthropic
+import pytest
+
+from procs import http_json, metric_value, metrics_text, start_gateway_proc, start_mock
+
+KEY, OTHER_KEY = "sk-gw-count-1f2e", "sk-gw-count-other-9a8b"
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("count")
+    upstream = start_mock(workdir)
+    config = textwrap.dedent(f"""
+        [[keys]]
+        name = "team"
+        key = {{ value = "{KEY}" }}
+        rpm = 1
+        [[keys]]
+        name = "other"
+        key = {{ value = "{OTHER_KEY}" }}
+        models = ["oa"]
+    """) + "".join(textwrap.dedent(f"""
+        [[deployments]]
+        name = "{name}"
+        provider = "{provider}"
+        [[deployments.replicas]]
+        base_url = "{upstream.base}{path}"
+        credential = {{ value = "sk-{name}" }}
+    """) for name, provider, path in (("an", "anthropic", "/v1"), ("oa", "openai_compatible", "/v1"),
+                                      ("ge", "gemini", "/v1beta")))
+    gateway = start_gateway_proc(workdir, config, workers=1)
+    yield gateway, upstream
+    gateway.stop()
+    upstream.kill()
+    assert "Traceback" not in gateway.stderr(), gateway.stderr()[-3000:]
+
+
+def _count(gateway, body, key=KEY, query=""):
+    return http_json("POST", f"{gateway.base}/v1/messages/count_tokens{query}", body, headers={"x-api-key": key})
+
+
+def _body(model: str, text: str = "hello there", **more) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **more}
+
+
+@pytest.mark.parametrize("model", ["an", "oa", "ge"])
+def test_every_deployment_answers_a_count_without_asking_its_upstream(edge, model):
+    gateway, upstream = edge
+    before = len(upstream.received())
+    counts = []
+    for text in ("hi", "a longer question " * 40):
+        status, headers, answer = _count(gateway, _body(model, text), query="?beta=true")   # as Claude Code asks
+        assert status == 200, answer
+        assert set(answer) == {"input_tokens"} and headers["x-request-id"]
+        counts.append(answer["input_tokens"])
+    assert 0 < counts[0] < counts[1] and counts[1] == pytest.approx(len("a longer question " * 40) / 4, rel=0.05)
+    tools = [{"name": "read_file", "description": "Read a file " * 50,
+              "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}}]
+    status, _, with_tools = _count(gateway, _body(model, "hi", tools=tools,
+                                                   system=[{"type": "text", "text": "You are terse."}]))
+    assert status == 200 and with_tools["input_tokens"] > counts[0] + len(json.dumps(tools)) // 5
+    assert len(upstream.received()) == before          # no upstream asked
+
+
+def test_counting_draws_no_limit_and_is_counted_apart_from_the_deployment(edge):
+    """The key may send one request a minute (rpm 1): counting many times never spends it."""
+    gateway, _ = edge
+    unnamed, deployment = 'fastinfer_requests_total{deployment="",code="200"}', \
+        'fastinfer_requests_total{deployment="an",code="200"}'
+    text = metrics_text(gateway)
+    before = metric_value(text, unnamed) if unnamed in text else 0.0
+    served = metric_value(text, deployment) if deployment in text else 0.0
+    for _ in range(5):
+        assert _count(gateway, _body("an"))[0] == 200
+    text = metrics_text(gateway)
+    assert metric_value(text, unnamed) == before + 5
+    assert deployment not in text or metric_value(text, deployment) == served
+    status, _, answer = http_json("POST", f"{gateway.base}/v1/messages", _body("an", max_tokens=5),
+                                  headers={"x-api-key": KEY})
+    assert status == 200, answer         # the key's one request a minute is still there
+
+
+@pytest.mark.parametrize("key, body, status, words", [
+    (None, _body("an"), 401, "Missing API key"),
+    ("sk-not-a-key", _body("an"), 401, ""),
+    (OTHER_KEY, _body("an"), 403, "may not use the model `an`"),
+    (KEY, _body("nope"), 404, "`nope`"),
+    (KEY, {"model": "an"}, 400, "messages"),
+    (KEY, _body("an", tools=[{"description": "no name"}]), 400, "tools.0.name"),
+])
+def test_refusals_come_in_anthropics_shape(edge, key, body, status, words):
+    gateway, _ = edge
+    headers = {} if key is None else {"x-api-key": key}
+    got, _, answer = http_json("POST", f"{gateway.base}/v1/messages/count_tokens", body, headers=headers)
+    assert got == status, answer
+    assert answer["type"] == "error" and set(answer["error"]) == {"type", "message"}, answer
+    assert words in answer["error"]["message"], answer
+
+
+def test_malformed_json_is_a_400_in_anthropics_shape(edge):
+    gateway, _ = edge
+    got, _, answer = http_json("POST", f"{gateway.base}/v1/messages/count_tokens", b"{not json",
+                               headers={"x-api-key": KEY})
+    assert got == 400 and answer["type"] == "error", answer
+
+
+def test_the_anthropic_sdk_counts_through_the_gateway(edge):
+    gateway, _ = edge
+    with anthropic.Anthropic(base_url=gateway.base, api_key=KEY, max_retries=0, timeout=20) as client:
+        counted = client.messages.count_tokens(model="ge", messages=[{"role": "user", "content": "x" * 400}])
+        beta = client.beta.messages.count_tokens(model="an", messages=[{"role": "user", "content": "x" * 400}])
+    assert counted.input_tokens == beta.input_tokens == 100
+
+
+def test_only_post_is_served(edge):
+    gateway, _ = edge
+    request = urllib.request.Request(f"{gateway.base}/v1/messages/count_tokens", method="GET",
+                                     headers={"x-api-key": KEY})
+    try:
+        urllib.request.urlopen(request, timeout=10)
+        raise AssertionError("a GET was answered")
+    except urllib.error.HTTPError as e:
+        assert e.code == 405
