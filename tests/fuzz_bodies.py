@@ -18,7 +18,7 @@ import string
 
 from hypothesis import strategies as st
 
-ROUTES = ("/v1/chat/completions", "/v1/messages", "/v1/completions", "/v1/embeddings")
+ROUTES = ("/v1/chat/completions", "/v1/messages", "/v1/completions", "/v1/embeddings", "/v1/messages/count_tokens")
 
 _text = st.text(alphabet=string.ascii_letters + " éß☃", max_size=12)
 _words = st.sampled_from(["hello", "what is the weather in Paris", "tell me a story", "", "x y z"])
@@ -184,7 +184,7 @@ _embeddings = st.fixed_dictionaries(
               "user": _text})
 
 _VALID = {"/v1/chat/completions": _openai_chat, "/v1/messages": _anthropic, "/v1/completions": _completions,
-          "/v1/embeddings": _embeddings}
+          "/v1/embeddings": _embeddings, "/v1/messages/count_tokens": _anthropic}
 
 
 def valid_bodies(route: str):
