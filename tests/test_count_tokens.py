@@ -1,8 +1,9 @@
 """``POST /v1/messages/count_tokens`` (Anthropic's; Claude Code asks it every turn), end to end:
 a real gateway in front of the project's mock upstream, with a gateway key.
 
-The count is the gateway's estimate (the prompt's text and its tools' definitions, four characters
-a token), for any deployment; no upstream is asked, no limit drawn; counted under
+An Anthropic deployment's count is its upstream's (the mock counts a word a token); any other's,
+or one whose upstream cannot count, is the gateway's estimate (the prompt's text and its tools'
+definitions, four characters a token), no upstream asked. No limit is drawn; counted under
 ``deployment=""`` as ``/v1/models`` is; errors in Anthropic's shape (401, 403, 404, 400).
 """
 from __future__ import annotations
@@ -36,11 +37,12 @@ def edge(tmp_path_factory):
         [[deployments]]
         name = "{name}"
         provider = "{provider}"
+        retry = {{ max_attempts = 1 }}
         [[deployments.replicas]]
         base_url = "{upstream.base}{path}"
         credential = {{ value = "sk-{name}" }}
     """) for name, provider, path in (("an", "anthropic", "/v1"), ("oa", "openai_compatible", "/v1"),
-                                      ("ge", "gemini", "/v1beta")))
+                                      ("ge", "gemini", "/v1beta"), ("an-proxy", "anthropic", "/no-count/v1")))
     gateway = start_gateway_proc(workdir, config, workers=1)
     yield gateway, upstream
     gateway.stop()
@@ -56,8 +58,30 @@ def _body(model: str, text: str = "hello there", **more) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": text}], **more}
 
 
-@pytest.mark.parametrize("model", ["an", "oa", "ge"])
-def test_every_deployment_answers_a_count_without_asking_its_upstream(edge, model):
+def test_an_anthropic_deployment_answers_its_upstreams_count(edge):
+    gateway, upstream = edge
+    before = len(upstream.received())
+    body = _body("an", "one two three four five", system="be brief")
+    status, _, answer = _count(gateway, body, query="?beta=true")
+    assert status == 200 and answer == {"input_tokens": 7}, answer      # the mock's: a word a token
+    [asked] = upstream.received()[before:]
+    assert asked["path"] == "/v1/messages/count_tokens"
+    assert asked["body"] == {**body, "model": "an"}          # as written: no max_tokens added, no key
+    assert asked["headers"]["x-api-key"] == "sk-an" and KEY not in json.dumps(asked)
+
+
+def test_an_upstream_that_cannot_count_is_answered_by_the_estimate(edge):
+    """An Anthropic-compatible server without the route (the mock's 404 here): the estimate."""
+    gateway, _ = edge
+    status, _, answer = _count(gateway, _body("an-proxy", "x" * 400))
+    assert status == 200 and answer == {"input_tokens": 100}, answer
+    asked = [line for line in metrics_text(gateway).splitlines()
+             if line.startswith('fastinfer_upstream_requests_total{deployment="an-proxy"')]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in asked) == 1, asked     # it was asked, once
+
+
+@pytest.mark.parametrize("model", ["oa", "ge"])
+def test_any_other_deployment_answers_the_estimate_without_asking_its_upstream(edge, model):
     gateway, upstream = edge
     before = len(upstream.received())
     counts = []
@@ -121,8 +145,8 @@ def test_the_anthropic_sdk_counts_through_the_gateway(edge):
     gateway, _ = edge
     with anthropic.Anthropic(base_url=gateway.base, api_key=KEY, max_retries=0, timeout=20) as client:
         counted = client.messages.count_tokens(model="ge", messages=[{"role": "user", "content": "x" * 400}])
-        beta = client.beta.messages.count_tokens(model="an", messages=[{"role": "user", "content": "x" * 400}])
-    assert counted.input_tokens == beta.input_tokens == 100
+        beta = client.beta.messages.count_tokens(model="an", messages=[{"role": "user", "content": "a b c"}])
+    assert (counted.input_tokens, beta.input_tokens) == (100, 3)
 
 
 def test_only_post_is_served(edge):

@@ -23,7 +23,7 @@ def req(api: str, body: dict, stream: bool = False):
 def test_the_registry_names_each_format_by_its_caller_api():
     assert FORMATS == {"openai": OPENAI, "anthropic": ANTHROPIC, "gemini": GEMINI}
     assert OPENAI.endpoints == ("chat", "completions", "embeddings")
-    assert ANTHROPIC.endpoints == GEMINI.endpoints == ("chat",)
+    assert ANTHROPIC.endpoints == ("chat", "count_tokens") and GEMINI.endpoints == ("chat",)
 
 
 def test_error_bodies_and_events_in_each_format():
@@ -84,6 +84,8 @@ def test_an_anthropic_callers_body_passes_through_to_anthropic_with_a_default_ma
     ("azure_openai", "completions", True,
      "https://u.example/v1/openai/deployments/up-model/completions?api-version=2024-06-01", {"api-key": "K"}),
     ("anthropic", "chat", True, "https://u.example/v1/messages",
+     {"x-api-key": "K", "anthropic-version": "2023-06-01"}),
+    ("anthropic", "count_tokens", False, "https://u.example/v1/messages/count_tokens",
      {"x-api-key": "K", "anthropic-version": "2023-06-01"}),
     ("gemini", "chat", True, "https://u.example/v1/models/up-model:streamGenerateContent?alt=sse",
      {"x-goog-api-key": "K"}),
@@ -181,3 +183,10 @@ def test_an_anthropic_callers_top_k_to_an_openai_format_upstream(provider, drop,
         return
     out = OPENAI.upstream_body(req("anthropic", body), ANTHROPIC, deployment)
     assert out.get("top_k", {}) == sent and body["top_k"] == 5     # the caller's body is not changed
+
+
+def test_a_count_goes_to_anthropic_as_the_caller_wrote_it_without_max_tokens():
+    body = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "system": "s"}
+    count = SimpleNamespace(api="anthropic", body=body, stream=False, client_wants_usage=False, endpoint="count_tokens")
+    assert ANTHROPIC.upstream_body(count, ANTHROPIC, DEPLOYMENT) == {**body, "model": "up-model"}
+    assert ANTHROPIC.upstream_body(req("anthropic", body), ANTHROPIC, DEPLOYMENT)["max_tokens"] == 321

@@ -170,6 +170,14 @@ class Engine:
             result.rate_fields = grant.rate_fields()
         return result
 
+    async def count_tokens(self, req: GatewayRequest, dep: Deployment) -> bytes | None:
+        """Anthropic's ``count_tokens`` (``req.endpoint``) asked of ``dep``'s upstream when its API has
+        one: the upstream's answer, as it came; None when it has none. A slot, a replica, breakers
+        and retries as any request's; no limits (a count spends nothing) and no fallbacks."""
+        if req.endpoint not in dep.provider.endpoints:
+            return None
+        return (await self._serve(dep, req, None)).body
+
     async def _fall_back(self, primary: Deployment, req: GatewayRequest, grant,
                          error: GatewayError) -> tuple[EngineResult, Deployment]:
         """``primary`` refused ``req`` with ``error``: the answer of the first fallback that gives
@@ -361,6 +369,9 @@ class Engine:
         that takes the attempt over."""
         fmt = dep.provider.format
         model = dep.config.upstream_model
+        if req.endpoint == "count_tokens":     # a count, not an answer: no tokens spent, nothing to account
+            current.end(SUCCESS)
+            return new_result(200, reply.body, None, current.replica, attempt, upstream_s)
         if not req.stream:
             body, usage = fmt.reply(reply.body, req, caller, model)
             current.end(SUCCESS)

@@ -756,6 +756,14 @@ class AnthropicStreamRelay(StreamRelay):
 
 class AnthropicFormat(Format):
     name = "anthropic"
+    #: its chat (Messages) and its own token count, which no other API has
+    endpoints = ("chat", "count_tokens")
+
+    def upstream_body(self, req, caller: Format, deployment) -> dict:
+        """``Format.upstream_body``; a count goes as the caller wrote it (no ``max_tokens`` there)."""
+        if req.endpoint == "count_tokens":
+            return {**req.body, "model": deployment.upstream_model}
+        return Format.upstream_body(self, req, caller, deployment)
 
     def request_to_pivot(self, body: dict, model: str) -> dict:
         return anthropic_to_openai_request(body, model)

@@ -30,7 +30,8 @@ NOT_AN_OBJECT = "upstream sent a reply that is not a JSON object"
 class Format:
     #: the format's name, and the caller API name for the formats clients speak
     name: str = ""
-    #: OpenAI endpoints an upstream of this format has
+    #: the endpoints an upstream of this format has: "chat", OpenAI's "completions" and "embeddings",
+    #: Anthropic's "count_tokens"
     endpoints: tuple[str, ...] = ("chat",)
 
     # ------------------------------------------ what the engine asks of a format

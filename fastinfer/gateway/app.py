@@ -27,7 +27,7 @@ from ..engine import Deployment, Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
 from ..routing import session_id_problem
 from ..errors import BadRequest, GatewayError
-from ..formats.common import counted_input_tokens
+from ..formats.common import counted_input_tokens, json_object
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
 from .answer import WrittenAnswer, leading_headers, stream_head, write_json
@@ -391,9 +391,10 @@ class Gateway:
 
     async def count_tokens(self, request: web.Request) -> web.Response:
         """``POST /v1/messages/count_tokens``, Anthropic's (Claude Code asks it every turn): the
-        prompt's input tokens as the gateway estimates them (``counted_input_tokens``), for a model
-        the caller's key may use. No upstream is asked and no limit drawn: answered like
-        ``/v1/models``, counted under ``deployment=""``, its access line naming the deployment."""
+        prompt's input tokens, for a model the caller's key may use: the upstream's count where its
+        API has one (``_upstream_count``), else the gateway's estimate (``counted_input_tokens``).
+        No limit drawn: counted under ``deployment=""`` as ``/v1/models``, its access line naming
+        the deployment."""
         data, key = self._client_api_request(request)
         body = arrived_json(request, self.max_body_bytes)
         if body is NOT_ARRIVED:
@@ -406,9 +407,28 @@ class Gateway:
             dep = self.engine.deployment(model)     # raises the 404
         data.deployment = dep.config.name
         data.series = self.engine.metrics.series("")
-        tokens = counted_input_tokens(body)
+        tokens = await self._upstream_count(request, body, dep, data)
+        if tokens is None:
+            tokens = counted_input_tokens(body)
         self._answered(request, data, 200)
         return web.Response(body=orjson.dumps({"input_tokens": tokens}), content_type=JSON)
+
+    async def _upstream_count(self, request: web.Request, body: dict, dep: Deployment,
+                              data: DataRequest) -> int | None:
+        """The upstream's own count, where its API has one (Anthropic's); None where it has none or
+        could not give one (a failure, a compatible server without the route, an answer without a
+        count): the estimate answers then, as a count is worth more than an error to its caller."""
+        req = GatewayRequest("anthropic", body["model"], body, False, request[REQUEST_ID], self._loop.time(),
+                             endpoint="count_tokens", key=data.key, trace=data.trace)
+        data.req = req
+        try:
+            answer = await self.engine.count_tokens(req, dep)
+        except GatewayError as e:
+            log.debug("request %s: %s could not count tokens (%s); estimated", request[REQUEST_ID],
+                      dep.config.name, e.message)
+            return None
+        tokens = None if answer is None else (json_object(answer) or {}).get("input_tokens")
+        return tokens if type(tokens) is int and tokens >= 0 else None
 
     async def models(self, request: web.Request) -> web.Response:
         body = self._models_body

@@ -1,4 +1,5 @@
-"""The mock upstream's Anthropic Messages endpoint: ``POST /v1/messages``, streaming and not.
+"""The mock upstream's Anthropic Messages endpoint: ``POST /v1/messages``, streaming and not, and
+its token count, ``POST /v1/messages/count_tokens`` (a word a token, as the mock's usage counts).
 
 Owns: reading an Anthropic body into the neutral ``plan.View`` and writing the
 answer as Anthropic does (message object, or ``message_start`` /
@@ -102,4 +103,16 @@ async def messages(upstream, request: web.Request) -> web.StreamResponse:
             error = _event("error", error_body(529, stream_error_message(behaviour, "Overloaded")))
             return await write_stream(upstream, request, frames_of(result, message_id, model), behaviour, error)
         return web.Response(body=orjson.dumps(message_of(result, message_id, model)), content_type="application/json")
+    return reshape_error(await upstream._handle(request, answer), error_body)
+
+
+async def count_tokens(upstream, request: web.Request) -> web.StreamResponse:
+    async def answer(request, body, behaviour):
+        if not isinstance(body.get("messages"), list):
+            return _error(400, "messages: Field required")
+        if "max_tokens" in body:        # as Anthropic: a count takes no answer's settings
+            return _error(400, "max_tokens: Extra inputs are not permitted")
+        if not request.headers.get("anthropic-version"):
+            return _error(400, "anthropic-version: header is required")
+        return web.json_response({"input_tokens": view_of(body).prompt_tokens})
     return reshape_error(await upstream._handle(request, answer), error_body)

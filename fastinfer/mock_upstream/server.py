@@ -112,6 +112,7 @@ class MockUpstream:
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/messages", functools.partial(anthropic.messages, self))
+        app.router.add_post("/v1/messages/count_tokens", functools.partial(anthropic.count_tokens, self))
         app.router.add_post("/v1beta/models/{target}", functools.partial(gemini.generate, self))
         # SGLang's session control and a health route, at the server root (outside /v1)
         app.router.add_post("/open_session", self.open_session)

@@ -31,7 +31,7 @@ def _azure_url(replica, model: str, endpoint: str, stream: bool) -> str:
 
 
 def _anthropic_url(replica, model: str, endpoint: str, stream: bool) -> str:
-    return f"{replica.base_url}/messages"
+    return f"{replica.base_url}/messages/count_tokens" if endpoint == "count_tokens" else f"{replica.base_url}/messages"
 
 
 def _gemini_url(replica, model: str, endpoint: str, stream: bool) -> str:

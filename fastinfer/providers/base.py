@@ -41,7 +41,8 @@ class Provider:
 
     @property
     def endpoints(self) -> tuple[str, ...]:
-        """The OpenAI endpoints this upstream has ("chat", and for OpenAI-shaped ones "completions", "embeddings")."""
+        """The endpoints this upstream has ("chat"; OpenAI-shaped ones "completions", "embeddings";
+        Anthropic "count_tokens")."""
         return self.format.endpoints
 
     def send(self, session, req, body: dict, timeouts, extra: dict | None = None) -> Awaitable[UpstreamReply]:
