@@ -23,7 +23,7 @@ def req(api: str, body: dict, stream: bool = False):
 def test_the_registry_names_each_format_by_its_caller_api():
     assert FORMATS == {"openai": OPENAI, "anthropic": ANTHROPIC, "gemini": GEMINI}
     assert OPENAI.endpoints == ("chat", "completions", "embeddings")
-    assert ANTHROPIC.endpoints == ("chat", "count_tokens") and GEMINI.endpoints == ("chat",)
+    assert ANTHROPIC.endpoints == GEMINI.endpoints == ("chat", "count_tokens")
 
 
 def test_error_bodies_and_events_in_each_format():
@@ -90,6 +90,7 @@ def test_an_anthropic_callers_body_passes_through_to_anthropic_with_a_default_ma
     ("gemini", "chat", True, "https://u.example/v1/models/up-model:streamGenerateContent?alt=sse",
      {"x-goog-api-key": "K"}),
     ("gemini", "chat", False, "https://u.example/v1/models/up-model:generateContent", {"x-goog-api-key": "K"}),
+    ("gemini", "count_tokens", False, "https://u.example/v1/models/up-model:countTokens", {"x-goog-api-key": "K"}),
 ])
 def test_each_provider_is_a_url_an_auth_header_and_a_format(name, endpoint, stream, url, headers):
     kind = PROVIDERS[name]

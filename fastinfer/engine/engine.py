@@ -20,6 +20,7 @@ from ..breaker import PROBE, REJECTED, BreakerSet
 from ..config import Config, DeploymentConfig
 from ..errors import GatewayError, Overloaded, UnknownModel
 from ..formats import FORMATS
+from ..formats.common import json_object
 from ..limits import AdmissionControl, CapacityExhausted, Limits, price_of
 from ..metrics import Metrics
 from ..providers import Provider, make_provider
@@ -170,13 +171,16 @@ class Engine:
             result.rate_fields = grant.rate_fields()
         return result
 
-    async def count_tokens(self, req: GatewayRequest, dep: Deployment) -> bytes | None:
+    async def count_tokens(self, req: GatewayRequest, dep: Deployment) -> int | None:
         """Anthropic's ``count_tokens`` (``req.endpoint``) asked of ``dep``'s upstream when its API has
-        one: the upstream's answer, as it came; None when it has none. A slot, a replica, breakers
-        and retries as any request's; no limits (a count spends nothing) and no fallbacks."""
+        a count (Anthropic's, Gemini's): the input tokens it says; None when it has none or its answer
+        holds no count. A slot, a replica, breakers and retries as any request's; no limits (a count
+        spends nothing) and no fallbacks."""
         if req.endpoint not in dep.provider.endpoints:
             return None
-        return (await self._serve(dep, req, None)).body
+        reply = json_object((await self._serve(dep, req, None)).body)
+        tokens = None if reply is None else dep.provider.format.counted(reply)
+        return tokens if type(tokens) is int and tokens >= 0 else None
 
     async def _fall_back(self, primary: Deployment, req: GatewayRequest, grant,
                          error: GatewayError) -> tuple[EngineResult, Deployment]:

@@ -765,6 +765,9 @@ class AnthropicFormat(Format):
             return {**req.body, "model": deployment.upstream_model}
         return Format.upstream_body(self, req, caller, deployment)
 
+    def counted(self, reply: dict):
+        return reply.get("input_tokens")
+
     def request_to_pivot(self, body: dict, model: str) -> dict:
         return anthropic_to_openai_request(body, model)
 

@@ -72,6 +72,11 @@ class Format:
         stages = [s for s in (from_upstream, to_caller) if s is not None]
         return TranslatingRelay(stages, caller, req.body)
 
+    def counted(self, reply: dict):
+        """The input tokens an upstream's answer to a ``count_tokens`` request says (an API that has
+        one: ``endpoints``); not checked here."""
+        raise NotImplementedError(f"{self.name} has no token count")
+
     def error_body(self, err: GatewayError) -> bytes:
         """The whole error answer in this format (the caller's)."""
         raise NotImplementedError

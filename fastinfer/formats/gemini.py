@@ -279,6 +279,20 @@ _STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSI
 
 class GeminiFormat(Format):
     name = "gemini"
+    #: its generateContent, and its countTokens (for Anthropic's ``count_tokens``)
+    endpoints = ("chat", "count_tokens")
+
+    def upstream_body(self, req, caller: Format, deployment) -> dict:
+        """``Format.upstream_body``; a count asks of the whole request it would make (the system
+        instruction and the tools count too), as ``countTokens`` takes it."""
+        body = Format.upstream_body(self, req, caller, deployment)
+        if req.endpoint != "count_tokens":
+            return body
+        return {"generateContentRequest": {"model": "models/" + deployment.upstream_model.removeprefix("models/"),
+                                           **body}}
+
+    def counted(self, reply: dict):
+        return reply.get("totalTokens")
 
     def request_from_pivot(self, body: dict, deployment, stream: bool) -> dict:
         params_without_place(body, _NO_PLACE_IN_GEMINI, _GEMINI, deployment.drop_params)

@@ -27,7 +27,7 @@ from ..engine import Deployment, Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
 from ..routing import session_id_problem
 from ..errors import BadRequest, GatewayError
-from ..formats.common import counted_input_tokens, json_object
+from ..formats.common import counted_input_tokens
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
 from .answer import WrittenAnswer, leading_headers, stream_head, write_json
@@ -415,20 +415,18 @@ class Gateway:
 
     async def _upstream_count(self, request: web.Request, body: dict, dep: Deployment,
                               data: DataRequest) -> int | None:
-        """The upstream's own count, where its API has one (Anthropic's); None where it has none or
-        could not give one (a failure, a compatible server without the route, an answer without a
-        count): the estimate answers then, as a count is worth more than an error to its caller."""
+        """The upstream's own count, where its API has one (Anthropic's, Gemini's); None where it has
+        none or could not give one (a failure, a compatible server without the route, an answer without
+        a count): the estimate answers then, as a count is worth more than an error to its caller."""
         req = GatewayRequest("anthropic", body["model"], body, False, request[REQUEST_ID], self._loop.time(),
                              endpoint="count_tokens", key=data.key, trace=data.trace)
         data.req = req
         try:
-            answer = await self.engine.count_tokens(req, dep)
+            return await self.engine.count_tokens(req, dep)
         except GatewayError as e:
             log.debug("request %s: %s could not count tokens (%s); estimated", request[REQUEST_ID],
                       dep.config.name, e.message)
             return None
-        tokens = None if answer is None else (json_object(answer) or {}).get("input_tokens")
-        return tokens if type(tokens) is int and tokens >= 0 else None
 
     async def models(self, request: web.Request) -> web.Response:
         body = self._models_body

@@ -1,5 +1,5 @@
-"""The mock upstream's Gemini endpoints: ``POST /v1beta/models/{model}:generateContent``
-and ``:streamGenerateContent?alt=sse``.
+"""The mock upstream's Gemini endpoints: ``POST /v1beta/models/{model}:generateContent``,
+``:streamGenerateContent?alt=sse`` and ``:countTokens`` (a word a token).
 
 Owns: reading a Gemini body into the neutral ``plan.View`` and writing the
 answer as Gemini does (candidates with text / ``functionCall`` parts,
@@ -78,13 +78,13 @@ def frames_of(answer: Answer, model: str, response_id: str) -> list[bytes]:
 
 async def generate(upstream, request: web.Request) -> web.StreamResponse:
     model, _, action = request.match_info["target"].partition(":")
+    if action == "countTokens":
+        return await _count_tokens(upstream, request)
     if action not in ("generateContent", "streamGenerateContent"):
         return _error(404, f"unknown method {action!r}")
     if action == "streamGenerateContent" and request.query.get("alt") != "sse":
         return _error(400, "this mock only streams with alt=sse")
-    key = request.headers.get("x-goog-api-key")
-    if key is not None:  # the mock's auth check reads x-api-key
-        request = request.clone(headers={**request.headers, "x-api-key": key})
+    request = _keyed(request)
 
     async def answer(request, body, behaviour):
         if not isinstance(body.get("contents"), list) or not body["contents"]:
@@ -97,3 +97,20 @@ async def generate(upstream, request: web.Request) -> web.StreamResponse:
                                       b"data: " + orjson.dumps(error) + b"\r\n\r\n")
         return web.Response(body=orjson.dumps(reply_of(result, model, response_id)), content_type="application/json")
     return reshape_error(await upstream._handle(request, answer), error_body)
+
+
+def _keyed(request: web.Request) -> web.Request:
+    key = request.headers.get("x-goog-api-key")
+    if key is None:
+        return request
+    return request.clone(headers={**request.headers, "x-api-key": key})   # the mock's auth check reads x-api-key
+
+
+async def _count_tokens(upstream, request: web.Request) -> web.StreamResponse:
+    """``:countTokens``, of ``contents`` or of a whole ``generateContentRequest``: a word a token."""
+    async def answer(request, body, behaviour):
+        inner = body.get("generateContentRequest", body)
+        if not isinstance(inner.get("contents"), list) or not inner["contents"]:
+            return _error(400, "contents is required")
+        return web.json_response({"totalTokens": view_of(inner).prompt_tokens})
+    return reshape_error(await upstream._handle(_keyed(request), answer), error_body)

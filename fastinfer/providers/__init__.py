@@ -35,7 +35,8 @@ def _anthropic_url(replica, model: str, endpoint: str, stream: bool) -> str:
 
 
 def _gemini_url(replica, model: str, endpoint: str, stream: bool) -> str:
-    action = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    action = ("countTokens" if endpoint == "count_tokens" else "streamGenerateContent?alt=sse" if stream
+              else "generateContent")
     return f"{replica.base_url}/models/{model.removeprefix('models/')}:{action}"
 
 
