@@ -760,10 +760,14 @@ class AnthropicFormat(Format):
     endpoints = ("chat", "count_tokens")
 
     def upstream_body(self, req, caller: Format, deployment) -> dict:
-        """``Format.upstream_body``; a count goes as the caller wrote it (no ``max_tokens`` there)."""
-        if req.endpoint == "count_tokens":
-            return {**req.body, "model": deployment.upstream_model}
-        return Format.upstream_body(self, req, caller, deployment)
+        """``Format.upstream_body``; an Anthropic caller's body is the upstream's with its model and,
+        unless it is a count (which takes none), a ``max_tokens``, made here: one call a request."""
+        if caller is not self:
+            return Format.upstream_body(self, req, caller, deployment)
+        out = {**req.body, "model": deployment.upstream_model}
+        if req.endpoint != "count_tokens":
+            out.setdefault("max_tokens", deployment.default_max_tokens)
+        return out
 
     def counted(self, reply: dict):
         return reply.get("input_tokens")
@@ -774,11 +778,6 @@ class AnthropicFormat(Format):
     def request_from_pivot(self, body: dict, deployment, stream: bool) -> dict:
         params_without_place(body, _NO_PLACE_IN_ANTHROPIC, _ANTHROPIC, deployment.drop_params)
         return openai_to_anthropic_request(body, deployment.upstream_model, deployment.default_max_tokens)
-
-    def passthrough_request(self, body: dict, deployment, stream: bool) -> dict:
-        out = {**body, "model": deployment.upstream_model}
-        out.setdefault("max_tokens", deployment.default_max_tokens)
-        return out
 
     def reply(self, body: bytes, req, caller: Format, model: str) -> tuple[bytes, dict]:
         """``Format.reply``; to an Anthropic caller the body goes as it came, and when the compiled scan
