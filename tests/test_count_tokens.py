@@ -70,6 +70,18 @@ def test_an_anthropic_deployment_answers_its_upstreams_count(edge):
     assert asked["headers"]["x-api-key"] == "sk-an" and KEY not in json.dumps(asked)
 
 
+def test_the_gateways_own_fields_are_not_sent_to_the_upstream_that_counts(edge):
+    """``priority`` is the gateway's (read as the Messages route reads it), never the upstream's."""
+    gateway, upstream = edge
+    before = len(upstream.received())
+    status, _, answer = _count(gateway, _body("an", "a b", priority="high"))
+    assert status == 200 and answer == {"input_tokens": 2}, answer
+    [asked] = upstream.received()[before:]
+    assert asked["body"] == {**_body("an", "a b")}, asked["body"]
+    status, _, answer = _count(gateway, _body("an", "a b", priority="urgent"))
+    assert status == 400 and "priority" in answer["error"]["message"], answer
+
+
 def test_a_gemini_deployment_answers_its_upstreams_count_of_the_whole_request(edge):
     gateway, upstream = edge
     before = len(upstream.received())

@@ -68,8 +68,11 @@ def messages_request(body, headers, request_id: str, now: float, key=None) -> Ga
                        session_id, session_close, None, True)
 
 
-def count_tokens_model(body) -> str:
-    """Check an Anthropic ``count_tokens`` body (a Messages body, ``max_tokens`` not needed); raise
-    ``BadRequest`` naming the bad field; its model."""
-    check_body(MESSAGES, body, anthropic_path, _MESSAGE_FORMAT)
-    return body["model"]
+def count_tokens_request(body, headers, request_id: str, now: float, key=None) -> GatewayRequest:
+    """An Anthropic ``count_tokens`` body, read as ``messages_request`` reads a Messages body (the
+    gateway's own fields taken out; ``max_tokens`` is not needed there): a request for a count,
+    which neither streams nor ends a session."""
+    req = messages_request(body, headers, request_id, now, key)
+    req.endpoint = "count_tokens"
+    req.stream = req.session_close = False
+    return req

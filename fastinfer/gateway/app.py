@@ -31,7 +31,7 @@ from ..formats.common import counted_input_tokens
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
 from .answer import WrittenAnswer, leading_headers, stream_head, write_json
-from .anthropic_api import count_tokens_model, messages_request
+from .anthropic_api import count_tokens_request, messages_request
 from .auth import key_ring
 from .body import NOT_ARRIVED, arrived_json, read_json
 from .drain import GatewayDrain, ShuttingDown
@@ -250,7 +250,7 @@ class Gateway:
             dep = self.engine.deployment(req.model)   # raises the 404
         data.deployment = dep.config.name
         data.series = dep.series
-        if req.endpoint != "chat" and req.endpoint not in dep.provider.endpoints:
+        if req.endpoint in _FORWARDED_ONLY and req.endpoint not in dep.provider.endpoints:
             raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
         return req, dep
 
@@ -399,32 +399,22 @@ class Gateway:
         body = arrived_json(request, self.max_body_bytes)
         if body is NOT_ARRIVED:
             body = await read_json(request, self.max_body_bytes, self.body_timeout_s)
-        model = count_tokens_model(body)
-        dep = self.engine.find(model)
-        if key is not None:         # as a data route: outside the key's globs is 403 whether or not it exists
-            key.check_model(model, dep.config.name if dep is not None else None)
-        if dep is None:
-            dep = self.engine.deployment(model)     # raises the 404
-        data.deployment = dep.config.name
-        data.series = self.engine.metrics.series("")
-        tokens = await self._upstream_count(request, body, dep, data)
+        req, dep = self._engine_request(request, count_tokens_request, body, key, data, self._loop.time())
+        data.series = self.engine.metrics.series("")     # not an answer of the deployment's
+        tokens = await self._upstream_count(req, dep)
         if tokens is None:
-            tokens = counted_input_tokens(body)
+            tokens = counted_input_tokens(req.body)
         self._answered(request, data, 200)
         return web.Response(body=orjson.dumps({"input_tokens": tokens}), content_type=JSON)
 
-    async def _upstream_count(self, request: web.Request, body: dict, dep: Deployment,
-                              data: DataRequest) -> int | None:
+    async def _upstream_count(self, req: GatewayRequest, dep: Deployment) -> int | None:
         """The upstream's own count, where its API has one (Anthropic's, Gemini's); None where it has
         none or could not give one (a failure, a compatible server without the route, an answer without
         a count): the estimate answers then, as a count is worth more than an error to its caller."""
-        req = GatewayRequest("anthropic", body["model"], body, False, request[REQUEST_ID], self._loop.time(),
-                             endpoint="count_tokens", key=data.key, trace=data.trace)
-        data.req = req
         try:
             return await self.engine.count_tokens(req, dep)
         except GatewayError as e:
-            log.debug("request %s: %s could not count tokens (%s); estimated", request[REQUEST_ID],
+            log.debug("request %s: %s could not count tokens (%s); estimated", req.request_id,
                       dep.config.name, e.message)
             return None
 
@@ -449,6 +439,10 @@ class Gateway:
             return web.Response(status=503, body=b'{"status":"all circuits of a deployment are open"}',
                                 content_type=JSON)
         return web.Response(body=b'{"status":"ready"}', content_type=JSON)
+
+
+#: endpoints only an upstream that has them can serve (a count is answered for any deployment)
+_FORWARDED_ONLY = frozenset(("completions", "embeddings"))
 
 
 def _passthrough(endpoint: str):
