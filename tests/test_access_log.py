@@ -447,6 +447,14 @@ def test_lines_name_the_gateway_key_and_the_resolved_deployment(start_gateway, u
     status, _, _ = http_json("DELETE", gw.base + "/v1/sessions/no-such-session",
                              headers={"x-request-id": "k-del", **auth})
     assert status == 404
+    # a count draws no limit (the key's one request a minute is spent) and is logged like a data route
+    status, _, _ = http_json("POST", gw.base + "/v1/messages/count_tokens",
+                             {"model": "alias-m", "messages": [{"role": "user", "content": "hi"}]},
+                             headers={"x-request-id": "k-count", **auth})
+    assert status == 200
+    count = line_of(gw, "k-count")
+    assert (count["key"], count["deployment"], count["status"], count["method"], count["path"]) == \
+        ("team", "m", 200, "POST", "/v1/messages/count_tokens")
     lines = {rid: line_of(gw, rid) for rid in ("k-401", "k-403", "k-200", "k-429", "k-del")}
     assert lines["k-401"]["key"] is None and lines["k-401"]["status"] == 401
     assert [lines[r]["key"] for r in ("k-403", "k-200", "k-429", "k-del")] == ["team"] * 4
@@ -456,6 +464,6 @@ def test_lines_name_the_gateway_key_and_the_resolved_deployment(start_gateway, u
     assert lines["k-del"]["deployment"] is None and lines["k-del"]["error"]
     # and each keyed answer, the DELETE's too, is counted in the key's series (the 401 has no key)
     metrics = metrics_text(gw)
-    for code in (403, 200, 429, 404):
-        assert f'fastinfer_key_requests_total{{key="team",code="{code}"}} 1' in metrics, code
+    for code, answers in ((403, 1), (200, 2), (429, 1), (404, 1)):    # 200: the chat and the count
+        assert f'fastinfer_key_requests_total{{key="team",code="{code}"}} {answers}' in metrics, code
     assert key not in gw.stderr_when_stopped()
