@@ -17,7 +17,8 @@ import pytest
 
 from procs import http_json, metric_value, metrics_text, start_gateway_proc, start_mock
 
-KEY, OTHER_KEY = "sk-gw-count-1f2e", "sk-gw-count-other-9a8b"
+KEY, OTHER_KEY, FREE_KEY = "sk-gw-count-1f2e", "sk-gw-count-other-9a8b", "sk-gw-count-free-5c6d"
+ADMIN = {"Authorization": "Bearer adm-count-key"}
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,11 @@ def edge(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("count")
     upstream = start_mock(workdir)
     config = textwrap.dedent(f"""
+        [server]
+        admin_key = {{ value = "{ADMIN["Authorization"][7:]}" }}
+        [[keys]]
+        name = "free"
+        key = {{ value = "{FREE_KEY}" }}
         [[keys]]
         name = "team"
         key = {{ value = "{KEY}" }}
@@ -37,12 +43,14 @@ def edge(tmp_path_factory):
         [[deployments]]
         name = "{name}"
         provider = "{provider}"
+        routing = "{"latency" if name == "an-latency" else "least_loaded"}"
         retry = {{ max_attempts = 1 }}
         [[deployments.replicas]]
         base_url = "{upstream.base}{path}"
         credential = {{ value = "sk-{name}" }}
     """) for name, provider, path in (("an", "anthropic", "/v1"), ("oa", "openai_compatible", "/v1"),
-                                      ("ge", "gemini", "/v1beta"), ("an-proxy", "anthropic", "/no-count/v1")))
+                                      ("ge", "gemini", "/v1beta"), ("an-proxy", "anthropic", "/no-count/v1"),
+                                      ("an-latency", "anthropic", "/v1")))
     gateway = start_gateway_proc(workdir, config, workers=1)
     yield gateway, upstream
     gateway.stop()
@@ -152,6 +160,29 @@ def test_counting_draws_no_limit_and_is_counted_apart_from_the_deployment(edge):
     status, _, answer = http_json("POST", f"{gateway.base}/v1/messages", _body("an", max_tokens=5),
                                   headers={"x-api-key": KEY})
     assert status == 200, answer         # the key's one request a minute is still there
+
+
+def test_a_count_does_not_feed_the_replicas_latency_average(edge):
+    """``routing = "latency"`` sends generations where answers come fastest: a count, answered without
+    generating, says nothing of that (Claude Code counts before every turn)."""
+    gateway, upstream = edge
+
+    def latency_average() -> float:
+        status, _, state = http_json("GET", gateway.base + "/admin/state", headers=ADMIN)
+        assert status == 200, state
+        [replica] = next(d for d in state["deployments"] if d["name"] == "an-latency")["replicas"]
+        return replica["latency_ewma_s"]
+
+    before = len(upstream.received())
+    for _ in range(3):
+        status, _, answer = _count(gateway, _body("an-latency"), key=FREE_KEY)
+        assert status == 200 and answer == {"input_tokens": 2}, answer
+    assert [e["path"] for e in upstream.received()[before:]] == ["/v1/messages/count_tokens"] * 3
+    assert latency_average() == 0.0
+    status, _, answer = http_json("POST", f"{gateway.base}/v1/messages", _body("an-latency", max_tokens=5),
+                                  headers={"x-api-key": FREE_KEY})
+    assert status == 200, answer
+    assert latency_average() > 0.0        # an answer does
 
 
 @pytest.mark.parametrize("key, body, status, words", [

@@ -28,7 +28,7 @@ from ..routing import DeploymentRouter, SessionDirectory
 from ..session import SessionRegistry
 from ..transport import FixedTimeouts, UpstreamReply
 from .affinity import Affinity
-from .attempt import SUCCESS, Attempt, Slot
+from .attempt import SUCCESS, UNTIMED_SUCCESS, Attempt, Slot
 from .backoff import delay_s
 from .classify import Verdict, classify_reply
 from .request import EngineResult, GatewayRequest, new_result
@@ -373,8 +373,8 @@ class Engine:
         that takes the attempt over."""
         fmt = dep.provider.format
         model = dep.config.upstream_model
-        if req.endpoint == "count_tokens":     # a count, not an answer: no tokens spent, nothing to account
-            current.end(SUCCESS)
+        if req.endpoint == "count_tokens":     # a count, not an answer: no tokens spent, no answer's latency
+            current.end(UNTIMED_SUCCESS)
             return new_result(200, reply.body, None, current.replica, attempt, upstream_s)
         if not req.stream:
             body, usage = fmt.reply(reply.body, req, caller, model)
