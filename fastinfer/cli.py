@@ -181,6 +181,9 @@ def describe_config(config: Config) -> str:
         if d.drop_params:
             lines.append("  drop_params: parameters the upstream's API has no place for are left out of "
                          "translated requests (not refused)")
+        if d.count_tokens is not None:
+            lines.append("  count_tokens: " + ("counted by the upstream" if d.count_tokens == "upstream"
+                                               else "estimated by the gateway, no upstream asked"))
         if d.routing == "sticky":
             lines.append(f"  sessions: affinity_ttl_s={d.session.affinity_ttl_s:g} "
                          f"backend_sessions={str(d.session.backend_sessions).lower()} capacity={d.session.capacity}")

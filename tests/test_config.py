@@ -58,6 +58,7 @@ def test_check_config_prints_resolved_deployments_with_secrets_masked(workdir):
     for secret in ("sk-env-secret-value", "sk-inline-secret-value", "admin-very-secret"):
         assert secret not in text + out.stderr
     assert "drop_params" not in text      # said only of a deployment that sets it
+    assert "count_tokens" not in text
 
 
 def test_check_config_says_which_deployments_drop_parameters(workdir):
@@ -72,6 +73,27 @@ def test_check_config_says_which_deployments_drop_parameters(workdir):
     assert out.returncode == 0, out.stderr
     assert "deployment claude: provider=anthropic" in out.stdout
     assert "  drop_params: parameters the upstream's API has no place for are left out" in out.stdout
+
+
+def test_check_config_says_who_counts_tokens_where_the_deployment_says(workdir):
+    out = check_config(workdir, """
+        [[deployments]]
+        name = "claude"
+        provider = "anthropic"
+        count_tokens = "estimate"
+        [[deployments.replicas]]
+        credential = { value = "sk-ant-x" }
+        [[deployments]]
+        name = "llama"
+        provider = "openai_compatible"
+        count_tokens = "upstream"
+        [[deployments.replicas]]
+        base_url = "http://127.0.0.1:9/v1"
+    """)
+    assert out.returncode == 0, out.stderr
+    claude, llama = out.stdout.split("deployment claude:")[1].split("deployment llama:")
+    assert "  count_tokens: estimated by the gateway, no upstream asked" in claude
+    assert "  count_tokens: counted by the upstream" in llama
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -132,6 +154,29 @@ def test_check_config_says_which_deployments_drop_parameters(workdir):
         [[deployments.replicas]]
         base_url = "http://127.0.0.1:9/v1"
      """, "deployments[0].drop_params: provider openai_compatible takes every parameter"),
+    *((f"""
+        [[deployments]]
+        name = "a"
+        provider = "{provider}"
+        count_tokens = "upstream"
+        [[deployments.replicas]]
+        base_url = "http://127.0.0.1:9/v1"
+        credential = {{ value = "sk-do-not-print-me" }}
+        api_version = "2024-06-01"
+     """, f"deployments[0].count_tokens: provider {provider}'s API has no token count to ask")
+      for provider in ("openai", "azure_openai")),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+        count_tokens = "upstream"
+     """, "deployments[0].count_tokens: provider mock's API has no token count to ask"),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+        count_tokens = "yes"
+     """, "deployments[0].count_tokens: must be one of"),
     ("this is = = not toml", "not valid TOML"),
 ])
 def test_bad_config_names_the_key_and_exits_2(workdir, text, expected):

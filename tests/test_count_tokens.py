@@ -45,12 +45,16 @@ def edge(tmp_path_factory):
         provider = "{provider}"
         routing = "{"latency" if name == "an-latency" else "least_loaded"}"
         retry = {{ max_attempts = 1 }}
+        {more}
         [[deployments.replicas]]
         base_url = "{upstream.base}{path}"
         credential = {{ value = "sk-{name}" }}
-    """) for name, provider, path in (("an", "anthropic", "/v1"), ("oa", "openai_compatible", "/v1"),
-                                      ("ge", "gemini", "/v1beta"), ("an-proxy", "anthropic", "/no-count/v1"),
-                                      ("an-latency", "anthropic", "/v1")))
+    """) for name, provider, path, more in (
+        ("an", "anthropic", "/v1", ""), ("oa", "openai_compatible", "/v1", ""), ("ge", "gemini", "/v1beta", ""),
+        ("an-proxy", "anthropic", "/no-count/v1", ""), ("an-latency", "anthropic", "/v1", ""),
+        ("an-estimate", "anthropic", "/v1", 'count_tokens = "estimate"'),
+        ("oa-vllm", "openai_compatible", "/v1", 'count_tokens = "upstream"'),
+        ("oa-vllm-without", "openai_compatible", "/no-tokenize/v1", 'count_tokens = "upstream"')))
     gateway = start_gateway_proc(workdir, config, workers=1)
     yield gateway, upstream
     gateway.stop()
@@ -120,12 +124,43 @@ def test_an_upstream_that_cannot_count_is_answered_by_the_estimate(edge):
     gateway, _ = edge
     status, _, answer = _count(gateway, _body("an-proxy", "x" * 400))
     assert status == 200 and answer == {"input_tokens": 100}, answer
+    assert _upstream_requests(gateway, "an-proxy") == 1       # it was asked, once
+
+
+def _upstream_requests(gateway, deployment: str) -> float:
     asked = [line for line in metrics_text(gateway).splitlines()
-             if line.startswith('fastinfer_upstream_requests_total{deployment="an-proxy"')]
-    assert sum(float(line.rsplit(" ", 1)[1]) for line in asked) == 1, asked     # it was asked, once
+             if line.startswith(f'fastinfer_upstream_requests_total{{deployment="{deployment}"')]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in asked)
 
 
-@pytest.mark.parametrize("model", ["oa"])
+def test_a_compatible_server_counts_with_vllms_tokenize_when_the_deployment_says_so(edge):
+    """``count_tokens = "upstream"`` on an ``openai_compatible`` deployment: vLLM's ``POST /tokenize``
+    at the server's root (its ``base_url`` without ``/v1``), of the request as it would be translated."""
+    gateway, upstream = edge
+    before = len(upstream.received())
+    tools = [{"name": "read_file", "description": "Read a file",
+              "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}}]
+    status, _, answer = _count(gateway, _body("oa-vllm", "one two three four five", system="be brief", tools=tools))
+    assert status == 200 and answer == {"input_tokens": 7}, answer      # the mock's: a word a token
+    [asked] = upstream.received()[before:]
+    assert asked["path"] == "/tokenize"
+    assert asked["headers"]["authorization"] == "Bearer sk-oa-vllm" and KEY not in json.dumps(asked)
+    assert asked["body"] == {
+        "model": "oa-vllm", "add_generation_prompt": True,
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "one two three four five"}],
+        "tools": [{"type": "function", "function": {"name": "read_file", "description": "Read a file",
+                                                    "parameters": tools[0]["input_schema"]}}]}, asked["body"]
+
+
+def test_a_compatible_server_without_tokenize_is_answered_by_the_estimate(edge):
+    """A server without the route (Ollama, llama.cpp: the mock's 404 here) was asked, once: the estimate."""
+    gateway, _ = edge
+    status, _, answer = _count(gateway, _body("oa-vllm-without", "x" * 400))
+    assert status == 200 and answer == {"input_tokens": 100}, answer
+    assert _upstream_requests(gateway, "oa-vllm-without") == 1
+
+
+@pytest.mark.parametrize("model", ["oa", "an-estimate"])
 def test_any_other_deployment_answers_the_estimate_without_asking_its_upstream(edge, model):
     gateway, upstream = edge
     before = len(upstream.received())

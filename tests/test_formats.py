@@ -91,6 +91,7 @@ def test_an_anthropic_callers_body_passes_through_to_anthropic_with_a_default_ma
      {"x-goog-api-key": "K"}),
     ("gemini", "chat", False, "https://u.example/v1/models/up-model:generateContent", {"x-goog-api-key": "K"}),
     ("gemini", "count_tokens", False, "https://u.example/v1/models/up-model:countTokens", {"x-goog-api-key": "K"}),
+    ("openai_compatible", "count_tokens", False, "https://u.example/tokenize", {"Authorization": "Bearer K"}),
 ])
 def test_each_provider_is_a_url_an_auth_header_and_a_format(name, endpoint, stream, url, headers):
     kind = PROVIDERS[name]
@@ -99,6 +100,30 @@ def test_each_provider_is_a_url_an_auth_header_and_a_format(name, endpoint, stre
     assert kind.request_headers("K") == {"Content-Type": "application/json", **headers}
     assert "api-key" not in str(kind.request_headers(None)).lower()     # no credential, no auth header
     assert kind.format is (GEMINI if name == "gemini" else ANTHROPIC if name == "anthropic" else OPENAI)
+
+
+def test_vllms_tokenize_is_at_the_root_of_a_base_url_without_v1():
+    url = PROVIDERS["openai_compatible"].url
+    assert url(SimpleNamespace(base_url="http://h:8000/vllm"), "m", "count_tokens", False) == "http://h:8000/vllm/tokenize"
+    assert url(SimpleNamespace(base_url="http://h:8000/v1"), "m", "chat", False) == "http://h:8000/v1/chat/completions"
+
+
+@pytest.mark.parametrize("provider, configured, asks", [
+    ("anthropic", None, True), ("anthropic", "upstream", True), ("anthropic", "estimate", False),
+    ("gemini", None, True), ("gemini", "estimate", False),
+    ("openai_compatible", None, False), ("openai_compatible", "upstream", True), ("openai_compatible", "estimate", False),
+    ("openai", None, False), ("mock", None, False),
+])
+def test_a_deployment_asks_its_upstream_to_count_where_its_api_counts_and_the_config_lets_it(provider, configured, asks):
+    deployment = {"name": "d", "provider": provider}
+    if provider != "mock":
+        deployment["replicas"] = [{"base_url": "http://127.0.0.1:9/v1", "credential": {"value": "k"}}]
+    if configured:
+        deployment["count_tokens"] = configured
+    config = parse_config({"deployments": [deployment]})
+    endpoints = make_provider(config.deployments[0]).endpoints
+    assert ("count_tokens" in endpoints) == asks
+    assert "chat" in endpoints
 
 
 def test_the_config_takes_providers_and_their_needs_from_the_provider_table():
@@ -184,6 +209,20 @@ def test_an_anthropic_callers_top_k_to_an_openai_format_upstream(provider, drop,
         return
     out = OPENAI.upstream_body(req("anthropic", body), ANTHROPIC, deployment)
     assert out.get("top_k", {}) == sent and body["top_k"] == 5     # the caller's body is not changed
+
+
+def test_a_count_goes_to_a_compatible_server_as_vllms_tokenize_of_the_translated_chat():
+    body = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "system": "s",
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}]}
+    count = SimpleNamespace(api="anthropic", body=body, stream=False, client_wants_usage=False, endpoint="count_tokens")
+    deployment = SimpleNamespace(**{**vars(DEPLOYMENT), "provider": "openai_compatible"})
+    assert OPENAI.upstream_body(count, ANTHROPIC, deployment) == {
+        "model": "up-model", "add_generation_prompt": True,
+        "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}
+    assert "tools" not in OPENAI.upstream_body(SimpleNamespace(**{**vars(count), "body": {**body, "tools": []}}),
+                                               ANTHROPIC, deployment)
+    assert OPENAI.counted({"count": 12, "max_model_len": 4096, "tokens": []}) == 12
 
 
 def test_a_count_goes_to_anthropic_as_the_caller_wrote_it_without_max_tokens():

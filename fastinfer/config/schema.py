@@ -232,6 +232,9 @@ class DeploymentConfig:
     default_max_tokens: int = _c(4096, min=1)  # anthropic requires max_tokens
     # a parameter the upstream's API has no place for is left out of a translated request, not refused
     drop_params: bool = False
+    # who answers Anthropic's count_tokens: the upstream, or the gateway's estimate; unset: the upstream
+    # where its API has a count (anthropic, gemini), else the estimate (``ProviderKind.counts_tokens``)
+    count_tokens: str | None = _c(None, choices=("upstream", "estimate"))
     replicas: list[ReplicaConfig] = _c([])
 
     @functools.cached_property     # read on every request: a lookup after the first (the config is frozen)
@@ -428,6 +431,7 @@ def _check_references(cfg: Config, problems: _Problems) -> None:
                                                        "it cannot be a fallback")
         _check_routing(d, path, problems)
         _check_drop_params(d, path, problems)
+        _check_count_tokens(d, path, problems)
         if d.circuit_breaker.max_open_s < d.circuit_breaker.open_s:
             problems.add(f"{path}.circuit_breaker.max_open_s", "must be >= open_s")
         if d.retry.max_ms < d.retry.base_ms:
@@ -556,6 +560,12 @@ def _check_drop_params(d: DeploymentConfig, path: str, problems: _Problems) -> N
     if d.drop_params and d.provider in _TAKE_EVERY_PARAM:
         problems.add(f"{path}.drop_params", f"provider {d.provider} takes every parameter a request carries: "
                                             "there is nothing to drop")
+
+
+def _check_count_tokens(d: DeploymentConfig, path: str, problems: _Problems) -> None:
+    if d.count_tokens == "upstream" and PROVIDER_KINDS[d.provider].token_count is None:
+        problems.add(f"{path}.count_tokens", f"provider {d.provider}'s API has no token count to ask: "
+                                             'remove it, or set "estimate"')
 
 
 def _check_routing(d: DeploymentConfig, path: str, problems: _Problems) -> None:

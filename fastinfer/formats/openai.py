@@ -72,9 +72,15 @@ class OpenAIFormat(Format):
 
     def upstream_body(self, req, caller: Format, deployment) -> dict:
         """``Format.upstream_body``; an OpenAI caller's body (nearly every request) is the upstream's
-        with its model and, for a stream, its usage asked for, made here: two calls less a request."""
+        with its model and, for a stream, its usage asked for, made here: two calls less a request. A
+        count (an Anthropic caller's ``count_tokens``) is vLLM's ``/tokenize`` of the chat request: its
+        model, messages and tools, rendered with the chat template as a generation would be."""
         if caller is not self:
-            return Format.upstream_body(self, req, caller, deployment)
+            body = Format.upstream_body(self, req, caller, deployment)
+            if req.endpoint != "count_tokens":
+                return body
+            return {"model": body["model"], "messages": body["messages"], "add_generation_prompt": True,
+                    **({"tools": body["tools"]} if body.get("tools") else {})}
         body = {**req.body, "model": deployment.upstream_model}
         if req.stream:
             _ask_for_usage(body)
@@ -99,6 +105,9 @@ class OpenAIFormat(Format):
         if usage is None:       # no usage (a compatible server's quirk): estimated from the reply's text
             usage = self._usage(json_object(body), req)
         return body, usage
+
+    def counted(self, reply: dict):
+        return reply.get("count")       # vLLM's /tokenize: {"count", "max_model_len", "tokens"}
 
     def reply_to_pivot(self, reply: dict, model: str, req) -> dict:
         return reply

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from ..providers.mock import completion_words, count_prompt_tokens
 from . import anthropic, gemini
-from .plan import length_and_finish, new_id, openai_tool_answer, openai_view, wants_tools
+from .plan import count_words, length_and_finish, new_id, openai_tool_answer, openai_view, wants_tools
 
 JSON = "application/json"
 
@@ -114,7 +114,8 @@ class MockUpstream:
         app.router.add_post("/v1/messages", functools.partial(anthropic.messages, self))
         app.router.add_post("/v1/messages/count_tokens", functools.partial(anthropic.count_tokens, self))
         app.router.add_post("/v1beta/models/{target}", functools.partial(gemini.generate, self))
-        # SGLang's session control and a health route, at the server root (outside /v1)
+        # vLLM's token count, SGLang's session control and a health route, at the server root (outside /v1)
+        app.router.add_post("/tokenize", self.tokenize)
         app.router.add_post("/open_session", self.open_session)
         app.router.add_post("/close_session", self.close_session)
         app.router.add_get("/health", self.health)
@@ -434,6 +435,22 @@ class MockUpstream:
                 "object": "list", "data": data, "model": body.get("model"),
                 "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
             }), content_type=JSON)
+        return await self._handle(request, answer)
+
+    async def tokenize(self, request: web.Request) -> web.StreamResponse:
+        """vLLM's ``/tokenize``: a chat request's ``messages`` (or a ``prompt``) counted a word a token,
+        as the mock's usage counts them."""
+        async def answer(request, body, behaviour):
+            if "messages" in body:
+                if not isinstance(body["messages"], list):
+                    return _error(400, "messages: Input should be a valid list")
+                count = openai_view(body).prompt_tokens
+            elif isinstance(body.get("prompt"), str):
+                count = count_words(body["prompt"])
+            else:
+                return _error(400, "prompt: Field required")
+            return web.Response(body=orjson.dumps({"count": count, "max_model_len": 32768,
+                                                   "tokens": list(range(count))}), content_type=JSON)
         return await self._handle(request, answer)
 
     async def models(self, request: web.Request) -> web.Response:

@@ -22,6 +22,8 @@ _OPENAI_PATHS = {"chat": "chat/completions", "completions": "completions", "embe
 
 
 def _openai_url(replica, model: str, endpoint: str, stream: bool) -> str:
+    if endpoint == "count_tokens":       # vLLM's, at the server's root, beside its /v1
+        return f"{replica.base_url.removesuffix('/v1')}/tokenize"
     return f"{replica.base_url}/{_OPENAI_PATHS[endpoint]}"
 
 
@@ -48,12 +50,13 @@ PROVIDERS: dict[str, ProviderKind] = {
                                  needs_credential=True),
     "anthropic": ProviderKind("anthropic", _anthropic_url, "x-api-key",
                               headers=(("anthropic-version", ANTHROPIC_VERSION),),
-                              default_base_url="https://api.anthropic.com/v1", needs_credential=True),
+                              default_base_url="https://api.anthropic.com/v1", needs_credential=True,
+                              token_count="native"),
     "gemini": ProviderKind("gemini", _gemini_url, "x-goog-api-key",
                            default_base_url="https://generativelanguage.googleapis.com/v1beta",
-                           needs_credential=True),
+                           needs_credential=True, token_count="native"),
     # vLLM, SGLang, llama.cpp, Ollama, ...: OpenAI's API at a base_url the config gives
-    "openai_compatible": ProviderKind("openai", _openai_url, "Authorization", "Bearer "),
+    "openai_compatible": ProviderKind("openai", _openai_url, "Authorization", "Bearer ", token_count="tokenize"),
     # answers in-process, so a new user gets a streamed answer with no upstream at all
     "mock": ProviderKind("openai", None, implementation="mock"),
 }

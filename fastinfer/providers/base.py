@@ -31,19 +31,17 @@ _MAX_HEADS = 64   # heads kept per deployment: (replica, credential, endpoint, s
 class Provider:
     """One deployment's upstream calls, over HTTP."""
 
-    __slots__ = ("deployment", "kind", "format", "_heads")
+    __slots__ = ("deployment", "kind", "format", "endpoints", "_heads")
 
     def __init__(self, deployment, kind: "ProviderKind"):
         self.deployment = deployment
         self.kind = kind
         self.format: Format = kind.format
+        #: the endpoints this upstream is asked for: its format's ("chat"; OpenAI-shaped ones
+        #: "completions", "embeddings"), and "count_tokens" where it counts (``ProviderKind.counts_tokens``)
+        self.endpoints: tuple[str, ...] = tuple(e for e in self.format.endpoints if e != "count_tokens") + (
+            ("count_tokens",) if kind.counts_tokens(deployment.count_tokens) else ())
         self._heads: dict[tuple, bytes] = {}
-
-    @property
-    def endpoints(self) -> tuple[str, ...]:
-        """The endpoints this upstream has ("chat"; OpenAI-shaped ones "completions", "embeddings";
-        Anthropic "count_tokens")."""
-        return self.format.endpoints
 
     def send(self, session, req, body: dict, timeouts, extra: dict | None = None) -> Awaitable[UpstreamReply]:
         """One upstream call for ``req`` with ``body`` (its body in this upstream's format, made once a

@@ -29,6 +29,11 @@ class ProviderKind:
     replica_requires: tuple[str, ...] = ()   # replica settings this provider cannot do without
     # hosted APIs refuse every request without a key; self-hosted servers often need none
     needs_credential: bool = False
+    # where its upstream counts a request's input tokens (Anthropic's ``count_tokens`` asks): "native"
+    # (its API's own count, asked unless the deployment says ``count_tokens = "estimate"``), "tokenize"
+    # (vLLM's ``/tokenize``, which only some compatible servers have: asked when the deployment says
+    # ``count_tokens = "upstream"``), None (the gateway estimates)
+    token_count: str | None = None
     # which class makes the calls ("http": ``base.Provider``; in-process ones name theirs), imported by
     # ``make_provider`` only: reading the table (the config does) loads no transport, asyncio or ssl
     implementation: str = "http"
@@ -39,6 +44,12 @@ class ProviderKind:
         supervisor reads the table through the config, and the formats are ~2 MiB of its RSS."""
         from ..formats import FORMATS
         return FORMATS[self.wire]
+
+    def counts_tokens(self, configured: str | None) -> bool:
+        """Whether a deployment of this kind whose ``count_tokens`` is ``configured`` asks its upstream."""
+        if configured is None:
+            return self.token_count == "native"
+        return configured == "upstream" and self.token_count is not None
 
     @property
     def in_process(self) -> bool:
