@@ -21,6 +21,7 @@ from fastinfer.config import parse_config
 from fastinfer._core import attempts as compiled
 from fastinfer._core.ref import attempts as reference
 from fastinfer.engine.attempt import SUCCESS
+from fastinfer.errors import UpstreamFailure
 from fastinfer.engine.classify import classify_exception, classify_reply, classify_stream_error
 from fastinfer.errors import UpstreamTimeout
 from fastinfer.limits import AdmissionControl
@@ -302,6 +303,22 @@ def test_an_upstream_error_event_is_the_verdict_and_the_client_has_it_already(ho
     stream, client, _ = relayed(host, b"data: a\n\n", script)
     assert client.written == [b"data: a\n\n", b'data: {"error":{"type":"server_error","message":"boom"}}\n\n']
     assert stream.attempt.verdict.outcome == "server_error" and outcomes(host) == {"server_error": 1}
+
+
+def test_a_whole_stream_stays_a_success_whatever_the_upstream_does_after_its_end(host):
+    """An upstream (or a proxy before it) that holds the connection past the idle timeout, or resets
+    it, after the stream's end: the client has its whole answer; no error event after it, no failure
+    for the replica's breaker."""
+    async def script(upstream, client):
+        upstream.on_chunk(b"data: [DONE]\n\n")
+        await asyncio.sleep(0.01)       # the end went out alone: the upstream's end did not follow it
+        upstream.on_end(UpstreamFailure("upstream stream idle for more than 30s"))
+
+    stream, client, happened = relayed(host, b"data: a\n\n", script)
+    assert client.written == [b"data: a\n\n", b"data: [DONE]\n\n"] and stream.take_ending() == b""
+    assert stream.attempt.verdict is SUCCESS and stream.failure is None
+    assert happened == ["accounted, 1 writes out", "done"]
+    assert held(host) == (0, 0) and outcomes(host) == {"success": 1}
 
 
 def test_a_slow_client_pauses_the_upstream_until_it_drained(host):

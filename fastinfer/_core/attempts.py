@@ -356,10 +356,12 @@ class RelayedStream:
         if relay.error is not None:
             # the upstream's own error event, already passed on in the caller's format
             return _judge_event(relay.error, self.provider), None
-        if error is None and not relay.finished:
-            error = UpstreamFailure("upstream ended the stream before it was complete")
-        if error is None:
+        if relay.finished:
+            # the stream was whole: what the upstream did after its end (held the connection past the
+            # idle timeout, reset it) takes nothing from the answer the client has
             return _success, None
+        if error is None:
+            error = UpstreamFailure("upstream ended the stream before it was complete")
         return _judge(error), relay.error_event(error)
 
 
