@@ -100,6 +100,20 @@ def test_gemini_stream_error():
 
 
 
+def test_several_choices_in_a_stream_are_refused_whole_they_are_carried():
+    """Gemini's stream is read as one candidate's: ``n`` above 1 with ``stream`` is a 400 naming
+    ``n``, never a stream that drops every choice but the first; whole, ``candidateCount`` carries it."""
+    from types import SimpleNamespace
+    from fastinfer.formats import GEMINI
+    deployment = SimpleNamespace(upstream_model="g", drop_params=False, provider="gemini")
+    body = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "n": 2}
+    with pytest.raises(BadRequest) as refused:
+        GEMINI.request_from_pivot(dict(body), deployment, stream=True)
+    assert refused.value.param == "n" and "in a stream" in refused.value.message
+    assert GEMINI.request_from_pivot(dict(body), deployment, stream=False)["generationConfig"] == {"candidateCount": 2}
+    assert GEMINI.request_from_pivot({**body, "n": 1}, deployment, stream=True)["generationConfig"] == {"candidateCount": 1}
+
+
 def test_what_gemini_has_no_place_for_is_refused_not_dropped():
     base = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
     with pytest.raises(BadRequest) as refused:     # not translated: the reply would come without them

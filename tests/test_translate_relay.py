@@ -181,6 +181,65 @@ def test_upstream_in_stream_error_and_garbage_stop_the_stream(api):
         assert relay.feed(ANTHROPIC_STREAM) == b""   # a translated stream sends nothing after an error
 
 
+OPENAI_START = sse({"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"},
+                                             "finish_reason": None}]})
+
+
+@pytest.mark.parametrize("wire, start, error", [
+    # vLLM and other OpenAI-compatible servers: an SSE ``event: error`` whose data is OpenAI's error body
+    ("openai", OPENAI_START, ("error", {"error": {"message": "model overloaded", "type": "server_error"}})),
+    ("openai", OPENAI_START, {"error": {"message": "model overloaded", "type": "server_error"}}),
+    ("openai", OPENAI_START, ("error", {"message": "model overloaded", "type": "server_error"})),
+    ("anthropic", ANTHROPIC_STREAM[:ANTHROPIC_STREAM.index(b"event: ping")],
+     ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "model overloaded"}})),
+    ("gemini", GEMINI_STREAM[:GEMINI_STREAM.index(b"\r\n\r\n") + 4],
+     {"error": {"code": 503, "message": "model overloaded", "status": "UNAVAILABLE"}}),
+], ids=["openai-event-error-body", "openai-data-error-body", "openai-event-error-object", "anthropic", "gemini"])
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_an_upstream_error_event_of_any_shape_reaches_the_caller_as_its_error_event(wire, start, error, api):
+    """Whatever API shaped the upstream's error (and whether it came as ``event: error`` or a data
+    line), the caller gets its own error event with the upstream's message, and the stream ends."""
+    if wire == "openai" and api == "openai":
+        return      # the passthrough sends the upstream's event as it came (tests/test_openai_relay.py)
+    relay = make_relay(wire, req(api), "m")
+    out = relay.feed(start + sse(error))
+    assert relay.error is not None and not relay.finished and relay.failure is None
+    name, last = events_of(out)[-1]
+    assert (name == "error") == (api == "anthropic")
+    assert last["error"]["message"] == "model overloaded", last
+    assert relay.feed(STREAMS[wire]) == b""
+
+
+def test_a_parameterless_tool_call_streams_its_arguments_as_an_empty_object():
+    """Anthropic streams a call without parameters with no JSON (or one empty ``partial_json``): to an
+    OpenAI caller its arguments are ``"{}"``, as in a whole reply, so ``json.loads`` reads them."""
+    def call(index: int, name: str, *parts: str) -> list:
+        return [("content_block_start", {"type": "content_block_start", "index": index,
+                                         "content_block": {"type": "tool_use", "id": f"t{index}", "name": name,
+                                                           "input": {}}}),
+                *(("content_block_delta", {"type": "content_block_delta", "index": index,
+                                           "delta": {"type": "input_json_delta", "partial_json": p}}) for p in parts),
+                ("content_block_stop", {"type": "content_block_stop", "index": index})]
+    events = [("message_start", {"type": "message_start", "message": {"id": "m", "model": "c", "content": [],
+                                                                      "usage": {"input_tokens": 8}}}),
+              *call(0, "now", ""), *call(1, "none"), *call(2, "get", '{"q": ', '"x"}'),
+              ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                                 "usage": {"output_tokens": 5}}),
+              ("message_stop", {"type": "message_stop"})]
+    for size in (len(sse(*events)), 7):
+        relay = make_relay("anthropic", req("openai"), "m")
+        out = b"".join(feed(relay, sse(*events), size))
+        arguments: dict[int, str] = {}
+        for _, chunk in events_of(out):
+            if chunk == b"[DONE]":
+                continue
+            for choice in chunk["choices"]:
+                for c in choice["delta"].get("tool_calls") or ():
+                    arguments[c["index"]] = arguments.get(c["index"], "") + c["function"].get("arguments", "")
+        assert arguments == {0: "{}", 1: "{}", 2: '{"q": "x"}'}
+        assert [json.loads(a) for a in arguments.values()] == [{}, {}, {"q": "x"}]
+
+
 @pytest.mark.parametrize("wire, api", PAIRS)
 def test_garbage_forwards_what_came_before_and_fails_the_stream(wire, api):
     raw = STREAMS[wire]

@@ -18,5 +18,5 @@ cdef class OpenAIPassthrough:
     @cython.locals(out=bytes, rest=bytes, read=bytes, plain=Py_ssize_t, lines=Py_ssize_t)
     cpdef bytes feed(self, chunk)
 
-    @cython.locals(events=list, kept=list, changed=bint, data=bytes, frame=dict)
+    @cython.locals(events=list, kept=list, changed=bint, data=bytes, frame=dict, i=Py_ssize_t, n=Py_ssize_t)
     cdef bytes _read(self, bytes out)

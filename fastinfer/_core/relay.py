@@ -55,6 +55,8 @@ class OpenAIPassthrough:
 
     def feed(self, chunk):
         """What of ``chunk`` (bytes of the upstream's stream, as read) goes to the client now."""
+        if self.error is not None:
+            return b""      # nothing follows an error event: not a [DONE] that would read as success
         out, self._carry = whole_events(self._carry, chunk)
         if not out:
             return b""
@@ -75,9 +77,10 @@ class OpenAIPassthrough:
         events = self._parser.feed(out)
         kept = []           # each event's data as it goes out, when one is dropped or changed
         changed = False
-        self.events += len(events)
-        for event in events:
-            data = event.data
+        n = len(events)
+        self.events += n
+        for i in range(n):
+            data = events[i].data
             if data == DONE:
                 self.finished = True
             elif needs_parsing(data):
@@ -92,9 +95,12 @@ class OpenAIPassthrough:
                 frame = parsed
                 if "error" in frame:
                     self.error = redact_bytes(data)
-                    if self.error is not data:
-                        data = self.error
-                        changed = True
+                    # it ends the stream: nothing after it goes out (a [DONE] would read as success),
+                    # so the read is cut after it (it is re-encoded: rare, and redacted if need be)
+                    changed = True
+                    self.events -= n - i - 1
+                    kept.append(self.error)
+                    break
                 else:
                     usage = frame.get("usage")
                     if usage:

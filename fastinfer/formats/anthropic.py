@@ -22,7 +22,7 @@ from ..errors import GatewayError, UpstreamFailure
 from ..redact import redact_bytes
 from .base import Format
 from .common import (ANTHROPIC_STOP_TO_OPENAI, DONE, ERROR, OPENAI_FINISH_TO_ANTHROPIC, anthropic_usage,
-                     data_url, dumps, estimate_tokens, make_usage, new_id, openai_usage, parse_arguments,
+                     data_url, dumps, error_item, estimate_tokens, make_usage, new_id, openai_usage, parse_arguments,
                      parse_data_url, text_of, usage_from_anthropic, usage_from_openai)
 from .common import (cannot_carry, estimated_usage, file_part_bytes, json_object, params_without_place,
                      reasoning_budget, refuse_answer_shapes, text_only)
@@ -454,6 +454,7 @@ class AnthropicToOpenAIStream:
         self._head: dict = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk",
                             "created": int(time.time()), "model": ""}
         self._tools: dict[int, int] = {}   # Anthropic block index -> OpenAI tool_calls index
+        self._argued: set[int] = set()     # the OpenAI tool_calls indexes that were sent arguments
         self._input: dict = {}
 
     def _chunk(self, delta: dict, finish=None) -> tuple[None, dict]:
@@ -462,8 +463,7 @@ class AnthropicToOpenAIStream:
     def push(self, event: str | None, data) -> list:
         kind = data.get("type", event) if isinstance(data, dict) else event
         if event == ERROR or kind == "error":
-            err = data.get("error") if isinstance(data.get("error"), dict) else data
-            return [(ERROR, {"message": err.get("message", "upstream error"), "type": err.get("type", "api_error")})]
+            return [error_item(data)]
         if kind == "content_block_delta":
             delta = data.get("delta") or {}
             dtype = delta.get("type")
@@ -477,9 +477,12 @@ class AnthropicToOpenAIStream:
                 at = self._tools.get(data.get("index"))
                 if at is None:
                     return []
-                self.chars += len(delta.get("partial_json", ""))
-                return [self._chunk({"tool_calls": [{"index": at, "function": {
-                    "arguments": delta.get("partial_json", "")}}]})]
+                arguments = delta.get("partial_json", "")
+                if not arguments:
+                    return []
+                self.chars += len(arguments)
+                self._argued.add(at)
+                return [self._chunk({"tool_calls": [{"index": at, "function": {"arguments": arguments}}]})]
             if dtype == "thinking_delta":
                 self.chars += len(delta.get("thinking", ""))
                 return [self._chunk({"reasoning_content": delta.get("thinking", "")})]
@@ -519,7 +522,13 @@ class AnthropicToOpenAIStream:
                 out.append((None, {**self._head, "choices": [], "usage": openai_usage(usage)}))
             out.append((None, DONE))
             return out
-        return []  # ping, content_block_stop, unknown events
+        if kind == "content_block_stop":
+            at = self._tools.get(data.get("index"))
+            if at is not None and at not in self._argued:
+                # a call without parameters streams no JSON (or ""): its arguments are "{}", as whole
+                self._argued.add(at)
+                return [self._chunk({"tool_calls": [{"index": at, "function": {"arguments": "{}"}}]})]
+        return []  # ping, a text block's stop, unknown events
 
 
 class OpenAIToAnthropicStream:
@@ -573,14 +582,10 @@ class OpenAIToAnthropicStream:
         return "content_block_delta", {"type": "content_block_delta", "index": self._block, "delta": delta}
 
     def push(self, event: str | None, data) -> list:
-        if event == ERROR:
-            return [(ERROR, data)]
         if data == DONE:
             return self._end()
-        if "error" in data and "choices" not in data:
-            err = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
-            return [(ERROR, {"message": err.get("message", "upstream error"),
-                             "type": err.get("type") or "api_error"})]
+        if event == ERROR or ("error" in data and "choices" not in data):
+            return [error_item(data)]
         out = [] if self._started else self._start(data.get("id"))
         if data.get("usage"):
             self.usage = usage_from_openai(data["usage"])
@@ -680,6 +685,8 @@ class AnthropicStreamRelay(StreamRelay):
         return make_usage(estimated_usage(self._request_body, 0)["prompt_tokens"], self._deltas, estimated=True)
 
     def feed(self, chunk: bytes) -> bytes:
+        if self.error is not None:
+            return b""      # nothing follows an error event: not a message_stop that would read as success
         out, self._carry = whole_events(self._carry, chunk)
         if not out:
             return b""
@@ -706,8 +713,12 @@ class AnthropicStreamRelay(StreamRelay):
                 pieces.append(memoryview(out)[sent:at])
                 pieces += kept
                 sent = end
-                if self.failure is not None:
-                    return b"".join(pieces)
+            if self.failure is not None or self.error is not None:
+                # garbage or an error event ends the stream: nothing after it goes out
+                if pieces is None:
+                    return out[:end]
+                pieces.append(memoryview(out)[sent:end])
+                return b"".join(pieces)
             at, _ = plain_prefix(out, _MARKERS, end)
             if not self._input:
                 self._deltas += out.count(_DELTA, end, at) >> 1
@@ -741,10 +752,11 @@ class AnthropicStreamRelay(StreamRelay):
                 self.finished = True
             elif name == "error":
                 self.error = redact_bytes(event.data)
-                if self.error is not event.data:   # the upstream's text quoted a key: re-encoded without it
-                    changed = True
-                    kept.append((self.error, name))
-                    continue
+                kept.append((self.error, name))
+                # it ends the stream: nothing after it goes out (a message_stop would read as success);
+                # re-encoded when the upstream's text quoted a key, or when events followed it
+                changed = changed or self.error is not event.data or event is not events[-1]
+                break
             kept.append((event.data, name))
         return [encode_event(d, event=name.encode()) for d, name in kept] if changed else None
 

@@ -27,6 +27,20 @@ from ..errors import BadRequest
 DONE = "[DONE]"       # payload of the OpenAI end-of-stream marker
 ERROR = "error"       # event name of an upstream in-stream error item
 
+
+def error_item(data) -> tuple[str, dict]:
+    """An upstream's in-stream error as a translator's ``(ERROR, {"message", "type"})`` item, whatever
+    API shaped it: ``{"error": {...}}`` (OpenAI, Gemini, an OpenAI-compatible server's ``event: error``),
+    Anthropic's ``{"type": "error", "error": {...}}``, the error object itself, or a bare string. The
+    type is the upstream's, else Gemini's 400 an ``invalid_request_error``, else ``api_error``."""
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if not isinstance(err, dict):
+        err = {"message": err}
+    message, kind = err.get("message"), err.get("type")
+    if not isinstance(kind, str) or not kind or kind == "error":
+        kind = "invalid_request_error" if err.get("code") == 400 else "api_error"
+    return ERROR, {"message": str(message) if message else "upstream error", "type": kind}
+
 _ids = itertools.count(1)
 _prefix = os.urandom(4).hex()
 

@@ -17,8 +17,9 @@ import orjson
 from .._core.sse import encode_data
 from ..errors import GatewayError
 from .base import Format
-from .common import (DONE, ERROR, GEMINI_FINISH_TO_OPENAI, cannot_carry, dumps, file_part_bytes, guess_media_type,
-                     make_usage, new_id, openai_usage, params_without_place, parse_arguments, parse_data_url,
+from .common import (DONE, ERROR, GEMINI_FINISH_TO_OPENAI, cannot_carry, dumps, error_item, file_part_bytes,
+                     guess_media_type, make_usage, new_id, openai_usage, params_without_place, parse_arguments,
+                     parse_data_url,
                      reasoning_budget, refuse_answer_shapes, text_only, usage_from_gemini)
 
 # ================================================================ request
@@ -224,9 +225,7 @@ class GeminiToOpenAIStream:
 
     def push(self, event: str | None, data) -> list:
         if event == ERROR or "error" in data:
-            err = data.get("error") if isinstance(data.get("error"), dict) else data
-            return [(ERROR, {"message": err.get("message", "upstream error"),
-                             "type": "invalid_request_error" if err.get("code") == 400 else "api_error"})]
+            return [error_item(data)]
         out = []
         if not self._started:
             self._started = True
@@ -296,6 +295,11 @@ class GeminiFormat(Format):
 
     def request_from_pivot(self, body: dict, deployment, stream: bool) -> dict:
         params_without_place(body, _NO_PLACE_IN_GEMINI, _GEMINI, deployment.drop_params)
+        n = body.get("n")
+        if stream and type(n) is int and n > 1:
+            # the stream is read as one candidate's (``GeminiToOpenAIStream``): the others would be lost
+            raise cannot_carry("n", f"asking for {n} choices in a stream", _GEMINI,
+                               " (several choices are answered whole: send the request without `stream`)")
         return openai_to_gemini_request(body)
 
     def reply_to_pivot(self, reply: dict, model: str, req) -> dict:

@@ -93,9 +93,9 @@ class TranslatingRelay(StreamRelay):
                 items = [produced for item in items for produced in stage.push(*item)]
             for name, payload in items:
                 if name == ERROR:
-                    self.error = data
                     out.append(self._caller.error_event(GatewayError(
-                        redact(str(payload["message"])), type=payload.get("type") or "api_error", code="upstream_error")))
+                        redact(payload["message"]), type=payload["type"], code="upstream_error")))
+                    self.error = data       # set once the client's error event is made: it is passed on
                     return b"".join(out)
                 out.append(self._encode(name, payload))
         return b"".join(out)
