@@ -240,6 +240,26 @@ def test_a_parameterless_tool_call_streams_its_arguments_as_an_empty_object():
         assert [json.loads(a) for a in arguments.values()] == [{}, {}, {"q": "x"}]
 
 
+def test_a_refusal_reaches_an_anthropic_caller_as_its_text_with_the_refusal_stop_reason():
+    """OpenAI's ``refusal`` (the model declined, ``content`` null) was lost: an empty answer ending
+    ``end_turn``. Its words are the answer's text and the stop reason is Anthropic's ``refusal``."""
+    chunk = {"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": None,
+                                                            "refusal": "I can't help"}, "finish_reason": None}]}
+    more = {"id": "c1", "choices": [{"index": 0, "delta": {"refusal": " with that."}, "finish_reason": None}]}
+    end = {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    relay = make_relay("openai", req("anthropic"), "m")
+    events = events_of(relay.feed(sse(chunk, more, end, b"[DONE]")))
+    text = "".join(e["delta"]["text"] for name, e in events if name == "content_block_delta")
+    assert text == "I can't help with that." and relay.finished
+    assert [e["delta"]["stop_reason"] for name, e in events if name == "message_delta"] == ["refusal"]
+    whole = {"id": "c1", "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": None, "refusal": "I can't help with that."}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
+    message = orjson.loads(convert_reply("openai", orjson.dumps(whole), req("anthropic"), "m"))
+    assert message["content"] == [{"type": "text", "text": "I can't help with that."}]
+    assert message["stop_reason"] == "refusal"
+
+
 @pytest.mark.parametrize("wire, api", PAIRS)
 def test_garbage_forwards_what_came_before_and_fails_the_stream(wire, api):
     raw = STREAMS[wire]

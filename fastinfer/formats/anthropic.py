@@ -412,6 +412,9 @@ def openai_to_anthropic_reply(reply: dict, usage: dict | None = None) -> dict:
     text = text_of(message.get("content"))
     if text:
         content.append({"type": "text", "text": text})
+    refusal = message.get("refusal")
+    if refusal and isinstance(refusal, str):      # the model declined: what it said is the answer
+        content.append({"type": "text", "text": refusal})
     for call in message.get("tool_calls") or ():
         fn = call.get("function") or {}
         content.append({"type": "tool_use", "id": call.get("id") or new_id("toolu_"), "name": fn.get("name", ""),
@@ -421,6 +424,8 @@ def openai_to_anthropic_reply(reply: dict, usage: dict | None = None) -> dict:
     finish = choice.get("finish_reason")
     if message.get("tool_calls") and finish in (None, "stop"):
         finish = "tool_calls"  # some compatible servers say "stop" after a tool call
+    elif refusal and isinstance(refusal, str) and finish in (None, "stop"):
+        finish = "content_filter"       # Anthropic's "refusal"
     return {
         "id": _message_id(reply.get("id")), "type": "message", "role": "assistant",
         "model": reply.get("model", ""), "content": content,
@@ -554,6 +559,7 @@ class OpenAIToAnthropicStream:
         self._tools: dict[int, int] = {}  # OpenAI tool_calls index -> Anthropic block index
         self._finish: str | None = None
         self._saw_tools = False
+        self._refused = False            # the model declined (OpenAI's ``refusal``): the stop reason says so
 
     def _start(self, message_id) -> list:
         self._started = True
@@ -599,12 +605,15 @@ class OpenAIToAnthropicStream:
                     out += self._open({"type": "thinking", "thinking": "", "signature": ""})
                 self.chars += len(reasoning)
                 out.append(self._delta({"type": "thinking_delta", "thinking": reasoning}))
-            text = delta.get("content")
-            if text:
-                if self._block_kind != "text":
-                    out += self._open({"type": "text", "text": ""})
-                self.chars += len(text)
-                out.append(self._delta({"type": "text_delta", "text": text}))
+            refusal = delta.get("refusal")
+            if refusal and isinstance(refusal, str):    # the model declined: its words are the text
+                self._refused = True
+            for text in (delta.get("content"), refusal):
+                if text and isinstance(text, str):
+                    if self._block_kind != "text":
+                        out += self._open({"type": "text", "text": ""})
+                    self.chars += len(text)
+                    out.append(self._delta({"type": "text_delta", "text": text}))
             for position, call in enumerate(delta.get("tool_calls") or ()):
                 at = call.get("index", position)
                 fn = call.get("function") or {}
@@ -634,6 +643,8 @@ class OpenAIToAnthropicStream:
         finish = self._finish
         if self._saw_tools and finish in (None, "stop"):
             finish = "tool_calls"
+        elif self._refused and finish in (None, "stop"):
+            finish = "content_filter"       # Anthropic's "refusal"
         usage = anthropic_usage(self.usage)
         out.append(("message_delta", {"type": "message_delta",
                                       "delta": {"stop_reason": OPENAI_FINISH_TO_ANTHROPIC.get(finish, "end_turn"),
