@@ -227,6 +227,34 @@ def test_first_byte_and_idle_watchdog():
     assert aborted
 
 
+def test_a_paused_read_is_not_the_upstreams_silence():
+    """A client reading slower than the upstream sends pauses the upstream's reads: that wait is the
+    gateway's, never the upstream idle past ``idle_s`` (the replica would be charged a timeout and its
+    circuit opened by slow clients). The idle clock restarts on ``resume``; ``total_s`` still holds."""
+    class Short:
+        connect_s, first_byte_s, idle_s, total_s = 1.0, 0.05, 0.05, 0.6
+
+    async def go():
+        pool = Pool("http://127.0.0.1:1/v1")
+        conn = connection(pool, asyncio.get_running_loop())
+        conn.connection_made(FakeTransport())
+        sink = Sink()
+        conn.send(b"x", sink, Short)
+        conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        conn.pause()
+        await asyncio.sleep(0.2)         # four idle limits while the gateway does not read
+        paused = sink.ended[:]
+        conn.resume()
+        await asyncio.sleep(0.02)
+        conn.data_received(b"1\r\nx\r\n")
+        resumed = sink.ended[:]
+        await asyncio.sleep(0.15)        # then the upstream's own silence
+        return paused, resumed, sink.ended
+    paused, resumed, ended = asyncio.run(go())
+    assert paused == [] and resumed == []
+    assert len(ended) == 1 and isinstance(ended[0], UpstreamTimeout) and "idle" in ended[0].message
+
+
 def test_the_watchdog_left_from_one_exchange_times_out_the_next_and_goes_with_the_connection():
     """A timer left armed after an answer is kept by the next ``send`` (it fires no later than that
     exchange's limit, checks and re-arms); the second exchange still times out at its own limit."""

@@ -23,7 +23,7 @@ cdef class H1Connection:
     cdef public bint reused, got_bytes
     cdef public double idle_since
     cdef object _loop, _on_data, _status, _headers, _framing, _piece, _pieces, _chunks, _timeouts
-    cdef bint _head_ready, _keep_alive
+    cdef bint _head_ready, _keep_alive, _paused
     cdef Py_ssize_t _unframed
     cdef double _last_io, _deadline, _timer_due
 

@@ -144,6 +144,7 @@ class H1Connection:
         self._framing = None
         self._head_ready = False
         self._keep_alive = True
+        self._paused = False             # reading paused for a slow client (``pause``)
         self._piece: bytes | None = None  # the body one read brought: one piece, or ...
         self._pieces: list[bytes] | None = None  # ... several, joined before they go to the sink
         self._chunks: ChunkedBody | None = None  # the body being read without llhttp (``chunked_head``)
@@ -182,6 +183,7 @@ class H1Connection:
         self._unframed = 0
         self._chunks = None
         self._last_io = now
+        self._paused = False
         self._timeouts = timeouts
         self._deadline = now + timeouts.total_s
         # armed for the shortest limit: it re-arms itself for whichever phase the exchange is in. A
@@ -199,10 +201,15 @@ class H1Connection:
         self._on_data = on_data
 
     def pause(self) -> None:
+        """Stop reading (the client reads slower than the upstream sends): the time until ``resume``
+        is the gateway's own wait, never the upstream's silence (``_watchdog``)."""
+        self._paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume(self) -> None:
+        self._paused = False
+        self._last_io = self._loop.time()       # the idle clock restarts when the gateway reads again
         if self.transport is not None:
             self.transport.resume_reading()
 
@@ -423,6 +430,8 @@ class H1Connection:
         t = self._timeouts
         if now >= self._deadline:
             return self._timed_out(f"upstream exceeded the total timeout of {t.total_s:g}s")
+        if self._paused:
+            self._last_io = now     # not reading: a slow client's wait is not the upstream's silence
         if self.state is RECEIVING_BODY:
             limit, what = t.idle_s, f"upstream stream idle for more than {t.idle_s:g}s"
         else:
