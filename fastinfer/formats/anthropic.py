@@ -779,8 +779,6 @@ class AnthropicStreamRelay(StreamRelay):
 
 class AnthropicFormat(Format):
     name = "anthropic"
-    #: its chat (Messages) and its own token count, which no other API has
-    endpoints = ("chat", "count_tokens")
 
     def upstream_body(self, req, caller: Format, deployment) -> dict:
         """``Format.upstream_body``; an Anthropic caller's body is the upstream's with its model and,

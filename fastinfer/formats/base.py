@@ -30,8 +30,8 @@ NOT_AN_OBJECT = "upstream sent a reply that is not a JSON object"
 class Format:
     #: the format's name, and the caller API name for the formats clients speak
     name: str = ""
-    #: the endpoints an upstream of this format has: "chat", OpenAI's "completions" and "embeddings",
-    #: Anthropic's "count_tokens"
+    #: the endpoints an upstream of this format has: "chat", OpenAI's "completions" and "embeddings"
+    #: (whether it counts tokens is the provider table's: ``ProviderKind.counts_tokens``)
     endpoints: tuple[str, ...] = ("chat",)
 
     # ------------------------------------------ what the engine asks of a format
@@ -73,8 +73,8 @@ class Format:
         return TranslatingRelay(stages, caller, req.body)
 
     def counted(self, reply: dict):
-        """The input tokens an upstream's answer to a ``count_tokens`` request says (an API that has
-        one: ``endpoints``); not checked here."""
+        """The input tokens an upstream's answer to a ``count_tokens`` request says (an upstream that
+        counts: ``ProviderKind.counts_tokens``); not checked here."""
         raise NotImplementedError(f"{self.name} has no token count")
 
     def error_body(self, err: GatewayError) -> bytes:

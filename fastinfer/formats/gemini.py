@@ -278,8 +278,6 @@ _STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSI
 
 class GeminiFormat(Format):
     name = "gemini"
-    #: its generateContent, and its countTokens (for Anthropic's ``count_tokens``)
-    endpoints = ("chat", "count_tokens")
 
     def upstream_body(self, req, caller: Format, deployment) -> dict:
         """``Format.upstream_body``; a count asks of the whole request it would make (the system

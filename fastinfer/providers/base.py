@@ -39,7 +39,7 @@ class Provider:
         self.format: Format = kind.format
         #: the endpoints this upstream is asked for: its format's ("chat"; OpenAI-shaped ones
         #: "completions", "embeddings"), and "count_tokens" where it counts (``ProviderKind.counts_tokens``)
-        self.endpoints: tuple[str, ...] = tuple(e for e in self.format.endpoints if e != "count_tokens") + (
+        self.endpoints: tuple[str, ...] = self.format.endpoints + (
             ("count_tokens",) if kind.counts_tokens(deployment.count_tokens) else ())
         self._heads: dict[tuple, bytes] = {}
 
