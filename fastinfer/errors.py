@@ -13,6 +13,7 @@ class GatewayError(Exception):
     code: str | None = None
     fallback = False          # another deployment in ``fallbacks`` may serve this request
     context_window = False    # only ``context_window_fallbacks`` may serve it (prompt too long)
+    ends_connection = False   # the request's body was not read whole: no other request can follow it
 
     def __init__(self, message: str, *, status: int | None = None, type: str | None = None,
                  code: str | None = None, param: str | None = None, retry_after: float | None = None,
@@ -50,6 +51,14 @@ class UnknownModel(GatewayError):
 
 class BodyTooLarge(GatewayError):
     status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class BodyNotRead(GatewayError):
+    """The body did not arrive in time (408), or could not be decoded (400): where it ends, and so
+    where a next request on the connection would start, is unknown, and the answer ends the connection."""
+
+    status, type = 400, "invalid_request_error"
+    ends_connection = True
 
 
 class RateLimited(GatewayError):

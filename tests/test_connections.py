@@ -364,6 +364,20 @@ def test_expect_100_continue_with_a_body_over_the_limit_gets_the_413_instead_of_
     openai_error(conn.ask(head), 413)
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_an_expectation_other_than_100_continue_is_417_in_the_paths_shape_and_the_connection_ends(gw, conn, path):
+    shape, body = ERROR_SHAPE[path]
+    head, _ = head_and_body(post(path, body, extra=b"Expect: 200-ok-please\r\n"))
+    answer = conn.ask(head)       # the body is not sent: the refusal does not wait for it
+    error = shape(answer, 417)
+    assert error["type"] == "invalid_request_error" and "100-continue" in error["message"], error
+    assert "200-ok-please" not in answer.body.decode()     # a client's header is never echoed
+    # answered before its body: whether that body still comes is the client's, so the connection ends
+    assert answer.headers.get("connection") == "close", answer
+    assert conn.closed_by_server()
+    serves(gw)
+
+
 # --- what does not match a data route exactly -------------------------------------------------
 
 def test_a_query_string_on_a_data_route_is_served(conn):
@@ -460,9 +474,13 @@ def test_a_good_request_pipelined_before_malformed_bytes_is_answered_before_the_
 
 # --- body timeout, body too large -------------------------------------------------------------
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+# a query string takes a data route the long way, through aiohttp's application: both ways answer alike
+DATA_PATHS = ["/v1/chat/completions", "/v1/messages", "/v1/chat/completions?x=1", "/v1/messages?beta=true"]
+
+
+@pytest.mark.parametrize("path", DATA_PATHS)
 def test_a_body_shorter_than_its_content_length_is_408_after_the_body_timeout(gw, conn, path):
-    shape, body = ERROR_SHAPE[path]
+    shape, body = ERROR_SHAPE[path.partition("?")[0]]
     request = post(path, body)
     started = time.monotonic()
     answer = conn.ask(request[:-10])
@@ -472,6 +490,29 @@ def test_a_body_shorter_than_its_content_length_is_408_after_the_body_timeout(gw
     # the body's rest may still come: the connection cannot carry another request, and says so
     assert answer.headers.get("connection") == "close", answer
     serves(gw)
+
+
+@pytest.mark.parametrize("path", DATA_PATHS)
+def test_a_chunked_body_cut_short_is_408_and_the_connection_closes(gw, conn, path):
+    shape, body = ERROR_SHAPE[path.partition("?")[0]]
+    error = shape(conn.ask(chunked(post(path, body))[:-20]), 408)     # the last chunks never come
+    assert error["type"] == "invalid_request_error", error
+    assert conn.closed_by_server()     # no half-read chunk is taken for the next request's start
+    serves(gw)
+
+
+@pytest.mark.parametrize("path", DATA_PATHS)
+def test_a_gzip_body_that_is_not_gzip_is_400_and_the_connection_closes_without_a_traceback(gw, conn, path):
+    shape, _ = ERROR_SHAPE[path.partition("?")[0]]
+    garbage = b"not gzip at all, " * 8
+    answer = conn.ask(post(path, garbage, extra=b"Content-Encoding: gzip\r\n"))
+    error = shape(answer, 400)
+    assert "could not be decoded" in error["message"], error
+    # the request's framing is lost with its body: the connection ends, and the answer says so
+    assert answer.headers.get("connection") == "close", answer
+    assert conn.closed_by_server()
+    serves(gw)
+    assert "Traceback" not in gw.stderr() and "Unhandled exception" not in gw.stderr()
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http import HttpVersion11
 from aiohttp.web_urldispatcher import _default_expect_handler
 
 from .._core.access import CLIENT_CLOSED as _CLIENT_CLOSED, error_text
@@ -125,9 +126,17 @@ class Gateway:
     async def _continue_unless_too_large(self, request: web.Request) -> None:
         """``Expect: 100-continue`` on a data route: a body announced over the limit gets its 413
         at once (the handler refuses it from ``Content-Length``), not a 100 that asks for it."""
+        expect = request.headers.get("Expect", "").lower()
+        if expect != "100-continue" and request.version == HttpVersion11:
+            # aiohttp's answer to an expectation it cannot meet is plain text, before the middleware
+            request_id = request[REQUEST_ID] = self._ids.of(request)
+            refusal = GatewayError("The Expect header asks for what the gateway does not do: only "
+                                   "100-continue is served.", status=417, type="invalid_request_error", code="expectation_failed")
+            response = error_answer(request, refusal, request_id, self._error_answered)
+            response.force_close()     # answered before the body: whether it still comes is the client's
+            return finished(response, request_id, self.drain)
         length = request.content_length
-        too_large = length is not None and length > self.max_body_bytes
-        if too_large and request.headers.get("Expect", "").lower() == "100-continue":
+        if expect == "100-continue" and length is not None and length > self.max_body_bytes:
             return None
         return await _default_expect_handler(request)
 

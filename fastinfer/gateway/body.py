@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from .._core.bodies import json_depth_exceeds
-from ..errors import BadRequest, BodyTooLarge, GatewayError
+from ..errors import BadRequest, BodyNotRead, BodyTooLarge
 
 MAX_JSON_DEPTH = 64
 
@@ -44,7 +44,7 @@ def arrived_json(request: web.Request, max_bytes: int):
     try:
         raw = content.read_nowait()
     except web.RequestPayloadError as e:
-        raise _undecodable(e) from None
+        raise _undecodable(request, e) from None
     return _parsed(raw, max_bytes)
 
 
@@ -64,10 +64,9 @@ async def read_json(request: web.Request, max_bytes: int, timeout_s: float):
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes.") from None
     except TimeoutError:
-        raise GatewayError("The request body did not arrive in time.", status=408,
-                           type="invalid_request_error", code="request_timeout") from None
+        raise BodyNotRead("The request body did not arrive in time.", status=408, code="request_timeout") from None
     except web.RequestPayloadError as e:   # e.g. a Content-Encoding: gzip body that is not gzip
-        raise _undecodable(e) from None
+        raise _undecodable(request, e) from None
     return _parsed(raw, max_bytes)
 
 
@@ -84,8 +83,11 @@ def _parsed(raw: bytes, max_bytes: int):
     return body
 
 
-def _undecodable(error: Exception) -> BadRequest:
-    return BadRequest(f"The request body could not be decoded: {_first_line(error)}")
+def _undecodable(request: web.Request, error: Exception) -> BodyNotRead:
+    # aiohttp's parser stopped at the error: nothing more of the body comes. Marked ended, or the read
+    # aiohttp makes of an unread body after the answer raises the same error again, a traceback in the log
+    request.content.feed_eof()
+    return BodyNotRead(f"The request body could not be decoded: {_first_line(error)}")
 
 
 def _first_line(error: Exception) -> str:

@@ -89,7 +89,10 @@ def error_answer(request: web.Request, e: Exception, request_id: str, answered) 
         error = GatewayError("Internal gateway error.")
     answered(request, error.status, error)
     forget_tracebacks(e)      # answered: the frames it passed through are freed now, not by the cyclic GC
-    return error_response(error, api_of(request.path), request_id)
+    response = error_response(error, api_of(request.path), request_id)
+    if error.ends_connection:
+        response.force_close()
+    return response
 
 
 class _CycleFreeRouter(web.UrlDispatcher):

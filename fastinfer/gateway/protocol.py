@@ -129,6 +129,8 @@ class EdgeAppRunner(web.AppRunner):
     told of each protocol error answer (the metrics count it)."""
 
     def __init__(self, app: web.Application, *, on_refused=None, **kwargs):
+        # an answer given before its body arrived waits for the rest as long on aiohttp's path as on the direct one
+        kwargs.setdefault("lingering_time", client.LINGER_S)
         super().__init__(app, **kwargs)
         self._on_refused = on_refused
 
