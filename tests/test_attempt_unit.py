@@ -321,6 +321,21 @@ def test_a_whole_stream_stays_a_success_whatever_the_upstream_does_after_its_end
     assert held(host) == (0, 0) and outcomes(host) == {"success": 1}
 
 
+def test_a_whole_stream_ends_soon_after_its_end_went_out_though_the_upstream_never_ends_it(host):
+    """An upstream that sends its last event and then holds the connection open: the client's stream
+    ends a moment later (an SDK reading to the end of the body would wait as long as the upstream
+    held it), the upstream exchange aborted, the attempt a success."""
+    async def script(upstream, client):
+        upstream.on_chunk(b"data: [DONE]\n\n")    # and nothing more: neither the body's end nor a close
+
+    stream, client, happened = relayed(host, b"data: a\n\n", script)
+    assert client.written == [b"data: a\n\n", b"data: [DONE]\n\n"] and stream.take_ending() == b""
+    assert stream.reply.stream.closed and stream.delivered
+    assert stream.attempt.verdict is SUCCESS and stream.failure is None
+    assert happened == ["accounted, 1 writes out", "done"]
+    assert held(host) == (0, 0) and outcomes(host) == {"success": 1}
+
+
 def test_a_slow_client_pauses_the_upstream_until_it_drained(host):
     async def script(upstream, client):
         upstream.on_chunk(b"data: b\n\n")

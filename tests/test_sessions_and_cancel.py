@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.request
 
+import anthropic
 import openai
 
 from procs import http_json, metric_value, metrics_text, raw_post, wait_for
@@ -193,6 +194,26 @@ def test_client_leaving_the_queue_frees_its_place_at_once(start_gateway, mock_up
     assert wait_for(lambda: _state(gw)["in_flight"] == 0, timeout=5)
     assert mock_upstream.stats()["requests"] == 1   # the one that left never reached the upstream
     assert _client_closed_count(gw) == 1
+
+
+def test_a_stream_ends_for_a_client_reading_to_its_end_though_the_upstream_holds_its_body_open(
+        start_gateway, mock_upstream):
+    """The Anthropic SDK reads a stream to the end of the body. An upstream (or a proxy before it)
+    that sends its last event and then holds the body open 8 s: the client's stream ends soon after
+    that last event (the gateway waits half a second for the upstream's end, then ends it itself),
+    whole, and the attempt is a success."""
+    mock_upstream.script([{"tokens": 3, "end_after_done_ms": 8000}])
+    gw = start_gateway(config(mock_upstream.base, '{ value = "k" }'))
+    client = anthropic.Anthropic(base_url=gw.base, api_key="x", max_retries=0, timeout=20)
+    started = time.monotonic()
+    with client.messages.stream(model="m", max_tokens=10, messages=MESSAGES) as stream:
+        message = stream.get_final_message()
+    assert time.monotonic() - started < 6, "the client waited for the upstream's held body"
+    assert message.stop_reason == "end_turn" and message.content[0].text
+    assert wait_for(lambda: mock_upstream.stats()["received"][0]["closed_at"] is not None, timeout=5)
+    text = metrics_text(gw)
+    assert metric_value(text, 'fastinfer_requests_total{deployment="m",code="200"}') == 1
+    assert metric_value(text, 'fastinfer_upstream_requests_total{deployment="m",replica="r0",outcome="success"}') == 1
 
 
 def test_a_client_closing_at_done_had_its_whole_stream(start_gateway, mock_upstream):

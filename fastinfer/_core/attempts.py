@@ -45,6 +45,10 @@ log = logging.getLogger("fastinfer.engine")
 #: iteration with a millisecond resolution, so an overhead measured with it is 0 or a whole
 #: millisecond; ``upstream_s`` and ``overhead_s`` are measured with this.
 clock = time.perf_counter
+#: how long a stream whose finishing bytes went out waits for its upstream's end (the body's last
+#: chunk, or the close) before it ends without it: an upstream sends that end at once; one (or a
+#: proxy before it) that holds the connection open must not hold the client's stream open with it
+END_GRACE_S = 0.5
 
 _judge = None       # exception -> Verdict (``engine.classify.classify_exception``)
 _judge_event = None  # (an upstream's error event, its provider) -> Verdict (``classify_stream_error``)
@@ -214,6 +218,7 @@ class RelayedStream:
         self._closed = False
         self._ending = b""                  # the finishing bytes, held for the response's end
         self._end_sent = False              # they went out alone, before the upstream's end came
+        self._grace = None                  # then: the timer that ends the stream if that end never comes
 
     async def pump(self, client) -> None:
         """Relay the whole stream to ``client``; returns when it has ended either way."""
@@ -241,6 +246,8 @@ class RelayedStream:
         self.reply.close()
         if self._resumer is not None:
             self._resumer.cancel()
+        if self._grace is not None:
+            self._grace.cancel()
         # a client that left after its whole stream (``delivered``) gets the verdict the upstream's
         # end would have given; ``_finish`` is once: a stream that ended has its verdict already
         self._finish(self._verdict(None)[0] if self._end_sent else None)
@@ -326,6 +333,15 @@ class RelayedStream:
         if not self._done.done():
             self._send_ending()
             self._end_sent = True
+            self._grace = self._loop.call_later(END_GRACE_S, self._end_without_upstream)
+
+    def _end_without_upstream(self) -> None:
+        """The client has its whole stream and the upstream's end has not come: the stream ends now,
+        as it would have (the upstream exchange is aborted: its connection cannot carry another)."""
+        self._grace = None
+        if not self._done.done():
+            self.reply.close()
+            self._on_end(None)
 
     def _send_ending(self) -> None:
         ending, self._ending = self._ending, b""
