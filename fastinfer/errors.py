@@ -83,6 +83,14 @@ class UpstreamTimeout(GatewayError):
     status, type, code = 504, "timeout_error", "upstream_timeout"
 
 
+class ClientTooSlow(GatewayError):
+    """A stream ran past its ``total_s`` while the gateway was not reading the upstream because its
+    client read slower than the upstream sent (backpressure): the client's doing, not the replica's
+    (a client error: no breaker failure, no retry)."""
+
+    status, type, code = 408, "timeout_error", "client_too_slow"
+
+
 class BackendSessionFailed(GatewayError):
     """A backend session could not be opened on the replica (SGLang ``open_session``): the
     request fails with nothing generated, and is neither retried nor sent elsewhere.

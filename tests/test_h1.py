@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastinfer.errors import UpstreamFailure, UpstreamTimeout
+from fastinfer.engine.classify import classify_exception
+from fastinfer.errors import ClientTooSlow, UpstreamFailure, UpstreamTimeout
 from fastinfer._core import upstream as compiled
 from fastinfer._core.ref import upstream as reference
 from fastinfer.transport.h1 import Sink as SinkBase, build_request
@@ -253,6 +254,31 @@ def test_a_paused_read_is_not_the_upstreams_silence():
     paused, resumed, ended = asyncio.run(go())
     assert paused == [] and resumed == []
     assert len(ended) == 1 and isinstance(ended[0], UpstreamTimeout) and "idle" in ended[0].message
+
+
+def test_a_stream_past_its_total_time_while_its_client_holds_it_back_is_the_clients_timeout():
+    """``total_s`` passing while the gateway does not read (its client is slower than the upstream)
+    ends the stream as the client's doing (``ClientTooSlow``, no breaker failure); passing while the
+    gateway reads, as the upstream's (``UpstreamTimeout``)."""
+    class Short:
+        connect_s, first_byte_s, idle_s, total_s = 1.0, 1.0, 1.0, 0.1
+
+    async def go(paused: bool):
+        pool = Pool("http://127.0.0.1:1/v1")
+        conn = connection(pool, asyncio.get_running_loop())
+        conn.connection_made(FakeTransport())
+        sink = Sink()
+        conn.send(b"x", sink, Short)
+        conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        if paused:
+            conn.pause()
+        await asyncio.sleep(0.25)
+        return sink.ended
+    held_back, read = asyncio.run(go(True)), asyncio.run(go(False))
+    assert len(held_back) == 1 and isinstance(held_back[0], ClientTooSlow), held_back
+    assert "client" in held_back[0].message and classify_exception(held_back[0]).breaker is False
+    assert len(read) == 1 and type(read[0]) is UpstreamTimeout and "total timeout" in read[0].message, read
+    assert classify_exception(read[0]).breaker is True
 
 
 def test_the_watchdog_left_from_one_exchange_times_out_the_next_and_goes_with_the_connection():

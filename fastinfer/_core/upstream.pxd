@@ -34,7 +34,7 @@ cdef class H1Connection:
     cdef _take_whole(self, sink, bytes data, tuple whole)
     cdef bint _head_read(self, sink, status, headers, framing, bint keep_alive) except -1
     cdef _parse_error(self, e)
-    cdef _timed_out(self, str message)
+    cdef _timed_out(self, error)
     cdef _cancel_timer(self)
     cdef _finish(self)
     cdef _fail(self, error)

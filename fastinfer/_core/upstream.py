@@ -41,7 +41,7 @@ from typing import Callable
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from ..errors import GatewayError, UpstreamFailure, UpstreamTimeout
+from ..errors import ClientTooSlow, GatewayError, UpstreamFailure, UpstreamTimeout
 from ..observe import log_bug
 from .states import (AWAITING_HEAD, CHUNKED, DONE, END, FAIL, HEAD, IDLE, LENGTH, MAX_FRAMING, MAX_HEAD,
                       RECEIVING_BODY, RELEASE, SEND, UNTIL_CLOSE)
@@ -429,7 +429,11 @@ class H1Connection:
         now = self._loop.time()
         t = self._timeouts
         if now >= self._deadline:
-            return self._timed_out(f"upstream exceeded the total timeout of {t.total_s:g}s")
+            if self._paused:        # the gateway stopped reading for its client: the time ran out there
+                return self._timed_out(ClientTooSlow(
+                    f"the stream passed the total timeout of {t.total_s:g}s while the client read it "
+                    f"slower than the upstream sent it"))
+            return self._timed_out(UpstreamTimeout(f"upstream exceeded the total timeout of {t.total_s:g}s"))
         if self._paused:
             self._last_io = now     # not reading: a slow client's wait is not the upstream's silence
         if self.state is RECEIVING_BODY:
@@ -438,14 +442,14 @@ class H1Connection:
             limit, what = t.first_byte_s, f"upstream did not answer within {t.first_byte_s:g}s"
         due = self._last_io + limit
         if now >= due:
-            return self._timed_out(what)
+            return self._timed_out(UpstreamTimeout(what))
         self._timer_due = min(due, self._deadline)
         self._timer = self._loop.call_at(self._timer_due, self._watchdog)
 
-    def _timed_out(self, message: str) -> None:
+    def _timed_out(self, error: GatewayError) -> None:
         sink = self.sink
         self.abort()
-        _tell_end(sink, UpstreamTimeout(message))
+        _tell_end(sink, error)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
