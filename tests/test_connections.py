@@ -18,6 +18,7 @@ import socket
 import time
 
 import pytest
+from aiohttp import http_parser
 
 from procs import start_gateway_proc
 
@@ -513,6 +514,20 @@ def test_a_gzip_body_that_is_not_gzip_is_400_and_the_connection_closes_without_a
     assert conn.closed_by_server()
     serves(gw)
     assert "Traceback" not in gw.stderr() and "Unhandled exception" not in gw.stderr()
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd"])
+@pytest.mark.parametrize("path", DATA_PATHS)
+def test_a_body_coding_the_gateway_cannot_read_is_415_naming_what_it_reads(gw, conn, path, coding):
+    if {"br": http_parser.HAS_BROTLI, "zstd": http_parser.HAS_ZSTD}[coding]:
+        pytest.skip(f"this environment has the package that decodes {coding}")
+    body = ERROR_SHAPE[path.partition("?")[0]][1]
+    answer = conn.ask(post(path, body, extra=b"Content-Encoding: %s\r\n" % coding.encode()))
+    error = openai_error(answer, 415)      # refused with the head, before aiohttp hands on its path
+    assert "gzip" in error["message"] and "install" not in error["message"], error
+    assert answer.headers.get("accept-encoding") == "gzip, deflate", answer
+    assert conn.closed_by_server()         # aiohttp's parser stopped at the head: no next request on it
+    serves(gw)
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])

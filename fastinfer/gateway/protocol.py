@@ -16,7 +16,8 @@ Two jobs, both on aiohttp's low-level server (``web.Server``) under the app:
   (``middleware.error_answer``), so its answers are the same.
 
 Owns: ``EdgeAppRunner`` (an ``AppRunner`` whose server makes ``EdgeRequestHandler``
-connections and dispatches the direct routes), ``EdgeRequestHandler.handle_error``,
+connections and dispatches the direct routes), ``EdgeRequestHandler.handle_error`` (a body coding
+it cannot read, ``br`` or ``zstd``, is a 415 there),
 ``DIRECT_ROUTES``. Must not touch: what the handlers do.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 import re
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.web_protocol import RequestHandler
 
 from .._core import client
@@ -43,6 +45,7 @@ _QUOTED_BYTES = re.compile(r":\s*(?:bytearray\()?b['\"].*$")   # aiohttp's messa
 # the app's direct routes: (method, raw path) -> a handler that renders its own errors (the middleware's job)
 DIRECT_ROUTES = web.AppKey("fastinfer.direct_routes", dict)
 DIRECT_BODY_LIMIT = web.AppKey("fastinfer.direct_body_limit", int)   # server.max_body_bytes
+SERVED_CODINGS = "gzip, deflate"     # the request body codings read without an optional package
 
 
 class EdgeRequestHandler(RequestHandler):
@@ -57,6 +60,12 @@ class EdgeRequestHandler(RequestHandler):
         if status >= 500:
             self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
             error = GatewayError("Internal gateway error.", status=status)
+        elif isinstance(exc, ContentEncodingError):
+            # a coding aiohttp decodes only with an optional package (br, zstd): the client's choice,
+            # not malformed bytes; its answer names what is served rather than what to install
+            error = GatewayError("The request's Content-Encoding is not supported: send the body "
+                                 "uncompressed, gzip or deflate.", status=415, type="invalid_request_error",
+                                 code="unsupported_content_encoding", headers={"Accept-Encoding": SERVED_CODINGS})
         else:
             # a client's malformed bytes are the client's problem: one line, never a traceback
             reason = _reason(message)
