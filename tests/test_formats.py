@@ -13,7 +13,8 @@ from fastinfer.errors import BadRequest, UpstreamTimeout
 from fastinfer.formats import ANTHROPIC, FORMATS, GEMINI, OPENAI
 from fastinfer.providers import PROVIDERS, make_provider
 
-DEPLOYMENT = SimpleNamespace(upstream_model="up-model", default_max_tokens=321, drop_params=False, provider="mock")
+DEPLOYMENT = SimpleNamespace(upstream_model="up-model", default_max_tokens=321, drop_params=False,
+                             takes_every_param=True)
 
 
 def req(api: str, body: dict, stream: bool = False):
@@ -200,7 +201,8 @@ def test_an_anthropic_reply_that_is_not_a_json_object_fails_the_attempt(body):
 def test_an_anthropic_callers_top_k_to_an_openai_format_upstream(provider, drop, sent):
     """OpenAI's own API (and Azure's) has no ``top_k``: refused by name, or left out with
     ``drop_params``; a compatible server (vLLM, SGLang) and the mock take it."""
-    deployment = SimpleNamespace(upstream_model="m", default_max_tokens=1, drop_params=drop, provider=provider)
+    deployment = SimpleNamespace(upstream_model="m", default_max_tokens=1, drop_params=drop,
+                                 takes_every_param=PROVIDERS[provider].takes_every_param)
     body = {"model": "x", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}], "top_k": 5}
     if sent is None:
         with pytest.raises(BadRequest) as refused:
@@ -215,7 +217,7 @@ def test_a_count_goes_to_a_compatible_server_as_vllms_tokenize_of_the_translated
     body = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "system": "s",
             "tools": [{"name": "f", "input_schema": {"type": "object"}}]}
     count = SimpleNamespace(api="anthropic", body=body, stream=False, client_wants_usage=False, endpoint="count_tokens")
-    deployment = SimpleNamespace(**{**vars(DEPLOYMENT), "provider": "openai_compatible"})
+    deployment = DEPLOYMENT
     assert OPENAI.upstream_body(count, ANTHROPIC, deployment) == {
         "model": "up-model", "add_generation_prompt": True,
         "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],

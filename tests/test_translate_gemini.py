@@ -105,7 +105,7 @@ def test_several_choices_in_a_stream_are_refused_whole_they_are_carried():
     ``n``, never a stream that drops every choice but the first; whole, ``candidateCount`` carries it."""
     from types import SimpleNamespace
     from fastinfer.formats import GEMINI
-    deployment = SimpleNamespace(upstream_model="g", drop_params=False, provider="gemini")
+    deployment = SimpleNamespace(upstream_model="g", drop_params=False, takes_every_param=False)
     body = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "n": 2}
     with pytest.raises(BadRequest) as refused:
         GEMINI.request_from_pivot(dict(body), deployment, stream=True)

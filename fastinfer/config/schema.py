@@ -241,6 +241,11 @@ class DeploymentConfig:
     def upstream_model(self) -> str:
         return self.model or self.name
 
+    @functools.cached_property
+    def takes_every_param(self) -> bool:
+        """Its upstream takes any parameter a request carries (``ProviderKind.takes_every_param``)."""
+        return PROVIDER_KINDS[self.provider].takes_every_param
+
     @property
     def wildcard_prefix(self) -> str | None:
         """``"openai/"`` for a deployment named ``openai/*`` (it serves any ``openai/<model>``)."""
@@ -552,12 +557,8 @@ def _check_model_names(cfg: Config, problems: _Problems) -> None:
                 owner[alias] = apath
 
 
-#: providers whose upstream takes every parameter a request carries (``drop_params`` has nothing to drop)
-_TAKE_EVERY_PARAM = frozenset(("openai_compatible", "mock"))
-
-
 def _check_drop_params(d: DeploymentConfig, path: str, problems: _Problems) -> None:
-    if d.drop_params and d.provider in _TAKE_EVERY_PARAM:
+    if d.drop_params and d.takes_every_param:
         problems.add(f"{path}.drop_params", f"provider {d.provider} takes every parameter a request carries: "
                                             "there is nothing to drop")
 

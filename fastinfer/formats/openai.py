@@ -59,10 +59,6 @@ def _ask_for_usage(body: dict) -> None:
     body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
 
 
-#: the providers that are OpenAI's own API, whose parameters are OpenAI's alone
-_OPENAI_ITSELF = frozenset(("openai", "azure_openai"))
-
-
 class OpenAIFormat(Format):
     name = "openai"
     endpoints = ("chat", "completions", "embeddings")
@@ -87,7 +83,7 @@ class OpenAIFormat(Format):
         return body
 
     def request_from_pivot(self, body: dict, deployment, stream: bool) -> dict:
-        if deployment.provider in _OPENAI_ITSELF:    # compatible servers (vLLM, SGLang...) take ``top_k``
+        if not deployment.takes_every_param:    # OpenAI's own API (and Azure's); vLLM, SGLang... take ``top_k``
             params_without_place(body, ("top_k",), "speaks OpenAI's own API", deployment.drop_params)
         if stream:
             _ask_for_usage(body)

@@ -56,9 +56,10 @@ PROVIDERS: dict[str, ProviderKind] = {
                            default_base_url="https://generativelanguage.googleapis.com/v1beta",
                            needs_credential=True, token_count="native"),
     # vLLM, SGLang, llama.cpp, Ollama, ...: OpenAI's API at a base_url the config gives
-    "openai_compatible": ProviderKind("openai", _openai_url, "Authorization", "Bearer ", token_count="tokenize"),
+    "openai_compatible": ProviderKind("openai", _openai_url, "Authorization", "Bearer ", token_count="tokenize",
+                                      takes_every_param=True),
     # answers in-process, so a new user gets a streamed answer with no upstream at all
-    "mock": ProviderKind("openai", None, implementation="mock"),
+    "mock": ProviderKind("openai", None, implementation="mock", takes_every_param=True),
 }
 
 

@@ -34,6 +34,9 @@ class ProviderKind:
     # (vLLM's ``/tokenize``, which only some compatible servers have: asked when the deployment says
     # ``count_tokens = "upstream"``), None (the gateway estimates)
     token_count: str | None = None
+    # its upstream takes any parameter a request carries (a self-hosted server, the mock): none is
+    # refused for want of a place in its API, and ``drop_params`` has nothing to drop
+    takes_every_param: bool = False
     # which class makes the calls ("http": ``base.Provider``; in-process ones name theirs), imported by
     # ``make_provider`` only: reading the table (the config does) loads no transport, asyncio or ssl
     implementation: str = "http"
