@@ -54,8 +54,10 @@ class BodyTooLarge(GatewayError):
 
 
 class BodyNotRead(GatewayError):
-    """The body did not arrive in time (408), or could not be decoded (400): where it ends, and so
-    where a next request on the connection would start, is unknown, and the answer ends the connection."""
+    """An answer given without the body read whole: it did not arrive in time (408), could not be
+    decoded (400), or was not asked for (417, an ``Expect`` the gateway cannot meet). Whether the rest
+    comes, and so where a next request on the connection would start, is unknown: the answer ends the
+    connection."""
 
     status, type = 400, "invalid_request_error"
     ends_connection = True

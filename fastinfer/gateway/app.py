@@ -27,7 +27,7 @@ from .._core.slotted import record_maker
 from ..engine import Deployment, Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
 from ..routing import session_id_problem
-from ..errors import BadRequest, GatewayError
+from ..errors import BadRequest, BodyNotRead, GatewayError
 from ..formats.common import counted_input_tokens
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
@@ -130,11 +130,9 @@ class Gateway:
         if expect != "100-continue" and request.version == HttpVersion11:
             # aiohttp's answer to an expectation it cannot meet is plain text, before the middleware
             request_id = request[REQUEST_ID] = self._ids.of(request)
-            refusal = GatewayError("The Expect header asks for what the gateway does not do: only "
-                                   "100-continue is served.", status=417, type="invalid_request_error", code="expectation_failed")
-            response = error_answer(request, refusal, request_id, self._error_answered)
-            response.force_close()     # answered before the body: whether it still comes is the client's
-            return finished(response, request_id, self.drain)
+            refusal = BodyNotRead("The Expect header asks for what the gateway does not do: only 100-continue "
+                                  "is served.", status=417, code="expectation_failed")
+            return finished(error_answer(request, refusal, request_id, self._error_answered), request_id, self.drain)
         length = request.content_length
         if expect == "100-continue" and length is not None and length > self.max_body_bytes:
             return None
