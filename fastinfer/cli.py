@@ -12,9 +12,10 @@ import sys
 from dataclasses import fields
 
 from . import __version__
-from .config import Config, ConfigError, Secret, ServerConfig, default_config, load_config, missing_credentials
+from .config import Config, ConfigError, Secret, ServerConfig, missing_credentials
 from .config.schema import LoggingConfig, check_field
-from .observe import setup_logging, tracing_unavailable
+from .config.servable import load_servable
+from .observe import setup_logging
 from .redact import mask_url
 
 EXIT_CONFIG = 2
@@ -22,16 +23,6 @@ EXIT_CONFIG = 2
 _SERVER_FLAGS = {"host": "--host", "port": "--port", "workers": "--workers"}
 # fixed for the life of a run: a reload keeps the sockets, the workers and the one-time token
 _FIXED_ACROSS_RELOAD = ("host", "port", "workers", "admin_host", "admin_port", "state_dir")
-
-
-def _load(path: str | None) -> Config:
-    """The config to serve, refused (ConfigError) when this installation cannot do what it asks."""
-    config = load_config(path) if path else default_config()
-    if config.telemetry is not None:
-        why = tracing_unavailable()
-        if why:
-            raise ConfigError([f"telemetry: {why}"], config.source)
-    return config
 
 
 def unkept_state(config: Config) -> list[str]:
@@ -85,10 +76,9 @@ def _setup_logging(config: Config) -> None:
 
 
 def cmd_serve(args) -> int:
-    from .config.keys import resolve_key_hashes
     try:
         overrides = _server_overrides(args)
-        config = resolve_key_hashes(_load(args.config))   # a key that cannot be read: exit 2
+        config = load_servable(args.config)   # a key that cannot be read: exit 2
     except ConfigError as e:
         return _report_config_error(e)
     config = _with_log_level(_with_server(config, **overrides), args.log_level)
@@ -104,7 +94,7 @@ def cmd_serve(args) -> int:
         config = _with_server(config, admin_key=Secret("value", token))
 
     def reload_config() -> Config:
-        fresh = resolve_key_hashes(_load(args.config))
+        fresh = load_servable(args.config)
         fixed = {k: getattr(config.server, k) for k in _FIXED_ACROSS_RELOAD}
         if fresh.server.admin_key is None:
             fixed["admin_key"] = config.server.admin_key     # this run's one-time token
@@ -140,7 +130,7 @@ def cmd_serve(args) -> int:
 
 def cmd_check_config(args) -> int:
     try:
-        config = _load(args.path)
+        config = load_servable(args.path)    # what serve would refuse, keys that cannot be read too
     except ConfigError as e:
         return _report_config_error(e)
     print(describe_config(config))

@@ -108,6 +108,26 @@ def test_the_admin_listener_needs_its_own_port(workdir, server, expected):
     assert expected in refused(fastinfer_cli(workdir, "check-config", str(config)))
 
 
+@pytest.mark.parametrize("keys, expected", [
+    ('[[keys]]\nname = "a"\nkey = { env = "FASTINFER_TEST_UNSET_KEY_VAR" }',
+     "keys[0].key: environment variable FASTINFER_TEST_UNSET_KEY_VAR is not set"),
+    ('[[keys]]\nname = "a"\nkey = { value = "sk-same" }\n[[keys]]\nname = "b"\nkey = { value = "sk-same" }',
+     "keys[1].key: the same key as key 'a'"),
+])
+def test_check_config_refuses_the_keys_serve_refuses(workdir, keys, expected):
+    """check-config is the gate before a deploy: a key serve could not read (or two keys that are
+    one) is exit 2 there too, named by its path."""
+    config = write_config(workdir, keys + textwrap.dedent("""
+        [[deployments]]
+        name = "echo"
+        provider = "mock"
+    """))
+    for command in (("check-config", str(config)), ("serve", "--port", "0", "--config", str(config))):
+        err = refused(fastinfer_cli(workdir, *command))
+        assert expected in err, (command, err)
+        assert "sk-same" not in err
+
+
 def test_check_config_shows_the_admin_listener_and_the_one_time_token_default(workdir):
     config = write_config(workdir, textwrap.dedent("""
         [server]

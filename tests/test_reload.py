@@ -61,3 +61,17 @@ def test_a_bad_config_is_refused_and_the_old_one_keeps_serving(start_gateway, mo
     assert models(gw) == ["m"]
     assert http_json("POST", gw.base + "/v1/chat/completions",
                      {"model": "m", "messages": [{"role": "user", "content": "x"}]})[0] == 200
+
+
+def test_a_key_the_file_cannot_give_is_refused_by_the_admin_reload_as_by_the_supervisor(start_gateway, mock_upstream):
+    """The admin API checks what the supervisor will: a gateway key whose source gives nothing is a
+    400 there (not a 202 for a reload the supervisor then refuses)."""
+    gw = start_gateway(with_admin(upstream_config(mock_upstream.base)))
+    config_path = gw.args[gw.args.index("--config") + 1]
+    with open(config_path, "a") as f:
+        f.write('\n[[keys]]\nname = "team"\nkey = { env = "FASTINFER_TEST_UNSET_KEY_VAR" }\n')
+    status, _, body = http_json("POST", gw.base + "/admin/reload", b"", headers=ADMIN)
+    assert status == 400, body
+    assert "keys[0].key" in body["error"]["message"] and "FASTINFER_TEST_UNSET_KEY_VAR" in body["error"]["message"]
+    assert http_json("POST", gw.base + "/v1/chat/completions",
+                     {"model": "m", "messages": [{"role": "user", "content": "x"}]})[0] == 200

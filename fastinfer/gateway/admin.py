@@ -17,7 +17,8 @@ import orjson
 from aiohttp import web
 
 from .._core.constants import BREAKER_STATE_NAMES
-from ..config import ConfigError, load_config
+from ..config import ConfigError
+from ..config.servable import load_servable
 from ..engine.state import describe_state
 from ..errors import BadRequest, GatewayError
 from ..limits.report import describe_keys
@@ -123,11 +124,11 @@ class AdminApi:
 
     @_admin_route
     async def reload(self, request: web.Request) -> web.Response:
-        """Check the config file now (errors answer 400), then have the supervisor roll onto it."""
+        """Check the config file now as the supervisor will (errors answer 400), then have it roll onto it."""
         source = self.engine.config.source
         if not source.startswith("<"):
             try:
-                await asyncio.to_thread(load_config, source)
+                await asyncio.to_thread(load_servable, source)
             except ConfigError as e:
                 raise BadRequest("The config file is invalid; the running config stays: "
                                  + "; ".join(e.problems)) from None
