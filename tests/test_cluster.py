@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from promtext import parse
 from procs import http_json, in_parallel, start_gateway_proc, wait_for
 from replicas import NAMES, chat as replica_chat, replicas, replicas_config, three_replicas
 from test_gateway_keys import keys_config
@@ -81,7 +82,11 @@ def chat(gw, timeout: float = 30, key: str = KEY):
 
 
 def gauge(gw, name: str) -> float | None:
-    m = re.search(rf"^{re.escape(name)} (\S+)$", scrape(gw), re.M)
+    """A series' value (``name`` with its labels as written), read off a scrape that parses as
+    Prometheus reads it (every family with its HELP and TYPE)."""
+    text = scrape(gw)
+    parse(text)
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
     return float(m.group(1)) if m else None
 
 

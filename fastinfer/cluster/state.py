@@ -35,15 +35,14 @@ def carry_epoch(old_counters, old_index: dict, new_counters, new_index: dict) ->
             new_counters.set(new_index[_EPOCH], epoch)
 
 
-def render_cluster(counters, index: dict, out: list[str]) -> None:
-    """The cluster's gauges, when the config has a ``[cluster]``."""
+def cluster_gauges(counters, index: dict) -> dict[str, int]:
+    """The cluster's gauges by family name (none when the config has no ``[cluster]``): the metrics
+    registry renders them."""
     state = index.get(("_cluster_state", ()))
     if state is None:
-        return
-    out.append("# TYPE fastinfer_cluster_redis_up gauge")
-    out.append(f"fastinfer_cluster_redis_up {1 if counters.get(state) == UP else 0}")
-    out.append("# TYPE fastinfer_cluster_nodes gauge")
-    out.append(f"fastinfer_cluster_nodes {counters.get(index[('_cluster_nodes', ())])}")
+        return {}
+    return {"fastinfer_cluster_redis_up": 1 if counters.get(state) == UP else 0,
+            "fastinfer_cluster_nodes": counters.get(index[("_cluster_nodes", ())])}
 
 
 class ClusterState:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from ..cluster.state import cluster_words, render_cluster
+from ..cluster.state import cluster_gauges, cluster_words
 from .._core.constants import COST_SCALE, OPEN
 from ..config import Config
 
@@ -259,7 +259,9 @@ class Metrics:
         _family(out, "fastinfer_ratelimit_remaining", "gauge")
         out += [f'fastinfer_ratelimit_remaining{{{_label_text(("scope", "name", "kind"), name)}}} '
                 f'{math.floor(bucket.available())}' for name, bucket in self._buckets.items()]
-        render_cluster(self.counters, self._c, out)
+        for name, value in cluster_gauges(self.counters, self._c).items():
+            _family(out, name, "gauge")
+            out.append(f"{name} {value}")
 
     def replica_load(self, deployment: str):
         """The host-wide load and health of ``deployment``'s replicas (``ReplicaLoad``)."""
@@ -459,6 +461,9 @@ HELP = {
     "fastinfer_request_duration_seconds": "From request received to answer complete (streams: to the last byte).",
     "fastinfer_ttft_seconds": "Time to the first byte of a streamed answer.",
     "fastinfer_overhead_seconds": "Time spent in the gateway, upstream time excluded.",
+    "fastinfer_cluster_redis_up": "With [cluster]: 1 while this host exchanges with Redis, 0 while Redis is "
+                                  "unreachable or slow (limits follow on_redis_down).",
+    "fastinfer_cluster_nodes": "With [cluster]: live nodes (unexpired heartbeats) when Redis was last seen.",
 }
 
 
