@@ -4,7 +4,8 @@ Owns: ``redact(text)``, which every upstream error text passed to a client or a 
 goes through: it removes every credential this process has read (``remember`` is
 called where a credential value is installed) and anything shaped like an API key
 (``sk-…``, ``sk-ant-…``, ``AIza…``, ``Bearer …``), and masks URL passwords;
-``mask_url(url)``, for every place a configured URL is shown (``check-config``,
+``mask_url(url)`` (a URL's password and its secret-named query parameters), for every place a
+configured URL is shown (``check-config``,
 ``/admin/state``, logs, errors). Must not touch: anything else — it is a pure
 text filter (plus the set of remembered secrets), called on error paths and once per
 access-log line (the request id a client may choose), so text with nothing to remove
@@ -13,7 +14,7 @@ costs one ``search`` for what every match of the three contains (``_anything``),
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 MASK = "****"
 _MIN_SECRET = 6          # shorter values would mangle ordinary words; no real key is that short
@@ -80,12 +81,30 @@ def _mask_key(match: re.Match) -> str:
 
 
 def mask_url(url: str) -> str:
-    """``https://user:secret@host/v1`` -> ``https://user:****@host/v1``; other URLs unchanged."""
+    """``url`` with its secrets masked: the password of its user part (``https://user:****@host/v1``)
+    and the value of every query parameter named like a secret (``redis://h/0?password=****``, redis-py's
+    way to give a password to a unix socket; ``?sig=****``, ``?api_key=****``). Other URLs unchanged."""
     try:
-        parts = urlsplit(url)
+        password = urlsplit(url).password
     except ValueError:
         return redact(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}"))
+    # taken apart by hand: ``urlunsplit`` would drop the empty host of ``unix:///path``
+    rest, hash_, fragment = url.partition("#")
+    rest, mark, query = rest.partition("?")
+    if password is not None:
+        scheme, slashes, netloc_path = rest.partition("//")
+        netloc, slash, path = netloc_path.partition("/")
+        user = netloc.rpartition("@")[0].partition(":")[0]
+        rest = f"{scheme}{slashes}{user}:{MASK}@{netloc.rpartition('@')[2]}{slash}{path}"
+    masked = "&".join(_masked_parameter(pair) for pair in query.split("&")) if query else query
+    return f"{rest}{mark}{masked}{hash_}{fragment}"
+
+
+# a query parameter whose name says it carries a secret (password, passwd, pwd, secret, token, key,
+# api_key, auth, credential, sig): its value is masked wherever a configured URL is shown
+_SECRET_PARAMETER = re.compile(r"(?i)pass|pwd|secret|token|key|auth|cred|sig")
+
+
+def _masked_parameter(pair: str) -> str:
+    name, sep, value = pair.partition("=")
+    return f"{name}={MASK}" if sep and value and _SECRET_PARAMETER.search(name) else pair

@@ -128,6 +128,25 @@ def test_check_config_refuses_the_keys_serve_refuses(workdir, keys, expected):
         assert "sk-same" not in err
 
 
+@pytest.mark.parametrize("redis_url", ["redis://127.0.0.1:6379/0?password=QPW-SECRET-7f3a9c",
+                                       "unix:///tmp/r.sock?db=0&password=QPW-SECRET-7f3a9c",
+                                       "redis://default:QPW-SECRET-7f3a9c@127.0.0.1:6379/0"])
+def test_check_config_masks_a_redis_password_wherever_the_url_carries_it(workdir, redis_url):
+    config = write_config(workdir, textwrap.dedent(f"""
+        [cluster]
+        redis_url = "{redis_url}"
+        node_id = "a"
+
+        [[deployments]]
+        name = "echo"
+        provider = "mock"
+    """))
+    out = fastinfer_cli(workdir, "check-config", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "QPW-SECRET" not in out.stdout + out.stderr
+    assert "cluster: node a via " in out.stdout and "****" in out.stdout, out.stdout
+
+
 def test_check_config_shows_the_admin_listener_and_the_one_time_token_default(workdir):
     config = write_config(workdir, textwrap.dedent("""
         [server]

@@ -70,6 +70,13 @@ def test_text_with_nothing_to_remove_is_returned_as_it_is():
     ("redis://default:pw@127.0.0.1:6379/0", "redis://default:****@127.0.0.1:6379/0"),
     ("https://api.openai.com/v1", "https://api.openai.com/v1"),
     ("http://user@host/v1", "http://user@host/v1"),
+    # redis-py takes a password as a query parameter too (the only way for a unix socket)
+    ("redis://127.0.0.1:6379/0?password=QPW-SECRET", "redis://127.0.0.1:6379/0?password=****"),
+    ("unix:///tmp/r.sock?db=0&password=QPW-SECRET", "unix:///tmp/r.sock?db=0&password=****"),
+    ("rediss://u:pw@h:6380/1?ssl_cert_reqs=none&Token=t0k", "rediss://u:****@h:6380/1?ssl_cert_reqs=none&Token=****"),
+    ("https://x.blob.example/c?sv=2024&sig=abc%2Fdef", "https://x.blob.example/c?sv=2024&sig=****"),
+    ("https://r.openai.azure.com?api-version=2024-02-01", "https://r.openai.azure.com?api-version=2024-02-01"),
+    ("http://h/v1?password=", "http://h/v1?password="),
 ])
 def test_mask_url(url, shown):
     assert mask_url(url) == shown
