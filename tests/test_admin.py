@@ -29,8 +29,9 @@ def chat(base):
 
 def test_admin_needs_the_key(gw):
     assert http_json("GET", gw.base + "/admin/state")[0] == 401
-    status, _, body = http_json("GET", gw.base + "/admin/state", headers={"Authorization": "Bearer nope"})
+    status, headers, body = http_json("GET", gw.base + "/admin/state", headers={"Authorization": "Bearer nope"})
     assert status == 401 and body["error"]["code"] == "invalid_admin_key"
+    assert headers["Cache-Control"] == "no-store"      # an admin answer, error or not, is never cached
 
 
 def test_admin_disabled_when_the_configured_key_cannot_be_read(start_gateway, mock_upstream):
@@ -78,4 +79,5 @@ def test_force_open_and_reset_hold_host_wide(gw, mock_upstream):
     ("/admin/circuits/m/r0", {"action": "force_open", "duration_s": -1}, 400),
 ])
 def test_bad_admin_requests(gw, path, body, status):
-    assert http_json("POST", gw.base + path, body, headers=ADMIN)[0] == status
+    answered, headers, _ = http_json("POST", gw.base + path, body, headers=ADMIN)
+    assert answered == status and headers["Cache-Control"] == "no-store"

@@ -36,11 +36,16 @@ def _json(body, status: int = 200) -> web.Response:
 
 def _admin_route(handler):
     """Authenticate first; a ``GatewayError`` (auth or the handler's own) goes to the gateway's
-    error middleware, which renders it in OpenAI's shape with the request id."""
+    error middleware, which renders it in OpenAI's shape with the request id, uncached like every
+    admin answer."""
     @functools.wraps(handler)
     async def route(self: "AdminApi", request: web.Request) -> web.StreamResponse:
-        self.auth.check(request.headers.get("Authorization"), request.remote, f"{request.method} {request.path}")
-        return await handler(self, request)
+        try:
+            self.auth.check(request.headers.get("Authorization"), request.remote, f"{request.method} {request.path}")
+            return await handler(self, request)
+        except GatewayError as e:
+            e.headers = {**e.headers, **_NO_STORE}
+            raise
     return route
 
 
