@@ -177,6 +177,28 @@ def test_check_config_says_who_counts_tokens_where_the_deployment_says(workdir):
         provider = "mock"
         count_tokens = "yes"
      """, "deployments[0].count_tokens: must be one of"),
+    # names go into headers (x-fastinfer-replica), metric labels and log lines
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "openai_compatible"
+        [[deployments.replicas]]
+        name = "r\\n1"
+        base_url = "http://127.0.0.1:9/v1"
+     """, "deployments[0].replicas[0].name: a replica name is printable text without control characters"),
+    ("""
+        [[deployments]]
+        name = "a\\tb"
+        provider = "mock"
+     """, "deployments[0].name: a deployment name is printable text without control characters"),
+    ("""
+        [[keys]]
+        name = ""
+        key = { value = "sk-do-not-print-me" }
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+     """, "keys[0].name: a key name is printable text without control characters"),
     ("this is = = not toml", "not valid TOML"),
 ])
 def test_bad_config_names_the_key_and_exits_2(workdir, text, expected):

@@ -456,7 +456,10 @@ def _check_references(cfg: Config, problems: _Problems) -> None:
                 if problem:
                     problems.add(f"{rpath}.base_url", problem)
             if r.name is not None:
-                if r.name in replica_names:
+                if not _printable_name(r.name):
+                    problems.add(f"{rpath}.name", f"a replica name is printable text without control characters "
+                                                  f"(it is sent in the x-fastinfer-replica header), got {r.name!r}")
+                elif r.name in replica_names:
                     problems.add(f"{rpath}.name", f"duplicate replica name {r.name!r}")
                 replica_names.add(r.name)
             for setting in kind.replica_requires:
@@ -479,7 +482,9 @@ def _check_keys(cfg: Config, problems: _Problems) -> None:
     seen_hashes: dict[str, str] = {}
     for i, k in enumerate(cfg.keys):
         path = f"keys[{i}]"
-        if k.name in seen_names:
+        if not _printable_name(k.name):
+            problems.add(f"{path}.name", f"a key name is printable text without control characters, got {k.name!r}")
+        elif k.name in seen_names:
             problems.add(f"{path}.name", f"duplicate key name {k.name!r}")
         seen_names.add(k.name)
         if (k.key is None) == (k.key_sha256 is None):
@@ -531,12 +536,20 @@ def _check_cluster(cluster: ClusterConfig, problems: _Problems) -> None:
         problems.add("cluster.key_prefix", f"must be 1 to 64 letters, digits or _ . : -, got {cluster.key_prefix!r}")
 
 
+def _printable_name(name: str) -> bool:
+    """A name shown in headers, metric labels and log lines: not empty, no control characters."""
+    return bool(name) and name.isprintable()
+
+
 def _check_model_names(cfg: Config, problems: _Problems) -> None:
     """Every name a client may send resolves to one deployment: names, aliases and
     ``PROVIDER/*`` wildcards never collide, and only wildcards hold a ``*``."""
     owner: dict[str, str] = {d.name: f"deployments[{i}].name" for i, d in enumerate(cfg.deployments)}
     for i, d in enumerate(cfg.deployments):
         path = f"deployments[{i}]"
+        if not _printable_name(d.name):
+            problems.add(f"{path}.name", f"a deployment name is printable text without control characters, "
+                                         f"got {d.name!r}")
         prefix = d.wildcard_prefix
         if "*" in d.name and (prefix is None or "*" in prefix or prefix in ("/", "")):
             problems.add(f"{path}.name", f"a wildcard deployment is named PROVIDER/* (e.g. \"openai/*\"), "
