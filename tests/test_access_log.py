@@ -192,6 +192,23 @@ def test_a_bad_body_is_a_400_line(gw):
     assert "not valid JSON" in entry["error"]
 
 
+def test_a_body_its_checks_refuse_is_a_400_line_of_the_deployment_it_names(gw):
+    status, _, _ = post(gw, {**CHAT, "max_tokens": 0}, "al-400-named")
+    assert status == 400
+    entry = line_of(gw, "al-400-named")
+    assert entry["status"] == 400 and entry["deployment"] == "m" and entry["attempts"] == 0
+    assert "max_tokens" in entry["error"]
+
+
+def test_the_model_list_is_a_200_line(gw):
+    status, _, body = http_json("GET", gw.base + "/v1/models", headers={"x-request-id": "al-models",
+                                                                      "Authorization": f"Bearer {CLIENT_KEY}"})
+    assert status == 200 and body["data"]
+    entry = line_of(gw, "al-models")
+    assert entry["status"] == 200 and entry["method"] == "GET" and entry["path"] == "/v1/models"
+    assert entry["deployment"] is None and entry["error"] is None
+
+
 def test_a_502_after_three_attempts_is_logged_with_them(gw, upstream):
     upstream.script([{"status": 500, "message": "boom one"}, {"status": 500, "message": "boom two"},
                      {"status": 500, "message": f"boom three {REPLICA_KEY}"}])

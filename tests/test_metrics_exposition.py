@@ -84,6 +84,8 @@ def test_every_family_has_help_and_type_and_every_answer_is_counted(start_gatewa
     assert http_json("POST", gw.base + "/v1/chat/completions", CHAT)[0] == 200
     assert http_json("POST", gw.base + "/v1/chat/completions", {**CHAT, "model": "nope"})[0] == 404
     assert http_json("POST", gw.base + "/v1/chat/completions", b"{not json")[0] == 400
+    # a body its checks refuse is the client error of the deployment it names
+    assert http_json("POST", gw.base + "/v1/chat/completions", {**CHAT, "messages": "hi"})[0] == 400
     assert http_json("POST", gw.base + "/v1/chat/completions", {**CHAT, "pad": "x" * 8192})[0] == 413
     assert http_json("GET", gw.base + "/no/such/path")[0] == 404
     assert http_json("GET", gw.base + "/v1/models")[0] == 200
@@ -98,7 +100,8 @@ def test_every_family_has_help_and_type_and_every_answer_is_counted(start_gatewa
 
     after = scrape(gw)
     requests = delta(before, after, "fastinfer_requests_total", "deployment", "code")
-    assert requests == {("echo", "200"): 1, ("", "404"): 2, ("", "400"): 1, ("", "413"): 1, ("", "200"): 1}
+    assert requests == {("echo", "200"): 1, ("", "404"): 2, ("", "400"): 1, ("echo", "400"): 1, ("", "413"): 1,
+                        ("", "200"): 1}
     operator = delta(before, after, "fastinfer_operator_requests_total", "route", "code")
     assert operator == {("healthz", "200"): 1, ("readyz", "200"): 1, ("admin", "401"): 1, ("admin", "200"): 1,
                         ("admin", "404"): 1, ("dashboard", "200"): 1, ("metrics", "200"): 1}

@@ -115,13 +115,25 @@ class Engine:
         a ``PROVIDER/*`` deployment; None for none."""
         dep = self.deployments.get(name) or self._aliases.get(name) or self._wildcard_models.get(name)
         if dep is None:
-            for prefix, wildcard in self._wildcards:
-                if name.startswith(prefix) and len(name) > len(prefix):
-                    if len(self._wildcard_models) >= _MAX_WILDCARD_MODELS:
-                        self._wildcard_models.clear()
-                    dep = self._wildcard_models[name] = wildcard.serving(name[len(prefix):])
-                    break
+            wildcard, prefix = self._wildcard_of(name)
+            if wildcard is not None:
+                if len(self._wildcard_models) >= _MAX_WILDCARD_MODELS:
+                    self._wildcard_models.clear()
+                dep = self._wildcard_models[name] = wildcard.serving(name[len(prefix):])
         return dep
+
+    def owner(self, name: str) -> Deployment | None:
+        """The configured deployment a client's model name falls under (a ``PROVIDER/*`` one for
+        ``PROVIDER/<model>``), made nothing for: whose series counts a request refused before it is served."""
+        return (self.deployments.get(name) or self._aliases.get(name) or self._wildcard_models.get(name)
+                or self._wildcard_of(name)[0])
+
+    def _wildcard_of(self, name: str) -> tuple[Deployment | None, str]:
+        """The ``PROVIDER/*`` deployment serving ``name``, and its prefix; (None, "") for none."""
+        for prefix, wildcard in self._wildcards:
+            if name.startswith(prefix) and len(name) > len(prefix):
+                return wildcard, prefix
+        return None, ""
 
     def start(self) -> None:
         """Start the host work this worker may be asked to do (session reaper, health prober)."""

@@ -245,7 +245,11 @@ class Gateway:
         the key may use and that serves the route, in the key's priority; kept on ``data`` for the
         accounting. Returned with that deployment (the engine need not look the name up again).
         (Not a coroutine: it awaits nothing, and a coroutine level costs every request.)"""
-        req = parse(body, request.headers, request[REQUEST_ID], now, key)     # in the key's priority
+        try:
+            req = parse(body, request.headers, request[REQUEST_ID], now, key)     # in the key's priority
+        except GatewayError:
+            self._count_under_named_deployment(data, body)
+            raise
         data.req = req
         data.deployment = req.model
         req.trace = data.trace
@@ -260,6 +264,17 @@ class Gateway:
         if req.endpoint in _FORWARDED_ONLY and req.endpoint not in dep.provider.endpoints:
             raise BadRequest(f"The model `{req.model}` does not serve /v1/{req.endpoint}.", param="model")
         return req, dep
+
+    def _count_under_named_deployment(self, data: DataRequest, body) -> None:
+        """A body refused by its checks (a 400) is counted and logged under the deployment its
+        ``model`` names, when one exists (not ``deployment=""``): a deployment's client errors are
+        its own. A route counted apart (``count_tokens``) has set its series already."""
+        model = body.get("model") if isinstance(body, dict) else None
+        dep = self.engine.owner(model) if isinstance(model, str) else None
+        if dep is not None:
+            data.deployment = dep.config.name
+            if data.series is None:
+                data.series = dep.series
 
     def _error_answered(self, request: web.Request, status: int, error: GatewayError) -> None:
         """An error answer from the middleware: every one of a data route; of any other route,
@@ -406,8 +421,9 @@ class Gateway:
         body = arrived_json(request, self.max_body_bytes)
         if body is NOT_ARRIVED:
             body = await read_json(request, self.max_body_bytes, self.body_timeout_s)
+        data.series = self.engine.metrics.series("")     # not an answer of the deployment's, nor its refusals
         req, dep = self._engine_request(request, count_tokens_request, body, key, data, self._loop.time())
-        data.series = self.engine.metrics.series("")     # not an answer of the deployment's
+        data.series = self.engine.metrics.series("")
         tokens = await self._upstream_count(req, dep)
         if tokens is None:
             tokens = counted_input_tokens(req.body)
@@ -426,11 +442,11 @@ class Gateway:
             return None
 
     async def models(self, request: web.Request) -> web.Response:
-        body = self._models_body
-        if self.keys is not None:
-            body = self.keys.authenticate(request.headers).models_body
-        self.engine.metrics.request("", 200)     # a client API answer that concerns no deployment
-        return web.Response(body=body, content_type=JSON)
+        """``GET /v1/models``: the models the caller's key may use; counted under ``deployment=""`` and
+        access-logged like every client API answer."""
+        data, key = self._client_api_request(request)
+        self._answered(request, data, 200)
+        return web.Response(body=self._models_body if key is None else key.models_body, content_type=JSON)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.engine.metrics.render(),
