@@ -160,6 +160,11 @@ def test_the_rate_queue_serves_waiters_in_priority_order(start_gateway, mock_ups
                                           ("normal", "normal"), ("critical", "critical")]):
         send(name, priority)
         assert wait_for(lambda: depth() == n + 1)
+    # the admin API counts the waiters as the gauge does (by priority: those behind the sleeper)
+    state = http_json("GET", gw.base + "/admin/state", headers={"Authorization": f"Bearer {ADMIN}"})[2]
+    m = next(d for d in state["deployments"] if d["name"] == "m")
+    assert m["queue_depth"] == 4, m
+    assert m["queue_by_priority"]["critical"] == m["queue_by_priority"]["normal"] == 1, m
     for t in threads:
         t.join(60)
     order = [e["body"]["messages"][0]["content"] for e in sorted(mock_upstream.received(), key=lambda e: e["t"])]

@@ -19,7 +19,10 @@ def describe_state(engine: "Engine") -> dict:
                  "routing": cfg.routing, "max_concurrency": cfg.max_concurrency,
                  "queue_capacity": cfg.queue_capacity, "on_capacity_exhausted": cfg.on_capacity_exhausted,
                  "fallbacks": cfg.fallbacks, "replicas": []}
-        admission = engine.admission.admissions[dep.index]
+        # as the gauges show it: a request waiting for the deployment's rate limit is queued too
+        admission = engine.metrics.admission(cfg.name)
+        if admission is None:       # an engine made without the worker's gauges (tests)
+            admission = engine.admission.admissions[dep.index]
         in_flight, depth = admission.counts()
         entry.update(in_flight=in_flight, queue_depth=depth,
                      queue_by_priority=dict(zip(PRIORITY_NAMES,
