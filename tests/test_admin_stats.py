@@ -50,11 +50,11 @@ def test_stats_are_the_host_totals_metrics_shows(start_gateway, mock_upstream):
     prom = prometheus(gw.base)
     (m,) = stats["deployments"]
     assert m["name"] == "m" and m["provider"] == "openai_compatible" and m["model"] == "mock-model"
-    assert m["requests"]["by_code"] == {"200": 4}
-    assert m["requests"]["total"] == 4
+    assert m["requests"]["by_code"] == {"200": 4, "400": 1}    # the refused body named m: its client error
+    assert m["requests"]["total"] == 5
     for code, n in m["requests"]["by_code"].items():
         assert sample(prom, "fastinfer_requests_total", deployment="m", code=code) == n
-    assert stats["unrouted"] == {"400": 1, "404": 1}    # refused before a deployment was known
+    assert stats["unrouted"] == {"404": 1}    # refused before a deployment was known
 
     assert m["tokens"]["input"] > 0 and m["tokens"]["output"] > 0
     for direction, n in m["tokens"].items():
@@ -64,8 +64,8 @@ def test_stats_are_the_host_totals_metrics_shows(start_gateway, mock_upstream):
 
     assert stats["buckets"][0] == 0.00001 and stats["buckets"] == sorted(stats["buckets"])
     duration = m["histograms"]["request_duration_seconds"]
-    assert duration["count"] == 4 == sample(prom, "fastinfer_request_duration_seconds_count", deployment="m")
-    assert len(duration["cumulative"]) == len(stats["buckets"]) + 1 and duration["cumulative"][-1] == 4
+    assert duration["count"] == 5 == sample(prom, "fastinfer_request_duration_seconds_count", deployment="m")
+    assert len(duration["cumulative"]) == len(stats["buckets"]) + 1 and duration["cumulative"][-1] == 5
     assert duration["cumulative"] == sorted(duration["cumulative"])
     assert m["histograms"]["ttft_seconds"]["count"] == 1        # one stream
 
