@@ -288,8 +288,7 @@ def test_other_hosts_use_goes_through_the_remote_seam_and_is_never_published_as_
         await b.sync.tick(0.0)
         assert b.level() == 92 and (b.bucket.consumed, b.bucket.remote) == (2, 6)   # assumptions given back
         assert published(redis_server, "b")[1] == 2
-        await a.sync.tick(0.0)                            # a's pooled connection died with Redis ...
-        await a.sync.tick(0.0)                            # ... the next exchange works
+        await a.sync.tick(0.0)             # a's pooled connection died with Redis: sent again on a new one
         assert a.level() == 92 and (a.bucket.consumed, a.bucket.remote) == (6, 2)
         for h in (a, b):
             await h.sync.client.aclose()
@@ -370,4 +369,21 @@ def test_a_reload_goes_on_with_the_nodes_counters_and_publishes_only_its_own_use
             old.close()
             if new is not None:
                 new.close()
+    asyncio.run(run())
+
+
+def test_a_strict_take_after_redis_restarted_is_served_not_refused(hosts, redis_server):
+    """fail_closed refuses limited requests while Redis is away, not once it is back: the first take
+    of a worker that asked nothing of Redis while it was away (its pooled connection died with the
+    old Redis) goes out again on a new connection."""
+    async def run():
+        a = hosts("a", mode="strict", on_redis_down="fail_closed")
+        bucket = [a.index.buckets[BUCKET]]
+        await a.sync.tick(0.0)
+        assert await a.store.take_async(bucket, [1]) == (True, 0.0)     # a connection in the pool
+        redis_server.kill()
+        redis_server.start()
+        assert a.sync.state.state == UP
+        assert (await a.store.take_async(bucket, [1]))[0]
+        await a.sync.client.aclose()
     asyncio.run(run())

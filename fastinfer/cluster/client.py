@@ -11,7 +11,9 @@ shared by two processes.
 from __future__ import annotations
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError, RedisError
 
 # what a Redis call may raise when Redis is away, slow or restarting
 REDIS_DOWN = (RedisError, OSError, TimeoutError)
@@ -27,6 +29,10 @@ def connect(cluster) -> "redis.Redis":
         max_connections=64,
         decode_responses=True,
         retry_on_timeout=False,
+        # a pooled connection Redis closed (it restarted, or dropped an idle client) fails the next
+        # command on it: sent again at once on a new connection. A timeout is not retried: Redis
+        # may have run the command, and an outage must show within one timeout
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         health_check_interval=0,
     )
 
