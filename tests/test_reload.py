@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import threading
+import time
+import urllib.error
+import urllib.request
 
 import openai
 
 from conftest import upstream_config
-from procs import http_json, wait_for
+from procs import children_of, http_json, wait_for
 
 ADMIN = {"Authorization": "Bearer adm"}
 
@@ -75,3 +80,73 @@ def test_a_key_the_file_cannot_give_is_refused_by_the_admin_reload_as_by_the_sup
     assert "keys[0].key" in body["error"]["message"] and "FASTINFER_TEST_UNSET_KEY_VAR" in body["error"]["message"]
     assert http_json("POST", gw.base + "/v1/chat/completions",
                      {"model": "m", "messages": [{"role": "user", "content": "x"}]})[0] == 200
+
+
+def test_no_counter_goes_down_in_any_scrape_through_a_reload_under_traffic(start_gateway, mock_upstream):
+    """Prometheus reads a counter that goes down as a restart of it (a spike in every rate).
+    Scrapes every few milliseconds through a reload, with requests going on: every value read is at
+    least the one before, whichever generation's worker answered, and the totals end exact."""
+    gw = start_gateway(with_admin(upstream_config(mock_upstream.base)))
+    config_path = gw.args[gw.args.index("--config") + 1]
+    old_workers = set(children_of(gw.pid))
+    served = [0]
+    stop = threading.Event()
+    series = ('fastinfer_requests_total{deployment="m",code="200"}',
+              'fastinfer_request_duration_seconds_count{deployment="m"}')
+    read: list[tuple[float, ...]] = []
+    handed_over = [0]      # the moment a scrape finds no generation answering: a 503
+
+    def traffic():
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            status = http_json("POST", gw.base + "/v1/chat/completions",
+                               {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                               headers={"connection": "close"})[0]
+            served[0] += status == 200
+            time.sleep(0.005)
+
+    def scrapes():
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(gw.base + "/metrics", timeout=10) as resp:
+                    text = resp.read().decode()
+            except urllib.error.HTTPError as e:
+                assert e.code == 503, e.code
+                handed_over[0] += 1
+                continue
+            values = []
+            for name in series:
+                m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+                values.append(float(m.group(1)) if m else 0.0)
+            read.append(tuple(values))
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=traffic), threading.Thread(target=scrapes)]
+    for t in threads:
+        t.start()
+    try:
+        assert wait_for(lambda: served[0] >= 20, timeout=10)
+        with open(config_path, "a") as f:
+            f.write('\n[[deployments]]\nname = "echo2"\nprovider = "mock"\n')
+        assert http_json("POST", gw.base + "/admin/reload", b"", headers=ADMIN)[0] == 202
+        # the old generation has drained and exited, and the new one served a while on its own
+        assert wait_for(lambda: len(children_of(gw.pid)) == 2 and not set(children_of(gw.pid)) & old_workers,
+                        timeout=20)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(40)
+    assert len(read) > 50, len(read)
+    for before, after in zip(read, read[1:]):
+        assert all(b <= a for b, a in zip(before, after)), (before, after)
+    assert handed_over[0] <= 2, handed_over[0]
+    assert wait_for(lambda: all(v == served[0] for v in _values(gw, series)), timeout=10), \
+        (_values(gw, series), served[0])
+
+
+def _values(gw, series) -> list[float]:
+    with urllib.request.urlopen(gw.base + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return [float(re.search(rf"^{re.escape(name)} (\S+)$", text, re.M).group(1)) for name in series]

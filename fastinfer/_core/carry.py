@@ -8,7 +8,8 @@ bindings and prefix entries -- and, when the old generation has drained, what
 it counted, spent and consumed in the meantime (a second call with the
 snapshot the first one returned).
 
-Works on the compiled segment and on the reference alike (it uses their public
+Counters and histograms go with the rest when ``StateMap`` maps them, or alone
+(``carry_counts``). Works on the compiled segment and on the reference alike (it uses their public
 API only). Must not touch: names and configuration; the caller
 (``process.hostwide``) maps names to indices and hands in a ``StateMap``.
 Not carried: what is in flight (admission slots, key and replica in-flight
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["StateMap", "Carried", "carry_state"]
+__all__ = ["StateMap", "Carried", "Counted", "carry_state", "carry_counts"]
 
 
 @dataclass
@@ -46,6 +47,23 @@ class Carried:
     remote: dict[int, int]
     spend: dict[int, tuple[int, int]]
     dropped_sessions: list = field(default_factory=list)
+
+
+@dataclass
+class Counted:
+    """What the old segment's counters and histograms held when they were carried (``carry_counts``)."""
+
+    counters: object
+    histograms: dict[int, tuple[list[int], int]]
+
+
+def carry_counts(old, new, m: StateMap, since: Counted | None = None) -> Counted:
+    """Add ``old``'s counters and histograms into ``new`` (those ``m`` maps): all of them, or what
+    was counted since ``since``. A reload carries them apart from the rest (``process.hostwide``):
+    when the new generation takes /metrics over, and at the end of the old one's drain."""
+    now = Counted(old.counters.snapshot(), {i: old.histograms.raw(i) for i in m.histograms})
+    _carry_counts(old, new, m, now, since)
+    return now
 
 
 def carry_state(old, new, m: StateMap, since: Carried | None = None) -> Carried:

@@ -36,7 +36,7 @@ from .anthropic_api import count_tokens_request, messages_request
 from .auth import key_ring
 from .body import NOT_ARRIVED, arrived_json, read_json
 from .drain import GatewayDrain, ShuttingDown
-from .errors import JSON
+from .errors import JSON, error_response
 from .middleware import (DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RequestIds, error_answer, error_middleware,
                          finished, refuse_without_cycles)
 from .openai_api import chat_request, passthrough_request
@@ -68,6 +68,11 @@ class DataRequest:
 
 # ``DataRequest(received_at, trace)`` on every data request, without the dataclass's ``__init__`` (``_core.slotted``)
 new_data_request = record_maker(DataRequest)
+
+
+_METRICS_HANDED_OVER = GatewayError("A reload is handing the host's metrics to the next generation of workers: "
+                                    "scrape again.", status=503, type="overloaded_error", code="metrics_handed_over",
+                                    retry_after=0.0)
 
 
 class Gateway:
@@ -449,8 +454,15 @@ class Gateway:
         return web.Response(body=self._models_body if key is None else key.models_body, content_type=JSON)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.engine.metrics.render(),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        """The host's totals (``Metrics.live_render``: during a reload, one generation's at a time);
+        a 503 in the moment they move to the new generation, or from a retired worker (its
+        connection ends: the next scrape reaches a worker of the new one)."""
+        body = self.engine.metrics.live_render()
+        if body is not None:
+            return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        answer = error_response(_METRICS_HANDED_OVER, "openai", request[REQUEST_ID])
+        answer.force_close()
+        return answer
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(body=b'{"status":"ok"}', content_type=JSON)

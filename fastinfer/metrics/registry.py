@@ -47,6 +47,7 @@ WORKER_GC_COUNTERS = ("worker_gc_collections_total", "worker_gc_collected_object
 RESTART_REASONS = ("died", "failed_to_start")
 ADMIN_AUTH_SLOTS = 256    # control words for throttling failed admin authentications
 UNKNOWN_DEPLOYMENT = ""   # requests naming no deployment share one label value
+METRICS_LIVE = ("_metrics_live", ())
 
 
 class MetricsLayout:
@@ -88,6 +89,9 @@ class MetricsLayout:
         # control words: 1 while that worker of this segment accepts connections (a reload
         # retires the old generation only once the new one is up)
         keys += [("_worker_serving", (w,)) for w in self.workers]
+        # control word: 1 while /metrics answers from this segment (a reload's new segment is 0 until
+        # the supervisor hands the counts over to it, and the old one 0 from then: ``HostState``)
+        keys += [METRICS_LIVE]
         # control words, not metrics: bumped by an admin request, watched by every worker
         keys += [("_session_generation", (d,)) for d in self.replicas]
         # failed admin authentications per client-address slot (ops.auth.FailureThrottle)
@@ -133,6 +137,29 @@ class Metrics:
         self._series = {d: deployment_series(self, d) for d in layout.deployments}
         self._unnamed = self._series[UNKNOWN_DEPLOYMENT]
         self._keys = {k: key_series(self, k) for k in layout.keys}     # a name not configured: not counted
+        # a reload's new worker: the previous generation's metrics, which /metrics shows until this
+        # segment takes over (``live_render``)
+        self.predecessor: Metrics | None = None
+
+    @property
+    def live(self) -> bool:
+        """Whether /metrics answers from this segment now. During a reload one generation's segment
+        answers at a time, so that two scrapes never see two generations' totals (a counter going
+        down, which Prometheus reads as a reset): the old one until the new one serves, then the new
+        one with the old one's counts added (``HostState.hand_metrics_over_from``)."""
+        return self.counters.get(self._c[METRICS_LIVE]) == 1
+
+    def live_render(self) -> str | None:
+        """What /metrics shows: this segment's totals when it answers for them, the previous
+        generation's while it still does (a reload under way), None in the moment the counts move
+        from one to the other (or in a retired worker). Checked again after the rendering: what is
+        returned was the live totals when it was read, never a total a later scrape lacks."""
+        for source in (self, self.predecessor):
+            if source is not None and source.live:
+                text = source.render()
+                if source.live:
+                    return text
+        return None
 
     def series(self, deployment: str):
         """``deployment``'s series for the request path; a name the config does not have (a
@@ -355,6 +382,11 @@ class WorkerSeries:
     def serving(self) -> None:
         """This worker accepts connections now."""
         self._counters.set(self._serving, 1)
+
+    def stopped_accepting(self) -> None:
+        """This worker drains: its listeners are closed (a reload's supervisor waits for it before
+        handing the metrics over to the new generation)."""
+        self._counters.set(self._serving, 0)
 
     def set(self, gauge: str, value: float) -> None:
         """Set ``gauge`` (one of ``WORKER_GAUGES``, in its unit: bytes, seconds, a count)."""

@@ -83,7 +83,9 @@ class WorkerDrain:
     async def wait(self) -> None:
         await self._asked.wait()
 
-    async def run(self, gateway: GatewayDrain, runners: list[web.AppRunner]) -> None:
+    async def run(self, gateway: GatewayDrain, runners: list[web.AppRunner], stopped_accepting=None) -> None:
+        """Drain: after the delay (a stop's), close the listeners (then ``stopped_accepting()``), wait
+        out the grace period for the connections open, cut what is left."""
         loop = self._loop
         self._gateway = gateway
         gateway.begin(stopping=self.stopping)
@@ -96,6 +98,8 @@ class WorkerDrain:
         for runner in runners:
             for site in list(runner.sites):
                 await site.stop()
+        if stopped_accepting is not None:
+            stopped_accepting()
         # a connection accepted just before the listener closed is set up on the next turns of
         # the loop: let it register, so it is waited for like the others
         for _ in range(3):

@@ -21,10 +21,11 @@ import os
 from dataclasses import dataclass, field
 
 from .._core import shm
-from .._core.carry import Carried, StateMap, carry_sessions_back, carry_state
+from .._core.carry import Carried, Counted, StateMap, carry_counts, carry_sessions_back, carry_state
 from ..cluster.state import carry_epoch
 from ..config import Config
 from ..metrics import BUCKETS, MetricsLayout
+from ..metrics.registry import METRICS_LIVE
 
 log = logging.getLogger("fastinfer.supervisor")
 PREFIX_INDEX_ENTRIES = 65_536      # per deployment routed by prefix (32 bytes each)
@@ -125,14 +126,26 @@ class HostState:
     state_dir: object = None
 
     @classmethod
-    def create(cls, config: Config, n_workers: int, state_dir=None) -> HostState:
+    def create(cls, config: Config, n_workers: int, state_dir=None, metrics_live: bool = True) -> HostState:
+        """``metrics_live=False`` for a reload's segment: /metrics answers from the old one until the
+        counts are handed over (``hand_metrics_over_from``)."""
         metrics_layout = MetricsLayout(config, n_workers)
         layout, index = plan(config, n_workers, metrics_layout)
         segment = shm.Segment.create(f"fastinfer-{os.getpid()}-{os.urandom(4).hex()}", layout)
         segment.unlink()
         wake_fds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(n_workers)]
-        return cls(segment=segment, metrics_layout=metrics_layout, wake_fds=wake_fds, index=index,
+        host = cls(segment=segment, metrics_layout=metrics_layout, wake_fds=wake_fds, index=index,
                    state_dir=state_dir)
+        host._set_metrics_live(metrics_live)
+        return host
+
+    @property
+    def metrics_live(self) -> bool:
+        """Whether /metrics answers from this segment now (see ``hand_metrics_over_from``)."""
+        return self.segment.counters.get(self.metrics_layout.counter_index[METRICS_LIVE]) == 1
+
+    def _set_metrics_live(self, live: bool) -> None:
+        self.segment.counters.set(self.metrics_layout.counter_index[METRICS_LIVE], int(live))
 
     def restore_limits(self, config: Config) -> None:
         """Bucket levels and spend saved under ``server.state_dir``, into this (fresh) segment."""
@@ -158,22 +171,32 @@ class HostState:
         return reclaimed
 
     def carry_state_from(self, old: HostState, since: Carried | None = None) -> Carried:
-        """Carry ``old``'s state into this (newer) host state by name: counters, histograms,
-        bucket levels and use, spend, the cluster epoch, circuit states and open times, replica health, session bindings
-        and prefix entries. Returns what it carried: at the end of the old generation's drain,
-        call again with it to add what the drain counted, spent and consumed."""
-        m = self.index.state_map(old.index)
-        new_counters, new_histograms = self.metrics_layout.counter_index, self.metrics_layout.histogram_index
-        m.counters = {i: new_counters[key] for key, i in old.metrics_layout.counter_index.items()
-                      if key in new_counters and MetricsLayout.carried(key)}
-        m.histograms = {i: new_histograms[key] for key, i in old.metrics_layout.histogram_index.items()
-                        if key in new_histograms}
-        carried = carry_state(old.segment, self.segment, m, since)
+        """Carry ``old``'s state into this (newer) host state by name: bucket levels and use, spend,
+        the cluster epoch, circuit states and open times, replica health, session bindings and prefix
+        entries (its counters and histograms go apart: ``hand_metrics_over_from``). Returns what it
+        carried: at the end of the old generation's drain, call again with it to add what the drain
+        spent and consumed."""
+        carried = carry_state(old.segment, self.segment, self.index.state_map(old.index), since)
         if since is None:
             carry_epoch(old.segment.counters, old.metrics_layout.counter_index,
                         self.segment.counters, self.metrics_layout.counter_index)
             self._hand_over_sessions(old, carried)
         return carried
+
+    def hand_metrics_over_from(self, old: HostState, since: Counted | None = None) -> Counted:
+        """/metrics answers from this segment from now on, ``old``'s counters and histograms added
+        into it (by name): all of them (``since`` None: when this generation serves and ``old`` is
+        retired), or what ``old`` counted since (at the end of its drain). ``old`` answers no more
+        scrapes from before the copy, so no scrape can see a total the next one does not."""
+        old._set_metrics_live(False)
+        new_counters, new_histograms = self.metrics_layout.counter_index, self.metrics_layout.histogram_index
+        m = StateMap(counters={i: new_counters[key] for key, i in old.metrics_layout.counter_index.items()
+                               if key in new_counters and MetricsLayout.carried(key)},
+                     histograms={i: new_histograms[key] for key, i in old.metrics_layout.histogram_index.items()
+                                 if key in new_histograms})
+        counted = carry_counts(old.segment, self.segment, m, since)
+        self._set_metrics_live(True)
+        return counted
 
     def _hand_over_sessions(self, old: HostState, carried: Carried) -> None:
         """The carried session bindings are the new generation's now: take them out of the old

@@ -11,9 +11,12 @@ created. On SIGHUP (or ``POST /admin/reload``, which a worker turns into a
 SIGHUP) it re-reads the config and rolls: a new generation of workers with
 their own host state starts on the same socket and, once it serves, the old
 generation is retired (SIGUSR1: it drains without delay). The host's state
-(counters, histograms, circuit states, bucket levels, spend, session bindings)
-carries over by name (``HostState.carry_state_from``), at the roll and again
-with what the old generation did while it drained.
+(circuit states, bucket levels, spend, session bindings) carries over by name
+(``HostState.carry_state_from``), at the roll and again with what the old
+generation did while it drained. The counters and histograms go over when the
+new generation serves (``HostState.hand_metrics_over_from``): until then every
+worker, new ones too, shows the old generation's totals on /metrics, and from
+then the new one's, so that no scrape sees a counter go down.
 
 A worker that dies after it served is replaced at once; one that dies before it
 served (its start-up error is in the log) is replaced after a delay that doubles
@@ -73,7 +76,8 @@ class Generation:
         self.config = config
         self.host = host
         self.pids: dict[int, int] = {}   # pid -> worker index
-        self.carried = None              # counters already carried to the next generation
+        self.carried = None              # state already carried to the next generation (at the roll)
+        self.counted = None              # counters and histograms already handed over to it (once it serves)
         self.started_at = time.monotonic()
         self.kill_at: float | None = None  # once retired: when workers still draining are killed
         self.overdue_logged = False
@@ -216,7 +220,7 @@ class Supervisor:
                 _frozenlist_in_python()
                 from .worker import run_worker
                 code = run_worker(index, generation.config, keep_only(self.slots, index), generation.host,
-                                  self.admin_sock, stops)
+                                  self.admin_sock, stops, self._metrics_predecessor(generation))
             except Exception:
                 # raised before the worker's own handler (a dependency that fails to import): without
                 # this line the log would show only the supervisor's "died (exit 1)"
@@ -227,6 +231,14 @@ class Supervisor:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
         generation.pids[pid] = index
         log.debug("worker %d of generation %d started as pid %d", index, generation.number, pid)
+
+    def _metrics_predecessor(self, generation: Generation) -> tuple[Config, HostState] | None:
+        """The generation that answers /metrics while ``generation``, a reload's, has not taken over:
+        the newest retiring one that still does (its workers show its totals; so do the new ones)."""
+        if generation.host.metrics_live:
+            return None
+        answering = [g for g in self.retiring if g.host.metrics_live and g.host is not generation.host]
+        return (answering[-1].config, answering[-1].host) if answering else None
 
     def _all_generations(self) -> list[Generation]:
         return [self.current, *self.retiring]
@@ -250,6 +262,8 @@ class Supervisor:
             if not generation.pids:  # every retired worker has drained: its state can go
                 if not generation.abandoned:
                     self.current.host.carry_state_from(generation.host, since=generation.carried)
+                    # what it counted while it drained (all it counted, if a stop came before the hand-over)
+                    self.current.host.hand_metrics_over_from(generation.host, since=generation.counted)
                 generation.host.close()
                 self.retiring.remove(generation)
         return dead
@@ -270,6 +284,7 @@ class Supervisor:
                 self._reload = False
                 self._roll()
             self._retire_when_replaced()
+            self._hand_metrics_over()
             self._kill_overdue()
             time.sleep(_POLL_S)
         return 0
@@ -354,15 +369,15 @@ class Supervisor:
             return
         old = self.current
         self.apply_logging(config)
-        host = HostState.create(config, self.n_workers, self.state_dir)
+        host = HostState.create(config, self.n_workers, self.state_dir, metrics_live=False)
         old.carried = host.carry_state_from(old.host)
         host.count_reload()
         self._generations += 1
         self.current = Generation(self._generations, config, host)
         self.config = config
+        self.retiring.append(old)        # before the spawns: the new workers show its metrics until it is retired
         for index in range(self.n_workers):
             self._spawn(self.current, index)
-        self.retiring.append(old)
         log.info("config reloaded: generation %d starting, generation %d retired once it serves",
                  self.current.number, old.number)
 
@@ -383,6 +398,15 @@ class Supervisor:
         for generation in waiting:
             self._retire(generation)
             log.info("generation %d serving; generation %d draining", self.current.number, generation.number)
+
+    def _hand_metrics_over(self) -> None:
+        """/metrics answers from the new generation's segment, the old one's counts added into it, once
+        every retired worker has closed its listeners: from then on no new connection reaches one, and
+        until then every worker (the new ones too) shows the old generation's totals."""
+        for generation in self.retiring:
+            if (generation.kill_at is not None and generation.counted is None and not generation.abandoned
+                    and not generation.serving()):
+                generation.counted = self.current.host.hand_metrics_over_from(generation.host)
 
     @staticmethod
     def _retire(generation: Generation) -> None:

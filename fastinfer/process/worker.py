@@ -44,13 +44,15 @@ _GC_THRESHOLDS = (2_000, 20, 20)
 
 
 def run_worker(index: int, config: Config, sock: socket.socket, host: HostState,
-               admin_sock: socket.socket | None = None, stops: list[float] | None = None) -> int:
+               admin_sock: socket.socket | None = None, stops: list[float] | None = None,
+               predecessor: tuple[Config, HostState] | None = None) -> int:
     """Entry point in the forked child; returns the exit status. With ``admin_sock``, the
     operator's routes (admin API, dashboard, metrics) are served there and not on ``sock``.
-    ``stops``: when stop signals came (``time.monotonic()``) before the worker's own handlers."""
+    ``stops``: when stop signals came (``time.monotonic()``) before the worker's own handlers.
+    ``predecessor``: a reload's generation still answering /metrics (its config and host state)."""
     uvloop.install()
     try:
-        asyncio.run(_serve(index, config, sock, host, admin_sock, stops or []))
+        asyncio.run(_serve(index, config, sock, host, admin_sock, stops or [], predecessor))
     except Exception:
         log.exception("worker %d crashed", index)
         return 1
@@ -88,8 +90,27 @@ async def _start_site(app: web.Application, sock: socket.socket, server, drain: 
     return runner
 
 
+def _host_metrics(config: Config, host: HostState, admission: AdmissionControl, breakers: list) -> Metrics:
+    """The metrics of ``host``'s segment as a worker records and renders them."""
+    segment = host.segment
+    return Metrics(host.metrics_layout, segment,
+                   admissions=admission.views(config.deployments, host.index.rate_gates),
+                   breakers={d.name: b.breakers for d, b in zip(config.deployments, breakers)},
+                   buckets={name: segment.bucket(i) for name, i in host.index.buckets.items()})
+
+
+def _predecessor_metrics(predecessor: tuple[Config, HostState], index: int) -> Metrics:
+    """The previous generation's metrics, rendered (never recorded into) while it answers /metrics."""
+    config, host = predecessor
+    segment = host.segment
+    admission = AdmissionControl(segment, index, host.wake_fds[index], len(segment.layout.deployments))
+    breakers = [deployment_breakers(segment, i, d, index) for i, d in enumerate(config.deployments)]
+    return _host_metrics(config, host, admission, breakers)
+
+
 async def _serve(index: int, config: Config, sock: socket.socket, host: HostState,
-                 admin_sock: socket.socket | None, stops: list[float]) -> None:
+                 admin_sock: socket.socket | None, stops: list[float],
+                 predecessor: tuple[Config, HostState] | None = None) -> None:
     loop = asyncio.get_running_loop()
     server = config.server
     drain = WorkerDrain(loop, delay_s=server.drain_delay_s, grace_s=server.drain_grace_s)
@@ -100,10 +121,9 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     admission = AdmissionControl(segment, index, host.wake_fds[index], len(segment.layout.deployments))
     admission.start(loop)
     breakers = [deployment_breakers(segment, i, d, index) for i, d in enumerate(config.deployments)]
-    metrics = Metrics(host.metrics_layout, segment,
-                      admissions=admission.views(config.deployments, host.index.rate_gates),
-                      breakers={d.name: b.breakers for d, b in zip(config.deployments, breakers)},
-                      buckets={name: segment.bucket(i) for name, i in host.index.buckets.items()})
+    metrics = _host_metrics(config, host, admission, breakers)
+    if predecessor is not None:
+        metrics.predecessor = _predecessor_metrics(predecessor, index)
     store = cluster = directory = None
     if config.cluster is not None:     # this worker's Redis pool and its part in the host's sync
         # imported only here: redis brings OpenTelemetry and cryptography with it, ~10 MiB a worker
@@ -150,7 +170,7 @@ async def _serve(index: int, config: Config, sock: socket.socket, host: HostStat
     if directory is not None:  # its last touches go out before the sync closes the Redis pool
         await directory.close()
     await limits.stop()       # the supervisor saves the final limit state once every worker is gone
-    await drain.run(gateway.drain, runners)
+    await drain.run(gateway.drain, runners, series.stopped_accepting)
     probe.stop()
     await engine.drain()      # backend sessions this generation still holds open are closed
     admission.stop(loop)

@@ -32,7 +32,7 @@ NEW = config(   # reordered, a replica and a deployment added, a key removed, a 
 
 
 def test_host_state_carries_by_name_and_adds_the_drain():
-    old, new = HostState.create(OLD, 2), HostState.create(NEW, 2)
+    old, new = HostState.create(OLD, 2), HostState.create(NEW, 2, metrics_live=False)   # as a reload makes it
     try:
         for host in (old, new):          # no refill: the levels below do not depend on how long a step takes
             host.segment.set_test_clock(10**12)
@@ -50,6 +50,11 @@ def test_host_state_carries_by_name_and_adds_the_drain():
         seg.histograms.observe(old.metrics_layout.histogram_index[("ttft_seconds", "m")], 0.2)
 
         carried = new.carry_state_from(old)                  # the supervisor's call at the roll
+        assert old.metrics_live and not new.metrics_live      # /metrics answers from the old segment ...
+        new_requests = new.metrics_layout.counter_index[("requests_total", ("m", "200"))]
+        assert new.segment.counters.get(new_requests) == 0    # ... whose counts stay there until
+        counted = new.hand_metrics_over_from(old)             # the old generation is retired
+        assert new.metrics_live and not old.metrics_live
 
         s2, ix2 = new.segment, new.index
         m2, a2, b2 = ix2.deployments["m"], ix2.replicas[("m", "a")], ix2.replicas[("m", "b")]
@@ -62,7 +67,6 @@ def test_host_state_carries_by_name_and_adds_the_drain():
         assert s2.key_spend(ix2.keys["k2"]).spent(20_000) == 4_200
         info = s2.sessions.get(b"s" * 16)
         assert (info.deployment, info.replica, info.backend_state, info.backend_replica) == (m2, b2[1], SESSION_OPEN, b2[1])
-        new_requests = new.metrics_layout.counter_index[("requests_total", ("m", "200"))]
         assert s2.counters.get(new_requests) == 5
         assert s2.histograms.snapshot(new.metrics_layout.histogram_index[("ttft_seconds", "m")])[1] == 1
         assert s2.prefix(ix2.deployments["o"]).capacity > 0 and s2.prefix(m2).capacity == 0
@@ -71,6 +75,7 @@ def test_host_state_carries_by_name_and_adds_the_drain():
         seg.key_spend(ix.keys["k2"]).add(20_000, 800)
         seg.bucket(ix.buckets[("key", "k2", "tokens")]).charge(300)
         new.carry_state_from(old, since=carried)              # ... and has exited
+        new.hand_metrics_over_from(old, since=counted)
         assert s2.counters.get(new_requests) == 7
         assert s2.key_spend(ix2.keys["k2"]).spent(20_000) == 5_000
         assert 699 < s2.bucket(ix2.buckets[("key", "k2", "tokens")]).available() < 702
@@ -80,7 +85,7 @@ def test_host_state_carries_by_name_and_adds_the_drain():
 
 
 def test_a_reload_given_up_gives_its_session_bindings_back_but_for_those_bound_again():
-    old, new = HostState.create(OLD, 2), HostState.create(NEW, 2)
+    old, new = HostState.create(OLD, 2), HostState.create(NEW, 2, metrics_live=False)   # as a reload makes it
     try:
         m, a, b = old.index.deployments["m"], old.index.replicas[("m", "a")], old.index.replicas[("m", "b")]
         old.segment.sessions.bind(b"s" * 16, m, a[1], 300.0)
