@@ -1,15 +1,19 @@
 """Config reload: a new generation of workers takes over without dropping a request."""
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import re
 import signal
 import threading
+import textwrap
 import time
 import urllib.error
 import urllib.request
 
 import openai
+import pytest
 
 from conftest import upstream_config
 from procs import children_of, http_json, wait_for
@@ -150,3 +154,66 @@ def _values(gw, series) -> list[float]:
     with urllib.request.urlopen(gw.base + "/metrics", timeout=10) as resp:
         text = resp.read().decode()
     return [float(re.search(rf"^{re.escape(name)} (\S+)$", text, re.M).group(1)) for name in series]
+
+
+CONCURRENCY_LIMITED = {
+    "key": ("max_concurrency = 2", "max_concurrency = 64", 429),
+    "deployment": ("", 'max_concurrency = 2\non_capacity_exhausted = "reject"', 503),
+}
+
+
+@pytest.mark.parametrize("limited", list(CONCURRENCY_LIMITED))
+def test_a_concurrency_limit_holds_across_the_generations_while_the_old_one_drains(start_gateway, limited):
+    """The old generation's streams still in flight count in the new generation's limits (they end
+    in the old segment): a reload does not double what may be in flight; as they end, the new
+    generation admits again."""
+    key_limit, deployment_limit, refusal = CONCURRENCY_LIMITED[limited]
+    gw = start_gateway(textwrap.dedent(f"""
+        [server]
+        admin_key = {{ value = "adm" }}
+        drain_grace_s = 30
+
+        [[keys]]
+        name = "k1"
+        key = {{ value = "sk-gw-reload-limit-1" }}
+        {key_limit}
+
+        [[deployments]]
+        name = "m"
+        provider = "mock"
+        mock = {{ tokens = 400, itl_ms = 50 }}
+        {deployment_limit}
+    """))
+    port = int(gw.base.rsplit(":", 1)[1])
+
+    def stream() -> tuple[http.client.HTTPConnection, int]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", "/v1/chat/completions",
+                     json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}),
+                     {"authorization": "Bearer sk-gw-reload-limit-1", "content-type": "application/json"})
+        answer = conn.getresponse()
+        if answer.status == 200:
+            answer.read(20)                 # streaming: it holds its slot
+        else:
+            answer.read()
+        return conn, answer.status
+
+    old_workers = set(children_of(gw.pid))
+    held = [stream(), stream()]
+    try:
+        assert [status for _, status in held] == [200, 200]
+        assert stream()[1] == refusal
+        os.kill(gw.pid, signal.SIGHUP)
+        assert wait_for(lambda: len(set(children_of(gw.pid)) - old_workers) == 2, timeout=20)
+        time.sleep(1.0)                     # the new generation serves; the old one drains its two streams
+        extra = stream()
+        extra[0].close()
+        assert extra[1] == refusal          # two in flight on the old generation: the host is full
+    finally:
+        for conn, _ in held:
+            conn.close()
+    def admitted() -> bool:
+        conn, status = stream()
+        conn.close()
+        return status == 200
+    assert wait_for(admitted, timeout=10)     # the old streams ended (their clients left): admitted again

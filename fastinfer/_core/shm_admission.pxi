@@ -276,22 +276,49 @@ cdef class Admission:
         one host-wide, whose wake fd is written. Returns the woken worker or -1."""
         _enter(self.seg, worker, self.n_workers)
         cdef int64_t *held = &self.wd[worker * self.n_dep + self.d].held
-        cdef int64_t h = fi_load(held), w, woken = -1
+        cdef int64_t h = fi_load(held)
         while True:
             if h <= 0:
                 raise RuntimeError(f"worker {worker} holds no slot of this deployment")
             if fi_cas(held, &h, h - 1):
                 break
-        w = fi_load(&self.a.word)
+        try:
+            return self._free_slot()
+        except BaseException:
+            fi_fetch_add(held, 1)       # not released: the caller (or reclaim) still owns it
+            raise
+
+    def reserve(self, int64_t n):
+        """Count up to ``n`` slots in flight that no worker holds: a reload's previous generation's
+        requests, which end in their own segment, so that the new one admits only what is left of
+        ``max_concurrency`` (the supervisor's, ``process.hostwide``). Taken as free slots are, never
+        past the limit nor ahead of a waiter. Returns how many were taken."""
+        if self.seg.base == NULL:
+            _closed()
+        cdef int64_t w = fi_load(&self.a.word), take
+        while True:
+            take = min(n, self.maxc - (w & LOW_MASK))
+            if (w >> 32) != 0 or take <= 0:
+                return 0
+            if fi_cas(&self.a.word, &w, w + take):
+                return take
+
+    def unreserve(self, int64_t n):
+        """Give back ``n`` slots ``reserve`` took, each to the best waiter host-wide if one waits."""
+        if self.seg.base == NULL:
+            _closed()
+        for _ in range(n):
+            self._free_slot()
+
+    cdef int64_t _free_slot(self) except -2:
+        """A slot in flight is free: it passes to the best waiter host-wide (whose wake fd is
+        written), else it is uncounted. Returns the woken worker or -1."""
+        cdef int64_t w = fi_load(&self.a.word), woken = -1
         while (w >> 32) == 0:
             if fi_cas(&self.a.word, &w, w - 1):
                 return -1
         # someone waits: hand the slot over under the lock
-        try:
-            self._lock()
-        except BaseException:
-            fi_fetch_add(held, 1)       # not released: the caller (or reclaim) still owns it
-            raise
+        self._lock()
         try:
             w = fi_load(&self.a.word)
             if (w >> 32) == 0:

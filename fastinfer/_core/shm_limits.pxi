@@ -506,6 +506,20 @@ cdef class KeyConcurrency:
         _enter(self.seg, worker, self.n_workers)
         return fi_load(&self.held[worker * self.stride])
 
+    def reserve(self, int64_t n):
+        """Count ``n`` requests in flight that no worker holds: a reload's previous generation's,
+        which end in their own segment, so that the new one admits only what is left of ``limit``."""
+        if self.seg.base == NULL:
+            _closed()
+        fi_fetch_add(&self.k.in_flight, n)
+        return n
+
+    def unreserve(self, int64_t n):
+        """``n`` of the requests ``reserve`` counted have ended."""
+        if self.seg.base == NULL:
+            _closed()
+        fi_fetch_add(&self.k.in_flight, -n)
+
 
 cdef bint _slot_acquire(KeyConcurrency kc, int64_t worker) except -1:
     """``KeyConcurrency.try_acquire`` for C callers."""

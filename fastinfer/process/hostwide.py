@@ -183,6 +183,30 @@ class HostState:
             self._hand_over_sessions(old, carried)
         return carried
 
+    def settle_in_flight(self, old: HostState, reserved: dict | None = None, final: bool = False) -> dict:
+        """Count ``old``'s requests in flight (a reload's retiring generation: they end in, and give
+        back to, its own segment) in this segment's concurrency limits, each deployment's and key's by
+        name, so that a limit holds across both generations while ``old`` drains. ``reserved``: what
+        the last call counted (None at the roll); each call moves it to ``old``'s in-flight now (a slot
+        given back goes to this generation's best waiter); ``final`` (``old`` has exited) gives all of
+        it back. Returns what is counted now."""
+        reserved = dict(reserved or {})
+        m = self.index.state_map(old.index)
+        limits = [(("deployment", i, j), old.segment.admission(i), self.segment.admission(j))
+                  for i, j in m.deployments.items()]
+        limits += [(("key", i, j), old.segment.key_concurrency(i), self.segment.key_concurrency(j))
+                   for i, j in m.keys.items()]
+        for name, theirs, mine in limits:
+            counted = reserved.get(name, 0)
+            now = 0 if final else theirs.in_flight
+            if now < counted:
+                mine.unreserve(counted - now)
+                counted = now
+            elif now > counted:
+                counted += mine.reserve(now - counted)    # no more than the limit leaves, no waiter jumped
+            reserved[name] = counted
+        return reserved
+
     def hand_metrics_over_from(self, old: HostState, since: Counted | None = None) -> Counted:
         """/metrics answers from this segment from now on, ``old``'s counters and histograms added
         into it (by name): all of them (``since`` None: when this generation serves and ``old`` is

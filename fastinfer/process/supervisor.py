@@ -78,6 +78,9 @@ class Generation:
         self.pids: dict[int, int] = {}   # pid -> worker index
         self.carried = None              # state already carried to the next generation (at the roll)
         self.counted = None              # counters and histograms already handed over to it (once it serves)
+        # the generation it replaced, whose requests in flight it counts in its concurrency limits, and
+        # what it counts of them now (``HostState.settle_in_flight``)
+        self.in_flight_of: tuple[Generation, dict] | None = None
         self.started_at = time.monotonic()
         self.kill_at: float | None = None  # once retired: when workers still draining are killed
         self.overdue_logged = False
@@ -260,6 +263,7 @@ class Supervisor:
                     break
         for generation in list(self.retiring):
             if not generation.pids:  # every retired worker has drained: its state can go
+                self._settle_in_flight(of=generation)
                 if not generation.abandoned:
                     self.current.host.carry_state_from(generation.host, since=generation.carried)
                     # what it counted while it drained (all it counted, if a stop came before the hand-over)
@@ -285,6 +289,7 @@ class Supervisor:
                 self._roll()
             self._retire_when_replaced()
             self._hand_metrics_over()
+            self._settle_in_flight()
             self._kill_overdue()
             time.sleep(_POLL_S)
         return 0
@@ -376,6 +381,7 @@ class Supervisor:
         self.current = Generation(self._generations, config, host)
         self.config = config
         self.retiring.append(old)        # before the spawns: the new workers show its metrics until it is retired
+        self.current.in_flight_of = (old, host.settle_in_flight(old.host))
         for index in range(self.n_workers):
             self._spawn(self.current, index)
         log.info("config reloaded: generation %d starting, generation %d retired once it serves",
@@ -398,6 +404,21 @@ class Supervisor:
         for generation in waiting:
             self._retire(generation)
             log.info("generation %d serving; generation %d draining", self.current.number, generation.number)
+
+    def _settle_in_flight(self, of: Generation | None = None) -> None:
+        """Each generation a reload started counts the requests its predecessor still has in flight
+        in its concurrency limits (``HostState.settle_in_flight``): moved to their number now, or, for
+        the predecessor ``of`` that has exited, given back (its segment goes)."""
+        for generation in self._all_generations():
+            if generation.in_flight_of is None:
+                continue
+            source, reserved = generation.in_flight_of
+            if source is of or generation is of:
+                if generation is not of:
+                    generation.host.settle_in_flight(source.host, reserved, final=True)
+                generation.in_flight_of = None
+            elif of is None:
+                generation.in_flight_of = (source, generation.host.settle_in_flight(source.host, reserved))
 
     def _hand_metrics_over(self) -> None:
         """/metrics answers from the new generation's segment, the old one's counts added into it, once

@@ -39,6 +39,19 @@ def test_a_keys_limit_holds_across_workers(make):
     assert seg.key_concurrency(1).in_flight == 100
 
 
+def test_reserved_requests_count_against_a_keys_limit_until_given_back(make):
+    """A reload's new generation counts the old one's requests of the key (``reserve``)."""
+    seg = make(key_max_concurrency=[2, 0])
+    k = seg.key_concurrency(0)
+    assert k.reserve(2) == 2 and k.in_flight == 2
+    assert k.try_acquire(0) is False
+    k.unreserve(1)
+    assert k.try_acquire(0) and k.try_acquire(1) is False
+    k.unreserve(1)
+    k.release(0)
+    assert k.in_flight == 0
+
+
 def test_reclaim_gives_back_a_dead_workers_key_slots(make):
     seg = make(key_max_concurrency=[3, 0])
     a, b = seg.key_concurrency(0), seg.key_concurrency(1)

@@ -181,6 +181,35 @@ def test_release_wakes_the_best_waiters_fd(make):
             os.close(fd)
 
 
+def test_reserved_slots_count_against_the_limit_and_pass_to_waiters_when_given_back(make):
+    """A reload's new generation counts the old one's requests in flight (``reserve``): they take
+    slots no worker holds, never past the limit nor ahead of a waiter, and each one given back
+    (``unreserve``) goes to the best waiter, as a released slot does."""
+    seg = make(n_workers=2, deployments=[(3, 8, 0)])
+    fds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(2)]
+    try:
+        for w, fd in enumerate(fds):
+            seg.register_worker(w, os.getpid(), fd)
+        a = seg.admission(0)
+        assert a.try_acquire(0)
+        assert a.reserve(5) == 2                     # what is left of the limit, no more
+        assert a.in_flight == 3 and a.held_by(0) == 1 and a.held_by(1) == 0
+        assert a.try_acquire(1) is False
+        t = a.enqueue(1, NORM)
+        assert t >= 0 and a.reserve(1) == 0          # never ahead of a waiter
+        a.unreserve(1)                               # the waiter gets the slot
+        assert readable(fds[1]) and os.eventfd_read(fds[1]) == 1 and a.take_granted(1) == [t]
+        assert a.in_flight == 3 and a.queue_depth == 0
+        a.unreserve(1)                               # nobody waits: the slot is free
+        assert a.in_flight == 2 and a.try_acquire(0)
+        for w in (0, 0, 1):
+            a.release(w)
+        assert a.in_flight == 0
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def test_wake_through_a_pipe(make):
     seg = make(n_workers=2, deployments=[(1, 2, 0)])
     r, w = os.pipe()

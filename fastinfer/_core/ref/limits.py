@@ -266,6 +266,15 @@ class KeyConcurrency:
         self._st.check_worker(worker)
         return self._held.get(worker, 0)
 
+    def reserve(self, n):
+        with self._st.lock:
+            self.in_flight += n
+            return n
+
+    def unreserve(self, n):
+        with self._st.lock:
+            self.in_flight -= n
+
     def _reclaim(self, worker) -> int:
         n = self._held.pop(worker, 0)
         self.in_flight -= n

@@ -355,6 +355,24 @@ class Admission:
         _wake_fds([fd])
         return woken
 
+    def reserve(self, n):
+        with self._st.lock:
+            if self._waiting:
+                return 0
+            take = max(0, min(n, self.max_concurrency - self._in_flight))
+            self._in_flight += take
+            return take
+
+    def unreserve(self, n):
+        fds = []
+        with self._st.lock:
+            for _ in range(n):
+                if self._waiting:
+                    fds.append(self._st.workers[self._hand_off()][1])
+                else:
+                    self._in_flight -= 1
+        _wake_fds(fds)
+
     def _reclaim(self, worker):
         tickets = 0
         for t in [t for t, e in self._waiting.items() if e.worker == worker]:
