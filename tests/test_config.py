@@ -209,6 +209,21 @@ def test_bad_config_names_the_key_and_exits_2(workdir, text, expected):
     assert "sk-do-not-print-me" not in out.stderr + out.stdout
 
 
+def test_every_problem_of_a_replica_is_reported_at_once(workdir):
+    out = check_config(workdir, """
+        [[deployments]]
+        name = "a"
+        provider = "openai_compatible"
+        [[deployments.replicas]]
+        base_url = "http://127.0.0.1:99999/v1"
+        weight = -3
+     """)
+    assert out.returncode == 2
+    assert "deployments[0].replicas[0].weight: must be >= 1" in out.stderr
+    assert "deployments[0].replicas[0].base_url: has a port that is not a number" in out.stderr
+    assert out.stderr.count("base_url") == 1, out.stderr
+
+
 def test_serve_refuses_a_bad_config_before_starting(workdir):
     path = write_config(workdir, '[[deployments]]\nname = "a"\nprovider = "mock"\nbogus = 1\n')
     out = subprocess.run([sys.executable, "-m", "fastinfer", "serve", "--config", str(path), "--port", "0"],

@@ -201,7 +201,7 @@ class MockConfig:
 
 @dataclass(frozen=True)
 class ReplicaConfig:
-    base_url: str | None = None
+    base_url: str | None = _c(None, url=True)     # checked with the other fields: every problem at once
     credential: Secret | None = None
     weight: int = _c(1, min=1, max=1000)
     name: str | None = None
@@ -451,10 +451,6 @@ def _check_references(cfg: Config, problems: _Problems) -> None:
             rpath = f"{path}.replicas[{j}]"
             if r.base_url is None and d.provider not in DEFAULT_BASE_URLS and not kind.in_process:
                 problems.add(f"{rpath}.base_url", "is required for this provider")
-            if r.base_url is not None:
-                problem = base_url_problem(r.base_url)
-                if problem:
-                    problems.add(f"{rpath}.base_url", problem)
             if r.name is not None:
                 if not _printable_name(r.name):
                     problems.add(f"{rpath}.name", f"a replica name is printable text without control characters "
