@@ -13,7 +13,7 @@ class GatewayError(Exception):
     code: str | None = None
     fallback = False          # another deployment in ``fallbacks`` may serve this request
     context_window = False    # only ``context_window_fallbacks`` may serve it (prompt too long)
-    ends_connection = False   # the request's body was not read whole: no other request can follow it
+    ends_connection = False   # no other request may follow it on its connection (its body was not read whole)
 
     def __init__(self, message: str, *, status: int | None = None, type: str | None = None,
                  code: str | None = None, param: str | None = None, retry_after: float | None = None,
@@ -61,6 +61,19 @@ class BodyNotRead(GatewayError):
 
     status, type = 400, "invalid_request_error"
     ends_connection = True
+
+
+class MetricsHandedOver(GatewayError):
+    """/metrics or /admin/stats asked in the instant a reload moves the host's totals to the new
+    generation, or of a retired worker: ask again (the connection ends, so the next ask reaches a
+    worker that answers)."""
+
+    status, type, code = 503, "overloaded_error", "metrics_handed_over"
+    ends_connection = True
+
+    def __init__(self):
+        super().__init__("A reload is handing the host's totals to the next generation of workers: ask again.",
+                         retry_after=0.0)
 
 
 class RateLimited(GatewayError):

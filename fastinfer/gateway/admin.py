@@ -20,7 +20,7 @@ from .._core.constants import BREAKER_STATE_NAMES
 from ..config import ConfigError
 from ..config.servable import load_servable
 from ..engine.state import describe_state
-from ..errors import BadRequest, GatewayError
+from ..errors import BadRequest, GatewayError, MetricsHandedOver
 from ..limits.report import describe_keys
 from ..ops import AdminAuth, host_stats
 from ..ops.dashboard import PAGE, load_assets
@@ -85,7 +85,16 @@ class AdminApi:
 
     @_admin_route
     async def stats(self, request: web.Request) -> web.Response:
-        return _json(host_stats(self.engine.metrics, self.engine.config, self.engine.limits))
+        """The host's totals, as /metrics shows them (``Metrics.live_source``: during a reload, the
+        previous generation's until the new one takes over, then without what is left of the limits)."""
+        own = self.engine.metrics
+        source = own.live_source()
+        if source is not None:
+            stats = (host_stats(own, self.engine.config, self.engine.limits) if source is own
+                     else host_stats(source, source.config))
+            if source.live:
+                return _json(stats)
+        raise MetricsHandedOver()
 
     @_admin_route
     async def keys(self, request: web.Request) -> web.Response:

@@ -27,7 +27,7 @@ from .._core.slotted import record_maker
 from ..engine import Deployment, Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
 from ..routing import session_id_problem
-from ..errors import BadRequest, BodyNotRead, GatewayError
+from ..errors import BadRequest, BodyNotRead, GatewayError, MetricsHandedOver
 from ..formats.common import counted_input_tokens
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
@@ -36,7 +36,7 @@ from .anthropic_api import count_tokens_request, messages_request
 from .auth import key_ring
 from .body import NOT_ARRIVED, arrived_json, read_json
 from .drain import GatewayDrain, ShuttingDown
-from .errors import JSON, error_response
+from .errors import JSON
 from .middleware import (DATA_ROUTE, OPERATOR_ROUTE, REQUEST_ID, RequestIds, error_answer, error_middleware,
                          finished, refuse_without_cycles)
 from .openai_api import chat_request, passthrough_request
@@ -68,11 +68,6 @@ class DataRequest:
 
 # ``DataRequest(received_at, trace)`` on every data request, without the dataclass's ``__init__`` (``_core.slotted``)
 new_data_request = record_maker(DataRequest)
-
-
-_METRICS_HANDED_OVER = GatewayError("A reload is handing the host's metrics to the next generation of workers: "
-                                    "scrape again.", status=503, type="overloaded_error", code="metrics_handed_over",
-                                    retry_after=0.0)
 
 
 class Gateway:
@@ -458,11 +453,9 @@ class Gateway:
         a 503 in the moment they move to the new generation, or from a retired worker (its
         connection ends: the next scrape reaches a worker of the new one)."""
         body = self.engine.metrics.live_render()
-        if body is not None:
-            return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-        answer = error_response(_METRICS_HANDED_OVER, "openai", request[REQUEST_ID])
-        answer.force_close()
-        return answer
+        if body is None:
+            raise MetricsHandedOver()
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(body=b'{"status":"ok"}', content_type=JSON)

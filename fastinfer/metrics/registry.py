@@ -137,9 +137,10 @@ class Metrics:
         self._series = {d: deployment_series(self, d) for d in layout.deployments}
         self._unnamed = self._series[UNKNOWN_DEPLOYMENT]
         self._keys = {k: key_series(self, k) for k in layout.keys}     # a name not configured: not counted
-        # a reload's new worker: the previous generation's metrics, which /metrics shows until this
-        # segment takes over (``live_render``)
+        # a reload's new worker: the previous generation's metrics (and its config), which /metrics
+        # and /admin/stats show until this segment takes over (``live_source``)
         self.predecessor: Metrics | None = None
+        self.config: Config | None = None
 
     @property
     def live(self) -> bool:
@@ -149,17 +150,23 @@ class Metrics:
         one with the old one's counts added (``HostState.hand_metrics_over_from``)."""
         return self.counters.get(self._c[METRICS_LIVE]) == 1
 
-    def live_render(self) -> str | None:
-        """What /metrics shows: this segment's totals when it answers for them, the previous
-        generation's while it still does (a reload under way), None in the moment the counts move
-        from one to the other (or in a retired worker). Checked again after the rendering: what is
-        returned was the live totals when it was read, never a total a later scrape lacks."""
+    def live_source(self) -> Metrics | None:
+        """Whose totals /metrics and /admin/stats show: this segment's when it answers for them, the
+        previous generation's while it still does (a reload under way), None in the moment the
+        counts move from one to the other (or in a retired worker). A reader checks ``live`` again
+        once it has read: then what it read was the live totals, never a total a later read lacks."""
         for source in (self, self.predecessor):
             if source is not None and source.live:
-                text = source.render()
-                if source.live:
-                    return text
+                return source
         return None
+
+    def live_render(self) -> str | None:
+        """The /metrics text of ``live_source``, or None (see there)."""
+        source = self.live_source()
+        if source is None:
+            return None
+        text = source.render()
+        return text if source.live else None
 
     def series(self, deployment: str):
         """``deployment``'s series for the request path; a name the config does not have (a

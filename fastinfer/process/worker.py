@@ -105,7 +105,9 @@ def _predecessor_metrics(predecessor: tuple[Config, HostState], index: int) -> M
     segment = host.segment
     admission = AdmissionControl(segment, index, host.wake_fds[index], len(segment.layout.deployments))
     breakers = [deployment_breakers(segment, i, d, index) for i, d in enumerate(config.deployments)]
-    return _host_metrics(config, host, admission, breakers)
+    metrics = _host_metrics(config, host, admission, breakers)
+    metrics.config = config       # /admin/stats reads the deployments through it
+    return metrics
 
 
 async def _serve(index: int, config: Config, sock: socket.socket, host: HostState,
