@@ -228,6 +228,16 @@ def test_first_byte_and_idle_watchdog():
     assert aborted
 
 
+def streaming(timeouts):
+    """(connection, sink) of an exchange whose chunked answer has begun (one chunk read); in a loop."""
+    conn = connection(Pool("http://127.0.0.1:1/v1"), asyncio.get_running_loop())
+    conn.connection_made(FakeTransport())
+    sink = Sink()
+    conn.send(b"x", sink, timeouts)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    return conn, sink
+
+
 def test_a_paused_read_is_not_the_upstreams_silence():
     """A client reading slower than the upstream sends pauses the upstream's reads: that wait is the
     gateway's, never the upstream idle past ``idle_s`` (the replica would be charged a timeout and its
@@ -236,12 +246,7 @@ def test_a_paused_read_is_not_the_upstreams_silence():
         connect_s, first_byte_s, idle_s, total_s = 1.0, 0.05, 0.05, 0.6
 
     async def go():
-        pool = Pool("http://127.0.0.1:1/v1")
-        conn = connection(pool, asyncio.get_running_loop())
-        conn.connection_made(FakeTransport())
-        sink = Sink()
-        conn.send(b"x", sink, Short)
-        conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        conn, sink = streaming(Short)
         conn.pause()
         await asyncio.sleep(0.2)         # four idle limits while the gateway does not read
         paused = sink.ended[:]
@@ -264,12 +269,7 @@ def test_a_stream_past_its_total_time_while_its_client_holds_it_back_is_the_clie
         connect_s, first_byte_s, idle_s, total_s = 1.0, 1.0, 1.0, 0.1
 
     async def go(paused: bool):
-        pool = Pool("http://127.0.0.1:1/v1")
-        conn = connection(pool, asyncio.get_running_loop())
-        conn.connection_made(FakeTransport())
-        sink = Sink()
-        conn.send(b"x", sink, Short)
-        conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        conn, sink = streaming(Short)
         if paused:
             conn.pause()
         await asyncio.sleep(0.25)

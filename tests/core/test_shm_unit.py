@@ -1,6 +1,7 @@
 """Behaviour of the shared-memory core, the same cases driven against the
 compiled module (fastinfer._core.shm) and the pure-Python reference."""
 import array
+import contextlib
 import functools
 import math
 import os
@@ -154,12 +155,22 @@ def test_stale_ticket_cannot_cancel_a_new_entry(make):
     assert a.cancel(t2) is True
 
 
-def test_release_wakes_the_best_waiters_fd(make):
-    seg = make(n_workers=4, deployments=[(1, 8, 0)])
-    fds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(4)]
+@contextlib.contextmanager
+def wake_fds(seg, n):
+    """``n`` workers of ``seg`` registered, each with its wake eventfd (yielded, closed after)."""
+    fds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(n)]
     try:
         for w, fd in enumerate(fds):
             seg.register_worker(w, os.getpid(), fd)
+        yield fds
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_release_wakes_the_best_waiters_fd(make):
+    seg = make(n_workers=4, deployments=[(1, 8, 0)])
+    with wake_fds(seg, 4) as fds:
         a = seg.admission(0)
         assert a.try_acquire(0)
         t_bg = a.enqueue(1, BG)
@@ -176,9 +187,6 @@ def test_release_wakes_the_best_waiters_fd(make):
         assert a.take_granted(1) == [t_bg]
         assert a.release(1) == -1
         assert not any(readable(fd) for fd in fds)
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def test_reserved_slots_count_against_the_limit_and_pass_to_waiters_when_given_back(make):
@@ -186,10 +194,7 @@ def test_reserved_slots_count_against_the_limit_and_pass_to_waiters_when_given_b
     slots no worker holds, never past the limit nor ahead of a waiter, and each one given back
     (``unreserve``) goes to the best waiter, as a released slot does."""
     seg = make(n_workers=2, deployments=[(3, 8, 0)])
-    fds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(2)]
-    try:
-        for w, fd in enumerate(fds):
-            seg.register_worker(w, os.getpid(), fd)
+    with wake_fds(seg, 2) as fds:
         a = seg.admission(0)
         assert a.try_acquire(0)
         assert a.reserve(5) == 2                     # what is left of the limit, no more
@@ -205,9 +210,6 @@ def test_reserved_slots_count_against_the_limit_and_pass_to_waiters_when_given_b
         for w in (0, 0, 1):
             a.release(w)
         assert a.in_flight == 0
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def test_wake_through_a_pipe(make):
