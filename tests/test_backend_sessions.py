@@ -93,6 +93,22 @@ def test_an_open_that_fails_fails_the_request_and_nothing_is_generated(start_gat
     assert chat(gw.base)[0] == 200
 
 
+def test_a_half_open_replicas_probe_opens_the_session_and_its_success_closes_the_circuit(start_gateway, replicas):
+    """The attempt that is a half-open replica's one probe opens the session on it (the open is
+    that attempt's, not a second pass through the circuit, which the probe would refuse)."""
+    gw = start_gateway(config(replicas))
+    for replica in NAMES:
+        assert force_open(gw, replica, duration_s=0.5)[0] == 200
+    time.sleep(0.8)                                     # every circuit half-open: the next attempt probes
+    status, replica, body = chat(gw.base, session="probing")
+    assert status == 200, body
+    ((call, sid),) = calls(mock_of(replicas, replica))  # asked for real: the open, then the generation
+    assert call == "open" and generations(mock_of(replicas, replica))[-1]["body"]["session_params"] == {"id": sid}
+    text = metrics_text(gw)
+    assert metric_value(text, f'fastinfer_circuit_state{{deployment="m",replica="{replica}"}}') == 0
+    assert metric_value(text, 'fastinfer_backend_session_calls_total{deployment="m",call="open",result="ok"}') == 1
+
+
 def test_idle_sessions_are_closed_once_by_the_hosts_reaper(start_gateway, replicas):
     gw = start_gateway(config(replicas, ttl_s=1))
     bound = {s: chat(gw.base, session=s)[1] for s in ("idle-a", "idle-b", "idle-c")}

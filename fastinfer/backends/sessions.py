@@ -133,7 +133,9 @@ class BackendSessions:
         body = {"session_id": key.hex(), "capacity_of_str_len": dep.session.capacity,
                 "timeout": dep.session.affinity_ttl_s + BACKEND_TIMEOUT_MARGIN_S}
         try:
-            outcome = await dep.control.call(replica, "POST", OPEN_PATH, body, timeouts)
+            # breaker=False: the request's attempt on the replica already passed its circuit (perhaps
+            # as the half-open probe, which a second check would refuse) and records the verdict itself
+            outcome = await dep.control.call(replica, "POST", OPEN_PATH, body, timeouts, breaker=False)
         except BaseException:
             # the client left mid-call: the backend may have opened it; a close of nothing is harmless
             if self.table.backend_transition(key, SESSION_OPENING, SESSION_NONE):
