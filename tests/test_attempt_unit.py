@@ -22,7 +22,7 @@ from fastinfer._core import attempts as compiled
 from fastinfer._core.ref import attempts as reference
 from fastinfer.engine.attempt import SUCCESS
 from fastinfer.errors import UpstreamFailure
-from fastinfer.engine.classify import classify_exception, classify_reply, classify_stream_error
+from fastinfer.engine.classify import classify_exception, classify_reply, classify_stream_error, past_deadline
 from fastinfer.errors import UpstreamTimeout
 from fastinfer.limits import AdmissionControl
 from fastinfer.metrics import Metrics
@@ -37,7 +37,7 @@ CONFIG = {"deployments": [{"name": "d", "provider": "openai_compatible", "model"
 @pytest.fixture(params=["compiled", "reference"])
 def core(request):
     """The module the test's attempts and slots come from."""
-    reference.judged_by(classify_exception, classify_stream_error, SUCCESS)     # the engine's verdicts, as engine.attempt gives them
+    reference.judged_by(classify_exception, classify_stream_error, SUCCESS, past_deadline)     # the engine's verdicts, as engine.attempt gives them
     return {"compiled": compiled, "reference": reference}[request.param]
 
 

@@ -101,6 +101,50 @@ def test_fallback_is_used_when_the_deployment_cannot_serve(start_gateway, mock_u
     assert raw.http_response.status_code == 200
     assert raw.headers["x-fastinfer-deployment"] == "backup"
     assert metric_value(metrics_text(gw), 'fastinfer_fallbacks_total{deployment="primary",to="backup"}') == 1
+    # the attempts are the request's: both of the primary's and the backup's, as the access log counts them
+    assert raw.headers["x-fastinfer-attempts"] == "3"
+
+
+def test_a_failed_fallback_counts_every_deployments_attempts(start_gateway, mock_upstream):
+    config = deployment("primary", mock_upstream.base, retry="{ max_attempts = 2, base_ms = 10, max_ms = 20 }",
+                        fallbacks='["backup"]') + deployment("backup", mock_upstream.base,
+                                                             retry="{ max_attempts = 1 }")
+    gw = start_gateway(config)
+    mock_upstream.script([{"status": 503}, {"status": 503}, {"status": 503}])
+    status, headers, _ = http_json("POST", gw.base + "/v1/chat/completions", {"model": "primary", "messages": MESSAGES})
+    assert status == 503
+    assert headers["x-fastinfer-attempts"] == "3"
+    assert mock_upstream.stats()["requests"] == 3
+
+
+def test_a_callers_deadline_never_opens_a_healthy_replicas_circuit(start_gateway, mock_upstream):
+    """A client that asks for 100 ms of a replica answering in 300 gets its 504; the replica's circuit
+    stays closed for everyone else (the timeout was the caller's, not the replica's), streams too."""
+    gw = start_gateway(deployment("m", mock_upstream.base, retry="{ max_attempts = 1 }",
+                                  circuit_breaker="{ failure_threshold = 2, open_s = 60 }",
+                                  fallbacks='["backup"]') + deployment("backup", mock_upstream.base))
+    mock_upstream.control(latency_ms=300)
+    for stream in (False, False, True, True):
+        status, _, _ = http_json("POST", gw.base + "/v1/chat/completions",
+                                 {"model": "m", "messages": MESSAGES, "stream": stream},
+                                 headers={"x-timeout-ms": "100"})
+        assert status == 504
+    text = metrics_text(gw)
+    assert metric_value(text, 'fastinfer_upstream_requests_total{deployment="m",replica="r0",outcome="timeout"}') == 4
+    assert metric_value(text, 'fastinfer_circuit_state{deployment="m",replica="r0"}') == 0
+    # no time left for a fallback either: the backup was never asked
+    assert metric_value(text, 'fastinfer_fallbacks_total{deployment="m",to="backup"}') == 0
+    assert mock_upstream.stats()["requests"] == 4
+    status, _, body = http_json("POST", gw.base + "/v1/chat/completions", {"model": "m", "messages": MESSAGES})
+    assert status == 200, body
+    # the replica's own first-byte timeout still counts: with no deadline, it is the replica that was slow
+    gw2 = start_gateway(deployment("m", mock_upstream.base, retry="{ max_attempts = 1 }",
+                                   circuit_breaker="{ failure_threshold = 2, open_s = 60 }",
+                                   timeouts="{ first_byte_s = 0.1 }"))
+    for _ in range(2):
+        status, _, _ = http_json("POST", gw2.base + "/v1/chat/completions", {"model": "m", "messages": MESSAGES})
+        assert status == 504
+    assert metric_value(metrics_text(gw2), 'fastinfer_circuit_state{deployment="m",replica="r0"}') == 1
 
 
 def test_context_window_errors_go_only_to_context_window_fallbacks(start_gateway, mock_upstream):

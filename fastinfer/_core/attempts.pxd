@@ -5,7 +5,7 @@ cdef class Attempt:
     cdef public object dep, replica, trace, span, verdict
     cdef public Py_ssize_t index
     cdef public bint probe
-    cdef public double started, answered_at, left_at
+    cdef public double started, answered_at, left_at, deadline
     cdef bint _ended, _handed_over
 
     cpdef end(self, verdict)

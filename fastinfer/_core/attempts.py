@@ -53,15 +53,21 @@ END_GRACE_S = 0.5
 _judge = None       # exception -> Verdict (``engine.classify.classify_exception``)
 _judge_event = None  # (an upstream's error event, its provider) -> Verdict (``classify_stream_error``)
 _success = None     # the verdict of an attempt whose answer was used (``engine.attempt.SUCCESS``)
+_judge_late = None  # a verdict reached at the caller's deadline -> the verdict that stands (``past_deadline``)
+#: how close to the caller's deadline an attempt's end counts as reached by it: the timer that cut it
+#: and the deadline are read on two clocks (the loop's, a millisecond's resolution, and ``clock``)
+DEADLINE_SLACK_S = 0.005
 
 
-def judged_by(classify_exception, classify_stream_error, success) -> None:
-    """How an attempt's exception and a stream's error event are judged, and the verdict of a
-    success: the engine's, given once."""
-    global _judge, _judge_event, _success
+def judged_by(classify_exception, classify_stream_error, success, past_deadline) -> None:
+    """How an attempt's exception and a stream's error event are judged, the verdict of a
+    success, and what a verdict becomes when the caller's deadline cut the attempt: the engine's,
+    given once."""
+    global _judge, _judge_event, _success, _judge_late
     _judge = classify_exception
     _judge_event = classify_stream_error
     _success = success
+    _judge_late = past_deadline
 
 
 class Attempt:
@@ -95,6 +101,7 @@ class Attempt:
         self.started = 0.0
         self.answered_at = 0.0
         self.left_at = 0.0
+        self.deadline = 0.0           # the caller's deadline on ``clock`` (0: none), set by the engine
         self._ended = False
         self._handed_over = False
 
@@ -124,6 +131,11 @@ class Attempt:
         if self._ended:
             return
         self._ended = True
+        if self.deadline and verdict is not None and verdict is not _success \
+                and clock() >= self.deadline - DEADLINE_SLACK_S:
+            # the limit that ended it was the caller's, not the replica's: a client asking for 100 ms
+            # of a replica that takes 300 must not open its circuit for everyone
+            verdict = _judge_late(verdict)
         self.verdict = verdict
         dep = self.dep
         dep.router.finish(self.index, clock() - self.started if verdict is _success else -1.0)

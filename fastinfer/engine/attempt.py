@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .._core import attempts
 from .._core.attempts import Attempt, Slot
-from .classify import Verdict, classify_exception, classify_stream_error
+from .classify import Verdict, classify_exception, classify_stream_error, past_deadline
 
 #: an attempt whose answer was used; its time feeds the replica's latency average
 SUCCESS = Verdict(error=None, outcome="success", retry=False, counts_for_breaker=False, fallback=False)
@@ -21,6 +21,6 @@ SUCCESS = Verdict(error=None, outcome="success", retry=False, counts_for_breaker
 #: (``latency`` routing would send generations to the replica that counts fastest)
 UNTIMED_SUCCESS = Verdict(error=None, outcome="success", retry=False, counts_for_breaker=False, fallback=False)
 
-attempts.judged_by(classify_exception, classify_stream_error, SUCCESS)
+attempts.judged_by(classify_exception, classify_stream_error, SUCCESS, past_deadline)
 
 __all__ = ["SUCCESS", "UNTIMED_SUCCESS", "Attempt", "Slot"]

@@ -64,7 +64,7 @@ from ..redact import redact
 from .backoff import parse_duration, parse_retry_after
 
 __all__ = ["Verdict", "Rule", "STATUS_RULES", "classify_reply", "classify_exception", "classify_stream_error",
-           "is_context_window_message"]
+           "is_context_window_message", "past_deadline"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +78,14 @@ class Verdict:
     context_window: bool = False  # the prompt is too long: only ``context_window_fallbacks`` may serve
     retry_after_s: float | None = None  # the upstream's wait hint, seconds
     reauth: bool = False         # the gateway's credential was refused: refresh it, retry once if it changed
+    caller_deadline: bool = False  # the caller's deadline cut the attempt: nothing said of the replica
     # the value for ``BreakerSet.record(..., failed)``: True failure, False success, None neutral;
     # made once with the verdict (every attempt's end reads it: a property was a call each time)
     breaker: bool | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "breaker", True if self.counts_for_breaker
-                           else None if self.outcome == "rate_limited" else False)
+                           else None if self.caller_deadline or self.outcome == "rate_limited" else False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +337,20 @@ def classify_exception(exc: BaseException) -> Verdict:
         return Verdict(error=exc, outcome="client_error" if exc.status < 500 else "server_error",
                        retry=False, counts_for_breaker=False, fallback=exc.status >= 500)
     raise TypeError(f"not an upstream failure: {type(exc).__name__}")
+
+
+def past_deadline(verdict: Verdict) -> Verdict:
+    """What an attempt's verdict becomes when it ended at the caller's deadline (``x-timeout-ms``).
+
+    A timeout there is the caller's limit, not the replica's: neutral for the breaker (a client
+    asking for 100 ms of a replica that answers in 300 would otherwise open its circuit for every
+    client), and neither retried nor sent to a fallback, which would have no time left either. Any
+    other verdict (a 500, a refused connection) says what it says of the replica and stands.
+    """
+    if verdict.outcome != "timeout":
+        return verdict
+    return Verdict(error=verdict.error, outcome="timeout", retry=False, counts_for_breaker=False,
+                   fallback=False, caller_deadline=True)
 
 
 def classify_stream_error(payload: bytes, provider: str = "openai") -> Verdict:

@@ -31,7 +31,7 @@ from .affinity import Affinity
 from .attempt import SUCCESS, UNTIMED_SUCCESS, Attempt, Slot
 from .backoff import delay_s
 from .classify import Verdict, classify_reply
-from .request import EngineResult, GatewayRequest, new_result
+from .request import EngineResult, GatewayRequest, clock, new_result
 from .stream import RelayedStream
 
 log = logging.getLogger("fastinfer.engine")
@@ -344,8 +344,12 @@ class Engine:
                     metrics.retry(cfg.name)
                 tried |= 1 << index
                 credential_version = session.source.version
-                timeouts = (cfg.timeouts if req.deadline is None
-                            else _attempt_timeouts(cfg.timeouts, req.deadline, loop.time()))
+                if req.deadline is None:
+                    timeouts = cfg.timeouts
+                else:
+                    now = loop.time()
+                    timeouts = _attempt_timeouts(cfg.timeouts, req.deadline, now)
+                    current.deadline = clock() + (req.deadline - now)   # a timeout there is the caller's
                 extra = None
                 if backend_key is not None:
                     extra = await self.affinity.open_backend(dep.index, backend_key, index, timeouts, after)
@@ -354,7 +358,7 @@ class Engine:
                 if reply.status != 200:
                     current.verdict = classify_reply(reply.status, reply.headers, reply.body, cfg.provider)
                 else:
-                    return self._answer(dep, req, caller, reply, current, attempt, upstream_s + current.upstream_s)
+                    return self._answer(dep, req, caller, reply, current, upstream_s + current.upstream_s)
             # the attempt failed (its exit recorded the verdict); an unexpected error did not get here
             upstream_s += current.upstream_s
             verdict = current.verdict
@@ -376,13 +380,15 @@ class Engine:
         error = verdict.error
         error.fallback = verdict.fallback
         error.context_window = verdict.context_window
-        error.headers["x-fastinfer-attempts"] = str(attempt)
+        # every attempt of the request, a fallback's included, as the access log counts them
+        error.headers["x-fastinfer-attempts"] = str(req.attempts)
         raise error
 
     def _answer(self, dep: Deployment, req: GatewayRequest, caller, reply: UpstreamReply, current: Attempt,
-                attempt: int, upstream_s: float) -> EngineResult:
+                upstream_s: float) -> EngineResult:
         """The answer of a 200: read whole (a reply that cannot be read fails the attempt), or a stream
-        that takes the attempt over."""
+        that takes the attempt over. Its attempts are the request's, on every deployment it tried."""
+        attempt = req.attempts
         fmt = dep.provider.format
         model = dep.config.upstream_model
         if req.endpoint == "count_tokens":     # a count, not an answer: no tokens spent, no answer's latency
