@@ -94,6 +94,29 @@ def test_sessions_stay_on_one_replica_across_workers_and_move_when_its_circuit_o
     assert metric_value(metrics_text(gw), 'fastinfer_session_repins_total{deployment="m"}') == len(moving)
 
 
+def test_a_session_follows_a_retry_only_when_it_was_answered_elsewhere(start_gateway, replicas):
+    """One failure of its replica does not make a session's replica unusable: the retry goes
+    elsewhere on trial, and the session moves only if that replica answers."""
+    retry = 'retry = { max_attempts = 2, base_ms = 1, max_ms = 2 }'
+    gw = start_gateway(replicas_config(replicas, "sticky", deployment=f"session = {{ affinity_ttl_s = 300 }}\n{retry}"))
+    status, home, _ = chat(gw.base, session="s1")
+    assert status == 200
+    # home fails once and so does every other replica: the request fails, the session stays home
+    for mock in replicas:
+        mock.script([{"status": 500}])
+    status, _, _ = chat(gw.base, session="s1")
+    assert status == 502
+    assert [chat(gw.base, session="s1")[1] for _ in range(2)] == [home, home]
+    # every replica answers again but home fails once: the retry answered elsewhere takes the session
+    for mock in replicas:
+        mock.reset()                                  # the one 500 left queued
+    replicas[NAMES.index(home)].script([{"status": 500}])
+    status, moved, _ = chat(gw.base, session="s1")
+    assert status == 200 and moved != home
+    assert [chat(gw.base, session="s1")[1] for _ in range(2)] == [moved, moved]
+    assert metric_value(metrics_text(gw), 'fastinfer_session_repins_total{deployment="m"}') == 1
+
+
 def test_a_request_without_a_session_goes_least_loaded_and_sessions_end_on_request(start_gateway, replicas):
     gw = start_gateway(replicas_config(replicas, "sticky"))
     assert sorted(chat(gw.base)[1] for _ in range(3)) == ["r0", "r1", "r2"]

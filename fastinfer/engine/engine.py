@@ -358,7 +358,9 @@ class Engine:
                 if reply.status != 200:
                     current.verdict = classify_reply(reply.status, reply.headers, reply.body, cfg.provider)
                 else:
-                    return self._answer(dep, req, caller, reply, current, upstream_s + current.upstream_s)
+                    result = self._answer(dep, req, caller, reply, current, upstream_s + current.upstream_s)
+                    route.served(index)     # a session a retry took elsewhere follows its answer
+                    return result
             # the attempt failed (its exit recorded the verdict); an unexpected error did not get here
             upstream_s += current.upstream_s
             verdict = current.verdict
@@ -423,7 +425,7 @@ class Engine:
         breakers = dep.breakers
         for _ in range(2):
             while True:
-                index = route.choose(avoid)
+                index = route.choose(avoid, tried)
                 if index < 0:
                     break
                 verdict = breakers.check(index)

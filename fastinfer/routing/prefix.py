@@ -60,13 +60,16 @@ class PrefixRoute:
         self.router = router
         self.hashes = hashes
 
-    def choose(self, avoid: int) -> int:
+    def choose(self, avoid: int, tried: int = 0) -> int:
         """The cheapest usable replica for this prompt, counted on, its block chain recorded."""
         router = self.router
         replica = router.pick(LEAST_LOADED, avoid | ~self._cheapest(avoid))
         if replica != NO_REPLICA:
             router.prefix.insert(router.worker, self.hashes, replica)
         return replica
+
+    def served(self, replica: int) -> None:
+        """The request was answered by ``replica``: its chain was recorded when it was chosen."""
 
     def _cheapest(self, avoid: int) -> int:
         """The mask of the usable replicas of least cost (all of them when load is unbalanced)."""

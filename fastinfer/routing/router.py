@@ -94,10 +94,14 @@ class DeploymentRouter:
                 return PrefixRoute(self, hashes)
         return self
 
-    def choose(self, avoid: int) -> int:
-        """A replica not in ``avoid`` (a bit mask) and healthy, counted on; NO_REPLICA when none is."""
+    def choose(self, avoid: int, tried: int = 0) -> int:
+        """A replica not in ``avoid`` (a bit mask) and healthy, counted on; NO_REPLICA when none is.
+        (``tried``, the replicas the request failed on, matters to a session's route only.)"""
         rand = self._random.getrandbits(64) if self.policy == POWER_OF_TWO else 0
         return self.load.pick_and_start(self.worker, self.policy, avoid, rand)
+
+    def served(self, replica: int) -> None:
+        """The request was answered by ``replica``: nothing to remember without a session."""
 
     # ------------------------------------------------------------ counts
 

@@ -10,11 +10,12 @@ share a binding), what a client's session id may be, and ``StickyRoute``:
 - keep it while it lives: every request refreshes its idle TTL
   (``session.affinity_ttl_s``);
 - re-pin it (``SessionTable.rebind``, a compare-and-set) when the bound replica
-  may not serve the attempt: its circuit refused it or this request already
-  failed on it (the caller avoids it), it fails its health checks, or a reload
-  removed it (the binding is dropped at the roll and bound afresh). The session
-  stays where it was re-pinned: a retried request leaves its prompt in the new
-  replica's cache.
+  may not serve: its circuit refused the attempt, it fails its health checks, or
+  a reload removed it (the binding is dropped at the roll and bound afresh). The
+  session stays where it was re-pinned.
+- a retry of a request that failed on the bound replica, which may still serve
+  others, goes elsewhere on trial: the session moves only once the retry is
+  answered there (``served``), so a retry that fails too leaves it home.
 
 Bindings it displaces or moves are told to the router's ``SessionEvents``.
 Must not touch: HTTP, backend sessions (their owner hears of every binding
@@ -55,13 +56,14 @@ def _bit(replica: int) -> int:
 class StickyRoute:
     """The route of one request that carries a session id (``x-session-id``)."""
 
-    __slots__ = ("router", "session_key", "bound", "claimed")
+    __slots__ = ("router", "session_key", "bound", "claimed", "trial")
 
     def __init__(self, router, key: bytes):
         self.router = router
         self.session_key = key
         self.bound = router.table.touch(key)   # the live binding, refreshed; -1: none (or expired)
         self.claimed = -1                      # the cluster's answer for an unbound session
+        self.trial = -1                        # where a retry went without moving the session
         if self.bound >= 0 and router.directory.shared:
             router.directory.touched(key, router.ttl_s)
 
@@ -80,13 +82,18 @@ class StickyRoute:
         name = await router.directory.claim(self.session_key, router.name, router.names[proposal], router.ttl_s)
         self.claimed = router.names.index(name) if name in router.names else -1
 
-    def choose(self, avoid: int) -> int:
-        """The session's replica, counted on; bound or re-pinned first when it has none it may use."""
+    def choose(self, avoid: int, tried: int = 0) -> int:
+        """The session's replica, counted on; bound or re-pinned first when it has none it may use.
+        ``tried``: the replicas this request failed on (part of ``avoid``)."""
         router = self.router
         bound = self.bound
         if bound >= 0 and router.usable(bound, avoid):
             router.start(bound)
             return bound
+        if bound >= 0 and (tried >> bound) & 1 and router.usable(bound, avoid & ~tried):
+            # only this request failed there: retry elsewhere, the session stays until that answers
+            self.trial = router.pick(LEAST_LOADED, avoid | _bit(bound))
+            return self.trial
         if bound < 0 and self.claimed >= 0 and router.usable(self.claimed, avoid):
             pick = self.claimed
             router.start(pick)
@@ -106,6 +113,15 @@ class StickyRoute:
             bound = held                     # ... to a replica this attempt may not use: move it on
         self.bound = pick
         return pick
+
+    def served(self, replica: int) -> None:
+        """The request was answered by ``replica``: a retry that went there on trial moves the
+        session after it (unless another process moved it first)."""
+        if replica != self.trial or replica < 0:
+            return
+        self.trial = -1
+        if self._pin(self.bound, replica) == replica:
+            self.bound = replica
 
     def _pin(self, bound: int, pick: int) -> int:
         """Bind the session to ``pick`` (``bound`` < 0) or move it from ``bound``; the replica the
