@@ -143,6 +143,61 @@ def test_queue_timeout_is_503(start_gateway, mock_upstream):
     assert value(scrape(gw.base), 'fastinfer_rejected_total{deployment="m",reason="queue_timeout"}') == 1
 
 
+def _with_fallback(mock_base: str, **deployment) -> str:
+    """``upstream_config``'s deployment ``m`` falling back to ``f``, another deployment on the mock."""
+    return upstream_config(mock_base, fallbacks='["f"]', **deployment) + f"""
+        [[deployments]]
+        name = "f"
+        provider = "openai_compatible"
+        model = "fallback-model"
+
+        [[deployments.replicas]]
+        base_url = "{mock_base}/v1"
+        credential = {{ value = "sk-replica-secret" }}
+    """
+
+
+def test_a_full_or_timed_out_queue_goes_to_the_fallback(start_gateway, mock_upstream):
+    """Both mean the deployment cannot serve the request; its fallback then does."""
+    mock_upstream.script([{"hold": "slot"}])
+    gw = start_gateway(_with_fallback(mock_upstream.base, max_concurrency=1, queue_capacity=1,
+                                      queue_timeout_s=0.5))
+    holder = in_background(lambda: chat(gw.base)[0])
+    assert mock_upstream.wait_in_flight(1)
+    queued = in_background(lambda: chat(gw.base))
+    assert wait_for(lambda: queue_depth(gw) == 1)
+    overflow = chat(gw.base)                       # the queue is full: to the fallback at once
+    queued[0].join(10)
+    timed_out = queued[1][0]                       # waited 0.5 s in the queue, then to the fallback
+    assert mock_upstream.stats()["in_flight"] == 1      # the slot was held all along
+    mock_upstream.release("slot")
+    holder[0].join(10)
+    assert holder[1] == [200]
+    for status, headers, _ in (overflow, timed_out):
+        assert status == 200 and headers["x-fastinfer-deployment"] == "f"
+    models = [r["body"]["model"] for r in mock_upstream.stats()["received"]]
+    assert sorted(models) == ["fallback-model", "fallback-model", "mock-model"]
+    text = scrape(gw.base)
+    assert value(text, 'fastinfer_rejected_total{deployment="m",reason="queue_full"}') == 1
+    assert value(text, 'fastinfer_rejected_total{deployment="m",reason="queue_timeout"}') == 1
+    assert value(text, 'fastinfer_fallbacks_total{deployment="m",to="f"}') == 2
+
+
+def test_a_queue_wait_the_callers_deadline_ends_is_not_sent_to_a_fallback(start_gateway, mock_upstream):
+    mock_upstream.script([{"hold": "slot"}])
+    gw = start_gateway(_with_fallback(mock_upstream.base, max_concurrency=1, queue_timeout_s=30))
+    holder = in_background(lambda: chat(gw.base)[0])
+    assert mock_upstream.wait_in_flight(1)
+    status, headers, body = chat(gw.base, {"x-timeout-ms": "300"})
+    assert mock_upstream.stats()["in_flight"] == 1
+    mock_upstream.release("slot")
+    holder[0].join(10)
+    assert status == 503 and "x-fastinfer-deployment" not in headers
+    assert "queue" in body["error"]["message"]
+    assert [r["body"]["model"] for r in mock_upstream.stats()["received"]] == ["mock-model"]
+    assert value(scrape(gw.base), 'fastinfer_fallbacks_total{deployment="m",to="f"}') == 0
+
+
 def test_breaker_opens_after_exactly_n_failures_probes_once_and_closes(start_gateway, mock_upstream):
     # open_s is long, so the open phase is checked at leisure however slow the machine; then the
     # admin API shortens the open period (force_open sets its end) and the breaker turns half-open

@@ -11,7 +11,7 @@ Must not touch: choosing replicas, retrying, HTTP. The verdicts come from ``clas
 from __future__ import annotations
 
 from .._core import attempts
-from .._core.attempts import Attempt, Slot
+from .._core.attempts import DEADLINE_SLACK_S, Attempt, Slot
 from .classify import Verdict, classify_exception, classify_stream_error, past_deadline
 
 #: an attempt whose answer was used; its time feeds the replica's latency average
@@ -23,4 +23,4 @@ UNTIMED_SUCCESS = Verdict(error=None, outcome="success", retry=False, counts_for
 
 attempts.judged_by(classify_exception, classify_stream_error, SUCCESS, past_deadline)
 
-__all__ = ["SUCCESS", "UNTIMED_SUCCESS", "Attempt", "Slot"]
+__all__ = ["DEADLINE_SLACK_S", "SUCCESS", "UNTIMED_SUCCESS", "Attempt", "Slot"]

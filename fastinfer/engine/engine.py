@@ -28,7 +28,7 @@ from ..routing import DeploymentRouter, SessionDirectory
 from ..session import SessionRegistry
 from ..transport import FixedTimeouts, UpstreamReply
 from .affinity import Affinity
-from .attempt import SUCCESS, UNTIMED_SUCCESS, Attempt, Slot
+from .attempt import DEADLINE_SLACK_S, SUCCESS, UNTIMED_SUCCESS, Attempt, Slot
 from .backoff import delay_s
 from .classify import Verdict, classify_reply
 from .request import EngineResult, GatewayRequest, clock, new_result
@@ -251,6 +251,8 @@ class Engine:
                 await self.admission.acquire(dep.index, req.priority, cfg.on_capacity_exhausted, timeout)
         except CapacityExhausted as e:
             metrics.rejected(cfg.name, e.reason)
+            if req.deadline is not None and self._loop.time() >= req.deadline - DEADLINE_SLACK_S:
+                e.fallback = False      # the caller's deadline ended the wait: no time is left for a fallback
             raise
         except asyncio.CancelledError:
             metrics.rejected(cfg.name, "client_gone")

@@ -27,8 +27,10 @@ class CapacityExhausted(Overloaded):
     def __init__(self, message: str, reason: str, fallback: bool = False):
         super().__init__(message)
         self.reason = reason
-        # "fallback" policy sends the request on at once; a full queue may be served elsewhere too
-        self.fallback = fallback or reason == "queue_full"
+        # "fallback" policy sends the request on at once; a queue that is full, or that held the
+        # request for queue_timeout_s, means this deployment cannot serve it: what fallbacks are for
+        # (the engine takes that back when the caller's own deadline ended the wait)
+        self.fallback = fallback or reason in ("queue_full", "queue_timeout")
 
 
 class AdmissionControl:
