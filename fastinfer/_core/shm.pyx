@@ -48,7 +48,7 @@ their ``Layout`` from ``fastinfer._core.layout``.
 from cpython cimport array
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcpy, memset, strlen
-from libc.math cimport ceil, fabs, floor, isfinite, rint
+from libc.math cimport INFINITY, ceil, fabs, floor, isfinite, rint
 from libc.stdio cimport snprintf
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED

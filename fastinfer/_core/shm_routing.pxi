@@ -14,6 +14,17 @@ cdef inline bint _lighter(int64_t v_a, int64_t w_a, int64_t v_b, int64_t w_b) no
     return v_a * w_b < v_b * w_a
 
 
+cdef inline double _latency_cost(int64_t ewma_ns, int64_t v, int64_t w) noexcept:
+    """What a request would wait on a replica, as peak-EWMA balancers (Finagle, Linkerd) weigh
+    it: its answer-time average times the requests it would then hold (÷ weight), so load spreads
+    in proportion to speed instead of every request going to the fastest until its average moves.
+    A replica with no sample yet costs nothing while idle (it is tried) and everything while its
+    first request is out (one request finds out how fast it is, not a burst)."""
+    if ewma_ns == 0:
+        return 0.0 if v == 0 else INFINITY
+    return <double>ewma_ns * <double>(v + 1) / <double>w
+
+
 cdef inline int64_t _nth_bit(uint64_t mask, int64_t n) noexcept:
     """Index of the n-th (from 0) set bit of mask."""
     while n > 0:
@@ -68,21 +79,24 @@ cdef class ReplicaLoad:
         return i
 
     cdef int64_t _least_loaded(self, uint64_t allowed, int64_t start, bint by_latency) noexcept:
-        """Decide on the lightest allowed replica (ties: the first from ``start`` on) and
-        count it with a CAS from the value decided on; decide again if it changed."""
-        cdef int64_t k, i, best, v, v_best, e, e_best
+        """Decide on the cheapest allowed replica (``by_latency``: ``_latency_cost``, else 0 for
+        all) and among equals the lightest (ties: the first from ``start`` on); count it with a
+        CAS from the value decided on; decide again if it changed."""
+        cdef int64_t k, i, best, v, v_best
+        cdef double c, c_best
         while True:
             best = -1
-            v_best = e_best = 0
+            v_best = 0
+            c_best = 0.0
             for k in range(self.n):
                 i = (start + k) % self.n
                 if not (allowed >> i) & 1:
                     continue
                 v = fi_load(&self.reps[i].in_flight)
-                e = fi_load_relaxed(&self.reps[i].ewma_ns) if by_latency else 0
-                if (best < 0 or e < e_best
-                        or (e == e_best and _lighter(v, self.reps[i].weight, v_best, self.reps[best].weight))):
-                    best, v_best, e_best = i, v, e
+                c = _latency_cost(fi_load_relaxed(&self.reps[i].ewma_ns), v, self.reps[i].weight) if by_latency else 0.0
+                if (best < 0 or c < c_best
+                        or (c == c_best and _lighter(v, self.reps[i].weight, v_best, self.reps[best].weight))):
+                    best, v_best, c_best = i, v, c
             if fi_cas(&self.reps[best].in_flight, &v_best, v_best + 1):
                 return best
 

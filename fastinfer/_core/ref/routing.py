@@ -3,6 +3,7 @@
 obvious way under the segment's one lock."""
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 from ..constants import EWMA_ALPHA, LATENCY, LEAST_LOADED, NO_REPLICA, POWER_OF_TWO, ROUND_ROBIN
@@ -59,8 +60,17 @@ class ReplicaLoad:
 
     def _exact_key(self, i, start, by_latency):
         # in_flight / weight compared exactly, as the compiled core does (cross-multiplication)
-        return (self._ewma[i] if by_latency else 0, Fraction(self._in_flight[i], self._weights[i]),
+        return (self._latency_cost(i) if by_latency else 0.0, Fraction(self._in_flight[i], self._weights[i]),
                 (i - start) % self.n_replicas)
+
+    def _latency_cost(self, i):
+        """Peak-EWMA's cost: the average answer time times the requests the replica would then
+        hold, per weight; unmeasured, free while idle and out of the running while its first is out
+        (the same double arithmetic as the compiled core)."""
+        ewma, v = self._ewma[i], self._in_flight[i]
+        if ewma == 0:
+            return 0.0 if v == 0 else math.inf
+        return float(ewma) * float(v + 1) / float(self._weights[i])
 
     def start(self, worker, replica):
         self._check(worker, replica)
