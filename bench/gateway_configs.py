@@ -24,7 +24,7 @@ from pathlib import Path
 
 #: the key the load generator sends (loadgen.http_request and the wrk script)
 BENCH_KEY = "bench"
-_NEVER_BINDS = 10 ** 9    # per minute (16 M/s): no bench comes near it; 1e12 crashes serve (issue filed)
+_NEVER_BINDS = 10 ** 9    # per minute (16 M/s): no bench comes near it (the most a limit may be is 6e10)
 
 #: feature -> the config paths that make it (``a.b[0].c``)
 FEATURES = {

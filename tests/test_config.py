@@ -199,6 +199,28 @@ def test_check_config_says_who_counts_tokens_where_the_deployment_says(workdir):
         name = "a"
         provider = "mock"
      """, "keys[0].name: a key name is printable text without control characters"),
+    # serve's shared segment keeps a bucket's refill in ns a token: faster than 1e9/s, it refused to start
+    ("""
+        [[keys]]
+        name = "k"
+        key = { value = "sk-do-not-print-me" }
+        tpm = 1000000000000
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+     """, "keys[0].tpm: must be <= 60000000000"),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+        rate_limit = { rpm = 60000000001 }
+     """, "deployments[0].rate_limit.rpm: must be <= 60000000000"),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+        rate_limit = { rpm = 1, burst = 20000000 }
+     """, "deployments[0].rate_limit.burst: at rpm = 1 a bucket of 20000000 takes more than 36 years to fill"),
     ("this is = = not toml", "not valid TOML"),
 ])
 def test_bad_config_names_the_key_and_exits_2(workdir, text, expected):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._core.constants import MAX_REPLICAS, PRIORITY_NAMES
+from .._core.constants import MAX_REPLICAS, MAX_SPAN_NS, PRIORITY_NAMES
 from .envvars import expand_env
 from ..providers import PROVIDERS as PROVIDER_KINDS
 from ..redact import mask_url
@@ -31,6 +31,9 @@ from .secrets import SOURCES, Secret
 PRIORITIES = PRIORITY_NAMES
 # the provider table is the providers package's: adding a provider does not touch the config
 PROVIDERS = tuple(PROVIDER_KINDS)
+#: the fastest a limit's bucket refills (1e9 a second): the shared segment's token buckets keep time in
+#: nanoseconds per token
+MAX_PER_MINUTE = 60_000_000_000
 ROUTINGS = ("round_robin", "least_loaded", "power_of_two", "latency", "prefix", "sticky")
 DEFAULT_BASE_URLS = {name: kind.default_base_url for name, kind in PROVIDER_KINDS.items() if kind.default_base_url}
 NEEDS_CREDENTIAL = tuple(name for name, kind in PROVIDER_KINDS.items() if kind.needs_credential)
@@ -106,8 +109,8 @@ class GatewayKeyConfig:
     key: Secret | None = None                       # the raw key's source; or key_sha256 (exactly one)
     key_sha256: str | None = _c(None, hexdigest=True)
     models: list[str] = _c([])                      # globs of deployment names; empty: every deployment
-    rpm: int | None = _c(None, min=1)
-    tpm: int | None = _c(None, min=1)
+    rpm: int | None = _c(None, min=1, max=MAX_PER_MINUTE)
+    tpm: int | None = _c(None, min=1, max=MAX_PER_MINUTE)
     max_concurrency: int | None = _c(None, min=1, max=1_000_000)
     priority: str = _c("normal", choices=PRIORITIES)
     max_priority: str = _c("critical", choices=PRIORITIES)
@@ -140,8 +143,8 @@ class PriceConfig:
 
 @dataclass(frozen=True)
 class RateLimitConfig:
-    rpm: int | None = _c(None, min=1)
-    tpm: int | None = _c(None, min=1)
+    rpm: int | None = _c(None, min=1, max=MAX_PER_MINUTE)
+    tpm: int | None = _c(None, min=1, max=MAX_PER_MINUTE)
     burst: int | None = _c(None, min=1)     # capacity of the requests bucket; default rpm
     strict: bool = False
 
@@ -498,6 +501,9 @@ def _check_keys(cfg: Config, problems: _Problems) -> None:
     for i, d in enumerate(cfg.deployments):
         if d.rate_limit.burst is not None and d.rate_limit.rpm is None:
             problems.add(f"deployments[{i}].rate_limit.burst", "needs rpm (burst is the requests bucket's size)")
+        elif d.rate_limit.burst is not None and d.rate_limit.burst * 60e9 / d.rate_limit.rpm > MAX_SPAN_NS:
+            problems.add(f"deployments[{i}].rate_limit.burst",
+                         f"at rpm = {d.rate_limit.rpm} a bucket of {d.rate_limit.burst} takes more than 36 years to fill")
         if d.rate_limit.strict and (cfg.cluster is None or cfg.cluster.mode != "strict"):
             problems.add(f"deployments[{i}].rate_limit.strict",
                          'exact limits across hosts need [cluster] with mode = "strict"')
