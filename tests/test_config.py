@@ -221,6 +221,18 @@ def test_check_config_says_who_counts_tokens_where_the_deployment_says(workdir):
         provider = "mock"
         rate_limit = { rpm = 1, burst = 20000000 }
      """, "deployments[0].rate_limit.burst: at rpm = 1 a bucket of 20000000 takes more than 36 years to fill"),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+        circuit_breaker = { max_open_s = inf }
+     """, "deployments[0].circuit_breaker.max_open_s: must be a finite number, got inf"),
+    ("""
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+        queue_timeout_s = nan
+     """, "deployments[0].queue_timeout_s: must be a finite number, got nan"),
     ("this is = = not toml", "not valid TOML"),
 ])
 def test_bad_config_names_the_key_and_exits_2(workdir, text, expected):

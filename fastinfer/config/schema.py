@@ -12,6 +12,7 @@ import dataclasses
 import fnmatch
 import functools
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -353,6 +354,10 @@ def _build_value(tp: Any, raw: Any, path: str, meta: dict, problems: _Problems) 
         problems.add(path, f"expected {_type_name(tp)}, got {type(raw).__name__} {raw!r}")
         return None
     value = float(raw) if tp is float else raw
+    if tp is float and not math.isfinite(value):
+        # TOML and YAML spell inf and nan; no setting means "no limit" by them (that is leaving it out)
+        problems.add(path, f"must be a finite number, got {raw!r}")
+        return None
     if "min" in meta and value < meta["min"]:
         problems.add(path, f"must be >= {meta['min']}, got {raw!r}")
     if "max" in meta and value > meta["max"]:
