@@ -68,16 +68,25 @@ def line(buf, *args):
 def test_an_answered_requests_line_holds_what_its_record_says(core):
     ts, fields = line(buffer(core), 1.7e9, PREFIX + "7", answered_request(), 200, None, 0.5, "POST", "/v1/x")
     assert ts == 1.7e9
-    assert fields == {"request_id": PREFIX + "7", "key": "team-a", "deployment": "gpt-4o", "replica": "r1",
+    assert fields == {"request_id": PREFIX + "7", "key": "team-a", "deployment": "gpt-4o", "fallback": None,
+                      "replica": "r1",
                       "status": 200, "attempts": 2, "stream": False, "duration_ms": 0.5, "ttft_ms": 0.25,
                       "overhead_ms": 0.0004, "prompt_tokens": 11, "completion_tokens": 22, "cost_usd": 0.003,
                       "error": None, "method": "POST", "path": "/v1/x"}
 
 
+def test_a_request_a_fallback_served_names_it_beside_the_deployment_asked_for(core):
+    data = answered_request()
+    data.req.fallback, data.req.replica = "llama", "l0"
+    _, fields = line(buffer(core), 1.0, PREFIX + "7", data, 200, None, 0.1, "POST", "/v1/x")
+    assert (fields["deployment"], fields["fallback"], fields["replica"]) == ("gpt-4o", "llama", "l0")
+
+
 def test_a_request_refused_before_the_engine_has_no_attempts_tokens_or_times(core):
     data = DataRequest(100.0, None, deployment="nope")
     _, fields = line(buffer(core), 1.0, PREFIX + "8", data, 404, BadRequest("no such model"), 0.1, "POST", "/v1/x")
-    assert (fields["key"], fields["replica"], fields["attempts"], fields["stream"]) == (None, None, 0, False)
+    assert (fields["key"], fields["fallback"], fields["replica"], fields["attempts"], fields["stream"]) == \
+        (None, None, None, 0, False)
     assert (fields["ttft_ms"], fields["overhead_ms"], fields["prompt_tokens"], fields["cost_usd"]) == (None,) * 4
     assert fields["error"] == "no such model"
 

@@ -105,7 +105,8 @@ TEXT = st.text(max_size=40) | st.sampled_from(["0f3a9c1b2d4e5f60", "team a", "PO
                                                "lone-\udcff", "\u2028\x85", "x" * 300])
 MAYBE_NUMBER = st.none() | st.floats(min_value=0, max_value=1e6, allow_nan=False) | st.integers(0, 10**9)
 VALUES = st.tuples(
-    TEXT, st.none() | TEXT, st.none() | TEXT | st.just("gpt-4o"), st.none() | TEXT, st.integers(100, 599),
+    TEXT, st.none() | TEXT, st.none() | TEXT | st.just("gpt-4o"), st.none() | TEXT, st.none() | TEXT,
+    st.integers(100, 599),
     st.integers(0, 9), st.booleans(), st.none() | st.floats(0, 600, allow_nan=False),
     st.none() | st.floats(0, 600, allow_nan=False), st.none() | st.floats(0, 1, allow_nan=False),
     st.none() | st.integers(0, 10**7), st.none() | st.integers(0, 10**7), MAYBE_NUMBER,
@@ -134,7 +135,7 @@ def _has_surrogate(text: str) -> bool:
     return any("\ud800" <= c <= "\udfff" for c in text)
 
 
-ROW = (1_700_000_000.25, ("req-1", "team-a", "gpt-4o", "r0", 200, 1, True, 0.5, 0.1, 0.0002, 10, 20, 0.001, None,
+ROW = (1_700_000_000.25, ("req-1", "team-a", "gpt-4o", None, "r0", 200, 1, True, 0.5, 0.1, 0.0002, 10, 20, 0.001, None,
                           "POST", "/v1/chat/completions"))
 
 

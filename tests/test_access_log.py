@@ -24,7 +24,7 @@ from test_admin_access import get_from
 CLIENT_KEY = "sk-client-own-key-0123456789"
 REPLICA_KEY = "sk-replica-secret-abcdef"
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "four words of prompt"}]}
-FIELDS = ["ts", "level", "logger", "pid", "request_id", "key", "deployment", "replica", "status", "attempts",
+FIELDS = ["ts", "level", "logger", "pid", "request_id", "key", "deployment", "fallback", "replica", "status", "attempts",
           "stream", "duration_ms", "ttft_ms", "overhead_ms", "prompt_tokens", "completion_tokens", "cost_usd",
           "error", "method", "path"]
 
@@ -61,6 +61,17 @@ def config(base: str, logging: str) -> str:
 
         [[deployments.replicas]]
         base_url = "{base}/v1"
+
+        [[deployments]]
+        name = "down"
+        provider = "openai_compatible"
+        model = "mock-model"
+        retry = {{ max_attempts = 1 }}
+        fallbacks = ["m"]
+
+        [[deployments.replicas]]
+        name = "gone"
+        base_url = "http://127.0.0.1:9/v1"
     """
 
 
@@ -117,6 +128,7 @@ def test_a_200_is_one_line_with_every_field(gw):
     assert entry["level"] == "info" and entry["logger"] == "fastinfer.access" and isinstance(entry["pid"], int)
     assert entry["key"] is None          # no gateway keys configured: no key name
     assert entry["deployment"] == "m" and entry["replica"] == headers["x-fastinfer-replica"]
+    assert entry["fallback"] is None
     assert entry["status"] == 200 and entry["attempts"] == 1 and entry["stream"] is False
     assert entry["ttft_ms"] is None
     assert 0 <= entry["overhead_ms"] <= entry["duration_ms"]
@@ -125,6 +137,17 @@ def test_a_200_is_one_line_with_every_field(gw):
     assert entry["completion_tokens"] == usage["completion_tokens"] > 0
     assert entry["cost_usd"] == pytest.approx((usage["prompt_tokens"] * 1.0 + usage["completion_tokens"] * 2.0) / 1e6)
     assert entry["error"] is None and entry["method"] == "POST" and entry["path"] == "/v1/chat/completions"
+
+
+def test_a_request_a_fallback_served_names_both_deployments(gw):
+    """Counted under the deployment it asked for (as its metrics are), with the fallback that
+    answered and that fallback's replica beside it."""
+    status, headers, _ = post(gw, {**CHAT, "model": "down"}, "al-fallback")
+    assert status == 200 and headers["x-fastinfer-deployment"] == "m"
+    entry = line_of(gw, "al-fallback")
+    assert (entry["deployment"], entry["fallback"]) == ("down", "m")
+    assert entry["replica"] == headers["x-fastinfer-replica"] and entry["replica"] in ("a", "b")
+    assert entry["attempts"] == 2 and entry["status"] == 200 and entry["error"] is None
 
 
 def test_a_stream_is_logged_when_it_ends(gw, upstream):

@@ -66,7 +66,7 @@ def test_a_text_line_is_one_line_then_its_traceback():
 
 
 def test_an_access_line_in_both_formats():
-    values = ("id-1", "team a", "gpt-4o", "r0", 502, 3, False, 0.0123456, None, 0.0004, None, None, None,
+    values = ("id-1", "team a", "gpt-4o", "llama", "r0", 502, 3, False, 0.0123456, None, 0.0004, None, None, None,
               'upstream said "no"', "POST", "/v1/chat/completions")
     line = access.AccessLine(values, known_deployment=True)
     r = record(line, level=logging.INFO, name="fastinfer.access")
@@ -74,7 +74,7 @@ def test_an_access_line_in_both_formats():
     assert entry["duration_ms"] == 12.346 and entry["ttft_ms"] is None and entry["overhead_ms"] == 0.4
     assert entry["status"] == 502 and entry["key"] == "team a" and entry["error"] == 'upstream said "no"'
     text = logs.TextFormatter().format(r)
-    assert text.endswith(': request_id=id-1 key="team a" deployment=gpt-4o replica=r0 status=502 attempts=3 '
+    assert text.endswith(': request_id=id-1 key="team a" deployment=gpt-4o fallback=llama replica=r0 status=502 attempts=3 '
                          'stream=false duration_ms=12.346 ttft_ms=- overhead_ms=0.4 prompt_tokens=- '
                          'completion_tokens=- cost_usd=- error="upstream said \\"no\\"" method=POST '
                          'path=/v1/chat/completions')
@@ -82,7 +82,7 @@ def test_an_access_line_in_both_formats():
 
 def test_an_unknown_model_name_is_capped_and_redacted_in_the_access_line():
     remember(SECRET)
-    values = ("id-2", None, SECRET + "x" * 1000, None, 404, 0, False, None, None, None, None, None, None, None,
+    values = ("id-2", None, SECRET + "x" * 1000, None, None, 404, 0, False, None, None, None, None, None, None, None,
               "POST", "/v1/chat/completions")
     shown = access.AccessLine(values, known_deployment=False).fields()["deployment"]
     assert SECRET not in shown and len(shown) < 300 and shown.endswith("...")

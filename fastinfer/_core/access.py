@@ -6,7 +6,7 @@ Owns: ``AccessBuffer``, one a worker, which keeps each line as ``(ts, values)`` 
 
 - ``answered(ts, request_id, data, status, error, duration_s, method, path)``, once per answered
   data request: reads the request's record — ``data``, the gateway's ``DataRequest`` (its ``key``,
-  ``deployment``, ``req``, ``result``, ``cut``), its engine request (``replica``, ``usage``,
+  ``deployment``, ``req``, ``result``, ``cut``), its engine request (``fallback``, ``replica``, ``usage``,
   ``cost_usd``, ``attempts``, ``stream``) and result (``ttft_s``, ``overhead_s``) — into its line;
   a client's request id is redacted (one the gateway made starts with its ``id_prefix``);
 - ``add(ts, values)``: a line whose values the caller made (an answer of another route);
@@ -73,11 +73,12 @@ class AccessBuffer:
         req = data.req
         result = data.result
         if req is None:
-            replica = usage = cost = None
+            replica = fallback = usage = cost = None
             attempts = 0
             stream = False
         else:
             replica = req.replica
+            fallback = req.fallback
             usage = req.usage
             cost = req.cost_usd
             attempts = req.attempts
@@ -92,7 +93,7 @@ class AccessBuffer:
         else:
             ttft_s = result.ttft_s
             overhead_s = result.overhead_s
-        self._keep((ts, (request_id, data.key, data.deployment, replica, status, attempts, stream, duration_s,
+        self._keep((ts, (request_id, data.key, data.deployment, fallback, replica, status, attempts, stream, duration_s,
                          ttft_s, overhead_s, prompt_tokens, completion_tokens, cost,
                          error_text(data, status, error), method, path)))
 

@@ -392,11 +392,15 @@ def stamped_lines(list pending not None, Py_ssize_t start, bytes envelope not No
     if not PyDict_Check(shown):
         raise TypeError("stamped_lines: kept_as_is[1] must be a dict")
     cdef Py_ssize_t deployment_at = kept_as_is[2], error_at = kept_as_is[3], path_at = kept_as_is[4]
-    cdef Py_ssize_t i, n = len(pending)
+    cdef Py_ssize_t i, n = len(pending), n_keys = len(keys)
+    if not (0 <= deployment_at < n_keys and 0 <= error_at < n_keys and 0 <= path_at < n_keys):
+        raise ValueError("stamped_lines: kept_as_is names a field beyond keys")
     cdef tuple item, values
     for i in range(start, n):
         item = <tuple?>pending[i]
         values = <tuple?>item[1]
+        if len(values) != n_keys:       # the indexes below are unchecked
+            raise ValueError(f"stamped_lines: a line of {len(values)} values for {n_keys} keys")
         path = values[path_at]
         shown_path = PyDict_GetItem(shown, path)      # borrowed; NULL for a path not shown yet
         if (values[error_at] is not None or values[deployment_at] not in known

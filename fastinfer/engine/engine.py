@@ -221,7 +221,7 @@ class Engine:
             except GatewayError as e:
                 error = e
                 continue
-            result.headers["x-fastinfer-deployment"] = candidate.config.name
+            result.headers["x-fastinfer-deployment"] = req.fallback = candidate.config.name
             return result, candidate
 
     async def _serve(self, dep: Deployment, req: GatewayRequest, grant) -> EngineResult:

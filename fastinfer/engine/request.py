@@ -38,6 +38,7 @@ class GatewayRequest:
     cost_usd: float | None = None
     attempts: int = 0             # upstream attempts made, fallback deployments' included
     replica: str | None = None    # the replica of the latest attempt
+    fallback: str | None = None   # the fallback deployment that served it, when one did
     trace: Any = None             # observe.RequestTrace when tracing is on; None costs nothing
 
 

@@ -287,10 +287,10 @@ class Gateway:
         if OPERATOR_ROUTE not in request:
             self.engine.metrics.request("", status)
         if self.access_log is not None:
-            # the values in ``access.FIELDS``' order: request_id, key, deployment, replica, status,
+            # the values in ``access.FIELDS``' order: request_id, key, deployment, fallback, replica, status,
             # attempts, stream, duration, ttft, overhead, prompt and completion tokens, cost, error, method, path
             self.access_log.add(time.time(), (
-                self._ids.shown(request[REQUEST_ID]), None, None, None, status, 0, False, None, None, None,
+                self._ids.shown(request[REQUEST_ID]), None, None, None, None, status, 0, False, None, None, None,
                 None, None, None, error.message, request.method, request.path))
 
     def _answered(self, request: web.Request, data: DataRequest, status: int,

@@ -23,7 +23,7 @@ import os
 from ..redact import redact
 from .logs import ACCESS_LOGGER, StructuredMessage, batched_writes, direct_handler, fields_of
 #: an access line's fields after ``ts``, in order (the JSON object's keys, the text line's pairs)
-FIELDS = ("request_id", "key", "deployment", "replica", "status", "attempts", "stream", "duration_ms", "ttft_ms",
+FIELDS = ("request_id", "key", "deployment", "fallback", "replica", "status", "attempts", "stream", "duration_ms", "ttft_ms",
           "overhead_ms", "prompt_tokens", "completion_tokens", "cost_usd", "error", "method", "path")
 #: the fields that are kept in seconds and shown in milliseconds (``logs.fields_of``)
 MILLIS = sum(1 << FIELDS.index(name) for name in ("duration_ms", "ttft_ms", "overhead_ms"))
@@ -60,9 +60,9 @@ def shown_values(values: tuple, known_deployment: bool) -> tuple:
     error, of a deployment that exists and a path shown as it is (nearly every line) is safe as kept."""
     if known_deployment and values[_ERROR] is None and _shown_paths[values[_PATH]] == values[_PATH]:
         return values
-    (request_id, key, deployment, replica, status, attempts, stream, duration_s, ttft_s, overhead_s,
+    (request_id, key, deployment, fallback, replica, status, attempts, stream, duration_s, ttft_s, overhead_s,
      prompt_tokens, completion_tokens, cost_usd, error, method, path) = values
-    return (request_id, key, deployment if known_deployment else _shown(deployment), replica, status,
+    return (request_id, key, deployment if known_deployment else _shown(deployment), fallback, replica, status,
             attempts, stream, duration_s, ttft_s, overhead_s, prompt_tokens, completion_tokens, cost_usd,
             None if error is None else redact(error), method, _shown_paths[path])
 
