@@ -142,8 +142,20 @@ def test_a_200_is_one_line_with_every_field(gw):
 def test_a_request_a_fallback_served_names_both_deployments(gw):
     """Counted under the deployment it asked for (as its metrics are), with the fallback that
     answered and that fallback's replica beside it."""
-    status, headers, _ = post(gw, {**CHAT, "model": "down"}, "al-fallback")
+    def counts() -> tuple:
+        text = metrics_text(gw)
+        return tuple(metric_value(text, series) for series in (
+            'fastinfer_requests_total{deployment="down",code="200"}', 'fastinfer_requests_total{deployment="m",code="200"}',
+            'fastinfer_tokens_total{deployment="m",direction="output"}',
+            'fastinfer_tokens_total{deployment="down",direction="output"}',
+            'fastinfer_fallbacks_total{deployment="down",to="m"}'))
+    before = counts()
+    status, headers, body = post(gw, {**CHAT, "model": "down"}, "al-fallback")
     assert status == 200 and headers["x-fastinfer-deployment"] == "m"
+    # the request under the deployment asked for; the tokens under the one that made them
+    expected = [1, 0, body["usage"]["completion_tokens"], 0, 1]
+    assert wait_for(lambda: [a - b for a, b in zip(counts(), before)] == expected, timeout=5), \
+        [a - b for a, b in zip(counts(), before)]
     entry = line_of(gw, "al-fallback")
     assert (entry["deployment"], entry["fallback"]) == ("down", "m")
     assert entry["replica"] == headers["x-fastinfer-replica"] and entry["replica"] in ("a", "b")
