@@ -194,6 +194,20 @@ def test_fallback_goes_to_the_first_usable_fallback(start_gateway, mock_upstream
     assert series(scrape(gw), 'fastinfer_fallbacks_total{deployment="m",to="claude-mock"}') == 1
 
 
+def test_a_rate_queue_wait_longer_than_queue_timeout_goes_to_the_fallback(start_gateway, mock_upstream):
+    """In the deployment's rate queue, a wait known to outlast ``queue_timeout_s`` (the next token in
+    ~60 s, 0.5 s allowed) is a timed-out queue: the fallback serves it, at once."""
+    gw = start_gateway(keys_config(mock_upstream.base, "", rate_limit="{ rpm = 1 }", queue_timeout_s=0.5,
+                                   fallbacks='["claude-mock"]'))
+    assert chat(gw)[0] == 200
+    status, headers, _ = chat(gw)
+    assert status == 200 and headers["x-fastinfer-deployment"] == "claude-mock"
+    assert [e["path"] for e in mock_upstream.received()] == ["/v1/chat/completions", "/v1/messages"]
+    text = scrape(gw)
+    assert series(text, 'fastinfer_rejected_total{deployment="m",reason="queue_timeout"}') == 1
+    assert series(text, 'fastinfer_fallbacks_total{deployment="m",to="claude-mock"}') == 1
+
+
 def test_key_concurrency_is_429_above_its_max(start_gateway, mock_upstream):
     gw = start_gateway(keys_config(mock_upstream.base, key_block(max_concurrency=2)))
     mock_upstream.script([{"hold": "two"}, {"hold": "two"}])
