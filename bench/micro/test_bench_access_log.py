@@ -23,7 +23,7 @@ import pytest
 
 from fastinfer.observe import access, logs
 
-FIELDS = dict(request_id="8c1d2e4f5a6b-17", key="team-a", deployment="gpt-4o", replica="r0", status=200,
+FIELDS = dict(request_id="8c1d2e4f5a6b-17", key="team-a", deployment="gpt-4o", fallback=None, replica="r0", status=200,
               attempts=1, stream=False, duration_s=0.012345, ttft_s=None, overhead_s=0.000321, prompt_tokens=812,
               completion_tokens=301, cost_usd=0.00504, error=None, method="POST", path="/v1/chat/completions")
 VALUES = tuple(FIELDS.values())     # what ``AccessLog.add`` takes: the values in ``access.FIELDS``' order

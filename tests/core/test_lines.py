@@ -248,7 +248,7 @@ def test_a_flush_writes_the_text_lines_the_compiled_loop_cannot_in_python(tmp_pa
     handler.setFormatter(TextFormatter())
     log = access.AccessLog.__new__(access.AccessLog)
     log._known, log._pid = frozenset({"d"}), 7
-    line = ("id-1", "team", "d", "r0", 200, 1, False, 0.5, None, 0.001, 3, 4, 0.25, None, "POST", "/v1/chat/completions")
+    line = ("id-1", "team", "d", None, "r0", 200, 1, False, 0.5, None, 0.001, 3, 4, 0.25, None, "POST", "/v1/chat/completions")
     unicode_key = ("id-2", "équipe", *line[2:])
     pending = [(1.7e9, line), (1.7e9 + 0.5, unicode_key), (1.7e9 + 1, line)]
     log._write_lines(handler, pending)

@@ -17,7 +17,7 @@ from fastinfer.gateway.app import DataRequest
 # distinct objects for every field, so a value written to the wrong slot shows
 _VALUES = {
     GatewayRequest: ("anthropic", "model-a", {"model": "model-a"}, True, "req-1", 12.5, 3, "session-1", True, 99.0,
-                     True, "completions", "key-a", {"prompt_tokens": 1}, 0.25, 4, "replica-2", object()),
+                     True, "completions", "key-a", {"prompt_tokens": 1}, 0.25, 4, "replica-2", "fallback-1", object()),
     EngineResult: (429, b"body", object(), "replica-1", 2, 0.5, 0.125, 0.0625, {"x-a": "1"}),
     DataRequest: (7.5, object(), "deployment-a", object(), "key-b", object(), object(), object()),
 }
