@@ -7,6 +7,7 @@ its three headers, never forwarded, never shown; /v1/models filtered; priorities
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import socket
 import subprocess
@@ -19,7 +20,7 @@ import openai
 import pytest
 
 from conftest import upstream_config
-from procs import http_json, wait_for, write_config
+from procs import http_json, metric_value, metrics_text, wait_for, write_config
 
 KEY_A, KEY_B = "sk-gw-team-a-4f9c1e", "sk-gw-team-b-77d2aa"
 ADMIN = "admin-secret-for-tests"
@@ -103,6 +104,33 @@ def test_a_key_that_is_not_utf8_is_401_and_the_gateway_keeps_serving(gateway, mo
     assert json.loads(text)["error"]["message"] == "Invalid API key."
     assert chat(gateway, {"Authorization": f"Bearer {KEY_A}"})[0] == 200
     assert mock_upstream.stats()["requests"] == 1
+
+
+def test_one_connection_is_answered_for_each_key_it_presents(start_gateway, mock_upstream):
+    """A keep-alive connection keeps the key it presented (its next requests skip the hash): every
+    request is still answered as its own key says, a wrong key after a right one included. (One
+    worker: with two, the balance may end the connection to move it. Each request in one write: a
+    401 given before its body came would end the connection, as it must.)"""
+    gateway = start_gateway(keys_config(mock_upstream.base, TWO_KEYS), workers=1)
+    body = json.dumps({"model": "m", "messages": MESSAGES, "max_tokens": 5}).encode()
+    answers = []
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        for fields in (f"Authorization: Bearer {KEY_A}", f"Authorization: Bearer {KEY_A}",
+                       f"Authorization: Bearer {KEY_A[:-1]}0",      # its length, not it
+                       f"Authorization: Bearer {KEY_A[:-1]}", f"x-api-key: {KEY_A}",
+                       f"Authorization: Bearer {KEY_B}", f"Authorization: Bearer {KEY_A}x", "x-no-key: 1"):
+            sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{fields}\r\nContent-Type: "
+                         f"application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            resp = http.client.HTTPResponse(sock)
+            resp.begin()
+            resp.read()
+            answers.append(resp.status)
+            assert resp.getheader("Connection") != "close", (len(answers), resp.status)   # one connection
+    assert answers == [200, 200, 401, 401, 200, 200, 401, 401]
+    assert mock_upstream.stats()["requests"] == 4
+    text = metrics_text(gateway)
+    assert [metric_value(text, f'fastinfer_key_requests_total{{key="{key}",code="200"}}')
+            for key in ("team-a", "team-b")] == [3, 1]
 
 
 def test_the_key_is_taken_from_any_of_its_headers_and_never_forwarded(gateway, mock_upstream):

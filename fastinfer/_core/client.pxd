@@ -24,7 +24,7 @@ cdef class DirectRequest(dict):
 
 
 cdef class DirectConnection:
-    cdef public object transport, _task_handler
+    cdef public object transport, _task_handler, key_memo
     cdef public Py_ssize_t output_size
     cdef object _server, _written_response, _handoff, _draining, _loop
     cdef dict _routes

@@ -220,6 +220,10 @@ class DirectConnection:
         self._pending: tuple | None = None       # (request, route) framed, for the task to take
         self._waiter: asyncio.Future | None = None   # what the task waits on between requests
         self.output_size = 0            # bytes of the current request's answer written
+        # the gateway key this connection's client presented and the ring accepted
+        # (``_core.keys.KeyMemo``): its next request with the same key skips the hash. Dropped
+        # with the connection, and when aiohttp takes it over.
+        self.key_memo = None
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -253,6 +257,7 @@ class DirectConnection:
     def connection_lost(self, exc: BaseException | None) -> None:
         self._server.connection_lost(self, exc)
         self.transport = None
+        self.key_memo = None
         self._cancel_idle_timer()
         request, self._request, self._body = self._request, None, None
         if request is not None and request.task is not None and not request.task.done():
@@ -464,6 +469,7 @@ class DirectConnection:
         self._cancel_idle_timer()
         self._server.connection_lost(self)      # the handler registers itself
         self.transport = None
+        self.key_memo = None
         self._wake_task()       # between requests: it ends
         handler = self._handoff()
         transport.set_protocol(handler)

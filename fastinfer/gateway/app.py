@@ -22,7 +22,7 @@ from aiohttp.http import HttpVersion11
 from aiohttp.web_urldispatcher import _default_expect_handler
 
 from .._core.access import CLIENT_CLOSED as _CLIENT_CLOSED, error_text
-from .._core.client import ClientStream
+from .._core.client import ClientStream, DirectRequest
 from .._core.slotted import record_maker
 from ..engine import Deployment, Engine, EngineResult, GatewayRequest, clock
 from ..engine.state import is_ready
@@ -195,7 +195,10 @@ class Gateway:
             try:
                 key = None
                 if self.keys is not None:
-                    key = self.keys.authenticate(request.headers)    # before the body is read
+                    # before the body is read; on the direct path the connection keeps the key it
+                    # presented (``_core.keys.KeyMemo``): its next requests skip the hash
+                    key = self.keys.authenticate(request.headers,
+                                                 request.protocol if type(request) is DirectRequest else None)
                     data.key = key.name
                     data.key_series = key.series
                 timeout_ms = request.headers.get("x-timeout-ms")

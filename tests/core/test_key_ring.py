@@ -115,6 +115,67 @@ def test_the_compiled_ring_answers_as_the_reference_does():
         assert answers[0] == answers[1], value
 
 
+class Connection:
+    """What the ring reads and writes of a client connection: its ``key_memo``."""
+    key_memo = None
+
+
+def test_a_connection_keeps_the_key_it_presented_and_trusts_only_that_key(ring):
+    conn = Connection()
+    assert ring.authenticate(headers(authorization="Bearer sk-team-a"), conn).name == "team-a"
+    memo = conn.key_memo
+    assert memo is not None and "sk-team" not in repr(memo)       # the memo never shows the key
+    assert ring.authenticate(headers(authorization="Bearer sk-team-a"), conn).name == "team-a"
+    assert conn.key_memo is memo                                   # found from the memo, not again
+    assert ring.authenticate(headers(x_api_key="sk-team-a"), conn).name == "team-a"   # any header form
+    assert conn.key_memo is memo
+    # keys of the memo's length, its prefix, it and more, another case: none is it
+    for wrong in ("sk-team-c", "sk-team-", "sk-team-aa", "SK-TEAM-A", "sk-team-a\x00", ""):
+        with pytest.raises(Unauthorized):
+            ring.authenticate(headers(authorization=f"Bearer {wrong}"), conn)
+        assert conn.key_memo is memo                               # a refused key is never kept
+    assert ring.authenticate(headers(authorization="Bearer sk-team-b"), conn).name == "team-b"
+    assert conn.key_memo is not memo and conn.key_memo.key.name == "team-b"
+    with pytest.raises(Unauthorized):
+        ring.authenticate(headers(authorization="Bearer sk-team-a\udcff"), conn)  # not UTF-8
+    assert ring.authenticate(headers(authorization="Bearer sk-ünïcode-ключ"), conn).name == "team-ü"
+    assert ring.authenticate(headers(authorization="Bearer sk-ünïcode-ключ"), conn).name == "team-ü"
+
+
+@pytest.mark.parametrize("core", CORES, ids=["compiled", "reference"])
+def test_a_memo_is_trusted_only_by_the_ring_that_made_it(core):
+    """A reload builds a new ring: a key it no longer has is refused on a connection that presented
+    it before, and one it still has is found again (and kept against the new ring)."""
+    before = key_ring(resolve_key_hashes(parse_config(KEYS_CONFIG)), core)
+    conn = Connection()
+    assert before.authenticate(headers(authorization="Bearer sk-team-a"), conn).name == "team-a"
+    without_a = key_ring(resolve_key_hashes(parse_config({**KEYS_CONFIG, "keys": KEYS_CONFIG["keys"][1:]})), core)
+    with pytest.raises(Unauthorized):
+        without_a.authenticate(headers(authorization="Bearer sk-team-a"), conn)
+    again = key_ring(resolve_key_hashes(parse_config(KEYS_CONFIG)), core)
+    key = again.authenticate(headers(authorization="Bearer sk-team-a"), conn)
+    assert key is again.keys[0] and conn.key_memo.key is key
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["Bearer sk-team-a", "Bearer sk-team-b", "Bearer sk-team-c", "Bearer sk-team-",
+                                 "Bearer sk-team-aa", "Bearer sk-ünïcode-ключ", "bearer sk-team-b", "Bearer x y",
+                                 "Bearer sk-team-b\x00", "Token sk-team-a"]), max_size=12))
+def test_a_connections_answers_are_those_of_a_ring_without_memo(values):
+    """Any sequence of keys on one connection is answered, key by key, as each alone would be."""
+    for core in CORES:
+        ring = key_ring(resolve_key_hashes(parse_config(KEYS_CONFIG)), core)
+        conn = Connection()
+        for value in values:
+            answers = []
+            for connection in (conn, None):
+                try:
+                    answers.append(ring.authenticate(headers(authorization=value), connection).name)
+                except Unauthorized as e:
+                    answers.append(e.message)
+            assert answers[0] == answers[1], (core.__name__, values, value)
+
+
 # ---------------------------------------------------------------- what a key may do
 
 def request(model: str, priority: int = PRIORITY_LEVELS["normal"]) -> GatewayRequest:
