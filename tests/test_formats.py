@@ -9,7 +9,8 @@ import pytest
 
 from fastinfer._core.sse import SSEParser
 from fastinfer.config import ConfigError, parse_config
-from fastinfer.errors import BadRequest, UpstreamTimeout
+from fastinfer.errors import (BadRequest, BodyTooLarge, GatewayError, Overloaded, Unauthorized, UnknownModel,
+                             UpstreamTimeout)
 from fastinfer.formats import ANTHROPIC, FORMATS, GEMINI, OPENAI
 from fastinfer.providers import PROVIDERS, make_provider
 
@@ -41,6 +42,32 @@ def test_error_bodies_and_events_in_each_format():
         (event,) = SSEParser().feed(fmt.error_event(err))
         # the event carries the very body the whole answer would: built in one place per format
         assert event.event == event_name and event.data == fmt.error_body(err)
+
+
+@pytest.mark.parametrize("err, openai_type, anthropic_type", [
+    (UnknownModel("The model `x` does not exist."), "invalid_request_error", "not_found_error"),
+    (BodyTooLarge("Request body of 9 bytes exceeds the limit of 8 bytes."), "invalid_request_error",
+     "request_too_large"),
+    # an upstream's 404 and 413, classified in Anthropic's words (``engine.classify``)
+    (GatewayError("no such model", status=404, type="not_found_error", code="model_not_found"),
+     "invalid_request_error", "not_found_error"),
+    (GatewayError("too big", status=413, type="request_too_large", code="request_too_large"),
+     "invalid_request_error", "request_too_large"),
+    (BadRequest("x"), "invalid_request_error", "invalid_request_error"),
+    (GatewayError("a 405", status=405, type="invalid_request_error"), "invalid_request_error", "invalid_request_error"),
+    (Unauthorized("Invalid API key."), "authentication_error", "authentication_error"),
+    (Overloaded("queue full"), "overloaded_error", "overloaded_error"),
+])
+def test_each_api_names_an_error_in_its_own_words(err, openai_type, anthropic_type):
+    """The gateway names its errors in OpenAI's words, upstream errors are classified in Anthropic's:
+    each caller reads its API's type for the status (a 404 is Anthropic's ``not_found_error``, a 413
+    its ``request_too_large``; OpenAI calls both ``invalid_request_error``), in a whole answer and in a
+    stream's error event, and the code stays."""
+    openai_body = orjson.loads(OPENAI.error_body(err))["error"]
+    assert openai_body["type"] == openai_type and openai_body["code"] == err.code
+    assert orjson.loads(ANTHROPIC.error_body(err))["error"]["type"] == anthropic_type
+    (event,) = SSEParser().feed(ANTHROPIC.error_event(err))
+    assert orjson.loads(event.data)["error"]["type"] == anthropic_type
 
 
 @pytest.mark.parametrize("caller, upstream", [(c, u) for c in ("openai", "anthropic")

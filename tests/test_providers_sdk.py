@@ -440,4 +440,4 @@ def test_anthropic_bad_requests_are_anthropic_shaped(gateway, body, param):
 def test_anthropic_unknown_model(ant):
     with pytest.raises(anthropic.NotFoundError) as exc:
         ant.messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
-    assert exc.value.body["type"] == "error"
+    assert exc.value.body["type"] == "error" and exc.value.body["error"]["type"] == "not_found_error"

@@ -833,10 +833,17 @@ class AnthropicFormat(Format):
         return AnthropicStreamRelay(req.body)
 
     def error_body(self, err: GatewayError) -> bytes:
-        return orjson.dumps({"type": "error", "error": {"type": err.type, "message": err.message}})
+        kind = err.type
+        if kind == "invalid_request_error":     # OpenAI's word for its 404s and 413s; Anthropic has one each
+            kind = _ANTHROPIC_TYPE_OF_STATUS.get(err.status, kind)
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": err.message}})
 
     def error_event(self, err: GatewayError) -> bytes:
         return encode_event(self.error_body(err), event=b"error")
 
+
+#: Anthropic's error type for a status where OpenAI's API says ``invalid_request_error`` (the gateway's
+#: own errors are named in OpenAI's words): what the Anthropic SDKs and their users read
+_ANTHROPIC_TYPE_OF_STATUS = {404: "not_found_error", 413: "request_too_large"}
 
 ANTHROPIC = AnthropicFormat()

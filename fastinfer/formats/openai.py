@@ -128,11 +128,15 @@ class OpenAIFormat(Format):
         return OpenAIStreamRelay(req.client_wants_usage, req.body)
 
     def error_body(self, err: GatewayError) -> bytes:
-        return orjson.dumps({"error": {"message": err.message, "type": err.type, "code": err.code,
-                                       "param": err.param}})
+        return orjson.dumps({"error": {"message": err.message, "type": _OPENAI_TYPE.get(err.type, err.type),
+                                       "code": err.code, "param": err.param}})
 
     def error_event(self, err: GatewayError) -> bytes:
         return encode_data(self.error_body(err))
 
+
+#: Anthropic's error types OpenAI's API has no type for (an upstream's 404 or 413 is classified in
+#: Anthropic's words): OpenAI calls both ``invalid_request_error``, the code says which
+_OPENAI_TYPE = {"not_found_error": "invalid_request_error", "request_too_large": "invalid_request_error"}
 
 OPENAI = OpenAIFormat()
