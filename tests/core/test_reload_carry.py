@@ -2,6 +2,7 @@
 calls at the roll and at the end of the old generation's drain), and end to end through a
 running gateway's reload."""
 import re
+import urllib.error
 import urllib.request
 
 from fastinfer._core.constants import OPEN, SESSION_NONE, SESSION_OPEN
@@ -108,8 +109,15 @@ ADMIN = {"Authorization": "Bearer adm"}
 
 
 def scrape(gw) -> str:
-    with urllib.request.urlopen(gw.base + "/metrics", timeout=10) as resp:
-        return resp.read().decode()
+    """/metrics; "" for its documented 503 (``metrics_handed_over``) in the instant a reload hands the
+    host's totals to the next generation: the callers wait for a scrape that says what they need."""
+    try:
+        with urllib.request.urlopen(gw.base + "/metrics", timeout=10) as resp:
+            return resp.read().decode()
+    except urllib.error.HTTPError as e:
+        if e.code != 503 or b"metrics_handed_over" not in e.read():
+            raise
+        return ""
 
 
 def value(text, series):
