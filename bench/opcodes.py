@@ -88,10 +88,20 @@ def count_path(label: str, tree: Path, workdir: Path, upstream_port: int, reques
     write_gateway_config(label, upstream_port, config, tree, None)
     counts_dir = workdir / f"opcodes-{label}"
     counts_dir.mkdir()
+    # the gateway's processes read these from the environment ``Service`` copies; the caller's stays as it was
+    saved = {name: os.environ.get(name) for name in (_COUNTS_ENV, _LINES_ENV)}
     os.environ[_COUNTS_ENV] = str(counts_dir)
     os.environ[_LINES_ENV] = "1" if by_line else ""
-    gateway = Service(["serve", "--config", str(config), "--port", "0", "--workers", "1"], str(workdir), tree=tree,
-                      log=workdir / f"{label}.log", wrapper=(sys.executable, str(Path(__file__).resolve()), "--launch"))
+    try:
+        gateway = Service(["serve", "--config", str(config), "--port", "0", "--workers", "1"], str(workdir),
+                          tree=tree, log=workdir / f"{label}.log",
+                          wrapper=(sys.executable, str(Path(__file__).resolve()), "--launch"))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     try:
         requests.send(gateway.port, warm)
         workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(gateway.proc.pid)], capture_output=True,
@@ -140,10 +150,6 @@ def to_markdown(report: dict, top: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--launch"]:
-        _launch(argv[1:])
-        return 0
     from .instructions import PATHS, Requests, start_mock
     from .nginx import nginx_binary
     from .output import finish
@@ -183,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--launch"]:      # run as a file by the gateway's wrapper: no package around it
+    if sys.argv[1:2] == ["--launch"]:      # run as a file by the gateway's wrapper (``count_path``), never with -m
         _launch(sys.argv[2:])
     else:
         sys.exit(main())

@@ -1,13 +1,14 @@
 """``python -m bench.opcodes``: a real worker's bytecodes per request, by Python function, counted
 between two signals. Counted twice over different request counts, a request's opcodes in the
 attempt loop come out the same: the count is per request, the warm-up and start-up left out."""
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))   # the bench package (after the installed fastinfer)
 from bench.instructions import Requests, start_mock
-from bench.opcodes import count_path, to_markdown
+from bench.opcodes import _COUNTS_ENV, count_path, to_markdown
 from bench.services import fastinfer_tree
 
 
@@ -31,6 +32,7 @@ def test_a_workers_opcodes_are_counted_per_request_by_function():
 
     assert attempt_loop(fewer) == attempt_loop(more) > 20        # the same code a request, whatever the count
     assert 300 < fewer["per_request"] < 5000
+    assert _COUNTS_ENV not in os.environ                          # set for the gateway only, not left behind
     assert not any(name in ("_launch", "_count_in_child") for _, _, name in fewer["functions"])
     table = to_markdown({"tree": str(tree), "rows": [fewer]}, 5)
     assert "| gateway |" in table and "fastinfer/engine/engine.py:" in table and str(tree) not in table
