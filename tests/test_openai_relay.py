@@ -133,10 +133,14 @@ def test_an_event_needs_reading_when_it_holds_any_marker_the_plain_prefix_stops_
 
 
 REDACTABLE = event({"error": {"message": "bad key sk-abcdefghijklmnopqrstuvwxyz0123", "type": "auth"}})
+# vLLM's and SGLang's in-stream error: the error object itself, no "error" key
+BARE_ERROR = event({"object": "error", "message": "bad key sk-abcdefghijklmnopqrstuvwxyz0123",
+                    "type": "BadRequestError", "code": 400})
 
 
 @settings(max_examples=300, deadline=None)
-@given(pieces=st.lists(st.sampled_from([event(TOKEN), event(USAGE), ERROR, REDACTABLE, GARBAGE, event(b"[DONE]"),
+@given(pieces=st.lists(st.sampled_from([event(TOKEN), event(USAGE), ERROR, REDACTABLE, BARE_ERROR, GARBAGE,
+                                        event(b"[DONE]"), event({"message": "m", "type": "t"}),
                                         event(TOKEN).replace(b"\n\n", b"\r\n\r\n"), b": keep-alive\n\n",
                                         event({**USAGE, "choices": [{"delta": {}}]}), event(b"{not json}")]),
                        min_size=1, max_size=12),
@@ -167,6 +171,26 @@ def test_an_error_event_goes_out_redacted_and_is_remembered_so():
     out = relay.feed(event(TOKEN) + REDACTABLE + event(b"[DONE]"))
     assert b"sk-abcdefghijklmnop" not in out and b"sk-abcdefghijklmnop" not in relay.error
     assert out.startswith(event(TOKEN)) and [name for name, _ in sse_events(out)] == ["message", "message"]
+
+
+@pytest.mark.parametrize("bare", [BARE_ERROR, event({"message": "bad key sk-abcdefghijklmnopqrstuvwxyz0123"})])
+def test_a_bare_error_object_goes_out_redacted_in_openais_shape_and_ends_the_stream(bare):
+    """Not ``{"error": ...}``: an OpenAI SDK would read it as an empty chunk, and the key in it would
+    reach the client. It ends the stream as any error does, wrapped so a client reads it as one."""
+    relay = OpenAIStreamRelay(client_wants_usage=False)
+    out = relay.feed(event(TOKEN) + bare + event(TOKEN) + event(b"[DONE]"))
+    assert b"sk-abcdefghijklmnop" not in out and b"sk-abcdefghijklmnop" not in relay.error
+    (_, first), (_, error) = sse_events(out)
+    assert first == orjson.dumps(TOKEN)
+    assert orjson.loads(error)["error"]["message"] == "bad key sk-****" and error == relay.error
+    assert not relay.finished
+
+
+def test_a_chunk_with_choices_and_a_message_key_is_not_an_error():
+    chunk = {**TOKEN, "message": "a server's own field"}
+    relay = OpenAIStreamRelay(client_wants_usage=True)
+    assert relay.feed(event(chunk) + event(b"[DONE]")) == event(chunk) + event(b"[DONE]")
+    assert relay.error is None and relay.finished
 
 
 def test_nothing_follows_an_error_event_not_even_done():

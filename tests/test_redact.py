@@ -110,12 +110,17 @@ STEPS = [
     {"status": 429, "message": "slow down, {api_key}", "headers": {"retry-after": "0"}},
     {"stream_error_at": 1, "message": "x",
      "stream_error": {"error": {"message": "stream broke for {api_key}", "type": "server_error"}}},
+    # vLLM's and SGLang's in-stream error object, and an error object sent bare: no "error" key
+    {"stream_error_at": 1, "message": "x",
+     "stream_error": {"object": "error", "message": "stream broke for {api_key}", "type": "BadRequestError",
+                      "code": 400}},
+    {"stream_error_at": 1, "message": "x", "stream_error": {"message": "stream broke for {api_key}", "type": "x"}},
 ]
 
 
 @pytest.mark.parametrize("model", ["oa", "an", "ge"])
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
-@pytest.mark.parametrize("step", STEPS, ids=["400", "500", "429", "in-stream"])
+@pytest.mark.parametrize("step", STEPS, ids=["400", "500", "429", "in-stream", "in-stream-vllm", "in-stream-bare"])
 def test_an_upstream_echoing_the_credential_never_reaches_the_client(echoing, upstream, model, path, step):
     upstream.script([step])
     body = {"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],

@@ -6,6 +6,8 @@ cimport cython
 @cython.locals(data=bytes)
 cpdef bint needs_parsing(data)
 
+cpdef bint is_error_frame(dict frame)
+
 cdef class OpenAIPassthrough:
     cdef object _parser
     cdef bytes _carry

@@ -27,8 +27,9 @@ from ..errors import UpstreamFailure
 from ..redact import redact_bytes
 from .sse import SSEParser, encode_data, plain_prefix, whole_events
 
-#: what makes an event need reading: the end, a usage object, an error (and not ending like a JSON object)
-MARKERS = (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"')
+#: what makes an event need reading: the end, a usage object, an error (``"error"``, or an error object
+#: sent bare: ``"message"``, a key no chunk has), and not ending like a JSON object
+MARKERS = (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"', b'"message"')
 DONE = b"[DONE]"
 MALFORMED = "upstream sent a malformed stream event"
 
@@ -37,7 +38,18 @@ def needs_parsing(data) -> bool:
     """``plain_prefix``'s test for one parsed event's data (not the end marker): a token event after
     the first that needs reading is skipped as it would have been in a read of its own."""
     return (data[-1:] != b"}" or b'"usage":{' in data or b'"usage": {' in data or b'"error"' in data
-            or DONE in data)
+            or b'"message"' in data or DONE in data)
+
+
+def is_error_frame(frame) -> bool:
+    """Is an OpenAI-style stream event (its parsed data) an error? ``{"error": ...}`` (OpenAI, llama.cpp,
+    Ollama), or, in an event with no ``choices``, the error object sent bare: vLLM's and SGLang's
+    ``{"object": "error", "message": ...}``, or ``{"message": ..., "type": ...}``. Every one is redacted
+    and ends the stream (an upstream that echoes its credential in any of them must not reach the
+    client); a bare one reaches an OpenAI client wrapped as ``{"error": {...}}``."""
+    if "error" in frame:
+        return True
+    return "choices" not in frame and ("message" in frame or frame.get("object") == "error")
 
 
 class OpenAIPassthrough:
@@ -93,8 +105,10 @@ class OpenAIPassthrough:
                     self.failure = UpstreamFailure(MALFORMED)
                     return b"".join([encode_data(d) for d in kept])
                 frame = parsed
-                if "error" in frame:
-                    self.error = redact_bytes(data)
+                if is_error_frame(frame):
+                    # a bare error object goes out in OpenAI's shape, which is what clients (the SDKs)
+                    # read as an error; otherwise it would pass for a chunk with nothing in it
+                    self.error = redact_bytes(data if "error" in frame else orjson.dumps({"error": frame}))
                     # it ends the stream: nothing after it goes out (a [DONE] would read as success),
                     # so the read is cut after it (it is re-encoded: rare, and redacted if need be)
                     changed = True

@@ -17,6 +17,7 @@ import time
 import orjson
 
 from .._core.bodies import reply_usage_span
+from .._core.relay import is_error_frame
 from .._core.sse import SSEParser, encode_event, plain_prefix, whole_events
 from ..errors import GatewayError, UpstreamFailure
 from ..redact import redact_bytes
@@ -590,7 +591,7 @@ class OpenAIToAnthropicStream:
     def push(self, event: str | None, data) -> list:
         if data == DONE:
             return self._end()
-        if event == ERROR or ("error" in data and "choices" not in data):
+        if event == ERROR or is_error_frame(data):
             return [error_item(data)]
         out = [] if self._started else self._start(data.get("id"))
         if data.get("usage"):

@@ -131,8 +131,10 @@ async def write_stream(upstream, request: web.Request, frames: list[bytes], beha
 # ------------------------------------------------------------------- errors
 
 def stream_error_message(behaviour: dict, default: str) -> str:
-    """The message of a scripted ``stream_error`` payload (OpenAI-shaped), for formats that re-shape it."""
-    error = (behaviour.get("stream_error") or {}).get("error")
+    """The message of a scripted ``stream_error`` payload, for formats that re-shape it: OpenAI's
+    ``{"error": {...}}``, or the error object sent bare (vLLM's ``{"object": "error", "message": ...}``)."""
+    payload = behaviour.get("stream_error") or {}
+    error = payload.get("error", payload)
     return error.get("message", default) if isinstance(error, dict) else default
 
 
