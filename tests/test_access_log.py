@@ -519,3 +519,36 @@ def test_lines_name_the_gateway_key_and_the_resolved_deployment(start_gateway, u
     for code, answers in ((403, 1), (200, 2), (429, 1), (404, 1)):    # 200: the chat and the count
         assert f'fastinfer_key_requests_total{{key="team",code="{code}"}} {answers}' in metrics, code
     assert key not in gw.stderr_when_stopped()
+
+
+def test_a_gateway_key_or_the_admin_key_pasted_as_a_request_id_is_masked(start_gateway, upstream):
+    """Every secret the gateway reads (a key's ``value``, ``env`` or ``file``; the admin key) is
+    remembered for redaction, as a replica's credential is: a client that sends one as its request id
+    (or as anything else that reaches a log) finds it masked there."""
+    upstream.reset()
+    secrets = {"value": "gk-value-key-0123456789", "env": "gk-env-key-0123456789", "admin": "adm-key-0123456789"}
+    gw = start_gateway(config(upstream.base, 'format = "json"').replace("[logging]", f"""
+        admin_key = {{ value = "{secrets['admin']}" }}
+
+        [[keys]]
+        name = "by-value"
+        key = {{ value = "{secrets['value']}" }}
+
+        [[keys]]
+        name = "by-env"
+        key = {{ env = "FI_TEST_GATEWAY_KEY" }}
+
+        [logging]"""), env={"FI_TEST_GATEWAY_KEY": secrets["env"]})
+    for name, secret in secrets.items():
+        presented = secrets["env"] if name == "env" else secrets["value"]
+        assert post(gw, CHAT, f"id-{secret}", Authorization=f"Bearer {presented}")[0] == 200, name
+
+    def written():
+        entries = [json.loads(line) for line in gw.stderr().splitlines() if '"fastinfer.access"' in line]
+        return entries if len(entries) >= 3 else None
+    lines = wait_for(written, timeout=10)
+    assert lines is not None and [e["request_id"] for e in lines] == ["id-****"] * 3, lines
+    assert sorted(e["key"] for e in lines) == ["by-env", "by-value", "by-value"]
+    text = gw.stderr()
+    for secret in secrets.values():
+        assert secret not in text

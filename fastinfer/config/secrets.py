@@ -2,13 +2,18 @@
 
 A ``Secret`` names a source (``env``, ``file``, ``command`` or ``value``); its
 repr and its ``describe()`` never show the secret's value, so a Secret can be
-logged, printed by ``check-config`` or put in ``/admin/state`` safely.
+logged, printed by ``check-config`` or put in ``/admin/state`` safely. Every value
+read is handed to ``redact.remember``: a gateway key or the admin key a client
+pastes into its request id, or an error text that quotes one, is masked wherever
+``redact`` runs (logs, errors), as a replica's credential is.
 """
 from __future__ import annotations
 
 import os
 import subprocess
 from dataclasses import dataclass, field
+
+from ..redact import remember
 
 SOURCES = ("env", "file", "command", "value")
 
@@ -42,7 +47,13 @@ class Secret:
         return self.source in ("file", "command")
 
     def read(self) -> str:
-        """Fetch the current value from its source (may block: files, commands)."""
+        """Fetch the current value from its source (may block: files, commands), remembered for
+        ``redact``."""
+        value = self._fetch()
+        remember(value)
+        return value
+
+    def _fetch(self) -> str:
         if self.source == "value":
             return str(self.ref)
         if self.source == "env":
