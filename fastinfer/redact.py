@@ -85,7 +85,10 @@ def mask_url(url: str) -> str:
     and the value of every query parameter named like a secret (``redis://h/0?password=****``, redis-py's
     way to give a password to a unix socket; ``?sig=****``, ``?api_key=****``). Other URLs unchanged."""
     try:
-        password = urlsplit(url).password
+        parts = urlsplit(url)
+        password = parts.password
+        if password is None and _misread_userinfo(parts, url):
+            return _mask_userinfo(url)
     except ValueError:
         return redact(url)
     # taken apart by hand: ``urlunsplit`` would drop the empty host of ``unix:///path``
@@ -98,6 +101,22 @@ def mask_url(url: str) -> str:
         rest = f"{scheme}{slashes}{user}:{MASK}@{netloc.rpartition('@')[2]}{slash}{path}"
     masked = "&".join(_masked_parameter(pair) for pair in query.split("&")) if query else query
     return f"{rest}{mark}{masked}{hash_}{fragment}"
+
+
+def _misread_userinfo(parts, url: str) -> bool:
+    """Whether ``urlsplit`` cut a password short: one with an unencoded ``/``, ``?`` or ``#`` ends the
+    URL's authority there (``redis://:pa/ss@host`` reads as host ``""``, port ``pa``, path
+    ``/ss@host``), so it finds no password and the rest is shown as a path. Such a URL has a ``:`` in
+    what it took for the authority and an ``@`` after it. (So does ``http://h:8080/v?to=a@b``, which is
+    then shown as ``http://h:****@b``: masking too much is the safe side of that rare case.)"""
+    return ":" in parts.netloc and "@" not in parts.netloc and "@" in url[url.find("//") + 2:]
+
+
+def _mask_userinfo(url: str) -> str:
+    """``url`` with everything between its user name and its last ``@`` masked."""
+    scheme, slashes, rest = url.partition("//")
+    userinfo, _, host = rest.rpartition("@")
+    return f"{scheme}{slashes}{userinfo.partition(':')[0]}:{MASK}@{host}"
 
 
 # a query parameter whose name says it carries a secret (password, passwd, pwd, secret, token, key,

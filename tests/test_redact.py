@@ -77,6 +77,13 @@ def test_text_with_nothing_to_remove_is_returned_as_it_is():
     ("https://x.blob.example/c?sv=2024&sig=abc%2Fdef", "https://x.blob.example/c?sv=2024&sig=****"),
     ("https://r.openai.azure.com?api-version=2024-02-01", "https://r.openai.azure.com?api-version=2024-02-01"),
     ("http://h/v1?password=", "http://h/v1?password="),
+    # a password with an unencoded "/", "?" or "#" ends the authority early for urlsplit: no password
+    # found, the rest read as a path; still masked, up to the last "@"
+    ("redis://:SECRET/PW@host:6379/0", "redis://:****@host:6379/0"),
+    ("redis://u:SE#CRET@host:6379/0", "redis://u:****@host:6379/0"),
+    ("rediss://:SE?CR@ET@host:6380/1", "rediss://:****@host:6380/1"),
+    ("redis://:1234/x@host:1/0", "redis://:****@host:1/0"),
+    ("http://h/v1?x=a@b", "http://h/v1?x=a@b"),
 ])
 def test_mask_url(url, shown):
     assert mask_url(url) == shown
@@ -154,6 +161,26 @@ def test_check_config_masks_a_base_url_password(echoing, workdir):
     assert out.returncode == 0, out.stderr
     assert "replica r0: http://user:****@127.0.0.1:" in out.stdout
     assert "url-password-77" not in out.stdout + out.stderr and CREDENTIAL not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("password", ["SECRET/PW-77", "SE#CRET-77", "SE?CRET-77"])
+def test_a_redis_password_urlsplit_cannot_read_is_masked_by_check_config(workdir, password):
+    """An unencoded "/", "#" or "?" in the password: the URL is refused (redis-py could not read it
+    either), and the refusal does not print the password."""
+    path = write_config(workdir, textwrap.dedent(f"""
+        [cluster]
+        redis_url = "redis://:{password}@127.0.0.1:6379/0"
+        node_id = "n1"
+
+        [[deployments]]
+        name = "a"
+        provider = "mock"
+    """))
+    out = subprocess.run([sys.executable, "-m", "fastinfer", "check-config", str(path)], cwd=workdir,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "cluster.redis_url" in out.stderr and "redis://:****@127.0.0.1:6379/0" in out.stderr
+    assert password[-5:] not in out.stdout + out.stderr
 
 
 def test_a_bad_base_url_error_masks_its_password(workdir):
