@@ -26,6 +26,13 @@ CONFIG = """
     name = "echo"
     provider = "mock"
     mock = { tokens = 3 }
+
+    [[deployments]]
+    name = "claude"
+    provider = "anthropic"
+    [[deployments.replicas]]
+    base_url = "http://127.0.0.1:9/v1"
+    credential = { value = "sk-ant-never-called-0123" }
 """
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
 MESSAGES = {"model": "echo", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
@@ -193,3 +200,13 @@ def test_the_builtin_mock_gives_every_answer_its_own_id(gw):
         ids.add(json.loads(first)["id"])
     conn.close()
     assert len(ids) == 8
+
+
+@pytest.mark.parametrize("model", ["echo", "claude"])
+@pytest.mark.parametrize("endpoint, body", [("completions", {"prompt": "hi"}), ("embeddings", {"input": "hi"})])
+def test_an_endpoint_only_some_providers_have_is_refused_by_the_others(gw, model, endpoint, body):
+    """/v1/completions and /v1/embeddings are forwarded to upstreams that have them; the mock (which
+    makes chat answers only) and Anthropic's API get a 400 naming the model, not a chat answer."""
+    status, _, doc = raw_request(gw, "POST", f"/v1/{endpoint}", json.dumps({"model": model, **body}).encode())
+    assert status == 400, doc
+    assert doc["error"]["param"] == "model" and f"does not serve /v1/{endpoint}" in doc["error"]["message"]

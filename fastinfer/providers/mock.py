@@ -57,6 +57,9 @@ class MockProvider(Provider):
     def __init__(self, deployment, kind):
         super().__init__(deployment, kind)
         self.knobs = deployment.mock
+        # it makes chat answers only: /v1/completions and /v1/embeddings get the documented 400,
+        # not a chat.completion in place of what was asked for
+        self.endpoints = tuple(e for e in self.endpoints if e not in ("completions", "embeddings"))
 
     async def send(self, session, req, body: dict, timeouts, extra: dict | None = None) -> UpstreamReply:
         stream = req.stream
