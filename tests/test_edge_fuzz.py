@@ -182,6 +182,10 @@ UNCARRIED = [
         {"type": "tool_result", "tool_use_id": "t1", "content": [
             {"type": "image", "source": {"type": "url", "url": "https://example.com/shot.png"}}]}]}]},
      "ge", "messages.0.content.0.content.0"),
+    # a compatible server's own role (Llama's ipython) has no turn in Anthropic's or Gemini's API
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}, {"role": "ipython", "content": "42"}]},
+     "an", "messages[1].role"),
+    ("/v1/chat/completions", {"messages": [{"role": "ipython", "content": "42"}]}, "ge", "messages[0].role"),
 ]
 
 

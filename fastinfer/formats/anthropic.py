@@ -26,7 +26,7 @@ from .common import (ANTHROPIC_STOP_TO_OPENAI, DONE, ERROR, OPENAI_FINISH_TO_ANT
                      data_url, dumps, error_item, estimate_tokens, make_usage, new_id, openai_usage, parse_arguments,
                      parse_data_url, text_of, usage_from_anthropic, usage_from_openai)
 from .common import (cannot_carry, estimated_usage, file_part_bytes, json_object, params_without_place,
-                     reasoning_budget, refuse_answer_shapes, text_only)
+                     reasoning_budget, refuse_answer_shapes, text_only, unknown_role)
 from .relay import StreamRelay
 
 # ================================================================ requests
@@ -54,6 +54,8 @@ def openai_to_anthropic_request(body: dict, model: str, default_max_tokens: int)
             _append(messages, "user", [{
                 "type": "tool_result", "tool_use_id": m.get("tool_call_id") or m.get("name") or "",
                 "content": _openai_tool_result_to_anthropic(m.get("content"), i)}])
+        else:
+            raise unknown_role(i, _ANTHROPIC)
     out: dict = {"model": model, "messages": messages}
     if system:
         out["system"] = "\n\n".join(s for s in system if s)

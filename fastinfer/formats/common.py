@@ -188,6 +188,13 @@ def cannot_carry(path: str, what: str, upstream: str, instead: str = "", code: s
                       param=path, code=code)
 
 
+def unknown_role(index: int, upstream: str) -> BadRequest:
+    """The error for a message whose role the upstream's API has no turn for: a compatible server's
+    own (``ipython``) passes to OpenAI-shaped upstreams, but translated it would be dropped."""
+    return cannot_carry(f"messages[{index}].role", "a role other than system, developer, user, assistant, "
+                        "tool or function", upstream)
+
+
 def text_only(content, part_path: str, upstream: str) -> str:
     """The text of ``content`` (``text_of``) where the upstream's API holds text alone (a system
     prompt, a Gemini function's response, an OpenAI tool result); a part of another type there is

@@ -20,7 +20,7 @@ from .base import Format
 from .common import (DONE, ERROR, GEMINI_FINISH_TO_OPENAI, cannot_carry, dumps, error_item, file_part_bytes,
                      guess_media_type, make_usage, new_id, openai_usage, params_without_place, parse_arguments,
                      parse_data_url,
-                     reasoning_budget, refuse_answer_shapes, text_only, usage_from_gemini)
+                     reasoning_budget, refuse_answer_shapes, text_only, unknown_role, usage_from_gemini)
 
 # ================================================================ request
 
@@ -69,6 +69,8 @@ def openai_to_gemini_request(body: dict) -> dict:
             if not result or "_raw" in result:
                 result = {"content": text}
             _append(contents, "user", [{"functionResponse": {"name": name, "response": result}}])
+        else:
+            raise unknown_role(i, _GEMINI)
     out: dict = {"contents": contents}
     if system:
         out["systemInstruction"] = {"parts": [{"text": "\n\n".join(s for s in system if s)}]}
