@@ -295,6 +295,25 @@ def test_garbage_under_a_200_is_a_failed_attempt(start_gateway, mock_upstream):
     assert "JSON" in exc.value.message
 
 
+def test_a_stream_request_answered_with_whole_json_is_a_failed_attempt_not_a_200(start_gateway, mock_upstream):
+    """An upstream that answers ``stream: true`` with ``application/json`` (one that cannot stream the
+    endpoint) has sent no stream: nothing has gone to the client yet, so the attempt fails and is
+    retried, and when every attempt does, the client gets a 502 rather than a 200 with one error event."""
+    gw = start_gateway(deployment("m", mock_upstream.base, retry=FAST_RETRY.split("= ", 1)[1]))
+    whole = '{"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "finish_reason": "stop", ' \
+            '"message": {"role": "assistant", "content": "whole"}}]}'
+    mock_upstream.script([{"body": whole}])
+    raw = sdk(gw).chat.completions.with_raw_response.create(model="m", messages=MESSAGES, stream=True)
+    assert raw.headers["x-fastinfer-attempts"] == "2"           # the second attempt streamed
+    assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    mock_upstream.script([{"body": whole}] * 3)
+    status, headers, answer = http_json("POST", gw.base + "/v1/chat/completions",
+                                        {"model": "m", "messages": MESSAGES, "stream": True})
+    attempts = {k.lower(): v for k, v in headers.items()}["x-fastinfer-attempts"]
+    assert status == 502 and attempts == "3", answer
+    assert "not a stream" in answer["error"]["message"]
+
+
 def test_a_200_that_is_json_but_no_object_fails_and_one_without_usage_is_passed_on_with_an_estimate(
         start_gateway, mock_upstream):
     gw = start_gateway(deployment("m", mock_upstream.base, retry=FAST_RETRY.split("= ", 1)[1]))

@@ -501,9 +501,10 @@ def test_an_answer_read_whole_reaches_the_caller_as_the_split_one_does(stream, s
     reply is the one the head-data-end calls made — a body, or for a 200 to a stream the first bytes
     and an ended stream — and the connection goes back to the pool for the next request."""
     from fastinfer.transport.exchange import exchange as upstream_exchange
-    body = b'{"id":"x","choices":[]}'
-    answer = b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
-        status, len(body), body)
+    body = b'data: {"id":"x","choices":[]}\n\n' if stream else b'{"id":"x","choices":[]}'
+    kind = b"text/event-stream" if stream else b"application/json"
+    answer = b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+        status, kind, len(body), body)
 
     async def go():
         served = []
@@ -534,11 +535,34 @@ def test_an_answer_read_whole_reaches_the_caller_as_the_split_one_does(stream, s
     if stream and status == 200:
         first, chunks, second, _ = replies
         assert (first.status, first.first, first.body, chunks) == (200, body, None, [])
-        assert first.headers["content-type"] == "application/json" and ends == [None, None]
+        assert first.headers["content-type"] == "text/event-stream" and ends == [None, None]
     else:
         for reply in replies:
             assert (reply.status, reply.body, reply.stream) == (status, body, None)
             assert reply.headers["content-length"] == str(len(body))
+
+
+@pytest.mark.parametrize("pieces", [1, 2])
+def test_a_json_answer_to_a_stream_request_is_read_whole(pieces):
+    """A 200 ``application/json`` to a stream request is no stream (an upstream that cannot stream the
+    endpoint): read whole, in one read or several, so the engine can fail the attempt before the
+    client is answered."""
+    body = b'{"id":"x","object":"chat.completion","choices":[]}'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n\r\n" % len(body)
+    reads = [head + body] if pieces == 1 else [head + body[:9], body[9:]]
+
+    async def go():
+        pool = Pool("http://127.0.0.1:1/v1")
+        conn = connection(pool, asyncio.get_running_loop())
+        conn.connection_made(FakeTransport())
+        sink = Pool.core.Exchange(conn, True)       # a stream asked for
+        conn.send(b"POST / HTTP/1.1\r\n\r\n", sink, Timeouts)
+        for read in reads:
+            conn.data_received(read)
+        await sink.ready
+        return sink.ready.result() or sink.reply()
+    reply = asyncio.run(go())
+    assert (reply.status, reply.body, reply.stream, reply.first) == (200, body, None, None)
 
 
 def test_a_request_whose_kept_alive_connection_was_stale_is_sent_once_more_on_a_new_one():

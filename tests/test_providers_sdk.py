@@ -18,7 +18,7 @@ import pydantic
 import pytest
 
 from conftest import every_format_config
-from procs import http_json, metric_value, metrics_text, start_gateway_proc
+from procs import http_json, metric_value, metrics_text, start_gateway_proc, wait_for
 
 UPSTREAMS = ("oa", "an", "ge")
 ALL = UPSTREAMS + ("mk",)
@@ -268,6 +268,21 @@ def test_openai_completions_and_embeddings_passthrough(oai, upstream):
     for dep in ("an", "ge"):
         with pytest.raises(openai.BadRequestError):
             oai.embeddings.create(model=dep, input="a")
+
+
+def test_openai_completions_stream_passthrough(oai, upstream, gateway):
+    """A streamed /v1/completions goes through as a stream: the SDK reads the text chunk by chunk,
+    and its usage is counted though the client did not ask for it (the gateway did)."""
+    before = metric_value(metrics_text(gateway), 'fastinfer_tokens_total{deployment="oa",direction="output"}') or 0
+    chunks = list(oai.completions.create(model="oa", prompt="one two", max_tokens=3, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "one two one "
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert not any(c.usage for c in chunks)           # the client did not ask for the usage chunk
+    sent = upstream.received()[-1]
+    assert sent["path"] == "/v1/completions" and sent["body"]["stream_options"] == {"include_usage": True}
+    after = wait_for(lambda: (metric_value(metrics_text(gateway), 'fastinfer_tokens_total{deployment="oa",'
+                                                              'direction="output"}') or 0) - before or None)
+    assert after == 3
 
 
 # =================================================== Anthropic SDK as client

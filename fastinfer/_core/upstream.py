@@ -530,7 +530,10 @@ class Exchange:
     def on_head(self, status: int, headers: dict) -> None:
         self.status = status
         self.headers = headers
-        self.streaming = self.want_stream and status == 200
+        # a JSON body is a whole answer even to a stream request (an upstream that cannot stream the
+        # endpoint): read whole, so the engine can fail the attempt before the client sees a 200
+        self.streaming = (self.want_stream and status == 200
+                          and not headers.get("content-type", "").startswith("application/json"))
 
     def on_data(self, data: bytes) -> None:
         self.parts.append(data)
@@ -541,7 +544,7 @@ class Exchange:
         self._on_whole(status, headers, body)
 
     def _on_whole(self, status: int, headers: dict, body: bytes) -> None:
-        if self.want_stream and status == 200:      # a stream asked for and answered whole
+        if self.want_stream and status == 200:      # a stream asked for and answered in one read
             self.on_head(status, headers)
             if body:
                 self.on_data(body)

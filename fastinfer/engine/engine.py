@@ -18,7 +18,7 @@ import random
 
 from ..breaker import PROBE, REJECTED, BreakerSet
 from ..config import Config, DeploymentConfig
-from ..errors import GatewayError, Overloaded, UnknownModel
+from ..errors import GatewayError, Overloaded, UnknownModel, UpstreamFailure
 from ..formats import FORMATS
 from ..formats.common import json_object
 from ..limits import AdmissionControl, CapacityExhausted, Limits, price_of
@@ -404,6 +404,11 @@ class Engine:
             self._account_usage(dep, req, usage)
             # status, body, stream, replica, attempts, upstream_s: ``EngineResult``'s first fields in order
             return new_result(200, body, None, current.replica, attempt, upstream_s)
+        if reply.stream is None:
+            # answered whole (JSON) where a stream was asked for: nothing has gone to the client, so the
+            # attempt fails here (a 502, or another replica or deployment) instead of a 200 whose
+            # stream is one error event
+            raise UpstreamFailure("the upstream answered a stream request with a whole JSON answer, not a stream")
         try:
             relay = fmt.relay(req, caller, model)
         except BaseException:

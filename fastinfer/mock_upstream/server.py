@@ -22,7 +22,7 @@ from aiohttp import web
 
 from ..providers.mock import completion_words, count_prompt_tokens
 from . import anthropic, gemini
-from .plan import count_words, length_and_finish, new_id, openai_tool_answer, openai_view, wants_tools
+from .plan import count_words, length_and_finish, new_id, openai_tool_answer, openai_view, wants_tools, write_stream
 
 JSON = "application/json"
 
@@ -417,11 +417,21 @@ class MockUpstream:
         async def answer(request, body, behaviour):
             n_tokens, finish = length_and_finish(behaviour.get("tokens", self.chaos.tokens), body.get("max_tokens"))
             words = completion_words({"messages": [{"content": str(body.get("prompt", ""))}]}, n_tokens)
-            return web.Response(body=orjson.dumps({
-                "id": new_id("cmpl-"), "object": "text_completion", "created": self._created,
-                "model": body.get("model"), "choices": [{"index": 0, "text": "".join(words), "finish_reason": finish}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": len(words), "total_tokens": 1 + len(words)},
-            }), content_type=JSON)
+            head = {"id": new_id("cmpl-"), "object": "text_completion", "created": self._created,
+                    "model": body.get("model")}
+            usage = {"prompt_tokens": 1, "completion_tokens": len(words), "total_tokens": 1 + len(words)}
+            if not body.get("stream"):
+                return web.Response(body=orjson.dumps({**head, "choices": [
+                    {"index": 0, "text": "".join(words), "finish_reason": finish}], "usage": usage}), content_type=JSON)
+            # as vLLM streams them: a chunk a token, the finish, the usage when asked for, [DONE]
+            frames = [{**head, "choices": [{"index": 0, "text": w, "finish_reason": None}]} for w in words]
+            frames.append({**head, "choices": [{"index": 0, "text": "", "finish_reason": finish}]})
+            if (body.get("stream_options") or {}).get("include_usage"):
+                frames.append({**head, "choices": [], "usage": usage})
+            events = [b"data: " + orjson.dumps(f) + b"\n\n" for f in frames] + [b"data: [DONE]\n\n"]
+            error = behaviour.get("stream_error") or {"error": {"message": "mock upstream stream error",
+                                                                 "type": "server_error"}}
+            return await write_stream(self, request, events, behaviour, b"data: " + orjson.dumps(error) + b"\n\n")
         return await self._handle(request, answer)
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
