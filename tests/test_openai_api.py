@@ -149,6 +149,13 @@ def test_unknown_route_is_openai_shaped_404(gateway):
     assert answer["error"]["code"] == "unknown_url"
 
 
+def test_an_unknown_route_under_v1_messages_is_an_anthropic_shaped_404(gateway):
+    """docs/http-api.md (Routes): an Anthropic client's mistyped path gets Anthropic's error shape."""
+    status, _, answer = http_json("POST", gateway.base + "/v1/messages/nothing-here", {})
+    assert status == 404
+    assert answer["type"] == "error" and answer["error"]["type"] == "not_found_error"
+
+
 def test_health_and_readiness(gateway):
     assert http_json("GET", gateway.base + "/healthz")[0] == 200
     assert http_json("GET", gateway.base + "/readyz")[0] == 200
