@@ -146,6 +146,15 @@ def test_bad_session_ids_are_refused_in_the_callers_shape(start_gateway, replica
     assert status == 400 and "longer than 256 bytes" in body["error"]["message"]
     status, _, body = chat(gw.base, session="tab\there")
     assert status == 400 and "control characters" in body["error"]["message"]
+    # any other control byte is no valid HTTP header: the parser's 400 (documented), the connection closed
+    import socket
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-session-id: a\x01b\r\n"
+                     b"Content-Length: 2\r\n\r\n{}")
+        answer = b""
+        while chunk := sock.recv(4096):      # read to the close
+            answer += chunk
+    assert answer.split(b" ", 2)[1] == b"400" and b"Malformed HTTP request" in answer
     status, _, body = http_json("POST", gw.base + "/v1/messages",
                                 {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
                                 headers={"x-session-id": "y" * 300})
