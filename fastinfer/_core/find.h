@@ -1,7 +1,7 @@
 /* fi_find: the first occurrence of a short needle in a buffer, 16 bytes a step.
  *
  * glibc's memmem reads an SSE relay's whole read once per marker at about two instructions a byte
- * (its two-way scan); a 64-event stream's read is ~11 KB and the relay looks for four markers: ~80k
+ * (its two-way scan); a 64-event stream's read is ~11 KB and the relay looks for four or five markers: ~80k
  * instructions a stream, a sixth of all it costs. This is the "generic SIMD" substring search
  * (Wojciech Mula): compare 16 positions at once with the needle's first byte and, m - 1 bytes
  * on, its last; only where both match are the bytes between compared. In JSON the pair of a
@@ -54,7 +54,7 @@ static inline const char *fi_find(const char *s, size_t n, const char *needle, s
 /* fi_find_any: the first position where any of k (at most FI_MAX_NEEDLES) non-empty needles starts, or NULL.
  * One pass instead of one a needle: at each step of positions (16 with SSE2, 32 with AVX2 where
  * the CPU has it, asked once) every needle's first byte and one more are compared and the masks
- * ORed, so a relay's four markers cost one load of the read, not four scans of it. The rest of a
+ * ORed, so a relay's five markers cost one load of the read, not five scans of it. The rest of a
  * needle is compared, inline, only where its pair matched. */
 static inline int fi_same_rest(const char *at, const char *needle, size_t m)
 {
@@ -67,8 +67,9 @@ static inline int fi_same_rest(const char *at, const char *needle, size_t m)
 
 /* what a screen compares of each needle: its first byte, and the one at[j] from it (the last,
  * unless it is the first again: a quoted key's quote pairs that far apart are in every event;
- * then the one before it); fewer than four needles are padded with the first, so the screen's
- * test of a step is one shape, unrolled, with the bytes in registers */
+ * then the one before it); fewer than five needles are padded with the first, so the screen's
+ * test of a step is one shape, unrolled, with the bytes in registers (five: the OpenAI relay's
+ * markers; more go round a loop) */
 typedef struct {
     const char *const *needles;
     const size_t *lengths;
@@ -91,17 +92,19 @@ TARGET static size_t NAME(const char *s, size_t n, const fi_screen *sc, size_t *
         second[j] = SET1(sc->second[j]);                                                                 \
     }                                                                                                    \
     {                                                                                                    \
-        const VEC f0 = first[0], f1 = first[1], f2 = first[2], f3 = first[3];                            \
-        const VEC l0 = second[0], l1 = second[1], l2 = second[2], l3 = second[3];                        \
+        const VEC f0 = first[0], f1 = first[1], f2 = first[2], f3 = first[3], f4 = first[4];             \
+        const VEC l0 = second[0], l1 = second[1], l2 = second[2], l3 = second[3], l4 = second[4];        \
         const size_t at0 = sc->at[0], at1 = sc->at[1], at2 = sc->at[2], at3 = sc->at[3];                 \
+        const size_t at4 = sc->at[4];                                                                    \
         for (; i + sc->longest - 1 + WIDTH <= n; i += WIDTH) {                                           \
             VEC a = LOADU((const VEC *)(s + i));                                                         \
             VEC hits = OR(OR(AND(CMPEQ(a, f0), CMPEQ(LOADU((const VEC *)(s + i + at0)), l0)),            \
                              AND(CMPEQ(a, f1), CMPEQ(LOADU((const VEC *)(s + i + at1)), l1))),           \
                           OR(AND(CMPEQ(a, f2), CMPEQ(LOADU((const VEC *)(s + i + at2)), l2)),            \
                              AND(CMPEQ(a, f3), CMPEQ(LOADU((const VEC *)(s + i + at3)), l3))));          \
+            hits = OR(hits, AND(CMPEQ(a, f4), CMPEQ(LOADU((const VEC *)(s + i + at4)), l4)));            \
             unsigned earliest = WIDTH;                                                                   \
-            for (j = 4; j < sc->k; j++)                                                                  \
+            for (j = 5; j < sc->k; j++)                                                                  \
                 hits = OR(hits, AND(CMPEQ(a, first[j]),                                                  \
                                     CMPEQ(LOADU((const VEC *)(s + i + sc->at[j])), second[j])));         \
             if (!MOVEMASK(hits))                                                                         \
