@@ -25,7 +25,7 @@ from .base import Format
 from .common import (ANTHROPIC_STOP_TO_OPENAI, DONE, ERROR, OPENAI_FINISH_TO_ANTHROPIC, anthropic_usage,
                      data_url, dumps, error_item, estimate_tokens, make_usage, new_id, openai_usage, parse_arguments,
                      parse_data_url, text_of, usage_from_anthropic, usage_from_openai)
-from .common import (cannot_carry, estimated_usage, file_part_bytes, json_object, params_without_place,
+from .common import (cannot_carry, estimated_prompt_tokens, file_part_bytes, json_object, params_without_place,
                      reasoning_budget, refuse_answer_shapes, text_only, unknown_role)
 from .relay import StreamRelay
 
@@ -696,7 +696,7 @@ class AnthropicStreamRelay(StreamRelay):
             return self._usage
         if self._input:
             return usage_from_anthropic(self._input)
-        return make_usage(estimated_usage(self._request_body, 0)["prompt_tokens"], self._deltas, estimated=True)
+        return make_usage(estimated_prompt_tokens(self._request_body), self._deltas, estimated=True)
 
     def feed(self, chunk: bytes) -> bytes:
         if self.error is not None:

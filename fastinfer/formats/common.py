@@ -134,9 +134,13 @@ def counted_input_tokens(body: dict) -> int:
     return estimate_tokens(chars)
 
 
+def estimated_prompt_tokens(request_body: dict) -> int:
+    """A request's prompt tokens, estimated from its text (``prompt_chars``)."""
+    return estimate_tokens(prompt_chars(request_body))
+
+
 def estimated_usage(request_body: dict, completion_chars: int) -> dict:
-    return make_usage(estimate_tokens(prompt_chars(request_body)), estimate_tokens(completion_chars),
-                      estimated=True)
+    return make_usage(estimated_prompt_tokens(request_body), estimate_tokens(completion_chars), estimated=True)
 
 
 # ---------------------------------------------------------- finish reasons

@@ -21,7 +21,7 @@ from .._core.relay import OpenAIPassthrough
 from .._core.sse import encode_data
 from ..errors import GatewayError, UpstreamFailure
 from .base import NOT_AN_OBJECT, Format
-from .common import estimated_usage, json_object, make_usage, params_without_place, text_of, usage_from_openai
+from .common import estimated_prompt_tokens, json_object, make_usage, params_without_place, text_of, usage_from_openai
 from .relay import StreamRelay
 
 
@@ -46,8 +46,8 @@ class OpenAIStreamRelay(OpenAIPassthrough, StreamRelay):
         usage = usage_from_openai(self.raw_usage)     # None: the upstream sent none, or not an object
         if usage is not None:
             return usage
-        prompt = estimated_usage(self._request_body or {}, 0)["prompt_tokens"]
-        return make_usage(prompt, max(0, self.events - 2), estimated=True)  # minus role and finish chunks
+        # minus the role and finish chunks
+        return make_usage(estimated_prompt_tokens(self._request_body or {}), max(0, self.events - 2), estimated=True)
 
     def error_event(self, err) -> bytes:
         return OPENAI.error_event(err)
