@@ -132,6 +132,23 @@ def test_check_config_refuses_the_keys_serve_refuses(workdir, keys, expected):
                                        "unix:///tmp/r.sock?db=0&password=QPW-SECRET-7f3a9c",
                                        "redis://default:QPW-SECRET-7f3a9c@127.0.0.1:6379/0"])
 def test_check_config_masks_a_redis_password_wherever_the_url_carries_it(workdir, redis_url):
+    out = _check_cluster_config(workdir, redis_url)
+    assert out.returncode == 0, out.stderr
+    assert "QPW-SECRET" not in out.stdout + out.stderr
+    assert "cluster: node a via " in out.stdout and "****" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("password", ["SECRET/PW-77", "SE#CRET-77", "SE?CRET-77"])
+def test_a_redis_password_urlsplit_cannot_read_is_masked_by_check_config(workdir, password):
+    """An unencoded "/", "#" or "?" in the password: the URL is refused (redis-py could not read it
+    either), and the refusal does not print the password."""
+    out = _check_cluster_config(workdir, f"redis://:{password}@127.0.0.1:6379/0")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "cluster.redis_url" in out.stderr and "redis://:****@127.0.0.1:6379/0" in out.stderr
+    assert password[-5:] not in out.stdout + out.stderr
+
+
+def _check_cluster_config(workdir, redis_url: str):
     config = write_config(workdir, textwrap.dedent(f"""
         [cluster]
         redis_url = "{redis_url}"
@@ -141,10 +158,7 @@ def test_check_config_masks_a_redis_password_wherever_the_url_carries_it(workdir
         name = "echo"
         provider = "mock"
     """))
-    out = fastinfer_cli(workdir, "check-config", str(config))
-    assert out.returncode == 0, out.stderr
-    assert "QPW-SECRET" not in out.stdout + out.stderr
-    assert "cluster: node a via " in out.stdout and "****" in out.stdout, out.stdout
+    return fastinfer_cli(workdir, "check-config", str(config))
 
 
 def test_check_config_shows_the_admin_listener_and_the_one_time_token_default(workdir):
