@@ -46,7 +46,10 @@ class PythonMock(Service):
 
 def record_answers(mock: PythonMock, modes: Iterable[tuple[bool, int]],
                    request_body: Callable[[bool], bytes]) -> dict[tuple[bool, int], bytes]:
-    """What the Python mock answers, per (stream, chunks), to the request a gateway sends it."""
+    """What the Python mock answers, per (stream, chunks), to the client's request (``request_body``):
+    as a gateway that passes it through unchanged gets it. fastinfer asks for the usage of a stream
+    (``stream_options.include_usage``) where a real vLLM would then send a usage event; this answer has
+    none, so fastinfer pays its estimate in every bench stream (one file serves every path)."""
     answers = {}
     for stream, chunks in modes:
         mock.configure(stream, chunks, 0.0)
