@@ -3,6 +3,7 @@ client nor the logs; URL passwords are masked by check-config and /admin/state."
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ import urllib.request
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fastinfer.redact import mask_url, redact, redact_unchecked, remember
+from fastinfer.redact import _trie_pattern, mask_url, redact, redact_unchecked, remember
 from conftest import every_format_config
 from procs import http_json, start_gateway_proc, write_config
 
@@ -62,6 +63,29 @@ def test_text_with_nothing_to_remove_is_returned_as_it_is():
     request_id = "0f3a9c1b2d4e5f60"
     assert redact(request_id) is request_id
     assert redact("id sk-abcdefgh") == "id sk-****"      # and the precheck still lets a key through to its mask
+
+
+@settings(max_examples=300, deadline=None)
+@given(secrets=st.lists(st.text("ab-c", min_size=1, max_size=9), min_size=1, max_size=12, unique=True),
+       text=st.text("ab-c x", max_size=60))
+def test_the_secrets_trie_matches_what_a_longest_first_alternation_does(secrets, text):
+    """``redact`` matches the remembered secrets with one trie-shaped pattern (a flat alternation of a
+    config's thousand keys cost 70 µs a request id): the same text masked as by the plain pattern,
+    the longest secret where one is another's prefix."""
+    flat = re.compile("|".join(re.escape(s) for s in sorted(secrets, key=len, reverse=True)))
+    trie = re.compile(_trie_pattern(secrets))
+    assert trie.sub("#", text) == flat.sub("#", text)
+
+
+def test_a_thousand_remembered_keys_are_each_masked():
+    """A thousand gateway keys, remembered one by one as a config's are read (the pattern is made
+    once, at the next ``redact``): each is masked, and text without one is left as it is."""
+    keys = [f"gk-many-{i:04d}-{'q' * 20}" for i in range(1000)]
+    for key in keys:
+        remember(key)
+    text = f"id {keys[0]} and {keys[999]} and {keys[500]}x"
+    assert redact(text) == "id **** and **** and ****x"
+    assert redact("client-request-0123456789") == "client-request-0123456789"
 
 
 @pytest.mark.parametrize("url, shown", [
