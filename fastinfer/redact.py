@@ -14,6 +14,7 @@ costs one ``search`` for what every match of the three contains (``_anything``),
 from __future__ import annotations
 
 import re
+import threading
 from urllib.parse import urlsplit
 
 MASK = "****"
@@ -30,6 +31,7 @@ _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/:@]*:)[^\s/@]+@"
 _secrets: dict[str, None] = {}     # insertion-ordered set
 _secret_pattern: re.Pattern | None = None
 _stale = False                     # a secret was remembered since the patterns were made
+_lock = threading.Lock()
 # what every match of the substitutions contains (a remembered secret, or the literal start of a key
 # shape, or a URL's "://"): text it finds nothing in is returned as it is. Literals, not the patterns
 # themselves: the search is then a scan for their first characters, half the cost of the patterns'.
@@ -45,10 +47,11 @@ def remember(secret: str | None) -> None:
     global _stale
     if not secret or len(secret) < _MIN_SECRET or secret in _secrets:
         return
-    _secrets[secret] = None
-    while len(_secrets) > _MAX_REMEMBERED:
-        del _secrets[next(iter(_secrets))]
-    _stale = True
+    with _lock:     # a reload reads its config (and remembers its keys) in a thread
+        _secrets[secret] = None
+        while len(_secrets) > _MAX_REMEMBERED:
+            del _secrets[next(iter(_secrets))]
+        _stale = True
 
 
 def _remade() -> None:
@@ -56,10 +59,12 @@ def _remade() -> None:
     branch a character whatever their number (a flat ``a|b|c...`` of a thousand keys tries each at
     every position: 70 µs a request id, against ~1 for the trie)."""
     global _secret_pattern, _anything, _stale
-    secrets = _trie_pattern(_secrets)
+    with _lock:     # stale again if one is remembered meanwhile: the next redact makes them anew
+        _stale = False
+        remembered = tuple(_secrets)
+    secrets = _trie_pattern(remembered)
     _secret_pattern = re.compile(secrets) if secrets else None
     _anything = re.compile(f"{secrets}|{_TRIGGERS}" if secrets else _TRIGGERS)
-    _stale = False
 
 
 def _trie_pattern(secrets) -> str:
@@ -132,7 +137,7 @@ def mask_url(url: str) -> str:
         parts = urlsplit(url)
         password = parts.password
         if password is None and _misread_userinfo(parts, url):
-            return _mask_userinfo(url)
+            url, password = _mask_userinfo(url), MASK    # then its query's secrets, as any URL's
     except ValueError:
         return redact(url)
     # taken apart by hand: ``urlunsplit`` would drop the empty host of ``unix:///path``

@@ -565,6 +565,30 @@ def test_a_json_answer_to_a_stream_request_is_read_whole(pieces):
     assert (reply.status, reply.body, reply.stream, reply.first) == (200, body, None, None)
 
 
+@pytest.mark.parametrize("label", ["application/json", "Application/JSON; charset=utf-8"])
+def test_an_event_stream_labelled_json_is_relayed_as_a_stream(label):
+    """A stream whose upstream (or a proxy) calls it JSON is still a stream: what its body starts with
+    decides, so it is relayed (whole, once it has ended), not failed and generated again."""
+    body = b'data: {"id":"x","choices":[]}\n\ndata: [DONE]\n\n'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (label.encode(), len(body))
+
+    async def go():
+        pool = Pool("http://127.0.0.1:1/v1")
+        conn = connection(pool, asyncio.get_running_loop())
+        conn.connection_made(FakeTransport())
+        sink = Pool.core.Exchange(conn, True)
+        conn.send(b"POST / HTTP/1.1\r\n\r\n", sink, Timeouts)
+        conn.data_received(head + body)
+        await sink.ready
+        reply = sink.ready.result() or sink.reply()
+        chunks, ends = [], []
+        if reply.stream is not None:
+            reply.stream.start(chunks.append, ends.append)
+        return reply, chunks, ends
+    reply, chunks, ends = asyncio.run(go())
+    assert reply.stream is not None and reply.first + b"".join(chunks) == body and ends == [None]
+
+
 def test_a_request_whose_kept_alive_connection_was_stale_is_sent_once_more_on_a_new_one():
     """The upstream closed its idle connections as they were reused: the request goes once more on a
     new connection, not on the next kept-alive one (which may be as stale), and not a third time."""

@@ -186,8 +186,9 @@ def test_a_bare_error_object_goes_out_redacted_in_openais_shape_and_ends_the_str
     assert not relay.finished
 
 
-def test_a_chunk_with_choices_and_a_message_key_is_not_an_error():
-    chunk = {**TOKEN, "message": "a server's own field"}
+@pytest.mark.parametrize("extra", [{"message": "a server's own field"}, {"error": None}])
+def test_a_chunk_with_choices_and_a_message_key_is_not_an_error(extra):
+    chunk = {**TOKEN, **extra}
     relay = OpenAIStreamRelay(client_wants_usage=True)
     assert relay.feed(event(chunk) + event(b"[DONE]")) == event(chunk) + event(b"[DONE]")
     assert relay.error is None and relay.finished

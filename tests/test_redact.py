@@ -108,6 +108,7 @@ def test_a_thousand_remembered_keys_are_each_masked():
     ("rediss://:SE?CR@ET@host:6380/1", "rediss://:****@host:6380/1"),
     ("redis://:1234/x@host:1/0", "redis://:****@host:1/0"),
     ("http://h/v1?x=a@b", "http://h/v1?x=a@b"),
+    ("https://u:p/w@host/v1?sig=SECRETSIG", "https://u:****@host/v1?sig=****"),
 ])
 def test_mask_url(url, shown):
     assert mask_url(url) == shown

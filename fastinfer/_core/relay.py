@@ -47,7 +47,7 @@ def is_error_frame(frame) -> bool:
     ``{"object": "error", "message": ...}``, or ``{"message": ..., "type": ...}``. Every one is redacted
     and ends the stream (an upstream that echoes its credential in any of them must not reach the
     client); a bare one reaches an OpenAI client wrapped as ``{"error": {...}}``."""
-    if "error" in frame:
+    if frame.get("error") is not None:
         return True
     return "choices" not in frame and ("message" in frame or frame.get("object") == "error")
 
@@ -108,7 +108,7 @@ class OpenAIPassthrough:
                 if is_error_frame(frame):
                     # a bare error object goes out in OpenAI's shape, which is what clients (the SDKs)
                     # read as an error; otherwise it would pass for a chunk with nothing in it
-                    self.error = redact_bytes(data if "error" in frame else orjson.dumps({"error": frame}))
+                    self.error = redact_bytes(data if frame.get("error") is not None else orjson.dumps({"error": frame}))
                     # it ends the stream: nothing after it goes out (a [DONE] would read as success),
                     # so the read is cut after it (it is re-encoded: rare, and redacted if need be)
                     changed = True

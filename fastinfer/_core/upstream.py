@@ -533,7 +533,7 @@ class Exchange:
         # a JSON body is a whole answer even to a stream request (an upstream that cannot stream the
         # endpoint): read whole, so the engine can fail the attempt before the client sees a 200
         self.streaming = (self.want_stream and status == 200
-                          and not headers.get("content-type", "").startswith("application/json"))
+                          and headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json")
 
     def on_data(self, data: bytes) -> None:
         self.parts.append(data)
@@ -578,7 +578,13 @@ class Exchange:
         the live rest (this sink), or a body that came in more than one read."""
         if self.streaming:
             return UpstreamReply.streaming(self.parts.pop(0), self, self.headers)
-        return UpstreamReply(self.status, self.headers, b"".join(self.parts), None, None)
+        body = b"".join(self.parts)
+        if self.want_stream and self.status == 200 and body.lstrip()[:1] in (b"d", b"e", b":"):
+            # an event stream labelled JSON: relayed as the stream it is, whole (it has ended)
+            self.parts = []
+            self.streaming = True
+            return UpstreamReply.streaming(body, self, self.headers)
+        return UpstreamReply(self.status, self.headers, body, None, None)
 
     # ---------------------------------------------------------- stream side
 
