@@ -22,10 +22,10 @@ def chat(mock, key=None, stream=False, header="authorization", **extra):
 class RawStream:
     """A raw HTTP/1.1 exchange on a socket we close ourselves, at a moment we know."""
 
-    def __init__(self, mock, body: dict, close: bool = False):
+    def __init__(self, mock, body: dict, close: bool = False, path: str = "/v1/chat/completions"):
         data = json.dumps(body).encode()
         self.sock = socket.create_connection(("127.0.0.1", mock.port), timeout=10)
-        head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(data)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n")
         self.sock.sendall(head.encode() + data)
         self.buf = b""
@@ -136,14 +136,25 @@ def test_stream_error_at(mock_upstream):
     assert e["end"] == "stream_error" and e["client_gone"] is False
 
 
-def test_stream_error_payload_is_scriptable(mock_upstream):
+_WEATHER = {**CHAT, "messages": [{"role": "user", "content": "weather in Oslo?"}],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]}
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", CHAT),
+    ("/v1/chat/completions", _WEATHER),         # a tool call's stream is written apart (plan.openai_tool_answer)
+    ("/v1/completions", {"model": "m", "prompt": "alpha beta"}),
+], ids=["chat", "chat-tool-call", "completions"])
+def test_stream_error_payload_is_scriptable(mock_upstream, path, body):
+    """Every OpenAI-shaped stream of the mock sends the scripted error payload, not its own default."""
     payload = {"error": {"message": "overloaded", "type": "overloaded_error", "code": None}}
-    mock_upstream.script([{"stream_error_at": 0, "stream_error": payload}])
-    s = RawStream(mock_upstream, {**CHAT, "stream": True}, close=True)
+    mock_upstream.script([{"stream_error_at": 1, "stream_error": payload}])
+    s = RawStream(mock_upstream, {**body, "stream": True}, close=True, path=path)
     raw = s.read_all()
     s.close()
     events = [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
-    assert events == [payload]
+    assert len(events) == 2 and events[-1] == payload
+    assert mock_upstream.stats()["received"][-1]["end"] == "stream_error"
 
 
 def test_idle_after_stalls_with_the_connection_open_and_records_the_client_leaving(mock_upstream):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from .plan import TOOL_ARGS, Answer, View, count_words, new_id, plan, reshape_error, stream_error_message, write_stream
+from .plan import DEFAULT_STREAM_ERROR_MESSAGE, TOOL_ARGS, Answer, View, count_words, new_id, plan, reshape_error, stream_error_message, write_stream
 
 STATUSES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
             429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
@@ -92,7 +92,7 @@ async def generate(upstream, request: web.Request) -> web.StreamResponse:
         result = plan(view_of(body), upstream.chaos.tokens, behaviour)
         response_id = new_id("resp")
         if action == "streamGenerateContent":
-            error = error_body(500, stream_error_message(behaviour, "mock upstream stream error"))
+            error = error_body(500, stream_error_message(behaviour, DEFAULT_STREAM_ERROR_MESSAGE))
             return await write_stream(upstream, request, frames_of(result, model, response_id), behaviour,
                                       b"data: " + orjson.dumps(error) + b"\r\n\r\n")
         return web.Response(body=orjson.dumps(reply_of(result, model, response_id)), content_type="application/json")

@@ -130,6 +130,18 @@ async def write_stream(upstream, request: web.Request, frames: list[bytes], beha
 
 # ------------------------------------------------------------------- errors
 
+#: the in-stream error event an OpenAI-shaped mock stream sends at ``stream_error_at`` when the
+#: behaviour scripts no ``stream_error`` payload of its own
+DEFAULT_STREAM_ERROR_MESSAGE = "mock upstream stream error"
+DEFAULT_STREAM_ERROR = {"error": {"message": DEFAULT_STREAM_ERROR_MESSAGE, "type": "server_error",
+                                  "param": None, "code": None}}
+
+
+def openai_stream_error_event(behaviour: dict) -> bytes:
+    """The encoded error event of an OpenAI-shaped stream: the scripted ``stream_error`` or the default."""
+    return b"data: " + orjson.dumps(behaviour.get("stream_error") or DEFAULT_STREAM_ERROR) + b"\n\n"
+
+
 def stream_error_message(behaviour: dict, default: str) -> str:
     """The message of a scripted ``stream_error`` payload, for formats that re-shape it: OpenAI's
     ``{"error": {...}}``, or the error object sent bare (vLLM's ``{"object": "error", "message": ...}``)."""
@@ -210,5 +222,4 @@ async def openai_tool_answer(upstream, request: web.Request, body: dict, behavio
     if (body.get("stream_options") or {}).get("include_usage"):
         frames.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": usage}) + b"\n\n")
     frames.append(b"data: [DONE]\n\n")
-    error = b'data: {"error": {"message": "mock upstream stream error", "type": "server_error"}}\n\n'
-    return await write_stream(upstream, request, frames, behaviour, error)
+    return await write_stream(upstream, request, frames, behaviour, openai_stream_error_event(behaviour))

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from ..providers.mock import completion_words, count_prompt_tokens
 from . import anthropic, gemini
-from .plan import count_words, length_and_finish, new_id, openai_tool_answer, openai_view, wants_tools, write_stream
+from .plan import count_words, length_and_finish, new_id, openai_stream_error_event, openai_tool_answer, openai_view, wants_tools, write_stream
 
 JSON = "application/json"
 
@@ -393,9 +393,7 @@ class MockUpstream:
                 return resp
             if i == behaviour.get("stream_error_at"):
                 # an in-stream error event, then a clean end of the body without [DONE]
-                error = behaviour.get("stream_error") or {"error": {
-                    "message": "mock upstream stream error", "type": "server_error", "param": None, "code": None}}
-                await resp.write(b"data: " + orjson.dumps(error) + b"\n\n")
+                await resp.write(openai_stream_error_event(behaviour))
                 self._ended(request, "stream_error")
                 await resp.write_eof()
                 return resp
@@ -429,9 +427,7 @@ class MockUpstream:
             if (body.get("stream_options") or {}).get("include_usage"):
                 frames.append({**head, "choices": [], "usage": usage})
             events = [b"data: " + orjson.dumps(f) + b"\n\n" for f in frames] + [b"data: [DONE]\n\n"]
-            error = behaviour.get("stream_error") or {"error": {"message": "mock upstream stream error",
-                                                                 "type": "server_error"}}
-            return await write_stream(self, request, events, behaviour, b"data: " + orjson.dumps(error) + b"\n\n")
+            return await write_stream(self, request, events, behaviour, openai_stream_error_event(behaviour))
         return await self._handle(request, answer)
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
