@@ -136,7 +136,7 @@ def mask_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         password = parts.password
-        if password is None and _misread_userinfo(parts, url):
+        if _misread_userinfo(parts, url):
             url, password = _mask_userinfo(url), MASK    # then its query's secrets, as any URL's
     except ValueError:
         return redact(url)
@@ -155,10 +155,16 @@ def mask_url(url: str) -> str:
 def _misread_userinfo(parts, url: str) -> bool:
     """Whether ``urlsplit`` cut a password short: one with an unencoded ``/``, ``?`` or ``#`` ends the
     URL's authority there (``redis://:pa/ss@host`` reads as host ``""``, port ``pa``, path
-    ``/ss@host``), so it finds no password and the rest is shown as a path. Such a URL has a ``:`` in
-    what it took for the authority and an ``@`` after it. (So does ``http://h:8080/v?to=a@b``, which is
-    then shown as ``http://h:****@b``: masking too much is the safe side of that rare case.)"""
-    return ":" in parts.netloc and "@" not in parts.netloc and "@" in url[url.find("//") + 2:]
+    ``/ss@host``, no password; ``redis://u:a@b/c@host`` as password ``a``, host ``b``, path
+    ``/c@host``), so the rest of the password is shown as a path. Such a URL has an ``@`` after what
+    urlsplit took for the authority and a ``:`` before that ``@``. (So have ``http://h:8080/v?to=a@b``
+    and ``http://u:p@h/v?to=a@b``, which are then shown as ``http://h:****@b`` and ``http://u:****@b``:
+    masking too much is the safe side of that rare case.)"""
+    start = url.find("//")
+    if start < 0:
+        return False
+    after = url[start + 2:]
+    return "@" in after[len(parts.netloc):] and ":" in after.rpartition("@")[0]
 
 
 def _mask_userinfo(url: str) -> str:
