@@ -53,5 +53,7 @@ cdef class Exchange:
     cdef _on_end(self, error)
 
 
+cdef bint _labelled_json(str content_type) except -1
+
 @cython.locals(exchange=Exchange)
 cdef _tell_end(sink, error)

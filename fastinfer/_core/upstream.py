@@ -492,6 +492,15 @@ def _chunked_failure(message: str) -> str:
     return f"upstream sent malformed chunked encoding ({message})"
 
 
+def _labelled_json(content_type) -> bool:
+    """Whether an answer's content type names JSON, parameters and case aside
+    (``Application/JSON; charset=utf-8``). An event stream's label, nearly every streamed answer's,
+    is known at once: it is not split or lower-cased a request."""
+    if content_type.startswith("text/event-stream"):
+        return False
+    return content_type.partition(";")[0].strip().lower() == "application/json"
+
+
 def _tell_end(sink, error: GatewayError | None) -> None:
     """The exchange's end, to its sink; the end also comes from timers and ``connection_lost``,
     where a sink that raised would reach the event loop."""
@@ -532,8 +541,7 @@ class Exchange:
         self.headers = headers
         # a JSON body is a whole answer even to a stream request (an upstream that cannot stream the
         # endpoint): read whole, so the engine can fail the attempt before the client sees a 200
-        self.streaming = (self.want_stream and status == 200
-                          and headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json")
+        self.streaming = self.want_stream and status == 200 and not _labelled_json(headers.get("content-type", ""))
 
     def on_data(self, data: bytes) -> None:
         self.parts.append(data)
