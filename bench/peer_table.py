@@ -107,7 +107,10 @@ def _share_of_cpu(cpu_s, row) -> float | None:
 
 
 def _ratio(a, b):
-    return round(a / b, 2) if a is not None and b else None
+    """``a`` as a ratio of ``b``; None when ``b`` is missing or not above 0. A figure made by difference
+    (an added p50, a cost per extra chunk) can come out at or below 0 in a noisy run: a ratio to it
+    would be negative or infinite, and a negative one would pass any "at most" bar."""
+    return round(a / b, 2) if a is not None and b is not None and b > 0 else None
 
 
 def _ratios(mine: dict, peer: dict, concurrencies: list[int]) -> dict:

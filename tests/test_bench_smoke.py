@@ -401,6 +401,25 @@ def test_the_cpu_latency_and_chunk_bars_show_each_rounds_ratio_beside_the_whole_
     assert {b["note"] for b in _bars(figures, ratios, 64, 1)[:2]} == {"vllm-router did not run"}
 
 
+def test_a_figure_made_by_difference_at_or_below_zero_is_no_ratio_and_passes_no_bar():
+    """vllm-router's added p50 or cost per extra chunk can come out negative in a noisy run (each a
+    difference of two measurements): fastinfer's as a ratio of it would be negative and pass the bar."""
+    from bench.peer_table import _ratio, _ratios, build
+    assert _ratio(0.06, -0.08) is None and _ratio(0.3, 0.0) is None and _ratio(None, 1.0) is None
+    assert _ratio(-0.1, 0.2) == -0.5      # fastinfer's own below 0 against a real figure: it added less
+    peer = {"cpu_us_per_request": {1: 100.0}, "p50_added_ms": -0.02, "cpu_us_per_extra_chunk": -0.08}
+    mine = {"cpu_us_per_request": {1: 90.0}, "p50_added_ms": 0.2, "cpu_us_per_extra_chunk": 0.06}
+    ratios = _ratios(mine, peer, [1])
+    assert ratios["cpu_us_per_request c1"] == 0.9
+    assert ratios["p50_added_ms"] is None and ratios["cpu_us_per_extra_chunk"] is None
+    rows = [{"scenario": f"nonstream c1 {path}", "path": path, "concurrency": 1, "stream": False, "requests": 1,
+             "rps": 1.0, "errors": 0, "cpu_s": 0.1, "elapsed_s": 1.0, "cpu_us_per_request": cpu, "p50_ms": p50}
+            for path, cpu, p50 in (("direct", 20.0, 0.10), ("gateway-full", 90.0, 0.30), ("vllm-router", 100.0, 0.09))]
+    table = build({"rows": rows, "targets": ["direct", "gateway-full", "vllm-router"]})
+    p50_bar = next(b for b in table["bars"] if b["bar"].startswith("added p50"))
+    assert p50_bar["measured"] is None and p50_bar["holds"] is None      # n/a, not "yes"
+
+
 def test_the_uvloop_floor_relays_the_mocks_answers_untouched_and_runs_as_a_peer(tmp_path):
     """``uvloop-floor`` (opt-in): bytes through both ways, so a client gets exactly what the mock
     sends, whole answers and streams alike; in a run it is a column and a peer fastinfer is a ratio of."""
