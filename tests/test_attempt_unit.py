@@ -261,6 +261,53 @@ def test_a_stream_whose_end_came_with_its_finishing_bytes_holds_them_for_the_res
     assert held(host) == (0, 0) and outcomes(host) == {"success": 1}
 
 
+class EndedUpstream(Upstream):
+    """An upstream whose end came in the first read: ``start`` tells it at once, as ``Exchange`` does."""
+
+    def start(self, on_chunk, on_end) -> None:
+        on_end(None)
+
+
+class CountingLoop:
+    """The running loop, counting the callbacks asked of it (``call_soon``)."""
+
+    def __init__(self, loop):
+        self.loop, self.soon = loop, 0
+
+    def call_soon(self, *args):
+        self.soon += 1
+        return self.loop.call_soon(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.loop, name)
+
+
+@pytest.mark.parametrize("ended_in_the_first_read", [True, False])
+def test_a_stream_whole_in_its_first_read_ends_without_a_turn_of_the_loop(host, ended_in_the_first_read):
+    """A short stream (or nginx's) comes whole in one read: its ending is held for the response's end
+    and nothing is left for the loop to run. One whose end has not come asks for one turn, to send
+    its finishing bytes alone if the end is still missing by then."""
+    async def run():
+        loop = CountingLoop(asyncio.get_running_loop())
+        with attempt(host) as a:
+            a.answered()
+            reply = Reply(b"data: a\n\ndata: [DONE]\n\n")
+            if ended_in_the_first_read:
+                reply.stream = EndedUpstream()
+            stream = host.core.RelayedStream(reply, Relay(), a, "openai_compatible", loop)
+        pump = asyncio.ensure_future(stream.pump(Client()))
+        await asyncio.sleep(0)
+        if not ended_in_the_first_read:
+            reply.stream.on_end(None)
+        await pump
+        return stream, loop.soon
+
+    stream, soon = asyncio.run(run())
+    assert soon == (0 if ended_in_the_first_read else 1)
+    assert stream.take_ending() == b"data: a\n\ndata: [DONE]\n\n"
+    assert stream.attempt.verdict is SUCCESS and held(host) == (0, 0)
+
+
 def test_chunks_go_to_the_client_as_they_come_and_the_end_is_the_attempts_verdict(host):
     async def script(upstream, client):
         upstream.on_chunk(b"data: b\n\n")

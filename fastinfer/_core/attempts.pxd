@@ -24,7 +24,7 @@ cdef class RelayedStream:
     cdef public Attempt attempt
     cdef object _loop, _client, _done, _resumer, _grace
     cdef list _on_done, _before_end
-    cdef bint _closed, _end_sent
+    cdef bint _closed, _end_sent, _starting
     cdef bytes _ending
 
     cdef _run_before_end(self)

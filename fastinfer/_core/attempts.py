@@ -229,6 +229,7 @@ class RelayedStream:
         self._resumer = None
         self._closed = False
         self._ending = b""                  # the finishing bytes, held for the response's end
+        self._starting = False              # the first read (and what came with it) is being relayed
         self._end_sent = False              # they went out alone, before the upstream's end came
         self._grace = None                  # then: the timer that ends the stream if that end never comes
 
@@ -237,9 +238,18 @@ class RelayedStream:
         self._client = client
         self._done = self._loop.create_future()
         try:
-            self._on_chunk(self.reply.first)
-            if not self._done.done():
-                self.reply.stream.start(self._on_chunk, self._on_end)
+            # what came with the first read is relayed before the held ending's turn of the loop is
+            # asked for: a stream whose end came in that read too (a short one, most of nginx's) ends
+            # here, and needs none
+            self._starting = True
+            try:
+                self._on_chunk(self.reply.first)
+                if not self._done.done():
+                    self.reply.stream.start(self._on_chunk, self._on_end)
+            finally:
+                self._starting = False
+            if self._ending and not self._done.done():
+                self._loop.call_soon(self._send_ending_unless_ended)
             await self._done
         finally:
             self.close()
@@ -338,7 +348,8 @@ class RelayedStream:
 
     def _hold_ending(self, out: bytes) -> None:
         self._ending += out
-        self._loop.call_soon(self._send_ending_unless_ended)
+        if not self._starting:      # else ``pump`` asks for the turn, if the stream has not ended by then
+            self._loop.call_soon(self._send_ending_unless_ended)
 
     def _send_ending_unless_ended(self) -> None:
         """The upstream's end did not come with the finishing bytes: they go out alone."""
