@@ -55,12 +55,8 @@ class OpenAIStreamRelay(OpenAIPassthrough, StreamRelay):
 
 def _ask_for_usage(body: dict) -> None:
     """A stream's upstream body always asks for usage: accounting needs it even when the client did not."""
-    body["stream_options"] = _with_usage(body.get("stream_options"))
-
-
-def _with_usage(options) -> dict:
-    """A client's ``stream_options`` (any value), asking for usage."""
-    return {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+    options = body.get("stream_options")
+    body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
 
 
 class OpenAIFormat(Format):
@@ -83,9 +79,7 @@ class OpenAIFormat(Format):
                     **({"tools": body["tools"]} if body.get("tools") else {})}
         body = {**req.body, "model": deployment.upstream_model}
         if req.stream:
-            options = body.get("stream_options")
-            # as ``_ask_for_usage``; its common case (no options) inline
-            body["stream_options"] = {"include_usage": True} if options is None else _with_usage(options)
+            _ask_for_usage(body)
         return body
 
     def request_from_pivot(self, body: dict, deployment, stream: bool) -> dict:

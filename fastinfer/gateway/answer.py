@@ -137,7 +137,7 @@ def stream_head(request: web.BaseRequest, status: int, headers: dict[str, str], 
                 names: tuple = (), values: tuple = (), fields: bytes = b"") -> bytes | None:
     """The head of a relayed event stream (chunked), to go out with its first bytes, its leading
     fields and ``fields`` as ``write_json``'s; ``None`` when aiohttp must write it (``_aiohttp_writes``)."""
-    if request.version != HttpVersion11 or status < 200 or status in (204, 304):     # _aiohttp_writes
+    if _aiohttp_writes(request, status):
         return None
     return answer_head(_STATUS_LINES[status], headers, fields + _STREAM_TAIL if fields else _STREAM_TAIL, -1,
                        keep_alive, names, values, True)
