@@ -495,7 +495,7 @@ def _chunked_failure(message: str) -> str:
 def _labelled_json(content_type) -> bool:
     """Whether an answer's content type names JSON, parameters and case aside
     (``Application/JSON; charset=utf-8``). An event stream's label, nearly every streamed answer's,
-    is known at once: it is not split or lower-cased a request."""
+    is told at its start, so most streamed answers' labels are never split or lower-cased."""
     if content_type.startswith("text/event-stream"):
         return False
     return content_type.partition(";")[0].strip().lower() == "application/json"
