@@ -552,17 +552,22 @@ def test_a_json_answer_to_a_stream_request_is_read_whole(pieces):
     reads = [head + body] if pieces == 1 else [head + body[:9], body[9:]]
 
     async def go():
-        pool = Pool("http://127.0.0.1:1/v1")
-        conn = connection(pool, asyncio.get_running_loop())
-        conn.connection_made(FakeTransport())
-        sink = Pool.core.Exchange(conn, True)       # a stream asked for
-        conn.send(b"POST / HTTP/1.1\r\n\r\n", sink, Timeouts)
-        for read in reads:
-            conn.data_received(read)
-        await sink.ready
-        return sink.ready.result() or sink.reply()
+        return await _stream_request_answered(reads)
     reply = asyncio.run(go())
     assert (reply.status, reply.body, reply.stream, reply.first) == (200, body, None, None)
+
+
+async def _stream_request_answered(reads: list[bytes]):
+    """The reply to a stream request on a connection that reads ``reads``, once the exchange has one."""
+    pool = Pool("http://127.0.0.1:1/v1")
+    conn = connection(pool, asyncio.get_running_loop())
+    conn.connection_made(FakeTransport())
+    sink = Pool.core.Exchange(conn, True)       # a stream asked for
+    conn.send(b"POST / HTTP/1.1\r\n\r\n", sink, Timeouts)
+    for read in reads:
+        conn.data_received(read)
+    await sink.ready
+    return sink.ready.result() or sink.reply()
 
 
 @pytest.mark.parametrize("label", ["application/json", "Application/JSON; charset=utf-8"])
@@ -573,14 +578,7 @@ def test_an_event_stream_labelled_json_is_relayed_as_a_stream(label):
     head = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (label.encode(), len(body))
 
     async def go():
-        pool = Pool("http://127.0.0.1:1/v1")
-        conn = connection(pool, asyncio.get_running_loop())
-        conn.connection_made(FakeTransport())
-        sink = Pool.core.Exchange(conn, True)
-        conn.send(b"POST / HTTP/1.1\r\n\r\n", sink, Timeouts)
-        conn.data_received(head + body)
-        await sink.ready
-        reply = sink.ready.result() or sink.reply()
+        reply = await _stream_request_answered([head + body])
         chunks, ends = [], []
         if reply.stream is not None:
             reply.stream.start(chunks.append, ends.append)
