@@ -55,14 +55,15 @@ class DeploymentRouter:
     """Replica choice for one deployment, in one worker, over the host's shared state."""
 
     __slots__ = ("name", "index", "worker", "load", "policy", "routing", "names", "weights", "all_mask", "table",
-                 "ttl_s", "prefix", "events", "directory", "_random")
-
-    #: the route of the load policies is the router itself: it carries no session
-    session_key = None
-    needs_claim = False
+                 "ttl_s", "prefix", "events", "directory", "_random", "session_key", "needs_claim")
 
     def __init__(self, segment, worker: int, index: int, config, *, events: SessionEvents | None = None,
                  directory: SessionDirectory | None = None):
+        # the route of the load policies is the router itself: it carries no session. Slots, not
+        # class attributes: CPython 3.11 specializes a slot's read, never a class attribute's read
+        # through an instance without a __dict__ (the engine reads both on every request)
+        self.session_key = None
+        self.needs_claim = False
         self.name = config.name
         self.index = index
         self.worker = worker
