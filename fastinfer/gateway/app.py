@@ -310,9 +310,10 @@ class Gateway:
             series.answered(status, duration, result.overhead_s, result.ttft_s)
         if data.key_series is not None:
             data.key_series.request(status)
-        if self._access_answered is not None:
-            self._access_answered(time.time() - duration, request[REQUEST_ID], data, status, error, duration,
-                                  request.method, request.path)
+        access_answered = self._access_answered     # read once: ``self._access_answered(...)`` is unspecialized
+        if access_answered is not None:
+            access_answered(time.time() - duration, request[REQUEST_ID], data, status, error, duration,
+                            request.method, request.path)
         if data.trace is not None:
             self._end_trace(request[REQUEST_ID], data, status, error)
 

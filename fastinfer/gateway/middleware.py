@@ -52,7 +52,8 @@ class RequestIds:
         given = request.headers.get("x-request-id")
         if given and len(given) <= _REQUEST_ID_MAX and given.isprintable() and not given.startswith(self.prefix):
             return given
-        return self._next()
+        made = self._next     # a callable kept on the instance: read, then called (3.11 cannot
+        return made()         # specialize ``self._next()``, a method call of an instance attribute)
 
     def shown(self, request_id: str) -> str:
         """``request_id`` as logs and traces show it."""
