@@ -15,6 +15,14 @@ and writes; the counts divided by the requests are the report. The mock is the P
 with ``--at-once`` (as ``bench.instructions``'s). Compiled code (the core, uvloop, orjson) runs no
 bytecode and is not counted: what is counted is what compiling could still remove.
 
+With ``--unspecialized`` it lists instead the attribute and global reads (``LOAD_ATTR``,
+``LOAD_METHOD``, ``STORE_ATTR``, ``LOAD_GLOBAL``) a request executes that the interpreter left
+unspecialized after the warm-up: CPython 3.11 turns a warm read into a few machine instructions
+only for some objects, and a read it cannot specialize costs ~350 (``bench.instructions``, December
+2026: an instance whose ``__dict__`` was built, a class attribute read through a ``__slots__``
+instance, a compiled class's field, a callable kept on an instance and called as a method). Calls
+are left out: a call of a compiled function is never specialized in 3.11.
+
 What it is not: time. Opcodes differ in cost (a call costs more than a load), and tracing slows
 the worker several-fold. Rank Python changes with it; judge them with ``bench.instructions`` and the
 load bench.
@@ -35,6 +43,8 @@ from pathlib import Path
 TOGGLE = signal.SIGPWR      # unused by the gateway; a worker's handlers are asyncio's (TERM, INT, HUP)
 _COUNTS_ENV = "FASTINFER_BENCH_OPCODES_DIR"
 _LINES_ENV = "FASTINFER_BENCH_OPCODES_LINES"
+_UNSPECIALIZED_ENV = "FASTINFER_BENCH_OPCODES_UNSPECIALIZED"
+_READS = ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "LOAD_GLOBAL")
 _SIGNAL_SETTLE_S = 0.3
 
 
@@ -44,13 +54,17 @@ def _count_in_child() -> None:
     """In a forked child: count opcodes between two ``TOGGLE`` signals, then write them."""
     counts: collections.Counter = collections.Counter()
     by_line = bool(os.environ.get(_LINES_ENV))
+    by_instruction = bool(os.environ.get(_UNSPECIALIZED_ENV))
     tracing = [False]
 
     def tracer(frame, event, arg):
         frame.f_trace_opcodes = True
         if event == "opcode":
             code = frame.f_code
-            counts[(code.co_filename, frame.f_lineno if by_line else code.co_firstlineno, code.co_name)] += 1
+            if by_instruction:
+                counts[(code, frame.f_lasti)] += 1
+            else:
+                counts[(code.co_filename, frame.f_lineno if by_line else code.co_firstlineno, code.co_name)] += 1
         return tracer
 
     def toggle(signum, frame) -> None:
@@ -62,9 +76,28 @@ def _count_in_child() -> None:
         sys.settrace(None)
         tracing[0] = False
         out = Path(os.environ[_COUNTS_ENV]) / f"{os.getpid()}.json"
-        out.write_text(json.dumps([[*key, n] for key, n in counts.items()]))
+        rows = _unspecialized(counts) if by_instruction else [[*key, n] for key, n in counts.items()]
+        out.write_text(json.dumps(rows))
 
     signal.signal(TOGGLE, toggle)
+
+
+def _unspecialized(counts: collections.Counter) -> list:
+    """Of the executed instructions (``{(code, offset): times}``), the reads (``_READS``) still
+    unspecialized, read as the interpreter has them now: ``[file, line, function, "OPNAME argument", times]``."""
+    import dis
+    by_code = collections.defaultdict(dict)
+    for (code, offset), n in counts.items():
+        by_code[code][offset] = n
+    rows = []
+    for code, executed in by_code.items():
+        for ins in dis.get_instructions(code, adaptive=True):
+            base = ins.opname.removesuffix("_ADAPTIVE")
+            # 3.11 shows a read it could not specialize as OPNAME_ADAPTIVE, 3.12 as the plain OPNAME
+            if ins.offset in executed and base in _READS and (ins.opname == base or ins.opname.endswith("_ADAPTIVE")):
+                rows.append([code.co_filename, ins.positions.lineno, code.co_name, f"{base} {ins.argval}",
+                             executed[ins.offset]])
+    return rows
 
 
 def _launch(argv: list[str]) -> None:
@@ -80,8 +113,10 @@ def _launch(argv: list[str]) -> None:
 # ---------------------------------------------------------------- the bench's side
 
 def count_path(label: str, tree: Path, workdir: Path, upstream_port: int, requests, warm: int, n: int,
-               by_line: bool) -> dict:
-    """One path's opcodes per request: {(file, line, function): opcodes per request}, and the total."""
+               by_line: bool, unspecialized: bool = False) -> dict:
+    """One path's opcodes per request: {(file, line, function): opcodes per request}, and the total;
+    with ``unspecialized``, {(file, line, function, "OPNAME argument"): times per request} of the
+    reads the interpreter did not specialize, and their total."""
     from .services import Service
     from .targets import write_gateway_config
     config = workdir / f"{label}.toml"
@@ -89,9 +124,10 @@ def count_path(label: str, tree: Path, workdir: Path, upstream_port: int, reques
     counts_dir = workdir / f"opcodes-{label}"
     counts_dir.mkdir()
     # the gateway's processes read these from the environment ``Service`` copies; the caller's stays as it was
-    saved = {name: os.environ.get(name) for name in (_COUNTS_ENV, _LINES_ENV)}
+    saved = {name: os.environ.get(name) for name in (_COUNTS_ENV, _LINES_ENV, _UNSPECIALIZED_ENV)}
     os.environ[_COUNTS_ENV] = str(counts_dir)
     os.environ[_LINES_ENV] = "1" if by_line else ""
+    os.environ[_UNSPECIALIZED_ENV] = "1" if unspecialized else ""
     try:
         gateway = Service(["serve", "--config", str(config), "--port", "0", "--workers", "1"], str(workdir),
                           tree=tree, log=workdir / f"{label}.log",
@@ -115,7 +151,7 @@ def count_path(label: str, tree: Path, workdir: Path, upstream_port: int, reques
         written = _wait_for(counts_dir / f"{workers[0]}.json")
     finally:
         gateway.stop()
-    rows = {(file, line, name): count / n for file, line, name, count in json.loads(written)}
+    rows = {tuple(key): count / n for *key, count in json.loads(written)}
     return {"path": label, "requests": n, "per_request": round(sum(rows.values()), 1), "functions": rows}
 
 
@@ -140,10 +176,17 @@ def shown_file(file: str, tree: Path) -> str:
 
 def to_markdown(report: dict, top: int) -> str:
     tree = Path(report["tree"])
-    lines = ["| path | opcodes per request |", "|---|---|"]
+    lines = ["| path | " + ("unspecialized reads" if report.get("unspecialized") else "opcodes") + " per request |",
+             "|---|---|"]
     lines += [f"| {row['path']} | {row['per_request']:,.0f} |" for row in report["rows"]]
     for row in report["rows"]:
         ranked = sorted(row["functions"].items(), key=lambda item: -item[1])[:top]
+        if report.get("unspecialized"):
+            lines += ["", f"Reads of {row['path']} left unspecialized (per request):", "",
+                      "| read | function | where | times |", "|---|---|---|---|"]
+            lines += [f"| `{read}` | `{name}` | {shown_file(file, tree)}:{line} | {count:,.1f} |"
+                      for (file, line, name, read), count in ranked]
+            continue
         lines += ["", f"Most opcodes of {row['path']} (per request):", "", "| function | where | opcodes |", "|---|---|---|"]
         lines += [f"| `{name}` | {shown_file(file, tree)}:{line} | {count:,.1f} |" for (file, line, name), count in ranked]
     return "\n".join(lines) + "\n"
@@ -163,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", type=int, default=0, metavar="N", help="stream every answer in N events")
     parser.add_argument("--at-once", action="store_true", help="the mock is nginx, each answer in one write")
     parser.add_argument("--lines", action="store_true", help="count by source line, not by function")
+    parser.add_argument("--unspecialized", action="store_true",
+                        help="list the attribute and global reads the interpreter left unspecialized instead")
     parser.add_argument("--top", type=int, default=30, help="list each path's TOP costliest (default 30)")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
@@ -177,12 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fastinfer-bench-opcodes-"))
     mock = start_mock(workdir, requests, args.stream or 10, args.at_once)
     try:
-        rows = [count_path(label, tree, workdir, mock.port, requests, args.warm, args.requests, args.lines)
-                for label in args.paths]
+        rows = [count_path(label, tree, workdir, mock.port, requests, args.warm, args.requests, args.lines,
+                           args.unspecialized) for label in args.paths]
     finally:
         mock.stop()
     report = {"tree": str(tree), "stream_chunks": args.stream, "at_once": args.at_once, "by_line": args.lines,
-              "rows": rows}
+              "unspecialized": args.unspecialized, "rows": rows}
     serial = {**report, "rows": [{**row, "functions": [[*key, count] for key, count in row["functions"].items()]}
                                  for row in rows]}
     return finish(to_markdown(report, args.top), serial, args.out)

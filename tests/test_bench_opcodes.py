@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))   # the bench package (after the installed fastinfer)
 from bench.instructions import Requests, start_mock
-from bench.opcodes import _COUNTS_ENV, count_path, to_markdown
+from bench.opcodes import _COUNTS_ENV, _READS, count_path, to_markdown
 from bench.services import fastinfer_tree
 
 
@@ -36,3 +36,23 @@ def test_a_workers_opcodes_are_counted_per_request_by_function():
     assert not any(name in ("_launch", "_count_in_child") for _, _, name in fewer["functions"])
     table = to_markdown({"tree": str(tree), "rows": [fewer]}, 5)
     assert "| gateway |" in table and "fastinfer/engine/engine.py:" in table and str(tree) not in table
+
+
+def test_the_reads_a_request_leaves_unspecialized_are_listed_and_the_configs_are_not_among_them():
+    """``--unspecialized``: the attribute and global reads a warm worker still runs generically, per
+    request. A deployment's config is read on every request (its name, retry, timeouts...): none of
+    those reads may be among them (a ``functools.cached_property`` on it made them all generic)."""
+    tree = fastinfer_tree()
+    workdir = Path(tempfile.mkdtemp(prefix="fastinfer-test-opcodes-"))
+    requests = Requests()
+    mock = start_mock(workdir, requests, 10, False)
+    try:
+        row = count_path("gateway-full", tree, workdir, mock.port, requests, 100, 20, False, unspecialized=True)
+    finally:
+        mock.stop()
+    reads = row["functions"]
+    assert reads and all(read.split()[0] in _READS for _, _, _, read in reads)
+    engine_reads = {read.split()[1] for file, _, _, read in reads if file.endswith("fastinfer/engine/engine.py")}
+    assert not engine_reads & {"name", "retry", "timeouts", "queue_timeout_s", "upstream_model"}, engine_reads
+    table = to_markdown({"tree": str(tree), "unspecialized": True, "rows": [row]}, 5)
+    assert "unspecialized reads per request" in table and "| `LOAD_" in table
