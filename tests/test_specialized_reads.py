@@ -8,7 +8,8 @@ read (``python -m bench.instructions``):
 - an instance whose ``__dict__`` was built: ``functools.cached_property`` writes the dict itself,
   which made every read of a ``DeploymentConfig`` (its name, retry, timeouts, ...) generic;
 - a class attribute read through an instance without a ``__dict__`` (a ``__slots__`` class):
-  ``DeploymentRouter.session_key`` and ``needs_claim``, read by the engine on every request.
+  ``DeploymentRouter.session_key`` and ``needs_claim``, read by the engine on every request, and
+  ``WrittenAnswer.prepared``, read by the gateway on every answer it wrote.
 
 Each case reads the attributes the way the engine does, warm, and asserts the read was specialized.
 Without the fixes these fail on 3.11 (the instruction stays ``LOAD_ATTR_ADAPTIVE``).
@@ -24,6 +25,7 @@ import pytest
 
 from fastinfer._core import shm
 from fastinfer.config import parse_config
+from fastinfer.gateway.answer import WrittenAnswer
 from fastinfer.metrics import MetricsLayout
 from fastinfer.process.hostwide import plan
 from fastinfer.routing import DeploymentRouter
@@ -84,3 +86,10 @@ def test_a_router_as_its_own_route_keeps_its_reads_specialized():
     finally:
         segment.unlink()
         segment.close()
+
+
+def test_a_written_answer_keeps_its_reads_specialized():
+    answer = WrittenAnswer(200, True, None)
+    assert answer.prepared is True
+    reads = attribute_reads(answer, ("prepared", "keep_alive", "status"))
+    assert not {name for name, op in reads.items() if op in _UNSPECIALIZED}, reads

@@ -25,6 +25,7 @@ from http import HTTPStatus
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 
+from .._core.client import DirectRequest
 from .._core.heads import answer_head
 
 _SERVER_TAIL = f"Server: {SERVER_SOFTWARE}\r\n".encode()     # and the Date, written by ``answer_head``
@@ -52,10 +53,12 @@ class WrittenAnswer:
     """What aiohttp's connection sees of an answer already written: nothing left to send, and
     whether the connection stays open (``finish_response`` reads only these)."""
 
-    __slots__ = ("status", "keep_alive", "_writer")
-    prepared = True
+    # ``prepared`` a slot, not a class attribute: 3.11 specializes a slot's read on every answer,
+    # never a class attribute's through an instance without a __dict__
+    __slots__ = ("status", "keep_alive", "_writer", "prepared")
 
     def __init__(self, status: int, keep_alive: bool, writer):
+        self.prepared = True
         self.status = status
         self.keep_alive = keep_alive
         self._writer = writer
@@ -73,8 +76,11 @@ class WrittenAnswer:
 
 def _aiohttp_writes(request: web.BaseRequest, status: int) -> bool:
     """Whether aiohttp must write this answer's head: for an HTTP/1.0 request (its keep-alive
-    header), or a status without a body. (Inlined where it is asked on every answer.)"""
-    return request.version != HttpVersion11 or status < 200 or status in (204, 304)
+    header), or a status without a body. (Inlined where it is asked on every answer.) A request of
+    the direct path is HTTP/1.1, always (``_core.client`` takes no other): its ``version``, a class
+    attribute of a compiled class, is a generic read and a tuple comparison not made for it."""
+    return ((type(request) is not DirectRequest and request.version != HttpVersion11)
+            or status < 200 or status in (204, 304))
 
 
 def _head_bytes(status: int, headers, tail: bytes, length: int | None, keep_alive: bool) -> bytes:
@@ -121,7 +127,8 @@ def write_json(request: web.BaseRequest, status: int, headers: dict[str, str], b
     ``fields`` (encoded, each ending in CR LF: made by the core, as the rate limits'); ``keep_alive``
     False adds ``Connection: close``. ``None`` (nothing written) when aiohttp must write it instead
     (``_aiohttp_writes``; ``leading_headers`` makes its headers)."""
-    if request.version != HttpVersion11 or status < 200 or status in (204, 304):     # _aiohttp_writes
+    if ((type(request) is not DirectRequest and request.version != HttpVersion11)      # _aiohttp_writes
+            or status < 200 or status in (204, 304)):
         return None
     head = answer_head(_STATUS_LINES[status], headers, fields + _JSON_TAIL if fields else _JSON_TAIL, len(body),
                        keep_alive, names, values, True)

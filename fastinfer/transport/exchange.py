@@ -26,7 +26,8 @@ async def exchange(pool: Pool, framed: bytes, stream: bool, timeouts) -> Upstrea
     """Send ``framed`` (a whole request: ``h1.build_request``, or ``h1.framed`` with a head the
     caller keeps) on one of ``pool``'s connections: a whole reply, or for a 200 stream its first bytes
     and the live rest."""
-    conn = pool.kept_alive()
+    take = pool.kept_alive      # a callable kept on the pool: ``pool.kept_alive()`` is a read 3.11 cannot specialize
+    conn = take()
     while True:
         if conn is None:
             conn = await pool.connect(timeouts.connect_s)
