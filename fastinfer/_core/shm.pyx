@@ -51,6 +51,7 @@ from libc.string cimport memcpy, memset, strlen
 from libc.math cimport INFINITY, ceil, fabs, floor, isfinite, rint
 from libc.stdio cimport snprintf
 from cpython.unicode cimport PyUnicode_DecodeASCII
+from fastinfer._core.slots cimport fi_readonly_slots
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 
 import array
@@ -666,3 +667,7 @@ include "shm_leases.pxi"
 include "shm_routing.pxi"
 include "shm_sessions.pxi"
 include "shm_prefix.pxi"
+
+
+# ``Limits.admit`` reads a grant's refusal on every keyed request: at a __slots__ field's speed (``slots.h``)
+fi_readonly_slots(Grant, ("refusal",))

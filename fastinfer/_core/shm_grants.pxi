@@ -128,7 +128,7 @@ cdef class Grant:
     cdef LimitDraw _key
     cdef readonly bint key_slot, settled
     # what ``Ledger.admit`` found short (None: nothing) and, for the key's pair, the seconds until it fits
-    cdef readonly object refusal
+    cdef public object refusal     # read-only from Python all the same (``fi_readonly_slots``, shm.pyx)
     cdef readonly double wait
     cdef int64_t _key_tokens, _tokens
     # (LimitDraw, tokens charged; -1: it refused) of each deployment whose limits applied, in order;

@@ -45,7 +45,8 @@ cdef class H1Connection:
 cdef class Exchange:
     cdef readonly H1Connection conn
     cdef readonly bint want_stream, streaming, ended, closed
-    cdef readonly object status, headers, end_error, ready
+    cdef readonly object status, headers, end_error
+    cdef public object ready        # read-only from Python all the same (``fi_readonly_slots``, in the .py)
     cdef public list parts
     cdef object on_end_cb
 

@@ -631,3 +631,4 @@ __all__ = ["Exchange", "H1Connection", "KeptAlive", "UpstreamReply"]
 if not __file__.endswith(".py"):
     from cython.cimports.fastinfer._core.slots import fi_readonly_slots
     fi_readonly_slots(UpstreamReply, ("status", "headers", "body", "first", "stream"))
+    fi_readonly_slots(Exchange, ("ready",))     # ``transport.exchange`` awaits it on every request

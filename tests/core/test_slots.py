@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from fastinfer._core import attempts, client, upstream
+from fastinfer._core import attempts, client, shm, upstream
 
 SLOTS = [
     (attempts.Attempt, ("dep", "replica", "trace", "span")),
@@ -17,6 +17,8 @@ SLOTS = [
     (client.DirectRequest, ("method", "path", "headers", "content_length", "writer", "transport", "protocol",
                             "task")),
     (upstream.UpstreamReply, ("status", "headers", "body", "first", "stream")),
+    (upstream.Exchange, ("ready",)),      # awaited by ``transport.exchange``
+    (shm.Grant, ("refusal",)),            # read by ``Limits.admit``
 ]
 
 
