@@ -79,6 +79,13 @@ def held(host) -> tuple[int, int]:
     return host.segment.replicas(0).in_flight(0), host.breaker.probes_in_flight
 
 
+def test_answered_returns_the_wait_that_upstream_s_then_keeps(host):
+    with attempt(host) as a:
+        waited_s = a.answered()
+        assert waited_s >= 0.0 and a.upstream_s == waited_s     # the same clock readings, not a second one
+        a.end(SUCCESS)
+
+
 def test_the_verdict_set_in_the_block_is_recorded_once(host):
     with attempt(host) as a:
         assert held(host) == (1, 0)

@@ -112,9 +112,12 @@ class Attempt:
             self.span = self.trace.attempt_started(self.dep.config.name, self.replica)
         return self
 
-    def answered(self) -> None:
-        """The upstream's answer (or, for a stream, its first bytes) is here."""
-        self.answered_at = clock()
+    def answered(self) -> float:
+        """The upstream's answer (or, for a stream, its first bytes) is here: returns the time it was
+        waited for (``upstream_s`` from now on), which the engine would otherwise read through the
+        property, a generic read from Python."""
+        answered_at = self.answered_at = clock()
+        return answered_at - self.started
 
     @property
     def upstream_s(self) -> float:

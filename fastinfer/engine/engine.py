@@ -356,11 +356,11 @@ class Engine:
                 if backend_key is not None:
                     extra = await self.affinity.open_backend(dep.index, backend_key, index, timeouts, after)
                 reply = await provider.send(session, req, body, timeouts, extra)
-                current.answered()
+                waited_s = current.answered()
                 if reply.status != 200:
                     current.verdict = classify_reply(reply.status, reply.headers, reply.body, cfg.provider)
                 else:
-                    result = self._answer(dep, req, caller, reply, current, upstream_s + current.upstream_s)
+                    result = self._answer(dep, req, caller, reply, current, upstream_s + waited_s)
                     route.served(index)     # a session a retry took elsewhere follows its answer
                     return result
             # the attempt failed (its exit recorded the verdict); an unexpected error did not get here
