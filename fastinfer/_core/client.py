@@ -170,7 +170,7 @@ class DirectRequest(dict):
         self.method = "POST"
         self.path = path
         self.headers = headers
-        self.keep_alive = keep_alive
+        self.keep_alive = True if keep_alive else False
         self.content_length = body.length
         self.content = body
         self.writer = connection        # it writes the answers, one request at a time
@@ -568,5 +568,5 @@ class ClientStream:
 # import Cython at run time; run as Python, ``__file__`` is this .py)
 if not __file__.endswith(".py"):
     from cython.cimports.fastinfer._core.slots import fi_readonly_slots
-    fi_readonly_slots(DirectRequest, ("method", "path", "headers", "content_length", "writer", "transport",
-                                      "protocol", "task"))
+    fi_readonly_slots(DirectRequest, ("method", "path", "headers", "keep_alive", "content_length", "writer",
+                                      "transport", "protocol", "task"))

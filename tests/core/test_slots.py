@@ -14,8 +14,8 @@ from fastinfer._core import attempts, client, shm, upstream
 SLOTS = [
     (attempts.Attempt, ("dep", "replica", "trace", "span")),
     (attempts.RelayedStream, ("reply", "relay", "provider")),
-    (client.DirectRequest, ("method", "path", "headers", "content_length", "writer", "transport", "protocol",
-                            "task")),
+    (client.DirectRequest, ("method", "path", "headers", "keep_alive", "content_length", "writer", "transport",
+                            "protocol", "task")),
     (upstream.UpstreamReply, ("status", "headers", "body", "first", "stream")),
     (upstream.Exchange, ("ready",)),      # awaited by ``transport.exchange``
     (shm.Grant, ("refusal",)),            # read by ``Limits.admit``
@@ -35,7 +35,8 @@ def _made():
         attempts.Attempt: (attempts.Attempt(dep, 3, False, "replica-3", trace),
                            {"dep": dep, "replica": "replica-3", "trace": trace, "span": None}),
         client.DirectRequest: (client.DirectRequest("/v1/chat/completions", {"a": "b"}, True, body, connection),
-                               {"method": "POST", "path": "/v1/chat/completions", "content_length": 7,
+                               {"method": "POST", "path": "/v1/chat/completions", "keep_alive": True,
+                                "content_length": 7,
                                 "writer": connection, "transport": connection.transport, "protocol": connection,
                                 "task": None}),
         upstream.UpstreamReply: (upstream.UpstreamReply(201, {"x": "y"}, b"body", b"first", stream),
