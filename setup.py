@@ -47,7 +47,7 @@ setup(
             "initializedcheck": False,
             # the core's functions as CPython's builtin functions and method descriptors, not
             # Cython's own function type: CPython 3.11 specializes a call of the former (PRECALL_*),
-            # never of the latter, and the request path makes ~35 such calls a request
+            # never of the latter, and the request path makes ~30 such calls a request
             "binding": False,
         },
         nthreads=JOBS if JOBS > 1 else 0,
