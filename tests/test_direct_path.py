@@ -144,7 +144,8 @@ CHUNKS = [b'data: {"n":1}\n\n', b'data: {"n":2}\n\n']
 def test_a_stream_with_its_own_head_is_what_aiohttp_would_write(core):
     """``stream_head`` + ``ClientStream`` (compiled, and its source run as Python) against aiohttp's
     ``StreamResponse`` with the same headers: the same head (but its date) and the same chunked body,
-    events and the ending; kept alive."""
+    events and the ending (``done``: an ending with no event before it, a stream read whole, which goes
+    out with the head); kept alive."""
     ClientStream = core.ClientStream
 
     async def own(request):
@@ -154,7 +155,7 @@ def test_a_stream_with_its_own_head_is_what_aiohttp_would_write(core):
                               stream_head(request, 200, dict(HEADERS), keep_alive))
         for chunk in chunks:
             client.write(chunk)
-        client.end(b"data: [DONE]\n\n" if chunks else b"")
+        client.end(b"data: [DONE]\n\n" if chunks or "done" in request.query else b"")
         return WrittenAnswer(200, keep_alive, request.writer)
 
     async def aiohttp_own(request):
@@ -164,16 +165,18 @@ def test_a_stream_with_its_own_head_is_what_aiohttp_would_write(core):
         await response.prepare(request)
         for chunk in chunks:
             await response.write(chunk)
-        await response.write_eof(b"data: [DONE]\n\n" if chunks else b"")
+        await response.write_eof(b"data: [DONE]\n\n" if chunks or "done" in request.query else b"")
         return response
 
-    pairs, kept = _side_by_side(own, aiohttp_own, [("?n=2", ""), ("?n=0", "Connection: close\r\n")],
+    pairs, kept = _side_by_side(own, aiohttp_own, [("?n=2", ""), ("?n=0", "Connection: close\r\n"),
+                                                   ("?n=0&done=1", "")],
                                 _post("/ours?n=2") + _post("/ours?n=1", "Connection: close\r\n"))
     for ours in _same_answers(pairs):
         assert ours[1]["transfer-encoding"] == "chunked" and ours[1]["content-type"] == "text/event-stream"
         assert ours[2].endswith(b"0\r\n\r\n")
     assert b"".join(CHUNKS) in _decode_chunked(_head_and_body(pairs[0][0])[2])
     assert _head_and_body(pairs[1][0])[2] == b"0\r\n\r\n"        # nothing streamed: the head, the last chunk
+    assert _head_and_body(pairs[2][0])[2] == b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"    # the head, the ending, the last
     assert kept.count(b"HTTP/1.1 200 OK\r\n") == 2 and kept.endswith(b"0\r\n\r\n")
 
 

@@ -66,6 +66,8 @@ LINGER_S = 2.0             # how long an answer given before its body arrived wa
 _NOT_DIRECT = ("Transfer-Encoding", "Content-Encoding", "Expect", "Upgrade")
 _END_OF_HEAD = b"\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"          # a chunked body's end
+CRLF = b"\r\n"                     # a chunk's data ends with it
+CRLF_LAST_CHUNK = CRLF + LAST_CHUNK
 STREAM_HIGH_WATER = 256 * 1024     # a stream's bytes waiting for its client past which the upstream pauses
 JOIN_MAX = 16 * 1024               # an answer up to this size is joined into one write (``_writelines``)
 
@@ -539,7 +541,8 @@ class ClientStream:
         if self.head is not None:
             head = self.head
             self.head = None
-            self.writer._writelines((head, b"%x\r\n%b\r\n" % (len(data), data)))
+            # the data is copied once, by the writer's join, not also by a framing format first
+            self.writer._writelines((head, b"%x\r\n" % len(data), data, CRLF))
         elif self.aiohttp_head:
             self.aiohttp_head = False
             self.writer._send_headers_with_payload(data, False)
@@ -553,13 +556,15 @@ class ClientStream:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        last = b"%x\r\n%b\r\n%b" % (len(ending), ending, LAST_CHUNK) if ending else LAST_CHUNK
         if self.head is not None:
+            # a stream read whole (a short one, or an upstream that sent it at once): its ~12 KB for 64
+            # events are copied once, by the writer's join, not also by a framing format first
             head = self.head
             self.head = None
-            self.writer._writelines((head, last))
+            self.writer._writelines((head, b"%x\r\n" % len(ending), ending, CRLF_LAST_CHUNK) if ending
+                                    else (head, LAST_CHUNK))
         else:
-            transport.write(last)
+            transport.write(b"%x\r\n%b\r\n%b" % (len(ending), ending, LAST_CHUNK) if ending else LAST_CHUNK)
 
     async def drain(self) -> None:
         await self.writer.drain()
