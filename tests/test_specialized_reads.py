@@ -9,7 +9,9 @@ read (``python -m bench.instructions``):
   which made every read of a ``DeploymentConfig`` (its name, retry, timeouts, ...) generic;
 - a class attribute read through an instance without a ``__dict__`` (a ``__slots__`` class):
   ``DeploymentRouter.session_key`` and ``needs_claim``, read by the engine on every request, and
-  ``WrittenAnswer.prepared``, read by the gateway on every answer it wrote.
+  ``WrittenAnswer.prepared``, read by the gateway on every answer it wrote;
+- a compiled class's field, which Cython reads through a getset descriptor (``GatewayKey.name``):
+  ``_core/slots.h`` makes it a member, read as a ``__slots__`` field is.
 
 And a call into the compiled core, which 3.11 specializes only when the core is built with
 ``binding=False`` (its functions then builtin functions and method descriptors).
@@ -27,7 +29,7 @@ import uuid
 
 import pytest
 
-from fastinfer._core import heads, shm
+from fastinfer._core import heads, keys, shm
 from fastinfer.config import parse_config
 from fastinfer.gateway.answer import WrittenAnswer
 from fastinfer.metrics import MetricsLayout
@@ -97,6 +99,19 @@ def test_a_written_answer_keeps_its_reads_specialized():
     assert answer.prepared is True
     reads = attribute_reads(answer, ("prepared", "keep_alive", "status"))
     assert not {name for name, op in reads.items() if op in _UNSPECIALIZED}, reads
+
+
+def test_a_gateway_key_keeps_its_reads_specialized_and_is_counted_where_it_is_told():
+    """A compiled class's field is a getset descriptor, never specialized, unless ``slots.h`` made it a
+    member: the gateway reads a key's ``name`` and ``series`` on every keyed request."""
+    key = keys.GatewayKey("team-a", bytes(32), ("gpt-*",), 1, 0)
+    assert key.series is None
+    key.counted_in(series := object())
+    assert key.name == "team-a" and key.series is series
+    reads = attribute_reads(key, ("name", "series"))
+    assert not {name for name, op in reads.items() if op in _UNSPECIALIZED}, reads
+    with pytest.raises(AttributeError):
+        key.series = None       # read-only from Python: ``counted_in`` sets it
 
 
 def test_the_cores_functions_are_ones_whose_calls_the_interpreter_specializes():

@@ -25,6 +25,8 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.string cimport memchr, memcmp
 
+from fastinfer._core.slots cimport fi_readonly_slots
+
 import fnmatch
 
 from aiohttp import hdrs
@@ -65,13 +67,13 @@ cdef bytes _digest(const char *data, Py_ssize_t length, int use_ni):
 cdef class GatewayKey:
     """One configured key as the request path checks it."""
 
-    cdef readonly str name
+    cdef public object name             # a str; read-only from Python all the same (``fi_readonly_slots``, below)
     cdef readonly bytes digest
     cdef readonly tuple globs
     cdef readonly int priority          # the class a request runs in when it asks for none
     cdef readonly int max_priority      # the highest class it may ask for (the lowest number)
     cdef public bytes models_body       # ``/v1/models`` as this key sees it (``gateway.auth``)
-    cdef public object series           # its answers' metrics series (``gateway.app`` sets it; None: not counted)
+    cdef public object series           # its answers' metrics series (``counted_in``; None: not counted)
     cdef dict _allowed
 
     def __init__(self, str name, bytes digest, tuple globs, int priority, int max_priority):
@@ -85,6 +87,10 @@ cdef class GatewayKey:
         self.models_body = b""
         self.series = None
         self._allowed = {}
+
+    def counted_in(self, series) -> None:
+        """The key's answers are counted into ``series`` (``gateway.app``, once the metrics exist)."""
+        self.series = series
 
     cpdef bint may_use(self, str model):
         """``model`` matches one of the key's globs (cached: one dict lookup a request)."""
@@ -204,3 +210,7 @@ cdef const char *_utf8(str text, Py_ssize_t *length) except? NULL:
     except UnicodeEncodeError:
         return NULL
     return value
+
+
+# the gateway reads a key's name and series on every keyed request: at a __slots__ field's speed (``slots.h``)
+fi_readonly_slots(GatewayKey, ("name", "series"))

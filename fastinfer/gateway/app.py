@@ -98,7 +98,7 @@ class Gateway:
         # gateway keys: with any configured, every data route needs one (None: an open gateway)
         self.keys = key_ring(engine.config) if engine.config.keys else None
         for key in self.keys.keys if self.keys is not None else ():
-            key.series = engine.metrics.key_series(key.name)    # a keyed answer is counted into it directly
+            key.counted_in(engine.metrics.key_series(key.name))     # a keyed answer is counted into it directly
 
     def app(self, *, operator_routes: bool = True) -> web.Application:
         """The public listener's app; ``operator_routes=False`` when a separate admin listener has them."""

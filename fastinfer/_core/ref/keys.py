@@ -36,6 +36,9 @@ class GatewayKey:
         self.series = None
         self._allowed: dict[str, bool] = {}
 
+    def counted_in(self, series) -> None:
+        self.series = series
+
     def may_use(self, model: str) -> bool:
         allowed = self._allowed.get(model)
         if allowed is None:
