@@ -23,12 +23,17 @@ def provider_of(kind: str):
 
 
 class Session:
-    """A replica session whose credential the test turns (``credential`` is read per request)."""
+    """A replica session whose credential the test turns: as a ``ReplicaSession``, its ``source`` is
+    asked for the credential now (``current()``) on every request."""
 
     def __init__(self, replica, credential: str):
         self.replica = replica
         self.credential = credential
+        self.source = self
         self.pool = Pool(replica.base_url)
+
+    def current(self) -> str:
+        return self.credential
 
 
 def request(endpoint: str = "chat", stream: bool = False, trace=None) -> GatewayRequest:

@@ -19,7 +19,7 @@ cdef class RequestBody:
 cdef class DirectRequest(dict):
     cdef public object method, path, headers, content_length, writer, transport, protocol, task
     cdef public object keep_alive      # True or False: an object field, so that slots.h can make it a member
-    cdef public RequestBody content
+    cdef public object content         # its RequestBody: an object field, so that slots.h can make it a member
     cdef object __weakref__
 
 

@@ -573,5 +573,5 @@ class ClientStream:
 # import Cython at run time; run as Python, ``__file__`` is this .py)
 if not __file__.endswith(".py"):
     from cython.cimports.fastinfer._core.slots import fi_readonly_slots
-    fi_readonly_slots(DirectRequest, ("method", "path", "headers", "keep_alive", "content_length", "writer",
-                                      "transport", "protocol", "task"))
+    fi_readonly_slots(DirectRequest, ("method", "path", "headers", "keep_alive", "content_length", "content",
+                                      "writer", "transport", "protocol", "task"))

@@ -54,7 +54,8 @@ class Provider:
 
     def _head(self, session, req) -> bytes:
         """The head of ``req``'s upstream request on ``session``'s replica (kept: the module's docstring)."""
-        credential = session.credential
+        # the session's ``credential``, without its property: a read 3.11 cannot specialize, and a frame
+        credential = session.source.current()
         if req.trace is not None:   # this attempt's span is the upstream's parent (W3C trace context)
             return self._build_head(session, credential, req, {"traceparent": req.trace.traceparent})
         key = (session.pool, credential, req.endpoint, req.stream)

@@ -9,13 +9,14 @@ import types
 
 import pytest
 
-from fastinfer._core import attempts, client, shm, upstream
+from fastinfer._core import attempts, client, keys, shm, upstream
 
 SLOTS = [
     (attempts.Attempt, ("dep", "replica", "trace", "span")),
     (attempts.RelayedStream, ("reply", "relay", "provider")),
-    (client.DirectRequest, ("method", "path", "headers", "keep_alive", "content_length", "writer", "transport",
-                            "protocol", "task")),
+    (client.DirectRequest, ("method", "path", "headers", "keep_alive", "content_length", "content", "writer",
+                            "transport", "protocol", "task")),
+    (keys.GatewayKey, ("name", "series")),   # read by the gateway on every keyed request
     (upstream.UpstreamReply, ("status", "headers", "body", "first", "stream")),
     (upstream.Exchange, ("ready",)),      # awaited by ``transport.exchange``
     (shm.Grant, ("refusal",)),            # read by ``Limits.admit``
@@ -36,9 +37,10 @@ def _made():
                            {"dep": dep, "replica": "replica-3", "trace": trace, "span": None}),
         client.DirectRequest: (client.DirectRequest("/v1/chat/completions", {"a": "b"}, True, body, connection),
                                {"method": "POST", "path": "/v1/chat/completions", "keep_alive": True,
-                                "content_length": 7,
+                                "content_length": 7, "content": body,
                                 "writer": connection, "transport": connection.transport, "protocol": connection,
                                 "task": None}),
+        keys.GatewayKey: (keys.GatewayKey("team-a", bytes(32), (), 0, 0), {"name": "team-a", "series": None}),
         upstream.UpstreamReply: (upstream.UpstreamReply(201, {"x": "y"}, b"body", b"first", stream),
                                  {"status": 201, "headers": {"x": "y"}, "body": b"body", "first": b"first",
                                   "stream": stream}),
@@ -54,7 +56,7 @@ def test_the_fields_read_from_python_are_member_descriptors(cls, names):
         assert type(cls.__dict__["verdict"]) is types.GetSetDescriptorType
 
 
-@pytest.mark.parametrize("cls", [attempts.Attempt, client.DirectRequest, upstream.UpstreamReply],
+@pytest.mark.parametrize("cls", [attempts.Attempt, client.DirectRequest, keys.GatewayKey, upstream.UpstreamReply],
                          ids=lambda cls: cls.__name__)
 def test_each_field_reads_what_the_compiled_code_wrote(cls):
     instance, expected = _made()[cls]
@@ -63,7 +65,7 @@ def test_each_field_reads_what_the_compiled_code_wrote(cls):
         assert got is value or (type(value) in (str, int, bytes, dict) and got == value), name
 
 
-@pytest.mark.parametrize("cls", [attempts.Attempt, client.DirectRequest, upstream.UpstreamReply],
+@pytest.mark.parametrize("cls", [attempts.Attempt, client.DirectRequest, keys.GatewayKey, upstream.UpstreamReply],
                          ids=lambda cls: cls.__name__)
 def test_python_can_neither_set_nor_delete_them(cls):
     instance, expected = _made()[cls]
