@@ -31,7 +31,7 @@ import pytest
 
 from fastinfer._core import heads, keys, shm
 from fastinfer.config import parse_config
-from fastinfer.gateway.answer import WrittenAnswer
+from fastinfer.gateway.answer import WrittenAnswer, new_written_answer
 from fastinfer.metrics import MetricsLayout
 from fastinfer.process.hostwide import plan
 from fastinfer.routing import DeploymentRouter
@@ -94,9 +94,14 @@ def test_a_router_as_its_own_route_keeps_its_reads_specialized():
         segment.close()
 
 
-def test_a_written_answer_keeps_its_reads_specialized():
-    answer = WrittenAnswer(200, True, None)
-    assert answer.prepared is True
+@pytest.mark.parametrize("make", [WrittenAnswer, new_written_answer], ids=["class", "maker"])
+def test_a_written_answer_keeps_its_reads_specialized(make):
+    """As the class makes it and as the gateway does (its record maker: no ``__init__`` run)."""
+    writer = object()
+    answer = make(200, True, writer)
+    assert (type(answer), answer.prepared, answer.status, answer.keep_alive, answer._writer) == (
+        WrittenAnswer, True, 200, True, writer)
+    assert answer != make(200, True, writer)        # compared by identity, as aiohttp's responses
     reads = attribute_reads(answer, ("prepared", "keep_alive", "status"))
     assert not {name for name, op in reads.items() if op in _UNSPECIALIZED}, reads
 

@@ -20,13 +20,16 @@ Owns: those writes. Must not touch: what the headers say (the gateway decides), 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 
 from .._core.client import DirectRequest
 from .._core.heads import answer_head
+from .._core.slotted import record_maker
 
 _SERVER_TAIL = f"Server: {SERVER_SOFTWARE}\r\n".encode()     # and the Date, written by ``answer_head``
 _JSON_TAIL = b"Content-Type: application/json\r\n" + _SERVER_TAIL
@@ -49,19 +52,17 @@ class _StatusLines(dict):
 _STATUS_LINES = _StatusLines()
 
 
+@dataclass(slots=True, eq=False)     # compared and hashed by identity, as a plain class is
 class WrittenAnswer:
     """What aiohttp's connection sees of an answer already written: nothing left to send, and
     whether the connection stays open (``finish_response`` reads only these)."""
 
-    # ``prepared`` a slot, not a class attribute: 3.11 specializes a slot's read on every answer,
-    # never a class attribute's through an instance without a __dict__
-    __slots__ = ("status", "keep_alive", "_writer", "prepared")
-
-    def __init__(self, status: int, keep_alive: bool, writer):
-        self.prepared = True
-        self.status = status
-        self.keep_alive = keep_alive
-        self._writer = writer
+    status: int
+    keep_alive: bool
+    _writer: Any
+    # a slot, not a class attribute: 3.11 specializes a slot's read on every answer, never a class
+    # attribute's through an instance without a __dict__
+    prepared: bool = True
 
     async def prepare(self, request: web.BaseRequest) -> None:
         return None
@@ -72,6 +73,11 @@ class WrittenAnswer:
     def force_close(self) -> None:
         """The connection ends after this answer (as ``StreamResponse.force_close``)."""
         self.keep_alive = False
+
+
+# ``WrittenAnswer(status, keep_alive, writer)`` on every whole answer, without the dataclass's
+# ``__init__``: a Python class's call 3.11 leaves unspecialized, and a frame (``_core.slotted``)
+new_written_answer = record_maker(WrittenAnswer)
 
 
 def _aiohttp_writes(request: web.BaseRequest, status: int) -> bool:
@@ -137,7 +143,7 @@ def write_json(request: web.BaseRequest, status: int, headers: dict[str, str], b
         writer._writelines((head, body))   # the writer's own send: it counts output_size
     except ConnectionError:     # the client has gone: aiohttp drops the connection, as after its own write
         keep_alive = False
-    return WrittenAnswer(status, keep_alive, writer)
+    return new_written_answer(status, keep_alive, writer)
 
 
 def stream_head(request: web.BaseRequest, status: int, headers: dict[str, str], keep_alive: bool,

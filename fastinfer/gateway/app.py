@@ -31,7 +31,7 @@ from ..errors import BadRequest, BodyNotRead, GatewayError, MetricsHandedOver
 from ..formats.common import counted_input_tokens
 from ..observe import AccessLog, RequestTrace, Tracing, log_bug
 from .admin import AdminApi
-from .answer import WrittenAnswer, leading_headers, stream_head, write_json
+from .answer import leading_headers, new_written_answer, stream_head, write_json
 from .anthropic_api import count_tokens_request, messages_request
 from .auth import key_ring
 from .body import NOT_ARRIVED, arrived_json, read_json
@@ -215,7 +215,10 @@ class Gateway:
                 self._answered(request, data, _CLIENT_CLOSED)
                 raise
             # the answer starts: the fields it leads with (``_ANSWER_FIELDS``), for the compiled head
-            result.overhead_s = overhead_s = max(0.0, clock() - started - result.upstream_s)
+            overhead_s = clock() - started - result.upstream_s
+            if overhead_s < 0.0:        # (not ``max``: a builtin 3.11 calls through a tuple of its arguments)
+                overhead_s = 0.0
+            result.overhead_s = overhead_s
             values = (request_id, result.replica or "", result.attempts, overhead_s * 1000)
             keep_alive = request.keep_alive and not self.drain.active
             if self.drain.shed_left and keep_alive:     # this worker holds more than its share
@@ -344,7 +347,7 @@ class Gateway:
             head = stream_head(request, result.status, result.headers, keep_alive, _ANSWER_FIELDS, values,
                                result.rate_fields)
             if head is not None:
-                response = WrittenAnswer(result.status, keep_alive, request.writer)
+                response = new_written_answer(result.status, keep_alive, request.writer)
             else:       # aiohttp writes this one's head (an HTTP/1.0 client)
                 headers = leading_headers(_ANSWER_FIELDS, values, result.headers, result.rate_fields)
                 headers["Content-Type"] = "text/event-stream"
