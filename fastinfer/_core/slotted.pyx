@@ -26,6 +26,15 @@ import dataclasses
 import inspect
 
 cdef extern from "Python.h":
+    ctypedef PyObject *(*vectorcallfunc)(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                         PyObject *kwnames) except NULL
+    ctypedef struct TypeCallSlots "PyTypeObject":
+        Py_ssize_t tp_vectorcall_offset
+        unsigned long tp_flags
+    unsigned long Py_TPFLAGS_HAVE_VECTORCALL
+    Py_ssize_t PyVectorcall_NARGS(size_t nargsf)
+    void PyType_Modified(PyTypeObject *cls)
+    PyObject **PySequence_Fast_ITEMS(object tuple_or_list)
     ctypedef struct PyMemberDef:
         Py_ssize_t offset
         int type
@@ -41,14 +50,20 @@ DEF MAX_FIELDS = 32
 
 
 cdef class RecordMaker:
-    """``cls`` made from positional values and its defaults (``record_maker``)."""
+    """``cls`` made from positional values and its defaults (``record_maker``). Called through
+    vectorcall (``_vectorcalled``, below): the values are read where the caller keeps them, with no
+    tuple made and unmade around them, as a ``tp_call`` would."""
 
+    cdef vectorcallfunc vectorcall      # where the type's tp_vectorcall_offset points
     cdef type cls
     cdef Py_ssize_t count, required
     cdef Py_ssize_t offsets[MAX_FIELDS]
     cdef tuple defaults             # per field: its default (None where a factory or nothing gives it)
     cdef tuple factories            # per field: its default_factory, or None
     cdef readonly tuple names
+
+    def __cinit__(self):
+        self.vectorcall = _vectorcalled
 
     def __init__(self, type cls, tuple names, Py_ssize_t required, tuple defaults, tuple factories):
         cdef object descr
@@ -83,11 +98,17 @@ cdef class RecordMaker:
         self.factories = factories
 
     def __call__(self, *values):
-        cdef Py_ssize_t given = PyTuple_GET_SIZE(values), i
+        # what a caller without vectorcall gets (``PyObject_Call`` with a tuple uses the vectorcall)
+        return self._make(<PyObject *const *>PySequence_Fast_ITEMS(values), PyTuple_GET_SIZE(values))
+
+    cdef object _make(self, PyObject *const *values, Py_ssize_t given):
+        cdef Py_ssize_t i
         cdef PyTypeObject *cls = <PyTypeObject *>self.cls
         cdef PyObject *made
         cdef PyObject **slot
         cdef object value
+        if self.cls is None:
+            raise TypeError("a RecordMaker not initialized")
         if given < self.required or given > self.count:
             raise TypeError(f"{self.cls.__name__}: {given} values for {self.required} to {self.count} fields")
         made = PyType_GenericAlloc(cls, 0)      # a dataclass's allocator (its __new__ is object's)
@@ -95,7 +116,7 @@ cdef class RecordMaker:
         Py_XDECREF(made)            # (the <object> cast took one of its own)
         for i in range(self.count):
             if i < given:
-                value = <object>PyTuple_GET_ITEM(values, i)
+                value = <object>values[i]
             else:
                 factory = <object>PyTuple_GET_ITEM(self.factories, i)
                 value = factory() if factory is not None else <object>PyTuple_GET_ITEM(self.defaults, i)
@@ -104,6 +125,27 @@ cdef class RecordMaker:
             Py_XDECREF(slot[0])     # NULL in a fresh instance
             slot[0] = <PyObject *>value
         return record
+
+
+cdef PyObject *_vectorcalled(PyObject *maker, PyObject *const *args, size_t nargsf, PyObject *kwnames) except NULL:
+    """A call of a ``RecordMaker``: positional values only, as ``__call__`` takes them."""
+    if kwnames is not NULL and PyTuple_GET_SIZE(<object>kwnames):
+        raise TypeError(f"{(<RecordMaker>maker).cls.__name__}: values are given by position, not by keyword")
+    made = (<RecordMaker>maker)._make(args, PyVectorcall_NARGS(nargsf))
+    Py_INCREF(made)         # the caller's reference (``made`` gives its own back as the function returns)
+    return <PyObject *>made
+
+
+cdef _enable_vectorcall():
+    """``RecordMaker`` called through its instances' ``vectorcall`` field (found in a sample's memory)."""
+    cdef RecordMaker sample = RecordMaker.__new__(RecordMaker)
+    cdef TypeCallSlots *slots = <TypeCallSlots *>RecordMaker
+    slots.tp_vectorcall_offset = <Py_ssize_t>(<char *>&sample.vectorcall - <char *><PyObject *>sample)
+    slots.tp_flags |= Py_TPFLAGS_HAVE_VECTORCALL
+    PyType_Modified(<PyTypeObject *>RecordMaker)
+
+
+_enable_vectorcall()
 
 
 def _slots_of(type cls) -> tuple:
