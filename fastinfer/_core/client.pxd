@@ -14,6 +14,7 @@ cdef class RequestBody:
     @cython.locals(missing=Py_ssize_t, rest=bytes)
     cpdef bytes feed(self, bytes data)
     cpdef bytes read_nowait(self)
+    cdef _start(self, Py_ssize_t length, Py_ssize_t limit, object loop)
 
 
 cdef class DirectRequest(dict):
@@ -21,6 +22,8 @@ cdef class DirectRequest(dict):
     cdef public object keep_alive      # True or False: an object field, so that slots.h can make it a member
     cdef public object content         # its RequestBody: an object field, so that slots.h can make it a member
     cdef object __weakref__
+
+    cdef _fill(self, object path, object headers, bint keep_alive, RequestBody body, object connection)
 
 
 cdef class DirectConnection:

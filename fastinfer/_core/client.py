@@ -93,6 +93,10 @@ class RequestBody:
     ``StreamReader`` answers to ``read_json``: ``is_eof``, ``total_bytes``, ``read_nowait``)."""
 
     def __init__(self, length: int, limit: int, loop):
+        self._start(length, limit, loop)
+
+    def _start(self, length: int, limit: int, loop) -> None:
+        """``__init__``'s work, which the connection calls on a bare instance (``_frame``)."""
         self.length = length
         self.chunks: list[bytes] = []
         self.total_bytes = 0
@@ -169,6 +173,10 @@ class DirectRequest(dict):
 
     def __init__(self, path: str, headers: "Fields | CIMultiDictProxy", keep_alive: bool, body: RequestBody,
                  connection: DirectConnection):
+        self._fill(path, headers, keep_alive, body, connection)
+
+    def _fill(self, path: str, headers, keep_alive: bool, body: RequestBody, connection: DirectConnection) -> None:
+        """``__init__``'s work, which the connection calls on a bare instance (``_frame``)."""
         self.method = "POST"
         self.path = path
         self.headers = headers
@@ -354,7 +362,10 @@ class DirectConnection:
         if route is None:
             self._hand_off()
             return
-        body = RequestBody(length, self._max_body_bytes, self._loop)
+        # each made bare and filled by a C call: a compiled class's call from C makes a tuple of the
+        # arguments, which its ``__init__`` then parses (``RequestBody.__new__`` compiled is its tp_new alone)
+        body = RequestBody.__new__(RequestBody)
+        body._start(length, self._max_body_bytes, self._loop)
         rest = body.feed(buffer[head_length:])
         self._buffer = rest
         self._body = None if body.complete else body
@@ -362,7 +373,8 @@ class DirectConnection:
         # the plain shape's fields as they lie; llhttp's reading as aiohttp's requests have them
         headers = fields if type(fields) is Fields else CIMultiDictProxy(CIMultiDict(fields))
         self.output_size = 0
-        request = self._request = DirectRequest(path, headers, keep_alive, body, self)
+        request = self._request = DirectRequest.__new__(DirectRequest)
+        request._fill(path, headers, keep_alive, body, self)
         self._server.requests_count += 1
         self._pending = (request, route)
         if self._task is None:
