@@ -16,12 +16,17 @@ with ``--at-once`` (as ``bench.instructions``'s). Compiled code (the core, uvloo
 bytecode and is not counted: what is counted is what compiling could still remove.
 
 With ``--unspecialized`` it lists instead the attribute and global reads (``LOAD_ATTR``,
-``LOAD_METHOD``, ``STORE_ATTR``, ``LOAD_GLOBAL``) a request executes that the interpreter left
-unspecialized after the warm-up: CPython 3.11 turns a warm read into a few machine instructions
-only for some objects, and a read it cannot specialize costs ~350 (``bench.instructions``, December
-2026: an instance whose ``__dict__`` was built, a class attribute read through a ``__slots__``
-instance, a compiled class's field, a callable kept on an instance and called as a method). Calls
-are left out (the core, built with ``binding=False``, is called the specialized way).
+``LOAD_METHOD``, ``STORE_ATTR``, ``LOAD_GLOBAL``) and the calls a request executes that the
+interpreter left unspecialized after the warm-up: CPython 3.11 turns a warm read into a few machine
+instructions only for some objects, and a read it cannot specialize costs ~350 (``bench.instructions``,
+December 2026: an instance whose ``__dict__`` was built, a class attribute read through a
+``__slots__`` instance, a compiled class's field, a callable kept on an instance and called as a
+method). A call is specialized for Python functions, builtin functions and method descriptors
+(the core's, built with ``binding=False``) and types with vectorcall; the rest (a Python class,
+a builtin such as ``max`` or ``time.perf_counter``, a compiled class's instance) goes the generic
+way, through a tuple of its arguments for one without vectorcall. On 3.11 that is the call's
+``PRECALL`` (its ``CALL`` stays adaptive whenever ``PRECALL`` does the call, and under the tracing
+that counts, every ``CALL`` runs: not a sign), on 3.12 and later the ``CALL``.
 
 What it is not: time. Opcodes differ in cost (a call costs more than a load), and tracing slows
 the worker several-fold. Rank Python changes with it; judge them with ``bench.instructions`` and the
@@ -45,6 +50,7 @@ _COUNTS_ENV = "FASTINFER_BENCH_OPCODES_DIR"
 _LINES_ENV = "FASTINFER_BENCH_OPCODES_LINES"
 _UNSPECIALIZED_ENV = "FASTINFER_BENCH_OPCODES_UNSPECIALIZED"
 _READS = ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "LOAD_GLOBAL")
+_CALLS = ("PRECALL",) if sys.version_info < (3, 12) else ("CALL",)     # see the module's docstring
 _SIGNAL_SETTLE_S = 0.3
 
 
@@ -83,8 +89,9 @@ def _count_in_child() -> None:
 
 
 def _unspecialized(counts: collections.Counter) -> list:
-    """Of the executed instructions (``{(code, offset): times}``), the reads (``_READS``) still
-    unspecialized, read as the interpreter has them now: ``[file, line, function, "OPNAME argument", times]``."""
+    """Of the executed instructions (``{(code, offset): times}``), the reads (``_READS``) and calls
+    (``_CALLS``) still unspecialized, read as the interpreter has them now: ``[file, line, function,
+    "OPNAME argument", times]`` (a call's argument: how many it passes)."""
     import dis
     by_code = collections.defaultdict(dict)
     for (code, offset), n in counts.items():
@@ -94,7 +101,7 @@ def _unspecialized(counts: collections.Counter) -> list:
         for ins in dis.get_instructions(code, adaptive=True):
             # 3.11 shows a read it could not specialize as OPNAME_ADAPTIVE, 3.12 as the plain OPNAME
             base = ins.opname.removesuffix("_ADAPTIVE")
-            if ins.offset in executed and base in _READS:
+            if ins.offset in executed and (base in _READS or base in _CALLS):
                 rows.append([code.co_filename, ins.positions.lineno, code.co_name, f"{base} {ins.argval}",
                              executed[ins.offset]])
     return rows
@@ -116,7 +123,7 @@ def count_path(label: str, tree: Path, workdir: Path, upstream_port: int, reques
                by_line: bool, unspecialized: bool = False) -> dict:
     """One path's opcodes per request: {(file, line, function): opcodes per request}, and the total;
     with ``unspecialized``, {(file, line, function, "OPNAME argument"): times per request} of the
-    reads the interpreter did not specialize, and their total."""
+    reads and calls the interpreter did not specialize, and their total."""
     from .services import Service
     from .targets import write_gateway_config
     config = workdir / f"{label}.toml"
@@ -176,20 +183,29 @@ def shown_file(file: str, tree: Path) -> str:
 
 def to_markdown(report: dict, top: int) -> str:
     tree = Path(report["tree"])
-    lines = ["| path | " + ("unspecialized reads" if report.get("unspecialized") else "opcodes") + " per request |",
-             "|---|---|"]
-    lines += [f"| {row['path']} | {row['per_request']:,.0f} |" for row in report["rows"]]
+    if report.get("unspecialized"):
+        lines = ["| path | unspecialized reads per request | unspecialized calls per request |", "|---|---|---|"]
+        lines += [f"| {row['path']} | {_total(row, _READS):,.0f} | {_total(row, _CALLS):,.0f} |"
+                  for row in report["rows"]]
+    else:
+        lines = ["| path | opcodes per request |", "|---|---|"]
+        lines += [f"| {row['path']} | {row['per_request']:,.0f} |" for row in report["rows"]]
     for row in report["rows"]:
         ranked = sorted(row["functions"].items(), key=lambda item: -item[1])[:top]
         if report.get("unspecialized"):
-            lines += ["", f"Reads of {row['path']} left unspecialized (per request):", "",
-                      "| read | function | where | times |", "|---|---|---|---|"]
+            lines += ["", f"Reads and calls of {row['path']} left unspecialized (per request):", "",
+                      "| instruction | function | where | times |", "|---|---|---|---|"]
             lines += [f"| `{read}` | `{name}` | {shown_file(file, tree)}:{line} | {count:,.1f} |"
                       for (file, line, name, read), count in ranked]
             continue
         lines += ["", f"Most opcodes of {row['path']} (per request):", "", "| function | where | opcodes |", "|---|---|---|"]
         lines += [f"| `{name}` | {shown_file(file, tree)}:{line} | {count:,.1f} |" for (file, line, name), count in ranked]
     return "\n".join(lines) + "\n"
+
+
+def _total(row: dict, family: tuple) -> float:
+    """Of ``--unspecialized``'s rows, how many a request of ``family`` (``_READS``, ``_CALLS``)."""
+    return sum(times for (_, _, _, instruction), times in row["functions"].items() if instruction.split()[0] in family)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--at-once", action="store_true", help="the mock is nginx, each answer in one write")
     parser.add_argument("--lines", action="store_true", help="count by source line, not by function")
     parser.add_argument("--unspecialized", action="store_true",
-                        help="list the attribute and global reads the interpreter left unspecialized instead")
+                        help="list the attribute and global reads and the calls the interpreter left "
+                             "unspecialized instead")
     parser.add_argument("--top", type=int, default=30, help="list each path's TOP costliest (default 30)")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
