@@ -3,6 +3,12 @@
 # is a str and a usage ``make_usage``'s dict: their reads are then C calls, not method lookups).
 cimport cython
 
+from fastinfer._core.slotted cimport SlotFields
+
+cdef SlotFields _DATA_FIELDS, _REQUEST_FIELDS, _RESULT_FIELDS
+
+cdef _error_of(status, error, cut, stream)
+
 
 cdef class AccessBuffer:
     cdef public list pending

@@ -19,8 +19,8 @@ assign (``__post_init__``, its own ``__new__`` or ``__init__``): refused. The re
 """
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
-from libc.string cimport memset
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
+from libc.string cimport memcpy, memset
 
 import dataclasses
 import inspect
@@ -66,7 +66,6 @@ cdef class RecordMaker:
         self.vectorcall = _vectorcalled
 
     def __init__(self, type cls, tuple names, Py_ssize_t required, tuple defaults, tuple factories):
-        cdef object descr
         cdef PyMemberDef *member
         cdef Py_ssize_t i
         if not (len(names) == len(defaults) == len(factories)) or not 0 <= required <= len(names):
@@ -79,15 +78,10 @@ cdef class RecordMaker:
             raise TypeError(f"{cls.__name__}: the fields {names} are not exactly its slots {_slots_of(cls)}")
         memset(self.offsets, 0, sizeof(self.offsets))
         for i, name in enumerate(names):
-            descr = cls.__dict__.get(name)
-            for base in cls.__mro__[1:]:
-                if descr is not None:
-                    break
-                descr = base.__dict__.get(name)
-            if descr is None or (<PyObject *>descr).ob_type != &PyMemberDescr_Type:
+            member = _object_slot(cls, name)
+            if member == NULL:
                 raise TypeError(f"{cls.__name__}.{name} is not a slot")
-            member = (<PyMemberDescrObject *>descr).d_member
-            if member.type != T_OBJECT_EX or member.flags & READONLY:
+            if member.flags & READONLY:
                 raise TypeError(f"{cls.__name__}.{name} is not a writable object slot")
             self.offsets[i] = member.offset
         self.cls = cls
@@ -146,6 +140,72 @@ cdef _enable_vectorcall():
 
 
 _enable_vectorcall()
+
+
+cdef class SlotFields:
+    """``operator.attrgetter(*names)`` for the request path's records (a ``__slots__`` class, a
+    slotted dataclass), for compiled callers: ``of(obj)`` is the named fields' values, a tuple, each
+    read where the instance keeps it, at the offsets found for the type last seen. Cython reads an
+    untyped object's attribute the generic way (the type's lookup, the member descriptor's call:
+    ~150 instructions under valgrind); this is the interpreter's own ``LOAD_ATTR_SLOT`` for C.
+    An object of a type whose fields are not all object slots is read with ``getattr``, as is a
+    field not set (which raises what ``attrgetter`` would). The reference is ``operator.attrgetter``."""
+
+    def __init__(self, *names):
+        if not names or len(names) > MAX_FIELDS:
+            raise ValueError(f"1 to {MAX_FIELDS} field names, not {len(names)}")
+        if not all(type(name) is str for name in names):
+            raise TypeError("field names are strings")
+        self.names = names
+        self.count = len(names)
+        self.seen = None
+
+    def __call__(self, obj):
+        return self.of(obj)
+
+    cpdef tuple of(self, obj):
+        cdef Py_ssize_t i
+        cdef PyObject *value
+        if type(obj) is not self.seen and not self._learn(type(obj)):
+            return tuple([getattr(obj, name) for name in self.names])
+        values = PyTuple_New(self.count)
+        for i in range(self.count):
+            value = (<PyObject **>((<char *><PyObject *>obj) + self.offsets[i]))[0]
+            if value == NULL:       # a slot never set, or deleted: the AttributeError getattr raises
+                return tuple([getattr(obj, name) for name in self.names])
+            Py_INCREF(<object>value)
+            PyTuple_SET_ITEM(values, i, <object>value)
+        return values
+
+    cdef bint _learn(self, type cls) except -1:
+        """Keep ``cls``'s offsets of the fields if each is an object slot (a member descriptor that
+        no subclass's attribute of the same name hides): True; else False, nothing kept."""
+        cdef Py_ssize_t offsets[MAX_FIELDS]
+        cdef PyMemberDef *member
+        cdef Py_ssize_t i
+        for i in range(self.count):
+            member = _object_slot(cls, self.names[i])
+            if member == NULL:
+                return False
+            offsets[i] = member.offset
+        memcpy(self.offsets, offsets, sizeof(offsets))
+        self.seen = cls
+        return True
+
+
+cdef PyMemberDef *_object_slot(type cls, str name) except? NULL:
+    """The member of ``cls``'s ``name`` if it is an object slot (``T_OBJECT_EX``: a ``__slots__``
+    field) found first along its MRO, else NULL."""
+    cdef object descr = None
+    cdef PyMemberDef *member
+    for klass in cls.__mro__:
+        descr = klass.__dict__.get(name)
+        if descr is not None:
+            break
+    if descr is None or (<PyObject *>descr).ob_type != &PyMemberDescr_Type:
+        return NULL
+    member = (<PyMemberDescrObject *>descr).d_member
+    return member if member.type == T_OBJECT_EX else NULL
 
 
 def _slots_of(type cls) -> tuple:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import operator
 import sys
 
 import pytest
@@ -151,3 +152,71 @@ def test_a_maker_must_name_exactly_the_classs_slots():
     names = tuple(f.name for f in dataclasses.fields(EngineResult))
     with pytest.raises(ValueError):
         slotted.RecordMaker(EngineResult, names, 1, (None,) * len(names), ())
+
+
+# ``SlotFields``: a compiled attrgetter for records; the reference is ``operator.attrgetter``
+
+class _Plain:
+    """Fields in the instance's ``__dict__``: read with getattr."""
+
+    def __init__(self, replica, attempts):
+        self.replica, self.attempts = replica, attempts
+
+
+@dataclasses.dataclass(slots=True)
+class _Parent:
+    replica: str = "the slot"
+    attempts: int = 0
+
+
+class _Shadowed(_Parent):
+    """A subclass whose ``replica`` is a property over its parent's slot: the property wins, as in Python."""
+
+    __slots__ = ()
+
+    @property
+    def replica(self):
+        return "the property"
+
+
+@pytest.mark.parametrize("cls", list(_VALUES), ids=lambda cls: cls.__name__)
+def test_slot_fields_read_what_attrgetter_reads(cls):
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    record = slotted.record_maker(cls)(*_VALUES[cls])
+    fields = slotted.SlotFields(*names)
+    assert fields.of(record) == fields(record) == operator.attrgetter(*names)(record)
+    assert all(a is b for a, b in zip(fields.of(record), _VALUES[cls]))
+
+
+def test_slot_fields_follow_the_type_they_are_given_and_fall_back_to_getattr():
+    fields = slotted.SlotFields("replica", "attempts")
+    request = slotted.record_maker(GatewayRequest)("openai", "m", {}, False, "id", 1.0)
+    request.replica, request.attempts = "r1", 2
+    result = slotted.record_maker(EngineResult)(200, b"", None, "r2", 3)
+    # two slotted types in turn (each read at its own offsets), and a plain class (getattr)
+    for _ in range(3):
+        assert fields.of(request) == ("r1", 2)
+        assert fields.of(result) == ("r2", 3)
+        assert fields.of(_Plain("r3", 4)) == ("r3", 4)
+    assert fields.of(_Parent("r4", 5)) == ("r4", 5)
+    shadowed = _Shadowed.__new__(_Shadowed)     # (its parent's __init__ would set the property)
+    shadowed.attempts = 6
+    assert fields.of(shadowed) == ("the property", 6) == operator.attrgetter("replica", "attempts")(shadowed)
+
+
+def test_slot_fields_raise_what_attrgetter_raises_and_own_what_they_return():
+    fields = slotted.SlotFields("trace", "replica")
+    request = slotted.record_maker(GatewayRequest)("openai", "m", {}, False, "id", 1.0)
+    trace = request.trace = object()
+    before = sys.getrefcount(trace)
+    got = [fields.of(request) for _ in range(10)]
+    assert sys.getrefcount(trace) == before + 10 and got[0] == (trace, None)
+    del got
+    assert sys.getrefcount(trace) == before
+    del request.trace
+    with pytest.raises(AttributeError):
+        fields.of(request)
+    with pytest.raises(AttributeError):
+        fields.of(object())
+    with pytest.raises(ValueError):
+        slotted.SlotFields()
