@@ -9,12 +9,15 @@ With ``--benchmark-disable`` (the default in pyproject) the test runs once, quic
 """
 from __future__ import annotations
 
+import asyncio
 import timeit
 
 from fastinfer.config import parse_config
 from fastinfer.engine import GatewayRequest
 from fastinfer.providers import make_provider
-from fastinfer.transport import Pool, framed
+from fastinfer.session.credentials import open_credential_source
+from fastinfer.session.sessions import ReplicaSession
+from fastinfer.transport import framed
 from fastinfer.transport.h1 import request_head
 
 BODY = b'{"model":"mock-model","messages":[{"role":"user","content":"hi"}],"max_tokens":8}'
@@ -32,19 +35,15 @@ def _former_build_request(method: str, target: str, host: str, headers: dict, bo
     return framed(head, body)
 
 
-class _Session:
-    def __init__(self, replica):
-        self.replica = replica
-        self.credential = "sk-bench-0123456789abcdef"
-        self.pool = Pool(replica.base_url)
-
-
 def test_kept_head_against_the_head_built_per_request(benchmark):
     config = parse_config({"deployments": [{"name": "d", "provider": "openai_compatible", "model": "mock-model",
-                                            "replicas": [{"base_url": "http://127.0.0.1:18432/v1"}]}]})
+                                            "replicas": [{"base_url": "http://127.0.0.1:18432/v1",
+                                                          "credential": {"value": "sk-bench-0123456789abcdef"}}]}]})
     (deployment,) = config.deployments
     provider = make_provider(deployment)
-    session = _Session(deployment.replicas[0])
+    replica = deployment.replicas[0]
+    source = asyncio.run(open_credential_source(replica.credential, name="d/r0"))
+    session = ReplicaSession(replica, source, ReplicaSession.new_pool(replica))     # as the engine's
     req = GatewayRequest(api="openai", model="d", body={}, stream=False, request_id="r", received_at=0.0)
     kind, model = provider.kind, deployment.upstream_model
 
