@@ -327,7 +327,9 @@ class Engine:
         verdict: Verdict | None = None
         upstream_s = 0.0
         attempt = 0
-        reauthed = False   # one extra attempt after re-reading a refused credential
+        # one extra attempt after re-reading a refused credential: 0 or 1, an int (``max_attempts + True``
+        # is an addition 3.11 does not specialize, on every request)
+        reauthed = 0
         while attempt < cfg.retry.max_attempts + reauthed:
             index, probe = self._choose_replica(dep, route, tried)
             if index < 0:
@@ -369,7 +371,7 @@ class Engine:
             if verdict.reauth and not reauthed and await session.source.refresh(
                     "auth", seen_version=credential_version):
                 # the key was rotated under us: the same replica, once more, with the new one
-                reauthed = True
+                reauthed = 1
                 tried &= ~(1 << index)
                 metrics.session_rebuild(cfg.name, "auth")
                 continue

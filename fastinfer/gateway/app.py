@@ -219,7 +219,8 @@ class Gateway:
             if overhead_s < 0.0:        # (not ``max``: a builtin 3.11 calls through a tuple of its arguments)
                 overhead_s = 0.0
             result.overhead_s = overhead_s
-            values = (request_id, result.replica or "", result.attempts, overhead_s * 1000)
+            # (1000.0: a float times a float is an operation 3.11 specializes, a float times an int is not)
+            values = (request_id, result.replica or "", result.attempts, overhead_s * 1000.0)
             keep_alive = request.keep_alive and not self.drain.active
             if self.drain.shed_left and keep_alive:     # this worker holds more than its share
                 self.drain.let_one_go()
