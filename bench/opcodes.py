@@ -26,7 +26,10 @@ method). A call is specialized for Python functions, builtin functions and metho
 a builtin such as ``max`` or ``time.perf_counter``, a compiled class's instance) goes the generic
 way, through a tuple of its arguments for one without vectorcall. On 3.11 that is the call's
 ``PRECALL`` (its ``CALL`` stays adaptive whenever ``PRECALL`` does the call, and under the tracing
-that counts, every ``CALL`` runs: not a sign), on 3.12 and later the ``CALL``.
+that counts, every ``CALL`` runs: not a sign), on 3.12 and later the ``CALL``. And the operations
+3.11 specializes for the common types (``BINARY_OP``, ``COMPARE_OP``, ``BINARY_SUBSCR``,
+``STORE_SUBSCR``, ``UNPACK_SEQUENCE``): ``n + True`` or ``x * 1000`` with a float ``x`` is not one of them,
+a subscript of a dict subclass (``DirectRequest``) neither; each costs less than a generic read.
 
 What it is not: time. Opcodes differ in cost (a call costs more than a load), and tracing slows
 the worker several-fold. Rank Python changes with it; judge them with ``bench.instructions`` and the
@@ -51,6 +54,10 @@ _LINES_ENV = "FASTINFER_BENCH_OPCODES_LINES"
 _UNSPECIALIZED_ENV = "FASTINFER_BENCH_OPCODES_UNSPECIALIZED"
 _READS = ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "LOAD_GLOBAL")
 _CALLS = ("PRECALL",) if sys.version_info < (3, 12) else ("CALL",)     # see the module's docstring
+#: the other instructions 3.11 specializes: an operation on ints, floats or strs (``BINARY_OP_ADD_INT``),
+#: a compare followed by a jump, a subscript of a list, tuple or dict, an unpacking of a tuple or list
+_OPERATIONS = ("BINARY_OP", "COMPARE_OP", "BINARY_SUBSCR", "STORE_SUBSCR", "UNPACK_SEQUENCE")
+_FAMILIES = {"reads": _READS, "calls": _CALLS, "operations": _OPERATIONS}
 _SIGNAL_SETTLE_S = 0.3
 
 
@@ -89,8 +96,8 @@ def _count_in_child() -> None:
 
 
 def _unspecialized(counts: collections.Counter) -> list:
-    """Of the executed instructions (``{(code, offset): times}``), the reads (``_READS``) and calls
-    (``_CALLS``) still unspecialized, read as the interpreter has them now: ``[file, line, function,
+    """Of the executed instructions (``{(code, offset): times}``), the reads, calls and operations
+    (``_FAMILIES``) still unspecialized, read as the interpreter has them now: ``[file, line, function,
     "OPNAME argument", times]`` (a call's argument: how many it passes)."""
     import dis
     by_code = collections.defaultdict(dict)
@@ -101,7 +108,7 @@ def _unspecialized(counts: collections.Counter) -> list:
         for ins in dis.get_instructions(code, adaptive=True):
             # 3.11 shows a read it could not specialize as OPNAME_ADAPTIVE, 3.12 as the plain OPNAME
             base = ins.opname.removesuffix("_ADAPTIVE")
-            if ins.offset in executed and (base in _READS or base in _CALLS):
+            if ins.offset in executed and any(base in family for family in _FAMILIES.values()):
                 rows.append([code.co_filename, ins.positions.lineno, code.co_name, f"{base} {ins.argval}",
                              executed[ins.offset]])
     return rows
@@ -123,7 +130,7 @@ def count_path(label: str, tree: Path, workdir: Path, upstream_port: int, reques
                by_line: bool, unspecialized: bool = False) -> dict:
     """One path's opcodes per request: {(file, line, function): opcodes per request}, and the total;
     with ``unspecialized``, {(file, line, function, "OPNAME argument"): times per request} of the
-    reads and calls the interpreter did not specialize, and their total."""
+    reads, calls and operations the interpreter did not specialize, and their total."""
     from .services import Service
     from .targets import write_gateway_config
     config = workdir / f"{label}.toml"
@@ -184,16 +191,17 @@ def shown_file(file: str, tree: Path) -> str:
 def to_markdown(report: dict, top: int) -> str:
     tree = Path(report["tree"])
     if report.get("unspecialized"):
-        lines = ["| path | unspecialized reads per request | unspecialized calls per request |", "|---|---|---|"]
-        lines += [f"| {row['path']} | {_total(row, _READS):,.0f} | {_total(row, _CALLS):,.0f} |"
-                  for row in report["rows"]]
+        lines = ["| path | " + " | ".join(f"unspecialized {name} per request" for name in _FAMILIES) + " |",
+                 "|---|" + "---|" * len(_FAMILIES)]
+        lines += [f"| {row['path']} | " + " | ".join(f"{_total(row, family):,.0f}" for family in _FAMILIES.values())
+                  + " |" for row in report["rows"]]
     else:
         lines = ["| path | opcodes per request |", "|---|---|"]
         lines += [f"| {row['path']} | {row['per_request']:,.0f} |" for row in report["rows"]]
     for row in report["rows"]:
         ranked = sorted(row["functions"].items(), key=lambda item: -item[1])[:top]
         if report.get("unspecialized"):
-            lines += ["", f"Reads and calls of {row['path']} left unspecialized (per request):", "",
+            lines += ["", f"Reads, calls and operations of {row['path']} left unspecialized (per request):", "",
                       "| instruction | function | where | times |", "|---|---|---|---|"]
             lines += [f"| `{read}` | `{name}` | {shown_file(file, tree)}:{line} | {count:,.1f} |"
                       for (file, line, name, read), count in ranked]
@@ -204,7 +212,7 @@ def to_markdown(report: dict, top: int) -> str:
 
 
 def _total(row: dict, family: tuple) -> float:
-    """Of ``--unspecialized``'s rows, how many a request of ``family`` (``_READS``, ``_CALLS``)."""
+    """Of ``--unspecialized``'s rows, how many a request of ``family`` (one of ``_FAMILIES``)."""
     return sum(times for (_, _, _, instruction), times in row["functions"].items() if instruction.split()[0] in family)
 
 
@@ -223,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--at-once", action="store_true", help="the mock is nginx, each answer in one write")
     parser.add_argument("--lines", action="store_true", help="count by source line, not by function")
     parser.add_argument("--unspecialized", action="store_true",
-                        help="list the attribute and global reads and the calls the interpreter left "
-                             "unspecialized instead")
+                        help="list the attribute and global reads, the calls and the operations the "
+                             "interpreter left unspecialized instead")
     parser.add_argument("--top", type=int, default=30, help="list each path's TOP costliest (default 30)")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
