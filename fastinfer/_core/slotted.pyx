@@ -1,11 +1,17 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Records of the request path made in C: a ``__slots__`` dataclass's instance without its ``__init__``.
+"""Records of the request path made and read in C: a ``__slots__`` dataclass's instance without its
+``__init__``, and its fields without the generic attribute lookup.
 
 Owns: ``record_maker(cls)``, for a ``@dataclass(slots=True)`` without ``__post_init__``: a
 ``RecordMaker`` that, called with values for the first fields (positional, in the fields' order),
 returns a new ``cls`` holding them and every other field's default (a ``default_factory``'s fresh
 value) — what ``cls(*values)`` returns, made by writing the slots where the class keeps them
-(each field's member descriptor says where) instead of running the generated ``__init__``.
+(each field's member descriptor says where) instead of running the generated ``__init__``. A maker
+is called through vectorcall: no tuple of the values is made for the call.
+
+And ``SlotFields(*names)``, ``operator.attrgetter`` for such records, for compiled callers
+(``slotted.pxd``): ``of(obj)`` reads each field at its slot's offset, found once for the type last
+seen (the access line reads the request's records with it).
 
 Why: the engine's request and result, and the gateway's record of a data request, are made once
 a request each; their ``__init__``s are Python functions of one assignment per field, 120 opcodes
@@ -14,8 +20,8 @@ plain dataclass (its repr, equality, keyword construction for everyone else); on
 path's calls take the maker.
 
 Must not touch: what the fields mean (the class says); a class whose construction does more than
-assign (``__post_init__``, its own ``__new__`` or ``__init__``): refused. The reference is
-``ref/slotted.py``.
+assign (``__post_init__``, its own ``__new__`` or ``__init__``): refused. The references are
+``ref/slotted.py`` (the maker) and ``operator.attrgetter`` (``SlotFields``).
 """
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
