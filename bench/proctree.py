@@ -56,6 +56,12 @@ def cpu_seconds_of(pid: int, task: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK if fields else 0.0
 
 
+def system_seconds_of(pid: int) -> float:
+    """The system (kernel) part of a process's CPU time, 0 if it is gone."""
+    fields = _stat_fields(f"/proc/{pid}/stat")
+    return int(fields[12]) / _CLK_TCK if fields else 0.0
+
+
 def threads_of(pid: int) -> dict[int, str]:
     """A process's threads: tid -> name (``comm``)."""
     out = {}
@@ -99,6 +105,11 @@ class ProcessTree:
     def cpu_seconds(self) -> float:
         """user + system CPU time of the whole tree (live processes)."""
         return sum(cpu_seconds_of(pid) for pid in self.pids())
+
+    def system_seconds(self) -> float:
+        """The kernel's part of ``cpu_seconds``: system calls, and the loopback's delivery of what the
+        tree sends (the sender's CPU runs the receiver's TCP input)."""
+        return sum(system_seconds_of(pid) for pid in self.pids())
 
     def memory_mib(self) -> dict:
         """RSS and PSS of the whole tree, MiB, and each process's RSS (the root first)."""

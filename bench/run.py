@@ -81,13 +81,14 @@ def run_scenario(name: str, target, measured, *, stream: bool, concurrency: int,
                 if profile_to else None)
     workers0 = measured.worker_cpu()
     mock0 = upstream.cpu_seconds() if upstream is not None else 0.0
-    cpu0 = measured.cpu_seconds()
+    cpu0, system0 = measured.cpu_seconds(), measured.system_seconds()
     if use_wrk and not stream:
         result: LoadResult = run_wrk("127.0.0.1", target.port, path, body, concurrency, duration_s)
     else:
         result = asyncio.run(run_asyncio("127.0.0.1", target.port, path, body, concurrency, duration_s,
                                          max_requests, stream))
     cpu = measured.cpu_seconds() - cpu0
+    system = measured.system_seconds() - system0
     mock_cpu = upstream.cpu_seconds() - mock0 if upstream is not None else None
     split = worker_split(workers0, measured.worker_cpu())
     out = {"scenario": name, "stream": stream, "concurrency": concurrency, **result.summary(),
@@ -102,7 +103,9 @@ def run_scenario(name: str, target, measured, *, stream: bool, concurrency: int,
         out["p50_ms"] = result.wrk_percentiles_ms.get("50", out["p50_ms"])
         out["p99_ms"] = result.wrk_percentiles_ms.get("99", out["p99_ms"])
     out["cpu_s"] = round(cpu, 3)
+    out["system_cpu_s"] = round(system, 3)
     out["cpu_us_per_request"] = round(cpu / result.requests * 1e6, 1) if result.requests else None
+    out["system_us_per_request"] = round(system / result.requests * 1e6, 1) if result.requests else None
     if stream and result.chunks:
         out["cpu_us_per_chunk"] = round(cpu / result.chunks * 1e6, 2)
     if mock_cpu is not None:
@@ -282,7 +285,8 @@ def merge_rounds(rows: list[dict]) -> list[dict]:
     merged = []
     for runs in by_name.values():
         row = dict(runs[0])
-        for key in ("requests", "errors", "chunks", "cpu_s", "elapsed_s", "mock_cpu_s", "loadgen_cpu_s"):
+        for key in ("requests", "errors", "chunks", "cpu_s", "system_cpu_s", "elapsed_s", "mock_cpu_s",
+                    "loadgen_cpu_s"):
             if key in row:
                 row[key] = round(sum(r[key] for r in runs), 3)
         for key in ("p50_ms", "p99_ms", "ttfc_p50_ms", "ttfc_p99_ms"):
@@ -290,6 +294,9 @@ def merge_rounds(rows: list[dict]) -> list[dict]:
                 row[key] = round(statistics.median(r[key] for r in runs), 3)
         row["rps"] = round(row["requests"] / row["elapsed_s"], 1) if row["elapsed_s"] else 0.0
         row["cpu_us_per_request"] = round(row["cpu_s"] / row["requests"] * 1e6, 1) if row["requests"] else None
+        if "system_cpu_s" in row:
+            row["system_us_per_request"] = (round(row["system_cpu_s"] / row["requests"] * 1e6, 1)
+                                            if row["requests"] else None)
         if row.get("chunks"):
             row["chunks_per_s"] = round(row["chunks"] / row["elapsed_s"], 1)
             row["cpu_us_per_chunk"] = round(row["cpu_s"] / row["chunks"] * 1e6, 2)
@@ -381,12 +388,13 @@ def to_markdown(report: dict) -> str:
              + (f"; the gateway's config adds `{_one_line(report['gateway_config'])}`"
                 if report.get("gateway_config") else ""), "",
              peer_table.to_markdown(report), "## Every scenario", "",
-             "| scenario | req/s | p50 ms | p99 ms | TTFC p50 ms | chunks/s | CPU µs/req | CPU µs/chunk | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| scenario | req/s | p50 ms | p99 ms | TTFC p50 ms | chunks/s | CPU µs/req | of it kernel "
+             "| CPU µs/chunk | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         lines.append(f"| {r['scenario']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r.get('ttfc_p50_ms', '')} "
-                     f"| {r.get('chunks_per_s', '')} | {r['cpu_us_per_request']} | {r.get('cpu_us_per_chunk', '')} "
-                     f"| {r['errors']} |")
+                     f"| {r.get('chunks_per_s', '')} | {r['cpu_us_per_request']} "
+                     f"| {r.get('system_us_per_request', '')} | {r.get('cpu_us_per_chunk', '')} | {r['errors']} |")
     lines += ["", "Each path against direct-to-upstream (same run):", "",
               "| scenario | path | path CPU µs/req | upstream CPU µs/req | CPU ratio | req/s ratio | p50 added ms "
               "| p99 added ms | path CPU µs/chunk (all CPU / chunks) | path CPU µs per extra chunk "
