@@ -63,8 +63,11 @@ def test_no_usage_from_the_upstream_is_estimated_and_marked():
     relay = OpenAIStreamRelay(client_wants_usage=False, request_body={"messages": [{"role": "user",
                                                                                       "content": "x" * 40}]})
     relay.feed(event(TOKEN) * 5 + event(b"[DONE]"))
-    assert relay.usage["usage_estimated"] is True
-    assert relay.usage["prompt_tokens"] >= 10
+    # 40 characters at four a token; a token an event, the role's and the finish's not counted
+    assert relay.usage == {"prompt_tokens": 10, "completion_tokens": relay.events - 2,
+                           "total_tokens": 10 + relay.events - 2, "usage_estimated": True}
+    assert relay.events >= 5
+    assert OpenAIStreamRelay(client_wants_usage=False).usage["completion_tokens"] == 0    # no event, no body
 
 
 def test_a_usage_that_is_not_an_object_is_estimated_as_none_would_be():
@@ -156,13 +159,14 @@ def test_the_compiled_relay_reads_as_its_python_source(pieces, cuts, wants_usage
     stream = b"".join(pieces)
     bounds = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
     reads = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
-    relays = compiled.OpenAIPassthrough(wants_usage), reference.OpenAIPassthrough(wants_usage)
+    body = {"messages": [{"role": "user", "content": "x" * 41}]}
+    relays = compiled.OpenAIPassthrough(wants_usage, body), reference.OpenAIPassthrough(wants_usage, body)
     for read in reads:
         outs = [r.feed(read) for r in relays]
         assert outs[0] == outs[1]
         if relays[1].failure is not None:
             break
-    ends = [(r.finished, r.raw_usage, r.error, r.events, r.failure and r.failure.message) for r in relays]
+    ends = [(r.finished, r.raw_usage, r.usage, r.error, r.events, r.failure and r.failure.message) for r in relays]
     assert ends[0] == ends[1]
 
 

@@ -18,9 +18,10 @@ or a dozen lookups and checks), here dict lookups in C; the walk and the depth c
 the body (a tool-heavy body's walk 16 µs, 3.5 µs here; a 4 KiB prompt's depth check, two to six
 bytes-method passes over it, 12.5 µs, 0.9 µs here: ``bench/micro/test_bench_validate.py``).
 
-``request_tokens``: a request's charge at admission (its prompt at ``CHARS_PER_TOKEN``
-characters a token, and the completion it may ask for), which every request under a ``tpm``
-limit is charged.
+``prompt_tokens``: a prompt at ``CHARS_PER_TOKEN`` characters a token; ``usage_estimate``, the usage
+of an answer its upstream did not count (a stream without a usage event), built on it;
+``request_tokens``: a request's charge at admission (its ``prompt_tokens`` and the completion it
+may ask for), which every request under a ``tpm`` limit is charged.
 
 Must not touch: prices, HTTP. What a token is, before an upstream counts it, is
 ``constants.CHARS_PER_TOKEN``.
@@ -35,20 +36,34 @@ import orjson
 
 from .constants import CHARS_PER_TOKEN, PROMPT_FIELDS, TEXT_KEYS
 
-__all__ = ["chat_chars", "json_depth_exceeds", "openai_reply_usage", "openai_usage", "reply_usage_span",
-           "request_tokens", "walked_chars"]
+__all__ = ["chat_chars", "json_depth_exceeds", "openai_reply_usage", "openai_usage", "prompt_tokens",
+           "reply_usage_span", "request_tokens", "usage_estimate", "walked_chars"]
 
 cdef Py_ssize_t _CHARS_PER_TOKEN = CHARS_PER_TOKEN
 
 
-cpdef object request_tokens(dict body):
-    """A request's charge at admission: its prompt's characters in tokens (``CHARS_PER_TOKEN``
-    a token, rounded up) and, when it sets one, ``max_tokens`` (else ``max_completion_tokens``)
-    for every choice it asks for (``n``)."""
+cpdef Py_ssize_t prompt_tokens(dict body) except -1:
+    """A request's prompt in tokens, before an upstream counts it: its characters (``chat_chars``,
+    else ``walked_chars``), ``CHARS_PER_TOKEN`` a token, rounded up."""
     cdef Py_ssize_t chars = chat_chars(body)
     if chars < 0:
         chars = walked_chars(body)
-    tokens = (chars + _CHARS_PER_TOKEN - 1) // _CHARS_PER_TOKEN
+    return (chars + _CHARS_PER_TOKEN - 1) // _CHARS_PER_TOKEN
+
+
+cpdef dict usage_estimate(dict body, completion_tokens):
+    """The usage of an answer its upstream did not count: the request ``body``'s ``prompt_tokens``
+    and ``completion_tokens``, in ``openai_usage``'s shape, flagged ``usage_estimated`` (what a stream
+    without a usage event is accounted: one dict, no interpreted step)."""
+    prompt = prompt_tokens(body)
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens, "usage_estimated": True}
+
+
+cpdef object request_tokens(dict body):
+    """A request's charge at admission: its ``prompt_tokens`` and, when it sets one, ``max_tokens``
+    (else ``max_completion_tokens``) for every choice it asks for (``n``)."""
+    tokens = prompt_tokens(body)
     most = body.get("max_tokens") or body.get("max_completion_tokens")
     if type(most) is int:
         n = body.get("n")

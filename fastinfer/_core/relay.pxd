@@ -12,6 +12,7 @@ cdef class OpenAIPassthrough:
     cdef object _parser
     cdef bytes _carry
     cdef bint _client_wants_usage
+    cdef dict _request_body
     cdef public object raw_usage
     cdef public Py_ssize_t events
     cdef public bint finished

@@ -8,16 +8,20 @@ never parsed (``sse.plain_prefix``: usually a whole read, or a short stream's al
 end); the usage-only event the gateway asked for on the client's behalf is dropped; an error
 event's text is redacted; garbage ends the stream (``failure``). What it found: ``finished``,
 ``raw_usage`` (the last usage object, as it came), ``error`` (an error event's data), ``failure``,
-``events`` (data lines forwarded, for an estimate when no usage came).
+``events`` (data lines forwarded, for an estimate when no usage came), and ``usage``, the stream's
+usage as the engine accounts it: ``raw_usage`` normalized (``bodies.openai_usage``) or, when none
+came (a compatible server's quirk), estimated (``bodies.usage_estimate``): the prompt from the
+request's text, a token per forwarded event but the role and finish ones.
 
 Why: in Python, the stream's end (its usage event, ``[DONE]``) cost ~300 opcodes a stream (the
 read's split, an event loop, a generator re-encoding the events kept), about as much as the rest of
 the relay's path; compiled with ``relay.pxd``'s types (Cython's pure-Python mode, as ``access.py``)
-it is one call a read. The ``.py`` is its own reference: ``ref/relay.py`` loads it uncompiled and
+it is one call a read. ``usage`` is read once a stream, at its end: here it is one getter, where
+in ``formats.openai`` it was six interpreted frames (the estimate's). The ``.py`` is its own reference: ``ref/relay.py`` loads it uncompiled and
 ``tests/test_openai_relay.py`` holds the compiled one to it.
 
-Must not touch: usage normalization and estimates, error events' shape (``formats.openai``
-subclasses this with them), HTTP, the engine.
+Must not touch: the rules of usage normalization and estimates (``bodies``'), error events' shape
+(``formats.openai`` subclasses this with it), HTTP, the engine.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import orjson
 
 from ..errors import UpstreamFailure
 from ..redact import redact_bytes
+from .bodies import openai_usage, usage_estimate
 from .sse import SSEParser, encode_data, plain_prefix, whole_events
 
 #: what makes an event need reading: the end, a usage object, an error (``"error"``, or an error object
@@ -55,15 +60,25 @@ def is_error_frame(frame) -> bool:
 class OpenAIPassthrough:
     """An OpenAI upstream's stream read for an OpenAI client (see the module)."""
 
-    def __init__(self, client_wants_usage):
+    def __init__(self, client_wants_usage, request_body=None):
         self._parser = SSEParser()
         self._carry = b""
         self._client_wants_usage = client_wants_usage
+        self._request_body = request_body if request_body is not None else {}
         self.raw_usage = None
         self.events = 0
         self.finished = False
         self.error = None
         self.failure = None
+
+    @property
+    def usage(self):
+        """``raw_usage`` normalized; none, or not an object: estimated, a token per forwarded event
+        (compatible servers stream about one a chunk) minus the role and finish events."""
+        usage = openai_usage(self.raw_usage)
+        if usage is not None:
+            return usage
+        return usage_estimate(self._request_body, self.events - 2 if self.events > 2 else 0)
 
     def feed(self, chunk):
         """What of ``chunk`` (bytes of the upstream's stream, as read) goes to the client now."""

@@ -17,6 +17,7 @@ import time
 import orjson
 
 from .._core.bodies import reply_usage_span
+from .._core.bodies import usage_estimate
 from .._core.relay import is_error_frame
 from .._core.sse import SSEParser, encode_event, plain_prefix, whole_events
 from ..errors import GatewayError, UpstreamFailure
@@ -25,7 +26,7 @@ from .base import Format
 from .common import (ANTHROPIC_STOP_TO_OPENAI, DONE, ERROR, OPENAI_FINISH_TO_ANTHROPIC, anthropic_usage,
                      data_url, dumps, error_item, estimate_tokens, make_usage, new_id, openai_usage, parse_arguments,
                      parse_data_url, text_of, usage_from_anthropic, usage_from_openai)
-from .common import (cannot_carry, estimated_prompt_tokens, file_part_bytes, json_object, params_without_place,
+from .common import (cannot_carry, file_part_bytes, json_object, params_without_place,
                      reasoning_budget, refuse_answer_shapes, text_only, unknown_role)
 from .relay import StreamRelay
 
@@ -696,7 +697,7 @@ class AnthropicStreamRelay(StreamRelay):
             return self._usage
         if self._input:
             return usage_from_anthropic(self._input)
-        return make_usage(estimated_prompt_tokens(self._request_body), self._deltas, estimated=True)
+        return usage_estimate(self._request_body, self._deltas)
 
     def feed(self, chunk: bytes) -> bytes:
         if self.error is not None:

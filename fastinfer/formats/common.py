@@ -20,7 +20,7 @@ import os
 
 import orjson
 
-from .._core.bodies import chat_chars, openai_usage, walked_chars
+from .._core.bodies import chat_chars, openai_usage, prompt_tokens, usage_estimate, walked_chars
 from .._core.constants import CHARS_PER_TOKEN
 from ..errors import BadRequest
 
@@ -134,13 +134,14 @@ def counted_input_tokens(body: dict) -> int:
     return estimate_tokens(chars)
 
 
-def estimated_prompt_tokens(request_body: dict) -> int:
-    """A request's prompt tokens, estimated from its text (``prompt_chars``)."""
-    return estimate_tokens(prompt_chars(request_body))
+#: A request's prompt tokens, estimated from its text (``prompt_chars``'s count, compiled)
+estimated_prompt_tokens = prompt_tokens
 
 
 def estimated_usage(request_body: dict, completion_chars: int) -> dict:
-    return make_usage(estimated_prompt_tokens(request_body), estimate_tokens(completion_chars), estimated=True)
+    """The usage of an answer its upstream did not count, ``completion_chars`` of it (compiled:
+    ``_core.bodies.usage_estimate``, ``make_usage``'s shape)."""
+    return usage_estimate(request_body, estimate_tokens(completion_chars))
 
 
 # ---------------------------------------------------------- finish reasons

@@ -21,33 +21,18 @@ from .._core.relay import OpenAIPassthrough
 from .._core.sse import encode_data
 from ..errors import GatewayError, UpstreamFailure
 from .base import NOT_AN_OBJECT, Format
-from .common import estimated_prompt_tokens, json_object, make_usage, params_without_place, text_of, usage_from_openai
+from .common import json_object, params_without_place, text_of, usage_from_openai
 from .relay import StreamRelay
 
 
 class OpenAIStreamRelay(OpenAIPassthrough, StreamRelay):
     """OpenAI upstream stream -> OpenAI client stream, as bytes: read by the compiled
-    ``_core.relay.OpenAIPassthrough`` (what goes out, the end, the usage as it came, an error,
-    garbage); this adds what only a format knows.
+    ``_core.relay.OpenAIPassthrough`` (what goes out, the end, the usage, normalized or estimated
+    when the server sent none, an error, garbage); this adds what only a format knows, its error event.
+    ``OpenAIStreamRelay(client_wants_usage, request_body)``: the request's body is what an estimate
+    counts the prompt of."""
 
-    ``usage`` is normalized; a server that sends no usage chunk gets an
-    estimate: one token per forwarded event (compatible servers stream about a
-    token per chunk), the prompt from the request's text length.
-    """
-
-    __slots__ = ("_request_body",)
-
-    def __init__(self, client_wants_usage: bool, request_body: dict | None = None):
-        OpenAIPassthrough.__init__(self, client_wants_usage)
-        self._request_body = request_body
-
-    @property
-    def usage(self) -> dict | None:
-        usage = usage_from_openai(self.raw_usage)     # None: the upstream sent none, or not an object
-        if usage is not None:
-            return usage
-        # minus the role and finish chunks
-        return make_usage(estimated_prompt_tokens(self._request_body or {}), max(0, self.events - 2), estimated=True)
+    __slots__ = ()
 
     def error_event(self, err) -> bytes:
         return OPENAI.error_event(err)

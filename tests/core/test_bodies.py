@@ -83,6 +83,24 @@ def test_a_requests_charge_is_its_prompt_in_tokens_and_the_completion_it_may_ask
     assert m.request_tokens({}) == 0
 
 
+def test_an_answer_its_upstream_did_not_count_is_estimated_from_the_prompt_in_openai_usages_shape(m):
+    body = {"messages": [{"role": "user", "content": "x" * 37}]}        # 37 characters: 10 tokens
+    assert m.prompt_tokens(body) == 10
+    assert m.prompt_tokens({"messages": [{"role": "user", "content": [{"type": "text", "text": "y" * 9}]}]}) == 3
+    assert m.prompt_tokens({}) == 0
+    estimate = m.usage_estimate(body, 5)
+    assert estimate == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "usage_estimated": True}
+    assert list(estimate) == ["prompt_tokens", "completion_tokens", "total_tokens", "usage_estimated"]
+    assert m.usage_estimate({}, 0)["total_tokens"] == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(_BODY, st.integers(0, 10**6))
+def test_an_estimate_compiled_equals_reference(body, completion):
+    assert compiled.prompt_tokens(body) == reference.prompt_tokens(body)
+    assert compiled.usage_estimate(body, completion) == reference.usage_estimate(body, completion)
+
+
 @settings(max_examples=300, deadline=None)
 @given(_BODY, st.one_of(st.none(), st.integers(-5, 10**6), st.booleans(), st.text(max_size=2)),
        st.one_of(st.none(), st.integers(-2, 8), st.booleans()))

@@ -10,8 +10,9 @@ shape), any count that is not an integer read as 0; and ``json_depth_exceeds``, 
 valid JSON text nests arrays and objects deeper than a limit, read on its bytes. Same API and
 behaviour as the compiled module; the oracle the tests compare it against.
 
-``request_tokens``, a request's charge at admission: its prompt's characters in tokens
-(``CHARS_PER_TOKEN`` a token, rounded up) and, when it sets one, ``max_tokens`` (else
+``prompt_tokens``, a prompt's characters in tokens (``CHARS_PER_TOKEN`` a token, rounded up), and
+``usage_estimate``, the usage of an answer its upstream did not count, built on it;
+``request_tokens``, a request's charge at admission: its ``prompt_tokens`` and, when it sets one, ``max_tokens`` (else
 ``max_completion_tokens``) for every choice it asks for (``n``).
 
 Must not touch: prices, HTTP. What a token is, before an upstream counts it, is
@@ -24,12 +25,26 @@ import orjson
 from ..constants import CHARS_PER_TOKEN, PROMPT_FIELDS, TEXT_KEYS
 
 
-def request_tokens(body: dict) -> int:
-    """A request's charge at admission (see the module)."""
+def prompt_tokens(body: dict) -> int:
+    """A request's prompt in tokens, before an upstream counts it: its characters (``chat_chars``,
+    else ``walked_chars``), ``CHARS_PER_TOKEN`` a token, rounded up."""
     chars = chat_chars(body)
     if chars < 0:
         chars = walked_chars(body)
-    tokens = (chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+    return (chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def usage_estimate(body: dict, completion_tokens: int) -> dict:
+    """The usage of an answer its upstream did not count: the request ``body``'s ``prompt_tokens``
+    and ``completion_tokens``, in ``openai_usage``'s shape, flagged ``usage_estimated``."""
+    prompt = prompt_tokens(body)
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens, "usage_estimated": True}
+
+
+def request_tokens(body: dict) -> int:
+    """A request's charge at admission (see the module)."""
+    tokens = prompt_tokens(body)
     most = body.get("max_tokens") or body.get("max_completion_tokens")
     if type(most) is int:
         n = body.get("n")
