@@ -56,10 +56,13 @@ def cpu_seconds_of(pid: int, task: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK if fields else 0.0
 
 
-def system_seconds_of(pid: int) -> float:
-    """The system (kernel) part of a process's CPU time, 0 if it is gone."""
+def cpu_and_system_seconds_of(pid: int) -> tuple[float, float]:
+    """A process's user + system CPU time and its system (kernel) part, from one read; 0s if it is gone."""
     fields = _stat_fields(f"/proc/{pid}/stat")
-    return int(fields[12]) / _CLK_TCK if fields else 0.0
+    if not fields:
+        return 0.0, 0.0
+    system = int(fields[12])
+    return (int(fields[11]) + system) / _CLK_TCK, system / _CLK_TCK
 
 
 def threads_of(pid: int) -> dict[int, str]:
@@ -106,10 +109,11 @@ class ProcessTree:
         """user + system CPU time of the whole tree (live processes)."""
         return sum(cpu_seconds_of(pid) for pid in self.pids())
 
-    def system_seconds(self) -> float:
-        """The kernel's part of ``cpu_seconds``: system calls, and the loopback's delivery of what the
-        tree sends (the sender's CPU runs the receiver's TCP input)."""
-        return sum(system_seconds_of(pid) for pid in self.pids())
+    def cpu_and_system_seconds(self) -> tuple[float, float]:
+        """``cpu_seconds`` and the kernel's part of it (system calls, and the loopback's delivery of
+        what the tree sends: the sender's CPU runs the receiver's TCP input), read together."""
+        each = [cpu_and_system_seconds_of(pid) for pid in self.pids()]
+        return sum(c for c, _ in each), sum(s for _, s in each)
 
     def memory_mib(self) -> dict:
         """RSS and PSS of the whole tree, MiB, and each process's RSS (the root first)."""

@@ -81,14 +81,14 @@ def run_scenario(name: str, target, measured, *, stream: bool, concurrency: int,
                 if profile_to else None)
     workers0 = measured.worker_cpu()
     mock0 = upstream.cpu_seconds() if upstream is not None else 0.0
-    cpu0, system0 = measured.cpu_seconds(), measured.system_seconds()
+    cpu0, system0 = measured.cpu_and_system_seconds()
     if use_wrk and not stream:
         result: LoadResult = run_wrk("127.0.0.1", target.port, path, body, concurrency, duration_s)
     else:
         result = asyncio.run(run_asyncio("127.0.0.1", target.port, path, body, concurrency, duration_s,
                                          max_requests, stream))
-    cpu = measured.cpu_seconds() - cpu0
-    system = measured.system_seconds() - system0
+    cpu, system = measured.cpu_and_system_seconds()
+    cpu, system = cpu - cpu0, system - system0
     mock_cpu = upstream.cpu_seconds() - mock0 if upstream is not None else None
     split = worker_split(workers0, measured.worker_cpu())
     out = {"scenario": name, "stream": stream, "concurrency": concurrency, **result.summary(),

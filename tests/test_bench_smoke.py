@@ -63,6 +63,8 @@ def test_bench_runs_every_path_side_by_side_and_reports_the_peer_table(tmp_path)
     for row in report["rows"]:
         assert row["requests"] > 0 and row["errors"] == 0, row
         assert row["cpu_us_per_request"] > 0 and row["loadgen_cpu_s"] > 0
+        # the kernel's part is a part: at most the whole (both summed over the rounds)
+        assert 0 <= row["system_cpu_s"] <= row["cpu_s"] and row["system_us_per_request"] <= row["cpu_us_per_request"]
         if row["path"] != "direct":
             assert row["mock_cpu_s"] > 0   # the mock behind the path did the answering
         if row["stream"]:
