@@ -235,6 +235,7 @@ def relayed(host, first: bytes, script, *, client: Client | None = None, leave: 
             a.answered()
             stream = host.core.RelayedStream(Reply(first), Relay(), a, "openai_compatible", loop)
         stream.also_before_end(lambda: happened.append(f"accounted, {len(client.written)} writes out"))
+        stream.also_before_end(happened.append, "settled")     # a callback and its arguments, in turn
         stream.also_on_done(lambda: happened.append("done"))
         pump = loop.create_task(stream.pump(client))
         await asyncio.sleep(0)
@@ -263,7 +264,7 @@ def test_a_stream_whose_end_came_with_its_finishing_bytes_holds_them_for_the_res
     # the finishing bytes stay held for the response's end (one write with the terminator)
     assert client.written == [] and stream.take_ending() == b"data: a\n\ndata: [DONE]\n\n"
     assert stream.take_ending() == b""
-    assert happened == ["accounted, 0 writes out", "done"]
+    assert happened == ["accounted, 0 writes out", "settled", "done"]
     assert stream.attempt.verdict is SUCCESS and stream.failure is None
     assert held(host) == (0, 0) and outcomes(host) == {"success": 1}
 
@@ -324,7 +325,7 @@ def test_chunks_go_to_the_client_as_they_come_and_the_end_is_the_attempts_verdic
     stream, client, happened = relayed(host, b"data: a\n\n", script)
     assert client.written == [b"data: a\n\n", b"data: b\n\n"]
     assert stream.take_ending() == b"data: [DONE]\n\n"
-    assert happened == ["accounted, 2 writes out", "done"] and stream.attempt.verdict is SUCCESS
+    assert happened == ["accounted, 2 writes out", "settled", "done"] and stream.attempt.verdict is SUCCESS
     assert held(host) == (0, 0) and outcomes(host) == {"success": 1}
 
 
@@ -371,7 +372,7 @@ def test_a_whole_stream_stays_a_success_whatever_the_upstream_does_after_its_end
     stream, client, happened = relayed(host, b"data: a\n\n", script)
     assert client.written == [b"data: a\n\n", b"data: [DONE]\n\n"] and stream.take_ending() == b""
     assert stream.attempt.verdict is SUCCESS and stream.failure is None
-    assert happened == ["accounted, 1 writes out", "done"]
+    assert happened == ["accounted, 1 writes out", "settled", "done"]
     assert held(host) == (0, 0) and outcomes(host) == {"success": 1}
 
 
@@ -386,7 +387,7 @@ def test_a_whole_stream_ends_soon_after_its_end_went_out_though_the_upstream_nev
     assert client.written == [b"data: a\n\n", b"data: [DONE]\n\n"] and stream.take_ending() == b""
     assert stream.reply.stream.closed and stream.delivered
     assert stream.attempt.verdict is SUCCESS and stream.failure is None
-    assert happened == ["accounted, 1 writes out", "done"]
+    assert happened == ["accounted, 1 writes out", "settled", "done"]
     assert held(host) == (0, 0) and outcomes(host) == {"success": 1}
 
 
@@ -407,7 +408,7 @@ def test_a_slow_client_pauses_the_upstream_until_it_drained(host):
 def test_a_client_that_left_gives_everything_back_without_a_verdict(host):
     stream, client, happened = relayed(host, b"data: a\n\n", _nothing, leave=True)
     assert stream.reply.stream.closed and stream.attempt.verdict is None
-    assert happened == ["accounted, 1 writes out", "done"]
+    assert happened == ["accounted, 1 writes out", "settled", "done"]
     assert held(host) == (0, 0) and outcomes(host) == {}
 
 

@@ -301,16 +301,18 @@ class RelayedStream:
         """Run ``callback`` when the stream has ended, however it ended (before its last bytes go out)."""
         self._on_done.append(callback)
 
-    def also_before_end(self, callback) -> None:
-        """Run ``callback`` once, before the client can see the stream's end: before the event that
-        finishes it is written (the upstream's usage is known by then), or when it ends otherwise.
-        The accounting of a request (usage, cost, limits) is complete before its last byte is sent."""
-        self._before_end.append(callback)
+    def also_before_end(self, callback, *args) -> None:
+        """Run ``callback(*args)`` once, before the client can see the stream's end: before the event
+        that finishes it is written (the upstream's usage is known by then), or when it ends otherwise.
+        The accounting of a request (usage, cost, limits) is complete before its last byte is sent.
+        (The arguments, not a closure over them: a bound method and its arguments are called in one
+        step, where a lambda is one more interpreted frame a stream.)"""
+        self._before_end.append((callback, args))
 
     def _run_before_end(self) -> None:
         callbacks, self._before_end = self._before_end, []
-        for callback in callbacks:
-            callback()
+        for callback, args in callbacks:
+            callback(*args)
 
     def _finish(self, verdict) -> None:
         """The attempt's verdict, then the rest of what the stream holds; once (``Attempt.end`` is once too)."""

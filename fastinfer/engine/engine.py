@@ -179,7 +179,7 @@ class Engine:
         if result.stream is None:
             result.rate_fields = grant.settle_answered(served.index)
         else:
-            result.stream.also_before_end(lambda: grant.settle(served.index))
+            result.stream.also_before_end(grant.settle, served.index)
             result.rate_fields = grant.rate_fields()
         return result
 

@@ -109,6 +109,13 @@ class OpenAIFormat(Format):
     def stream_from_pivot(self, model: str, estimate):
         return None
 
+    def relay(self, req, caller: Format, model: str) -> StreamRelay:
+        """``Format.relay``; to an OpenAI caller (nearly every stream) the passthrough, made here: a
+        call less a stream."""
+        if caller is self:
+            return OpenAIStreamRelay(req.client_wants_usage, req.body)
+        return Format.relay(self, req, caller, model)
+
     def passthrough_relay(self, req) -> StreamRelay:
         return OpenAIStreamRelay(req.client_wants_usage, req.body)
 
