@@ -314,6 +314,34 @@ def test_the_watchdog_left_from_one_exchange_times_out_the_next_and_goes_with_th
     assert timer_after is None
 
 
+def test_an_exchange_under_other_limits_on_a_kept_connection_is_held_to_them():
+    """An exchange on a kept connection with other limits than the last one's (a reload's, or another
+    deployment's) is timed by its own: a total of 0.15 s, not the first's 30 s."""
+    class Tight:
+        connect_s, first_byte_s, idle_s, total_s = 1.0, 5.0, 5.0, 0.15
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        pool = Pool("http://127.0.0.1:1/v1")
+        conn = connection(pool, loop)
+        conn.connection_made(FakeTransport())
+        conn.send(b"x", Sink(), Timeouts)
+        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        pool._kept.idle.remove(conn)
+        sink = Sink()
+        sent_at = loop.time()
+        conn.send(b"x", sink, Tight)          # never answered
+        while not sink.ended and loop.time() - sent_at < 3:
+            await asyncio.sleep(0.01)
+        waited = loop.time() - sent_at
+        conn.connection_lost(None)
+        return sink.ended, waited
+
+    ended, waited = asyncio.run(go())
+    assert len(ended) == 1 and isinstance(ended[0], UpstreamTimeout) and "total timeout of 0.15s" in ended[0].message
+    assert 0.15 <= waited < 3
+
+
 @pytest.mark.parametrize("response, message", [
     (b"HTTP/1.1 200 OK\r\nContent-Length: 12x\r\n\r\n{}", "malformed HTTP response"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", "malformed HTTP response"),
