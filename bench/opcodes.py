@@ -41,6 +41,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.unspecialized) for label in args.paths]
     finally:
         mock.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     report = {"tree": str(tree), "stream_chunks": args.stream, "at_once": args.at_once, "by_line": args.lines,
               "unspecialized": args.unspecialized, "rows": rows}
     serial = {**report, "rows": [{**row, "functions": [[*key, count] for key, count in row["functions"].items()]}

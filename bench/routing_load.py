@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -87,6 +88,7 @@ def run_routing(args) -> dict:
     finally:
         gateway.stop()
         upstream.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     rows = {}
     for name, t in totals.items():
         us = t["cpu_s"] / max(t["requests"], 1) * 1e6

@@ -33,6 +33,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -157,12 +158,20 @@ def scenario_plan(args) -> list[tuple[str, bool, int, float, int]]:
 
 
 def run_all(args) -> dict:
+    workdir = tempfile.mkdtemp(prefix="fastinfer-bench-")
+    try:
+        return _run_in(workdir, args)
+    finally:
+        # the paths' configs and logs: with the access log on, ~450 bytes a request, hundreds of MB a run
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_in(workdir: str, args) -> dict:
     use_wrk = wrk_available() and not args.no_wrk
     layout = CpuLayout.from_options(args.load_cpus, args.gateway_cpus)
     layout.pin_load_side()
     vllm_router = find_vllm_router(args.vllm_router)
     labels, skipped = wanted_targets(args.targets, vllm_router)
-    workdir = tempfile.mkdtemp(prefix="fastinfer-bench-")
     plan = scenario_plan(args)
     upstream = start_upstream(args.mock, workdir, {(stream, chunks) for _, stream, _, _, chunks in plan}, request_body,
                               STREAM_CHUNKS)

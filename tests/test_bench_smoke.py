@@ -1,6 +1,7 @@
 """The load suite runs end to end and reports what it promises (tiny durations: not a measurement)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -8,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -29,10 +31,26 @@ def _vllm_router() -> str | None:
     return os.environ.get("VLLM_ROUTER") or shutil.which("vllm-router")
 
 
+@contextlib.contextmanager
+def _scratch():
+    """A run's own TMPDIR, to see what it leaves there. Open to every user, as the system's is: nginx's
+    workers (another user) read the mock's answers from the run's work directory under it."""
+    scratch = Path(tempfile.mkdtemp(prefix="fi-bench-tmp-"))
+    scratch.chmod(0o755)
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _bench(tmp_path, *args) -> dict:
-    out = subprocess.run([sys.executable, "-m", "fastinfer", "bench", *args, "--out", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=400)
-    assert out.returncode == 0, out.stderr[-3000:]
+    with _scratch() as scratch:
+        out = subprocess.run([sys.executable, "-m", "fastinfer", "bench", *args, "--out", str(tmp_path)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=400,
+                             env={**os.environ, "TMPDIR": str(scratch)})
+        assert out.returncode == 0, out.stderr[-3000:]
+        # its work directory (the paths' configs and logs: the access log's hundreds of MB) is gone
+        assert not list(scratch.glob("fastinfer-bench-*")), list(scratch.iterdir())
     (report_path,) = tmp_path.glob("bench-*.json")
     report = json.loads(report_path.read_text())
     report["_markdown"] = report_path.with_suffix(".md").read_text()
@@ -213,10 +231,13 @@ def test_settings_merge_into_the_bare_config_table_by_table():
 
 def test_the_routing_bench_sets_sticky_and_prefix_against_round_robin(tmp_path):
     """``bench --routing``: every policy served, its CPU per request and what it adds to round robin."""
-    out = subprocess.run(
-        [sys.executable, "-m", "fastinfer", "bench", "--routing", "--duration", "0.3", "--rounds", "1",
-         "--concurrency", "2", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
+    with _scratch() as scratch:
+        out = subprocess.run(
+            [sys.executable, "-m", "fastinfer", "bench", "--routing", "--duration", "0.3", "--rounds", "1",
+             "--concurrency", "2", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "TMPDIR": str(scratch)})
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert not list(scratch.glob("fastinfer-bench-*"))      # its work directory went with it
     (report_path,) = tmp_path.glob("routing-*.json")
     rows = json.loads(report_path.read_text())["rows"]
     assert [r["routing"] for r in rows.values()] == ["round_robin", "sticky", "prefix"]
