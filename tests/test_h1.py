@@ -281,33 +281,37 @@ def test_a_stream_past_its_total_time_while_its_client_holds_it_back_is_the_clie
     assert classify_exception(read[0]).breaker is True
 
 
+async def _second_exchange(first, second, pause_s: float = 0.0):
+    """A kept connection: an exchange answered under the limits ``first``, then, ``pause_s`` later,
+    one sent under ``second`` that is never answered. (Whether the second kept the timer the first
+    left, how the second ended, how long it took (2 s at most), the timer left after.)"""
+    loop = asyncio.get_running_loop()
+    pool = Pool("http://127.0.0.1:1/v1")
+    conn = connection(pool, loop)
+    conn.connection_made(FakeTransport())
+    conn.send(b"x", Sink(), first)
+    kept = conn._timer
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    pool._kept.idle.remove(conn)
+    await asyncio.sleep(pause_s)
+    sink = Sink()
+    sent_at = loop.time()
+    conn.send(b"x", sink, second)
+    same_timer = conn._timer is kept
+    while not sink.ended and loop.time() - sent_at < 2:
+        await asyncio.sleep(0.01)
+    waited = loop.time() - sent_at
+    conn.connection_lost(None)
+    return same_timer, sink.ended, waited, conn._timer
+
+
 def test_the_watchdog_left_from_one_exchange_times_out_the_next_and_goes_with_the_connection():
     """A timer left armed after an answer is kept by the next ``send`` (it fires no later than that
     exchange's limit, checks and re-arms); the second exchange still times out at its own limit."""
     class Short:
         connect_s, first_byte_s, idle_s, total_s = 1.0, 0.1, 0.1, 5.0
 
-    async def go():
-        loop = asyncio.get_running_loop()
-        pool = Pool("http://127.0.0.1:1/v1")
-        conn = connection(pool, loop)
-        conn.connection_made(FakeTransport())
-        conn.send(b"x", Sink(), Short)
-        kept = conn._timer
-        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-        pool._kept.idle.remove(conn)
-        await asyncio.sleep(0.05)
-        sink = Sink()
-        sent_at = loop.time()
-        conn.send(b"x", sink, Short)          # the upstream never answers this one
-        same_timer = conn._timer is kept
-        while not sink.ended and loop.time() - sent_at < 2:
-            await asyncio.sleep(0.01)
-        waited = loop.time() - sent_at
-        conn.connection_lost(None)
-        return same_timer, sink.ended, waited, conn._timer
-
-    same_timer, ended, waited, timer_after = asyncio.run(go())
+    same_timer, ended, waited, timer_after = asyncio.run(_second_exchange(Short, Short, 0.05))
     assert same_timer
     assert len(ended) == 1 and isinstance(ended[0], UpstreamTimeout) and "did not answer" in ended[0].message
     assert waited >= 0.1                     # its own limit, not the first exchange's earlier one
@@ -320,26 +324,9 @@ def test_an_exchange_under_other_limits_on_a_kept_connection_is_held_to_them():
     class Tight:
         connect_s, first_byte_s, idle_s, total_s = 1.0, 5.0, 5.0, 0.15
 
-    async def go():
-        loop = asyncio.get_running_loop()
-        pool = Pool("http://127.0.0.1:1/v1")
-        conn = connection(pool, loop)
-        conn.connection_made(FakeTransport())
-        conn.send(b"x", Sink(), Timeouts)
-        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-        pool._kept.idle.remove(conn)
-        sink = Sink()
-        sent_at = loop.time()
-        conn.send(b"x", sink, Tight)          # never answered
-        while not sink.ended and loop.time() - sent_at < 3:
-            await asyncio.sleep(0.01)
-        waited = loop.time() - sent_at
-        conn.connection_lost(None)
-        return sink.ended, waited
-
-    ended, waited = asyncio.run(go())
+    _, ended, waited, _ = asyncio.run(_second_exchange(Timeouts, Tight))
     assert len(ended) == 1 and isinstance(ended[0], UpstreamTimeout) and "total timeout of 0.15s" in ended[0].message
-    assert 0.15 <= waited < 3
+    assert 0.15 <= waited < 2
 
 
 @pytest.mark.parametrize("response, message", [
