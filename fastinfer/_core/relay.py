@@ -17,8 +17,9 @@ Why: in Python, the stream's end (its usage event, ``[DONE]``) cost ~300 opcodes
 read's split, an event loop, a generator re-encoding the events kept), about as much as the rest of
 the relay's path; compiled with ``relay.pxd``'s types (Cython's pure-Python mode, as ``access.py``)
 it is one call a read. ``usage`` is read once a stream, at its end: here it is one getter, where
-in ``formats.openai`` it was six interpreted frames (the estimate's). The ``.py`` is its own reference: ``ref/relay.py`` loads it uncompiled and
-``tests/test_openai_relay.py`` holds the compiled one to it.
+in ``formats.openai`` it was six interpreted frames (the estimate's). The ``.py`` is its own
+reference: ``ref/relay.py`` loads it uncompiled and ``tests/test_openai_relay.py`` holds the
+compiled one to it.
 
 Must not touch: the rules of usage normalization and estimates (``bodies``'), error events' shape
 (``formats.openai`` subclasses this with it), HTTP, the engine.

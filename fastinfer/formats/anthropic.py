@@ -16,8 +16,7 @@ import time
 
 import orjson
 
-from .._core.bodies import reply_usage_span
-from .._core.bodies import usage_estimate
+from .._core.bodies import reply_usage_span, usage_estimate
 from .._core.relay import is_error_frame
 from .._core.sse import SSEParser, encode_event, plain_prefix, whole_events
 from ..errors import GatewayError, UpstreamFailure

@@ -12,8 +12,8 @@ behaviour as the compiled module; the oracle the tests compare it against.
 
 ``prompt_tokens``, a prompt's characters in tokens (``CHARS_PER_TOKEN`` a token, rounded up), and
 ``usage_estimate``, the usage of an answer its upstream did not count, built on it;
-``request_tokens``, a request's charge at admission: its ``prompt_tokens`` and, when it sets one, ``max_tokens`` (else
-``max_completion_tokens``) for every choice it asks for (``n``).
+``request_tokens``, a request's charge at admission: its ``prompt_tokens`` and, when it sets one,
+``max_tokens`` (else ``max_completion_tokens``) for every choice it asks for (``n``).
 
 Must not touch: prices, HTTP. What a token is, before an upstream counts it, is
 ``constants.CHARS_PER_TOKEN``.
