@@ -20,7 +20,7 @@ import os
 
 import orjson
 
-from .._core.bodies import chat_chars, openai_usage, prompt_tokens, usage_estimate, walked_chars
+from .._core.bodies import chat_chars, openai_usage, usage_estimate, walked_chars
 from .._core.constants import CHARS_PER_TOKEN
 from ..errors import BadRequest
 
@@ -132,10 +132,6 @@ def counted_input_tokens(body: dict) -> int:
     if tools:
         chars += len(orjson.dumps(tools))
     return estimate_tokens(chars)
-
-
-#: A request's prompt tokens, estimated from its text (``prompt_chars``'s count, compiled)
-estimated_prompt_tokens = prompt_tokens
 
 
 def estimated_usage(request_body: dict, completion_chars: int) -> dict:
