@@ -183,8 +183,10 @@ def _wait_with_rusage(proc: subprocess.Popen, timeout_s: float) -> float:
 
 
 def _wrk_ms(value: str) -> float:
+    """A wrk latency (``206.00us``, ``1.35ms``, ``2.01s``) in ms, to the µs: ``206.00us`` is 0.206,
+    not the product's 0.20600000000000002 that the table and the progress lines would print."""
     m = re.match(r"([\d.]+)(us|ms|s)", value)
-    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    return round(float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[m.group(2)], 3)
 
 
 def wrk_available() -> bool:

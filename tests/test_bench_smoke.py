@@ -487,3 +487,10 @@ def _answer(port: int, body: bytes) -> tuple[int, list, bytes]:
 def _without_ids(answer: tuple[int, list, bytes]) -> tuple[int, list, bytes]:
     status, fields, body = answer
     return status, fields, without_ids(body)
+
+
+@pytest.mark.parametrize("text, ms", [("206.00us", 0.206), ("1.35ms", 1.35), ("2.01s", 2010.0), ("999.99us", 1.0)])
+def test_a_wrk_latency_reads_as_ms_to_the_microsecond(text, ms):
+    # wrk's "206.00us" times 1e-3 is 0.20600000000000002 in floats: printed so in the progress lines
+    from bench.loadgen import _wrk_ms
+    assert repr(_wrk_ms(text)) == repr(ms)
