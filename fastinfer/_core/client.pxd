@@ -58,6 +58,7 @@ cdef class DirectConnection:
 cdef class ClientStream:
     cdef public object writer, transport, head
     cdef public bint chunked, aiohttp_head
+    cdef object _send, _is_closing, _buffered
 
     cpdef bint write(self, bytes data) except -1
     cpdef end(self, bytes ending)

@@ -56,7 +56,7 @@ from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..observe import log_bug
-from .heads import Fields, plain_post
+from .heads import Fields, chunk_size_line, framed_chunk, plain_post
 
 log = logging.getLogger("fastinfer.gateway")
 
@@ -544,39 +544,42 @@ class ClientStream:
         self.chunked = head is not None or writer.chunked
         # aiohttp's head still waits in the writer (an aiohttp that sends it in prepare leaves nothing)
         self.aiohttp_head = head is None and bool(getattr(writer, "_headers_buf", None))
+        # the transport's methods, bound once: each chunk calls three, and a call by name looks the
+        # method up in the transport's type each time (~500 instructions a chunk)
+        if transport is not None:
+            self._send, self._is_closing, self._buffered = (transport.write, transport.is_closing,
+                                                             transport.get_write_buffer_size)
 
     def write(self, data: bytes) -> bool:
         """``data`` queued for the client; False when its buffer is past ``STREAM_HIGH_WATER``."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        if self.transport is None or self._is_closing():
             return True  # the client is gone; aiohttp cancels the handler, which stops the pump
         if self.head is not None:
             head = self.head
             self.head = None
-            # the data is copied once, by the writer's join, not also by a framing format first
-            self.writer._writelines((head, b"%x\r\n" % len(data), data, CRLF))
+            # the data is copied once, by the writer's join, not also by a framing first
+            self.writer._writelines((head, chunk_size_line(len(data)), data, CRLF))
         elif self.aiohttp_head:
             self.aiohttp_head = False
             self.writer._send_headers_with_payload(data, False)
         else:
-            transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
-        return transport.get_write_buffer_size() <= STREAM_HIGH_WATER
+            self._send(framed_chunk(data, b"") if self.chunked else data)
+        return self._buffered() <= STREAM_HIGH_WATER
 
     def end(self, ending: bytes) -> None:
         """Our head's stream is over: ``ending`` (may be empty) and the last chunk in one send (with
         the head, for a stream that sent nothing)."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        if self.transport is None or self._is_closing():
             return
         if self.head is not None:
             # a stream read whole (a short one, or an upstream that sent it at once): its ~12 KB for 64
-            # events are copied once, by the writer's join, not also by a framing format first
+            # events are copied once, by the writer's join, not also by a framing first
             head = self.head
             self.head = None
-            self.writer._writelines((head, b"%x\r\n" % len(ending), ending, CRLF_LAST_CHUNK) if ending
+            self.writer._writelines((head, chunk_size_line(len(ending)), ending, CRLF_LAST_CHUNK) if ending
                                     else (head, LAST_CHUNK))
         else:
-            transport.write(b"%x\r\n%b\r\n%b" % (len(ending), ending, LAST_CHUNK) if ending else LAST_CHUNK)
+            self._send(framed_chunk(ending, LAST_CHUNK) if ending else LAST_CHUNK)
 
     async def drain(self) -> None:
         await self.writer.drain()

@@ -7,8 +7,9 @@ nothing (``None``) about any other, which the caller then reads with llhttp as b
 ``whole_response``, the same for an upstream's answer that came whole in one read (a Content-Length
 body, no interim answer); ``chunked_head``, the same for a chunked answer's head (a stream), whose
 body ``ChunkedBody`` then reads read by read, giving what each read completes as one bytes object;
-and ``answer_head``, which writes the head of an answer the gateway sends
-in one allocation, checking its fields for control characters as it sizes them. The subset
+``answer_head``, which writes the head of an answer the gateway sends
+in one allocation, checking its fields for control characters as it sizes them; and
+``framed_chunk``, a relayed stream's chunk in the chunked framing, written the same way. The subset
 is spelled out in the reference, ``fastinfer._core.ref.heads``; the tests hold the two to the same
 answers, and every head this one reads to llhttp's reading of it.
 
@@ -44,7 +45,8 @@ cdef extern from "Python.h":
 cdef extern from "string.h" nogil:
     void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
 
-__all__ = ["AnswerFields", "ChunkedBody", "Fields", "answer_head", "chunked_head", "plain_post", "whole_response"]
+__all__ = ["AnswerFields", "ChunkedBody", "Fields", "answer_head", "chunk_size_line", "chunked_head", "framed_chunk",
+           "plain_post", "whole_response"]
 
 cdef enum:
     MAX_LENGTH_DIGITS = 18
@@ -877,3 +879,45 @@ cdef inline bint _may_hold_control(const unsigned char *s, Py_ssize_t n) noexcep
 cdef inline char *_put(char *out, const char *s, Py_ssize_t n):
     memcpy(out, s, n)
     return out + n
+
+
+cdef const char *_HEX_DIGITS = b"0123456789abcdef"
+
+
+cdef inline int _put_hex(char *digits, size_t size) noexcept:
+    """``size`` in lowercase hex, its digits at the end of the 16 bytes ``digits``; their count."""
+    cdef int k = 16
+    while True:         # last digit first; at least one ("0" for an empty chunk)
+        k -= 1
+        digits[k] = _HEX_DIGITS[size & 15]
+        size >>= 4
+        if size == 0:
+            return 16 - k
+
+
+def framed_chunk(bytes data not None, bytes after not None):
+    """``data`` as one chunk of a chunked body (its size in hex, CR LF, the data, CR LF), then
+    ``after`` (the last chunk, when the stream ends with it): one allocation, run for every chunk
+    a stream relays, where a bytes format (``b"%x\\r\\n%b\\r\\n" % (len(data), data)``) parsed its
+    format and made an int's text each time."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), rest = PyBytes_GET_SIZE(after)
+    cdef char digits[16]
+    cdef int k = _put_hex(digits, <size_t>n)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, k + 2 + n + 2 + rest)
+    cdef char *at = _put(PyBytes_AS_STRING(out), digits + 16 - k, k)
+    at = _put(at, b"\r\n", 2)
+    at = _put(at, PyBytes_AS_STRING(data), n)
+    at = _put(at, b"\r\n", 2)
+    _put(at, PyBytes_AS_STRING(after), rest)
+    return out
+
+
+def chunk_size_line(Py_ssize_t size):
+    """A chunk's size line (hex, CR LF) alone, for a writer that joins the chunk's pieces itself."""
+    if size < 0:
+        raise ValueError("a chunk's size cannot be negative")
+    cdef char digits[18]
+    cdef int k = _put_hex(digits, <size_t>size)
+    digits[16] = b"\r"
+    digits[17] = b"\n"
+    return PyBytes_FromStringAndSize(digits + 16 - k, k + 2)

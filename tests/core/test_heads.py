@@ -674,3 +674,38 @@ def test_a_head_of_many_fields_keeps_every_one(m, count):
     assert fields == pairs and [fields[n] for n, _ in pairs] == [v for _, v in pairs]
     answer = f"HTTP/1.1 200 OK\r\n{lines}Content-Length: 0\r\n\r\n".encode()
     assert m.whole_response(answer)[1] == {**dict(pairs), "content-length": "0"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=5000), st.sampled_from([b"", b"0\r\n\r\n"]))
+def test_a_framed_chunk_is_its_size_in_hex_its_data_and_what_follows_alike_in_both(data, after):
+    framed = compiled.framed_chunk(data, after)
+    assert framed == reference.framed_chunk(data, after)
+    size, _, rest = framed.partition(b"\r\n")
+    assert size == size.lower() and int(size, 16) == len(data) and (size == b"0" or not size.startswith(b"0"))
+    assert rest == data + b"\r\n" + after
+    line = compiled.chunk_size_line(len(data))
+    assert line == reference.chunk_size_line(len(data)) == size + b"\r\n"
+
+
+def test_a_framed_stream_reads_back_through_httptools_as_its_chunks():
+    chunks = [b"data: {}\n\n", b"x" * 4095, b"y" * 16, b"z"]
+    body = b"".join(compiled.framed_chunk(c, b"") for c in chunks[:-1]) + compiled.framed_chunk(chunks[-1],
+                                                                                                  b"0\r\n\r\n")
+    got, done = [], []
+
+    class Reader:
+        def on_body(self, b):
+            got.append(bytes(b))
+
+        def on_message_complete(self):
+            done.append(True)
+
+    parser = httptools.HttpResponseParser(Reader())
+    parser.feed_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    assert b"".join(got) == b"".join(chunks) and done == [True]
+
+
+def test_a_negative_chunk_size_is_refused(m):
+    with pytest.raises(ValueError):
+        m.chunk_size_line(-1)

@@ -5,7 +5,8 @@ request (an HTTP/1.1 ``POST`` whose every byte is in the strict subset below) an
 (``None``) about any other head, which the caller then reads with llhttp as before;
 ``whole_response``, the same for an upstream's answer that came whole in one read;
 ``chunked_head``, the same for the head of a chunked answer (a stream), whose body ``ChunkedBody``
-then reads read by read; and ``answer_head``, which writes the head of an answer the gateway sends. Same API and
+then reads read by read; ``answer_head``, which writes the head of an answer the gateway sends; and
+``framed_chunk``, a relayed stream's chunk in the chunked framing. Same API and
 behaviour as the compiled module; written to be slow and obvious, because it is the oracle the
 tests compare the compiled scanner against.
 
@@ -432,3 +433,16 @@ def _leading_value(value) -> bytes:
             raise ValueError("answer_head: a leading float is out of range")
         return f"{value:.3f}".encode()
     raise TypeError(f"a leading field's value must be a str, an int or a float, not {type(value).__name__}")
+
+
+def framed_chunk(data: bytes, after: bytes) -> bytes:
+    """``data`` as one chunk of a chunked body (RFC 9112 7.1: its size in lowercase hex, CR LF, the
+    data, CR LF), then ``after``."""
+    return f"{len(data):x}".encode() + b"\r\n" + data + b"\r\n" + after
+
+
+def chunk_size_line(size: int) -> bytes:
+    """A chunk's size line (hex, CR LF) alone."""
+    if size < 0:
+        raise ValueError("a chunk's size cannot be negative")
+    return f"{size:x}\r\n".encode()
