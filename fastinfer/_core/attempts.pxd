@@ -22,7 +22,7 @@ cdef class Slot:
 cdef class RelayedStream:
     cdef public object reply, relay, provider
     cdef public Attempt attempt
-    cdef object _loop, _client, _done, _resumer, _grace
+    cdef object _loop, _client, _done, _resumer, _grace, _feed, _write
     cdef list _on_done, _before_end
     cdef bint _closed, _end_sent, _starting
     cdef bytes _ending

@@ -223,11 +223,15 @@ class RelayedStream:
         self.reply = reply
         self._loop = loop
         self.relay = relay
+        # the relay's feed and (in ``pump``) the client's write, bound once: each chunk calls both, and a
+        # call by name looks the method up in the object's type each time
+        self._feed = relay.feed
         self.attempt = attempt.hand_over()
         self.provider = provider            # the upstream kind, for classifying its error events
         self._on_done: list = []
         self._before_end: list = []
         self._client = None                 # the gateway's ``engine.stream.ClientWriter``
+        self._write = None                  # its write
         self._done = None
         self._resumer = None
         self._closed = False
@@ -239,6 +243,7 @@ class RelayedStream:
     async def pump(self, client) -> None:
         """Relay the whole stream to ``client``; returns when it has ended either way."""
         self._client = client
+        self._write = client.write
         self._done = self._loop.create_future()
         try:
             # what came with the first read is relayed before the held ending's turn of the loop is
@@ -326,7 +331,7 @@ class RelayedStream:
     def _on_chunk(self, chunk: bytes) -> None:
         relay = self.relay
         try:
-            out = relay.feed(chunk)
+            out = self._feed(chunk)
         except Exception as e:
             # a stream event of a shape the relay cannot read: the stream cannot go on
             log_bug(log, "relaying an upstream stream failed", e)
@@ -347,7 +352,7 @@ class RelayedStream:
                 return
         if self._ending:
             self._send_ending()        # more bytes after the end (a relay never makes them): in order
-        if out and not self._client.write(out) and self._resumer is None:
+        if out and not self._write(out) and self._resumer is None:
             self.reply.stream.pause()
             self._resumer = self._loop.create_task(self._resume_when_drained())
 
