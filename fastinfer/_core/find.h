@@ -158,6 +158,30 @@ static inline int fi_has_avx2(void)
 #endif
 }
 
+static inline size_t fi_screen_with(const char *s, size_t n, const fi_screen *sc, size_t *stopped, int wide)
+{
+#if FI_HAS_AVX2
+    return wide && fi_has_avx2() ? fi_screen_avx2(s, n, sc, stopped) : fi_screen_sse2(s, n, sc, stopped);
+#else
+    (void)wide;
+    return fi_screen_sse2(s, n, sc, stopped);
+#endif
+}
+
+static inline int fi_any_holds_zero(const char *const *needles, const size_t *lengths, int k)
+{
+    int j;
+    for (j = 0; j < k; j++)
+        if (memchr(needles[j], 0, lengths[j]) != NULL)
+            return 1;
+    return 0;
+}
+
+/* the padded tail's room: what a screen step leaves (fewer than the longest needle and 32 positions),
+ * then as many zero bytes; needles longer than FI_TAIL_NEEDLE end their search one by one */
+#define FI_TAIL_NEEDLE 64
+#define FI_TAIL_ROOM (2 * (FI_TAIL_NEEDLE + 32))
+
 /* wide: the AVX2 screen (when the CPU has it: fi_has_avx2), else SSE2's; the tests ask for each */
 static inline const char *fi_find_any_using(const char *s, size_t n, const char *const *needles,
                                             const size_t *lengths, int k, int wide)
@@ -181,15 +205,26 @@ static inline const char *fi_find_any_using(const char *s, size_t n, const char 
         sc.first[j] = needles[from][0];
         sc.second[j] = needles[from][sc.at[j]];
     }
-#if FI_HAS_AVX2
-    found_at = wide && fi_has_avx2() ? fi_screen_avx2(s, n, &sc, &i) : fi_screen_sse2(s, n, &sc, &i);
-#else
-    (void)wide;
-    found_at = fi_screen_sse2(s, n, &sc, &i);
-#endif
+    found_at = fi_screen_with(s, n, &sc, &i, wide);
     if (found_at != (size_t)-1)
         return s + found_at;
-    /* the last positions, fewer than a step before the longest needle's end: each needle alone */
+    /* the last positions, fewer than a step before the longest needle's end (a short read's all): one
+     * more step of the screen over a copy of them padded with zero bytes, which a needle without one
+     * cannot match, not even in part (by each needle alone, they cost a relayed event ~500
+     * instructions). What it finds where a needle could reach into the padding is taken when no
+     * needle holds a zero byte (asked then: a [DONE] at a stream's end), else looked for again below. */
+    if (sc.longest <= FI_TAIL_NEEDLE) {
+        char tail[FI_TAIL_ROOM];
+        size_t rest = n - i, padded = rest + sc.longest - 1 + 32, unused;
+        memcpy(tail, s + i, rest);
+        memset(tail + rest, 0, padded - rest);
+        found_at = fi_screen_with(tail, padded, &sc, &unused, wide);
+        if (found_at == (size_t)-1)
+            return NULL;
+        if (found_at + sc.longest <= rest || !fi_any_holds_zero(needles, lengths, k))
+            return s + i + found_at;
+    }
+    /* each needle alone */
     for (j = 0; j < k; j++) {
         found = fi_find(s + i, n - i, needles[j], lengths[j]);
         if (found != NULL && (best == NULL || found < best))

@@ -525,10 +525,23 @@ def plain_prefix(bytes events, tuple markers, Py_ssize_t offset=0) -> tuple:
     return offset + start, lines
 
 
+# the last markers checked, and what they gave: a relay passes the same tuple with every read
+cdef tuple _checked_markers = None
+cdef const char *_checked_needles[_MAX_MARKERS]
+cdef size_t _checked_lengths[_MAX_MARKERS]
+
+
 cdef int _markers(tuple markers, const char **needles, size_t *lengths) except -1:
-    """``markers`` checked (at most 8, non-empty bytes without a line feed) into ``needles`` and ``lengths``."""
+    """``markers`` checked (at most 8, non-empty bytes without a line feed) into ``needles`` and
+    ``lengths``; the same tuple as last time is not checked again (the module holds it, so its bytes
+    stay where the pointers say)."""
+    global _checked_markers
     cdef Py_ssize_t k
     cdef object marker
+    if markers is _checked_markers:
+        memcpy(needles, _checked_needles, sizeof(_checked_needles))
+        memcpy(lengths, _checked_lengths, sizeof(_checked_lengths))
+        return 0
     if len(markers) > _MAX_MARKERS:
         raise ValueError(f"at most {_MAX_MARKERS} markers")
     for k in range(len(markers)):
@@ -539,6 +552,9 @@ cdef int _markers(tuple markers, const char **needles, size_t *lengths) except -
             raise ValueError("a marker must not hold a line feed")
         needles[k] = PyBytes_AS_STRING(marker)
         lengths[k] = <size_t>PyBytes_GET_SIZE(marker)
+    memcpy(_checked_needles, needles, len(markers) * sizeof(const char *))
+    memcpy(_checked_lengths, lengths, len(markers) * sizeof(size_t))
+    _checked_markers = markers
     return 0
 
 

@@ -789,6 +789,30 @@ def test_the_first_marker_is_found_the_same_in_steps_of_32_16_and_by_find(pieces
         assert compiled.first_marker(events, markers, wide=False) == expected
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200).map(lambda b: b.replace(b"\n", b"")), st.data())
+def test_a_marker_taken_from_the_read_is_found_where_find_says_zero_bytes_and_long_ones_too(events, data):
+    """The last positions of a read are screened in a copy padded with zero bytes: a marker with a zero
+    byte (looked for alone there) or longer than the padding allows (65 bytes and up) is found where
+    bytes.find says, as is one that ends exactly at the read's end."""
+    markers = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        if events:
+            start = data.draw(st.integers(0, len(events) - 1))
+            markers.append(events[start:start + data.draw(st.integers(1, 80))])
+        else:
+            markers.append(b"\x00")
+    markers = tuple(markers)
+    expected = reference.first_marker(events, markers)
+    assert compiled.first_marker(events, markers) == expected
+    assert compiled.first_marker(events, markers, wide=False) == expected
+    # a marker that the read's end and the zero padding would complete is not there
+    if events:
+        beyond = (events[-data.draw(st.integers(1, min(len(events), 12))):] + b"\x00",)
+        assert compiled.first_marker(events, beyond) == reference.first_marker(events, beyond)
+        assert compiled.first_marker(events, beyond, wide=False) == reference.first_marker(events, beyond)
+
+
 def test_this_cpu_searches_in_steps_of_32_when_it_can():
     """Where the CPU has AVX2 the wide search runs (so the test above ran both)."""
     assert compiled.WIDE_MARKER_SEARCH == ("avx2" in open("/proc/cpuinfo").read().split())
