@@ -113,13 +113,17 @@ class Requests:
                     raise RuntimeError(f"the gateway answered {resp.status} to a benchmark request")
 
 
-def start_mock(workdir: Path, requests: Requests, chunks: int, at_once: bool):
+def start_mock(workdir: Path, requests: Requests, chunks: int, at_once: bool, paced_itl_ms: float = 0.0):
     """The upstream the counted requests go to, answering as ``requests`` ask (a stream: ``chunks``
-    events): the Python mock, which writes a stream event by event, or with ``at_once`` nginx
+    events): the Python mock, which writes a stream event by event (with ``paced_itl_ms``, that long
+    apart, so that each is a read of its own, as a model server paces tokens), or with ``at_once`` nginx
     serving the Python mock's answer in one write, so a stream arrives in one read as in the load
     bench's ``stream`` scenario (there, a stream's cost is mostly the path's, not its reads')."""
     if not at_once:
-        return PythonMock(str(workdir), chunks=chunks)
+        mock = PythonMock(str(workdir), chunks=chunks)
+        if paced_itl_ms > 0:
+            mock.configure(requests.stream, chunks, paced_itl_ms)
+        return mock
     mock = start_upstream("nginx", str(workdir), {(requests.stream, chunks)},
                           lambda stream: request_body(stream, requests.prompt_bytes), chunks)
     mock.configure(requests.stream, chunks, 0.0)
@@ -191,15 +195,17 @@ def per_request(label: str, upstream_port: int, tree: Path, workdir: Path, count
 
 def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, workdir: Path,
         variants: dict[str, dict] | None = None, tree: Path | None = None, stream_chunks: int = 0,
-        prompt_bytes: int = 0, body_apart: bool = False, functions: int = 0, at_once: bool = False) -> dict:
+        prompt_bytes: int = 0, body_apart: bool = False, functions: int = 0, at_once: bool = False,
+        paced_itl_ms: float = 0.0) -> dict:
     """``tree``: the source tree the paths and variants run from (default: this one);
     ``stream_chunks``: stream every answer in this many events (0: whole answers); ``prompt_bytes``
     and ``body_apart``: as ``Requests``; ``functions``: each path's costliest functions, this many;
     ``at_once``: the mock is nginx serving what the Python mock answers, each answer in one write
-    (a stream's events arrive in one read, as in the load bench's ``stream`` scenario)."""
+    (a stream's events arrive in one read, as in the load bench's ``stream`` scenario);
+    ``paced_itl_ms``: the Python mock's delay between a stream's events (each then a read of its own)."""
     tree = tree or fastinfer_tree()
     requests = Requests(stream_chunks > 0, prompt_bytes, body_apart)
-    mock = start_mock(workdir, requests, stream_chunks if requests.stream else 10, at_once)
+    mock = start_mock(workdir, requests, stream_chunks if requests.stream else 10, at_once, paced_itl_ms)
     try:
         rows = [per_request(label, mock.port, tree, workdir, counts, requests, None, functions) for label in paths]
         rows += [per_request(label, mock.port, tree, workdir, counts, requests, settings, functions)
@@ -222,7 +228,7 @@ def run(paths: list[str], counts: tuple[int, int], baseline_tree: Path | None, w
             row["vs_baseline_full"] = round(row["per_request"] / by_path["baseline-full"], 3)
     return {"rows": rows, "tree": str(tree), "baseline_tree": str(baseline_tree) if baseline_tree else None,
             "stream_chunks": stream_chunks, "prompt_bytes": prompt_bytes, "body_apart": body_apart,
-            "at_once": at_once}
+            "at_once": at_once, "paced_itl_ms": paced_itl_ms}
 
 
 def to_markdown(report: dict) -> str:
@@ -265,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="the mock is nginx, sending each answer in one write (a stream's events come in one "
                              "read, as in the load bench's 'stream' scenario); default: the Python mock, one "
                              "write per event. Needs nginx")
+    parser.add_argument("--paced-itl-ms", type=float, default=0.0, metavar="MS",
+                        help="with --stream: the Python mock waits MS between a stream's events, so that each is a "
+                             "read and a write of its own, as a model server paces tokens (valgrind slows the "
+                             "gateway ~50x: 3 keeps them apart). Run --stream 8 and --stream 64 alike: their "
+                             "difference / 56 is an event's own cost")
     parser.add_argument("--functions", type=int, default=0, metavar="N",
                         help="also list each path's N costliest functions, instructions per request (default 0)")
     parser.add_argument("--out", help="write the report as JSON here")
@@ -284,13 +295,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--prompt-bytes: at least 0")
     if args.functions < 0:
         parser.error("--functions: at least 0")
+    if args.paced_itl_ms < 0 or (args.paced_itl_ms and (not args.stream or args.at_once)):
+        parser.error("--paced-itl-ms: a delay of 0 or more, for --stream without --at-once")
     if args.at_once and nginx_binary() is None:
         parser.error("--at-once needs nginx (Debian: apt-get install nginx)")
     workdir = Path(tempfile.mkdtemp(prefix="fastinfer-bench-instructions-"))
     try:
         report = run(args.paths, (fewer, more), args.baseline_tree, workdir,
                      {label: tomllib.loads(toml) for label, toml in args.variant}, args.tree, args.stream,
-                     args.prompt_bytes, args.body_apart, args.functions, args.at_once)
+                     args.prompt_bytes, args.body_apart, args.functions, args.at_once, args.paced_itl_ms)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return finish(to_markdown(report), report, args.out)

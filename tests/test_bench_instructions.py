@@ -90,3 +90,24 @@ def test_at_once_counts_against_nginx_serving_the_python_mocks_stream_in_one_pie
     # the same 8 events (role, 6 tokens, finish) and the end, as the Python mock streams them
     assert answer.count(b"data: {") == 8 and answer.rstrip().endswith(b"data: [DONE]")
     assert without_ids(answer) == without_ids(expected)
+
+
+def test_paced_the_python_mock_sends_each_event_of_a_stream_in_a_read_of_its_own(tmp_path):
+    """``--paced-itl-ms``: the events come apart, each a read of its own (what a model server's token
+    stream costs a relay), where unpaced they may come together."""
+    requests = Requests(stream=True)
+    mock = start_mock(tmp_path, requests, 8, at_once=False, paced_itl_ms=100.0)
+    try:
+        body = request_body(True)
+        with socket.create_connection(("127.0.0.1", mock.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            reads = []
+            while not reads or b"[DONE]" not in reads[-1]:
+                data = sock.recv(65536)
+                assert data, "the mock closed the stream before its end"
+                reads.append(data)
+    finally:
+        mock.stop()
+    with_events = [r for r in reads if b"data: {" in r]
+    assert len(with_events) == 8 and all(r.count(b"data: {") == 1 for r in with_events)
