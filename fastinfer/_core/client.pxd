@@ -2,6 +2,8 @@
 # from inside the module, which compiled are C calls (and not callable from Python).
 cimport cython
 
+from fastinfer._core.heads cimport framed_chunk
+
 
 cdef class RequestBody:
     cdef readonly Py_ssize_t length

@@ -203,11 +203,6 @@ cdef class Fields:
     list, the multidict and its proxy that a request's head used to cost. It equals a list of
     ``(name, value)`` pairs, or anything whose ``items()`` gives them (another ``Fields``, its
     twin's, a mapping), with the same pairs in the same order."""
-    cdef bytes _head
-    cdef bytes _spans               # four int32 a field: name start and end, value start and end
-    cdef const int32_t *_at
-    cdef Py_ssize_t _count
-
     def __init__(self):
         raise TypeError("Fields are made by plain_post")
 
@@ -501,8 +496,7 @@ def chunked_head(bytes data not None):
 
 
 # where in the chunked framing the next byte is (the reference's states)
-cdef enum ChunkState:
-    SIZE, EXTENSION, SIZE_LF, DATA, DATA_CR, DATA_LF, TRAILER, TRAILER_NAME, TRAILER_VALUE, TRAILER_LF, LAST_LF, END
+# ``ChunkState``, a chunked body's states (where in the framing the next byte is): in heads.pxd
 
 
 cdef class ChunkedBody:
@@ -512,20 +506,15 @@ cdef class ChunkedBody:
     bytes came after them. Framing outside the subset, or more than ``max_framing`` bytes of it
     between two pieces of data, is a ``ValueError``."""
 
-    cdef ChunkState state
-    cdef int digits
-    cdef long long size
-    cdef Py_ssize_t framing
-    cdef readonly Py_ssize_t max_framing
-    cdef readonly bint done
-    cdef readonly bint overflowed
-
     def __cinit__(self, Py_ssize_t max_framing=8192):
         self.max_framing = max_framing
         self.state = SIZE
 
-    def feed(self, bytes data not None, Py_ssize_t start=0):
-        """The chunk data of ``data[start:]``, joined (``b""`` when it has none)."""
+    cpdef bytes feed(self, bytes data, Py_ssize_t start=0):
+        """The chunk data of ``data[start:]``, joined (``b""`` when it has none). (``cpdef``: the
+        upstream connection calls it on every read of a stream, a C call.)"""
+        if data is None:
+            raise TypeError("data must be bytes, not None")
         cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         cdef Py_ssize_t i = start if start > 0 else 0
@@ -895,11 +884,14 @@ cdef inline int _put_hex(char *digits, size_t size) noexcept:
             return 16 - k
 
 
-def framed_chunk(bytes data not None, bytes after not None):
+cpdef bytes framed_chunk(bytes data, bytes after):
     """``data`` as one chunk of a chunked body (its size in hex, CR LF, the data, CR LF), then
     ``after`` (the last chunk, when the stream ends with it): one allocation, run for every chunk
     a stream relays, where a bytes format (``b"%x\\r\\n%b\\r\\n" % (len(data), data)``) parsed its
-    format and made an int's text each time."""
+    format and made an int's text each time. (``cpdef``: the client's stream calls it on every
+    chunk, a C call.)"""
+    if data is None or after is None:
+        raise TypeError("framed_chunk takes bytes, not None")
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data), rest = PyBytes_GET_SIZE(after)
     cdef char digits[16]
     cdef int k = _put_hex(digits, <size_t>n)

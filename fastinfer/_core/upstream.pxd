@@ -2,6 +2,8 @@
 # from inside the module, which compiled are C calls (and not callable from Python).
 cimport cython
 
+from fastinfer._core.heads cimport ChunkedBody
+
 
 cdef class UpstreamReply:
     cdef public object status, headers, body, first, stream
@@ -22,7 +24,8 @@ cdef class H1Connection:
     cdef public object pool, transport, sink, state, _parser, _timer
     cdef public bint reused, got_bytes
     cdef public double idle_since
-    cdef object _loop, _on_data, _status, _headers, _framing, _piece, _pieces, _chunks, _timeouts
+    cdef object _loop, _time, _on_data, _status, _headers, _framing, _piece, _pieces, _timeouts
+    cdef ChunkedBody _chunks
     cdef bint _head_ready, _keep_alive, _paused
     cdef Py_ssize_t _unframed
     cdef double _last_io, _deadline, _timer_due
@@ -30,6 +33,8 @@ cdef class H1Connection:
     @cython.locals(now=cython.double, due=cython.double)
     cdef _send(self, bytes request, sink, timeouts)
     cdef _read_by_llhttp(self, sink, bytes data)
+    @cython.locals(piece=bytes)
+    cdef _read_chunked(self, ChunkedBody chunks, bytes data, Py_ssize_t start)
     @cython.locals(exchange=Exchange, body_start=Py_ssize_t, keep_alive=bint)
     cdef _take_whole(self, sink, bytes data, tuple whole)
     cdef bint _head_read(self, sink, status, headers, framing, bint keep_alive) except -1

@@ -138,6 +138,9 @@ class H1Connection:
         self.state = IDLE
         self.got_bytes = False            # any byte of the current exchange's answer arrived
         self._loop = loop
+        # the loop's clock, bound once: read on every read of an answer (the idle timeout's), where
+        # ``self._loop.time()`` looked the method up by name each time
+        self._time = loop.time
         self._on_data: Callable[[bytes], None] | None = None
         self._status = 0
         self._headers: dict[str, str] = {}
@@ -258,7 +261,7 @@ class H1Connection:
             self.state = self.state.moves[FAIL]
             self.transport.abort()
             return
-        self._last_io = self._loop.time()
+        self._last_io = self._time()
         self.got_bytes = True
         self._unframed += len(data)
         try:
@@ -278,28 +281,32 @@ class H1Connection:
                 if chunks is None:
                     self._read_by_llhttp(sink, data)
                     return
-            # a chunked body read without llhttp, here rather than in a method: a stream's every read
-            try:
-                piece = chunks.feed(data, start)
-            except ValueError as e:
-                self._fail(UpstreamFailure(_chunked_failure(str(e))))
-                return
-            if piece:
-                self._on_data(piece)
-                if self.sink is None:
-                    return  # the sink aborted on the data
-            if chunks.done:
-                self._chunks = None
-                if chunks.overflowed:
-                    self._keep_alive = False  # bytes after the end of the answer: done, but never reused
-                self.state = self.state.moves[END]
-                self._finish()
+            self._read_chunked(chunks, data, start)
         except Exception as e:
             # a sink that raised: the exchange cannot go on, but the event loop must not see it
             log_bug(log, "reading an upstream answer failed", e)
             self._piece = self._pieces = None
             if self.sink is not None:
                 self._fail(UpstreamFailure("the gateway could not read the upstream's answer"))
+
+    def _read_chunked(self, chunks: ChunkedBody, data: bytes, start: int) -> None:
+        """A read of a chunked body, ``data[start:]``, without llhttp: a stream's every read. (Its own
+        method, a C call compiled: ``chunks`` typed, its ``feed`` and ``done`` are C calls and reads.)"""
+        try:
+            piece = chunks.feed(data, start)
+        except ValueError as e:
+            self._fail(UpstreamFailure(_chunked_failure(str(e))))
+            return
+        if piece:
+            self._on_data(piece)
+            if self.sink is None:
+                return  # the sink aborted on the data
+        if chunks.done:
+            self._chunks = None
+            if chunks.overflowed:
+                self._keep_alive = False  # bytes after the end of the answer: done, but never reused
+            self.state = self.state.moves[END]
+            self._finish()
 
     def _read_by_llhttp(self, sink, data: bytes) -> None:
         """A read of an answer outside the compiled readers' subset, framed by llhttp's callbacks."""

@@ -709,3 +709,16 @@ def test_a_framed_stream_reads_back_through_httptools_as_its_chunks():
 def test_a_negative_chunk_size_is_refused(m):
     with pytest.raises(ValueError):
         m.chunk_size_line(-1)
+
+
+def test_the_stream_calls_refuse_none_as_they_refused_it_before_they_were_c_calls(m):
+    # ``ChunkedBody.feed`` and ``framed_chunk`` are ``cpdef`` (other compiled modules call them in
+    # C), where ``not None`` cannot be said in the signature: they check, and raise, themselves
+    with pytest.raises(TypeError):
+        m.ChunkedBody().feed(None)
+    with pytest.raises(TypeError):
+        m.framed_chunk(None, b"")
+    with pytest.raises(TypeError):
+        m.framed_chunk(b"x", None)
+    body = m.ChunkedBody()
+    assert body.feed(b"3\r\nabc\r\n0\r\n\r\n", 0) == b"abc" and body.done
