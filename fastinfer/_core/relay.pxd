@@ -3,6 +3,8 @@
 
 cimport cython
 
+from fastinfer._core.sse cimport plain_prefix, whole_events
+
 @cython.locals(data=bytes)
 cpdef bint needs_parsing(data)
 

@@ -54,10 +54,7 @@ cdef str _MESSAGE = "message"
 
 # ---------------------------------------------------------------- byte buffer
 
-cdef struct Buf:
-    char* p
-    Py_ssize_t n
-    Py_ssize_t cap
+# ``Buf`` (a pointer, its length and its capacity): in sse.pxd
 
 
 cdef int _buf_grow(Buf* b, Py_ssize_t extra) except -1:
@@ -104,11 +101,6 @@ cdef class Event:
     cannot be part of a cycle): allocating one per event never triggers a
     collection."""
 
-    cdef readonly str event
-    cdef readonly bytes data
-    cdef readonly object id
-    cdef readonly object retry
-
     def __init__(self, str event not None="message", bytes data not None=b"",
                  id=None, retry=None):
         if id is not None and not isinstance(id, str):
@@ -139,19 +131,7 @@ cdef class Event:
 
 @cython.final
 cdef class SSEParser:
-    """Incremental WHATWG event-stream parser; feed it bytes, get events."""
-
-    cdef Buf _carry          # bytes of an unfinished line
-    cdef Buf _data           # data buffer (each value followed by LF)
-    cdef Buf _etype          # event type buffer
-    cdef bint _skip_lf       # previous chunk ended with CR: a leading LF belongs to it
-    cdef int _bom            # 0..2: BOM bytes matched at stream start; 3: decided
-    cdef object _id_buffer   # str, or None if no valid id field in this stream
-    cdef object _block_retry # int or None: valid retry of the current block
-    cdef bytes _etype_cache_b
-    cdef str _etype_cache_s
-    cdef readonly str last_event_id
-    cdef readonly object reconnection_time
+    """Incremental WHATWG event-stream parser; feed it bytes, get events. (Its fields: in sse.pxd.)"""
 
     def __cinit__(self):
         self._carry.p = NULL
@@ -476,7 +456,7 @@ cdef enum:
     _MAX_MARKERS = 8
 
 
-def plain_prefix(bytes events, tuple markers, Py_ssize_t offset=0) -> tuple:
+cpdef tuple plain_prefix(bytes events, tuple markers, Py_ssize_t offset=0):
     """``(end, data_lines)``: ``end`` is the offset just past the leading events of ``events[offset:]`` that
     a relay may forward unparsed: each ends in ``"}\\n\\n"`` (a JSON object's end, then the
     blank line) and holds none of ``markers`` (at most 8, non-empty bytes without a line feed);
@@ -490,6 +470,8 @@ def plain_prefix(bytes events, tuple markers, Py_ssize_t offset=0) -> tuple:
     line feed to line feed (``memchr``). (A byte loop that looked at every quote for a marker cost
     ~4 ns a byte: JSON is a fifth quotes.)
     """
+    if events is None or markers is None:
+        raise TypeError("plain_prefix takes bytes and a tuple, not None")
     if offset < 0 or offset > PyBytes_GET_SIZE(events):
         raise ValueError("offset out of range")
     cdef const char* s = PyBytes_AS_STRING(events) + offset
@@ -577,11 +559,13 @@ cdef inline int _starts_data(const char* at, const char* end) noexcept nogil:
 # ------------------------------------------------------------ whole_events
 
 
-def whole_events(bytes carry, bytes chunk) -> tuple:
+cpdef tuple whole_events(bytes carry, bytes chunk):
     """``(events, rest)``: what has arrived (``carry``, then ``chunk``) split into its whole SSE
     events and the partial one to carry to the next read. An event ends at the last ``"\\n\\n"``,
     ``"\\r\\n\\r\\n"`` or ``"\\r\\r"``; relays forward only whole events, so that an error event
     can always be appended cleanly. One call per read instead of two Python ones."""
+    if carry is None or chunk is None:
+        raise TypeError("whole_events takes bytes, not None")
     cdef bytes buf = carry + chunk if PyBytes_GET_SIZE(carry) else chunk
     cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
     cdef Py_ssize_t end = _last_event_end(PyBytes_AS_STRING(buf), n)

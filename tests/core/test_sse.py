@@ -850,3 +850,17 @@ def test_whole_events_compiled_equals_reference(carry, pieces):
     got = compiled.whole_events(carry, chunk)
     assert got == reference.whole_events(carry, chunk)
     assert got[0] + got[1] == carry + chunk
+
+
+def test_the_relay_calls_refuse_none(m):
+    # ``whole_events`` and ``plain_prefix`` are ``cpdef`` (the compiled relay calls them in C): a None
+    # is a TypeError, not a read through a null object
+    with pytest.raises(TypeError):
+        m.whole_events(None, b"data: x\n\n")
+    with pytest.raises(TypeError):
+        m.whole_events(b"", None)
+    with pytest.raises(TypeError):
+        m.plain_prefix(None, (b"[DONE]",))
+    with pytest.raises(TypeError):
+        m.plain_prefix(b'data: {"a":1}\n\n', None)
+    assert m.plain_prefix(b'data: {"a":1}\n\n', (b"[DONE]",)) == (15, 1)

@@ -252,6 +252,8 @@ def whole_events(carry: bytes, chunk: bytes) -> tuple[bytes, bytes]:
 
     Relays forward only whole events, so that an error event can always be appended cleanly.
     """
+    if carry is None or chunk is None:
+        raise TypeError("whole_events takes bytes, not None")
     buf = carry + chunk if carry else chunk
     end = last_event_end(buf)
     if end == len(buf):
