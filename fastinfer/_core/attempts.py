@@ -38,6 +38,7 @@ import time
 
 from ..errors import GatewayError, UpstreamFailure, forget_tracebacks
 from ..observe import log_bug
+from .relay import OpenAIPassthrough
 
 log = logging.getLogger("fastinfer.engine")
 #: the overhead clock the engine and the gateway measure with (``engine.request.clock`` is this one):
@@ -226,6 +227,9 @@ class RelayedStream:
         # the relay's feed and (in ``pump``) the client's write, bound once: each chunk calls both, and a
         # call by name looks the method up in the object's type each time
         self._feed = relay.feed
+        # an OpenAI stream's relay, typed: its ``failure`` and ``finished``, asked after every read, are
+        # then fields read in C, not attributes looked up by name (None: a translating relay)
+        self._passthrough = relay if isinstance(relay, OpenAIPassthrough) else None
         self.attempt = attempt.hand_over()
         self.provider = provider            # the upstream kind, for classifying its error events
         self._on_done: list = []
@@ -337,14 +341,14 @@ class RelayedStream:
             log_bug(log, "relaying an upstream stream failed", e)
             out, failure = b"", UpstreamFailure("the upstream's stream could not be read")
         else:
-            failure = relay.failure
+            failure = relay.failure if self._passthrough is None else self._passthrough.failure
         if failure is not None:
             if out:
                 self._client.write(out)
             self.reply.close()
             self._on_end(failure)
             return
-        if relay.finished:
+        if relay.finished if self._passthrough is None else self._passthrough.finished:
             if self._before_end:
                 self._run_before_end()     # the end is in ``out``: account before the client sees it
             if out:
