@@ -5,6 +5,7 @@
 from libc.stdint cimport int32_t
 
 
+# where in the chunked framing the next byte is (the reference's states)
 cdef enum ChunkState:
     SIZE, EXTENSION, SIZE_LF, DATA, DATA_CR, DATA_LF, TRAILER, TRAILER_NAME, TRAILER_VALUE, TRAILER_LF, LAST_LF, END
 

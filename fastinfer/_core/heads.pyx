@@ -495,8 +495,7 @@ def chunked_head(bytes data not None):
     return status, fields, body_start, keep_alive
 
 
-# where in the chunked framing the next byte is (the reference's states)
-# ``ChunkState``, a chunked body's states (where in the framing the next byte is): in heads.pxd
+# ``ChunkState``, where in the chunked framing the next byte is (the reference's states): in heads.pxd
 
 
 cdef class ChunkedBody:
