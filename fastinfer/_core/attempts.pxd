@@ -1,6 +1,7 @@
 # The C types of attempts.py (Cython's pure-Python mode): the fields, and the methods the module
 # calls on itself, which compiled are C calls.
 
+from fastinfer._core.client cimport ClientStream
 from fastinfer._core.relay cimport OpenAIPassthrough
 
 cdef class Attempt:
@@ -26,6 +27,7 @@ cdef class RelayedStream:
     cdef public Attempt attempt
     cdef object _loop, _client, _done, _resumer, _grace, _feed, _write
     cdef OpenAIPassthrough _passthrough
+    cdef ClientStream _client_stream
     cdef list _on_done, _before_end
     cdef bint _closed, _end_sent, _starting
     cdef bytes _ending

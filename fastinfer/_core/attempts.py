@@ -38,6 +38,7 @@ import time
 
 from ..errors import GatewayError, UpstreamFailure, forget_tracebacks
 from ..observe import log_bug
+from .client import ClientStream
 from .relay import OpenAIPassthrough
 
 log = logging.getLogger("fastinfer.engine")
@@ -227,8 +228,9 @@ class RelayedStream:
         # the relay's feed and (in ``pump``) the client's write, bound once: each chunk calls both, and a
         # call by name looks the method up in the object's type each time
         self._feed = relay.feed
-        # an OpenAI stream's relay, typed: its ``failure`` and ``finished``, asked after every read, are
-        # then fields read in C, not attributes looked up by name (None: a translating relay)
+        # an OpenAI stream's relay, typed: its ``feed``, ``failure`` and ``finished``, used on every read,
+        # are then a C call and fields read in C, not a bound method's call and attributes looked up by
+        # name (None: a translating relay)
         self._passthrough = relay if isinstance(relay, OpenAIPassthrough) else None
         self.attempt = attempt.hand_over()
         self.provider = provider            # the upstream kind, for classifying its error events
@@ -236,6 +238,7 @@ class RelayedStream:
         self._before_end: list = []
         self._client = None                 # the gateway's ``engine.stream.ClientWriter``
         self._write = None                  # its write
+        self._client_stream = None          # it, when it is the gateway's ``ClientStream`` (typed)
         self._done = None
         self._resumer = None
         self._closed = False
@@ -248,6 +251,8 @@ class RelayedStream:
         """Relay the whole stream to ``client``; returns when it has ended either way."""
         self._client = client
         self._write = client.write
+        # the gateway's client stream, typed: its ``write`` on every read is then a C call
+        self._client_stream = client if isinstance(client, ClientStream) else None
         self._done = self._loop.create_future()
         try:
             # what came with the first read is relayed before the held ending's turn of the loop is
@@ -335,7 +340,7 @@ class RelayedStream:
     def _on_chunk(self, chunk: bytes) -> None:
         relay = self.relay
         try:
-            out = self._feed(chunk)
+            out = self._feed(chunk) if self._passthrough is None else self._passthrough.feed(chunk)
         except Exception as e:
             # a stream event of a shape the relay cannot read: the stream cannot go on
             log_bug(log, "relaying an upstream stream failed", e)
@@ -356,9 +361,11 @@ class RelayedStream:
                 return
         if self._ending:
             self._send_ending()        # more bytes after the end (a relay never makes them): in order
-        if out and not self._write(out) and self._resumer is None:
-            self.reply.stream.pause()
-            self._resumer = self._loop.create_task(self._resume_when_drained())
+        if out:
+            accepted = self._write(out) if self._client_stream is None else self._client_stream.write(out)
+            if not accepted and self._resumer is None:
+                self.reply.stream.pause()
+                self._resumer = self._loop.create_task(self._resume_when_drained())
 
     def _hold_ending(self, out: bytes) -> None:
         self._ending += out
