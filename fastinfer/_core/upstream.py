@@ -90,7 +90,7 @@ class KeptAlive:
         found on the way (closed by the upstream, or idle for ``idle_timeout_s``) are closed."""
         while self.idle:
             conn = self.idle.pop()
-            if conn._reusable() and conn._loop.time() - conn.idle_since < self.idle_timeout_s:
+            if conn._reusable() and conn._time() - conn.idle_since < self.idle_timeout_s:
                 conn.reused = True
                 return conn
             if conn.transport is not None:
@@ -138,8 +138,8 @@ class H1Connection:
         self.state = IDLE
         self.got_bytes = False            # any byte of the current exchange's answer arrived
         self._loop = loop
-        # the loop's clock, bound once: read on every read of an answer (the idle timeout's), where
-        # ``self._loop.time()`` looked the method up by name each time
+        # the loop's clock, bound once: read on every read of an answer (the idle timeout's) and every
+        # request, where ``self._loop.time()`` looked the method up by name each time
         self._time = loop.time
         self._on_data: Callable[[bytes], None] | None = None
         self._status = 0
@@ -176,7 +176,7 @@ class H1Connection:
 
     def _send(self, request: bytes, sink, timeouts) -> None:
         loop = self._loop
-        now = loop.time()
+        now = self._time()
         self.state = self.state.moves[SEND]
         self.sink = sink
         self._on_data = sink.on_data
@@ -212,7 +212,7 @@ class H1Connection:
 
     def resume(self) -> None:
         self._paused = False
-        self._last_io = self._loop.time()       # the idle clock restarts when the gateway reads again
+        self._last_io = self._time()       # the idle clock restarts when the gateway reads again
         if self.transport is not None:
             self.transport.resume_reading()
 
@@ -433,7 +433,7 @@ class H1Connection:
         self._timer = None
         if self.sink is None:
             return
-        now = self._loop.time()
+        now = self._time()
         t = self._timeouts
         if now >= self._deadline:
             if self._paused:        # the gateway stopped reading for its client: the time ran out there
@@ -481,7 +481,7 @@ class H1Connection:
     def _released(self) -> None:
         """Back in the pool after a complete exchange (``KeptAlive.keep``)."""
         self.state = self.state.moves[RELEASE]
-        self.idle_since = self._loop.time()
+        self.idle_since = self._time()
 
     @property
     def reusable(self) -> bool:
