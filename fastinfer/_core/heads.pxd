@@ -1,7 +1,7 @@
 # The C types of heads.pyx: its classes' fields and C methods, and what other compiled modules call
 # on every read or chunk of a stream (``upstream``: ``ChunkedBody.feed``; ``client``: ``framed_chunk``),
 # declared here so that those calls are C calls, not a method looked up by name and its arguments
-# parsed (~400 instructions a read).
+# parsed (a method call by name was ~440 instructions, callgrind).
 from libc.stdint cimport int32_t
 
 

@@ -1,7 +1,7 @@
 # The C types of sse.pyx: its classes' fields and C methods, and the two functions a relay calls on
 # every read of a stream (``relay.OpenAIPassthrough.feed``: ``whole_events``, ``plain_prefix``),
 # declared here so that those calls are C calls, not calls through a Python function object with
-# their arguments parsed (~300 instructions a read).
+# their arguments parsed (the relay's feed, callgrind: 2.13 k -> 1.93 k instructions a read).
 cimport cython
 
 
